@@ -1,0 +1,66 @@
+// trainloop: configuration. Version (the one source of truth), feature macros, and the ABI namespace.
+#pragma once
+
+#define TRAINLOOP_VERSION_MAJOR 0
+#define TRAINLOOP_VERSION_MINOR 1
+#define TRAINLOOP_VERSION_PATCH 0
+#define TRAINLOOP_VERSION_STRING "0.1.0"
+#define TRAINLOOP_VERSION (TRAINLOOP_VERSION_MAJOR * 10000 + TRAINLOOP_VERSION_MINOR * 100 + TRAINLOOP_VERSION_PATCH)
+
+// Feature switches are value macros (0 or 1), defaulted here so `#if TRAINLOOP_WITH_X` is always well formed.
+#ifndef TRAINLOOP_WITH_TORCH
+#define TRAINLOOP_WITH_TORCH 1
+#endif
+#ifndef TRAINLOOP_WITH_AMP
+#define TRAINLOOP_WITH_AMP 0
+#endif
+#ifndef TRAINLOOP_WITH_DISTRIBUTED
+#define TRAINLOOP_WITH_DISTRIBUTED 0
+#endif
+
+// `(0 - X - 1) == 1` holds only when X expands to nothing (`#define TRAINLOOP_WITH_AMP`), which `#if X` would
+// otherwise reject with an unreadable message.
+#if (0 - TRAINLOOP_WITH_TORCH - 1) == 1
+#error "trainloop: TRAINLOOP_WITH_TORCH is defined empty; define it as 0 or 1 (for example -DTRAINLOOP_WITH_TORCH=0)"
+#elif TRAINLOOP_WITH_TORCH != 0 && TRAINLOOP_WITH_TORCH != 1
+#error "trainloop: TRAINLOOP_WITH_TORCH must be 0 or 1 (for example -DTRAINLOOP_WITH_TORCH=0)"
+#endif
+#if (0 - TRAINLOOP_WITH_AMP - 1) == 1
+#error "trainloop: TRAINLOOP_WITH_AMP is defined empty; define it as 0 or 1 (for example -DTRAINLOOP_WITH_AMP=1)"
+#elif TRAINLOOP_WITH_AMP != 0 && TRAINLOOP_WITH_AMP != 1
+#error "trainloop: TRAINLOOP_WITH_AMP must be 0 or 1 (for example -DTRAINLOOP_WITH_AMP=1)"
+#endif
+#if (0 - TRAINLOOP_WITH_DISTRIBUTED - 1) == 1
+#error "trainloop: TRAINLOOP_WITH_DISTRIBUTED is defined empty; define it as 0 or 1 (for example -DTRAINLOOP_WITH_DISTRIBUTED=1)"
+#elif TRAINLOOP_WITH_DISTRIBUTED != 0 && TRAINLOOP_WITH_DISTRIBUTED != 1
+#error "trainloop: TRAINLOOP_WITH_DISTRIBUTED must be 0 or 1 (for example -DTRAINLOOP_WITH_DISTRIBUTED=1)"
+#endif
+#if !TRAINLOOP_WITH_TORCH && (TRAINLOOP_WITH_AMP || TRAINLOOP_WITH_DISTRIBUTED)
+#error "trainloop: TRAINLOOP_WITH_AMP and TRAINLOOP_WITH_DISTRIBUTED need TRAINLOOP_WITH_TORCH=1"
+#endif
+
+#if __cplusplus < 201703L && !(defined(_MSVC_LANG) && _MSVC_LANG >= 201703L)
+#error "trainloop: C++17 or newer is required (-std=c++17)"
+#endif
+
+// The inline namespace encodes version and flags: translation units built with different flags get different
+// symbols for every trainloop entity, so they link side by side instead of silently violating the ODR.
+#define TRAINLOOP_DETAIL_CAT2(a, b) a##b
+#define TRAINLOOP_DETAIL_CAT(a, b) TRAINLOOP_DETAIL_CAT2(a, b)
+#define TRAINLOOP_DETAIL_ABI_NAME                                                                                      \
+  TRAINLOOP_DETAIL_CAT(                                                                                                \
+      TRAINLOOP_DETAIL_CAT(                                                                                            \
+          TRAINLOOP_DETAIL_CAT(TRAINLOOP_DETAIL_CAT(TRAINLOOP_DETAIL_CAT(v, TRAINLOOP_VERSION_MAJOR), _),             \
+                               TRAINLOOP_VERSION_MINOR),                                                               \
+          TRAINLOOP_DETAIL_CAT(_t, TRAINLOOP_WITH_TORCH)),                                                             \
+      TRAINLOOP_DETAIL_CAT(TRAINLOOP_DETAIL_CAT(_a, TRAINLOOP_WITH_AMP), TRAINLOOP_DETAIL_CAT(_d, TRAINLOOP_WITH_DISTRIBUTED)))
+#define TRAINLOOP_DETAIL_BEGIN namespace trainloop { inline namespace TRAINLOOP_DETAIL_ABI_NAME {
+#define TRAINLOOP_DETAIL_END } }
+
+TRAINLOOP_DETAIL_BEGIN
+/// The version this header was built as, for run-time checks (for example, written into checkpoints).
+inline constexpr const char* version_string = TRAINLOOP_VERSION_STRING;
+inline constexpr bool with_torch = TRAINLOOP_WITH_TORCH == 1;
+inline constexpr bool with_amp = TRAINLOOP_WITH_AMP == 1;
+inline constexpr bool with_distributed = TRAINLOOP_WITH_DISTRIBUTED == 1;
+TRAINLOOP_DETAIL_END

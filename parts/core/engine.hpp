@@ -1,0 +1,606 @@
+// trainloop: the Engine, the one loop core. Runs a step over data, fires events, dispatches them to compile-time
+// handlers (a std::tuple, folded) and to run-time handlers registered with `on`.
+#pragma once
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <variant>
+#include <vector>
+
+TRAINLOOP_DETAIL_BEGIN
+
+/// Limits for one `run`: `engine.run(data, max_epochs(5))`, `run(data, max_iters(1000).epoch_length(100))`.
+class RunOptions {
+ public:
+  RunOptions& max_epochs(std::uint64_t n) {
+    max_epochs_ = n;
+    return *this;
+  }
+  RunOptions& max_iters(std::uint64_t n) {
+    max_iters_ = n;
+    return *this;
+  }
+  RunOptions& epoch_length(std::uint64_t n) {
+    epoch_length_ = n;
+    return *this;
+  }
+  const std::optional<std::uint64_t>& max_epochs() const { return max_epochs_; }
+  const std::optional<std::uint64_t>& max_iters() const { return max_iters_; }
+  const std::optional<std::uint64_t>& epoch_length() const { return epoch_length_; }
+
+ private:
+  std::optional<std::uint64_t> max_epochs_, max_iters_, epoch_length_;
+};
+inline RunOptions max_epochs(std::uint64_t n) { return RunOptions().max_epochs(n); }
+inline RunOptions max_iters(std::uint64_t n) { return RunOptions().max_iters(n); }
+inline RunOptions epoch_length(std::uint64_t n) { return RunOptions().epoch_length(n); }
+
+/// Names a run-time handler registered with `Engine::on`, for `has` and `remove`.
+struct HandlerId {
+  std::uint64_t value = 0;
+  friend bool operator==(HandlerId a, HandlerId b) { return a.value == b.value; }
+  friend bool operator!=(HandlerId a, HandlerId b) { return a.value != b.value; }
+};
+
+/// What the step function sees of its engine: the state, the stop requests, and user-defined events. (The step is
+/// given this base rather than the full Engine type, whose output type depends on the step itself.)
+class EngineCore {
+ public:
+  State state;
+
+  /// Stops the run after the current event's handlers: fires `terminate`, then `completed` unless skip_completed.
+  /// A later `run` resumes from where it stopped.
+  void terminate(bool skip_completed = false) noexcept {
+    stop_ = skip_completed ? Stop::run_skip_completed : Stop::run;
+  }
+  /// Ends the current epoch after the current event's handlers: fires `terminate_single_epoch`, restarts the data,
+  /// then `epoch_completed` unless skip_epoch_completed, and goes on with the next epoch.
+  void terminate_epoch(bool skip_epoch_completed = false) noexcept {
+    if (stop_ == Stop::none) stop_ = skip_epoch_completed ? Stop::epoch_skip_completed : Stop::epoch;
+  }
+  bool should_terminate() const noexcept { return stop_ == Stop::run || stop_ == Stop::run_skip_completed; }
+  bool should_terminate_epoch() const noexcept {
+    return stop_ == Stop::epoch || stop_ == Stop::epoch_skip_completed;
+  }
+  /// Fires a user-defined event (from `register_event`): counts it, then runs its handlers.
+  void fire(Event e) {
+    if (is_builtin(e))
+      throw std::invalid_argument("trainloop: fire(" + event_name(e) +
+                                  "): built-in events are fired by the loop; fire() is for register_event() events");
+    state.count_firing(e);
+    fire_user_(*this, e);
+  }
+  /// The exception being handled, during `exception_raised` handlers; null otherwise.
+  const std::exception_ptr& current_exception() const noexcept { return exception_; }
+
+ protected:
+  enum class Stop : std::uint8_t { none, epoch, epoch_skip_completed, run, run_skip_completed };
+  using UserFire = void (*)(EngineCore&, Event);
+
+  explicit EngineCore(UserFire fire_user) noexcept : fire_user_(fire_user) {}
+
+  Stop stop_ = Stop::none;
+  std::exception_ptr exception_;
+
+ private:
+  UserFire fire_user_;
+};
+
+namespace detail {
+// Batch type of a non-generic step: the type of its last parameter.
+template <class T>
+struct last_param_of;
+template <class R, class... A>
+struct last_param_of<R (*)(A...)> {
+  using type = std::decay_t<std::tuple_element_t<sizeof...(A) - 1, std::tuple<A...>>>;
+};
+template <class R, class... A>
+struct last_param_of<R (*)(A...) noexcept> : last_param_of<R (*)(A...)> {};
+#define TRAINLOOP_DETAIL_MEMBER_CALL(QUALIFIERS)                                                                       \
+  template <class R, class C, class... A>                                                                              \
+  struct last_param_of<R (C::*)(A...) QUALIFIERS> : last_param_of<R (*)(A...)> {};
+TRAINLOOP_DETAIL_MEMBER_CALL()
+TRAINLOOP_DETAIL_MEMBER_CALL(const)
+TRAINLOOP_DETAIL_MEMBER_CALL(noexcept)
+TRAINLOOP_DETAIL_MEMBER_CALL(const noexcept)
+#undef TRAINLOOP_DETAIL_MEMBER_CALL
+template <class F>
+using call_operator_t = decltype(&F::operator());
+template <class Step, class = void>
+struct batch_of_step {
+  static_assert(sizeof(Step) == 0,
+                "trainloop: make_engine(step, ...) cannot tell the batch type of a generic step; write "
+                "make_engine<Batch>(step, ...)");
+};
+template <class Step>
+struct batch_of_step<Step, std::enable_if_t<is_detected_v<call_operator_t, Step>>>
+    : last_param_of<call_operator_t<Step>> {};
+template <class Step>
+struct batch_of_step<Step, std::enable_if_t<std::is_pointer_v<Step>>> : last_param_of<Step> {};
+
+struct deduce_batch {};
+
+// The step is called as step(engine, batch) or step(batch); a step returning nothing has std::monostate output.
+template <class Step, class Batch>
+inline constexpr bool step_takes_engine_v = std::is_invocable_v<Step&, EngineCore&, Batch&>;
+template <class Step, class Batch>
+decltype(auto) call_step(Step& step, EngineCore& core, Batch& batch) {
+  if constexpr (step_takes_engine_v<Step, Batch>)
+    return step(core, batch);
+  else
+    return step(batch);
+}
+template <class Step, class Batch>
+struct step_output {
+  static_assert(step_takes_engine_v<Step, Batch> || std::is_invocable_v<Step&, Batch&>,
+                "trainloop: the step must be callable as step(engine, batch) or step(batch), with engine a "
+                "trainloop::EngineCore& (or auto&) and batch the Batch& the engine was made for");
+  using raw = decltype(call_step(std::declval<Step&>(), std::declval<EngineCore&>(), std::declval<Batch&>()));
+  using type = std::conditional_t<std::is_void_v<raw>, std::monostate, std::decay_t<raw>>;
+};
+}  // namespace detail
+
+/// The loop core (Ignite's Engine), over batches of type `Batch`, with a step function and compile-time handlers.
+/// Make one with `make_engine<Batch>(step, handlers...)`, or `make_engine(step, handlers...)` when the step's batch
+/// parameter has a concrete type.
+///
+/// Handler order for every event: compile-time handlers in the order of the pack, then run-time handlers in the
+/// order they were registered. Handlers registered while an event is being dispatched first run at its next firing.
+template <class Batch, class Step, class... Handlers>
+class Engine : public EngineCore {
+ public:
+  using batch_type = Batch;
+  using output_type = typename detail::step_output<Step, Batch>::type;
+  using handlers_type = std::tuple<Handlers...>;
+
+  explicit Engine(Step step, Handlers... handlers)
+      : EngineCore(&Engine::fire_user_event), step_(std::move(step)), handlers_(std::move(handlers)...) {
+    static_assert((detail::check_engine_handler<detail::unwrap_reference_t<Handlers>, Engine>() && ... && true));
+  }
+
+  /// Runs (or resumes) over `data` (see RunOptions and the README for the resume rule). Returns the state.
+  template <class Data>
+  State& run(Data&& data, const RunOptions& options = {}) {
+    auto source = detail::make_data_source<Batch>(std::forward<Data>(data));
+    prepare_run(options, source.size());
+    run_loop(source);
+    return state;
+  }
+
+  /// The batch of the current iteration, from get_batch_completed to iteration_completed; nullptr otherwise.
+  /// Handlers of iteration_started may replace it (Ignite's `state.batch`).
+  Batch* batch() noexcept { return batch_; }
+  /// The last step's output (Ignite's `state.output`).
+  const output_type& output() const {
+    if (!output_) throw std::logic_error("trainloop: Engine::output(): no step has run yet");
+    return *output_;
+  }
+  bool has_output() const noexcept { return output_.has_value(); }
+
+  Step& step() noexcept { return step_; }
+  handlers_type& handlers() noexcept { return handlers_; }
+  template <std::size_t I>
+  auto& handler() noexcept {
+    return detail::unwrap(std::get<I>(handlers_));
+  }
+  template <class H>
+  H& handler() noexcept {
+    return detail::unwrap(std::get<H>(handlers_));
+  }
+
+  /// Registers a run-time handler: `engine.on(Events::iteration_completed | every(100), [](auto& e) {...})`.
+  /// The callable takes the engine or nothing; for exception_raised, returning true marks the exception handled.
+  template <class Spec, class F>
+  HandlerId on(Spec&& events, F&& f) {
+    static_assert(detail::is_event_like_v<std::decay_t<Spec>>,
+                  "trainloop: Engine::on(events, f): events must be Events::x, a user event, `event | filter` or an "
+                  "OR of those");
+    auto spec = detail::to_spec(std::forward<Spec>(events));
+    const HandlerId id{++last_handler_id_};
+    auto fn = make_runtime_callable(std::forward<F>(f));
+    for (auto& item : spec.items) {
+      if (is_builtin(item.event)) {
+        runtime_[event_index(item.event)].push_back({id, std::move(item.filter), fn});
+        runtime_mask_ |= event_bit(item.event);
+      } else {
+        runtime_user_.push_back({item.event, {id, std::move(item.filter), fn}});
+      }
+    }
+    return id;
+  }
+  bool has(HandlerId id) const noexcept {
+    for (const auto& list : runtime_)
+      for (const auto& h : list)
+        if (h.id == id && h.fn) return true;
+    for (const auto& [event, h] : runtime_user_)
+      if (h.id == id && h.fn) return true;
+    return false;
+  }
+  /// Whether any run-time handler is registered for `e`.
+  bool has_handlers(Event e) const noexcept {
+    if (is_builtin(e)) {
+      for (const auto& h : runtime_[event_index(e)])
+        if (h.fn) return true;
+      return false;
+    }
+    for (const auto& [event, h] : runtime_user_)
+      if (event == e && h.fn) return true;
+    return false;
+  }
+  /// Removes a run-time handler (also from inside a handler). Returns whether it was registered.
+  bool remove(HandlerId id) {
+    bool found = false;
+    for (auto& list : runtime_)
+      for (auto& h : list)
+        if (h.id == id && h.fn) h.fn = nullptr, found = true;
+    for (auto& entry : runtime_user_)
+      if (entry.second.id == id && entry.second.fn) entry.second.fn = nullptr, found = true;
+    removed_pending_ |= found;
+    if (dispatch_depth_ == 0) compact_runtime_handlers();
+    return found;
+  }
+
+ private:
+  using RuntimeFn = std::function<bool(Engine&)>;
+  struct RuntimeHandler {
+    HandlerId id;
+    Filter filter;
+    RuntimeFn fn;
+  };
+
+  template <class F>
+  static RuntimeFn make_runtime_callable(F&& f) {
+    using Fn = std::decay_t<F>;
+    // One shared callable for all the events it was registered for, so a stateful callable keeps one state.
+    auto fn = std::make_shared<Fn>(std::forward<F>(f));
+    if constexpr (std::is_invocable_v<Fn&, Engine&>) {
+      using R = std::invoke_result_t<Fn&, Engine&>;
+      return [fn](Engine& e) -> bool {
+        if constexpr (std::is_same_v<R, bool>) return (*fn)(e);
+        else return (*fn)(e), false;
+      };
+    } else {
+      static_assert(std::is_invocable_v<Fn&>,
+                    "trainloop: Engine::on(events, f): f must be callable as f(engine) or f()");
+      using R = std::invoke_result_t<Fn&>;
+      return [fn](Engine&) -> bool {
+        if constexpr (std::is_same_v<R, bool>) return (*fn)();
+        else return (*fn)(), false;
+      };
+    }
+  }
+
+  // --- dispatch -------------------------------------------------------------------------------------------------
+
+  // Fires built-in event E: counts it, calls compile-time handlers, then run-time ones. Returns whether a handler
+  // marked it handled (only exception_raised handlers do).
+  template <Event E>
+  bool emit() {
+    state.count_firing(E);
+    bool handled = false;
+    std::apply([&](auto&... hs) { ((handled |= invoke_compile_time<E>(detail::unwrap(hs))), ...); }, handlers_);
+    if (runtime_mask_ & event_bit(E)) handled |= invoke_runtime(runtime_[event_index(E)], E);
+    return handled;
+  }
+
+  template <Event E, class H>
+  bool invoke_compile_time(H& h) {
+    if constexpr (detail::is_event_handler_v<H>) {
+      if constexpr ((H::builtin_mask & event_bit(E)) != 0) return h.template dispatch<E>(*this);
+      else return false;
+    } else if constexpr (detail::hook<E>::template callable<H, Engine>) {
+      using R = decltype(call_hook<E>(h));
+      if constexpr (std::is_same_v<R, bool>) return call_hook<E>(h);
+      else return call_hook<E>(h), false;
+    } else {
+      return false;
+    }
+  }
+  template <Event E, class H>
+  decltype(auto) call_hook(H& h) {
+    if constexpr (E == Event::exception_raised)
+      return detail::hook<E>::call(h, *this, std::exception_ptr(exception_));
+    else
+      return detail::hook<E>::call(h, *this);
+  }
+
+  bool invoke_runtime(std::vector<RuntimeHandler>& list, Event e) {
+    bool handled = false;
+    ++dispatch_depth_;
+    const std::uint64_t count = state.count(e);
+    const std::size_t n = list.size();  // handlers added during dispatch wait for the next firing
+    try {
+      for (std::size_t i = 0; i < n; ++i)
+        if (list[i].fn && list[i].filter.accepts(state, count)) handled |= list[i].fn(*this);
+    } catch (...) {
+      --dispatch_depth_;
+      throw;
+    }
+    if (--dispatch_depth_ == 0) compact_runtime_handlers();
+    return handled;
+  }
+
+  static void fire_user_event(EngineCore& core, Event e) {
+    auto& self = static_cast<Engine&>(core);
+    std::apply([&](auto&... hs) { (self.invoke_user_hook(detail::unwrap(hs), e), ...); }, self.handlers_);
+    bool any = false;
+    for (const auto& entry : self.runtime_user_) any |= entry.first == e;
+    if (!any) return;
+    ++self.dispatch_depth_;
+    const std::uint64_t count = self.state.count(e);
+    const std::size_t n = self.runtime_user_.size();
+    try {
+      for (std::size_t i = 0; i < n; ++i) {
+        auto& [event, h] = self.runtime_user_[i];
+        if (event == e && h.fn && h.filter.accepts(self.state, count)) h.fn(self);
+      }
+    } catch (...) {
+      --self.dispatch_depth_;
+      throw;
+    }
+    if (--self.dispatch_depth_ == 0) self.compact_runtime_handlers();
+  }
+  template <class H>
+  void invoke_user_hook(H& h, Event e) {
+    if constexpr (detail::is_event_handler_v<H>)
+      h.dispatch_user(*this, e);
+    else if constexpr (detail::has_user_event_hook_v<H, Engine>)
+      h.on_event(*this, e);
+  }
+
+  // Erases handlers removed during dispatch, once no dispatch is iterating the lists.
+  void compact_runtime_handlers() {
+    if (!removed_pending_) return;
+    removed_pending_ = false;
+    runtime_mask_ = 0;
+    for (std::size_t i = 0; i < builtin_event_count; ++i) {
+      auto& list = runtime_[i];
+      list.erase(std::remove_if(list.begin(), list.end(), [](const RuntimeHandler& h) { return !h.fn; }), list.end());
+      if (!list.empty()) runtime_mask_ |= std::uint32_t{1} << i;
+    }
+    runtime_user_.erase(std::remove_if(runtime_user_.begin(), runtime_user_.end(),
+                                       [](const auto& entry) { return !entry.second.fn; }),
+                        runtime_user_.end());
+  }
+
+  // --- the loop -------------------------------------------------------------------------------------------------
+
+  bool is_done() const noexcept {
+    if (state.max_iters) return state.iteration >= *state.max_iters;
+    if (state.max_epochs) return state.epoch >= *state.max_epochs && !state.in_epoch;
+    return true;
+  }
+
+  // Ignite's rule: a fresh state when nothing ran yet, or when the last run finished and the limits are not raised;
+  // otherwise resume where the state stands, with any new limit checked against it.
+  void prepare_run(const RunOptions& options, std::optional<std::size_t> data_size) {
+    if (options.max_epochs() && options.max_iters())
+      throw std::invalid_argument("trainloop: run(): max_epochs and max_iters are mutually exclusive; give one");
+    if (options.epoch_length() && *options.epoch_length() == 0)
+      throw std::invalid_argument("trainloop: run(): epoch_length must be positive");
+    const bool never_ran = !state.max_epochs && !state.max_iters;
+    const bool same_limits = (!options.max_epochs() && !options.max_iters()) ||
+                             (options.max_epochs() && options.max_epochs() == state.max_epochs) ||
+                             (options.max_iters() && options.max_iters() == state.max_iters);
+    if (never_ran || (is_done() && same_limits)) {
+      std::optional<std::uint64_t> epoch_length = options.epoch_length();
+      if (!epoch_length && data_size) {
+        if (*data_size == 0) throw std::invalid_argument("trainloop: run(): the data is empty (size 0)");
+        epoch_length = *data_size;
+      }
+      state.epoch = state.iteration = state.epoch_iteration = 0;
+      state.in_epoch = false;
+      state.epoch_length = epoch_length;
+      state.max_iters = options.max_iters();
+      state.max_epochs = options.max_iters() ? max_epochs_for_iters() : options.max_epochs().value_or(1);
+      state.reset_firings();
+      return;
+    }
+    if (options.max_epochs()) {
+      if (*options.max_epochs() < state.epoch)
+        throw std::invalid_argument("trainloop: run(): max_epochs " + std::to_string(*options.max_epochs()) +
+                                    " is below the epoch the state is at (" + std::to_string(state.epoch) + ")");
+      state.max_epochs = options.max_epochs();
+      state.max_iters.reset();
+    }
+    if (options.max_iters()) {
+      if (*options.max_iters() < state.iteration)
+        throw std::invalid_argument("trainloop: run(): max_iters " + std::to_string(*options.max_iters()) +
+                                    " is below the iteration the state is at (" + std::to_string(state.iteration) +
+                                    ")");
+      state.max_iters = options.max_iters();
+      state.max_epochs = max_epochs_for_iters();
+    }
+    if (options.epoch_length() && options.epoch_length() != state.epoch_length)
+      throw std::invalid_argument("trainloop: run(): epoch_length " + std::to_string(*options.epoch_length()) +
+                                  " differs from the state's (" +
+                                  (state.epoch_length ? std::to_string(*state.epoch_length) : "unset") +
+                                  ") in a resumed run");
+  }
+  std::optional<std::uint64_t> max_epochs_for_iters() const {
+    if (!state.max_iters || !state.epoch_length) return std::nullopt;
+    return (*state.max_iters + *state.epoch_length - 1) / *state.epoch_length;
+  }
+
+  using Clock = std::chrono::steady_clock;
+  static double seconds_since(Clock::time_point t) {
+    return std::chrono::duration<double>(Clock::now() - t).count();
+  }
+
+  template <class Source>
+  void run_loop(Source& source) {
+    stop_ = Stop::none;
+    propagating_ = nullptr;
+    const auto run_start = Clock::now();
+    state.times["epoch_completed"] = 0.0;
+    state.times["completed"] = 0.0;
+    try {
+      emit<Event::started>();
+      if (should_terminate_epoch())
+        throw std::logic_error("trainloop: terminate_epoch() was called in a started handler, before any epoch");
+      while (!should_terminate() && !is_done()) {
+        if (!state.in_epoch) {
+          ++state.epoch;
+          state.epoch_iteration = 0;
+          state.in_epoch = true;
+        }
+        const auto epoch_start = Clock::now();
+        emit<Event::epoch_started>();
+        if (should_terminate()) break;
+        if (should_terminate_epoch())
+          end_epoch_early(source);
+        else
+          run_epoch(source);
+        if (should_terminate()) break;  // stopped mid-epoch: in_epoch stays set, a later run resumes the epoch
+        state.in_epoch = false;
+        state.times["epoch_completed"] = seconds_since(epoch_start);
+        const bool skip_epoch_completed = stop_ == Stop::epoch_skip_completed;
+        if (should_terminate_epoch()) stop_ = Stop::none;
+        if (!skip_epoch_completed) {
+          emit<Event::epoch_completed>();
+          state.times["epoch_completed"] = seconds_since(epoch_start);
+        }
+        if (should_terminate_epoch()) stop_ = Stop::none;  // nothing left to end in this epoch
+      }
+      batch_ = nullptr;
+      if (should_terminate()) emit<Event::terminate>();
+      state.times["completed"] = seconds_since(run_start);
+      if (stop_ != Stop::run_skip_completed) {
+        emit<Event::completed>();
+        state.times["completed"] = seconds_since(run_start);
+      }
+    } catch (...) {
+      batch_ = nullptr;
+      if (propagating_ == std::current_exception()) {  // already offered to handlers inside the epoch
+        propagating_ = nullptr;
+        throw;
+      }
+      handle_exception(std::current_exception());
+    }
+  }
+
+  // One epoch's iterations. Each event's handlers may stop the epoch or the run; the flag is checked right after.
+  template <class Source>
+  void run_epoch(Source& source) {
+    try {
+      bool just_restarted = false;
+      while (true) {
+        // Checked first, so a run resumed at the very end of an epoch completes it without another iteration.
+        if (state.epoch_length && state.epoch_iteration >= *state.epoch_length) return;
+        if (state.max_iters && state.iteration >= *state.max_iters) return;
+        batch_ = nullptr;
+        if (!just_restarted) {
+          emit<Event::get_batch_started>();
+          if (stop_ != Stop::none) return end_epoch_early(source);
+        }
+        Batch* next = source.next();
+        if (next == nullptr) {
+          if (!state.epoch_length) {  // unsized data: the first full pass defines the epoch length
+            if (state.epoch_iteration == 0)
+              throw std::runtime_error("trainloop: the data yielded no batch in epoch " + std::to_string(state.epoch));
+            state.epoch_length = state.epoch_iteration;
+            if (state.max_iters) state.max_epochs = max_epochs_for_iters();
+            return;
+          }
+          if (just_restarted)
+            throw std::runtime_error(
+                "trainloop: the data ran out: a fresh pass yielded no batch at epoch " + std::to_string(state.epoch) +
+                ", iteration " + std::to_string(state.iteration) +
+                " (a generator that returned std::nullopt stays exhausted; pass a range or a callable returning a "
+                "range per pass, or lower epoch_length/max_epochs/max_iters)");
+          emit<Event::data_exhausted>();
+          if (stop_ != Stop::none) return end_epoch_early(source);
+          source.restart();
+          just_restarted = true;
+          continue;
+        }
+        just_restarted = false;
+        batch_ = next;
+        emit<Event::get_batch_completed>();
+        if (stop_ != Stop::none) return end_epoch_early(source);
+        ++state.iteration;
+        ++state.epoch_iteration;
+        emit<Event::iteration_started>();
+        if (stop_ != Stop::none) return end_epoch_early(source);
+        if constexpr (std::is_same_v<output_type, std::monostate>) {
+          detail::call_step(step_, *this, *batch_);
+          output_.emplace();
+        } else {
+          output_.emplace(detail::call_step(step_, *this, *batch_));
+        }
+        emit<Event::iteration_completed>();
+        if (stop_ != Stop::none) return end_epoch_early(source);
+      }
+    } catch (...) {
+      // Ignite's rule: an exception inside the epoch that a handler handles ends the epoch, and the run goes on.
+      batch_ = nullptr;
+      handle_exception(std::current_exception());
+      source.restart();
+    }
+  }
+
+  template <class Source>
+  void end_epoch_early(Source& source) {
+    batch_ = nullptr;
+    if (should_terminate()) return;
+    emit<Event::terminate_single_epoch>();
+    source.restart();
+  }
+
+  void handle_exception(std::exception_ptr error) {
+    exception_ = error;
+    bool handled = false;
+    try {
+      handled = emit<Event::exception_raised>();
+    } catch (...) {
+      exception_ = nullptr;
+      throw;
+    }
+    exception_ = nullptr;
+    if (!handled) {
+      propagating_ = error;
+      std::rethrow_exception(error);
+    }
+  }
+
+  Step step_;
+  handlers_type handlers_;
+  Batch* batch_ = nullptr;
+  std::optional<output_type> output_;
+  std::array<std::vector<RuntimeHandler>, builtin_event_count> runtime_;
+  std::vector<std::pair<Event, RuntimeHandler>> runtime_user_;
+  std::uint32_t runtime_mask_ = 0;  // bit i: event i has run-time handlers, so an unused event costs one test
+  std::uint64_t last_handler_id_ = 0;
+  int dispatch_depth_ = 0;
+  bool removed_pending_ = false;
+  std::exception_ptr propagating_;  // an unhandled exception on its way out, so it is offered to handlers once
+};
+
+namespace detail {
+template <class Batch, class Step>
+struct resolve_batch {
+  using type = Batch;
+};
+template <class Step>
+struct resolve_batch<deduce_batch, Step> : batch_of_step<Step> {};
+}  // namespace detail
+
+/// `make_engine<Batch>(step, handlers...)`; the Batch may be left out when the step's batch parameter is concrete.
+template <class Batch = detail::deduce_batch, class Step, class... Handlers>
+auto make_engine(Step step, Handlers... handlers) {
+  using B = typename detail::resolve_batch<Batch, Step>::type;
+  return Engine<B, Step, Handlers...>(std::move(step), std::move(handlers)...);
+}
+
+TRAINLOOP_DETAIL_END

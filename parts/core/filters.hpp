@@ -1,0 +1,148 @@
+// trainloop: event filters (every, once, before, after, a predicate) and event specs (an event with a filter,
+// OR-composed with `|`).
+#pragma once
+#include <algorithm>
+#include <cstdint>
+#include <functional>
+#include <initializer_list>
+#include <limits>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+TRAINLOOP_DETAIL_BEGIN
+
+/// When a handler runs, given the event's counter `c` (see `counter_of`). All conditions that were set must hold:
+///   every(n): (c - after) % n == 0      once(n) / once({...}): c is one of them
+///   after(n): c > n                     before(n): c < n          filter(pred): pred(state, c)
+/// So `every(10).after(50)` runs at 60, 70, ... (Ignite would run at 51, 61, ...: we keep `every` on the same
+/// grid with or without `after`.)
+class Filter {
+ public:
+  Filter() = default;
+
+  Filter& every(std::uint64_t n) {
+    if (n == 0) throw std::invalid_argument("trainloop: every(n): n must be positive");
+    every_ = n;
+    return *this;
+  }
+  Filter& after(std::uint64_t n) {
+    after_ = n;
+    return *this;
+  }
+  Filter& before(std::uint64_t n) {
+    before_ = n;
+    return *this;
+  }
+  Filter& once(std::vector<std::uint64_t> counts) {
+    if (counts.empty()) throw std::invalid_argument("trainloop: once({...}): the list of counts is empty");
+    std::sort(counts.begin(), counts.end());
+    once_ = std::move(counts);
+    return *this;
+  }
+  Filter& predicate(std::function<bool(const State&, std::uint64_t)> pred) {
+    if (!pred) throw std::invalid_argument("trainloop: filter(pred): the predicate is empty");
+    predicate_ = std::move(pred);
+    return *this;
+  }
+
+  bool accepts(const State& state, std::uint64_t c) const {
+    if (c >= before_ || (after_ && c <= *after_)) return false;
+    if (every_ != 1 && (c - after_.value_or(0)) % every_ != 0) return false;
+    if (!once_.empty() && !std::binary_search(once_.begin(), once_.end(), c)) return false;
+    return !predicate_ || predicate_(state, c);
+  }
+  bool is_trivial() const noexcept {
+    return every_ == 1 && !after_ && before_ == kNoLimit && once_.empty() && !predicate_;
+  }
+
+ private:
+  static constexpr std::uint64_t kNoLimit = std::numeric_limits<std::uint64_t>::max();
+  std::uint64_t every_ = 1;
+  std::optional<std::uint64_t> after_;  // unset, not 0: `started` fires with the epoch counter at 0
+  std::uint64_t before_ = kNoLimit;
+  std::vector<std::uint64_t> once_;
+  std::function<bool(const State&, std::uint64_t)> predicate_;
+};
+
+inline Filter every(std::uint64_t n) { return Filter().every(n); }
+inline Filter once(std::uint64_t n) { return Filter().once({n}); }
+inline Filter once(std::initializer_list<std::uint64_t> counts) { return Filter().once(counts); }
+inline Filter once(std::vector<std::uint64_t> counts) { return Filter().once(std::move(counts)); }
+inline Filter before(std::uint64_t n) { return Filter().before(n); }
+inline Filter after(std::uint64_t n) { return Filter().after(n); }
+template <class Pred>
+Filter filter(Pred pred) {
+  static_assert(std::is_invocable_r_v<bool, Pred&, const State&, std::uint64_t>,
+                "trainloop: filter(pred): pred must be callable as bool(const trainloop::State&, std::uint64_t count)");
+  return Filter().predicate(std::move(pred));
+}
+
+/// One event with its filter.
+struct FilteredEvent {
+  Event event;
+  Filter filter;
+};
+
+/// Events a handler listens to: `Events::epoch_completed | Events::completed`, `Events::iteration_completed |
+/// every(100)`, or user events. `BuiltinMask` has a bit per built-in event named by tag, so compile-time handlers
+/// skip every other event without a run-time test.
+template <std::uint32_t BuiltinMask>
+struct EventSpec {
+  static constexpr std::uint32_t builtin_mask = BuiltinMask;
+  std::vector<FilteredEvent> items;
+};
+
+namespace detail {
+template <class T>
+struct is_event_spec : std::false_type {};
+template <std::uint32_t M>
+struct is_event_spec<EventSpec<M>> : std::true_type {};
+template <class T>
+struct is_event_tag : std::false_type {};
+template <Event E>
+struct is_event_tag<EventTag<E>> : std::true_type {};
+template <class T>
+inline constexpr bool is_event_like_v = is_event_spec<T>::value || is_event_tag<T>::value || std::is_same_v<T, Event>;
+
+template <Event E>
+EventSpec<event_bit(E)> to_spec(EventTag<E>, Filter f = {}) {
+  return {{FilteredEvent{E, std::move(f)}}};
+}
+// A run-time Event names a user-defined event; built-ins come as tags (`Events::completed`) so that compile-time
+// handlers can be dispatched without a run-time test.
+inline EventSpec<0> to_spec(Event e, Filter f = {}) {
+  if (is_builtin(e))
+    throw std::invalid_argument("trainloop: a built-in event given as a run-time trainloop::Event (" + event_name(e) +
+                                "); write Events::" + event_name(e));
+  return {{FilteredEvent{e, std::move(f)}}};
+}
+template <std::uint32_t M>
+EventSpec<M> to_spec(EventSpec<M> spec) {
+  return spec;
+}
+}  // namespace detail
+
+/// Attaches a filter: `Events::iteration_completed | every(100)`.
+template <Event E>
+EventSpec<event_bit(E)> operator|(EventTag<E> tag, Filter f) {
+  return detail::to_spec(tag, std::move(f));
+}
+inline EventSpec<0> operator|(Event e, Filter f) { return detail::to_spec(e, std::move(f)); }
+
+/// OR-composition: `Events::epoch_completed | Events::completed`, with filters or user events mixed in.
+template <class A, class B,
+          class = std::enable_if_t<detail::is_event_like_v<std::decay_t<A>> && detail::is_event_like_v<std::decay_t<B>>>>
+auto operator|(A&& a, B&& b) {
+  auto left = detail::to_spec(std::forward<A>(a));
+  auto right = detail::to_spec(std::forward<B>(b));
+  EventSpec<decltype(left)::builtin_mask | decltype(right)::builtin_mask> both;
+  both.items = std::move(left.items);
+  for (auto& item : right.items) both.items.push_back(std::move(item));
+  return both;
+}
+
+TRAINLOOP_DETAIL_END

@@ -1,0 +1,174 @@
+// trainloop: hook detection. The one place that decides which hooks a handler type declares and how they are called.
+// Every hook has one trait here; the Engine's dispatch and its compile-time checks use nothing else.
+#pragma once
+#include <exception>
+#include <functional>
+#include <type_traits>
+#include <utility>
+
+TRAINLOOP_DETAIL_BEGIN
+namespace detail {
+
+template <class...>
+struct type_list {};
+
+// `make_engine(step, std::ref(timer))` shares a handler the caller keeps; the engine sees through the wrapper.
+template <class T>
+struct unwrap_reference {
+  using type = T;
+  static T& get(T& t) noexcept { return t; }
+};
+template <class T>
+struct unwrap_reference<std::reference_wrapper<T>> {
+  using type = T;
+  static T& get(std::reference_wrapper<T> r) noexcept { return r.get(); }
+};
+template <class T>
+using unwrap_reference_t = typename unwrap_reference<T>::type;
+template <class T>
+decltype(auto) unwrap(T& t) noexcept {
+  return unwrap_reference<T>::get(t);
+}
+
+template <template <class...> class Op, class Void, class... Args>
+struct detector : std::false_type {};
+template <template <class...> class Op, class... Args>
+struct detector<Op, std::void_t<Op<Args...>>, Args...> : std::true_type {};
+/// True when Op<Args...> is well formed.
+template <template <class...> class Op, class... Args>
+inline constexpr bool is_detected_v = detector<Op, void, Args...>::value;
+
+// declares_<member><H>: H has a member of that name, whatever its kind or signature. Deriving from H and from a
+// probe with a same-named member makes `&both::member` ambiguous exactly when H declares it. This lets a hook with
+// the wrong signature be reported as such instead of being silently ignored.
+#define TRAINLOOP_DETAIL_MEMBER_PROBE(member)                                                                          \
+  struct probe_##member {                                                                                              \
+    int member;                                                                                                        \
+  };                                                                                                                   \
+  template <class H, bool = std::is_class_v<H> && !std::is_final_v<H>>                                                 \
+  struct declares_##member : std::false_type {};                                                                       \
+  template <class H>                                                                                                   \
+  struct declares_##member<H, true> {                                                                                  \
+    struct both : H, probe_##member {};                                                                                \
+    template <class T>                                                                                                 \
+    static std::false_type test(decltype(&T::member)*);                                                                \
+    template <class T>                                                                                                 \
+    static std::true_type test(...);                                                                                   \
+    static constexpr bool value = decltype(test<both>(nullptr))::value;                                                \
+  };
+
+// The extra arguments a hook takes after the engine: only exception_raised has one.
+template <Event E>
+struct hook_extra_args {
+  using type = type_list<>;
+};
+template <>
+struct hook_extra_args<Event::exception_raised> {
+  using type = type_list<std::exception_ptr>;
+};
+
+/// hook<E>: for built-in event E, whether handler H declares `on_<event>`, whether it can be called as
+/// `h.on_<event>(engine, extra...)`, and the call itself.
+template <Event E>
+struct hook;
+
+#define TRAINLOOP_DETAIL_HOOK(name)                                                                                    \
+  TRAINLOOP_DETAIL_MEMBER_PROBE(on_##name)                                                                             \
+  template <class H, class... Args>                                                                                    \
+  using call_on_##name##_t = decltype(std::declval<H&>().on_##name(std::declval<Args>()...));                         \
+  template <>                                                                                                          \
+  struct hook<Event::name> {                                                                                           \
+    static constexpr const char* name_string = "on_" #name;                                                            \
+    template <class H>                                                                                                 \
+    static constexpr bool declared = declares_on_##name<H>::value;                                                     \
+    template <class H, class Engine, class... Extra>                                                                   \
+    static constexpr bool callable_with(type_list<Extra...>) {                                                         \
+      return is_detected_v<call_on_##name##_t, H, Engine&, Extra...>;                                                  \
+    }                                                                                                                  \
+    template <class H, class Engine>                                                                                   \
+    static constexpr bool callable = callable_with<H, Engine>(typename hook_extra_args<Event::name>::type{});          \
+    template <class H, class Engine, class... Extra>                                                                   \
+    static decltype(auto) call(H& h, Engine& engine, Extra&&... extra) {                                               \
+      return h.on_##name(engine, std::forward<Extra>(extra)...);                                                       \
+    }                                                                                                                  \
+  };
+TRAINLOOP_DETAIL_BUILTIN_EVENTS(TRAINLOOP_DETAIL_HOOK)
+#undef TRAINLOOP_DETAIL_HOOK
+
+// User-defined events reach compile-time handlers through one hook: on_event(engine, trainloop::Event).
+TRAINLOOP_DETAIL_MEMBER_PROBE(on_event)
+template <class H, class Engine>
+using call_on_event_t = decltype(std::declval<H&>().on_event(std::declval<Engine&>(), std::declval<Event>()));
+template <class H, class Engine>
+inline constexpr bool has_user_event_hook_v = is_detected_v<call_on_event_t, H, Engine>;
+
+// Handlers built by `on(events, callable)` carry their events and filters; the engine asks them to dispatch.
+template <class H>
+using event_handler_marker_t = typename H::trainloop_event_handler;
+template <class H>
+inline constexpr bool is_event_handler_v = is_detected_v<event_handler_marker_t, H>;
+
+// Names a user may write for a hook that does not exist (other libraries' names, or near misses), with the right one.
+#define TRAINLOOP_DETAIL_NEAR_MISS_HOOKS(X)                                                                            \
+  X(on_start, on_started)                                                                                              \
+  X(on_run_started, on_started)                                                                                        \
+  X(on_epoch_start, on_epoch_started)                                                                                  \
+  X(on_epoch_begin, on_epoch_started)                                                                                  \
+  X(on_epoch_end, on_epoch_completed)                                                                                  \
+  X(on_epoch_complete, on_epoch_completed)                                                                             \
+  X(on_iteration_start, on_iteration_started)                                                                          \
+  X(on_iteration_begin, on_iteration_started)                                                                          \
+  X(on_iteration_end, on_iteration_completed)                                                                          \
+  X(on_iteration_complete, on_iteration_completed)                                                                     \
+  X(on_get_batch_start, on_get_batch_started)                                                                          \
+  X(on_get_batch_end, on_get_batch_completed)                                                                          \
+  X(on_get_batch_complete, on_get_batch_completed)                                                                     \
+  X(on_complete, on_completed)                                                                                         \
+  X(on_end, on_completed)                                                                                              \
+  X(on_exception, on_exception_raised)                                                                                 \
+  X(on_terminated, on_terminate)                                                                                       \
+  X(on_terminate_epoch, on_terminate_single_epoch)                                                                     \
+  X(on_dataloader_stop_iteration, on_data_exhausted)
+#define TRAINLOOP_DETAIL_NEAR_MISS_PROBE(wrong, right) TRAINLOOP_DETAIL_MEMBER_PROBE(wrong)
+TRAINLOOP_DETAIL_NEAR_MISS_HOOKS(TRAINLOOP_DETAIL_NEAR_MISS_PROBE)
+#undef TRAINLOOP_DETAIL_NEAR_MISS_PROBE
+
+/// Compile-time checks of one Engine handler type. The static_assert messages cannot print the type, but the
+/// compiler's "required from check_engine_handler<H, ...>" note right below names it.
+template <class H, class Engine>
+constexpr bool check_engine_handler() {
+  static_assert(std::is_class_v<H>,
+                "trainloop: an Engine handler must be a class type with on_<event> hooks; wrap a function as "
+                "trainloop::on(Events::iteration_completed, f)");
+  if constexpr (is_event_handler_v<H>) {
+    return H::template check_callable<Engine>();
+  } else {
+#define TRAINLOOP_DETAIL_CHECK_SIGNATURE(name)                                                                         \
+  static_assert(!hook<Event::name>::declared<H> || hook<Event::name>::callable<H, Engine>,                             \
+                "trainloop: a handler declares on_" #name " but it cannot be called as on_" #name                      \
+                "(engine&) (on_exception_raised: (engine&, std::exception_ptr)); make it a template "                   \
+                "`template <class E> void on_" #name "(E& engine)` or take the engine type it is given");
+    TRAINLOOP_DETAIL_BUILTIN_EVENTS(TRAINLOOP_DETAIL_CHECK_SIGNATURE)
+#undef TRAINLOOP_DETAIL_CHECK_SIGNATURE
+    static_assert(!declares_on_event<H>::value || has_user_event_hook_v<H, Engine>,
+                  "trainloop: a handler declares on_event but it cannot be called as on_event(engine&, "
+                  "trainloop::Event)");
+#define TRAINLOOP_DETAIL_CHECK_NEAR_MISS(wrong, right)                                                                 \
+  static_assert(!declares_##wrong<H>::value,                                                                           \
+                "trainloop: a handler declares " #wrong ", which is not an Engine hook; did you mean " #right "?");
+    TRAINLOOP_DETAIL_NEAR_MISS_HOOKS(TRAINLOOP_DETAIL_CHECK_NEAR_MISS)
+#undef TRAINLOOP_DETAIL_CHECK_NEAR_MISS
+#define TRAINLOOP_DETAIL_ANY_HOOK(name) || hook<Event::name>::declared<H>
+    constexpr bool declares_any = declares_on_event<H>::value TRAINLOOP_DETAIL_BUILTIN_EVENTS(TRAINLOOP_DETAIL_ANY_HOOK);
+#undef TRAINLOOP_DETAIL_ANY_HOOK
+    static_assert(declares_any,
+                  "trainloop: a handler declares no Engine hook; hooks are on_started, on_epoch_started, "
+                  "on_get_batch_started, on_get_batch_completed, on_iteration_started, on_iteration_completed, "
+                  "on_epoch_completed, on_completed, on_exception_raised, on_terminate, on_terminate_single_epoch, "
+                  "on_data_exhausted and on_event (user events); wrap a callable as trainloop::on(events, f)");
+    return true;
+  }
+}
+
+}  // namespace detail
+TRAINLOOP_DETAIL_END

@@ -1,0 +1,81 @@
+// Event filters and their composition, checked against the counters they are defined on.
+#include <doctest/doctest.h>
+
+#include <vector>
+
+#include <trainloop.hpp>
+
+using namespace trainloop;
+
+namespace {
+std::vector<std::uint64_t> accepted(const Filter& f, std::uint64_t up_to = 30) {
+  State state;
+  std::vector<std::uint64_t> out;
+  for (std::uint64_t c = 1; c <= up_to; ++c)
+    if (f.accepts(state, c)) out.push_back(c);
+  return out;
+}
+using Counts = std::vector<std::uint64_t>;
+}  // namespace
+
+TEST_CASE("every, once, before, after, predicate") {
+  CHECK(accepted(every(7)) == Counts{7, 14, 21, 28});
+  CHECK(accepted(once(5)) == Counts{5});
+  CHECK(accepted(once({9, 2, 30})) == Counts{2, 9, 30});
+  CHECK(accepted(before(4)) == Counts{1, 2, 3});
+  CHECK(accepted(after(27)) == Counts{28, 29, 30});
+  CHECK(accepted(filter([](const State&, std::uint64_t c) { return c * c == 49; })) == Counts{7});
+  CHECK(accepted(Filter()).size() == 30);
+  CHECK(Filter().is_trivial());
+  CHECK_FALSE(every(2).is_trivial());
+  CHECK_THROWS_AS(every(0), std::invalid_argument);
+  CHECK_THROWS_AS(once(std::vector<std::uint64_t>{}), std::invalid_argument);
+}
+
+TEST_CASE("combinations: every with after/before stays on its grid; once within a range") {
+  CHECK(accepted(every(5).after(10)) == Counts{15, 20, 25, 30});
+  CHECK(accepted(every(5).before(16)) == Counts{5, 10, 15});
+  CHECK(accepted(every(4).after(2).before(20)) == Counts{6, 10, 14, 18});
+  CHECK(accepted(once({3, 6, 9}).after(4)) == Counts{6, 9});
+  CHECK(accepted(every(3).predicate([](const State&, std::uint64_t c) { return c % 2 == 0; })) == Counts{6, 12, 18, 24, 30});
+}
+
+TEST_CASE("filters read the event's counter: iterations for iteration events, epochs for epoch events") {
+  CHECK(counter_of(Event::iteration_completed) == EventCounter::iteration);
+  CHECK(counter_of(Event::get_batch_started) == EventCounter::iteration);
+  CHECK(counter_of(Event::epoch_completed) == EventCounter::epoch);
+  CHECK(counter_of(Event::completed) == EventCounter::epoch);
+  CHECK(counter_of(Event::terminate) == EventCounter::own_firings);
+
+  std::vector<int> data(10);
+  std::vector<std::uint64_t> iterations, epochs, exhausted;
+  auto engine = make_engine<int>(
+      [](int&) {}, on(Events::iteration_completed | every(4), [&](auto& e) { iterations.push_back(e.state.iteration); }),
+      on(Events::epoch_completed | every(2), [&](auto& e) { epochs.push_back(e.state.epoch); }),
+      on(Events::data_exhausted | once(2), [&](auto& e) { exhausted.push_back(e.state.epoch); }));
+  engine.run(data, max_epochs(4));
+  CHECK(iterations == Counts{4, 8, 12, 16, 20, 24, 28, 32, 36, 40});
+  CHECK(epochs == Counts{2, 4});
+  CHECK(exhausted == Counts{3});  // the 2nd time the data ran out was at the start of epoch 3
+}
+
+TEST_CASE("OR-composition builds one spec; the compile-time mask covers the tagged events") {
+  auto spec = Events::epoch_completed | Events::completed | (Events::iteration_completed | every(10));
+  CHECK(spec.items.size() == 3);
+  static_assert(decltype(spec)::builtin_mask ==
+                    (event_bit(Event::epoch_completed) | event_bit(Event::completed) |
+                     event_bit(Event::iteration_completed)),
+                "mask");
+  CHECK(spec.items[2].event == Event::iteration_completed);
+  const Event user = register_event("test_filters_user");
+  auto mixed = Events::started | (user | every(2));
+  static_assert(decltype(mixed)::builtin_mask == event_bit(Event::started), "user events are not in the mask");
+  CHECK(mixed.items[1].event == user);
+
+  std::vector<int> data{1, 2, 3};
+  std::vector<std::string> fired;
+  auto engine = make_engine<int>([](int&) {}, on(Events::epoch_completed | Events::completed | (Events::iteration_completed | once(2)),
+                                                 [&](auto& e) { fired.push_back(std::to_string(e.state.iteration)); }));
+  engine.run(data, max_epochs(2));
+  CHECK(fired == std::vector<std::string>{"2", "3", "6", "6"});
+}

@@ -1,0 +1,282 @@
+// Golden traces: the exact sequence of events the Engine fires. Each trace is written out in full, so any change to
+// the loop's event order shows up here as a diff. Lines read "event e<epoch>.<epoch_iteration> i<iteration>";
+// "step(b)" is the step running on batch b.
+#include <doctest/doctest.h>
+
+#include <vector>
+
+#include "trace.hpp"
+
+using namespace trainloop;
+
+namespace {
+template <class... Extra>
+auto make_traced_engine(Trace& trace, Extra... extra) {
+  return make_engine<int>(
+      [&trace](EngineCore& engine, int& batch) {
+        trace.lines.push_back(trace_line("step(" + std::to_string(batch) + ")", engine.state));
+        return batch;
+      },
+      Tracer{&trace, ""}, extra...);
+}
+}  // namespace
+
+TEST_CASE("golden trace: 2 epochs x 3 iterations") {
+  Trace trace;
+  std::vector<int> data{1, 2, 3};
+  auto engine = make_traced_engine(trace);
+  engine.run(data, max_epochs(2));
+  // Epoch 2 finds the pass exhausted at its first fetch (data_exhausted), restarts the data, and fetches again
+  // without a second get_batch_started.
+  CHECK(trace.joined() ==
+        "started e0.0 i0\n"
+        "epoch_started e1.0 i0\n"
+        "get_batch_started e1.0 i0\n"
+        "get_batch_completed e1.0 i0\n"
+        "iteration_started e1.1 i1\n"
+        "step(1) e1.1 i1\n"
+        "iteration_completed e1.1 i1\n"
+        "get_batch_started e1.1 i1\n"
+        "get_batch_completed e1.1 i1\n"
+        "iteration_started e1.2 i2\n"
+        "step(2) e1.2 i2\n"
+        "iteration_completed e1.2 i2\n"
+        "get_batch_started e1.2 i2\n"
+        "get_batch_completed e1.2 i2\n"
+        "iteration_started e1.3 i3\n"
+        "step(3) e1.3 i3\n"
+        "iteration_completed e1.3 i3\n"
+        "epoch_completed e1.3 i3\n"
+        "epoch_started e2.0 i3\n"
+        "get_batch_started e2.0 i3\n"
+        "data_exhausted e2.0 i3\n"
+        "get_batch_completed e2.0 i3\n"
+        "iteration_started e2.1 i4\n"
+        "step(1) e2.1 i4\n"
+        "iteration_completed e2.1 i4\n"
+        "get_batch_started e2.1 i4\n"
+        "get_batch_completed e2.1 i4\n"
+        "iteration_started e2.2 i5\n"
+        "step(2) e2.2 i5\n"
+        "iteration_completed e2.2 i5\n"
+        "get_batch_started e2.2 i5\n"
+        "get_batch_completed e2.2 i5\n"
+        "iteration_started e2.3 i6\n"
+        "step(3) e2.3 i6\n"
+        "iteration_completed e2.3 i6\n"
+        "epoch_completed e2.3 i6\n"
+        "completed e2.3 i6\n");
+  CHECK(engine.state.epoch == 2);
+  CHECK(engine.state.iteration == 6);
+  CHECK_FALSE(engine.state.in_epoch);
+}
+
+TEST_CASE("golden trace: terminate in the middle, then resume") {
+  Trace trace;
+  std::vector<int> data{1, 2, 3};
+  bool stop_once = true;
+  auto engine = make_traced_engine(trace, on(Events::iteration_completed | once(2), [&](auto& e) {
+                                             if (stop_once) e.terminate();
+                                             stop_once = false;
+                                           }));
+  engine.run(data, max_epochs(2));
+  // terminate() takes effect right after the handlers of the event that asked: no epoch_completed for the
+  // interrupted epoch; terminate, then completed.
+  CHECK(trace.joined() ==
+        "started e0.0 i0\n"
+        "epoch_started e1.0 i0\n"
+        "get_batch_started e1.0 i0\n"
+        "get_batch_completed e1.0 i0\n"
+        "iteration_started e1.1 i1\n"
+        "step(1) e1.1 i1\n"
+        "iteration_completed e1.1 i1\n"
+        "get_batch_started e1.1 i1\n"
+        "get_batch_completed e1.1 i1\n"
+        "iteration_started e1.2 i2\n"
+        "step(2) e1.2 i2\n"
+        "iteration_completed e1.2 i2\n"
+        "terminate e1.2 i2\n"
+        "completed e1.2 i2\n");
+  CHECK(engine.state.in_epoch);
+
+  // Running again resumes: the unfinished epoch 1 goes on from its 3rd iteration (epoch_started fires again, with
+  // epoch_iteration telling how far it got); the data source starts a fresh pass, as Ignite's does.
+  trace.lines.clear();
+  engine.run(data);
+  CHECK(trace.joined() ==
+        "started e1.2 i2\n"
+        "epoch_started e1.2 i2\n"
+        "get_batch_started e1.2 i2\n"
+        "get_batch_completed e1.2 i2\n"
+        "iteration_started e1.3 i3\n"
+        "step(1) e1.3 i3\n"
+        "iteration_completed e1.3 i3\n"
+        "epoch_completed e1.3 i3\n"
+        "epoch_started e2.0 i3\n"
+        "get_batch_started e2.0 i3\n"
+        "get_batch_completed e2.0 i3\n"
+        "iteration_started e2.1 i4\n"
+        "step(2) e2.1 i4\n"
+        "iteration_completed e2.1 i4\n"
+        "get_batch_started e2.1 i4\n"
+        "get_batch_completed e2.1 i4\n"
+        "iteration_started e2.2 i5\n"
+        "step(3) e2.2 i5\n"
+        "iteration_completed e2.2 i5\n"
+        "get_batch_started e2.2 i5\n"
+        "data_exhausted e2.2 i5\n"
+        "get_batch_completed e2.2 i5\n"
+        "iteration_started e2.3 i6\n"
+        "step(1) e2.3 i6\n"
+        "iteration_completed e2.3 i6\n"
+        "epoch_completed e2.3 i6\n"
+        "completed e2.3 i6\n");
+  CHECK(engine.state.iteration == 6);
+}
+
+TEST_CASE("golden trace: epoch_length shorter than the data") {
+  Trace trace;
+  std::vector<int> data{1, 2, 3};
+  auto engine = make_traced_engine(trace);
+  engine.run(data, max_epochs(2).epoch_length(2));
+  // The pass is not restarted at an epoch boundary: epoch 2 continues with batch 3, then the data restarts.
+  CHECK(trace.joined() ==
+        "started e0.0 i0\n"
+        "epoch_started e1.0 i0\n"
+        "get_batch_started e1.0 i0\n"
+        "get_batch_completed e1.0 i0\n"
+        "iteration_started e1.1 i1\n"
+        "step(1) e1.1 i1\n"
+        "iteration_completed e1.1 i1\n"
+        "get_batch_started e1.1 i1\n"
+        "get_batch_completed e1.1 i1\n"
+        "iteration_started e1.2 i2\n"
+        "step(2) e1.2 i2\n"
+        "iteration_completed e1.2 i2\n"
+        "epoch_completed e1.2 i2\n"
+        "epoch_started e2.0 i2\n"
+        "get_batch_started e2.0 i2\n"
+        "get_batch_completed e2.0 i2\n"
+        "iteration_started e2.1 i3\n"
+        "step(3) e2.1 i3\n"
+        "iteration_completed e2.1 i3\n"
+        "get_batch_started e2.1 i3\n"
+        "data_exhausted e2.1 i3\n"
+        "get_batch_completed e2.1 i3\n"
+        "iteration_started e2.2 i4\n"
+        "step(1) e2.2 i4\n"
+        "iteration_completed e2.2 i4\n"
+        "epoch_completed e2.2 i4\n"
+        "completed e2.2 i4\n");
+}
+
+TEST_CASE("golden trace: terminate_epoch, and terminate with skip_completed") {
+  Trace trace;
+  std::vector<int> data{1, 2, 3};
+  auto engine = make_traced_engine(trace, on(Events::iteration_completed | once(1), [](auto& e) { e.terminate_epoch(); }),
+                                   on(Events::iteration_completed | once(4), [](auto& e) { e.terminate(true); }));
+  engine.run(data, max_epochs(3));
+  // terminate_epoch ends epoch 1 after one iteration and restarts the data; epoch 2 is whole; terminate(true) in
+  // epoch 3 skips completed.
+  CHECK(trace.joined() ==
+        "started e0.0 i0\n"
+        "epoch_started e1.0 i0\n"
+        "get_batch_started e1.0 i0\n"
+        "get_batch_completed e1.0 i0\n"
+        "iteration_started e1.1 i1\n"
+        "step(1) e1.1 i1\n"
+        "iteration_completed e1.1 i1\n"
+        "terminate_single_epoch e1.1 i1\n"
+        "epoch_completed e1.1 i1\n"
+        "epoch_started e2.0 i1\n"
+        "get_batch_started e2.0 i1\n"
+        "get_batch_completed e2.0 i1\n"
+        "iteration_started e2.1 i2\n"
+        "step(1) e2.1 i2\n"
+        "iteration_completed e2.1 i2\n"
+        "get_batch_started e2.1 i2\n"
+        "get_batch_completed e2.1 i2\n"
+        "iteration_started e2.2 i3\n"
+        "step(2) e2.2 i3\n"
+        "iteration_completed e2.2 i3\n"
+        "get_batch_started e2.2 i3\n"
+        "get_batch_completed e2.2 i3\n"
+        "iteration_started e2.3 i4\n"
+        "step(3) e2.3 i4\n"
+        "iteration_completed e2.3 i4\n"
+        "terminate e2.3 i4\n");
+  // The state is unfinished (epoch 2 was never completed), so a later run would resume it.
+  CHECK(engine.state.in_epoch);
+}
+
+TEST_CASE("golden trace: max_iters ends inside an epoch; user events; unhandled exception") {
+  Trace trace;
+  std::vector<int> data{1, 2, 3};
+  const Event backward = register_event("trace_backward");
+  auto engine = make_engine<int>(
+      [&](EngineCore& e, int& batch) {
+        if (batch == 2) e.fire(backward);
+        return batch;
+      },
+      Tracer{&trace, ""});
+  engine.run(data, max_iters(2));
+  // Reaching max_iters is a normal end: the partial epoch completes, then the run (no terminate event).
+  CHECK(trace.joined() ==
+        "started e0.0 i0\n"
+        "epoch_started e1.0 i0\n"
+        "get_batch_started e1.0 i0\n"
+        "get_batch_completed e1.0 i0\n"
+        "iteration_started e1.1 i1\n"
+        "iteration_completed e1.1 i1\n"
+        "get_batch_started e1.1 i1\n"
+        "get_batch_completed e1.1 i1\n"
+        "iteration_started e1.2 i2\n"
+        "user:trace_backward e1.2 i2\n"
+        "iteration_completed e1.2 i2\n"
+        "epoch_completed e1.2 i2\n"
+        "completed e1.2 i2\n");
+  CHECK(engine.state.fired(backward) == 1);
+
+  trace.lines.clear();
+  auto failing = make_engine<int>(
+      [](int& batch) {
+        if (batch == 2) throw std::runtime_error("bad batch");
+        return batch;
+      },
+      Tracer{&trace, ""});
+  CHECK_THROWS_WITH_AS(failing.run(data), "bad batch", std::runtime_error);
+  // exception_raised fires once, then the exception leaves run(): nothing else fires.
+  CHECK(trace.joined() ==
+        "started e0.0 i0\n"
+        "epoch_started e1.0 i0\n"
+        "get_batch_started e1.0 i0\n"
+        "get_batch_completed e1.0 i0\n"
+        "iteration_started e1.1 i1\n"
+        "iteration_completed e1.1 i1\n"
+        "get_batch_started e1.1 i1\n"
+        "get_batch_completed e1.1 i1\n"
+        "iteration_started e1.2 i2\n"
+        "exception_raised e1.2 i2\n");
+}
+
+TEST_CASE("handler order: compile-time handlers in pack order, then run-time handlers in registration order") {
+  Trace trace;
+  std::vector<int> data{1};
+  auto engine = make_engine<int>([](int&) {}, Tracer{&trace, "A:"},
+                                 on(Events::completed, [&] { trace.lines.push_back("B:completed"); }),
+                                 Tracer{&trace, "C:"});
+  engine.on(Events::completed, [&] { trace.lines.push_back("D:completed"); });
+  engine.on(Events::completed | Events::started, [&] { trace.lines.push_back("E:started-or-completed"); });
+  engine.run(data);
+  std::vector<std::string> completed_lines;
+  for (const auto& line : trace.lines)
+    if (line.find("completed") != std::string::npos && line.find("iteration") == std::string::npos &&
+        line.find("epoch") == std::string::npos && line.find("get_batch") == std::string::npos)
+      completed_lines.push_back(line);
+  // E matches twice: once at started (first of the lines kept), once at completed (last).
+  CHECK(completed_lines == std::vector<std::string>{"E:started-or-completed", "A:completed e1.1 i1", "B:completed",
+                                                    "C:completed e1.1 i1", "D:completed", "E:started-or-completed"});
+  CHECK(trace.lines.front() == "A:started e0.0 i0");
+  CHECK(trace.lines[1] == "C:started e0.0 i0");
+  CHECK(trace.lines[2] == "E:started-or-completed");
+}

@@ -1,0 +1,20 @@
+// trainloop: a structured, complete, fast training loop for LibTorch, in one header.
+// This is the development umbrella: it includes parts/ in order. Users copy single_include/trainloop.hpp, which
+// tools/amalgamate.py generates from exactly this list.
+#ifndef TRAINLOOP_HPP
+#define TRAINLOOP_HPP
+
+#include "parts/core/config.hpp"
+#include "parts/core/events.hpp"
+#include "parts/core/state.hpp"
+#include "parts/core/filters.hpp"
+#include "parts/core/hooks.hpp"
+#include "parts/core/data_source.hpp"
+#include "parts/core/engine.hpp"
+#include "parts/core/handlers.hpp"
+#if TRAINLOOP_WITH_TORCH
+#include "parts/torch/data/idx.hpp"
+#endif
+#include "parts/core/epilogue.hpp"
+
+#endif  // TRAINLOOP_HPP
