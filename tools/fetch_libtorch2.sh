@@ -11,14 +11,14 @@ state="$dest/.apt"
 mkdir -p "$state/lists/partial" "$state/cache/archives/partial" "$state/debs"
 printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: trixie\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
   > "$state/trixie.sources"
-apt_opts=(-o "Dir::Etc::SourceList=/dev/null" -o "Dir::Etc::SourceParts=$state/none"
+apt_opts=(-o "Dir::Etc::SourceParts=$state/none"
           -o "Dir::Etc::sourcelist=$state/trixie.sources" -o "Dir::State=$state" -o "Dir::State::Lists=$state/lists"
           -o "Dir::Cache=$state/cache" -o "Dir::State::status=/dev/null" -o "APT::Architecture=amd64" -o "Debug::NoLocking=1")
 mkdir -p "$state/none"
 apt-get "${apt_opts[@]}" -q update >/dev/null
 # The headers are spread over these packages in trixie (torch, ATen, c10, caffe2 config).
 cd "$state/debs"
-apt-get "${apt_opts[@]}" -q download libtorch-dev >/dev/null
+apt-get "${apt_opts[@]}" -o APT::Sandbox::User=root -q download libtorch-dev >/dev/null
 for deb in "$state"/debs/*.deb; do dpkg -x "$deb" "$dest"; done
 test -f "$dest/usr/include/torch/csrc/api/include/torch/torch.h" || { echo "no torch.h in $dest"; exit 1; }
 dpkg-deb -f "$state"/debs/libtorch-dev*.deb Version > "$dest/.complete"

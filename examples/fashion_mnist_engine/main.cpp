@@ -1,13 +1,18 @@
 // Fashion-MNIST with the Ignite face: a trainer Engine runs the optimisation step, an evaluator Engine measures test
 // accuracy after each epoch. The data is Debian's dataset-fashion-mnist (real IDX .gz files).
 //
-//   fashion_mnist_engine [--smoke] [--epochs N] [--data DIR] [--min-accuracy A]
+//   fashion_mnist_engine [--smoke] [--epochs N] [--data DIR] [--log-dir DIR] [--min-accuracy A]
 //
-// --smoke runs a few batches (for CI); --min-accuracy makes the program fail when the final test accuracy is lower.
+// --smoke runs a few batches (for CI); --log-dir writes one CSV row per epoch to DIR/metrics.csv; --min-accuracy
+// makes the program fail when the final test accuracy is lower.
 #include <trainloop.hpp>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <limits>
 #include <optional>
 #include <string>
 #include <utility>
@@ -55,14 +60,17 @@ int main(int argc, char** argv) {
   std::uint64_t epochs = 3;
   double min_accuracy = 0;
   std::string data_dir = trainloop::fashion_mnist_debian_dir;
+  std::string log_dir;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--smoke") smoke = true;
     else if (arg == "--epochs" && i + 1 < argc) epochs = std::stoull(argv[++i]);
     else if (arg == "--data" && i + 1 < argc) data_dir = argv[++i];
+    else if (arg == "--log-dir" && i + 1 < argc) log_dir = argv[++i];
     else if (arg == "--min-accuracy" && i + 1 < argc) min_accuracy = std::stod(argv[++i]);
     else {
-      std::fprintf(stderr, "usage: %s [--smoke] [--epochs N] [--data DIR] [--min-accuracy A]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--smoke] [--epochs N] [--data DIR] [--log-dir DIR] [--min-accuracy A]\n",
+                   argv[0]);
       return 2;
     }
   }
@@ -76,6 +84,19 @@ int main(int argc, char** argv) {
   } catch (const std::exception& error) {
     std::fprintf(stderr, "%s\n", error.what());
     return 1;
+  }
+  // The log is opened before training, so an unwritable folder fails now, not after an epoch.
+  std::ofstream metrics_csv;
+  if (!log_dir.empty()) {
+    std::error_code error;
+    std::filesystem::create_directories(log_dir, error);
+    metrics_csv.open(log_dir + "/metrics.csv");
+    if (error || !metrics_csv) {
+      std::fprintf(stderr, "cannot write %s/metrics.csv%s%s\n", log_dir.c_str(), error ? ": " : "",
+                   error ? error.message().c_str() : "");
+      return 1;
+    }
+    metrics_csv << "epoch,iteration,train_loss,test_accuracy,epoch_seconds\n";
   }
   if (smoke) {
     test_split.images = test_split.images.slice(0, 0, 1000);
@@ -129,6 +150,9 @@ int main(int argc, char** argv) {
                 static_cast<unsigned long long>(e.state.epoch), mean_loss, 100 * evaluator.state.metrics["accuracy"],
                 e.state.times["epoch_completed"]);
     std::fflush(stdout);
+    if (metrics_csv.is_open())
+      metrics_csv << e.state.epoch << ',' << e.state.iteration << ',' << mean_loss << ','
+                  << evaluator.state.metrics["accuracy"] << ',' << e.state.times["epoch_completed"] << std::endl;
   });
 
   const std::uint64_t epoch_length = smoke ? 20 : static_cast<std::uint64_t>(train_batches.batches_per_pass());
@@ -136,6 +160,7 @@ int main(int argc, char** argv) {
 
   const double accuracy = trainer.state.metrics["test_accuracy"];
   std::printf("final test accuracy: %.2f%%\n", 100 * accuracy);
+  if (!log_dir.empty()) std::printf("metrics written to %s/metrics.csv\n", log_dir.c_str());
   if (accuracy < min_accuracy) {
     std::fprintf(stderr, "test accuracy %.4f is below the required %.4f\n", accuracy, min_accuracy);
     return 1;

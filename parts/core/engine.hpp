@@ -587,6 +587,10 @@ class Engine : public EngineCore {
   std::exception_ptr propagating_;  // an unhandled exception on its way out, so it is offered to handlers once
 };
 
+/// CTAD for a step whose batch parameter has a concrete type: `Engine engine(step, Timer{});`.
+template <class Step, class... Handlers>
+Engine(Step, Handlers...) -> Engine<typename detail::batch_of_step<Step>::type, Step, Handlers...>;
+
 namespace detail {
 template <class Batch, class Step>
 struct resolve_batch {

@@ -171,6 +171,12 @@ TEST_CASE("the step may take the engine or only the batch, and return nothing") 
   with_engine.run(data);
   CHECK(sum == 3);
 
+  Engine by_deduction([](int& b) { return b + 1; }, Timer{});  // class template argument deduction
+  static_assert(std::is_same_v<decltype(by_deduction)::batch_type, int>, "CTAD deduced the batch type");
+  by_deduction.run(data);
+  CHECK(by_deduction.output() == 4);
+  CHECK(by_deduction.handler<Timer>().iteration().count == 3);
+
   auto generic = make_engine<int>([](auto& engine, auto& batch) { return batch * 10 + static_cast<int>(engine.state.epoch); });
   generic.run(data);
   CHECK(generic.output() == 31);

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Sets up a fresh Debian machine and runs every check trainloop has. This is the README's test command, and CI's.
+#   1. the single header is in sync with parts/ and compiles alone, torch-free, with no torch on the include path
+#   2. the full suite (g++, C++17, warnings as errors) against parts/ and against the single header
+#   3. the torch-free core under AddressSanitizer + UndefinedBehaviorSanitizer, as C++20
+#   4. the torch-free core with clang, when clang++ is installed
+#   5. the torch parts compile (-fsyntax-only) as C++20, and against LibTorch 2.x (Debian trixie's headers)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+jobs=$(nproc)
+step() { printf '\n==== %s\n' "$*"; }
+
+step "setup"
+bash tools/setup.sh
+
+step "single header: in sync, compiles alone without torch"
+python3 tools/amalgamate.py --check
+for std in c++17 c++20; do
+  g++ -std=$std -Wall -Wextra -Wpedantic -Werror -DTRAINLOOP_WITH_TORCH=0 -fsyntax-only -x c++ single_include/trainloop.hpp
+  g++ -std=$std -Wall -Wextra -Wpedantic -Werror -DTRAINLOOP_WITH_TORCH=0 -Isingle_include \
+      examples/engine_basics/main.cpp -o build-engine-basics-check && ./build-engine-basics-check --smoke > /dev/null
+done
+rm -f build-engine-basics-check
+
+step "full suite: g++, C++17, parts/ and single header"
+cmake -S . -B build/gcc -G Ninja -DCMAKE_BUILD_TYPE=Release -DTRAINLOOP_WARNINGS_AS_ERRORS=ON
+cmake --build build/gcc -j "$jobs"
+(cd build/gcc && ctest -j "$jobs" --output-on-failure --timeout 900)
+
+step "torch-free core under ASan + UBSan, C++20"
+cmake -S . -B build/asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DTRAINLOOP_WITH_TORCH=OFF -DTRAINLOOP_SANITIZE=ON \
+      -DCMAKE_CXX_STANDARD=20 -DTRAINLOOP_WARNINGS_AS_ERRORS=ON
+cmake --build build/asan -j "$jobs"
+(cd build/asan && ctest -j "$jobs" --output-on-failure -L core)
+
+if command -v clang++ > /dev/null; then
+  step "torch-free core with clang"
+  cmake -S . -B build/clang -G Ninja -DCMAKE_BUILD_TYPE=Release -DTRAINLOOP_WITH_TORCH=OFF \
+        -DCMAKE_CXX_COMPILER=clang++ -DTRAINLOOP_WARNINGS_AS_ERRORS=ON
+  cmake --build build/clang -j "$jobs"
+  (cd build/clang && ctest -j "$jobs" --output-on-failure -L "core|compile_fail")
+fi
+
+step "torch parts: C++20, clang, and LibTorch 2.x (syntax only)"
+torch_api=/usr/include/torch/csrc/api/include
+check_flags=(-Wall -Wextra -Wpedantic -Werror -fsyntax-only -DTRAINLOOP_WITH_TORCH=1 -Isingle_include)
+g++ -std=c++20 "${check_flags[@]}" -isystem "$torch_api" tests/compile/torch_instantiation.cpp
+if command -v clang++ > /dev/null; then
+  clang++ -std=c++17 "${check_flags[@]}" -isystem "$torch_api" tests/compile/torch_instantiation.cpp
+fi
+bash tools/fetch_libtorch2.sh build/libtorch2
+lt2=build/libtorch2/usr/include
+echo "LibTorch $(cat build/libtorch2/.complete)"
+g++ -std=c++17 "${check_flags[@]}" -isystem "$lt2" -isystem "$lt2/torch/csrc/api/include" tests/compile/torch_instantiation.cpp
+g++ -std=c++20 "${check_flags[@]}" -isystem "$lt2" -isystem "$lt2/torch/csrc/api/include" tests/compile/torch_instantiation.cpp
+
+step "all checks passed"
