@@ -546,6 +546,18 @@ struct detector<Op, std::void_t<Op<Args...>>, Args...> : std::true_type {};
 template <template <class...> class Op, class... Args>
 inline constexpr bool is_detected_v = detector<Op, void, Args...>::value;
 
+/// Calls a hook or handler callable. Handlers return bool (true: the event is handled; only exception_raised uses
+/// it) or nothing, which counts as not handled.
+template <class F, class... Args>
+bool invoke_handler(F&& f, Args&&... args) {
+  if constexpr (std::is_same_v<std::invoke_result_t<F, Args...>, bool>) {
+    return std::invoke(std::forward<F>(f), std::forward<Args>(args)...);
+  } else {
+    std::invoke(std::forward<F>(f), std::forward<Args>(args)...);
+    return false;
+  }
+}
+
 // declares_<member><H>: H has a member of that name, whatever its kind or signature. Deriving from H and from a
 // probe with a same-named member makes `&both::member` ambiguous exactly when H declares it. This lets a hook with
 // the wrong signature be reported as such instead of being silently ignored.
@@ -773,28 +785,16 @@ class RangeFactorySource {
   explicit RangeFactorySource(Factory factory) : factory_(std::move(factory)) {}
 
   Batch* next() {
-    if (!pass_) {
-      pass_.emplace(factory_());
-      it_.emplace(begin(*pass_));
-    } else if (advance_) {
-      ++*it_;
-    }
-    advance_ = !(*it_ == end(*pass_));
-    return advance_ ? slot_.bind(**it_) : nullptr;
+    if (!pass_) pass_.emplace(factory_());
+    return pass_->next();
   }
-  void restart() {
-    it_.reset();
-    pass_.reset();
-  }
+  void restart() { pass_.reset(); }
   std::optional<std::size_t> size() const { return std::nullopt; }
 
  private:
-  using Pass = std::invoke_result_t<Factory&>;
+  using Pass = std::invoke_result_t<Factory&>;  // a range returned by value, owned by the RangeSource
   Factory factory_;
-  std::optional<Pass> pass_;
-  std::optional<begin_t<Pass>> it_;
-  bool advance_ = false;
-  BatchSlot<Batch> slot_;
+  std::optional<RangeSource<Batch, Pass>> pass_;
 };
 
 /// A generator: a callable returning std::optional<batch>, std::nullopt once exhausted (or never: infinite data).
@@ -1053,42 +1053,28 @@ class Engine : public EngineCore {
     const HandlerId id{++last_handler_id_};
     auto fn = make_runtime_callable(std::forward<F>(f));
     for (auto& item : spec.items) {
-      if (is_builtin(item.event)) {
-        runtime_[event_index(item.event)].push_back({id, std::move(item.filter), fn});
-        runtime_mask_ |= event_bit(item.event);
-      } else {
-        runtime_user_.push_back({item.event, {id, std::move(item.filter), fn}});
-      }
+      auto& list = is_builtin(item.event) ? runtime_[event_index(item.event)] : runtime_user_;
+      list.push_back({id, item.event, std::move(item.filter), fn});
+      if (is_builtin(item.event)) runtime_mask_ |= event_bit(item.event);
     }
     return id;
   }
   bool has(HandlerId id) const noexcept {
-    for (const auto& list : runtime_)
-      for (const auto& h : list)
-        if (h.id == id && h.fn) return true;
-    for (const auto& [event, h] : runtime_user_)
-      if (h.id == id && h.fn) return true;
-    return false;
+    return any_runtime_handler([id](const RuntimeHandler& h) { return h.id == id; });
   }
   /// Whether any run-time handler is registered for `e`.
   bool has_handlers(Event e) const noexcept {
-    if (is_builtin(e)) {
-      for (const auto& h : runtime_[event_index(e)])
-        if (h.fn) return true;
-      return false;
-    }
-    for (const auto& [event, h] : runtime_user_)
-      if (event == e && h.fn) return true;
-    return false;
+    return any_runtime_handler([e](const RuntimeHandler& h) { return h.event == e; });
   }
   /// Removes a run-time handler (also from inside a handler). Returns whether it was registered.
   bool remove(HandlerId id) {
     bool found = false;
-    for (auto& list : runtime_)
+    auto mark = [&](std::vector<RuntimeHandler>& list) {
       for (auto& h : list)
         if (h.id == id && h.fn) h.fn = nullptr, found = true;
-    for (auto& entry : runtime_user_)
-      if (entry.second.id == id && entry.second.fn) entry.second.fn = nullptr, found = true;
+    };
+    for (auto& list : runtime_) mark(list);
+    mark(runtime_user_);
     removed_pending_ |= found;
     if (dispatch_depth_ == 0) compact_runtime_handlers();
     return found;
@@ -1098,9 +1084,18 @@ class Engine : public EngineCore {
   using RuntimeFn = std::function<bool(Engine&)>;
   struct RuntimeHandler {
     HandlerId id;
+    Event event;
     Filter filter;
-    RuntimeFn fn;
+    RuntimeFn fn;  // null once removed; erased when no dispatch is iterating
   };
+
+  template <class Pred>
+  bool any_runtime_handler(Pred pred) const noexcept {
+    auto in = [&](const std::vector<RuntimeHandler>& list) {
+      return std::any_of(list.begin(), list.end(), [&](const RuntimeHandler& h) { return h.fn && pred(h); });
+    };
+    return std::any_of(runtime_.begin(), runtime_.end(), in) || in(runtime_user_);
+  }
 
   template <class F>
   static RuntimeFn make_runtime_callable(F&& f) {
@@ -1108,19 +1103,11 @@ class Engine : public EngineCore {
     // One shared callable for all the events it was registered for, so a stateful callable keeps one state.
     auto fn = std::make_shared<Fn>(std::forward<F>(f));
     if constexpr (std::is_invocable_v<Fn&, Engine&>) {
-      using R = std::invoke_result_t<Fn&, Engine&>;
-      return [fn](Engine& e) -> bool {
-        if constexpr (std::is_same_v<R, bool>) return (*fn)(e);
-        else return (*fn)(e), false;
-      };
+      return [fn](Engine& e) { return detail::invoke_handler(*fn, e); };
     } else {
       static_assert(std::is_invocable_v<Fn&>,
                     "trainloop: Engine::on(events, f): f must be callable as f(engine) or f()");
-      using R = std::invoke_result_t<Fn&>;
-      return [fn](Engine&) -> bool {
-        if constexpr (std::is_same_v<R, bool>) return (*fn)();
-        else return (*fn)(), false;
-      };
+      return [fn](Engine&) { return detail::invoke_handler(*fn); };
     }
   }
 
@@ -1143,9 +1130,7 @@ class Engine : public EngineCore {
       if constexpr ((H::builtin_mask & event_bit(E)) != 0) return h.template dispatch<E>(*this);
       else return false;
     } else if constexpr (detail::hook<E>::template callable<H, Engine>) {
-      using R = decltype(call_hook<E>(h));
-      if constexpr (std::is_same_v<R, bool>) return call_hook<E>(h);
-      else return call_hook<E>(h), false;
+      return detail::invoke_handler([&]() -> decltype(auto) { return call_hook<E>(h); });
     } else {
       return false;
     }
@@ -1158,6 +1143,7 @@ class Engine : public EngineCore {
       return detail::hook<E>::call(h, *this);
   }
 
+  // Runs the handlers of `list` registered for `e` whose filter accepts; returns whether one handled the event.
   bool invoke_runtime(std::vector<RuntimeHandler>& list, Event e) {
     bool handled = false;
     ++dispatch_depth_;
@@ -1165,7 +1151,7 @@ class Engine : public EngineCore {
     const std::size_t n = list.size();  // handlers added during dispatch wait for the next firing
     try {
       for (std::size_t i = 0; i < n; ++i)
-        if (list[i].fn && list[i].filter.accepts(state, count)) handled |= list[i].fn(*this);
+        if (list[i].event == e && list[i].fn && list[i].filter.accepts(state, count)) handled |= list[i].fn(*this);
     } catch (...) {
       --dispatch_depth_;
       throw;
@@ -1177,22 +1163,7 @@ class Engine : public EngineCore {
   static void fire_user_event(EngineCore& core, Event e) {
     auto& self = static_cast<Engine&>(core);
     std::apply([&](auto&... hs) { (self.invoke_user_hook(detail::unwrap(hs), e), ...); }, self.handlers_);
-    bool any = false;
-    for (const auto& entry : self.runtime_user_) any |= entry.first == e;
-    if (!any) return;
-    ++self.dispatch_depth_;
-    const std::uint64_t count = self.state.count(e);
-    const std::size_t n = self.runtime_user_.size();
-    try {
-      for (std::size_t i = 0; i < n; ++i) {
-        auto& [event, h] = self.runtime_user_[i];
-        if (event == e && h.fn && h.filter.accepts(self.state, count)) h.fn(self);
-      }
-    } catch (...) {
-      --self.dispatch_depth_;
-      throw;
-    }
-    if (--self.dispatch_depth_ == 0) self.compact_runtime_handlers();
+    if (!self.runtime_user_.empty()) self.invoke_runtime(self.runtime_user_, e);
   }
   template <class H>
   void invoke_user_hook(H& h, Event e) {
@@ -1206,15 +1177,15 @@ class Engine : public EngineCore {
   void compact_runtime_handlers() {
     if (!removed_pending_) return;
     removed_pending_ = false;
+    auto erase_removed = [](std::vector<RuntimeHandler>& list) {
+      list.erase(std::remove_if(list.begin(), list.end(), [](const RuntimeHandler& h) { return !h.fn; }), list.end());
+    };
     runtime_mask_ = 0;
     for (std::size_t i = 0; i < builtin_event_count; ++i) {
-      auto& list = runtime_[i];
-      list.erase(std::remove_if(list.begin(), list.end(), [](const RuntimeHandler& h) { return !h.fn; }), list.end());
-      if (!list.empty()) runtime_mask_ |= std::uint32_t{1} << i;
+      erase_removed(runtime_[i]);
+      if (!runtime_[i].empty()) runtime_mask_ |= std::uint32_t{1} << i;
     }
-    runtime_user_.erase(std::remove_if(runtime_user_.begin(), runtime_user_.end(),
-                                       [](const auto& entry) { return !entry.second.fn; }),
-                        runtime_user_.end());
+    erase_removed(runtime_user_);
   }
 
   // --- the loop -------------------------------------------------------------------------------------------------
@@ -1422,7 +1393,7 @@ class Engine : public EngineCore {
   Batch* batch_ = nullptr;
   std::optional<output_type> output_;
   std::array<std::vector<RuntimeHandler>, builtin_event_count> runtime_;
-  std::vector<std::pair<Event, RuntimeHandler>> runtime_user_;
+  std::vector<RuntimeHandler> runtime_user_;
   std::uint32_t runtime_mask_ = 0;  // bit i: event i has run-time handlers, so an unused event costs one test
   std::uint64_t last_handler_id_ = 0;
   int dispatch_depth_ = 0;
@@ -1501,13 +1472,10 @@ class EventHandler {
  private:
   template <class Engine>
   bool call(Engine& engine) {
-    if constexpr (std::is_invocable_v<F&, Engine&>) {
-      if constexpr (std::is_same_v<std::invoke_result_t<F&, Engine&>, bool>) return f_(engine);
-      else return f_(engine), false;
-    } else {
-      if constexpr (std::is_same_v<std::invoke_result_t<F&>, bool>) return f_();
-      else return f_(), false;
-    }
+    if constexpr (std::is_invocable_v<F&, Engine&>)
+      return detail::invoke_handler(f_, engine);
+    else
+      return detail::invoke_handler(f_);
   }
 
   EventSpec<BuiltinMask> spec_;

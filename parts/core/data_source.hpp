@@ -90,28 +90,16 @@ class RangeFactorySource {
   explicit RangeFactorySource(Factory factory) : factory_(std::move(factory)) {}
 
   Batch* next() {
-    if (!pass_) {
-      pass_.emplace(factory_());
-      it_.emplace(begin(*pass_));
-    } else if (advance_) {
-      ++*it_;
-    }
-    advance_ = !(*it_ == end(*pass_));
-    return advance_ ? slot_.bind(**it_) : nullptr;
+    if (!pass_) pass_.emplace(factory_());
+    return pass_->next();
   }
-  void restart() {
-    it_.reset();
-    pass_.reset();
-  }
+  void restart() { pass_.reset(); }
   std::optional<std::size_t> size() const { return std::nullopt; }
 
  private:
-  using Pass = std::invoke_result_t<Factory&>;
+  using Pass = std::invoke_result_t<Factory&>;  // a range returned by value, owned by the RangeSource
   Factory factory_;
-  std::optional<Pass> pass_;
-  std::optional<begin_t<Pass>> it_;
-  bool advance_ = false;
-  BatchSlot<Batch> slot_;
+  std::optional<RangeSource<Batch, Pass>> pass_;
 };
 
 /// A generator: a callable returning std::optional<batch>, std::nullopt once exhausted (or never: infinite data).

@@ -210,42 +210,28 @@ class Engine : public EngineCore {
     const HandlerId id{++last_handler_id_};
     auto fn = make_runtime_callable(std::forward<F>(f));
     for (auto& item : spec.items) {
-      if (is_builtin(item.event)) {
-        runtime_[event_index(item.event)].push_back({id, std::move(item.filter), fn});
-        runtime_mask_ |= event_bit(item.event);
-      } else {
-        runtime_user_.push_back({item.event, {id, std::move(item.filter), fn}});
-      }
+      auto& list = is_builtin(item.event) ? runtime_[event_index(item.event)] : runtime_user_;
+      list.push_back({id, item.event, std::move(item.filter), fn});
+      if (is_builtin(item.event)) runtime_mask_ |= event_bit(item.event);
     }
     return id;
   }
   bool has(HandlerId id) const noexcept {
-    for (const auto& list : runtime_)
-      for (const auto& h : list)
-        if (h.id == id && h.fn) return true;
-    for (const auto& [event, h] : runtime_user_)
-      if (h.id == id && h.fn) return true;
-    return false;
+    return any_runtime_handler([id](const RuntimeHandler& h) { return h.id == id; });
   }
   /// Whether any run-time handler is registered for `e`.
   bool has_handlers(Event e) const noexcept {
-    if (is_builtin(e)) {
-      for (const auto& h : runtime_[event_index(e)])
-        if (h.fn) return true;
-      return false;
-    }
-    for (const auto& [event, h] : runtime_user_)
-      if (event == e && h.fn) return true;
-    return false;
+    return any_runtime_handler([e](const RuntimeHandler& h) { return h.event == e; });
   }
   /// Removes a run-time handler (also from inside a handler). Returns whether it was registered.
   bool remove(HandlerId id) {
     bool found = false;
-    for (auto& list : runtime_)
+    auto mark = [&](std::vector<RuntimeHandler>& list) {
       for (auto& h : list)
         if (h.id == id && h.fn) h.fn = nullptr, found = true;
-    for (auto& entry : runtime_user_)
-      if (entry.second.id == id && entry.second.fn) entry.second.fn = nullptr, found = true;
+    };
+    for (auto& list : runtime_) mark(list);
+    mark(runtime_user_);
     removed_pending_ |= found;
     if (dispatch_depth_ == 0) compact_runtime_handlers();
     return found;
@@ -255,9 +241,18 @@ class Engine : public EngineCore {
   using RuntimeFn = std::function<bool(Engine&)>;
   struct RuntimeHandler {
     HandlerId id;
+    Event event;
     Filter filter;
-    RuntimeFn fn;
+    RuntimeFn fn;  // null once removed; erased when no dispatch is iterating
   };
+
+  template <class Pred>
+  bool any_runtime_handler(Pred pred) const noexcept {
+    auto in = [&](const std::vector<RuntimeHandler>& list) {
+      return std::any_of(list.begin(), list.end(), [&](const RuntimeHandler& h) { return h.fn && pred(h); });
+    };
+    return std::any_of(runtime_.begin(), runtime_.end(), in) || in(runtime_user_);
+  }
 
   template <class F>
   static RuntimeFn make_runtime_callable(F&& f) {
@@ -265,19 +260,11 @@ class Engine : public EngineCore {
     // One shared callable for all the events it was registered for, so a stateful callable keeps one state.
     auto fn = std::make_shared<Fn>(std::forward<F>(f));
     if constexpr (std::is_invocable_v<Fn&, Engine&>) {
-      using R = std::invoke_result_t<Fn&, Engine&>;
-      return [fn](Engine& e) -> bool {
-        if constexpr (std::is_same_v<R, bool>) return (*fn)(e);
-        else return (*fn)(e), false;
-      };
+      return [fn](Engine& e) { return detail::invoke_handler(*fn, e); };
     } else {
       static_assert(std::is_invocable_v<Fn&>,
                     "trainloop: Engine::on(events, f): f must be callable as f(engine) or f()");
-      using R = std::invoke_result_t<Fn&>;
-      return [fn](Engine&) -> bool {
-        if constexpr (std::is_same_v<R, bool>) return (*fn)();
-        else return (*fn)(), false;
-      };
+      return [fn](Engine&) { return detail::invoke_handler(*fn); };
     }
   }
 
@@ -300,9 +287,7 @@ class Engine : public EngineCore {
       if constexpr ((H::builtin_mask & event_bit(E)) != 0) return h.template dispatch<E>(*this);
       else return false;
     } else if constexpr (detail::hook<E>::template callable<H, Engine>) {
-      using R = decltype(call_hook<E>(h));
-      if constexpr (std::is_same_v<R, bool>) return call_hook<E>(h);
-      else return call_hook<E>(h), false;
+      return detail::invoke_handler([&]() -> decltype(auto) { return call_hook<E>(h); });
     } else {
       return false;
     }
@@ -315,6 +300,7 @@ class Engine : public EngineCore {
       return detail::hook<E>::call(h, *this);
   }
 
+  // Runs the handlers of `list` registered for `e` whose filter accepts; returns whether one handled the event.
   bool invoke_runtime(std::vector<RuntimeHandler>& list, Event e) {
     bool handled = false;
     ++dispatch_depth_;
@@ -322,7 +308,7 @@ class Engine : public EngineCore {
     const std::size_t n = list.size();  // handlers added during dispatch wait for the next firing
     try {
       for (std::size_t i = 0; i < n; ++i)
-        if (list[i].fn && list[i].filter.accepts(state, count)) handled |= list[i].fn(*this);
+        if (list[i].event == e && list[i].fn && list[i].filter.accepts(state, count)) handled |= list[i].fn(*this);
     } catch (...) {
       --dispatch_depth_;
       throw;
@@ -334,22 +320,7 @@ class Engine : public EngineCore {
   static void fire_user_event(EngineCore& core, Event e) {
     auto& self = static_cast<Engine&>(core);
     std::apply([&](auto&... hs) { (self.invoke_user_hook(detail::unwrap(hs), e), ...); }, self.handlers_);
-    bool any = false;
-    for (const auto& entry : self.runtime_user_) any |= entry.first == e;
-    if (!any) return;
-    ++self.dispatch_depth_;
-    const std::uint64_t count = self.state.count(e);
-    const std::size_t n = self.runtime_user_.size();
-    try {
-      for (std::size_t i = 0; i < n; ++i) {
-        auto& [event, h] = self.runtime_user_[i];
-        if (event == e && h.fn && h.filter.accepts(self.state, count)) h.fn(self);
-      }
-    } catch (...) {
-      --self.dispatch_depth_;
-      throw;
-    }
-    if (--self.dispatch_depth_ == 0) self.compact_runtime_handlers();
+    if (!self.runtime_user_.empty()) self.invoke_runtime(self.runtime_user_, e);
   }
   template <class H>
   void invoke_user_hook(H& h, Event e) {
@@ -363,15 +334,15 @@ class Engine : public EngineCore {
   void compact_runtime_handlers() {
     if (!removed_pending_) return;
     removed_pending_ = false;
+    auto erase_removed = [](std::vector<RuntimeHandler>& list) {
+      list.erase(std::remove_if(list.begin(), list.end(), [](const RuntimeHandler& h) { return !h.fn; }), list.end());
+    };
     runtime_mask_ = 0;
     for (std::size_t i = 0; i < builtin_event_count; ++i) {
-      auto& list = runtime_[i];
-      list.erase(std::remove_if(list.begin(), list.end(), [](const RuntimeHandler& h) { return !h.fn; }), list.end());
-      if (!list.empty()) runtime_mask_ |= std::uint32_t{1} << i;
+      erase_removed(runtime_[i]);
+      if (!runtime_[i].empty()) runtime_mask_ |= std::uint32_t{1} << i;
     }
-    runtime_user_.erase(std::remove_if(runtime_user_.begin(), runtime_user_.end(),
-                                       [](const auto& entry) { return !entry.second.fn; }),
-                        runtime_user_.end());
+    erase_removed(runtime_user_);
   }
 
   // --- the loop -------------------------------------------------------------------------------------------------
@@ -579,7 +550,7 @@ class Engine : public EngineCore {
   Batch* batch_ = nullptr;
   std::optional<output_type> output_;
   std::array<std::vector<RuntimeHandler>, builtin_event_count> runtime_;
-  std::vector<std::pair<Event, RuntimeHandler>> runtime_user_;
+  std::vector<RuntimeHandler> runtime_user_;
   std::uint32_t runtime_mask_ = 0;  // bit i: event i has run-time handlers, so an unused event costs one test
   std::uint64_t last_handler_id_ = 0;
   int dispatch_depth_ = 0;

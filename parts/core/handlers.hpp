@@ -47,13 +47,10 @@ class EventHandler {
  private:
   template <class Engine>
   bool call(Engine& engine) {
-    if constexpr (std::is_invocable_v<F&, Engine&>) {
-      if constexpr (std::is_same_v<std::invoke_result_t<F&, Engine&>, bool>) return f_(engine);
-      else return f_(engine), false;
-    } else {
-      if constexpr (std::is_same_v<std::invoke_result_t<F&>, bool>) return f_();
-      else return f_(), false;
-    }
+    if constexpr (std::is_invocable_v<F&, Engine&>)
+      return detail::invoke_handler(f_, engine);
+    else
+      return detail::invoke_handler(f_);
   }
 
   EventSpec<BuiltinMask> spec_;

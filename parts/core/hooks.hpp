@@ -38,6 +38,18 @@ struct detector<Op, std::void_t<Op<Args...>>, Args...> : std::true_type {};
 template <template <class...> class Op, class... Args>
 inline constexpr bool is_detected_v = detector<Op, void, Args...>::value;
 
+/// Calls a hook or handler callable. Handlers return bool (true: the event is handled; only exception_raised uses
+/// it) or nothing, which counts as not handled.
+template <class F, class... Args>
+bool invoke_handler(F&& f, Args&&... args) {
+  if constexpr (std::is_same_v<std::invoke_result_t<F, Args...>, bool>) {
+    return std::invoke(std::forward<F>(f), std::forward<Args>(args)...);
+  } else {
+    std::invoke(std::forward<F>(f), std::forward<Args>(args)...);
+    return false;
+  }
+}
+
 // declares_<member><H>: H has a member of that name, whatever its kind or signature. Deriving from H and from a
 // probe with a same-named member makes `&both::member` ambiguous exactly when H declares it. This lets a hook with
 // the wrong signature be reported as such instead of being silently ignored.
