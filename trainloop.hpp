@@ -5,6 +5,7 @@
 #define TRAINLOOP_HPP
 
 #include "parts/core/config.hpp"
+#include "parts/core/type_name.hpp"
 #include "parts/core/events.hpp"
 #include "parts/core/state.hpp"
 #include "parts/core/filters.hpp"
@@ -13,7 +14,18 @@
 #include "parts/core/engine.hpp"
 #include "parts/core/handlers.hpp"
 #if TRAINLOOP_WITH_TORCH
+#include <torch/torch.h>
+
+#include "parts/torch/allocator.hpp"
 #include "parts/torch/data/idx.hpp"
+#include "parts/torch/device.hpp"
+#include "parts/torch/logging.hpp"
+#include "parts/torch/optim.hpp"
+#include "parts/torch/module.hpp"
+#include "parts/torch/trainer_options.hpp"
+#include "parts/torch/callbacks/progress_bar.hpp"
+#include "parts/torch/callbacks/model_summary.hpp"
+#include "parts/torch/trainer.hpp"
 #endif
 #include "parts/core/epilogue.hpp"
 

@@ -73,6 +73,31 @@ inline constexpr bool with_amp = TRAINLOOP_WITH_AMP == 1;
 inline constexpr bool with_distributed = TRAINLOOP_WITH_DISTRIBUTED == 1;
 TRAINLOOP_DETAIL_END
 // ---- end parts/core/config.hpp ----
+// ---- begin parts/core/type_name.hpp ----
+// trainloop: readable type names for run-time error messages ("Net::training_step returned ...").
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <typeinfo>
+#if defined(__GNUG__) || defined(__clang__)
+#include <cxxabi.h>
+#endif
+
+TRAINLOOP_DETAIL_BEGIN
+namespace detail {
+template <class T>
+std::string type_name() {
+  const char* mangled = typeid(T).name();
+#if defined(__GNUG__) || defined(__clang__)
+  int status = 0;
+  std::unique_ptr<char, void (*)(void*)> demangled(abi::__cxa_demangle(mangled, nullptr, nullptr, &status), std::free);
+  if (status == 0 && demangled) return demangled.get();
+#endif
+  return mangled;
+}
+}  // namespace detail
+TRAINLOOP_DETAIL_END
+// ---- end parts/core/type_name.hpp ----
 // ---- begin parts/core/events.hpp ----
 // trainloop: events. The built-in events the Engine fires, their names, and user-defined events.
 #include <cstddef>
@@ -645,13 +670,159 @@ inline constexpr bool is_event_handler_v = is_detected_v<event_handler_marker_t,
   X(on_get_batch_complete, on_get_batch_completed)                                                                     \
   X(on_complete, on_completed)                                                                                         \
   X(on_end, on_completed)                                                                                              \
-  X(on_exception, on_exception_raised)                                                                                 \
   X(on_terminated, on_terminate)                                                                                       \
   X(on_terminate_epoch, on_terminate_single_epoch)                                                                     \
   X(on_dataloader_stop_iteration, on_data_exhausted)
 #define TRAINLOOP_DETAIL_NEAR_MISS_PROBE(wrong, right) TRAINLOOP_DETAIL_MEMBER_PROBE(wrong)
 TRAINLOOP_DETAIL_NEAR_MISS_HOOKS(TRAINLOOP_DETAIL_NEAR_MISS_PROBE)
 #undef TRAINLOOP_DETAIL_NEAR_MISS_PROBE
+
+// ---- Lightning hooks (the Trainer's face) ------------------------------------------------------------------------
+// Each entry: the hook, how a callback declares it, how the module declares it. A callback's hook takes
+// (trainer&, module&, ...); the module's takes only the trailing arguments. The Trainer calls them only through
+// lightning_hook<...> below; a declared hook that cannot be called with the arguments shown is a compile error.
+#define TRAINLOOP_DETAIL_LIGHTNING_HOOKS(X)                                                                            \
+  X(setup, "(trainer&, module&, const std::string& stage)", "(const std::string& stage)")                             \
+  X(teardown, "(trainer&, module&, const std::string& stage)", "(const std::string& stage)")                          \
+  X(on_fit_start, "(trainer&, module&)", "()")                                                                         \
+  X(on_fit_end, "(trainer&, module&)", "()")                                                                           \
+  X(on_sanity_check_start, "(trainer&, module&)", "()")                                                                \
+  X(on_sanity_check_end, "(trainer&, module&)", "()")                                                                  \
+  X(on_train_start, "(trainer&, module&)", "()")                                                                       \
+  X(on_train_end, "(trainer&, module&)", "()")                                                                         \
+  X(on_train_epoch_start, "(trainer&, module&)", "()")                                                                 \
+  X(on_train_epoch_end, "(trainer&, module&)", "()")                                                                   \
+  X(on_train_batch_start, "(trainer&, module&, Batch& batch, std::int64_t batch_idx)",                                 \
+    "(Batch& batch, std::int64_t batch_idx), optionally returning int (-1 skips the rest of the epoch)")             \
+  X(on_train_batch_end, "(trainer&, module&, const Output& outputs, Batch& batch, std::int64_t batch_idx)",             \
+    "(const Output& outputs, Batch& batch, std::int64_t batch_idx)")                                                   \
+  X(on_validation_start, "(trainer&, module&)", "()")                                                                  \
+  X(on_validation_end, "(trainer&, module&)", "()")                                                                    \
+  X(on_validation_epoch_start, "(trainer&, module&)", "()")                                                            \
+  X(on_validation_epoch_end, "(trainer&, module&)", "()")                                                              \
+  X(on_validation_batch_start, "(trainer&, module&, Batch& batch, std::int64_t batch_idx)",                            \
+    "(Batch& batch, std::int64_t batch_idx)")                                                                          \
+  X(on_validation_batch_end, "(trainer&, module&, const Output& outputs, Batch& batch, std::int64_t batch_idx)",        \
+    "(const Output& outputs, Batch& batch, std::int64_t batch_idx)")                                                   \
+  X(on_test_start, "(trainer&, module&)", "()")                                                                        \
+  X(on_test_end, "(trainer&, module&)", "()")                                                                          \
+  X(on_test_epoch_start, "(trainer&, module&)", "()")                                                                  \
+  X(on_test_epoch_end, "(trainer&, module&)", "()")                                                                    \
+  X(on_test_batch_start, "(trainer&, module&, Batch& batch, std::int64_t batch_idx)",                                  \
+    "(Batch& batch, std::int64_t batch_idx)")                                                                          \
+  X(on_test_batch_end, "(trainer&, module&, const Output& outputs, Batch& batch, std::int64_t batch_idx)",              \
+    "(const Output& outputs, Batch& batch, std::int64_t batch_idx)")                                                   \
+  X(on_predict_start, "(trainer&, module&)", "()")                                                                     \
+  X(on_predict_end, "(trainer&, module&)", "()")                                                                       \
+  X(on_predict_epoch_start, "(trainer&, module&)", "()")                                                               \
+  X(on_predict_epoch_end, "(trainer&, module&)", "()")                                                                 \
+  X(on_predict_batch_start, "(trainer&, module&, Batch& batch, std::int64_t batch_idx)",                               \
+    "(Batch& batch, std::int64_t batch_idx)")                                                                          \
+  X(on_predict_batch_end, "(trainer&, module&, const Output& outputs, Batch& batch, std::int64_t batch_idx)",           \
+    "(const Output& outputs, Batch& batch, std::int64_t batch_idx)")                                                   \
+  X(on_before_backward, "(trainer&, module&, torch::Tensor& loss)", "(torch::Tensor& loss)")                           \
+  X(on_after_backward, "(trainer&, module&)", "()")                                                                    \
+  X(on_before_optimizer_step, "(trainer&, module&, torch::optim::Optimizer& optimizer)",                               \
+    "(torch::optim::Optimizer& optimizer)")                                                                            \
+  X(on_before_zero_grad, "(trainer&, module&, torch::optim::Optimizer& optimizer)", "(torch::optim::Optimizer& optimizer)") \
+  X(on_exception, "(trainer&, module&, std::exception_ptr error)", "(std::exception_ptr error)")                      \
+  X(on_before_batch_transfer, "(not a callback hook)", "(Batch batch, int dataloader_idx) returning Batch")           \
+  X(transfer_batch_to_device, "(not a callback hook)",                                                                 \
+    "(Batch batch, torch::Device device, int dataloader_idx) returning Batch")                                        \
+  X(on_after_batch_transfer, "(not a callback hook)", "(Batch batch, int dataloader_idx) returning Batch")            \
+  X(training_step, "(not a callback hook)", "(Batch& batch, std::int64_t batch_idx) returning the loss")             \
+  X(validation_step, "(not a callback hook)", "(Batch& batch, std::int64_t batch_idx)")                               \
+  X(test_step, "(not a callback hook)", "(Batch& batch, std::int64_t batch_idx)")                                     \
+  X(predict_step, "(not a callback hook)", "(Batch& batch, std::int64_t batch_idx)")                                  \
+  X(configure_optimizers, "(not a callback hook)", "() returning an optimizer or trainloop::Optimizers")
+
+template <class Tag>
+struct lightning_hook;
+namespace lightning_tags {
+#define TRAINLOOP_DETAIL_LIGHTNING_TAG(name, callback_signature, module_signature) struct name {};
+TRAINLOOP_DETAIL_LIGHTNING_HOOKS(TRAINLOOP_DETAIL_LIGHTNING_TAG)
+#undef TRAINLOOP_DETAIL_LIGHTNING_TAG
+}  // namespace lightning_tags
+
+#define TRAINLOOP_DETAIL_LIGHTNING_HOOK(name, callback_signature, module_signature)                                    \
+  TRAINLOOP_DETAIL_MEMBER_PROBE(name)                                                                                  \
+  template <class H, class... Args>                                                                                    \
+  using call_##name##_t = decltype(std::declval<H&>().name(std::declval<Args>()...));                                 \
+  template <>                                                                                                          \
+  struct lightning_hook<lightning_tags::name> {                                                                        \
+    template <class H>                                                                                                 \
+    static constexpr bool declared = declares_##name<H>::value;                                                        \
+    template <class H, class... Args>                                                                                  \
+    static constexpr bool callable = is_detected_v<call_##name##_t, H, Args...>;                                      \
+    template <class H, class... Args>                                                                                  \
+    static constexpr bool check_callback() {                                                                           \
+      static_assert(!declared<H> || callable<H, Args...>,                                                              \
+                    "trainloop: a callback declares " #name " but it cannot be called as " #name callback_signature);  \
+      return true;                                                                                                     \
+    }                                                                                                                  \
+    template <class H, class... Args>                                                                                  \
+    static constexpr bool check_module() {                                                                             \
+      static_assert(!declared<H> || callable<H, Args...>,                                                              \
+                    "trainloop: the LightningModule declares " #name " but it cannot be called as " #name             \
+                    module_signature);                                                                                 \
+      return true;                                                                                                     \
+    }                                                                                                                  \
+    template <class H, class... Args>                                                                                  \
+    static decltype(auto) call(H& h, Args&&... args) {                                                                 \
+      return h.name(std::forward<Args>(args)...);                                                                      \
+    }                                                                                                                  \
+  };
+TRAINLOOP_DETAIL_LIGHTNING_HOOKS(TRAINLOOP_DETAIL_LIGHTNING_HOOK)
+#undef TRAINLOOP_DETAIL_LIGHTNING_HOOK
+
+// Names from other Lightning versions or near misses, with the hook to write instead. (on_epoch_start and
+// on_epoch_end are checked too; their probes come from the Engine's list above.)
+#define TRAINLOOP_DETAIL_NEAR_MISS_LIGHTNING_HOOKS(X)                                                                  \
+  X(training_epoch_end, on_train_epoch_end)                                                                            \
+  X(validation_epoch_end, on_validation_epoch_end)                                                                     \
+  X(test_epoch_end, on_test_epoch_end)                                                                                 \
+  X(on_batch_start, on_train_batch_start)                                                                              \
+  X(on_batch_end, on_train_batch_end)                                                                                  \
+  X(on_train_epoch_begin, on_train_epoch_start)                                                                        \
+  X(on_training_epoch_end, on_train_epoch_end)                                                                         \
+  X(on_train_batch_begin, on_train_batch_start)                                                                        \
+  X(on_validation_epoch_begin, on_validation_epoch_start)                                                              \
+  X(on_val_epoch_end, on_validation_epoch_end)                                                                         \
+  X(on_before_zero_grads, on_before_zero_grad)                                                                         \
+  X(train_step, training_step)                                                                                         \
+  X(val_step, validation_step)                                                                                         \
+  X(validate_step, validation_step)                                                                                    \
+  X(configure_optimizer, configure_optimizers)
+#define TRAINLOOP_DETAIL_NEAR_MISS_PROBE(wrong, right) TRAINLOOP_DETAIL_MEMBER_PROBE(wrong)
+TRAINLOOP_DETAIL_NEAR_MISS_LIGHTNING_HOOKS(TRAINLOOP_DETAIL_NEAR_MISS_PROBE)
+#undef TRAINLOOP_DETAIL_NEAR_MISS_PROBE
+
+/// Rejects Lightning hook names that do not exist (a misspelling or another version's name) on a callback or module.
+template <class H>
+constexpr bool check_lightning_names() {
+#define TRAINLOOP_DETAIL_CHECK_NEAR_MISS(wrong, right)                                                                 \
+  static_assert(!declares_##wrong<H>::value,                                                                           \
+                "trainloop: a LightningModule or callback declares " #wrong ", which is not a hook; write " #right);
+  TRAINLOOP_DETAIL_NEAR_MISS_LIGHTNING_HOOKS(TRAINLOOP_DETAIL_CHECK_NEAR_MISS)
+  TRAINLOOP_DETAIL_CHECK_NEAR_MISS(on_epoch_start, on_train_epoch_start)
+  TRAINLOOP_DETAIL_CHECK_NEAR_MISS(on_epoch_end, on_train_epoch_end)
+#undef TRAINLOOP_DETAIL_CHECK_NEAR_MISS
+  return true;
+}
+
+/// Checks the Engine hooks a type declares have signatures the engine can call (no other requirement: a Trainer
+/// callback may declare Engine hooks, Lightning hooks, or both).
+template <class H, class Engine>
+constexpr bool check_engine_hook_signatures() {
+#define TRAINLOOP_DETAIL_CHECK_SIGNATURE(name)                                                                         \
+  static_assert(!hook<Event::name>::declared<H> || hook<Event::name>::callable<H, Engine>,                             \
+                "trainloop: a handler declares on_" #name " but it cannot be called as on_" #name                      \
+                "(engine&) (on_exception_raised: (engine&, std::exception_ptr)); make it a template "                   \
+                "`template <class E> void on_" #name "(E& engine)` or take the engine type it is given");
+  TRAINLOOP_DETAIL_BUILTIN_EVENTS(TRAINLOOP_DETAIL_CHECK_SIGNATURE)
+#undef TRAINLOOP_DETAIL_CHECK_SIGNATURE
+  return true;
+}
 
 /// Compile-time checks of one Engine handler type. The static_assert messages cannot print the type, but the
 /// compiler's "required from check_engine_handler<H, ...>" note right below names it.
@@ -663,13 +834,7 @@ constexpr bool check_engine_handler() {
   if constexpr (is_event_handler_v<H>) {
     return H::template check_callable<Engine>();
   } else {
-#define TRAINLOOP_DETAIL_CHECK_SIGNATURE(name)                                                                         \
-  static_assert(!hook<Event::name>::declared<H> || hook<Event::name>::callable<H, Engine>,                             \
-                "trainloop: a handler declares on_" #name " but it cannot be called as on_" #name                      \
-                "(engine&) (on_exception_raised: (engine&, std::exception_ptr)); make it a template "                   \
-                "`template <class E> void on_" #name "(E& engine)` or take the engine type it is given");
-    TRAINLOOP_DETAIL_BUILTIN_EVENTS(TRAINLOOP_DETAIL_CHECK_SIGNATURE)
-#undef TRAINLOOP_DETAIL_CHECK_SIGNATURE
+check_engine_hook_signatures<H, Engine>();
     static_assert(!declares_on_event<H>::value || has_user_event_hook_v<H, Engine>,
                   "trainloop: a handler declares on_event but it cannot be called as on_event(engine&, "
                   "trainloop::Event)");
@@ -677,6 +842,7 @@ constexpr bool check_engine_handler() {
   static_assert(!declares_##wrong<H>::value,                                                                           \
                 "trainloop: a handler declares " #wrong ", which is not an Engine hook; did you mean " #right "?");
     TRAINLOOP_DETAIL_NEAR_MISS_HOOKS(TRAINLOOP_DETAIL_CHECK_NEAR_MISS)
+    TRAINLOOP_DETAIL_CHECK_NEAR_MISS(on_exception, on_exception_raised)  // on_exception is a Trainer callback hook
 #undef TRAINLOOP_DETAIL_CHECK_NEAR_MISS
 #define TRAINLOOP_DETAIL_ANY_HOOK(name) || hook<Event::name>::declared<H>
     constexpr bool declares_any = declares_on_event<H>::value TRAINLOOP_DETAIL_BUILTIN_EVENTS(TRAINLOOP_DETAIL_ANY_HOOK);
@@ -878,12 +1044,20 @@ class RunOptions {
     epoch_length_ = n;
     return *this;
   }
+  /// Start a fresh pass over the data at every epoch (Lightning's epochs) instead of continuing the pass the last
+  /// epoch left unfinished (Ignite's, the default). Matters when epoch_length is shorter than the data.
+  RunOptions& restart_data_each_epoch(bool v) {
+    restart_data_each_epoch_ = v;
+    return *this;
+  }
+  bool restart_data_each_epoch() const { return restart_data_each_epoch_; }
   const std::optional<std::uint64_t>& max_epochs() const { return max_epochs_; }
   const std::optional<std::uint64_t>& max_iters() const { return max_iters_; }
   const std::optional<std::uint64_t>& epoch_length() const { return epoch_length_; }
 
  private:
   std::optional<std::uint64_t> max_epochs_, max_iters_, epoch_length_;
+  bool restart_data_each_epoch_ = false;
 };
 inline RunOptions max_epochs(std::uint64_t n) { return RunOptions().max_epochs(n); }
 inline RunOptions max_iters(std::uint64_t n) { return RunOptions().max_iters(n); }
@@ -1017,6 +1191,7 @@ class Engine : public EngineCore {
   State& run(Data&& data, const RunOptions& options = {}) {
     auto source = detail::make_data_source<Batch>(std::forward<Data>(data));
     prepare_run(options, source.size());
+    restart_data_each_epoch_ = options.restart_data_each_epoch();
     run_loop(source);
     return state;
   }
@@ -1268,6 +1443,7 @@ class Engine : public EngineCore {
           ++state.epoch;
           state.epoch_iteration = 0;
           state.in_epoch = true;
+          if (restart_data_each_epoch_) source.restart();
         }
         const auto epoch_start = Clock::now();
         emit<Event::epoch_started>();
@@ -1398,6 +1574,7 @@ class Engine : public EngineCore {
   std::uint64_t last_handler_id_ = 0;
   int dispatch_depth_ = 0;
   bool removed_pending_ = false;
+  bool restart_data_each_epoch_ = false;
   std::exception_ptr propagating_;  // an unhandled exception on its way out, so it is offered to handlers once
 };
 
@@ -1573,6 +1750,32 @@ class TimeLimit {
 TRAINLOOP_DETAIL_END
 // ---- end parts/core/handlers.hpp ----
 #if TRAINLOOP_WITH_TORCH
+#include <torch/torch.h>
+
+// ---- begin parts/torch/allocator.hpp ----
+// trainloop: glibc allocator tuning. glibc's dynamic mmap threshold makes every step of a small CPU model map and
+// unmap the same few-hundred-KB buffers (measured: a 784-128-10 MLP step, 0.86 ms with glibc's defaults, 0.53 ms with
+// the thresholds pinned). The Trainer pins them by default (TrainerOptions().tune_malloc(false) turns it off);
+// benchmarks call this too, so the hand-written loops they compare against run with the same allocator state.
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
+TRAINLOOP_DETAIL_BEGIN
+
+/// Pins glibc's malloc thresholds (process-wide): mmap threshold 32 MiB, trim threshold 256 MiB, top pad 64 MiB.
+/// Returns false (and changes nothing) on other C libraries. Idempotent.
+inline bool tune_glibc_malloc() noexcept {
+#if defined(__GLIBC__)
+  const bool ok = mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1;
+  return mallopt(M_TRIM_THRESHOLD, 256 << 20) == 1 && mallopt(M_TOP_PAD, 64 << 20) == 1 && ok;
+#else
+  return false;
+#endif
+}
+
+TRAINLOOP_DETAIL_END
+// ---- end parts/torch/allocator.hpp ----
 // ---- begin parts/torch/data/idx.hpp ----
 // trainloop: IDX files (the MNIST format), plain or gzip-compressed, and the MNIST / Fashion-MNIST splits.
 #include <torch/torch.h>
@@ -1730,6 +1933,1810 @@ inline MnistSplit read_mnist_split(const std::string& dir, bool train,
 
 TRAINLOOP_DETAIL_END
 // ---- end parts/torch/data/idx.hpp ----
+// ---- begin parts/torch/device.hpp ----
+// trainloop: devices. Parsing the Trainer's accelerator option, and moving batches of any common shape to a device.
+#include <map>
+#include <stdexcept>
+#include <type_traits>
+#include <string>
+#include <tuple>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+TRAINLOOP_DETAIL_BEGIN
+
+/// "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:N", "mps". Errors name the option and the reason.
+inline torch::Device parse_accelerator(const std::string& accelerator) {
+  auto fail = [&](const std::string& why) {
+    return std::invalid_argument("trainloop: TrainerOptions().accelerator(\"" + accelerator + "\"): " + why);
+  };
+  if (accelerator == "auto") return torch::cuda::is_available() ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
+  if (accelerator == "cpu") return torch::Device(torch::kCPU);
+  if (accelerator == "mps") return torch::Device(torch::kMPS);
+  if (accelerator.rfind("cuda", 0) == 0) {
+    if (!torch::cuda::is_available()) throw fail("CUDA is not available in this process (torch::cuda::is_available() is false)");
+    torch::Device device(torch::kCUDA, 0);
+    try {
+      device = torch::Device(accelerator == "cuda" ? std::string("cuda:0") : accelerator);
+    } catch (const std::exception&) {
+      throw fail("not a device; write \"cuda\" or \"cuda:N\"");
+    }
+    const auto count = static_cast<int>(torch::cuda::device_count());
+    if (device.index() >= count)
+      throw fail("this machine has " + std::to_string(count) + " CUDA device(s), numbered from 0");
+    return device;
+  }
+  throw fail("unknown accelerator; use \"auto\", \"cpu\", \"cuda\", \"cuda:N\" or \"mps\"");
+}
+
+namespace detail {
+template <class T>
+struct is_pair : std::false_type {};
+template <class A, class B>
+struct is_pair<std::pair<A, B>> : std::true_type {};
+template <class T>
+struct is_tuple : std::false_type {};
+template <class... T>
+struct is_tuple<std::tuple<T...>> : std::true_type {};
+template <class T>
+struct is_vector : std::false_type {};
+template <class T, class A>
+struct is_vector<std::vector<T, A>> : std::true_type {};
+template <class T>
+struct is_map : std::false_type {};
+template <class K, class V, class C, class A>
+struct is_map<std::map<K, V, C, A>> : std::true_type {};
+template <class K, class V, class H, class E, class A>
+struct is_map<std::unordered_map<K, V, H, E, A>> : std::true_type {};
+template <class T>
+struct is_example : std::false_type {};
+template <class D, class L>
+struct is_example<torch::data::Example<D, L>> : std::true_type {};
+
+/// Moves every tensor in a batch (tensors, pairs, tuples, vectors, maps, torch::data::Example, nested) to `device`.
+/// A tensor already there is returned as is, without a dispatch: on CPU the transfer costs nothing.
+template <class T>
+T to_device(T value, const torch::Device& device) {
+  if constexpr (std::is_same_v<T, torch::Tensor>) {
+    if (!value.defined() || value.device() == device) return value;
+    return value.to(device, /*non_blocking=*/true);
+  } else if constexpr (is_pair<T>::value) {
+    value.first = to_device(std::move(value.first), device);
+    value.second = to_device(std::move(value.second), device);
+    return value;
+  } else if constexpr (is_tuple<T>::value) {
+    std::apply([&](auto&... e) { ((e = to_device(std::move(e), device)), ...); }, value);
+    return value;
+  } else if constexpr (is_vector<T>::value) {
+    for (auto& e : value) e = to_device(std::move(e), device);
+    return value;
+  } else if constexpr (is_map<T>::value) {
+    for (auto& entry : value) entry.second = to_device(std::move(entry.second), device);
+    return value;
+  } else if constexpr (is_example<T>::value) {
+    value.data = to_device(std::move(value.data), device);
+    value.target = to_device(std::move(value.target), device);
+    return value;
+  } else {
+    return value;  // holds no tensor
+  }
+}
+}  // namespace detail
+
+TRAINLOOP_DETAIL_END
+// ---- end parts/torch/device.hpp ----
+// ---- begin parts/torch/logging.hpp ----
+// trainloop: `log(name, value, options)`. Values stay tensors on their device and are reduced there; the host reads
+// them only when something consumes them (the progress bar at its refresh rate, a logger at its interval, a monitor
+// at epoch end).
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+TRAINLOOP_DETAIL_BEGIN
+
+/// How an epoch-level value is reduced over the epoch's steps.
+enum class Reduce { mean, sum, max, min };
+
+/// Options of `log` (Lightning's `self.log` keywords), as chainable setters. on_step/on_epoch default by stage, as in
+/// Lightning: training logs per step, validation and test per epoch.
+class LogOptions {
+ public:
+  LogOptions& on_step(bool v) { return on_step_ = v, *this; }
+  LogOptions& on_epoch(bool v) { return on_epoch_ = v, *this; }
+  LogOptions& prog_bar(bool v) { return prog_bar_ = v, *this; }
+  LogOptions& reduce(Reduce v) { return reduce_ = v, *this; }
+  /// Reduce across ranks at epoch end (wired by the distributed build; a no-op in a single process).
+  LogOptions& sync_dist(bool v) { return sync_dist_ = v, *this; }
+  LogOptions& logger(bool v) { return logger_ = v, *this; }
+  /// Weight of this value in an epoch mean (Lightning weights by batch size); default 1.
+  LogOptions& batch_size(std::int64_t v) { return batch_size_ = v, *this; }
+
+  const std::optional<bool>& on_step() const { return on_step_; }
+  const std::optional<bool>& on_epoch() const { return on_epoch_; }
+  bool prog_bar() const { return prog_bar_; }
+  Reduce reduce() const { return reduce_; }
+  bool sync_dist() const { return sync_dist_; }
+  bool logger() const { return logger_; }
+  std::int64_t batch_size() const { return batch_size_; }
+
+ private:
+  std::optional<bool> on_step_, on_epoch_;
+  bool prog_bar_ = false;
+  Reduce reduce_ = Reduce::mean;
+  bool sync_dist_ = false;
+  bool logger_ = true;
+  std::int64_t batch_size_ = 1;
+};
+
+/// What the Trainer is running; decides log()'s defaults and where values go.
+enum class Stage { train, validate, test, predict, sanity_check };
+inline const char* stage_name(Stage s) {
+  switch (s) {
+    case Stage::train: return "train";
+    case Stage::validate: return "validate";
+    case Stage::test: return "test";
+    case Stage::predict: return "predict";
+    default: return "sanity_check";
+  }
+}
+
+/// The values one stage logged: the latest per-step value and an epoch accumulator, both tensors on their device.
+class MetricStore {
+ public:
+  struct Entry {
+    bool on_step = false, on_epoch = false, prog_bar = false, logger = true, sync_dist = false;
+    Reduce reduce = Reduce::mean;
+    torch::Tensor step_value;   ///< the last logged value (detached), when on_step
+    torch::Tensor accumulated;  ///< float64 sum / max / min over the epoch, when on_epoch
+    double weight = 0;          ///< sum of batch sizes, for the mean
+    bool logged_this_epoch = false;
+    bool step_pending = false;  ///< logged on_step since the Trainer last published step values
+  };
+
+  void log(Stage stage, const std::string& name, const torch::Tensor& value, const LogOptions& options) {
+    if (name.empty()) throw std::invalid_argument("trainloop: log(): the metric name is empty");
+    if (!value.defined()) throw std::invalid_argument("trainloop: log(\"" + name + "\"): the value is an undefined tensor");
+    if (value.numel() != 1)
+      throw std::invalid_argument("trainloop: log(\"" + name + "\"): the value must hold one number, got shape " +
+                                  c10::str(value.sizes()));
+    if (options.batch_size() <= 0)
+      throw std::invalid_argument("trainloop: log(\"" + name + "\"): batch_size must be positive");
+    const bool training = stage == Stage::train;
+    Entry& e = entries_[name];
+    e.on_step = options.on_step().value_or(training);
+    e.on_epoch = options.on_epoch().value_or(!training);
+    e.prog_bar = options.prog_bar();
+    e.logger = options.logger();
+    e.sync_dist = options.sync_dist();
+    e.reduce = options.reduce();
+    torch::Tensor v = value.detach().reshape({});
+    if (e.on_step) {
+      if (!e.step_pending) pending_steps_.push_back(name);
+      e.step_value = v;
+      e.step_pending = true;
+    }
+    if (e.on_epoch) {
+      torch::Tensor v64 = v.to(torch::kFloat64);
+      const double w = static_cast<double>(options.batch_size());
+      if (!e.logged_this_epoch || !e.accumulated.defined()) {
+        e.accumulated = e.reduce == Reduce::mean ? v64 * w : v64.clone();
+        e.weight = w;
+      } else {
+        switch (e.reduce) {
+          case Reduce::mean: e.accumulated.add_(v64, w); break;
+          case Reduce::sum: e.accumulated.add_(v64); break;
+          case Reduce::max: e.accumulated = torch::maximum(e.accumulated, v64); break;
+          case Reduce::min: e.accumulated = torch::minimum(e.accumulated, v64); break;
+        }
+        e.weight += w;
+      }
+    }
+    e.logged_this_epoch = true;
+  }
+
+  /// The epoch-level value of `e` (a device tensor), or undefined when it was not logged this epoch.
+  static torch::Tensor epoch_value(const Entry& e) {
+    if (!e.on_epoch || !e.logged_this_epoch || !e.accumulated.defined()) return {};
+    return e.reduce == Reduce::mean ? e.accumulated / e.weight : e.accumulated;
+  }
+
+  /// Calls f(name, entry) for each value logged on_step since the last call, and forgets them.
+  template <class F>
+  void take_step_values(F&& f) {
+    for (const auto& name : pending_steps_) {
+      Entry& e = entries_.at(name);
+      e.step_pending = false;
+      f(name, e);
+    }
+    pending_steps_.clear();
+  }
+  void start_epoch() {
+    for (auto& [name, e] : entries_) e.logged_this_epoch = false;
+  }
+  void clear() {
+    entries_.clear();
+    pending_steps_.clear();
+  }
+  const std::map<std::string, Entry>& entries() const { return entries_; }
+
+ private:
+  std::map<std::string, Entry> entries_;
+  std::vector<std::string> pending_steps_;
+};
+
+TRAINLOOP_DETAIL_END
+// ---- end parts/torch/logging.hpp ----
+// ---- begin parts/torch/optim.hpp ----
+// trainloop: what configure_optimizers returns. One or several optimizers, each optionally with an LR scheduler
+// stepped every N steps or epochs, or on a monitored metric.
+#include <functional>
+#include <memory>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+TRAINLOOP_DETAIL_BEGIN
+
+/// When a scheduler steps: after optimizer steps, or at epoch ends.
+enum class Interval { step, epoch };
+
+namespace detail {
+template <class S>
+using plain_step_t = decltype(std::declval<S&>().step());
+template <class S>
+using metric_step_t = decltype(std::declval<S&>().step(std::declval<double>()));
+}  // namespace detail
+
+/// An LR scheduler as the Trainer drives it: any shared_ptr<S> whose S has `step()` (LibTorch's StepLR, trainloop's
+/// schedulers) or, for `monitor`, `step(double metric)` (reduce-on-plateau).
+class SchedulerConfig {
+ public:
+  template <class S>
+  explicit SchedulerConfig(std::shared_ptr<S> scheduler) {
+    static_assert(detail::is_detected_v<detail::plain_step_t, S> || detail::is_detected_v<detail::metric_step_t, S>,
+                  "trainloop: SchedulerConfig(scheduler): the scheduler needs step() or step(double metric)");
+    if (!scheduler) throw std::invalid_argument("trainloop: SchedulerConfig(scheduler): the scheduler is null");
+    if constexpr (detail::is_detected_v<detail::plain_step_t, S>) step_ = [scheduler] { scheduler->step(); };
+    if constexpr (detail::is_detected_v<detail::metric_step_t, S>)
+      step_on_metric_ = [scheduler](double metric) { scheduler->step(metric); };
+  }
+  SchedulerConfig& interval(Interval v) { return interval_ = v, *this; }
+  SchedulerConfig& frequency(std::int64_t v) {
+    if (v < 1) throw std::invalid_argument("trainloop: SchedulerConfig().frequency(n): n must be at least 1");
+    return frequency_ = v, *this;
+  }
+  /// Steps with the value of this metric (from callback_metrics) instead of plainly.
+  SchedulerConfig& monitor(std::string metric) { return monitor_ = std::move(metric), *this; }
+
+  Interval interval() const { return interval_; }
+  std::int64_t frequency() const { return frequency_; }
+  const std::string& monitor() const { return monitor_; }
+  void step() const { step_(); }
+  void step(double metric) const { step_on_metric_(metric); }
+  bool can_step_plainly() const { return static_cast<bool>(step_); }
+  bool can_step_on_metric() const { return static_cast<bool>(step_on_metric_); }
+
+ private:
+  std::function<void()> step_;
+  std::function<void(double)> step_on_metric_;
+  Interval interval_ = Interval::epoch;
+  std::int64_t frequency_ = 1;
+  std::string monitor_;
+};
+
+/// One optimizer and, optionally, its scheduler.
+class OptimizerConfig {
+ public:
+  template <class O, class = std::enable_if_t<std::is_base_of_v<torch::optim::Optimizer, O>>>
+  OptimizerConfig(std::shared_ptr<O> optimizer) : optimizer_(std::move(optimizer)) {}  // NOLINT: implicit on purpose
+  OptimizerConfig& scheduler(SchedulerConfig s) { return scheduler_ = std::move(s), *this; }
+  template <class S>
+  OptimizerConfig& scheduler(std::shared_ptr<S> s) {
+    return scheduler(SchedulerConfig(std::move(s)));
+  }
+  const std::shared_ptr<torch::optim::Optimizer>& optimizer() const { return optimizer_; }
+  const std::optional<SchedulerConfig>& scheduler() const { return scheduler_; }
+
+ private:
+  std::shared_ptr<torch::optim::Optimizer> optimizer_;
+  std::optional<SchedulerConfig> scheduler_;
+};
+
+/// Several optimizers: what configure_optimizers returns when one is not enough.
+using Optimizers = std::vector<OptimizerConfig>;
+
+namespace detail {
+// Normalises every accepted configure_optimizers() result to Optimizers.
+template <class R>
+Optimizers to_optimizers(R&& result) {
+  using T = std::decay_t<R>;
+  if constexpr (std::is_same_v<T, Optimizers>) {
+    return std::forward<R>(result);
+  } else if constexpr (std::is_same_v<T, OptimizerConfig>) {
+    return Optimizers{std::forward<R>(result)};
+  } else if constexpr (std::is_constructible_v<OptimizerConfig, T>) {
+    return Optimizers{OptimizerConfig(std::forward<R>(result))};
+  } else {
+    static_assert(std::is_constructible_v<OptimizerConfig, T>,
+                  "trainloop: configure_optimizers() must return a std::shared_ptr to a torch::optim optimizer, a "
+                  "trainloop::OptimizerConfig, or trainloop::Optimizers");
+    return {};
+  }
+}
+}  // namespace detail
+
+TRAINLOOP_DETAIL_END
+// ---- end parts/torch/optim.hpp ----
+// ---- begin parts/torch/module.hpp ----
+// trainloop: LightningModule<Derived>. A torch::nn::Module the user writes as usual, plus the steps and hooks the
+// Trainer detects at compile time (CRTP: no virtual calls), plus log() and the manual-optimisation helpers.
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+TRAINLOOP_DETAIL_BEGIN
+
+namespace detail {
+// What a LightningModule reaches while a Trainer runs it. The Trainer owns it and points the module at it for the
+// duration of fit/validate/test/predict.
+struct ModuleRuntime {
+  MetricStore* metrics = nullptr;
+  Stage stage = Stage::train;
+  std::int64_t current_epoch = 0;
+  std::int64_t global_step = 0;
+  torch::Device device = torch::Device(torch::kCPU);
+  std::vector<std::shared_ptr<torch::optim::Optimizer>> optimizers;
+  std::function<void(torch::Tensor&)> backward;                // runs the backward hooks around loss.backward()
+  std::function<void(torch::optim::Optimizer&)> step;          // hooks, clipping, step, global_step + 1
+  std::function<void(torch::optim::Optimizer&)> zero_grad;     // hooks, zero_grad
+};
+}  // namespace detail
+
+/// Base of a Lightning-style module: `struct Net : trainloop::LightningModule<Net> { ... }`. Write the model as any
+/// torch::nn::Module (register_module, forward) and add what you need: training_step, validation_step, test_step,
+/// predict_step, configure_optimizers, and any hook (see the README's hook table).
+namespace detail {
+struct LightningModuleBase {};  // marks every LightningModule<...>, subclasses of one included
+}  // namespace detail
+
+template <class Derived>
+class LightningModule : public torch::nn::Module, public detail::LightningModuleBase {
+ public:
+  LightningModule() : torch::nn::Module(detail::type_name<Derived>()) {}
+
+  /// Logs a scalar (Lightning's self.log): kept on its device, reduced per epoch, read by the host only when used.
+  void log(const std::string& name, const torch::Tensor& value, const LogOptions& options = {}) {
+    runtime("log").metrics->log(runtime_->stage, name, value, options);
+  }
+  void log(const std::string& name, double value, const LogOptions& options = {}) {
+    log(name, torch::tensor(value, torch::kFloat64), options);
+  }
+
+  /// 0-based epoch and optimizer steps so far, as in Lightning; the device the Trainer placed the module on.
+  std::int64_t current_epoch() const { return runtime_ ? runtime_->current_epoch : 0; }
+  std::int64_t global_step() const { return runtime_ ? runtime_->global_step : 0; }
+  torch::Device device() const { return runtime_ ? runtime_->device : torch::Device(torch::kCPU); }
+  Stage stage() const { return runtime_ ? runtime_->stage : Stage::train; }
+
+  /// Manual optimisation: with automatic_optimization(false), training_step steps its own optimizers through these,
+  /// so hooks fire, clipping applies and global_step counts.
+  bool automatic_optimization() const { return automatic_optimization_; }
+  void automatic_optimization(bool enabled) { automatic_optimization_ = enabled; }
+  const std::vector<std::shared_ptr<torch::optim::Optimizer>>& optimizers() { return runtime("optimizers").optimizers; }
+  void manual_backward(torch::Tensor loss) { runtime("manual_backward").backward(loss); }
+  void optimizer_step(torch::optim::Optimizer& optimizer) { runtime("optimizer_step").step(optimizer); }
+  void optimizer_zero_grad(torch::optim::Optimizer& optimizer) { runtime("optimizer_zero_grad").zero_grad(optimizer); }
+
+  /// The Trainer's link to the module; not for users.
+  void attach_runtime_(detail::ModuleRuntime* runtime) noexcept { runtime_ = runtime; }
+
+ private:
+  detail::ModuleRuntime& runtime(const char* what) const {
+    if (!runtime_)
+      throw std::logic_error(std::string("trainloop: ") + detail::type_name<Derived>() + "::" + what +
+                             "() needs a running Trainer (call it from a step or a hook)");
+    return *runtime_;
+  }
+  detail::ModuleRuntime* runtime_ = nullptr;
+  bool automatic_optimization_ = true;
+};
+
+namespace detail {
+template <class M>
+struct is_lightning_module : std::is_base_of<LightningModuleBase, M> {};
+}  // namespace detail
+
+TRAINLOOP_DETAIL_END
+// ---- end parts/torch/module.hpp ----
+// ---- begin parts/torch/trainer_options.hpp ----
+// trainloop: TrainerOptions, the Trainer's settings as chainable setters (LibTorch style), checked in one place.
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+TRAINLOOP_DETAIL_BEGIN
+
+/// A number of batches, or a fraction of them (limit_*_batches, overfit_batches): an integer counts batches, a
+/// floating-point value is a fraction, as in Lightning (10 = ten batches, 0.25 = a quarter, 1.0 = all).
+class BatchLimit {
+ public:
+  BatchLimit() = default;
+  BatchLimit(std::int64_t batches) : count_(batches) {}  // NOLINT: implicit on purpose
+  BatchLimit(int batches) : count_(batches) {}           // NOLINT
+  BatchLimit(double fraction) : fraction_(fraction) {}   // NOLINT
+  bool is_set() const { return count_ || fraction_; }
+  const std::optional<std::int64_t>& count() const { return count_; }
+  const std::optional<double>& fraction() const { return fraction_; }
+  /// The number of batches out of `available` (unknown for unsized data: then only counts and 1.0 are allowed).
+  std::optional<std::int64_t> apply(std::optional<std::int64_t> available, const char* option) const {
+    if (count_) return available ? std::min(*count_, *available) : *count_;
+    if (!fraction_ || *fraction_ == 1.0) return available;
+    if (!available)
+      throw std::invalid_argument(std::string("trainloop: TrainerOptions().") + option +
+                                  "(fraction): the data has no size, so a fraction of it is unknown; give a count");
+    return static_cast<std::int64_t>(static_cast<double>(*available) * *fraction_);
+  }
+
+ private:
+  std::optional<std::int64_t> count_;
+  std::optional<double> fraction_;
+};
+
+enum class ClipAlgorithm { norm, value };
+
+#define TRAINLOOP_DETAIL_OPTION(type, name, default_value)                                                             \
+ public:                                                                                                               \
+  TrainerOptions& name(type value) {                                                                                   \
+    name##_ = std::move(value);                                                                                        \
+    return *this;                                                                                                      \
+  }                                                                                                                    \
+  const type& name() const { return name##_; }                                                                         \
+                                                                                                                       \
+ private:                                                                                                              \
+  type name##_ = default_value;
+
+/// The Trainer's options. Defaults follow Lightning's.
+class TrainerOptions {
+  /// "auto" (CUDA when available), "cpu", "cuda", "cuda:N", "mps".
+  TRAINLOOP_DETAIL_OPTION(std::string, accelerator, "auto")
+  /// -1: unlimited (the default, 1000, applies when max_steps is unset too).
+  TRAINLOOP_DETAIL_OPTION(std::int64_t, max_epochs, -2)
+  TRAINLOOP_DETAIL_OPTION(std::int64_t, min_epochs, 0)
+  /// Optimizer steps; -1: unlimited.
+  TRAINLOOP_DETAIL_OPTION(std::int64_t, max_steps, -1)
+  TRAINLOOP_DETAIL_OPTION(std::int64_t, min_steps, 0)
+  /// Wall-clock limit of fit, checked after each batch; zero: none.
+  TRAINLOOP_DETAIL_OPTION(std::chrono::duration<double>, max_time, std::chrono::duration<double>::zero())
+  TRAINLOOP_DETAIL_OPTION(BatchLimit, limit_train_batches, {})
+  TRAINLOOP_DETAIL_OPTION(BatchLimit, limit_val_batches, {})
+  TRAINLOOP_DETAIL_OPTION(BatchLimit, limit_test_batches, {})
+  TRAINLOOP_DETAIL_OPTION(BatchLimit, limit_predict_batches, {})
+  /// Train (and validate) on the same first batches every epoch, to check the model can overfit them.
+  TRAINLOOP_DETAIL_OPTION(BatchLimit, overfit_batches, {})
+  /// Runs n batches of train, validation and test, one epoch, no sanity check, to smoke-test the code; 0: off.
+  TRAINLOOP_DETAIL_OPTION(std::int64_t, fast_dev_run, 0)
+  TRAINLOOP_DETAIL_OPTION(std::int64_t, check_val_every_n_epoch, 1)
+  /// Validation steps run before training to catch bugs in validation_step early; -1: the whole set.
+  TRAINLOOP_DETAIL_OPTION(std::int64_t, num_sanity_val_steps, 2)
+  TRAINLOOP_DETAIL_OPTION(std::int64_t, accumulate_grad_batches, 1)
+  /// 0: no clipping.
+  TRAINLOOP_DETAIL_OPTION(double, gradient_clip_val, 0.0)
+  TRAINLOOP_DETAIL_OPTION(ClipAlgorithm, gradient_clip_algorithm, ClipAlgorithm::norm)
+  TRAINLOOP_DETAIL_OPTION(std::int64_t, log_every_n_steps, 50)
+  /// Deterministic algorithms (at::globalContext().setDeterministicAlgorithms, cuDNN deterministic, no benchmark).
+  TRAINLOOP_DETAIL_OPTION(bool, deterministic, false)
+  /// Seeds torch's CPU and CUDA generators at the start of fit.
+  TRAINLOOP_DETAIL_OPTION(std::optional<std::uint64_t>, seed, std::nullopt)
+  TRAINLOOP_DETAIL_OPTION(std::string, default_root_dir, ".")
+  /// Pins glibc's malloc thresholds (see allocator.hpp); process-wide.
+  TRAINLOOP_DETAIL_OPTION(bool, tune_malloc, true)
+
+ public:
+  /// Validation every `fraction` of an epoch (0 < f <= 1)...
+  TrainerOptions& val_check_interval(double fraction) {
+    val_check_fraction_ = fraction;
+    val_check_steps_.reset();
+    return *this;
+  }
+  /// ...or every `steps` optimizer steps, counted across epochs (then not at epoch ends).
+  TrainerOptions& val_check_interval(std::int64_t steps) {
+    val_check_steps_ = steps;
+    val_check_fraction_ = 1.0;
+    return *this;
+  }
+  TrainerOptions& val_check_interval(int steps) { return val_check_interval(static_cast<std::int64_t>(steps)); }
+  double val_check_fraction() const { return val_check_fraction_; }
+  const std::optional<std::int64_t>& val_check_steps() const { return val_check_steps_; }
+
+  TrainerOptions& enable_progress_bar(bool v) { return enable_progress_bar_ = v, *this; }
+  TrainerOptions& enable_model_summary(bool v) { return enable_model_summary_ = v, *this; }
+  /// The zero-cost configuration: no progress bar, no model summary, no host reads of logged values.
+  TrainerOptions& barebones(bool v) { return barebones_ = v, *this; }
+  bool barebones() const { return barebones_; }
+  bool enable_progress_bar() const { return !barebones_ && enable_progress_bar_.value_or(true); }
+  bool enable_model_summary() const { return !barebones_ && enable_model_summary_.value_or(true); }
+
+  /// max_epochs as the loop uses it: Lightning's defaults (1000 epochs, or unlimited with max_steps).
+  std::optional<std::int64_t> effective_max_epochs() const {
+    if (fast_dev_run_ > 0) return 1;
+    if (max_epochs_ == -2) return max_steps_ == -1 ? std::optional<std::int64_t>(1000) : std::nullopt;
+    if (max_epochs_ == -1) return std::nullopt;
+    return max_epochs_;
+  }
+
+  /// Rejects contradictory or out-of-range settings, naming the option.
+  void validate() const {
+    auto fail = [](const std::string& what) { return std::invalid_argument("trainloop: TrainerOptions()." + what); };
+    if (max_epochs_ < -2 || max_epochs_ == 0) throw fail("max_epochs(n): n must be positive, or -1 for unlimited");
+    if (min_epochs_ < 0) throw fail("min_epochs(n): n must not be negative");
+    if (max_epochs_ > 0 && min_epochs_ > max_epochs_)
+      throw fail("min_epochs(" + std::to_string(min_epochs_) + ") exceeds max_epochs(" + std::to_string(max_epochs_) + ")");
+    if (max_steps_ < -1 || max_steps_ == 0) throw fail("max_steps(n): n must be positive, or -1 for unlimited");
+    if (min_steps_ < 0) throw fail("min_steps(n): n must not be negative");
+    if (max_steps_ > 0 && min_steps_ > max_steps_)
+      throw fail("min_steps(" + std::to_string(min_steps_) + ") exceeds max_steps(" + std::to_string(max_steps_) + ")");
+    if (max_time_.count() < 0) throw fail("max_time(t): t must not be negative");
+    const std::pair<const char*, const BatchLimit*> limits[] = {
+        {"limit_train_batches", &limit_train_batches_}, {"limit_val_batches", &limit_val_batches_},
+        {"limit_test_batches", &limit_test_batches_},   {"limit_predict_batches", &limit_predict_batches_},
+        {"overfit_batches", &overfit_batches_}};
+    for (const auto& [name, limit] : limits) {
+      if (limit->count() && *limit->count() < 0) throw fail(std::string(name) + "(n): n must not be negative");
+      if (limit->fraction() && (*limit->fraction() < 0.0 || *limit->fraction() > 1.0))
+        throw fail(std::string(name) + "(f): a fraction must be in [0, 1]; give an integer to count batches");
+    }
+    if (overfit_batches_.is_set() && (limit_train_batches_.is_set() || limit_val_batches_.is_set()))
+      throw fail("overfit_batches cannot be combined with limit_train_batches or limit_val_batches");
+    if (fast_dev_run_ < 0) throw fail("fast_dev_run(n): n must not be negative");
+    if (val_check_fraction_ <= 0.0 || val_check_fraction_ > 1.0)
+      throw fail("val_check_interval(f): a fraction must be in (0, 1]; give an integer for a number of steps");
+    if (val_check_steps_ && *val_check_steps_ < 1) throw fail("val_check_interval(n): n must be at least 1");
+    if (check_val_every_n_epoch_ < 1) throw fail("check_val_every_n_epoch(n): n must be at least 1");
+    if (num_sanity_val_steps_ < -1) throw fail("num_sanity_val_steps(n): n must be -1 (all) or more");
+    if (accumulate_grad_batches_ < 1) throw fail("accumulate_grad_batches(n): n must be at least 1");
+    if (gradient_clip_val_ < 0) throw fail("gradient_clip_val(v): v must not be negative");
+    if (log_every_n_steps_ < 1) throw fail("log_every_n_steps(n): n must be at least 1");
+    if (barebones_ && enable_progress_bar_.value_or(false))
+      throw fail("barebones(true) turns the progress bar off; drop enable_progress_bar(true)");
+    if (barebones_ && enable_model_summary_.value_or(false))
+      throw fail("barebones(true) turns the model summary off; drop enable_model_summary(true)");
+  }
+
+ private:
+  double val_check_fraction_ = 1.0;
+  std::optional<std::int64_t> val_check_steps_;
+  std::optional<bool> enable_progress_bar_, enable_model_summary_;
+  bool barebones_ = false;
+};
+#undef TRAINLOOP_DETAIL_OPTION
+
+TRAINLOOP_DETAIL_END
+// ---- end parts/torch/trainer_options.hpp ----
+// ---- begin parts/torch/callbacks/progress_bar.hpp ----
+// trainloop: ProgressBar, a tqdm-like bar for the Trainer: bar, batch/total, it/s, ETA and the prog_bar metrics,
+// redrawn in place on a terminal at a bounded rate; plain periodic lines when the output is not a terminal.
+// Validation (and test, predict) get a bar of their own.
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <optional>
+#include <string>
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <unistd.h>
+#endif
+
+TRAINLOOP_DETAIL_BEGIN
+
+class ProgressBar {
+ public:
+  struct Options {
+    double refresh_seconds = 0.1;        ///< terminal: at most this often a redraw (the host reads metrics then)
+    double plain_line_seconds = 10.0;    ///< not a terminal: at most this often a line (plus one per 25% and the end)
+    int bar_width = 24;
+    std::FILE* stream = stdout;
+    std::optional<bool> terminal;        ///< force terminal or plain mode; default: isatty(stream)
+  };
+  ProgressBar() : ProgressBar(Options{}) {}
+  explicit ProgressBar(Options options) : options_(options) {
+#if defined(__unix__) || defined(__APPLE__)
+    terminal_ = options_.terminal.value_or(isatty(fileno(options_.stream)) == 1);
+#else
+    terminal_ = options_.terminal.value_or(false);
+#endif
+  }
+
+  template <class T, class M>
+  void on_train_epoch_start(T& trainer, M&) {
+    const auto max_epochs = trainer.max_epochs();
+    train_.begin("Epoch " + std::to_string(trainer.current_epoch() + 1) +
+                     (max_epochs ? "/" + std::to_string(*max_epochs) : std::string()),
+                 trainer.num_training_batches());
+  }
+  template <class T, class M, class O, class B>
+  void on_train_batch_end(T& trainer, M&, const O&, B&, std::int64_t) {
+    advance(train_, trainer, false);
+  }
+  template <class T, class M>
+  void on_train_epoch_end(T& trainer, M&) {
+    finish(train_, trainer, /*keep=*/true);
+  }
+  template <class T, class M>
+  void on_validation_start(T& trainer, M&) {
+    nested_start(trainer.sanity_checking() ? "Sanity Checking" : "Validation", trainer.num_val_batches());
+  }
+  template <class T, class M, class O, class B>
+  void on_validation_batch_end(T& trainer, M&, const O&, B&, std::int64_t) {
+    advance(eval_, trainer, true);
+  }
+  template <class T, class M>
+  void on_validation_end(T& trainer, M&) {
+    nested_end(trainer);
+  }
+  template <class T, class M>
+  void on_test_start(T& trainer, M&) {
+    nested_start("Testing", trainer.num_test_batches());
+  }
+  template <class T, class M, class O, class B>
+  void on_test_batch_end(T& trainer, M&, const O&, B&, std::int64_t) {
+    advance(eval_, trainer, true);
+  }
+  template <class T, class M>
+  void on_test_end(T& trainer, M&) {
+    nested_end(trainer);
+  }
+  template <class T, class M>
+  void on_predict_start(T& trainer, M&) {
+    nested_start("Predicting", trainer.num_predict_batches());
+  }
+  template <class T, class M, class O, class B>
+  void on_predict_batch_end(T& trainer, M&, const O&, B&, std::int64_t) {
+    advance(eval_, trainer, true);
+  }
+  template <class T, class M>
+  void on_predict_end(T& trainer, M&) {
+    nested_end(trainer);
+  }
+
+  bool is_terminal() const { return terminal_; }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  struct Bar {
+    std::string description;
+    std::optional<std::int64_t> total;
+    std::int64_t n = 0;
+    Clock::time_point start{}, last_draw{};
+    int last_quarter = 0;
+    bool active = false;
+    void begin(std::string d, std::optional<std::int64_t> t) {
+      description = std::move(d);
+      total = t;
+      n = 0;
+      start = last_draw = Clock::now();
+      last_quarter = 0;
+      active = true;
+    }
+  };
+
+  template <class T>
+  void advance(Bar& bar, T& trainer, bool nested) {
+    if (!bar.active) return;
+    ++bar.n;
+    const auto now = Clock::now();
+    const double since_draw = std::chrono::duration<double>(now - bar.last_draw).count();
+    bool draw = false;
+    if (terminal_) {
+      draw = since_draw >= options_.refresh_seconds;
+    } else if (nested) {
+      draw = false;  // plain output: evaluation bars print one line, at their end
+    } else {
+      const int quarter = bar.total && *bar.total > 0 ? static_cast<int>(4 * bar.n / *bar.total) : 0;
+      draw = since_draw >= options_.plain_line_seconds || quarter > bar.last_quarter;
+      if (quarter > bar.last_quarter) bar.last_quarter = quarter;
+      if (bar.total && bar.n == *bar.total) draw = false;  // the end line comes from finish()
+    }
+    if (draw) {
+      bar.last_draw = now;
+      render(bar, nested ? std::map<std::string, double>{} : trainer.progress_bar_metrics(), false);
+    }
+  }
+  template <class T>
+  void finish(Bar& bar, T& trainer, bool keep) {
+    if (!bar.active) return;
+    bar.active = false;
+    render(bar, trainer.progress_bar_metrics(), keep);
+  }
+  void nested_start(const std::string& description, std::optional<std::int64_t> total) {
+    if (terminal_ && train_.active) std::fputs("\n", options_.stream);  // the nested bar takes the next line
+    eval_.begin(description, total);
+  }
+  template <class T>
+  void nested_end(T& trainer) {
+    if (!eval_.active) return;
+    eval_.active = false;
+    if (terminal_) {
+      // Clear the nested bar; go back to the training bar's line and redraw it, or leave a final line.
+      if (train_.active) {
+        std::fputs("\r\033[K\033[1A", options_.stream);
+        render(train_, trainer.progress_bar_metrics(), false);
+      } else {
+        render(eval_, trainer.progress_bar_metrics(), true);
+      }
+    } else {
+      render(eval_, trainer.progress_bar_metrics(), true);
+    }
+  }
+
+  static std::string clock_text(double seconds) {
+    if (!std::isfinite(seconds) || seconds < 0) return "?";
+    const auto s = static_cast<long long>(seconds + 0.5);
+    char text[32];
+    if (s >= 3600) std::snprintf(text, sizeof text, "%lld:%02lld:%02lld", s / 3600, (s / 60) % 60, s % 60);
+    else std::snprintf(text, sizeof text, "%02lld:%02lld", s / 60, s % 60);
+    return text;
+  }
+
+  void render(const Bar& bar, const std::map<std::string, double>& metrics, bool final_line) const {
+    const double elapsed = std::chrono::duration<double>(Clock::now() - bar.start).count();
+    const double rate = elapsed > 0 ? static_cast<double>(bar.n) / elapsed : 0.0;
+    std::string line = bar.description + ": ";
+    char buffer[96];
+    if (bar.total && *bar.total > 0) {
+      const double fraction = std::min(1.0, static_cast<double>(bar.n) / static_cast<double>(*bar.total));
+      std::snprintf(buffer, sizeof buffer, "%3d%%", static_cast<int>(100 * fraction));
+      line += buffer;
+      if (terminal_) {
+        static const char* const eighths[] = {"", "\u258F", "\u258E", "\u258D", "\u258C", "\u258B", "\u258A", "\u2589"};
+        const int cells = static_cast<int>(fraction * options_.bar_width * 8);
+        line += "|";
+        for (int i = 0; i < cells / 8; ++i) line += "\u2588";
+        int used = cells / 8;
+        if (used < options_.bar_width) {
+          line += eighths[cells % 8];
+          used += 1;
+        }
+        line += std::string(static_cast<std::size_t>(options_.bar_width - used), ' ') + "|";
+      }
+      std::snprintf(buffer, sizeof buffer, " %lld/%lld [%s<%s, %.2fit/s", static_cast<long long>(bar.n),
+                    static_cast<long long>(*bar.total), clock_text(elapsed).c_str(),
+                    clock_text(rate > 0 ? static_cast<double>(*bar.total - bar.n) / rate : -1).c_str(), rate);
+    } else {
+      std::snprintf(buffer, sizeof buffer, "%lld [%s, %.2fit/s", static_cast<long long>(bar.n),
+                    clock_text(elapsed).c_str(), rate);
+    }
+    line += buffer;
+    for (const auto& [name, value] : metrics) {
+      std::snprintf(buffer, sizeof buffer, ", %s=%.4g", name.c_str(), value);
+      line += buffer;
+    }
+    line += "]";
+    if (terminal_) {
+      std::fprintf(options_.stream, "\r\033[K%s%s", line.c_str(), final_line ? "\n" : "");
+    } else {
+      std::fprintf(options_.stream, "%s\n", line.c_str());
+    }
+    std::fflush(options_.stream);
+  }
+
+  Options options_;
+  bool terminal_ = false;
+  Bar train_, eval_;
+};
+
+TRAINLOOP_DETAIL_END
+// ---- end parts/torch/callbacks/progress_bar.hpp ----
+// ---- begin parts/torch/callbacks/model_summary.hpp ----
+// trainloop: ModelSummary, printed at the start of fit: the module's direct children, their types and parameter
+// counts, then trainable / non-trainable / total parameters and the estimated size.
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+TRAINLOOP_DETAIL_BEGIN
+
+class ModelSummary {
+ public:
+  explicit ModelSummary(std::FILE* stream = stdout) : stream_(stream) {}
+
+  template <class T, class M>
+  void on_fit_start(T&, M& module) {
+    print(module);
+  }
+
+  struct Row {
+    std::string name, type;
+    std::int64_t parameters = 0;
+  };
+  struct Summary {
+    std::vector<Row> rows;
+    std::int64_t trainable = 0, non_trainable = 0;
+    double megabytes = 0;
+  };
+
+  /// The numbers behind the table, for tests and tools.
+  static Summary summarize(const torch::nn::Module& module) {
+    Summary s;
+    for (const auto& child : module.named_children()) {
+      Row row{child.key(), short_type(child.value()->name()), 0};
+      for (const auto& p : child.value()->parameters()) row.parameters += p.numel();
+      s.rows.push_back(row);
+    }
+    for (const auto& p : module.parameters()) {
+      (p.requires_grad() ? s.trainable : s.non_trainable) += p.numel();
+      s.megabytes += static_cast<double>(p.numel() * static_cast<std::int64_t>(p.element_size())) / 1e6;
+    }
+    return s;
+  }
+
+  void print(const torch::nn::Module& module) const {
+    const Summary s = summarize(module);
+    std::size_t name_width = 4, type_width = 4;
+    for (const auto& r : s.rows) {
+      name_width = std::max(name_width, r.name.size());
+      type_width = std::max(type_width, r.type.size());
+    }
+    std::fprintf(stream_, "  | %-*s | %-*s | Params\n", static_cast<int>(name_width), "Name", static_cast<int>(type_width),
+                 "Type");
+    std::fprintf(stream_, "%s\n", std::string(name_width + type_width + 20, '-').c_str());
+    for (std::size_t i = 0; i < s.rows.size(); ++i)
+      std::fprintf(stream_, "%zu | %-*s | %-*s | %s\n", i, static_cast<int>(name_width), s.rows[i].name.c_str(),
+                   static_cast<int>(type_width), s.rows[i].type.c_str(), human(s.rows[i].parameters).c_str());
+    std::fprintf(stream_, "%s\n", std::string(name_width + type_width + 20, '-').c_str());
+    std::fprintf(stream_, "%-10s Trainable params\n%-10s Non-trainable params\n%-10s Total params\n%-10.3f Total estimated model params size (MB)\n",
+                 human(s.trainable).c_str(), human(s.non_trainable).c_str(), human(s.trainable + s.non_trainable).c_str(),
+                 s.megabytes);
+    std::fflush(stream_);
+  }
+
+  /// "torch::nn::LinearImpl" -> "Linear", "my::Net" -> "Net".
+  static std::string short_type(std::string type) {
+    const auto colon = type.rfind("::");
+    if (colon != std::string::npos) type = type.substr(colon + 2);
+    if (type.size() > 4 && type.compare(type.size() - 4, 4, "Impl") == 0) type.resize(type.size() - 4);
+    return type;
+  }
+  /// Lightning's style: 101 K, 1.2 M.
+  static std::string human(std::int64_t n) {
+    char text[32];
+    if (n < 1000) std::snprintf(text, sizeof text, "%lld", static_cast<long long>(n));
+    else if (n < 1000000) std::snprintf(text, sizeof text, "%.1f K", static_cast<double>(n) / 1e3);
+    else if (n < 1000000000) std::snprintf(text, sizeof text, "%.1f M", static_cast<double>(n) / 1e6);
+    else std::snprintf(text, sizeof text, "%.1f B", static_cast<double>(n) / 1e9);
+    return text;
+  }
+
+ private:
+  std::FILE* stream_;
+};
+
+TRAINLOOP_DETAIL_END
+// ---- end parts/torch/callbacks/model_summary.hpp ----
+// ---- begin parts/torch/trainer.hpp ----
+// trainloop: the Trainer, Lightning's face, built on the Engine. Training is an Engine whose step runs Lightning's
+// batch procedure and whose events drive the epoch-level hooks; validation, test and predict are Engines too.
+// Hook order (callbacks in the order given, then the module) is Lightning's; the README has the table and
+// tests/torch/test_trainer_trace.cpp pins it.
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <limits>
+#include <variant>
+#include <exception>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+TRAINLOOP_DETAIL_BEGIN
+
+namespace detail {
+/// fit() without validation data.
+struct NoData {};
+
+// The batch type of any data the Engine accepts: a range's element, a generator's optional value, or the element of
+// the range a factory returns.
+template <class R>
+using range_element_t = std::decay_t<decltype(*begin(std::declval<R&>()))>;
+template <class Data, class = void>
+struct batch_of_data {
+  static_assert(sizeof(Data) == 0,
+                "trainloop: Trainer data must be a range of batches, a callable returning a range per pass, or a "
+                "callable returning std::optional<Batch>");
+};
+template <class Data>
+struct batch_of_data<Data, std::enable_if_t<is_range_v<std::remove_reference_t<Data>>>> {
+  using type = range_element_t<std::remove_reference_t<Data>>;
+};
+template <class Produced, bool = is_optional<std::decay_t<Produced>>::value>
+struct batch_of_produced {
+  using type = typename std::decay_t<Produced>::value_type;
+};
+template <class Produced>
+struct batch_of_produced<Produced, false> {
+  using type = range_element_t<std::remove_reference_t<Produced>>;
+};
+template <class Data>
+struct batch_of_data<Data, std::enable_if_t<!is_range_v<std::remove_reference_t<Data>> &&
+                                            std::is_invocable_v<std::decay_t<Data>&>>>
+    : batch_of_produced<std::invoke_result_t<std::decay_t<Data>&>> {};
+template <class Data>
+using batch_of_data_t = typename batch_of_data<Data>::type;
+
+template <class Data>
+std::optional<std::int64_t> data_size(const Data& data) {
+  if constexpr (is_range_v<const Data> && is_detected_v<size_t_of, Data>)
+    return static_cast<std::int64_t>(std::size(data));
+  else
+    return std::nullopt;
+}
+
+// Keeps an lvalue by reference and an rvalue by value, so fit() can run the same data several times.
+template <class T>
+struct Held {
+  T value;
+  std::remove_reference_t<T>& get() { return value; }
+};
+
+// The loss inside what training_step returns: a tensor, a struct with a `loss` member, or a map with "loss".
+template <class T>
+using loss_member_t = decltype(std::declval<const T&>().loss);
+template <class Out>
+torch::Tensor loss_of(const Out& out) {
+  if constexpr (std::is_same_v<Out, torch::Tensor>) {
+    return out;
+  } else if constexpr (is_detected_v<loss_member_t, Out>) {
+    return out.loss;
+  } else if constexpr (is_map<Out>::value) {
+    auto it = out.find("loss");
+    if (it == out.end()) throw std::invalid_argument("training_step returned a map without a \"loss\" entry");
+    return it->second;
+  } else {
+    static_assert(is_detected_v<loss_member_t, Out>,
+                  "trainloop: training_step must return the loss: a torch::Tensor, a struct with a `loss` member, or a "
+                  "map with a \"loss\" entry (or use manual optimisation)");
+    return {};
+  }
+}
+
+// Callbacks marked `static constexpr bool trainloop_monitoring_callback = true` (checkpointing, early stopping) run
+// after the module's on_train_epoch_end, so they see what it logged, as in Lightning.
+template <class C>
+using monitoring_marker_t = decltype(C::trainloop_monitoring_callback);
+template <class C>
+constexpr bool is_monitoring_callback() {
+  if constexpr (is_detected_v<monitoring_marker_t, C>) return C::trainloop_monitoring_callback;
+  else return false;
+}
+
+// Forwards an Engine's events to an owner's `engine_event<E>(engine)`.
+template <class Owner>
+struct EngineEventsTo {
+  Owner* owner;
+#define TRAINLOOP_DETAIL_FORWARD(name)                                                                                 \
+  template <class E>                                                                                                   \
+  void on_##name(E& engine) {                                                                                          \
+    owner->template engine_event<Event::name>(engine);                                                                 \
+  }
+  TRAINLOOP_DETAIL_FORWARD(started)
+  TRAINLOOP_DETAIL_FORWARD(epoch_started)
+  TRAINLOOP_DETAIL_FORWARD(get_batch_started)
+  TRAINLOOP_DETAIL_FORWARD(get_batch_completed)
+  TRAINLOOP_DETAIL_FORWARD(iteration_started)
+  TRAINLOOP_DETAIL_FORWARD(iteration_completed)
+  TRAINLOOP_DETAIL_FORWARD(epoch_completed)
+  TRAINLOOP_DETAIL_FORWARD(completed)
+  TRAINLOOP_DETAIL_FORWARD(terminate)
+  TRAINLOOP_DETAIL_FORWARD(terminate_single_epoch)
+  TRAINLOOP_DETAIL_FORWARD(data_exhausted)
+#undef TRAINLOOP_DETAIL_FORWARD
+  template <class E>
+  void on_exception_raised(E& engine, std::exception_ptr) {
+    owner->template engine_event<Event::exception_raised>(engine);
+  }
+};
+
+// The hooks around each evaluation kind (validation, test, predict); the step is the tag's own.
+template <class StepTag>
+struct EvalHooks;
+#define TRAINLOOP_DETAIL_EVAL_HOOKS(step_tag, prefix)                                                                  \
+  template <>                                                                                                          \
+  struct EvalHooks<lightning_tags::step_tag> {                                                                         \
+    template <class T, class M>                                                                                        \
+    static void start(T& t, M& m) {                                                                                    \
+      t.template call_hook<lightning_tags::on_##prefix##_start>(m);                                                    \
+      t.template call_hook<lightning_tags::on_##prefix##_epoch_start>(m);                                              \
+    }                                                                                                                  \
+    template <class T, class M, class B>                                                                               \
+    static void batch_start(T& t, M& m, B& batch, std::int64_t& batch_idx) {                                           \
+      t.template call_hook<lightning_tags::on_##prefix##_batch_start>(m, batch, batch_idx);                            \
+    }                                                                                                                  \
+    template <class T, class M, class O, class B>                                                                      \
+    static void batch_end(T& t, M& m, const O& out, B& batch, std::int64_t& batch_idx) {                               \
+      t.template call_hook<lightning_tags::on_##prefix##_batch_end>(m, out, batch, batch_idx);                         \
+    }                                                                                                                  \
+    template <class T, class M>                                                                                        \
+    static void epoch_end(T& t, M& m) {                                                                                \
+      t.template call_hook<lightning_tags::on_##prefix##_epoch_end>(m);                                                \
+    }                                                                                                                  \
+    template <class T, class M>                                                                                        \
+    static void end(T& t, M& m) {                                                                                      \
+      t.template call_hook<lightning_tags::on_##prefix##_end>(m);                                                      \
+    }                                                                                                                  \
+  };
+TRAINLOOP_DETAIL_EVAL_HOOKS(validation_step, validation)
+TRAINLOOP_DETAIL_EVAL_HOOKS(test_step, test)
+TRAINLOOP_DETAIL_EVAL_HOOKS(predict_step, predict)
+#undef TRAINLOOP_DETAIL_EVAL_HOOKS
+
+namespace tags = lightning_tags;
+}  // namespace detail
+
+/// The Trainer: `Trainer trainer(TrainerOptions().max_epochs(5), MyCallback{});` then
+/// `trainer.fit(model, train_data, val_data)`, `trainer.test(model, test_data)`.
+///
+/// Callbacks are a compile-time pack: types declaring any Lightning callback hooks (taking trainer&, module&, ...)
+/// and/or Engine hooks (they then receive the training Engine's events). A ProgressBar and a ModelSummary are added
+/// unless options turn them off or the pack has its own.
+template <class... Callbacks>
+class Trainer {
+ public:
+  explicit Trainer(TrainerOptions options = TrainerOptions(), Callbacks... callbacks)
+      : options_(std::move(options)), callbacks_(std::move(callbacks)...) {
+    options_.validate();
+    static_assert((detail::check_lightning_names<detail::unwrap_reference_t<Callbacks>>() && ... && true));
+    builtin_progress_bar_ = options_.enable_progress_bar() && !has_callback_type<ProgressBar>();
+    builtin_model_summary_ = options_.enable_model_summary() && !has_callback_type<ModelSummary>();
+  }
+
+  // --- what callbacks and modules read ---------------------------------------------------------------------------
+  const TrainerOptions& options() const noexcept { return options_; }
+  /// 0-based epoch while running; after fit, the number of epochs run.
+  std::int64_t current_epoch() const noexcept { return current_epoch_; }
+  /// Optimizer steps taken (not batches: with accumulate_grad_batches(4), one step per 4 batches).
+  std::int64_t global_step() const noexcept { return global_step_; }
+  /// Training batches run, over all epochs.
+  std::int64_t total_batches() const noexcept { return total_batches_; }
+  /// The batch index within the current epoch (0-based).
+  std::int64_t batch_idx() const noexcept { return batch_idx_; }
+  std::optional<std::int64_t> max_epochs() const { return options_.effective_max_epochs(); }
+  std::optional<std::int64_t> num_training_batches() const noexcept { return num_training_batches_; }
+  std::optional<std::int64_t> num_val_batches() const noexcept { return num_val_batches_; }
+  std::optional<std::int64_t> num_test_batches() const noexcept { return num_test_batches_; }
+  std::optional<std::int64_t> num_predict_batches() const noexcept { return num_predict_batches_; }
+  Stage stage() const noexcept { return stage_; }
+  bool sanity_checking() const noexcept { return sanity_checking_; }
+  torch::Device device() const noexcept { return device_; }
+  /// Ask fit to stop (early stopping): honoured at the next batch end once min_epochs and min_steps are reached.
+  bool should_stop() const noexcept { return should_stop_; }
+  void should_stop(bool stop) noexcept { should_stop_ = stop; }
+  /// Latest values (device tensors) for callbacks: step values during an epoch, epoch values after it.
+  const std::map<std::string, torch::Tensor>& callback_metrics() const noexcept { return callback_metrics_; }
+  /// What loggers receive: step values every log_every_n_steps ("name" or "name_step") and epoch values
+  /// ("name" or "name_epoch"), as in Lightning.
+  const std::map<std::string, torch::Tensor>& logged_metrics() const noexcept { return logged_metrics_; }
+  /// The prog_bar metrics read to the host now (this is the one place the progress bar syncs).
+  std::map<std::string, double> progress_bar_metrics() const {
+    std::map<std::string, double> values;
+    for (const auto& store : metrics_)
+      for (const auto& [name, entry] : store.entries()) {
+        if (!entry.prog_bar) continue;
+        auto it = callback_metrics_.find(name);
+        if (it != callback_metrics_.end() && it->second.defined()) values[name] = it->second.template item<double>();
+      }
+    return values;
+  }
+  std::tuple<Callbacks...>& callbacks() noexcept { return callbacks_; }
+  template <class C>
+  C& callback() noexcept {
+    return detail::unwrap(std::get<C>(callbacks_));
+  }
+
+  // --- entry points ------------------------------------------------------------------------------------------------
+
+  /// Trains `module` on `train_data`, validating on `val_data` when given (sanity check first, then at the cadence of
+  /// val_check_interval / check_val_every_n_epoch).
+  template <class Module, class TrainData, class ValData = detail::NoData>
+  void fit(Module& module, TrainData&& train_data, ValData&& val_data = ValData{}) {
+    using Batch = detail::batch_of_data_t<TrainData>;
+    constexpr bool has_val = !std::is_same_v<std::decay_t<ValData>, detail::NoData>;
+    check_module<Module>();
+    static_assert(detail::lightning_hook<detail::tags::training_step>::callable<Module, Batch&, std::int64_t>,
+                  "trainloop: fit(): the module has no training_step(Batch& batch, std::int64_t batch_idx) for the "
+                  "batches of the training data");
+    detail::lightning_hook<detail::tags::training_step>::check_module<Module, Batch&, std::int64_t>();
+    if constexpr (has_val) {
+      using ValBatch = detail::batch_of_data_t<ValData>;
+      static_assert(detail::lightning_hook<detail::tags::validation_step>::callable<Module, ValBatch&, std::int64_t>,
+                    "trainloop: fit() was given validation data, but the module has no "
+                    "validation_step(Batch& batch, std::int64_t batch_idx) for its batches");
+    }
+    detail::Held<TrainData> train{std::forward<TrainData>(train_data)};
+    detail::Held<ValData> val{std::forward<ValData>(val_data)};
+    FitContext<Module, decltype(train), decltype(val), Batch> fit(*this, module, train, val);
+    run_stage(module, Stage::train, "fit", [&] { fit.run(); });
+  }
+
+  /// Runs validation_step over `data` once; returns the epoch metrics logged (read to the host).
+  template <class Module, class Data>
+  std::map<std::string, double> validate(Module& module, Data&& data) {
+    static_assert(detail::lightning_hook<detail::tags::validation_step>::callable<Module, detail::batch_of_data_t<Data>&,
+                                                                                 std::int64_t>,
+                  "trainloop: validate(): the module has no validation_step(Batch& batch, std::int64_t batch_idx)");
+    check_module<Module>();
+    detail::Held<Data> held{std::forward<Data>(data)};
+    run_stage(module, Stage::validate, "validate", [&] {
+      run_evaluation<detail::tags::validation_step>(module, held.get(), Stage::validate,
+                                                    eval_limit(options_.limit_val_batches(), held.get(), "limit_val_batches"));
+    });
+    return host_values(metrics_[index(Stage::validate)]);
+  }
+
+  /// Runs test_step over `data` once; returns the epoch metrics logged (read to the host).
+  template <class Module, class Data>
+  std::map<std::string, double> test(Module& module, Data&& data) {
+    static_assert(detail::lightning_hook<detail::tags::test_step>::callable<Module, detail::batch_of_data_t<Data>&,
+                                                                           std::int64_t>,
+                  "trainloop: test(): the module has no test_step(Batch& batch, std::int64_t batch_idx)");
+    check_module<Module>();
+    detail::Held<Data> held{std::forward<Data>(data)};
+    run_stage(module, Stage::test, "test", [&] {
+      run_evaluation<detail::tags::test_step>(module, held.get(), Stage::test,
+                                              eval_limit(options_.limit_test_batches(), held.get(), "limit_test_batches"));
+    });
+    return host_values(metrics_[index(Stage::test)]);
+  }
+
+  /// Runs predict_step over `data`; returns its outputs in order.
+  template <class Module, class Data>
+  auto predict(Module& module, Data&& data) {
+    using Batch = detail::batch_of_data_t<Data>;
+    static_assert(detail::lightning_hook<detail::tags::predict_step>::callable<Module, Batch&, std::int64_t>,
+                  "trainloop: predict(): the module has no predict_step(Batch& batch, std::int64_t batch_idx)");
+    using Out = std::decay_t<decltype(std::declval<Module&>().predict_step(std::declval<Batch&>(), std::int64_t{}))>;
+    static_assert(!std::is_void_v<Out>, "trainloop: predict_step must return its prediction");
+    check_module<Module>();
+    detail::Held<Data> held{std::forward<Data>(data)};
+    std::vector<Out> predictions;
+    run_stage(module, Stage::predict, "predict", [&] {
+      predictions = run_evaluation<detail::tags::predict_step>(
+          module, held.get(), Stage::predict,
+          eval_limit(options_.limit_predict_batches(), held.get(), "limit_predict_batches"));
+    });
+    return predictions;
+  }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  template <class>
+  friend struct detail::EvalHooks;
+
+  static constexpr std::size_t index(Stage s) { return static_cast<std::size_t>(s == Stage::sanity_check ? Stage::validate : s); }
+
+  template <class C>
+  static constexpr bool has_callback_type() {
+    return (std::is_same_v<detail::unwrap_reference_t<Callbacks>, C> || ... || false);
+  }
+
+  template <class Module>
+  static constexpr void check_module() {
+    static_assert(detail::is_lightning_module<Module>::value,
+                  "trainloop: the module must derive from trainloop::LightningModule<Module> (CRTP: "
+                  "struct Net : trainloop::LightningModule<Net> { ... })");
+    static_assert(detail::check_lightning_names<Module>());
+  }
+
+  // --- hook dispatch: callbacks in order (then the built-in ones), then the module ---------------------------------
+
+  template <class F>
+  void for_each_callback(F&& f) {
+    std::apply([&](auto&... cb) { (f(detail::unwrap(cb)), ...); }, callbacks_);
+    if (builtin_progress_bar_) f(progress_bar_);
+    if (builtin_model_summary_) f(model_summary_);
+  }
+  template <class Tag, class C, class Module, class... Args>
+  void call_callback(C& callback, Module& module, Args&... args) {
+    using Hook = detail::lightning_hook<Tag>;
+    Hook::template check_callback<C, Trainer&, Module&, Args&...>();
+    if constexpr (Hook::template callable<C, Trainer&, Module&, Args&...>) Hook::call(callback, *this, module, args...);
+  }
+  // Returns what the module's hook returned, when it returns something (on_train_batch_start's -1).
+  template <class Tag, class Module, class... Args>
+  auto call_module(Module& module, Args&... args) {
+    using Hook = detail::lightning_hook<Tag>;
+    Hook::template check_module<Module, Args&...>();
+    if constexpr (Hook::template callable<Module, Args&...>) {
+      using R = decltype(Hook::call(module, args...));
+      if constexpr (std::is_void_v<R>) {
+        Hook::call(module, args...);
+        return std::monostate{};
+      } else {
+        return Hook::call(module, args...);
+      }
+    } else {
+      return std::monostate{};
+    }
+  }
+  template <class Tag, class Module, class... Args>
+  auto call_hook(Module& module, Args&&... args) {
+    for_each_callback([&](auto& cb) { call_callback<Tag>(cb, module, args...); });
+    return call_module<Tag>(module, args...);
+  }
+
+  // --- setup shared by every entry point ---------------------------------------------------------------------------
+
+  template <class Module, class Body>
+  void run_stage(Module& module, Stage stage, const std::string& stage_name, Body&& body) {
+    if (options_.tune_malloc()) tune_glibc_malloc();
+    if (options_.seed()) torch::manual_seed(*options_.seed());
+    if (options_.deterministic()) {
+      at::globalContext().setDeterministicAlgorithms(true, false);
+      at::globalContext().setDeterministicCuDNN(true);
+      at::globalContext().setBenchmarkCuDNN(false);
+    }
+    device_ = parse_accelerator(options_.accelerator());
+    module.to(device_);
+    stage_ = stage;
+    runtime_ = detail::ModuleRuntime{};
+    runtime_.metrics = &metrics_[index(stage)];
+    runtime_.stage = stage;
+    runtime_.device = device_;
+    runtime_.current_epoch = current_epoch_;
+    runtime_.global_step = global_step_;
+    runtime_.backward = [this, &module](torch::Tensor& loss) { backward(module, loss); };
+    runtime_.step = [this, &module](torch::optim::Optimizer& optimizer) {
+      step_optimizer(module, optimizer);
+      count_optimizer_step();
+    };
+    runtime_.zero_grad = [this, &module](torch::optim::Optimizer& optimizer) { zero_grad(module, optimizer); };
+    module.attach_runtime_(&runtime_);
+    struct Detach {
+      Module& m;
+      ~Detach() { m.attach_runtime_(nullptr); }
+    } detach{module};
+    try {
+      call_hook<detail::tags::setup>(module, stage_name);
+      body();
+      call_hook<detail::tags::teardown>(module, stage_name);
+    } catch (...) {
+      std::exception_ptr error = std::current_exception();
+      call_hook<detail::tags::on_exception>(module, error);
+      throw;
+    }
+  }
+
+  template <class Data>
+  std::optional<std::int64_t> eval_limit(const BatchLimit& limit, Data& data, const char* option) const {
+    if (options_.fast_dev_run() > 0) return options_.fast_dev_run();
+    return limit.apply(detail::data_size(data), option);
+  }
+
+  // --- optimisation ------------------------------------------------------------------------------------------------
+
+  template <class Module>
+  void configure_optimizers(Module& module) {
+    optimizers_.clear();
+    if constexpr (detail::lightning_hook<detail::tags::configure_optimizers>::callable<Module>) {
+      optimizers_ = detail::to_optimizers(module.configure_optimizers());
+    }
+    for (std::size_t i = 0; i < optimizers_.size(); ++i) {
+      const auto& config = optimizers_[i];
+      if (!config.optimizer())
+        throw std::invalid_argument("trainloop: " + detail::type_name<Module>() +
+                                    "::configure_optimizers() returned a null optimizer (entry " + std::to_string(i) + ")");
+      if (const auto& s = config.scheduler()) {
+        if (!s->monitor().empty() && !s->can_step_on_metric())
+          throw std::invalid_argument("trainloop: the scheduler of optimizer " + std::to_string(i) + " monitors '" +
+                                      s->monitor() + "' but has no step(double metric)");
+        if (s->monitor().empty() && !s->can_step_plainly())
+          throw std::invalid_argument("trainloop: the scheduler of optimizer " + std::to_string(i) +
+                                      " only has step(double metric); give it a metric with .monitor(\"name\")");
+      }
+    }
+    if (module.automatic_optimization() && optimizers_.empty())
+      throw std::invalid_argument("trainloop: " + detail::type_name<Module>() +
+                                  " has no optimizer: its configure_optimizers() must return one (for example "
+                                  "std::make_shared<torch::optim::Adam>(parameters())), or switch to manual "
+                                  "optimisation with automatic_optimization(false)");
+    runtime_.optimizers.clear();
+    for (const auto& config : optimizers_) runtime_.optimizers.push_back(config.optimizer());
+  }
+
+  // Device-side clipping: no host sync (LibTorch's clip_grad_norm_ returns the norm as a double, which syncs).
+  void clip_gradients(torch::optim::Optimizer& optimizer) const {
+    const double limit = options_.gradient_clip_val();
+    if (limit <= 0) return;
+    std::vector<torch::Tensor> grads;
+    for (auto& group : optimizer.param_groups())
+      for (auto& p : group.params())
+        if (p.grad().defined()) grads.push_back(p.grad());
+    if (grads.empty()) return;
+    torch::NoGradGuard no_grad;
+    if (options_.gradient_clip_algorithm() == ClipAlgorithm::value) {
+      for (auto& g : grads) g.clamp_(-limit, limit);
+      return;
+    }
+    std::vector<torch::Tensor> norms;
+    norms.reserve(grads.size());
+    for (auto& g : grads) norms.push_back(g.norm(2).to(torch::kFloat32));
+    const torch::Tensor total = torch::stack(norms).norm(2);
+    const torch::Tensor scale = (limit / (total + 1e-6)).clamp_max(1.0);
+    for (auto& g : grads) g.mul_(scale.to(g.dtype()));
+  }
+
+  template <class Module>
+  void step_optimizer(Module& module, torch::optim::Optimizer& optimizer) {
+    call_hook<detail::tags::on_before_optimizer_step>(module, optimizer);
+    clip_gradients(optimizer);
+    optimizer.step();
+  }
+  template <class Module>
+  void zero_grad(Module& module, torch::optim::Optimizer& optimizer) {
+    call_hook<detail::tags::on_before_zero_grad>(module, optimizer);
+    optimizer.zero_grad();
+  }
+  template <class Module>
+  void backward(Module& module, torch::Tensor& loss) {
+    call_hook<detail::tags::on_before_backward>(module, loss);
+    loss.backward();
+    call_hook<detail::tags::on_after_backward>(module);
+  }
+  // After optimizer steps: count, then step the schedulers that run per step.
+  void count_optimizer_step() {
+    ++global_step_;
+    runtime_.global_step = global_step_;
+    batches_since_step_ = 0;
+    step_schedulers(Interval::step, global_step_);
+  }
+  void step_schedulers(Interval interval, std::int64_t counter) {
+    for (std::size_t i = 0; i < optimizers_.size(); ++i) {
+      const auto& s = optimizers_[i].scheduler();
+      if (!s || s->interval() != interval || counter % s->frequency() != 0) continue;
+      if (s->monitor().empty()) {
+        s->step();
+        continue;
+      }
+      auto it = callback_metrics_.find(s->monitor());
+      if (it == callback_metrics_.end()) {
+        std::string logged;
+        for (const auto& entry : callback_metrics_) logged += (logged.empty() ? "" : ", ") + entry.first;
+        throw std::runtime_error("trainloop: the scheduler of optimizer " + std::to_string(i) + " monitors '" +
+                                 s->monitor() + "', which was not logged (logged: " +
+                                 (logged.empty() ? "nothing" : logged) + ")");
+      }
+      s->step(it->second.template item<double>());
+    }
+  }
+
+  // --- logged values -------------------------------------------------------------------------------------------------
+
+  // Step values into callback_metrics (always) and logged_metrics (every log_every_n_steps): tensors, no host sync.
+  void publish_step_values(MetricStore& store) {
+    const bool log_now = global_step_ % options_.log_every_n_steps() == 0;
+    store.take_step_values([&](const std::string& name, const MetricStore::Entry& e) {
+      callback_metrics_[name] = e.step_value;
+      if (e.logger && log_now) logged_metrics_[e.on_epoch ? name + "_step" : name] = e.step_value;
+    });
+  }
+  void publish_epoch_values(MetricStore& store) {
+    for (const auto& [name, e] : store.entries()) {
+      torch::Tensor value = MetricStore::epoch_value(e);
+      if (!value.defined()) continue;
+      callback_metrics_[name] = value;
+      if (e.logger) logged_metrics_[e.on_step ? name + "_epoch" : name] = value;
+    }
+  }
+  static std::map<std::string, double> host_values(const MetricStore& store) {
+    std::map<std::string, double> values;
+    for (const auto& [name, e] : store.entries()) {
+      torch::Tensor value = MetricStore::epoch_value(e);
+      if (value.defined()) values[name] = value.template item<double>();
+    }
+    return values;
+  }
+
+  // --- batches ------------------------------------------------------------------------------------------------------
+
+  // Lightning's transfer hooks, then the move to the device (skipped on CPU, where the batch is used as given).
+  template <class Module, class Batch>
+  Batch* transfer(Module& module, Batch& raw, std::optional<Batch>& slot) {
+    using Before = detail::lightning_hook<detail::tags::on_before_batch_transfer>;
+    using To = detail::lightning_hook<detail::tags::transfer_batch_to_device>;
+    using After = detail::lightning_hook<detail::tags::on_after_batch_transfer>;
+    Before::template check_module<Module, Batch, int>();
+    To::template check_module<Module, Batch, torch::Device, int>();
+    After::template check_module<Module, Batch, int>();
+    constexpr bool hooked = Before::template callable<Module, Batch, int> ||
+                            To::template callable<Module, Batch, torch::Device, int> ||
+                            After::template callable<Module, Batch, int>;
+    if (!hooked && device_.is_cpu()) return &raw;
+    Batch batch = raw;
+    if constexpr (Before::template callable<Module, Batch, int>) batch = module.on_before_batch_transfer(std::move(batch), 0);
+    if constexpr (To::template callable<Module, Batch, torch::Device, int>)
+      batch = module.transfer_batch_to_device(std::move(batch), device_, 0);
+    else
+      batch = detail::to_device(std::move(batch), device_);
+    if constexpr (After::template callable<Module, Batch, int>) batch = module.on_after_batch_transfer(std::move(batch), 0);
+    slot.reset();
+    slot.emplace(std::move(batch));
+    return &*slot;
+  }
+
+  template <class Module>
+  void check_loss(const torch::Tensor& loss, std::int64_t batch_idx) const {
+    auto where = [&] {
+      return detail::type_name<Module>() + "::training_step at epoch " + std::to_string(current_epoch_) + ", batch " +
+             std::to_string(batch_idx);
+    };
+    if (!loss.defined()) throw std::runtime_error("trainloop: " + where() + " returned an undefined loss tensor");
+    if (loss.numel() != 1)
+      throw std::runtime_error("trainloop: " + where() + " returned a loss of shape " + c10::str(loss.sizes()) +
+                               "; the loss must hold one number (reduce it, for example with .mean())");
+    if (!loss.requires_grad())
+      throw std::runtime_error("trainloop: " + where() +
+                               " returned a loss that does not require grad (computed under NoGradGuard, detached, or "
+                               "from parameters with requires_grad false?)");
+  }
+
+  // One training batch, Lightning's procedure. The batch-start hooks already ran (iteration_started).
+  template <class Module, class Batch>
+  auto train_batch(Module& module, EngineCore& core, Batch& batch) {
+    std::int64_t batch_idx = batch_idx_;
+    using Out = decltype(module.training_step(batch, batch_idx));
+    if constexpr (std::is_void_v<Out>) {
+      if (module.automatic_optimization())
+        throw std::logic_error("trainloop: " + detail::type_name<Module>() +
+                               "::training_step returns nothing, so there is no loss to optimise; return it, or use "
+                               "manual optimisation with automatic_optimization(false)");
+      module.training_step(batch, batch_idx);
+      const std::monostate out{};
+      call_hook<detail::tags::on_train_batch_end>(module, out, batch, batch_idx);
+      ++total_batches_;
+      publish_step_values(metrics_[index(Stage::train)]);
+      return out;
+    } else {
+      return train_batch_with_output(module, core, batch, batch_idx);
+    }
+  }
+  template <class Module, class Batch>
+  auto train_batch_with_output(Module& module, EngineCore& core, Batch& batch, std::int64_t batch_idx) {
+    auto out = module.training_step(batch, batch_idx);
+    if (module.automatic_optimization()) {
+      torch::Tensor loss;
+      try {
+        loss = detail::loss_of(out);
+      } catch (const std::invalid_argument& error) {
+        throw std::runtime_error("trainloop: " + detail::type_name<Module>() + "::" + error.what());
+      }
+      check_loss<Module>(loss, batch_idx);
+      const auto accumulate = options_.accumulate_grad_batches();
+      const bool last_batch = core.state.epoch_length && core.state.epoch_iteration >= *core.state.epoch_length;
+      const bool step_now = (batch_idx + 1) % accumulate == 0 || last_batch;
+      if (batches_since_step_ == 0)
+        for (const auto& config : optimizers_) zero_grad(module, *config.optimizer());
+      torch::Tensor scaled = accumulate > 1 ? loss / static_cast<double>(accumulate) : loss;
+      backward(module, scaled);
+      ++batches_since_step_;
+      if (step_now) {
+        for (const auto& config : optimizers_) step_optimizer(module, *config.optimizer());
+        count_optimizer_step();
+      }
+    }
+    call_hook<detail::tags::on_train_batch_end>(module, out, batch, batch_idx);
+    ++total_batches_;
+    publish_step_values(metrics_[index(Stage::train)]);
+    return out;
+  }
+
+  // --- evaluation (validate, test, predict; the sanity check) -----------------------------------------------------
+
+  template <class StepTag, class Module, class Data>
+  auto run_evaluation(Module& module, Data& data, Stage stage, std::optional<std::int64_t> limit,
+                      bool sanity = false) {
+    using Batch = detail::batch_of_data_t<Data&>;
+    using Out = std::decay_t<decltype(detail::lightning_hook<StepTag>::call(module, std::declval<Batch&>(),
+                                                                            std::int64_t{}))>;
+    using Stored = std::conditional_t<std::is_void_v<Out>, std::monostate, Out>;
+    std::vector<Stored> outputs;
+    if (limit && *limit == 0) return outputs;
+
+    const Stage previous_stage = stage_;
+    const bool was_training = module.is_training();
+    stage_ = stage;
+    sanity_checking_ = sanity;
+    runtime_.stage = stage;
+    MetricStore& store = metrics_[index(stage)];
+    runtime_.metrics = &store;
+    store.start_epoch();
+    (stage == Stage::test ? num_test_batches_ : stage == Stage::predict ? num_predict_batches_ : num_val_batches_) =
+        limit ? limit : detail::data_size(data);
+    module.eval();
+    struct Restore {
+      Trainer& t;
+      Module& m;
+      Stage stage;
+      bool training;
+      MetricStore* train_store;
+      ~Restore() {
+        m.train(training);
+        t.stage_ = stage;
+        t.runtime_.stage = stage;
+        t.runtime_.metrics = train_store;
+        t.sanity_checking_ = false;
+      }
+    } restore{*this, module, previous_stage, was_training, &metrics_[index(previous_stage)]};
+    torch::NoGradGuard no_grad;
+
+    detail::EvalHooks<StepTag>::start(*this, module);
+    std::optional<Batch> slot;
+    auto engine = make_engine<Batch>([&](EngineCore& core, Batch& raw) {
+      std::int64_t batch_idx = static_cast<std::int64_t>(core.state.epoch_iteration) - 1;
+      Batch* batch = transfer(module, raw, slot);
+      detail::EvalHooks<StepTag>::batch_start(*this, module, *batch, batch_idx);
+      if constexpr (std::is_void_v<Out>) {
+        detail::lightning_hook<StepTag>::call(module, *batch, batch_idx);
+        const std::monostate none{};
+        detail::EvalHooks<StepTag>::batch_end(*this, module, none, *batch, batch_idx);
+        if (stage == Stage::predict) outputs.push_back(none);
+      } else {
+        Out out = detail::lightning_hook<StepTag>::call(module, *batch, batch_idx);
+        detail::EvalHooks<StepTag>::batch_end(*this, module, out, *batch, batch_idx);
+        if (stage == Stage::predict) outputs.push_back(std::move(out));
+      }
+      publish_step_values(store);
+    });
+    RunOptions run = RunOptions().max_epochs(1);
+    if (limit) run.epoch_length(static_cast<std::uint64_t>(*limit));
+    engine.run(data, run);
+    detail::EvalHooks<StepTag>::epoch_end(*this, module);
+    if (!sanity) publish_epoch_values(store);
+    detail::EvalHooks<StepTag>::end(*this, module);
+    if (sanity) store.clear();
+    return outputs;
+  }
+
+  // --- fit ------------------------------------------------------------------------------------------------------------
+
+  template <class Module, class TrainHeld, class ValHeld, class Batch>
+  struct FitContext {
+    FitContext(Trainer& t, Module& m, TrainHeld& train_data, ValHeld& val_data)
+        : trainer(&t), module(&m), train(&train_data), val(&val_data) {}
+    Trainer* trainer;
+    Module* module;
+    TrainHeld* train;
+    ValHeld* val;
+    static constexpr bool has_val = !std::is_same_v<std::decay_t<decltype(std::declval<ValHeld&>().get())>, detail::NoData>;
+
+    std::optional<Batch> slot;
+    Batch* batch = nullptr;
+    std::optional<std::int64_t> val_limit;
+    Clock::time_point start;
+    bool stop_after_epoch = false;
+    bool skip_rest_of_epoch = false;
+
+    void run() {
+      Trainer& t = *trainer;
+      const TrainerOptions& o = t.options_;
+      start = Clock::now();
+      t.configure_optimizers(*module);
+      module->train();
+      t.current_epoch_ = 0;
+      t.global_step_ = 0;
+      t.total_batches_ = 0;
+      t.batches_since_step_ = 0;
+      t.should_stop_ = false;
+      t.callback_metrics_.clear();
+      t.logged_metrics_.clear();
+      for (auto& store : t.metrics_) store.clear();
+
+      BatchLimit train_limit = o.overfit_batches().is_set() ? o.overfit_batches() : o.limit_train_batches();
+      if (o.fast_dev_run() > 0) train_limit = BatchLimit(o.fast_dev_run());
+      t.num_training_batches_ = train_limit.apply(detail::data_size(train->get()), "limit_train_batches");
+      if constexpr (has_val) {
+        val_limit = o.overfit_batches().is_set() ? t.num_training_batches_
+                                                 : t.eval_limit(o.limit_val_batches(), val->get(), "limit_val_batches");
+      }
+
+      t.template call_hook<detail::tags::on_fit_start>(*module);
+      if constexpr (has_val) {
+        const std::int64_t sanity_steps = o.fast_dev_run() > 0 ? 0 : o.num_sanity_val_steps();
+        if (sanity_steps != 0) {
+          std::optional<std::int64_t> limit = val_limit;
+          if (sanity_steps > 0) limit = limit ? std::min(*limit, sanity_steps) : sanity_steps;
+          t.sanity_checking_ = true;
+          t.template call_hook<detail::tags::on_sanity_check_start>(*module);
+          validate_now(limit, true);
+          t.sanity_checking_ = true;
+          t.template call_hook<detail::tags::on_sanity_check_end>(*module);
+          t.sanity_checking_ = false;
+        }
+      }
+      t.template call_hook<detail::tags::on_train_start>(*module);
+      if (!t.num_training_batches_ || *t.num_training_batches_ > 0) {
+        auto engine = make_engine<Batch>(
+            [this](EngineCore& core, Batch&) { return trainer->train_batch(*module, core, *batch); },
+            detail::EngineEventsTo<FitContext>{this});
+        check_callback_engine_hooks<decltype(engine)>();
+        RunOptions run;
+        const auto epochs = o.effective_max_epochs();
+        run.max_epochs(epochs ? static_cast<std::uint64_t>(*epochs) : std::numeric_limits<std::uint64_t>::max());
+        if (t.num_training_batches_) run.epoch_length(static_cast<std::uint64_t>(*t.num_training_batches_));
+        run.restart_data_each_epoch(true);
+        engine.run(train->get(), run);
+      }
+      t.template call_hook<detail::tags::on_train_end>(*module);
+      t.template call_hook<detail::tags::on_fit_end>(*module);
+    }
+
+    template <class Engine>
+    static constexpr void check_callback_engine_hooks() {
+      static_assert((detail::check_engine_hook_signatures<detail::unwrap_reference_t<Callbacks>, Engine>() && ... && true));
+    }
+
+    void validate_now(std::optional<std::int64_t> limit, bool sanity) {
+      if constexpr (has_val) {
+        if (trainer->options_.overfit_batches().is_set())
+          trainer->template run_evaluation<detail::tags::validation_step>(*module, train->get(), Stage::validate, limit, sanity);
+        else
+          trainer->template run_evaluation<detail::tags::validation_step>(*module, val->get(), Stage::validate, limit, sanity);
+      }
+    }
+    bool validation_due_this_epoch() const {
+      return has_val && (trainer->current_epoch_ + 1) % trainer->options_.check_val_every_n_epoch() == 0;
+    }
+    bool minimums_reached() const {
+      const TrainerOptions& o = trainer->options_;
+      return trainer->current_epoch_ + 1 >= o.min_epochs() && trainer->global_step_ >= o.min_steps();
+    }
+
+    // The training Engine's events: callbacks' Engine hooks first, then the Trainer's own work.
+    template <Event E, class Engine>
+    void engine_event(Engine& engine) {
+      std::apply([&](auto&... cb) { (call_engine_hook<E>(detail::unwrap(cb), engine), ...); }, trainer->callbacks_);
+      if constexpr (E == Event::epoch_started) epoch_started(engine);
+      if constexpr (E == Event::iteration_started) iteration_started(engine);
+      if constexpr (E == Event::iteration_completed) iteration_completed(engine);
+      if constexpr (E == Event::epoch_completed) epoch_completed(engine);
+    }
+    template <Event E, class C, class Engine>
+    static void call_engine_hook(C& callback, Engine& engine) {
+      if constexpr (detail::hook<E>::template callable<C, Engine>) {
+        if constexpr (E == Event::exception_raised)
+          detail::hook<E>::call(callback, engine, engine.current_exception());
+        else
+          detail::hook<E>::call(callback, engine);
+      }
+    }
+
+    template <class Engine>
+    void epoch_started(Engine& engine) {
+      Trainer& t = *trainer;
+      t.current_epoch_ = static_cast<std::int64_t>(engine.state.epoch) - 1;
+      t.runtime_.current_epoch = t.current_epoch_;
+      module->train();
+      t.metrics_[index(Stage::train)].start_epoch();
+      skip_rest_of_epoch = false;
+      t.template call_hook<detail::tags::on_train_epoch_start>(*module);
+    }
+
+    template <class Engine>
+    void iteration_started(Engine& engine) {
+      Trainer& t = *trainer;
+      t.batch_idx_ = static_cast<std::int64_t>(engine.state.epoch_iteration) - 1;
+      batch = t.transfer(*module, *engine.batch(), slot);
+      auto result = t.template call_hook<detail::tags::on_train_batch_start>(*module, *batch, t.batch_idx_);
+      if constexpr (std::is_convertible_v<decltype(result), int>) {
+        if (static_cast<int>(result) == -1) {  // Lightning: -1 skips the rest of the epoch, this batch included
+          skip_rest_of_epoch = true;
+          engine.terminate_epoch();
+        }
+      }
+    }
+
+    template <class Engine>
+    void iteration_completed(Engine& engine) {
+      Trainer& t = *trainer;
+      const TrainerOptions& o = t.options_;
+      if (o.max_steps() > 0 && t.global_step_ >= o.max_steps()) stop_at_epoch_end(engine);
+      if (o.max_time().count() > 0 && Clock::now() - start >= o.max_time()) stop_at_epoch_end(engine);
+      if (t.should_stop_ && minimums_reached()) stop_at_epoch_end(engine);
+      if (stop_after_epoch || !has_val || !validation_due_this_epoch()) return;
+      const bool last = engine.state.epoch_length && engine.state.epoch_iteration >= *engine.state.epoch_length;
+      bool validate = false;
+      if (o.val_check_steps()) {
+        validate = t.batches_since_step_ == 0 && t.global_step_ > 0 && t.global_step_ % *o.val_check_steps() == 0;
+      } else if (o.val_check_fraction() < 1.0 && engine.state.epoch_length && !last) {
+        const auto every = std::max<std::int64_t>(
+            1, static_cast<std::int64_t>(static_cast<double>(*engine.state.epoch_length) * o.val_check_fraction()));
+        validate = (t.batch_idx_ + 1) % every == 0;
+      }
+      if (validate) validate_now(val_limit, false);
+    }
+
+    template <class Engine>
+    void stop_at_epoch_end(Engine& engine) {
+      stop_after_epoch = true;
+      engine.terminate_epoch();
+    }
+
+    template <class Engine>
+    void epoch_completed(Engine& engine) {
+      Trainer& t = *trainer;
+      const TrainerOptions& o = t.options_;
+      if (t.batches_since_step_ > 0 && module->automatic_optimization()) {  // the epoch ended inside a window
+        for (const auto& config : t.optimizers_) t.step_optimizer(*module, *config.optimizer());
+        t.count_optimizer_step();
+      }
+      if (!o.val_check_steps() && validation_due_this_epoch() && !skip_rest_of_epoch) validate_now(val_limit, false);
+
+      // on_train_epoch_end: callbacks, the module, the epoch's train values, then the monitoring callbacks.
+      auto callbacks_where = [&](auto monitoring) {
+        std::apply(
+            [&](auto&... cb) {
+              (
+                  [&](auto& callback) {
+                    if constexpr (detail::is_monitoring_callback<std::decay_t<decltype(callback)>>() == monitoring)
+                      t.template call_callback<detail::tags::on_train_epoch_end>(callback, *module);
+                  }(detail::unwrap(cb)),
+                  ...);
+            },
+            t.callbacks_);
+      };
+      callbacks_where(std::false_type{});
+      if (t.builtin_progress_bar_) t.template call_callback<detail::tags::on_train_epoch_end>(t.progress_bar_, *module);
+      t.template call_module<detail::tags::on_train_epoch_end>(*module);
+      t.publish_epoch_values(t.metrics_[index(Stage::train)]);
+      callbacks_where(std::true_type{});
+      t.step_schedulers(Interval::epoch, t.current_epoch_ + 1);
+      if (t.should_stop_ && minimums_reached()) stop_after_epoch = true;
+      if (stop_after_epoch) engine.terminate();
+      t.current_epoch_ = static_cast<std::int64_t>(engine.state.epoch);  // epochs run, as Lightning reports after fit
+      t.runtime_.current_epoch = t.current_epoch_;
+    }
+  };
+
+  TrainerOptions options_;
+  std::tuple<Callbacks...> callbacks_;
+  ProgressBar progress_bar_;
+  ModelSummary model_summary_;
+  bool builtin_progress_bar_ = false;
+  bool builtin_model_summary_ = false;
+
+  torch::Device device_ = torch::Device(torch::kCPU);
+  Stage stage_ = Stage::train;
+  bool sanity_checking_ = false;
+  bool should_stop_ = false;
+  std::int64_t current_epoch_ = 0, global_step_ = 0, total_batches_ = 0, batch_idx_ = 0;
+  std::int64_t batches_since_step_ = 0;  // batches whose gradients wait for the next optimizer step
+  std::optional<std::int64_t> num_training_batches_, num_val_batches_, num_test_batches_, num_predict_batches_;
+  std::array<MetricStore, 4> metrics_;  // train, validate (and sanity check), test, predict
+  std::map<std::string, torch::Tensor> callback_metrics_, logged_metrics_;
+  Optimizers optimizers_;
+  detail::ModuleRuntime runtime_;
+};
+
+template <class... Callbacks>
+Trainer(TrainerOptions, Callbacks...) -> Trainer<Callbacks...>;
+
+TRAINLOOP_DETAIL_END
+// ---- end parts/torch/trainer.hpp ----
 #endif
 // ---- begin parts/core/epilogue.hpp ----
 // trainloop: the end. Internal macros are undefined here, so none leaks into the user's code.
@@ -1741,6 +3748,8 @@ TRAINLOOP_DETAIL_END
 #undef TRAINLOOP_DETAIL_BUILTIN_EVENTS
 #undef TRAINLOOP_DETAIL_MEMBER_PROBE
 #undef TRAINLOOP_DETAIL_NEAR_MISS_HOOKS
+#undef TRAINLOOP_DETAIL_LIGHTNING_HOOKS
+#undef TRAINLOOP_DETAIL_NEAR_MISS_LIGHTNING_HOOKS
 // ---- end parts/core/epilogue.hpp ----
 
 #endif  // TRAINLOOP_HPP

@@ -35,12 +35,20 @@ class RunOptions {
     epoch_length_ = n;
     return *this;
   }
+  /// Start a fresh pass over the data at every epoch (Lightning's epochs) instead of continuing the pass the last
+  /// epoch left unfinished (Ignite's, the default). Matters when epoch_length is shorter than the data.
+  RunOptions& restart_data_each_epoch(bool v) {
+    restart_data_each_epoch_ = v;
+    return *this;
+  }
+  bool restart_data_each_epoch() const { return restart_data_each_epoch_; }
   const std::optional<std::uint64_t>& max_epochs() const { return max_epochs_; }
   const std::optional<std::uint64_t>& max_iters() const { return max_iters_; }
   const std::optional<std::uint64_t>& epoch_length() const { return epoch_length_; }
 
  private:
   std::optional<std::uint64_t> max_epochs_, max_iters_, epoch_length_;
+  bool restart_data_each_epoch_ = false;
 };
 inline RunOptions max_epochs(std::uint64_t n) { return RunOptions().max_epochs(n); }
 inline RunOptions max_iters(std::uint64_t n) { return RunOptions().max_iters(n); }
@@ -174,6 +182,7 @@ class Engine : public EngineCore {
   State& run(Data&& data, const RunOptions& options = {}) {
     auto source = detail::make_data_source<Batch>(std::forward<Data>(data));
     prepare_run(options, source.size());
+    restart_data_each_epoch_ = options.restart_data_each_epoch();
     run_loop(source);
     return state;
   }
@@ -425,6 +434,7 @@ class Engine : public EngineCore {
           ++state.epoch;
           state.epoch_iteration = 0;
           state.in_epoch = true;
+          if (restart_data_each_epoch_) source.restart();
         }
         const auto epoch_start = Clock::now();
         emit<Event::epoch_started>();
@@ -555,6 +565,7 @@ class Engine : public EngineCore {
   std::uint64_t last_handler_id_ = 0;
   int dispatch_depth_ = 0;
   bool removed_pending_ = false;
+  bool restart_data_each_epoch_ = false;
   std::exception_ptr propagating_;  // an unhandled exception on its way out, so it is offered to handlers once
 };
 

@@ -137,13 +137,159 @@ inline constexpr bool is_event_handler_v = is_detected_v<event_handler_marker_t,
   X(on_get_batch_complete, on_get_batch_completed)                                                                     \
   X(on_complete, on_completed)                                                                                         \
   X(on_end, on_completed)                                                                                              \
-  X(on_exception, on_exception_raised)                                                                                 \
   X(on_terminated, on_terminate)                                                                                       \
   X(on_terminate_epoch, on_terminate_single_epoch)                                                                     \
   X(on_dataloader_stop_iteration, on_data_exhausted)
 #define TRAINLOOP_DETAIL_NEAR_MISS_PROBE(wrong, right) TRAINLOOP_DETAIL_MEMBER_PROBE(wrong)
 TRAINLOOP_DETAIL_NEAR_MISS_HOOKS(TRAINLOOP_DETAIL_NEAR_MISS_PROBE)
 #undef TRAINLOOP_DETAIL_NEAR_MISS_PROBE
+
+// ---- Lightning hooks (the Trainer's face) ------------------------------------------------------------------------
+// Each entry: the hook, how a callback declares it, how the module declares it. A callback's hook takes
+// (trainer&, module&, ...); the module's takes only the trailing arguments. The Trainer calls them only through
+// lightning_hook<...> below; a declared hook that cannot be called with the arguments shown is a compile error.
+#define TRAINLOOP_DETAIL_LIGHTNING_HOOKS(X)                                                                            \
+  X(setup, "(trainer&, module&, const std::string& stage)", "(const std::string& stage)")                             \
+  X(teardown, "(trainer&, module&, const std::string& stage)", "(const std::string& stage)")                          \
+  X(on_fit_start, "(trainer&, module&)", "()")                                                                         \
+  X(on_fit_end, "(trainer&, module&)", "()")                                                                           \
+  X(on_sanity_check_start, "(trainer&, module&)", "()")                                                                \
+  X(on_sanity_check_end, "(trainer&, module&)", "()")                                                                  \
+  X(on_train_start, "(trainer&, module&)", "()")                                                                       \
+  X(on_train_end, "(trainer&, module&)", "()")                                                                         \
+  X(on_train_epoch_start, "(trainer&, module&)", "()")                                                                 \
+  X(on_train_epoch_end, "(trainer&, module&)", "()")                                                                   \
+  X(on_train_batch_start, "(trainer&, module&, Batch& batch, std::int64_t batch_idx)",                                 \
+    "(Batch& batch, std::int64_t batch_idx), optionally returning int (-1 skips the rest of the epoch)")             \
+  X(on_train_batch_end, "(trainer&, module&, const Output& outputs, Batch& batch, std::int64_t batch_idx)",             \
+    "(const Output& outputs, Batch& batch, std::int64_t batch_idx)")                                                   \
+  X(on_validation_start, "(trainer&, module&)", "()")                                                                  \
+  X(on_validation_end, "(trainer&, module&)", "()")                                                                    \
+  X(on_validation_epoch_start, "(trainer&, module&)", "()")                                                            \
+  X(on_validation_epoch_end, "(trainer&, module&)", "()")                                                              \
+  X(on_validation_batch_start, "(trainer&, module&, Batch& batch, std::int64_t batch_idx)",                            \
+    "(Batch& batch, std::int64_t batch_idx)")                                                                          \
+  X(on_validation_batch_end, "(trainer&, module&, const Output& outputs, Batch& batch, std::int64_t batch_idx)",        \
+    "(const Output& outputs, Batch& batch, std::int64_t batch_idx)")                                                   \
+  X(on_test_start, "(trainer&, module&)", "()")                                                                        \
+  X(on_test_end, "(trainer&, module&)", "()")                                                                          \
+  X(on_test_epoch_start, "(trainer&, module&)", "()")                                                                  \
+  X(on_test_epoch_end, "(trainer&, module&)", "()")                                                                    \
+  X(on_test_batch_start, "(trainer&, module&, Batch& batch, std::int64_t batch_idx)",                                  \
+    "(Batch& batch, std::int64_t batch_idx)")                                                                          \
+  X(on_test_batch_end, "(trainer&, module&, const Output& outputs, Batch& batch, std::int64_t batch_idx)",              \
+    "(const Output& outputs, Batch& batch, std::int64_t batch_idx)")                                                   \
+  X(on_predict_start, "(trainer&, module&)", "()")                                                                     \
+  X(on_predict_end, "(trainer&, module&)", "()")                                                                       \
+  X(on_predict_epoch_start, "(trainer&, module&)", "()")                                                               \
+  X(on_predict_epoch_end, "(trainer&, module&)", "()")                                                                 \
+  X(on_predict_batch_start, "(trainer&, module&, Batch& batch, std::int64_t batch_idx)",                               \
+    "(Batch& batch, std::int64_t batch_idx)")                                                                          \
+  X(on_predict_batch_end, "(trainer&, module&, const Output& outputs, Batch& batch, std::int64_t batch_idx)",           \
+    "(const Output& outputs, Batch& batch, std::int64_t batch_idx)")                                                   \
+  X(on_before_backward, "(trainer&, module&, torch::Tensor& loss)", "(torch::Tensor& loss)")                           \
+  X(on_after_backward, "(trainer&, module&)", "()")                                                                    \
+  X(on_before_optimizer_step, "(trainer&, module&, torch::optim::Optimizer& optimizer)",                               \
+    "(torch::optim::Optimizer& optimizer)")                                                                            \
+  X(on_before_zero_grad, "(trainer&, module&, torch::optim::Optimizer& optimizer)", "(torch::optim::Optimizer& optimizer)") \
+  X(on_exception, "(trainer&, module&, std::exception_ptr error)", "(std::exception_ptr error)")                      \
+  X(on_before_batch_transfer, "(not a callback hook)", "(Batch batch, int dataloader_idx) returning Batch")           \
+  X(transfer_batch_to_device, "(not a callback hook)",                                                                 \
+    "(Batch batch, torch::Device device, int dataloader_idx) returning Batch")                                        \
+  X(on_after_batch_transfer, "(not a callback hook)", "(Batch batch, int dataloader_idx) returning Batch")            \
+  X(training_step, "(not a callback hook)", "(Batch& batch, std::int64_t batch_idx) returning the loss")             \
+  X(validation_step, "(not a callback hook)", "(Batch& batch, std::int64_t batch_idx)")                               \
+  X(test_step, "(not a callback hook)", "(Batch& batch, std::int64_t batch_idx)")                                     \
+  X(predict_step, "(not a callback hook)", "(Batch& batch, std::int64_t batch_idx)")                                  \
+  X(configure_optimizers, "(not a callback hook)", "() returning an optimizer or trainloop::Optimizers")
+
+template <class Tag>
+struct lightning_hook;
+namespace lightning_tags {
+#define TRAINLOOP_DETAIL_LIGHTNING_TAG(name, callback_signature, module_signature) struct name {};
+TRAINLOOP_DETAIL_LIGHTNING_HOOKS(TRAINLOOP_DETAIL_LIGHTNING_TAG)
+#undef TRAINLOOP_DETAIL_LIGHTNING_TAG
+}  // namespace lightning_tags
+
+#define TRAINLOOP_DETAIL_LIGHTNING_HOOK(name, callback_signature, module_signature)                                    \
+  TRAINLOOP_DETAIL_MEMBER_PROBE(name)                                                                                  \
+  template <class H, class... Args>                                                                                    \
+  using call_##name##_t = decltype(std::declval<H&>().name(std::declval<Args>()...));                                 \
+  template <>                                                                                                          \
+  struct lightning_hook<lightning_tags::name> {                                                                        \
+    template <class H>                                                                                                 \
+    static constexpr bool declared = declares_##name<H>::value;                                                        \
+    template <class H, class... Args>                                                                                  \
+    static constexpr bool callable = is_detected_v<call_##name##_t, H, Args...>;                                      \
+    template <class H, class... Args>                                                                                  \
+    static constexpr bool check_callback() {                                                                           \
+      static_assert(!declared<H> || callable<H, Args...>,                                                              \
+                    "trainloop: a callback declares " #name " but it cannot be called as " #name callback_signature);  \
+      return true;                                                                                                     \
+    }                                                                                                                  \
+    template <class H, class... Args>                                                                                  \
+    static constexpr bool check_module() {                                                                             \
+      static_assert(!declared<H> || callable<H, Args...>,                                                              \
+                    "trainloop: the LightningModule declares " #name " but it cannot be called as " #name             \
+                    module_signature);                                                                                 \
+      return true;                                                                                                     \
+    }                                                                                                                  \
+    template <class H, class... Args>                                                                                  \
+    static decltype(auto) call(H& h, Args&&... args) {                                                                 \
+      return h.name(std::forward<Args>(args)...);                                                                      \
+    }                                                                                                                  \
+  };
+TRAINLOOP_DETAIL_LIGHTNING_HOOKS(TRAINLOOP_DETAIL_LIGHTNING_HOOK)
+#undef TRAINLOOP_DETAIL_LIGHTNING_HOOK
+
+// Names from other Lightning versions or near misses, with the hook to write instead. (on_epoch_start and
+// on_epoch_end are checked too; their probes come from the Engine's list above.)
+#define TRAINLOOP_DETAIL_NEAR_MISS_LIGHTNING_HOOKS(X)                                                                  \
+  X(training_epoch_end, on_train_epoch_end)                                                                            \
+  X(validation_epoch_end, on_validation_epoch_end)                                                                     \
+  X(test_epoch_end, on_test_epoch_end)                                                                                 \
+  X(on_batch_start, on_train_batch_start)                                                                              \
+  X(on_batch_end, on_train_batch_end)                                                                                  \
+  X(on_train_epoch_begin, on_train_epoch_start)                                                                        \
+  X(on_training_epoch_end, on_train_epoch_end)                                                                         \
+  X(on_train_batch_begin, on_train_batch_start)                                                                        \
+  X(on_validation_epoch_begin, on_validation_epoch_start)                                                              \
+  X(on_val_epoch_end, on_validation_epoch_end)                                                                         \
+  X(on_before_zero_grads, on_before_zero_grad)                                                                         \
+  X(train_step, training_step)                                                                                         \
+  X(val_step, validation_step)                                                                                         \
+  X(validate_step, validation_step)                                                                                    \
+  X(configure_optimizer, configure_optimizers)
+#define TRAINLOOP_DETAIL_NEAR_MISS_PROBE(wrong, right) TRAINLOOP_DETAIL_MEMBER_PROBE(wrong)
+TRAINLOOP_DETAIL_NEAR_MISS_LIGHTNING_HOOKS(TRAINLOOP_DETAIL_NEAR_MISS_PROBE)
+#undef TRAINLOOP_DETAIL_NEAR_MISS_PROBE
+
+/// Rejects Lightning hook names that do not exist (a misspelling or another version's name) on a callback or module.
+template <class H>
+constexpr bool check_lightning_names() {
+#define TRAINLOOP_DETAIL_CHECK_NEAR_MISS(wrong, right)                                                                 \
+  static_assert(!declares_##wrong<H>::value,                                                                           \
+                "trainloop: a LightningModule or callback declares " #wrong ", which is not a hook; write " #right);
+  TRAINLOOP_DETAIL_NEAR_MISS_LIGHTNING_HOOKS(TRAINLOOP_DETAIL_CHECK_NEAR_MISS)
+  TRAINLOOP_DETAIL_CHECK_NEAR_MISS(on_epoch_start, on_train_epoch_start)
+  TRAINLOOP_DETAIL_CHECK_NEAR_MISS(on_epoch_end, on_train_epoch_end)
+#undef TRAINLOOP_DETAIL_CHECK_NEAR_MISS
+  return true;
+}
+
+/// Checks the Engine hooks a type declares have signatures the engine can call (no other requirement: a Trainer
+/// callback may declare Engine hooks, Lightning hooks, or both).
+template <class H, class Engine>
+constexpr bool check_engine_hook_signatures() {
+#define TRAINLOOP_DETAIL_CHECK_SIGNATURE(name)                                                                         \
+  static_assert(!hook<Event::name>::declared<H> || hook<Event::name>::callable<H, Engine>,                             \
+                "trainloop: a handler declares on_" #name " but it cannot be called as on_" #name                      \
+                "(engine&) (on_exception_raised: (engine&, std::exception_ptr)); make it a template "                   \
+                "`template <class E> void on_" #name "(E& engine)` or take the engine type it is given");
+  TRAINLOOP_DETAIL_BUILTIN_EVENTS(TRAINLOOP_DETAIL_CHECK_SIGNATURE)
+#undef TRAINLOOP_DETAIL_CHECK_SIGNATURE
+  return true;
+}
 
 /// Compile-time checks of one Engine handler type. The static_assert messages cannot print the type, but the
 /// compiler's "required from check_engine_handler<H, ...>" note right below names it.
@@ -155,13 +301,7 @@ constexpr bool check_engine_handler() {
   if constexpr (is_event_handler_v<H>) {
     return H::template check_callable<Engine>();
   } else {
-#define TRAINLOOP_DETAIL_CHECK_SIGNATURE(name)                                                                         \
-  static_assert(!hook<Event::name>::declared<H> || hook<Event::name>::callable<H, Engine>,                             \
-                "trainloop: a handler declares on_" #name " but it cannot be called as on_" #name                      \
-                "(engine&) (on_exception_raised: (engine&, std::exception_ptr)); make it a template "                   \
-                "`template <class E> void on_" #name "(E& engine)` or take the engine type it is given");
-    TRAINLOOP_DETAIL_BUILTIN_EVENTS(TRAINLOOP_DETAIL_CHECK_SIGNATURE)
-#undef TRAINLOOP_DETAIL_CHECK_SIGNATURE
+check_engine_hook_signatures<H, Engine>();
     static_assert(!declares_on_event<H>::value || has_user_event_hook_v<H, Engine>,
                   "trainloop: a handler declares on_event but it cannot be called as on_event(engine&, "
                   "trainloop::Event)");
@@ -169,6 +309,7 @@ constexpr bool check_engine_handler() {
   static_assert(!declares_##wrong<H>::value,                                                                           \
                 "trainloop: a handler declares " #wrong ", which is not an Engine hook; did you mean " #right "?");
     TRAINLOOP_DETAIL_NEAR_MISS_HOOKS(TRAINLOOP_DETAIL_CHECK_NEAR_MISS)
+    TRAINLOOP_DETAIL_CHECK_NEAR_MISS(on_exception, on_exception_raised)  // on_exception is a Trainer callback hook
 #undef TRAINLOOP_DETAIL_CHECK_NEAR_MISS
 #define TRAINLOOP_DETAIL_ANY_HOOK(name) || hook<Event::name>::declared<H>
     constexpr bool declares_any = declares_on_event<H>::value TRAINLOOP_DETAIL_BUILTIN_EVENTS(TRAINLOOP_DETAIL_ANY_HOOK);

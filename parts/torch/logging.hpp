@@ -1,0 +1,144 @@
+// trainloop: `log(name, value, options)`. Values stay tensors on their device and are reduced there; the host reads
+// them only when something consumes them (the progress bar at its refresh rate, a logger at its interval, a monitor
+// at epoch end).
+#pragma once
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+TRAINLOOP_DETAIL_BEGIN
+
+/// How an epoch-level value is reduced over the epoch's steps.
+enum class Reduce { mean, sum, max, min };
+
+/// Options of `log` (Lightning's `self.log` keywords), as chainable setters. on_step/on_epoch default by stage, as in
+/// Lightning: training logs per step, validation and test per epoch.
+class LogOptions {
+ public:
+  LogOptions& on_step(bool v) { return on_step_ = v, *this; }
+  LogOptions& on_epoch(bool v) { return on_epoch_ = v, *this; }
+  LogOptions& prog_bar(bool v) { return prog_bar_ = v, *this; }
+  LogOptions& reduce(Reduce v) { return reduce_ = v, *this; }
+  /// Reduce across ranks at epoch end (wired by the distributed build; a no-op in a single process).
+  LogOptions& sync_dist(bool v) { return sync_dist_ = v, *this; }
+  LogOptions& logger(bool v) { return logger_ = v, *this; }
+  /// Weight of this value in an epoch mean (Lightning weights by batch size); default 1.
+  LogOptions& batch_size(std::int64_t v) { return batch_size_ = v, *this; }
+
+  const std::optional<bool>& on_step() const { return on_step_; }
+  const std::optional<bool>& on_epoch() const { return on_epoch_; }
+  bool prog_bar() const { return prog_bar_; }
+  Reduce reduce() const { return reduce_; }
+  bool sync_dist() const { return sync_dist_; }
+  bool logger() const { return logger_; }
+  std::int64_t batch_size() const { return batch_size_; }
+
+ private:
+  std::optional<bool> on_step_, on_epoch_;
+  bool prog_bar_ = false;
+  Reduce reduce_ = Reduce::mean;
+  bool sync_dist_ = false;
+  bool logger_ = true;
+  std::int64_t batch_size_ = 1;
+};
+
+/// What the Trainer is running; decides log()'s defaults and where values go.
+enum class Stage { train, validate, test, predict, sanity_check };
+inline const char* stage_name(Stage s) {
+  switch (s) {
+    case Stage::train: return "train";
+    case Stage::validate: return "validate";
+    case Stage::test: return "test";
+    case Stage::predict: return "predict";
+    default: return "sanity_check";
+  }
+}
+
+/// The values one stage logged: the latest per-step value and an epoch accumulator, both tensors on their device.
+class MetricStore {
+ public:
+  struct Entry {
+    bool on_step = false, on_epoch = false, prog_bar = false, logger = true, sync_dist = false;
+    Reduce reduce = Reduce::mean;
+    torch::Tensor step_value;   ///< the last logged value (detached), when on_step
+    torch::Tensor accumulated;  ///< float64 sum / max / min over the epoch, when on_epoch
+    double weight = 0;          ///< sum of batch sizes, for the mean
+    bool logged_this_epoch = false;
+    bool step_pending = false;  ///< logged on_step since the Trainer last published step values
+  };
+
+  void log(Stage stage, const std::string& name, const torch::Tensor& value, const LogOptions& options) {
+    if (name.empty()) throw std::invalid_argument("trainloop: log(): the metric name is empty");
+    if (!value.defined()) throw std::invalid_argument("trainloop: log(\"" + name + "\"): the value is an undefined tensor");
+    if (value.numel() != 1)
+      throw std::invalid_argument("trainloop: log(\"" + name + "\"): the value must hold one number, got shape " +
+                                  c10::str(value.sizes()));
+    if (options.batch_size() <= 0)
+      throw std::invalid_argument("trainloop: log(\"" + name + "\"): batch_size must be positive");
+    const bool training = stage == Stage::train;
+    Entry& e = entries_[name];
+    e.on_step = options.on_step().value_or(training);
+    e.on_epoch = options.on_epoch().value_or(!training);
+    e.prog_bar = options.prog_bar();
+    e.logger = options.logger();
+    e.sync_dist = options.sync_dist();
+    e.reduce = options.reduce();
+    torch::Tensor v = value.detach().reshape({});
+    if (e.on_step) {
+      if (!e.step_pending) pending_steps_.push_back(name);
+      e.step_value = v;
+      e.step_pending = true;
+    }
+    if (e.on_epoch) {
+      torch::Tensor v64 = v.to(torch::kFloat64);
+      const double w = static_cast<double>(options.batch_size());
+      if (!e.logged_this_epoch || !e.accumulated.defined()) {
+        e.accumulated = e.reduce == Reduce::mean ? v64 * w : v64.clone();
+        e.weight = w;
+      } else {
+        switch (e.reduce) {
+          case Reduce::mean: e.accumulated.add_(v64, w); break;
+          case Reduce::sum: e.accumulated.add_(v64); break;
+          case Reduce::max: e.accumulated = torch::maximum(e.accumulated, v64); break;
+          case Reduce::min: e.accumulated = torch::minimum(e.accumulated, v64); break;
+        }
+        e.weight += w;
+      }
+    }
+    e.logged_this_epoch = true;
+  }
+
+  /// The epoch-level value of `e` (a device tensor), or undefined when it was not logged this epoch.
+  static torch::Tensor epoch_value(const Entry& e) {
+    if (!e.on_epoch || !e.logged_this_epoch || !e.accumulated.defined()) return {};
+    return e.reduce == Reduce::mean ? e.accumulated / e.weight : e.accumulated;
+  }
+
+  /// Calls f(name, entry) for each value logged on_step since the last call, and forgets them.
+  template <class F>
+  void take_step_values(F&& f) {
+    for (const auto& name : pending_steps_) {
+      Entry& e = entries_.at(name);
+      e.step_pending = false;
+      f(name, e);
+    }
+    pending_steps_.clear();
+  }
+  void start_epoch() {
+    for (auto& [name, e] : entries_) e.logged_this_epoch = false;
+  }
+  void clear() {
+    entries_.clear();
+    pending_steps_.clear();
+  }
+  const std::map<std::string, Entry>& entries() const { return entries_; }
+
+ private:
+  std::map<std::string, Entry> entries_;
+  std::vector<std::string> pending_steps_;
+};
+
+TRAINLOOP_DETAIL_END

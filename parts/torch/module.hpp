@@ -1,0 +1,83 @@
+// trainloop: LightningModule<Derived>. A torch::nn::Module the user writes as usual, plus the steps and hooks the
+// Trainer detects at compile time (CRTP: no virtual calls), plus log() and the manual-optimisation helpers.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+TRAINLOOP_DETAIL_BEGIN
+
+namespace detail {
+// What a LightningModule reaches while a Trainer runs it. The Trainer owns it and points the module at it for the
+// duration of fit/validate/test/predict.
+struct ModuleRuntime {
+  MetricStore* metrics = nullptr;
+  Stage stage = Stage::train;
+  std::int64_t current_epoch = 0;
+  std::int64_t global_step = 0;
+  torch::Device device = torch::Device(torch::kCPU);
+  std::vector<std::shared_ptr<torch::optim::Optimizer>> optimizers;
+  std::function<void(torch::Tensor&)> backward;                // runs the backward hooks around loss.backward()
+  std::function<void(torch::optim::Optimizer&)> step;          // hooks, clipping, step, global_step + 1
+  std::function<void(torch::optim::Optimizer&)> zero_grad;     // hooks, zero_grad
+};
+}  // namespace detail
+
+/// Base of a Lightning-style module: `struct Net : trainloop::LightningModule<Net> { ... }`. Write the model as any
+/// torch::nn::Module (register_module, forward) and add what you need: training_step, validation_step, test_step,
+/// predict_step, configure_optimizers, and any hook (see the README's hook table).
+namespace detail {
+struct LightningModuleBase {};  // marks every LightningModule<...>, subclasses of one included
+}  // namespace detail
+
+template <class Derived>
+class LightningModule : public torch::nn::Module, public detail::LightningModuleBase {
+ public:
+  LightningModule() : torch::nn::Module(detail::type_name<Derived>()) {}
+
+  /// Logs a scalar (Lightning's self.log): kept on its device, reduced per epoch, read by the host only when used.
+  void log(const std::string& name, const torch::Tensor& value, const LogOptions& options = {}) {
+    runtime("log").metrics->log(runtime_->stage, name, value, options);
+  }
+  void log(const std::string& name, double value, const LogOptions& options = {}) {
+    log(name, torch::tensor(value, torch::kFloat64), options);
+  }
+
+  /// 0-based epoch and optimizer steps so far, as in Lightning; the device the Trainer placed the module on.
+  std::int64_t current_epoch() const { return runtime_ ? runtime_->current_epoch : 0; }
+  std::int64_t global_step() const { return runtime_ ? runtime_->global_step : 0; }
+  torch::Device device() const { return runtime_ ? runtime_->device : torch::Device(torch::kCPU); }
+  Stage stage() const { return runtime_ ? runtime_->stage : Stage::train; }
+
+  /// Manual optimisation: with automatic_optimization(false), training_step steps its own optimizers through these,
+  /// so hooks fire, clipping applies and global_step counts.
+  bool automatic_optimization() const { return automatic_optimization_; }
+  void automatic_optimization(bool enabled) { automatic_optimization_ = enabled; }
+  const std::vector<std::shared_ptr<torch::optim::Optimizer>>& optimizers() { return runtime("optimizers").optimizers; }
+  void manual_backward(torch::Tensor loss) { runtime("manual_backward").backward(loss); }
+  void optimizer_step(torch::optim::Optimizer& optimizer) { runtime("optimizer_step").step(optimizer); }
+  void optimizer_zero_grad(torch::optim::Optimizer& optimizer) { runtime("optimizer_zero_grad").zero_grad(optimizer); }
+
+  /// The Trainer's link to the module; not for users.
+  void attach_runtime_(detail::ModuleRuntime* runtime) noexcept { runtime_ = runtime; }
+
+ private:
+  detail::ModuleRuntime& runtime(const char* what) const {
+    if (!runtime_)
+      throw std::logic_error(std::string("trainloop: ") + detail::type_name<Derived>() + "::" + what +
+                             "() needs a running Trainer (call it from a step or a hook)");
+    return *runtime_;
+  }
+  detail::ModuleRuntime* runtime_ = nullptr;
+  bool automatic_optimization_ = true;
+};
+
+namespace detail {
+template <class M>
+struct is_lightning_module : std::is_base_of<LightningModuleBase, M> {};
+}  // namespace detail
+
+TRAINLOOP_DETAIL_END

@@ -1,0 +1,100 @@
+// trainloop: what configure_optimizers returns. One or several optimizers, each optionally with an LR scheduler
+// stepped every N steps or epochs, or on a monitored metric.
+#pragma once
+#include <functional>
+#include <memory>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+TRAINLOOP_DETAIL_BEGIN
+
+/// When a scheduler steps: after optimizer steps, or at epoch ends.
+enum class Interval { step, epoch };
+
+namespace detail {
+template <class S>
+using plain_step_t = decltype(std::declval<S&>().step());
+template <class S>
+using metric_step_t = decltype(std::declval<S&>().step(std::declval<double>()));
+}  // namespace detail
+
+/// An LR scheduler as the Trainer drives it: any shared_ptr<S> whose S has `step()` (LibTorch's StepLR, trainloop's
+/// schedulers) or, for `monitor`, `step(double metric)` (reduce-on-plateau).
+class SchedulerConfig {
+ public:
+  template <class S>
+  explicit SchedulerConfig(std::shared_ptr<S> scheduler) {
+    static_assert(detail::is_detected_v<detail::plain_step_t, S> || detail::is_detected_v<detail::metric_step_t, S>,
+                  "trainloop: SchedulerConfig(scheduler): the scheduler needs step() or step(double metric)");
+    if (!scheduler) throw std::invalid_argument("trainloop: SchedulerConfig(scheduler): the scheduler is null");
+    if constexpr (detail::is_detected_v<detail::plain_step_t, S>) step_ = [scheduler] { scheduler->step(); };
+    if constexpr (detail::is_detected_v<detail::metric_step_t, S>)
+      step_on_metric_ = [scheduler](double metric) { scheduler->step(metric); };
+  }
+  SchedulerConfig& interval(Interval v) { return interval_ = v, *this; }
+  SchedulerConfig& frequency(std::int64_t v) {
+    if (v < 1) throw std::invalid_argument("trainloop: SchedulerConfig().frequency(n): n must be at least 1");
+    return frequency_ = v, *this;
+  }
+  /// Steps with the value of this metric (from callback_metrics) instead of plainly.
+  SchedulerConfig& monitor(std::string metric) { return monitor_ = std::move(metric), *this; }
+
+  Interval interval() const { return interval_; }
+  std::int64_t frequency() const { return frequency_; }
+  const std::string& monitor() const { return monitor_; }
+  void step() const { step_(); }
+  void step(double metric) const { step_on_metric_(metric); }
+  bool can_step_plainly() const { return static_cast<bool>(step_); }
+  bool can_step_on_metric() const { return static_cast<bool>(step_on_metric_); }
+
+ private:
+  std::function<void()> step_;
+  std::function<void(double)> step_on_metric_;
+  Interval interval_ = Interval::epoch;
+  std::int64_t frequency_ = 1;
+  std::string monitor_;
+};
+
+/// One optimizer and, optionally, its scheduler.
+class OptimizerConfig {
+ public:
+  template <class O, class = std::enable_if_t<std::is_base_of_v<torch::optim::Optimizer, O>>>
+  OptimizerConfig(std::shared_ptr<O> optimizer) : optimizer_(std::move(optimizer)) {}  // NOLINT: implicit on purpose
+  OptimizerConfig& scheduler(SchedulerConfig s) { return scheduler_ = std::move(s), *this; }
+  template <class S>
+  OptimizerConfig& scheduler(std::shared_ptr<S> s) {
+    return scheduler(SchedulerConfig(std::move(s)));
+  }
+  const std::shared_ptr<torch::optim::Optimizer>& optimizer() const { return optimizer_; }
+  const std::optional<SchedulerConfig>& scheduler() const { return scheduler_; }
+
+ private:
+  std::shared_ptr<torch::optim::Optimizer> optimizer_;
+  std::optional<SchedulerConfig> scheduler_;
+};
+
+/// Several optimizers: what configure_optimizers returns when one is not enough.
+using Optimizers = std::vector<OptimizerConfig>;
+
+namespace detail {
+// Normalises every accepted configure_optimizers() result to Optimizers.
+template <class R>
+Optimizers to_optimizers(R&& result) {
+  using T = std::decay_t<R>;
+  if constexpr (std::is_same_v<T, Optimizers>) {
+    return std::forward<R>(result);
+  } else if constexpr (std::is_same_v<T, OptimizerConfig>) {
+    return Optimizers{std::forward<R>(result)};
+  } else if constexpr (std::is_constructible_v<OptimizerConfig, T>) {
+    return Optimizers{OptimizerConfig(std::forward<R>(result))};
+  } else {
+    static_assert(std::is_constructible_v<OptimizerConfig, T>,
+                  "trainloop: configure_optimizers() must return a std::shared_ptr to a torch::optim optimizer, a "
+                  "trainloop::OptimizerConfig, or trainloop::Optimizers");
+    return {};
+  }
+}
+}  // namespace detail
+
+TRAINLOOP_DETAIL_END

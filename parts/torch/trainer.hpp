@@ -1,0 +1,911 @@
+// trainloop: the Trainer, Lightning's face, built on the Engine. Training is an Engine whose step runs Lightning's
+// batch procedure and whose events drive the epoch-level hooks; validation, test and predict are Engines too.
+// Hook order (callbacks in the order given, then the module) is Lightning's; the README has the table and
+// tests/torch/test_trainer_trace.cpp pins it.
+#pragma once
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <limits>
+#include <variant>
+#include <exception>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+TRAINLOOP_DETAIL_BEGIN
+
+namespace detail {
+/// fit() without validation data.
+struct NoData {};
+
+// The batch type of any data the Engine accepts: a range's element, a generator's optional value, or the element of
+// the range a factory returns.
+template <class R>
+using range_element_t = std::decay_t<decltype(*begin(std::declval<R&>()))>;
+template <class Data, class = void>
+struct batch_of_data {
+  static_assert(sizeof(Data) == 0,
+                "trainloop: Trainer data must be a range of batches, a callable returning a range per pass, or a "
+                "callable returning std::optional<Batch>");
+};
+template <class Data>
+struct batch_of_data<Data, std::enable_if_t<is_range_v<std::remove_reference_t<Data>>>> {
+  using type = range_element_t<std::remove_reference_t<Data>>;
+};
+template <class Produced, bool = is_optional<std::decay_t<Produced>>::value>
+struct batch_of_produced {
+  using type = typename std::decay_t<Produced>::value_type;
+};
+template <class Produced>
+struct batch_of_produced<Produced, false> {
+  using type = range_element_t<std::remove_reference_t<Produced>>;
+};
+template <class Data>
+struct batch_of_data<Data, std::enable_if_t<!is_range_v<std::remove_reference_t<Data>> &&
+                                            std::is_invocable_v<std::decay_t<Data>&>>>
+    : batch_of_produced<std::invoke_result_t<std::decay_t<Data>&>> {};
+template <class Data>
+using batch_of_data_t = typename batch_of_data<Data>::type;
+
+template <class Data>
+std::optional<std::int64_t> data_size(const Data& data) {
+  if constexpr (is_range_v<const Data> && is_detected_v<size_t_of, Data>)
+    return static_cast<std::int64_t>(std::size(data));
+  else
+    return std::nullopt;
+}
+
+// Keeps an lvalue by reference and an rvalue by value, so fit() can run the same data several times.
+template <class T>
+struct Held {
+  T value;
+  std::remove_reference_t<T>& get() { return value; }
+};
+
+// The loss inside what training_step returns: a tensor, a struct with a `loss` member, or a map with "loss".
+template <class T>
+using loss_member_t = decltype(std::declval<const T&>().loss);
+template <class Out>
+torch::Tensor loss_of(const Out& out) {
+  if constexpr (std::is_same_v<Out, torch::Tensor>) {
+    return out;
+  } else if constexpr (is_detected_v<loss_member_t, Out>) {
+    return out.loss;
+  } else if constexpr (is_map<Out>::value) {
+    auto it = out.find("loss");
+    if (it == out.end()) throw std::invalid_argument("training_step returned a map without a \"loss\" entry");
+    return it->second;
+  } else {
+    static_assert(is_detected_v<loss_member_t, Out>,
+                  "trainloop: training_step must return the loss: a torch::Tensor, a struct with a `loss` member, or a "
+                  "map with a \"loss\" entry (or use manual optimisation)");
+    return {};
+  }
+}
+
+// Callbacks marked `static constexpr bool trainloop_monitoring_callback = true` (checkpointing, early stopping) run
+// after the module's on_train_epoch_end, so they see what it logged, as in Lightning.
+template <class C>
+using monitoring_marker_t = decltype(C::trainloop_monitoring_callback);
+template <class C>
+constexpr bool is_monitoring_callback() {
+  if constexpr (is_detected_v<monitoring_marker_t, C>) return C::trainloop_monitoring_callback;
+  else return false;
+}
+
+// Forwards an Engine's events to an owner's `engine_event<E>(engine)`.
+template <class Owner>
+struct EngineEventsTo {
+  Owner* owner;
+#define TRAINLOOP_DETAIL_FORWARD(name)                                                                                 \
+  template <class E>                                                                                                   \
+  void on_##name(E& engine) {                                                                                          \
+    owner->template engine_event<Event::name>(engine);                                                                 \
+  }
+  TRAINLOOP_DETAIL_FORWARD(started)
+  TRAINLOOP_DETAIL_FORWARD(epoch_started)
+  TRAINLOOP_DETAIL_FORWARD(get_batch_started)
+  TRAINLOOP_DETAIL_FORWARD(get_batch_completed)
+  TRAINLOOP_DETAIL_FORWARD(iteration_started)
+  TRAINLOOP_DETAIL_FORWARD(iteration_completed)
+  TRAINLOOP_DETAIL_FORWARD(epoch_completed)
+  TRAINLOOP_DETAIL_FORWARD(completed)
+  TRAINLOOP_DETAIL_FORWARD(terminate)
+  TRAINLOOP_DETAIL_FORWARD(terminate_single_epoch)
+  TRAINLOOP_DETAIL_FORWARD(data_exhausted)
+#undef TRAINLOOP_DETAIL_FORWARD
+  template <class E>
+  void on_exception_raised(E& engine, std::exception_ptr) {
+    owner->template engine_event<Event::exception_raised>(engine);
+  }
+};
+
+// The hooks around each evaluation kind (validation, test, predict); the step is the tag's own.
+template <class StepTag>
+struct EvalHooks;
+#define TRAINLOOP_DETAIL_EVAL_HOOKS(step_tag, prefix)                                                                  \
+  template <>                                                                                                          \
+  struct EvalHooks<lightning_tags::step_tag> {                                                                         \
+    template <class T, class M>                                                                                        \
+    static void start(T& t, M& m) {                                                                                    \
+      t.template call_hook<lightning_tags::on_##prefix##_start>(m);                                                    \
+      t.template call_hook<lightning_tags::on_##prefix##_epoch_start>(m);                                              \
+    }                                                                                                                  \
+    template <class T, class M, class B>                                                                               \
+    static void batch_start(T& t, M& m, B& batch, std::int64_t& batch_idx) {                                           \
+      t.template call_hook<lightning_tags::on_##prefix##_batch_start>(m, batch, batch_idx);                            \
+    }                                                                                                                  \
+    template <class T, class M, class O, class B>                                                                      \
+    static void batch_end(T& t, M& m, const O& out, B& batch, std::int64_t& batch_idx) {                               \
+      t.template call_hook<lightning_tags::on_##prefix##_batch_end>(m, out, batch, batch_idx);                         \
+    }                                                                                                                  \
+    template <class T, class M>                                                                                        \
+    static void epoch_end(T& t, M& m) {                                                                                \
+      t.template call_hook<lightning_tags::on_##prefix##_epoch_end>(m);                                                \
+    }                                                                                                                  \
+    template <class T, class M>                                                                                        \
+    static void end(T& t, M& m) {                                                                                      \
+      t.template call_hook<lightning_tags::on_##prefix##_end>(m);                                                      \
+    }                                                                                                                  \
+  };
+TRAINLOOP_DETAIL_EVAL_HOOKS(validation_step, validation)
+TRAINLOOP_DETAIL_EVAL_HOOKS(test_step, test)
+TRAINLOOP_DETAIL_EVAL_HOOKS(predict_step, predict)
+#undef TRAINLOOP_DETAIL_EVAL_HOOKS
+
+namespace tags = lightning_tags;
+}  // namespace detail
+
+/// The Trainer: `Trainer trainer(TrainerOptions().max_epochs(5), MyCallback{});` then
+/// `trainer.fit(model, train_data, val_data)`, `trainer.test(model, test_data)`.
+///
+/// Callbacks are a compile-time pack: types declaring any Lightning callback hooks (taking trainer&, module&, ...)
+/// and/or Engine hooks (they then receive the training Engine's events). A ProgressBar and a ModelSummary are added
+/// unless options turn them off or the pack has its own.
+template <class... Callbacks>
+class Trainer {
+ public:
+  explicit Trainer(TrainerOptions options = TrainerOptions(), Callbacks... callbacks)
+      : options_(std::move(options)), callbacks_(std::move(callbacks)...) {
+    options_.validate();
+    static_assert((detail::check_lightning_names<detail::unwrap_reference_t<Callbacks>>() && ... && true));
+    builtin_progress_bar_ = options_.enable_progress_bar() && !has_callback_type<ProgressBar>();
+    builtin_model_summary_ = options_.enable_model_summary() && !has_callback_type<ModelSummary>();
+  }
+
+  // --- what callbacks and modules read ---------------------------------------------------------------------------
+  const TrainerOptions& options() const noexcept { return options_; }
+  /// 0-based epoch while running; after fit, the number of epochs run.
+  std::int64_t current_epoch() const noexcept { return current_epoch_; }
+  /// Optimizer steps taken (not batches: with accumulate_grad_batches(4), one step per 4 batches).
+  std::int64_t global_step() const noexcept { return global_step_; }
+  /// Training batches run, over all epochs.
+  std::int64_t total_batches() const noexcept { return total_batches_; }
+  /// The batch index within the current epoch (0-based).
+  std::int64_t batch_idx() const noexcept { return batch_idx_; }
+  std::optional<std::int64_t> max_epochs() const { return options_.effective_max_epochs(); }
+  std::optional<std::int64_t> num_training_batches() const noexcept { return num_training_batches_; }
+  std::optional<std::int64_t> num_val_batches() const noexcept { return num_val_batches_; }
+  std::optional<std::int64_t> num_test_batches() const noexcept { return num_test_batches_; }
+  std::optional<std::int64_t> num_predict_batches() const noexcept { return num_predict_batches_; }
+  Stage stage() const noexcept { return stage_; }
+  bool sanity_checking() const noexcept { return sanity_checking_; }
+  torch::Device device() const noexcept { return device_; }
+  /// Ask fit to stop (early stopping): honoured at the next batch end once min_epochs and min_steps are reached.
+  bool should_stop() const noexcept { return should_stop_; }
+  void should_stop(bool stop) noexcept { should_stop_ = stop; }
+  /// Latest values (device tensors) for callbacks: step values during an epoch, epoch values after it.
+  const std::map<std::string, torch::Tensor>& callback_metrics() const noexcept { return callback_metrics_; }
+  /// What loggers receive: step values every log_every_n_steps ("name" or "name_step") and epoch values
+  /// ("name" or "name_epoch"), as in Lightning.
+  const std::map<std::string, torch::Tensor>& logged_metrics() const noexcept { return logged_metrics_; }
+  /// The prog_bar metrics read to the host now (this is the one place the progress bar syncs).
+  std::map<std::string, double> progress_bar_metrics() const {
+    std::map<std::string, double> values;
+    for (const auto& store : metrics_)
+      for (const auto& [name, entry] : store.entries()) {
+        if (!entry.prog_bar) continue;
+        auto it = callback_metrics_.find(name);
+        if (it != callback_metrics_.end() && it->second.defined()) values[name] = it->second.template item<double>();
+      }
+    return values;
+  }
+  std::tuple<Callbacks...>& callbacks() noexcept { return callbacks_; }
+  template <class C>
+  C& callback() noexcept {
+    return detail::unwrap(std::get<C>(callbacks_));
+  }
+
+  // --- entry points ------------------------------------------------------------------------------------------------
+
+  /// Trains `module` on `train_data`, validating on `val_data` when given (sanity check first, then at the cadence of
+  /// val_check_interval / check_val_every_n_epoch).
+  template <class Module, class TrainData, class ValData = detail::NoData>
+  void fit(Module& module, TrainData&& train_data, ValData&& val_data = ValData{}) {
+    using Batch = detail::batch_of_data_t<TrainData>;
+    constexpr bool has_val = !std::is_same_v<std::decay_t<ValData>, detail::NoData>;
+    check_module<Module>();
+    static_assert(detail::lightning_hook<detail::tags::training_step>::callable<Module, Batch&, std::int64_t>,
+                  "trainloop: fit(): the module has no training_step(Batch& batch, std::int64_t batch_idx) for the "
+                  "batches of the training data");
+    detail::lightning_hook<detail::tags::training_step>::check_module<Module, Batch&, std::int64_t>();
+    if constexpr (has_val) {
+      using ValBatch = detail::batch_of_data_t<ValData>;
+      static_assert(detail::lightning_hook<detail::tags::validation_step>::callable<Module, ValBatch&, std::int64_t>,
+                    "trainloop: fit() was given validation data, but the module has no "
+                    "validation_step(Batch& batch, std::int64_t batch_idx) for its batches");
+    }
+    detail::Held<TrainData> train{std::forward<TrainData>(train_data)};
+    detail::Held<ValData> val{std::forward<ValData>(val_data)};
+    FitContext<Module, decltype(train), decltype(val), Batch> fit(*this, module, train, val);
+    run_stage(module, Stage::train, "fit", [&] { fit.run(); });
+  }
+
+  /// Runs validation_step over `data` once; returns the epoch metrics logged (read to the host).
+  template <class Module, class Data>
+  std::map<std::string, double> validate(Module& module, Data&& data) {
+    static_assert(detail::lightning_hook<detail::tags::validation_step>::callable<Module, detail::batch_of_data_t<Data>&,
+                                                                                 std::int64_t>,
+                  "trainloop: validate(): the module has no validation_step(Batch& batch, std::int64_t batch_idx)");
+    check_module<Module>();
+    detail::Held<Data> held{std::forward<Data>(data)};
+    run_stage(module, Stage::validate, "validate", [&] {
+      run_evaluation<detail::tags::validation_step>(module, held.get(), Stage::validate,
+                                                    eval_limit(options_.limit_val_batches(), held.get(), "limit_val_batches"));
+    });
+    return host_values(metrics_[index(Stage::validate)]);
+  }
+
+  /// Runs test_step over `data` once; returns the epoch metrics logged (read to the host).
+  template <class Module, class Data>
+  std::map<std::string, double> test(Module& module, Data&& data) {
+    static_assert(detail::lightning_hook<detail::tags::test_step>::callable<Module, detail::batch_of_data_t<Data>&,
+                                                                           std::int64_t>,
+                  "trainloop: test(): the module has no test_step(Batch& batch, std::int64_t batch_idx)");
+    check_module<Module>();
+    detail::Held<Data> held{std::forward<Data>(data)};
+    run_stage(module, Stage::test, "test", [&] {
+      run_evaluation<detail::tags::test_step>(module, held.get(), Stage::test,
+                                              eval_limit(options_.limit_test_batches(), held.get(), "limit_test_batches"));
+    });
+    return host_values(metrics_[index(Stage::test)]);
+  }
+
+  /// Runs predict_step over `data`; returns its outputs in order.
+  template <class Module, class Data>
+  auto predict(Module& module, Data&& data) {
+    using Batch = detail::batch_of_data_t<Data>;
+    static_assert(detail::lightning_hook<detail::tags::predict_step>::callable<Module, Batch&, std::int64_t>,
+                  "trainloop: predict(): the module has no predict_step(Batch& batch, std::int64_t batch_idx)");
+    using Out = std::decay_t<decltype(std::declval<Module&>().predict_step(std::declval<Batch&>(), std::int64_t{}))>;
+    static_assert(!std::is_void_v<Out>, "trainloop: predict_step must return its prediction");
+    check_module<Module>();
+    detail::Held<Data> held{std::forward<Data>(data)};
+    std::vector<Out> predictions;
+    run_stage(module, Stage::predict, "predict", [&] {
+      predictions = run_evaluation<detail::tags::predict_step>(
+          module, held.get(), Stage::predict,
+          eval_limit(options_.limit_predict_batches(), held.get(), "limit_predict_batches"));
+    });
+    return predictions;
+  }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  template <class>
+  friend struct detail::EvalHooks;
+
+  static constexpr std::size_t index(Stage s) { return static_cast<std::size_t>(s == Stage::sanity_check ? Stage::validate : s); }
+
+  template <class C>
+  static constexpr bool has_callback_type() {
+    return (std::is_same_v<detail::unwrap_reference_t<Callbacks>, C> || ... || false);
+  }
+
+  template <class Module>
+  static constexpr void check_module() {
+    static_assert(detail::is_lightning_module<Module>::value,
+                  "trainloop: the module must derive from trainloop::LightningModule<Module> (CRTP: "
+                  "struct Net : trainloop::LightningModule<Net> { ... })");
+    static_assert(detail::check_lightning_names<Module>());
+  }
+
+  // --- hook dispatch: callbacks in order (then the built-in ones), then the module ---------------------------------
+
+  template <class F>
+  void for_each_callback(F&& f) {
+    std::apply([&](auto&... cb) { (f(detail::unwrap(cb)), ...); }, callbacks_);
+    if (builtin_progress_bar_) f(progress_bar_);
+    if (builtin_model_summary_) f(model_summary_);
+  }
+  template <class Tag, class C, class Module, class... Args>
+  void call_callback(C& callback, Module& module, Args&... args) {
+    using Hook = detail::lightning_hook<Tag>;
+    Hook::template check_callback<C, Trainer&, Module&, Args&...>();
+    if constexpr (Hook::template callable<C, Trainer&, Module&, Args&...>) Hook::call(callback, *this, module, args...);
+  }
+  // Returns what the module's hook returned, when it returns something (on_train_batch_start's -1).
+  template <class Tag, class Module, class... Args>
+  auto call_module(Module& module, Args&... args) {
+    using Hook = detail::lightning_hook<Tag>;
+    Hook::template check_module<Module, Args&...>();
+    if constexpr (Hook::template callable<Module, Args&...>) {
+      using R = decltype(Hook::call(module, args...));
+      if constexpr (std::is_void_v<R>) {
+        Hook::call(module, args...);
+        return std::monostate{};
+      } else {
+        return Hook::call(module, args...);
+      }
+    } else {
+      return std::monostate{};
+    }
+  }
+  template <class Tag, class Module, class... Args>
+  auto call_hook(Module& module, Args&&... args) {
+    for_each_callback([&](auto& cb) { call_callback<Tag>(cb, module, args...); });
+    return call_module<Tag>(module, args...);
+  }
+
+  // --- setup shared by every entry point ---------------------------------------------------------------------------
+
+  template <class Module, class Body>
+  void run_stage(Module& module, Stage stage, const std::string& stage_name, Body&& body) {
+    if (options_.tune_malloc()) tune_glibc_malloc();
+    if (options_.seed()) torch::manual_seed(*options_.seed());
+    if (options_.deterministic()) {
+      at::globalContext().setDeterministicAlgorithms(true, false);
+      at::globalContext().setDeterministicCuDNN(true);
+      at::globalContext().setBenchmarkCuDNN(false);
+    }
+    device_ = parse_accelerator(options_.accelerator());
+    module.to(device_);
+    stage_ = stage;
+    runtime_ = detail::ModuleRuntime{};
+    runtime_.metrics = &metrics_[index(stage)];
+    runtime_.stage = stage;
+    runtime_.device = device_;
+    runtime_.current_epoch = current_epoch_;
+    runtime_.global_step = global_step_;
+    runtime_.backward = [this, &module](torch::Tensor& loss) { backward(module, loss); };
+    runtime_.step = [this, &module](torch::optim::Optimizer& optimizer) {
+      step_optimizer(module, optimizer);
+      count_optimizer_step();
+    };
+    runtime_.zero_grad = [this, &module](torch::optim::Optimizer& optimizer) { zero_grad(module, optimizer); };
+    module.attach_runtime_(&runtime_);
+    struct Detach {
+      Module& m;
+      ~Detach() { m.attach_runtime_(nullptr); }
+    } detach{module};
+    try {
+      call_hook<detail::tags::setup>(module, stage_name);
+      body();
+      call_hook<detail::tags::teardown>(module, stage_name);
+    } catch (...) {
+      std::exception_ptr error = std::current_exception();
+      call_hook<detail::tags::on_exception>(module, error);
+      throw;
+    }
+  }
+
+  template <class Data>
+  std::optional<std::int64_t> eval_limit(const BatchLimit& limit, Data& data, const char* option) const {
+    if (options_.fast_dev_run() > 0) return options_.fast_dev_run();
+    return limit.apply(detail::data_size(data), option);
+  }
+
+  // --- optimisation ------------------------------------------------------------------------------------------------
+
+  template <class Module>
+  void configure_optimizers(Module& module) {
+    optimizers_.clear();
+    if constexpr (detail::lightning_hook<detail::tags::configure_optimizers>::callable<Module>) {
+      optimizers_ = detail::to_optimizers(module.configure_optimizers());
+    }
+    for (std::size_t i = 0; i < optimizers_.size(); ++i) {
+      const auto& config = optimizers_[i];
+      if (!config.optimizer())
+        throw std::invalid_argument("trainloop: " + detail::type_name<Module>() +
+                                    "::configure_optimizers() returned a null optimizer (entry " + std::to_string(i) + ")");
+      if (const auto& s = config.scheduler()) {
+        if (!s->monitor().empty() && !s->can_step_on_metric())
+          throw std::invalid_argument("trainloop: the scheduler of optimizer " + std::to_string(i) + " monitors '" +
+                                      s->monitor() + "' but has no step(double metric)");
+        if (s->monitor().empty() && !s->can_step_plainly())
+          throw std::invalid_argument("trainloop: the scheduler of optimizer " + std::to_string(i) +
+                                      " only has step(double metric); give it a metric with .monitor(\"name\")");
+      }
+    }
+    if (module.automatic_optimization() && optimizers_.empty())
+      throw std::invalid_argument("trainloop: " + detail::type_name<Module>() +
+                                  " has no optimizer: its configure_optimizers() must return one (for example "
+                                  "std::make_shared<torch::optim::Adam>(parameters())), or switch to manual "
+                                  "optimisation with automatic_optimization(false)");
+    runtime_.optimizers.clear();
+    for (const auto& config : optimizers_) runtime_.optimizers.push_back(config.optimizer());
+  }
+
+  // Device-side clipping: no host sync (LibTorch's clip_grad_norm_ returns the norm as a double, which syncs).
+  void clip_gradients(torch::optim::Optimizer& optimizer) const {
+    const double limit = options_.gradient_clip_val();
+    if (limit <= 0) return;
+    std::vector<torch::Tensor> grads;
+    for (auto& group : optimizer.param_groups())
+      for (auto& p : group.params())
+        if (p.grad().defined()) grads.push_back(p.grad());
+    if (grads.empty()) return;
+    torch::NoGradGuard no_grad;
+    if (options_.gradient_clip_algorithm() == ClipAlgorithm::value) {
+      for (auto& g : grads) g.clamp_(-limit, limit);
+      return;
+    }
+    std::vector<torch::Tensor> norms;
+    norms.reserve(grads.size());
+    for (auto& g : grads) norms.push_back(g.norm(2).to(torch::kFloat32));
+    const torch::Tensor total = torch::stack(norms).norm(2);
+    const torch::Tensor scale = (limit / (total + 1e-6)).clamp_max(1.0);
+    for (auto& g : grads) g.mul_(scale.to(g.dtype()));
+  }
+
+  template <class Module>
+  void step_optimizer(Module& module, torch::optim::Optimizer& optimizer) {
+    call_hook<detail::tags::on_before_optimizer_step>(module, optimizer);
+    clip_gradients(optimizer);
+    optimizer.step();
+  }
+  template <class Module>
+  void zero_grad(Module& module, torch::optim::Optimizer& optimizer) {
+    call_hook<detail::tags::on_before_zero_grad>(module, optimizer);
+    optimizer.zero_grad();
+  }
+  template <class Module>
+  void backward(Module& module, torch::Tensor& loss) {
+    call_hook<detail::tags::on_before_backward>(module, loss);
+    loss.backward();
+    call_hook<detail::tags::on_after_backward>(module);
+  }
+  // After optimizer steps: count, then step the schedulers that run per step.
+  void count_optimizer_step() {
+    ++global_step_;
+    runtime_.global_step = global_step_;
+    batches_since_step_ = 0;
+    step_schedulers(Interval::step, global_step_);
+  }
+  void step_schedulers(Interval interval, std::int64_t counter) {
+    for (std::size_t i = 0; i < optimizers_.size(); ++i) {
+      const auto& s = optimizers_[i].scheduler();
+      if (!s || s->interval() != interval || counter % s->frequency() != 0) continue;
+      if (s->monitor().empty()) {
+        s->step();
+        continue;
+      }
+      auto it = callback_metrics_.find(s->monitor());
+      if (it == callback_metrics_.end()) {
+        std::string logged;
+        for (const auto& entry : callback_metrics_) logged += (logged.empty() ? "" : ", ") + entry.first;
+        throw std::runtime_error("trainloop: the scheduler of optimizer " + std::to_string(i) + " monitors '" +
+                                 s->monitor() + "', which was not logged (logged: " +
+                                 (logged.empty() ? "nothing" : logged) + ")");
+      }
+      s->step(it->second.template item<double>());
+    }
+  }
+
+  // --- logged values -------------------------------------------------------------------------------------------------
+
+  // Step values into callback_metrics (always) and logged_metrics (every log_every_n_steps): tensors, no host sync.
+  void publish_step_values(MetricStore& store) {
+    const bool log_now = global_step_ % options_.log_every_n_steps() == 0;
+    store.take_step_values([&](const std::string& name, const MetricStore::Entry& e) {
+      callback_metrics_[name] = e.step_value;
+      if (e.logger && log_now) logged_metrics_[e.on_epoch ? name + "_step" : name] = e.step_value;
+    });
+  }
+  void publish_epoch_values(MetricStore& store) {
+    for (const auto& [name, e] : store.entries()) {
+      torch::Tensor value = MetricStore::epoch_value(e);
+      if (!value.defined()) continue;
+      callback_metrics_[name] = value;
+      if (e.logger) logged_metrics_[e.on_step ? name + "_epoch" : name] = value;
+    }
+  }
+  static std::map<std::string, double> host_values(const MetricStore& store) {
+    std::map<std::string, double> values;
+    for (const auto& [name, e] : store.entries()) {
+      torch::Tensor value = MetricStore::epoch_value(e);
+      if (value.defined()) values[name] = value.template item<double>();
+    }
+    return values;
+  }
+
+  // --- batches ------------------------------------------------------------------------------------------------------
+
+  // Lightning's transfer hooks, then the move to the device (skipped on CPU, where the batch is used as given).
+  template <class Module, class Batch>
+  Batch* transfer(Module& module, Batch& raw, std::optional<Batch>& slot) {
+    using Before = detail::lightning_hook<detail::tags::on_before_batch_transfer>;
+    using To = detail::lightning_hook<detail::tags::transfer_batch_to_device>;
+    using After = detail::lightning_hook<detail::tags::on_after_batch_transfer>;
+    Before::template check_module<Module, Batch, int>();
+    To::template check_module<Module, Batch, torch::Device, int>();
+    After::template check_module<Module, Batch, int>();
+    constexpr bool hooked = Before::template callable<Module, Batch, int> ||
+                            To::template callable<Module, Batch, torch::Device, int> ||
+                            After::template callable<Module, Batch, int>;
+    if (!hooked && device_.is_cpu()) return &raw;
+    Batch batch = raw;
+    if constexpr (Before::template callable<Module, Batch, int>) batch = module.on_before_batch_transfer(std::move(batch), 0);
+    if constexpr (To::template callable<Module, Batch, torch::Device, int>)
+      batch = module.transfer_batch_to_device(std::move(batch), device_, 0);
+    else
+      batch = detail::to_device(std::move(batch), device_);
+    if constexpr (After::template callable<Module, Batch, int>) batch = module.on_after_batch_transfer(std::move(batch), 0);
+    slot.reset();
+    slot.emplace(std::move(batch));
+    return &*slot;
+  }
+
+  template <class Module>
+  void check_loss(const torch::Tensor& loss, std::int64_t batch_idx) const {
+    auto where = [&] {
+      return detail::type_name<Module>() + "::training_step at epoch " + std::to_string(current_epoch_) + ", batch " +
+             std::to_string(batch_idx);
+    };
+    if (!loss.defined()) throw std::runtime_error("trainloop: " + where() + " returned an undefined loss tensor");
+    if (loss.numel() != 1)
+      throw std::runtime_error("trainloop: " + where() + " returned a loss of shape " + c10::str(loss.sizes()) +
+                               "; the loss must hold one number (reduce it, for example with .mean())");
+    if (!loss.requires_grad())
+      throw std::runtime_error("trainloop: " + where() +
+                               " returned a loss that does not require grad (computed under NoGradGuard, detached, or "
+                               "from parameters with requires_grad false?)");
+  }
+
+  // One training batch, Lightning's procedure. The batch-start hooks already ran (iteration_started).
+  template <class Module, class Batch>
+  auto train_batch(Module& module, EngineCore& core, Batch& batch) {
+    std::int64_t batch_idx = batch_idx_;
+    using Out = decltype(module.training_step(batch, batch_idx));
+    if constexpr (std::is_void_v<Out>) {
+      if (module.automatic_optimization())
+        throw std::logic_error("trainloop: " + detail::type_name<Module>() +
+                               "::training_step returns nothing, so there is no loss to optimise; return it, or use "
+                               "manual optimisation with automatic_optimization(false)");
+      module.training_step(batch, batch_idx);
+      const std::monostate out{};
+      call_hook<detail::tags::on_train_batch_end>(module, out, batch, batch_idx);
+      ++total_batches_;
+      publish_step_values(metrics_[index(Stage::train)]);
+      return out;
+    } else {
+      return train_batch_with_output(module, core, batch, batch_idx);
+    }
+  }
+  template <class Module, class Batch>
+  auto train_batch_with_output(Module& module, EngineCore& core, Batch& batch, std::int64_t batch_idx) {
+    auto out = module.training_step(batch, batch_idx);
+    if (module.automatic_optimization()) {
+      torch::Tensor loss;
+      try {
+        loss = detail::loss_of(out);
+      } catch (const std::invalid_argument& error) {
+        throw std::runtime_error("trainloop: " + detail::type_name<Module>() + "::" + error.what());
+      }
+      check_loss<Module>(loss, batch_idx);
+      const auto accumulate = options_.accumulate_grad_batches();
+      const bool last_batch = core.state.epoch_length && core.state.epoch_iteration >= *core.state.epoch_length;
+      const bool step_now = (batch_idx + 1) % accumulate == 0 || last_batch;
+      if (batches_since_step_ == 0)
+        for (const auto& config : optimizers_) zero_grad(module, *config.optimizer());
+      torch::Tensor scaled = accumulate > 1 ? loss / static_cast<double>(accumulate) : loss;
+      backward(module, scaled);
+      ++batches_since_step_;
+      if (step_now) {
+        for (const auto& config : optimizers_) step_optimizer(module, *config.optimizer());
+        count_optimizer_step();
+      }
+    }
+    call_hook<detail::tags::on_train_batch_end>(module, out, batch, batch_idx);
+    ++total_batches_;
+    publish_step_values(metrics_[index(Stage::train)]);
+    return out;
+  }
+
+  // --- evaluation (validate, test, predict; the sanity check) -----------------------------------------------------
+
+  template <class StepTag, class Module, class Data>
+  auto run_evaluation(Module& module, Data& data, Stage stage, std::optional<std::int64_t> limit,
+                      bool sanity = false) {
+    using Batch = detail::batch_of_data_t<Data&>;
+    using Out = std::decay_t<decltype(detail::lightning_hook<StepTag>::call(module, std::declval<Batch&>(),
+                                                                            std::int64_t{}))>;
+    using Stored = std::conditional_t<std::is_void_v<Out>, std::monostate, Out>;
+    std::vector<Stored> outputs;
+    if (limit && *limit == 0) return outputs;
+
+    const Stage previous_stage = stage_;
+    const bool was_training = module.is_training();
+    stage_ = stage;
+    sanity_checking_ = sanity;
+    runtime_.stage = stage;
+    MetricStore& store = metrics_[index(stage)];
+    runtime_.metrics = &store;
+    store.start_epoch();
+    (stage == Stage::test ? num_test_batches_ : stage == Stage::predict ? num_predict_batches_ : num_val_batches_) =
+        limit ? limit : detail::data_size(data);
+    module.eval();
+    struct Restore {
+      Trainer& t;
+      Module& m;
+      Stage stage;
+      bool training;
+      MetricStore* train_store;
+      ~Restore() {
+        m.train(training);
+        t.stage_ = stage;
+        t.runtime_.stage = stage;
+        t.runtime_.metrics = train_store;
+        t.sanity_checking_ = false;
+      }
+    } restore{*this, module, previous_stage, was_training, &metrics_[index(previous_stage)]};
+    torch::NoGradGuard no_grad;
+
+    detail::EvalHooks<StepTag>::start(*this, module);
+    std::optional<Batch> slot;
+    auto engine = make_engine<Batch>([&](EngineCore& core, Batch& raw) {
+      std::int64_t batch_idx = static_cast<std::int64_t>(core.state.epoch_iteration) - 1;
+      Batch* batch = transfer(module, raw, slot);
+      detail::EvalHooks<StepTag>::batch_start(*this, module, *batch, batch_idx);
+      if constexpr (std::is_void_v<Out>) {
+        detail::lightning_hook<StepTag>::call(module, *batch, batch_idx);
+        const std::monostate none{};
+        detail::EvalHooks<StepTag>::batch_end(*this, module, none, *batch, batch_idx);
+        if (stage == Stage::predict) outputs.push_back(none);
+      } else {
+        Out out = detail::lightning_hook<StepTag>::call(module, *batch, batch_idx);
+        detail::EvalHooks<StepTag>::batch_end(*this, module, out, *batch, batch_idx);
+        if (stage == Stage::predict) outputs.push_back(std::move(out));
+      }
+      publish_step_values(store);
+    });
+    RunOptions run = RunOptions().max_epochs(1);
+    if (limit) run.epoch_length(static_cast<std::uint64_t>(*limit));
+    engine.run(data, run);
+    detail::EvalHooks<StepTag>::epoch_end(*this, module);
+    if (!sanity) publish_epoch_values(store);
+    detail::EvalHooks<StepTag>::end(*this, module);
+    if (sanity) store.clear();
+    return outputs;
+  }
+
+  // --- fit ------------------------------------------------------------------------------------------------------------
+
+  template <class Module, class TrainHeld, class ValHeld, class Batch>
+  struct FitContext {
+    FitContext(Trainer& t, Module& m, TrainHeld& train_data, ValHeld& val_data)
+        : trainer(&t), module(&m), train(&train_data), val(&val_data) {}
+    Trainer* trainer;
+    Module* module;
+    TrainHeld* train;
+    ValHeld* val;
+    static constexpr bool has_val = !std::is_same_v<std::decay_t<decltype(std::declval<ValHeld&>().get())>, detail::NoData>;
+
+    std::optional<Batch> slot;
+    Batch* batch = nullptr;
+    std::optional<std::int64_t> val_limit;
+    Clock::time_point start;
+    bool stop_after_epoch = false;
+    bool skip_rest_of_epoch = false;
+
+    void run() {
+      Trainer& t = *trainer;
+      const TrainerOptions& o = t.options_;
+      start = Clock::now();
+      t.configure_optimizers(*module);
+      module->train();
+      t.current_epoch_ = 0;
+      t.global_step_ = 0;
+      t.total_batches_ = 0;
+      t.batches_since_step_ = 0;
+      t.should_stop_ = false;
+      t.callback_metrics_.clear();
+      t.logged_metrics_.clear();
+      for (auto& store : t.metrics_) store.clear();
+
+      BatchLimit train_limit = o.overfit_batches().is_set() ? o.overfit_batches() : o.limit_train_batches();
+      if (o.fast_dev_run() > 0) train_limit = BatchLimit(o.fast_dev_run());
+      t.num_training_batches_ = train_limit.apply(detail::data_size(train->get()), "limit_train_batches");
+      if constexpr (has_val) {
+        val_limit = o.overfit_batches().is_set() ? t.num_training_batches_
+                                                 : t.eval_limit(o.limit_val_batches(), val->get(), "limit_val_batches");
+      }
+
+      t.template call_hook<detail::tags::on_fit_start>(*module);
+      if constexpr (has_val) {
+        const std::int64_t sanity_steps = o.fast_dev_run() > 0 ? 0 : o.num_sanity_val_steps();
+        if (sanity_steps != 0) {
+          std::optional<std::int64_t> limit = val_limit;
+          if (sanity_steps > 0) limit = limit ? std::min(*limit, sanity_steps) : sanity_steps;
+          t.sanity_checking_ = true;
+          t.template call_hook<detail::tags::on_sanity_check_start>(*module);
+          validate_now(limit, true);
+          t.sanity_checking_ = true;
+          t.template call_hook<detail::tags::on_sanity_check_end>(*module);
+          t.sanity_checking_ = false;
+        }
+      }
+      t.template call_hook<detail::tags::on_train_start>(*module);
+      if (!t.num_training_batches_ || *t.num_training_batches_ > 0) {
+        auto engine = make_engine<Batch>(
+            [this](EngineCore& core, Batch&) { return trainer->train_batch(*module, core, *batch); },
+            detail::EngineEventsTo<FitContext>{this});
+        check_callback_engine_hooks<decltype(engine)>();
+        RunOptions run;
+        const auto epochs = o.effective_max_epochs();
+        run.max_epochs(epochs ? static_cast<std::uint64_t>(*epochs) : std::numeric_limits<std::uint64_t>::max());
+        if (t.num_training_batches_) run.epoch_length(static_cast<std::uint64_t>(*t.num_training_batches_));
+        run.restart_data_each_epoch(true);
+        engine.run(train->get(), run);
+      }
+      t.template call_hook<detail::tags::on_train_end>(*module);
+      t.template call_hook<detail::tags::on_fit_end>(*module);
+    }
+
+    template <class Engine>
+    static constexpr void check_callback_engine_hooks() {
+      static_assert((detail::check_engine_hook_signatures<detail::unwrap_reference_t<Callbacks>, Engine>() && ... && true));
+    }
+
+    void validate_now(std::optional<std::int64_t> limit, bool sanity) {
+      if constexpr (has_val) {
+        if (trainer->options_.overfit_batches().is_set())
+          trainer->template run_evaluation<detail::tags::validation_step>(*module, train->get(), Stage::validate, limit, sanity);
+        else
+          trainer->template run_evaluation<detail::tags::validation_step>(*module, val->get(), Stage::validate, limit, sanity);
+      }
+    }
+    bool validation_due_this_epoch() const {
+      return has_val && (trainer->current_epoch_ + 1) % trainer->options_.check_val_every_n_epoch() == 0;
+    }
+    bool minimums_reached() const {
+      const TrainerOptions& o = trainer->options_;
+      return trainer->current_epoch_ + 1 >= o.min_epochs() && trainer->global_step_ >= o.min_steps();
+    }
+
+    // The training Engine's events: callbacks' Engine hooks first, then the Trainer's own work.
+    template <Event E, class Engine>
+    void engine_event(Engine& engine) {
+      std::apply([&](auto&... cb) { (call_engine_hook<E>(detail::unwrap(cb), engine), ...); }, trainer->callbacks_);
+      if constexpr (E == Event::epoch_started) epoch_started(engine);
+      if constexpr (E == Event::iteration_started) iteration_started(engine);
+      if constexpr (E == Event::iteration_completed) iteration_completed(engine);
+      if constexpr (E == Event::epoch_completed) epoch_completed(engine);
+    }
+    template <Event E, class C, class Engine>
+    static void call_engine_hook(C& callback, Engine& engine) {
+      if constexpr (detail::hook<E>::template callable<C, Engine>) {
+        if constexpr (E == Event::exception_raised)
+          detail::hook<E>::call(callback, engine, engine.current_exception());
+        else
+          detail::hook<E>::call(callback, engine);
+      }
+    }
+
+    template <class Engine>
+    void epoch_started(Engine& engine) {
+      Trainer& t = *trainer;
+      t.current_epoch_ = static_cast<std::int64_t>(engine.state.epoch) - 1;
+      t.runtime_.current_epoch = t.current_epoch_;
+      module->train();
+      t.metrics_[index(Stage::train)].start_epoch();
+      skip_rest_of_epoch = false;
+      t.template call_hook<detail::tags::on_train_epoch_start>(*module);
+    }
+
+    template <class Engine>
+    void iteration_started(Engine& engine) {
+      Trainer& t = *trainer;
+      t.batch_idx_ = static_cast<std::int64_t>(engine.state.epoch_iteration) - 1;
+      batch = t.transfer(*module, *engine.batch(), slot);
+      auto result = t.template call_hook<detail::tags::on_train_batch_start>(*module, *batch, t.batch_idx_);
+      if constexpr (std::is_convertible_v<decltype(result), int>) {
+        if (static_cast<int>(result) == -1) {  // Lightning: -1 skips the rest of the epoch, this batch included
+          skip_rest_of_epoch = true;
+          engine.terminate_epoch();
+        }
+      }
+    }
+
+    template <class Engine>
+    void iteration_completed(Engine& engine) {
+      Trainer& t = *trainer;
+      const TrainerOptions& o = t.options_;
+      if (o.max_steps() > 0 && t.global_step_ >= o.max_steps()) stop_at_epoch_end(engine);
+      if (o.max_time().count() > 0 && Clock::now() - start >= o.max_time()) stop_at_epoch_end(engine);
+      if (t.should_stop_ && minimums_reached()) stop_at_epoch_end(engine);
+      if (stop_after_epoch || !has_val || !validation_due_this_epoch()) return;
+      const bool last = engine.state.epoch_length && engine.state.epoch_iteration >= *engine.state.epoch_length;
+      bool validate = false;
+      if (o.val_check_steps()) {
+        validate = t.batches_since_step_ == 0 && t.global_step_ > 0 && t.global_step_ % *o.val_check_steps() == 0;
+      } else if (o.val_check_fraction() < 1.0 && engine.state.epoch_length && !last) {
+        const auto every = std::max<std::int64_t>(
+            1, static_cast<std::int64_t>(static_cast<double>(*engine.state.epoch_length) * o.val_check_fraction()));
+        validate = (t.batch_idx_ + 1) % every == 0;
+      }
+      if (validate) validate_now(val_limit, false);
+    }
+
+    template <class Engine>
+    void stop_at_epoch_end(Engine& engine) {
+      stop_after_epoch = true;
+      engine.terminate_epoch();
+    }
+
+    template <class Engine>
+    void epoch_completed(Engine& engine) {
+      Trainer& t = *trainer;
+      const TrainerOptions& o = t.options_;
+      if (t.batches_since_step_ > 0 && module->automatic_optimization()) {  // the epoch ended inside a window
+        for (const auto& config : t.optimizers_) t.step_optimizer(*module, *config.optimizer());
+        t.count_optimizer_step();
+      }
+      if (!o.val_check_steps() && validation_due_this_epoch() && !skip_rest_of_epoch) validate_now(val_limit, false);
+
+      // on_train_epoch_end: callbacks, the module, the epoch's train values, then the monitoring callbacks.
+      auto callbacks_where = [&](auto monitoring) {
+        std::apply(
+            [&](auto&... cb) {
+              (
+                  [&](auto& callback) {
+                    if constexpr (detail::is_monitoring_callback<std::decay_t<decltype(callback)>>() == monitoring)
+                      t.template call_callback<detail::tags::on_train_epoch_end>(callback, *module);
+                  }(detail::unwrap(cb)),
+                  ...);
+            },
+            t.callbacks_);
+      };
+      callbacks_where(std::false_type{});
+      if (t.builtin_progress_bar_) t.template call_callback<detail::tags::on_train_epoch_end>(t.progress_bar_, *module);
+      t.template call_module<detail::tags::on_train_epoch_end>(*module);
+      t.publish_epoch_values(t.metrics_[index(Stage::train)]);
+      callbacks_where(std::true_type{});
+      t.step_schedulers(Interval::epoch, t.current_epoch_ + 1);
+      if (t.should_stop_ && minimums_reached()) stop_after_epoch = true;
+      if (stop_after_epoch) engine.terminate();
+      t.current_epoch_ = static_cast<std::int64_t>(engine.state.epoch);  // epochs run, as Lightning reports after fit
+      t.runtime_.current_epoch = t.current_epoch_;
+    }
+  };
+
+  TrainerOptions options_;
+  std::tuple<Callbacks...> callbacks_;
+  ProgressBar progress_bar_;
+  ModelSummary model_summary_;
+  bool builtin_progress_bar_ = false;
+  bool builtin_model_summary_ = false;
+
+  torch::Device device_ = torch::Device(torch::kCPU);
+  Stage stage_ = Stage::train;
+  bool sanity_checking_ = false;
+  bool should_stop_ = false;
+  std::int64_t current_epoch_ = 0, global_step_ = 0, total_batches_ = 0, batch_idx_ = 0;
+  std::int64_t batches_since_step_ = 0;  // batches whose gradients wait for the next optimizer step
+  std::optional<std::int64_t> num_training_batches_, num_val_batches_, num_test_batches_, num_predict_batches_;
+  std::array<MetricStore, 4> metrics_;  // train, validate (and sanity check), test, predict
+  std::map<std::string, torch::Tensor> callback_metrics_, logged_metrics_;
+  Optimizers optimizers_;
+  detail::ModuleRuntime runtime_;
+};
+
+template <class... Callbacks>
+Trainer(TrainerOptions, Callbacks...) -> Trainer<Callbacks...>;
+
+TRAINLOOP_DETAIL_END

@@ -1,0 +1,166 @@
+// trainloop: TrainerOptions, the Trainer's settings as chainable setters (LibTorch style), checked in one place.
+#pragma once
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+TRAINLOOP_DETAIL_BEGIN
+
+/// A number of batches, or a fraction of them (limit_*_batches, overfit_batches): an integer counts batches, a
+/// floating-point value is a fraction, as in Lightning (10 = ten batches, 0.25 = a quarter, 1.0 = all).
+class BatchLimit {
+ public:
+  BatchLimit() = default;
+  BatchLimit(std::int64_t batches) : count_(batches) {}  // NOLINT: implicit on purpose
+  BatchLimit(int batches) : count_(batches) {}           // NOLINT
+  BatchLimit(double fraction) : fraction_(fraction) {}   // NOLINT
+  bool is_set() const { return count_ || fraction_; }
+  const std::optional<std::int64_t>& count() const { return count_; }
+  const std::optional<double>& fraction() const { return fraction_; }
+  /// The number of batches out of `available` (unknown for unsized data: then only counts and 1.0 are allowed).
+  std::optional<std::int64_t> apply(std::optional<std::int64_t> available, const char* option) const {
+    if (count_) return available ? std::min(*count_, *available) : *count_;
+    if (!fraction_ || *fraction_ == 1.0) return available;
+    if (!available)
+      throw std::invalid_argument(std::string("trainloop: TrainerOptions().") + option +
+                                  "(fraction): the data has no size, so a fraction of it is unknown; give a count");
+    return static_cast<std::int64_t>(static_cast<double>(*available) * *fraction_);
+  }
+
+ private:
+  std::optional<std::int64_t> count_;
+  std::optional<double> fraction_;
+};
+
+enum class ClipAlgorithm { norm, value };
+
+#define TRAINLOOP_DETAIL_OPTION(type, name, default_value)                                                             \
+ public:                                                                                                               \
+  TrainerOptions& name(type value) {                                                                                   \
+    name##_ = std::move(value);                                                                                        \
+    return *this;                                                                                                      \
+  }                                                                                                                    \
+  const type& name() const { return name##_; }                                                                         \
+                                                                                                                       \
+ private:                                                                                                              \
+  type name##_ = default_value;
+
+/// The Trainer's options. Defaults follow Lightning's.
+class TrainerOptions {
+  /// "auto" (CUDA when available), "cpu", "cuda", "cuda:N", "mps".
+  TRAINLOOP_DETAIL_OPTION(std::string, accelerator, "auto")
+  /// -1: unlimited (the default, 1000, applies when max_steps is unset too).
+  TRAINLOOP_DETAIL_OPTION(std::int64_t, max_epochs, -2)
+  TRAINLOOP_DETAIL_OPTION(std::int64_t, min_epochs, 0)
+  /// Optimizer steps; -1: unlimited.
+  TRAINLOOP_DETAIL_OPTION(std::int64_t, max_steps, -1)
+  TRAINLOOP_DETAIL_OPTION(std::int64_t, min_steps, 0)
+  /// Wall-clock limit of fit, checked after each batch; zero: none.
+  TRAINLOOP_DETAIL_OPTION(std::chrono::duration<double>, max_time, std::chrono::duration<double>::zero())
+  TRAINLOOP_DETAIL_OPTION(BatchLimit, limit_train_batches, {})
+  TRAINLOOP_DETAIL_OPTION(BatchLimit, limit_val_batches, {})
+  TRAINLOOP_DETAIL_OPTION(BatchLimit, limit_test_batches, {})
+  TRAINLOOP_DETAIL_OPTION(BatchLimit, limit_predict_batches, {})
+  /// Train (and validate) on the same first batches every epoch, to check the model can overfit them.
+  TRAINLOOP_DETAIL_OPTION(BatchLimit, overfit_batches, {})
+  /// Runs n batches of train, validation and test, one epoch, no sanity check, to smoke-test the code; 0: off.
+  TRAINLOOP_DETAIL_OPTION(std::int64_t, fast_dev_run, 0)
+  TRAINLOOP_DETAIL_OPTION(std::int64_t, check_val_every_n_epoch, 1)
+  /// Validation steps run before training to catch bugs in validation_step early; -1: the whole set.
+  TRAINLOOP_DETAIL_OPTION(std::int64_t, num_sanity_val_steps, 2)
+  TRAINLOOP_DETAIL_OPTION(std::int64_t, accumulate_grad_batches, 1)
+  /// 0: no clipping.
+  TRAINLOOP_DETAIL_OPTION(double, gradient_clip_val, 0.0)
+  TRAINLOOP_DETAIL_OPTION(ClipAlgorithm, gradient_clip_algorithm, ClipAlgorithm::norm)
+  TRAINLOOP_DETAIL_OPTION(std::int64_t, log_every_n_steps, 50)
+  /// Deterministic algorithms (at::globalContext().setDeterministicAlgorithms, cuDNN deterministic, no benchmark).
+  TRAINLOOP_DETAIL_OPTION(bool, deterministic, false)
+  /// Seeds torch's CPU and CUDA generators at the start of fit.
+  TRAINLOOP_DETAIL_OPTION(std::optional<std::uint64_t>, seed, std::nullopt)
+  TRAINLOOP_DETAIL_OPTION(std::string, default_root_dir, ".")
+  /// Pins glibc's malloc thresholds (see allocator.hpp); process-wide.
+  TRAINLOOP_DETAIL_OPTION(bool, tune_malloc, true)
+
+ public:
+  /// Validation every `fraction` of an epoch (0 < f <= 1)...
+  TrainerOptions& val_check_interval(double fraction) {
+    val_check_fraction_ = fraction;
+    val_check_steps_.reset();
+    return *this;
+  }
+  /// ...or every `steps` optimizer steps, counted across epochs (then not at epoch ends).
+  TrainerOptions& val_check_interval(std::int64_t steps) {
+    val_check_steps_ = steps;
+    val_check_fraction_ = 1.0;
+    return *this;
+  }
+  TrainerOptions& val_check_interval(int steps) { return val_check_interval(static_cast<std::int64_t>(steps)); }
+  double val_check_fraction() const { return val_check_fraction_; }
+  const std::optional<std::int64_t>& val_check_steps() const { return val_check_steps_; }
+
+  TrainerOptions& enable_progress_bar(bool v) { return enable_progress_bar_ = v, *this; }
+  TrainerOptions& enable_model_summary(bool v) { return enable_model_summary_ = v, *this; }
+  /// The zero-cost configuration: no progress bar, no model summary, no host reads of logged values.
+  TrainerOptions& barebones(bool v) { return barebones_ = v, *this; }
+  bool barebones() const { return barebones_; }
+  bool enable_progress_bar() const { return !barebones_ && enable_progress_bar_.value_or(true); }
+  bool enable_model_summary() const { return !barebones_ && enable_model_summary_.value_or(true); }
+
+  /// max_epochs as the loop uses it: Lightning's defaults (1000 epochs, or unlimited with max_steps).
+  std::optional<std::int64_t> effective_max_epochs() const {
+    if (fast_dev_run_ > 0) return 1;
+    if (max_epochs_ == -2) return max_steps_ == -1 ? std::optional<std::int64_t>(1000) : std::nullopt;
+    if (max_epochs_ == -1) return std::nullopt;
+    return max_epochs_;
+  }
+
+  /// Rejects contradictory or out-of-range settings, naming the option.
+  void validate() const {
+    auto fail = [](const std::string& what) { return std::invalid_argument("trainloop: TrainerOptions()." + what); };
+    if (max_epochs_ < -2 || max_epochs_ == 0) throw fail("max_epochs(n): n must be positive, or -1 for unlimited");
+    if (min_epochs_ < 0) throw fail("min_epochs(n): n must not be negative");
+    if (max_epochs_ > 0 && min_epochs_ > max_epochs_)
+      throw fail("min_epochs(" + std::to_string(min_epochs_) + ") exceeds max_epochs(" + std::to_string(max_epochs_) + ")");
+    if (max_steps_ < -1 || max_steps_ == 0) throw fail("max_steps(n): n must be positive, or -1 for unlimited");
+    if (min_steps_ < 0) throw fail("min_steps(n): n must not be negative");
+    if (max_steps_ > 0 && min_steps_ > max_steps_)
+      throw fail("min_steps(" + std::to_string(min_steps_) + ") exceeds max_steps(" + std::to_string(max_steps_) + ")");
+    if (max_time_.count() < 0) throw fail("max_time(t): t must not be negative");
+    const std::pair<const char*, const BatchLimit*> limits[] = {
+        {"limit_train_batches", &limit_train_batches_}, {"limit_val_batches", &limit_val_batches_},
+        {"limit_test_batches", &limit_test_batches_},   {"limit_predict_batches", &limit_predict_batches_},
+        {"overfit_batches", &overfit_batches_}};
+    for (const auto& [name, limit] : limits) {
+      if (limit->count() && *limit->count() < 0) throw fail(std::string(name) + "(n): n must not be negative");
+      if (limit->fraction() && (*limit->fraction() < 0.0 || *limit->fraction() > 1.0))
+        throw fail(std::string(name) + "(f): a fraction must be in [0, 1]; give an integer to count batches");
+    }
+    if (overfit_batches_.is_set() && (limit_train_batches_.is_set() || limit_val_batches_.is_set()))
+      throw fail("overfit_batches cannot be combined with limit_train_batches or limit_val_batches");
+    if (fast_dev_run_ < 0) throw fail("fast_dev_run(n): n must not be negative");
+    if (val_check_fraction_ <= 0.0 || val_check_fraction_ > 1.0)
+      throw fail("val_check_interval(f): a fraction must be in (0, 1]; give an integer for a number of steps");
+    if (val_check_steps_ && *val_check_steps_ < 1) throw fail("val_check_interval(n): n must be at least 1");
+    if (check_val_every_n_epoch_ < 1) throw fail("check_val_every_n_epoch(n): n must be at least 1");
+    if (num_sanity_val_steps_ < -1) throw fail("num_sanity_val_steps(n): n must be -1 (all) or more");
+    if (accumulate_grad_batches_ < 1) throw fail("accumulate_grad_batches(n): n must be at least 1");
+    if (gradient_clip_val_ < 0) throw fail("gradient_clip_val(v): v must not be negative");
+    if (log_every_n_steps_ < 1) throw fail("log_every_n_steps(n): n must be at least 1");
+    if (barebones_ && enable_progress_bar_.value_or(false))
+      throw fail("barebones(true) turns the progress bar off; drop enable_progress_bar(true)");
+    if (barebones_ && enable_model_summary_.value_or(false))
+      throw fail("barebones(true) turns the model summary off; drop enable_model_summary(true)");
+  }
+
+ private:
+  double val_check_fraction_ = 1.0;
+  std::optional<std::int64_t> val_check_steps_;
+  std::optional<bool> enable_progress_bar_, enable_model_summary_;
+  bool barebones_ = false;
+};
+#undef TRAINLOOP_DETAIL_OPTION
+
+TRAINLOOP_DETAIL_END
