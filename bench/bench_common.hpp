@@ -35,12 +35,18 @@ inline void run_interleaved(const std::string& title, std::vector<Variant>& vari
                             const char* unit) {
   using Clock = std::chrono::steady_clock;
   for (auto& v : variants) v.run();
-  for (int r = 0; r < rounds; ++r)
-    for (auto& v : variants) {
-      const auto start = Clock::now();
-      v.run();
-      v.seconds_per_unit.push_back(std::chrono::duration<double>(Clock::now() - start).count() / v.units);
-    }
+  auto timed = [](Variant& v) {
+    const auto start = Clock::now();
+    v.run();
+    v.seconds_per_unit.push_back(std::chrono::duration<double>(Clock::now() - start).count() / v.units);
+  };
+  // Odd rounds run the variants in reverse order, so neither always runs first (warm caches, drift).
+  for (int r = 0; r < rounds; ++r) {
+    if (r % 2 == 0)
+      for (auto& v : variants) timed(v);
+    else
+      for (auto it = variants.rbegin(); it != variants.rend(); ++it) timed(*it);
+  }
   const double base = median(variants.front().seconds_per_unit);
   std::printf("\n%s (median of %d interleaved rounds)\n", title.c_str(), rounds);
   std::printf("  %-52s %12s %12s %10s\n", "variant", unit, "min", "ratio");

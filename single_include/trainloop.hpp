@@ -1764,11 +1764,16 @@ TRAINLOOP_DETAIL_END
 TRAINLOOP_DETAIL_BEGIN
 
 /// Pins glibc's malloc thresholds (process-wide): mmap threshold 32 MiB, trim threshold 256 MiB, top pad 64 MiB.
-/// Returns false (and changes nothing) on other C libraries. Idempotent.
+/// Returns false (and changes nothing) on other C libraries. Only the first call acts: each mallopt call also
+/// consolidates the heap, which every later fit() would pay for in slower allocations.
 inline bool tune_glibc_malloc() noexcept {
 #if defined(__GLIBC__)
-  const bool ok = mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1;
-  return mallopt(M_TRIM_THRESHOLD, 256 << 20) == 1 && mallopt(M_TOP_PAD, 64 << 20) == 1 && ok;
+  static const bool tuned = [] {
+    const bool mmap_ok = mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1;
+    const bool trim_ok = mallopt(M_TRIM_THRESHOLD, 256 << 20) == 1;
+    return mallopt(M_TOP_PAD, 64 << 20) == 1 && mmap_ok && trim_ok;
+  }();
+  return tuned;
 #else
   return false;
 #endif
@@ -2882,7 +2887,7 @@ using batch_of_data_t = typename batch_of_data<Data>::type;
 
 template <class Data>
 std::optional<std::int64_t> data_size(const Data& data) {
-  if constexpr (is_range_v<const Data> && is_detected_v<size_t_of, Data>)
+  if constexpr (is_range_v<Data> && is_detected_v<size_t_of, Data>)
     return static_cast<std::int64_t>(std::size(data));
   else
     return std::nullopt;
@@ -3502,7 +3507,8 @@ class Trainer {
       }
       publish_step_values(store);
     });
-    RunOptions run = RunOptions().max_epochs(1);
+    RunOptions run;
+    run.max_epochs(1);
     if (limit) run.epoch_length(static_cast<std::uint64_t>(*limit));
     engine.run(data, run);
     detail::EvalHooks<StepTag>::epoch_end(*this, module);

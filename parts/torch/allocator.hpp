@@ -10,11 +10,16 @@
 TRAINLOOP_DETAIL_BEGIN
 
 /// Pins glibc's malloc thresholds (process-wide): mmap threshold 32 MiB, trim threshold 256 MiB, top pad 64 MiB.
-/// Returns false (and changes nothing) on other C libraries. Idempotent.
+/// Returns false (and changes nothing) on other C libraries. Only the first call acts: each mallopt call also
+/// consolidates the heap, which every later fit() would pay for in slower allocations.
 inline bool tune_glibc_malloc() noexcept {
 #if defined(__GLIBC__)
-  const bool ok = mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1;
-  return mallopt(M_TRIM_THRESHOLD, 256 << 20) == 1 && mallopt(M_TOP_PAD, 64 << 20) == 1 && ok;
+  static const bool tuned = [] {
+    const bool mmap_ok = mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1;
+    const bool trim_ok = mallopt(M_TRIM_THRESHOLD, 256 << 20) == 1;
+    return mallopt(M_TOP_PAD, 64 << 20) == 1 && mmap_ok && trim_ok;
+  }();
+  return tuned;
 #else
   return false;
 #endif

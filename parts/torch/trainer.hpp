@@ -55,7 +55,7 @@ using batch_of_data_t = typename batch_of_data<Data>::type;
 
 template <class Data>
 std::optional<std::int64_t> data_size(const Data& data) {
-  if constexpr (is_range_v<const Data> && is_detected_v<size_t_of, Data>)
+  if constexpr (is_range_v<Data> && is_detected_v<size_t_of, Data>)
     return static_cast<std::int64_t>(std::size(data));
   else
     return std::nullopt;
@@ -675,7 +675,8 @@ class Trainer {
       }
       publish_step_values(store);
     });
-    RunOptions run = RunOptions().max_epochs(1);
+    RunOptions run;
+    run.max_epochs(1);
     if (limit) run.epoch_length(static_cast<std::uint64_t>(*limit));
     engine.run(data, run);
     detail::EvalHooks<StepTag>::epoch_end(*this, module);

@@ -1,0 +1,88 @@
+// What the Trainer costs: Trainer(barebones) fitting a model, against a hand-written LibTorch loop doing identical
+// work (zero_grad, forward, loss, backward, step) on the same batches, interleaved in one process, median of
+// repeats, one intra-op thread, the same allocator tuning for both. Two models: Linear(1, 1) with batch 1 (so the
+// loop's own cost shows) and a 784-128-10 MLP with batch 64.
+//
+//   trainer_overhead [--smoke]
+#include <trainloop.hpp>
+
+#include <cstring>
+#include <vector>
+
+#include "bench_common.hpp"
+
+using namespace trainloop;
+using Batch = std::pair<torch::Tensor, torch::Tensor>;
+
+namespace {
+struct Tiny : LightningModule<Tiny> {
+  torch::nn::Linear fc{nullptr};
+  Tiny() { fc = register_module("fc", torch::nn::Linear(1, 1)); }
+  torch::Tensor forward(const torch::Tensor& x) { return fc(x); }
+  torch::Tensor training_step(Batch& b, std::int64_t) { return torch::mse_loss(forward(b.first), b.second); }
+  std::shared_ptr<torch::optim::SGD> configure_optimizers() {
+    return std::make_shared<torch::optim::SGD>(parameters(), torch::optim::SGDOptions(1e-3));
+  }
+};
+struct Mlp : LightningModule<Mlp> {
+  torch::nn::Linear fc1{nullptr}, fc2{nullptr};
+  Mlp() {
+    fc1 = register_module("fc1", torch::nn::Linear(784, 128));
+    fc2 = register_module("fc2", torch::nn::Linear(128, 10));
+  }
+  torch::Tensor forward(const torch::Tensor& x) { return fc2(torch::relu(fc1(x))); }
+  torch::Tensor training_step(Batch& b, std::int64_t) {
+    return torch::nn::functional::cross_entropy(forward(b.first), b.second);
+  }
+  std::shared_ptr<torch::optim::SGD> configure_optimizers() {
+    return std::make_shared<torch::optim::SGD>(parameters(), torch::optim::SGDOptions(1e-3));
+  }
+};
+
+// The physical limit: the loop a LibTorch user writes by hand.
+template <class Model, class Loss>
+void hand_written(Model& model, const std::vector<Batch>& data, Loss loss_fn) {
+  torch::optim::SGD optimizer(model.parameters(), torch::optim::SGDOptions(1e-3));
+  for (const auto& [x, y] : data) {
+    optimizer.zero_grad();
+    torch::Tensor loss = loss_fn(model.forward(x), y);
+    loss.backward();
+    optimizer.step();
+  }
+}
+
+template <class Model, class Loss>
+void compare(const char* title, std::vector<Batch> data, Loss loss_fn, int rounds) {
+  // One model for both: the same parameters in the same memory, so only the loop differs.
+  Model model;
+  Trainer trainer(TrainerOptions().barebones(true).accelerator("cpu").max_epochs(1));
+  std::vector<bench::Variant> variants{
+      {"hand-written LibTorch loop (baseline)", [&] { hand_written(model, data, loss_fn); }, double(data.size())},
+      {"Trainer, barebones", [&] { trainer.fit(model, data); }, double(data.size())},
+  };
+  bench::run_interleaved(title, variants, rounds, 1e6, "us/step");
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  const bool smoke = argc > 1 && std::strcmp(argv[1], "--smoke") == 0;
+  torch::set_num_threads(1);
+  tune_glibc_malloc();  // what the Trainer does by default, given to the hand-written loop too
+  torch::manual_seed(0);
+  const int rounds = smoke ? 2 : 21;
+
+  std::vector<Batch> tiny;
+  for (int i = 0; i < (smoke ? 100 : 4000); ++i) tiny.emplace_back(torch::randn({1, 1}), torch::randn({1, 1}));
+  compare<Tiny>("trainer_overhead: Linear(1, 1), batch 1", tiny,
+                [](const torch::Tensor& out, const torch::Tensor& y) { return torch::mse_loss(out, y); }, rounds);
+
+  std::vector<Batch> mnist_like;
+  for (int i = 0; i < (smoke ? 10 : 300); ++i)
+    mnist_like.emplace_back(torch::rand({64, 784}), torch::randint(10, {64}, torch::kLong));
+  compare<Mlp>("trainer_overhead: MLP 784-128-10, batch 64", mnist_like,
+               [](const torch::Tensor& out, const torch::Tensor& y) {
+                 return torch::nn::functional::cross_entropy(out, y);
+               },
+               rounds);
+  return 0;
+}
