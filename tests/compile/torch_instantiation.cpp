@@ -5,8 +5,34 @@
 #include <utility>
 #include <vector>
 
+using Batch = std::pair<torch::Tensor, torch::Tensor>;
+
+struct Net : trainloop::LightningModule<Net> {
+  torch::nn::Linear fc{nullptr};
+  Net() { fc = register_module("fc", torch::nn::Linear(4, 2)); }
+  torch::Tensor training_step(Batch& b, std::int64_t) {
+    torch::Tensor loss = torch::nn::functional::cross_entropy(fc(b.first), b.second);
+    log("loss", loss, trainloop::LogOptions().prog_bar(true).on_epoch(true));
+    return loss;
+  }
+  void validation_step(Batch& b, std::int64_t) { log("val_loss", torch::nn::functional::cross_entropy(fc(b.first), b.second)); }
+  void test_step(Batch& b, std::int64_t) { log("test_loss", torch::nn::functional::cross_entropy(fc(b.first), b.second)); }
+  torch::Tensor predict_step(Batch& b, std::int64_t) { return fc(b.first); }
+  trainloop::OptimizerConfig configure_optimizers() {
+    auto adam = std::make_shared<torch::optim::Adam>(parameters());
+    return trainloop::OptimizerConfig(adam).scheduler(std::make_shared<torch::optim::StepLR>(*adam, 1));
+  }
+  void on_train_epoch_end() {}
+};
+
+struct Callback {
+  template <class T, class M>
+  void on_train_batch_end(T&, M&, const torch::Tensor&, Batch&, std::int64_t) {}
+  template <class E>
+  void on_iteration_completed(E&) {}
+};
+
 int main() {
-  using Batch = std::pair<torch::Tensor, torch::Tensor>;
   torch::nn::Linear model(4, 2);
   torch::optim::SGD optimizer(model->parameters(), torch::optim::SGDOptions(0.1));
   auto engine = trainloop::make_engine([&](trainloop::EngineCore&, Batch& batch) {
@@ -20,6 +46,12 @@ int main() {
   }));
   std::vector<Batch> data{{torch::randn({8, 4}), torch::randint(2, {8})}};
   engine.run(data, trainloop::max_epochs(1));
+  Net net;
+  trainloop::Trainer trainer(trainloop::TrainerOptions().max_epochs(1).gradient_clip_val(1.0), Callback{});
+  trainer.fit(net, data, data);
+  trainer.test(net, data);
+  auto predictions = trainer.predict(net, data);
   trainloop::MnistSplit split = trainloop::read_mnist_split(trainloop::fashion_mnist_debian_dir, false);
-  return static_cast<int>(split.labels.size(0) + trainloop::read_idx("x.idx").dim());
+  return static_cast<int>(split.labels.size(0) + trainloop::read_idx("x.idx").dim() +
+                          static_cast<std::int64_t>(predictions.size()));
 }
