@@ -58,6 +58,8 @@ template <class T>
 struct is_example : std::false_type {};
 template <class D, class L>
 struct is_example<torch::data::Example<D, L>> : std::true_type {};
+template <class T>
+using example_target_t = decltype(std::declval<T&>().target);  // absent in Example<D, NoTarget>
 
 /// Moves every tensor in a batch (tensors, pairs, tuples, vectors, maps, torch::data::Example, nested) to `device`.
 /// A tensor already there is returned as is, without a dispatch: on CPU the transfer costs nothing.
@@ -81,7 +83,7 @@ T to_device(T value, const torch::Device& device) {
     return value;
   } else if constexpr (is_example<T>::value) {
     value.data = to_device(std::move(value.data), device);
-    value.target = to_device(std::move(value.target), device);
+    if constexpr (is_detected_v<example_target_t, T>) value.target = to_device(std::move(value.target), device);
     return value;
   } else {
     return value;  // holds no tensor

@@ -854,6 +854,8 @@ class Trainer {
     void epoch_completed(Engine& engine) {
       Trainer& t = *trainer;
       const TrainerOptions& o = t.options_;
+      if (!t.num_training_batches_ && engine.state.epoch_length)  // unsized data: the first pass told its length
+        t.num_training_batches_ = static_cast<std::int64_t>(*engine.state.epoch_length);
       if (t.batches_since_step_ > 0 && module->automatic_optimization()) {  // the epoch ended inside a window
         for (const auto& config : t.optimizers_) t.step_optimizer(*module, *config.optimizer());
         t.count_optimizer_step();
@@ -862,19 +864,13 @@ class Trainer {
 
       // on_train_epoch_end: callbacks, the module, the epoch's train values, then the monitoring callbacks.
       auto callbacks_where = [&](auto monitoring) {
-        std::apply(
-            [&](auto&... cb) {
-              (
-                  [&](auto& callback) {
-                    if constexpr (detail::is_monitoring_callback<std::decay_t<decltype(callback)>>() == monitoring)
-                      t.template call_callback<detail::tags::on_train_epoch_end>(callback, *module);
-                  }(detail::unwrap(cb)),
-                  ...);
-            },
-            t.callbacks_);
+        t.for_each_callback([&](auto& callback) {
+          if constexpr (detail::is_monitoring_callback<std::decay_t<decltype(callback)>>() ==
+                        std::decay_t<decltype(monitoring)>::value)
+            t.template call_callback<detail::tags::on_train_epoch_end>(callback, *module);
+        });
       };
       callbacks_where(std::false_type{});
-      if (t.builtin_progress_bar_) t.template call_callback<detail::tags::on_train_epoch_end>(t.progress_bar_, *module);
       t.template call_module<detail::tags::on_train_epoch_end>(*module);
       t.publish_epoch_values(t.metrics_[index(Stage::train)]);
       callbacks_where(std::true_type{});

@@ -482,3 +482,50 @@ TEST_CASE("batches are moved with to_device whatever their shape; data by value 
   trainer.fit(net, linear_data(3));  // an rvalue: the Trainer holds it across epochs
   CHECK(trainer.total_batches() == 6);
 }
+
+TEST_CASE("LibTorch's torch::data loaders feed fit and test, epoch after epoch") {
+  auto examples = linear_data(1, 40);
+  auto dataset = torch::data::datasets::TensorDataset(torch::cat({examples[0].first, examples[0].second}, 1))
+                     .map(torch::data::transforms::Stack<torch::data::TensorExample>());
+  auto loader = torch::data::make_data_loader<torch::data::samplers::RandomSampler>(
+      std::move(dataset), torch::data::DataLoaderOptions().batch_size(8));
+  struct FromLoader : LightningModule<FromLoader> {
+    torch::nn::Linear fc{nullptr};
+    FromLoader() { fc = register_module("fc", torch::nn::Linear(2, 1)); }
+    torch::Tensor loss(torch::data::TensorExample& b) {
+      return torch::mse_loss(fc(b.data.slice(1, 0, 2)), b.data.slice(1, 2, 3));
+    }
+    torch::Tensor training_step(torch::data::TensorExample& b, std::int64_t) { return loss(b); }
+    void test_step(torch::data::TensorExample& b, std::int64_t) { log("test_loss", loss(b)); }
+    std::shared_ptr<torch::optim::SGD> configure_optimizers() {
+      return std::make_shared<torch::optim::SGD>(parameters(), torch::optim::SGDOptions(0.05));
+    }
+  };
+  FromLoader net;
+  Trainer trainer(quiet().max_epochs(30));
+  trainer.fit(net, *loader);
+  CHECK(trainer.total_batches() == 30 * 5);
+  CHECK(trainer.num_training_batches() == 5);  // learnt from the first pass: the loader has no size()
+  CHECK(trainer.test(net, *loader).at("test_loss") < 0.1);
+}
+
+TEST_CASE("the progress bar on a terminal redraws one line in place, with a bar") {
+  TempDir dir;
+  const std::string path = dir.file("tty.txt");
+  std::FILE* file = std::fopen(path.c_str(), "w");
+  REQUIRE(file);
+  ProgressBar::Options bar_options;
+  bar_options.stream = file;
+  bar_options.terminal = true;
+  bar_options.refresh_seconds = 0;  // draw every batch
+  Regression net;
+  Trainer(quiet().max_epochs(1), ProgressBar(bar_options)).fit(net, linear_data(4), linear_data(2, 8, 1));
+  std::fclose(file);
+  std::ifstream in(path);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CHECK(text.find("\r\033[KEpoch 1/1:  50%|") != std::string::npos);
+  CHECK(text.find("\u2588") != std::string::npos);                  // the bar's full blocks
+  CHECK(text.find("\r\033[K\033[1A") != std::string::npos);          // a finished validation bar is cleared
+  CHECK(text.find("Epoch 1/1: 100%|") != std::string::npos);
+  CHECK(text.back() == '\n');                                        // the epoch's final line stays
+}
