@@ -7,18 +7,16 @@
 // makes the program fail when the final test accuracy is lower.
 #include <trainloop.hpp>
 
-#include <algorithm>
 #include <cstdio>
-#include <cstdlib>
-#include <filesystem>
 #include <fstream>
-#include <limits>
-#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
-using Batch = std::pair<torch::Tensor, torch::Tensor>;  // images [B, 1, 28, 28], labels [B]
+#include "../common/metrics_csv.hpp"
+#include "../common/shuffled_batches.hpp"
+
+using Batch = ImageBatch;
 
 struct Mlp : torch::nn::Module {
   torch::nn::Linear fc1{nullptr}, fc2{nullptr};
@@ -27,32 +25,6 @@ struct Mlp : torch::nn::Module {
     fc2 = register_module("fc2", torch::nn::Linear(128, 10));
   }
   torch::Tensor forward(torch::Tensor x) { return fc2(torch::relu(fc1(x.flatten(1)))); }
-};
-
-// An endless stream of shuffled mini-batches: a new permutation each time a pass ends. The Engine cuts it into
-// epochs with epoch_length. (The data-loader issue brings a full loader; this is all the example needs.)
-class ShuffledBatches {
- public:
-  ShuffledBatches(trainloop::MnistSplit split, std::int64_t batch_size, std::uint64_t seed)
-      : split_(std::move(split)), batch_size_(batch_size), generator_(torch::make_generator<torch::CPUGeneratorImpl>(seed)) {}
-  std::int64_t batches_per_pass() const { return (split_.labels.size(0) + batch_size_ - 1) / batch_size_; }
-  std::optional<Batch> operator()() {
-    const std::int64_t n = split_.labels.size(0);
-    if (next_ >= n) {
-      order_ = torch::randperm(n, generator_, torch::kLong);
-      next_ = 0;
-    }
-    torch::Tensor index = order_.slice(0, next_, std::min(next_ + batch_size_, n));
-    next_ += batch_size_;
-    return Batch{split_.images.index_select(0, index), split_.labels.index_select(0, index)};
-  }
-
- private:
-  trainloop::MnistSplit split_;
-  std::int64_t batch_size_;
-  torch::Generator generator_;
-  torch::Tensor order_;
-  std::int64_t next_ = std::numeric_limits<std::int64_t>::max();
 };
 
 int main(int argc, char** argv) {
@@ -85,19 +57,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "%s\n", error.what());
     return 1;
   }
-  // The log is opened before training, so an unwritable folder fails now, not after an epoch.
   std::ofstream metrics_csv;
-  if (!log_dir.empty()) {
-    std::error_code error;
-    std::filesystem::create_directories(log_dir, error);
-    metrics_csv.open(log_dir + "/metrics.csv");
-    if (error || !metrics_csv) {
-      std::fprintf(stderr, "cannot write %s/metrics.csv%s%s\n", log_dir.c_str(), error ? ": " : "",
-                   error ? error.message().c_str() : "");
-      return 1;
-    }
-    metrics_csv << "epoch,iteration,train_loss,test_accuracy,epoch_seconds\n";
-  }
+  if (!open_metrics_csv(log_dir, "epoch,iteration,train_loss,test_accuracy,epoch_seconds", metrics_csv)) return 1;
   if (smoke) {
     test_split.images = test_split.images.slice(0, 0, 1000);
     test_split.labels = test_split.labels.slice(0, 0, 1000);
@@ -105,7 +66,7 @@ int main(int argc, char** argv) {
   std::vector<Batch> test_batches;
   for (std::int64_t start = 0; start < test_split.labels.size(0); start += 1000)
     test_batches.emplace_back(test_split.images.slice(0, start, start + 1000), test_split.labels.slice(0, start, start + 1000));
-  ShuffledBatches train_batches(std::move(train_split), 64, /*seed=*/0);
+  ShuffledBatches train_batches(std::move(train_split), 64, /*seed=*/0);  // a new order at every pass
 
   auto model = std::make_shared<Mlp>();
   torch::optim::Adam optimizer(model->parameters(), torch::optim::AdamOptions(1e-3));
@@ -150,13 +111,13 @@ int main(int argc, char** argv) {
                 static_cast<unsigned long long>(e.state.epoch), mean_loss, 100 * evaluator.state.metrics["accuracy"],
                 e.state.times["epoch_completed"]);
     std::fflush(stdout);
-    if (metrics_csv.is_open())
-      metrics_csv << e.state.epoch << ',' << e.state.iteration << ',' << mean_loss << ','
+    metrics_csv << e.state.epoch << ',' << e.state.iteration << ',' << mean_loss << ','
                   << evaluator.state.metrics["accuracy"] << ',' << e.state.times["epoch_completed"] << std::endl;
   });
 
-  const std::uint64_t epoch_length = smoke ? 20 : static_cast<std::uint64_t>(train_batches.batches_per_pass());
-  trainer.run(train_batches, max_epochs(smoke ? 1 : epochs).epoch_length(epoch_length));
+  RunOptions run = max_epochs(smoke ? 1 : epochs);  // an epoch is one pass over the batches...
+  if (smoke) run.epoch_length(20);                   // ... or, for --smoke, its first 20
+  trainer.run(train_batches, run);
 
   const double accuracy = trainer.state.metrics["test_accuracy"];
   std::printf("final test accuracy: %.2f%%\n", 100 * accuracy);

@@ -9,10 +9,10 @@
 
 #include <cmath>
 #include <cstdio>
-#include <filesystem>
 #include <fstream>
 #include <string>
 
+#include "../common/metrics_csv.hpp"
 #include "../common/shuffled_batches.hpp"
 
 using namespace trainloop;
@@ -130,21 +130,8 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  // The log is opened before training, so an unwritable folder fails now, not after an epoch.
   std::ofstream csv;
-  if (!log_dir.empty()) {
-    std::error_code error;
-    std::filesystem::create_directories(log_dir, error);
-    csv.open(log_dir + "/metrics.csv");
-    if (error || !csv) {
-      std::fprintf(stderr, "cannot write %s/metrics.csv%s%s\n", log_dir.c_str(), error ? ": " : "",
-                   error ? error.message().c_str() : "");
-      return 1;
-    }
-    csv << "epoch,global_step,batches,train_loss,val_loss,val_acc\n";
-  } else {
-    csv.open("/dev/null");
-  }
+  if (!open_metrics_csv(log_dir, "epoch,global_step,batches,train_loss,val_loss,val_acc", csv)) return 1;
   try {
     const int rc = model == "mlp" ? run<Mlp>(data_dir, epochs, smoke, csv, min_accuracy)
                                   : run<Cnn>(data_dir, epochs, smoke, csv, min_accuracy);

@@ -23,31 +23,29 @@ TRAINLOOP_DETAIL_BEGIN
 /// Limits for one `run`: `engine.run(data, max_epochs(5))`, `run(data, max_iters(1000).epoch_length(100))`.
 class RunOptions {
  public:
-  RunOptions& max_epochs(std::uint64_t n) {
-    max_epochs_ = n;
-    return *this;
-  }
-  RunOptions& max_iters(std::uint64_t n) {
-    max_iters_ = n;
-    return *this;
-  }
-  RunOptions& epoch_length(std::uint64_t n) {
-    epoch_length_ = n;
-    return *this;
-  }
+  RunOptions& max_epochs(std::uint64_t n) { return max_epochs_ = positive(n, "max_epochs"), *this; }
+  RunOptions& max_iters(std::uint64_t n) { return max_iters_ = positive(n, "max_iters"), *this; }
+  RunOptions& epoch_length(std::uint64_t n) { return epoch_length_ = positive(n, "epoch_length"), *this; }
   /// Start a fresh pass over the data at every epoch (Lightning's epochs) instead of continuing the pass the last
   /// epoch left unfinished (Ignite's, the default). Matters when epoch_length is shorter than the data.
-  RunOptions& restart_data_each_epoch(bool v) {
-    restart_data_each_epoch_ = v;
-    return *this;
-  }
+  RunOptions& restart_data_each_epoch(bool v) { return restart_data_each_epoch_ = v, *this; }
+
+  std::optional<std::uint64_t> max_epochs() const { return unset_if_zero(max_epochs_); }
+  std::optional<std::uint64_t> max_iters() const { return unset_if_zero(max_iters_); }
+  std::optional<std::uint64_t> epoch_length() const { return unset_if_zero(epoch_length_); }
   bool restart_data_each_epoch() const { return restart_data_each_epoch_; }
-  const std::optional<std::uint64_t>& max_epochs() const { return max_epochs_; }
-  const std::optional<std::uint64_t>& max_iters() const { return max_iters_; }
-  const std::optional<std::uint64_t>& epoch_length() const { return epoch_length_; }
 
  private:
-  std::optional<std::uint64_t> max_epochs_, max_iters_, epoch_length_;
+  // Plain integers with 0 for "not given" (every limit must be positive): copying a std::optional member makes
+  // g++ 12 warn -Wmaybe-uninitialized at every `run(data, max_epochs(3))`.
+  static std::uint64_t positive(std::uint64_t n, const char* name) {
+    if (n == 0) throw std::invalid_argument(std::string("trainloop: ") + name + "(n): n must be positive");
+    return n;
+  }
+  static std::optional<std::uint64_t> unset_if_zero(std::uint64_t v) {
+    return v ? std::optional<std::uint64_t>(v) : std::nullopt;
+  }
+  std::uint64_t max_epochs_ = 0, max_iters_ = 0, epoch_length_ = 0;
   bool restart_data_each_epoch_ = false;
 };
 inline RunOptions max_epochs(std::uint64_t n) { return RunOptions().max_epochs(n); }
@@ -367,8 +365,6 @@ class Engine : public EngineCore {
   void prepare_run(const RunOptions& options, std::optional<std::size_t> data_size) {
     if (options.max_epochs() && options.max_iters())
       throw std::invalid_argument("trainloop: run(): max_epochs and max_iters are mutually exclusive; give one");
-    if (options.epoch_length() && *options.epoch_length() == 0)
-      throw std::invalid_argument("trainloop: run(): epoch_length must be positive");
     const bool never_ran = !state.max_epochs && !state.max_iters;
     const bool same_limits = (!options.max_epochs() && !options.max_iters()) ||
                              (options.max_epochs() && options.max_epochs() == state.max_epochs) ||

@@ -114,7 +114,9 @@ TEST_CASE("limits: max_iters, max_epochs, mutually exclusive, epoch_length valid
   CHECK_THROWS_WITH_AS(engine.run(data, max_epochs(1).max_iters(2)),
                        "trainloop: run(): max_epochs and max_iters are mutually exclusive; give one",
                        std::invalid_argument);
-  CHECK_THROWS_AS(engine.run(data, epoch_length(0)), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(engine.run(data, epoch_length(0)), "trainloop: epoch_length(n): n must be positive",
+                       std::invalid_argument);
+  CHECK_THROWS_AS(max_epochs(0), std::invalid_argument);
 }
 
 TEST_CASE("resume rule: a finished run restarts unless a limit is raised, which continues it") {

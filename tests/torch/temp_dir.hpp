@@ -28,3 +28,10 @@ struct TempDir {
 // doctest::Contains from a std::string (doctest takes a C string and keeps its own copy).
 #include <doctest/doctest.h>
 inline doctest::Contains contains(const std::string& text) { return doctest::Contains(text.c_str()); }
+
+#include <fstream>
+#include <iterator>
+inline std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}

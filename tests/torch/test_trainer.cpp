@@ -454,8 +454,7 @@ TEST_CASE("the progress bar writes plain lines when not on a terminal; the model
   Trainer trainer(quiet().max_epochs(2).num_sanity_val_steps(0), ProgressBar(bar_options), ModelSummary(file));
   trainer.fit(net, train, val);
   std::fclose(file);
-  std::ifstream in(path);
-  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string text = read_file(path);
   CHECK(text.find("0 | fc   | Linear | 3") != std::string::npos);
   CHECK(text.find("3          Total params") != std::string::npos);
   CHECK(text.find("Epoch 1/2:  25% 2/8 [") != std::string::npos);
@@ -521,8 +520,7 @@ TEST_CASE("the progress bar on a terminal redraws one line in place, with a bar"
   Regression net;
   Trainer(quiet().max_epochs(1), ProgressBar(bar_options)).fit(net, linear_data(4), linear_data(2, 8, 1));
   std::fclose(file);
-  std::ifstream in(path);
-  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string text = read_file(path);
   CHECK(text.find("\r\033[KEpoch 1/1:  50%|") != std::string::npos);
   CHECK(text.find("\u2588") != std::string::npos);                  // the bar's full blocks
   CHECK(text.find("\r\033[K\033[1A") != std::string::npos);          // a finished validation bar is cleared
