@@ -18,6 +18,7 @@
 
 #include "parts/torch/allocator.hpp"
 #include "parts/torch/data/idx.hpp"
+#include "parts/torch/data/loader.hpp"
 #include "parts/torch/device.hpp"
 #include "parts/torch/logging.hpp"
 #include "parts/torch/optim.hpp"

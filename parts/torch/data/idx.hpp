@@ -153,4 +153,24 @@ inline MnistSplit read_mnist_split(const std::string& dir, bool train,
   return {images.unsqueeze(1).to(torch::kFloat32).div_(255.0), labels.to(torch::kInt64)};
 }
 
+/// Standardises images in place: (x - mean) / std, with the split's conventional constants below.
+inline MnistSplit normalized(MnistSplit split, double mean, double std) {
+  split.images = split.images.sub(mean).div_(std);
+  return split;
+}
+inline constexpr double fashion_mnist_mean = 0.2860, fashion_mnist_std = 0.3530;  // over the training images
+inline constexpr double mnist_mean = 0.1307, mnist_std = 0.3081;
+
+/// Fashion-MNIST's train (60,000) or test (10,000) split, from Debian's dataset-fashion-mnist by default; with
+/// `normalize`, standardised with the training set's mean and deviation.
+inline MnistSplit fashion_mnist(bool train, const std::string& dir = fashion_mnist_debian_dir, bool normalize = false) {
+  MnistSplit split = read_mnist_split(dir, train);
+  return normalize ? normalized(std::move(split), fashion_mnist_mean, fashion_mnist_std) : split;
+}
+/// MNIST's train or test split from `dir` (the four IDX files, plain or .gz).
+inline MnistSplit mnist(bool train, const std::string& dir, bool normalize = false) {
+  MnistSplit split = read_mnist_split(dir, train, "download MNIST's four IDX files into that folder");
+  return normalize ? normalized(std::move(split), mnist_mean, mnist_std) : split;
+}
+
 TRAINLOOP_DETAIL_END
