@@ -2407,6 +2407,7 @@ TRAINLOOP_DETAIL_END
 // them only when something consumes them (the progress bar at its refresh rate, a logger at its interval, a monitor
 // at epoch end).
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <stdexcept>
@@ -2472,6 +2473,8 @@ class MetricStore {
     double weight = 0;          ///< sum of batch sizes, for the mean
     bool logged_this_epoch = false;
     bool step_pending = false;  ///< logged on_step since the Trainer last published step values
+    std::function<torch::Tensor()> metric_compute;  ///< a logged Metric: computed at epoch end...
+    std::function<void()> metric_reset;             ///< ... then reset, as Lightning does with torchmetrics
   };
 
   void log(Stage stage, const std::string& name, const torch::Tensor& value, const LogOptions& options) {
@@ -2515,10 +2518,36 @@ class MetricStore {
     e.logged_this_epoch = true;
   }
 
+  /// Logs a Metric (anything with reset/update/compute) kept by reference: its value is computed once, at epoch end,
+  /// from everything it accumulated, and the metric is reset then. Update it in the step as usual.
+  template <class M>
+  void log_metric(const std::string& name, M& metric, const LogOptions& options) {
+    if (name.empty()) throw std::invalid_argument("trainloop: log(): the metric name is empty");
+    if (options.on_step().value_or(false))
+      throw std::invalid_argument("trainloop: log(\"" + name + "\", metric): a Metric is logged per epoch; log its "
+                                  "compute() to see per-step values");
+    Entry& e = entries_[name];
+    e.on_step = false;
+    e.on_epoch = true;
+    e.prog_bar = options.prog_bar();
+    e.logger = options.logger();
+    e.sync_dist = options.sync_dist();
+    e.metric_compute = [&metric] { return metric.compute(); };
+    e.metric_reset = [&metric] { metric.reset(); };
+    e.logged_this_epoch = true;
+  }
+
   /// The epoch-level value of `e` (a device tensor), or undefined when it was not logged this epoch.
   static torch::Tensor epoch_value(const Entry& e) {
-    if (!e.on_epoch || !e.logged_this_epoch || !e.accumulated.defined()) return {};
+    if (!e.on_epoch || !e.logged_this_epoch) return {};
+    if (e.metric_compute) return e.metric_compute();
+    if (!e.accumulated.defined()) return {};
     return e.reduce == Reduce::mean ? e.accumulated / e.weight : e.accumulated;
+  }
+  /// Resets the Metrics logged this epoch, after their values were published.
+  void reset_logged_metrics() {
+    for (auto& [name, e] : entries_)
+      if (e.metric_reset && e.logged_this_epoch) e.metric_reset();
   }
 
   /// Calls f(name, entry) for each value logged on_step since the last call, and forgets them.
@@ -2547,6 +2576,769 @@ class MetricStore {
 
 TRAINLOOP_DETAIL_END
 // ---- end parts/torch/logging.hpp ----
+// ---- begin parts/torch/metrics/metric.hpp ----
+// trainloop: the Metric concept, its attachment to an Engine, the distributed-sync seam, and arithmetic composition.
+//
+// A metric is any type with `reset()`, `update(...)` and `compute()`. Its state lives in tensors on the metric's
+// device, so `update` never waits for the device; `compute()` returns a device tensor, and the host reads it only
+// when something consumes it (an Engine's state.metrics at epoch end, a log, a test).
+#include <functional>
+#include <memory>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+TRAINLOOP_DETAIL_BEGIN
+
+namespace detail {
+template <class M>
+using reset_t = decltype(std::declval<M&>().reset());
+template <class M>
+using compute_t = decltype(std::declval<M&>().compute());
+template <class M>
+inline constexpr bool is_metric_v = is_detected_v<reset_t, M> && is_detected_v<compute_t, M>;
+}  // namespace detail
+
+/// How a metric's states are combined across ranks.
+enum class SyncOp { sum, max, min };
+
+/// The distributed seam: a function that reduces one state tensor in place across ranks. Single process: none
+/// (metrics compute from their local state). The distributed build installs the process group's all-reduce here,
+/// so every metric synchronises once per compute(), never per update.
+inline std::function<void(torch::Tensor&, SyncOp)>& metric_state_reducer() {
+  static std::function<void(torch::Tensor&, SyncOp)> reducer;
+  return reducer;
+}
+namespace detail {
+inline void sync_state(torch::Tensor& state, SyncOp op) {
+  if (auto& reduce = metric_state_reducer()) reduce(state, op);
+}
+// Checks that cost no device sync: shapes and dtypes.
+inline void require(bool ok, const std::string& metric, const std::string& what) {
+  if (!ok) throw std::invalid_argument("trainloop: " + metric + ": " + what);
+}
+inline std::string shape_of(const torch::Tensor& t) { return t.defined() ? c10::str(t.sizes()) : "undefined"; }
+// Value checks (labels within range) need the values; on the CPU that costs no device sync, so they run there.
+inline bool can_check_values(const torch::Tensor& t) { return t.device().is_cpu(); }
+struct identity_transform {
+  template <class T>
+  const T& operator()(const T& output) const {
+    return output;
+  }
+};
+}  // namespace detail
+
+/// When an attached metric resets and computes (Ignite's usages).
+enum class MetricUsage {
+  epoch,    ///< reset at epoch start, updated every iteration, computed at epoch end
+  running,  ///< reset at run start, computed after every iteration (on the device) and published at epoch end
+  batch     ///< reset at every iteration start, computed at its end (on the device), published at epoch end
+};
+
+/// A compile-time Engine handler feeding a metric from the step's output: `transform(engine.output())` gives the
+/// update's arguments (a pair or tuple is spread over them, anything else is passed as one). The computed value is published to engine.state.metrics[name] at
+/// epoch end (the one host read); `value()` holds the last computed device tensor.
+template <class M, class Transform>
+class MetricHandler {
+ public:
+  MetricHandler(std::string name, M& metric, MetricUsage usage, Transform transform)
+      : name_(std::move(name)), metric_(&metric), usage_(usage), transform_(std::move(transform)) {}
+
+  template <class E>
+  void on_started(E&) {
+    if (usage_ == MetricUsage::running) metric_->reset();
+  }
+  template <class E>
+  void on_epoch_started(E&) {
+    if (usage_ == MetricUsage::epoch) metric_->reset();
+  }
+  template <class E>
+  void on_iteration_started(E&) {
+    if (usage_ == MetricUsage::batch) metric_->reset();
+  }
+  template <class E>
+  void on_iteration_completed(E& engine) {
+    auto args = transform_(engine.output());
+    using Args = std::decay_t<decltype(args)>;
+    if constexpr (detail::is_tuple<Args>::value || detail::is_pair<Args>::value)
+      std::apply([&](auto&&... a) { metric_->update(a...); }, args);
+    else
+      metric_->update(args);
+    if (usage_ != MetricUsage::epoch) value_ = metric_->compute();
+  }
+  template <class E>
+  void on_epoch_completed(E& engine) {
+    if (usage_ == MetricUsage::epoch) value_ = metric_->compute();
+    if (value_.defined()) engine.state.metrics[name_] = value_.template item<double>();
+  }
+  const torch::Tensor& value() const { return value_; }
+
+ private:
+  std::string name_;
+  M* metric_;
+  MetricUsage usage_;
+  Transform transform_;
+  torch::Tensor value_;
+};
+
+/// Attaches `metric` (kept by reference) to an Engine's pack: `make_engine(step, attach("acc", accuracy))`. By
+/// default the step's output is passed to update as is (a tuple is spread over update's parameters).
+template <class M, class Transform = detail::identity_transform>
+MetricHandler<M, Transform> attach(std::string name, M& metric, MetricUsage usage = MetricUsage::epoch,
+                                   Transform transform = Transform{}) {
+  static_assert(detail::is_metric_v<M>, "trainloop: attach(name, metric): the metric needs reset() and compute()");
+  return MetricHandler<M, Transform>(std::move(name), metric, usage, std::move(transform));
+}
+
+// ---- composition ------------------------------------------------------------------------------------------------
+
+/// A metric computed from other metrics' values: `MetricLambda(f, precision, recall)` computes
+/// f(precision.compute(), recall.compute()). reset() and update() reach every distinct underlying metric once (so
+/// `2 * p * r / (p + r)` updates p and r once each). Operands that are metrics are referenced; composed operands and
+/// numbers are held by value.
+template <class F, class... Operands>
+class MetricLambda {
+ public:
+  using trainloop_metric_lambda = void;
+  explicit MetricLambda(F f, Operands... operands) : f_(std::move(f)), operands_(std::move(operands)...) {}
+
+  void reset() {
+    std::vector<const void*> seen;
+    visit([](auto& m) { m.reset(); }, seen);
+  }
+  template <class... Args>
+  void update(const Args&... args) {
+    std::vector<const void*> seen;
+    visit([&](auto& m) { m.update(args...); }, seen);
+  }
+  torch::Tensor compute() {
+    return std::apply([&](auto&... op) { return to_tensor(f_(value_of(op)...)); }, operands_);
+  }
+
+  template <class V>
+  void visit(V&& visitor, std::vector<const void*>& seen) {
+    std::apply([&](auto&... op) { (visit_operand(op, visitor, seen), ...); }, operands_);
+  }
+
+ private:
+  template <class Op, class V>
+  static void visit_operand(Op& op, V& visitor, std::vector<const void*>& seen) {
+    if constexpr (std::is_pointer_v<Op>) {
+      const void* address = op;
+      for (const void* s : seen)
+        if (s == address) return;
+      seen.push_back(address);
+      visitor(*op);
+    } else if constexpr (detail::is_detected_v<lambda_marker_t, Op>) {
+      op.visit(visitor, seen);
+    }
+  }
+  template <class Op>
+  static decltype(auto) value_of(Op& op) {
+    if constexpr (std::is_pointer_v<Op>) return op->compute();
+    else if constexpr (detail::is_detected_v<lambda_marker_t, Op>) return op.compute();
+    else return op;  // a number
+  }
+  template <class T>
+  static torch::Tensor to_tensor(T&& v) {
+    if constexpr (std::is_same_v<std::decay_t<T>, torch::Tensor>) return std::forward<T>(v);
+    else return torch::tensor(static_cast<double>(v), torch::kFloat64);
+  }
+  template <class T>
+  using lambda_marker_t = typename T::trainloop_metric_lambda;
+
+  F f_;
+  std::tuple<Operands...> operands_;
+};
+
+namespace detail {
+template <class T>
+using metric_lambda_marker_t = typename T::trainloop_metric_lambda;
+template <class T>
+inline constexpr bool is_metric_lambda_v = is_detected_v<metric_lambda_marker_t, std::decay_t<T>>;
+template <class T>
+inline constexpr bool is_plain_metric_v = is_metric_v<std::decay_t<T>> && !is_metric_lambda_v<T>;
+template <class T>
+inline constexpr bool is_metric_operand_v =
+    is_metric_v<std::decay_t<T>> || std::is_arithmetic_v<std::decay_t<T>>;
+// How a composed metric keeps an operand: a plain metric by address (its state is the user's), a composition and a
+// number by value.
+template <class T>
+auto keep_operand(T&& op) {
+  if constexpr (is_plain_metric_v<T>) {
+    static_assert(std::is_lvalue_reference_v<T>,
+                  "trainloop: compose named metrics (a temporary metric would be gone before compute())");
+    return &op;
+  } else {
+    return std::decay_t<T>(std::forward<T>(op));
+  }
+}
+template <class A, class B>
+inline constexpr bool composable_v = is_metric_operand_v<A> && is_metric_operand_v<B> &&
+                                     (is_metric_v<std::decay_t<A>> || is_metric_v<std::decay_t<B>>);
+}  // namespace detail
+
+template <class F, class... Ms>
+auto metric_lambda(F f, Ms&&... metrics) {
+  return MetricLambda<F, decltype(detail::keep_operand(std::forward<Ms>(metrics)))...>(
+      std::move(f), detail::keep_operand(std::forward<Ms>(metrics))...);
+}
+
+#define TRAINLOOP_DETAIL_METRIC_OPERATOR(op)                                                                           \
+  template <class A, class B, class = std::enable_if_t<detail::composable_v<A, B>>>                                    \
+  auto operator op(A&& a, B&& b) {                                                                                     \
+    return metric_lambda([](const auto& x, const auto& y) { return x op y; }, std::forward<A>(a), std::forward<B>(b)); \
+  }
+TRAINLOOP_DETAIL_METRIC_OPERATOR(+)
+TRAINLOOP_DETAIL_METRIC_OPERATOR(-)
+TRAINLOOP_DETAIL_METRIC_OPERATOR(*)
+TRAINLOOP_DETAIL_METRIC_OPERATOR(/)
+#undef TRAINLOOP_DETAIL_METRIC_OPERATOR
+
+TRAINLOOP_DETAIL_END
+// ---- end parts/torch/metrics/metric.hpp ----
+// ---- begin parts/torch/metrics/regression.hpp ----
+// trainloop: regression and averaging metrics: MeanSquaredError, MeanAbsoluteError, RootMeanSquaredError, R2Score,
+// Loss, Average, RunningAverage. States are float64 tensors on the inputs' device.
+#include <functional>
+#include <string>
+
+TRAINLOOP_DETAIL_BEGIN
+
+namespace detail {
+// Sums of errors over all elements, and the element count, for the error metrics.
+class ErrorSums {
+ public:
+  void reset() { sum_squared_ = sum_absolute_ = count_ = torch::Tensor(); }
+  void update(const torch::Tensor& prediction, const torch::Tensor& target, const char* metric) {
+    require(prediction.defined() && target.defined(), metric, "update() got an undefined tensor");
+    require(prediction.sizes() == target.sizes(), metric,
+            "prediction shape " + shape_of(prediction) + " differs from target shape " + shape_of(target));
+    require(prediction.is_floating_point(), metric, "predictions must be floating point");
+    const torch::Tensor error = (prediction.detach().to(torch::kFloat64) - target.detach().to(torch::kFloat64));
+    if (!count_.defined()) {
+      const auto options = error.options();
+      sum_squared_ = torch::zeros({}, options);
+      sum_absolute_ = torch::zeros({}, options);
+      count_ = torch::zeros({}, options);
+    }
+    sum_squared_.add_(error.pow(2).sum());
+    sum_absolute_.add_(error.abs().sum());
+    count_.add_(static_cast<double>(error.numel()));
+  }
+  torch::Tensor mean_squared(const char* metric) { return ready(metric), sum_squared_ / count_; }
+  torch::Tensor mean_absolute(const char* metric) { return ready(metric), sum_absolute_ / count_; }
+
+ private:
+  void ready(const char* metric) {
+    require(count_.defined(), metric, "compute() before any update()");
+    sync_state(sum_squared_, SyncOp::sum);
+    sync_state(sum_absolute_, SyncOp::sum);
+    sync_state(count_, SyncOp::sum);
+  }
+  torch::Tensor sum_squared_, sum_absolute_, count_;
+};
+}  // namespace detail
+
+class MeanSquaredError {
+ public:
+  void reset() { sums_.reset(); }
+  void update(const torch::Tensor& prediction, const torch::Tensor& target) { sums_.update(prediction, target, "MeanSquaredError"); }
+  torch::Tensor compute() { return sums_.mean_squared("MeanSquaredError"); }
+
+ private:
+  detail::ErrorSums sums_;
+};
+
+class MeanAbsoluteError {
+ public:
+  void reset() { sums_.reset(); }
+  void update(const torch::Tensor& prediction, const torch::Tensor& target) { sums_.update(prediction, target, "MeanAbsoluteError"); }
+  torch::Tensor compute() { return sums_.mean_absolute("MeanAbsoluteError"); }
+
+ private:
+  detail::ErrorSums sums_;
+};
+
+class RootMeanSquaredError {
+ public:
+  void reset() { sums_.reset(); }
+  void update(const torch::Tensor& prediction, const torch::Tensor& target) { sums_.update(prediction, target, "RootMeanSquaredError"); }
+  torch::Tensor compute() { return sums_.mean_squared("RootMeanSquaredError").sqrt(); }
+
+ private:
+  detail::ErrorSums sums_;
+};
+
+/// Coefficient of determination, 1 - SSE / SST, over all elements seen.
+class R2Score {
+ public:
+  void reset() { sse_ = sum_ = sum_sq_ = count_ = torch::Tensor(); }
+  void update(const torch::Tensor& prediction, const torch::Tensor& target) {
+    detail::require(prediction.sizes() == target.sizes(), "R2Score",
+                    "prediction shape " + detail::shape_of(prediction) + " differs from target shape " +
+                        detail::shape_of(target));
+    const torch::Tensor y = target.detach().to(torch::kFloat64);
+    const torch::Tensor p = prediction.detach().to(torch::kFloat64);
+    auto add = [](torch::Tensor& acc, const torch::Tensor& v) { acc = acc.defined() ? acc + v : v.clone(); };
+    add(sse_, (p - y).pow(2).sum());
+    add(sum_, y.sum());
+    add(sum_sq_, y.pow(2).sum());
+    add(count_, torch::full({}, static_cast<double>(y.numel()), y.options()));
+  }
+  torch::Tensor compute() {
+    detail::require(count_.defined(), "R2Score", "compute() before any update()");
+    for (torch::Tensor* t : {&sse_, &sum_, &sum_sq_, &count_}) detail::sync_state(*t, SyncOp::sum);
+    const torch::Tensor sst = sum_sq_ - sum_.pow(2) / count_;
+    return 1 - sse_ / sst;
+  }
+
+ private:
+  torch::Tensor sse_, sum_, sum_sq_, count_;
+};
+
+/// The mean of values: scalars count one each; a tensor's first dimension counts its examples (Ignite's Average).
+class Average {
+ public:
+  void reset() { sum_ = count_ = torch::Tensor(); }
+  void update(const torch::Tensor& value) {
+    detail::require(value.defined(), "Average", "update() got an undefined tensor");
+    const torch::Tensor v = value.detach().to(torch::kFloat64);
+    const torch::Tensor batch_sum = v.dim() == 0 ? v : v.sum(0);
+    const double n = v.dim() == 0 ? 1.0 : static_cast<double>(v.size(0));
+    if (!sum_.defined()) {
+      sum_ = batch_sum.clone();
+      count_ = torch::full({}, n, v.options());
+    } else {
+      detail::require(batch_sum.sizes() == sum_.sizes(), "Average",
+                      "value shape " + detail::shape_of(value) + " does not match the earlier values");
+      sum_.add_(batch_sum);
+      count_.add_(n);
+    }
+  }
+  void update(double value) { update(torch::tensor(value, torch::kFloat64)); }
+  torch::Tensor compute() {
+    detail::require(sum_.defined(), "Average", "compute() before any update()");
+    detail::sync_state(sum_, SyncOp::sum);
+    detail::sync_state(count_, SyncOp::sum);
+    return sum_ / count_;
+  }
+
+ private:
+  torch::Tensor sum_, count_;
+};
+
+/// The mean of a loss function over examples: update(prediction, target) weighs each batch's loss by its size.
+class Loss {
+ public:
+  using Function = std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&)>;
+  explicit Loss(Function loss) : loss_(std::move(loss)) {
+    if (!loss_) throw std::invalid_argument("trainloop: Loss: the loss function is empty");
+  }
+  void reset() { sum_ = count_ = torch::Tensor(); }
+  void update(const torch::Tensor& prediction, const torch::Tensor& target) {
+    const torch::Tensor value = loss_(prediction, target).detach().to(torch::kFloat64);
+    detail::require(value.numel() == 1, "Loss",
+                    "the loss function must reduce to one number, got shape " + detail::shape_of(value));
+    const double n = prediction.dim() == 0 ? 1.0 : static_cast<double>(prediction.size(0));
+    sum_ = sum_.defined() ? sum_ + value.reshape({}) * n : value.reshape({}) * n;
+    count_ = count_.defined() ? count_ + n : torch::full({}, n, value.options());
+  }
+  torch::Tensor compute() {
+    detail::require(sum_.defined(), "Loss", "compute() before any update()");
+    detail::sync_state(sum_, SyncOp::sum);
+    detail::sync_state(count_, SyncOp::sum);
+    return sum_ / count_;
+  }
+
+ private:
+  Function loss_;
+  torch::Tensor sum_, count_;
+};
+
+/// An exponential moving average: v = alpha * v + (1 - alpha) * x, starting at the first value (Ignite's
+/// RunningAverage).
+class RunningAverage {
+ public:
+  explicit RunningAverage(double alpha = 0.98) : alpha_(alpha) {
+    if (!(alpha > 0.0 && alpha < 1.0)) throw std::invalid_argument("trainloop: RunningAverage: alpha must be in (0, 1)");
+  }
+  void reset() { value_ = torch::Tensor(); }
+  void update(const torch::Tensor& x) {
+    const torch::Tensor v = x.detach().to(torch::kFloat64).mean();
+    value_ = value_.defined() ? value_ * alpha_ + v * (1 - alpha_) : v;
+  }
+  void update(double x) { update(torch::tensor(x, torch::kFloat64)); }
+  torch::Tensor compute() {
+    detail::require(value_.defined(), "RunningAverage", "compute() before any update()");
+    return value_;
+  }
+
+ private:
+  double alpha_;
+  torch::Tensor value_;
+};
+
+TRAINLOOP_DETAIL_END
+// ---- end parts/torch/metrics/regression.hpp ----
+// ---- begin parts/torch/metrics/classification.hpp ----
+// trainloop: classification metrics: Accuracy (binary, multiclass with top-k, multilabel), ConfusionMatrix,
+// Precision, Recall, FBeta / F1 (per class, macro, micro, weighted), IoU and mean IoU, RocAuc (exact, ties averaged).
+// Counts are int64 / float64 tensors on the inputs' device; update() checks shapes and dtypes without a sync, and
+// label ranges when the labels are on the CPU (where checking costs no device sync).
+#include <optional>
+#include <string>
+#include <vector>
+
+TRAINLOOP_DETAIL_BEGIN
+
+enum class Task { binary, multiclass, multilabel };
+/// How per-class values combine: per class (none), over all counts (micro), the mean of classes (macro), or the
+/// mean weighted by each class's support (weighted).
+enum class Averaging { none, micro, macro, weighted };
+
+class ClassificationOptions {
+ public:
+  ClassificationOptions& task(Task v) { return task_ = v, *this; }
+  /// Required for multiclass (checked against predictions [N, C] and labels) and multilabel.
+  ClassificationOptions& num_classes(std::int64_t v) { return num_classes_ = v, *this; }
+  /// Binary and multilabel: a floating-point prediction p counts as positive when p >= threshold.
+  ClassificationOptions& threshold(double v) { return threshold_ = v, *this; }
+  ClassificationOptions& average(Averaging v) { return average_ = v, *this; }
+  /// Multiclass accuracy: correct when the label is among the k highest scores.
+  ClassificationOptions& top_k(std::int64_t v) { return top_k_ = v, *this; }
+  Task task() const { return task_; }
+  std::int64_t num_classes() const { return num_classes_; }
+  double threshold() const { return threshold_; }
+  Averaging average() const { return average_; }
+  std::int64_t top_k() const { return top_k_; }
+
+ private:
+  Task task_ = Task::multiclass;
+  std::int64_t num_classes_ = 0;
+  double threshold_ = 0.5;
+  Averaging average_ = Averaging::macro;
+  std::int64_t top_k_ = 1;
+};
+
+namespace detail {
+inline void check_labels(const torch::Tensor& labels, std::int64_t num_classes, const char* metric) {
+  require(!labels.is_floating_point() && !labels.is_complex(), metric,
+          "labels must be integers, got " + std::string(c10::toString(labels.scalar_type())));
+  if (can_check_values(labels) && labels.numel() > 0) {
+    const std::int64_t lo = labels.min().item<std::int64_t>(), hi = labels.max().item<std::int64_t>();
+    require(lo >= 0 && hi < num_classes, metric,
+            "labels must be in [0, " + std::to_string(num_classes) + "), found " +
+                (lo < 0 ? std::to_string(lo) : std::to_string(hi)));
+  }
+}
+// Predicted labels from scores [N, C] (argmax) or labels [N].
+inline torch::Tensor predicted_labels(const torch::Tensor& prediction, const torch::Tensor& target,
+                                      std::int64_t num_classes, const char* metric) {
+  require(num_classes > 0, metric, "multiclass needs num_classes (ClassificationOptions().num_classes(C))");
+  require(target.dim() == 1, metric, "multiclass labels must be [N], got " + shape_of(target));
+  if (prediction.dim() == 2) {
+    require(prediction.size(0) == target.size(0) && prediction.size(1) == num_classes, metric,
+            "scores must be [N, " + std::to_string(num_classes) + "] for labels [N], got " + shape_of(prediction) +
+                " and " + shape_of(target));
+    return prediction.argmax(1);
+  }
+  require(prediction.sizes() == target.sizes(), metric,
+          "predicted labels " + shape_of(prediction) + " and labels " + shape_of(target) + " differ in shape");
+  check_labels(prediction, num_classes, metric);
+  return prediction;
+}
+inline torch::Tensor positives(const torch::Tensor& prediction, double threshold) {
+  return prediction.is_floating_point() ? prediction.ge(threshold) : prediction.ne(0);
+}
+
+/// Per-class true positives, false positives and false negatives: what Precision, Recall and FBeta compute from.
+class ClassCounts {
+ public:
+  ClassCounts(ClassificationOptions options, const char* metric) : options_(options), metric_(metric) {
+    if (options_.task() == Task::multilabel)
+      require(options_.num_classes() > 0, metric_, "multilabel needs num_classes (the number of labels)");
+  }
+  void reset() { tp_ = fp_ = fn_ = torch::Tensor(); }
+  void update(const torch::Tensor& prediction, const torch::Tensor& target) {
+    require(prediction.defined() && target.defined(), metric_, "update() got an undefined tensor");
+    torch::Tensor tp, fp, fn;
+    if (options_.task() == Task::multiclass) {
+      check_labels(target, options_.num_classes(), metric_);
+      const torch::Tensor predicted = predicted_labels(prediction.detach(), target, options_.num_classes(), metric_);
+      const std::int64_t c = options_.num_classes();
+      const torch::Tensor cm = torch::zeros({c * c}, target.options().dtype(torch::kLong))
+                                   .index_add_(0, target.to(torch::kLong) * c + predicted.to(torch::kLong),
+                                               torch::ones({target.size(0)}, target.options().dtype(torch::kLong)))
+                                   .view({c, c});
+      tp = cm.diagonal();
+      fp = cm.sum(0) - tp;
+      fn = cm.sum(1) - tp;
+    } else {
+      require(prediction.sizes() == target.sizes(), metric_,
+              "predictions " + shape_of(prediction) + " and targets " + shape_of(target) + " differ in shape");
+      if (options_.task() == Task::multilabel)
+        require(target.dim() == 2 && target.size(1) == options_.num_classes(), metric_,
+                "multilabel targets must be [N, " + std::to_string(options_.num_classes()) + "], got " + shape_of(target));
+      const torch::Tensor p = positives(prediction.detach(), options_.threshold());
+      const torch::Tensor t = target.ne(0);
+      const torch::Tensor flat_p = options_.task() == Task::binary ? p.reshape({-1, 1}) : p;
+      const torch::Tensor flat_t = options_.task() == Task::binary ? t.reshape({-1, 1}) : t;
+      tp = (flat_p & flat_t).sum(0);
+      fp = (flat_p & ~flat_t).sum(0);
+      fn = (~flat_p & flat_t).sum(0);
+    }
+    if (!tp_.defined()) {
+      tp_ = tp.to(torch::kLong);
+      fp_ = fp.to(torch::kLong);
+      fn_ = fn.to(torch::kLong);
+    } else {
+      tp_.add_(tp);
+      fp_.add_(fp);
+      fn_.add_(fn);
+    }
+  }
+  // The per-class ratio numerator / denominator (0 where the denominator is 0), combined by the averaging mode.
+  template <class PerClass>
+  torch::Tensor compute(PerClass per_class) {
+    require(tp_.defined(), metric_, "compute() before any update()");
+    for (torch::Tensor* t : {&tp_, &fp_, &fn_}) sync_state(*t, SyncOp::sum);
+    const torch::Tensor tp = tp_.to(torch::kFloat64), fp = fp_.to(torch::kFloat64), fn = fn_.to(torch::kFloat64);
+    switch (options_.average()) {
+      case Averaging::none: return per_class(tp, fp, fn);
+      case Averaging::micro: return per_class(tp.sum(), fp.sum(), fn.sum());
+      case Averaging::macro: return per_class(tp, fp, fn).mean();
+      default: {
+        const torch::Tensor support = tp + fn;
+        return (per_class(tp, fp, fn) * support).sum() / support.sum().clamp_min(1e-300);
+      }
+    }
+  }
+
+ private:
+  ClassificationOptions options_;
+  const char* metric_;
+  torch::Tensor tp_, fp_, fn_;
+};
+inline torch::Tensor safe_ratio(const torch::Tensor& num, const torch::Tensor& den) {
+  return torch::where(den > 0, num / den.clamp_min(1e-300), torch::zeros_like(num));
+}
+}  // namespace detail
+
+/// Accuracy: binary (thresholded), multiclass (argmax or top-k), multilabel (a sample counts when all its labels
+/// match, as in Ignite).
+class Accuracy {
+ public:
+  explicit Accuracy(ClassificationOptions options = {}) : options_(options) {
+    if (options_.top_k() < 1) throw std::invalid_argument("trainloop: Accuracy: top_k must be at least 1");
+  }
+  void reset() { correct_ = total_ = torch::Tensor(); }
+  void update(const torch::Tensor& prediction, const torch::Tensor& target) {
+    using detail::require;
+    using detail::shape_of;
+    require(prediction.defined() && target.defined(), "Accuracy", "update() got an undefined tensor");
+    torch::Tensor correct;
+    std::int64_t count = 0;
+    if (options_.task() == Task::multiclass) {
+      require(options_.num_classes() > 0, "Accuracy", "multiclass needs num_classes (ClassificationOptions().num_classes(C))");
+      detail::check_labels(target, options_.num_classes(), "Accuracy");
+      if (options_.top_k() > 1) {
+        require(prediction.dim() == 2 && prediction.size(1) == options_.num_classes() && prediction.size(0) == target.size(0),
+                "Accuracy", "top-k needs scores [N, " + std::to_string(options_.num_classes()) + "], got " + shape_of(prediction));
+        require(options_.top_k() <= options_.num_classes(), "Accuracy", "top_k exceeds num_classes");
+        const torch::Tensor top = std::get<1>(prediction.detach().topk(options_.top_k(), 1));
+        correct = top.eq(target.unsqueeze(1)).any(1).sum();
+      } else {
+        correct = detail::predicted_labels(prediction.detach(), target, options_.num_classes(), "Accuracy").eq(target).sum();
+      }
+      count = target.size(0);
+    } else {
+      require(prediction.sizes() == target.sizes(), "Accuracy",
+              "predictions " + shape_of(prediction) + " and targets " + shape_of(target) + " differ in shape");
+      const torch::Tensor p = detail::positives(prediction.detach(), options_.threshold());
+      const torch::Tensor t = target.ne(0);
+      if (options_.task() == Task::binary) {
+        correct = p.eq(t).sum();
+        count = target.numel();
+      } else {
+        require(target.dim() == 2, "Accuracy", "multilabel targets must be [N, labels], got " + shape_of(target));
+        correct = p.eq(t).all(1).sum();
+        count = target.size(0);
+      }
+    }
+    if (!correct_.defined()) {
+      correct_ = correct.to(torch::kLong);
+      total_ = torch::full({}, count, correct_.options());
+    } else {
+      correct_.add_(correct);
+      total_.add_(count);
+    }
+  }
+  torch::Tensor compute() {
+    detail::require(total_.defined(), "Accuracy", "compute() before any update()");
+    detail::sync_state(correct_, SyncOp::sum);
+    detail::sync_state(total_, SyncOp::sum);
+    return correct_.to(torch::kFloat64) / total_.to(torch::kFloat64);
+  }
+
+ private:
+  ClassificationOptions options_;
+  torch::Tensor correct_, total_;
+};
+
+/// Precision: tp / (tp + fp) per class (0 for a class never predicted), averaged as the options say.
+class Precision {
+ public:
+  explicit Precision(ClassificationOptions options = {}) : counts_(options, "Precision") {}
+  void reset() { counts_.reset(); }
+  void update(const torch::Tensor& prediction, const torch::Tensor& target) { counts_.update(prediction, target); }
+  torch::Tensor compute() {
+    return counts_.compute([](const auto& tp, const auto& fp, const auto&) { return detail::safe_ratio(tp, tp + fp); });
+  }
+
+ private:
+  detail::ClassCounts counts_;
+};
+
+/// Recall: tp / (tp + fn) per class (0 for a class absent from the targets), averaged as the options say.
+class Recall {
+ public:
+  explicit Recall(ClassificationOptions options = {}) : counts_(options, "Recall") {}
+  void reset() { counts_.reset(); }
+  void update(const torch::Tensor& prediction, const torch::Tensor& target) { counts_.update(prediction, target); }
+  torch::Tensor compute() {
+    return counts_.compute([](const auto& tp, const auto&, const auto& fn) { return detail::safe_ratio(tp, tp + fn); });
+  }
+
+ private:
+  detail::ClassCounts counts_;
+};
+
+/// F-beta: (1 + b^2) tp / ((1 + b^2) tp + b^2 fn + fp) per class, averaged as the options say (micro averages the
+/// counts first). FBeta(1, ...) is F1.
+class FBeta {
+ public:
+  FBeta(double beta, ClassificationOptions options = {}) : beta_(beta), counts_(options, "FBeta") {
+    if (!(beta > 0)) throw std::invalid_argument("trainloop: FBeta: beta must be positive");
+  }
+  void reset() { counts_.reset(); }
+  void update(const torch::Tensor& prediction, const torch::Tensor& target) { counts_.update(prediction, target); }
+  torch::Tensor compute() {
+    const double b2 = beta_ * beta_;
+    return counts_.compute(
+        [b2](const auto& tp, const auto& fp, const auto& fn) { return detail::safe_ratio((1 + b2) * tp, (1 + b2) * tp + b2 * fn + fp); });
+  }
+
+ private:
+  double beta_;
+  detail::ClassCounts counts_;
+};
+inline FBeta F1(ClassificationOptions options = {}) { return FBeta(1.0, options); }
+
+/// Multiclass confusion matrix: rows are true classes, columns predicted ones.
+class ConfusionMatrix {
+ public:
+  enum class Normalize { none, true_rows, predicted_columns, all };
+  explicit ConfusionMatrix(std::int64_t num_classes, Normalize normalize = Normalize::none)
+      : num_classes_(num_classes), normalize_(normalize) {
+    if (num_classes < 1) throw std::invalid_argument("trainloop: ConfusionMatrix: num_classes must be at least 1");
+  }
+  void reset() { matrix_ = torch::Tensor(); }
+  void update(const torch::Tensor& prediction, const torch::Tensor& target) {
+    detail::check_labels(target, num_classes_, "ConfusionMatrix");
+    const torch::Tensor predicted = detail::predicted_labels(prediction.detach(), target, num_classes_, "ConfusionMatrix");
+    const std::int64_t c = num_classes_;
+    if (!matrix_.defined()) matrix_ = torch::zeros({c * c}, target.options().dtype(torch::kLong));
+    matrix_.index_add_(0, target.to(torch::kLong) * c + predicted.to(torch::kLong),
+                       torch::ones({target.size(0)}, matrix_.options()));
+  }
+  /// Counts (int64) when not normalised; float64 fractions otherwise (a row or column with no examples is 0).
+  torch::Tensor compute() {
+    detail::require(matrix_.defined(), "ConfusionMatrix", "compute() before any update()");
+    detail::sync_state(matrix_, SyncOp::sum);
+    const torch::Tensor m = matrix_.view({num_classes_, num_classes_});
+    const torch::Tensor f = m.to(torch::kFloat64);
+    switch (normalize_) {
+      case Normalize::none: return m;
+      case Normalize::true_rows: return detail::safe_ratio(f, f.sum(1, true).expand_as(f));
+      case Normalize::predicted_columns: return detail::safe_ratio(f, f.sum(0, true).expand_as(f));
+      default: return f / f.sum().clamp_min(1e-300);
+    }
+  }
+  std::int64_t num_classes() const { return num_classes_; }
+
+ private:
+  std::int64_t num_classes_;
+  Normalize normalize_;
+  torch::Tensor matrix_;
+};
+
+/// Intersection over union per class from a confusion matrix (Ignite's IoU): tp / (tp + fp + fn); a class absent
+/// from both predictions and targets gets 0. `ignore_index` drops one class (a background) from the result.
+inline auto iou(ConfusionMatrix& matrix, std::optional<std::int64_t> ignore_index = std::nullopt) {
+  return metric_lambda(
+      [ignore_index](const torch::Tensor& m) {
+        const torch::Tensor f = m.to(torch::kFloat64);
+        const torch::Tensor tp = f.diagonal();
+        torch::Tensor per_class = detail::safe_ratio(tp, f.sum(0) + f.sum(1) - tp);
+        if (ignore_index) {
+          std::vector<std::int64_t> keep;
+          for (std::int64_t c = 0; c < per_class.size(0); ++c)
+            if (c != *ignore_index) keep.push_back(c);
+          per_class = per_class.index_select(0, torch::tensor(keep, torch::kLong).to(per_class.device()));
+        }
+        return per_class;
+      },
+      matrix);
+}
+/// The mean of iou() over classes.
+inline auto mean_iou(ConfusionMatrix& matrix, std::optional<std::int64_t> ignore_index = std::nullopt) {
+  return metric_lambda([](const torch::Tensor& per_class) { return per_class.mean(); }, iou(matrix, ignore_index));
+}
+
+/// Area under the ROC curve for binary targets, exact: the Mann-Whitney statistic with tied scores given their
+/// average rank (so a tie between a positive and a negative counts one half). Keeps every score until compute().
+class RocAuc {
+ public:
+  void reset() {
+    scores_.clear();
+    targets_.clear();
+  }
+  void update(const torch::Tensor& scores, const torch::Tensor& targets) {
+    detail::require(scores.sizes() == targets.sizes() && scores.dim() <= 1, "RocAuc",
+                    "scores and targets must be [N] of the same length, got " + detail::shape_of(scores) + " and " +
+                        detail::shape_of(targets));
+    if (detail::can_check_values(targets) && targets.numel() > 0)
+      detail::require(targets.eq(0).logical_or(targets.eq(1)).all().item<bool>(), "RocAuc", "targets must be 0 or 1");
+    scores_.push_back(scores.detach().reshape({-1}).to(torch::kFloat64));
+    targets_.push_back(targets.detach().reshape({-1}).ne(0));
+  }
+  torch::Tensor compute() {
+    detail::require(!scores_.empty(), "RocAuc", "compute() before any update()");
+    const torch::Tensor scores = torch::cat(scores_), positive = torch::cat(targets_);
+    const torch::Tensor n_pos = positive.sum().to(torch::kFloat64);
+    const torch::Tensor n_neg = static_cast<double>(positive.numel()) - n_pos;
+    if (detail::can_check_values(positive))
+      detail::require(n_pos.item<double>() > 0 && n_neg.item<double>() > 0, "RocAuc",
+                      "undefined with only one class among the targets");
+    // Average ranks (1-based) of the sorted scores, ties sharing the mean of their positions.
+    auto [sorted, order] = scores.sort();
+    auto [values, inverse, counts] = torch::unique_consecutive(sorted, /*return_inverse=*/true, /*return_counts=*/true);
+    const torch::Tensor ends = counts.cumsum(0).to(torch::kFloat64);
+    const torch::Tensor group_rank = ends - (counts.to(torch::kFloat64) - 1) / 2;  // mean of start+1 .. end
+    const torch::Tensor ranks = group_rank.index_select(0, inverse);
+    const torch::Tensor positive_sorted = positive.index_select(0, order).to(torch::kFloat64);
+    const torch::Tensor rank_sum = (ranks * positive_sorted).sum();
+    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg);
+  }
+
+ private:
+  std::vector<torch::Tensor> scores_, targets_;
+};
+
+TRAINLOOP_DETAIL_END
+// ---- end parts/torch/metrics/classification.hpp ----
 // ---- begin parts/torch/optim.hpp ----
 // trainloop: what configure_optimizers returns. One or several optimizers, each optionally with an LR scheduler
 // stepped every N steps or epochs, or on a monitored metric.
@@ -2694,6 +3486,11 @@ class LightningModule : public torch::nn::Module, public detail::LightningModule
   }
   void log(const std::string& name, double value, const LogOptions& options = {}) {
     log(name, torch::tensor(value, torch::kFloat64), options);
+  }
+  /// Logs a Metric (trainloop::Accuracy, ...): computed at epoch end from all its updates, then reset.
+  template <class M, class = std::enable_if_t<detail::is_metric_v<M>>>
+  void log(const std::string& name, M& metric, const LogOptions& options = {}) {
+    runtime("log").metrics->log_metric(name, metric, options);
   }
 
   /// 0-based epoch and optimizer steps so far, as in Lightning; the device the Trainer placed the module on.
@@ -3718,12 +4515,15 @@ class Trainer {
       callback_metrics_[name] = value;
       if (e.logger) logged_metrics_[e.on_step ? name + "_epoch" : name] = value;
     }
+    store.reset_logged_metrics();
   }
-  static std::map<std::string, double> host_values(const MetricStore& store) {
+  // The epoch values a validate/test run published, read to the host.
+  std::map<std::string, double> host_values(const MetricStore& store) const {
     std::map<std::string, double> values;
     for (const auto& [name, e] : store.entries()) {
-      torch::Tensor value = MetricStore::epoch_value(e);
-      if (value.defined()) values[name] = value.template item<double>();
+      auto it = callback_metrics_.find(name);
+      if (e.on_epoch && e.logged_this_epoch && it != callback_metrics_.end())
+        values[name] = it->second.template item<double>();
     }
     return values;
   }

@@ -3,6 +3,7 @@
 // at epoch end).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <stdexcept>
@@ -68,6 +69,8 @@ class MetricStore {
     double weight = 0;          ///< sum of batch sizes, for the mean
     bool logged_this_epoch = false;
     bool step_pending = false;  ///< logged on_step since the Trainer last published step values
+    std::function<torch::Tensor()> metric_compute;  ///< a logged Metric: computed at epoch end...
+    std::function<void()> metric_reset;             ///< ... then reset, as Lightning does with torchmetrics
   };
 
   void log(Stage stage, const std::string& name, const torch::Tensor& value, const LogOptions& options) {
@@ -111,10 +114,36 @@ class MetricStore {
     e.logged_this_epoch = true;
   }
 
+  /// Logs a Metric (anything with reset/update/compute) kept by reference: its value is computed once, at epoch end,
+  /// from everything it accumulated, and the metric is reset then. Update it in the step as usual.
+  template <class M>
+  void log_metric(const std::string& name, M& metric, const LogOptions& options) {
+    if (name.empty()) throw std::invalid_argument("trainloop: log(): the metric name is empty");
+    if (options.on_step().value_or(false))
+      throw std::invalid_argument("trainloop: log(\"" + name + "\", metric): a Metric is logged per epoch; log its "
+                                  "compute() to see per-step values");
+    Entry& e = entries_[name];
+    e.on_step = false;
+    e.on_epoch = true;
+    e.prog_bar = options.prog_bar();
+    e.logger = options.logger();
+    e.sync_dist = options.sync_dist();
+    e.metric_compute = [&metric] { return metric.compute(); };
+    e.metric_reset = [&metric] { metric.reset(); };
+    e.logged_this_epoch = true;
+  }
+
   /// The epoch-level value of `e` (a device tensor), or undefined when it was not logged this epoch.
   static torch::Tensor epoch_value(const Entry& e) {
-    if (!e.on_epoch || !e.logged_this_epoch || !e.accumulated.defined()) return {};
+    if (!e.on_epoch || !e.logged_this_epoch) return {};
+    if (e.metric_compute) return e.metric_compute();
+    if (!e.accumulated.defined()) return {};
     return e.reduce == Reduce::mean ? e.accumulated / e.weight : e.accumulated;
+  }
+  /// Resets the Metrics logged this epoch, after their values were published.
+  void reset_logged_metrics() {
+    for (auto& [name, e] : entries_)
+      if (e.metric_reset && e.logged_this_epoch) e.metric_reset();
   }
 
   /// Calls f(name, entry) for each value logged on_step since the last call, and forgets them.

@@ -45,6 +45,11 @@ class LightningModule : public torch::nn::Module, public detail::LightningModule
   void log(const std::string& name, double value, const LogOptions& options = {}) {
     log(name, torch::tensor(value, torch::kFloat64), options);
   }
+  /// Logs a Metric (trainloop::Accuracy, ...): computed at epoch end from all its updates, then reset.
+  template <class M, class = std::enable_if_t<detail::is_metric_v<M>>>
+  void log(const std::string& name, M& metric, const LogOptions& options = {}) {
+    runtime("log").metrics->log_metric(name, metric, options);
+  }
 
   /// 0-based epoch and optimizer steps so far, as in Lightning; the device the Trainer placed the module on.
   std::int64_t current_epoch() const { return runtime_ ? runtime_->current_epoch : 0; }

@@ -515,12 +515,15 @@ class Trainer {
       callback_metrics_[name] = value;
       if (e.logger) logged_metrics_[e.on_step ? name + "_epoch" : name] = value;
     }
+    store.reset_logged_metrics();
   }
-  static std::map<std::string, double> host_values(const MetricStore& store) {
+  // The epoch values a validate/test run published, read to the host.
+  std::map<std::string, double> host_values(const MetricStore& store) const {
     std::map<std::string, double> values;
     for (const auto& [name, e] : store.entries()) {
-      torch::Tensor value = MetricStore::epoch_value(e);
-      if (value.defined()) values[name] = value.template item<double>();
+      auto it = callback_metrics_.find(name);
+      if (e.on_epoch && e.logged_this_epoch && it != callback_metrics_.end())
+        values[name] = it->second.template item<double>();
     }
     return values;
   }

@@ -1,0 +1,235 @@
+// Metrics against values worked out by hand (the comments show the arithmetic), properties that must hold, edge
+// cases, input validation, composition, and attachment to an Engine and the Trainer.
+#include <doctest/doctest.h>
+#include <trainloop.hpp>
+
+#include <cmath>
+#include <vector>
+
+using namespace trainloop;
+
+namespace {
+double value(torch::Tensor t) { return t.item<double>(); }
+std::vector<double> values(const torch::Tensor& t) {
+  torch::Tensor d = t.to(torch::kFloat64).contiguous();
+  return std::vector<double>(d.data_ptr<double>(), d.data_ptr<double>() + d.numel());
+}
+torch::Tensor one_hot_scores(std::vector<std::int64_t> labels, std::int64_t classes) {
+  return torch::one_hot(torch::tensor(labels, torch::kLong), classes).to(torch::kFloat32);
+}
+// 3 classes; targets 0 1 2 2 1 0, predictions 0 2 2 2 0 0. Confusion matrix (rows true, columns predicted):
+//   [[2,0,0],[1,0,1],[0,0,2]]  ->  tp = [2,0,2], fp = [1,0,1], fn = [0,2,0]; class 1 is never predicted.
+const std::vector<std::int64_t> kTargets{0, 1, 2, 2, 1, 0}, kPredicted{0, 2, 2, 2, 0, 0};
+ClassificationOptions three(Averaging average) {
+  return ClassificationOptions().task(Task::multiclass).num_classes(3).average(average);
+}
+template <class M>
+M fed(M metric) {
+  metric.update(one_hot_scores(kPredicted, 3), torch::tensor(kTargets, torch::kLong));
+  return metric;
+}
+}  // namespace
+
+TEST_CASE("multiclass accuracy, precision, recall, F1 by hand") {
+  CHECK(value(fed(Accuracy(three(Averaging::macro))).compute()) == doctest::Approx(4.0 / 6));
+  CHECK(values(fed(Precision(three(Averaging::none))).compute()) == std::vector<double>{2.0 / 3, 0.0, 2.0 / 3});
+  CHECK(value(fed(Precision(three(Averaging::macro))).compute()) == doctest::Approx(4.0 / 9));
+  CHECK(value(fed(Precision(three(Averaging::micro))).compute()) == doctest::Approx(4.0 / 6));  // 4 / (4 + 2)
+  CHECK(values(fed(Recall(three(Averaging::none))).compute()) == std::vector<double>{1.0, 0.0, 1.0});
+  CHECK(value(fed(Recall(three(Averaging::macro))).compute()) == doctest::Approx(2.0 / 3));
+  // F1 per class: 2 * (2/3) * 1 / (2/3 + 1) = 0.8 for classes 0 and 2, 0 for class 1.
+  const auto f1 = values(fed(F1(three(Averaging::none))).compute());
+  CHECK(f1[0] == doctest::Approx(0.8));
+  CHECK(f1[1] == 0.0);
+  CHECK(value(fed(F1(three(Averaging::macro))).compute()) == doctest::Approx(1.6 / 3));
+  // F2 weighs recall: (1+4) * tp / ((1+4) tp + 4 fn + fp) = 10 / 11 for class 0.
+  CHECK(values(fed(FBeta(2.0, three(Averaging::none))).compute())[0] == doctest::Approx(10.0 / 11));
+}
+
+TEST_CASE("properties: micro-F1 equals accuracy for single-label multiclass; weighted uses support") {
+  torch::manual_seed(3);
+  const torch::Tensor scores = torch::randn({200, 5});
+  const torch::Tensor labels = torch::randint(5, {200}, torch::kLong);
+  Accuracy accuracy(ClassificationOptions().num_classes(5));
+  FBeta micro_f1(1.0, ClassificationOptions().num_classes(5).average(Averaging::micro));
+  accuracy.update(scores, labels);
+  micro_f1.update(scores, labels);
+  CHECK(value(micro_f1.compute()) == doctest::Approx(value(accuracy.compute())));
+  // targets 0 0 0 1, predicted 0 0 1 1: precision [1, 0.5], support [3, 1]: weighted 3.5/4, macro 0.75.
+  Precision weighted(ClassificationOptions().num_classes(2).average(Averaging::weighted));
+  Precision macro(ClassificationOptions().num_classes(2).average(Averaging::macro));
+  for (auto* p : {&weighted, &macro}) p->update(torch::tensor({0, 0, 1, 1}), torch::tensor({0, 0, 0, 1}));
+  CHECK(value(weighted.compute()) == doctest::Approx(0.875));
+  CHECK(value(macro.compute()) == doctest::Approx(0.75));
+}
+
+TEST_CASE("binary, multilabel and top-k accuracy; binary precision and recall") {
+  Accuracy binary(ClassificationOptions().task(Task::binary));
+  binary.update(torch::tensor({0.2, 0.7, 0.5, 0.4}), torch::tensor({0, 1, 0, 1}));  // predicted 0 1 1 0: 2 of 4
+  CHECK(value(binary.compute()) == 0.5);
+  Accuracy strict(ClassificationOptions().task(Task::binary).threshold(0.6));
+  strict.update(torch::tensor({0.2, 0.7, 0.5, 0.4}), torch::tensor({0, 1, 0, 1}));  // predicted 0 1 0 0: 3 of 4
+  CHECK(value(strict.compute()) == 0.75);
+  Accuracy multilabel(ClassificationOptions().task(Task::multilabel).num_classes(2));
+  multilabel.update(torch::tensor({{0.9, 0.2}, {0.6, 0.7}}), torch::tensor({{1, 0}, {1, 0}}));  // rows exact: 1, 0
+  CHECK(value(multilabel.compute()) == 0.5);
+  // top-2: row 0 {1,2} holds 2; row 1 {0,1} misses 3; row 2 {3,2} misses 0. top-1 gets none.
+  const torch::Tensor scores = torch::tensor({{0.1, 0.5, 0.3, 0.1}, {0.6, 0.2, 0.15, 0.05}, {0.1, 0.2, 0.3, 0.4}});
+  const torch::Tensor labels = torch::tensor({2, 3, 0});
+  Accuracy top2(ClassificationOptions().num_classes(4).top_k(2)), top1(ClassificationOptions().num_classes(4));
+  top2.update(scores, labels);
+  top1.update(scores, labels);
+  CHECK(value(top2.compute()) == doctest::Approx(1.0 / 3));
+  CHECK(value(top1.compute()) == 0.0);
+  // Binary: predicted 1 1 0 0 1, targets 1 0 1 0 1: tp 2, fp 1, fn 1.
+  Precision p(ClassificationOptions().task(Task::binary));
+  Recall r(ClassificationOptions().task(Task::binary));
+  p.update(torch::tensor({1, 1, 0, 0, 1}), torch::tensor({1, 0, 1, 0, 1}));
+  r.update(torch::tensor({1, 1, 0, 0, 1}), torch::tensor({1, 0, 1, 0, 1}));
+  CHECK(value(p.compute()) == doctest::Approx(2.0 / 3));
+  CHECK(value(r.compute()) == doctest::Approx(2.0 / 3));
+}
+
+TEST_CASE("confusion matrix, its normalisations, IoU and mean IoU") {
+  ConfusionMatrix counts = fed(ConfusionMatrix(3));
+  CHECK(values(counts.compute()) == std::vector<double>{2, 0, 0, 1, 0, 1, 0, 0, 2});
+  CHECK(values(fed(ConfusionMatrix(3, ConfusionMatrix::Normalize::true_rows)).compute()) ==
+        std::vector<double>{1, 0, 0, 0.5, 0, 0.5, 0, 0, 1});
+  CHECK(values(fed(ConfusionMatrix(3, ConfusionMatrix::Normalize::predicted_columns)).compute()) ==
+        std::vector<double>{2.0 / 3, 0, 0, 1.0 / 3, 0, 1.0 / 3, 0, 0, 2.0 / 3});
+  // IoU = tp / (tp + fp + fn): [2/3, 0, 2/3]; mean 4/9; without class 0: mean of [0, 2/3].
+  CHECK(values(iou(counts).compute()) == std::vector<double>{2.0 / 3, 0.0, 2.0 / 3});
+  CHECK(value(mean_iou(counts).compute()) == doctest::Approx(4.0 / 9));
+  CHECK(value(mean_iou(counts, 0).compute()) == doctest::Approx(1.0 / 3));
+}
+
+TEST_CASE("ROC-AUC, exact, with ties counted one half") {
+  auto auc = [](std::vector<double> scores, std::vector<std::int64_t> targets) {
+    RocAuc m;
+    m.update(torch::tensor(scores), torch::tensor(targets, torch::kLong));
+    return value(m.compute());
+  };
+  CHECK(auc({0.1, 0.4, 0.35, 0.8}, {0, 0, 1, 1}) == doctest::Approx(0.75));  // 3 of 4 pairs ordered
+  CHECK(auc({0.5, 0.5, 0.5, 0.5}, {0, 1, 0, 1}) == doctest::Approx(0.5));    // all equal: every pair a tie
+  CHECK(auc({0.2, 0.2, 0.6, 0.6}, {0, 1, 0, 1}) == doctest::Approx(0.5));    // 0.5 + 0 + 1 + 0.5 over 4
+  CHECK(auc({0.3, 0.3, 0.9}, {0, 1, 1}) == doctest::Approx(0.75));           // 0.5 + 1 over 2
+  CHECK(auc({0.9, 0.8, 0.1}, {1, 1, 0}) == doctest::Approx(1.0));
+  RocAuc split;  // accumulates across updates
+  split.update(torch::tensor({0.1, 0.4}), torch::tensor({0, 0}));
+  split.update(torch::tensor({0.35, 0.8}), torch::tensor({1, 1}));
+  CHECK(value(split.compute()) == doctest::Approx(0.75));
+  CHECK_THROWS_WITH_AS(auc({0.1, 0.2}, {1, 1}), "trainloop: RocAuc: undefined with only one class among the targets",
+                       std::invalid_argument);
+}
+
+TEST_CASE("regression metrics, Loss, Average, RunningAverage by hand") {
+  // predictions 1 2 3 4, targets 1 3 2 6 (two updates): errors 0 -1 1 -2.
+  MeanSquaredError mse;
+  MeanAbsoluteError mae;
+  RootMeanSquaredError rmse;
+  R2Score r2;
+  for (auto [p, t] : {std::pair{std::vector<double>{1, 2}, std::vector<double>{1, 3}},
+                      std::pair{std::vector<double>{3, 4}, std::vector<double>{2, 6}}}) {
+    mse.update(torch::tensor(p), torch::tensor(t));
+    mae.update(torch::tensor(p), torch::tensor(t));
+    rmse.update(torch::tensor(p), torch::tensor(t));
+    r2.update(torch::tensor(p), torch::tensor(t));
+  }
+  CHECK(value(mse.compute()) == doctest::Approx(1.5));  // (0 + 1 + 1 + 4) / 4
+  CHECK(value(mae.compute()) == doctest::Approx(1.0));
+  CHECK(value(rmse.compute()) == doctest::Approx(std::sqrt(1.5)));
+  CHECK(value(r2.compute()) == doctest::Approx(1 - 6.0 / 14));  // SST: mean 3 -> 4 + 0 + 1 + 9
+
+  Loss loss([](const torch::Tensor& p, const torch::Tensor& t) { return torch::mse_loss(p, t); });
+  loss.update(torch::tensor({0.0, 0.0}), torch::tensor({1.0, 1.0}));  // 1, two examples
+  loss.update(torch::tensor({0.0}), torch::tensor({3.0}));            // 9, one example
+  CHECK(value(loss.compute()) == doctest::Approx(11.0 / 3));
+
+  Average scalars;
+  for (double v : {1.0, 2.0, 6.0}) scalars.update(v);
+  CHECK(value(scalars.compute()) == 3.0);
+  Average rows;
+  rows.update(torch::tensor({{1.0, 2.0}, {3.0, 4.0}}));
+  CHECK(values(rows.compute()) == std::vector<double>{2.0, 3.0});
+
+  RunningAverage running(0.5);
+  for (double v : {4.0, 2.0, 8.0}) running.update(v);  // 4, then 0.5*4 + 0.5*2 = 3, then 0.5*3 + 0.5*8 = 5.5
+  CHECK(value(running.compute()) == 5.5);
+}
+
+TEST_CASE("edge cases: empty updates change nothing; reset; compute before update") {
+  Accuracy accuracy(ClassificationOptions().num_classes(3));
+  accuracy.update(torch::zeros({0, 3}), torch::zeros({0}, torch::kLong));
+  accuracy.update(one_hot_scores(kPredicted, 3), torch::tensor(kTargets, torch::kLong));
+  CHECK(value(accuracy.compute()) == doctest::Approx(4.0 / 6));
+  accuracy.reset();
+  CHECK_THROWS_WITH_AS(accuracy.compute(), "trainloop: Accuracy: compute() before any update()", std::invalid_argument);
+  Recall recall(three(Averaging::macro));
+  recall.update(torch::zeros({0, 3}), torch::zeros({0}, torch::kLong));
+  CHECK(value(recall.compute()) == 0.0);  // nothing seen: every class's ratio is 0/0, reported as 0
+}
+
+TEST_CASE("input validation names the metric and the problem") {
+  Accuracy accuracy(ClassificationOptions().num_classes(3));
+  CHECK_THROWS_WITH_AS(accuracy.update(torch::zeros({4, 5}), torch::zeros({4}, torch::kLong)),
+                       "trainloop: Accuracy: scores must be [N, 3] for labels [N], got [4, 5] and [4]",
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS(accuracy.update(torch::zeros({2, 3}), torch::tensor({0.0, 1.0})),
+                       "trainloop: Accuracy: labels must be integers, got Float", std::invalid_argument);
+  CHECK_THROWS_WITH_AS(accuracy.update(torch::zeros({2, 3}), torch::tensor({0, 5})),
+                       "trainloop: Accuracy: labels must be in [0, 3), found 5", std::invalid_argument);
+  Accuracy unsized;
+  CHECK_THROWS_WITH_AS(unsized.update(torch::zeros({2, 3}), torch::tensor({0, 1})),
+                       doctest::Contains("multiclass needs num_classes"), std::invalid_argument);
+  MeanSquaredError mse;
+  CHECK_THROWS_WITH_AS(mse.update(torch::zeros({3}), torch::zeros({4})),
+                       "trainloop: MeanSquaredError: prediction shape [3] differs from target shape [4]",
+                       std::invalid_argument);
+}
+
+TEST_CASE("composition: 2 * p * r / (p + r) is a metric; each operand is updated once") {
+  Precision p(three(Averaging::micro));
+  Recall r(three(Averaging::micro));
+  auto f1 = 2 * p * r / (p + r);
+  f1.update(one_hot_scores(kPredicted, 3), torch::tensor(kTargets, torch::kLong));
+  CHECK(value(p.compute()) == doctest::Approx(4.0 / 6));  // updated once, not twice
+  CHECK(value(f1.compute()) == doctest::Approx(4.0 / 6));
+  f1.reset();
+  CHECK_THROWS_AS(p.compute(), std::invalid_argument);  // reset reached the operands
+  auto difference = metric_lambda([](const torch::Tensor& a, const torch::Tensor& b) { return a - b; }, p, r);
+  difference.update(one_hot_scores(kPredicted, 3), torch::tensor(kTargets, torch::kLong));
+  CHECK(value(difference.compute()) == doctest::Approx(0.0));
+}
+
+TEST_CASE("metrics attached to an Engine publish at epoch end; a module logs a Metric to the Trainer") {
+  using Batch = std::pair<torch::Tensor, torch::Tensor>;
+  std::vector<Batch> data{{one_hot_scores(kPredicted, 3), torch::tensor(kTargets, torch::kLong)},
+                          {one_hot_scores({1, 1}, 3), torch::tensor({1, 0}, torch::kLong)}};
+  Accuracy accuracy(ClassificationOptions().num_classes(3));
+  RunningAverage running(0.5);
+  auto evaluator = make_engine([](Batch& b) { return b; }, attach("accuracy", accuracy),
+                               attach("running", running, MetricUsage::running,
+                                      [](const Batch& b) { return b.second.to(torch::kFloat64).mean(); }));
+  evaluator.run(data);
+  CHECK(evaluator.state.metrics.at("accuracy") == doctest::Approx(5.0 / 8));  // 4 of 6, then 1 of 2
+  CHECK(evaluator.state.metrics.at("running") == doctest::Approx(0.5 * 1.0 + 0.5 * 0.5));
+
+  struct Classifier : LightningModule<Classifier> {
+    torch::nn::Linear fc{nullptr};
+    Accuracy val_accuracy{ClassificationOptions().num_classes(3)};
+    Classifier() { fc = register_module("fc", torch::nn::Linear(3, 3)); }
+    torch::Tensor training_step(Batch& b, std::int64_t) { return torch::nn::functional::cross_entropy(fc(b.first), b.second); }
+    void validation_step(Batch& b, std::int64_t) {
+      val_accuracy.update(b.first, b.second);  // the scores themselves: accuracy 5/8 whatever the model
+      log("val_acc", val_accuracy);
+    }
+    std::shared_ptr<torch::optim::SGD> configure_optimizers() {
+      return std::make_shared<torch::optim::SGD>(parameters(), torch::optim::SGDOptions(0.1));
+    }
+  };
+  Classifier net;
+  Trainer trainer(TrainerOptions().accelerator("cpu").max_epochs(2).enable_progress_bar(false).enable_model_summary(false));
+  trainer.fit(net, data, data);
+  CHECK(value(trainer.callback_metrics().at("val_acc")) == doctest::Approx(5.0 / 8));  // reset between epochs
+  CHECK(trainer.validate(net, data).at("val_acc") == doctest::Approx(5.0 / 8));
+}
