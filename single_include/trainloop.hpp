@@ -2604,15 +2604,21 @@ inline constexpr bool is_metric_v = is_detected_v<reset_t, M> && is_detected_v<c
 enum class SyncOp { sum, max, min };
 
 /// The distributed seam: a function that reduces one state tensor in place across ranks. Single process: none
-/// (metrics compute from their local state). The distributed build installs the process group's all-reduce here,
-/// so every metric synchronises once per compute(), never per update.
+/// (metrics compute from their local state). The distributed build installs the process group's all-reduce here;
+/// every metric reduces copies of its states once per compute(), never per update.
 inline std::function<void(torch::Tensor&, SyncOp)>& metric_state_reducer() {
   static std::function<void(torch::Tensor&, SyncOp)> reducer;
   return reducer;
 }
 namespace detail {
-inline void sync_state(torch::Tensor& state, SyncOp op) {
-  if (auto& reduce = metric_state_reducer()) reduce(state, op);
+// The state as all ranks together see it: a reduced copy (so computing twice never reduces twice), or the state
+// itself in a single process.
+inline torch::Tensor synced(const torch::Tensor& state, SyncOp op) {
+  auto& reduce = metric_state_reducer();
+  if (!reduce) return state;
+  torch::Tensor copy = state.clone();
+  reduce(copy, op);
+  return copy;
 }
 // Checks that cost no device sync: shapes and dtypes.
 inline void require(bool ok, const std::string& metric, const std::string& what) {
@@ -2827,16 +2833,17 @@ class ErrorSums {
     sum_absolute_.add_(error.abs().sum());
     count_.add_(static_cast<double>(error.numel()));
   }
-  torch::Tensor mean_squared(const char* metric) { return ready(metric), sum_squared_ / count_; }
-  torch::Tensor mean_absolute(const char* metric) { return ready(metric), sum_absolute_ / count_; }
+  torch::Tensor mean_squared(const char* metric) const {
+    ready(metric);
+    return synced(sum_squared_, SyncOp::sum) / synced(count_, SyncOp::sum);
+  }
+  torch::Tensor mean_absolute(const char* metric) const {
+    ready(metric);
+    return synced(sum_absolute_, SyncOp::sum) / synced(count_, SyncOp::sum);
+  }
 
  private:
-  void ready(const char* metric) {
-    require(count_.defined(), metric, "compute() before any update()");
-    sync_state(sum_squared_, SyncOp::sum);
-    sync_state(sum_absolute_, SyncOp::sum);
-    sync_state(count_, SyncOp::sum);
-  }
+  void ready(const char* metric) const { require(count_.defined(), metric, "compute() before any update()"); }
   torch::Tensor sum_squared_, sum_absolute_, count_;
 };
 }  // namespace detail
@@ -2889,9 +2896,10 @@ class R2Score {
   }
   torch::Tensor compute() {
     detail::require(count_.defined(), "R2Score", "compute() before any update()");
-    for (torch::Tensor* t : {&sse_, &sum_, &sum_sq_, &count_}) detail::sync_state(*t, SyncOp::sum);
-    const torch::Tensor sst = sum_sq_ - sum_.pow(2) / count_;
-    return 1 - sse_ / sst;
+    using detail::synced;
+    const torch::Tensor sse = synced(sse_, SyncOp::sum), sum = synced(sum_, SyncOp::sum);
+    const torch::Tensor sum_sq = synced(sum_sq_, SyncOp::sum), count = synced(count_, SyncOp::sum);
+    return 1 - sse / (sum_sq - sum.pow(2) / count);
   }
 
  private:
@@ -2920,9 +2928,7 @@ class Average {
   void update(double value) { update(torch::tensor(value, torch::kFloat64)); }
   torch::Tensor compute() {
     detail::require(sum_.defined(), "Average", "compute() before any update()");
-    detail::sync_state(sum_, SyncOp::sum);
-    detail::sync_state(count_, SyncOp::sum);
-    return sum_ / count_;
+    return detail::synced(sum_, SyncOp::sum) / detail::synced(count_, SyncOp::sum);
   }
 
  private:
@@ -2947,9 +2953,7 @@ class Loss {
   }
   torch::Tensor compute() {
     detail::require(sum_.defined(), "Loss", "compute() before any update()");
-    detail::sync_state(sum_, SyncOp::sum);
-    detail::sync_state(count_, SyncOp::sum);
-    return sum_ / count_;
+    return detail::synced(sum_, SyncOp::sum) / detail::synced(count_, SyncOp::sum);
   }
 
  private:
@@ -3103,8 +3107,9 @@ class ClassCounts {
   template <class PerClass>
   torch::Tensor compute(PerClass per_class) {
     require(tp_.defined(), metric_, "compute() before any update()");
-    for (torch::Tensor* t : {&tp_, &fp_, &fn_}) sync_state(*t, SyncOp::sum);
-    const torch::Tensor tp = tp_.to(torch::kFloat64), fp = fp_.to(torch::kFloat64), fn = fn_.to(torch::kFloat64);
+    const torch::Tensor tp = synced(tp_, SyncOp::sum).to(torch::kFloat64);
+    const torch::Tensor fp = synced(fp_, SyncOp::sum).to(torch::kFloat64);
+    const torch::Tensor fn = synced(fn_, SyncOp::sum).to(torch::kFloat64);
     switch (options_.average()) {
       case Averaging::none: return per_class(tp, fp, fn);
       case Averaging::micro: return per_class(tp.sum(), fp.sum(), fn.sum());
@@ -3177,9 +3182,8 @@ class Accuracy {
   }
   torch::Tensor compute() {
     detail::require(total_.defined(), "Accuracy", "compute() before any update()");
-    detail::sync_state(correct_, SyncOp::sum);
-    detail::sync_state(total_, SyncOp::sum);
-    return correct_.to(torch::kFloat64) / total_.to(torch::kFloat64);
+    return detail::synced(correct_, SyncOp::sum).to(torch::kFloat64) /
+           detail::synced(total_, SyncOp::sum).to(torch::kFloat64);
   }
 
  private:
@@ -3256,8 +3260,7 @@ class ConfusionMatrix {
   /// Counts (int64) when not normalised; float64 fractions otherwise (a row or column with no examples is 0).
   torch::Tensor compute() {
     detail::require(matrix_.defined(), "ConfusionMatrix", "compute() before any update()");
-    detail::sync_state(matrix_, SyncOp::sum);
-    const torch::Tensor m = matrix_.view({num_classes_, num_classes_});
+    const torch::Tensor m = detail::synced(matrix_, SyncOp::sum).view({num_classes_, num_classes_});
     const torch::Tensor f = m.to(torch::kFloat64);
     switch (normalize_) {
       case Normalize::none: return m;

@@ -233,3 +233,25 @@ TEST_CASE("metrics attached to an Engine publish at epoch end; a module logs a M
   CHECK(value(trainer.callback_metrics().at("val_acc")) == doctest::Approx(5.0 / 8));  // reset between epochs
   CHECK(trainer.validate(net, data).at("val_acc") == doctest::Approx(5.0 / 8));
 }
+
+TEST_CASE("the distributed seam: states are reduced (copies) once per compute, never per update") {
+  int reductions = 0;
+  // Pretend a second rank saw exactly the same data: a sum all-reduce doubles every count.
+  metric_state_reducer() = [&reductions](torch::Tensor& state, SyncOp op) {
+    ++reductions;
+    if (op == SyncOp::sum) state.mul_(2);
+  };
+  struct Restore {
+    ~Restore() { metric_state_reducer() = nullptr; }
+  } restore;
+  ConfusionMatrix matrix(3);
+  matrix.update(one_hot_scores(kPredicted, 3), torch::tensor(kTargets, torch::kLong));
+  matrix.update(one_hot_scores(kPredicted, 3), torch::tensor(kTargets, torch::kLong));
+  CHECK(reductions == 0);
+  CHECK(values(matrix.compute()) == std::vector<double>{8, 0, 0, 4, 0, 4, 0, 0, 8});  // 2 updates x 2 ranks
+  CHECK(reductions == 1);
+  CHECK(values(matrix.compute()) == std::vector<double>{8, 0, 0, 4, 0, 4, 0, 0, 8});  // computing again: the same
+  Accuracy accuracy(ClassificationOptions().num_classes(3));
+  accuracy.update(one_hot_scores(kPredicted, 3), torch::tensor(kTargets, torch::kLong));
+  CHECK(value(accuracy.compute()) == doctest::Approx(4.0 / 6));  // a ratio of doubled counts
+}

@@ -119,8 +119,9 @@ class ClassCounts {
   template <class PerClass>
   torch::Tensor compute(PerClass per_class) {
     require(tp_.defined(), metric_, "compute() before any update()");
-    for (torch::Tensor* t : {&tp_, &fp_, &fn_}) sync_state(*t, SyncOp::sum);
-    const torch::Tensor tp = tp_.to(torch::kFloat64), fp = fp_.to(torch::kFloat64), fn = fn_.to(torch::kFloat64);
+    const torch::Tensor tp = synced(tp_, SyncOp::sum).to(torch::kFloat64);
+    const torch::Tensor fp = synced(fp_, SyncOp::sum).to(torch::kFloat64);
+    const torch::Tensor fn = synced(fn_, SyncOp::sum).to(torch::kFloat64);
     switch (options_.average()) {
       case Averaging::none: return per_class(tp, fp, fn);
       case Averaging::micro: return per_class(tp.sum(), fp.sum(), fn.sum());
@@ -193,9 +194,8 @@ class Accuracy {
   }
   torch::Tensor compute() {
     detail::require(total_.defined(), "Accuracy", "compute() before any update()");
-    detail::sync_state(correct_, SyncOp::sum);
-    detail::sync_state(total_, SyncOp::sum);
-    return correct_.to(torch::kFloat64) / total_.to(torch::kFloat64);
+    return detail::synced(correct_, SyncOp::sum).to(torch::kFloat64) /
+           detail::synced(total_, SyncOp::sum).to(torch::kFloat64);
   }
 
  private:
@@ -272,8 +272,7 @@ class ConfusionMatrix {
   /// Counts (int64) when not normalised; float64 fractions otherwise (a row or column with no examples is 0).
   torch::Tensor compute() {
     detail::require(matrix_.defined(), "ConfusionMatrix", "compute() before any update()");
-    detail::sync_state(matrix_, SyncOp::sum);
-    const torch::Tensor m = matrix_.view({num_classes_, num_classes_});
+    const torch::Tensor m = detail::synced(matrix_, SyncOp::sum).view({num_classes_, num_classes_});
     const torch::Tensor f = m.to(torch::kFloat64);
     switch (normalize_) {
       case Normalize::none: return m;

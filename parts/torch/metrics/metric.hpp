@@ -26,15 +26,21 @@ inline constexpr bool is_metric_v = is_detected_v<reset_t, M> && is_detected_v<c
 enum class SyncOp { sum, max, min };
 
 /// The distributed seam: a function that reduces one state tensor in place across ranks. Single process: none
-/// (metrics compute from their local state). The distributed build installs the process group's all-reduce here,
-/// so every metric synchronises once per compute(), never per update.
+/// (metrics compute from their local state). The distributed build installs the process group's all-reduce here;
+/// every metric reduces copies of its states once per compute(), never per update.
 inline std::function<void(torch::Tensor&, SyncOp)>& metric_state_reducer() {
   static std::function<void(torch::Tensor&, SyncOp)> reducer;
   return reducer;
 }
 namespace detail {
-inline void sync_state(torch::Tensor& state, SyncOp op) {
-  if (auto& reduce = metric_state_reducer()) reduce(state, op);
+// The state as all ranks together see it: a reduced copy (so computing twice never reduces twice), or the state
+// itself in a single process.
+inline torch::Tensor synced(const torch::Tensor& state, SyncOp op) {
+  auto& reduce = metric_state_reducer();
+  if (!reduce) return state;
+  torch::Tensor copy = state.clone();
+  reduce(copy, op);
+  return copy;
 }
 // Checks that cost no device sync: shapes and dtypes.
 inline void require(bool ok, const std::string& metric, const std::string& what) {

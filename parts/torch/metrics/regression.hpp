@@ -27,16 +27,17 @@ class ErrorSums {
     sum_absolute_.add_(error.abs().sum());
     count_.add_(static_cast<double>(error.numel()));
   }
-  torch::Tensor mean_squared(const char* metric) { return ready(metric), sum_squared_ / count_; }
-  torch::Tensor mean_absolute(const char* metric) { return ready(metric), sum_absolute_ / count_; }
+  torch::Tensor mean_squared(const char* metric) const {
+    ready(metric);
+    return synced(sum_squared_, SyncOp::sum) / synced(count_, SyncOp::sum);
+  }
+  torch::Tensor mean_absolute(const char* metric) const {
+    ready(metric);
+    return synced(sum_absolute_, SyncOp::sum) / synced(count_, SyncOp::sum);
+  }
 
  private:
-  void ready(const char* metric) {
-    require(count_.defined(), metric, "compute() before any update()");
-    sync_state(sum_squared_, SyncOp::sum);
-    sync_state(sum_absolute_, SyncOp::sum);
-    sync_state(count_, SyncOp::sum);
-  }
+  void ready(const char* metric) const { require(count_.defined(), metric, "compute() before any update()"); }
   torch::Tensor sum_squared_, sum_absolute_, count_;
 };
 }  // namespace detail
@@ -89,9 +90,10 @@ class R2Score {
   }
   torch::Tensor compute() {
     detail::require(count_.defined(), "R2Score", "compute() before any update()");
-    for (torch::Tensor* t : {&sse_, &sum_, &sum_sq_, &count_}) detail::sync_state(*t, SyncOp::sum);
-    const torch::Tensor sst = sum_sq_ - sum_.pow(2) / count_;
-    return 1 - sse_ / sst;
+    using detail::synced;
+    const torch::Tensor sse = synced(sse_, SyncOp::sum), sum = synced(sum_, SyncOp::sum);
+    const torch::Tensor sum_sq = synced(sum_sq_, SyncOp::sum), count = synced(count_, SyncOp::sum);
+    return 1 - sse / (sum_sq - sum.pow(2) / count);
   }
 
  private:
@@ -120,9 +122,7 @@ class Average {
   void update(double value) { update(torch::tensor(value, torch::kFloat64)); }
   torch::Tensor compute() {
     detail::require(sum_.defined(), "Average", "compute() before any update()");
-    detail::sync_state(sum_, SyncOp::sum);
-    detail::sync_state(count_, SyncOp::sum);
-    return sum_ / count_;
+    return detail::synced(sum_, SyncOp::sum) / detail::synced(count_, SyncOp::sum);
   }
 
  private:
@@ -147,9 +147,7 @@ class Loss {
   }
   torch::Tensor compute() {
     detail::require(sum_.defined(), "Loss", "compute() before any update()");
-    detail::sync_state(sum_, SyncOp::sum);
-    detail::sync_state(count_, SyncOp::sum);
-    return sum_ / count_;
+    return detail::synced(sum_, SyncOp::sum) / detail::synced(count_, SyncOp::sum);
   }
 
  private:
