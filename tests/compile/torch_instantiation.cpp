@@ -32,6 +32,8 @@ struct Callback {
   void on_iteration_completed(E&) {}
 };
 
+inline torch::Tensor fc_free(const torch::Tensor& x) { return x.narrow(1, 0, 2); }
+
 int main() {
   torch::nn::Linear model(4, 2);
   torch::optim::SGD optimizer(model->parameters(), torch::optim::SGDOptions(0.1));
@@ -51,6 +53,24 @@ int main() {
   trainer.fit(net, data, data);
   trainer.test(net, data);
   auto predictions = trainer.predict(net, data);
+
+  trainloop::DataLoader<2> loader(trainloop::TensorDataset(torch::randn({8, 4}), torch::randint(2, {8})),
+                                  trainloop::DataLoaderOptions().batch_size(4).shuffle(true).prefetch(1));
+  trainer.fit(net, loader);
+  loader.load_state_dict(loader.state_dict());
+  trainloop::Precision precision(trainloop::ClassificationOptions().num_classes(2));
+  trainloop::Recall recall(trainloop::ClassificationOptions().num_classes(2));
+  auto f1 = 2 * precision * recall / (precision + recall);
+  trainloop::ConfusionMatrix matrix(2);
+  trainloop::RocAuc auc;
+  trainloop::R2Score r2;
+  auto evaluator = trainloop::make_engine([&](Batch& b) { return std::make_pair(fc_free(b.first), b.second); },
+                                          trainloop::attach("f1", f1), trainloop::attach("cm", matrix));
+  evaluator.run(data);
+  auto miou = trainloop::mean_iou(matrix);
+  (void)miou;
+  (void)auc;
+  (void)r2;
   trainloop::MnistSplit split = trainloop::read_mnist_split(trainloop::fashion_mnist_debian_dir, false);
   return static_cast<int>(split.labels.size(0) + trainloop::read_idx("x.idx").dim() +
                           static_cast<std::int64_t>(predictions.size()));
