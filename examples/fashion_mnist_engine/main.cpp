@@ -14,9 +14,8 @@
 #include <vector>
 
 #include "../common/metrics_csv.hpp"
-#include "../common/shuffled_batches.hpp"
 
-using Batch = ImageBatch;
+using Batch = trainloop::TensorBatch<2>;  // images [B, 1, 28, 28], labels [B]
 
 struct Mlp : torch::nn::Module {
   torch::nn::Linear fc1{nullptr}, fc2{nullptr};
@@ -66,7 +65,9 @@ int main(int argc, char** argv) {
   std::vector<Batch> test_batches;
   for (std::int64_t start = 0; start < test_split.labels.size(0); start += 1000)
     test_batches.emplace_back(test_split.images.slice(0, start, start + 1000), test_split.labels.slice(0, start, start + 1000));
-  ShuffledBatches train_batches(std::move(train_split), 64, /*seed=*/0);  // a new order at every pass
+  // A new order at every pass, from the loader's own seed.
+  DataLoader<2> train_batches(TensorDataset(train_split.images, train_split.labels),
+                              DataLoaderOptions().batch_size(64).shuffle(true).seed(0));
 
   auto model = std::make_shared<Mlp>();
   torch::optim::Adam optimizer(model->parameters(), torch::optim::AdamOptions(1e-3));

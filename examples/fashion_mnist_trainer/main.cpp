@@ -13,9 +13,9 @@
 #include <string>
 
 #include "../common/metrics_csv.hpp"
-#include "../common/shuffled_batches.hpp"
 
 using namespace trainloop;
+using ImageBatch = TensorBatch<2>;  // images [B, 1, 28, 28], labels [B]
 
 // What both models share: the steps, the metrics, the optimizer. Net is the concrete model (CRTP).
 template <class Net>
@@ -91,9 +91,10 @@ int run(const std::string& data_dir, std::int64_t epochs, bool smoke, std::ofstr
   const std::int64_t n = train.labels.size(0);
   MnistSplit fit_part{train.images.slice(0, 0, n - 5000), train.labels.slice(0, 0, n - 5000)};
   MnistSplit val_part{train.images.slice(0, n - 5000), train.labels.slice(0, n - 5000)};
-  ShuffledBatches train_batches(fit_part, 64, /*seed=*/0);
-  ShuffledBatches val_batches(val_part, 1000, 0, /*shuffle=*/false);
-  ShuffledBatches test_batches(test, 1000, 0, /*shuffle=*/false);
+  DataLoader<2> train_batches(TensorDataset(fit_part.images, fit_part.labels),
+                              DataLoaderOptions().batch_size(64).shuffle(true).seed(0));
+  DataLoader<2> val_batches(TensorDataset(val_part.images, val_part.labels), DataLoaderOptions().batch_size(1000));
+  DataLoader<2> test_batches(TensorDataset(test.images, test.labels), DataLoaderOptions().batch_size(1000));
 
   auto model = std::make_shared<Net>();
   TrainerOptions options = TrainerOptions().max_epochs(epochs).accelerator("auto");
@@ -113,7 +114,7 @@ int run(const std::string& data_dir, std::int64_t epochs, bool smoke, std::ofstr
 
 int main(int argc, char** argv) {
   std::string model = "cnn", data_dir = fashion_mnist_debian_dir, log_dir;
-  std::int64_t epochs = 5;
+  std::int64_t epochs = 6;
   bool smoke = false;
   double min_accuracy = 0;
   for (int i = 1; i < argc; ++i) {
