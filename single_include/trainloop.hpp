@@ -2450,17 +2450,9 @@ class LogOptions {
   std::int64_t batch_size_ = 1;
 };
 
-/// What the Trainer is running; decides log()'s defaults and where values go.
-enum class Stage { train, validate, test, predict, sanity_check };
-inline const char* stage_name(Stage s) {
-  switch (s) {
-    case Stage::train: return "train";
-    case Stage::validate: return "validate";
-    case Stage::test: return "test";
-    case Stage::predict: return "predict";
-    default: return "sanity_check";
-  }
-}
+/// What the Trainer is running; decides log()'s defaults and where values go. (The sanity check is a validation
+/// run: Trainer::sanity_checking() tells them apart.)
+enum class Stage { train, validate, test, predict };
 
 /// The values one stage logged: the latest per-step value and an epoch accumulator, both tensors on their device.
 class MetricStore {
@@ -4304,7 +4296,7 @@ class Trainer {
   template <class>
   friend struct detail::EvalHooks;
 
-  static constexpr std::size_t index(Stage s) { return static_cast<std::size_t>(s == Stage::sanity_check ? Stage::validate : s); }
+  static constexpr std::size_t index(Stage s) { return static_cast<std::size_t>(s); }
 
   template <class C>
   static constexpr bool has_callback_type() {
@@ -4902,7 +4894,7 @@ class Trainer {
   std::int64_t current_epoch_ = 0, global_step_ = 0, total_batches_ = 0, batch_idx_ = 0;
   std::int64_t batches_since_step_ = 0;  // batches whose gradients wait for the next optimizer step
   std::optional<std::int64_t> num_training_batches_, num_val_batches_, num_test_batches_, num_predict_batches_;
-  std::array<MetricStore, 4> metrics_;  // train, validate (and sanity check), test, predict
+  std::array<MetricStore, 4> metrics_;  // one per Stage: train, validate (the sanity check too), test, predict
   std::map<std::string, torch::Tensor> callback_metrics_, logged_metrics_;
   Optimizers optimizers_;
   detail::ModuleRuntime runtime_;

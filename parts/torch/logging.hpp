@@ -46,17 +46,9 @@ class LogOptions {
   std::int64_t batch_size_ = 1;
 };
 
-/// What the Trainer is running; decides log()'s defaults and where values go.
-enum class Stage { train, validate, test, predict, sanity_check };
-inline const char* stage_name(Stage s) {
-  switch (s) {
-    case Stage::train: return "train";
-    case Stage::validate: return "validate";
-    case Stage::test: return "test";
-    case Stage::predict: return "predict";
-    default: return "sanity_check";
-  }
-}
+/// What the Trainer is running; decides log()'s defaults and where values go. (The sanity check is a validation
+/// run: Trainer::sanity_checking() tells them apart.)
+enum class Stage { train, validate, test, predict };
 
 /// The values one stage logged: the latest per-step value and an epoch accumulator, both tensors on their device.
 class MetricStore {

@@ -301,7 +301,7 @@ class Trainer {
   template <class>
   friend struct detail::EvalHooks;
 
-  static constexpr std::size_t index(Stage s) { return static_cast<std::size_t>(s == Stage::sanity_check ? Stage::validate : s); }
+  static constexpr std::size_t index(Stage s) { return static_cast<std::size_t>(s); }
 
   template <class C>
   static constexpr bool has_callback_type() {
@@ -899,7 +899,7 @@ class Trainer {
   std::int64_t current_epoch_ = 0, global_step_ = 0, total_batches_ = 0, batch_idx_ = 0;
   std::int64_t batches_since_step_ = 0;  // batches whose gradients wait for the next optimizer step
   std::optional<std::int64_t> num_training_batches_, num_val_batches_, num_test_batches_, num_predict_batches_;
-  std::array<MetricStore, 4> metrics_;  // train, validate (and sanity check), test, predict
+  std::array<MetricStore, 4> metrics_;  // one per Stage: train, validate (the sanity check too), test, predict
   std::map<std::string, torch::Tensor> callback_metrics_, logged_metrics_;
   Optimizers optimizers_;
   detail::ModuleRuntime runtime_;
