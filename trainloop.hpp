@@ -25,6 +25,7 @@
 #include "parts/torch/metrics/regression.hpp"
 #include "parts/torch/metrics/classification.hpp"
 #include "parts/torch/optim.hpp"
+#include "parts/torch/schedulers.hpp"
 #include "parts/torch/module.hpp"
 #include "parts/torch/trainer_options.hpp"
 #include "parts/torch/callbacks/progress_bar.hpp"
