@@ -26,11 +26,13 @@
 #include "parts/torch/metrics/classification.hpp"
 #include "parts/torch/optim.hpp"
 #include "parts/torch/schedulers.hpp"
+#include "parts/torch/checkpoint.hpp"
 #include "parts/torch/module.hpp"
 #include "parts/torch/trainer_options.hpp"
 #include "parts/torch/callbacks/progress_bar.hpp"
 #include "parts/torch/callbacks/model_summary.hpp"
 #include "parts/torch/trainer.hpp"
+#include "parts/torch/callbacks/early_stopping.hpp"
 #endif
 #include "parts/core/epilogue.hpp"
 

@@ -3718,6 +3718,231 @@ class ReduceLROnPlateau {
 
 TRAINLOOP_DETAIL_END
 // ---- end parts/torch/schedulers.hpp ----
+// ---- begin parts/torch/checkpoint.hpp ----
+// trainloop: checkpoint files. One file holds the model's parameters and buffers, every optimizer's state, named
+// state dictionaries (loop counters, the data loader's position, schedulers, callbacks keyed by a stable id,
+// hyperparameters), the RNG states (CPU and CUDA), the trainloop version and a format version. Writes are atomic
+// (a temporary file in the same folder, flushed and fsync'ed, renamed over the target, the folder fsync'ed): a crash
+// leaves the old file or the new one, never a torn one. Loading validates everything and names the file and the key.
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+TRAINLOOP_DETAIL_BEGIN
+
+/// The layout version this trainloop writes; it reads this one and older.
+inline constexpr std::int64_t checkpoint_format_version = 1;
+
+namespace detail {
+inline std::runtime_error checkpoint_error(const std::string& path, const std::string& what) {
+  return std::runtime_error("trainloop: checkpoint '" + path + "': " + what);
+}
+// The first line of a c10::Error, without LibTorch's backtrace.
+inline std::string first_line(const std::string& message) { return message.substr(0, message.find('\n')); }
+
+inline void fsync_or_throw(const std::string& path, bool directory) {
+  const int fd = ::open(path.c_str(), directory ? O_RDONLY | O_DIRECTORY : O_RDONLY);
+  if (fd < 0) throw checkpoint_error(path, std::string("cannot open to sync: ") + std::strerror(errno));
+  const int rc = ::fsync(fd);
+  const int error = errno;
+  ::close(fd);
+  if (rc != 0) throw checkpoint_error(path, std::string("fsync failed: ") + std::strerror(error));
+}
+
+// A StateDict as three typed dictionaries (TorchScript attributes need one value type per dictionary).
+inline void write_state_dict(torch::serialize::OutputArchive& archive, const StateDict& state) {
+  c10::Dict<std::string, std::int64_t> ints;
+  c10::Dict<std::string, double> doubles;
+  c10::Dict<std::string, std::string> strings;
+  for (const auto& [key, value] : state) {
+    if (const auto* i = std::get_if<std::int64_t>(&value)) ints.insert(key, *i);
+    else if (const auto* d = std::get_if<double>(&value)) doubles.insert(key, *d);
+    else strings.insert(key, std::get<std::string>(value));
+  }
+  archive.write("ints", c10::IValue(ints));
+  archive.write("doubles", c10::IValue(doubles));
+  archive.write("strings", c10::IValue(strings));
+}
+inline StateDict read_state_dict(torch::serialize::InputArchive& archive) {
+  StateDict state;
+  c10::IValue ints, doubles, strings;
+  archive.read("ints", ints);
+  archive.read("doubles", doubles);
+  archive.read("strings", strings);
+  for (const auto& e : ints.toGenericDict()) state[e.key().toStringRef()] = e.value().toInt();
+  for (const auto& e : doubles.toGenericDict()) state[e.key().toStringRef()] = e.value().toDouble();
+  for (const auto& e : strings.toGenericDict()) state[e.key().toStringRef()] = e.value().toStringRef();
+  return state;
+}
+inline std::map<std::string, torch::Tensor> named_tensors(const torch::nn::Module& model) {
+  std::map<std::string, torch::Tensor> tensors;
+  for (const auto& p : model.named_parameters()) tensors[p.key()] = p.value();
+  for (const auto& b : model.named_buffers()) tensors[b.key()] = b.value();
+  return tensors;
+}
+}  // namespace detail
+
+/// Writes a checkpoint atomically. `states` are named state dictionaries (keys like "loop", "loader",
+/// "callback/EarlyStopping", "scheduler/0", "hparams"). A failure (disk full, no permission) is an error naming the
+/// path, and the file that was there before stays as it was.
+inline void save_checkpoint(const std::string& path, const torch::nn::Module& model,
+                            const std::vector<std::shared_ptr<torch::optim::Optimizer>>& optimizers = {},
+                            const std::map<std::string, StateDict>& states = {}, bool include_rng = true) {
+  torch::serialize::OutputArchive archive;
+  archive.write("trainloop_format_version", c10::IValue(checkpoint_format_version));
+  archive.write("trainloop_version", c10::IValue(std::string(version_string)));
+  c10::Dict<std::string, torch::Tensor> weights;
+  for (const auto& [name, tensor] : detail::named_tensors(model)) weights.insert(name, tensor.detach());
+  archive.write("model", c10::IValue(weights));
+  archive.write("optimizer_count", c10::IValue(static_cast<std::int64_t>(optimizers.size())));
+  for (std::size_t i = 0; i < optimizers.size(); ++i) {
+    torch::serialize::OutputArchive nested;
+    optimizers[i]->save(nested);
+    archive.write("optimizer_" + std::to_string(i), nested);
+  }
+  c10::List<std::string> state_names;
+  for (const auto& [name, state] : states) {
+    state_names.push_back(name);
+    torch::serialize::OutputArchive nested;
+    detail::write_state_dict(nested, state);
+    archive.write("state_" + std::to_string(state_names.size() - 1), nested);
+  }
+  archive.write("state_names", c10::IValue(state_names));
+  if (include_rng) {
+    archive.write("rng_cpu", at::detail::getDefaultCPUGenerator().get_state(), /*is_buffer=*/true);
+    const auto cuda_devices = torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0;
+    for (int i = 0; i < cuda_devices; ++i)
+      archive.write("rng_cuda_" + std::to_string(i),
+                    at::globalContext().defaultGenerator(at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(i))).get_state(),
+                    /*is_buffer=*/true);
+  }
+
+  const std::string temporary = path + ".tmp-" + std::to_string(::getpid());
+  try {
+    archive.save_to(temporary);
+    detail::fsync_or_throw(temporary, false);
+    if (std::rename(temporary.c_str(), path.c_str()) != 0)
+      throw detail::checkpoint_error(path, std::string("cannot rename the written file into place: ") + std::strerror(errno));
+    const auto slash = path.find_last_of('/');
+    detail::fsync_or_throw(slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash)), true);
+  } catch (const c10::Error& error) {
+    std::remove(temporary.c_str());
+    throw detail::checkpoint_error(path, "writing failed, the previous file is untouched: " + detail::first_line(error.what()));
+  } catch (...) {
+    std::remove(temporary.c_str());
+    throw;
+  }
+}
+
+/// Reads a checkpoint into `model` and `optimizers` (tensors land on the model's device, whatever device saved them;
+/// `map_location` picks where the file's tensors are first loaded) and returns its named states. Everything is
+/// validated before anything is changed: a missing, truncated or foreign file, a newer format, a different model
+/// (missing or unexpected keys, shape mismatch) or a different optimizer count is an error naming the file and key.
+inline std::map<std::string, StateDict> load_checkpoint(
+    const std::string& path, torch::nn::Module& model,
+    const std::vector<std::shared_ptr<torch::optim::Optimizer>>& optimizers = {},
+    std::optional<torch::Device> map_location = std::nullopt, bool restore_rng = true) {
+  if (::access(path.c_str(), R_OK) != 0) throw detail::checkpoint_error(path, std::strerror(errno));
+  torch::serialize::InputArchive archive;
+  c10::optional<torch::Device> device;  // c10::optional is not std::optional in LibTorch 1.x
+  if (map_location) device = *map_location;
+  try {
+    archive.load_from(path, device);
+  } catch (const c10::Error& error) {
+    throw detail::checkpoint_error(path, "not a readable checkpoint (truncated or corrupt?): " + detail::first_line(error.what()));
+  }
+  c10::IValue format;
+  if (!archive.try_read("trainloop_format_version", format) || !format.isInt())
+    throw detail::checkpoint_error(path, "not a trainloop checkpoint (no trainloop_format_version)");
+  c10::IValue written_by;
+  archive.try_read("trainloop_version", written_by);
+  if (format.toInt() > checkpoint_format_version)
+    throw detail::checkpoint_error(path, "format version " + std::to_string(format.toInt()) + " (written by trainloop " +
+                                             (written_by.isString() ? written_by.toStringRef() : "?") +
+                                             ") is newer than this trainloop (" + version_string + ") reads (" +
+                                             std::to_string(checkpoint_format_version) + ")");
+  try {
+    // The model: the same keys and shapes, or nothing is touched.
+    c10::IValue weights_value;
+    archive.read("model", weights_value);
+    const auto weights = weights_value.toGenericDict();
+    auto mine = detail::named_tensors(model);
+    for (const auto& entry : weights) {
+      const std::string& key = entry.key().toStringRef();
+      auto it = mine.find(key);
+      if (it == mine.end()) throw detail::checkpoint_error(path, "key 'model/" + key + "' is not in this model (a different model?)");
+      const torch::Tensor saved = entry.value().toTensor();
+      if (saved.sizes() != it->second.sizes())
+        throw detail::checkpoint_error(path, "key 'model/" + key + "' has shape " + c10::str(saved.sizes()) +
+                                                 ", this model's has " + c10::str(it->second.sizes()));
+    }
+    for (const auto& [key, tensor] : mine)
+      if (!weights.contains(key)) throw detail::checkpoint_error(path, "key 'model/" + key + "' is missing (a different model?)");
+    c10::IValue count;
+    archive.read("optimizer_count", count);
+    if (count.toInt() != static_cast<std::int64_t>(optimizers.size()))
+      throw detail::checkpoint_error(path, "it holds " + std::to_string(count.toInt()) + " optimizer state(s), " +
+                                               std::to_string(optimizers.size()) + " optimizer(s) were given");
+
+    // Validated: now restore.
+    {
+      torch::NoGradGuard no_grad;
+      for (const auto& entry : weights) mine.at(entry.key().toStringRef()).copy_(entry.value().toTensor());
+    }
+    for (std::size_t i = 0; i < optimizers.size(); ++i) {
+      torch::serialize::InputArchive nested;
+      archive.read("optimizer_" + std::to_string(i), nested);
+      optimizers[i]->load(nested);
+    }
+    std::map<std::string, StateDict> states;
+    c10::IValue names;
+    archive.read("state_names", names);
+    const auto list = names.toList();
+    for (std::size_t i = 0; i < list.size(); ++i) {
+      torch::serialize::InputArchive nested;
+      archive.read("state_" + std::to_string(i), nested);
+      states[list.get(i).toStringRef()] = detail::read_state_dict(nested);
+    }
+    if (restore_rng) {
+      torch::Tensor cpu_state;
+      if (archive.try_read("rng_cpu", cpu_state, /*is_buffer=*/true)) {
+        at::Generator generator = at::detail::getDefaultCPUGenerator();  // a handle: setting it sets the default
+        generator.set_state(cpu_state.to(torch::kCPU));
+      }
+      const auto cuda_devices = torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0;
+      for (int i = 0; i < cuda_devices; ++i) {
+        torch::Tensor cuda_state;
+        if (archive.try_read("rng_cuda_" + std::to_string(i), cuda_state, /*is_buffer=*/true)) {
+          at::Generator generator =
+              at::globalContext().defaultGenerator(at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(i)));
+          generator.set_state(cuda_state.to(torch::kCPU));
+        }
+      }
+    }
+    return states;
+  } catch (const c10::Error& error) {
+    throw detail::checkpoint_error(path, "unreadable content: " + detail::first_line(error.what()));
+  }
+}
+
+/// Weights only (parameters and buffers), for export; load them into any module with the same names and shapes,
+/// a plain torch::nn::Module included, with load_checkpoint(path, module).
+inline void save_weights(const std::string& path, const torch::nn::Module& model) {
+  save_checkpoint(path, model, {}, {}, /*include_rng=*/false);
+}
+
+TRAINLOOP_DETAIL_END
+// ---- end parts/torch/checkpoint.hpp ----
 // ---- begin parts/torch/module.hpp ----
 // trainloop: LightningModule<Derived>. A torch::nn::Module the user writes as usual, plus the steps and hooks the
 // Trainer detects at compile time (CRTP: no virtual calls), plus log() and the manual-optimisation helpers.
@@ -4473,6 +4698,8 @@ class Trainer {
   std::optional<std::int64_t> num_test_batches() const noexcept { return num_test_batches_; }
   std::optional<std::int64_t> num_predict_batches() const noexcept { return num_predict_batches_; }
   Stage stage() const noexcept { return stage_; }
+  /// Inside fit (validation runs included), as opposed to a standalone validate/test/predict.
+  bool fitting() const noexcept { return fitting_; }
   bool sanity_checking() const noexcept { return sanity_checking_; }
   torch::Device device() const noexcept { return device_; }
   /// Ask fit to stop (early stopping): honoured at the next batch end once min_epochs and min_steps are reached.
@@ -4522,6 +4749,11 @@ class Trainer {
     detail::Held<TrainData> train{std::forward<TrainData>(train_data)};
     detail::Held<ValData> val{std::forward<ValData>(val_data)};
     FitContext<Module, decltype(train), decltype(val), Batch> fit(*this, module, train, val);
+    fitting_ = true;
+    struct Done {
+      bool& flag;
+      ~Done() { flag = false; }
+    } done{fitting_};
     run_stage(module, Stage::train, "fit", [&] { fit.run(); });
   }
 
@@ -5173,6 +5405,7 @@ class Trainer {
   torch::Device device_ = torch::Device(torch::kCPU);
   Stage stage_ = Stage::train;
   bool sanity_checking_ = false;
+  bool fitting_ = false;
   bool should_stop_ = false;
   std::int64_t current_epoch_ = 0, global_step_ = 0, total_batches_ = 0, batch_idx_ = 0;
   std::int64_t batches_since_step_ = 0;  // batches whose gradients wait for the next optimizer step
@@ -5188,6 +5421,170 @@ Trainer(TrainerOptions, Callbacks...) -> Trainer<Callbacks...>;
 
 TRAINLOOP_DETAIL_END
 // ---- end parts/torch/trainer.hpp ----
+// ---- begin parts/torch/callbacks/early_stopping.hpp ----
+// trainloop: EarlyStopping and TerminateOnNan. Each works as a Trainer callback and as an Engine handler.
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <optional>
+#include <string>
+
+TRAINLOOP_DETAIL_BEGIN
+
+/// Stops training when a monitored metric stops improving (Lightning's EarlyStopping). Patience is counted in checks:
+/// a check happens at each validation end of fit (or each training epoch end with check_on_train_epoch_end); after
+/// `patience` checks in a row without an improvement of more than `min_delta`, it asks the Trainer to stop
+/// (honoured once min_epochs/min_steps are reached). It also stops at once when the metric crosses
+/// `stopping_threshold` (good enough) or `divergence_threshold` (hopeless), or is NaN/inf with `check_finite`.
+///
+/// As an Engine handler (Ignite's habit), attach it to the evaluator and name the engine to stop:
+/// `make_engine(eval_step, attach("val_loss", loss), EarlyStopping(options).stops(trainer_engine))`; it checks
+/// evaluator.state.metrics[monitor] when the evaluator completes.
+class EarlyStopping {
+ public:
+  static constexpr bool trainloop_monitoring_callback = true;  // runs after the module's on_train_epoch_end
+  enum class Mode { min, max };
+  struct Options {
+    std::string monitor;
+    Mode mode = Mode::min;
+    std::int64_t patience = 3;
+    double min_delta = 0.0;
+    std::optional<double> stopping_threshold, divergence_threshold;
+    bool check_finite = true;
+    bool check_on_train_epoch_end = false;
+  };
+  explicit EarlyStopping(Options options) : options_(std::move(options)) {
+    if (options_.monitor.empty()) throw std::invalid_argument("trainloop: EarlyStopping: name the metric to monitor");
+    if (options_.patience < 1) throw std::invalid_argument("trainloop: EarlyStopping: patience must be at least 1");
+    if (options_.min_delta < 0) throw std::invalid_argument("trainloop: EarlyStopping: min_delta must not be negative");
+  }
+  EarlyStopping& stops(EngineCore& engine) {
+    target_ = &engine;
+    return *this;
+  }
+
+  // Trainer callback hooks.
+  template <class T, class M>
+  void on_validation_end(T& trainer, M&) {
+    if (trainer.fitting() && !trainer.sanity_checking() && !options_.check_on_train_epoch_end) check_trainer(trainer);
+  }
+  template <class T, class M>
+  void on_train_epoch_end(T& trainer, M&) {
+    if (options_.check_on_train_epoch_end) check_trainer(trainer);
+  }
+  // Engine handler hook (only with stops(engine)).
+  template <class E>
+  void on_completed(E& evaluator) {
+    if (!target_) return;
+    auto it = evaluator.state.metrics.find(options_.monitor);
+    if (it == evaluator.state.metrics.end())
+      throw std::runtime_error("trainloop: EarlyStopping: the evaluator has no metric '" + options_.monitor + "'");
+    if (check(it->second)) target_->terminate();
+  }
+
+  /// One check with the metric's value; true when training should stop. The reason is in reason().
+  bool check(double current) {
+    ++checks_;
+    const bool minimize = options_.mode == Mode::min;
+    auto fmt = [](double v) {
+      char text[32];
+      std::snprintf(text, sizeof text, "%.6g", v);
+      return std::string(text);
+    };
+    if (options_.check_finite && !std::isfinite(current))
+      return stop("monitored metric " + options_.monitor + " = " + fmt(current) + " is not finite");
+    if (options_.stopping_threshold && (minimize ? current < *options_.stopping_threshold : current > *options_.stopping_threshold))
+      return stop(options_.monitor + " = " + fmt(current) + " reached the stopping threshold " + fmt(*options_.stopping_threshold));
+    if (options_.divergence_threshold &&
+        (minimize ? current > *options_.divergence_threshold : current < *options_.divergence_threshold))
+      return stop(options_.monitor + " = " + fmt(current) + " crossed the divergence threshold " + fmt(*options_.divergence_threshold));
+    const bool improved = !best_ || (minimize ? current < *best_ - options_.min_delta : current > *best_ + options_.min_delta);
+    if (improved) {
+      best_ = current;
+      wait_ = 0;
+      return false;
+    }
+    if (++wait_ >= options_.patience)
+      return stop(options_.monitor + " did not improve by more than " + fmt(options_.min_delta) + " in " +
+                  std::to_string(wait_) + " checks; best " + fmt(*best_));
+    return false;
+  }
+
+  std::optional<double> best_score() const { return best_; }
+  std::int64_t wait_count() const { return wait_; }
+  bool stopped() const { return !reason_.empty(); }
+  const std::string& reason() const { return reason_; }
+  StateDict state_dict() const {
+    StateDict s{{"wait_count", wait_}, {"checks", checks_}, {"reason", reason_}};
+    if (best_) s["best_score"] = *best_;
+    return s;
+  }
+  void load_state_dict(const StateDict& s) {
+    auto it = s.find("wait_count");
+    if (it == s.end() || !std::holds_alternative<std::int64_t>(it->second))
+      throw std::invalid_argument("trainloop: EarlyStopping state: key 'wait_count' is missing or not an integer");
+    wait_ = std::get<std::int64_t>(it->second);
+    checks_ = s.count("checks") ? std::get<std::int64_t>(s.at("checks")) : 0;
+    reason_ = s.count("reason") ? std::get<std::string>(s.at("reason")) : std::string();
+    best_ = s.count("best_score") ? std::optional<double>(std::get<double>(s.at("best_score"))) : std::nullopt;
+  }
+
+ private:
+  template <class T>
+  void check_trainer(T& trainer) {
+    const auto& metrics = trainer.callback_metrics();
+    auto it = metrics.find(options_.monitor);
+    if (it == metrics.end()) {
+      std::string logged;
+      for (const auto& entry : metrics) logged += (logged.empty() ? "" : ", ") + entry.first;
+      throw std::runtime_error("trainloop: EarlyStopping monitors '" + options_.monitor +
+                               "', which was not logged (logged: " + (logged.empty() ? "nothing" : logged) + ")");
+    }
+    if (check(it->second.template item<double>())) trainer.should_stop(true);
+  }
+  bool stop(std::string why) {
+    reason_ = std::move(why);
+    return true;
+  }
+
+  Options options_;
+  EngineCore* target_ = nullptr;
+  std::optional<double> best_;
+  std::int64_t wait_ = 0, checks_ = 0;
+  std::string reason_;
+};
+
+/// Stops the run when the step's output (the loss, for the Trainer: a tensor, a struct with `loss`, or a map with
+/// "loss") holds a NaN or an infinity, with a message naming the iteration and the value. One Engine hook serves
+/// both faces: the Trainer forwards its training Engine's events to its callbacks. It reads the value on the host
+/// every iteration: a sync per step, which is what asking for it costs.
+class TerminateOnNan {
+ public:
+  template <class E>
+  void on_iteration_completed(E& engine) {
+    const torch::Tensor bad = first_non_finite(detail::loss_of(engine.output()));
+    if (!bad.defined()) return;
+    message_ = "trainloop: TerminateOnNan: the output of iteration " + std::to_string(engine.state.iteration) +
+               " (epoch " + std::to_string(engine.state.epoch) + ", its batch " +
+               std::to_string(engine.state.epoch_iteration) + ") is " + c10::str(bad.item<double>()) + "; stopping";
+    std::fprintf(stderr, "%s\n", message_.c_str());
+    engine.terminate();
+  }
+  bool triggered() const { return !message_.empty(); }
+  const std::string& message() const { return message_; }
+
+ private:
+  static torch::Tensor first_non_finite(const torch::Tensor& value) {
+    if (!value.defined() || !value.is_floating_point()) return {};
+    const torch::Tensor finite = torch::isfinite(value.detach());
+    if (finite.all().item<bool>()) return {};
+    return value.detach().reshape({-1}).index({finite.reshape({-1}).logical_not()}).slice(0, 0, 1);
+  }
+  std::string message_;
+};
+
+TRAINLOOP_DETAIL_END
+// ---- end parts/torch/callbacks/early_stopping.hpp ----
 #endif
 // ---- begin parts/core/epilogue.hpp ----
 // trainloop: the end. Internal macros are undefined here, so none leaks into the user's code.

@@ -195,6 +195,8 @@ class Trainer {
   std::optional<std::int64_t> num_test_batches() const noexcept { return num_test_batches_; }
   std::optional<std::int64_t> num_predict_batches() const noexcept { return num_predict_batches_; }
   Stage stage() const noexcept { return stage_; }
+  /// Inside fit (validation runs included), as opposed to a standalone validate/test/predict.
+  bool fitting() const noexcept { return fitting_; }
   bool sanity_checking() const noexcept { return sanity_checking_; }
   torch::Device device() const noexcept { return device_; }
   /// Ask fit to stop (early stopping): honoured at the next batch end once min_epochs and min_steps are reached.
@@ -244,6 +246,11 @@ class Trainer {
     detail::Held<TrainData> train{std::forward<TrainData>(train_data)};
     detail::Held<ValData> val{std::forward<ValData>(val_data)};
     FitContext<Module, decltype(train), decltype(val), Batch> fit(*this, module, train, val);
+    fitting_ = true;
+    struct Done {
+      bool& flag;
+      ~Done() { flag = false; }
+    } done{fitting_};
     run_stage(module, Stage::train, "fit", [&] { fit.run(); });
   }
 
@@ -895,6 +902,7 @@ class Trainer {
   torch::Device device_ = torch::Device(torch::kCPU);
   Stage stage_ = Stage::train;
   bool sanity_checking_ = false;
+  bool fitting_ = false;
   bool should_stop_ = false;
   std::int64_t current_epoch_ = 0, global_step_ = 0, total_batches_ = 0, batch_idx_ = 0;
   std::int64_t batches_since_step_ = 0;  // batches whose gradients wait for the next optimizer step

@@ -69,6 +69,18 @@ int main() {
   evaluator.run(data);
   auto miou = trainloop::mean_iou(matrix);
   (void)miou;
+  trainloop::save_checkpoint("x.ckpt", net, {}, {{"loop", evaluator.state.state_dict()}});
+  trainloop::load_checkpoint("x.ckpt", net, {}, torch::Device(torch::kCPU));
+  torch::optim::SGD sgd(net.parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
+  trainloop::ParamScheduler warm(sgd, trainloop::with_warmup(trainloop::cosine_annealing(0.1, 0.0, 10), 0.0, 5));
+  trainloop::ParamScheduler momentum(sgd, trainloop::linear_cyclical(0.8, 0.9, 4), trainloop::Param::momentum);
+  trainloop::ReduceLROnPlateau plateau(sgd);
+  plateau.step(1.0);
+  trainloop::EarlyStopping::Options early;
+  early.monitor = "val_loss";
+  trainloop::Trainer guarded(trainloop::TrainerOptions().max_epochs(1), trainloop::EarlyStopping(early),
+                             trainloop::TerminateOnNan{});
+  guarded.fit(net, data, data);
   (void)auc;
   (void)r2;
   trainloop::MnistSplit split = trainloop::read_mnist_split(trainloop::fashion_mnist_debian_dir, false);
