@@ -33,6 +33,7 @@
 #include "parts/torch/callbacks/model_summary.hpp"
 #include "parts/torch/trainer.hpp"
 #include "parts/torch/callbacks/early_stopping.hpp"
+#include "parts/torch/callbacks/model_checkpoint.hpp"
 #endif
 #include "parts/core/epilogue.hpp"
 

@@ -2177,8 +2177,10 @@ class DataLoader {
 
   /// The position: epoch, batches handed out in it, and what must match to restore it.
   StateDict state_dict() const {
-    return {{"epoch", std::int64_t{epoch_}},
-            {"next_batch", std::int64_t{next_batch_}},
+    // A finished epoch is saved as the start of the next, so a resumed run begins it without an empty pass.
+    const bool finished = next_batch_ >= static_cast<std::int64_t>(size());
+    return {{"epoch", std::int64_t{finished ? epoch_ + 1 : epoch_}},
+            {"next_batch", std::int64_t{finished ? 0 : next_batch_}},
             {"seed", static_cast<std::int64_t>(options_.seed())},
             {"dataset_size", dataset_.size()},
             {"batch_size", options_.batch_size()},
@@ -3342,6 +3344,7 @@ TRAINLOOP_DETAIL_END
 // stepped every N steps or epochs, or on a monitored metric.
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -3356,6 +3359,10 @@ template <class S>
 using plain_step_t = decltype(std::declval<S&>().step());
 template <class S>
 using metric_step_t = decltype(std::declval<S&>().step(std::declval<double>()));
+template <class S>
+using state_dict_t = decltype(std::declval<const S&>().state_dict());
+template <class S>
+using load_state_dict_t = decltype(std::declval<S&>().load_state_dict(std::declval<const StateDict&>()));
 }  // namespace detail
 
 /// An LR scheduler as the Trainer drives it: any shared_ptr<S> whose S has `step()` (LibTorch's StepLR, trainloop's
@@ -3370,6 +3377,13 @@ class SchedulerConfig {
     if constexpr (detail::is_detected_v<detail::plain_step_t, S>) step_ = [scheduler] { scheduler->step(); };
     if constexpr (detail::is_detected_v<detail::metric_step_t, S>)
       step_on_metric_ = [scheduler](double metric) { scheduler->step(metric); };
+    // trainloop's schedulers have a StateDict state, which checkpoints carry; LibTorch's do not.
+    if constexpr (detail::is_detected_v<detail::state_dict_t, S> && detail::is_detected_v<detail::load_state_dict_t, S>) {
+      if constexpr (std::is_same_v<detail::state_dict_t<S>, StateDict>) {
+        save_ = [scheduler] { return scheduler->state_dict(); };
+        load_ = [scheduler](const StateDict& state) { scheduler->load_state_dict(state); };
+      }
+    }
   }
   SchedulerConfig& interval(Interval v) { return interval_ = v, *this; }
   SchedulerConfig& frequency(std::int64_t v) {
@@ -3386,10 +3400,17 @@ class SchedulerConfig {
   void step(double metric) const { step_on_metric_(metric); }
   bool can_step_plainly() const { return static_cast<bool>(step_); }
   bool can_step_on_metric() const { return static_cast<bool>(step_on_metric_); }
+  /// The scheduler's state, when it has one (empty otherwise).
+  std::optional<StateDict> state_dict() const { return save_ ? std::optional<StateDict>(save_()) : std::nullopt; }
+  void load_state_dict(const StateDict& state) const {
+    if (load_) load_(state);
+  }
 
  private:
   std::function<void()> step_;
   std::function<void(double)> step_on_metric_;
+  std::function<StateDict()> save_;
+  std::function<void(const StateDict&)> load_;
   Interval interval_ = Interval::epoch;
   std::int64_t frequency_ = 1;
   std::string monitor_;
@@ -4512,6 +4533,7 @@ TRAINLOOP_DETAIL_END
 #include <limits>
 #include <variant>
 #include <exception>
+#include <functional>
 #include <map>
 #include <optional>
 #include <stdexcept>
@@ -4662,6 +4684,11 @@ TRAINLOOP_DETAIL_EVAL_HOOKS(test_step, test)
 TRAINLOOP_DETAIL_EVAL_HOOKS(predict_step, predict)
 #undef TRAINLOOP_DETAIL_EVAL_HOOKS
 
+template <class C>
+using last_model_path_t = decltype(std::declval<const C&>().last_model_path());
+template <class C>
+using state_key_t = decltype(std::declval<const C&>().state_key());
+
 namespace tags = lightning_tags;
 }  // namespace detail
 
@@ -4727,12 +4754,20 @@ class Trainer {
     return detail::unwrap(std::get<C>(callbacks_));
   }
 
+  /// Writes a checkpoint of the fit in progress (callbacks call this, ModelCheckpoint among them): the model, the
+  /// optimizers, the loop's counters, the schedulers', callbacks' and training data's states, the RNG. Atomic; see
+  /// save_checkpoint. With weights_only, the model's parameters and buffers alone.
+  void save_checkpoint(const std::string& path, bool weights_only = false) {
+    if (!save_) throw std::logic_error("trainloop: Trainer::save_checkpoint(\"" + path + "\") needs a fit in progress");
+    save_(path, weights_only);
+  }
+
   // --- entry points ------------------------------------------------------------------------------------------------
 
   /// Trains `module` on `train_data`, validating on `val_data` when given (sanity check first, then at the cadence of
   /// val_check_interval / check_val_every_n_epoch).
   template <class Module, class TrainData, class ValData = detail::NoData>
-  void fit(Module& module, TrainData&& train_data, ValData&& val_data = ValData{}) {
+  void fit(Module& module, TrainData&& train_data, ValData&& val_data = ValData{}, const std::string& ckpt_path = "") {
     using Batch = detail::batch_of_data_t<TrainData>;
     constexpr bool has_val = !std::is_same_v<std::decay_t<ValData>, detail::NoData>;
     check_module<Module>();
@@ -4749,11 +4784,25 @@ class Trainer {
     detail::Held<TrainData> train{std::forward<TrainData>(train_data)};
     detail::Held<ValData> val{std::forward<ValData>(val_data)};
     FitContext<Module, decltype(train), decltype(val), Batch> fit(*this, module, train, val);
+    fit.ckpt_path = resolve_ckpt_path(ckpt_path);
     fitting_ = true;
     struct Done {
-      bool& flag;
-      ~Done() { flag = false; }
-    } done{fitting_};
+      Trainer& t;
+      ~Done() {
+        t.fitting_ = false;
+        t.train_engine_ = nullptr;
+        t.save_ = nullptr;
+        t.train_data_state_ = nullptr;
+      }
+    } done{*this};
+    save_ = [this, &module](const std::string& path, bool weights_only) {
+      if (weights_only) return trainloop::save_weights(path, module);
+      std::vector<std::shared_ptr<torch::optim::Optimizer>> optimizers;
+      for (const auto& config : optimizers_) optimizers.push_back(config.optimizer());
+      trainloop::save_checkpoint(path, module, optimizers, checkpoint_states());
+    };
+    if constexpr (detail::is_detected_v<detail::state_dict_t, std::remove_reference_t<decltype(train.get())>>)
+      train_data_state_ = [&train] { return train.get().state_dict(); };
     run_stage(module, Stage::train, "fit", [&] { fit.run(); });
   }
 
@@ -4909,6 +4958,99 @@ class Trainer {
   std::optional<std::int64_t> eval_limit(const BatchLimit& limit, Data& data, const char* option) const {
     if (options_.fast_dev_run() > 0) return options_.fast_dev_run();
     return limit.apply(detail::data_size(data), option);
+  }
+
+  // --- checkpoint state --------------------------------------------------------------------------------------------
+
+  // "last" and "best" name what a ModelCheckpoint in the pack wrote; anything else is a path.
+  std::string resolve_ckpt_path(const std::string& ckpt_path) {
+    if (ckpt_path != "last" && ckpt_path != "best") return ckpt_path;
+    std::string found;
+    for_each_callback([&](auto& callback) {
+      using C = std::decay_t<decltype(callback)>;
+      if constexpr (detail::is_detected_v<detail::last_model_path_t, C>)
+        if (found.empty()) found = ckpt_path == "last" ? callback.last_model_path() : callback.best_model_path();
+    });
+    if (found.empty())
+      throw std::invalid_argument("trainloop: fit(..., \"" + ckpt_path + "\"): no ModelCheckpoint in this Trainer has "
+                                  "written a " + ckpt_path + " checkpoint yet; give a path");
+    return found;
+  }
+
+  // Callbacks with state are keyed by their type, plus state_key() when they have one (two of a type need it).
+  template <class C>
+  static std::string callback_key(const C& callback) {
+    std::string key = "callback/" + detail::type_name<C>();
+    if constexpr (detail::is_detected_v<detail::state_key_t, C>) key += "/" + callback.state_key();
+    return key;
+  }
+
+  std::map<std::string, StateDict> checkpoint_states() {
+    std::map<std::string, StateDict> states;
+    if (train_engine_) states["loop"] = train_engine_->state.state_dict();
+    states["trainer"] = {{"global_step", global_step_},
+                         {"total_batches", total_batches_},
+                         {"batches_since_step", batches_since_step_},
+                         {"current_epoch", current_epoch_}};
+    if (train_data_state_) states["train_data"] = train_data_state_();
+    for (std::size_t i = 0; i < optimizers_.size(); ++i)
+      if (const auto& s = optimizers_[i].scheduler())
+        if (auto state = s->state_dict()) states["scheduler/" + std::to_string(i)] = *state;
+    for_each_callback([&](auto& callback) {
+      using C = std::decay_t<decltype(callback)>;
+      if constexpr (detail::is_detected_v<detail::state_dict_t, C>) {
+        const std::string key = callback_key(callback);
+        if (states.count(key))
+          throw std::logic_error("trainloop: two callbacks of type " + detail::type_name<C>() +
+                                 " would share the checkpoint key '" + key + "'; give them distinct state_key()s");
+        states[key] = callback.state_dict();
+      }
+    });
+    return states;
+  }
+
+  // Restores what checkpoint_states() saved; the loop's state is returned for the training Engine.
+  template <class Module, class TrainHeld>
+  StateDict restore(const std::string& path, Module& module, TrainHeld& train) {
+    std::vector<std::shared_ptr<torch::optim::Optimizer>> optimizers;
+    for (const auto& config : optimizers_) optimizers.push_back(config.optimizer());
+    auto states = trainloop::load_checkpoint(path, module, optimizers, device_);
+    auto need = [&](const std::string& key) -> const StateDict& {
+      auto it = states.find(key);
+      if (it == states.end())
+        throw std::runtime_error("trainloop: checkpoint '" + path + "': key '" + key + "' is missing (not written by fit?)");
+      return it->second;
+    };
+    const StateDict& counters = need("trainer");
+    auto count = [&](const char* key) {
+      auto it = counters.find(key);
+      if (it == counters.end() || !std::holds_alternative<std::int64_t>(it->second))
+        throw std::runtime_error("trainloop: checkpoint '" + path + "': key 'trainer/" + key + "' is missing");
+      return std::get<std::int64_t>(it->second);
+    };
+    global_step_ = count("global_step");
+    total_batches_ = count("total_batches");
+    batches_since_step_ = count("batches_since_step");
+    current_epoch_ = count("current_epoch");
+    runtime_.global_step = global_step_;
+    runtime_.current_epoch = current_epoch_;
+    for (std::size_t i = 0; i < optimizers_.size(); ++i)
+      if (const auto& s = optimizers_[i].scheduler()) {
+        auto it = states.find("scheduler/" + std::to_string(i));
+        if (it != states.end()) s->load_state_dict(it->second);
+      }
+    for_each_callback([&](auto& callback) {
+      using C = std::decay_t<decltype(callback)>;
+      if constexpr (detail::is_detected_v<detail::load_state_dict_t, C>) {
+        auto it = states.find(callback_key(callback));
+        if (it != states.end()) callback.load_state_dict(it->second);
+      }
+    });
+    if constexpr (detail::is_detected_v<detail::load_state_dict_t, std::remove_reference_t<decltype(train.get())>>) {
+      auto it = states.find("train_data");
+      if (it != states.end()) train.get().load_state_dict(it->second);
+    }
+    return need("loop");
   }
 
   // --- optimisation ------------------------------------------------------------------------------------------------
@@ -5215,6 +5357,7 @@ class Trainer {
     Batch* batch = nullptr;
     std::optional<std::int64_t> val_limit;
     Clock::time_point start;
+    std::string ckpt_path;  // resume from this checkpoint when set
     bool stop_after_epoch = false;
     bool skip_rest_of_epoch = false;
 
@@ -5232,6 +5375,8 @@ class Trainer {
       t.callback_metrics_.clear();
       t.logged_metrics_.clear();
       for (auto& store : t.metrics_) store.clear();
+      std::optional<StateDict> loop_state;
+      if (!ckpt_path.empty()) loop_state = t.restore(ckpt_path, *module, *train);
 
       BatchLimit train_limit = o.overfit_batches().is_set() ? o.overfit_batches() : o.limit_train_batches();
       if (o.fast_dev_run() > 0) train_limit = BatchLimit(o.fast_dev_run());
@@ -5243,7 +5388,8 @@ class Trainer {
 
       t.template call_hook<detail::tags::on_fit_start>(*module);
       if constexpr (has_val) {
-        const std::int64_t sanity_steps = o.fast_dev_run() > 0 ? 0 : o.num_sanity_val_steps();
+        // A resumed fit skips the sanity check: the validation code already ran in the first process.
+        const std::int64_t sanity_steps = o.fast_dev_run() > 0 || loop_state ? 0 : o.num_sanity_val_steps();
         if (sanity_steps != 0) {
           std::optional<std::int64_t> limit = val_limit;
           if (sanity_steps > 0) limit = limit ? std::min(*limit, sanity_steps) : sanity_steps;
@@ -5261,6 +5407,8 @@ class Trainer {
             [this](EngineCore& core, Batch&) { return trainer->train_batch(*module, core, *batch); },
             detail::EngineEventsTo<FitContext>{this});
         check_callback_engine_hooks<decltype(engine)>();
+        t.train_engine_ = &engine;
+        if (loop_state) engine.state.load_state_dict(*loop_state);
         RunOptions run;
         const auto epochs = o.effective_max_epochs();
         run.max_epochs(epochs ? static_cast<std::uint64_t>(*epochs) : std::numeric_limits<std::uint64_t>::max());
@@ -5414,6 +5562,10 @@ class Trainer {
   std::map<std::string, torch::Tensor> callback_metrics_, logged_metrics_;
   Optimizers optimizers_;
   detail::ModuleRuntime runtime_;
+  // While fitting: the training Engine, how to save, and the training data's position (when it has one).
+  EngineCore* train_engine_ = nullptr;
+  std::function<void(const std::string&, bool)> save_;
+  std::function<StateDict()> train_data_state_;
 };
 
 template <class... Callbacks>
@@ -5585,6 +5737,200 @@ class TerminateOnNan {
 
 TRAINLOOP_DETAIL_END
 // ---- end parts/torch/callbacks/early_stopping.hpp ----
+// ---- begin parts/torch/callbacks/model_checkpoint.hpp ----
+// trainloop: ModelCheckpoint. Saves the Trainer's checkpoints every N training steps, every N epochs or every so
+// often, keeps the top k by a monitored metric (or the latest), and a last.ckpt; `fit(..., "last" | "best")` resumes
+// from them.
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <algorithm>
+#include <limits>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+TRAINLOOP_DETAIL_BEGIN
+
+class ModelCheckpoint {
+ public:
+  static constexpr bool trainloop_monitoring_callback = true;  // sees the epoch's values, after the module's hook
+  enum class Mode { min, max };
+  struct Options {
+    std::string dirpath = "checkpoints";
+    /// {epoch}, {step} and any logged metric, optionally formatted: "epoch={epoch}-val_loss={val_loss:.3f}".
+    std::string filename = "epoch={epoch}-step={step}";
+    std::string monitor;        ///< empty: no ranking, the latest checkpoints are kept
+    Mode mode = Mode::min;
+    std::int64_t save_top_k = 1;  ///< -1: keep all; 0: none (only last.ckpt, with save_last)
+    bool save_last = false;       ///< also write dirpath/last.ckpt at every save
+    std::int64_t every_n_train_steps = 0;  ///< 0: not by steps
+    std::int64_t every_n_epochs = 1;       ///< at epoch ends (when not saving by steps or time); 0: never
+    std::chrono::duration<double> train_time_interval{0};  ///< 0: not by time
+    bool save_weights_only = false;
+  };
+  ModelCheckpoint() : ModelCheckpoint(Options{}) {}
+  explicit ModelCheckpoint(Options options) : options_(std::move(options)) {
+    if (options_.save_top_k < -1) throw std::invalid_argument("trainloop: ModelCheckpoint: save_top_k must be -1 or more");
+    if (options_.save_top_k > 1 && options_.monitor.empty())
+      throw std::invalid_argument("trainloop: ModelCheckpoint: save_top_k > 1 needs a monitor to rank checkpoints");
+    if (options_.every_n_train_steps < 0 || options_.every_n_epochs < 0)
+      throw std::invalid_argument("trainloop: ModelCheckpoint: every_n_* must not be negative");
+  }
+
+  template <class T, class M>
+  void on_fit_start(T&, M&) {
+    std::error_code error;
+    std::filesystem::create_directories(options_.dirpath, error);
+    const std::string probe = options_.dirpath + "/.trainloop-write-test";
+    std::FILE* f = error ? nullptr : std::fopen(probe.c_str(), "w");
+    if (!f)
+      throw std::runtime_error("trainloop: ModelCheckpoint: cannot write checkpoints to '" + options_.dirpath + "'" +
+                               (error ? ": " + error.message() : std::string()));
+    std::fclose(f);
+    std::remove(probe.c_str());
+    last_time_save_ = std::chrono::steady_clock::now();
+  }
+  template <class T, class M, class O, class B>
+  void on_train_batch_end(T& trainer, M&, const O&, B&, std::int64_t) {
+    const auto step = trainer.global_step();
+    if (options_.every_n_train_steps > 0 && step > 0 && step % options_.every_n_train_steps == 0 && step != last_step_)
+      return save(trainer);
+    if (options_.train_time_interval.count() > 0 &&
+        std::chrono::steady_clock::now() - last_time_save_ >= options_.train_time_interval)
+      save(trainer);
+  }
+  template <class T, class M>
+  void on_train_epoch_end(T& trainer, M&) {
+    if (options_.every_n_train_steps > 0 || options_.train_time_interval.count() > 0 || options_.every_n_epochs == 0) return;
+    if ((trainer.current_epoch() + 1) % options_.every_n_epochs == 0) save(trainer);
+  }
+
+  const std::string& best_model_path() const { return best_path_; }
+  std::optional<double> best_model_score() const { return best_score_; }
+  const std::string& last_model_path() const { return last_path_; }
+  /// The kept checkpoints, in saving order, with their scores (NaN without a monitor).
+  const std::vector<std::pair<std::string, double>>& kept() const { return kept_; }
+
+  StateDict state_dict() const {
+    StateDict s{{"best_model_path", best_path_}, {"last_model_path", last_path_}, {"last_step", last_step_}};
+    if (best_score_) s["best_model_score"] = *best_score_;
+    std::string kept;
+    for (const auto& [path, score] : kept_) kept += path + '\t' + std::to_string(score) + '\n';
+    s["kept"] = kept;
+    return s;
+  }
+  void load_state_dict(const StateDict& s) {
+    auto text = [&](const char* key) { return s.count(key) ? std::get<std::string>(s.at(key)) : std::string(); };
+    best_path_ = text("best_model_path");
+    last_path_ = text("last_model_path");
+    last_step_ = s.count("last_step") ? std::get<std::int64_t>(s.at("last_step")) : -1;
+    best_score_ = s.count("best_model_score") ? std::optional<double>(std::get<double>(s.at("best_model_score"))) : std::nullopt;
+    kept_.clear();
+    const std::string kept = text("kept");
+    for (std::size_t start = 0, end; (end = kept.find('\n', start)) != std::string::npos; start = end + 1) {
+      const std::string line = kept.substr(start, end - start);
+      const auto tab = line.find('\t');
+      kept_.emplace_back(line.substr(0, tab), std::stod(line.substr(tab + 1)));
+    }
+  }
+
+  /// "epoch={epoch}-val_loss={val_loss:.3f}" with the values: {name} or {name:.Nf}; an unknown name is an error.
+  static std::string format_filename(const std::string& pattern, const std::map<std::string, double>& values) {
+    std::string out;
+    for (std::size_t i = 0; i < pattern.size();) {
+      if (pattern[i] != '{') {
+        out += pattern[i++];
+        continue;
+      }
+      const auto close = pattern.find('}', i);
+      if (close == std::string::npos) throw std::invalid_argument("trainloop: ModelCheckpoint: unclosed '{' in '" + pattern + "'");
+      std::string field = pattern.substr(i + 1, close - i - 1), format;
+      if (const auto colon = field.find(':'); colon != std::string::npos) {
+        format = field.substr(colon + 1);
+        field = field.substr(0, colon);
+      }
+      auto it = values.find(field);
+      if (it == values.end())
+        throw std::invalid_argument("trainloop: ModelCheckpoint: the filename names '" + field + "', which was not logged");
+      char text[64];
+      if (format.empty() && it->second == static_cast<double>(static_cast<std::int64_t>(it->second)))
+        std::snprintf(text, sizeof text, "%lld", static_cast<long long>(it->second));
+      else if (format.empty())
+        std::snprintf(text, sizeof text, "%g", it->second);
+      else
+        std::snprintf(text, sizeof text, ("%" + format).c_str(), it->second);
+      out += text;
+      i = close + 1;
+    }
+    return out;
+  }
+
+ private:
+  template <class T>
+  void save(T& trainer) {
+    last_step_ = trainer.global_step();
+    last_time_save_ = std::chrono::steady_clock::now();
+    std::map<std::string, double> values{{"epoch", static_cast<double>(trainer.current_epoch())},
+                                         {"step", static_cast<double>(trainer.global_step())}};
+    for (const auto& [name, value] : trainer.callback_metrics())
+      if (value.defined() && value.numel() == 1) values[name] = value.template item<double>();
+    double score = std::numeric_limits<double>::quiet_NaN();
+    if (!options_.monitor.empty()) {
+      auto it = values.find(options_.monitor);
+      if (it == values.end())
+        throw std::runtime_error("trainloop: ModelCheckpoint monitors '" + options_.monitor + "', which was not logged");
+      score = it->second;
+    }
+    if (options_.save_top_k != 0 && keeps(score)) {
+      const std::string path = options_.dirpath + "/" + format_filename(options_.filename, values) + ".ckpt";
+      trainer.save_checkpoint(path, options_.save_weights_only);
+      kept_.erase(std::remove_if(kept_.begin(), kept_.end(), [&](const auto& k) { return k.first == path; }), kept_.end());
+      kept_.emplace_back(path, score);
+      prune();
+    }
+    if (options_.save_last) {
+      last_path_ = options_.dirpath + "/last.ckpt";
+      trainer.save_checkpoint(last_path_, options_.save_weights_only);
+    }
+  }
+  bool better(double a, double b) const { return options_.mode == Mode::min ? a < b : a > b; }
+  // Whether a checkpoint with `score` enters the kept set.
+  bool keeps(double score) const {
+    if (options_.monitor.empty() || options_.save_top_k == -1) return true;
+    if (static_cast<std::int64_t>(kept_.size()) < options_.save_top_k) return true;
+    for (const auto& [path, s] : kept_)
+      if (better(score, s)) return true;
+    return false;
+  }
+  // Drops the worst (without a monitor: the oldest) beyond save_top_k, deleting its file, and updates the best.
+  void prune() {
+    while (options_.save_top_k > 0 && static_cast<std::int64_t>(kept_.size()) > options_.save_top_k) {
+      auto worst = kept_.begin();  // in saving order: the oldest first
+      if (!options_.monitor.empty())
+        for (auto it = kept_.begin(); it != kept_.end(); ++it)
+          if (better(worst->second, it->second)) worst = it;
+      std::filesystem::remove(worst->first);
+      kept_.erase(worst);
+    }
+    best_path_.clear();
+    best_score_.reset();
+    for (const auto& [path, score] : kept_)
+      if (options_.monitor.empty() || !best_score_ || better(score, *best_score_)) best_path_ = path, best_score_ = score;
+    if (options_.monitor.empty()) best_score_.reset();  // "best" is the latest when nothing is ranked
+  }
+
+  Options options_;
+  std::vector<std::pair<std::string, double>> kept_;  // in saving order
+  std::string best_path_, last_path_;
+  std::optional<double> best_score_;
+  std::int64_t last_step_ = -1;
+  std::chrono::steady_clock::time_point last_time_save_{};
+};
+
+TRAINLOOP_DETAIL_END
+// ---- end parts/torch/callbacks/model_checkpoint.hpp ----
 #endif
 // ---- begin parts/core/epilogue.hpp ----
 // trainloop: the end. Internal macros are undefined here, so none leaks into the user's code.

@@ -3,6 +3,7 @@
 #pragma once
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -17,6 +18,10 @@ template <class S>
 using plain_step_t = decltype(std::declval<S&>().step());
 template <class S>
 using metric_step_t = decltype(std::declval<S&>().step(std::declval<double>()));
+template <class S>
+using state_dict_t = decltype(std::declval<const S&>().state_dict());
+template <class S>
+using load_state_dict_t = decltype(std::declval<S&>().load_state_dict(std::declval<const StateDict&>()));
 }  // namespace detail
 
 /// An LR scheduler as the Trainer drives it: any shared_ptr<S> whose S has `step()` (LibTorch's StepLR, trainloop's
@@ -31,6 +36,13 @@ class SchedulerConfig {
     if constexpr (detail::is_detected_v<detail::plain_step_t, S>) step_ = [scheduler] { scheduler->step(); };
     if constexpr (detail::is_detected_v<detail::metric_step_t, S>)
       step_on_metric_ = [scheduler](double metric) { scheduler->step(metric); };
+    // trainloop's schedulers have a StateDict state, which checkpoints carry; LibTorch's do not.
+    if constexpr (detail::is_detected_v<detail::state_dict_t, S> && detail::is_detected_v<detail::load_state_dict_t, S>) {
+      if constexpr (std::is_same_v<detail::state_dict_t<S>, StateDict>) {
+        save_ = [scheduler] { return scheduler->state_dict(); };
+        load_ = [scheduler](const StateDict& state) { scheduler->load_state_dict(state); };
+      }
+    }
   }
   SchedulerConfig& interval(Interval v) { return interval_ = v, *this; }
   SchedulerConfig& frequency(std::int64_t v) {
@@ -47,10 +59,17 @@ class SchedulerConfig {
   void step(double metric) const { step_on_metric_(metric); }
   bool can_step_plainly() const { return static_cast<bool>(step_); }
   bool can_step_on_metric() const { return static_cast<bool>(step_on_metric_); }
+  /// The scheduler's state, when it has one (empty otherwise).
+  std::optional<StateDict> state_dict() const { return save_ ? std::optional<StateDict>(save_()) : std::nullopt; }
+  void load_state_dict(const StateDict& state) const {
+    if (load_) load_(state);
+  }
 
  private:
   std::function<void()> step_;
   std::function<void(double)> step_on_metric_;
+  std::function<StateDict()> save_;
+  std::function<void(const StateDict&)> load_;
   Interval interval_ = Interval::epoch;
   std::int64_t frequency_ = 1;
   std::string monitor_;

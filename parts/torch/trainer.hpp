@@ -9,6 +9,7 @@
 #include <limits>
 #include <variant>
 #include <exception>
+#include <functional>
 #include <map>
 #include <optional>
 #include <stdexcept>
@@ -159,6 +160,11 @@ TRAINLOOP_DETAIL_EVAL_HOOKS(test_step, test)
 TRAINLOOP_DETAIL_EVAL_HOOKS(predict_step, predict)
 #undef TRAINLOOP_DETAIL_EVAL_HOOKS
 
+template <class C>
+using last_model_path_t = decltype(std::declval<const C&>().last_model_path());
+template <class C>
+using state_key_t = decltype(std::declval<const C&>().state_key());
+
 namespace tags = lightning_tags;
 }  // namespace detail
 
@@ -224,12 +230,20 @@ class Trainer {
     return detail::unwrap(std::get<C>(callbacks_));
   }
 
+  /// Writes a checkpoint of the fit in progress (callbacks call this, ModelCheckpoint among them): the model, the
+  /// optimizers, the loop's counters, the schedulers', callbacks' and training data's states, the RNG. Atomic; see
+  /// save_checkpoint. With weights_only, the model's parameters and buffers alone.
+  void save_checkpoint(const std::string& path, bool weights_only = false) {
+    if (!save_) throw std::logic_error("trainloop: Trainer::save_checkpoint(\"" + path + "\") needs a fit in progress");
+    save_(path, weights_only);
+  }
+
   // --- entry points ------------------------------------------------------------------------------------------------
 
   /// Trains `module` on `train_data`, validating on `val_data` when given (sanity check first, then at the cadence of
   /// val_check_interval / check_val_every_n_epoch).
   template <class Module, class TrainData, class ValData = detail::NoData>
-  void fit(Module& module, TrainData&& train_data, ValData&& val_data = ValData{}) {
+  void fit(Module& module, TrainData&& train_data, ValData&& val_data = ValData{}, const std::string& ckpt_path = "") {
     using Batch = detail::batch_of_data_t<TrainData>;
     constexpr bool has_val = !std::is_same_v<std::decay_t<ValData>, detail::NoData>;
     check_module<Module>();
@@ -246,11 +260,25 @@ class Trainer {
     detail::Held<TrainData> train{std::forward<TrainData>(train_data)};
     detail::Held<ValData> val{std::forward<ValData>(val_data)};
     FitContext<Module, decltype(train), decltype(val), Batch> fit(*this, module, train, val);
+    fit.ckpt_path = resolve_ckpt_path(ckpt_path);
     fitting_ = true;
     struct Done {
-      bool& flag;
-      ~Done() { flag = false; }
-    } done{fitting_};
+      Trainer& t;
+      ~Done() {
+        t.fitting_ = false;
+        t.train_engine_ = nullptr;
+        t.save_ = nullptr;
+        t.train_data_state_ = nullptr;
+      }
+    } done{*this};
+    save_ = [this, &module](const std::string& path, bool weights_only) {
+      if (weights_only) return trainloop::save_weights(path, module);
+      std::vector<std::shared_ptr<torch::optim::Optimizer>> optimizers;
+      for (const auto& config : optimizers_) optimizers.push_back(config.optimizer());
+      trainloop::save_checkpoint(path, module, optimizers, checkpoint_states());
+    };
+    if constexpr (detail::is_detected_v<detail::state_dict_t, std::remove_reference_t<decltype(train.get())>>)
+      train_data_state_ = [&train] { return train.get().state_dict(); };
     run_stage(module, Stage::train, "fit", [&] { fit.run(); });
   }
 
@@ -406,6 +434,99 @@ class Trainer {
   std::optional<std::int64_t> eval_limit(const BatchLimit& limit, Data& data, const char* option) const {
     if (options_.fast_dev_run() > 0) return options_.fast_dev_run();
     return limit.apply(detail::data_size(data), option);
+  }
+
+  // --- checkpoint state --------------------------------------------------------------------------------------------
+
+  // "last" and "best" name what a ModelCheckpoint in the pack wrote; anything else is a path.
+  std::string resolve_ckpt_path(const std::string& ckpt_path) {
+    if (ckpt_path != "last" && ckpt_path != "best") return ckpt_path;
+    std::string found;
+    for_each_callback([&](auto& callback) {
+      using C = std::decay_t<decltype(callback)>;
+      if constexpr (detail::is_detected_v<detail::last_model_path_t, C>)
+        if (found.empty()) found = ckpt_path == "last" ? callback.last_model_path() : callback.best_model_path();
+    });
+    if (found.empty())
+      throw std::invalid_argument("trainloop: fit(..., \"" + ckpt_path + "\"): no ModelCheckpoint in this Trainer has "
+                                  "written a " + ckpt_path + " checkpoint yet; give a path");
+    return found;
+  }
+
+  // Callbacks with state are keyed by their type, plus state_key() when they have one (two of a type need it).
+  template <class C>
+  static std::string callback_key(const C& callback) {
+    std::string key = "callback/" + detail::type_name<C>();
+    if constexpr (detail::is_detected_v<detail::state_key_t, C>) key += "/" + callback.state_key();
+    return key;
+  }
+
+  std::map<std::string, StateDict> checkpoint_states() {
+    std::map<std::string, StateDict> states;
+    if (train_engine_) states["loop"] = train_engine_->state.state_dict();
+    states["trainer"] = {{"global_step", global_step_},
+                         {"total_batches", total_batches_},
+                         {"batches_since_step", batches_since_step_},
+                         {"current_epoch", current_epoch_}};
+    if (train_data_state_) states["train_data"] = train_data_state_();
+    for (std::size_t i = 0; i < optimizers_.size(); ++i)
+      if (const auto& s = optimizers_[i].scheduler())
+        if (auto state = s->state_dict()) states["scheduler/" + std::to_string(i)] = *state;
+    for_each_callback([&](auto& callback) {
+      using C = std::decay_t<decltype(callback)>;
+      if constexpr (detail::is_detected_v<detail::state_dict_t, C>) {
+        const std::string key = callback_key(callback);
+        if (states.count(key))
+          throw std::logic_error("trainloop: two callbacks of type " + detail::type_name<C>() +
+                                 " would share the checkpoint key '" + key + "'; give them distinct state_key()s");
+        states[key] = callback.state_dict();
+      }
+    });
+    return states;
+  }
+
+  // Restores what checkpoint_states() saved; the loop's state is returned for the training Engine.
+  template <class Module, class TrainHeld>
+  StateDict restore(const std::string& path, Module& module, TrainHeld& train) {
+    std::vector<std::shared_ptr<torch::optim::Optimizer>> optimizers;
+    for (const auto& config : optimizers_) optimizers.push_back(config.optimizer());
+    auto states = trainloop::load_checkpoint(path, module, optimizers, device_);
+    auto need = [&](const std::string& key) -> const StateDict& {
+      auto it = states.find(key);
+      if (it == states.end())
+        throw std::runtime_error("trainloop: checkpoint '" + path + "': key '" + key + "' is missing (not written by fit?)");
+      return it->second;
+    };
+    const StateDict& counters = need("trainer");
+    auto count = [&](const char* key) {
+      auto it = counters.find(key);
+      if (it == counters.end() || !std::holds_alternative<std::int64_t>(it->second))
+        throw std::runtime_error("trainloop: checkpoint '" + path + "': key 'trainer/" + key + "' is missing");
+      return std::get<std::int64_t>(it->second);
+    };
+    global_step_ = count("global_step");
+    total_batches_ = count("total_batches");
+    batches_since_step_ = count("batches_since_step");
+    current_epoch_ = count("current_epoch");
+    runtime_.global_step = global_step_;
+    runtime_.current_epoch = current_epoch_;
+    for (std::size_t i = 0; i < optimizers_.size(); ++i)
+      if (const auto& s = optimizers_[i].scheduler()) {
+        auto it = states.find("scheduler/" + std::to_string(i));
+        if (it != states.end()) s->load_state_dict(it->second);
+      }
+    for_each_callback([&](auto& callback) {
+      using C = std::decay_t<decltype(callback)>;
+      if constexpr (detail::is_detected_v<detail::load_state_dict_t, C>) {
+        auto it = states.find(callback_key(callback));
+        if (it != states.end()) callback.load_state_dict(it->second);
+      }
+    });
+    if constexpr (detail::is_detected_v<detail::load_state_dict_t, std::remove_reference_t<decltype(train.get())>>) {
+      auto it = states.find("train_data");
+      if (it != states.end()) train.get().load_state_dict(it->second);
+    }
+    return need("loop");
   }
 
   // --- optimisation ------------------------------------------------------------------------------------------------
@@ -712,6 +833,7 @@ class Trainer {
     Batch* batch = nullptr;
     std::optional<std::int64_t> val_limit;
     Clock::time_point start;
+    std::string ckpt_path;  // resume from this checkpoint when set
     bool stop_after_epoch = false;
     bool skip_rest_of_epoch = false;
 
@@ -729,6 +851,8 @@ class Trainer {
       t.callback_metrics_.clear();
       t.logged_metrics_.clear();
       for (auto& store : t.metrics_) store.clear();
+      std::optional<StateDict> loop_state;
+      if (!ckpt_path.empty()) loop_state = t.restore(ckpt_path, *module, *train);
 
       BatchLimit train_limit = o.overfit_batches().is_set() ? o.overfit_batches() : o.limit_train_batches();
       if (o.fast_dev_run() > 0) train_limit = BatchLimit(o.fast_dev_run());
@@ -740,7 +864,8 @@ class Trainer {
 
       t.template call_hook<detail::tags::on_fit_start>(*module);
       if constexpr (has_val) {
-        const std::int64_t sanity_steps = o.fast_dev_run() > 0 ? 0 : o.num_sanity_val_steps();
+        // A resumed fit skips the sanity check: the validation code already ran in the first process.
+        const std::int64_t sanity_steps = o.fast_dev_run() > 0 || loop_state ? 0 : o.num_sanity_val_steps();
         if (sanity_steps != 0) {
           std::optional<std::int64_t> limit = val_limit;
           if (sanity_steps > 0) limit = limit ? std::min(*limit, sanity_steps) : sanity_steps;
@@ -758,6 +883,8 @@ class Trainer {
             [this](EngineCore& core, Batch&) { return trainer->train_batch(*module, core, *batch); },
             detail::EngineEventsTo<FitContext>{this});
         check_callback_engine_hooks<decltype(engine)>();
+        t.train_engine_ = &engine;
+        if (loop_state) engine.state.load_state_dict(*loop_state);
         RunOptions run;
         const auto epochs = o.effective_max_epochs();
         run.max_epochs(epochs ? static_cast<std::uint64_t>(*epochs) : std::numeric_limits<std::uint64_t>::max());
@@ -911,6 +1038,10 @@ class Trainer {
   std::map<std::string, torch::Tensor> callback_metrics_, logged_metrics_;
   Optimizers optimizers_;
   detail::ModuleRuntime runtime_;
+  // While fitting: the training Engine, how to save, and the training data's position (when it has one).
+  EngineCore* train_engine_ = nullptr;
+  std::function<void(const std::string&, bool)> save_;
+  std::function<StateDict()> train_data_state_;
 };
 
 template <class... Callbacks>

@@ -81,6 +81,11 @@ int main() {
   trainloop::Trainer guarded(trainloop::TrainerOptions().max_epochs(1), trainloop::EarlyStopping(early),
                              trainloop::TerminateOnNan{});
   guarded.fit(net, data, data);
+  trainloop::ModelCheckpoint::Options every_step;
+  every_step.every_n_train_steps = 1;
+  every_step.save_last = true;
+  trainloop::Trainer checkpointed(trainloop::TrainerOptions().max_epochs(2), trainloop::ModelCheckpoint(every_step));
+  checkpointed.fit(net, loader, trainloop::detail::NoData{}, "last");
   (void)auc;
   (void)r2;
   trainloop::MnistSplit split = trainloop::read_mnist_split(trainloop::fashion_mnist_debian_dir, false);

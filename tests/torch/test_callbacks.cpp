@@ -3,7 +3,10 @@
 #include <trainloop.hpp>
 
 #include <cmath>
+#include <filesystem>
 #include <vector>
+
+#include "temp_dir.hpp"
 
 using namespace trainloop;
 using Batch = std::pair<torch::Tensor, torch::Tensor>;
@@ -136,4 +139,75 @@ TEST_CASE("TerminateOnNan stops the Trainer at a NaN loss, and an Engine at a Na
   CHECK(engine.state.iteration == 3);
   CHECK(engine.handler<TerminateOnNan>().message() ==
         "trainloop: TerminateOnNan: the output of iteration 3 (epoch 1, its batch 3) is inf; stopping");
+}
+
+namespace {
+// Logs a scripted val_loss; the model itself trains normally.
+ModelCheckpoint::Options checkpoints_in(const std::string& dir) {
+  ModelCheckpoint::Options o;
+  o.dirpath = dir;
+  return o;
+}
+}  // namespace
+
+TEST_CASE("ModelCheckpoint: filename template, top-k by a monitored metric, last, best, and resuming from them") {
+  TempDir dir;
+  auto data = some_batches(3);
+  auto options = checkpoints_in(dir.file("ckpt"));
+  options.monitor = "val_loss";
+  options.save_top_k = 2;
+  options.save_last = true;
+  options.filename = "epoch={epoch}-val_loss={val_loss:.2f}";
+  Scripted net;
+  net.script = {0.5, 0.3, 0.4, 0.2, 0.6};
+  Trainer trainer(quiet().max_epochs(5), ModelCheckpoint(options));
+  trainer.fit(net, data, data);
+  const auto& checkpoint = trainer.callback<ModelCheckpoint>();
+  // The two lowest val_loss values were 0.2 (epoch 3) and 0.3 (epoch 1); the others were deleted.
+  CHECK(std::filesystem::exists(dir.file("ckpt/epoch=3-val_loss=0.20.ckpt")));
+  CHECK(std::filesystem::exists(dir.file("ckpt/epoch=1-val_loss=0.30.ckpt")));
+  CHECK_FALSE(std::filesystem::exists(dir.file("ckpt/epoch=0-val_loss=0.50.ckpt")));
+  CHECK_FALSE(std::filesystem::exists(dir.file("ckpt/epoch=2-val_loss=0.40.ckpt")));
+  CHECK(checkpoint.kept().size() == 2);
+  CHECK(checkpoint.best_model_path() == dir.file("ckpt/epoch=3-val_loss=0.20.ckpt"));
+  CHECK(*checkpoint.best_model_score() == doctest::Approx(0.2));
+  CHECK(checkpoint.last_model_path() == dir.file("ckpt/last.ckpt"));
+
+  // "best" resumes from epoch 3's checkpoint: one more epoch to reach max_epochs 5.
+  Scripted again;
+  again.script = {0.1};
+  Trainer more(quiet().max_epochs(5), ModelCheckpoint(options));
+  more.callback<ModelCheckpoint>().load_state_dict(checkpoint.state_dict());
+  more.fit(again, data, data, "best");
+  CHECK(more.total_batches() == 5 * 3);  // 4 epochs restored, 1 run
+  CHECK(more.global_step() == 15);
+
+  CHECK_THROWS_WITH_AS(Trainer(quiet(), ModelCheckpoint(options)).fit(again, data, data, "last"),
+                       doctest::Contains("no ModelCheckpoint in this Trainer has written a last checkpoint yet"),
+                       std::invalid_argument);
+  ModelCheckpoint blocked(checkpoints_in("/dev/null/ckpt"));
+  CHECK_THROWS_WITH_AS(Trainer(quiet(), std::move(blocked)).fit(again, data),
+                       doctest::Contains("ModelCheckpoint: cannot write checkpoints to '/dev/null/ckpt'"), std::runtime_error);
+  Trainer idle(quiet());
+  CHECK_THROWS_AS(idle.save_checkpoint(dir.file("x.ckpt")), std::logic_error);
+  CHECK(ModelCheckpoint::format_filename("e{epoch}-{acc:.3f}", {{"epoch", 2}, {"acc", 0.91234}}) == "e2-0.912");
+}
+
+TEST_CASE("ModelCheckpoint without a monitor keeps the latest, by steps, weights only") {
+  TempDir dir;
+  auto options = checkpoints_in(dir.file("ckpt"));
+  options.every_n_train_steps = 2;
+  options.save_weights_only = true;
+  Scripted net;
+  Trainer trainer(quiet().max_epochs(2), ModelCheckpoint(options));
+  trainer.fit(net, some_batches(3));
+  const auto& kept = trainer.callback<ModelCheckpoint>().kept();
+  REQUIRE(kept.size() == 1);
+  CHECK(kept.front().first == dir.file("ckpt/epoch=1-step=6.ckpt"));
+  struct Plain : torch::nn::Module {  // the same names as the LightningModule, nothing else
+    torch::nn::Linear fc{nullptr};
+    Plain() { fc = register_module("fc", torch::nn::Linear(2, 1)); }
+  } plain;
+  load_checkpoint(kept.front().first, plain);  // weights only: loads into a plain module
+  CHECK(torch::equal(plain.fc->weight, net.fc->weight));
 }

@@ -218,8 +218,10 @@ class DataLoader {
 
   /// The position: epoch, batches handed out in it, and what must match to restore it.
   StateDict state_dict() const {
-    return {{"epoch", std::int64_t{epoch_}},
-            {"next_batch", std::int64_t{next_batch_}},
+    // A finished epoch is saved as the start of the next, so a resumed run begins it without an empty pass.
+    const bool finished = next_batch_ >= static_cast<std::int64_t>(size());
+    return {{"epoch", std::int64_t{finished ? epoch_ + 1 : epoch_}},
+            {"next_batch", std::int64_t{finished ? 0 : next_batch_}},
             {"seed", static_cast<std::int64_t>(options_.seed())},
             {"dataset_size", dataset_.size()},
             {"batch_size", options_.batch_size()},

@@ -1,0 +1,193 @@
+// trainloop: ModelCheckpoint. Saves the Trainer's checkpoints every N training steps, every N epochs or every so
+// often, keeps the top k by a monitored metric (or the latest), and a last.ckpt; `fit(..., "last" | "best")` resumes
+// from them.
+#pragma once
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <algorithm>
+#include <limits>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+TRAINLOOP_DETAIL_BEGIN
+
+class ModelCheckpoint {
+ public:
+  static constexpr bool trainloop_monitoring_callback = true;  // sees the epoch's values, after the module's hook
+  enum class Mode { min, max };
+  struct Options {
+    std::string dirpath = "checkpoints";
+    /// {epoch}, {step} and any logged metric, optionally formatted: "epoch={epoch}-val_loss={val_loss:.3f}".
+    std::string filename = "epoch={epoch}-step={step}";
+    std::string monitor;        ///< empty: no ranking, the latest checkpoints are kept
+    Mode mode = Mode::min;
+    std::int64_t save_top_k = 1;  ///< -1: keep all; 0: none (only last.ckpt, with save_last)
+    bool save_last = false;       ///< also write dirpath/last.ckpt at every save
+    std::int64_t every_n_train_steps = 0;  ///< 0: not by steps
+    std::int64_t every_n_epochs = 1;       ///< at epoch ends (when not saving by steps or time); 0: never
+    std::chrono::duration<double> train_time_interval{0};  ///< 0: not by time
+    bool save_weights_only = false;
+  };
+  ModelCheckpoint() : ModelCheckpoint(Options{}) {}
+  explicit ModelCheckpoint(Options options) : options_(std::move(options)) {
+    if (options_.save_top_k < -1) throw std::invalid_argument("trainloop: ModelCheckpoint: save_top_k must be -1 or more");
+    if (options_.save_top_k > 1 && options_.monitor.empty())
+      throw std::invalid_argument("trainloop: ModelCheckpoint: save_top_k > 1 needs a monitor to rank checkpoints");
+    if (options_.every_n_train_steps < 0 || options_.every_n_epochs < 0)
+      throw std::invalid_argument("trainloop: ModelCheckpoint: every_n_* must not be negative");
+  }
+
+  template <class T, class M>
+  void on_fit_start(T&, M&) {
+    std::error_code error;
+    std::filesystem::create_directories(options_.dirpath, error);
+    const std::string probe = options_.dirpath + "/.trainloop-write-test";
+    std::FILE* f = error ? nullptr : std::fopen(probe.c_str(), "w");
+    if (!f)
+      throw std::runtime_error("trainloop: ModelCheckpoint: cannot write checkpoints to '" + options_.dirpath + "'" +
+                               (error ? ": " + error.message() : std::string()));
+    std::fclose(f);
+    std::remove(probe.c_str());
+    last_time_save_ = std::chrono::steady_clock::now();
+  }
+  template <class T, class M, class O, class B>
+  void on_train_batch_end(T& trainer, M&, const O&, B&, std::int64_t) {
+    const auto step = trainer.global_step();
+    if (options_.every_n_train_steps > 0 && step > 0 && step % options_.every_n_train_steps == 0 && step != last_step_)
+      return save(trainer);
+    if (options_.train_time_interval.count() > 0 &&
+        std::chrono::steady_clock::now() - last_time_save_ >= options_.train_time_interval)
+      save(trainer);
+  }
+  template <class T, class M>
+  void on_train_epoch_end(T& trainer, M&) {
+    if (options_.every_n_train_steps > 0 || options_.train_time_interval.count() > 0 || options_.every_n_epochs == 0) return;
+    if ((trainer.current_epoch() + 1) % options_.every_n_epochs == 0) save(trainer);
+  }
+
+  const std::string& best_model_path() const { return best_path_; }
+  std::optional<double> best_model_score() const { return best_score_; }
+  const std::string& last_model_path() const { return last_path_; }
+  /// The kept checkpoints, in saving order, with their scores (NaN without a monitor).
+  const std::vector<std::pair<std::string, double>>& kept() const { return kept_; }
+
+  StateDict state_dict() const {
+    StateDict s{{"best_model_path", best_path_}, {"last_model_path", last_path_}, {"last_step", last_step_}};
+    if (best_score_) s["best_model_score"] = *best_score_;
+    std::string kept;
+    for (const auto& [path, score] : kept_) kept += path + '\t' + std::to_string(score) + '\n';
+    s["kept"] = kept;
+    return s;
+  }
+  void load_state_dict(const StateDict& s) {
+    auto text = [&](const char* key) { return s.count(key) ? std::get<std::string>(s.at(key)) : std::string(); };
+    best_path_ = text("best_model_path");
+    last_path_ = text("last_model_path");
+    last_step_ = s.count("last_step") ? std::get<std::int64_t>(s.at("last_step")) : -1;
+    best_score_ = s.count("best_model_score") ? std::optional<double>(std::get<double>(s.at("best_model_score"))) : std::nullopt;
+    kept_.clear();
+    const std::string kept = text("kept");
+    for (std::size_t start = 0, end; (end = kept.find('\n', start)) != std::string::npos; start = end + 1) {
+      const std::string line = kept.substr(start, end - start);
+      const auto tab = line.find('\t');
+      kept_.emplace_back(line.substr(0, tab), std::stod(line.substr(tab + 1)));
+    }
+  }
+
+  /// "epoch={epoch}-val_loss={val_loss:.3f}" with the values: {name} or {name:.Nf}; an unknown name is an error.
+  static std::string format_filename(const std::string& pattern, const std::map<std::string, double>& values) {
+    std::string out;
+    for (std::size_t i = 0; i < pattern.size();) {
+      if (pattern[i] != '{') {
+        out += pattern[i++];
+        continue;
+      }
+      const auto close = pattern.find('}', i);
+      if (close == std::string::npos) throw std::invalid_argument("trainloop: ModelCheckpoint: unclosed '{' in '" + pattern + "'");
+      std::string field = pattern.substr(i + 1, close - i - 1), format;
+      if (const auto colon = field.find(':'); colon != std::string::npos) {
+        format = field.substr(colon + 1);
+        field = field.substr(0, colon);
+      }
+      auto it = values.find(field);
+      if (it == values.end())
+        throw std::invalid_argument("trainloop: ModelCheckpoint: the filename names '" + field + "', which was not logged");
+      char text[64];
+      if (format.empty() && it->second == static_cast<double>(static_cast<std::int64_t>(it->second)))
+        std::snprintf(text, sizeof text, "%lld", static_cast<long long>(it->second));
+      else if (format.empty())
+        std::snprintf(text, sizeof text, "%g", it->second);
+      else
+        std::snprintf(text, sizeof text, ("%" + format).c_str(), it->second);
+      out += text;
+      i = close + 1;
+    }
+    return out;
+  }
+
+ private:
+  template <class T>
+  void save(T& trainer) {
+    last_step_ = trainer.global_step();
+    last_time_save_ = std::chrono::steady_clock::now();
+    std::map<std::string, double> values{{"epoch", static_cast<double>(trainer.current_epoch())},
+                                         {"step", static_cast<double>(trainer.global_step())}};
+    for (const auto& [name, value] : trainer.callback_metrics())
+      if (value.defined() && value.numel() == 1) values[name] = value.template item<double>();
+    double score = std::numeric_limits<double>::quiet_NaN();
+    if (!options_.monitor.empty()) {
+      auto it = values.find(options_.monitor);
+      if (it == values.end())
+        throw std::runtime_error("trainloop: ModelCheckpoint monitors '" + options_.monitor + "', which was not logged");
+      score = it->second;
+    }
+    if (options_.save_top_k != 0 && keeps(score)) {
+      const std::string path = options_.dirpath + "/" + format_filename(options_.filename, values) + ".ckpt";
+      trainer.save_checkpoint(path, options_.save_weights_only);
+      kept_.erase(std::remove_if(kept_.begin(), kept_.end(), [&](const auto& k) { return k.first == path; }), kept_.end());
+      kept_.emplace_back(path, score);
+      prune();
+    }
+    if (options_.save_last) {
+      last_path_ = options_.dirpath + "/last.ckpt";
+      trainer.save_checkpoint(last_path_, options_.save_weights_only);
+    }
+  }
+  bool better(double a, double b) const { return options_.mode == Mode::min ? a < b : a > b; }
+  // Whether a checkpoint with `score` enters the kept set.
+  bool keeps(double score) const {
+    if (options_.monitor.empty() || options_.save_top_k == -1) return true;
+    if (static_cast<std::int64_t>(kept_.size()) < options_.save_top_k) return true;
+    for (const auto& [path, s] : kept_)
+      if (better(score, s)) return true;
+    return false;
+  }
+  // Drops the worst (without a monitor: the oldest) beyond save_top_k, deleting its file, and updates the best.
+  void prune() {
+    while (options_.save_top_k > 0 && static_cast<std::int64_t>(kept_.size()) > options_.save_top_k) {
+      auto worst = kept_.begin();  // in saving order: the oldest first
+      if (!options_.monitor.empty())
+        for (auto it = kept_.begin(); it != kept_.end(); ++it)
+          if (better(worst->second, it->second)) worst = it;
+      std::filesystem::remove(worst->first);
+      kept_.erase(worst);
+    }
+    best_path_.clear();
+    best_score_.reset();
+    for (const auto& [path, score] : kept_)
+      if (options_.monitor.empty() || !best_score_ || better(score, *best_score_)) best_path_ = path, best_score_ = score;
+    if (options_.monitor.empty()) best_score_.reset();  // "best" is the latest when nothing is ranked
+  }
+
+  Options options_;
+  std::vector<std::pair<std::string, double>> kept_;  // in saving order
+  std::string best_path_, last_path_;
+  std::optional<double> best_score_;
+  std::int64_t last_step_ = -1;
+  std::chrono::steady_clock::time_point last_time_save_{};
+};
+
+TRAINLOOP_DETAIL_END
