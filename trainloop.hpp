@@ -34,6 +34,7 @@
 #include "parts/torch/trainer.hpp"
 #include "parts/torch/callbacks/early_stopping.hpp"
 #include "parts/torch/callbacks/model_checkpoint.hpp"
+#include "parts/torch/callbacks/preemption.hpp"
 #endif
 #include "parts/core/epilogue.hpp"
 

@@ -4732,6 +4732,9 @@ class Trainer {
   /// Ask fit to stop (early stopping): honoured at the next batch end once min_epochs and min_steps are reached.
   bool should_stop() const noexcept { return should_stop_; }
   void should_stop(bool stop) noexcept { should_stop_ = stop; }
+  /// Stop fit right after the current batch, whatever the minimums: no more batches and no epoch end
+  /// (on_train_end and on_fit_end still run). A checkpoint saved just before resumes mid-epoch, exactly.
+  void terminate() noexcept { terminate_requested_ = true; }
   /// Latest values (device tensors) for callbacks: step values during an epoch, epoch values after it.
   const std::map<std::string, torch::Tensor>& callback_metrics() const noexcept { return callback_metrics_; }
   /// What loggers receive: step values every log_every_n_steps ("name" or "name_step") and epoch values
@@ -5372,6 +5375,7 @@ class Trainer {
       t.total_batches_ = 0;
       t.batches_since_step_ = 0;
       t.should_stop_ = false;
+      t.terminate_requested_ = false;
       t.callback_metrics_.clear();
       t.logged_metrics_.clear();
       for (auto& store : t.metrics_) store.clear();
@@ -5489,6 +5493,7 @@ class Trainer {
     void iteration_completed(Engine& engine) {
       Trainer& t = *trainer;
       const TrainerOptions& o = t.options_;
+      if (t.terminate_requested_) return engine.terminate();
       if (o.max_steps() > 0 && t.global_step_ >= o.max_steps()) stop_at_epoch_end(engine);
       if (o.max_time().count() > 0 && Clock::now() - start >= o.max_time()) stop_at_epoch_end(engine);
       if (t.should_stop_ && minimums_reached()) stop_at_epoch_end(engine);
@@ -5555,6 +5560,7 @@ class Trainer {
   bool sanity_checking_ = false;
   bool fitting_ = false;
   bool should_stop_ = false;
+  bool terminate_requested_ = false;
   std::int64_t current_epoch_ = 0, global_step_ = 0, total_batches_ = 0, batch_idx_ = 0;
   std::int64_t batches_since_step_ = 0;  // batches whose gradients wait for the next optimizer step
   std::optional<std::int64_t> num_training_batches_, num_val_batches_, num_test_batches_, num_predict_batches_;
@@ -5931,6 +5937,77 @@ class ModelCheckpoint {
 
 TRAINLOOP_DETAIL_END
 // ---- end parts/torch/callbacks/model_checkpoint.hpp ----
+// ---- begin parts/torch/callbacks/preemption.hpp ----
+// trainloop: Preemption. SIGTERM and SIGUSR1 (configurable) ask for a checkpoint: the signal handler only sets a
+// flag; at the next step boundary the callback saves the fit and stops it (or lets it go on). Resume from the file
+// with fit(..., path): the run continues exactly where it was.
+#include <csignal>
+#include <string>
+#include <vector>
+
+TRAINLOOP_DETAIL_BEGIN
+
+namespace detail {
+inline volatile std::sig_atomic_t preemption_requested = 0;
+inline void request_preemption(int) { preemption_requested = 1; }  // async-signal-safe: one store
+}  // namespace detail
+
+class Preemption {
+ public:
+  struct Options {
+    std::vector<int> signals{SIGTERM, SIGUSR1};
+    std::string path = "preempted.ckpt";  ///< where the checkpoint goes
+    bool stop = true;                     ///< stop fit after saving (false: save and go on)
+  };
+  Preemption() : Preemption(Options{}) {}
+  explicit Preemption(Options options) : options_(std::move(options)) {}
+  Preemption(const Preemption& other) : options_(other.options_) {}  // installed handlers are not copied
+  ~Preemption() { restore(); }
+
+  template <class T, class M>
+  void on_fit_start(T&, M&) {
+    detail::preemption_requested = 0;
+    for (int signal : options_.signals) {
+      struct sigaction action {};
+      action.sa_handler = &detail::request_preemption;
+      sigemptyset(&action.sa_mask);
+      struct sigaction previous {};
+      if (sigaction(signal, &action, &previous) != 0)
+        throw std::runtime_error("trainloop: Preemption: cannot handle signal " + std::to_string(signal));
+      previous_.emplace_back(signal, previous);
+    }
+  }
+  template <class T, class M, class O, class B>
+  void on_train_batch_end(T& trainer, M&, const O&, B&, std::int64_t) {
+    if (!detail::preemption_requested) return;
+    detail::preemption_requested = 0;
+    trainer.save_checkpoint(options_.path);
+    ++saved_;
+    if (options_.stop) trainer.terminate();
+  }
+  template <class T, class M>
+  void on_fit_end(T&, M&) {
+    restore();
+  }
+  template <class T, class M>
+  void on_exception(T&, M&, std::exception_ptr) {
+    restore();
+  }
+  /// How many checkpoints signals asked for.
+  int saved() const { return saved_; }
+
+ private:
+  void restore() {
+    for (auto& [signal, previous] : previous_) sigaction(signal, &previous, nullptr);
+    previous_.clear();
+  }
+  Options options_;
+  std::vector<std::pair<int, struct sigaction>> previous_;
+  int saved_ = 0;
+};
+
+TRAINLOOP_DETAIL_END
+// ---- end parts/torch/callbacks/preemption.hpp ----
 #endif
 // ---- begin parts/core/epilogue.hpp ----
 // trainloop: the end. Internal macros are undefined here, so none leaks into the user's code.

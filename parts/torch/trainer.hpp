@@ -208,6 +208,9 @@ class Trainer {
   /// Ask fit to stop (early stopping): honoured at the next batch end once min_epochs and min_steps are reached.
   bool should_stop() const noexcept { return should_stop_; }
   void should_stop(bool stop) noexcept { should_stop_ = stop; }
+  /// Stop fit right after the current batch, whatever the minimums: no more batches and no epoch end
+  /// (on_train_end and on_fit_end still run). A checkpoint saved just before resumes mid-epoch, exactly.
+  void terminate() noexcept { terminate_requested_ = true; }
   /// Latest values (device tensors) for callbacks: step values during an epoch, epoch values after it.
   const std::map<std::string, torch::Tensor>& callback_metrics() const noexcept { return callback_metrics_; }
   /// What loggers receive: step values every log_every_n_steps ("name" or "name_step") and epoch values
@@ -848,6 +851,7 @@ class Trainer {
       t.total_batches_ = 0;
       t.batches_since_step_ = 0;
       t.should_stop_ = false;
+      t.terminate_requested_ = false;
       t.callback_metrics_.clear();
       t.logged_metrics_.clear();
       for (auto& store : t.metrics_) store.clear();
@@ -965,6 +969,7 @@ class Trainer {
     void iteration_completed(Engine& engine) {
       Trainer& t = *trainer;
       const TrainerOptions& o = t.options_;
+      if (t.terminate_requested_) return engine.terminate();
       if (o.max_steps() > 0 && t.global_step_ >= o.max_steps()) stop_at_epoch_end(engine);
       if (o.max_time().count() > 0 && Clock::now() - start >= o.max_time()) stop_at_epoch_end(engine);
       if (t.should_stop_ && minimums_reached()) stop_at_epoch_end(engine);
@@ -1031,6 +1036,7 @@ class Trainer {
   bool sanity_checking_ = false;
   bool fitting_ = false;
   bool should_stop_ = false;
+  bool terminate_requested_ = false;
   std::int64_t current_epoch_ = 0, global_step_ = 0, total_batches_ = 0, batch_idx_ = 0;
   std::int64_t batches_since_step_ = 0;  // batches whose gradients wait for the next optimizer step
   std::optional<std::int64_t> num_training_batches_, num_val_batches_, num_test_batches_, num_predict_batches_;

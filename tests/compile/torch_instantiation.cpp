@@ -84,7 +84,8 @@ int main() {
   trainloop::ModelCheckpoint::Options every_step;
   every_step.every_n_train_steps = 1;
   every_step.save_last = true;
-  trainloop::Trainer checkpointed(trainloop::TrainerOptions().max_epochs(2), trainloop::ModelCheckpoint(every_step));
+  trainloop::Trainer checkpointed(trainloop::TrainerOptions().max_epochs(2), trainloop::ModelCheckpoint(every_step),
+                                  trainloop::Preemption());
   checkpointed.fit(net, loader, trainloop::detail::NoData{}, "last");
   (void)auc;
   (void)r2;

@@ -1,11 +1,16 @@
 // The training run that tests/torch/test_resume.cpp kills and resumes: a small model with dropout (it draws random
 // numbers), momentum, a per-step scheduler and a shuffling DataLoader, checkpointed after every optimizer step.
-//   trainloop_resume_child DIR OUT_WEIGHTS [--kill-at STEP] [--resume]
-// --kill-at sends itself SIGKILL right after that step's checkpoint; --resume continues from DIR/last.ckpt. At the
-// end the final weights go to OUT_WEIGHTS.
+//   trainloop_resume_child DIR OUT_WEIGHTS [--kill-at STEP] [--resume [FILE]] [--announce FILE]
+// --kill-at sends itself SIGKILL right after that step's checkpoint; --resume continues from DIR/last.ckpt (or FILE);
+// --announce creates FILE after step 3 and slows training down (20 ms a step), so a test can send SIGTERM to a
+// running fit, which the Preemption callback turns into DIR/preempted.ckpt. At the end the final weights go to
+// OUT_WEIGHTS.
 #include <trainloop.hpp>
 
+#include <chrono>
 #include <csignal>
+#include <cstdio>
+#include <thread>
 #include <cstring>
 #include <string>
 
@@ -31,6 +36,16 @@ struct Net : LightningModule<Net> {
   }
 };
 
+struct Announce {
+  std::string file;
+  template <class T, class M, class O, class B>
+  void on_train_batch_end(T& trainer, M&, const O&, B&, std::int64_t) {
+    if (file.empty()) return;
+    if (trainer.global_step() == 3) std::fclose(std::fopen(file.c_str(), "w"));
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+};
+
 struct KillAt {
   std::int64_t step;
   template <class T, class M, class O, class B>
@@ -43,10 +58,12 @@ int main(int argc, char** argv) {
   if (argc < 3) return 2;
   const std::string dir = argv[1], out = argv[2];
   std::int64_t kill_at = -1;
-  bool resume = false;
+  std::string resume_from, announce;
   for (int i = 3; i < argc; ++i) {
     if (std::strcmp(argv[i], "--kill-at") == 0 && i + 1 < argc) kill_at = std::stoll(argv[++i]);
-    else if (std::strcmp(argv[i], "--resume") == 0) resume = true;
+    else if (std::strcmp(argv[i], "--resume") == 0)
+      resume_from = i + 1 < argc && argv[i + 1][0] != '-' ? argv[++i] : dir + "/last.ckpt";
+    else if (std::strcmp(argv[i], "--announce") == 0 && i + 1 < argc) announce = argv[++i];
   }
   torch::manual_seed(123);
   const torch::Tensor x = torch::randn({96, 4});
@@ -59,9 +76,11 @@ int main(int argc, char** argv) {
   every_step.every_n_train_steps = 1;
   every_step.save_top_k = 0;
   every_step.save_last = true;
+  Preemption::Options on_signal;
+  on_signal.path = dir + "/preempted.ckpt";
   Trainer trainer(TrainerOptions().barebones(true).accelerator("cpu").max_epochs(3).deterministic(true).seed(0),
-                  ModelCheckpoint(every_step), KillAt{kill_at});
-  trainer.fit(net, loader, trainloop::detail::NoData{}, resume ? dir + "/last.ckpt" : std::string());
+                  ModelCheckpoint(every_step), KillAt{kill_at}, Announce{announce}, Preemption(on_signal));
+  trainer.fit(net, loader, trainloop::detail::NoData{}, resume_from);
   save_weights(out, net);
   return 0;
 }

@@ -4,6 +4,7 @@
 #include <trainloop.hpp>
 
 #include <chrono>
+#include <filesystem>
 #include <csignal>
 #include <string>
 #include <thread>
@@ -15,8 +16,8 @@
 #include "temp_dir.hpp"
 
 namespace {
-// Runs the child with a deadline; returns waitpid's status. A child past the deadline is killed (and the test fails).
-int run_child(const std::vector<std::string>& args, std::chrono::seconds deadline = std::chrono::seconds(120)) {
+// Starts the child; returns its pid.
+pid_t start_child(const std::vector<std::string>& args) {
   std::vector<char*> argv;
   std::string program = TRAINLOOP_RESUME_CHILD;
   argv.push_back(program.data());
@@ -29,6 +30,10 @@ int run_child(const std::vector<std::string>& args, std::chrono::seconds deadlin
     execv(program.c_str(), argv.data());
     _exit(127);
   }
+  return pid;
+}
+// Waits for the child with a deadline; returns waitpid's status. A child past it is killed (and the test fails).
+int wait_child(pid_t pid, std::chrono::seconds deadline = std::chrono::seconds(120)) {
   const auto until = std::chrono::steady_clock::now() + deadline;
   int status = 0;
   while (waitpid(pid, &status, WNOHANG) == 0) {
@@ -41,6 +46,7 @@ int run_child(const std::vector<std::string>& args, std::chrono::seconds deadlin
   }
   return status;
 }
+int run_child(const std::vector<std::string>& args) { return wait_child(start_child(args)); }
 
 std::map<std::string, torch::Tensor> weights(const std::string& path) {
   torch::serialize::InputArchive archive;
@@ -79,4 +85,31 @@ TEST_CASE("a run killed with SIGKILL and resumed ends bitwise identical to an un
       CHECK(torch::equal(got.at(name), tensor));
     }
   }
+}
+
+TEST_CASE("SIGTERM asks for a checkpoint at the next step; resuming from it ends bitwise identical") {
+  TempDir dir;
+  const std::string reference = dir.file("reference.weights");
+  REQUIRE(WIFEXITED(run_child({dir.file("reference_ckpt"), reference})));
+  const std::string ckpt = dir.file("preempted_run");
+  const std::string announce = dir.file("training");
+  const std::string stopped = dir.file("stopped.weights");
+  const pid_t pid = start_child({ckpt, stopped, "--announce", announce});
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (!std::filesystem::exists(announce) && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  REQUIRE(std::filesystem::exists(announce));
+  REQUIRE(kill(pid, SIGTERM) == 0);
+  const int status = wait_child(pid);
+  REQUIRE(WIFEXITED(status));  // it stopped cleanly: the handler only set a flag
+  REQUIRE(WEXITSTATUS(status) == 0);
+  REQUIRE(std::filesystem::exists(ckpt + "/preempted.ckpt"));
+  const std::string resumed = dir.file("resumed.weights");
+  REQUIRE(WIFEXITED(run_child({ckpt, resumed, "--resume", ckpt + "/preempted.ckpt"})));
+  const auto expected = weights(reference), got = weights(resumed);
+  for (const auto& [name, tensor] : expected) {
+    CAPTURE(name);
+    CHECK(torch::equal(got.at(name), tensor));
+  }
+  CHECK_FALSE(torch::equal(weights(stopped).at("fc1.weight"), expected.at("fc1.weight")));  // it did stop early
 }
