@@ -866,6 +866,7 @@ TRAINLOOP_DETAIL_END
 // trainloop: what `Engine::run(data)` accepts, behind one small interface: next() gives a pointer to the next batch
 // (valid until the following call) or nullptr when the data is exhausted; restart() begins a fresh pass.
 #include <cstddef>
+#include <cstdint>
 #include <iterator>
 #include <optional>
 #include <type_traits>
@@ -1007,6 +1008,42 @@ auto make_data_source(Data&& data) {
   }
 }
 
+// The batch type of any data the Engine accepts: a range's element, a generator's optional value, or the element of
+// the range a factory returns.
+template <class R>
+using range_element_t = std::decay_t<decltype(*begin(std::declval<R&>()))>;
+template <class Data, class = void>
+struct batch_of_data {
+  static_assert(sizeof(Data) == 0,
+                "trainloop: data must be a range of batches, a callable returning a range per pass, or a "
+                "callable returning std::optional<Batch>");
+};
+template <class Data>
+struct batch_of_data<Data, std::enable_if_t<is_range_v<std::remove_reference_t<Data>>>> {
+  using type = range_element_t<std::remove_reference_t<Data>>;
+};
+template <class Produced, bool = is_optional<std::decay_t<Produced>>::value>
+struct batch_of_produced {
+  using type = typename std::decay_t<Produced>::value_type;
+};
+template <class Produced>
+struct batch_of_produced<Produced, false> {
+  using type = range_element_t<std::remove_reference_t<Produced>>;
+};
+template <class Data>
+struct batch_of_data<Data, std::enable_if_t<!is_range_v<std::remove_reference_t<Data>> &&
+                                            std::is_invocable_v<std::decay_t<Data>&>>>
+    : batch_of_produced<std::invoke_result_t<std::decay_t<Data>&>> {};
+template <class Data>
+using batch_of_data_t = typename batch_of_data<Data>::type;
+
+template <class Data>
+std::optional<std::int64_t> data_size(const Data& data) {
+  if constexpr (is_range_v<Data> && is_detected_v<size_t_of, Data>)
+    return static_cast<std::int64_t>(std::size(data));
+  else
+    return std::nullopt;
+}
 }  // namespace detail
 TRAINLOOP_DETAIL_END
 // ---- end parts/core/data_source.hpp ----
@@ -2455,6 +2492,10 @@ class LogOptions {
   std::int64_t batch_size_ = 1;
 };
 
+/// Whether a monitored metric is better low (a loss) or high (an accuracy): EarlyStopping, ModelCheckpoint and
+/// ReduceLROnPlateau all take one (as their nested `Mode`).
+enum class MonitorMode { min, max };
+
 /// What the Trainer is running; decides log()'s defaults and where values go. (The sanity check is a validation
 /// run: Trainer::sanity_checking() tells them apart.)
 enum class Stage { train, validate, test, predict };
@@ -3673,7 +3714,7 @@ class ParamScheduler {
 /// SchedulerConfig(...).monitor("val_loss").
 class ReduceLROnPlateau {
  public:
-  enum class Mode { min, max };
+  using Mode = MonitorMode;
   struct Options {
     Mode mode = Mode::min;
     double factor = 0.1;
@@ -4548,43 +4589,6 @@ TRAINLOOP_DETAIL_BEGIN
 namespace detail {
 /// fit() without validation data.
 struct NoData {};
-
-// The batch type of any data the Engine accepts: a range's element, a generator's optional value, or the element of
-// the range a factory returns.
-template <class R>
-using range_element_t = std::decay_t<decltype(*begin(std::declval<R&>()))>;
-template <class Data, class = void>
-struct batch_of_data {
-  static_assert(sizeof(Data) == 0,
-                "trainloop: Trainer data must be a range of batches, a callable returning a range per pass, or a "
-                "callable returning std::optional<Batch>");
-};
-template <class Data>
-struct batch_of_data<Data, std::enable_if_t<is_range_v<std::remove_reference_t<Data>>>> {
-  using type = range_element_t<std::remove_reference_t<Data>>;
-};
-template <class Produced, bool = is_optional<std::decay_t<Produced>>::value>
-struct batch_of_produced {
-  using type = typename std::decay_t<Produced>::value_type;
-};
-template <class Produced>
-struct batch_of_produced<Produced, false> {
-  using type = range_element_t<std::remove_reference_t<Produced>>;
-};
-template <class Data>
-struct batch_of_data<Data, std::enable_if_t<!is_range_v<std::remove_reference_t<Data>> &&
-                                            std::is_invocable_v<std::decay_t<Data>&>>>
-    : batch_of_produced<std::invoke_result_t<std::decay_t<Data>&>> {};
-template <class Data>
-using batch_of_data_t = typename batch_of_data<Data>::type;
-
-template <class Data>
-std::optional<std::int64_t> data_size(const Data& data) {
-  if constexpr (is_range_v<Data> && is_detected_v<size_t_of, Data>)
-    return static_cast<std::int64_t>(std::size(data));
-  else
-    return std::nullopt;
-}
 
 // Keeps an lvalue by reference and an rvalue by value, so fit() can run the same data several times.
 template <class T>
@@ -5601,7 +5605,7 @@ TRAINLOOP_DETAIL_BEGIN
 class EarlyStopping {
  public:
   static constexpr bool trainloop_monitoring_callback = true;  // runs after the module's on_train_epoch_end
-  enum class Mode { min, max };
+  using Mode = MonitorMode;
   struct Options {
     std::string monitor;
     Mode mode = Mode::min;
@@ -5762,7 +5766,7 @@ TRAINLOOP_DETAIL_BEGIN
 class ModelCheckpoint {
  public:
   static constexpr bool trainloop_monitoring_callback = true;  // sees the epoch's values, after the module's hook
-  enum class Mode { min, max };
+  using Mode = MonitorMode;
   struct Options {
     std::string dirpath = "checkpoints";
     /// {epoch}, {step} and any logged metric, optionally formatted: "epoch={epoch}-val_loss={val_loss:.3f}".

@@ -46,6 +46,10 @@ class LogOptions {
   std::int64_t batch_size_ = 1;
 };
 
+/// Whether a monitored metric is better low (a loss) or high (an accuracy): EarlyStopping, ModelCheckpoint and
+/// ReduceLROnPlateau all take one (as their nested `Mode`).
+enum class MonitorMode { min, max };
+
 /// What the Trainer is running; decides log()'s defaults and where values go. (The sanity check is a validation
 /// run: Trainer::sanity_checking() tells them apart.)
 enum class Stage { train, validate, test, predict };

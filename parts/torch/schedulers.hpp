@@ -212,7 +212,7 @@ class ParamScheduler {
 /// SchedulerConfig(...).monitor("val_loss").
 class ReduceLROnPlateau {
  public:
-  enum class Mode { min, max };
+  using Mode = MonitorMode;
   struct Options {
     Mode mode = Mode::min;
     double factor = 0.1;

@@ -25,43 +25,6 @@ namespace detail {
 /// fit() without validation data.
 struct NoData {};
 
-// The batch type of any data the Engine accepts: a range's element, a generator's optional value, or the element of
-// the range a factory returns.
-template <class R>
-using range_element_t = std::decay_t<decltype(*begin(std::declval<R&>()))>;
-template <class Data, class = void>
-struct batch_of_data {
-  static_assert(sizeof(Data) == 0,
-                "trainloop: Trainer data must be a range of batches, a callable returning a range per pass, or a "
-                "callable returning std::optional<Batch>");
-};
-template <class Data>
-struct batch_of_data<Data, std::enable_if_t<is_range_v<std::remove_reference_t<Data>>>> {
-  using type = range_element_t<std::remove_reference_t<Data>>;
-};
-template <class Produced, bool = is_optional<std::decay_t<Produced>>::value>
-struct batch_of_produced {
-  using type = typename std::decay_t<Produced>::value_type;
-};
-template <class Produced>
-struct batch_of_produced<Produced, false> {
-  using type = range_element_t<std::remove_reference_t<Produced>>;
-};
-template <class Data>
-struct batch_of_data<Data, std::enable_if_t<!is_range_v<std::remove_reference_t<Data>> &&
-                                            std::is_invocable_v<std::decay_t<Data>&>>>
-    : batch_of_produced<std::invoke_result_t<std::decay_t<Data>&>> {};
-template <class Data>
-using batch_of_data_t = typename batch_of_data<Data>::type;
-
-template <class Data>
-std::optional<std::int64_t> data_size(const Data& data) {
-  if constexpr (is_range_v<Data> && is_detected_v<size_t_of, Data>)
-    return static_cast<std::int64_t>(std::size(data));
-  else
-    return std::nullopt;
-}
-
 // Keeps an lvalue by reference and an rvalue by value, so fit() can run the same data several times.
 template <class T>
 struct Held {

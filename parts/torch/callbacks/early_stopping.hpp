@@ -20,7 +20,7 @@ TRAINLOOP_DETAIL_BEGIN
 class EarlyStopping {
  public:
   static constexpr bool trainloop_monitoring_callback = true;  // runs after the module's on_train_epoch_end
-  enum class Mode { min, max };
+  using Mode = MonitorMode;
   struct Options {
     std::string monitor;
     Mode mode = Mode::min;

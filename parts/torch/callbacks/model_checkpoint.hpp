@@ -17,7 +17,7 @@ TRAINLOOP_DETAIL_BEGIN
 class ModelCheckpoint {
  public:
   static constexpr bool trainloop_monitoring_callback = true;  // sees the epoch's values, after the module's hook
-  enum class Mode { min, max };
+  using Mode = MonitorMode;
   struct Options {
     std::string dirpath = "checkpoints";
     /// {epoch}, {step} and any logged metric, optionally formatted: "epoch={epoch}-val_loss={val_loss:.3f}".
