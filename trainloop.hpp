@@ -27,6 +27,7 @@
 #include "parts/torch/optim.hpp"
 #include "parts/torch/schedulers.hpp"
 #include "parts/torch/checkpoint.hpp"
+#include "parts/torch/profiler.hpp"
 #include "parts/torch/module.hpp"
 #include "parts/torch/trainer_options.hpp"
 #include "parts/torch/callbacks/progress_bar.hpp"
@@ -35,6 +36,9 @@
 #include "parts/torch/callbacks/early_stopping.hpp"
 #include "parts/torch/callbacks/model_checkpoint.hpp"
 #include "parts/torch/callbacks/preemption.hpp"
+#include "parts/torch/callbacks/lr_monitor.hpp"
+#include "parts/torch/callbacks/ema.hpp"
+#include "parts/torch/callbacks/gradient_accumulation.hpp"
 #endif
 #include "parts/core/epilogue.hpp"
 

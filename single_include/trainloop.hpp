@@ -93,10 +93,16 @@ inline std::string demangle(const char* mangled) {
 #endif
   return mangled;
 }
-/// The static type's name; `demangle(typeid(object).name())` gives an object's dynamic type.
+#define TRAINLOOP_DETAIL_STRINGIFY2(x) #x
+#define TRAINLOOP_DETAIL_STRINGIFY(x) TRAINLOOP_DETAIL_STRINGIFY2(x)
+/// The static type's name, with trainloop's inline ABI namespace left out ("trainloop::EMA"): names go into
+/// checkpoint keys and messages, which must not change with the build flags.
 template <class T>
 std::string type_name() {
-  return demangle(typeid(T).name());
+  std::string name = demangle(typeid(T).name());
+  const std::string abi = "trainloop::" TRAINLOOP_DETAIL_STRINGIFY(TRAINLOOP_DETAIL_ABI_NAME) "::";
+  for (auto at = name.find(abi); at != std::string::npos; at = name.find(abi, at)) name.replace(at, abi.size(), "trainloop::");
+  return name;
 }
 }  // namespace detail
 TRAINLOOP_DETAIL_END
@@ -537,8 +543,11 @@ TRAINLOOP_DETAIL_END
 // ---- begin parts/core/hooks.hpp ----
 // trainloop: hook detection. The one place that decides which hooks a handler type declares and how they are called.
 // Every hook has one trait here; the Engine's dispatch and its compile-time checks use nothing else.
+#include <cstdint>
 #include <exception>
 #include <functional>
+#include <map>
+#include <string>
 #include <type_traits>
 #include <utility>
 
@@ -753,6 +762,7 @@ TRAINLOOP_DETAIL_LIGHTNING_HOOKS(TRAINLOOP_DETAIL_LIGHTNING_TAG)
   using call_##name##_t = decltype(std::declval<H&>().name(std::declval<Args>()...));                                 \
   template <>                                                                                                          \
   struct lightning_hook<lightning_tags::name> {                                                                        \
+    static constexpr const char* name_string = #name;                                                                  \
     template <class H>                                                                                                 \
     static constexpr bool declared = declares_##name<H>::value;                                                        \
     template <class H, class... Args>                                                                                  \
@@ -777,6 +787,25 @@ TRAINLOOP_DETAIL_LIGHTNING_HOOKS(TRAINLOOP_DETAIL_LIGHTNING_TAG)
   };
 TRAINLOOP_DETAIL_LIGHTNING_HOOKS(TRAINLOOP_DETAIL_LIGHTNING_HOOK)
 #undef TRAINLOOP_DETAIL_LIGHTNING_HOOK
+
+// Logger hooks: a callback that declares log_metrics is a logger. The Trainer hands it the logged values at the
+// logging interval (log_metrics(step, {name: value}), the epoch among the values as "epoch"), the module's
+// hyperparameters when a stage starts (log_hyperparams) and the outcome when it ends (finalize("success"|"failed")).
+template <class H>
+using log_metrics_t =
+    decltype(std::declval<H&>().log_metrics(std::int64_t{}, std::declval<const std::map<std::string, double>&>()));
+template <class H>
+using log_hyperparams_t = decltype(std::declval<H&>().log_hyperparams(std::declval<const StateDict&>()));
+template <class H>
+using finalize_t = decltype(std::declval<H&>().finalize(std::declval<const std::string&>()));
+TRAINLOOP_DETAIL_MEMBER_PROBE(log_metrics)
+template <class H>
+constexpr bool is_logger() {
+  static_assert(!declares_log_metrics<H>::value || is_detected_v<log_metrics_t, H>,
+                "trainloop: a callback declares log_metrics but it cannot be called as "
+                "log_metrics(std::int64_t step, const std::map<std::string, double>& metrics)");
+  return is_detected_v<log_metrics_t, H>;
+}
 
 // Names from other Lightning versions or near misses, with the hook to write instead. (on_epoch_start and
 // on_epoch_end are checked too; their probes come from the Engine's list above.)
@@ -3640,8 +3669,8 @@ enum class Param { lr, momentum, weight_decay };
 
 namespace detail {
 // Reads or writes `param` of a parameter group's options, whatever the optimizer (LibTorch's options types are not
-// polymorphic beyond lr). Errors name the optimizer type and the option.
-inline double access_param(torch::optim::OptimizerOptions& options, Param param, const double* set) {
+// polymorphic beyond lr); nullopt when the optimizer has no such option.
+inline std::optional<double> try_access_param(torch::optim::OptimizerOptions& options, Param param, const double* set) {
   if (param == Param::lr) {
     if (set) options.set_lr(*set);
     return options.get_lr();
@@ -3664,11 +3693,16 @@ inline double access_param(torch::optim::OptimizerOptions& options, Param param,
       return std::nullopt;
     }
   };
-  if (auto v = apply(dynamic_cast<torch::optim::SGDOptions*>(&options))) return *v;
-  if (auto v = apply(dynamic_cast<torch::optim::AdamOptions*>(&options))) return *v;
-  if (auto v = apply(dynamic_cast<torch::optim::AdamWOptions*>(&options))) return *v;
-  if (auto v = apply(dynamic_cast<torch::optim::RMSpropOptions*>(&options))) return *v;
-  if (auto v = apply(dynamic_cast<torch::optim::AdagradOptions*>(&options))) return *v;
+  if (auto v = apply(dynamic_cast<torch::optim::SGDOptions*>(&options))) return v;
+  if (auto v = apply(dynamic_cast<torch::optim::AdamOptions*>(&options))) return v;
+  if (auto v = apply(dynamic_cast<torch::optim::AdamWOptions*>(&options))) return v;
+  if (auto v = apply(dynamic_cast<torch::optim::RMSpropOptions*>(&options))) return v;
+  if (auto v = apply(dynamic_cast<torch::optim::AdagradOptions*>(&options))) return v;
+  return std::nullopt;
+}
+// The same, as an error naming the optimizer's options type and the option when it is absent.
+inline double access_param(torch::optim::OptimizerOptions& options, Param param, const double* set) {
+  if (auto v = try_access_param(options, param, set)) return *v;
   throw std::invalid_argument(std::string("trainloop: this optimizer's options (") + demangle(typeid(options).name()) + ") have no " +
                               (param == Param::momentum ? "momentum" : "weight_decay"));
 }
@@ -3802,6 +3836,9 @@ TRAINLOOP_DETAIL_END
 
 TRAINLOOP_DETAIL_BEGIN
 
+/// Named tensors: a callback's tensor state (EMA weights) in a checkpoint.
+using TensorDict = std::map<std::string, torch::Tensor>;
+
 /// The layout version this trainloop writes; it reads this one and older.
 inline constexpr std::int64_t checkpoint_format_version = 1;
 
@@ -3855,11 +3892,13 @@ inline std::map<std::string, torch::Tensor> named_tensors(const torch::nn::Modul
 }  // namespace detail
 
 /// Writes a checkpoint atomically. `states` are named state dictionaries (keys like "loop", "loader",
-/// "callback/EarlyStopping", "scheduler/0", "hparams"). A failure (disk full, no permission) is an error naming the
-/// path, and the file that was there before stays as it was.
+/// "callback/EarlyStopping", "scheduler/0", "hparams"); `tensor_states` named tensor dictionaries (stored on the CPU
+/// side of the archive as saved; keys like "callback/EMA"). A failure (disk full, no permission) is an error naming
+/// the path, and the file that was there before stays as it was.
 inline void save_checkpoint(const std::string& path, const torch::nn::Module& model,
                             const std::vector<std::shared_ptr<torch::optim::Optimizer>>& optimizers = {},
-                            const std::map<std::string, StateDict>& states = {}, bool include_rng = true) {
+                            const std::map<std::string, StateDict>& states = {}, bool include_rng = true,
+                            const std::map<std::string, TensorDict>& tensor_states = {}) {
   torch::serialize::OutputArchive archive;
   archive.write("trainloop_format_version", c10::IValue(checkpoint_format_version));
   archive.write("trainloop_version", c10::IValue(std::string(version_string)));
@@ -3880,6 +3919,16 @@ inline void save_checkpoint(const std::string& path, const torch::nn::Module& mo
     archive.write("state_" + std::to_string(state_names.size() - 1), nested);
   }
   archive.write("state_names", c10::IValue(state_names));
+  if (!tensor_states.empty()) {  // absent in older files and when no callback has tensors
+    c10::List<std::string> tensor_names;
+    for (const auto& [name, tensors] : tensor_states) {
+      tensor_names.push_back(name);
+      c10::Dict<std::string, torch::Tensor> dict;
+      for (const auto& [key, tensor] : tensors) dict.insert(key, tensor.detach());
+      archive.write("tensors_" + std::to_string(tensor_names.size() - 1), c10::IValue(dict));
+    }
+    archive.write("tensor_state_names", c10::IValue(tensor_names));
+  }
   if (include_rng) {
     archive.write("rng_cpu", at::detail::getDefaultCPUGenerator().get_state(), /*is_buffer=*/true);
     const auto cuda_devices = torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0;
@@ -3910,10 +3959,12 @@ inline void save_checkpoint(const std::string& path, const torch::nn::Module& mo
 /// `map_location` picks where the file's tensors are first loaded) and returns its named states. Everything is
 /// validated before anything is changed: a missing, truncated or foreign file, a newer format, a different model
 /// (missing or unexpected keys, shape mismatch) or a different optimizer count is an error naming the file and key.
+/// With `tensor_states`, the checkpoint's named tensor dictionaries are put there (loaded to `map_location`).
 inline std::map<std::string, StateDict> load_checkpoint(
     const std::string& path, torch::nn::Module& model,
     const std::vector<std::shared_ptr<torch::optim::Optimizer>>& optimizers = {},
-    std::optional<torch::Device> map_location = std::nullopt, bool restore_rng = true) {
+    std::optional<torch::Device> map_location = std::nullopt, bool restore_rng = true,
+    std::map<std::string, TensorDict>* tensor_states = nullptr) {
   if (::access(path.c_str(), R_OK) != 0) throw detail::checkpoint_error(path, std::strerror(errno));
   torch::serialize::InputArchive archive;
   c10::optional<torch::Device> device;  // c10::optional is not std::optional in LibTorch 1.x
@@ -3975,6 +4026,16 @@ inline std::map<std::string, StateDict> load_checkpoint(
       archive.read("state_" + std::to_string(i), nested);
       states[list.get(i).toStringRef()] = detail::read_state_dict(nested);
     }
+    c10::IValue tensor_names;
+    if (tensor_states && archive.try_read("tensor_state_names", tensor_names)) {
+      const auto names_list = tensor_names.toList();
+      for (std::size_t i = 0; i < names_list.size(); ++i) {
+        c10::IValue dict;
+        archive.read("tensors_" + std::to_string(i), dict);
+        TensorDict& tensors = (*tensor_states)[names_list.get(i).toStringRef()];
+        for (const auto& e : dict.toGenericDict()) tensors[e.key().toStringRef()] = e.value().toTensor();
+      }
+    }
     if (restore_rng) {
       torch::Tensor cpu_state;
       if (archive.try_read("rng_cpu", cpu_state, /*is_buffer=*/true)) {
@@ -4005,6 +4066,88 @@ inline void save_weights(const std::string& path, const torch::nn::Module& model
 
 TRAINLOOP_DETAIL_END
 // ---- end parts/torch/checkpoint.hpp ----
+// ---- begin parts/torch/profiler.hpp ----
+// trainloop: the per-hook profiler behind TrainerOptions().profiler(true) (Lightning's SimpleProfiler). The Trainer
+// times each hook call, step, backward, optimizer step and batch fetch under a named action and prints a table of
+// where the time went when a stage ends. Host wall time: on CUDA, asynchronous kernels are charged to whatever
+// waits for them (often the optimizer step or the next .item()), as in Lightning; nothing here syncs the device.
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <map>
+#include <string>
+#include <vector>
+
+TRAINLOOP_DETAIL_BEGIN
+
+/// The Trainer's own actions (hooks and steps are named "[Callback]Type.hook" and "[LightningModule]Type.hook").
+namespace profiler_actions {
+inline const std::string run_training_batch = "run_training_batch", get_train_batch = "get_train_batch",
+                         backward = "backward", optimizer_step = "optimizer_step", zero_grad = "optimizer_zero_grad",
+                         run_validation = "run_validation", run_test = "run_test", run_predict = "run_predict",
+                         write_logs = "loggers.log_metrics";
+}  // namespace profiler_actions
+
+class Profiler {
+ public:
+  using Clock = std::chrono::steady_clock;
+  struct Action {
+    std::int64_t calls = 0;
+    double total_s = 0, min_s = 0, max_s = 0;
+  };
+
+  void start(const std::string& stage) {
+    actions_.clear();
+    stage_ = stage;
+    started_ = Clock::now();
+  }
+  void record(const std::string& action, Clock::duration elapsed) {
+    const double s = std::chrono::duration<double>(elapsed).count();
+    Action& a = actions_[action];
+    a.min_s = a.calls == 0 ? s : std::min(a.min_s, s);
+    a.max_s = std::max(a.max_s, s);
+    a.total_s += s;
+    ++a.calls;
+  }
+  const std::map<std::string, Action>& actions() const noexcept { return actions_; }
+  /// Wall time since start(): the denominator of the report's percentages.
+  double elapsed_s() const { return std::chrono::duration<double>(Clock::now() - started_).count(); }
+
+  /// The report: one row per action, the most expensive first. Nested actions (a hook inside the training step)
+  /// are counted in both, so percentages need not add up to 100.
+  std::string report() const {
+    std::vector<std::pair<std::string, Action>> rows(actions_.begin(), actions_.end());
+    std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.second.total_s > b.second.total_s; });
+    std::size_t width = 6;
+    for (const auto& row : rows) width = std::max(width, row.first.size());
+    const double total = elapsed_s();
+    std::string out = stage_ + " profiler report (host wall time; total " + format("%.3f", total) + " s)\n";
+    out += pad("Action", width) + " | Mean (s)   | Calls   | Total (s)  | Percent\n";
+    out += std::string(width + 47, '-') + "\n";
+    for (const auto& [name, a] : rows)
+      out += pad(name, width) + " | " + format("%-10.6f", a.total_s / static_cast<double>(a.calls)) + " | " +
+             format("%-7lld", static_cast<long long>(a.calls)) + " | " + format("%-10.4f", a.total_s) + " | " +
+             format("%.1f %%", total > 0 ? 100.0 * a.total_s / total : 0.0) + "\n";
+    return out;
+  }
+
+ private:
+  template <class T>
+  static std::string format(const char* spec, T value) {
+    char text[64];
+    std::snprintf(text, sizeof text, spec, value);
+    return text;
+  }
+  static std::string pad(const std::string& s, std::size_t width) { return s + std::string(width - s.size(), ' '); }
+
+  std::map<std::string, Action> actions_;
+  std::string stage_;
+  Clock::time_point started_ = Clock::now();
+};
+
+TRAINLOOP_DETAIL_END
+// ---- end parts/torch/profiler.hpp ----
 // ---- begin parts/torch/module.hpp ----
 // trainloop: LightningModule<Derived>. A torch::nn::Module the user writes as usual, plus the steps and hooks the
 // Trainer detects at compile time (CRTP: no virtual calls), plus log() and the manual-optimisation helpers.
@@ -4073,6 +4216,11 @@ class LightningModule : public torch::nn::Module, public detail::LightningModule
   void optimizer_step(torch::optim::Optimizer& optimizer) { runtime("optimizer_step").step(optimizer); }
   void optimizer_zero_grad(torch::optim::Optimizer& optimizer) { runtime("optimizer_zero_grad").zero_grad(optimizer); }
 
+  /// Hyperparameters (Lightning's save_hyperparameters): written into every checkpoint under "hparams" and handed to
+  /// the loggers' log_hyperparams when fit starts.
+  void save_hyperparameters(StateDict hparams) { hparams_ = std::move(hparams); }
+  const StateDict& hparams() const noexcept { return hparams_; }
+
   /// The Trainer's link to the module; not for users.
   void attach_runtime_(detail::ModuleRuntime* runtime) noexcept { runtime_ = runtime; }
 
@@ -4085,6 +4233,7 @@ class LightningModule : public torch::nn::Module, public detail::LightningModule
   }
   detail::ModuleRuntime* runtime_ = nullptr;
   bool automatic_optimization_ = true;
+  StateDict hparams_;
 };
 
 namespace detail {
@@ -4177,6 +4326,11 @@ class TrainerOptions {
   /// Seeds torch's CPU and CUDA generators at the start of fit.
   TRAINLOOP_DETAIL_OPTION(std::optional<std::uint64_t>, seed, std::nullopt)
   TRAINLOOP_DETAIL_OPTION(std::string, default_root_dir, ".")
+  /// Times every hook, step, backward, optimizer step and batch fetch, and prints where the time went when a stage
+  /// ends (Lightning's SimpleProfiler); off by default (it reads the clock twice per hook).
+  TRAINLOOP_DETAIL_OPTION(bool, profiler, false)
+  /// With profiler(true): append the report to this file instead of printing it to stderr.
+  TRAINLOOP_DETAIL_OPTION(std::string, profiler_path, "")
   /// Pins glibc's malloc thresholds (see allocator.hpp); process-wide.
   TRAINLOOP_DETAIL_OPTION(bool, tune_malloc, true)
 
@@ -4569,8 +4723,11 @@ TRAINLOOP_DETAIL_END
 // Hook order (callbacks in the order given, then the module) is Lightning's; the README has the table and
 // tests/torch/test_trainer_trace.cpp pins it.
 #include <array>
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
+#include <cstring>
 #include <limits>
 #include <variant>
 #include <exception>
@@ -4692,6 +4849,11 @@ template <class C>
 using last_model_path_t = decltype(std::declval<const C&>().last_model_path());
 template <class C>
 using state_key_t = decltype(std::declval<const C&>().state_key());
+// A callback's tensors in checkpoints (EMA weights): TensorDict tensor_state() const, load_tensor_state(const TensorDict&).
+template <class C>
+using tensor_state_t = decltype(std::declval<const C&>().tensor_state());
+template <class C>
+using load_tensor_state_t = decltype(std::declval<C&>().load_tensor_state(std::declval<const TensorDict&>()));
 
 namespace tags = lightning_tags;
 }  // namespace detail
@@ -4755,6 +4917,24 @@ class Trainer {
       }
     return values;
   }
+  /// Hands values to the loggers in the pack (LearningRateMonitor does): they join the next record written, at the
+  /// end of the current training batch when it is a logging step, else at the next epoch or evaluation end.
+  void log_metrics(const std::map<std::string, double>& values) {
+    for (const auto& [name, value] : values) pending_host_log_[name] = value;
+  }
+  /// Whether the optimizer step about to happen ends on a logging step (every log_every_n_steps).
+  bool logging_next_step() const noexcept { return (global_step_ + 1) % options_.log_every_n_steps() == 0; }
+  /// Batches whose gradients add up to one optimizer step; starts at the option, a callback may change it
+  /// (GradientAccumulationScheduler does at epoch starts).
+  std::int64_t accumulate_grad_batches() const noexcept { return accumulate_grad_batches_; }
+  void accumulate_grad_batches(std::int64_t n) {
+    if (n < 1) throw std::invalid_argument("trainloop: Trainer::accumulate_grad_batches(n): n must be at least 1");
+    accumulate_grad_batches_ = n;
+  }
+  /// What configure_optimizers returned, during and after fit.
+  const Optimizers& optimizers() const noexcept { return optimizers_; }
+  /// What the profiler measured in the last stage (TrainerOptions().profiler(true)).
+  const Profiler& profiler() const noexcept { return profiler_; }
   std::tuple<Callbacks...>& callbacks() noexcept { return callbacks_; }
   template <class C>
   C& callback() noexcept {
@@ -4806,7 +4986,9 @@ class Trainer {
       if (weights_only) return trainloop::save_weights(path, module);
       std::vector<std::shared_ptr<torch::optim::Optimizer>> optimizers;
       for (const auto& config : optimizers_) optimizers.push_back(config.optimizer());
-      trainloop::save_checkpoint(path, module, optimizers, checkpoint_states());
+      auto states = checkpoint_states();
+      if (!module.hparams().empty()) states["hparams"] = module.hparams();
+      trainloop::save_checkpoint(path, module, optimizers, states, true, checkpoint_tensor_states());
     };
     if constexpr (detail::is_detected_v<detail::state_dict_t, std::remove_reference_t<decltype(train.get())>>)
       train_data_state_ = [&train] { return train.get().state_dict(); };
@@ -4894,7 +5076,8 @@ class Trainer {
   void call_callback(C& callback, Module& module, Args&... args) {
     using Hook = detail::lightning_hook<Tag>;
     Hook::template check_callback<C, Trainer&, Module&, Args&...>();
-    if constexpr (Hook::template callable<C, Trainer&, Module&, Args&...>) Hook::call(callback, *this, module, args...);
+    if constexpr (Hook::template callable<C, Trainer&, Module&, Args&...>)
+      profiled(hook_action<Tag, C>("[Callback]"), [&] { Hook::call(callback, *this, module, args...); });
   }
   // Returns what the module's hook returned, when it returns something (on_train_batch_start's -1).
   template <class Tag, class Module, class... Args>
@@ -4903,16 +5086,45 @@ class Trainer {
     Hook::template check_module<Module, Args&...>();
     if constexpr (Hook::template callable<Module, Args&...>) {
       using R = decltype(Hook::call(module, args...));
+      auto action = hook_action<Tag, Module>("[LightningModule]");
       if constexpr (std::is_void_v<R>) {
-        Hook::call(module, args...);
+        profiled(action, [&] { Hook::call(module, args...); });
         return std::monostate{};
       } else {
-        return Hook::call(module, args...);
+        return profiled(action, [&] { return Hook::call(module, args...); });
       }
     } else {
       return std::monostate{};
     }
   }
+  // Runs f, timed under the action when profiling: a name from profiler_actions, or a function returning a name
+  // built once (so nothing is built while the profiler is off).
+  template <class Action, class F>
+  decltype(auto) profiled(const Action& action, F&& f) {
+    if (!profiling_) return f();
+    struct Scope {
+      Profiler& profiler;
+      const std::string& action;
+      Profiler::Clock::time_point start = Profiler::Clock::now();
+      ~Scope() { profiler.record(action, Profiler::Clock::now() - start); }
+    };
+    if constexpr (std::is_invocable_v<const Action&>) {
+      Scope scope{profiler_, action()};
+      return f();
+    } else {
+      Scope scope{profiler_, action};
+      return f();
+    }
+  }
+  // Profiler action names, each built once: "[Callback]ProgressBar.on_train_batch_end", "[LightningModule]Net.training_step".
+  template <class Tag, class Owner>
+  static auto hook_action(const char* kind) {
+    return [kind]() -> const std::string& {
+      static const std::string action = kind + detail::type_name<Owner>() + "." + detail::lightning_hook<Tag>::name_string;
+      return action;
+    };
+  }
+
   template <class Tag, class Module, class... Args>
   auto call_hook(Module& module, Args&&... args) {
     for_each_callback([&](auto& cb) { call_callback<Tag>(cb, module, args...); });
@@ -4950,15 +5162,49 @@ class Trainer {
       Module& m;
       ~Detach() { m.attach_runtime_(nullptr); }
     } detach{module};
+    profiling_ = options_.profiler();
+    if (profiling_) profiler_.start(stage_name);
+    pending_log_.clear();
+    pending_host_log_.clear();
     try {
-      call_hook<detail::tags::setup>(module, stage_name);
+      call_hook<detail::tags::setup>(module, stage_name);  // loggers create their folders here: before any work
+      if (stage != Stage::predict)
+        for_each_logger([&](auto& logger) {
+          if constexpr (detail::is_detected_v<detail::log_hyperparams_t, std::decay_t<decltype(logger)>>)
+            logger.log_hyperparams(module.hparams());
+        });
       body();
+      write_logs();
       call_hook<detail::tags::teardown>(module, stage_name);
+      finalize_loggers("success");
     } catch (...) {
       std::exception_ptr error = std::current_exception();
       call_hook<detail::tags::on_exception>(module, error);
+      try {
+        finalize_loggers("failed");
+      } catch (...) {  // the original error matters more than a logger's failure to close
+      }
       throw;
     }
+    if (profiling_) report_profile();
+  }
+
+  void finalize_loggers(const std::string& status) {
+    for_each_logger([&](auto& logger) {
+      if constexpr (detail::is_detected_v<detail::finalize_t, std::decay_t<decltype(logger)>>) logger.finalize(status);
+    });
+  }
+  void report_profile() {
+    const std::string report = profiler_.report();
+    if (options_.profiler_path().empty()) {
+      std::fputs(report.c_str(), stderr);
+      return;
+    }
+    std::FILE* file = std::fopen(options_.profiler_path().c_str(), "a");
+    if (!file)
+      throw std::runtime_error("trainloop: profiler_path '" + options_.profiler_path() + "': " + std::strerror(errno));
+    std::fputs(report.c_str(), file);
+    std::fclose(file);
   }
 
   template <class Data>
@@ -5015,13 +5261,22 @@ class Trainer {
     });
     return states;
   }
+  std::map<std::string, TensorDict> checkpoint_tensor_states() {
+    std::map<std::string, TensorDict> tensors;
+    for_each_callback([&](auto& callback) {
+      using C = std::decay_t<decltype(callback)>;
+      if constexpr (detail::is_detected_v<detail::tensor_state_t, C>) tensors[callback_key(callback)] = callback.tensor_state();
+    });
+    return tensors;
+  }
 
   // Restores what checkpoint_states() saved; the loop's state is returned for the training Engine.
   template <class Module, class TrainHeld>
   StateDict restore(const std::string& path, Module& module, TrainHeld& train) {
     std::vector<std::shared_ptr<torch::optim::Optimizer>> optimizers;
     for (const auto& config : optimizers_) optimizers.push_back(config.optimizer());
-    auto states = trainloop::load_checkpoint(path, module, optimizers, device_);
+    std::map<std::string, TensorDict> tensors;
+    auto states = trainloop::load_checkpoint(path, module, optimizers, device_, true, &tensors);
     auto need = [&](const std::string& key) -> const StateDict& {
       auto it = states.find(key);
       if (it == states.end())
@@ -5051,6 +5306,13 @@ class Trainer {
       if constexpr (detail::is_detected_v<detail::load_state_dict_t, C>) {
         auto it = states.find(callback_key(callback));
         if (it != states.end()) callback.load_state_dict(it->second);
+      }
+      if constexpr (detail::is_detected_v<detail::load_tensor_state_t, C>) {
+        auto it = tensors.find(callback_key(callback));
+        if (it == tensors.end())
+          throw std::runtime_error("trainloop: checkpoint '" + path + "': key '" + callback_key(callback) +
+                                   "' (tensors) is missing: it was written without this callback");
+        callback.load_tensor_state(it->second);
       }
     });
     if constexpr (detail::is_detected_v<detail::load_state_dict_t, std::remove_reference_t<decltype(train.get())>>) {
@@ -5116,18 +5378,20 @@ class Trainer {
   template <class Module>
   void step_optimizer(Module& module, torch::optim::Optimizer& optimizer) {
     call_hook<detail::tags::on_before_optimizer_step>(module, optimizer);
-    clip_gradients(optimizer);
-    optimizer.step();
+    profiled(profiler_actions::optimizer_step, [&] {
+      clip_gradients(optimizer);
+      optimizer.step();
+    });
   }
   template <class Module>
   void zero_grad(Module& module, torch::optim::Optimizer& optimizer) {
     call_hook<detail::tags::on_before_zero_grad>(module, optimizer);
-    optimizer.zero_grad();
+    profiled(profiler_actions::zero_grad, [&] { optimizer.zero_grad(); });
   }
   template <class Module>
   void backward(Module& module, torch::Tensor& loss) {
     call_hook<detail::tags::on_before_backward>(module, loss);
-    loss.backward();
+    profiled(profiler_actions::backward, [&] { loss.backward(); });
     call_hook<detail::tags::on_after_backward>(module);
   }
   // After optimizer steps: count, then step the schedulers that run per step.
@@ -5160,11 +5424,17 @@ class Trainer {
   // --- logged values -------------------------------------------------------------------------------------------------
 
   // Step values into callback_metrics (always) and logged_metrics (every log_every_n_steps): tensors, no host sync.
+  // Training step values reach the loggers on logging steps; evaluation step values stay out of the loggers (their
+  // step does not advance), as their epoch values go in.
   void publish_step_values(MetricStore& store) {
     const bool log_now = global_step_ % options_.log_every_n_steps() == 0;
+    const bool to_loggers = has_loggers && &store == &metrics_[index(Stage::train)];
     store.take_step_values([&](const std::string& name, const MetricStore::Entry& e) {
       callback_metrics_[name] = e.step_value;
-      if (e.logger && log_now) logged_metrics_[e.on_epoch ? name + "_step" : name] = e.step_value;
+      if (!e.logger || !log_now) return;
+      const std::string logged = e.on_epoch ? name + "_step" : name;
+      logged_metrics_[logged] = e.step_value;
+      if (to_loggers) pending_log_[logged] = e.step_value;
     });
   }
   void publish_epoch_values(MetricStore& store) {
@@ -5172,9 +5442,47 @@ class Trainer {
       torch::Tensor value = MetricStore::epoch_value(e);
       if (!value.defined()) continue;
       callback_metrics_[name] = value;
-      if (e.logger) logged_metrics_[e.on_step ? name + "_epoch" : name] = value;
+      if (!e.logger) continue;
+      const std::string logged = e.on_step ? name + "_epoch" : name;
+      logged_metrics_[logged] = value;
+      if (has_loggers) pending_log_[logged] = value;
     }
     store.reset_logged_metrics();
+  }
+
+  // --- loggers -------------------------------------------------------------------------------------------------------
+
+  template <class C>
+  static constexpr bool is_logger_v = detail::is_logger<detail::unwrap_reference_t<C>>();
+  static constexpr bool has_loggers = (is_logger_v<Callbacks> || ... || false);
+  template <class F>
+  void for_each_logger(F&& f) {
+    for_each_callback([&](auto& callback) {
+      if constexpr (detail::is_logger<std::decay_t<decltype(callback)>>()) f(callback);
+    });
+  }
+
+  // One record to every logger: the pending values, read to the host with one transfer, plus "epoch". This is where
+  // logging syncs the device, and only when something is written.
+  void write_logs() {
+    if constexpr (has_loggers) {
+      if (pending_log_.empty() && pending_host_log_.empty()) return;
+      profiled(profiler_actions::write_logs, [&] {
+        std::map<std::string, double> record = std::move(pending_host_log_);
+        if (!pending_log_.empty()) {
+          std::vector<torch::Tensor> values;
+          for (const auto& entry : pending_log_) values.push_back(entry.second.detach().reshape({}).to(torch::kFloat64));
+          const torch::Tensor host = torch::stack(values).to(torch::kCPU);
+          const double* data = host.data_ptr<double>();
+          std::size_t i = 0;
+          for (const auto& entry : pending_log_) record[entry.first] = data[i++];
+        }
+        record["epoch"] = static_cast<double>(current_epoch_);
+        pending_log_.clear();
+        pending_host_log_.clear();
+        for_each_logger([&](auto& logger) { logger.log_metrics(global_step_, record); });
+      });
+    }
   }
   // The epoch values a validate/test run published, read to the host.
   std::map<std::string, double> host_values(const MetricStore& store) const {
@@ -5240,11 +5548,11 @@ class Trainer {
         throw std::logic_error("trainloop: " + detail::type_name<Module>() +
                                "::training_step returns nothing, so there is no loss to optimise; return it, or use "
                                "manual optimisation with automatic_optimization(false)");
-      module.training_step(batch, batch_idx);
+      profiled(hook_action<detail::tags::training_step, Module>("[LightningModule]"),
+               [&] { module.training_step(batch, batch_idx); });
       const std::monostate out{};
       call_hook<detail::tags::on_train_batch_end>(module, out, batch, batch_idx);
-      ++total_batches_;
-      publish_step_values(metrics_[index(Stage::train)]);
+      end_train_batch();
       return out;
     } else {
       return train_batch_with_output(module, core, batch, batch_idx);
@@ -5252,7 +5560,8 @@ class Trainer {
   }
   template <class Module, class Batch>
   auto train_batch_with_output(Module& module, EngineCore& core, Batch& batch, std::int64_t batch_idx) {
-    auto out = module.training_step(batch, batch_idx);
+    auto out = profiled(hook_action<detail::tags::training_step, Module>("[LightningModule]"),
+                        [&] { return module.training_step(batch, batch_idx); });
     if (module.automatic_optimization()) {
       torch::Tensor loss;
       try {
@@ -5261,7 +5570,7 @@ class Trainer {
         throw std::runtime_error("trainloop: " + detail::type_name<Module>() + "::" + error.what());
       }
       check_loss<Module>(loss, batch_idx);
-      const auto accumulate = options_.accumulate_grad_batches();
+      const auto accumulate = accumulate_grad_batches_;
       const bool last_batch = core.state.epoch_length && core.state.epoch_iteration >= *core.state.epoch_length;
       const bool step_now = (batch_idx + 1) % accumulate == 0 || last_batch;
       if (batches_since_step_ == 0)
@@ -5275,9 +5584,13 @@ class Trainer {
       }
     }
     call_hook<detail::tags::on_train_batch_end>(module, out, batch, batch_idx);
+    end_train_batch();
+    return out;
+  }
+  void end_train_batch() {
     ++total_batches_;
     publish_step_values(metrics_[index(Stage::train)]);
-    return out;
+    write_logs();
   }
 
   // --- evaluation (validate, test, predict; the sanity check) -----------------------------------------------------
@@ -5325,13 +5638,14 @@ class Trainer {
       std::int64_t batch_idx = static_cast<std::int64_t>(core.state.epoch_iteration) - 1;
       Batch* batch = transfer(module, raw, slot);
       detail::EvalHooks<StepTag>::batch_start(*this, module, *batch, batch_idx);
+      auto action = hook_action<StepTag, Module>("[LightningModule]");
       if constexpr (std::is_void_v<Out>) {
-        detail::lightning_hook<StepTag>::call(module, *batch, batch_idx);
+        profiled(action, [&] { detail::lightning_hook<StepTag>::call(module, *batch, batch_idx); });
         const std::monostate none{};
         detail::EvalHooks<StepTag>::batch_end(*this, module, none, *batch, batch_idx);
         if (stage == Stage::predict) outputs.push_back(none);
       } else {
-        Out out = detail::lightning_hook<StepTag>::call(module, *batch, batch_idx);
+        Out out = profiled(action, [&] { return detail::lightning_hook<StepTag>::call(module, *batch, batch_idx); });
         detail::EvalHooks<StepTag>::batch_end(*this, module, out, *batch, batch_idx);
         if (stage == Stage::predict) outputs.push_back(std::move(out));
       }
@@ -5340,9 +5654,15 @@ class Trainer {
     RunOptions run;
     run.max_epochs(1);
     if (limit) run.epoch_length(static_cast<std::uint64_t>(*limit));
-    engine.run(data, run);
+    profiled(stage == Stage::test      ? profiler_actions::run_test
+             : stage == Stage::predict ? profiler_actions::run_predict
+                                       : profiler_actions::run_validation,
+             [&] { engine.run(data, run); });
     detail::EvalHooks<StepTag>::epoch_end(*this, module);
-    if (!sanity) publish_epoch_values(store);
+    if (!sanity) {
+      publish_epoch_values(store);
+      write_logs();
+    }
     detail::EvalHooks<StepTag>::end(*this, module);
     if (sanity) store.clear();
     return outputs;
@@ -5367,6 +5687,7 @@ class Trainer {
     std::string ckpt_path;  // resume from this checkpoint when set
     bool stop_after_epoch = false;
     bool skip_rest_of_epoch = false;
+    Profiler::Clock::time_point fetch_started;
 
     void run() {
       Trainer& t = *trainer;
@@ -5378,6 +5699,7 @@ class Trainer {
       t.global_step_ = 0;
       t.total_batches_ = 0;
       t.batches_since_step_ = 0;
+      t.accumulate_grad_batches_ = o.accumulate_grad_batches();
       t.should_stop_ = false;
       t.terminate_requested_ = false;
       t.callback_metrics_.clear();
@@ -5412,7 +5734,10 @@ class Trainer {
       t.template call_hook<detail::tags::on_train_start>(*module);
       if (!t.num_training_batches_ || *t.num_training_batches_ > 0) {
         auto engine = make_engine<Batch>(
-            [this](EngineCore& core, Batch&) { return trainer->train_batch(*module, core, *batch); },
+            [this](EngineCore& core, Batch&) {
+              return trainer->profiled(profiler_actions::run_training_batch,
+                                       [&] { return trainer->train_batch(*module, core, *batch); });
+            },
             detail::EngineEventsTo<FitContext>{this});
         check_callback_engine_hooks<decltype(engine)>();
         t.train_engine_ = &engine;
@@ -5453,6 +5778,11 @@ class Trainer {
     template <Event E, class Engine>
     void engine_event(Engine& engine) {
       std::apply([&](auto&... cb) { (call_engine_hook<E>(detail::unwrap(cb), engine), ...); }, trainer->callbacks_);
+      if constexpr (E == Event::get_batch_started)
+        if (trainer->profiling_) fetch_started = Profiler::Clock::now();
+      if constexpr (E == Event::get_batch_completed)
+        if (trainer->profiling_)
+          trainer->profiler_.record(profiler_actions::get_train_batch, Profiler::Clock::now() - fetch_started);
       if constexpr (E == Event::epoch_started) epoch_started(engine);
       if constexpr (E == Event::iteration_started) iteration_started(engine);
       if constexpr (E == Event::iteration_completed) iteration_completed(engine);
@@ -5544,6 +5874,7 @@ class Trainer {
       t.template call_module<detail::tags::on_train_epoch_end>(*module);
       t.publish_epoch_values(t.metrics_[index(Stage::train)]);
       callbacks_where(std::true_type{});
+      t.write_logs();
       t.step_schedulers(Interval::epoch, t.current_epoch_ + 1);
       if (t.should_stop_ && minimums_reached()) stop_after_epoch = true;
       if (stop_after_epoch) engine.terminate();
@@ -5576,6 +5907,11 @@ class Trainer {
   EngineCore* train_engine_ = nullptr;
   std::function<void(const std::string&, bool)> save_;
   std::function<StateDict()> train_data_state_;
+  std::int64_t accumulate_grad_batches_ = 1;
+  std::map<std::string, torch::Tensor> pending_log_;  // logged values waiting for the next record to the loggers
+  std::map<std::string, double> pending_host_log_;    // values callbacks handed over with log_metrics()
+  Profiler profiler_;
+  bool profiling_ = false;
 };
 
 template <class... Callbacks>
@@ -6012,6 +6348,426 @@ class Preemption {
 
 TRAINLOOP_DETAIL_END
 // ---- end parts/torch/callbacks/preemption.hpp ----
+// ---- begin parts/torch/callbacks/lr_monitor.hpp ----
+// trainloop: LearningRateMonitor (Lightning's): the learning rate of every optimizer and parameter group, and
+// optionally momentum and weight decay, handed to the loggers and kept in a history. Host values from the optimizer's
+// options: it never touches the device.
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+TRAINLOOP_DETAIL_BEGIN
+
+/// As a Trainer callback: names are Lightning's, "lr-SGD", "lr-Adam/pg1" and "lr-Adam/pg2" for several parameter
+/// groups, "lr-Adam-1" for a second Adam, plus "-momentum" and "-weight_decay" suffixes. With logging_interval step
+/// it records at each optimizer step that lands on a logging step (log_every_n_steps), so the value joins that step's
+/// record; with epoch, at each epoch start; unset, it follows each optimizer's scheduler (epoch without one).
+///
+/// As an Engine handler: `LearningRateMonitor(options).watch(optimizer)` records at each iteration (or epoch) into
+/// engine.state.metrics and the history.
+class LearningRateMonitor {
+ public:
+  struct Options {
+    std::optional<Interval> logging_interval;
+    bool log_momentum = false;
+    bool log_weight_decay = false;
+  };
+  LearningRateMonitor() : LearningRateMonitor(Options{}) {}
+  explicit LearningRateMonitor(Options options) : options_(options) {}
+
+  LearningRateMonitor& watch(torch::optim::Optimizer& optimizer) {
+    watched_.push_back(&optimizer);
+    return *this;
+  }
+
+  /// Every value recorded, by name, in order.
+  const std::map<std::string, std::vector<double>>& lrs() const noexcept { return history_; }
+
+  // --- Trainer callback hooks ---
+  template <class T, class M>
+  void on_train_start(T& trainer, M&) {
+    std::vector<torch::optim::Optimizer*> optimizers;
+    intervals_.clear();
+    for (const auto& config : trainer.optimizers()) {
+      optimizers.push_back(config.optimizer().get());
+      intervals_.push_back(options_.logging_interval ? *options_.logging_interval
+                           : config.scheduler()      ? config.scheduler()->interval()
+                                                     : Interval::epoch);
+    }
+    name_optimizers(optimizers);
+  }
+  template <class T, class M>
+  void on_train_epoch_start(T& trainer, M&) {
+    std::map<std::string, double> values;
+    for (std::size_t i = 0; i < names_.size(); ++i)
+      if (intervals_[i] == Interval::epoch) read(i, values);
+    trainer.log_metrics(values);
+  }
+  template <class T, class M>
+  void on_before_optimizer_step(T& trainer, M&, torch::optim::Optimizer& optimizer) {
+    if (!trainer.logging_next_step()) return;
+    std::map<std::string, double> values;
+    for (std::size_t i = 0; i < names_.size(); ++i)
+      if (optimizers_[i] == &optimizer && intervals_[i] == Interval::step) read(i, values);
+    trainer.log_metrics(values);
+  }
+
+  // --- Engine handler hooks (with watch(); a Trainer callback also receives the training Engine's events) ---
+  template <class E>
+  void on_started(E&) {
+    if (watched_.empty()) return;
+    intervals_.assign(watched_.size(), options_.logging_interval.value_or(Interval::step));
+    name_optimizers(watched_);
+  }
+  template <class E>
+  void on_epoch_started(E& engine) {
+    record_engine(engine, Interval::epoch);
+  }
+  template <class E>
+  void on_iteration_started(E& engine) {
+    record_engine(engine, Interval::step);
+  }
+
+ private:
+  template <class E>
+  void record_engine(E& engine, Interval interval) {
+    if (watched_.empty()) return;
+    std::map<std::string, double> values;
+    for (std::size_t i = 0; i < names_.size(); ++i)
+      if (intervals_[i] == interval) read(i, values);
+    for (const auto& [name, value] : values) engine.state.metrics[name] = value;
+  }
+
+  // Lightning's names: the optimizer's class, numbered from its second occurrence, "/pgN" with several groups.
+  void name_optimizers(const std::vector<torch::optim::Optimizer*>& optimizers) {
+    optimizers_ = optimizers;
+    names_.clear();
+    std::map<std::string, int> seen;
+    for (auto* optimizer : optimizers) {
+      std::string type = detail::demangle(typeid(*optimizer).name());
+      if (type.rfind("torch::optim::", 0) == 0) type = type.substr(14);
+      const int n = seen[type]++;
+      const std::string base = "lr-" + type + (n > 0 ? "-" + std::to_string(n) : "");
+      std::vector<std::string> groups;
+      const auto count = optimizer->param_groups().size();
+      for (std::size_t g = 0; g < count; ++g) groups.push_back(count == 1 ? base : base + "/pg" + std::to_string(g + 1));
+      names_.push_back(groups);
+    }
+  }
+  void read(std::size_t i, std::map<std::string, double>& values) {
+    auto& groups = optimizers_[i]->param_groups();
+    for (std::size_t g = 0; g < groups.size() && g < names_[i].size(); ++g) {
+      auto& options = groups[g].options();
+      put(values, names_[i][g], detail::try_access_param(options, Param::lr, nullptr));
+      if (options_.log_momentum)
+        put(values, names_[i][g] + "-momentum", detail::try_access_param(options, Param::momentum, nullptr));
+      if (options_.log_weight_decay)
+        put(values, names_[i][g] + "-weight_decay", detail::try_access_param(options, Param::weight_decay, nullptr));
+    }
+  }
+  void put(std::map<std::string, double>& values, const std::string& name, std::optional<double> value) {
+    if (!value) return;  // an optimizer without momentum (Adagrad): nothing to log, as in Lightning
+    values[name] = *value;
+    history_[name].push_back(*value);
+  }
+
+  Options options_;
+  std::vector<torch::optim::Optimizer*> watched_, optimizers_;
+  std::vector<Interval> intervals_;
+  std::vector<std::vector<std::string>> names_;  // per optimizer, per parameter group
+  std::map<std::string, std::vector<double>> history_;
+};
+
+TRAINLOOP_DETAIL_END
+// ---- end parts/torch/callbacks/lr_monitor.hpp ----
+// ---- begin parts/torch/callbacks/ema.hpp ----
+// trainloop: an exponential moving average of the weights (EMA), as timm's ModelEma, Ignite's EMAHandler and
+// Lightning's EMAWeightAveraging keep it: after each optimizer step, ema = decay_t * ema + (1 - decay_t) * weights.
+#include <cstdint>
+#include <exception>
+#include <optional>
+#include <utility>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+TRAINLOOP_DETAIL_BEGIN
+
+/// EMA of a model's floating-point parameters (buffers such as BatchNorm statistics are copied, not averaged, unless
+/// average_buffers). With warmup, the decay of the n-th update is min(decay, (1 + n) / (10 + n)), so early averages
+/// are not dominated by the random initial weights (TensorFlow's num_updates rule).
+///
+/// As a Trainer callback it updates after every `every_n_steps`-th optimizer step, swaps the averaged weights in for
+/// validation (on_validation_epoch_start ... on_validation_epoch_end, so checkpoints written at on_validation_end hold
+/// the trained weights) and, with copy_to_model_at_end, leaves the averaged weights in the model when fit ends. Its
+/// tensors and update count go in checkpoints, so a resumed fit continues the same average.
+///
+/// As an Engine handler: `EMA(options).track(model)` updates at each iteration_completed; evaluate with
+/// `{ auto swapped = ema.swap_into(model); evaluator.run(...); }`.
+class EMA {
+ public:
+  struct Options {
+    double decay = 0.999;
+    bool warmup = true;
+    std::int64_t every_n_steps = 1;
+    bool swap_for_validation = true;
+    bool copy_to_model_at_end = true;
+    bool average_buffers = false;
+  };
+  EMA() : EMA(Options{}) {}
+  explicit EMA(Options options) : options_(options) {
+    if (!(options_.decay > 0 && options_.decay < 1)) throw std::invalid_argument("trainloop: EMA: decay must be in (0, 1)");
+    if (options_.every_n_steps < 1) throw std::invalid_argument("trainloop: EMA: every_n_steps must be at least 1");
+  }
+  EMA& track(torch::nn::Module& model) {
+    tracked_ = &model;
+    return *this;
+  }
+
+  /// The decay the next update uses.
+  double current_decay() const {
+    if (!options_.warmup) return options_.decay;
+    const double n = static_cast<double>(updates_);
+    return std::min(options_.decay, (1 + n) / (10 + n));
+  }
+  std::int64_t updates() const noexcept { return updates_; }
+  /// The averaged tensors, named like the model's parameters and buffers.
+  TensorDict averaged() const {
+    TensorDict tensors;
+    for (std::size_t i = 0; i < names_.size(); ++i) tensors[names_[i]] = shadow_[i];
+    return tensors;
+  }
+
+  /// Starts the average at the model's current weights.
+  void reset(torch::nn::Module& model) {
+    torch::NoGradGuard no_grad;
+    names_.clear();
+    shadow_.clear();
+    averaged_.clear();
+    for (auto& [name, tensor] : detail::named_tensors(model)) {
+      names_.push_back(name);
+      shadow_.push_back(tensor.detach().clone());
+      averaged_.push_back(tensor.is_floating_point() && (options_.average_buffers || is_parameter(model, name)));
+    }
+    updates_ = 0;
+  }
+  /// One update from the model's weights (no host sync: the decay is a host number).
+  void update(torch::nn::Module& model) {
+    if (shadow_.empty()) reset(model);
+    torch::NoGradGuard no_grad;
+    const auto current = detail::named_tensors(model);
+    std::vector<torch::Tensor> averaged, weights;
+    for (std::size_t i = 0; i < names_.size(); ++i) {
+      auto it = current.find(names_[i]);
+      if (it == current.end()) throw std::runtime_error("trainloop: EMA: the model no longer has '" + names_[i] + "'");
+      if (averaged_[i]) {
+        averaged.push_back(shadow_[i]);
+        weights.push_back(it->second.detach());
+      } else {
+        shadow_[i].copy_(it->second);
+      }
+    }
+    const double decay = current_decay();
+    if (!averaged.empty()) {
+      at::_foreach_mul_(averaged, decay);  // one fused kernel per op on CUDA, a loop on CPU
+      at::_foreach_add_(averaged, weights, 1.0 - decay);
+    }
+    ++updates_;
+  }
+  /// Copies the averaged weights into the model.
+  void copy_to(torch::nn::Module& model) const {
+    torch::NoGradGuard no_grad;
+    auto current = detail::named_tensors(model);
+    for (std::size_t i = 0; i < names_.size(); ++i) current.at(names_[i]).copy_(shadow_[i]);
+  }
+  /// Puts the averaged weights in the model until the returned guard goes out of scope.
+  class Swap {
+   public:
+    Swap(const EMA& ema, torch::nn::Module& model) : model_(&model), backup_(copy_of(model)) { ema.copy_to(model); }
+    Swap(Swap&& other) noexcept : model_(std::exchange(other.model_, nullptr)), backup_(std::move(other.backup_)) {}
+    Swap(const Swap&) = delete;
+    Swap& operator=(const Swap&) = delete;
+    Swap& operator=(Swap&&) = delete;
+    ~Swap() {
+      if (model_) restore(*model_, backup_);
+    }
+
+   private:
+    torch::nn::Module* model_;
+    TensorDict backup_;
+  };
+  Swap swap_into(torch::nn::Module& model) const { return Swap(*this, model); }
+
+  // --- checkpoint state ---
+  StateDict state_dict() const { return {{"updates", updates_}, {"last_step", last_step_}}; }
+  void load_state_dict(const StateDict& state) {
+    auto get = [&](const char* key) {
+      auto it = state.find(key);
+      if (it == state.end() || !std::holds_alternative<std::int64_t>(it->second))
+        throw std::invalid_argument(std::string("trainloop: EMA state: key '") + key + "' is missing");
+      return std::get<std::int64_t>(it->second);
+    };
+    updates_ = get("updates");
+    last_step_ = get("last_step");
+  }
+  TensorDict tensor_state() const { return averaged(); }
+  void load_tensor_state(const TensorDict& tensors) {
+    for (std::size_t i = 0; i < names_.size(); ++i) {
+      auto it = tensors.find(names_[i]);
+      if (it == tensors.end()) throw std::invalid_argument("trainloop: EMA state: tensor '" + names_[i] + "' is missing");
+      if (it->second.sizes() != shadow_[i].sizes())
+        throw std::invalid_argument("trainloop: EMA state: tensor '" + names_[i] + "' has shape " +
+                                    c10::str(it->second.sizes()) + ", the model's has " + c10::str(shadow_[i].sizes()));
+      shadow_[i].copy_(it->second);
+    }
+    loaded_ = true;
+  }
+
+  // --- Trainer callback hooks ---
+  template <class T, class M>
+  void setup(T&, M& module, const std::string& stage) {
+    if (stage == "fit" && !loaded_) reset(module);  // before a resume loads the saved average into these tensors
+  }
+  template <class T, class M>
+  void on_fit_start(T& trainer, M&) {
+    if (!loaded_) last_step_ = trainer.global_step();
+    loaded_ = false;
+  }
+  template <class T, class M, class O, class B>
+  void on_train_batch_end(T& trainer, M& module, const O&, B&, std::int64_t) {
+    const std::int64_t step = trainer.global_step();
+    if (step == last_step_ || step % options_.every_n_steps != 0) return;  // no optimizer step, or not this one
+    last_step_ = step;
+    update(module);
+  }
+  template <class T, class M>
+  void on_validation_epoch_start(T& trainer, M& module) {
+    if (options_.swap_for_validation && trainer.fitting() && !shadow_.empty()) {
+      trained_weights_ = copy_of(module);
+      swapped_model_ = &module;
+      copy_to(module);
+    }
+  }
+  template <class T, class M>
+  void on_validation_epoch_end(T&, M&) {
+    put_trained_weights_back();
+  }
+  template <class T, class M>
+  void on_fit_end(T&, M& module) {
+    if (options_.copy_to_model_at_end && !shadow_.empty()) copy_to(module);
+  }
+
+  // --- Engine handler hooks (with track(); a Trainer callback also receives the training Engine's events) ---
+  template <class E>
+  void on_started(E&) {
+    if (!tracked_) return;
+    if (!loaded_) reset(*tracked_);
+    loaded_ = false;
+  }
+  template <class E>
+  void on_exception_raised(E&, std::exception_ptr) {
+    put_trained_weights_back();  // validation failed inside fit: the trained weights go back
+  }
+  template <class E>
+  void on_iteration_completed(E& engine) {
+    if (tracked_ && engine.state.iteration % static_cast<std::uint64_t>(options_.every_n_steps) == 0) update(*tracked_);
+  }
+
+ private:
+  static TensorDict copy_of(torch::nn::Module& model) {
+    TensorDict copy;
+    for (auto& [name, tensor] : detail::named_tensors(model)) copy[name] = tensor.detach().clone();
+    return copy;
+  }
+  static void restore(torch::nn::Module& model, const TensorDict& weights) {
+    torch::NoGradGuard no_grad;
+    auto current = detail::named_tensors(model);
+    for (const auto& [name, tensor] : weights) current.at(name).copy_(tensor);
+  }
+  void put_trained_weights_back() {
+    if (!swapped_model_) return;
+    restore(*swapped_model_, trained_weights_);
+    trained_weights_.clear();
+    swapped_model_ = nullptr;
+  }
+  static bool is_parameter(const torch::nn::Module& model, const std::string& name) {
+    return model.named_parameters().find(name) != nullptr;
+  }
+
+  Options options_;
+  torch::nn::Module* tracked_ = nullptr;
+  std::vector<std::string> names_;
+  std::vector<torch::Tensor> shadow_;
+  std::vector<bool> averaged_;  // floating-point parameters (and buffers with average_buffers); the rest is copied
+  std::int64_t updates_ = 0, last_step_ = 0;
+  bool loaded_ = false;  // a checkpoint's average was loaded: the fit start must not overwrite it
+  TensorDict trained_weights_;                   // while validation runs on the average...
+  torch::nn::Module* swapped_model_ = nullptr;  // ...in this model
+};
+
+TRAINLOOP_DETAIL_END
+// ---- end parts/torch/callbacks/ema.hpp ----
+// ---- begin parts/torch/callbacks/gradient_accumulation.hpp ----
+// trainloop: GradientAccumulationScheduler (Lightning's): how many batches add up to one optimizer step, by epoch.
+#include <cstdint>
+#include <initializer_list>
+#include <iterator>
+#include <map>
+#include <stdexcept>
+#include <string>
+
+TRAINLOOP_DETAIL_BEGIN
+
+/// `GradientAccumulationScheduler({{0, 8}, {4, 4}, {8, 1}})`: 8 batches per step in epochs 0-3, 4 in 4-7, then 1
+/// (epochs before the first key: 1). It sets Trainer::accumulate_grad_batches at each epoch start (and when a fit
+/// resumes), so it replaces TrainerOptions().accumulate_grad_batches, which must stay 1. Automatic optimisation only.
+/// A Trainer callback only: the Engine has no notion of accumulation (the step function owns it).
+class GradientAccumulationScheduler {
+ public:
+  // The initializer-list form keeps `GradientAccumulationScheduler({{2, 8}})` unambiguous.
+  GradientAccumulationScheduler(std::initializer_list<std::pair<const std::int64_t, std::int64_t>> scheduling)
+      : GradientAccumulationScheduler(std::map<std::int64_t, std::int64_t>(scheduling)) {}
+  explicit GradientAccumulationScheduler(std::map<std::int64_t, std::int64_t> scheduling)
+      : scheduling_(std::move(scheduling)) {
+    if (scheduling_.empty()) throw std::invalid_argument("trainloop: GradientAccumulationScheduler: the schedule is empty");
+    for (const auto& [epoch, factor] : scheduling_) {
+      if (epoch < 0)
+        throw std::invalid_argument("trainloop: GradientAccumulationScheduler: epoch " + std::to_string(epoch) +
+                                    " is negative (epochs count from 0)");
+      if (factor < 1)
+        throw std::invalid_argument("trainloop: GradientAccumulationScheduler: the factor at epoch " +
+                                    std::to_string(epoch) + " is " + std::to_string(factor) + "; it must be at least 1");
+    }
+  }
+  /// Batches per optimizer step in `epoch` (0-based).
+  std::int64_t factor_for(std::int64_t epoch) const {
+    auto it = scheduling_.upper_bound(epoch);
+    return it == scheduling_.begin() ? 1 : std::prev(it)->second;
+  }
+
+  template <class T, class M>
+  void on_train_start(T& trainer, M& module) {
+    if (trainer.options().accumulate_grad_batches() != 1)
+      throw std::invalid_argument("trainloop: GradientAccumulationScheduler and TrainerOptions().accumulate_grad_batches(" +
+                                  std::to_string(trainer.options().accumulate_grad_batches()) +
+                                  ") both set the accumulation; keep one");
+    if (!module.automatic_optimization())
+      throw std::invalid_argument("trainloop: GradientAccumulationScheduler needs automatic optimisation (manual "
+                                  "optimisation accumulates in training_step)");
+    trainer.accumulate_grad_batches(factor_for(trainer.current_epoch()));
+  }
+  template <class T, class M>
+  void on_train_epoch_start(T& trainer, M&) {
+    trainer.accumulate_grad_batches(factor_for(trainer.current_epoch()));
+  }
+
+ private:
+  std::map<std::int64_t, std::int64_t> scheduling_;
+};
+
+TRAINLOOP_DETAIL_END
+// ---- end parts/torch/callbacks/gradient_accumulation.hpp ----
 #endif
 // ---- begin parts/core/epilogue.hpp ----
 // trainloop: the end. Internal macros are undefined here, so none leaks into the user's code.
@@ -6020,6 +6776,8 @@ TRAINLOOP_DETAIL_END
 #undef TRAINLOOP_DETAIL_ABI_NAME
 #undef TRAINLOOP_DETAIL_CAT
 #undef TRAINLOOP_DETAIL_CAT2
+#undef TRAINLOOP_DETAIL_STRINGIFY
+#undef TRAINLOOP_DETAIL_STRINGIFY2
 #undef TRAINLOOP_DETAIL_BUILTIN_EVENTS
 #undef TRAINLOOP_DETAIL_MEMBER_PROBE
 #undef TRAINLOOP_DETAIL_NEAR_MISS_HOOKS

@@ -1,8 +1,11 @@
 // trainloop: hook detection. The one place that decides which hooks a handler type declares and how they are called.
 // Every hook has one trait here; the Engine's dispatch and its compile-time checks use nothing else.
 #pragma once
+#include <cstdint>
 #include <exception>
 #include <functional>
+#include <map>
+#include <string>
 #include <type_traits>
 #include <utility>
 
@@ -217,6 +220,7 @@ TRAINLOOP_DETAIL_LIGHTNING_HOOKS(TRAINLOOP_DETAIL_LIGHTNING_TAG)
   using call_##name##_t = decltype(std::declval<H&>().name(std::declval<Args>()...));                                 \
   template <>                                                                                                          \
   struct lightning_hook<lightning_tags::name> {                                                                        \
+    static constexpr const char* name_string = #name;                                                                  \
     template <class H>                                                                                                 \
     static constexpr bool declared = declares_##name<H>::value;                                                        \
     template <class H, class... Args>                                                                                  \
@@ -241,6 +245,25 @@ TRAINLOOP_DETAIL_LIGHTNING_HOOKS(TRAINLOOP_DETAIL_LIGHTNING_TAG)
   };
 TRAINLOOP_DETAIL_LIGHTNING_HOOKS(TRAINLOOP_DETAIL_LIGHTNING_HOOK)
 #undef TRAINLOOP_DETAIL_LIGHTNING_HOOK
+
+// Logger hooks: a callback that declares log_metrics is a logger. The Trainer hands it the logged values at the
+// logging interval (log_metrics(step, {name: value}), the epoch among the values as "epoch"), the module's
+// hyperparameters when a stage starts (log_hyperparams) and the outcome when it ends (finalize("success"|"failed")).
+template <class H>
+using log_metrics_t =
+    decltype(std::declval<H&>().log_metrics(std::int64_t{}, std::declval<const std::map<std::string, double>&>()));
+template <class H>
+using log_hyperparams_t = decltype(std::declval<H&>().log_hyperparams(std::declval<const StateDict&>()));
+template <class H>
+using finalize_t = decltype(std::declval<H&>().finalize(std::declval<const std::string&>()));
+TRAINLOOP_DETAIL_MEMBER_PROBE(log_metrics)
+template <class H>
+constexpr bool is_logger() {
+  static_assert(!declares_log_metrics<H>::value || is_detected_v<log_metrics_t, H>,
+                "trainloop: a callback declares log_metrics but it cannot be called as "
+                "log_metrics(std::int64_t step, const std::map<std::string, double>& metrics)");
+  return is_detected_v<log_metrics_t, H>;
+}
 
 // Names from other Lightning versions or near misses, with the hook to write instead. (on_epoch_start and
 // on_epoch_end are checked too; their probes come from the Engine's list above.)

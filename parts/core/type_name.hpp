@@ -18,10 +18,16 @@ inline std::string demangle(const char* mangled) {
 #endif
   return mangled;
 }
-/// The static type's name; `demangle(typeid(object).name())` gives an object's dynamic type.
+#define TRAINLOOP_DETAIL_STRINGIFY2(x) #x
+#define TRAINLOOP_DETAIL_STRINGIFY(x) TRAINLOOP_DETAIL_STRINGIFY2(x)
+/// The static type's name, with trainloop's inline ABI namespace left out ("trainloop::EMA"): names go into
+/// checkpoint keys and messages, which must not change with the build flags.
 template <class T>
 std::string type_name() {
-  return demangle(typeid(T).name());
+  std::string name = demangle(typeid(T).name());
+  const std::string abi = "trainloop::" TRAINLOOP_DETAIL_STRINGIFY(TRAINLOOP_DETAIL_ABI_NAME) "::";
+  for (auto at = name.find(abi); at != std::string::npos; at = name.find(abi, at)) name.replace(at, abi.size(), "trainloop::");
+  return name;
 }
 }  // namespace detail
 TRAINLOOP_DETAIL_END

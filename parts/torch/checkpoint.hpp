@@ -20,6 +20,9 @@
 
 TRAINLOOP_DETAIL_BEGIN
 
+/// Named tensors: a callback's tensor state (EMA weights) in a checkpoint.
+using TensorDict = std::map<std::string, torch::Tensor>;
+
 /// The layout version this trainloop writes; it reads this one and older.
 inline constexpr std::int64_t checkpoint_format_version = 1;
 
@@ -73,11 +76,13 @@ inline std::map<std::string, torch::Tensor> named_tensors(const torch::nn::Modul
 }  // namespace detail
 
 /// Writes a checkpoint atomically. `states` are named state dictionaries (keys like "loop", "loader",
-/// "callback/EarlyStopping", "scheduler/0", "hparams"). A failure (disk full, no permission) is an error naming the
-/// path, and the file that was there before stays as it was.
+/// "callback/EarlyStopping", "scheduler/0", "hparams"); `tensor_states` named tensor dictionaries (stored on the CPU
+/// side of the archive as saved; keys like "callback/EMA"). A failure (disk full, no permission) is an error naming
+/// the path, and the file that was there before stays as it was.
 inline void save_checkpoint(const std::string& path, const torch::nn::Module& model,
                             const std::vector<std::shared_ptr<torch::optim::Optimizer>>& optimizers = {},
-                            const std::map<std::string, StateDict>& states = {}, bool include_rng = true) {
+                            const std::map<std::string, StateDict>& states = {}, bool include_rng = true,
+                            const std::map<std::string, TensorDict>& tensor_states = {}) {
   torch::serialize::OutputArchive archive;
   archive.write("trainloop_format_version", c10::IValue(checkpoint_format_version));
   archive.write("trainloop_version", c10::IValue(std::string(version_string)));
@@ -98,6 +103,16 @@ inline void save_checkpoint(const std::string& path, const torch::nn::Module& mo
     archive.write("state_" + std::to_string(state_names.size() - 1), nested);
   }
   archive.write("state_names", c10::IValue(state_names));
+  if (!tensor_states.empty()) {  // absent in older files and when no callback has tensors
+    c10::List<std::string> tensor_names;
+    for (const auto& [name, tensors] : tensor_states) {
+      tensor_names.push_back(name);
+      c10::Dict<std::string, torch::Tensor> dict;
+      for (const auto& [key, tensor] : tensors) dict.insert(key, tensor.detach());
+      archive.write("tensors_" + std::to_string(tensor_names.size() - 1), c10::IValue(dict));
+    }
+    archive.write("tensor_state_names", c10::IValue(tensor_names));
+  }
   if (include_rng) {
     archive.write("rng_cpu", at::detail::getDefaultCPUGenerator().get_state(), /*is_buffer=*/true);
     const auto cuda_devices = torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0;
@@ -128,10 +143,12 @@ inline void save_checkpoint(const std::string& path, const torch::nn::Module& mo
 /// `map_location` picks where the file's tensors are first loaded) and returns its named states. Everything is
 /// validated before anything is changed: a missing, truncated or foreign file, a newer format, a different model
 /// (missing or unexpected keys, shape mismatch) or a different optimizer count is an error naming the file and key.
+/// With `tensor_states`, the checkpoint's named tensor dictionaries are put there (loaded to `map_location`).
 inline std::map<std::string, StateDict> load_checkpoint(
     const std::string& path, torch::nn::Module& model,
     const std::vector<std::shared_ptr<torch::optim::Optimizer>>& optimizers = {},
-    std::optional<torch::Device> map_location = std::nullopt, bool restore_rng = true) {
+    std::optional<torch::Device> map_location = std::nullopt, bool restore_rng = true,
+    std::map<std::string, TensorDict>* tensor_states = nullptr) {
   if (::access(path.c_str(), R_OK) != 0) throw detail::checkpoint_error(path, std::strerror(errno));
   torch::serialize::InputArchive archive;
   c10::optional<torch::Device> device;  // c10::optional is not std::optional in LibTorch 1.x
@@ -192,6 +209,16 @@ inline std::map<std::string, StateDict> load_checkpoint(
       torch::serialize::InputArchive nested;
       archive.read("state_" + std::to_string(i), nested);
       states[list.get(i).toStringRef()] = detail::read_state_dict(nested);
+    }
+    c10::IValue tensor_names;
+    if (tensor_states && archive.try_read("tensor_state_names", tensor_names)) {
+      const auto names_list = tensor_names.toList();
+      for (std::size_t i = 0; i < names_list.size(); ++i) {
+        c10::IValue dict;
+        archive.read("tensors_" + std::to_string(i), dict);
+        TensorDict& tensors = (*tensor_states)[names_list.get(i).toStringRef()];
+        for (const auto& e : dict.toGenericDict()) tensors[e.key().toStringRef()] = e.value().toTensor();
+      }
     }
     if (restore_rng) {
       torch::Tensor cpu_state;

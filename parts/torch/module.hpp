@@ -66,6 +66,11 @@ class LightningModule : public torch::nn::Module, public detail::LightningModule
   void optimizer_step(torch::optim::Optimizer& optimizer) { runtime("optimizer_step").step(optimizer); }
   void optimizer_zero_grad(torch::optim::Optimizer& optimizer) { runtime("optimizer_zero_grad").zero_grad(optimizer); }
 
+  /// Hyperparameters (Lightning's save_hyperparameters): written into every checkpoint under "hparams" and handed to
+  /// the loggers' log_hyperparams when fit starts.
+  void save_hyperparameters(StateDict hparams) { hparams_ = std::move(hparams); }
+  const StateDict& hparams() const noexcept { return hparams_; }
+
   /// The Trainer's link to the module; not for users.
   void attach_runtime_(detail::ModuleRuntime* runtime) noexcept { runtime_ = runtime; }
 
@@ -78,6 +83,7 @@ class LightningModule : public torch::nn::Module, public detail::LightningModule
   }
   detail::ModuleRuntime* runtime_ = nullptr;
   bool automatic_optimization_ = true;
+  StateDict hparams_;
 };
 
 namespace detail {

@@ -138,8 +138,8 @@ enum class Param { lr, momentum, weight_decay };
 
 namespace detail {
 // Reads or writes `param` of a parameter group's options, whatever the optimizer (LibTorch's options types are not
-// polymorphic beyond lr). Errors name the optimizer type and the option.
-inline double access_param(torch::optim::OptimizerOptions& options, Param param, const double* set) {
+// polymorphic beyond lr); nullopt when the optimizer has no such option.
+inline std::optional<double> try_access_param(torch::optim::OptimizerOptions& options, Param param, const double* set) {
   if (param == Param::lr) {
     if (set) options.set_lr(*set);
     return options.get_lr();
@@ -162,11 +162,16 @@ inline double access_param(torch::optim::OptimizerOptions& options, Param param,
       return std::nullopt;
     }
   };
-  if (auto v = apply(dynamic_cast<torch::optim::SGDOptions*>(&options))) return *v;
-  if (auto v = apply(dynamic_cast<torch::optim::AdamOptions*>(&options))) return *v;
-  if (auto v = apply(dynamic_cast<torch::optim::AdamWOptions*>(&options))) return *v;
-  if (auto v = apply(dynamic_cast<torch::optim::RMSpropOptions*>(&options))) return *v;
-  if (auto v = apply(dynamic_cast<torch::optim::AdagradOptions*>(&options))) return *v;
+  if (auto v = apply(dynamic_cast<torch::optim::SGDOptions*>(&options))) return v;
+  if (auto v = apply(dynamic_cast<torch::optim::AdamOptions*>(&options))) return v;
+  if (auto v = apply(dynamic_cast<torch::optim::AdamWOptions*>(&options))) return v;
+  if (auto v = apply(dynamic_cast<torch::optim::RMSpropOptions*>(&options))) return v;
+  if (auto v = apply(dynamic_cast<torch::optim::AdagradOptions*>(&options))) return v;
+  return std::nullopt;
+}
+// The same, as an error naming the optimizer's options type and the option when it is absent.
+inline double access_param(torch::optim::OptimizerOptions& options, Param param, const double* set) {
+  if (auto v = try_access_param(options, param, set)) return *v;
   throw std::invalid_argument(std::string("trainloop: this optimizer's options (") + demangle(typeid(options).name()) + ") have no " +
                               (param == Param::momentum ? "momentum" : "weight_decay"));
 }

@@ -4,8 +4,11 @@
 // tests/torch/test_trainer_trace.cpp pins it.
 #pragma once
 #include <array>
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
+#include <cstring>
 #include <limits>
 #include <variant>
 #include <exception>
@@ -127,6 +130,11 @@ template <class C>
 using last_model_path_t = decltype(std::declval<const C&>().last_model_path());
 template <class C>
 using state_key_t = decltype(std::declval<const C&>().state_key());
+// A callback's tensors in checkpoints (EMA weights): TensorDict tensor_state() const, load_tensor_state(const TensorDict&).
+template <class C>
+using tensor_state_t = decltype(std::declval<const C&>().tensor_state());
+template <class C>
+using load_tensor_state_t = decltype(std::declval<C&>().load_tensor_state(std::declval<const TensorDict&>()));
 
 namespace tags = lightning_tags;
 }  // namespace detail
@@ -190,6 +198,24 @@ class Trainer {
       }
     return values;
   }
+  /// Hands values to the loggers in the pack (LearningRateMonitor does): they join the next record written, at the
+  /// end of the current training batch when it is a logging step, else at the next epoch or evaluation end.
+  void log_metrics(const std::map<std::string, double>& values) {
+    for (const auto& [name, value] : values) pending_host_log_[name] = value;
+  }
+  /// Whether the optimizer step about to happen ends on a logging step (every log_every_n_steps).
+  bool logging_next_step() const noexcept { return (global_step_ + 1) % options_.log_every_n_steps() == 0; }
+  /// Batches whose gradients add up to one optimizer step; starts at the option, a callback may change it
+  /// (GradientAccumulationScheduler does at epoch starts).
+  std::int64_t accumulate_grad_batches() const noexcept { return accumulate_grad_batches_; }
+  void accumulate_grad_batches(std::int64_t n) {
+    if (n < 1) throw std::invalid_argument("trainloop: Trainer::accumulate_grad_batches(n): n must be at least 1");
+    accumulate_grad_batches_ = n;
+  }
+  /// What configure_optimizers returned, during and after fit.
+  const Optimizers& optimizers() const noexcept { return optimizers_; }
+  /// What the profiler measured in the last stage (TrainerOptions().profiler(true)).
+  const Profiler& profiler() const noexcept { return profiler_; }
   std::tuple<Callbacks...>& callbacks() noexcept { return callbacks_; }
   template <class C>
   C& callback() noexcept {
@@ -241,7 +267,9 @@ class Trainer {
       if (weights_only) return trainloop::save_weights(path, module);
       std::vector<std::shared_ptr<torch::optim::Optimizer>> optimizers;
       for (const auto& config : optimizers_) optimizers.push_back(config.optimizer());
-      trainloop::save_checkpoint(path, module, optimizers, checkpoint_states());
+      auto states = checkpoint_states();
+      if (!module.hparams().empty()) states["hparams"] = module.hparams();
+      trainloop::save_checkpoint(path, module, optimizers, states, true, checkpoint_tensor_states());
     };
     if constexpr (detail::is_detected_v<detail::state_dict_t, std::remove_reference_t<decltype(train.get())>>)
       train_data_state_ = [&train] { return train.get().state_dict(); };
@@ -329,7 +357,8 @@ class Trainer {
   void call_callback(C& callback, Module& module, Args&... args) {
     using Hook = detail::lightning_hook<Tag>;
     Hook::template check_callback<C, Trainer&, Module&, Args&...>();
-    if constexpr (Hook::template callable<C, Trainer&, Module&, Args&...>) Hook::call(callback, *this, module, args...);
+    if constexpr (Hook::template callable<C, Trainer&, Module&, Args&...>)
+      profiled(hook_action<Tag, C>("[Callback]"), [&] { Hook::call(callback, *this, module, args...); });
   }
   // Returns what the module's hook returned, when it returns something (on_train_batch_start's -1).
   template <class Tag, class Module, class... Args>
@@ -338,16 +367,45 @@ class Trainer {
     Hook::template check_module<Module, Args&...>();
     if constexpr (Hook::template callable<Module, Args&...>) {
       using R = decltype(Hook::call(module, args...));
+      auto action = hook_action<Tag, Module>("[LightningModule]");
       if constexpr (std::is_void_v<R>) {
-        Hook::call(module, args...);
+        profiled(action, [&] { Hook::call(module, args...); });
         return std::monostate{};
       } else {
-        return Hook::call(module, args...);
+        return profiled(action, [&] { return Hook::call(module, args...); });
       }
     } else {
       return std::monostate{};
     }
   }
+  // Runs f, timed under the action when profiling: a name from profiler_actions, or a function returning a name
+  // built once (so nothing is built while the profiler is off).
+  template <class Action, class F>
+  decltype(auto) profiled(const Action& action, F&& f) {
+    if (!profiling_) return f();
+    struct Scope {
+      Profiler& profiler;
+      const std::string& action;
+      Profiler::Clock::time_point start = Profiler::Clock::now();
+      ~Scope() { profiler.record(action, Profiler::Clock::now() - start); }
+    };
+    if constexpr (std::is_invocable_v<const Action&>) {
+      Scope scope{profiler_, action()};
+      return f();
+    } else {
+      Scope scope{profiler_, action};
+      return f();
+    }
+  }
+  // Profiler action names, each built once: "[Callback]ProgressBar.on_train_batch_end", "[LightningModule]Net.training_step".
+  template <class Tag, class Owner>
+  static auto hook_action(const char* kind) {
+    return [kind]() -> const std::string& {
+      static const std::string action = kind + detail::type_name<Owner>() + "." + detail::lightning_hook<Tag>::name_string;
+      return action;
+    };
+  }
+
   template <class Tag, class Module, class... Args>
   auto call_hook(Module& module, Args&&... args) {
     for_each_callback([&](auto& cb) { call_callback<Tag>(cb, module, args...); });
@@ -385,15 +443,49 @@ class Trainer {
       Module& m;
       ~Detach() { m.attach_runtime_(nullptr); }
     } detach{module};
+    profiling_ = options_.profiler();
+    if (profiling_) profiler_.start(stage_name);
+    pending_log_.clear();
+    pending_host_log_.clear();
     try {
-      call_hook<detail::tags::setup>(module, stage_name);
+      call_hook<detail::tags::setup>(module, stage_name);  // loggers create their folders here: before any work
+      if (stage != Stage::predict)
+        for_each_logger([&](auto& logger) {
+          if constexpr (detail::is_detected_v<detail::log_hyperparams_t, std::decay_t<decltype(logger)>>)
+            logger.log_hyperparams(module.hparams());
+        });
       body();
+      write_logs();
       call_hook<detail::tags::teardown>(module, stage_name);
+      finalize_loggers("success");
     } catch (...) {
       std::exception_ptr error = std::current_exception();
       call_hook<detail::tags::on_exception>(module, error);
+      try {
+        finalize_loggers("failed");
+      } catch (...) {  // the original error matters more than a logger's failure to close
+      }
       throw;
     }
+    if (profiling_) report_profile();
+  }
+
+  void finalize_loggers(const std::string& status) {
+    for_each_logger([&](auto& logger) {
+      if constexpr (detail::is_detected_v<detail::finalize_t, std::decay_t<decltype(logger)>>) logger.finalize(status);
+    });
+  }
+  void report_profile() {
+    const std::string report = profiler_.report();
+    if (options_.profiler_path().empty()) {
+      std::fputs(report.c_str(), stderr);
+      return;
+    }
+    std::FILE* file = std::fopen(options_.profiler_path().c_str(), "a");
+    if (!file)
+      throw std::runtime_error("trainloop: profiler_path '" + options_.profiler_path() + "': " + std::strerror(errno));
+    std::fputs(report.c_str(), file);
+    std::fclose(file);
   }
 
   template <class Data>
@@ -450,13 +542,22 @@ class Trainer {
     });
     return states;
   }
+  std::map<std::string, TensorDict> checkpoint_tensor_states() {
+    std::map<std::string, TensorDict> tensors;
+    for_each_callback([&](auto& callback) {
+      using C = std::decay_t<decltype(callback)>;
+      if constexpr (detail::is_detected_v<detail::tensor_state_t, C>) tensors[callback_key(callback)] = callback.tensor_state();
+    });
+    return tensors;
+  }
 
   // Restores what checkpoint_states() saved; the loop's state is returned for the training Engine.
   template <class Module, class TrainHeld>
   StateDict restore(const std::string& path, Module& module, TrainHeld& train) {
     std::vector<std::shared_ptr<torch::optim::Optimizer>> optimizers;
     for (const auto& config : optimizers_) optimizers.push_back(config.optimizer());
-    auto states = trainloop::load_checkpoint(path, module, optimizers, device_);
+    std::map<std::string, TensorDict> tensors;
+    auto states = trainloop::load_checkpoint(path, module, optimizers, device_, true, &tensors);
     auto need = [&](const std::string& key) -> const StateDict& {
       auto it = states.find(key);
       if (it == states.end())
@@ -486,6 +587,13 @@ class Trainer {
       if constexpr (detail::is_detected_v<detail::load_state_dict_t, C>) {
         auto it = states.find(callback_key(callback));
         if (it != states.end()) callback.load_state_dict(it->second);
+      }
+      if constexpr (detail::is_detected_v<detail::load_tensor_state_t, C>) {
+        auto it = tensors.find(callback_key(callback));
+        if (it == tensors.end())
+          throw std::runtime_error("trainloop: checkpoint '" + path + "': key '" + callback_key(callback) +
+                                   "' (tensors) is missing: it was written without this callback");
+        callback.load_tensor_state(it->second);
       }
     });
     if constexpr (detail::is_detected_v<detail::load_state_dict_t, std::remove_reference_t<decltype(train.get())>>) {
@@ -551,18 +659,20 @@ class Trainer {
   template <class Module>
   void step_optimizer(Module& module, torch::optim::Optimizer& optimizer) {
     call_hook<detail::tags::on_before_optimizer_step>(module, optimizer);
-    clip_gradients(optimizer);
-    optimizer.step();
+    profiled(profiler_actions::optimizer_step, [&] {
+      clip_gradients(optimizer);
+      optimizer.step();
+    });
   }
   template <class Module>
   void zero_grad(Module& module, torch::optim::Optimizer& optimizer) {
     call_hook<detail::tags::on_before_zero_grad>(module, optimizer);
-    optimizer.zero_grad();
+    profiled(profiler_actions::zero_grad, [&] { optimizer.zero_grad(); });
   }
   template <class Module>
   void backward(Module& module, torch::Tensor& loss) {
     call_hook<detail::tags::on_before_backward>(module, loss);
-    loss.backward();
+    profiled(profiler_actions::backward, [&] { loss.backward(); });
     call_hook<detail::tags::on_after_backward>(module);
   }
   // After optimizer steps: count, then step the schedulers that run per step.
@@ -595,11 +705,17 @@ class Trainer {
   // --- logged values -------------------------------------------------------------------------------------------------
 
   // Step values into callback_metrics (always) and logged_metrics (every log_every_n_steps): tensors, no host sync.
+  // Training step values reach the loggers on logging steps; evaluation step values stay out of the loggers (their
+  // step does not advance), as their epoch values go in.
   void publish_step_values(MetricStore& store) {
     const bool log_now = global_step_ % options_.log_every_n_steps() == 0;
+    const bool to_loggers = has_loggers && &store == &metrics_[index(Stage::train)];
     store.take_step_values([&](const std::string& name, const MetricStore::Entry& e) {
       callback_metrics_[name] = e.step_value;
-      if (e.logger && log_now) logged_metrics_[e.on_epoch ? name + "_step" : name] = e.step_value;
+      if (!e.logger || !log_now) return;
+      const std::string logged = e.on_epoch ? name + "_step" : name;
+      logged_metrics_[logged] = e.step_value;
+      if (to_loggers) pending_log_[logged] = e.step_value;
     });
   }
   void publish_epoch_values(MetricStore& store) {
@@ -607,9 +723,47 @@ class Trainer {
       torch::Tensor value = MetricStore::epoch_value(e);
       if (!value.defined()) continue;
       callback_metrics_[name] = value;
-      if (e.logger) logged_metrics_[e.on_step ? name + "_epoch" : name] = value;
+      if (!e.logger) continue;
+      const std::string logged = e.on_step ? name + "_epoch" : name;
+      logged_metrics_[logged] = value;
+      if (has_loggers) pending_log_[logged] = value;
     }
     store.reset_logged_metrics();
+  }
+
+  // --- loggers -------------------------------------------------------------------------------------------------------
+
+  template <class C>
+  static constexpr bool is_logger_v = detail::is_logger<detail::unwrap_reference_t<C>>();
+  static constexpr bool has_loggers = (is_logger_v<Callbacks> || ... || false);
+  template <class F>
+  void for_each_logger(F&& f) {
+    for_each_callback([&](auto& callback) {
+      if constexpr (detail::is_logger<std::decay_t<decltype(callback)>>()) f(callback);
+    });
+  }
+
+  // One record to every logger: the pending values, read to the host with one transfer, plus "epoch". This is where
+  // logging syncs the device, and only when something is written.
+  void write_logs() {
+    if constexpr (has_loggers) {
+      if (pending_log_.empty() && pending_host_log_.empty()) return;
+      profiled(profiler_actions::write_logs, [&] {
+        std::map<std::string, double> record = std::move(pending_host_log_);
+        if (!pending_log_.empty()) {
+          std::vector<torch::Tensor> values;
+          for (const auto& entry : pending_log_) values.push_back(entry.second.detach().reshape({}).to(torch::kFloat64));
+          const torch::Tensor host = torch::stack(values).to(torch::kCPU);
+          const double* data = host.data_ptr<double>();
+          std::size_t i = 0;
+          for (const auto& entry : pending_log_) record[entry.first] = data[i++];
+        }
+        record["epoch"] = static_cast<double>(current_epoch_);
+        pending_log_.clear();
+        pending_host_log_.clear();
+        for_each_logger([&](auto& logger) { logger.log_metrics(global_step_, record); });
+      });
+    }
   }
   // The epoch values a validate/test run published, read to the host.
   std::map<std::string, double> host_values(const MetricStore& store) const {
@@ -675,11 +829,11 @@ class Trainer {
         throw std::logic_error("trainloop: " + detail::type_name<Module>() +
                                "::training_step returns nothing, so there is no loss to optimise; return it, or use "
                                "manual optimisation with automatic_optimization(false)");
-      module.training_step(batch, batch_idx);
+      profiled(hook_action<detail::tags::training_step, Module>("[LightningModule]"),
+               [&] { module.training_step(batch, batch_idx); });
       const std::monostate out{};
       call_hook<detail::tags::on_train_batch_end>(module, out, batch, batch_idx);
-      ++total_batches_;
-      publish_step_values(metrics_[index(Stage::train)]);
+      end_train_batch();
       return out;
     } else {
       return train_batch_with_output(module, core, batch, batch_idx);
@@ -687,7 +841,8 @@ class Trainer {
   }
   template <class Module, class Batch>
   auto train_batch_with_output(Module& module, EngineCore& core, Batch& batch, std::int64_t batch_idx) {
-    auto out = module.training_step(batch, batch_idx);
+    auto out = profiled(hook_action<detail::tags::training_step, Module>("[LightningModule]"),
+                        [&] { return module.training_step(batch, batch_idx); });
     if (module.automatic_optimization()) {
       torch::Tensor loss;
       try {
@@ -696,7 +851,7 @@ class Trainer {
         throw std::runtime_error("trainloop: " + detail::type_name<Module>() + "::" + error.what());
       }
       check_loss<Module>(loss, batch_idx);
-      const auto accumulate = options_.accumulate_grad_batches();
+      const auto accumulate = accumulate_grad_batches_;
       const bool last_batch = core.state.epoch_length && core.state.epoch_iteration >= *core.state.epoch_length;
       const bool step_now = (batch_idx + 1) % accumulate == 0 || last_batch;
       if (batches_since_step_ == 0)
@@ -710,9 +865,13 @@ class Trainer {
       }
     }
     call_hook<detail::tags::on_train_batch_end>(module, out, batch, batch_idx);
+    end_train_batch();
+    return out;
+  }
+  void end_train_batch() {
     ++total_batches_;
     publish_step_values(metrics_[index(Stage::train)]);
-    return out;
+    write_logs();
   }
 
   // --- evaluation (validate, test, predict; the sanity check) -----------------------------------------------------
@@ -760,13 +919,14 @@ class Trainer {
       std::int64_t batch_idx = static_cast<std::int64_t>(core.state.epoch_iteration) - 1;
       Batch* batch = transfer(module, raw, slot);
       detail::EvalHooks<StepTag>::batch_start(*this, module, *batch, batch_idx);
+      auto action = hook_action<StepTag, Module>("[LightningModule]");
       if constexpr (std::is_void_v<Out>) {
-        detail::lightning_hook<StepTag>::call(module, *batch, batch_idx);
+        profiled(action, [&] { detail::lightning_hook<StepTag>::call(module, *batch, batch_idx); });
         const std::monostate none{};
         detail::EvalHooks<StepTag>::batch_end(*this, module, none, *batch, batch_idx);
         if (stage == Stage::predict) outputs.push_back(none);
       } else {
-        Out out = detail::lightning_hook<StepTag>::call(module, *batch, batch_idx);
+        Out out = profiled(action, [&] { return detail::lightning_hook<StepTag>::call(module, *batch, batch_idx); });
         detail::EvalHooks<StepTag>::batch_end(*this, module, out, *batch, batch_idx);
         if (stage == Stage::predict) outputs.push_back(std::move(out));
       }
@@ -775,9 +935,15 @@ class Trainer {
     RunOptions run;
     run.max_epochs(1);
     if (limit) run.epoch_length(static_cast<std::uint64_t>(*limit));
-    engine.run(data, run);
+    profiled(stage == Stage::test      ? profiler_actions::run_test
+             : stage == Stage::predict ? profiler_actions::run_predict
+                                       : profiler_actions::run_validation,
+             [&] { engine.run(data, run); });
     detail::EvalHooks<StepTag>::epoch_end(*this, module);
-    if (!sanity) publish_epoch_values(store);
+    if (!sanity) {
+      publish_epoch_values(store);
+      write_logs();
+    }
     detail::EvalHooks<StepTag>::end(*this, module);
     if (sanity) store.clear();
     return outputs;
@@ -802,6 +968,7 @@ class Trainer {
     std::string ckpt_path;  // resume from this checkpoint when set
     bool stop_after_epoch = false;
     bool skip_rest_of_epoch = false;
+    Profiler::Clock::time_point fetch_started;
 
     void run() {
       Trainer& t = *trainer;
@@ -813,6 +980,7 @@ class Trainer {
       t.global_step_ = 0;
       t.total_batches_ = 0;
       t.batches_since_step_ = 0;
+      t.accumulate_grad_batches_ = o.accumulate_grad_batches();
       t.should_stop_ = false;
       t.terminate_requested_ = false;
       t.callback_metrics_.clear();
@@ -847,7 +1015,10 @@ class Trainer {
       t.template call_hook<detail::tags::on_train_start>(*module);
       if (!t.num_training_batches_ || *t.num_training_batches_ > 0) {
         auto engine = make_engine<Batch>(
-            [this](EngineCore& core, Batch&) { return trainer->train_batch(*module, core, *batch); },
+            [this](EngineCore& core, Batch&) {
+              return trainer->profiled(profiler_actions::run_training_batch,
+                                       [&] { return trainer->train_batch(*module, core, *batch); });
+            },
             detail::EngineEventsTo<FitContext>{this});
         check_callback_engine_hooks<decltype(engine)>();
         t.train_engine_ = &engine;
@@ -888,6 +1059,11 @@ class Trainer {
     template <Event E, class Engine>
     void engine_event(Engine& engine) {
       std::apply([&](auto&... cb) { (call_engine_hook<E>(detail::unwrap(cb), engine), ...); }, trainer->callbacks_);
+      if constexpr (E == Event::get_batch_started)
+        if (trainer->profiling_) fetch_started = Profiler::Clock::now();
+      if constexpr (E == Event::get_batch_completed)
+        if (trainer->profiling_)
+          trainer->profiler_.record(profiler_actions::get_train_batch, Profiler::Clock::now() - fetch_started);
       if constexpr (E == Event::epoch_started) epoch_started(engine);
       if constexpr (E == Event::iteration_started) iteration_started(engine);
       if constexpr (E == Event::iteration_completed) iteration_completed(engine);
@@ -979,6 +1155,7 @@ class Trainer {
       t.template call_module<detail::tags::on_train_epoch_end>(*module);
       t.publish_epoch_values(t.metrics_[index(Stage::train)]);
       callbacks_where(std::true_type{});
+      t.write_logs();
       t.step_schedulers(Interval::epoch, t.current_epoch_ + 1);
       if (t.should_stop_ && minimums_reached()) stop_after_epoch = true;
       if (stop_after_epoch) engine.terminate();
@@ -1011,6 +1188,11 @@ class Trainer {
   EngineCore* train_engine_ = nullptr;
   std::function<void(const std::string&, bool)> save_;
   std::function<StateDict()> train_data_state_;
+  std::int64_t accumulate_grad_batches_ = 1;
+  std::map<std::string, torch::Tensor> pending_log_;  // logged values waiting for the next record to the loggers
+  std::map<std::string, double> pending_host_log_;    // values callbacks handed over with log_metrics()
+  Profiler profiler_;
+  bool profiling_ = false;
 };
 
 template <class... Callbacks>

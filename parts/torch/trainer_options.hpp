@@ -81,6 +81,11 @@ class TrainerOptions {
   /// Seeds torch's CPU and CUDA generators at the start of fit.
   TRAINLOOP_DETAIL_OPTION(std::optional<std::uint64_t>, seed, std::nullopt)
   TRAINLOOP_DETAIL_OPTION(std::string, default_root_dir, ".")
+  /// Times every hook, step, backward, optimizer step and batch fetch, and prints where the time went when a stage
+  /// ends (Lightning's SimpleProfiler); off by default (it reads the clock twice per hook).
+  TRAINLOOP_DETAIL_OPTION(bool, profiler, false)
+  /// With profiler(true): append the report to this file instead of printing it to stderr.
+  TRAINLOOP_DETAIL_OPTION(std::string, profiler_path, "")
   /// Pins glibc's malloc thresholds (see allocator.hpp); process-wide.
   TRAINLOOP_DETAIL_OPTION(bool, tune_malloc, true)
 

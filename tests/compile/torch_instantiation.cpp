@@ -87,6 +87,17 @@ int main() {
   trainloop::Trainer checkpointed(trainloop::TrainerOptions().max_epochs(2), trainloop::ModelCheckpoint(every_step),
                                   trainloop::Preemption());
   checkpointed.fit(net, loader, trainloop::detail::NoData{}, "last");
+  trainloop::LearningRateMonitor::Options lr_options;
+  lr_options.log_momentum = true;
+  trainloop::Trainer monitored(trainloop::TrainerOptions().max_epochs(1).profiler(true),
+                               trainloop::LearningRateMonitor(lr_options), trainloop::EMA(),
+                               trainloop::GradientAccumulationScheduler({{0, 2}, {3, 1}}));
+  monitored.fit(net, data, data);
+  trainloop::EMA tracked;
+  auto ema_engine = trainloop::make_engine<int>([](trainloop::EngineCore&, int) {}, tracked.track(net),
+                                                trainloop::LearningRateMonitor().watch(sgd));
+  ema_engine.run(std::vector<int>{1}, trainloop::RunOptions().max_epochs(1));
+  { auto swapped = tracked.swap_into(net); }
   (void)auc;
   (void)r2;
   trainloop::MnistSplit split = trainloop::read_mnist_split(trainloop::fashion_mnist_debian_dir, false);
