@@ -1814,6 +1814,882 @@ class TimeLimit {
 
 TRAINLOOP_DETAIL_END
 // ---- end parts/core/handlers.hpp ----
+// ---- begin parts/core/loggers/common.hpp ----
+// trainloop: what every logger shares: the rank check (only rank 0 writes), run folders versioned like Lightning's
+// (<save_dir>/<name>/version_<n>, the next free n), folder checks that fail before training with the path and the
+// reason, numbers written so they read back exactly, whole-file writes that never leave a torn file, the flush clock.
+// A logger is a callback with log_metrics(step, {name: value}); see hooks.hpp for what the Trainer calls.
+#include <cerrno>
+#include <charconv>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <variant>
+
+#include <unistd.h>
+
+TRAINLOOP_DETAIL_BEGIN
+
+namespace detail {
+/// This process's rank in a distributed run, from the launcher's environment (torchrun's RANK, then LOCAL_RANK,
+/// then SLURM_PROCID); 0 when alone. Loggers write only on rank 0.
+inline int process_rank() {
+  for (const char* name : {"RANK", "LOCAL_RANK", "SLURM_PROCID"})
+    if (const char* value = std::getenv(name)) return std::atoi(value);
+  return 0;
+}
+
+inline std::runtime_error log_dir_error(const std::string& who, const std::filesystem::path& dir, const std::string& why) {
+  return std::runtime_error("trainloop: " + who + ": cannot write logs in '" + dir.string() + "': " + why);
+}
+
+/// Creates `dir` (and parents) and proves it writable by creating and removing a file, so a bad log folder is an
+/// error at setup, before any training.
+inline void make_writable_dir(const std::filesystem::path& dir, const std::string& who) {
+  std::error_code error;
+  std::filesystem::create_directories(dir, error);
+  if (error) throw log_dir_error(who, dir, error.message());
+  if (!std::filesystem::is_directory(dir)) throw log_dir_error(who, dir, "a file is in the way");
+  const std::filesystem::path probe = dir / (".trainloop-write-test-" + std::to_string(::getpid()));
+  std::FILE* file = std::fopen(probe.c_str(), "w");
+  if (!file) throw log_dir_error(who, dir, std::strerror(errno));
+  std::fclose(file);
+  std::filesystem::remove(probe, error);
+}
+
+/// Lightning's version rule: the next n after the largest existing version_<n> under `root` (0 when none).
+inline std::int64_t next_version(const std::filesystem::path& root) {
+  std::int64_t next = 0;
+  std::error_code error;
+  if (!std::filesystem::is_directory(root, error)) return 0;
+  for (const auto& entry : std::filesystem::directory_iterator(root, error)) {
+    const std::string name = entry.path().filename().string();
+    if (!entry.is_directory() || name.rfind("version_", 0) != 0) continue;
+    const char* digits = name.c_str() + 8;
+    std::int64_t n = 0;
+    auto [end, ec] = std::from_chars(digits, name.c_str() + name.size(), n);
+    if (ec == std::errc() && *end == '\0' && end != digits) next = std::max(next, n + 1);
+  }
+  return next;
+}
+
+/// The shortest text that reads back as the same double ("0.1", "3", "1e-08"); "nan", "inf", "-inf" otherwise.
+inline std::string format_number(double value) {
+  if (std::isnan(value)) return "nan";
+  if (std::isinf(value)) return value > 0 ? "inf" : "-inf";
+  char text[32];
+  auto [end, ec] = std::to_chars(text, text + sizeof text, value);
+  return ec == std::errc() ? std::string(text, end) : std::to_string(value);
+}
+inline std::string format_value(const StateValue& value) {
+  if (const auto* i = std::get_if<std::int64_t>(&value)) return std::to_string(*i);
+  if (const auto* d = std::get_if<double>(&value)) return format_number(*d);
+  return std::get<std::string>(value);
+}
+
+/// Writes a whole file through a temporary in the same folder and a rename: readers see the old or the new content.
+inline void write_file_atomically(const std::filesystem::path& path, const std::string& content, const std::string& who) {
+  const std::filesystem::path temporary = path.string() + ".tmp-" + std::to_string(::getpid());
+  std::FILE* file = std::fopen(temporary.c_str(), "wb");
+  if (!file) throw log_dir_error(who, path.parent_path(), std::string("cannot create ") + temporary.string() + ": " + std::strerror(errno));
+  const bool written = std::fwrite(content.data(), 1, content.size(), file) == content.size();
+  const bool closed = std::fclose(file) == 0;
+  if (!written || !closed || std::rename(temporary.c_str(), path.c_str()) != 0) {
+    const int error = errno;
+    std::remove(temporary.c_str());
+    throw log_dir_error(who, path.parent_path(), "writing " + path.filename().string() + " failed: " + std::strerror(error));
+  }
+}
+/// Appends to a file, creating it; errors name the file.
+inline void append_to_file(const std::filesystem::path& path, const std::string& content, const std::string& who) {
+  std::FILE* file = std::fopen(path.c_str(), "ab");
+  if (!file) throw log_dir_error(who, path.parent_path(), "cannot open " + path.filename().string() + ": " + std::strerror(errno));
+  const bool written = std::fwrite(content.data(), 1, content.size(), file) == content.size();
+  if (std::fclose(file) != 0 || !written)
+    throw log_dir_error(who, path.parent_path(), "writing " + path.filename().string() + " failed: " + std::strerror(errno));
+}
+
+/// A YAML scalar: numbers as numbers, strings double-quoted when YAML could read them as something else.
+inline std::string yaml_scalar(const std::string& text, bool is_string) {
+  if (!is_string) {
+    if (text == "nan") return ".nan";
+    if (text == "inf") return ".inf";
+    if (text == "-inf") return "-.inf";
+    return text;
+  }
+  std::string quoted = "\"";
+  for (char c : text) {
+    if (c == '"' || c == '\\') quoted += '\\';
+    if (c == '\n') {
+      quoted += "\\n";
+      continue;
+    }
+    quoted += c;
+  }
+  return quoted + "\"";
+}
+/// Hyperparameters as a YAML mapping (Lightning's hparams.yaml); "{}" when there are none.
+inline std::string hparams_yaml(const StateDict& params) {
+  if (params.empty()) return "{}\n";
+  std::string out;
+  for (const auto& [key, value] : params)
+    out += yaml_scalar(key, true) + ": " + yaml_scalar(format_value(value), std::holds_alternative<std::string>(value)) + "\n";
+  return out;
+}
+
+inline double unix_seconds() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+inline std::int64_t unix_millis() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+/// When buffered records must reach the disk: at most `interval` after the first one waiting.
+class FlushClock {
+ public:
+  explicit FlushClock(std::chrono::duration<double> interval) : interval_(interval) {}
+  bool due() const { return std::chrono::steady_clock::now() - last_ >= interval_; }
+  void flushed() { last_ = std::chrono::steady_clock::now(); }
+
+ private:
+  std::chrono::duration<double> interval_;
+  std::chrono::steady_clock::time_point last_ = std::chrono::steady_clock::now();
+};
+
+/// "This logger owns an open run": false in a moved-from logger, so its destructor writes nothing.
+class OwnershipFlag {
+ public:
+  OwnershipFlag() = default;
+  OwnershipFlag(OwnershipFlag&& other) noexcept : value_(std::exchange(other.value_, false)) {}
+  OwnershipFlag& operator=(OwnershipFlag&& other) noexcept {
+    value_ = std::exchange(other.value_, false);
+    return *this;
+  }
+  explicit operator bool() const noexcept { return value_; }
+  void set() noexcept { value_ = true; }
+
+ private:
+  bool value_ = false;
+};
+
+/// <save_dir>/<name>/version_<n>: where CSVLogger, TensorBoardLogger and JSONLinesLogger write. The version is chosen
+/// when the logger starts (so two loggers of one run may agree by giving it).
+struct VersionedFolder {
+  std::string save_dir, name;
+  std::optional<std::int64_t> version;
+
+  std::filesystem::path resolve() {
+    std::filesystem::path root = std::filesystem::path(save_dir) / name;
+    if (!version) version = next_version(root);
+    return root / ("version_" + std::to_string(*version));
+  }
+};
+}  // namespace detail
+
+TRAINLOOP_DETAIL_END
+// ---- end parts/core/loggers/common.hpp ----
+// ---- begin parts/core/loggers/csv.hpp ----
+// trainloop: CSVLogger, Lightning's layout: <save_dir>/<name>/version_<n>/metrics.csv and hparams.yaml.
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
+
+TRAINLOOP_DETAIL_BEGIN
+
+/// One row per record: "epoch", "step", then the metric names in the order they first appeared; empty cells where a
+/// record has no value. A name that appears later grows the header: the whole file is then rewritten through a
+/// temporary file and a rename (readers never see a torn file); otherwise new rows are appended. Rows reach the disk
+/// at most `flush_interval` after they were logged, and at finalize. Writes only on rank 0.
+class CSVLogger {
+ public:
+  struct Options {
+    std::string save_dir = "logs";
+    std::string name = "lightning_logs";
+    std::optional<std::int64_t> version;  ///< unset: the next free version_<n>
+    std::chrono::duration<double> flush_interval = std::chrono::seconds(10);
+  };
+  CSVLogger() : CSVLogger(Options{}) {}
+  explicit CSVLogger(Options options)
+      : options_(std::move(options)), folder_{options_.save_dir, options_.name, options_.version},
+        flush_clock_(options_.flush_interval) {}
+  CSVLogger(CSVLogger&&) = default;
+  CSVLogger& operator=(CSVLogger&&) = default;
+  ~CSVLogger() {
+    try {
+      flush();
+    } catch (...) {  // a destructor must not throw; finalize reports write errors
+    }
+  }
+
+  /// Creates the run folder (idempotent). The Trainer calls it at setup, so a bad folder fails before training.
+  void start() {
+    if (started_ || detail::process_rank() != 0) return;
+    dir_ = folder_.resolve();
+    detail::make_writable_dir(dir_, "CSVLogger");
+    started_.set();
+  }
+  const std::filesystem::path& log_dir() const noexcept { return dir_; }
+  std::int64_t version() { return folder_.version ? *folder_.version : (folder_.resolve(), *folder_.version); }
+
+  template <class T, class M>
+  void setup(T&, M&, const std::string&) {
+    start();
+  }
+  void log_hyperparams(const StateDict& params) {
+    start();
+    if (!started_) return;
+    detail::write_file_atomically(dir_ / "hparams.yaml", detail::hparams_yaml(params), "CSVLogger");
+  }
+  void log_metrics(std::int64_t step, const std::map<std::string, double>& metrics) {
+    start();
+    if (!started_) return;
+    std::map<std::string, std::string> row{{"step", std::to_string(step)}};
+    for (const auto& [name, value] : metrics)
+      row[name] = name == "epoch" ? std::to_string(static_cast<std::int64_t>(value)) : detail::format_number(value);
+    for (const auto& [name, text] : row)
+      if (std::find(columns_.begin(), columns_.end(), name) == columns_.end()) columns_.push_back(name);
+    rows_.push_back(std::move(row));
+    if (flush_clock_.due()) flush();
+  }
+  void finalize(const std::string&) { flush(); }
+
+  /// Writes the rows waiting.
+  void flush() {
+    flush_clock_.flushed();
+    if (!started_ || rows_.size() == rows_written_) return;
+    const std::filesystem::path path = dir_ / "metrics.csv";
+    if (columns_.size() != header_written_) {  // the header grew (or the file is new): rewrite it all
+      std::string content = line(columns_);
+      for (const auto& row : rows_) content += cells(row);
+      detail::write_file_atomically(path, content, "CSVLogger");
+      header_written_ = columns_.size();
+    } else {
+      std::string content;
+      for (std::size_t i = rows_written_; i < rows_.size(); ++i) content += cells(rows_[i]);
+      detail::append_to_file(path, content, "CSVLogger");
+    }
+    rows_written_ = rows_.size();
+  }
+
+ private:
+  // RFC 4180: fields with a comma, quote or line break are quoted, quotes doubled.
+  static std::string field(const std::string& text) {
+    if (text.find_first_of(",\"\n\r") == std::string::npos) return text;
+    std::string quoted = "\"";
+    for (char c : text) quoted += c == '"' ? std::string("\"\"") : std::string(1, c);
+    return quoted + "\"";
+  }
+  static std::string line(const std::vector<std::string>& fields) {
+    std::string out;
+    for (std::size_t i = 0; i < fields.size(); ++i) out += (i ? "," : "") + field(fields[i]);
+    return out + "\n";
+  }
+  std::string cells(const std::map<std::string, std::string>& row) const {
+    std::vector<std::string> fields;
+    for (const auto& column : columns_) {
+      auto it = row.find(column);
+      fields.push_back(it == row.end() ? "" : it->second);
+    }
+    return line(fields);
+  }
+
+  Options options_;
+  detail::VersionedFolder folder_;
+  detail::FlushClock flush_clock_;
+  std::filesystem::path dir_;
+  detail::OwnershipFlag started_;
+  std::vector<std::string> columns_{"epoch", "step"};
+  std::vector<std::map<std::string, std::string>> rows_;
+  std::size_t rows_written_ = 0, header_written_ = 0;
+};
+
+TRAINLOOP_DETAIL_END
+// ---- end parts/core/loggers/csv.hpp ----
+// ---- begin parts/core/loggers/tensorboard.hpp ----
+// trainloop: TensorBoardLogger. Event files TensorBoard loads, written without TensorFlow or protobuf: TFRecord
+// framing (length, masked CRC32C of the length, data, masked CRC32C of the data) around hand-encoded Event messages.
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+
+#include <unistd.h>
+
+TRAINLOOP_DETAIL_BEGIN
+
+namespace detail {
+/// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), as TFRecord uses; "123456789" -> 0xE3069283.
+inline std::uint32_t crc32c(const void* data, std::size_t size) {
+  static const auto table = [] {
+    std::array<std::uint32_t, 256> t{};
+    for (std::uint32_t i = 0; i < 256; ++i) {
+      std::uint32_t c = i;
+      for (int k = 0; k < 8; ++k) c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+      t[i] = c;
+    }
+    return t;
+  }();
+  std::uint32_t crc = 0xFFFFFFFFu;
+  const auto* bytes = static_cast<const unsigned char*>(data);
+  for (std::size_t i = 0; i < size; ++i) crc = table[(crc ^ bytes[i]) & 0xFF] ^ (crc >> 8);
+  return crc ^ 0xFFFFFFFFu;
+}
+/// TFRecord's masking, so a CRC of data holding CRCs stays strong.
+inline std::uint32_t masked_crc32c(const void* data, std::size_t size) {
+  const std::uint32_t crc = crc32c(data, size);
+  return ((crc >> 15) | (crc << 17)) + 0xA282EAD8u;
+}
+
+inline void put_le(std::string& out, std::uint64_t value, int bytes) {
+  for (int i = 0; i < bytes; ++i) out += static_cast<char>((value >> (8 * i)) & 0xFF);
+}
+/// One TFRecord: uint64 length, masked CRC of those 8 bytes, the data, masked CRC of the data (little-endian).
+inline std::string tfrecord(const std::string& data) {
+  std::string out;
+  put_le(out, data.size(), 8);
+  put_le(out, masked_crc32c(out.data(), 8), 4);
+  out += data;
+  put_le(out, masked_crc32c(data.data(), data.size()), 4);
+  return out;
+}
+
+// The few protobuf encodings the Event messages need (wire types: 0 varint, 1 fixed64, 2 bytes, 5 fixed32).
+namespace proto {
+inline void varint(std::string& out, std::uint64_t value) {
+  while (value >= 0x80) {
+    out += static_cast<char>((value & 0x7F) | 0x80);
+    value >>= 7;
+  }
+  out += static_cast<char>(value);
+}
+inline void key(std::string& out, int field, int wire_type) { varint(out, static_cast<std::uint64_t>(field << 3 | wire_type)); }
+inline void bytes(std::string& out, int field, const std::string& value) {
+  key(out, field, 2);
+  varint(out, value.size());
+  out += value;
+}
+inline void int64(std::string& out, int field, std::int64_t value) {
+  key(out, field, 0);
+  varint(out, static_cast<std::uint64_t>(value));
+}
+inline void float64(std::string& out, int field, double value) {
+  std::uint64_t bits;
+  std::memcpy(&bits, &value, 8);
+  key(out, field, 1);
+  put_le(out, bits, 8);
+}
+inline void float32(std::string& out, int field, float value) {
+  std::uint32_t bits;
+  std::memcpy(&bits, &value, 4);
+  key(out, field, 5);
+  put_le(out, bits, 4);
+}
+}  // namespace proto
+
+// tensorflow.Event: wall_time = 1 (double), step = 2 (int64), file_version = 3 (string), summary = 5 (Summary).
+inline std::string event(double wall_time, std::int64_t step, const std::string* file_version, const std::string* summary) {
+  std::string out;
+  proto::float64(out, 1, wall_time);
+  proto::int64(out, 2, step);
+  if (file_version) proto::bytes(out, 3, *file_version);
+  if (summary) proto::bytes(out, 5, *summary);
+  return out;
+}
+// Summary.value = 1 (repeated Value); Value.tag = 1, Value.simple_value = 2 (float).
+inline void scalar_value(std::string& summary, const std::string& tag, float value) {
+  std::string v;
+  proto::bytes(v, 1, tag);
+  proto::float32(v, 2, value);
+  proto::bytes(summary, 1, v);
+}
+// A text summary (the Text dashboard): Value.tag = 1, Value.tensor = 8 (TensorProto: dtype = 1 DT_STRING (7),
+// tensor_shape = 2 (scalar: empty), string_val = 8), Value.metadata = 9 (SummaryMetadata.plugin_data = 1:
+// PluginData.plugin_name = 1 "text").
+inline void text_value(std::string& summary, const std::string& tag, const std::string& text) {
+  std::string tensor;
+  proto::int64(tensor, 1, 7);
+  proto::bytes(tensor, 2, "");
+  proto::bytes(tensor, 8, text);
+  std::string plugin;
+  proto::bytes(plugin, 1, "text");
+  std::string metadata;
+  proto::bytes(metadata, 1, plugin);
+  std::string v;
+  proto::bytes(v, 1, tag);
+  proto::bytes(v, 8, tensor);
+  proto::bytes(v, 9, metadata);
+  proto::bytes(summary, 1, v);
+}
+}  // namespace detail
+
+/// Writes `events.out.tfevents.<seconds>.<hostname>` in `<save_dir>/<name>/version_<n>/` (Lightning's layout): a first
+/// event with file_version "brain.Event:2", then one event per record with a scalar summary (simple_value, float32)
+/// per metric, wall_time in seconds and the step. Hyperparameters go in as a text summary ("hparams", a Markdown
+/// table on the Text dashboard) and in hparams.yaml beside the events. Buffered; flushed at most `flush_interval`
+/// after a record and at finalize. Rank 0 only.
+class TensorBoardLogger {
+ public:
+  struct Options {
+    std::string save_dir = "logs";
+    std::string name = "lightning_logs";
+    std::optional<std::int64_t> version;
+    std::chrono::duration<double> flush_interval = std::chrono::seconds(10);
+  };
+  TensorBoardLogger() : TensorBoardLogger(Options{}) {}
+  explicit TensorBoardLogger(Options options)
+      : options_(std::move(options)), folder_{options_.save_dir, options_.name, options_.version},
+        flush_clock_(options_.flush_interval) {}
+  TensorBoardLogger(TensorBoardLogger&&) = default;
+  TensorBoardLogger& operator=(TensorBoardLogger&&) = default;
+  ~TensorBoardLogger() {
+    try {
+      flush();
+    } catch (...) {  // finalize reports write errors; a destructor must not throw
+    }
+  }
+
+  void start() {
+    if (started_ || detail::process_rank() != 0) return;
+    dir_ = folder_.resolve();
+    detail::make_writable_dir(dir_, "TensorBoardLogger");
+    char host[256] = "localhost";
+    ::gethostname(host, sizeof host - 1);
+    file_ = dir_ / ("events.out.tfevents." + std::to_string(static_cast<std::int64_t>(detail::unix_seconds())) + "." + host);
+    started_.set();
+    const std::string version = "brain.Event:2";
+    pending_ += detail::tfrecord(detail::event(detail::unix_seconds(), 0, &version, nullptr));
+    flush();
+  }
+  const std::filesystem::path& log_dir() const noexcept { return dir_; }
+  const std::filesystem::path& event_file() const noexcept { return file_; }
+
+  template <class T, class M>
+  void setup(T&, M&, const std::string&) {
+    start();
+  }
+  void log_hyperparams(const StateDict& params) {
+    start();
+    if (!started_) return;
+    detail::write_file_atomically(dir_ / "hparams.yaml", detail::hparams_yaml(params), "TensorBoardLogger");
+    if (params.empty()) return;
+    std::string table = "| name | value |\n|---|---|\n";
+    for (const auto& [key, value] : params) table += "| " + key + " | " + detail::format_value(value) + " |\n";
+    std::string summary;
+    detail::text_value(summary, "hparams", table);
+    pending_ += detail::tfrecord(detail::event(detail::unix_seconds(), 0, nullptr, &summary));
+  }
+  void log_metrics(std::int64_t step, const std::map<std::string, double>& metrics) {
+    start();
+    if (!started_) return;
+    std::string summary;
+    for (const auto& [name, value] : metrics) detail::scalar_value(summary, name, static_cast<float>(value));
+    pending_ += detail::tfrecord(detail::event(detail::unix_seconds(), step, nullptr, &summary));
+    if (flush_clock_.due()) flush();
+  }
+  void finalize(const std::string&) { flush(); }
+  void flush() {
+    flush_clock_.flushed();
+    if (!started_ || pending_.empty()) return;
+    detail::append_to_file(file_, pending_, "TensorBoardLogger");
+    pending_.clear();
+  }
+
+ private:
+  Options options_;
+  detail::VersionedFolder folder_;
+  detail::FlushClock flush_clock_;
+  std::filesystem::path dir_, file_;
+  detail::OwnershipFlag started_;
+  std::string pending_;  // whole records not yet on disk
+};
+
+TRAINLOOP_DETAIL_END
+// ---- end parts/core/loggers/tensorboard.hpp ----
+// ---- begin parts/core/loggers/mlflow.hpp ----
+// trainloop: MLFlowLogger, writing MLflow's file store (what `mlflow ui --backend-store-uri ./mlruns` reads) directly:
+//   mlruns/<experiment_id>/meta.yaml
+//   mlruns/<experiment_id>/<run_id>/meta.yaml, metrics/<name>, params/<name>, tags/<name>, artifacts/
+#include <algorithm>
+#include <cctype>
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+TRAINLOOP_DETAIL_BEGIN
+
+namespace detail {
+/// A random (version 4) UUID as 32 lowercase hex digits, MLflow's run id.
+inline std::string uuid4_hex() {
+  std::random_device device;
+  std::mt19937_64 generator((static_cast<std::uint64_t>(device()) << 32) ^ device() ^
+                            static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()));
+  unsigned char bytes[16];
+  for (int i = 0; i < 16; i += 8) {
+    const std::uint64_t r = generator();
+    for (int k = 0; k < 8; ++k) bytes[i + k] = static_cast<unsigned char>(r >> (8 * k));
+  }
+  bytes[6] = static_cast<unsigned char>((bytes[6] & 0x0F) | 0x40);  // version 4
+  bytes[8] = static_cast<unsigned char>((bytes[8] & 0x3F) | 0x80);  // RFC 4122 variant
+  static const char* hex = "0123456789abcdef";
+  std::string out;
+  for (unsigned char b : bytes) {
+    out += hex[b >> 4];
+    out += hex[b & 0x0F];
+  }
+  return out;
+}
+/// MLflow accepts metric, param and tag names of letters, digits, '_', '-', '.', '/' and ' '; others become '_'.
+inline std::string mlflow_name(const std::string& name) {
+  std::string out = name;
+  for (char& c : out)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.' || c == '/' || c == ' ')) c = '_';
+  return out;
+}
+inline std::string file_uri(const std::filesystem::path& path) { return "file://" + std::filesystem::absolute(path).lexically_normal().string(); }
+inline std::string read_text(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+}  // namespace detail
+
+/// The run is created when the logger starts (status RUNNING = 1, start_time in ms), gets params from the
+/// hyperparameters, metric lines `<timestamp_ms> <value> <step>` (appended, flushed at most `flush_interval` after
+/// a record), and ends FINISHED (3) or FAILED (4) with its end_time at finalize. The experiment is found by name among
+/// mlruns/*/meta.yaml or created with the next free id; experiment 0 "Default" is created when absent, as MLflow
+/// does. Names with characters MLflow rejects are written with '_' in their place. Rank 0 only.
+class MLFlowLogger {
+ public:
+  struct Options {
+    std::string tracking_dir = "mlruns";
+    std::string experiment_name = "Default";
+    std::string run_name;  ///< empty: none (the UI shows the run id)
+    std::map<std::string, std::string> tags;
+    std::chrono::duration<double> flush_interval = std::chrono::seconds(10);
+  };
+  enum Status { running = 1, finished = 3, failed = 4 };
+
+  MLFlowLogger() : MLFlowLogger(Options{}) {}
+  explicit MLFlowLogger(Options options) : options_(std::move(options)), flush_clock_(options_.flush_interval) {}
+  MLFlowLogger(MLFlowLogger&&) = default;
+  MLFlowLogger& operator=(MLFlowLogger&&) = default;
+  ~MLFlowLogger() {
+    try {
+      flush();
+    } catch (...) {  // finalize reports write errors; a destructor must not throw
+    }
+  }
+
+  void start() {
+    if (started_ || detail::process_rank() != 0) return;
+    const std::filesystem::path root = options_.tracking_dir;
+    detail::make_writable_dir(root, "MLFlowLogger");
+    if (!std::filesystem::exists(root / "0" / "meta.yaml")) write_experiment(root, "0", "Default");
+    experiment_id_ = find_or_create_experiment(root);
+    run_id_ = detail::uuid4_hex();
+    run_dir_ = root / experiment_id_ / run_id_;
+    for (const char* sub : {"metrics", "params", "tags", "artifacts"}) detail::make_writable_dir(run_dir_ / sub, "MLFlowLogger");
+    start_time_ = detail::unix_millis();
+    started_.set();
+    write_run_meta(running, std::nullopt);
+    const char* user = std::getenv("USER");
+    std::map<std::string, std::string> tags{{"mlflow.user", user ? user : "unknown"}, {"mlflow.source.type", "LOCAL"}};
+    if (!options_.run_name.empty()) tags["mlflow.runName"] = options_.run_name;
+    for (const auto& [key, value] : options_.tags) tags[key] = value;
+    for (const auto& [key, value] : tags)
+      detail::write_file_atomically(run_dir_ / "tags" / detail::mlflow_name(key), value, "MLFlowLogger");
+  }
+  const std::string& run_id() const noexcept { return run_id_; }
+  const std::string& experiment_id() const noexcept { return experiment_id_; }
+  const std::filesystem::path& run_dir() const noexcept { return run_dir_; }
+
+  template <class T, class M>
+  void setup(T&, M&, const std::string&) {
+    start();
+  }
+  /// Params, one file each, the value without a trailing newline.
+  void log_hyperparams(const StateDict& params) {
+    start();
+    if (!started_) return;
+    for (const auto& [key, value] : params)
+      detail::write_file_atomically(run_dir_ / "params" / detail::mlflow_name(key), detail::format_value(value), "MLFlowLogger");
+  }
+  void log_metrics(std::int64_t step, const std::map<std::string, double>& metrics) {
+    start();
+    if (!started_) return;
+    const std::string stamp = std::to_string(detail::unix_millis());
+    for (const auto& [name, value] : metrics)
+      pending_[detail::mlflow_name(name)] += stamp + " " + detail::format_number(value) + " " + std::to_string(step) + "\n";
+    if (flush_clock_.due()) flush();
+  }
+  /// "success" ends the run FINISHED, anything else FAILED.
+  void finalize(const std::string& status) {
+    flush();
+    if (started_) write_run_meta(status == "success" ? finished : failed, detail::unix_millis());
+  }
+  void flush() {
+    flush_clock_.flushed();
+    if (!started_) return;
+    for (const auto& [name, lines] : pending_) detail::append_to_file(run_dir_ / "metrics" / name, lines, "MLFlowLogger");
+    pending_.clear();
+  }
+
+ private:
+  static void write_experiment(const std::filesystem::path& root, const std::string& id, const std::string& name) {
+    detail::make_writable_dir(root / id, "MLFlowLogger");
+    const std::string now = std::to_string(detail::unix_millis());
+    detail::write_file_atomically(root / id / "meta.yaml",
+                                  "artifact_location: " + detail::file_uri(root / id) + "\ncreation_time: " + now +
+                                      "\nexperiment_id: '" + id + "'\nlast_update_time: " + now +
+                                      "\nlifecycle_stage: active\nname: " + detail::yaml_scalar(name, true) + "\n",
+                                  "MLFlowLogger");
+  }
+  // An experiment whose meta.yaml names options_.experiment_name, or a new one numbered after the largest id.
+  std::string find_or_create_experiment(const std::filesystem::path& root) {
+    const std::string wanted = "name: " + detail::yaml_scalar(options_.experiment_name, true) + "\n";
+    const std::string wanted_plain = "name: " + options_.experiment_name + "\n";
+    std::int64_t largest = 0;
+    for (const auto& entry : std::filesystem::directory_iterator(root)) {
+      const std::string id = entry.path().filename().string();
+      if (!entry.is_directory() || id.empty() || id.find_first_not_of("0123456789") != std::string::npos) continue;
+      largest = std::max<std::int64_t>(largest, std::stoll(id));
+      const std::string meta = detail::read_text(entry.path() / "meta.yaml");
+      if (meta.find("\n" + wanted) != std::string::npos || meta.find("\n" + wanted_plain) != std::string::npos) return id;
+    }
+    const std::string id = std::to_string(largest + 1);
+    write_experiment(root, id, options_.experiment_name);
+    return id;
+  }
+  // Every field MLflow's FileStore reads; run_id and run_uuid both (MLflow 2 and 3), status an integer.
+  void write_run_meta(Status status, std::optional<std::int64_t> end_time) {
+    const std::string meta =
+        "artifact_uri: " + detail::file_uri(run_dir_ / "artifacts") + "\nend_time: " +
+        (end_time ? std::to_string(*end_time) : std::string("null")) +
+        "\nentry_point_name: ''\nexperiment_id: '" + experiment_id_ + "'\nlifecycle_stage: active\nrun_id: " + run_id_ +
+        "\nrun_name: " + detail::yaml_scalar(options_.run_name, true) + "\nrun_uuid: " + run_id_ +
+        "\nsource_name: ''\nsource_type: 4\nsource_version: ''\nstart_time: " + std::to_string(start_time_) +
+        "\nstatus: " + std::to_string(static_cast<int>(status)) + "\ntags: []\nuser_id: " +
+        detail::yaml_scalar(std::getenv("USER") ? std::getenv("USER") : "unknown", true) + "\n";
+    detail::write_file_atomically(run_dir_ / "meta.yaml", meta, "MLFlowLogger");
+  }
+
+  Options options_;
+  detail::FlushClock flush_clock_;
+  detail::OwnershipFlag started_;
+  std::string experiment_id_, run_id_;
+  std::filesystem::path run_dir_;
+  std::int64_t start_time_ = 0;
+  std::map<std::string, std::string> pending_;  // metric file -> lines not yet on disk
+};
+
+TRAINLOOP_DETAIL_END
+// ---- end parts/core/loggers/mlflow.hpp ----
+// ---- begin parts/core/loggers/jsonl.hpp ----
+// trainloop: JSONLinesLogger: <save_dir>/<name>/version_<n>/metrics.jsonl, one JSON object per record, for jq and
+// pandas (`pd.read_json(path, lines=True)`); hyperparameters in hparams.json.
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <string>
+
+TRAINLOOP_DETAIL_BEGIN
+
+namespace detail {
+inline std::string json_string(const std::string& text) {
+  std::string out = "\"";
+  for (unsigned char c : text) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c < 0x20) {
+      char escaped[8];
+      std::snprintf(escaped, sizeof escaped, "\\u%04x", c);
+      out += escaped;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out + "\"";
+}
+// JSON has no NaN or infinity: they are written as null.
+inline std::string json_number(double value) { return std::isfinite(value) ? format_number(value) : "null"; }
+}  // namespace detail
+
+/// Each record is a line {"step": 12, "epoch": 0, "time": 1732450000.123, "loss_step": 0.41, ...} ("time": Unix
+/// seconds). NaN and infinities are written as null (JSON has neither). Buffered, flushed at most `flush_interval`
+/// after a record and at finalize. Rank 0 only.
+class JSONLinesLogger {
+ public:
+  struct Options {
+    std::string save_dir = "logs";
+    std::string name = "lightning_logs";
+    std::optional<std::int64_t> version;
+    std::chrono::duration<double> flush_interval = std::chrono::seconds(10);
+  };
+  JSONLinesLogger() : JSONLinesLogger(Options{}) {}
+  explicit JSONLinesLogger(Options options)
+      : options_(std::move(options)), folder_{options_.save_dir, options_.name, options_.version},
+        flush_clock_(options_.flush_interval) {}
+  JSONLinesLogger(JSONLinesLogger&&) = default;
+  JSONLinesLogger& operator=(JSONLinesLogger&&) = default;
+  ~JSONLinesLogger() {
+    try {
+      flush();
+    } catch (...) {  // finalize reports write errors; a destructor must not throw
+    }
+  }
+
+  void start() {
+    if (started_ || detail::process_rank() != 0) return;
+    dir_ = folder_.resolve();
+    detail::make_writable_dir(dir_, "JSONLinesLogger");
+    started_.set();
+  }
+  const std::filesystem::path& log_dir() const noexcept { return dir_; }
+
+  template <class T, class M>
+  void setup(T&, M&, const std::string&) {
+    start();
+  }
+  void log_hyperparams(const StateDict& params) {
+    start();
+    if (!started_) return;
+    std::string json = "{";
+    for (const auto& [key, value] : params) {
+      json += (json.size() > 1 ? ", " : "") + detail::json_string(key) + ": ";
+      if (const auto* s = std::get_if<std::string>(&value)) json += detail::json_string(*s);
+      else if (const auto* d = std::get_if<double>(&value)) json += detail::json_number(*d);
+      else json += std::to_string(std::get<std::int64_t>(value));
+    }
+    detail::write_file_atomically(dir_ / "hparams.json", json + "}\n", "JSONLinesLogger");
+  }
+  void log_metrics(std::int64_t step, const std::map<std::string, double>& metrics) {
+    start();
+    if (!started_) return;
+    std::string line = "{\"step\": " + std::to_string(step);
+    auto epoch = metrics.find("epoch");
+    if (epoch != metrics.end()) line += ", \"epoch\": " + std::to_string(static_cast<std::int64_t>(epoch->second));
+    line += ", \"time\": " + detail::format_number(std::round(detail::unix_seconds() * 1000) / 1000);
+    for (const auto& [name, value] : metrics)
+      if (name != "epoch") line += ", " + detail::json_string(name) + ": " + detail::json_number(value);
+    pending_ += line + "}\n";
+    if (flush_clock_.due()) flush();
+  }
+  void finalize(const std::string&) { flush(); }
+  void flush() {
+    flush_clock_.flushed();
+    if (!started_ || pending_.empty()) return;
+    detail::append_to_file(dir_ / "metrics.jsonl", pending_, "JSONLinesLogger");
+    pending_.clear();
+  }
+
+ private:
+  Options options_;
+  detail::VersionedFolder folder_;
+  detail::FlushClock flush_clock_;
+  std::filesystem::path dir_;
+  detail::OwnershipFlag started_;
+  std::string pending_;
+};
+
+TRAINLOOP_DETAIL_END
+// ---- end parts/core/loggers/jsonl.hpp ----
+// ---- begin parts/core/loggers/engine_logging.hpp ----
+// trainloop: loggers on an Engine (Ignite's OutputHandler habit): an Engine handler that hands engine.state.metrics
+// to a logger.
+#include <cstdint>
+#include <exception>
+#include <map>
+#include <string>
+
+TRAINLOOP_DETAIL_BEGIN
+
+/// `make_engine(step, log_metrics_to(logger, {"val/", 0, &trainer_engine}))`: at each epoch end (and every
+/// `every_n_iterations` iterations when set) the engine's metrics go to the logger as "<prefix><name>", with the
+/// epoch, at the step of `step_from` (another engine, e.g. the trainer when this is the evaluator) or of this engine's
+/// iteration count. With `finalize`, the logger is finalized when the engine completes or fails. The logger is held
+/// by reference: it must outlive the engine, and several engines may share it.
+template <class Logger>
+class EngineLogging {
+ public:
+  struct Options {
+    std::string prefix;
+    std::uint64_t every_n_iterations = 0;  ///< 0: epoch ends only
+    const EngineCore* step_from = nullptr;
+    bool finalize = false;
+  };
+  EngineLogging(Logger& logger, Options options) : logger_(&logger), options_(std::move(options)) {}
+
+  template <class E>
+  void on_started(E&) {
+    logger_->start();
+  }
+  template <class E>
+  void on_iteration_completed(E& engine) {
+    if (options_.every_n_iterations > 0 && engine.state.iteration % options_.every_n_iterations == 0) write(engine);
+  }
+  template <class E>
+  void on_epoch_completed(E& engine) {
+    write(engine);
+  }
+  template <class E>
+  void on_completed(E&) {
+    if (options_.finalize) logger_->finalize("success");
+  }
+  template <class E>
+  void on_exception_raised(E&, std::exception_ptr) {
+    if (options_.finalize) logger_->finalize("failed");
+  }
+
+ private:
+  template <class E>
+  void write(E& engine) {
+    std::map<std::string, double> record;
+    for (const auto& [name, value] : engine.state.metrics) record[options_.prefix + name] = value;
+    record["epoch"] = static_cast<double>(engine.state.epoch);
+    const auto& steps = options_.step_from ? options_.step_from->state : engine.state;
+    logger_->log_metrics(static_cast<std::int64_t>(steps.iteration), record);
+  }
+  Logger* logger_;
+  Options options_;
+};
+
+template <class Logger>
+EngineLogging<Logger> log_metrics_to(Logger& logger, typename EngineLogging<Logger>::Options options = {}) {
+  return EngineLogging<Logger>(logger, std::move(options));
+}
+
+TRAINLOOP_DETAIL_END
+// ---- end parts/core/loggers/engine_logging.hpp ----
 #if TRAINLOOP_WITH_TORCH
 #include <torch/torch.h>
 
@@ -4917,8 +5793,8 @@ class Trainer {
       }
     return values;
   }
-  /// Hands values to the loggers in the pack (LearningRateMonitor does): they join the next record written, at the
-  /// end of the current training batch when it is a logging step, else at the next epoch or evaluation end.
+  /// Hands values to the loggers in the pack (LearningRateMonitor does): they join the next record, written at the
+  /// end of the current training batch (or evaluation, or stage).
   void log_metrics(const std::map<std::string, double>& values) {
     for (const auto& [name, value] : values) pending_host_log_[name] = value;
   }

@@ -3,16 +3,16 @@
 //
 //   fashion_mnist_trainer [--model cnn|mlp] [--epochs N] [--smoke] [--data DIR] [--log-dir DIR] [--min-accuracy A]
 //
-// --smoke runs a few batches (fast_dev_run, for CI); --log-dir writes one CSV row per epoch to DIR/metrics.csv;
-// --min-accuracy makes the program fail when the test accuracy is lower.
+// --smoke runs a few batches (fast_dev_run, for CI); --log-dir writes the logged metrics (every 50 steps and every
+// epoch), the learning rate and the hyperparameters as CSV (DIR/csv/version_N/metrics.csv) and TensorBoard event files
+// (DIR/tensorboard/version_N/); --profile prints where the time went; --min-accuracy makes the program fail when the
+// test accuracy is lower.
 #include <trainloop.hpp>
 
 #include <cmath>
 #include <cstdio>
-#include <fstream>
 #include <string>
 
-#include "../common/metrics_csv.hpp"
 
 using namespace trainloop;
 using ImageBatch = TensorBatch<2>;  // images [B, 1, 28, 28], labels [B]
@@ -68,22 +68,30 @@ struct Cnn : Classifier<Cnn> {
   }
 };
 
-// Writes the epoch-level metrics to a CSV file (the loggers issue brings CSV/TensorBoard/MLflow loggers). It is a
-// monitoring callback, so its on_train_epoch_end runs after the epoch's train values are published.
-struct CsvEpochLog {
-  static constexpr bool trainloop_monitoring_callback = true;
-  std::ofstream* out;
-  template <class T, class M>
-  void on_train_epoch_end(T& trainer, M&) {
-    const auto& m = trainer.callback_metrics();
-    auto value = [&](const char* name) { return m.count(name) ? m.at(name).template item<double>() : NAN; };
-    *out << trainer.current_epoch() << ',' << trainer.global_step() << ',' << trainer.total_batches() << ','
-         << value("loss") << ',' << value("val_loss") << ',' << value("val_acc") << std::endl;
+template <class T, class Net, class Data>
+int fit_and_test(T& trainer, Net& model, Data& train_batches, Data& val_batches, Data& test_batches,
+                 double min_accuracy) {
+  trainer.fit(model, train_batches, val_batches);
+  const auto results = trainer.test(model, test_batches);
+  const double accuracy = results.at("test_acc");
+  std::printf("test accuracy: %.2f%% (test loss %.4f) after %lld optimizer steps\n", 100 * accuracy,
+              results.at("test_loss"), static_cast<long long>(trainer.global_step()));
+  if constexpr (!std::is_same_v<T, Trainer<>>) {  // the Trainer with loggers
+    std::printf("logs: %s (metrics.csv), %s (TensorBoard: tensorboard --logdir %s)\n",
+                trainer.template callback<CSVLogger>().log_dir().c_str(),
+                trainer.template callback<TensorBoardLogger>().log_dir().c_str(),
+                trainer.template callback<TensorBoardLogger>().log_dir().parent_path().parent_path().c_str());
   }
-};
+  if (accuracy < min_accuracy) {
+    std::fprintf(stderr, "test accuracy %.4f is below the required %.4f\n", accuracy, min_accuracy);
+    return 1;
+  }
+  return 0;
+}
 
 template <class Net>
-int run(const std::string& data_dir, std::int64_t epochs, bool smoke, std::ofstream& csv, double min_accuracy) {
+int run(const std::string& data_dir, std::int64_t epochs, bool smoke, const std::string& log_dir, bool profile,
+        double min_accuracy) {
   torch::manual_seed(0);
   MnistSplit train = read_mnist_split(data_dir, /*train=*/true);
   MnistSplit test = read_mnist_split(data_dir, /*train=*/false);
@@ -97,25 +105,28 @@ int run(const std::string& data_dir, std::int64_t epochs, bool smoke, std::ofstr
   DataLoader<2> test_batches(TensorDataset(test.images, test.labels), DataLoaderOptions().batch_size(1000));
 
   auto model = std::make_shared<Net>();
-  TrainerOptions options = TrainerOptions().max_epochs(epochs).accelerator("auto");
+  model->save_hyperparameters({{"model", std::string(std::is_same_v<Net, Cnn> ? "cnn" : "mlp")}, {"batch_size", std::int64_t{64}},
+                               {"max_epochs", epochs}, {"seed", std::int64_t{0}}});
+  TrainerOptions options = TrainerOptions().max_epochs(epochs).accelerator("auto").profiler(profile);
   if (smoke) options.fast_dev_run(5);
-  Trainer trainer(options, CsvEpochLog{&csv});
-  trainer.fit(*model, train_batches, val_batches);
-  const auto results = trainer.test(*model, test_batches);
-  const double accuracy = results.at("test_acc");
-  std::printf("test accuracy: %.2f%% (test loss %.4f) after %lld optimizer steps\n", 100 * accuracy,
-              results.at("test_loss"), static_cast<long long>(trainer.global_step()));
-  if (accuracy < min_accuracy) {
-    std::fprintf(stderr, "test accuracy %.4f is below the required %.4f\n", accuracy, min_accuracy);
-    return 1;
+  CSVLogger::Options csv;
+  csv.save_dir = log_dir;
+  csv.name = "csv";
+  TensorBoardLogger::Options tensorboard;
+  tensorboard.save_dir = csv.save_dir;
+  tensorboard.name = "tensorboard";
+  if (!log_dir.empty()) {
+    Trainer trainer(options, CSVLogger(csv), TensorBoardLogger(tensorboard), LearningRateMonitor());
+    return fit_and_test(trainer, *model, train_batches, val_batches, test_batches, min_accuracy);
   }
-  return 0;
+  Trainer trainer(options);
+  return fit_and_test(trainer, *model, train_batches, val_batches, test_batches, min_accuracy);
 }
 
 int main(int argc, char** argv) {
   std::string model = "cnn", data_dir = fashion_mnist_debian_dir, log_dir;
   std::int64_t epochs = 6;
-  bool smoke = false;
+  bool smoke = false, profile = false;
   double min_accuracy = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
@@ -124,20 +135,17 @@ int main(int argc, char** argv) {
     else if (arg == "--epochs" && i + 1 < argc) epochs = std::stoll(argv[++i]);
     else if (arg == "--data" && i + 1 < argc) data_dir = argv[++i];
     else if (arg == "--log-dir" && i + 1 < argc) log_dir = argv[++i];
+    else if (arg == "--profile") profile = true;
     else if (arg == "--min-accuracy" && i + 1 < argc) min_accuracy = std::stod(argv[++i]);
     else {
       std::fprintf(stderr, "usage: %s [--model cnn|mlp] [--epochs N] [--smoke] [--data DIR] [--log-dir DIR] "
-                           "[--min-accuracy A]\n", argv[0]);
+                           "[--profile] [--min-accuracy A]\n", argv[0]);
       return 2;
     }
   }
-  std::ofstream csv;
-  if (!open_metrics_csv(log_dir, "epoch,global_step,batches,train_loss,val_loss,val_acc", csv)) return 1;
   try {
-    const int rc = model == "mlp" ? run<Mlp>(data_dir, epochs, smoke, csv, min_accuracy)
-                                  : run<Cnn>(data_dir, epochs, smoke, csv, min_accuracy);
-    if (!log_dir.empty()) std::printf("metrics written to %s/metrics.csv\n", log_dir.c_str());
-    return rc;
+    return model == "mlp" ? run<Mlp>(data_dir, epochs, smoke, log_dir, profile, min_accuracy)
+                          : run<Cnn>(data_dir, epochs, smoke, log_dir, profile, min_accuracy);
   } catch (const std::exception& error) {
     std::fprintf(stderr, "%s\n", error.what());
     return 1;

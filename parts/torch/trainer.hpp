@@ -198,8 +198,8 @@ class Trainer {
       }
     return values;
   }
-  /// Hands values to the loggers in the pack (LearningRateMonitor does): they join the next record written, at the
-  /// end of the current training batch when it is a logging step, else at the next epoch or evaluation end.
+  /// Hands values to the loggers in the pack (LearningRateMonitor does): they join the next record, written at the
+  /// end of the current training batch (or evaluation, or stage).
   void log_metrics(const std::map<std::string, double>& values) {
     for (const auto& [name, value] : values) pending_host_log_[name] = value;
   }

@@ -98,6 +98,13 @@ int main() {
                                                 trainloop::LearningRateMonitor().watch(sgd));
   ema_engine.run(std::vector<int>{1}, trainloop::RunOptions().max_epochs(1));
   { auto swapped = tracked.swap_into(net); }
+  trainloop::Trainer logged(trainloop::TrainerOptions().max_epochs(1), trainloop::CSVLogger(),
+                            trainloop::TensorBoardLogger(), trainloop::MLFlowLogger(), trainloop::JSONLinesLogger());
+  logged.fit(net, data, data);
+  trainloop::CSVLogger engine_csv;
+  auto logging_engine = trainloop::make_engine<int>([](trainloop::EngineCore&, int) {},
+                                                    trainloop::log_metrics_to(engine_csv, {"val/", 0, nullptr, true}));
+  logging_engine.run(std::vector<int>{1}, trainloop::RunOptions().max_epochs(1));
   (void)auc;
   (void)r2;
   trainloop::MnistSplit split = trainloop::read_mnist_split(trainloop::fashion_mnist_debian_dir, false);

@@ -368,3 +368,47 @@ TEST_CASE("hyperparameters are written into the Trainer's checkpoints") {
   const auto states = load_checkpoint(dir.file("h.ckpt"), other, {other.optimizer}, std::nullopt, false);
   CHECK((states.at("hparams") == net.hparams()));
 }
+
+TEST_CASE("the Trainer with real loggers: files written, and a bad log folder fails before any training") {
+  TempDir dir;
+  auto data = batches(4);
+  TwoGroups net;
+  net.save_hyperparameters({{"lr", 0.8}});
+  CSVLogger::Options csv;
+  csv.save_dir = dir.path.string();
+  JSONLinesLogger::Options jsonl;
+  jsonl.save_dir = dir.path.string();
+  jsonl.name = "jsonl";
+  MLFlowLogger::Options mlflow;
+  mlflow.tracking_dir = dir.file("mlruns");
+  Trainer trainer(quiet().max_epochs(2).log_every_n_steps(2), CSVLogger(csv), JSONLinesLogger(jsonl), MLFlowLogger(mlflow));
+  trainer.fit(net, data, data);
+  const std::string metrics = read_file(dir.file("lightning_logs/version_0/metrics.csv"));
+  CHECK(metrics.rfind("epoch,step,loss_step,val_loss,loss_epoch\n0,2,", 0) == 0);
+  CHECK(read_file(dir.file("jsonl/version_0/metrics.jsonl")).find("\"loss_epoch\": ") != std::string::npos);
+  const auto& run = trainer.callback<MLFlowLogger>().run_dir();
+  CHECK(read_file((run / "params" / "lr").string()) == "0.8");
+  CHECK(read_file((run / "meta.yaml").string()).find("\nstatus: 3\n") != std::string::npos);
+
+  {
+    std::ofstream blocker(dir.file("blocker"));
+  }
+  struct CountsSteps : LightningModule<CountsSteps> {
+    torch::nn::Linear fc{nullptr};
+    int steps = 0;
+    CountsSteps() { fc = register_module("fc", torch::nn::Linear(2, 1)); }
+    torch::Tensor training_step(Batch& b, std::int64_t) {
+      ++steps;
+      return torch::mse_loss(fc(b.first), b.second);
+    }
+    std::shared_ptr<torch::optim::SGD> configure_optimizers() {
+      return std::make_shared<torch::optim::SGD>(parameters(), torch::optim::SGDOptions(0.1));
+    }
+  } counted;
+  CSVLogger::Options bad;
+  bad.save_dir = dir.file("blocker");
+  Trainer blocked(quiet().max_epochs(1), CSVLogger(bad));
+  CHECK_THROWS_WITH_AS(blocked.fit(counted, data), contains("CSVLogger: cannot write logs in '" + dir.file("blocker")),
+                       std::runtime_error);
+  CHECK(counted.steps == 0);
+}
