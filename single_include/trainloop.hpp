@@ -1838,6 +1838,14 @@ TRAINLOOP_DETAIL_END
 
 TRAINLOOP_DETAIL_BEGIN
 
+/// Options of the loggers that write in <save_dir>/<name>/version_<n> (CSVLogger, TensorBoardLogger, JSONLinesLogger).
+struct VersionedLoggerOptions {
+  std::string save_dir = "logs";
+  std::string name = "lightning_logs";
+  std::optional<std::int64_t> version;  ///< unset: the next free version_<n>, chosen when the logger starts
+  std::chrono::duration<double> flush_interval = std::chrono::seconds(10);
+};
+
 namespace detail {
 /// This process's rank in a distributed run, from the launcher's environment (torchrun's RANK, then LOCAL_RANK,
 /// then SLURM_PROCID); 0 when alone. Loggers write only on rank 0.
@@ -1980,17 +1988,40 @@ class OwnershipFlag {
   bool value_ = false;
 };
 
-/// <save_dir>/<name>/version_<n>: where CSVLogger, TensorBoardLogger and JSONLinesLogger write. The version is chosen
-/// when the logger starts (so two loggers of one run may agree by giving it).
-struct VersionedFolder {
-  std::string save_dir, name;
-  std::optional<std::int64_t> version;
+/// The run folder of a logger that writes in <save_dir>/<name>/version_<n>: created on rank 0 at the first open()
+/// (the version, unless given, is the next free one then), with the clock that bounds how long records wait.
+class VersionedRun {
+ public:
+  VersionedRun(const VersionedLoggerOptions& options, const char* who)
+      : options_(options), who_(who), flush_clock_(options.flush_interval) {}
 
-  std::filesystem::path resolve() {
-    std::filesystem::path root = std::filesystem::path(save_dir) / name;
-    if (!version) version = next_version(root);
-    return root / ("version_" + std::to_string(*version));
+  /// Creates the folder the first time; true when this logger writes (it is open, on rank 0).
+  bool open() {
+    if (open_) return true;
+    if (process_rank() != 0) return false;
+    dir_ = root() / ("version_" + std::to_string(version()));
+    make_writable_dir(dir_, who_);
+    open_.set();
+    return true;
   }
+  bool is_open() const noexcept { return static_cast<bool>(open_); }
+  const std::filesystem::path& dir() const noexcept { return dir_; }
+  std::int64_t version() {
+    if (!options_.version) options_.version = next_version(root());
+    return *options_.version;
+  }
+  const char* who() const noexcept { return who_; }
+  bool flush_due() const { return flush_clock_.due(); }
+  void flushed() { flush_clock_.flushed(); }
+
+ private:
+  std::filesystem::path root() const { return std::filesystem::path(options_.save_dir) / options_.name; }
+
+  VersionedLoggerOptions options_;
+  const char* who_;
+  FlushClock flush_clock_;
+  OwnershipFlag open_;  // false in a moved-from logger, so its destructor writes nothing
+  std::filesystem::path dir_;
 };
 }  // namespace detail
 
@@ -2014,16 +2045,9 @@ TRAINLOOP_DETAIL_BEGIN
 /// at most `flush_interval` after they were logged, and at finalize. Writes only on rank 0.
 class CSVLogger {
  public:
-  struct Options {
-    std::string save_dir = "logs";
-    std::string name = "lightning_logs";
-    std::optional<std::int64_t> version;  ///< unset: the next free version_<n>
-    std::chrono::duration<double> flush_interval = std::chrono::seconds(10);
-  };
+  using Options = VersionedLoggerOptions;
   CSVLogger() : CSVLogger(Options{}) {}
-  explicit CSVLogger(Options options)
-      : options_(std::move(options)), folder_{options_.save_dir, options_.name, options_.version},
-        flush_clock_(options_.flush_interval) {}
+  explicit CSVLogger(const Options& options) : run_(options, "CSVLogger") {}
   CSVLogger(CSVLogger&&) = default;
   CSVLogger& operator=(CSVLogger&&) = default;
   ~CSVLogger() {
@@ -2034,51 +2058,44 @@ class CSVLogger {
   }
 
   /// Creates the run folder (idempotent). The Trainer calls it at setup, so a bad folder fails before training.
-  void start() {
-    if (started_ || detail::process_rank() != 0) return;
-    dir_ = folder_.resolve();
-    detail::make_writable_dir(dir_, "CSVLogger");
-    started_.set();
-  }
-  const std::filesystem::path& log_dir() const noexcept { return dir_; }
-  std::int64_t version() { return folder_.version ? *folder_.version : (folder_.resolve(), *folder_.version); }
+  void start() { run_.open(); }
+  const std::filesystem::path& log_dir() const noexcept { return run_.dir(); }
+  std::int64_t version() { return run_.version(); }
 
   template <class T, class M>
   void setup(T&, M&, const std::string&) {
     start();
   }
   void log_hyperparams(const StateDict& params) {
-    start();
-    if (!started_) return;
-    detail::write_file_atomically(dir_ / "hparams.yaml", detail::hparams_yaml(params), "CSVLogger");
+    if (!run_.open()) return;
+    detail::write_file_atomically(run_.dir() / "hparams.yaml", detail::hparams_yaml(params), run_.who());
   }
   void log_metrics(std::int64_t step, const std::map<std::string, double>& metrics) {
-    start();
-    if (!started_) return;
+    if (!run_.open()) return;
     std::map<std::string, std::string> row{{"step", std::to_string(step)}};
     for (const auto& [name, value] : metrics)
       row[name] = name == "epoch" ? std::to_string(static_cast<std::int64_t>(value)) : detail::format_number(value);
     for (const auto& [name, text] : row)
       if (std::find(columns_.begin(), columns_.end(), name) == columns_.end()) columns_.push_back(name);
     rows_.push_back(std::move(row));
-    if (flush_clock_.due()) flush();
+    if (run_.flush_due()) flush();
   }
   void finalize(const std::string&) { flush(); }
 
   /// Writes the rows waiting.
   void flush() {
-    flush_clock_.flushed();
-    if (!started_ || rows_.size() == rows_written_) return;
-    const std::filesystem::path path = dir_ / "metrics.csv";
+    run_.flushed();
+    if (!run_.is_open() || rows_.size() == rows_written_) return;
+    const std::filesystem::path path = run_.dir() / "metrics.csv";
     if (columns_.size() != header_written_) {  // the header grew (or the file is new): rewrite it all
       std::string content = line(columns_);
       for (const auto& row : rows_) content += cells(row);
-      detail::write_file_atomically(path, content, "CSVLogger");
+      detail::write_file_atomically(path, content, run_.who());
       header_written_ = columns_.size();
     } else {
       std::string content;
       for (std::size_t i = rows_written_; i < rows_.size(); ++i) content += cells(rows_[i]);
-      detail::append_to_file(path, content, "CSVLogger");
+      detail::append_to_file(path, content, run_.who());
     }
     rows_written_ = rows_.size();
   }
@@ -2105,11 +2122,7 @@ class CSVLogger {
     return line(fields);
   }
 
-  Options options_;
-  detail::VersionedFolder folder_;
-  detail::FlushClock flush_clock_;
-  std::filesystem::path dir_;
-  detail::OwnershipFlag started_;
+  detail::VersionedRun run_;
   std::vector<std::string> columns_{"epoch", "step"};
   std::vector<std::map<std::string, std::string>> rows_;
   std::size_t rows_written_ = 0, header_written_ = 0;
@@ -2246,16 +2259,9 @@ inline void text_value(std::string& summary, const std::string& tag, const std::
 /// after a record and at finalize. Rank 0 only.
 class TensorBoardLogger {
  public:
-  struct Options {
-    std::string save_dir = "logs";
-    std::string name = "lightning_logs";
-    std::optional<std::int64_t> version;
-    std::chrono::duration<double> flush_interval = std::chrono::seconds(10);
-  };
+  using Options = VersionedLoggerOptions;
   TensorBoardLogger() : TensorBoardLogger(Options{}) {}
-  explicit TensorBoardLogger(Options options)
-      : options_(std::move(options)), folder_{options_.save_dir, options_.name, options_.version},
-        flush_clock_(options_.flush_interval) {}
+  explicit TensorBoardLogger(const Options& options) : run_(options, "TensorBoardLogger") {}
   TensorBoardLogger(TensorBoardLogger&&) = default;
   TensorBoardLogger& operator=(TensorBoardLogger&&) = default;
   ~TensorBoardLogger() {
@@ -2265,19 +2271,8 @@ class TensorBoardLogger {
     }
   }
 
-  void start() {
-    if (started_ || detail::process_rank() != 0) return;
-    dir_ = folder_.resolve();
-    detail::make_writable_dir(dir_, "TensorBoardLogger");
-    char host[256] = "localhost";
-    ::gethostname(host, sizeof host - 1);
-    file_ = dir_ / ("events.out.tfevents." + std::to_string(static_cast<std::int64_t>(detail::unix_seconds())) + "." + host);
-    started_.set();
-    const std::string version = "brain.Event:2";
-    pending_ += detail::tfrecord(detail::event(detail::unix_seconds(), 0, &version, nullptr));
-    flush();
-  }
-  const std::filesystem::path& log_dir() const noexcept { return dir_; }
+  void start() { open(); }
+  const std::filesystem::path& log_dir() const noexcept { return run_.dir(); }
   const std::filesystem::path& event_file() const noexcept { return file_; }
 
   template <class T, class M>
@@ -2285,9 +2280,8 @@ class TensorBoardLogger {
     start();
   }
   void log_hyperparams(const StateDict& params) {
-    start();
-    if (!started_) return;
-    detail::write_file_atomically(dir_ / "hparams.yaml", detail::hparams_yaml(params), "TensorBoardLogger");
+    if (!open()) return;
+    detail::write_file_atomically(run_.dir() / "hparams.yaml", detail::hparams_yaml(params), run_.who());
     if (params.empty()) return;
     std::string table = "| name | value |\n|---|---|\n";
     for (const auto& [key, value] : params) table += "| " + key + " | " + detail::format_value(value) + " |\n";
@@ -2296,27 +2290,36 @@ class TensorBoardLogger {
     pending_ += detail::tfrecord(detail::event(detail::unix_seconds(), 0, nullptr, &summary));
   }
   void log_metrics(std::int64_t step, const std::map<std::string, double>& metrics) {
-    start();
-    if (!started_) return;
+    if (!open()) return;
     std::string summary;
     for (const auto& [name, value] : metrics) detail::scalar_value(summary, name, static_cast<float>(value));
     pending_ += detail::tfrecord(detail::event(detail::unix_seconds(), step, nullptr, &summary));
-    if (flush_clock_.due()) flush();
+    if (run_.flush_due()) flush();
   }
   void finalize(const std::string&) { flush(); }
   void flush() {
-    flush_clock_.flushed();
-    if (!started_ || pending_.empty()) return;
-    detail::append_to_file(file_, pending_, "TensorBoardLogger");
+    run_.flushed();
+    if (!run_.is_open() || pending_.empty()) return;
+    detail::append_to_file(file_, pending_, run_.who());
     pending_.clear();
   }
 
  private:
-  Options options_;
-  detail::VersionedFolder folder_;
-  detail::FlushClock flush_clock_;
-  std::filesystem::path dir_, file_;
-  detail::OwnershipFlag started_;
+  // Opens the run folder and, the first time, the event file with its file_version event; false on other ranks.
+  bool open() {
+    if (run_.is_open()) return true;
+    if (!run_.open()) return false;
+    char host[256] = "localhost";
+    ::gethostname(host, sizeof host - 1);
+    file_ = run_.dir() / ("events.out.tfevents." + std::to_string(static_cast<std::int64_t>(detail::unix_seconds())) + "." + host);
+    const std::string version = "brain.Event:2";
+    pending_ += detail::tfrecord(detail::event(detail::unix_seconds(), 0, &version, nullptr));
+    flush();
+    return true;
+  }
+
+  detail::VersionedRun run_;
+  std::filesystem::path file_;
   std::string pending_;  // whole records not yet on disk
 };
 
@@ -2549,16 +2552,9 @@ inline std::string json_number(double value) { return std::isfinite(value) ? for
 /// after a record and at finalize. Rank 0 only.
 class JSONLinesLogger {
  public:
-  struct Options {
-    std::string save_dir = "logs";
-    std::string name = "lightning_logs";
-    std::optional<std::int64_t> version;
-    std::chrono::duration<double> flush_interval = std::chrono::seconds(10);
-  };
+  using Options = VersionedLoggerOptions;
   JSONLinesLogger() : JSONLinesLogger(Options{}) {}
-  explicit JSONLinesLogger(Options options)
-      : options_(std::move(options)), folder_{options_.save_dir, options_.name, options_.version},
-        flush_clock_(options_.flush_interval) {}
+  explicit JSONLinesLogger(const Options& options) : run_(options, "JSONLinesLogger") {}
   JSONLinesLogger(JSONLinesLogger&&) = default;
   JSONLinesLogger& operator=(JSONLinesLogger&&) = default;
   ~JSONLinesLogger() {
@@ -2568,21 +2564,15 @@ class JSONLinesLogger {
     }
   }
 
-  void start() {
-    if (started_ || detail::process_rank() != 0) return;
-    dir_ = folder_.resolve();
-    detail::make_writable_dir(dir_, "JSONLinesLogger");
-    started_.set();
-  }
-  const std::filesystem::path& log_dir() const noexcept { return dir_; }
+  void start() { run_.open(); }
+  const std::filesystem::path& log_dir() const noexcept { return run_.dir(); }
 
   template <class T, class M>
   void setup(T&, M&, const std::string&) {
     start();
   }
   void log_hyperparams(const StateDict& params) {
-    start();
-    if (!started_) return;
+    if (!run_.open()) return;
     std::string json = "{";
     for (const auto& [key, value] : params) {
       json += (json.size() > 1 ? ", " : "") + detail::json_string(key) + ": ";
@@ -2590,11 +2580,10 @@ class JSONLinesLogger {
       else if (const auto* d = std::get_if<double>(&value)) json += detail::json_number(*d);
       else json += std::to_string(std::get<std::int64_t>(value));
     }
-    detail::write_file_atomically(dir_ / "hparams.json", json + "}\n", "JSONLinesLogger");
+    detail::write_file_atomically(run_.dir() / "hparams.json", json + "}\n", run_.who());
   }
   void log_metrics(std::int64_t step, const std::map<std::string, double>& metrics) {
-    start();
-    if (!started_) return;
+    if (!run_.open()) return;
     std::string line = "{\"step\": " + std::to_string(step);
     auto epoch = metrics.find("epoch");
     if (epoch != metrics.end()) line += ", \"epoch\": " + std::to_string(static_cast<std::int64_t>(epoch->second));
@@ -2602,22 +2591,18 @@ class JSONLinesLogger {
     for (const auto& [name, value] : metrics)
       if (name != "epoch") line += ", " + detail::json_string(name) + ": " + detail::json_number(value);
     pending_ += line + "}\n";
-    if (flush_clock_.due()) flush();
+    if (run_.flush_due()) flush();
   }
   void finalize(const std::string&) { flush(); }
   void flush() {
-    flush_clock_.flushed();
-    if (!started_ || pending_.empty()) return;
-    detail::append_to_file(dir_ / "metrics.jsonl", pending_, "JSONLinesLogger");
+    run_.flushed();
+    if (!run_.is_open() || pending_.empty()) return;
+    detail::append_to_file(run_.dir() / "metrics.jsonl", pending_, run_.who());
     pending_.clear();
   }
 
  private:
-  Options options_;
-  detail::VersionedFolder folder_;
-  detail::FlushClock flush_clock_;
-  std::filesystem::path dir_;
-  detail::OwnershipFlag started_;
+  detail::VersionedRun run_;
   std::string pending_;
 };
 
@@ -7275,18 +7260,13 @@ class LearningRateMonitor {
   }
   template <class T, class M>
   void on_train_epoch_start(T& trainer, M&) {
-    std::map<std::string, double> values;
-    for (std::size_t i = 0; i < names_.size(); ++i)
-      if (intervals_[i] == Interval::epoch) read(i, values);
-    trainer.log_metrics(values);
+    trainer.log_metrics(read_where([&](std::size_t i) { return intervals_[i] == Interval::epoch; }));
   }
   template <class T, class M>
   void on_before_optimizer_step(T& trainer, M&, torch::optim::Optimizer& optimizer) {
     if (!trainer.logging_next_step()) return;
-    std::map<std::string, double> values;
-    for (std::size_t i = 0; i < names_.size(); ++i)
-      if (optimizers_[i] == &optimizer && intervals_[i] == Interval::step) read(i, values);
-    trainer.log_metrics(values);
+    trainer.log_metrics(
+        read_where([&](std::size_t i) { return optimizers_[i] == &optimizer && intervals_[i] == Interval::step; }));
   }
 
   // --- Engine handler hooks (with watch(); a Trainer callback also receives the training Engine's events) ---
@@ -7309,10 +7289,16 @@ class LearningRateMonitor {
   template <class E>
   void record_engine(E& engine, Interval interval) {
     if (watched_.empty()) return;
+    for (const auto& [name, value] : read_where([&](std::size_t i) { return intervals_[i] == interval; }))
+      engine.state.metrics[name] = value;
+  }
+  // The values of the optimizers `wanted(i)` picks, recorded in the history too.
+  template <class Wanted>
+  std::map<std::string, double> read_where(Wanted wanted) {
     std::map<std::string, double> values;
     for (std::size_t i = 0; i < names_.size(); ++i)
-      if (intervals_[i] == interval) read(i, values);
-    for (const auto& [name, value] : values) engine.state.metrics[name] = value;
+      if (wanted(i)) read(i, values);
+    return values;
   }
 
   // Lightning's names: the optimizer's class, numbered from its second occurrence, "/pgN" with several groups.
@@ -7427,36 +7413,23 @@ class EMA {
       averaged_.push_back(tensor.is_floating_point() && (options_.average_buffers || is_parameter(model, name)));
     }
     updates_ = 0;
+    pair_with(model);
   }
   /// One update from the model's weights (no host sync: the decay is a host number).
   void update(torch::nn::Module& model) {
     if (shadow_.empty()) reset(model);
+    if (&model != paired_model_) pair_with(model);
     torch::NoGradGuard no_grad;
-    const auto current = detail::named_tensors(model);
-    std::vector<torch::Tensor> averaged, weights;
-    for (std::size_t i = 0; i < names_.size(); ++i) {
-      auto it = current.find(names_[i]);
-      if (it == current.end()) throw std::runtime_error("trainloop: EMA: the model no longer has '" + names_[i] + "'");
-      if (averaged_[i]) {
-        averaged.push_back(shadow_[i]);
-        weights.push_back(it->second.detach());
-      } else {
-        shadow_[i].copy_(it->second);
-      }
-    }
+    for (std::size_t i = 0; i < copied_shadow_.size(); ++i) copied_shadow_[i].copy_(copied_weights_[i]);
     const double decay = current_decay();
-    if (!averaged.empty()) {
-      at::_foreach_mul_(averaged, decay);  // one fused kernel per op on CUDA, a loop on CPU
-      at::_foreach_add_(averaged, weights, 1.0 - decay);
+    if (!averaged_shadow_.empty()) {
+      at::_foreach_mul_(averaged_shadow_, decay);  // one fused kernel per op on CUDA, a loop on CPU
+      at::_foreach_add_(averaged_shadow_, averaged_weights_, 1.0 - decay);
     }
     ++updates_;
   }
   /// Copies the averaged weights into the model.
-  void copy_to(torch::nn::Module& model) const {
-    torch::NoGradGuard no_grad;
-    auto current = detail::named_tensors(model);
-    for (std::size_t i = 0; i < names_.size(); ++i) current.at(names_[i]).copy_(shadow_[i]);
-  }
+  void copy_to(torch::nn::Module& model) const { restore(model, averaged()); }
   /// Puts the averaged weights in the model until the returned guard goes out of scope.
   class Swap {
    public:
@@ -7567,6 +7540,22 @@ class EMA {
     trained_weights_.clear();
     swapped_model_ = nullptr;
   }
+  // Finds the model's tensor for each averaged one once, so an update is two _foreach calls and no name lookups.
+  // (Module::to and load_checkpoint change parameters in place, so these handles stay the model's.)
+  void pair_with(torch::nn::Module& model) {
+    const auto current = detail::named_tensors(model);
+    averaged_shadow_.clear();
+    averaged_weights_.clear();
+    copied_shadow_.clear();
+    copied_weights_.clear();
+    for (std::size_t i = 0; i < names_.size(); ++i) {
+      auto it = current.find(names_[i]);
+      if (it == current.end()) throw std::runtime_error("trainloop: EMA: the model no longer has '" + names_[i] + "'");
+      (averaged_[i] ? averaged_shadow_ : copied_shadow_).push_back(shadow_[i]);
+      (averaged_[i] ? averaged_weights_ : copied_weights_).push_back(it->second.detach());
+    }
+    paired_model_ = &model;
+  }
   static bool is_parameter(const torch::nn::Module& model, const std::string& name) {
     return model.named_parameters().find(name) != nullptr;
   }
@@ -7576,6 +7565,9 @@ class EMA {
   std::vector<std::string> names_;
   std::vector<torch::Tensor> shadow_;
   std::vector<bool> averaged_;  // floating-point parameters (and buffers with average_buffers); the rest is copied
+  // The same tensors split for update(), with the paired model's tensors beside them (handles, not copies).
+  std::vector<torch::Tensor> averaged_shadow_, averaged_weights_, copied_shadow_, copied_weights_;
+  const torch::nn::Module* paired_model_ = nullptr;
   std::int64_t updates_ = 0, last_step_ = 0;
   bool loaded_ = false;  // a checkpoint's average was loaded: the fit start must not overwrite it
   TensorDict trained_weights_;                   // while validation runs on the average...

@@ -22,6 +22,14 @@
 
 TRAINLOOP_DETAIL_BEGIN
 
+/// Options of the loggers that write in <save_dir>/<name>/version_<n> (CSVLogger, TensorBoardLogger, JSONLinesLogger).
+struct VersionedLoggerOptions {
+  std::string save_dir = "logs";
+  std::string name = "lightning_logs";
+  std::optional<std::int64_t> version;  ///< unset: the next free version_<n>, chosen when the logger starts
+  std::chrono::duration<double> flush_interval = std::chrono::seconds(10);
+};
+
 namespace detail {
 /// This process's rank in a distributed run, from the launcher's environment (torchrun's RANK, then LOCAL_RANK,
 /// then SLURM_PROCID); 0 when alone. Loggers write only on rank 0.
@@ -164,17 +172,40 @@ class OwnershipFlag {
   bool value_ = false;
 };
 
-/// <save_dir>/<name>/version_<n>: where CSVLogger, TensorBoardLogger and JSONLinesLogger write. The version is chosen
-/// when the logger starts (so two loggers of one run may agree by giving it).
-struct VersionedFolder {
-  std::string save_dir, name;
-  std::optional<std::int64_t> version;
+/// The run folder of a logger that writes in <save_dir>/<name>/version_<n>: created on rank 0 at the first open()
+/// (the version, unless given, is the next free one then), with the clock that bounds how long records wait.
+class VersionedRun {
+ public:
+  VersionedRun(const VersionedLoggerOptions& options, const char* who)
+      : options_(options), who_(who), flush_clock_(options.flush_interval) {}
 
-  std::filesystem::path resolve() {
-    std::filesystem::path root = std::filesystem::path(save_dir) / name;
-    if (!version) version = next_version(root);
-    return root / ("version_" + std::to_string(*version));
+  /// Creates the folder the first time; true when this logger writes (it is open, on rank 0).
+  bool open() {
+    if (open_) return true;
+    if (process_rank() != 0) return false;
+    dir_ = root() / ("version_" + std::to_string(version()));
+    make_writable_dir(dir_, who_);
+    open_.set();
+    return true;
   }
+  bool is_open() const noexcept { return static_cast<bool>(open_); }
+  const std::filesystem::path& dir() const noexcept { return dir_; }
+  std::int64_t version() {
+    if (!options_.version) options_.version = next_version(root());
+    return *options_.version;
+  }
+  const char* who() const noexcept { return who_; }
+  bool flush_due() const { return flush_clock_.due(); }
+  void flushed() { flush_clock_.flushed(); }
+
+ private:
+  std::filesystem::path root() const { return std::filesystem::path(options_.save_dir) / options_.name; }
+
+  VersionedLoggerOptions options_;
+  const char* who_;
+  FlushClock flush_clock_;
+  OwnershipFlag open_;  // false in a moved-from logger, so its destructor writes nothing
+  std::filesystem::path dir_;
 };
 }  // namespace detail
 

@@ -16,16 +16,9 @@ TRAINLOOP_DETAIL_BEGIN
 /// at most `flush_interval` after they were logged, and at finalize. Writes only on rank 0.
 class CSVLogger {
  public:
-  struct Options {
-    std::string save_dir = "logs";
-    std::string name = "lightning_logs";
-    std::optional<std::int64_t> version;  ///< unset: the next free version_<n>
-    std::chrono::duration<double> flush_interval = std::chrono::seconds(10);
-  };
+  using Options = VersionedLoggerOptions;
   CSVLogger() : CSVLogger(Options{}) {}
-  explicit CSVLogger(Options options)
-      : options_(std::move(options)), folder_{options_.save_dir, options_.name, options_.version},
-        flush_clock_(options_.flush_interval) {}
+  explicit CSVLogger(const Options& options) : run_(options, "CSVLogger") {}
   CSVLogger(CSVLogger&&) = default;
   CSVLogger& operator=(CSVLogger&&) = default;
   ~CSVLogger() {
@@ -36,51 +29,44 @@ class CSVLogger {
   }
 
   /// Creates the run folder (idempotent). The Trainer calls it at setup, so a bad folder fails before training.
-  void start() {
-    if (started_ || detail::process_rank() != 0) return;
-    dir_ = folder_.resolve();
-    detail::make_writable_dir(dir_, "CSVLogger");
-    started_.set();
-  }
-  const std::filesystem::path& log_dir() const noexcept { return dir_; }
-  std::int64_t version() { return folder_.version ? *folder_.version : (folder_.resolve(), *folder_.version); }
+  void start() { run_.open(); }
+  const std::filesystem::path& log_dir() const noexcept { return run_.dir(); }
+  std::int64_t version() { return run_.version(); }
 
   template <class T, class M>
   void setup(T&, M&, const std::string&) {
     start();
   }
   void log_hyperparams(const StateDict& params) {
-    start();
-    if (!started_) return;
-    detail::write_file_atomically(dir_ / "hparams.yaml", detail::hparams_yaml(params), "CSVLogger");
+    if (!run_.open()) return;
+    detail::write_file_atomically(run_.dir() / "hparams.yaml", detail::hparams_yaml(params), run_.who());
   }
   void log_metrics(std::int64_t step, const std::map<std::string, double>& metrics) {
-    start();
-    if (!started_) return;
+    if (!run_.open()) return;
     std::map<std::string, std::string> row{{"step", std::to_string(step)}};
     for (const auto& [name, value] : metrics)
       row[name] = name == "epoch" ? std::to_string(static_cast<std::int64_t>(value)) : detail::format_number(value);
     for (const auto& [name, text] : row)
       if (std::find(columns_.begin(), columns_.end(), name) == columns_.end()) columns_.push_back(name);
     rows_.push_back(std::move(row));
-    if (flush_clock_.due()) flush();
+    if (run_.flush_due()) flush();
   }
   void finalize(const std::string&) { flush(); }
 
   /// Writes the rows waiting.
   void flush() {
-    flush_clock_.flushed();
-    if (!started_ || rows_.size() == rows_written_) return;
-    const std::filesystem::path path = dir_ / "metrics.csv";
+    run_.flushed();
+    if (!run_.is_open() || rows_.size() == rows_written_) return;
+    const std::filesystem::path path = run_.dir() / "metrics.csv";
     if (columns_.size() != header_written_) {  // the header grew (or the file is new): rewrite it all
       std::string content = line(columns_);
       for (const auto& row : rows_) content += cells(row);
-      detail::write_file_atomically(path, content, "CSVLogger");
+      detail::write_file_atomically(path, content, run_.who());
       header_written_ = columns_.size();
     } else {
       std::string content;
       for (std::size_t i = rows_written_; i < rows_.size(); ++i) content += cells(rows_[i]);
-      detail::append_to_file(path, content, "CSVLogger");
+      detail::append_to_file(path, content, run_.who());
     }
     rows_written_ = rows_.size();
   }
@@ -107,11 +93,7 @@ class CSVLogger {
     return line(fields);
   }
 
-  Options options_;
-  detail::VersionedFolder folder_;
-  detail::FlushClock flush_clock_;
-  std::filesystem::path dir_;
-  detail::OwnershipFlag started_;
+  detail::VersionedRun run_;
   std::vector<std::string> columns_{"epoch", "step"};
   std::vector<std::map<std::string, std::string>> rows_;
   std::size_t rows_written_ = 0, header_written_ = 0;

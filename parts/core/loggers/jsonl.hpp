@@ -37,16 +37,9 @@ inline std::string json_number(double value) { return std::isfinite(value) ? for
 /// after a record and at finalize. Rank 0 only.
 class JSONLinesLogger {
  public:
-  struct Options {
-    std::string save_dir = "logs";
-    std::string name = "lightning_logs";
-    std::optional<std::int64_t> version;
-    std::chrono::duration<double> flush_interval = std::chrono::seconds(10);
-  };
+  using Options = VersionedLoggerOptions;
   JSONLinesLogger() : JSONLinesLogger(Options{}) {}
-  explicit JSONLinesLogger(Options options)
-      : options_(std::move(options)), folder_{options_.save_dir, options_.name, options_.version},
-        flush_clock_(options_.flush_interval) {}
+  explicit JSONLinesLogger(const Options& options) : run_(options, "JSONLinesLogger") {}
   JSONLinesLogger(JSONLinesLogger&&) = default;
   JSONLinesLogger& operator=(JSONLinesLogger&&) = default;
   ~JSONLinesLogger() {
@@ -56,21 +49,15 @@ class JSONLinesLogger {
     }
   }
 
-  void start() {
-    if (started_ || detail::process_rank() != 0) return;
-    dir_ = folder_.resolve();
-    detail::make_writable_dir(dir_, "JSONLinesLogger");
-    started_.set();
-  }
-  const std::filesystem::path& log_dir() const noexcept { return dir_; }
+  void start() { run_.open(); }
+  const std::filesystem::path& log_dir() const noexcept { return run_.dir(); }
 
   template <class T, class M>
   void setup(T&, M&, const std::string&) {
     start();
   }
   void log_hyperparams(const StateDict& params) {
-    start();
-    if (!started_) return;
+    if (!run_.open()) return;
     std::string json = "{";
     for (const auto& [key, value] : params) {
       json += (json.size() > 1 ? ", " : "") + detail::json_string(key) + ": ";
@@ -78,11 +65,10 @@ class JSONLinesLogger {
       else if (const auto* d = std::get_if<double>(&value)) json += detail::json_number(*d);
       else json += std::to_string(std::get<std::int64_t>(value));
     }
-    detail::write_file_atomically(dir_ / "hparams.json", json + "}\n", "JSONLinesLogger");
+    detail::write_file_atomically(run_.dir() / "hparams.json", json + "}\n", run_.who());
   }
   void log_metrics(std::int64_t step, const std::map<std::string, double>& metrics) {
-    start();
-    if (!started_) return;
+    if (!run_.open()) return;
     std::string line = "{\"step\": " + std::to_string(step);
     auto epoch = metrics.find("epoch");
     if (epoch != metrics.end()) line += ", \"epoch\": " + std::to_string(static_cast<std::int64_t>(epoch->second));
@@ -90,22 +76,18 @@ class JSONLinesLogger {
     for (const auto& [name, value] : metrics)
       if (name != "epoch") line += ", " + detail::json_string(name) + ": " + detail::json_number(value);
     pending_ += line + "}\n";
-    if (flush_clock_.due()) flush();
+    if (run_.flush_due()) flush();
   }
   void finalize(const std::string&) { flush(); }
   void flush() {
-    flush_clock_.flushed();
-    if (!started_ || pending_.empty()) return;
-    detail::append_to_file(dir_ / "metrics.jsonl", pending_, "JSONLinesLogger");
+    run_.flushed();
+    if (!run_.is_open() || pending_.empty()) return;
+    detail::append_to_file(run_.dir() / "metrics.jsonl", pending_, run_.who());
     pending_.clear();
   }
 
  private:
-  Options options_;
-  detail::VersionedFolder folder_;
-  detail::FlushClock flush_clock_;
-  std::filesystem::path dir_;
-  detail::OwnershipFlag started_;
+  detail::VersionedRun run_;
   std::string pending_;
 };
 

@@ -127,16 +127,9 @@ inline void text_value(std::string& summary, const std::string& tag, const std::
 /// after a record and at finalize. Rank 0 only.
 class TensorBoardLogger {
  public:
-  struct Options {
-    std::string save_dir = "logs";
-    std::string name = "lightning_logs";
-    std::optional<std::int64_t> version;
-    std::chrono::duration<double> flush_interval = std::chrono::seconds(10);
-  };
+  using Options = VersionedLoggerOptions;
   TensorBoardLogger() : TensorBoardLogger(Options{}) {}
-  explicit TensorBoardLogger(Options options)
-      : options_(std::move(options)), folder_{options_.save_dir, options_.name, options_.version},
-        flush_clock_(options_.flush_interval) {}
+  explicit TensorBoardLogger(const Options& options) : run_(options, "TensorBoardLogger") {}
   TensorBoardLogger(TensorBoardLogger&&) = default;
   TensorBoardLogger& operator=(TensorBoardLogger&&) = default;
   ~TensorBoardLogger() {
@@ -146,19 +139,8 @@ class TensorBoardLogger {
     }
   }
 
-  void start() {
-    if (started_ || detail::process_rank() != 0) return;
-    dir_ = folder_.resolve();
-    detail::make_writable_dir(dir_, "TensorBoardLogger");
-    char host[256] = "localhost";
-    ::gethostname(host, sizeof host - 1);
-    file_ = dir_ / ("events.out.tfevents." + std::to_string(static_cast<std::int64_t>(detail::unix_seconds())) + "." + host);
-    started_.set();
-    const std::string version = "brain.Event:2";
-    pending_ += detail::tfrecord(detail::event(detail::unix_seconds(), 0, &version, nullptr));
-    flush();
-  }
-  const std::filesystem::path& log_dir() const noexcept { return dir_; }
+  void start() { open(); }
+  const std::filesystem::path& log_dir() const noexcept { return run_.dir(); }
   const std::filesystem::path& event_file() const noexcept { return file_; }
 
   template <class T, class M>
@@ -166,9 +148,8 @@ class TensorBoardLogger {
     start();
   }
   void log_hyperparams(const StateDict& params) {
-    start();
-    if (!started_) return;
-    detail::write_file_atomically(dir_ / "hparams.yaml", detail::hparams_yaml(params), "TensorBoardLogger");
+    if (!open()) return;
+    detail::write_file_atomically(run_.dir() / "hparams.yaml", detail::hparams_yaml(params), run_.who());
     if (params.empty()) return;
     std::string table = "| name | value |\n|---|---|\n";
     for (const auto& [key, value] : params) table += "| " + key + " | " + detail::format_value(value) + " |\n";
@@ -177,27 +158,36 @@ class TensorBoardLogger {
     pending_ += detail::tfrecord(detail::event(detail::unix_seconds(), 0, nullptr, &summary));
   }
   void log_metrics(std::int64_t step, const std::map<std::string, double>& metrics) {
-    start();
-    if (!started_) return;
+    if (!open()) return;
     std::string summary;
     for (const auto& [name, value] : metrics) detail::scalar_value(summary, name, static_cast<float>(value));
     pending_ += detail::tfrecord(detail::event(detail::unix_seconds(), step, nullptr, &summary));
-    if (flush_clock_.due()) flush();
+    if (run_.flush_due()) flush();
   }
   void finalize(const std::string&) { flush(); }
   void flush() {
-    flush_clock_.flushed();
-    if (!started_ || pending_.empty()) return;
-    detail::append_to_file(file_, pending_, "TensorBoardLogger");
+    run_.flushed();
+    if (!run_.is_open() || pending_.empty()) return;
+    detail::append_to_file(file_, pending_, run_.who());
     pending_.clear();
   }
 
  private:
-  Options options_;
-  detail::VersionedFolder folder_;
-  detail::FlushClock flush_clock_;
-  std::filesystem::path dir_, file_;
-  detail::OwnershipFlag started_;
+  // Opens the run folder and, the first time, the event file with its file_version event; false on other ranks.
+  bool open() {
+    if (run_.is_open()) return true;
+    if (!run_.open()) return false;
+    char host[256] = "localhost";
+    ::gethostname(host, sizeof host - 1);
+    file_ = run_.dir() / ("events.out.tfevents." + std::to_string(static_cast<std::int64_t>(detail::unix_seconds())) + "." + host);
+    const std::string version = "brain.Event:2";
+    pending_ += detail::tfrecord(detail::event(detail::unix_seconds(), 0, &version, nullptr));
+    flush();
+    return true;
+  }
+
+  detail::VersionedRun run_;
+  std::filesystem::path file_;
   std::string pending_;  // whole records not yet on disk
 };
 

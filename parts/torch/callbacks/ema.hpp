@@ -68,36 +68,23 @@ class EMA {
       averaged_.push_back(tensor.is_floating_point() && (options_.average_buffers || is_parameter(model, name)));
     }
     updates_ = 0;
+    pair_with(model);
   }
   /// One update from the model's weights (no host sync: the decay is a host number).
   void update(torch::nn::Module& model) {
     if (shadow_.empty()) reset(model);
+    if (&model != paired_model_) pair_with(model);
     torch::NoGradGuard no_grad;
-    const auto current = detail::named_tensors(model);
-    std::vector<torch::Tensor> averaged, weights;
-    for (std::size_t i = 0; i < names_.size(); ++i) {
-      auto it = current.find(names_[i]);
-      if (it == current.end()) throw std::runtime_error("trainloop: EMA: the model no longer has '" + names_[i] + "'");
-      if (averaged_[i]) {
-        averaged.push_back(shadow_[i]);
-        weights.push_back(it->second.detach());
-      } else {
-        shadow_[i].copy_(it->second);
-      }
-    }
+    for (std::size_t i = 0; i < copied_shadow_.size(); ++i) copied_shadow_[i].copy_(copied_weights_[i]);
     const double decay = current_decay();
-    if (!averaged.empty()) {
-      at::_foreach_mul_(averaged, decay);  // one fused kernel per op on CUDA, a loop on CPU
-      at::_foreach_add_(averaged, weights, 1.0 - decay);
+    if (!averaged_shadow_.empty()) {
+      at::_foreach_mul_(averaged_shadow_, decay);  // one fused kernel per op on CUDA, a loop on CPU
+      at::_foreach_add_(averaged_shadow_, averaged_weights_, 1.0 - decay);
     }
     ++updates_;
   }
   /// Copies the averaged weights into the model.
-  void copy_to(torch::nn::Module& model) const {
-    torch::NoGradGuard no_grad;
-    auto current = detail::named_tensors(model);
-    for (std::size_t i = 0; i < names_.size(); ++i) current.at(names_[i]).copy_(shadow_[i]);
-  }
+  void copy_to(torch::nn::Module& model) const { restore(model, averaged()); }
   /// Puts the averaged weights in the model until the returned guard goes out of scope.
   class Swap {
    public:
@@ -208,6 +195,22 @@ class EMA {
     trained_weights_.clear();
     swapped_model_ = nullptr;
   }
+  // Finds the model's tensor for each averaged one once, so an update is two _foreach calls and no name lookups.
+  // (Module::to and load_checkpoint change parameters in place, so these handles stay the model's.)
+  void pair_with(torch::nn::Module& model) {
+    const auto current = detail::named_tensors(model);
+    averaged_shadow_.clear();
+    averaged_weights_.clear();
+    copied_shadow_.clear();
+    copied_weights_.clear();
+    for (std::size_t i = 0; i < names_.size(); ++i) {
+      auto it = current.find(names_[i]);
+      if (it == current.end()) throw std::runtime_error("trainloop: EMA: the model no longer has '" + names_[i] + "'");
+      (averaged_[i] ? averaged_shadow_ : copied_shadow_).push_back(shadow_[i]);
+      (averaged_[i] ? averaged_weights_ : copied_weights_).push_back(it->second.detach());
+    }
+    paired_model_ = &model;
+  }
   static bool is_parameter(const torch::nn::Module& model, const std::string& name) {
     return model.named_parameters().find(name) != nullptr;
   }
@@ -217,6 +220,9 @@ class EMA {
   std::vector<std::string> names_;
   std::vector<torch::Tensor> shadow_;
   std::vector<bool> averaged_;  // floating-point parameters (and buffers with average_buffers); the rest is copied
+  // The same tensors split for update(), with the paired model's tensors beside them (handles, not copies).
+  std::vector<torch::Tensor> averaged_shadow_, averaged_weights_, copied_shadow_, copied_weights_;
+  const torch::nn::Module* paired_model_ = nullptr;
   std::int64_t updates_ = 0, last_step_ = 0;
   bool loaded_ = false;  // a checkpoint's average was loaded: the fit start must not overwrite it
   TensorDict trained_weights_;                   // while validation runs on the average...

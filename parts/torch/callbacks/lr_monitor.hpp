@@ -49,18 +49,13 @@ class LearningRateMonitor {
   }
   template <class T, class M>
   void on_train_epoch_start(T& trainer, M&) {
-    std::map<std::string, double> values;
-    for (std::size_t i = 0; i < names_.size(); ++i)
-      if (intervals_[i] == Interval::epoch) read(i, values);
-    trainer.log_metrics(values);
+    trainer.log_metrics(read_where([&](std::size_t i) { return intervals_[i] == Interval::epoch; }));
   }
   template <class T, class M>
   void on_before_optimizer_step(T& trainer, M&, torch::optim::Optimizer& optimizer) {
     if (!trainer.logging_next_step()) return;
-    std::map<std::string, double> values;
-    for (std::size_t i = 0; i < names_.size(); ++i)
-      if (optimizers_[i] == &optimizer && intervals_[i] == Interval::step) read(i, values);
-    trainer.log_metrics(values);
+    trainer.log_metrics(
+        read_where([&](std::size_t i) { return optimizers_[i] == &optimizer && intervals_[i] == Interval::step; }));
   }
 
   // --- Engine handler hooks (with watch(); a Trainer callback also receives the training Engine's events) ---
@@ -83,10 +78,16 @@ class LearningRateMonitor {
   template <class E>
   void record_engine(E& engine, Interval interval) {
     if (watched_.empty()) return;
+    for (const auto& [name, value] : read_where([&](std::size_t i) { return intervals_[i] == interval; }))
+      engine.state.metrics[name] = value;
+  }
+  // The values of the optimizers `wanted(i)` picks, recorded in the history too.
+  template <class Wanted>
+  std::map<std::string, double> read_where(Wanted wanted) {
     std::map<std::string, double> values;
     for (std::size_t i = 0; i < names_.size(); ++i)
-      if (intervals_[i] == interval) read(i, values);
-    for (const auto& [name, value] : values) engine.state.metrics[name] = value;
+      if (wanted(i)) read(i, values);
+    return values;
   }
 
   // Lightning's names: the optimizer's class, numbered from its second occurrence, "/pgN" with several groups.
