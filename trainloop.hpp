@@ -13,6 +13,7 @@
 #include "parts/core/data_source.hpp"
 #include "parts/core/engine.hpp"
 #include "parts/core/handlers.hpp"
+#include "parts/core/crc32c.hpp"
 #include "parts/core/loggers/common.hpp"
 #include "parts/core/loggers/csv.hpp"
 #include "parts/core/loggers/tensorboard.hpp"

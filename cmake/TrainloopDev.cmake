@@ -35,7 +35,7 @@ if(TRAINLOOP_WITH_TORCH)
   add_library(trainloop_torch_pch STATIC "${CMAKE_CURRENT_BINARY_DIR}/trainloop_torch_pch.cpp")
   target_link_libraries(trainloop_torch_pch PUBLIC torch)
   target_compile_features(trainloop_torch_pch PUBLIC cxx_std_17)
-  target_compile_options(trainloop_torch_pch PRIVATE ${TRAINLOOP_WARNING_FLAGS})
+  target_compile_options(trainloop_torch_pch PRIVATE ${TRAINLOOP_WARNING_FLAGS} ${TRAINLOOP_SANITIZE_FLAGS})
   target_precompile_headers(trainloop_torch_pch PUBLIC <torch/torch.h> <zlib.h>)
 endif()
 

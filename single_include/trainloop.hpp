@@ -1814,6 +1814,59 @@ class TimeLimit {
 
 TRAINLOOP_DETAIL_END
 // ---- end parts/core/handlers.hpp ----
+// ---- begin parts/core/crc32c.hpp ----
+// trainloop: CRC-32C (Castagnoli). TensorBoard's TFRecord framing uses it, and checkpoint files carry one over their
+// whole payload. Slicing-by-8 (eight table lookups per 8 bytes), so checking a large checkpoint costs little beside
+// reading it.
+#include <array>
+#include <cstdint>
+#include <cstring>
+
+TRAINLOOP_DETAIL_BEGIN
+
+namespace detail {
+using Crc32cTables = std::array<std::array<std::uint32_t, 256>, 8>;
+inline const Crc32cTables& crc32c_tables() {
+  static const Crc32cTables tables = [] {
+    Crc32cTables t{};
+    for (std::uint32_t i = 0; i < 256; ++i) {
+      std::uint32_t c = i;
+      for (int k = 0; k < 8; ++k) c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;  // reflected polynomial
+      t[0][i] = c;
+    }
+    for (std::size_t i = 0; i < 256; ++i)
+      for (std::size_t k = 1; k < 8; ++k) t[k][i] = (t[k - 1][i] >> 8) ^ t[0][t[k - 1][i] & 0xFF];
+    return t;
+  }();
+  return tables;
+}
+
+/// Continues a CRC-32C over more bytes: start with `crc32c_update(0, ...)`; "123456789" -> 0xE3069283.
+inline std::uint32_t crc32c_update(std::uint32_t crc, const void* data, std::size_t size) {
+  const Crc32cTables& t = crc32c_tables();
+  const auto* bytes = static_cast<const unsigned char*>(data);
+  crc = ~crc;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+  constexpr bool little_endian = false;  // the slicing tables assume little-endian words: go byte by byte
+#else
+  constexpr bool little_endian = true;
+#endif
+  for (; little_endian && size >= 8; size -= 8, bytes += 8) {
+    std::uint32_t low, high;
+    std::memcpy(&low, bytes, 4);
+    std::memcpy(&high, bytes + 4, 4);
+    low ^= crc;
+    crc = t[7][low & 0xFF] ^ t[6][(low >> 8) & 0xFF] ^ t[5][(low >> 16) & 0xFF] ^ t[4][low >> 24] ^
+          t[3][high & 0xFF] ^ t[2][(high >> 8) & 0xFF] ^ t[1][(high >> 16) & 0xFF] ^ t[0][high >> 24];
+  }
+  for (; size > 0; --size, ++bytes) crc = t[0][(crc ^ *bytes) & 0xFF] ^ (crc >> 8);
+  return ~crc;
+}
+inline std::uint32_t crc32c(const void* data, std::size_t size) { return crc32c_update(0, data, size); }
+}  // namespace detail
+
+TRAINLOOP_DETAIL_END
+// ---- end parts/core/crc32c.hpp ----
 // ---- begin parts/core/loggers/common.hpp ----
 // trainloop: what every logger shares: the rank check (only rank 0 writes), run folders versioned like Lightning's
 // (<save_dir>/<name>/version_<n>, the next free n), folder checks that fail before training with the path and the
@@ -2148,22 +2201,6 @@ TRAINLOOP_DETAIL_END
 TRAINLOOP_DETAIL_BEGIN
 
 namespace detail {
-/// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), as TFRecord uses; "123456789" -> 0xE3069283.
-inline std::uint32_t crc32c(const void* data, std::size_t size) {
-  static const auto table = [] {
-    std::array<std::uint32_t, 256> t{};
-    for (std::uint32_t i = 0; i < 256; ++i) {
-      std::uint32_t c = i;
-      for (int k = 0; k < 8; ++k) c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
-      t[i] = c;
-    }
-    return t;
-  }();
-  std::uint32_t crc = 0xFFFFFFFFu;
-  const auto* bytes = static_cast<const unsigned char*>(data);
-  for (std::size_t i = 0; i < size; ++i) crc = table[(crc ^ bytes[i]) & 0xFF] ^ (crc >> 8);
-  return crc ^ 0xFFFFFFFFu;
-}
 /// TFRecord's masking, so a CRC of data holding CRCs stays strong.
 inline std::uint32_t masked_crc32c(const void* data, std::size_t size) {
   const std::uint32_t crc = crc32c(data, size);
@@ -3497,7 +3534,63 @@ class MetricStore {
   }
   const std::map<std::string, Entry>& entries() const { return entries_; }
 
+  /// The epoch's running sums, for checkpoints: a fit resumed mid-epoch reports the epoch's values over all its
+  /// batches. (A logged Metric object keeps its own state: checkpoint it with the module.) epoch_state() holds how
+  /// each sum is kept and reduced, epoch_sums() the tensors.
+  StateDict epoch_state() const {
+    StateDict state;
+    for_each_epoch_sum([&](const std::string& name, const Entry& e) {
+      state[name + "/flags"] = std::int64_t{(e.on_step ? 1 : 0) | (e.on_epoch ? 2 : 0) | (e.prog_bar ? 4 : 0) |
+                                            (e.logger ? 8 : 0) | (e.sync_dist ? 16 : 0)};
+      state[name + "/reduce"] = static_cast<std::int64_t>(e.reduce);
+      state[name + "/weight"] = e.weight;
+    });
+    return state;
+  }
+  std::map<std::string, torch::Tensor> epoch_sums() const {
+    std::map<std::string, torch::Tensor> sums;
+    for_each_epoch_sum([&](const std::string& name, const Entry& e) { sums[name] = e.accumulated; });
+    return sums;
+  }
+  void load_epoch_state(const StateDict& state, const std::map<std::string, torch::Tensor>& sums,
+                        const std::string& source) {
+    auto read = [&](const std::string& key, auto type) {
+      using T = decltype(type);
+      auto it = state.find(key);
+      if (it == state.end() || !std::holds_alternative<T>(it->second))
+        throw std::runtime_error("trainloop: checkpoint '" + source + "': key 'trainer/train_epoch_sums/" + key +
+                                 "' is missing or of the wrong type");
+      return std::get<T>(it->second);
+    };
+    std::map<std::string, Entry> loaded;
+    for (const auto& [name, sum] : sums) {
+      Entry& e = loaded[name];
+      const std::int64_t flags = read(name + "/flags", std::int64_t{});
+      e.on_step = flags & 1;
+      e.on_epoch = flags & 2;
+      e.prog_bar = flags & 4;
+      e.logger = flags & 8;
+      e.sync_dist = flags & 16;
+      const std::int64_t reduce = read(name + "/reduce", std::int64_t{});
+      if (reduce < 0 || reduce > static_cast<std::int64_t>(Reduce::min))
+        throw std::runtime_error("trainloop: checkpoint '" + source + "': key 'trainer/train_epoch_sums/" + name +
+                                 "/reduce' is " + std::to_string(reduce) + ", not a Reduce");
+      e.reduce = static_cast<Reduce>(reduce);
+      e.weight = read(name + "/weight", double{});
+      e.accumulated = sum;
+      e.logged_this_epoch = true;
+    }
+    entries_ = std::move(loaded);
+    pending_steps_.clear();
+  }
+
  private:
+  template <class F>
+  void for_each_epoch_sum(F&& f) const {
+    for (const auto& [name, e] : entries_)
+      if (e.on_epoch && e.logged_this_epoch && e.accumulated.defined() && !e.metric_compute) f(name, e);
+  }
+
   std::map<std::string, Entry> entries_;
   std::vector<std::string> pending_steps_;
 };
@@ -4678,10 +4771,18 @@ TRAINLOOP_DETAIL_END
 // ---- begin parts/torch/checkpoint.hpp ----
 // trainloop: checkpoint files. One file holds the model's parameters and buffers, every optimizer's state, named
 // state dictionaries (loop counters, the data loader's position, schedulers, callbacks keyed by a stable id,
-// hyperparameters), the RNG states (CPU and CUDA), the trainloop version and a format version. Writes are atomic
-// (a temporary file in the same folder, flushed and fsync'ed, renamed over the target, the folder fsync'ed): a crash
-// leaves the old file or the new one, never a torn one. Loading validates everything and names the file and the key.
+// hyperparameters), named tensor dictionaries (EMA weights, the epoch's running sums), the RNG states (CPU and CUDA),
+// the trainloop version and a format version.
+//
+// The file is LibTorch's archive (a zip) with an integrity record in the zip's comment field: CRC-32C and size of
+// everything before it. It stays a valid zip for any reader; trainloop verifies it before a byte reaches LibTorch's
+// parser, so a damaged file is a clear error in milliseconds, never a crash, a huge allocation or a silent load.
+// Writes are atomic (a locked temporary in the same folder, fsync'ed, renamed over the target, the folder fsync'ed):
+// a crash leaves the old file or the new one; a full disk or a file-size limit is an exception with the old file
+// intact and no temporary left; temporaries of writers that died (SIGKILL) are removed at the folder's next write.
 #include <cerrno>
+#include <cinttypes>
+#include <csignal>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -4692,7 +4793,11 @@ TRAINLOOP_DETAIL_END
 #include <string>
 #include <vector>
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 TRAINLOOP_DETAIL_BEGIN
@@ -4700,23 +4805,253 @@ TRAINLOOP_DETAIL_BEGIN
 /// Named tensors: a callback's tensor state (EMA weights) in a checkpoint.
 using TensorDict = std::map<std::string, torch::Tensor>;
 
-/// The layout version this trainloop writes; it reads this one and older.
-inline constexpr std::int64_t checkpoint_format_version = 1;
+/// The layout version this trainloop writes and reads. 2: the integrity record (files of format 1 had none).
+inline constexpr std::int64_t checkpoint_format_version = 2;
+
+/// Any checkpoint error: the message names the file and, where known, the key.
+class CheckpointError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+/// save_checkpoint refused a state holding NaN or inf (the file that was there stays as it was).
+class NonFiniteStateError : public CheckpointError {
+ public:
+  using CheckpointError::CheckpointError;
+};
 
 namespace detail {
-inline std::runtime_error checkpoint_error(const std::string& path, const std::string& what) {
-  return std::runtime_error("trainloop: checkpoint '" + path + "': " + what);
+inline CheckpointError checkpoint_error(const std::string& path, const std::string& what) {
+  return CheckpointError("trainloop: checkpoint '" + path + "': " + what);
 }
 // The first line of a c10::Error, without LibTorch's backtrace.
 inline std::string first_line(const std::string& message) { return message.substr(0, message.find('\n')); }
+inline std::string folder_of(const std::string& path) {
+  const auto slash = path.find_last_of('/');
+  return slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+}
+inline std::string errno_text(int error) {
+  std::string text = std::strerror(error);
+  if (error == ENOSPC) text += " (disk full)";
+  if (error == EFBIG) text += " (over the file size limit, ulimit -f?)";
+  if (error == EDQUOT) text += " (disk quota)";
+  return text;
+}
 
-inline void fsync_or_throw(const std::string& path, bool directory) {
-  const int fd = ::open(path.c_str(), directory ? O_RDONLY | O_DIRECTORY : O_RDONLY);
-  if (fd < 0) throw checkpoint_error(path, std::string("cannot open to sync: ") + std::strerror(errno));
+// The integrity record: the zip's comment, fixed length, "trainloop-checkpoint crc32c=%08x size=%020llu".
+inline constexpr char integrity_tag[] = "trainloop-checkpoint crc32c=";
+inline constexpr std::size_t integrity_record_size = sizeof(integrity_tag) - 1 + 8 + 6 + 20;
+// The zip's end-of-central-directory record: 22 bytes, signature "PK\5\6", comment length at offset 20.
+inline constexpr std::size_t zip_end_record_size = 22;
+inline bool is_zip_end_record(const char* p) { return std::memcmp(p, "PK\x05\x06", 4) == 0; }
+inline std::uint16_t zip_comment_length(const char* end_record) {
+  return static_cast<std::uint16_t>(static_cast<unsigned char>(end_record[20]) |
+                                    (static_cast<unsigned char>(end_record[21]) << 8));
+}
+inline void set_zip_comment_length(char* end_record, std::uint16_t length) {
+  end_record[20] = static_cast<char>(length & 0xFF);
+  end_record[21] = static_cast<char>(length >> 8);
+}
+
+// Temporaries are "<target>.tmp-<pid>", locked (flock) by their writer while it lives. One whose writer is gone
+// (the pid is dead and the lock is free) is removed.
+inline bool is_temporary_name(const std::string& name, long& pid) {
+  const auto at = name.rfind(".tmp-");
+  if (at == std::string::npos || at + 5 >= name.size()) return false;
+  for (std::size_t i = at + 5; i < name.size(); ++i)
+    if (name[i] < '0' || name[i] > '9') return false;
+  pid = std::strtol(name.c_str() + at + 5, nullptr, 10);
+  return pid > 0;
+}
+// Removes a temporary when no writer holds its lock (the lock dies with its process).
+inline void remove_if_unlocked(const std::string& path) {
+  struct stat info {};
+  if (::lstat(path.c_str(), &info) != 0 || !S_ISREG(info.st_mode)) return;
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  if (::flock(fd, LOCK_EX | LOCK_NB) == 0) ::unlink(path.c_str());
+  ::close(fd);
+}
+inline void remove_stale_temporaries(const std::string& folder) {
+  DIR* dir = ::opendir(folder.c_str());
+  if (!dir) return;  // the write itself will report the folder's problem
+  std::vector<std::string> stale;
+  while (const dirent* entry = ::readdir(dir)) {
+    long pid = 0;
+    const std::string name = entry->d_name;
+    if (!is_temporary_name(name, pid) || pid == static_cast<long>(::getpid())) continue;
+    if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM) continue;  // its writer may still be at work
+    stale.push_back(folder + "/" + name);
+  }
+  ::closedir(dir);
+  for (const auto& path : stale) remove_if_unlocked(path);
+}
+
+inline void fsync_folder_or_throw(const std::string& path) {
+  const std::string folder = folder_of(path);
+  const int fd = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) throw checkpoint_error(path, "cannot open its folder to sync: " + errno_text(errno));
   const int rc = ::fsync(fd);
   const int error = errno;
   ::close(fd);
-  if (rc != 0) throw checkpoint_error(path, std::string("fsync failed: ") + std::strerror(error));
+  if (rc != 0) throw checkpoint_error(path, "fsync of its folder failed: " + errno_text(error));
+}
+
+// Writes a file atomically from what LibTorch's archive writer hands over. write() never fails towards LibTorch (its
+// writer throws again from its destructor when a write fails, which aborts the process): the first error is kept and
+// reported by commit(). The last 22 bytes are held back, since the zip's end record gets the integrity record's
+// length patched in. SIGXFSZ is blocked on this thread while writing, so a file-size limit is EFBIG, not a kill.
+class AtomicCheckpointWriter {
+ public:
+  explicit AtomicCheckpointWriter(std::string path) : path_(std::move(path)) {
+    remove_stale_temporaries(folder_of(path_));
+    temporary_ = path_ + ".tmp-" + std::to_string(::getpid());
+    for (int attempt = 0; attempt < 2 && fd_ < 0; ++attempt) {
+      fd_ = ::open(temporary_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+      if (fd_ < 0 && errno == EEXIST && attempt == 0) remove_if_unlocked(temporary_);  // an earlier process's, same pid
+    }
+    if (fd_ < 0) throw checkpoint_error(path_, "writing failed, the previous file is untouched: cannot create '" +
+                                                   temporary_ + "': " + errno_text(errno));
+    ::flock(fd_, LOCK_EX | LOCK_NB);  // marks it in use: cleaners leave it alone
+    sigset_t xfsz;
+    sigemptyset(&xfsz);
+    sigaddset(&xfsz, SIGXFSZ);
+    pthread_sigmask(SIG_BLOCK, &xfsz, &previous_mask_);
+    buffer_.reserve(buffer_capacity + zip_end_record_size);
+  }
+  AtomicCheckpointWriter(const AtomicCheckpointWriter&) = delete;
+  AtomicCheckpointWriter& operator=(const AtomicCheckpointWriter&) = delete;
+  ~AtomicCheckpointWriter() {
+    if (fd_ >= 0) ::close(fd_);
+    if (!committed_) ::unlink(temporary_.c_str());
+    // A SIGXFSZ raised by our write is consumed, then the thread's mask is as it was.
+    sigset_t pending, xfsz;
+    sigemptyset(&xfsz);
+    sigaddset(&xfsz, SIGXFSZ);
+    if (sigpending(&pending) == 0 && sigismember(&pending, SIGXFSZ) && !sigismember(&previous_mask_, SIGXFSZ)) {
+      const timespec now{0, 0};
+      sigtimedwait(&xfsz, nullptr, &now);
+    }
+    pthread_sigmask(SIG_SETMASK, &previous_mask_, nullptr);
+  }
+
+  std::size_t write(const void* data, std::size_t size) {
+    const char* bytes = static_cast<const char*>(data);
+    if (bytes == nullptr) buffer_.insert(buffer_.end(), size, '\0');  // (padding, should a writer send it so)
+    else buffer_.insert(buffer_.end(), bytes, bytes + size);
+    if (buffer_.size() >= buffer_capacity + zip_end_record_size) flush(buffer_.size() - zip_end_record_size);
+    return size;
+  }
+
+  void commit() {
+    if (buffer_.size() < zip_end_record_size || !is_zip_end_record(buffer_.data() + buffer_.size() - zip_end_record_size) ||
+        zip_comment_length(buffer_.data() + buffer_.size() - zip_end_record_size) != 0)
+      fail_with(0, "LibTorch's archive did not end with a zip end record");
+    set_zip_comment_length(buffer_.data() + buffer_.size() - zip_end_record_size,
+                           static_cast<std::uint16_t>(integrity_record_size));
+    flush(buffer_.size());
+    char record[integrity_record_size + 1];
+    std::snprintf(record, sizeof record, "%s%08" PRIx32 " size=%020" PRIu64, integrity_tag, crc_,
+                  static_cast<std::uint64_t>(written_));
+    buffer_.assign(record, record + integrity_record_size);
+    flush(buffer_.size());
+    if (error_) fail_with(error_, "");
+    if (::fsync(fd_) != 0) fail_with(errno, "fsync: ");
+    const int fd = fd_;
+    fd_ = -1;
+    if (::close(fd) != 0) fail_with(errno, "close: ");
+    if (std::rename(temporary_.c_str(), path_.c_str()) != 0) fail_with(errno, "cannot rename the written file into place: ");
+    committed_ = true;
+    fsync_folder_or_throw(path_);
+  }
+
+ private:
+  static constexpr std::size_t buffer_capacity = std::size_t{1} << 20;
+
+  // Writes the first n buffered bytes (when no error happened yet), adding them to the CRC.
+  void flush(std::size_t n) {
+    if (!error_) {
+      crc_ = crc32c_update(crc_, buffer_.data(), n);
+      for (std::size_t done = 0; done < n;) {
+        const ssize_t wrote = ::write(fd_, buffer_.data() + done, n - done);
+        if (wrote < 0 && errno == EINTR) continue;
+        if (wrote <= 0) {
+          error_ = wrote < 0 ? errno : EIO;
+          break;
+        }
+        done += static_cast<std::size_t>(wrote);
+      }
+      written_ += n;
+    }
+    buffer_.erase(buffer_.begin(), buffer_.begin() + static_cast<std::ptrdiff_t>(n));
+  }
+  [[noreturn]] void fail_with(int error, const std::string& what) {
+    throw checkpoint_error(path_, "writing failed, the previous file is untouched: " + what +
+                                      (error ? errno_text(error) : std::string()));
+  }
+
+  std::string path_, temporary_;
+  int fd_ = -1;
+  int error_ = 0;
+  bool committed_ = false;
+  std::vector<char> buffer_;
+  std::uint32_t crc_ = 0;
+  std::uint64_t written_ = 0;
+  sigset_t previous_mask_{};
+};
+
+// Reads a checkpoint file whole and verifies its integrity record; returns the archive as LibTorch wrote it (the
+// record stripped). Memory: the file's size.
+inline std::string read_verified_checkpoint(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw checkpoint_error(path, std::strerror(errno));
+  struct Close {
+    int fd;
+    ~Close() { ::close(fd); }
+  } close_fd{fd};
+  struct stat info {};
+  if (::fstat(fd, &info) != 0) throw checkpoint_error(path, std::strerror(errno));
+  if (!S_ISREG(info.st_mode)) throw checkpoint_error(path, "not a regular file");
+  std::string bytes;
+  try {
+    bytes.resize(static_cast<std::size_t>(info.st_size));
+  } catch (const std::bad_alloc&) {
+    throw checkpoint_error(path, "cannot hold its " + std::to_string(info.st_size) + " bytes in memory");
+  }
+  for (std::size_t done = 0; done < bytes.size();) {
+    const ssize_t got = ::read(fd, bytes.data() + done, bytes.size() - done);
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) throw checkpoint_error(path, std::string("read failed: ") + std::strerror(errno));
+    if (got == 0) throw checkpoint_error(path, "it shrank while being read");
+    done += static_cast<std::size_t>(got);
+  }
+  const std::string no_record =
+      "no trainloop integrity record at its end: truncated, not a trainloop checkpoint, or written by a trainloop "
+      "older than format 2";
+  if (bytes.size() < zip_end_record_size + integrity_record_size) throw checkpoint_error(path, no_record);
+  const std::size_t payload = bytes.size() - integrity_record_size;
+  const char* record = bytes.data() + payload;
+  char* end_record = bytes.data() + payload - zip_end_record_size;
+  if (std::memcmp(record, integrity_tag, sizeof(integrity_tag) - 1) != 0 || !is_zip_end_record(end_record) ||
+      zip_comment_length(end_record) != integrity_record_size)
+    throw checkpoint_error(path, no_record);
+  std::uint32_t recorded_crc = 0;
+  std::uint64_t recorded_size = 0;
+  const std::string text(record, integrity_record_size);
+  if (std::sscanf(text.c_str() + sizeof(integrity_tag) - 1, "%8" SCNx32 " size=%20" SCNu64, &recorded_crc,
+                  &recorded_size) != 2)
+    throw checkpoint_error(path, "its integrity record is damaged: '" + text + "'");
+  if (recorded_size != payload)
+    throw checkpoint_error(path, "truncated or extended: the record says " + std::to_string(recorded_size) +
+                                     " bytes precede it, the file has " + std::to_string(payload));
+  const std::uint32_t crc = crc32c(bytes.data(), payload);
+  if (crc != recorded_crc) {
+    char detail[96];
+    std::snprintf(detail, sizeof detail, "CRC-32C %08" PRIx32 ", recorded %08" PRIx32, crc, recorded_crc);
+    throw checkpoint_error(path, std::string("corrupt: the content changed after it was written (") + detail + ")");
+  }
+  set_zip_comment_length(end_record, 0);
+  bytes.resize(payload);
+  return bytes;
 }
 
 // A StateDict as three typed dictionaries (TorchScript attributes need one value type per dictionary).
@@ -4750,21 +5085,101 @@ inline std::map<std::string, torch::Tensor> named_tensors(const torch::nn::Modul
   for (const auto& b : model.named_buffers()) tensors[b.key()] = b.value();
   return tensors;
 }
+// The name of the first floating tensor holding NaN or inf, or "" when all are finite: one reduction on the device
+// and one read to the host for the whole state.
+inline std::string first_non_finite(const std::map<std::string, torch::Tensor>& model,
+                                    const std::map<std::string, TensorDict>& tensor_states) {
+  std::vector<std::pair<std::string, torch::Tensor>> checked;
+  for (const auto& [name, tensor] : model)
+    if (tensor.defined() && tensor.is_floating_point()) checked.emplace_back("model/" + name, tensor);
+  for (const auto& [key, tensors] : tensor_states) {
+    if (key.rfind("trainer/", 0) == 0) continue;  // logged values (a NaN loss) are data, not state to protect
+    for (const auto& [name, tensor] : tensors)
+      if (tensor.defined() && tensor.is_floating_point()) checked.emplace_back(key + "/" + name, tensor);
+  }
+  if (checked.empty()) return "";
+  std::vector<torch::Tensor> finite;
+  finite.reserve(checked.size());
+  for (const auto& entry : checked) finite.push_back(torch::isfinite(entry.second.detach()).all().to(torch::kCPU));
+  const torch::Tensor flags = torch::stack(finite);
+  if (flags.all().item<bool>()) return "";
+  const bool* each = flags.data_ptr<bool>();
+  for (std::size_t i = 0; i < checked.size(); ++i)
+    if (!each[i]) return checked[i].first;
+  return "";
+}
+
+// A verified file opened as LibTorch's archive; LibTorch's errors (parse errors, out_of_range, bad_alloc) name the
+// file.
+inline void open_checkpoint(const std::string& path, torch::serialize::InputArchive& archive,
+                            std::optional<torch::Device> map_location) {
+  const std::string bytes = read_verified_checkpoint(path);
+  c10::optional<torch::Device> device;  // c10::optional is not std::optional in LibTorch 1.x
+  if (map_location) device = *map_location;
+  try {
+    archive.load_from(bytes.data(), bytes.size(), device);
+  } catch (const c10::Error& error) {
+    throw checkpoint_error(path, "not a readable checkpoint: " + first_line(error.what()));
+  } catch (const std::exception& error) {
+    throw checkpoint_error(path, std::string("not a readable checkpoint: ") + error.what());
+  }
+  c10::IValue format;
+  if (!archive.try_read("trainloop_format_version", format) || !format.isInt())
+    throw checkpoint_error(path, "not a trainloop checkpoint (no trainloop_format_version)");
+  c10::IValue written_by;
+  archive.try_read("trainloop_version", written_by);
+  if (format.toInt() > checkpoint_format_version)
+    throw checkpoint_error(path, "format version " + std::to_string(format.toInt()) + " (written by trainloop " +
+                                     (written_by.isString() ? written_by.toStringRef() : "?") +
+                                     ") is newer than this trainloop (" + version_string + ") reads (" +
+                                     std::to_string(checkpoint_format_version) + ")");
+}
+inline std::map<std::string, StateDict> read_states(torch::serialize::InputArchive& archive) {
+  std::map<std::string, StateDict> states;
+  c10::IValue names;
+  archive.read("state_names", names);
+  const auto list = names.toList();
+  for (std::size_t i = 0; i < list.size(); ++i) {
+    torch::serialize::InputArchive nested;
+    archive.read("state_" + std::to_string(i), nested);
+    states[list.get(i).toStringRef()] = read_state_dict(nested);
+  }
+  return states;
+}
+// Runs f; whatever LibTorch throws while reading becomes an error naming the file (ours pass through).
+template <class F>
+decltype(auto) reading(const std::string& path, F&& f) {
+  try {
+    return f();
+  } catch (const CheckpointError&) {
+    throw;
+  } catch (const c10::Error& error) {
+    throw checkpoint_error(path, "unreadable content: " + first_line(error.what()));
+  } catch (const std::exception& error) {
+    throw checkpoint_error(path, std::string("unreadable content: ") + error.what());
+  }
+}
 }  // namespace detail
 
 /// Writes a checkpoint atomically. `states` are named state dictionaries (keys like "loop", "loader",
 /// "callback/EarlyStopping", "scheduler/0", "hparams"); `tensor_states` named tensor dictionaries (stored on the CPU
-/// side of the archive as saved; keys like "callback/EMA"). A failure (disk full, no permission) is an error naming
-/// the path, and the file that was there before stays as it was.
+/// side of the archive as saved; keys like "callback/EMA"). A failure (disk full, file-size limit, no permission) is a
+/// CheckpointError naming the path, and the file that was there before stays as it was. A model or tensor state
+/// holding NaN or inf is refused (NonFiniteStateError, nothing written): a diverged run never replaces a good file.
 inline void save_checkpoint(const std::string& path, const torch::nn::Module& model,
                             const std::vector<std::shared_ptr<torch::optim::Optimizer>>& optimizers = {},
                             const std::map<std::string, StateDict>& states = {}, bool include_rng = true,
                             const std::map<std::string, TensorDict>& tensor_states = {}) {
+  const auto weights_by_name = detail::named_tensors(model);
+  const std::string bad = detail::first_non_finite(weights_by_name, tensor_states);
+  if (!bad.empty())
+    throw NonFiniteStateError("trainloop: checkpoint '" + path + "': not written: '" + bad +
+                              "' holds NaN or inf (the file already there, if any, is kept)");
   torch::serialize::OutputArchive archive;
   archive.write("trainloop_format_version", c10::IValue(checkpoint_format_version));
   archive.write("trainloop_version", c10::IValue(std::string(version_string)));
   c10::Dict<std::string, torch::Tensor> weights;
-  for (const auto& [name, tensor] : detail::named_tensors(model)) weights.insert(name, tensor.detach());
+  for (const auto& [name, tensor] : weights_by_name) weights.insert(name, tensor.detach());
   archive.write("model", c10::IValue(weights));
   archive.write("optimizer_count", c10::IValue(static_cast<std::int64_t>(optimizers.size())));
   for (std::size_t i = 0; i < optimizers.size(); ++i) {
@@ -4780,7 +5195,7 @@ inline void save_checkpoint(const std::string& path, const torch::nn::Module& mo
     archive.write("state_" + std::to_string(state_names.size() - 1), nested);
   }
   archive.write("state_names", c10::IValue(state_names));
-  if (!tensor_states.empty()) {  // absent in older files and when no callback has tensors
+  if (!tensor_states.empty()) {  // absent when no callback has tensors
     c10::List<std::string> tensor_names;
     for (const auto& [name, tensors] : tensor_states) {
       tensor_names.push_back(name);
@@ -4799,53 +5214,29 @@ inline void save_checkpoint(const std::string& path, const torch::nn::Module& mo
                     /*is_buffer=*/true);
   }
 
-  const std::string temporary = path + ".tmp-" + std::to_string(::getpid());
+  detail::AtomicCheckpointWriter writer(path);
   try {
-    archive.save_to(temporary);
-    detail::fsync_or_throw(temporary, false);
-    if (std::rename(temporary.c_str(), path.c_str()) != 0)
-      throw detail::checkpoint_error(path, std::string("cannot rename the written file into place: ") + std::strerror(errno));
-    const auto slash = path.find_last_of('/');
-    detail::fsync_or_throw(slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash)), true);
+    archive.save_to([&writer](const void* data, std::size_t size) { return writer.write(data, size); });
   } catch (const c10::Error& error) {
-    std::remove(temporary.c_str());
     throw detail::checkpoint_error(path, "writing failed, the previous file is untouched: " + detail::first_line(error.what()));
-  } catch (...) {
-    std::remove(temporary.c_str());
-    throw;
   }
+  writer.commit();
 }
 
 /// Reads a checkpoint into `model` and `optimizers` (tensors land on the model's device, whatever device saved them;
-/// `map_location` picks where the file's tensors are first loaded) and returns its named states. Everything is
-/// validated before anything is changed: a missing, truncated or foreign file, a newer format, a different model
-/// (missing or unexpected keys, shape mismatch) or a different optimizer count is an error naming the file and key.
-/// With `tensor_states`, the checkpoint's named tensor dictionaries are put there (loaded to `map_location`).
+/// `map_location` picks where the file's tensors are first loaded) and returns its named states. The file's integrity
+/// record is verified first, then everything is validated before anything is changed: a missing, damaged, truncated
+/// or foreign file, a newer format, a different model (missing or unexpected keys, shape mismatch) or a different
+/// optimizer count is a CheckpointError naming the file and key. With `tensor_states`, the checkpoint's named tensor
+/// dictionaries are put there (loaded to `map_location`).
 inline std::map<std::string, StateDict> load_checkpoint(
     const std::string& path, torch::nn::Module& model,
     const std::vector<std::shared_ptr<torch::optim::Optimizer>>& optimizers = {},
     std::optional<torch::Device> map_location = std::nullopt, bool restore_rng = true,
     std::map<std::string, TensorDict>* tensor_states = nullptr) {
-  if (::access(path.c_str(), R_OK) != 0) throw detail::checkpoint_error(path, std::strerror(errno));
   torch::serialize::InputArchive archive;
-  c10::optional<torch::Device> device;  // c10::optional is not std::optional in LibTorch 1.x
-  if (map_location) device = *map_location;
-  try {
-    archive.load_from(path, device);
-  } catch (const c10::Error& error) {
-    throw detail::checkpoint_error(path, "not a readable checkpoint (truncated or corrupt?): " + detail::first_line(error.what()));
-  }
-  c10::IValue format;
-  if (!archive.try_read("trainloop_format_version", format) || !format.isInt())
-    throw detail::checkpoint_error(path, "not a trainloop checkpoint (no trainloop_format_version)");
-  c10::IValue written_by;
-  archive.try_read("trainloop_version", written_by);
-  if (format.toInt() > checkpoint_format_version)
-    throw detail::checkpoint_error(path, "format version " + std::to_string(format.toInt()) + " (written by trainloop " +
-                                             (written_by.isString() ? written_by.toStringRef() : "?") +
-                                             ") is newer than this trainloop (" + version_string + ") reads (" +
-                                             std::to_string(checkpoint_format_version) + ")");
-  try {
+  detail::open_checkpoint(path, archive, map_location);
+  return detail::reading(path, [&] {
     // The model: the same keys and shapes, or nothing is touched.
     c10::IValue weights_value;
     archive.read("model", weights_value);
@@ -4867,36 +5258,29 @@ inline std::map<std::string, StateDict> load_checkpoint(
     if (count.toInt() != static_cast<std::int64_t>(optimizers.size()))
       throw detail::checkpoint_error(path, "it holds " + std::to_string(count.toInt()) + " optimizer state(s), " +
                                                std::to_string(optimizers.size()) + " optimizer(s) were given");
-
-    // Validated: now restore.
-    {
-      torch::NoGradGuard no_grad;
-      for (const auto& entry : weights) mine.at(entry.key().toStringRef()).copy_(entry.value().toTensor());
-    }
-    for (std::size_t i = 0; i < optimizers.size(); ++i) {
-      torch::serialize::InputArchive nested;
-      archive.read("optimizer_" + std::to_string(i), nested);
-      optimizers[i]->load(nested);
-    }
-    std::map<std::string, StateDict> states;
-    c10::IValue names;
-    archive.read("state_names", names);
-    const auto list = names.toList();
-    for (std::size_t i = 0; i < list.size(); ++i) {
-      torch::serialize::InputArchive nested;
-      archive.read("state_" + std::to_string(i), nested);
-      states[list.get(i).toStringRef()] = detail::read_state_dict(nested);
-    }
+    std::vector<torch::serialize::InputArchive> optimizer_archives(optimizers.size());
+    for (std::size_t i = 0; i < optimizers.size(); ++i)
+      archive.read("optimizer_" + std::to_string(i), optimizer_archives[i]);
+    auto states = detail::read_states(archive);
+    std::map<std::string, TensorDict> tensors;
     c10::IValue tensor_names;
-    if (tensor_states && archive.try_read("tensor_state_names", tensor_names)) {
+    if (archive.try_read("tensor_state_names", tensor_names)) {
       const auto names_list = tensor_names.toList();
       for (std::size_t i = 0; i < names_list.size(); ++i) {
         c10::IValue dict;
         archive.read("tensors_" + std::to_string(i), dict);
-        TensorDict& tensors = (*tensor_states)[names_list.get(i).toStringRef()];
-        for (const auto& e : dict.toGenericDict()) tensors[e.key().toStringRef()] = e.value().toTensor();
+        TensorDict& named = tensors[names_list.get(i).toStringRef()];
+        for (const auto& e : dict.toGenericDict()) named[e.key().toStringRef()] = e.value().toTensor();
       }
     }
+
+    // Validated and read: now restore.
+    for (std::size_t i = 0; i < optimizers.size(); ++i) optimizers[i]->load(optimizer_archives[i]);
+    {
+      torch::NoGradGuard no_grad;
+      for (const auto& entry : weights) mine.at(entry.key().toStringRef()).copy_(entry.value().toTensor());
+    }
+    if (tensor_states) *tensor_states = std::move(tensors);
     if (restore_rng) {
       torch::Tensor cpu_state;
       if (archive.try_read("rng_cpu", cpu_state, /*is_buffer=*/true)) {
@@ -4914,9 +5298,15 @@ inline std::map<std::string, StateDict> load_checkpoint(
       }
     }
     return states;
-  } catch (const c10::Error& error) {
-    throw detail::checkpoint_error(path, "unreadable content: " + detail::first_line(error.what()));
-  }
+  });
+}
+
+/// The named state dictionaries of a checkpoint, without a model (to see what a file holds: its loop counters,
+/// ModelCheckpoint's best path, the hyperparameters). Verified like load_checkpoint.
+inline std::map<std::string, StateDict> read_checkpoint_states(const std::string& path) {
+  torch::serialize::InputArchive archive;
+  detail::open_checkpoint(path, archive, torch::Device(torch::kCPU));
+  return detail::reading(path, [&] { return detail::read_states(archive); });
 }
 
 /// Weights only (parameters and buffers), for export; load them into any module with the same names and shapes,
@@ -5636,14 +6026,26 @@ torch::Tensor loss_of(const Out& out) {
   }
 }
 
-// Callbacks marked `static constexpr bool trainloop_monitoring_callback = true` (checkpointing, early stopping) run
-// after the module's on_train_epoch_end, so they see what it logged, as in Lightning.
+// Where a callback runs among the others for each hook (see the README's hook order):
+//  - plain callbacks, in the order of the pack, then the built-in progress bar and model summary;
+//  - monitoring callbacks (`static constexpr bool trainloop_monitoring_callback = true`: early stopping), whose
+//    on_train_epoch_end runs after the module's, once the epoch's values are published, as in Lightning;
+//  - checkpointing callbacks (`static constexpr bool trainloop_checkpointing_callback = true`: ModelCheckpoint,
+//    Preemption) last of all, after the module too, so a checkpoint holds what every other hook of that event did.
+enum class CallbackGroup { plain, monitoring, checkpointing };
 template <class C>
 using monitoring_marker_t = decltype(C::trainloop_monitoring_callback);
 template <class C>
-constexpr bool is_monitoring_callback() {
-  if constexpr (is_detected_v<monitoring_marker_t, C>) return C::trainloop_monitoring_callback;
-  else return false;
+using checkpointing_marker_t = decltype(C::trainloop_checkpointing_callback);
+template <class C>
+constexpr CallbackGroup callback_group() {
+  if constexpr (is_detected_v<checkpointing_marker_t, C>) {
+    if constexpr (C::trainloop_checkpointing_callback) return CallbackGroup::checkpointing;
+  }
+  if constexpr (is_detected_v<monitoring_marker_t, C>) {
+    if constexpr (C::trainloop_monitoring_callback) return CallbackGroup::monitoring;
+  }
+  return CallbackGroup::plain;
 }
 
 // Forwards an Engine's events to an owner's `engine_event<E>(engine)`.
@@ -5802,12 +6204,16 @@ class Trainer {
     return detail::unwrap(std::get<C>(callbacks_));
   }
 
-  /// Writes a checkpoint of the fit in progress (callbacks call this, ModelCheckpoint among them): the model, the
-  /// optimizers, the loop's counters, the schedulers', callbacks' and training data's states, the RNG. Atomic; see
-  /// save_checkpoint. With weights_only, the model's parameters and buffers alone.
-  void save_checkpoint(const std::string& path, bool weights_only = false) {
-    if (!save_) throw std::logic_error("trainloop: Trainer::save_checkpoint(\"" + path + "\") needs a fit in progress");
-    save_(path, weights_only);
+  /// Writes a checkpoint of the fit in progress, or of the last fit after it returned (the module must still be
+  /// alive; resuming it with a larger max_epochs continues exactly): the model, the optimizers, the loop's counters
+  /// and where in the loop it stands, the schedulers', callbacks' and training data's states, the values callbacks
+  /// monitor, the RNG. Atomic; see save_checkpoint. With weights_only, the model's parameters and buffers alone.
+  /// A model holding NaN or inf is refused (NonFiniteStateError), except while the fit is terminating (TerminateOnNan),
+  /// when the save is skipped: a diverged run never replaces a good checkpoint.
+  /// Returns whether the file was written (false: skipped, see above).
+  bool save_checkpoint(const std::string& path, bool weights_only = false) {
+    if (!save_) throw std::logic_error("trainloop: Trainer::save_checkpoint(\"" + path + "\") needs a fit in progress or done");
+    return save_(path, weights_only);
   }
 
   // --- entry points ------------------------------------------------------------------------------------------------
@@ -5836,24 +6242,41 @@ class Trainer {
     fitting_ = true;
     struct Done {
       Trainer& t;
+      bool completed = false;
       ~Done() {
         t.fitting_ = false;
         t.train_engine_ = nullptr;
-        t.save_ = nullptr;
-        t.train_data_state_ = nullptr;
+        if (!completed) {  // a failed fit cannot be saved afterwards
+          t.save_ = nullptr;
+          t.train_data_state_ = nullptr;
+        }
       }
     } done{*this};
     save_ = [this, &module](const std::string& path, bool weights_only) {
-      if (weights_only) return trainloop::save_weights(path, module);
-      std::vector<std::shared_ptr<torch::optim::Optimizer>> optimizers;
-      for (const auto& config : optimizers_) optimizers.push_back(config.optimizer());
-      auto states = checkpoint_states();
-      if (!module.hparams().empty()) states["hparams"] = module.hparams();
-      trainloop::save_checkpoint(path, module, optimizers, states, true, checkpoint_tensor_states());
+      try {
+        if (weights_only) {
+          trainloop::save_weights(path, module);
+          return true;
+        }
+        std::vector<std::shared_ptr<torch::optim::Optimizer>> optimizers;
+        for (const auto& config : optimizers_) optimizers.push_back(config.optimizer());
+        auto states = checkpoint_states();
+        if (!module.hparams().empty()) states["hparams"] = module.hparams();
+        trainloop::save_checkpoint(path, module, optimizers, states, true, checkpoint_tensor_states());
+        return true;
+      } catch (const NonFiniteStateError& error) {
+        if (!terminate_requested_) throw;  // a diverged fit fails, its last finite checkpoint intact
+        std::fprintf(stderr, "%s; the fit is stopping, so this checkpoint is skipped\n", error.what());
+        return false;
+      }
     };
+    train_data_state_ = nullptr;
     if constexpr (detail::is_detected_v<detail::state_dict_t, std::remove_reference_t<decltype(train.get())>>)
       train_data_state_ = [&train] { return train.get().state_dict(); };
     run_stage(module, Stage::train, "fit", [&] { fit.run(); });
+    // save_checkpoint keeps working after fit (the module must still be alive): the data's position as fit left it.
+    if (train_data_state_) train_data_state_ = [state = train_data_state_()] { return state; };
+    done.completed = true;
   }
 
   /// Runs validation_step over `data` once; returns the epoch metrics logged (read to the host).
@@ -5912,6 +6335,19 @@ class Trainer {
 
   static constexpr std::size_t index(Stage s) { return static_cast<std::size_t>(s); }
 
+  // Where in the loop a fit stands. Checkpoints record it, and a resumed fit first does what was left at that point,
+  // so it ends where the uninterrupted fit would (README: "what resumes exactly").
+  enum class LoopPoint : std::int64_t {
+    in_batch = 0,          // inside a training batch, before on_train_batch_end: not an exact resume point
+    batch_end = 1,         // on_train_batch_end: the batch's stop checks and validation are still to come
+    batch_validation = 2,  // inside that validation, before its on_validation_end: it runs again
+    between_batches = 3,   // nothing left of the batch (or of the epoch)
+    epoch_validation = 4,  // inside the epoch-end validation, before its on_validation_end: it runs again
+    epoch_hooks = 5,       // on_validation_end of the epoch-end validation: on_train_epoch_end and the rest to come
+    epoch_rest = 6,        // checkpointing callbacks' on_train_epoch_end: the epoch's schedulers and stop to come
+    training_done = 7,     // on_train_end, on_fit_end, after fit
+  };
+
   template <class C>
   static constexpr bool has_callback_type() {
     return (std::is_same_v<detail::unwrap_reference_t<Callbacks>, C> || ... || false);
@@ -5927,11 +6363,29 @@ class Trainer {
 
   // --- hook dispatch: callbacks in order (then the built-in ones), then the module ---------------------------------
 
+  // Every callback, in hook order: plain ones (then the built-ins), monitoring ones, checkpointing ones.
   template <class F>
   void for_each_callback(F&& f) {
-    std::apply([&](auto&... cb) { (f(detail::unwrap(cb)), ...); }, callbacks_);
+    for_each_callback_before_module(f);
+    for_each_callback_in<detail::CallbackGroup::checkpointing>(f);
+  }
+  template <class F>
+  void for_each_callback_before_module(F&& f) {
+    for_each_callback_in<detail::CallbackGroup::plain>(f);
     if (builtin_progress_bar_) f(progress_bar_);
     if (builtin_model_summary_) f(model_summary_);
+    for_each_callback_in<detail::CallbackGroup::monitoring>(f);
+  }
+  template <detail::CallbackGroup G, class F>
+  void for_each_callback_in(F&& f) {
+    std::apply(
+        [&](auto&... cb) {
+          [[maybe_unused]] auto visit = [&](auto& callback) {
+            if constexpr (detail::callback_group<std::decay_t<decltype(callback)>>() == G) f(callback);
+          };
+          (visit(detail::unwrap(cb)), ...);
+        },
+        callbacks_);
   }
   template <class Tag, class C, class Module, class... Args>
   void call_callback(C& callback, Module& module, Args&... args) {
@@ -5988,8 +6442,10 @@ class Trainer {
 
   template <class Tag, class Module, class... Args>
   auto call_hook(Module& module, Args&&... args) {
-    for_each_callback([&](auto& cb) { call_callback<Tag>(cb, module, args...); });
-    return call_module<Tag>(module, args...);
+    for_each_callback_before_module([&](auto& cb) { call_callback<Tag>(cb, module, args...); });
+    auto result = call_module<Tag>(module, args...);
+    for_each_callback_in<detail::CallbackGroup::checkpointing>([&](auto& cb) { call_callback<Tag>(cb, module, args...); });
+    return result;
   }
 
   // --- setup shared by every entry point ---------------------------------------------------------------------------
@@ -6076,18 +6532,23 @@ class Trainer {
 
   // --- checkpoint state --------------------------------------------------------------------------------------------
 
-  // "last" and "best" name what a ModelCheckpoint in the pack wrote; anything else is a path.
+  // "last" and "best" name what a ModelCheckpoint in the pack wrote, in this process or (after a crash) on disk in
+  // its folder; anything else is a path.
   std::string resolve_ckpt_path(const std::string& ckpt_path) {
     if (ckpt_path != "last" && ckpt_path != "best") return ckpt_path;
-    std::string found;
+    std::string found, folders;
     for_each_callback([&](auto& callback) {
       using C = std::decay_t<decltype(callback)>;
-      if constexpr (detail::is_detected_v<detail::last_model_path_t, C>)
-        if (found.empty()) found = ckpt_path == "last" ? callback.last_model_path() : callback.best_model_path();
+      if constexpr (detail::is_detected_v<detail::last_model_path_t, C>) {
+        if (found.empty()) found = callback.find_checkpoint(ckpt_path);
+        folders += (folders.empty() ? "'" : ", '") + callback.dirpath() + "'";
+      }
     });
     if (found.empty())
-      throw std::invalid_argument("trainloop: fit(..., \"" + ckpt_path + "\"): no ModelCheckpoint in this Trainer has "
-                                  "written a " + ckpt_path + " checkpoint yet; give a path");
+      throw std::invalid_argument("trainloop: fit(..., \"" + ckpt_path + "\"): " +
+                                  (folders.empty() ? std::string("there is no ModelCheckpoint in this Trainer")
+                                                   : "no " + ckpt_path + " checkpoint in " + folders) +
+                                  "; give a path");
     return found;
   }
 
@@ -6102,10 +6563,18 @@ class Trainer {
   std::map<std::string, StateDict> checkpoint_states() {
     std::map<std::string, StateDict> states;
     if (train_engine_) states["loop"] = train_engine_->state.state_dict();
+    else if (final_loop_state_) states["loop"] = *final_loop_state_;
+    auto flag = [](bool b) { return std::int64_t{b ? 1 : 0}; };
     states["trainer"] = {{"global_step", global_step_},
                          {"total_batches", total_batches_},
                          {"batches_since_step", batches_since_step_},
-                         {"current_epoch", current_epoch_}};
+                         {"current_epoch", current_epoch_},
+                         {"accumulate_grad_batches", accumulate_grad_batches_},
+                         {"loop_point", static_cast<std::int64_t>(loop_point_)},
+                         {"should_stop", flag(should_stop_)},
+                         {"stop_after_epoch", flag(stop_after_epoch_)},
+                         {"skip_rest_of_epoch", flag(skip_rest_of_epoch_)}};
+    states["trainer/train_epoch_sums"] = metrics_[index(Stage::train)].epoch_state();
     if (train_data_state_) states["train_data"] = train_data_state_();
     for (std::size_t i = 0; i < optimizers_.size(); ++i)
       if (const auto& s = optimizers_[i].scheduler())
@@ -6124,11 +6593,24 @@ class Trainer {
   }
   std::map<std::string, TensorDict> checkpoint_tensor_states() {
     std::map<std::string, TensorDict> tensors;
+    // What callbacks monitor and the epoch's running sums: a resumed fit ranks, stops and reports as the first did.
+    tensors["trainer/callback_metrics"] = TensorDict(callback_metrics_.begin(), callback_metrics_.end());
+    tensors["trainer/train_epoch_sums"] = metrics_[index(Stage::train)].epoch_sums();
     for_each_callback([&](auto& callback) {
       using C = std::decay_t<decltype(callback)>;
       if constexpr (detail::is_detected_v<detail::tensor_state_t, C>) tensors[callback_key(callback)] = callback.tensor_state();
     });
     return tensors;
+  }
+
+  // A state's own load error (a missing key in a DataLoader's state) names the checkpoint and the state's key too.
+  template <class F>
+  static void restoring(const std::string& path, const std::string& key, F&& load) {
+    try {
+      load();
+    } catch (const std::exception& error) {
+      throw CheckpointError("trainloop: checkpoint '" + path + "': key '" + key + "': " + error.what());
+    }
   }
 
   // Restores what checkpoint_states() saved; the loop's state is returned for the training Engine.
@@ -6141,44 +6623,58 @@ class Trainer {
     auto need = [&](const std::string& key) -> const StateDict& {
       auto it = states.find(key);
       if (it == states.end())
-        throw std::runtime_error("trainloop: checkpoint '" + path + "': key '" + key + "' is missing (not written by fit?)");
+        throw CheckpointError("trainloop: checkpoint '" + path + "': key '" + key + "' is missing (not written by fit?)");
       return it->second;
     };
     const StateDict& counters = need("trainer");
     auto count = [&](const char* key) {
       auto it = counters.find(key);
       if (it == counters.end() || !std::holds_alternative<std::int64_t>(it->second))
-        throw std::runtime_error("trainloop: checkpoint '" + path + "': key 'trainer/" + key + "' is missing");
+        throw CheckpointError("trainloop: checkpoint '" + path + "': key 'trainer/" + key + "' is missing");
       return std::get<std::int64_t>(it->second);
     };
     global_step_ = count("global_step");
     total_batches_ = count("total_batches");
     batches_since_step_ = count("batches_since_step");
     current_epoch_ = count("current_epoch");
+    accumulate_grad_batches_ = count("accumulate_grad_batches");
+    const std::int64_t point = count("loop_point");
+    if (point < 0 || point > static_cast<std::int64_t>(LoopPoint::training_done))
+      throw CheckpointError("trainloop: checkpoint '" + path + "': key 'trainer/loop_point' is " + std::to_string(point) +
+                            ", not a point this trainloop knows");
+    loop_point_ = static_cast<LoopPoint>(point);
+    should_stop_ = count("should_stop") != 0;
+    stop_after_epoch_ = count("stop_after_epoch") != 0;
+    skip_rest_of_epoch_ = count("skip_rest_of_epoch") != 0;
+    auto metrics = tensors.find("trainer/callback_metrics");
+    if (metrics != tensors.end()) callback_metrics_.insert(metrics->second.begin(), metrics->second.end());
+    auto sums = tensors.find("trainer/train_epoch_sums");
+    metrics_[index(Stage::train)].load_epoch_state(need("trainer/train_epoch_sums"),
+                                                   sums != tensors.end() ? sums->second : TensorDict{}, path);
     runtime_.global_step = global_step_;
     runtime_.current_epoch = current_epoch_;
     for (std::size_t i = 0; i < optimizers_.size(); ++i)
       if (const auto& s = optimizers_[i].scheduler()) {
         auto it = states.find("scheduler/" + std::to_string(i));
-        if (it != states.end()) s->load_state_dict(it->second);
+        if (it != states.end()) restoring(path, it->first, [&] { s->load_state_dict(it->second); });
       }
     for_each_callback([&](auto& callback) {
       using C = std::decay_t<decltype(callback)>;
       if constexpr (detail::is_detected_v<detail::load_state_dict_t, C>) {
         auto it = states.find(callback_key(callback));
-        if (it != states.end()) callback.load_state_dict(it->second);
+        if (it != states.end()) restoring(path, it->first, [&] { callback.load_state_dict(it->second); });
       }
       if constexpr (detail::is_detected_v<detail::load_tensor_state_t, C>) {
         auto it = tensors.find(callback_key(callback));
         if (it == tensors.end())
           throw std::runtime_error("trainloop: checkpoint '" + path + "': key '" + callback_key(callback) +
                                    "' (tensors) is missing: it was written without this callback");
-        callback.load_tensor_state(it->second);
+        restoring(path, it->first + " (tensors)", [&] { callback.load_tensor_state(it->second); });
       }
     });
     if constexpr (detail::is_detected_v<detail::load_state_dict_t, std::remove_reference_t<decltype(train.get())>>) {
       auto it = states.find("train_data");
-      if (it != states.end()) train.get().load_state_dict(it->second);
+      if (it != states.end()) restoring(path, it->first, [&] { train.get().load_state_dict(it->second); });
     }
     return need("loop");
   }
@@ -6412,8 +6908,7 @@ class Trainer {
       profiled(hook_action<detail::tags::training_step, Module>("[LightningModule]"),
                [&] { module.training_step(batch, batch_idx); });
       const std::monostate out{};
-      call_hook<detail::tags::on_train_batch_end>(module, out, batch, batch_idx);
-      end_train_batch();
+      end_train_batch(module, out, batch, batch_idx);
       return out;
     } else {
       return train_batch_with_output(module, core, batch, batch_idx);
@@ -6444,13 +6939,17 @@ class Trainer {
         count_optimizer_step();
       }
     }
-    call_hook<detail::tags::on_train_batch_end>(module, out, batch, batch_idx);
-    end_train_batch();
+    end_train_batch(module, out, batch, batch_idx);
     return out;
   }
-  void end_train_batch() {
+  // The batch is counted and its step values published before on_train_batch_end, so callbacks (a checkpoint
+  // monitoring a step metric) see this batch's values, and a checkpoint written there holds the counted batch.
+  template <class Module, class Out, class Batch>
+  void end_train_batch(Module& module, const Out& out, Batch& batch, std::int64_t batch_idx) {
     ++total_batches_;
     publish_step_values(metrics_[index(Stage::train)]);
+    loop_point_ = LoopPoint::batch_end;
+    call_hook<detail::tags::on_train_batch_end>(module, out, batch, batch_idx);
     write_logs();
   }
 
@@ -6524,6 +7023,10 @@ class Trainer {
       publish_epoch_values(store);
       write_logs();
     }
+    if (!sanity && stage == Stage::validate && fitting_) {  // the validation's results are in: see LoopPoint
+      if (loop_point_ == LoopPoint::batch_validation) loop_point_ = LoopPoint::between_batches;
+      if (loop_point_ == LoopPoint::epoch_validation) loop_point_ = LoopPoint::epoch_hooks;
+    }
     detail::EvalHooks<StepTag>::end(*this, module);
     if (sanity) store.clear();
     return outputs;
@@ -6546,9 +7049,10 @@ class Trainer {
     std::optional<std::int64_t> val_limit;
     Clock::time_point start;
     std::string ckpt_path;  // resume from this checkpoint when set
-    bool stop_after_epoch = false;
-    bool skip_rest_of_epoch = false;
     Profiler::Clock::time_point fetch_started;
+    // A resumed fit: where the checkpoint was written, and whether that was inside an epoch.
+    std::optional<LoopPoint> resumed_at;
+    bool resuming_mid_epoch = false;
 
     void run() {
       Trainer& t = *trainer;
@@ -6563,11 +7067,20 @@ class Trainer {
       t.accumulate_grad_batches_ = o.accumulate_grad_batches();
       t.should_stop_ = false;
       t.terminate_requested_ = false;
+      t.stop_after_epoch_ = false;
+      t.skip_rest_of_epoch_ = false;
+      t.loop_point_ = LoopPoint::between_batches;
+      t.final_loop_state_.reset();
       t.callback_metrics_.clear();
       t.logged_metrics_.clear();
       for (auto& store : t.metrics_) store.clear();
       std::optional<StateDict> loop_state;
-      if (!ckpt_path.empty()) loop_state = t.restore(ckpt_path, *module, *train);
+      if (!ckpt_path.empty()) {
+        loop_state = t.restore(ckpt_path, *module, *train);
+        resumed_at = t.loop_point_;
+        auto in_epoch = loop_state->find("in_epoch");
+        resuming_mid_epoch = in_epoch != loop_state->end() && in_epoch->second == StateValue{std::int64_t{1}};
+      }
 
       BatchLimit train_limit = o.overfit_batches().is_set() ? o.overfit_batches() : o.limit_train_batches();
       if (o.fast_dev_run() > 0) train_limit = BatchLimit(o.fast_dev_run());
@@ -6593,7 +7106,7 @@ class Trainer {
         }
       }
       t.template call_hook<detail::tags::on_train_start>(*module);
-      if (!t.num_training_batches_ || *t.num_training_batches_ > 0) {
+      if ((!t.num_training_batches_ || *t.num_training_batches_ > 0) && !finished_before(loop_state)) {
         auto engine = make_engine<Batch>(
             [this](EngineCore& core, Batch&) {
               return trainer->profiled(profiler_actions::run_training_batch,
@@ -6601,17 +7114,42 @@ class Trainer {
             },
             detail::EngineEventsTo<FitContext>{this});
         check_callback_engine_hooks<decltype(engine)>();
-        t.train_engine_ = &engine;
+        // Checkpoints read the loop's state from the Engine while it runs, from a copy once it is gone.
+        struct Running {
+          Trainer& t;
+          EngineCore& engine;
+          Running(Trainer& trainer, EngineCore& e) : t(trainer), engine(e) { t.train_engine_ = &e; }
+          ~Running() {
+            t.final_loop_state_ = engine.state.state_dict();
+            t.train_engine_ = nullptr;
+          }
+        } running{t, engine};
         if (loop_state) engine.state.load_state_dict(*loop_state);
         RunOptions run;
-        const auto epochs = o.effective_max_epochs();
-        run.max_epochs(epochs ? static_cast<std::uint64_t>(*epochs) : std::numeric_limits<std::uint64_t>::max());
+        run.max_epochs(max_epochs_to_run());
         if (t.num_training_batches_) run.epoch_length(static_cast<std::uint64_t>(*t.num_training_batches_));
         run.restart_data_each_epoch(true);
         engine.run(train->get(), run);
       }
+      t.loop_point_ = LoopPoint::training_done;
       t.template call_hook<detail::tags::on_train_end>(*module);
       t.template call_hook<detail::tags::on_fit_end>(*module);
+    }
+
+    std::uint64_t max_epochs_to_run() const {
+      const auto epochs = trainer->options_.effective_max_epochs();
+      return epochs ? static_cast<std::uint64_t>(*epochs) : std::numeric_limits<std::uint64_t>::max();
+    }
+    // A checkpoint written after training ended resumes only to go further: more epochs or more steps.
+    bool finished_before(const std::optional<StateDict>& loop_state) const {
+      if (!loop_state || resumed_at != LoopPoint::training_done) return false;
+      const Trainer& t = *trainer;
+      const TrainerOptions& o = t.options_;
+      if (o.max_steps() > 0 && t.global_step_ >= o.max_steps()) return true;
+      if (t.should_stop_ && minimums_reached()) return true;
+      auto epoch = loop_state->find("epoch");
+      return epoch != loop_state->end() && std::holds_alternative<std::int64_t>(epoch->second) &&
+             static_cast<std::uint64_t>(std::get<std::int64_t>(epoch->second)) >= max_epochs_to_run();
     }
 
     template <class Engine>
@@ -6638,16 +7176,20 @@ class Trainer {
     // The training Engine's events: callbacks' Engine hooks first, then the Trainer's own work.
     template <Event E, class Engine>
     void engine_event(Engine& engine) {
-      std::apply([&](auto&... cb) { (call_engine_hook<E>(detail::unwrap(cb), engine), ...); }, trainer->callbacks_);
+      auto hook = [&](auto& callback) { call_engine_hook<E>(callback, engine); };
+      trainer->template for_each_callback_in<detail::CallbackGroup::plain>(hook);
+      trainer->template for_each_callback_in<detail::CallbackGroup::monitoring>(hook);
+      trainer->template for_each_callback_in<detail::CallbackGroup::checkpointing>(hook);
       if constexpr (E == Event::get_batch_started)
         if (trainer->profiling_) fetch_started = Profiler::Clock::now();
       if constexpr (E == Event::get_batch_completed)
         if (trainer->profiling_)
           trainer->profiler_.record(profiler_actions::get_train_batch, Profiler::Clock::now() - fetch_started);
+      if constexpr (E == Event::started) resume_between_epochs(engine);
       if constexpr (E == Event::epoch_started) epoch_started(engine);
       if constexpr (E == Event::iteration_started) iteration_started(engine);
       if constexpr (E == Event::iteration_completed) iteration_completed(engine);
-      if constexpr (E == Event::epoch_completed) epoch_completed(engine);
+      if constexpr (E == Event::epoch_completed) finish_epoch(engine, LoopPoint::in_batch);
     }
     template <Event E, class C, class Engine>
     static void call_engine_hook(C& callback, Engine& engine) {
@@ -6659,40 +7201,74 @@ class Trainer {
       }
     }
 
+    // A checkpoint written during an epoch's end: what was left of it runs before the next epoch.
+    template <class Engine>
+    void resume_between_epochs(Engine& engine) {
+      if (!resumed_at || resuming_mid_epoch) return;
+      const LoopPoint point = *resumed_at;
+      resumed_at.reset();
+      if (point == LoopPoint::epoch_validation || point == LoopPoint::epoch_hooks || point == LoopPoint::epoch_rest)
+        finish_epoch(engine, point);
+      trainer->loop_point_ = LoopPoint::between_batches;
+    }
+
     template <class Engine>
     void epoch_started(Engine& engine) {
       Trainer& t = *trainer;
       t.current_epoch_ = static_cast<std::int64_t>(engine.state.epoch) - 1;
       t.runtime_.current_epoch = t.current_epoch_;
       module->train();
-      t.metrics_[index(Stage::train)].start_epoch();
-      skip_rest_of_epoch = false;
-      t.template call_hook<detail::tags::on_train_epoch_start>(*module);
+      if (!resuming_mid_epoch) {  // a resumed epoch keeps its running sums and skip flag from the checkpoint
+        t.metrics_[index(Stage::train)].start_epoch();
+        t.skip_rest_of_epoch_ = false;
+      }
+      t.template call_hook<detail::tags::on_train_epoch_start>(*module);  // again at a mid-epoch resume, as in Lightning
+      if (resuming_mid_epoch) {  // what was left of the batch the checkpoint was written at runs now
+        resuming_mid_epoch = false;
+        const LoopPoint point = resumed_at.value_or(LoopPoint::between_batches);
+        resumed_at.reset();
+        t.batch_idx_ = static_cast<std::int64_t>(engine.state.epoch_iteration) - 1;
+        if (point == LoopPoint::batch_end) {
+          finish_batch(engine);
+        } else if (point == LoopPoint::batch_validation) {
+          t.loop_point_ = LoopPoint::batch_validation;
+          validate_now(val_limit, false);
+        }
+        t.loop_point_ = LoopPoint::between_batches;
+      }
     }
 
     template <class Engine>
     void iteration_started(Engine& engine) {
       Trainer& t = *trainer;
+      t.loop_point_ = LoopPoint::in_batch;
       t.batch_idx_ = static_cast<std::int64_t>(engine.state.epoch_iteration) - 1;
       batch = t.transfer(*module, *engine.batch(), slot);
       auto result = t.template call_hook<detail::tags::on_train_batch_start>(*module, *batch, t.batch_idx_);
       if constexpr (std::is_convertible_v<decltype(result), int>) {
         if (static_cast<int>(result) == -1) {  // Lightning: -1 skips the rest of the epoch, this batch included
-          skip_rest_of_epoch = true;
+          t.skip_rest_of_epoch_ = true;
+          t.loop_point_ = LoopPoint::between_batches;
           engine.terminate_epoch();
         }
       }
     }
 
+    // After a batch's on_train_batch_end: the stop checks, then a mid-epoch validation when due.
     template <class Engine>
     void iteration_completed(Engine& engine) {
+      finish_batch(engine);
+      trainer->loop_point_ = LoopPoint::between_batches;
+    }
+    template <class Engine>
+    void finish_batch(Engine& engine) {
       Trainer& t = *trainer;
       const TrainerOptions& o = t.options_;
       if (t.terminate_requested_) return engine.terminate();
       if (o.max_steps() > 0 && t.global_step_ >= o.max_steps()) stop_at_epoch_end(engine);
       if (o.max_time().count() > 0 && Clock::now() - start >= o.max_time()) stop_at_epoch_end(engine);
       if (t.should_stop_ && minimums_reached()) stop_at_epoch_end(engine);
-      if (stop_after_epoch || !has_val || !validation_due_this_epoch()) return;
+      if (t.stop_after_epoch_ || !has_val || !validation_due_this_epoch()) return;
       const bool last = engine.state.epoch_length && engine.state.epoch_iteration >= *engine.state.epoch_length;
       bool validate = false;
       if (o.val_check_steps()) {
@@ -6702,45 +7278,61 @@ class Trainer {
             1, static_cast<std::int64_t>(static_cast<double>(*engine.state.epoch_length) * o.val_check_fraction()));
         validate = (t.batch_idx_ + 1) % every == 0;
       }
-      if (validate) validate_now(val_limit, false);
+      if (validate) {
+        t.loop_point_ = LoopPoint::batch_validation;
+        validate_now(val_limit, false);
+      }
     }
 
     template <class Engine>
     void stop_at_epoch_end(Engine& engine) {
-      stop_after_epoch = true;
+      trainer->stop_after_epoch_ = true;
       engine.terminate_epoch();
     }
 
+    // The epoch's end, from the start (`from` = in_batch) or from where a checkpoint was written.
     template <class Engine>
-    void epoch_completed(Engine& engine) {
+    void finish_epoch(Engine& engine, LoopPoint from) {
       Trainer& t = *trainer;
       const TrainerOptions& o = t.options_;
-      if (!t.num_training_batches_ && engine.state.epoch_length)  // unsized data: the first pass told its length
-        t.num_training_batches_ = static_cast<std::int64_t>(*engine.state.epoch_length);
-      if (t.batches_since_step_ > 0 && module->automatic_optimization()) {  // the epoch ended inside a window
-        for (const auto& config : t.optimizers_) t.step_optimizer(*module, *config.optimizer());
-        t.count_optimizer_step();
+      if (from == LoopPoint::in_batch) {
+        if (!t.num_training_batches_ && engine.state.epoch_length)  // unsized data: the first pass told its length
+          t.num_training_batches_ = static_cast<std::int64_t>(*engine.state.epoch_length);
+        if (t.batches_since_step_ > 0 && module->automatic_optimization()) {  // the epoch ended inside a window
+          for (const auto& config : t.optimizers_) t.step_optimizer(*module, *config.optimizer());
+          t.count_optimizer_step();
+        }
       }
-      if (!o.val_check_steps() && validation_due_this_epoch() && !skip_rest_of_epoch) validate_now(val_limit, false);
-
-      // on_train_epoch_end: callbacks, the module, the epoch's train values, then the monitoring callbacks.
-      auto callbacks_where = [&](auto monitoring) {
-        t.for_each_callback([&](auto& callback) {
-          if constexpr (detail::is_monitoring_callback<std::decay_t<decltype(callback)>>() ==
-                        std::decay_t<decltype(monitoring)>::value)
-            t.template call_callback<detail::tags::on_train_epoch_end>(callback, *module);
-        });
-      };
-      callbacks_where(std::false_type{});
-      t.template call_module<detail::tags::on_train_epoch_end>(*module);
-      t.publish_epoch_values(t.metrics_[index(Stage::train)]);
-      callbacks_where(std::true_type{});
+      if (from == LoopPoint::in_batch || from == LoopPoint::epoch_validation) {
+        if (!o.val_check_steps() && validation_due_this_epoch() && !t.skip_rest_of_epoch_) {
+          t.loop_point_ = LoopPoint::epoch_validation;  // its on_validation_end moves on to epoch_hooks
+          validate_now(val_limit, false);
+        }
+        from = LoopPoint::epoch_hooks;
+      }
+      if (from == LoopPoint::epoch_hooks) {
+        // on_train_epoch_end: callbacks, the module, the epoch's train values, the monitoring callbacks; then the
+        // checkpointing callbacks, whose checkpoints resume with what follows.
+        t.loop_point_ = LoopPoint::epoch_hooks;
+        t.template for_each_callback_in<detail::CallbackGroup::plain>(
+            [&](auto& callback) { t.template call_callback<detail::tags::on_train_epoch_end>(callback, *module); });
+        if (t.builtin_progress_bar_) t.template call_callback<detail::tags::on_train_epoch_end>(t.progress_bar_, *module);
+        if (t.builtin_model_summary_) t.template call_callback<detail::tags::on_train_epoch_end>(t.model_summary_, *module);
+        t.template call_module<detail::tags::on_train_epoch_end>(*module);
+        t.publish_epoch_values(t.metrics_[index(Stage::train)]);
+        t.template for_each_callback_in<detail::CallbackGroup::monitoring>(
+            [&](auto& callback) { t.template call_callback<detail::tags::on_train_epoch_end>(callback, *module); });
+        t.loop_point_ = LoopPoint::epoch_rest;
+        t.template for_each_callback_in<detail::CallbackGroup::checkpointing>(
+            [&](auto& callback) { t.template call_callback<detail::tags::on_train_epoch_end>(callback, *module); });
+      }
       t.write_logs();
       t.step_schedulers(Interval::epoch, t.current_epoch_ + 1);
-      if (t.should_stop_ && minimums_reached()) stop_after_epoch = true;
-      if (stop_after_epoch) engine.terminate();
+      if (t.should_stop_ && minimums_reached()) t.stop_after_epoch_ = true;
+      if (t.stop_after_epoch_) engine.terminate();
       t.current_epoch_ = static_cast<std::int64_t>(engine.state.epoch);  // epochs run, as Lightning reports after fit
       t.runtime_.current_epoch = t.current_epoch_;
+      t.loop_point_ = LoopPoint::between_batches;
     }
   };
 
@@ -6766,7 +7358,11 @@ class Trainer {
   detail::ModuleRuntime runtime_;
   // While fitting: the training Engine, how to save, and the training data's position (when it has one).
   EngineCore* train_engine_ = nullptr;
-  std::function<void(const std::string&, bool)> save_;
+  std::optional<StateDict> final_loop_state_;  // the training Engine's state once it is gone (after training)
+  LoopPoint loop_point_ = LoopPoint::between_batches;
+  bool stop_after_epoch_ = false;    // a stop condition was met: the epoch ends, then the fit
+  bool skip_rest_of_epoch_ = false;  // on_train_batch_start returned -1
+  std::function<bool(const std::string&, bool)> save_;
   std::function<StateDict()> train_data_state_;
   std::int64_t accumulate_grad_batches_ = 1;
   std::map<std::string, torch::Tensor> pending_log_;  // logged values waiting for the next record to the loggers
@@ -6787,6 +7383,7 @@ TRAINLOOP_DETAIL_END
 #include <limits>
 #include <optional>
 #include <string>
+#include <type_traits>
 
 TRAINLOOP_DETAIL_BEGIN
 
@@ -6914,19 +7511,35 @@ class EarlyStopping {
 };
 
 /// Stops the run when the step's output (the loss, for the Trainer: a tensor, a struct with `loss`, or a map with
-/// "loss") holds a NaN or an infinity, with a message naming the iteration and the value. One Engine hook serves
-/// both faces: the Trainer forwards its training Engine's events to its callbacks. It reads the value on the host
-/// every iteration: a sync per step, which is what asking for it costs.
+/// "loss") holds a NaN or an infinity, with a message naming the iteration and the value. In a Trainer it checks in
+/// on_train_batch_end and calls terminate(), before any checkpointing callback of that batch, so no checkpoint holds
+/// the diverged weights; in an Engine, at iteration_completed. It reads the value on the host every iteration: a
+/// sync per step, which is what asking for it costs.
 class TerminateOnNan {
  public:
+  template <class T, class M, class O, class B>
+  void on_train_batch_end(T& trainer, M&, const O& output, B&, std::int64_t batch_idx) {
+    checked_by_trainer_ = true;
+    if constexpr (std::is_same_v<O, torch::Tensor> || detail::is_detected_v<detail::loss_member_t, O> ||
+                  detail::is_map<O>::value) {
+      const torch::Tensor bad = first_non_finite(detail::loss_of(output));
+      if (!bad.defined()) return;
+      stop("the loss of epoch " + std::to_string(trainer.current_epoch()) + ", batch " + std::to_string(batch_idx) +
+           " (global step " + std::to_string(trainer.global_step()) + ") is " + c10::str(bad.template item<double>()));
+      trainer.terminate();
+    }
+  }
   template <class E>
   void on_iteration_completed(E& engine) {
+    if (checked_by_trainer_) {  // the Trainer forwards its Engine's events too: checked already
+      checked_by_trainer_ = false;
+      return;
+    }
     const torch::Tensor bad = first_non_finite(detail::loss_of(engine.output()));
     if (!bad.defined()) return;
-    message_ = "trainloop: TerminateOnNan: the output of iteration " + std::to_string(engine.state.iteration) +
-               " (epoch " + std::to_string(engine.state.epoch) + ", its batch " +
-               std::to_string(engine.state.epoch_iteration) + ") is " + c10::str(bad.item<double>()) + "; stopping";
-    std::fprintf(stderr, "%s\n", message_.c_str());
+    stop("the output of iteration " + std::to_string(engine.state.iteration) + " (epoch " +
+         std::to_string(engine.state.epoch) + ", its batch " + std::to_string(engine.state.epoch_iteration) + ") is " +
+         c10::str(bad.item<double>()));
     engine.terminate();
   }
   bool triggered() const { return !message_.empty(); }
@@ -6939,7 +7552,12 @@ class TerminateOnNan {
     if (finite.all().item<bool>()) return {};
     return value.detach().reshape({-1}).index({finite.reshape({-1}).logical_not()}).slice(0, 0, 1);
   }
+  void stop(const std::string& what) {
+    message_ = "trainloop: TerminateOnNan: " + what + "; stopping";
+    std::fprintf(stderr, "%s\n", message_.c_str());
+  }
   std::string message_;
+  bool checked_by_trainer_ = false;
 };
 
 TRAINLOOP_DETAIL_END
@@ -6947,8 +7565,10 @@ TRAINLOOP_DETAIL_END
 // ---- begin parts/torch/callbacks/model_checkpoint.hpp ----
 // trainloop: ModelCheckpoint. Saves the Trainer's checkpoints every N training steps, every N epochs or every so
 // often, keeps the top k by a monitored metric (or the latest), and a last.ckpt; `fit(..., "last" | "best")` resumes
-// from them.
+// from them, in the same process or, after a crash, from what is on disk. It runs after every other callback and the
+// module (a checkpointing callback), so its checkpoints hold what they did for that step.
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <algorithm>
@@ -6962,7 +7582,7 @@ TRAINLOOP_DETAIL_BEGIN
 
 class ModelCheckpoint {
  public:
-  static constexpr bool trainloop_monitoring_callback = true;  // sees the epoch's values, after the module's hook
+  static constexpr bool trainloop_checkpointing_callback = true;  // last: after the module and the other callbacks
   using Mode = MonitorMode;
   struct Options {
     std::string dirpath = "checkpoints";
@@ -7012,6 +7632,38 @@ class ModelCheckpoint {
   void on_train_epoch_end(T& trainer, M&) {
     if (options_.every_n_train_steps > 0 || options_.train_time_interval.count() > 0 || options_.every_n_epochs == 0) return;
     if ((trainer.current_epoch() + 1) % options_.every_n_epochs == 0) save(trainer);
+  }
+
+  const std::string& dirpath() const { return options_.dirpath; }
+  /// The checkpoint `fit(..., "last" | "best")` resumes from, or "" when there is none: what this ModelCheckpoint
+  /// wrote in this process, else what its folder holds (after a crash): last.ckpt or the newest .ckpt for "last",
+  /// and for "best" the best path recorded in that newest checkpoint.
+  std::string find_checkpoint(const std::string& which) const {
+    namespace fs = std::filesystem;
+    std::error_code error;
+    const std::string& known = which == "best" ? best_path_ : last_path_;
+    if (!known.empty() && fs::exists(known, error)) return known;
+    std::string newest;
+    const std::string last = options_.dirpath + "/last.ckpt";
+    if (fs::exists(last, error)) {
+      newest = last;
+    } else {
+      fs::file_time_type newest_time{};
+      for (fs::directory_iterator it(options_.dirpath, error), end; !error && it != end; it.increment(error)) {
+        if (it->path().extension() != ".ckpt" || !it->is_regular_file(error)) continue;
+        const auto time = it->last_write_time(error);
+        if (!error && (newest.empty() || time > newest_time)) newest = it->path().string(), newest_time = time;
+      }
+    }
+    if (which != "best" || newest.empty()) return newest;
+    for (const auto& [key, state] : read_checkpoint_states(newest)) {
+      if (key.rfind("callback/trainloop::ModelCheckpoint", 0) != 0) continue;
+      auto best = state.find("best_model_path");
+      if (best == state.end() || !std::holds_alternative<std::string>(best->second)) continue;
+      const std::string& path = std::get<std::string>(best->second);
+      if (!path.empty() && fs::exists(path, error)) return path;
+    }
+    return "";
   }
 
   const std::string& best_model_path() const { return best_path_; }
@@ -7089,17 +7741,43 @@ class ModelCheckpoint {
       if (it == values.end())
         throw std::runtime_error("trainloop: ModelCheckpoint monitors '" + options_.monitor + "', which was not logged");
       score = it->second;
+      if (std::isnan(score))  // a NaN ranks worst, as in Lightning
+        score = options_.mode == Mode::min ? std::numeric_limits<double>::infinity() : -std::numeric_limits<double>::infinity();
     }
     if (options_.save_top_k != 0 && keeps(score)) {
+      // The kept set (and best path) is updated before the write, so the file records itself among them; it is put
+      // back if the write fails or is skipped, and the dropped files are deleted only once the new one is written.
       const std::string path = options_.dirpath + "/" + format_filename(options_.filename, values) + ".ckpt";
-      trainer.save_checkpoint(path, options_.save_weights_only);
+      const auto kept_before = kept_;
       kept_.erase(std::remove_if(kept_.begin(), kept_.end(), [&](const auto& k) { return k.first == path; }), kept_.end());
       kept_.emplace_back(path, score);
-      prune();
+      const std::vector<std::string> dropped = drop_beyond_top_k();
+      bool written = false;
+      try {
+        written = trainer.save_checkpoint(path, options_.save_weights_only);
+      } catch (...) {
+        kept_ = kept_before;
+        update_best();
+        throw;
+      }
+      if (!written) {
+        kept_ = kept_before;
+        update_best();
+        return;
+      }
+      for (const auto& file : dropped)
+        if (file != path) std::filesystem::remove(file);
     }
     if (options_.save_last) {
-      last_path_ = options_.dirpath + "/last.ckpt";
-      trainer.save_checkpoint(last_path_, options_.save_weights_only);
+      const std::string last = options_.dirpath + "/last.ckpt";
+      const std::string last_before = last_path_;
+      last_path_ = last;
+      try {
+        if (!trainer.save_checkpoint(last, options_.save_weights_only)) last_path_ = last_before;
+      } catch (...) {
+        last_path_ = last_before;
+        throw;
+      }
     }
   }
   bool better(double a, double b) const { return options_.mode == Mode::min ? a < b : a > b; }
@@ -7111,16 +7789,22 @@ class ModelCheckpoint {
       if (better(score, s)) return true;
     return false;
   }
-  // Drops the worst (without a monitor: the oldest) beyond save_top_k, deleting its file, and updates the best.
-  void prune() {
+  // Takes the worst (without a monitor: the oldest) beyond save_top_k out of the kept set, returning their files,
+  // and updates the best.
+  std::vector<std::string> drop_beyond_top_k() {
+    std::vector<std::string> dropped;
     while (options_.save_top_k > 0 && static_cast<std::int64_t>(kept_.size()) > options_.save_top_k) {
       auto worst = kept_.begin();  // in saving order: the oldest first
       if (!options_.monitor.empty())
         for (auto it = kept_.begin(); it != kept_.end(); ++it)
           if (better(worst->second, it->second)) worst = it;
-      std::filesystem::remove(worst->first);
+      dropped.push_back(worst->first);
       kept_.erase(worst);
     }
+    update_best();
+    return dropped;
+  }
+  void update_best() {
     best_path_.clear();
     best_score_.reset();
     for (const auto& [path, score] : kept_)
@@ -7155,6 +7839,7 @@ inline void request_preemption(int) { preemption_requested = 1; }  // async-sign
 
 class Preemption {
  public:
+  static constexpr bool trainloop_checkpointing_callback = true;  // saves after every other hook of the step
   struct Options {
     std::vector<int> signals{SIGTERM, SIGUSR1};
     std::string path = "preempted.ckpt";  ///< where the checkpoint goes

@@ -161,7 +161,63 @@ class MetricStore {
   }
   const std::map<std::string, Entry>& entries() const { return entries_; }
 
+  /// The epoch's running sums, for checkpoints: a fit resumed mid-epoch reports the epoch's values over all its
+  /// batches. (A logged Metric object keeps its own state: checkpoint it with the module.) epoch_state() holds how
+  /// each sum is kept and reduced, epoch_sums() the tensors.
+  StateDict epoch_state() const {
+    StateDict state;
+    for_each_epoch_sum([&](const std::string& name, const Entry& e) {
+      state[name + "/flags"] = std::int64_t{(e.on_step ? 1 : 0) | (e.on_epoch ? 2 : 0) | (e.prog_bar ? 4 : 0) |
+                                            (e.logger ? 8 : 0) | (e.sync_dist ? 16 : 0)};
+      state[name + "/reduce"] = static_cast<std::int64_t>(e.reduce);
+      state[name + "/weight"] = e.weight;
+    });
+    return state;
+  }
+  std::map<std::string, torch::Tensor> epoch_sums() const {
+    std::map<std::string, torch::Tensor> sums;
+    for_each_epoch_sum([&](const std::string& name, const Entry& e) { sums[name] = e.accumulated; });
+    return sums;
+  }
+  void load_epoch_state(const StateDict& state, const std::map<std::string, torch::Tensor>& sums,
+                        const std::string& source) {
+    auto read = [&](const std::string& key, auto type) {
+      using T = decltype(type);
+      auto it = state.find(key);
+      if (it == state.end() || !std::holds_alternative<T>(it->second))
+        throw std::runtime_error("trainloop: checkpoint '" + source + "': key 'trainer/train_epoch_sums/" + key +
+                                 "' is missing or of the wrong type");
+      return std::get<T>(it->second);
+    };
+    std::map<std::string, Entry> loaded;
+    for (const auto& [name, sum] : sums) {
+      Entry& e = loaded[name];
+      const std::int64_t flags = read(name + "/flags", std::int64_t{});
+      e.on_step = flags & 1;
+      e.on_epoch = flags & 2;
+      e.prog_bar = flags & 4;
+      e.logger = flags & 8;
+      e.sync_dist = flags & 16;
+      const std::int64_t reduce = read(name + "/reduce", std::int64_t{});
+      if (reduce < 0 || reduce > static_cast<std::int64_t>(Reduce::min))
+        throw std::runtime_error("trainloop: checkpoint '" + source + "': key 'trainer/train_epoch_sums/" + name +
+                                 "/reduce' is " + std::to_string(reduce) + ", not a Reduce");
+      e.reduce = static_cast<Reduce>(reduce);
+      e.weight = read(name + "/weight", double{});
+      e.accumulated = sum;
+      e.logged_this_epoch = true;
+    }
+    entries_ = std::move(loaded);
+    pending_steps_.clear();
+  }
+
  private:
+  template <class F>
+  void for_each_epoch_sum(F&& f) const {
+    for (const auto& [name, e] : entries_)
+      if (e.on_epoch && e.logged_this_epoch && e.accumulated.defined() && !e.metric_compute) f(name, e);
+  }
+
   std::map<std::string, Entry> entries_;
   std::vector<std::string> pending_steps_;
 };

@@ -56,14 +56,26 @@ torch::Tensor loss_of(const Out& out) {
   }
 }
 
-// Callbacks marked `static constexpr bool trainloop_monitoring_callback = true` (checkpointing, early stopping) run
-// after the module's on_train_epoch_end, so they see what it logged, as in Lightning.
+// Where a callback runs among the others for each hook (see the README's hook order):
+//  - plain callbacks, in the order of the pack, then the built-in progress bar and model summary;
+//  - monitoring callbacks (`static constexpr bool trainloop_monitoring_callback = true`: early stopping), whose
+//    on_train_epoch_end runs after the module's, once the epoch's values are published, as in Lightning;
+//  - checkpointing callbacks (`static constexpr bool trainloop_checkpointing_callback = true`: ModelCheckpoint,
+//    Preemption) last of all, after the module too, so a checkpoint holds what every other hook of that event did.
+enum class CallbackGroup { plain, monitoring, checkpointing };
 template <class C>
 using monitoring_marker_t = decltype(C::trainloop_monitoring_callback);
 template <class C>
-constexpr bool is_monitoring_callback() {
-  if constexpr (is_detected_v<monitoring_marker_t, C>) return C::trainloop_monitoring_callback;
-  else return false;
+using checkpointing_marker_t = decltype(C::trainloop_checkpointing_callback);
+template <class C>
+constexpr CallbackGroup callback_group() {
+  if constexpr (is_detected_v<checkpointing_marker_t, C>) {
+    if constexpr (C::trainloop_checkpointing_callback) return CallbackGroup::checkpointing;
+  }
+  if constexpr (is_detected_v<monitoring_marker_t, C>) {
+    if constexpr (C::trainloop_monitoring_callback) return CallbackGroup::monitoring;
+  }
+  return CallbackGroup::plain;
 }
 
 // Forwards an Engine's events to an owner's `engine_event<E>(engine)`.
@@ -222,12 +234,16 @@ class Trainer {
     return detail::unwrap(std::get<C>(callbacks_));
   }
 
-  /// Writes a checkpoint of the fit in progress (callbacks call this, ModelCheckpoint among them): the model, the
-  /// optimizers, the loop's counters, the schedulers', callbacks' and training data's states, the RNG. Atomic; see
-  /// save_checkpoint. With weights_only, the model's parameters and buffers alone.
-  void save_checkpoint(const std::string& path, bool weights_only = false) {
-    if (!save_) throw std::logic_error("trainloop: Trainer::save_checkpoint(\"" + path + "\") needs a fit in progress");
-    save_(path, weights_only);
+  /// Writes a checkpoint of the fit in progress, or of the last fit after it returned (the module must still be
+  /// alive; resuming it with a larger max_epochs continues exactly): the model, the optimizers, the loop's counters
+  /// and where in the loop it stands, the schedulers', callbacks' and training data's states, the values callbacks
+  /// monitor, the RNG. Atomic; see save_checkpoint. With weights_only, the model's parameters and buffers alone.
+  /// A model holding NaN or inf is refused (NonFiniteStateError), except while the fit is terminating (TerminateOnNan),
+  /// when the save is skipped: a diverged run never replaces a good checkpoint.
+  /// Returns whether the file was written (false: skipped, see above).
+  bool save_checkpoint(const std::string& path, bool weights_only = false) {
+    if (!save_) throw std::logic_error("trainloop: Trainer::save_checkpoint(\"" + path + "\") needs a fit in progress or done");
+    return save_(path, weights_only);
   }
 
   // --- entry points ------------------------------------------------------------------------------------------------
@@ -256,24 +272,41 @@ class Trainer {
     fitting_ = true;
     struct Done {
       Trainer& t;
+      bool completed = false;
       ~Done() {
         t.fitting_ = false;
         t.train_engine_ = nullptr;
-        t.save_ = nullptr;
-        t.train_data_state_ = nullptr;
+        if (!completed) {  // a failed fit cannot be saved afterwards
+          t.save_ = nullptr;
+          t.train_data_state_ = nullptr;
+        }
       }
     } done{*this};
     save_ = [this, &module](const std::string& path, bool weights_only) {
-      if (weights_only) return trainloop::save_weights(path, module);
-      std::vector<std::shared_ptr<torch::optim::Optimizer>> optimizers;
-      for (const auto& config : optimizers_) optimizers.push_back(config.optimizer());
-      auto states = checkpoint_states();
-      if (!module.hparams().empty()) states["hparams"] = module.hparams();
-      trainloop::save_checkpoint(path, module, optimizers, states, true, checkpoint_tensor_states());
+      try {
+        if (weights_only) {
+          trainloop::save_weights(path, module);
+          return true;
+        }
+        std::vector<std::shared_ptr<torch::optim::Optimizer>> optimizers;
+        for (const auto& config : optimizers_) optimizers.push_back(config.optimizer());
+        auto states = checkpoint_states();
+        if (!module.hparams().empty()) states["hparams"] = module.hparams();
+        trainloop::save_checkpoint(path, module, optimizers, states, true, checkpoint_tensor_states());
+        return true;
+      } catch (const NonFiniteStateError& error) {
+        if (!terminate_requested_) throw;  // a diverged fit fails, its last finite checkpoint intact
+        std::fprintf(stderr, "%s; the fit is stopping, so this checkpoint is skipped\n", error.what());
+        return false;
+      }
     };
+    train_data_state_ = nullptr;
     if constexpr (detail::is_detected_v<detail::state_dict_t, std::remove_reference_t<decltype(train.get())>>)
       train_data_state_ = [&train] { return train.get().state_dict(); };
     run_stage(module, Stage::train, "fit", [&] { fit.run(); });
+    // save_checkpoint keeps working after fit (the module must still be alive): the data's position as fit left it.
+    if (train_data_state_) train_data_state_ = [state = train_data_state_()] { return state; };
+    done.completed = true;
   }
 
   /// Runs validation_step over `data` once; returns the epoch metrics logged (read to the host).
@@ -332,6 +365,19 @@ class Trainer {
 
   static constexpr std::size_t index(Stage s) { return static_cast<std::size_t>(s); }
 
+  // Where in the loop a fit stands. Checkpoints record it, and a resumed fit first does what was left at that point,
+  // so it ends where the uninterrupted fit would (README: "what resumes exactly").
+  enum class LoopPoint : std::int64_t {
+    in_batch = 0,          // inside a training batch, before on_train_batch_end: not an exact resume point
+    batch_end = 1,         // on_train_batch_end: the batch's stop checks and validation are still to come
+    batch_validation = 2,  // inside that validation, before its on_validation_end: it runs again
+    between_batches = 3,   // nothing left of the batch (or of the epoch)
+    epoch_validation = 4,  // inside the epoch-end validation, before its on_validation_end: it runs again
+    epoch_hooks = 5,       // on_validation_end of the epoch-end validation: on_train_epoch_end and the rest to come
+    epoch_rest = 6,        // checkpointing callbacks' on_train_epoch_end: the epoch's schedulers and stop to come
+    training_done = 7,     // on_train_end, on_fit_end, after fit
+  };
+
   template <class C>
   static constexpr bool has_callback_type() {
     return (std::is_same_v<detail::unwrap_reference_t<Callbacks>, C> || ... || false);
@@ -347,11 +393,29 @@ class Trainer {
 
   // --- hook dispatch: callbacks in order (then the built-in ones), then the module ---------------------------------
 
+  // Every callback, in hook order: plain ones (then the built-ins), monitoring ones, checkpointing ones.
   template <class F>
   void for_each_callback(F&& f) {
-    std::apply([&](auto&... cb) { (f(detail::unwrap(cb)), ...); }, callbacks_);
+    for_each_callback_before_module(f);
+    for_each_callback_in<detail::CallbackGroup::checkpointing>(f);
+  }
+  template <class F>
+  void for_each_callback_before_module(F&& f) {
+    for_each_callback_in<detail::CallbackGroup::plain>(f);
     if (builtin_progress_bar_) f(progress_bar_);
     if (builtin_model_summary_) f(model_summary_);
+    for_each_callback_in<detail::CallbackGroup::monitoring>(f);
+  }
+  template <detail::CallbackGroup G, class F>
+  void for_each_callback_in(F&& f) {
+    std::apply(
+        [&](auto&... cb) {
+          [[maybe_unused]] auto visit = [&](auto& callback) {
+            if constexpr (detail::callback_group<std::decay_t<decltype(callback)>>() == G) f(callback);
+          };
+          (visit(detail::unwrap(cb)), ...);
+        },
+        callbacks_);
   }
   template <class Tag, class C, class Module, class... Args>
   void call_callback(C& callback, Module& module, Args&... args) {
@@ -408,8 +472,10 @@ class Trainer {
 
   template <class Tag, class Module, class... Args>
   auto call_hook(Module& module, Args&&... args) {
-    for_each_callback([&](auto& cb) { call_callback<Tag>(cb, module, args...); });
-    return call_module<Tag>(module, args...);
+    for_each_callback_before_module([&](auto& cb) { call_callback<Tag>(cb, module, args...); });
+    auto result = call_module<Tag>(module, args...);
+    for_each_callback_in<detail::CallbackGroup::checkpointing>([&](auto& cb) { call_callback<Tag>(cb, module, args...); });
+    return result;
   }
 
   // --- setup shared by every entry point ---------------------------------------------------------------------------
@@ -496,18 +562,23 @@ class Trainer {
 
   // --- checkpoint state --------------------------------------------------------------------------------------------
 
-  // "last" and "best" name what a ModelCheckpoint in the pack wrote; anything else is a path.
+  // "last" and "best" name what a ModelCheckpoint in the pack wrote, in this process or (after a crash) on disk in
+  // its folder; anything else is a path.
   std::string resolve_ckpt_path(const std::string& ckpt_path) {
     if (ckpt_path != "last" && ckpt_path != "best") return ckpt_path;
-    std::string found;
+    std::string found, folders;
     for_each_callback([&](auto& callback) {
       using C = std::decay_t<decltype(callback)>;
-      if constexpr (detail::is_detected_v<detail::last_model_path_t, C>)
-        if (found.empty()) found = ckpt_path == "last" ? callback.last_model_path() : callback.best_model_path();
+      if constexpr (detail::is_detected_v<detail::last_model_path_t, C>) {
+        if (found.empty()) found = callback.find_checkpoint(ckpt_path);
+        folders += (folders.empty() ? "'" : ", '") + callback.dirpath() + "'";
+      }
     });
     if (found.empty())
-      throw std::invalid_argument("trainloop: fit(..., \"" + ckpt_path + "\"): no ModelCheckpoint in this Trainer has "
-                                  "written a " + ckpt_path + " checkpoint yet; give a path");
+      throw std::invalid_argument("trainloop: fit(..., \"" + ckpt_path + "\"): " +
+                                  (folders.empty() ? std::string("there is no ModelCheckpoint in this Trainer")
+                                                   : "no " + ckpt_path + " checkpoint in " + folders) +
+                                  "; give a path");
     return found;
   }
 
@@ -522,10 +593,18 @@ class Trainer {
   std::map<std::string, StateDict> checkpoint_states() {
     std::map<std::string, StateDict> states;
     if (train_engine_) states["loop"] = train_engine_->state.state_dict();
+    else if (final_loop_state_) states["loop"] = *final_loop_state_;
+    auto flag = [](bool b) { return std::int64_t{b ? 1 : 0}; };
     states["trainer"] = {{"global_step", global_step_},
                          {"total_batches", total_batches_},
                          {"batches_since_step", batches_since_step_},
-                         {"current_epoch", current_epoch_}};
+                         {"current_epoch", current_epoch_},
+                         {"accumulate_grad_batches", accumulate_grad_batches_},
+                         {"loop_point", static_cast<std::int64_t>(loop_point_)},
+                         {"should_stop", flag(should_stop_)},
+                         {"stop_after_epoch", flag(stop_after_epoch_)},
+                         {"skip_rest_of_epoch", flag(skip_rest_of_epoch_)}};
+    states["trainer/train_epoch_sums"] = metrics_[index(Stage::train)].epoch_state();
     if (train_data_state_) states["train_data"] = train_data_state_();
     for (std::size_t i = 0; i < optimizers_.size(); ++i)
       if (const auto& s = optimizers_[i].scheduler())
@@ -544,11 +623,24 @@ class Trainer {
   }
   std::map<std::string, TensorDict> checkpoint_tensor_states() {
     std::map<std::string, TensorDict> tensors;
+    // What callbacks monitor and the epoch's running sums: a resumed fit ranks, stops and reports as the first did.
+    tensors["trainer/callback_metrics"] = TensorDict(callback_metrics_.begin(), callback_metrics_.end());
+    tensors["trainer/train_epoch_sums"] = metrics_[index(Stage::train)].epoch_sums();
     for_each_callback([&](auto& callback) {
       using C = std::decay_t<decltype(callback)>;
       if constexpr (detail::is_detected_v<detail::tensor_state_t, C>) tensors[callback_key(callback)] = callback.tensor_state();
     });
     return tensors;
+  }
+
+  // A state's own load error (a missing key in a DataLoader's state) names the checkpoint and the state's key too.
+  template <class F>
+  static void restoring(const std::string& path, const std::string& key, F&& load) {
+    try {
+      load();
+    } catch (const std::exception& error) {
+      throw CheckpointError("trainloop: checkpoint '" + path + "': key '" + key + "': " + error.what());
+    }
   }
 
   // Restores what checkpoint_states() saved; the loop's state is returned for the training Engine.
@@ -561,44 +653,58 @@ class Trainer {
     auto need = [&](const std::string& key) -> const StateDict& {
       auto it = states.find(key);
       if (it == states.end())
-        throw std::runtime_error("trainloop: checkpoint '" + path + "': key '" + key + "' is missing (not written by fit?)");
+        throw CheckpointError("trainloop: checkpoint '" + path + "': key '" + key + "' is missing (not written by fit?)");
       return it->second;
     };
     const StateDict& counters = need("trainer");
     auto count = [&](const char* key) {
       auto it = counters.find(key);
       if (it == counters.end() || !std::holds_alternative<std::int64_t>(it->second))
-        throw std::runtime_error("trainloop: checkpoint '" + path + "': key 'trainer/" + key + "' is missing");
+        throw CheckpointError("trainloop: checkpoint '" + path + "': key 'trainer/" + key + "' is missing");
       return std::get<std::int64_t>(it->second);
     };
     global_step_ = count("global_step");
     total_batches_ = count("total_batches");
     batches_since_step_ = count("batches_since_step");
     current_epoch_ = count("current_epoch");
+    accumulate_grad_batches_ = count("accumulate_grad_batches");
+    const std::int64_t point = count("loop_point");
+    if (point < 0 || point > static_cast<std::int64_t>(LoopPoint::training_done))
+      throw CheckpointError("trainloop: checkpoint '" + path + "': key 'trainer/loop_point' is " + std::to_string(point) +
+                            ", not a point this trainloop knows");
+    loop_point_ = static_cast<LoopPoint>(point);
+    should_stop_ = count("should_stop") != 0;
+    stop_after_epoch_ = count("stop_after_epoch") != 0;
+    skip_rest_of_epoch_ = count("skip_rest_of_epoch") != 0;
+    auto metrics = tensors.find("trainer/callback_metrics");
+    if (metrics != tensors.end()) callback_metrics_.insert(metrics->second.begin(), metrics->second.end());
+    auto sums = tensors.find("trainer/train_epoch_sums");
+    metrics_[index(Stage::train)].load_epoch_state(need("trainer/train_epoch_sums"),
+                                                   sums != tensors.end() ? sums->second : TensorDict{}, path);
     runtime_.global_step = global_step_;
     runtime_.current_epoch = current_epoch_;
     for (std::size_t i = 0; i < optimizers_.size(); ++i)
       if (const auto& s = optimizers_[i].scheduler()) {
         auto it = states.find("scheduler/" + std::to_string(i));
-        if (it != states.end()) s->load_state_dict(it->second);
+        if (it != states.end()) restoring(path, it->first, [&] { s->load_state_dict(it->second); });
       }
     for_each_callback([&](auto& callback) {
       using C = std::decay_t<decltype(callback)>;
       if constexpr (detail::is_detected_v<detail::load_state_dict_t, C>) {
         auto it = states.find(callback_key(callback));
-        if (it != states.end()) callback.load_state_dict(it->second);
+        if (it != states.end()) restoring(path, it->first, [&] { callback.load_state_dict(it->second); });
       }
       if constexpr (detail::is_detected_v<detail::load_tensor_state_t, C>) {
         auto it = tensors.find(callback_key(callback));
         if (it == tensors.end())
           throw std::runtime_error("trainloop: checkpoint '" + path + "': key '" + callback_key(callback) +
                                    "' (tensors) is missing: it was written without this callback");
-        callback.load_tensor_state(it->second);
+        restoring(path, it->first + " (tensors)", [&] { callback.load_tensor_state(it->second); });
       }
     });
     if constexpr (detail::is_detected_v<detail::load_state_dict_t, std::remove_reference_t<decltype(train.get())>>) {
       auto it = states.find("train_data");
-      if (it != states.end()) train.get().load_state_dict(it->second);
+      if (it != states.end()) restoring(path, it->first, [&] { train.get().load_state_dict(it->second); });
     }
     return need("loop");
   }
@@ -832,8 +938,7 @@ class Trainer {
       profiled(hook_action<detail::tags::training_step, Module>("[LightningModule]"),
                [&] { module.training_step(batch, batch_idx); });
       const std::monostate out{};
-      call_hook<detail::tags::on_train_batch_end>(module, out, batch, batch_idx);
-      end_train_batch();
+      end_train_batch(module, out, batch, batch_idx);
       return out;
     } else {
       return train_batch_with_output(module, core, batch, batch_idx);
@@ -864,13 +969,17 @@ class Trainer {
         count_optimizer_step();
       }
     }
-    call_hook<detail::tags::on_train_batch_end>(module, out, batch, batch_idx);
-    end_train_batch();
+    end_train_batch(module, out, batch, batch_idx);
     return out;
   }
-  void end_train_batch() {
+  // The batch is counted and its step values published before on_train_batch_end, so callbacks (a checkpoint
+  // monitoring a step metric) see this batch's values, and a checkpoint written there holds the counted batch.
+  template <class Module, class Out, class Batch>
+  void end_train_batch(Module& module, const Out& out, Batch& batch, std::int64_t batch_idx) {
     ++total_batches_;
     publish_step_values(metrics_[index(Stage::train)]);
+    loop_point_ = LoopPoint::batch_end;
+    call_hook<detail::tags::on_train_batch_end>(module, out, batch, batch_idx);
     write_logs();
   }
 
@@ -944,6 +1053,10 @@ class Trainer {
       publish_epoch_values(store);
       write_logs();
     }
+    if (!sanity && stage == Stage::validate && fitting_) {  // the validation's results are in: see LoopPoint
+      if (loop_point_ == LoopPoint::batch_validation) loop_point_ = LoopPoint::between_batches;
+      if (loop_point_ == LoopPoint::epoch_validation) loop_point_ = LoopPoint::epoch_hooks;
+    }
     detail::EvalHooks<StepTag>::end(*this, module);
     if (sanity) store.clear();
     return outputs;
@@ -966,9 +1079,10 @@ class Trainer {
     std::optional<std::int64_t> val_limit;
     Clock::time_point start;
     std::string ckpt_path;  // resume from this checkpoint when set
-    bool stop_after_epoch = false;
-    bool skip_rest_of_epoch = false;
     Profiler::Clock::time_point fetch_started;
+    // A resumed fit: where the checkpoint was written, and whether that was inside an epoch.
+    std::optional<LoopPoint> resumed_at;
+    bool resuming_mid_epoch = false;
 
     void run() {
       Trainer& t = *trainer;
@@ -983,11 +1097,20 @@ class Trainer {
       t.accumulate_grad_batches_ = o.accumulate_grad_batches();
       t.should_stop_ = false;
       t.terminate_requested_ = false;
+      t.stop_after_epoch_ = false;
+      t.skip_rest_of_epoch_ = false;
+      t.loop_point_ = LoopPoint::between_batches;
+      t.final_loop_state_.reset();
       t.callback_metrics_.clear();
       t.logged_metrics_.clear();
       for (auto& store : t.metrics_) store.clear();
       std::optional<StateDict> loop_state;
-      if (!ckpt_path.empty()) loop_state = t.restore(ckpt_path, *module, *train);
+      if (!ckpt_path.empty()) {
+        loop_state = t.restore(ckpt_path, *module, *train);
+        resumed_at = t.loop_point_;
+        auto in_epoch = loop_state->find("in_epoch");
+        resuming_mid_epoch = in_epoch != loop_state->end() && in_epoch->second == StateValue{std::int64_t{1}};
+      }
 
       BatchLimit train_limit = o.overfit_batches().is_set() ? o.overfit_batches() : o.limit_train_batches();
       if (o.fast_dev_run() > 0) train_limit = BatchLimit(o.fast_dev_run());
@@ -1013,7 +1136,7 @@ class Trainer {
         }
       }
       t.template call_hook<detail::tags::on_train_start>(*module);
-      if (!t.num_training_batches_ || *t.num_training_batches_ > 0) {
+      if ((!t.num_training_batches_ || *t.num_training_batches_ > 0) && !finished_before(loop_state)) {
         auto engine = make_engine<Batch>(
             [this](EngineCore& core, Batch&) {
               return trainer->profiled(profiler_actions::run_training_batch,
@@ -1021,17 +1144,42 @@ class Trainer {
             },
             detail::EngineEventsTo<FitContext>{this});
         check_callback_engine_hooks<decltype(engine)>();
-        t.train_engine_ = &engine;
+        // Checkpoints read the loop's state from the Engine while it runs, from a copy once it is gone.
+        struct Running {
+          Trainer& t;
+          EngineCore& engine;
+          Running(Trainer& trainer, EngineCore& e) : t(trainer), engine(e) { t.train_engine_ = &e; }
+          ~Running() {
+            t.final_loop_state_ = engine.state.state_dict();
+            t.train_engine_ = nullptr;
+          }
+        } running{t, engine};
         if (loop_state) engine.state.load_state_dict(*loop_state);
         RunOptions run;
-        const auto epochs = o.effective_max_epochs();
-        run.max_epochs(epochs ? static_cast<std::uint64_t>(*epochs) : std::numeric_limits<std::uint64_t>::max());
+        run.max_epochs(max_epochs_to_run());
         if (t.num_training_batches_) run.epoch_length(static_cast<std::uint64_t>(*t.num_training_batches_));
         run.restart_data_each_epoch(true);
         engine.run(train->get(), run);
       }
+      t.loop_point_ = LoopPoint::training_done;
       t.template call_hook<detail::tags::on_train_end>(*module);
       t.template call_hook<detail::tags::on_fit_end>(*module);
+    }
+
+    std::uint64_t max_epochs_to_run() const {
+      const auto epochs = trainer->options_.effective_max_epochs();
+      return epochs ? static_cast<std::uint64_t>(*epochs) : std::numeric_limits<std::uint64_t>::max();
+    }
+    // A checkpoint written after training ended resumes only to go further: more epochs or more steps.
+    bool finished_before(const std::optional<StateDict>& loop_state) const {
+      if (!loop_state || resumed_at != LoopPoint::training_done) return false;
+      const Trainer& t = *trainer;
+      const TrainerOptions& o = t.options_;
+      if (o.max_steps() > 0 && t.global_step_ >= o.max_steps()) return true;
+      if (t.should_stop_ && minimums_reached()) return true;
+      auto epoch = loop_state->find("epoch");
+      return epoch != loop_state->end() && std::holds_alternative<std::int64_t>(epoch->second) &&
+             static_cast<std::uint64_t>(std::get<std::int64_t>(epoch->second)) >= max_epochs_to_run();
     }
 
     template <class Engine>
@@ -1058,16 +1206,20 @@ class Trainer {
     // The training Engine's events: callbacks' Engine hooks first, then the Trainer's own work.
     template <Event E, class Engine>
     void engine_event(Engine& engine) {
-      std::apply([&](auto&... cb) { (call_engine_hook<E>(detail::unwrap(cb), engine), ...); }, trainer->callbacks_);
+      auto hook = [&](auto& callback) { call_engine_hook<E>(callback, engine); };
+      trainer->template for_each_callback_in<detail::CallbackGroup::plain>(hook);
+      trainer->template for_each_callback_in<detail::CallbackGroup::monitoring>(hook);
+      trainer->template for_each_callback_in<detail::CallbackGroup::checkpointing>(hook);
       if constexpr (E == Event::get_batch_started)
         if (trainer->profiling_) fetch_started = Profiler::Clock::now();
       if constexpr (E == Event::get_batch_completed)
         if (trainer->profiling_)
           trainer->profiler_.record(profiler_actions::get_train_batch, Profiler::Clock::now() - fetch_started);
+      if constexpr (E == Event::started) resume_between_epochs(engine);
       if constexpr (E == Event::epoch_started) epoch_started(engine);
       if constexpr (E == Event::iteration_started) iteration_started(engine);
       if constexpr (E == Event::iteration_completed) iteration_completed(engine);
-      if constexpr (E == Event::epoch_completed) epoch_completed(engine);
+      if constexpr (E == Event::epoch_completed) finish_epoch(engine, LoopPoint::in_batch);
     }
     template <Event E, class C, class Engine>
     static void call_engine_hook(C& callback, Engine& engine) {
@@ -1079,40 +1231,74 @@ class Trainer {
       }
     }
 
+    // A checkpoint written during an epoch's end: what was left of it runs before the next epoch.
+    template <class Engine>
+    void resume_between_epochs(Engine& engine) {
+      if (!resumed_at || resuming_mid_epoch) return;
+      const LoopPoint point = *resumed_at;
+      resumed_at.reset();
+      if (point == LoopPoint::epoch_validation || point == LoopPoint::epoch_hooks || point == LoopPoint::epoch_rest)
+        finish_epoch(engine, point);
+      trainer->loop_point_ = LoopPoint::between_batches;
+    }
+
     template <class Engine>
     void epoch_started(Engine& engine) {
       Trainer& t = *trainer;
       t.current_epoch_ = static_cast<std::int64_t>(engine.state.epoch) - 1;
       t.runtime_.current_epoch = t.current_epoch_;
       module->train();
-      t.metrics_[index(Stage::train)].start_epoch();
-      skip_rest_of_epoch = false;
-      t.template call_hook<detail::tags::on_train_epoch_start>(*module);
+      if (!resuming_mid_epoch) {  // a resumed epoch keeps its running sums and skip flag from the checkpoint
+        t.metrics_[index(Stage::train)].start_epoch();
+        t.skip_rest_of_epoch_ = false;
+      }
+      t.template call_hook<detail::tags::on_train_epoch_start>(*module);  // again at a mid-epoch resume, as in Lightning
+      if (resuming_mid_epoch) {  // what was left of the batch the checkpoint was written at runs now
+        resuming_mid_epoch = false;
+        const LoopPoint point = resumed_at.value_or(LoopPoint::between_batches);
+        resumed_at.reset();
+        t.batch_idx_ = static_cast<std::int64_t>(engine.state.epoch_iteration) - 1;
+        if (point == LoopPoint::batch_end) {
+          finish_batch(engine);
+        } else if (point == LoopPoint::batch_validation) {
+          t.loop_point_ = LoopPoint::batch_validation;
+          validate_now(val_limit, false);
+        }
+        t.loop_point_ = LoopPoint::between_batches;
+      }
     }
 
     template <class Engine>
     void iteration_started(Engine& engine) {
       Trainer& t = *trainer;
+      t.loop_point_ = LoopPoint::in_batch;
       t.batch_idx_ = static_cast<std::int64_t>(engine.state.epoch_iteration) - 1;
       batch = t.transfer(*module, *engine.batch(), slot);
       auto result = t.template call_hook<detail::tags::on_train_batch_start>(*module, *batch, t.batch_idx_);
       if constexpr (std::is_convertible_v<decltype(result), int>) {
         if (static_cast<int>(result) == -1) {  // Lightning: -1 skips the rest of the epoch, this batch included
-          skip_rest_of_epoch = true;
+          t.skip_rest_of_epoch_ = true;
+          t.loop_point_ = LoopPoint::between_batches;
           engine.terminate_epoch();
         }
       }
     }
 
+    // After a batch's on_train_batch_end: the stop checks, then a mid-epoch validation when due.
     template <class Engine>
     void iteration_completed(Engine& engine) {
+      finish_batch(engine);
+      trainer->loop_point_ = LoopPoint::between_batches;
+    }
+    template <class Engine>
+    void finish_batch(Engine& engine) {
       Trainer& t = *trainer;
       const TrainerOptions& o = t.options_;
       if (t.terminate_requested_) return engine.terminate();
       if (o.max_steps() > 0 && t.global_step_ >= o.max_steps()) stop_at_epoch_end(engine);
       if (o.max_time().count() > 0 && Clock::now() - start >= o.max_time()) stop_at_epoch_end(engine);
       if (t.should_stop_ && minimums_reached()) stop_at_epoch_end(engine);
-      if (stop_after_epoch || !has_val || !validation_due_this_epoch()) return;
+      if (t.stop_after_epoch_ || !has_val || !validation_due_this_epoch()) return;
       const bool last = engine.state.epoch_length && engine.state.epoch_iteration >= *engine.state.epoch_length;
       bool validate = false;
       if (o.val_check_steps()) {
@@ -1122,45 +1308,61 @@ class Trainer {
             1, static_cast<std::int64_t>(static_cast<double>(*engine.state.epoch_length) * o.val_check_fraction()));
         validate = (t.batch_idx_ + 1) % every == 0;
       }
-      if (validate) validate_now(val_limit, false);
+      if (validate) {
+        t.loop_point_ = LoopPoint::batch_validation;
+        validate_now(val_limit, false);
+      }
     }
 
     template <class Engine>
     void stop_at_epoch_end(Engine& engine) {
-      stop_after_epoch = true;
+      trainer->stop_after_epoch_ = true;
       engine.terminate_epoch();
     }
 
+    // The epoch's end, from the start (`from` = in_batch) or from where a checkpoint was written.
     template <class Engine>
-    void epoch_completed(Engine& engine) {
+    void finish_epoch(Engine& engine, LoopPoint from) {
       Trainer& t = *trainer;
       const TrainerOptions& o = t.options_;
-      if (!t.num_training_batches_ && engine.state.epoch_length)  // unsized data: the first pass told its length
-        t.num_training_batches_ = static_cast<std::int64_t>(*engine.state.epoch_length);
-      if (t.batches_since_step_ > 0 && module->automatic_optimization()) {  // the epoch ended inside a window
-        for (const auto& config : t.optimizers_) t.step_optimizer(*module, *config.optimizer());
-        t.count_optimizer_step();
+      if (from == LoopPoint::in_batch) {
+        if (!t.num_training_batches_ && engine.state.epoch_length)  // unsized data: the first pass told its length
+          t.num_training_batches_ = static_cast<std::int64_t>(*engine.state.epoch_length);
+        if (t.batches_since_step_ > 0 && module->automatic_optimization()) {  // the epoch ended inside a window
+          for (const auto& config : t.optimizers_) t.step_optimizer(*module, *config.optimizer());
+          t.count_optimizer_step();
+        }
       }
-      if (!o.val_check_steps() && validation_due_this_epoch() && !skip_rest_of_epoch) validate_now(val_limit, false);
-
-      // on_train_epoch_end: callbacks, the module, the epoch's train values, then the monitoring callbacks.
-      auto callbacks_where = [&](auto monitoring) {
-        t.for_each_callback([&](auto& callback) {
-          if constexpr (detail::is_monitoring_callback<std::decay_t<decltype(callback)>>() ==
-                        std::decay_t<decltype(monitoring)>::value)
-            t.template call_callback<detail::tags::on_train_epoch_end>(callback, *module);
-        });
-      };
-      callbacks_where(std::false_type{});
-      t.template call_module<detail::tags::on_train_epoch_end>(*module);
-      t.publish_epoch_values(t.metrics_[index(Stage::train)]);
-      callbacks_where(std::true_type{});
+      if (from == LoopPoint::in_batch || from == LoopPoint::epoch_validation) {
+        if (!o.val_check_steps() && validation_due_this_epoch() && !t.skip_rest_of_epoch_) {
+          t.loop_point_ = LoopPoint::epoch_validation;  // its on_validation_end moves on to epoch_hooks
+          validate_now(val_limit, false);
+        }
+        from = LoopPoint::epoch_hooks;
+      }
+      if (from == LoopPoint::epoch_hooks) {
+        // on_train_epoch_end: callbacks, the module, the epoch's train values, the monitoring callbacks; then the
+        // checkpointing callbacks, whose checkpoints resume with what follows.
+        t.loop_point_ = LoopPoint::epoch_hooks;
+        t.template for_each_callback_in<detail::CallbackGroup::plain>(
+            [&](auto& callback) { t.template call_callback<detail::tags::on_train_epoch_end>(callback, *module); });
+        if (t.builtin_progress_bar_) t.template call_callback<detail::tags::on_train_epoch_end>(t.progress_bar_, *module);
+        if (t.builtin_model_summary_) t.template call_callback<detail::tags::on_train_epoch_end>(t.model_summary_, *module);
+        t.template call_module<detail::tags::on_train_epoch_end>(*module);
+        t.publish_epoch_values(t.metrics_[index(Stage::train)]);
+        t.template for_each_callback_in<detail::CallbackGroup::monitoring>(
+            [&](auto& callback) { t.template call_callback<detail::tags::on_train_epoch_end>(callback, *module); });
+        t.loop_point_ = LoopPoint::epoch_rest;
+        t.template for_each_callback_in<detail::CallbackGroup::checkpointing>(
+            [&](auto& callback) { t.template call_callback<detail::tags::on_train_epoch_end>(callback, *module); });
+      }
       t.write_logs();
       t.step_schedulers(Interval::epoch, t.current_epoch_ + 1);
-      if (t.should_stop_ && minimums_reached()) stop_after_epoch = true;
-      if (stop_after_epoch) engine.terminate();
+      if (t.should_stop_ && minimums_reached()) t.stop_after_epoch_ = true;
+      if (t.stop_after_epoch_) engine.terminate();
       t.current_epoch_ = static_cast<std::int64_t>(engine.state.epoch);  // epochs run, as Lightning reports after fit
       t.runtime_.current_epoch = t.current_epoch_;
+      t.loop_point_ = LoopPoint::between_batches;
     }
   };
 
@@ -1186,7 +1388,11 @@ class Trainer {
   detail::ModuleRuntime runtime_;
   // While fitting: the training Engine, how to save, and the training data's position (when it has one).
   EngineCore* train_engine_ = nullptr;
-  std::function<void(const std::string&, bool)> save_;
+  std::optional<StateDict> final_loop_state_;  // the training Engine's state once it is gone (after training)
+  LoopPoint loop_point_ = LoopPoint::between_batches;
+  bool stop_after_epoch_ = false;    // a stop condition was met: the epoch ends, then the fit
+  bool skip_rest_of_epoch_ = false;  // on_train_batch_start returned -1
+  std::function<bool(const std::string&, bool)> save_;
   std::function<StateDict()> train_data_state_;
   std::int64_t accumulate_grad_batches_ = 1;
   std::map<std::string, torch::Tensor> pending_log_;  // logged values waiting for the next record to the loggers

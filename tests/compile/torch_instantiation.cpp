@@ -71,6 +71,7 @@ int main() {
   (void)miou;
   trainloop::save_checkpoint("x.ckpt", net, {}, {{"loop", evaluator.state.state_dict()}});
   trainloop::load_checkpoint("x.ckpt", net, {}, torch::Device(torch::kCPU));
+  trainloop::read_checkpoint_states("x.ckpt");
   torch::optim::SGD sgd(net.parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
   trainloop::ParamScheduler warm(sgd, trainloop::with_warmup(trainloop::cosine_annealing(0.1, 0.0, 10), 0.0, 5));
   trainloop::ParamScheduler momentum(sgd, trainloop::linear_cyclical(0.8, 0.9, 4), trainloop::Param::momentum);

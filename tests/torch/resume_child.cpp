@@ -1,18 +1,29 @@
-// The training run that tests/torch/test_resume.cpp kills and resumes: a small model with dropout (it draws random
-// numbers), momentum, a per-step scheduler and a shuffling DataLoader, checkpointed after every optimizer step.
-//   trainloop_resume_child DIR OUT_WEIGHTS [--kill-at STEP] [--resume [FILE]] [--announce FILE]
-// --kill-at sends itself SIGKILL right after that step's checkpoint; --resume continues from DIR/last.ckpt (or FILE);
-// --announce creates FILE after step 3 and slows training down (20 ms a step), so a test can send SIGTERM to a
-// running fit, which the Preemption callback turns into DIR/preempted.ckpt. At the end the final weights go to
-// OUT_WEIGHTS.
+// The training run that tests/torch/test_resume.cpp kills and resumes, in the shape of a real one: a small MLP with
+// dropout (it draws random numbers), Adam, a per-step cosine schedule, a shuffling DataLoader, validation every half
+// epoch, EarlyStopping, EMA of the weights, Preemption, and a ModelCheckpoint writing last.ckpt after every step.
+//   trainloop_resume_child DIR FINGERPRINT [--resume [FILE]] [--kill POINT:N] [--announce FILE] [--epochs N]
+// --kill sends itself SIGKILL at the Nth occurrence of POINT:
+//   step        right after the step's checkpoint (end of on_train_batch_end)
+//   save        while the step's checkpoint is being written (a thread watches for the temporary file)
+//   val_start   inside a validation (on_validation_start), before its results
+//   val_end     right after a validation (its on_validation_end, EarlyStopping's check done)
+//   epoch_end   right after the epoch's checkpoint in on_train_epoch_end
+//   fit_start   while resuming: after the checkpoint was restored, before any batch
+// --resume continues from "last" (DIR/last.ckpt, found on disk) or FILE; --epochs sets max_epochs (default 4). --announce creates FILE after step 3 and slows training down
+// (20 ms a step), so a test can send SIGTERM to a running fit. At the end, everything a resumed run must reproduce
+// goes to FINGERPRINT as text, bit for bit: parameters, Adam's state, EMA, learning rates, counters, EarlyStopping,
+// the loader's position and the values callbacks monitor; and the Trainer saves a checkpoint after fit returns.
 #include <trainloop.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
-#include <thread>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <string>
+#include <thread>
 
 using namespace trainloop;
 using Batch = TensorBatch<2>;
@@ -20,19 +31,77 @@ using Batch = TensorBatch<2>;
 struct Net : LightningModule<Net> {
   torch::nn::Linear fc1{nullptr}, fc2{nullptr};
   torch::nn::Dropout dropout{nullptr};
-  std::shared_ptr<torch::optim::SGD> optimizer;
+  std::shared_ptr<torch::optim::Adam> optimizer;
   Net() {
     fc1 = register_module("fc1", torch::nn::Linear(4, 16));
     dropout = register_module("dropout", torch::nn::Dropout(0.3));
     fc2 = register_module("fc2", torch::nn::Linear(16, 3));
   }
+  torch::Tensor forward(const torch::Tensor& x) { return fc2(dropout(torch::relu(fc1(x)))); }
   torch::Tensor training_step(Batch& b, std::int64_t) {
-    return torch::nn::functional::cross_entropy(fc2(dropout(torch::relu(fc1(b.first)))), b.second);
+    auto loss = torch::nn::functional::cross_entropy(forward(b.first), b.second);
+    log("train_loss", loss, LogOptions().on_epoch(true));
+    return loss;
+  }
+  void validation_step(Batch& b, std::int64_t) {
+    log("val_loss", torch::nn::functional::cross_entropy(forward(b.first), b.second));
   }
   OptimizerConfig configure_optimizers() {
-    optimizer = std::make_shared<torch::optim::SGD>(parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
-    auto schedule = std::make_shared<ParamScheduler>(*optimizer, cosine_annealing(0.1, 0.01, 10));
+    optimizer = std::make_shared<torch::optim::Adam>(parameters(), torch::optim::AdamOptions(0.02));
+    auto schedule = std::make_shared<ParamScheduler>(*optimizer, cosine_annealing(0.02, 0.002, 30));
     return OptimizerConfig(optimizer).scheduler(SchedulerConfig(schedule).interval(Interval::step));
+  }
+};
+
+// Where to die: a point and its occurrence.
+struct KillPlan {
+  std::string point;
+  int at = 0;
+  int seen = 0;
+  bool hit(const char* here) { return point == here && ++seen == at; }
+};
+inline void die() { std::raise(SIGKILL); }
+
+// Plain callback: runs before the checkpointing ones.
+struct KillBefore {
+  KillPlan* plan;
+  std::string dir;
+  template <class T, class M>
+  void on_validation_start(T& trainer, M&) {
+    if (trainer.fitting() && !trainer.sanity_checking() && plan->hit("val_start")) die();
+  }
+  template <class T, class M>
+  void on_fit_start(T&, M&) {
+    if (plan->hit("fit_start")) die();
+  }
+  template <class T, class M, class O, class B>
+  void on_train_batch_end(T&, M&, const O&, B&, std::int64_t) {
+    if (!plan->hit("save")) return;
+    // ModelCheckpoint writes next: die while its temporary file exists (or 50 ms on, whatever was reached).
+    const std::string temporary = dir + "/last.ckpt.tmp-" + std::to_string(::getpid());
+    std::thread([temporary] {
+      const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(50);
+      while (!std::filesystem::exists(temporary) && std::chrono::steady_clock::now() < until) {
+      }
+      die();
+    }).detach();
+  }
+};
+// Checkpointing callback placed after ModelCheckpoint: runs once its checkpoint is written.
+struct KillAfter {
+  static constexpr bool trainloop_checkpointing_callback = true;
+  KillPlan* plan;
+  template <class T, class M, class O, class B>
+  void on_train_batch_end(T&, M&, const O&, B&, std::int64_t) {
+    if (plan->hit("step")) die();
+  }
+  template <class T, class M>
+  void on_validation_end(T& trainer, M&) {
+    if (trainer.fitting() && !trainer.sanity_checking() && plan->hit("val_end")) die();
+  }
+  template <class T, class M>
+  void on_train_epoch_end(T&, M&) {
+    if (plan->hit("epoch_end")) die();
   }
 };
 
@@ -46,29 +115,58 @@ struct Announce {
   }
 };
 
-struct KillAt {
-  std::int64_t step;
-  template <class T, class M, class O, class B>
-  void on_train_batch_end(T& trainer, M&, const O&, B&, std::int64_t) {
-    if (trainer.global_step() == step) std::raise(SIGKILL);
+// Every tensor as hex of its bytes, so equal text means bitwise equal.
+std::string hex(const torch::Tensor& tensor) {
+  const torch::Tensor t = tensor.detach().to(torch::kCPU).contiguous();
+  const auto* bytes = static_cast<const unsigned char*>(t.data_ptr());
+  std::string out = c10::str(t.scalar_type(), t.sizes(), " ");
+  char pair[3];
+  for (std::size_t i = 0; i < t.nbytes(); ++i) {
+    std::snprintf(pair, sizeof pair, "%02x", bytes[i]);
+    out += pair;
   }
-};
+  return out;
+}
+std::string text(const StateDict& state) {
+  std::string out;
+  for (const auto& [key, value] : state) {
+    out += " " + key + "=";
+    if (const auto* i = std::get_if<std::int64_t>(&value)) out += std::to_string(*i);
+    else if (const auto* d = std::get_if<double>(&value)) out += hex(torch::tensor(*d, torch::kFloat64));
+    else out += std::get<std::string>(value);
+  }
+  return out;
+}
 
 int main(int argc, char** argv) {
   if (argc < 3) return 2;
-  const std::string dir = argv[1], out = argv[2];
-  std::int64_t kill_at = -1;
+  const std::string dir = argv[1], fingerprint = argv[2];
+  KillPlan plan;
   std::string resume_from, announce;
+  std::int64_t epochs = 4;
   for (int i = 3; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--kill-at") == 0 && i + 1 < argc) kill_at = std::stoll(argv[++i]);
-    else if (std::strcmp(argv[i], "--resume") == 0)
-      resume_from = i + 1 < argc && argv[i + 1][0] != '-' ? argv[++i] : dir + "/last.ckpt";
-    else if (std::strcmp(argv[i], "--announce") == 0 && i + 1 < argc) announce = argv[++i];
+    if (std::strcmp(argv[i], "--kill") == 0 && i + 1 < argc) {
+      const std::string spec = argv[++i];
+      plan.point = spec.substr(0, spec.find(':'));
+      plan.at = std::stoi(spec.substr(spec.find(':') + 1));
+    } else if (std::strcmp(argv[i], "--resume") == 0) {
+      resume_from = i + 1 < argc && argv[i + 1][0] != '-' ? argv[++i] : "last";
+    } else if (std::strcmp(argv[i], "--announce") == 0 && i + 1 < argc) {
+      announce = argv[++i];
+    } else if (std::strcmp(argv[i], "--epochs") == 0 && i + 1 < argc) {
+      epochs = std::stoll(argv[++i]);
+    } else {
+      std::fprintf(stderr, "unknown argument %s\n", argv[i]);
+      return 2;
+    }
   }
   torch::manual_seed(123);
   const torch::Tensor x = torch::randn({96, 4});
   const torch::Tensor y = (x.sum(1) > 0).to(torch::kLong) + (x.select(1, 0) > 1).to(torch::kLong);
+  const torch::Tensor val_x = torch::randn({32, 4});
+  const torch::Tensor val_y = (val_x.sum(1) > 0).to(torch::kLong) + (val_x.select(1, 0) > 1).to(torch::kLong);
   DataLoader<2> loader(TensorDataset(x, y), DataLoaderOptions().batch_size(8).shuffle(true).seed(7));
+  DataLoader<2> val_loader(TensorDataset(val_x, val_y), DataLoaderOptions().batch_size(16));
   Net net;  // initialised from the same seed in every process; a resume overwrites it from the checkpoint anyway
 
   ModelCheckpoint::Options every_step;
@@ -78,9 +176,35 @@ int main(int argc, char** argv) {
   every_step.save_last = true;
   Preemption::Options on_signal;
   on_signal.path = dir + "/preempted.ckpt";
-  Trainer trainer(TrainerOptions().barebones(true).accelerator("cpu").max_epochs(3).deterministic(true).seed(0),
-                  ModelCheckpoint(every_step), KillAt{kill_at}, Announce{announce}, Preemption(on_signal));
-  trainer.fit(net, loader, trainloop::detail::NoData{}, resume_from);
-  save_weights(out, net);
-  return 0;
+  EarlyStopping::Options early;
+  early.monitor = "val_loss";
+  early.patience = 3;
+  early.min_delta = 0.01;
+  EMA::Options ema;
+  ema.decay = 0.9;
+  ema.copy_to_model_at_end = false;  // the trained weights stay in the model, so after_fit.ckpt resumes training
+  Trainer trainer(TrainerOptions().barebones(true).accelerator("cpu").max_epochs(epochs).val_check_interval(0.5)
+                      .num_sanity_val_steps(1).deterministic(true).seed(0),
+                  KillBefore{&plan, dir}, EarlyStopping(early), EMA(ema), Announce{announce},
+                  ModelCheckpoint(every_step), KillAfter{&plan}, Preemption(on_signal));
+  trainer.fit(net, loader, val_loader, resume_from);
+  trainer.save_checkpoint(dir + "/after_fit.ckpt");
+
+  std::ofstream out(fingerprint);
+  for (const auto& p : net.named_parameters()) out << "param " << p.key() << " " << hex(p.value()) << "\n";
+  for (const auto& group : net.optimizer->param_groups()) out << "lr " << hex(torch::tensor(group.options().get_lr(), torch::kFloat64)) << "\n";
+  for (const auto& p : net.parameters()) {
+    const auto& state = static_cast<const torch::optim::AdamParamState&>(
+        *net.optimizer->state().at(c10::guts::to_string(p.unsafeGetTensorImpl())));
+    out << "adam step=" << state.step() << " " << hex(state.exp_avg()) << " " << hex(state.exp_avg_sq()) << "\n";
+  }
+  for (const auto& [name, tensor] : trainer.callback<EMA>().tensor_state()) out << "ema " << name << " " << hex(tensor) << "\n";
+  out << "ema_state" << text(trainer.callback<EMA>().state_dict()) << "\n";
+  out << "early_stopping" << text(trainer.callback<EarlyStopping>().state_dict()) << "\n";
+  out << "loader" << text(loader.state_dict()) << "\n";
+  out << "counters epoch=" << trainer.current_epoch() << " step=" << trainer.global_step()
+      << " batches=" << trainer.total_batches() << "\n";
+  for (const auto& [name, value] : trainer.callback_metrics()) out << "metric " << name << " " << hex(value) << "\n";
+  out << "rng " << hex(torch::randn({4})) << "\n";
+  return out.good() ? 0 : 1;
 }

@@ -3,6 +3,7 @@
 #include <trainloop.hpp>
 
 #include <cmath>
+#include <algorithm>
 #include <filesystem>
 #include <vector>
 
@@ -129,7 +130,7 @@ TEST_CASE("TerminateOnNan stops the Trainer at a NaN loss, and an Engine at a Na
   trainer.fit(net, data);
   CHECK(trainer.callback<TerminateOnNan>().triggered());
   CHECK(trainer.callback<TerminateOnNan>().message() ==
-        "trainloop: TerminateOnNan: the output of iteration 3 (epoch 1, its batch 3) is nan; stopping");
+        "trainloop: TerminateOnNan: the loss of epoch 0, batch 2 (global step 3) is nan; stopping");
   CHECK(trainer.total_batches() == 3);  // the rest of the epoch and the later epochs did not run
   CHECK(trainer.global_step() == 3);
 
@@ -182,9 +183,21 @@ TEST_CASE("ModelCheckpoint: filename template, top-k by a monitored metric, last
   CHECK(more.total_batches() == 5 * 3);  // 4 epochs restored, 1 run
   CHECK(more.global_step() == 15);
 
-  CHECK_THROWS_WITH_AS(Trainer(quiet(), ModelCheckpoint(options)).fit(again, data, data, "last"),
-                       doctest::Contains("no ModelCheckpoint in this Trainer has written a last checkpoint yet"),
-                       std::invalid_argument);
+  // A fresh process knows nothing in memory: "last" and "best" come from the folder (last.ckpt, and the best path it
+  // records), as after a crash.
+  Trainer fresh(quiet().max_epochs(6), ModelCheckpoint(options));
+  Scripted third;
+  third.script = {0.05};
+  fresh.fit(third, data, data, "best");  // the best last.ckpt records (epoch 4, val_loss 0.1): epoch 5 runs
+  CHECK(fresh.total_batches() == 6 * 3);
+  Trainer fresh_last(quiet().max_epochs(7), ModelCheckpoint(options));
+  fresh_last.fit(third, data, data, "last");  // the previous fit's last.ckpt (6 epochs): one more
+  CHECK(fresh_last.total_batches() == 7 * 3);
+  auto empty = checkpoints_in(dir.file("empty"));
+  CHECK_THROWS_WITH_AS(Trainer(quiet(), ModelCheckpoint(empty)).fit(again, data, data, "last"),
+                       contains("no last checkpoint in '" + dir.file("empty") + "'"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(Trainer(quiet()).fit(again, data, data, "last"),
+                       doctest::Contains("there is no ModelCheckpoint in this Trainer"), std::invalid_argument);
   ModelCheckpoint blocked(checkpoints_in("/dev/null/ckpt"));
   CHECK_THROWS_WITH_AS(Trainer(quiet(), std::move(blocked)).fit(again, data),
                        doctest::Contains("ModelCheckpoint: cannot write checkpoints to '/dev/null/ckpt'"), std::runtime_error);
@@ -210,4 +223,136 @@ TEST_CASE("ModelCheckpoint without a monitor keeps the latest, by steps, weights
   } plain;
   load_checkpoint(kept.front().first, plain);  // weights only: loads into a plain module
   CHECK(torch::equal(plain.fc->weight, net.fc->weight));
+}
+
+namespace {
+// Saves a checkpoint in on_train_end and on_fit_end, when the training Engine is already gone.
+struct SaveAtEnd {
+  std::string dir;
+  template <class T, class M>
+  void on_train_end(T& trainer, M&) {
+    trainer.save_checkpoint(dir + "/train_end.ckpt");
+  }
+  template <class T, class M>
+  void on_fit_end(T& trainer, M&) {
+    trainer.save_checkpoint(dir + "/fit_end.ckpt");
+  }
+};
+}  // namespace
+
+TEST_CASE("checkpoints written at on_train_end, on_fit_end and after fit hold the finished loop") {
+  TempDir dir;
+  auto data = some_batches(3);
+  Scripted net;
+  Trainer trainer(quiet().max_epochs(2), SaveAtEnd{dir.path.string()});
+  trainer.fit(net, data);
+  trainer.save_checkpoint(dir.file("after.ckpt"));
+  for (const char* name : {"train_end.ckpt", "fit_end.ckpt", "after.ckpt"}) {
+    CAPTURE(name);
+    const auto states = read_checkpoint_states(dir.file(name));
+    CHECK(std::get<std::int64_t>(states.at("loop").at("epoch")) == 2);
+    CHECK(std::get<std::int64_t>(states.at("loop").at("in_epoch")) == 0);
+    CHECK(std::get<std::int64_t>(states.at("trainer").at("global_step")) == 6);
+  }
+  // Resuming the finished fit with a larger max_epochs continues it: 2 more epochs.
+  Scripted more;
+  Trainer longer(quiet().max_epochs(4));
+  longer.fit(more, data, trainloop::detail::NoData{}, dir.file("after.ckpt"));
+  CHECK(longer.global_step() == 12);
+  CHECK(longer.current_epoch() == 4);
+}
+
+TEST_CASE("a NaN loss never replaces the last finite checkpoint") {
+  TempDir dir;
+  auto data = some_batches(5);
+  auto options = checkpoints_in(dir.file("ckpt"));
+  options.every_n_train_steps = 1;
+  options.save_top_k = 0;
+  options.save_last = true;
+  const std::string last = dir.file("ckpt/last.ckpt");
+  auto last_weight = [&] {
+    Scripted probe;
+    load_checkpoint(last, probe, {std::make_shared<torch::optim::SGD>(probe.parameters(), torch::optim::SGDOptions(0.01))});
+    return probe.fc->weight.clone();
+  };
+
+  SUBCASE("with TerminateOnNan: the fit stops cleanly, last.ckpt holds step 2") {
+    Scripted net;
+    net.nan_at_batch = 2;
+    Trainer trainer(quiet().max_epochs(3), TerminateOnNan{}, ModelCheckpoint(options));
+    trainer.fit(net, data);
+    CHECK(trainer.callback<TerminateOnNan>().triggered());
+    CHECK(std::get<std::int64_t>(read_checkpoint_states(last).at("trainer").at("global_step")) == 2);
+    CHECK(torch::isfinite(last_weight()).all().item<bool>());
+  }
+  SUBCASE("without it: the fit fails naming the NaN, and last.ckpt still holds step 2") {
+    Scripted net;
+    net.nan_at_batch = 2;
+    Trainer trainer(quiet().max_epochs(3), ModelCheckpoint(options));
+    CHECK_THROWS_WITH_AS(trainer.fit(net, data), contains("'" + last + "': not written: 'model/fc.bias' holds NaN"),
+                         NonFiniteStateError);
+    CHECK(std::get<std::int64_t>(read_checkpoint_states(last).at("trainer").at("global_step")) == 2);
+    CHECK(torch::isfinite(last_weight()).all().item<bool>());
+  }
+}
+
+namespace {
+struct StepLogger : LightningModule<StepLogger> {
+  torch::nn::Linear fc{nullptr};
+  StepLogger() { fc = register_module("fc", torch::nn::Linear(2, 1)); }
+  torch::Tensor training_step(Batch& b, std::int64_t) {
+    auto loss = torch::mse_loss(fc(b.first), b.second);
+    log("train_loss", loss);
+    return loss;
+  }
+  std::shared_ptr<torch::optim::SGD> configure_optimizers() {
+    return std::make_shared<torch::optim::SGD>(parameters(), torch::optim::SGDOptions(0.01));
+  }
+};
+// Records, at each on_train_batch_end, the train_loss callbacks see.
+struct SeenLoss {
+  std::vector<double> seen;
+  template <class T, class M, class O, class B>
+  void on_train_batch_end(T& trainer, M&, const O& loss, B&, std::int64_t) {
+    CHECK(trainer.callback_metrics().at("train_loss").template item<double>() == loss.template item<double>());
+    seen.push_back(loss.template item<double>());
+  }
+};
+}  // namespace
+
+TEST_CASE("ModelCheckpoint monitoring a per-step training value ranks each step by its own value, from step 1") {
+  TempDir dir;
+  auto options = checkpoints_in(dir.file("ckpt"));
+  options.monitor = "train_loss";
+  options.every_n_train_steps = 1;
+  options.save_top_k = 1;
+  options.filename = "step={step}";
+  StepLogger net;
+  Trainer trainer(quiet().max_epochs(2), SeenLoss{}, ModelCheckpoint(options));
+  trainer.fit(net, some_batches(4));
+  const auto& seen = trainer.callback<SeenLoss>().seen;
+  REQUIRE(seen.size() == 8);
+  const auto best = std::min_element(seen.begin(), seen.end()) - seen.begin();
+  CHECK(trainer.callback<ModelCheckpoint>().best_model_path() == dir.file("ckpt/step=" + std::to_string(best + 1) + ".ckpt"));
+  CHECK(*trainer.callback<ModelCheckpoint>().best_model_score() == doctest::Approx(seen[static_cast<std::size_t>(best)]));
+}
+
+TEST_CASE("a checkpoint whose loader state lacks a key is an error naming the file and the key") {
+  TempDir dir;
+  torch::manual_seed(0);
+  DataLoader<2> loader(TensorDataset(torch::randn({12, 2}), torch::randn({12, 1})), DataLoaderOptions().batch_size(4));
+  auto options = checkpoints_in(dir.file("ckpt"));
+  options.save_last = true;
+  Scripted net;
+  Trainer trainer(quiet().max_epochs(1), ModelCheckpoint(options));
+  trainer.fit(net, loader);
+  auto states = read_checkpoint_states(dir.file("ckpt/last.ckpt"));
+  REQUIRE(states.count("train_data"));
+  states["train_data"].erase("next_batch");
+  const std::string damaged = dir.file("damaged.ckpt");
+  auto optimizer = std::make_shared<torch::optim::SGD>(net.parameters(), torch::optim::SGDOptions(0.01));
+  save_checkpoint(damaged, net, {optimizer}, states);
+  Trainer resumed(quiet().max_epochs(2));
+  CHECK_THROWS_WITH_AS(resumed.fit(net, loader, trainloop::detail::NoData{}, damaged),
+                       contains("checkpoint '" + damaged + "': key 'train_data': "), CheckpointError);
 }

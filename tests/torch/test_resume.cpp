@@ -1,11 +1,15 @@
-// Exact resume: a training run killed with SIGKILL at several different steps (mid-epoch and at an epoch boundary)
-// and resumed from its last checkpoint ends with parameters bitwise identical to an uninterrupted run.
+// Exact resume, tested as a crash harness would: a real training process (tests/torch/resume_child.cpp) is killed
+// with SIGKILL at chosen and random moments (after a step's checkpoint, during a save, inside and right after a
+// mid-epoch validation, at an epoch's end, while resuming, and after random delays), resumed in a fresh process from
+// "last", and its end state (parameters, Adam's state, EMA, learning rates, counters, EarlyStopping, the loader's
+// position, monitored values, the RNG) is compared bit for bit with an uninterrupted run's.
 #include <doctest/doctest.h>
 #include <trainloop.hpp>
 
 #include <chrono>
-#include <filesystem>
 #include <csignal>
+#include <filesystem>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -16,7 +20,6 @@
 #include "temp_dir.hpp"
 
 namespace {
-// Starts the child; returns its pid.
 pid_t start_child(const std::vector<std::string>& args) {
   std::vector<char*> argv;
   std::string program = TRAINLOOP_RESUME_CHILD;
@@ -33,7 +36,7 @@ pid_t start_child(const std::vector<std::string>& args) {
   return pid;
 }
 // Waits for the child with a deadline; returns waitpid's status. A child past it is killed (and the test fails).
-int wait_child(pid_t pid, std::chrono::seconds deadline = std::chrono::seconds(120)) {
+int wait_child(pid_t pid, std::chrono::milliseconds deadline = std::chrono::seconds(120)) {
   const auto until = std::chrono::steady_clock::now() + deadline;
   int status = 0;
   while (waitpid(pid, &status, WNOHANG) == 0) {
@@ -42,74 +45,152 @@ int wait_child(pid_t pid, std::chrono::seconds deadline = std::chrono::seconds(1
       waitpid(pid, &status, 0);
       FAIL("the training child did not finish within the deadline");
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   return status;
 }
 int run_child(const std::vector<std::string>& args) { return wait_child(start_child(args)); }
+bool exited_ok(int status) { return WIFEXITED(status) && WEXITSTATUS(status) == 0; }
+bool killed(int status) { return WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL; }
 
-std::map<std::string, torch::Tensor> weights(const std::string& path) {
-  torch::serialize::InputArchive archive;
-  archive.load_from(path);
-  c10::IValue model;
-  archive.read("model", model);
-  std::map<std::string, torch::Tensor> out;
-  for (const auto& e : model.toGenericDict()) out[e.key().toStringRef()] = e.value().toTensor();
-  return out;
-}
-}  // namespace
-
-TEST_CASE("a run killed with SIGKILL and resumed ends bitwise identical to an uninterrupted run") {
-  TempDir dir;
-  const std::string reference = dir.file("reference.weights");
-  const int clean = run_child({dir.file("reference_ckpt"), reference});
-  REQUIRE(WIFEXITED(clean));
-  REQUIRE(WEXITSTATUS(clean) == 0);
-  const auto expected = weights(reference);
-
-  // 36 steps in all (3 epochs of 12 batches): mid-epoch, on an epoch's last step, and in the last epoch.
-  for (int kill_at : {5, 12, 29}) {
-    CAPTURE(kill_at);
-    const std::string ckpt = dir.file("ckpt_" + std::to_string(kill_at));
-    const std::string out = dir.file("resumed_" + std::to_string(kill_at) + ".weights");
-    const int killed = run_child({ckpt, out, "--kill-at", std::to_string(kill_at)});
-    REQUIRE(WIFSIGNALED(killed));
-    REQUIRE(WTERMSIG(killed) == SIGKILL);
-    const int resumed = run_child({ckpt, out, "--resume"});
-    REQUIRE(WIFEXITED(resumed));
-    REQUIRE(WEXITSTATUS(resumed) == 0);
-    const auto got = weights(out);
-    REQUIRE(got.size() == expected.size());
-    for (const auto& [name, tensor] : expected) {
-      CAPTURE(name);
-      CHECK(torch::equal(got.at(name), tensor));
-    }
+// No temporary file outlives the run that resumed after the kills.
+void check_no_temporaries(const std::string& dir) {
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    CAPTURE(entry.path().string());
+    CHECK(entry.path().string().find(".tmp-") == std::string::npos);
   }
 }
 
-TEST_CASE("SIGTERM asks for a checkpoint at the next step; resuming from it ends bitwise identical") {
+struct Reference {
   TempDir dir;
-  const std::string reference = dir.file("reference.weights");
-  REQUIRE(WIFEXITED(run_child({dir.file("reference_ckpt"), reference})));
-  const std::string ckpt = dir.file("preempted_run");
+  std::string fingerprint;
+  std::chrono::milliseconds duration{};  // of a whole uninterrupted run, start-up included
+  Reference() {
+    const std::string out = dir.file("reference.txt");
+    const auto start = std::chrono::steady_clock::now();
+    REQUIRE(exited_ok(run_child({dir.file("run"), out})));
+    duration = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
+    fingerprint = read_file(out);
+    REQUIRE(fingerprint.find("param fc1.weight") != std::string::npos);
+  }
+};
+const Reference& reference() {
+  static const Reference r;
+  return r;
+}
+
+// Runs the child with each kill in turn, resuming from "last" after each, then to the end; returns the fingerprint.
+std::string run_with_kills(const TempDir& dir, const std::string& name, const std::vector<std::string>& kills) {
+  const std::string run = dir.file(name), out = dir.file(name + ".txt");
+  for (std::size_t i = 0; i < kills.size(); ++i) {
+    std::vector<std::string> args{run, out, "--kill", kills[i]};
+    if (std::filesystem::exists(run + "/last.ckpt")) args.push_back("--resume");  // else killed before any checkpoint
+    const int status = run_child(args);
+    INFO("kill ", kills[i]);
+    if (exited_ok(status)) break;  // the point was past the run's end (EarlyStopping stopped it earlier)
+    REQUIRE(killed(status));
+  }
+  std::vector<std::string> last{run, out};
+  if (std::filesystem::exists(run + "/last.ckpt")) last.push_back("--resume");
+  REQUIRE(exited_ok(run_child(last)));
+  check_no_temporaries(run);
+  return read_file(out);
+}
+}  // namespace
+
+TEST_CASE("a run killed anywhere and resumed from \"last\" in a fresh process ends bitwise identical") {
+  const std::string& expected = reference().fingerprint;
+  TempDir dir;
+  // 12 batches an epoch, validation after batches 6 and 12, a checkpoint after every step.
+  const std::vector<std::string> points = {
+      "step:1",      "step:6",  "step:12",   "step:17", "save:4",     "save:12",    "save:18", "val_start:1",
+      "val_start:2", "val_end:1", "val_end:2", "val_end:3", "epoch_end:1", "epoch_end:2"};
+  for (const auto& point : points) {
+    CAPTURE(point);
+    std::string name = point;
+    name[name.find(':')] = '_';
+    CHECK(run_with_kills(dir, name, {point}) == expected);
+  }
+}
+
+TEST_CASE("chains of kills, while resuming too, at seeded random points, end bitwise identical") {
+  const std::string& expected = reference().fingerprint;
+  TempDir dir;
+  const unsigned seed = static_cast<unsigned>(std::random_device{}());
+  MESSAGE("kill-point seed ", seed);
+  std::mt19937 random(seed);
+  const std::vector<std::string> kinds = {"step", "save", "val_start", "val_end", "epoch_end"};
+  for (int chain = 0; chain < 4; ++chain) {
+    std::vector<std::string> kills;
+    for (int k = 0; k < 3; ++k) {
+      const std::string kind = kinds[random() % kinds.size()];
+      const int max = kind == "step" || kind == "save" ? 12 : kind == "epoch_end" ? 1 : 2;
+      kills.push_back(kind + ":" + std::to_string(1 + random() % max));  // counted from each resume
+      if (k == 1) kills.push_back("fit_start:1");                          // killed while resuming
+    }
+    CAPTURE(chain);
+    std::string joined;
+    for (const auto& k : kills) joined += k + " ";
+    CAPTURE(joined);
+    CHECK(run_with_kills(dir, "chain" + std::to_string(chain), kills) == expected);
+  }
+}
+
+TEST_CASE("SIGKILL after random delays: each resume continues exactly, and no torn checkpoint is ever found") {
+  const std::string& expected = reference().fingerprint;
+  TempDir dir;
+  const unsigned seed = static_cast<unsigned>(std::random_device{}());
+  MESSAGE("kill-delay seed ", seed);
+  std::mt19937 random(seed);
+  const std::string run = dir.file("random"), out = dir.file("random.txt");
+  int kills = 0;
+  const auto span = static_cast<unsigned>(reference().duration.count());
+  for (int attempt = 0; attempt < 12; ++attempt) {
+    std::vector<std::string> args{run, out};
+    if (std::filesystem::exists(run + "/last.ckpt")) args.push_back("--resume");
+    const pid_t pid = start_child(args);
+    // Somewhere in the run: from start-up (a third of it, mostly loading LibTorch) to its end.
+    std::this_thread::sleep_for(std::chrono::milliseconds(span / 3 + random() % (span * 2 / 3 + 1)));
+    ::kill(pid, SIGKILL);
+    const int status = wait_child(pid);
+    if (exited_ok(status)) break;
+    REQUIRE(killed(status));
+    ++kills;
+  }
+  MESSAGE(kills, " kills");
+  std::vector<std::string> last{run, out};
+  if (std::filesystem::exists(run + "/last.ckpt")) last.push_back("--resume");
+  REQUIRE(exited_ok(run_child(last)));
+  check_no_temporaries(run);
+  CHECK(read_file(out) == expected);
+}
+
+TEST_CASE("SIGTERM asks for a checkpoint at the next step; resuming from it ends bitwise identical") {
+  const std::string& expected = reference().fingerprint;
+  TempDir dir;
+  const std::string run = dir.file("preempted_run");
   const std::string announce = dir.file("training");
-  const std::string stopped = dir.file("stopped.weights");
-  const pid_t pid = start_child({ckpt, stopped, "--announce", announce});
+  const pid_t pid = start_child({run, dir.file("stopped.txt"), "--announce", announce});
   const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   while (!std::filesystem::exists(announce) && std::chrono::steady_clock::now() < until)
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   REQUIRE(std::filesystem::exists(announce));
   REQUIRE(kill(pid, SIGTERM) == 0);
-  const int status = wait_child(pid);
-  REQUIRE(WIFEXITED(status));  // it stopped cleanly: the handler only set a flag
-  REQUIRE(WEXITSTATUS(status) == 0);
-  REQUIRE(std::filesystem::exists(ckpt + "/preempted.ckpt"));
-  const std::string resumed = dir.file("resumed.weights");
-  REQUIRE(WIFEXITED(run_child({ckpt, resumed, "--resume", ckpt + "/preempted.ckpt"})));
-  const auto expected = weights(reference), got = weights(resumed);
-  for (const auto& [name, tensor] : expected) {
-    CAPTURE(name);
-    CHECK(torch::equal(got.at(name), tensor));
-  }
-  CHECK_FALSE(torch::equal(weights(stopped).at("fc1.weight"), expected.at("fc1.weight")));  // it did stop early
+  REQUIRE(exited_ok(wait_child(pid)));  // it stopped cleanly: the handler only set a flag
+  REQUIRE(std::filesystem::exists(run + "/preempted.ckpt"));
+  CHECK(read_file(dir.file("stopped.txt")) != expected);  // it did stop early
+  REQUIRE(exited_ok(run_child({run, dir.file("resumed.txt"), "--resume", run + "/preempted.ckpt"})));
+  CHECK(read_file(dir.file("resumed.txt")) == expected);
+}
+
+TEST_CASE("a checkpoint saved after fit returns resumes with more epochs exactly as the longer run") {
+  const std::string& expected = reference().fingerprint;  // 4 epochs
+  TempDir dir;
+  const std::string run = dir.file("shorter");
+  REQUIRE(exited_ok(run_child({run, dir.file("two.txt"), "--epochs", "2"})));
+  REQUIRE(exited_ok(run_child({run, dir.file("four.txt"), "--epochs", "4", "--resume", run + "/after_fit.ckpt"})));
+  CHECK(read_file(dir.file("four.txt")) == expected);
+  // With the same limit there is nothing left to train: the finished state comes back as it was.
+  REQUIRE(exited_ok(run_child({run, dir.file("again.txt"), "--epochs", "4", "--resume", run + "/after_fit.ckpt"})));
+  CHECK(read_file(dir.file("again.txt")) == expected);
 }

@@ -16,22 +16,6 @@
 TRAINLOOP_DETAIL_BEGIN
 
 namespace detail {
-/// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), as TFRecord uses; "123456789" -> 0xE3069283.
-inline std::uint32_t crc32c(const void* data, std::size_t size) {
-  static const auto table = [] {
-    std::array<std::uint32_t, 256> t{};
-    for (std::uint32_t i = 0; i < 256; ++i) {
-      std::uint32_t c = i;
-      for (int k = 0; k < 8; ++k) c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
-      t[i] = c;
-    }
-    return t;
-  }();
-  std::uint32_t crc = 0xFFFFFFFFu;
-  const auto* bytes = static_cast<const unsigned char*>(data);
-  for (std::size_t i = 0; i < size; ++i) crc = table[(crc ^ bytes[i]) & 0xFF] ^ (crc >> 8);
-  return crc ^ 0xFFFFFFFFu;
-}
 /// TFRecord's masking, so a CRC of data holding CRCs stays strong.
 inline std::uint32_t masked_crc32c(const void* data, std::size_t size) {
   const std::uint32_t crc = crc32c(data, size);

@@ -5,6 +5,7 @@
 #include <limits>
 #include <optional>
 #include <string>
+#include <type_traits>
 
 TRAINLOOP_DETAIL_BEGIN
 
@@ -132,19 +133,35 @@ class EarlyStopping {
 };
 
 /// Stops the run when the step's output (the loss, for the Trainer: a tensor, a struct with `loss`, or a map with
-/// "loss") holds a NaN or an infinity, with a message naming the iteration and the value. One Engine hook serves
-/// both faces: the Trainer forwards its training Engine's events to its callbacks. It reads the value on the host
-/// every iteration: a sync per step, which is what asking for it costs.
+/// "loss") holds a NaN or an infinity, with a message naming the iteration and the value. In a Trainer it checks in
+/// on_train_batch_end and calls terminate(), before any checkpointing callback of that batch, so no checkpoint holds
+/// the diverged weights; in an Engine, at iteration_completed. It reads the value on the host every iteration: a
+/// sync per step, which is what asking for it costs.
 class TerminateOnNan {
  public:
+  template <class T, class M, class O, class B>
+  void on_train_batch_end(T& trainer, M&, const O& output, B&, std::int64_t batch_idx) {
+    checked_by_trainer_ = true;
+    if constexpr (std::is_same_v<O, torch::Tensor> || detail::is_detected_v<detail::loss_member_t, O> ||
+                  detail::is_map<O>::value) {
+      const torch::Tensor bad = first_non_finite(detail::loss_of(output));
+      if (!bad.defined()) return;
+      stop("the loss of epoch " + std::to_string(trainer.current_epoch()) + ", batch " + std::to_string(batch_idx) +
+           " (global step " + std::to_string(trainer.global_step()) + ") is " + c10::str(bad.template item<double>()));
+      trainer.terminate();
+    }
+  }
   template <class E>
   void on_iteration_completed(E& engine) {
+    if (checked_by_trainer_) {  // the Trainer forwards its Engine's events too: checked already
+      checked_by_trainer_ = false;
+      return;
+    }
     const torch::Tensor bad = first_non_finite(detail::loss_of(engine.output()));
     if (!bad.defined()) return;
-    message_ = "trainloop: TerminateOnNan: the output of iteration " + std::to_string(engine.state.iteration) +
-               " (epoch " + std::to_string(engine.state.epoch) + ", its batch " +
-               std::to_string(engine.state.epoch_iteration) + ") is " + c10::str(bad.item<double>()) + "; stopping";
-    std::fprintf(stderr, "%s\n", message_.c_str());
+    stop("the output of iteration " + std::to_string(engine.state.iteration) + " (epoch " +
+         std::to_string(engine.state.epoch) + ", its batch " + std::to_string(engine.state.epoch_iteration) + ") is " +
+         c10::str(bad.item<double>()));
     engine.terminate();
   }
   bool triggered() const { return !message_.empty(); }
@@ -157,7 +174,12 @@ class TerminateOnNan {
     if (finite.all().item<bool>()) return {};
     return value.detach().reshape({-1}).index({finite.reshape({-1}).logical_not()}).slice(0, 0, 1);
   }
+  void stop(const std::string& what) {
+    message_ = "trainloop: TerminateOnNan: " + what + "; stopping";
+    std::fprintf(stderr, "%s\n", message_.c_str());
+  }
   std::string message_;
+  bool checked_by_trainer_ = false;
 };
 
 TRAINLOOP_DETAIL_END

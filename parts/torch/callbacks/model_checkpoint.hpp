@@ -1,8 +1,10 @@
 // trainloop: ModelCheckpoint. Saves the Trainer's checkpoints every N training steps, every N epochs or every so
 // often, keeps the top k by a monitored metric (or the latest), and a last.ckpt; `fit(..., "last" | "best")` resumes
-// from them.
+// from them, in the same process or, after a crash, from what is on disk. It runs after every other callback and the
+// module (a checkpointing callback), so its checkpoints hold what they did for that step.
 #pragma once
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <algorithm>
@@ -16,7 +18,7 @@ TRAINLOOP_DETAIL_BEGIN
 
 class ModelCheckpoint {
  public:
-  static constexpr bool trainloop_monitoring_callback = true;  // sees the epoch's values, after the module's hook
+  static constexpr bool trainloop_checkpointing_callback = true;  // last: after the module and the other callbacks
   using Mode = MonitorMode;
   struct Options {
     std::string dirpath = "checkpoints";
@@ -66,6 +68,38 @@ class ModelCheckpoint {
   void on_train_epoch_end(T& trainer, M&) {
     if (options_.every_n_train_steps > 0 || options_.train_time_interval.count() > 0 || options_.every_n_epochs == 0) return;
     if ((trainer.current_epoch() + 1) % options_.every_n_epochs == 0) save(trainer);
+  }
+
+  const std::string& dirpath() const { return options_.dirpath; }
+  /// The checkpoint `fit(..., "last" | "best")` resumes from, or "" when there is none: what this ModelCheckpoint
+  /// wrote in this process, else what its folder holds (after a crash): last.ckpt or the newest .ckpt for "last",
+  /// and for "best" the best path recorded in that newest checkpoint.
+  std::string find_checkpoint(const std::string& which) const {
+    namespace fs = std::filesystem;
+    std::error_code error;
+    const std::string& known = which == "best" ? best_path_ : last_path_;
+    if (!known.empty() && fs::exists(known, error)) return known;
+    std::string newest;
+    const std::string last = options_.dirpath + "/last.ckpt";
+    if (fs::exists(last, error)) {
+      newest = last;
+    } else {
+      fs::file_time_type newest_time{};
+      for (fs::directory_iterator it(options_.dirpath, error), end; !error && it != end; it.increment(error)) {
+        if (it->path().extension() != ".ckpt" || !it->is_regular_file(error)) continue;
+        const auto time = it->last_write_time(error);
+        if (!error && (newest.empty() || time > newest_time)) newest = it->path().string(), newest_time = time;
+      }
+    }
+    if (which != "best" || newest.empty()) return newest;
+    for (const auto& [key, state] : read_checkpoint_states(newest)) {
+      if (key.rfind("callback/trainloop::ModelCheckpoint", 0) != 0) continue;
+      auto best = state.find("best_model_path");
+      if (best == state.end() || !std::holds_alternative<std::string>(best->second)) continue;
+      const std::string& path = std::get<std::string>(best->second);
+      if (!path.empty() && fs::exists(path, error)) return path;
+    }
+    return "";
   }
 
   const std::string& best_model_path() const { return best_path_; }
@@ -143,17 +177,43 @@ class ModelCheckpoint {
       if (it == values.end())
         throw std::runtime_error("trainloop: ModelCheckpoint monitors '" + options_.monitor + "', which was not logged");
       score = it->second;
+      if (std::isnan(score))  // a NaN ranks worst, as in Lightning
+        score = options_.mode == Mode::min ? std::numeric_limits<double>::infinity() : -std::numeric_limits<double>::infinity();
     }
     if (options_.save_top_k != 0 && keeps(score)) {
+      // The kept set (and best path) is updated before the write, so the file records itself among them; it is put
+      // back if the write fails or is skipped, and the dropped files are deleted only once the new one is written.
       const std::string path = options_.dirpath + "/" + format_filename(options_.filename, values) + ".ckpt";
-      trainer.save_checkpoint(path, options_.save_weights_only);
+      const auto kept_before = kept_;
       kept_.erase(std::remove_if(kept_.begin(), kept_.end(), [&](const auto& k) { return k.first == path; }), kept_.end());
       kept_.emplace_back(path, score);
-      prune();
+      const std::vector<std::string> dropped = drop_beyond_top_k();
+      bool written = false;
+      try {
+        written = trainer.save_checkpoint(path, options_.save_weights_only);
+      } catch (...) {
+        kept_ = kept_before;
+        update_best();
+        throw;
+      }
+      if (!written) {
+        kept_ = kept_before;
+        update_best();
+        return;
+      }
+      for (const auto& file : dropped)
+        if (file != path) std::filesystem::remove(file);
     }
     if (options_.save_last) {
-      last_path_ = options_.dirpath + "/last.ckpt";
-      trainer.save_checkpoint(last_path_, options_.save_weights_only);
+      const std::string last = options_.dirpath + "/last.ckpt";
+      const std::string last_before = last_path_;
+      last_path_ = last;
+      try {
+        if (!trainer.save_checkpoint(last, options_.save_weights_only)) last_path_ = last_before;
+      } catch (...) {
+        last_path_ = last_before;
+        throw;
+      }
     }
   }
   bool better(double a, double b) const { return options_.mode == Mode::min ? a < b : a > b; }
@@ -165,16 +225,22 @@ class ModelCheckpoint {
       if (better(score, s)) return true;
     return false;
   }
-  // Drops the worst (without a monitor: the oldest) beyond save_top_k, deleting its file, and updates the best.
-  void prune() {
+  // Takes the worst (without a monitor: the oldest) beyond save_top_k out of the kept set, returning their files,
+  // and updates the best.
+  std::vector<std::string> drop_beyond_top_k() {
+    std::vector<std::string> dropped;
     while (options_.save_top_k > 0 && static_cast<std::int64_t>(kept_.size()) > options_.save_top_k) {
       auto worst = kept_.begin();  // in saving order: the oldest first
       if (!options_.monitor.empty())
         for (auto it = kept_.begin(); it != kept_.end(); ++it)
           if (better(worst->second, it->second)) worst = it;
-      std::filesystem::remove(worst->first);
+      dropped.push_back(worst->first);
       kept_.erase(worst);
     }
+    update_best();
+    return dropped;
+  }
+  void update_best() {
     best_path_.clear();
     best_score_.reset();
     for (const auto& [path, score] : kept_)

@@ -15,6 +15,7 @@ inline void request_preemption(int) { preemption_requested = 1; }  // async-sign
 
 class Preemption {
  public:
+  static constexpr bool trainloop_checkpointing_callback = true;  // saves after every other hook of the step
   struct Options {
     std::vector<int> signals{SIGTERM, SIGUSR1};
     std::string path = "preempted.ckpt";  ///< where the checkpoint goes
