@@ -38,6 +38,15 @@ if(TRAINLOOP_WITH_TORCH)
   target_compile_options(trainloop_torch_pch PRIVATE ${TRAINLOOP_WARNING_FLAGS} ${TRAINLOOP_SANITIZE_FLAGS})
   target_precompile_headers(trainloop_torch_pch PUBLIC <torch/torch.h> <zlib.h>)
 endif()
+# ccache caches compilations that use a GCC precompiled header only with -fpch-preprocess (and its sloppiness
+# pch_defines,time_macros, which tools/test.sh sets); without ccache the flag changes nothing.
+set(TRAINLOOP_PCH_FLAGS "")
+if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
+  set(TRAINLOOP_PCH_FLAGS -fpch-preprocess)
+endif()
+if(TARGET trainloop_torch_pch)
+  target_compile_options(trainloop_torch_pch PRIVATE ${TRAINLOOP_PCH_FLAGS})
+endif()
 
 # trainloop_target(name [TORCH] [SINGLE] SOURCES ...): an executable with warnings on, built against the chosen header.
 function(trainloop_target name)
@@ -49,6 +58,7 @@ function(trainloop_target name)
   if(ARG_TORCH)
     set(flavour torch)
     target_precompile_headers(${name} REUSE_FROM trainloop_torch_pch)
+    target_compile_options(${name} PRIVATE ${TRAINLOOP_PCH_FLAGS})
   endif()
   if(ARG_SINGLE)
     target_link_libraries(${name} PRIVATE trainloop_dev_${flavour}_single)

@@ -1,10 +1,15 @@
 // trainloop: CRC-32C (Castagnoli). TensorBoard's TFRecord framing uses it, and checkpoint files carry one over their
-// whole payload. Slicing-by-8 (eight table lookups per 8 bytes), so checking a large checkpoint costs little beside
+// whole payload. On x86-64 with SSE4.2 (every x86-64 CPU since 2008) the CPU's crc32 instruction does it (~8 GB/s,
+// chosen at run time); elsewhere slicing-by-8 tables (~2 GB/s). Either way, checking a checkpoint costs little beside
 // reading it.
 #pragma once
 #include <array>
 #include <cstdint>
 #include <cstring>
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <nmmintrin.h>
+#define TRAINLOOP_DETAIL_CRC32C_SSE42 1
+#endif
 
 TRAINLOOP_DETAIL_BEGIN
 
@@ -25,8 +30,8 @@ inline const Crc32cTables& crc32c_tables() {
   return tables;
 }
 
-/// Continues a CRC-32C over more bytes: start with `crc32c_update(0, ...)`; "123456789" -> 0xE3069283.
-inline std::uint32_t crc32c_update(std::uint32_t crc, const void* data, std::size_t size) {
+/// The portable CRC-32C (tables); crc32c_update picks the CPU's instruction when it has one.
+inline std::uint32_t crc32c_update_portable(std::uint32_t crc, const void* data, std::size_t size) {
   const Crc32cTables& t = crc32c_tables();
   const auto* bytes = static_cast<const unsigned char*>(data);
   crc = ~crc;
@@ -45,6 +50,31 @@ inline std::uint32_t crc32c_update(std::uint32_t crc, const void* data, std::siz
   }
   for (; size > 0; --size, ++bytes) crc = t[0][(crc ^ *bytes) & 0xFF] ^ (crc >> 8);
   return ~crc;
+}
+
+#ifdef TRAINLOOP_DETAIL_CRC32C_SSE42
+__attribute__((target("sse4.2"))) inline std::uint32_t crc32c_update_sse42(std::uint32_t crc, const void* data,
+                                                                          std::size_t size) {
+  const auto* bytes = static_cast<const unsigned char*>(data);
+  std::uint64_t wide = ~crc;
+  for (; size >= 8; size -= 8, bytes += 8) {
+    std::uint64_t word;
+    std::memcpy(&word, bytes, 8);
+    wide = _mm_crc32_u64(wide, word);
+  }
+  auto narrow = static_cast<std::uint32_t>(wide);
+  for (; size > 0; --size, ++bytes) narrow = _mm_crc32_u8(narrow, *bytes);
+  return ~narrow;
+}
+#endif
+
+/// Continues a CRC-32C over more bytes: start with `crc32c_update(0, ...)`; "123456789" -> 0xE3069283.
+inline std::uint32_t crc32c_update(std::uint32_t crc, const void* data, std::size_t size) {
+#ifdef TRAINLOOP_DETAIL_CRC32C_SSE42
+  static const bool has_sse42 = __builtin_cpu_supports("sse4.2");
+  if (has_sse42) return crc32c_update_sse42(crc, data, size);
+#endif
+  return crc32c_update_portable(crc, data, size);
 }
 inline std::uint32_t crc32c(const void* data, std::size_t size) { return crc32c_update(0, data, size); }
 }  // namespace detail

@@ -7,6 +7,7 @@
 #include <trainloop.hpp>
 
 #include <chrono>
+#include <cstdlib>
 #include <csignal>
 #include <filesystem>
 #include <random>
@@ -20,9 +21,15 @@
 #include "temp_dir.hpp"
 
 namespace {
+// The child program, from ctest's environment (tests/CMakeLists.txt).
+std::string child_program() {
+  const char* path = std::getenv("TRAINLOOP_RESUME_CHILD");
+  REQUIRE_MESSAGE(path != nullptr, "TRAINLOOP_RESUME_CHILD must name trainloop_resume_child (ctest sets it)");
+  return path;
+}
 pid_t start_child(const std::vector<std::string>& args) {
   std::vector<char*> argv;
-  std::string program = TRAINLOOP_RESUME_CHILD;
+  std::string program = child_program();
   argv.push_back(program.data());
   std::vector<std::string> copies = args;
   for (auto& a : copies) argv.push_back(a.data());
