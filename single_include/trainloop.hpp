@@ -6401,10 +6401,15 @@ class Trainer {
   }
   template <class F>
   void for_each_callback_before_module(F&& f) {
+    for_each_plain_callback(f);
+    for_each_callback_in<detail::CallbackGroup::monitoring>(f);
+  }
+  // The plain callbacks of the pack, then the built-in progress bar and model summary.
+  template <class F>
+  void for_each_plain_callback(F&& f) {
     for_each_callback_in<detail::CallbackGroup::plain>(f);
     if (builtin_progress_bar_) f(progress_bar_);
     if (builtin_model_summary_) f(model_summary_);
-    for_each_callback_in<detail::CallbackGroup::monitoring>(f);
   }
   template <detail::CallbackGroup G, class F>
   void for_each_callback_in(F&& f) {
@@ -7343,18 +7348,16 @@ class Trainer {
       if (from == LoopPoint::epoch_hooks) {
         // on_train_epoch_end: callbacks, the module, the epoch's train values, the monitoring callbacks; then the
         // checkpointing callbacks, whose checkpoints resume with what follows.
+        auto epoch_end = [&](auto& callback) {
+          t.template call_callback<detail::tags::on_train_epoch_end>(callback, *module);
+        };
         t.loop_point_ = LoopPoint::epoch_hooks;
-        t.template for_each_callback_in<detail::CallbackGroup::plain>(
-            [&](auto& callback) { t.template call_callback<detail::tags::on_train_epoch_end>(callback, *module); });
-        if (t.builtin_progress_bar_) t.template call_callback<detail::tags::on_train_epoch_end>(t.progress_bar_, *module);
-        if (t.builtin_model_summary_) t.template call_callback<detail::tags::on_train_epoch_end>(t.model_summary_, *module);
+        t.for_each_plain_callback(epoch_end);
         t.template call_module<detail::tags::on_train_epoch_end>(*module);
         t.publish_epoch_values(t.metrics_[index(Stage::train)]);
-        t.template for_each_callback_in<detail::CallbackGroup::monitoring>(
-            [&](auto& callback) { t.template call_callback<detail::tags::on_train_epoch_end>(callback, *module); });
+        t.template for_each_callback_in<detail::CallbackGroup::monitoring>(epoch_end);
         t.loop_point_ = LoopPoint::epoch_rest;
-        t.template for_each_callback_in<detail::CallbackGroup::checkpointing>(
-            [&](auto& callback) { t.template call_callback<detail::tags::on_train_epoch_end>(callback, *module); });
+        t.template for_each_callback_in<detail::CallbackGroup::checkpointing>(epoch_end);
       }
       t.write_logs();
       t.step_schedulers(Interval::epoch, t.current_epoch_ + 1);
