@@ -132,7 +132,8 @@ TRAINLOOP_DETAIL_BEGIN
   X(exception_raised)                                                                                                  \
   X(terminate)                                                                                                         \
   X(terminate_single_epoch)                                                                                            \
-  X(data_exhausted)
+  X(data_exhausted)                                                                                                    \
+  X(interrupt)
 
 /// An event. The named values are the built-in events; values from `register_event` are user-defined events.
 enum class Event : std::uint16_t {
@@ -260,6 +261,9 @@ struct State {
   std::uint64_t iteration = 0;        ///< iterations started in the whole run (Ignite's `iteration`)
   std::uint64_t epoch_iteration = 0;  ///< iterations started in the current epoch
   bool in_epoch = false;  ///< between epoch_started and epoch_completed; a run stopped mid-epoch resumes that epoch
+  /// Batches drawn from the data since its current pass began. A run resumed over a fresh data source (a new
+  /// process, a new range) skips this many first, so the epoch continues the same pass.
+  std::uint64_t pass_position = 0;
   std::optional<std::uint64_t> epoch_length;  ///< iterations per epoch; unknown until a pass ends for unsized data
   std::optional<std::uint64_t> max_epochs;
   std::optional<std::uint64_t> max_iters;
@@ -297,6 +301,7 @@ struct State {
     dict["iteration"] = as_int(iteration);
     dict["epoch_iteration"] = as_int(epoch_iteration);
     dict["in_epoch"] = StateValue{std::int64_t{in_epoch ? 1 : 0}};
+    dict["pass_position"] = as_int(pass_position);
     dict["epoch_length"] = optional_int(epoch_length);
     dict["max_epochs"] = optional_int(max_epochs);
     dict["max_iters"] = optional_int(max_iters);
@@ -319,6 +324,8 @@ struct State {
     const std::uint64_t in_epoch_flag = read_count(dict, "in_epoch");
     if (in_epoch_flag > 1) throw bad_key("in_epoch", "must be 0 or 1, got " + std::to_string(in_epoch_flag));
     loaded.in_epoch = in_epoch_flag == 1;
+    // Written since the Engine resumes passes; a dictionary from before holds epochs that began their pass.
+    loaded.pass_position = dict.count("pass_position") ? read_count(dict, "pass_position") : loaded.epoch_iteration;
     loaded.epoch_length = read_optional_count(dict, "epoch_length");
     loaded.max_epochs = read_optional_count(dict, "max_epochs");
     loaded.max_iters = read_optional_count(dict, "max_iters");
@@ -362,7 +369,8 @@ struct State {
   }
 
   static bool is_core_key(const std::string& key) {
-    for (const char* k : {"epoch", "iteration", "epoch_iteration", "in_epoch", "epoch_length", "max_epochs", "max_iters"})
+    for (const char* k : {"epoch", "iteration", "epoch_iteration", "in_epoch", "pass_position", "epoch_length",
+                          "max_epochs", "max_iters"})
       if (key == k) return true;
     return false;
   }
@@ -432,6 +440,9 @@ class Filter {
   }
   Filter& once(std::vector<std::uint64_t> counts) {
     if (counts.empty()) throw std::invalid_argument("trainloop: once({...}): the list of counts is empty");
+    // Counts start at 1 (the first iteration, the first epoch), so once(0) would never fire on them: refused, as in Ignite.
+    if (std::find(counts.begin(), counts.end(), 0) != counts.end())
+      throw std::invalid_argument("trainloop: once(0): counts start at 1; once(n) needs n >= 1");
     std::sort(counts.begin(), counts.end());
     once_ = std::move(counts);
     return *this;
@@ -684,7 +695,8 @@ inline constexpr bool is_event_handler_v = is_detected_v<event_handler_marker_t,
   X(on_end, on_completed)                                                                                              \
   X(on_terminated, on_terminate)                                                                                       \
   X(on_terminate_epoch, on_terminate_single_epoch)                                                                     \
-  X(on_dataloader_stop_iteration, on_data_exhausted)
+  X(on_dataloader_stop_iteration, on_data_exhausted)                                                                   \
+  X(on_interrupted, on_interrupt)
 #define TRAINLOOP_DETAIL_NEAR_MISS_PROBE(wrong, right) TRAINLOOP_DETAIL_MEMBER_PROBE(wrong)
 TRAINLOOP_DETAIL_NEAR_MISS_HOOKS(TRAINLOOP_DETAIL_NEAR_MISS_PROBE)
 #undef TRAINLOOP_DETAIL_NEAR_MISS_PROBE
@@ -693,9 +705,8 @@ TRAINLOOP_DETAIL_NEAR_MISS_HOOKS(TRAINLOOP_DETAIL_NEAR_MISS_PROBE)
 // Each entry: the hook, how a callback declares it, how the module declares it. A callback's hook takes
 // (trainer&, module&, ...); the module's takes only the trailing arguments. The Trainer calls them only through
 // lightning_hook<...> below; a declared hook that cannot be called with the arguments shown is a compile error.
-#define TRAINLOOP_DETAIL_LIGHTNING_HOOKS(X)                                                                            \
-  X(setup, "(trainer&, module&, const std::string& stage)", "(const std::string& stage)")                             \
-  X(teardown, "(trainer&, module&, const std::string& stage)", "(const std::string& stage)")                          \
+// The hooks named on_*: their systematic misspellings are rejected too (see check_lightning_names).
+#define TRAINLOOP_DETAIL_LIGHTNING_ON_HOOKS(X)                                                                         \
   X(on_fit_start, "(trainer&, module&)", "()")                                                                         \
   X(on_fit_end, "(trainer&, module&)", "()")                                                                           \
   X(on_sanity_check_start, "(trainer&, module&)", "()")                                                                \
@@ -705,8 +716,8 @@ TRAINLOOP_DETAIL_NEAR_MISS_HOOKS(TRAINLOOP_DETAIL_NEAR_MISS_PROBE)
   X(on_train_epoch_start, "(trainer&, module&)", "()")                                                                 \
   X(on_train_epoch_end, "(trainer&, module&)", "()")                                                                   \
   X(on_train_batch_start, "(trainer&, module&, Batch& batch, std::int64_t batch_idx)",                                 \
-    "(Batch& batch, std::int64_t batch_idx), optionally returning int (-1 skips the rest of the epoch)")             \
-  X(on_train_batch_end, "(trainer&, module&, const Output& outputs, Batch& batch, std::int64_t batch_idx)",             \
+    "(Batch& batch, std::int64_t batch_idx), optionally returning int (-1 skips the rest of the epoch)")               \
+  X(on_train_batch_end, "(trainer&, module&, const Output& outputs, Batch& batch, std::int64_t batch_idx)",            \
     "(const Output& outputs, Batch& batch, std::int64_t batch_idx)")                                                   \
   X(on_validation_start, "(trainer&, module&)", "()")                                                                  \
   X(on_validation_end, "(trainer&, module&)", "()")                                                                    \
@@ -714,7 +725,7 @@ TRAINLOOP_DETAIL_NEAR_MISS_HOOKS(TRAINLOOP_DETAIL_NEAR_MISS_PROBE)
   X(on_validation_epoch_end, "(trainer&, module&)", "()")                                                              \
   X(on_validation_batch_start, "(trainer&, module&, Batch& batch, std::int64_t batch_idx)",                            \
     "(Batch& batch, std::int64_t batch_idx)")                                                                          \
-  X(on_validation_batch_end, "(trainer&, module&, const Output& outputs, Batch& batch, std::int64_t batch_idx)",        \
+  X(on_validation_batch_end, "(trainer&, module&, const Output& outputs, Batch& batch, std::int64_t batch_idx)",       \
     "(const Output& outputs, Batch& batch, std::int64_t batch_idx)")                                                   \
   X(on_test_start, "(trainer&, module&)", "()")                                                                        \
   X(on_test_end, "(trainer&, module&)", "()")                                                                          \
@@ -722,7 +733,7 @@ TRAINLOOP_DETAIL_NEAR_MISS_HOOKS(TRAINLOOP_DETAIL_NEAR_MISS_PROBE)
   X(on_test_epoch_end, "(trainer&, module&)", "()")                                                                    \
   X(on_test_batch_start, "(trainer&, module&, Batch& batch, std::int64_t batch_idx)",                                  \
     "(Batch& batch, std::int64_t batch_idx)")                                                                          \
-  X(on_test_batch_end, "(trainer&, module&, const Output& outputs, Batch& batch, std::int64_t batch_idx)",              \
+  X(on_test_batch_end, "(trainer&, module&, const Output& outputs, Batch& batch, std::int64_t batch_idx)",             \
     "(const Output& outputs, Batch& batch, std::int64_t batch_idx)")                                                   \
   X(on_predict_start, "(trainer&, module&)", "()")                                                                     \
   X(on_predict_end, "(trainer&, module&)", "()")                                                                       \
@@ -730,23 +741,46 @@ TRAINLOOP_DETAIL_NEAR_MISS_HOOKS(TRAINLOOP_DETAIL_NEAR_MISS_PROBE)
   X(on_predict_epoch_end, "(trainer&, module&)", "()")                                                                 \
   X(on_predict_batch_start, "(trainer&, module&, Batch& batch, std::int64_t batch_idx)",                               \
     "(Batch& batch, std::int64_t batch_idx)")                                                                          \
-  X(on_predict_batch_end, "(trainer&, module&, const Output& outputs, Batch& batch, std::int64_t batch_idx)",           \
+  X(on_predict_batch_end, "(trainer&, module&, const Output& outputs, Batch& batch, std::int64_t batch_idx)",          \
     "(const Output& outputs, Batch& batch, std::int64_t batch_idx)")                                                   \
   X(on_before_backward, "(trainer&, module&, torch::Tensor& loss)", "(torch::Tensor& loss)")                           \
   X(on_after_backward, "(trainer&, module&)", "()")                                                                    \
   X(on_before_optimizer_step, "(trainer&, module&, torch::optim::Optimizer& optimizer)",                               \
     "(torch::optim::Optimizer& optimizer)")                                                                            \
   X(on_before_zero_grad, "(trainer&, module&, torch::optim::Optimizer& optimizer)", "(torch::optim::Optimizer& optimizer)") \
-  X(on_exception, "(trainer&, module&, std::exception_ptr error)", "(std::exception_ptr error)")                      \
-  X(on_before_batch_transfer, "(not a callback hook)", "(Batch batch, int dataloader_idx) returning Batch")           \
+  X(on_exception, "(trainer&, module&, std::exception_ptr error)", "(std::exception_ptr error)")                       \
+  X(on_before_batch_transfer, "(not a callback hook)", "(Batch batch, int dataloader_idx) returning Batch")            \
+  X(on_after_batch_transfer, "(not a callback hook)", "(Batch batch, int dataloader_idx) returning Batch")             \
+  X(on_validation_model_eval, "(not a callback hook)", "()")                                                           \
+  X(on_validation_model_train, "(not a callback hook)", "()")                                                          \
+  X(on_validation_model_zero_grad, "(not a callback hook)", "()")                                                      \
+  X(on_test_model_eval, "(not a callback hook)", "()")                                                                 \
+  X(on_test_model_train, "(not a callback hook)", "()")                                                                \
+  X(on_predict_model_eval, "(not a callback hook)", "()")
+#define TRAINLOOP_DETAIL_LIGHTNING_OTHER_HOOKS(X)                                                                      \
+  X(setup, "(trainer&, module&, const std::string& stage)", "(const std::string& stage)")                              \
+  X(teardown, "(trainer&, module&, const std::string& stage)", "(const std::string& stage)")                           \
   X(transfer_batch_to_device, "(not a callback hook)",                                                                 \
-    "(Batch batch, torch::Device device, int dataloader_idx) returning Batch")                                        \
-  X(on_after_batch_transfer, "(not a callback hook)", "(Batch batch, int dataloader_idx) returning Batch")            \
-  X(training_step, "(not a callback hook)", "(Batch& batch, std::int64_t batch_idx) returning the loss")             \
-  X(validation_step, "(not a callback hook)", "(Batch& batch, std::int64_t batch_idx)")                               \
-  X(test_step, "(not a callback hook)", "(Batch& batch, std::int64_t batch_idx)")                                     \
-  X(predict_step, "(not a callback hook)", "(Batch& batch, std::int64_t batch_idx)")                                  \
-  X(configure_optimizers, "(not a callback hook)", "() returning an optimizer or trainloop::Optimizers")
+    "(Batch batch, torch::Device device, int dataloader_idx) returning Batch")                                         \
+  X(training_step, "(not a callback hook)", "(Batch& batch, std::int64_t batch_idx) returning the loss")               \
+  X(validation_step, "(not a callback hook)", "(Batch& batch, std::int64_t batch_idx)")                                \
+  X(test_step, "(not a callback hook)", "(Batch& batch, std::int64_t batch_idx)")                                      \
+  X(predict_step, "(not a callback hook)", "(Batch& batch, std::int64_t batch_idx)")                                   \
+  X(configure_optimizers, "(not a callback hook)", "() returning an optimizer or trainloop::Optimizers")               \
+  X(backward, "(not a callback hook)", "(torch::Tensor& loss), calling loss.backward() or what replaces it")           \
+  X(configure_gradient_clipping, "(not a callback hook)",                                                              \
+    "(torch::optim::Optimizer& optimizer, double gradient_clip_val, trainloop::ClipAlgorithm algorithm)")              \
+  X(lr_scheduler_step, "(not a callback hook)",                                                                        \
+    "(const trainloop::SchedulerConfig& scheduler, std::optional<double> metric)")                                     \
+  X(prepare_data, "(not a callback hook)", "()")                                                                       \
+  X(configure_model, "(not a callback hook)", "()")                                                                    \
+  X(train_dataloader, "(not a callback hook)", "() returning the training data")                                       \
+  X(val_dataloader, "(not a callback hook)", "() returning the validation data")                                       \
+  X(test_dataloader, "(not a callback hook)", "() returning the test data")                                            \
+  X(predict_dataloader, "(not a callback hook)", "() returning the data to predict on")
+#define TRAINLOOP_DETAIL_LIGHTNING_HOOKS(X)                                                                            \
+  TRAINLOOP_DETAIL_LIGHTNING_ON_HOOKS(X)                                                                               \
+  TRAINLOOP_DETAIL_LIGHTNING_OTHER_HOOKS(X)
 
 template <class Tag>
 struct lightning_hook;
@@ -820,7 +854,6 @@ constexpr bool is_logger() {
   X(on_train_batch_begin, on_train_batch_start)                                                                        \
   X(on_validation_epoch_begin, on_validation_epoch_start)                                                              \
   X(on_val_epoch_end, on_validation_epoch_end)                                                                         \
-  X(on_before_zero_grads, on_before_zero_grad)                                                                         \
   X(train_step, training_step)                                                                                         \
   X(val_step, validation_step)                                                                                         \
   X(validate_step, validation_step)                                                                                    \
@@ -829,16 +862,42 @@ constexpr bool is_logger() {
 TRAINLOOP_DETAIL_NEAR_MISS_LIGHTNING_HOOKS(TRAINLOOP_DETAIL_NEAR_MISS_PROBE)
 #undef TRAINLOOP_DETAIL_NEAR_MISS_PROBE
 
+// Every on_* hook's systematic misspellings: a plural (on_train_epoch_ends), a trailing underscore (on_validation_end_),
+// a past tense (on_fit_ended). C++ cannot list a class's members, so "any on_* that is not a hook" is checked as these
+// plus the names above; a type whose own helpers collide opts out with
+// `static constexpr bool trainloop_skip_hook_name_check = true;`.
+#define TRAINLOOP_DETAIL_MISSPELLING_PROBES(name, callback_signature, module_signature)                                \
+  TRAINLOOP_DETAIL_MEMBER_PROBE(name##s)                                                                               \
+  TRAINLOOP_DETAIL_MEMBER_PROBE(name##_)                                                                               \
+  TRAINLOOP_DETAIL_MEMBER_PROBE(name##ed)
+TRAINLOOP_DETAIL_LIGHTNING_ON_HOOKS(TRAINLOOP_DETAIL_MISSPELLING_PROBES)
+#undef TRAINLOOP_DETAIL_MISSPELLING_PROBES
+template <class H>
+using skip_hook_name_check_t = decltype(H::trainloop_skip_hook_name_check);
+template <class H>
+constexpr bool skips_hook_name_check() {
+  if constexpr (is_detected_v<skip_hook_name_check_t, H>) return H::trainloop_skip_hook_name_check;
+  return false;
+}
+
 /// Rejects Lightning hook names that do not exist (a misspelling or another version's name) on a callback or module.
 template <class H>
 constexpr bool check_lightning_names() {
+  if constexpr (!skips_hook_name_check<H>()) {
 #define TRAINLOOP_DETAIL_CHECK_NEAR_MISS(wrong, right)                                                                 \
   static_assert(!declares_##wrong<H>::value,                                                                           \
                 "trainloop: a LightningModule or callback declares " #wrong ", which is not a hook; write " #right);
-  TRAINLOOP_DETAIL_NEAR_MISS_LIGHTNING_HOOKS(TRAINLOOP_DETAIL_CHECK_NEAR_MISS)
-  TRAINLOOP_DETAIL_CHECK_NEAR_MISS(on_epoch_start, on_train_epoch_start)
-  TRAINLOOP_DETAIL_CHECK_NEAR_MISS(on_epoch_end, on_train_epoch_end)
+    TRAINLOOP_DETAIL_NEAR_MISS_LIGHTNING_HOOKS(TRAINLOOP_DETAIL_CHECK_NEAR_MISS)
+    TRAINLOOP_DETAIL_CHECK_NEAR_MISS(on_epoch_start, on_train_epoch_start)
+    TRAINLOOP_DETAIL_CHECK_NEAR_MISS(on_epoch_end, on_train_epoch_end)
+#define TRAINLOOP_DETAIL_CHECK_MISSPELLINGS(name, callback_signature, module_signature)                                \
+  TRAINLOOP_DETAIL_CHECK_NEAR_MISS(name##s, name)                                                                      \
+  TRAINLOOP_DETAIL_CHECK_NEAR_MISS(name##_, name)                                                                      \
+  TRAINLOOP_DETAIL_CHECK_NEAR_MISS(name##ed, name)
+    TRAINLOOP_DETAIL_LIGHTNING_ON_HOOKS(TRAINLOOP_DETAIL_CHECK_MISSPELLINGS)
+#undef TRAINLOOP_DETAIL_CHECK_MISSPELLINGS
 #undef TRAINLOOP_DETAIL_CHECK_NEAR_MISS
+  }
   return true;
 }
 
@@ -883,7 +942,7 @@ check_engine_hook_signatures<H, Engine>();
                   "trainloop: a handler declares no Engine hook; hooks are on_started, on_epoch_started, "
                   "on_get_batch_started, on_get_batch_completed, on_iteration_started, on_iteration_completed, "
                   "on_epoch_completed, on_completed, on_exception_raised, on_terminate, on_terminate_single_epoch, "
-                  "on_data_exhausted and on_event (user events); wrap a callable as trainloop::on(events, f)");
+                  "on_data_exhausted, on_interrupt and on_event (user events); wrap a callable as trainloop::on(events, f)");
     return true;
   }
 }
@@ -1107,11 +1166,16 @@ class RunOptions {
   /// Start a fresh pass over the data at every epoch (Lightning's epochs) instead of continuing the pass the last
   /// epoch left unfinished (Ignite's, the default). Matters when epoch_length is shorter than the data.
   RunOptions& restart_data_each_epoch(bool v) { return restart_data_each_epoch_ = v, *this; }
+  /// A run that resumes a state over a fresh data source (another range, a new process) first skips the batches
+  /// the pass already gave (`state.pass_position`), so the epoch goes on where it stopped. Turn it off for data
+  /// that restores its own position (a DataLoader whose state_dict was loaded).
+  RunOptions& skip_consumed_batches(bool v) { return skip_consumed_batches_ = v, *this; }
 
   std::optional<std::uint64_t> max_epochs() const { return unset_if_zero(max_epochs_); }
   std::optional<std::uint64_t> max_iters() const { return unset_if_zero(max_iters_); }
   std::optional<std::uint64_t> epoch_length() const { return unset_if_zero(epoch_length_); }
   bool restart_data_each_epoch() const { return restart_data_each_epoch_; }
+  bool skip_consumed_batches() const { return skip_consumed_batches_; }
 
  private:
   // Plain integers with 0 for "not given" (every limit must be positive): copying a std::optional member makes
@@ -1125,6 +1189,7 @@ class RunOptions {
   }
   std::uint64_t max_epochs_ = 0, max_iters_ = 0, epoch_length_ = 0;
   bool restart_data_each_epoch_ = false;
+  bool skip_consumed_batches_ = true;
 };
 inline RunOptions max_epochs(std::uint64_t n) { return RunOptions().max_epochs(n); }
 inline RunOptions max_iters(std::uint64_t n) { return RunOptions().max_iters(n); }
@@ -1151,8 +1216,18 @@ class EngineCore {
   /// Ends the current epoch after the current event's handlers: fires `terminate_single_epoch`, restarts the data,
   /// then `epoch_completed` unless skip_epoch_completed, and goes on with the next epoch.
   void terminate_epoch(bool skip_epoch_completed = false) noexcept {
-    if (stop_ == Stop::none) stop_ = skip_epoch_completed ? Stop::epoch_skip_completed : Stop::epoch;
+    if (stop_ == Stop::none || stop_ == Stop::interrupt)
+      stop_ = skip_epoch_completed ? Stop::epoch_skip_completed : Stop::epoch;
   }
+  /// Ignite's interrupt: the run returns right after the current event's handlers, firing `interrupt` (after a
+  /// pending terminate_epoch, at the epoch's end). The next `run()` continues from that very point over the same
+  /// data pass, firing nothing again (no `started`, no second `epoch_started`).
+  void interrupt() noexcept {
+    interrupt_requested_ = true;
+    if (stop_ == Stop::none) stop_ = Stop::interrupt;
+  }
+  /// Whether the last run was interrupted (and the next run() continues it).
+  bool interrupted() const noexcept { return resume_ != Resume::none; }
   bool should_terminate() const noexcept { return stop_ == Stop::run || stop_ == Stop::run_skip_completed; }
   bool should_terminate_epoch() const noexcept {
     return stop_ == Stop::epoch || stop_ == Stop::epoch_skip_completed;
@@ -1169,12 +1244,26 @@ class EngineCore {
   const std::exception_ptr& current_exception() const noexcept { return exception_; }
 
  protected:
-  enum class Stop : std::uint8_t { none, epoch, epoch_skip_completed, run, run_skip_completed };
+  enum class Stop : std::uint8_t { none, interrupt, epoch, epoch_skip_completed, run, run_skip_completed };
+  // Where an interrupted run stopped: the event whose handlers ran last. The next run continues right after it.
+  enum class Resume : std::uint8_t {
+    none,
+    after_started,
+    after_epoch_started,
+    after_get_batch_started,
+    after_data_exhausted,
+    after_get_batch_completed,
+    after_iteration_started,
+    after_iteration_completed,
+    after_epoch_completed,
+  };
   using UserFire = void (*)(EngineCore&, Event);
 
   explicit EngineCore(UserFire fire_user) noexcept : fire_user_(fire_user) {}
 
   Stop stop_ = Stop::none;
+  bool interrupt_requested_ = false;  // also kept while a terminate_epoch goes first
+  Resume resume_ = Resume::none;
   std::exception_ptr exception_;
 
  private:
@@ -1215,6 +1304,12 @@ struct batch_of_step<Step, std::enable_if_t<std::is_pointer_v<Step>>> : last_par
 
 struct deduce_batch {};
 
+// A unique address per type, to tell whether a kept data source has the type a run needs (no RTTI needed).
+template <class T>
+struct type_tag {
+  static constexpr char id = 0;
+};
+
 // The step is called as step(engine, batch) or step(batch); a step returning nothing has std::monostate output.
 template <class Step, class Batch>
 inline constexpr bool step_takes_engine_v = std::is_invocable_v<Step&, EngineCore&, Batch&>;
@@ -1254,12 +1349,44 @@ class Engine : public EngineCore {
   }
 
   /// Runs (or resumes) over `data` (see RunOptions and the README for the resume rule). Returns the state.
-  template <class Data>
+  /// A resumed run keeps reading the pass it was reading when given the same data object (or, after interrupt(),
+  /// any data of the same kind: the interrupted pass continues); given other data, it skips what the pass consumed.
+  template <class Data, class = std::enable_if_t<!std::is_same_v<std::decay_t<Data>, RunOptions>>>
   State& run(Data&& data, const RunOptions& options = {}) {
-    auto source = detail::make_data_source<Batch>(std::forward<Data>(data));
-    prepare_run(options, source.size());
+    using Source = decltype(detail::make_data_source<Batch>(std::forward<Data>(data)));
+    RunningScope running(*this);
+    const void* address = nullptr;  // an lvalue is read in place: the same object means the same pass
+    if constexpr (std::is_lvalue_reference_v<Data>) address = std::addressof(data);
+    const auto size = detail::data_size(static_cast<const std::remove_reference_t<Data>&>(data));
+    const bool resumed = prepare_run(options, size ? std::optional<std::size_t>(static_cast<std::size_t>(*size))
+                                                   : std::nullopt);
+    const bool same_pass = kept_.type == &detail::type_tag<Source>::id && kept_.data == address &&
+                           (address != nullptr || interrupted());
+    if (!resumed || !same_pass) {
+      if (interrupted())
+        throw std::logic_error("trainloop: run(data): the run was interrupted; continue it with run() or with the same "
+                               "data object (a different one cannot continue the interrupted pass)");
+      kept_.source = std::make_shared<Source>(detail::make_data_source<Batch>(std::forward<Data>(data)));
+      kept_.type = &detail::type_tag<Source>::id;
+      kept_.data = address;
+      kept_.size = size ? std::optional<std::size_t>(static_cast<std::size_t>(*size)) : std::nullopt;
+      kept_.run = [](Engine& engine) { engine.run_loop(*static_cast<Source*>(engine.kept_.source.get())); };
+      skip_pending_ = resumed && options.skip_consumed_batches() ? state.pass_position : 0;
+    }
     restart_data_each_epoch_ = options.restart_data_each_epoch();
-    run_loop(source);
+    kept_.run(*this);
+    return state;
+  }
+  /// Continues the last run (interrupted, terminated, or finished and given a higher limit) over the data it was
+  /// reading, from where it stopped.
+  State& run(const RunOptions& options = {}) {
+    if (!kept_.source) throw std::logic_error("trainloop: run(): no run to continue; give the data: run(data, ...)");
+    RunningScope running(*this);
+    if (!prepare_run(options, kept_.size))
+      throw std::logic_error("trainloop: run(): the last run finished; start a new one with run(data, ...) or raise "
+                             "max_epochs/max_iters to continue it");
+    restart_data_each_epoch_ = options.restart_data_each_epoch();
+    kept_.run(*this);
     return state;
   }
 
@@ -1280,8 +1407,16 @@ class Engine : public EngineCore {
     return detail::unwrap(std::get<I>(handlers_));
   }
   template <class H>
-  H& handler() noexcept {
-    return detail::unwrap(std::get<H>(handlers_));
+  auto& handler() noexcept {
+    constexpr std::size_t count = (std::size_t{std::is_same_v<H, Handlers>} + ... + 0);
+    if constexpr (count == 1) {
+      return detail::unwrap(std::get<H>(handlers_));
+    } else {
+      static_assert(count == 1,
+                    "trainloop: engine.handler<T>(): the engine holds no handler of type T, or several; with several "
+                    "of one type, name one by its place in the pack: engine.handler<I>()");
+      return handlers_;
+    }
   }
 
   /// Registers a run-time handler: `engine.on(Events::iteration_completed | every(100), [](auto& e) {...})`.
@@ -1439,27 +1574,28 @@ class Engine : public EngineCore {
   }
 
   // Ignite's rule: a fresh state when nothing ran yet, or when the last run finished and the limits are not raised;
-  // otherwise resume where the state stands, with any new limit checked against it.
-  void prepare_run(const RunOptions& options, std::optional<std::size_t> data_size) {
+  // otherwise resume where the state stands, with any new limit checked against it (an interrupted run always
+  // resumes). Returns whether it resumes.
+  bool prepare_run(const RunOptions& options, std::optional<std::size_t> data_size) {
     if (options.max_epochs() && options.max_iters())
       throw std::invalid_argument("trainloop: run(): max_epochs and max_iters are mutually exclusive; give one");
     const bool never_ran = !state.max_epochs && !state.max_iters;
     const bool same_limits = (!options.max_epochs() && !options.max_iters()) ||
                              (options.max_epochs() && options.max_epochs() == state.max_epochs) ||
                              (options.max_iters() && options.max_iters() == state.max_iters);
-    if (never_ran || (is_done() && same_limits)) {
+    if (never_ran || (is_done() && same_limits && !interrupted())) {
       std::optional<std::uint64_t> epoch_length = options.epoch_length();
       if (!epoch_length && data_size) {
         if (*data_size == 0) throw std::invalid_argument("trainloop: run(): the data is empty (size 0)");
         epoch_length = *data_size;
       }
-      state.epoch = state.iteration = state.epoch_iteration = 0;
+      state.epoch = state.iteration = state.epoch_iteration = state.pass_position = 0;
       state.in_epoch = false;
       state.epoch_length = epoch_length;
       state.max_iters = options.max_iters();
       state.max_epochs = options.max_iters() ? max_epochs_for_iters() : options.max_epochs().value_or(1);
       state.reset_firings();
-      return;
+      return false;
     }
     if (options.max_epochs()) {
       if (*options.max_epochs() < state.epoch)
@@ -1481,6 +1617,7 @@ class Engine : public EngineCore {
                                   " differs from the state's (" +
                                   (state.epoch_length ? std::to_string(*state.epoch_length) : "unset") +
                                   ") in a resumed run");
+    return true;
   }
   std::optional<std::uint64_t> max_epochs_for_iters() const {
     if (!state.max_iters || !state.epoch_length) return std::nullopt;
@@ -1494,46 +1631,66 @@ class Engine : public EngineCore {
 
   template <class Source>
   void run_loop(Source& source) {
+    const Resume entry = resume_;
+    resume_ = Resume::none;
     stop_ = Stop::none;
+    interrupt_requested_ = false;
     propagating_ = nullptr;
-    const auto run_start = Clock::now();
-    state.times["epoch_completed"] = 0.0;
-    state.times["completed"] = 0.0;
+    if (entry == Resume::none) {
+      run_start_ = Clock::now();
+      state.times["epoch_completed"] = 0.0;
+      state.times["completed"] = 0.0;
+    }
     try {
-      emit<Event::started>();
-      if (should_terminate_epoch())
-        throw std::logic_error("trainloop: terminate_epoch() was called in a started handler, before any epoch");
-      while (!should_terminate() && !is_done()) {
-        if (!state.in_epoch) {
-          ++state.epoch;
-          state.epoch_iteration = 0;
-          state.in_epoch = true;
-          if (restart_data_each_epoch_) source.restart();
-        }
-        const auto epoch_start = Clock::now();
-        emit<Event::epoch_started>();
-        if (should_terminate()) break;
+      if (entry == Resume::none) {
+        emit<Event::started>();
         if (should_terminate_epoch())
+          throw std::logic_error("trainloop: terminate_epoch() was called in a started handler, before any epoch");
+        if (stop_ == Stop::interrupt) return interrupt_at(Resume::after_started);
+      }
+      Resume epoch_entry = entry;  // inside an epoch only when an interrupted run continues
+      while (true) {
+        const bool inside_epoch = epoch_entry != Resume::none && epoch_entry != Resume::after_started &&
+                                  epoch_entry != Resume::after_epoch_completed;
+        if (!inside_epoch) {
+          if (should_terminate() || is_done()) break;
+          if (!state.in_epoch) {
+            ++state.epoch;
+            state.epoch_iteration = 0;
+            state.in_epoch = true;
+            if (restart_data_each_epoch_) restart_data(source);
+          }
+          epoch_start_ = Clock::now();
+          emit<Event::epoch_started>();
+          if (should_terminate()) break;
+          if (stop_ == Stop::interrupt) return interrupt_at(Resume::after_epoch_started);
+          epoch_entry = Resume::after_epoch_started;
+        }
+        if (should_terminate_epoch()) {
           end_epoch_early(source);
-        else
-          run_epoch(source);
+        } else {
+          run_epoch(source, epoch_entry);
+          if (interrupted()) return;
+        }
         if (should_terminate()) break;  // stopped mid-epoch: in_epoch stays set, a later run resumes the epoch
         state.in_epoch = false;
-        state.times["epoch_completed"] = seconds_since(epoch_start);
+        state.times["epoch_completed"] = seconds_since(epoch_start_);
         const bool skip_epoch_completed = stop_ == Stop::epoch_skip_completed;
-        if (should_terminate_epoch()) stop_ = Stop::none;
+        if (should_terminate_epoch()) clear_epoch_stop();
         if (!skip_epoch_completed) {
           emit<Event::epoch_completed>();
-          state.times["epoch_completed"] = seconds_since(epoch_start);
+          state.times["epoch_completed"] = seconds_since(epoch_start_);
         }
-        if (should_terminate_epoch()) stop_ = Stop::none;  // nothing left to end in this epoch
+        if (should_terminate_epoch()) clear_epoch_stop();  // nothing left to end in this epoch
+        if (stop_ == Stop::interrupt) return interrupt_at(Resume::after_epoch_completed);
+        epoch_entry = Resume::after_epoch_completed;
       }
       batch_ = nullptr;
       if (should_terminate()) emit<Event::terminate>();
-      state.times["completed"] = seconds_since(run_start);
+      state.times["completed"] = seconds_since(run_start_);
       if (stop_ != Stop::run_skip_completed) {
         emit<Event::completed>();
-        state.times["completed"] = seconds_since(run_start);
+        state.times["completed"] = seconds_since(run_start_);
       }
     } catch (...) {
       batch_ = nullptr;
@@ -1545,49 +1702,63 @@ class Engine : public EngineCore {
     }
   }
 
-  // One epoch's iterations. Each event's handlers may stop the epoch or the run; the flag is checked right after.
+  // One epoch's iterations, from its start or from where an interrupted run stopped (`entry`). Each event's
+  // handlers may stop the epoch or the run, or interrupt it; the flag is checked right after them.
   template <class Source>
-  void run_epoch(Source& source) {
+  void run_epoch(Source& source, Resume entry) {
     try {
-      bool just_restarted = false;
+      bool just_restarted = entry == Resume::after_data_exhausted;
+      if (just_restarted) restart_data(source);
+      bool fetch_pending = entry == Resume::after_get_batch_started;  // get_batch_started already fired
+      bool have_batch = entry == Resume::after_get_batch_completed || entry == Resume::after_iteration_started;
+      bool iteration_begun = entry == Resume::after_iteration_started;
       while (true) {
-        // Checked first, so a run resumed at the very end of an epoch completes it without another iteration.
-        if (state.epoch_length && state.epoch_iteration >= *state.epoch_length) return;
-        if (state.max_iters && state.iteration >= *state.max_iters) return;
-        batch_ = nullptr;
-        if (!just_restarted) {
-          emit<Event::get_batch_started>();
-          if (stop_ != Stop::none) return end_epoch_early(source);
-        }
-        Batch* next = source.next();
-        if (next == nullptr) {
-          if (!state.epoch_length) {  // unsized data: the first full pass defines the epoch length
-            if (state.epoch_iteration == 0)
-              throw std::runtime_error("trainloop: the data yielded no batch in epoch " + std::to_string(state.epoch));
-            state.epoch_length = state.epoch_iteration;
-            if (state.max_iters) state.max_epochs = max_epochs_for_iters();
-            return;
+        if (!have_batch) {
+          if (!fetch_pending) {
+            // Checked first, so a run resumed at the very end of an epoch completes it without another iteration.
+            if (state.epoch_length && state.epoch_iteration >= *state.epoch_length) return;
+            if (state.max_iters && state.iteration >= *state.max_iters) return;
+            batch_ = nullptr;
+            if (!just_restarted) {
+              emit<Event::get_batch_started>();
+              if (stop_ != Stop::none) return stopped(source, Resume::after_get_batch_started);
+            }
           }
-          if (just_restarted)
-            throw std::runtime_error(
-                "trainloop: the data ran out: a fresh pass yielded no batch at epoch " + std::to_string(state.epoch) +
-                ", iteration " + std::to_string(state.iteration) +
-                " (a generator that returned std::nullopt stays exhausted; pass a range or a callable returning a "
-                "range per pass, or lower epoch_length/max_epochs/max_iters)");
-          emit<Event::data_exhausted>();
-          if (stop_ != Stop::none) return end_epoch_early(source);
-          source.restart();
-          just_restarted = true;
-          continue;
+          fetch_pending = false;
+          Batch* next = next_batch(source);
+          if (next == nullptr) {
+            if (!state.epoch_length) {  // unsized data: the first full pass defines the epoch length
+              if (state.epoch_iteration == 0)
+                throw std::runtime_error("trainloop: the data yielded no batch in epoch " + std::to_string(state.epoch));
+              state.epoch_length = state.epoch_iteration;
+              if (state.max_iters) state.max_epochs = max_epochs_for_iters();
+              return;
+            }
+            if (just_restarted)
+              throw std::runtime_error(
+                  "trainloop: the data ran out: a fresh pass yielded no batch at epoch " + std::to_string(state.epoch) +
+                  ", iteration " + std::to_string(state.iteration) +
+                  " (a generator that returned std::nullopt stays exhausted; pass a range or a callable returning a "
+                  "range per pass, or lower epoch_length/max_epochs/max_iters)");
+            emit<Event::data_exhausted>();
+            if (stop_ != Stop::none) return stopped(source, Resume::after_data_exhausted);
+            restart_data(source);
+            just_restarted = true;
+            continue;
+          }
+          just_restarted = false;
+          batch_ = next;
+          emit<Event::get_batch_completed>();
+          if (stop_ != Stop::none) return stopped(source, Resume::after_get_batch_completed);
         }
-        just_restarted = false;
-        batch_ = next;
-        emit<Event::get_batch_completed>();
-        if (stop_ != Stop::none) return end_epoch_early(source);
-        ++state.iteration;
-        ++state.epoch_iteration;
-        emit<Event::iteration_started>();
-        if (stop_ != Stop::none) return end_epoch_early(source);
+        have_batch = false;
+        if (!iteration_begun) {
+          ++state.iteration;
+          ++state.epoch_iteration;
+          emit<Event::iteration_started>();
+          if (stop_ != Stop::none) return stopped(source, Resume::after_iteration_started);
+        }
+        iteration_begun = false;
         if constexpr (std::is_same_v<output_type, std::monostate>) {
           detail::call_step(step_, *this, *batch_);
           output_.emplace();
@@ -1595,22 +1766,56 @@ class Engine : public EngineCore {
           output_.emplace(detail::call_step(step_, *this, *batch_));
         }
         emit<Event::iteration_completed>();
-        if (stop_ != Stop::none) return end_epoch_early(source);
+        if (stop_ != Stop::none) return stopped(source, Resume::after_iteration_completed);
       }
     } catch (...) {
       // Ignite's rule: an exception inside the epoch that a handler handles ends the epoch, and the run goes on.
       batch_ = nullptr;
       handle_exception(std::current_exception());
-      source.restart();
+      restart_data(source);
     }
   }
+
+  // After an event whose handlers asked to stop: interrupt the run there, or end the epoch (or the run) early.
+  template <class Source>
+  void stopped(Source& source, Resume point) {
+    if (stop_ == Stop::interrupt) return interrupt_at(point);
+    end_epoch_early(source);
+  }
+  void interrupt_at(Resume point) {
+    stop_ = Stop::none;
+    interrupt_requested_ = false;
+    emit<Event::interrupt>();
+    resume_ = point;
+  }
+  // An interrupt asked for while the epoch was being ended waits for the epoch's end.
+  void clear_epoch_stop() noexcept { stop_ = interrupt_requested_ ? Stop::interrupt : Stop::none; }
 
   template <class Source>
   void end_epoch_early(Source& source) {
     batch_ = nullptr;
     if (should_terminate()) return;
     emit<Event::terminate_single_epoch>();
+    restart_data(source);
+  }
+
+  // The data source, counted: the pass position is what a resumed run over a fresh source skips first.
+  template <class Source>
+  Batch* next_batch(Source& source) {
+    for (; skip_pending_ > 0; --skip_pending_)
+      if (source.next() == nullptr) {  // the new data is shorter than the position: its pass is over
+        skip_pending_ = 0;
+        break;
+      }
+    Batch* next = source.next();
+    if (next != nullptr) ++state.pass_position;
+    return next;
+  }
+  template <class Source>
+  void restart_data(Source& source) {
     source.restart();
+    state.pass_position = 0;
+    skip_pending_ = 0;
   }
 
   void handle_exception(std::exception_ptr error) {
@@ -1640,7 +1845,34 @@ class Engine : public EngineCore {
   int dispatch_depth_ = 0;
   bool removed_pending_ = false;
   bool restart_data_each_epoch_ = false;
+  bool running_ = false;
   std::exception_ptr propagating_;  // an unhandled exception on its way out, so it is offered to handlers once
+  Clock::time_point run_start_, epoch_start_;  // kept across an interrupt: the times go on
+  std::uint64_t skip_pending_ = 0;             // batches a fresh source skips before its first one
+  // The data source of the last run, kept so a resumed run continues its pass (type-erased: its type depends on the
+  // data given to run()).
+  struct KeptSource {
+    std::shared_ptr<void> source;
+    const void* type = nullptr;  // detail::type_tag<Source>::id
+    const void* data = nullptr;  // the lvalue it reads; null when it owns its data
+    std::optional<std::size_t> size;
+    void (*run)(Engine&) = nullptr;
+  } kept_;
+
+  // run() from inside this engine's own run (a handler, the step) is refused: it would nest a second loop.
+  struct RunningScope {
+    Engine& engine;
+    explicit RunningScope(Engine& e) : engine(e) {
+      if (engine.running_)
+        throw std::logic_error("trainloop: run() was called from inside the same engine's run (from a handler or the "
+                               "step); a nested run would fire epoch_completed and completed twice. Use another "
+                               "engine, or call run() again after this one returns");
+      engine.running_ = true;
+    }
+    ~RunningScope() { engine.running_ = false; }
+    RunningScope(const RunningScope&) = delete;
+    RunningScope& operator=(const RunningScope&) = delete;
+  };
 };
 
 /// CTAD for a step whose batch parameter has a concrete type: `Engine engine(step, Timer{});`.
@@ -3091,8 +3323,21 @@ class DataLoader {
     if (dataset_.size() == 0) throw fail("the dataset is empty");
     if (options_.pin_memory() && !torch::cuda::is_available()) throw fail("pin_memory needs CUDA, which is not available");
   }
-  DataLoader(const DataLoader&) = delete;  // the prefetch thread points at this loader
+  DataLoader(const DataLoader&) = delete;  // one position per loader; copy the dataset and options instead
   DataLoader& operator=(const DataLoader&) = delete;
+  /// Movable (`trainer.test(model, DataLoader<2>(...))` hands it over), the position included. The prefetch thread
+  /// points at the loader it serves, so it stops here and restarts in the new loader at the next batch to hand
+  /// out; iterators of the old loader are invalidated.
+  DataLoader(DataLoader&& other) : dataset_(other.dataset_), options_(other.options_) { take_over(other); }
+  DataLoader& operator=(DataLoader&& other) {
+    if (this != &other) {
+      stop_prefetch();
+      dataset_ = other.dataset_;
+      options_ = other.options_;
+      take_over(other);
+    }
+    return *this;
+  }
   ~DataLoader() { stop_prefetch(); }
 
   /// Examples this rank sees per epoch (padded to an equal share).
@@ -3256,6 +3501,17 @@ class DataLoader {
     space_.notify_one();
     if (got != batch) throw std::logic_error("trainloop: DataLoader: batches were requested out of order");
     return out;
+  }
+
+  void take_over(DataLoader& other) {
+    const bool prefetching = other.worker_.joinable();
+    other.stop_prefetch();  // the batches it queued are gathered again by the new thread
+    order_ = std::move(other.order_);
+    epoch_ = other.epoch_;
+    next_batch_ = other.next_batch_;
+    started_ = other.started_;
+    resume_ = other.resume_;
+    if (prefetching && next_batch_ < static_cast<std::int64_t>(size())) start_prefetch(next_batch_);
   }
 
   void start_prefetch(std::int64_t first) {
@@ -5429,101 +5685,6 @@ class Profiler {
 
 TRAINLOOP_DETAIL_END
 // ---- end parts/torch/profiler.hpp ----
-// ---- begin parts/torch/module.hpp ----
-// trainloop: LightningModule<Derived>. A torch::nn::Module the user writes as usual, plus the steps and hooks the
-// Trainer detects at compile time (CRTP: no virtual calls), plus log() and the manual-optimisation helpers.
-#include <cstdint>
-#include <functional>
-#include <memory>
-#include <stdexcept>
-#include <string>
-#include <vector>
-
-TRAINLOOP_DETAIL_BEGIN
-
-namespace detail {
-// What a LightningModule reaches while a Trainer runs it. The Trainer owns it and points the module at it for the
-// duration of fit/validate/test/predict.
-struct ModuleRuntime {
-  MetricStore* metrics = nullptr;
-  Stage stage = Stage::train;
-  std::int64_t current_epoch = 0;
-  std::int64_t global_step = 0;
-  torch::Device device = torch::Device(torch::kCPU);
-  std::vector<std::shared_ptr<torch::optim::Optimizer>> optimizers;
-  std::function<void(torch::Tensor&)> backward;                // runs the backward hooks around loss.backward()
-  std::function<void(torch::optim::Optimizer&)> step;          // hooks, clipping, step, global_step + 1
-  std::function<void(torch::optim::Optimizer&)> zero_grad;     // hooks, zero_grad
-};
-}  // namespace detail
-
-/// Base of a Lightning-style module: `struct Net : trainloop::LightningModule<Net> { ... }`. Write the model as any
-/// torch::nn::Module (register_module, forward) and add what you need: training_step, validation_step, test_step,
-/// predict_step, configure_optimizers, and any hook (see the README's hook table).
-namespace detail {
-struct LightningModuleBase {};  // marks every LightningModule<...>, subclasses of one included
-}  // namespace detail
-
-template <class Derived>
-class LightningModule : public torch::nn::Module, public detail::LightningModuleBase {
- public:
-  LightningModule() : torch::nn::Module(detail::type_name<Derived>()) {}
-
-  /// Logs a scalar (Lightning's self.log): kept on its device, reduced per epoch, read by the host only when used.
-  void log(const std::string& name, const torch::Tensor& value, const LogOptions& options = {}) {
-    runtime("log").metrics->log(runtime_->stage, name, value, options);
-  }
-  void log(const std::string& name, double value, const LogOptions& options = {}) {
-    log(name, torch::tensor(value, torch::kFloat64), options);
-  }
-  /// Logs a Metric (trainloop::Accuracy, ...): computed at epoch end from all its updates, then reset.
-  template <class M, class = std::enable_if_t<detail::is_metric_v<M>>>
-  void log(const std::string& name, M& metric, const LogOptions& options = {}) {
-    runtime("log").metrics->log_metric(name, metric, options);
-  }
-
-  /// 0-based epoch and optimizer steps so far, as in Lightning; the device the Trainer placed the module on.
-  std::int64_t current_epoch() const { return runtime_ ? runtime_->current_epoch : 0; }
-  std::int64_t global_step() const { return runtime_ ? runtime_->global_step : 0; }
-  torch::Device device() const { return runtime_ ? runtime_->device : torch::Device(torch::kCPU); }
-  Stage stage() const { return runtime_ ? runtime_->stage : Stage::train; }
-
-  /// Manual optimisation: with automatic_optimization(false), training_step steps its own optimizers through these,
-  /// so hooks fire, clipping applies and global_step counts.
-  bool automatic_optimization() const { return automatic_optimization_; }
-  void automatic_optimization(bool enabled) { automatic_optimization_ = enabled; }
-  const std::vector<std::shared_ptr<torch::optim::Optimizer>>& optimizers() { return runtime("optimizers").optimizers; }
-  void manual_backward(torch::Tensor loss) { runtime("manual_backward").backward(loss); }
-  void optimizer_step(torch::optim::Optimizer& optimizer) { runtime("optimizer_step").step(optimizer); }
-  void optimizer_zero_grad(torch::optim::Optimizer& optimizer) { runtime("optimizer_zero_grad").zero_grad(optimizer); }
-
-  /// Hyperparameters (Lightning's save_hyperparameters): written into every checkpoint under "hparams" and handed to
-  /// the loggers' log_hyperparams when fit starts.
-  void save_hyperparameters(StateDict hparams) { hparams_ = std::move(hparams); }
-  const StateDict& hparams() const noexcept { return hparams_; }
-
-  /// The Trainer's link to the module; not for users.
-  void attach_runtime_(detail::ModuleRuntime* runtime) noexcept { runtime_ = runtime; }
-
- private:
-  detail::ModuleRuntime& runtime(const char* what) const {
-    if (!runtime_)
-      throw std::logic_error(std::string("trainloop: ") + detail::type_name<Derived>() + "::" + what +
-                             "() needs a running Trainer (call it from a step or a hook)");
-    return *runtime_;
-  }
-  detail::ModuleRuntime* runtime_ = nullptr;
-  bool automatic_optimization_ = true;
-  StateDict hparams_;
-};
-
-namespace detail {
-template <class M>
-struct is_lightning_module : std::is_base_of<LightningModuleBase, M> {};
-}  // namespace detail
-
-TRAINLOOP_DETAIL_END
-// ---- end parts/torch/module.hpp ----
 // ---- begin parts/torch/trainer_options.hpp ----
 // trainloop: TrainerOptions, the Trainer's settings as chainable setters (LibTorch style), checked in one place.
 #include <algorithm>
@@ -5594,7 +5755,8 @@ class TrainerOptions {
   TRAINLOOP_DETAIL_OPTION(BatchLimit, overfit_batches, {})
   /// Runs n batches of train, validation and test, one epoch, no sanity check, to smoke-test the code; 0: off.
   TRAINLOOP_DETAIL_OPTION(std::int64_t, fast_dev_run, 0)
-  TRAINLOOP_DETAIL_OPTION(std::int64_t, check_val_every_n_epoch, 1)
+  /// Validate every n epochs; std::nullopt: validation follows val_check_interval(n) across epochs (Lightning's None).
+  TRAINLOOP_DETAIL_OPTION(std::optional<std::int64_t>, check_val_every_n_epoch, 1)
   /// Validation steps run before training to catch bugs in validation_step early; -1: the whole set.
   TRAINLOOP_DETAIL_OPTION(std::int64_t, num_sanity_val_steps, 2)
   TRAINLOOP_DETAIL_OPTION(std::int64_t, accumulate_grad_batches, 1)
@@ -5616,21 +5778,34 @@ class TrainerOptions {
   TRAINLOOP_DETAIL_OPTION(bool, tune_malloc, true)
 
  public:
-  /// Validation every `fraction` of an epoch (0 < f <= 1)...
+  /// Validation every `fraction` of an epoch's training batches (0 < f <= 1: after each floor(f * batches)-th batch,
+  /// as in Lightning; with data of unknown size, at the epoch's end)...
   TrainerOptions& val_check_interval(double fraction) {
     val_check_fraction_ = fraction;
-    val_check_steps_.reset();
+    val_check_batches_.reset();
+    val_every_n_optimizer_steps_.reset();
     return *this;
   }
-  /// ...or every `steps` optimizer steps, counted across epochs (then not at epoch ends).
-  TrainerOptions& val_check_interval(std::int64_t steps) {
-    val_check_steps_ = steps;
+  /// ...or every `n` training batches, counted within each epoch, or across epochs when check_val_every_n_epoch is
+  /// std::nullopt (Lightning's int val_check_interval). More than an epoch's batches is refused unless counted across.
+  TrainerOptions& val_check_interval(std::int64_t n) {
+    val_check_batches_ = n;
+    val_check_fraction_ = 1.0;
+    val_every_n_optimizer_steps_.reset();
+    return *this;
+  }
+  TrainerOptions& val_check_interval(int n) { return val_check_interval(static_cast<std::int64_t>(n)); }
+  /// trainloop's own cadence: every n optimizer steps counted across epochs (with accumulate_grad_batches(k), every
+  /// n*k batches), never at epoch ends.
+  TrainerOptions& val_every_n_optimizer_steps(std::int64_t n) {
+    val_every_n_optimizer_steps_ = n;
+    val_check_batches_.reset();
     val_check_fraction_ = 1.0;
     return *this;
   }
-  TrainerOptions& val_check_interval(int steps) { return val_check_interval(static_cast<std::int64_t>(steps)); }
   double val_check_fraction() const { return val_check_fraction_; }
-  const std::optional<std::int64_t>& val_check_steps() const { return val_check_steps_; }
+  const std::optional<std::int64_t>& val_check_batches() const { return val_check_batches_; }
+  const std::optional<std::int64_t>& val_every_n_optimizer_steps() const { return val_every_n_optimizer_steps_; }
 
   TrainerOptions& enable_progress_bar(bool v) { return enable_progress_bar_ = v, *this; }
   TrainerOptions& enable_model_summary(bool v) { return enable_model_summary_ = v, *this; }
@@ -5674,8 +5849,13 @@ class TrainerOptions {
     if (fast_dev_run_ < 0) throw fail("fast_dev_run(n): n must not be negative");
     if (val_check_fraction_ <= 0.0 || val_check_fraction_ > 1.0)
       throw fail("val_check_interval(f): a fraction must be in (0, 1]; give an integer for a number of steps");
-    if (val_check_steps_ && *val_check_steps_ < 1) throw fail("val_check_interval(n): n must be at least 1");
-    if (check_val_every_n_epoch_ < 1) throw fail("check_val_every_n_epoch(n): n must be at least 1");
+    if (val_check_batches_ && *val_check_batches_ < 1) throw fail("val_check_interval(n): n must be at least 1");
+    if (val_every_n_optimizer_steps_ && *val_every_n_optimizer_steps_ < 1)
+      throw fail("val_every_n_optimizer_steps(n): n must be at least 1");
+    if (check_val_every_n_epoch_ && *check_val_every_n_epoch_ < 1)
+      throw fail("check_val_every_n_epoch(n): n must be at least 1 (std::nullopt: count val_check_interval across epochs)");
+    if (!check_val_every_n_epoch_ && !val_check_batches_)
+      throw fail("check_val_every_n_epoch(std::nullopt) needs an integer val_check_interval(n) to validate by");
     if (num_sanity_val_steps_ < -1) throw fail("num_sanity_val_steps(n): n must be -1 (all) or more");
     if (accumulate_grad_batches_ < 1) throw fail("accumulate_grad_batches(n): n must be at least 1");
     if (gradient_clip_val_ < 0) throw fail("gradient_clip_val(v): v must not be negative");
@@ -5688,7 +5868,7 @@ class TrainerOptions {
 
  private:
   double val_check_fraction_ = 1.0;
-  std::optional<std::int64_t> val_check_steps_;
+  std::optional<std::int64_t> val_check_batches_, val_every_n_optimizer_steps_;
   std::optional<bool> enable_progress_bar_, enable_model_summary_;
   bool barebones_ = false;
 };
@@ -5696,6 +5876,108 @@ class TrainerOptions {
 
 TRAINLOOP_DETAIL_END
 // ---- end parts/torch/trainer_options.hpp ----
+// ---- begin parts/torch/module.hpp ----
+// trainloop: LightningModule<Derived>. A torch::nn::Module the user writes as usual, plus the steps and hooks the
+// Trainer detects at compile time (CRTP: no virtual calls), plus log() and the manual-optimisation helpers.
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+TRAINLOOP_DETAIL_BEGIN
+
+namespace detail {
+// What a LightningModule reaches while a Trainer runs it. The Trainer owns it and points the module at it for the
+// duration of fit/validate/test/predict.
+struct ModuleRuntime {
+  MetricStore* metrics = nullptr;
+  Stage stage = Stage::train;
+  std::int64_t current_epoch = 0;
+  std::int64_t global_step = 0;
+  torch::Device device = torch::Device(torch::kCPU);
+  std::vector<std::shared_ptr<torch::optim::Optimizer>> optimizers;
+  std::function<void(torch::Tensor&)> backward;                // runs the backward hooks around loss.backward()
+  std::function<void(torch::optim::Optimizer&)> step;          // hooks, clipping, step, global_step + 1
+  std::function<void(torch::optim::Optimizer&)> zero_grad;     // hooks, zero_grad
+  std::function<void(torch::optim::Optimizer&, double, ClipAlgorithm)> clip_gradients;
+};
+}  // namespace detail
+
+/// Base of a Lightning-style module: `struct Net : trainloop::LightningModule<Net> { ... }`. Write the model as any
+/// torch::nn::Module (register_module, forward) and add what you need: training_step, validation_step, test_step,
+/// predict_step, configure_optimizers, and any hook (see the README's hook table).
+namespace detail {
+struct LightningModuleBase {};  // marks every LightningModule<...>, subclasses of one included
+}  // namespace detail
+
+template <class Derived>
+class LightningModule : public torch::nn::Module, public detail::LightningModuleBase {
+ public:
+  LightningModule() : torch::nn::Module(detail::type_name<Derived>()) {}
+
+  /// Logs a scalar (Lightning's self.log): kept on its device, reduced per epoch, read by the host only when used.
+  void log(const std::string& name, const torch::Tensor& value, const LogOptions& options = {}) {
+    runtime("log").metrics->log(runtime_->stage, name, value, options);
+  }
+  void log(const std::string& name, double value, const LogOptions& options = {}) {
+    log(name, torch::tensor(value, torch::kFloat64), options);
+  }
+  /// Logs a Metric (trainloop::Accuracy, ...): computed at epoch end from all its updates, then reset.
+  template <class M, class = std::enable_if_t<detail::is_metric_v<M>>>
+  void log(const std::string& name, M& metric, const LogOptions& options = {}) {
+    runtime("log").metrics->log_metric(name, metric, options);
+  }
+
+  /// 0-based epoch and optimizer steps so far, as in Lightning; the device the Trainer placed the module on.
+  std::int64_t current_epoch() const { return runtime_ ? runtime_->current_epoch : 0; }
+  std::int64_t global_step() const { return runtime_ ? runtime_->global_step : 0; }
+  torch::Device device() const { return runtime_ ? runtime_->device : torch::Device(torch::kCPU); }
+  Stage stage() const { return runtime_ ? runtime_->stage : Stage::train; }
+
+  /// Manual optimisation: with automatic_optimization(false), training_step steps its own optimizers through these,
+  /// so hooks fire, clipping applies and global_step counts.
+  bool automatic_optimization() const { return automatic_optimization_; }
+  void automatic_optimization(bool enabled) { automatic_optimization_ = enabled; }
+  const std::vector<std::shared_ptr<torch::optim::Optimizer>>& optimizers() { return runtime("optimizers").optimizers; }
+  void manual_backward(torch::Tensor loss) { runtime("manual_backward").backward(loss); }
+  void optimizer_step(torch::optim::Optimizer& optimizer) { runtime("optimizer_step").step(optimizer); }
+  void optimizer_zero_grad(torch::optim::Optimizer& optimizer) { runtime("optimizer_zero_grad").zero_grad(optimizer); }
+  /// Clips the gradients of `optimizer`'s parameters on the device (Lightning's clip_gradients), for an override of
+  /// configure_gradient_clipping.
+  void clip_gradients(torch::optim::Optimizer& optimizer, double gradient_clip_val,
+                      ClipAlgorithm algorithm = ClipAlgorithm::norm) {
+    runtime("clip_gradients").clip_gradients(optimizer, gradient_clip_val, algorithm);
+  }
+
+  /// Hyperparameters (Lightning's save_hyperparameters): written into every checkpoint under "hparams" and handed to
+  /// the loggers' log_hyperparams when fit starts.
+  void save_hyperparameters(StateDict hparams) { hparams_ = std::move(hparams); }
+  const StateDict& hparams() const noexcept { return hparams_; }
+
+  /// The Trainer's link to the module; not for users.
+  void attach_runtime_(detail::ModuleRuntime* runtime) noexcept { runtime_ = runtime; }
+
+ private:
+  detail::ModuleRuntime& runtime(const char* what) const {
+    if (!runtime_)
+      throw std::logic_error(std::string("trainloop: ") + detail::type_name<Derived>() + "::" + what +
+                             "() needs a running Trainer (call it from a step or a hook)");
+    return *runtime_;
+  }
+  detail::ModuleRuntime* runtime_ = nullptr;
+  bool automatic_optimization_ = true;
+  StateDict hparams_;
+};
+
+namespace detail {
+template <class M>
+struct is_lightning_module : std::is_base_of<LightningModuleBase, M> {};
+}  // namespace detail
+
+TRAINLOOP_DETAIL_END
+// ---- end parts/torch/module.hpp ----
 // ---- begin parts/torch/callbacks/progress_bar.hpp ----
 // trainloop: ProgressBar, a tqdm-like bar for the Trainer: bar, batch/total, it/s, ETA and the prog_bar metrics,
 // redrawn in place on a terminal at a bounded rate; plain periodic lines when the output is not a terminal.
@@ -6098,6 +6380,7 @@ struct EngineEventsTo {
   TRAINLOOP_DETAIL_FORWARD(terminate)
   TRAINLOOP_DETAIL_FORWARD(terminate_single_epoch)
   TRAINLOOP_DETAIL_FORWARD(data_exhausted)
+  TRAINLOOP_DETAIL_FORWARD(interrupt)
 #undef TRAINLOOP_DETAIL_FORWARD
   template <class E>
   void on_exception_raised(E& engine, std::exception_ptr) {
@@ -6147,6 +6430,53 @@ template <class C>
 using tensor_state_t = decltype(std::declval<const C&>().tensor_state());
 template <class C>
 using load_tensor_state_t = decltype(std::declval<C&>().load_tensor_state(std::declval<const TensorDict&>()));
+
+// Lightning's optimizer_step and optimizer_zero_grad hooks share their names with LightningModule's manual-optimisation
+// helpers, so they are told apart by their full signature: (epoch, batch_idx, optimizer).
+template <class M>
+using optimizer_step_hook_t = decltype(std::declval<M&>().optimizer_step(
+    std::int64_t{}, std::int64_t{}, std::declval<torch::optim::Optimizer&>()));
+template <class M>
+using optimizer_zero_grad_hook_t = decltype(std::declval<M&>().optimizer_zero_grad(
+    std::int64_t{}, std::int64_t{}, std::declval<torch::optim::Optimizer&>()));
+
+// Checkpoint hooks, each in two forms: entries of the checkpoint (StateDict&) and tensors (TensorDict&); a module
+// takes only that argument, a callback (trainer&, module&, ...) first.
+template <class H, class... A>
+using on_save_checkpoint_t = decltype(std::declval<H&>().on_save_checkpoint(std::declval<A>()...));
+template <class H, class... A>
+using on_load_checkpoint_t = decltype(std::declval<H&>().on_load_checkpoint(std::declval<A>()...));
+TRAINLOOP_DETAIL_MEMBER_PROBE(on_save_checkpoint)
+TRAINLOOP_DETAIL_MEMBER_PROBE(on_load_checkpoint)
+
+// fit() data as it is kept: an lvalue by reference, an rvalue (or a value a data hook returned) by value.
+template <class D>
+using held_t = std::conditional_t<std::is_rvalue_reference_v<D>, std::remove_reference_t<D>, D>;
+
+// The RNG state around the sanity check, so it draws nothing from the fit's stream (Lightning's isolate_rng).
+class IsolatedRng {
+ public:
+  IsolatedRng() : cpu_(at::detail::getDefaultCPUGenerator().get_state()) {
+    if (torch::cuda::is_available()) {
+      const auto devices = static_cast<std::size_t>(torch::cuda::device_count());  // size_t in 1.x, DeviceIndex in 2.x
+      for (std::size_t i = 0; i < devices; ++i) cuda_.push_back(cuda_generator(i).get_state());
+    }
+  }
+  ~IsolatedRng() {
+    at::Generator cpu = at::detail::getDefaultCPUGenerator();
+    cpu.set_state(cpu_);
+    for (std::size_t i = 0; i < cuda_.size(); ++i) cuda_generator(i).set_state(cuda_[i]);
+  }
+  IsolatedRng(const IsolatedRng&) = delete;
+  IsolatedRng& operator=(const IsolatedRng&) = delete;
+
+ private:
+  static at::Generator cuda_generator(std::size_t i) {
+    return at::globalContext().defaultGenerator(at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(i)));
+  }
+  torch::Tensor cpu_;
+  std::vector<torch::Tensor> cuda_;
+};
 
 namespace tags = lightning_tags;
 }  // namespace detail
@@ -6250,8 +6580,80 @@ class Trainer {
 
   /// Trains `module` on `train_data`, validating on `val_data` when given (sanity check first, then at the cadence of
   /// val_check_interval / check_val_every_n_epoch).
-  template <class Module, class TrainData, class ValData = detail::NoData>
+  template <class Module, class TrainData, class ValData = detail::NoData,
+            class = std::enable_if_t<!std::is_convertible_v<TrainData, std::string>>>
   void fit(Module& module, TrainData&& train_data, ValData&& val_data = ValData{}, const std::string& ckpt_path = "") {
+    fit_with(
+        module, [&]() -> TrainData&& { return std::forward<TrainData>(train_data); },
+        [&]() -> ValData&& { return std::forward<ValData>(val_data); }, ckpt_path);
+  }
+  /// Lightning's most common form: the data comes from the module's train_dataloader() (and val_dataloader(), when
+  /// it has one and a validation_step), called once setup() and configure_model() have run.
+  template <class Module>
+  void fit(Module& module, const std::string& ckpt_path = "") {
+    static_assert(detail::lightning_hook<detail::tags::train_dataloader>::callable<Module>,
+                  "trainloop: fit(module): the module has no train_dataloader(); give the data: "
+                  "fit(module, train_data, val_data)");
+    auto train = [&module]() -> decltype(auto) { return module.train_dataloader(); };
+    if constexpr (detail::lightning_hook<detail::tags::val_dataloader>::callable<Module> &&
+                  detail::is_detected_v<detail::call_validation_step_t, Module,
+                                        detail::batch_of_data_t<decltype(module.val_dataloader())>&, std::int64_t>)
+      fit_with(module, train, [&module]() -> decltype(auto) { return module.val_dataloader(); }, ckpt_path);
+    else
+      fit_with(module, train, [] { return detail::NoData{}; }, ckpt_path);
+  }
+
+  /// Runs validation_step over `data` (or the module's val_dataloader()) once; returns the epoch metrics logged
+  /// (read to the host).
+  template <class Module, class Data>
+  std::map<std::string, double> validate(Module& module, Data&& data) {
+    return evaluate_with<detail::tags::validation_step>(module, [&]() -> Data&& { return std::forward<Data>(data); });
+  }
+  template <class Module>
+  std::map<std::string, double> validate(Module& module) {
+    return evaluate_with<detail::tags::validation_step>(module, module_data<detail::tags::val_dataloader>(module));
+  }
+  /// Runs test_step over `data` (or the module's test_dataloader()) once; returns the epoch metrics logged (read to
+  /// the host).
+  template <class Module, class Data>
+  std::map<std::string, double> test(Module& module, Data&& data) {
+    return evaluate_with<detail::tags::test_step>(module, [&]() -> Data&& { return std::forward<Data>(data); });
+  }
+  template <class Module>
+  std::map<std::string, double> test(Module& module) {
+    return evaluate_with<detail::tags::test_step>(module, module_data<detail::tags::test_dataloader>(module));
+  }
+  /// Runs predict_step over `data` (or the module's predict_dataloader()); returns its outputs in order.
+  template <class Module, class Data>
+  auto predict(Module& module, Data&& data) {
+    return predict_with(module, [&]() -> Data&& { return std::forward<Data>(data); });
+  }
+  template <class Module>
+  auto predict(Module& module) {
+    return predict_with(module, module_data<detail::tags::predict_dataloader>(module));
+  }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  template <class>
+  friend struct detail::EvalHooks;
+
+  static constexpr std::size_t index(Stage s) { return static_cast<std::size_t>(s); }
+
+  // --- entry points' bodies: the data is made (a data hook called) once setup and configure_model have run --------
+
+  template <class DataTag, class Module>
+  static auto module_data(Module& module) {
+    static_assert(detail::lightning_hook<DataTag>::template callable<Module>,
+                  "trainloop: validate(module)/test(module)/predict(module) take the data from the module's "
+                  "val_dataloader()/test_dataloader()/predict_dataloader(), which it does not have; give the data");
+    return [&module]() -> decltype(auto) { return detail::lightning_hook<DataTag>::call(module); };
+  }
+
+  template <class Module, class MakeTrain, class MakeVal>
+  void fit_with(Module& module, MakeTrain&& make_train, MakeVal&& make_val, const std::string& ckpt_path) {
+    using TrainData = detail::held_t<decltype(make_train())>;
+    using ValData = detail::held_t<decltype(make_val())>;
     using Batch = detail::batch_of_data_t<TrainData>;
     constexpr bool has_val = !std::is_same_v<std::decay_t<ValData>, detail::NoData>;
     check_module<Module>();
@@ -6265,10 +6667,7 @@ class Trainer {
                     "trainloop: fit() was given validation data, but the module has no "
                     "validation_step(Batch& batch, std::int64_t batch_idx) for its batches");
     }
-    detail::Held<TrainData> train{std::forward<TrainData>(train_data)};
-    detail::Held<ValData> val{std::forward<ValData>(val_data)};
-    FitContext<Module, decltype(train), decltype(val), Batch> fit(*this, module, train, val);
-    fit.ckpt_path = resolve_ckpt_path(ckpt_path);
+    const std::string resolved_ckpt = resolve_ckpt_path(ckpt_path);
     fitting_ = true;
     struct Done {
       Trainer& t;
@@ -6291,8 +6690,16 @@ class Trainer {
         std::vector<std::shared_ptr<torch::optim::Optimizer>> optimizers;
         for (const auto& config : optimizers_) optimizers.push_back(config.optimizer());
         auto states = checkpoint_states();
+        auto tensors = checkpoint_tensor_states();
+        // Lightning's on_save_checkpoint: callbacks, then the module, add their own entries to the checkpoint.
+        StateDict entries{{"epoch", current_epoch_}, {"global_step", global_step_}};
+        TensorDict entry_tensors;
+        for_each_callback([&](auto& callback) { save_checkpoint_hooks(callback, entries, entry_tensors, *this, module); });
+        save_checkpoint_hooks(module, entries, entry_tensors);
+        states["checkpoint"] = std::move(entries);
+        if (!entry_tensors.empty()) tensors["checkpoint"] = std::move(entry_tensors);
         if (!module.hparams().empty()) states["hparams"] = module.hparams();
-        trainloop::save_checkpoint(path, module, optimizers, states, true, checkpoint_tensor_states());
+        trainloop::save_checkpoint(path, module, optimizers, states, true, tensors);
         return true;
       } catch (const NonFiniteStateError& error) {
         if (!terminate_requested_) throw;  // a diverged fit fails, its last finite checkpoint intact
@@ -6301,56 +6708,50 @@ class Trainer {
       }
     };
     train_data_state_ = nullptr;
-    if constexpr (detail::is_detected_v<detail::state_dict_t, std::remove_reference_t<decltype(train.get())>>)
-      train_data_state_ = [&train] { return train.get().state_dict(); };
-    run_stage(module, Stage::train, "fit", [&] { fit.run(); });
-    // save_checkpoint keeps working after fit (the module must still be alive): the data's position as fit left it.
-    if (train_data_state_) train_data_state_ = [state = train_data_state_()] { return state; };
+    run_stage(module, Stage::train, "fit", [&] {
+      detail::Held<TrainData> train{make_train()};
+      detail::Held<ValData> val{make_val()};
+      FitContext<Module, decltype(train), decltype(val), Batch> fit(*this, module, train, val);
+      fit.ckpt_path = resolved_ckpt;
+      if constexpr (detail::is_detected_v<detail::state_dict_t, std::remove_reference_t<decltype(train.get())>>)
+        train_data_state_ = [&train] { return train.get().state_dict(); };
+      fit.run();
+      // save_checkpoint keeps working after fit (the module must still be alive): the data's position as fit left it.
+      if (train_data_state_) train_data_state_ = [state = train_data_state_()] { return state; };
+    });
     done.completed = true;
   }
 
-  /// Runs validation_step over `data` once; returns the epoch metrics logged (read to the host).
-  template <class Module, class Data>
-  std::map<std::string, double> validate(Module& module, Data&& data) {
-    static_assert(detail::lightning_hook<detail::tags::validation_step>::callable<Module, detail::batch_of_data_t<Data>&,
-                                                                                 std::int64_t>,
-                  "trainloop: validate(): the module has no validation_step(Batch& batch, std::int64_t batch_idx)");
+  template <class StepTag, class Module, class MakeData>
+  std::map<std::string, double> evaluate_with(Module& module, MakeData&& make_data) {
+    using Data = detail::held_t<decltype(make_data())>;
+    constexpr bool is_test = std::is_same_v<StepTag, detail::tags::test_step>;
+    static_assert(detail::lightning_hook<StepTag>::template callable<Module, detail::batch_of_data_t<Data>&, std::int64_t>,
+                  "trainloop: validate()/test(): the module has no validation_step/test_step(Batch& batch, "
+                  "std::int64_t batch_idx) for the batches of the data");
     check_module<Module>();
-    detail::Held<Data> held{std::forward<Data>(data)};
-    run_stage(module, Stage::validate, "validate", [&] {
-      run_evaluation<detail::tags::validation_step>(module, held.get(), Stage::validate,
-                                                    eval_limit(options_.limit_val_batches(), held.get(), "limit_val_batches"));
+    const Stage stage = is_test ? Stage::test : Stage::validate;
+    run_stage(module, stage, is_test ? "test" : "validate", [&] {
+      detail::Held<Data> held{make_data()};
+      const BatchLimit& limit = is_test ? options_.limit_test_batches() : options_.limit_val_batches();
+      run_evaluation<StepTag>(module, held.get(), stage,
+                              eval_limit(limit, held.get(), is_test ? "limit_test_batches" : "limit_val_batches"));
     });
-    return host_values(metrics_[index(Stage::validate)]);
+    return host_values(metrics_[index(stage)]);
   }
 
-  /// Runs test_step over `data` once; returns the epoch metrics logged (read to the host).
-  template <class Module, class Data>
-  std::map<std::string, double> test(Module& module, Data&& data) {
-    static_assert(detail::lightning_hook<detail::tags::test_step>::callable<Module, detail::batch_of_data_t<Data>&,
-                                                                           std::int64_t>,
-                  "trainloop: test(): the module has no test_step(Batch& batch, std::int64_t batch_idx)");
-    check_module<Module>();
-    detail::Held<Data> held{std::forward<Data>(data)};
-    run_stage(module, Stage::test, "test", [&] {
-      run_evaluation<detail::tags::test_step>(module, held.get(), Stage::test,
-                                              eval_limit(options_.limit_test_batches(), held.get(), "limit_test_batches"));
-    });
-    return host_values(metrics_[index(Stage::test)]);
-  }
-
-  /// Runs predict_step over `data`; returns its outputs in order.
-  template <class Module, class Data>
-  auto predict(Module& module, Data&& data) {
+  template <class Module, class MakeData>
+  auto predict_with(Module& module, MakeData&& make_data) {
+    using Data = detail::held_t<decltype(make_data())>;
     using Batch = detail::batch_of_data_t<Data>;
     static_assert(detail::lightning_hook<detail::tags::predict_step>::callable<Module, Batch&, std::int64_t>,
                   "trainloop: predict(): the module has no predict_step(Batch& batch, std::int64_t batch_idx)");
     using Out = std::decay_t<decltype(std::declval<Module&>().predict_step(std::declval<Batch&>(), std::int64_t{}))>;
     static_assert(!std::is_void_v<Out>, "trainloop: predict_step must return its prediction");
     check_module<Module>();
-    detail::Held<Data> held{std::forward<Data>(data)};
     std::vector<Out> predictions;
     run_stage(module, Stage::predict, "predict", [&] {
+      detail::Held<Data> held{make_data()};
       predictions = run_evaluation<detail::tags::predict_step>(
           module, held.get(), Stage::predict,
           eval_limit(options_.limit_predict_batches(), held.get(), "limit_predict_batches"));
@@ -6358,12 +6759,31 @@ class Trainer {
     return predictions;
   }
 
- private:
-  using Clock = std::chrono::steady_clock;
-  template <class>
-  friend struct detail::EvalHooks;
+  // --- checkpoint hooks ------------------------------------------------------------------------------------------
 
-  static constexpr std::size_t index(Stage s) { return static_cast<std::size_t>(s); }
+  // `owner...` is (trainer, module) for a callback, nothing for the module.
+  template <class H, class... Owner>
+  static void save_checkpoint_hooks(H& h, StateDict& entries, TensorDict& tensors, Owner&... owner) {
+    constexpr bool with_entries = detail::is_detected_v<detail::on_save_checkpoint_t, H, Owner&..., StateDict&>;
+    constexpr bool with_tensors = detail::is_detected_v<detail::on_save_checkpoint_t, H, Owner&..., TensorDict&>;
+    static_assert(!detail::declares_on_save_checkpoint<H>::value || with_entries || with_tensors,
+                  "trainloop: on_save_checkpoint cannot be called as on_save_checkpoint(StateDict& checkpoint) or "
+                  "on_save_checkpoint(TensorDict& checkpoint) (a callback's: (trainer&, module&, StateDict&) or "
+                  "(trainer&, module&, TensorDict&))");
+    if constexpr (with_entries) h.on_save_checkpoint(owner..., entries);
+    if constexpr (with_tensors) h.on_save_checkpoint(owner..., tensors);
+  }
+  template <class H, class... Owner>
+  static void load_checkpoint_hooks(H& h, const StateDict& entries, const TensorDict& tensors, Owner&... owner) {
+    constexpr bool with_entries = detail::is_detected_v<detail::on_load_checkpoint_t, H, Owner&..., const StateDict&>;
+    constexpr bool with_tensors = detail::is_detected_v<detail::on_load_checkpoint_t, H, Owner&..., const TensorDict&>;
+    static_assert(!detail::declares_on_load_checkpoint<H>::value || with_entries || with_tensors,
+                  "trainloop: on_load_checkpoint cannot be called as on_load_checkpoint(const StateDict& checkpoint) "
+                  "or on_load_checkpoint(const TensorDict& checkpoint) (a callback's: (trainer&, module&, const "
+                  "StateDict&) or (trainer&, module&, const TensorDict&))");
+    if constexpr (with_entries) h.on_load_checkpoint(owner..., entries);
+    if constexpr (with_tensors) h.on_load_checkpoint(owner..., tensors);
+  }
 
   // Where in the loop a fit stands. Checkpoints record it, and a resumed fit first does what was left at that point,
   // so it ends where the uninterrupted fit would (README: "what resumes exactly").
@@ -6372,8 +6792,9 @@ class Trainer {
     batch_end = 1,         // on_train_batch_end: the batch's stop checks and validation are still to come
     batch_validation = 2,  // inside that validation, before its on_validation_end: it runs again
     between_batches = 3,   // nothing left of the batch (or of the epoch)
-    epoch_validation = 4,  // inside the epoch-end validation, before its on_validation_end: it runs again
-    epoch_hooks = 5,       // on_validation_end of the epoch-end validation: on_train_epoch_end and the rest to come
+    epoch_validation = 4,  // inside the epoch-end validation (data of unknown size), before its on_validation_end:
+                           // it runs again
+    epoch_hooks = 5,       // on_validation_end of that validation: on_train_epoch_end and the rest to come
     epoch_rest = 6,        // checkpointing callbacks' on_train_epoch_end: the epoch's schedulers and stop to come
     training_done = 7,     // on_train_end, on_fit_end, after fit
   };
@@ -6505,10 +6926,23 @@ class Trainer {
     runtime_.global_step = global_step_;
     runtime_.backward = [this, &module](torch::Tensor& loss) { backward(module, loss); };
     runtime_.step = [this, &module](torch::optim::Optimizer& optimizer) {
-      step_optimizer(module, optimizer);
+      step_optimizer(module, optimizer, false);
       count_optimizer_step();
     };
-    runtime_.zero_grad = [this, &module](torch::optim::Optimizer& optimizer) { zero_grad(module, optimizer); };
+    runtime_.zero_grad = [this, &module](torch::optim::Optimizer& optimizer) { zero_grad(module, optimizer, false); };
+    runtime_.clip_gradients = &Trainer::clip_gradients;
+    // Lightning's lr_scheduler_step(scheduler, metric): the module steps its schedulers itself when it has one.
+    using SchedulerStep = detail::lightning_hook<detail::tags::lr_scheduler_step>;
+    SchedulerStep::template check_module<Module, const SchedulerConfig&, std::optional<double>>();
+    scheduler_step_ = [&module](const SchedulerConfig& scheduler, std::optional<double> metric) {
+      if constexpr (SchedulerStep::template callable<Module, const SchedulerConfig&, std::optional<double>>) {
+        module.lr_scheduler_step(scheduler, metric);
+      } else {
+        (void)module;
+        if (metric) scheduler.step(*metric);
+        else scheduler.step();
+      }
+    };
     module.attach_runtime_(&runtime_);
     struct Detach {
       Module& m;
@@ -6519,7 +6953,9 @@ class Trainer {
     pending_log_.clear();
     pending_host_log_.clear();
     try {
+      call_module<detail::tags::prepare_data>(module);
       call_hook<detail::tags::setup>(module, stage_name);  // loggers create their folders here: before any work
+      call_module<detail::tags::configure_model>(module);
       if (stage != Stage::predict)
         for_each_logger([&](auto& logger) {
           if constexpr (detail::is_detected_v<detail::log_hyperparams_t, std::decay_t<decltype(logger)>>)
@@ -6648,20 +7084,60 @@ class Trainer {
     }
   }
 
-  // Restores what checkpoint_states() saved; the loop's state is returned for the training Engine.
-  template <class Module, class TrainHeld>
-  StateDict restore(const std::string& path, Module& module, TrainHeld& train) {
-    std::vector<std::shared_ptr<torch::optim::Optimizer>> optimizers;
-    for (const auto& config : optimizers_) optimizers.push_back(config.optimizer());
+  // Restoring a checkpoint, in Lightning's two phases: the model and the callbacks before on_fit_start, the loop's
+  // counters and the rest of the training state after it.
+  struct LoadedCheckpoint {
+    std::map<std::string, StateDict> states;
     std::map<std::string, TensorDict> tensors;
-    auto states = trainloop::load_checkpoint(path, module, optimizers, device_, true, &tensors);
-    auto need = [&](const std::string& key) -> const StateDict& {
+    const StateDict& need(const std::string& path, const std::string& key) const {
       auto it = states.find(key);
       if (it == states.end())
         throw CheckpointError("trainloop: checkpoint '" + path + "': key '" + key + "' is missing (not written by fit?)");
       return it->second;
-    };
-    const StateDict& counters = need("trainer");
+    }
+  };
+
+  // The model and optimizers (and the RNG), then on_load_checkpoint (module, then callbacks), then the callbacks'
+  // states (a callback whose saved state is empty is not asked to load it, as in Lightning).
+  template <class Module>
+  LoadedCheckpoint restore_module_and_callbacks(const std::string& path, Module& module) {
+    std::vector<std::shared_ptr<torch::optim::Optimizer>> optimizers;
+    for (const auto& config : optimizers_) optimizers.push_back(config.optimizer());
+    LoadedCheckpoint loaded;
+    loaded.states = trainloop::load_checkpoint(path, module, optimizers, device_, true, &loaded.tensors);
+    const auto entries = loaded.states.find("checkpoint");
+    const auto entry_tensors = loaded.tensors.find("checkpoint");
+    const StateDict& checkpoint = entries != loaded.states.end() ? entries->second : StateDict{};
+    const TensorDict& checkpoint_tensors = entry_tensors != loaded.tensors.end() ? entry_tensors->second : TensorDict{};
+    restoring(path, "checkpoint", [&] {
+      load_checkpoint_hooks(module, checkpoint, checkpoint_tensors);
+      for_each_callback([&](auto& callback) { load_checkpoint_hooks(callback, checkpoint, checkpoint_tensors, *this, module); });
+    });
+    for_each_callback([&](auto& callback) {
+      using C = std::decay_t<decltype(callback)>;
+      if constexpr (detail::is_detected_v<detail::load_state_dict_t, C>) {
+        auto it = loaded.states.find(callback_key(callback));
+        if (it != loaded.states.end() && !it->second.empty())
+          restoring(path, it->first, [&] { callback.load_state_dict(it->second); });
+      }
+      if constexpr (detail::is_detected_v<detail::load_tensor_state_t, C>) {
+        auto it = loaded.tensors.find(callback_key(callback));
+        if (it == loaded.tensors.end())
+          throw std::runtime_error("trainloop: checkpoint '" + path + "': key '" + callback_key(callback) +
+                                   "' (tensors) is missing: it was written without this callback");
+        restoring(path, it->first + " (tensors)", [&] { callback.load_tensor_state(it->second); });
+      }
+    });
+    return loaded;
+  }
+
+  // The counters, where the loop stood, the schedulers, the values callbacks monitor, the epoch's running sums and
+  // the training data's position. Returns the loop's state for the training Engine; `data_positioned` tells whether
+  // the data restored its own position (else the Engine skips what the epoch consumed).
+  template <class TrainHeld>
+  StateDict restore_training_state(const std::string& path, const LoadedCheckpoint& loaded, TrainHeld& train,
+                                   bool& data_positioned) {
+    const StateDict& counters = loaded.need(path, "trainer");
     auto count = [&](const char* key) {
       auto it = counters.find(key);
       if (it == counters.end() || !std::holds_alternative<std::int64_t>(it->second))
@@ -6681,37 +7157,27 @@ class Trainer {
     should_stop_ = count("should_stop") != 0;
     stop_after_epoch_ = count("stop_after_epoch") != 0;
     skip_rest_of_epoch_ = count("skip_rest_of_epoch") != 0;
-    auto metrics = tensors.find("trainer/callback_metrics");
-    if (metrics != tensors.end()) callback_metrics_.insert(metrics->second.begin(), metrics->second.end());
-    auto sums = tensors.find("trainer/train_epoch_sums");
-    metrics_[index(Stage::train)].load_epoch_state(need("trainer/train_epoch_sums"),
-                                                   sums != tensors.end() ? sums->second : TensorDict{}, path);
+    auto metrics = loaded.tensors.find("trainer/callback_metrics");
+    if (metrics != loaded.tensors.end()) callback_metrics_.insert(metrics->second.begin(), metrics->second.end());
+    auto sums = loaded.tensors.find("trainer/train_epoch_sums");
+    metrics_[index(Stage::train)].load_epoch_state(loaded.need(path, "trainer/train_epoch_sums"),
+                                                   sums != loaded.tensors.end() ? sums->second : TensorDict{}, path);
     runtime_.global_step = global_step_;
     runtime_.current_epoch = current_epoch_;
     for (std::size_t i = 0; i < optimizers_.size(); ++i)
       if (const auto& s = optimizers_[i].scheduler()) {
-        auto it = states.find("scheduler/" + std::to_string(i));
-        if (it != states.end()) restoring(path, it->first, [&] { s->load_state_dict(it->second); });
+        auto it = loaded.states.find("scheduler/" + std::to_string(i));
+        if (it != loaded.states.end()) restoring(path, it->first, [&] { s->load_state_dict(it->second); });
       }
-    for_each_callback([&](auto& callback) {
-      using C = std::decay_t<decltype(callback)>;
-      if constexpr (detail::is_detected_v<detail::load_state_dict_t, C>) {
-        auto it = states.find(callback_key(callback));
-        if (it != states.end()) restoring(path, it->first, [&] { callback.load_state_dict(it->second); });
-      }
-      if constexpr (detail::is_detected_v<detail::load_tensor_state_t, C>) {
-        auto it = tensors.find(callback_key(callback));
-        if (it == tensors.end())
-          throw std::runtime_error("trainloop: checkpoint '" + path + "': key '" + callback_key(callback) +
-                                   "' (tensors) is missing: it was written without this callback");
-        restoring(path, it->first + " (tensors)", [&] { callback.load_tensor_state(it->second); });
-      }
-    });
+    data_positioned = false;
     if constexpr (detail::is_detected_v<detail::load_state_dict_t, std::remove_reference_t<decltype(train.get())>>) {
-      auto it = states.find("train_data");
-      if (it != states.end()) restoring(path, it->first, [&] { train.get().load_state_dict(it->second); });
+      auto it = loaded.states.find("train_data");
+      if (it != loaded.states.end()) {
+        restoring(path, it->first, [&] { train.get().load_state_dict(it->second); });
+        data_positioned = true;
+      }
     }
-    return need("loop");
+    return loaded.need(path, "loop");
   }
 
   // --- optimisation ------------------------------------------------------------------------------------------------
@@ -6746,8 +7212,7 @@ class Trainer {
   }
 
   // Device-side clipping: no host sync (LibTorch's clip_grad_norm_ returns the norm as a double, which syncs).
-  void clip_gradients(torch::optim::Optimizer& optimizer) const {
-    const double limit = options_.gradient_clip_val();
+  static void clip_gradients(torch::optim::Optimizer& optimizer, double limit, ClipAlgorithm algorithm) {
     if (limit <= 0) return;
     std::vector<torch::Tensor> grads;
     for (auto& group : optimizer.param_groups())
@@ -6755,7 +7220,7 @@ class Trainer {
         if (p.grad().defined()) grads.push_back(p.grad());
     if (grads.empty()) return;
     torch::NoGradGuard no_grad;
-    if (options_.gradient_clip_algorithm() == ClipAlgorithm::value) {
+    if (algorithm == ClipAlgorithm::value) {
       for (auto& g : grads) g.clamp_(-limit, limit);
       return;
     }
@@ -6767,23 +7232,56 @@ class Trainer {
     for (auto& g : grads) g.mul_(scale.to(g.dtype()));
   }
 
+  // on_before_optimizer_step, clipping (the module's configure_gradient_clipping when it has one), then the step
+  // (the module's optimizer_step(epoch, batch_idx, optimizer) when it has one: it must call optimizer.step()).
+  // Manual optimisation steps the optimizer itself, as Lightning's does.
   template <class Module>
-  void step_optimizer(Module& module, torch::optim::Optimizer& optimizer) {
+  void step_optimizer(Module& module, torch::optim::Optimizer& optimizer, bool automatic) {
+    using Clipping = detail::lightning_hook<detail::tags::configure_gradient_clipping>;
+    Clipping::template check_module<Module, torch::optim::Optimizer&, double, ClipAlgorithm>();
     call_hook<detail::tags::on_before_optimizer_step>(module, optimizer);
     profiled(profiler_actions::optimizer_step, [&] {
-      clip_gradients(optimizer);
+      const double limit = options_.gradient_clip_val();
+      const ClipAlgorithm algorithm = options_.gradient_clip_algorithm();
+      if constexpr (Clipping::template callable<Module, torch::optim::Optimizer&, double, ClipAlgorithm>) {
+        if (automatic) module.configure_gradient_clipping(optimizer, limit, algorithm);
+        else clip_gradients(optimizer, limit, algorithm);
+      } else {
+        clip_gradients(optimizer, limit, algorithm);
+      }
+      if constexpr (detail::is_detected_v<detail::optimizer_step_hook_t, Module>) {
+        if (automatic) {
+          module.optimizer_step(current_epoch_, batch_idx_, optimizer);
+          return;
+        }
+      }
       optimizer.step();
     });
   }
+  // on_before_zero_grad, then the module's optimizer_zero_grad(epoch, batch_idx, optimizer) or optimizer.zero_grad().
   template <class Module>
-  void zero_grad(Module& module, torch::optim::Optimizer& optimizer) {
+  void zero_grad(Module& module, torch::optim::Optimizer& optimizer, bool automatic) {
     call_hook<detail::tags::on_before_zero_grad>(module, optimizer);
-    profiled(profiler_actions::zero_grad, [&] { optimizer.zero_grad(); });
+    profiled(profiler_actions::zero_grad, [&] {
+      if constexpr (detail::is_detected_v<detail::optimizer_zero_grad_hook_t, Module>) {
+        if (automatic) {
+          module.optimizer_zero_grad(current_epoch_, batch_idx_, optimizer);
+          return;
+        }
+      }
+      optimizer.zero_grad();
+    });
   }
+  // on_before_backward, the module's backward(loss) or loss.backward(), on_after_backward.
   template <class Module>
   void backward(Module& module, torch::Tensor& loss) {
+    using Backward = detail::lightning_hook<detail::tags::backward>;
+    Backward::template check_module<Module, torch::Tensor&>();
     call_hook<detail::tags::on_before_backward>(module, loss);
-    profiled(profiler_actions::backward, [&] { loss.backward(); });
+    profiled(profiler_actions::backward, [&] {
+      if constexpr (Backward::template callable<Module, torch::Tensor&>) module.backward(loss);
+      else loss.backward();
+    });
     call_hook<detail::tags::on_after_backward>(module);
   }
   // After optimizer steps: count, then step the schedulers that run per step.
@@ -6798,7 +7296,7 @@ class Trainer {
       const auto& s = optimizers_[i].scheduler();
       if (!s || s->interval() != interval || counter % s->frequency() != 0) continue;
       if (s->monitor().empty()) {
-        s->step();
+        scheduler_step_(*s, std::nullopt);
         continue;
       }
       auto it = callback_metrics_.find(s->monitor());
@@ -6809,7 +7307,7 @@ class Trainer {
                                  s->monitor() + "', which was not logged (logged: " +
                                  (logged.empty() ? "nothing" : logged) + ")");
       }
-      s->step(it->second.template item<double>());
+      scheduler_step_(*s, it->second.template item<double>());
     }
   }
 
@@ -6965,12 +7463,12 @@ class Trainer {
       const bool last_batch = core.state.epoch_length && core.state.epoch_iteration >= *core.state.epoch_length;
       const bool step_now = (batch_idx + 1) % accumulate == 0 || last_batch;
       if (batches_since_step_ == 0)
-        for (const auto& config : optimizers_) zero_grad(module, *config.optimizer());
+        for (const auto& config : optimizers_) zero_grad(module, *config.optimizer(), true);
       torch::Tensor scaled = accumulate > 1 ? loss / static_cast<double>(accumulate) : loss;
       backward(module, scaled);
       ++batches_since_step_;
       if (step_now) {
-        for (const auto& config : optimizers_) step_optimizer(module, *config.optimizer());
+        for (const auto& config : optimizers_) step_optimizer(module, *config.optimizer(), true);
         count_optimizer_step();
       }
     }
@@ -7010,15 +7508,25 @@ class Trainer {
     store.start_epoch();
     (stage == Stage::test ? num_test_batches_ : stage == Stage::predict ? num_predict_batches_ : num_val_batches_) =
         limit ? limit : detail::data_size(data);
-    module.eval();
+    // Lightning's mode hooks: on_validation_model_zero_grad before a validation inside fit, then
+    // on_<stage>_model_eval (default: eval()); on_<stage>_model_train after on_<stage>_end (default: the mode
+    // restored).
+    if (stage == Stage::validate && fitting_ && !sanity) {
+      if constexpr (detail::lightning_hook<detail::tags::on_validation_model_zero_grad>::callable<Module>)
+        call_module<detail::tags::on_validation_model_zero_grad>(module);
+      else if (batches_since_step_ == 0)  // release the gradients, unless an accumulation window still needs them
+        module.zero_grad();
+    }
+    model_mode_hooks<StepTag>(module, true);
     struct Restore {
       Trainer& t;
       Module& m;
       Stage stage;
       bool training;
       MetricStore* train_store;
+      bool restore_mode = true;
       ~Restore() {
-        m.train(training);
+        if (restore_mode) m.train(training);
         t.stage_ = stage;
         t.runtime_.stage = stage;
         t.runtime_.metrics = train_store;
@@ -7063,8 +7571,35 @@ class Trainer {
       if (loop_point_ == LoopPoint::epoch_validation) loop_point_ = LoopPoint::epoch_hooks;
     }
     detail::EvalHooks<StepTag>::end(*this, module);
+    restore.restore_mode = !model_mode_hooks<StepTag>(module, false);
     if (sanity) store.clear();
     return outputs;
+  }
+
+  // on_<stage>_model_eval (eval: true) or on_<stage>_model_train; returns whether the module has the hook (without
+  // it, eval() is called, or the previous mode is restored). Predict has no train hook, as in Lightning.
+  template <class StepTag, class Module>
+  bool model_mode_hooks(Module& module, bool eval) {
+    using namespace detail::tags;
+    auto call = [&](auto tag) {
+      using Tag = decltype(tag);
+      detail::lightning_hook<Tag>::template check_module<Module>();
+      if constexpr (detail::lightning_hook<Tag>::template callable<Module>) {
+        call_module<Tag>(module);
+        return true;
+      } else {
+        return false;
+      }
+    };
+    bool called = false;
+    if constexpr (std::is_same_v<StepTag, validation_step>)
+      called = eval ? call(on_validation_model_eval{}) : call(on_validation_model_train{});
+    else if constexpr (std::is_same_v<StepTag, test_step>)
+      called = eval ? call(on_test_model_eval{}) : call(on_test_model_train{});
+    else if (eval)
+      called = call(on_predict_model_eval{});
+    if (eval && !called) module.eval();
+    return called;
   }
 
   // --- fit ------------------------------------------------------------------------------------------------------------
@@ -7088,6 +7623,7 @@ class Trainer {
     // A resumed fit: where the checkpoint was written, and whether that was inside an epoch.
     std::optional<LoopPoint> resumed_at;
     bool resuming_mid_epoch = false;
+    bool epoch_sized = true;  // the epoch's batch count was known when it began
 
     void run() {
       Trainer& t = *trainer;
@@ -7109,13 +7645,9 @@ class Trainer {
       t.callback_metrics_.clear();
       t.logged_metrics_.clear();
       for (auto& store : t.metrics_) store.clear();
-      std::optional<StateDict> loop_state;
-      if (!ckpt_path.empty()) {
-        loop_state = t.restore(ckpt_path, *module, *train);
-        resumed_at = t.loop_point_;
-        auto in_epoch = loop_state->find("in_epoch");
-        resuming_mid_epoch = in_epoch != loop_state->end() && in_epoch->second == StateValue{std::int64_t{1}};
-      }
+      // Resuming, as Lightning: the model and callbacks before on_fit_start, the loop's counters after it.
+      std::optional<LoadedCheckpoint> loaded;
+      if (!ckpt_path.empty()) loaded = t.restore_module_and_callbacks(ckpt_path, *module);
 
       BatchLimit train_limit = o.overfit_batches().is_set() ? o.overfit_batches() : o.limit_train_batches();
       if (o.fast_dev_run() > 0) train_limit = BatchLimit(o.fast_dev_run());
@@ -7125,19 +7657,46 @@ class Trainer {
                                                  : t.eval_limit(o.limit_val_batches(), val->get(), "limit_val_batches");
       }
 
-      t.template call_hook<detail::tags::on_fit_start>(*module);
       if constexpr (has_val) {
-        // A resumed fit skips the sanity check: the validation code already ran in the first process.
-        const std::int64_t sanity_steps = o.fast_dev_run() > 0 || loop_state ? 0 : o.num_sanity_val_steps();
+        // Lightning refuses an integer interval longer than an epoch: it would never validate.
+        const auto& n = o.val_check_batches();
+        if (n && o.check_val_every_n_epoch() && t.num_training_batches_ && *n > *t.num_training_batches_ &&
+            (!val_limit || *val_limit > 0))
+          throw std::invalid_argument(
+              "trainloop: val_check_interval(" + std::to_string(*n) + ") must not exceed the number of training "
+              "batches (" + std::to_string(*t.num_training_batches_) + "); to validate every " + std::to_string(*n) +
+              " batches across epochs, set check_val_every_n_epoch(std::nullopt); to turn validation off, "
+              "limit_val_batches(0)");
+      }
+
+      t.template call_hook<detail::tags::on_fit_start>(*module);
+      std::optional<StateDict> loop_state;
+      bool data_positioned = false;
+      if (loaded) {
+        loop_state = t.restore_training_state(ckpt_path, *loaded, *train, data_positioned);
+        loaded.reset();
+        resumed_at = t.loop_point_;
+        auto in_epoch = loop_state->find("in_epoch");
+        resuming_mid_epoch = in_epoch != loop_state->end() && in_epoch->second == StateValue{std::int64_t{1}};
+      }
+      if constexpr (has_val) {
+        // The sanity check runs on resume too (Lightning's does); it draws nothing from the fit's RNG stream and
+        // leaves callback_metrics as they were (empty in a fresh fit, the checkpoint's in a resumed one).
+        const std::int64_t sanity_steps = o.fast_dev_run() > 0 ? 0 : o.num_sanity_val_steps();
         if (sanity_steps != 0) {
           std::optional<std::int64_t> limit = val_limit;
           if (sanity_steps > 0) limit = limit ? std::min(*limit, sanity_steps) : sanity_steps;
+          detail::IsolatedRng isolated_rng;
+          const auto callback_metrics = t.callback_metrics_;
+          const auto logged_metrics = t.logged_metrics_;
           t.sanity_checking_ = true;
           t.template call_hook<detail::tags::on_sanity_check_start>(*module);
           validate_now(limit, true);
           t.sanity_checking_ = true;
           t.template call_hook<detail::tags::on_sanity_check_end>(*module);
           t.sanity_checking_ = false;
+          t.callback_metrics_ = callback_metrics;
+          t.logged_metrics_ = logged_metrics;
         }
       }
       t.template call_hook<detail::tags::on_train_start>(*module);
@@ -7164,7 +7723,11 @@ class Trainer {
         run.max_epochs(max_epochs_to_run());
         if (t.num_training_batches_) run.epoch_length(static_cast<std::uint64_t>(*t.num_training_batches_));
         run.restart_data_each_epoch(true);
+        run.skip_consumed_batches(!data_positioned);  // plain ranges resume mid-epoch at the right batch too
         engine.run(train->get(), run);
+        if (engine.interrupted())
+          throw std::logic_error("trainloop: the training Engine was interrupted; in a Trainer, stop with "
+                                 "trainer.should_stop(true) or trainer.terminate()");
       }
       t.loop_point_ = LoopPoint::training_done;
       t.template call_hook<detail::tags::on_train_end>(*module);
@@ -7201,7 +7764,28 @@ class Trainer {
       }
     }
     bool validation_due_this_epoch() const {
-      return has_val && (trainer->current_epoch_ + 1) % trainer->options_.check_val_every_n_epoch() == 0;
+      const auto& every = trainer->options_.check_val_every_n_epoch();
+      return has_val && (!every || (trainer->current_epoch_ + 1) % *every == 0);
+    }
+    // Lightning's batch-end rule: every val_check_interval batches of the epoch (or across epochs), or each
+    // floor(fraction * batches)-th batch; trainloop's every n optimizer steps. Data of unknown size validates at the
+    // epoch's end instead (epoch_sized false).
+    template <class Engine>
+    bool validation_due_at_batch(const Engine& engine) const {
+      const Trainer& t = *trainer;
+      const TrainerOptions& o = t.options_;
+      if (const auto& steps = o.val_every_n_optimizer_steps())
+        return t.batches_since_step_ == 0 && t.global_step_ > 0 && t.global_step_ % *steps == 0;
+      if (const auto& n = o.val_check_batches())
+        return (o.check_val_every_n_epoch() ? t.batch_idx_ + 1 : t.total_batches_) % *n == 0;
+      if (!epoch_sized) return false;
+      const auto every = std::max<std::int64_t>(
+          1, static_cast<std::int64_t>(static_cast<double>(*engine.state.epoch_length) * o.val_check_fraction()));
+      return (t.batch_idx_ + 1) % every == 0;
+    }
+    bool validation_at_epoch_end() const {
+      const TrainerOptions& o = trainer->options_;
+      return !epoch_sized && !o.val_every_n_optimizer_steps() && !o.val_check_batches();
     }
     bool minimums_reached() const {
       const TrainerOptions& o = trainer->options_;
@@ -7250,6 +7834,7 @@ class Trainer {
     template <class Engine>
     void epoch_started(Engine& engine) {
       Trainer& t = *trainer;
+      epoch_sized = engine.state.epoch_length.has_value();
       t.current_epoch_ = static_cast<std::int64_t>(engine.state.epoch) - 1;
       t.runtime_.current_epoch = t.current_epoch_;
       module->train();
@@ -7300,23 +7885,18 @@ class Trainer {
       Trainer& t = *trainer;
       const TrainerOptions& o = t.options_;
       if (t.terminate_requested_) return engine.terminate();
-      if (o.max_steps() > 0 && t.global_step_ >= o.max_steps()) stop_at_epoch_end(engine);
-      if (o.max_time().count() > 0 && Clock::now() - start >= o.max_time()) stop_at_epoch_end(engine);
-      if (t.should_stop_ && minimums_reached()) stop_at_epoch_end(engine);
-      if (t.stop_after_epoch_ || !has_val || !validation_due_this_epoch()) return;
-      const bool last = engine.state.epoch_length && engine.state.epoch_iteration >= *engine.state.epoch_length;
-      bool validate = false;
-      if (o.val_check_steps()) {
-        validate = t.batches_since_step_ == 0 && t.global_step_ > 0 && t.global_step_ % *o.val_check_steps() == 0;
-      } else if (o.val_check_fraction() < 1.0 && engine.state.epoch_length && !last) {
-        const auto every = std::max<std::int64_t>(
-            1, static_cast<std::int64_t>(static_cast<double>(*engine.state.epoch_length) * o.val_check_fraction()));
-        validate = (t.batch_idx_ + 1) % every == 0;
-      }
-      if (validate) {
+      // Lightning validates at a batch end when its interval says so, and when the fit is asked to stop there
+      // (should_stop with the minimums reached, or the time limit), before stopping.
+      const bool out_of_time = o.max_time().count() > 0 && Clock::now() - start >= o.max_time();
+      const bool asked_to_stop = (t.should_stop_ && minimums_reached()) || out_of_time;
+      if (has_val && !t.stop_after_epoch_ && !t.skip_rest_of_epoch_ && validation_due_this_epoch() &&
+          (validation_due_at_batch(engine) || asked_to_stop)) {
         t.loop_point_ = LoopPoint::batch_validation;
         validate_now(val_limit, false);
+        t.loop_point_ = LoopPoint::between_batches;
       }
+      if ((o.max_steps() > 0 && t.global_step_ >= o.max_steps()) || out_of_time || (t.should_stop_ && minimums_reached()))
+        stop_at_epoch_end(engine);
     }
 
     template <class Engine>
@@ -7329,17 +7909,16 @@ class Trainer {
     template <class Engine>
     void finish_epoch(Engine& engine, LoopPoint from) {
       Trainer& t = *trainer;
-      const TrainerOptions& o = t.options_;
       if (from == LoopPoint::in_batch) {
         if (!t.num_training_batches_ && engine.state.epoch_length)  // unsized data: the first pass told its length
           t.num_training_batches_ = static_cast<std::int64_t>(*engine.state.epoch_length);
         if (t.batches_since_step_ > 0 && module->automatic_optimization()) {  // the epoch ended inside a window
-          for (const auto& config : t.optimizers_) t.step_optimizer(*module, *config.optimizer());
+          for (const auto& config : t.optimizers_) t.step_optimizer(*module, *config.optimizer(), true);
           t.count_optimizer_step();
         }
       }
       if (from == LoopPoint::in_batch || from == LoopPoint::epoch_validation) {
-        if (!o.val_check_steps() && validation_due_this_epoch() && !t.skip_rest_of_epoch_) {
+        if (validation_at_epoch_end() && validation_due_this_epoch() && !t.skip_rest_of_epoch_) {
           t.loop_point_ = LoopPoint::epoch_validation;  // its on_validation_end moves on to epoch_hooks
           validate_now(val_limit, false);
         }
@@ -7396,6 +7975,7 @@ class Trainer {
   bool stop_after_epoch_ = false;    // a stop condition was met: the epoch ends, then the fit
   bool skip_rest_of_epoch_ = false;  // on_train_batch_start returned -1
   std::function<bool(const std::string&, bool)> save_;
+  std::function<void(const SchedulerConfig&, std::optional<double>)> scheduler_step_;
   std::function<StateDict()> train_data_state_;
   std::int64_t accumulate_grad_batches_ = 1;
   std::map<std::string, torch::Tensor> pending_log_;  // logged values waiting for the next record to the loggers

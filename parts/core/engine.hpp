@@ -29,11 +29,16 @@ class RunOptions {
   /// Start a fresh pass over the data at every epoch (Lightning's epochs) instead of continuing the pass the last
   /// epoch left unfinished (Ignite's, the default). Matters when epoch_length is shorter than the data.
   RunOptions& restart_data_each_epoch(bool v) { return restart_data_each_epoch_ = v, *this; }
+  /// A run that resumes a state over a fresh data source (another range, a new process) first skips the batches
+  /// the pass already gave (`state.pass_position`), so the epoch goes on where it stopped. Turn it off for data
+  /// that restores its own position (a DataLoader whose state_dict was loaded).
+  RunOptions& skip_consumed_batches(bool v) { return skip_consumed_batches_ = v, *this; }
 
   std::optional<std::uint64_t> max_epochs() const { return unset_if_zero(max_epochs_); }
   std::optional<std::uint64_t> max_iters() const { return unset_if_zero(max_iters_); }
   std::optional<std::uint64_t> epoch_length() const { return unset_if_zero(epoch_length_); }
   bool restart_data_each_epoch() const { return restart_data_each_epoch_; }
+  bool skip_consumed_batches() const { return skip_consumed_batches_; }
 
  private:
   // Plain integers with 0 for "not given" (every limit must be positive): copying a std::optional member makes
@@ -47,6 +52,7 @@ class RunOptions {
   }
   std::uint64_t max_epochs_ = 0, max_iters_ = 0, epoch_length_ = 0;
   bool restart_data_each_epoch_ = false;
+  bool skip_consumed_batches_ = true;
 };
 inline RunOptions max_epochs(std::uint64_t n) { return RunOptions().max_epochs(n); }
 inline RunOptions max_iters(std::uint64_t n) { return RunOptions().max_iters(n); }
@@ -73,8 +79,18 @@ class EngineCore {
   /// Ends the current epoch after the current event's handlers: fires `terminate_single_epoch`, restarts the data,
   /// then `epoch_completed` unless skip_epoch_completed, and goes on with the next epoch.
   void terminate_epoch(bool skip_epoch_completed = false) noexcept {
-    if (stop_ == Stop::none) stop_ = skip_epoch_completed ? Stop::epoch_skip_completed : Stop::epoch;
+    if (stop_ == Stop::none || stop_ == Stop::interrupt)
+      stop_ = skip_epoch_completed ? Stop::epoch_skip_completed : Stop::epoch;
   }
+  /// Ignite's interrupt: the run returns right after the current event's handlers, firing `interrupt` (after a
+  /// pending terminate_epoch, at the epoch's end). The next `run()` continues from that very point over the same
+  /// data pass, firing nothing again (no `started`, no second `epoch_started`).
+  void interrupt() noexcept {
+    interrupt_requested_ = true;
+    if (stop_ == Stop::none) stop_ = Stop::interrupt;
+  }
+  /// Whether the last run was interrupted (and the next run() continues it).
+  bool interrupted() const noexcept { return resume_ != Resume::none; }
   bool should_terminate() const noexcept { return stop_ == Stop::run || stop_ == Stop::run_skip_completed; }
   bool should_terminate_epoch() const noexcept {
     return stop_ == Stop::epoch || stop_ == Stop::epoch_skip_completed;
@@ -91,12 +107,26 @@ class EngineCore {
   const std::exception_ptr& current_exception() const noexcept { return exception_; }
 
  protected:
-  enum class Stop : std::uint8_t { none, epoch, epoch_skip_completed, run, run_skip_completed };
+  enum class Stop : std::uint8_t { none, interrupt, epoch, epoch_skip_completed, run, run_skip_completed };
+  // Where an interrupted run stopped: the event whose handlers ran last. The next run continues right after it.
+  enum class Resume : std::uint8_t {
+    none,
+    after_started,
+    after_epoch_started,
+    after_get_batch_started,
+    after_data_exhausted,
+    after_get_batch_completed,
+    after_iteration_started,
+    after_iteration_completed,
+    after_epoch_completed,
+  };
   using UserFire = void (*)(EngineCore&, Event);
 
   explicit EngineCore(UserFire fire_user) noexcept : fire_user_(fire_user) {}
 
   Stop stop_ = Stop::none;
+  bool interrupt_requested_ = false;  // also kept while a terminate_epoch goes first
+  Resume resume_ = Resume::none;
   std::exception_ptr exception_;
 
  private:
@@ -137,6 +167,12 @@ struct batch_of_step<Step, std::enable_if_t<std::is_pointer_v<Step>>> : last_par
 
 struct deduce_batch {};
 
+// A unique address per type, to tell whether a kept data source has the type a run needs (no RTTI needed).
+template <class T>
+struct type_tag {
+  static constexpr char id = 0;
+};
+
 // The step is called as step(engine, batch) or step(batch); a step returning nothing has std::monostate output.
 template <class Step, class Batch>
 inline constexpr bool step_takes_engine_v = std::is_invocable_v<Step&, EngineCore&, Batch&>;
@@ -176,12 +212,44 @@ class Engine : public EngineCore {
   }
 
   /// Runs (or resumes) over `data` (see RunOptions and the README for the resume rule). Returns the state.
-  template <class Data>
+  /// A resumed run keeps reading the pass it was reading when given the same data object (or, after interrupt(),
+  /// any data of the same kind: the interrupted pass continues); given other data, it skips what the pass consumed.
+  template <class Data, class = std::enable_if_t<!std::is_same_v<std::decay_t<Data>, RunOptions>>>
   State& run(Data&& data, const RunOptions& options = {}) {
-    auto source = detail::make_data_source<Batch>(std::forward<Data>(data));
-    prepare_run(options, source.size());
+    using Source = decltype(detail::make_data_source<Batch>(std::forward<Data>(data)));
+    RunningScope running(*this);
+    const void* address = nullptr;  // an lvalue is read in place: the same object means the same pass
+    if constexpr (std::is_lvalue_reference_v<Data>) address = std::addressof(data);
+    const auto size = detail::data_size(static_cast<const std::remove_reference_t<Data>&>(data));
+    const bool resumed = prepare_run(options, size ? std::optional<std::size_t>(static_cast<std::size_t>(*size))
+                                                   : std::nullopt);
+    const bool same_pass = kept_.type == &detail::type_tag<Source>::id && kept_.data == address &&
+                           (address != nullptr || interrupted());
+    if (!resumed || !same_pass) {
+      if (interrupted())
+        throw std::logic_error("trainloop: run(data): the run was interrupted; continue it with run() or with the same "
+                               "data object (a different one cannot continue the interrupted pass)");
+      kept_.source = std::make_shared<Source>(detail::make_data_source<Batch>(std::forward<Data>(data)));
+      kept_.type = &detail::type_tag<Source>::id;
+      kept_.data = address;
+      kept_.size = size ? std::optional<std::size_t>(static_cast<std::size_t>(*size)) : std::nullopt;
+      kept_.run = [](Engine& engine) { engine.run_loop(*static_cast<Source*>(engine.kept_.source.get())); };
+      skip_pending_ = resumed && options.skip_consumed_batches() ? state.pass_position : 0;
+    }
     restart_data_each_epoch_ = options.restart_data_each_epoch();
-    run_loop(source);
+    kept_.run(*this);
+    return state;
+  }
+  /// Continues the last run (interrupted, terminated, or finished and given a higher limit) over the data it was
+  /// reading, from where it stopped.
+  State& run(const RunOptions& options = {}) {
+    if (!kept_.source) throw std::logic_error("trainloop: run(): no run to continue; give the data: run(data, ...)");
+    RunningScope running(*this);
+    if (!prepare_run(options, kept_.size))
+      throw std::logic_error("trainloop: run(): the last run finished; start a new one with run(data, ...) or raise "
+                             "max_epochs/max_iters to continue it");
+    restart_data_each_epoch_ = options.restart_data_each_epoch();
+    kept_.run(*this);
     return state;
   }
 
@@ -202,8 +270,16 @@ class Engine : public EngineCore {
     return detail::unwrap(std::get<I>(handlers_));
   }
   template <class H>
-  H& handler() noexcept {
-    return detail::unwrap(std::get<H>(handlers_));
+  auto& handler() noexcept {
+    constexpr std::size_t count = (std::size_t{std::is_same_v<H, Handlers>} + ... + 0);
+    if constexpr (count == 1) {
+      return detail::unwrap(std::get<H>(handlers_));
+    } else {
+      static_assert(count == 1,
+                    "trainloop: engine.handler<T>(): the engine holds no handler of type T, or several; with several "
+                    "of one type, name one by its place in the pack: engine.handler<I>()");
+      return handlers_;
+    }
   }
 
   /// Registers a run-time handler: `engine.on(Events::iteration_completed | every(100), [](auto& e) {...})`.
@@ -361,27 +437,28 @@ class Engine : public EngineCore {
   }
 
   // Ignite's rule: a fresh state when nothing ran yet, or when the last run finished and the limits are not raised;
-  // otherwise resume where the state stands, with any new limit checked against it.
-  void prepare_run(const RunOptions& options, std::optional<std::size_t> data_size) {
+  // otherwise resume where the state stands, with any new limit checked against it (an interrupted run always
+  // resumes). Returns whether it resumes.
+  bool prepare_run(const RunOptions& options, std::optional<std::size_t> data_size) {
     if (options.max_epochs() && options.max_iters())
       throw std::invalid_argument("trainloop: run(): max_epochs and max_iters are mutually exclusive; give one");
     const bool never_ran = !state.max_epochs && !state.max_iters;
     const bool same_limits = (!options.max_epochs() && !options.max_iters()) ||
                              (options.max_epochs() && options.max_epochs() == state.max_epochs) ||
                              (options.max_iters() && options.max_iters() == state.max_iters);
-    if (never_ran || (is_done() && same_limits)) {
+    if (never_ran || (is_done() && same_limits && !interrupted())) {
       std::optional<std::uint64_t> epoch_length = options.epoch_length();
       if (!epoch_length && data_size) {
         if (*data_size == 0) throw std::invalid_argument("trainloop: run(): the data is empty (size 0)");
         epoch_length = *data_size;
       }
-      state.epoch = state.iteration = state.epoch_iteration = 0;
+      state.epoch = state.iteration = state.epoch_iteration = state.pass_position = 0;
       state.in_epoch = false;
       state.epoch_length = epoch_length;
       state.max_iters = options.max_iters();
       state.max_epochs = options.max_iters() ? max_epochs_for_iters() : options.max_epochs().value_or(1);
       state.reset_firings();
-      return;
+      return false;
     }
     if (options.max_epochs()) {
       if (*options.max_epochs() < state.epoch)
@@ -403,6 +480,7 @@ class Engine : public EngineCore {
                                   " differs from the state's (" +
                                   (state.epoch_length ? std::to_string(*state.epoch_length) : "unset") +
                                   ") in a resumed run");
+    return true;
   }
   std::optional<std::uint64_t> max_epochs_for_iters() const {
     if (!state.max_iters || !state.epoch_length) return std::nullopt;
@@ -416,46 +494,66 @@ class Engine : public EngineCore {
 
   template <class Source>
   void run_loop(Source& source) {
+    const Resume entry = resume_;
+    resume_ = Resume::none;
     stop_ = Stop::none;
+    interrupt_requested_ = false;
     propagating_ = nullptr;
-    const auto run_start = Clock::now();
-    state.times["epoch_completed"] = 0.0;
-    state.times["completed"] = 0.0;
+    if (entry == Resume::none) {
+      run_start_ = Clock::now();
+      state.times["epoch_completed"] = 0.0;
+      state.times["completed"] = 0.0;
+    }
     try {
-      emit<Event::started>();
-      if (should_terminate_epoch())
-        throw std::logic_error("trainloop: terminate_epoch() was called in a started handler, before any epoch");
-      while (!should_terminate() && !is_done()) {
-        if (!state.in_epoch) {
-          ++state.epoch;
-          state.epoch_iteration = 0;
-          state.in_epoch = true;
-          if (restart_data_each_epoch_) source.restart();
-        }
-        const auto epoch_start = Clock::now();
-        emit<Event::epoch_started>();
-        if (should_terminate()) break;
+      if (entry == Resume::none) {
+        emit<Event::started>();
         if (should_terminate_epoch())
+          throw std::logic_error("trainloop: terminate_epoch() was called in a started handler, before any epoch");
+        if (stop_ == Stop::interrupt) return interrupt_at(Resume::after_started);
+      }
+      Resume epoch_entry = entry;  // inside an epoch only when an interrupted run continues
+      while (true) {
+        const bool inside_epoch = epoch_entry != Resume::none && epoch_entry != Resume::after_started &&
+                                  epoch_entry != Resume::after_epoch_completed;
+        if (!inside_epoch) {
+          if (should_terminate() || is_done()) break;
+          if (!state.in_epoch) {
+            ++state.epoch;
+            state.epoch_iteration = 0;
+            state.in_epoch = true;
+            if (restart_data_each_epoch_) restart_data(source);
+          }
+          epoch_start_ = Clock::now();
+          emit<Event::epoch_started>();
+          if (should_terminate()) break;
+          if (stop_ == Stop::interrupt) return interrupt_at(Resume::after_epoch_started);
+          epoch_entry = Resume::after_epoch_started;
+        }
+        if (should_terminate_epoch()) {
           end_epoch_early(source);
-        else
-          run_epoch(source);
+        } else {
+          run_epoch(source, epoch_entry);
+          if (interrupted()) return;
+        }
         if (should_terminate()) break;  // stopped mid-epoch: in_epoch stays set, a later run resumes the epoch
         state.in_epoch = false;
-        state.times["epoch_completed"] = seconds_since(epoch_start);
+        state.times["epoch_completed"] = seconds_since(epoch_start_);
         const bool skip_epoch_completed = stop_ == Stop::epoch_skip_completed;
-        if (should_terminate_epoch()) stop_ = Stop::none;
+        if (should_terminate_epoch()) clear_epoch_stop();
         if (!skip_epoch_completed) {
           emit<Event::epoch_completed>();
-          state.times["epoch_completed"] = seconds_since(epoch_start);
+          state.times["epoch_completed"] = seconds_since(epoch_start_);
         }
-        if (should_terminate_epoch()) stop_ = Stop::none;  // nothing left to end in this epoch
+        if (should_terminate_epoch()) clear_epoch_stop();  // nothing left to end in this epoch
+        if (stop_ == Stop::interrupt) return interrupt_at(Resume::after_epoch_completed);
+        epoch_entry = Resume::after_epoch_completed;
       }
       batch_ = nullptr;
       if (should_terminate()) emit<Event::terminate>();
-      state.times["completed"] = seconds_since(run_start);
+      state.times["completed"] = seconds_since(run_start_);
       if (stop_ != Stop::run_skip_completed) {
         emit<Event::completed>();
-        state.times["completed"] = seconds_since(run_start);
+        state.times["completed"] = seconds_since(run_start_);
       }
     } catch (...) {
       batch_ = nullptr;
@@ -467,49 +565,63 @@ class Engine : public EngineCore {
     }
   }
 
-  // One epoch's iterations. Each event's handlers may stop the epoch or the run; the flag is checked right after.
+  // One epoch's iterations, from its start or from where an interrupted run stopped (`entry`). Each event's
+  // handlers may stop the epoch or the run, or interrupt it; the flag is checked right after them.
   template <class Source>
-  void run_epoch(Source& source) {
+  void run_epoch(Source& source, Resume entry) {
     try {
-      bool just_restarted = false;
+      bool just_restarted = entry == Resume::after_data_exhausted;
+      if (just_restarted) restart_data(source);
+      bool fetch_pending = entry == Resume::after_get_batch_started;  // get_batch_started already fired
+      bool have_batch = entry == Resume::after_get_batch_completed || entry == Resume::after_iteration_started;
+      bool iteration_begun = entry == Resume::after_iteration_started;
       while (true) {
-        // Checked first, so a run resumed at the very end of an epoch completes it without another iteration.
-        if (state.epoch_length && state.epoch_iteration >= *state.epoch_length) return;
-        if (state.max_iters && state.iteration >= *state.max_iters) return;
-        batch_ = nullptr;
-        if (!just_restarted) {
-          emit<Event::get_batch_started>();
-          if (stop_ != Stop::none) return end_epoch_early(source);
-        }
-        Batch* next = source.next();
-        if (next == nullptr) {
-          if (!state.epoch_length) {  // unsized data: the first full pass defines the epoch length
-            if (state.epoch_iteration == 0)
-              throw std::runtime_error("trainloop: the data yielded no batch in epoch " + std::to_string(state.epoch));
-            state.epoch_length = state.epoch_iteration;
-            if (state.max_iters) state.max_epochs = max_epochs_for_iters();
-            return;
+        if (!have_batch) {
+          if (!fetch_pending) {
+            // Checked first, so a run resumed at the very end of an epoch completes it without another iteration.
+            if (state.epoch_length && state.epoch_iteration >= *state.epoch_length) return;
+            if (state.max_iters && state.iteration >= *state.max_iters) return;
+            batch_ = nullptr;
+            if (!just_restarted) {
+              emit<Event::get_batch_started>();
+              if (stop_ != Stop::none) return stopped(source, Resume::after_get_batch_started);
+            }
           }
-          if (just_restarted)
-            throw std::runtime_error(
-                "trainloop: the data ran out: a fresh pass yielded no batch at epoch " + std::to_string(state.epoch) +
-                ", iteration " + std::to_string(state.iteration) +
-                " (a generator that returned std::nullopt stays exhausted; pass a range or a callable returning a "
-                "range per pass, or lower epoch_length/max_epochs/max_iters)");
-          emit<Event::data_exhausted>();
-          if (stop_ != Stop::none) return end_epoch_early(source);
-          source.restart();
-          just_restarted = true;
-          continue;
+          fetch_pending = false;
+          Batch* next = next_batch(source);
+          if (next == nullptr) {
+            if (!state.epoch_length) {  // unsized data: the first full pass defines the epoch length
+              if (state.epoch_iteration == 0)
+                throw std::runtime_error("trainloop: the data yielded no batch in epoch " + std::to_string(state.epoch));
+              state.epoch_length = state.epoch_iteration;
+              if (state.max_iters) state.max_epochs = max_epochs_for_iters();
+              return;
+            }
+            if (just_restarted)
+              throw std::runtime_error(
+                  "trainloop: the data ran out: a fresh pass yielded no batch at epoch " + std::to_string(state.epoch) +
+                  ", iteration " + std::to_string(state.iteration) +
+                  " (a generator that returned std::nullopt stays exhausted; pass a range or a callable returning a "
+                  "range per pass, or lower epoch_length/max_epochs/max_iters)");
+            emit<Event::data_exhausted>();
+            if (stop_ != Stop::none) return stopped(source, Resume::after_data_exhausted);
+            restart_data(source);
+            just_restarted = true;
+            continue;
+          }
+          just_restarted = false;
+          batch_ = next;
+          emit<Event::get_batch_completed>();
+          if (stop_ != Stop::none) return stopped(source, Resume::after_get_batch_completed);
         }
-        just_restarted = false;
-        batch_ = next;
-        emit<Event::get_batch_completed>();
-        if (stop_ != Stop::none) return end_epoch_early(source);
-        ++state.iteration;
-        ++state.epoch_iteration;
-        emit<Event::iteration_started>();
-        if (stop_ != Stop::none) return end_epoch_early(source);
+        have_batch = false;
+        if (!iteration_begun) {
+          ++state.iteration;
+          ++state.epoch_iteration;
+          emit<Event::iteration_started>();
+          if (stop_ != Stop::none) return stopped(source, Resume::after_iteration_started);
+        }
+        iteration_begun = false;
         if constexpr (std::is_same_v<output_type, std::monostate>) {
           detail::call_step(step_, *this, *batch_);
           output_.emplace();
@@ -517,22 +629,56 @@ class Engine : public EngineCore {
           output_.emplace(detail::call_step(step_, *this, *batch_));
         }
         emit<Event::iteration_completed>();
-        if (stop_ != Stop::none) return end_epoch_early(source);
+        if (stop_ != Stop::none) return stopped(source, Resume::after_iteration_completed);
       }
     } catch (...) {
       // Ignite's rule: an exception inside the epoch that a handler handles ends the epoch, and the run goes on.
       batch_ = nullptr;
       handle_exception(std::current_exception());
-      source.restart();
+      restart_data(source);
     }
   }
+
+  // After an event whose handlers asked to stop: interrupt the run there, or end the epoch (or the run) early.
+  template <class Source>
+  void stopped(Source& source, Resume point) {
+    if (stop_ == Stop::interrupt) return interrupt_at(point);
+    end_epoch_early(source);
+  }
+  void interrupt_at(Resume point) {
+    stop_ = Stop::none;
+    interrupt_requested_ = false;
+    emit<Event::interrupt>();
+    resume_ = point;
+  }
+  // An interrupt asked for while the epoch was being ended waits for the epoch's end.
+  void clear_epoch_stop() noexcept { stop_ = interrupt_requested_ ? Stop::interrupt : Stop::none; }
 
   template <class Source>
   void end_epoch_early(Source& source) {
     batch_ = nullptr;
     if (should_terminate()) return;
     emit<Event::terminate_single_epoch>();
+    restart_data(source);
+  }
+
+  // The data source, counted: the pass position is what a resumed run over a fresh source skips first.
+  template <class Source>
+  Batch* next_batch(Source& source) {
+    for (; skip_pending_ > 0; --skip_pending_)
+      if (source.next() == nullptr) {  // the new data is shorter than the position: its pass is over
+        skip_pending_ = 0;
+        break;
+      }
+    Batch* next = source.next();
+    if (next != nullptr) ++state.pass_position;
+    return next;
+  }
+  template <class Source>
+  void restart_data(Source& source) {
     source.restart();
+    state.pass_position = 0;
+    skip_pending_ = 0;
   }
 
   void handle_exception(std::exception_ptr error) {
@@ -562,7 +708,34 @@ class Engine : public EngineCore {
   int dispatch_depth_ = 0;
   bool removed_pending_ = false;
   bool restart_data_each_epoch_ = false;
+  bool running_ = false;
   std::exception_ptr propagating_;  // an unhandled exception on its way out, so it is offered to handlers once
+  Clock::time_point run_start_, epoch_start_;  // kept across an interrupt: the times go on
+  std::uint64_t skip_pending_ = 0;             // batches a fresh source skips before its first one
+  // The data source of the last run, kept so a resumed run continues its pass (type-erased: its type depends on the
+  // data given to run()).
+  struct KeptSource {
+    std::shared_ptr<void> source;
+    const void* type = nullptr;  // detail::type_tag<Source>::id
+    const void* data = nullptr;  // the lvalue it reads; null when it owns its data
+    std::optional<std::size_t> size;
+    void (*run)(Engine&) = nullptr;
+  } kept_;
+
+  // run() from inside this engine's own run (a handler, the step) is refused: it would nest a second loop.
+  struct RunningScope {
+    Engine& engine;
+    explicit RunningScope(Engine& e) : engine(e) {
+      if (engine.running_)
+        throw std::logic_error("trainloop: run() was called from inside the same engine's run (from a handler or the "
+                               "step); a nested run would fire epoch_completed and completed twice. Use another "
+                               "engine, or call run() again after this one returns");
+      engine.running_ = true;
+    }
+    ~RunningScope() { engine.running_ = false; }
+    RunningScope(const RunningScope&) = delete;
+    RunningScope& operator=(const RunningScope&) = delete;
+  };
 };
 
 /// CTAD for a step whose batch parameter has a concrete type: `Engine engine(step, Timer{});`.

@@ -23,7 +23,8 @@ TRAINLOOP_DETAIL_BEGIN
   X(exception_raised)                                                                                                  \
   X(terminate)                                                                                                         \
   X(terminate_single_epoch)                                                                                            \
-  X(data_exhausted)
+  X(data_exhausted)                                                                                                    \
+  X(interrupt)
 
 /// An event. The named values are the built-in events; values from `register_event` are user-defined events.
 enum class Event : std::uint16_t {

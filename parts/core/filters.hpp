@@ -39,6 +39,9 @@ class Filter {
   }
   Filter& once(std::vector<std::uint64_t> counts) {
     if (counts.empty()) throw std::invalid_argument("trainloop: once({...}): the list of counts is empty");
+    // Counts start at 1 (the first iteration, the first epoch), so once(0) would never fire on them: refused, as in Ignite.
+    if (std::find(counts.begin(), counts.end(), 0) != counts.end())
+      throw std::invalid_argument("trainloop: once(0): counts start at 1; once(n) needs n >= 1");
     std::sort(counts.begin(), counts.end());
     once_ = std::move(counts);
     return *this;

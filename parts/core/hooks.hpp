@@ -142,7 +142,8 @@ inline constexpr bool is_event_handler_v = is_detected_v<event_handler_marker_t,
   X(on_end, on_completed)                                                                                              \
   X(on_terminated, on_terminate)                                                                                       \
   X(on_terminate_epoch, on_terminate_single_epoch)                                                                     \
-  X(on_dataloader_stop_iteration, on_data_exhausted)
+  X(on_dataloader_stop_iteration, on_data_exhausted)                                                                   \
+  X(on_interrupted, on_interrupt)
 #define TRAINLOOP_DETAIL_NEAR_MISS_PROBE(wrong, right) TRAINLOOP_DETAIL_MEMBER_PROBE(wrong)
 TRAINLOOP_DETAIL_NEAR_MISS_HOOKS(TRAINLOOP_DETAIL_NEAR_MISS_PROBE)
 #undef TRAINLOOP_DETAIL_NEAR_MISS_PROBE
@@ -151,9 +152,8 @@ TRAINLOOP_DETAIL_NEAR_MISS_HOOKS(TRAINLOOP_DETAIL_NEAR_MISS_PROBE)
 // Each entry: the hook, how a callback declares it, how the module declares it. A callback's hook takes
 // (trainer&, module&, ...); the module's takes only the trailing arguments. The Trainer calls them only through
 // lightning_hook<...> below; a declared hook that cannot be called with the arguments shown is a compile error.
-#define TRAINLOOP_DETAIL_LIGHTNING_HOOKS(X)                                                                            \
-  X(setup, "(trainer&, module&, const std::string& stage)", "(const std::string& stage)")                             \
-  X(teardown, "(trainer&, module&, const std::string& stage)", "(const std::string& stage)")                          \
+// The hooks named on_*: their systematic misspellings are rejected too (see check_lightning_names).
+#define TRAINLOOP_DETAIL_LIGHTNING_ON_HOOKS(X)                                                                         \
   X(on_fit_start, "(trainer&, module&)", "()")                                                                         \
   X(on_fit_end, "(trainer&, module&)", "()")                                                                           \
   X(on_sanity_check_start, "(trainer&, module&)", "()")                                                                \
@@ -163,8 +163,8 @@ TRAINLOOP_DETAIL_NEAR_MISS_HOOKS(TRAINLOOP_DETAIL_NEAR_MISS_PROBE)
   X(on_train_epoch_start, "(trainer&, module&)", "()")                                                                 \
   X(on_train_epoch_end, "(trainer&, module&)", "()")                                                                   \
   X(on_train_batch_start, "(trainer&, module&, Batch& batch, std::int64_t batch_idx)",                                 \
-    "(Batch& batch, std::int64_t batch_idx), optionally returning int (-1 skips the rest of the epoch)")             \
-  X(on_train_batch_end, "(trainer&, module&, const Output& outputs, Batch& batch, std::int64_t batch_idx)",             \
+    "(Batch& batch, std::int64_t batch_idx), optionally returning int (-1 skips the rest of the epoch)")               \
+  X(on_train_batch_end, "(trainer&, module&, const Output& outputs, Batch& batch, std::int64_t batch_idx)",            \
     "(const Output& outputs, Batch& batch, std::int64_t batch_idx)")                                                   \
   X(on_validation_start, "(trainer&, module&)", "()")                                                                  \
   X(on_validation_end, "(trainer&, module&)", "()")                                                                    \
@@ -172,7 +172,7 @@ TRAINLOOP_DETAIL_NEAR_MISS_HOOKS(TRAINLOOP_DETAIL_NEAR_MISS_PROBE)
   X(on_validation_epoch_end, "(trainer&, module&)", "()")                                                              \
   X(on_validation_batch_start, "(trainer&, module&, Batch& batch, std::int64_t batch_idx)",                            \
     "(Batch& batch, std::int64_t batch_idx)")                                                                          \
-  X(on_validation_batch_end, "(trainer&, module&, const Output& outputs, Batch& batch, std::int64_t batch_idx)",        \
+  X(on_validation_batch_end, "(trainer&, module&, const Output& outputs, Batch& batch, std::int64_t batch_idx)",       \
     "(const Output& outputs, Batch& batch, std::int64_t batch_idx)")                                                   \
   X(on_test_start, "(trainer&, module&)", "()")                                                                        \
   X(on_test_end, "(trainer&, module&)", "()")                                                                          \
@@ -180,7 +180,7 @@ TRAINLOOP_DETAIL_NEAR_MISS_HOOKS(TRAINLOOP_DETAIL_NEAR_MISS_PROBE)
   X(on_test_epoch_end, "(trainer&, module&)", "()")                                                                    \
   X(on_test_batch_start, "(trainer&, module&, Batch& batch, std::int64_t batch_idx)",                                  \
     "(Batch& batch, std::int64_t batch_idx)")                                                                          \
-  X(on_test_batch_end, "(trainer&, module&, const Output& outputs, Batch& batch, std::int64_t batch_idx)",              \
+  X(on_test_batch_end, "(trainer&, module&, const Output& outputs, Batch& batch, std::int64_t batch_idx)",             \
     "(const Output& outputs, Batch& batch, std::int64_t batch_idx)")                                                   \
   X(on_predict_start, "(trainer&, module&)", "()")                                                                     \
   X(on_predict_end, "(trainer&, module&)", "()")                                                                       \
@@ -188,23 +188,46 @@ TRAINLOOP_DETAIL_NEAR_MISS_HOOKS(TRAINLOOP_DETAIL_NEAR_MISS_PROBE)
   X(on_predict_epoch_end, "(trainer&, module&)", "()")                                                                 \
   X(on_predict_batch_start, "(trainer&, module&, Batch& batch, std::int64_t batch_idx)",                               \
     "(Batch& batch, std::int64_t batch_idx)")                                                                          \
-  X(on_predict_batch_end, "(trainer&, module&, const Output& outputs, Batch& batch, std::int64_t batch_idx)",           \
+  X(on_predict_batch_end, "(trainer&, module&, const Output& outputs, Batch& batch, std::int64_t batch_idx)",          \
     "(const Output& outputs, Batch& batch, std::int64_t batch_idx)")                                                   \
   X(on_before_backward, "(trainer&, module&, torch::Tensor& loss)", "(torch::Tensor& loss)")                           \
   X(on_after_backward, "(trainer&, module&)", "()")                                                                    \
   X(on_before_optimizer_step, "(trainer&, module&, torch::optim::Optimizer& optimizer)",                               \
     "(torch::optim::Optimizer& optimizer)")                                                                            \
   X(on_before_zero_grad, "(trainer&, module&, torch::optim::Optimizer& optimizer)", "(torch::optim::Optimizer& optimizer)") \
-  X(on_exception, "(trainer&, module&, std::exception_ptr error)", "(std::exception_ptr error)")                      \
-  X(on_before_batch_transfer, "(not a callback hook)", "(Batch batch, int dataloader_idx) returning Batch")           \
+  X(on_exception, "(trainer&, module&, std::exception_ptr error)", "(std::exception_ptr error)")                       \
+  X(on_before_batch_transfer, "(not a callback hook)", "(Batch batch, int dataloader_idx) returning Batch")            \
+  X(on_after_batch_transfer, "(not a callback hook)", "(Batch batch, int dataloader_idx) returning Batch")             \
+  X(on_validation_model_eval, "(not a callback hook)", "()")                                                           \
+  X(on_validation_model_train, "(not a callback hook)", "()")                                                          \
+  X(on_validation_model_zero_grad, "(not a callback hook)", "()")                                                      \
+  X(on_test_model_eval, "(not a callback hook)", "()")                                                                 \
+  X(on_test_model_train, "(not a callback hook)", "()")                                                                \
+  X(on_predict_model_eval, "(not a callback hook)", "()")
+#define TRAINLOOP_DETAIL_LIGHTNING_OTHER_HOOKS(X)                                                                      \
+  X(setup, "(trainer&, module&, const std::string& stage)", "(const std::string& stage)")                              \
+  X(teardown, "(trainer&, module&, const std::string& stage)", "(const std::string& stage)")                           \
   X(transfer_batch_to_device, "(not a callback hook)",                                                                 \
-    "(Batch batch, torch::Device device, int dataloader_idx) returning Batch")                                        \
-  X(on_after_batch_transfer, "(not a callback hook)", "(Batch batch, int dataloader_idx) returning Batch")            \
-  X(training_step, "(not a callback hook)", "(Batch& batch, std::int64_t batch_idx) returning the loss")             \
-  X(validation_step, "(not a callback hook)", "(Batch& batch, std::int64_t batch_idx)")                               \
-  X(test_step, "(not a callback hook)", "(Batch& batch, std::int64_t batch_idx)")                                     \
-  X(predict_step, "(not a callback hook)", "(Batch& batch, std::int64_t batch_idx)")                                  \
-  X(configure_optimizers, "(not a callback hook)", "() returning an optimizer or trainloop::Optimizers")
+    "(Batch batch, torch::Device device, int dataloader_idx) returning Batch")                                         \
+  X(training_step, "(not a callback hook)", "(Batch& batch, std::int64_t batch_idx) returning the loss")               \
+  X(validation_step, "(not a callback hook)", "(Batch& batch, std::int64_t batch_idx)")                                \
+  X(test_step, "(not a callback hook)", "(Batch& batch, std::int64_t batch_idx)")                                      \
+  X(predict_step, "(not a callback hook)", "(Batch& batch, std::int64_t batch_idx)")                                   \
+  X(configure_optimizers, "(not a callback hook)", "() returning an optimizer or trainloop::Optimizers")               \
+  X(backward, "(not a callback hook)", "(torch::Tensor& loss), calling loss.backward() or what replaces it")           \
+  X(configure_gradient_clipping, "(not a callback hook)",                                                              \
+    "(torch::optim::Optimizer& optimizer, double gradient_clip_val, trainloop::ClipAlgorithm algorithm)")              \
+  X(lr_scheduler_step, "(not a callback hook)",                                                                        \
+    "(const trainloop::SchedulerConfig& scheduler, std::optional<double> metric)")                                     \
+  X(prepare_data, "(not a callback hook)", "()")                                                                       \
+  X(configure_model, "(not a callback hook)", "()")                                                                    \
+  X(train_dataloader, "(not a callback hook)", "() returning the training data")                                       \
+  X(val_dataloader, "(not a callback hook)", "() returning the validation data")                                       \
+  X(test_dataloader, "(not a callback hook)", "() returning the test data")                                            \
+  X(predict_dataloader, "(not a callback hook)", "() returning the data to predict on")
+#define TRAINLOOP_DETAIL_LIGHTNING_HOOKS(X)                                                                            \
+  TRAINLOOP_DETAIL_LIGHTNING_ON_HOOKS(X)                                                                               \
+  TRAINLOOP_DETAIL_LIGHTNING_OTHER_HOOKS(X)
 
 template <class Tag>
 struct lightning_hook;
@@ -278,7 +301,6 @@ constexpr bool is_logger() {
   X(on_train_batch_begin, on_train_batch_start)                                                                        \
   X(on_validation_epoch_begin, on_validation_epoch_start)                                                              \
   X(on_val_epoch_end, on_validation_epoch_end)                                                                         \
-  X(on_before_zero_grads, on_before_zero_grad)                                                                         \
   X(train_step, training_step)                                                                                         \
   X(val_step, validation_step)                                                                                         \
   X(validate_step, validation_step)                                                                                    \
@@ -287,16 +309,42 @@ constexpr bool is_logger() {
 TRAINLOOP_DETAIL_NEAR_MISS_LIGHTNING_HOOKS(TRAINLOOP_DETAIL_NEAR_MISS_PROBE)
 #undef TRAINLOOP_DETAIL_NEAR_MISS_PROBE
 
+// Every on_* hook's systematic misspellings: a plural (on_train_epoch_ends), a trailing underscore (on_validation_end_),
+// a past tense (on_fit_ended). C++ cannot list a class's members, so "any on_* that is not a hook" is checked as these
+// plus the names above; a type whose own helpers collide opts out with
+// `static constexpr bool trainloop_skip_hook_name_check = true;`.
+#define TRAINLOOP_DETAIL_MISSPELLING_PROBES(name, callback_signature, module_signature)                                \
+  TRAINLOOP_DETAIL_MEMBER_PROBE(name##s)                                                                               \
+  TRAINLOOP_DETAIL_MEMBER_PROBE(name##_)                                                                               \
+  TRAINLOOP_DETAIL_MEMBER_PROBE(name##ed)
+TRAINLOOP_DETAIL_LIGHTNING_ON_HOOKS(TRAINLOOP_DETAIL_MISSPELLING_PROBES)
+#undef TRAINLOOP_DETAIL_MISSPELLING_PROBES
+template <class H>
+using skip_hook_name_check_t = decltype(H::trainloop_skip_hook_name_check);
+template <class H>
+constexpr bool skips_hook_name_check() {
+  if constexpr (is_detected_v<skip_hook_name_check_t, H>) return H::trainloop_skip_hook_name_check;
+  return false;
+}
+
 /// Rejects Lightning hook names that do not exist (a misspelling or another version's name) on a callback or module.
 template <class H>
 constexpr bool check_lightning_names() {
+  if constexpr (!skips_hook_name_check<H>()) {
 #define TRAINLOOP_DETAIL_CHECK_NEAR_MISS(wrong, right)                                                                 \
   static_assert(!declares_##wrong<H>::value,                                                                           \
                 "trainloop: a LightningModule or callback declares " #wrong ", which is not a hook; write " #right);
-  TRAINLOOP_DETAIL_NEAR_MISS_LIGHTNING_HOOKS(TRAINLOOP_DETAIL_CHECK_NEAR_MISS)
-  TRAINLOOP_DETAIL_CHECK_NEAR_MISS(on_epoch_start, on_train_epoch_start)
-  TRAINLOOP_DETAIL_CHECK_NEAR_MISS(on_epoch_end, on_train_epoch_end)
+    TRAINLOOP_DETAIL_NEAR_MISS_LIGHTNING_HOOKS(TRAINLOOP_DETAIL_CHECK_NEAR_MISS)
+    TRAINLOOP_DETAIL_CHECK_NEAR_MISS(on_epoch_start, on_train_epoch_start)
+    TRAINLOOP_DETAIL_CHECK_NEAR_MISS(on_epoch_end, on_train_epoch_end)
+#define TRAINLOOP_DETAIL_CHECK_MISSPELLINGS(name, callback_signature, module_signature)                                \
+  TRAINLOOP_DETAIL_CHECK_NEAR_MISS(name##s, name)                                                                      \
+  TRAINLOOP_DETAIL_CHECK_NEAR_MISS(name##_, name)                                                                      \
+  TRAINLOOP_DETAIL_CHECK_NEAR_MISS(name##ed, name)
+    TRAINLOOP_DETAIL_LIGHTNING_ON_HOOKS(TRAINLOOP_DETAIL_CHECK_MISSPELLINGS)
+#undef TRAINLOOP_DETAIL_CHECK_MISSPELLINGS
 #undef TRAINLOOP_DETAIL_CHECK_NEAR_MISS
+  }
   return true;
 }
 
@@ -341,7 +389,7 @@ check_engine_hook_signatures<H, Engine>();
                   "trainloop: a handler declares no Engine hook; hooks are on_started, on_epoch_started, "
                   "on_get_batch_started, on_get_batch_completed, on_iteration_started, on_iteration_completed, "
                   "on_epoch_completed, on_completed, on_exception_raised, on_terminate, on_terminate_single_epoch, "
-                  "on_data_exhausted and on_event (user events); wrap a callable as trainloop::on(events, f)");
+                  "on_data_exhausted, on_interrupt and on_event (user events); wrap a callable as trainloop::on(events, f)");
     return true;
   }
 }

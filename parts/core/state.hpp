@@ -22,6 +22,9 @@ struct State {
   std::uint64_t iteration = 0;        ///< iterations started in the whole run (Ignite's `iteration`)
   std::uint64_t epoch_iteration = 0;  ///< iterations started in the current epoch
   bool in_epoch = false;  ///< between epoch_started and epoch_completed; a run stopped mid-epoch resumes that epoch
+  /// Batches drawn from the data since its current pass began. A run resumed over a fresh data source (a new
+  /// process, a new range) skips this many first, so the epoch continues the same pass.
+  std::uint64_t pass_position = 0;
   std::optional<std::uint64_t> epoch_length;  ///< iterations per epoch; unknown until a pass ends for unsized data
   std::optional<std::uint64_t> max_epochs;
   std::optional<std::uint64_t> max_iters;
@@ -59,6 +62,7 @@ struct State {
     dict["iteration"] = as_int(iteration);
     dict["epoch_iteration"] = as_int(epoch_iteration);
     dict["in_epoch"] = StateValue{std::int64_t{in_epoch ? 1 : 0}};
+    dict["pass_position"] = as_int(pass_position);
     dict["epoch_length"] = optional_int(epoch_length);
     dict["max_epochs"] = optional_int(max_epochs);
     dict["max_iters"] = optional_int(max_iters);
@@ -81,6 +85,8 @@ struct State {
     const std::uint64_t in_epoch_flag = read_count(dict, "in_epoch");
     if (in_epoch_flag > 1) throw bad_key("in_epoch", "must be 0 or 1, got " + std::to_string(in_epoch_flag));
     loaded.in_epoch = in_epoch_flag == 1;
+    // Written since the Engine resumes passes; a dictionary from before holds epochs that began their pass.
+    loaded.pass_position = dict.count("pass_position") ? read_count(dict, "pass_position") : loaded.epoch_iteration;
     loaded.epoch_length = read_optional_count(dict, "epoch_length");
     loaded.max_epochs = read_optional_count(dict, "max_epochs");
     loaded.max_iters = read_optional_count(dict, "max_iters");
@@ -124,7 +130,8 @@ struct State {
   }
 
   static bool is_core_key(const std::string& key) {
-    for (const char* k : {"epoch", "iteration", "epoch_iteration", "in_epoch", "epoch_length", "max_epochs", "max_iters"})
+    for (const char* k : {"epoch", "iteration", "epoch_iteration", "in_epoch", "pass_position", "epoch_length",
+                          "max_epochs", "max_iters"})
       if (key == k) return true;
     return false;
   }

@@ -23,6 +23,7 @@ struct ModuleRuntime {
   std::function<void(torch::Tensor&)> backward;                // runs the backward hooks around loss.backward()
   std::function<void(torch::optim::Optimizer&)> step;          // hooks, clipping, step, global_step + 1
   std::function<void(torch::optim::Optimizer&)> zero_grad;     // hooks, zero_grad
+  std::function<void(torch::optim::Optimizer&, double, ClipAlgorithm)> clip_gradients;
 };
 }  // namespace detail
 
@@ -65,6 +66,12 @@ class LightningModule : public torch::nn::Module, public detail::LightningModule
   void manual_backward(torch::Tensor loss) { runtime("manual_backward").backward(loss); }
   void optimizer_step(torch::optim::Optimizer& optimizer) { runtime("optimizer_step").step(optimizer); }
   void optimizer_zero_grad(torch::optim::Optimizer& optimizer) { runtime("optimizer_zero_grad").zero_grad(optimizer); }
+  /// Clips the gradients of `optimizer`'s parameters on the device (Lightning's clip_gradients), for an override of
+  /// configure_gradient_clipping.
+  void clip_gradients(torch::optim::Optimizer& optimizer, double gradient_clip_val,
+                      ClipAlgorithm algorithm = ClipAlgorithm::norm) {
+    runtime("clip_gradients").clip_gradients(optimizer, gradient_clip_val, algorithm);
+  }
 
   /// Hyperparameters (Lightning's save_hyperparameters): written into every checkpoint under "hparams" and handed to
   /// the loggers' log_hyperparams when fit starts.

@@ -98,6 +98,7 @@ struct EngineEventsTo {
   TRAINLOOP_DETAIL_FORWARD(terminate)
   TRAINLOOP_DETAIL_FORWARD(terminate_single_epoch)
   TRAINLOOP_DETAIL_FORWARD(data_exhausted)
+  TRAINLOOP_DETAIL_FORWARD(interrupt)
 #undef TRAINLOOP_DETAIL_FORWARD
   template <class E>
   void on_exception_raised(E& engine, std::exception_ptr) {
@@ -147,6 +148,53 @@ template <class C>
 using tensor_state_t = decltype(std::declval<const C&>().tensor_state());
 template <class C>
 using load_tensor_state_t = decltype(std::declval<C&>().load_tensor_state(std::declval<const TensorDict&>()));
+
+// Lightning's optimizer_step and optimizer_zero_grad hooks share their names with LightningModule's manual-optimisation
+// helpers, so they are told apart by their full signature: (epoch, batch_idx, optimizer).
+template <class M>
+using optimizer_step_hook_t = decltype(std::declval<M&>().optimizer_step(
+    std::int64_t{}, std::int64_t{}, std::declval<torch::optim::Optimizer&>()));
+template <class M>
+using optimizer_zero_grad_hook_t = decltype(std::declval<M&>().optimizer_zero_grad(
+    std::int64_t{}, std::int64_t{}, std::declval<torch::optim::Optimizer&>()));
+
+// Checkpoint hooks, each in two forms: entries of the checkpoint (StateDict&) and tensors (TensorDict&); a module
+// takes only that argument, a callback (trainer&, module&, ...) first.
+template <class H, class... A>
+using on_save_checkpoint_t = decltype(std::declval<H&>().on_save_checkpoint(std::declval<A>()...));
+template <class H, class... A>
+using on_load_checkpoint_t = decltype(std::declval<H&>().on_load_checkpoint(std::declval<A>()...));
+TRAINLOOP_DETAIL_MEMBER_PROBE(on_save_checkpoint)
+TRAINLOOP_DETAIL_MEMBER_PROBE(on_load_checkpoint)
+
+// fit() data as it is kept: an lvalue by reference, an rvalue (or a value a data hook returned) by value.
+template <class D>
+using held_t = std::conditional_t<std::is_rvalue_reference_v<D>, std::remove_reference_t<D>, D>;
+
+// The RNG state around the sanity check, so it draws nothing from the fit's stream (Lightning's isolate_rng).
+class IsolatedRng {
+ public:
+  IsolatedRng() : cpu_(at::detail::getDefaultCPUGenerator().get_state()) {
+    if (torch::cuda::is_available()) {
+      const auto devices = static_cast<std::size_t>(torch::cuda::device_count());  // size_t in 1.x, DeviceIndex in 2.x
+      for (std::size_t i = 0; i < devices; ++i) cuda_.push_back(cuda_generator(i).get_state());
+    }
+  }
+  ~IsolatedRng() {
+    at::Generator cpu = at::detail::getDefaultCPUGenerator();
+    cpu.set_state(cpu_);
+    for (std::size_t i = 0; i < cuda_.size(); ++i) cuda_generator(i).set_state(cuda_[i]);
+  }
+  IsolatedRng(const IsolatedRng&) = delete;
+  IsolatedRng& operator=(const IsolatedRng&) = delete;
+
+ private:
+  static at::Generator cuda_generator(std::size_t i) {
+    return at::globalContext().defaultGenerator(at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(i)));
+  }
+  torch::Tensor cpu_;
+  std::vector<torch::Tensor> cuda_;
+};
 
 namespace tags = lightning_tags;
 }  // namespace detail
@@ -250,8 +298,80 @@ class Trainer {
 
   /// Trains `module` on `train_data`, validating on `val_data` when given (sanity check first, then at the cadence of
   /// val_check_interval / check_val_every_n_epoch).
-  template <class Module, class TrainData, class ValData = detail::NoData>
+  template <class Module, class TrainData, class ValData = detail::NoData,
+            class = std::enable_if_t<!std::is_convertible_v<TrainData, std::string>>>
   void fit(Module& module, TrainData&& train_data, ValData&& val_data = ValData{}, const std::string& ckpt_path = "") {
+    fit_with(
+        module, [&]() -> TrainData&& { return std::forward<TrainData>(train_data); },
+        [&]() -> ValData&& { return std::forward<ValData>(val_data); }, ckpt_path);
+  }
+  /// Lightning's most common form: the data comes from the module's train_dataloader() (and val_dataloader(), when
+  /// it has one and a validation_step), called once setup() and configure_model() have run.
+  template <class Module>
+  void fit(Module& module, const std::string& ckpt_path = "") {
+    static_assert(detail::lightning_hook<detail::tags::train_dataloader>::callable<Module>,
+                  "trainloop: fit(module): the module has no train_dataloader(); give the data: "
+                  "fit(module, train_data, val_data)");
+    auto train = [&module]() -> decltype(auto) { return module.train_dataloader(); };
+    if constexpr (detail::lightning_hook<detail::tags::val_dataloader>::callable<Module> &&
+                  detail::is_detected_v<detail::call_validation_step_t, Module,
+                                        detail::batch_of_data_t<decltype(module.val_dataloader())>&, std::int64_t>)
+      fit_with(module, train, [&module]() -> decltype(auto) { return module.val_dataloader(); }, ckpt_path);
+    else
+      fit_with(module, train, [] { return detail::NoData{}; }, ckpt_path);
+  }
+
+  /// Runs validation_step over `data` (or the module's val_dataloader()) once; returns the epoch metrics logged
+  /// (read to the host).
+  template <class Module, class Data>
+  std::map<std::string, double> validate(Module& module, Data&& data) {
+    return evaluate_with<detail::tags::validation_step>(module, [&]() -> Data&& { return std::forward<Data>(data); });
+  }
+  template <class Module>
+  std::map<std::string, double> validate(Module& module) {
+    return evaluate_with<detail::tags::validation_step>(module, module_data<detail::tags::val_dataloader>(module));
+  }
+  /// Runs test_step over `data` (or the module's test_dataloader()) once; returns the epoch metrics logged (read to
+  /// the host).
+  template <class Module, class Data>
+  std::map<std::string, double> test(Module& module, Data&& data) {
+    return evaluate_with<detail::tags::test_step>(module, [&]() -> Data&& { return std::forward<Data>(data); });
+  }
+  template <class Module>
+  std::map<std::string, double> test(Module& module) {
+    return evaluate_with<detail::tags::test_step>(module, module_data<detail::tags::test_dataloader>(module));
+  }
+  /// Runs predict_step over `data` (or the module's predict_dataloader()); returns its outputs in order.
+  template <class Module, class Data>
+  auto predict(Module& module, Data&& data) {
+    return predict_with(module, [&]() -> Data&& { return std::forward<Data>(data); });
+  }
+  template <class Module>
+  auto predict(Module& module) {
+    return predict_with(module, module_data<detail::tags::predict_dataloader>(module));
+  }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  template <class>
+  friend struct detail::EvalHooks;
+
+  static constexpr std::size_t index(Stage s) { return static_cast<std::size_t>(s); }
+
+  // --- entry points' bodies: the data is made (a data hook called) once setup and configure_model have run --------
+
+  template <class DataTag, class Module>
+  static auto module_data(Module& module) {
+    static_assert(detail::lightning_hook<DataTag>::template callable<Module>,
+                  "trainloop: validate(module)/test(module)/predict(module) take the data from the module's "
+                  "val_dataloader()/test_dataloader()/predict_dataloader(), which it does not have; give the data");
+    return [&module]() -> decltype(auto) { return detail::lightning_hook<DataTag>::call(module); };
+  }
+
+  template <class Module, class MakeTrain, class MakeVal>
+  void fit_with(Module& module, MakeTrain&& make_train, MakeVal&& make_val, const std::string& ckpt_path) {
+    using TrainData = detail::held_t<decltype(make_train())>;
+    using ValData = detail::held_t<decltype(make_val())>;
     using Batch = detail::batch_of_data_t<TrainData>;
     constexpr bool has_val = !std::is_same_v<std::decay_t<ValData>, detail::NoData>;
     check_module<Module>();
@@ -265,10 +385,7 @@ class Trainer {
                     "trainloop: fit() was given validation data, but the module has no "
                     "validation_step(Batch& batch, std::int64_t batch_idx) for its batches");
     }
-    detail::Held<TrainData> train{std::forward<TrainData>(train_data)};
-    detail::Held<ValData> val{std::forward<ValData>(val_data)};
-    FitContext<Module, decltype(train), decltype(val), Batch> fit(*this, module, train, val);
-    fit.ckpt_path = resolve_ckpt_path(ckpt_path);
+    const std::string resolved_ckpt = resolve_ckpt_path(ckpt_path);
     fitting_ = true;
     struct Done {
       Trainer& t;
@@ -291,8 +408,16 @@ class Trainer {
         std::vector<std::shared_ptr<torch::optim::Optimizer>> optimizers;
         for (const auto& config : optimizers_) optimizers.push_back(config.optimizer());
         auto states = checkpoint_states();
+        auto tensors = checkpoint_tensor_states();
+        // Lightning's on_save_checkpoint: callbacks, then the module, add their own entries to the checkpoint.
+        StateDict entries{{"epoch", current_epoch_}, {"global_step", global_step_}};
+        TensorDict entry_tensors;
+        for_each_callback([&](auto& callback) { save_checkpoint_hooks(callback, entries, entry_tensors, *this, module); });
+        save_checkpoint_hooks(module, entries, entry_tensors);
+        states["checkpoint"] = std::move(entries);
+        if (!entry_tensors.empty()) tensors["checkpoint"] = std::move(entry_tensors);
         if (!module.hparams().empty()) states["hparams"] = module.hparams();
-        trainloop::save_checkpoint(path, module, optimizers, states, true, checkpoint_tensor_states());
+        trainloop::save_checkpoint(path, module, optimizers, states, true, tensors);
         return true;
       } catch (const NonFiniteStateError& error) {
         if (!terminate_requested_) throw;  // a diverged fit fails, its last finite checkpoint intact
@@ -301,56 +426,50 @@ class Trainer {
       }
     };
     train_data_state_ = nullptr;
-    if constexpr (detail::is_detected_v<detail::state_dict_t, std::remove_reference_t<decltype(train.get())>>)
-      train_data_state_ = [&train] { return train.get().state_dict(); };
-    run_stage(module, Stage::train, "fit", [&] { fit.run(); });
-    // save_checkpoint keeps working after fit (the module must still be alive): the data's position as fit left it.
-    if (train_data_state_) train_data_state_ = [state = train_data_state_()] { return state; };
+    run_stage(module, Stage::train, "fit", [&] {
+      detail::Held<TrainData> train{make_train()};
+      detail::Held<ValData> val{make_val()};
+      FitContext<Module, decltype(train), decltype(val), Batch> fit(*this, module, train, val);
+      fit.ckpt_path = resolved_ckpt;
+      if constexpr (detail::is_detected_v<detail::state_dict_t, std::remove_reference_t<decltype(train.get())>>)
+        train_data_state_ = [&train] { return train.get().state_dict(); };
+      fit.run();
+      // save_checkpoint keeps working after fit (the module must still be alive): the data's position as fit left it.
+      if (train_data_state_) train_data_state_ = [state = train_data_state_()] { return state; };
+    });
     done.completed = true;
   }
 
-  /// Runs validation_step over `data` once; returns the epoch metrics logged (read to the host).
-  template <class Module, class Data>
-  std::map<std::string, double> validate(Module& module, Data&& data) {
-    static_assert(detail::lightning_hook<detail::tags::validation_step>::callable<Module, detail::batch_of_data_t<Data>&,
-                                                                                 std::int64_t>,
-                  "trainloop: validate(): the module has no validation_step(Batch& batch, std::int64_t batch_idx)");
+  template <class StepTag, class Module, class MakeData>
+  std::map<std::string, double> evaluate_with(Module& module, MakeData&& make_data) {
+    using Data = detail::held_t<decltype(make_data())>;
+    constexpr bool is_test = std::is_same_v<StepTag, detail::tags::test_step>;
+    static_assert(detail::lightning_hook<StepTag>::template callable<Module, detail::batch_of_data_t<Data>&, std::int64_t>,
+                  "trainloop: validate()/test(): the module has no validation_step/test_step(Batch& batch, "
+                  "std::int64_t batch_idx) for the batches of the data");
     check_module<Module>();
-    detail::Held<Data> held{std::forward<Data>(data)};
-    run_stage(module, Stage::validate, "validate", [&] {
-      run_evaluation<detail::tags::validation_step>(module, held.get(), Stage::validate,
-                                                    eval_limit(options_.limit_val_batches(), held.get(), "limit_val_batches"));
+    const Stage stage = is_test ? Stage::test : Stage::validate;
+    run_stage(module, stage, is_test ? "test" : "validate", [&] {
+      detail::Held<Data> held{make_data()};
+      const BatchLimit& limit = is_test ? options_.limit_test_batches() : options_.limit_val_batches();
+      run_evaluation<StepTag>(module, held.get(), stage,
+                              eval_limit(limit, held.get(), is_test ? "limit_test_batches" : "limit_val_batches"));
     });
-    return host_values(metrics_[index(Stage::validate)]);
+    return host_values(metrics_[index(stage)]);
   }
 
-  /// Runs test_step over `data` once; returns the epoch metrics logged (read to the host).
-  template <class Module, class Data>
-  std::map<std::string, double> test(Module& module, Data&& data) {
-    static_assert(detail::lightning_hook<detail::tags::test_step>::callable<Module, detail::batch_of_data_t<Data>&,
-                                                                           std::int64_t>,
-                  "trainloop: test(): the module has no test_step(Batch& batch, std::int64_t batch_idx)");
-    check_module<Module>();
-    detail::Held<Data> held{std::forward<Data>(data)};
-    run_stage(module, Stage::test, "test", [&] {
-      run_evaluation<detail::tags::test_step>(module, held.get(), Stage::test,
-                                              eval_limit(options_.limit_test_batches(), held.get(), "limit_test_batches"));
-    });
-    return host_values(metrics_[index(Stage::test)]);
-  }
-
-  /// Runs predict_step over `data`; returns its outputs in order.
-  template <class Module, class Data>
-  auto predict(Module& module, Data&& data) {
+  template <class Module, class MakeData>
+  auto predict_with(Module& module, MakeData&& make_data) {
+    using Data = detail::held_t<decltype(make_data())>;
     using Batch = detail::batch_of_data_t<Data>;
     static_assert(detail::lightning_hook<detail::tags::predict_step>::callable<Module, Batch&, std::int64_t>,
                   "trainloop: predict(): the module has no predict_step(Batch& batch, std::int64_t batch_idx)");
     using Out = std::decay_t<decltype(std::declval<Module&>().predict_step(std::declval<Batch&>(), std::int64_t{}))>;
     static_assert(!std::is_void_v<Out>, "trainloop: predict_step must return its prediction");
     check_module<Module>();
-    detail::Held<Data> held{std::forward<Data>(data)};
     std::vector<Out> predictions;
     run_stage(module, Stage::predict, "predict", [&] {
+      detail::Held<Data> held{make_data()};
       predictions = run_evaluation<detail::tags::predict_step>(
           module, held.get(), Stage::predict,
           eval_limit(options_.limit_predict_batches(), held.get(), "limit_predict_batches"));
@@ -358,12 +477,31 @@ class Trainer {
     return predictions;
   }
 
- private:
-  using Clock = std::chrono::steady_clock;
-  template <class>
-  friend struct detail::EvalHooks;
+  // --- checkpoint hooks ------------------------------------------------------------------------------------------
 
-  static constexpr std::size_t index(Stage s) { return static_cast<std::size_t>(s); }
+  // `owner...` is (trainer, module) for a callback, nothing for the module.
+  template <class H, class... Owner>
+  static void save_checkpoint_hooks(H& h, StateDict& entries, TensorDict& tensors, Owner&... owner) {
+    constexpr bool with_entries = detail::is_detected_v<detail::on_save_checkpoint_t, H, Owner&..., StateDict&>;
+    constexpr bool with_tensors = detail::is_detected_v<detail::on_save_checkpoint_t, H, Owner&..., TensorDict&>;
+    static_assert(!detail::declares_on_save_checkpoint<H>::value || with_entries || with_tensors,
+                  "trainloop: on_save_checkpoint cannot be called as on_save_checkpoint(StateDict& checkpoint) or "
+                  "on_save_checkpoint(TensorDict& checkpoint) (a callback's: (trainer&, module&, StateDict&) or "
+                  "(trainer&, module&, TensorDict&))");
+    if constexpr (with_entries) h.on_save_checkpoint(owner..., entries);
+    if constexpr (with_tensors) h.on_save_checkpoint(owner..., tensors);
+  }
+  template <class H, class... Owner>
+  static void load_checkpoint_hooks(H& h, const StateDict& entries, const TensorDict& tensors, Owner&... owner) {
+    constexpr bool with_entries = detail::is_detected_v<detail::on_load_checkpoint_t, H, Owner&..., const StateDict&>;
+    constexpr bool with_tensors = detail::is_detected_v<detail::on_load_checkpoint_t, H, Owner&..., const TensorDict&>;
+    static_assert(!detail::declares_on_load_checkpoint<H>::value || with_entries || with_tensors,
+                  "trainloop: on_load_checkpoint cannot be called as on_load_checkpoint(const StateDict& checkpoint) "
+                  "or on_load_checkpoint(const TensorDict& checkpoint) (a callback's: (trainer&, module&, const "
+                  "StateDict&) or (trainer&, module&, const TensorDict&))");
+    if constexpr (with_entries) h.on_load_checkpoint(owner..., entries);
+    if constexpr (with_tensors) h.on_load_checkpoint(owner..., tensors);
+  }
 
   // Where in the loop a fit stands. Checkpoints record it, and a resumed fit first does what was left at that point,
   // so it ends where the uninterrupted fit would (README: "what resumes exactly").
@@ -372,8 +510,9 @@ class Trainer {
     batch_end = 1,         // on_train_batch_end: the batch's stop checks and validation are still to come
     batch_validation = 2,  // inside that validation, before its on_validation_end: it runs again
     between_batches = 3,   // nothing left of the batch (or of the epoch)
-    epoch_validation = 4,  // inside the epoch-end validation, before its on_validation_end: it runs again
-    epoch_hooks = 5,       // on_validation_end of the epoch-end validation: on_train_epoch_end and the rest to come
+    epoch_validation = 4,  // inside the epoch-end validation (data of unknown size), before its on_validation_end:
+                           // it runs again
+    epoch_hooks = 5,       // on_validation_end of that validation: on_train_epoch_end and the rest to come
     epoch_rest = 6,        // checkpointing callbacks' on_train_epoch_end: the epoch's schedulers and stop to come
     training_done = 7,     // on_train_end, on_fit_end, after fit
   };
@@ -505,10 +644,23 @@ class Trainer {
     runtime_.global_step = global_step_;
     runtime_.backward = [this, &module](torch::Tensor& loss) { backward(module, loss); };
     runtime_.step = [this, &module](torch::optim::Optimizer& optimizer) {
-      step_optimizer(module, optimizer);
+      step_optimizer(module, optimizer, false);
       count_optimizer_step();
     };
-    runtime_.zero_grad = [this, &module](torch::optim::Optimizer& optimizer) { zero_grad(module, optimizer); };
+    runtime_.zero_grad = [this, &module](torch::optim::Optimizer& optimizer) { zero_grad(module, optimizer, false); };
+    runtime_.clip_gradients = &Trainer::clip_gradients;
+    // Lightning's lr_scheduler_step(scheduler, metric): the module steps its schedulers itself when it has one.
+    using SchedulerStep = detail::lightning_hook<detail::tags::lr_scheduler_step>;
+    SchedulerStep::template check_module<Module, const SchedulerConfig&, std::optional<double>>();
+    scheduler_step_ = [&module](const SchedulerConfig& scheduler, std::optional<double> metric) {
+      if constexpr (SchedulerStep::template callable<Module, const SchedulerConfig&, std::optional<double>>) {
+        module.lr_scheduler_step(scheduler, metric);
+      } else {
+        (void)module;
+        if (metric) scheduler.step(*metric);
+        else scheduler.step();
+      }
+    };
     module.attach_runtime_(&runtime_);
     struct Detach {
       Module& m;
@@ -519,7 +671,9 @@ class Trainer {
     pending_log_.clear();
     pending_host_log_.clear();
     try {
+      call_module<detail::tags::prepare_data>(module);
       call_hook<detail::tags::setup>(module, stage_name);  // loggers create their folders here: before any work
+      call_module<detail::tags::configure_model>(module);
       if (stage != Stage::predict)
         for_each_logger([&](auto& logger) {
           if constexpr (detail::is_detected_v<detail::log_hyperparams_t, std::decay_t<decltype(logger)>>)
@@ -648,20 +802,60 @@ class Trainer {
     }
   }
 
-  // Restores what checkpoint_states() saved; the loop's state is returned for the training Engine.
-  template <class Module, class TrainHeld>
-  StateDict restore(const std::string& path, Module& module, TrainHeld& train) {
-    std::vector<std::shared_ptr<torch::optim::Optimizer>> optimizers;
-    for (const auto& config : optimizers_) optimizers.push_back(config.optimizer());
+  // Restoring a checkpoint, in Lightning's two phases: the model and the callbacks before on_fit_start, the loop's
+  // counters and the rest of the training state after it.
+  struct LoadedCheckpoint {
+    std::map<std::string, StateDict> states;
     std::map<std::string, TensorDict> tensors;
-    auto states = trainloop::load_checkpoint(path, module, optimizers, device_, true, &tensors);
-    auto need = [&](const std::string& key) -> const StateDict& {
+    const StateDict& need(const std::string& path, const std::string& key) const {
       auto it = states.find(key);
       if (it == states.end())
         throw CheckpointError("trainloop: checkpoint '" + path + "': key '" + key + "' is missing (not written by fit?)");
       return it->second;
-    };
-    const StateDict& counters = need("trainer");
+    }
+  };
+
+  // The model and optimizers (and the RNG), then on_load_checkpoint (module, then callbacks), then the callbacks'
+  // states (a callback whose saved state is empty is not asked to load it, as in Lightning).
+  template <class Module>
+  LoadedCheckpoint restore_module_and_callbacks(const std::string& path, Module& module) {
+    std::vector<std::shared_ptr<torch::optim::Optimizer>> optimizers;
+    for (const auto& config : optimizers_) optimizers.push_back(config.optimizer());
+    LoadedCheckpoint loaded;
+    loaded.states = trainloop::load_checkpoint(path, module, optimizers, device_, true, &loaded.tensors);
+    const auto entries = loaded.states.find("checkpoint");
+    const auto entry_tensors = loaded.tensors.find("checkpoint");
+    const StateDict& checkpoint = entries != loaded.states.end() ? entries->second : StateDict{};
+    const TensorDict& checkpoint_tensors = entry_tensors != loaded.tensors.end() ? entry_tensors->second : TensorDict{};
+    restoring(path, "checkpoint", [&] {
+      load_checkpoint_hooks(module, checkpoint, checkpoint_tensors);
+      for_each_callback([&](auto& callback) { load_checkpoint_hooks(callback, checkpoint, checkpoint_tensors, *this, module); });
+    });
+    for_each_callback([&](auto& callback) {
+      using C = std::decay_t<decltype(callback)>;
+      if constexpr (detail::is_detected_v<detail::load_state_dict_t, C>) {
+        auto it = loaded.states.find(callback_key(callback));
+        if (it != loaded.states.end() && !it->second.empty())
+          restoring(path, it->first, [&] { callback.load_state_dict(it->second); });
+      }
+      if constexpr (detail::is_detected_v<detail::load_tensor_state_t, C>) {
+        auto it = loaded.tensors.find(callback_key(callback));
+        if (it == loaded.tensors.end())
+          throw std::runtime_error("trainloop: checkpoint '" + path + "': key '" + callback_key(callback) +
+                                   "' (tensors) is missing: it was written without this callback");
+        restoring(path, it->first + " (tensors)", [&] { callback.load_tensor_state(it->second); });
+      }
+    });
+    return loaded;
+  }
+
+  // The counters, where the loop stood, the schedulers, the values callbacks monitor, the epoch's running sums and
+  // the training data's position. Returns the loop's state for the training Engine; `data_positioned` tells whether
+  // the data restored its own position (else the Engine skips what the epoch consumed).
+  template <class TrainHeld>
+  StateDict restore_training_state(const std::string& path, const LoadedCheckpoint& loaded, TrainHeld& train,
+                                   bool& data_positioned) {
+    const StateDict& counters = loaded.need(path, "trainer");
     auto count = [&](const char* key) {
       auto it = counters.find(key);
       if (it == counters.end() || !std::holds_alternative<std::int64_t>(it->second))
@@ -681,37 +875,27 @@ class Trainer {
     should_stop_ = count("should_stop") != 0;
     stop_after_epoch_ = count("stop_after_epoch") != 0;
     skip_rest_of_epoch_ = count("skip_rest_of_epoch") != 0;
-    auto metrics = tensors.find("trainer/callback_metrics");
-    if (metrics != tensors.end()) callback_metrics_.insert(metrics->second.begin(), metrics->second.end());
-    auto sums = tensors.find("trainer/train_epoch_sums");
-    metrics_[index(Stage::train)].load_epoch_state(need("trainer/train_epoch_sums"),
-                                                   sums != tensors.end() ? sums->second : TensorDict{}, path);
+    auto metrics = loaded.tensors.find("trainer/callback_metrics");
+    if (metrics != loaded.tensors.end()) callback_metrics_.insert(metrics->second.begin(), metrics->second.end());
+    auto sums = loaded.tensors.find("trainer/train_epoch_sums");
+    metrics_[index(Stage::train)].load_epoch_state(loaded.need(path, "trainer/train_epoch_sums"),
+                                                   sums != loaded.tensors.end() ? sums->second : TensorDict{}, path);
     runtime_.global_step = global_step_;
     runtime_.current_epoch = current_epoch_;
     for (std::size_t i = 0; i < optimizers_.size(); ++i)
       if (const auto& s = optimizers_[i].scheduler()) {
-        auto it = states.find("scheduler/" + std::to_string(i));
-        if (it != states.end()) restoring(path, it->first, [&] { s->load_state_dict(it->second); });
+        auto it = loaded.states.find("scheduler/" + std::to_string(i));
+        if (it != loaded.states.end()) restoring(path, it->first, [&] { s->load_state_dict(it->second); });
       }
-    for_each_callback([&](auto& callback) {
-      using C = std::decay_t<decltype(callback)>;
-      if constexpr (detail::is_detected_v<detail::load_state_dict_t, C>) {
-        auto it = states.find(callback_key(callback));
-        if (it != states.end()) restoring(path, it->first, [&] { callback.load_state_dict(it->second); });
-      }
-      if constexpr (detail::is_detected_v<detail::load_tensor_state_t, C>) {
-        auto it = tensors.find(callback_key(callback));
-        if (it == tensors.end())
-          throw std::runtime_error("trainloop: checkpoint '" + path + "': key '" + callback_key(callback) +
-                                   "' (tensors) is missing: it was written without this callback");
-        restoring(path, it->first + " (tensors)", [&] { callback.load_tensor_state(it->second); });
-      }
-    });
+    data_positioned = false;
     if constexpr (detail::is_detected_v<detail::load_state_dict_t, std::remove_reference_t<decltype(train.get())>>) {
-      auto it = states.find("train_data");
-      if (it != states.end()) restoring(path, it->first, [&] { train.get().load_state_dict(it->second); });
+      auto it = loaded.states.find("train_data");
+      if (it != loaded.states.end()) {
+        restoring(path, it->first, [&] { train.get().load_state_dict(it->second); });
+        data_positioned = true;
+      }
     }
-    return need("loop");
+    return loaded.need(path, "loop");
   }
 
   // --- optimisation ------------------------------------------------------------------------------------------------
@@ -746,8 +930,7 @@ class Trainer {
   }
 
   // Device-side clipping: no host sync (LibTorch's clip_grad_norm_ returns the norm as a double, which syncs).
-  void clip_gradients(torch::optim::Optimizer& optimizer) const {
-    const double limit = options_.gradient_clip_val();
+  static void clip_gradients(torch::optim::Optimizer& optimizer, double limit, ClipAlgorithm algorithm) {
     if (limit <= 0) return;
     std::vector<torch::Tensor> grads;
     for (auto& group : optimizer.param_groups())
@@ -755,7 +938,7 @@ class Trainer {
         if (p.grad().defined()) grads.push_back(p.grad());
     if (grads.empty()) return;
     torch::NoGradGuard no_grad;
-    if (options_.gradient_clip_algorithm() == ClipAlgorithm::value) {
+    if (algorithm == ClipAlgorithm::value) {
       for (auto& g : grads) g.clamp_(-limit, limit);
       return;
     }
@@ -767,23 +950,56 @@ class Trainer {
     for (auto& g : grads) g.mul_(scale.to(g.dtype()));
   }
 
+  // on_before_optimizer_step, clipping (the module's configure_gradient_clipping when it has one), then the step
+  // (the module's optimizer_step(epoch, batch_idx, optimizer) when it has one: it must call optimizer.step()).
+  // Manual optimisation steps the optimizer itself, as Lightning's does.
   template <class Module>
-  void step_optimizer(Module& module, torch::optim::Optimizer& optimizer) {
+  void step_optimizer(Module& module, torch::optim::Optimizer& optimizer, bool automatic) {
+    using Clipping = detail::lightning_hook<detail::tags::configure_gradient_clipping>;
+    Clipping::template check_module<Module, torch::optim::Optimizer&, double, ClipAlgorithm>();
     call_hook<detail::tags::on_before_optimizer_step>(module, optimizer);
     profiled(profiler_actions::optimizer_step, [&] {
-      clip_gradients(optimizer);
+      const double limit = options_.gradient_clip_val();
+      const ClipAlgorithm algorithm = options_.gradient_clip_algorithm();
+      if constexpr (Clipping::template callable<Module, torch::optim::Optimizer&, double, ClipAlgorithm>) {
+        if (automatic) module.configure_gradient_clipping(optimizer, limit, algorithm);
+        else clip_gradients(optimizer, limit, algorithm);
+      } else {
+        clip_gradients(optimizer, limit, algorithm);
+      }
+      if constexpr (detail::is_detected_v<detail::optimizer_step_hook_t, Module>) {
+        if (automatic) {
+          module.optimizer_step(current_epoch_, batch_idx_, optimizer);
+          return;
+        }
+      }
       optimizer.step();
     });
   }
+  // on_before_zero_grad, then the module's optimizer_zero_grad(epoch, batch_idx, optimizer) or optimizer.zero_grad().
   template <class Module>
-  void zero_grad(Module& module, torch::optim::Optimizer& optimizer) {
+  void zero_grad(Module& module, torch::optim::Optimizer& optimizer, bool automatic) {
     call_hook<detail::tags::on_before_zero_grad>(module, optimizer);
-    profiled(profiler_actions::zero_grad, [&] { optimizer.zero_grad(); });
+    profiled(profiler_actions::zero_grad, [&] {
+      if constexpr (detail::is_detected_v<detail::optimizer_zero_grad_hook_t, Module>) {
+        if (automatic) {
+          module.optimizer_zero_grad(current_epoch_, batch_idx_, optimizer);
+          return;
+        }
+      }
+      optimizer.zero_grad();
+    });
   }
+  // on_before_backward, the module's backward(loss) or loss.backward(), on_after_backward.
   template <class Module>
   void backward(Module& module, torch::Tensor& loss) {
+    using Backward = detail::lightning_hook<detail::tags::backward>;
+    Backward::template check_module<Module, torch::Tensor&>();
     call_hook<detail::tags::on_before_backward>(module, loss);
-    profiled(profiler_actions::backward, [&] { loss.backward(); });
+    profiled(profiler_actions::backward, [&] {
+      if constexpr (Backward::template callable<Module, torch::Tensor&>) module.backward(loss);
+      else loss.backward();
+    });
     call_hook<detail::tags::on_after_backward>(module);
   }
   // After optimizer steps: count, then step the schedulers that run per step.
@@ -798,7 +1014,7 @@ class Trainer {
       const auto& s = optimizers_[i].scheduler();
       if (!s || s->interval() != interval || counter % s->frequency() != 0) continue;
       if (s->monitor().empty()) {
-        s->step();
+        scheduler_step_(*s, std::nullopt);
         continue;
       }
       auto it = callback_metrics_.find(s->monitor());
@@ -809,7 +1025,7 @@ class Trainer {
                                  s->monitor() + "', which was not logged (logged: " +
                                  (logged.empty() ? "nothing" : logged) + ")");
       }
-      s->step(it->second.template item<double>());
+      scheduler_step_(*s, it->second.template item<double>());
     }
   }
 
@@ -965,12 +1181,12 @@ class Trainer {
       const bool last_batch = core.state.epoch_length && core.state.epoch_iteration >= *core.state.epoch_length;
       const bool step_now = (batch_idx + 1) % accumulate == 0 || last_batch;
       if (batches_since_step_ == 0)
-        for (const auto& config : optimizers_) zero_grad(module, *config.optimizer());
+        for (const auto& config : optimizers_) zero_grad(module, *config.optimizer(), true);
       torch::Tensor scaled = accumulate > 1 ? loss / static_cast<double>(accumulate) : loss;
       backward(module, scaled);
       ++batches_since_step_;
       if (step_now) {
-        for (const auto& config : optimizers_) step_optimizer(module, *config.optimizer());
+        for (const auto& config : optimizers_) step_optimizer(module, *config.optimizer(), true);
         count_optimizer_step();
       }
     }
@@ -1010,15 +1226,25 @@ class Trainer {
     store.start_epoch();
     (stage == Stage::test ? num_test_batches_ : stage == Stage::predict ? num_predict_batches_ : num_val_batches_) =
         limit ? limit : detail::data_size(data);
-    module.eval();
+    // Lightning's mode hooks: on_validation_model_zero_grad before a validation inside fit, then
+    // on_<stage>_model_eval (default: eval()); on_<stage>_model_train after on_<stage>_end (default: the mode
+    // restored).
+    if (stage == Stage::validate && fitting_ && !sanity) {
+      if constexpr (detail::lightning_hook<detail::tags::on_validation_model_zero_grad>::callable<Module>)
+        call_module<detail::tags::on_validation_model_zero_grad>(module);
+      else if (batches_since_step_ == 0)  // release the gradients, unless an accumulation window still needs them
+        module.zero_grad();
+    }
+    model_mode_hooks<StepTag>(module, true);
     struct Restore {
       Trainer& t;
       Module& m;
       Stage stage;
       bool training;
       MetricStore* train_store;
+      bool restore_mode = true;
       ~Restore() {
-        m.train(training);
+        if (restore_mode) m.train(training);
         t.stage_ = stage;
         t.runtime_.stage = stage;
         t.runtime_.metrics = train_store;
@@ -1063,8 +1289,35 @@ class Trainer {
       if (loop_point_ == LoopPoint::epoch_validation) loop_point_ = LoopPoint::epoch_hooks;
     }
     detail::EvalHooks<StepTag>::end(*this, module);
+    restore.restore_mode = !model_mode_hooks<StepTag>(module, false);
     if (sanity) store.clear();
     return outputs;
+  }
+
+  // on_<stage>_model_eval (eval: true) or on_<stage>_model_train; returns whether the module has the hook (without
+  // it, eval() is called, or the previous mode is restored). Predict has no train hook, as in Lightning.
+  template <class StepTag, class Module>
+  bool model_mode_hooks(Module& module, bool eval) {
+    using namespace detail::tags;
+    auto call = [&](auto tag) {
+      using Tag = decltype(tag);
+      detail::lightning_hook<Tag>::template check_module<Module>();
+      if constexpr (detail::lightning_hook<Tag>::template callable<Module>) {
+        call_module<Tag>(module);
+        return true;
+      } else {
+        return false;
+      }
+    };
+    bool called = false;
+    if constexpr (std::is_same_v<StepTag, validation_step>)
+      called = eval ? call(on_validation_model_eval{}) : call(on_validation_model_train{});
+    else if constexpr (std::is_same_v<StepTag, test_step>)
+      called = eval ? call(on_test_model_eval{}) : call(on_test_model_train{});
+    else if (eval)
+      called = call(on_predict_model_eval{});
+    if (eval && !called) module.eval();
+    return called;
   }
 
   // --- fit ------------------------------------------------------------------------------------------------------------
@@ -1088,6 +1341,7 @@ class Trainer {
     // A resumed fit: where the checkpoint was written, and whether that was inside an epoch.
     std::optional<LoopPoint> resumed_at;
     bool resuming_mid_epoch = false;
+    bool epoch_sized = true;  // the epoch's batch count was known when it began
 
     void run() {
       Trainer& t = *trainer;
@@ -1109,13 +1363,9 @@ class Trainer {
       t.callback_metrics_.clear();
       t.logged_metrics_.clear();
       for (auto& store : t.metrics_) store.clear();
-      std::optional<StateDict> loop_state;
-      if (!ckpt_path.empty()) {
-        loop_state = t.restore(ckpt_path, *module, *train);
-        resumed_at = t.loop_point_;
-        auto in_epoch = loop_state->find("in_epoch");
-        resuming_mid_epoch = in_epoch != loop_state->end() && in_epoch->second == StateValue{std::int64_t{1}};
-      }
+      // Resuming, as Lightning: the model and callbacks before on_fit_start, the loop's counters after it.
+      std::optional<LoadedCheckpoint> loaded;
+      if (!ckpt_path.empty()) loaded = t.restore_module_and_callbacks(ckpt_path, *module);
 
       BatchLimit train_limit = o.overfit_batches().is_set() ? o.overfit_batches() : o.limit_train_batches();
       if (o.fast_dev_run() > 0) train_limit = BatchLimit(o.fast_dev_run());
@@ -1125,19 +1375,46 @@ class Trainer {
                                                  : t.eval_limit(o.limit_val_batches(), val->get(), "limit_val_batches");
       }
 
-      t.template call_hook<detail::tags::on_fit_start>(*module);
       if constexpr (has_val) {
-        // A resumed fit skips the sanity check: the validation code already ran in the first process.
-        const std::int64_t sanity_steps = o.fast_dev_run() > 0 || loop_state ? 0 : o.num_sanity_val_steps();
+        // Lightning refuses an integer interval longer than an epoch: it would never validate.
+        const auto& n = o.val_check_batches();
+        if (n && o.check_val_every_n_epoch() && t.num_training_batches_ && *n > *t.num_training_batches_ &&
+            (!val_limit || *val_limit > 0))
+          throw std::invalid_argument(
+              "trainloop: val_check_interval(" + std::to_string(*n) + ") must not exceed the number of training "
+              "batches (" + std::to_string(*t.num_training_batches_) + "); to validate every " + std::to_string(*n) +
+              " batches across epochs, set check_val_every_n_epoch(std::nullopt); to turn validation off, "
+              "limit_val_batches(0)");
+      }
+
+      t.template call_hook<detail::tags::on_fit_start>(*module);
+      std::optional<StateDict> loop_state;
+      bool data_positioned = false;
+      if (loaded) {
+        loop_state = t.restore_training_state(ckpt_path, *loaded, *train, data_positioned);
+        loaded.reset();
+        resumed_at = t.loop_point_;
+        auto in_epoch = loop_state->find("in_epoch");
+        resuming_mid_epoch = in_epoch != loop_state->end() && in_epoch->second == StateValue{std::int64_t{1}};
+      }
+      if constexpr (has_val) {
+        // The sanity check runs on resume too (Lightning's does); it draws nothing from the fit's RNG stream and
+        // leaves callback_metrics as they were (empty in a fresh fit, the checkpoint's in a resumed one).
+        const std::int64_t sanity_steps = o.fast_dev_run() > 0 ? 0 : o.num_sanity_val_steps();
         if (sanity_steps != 0) {
           std::optional<std::int64_t> limit = val_limit;
           if (sanity_steps > 0) limit = limit ? std::min(*limit, sanity_steps) : sanity_steps;
+          detail::IsolatedRng isolated_rng;
+          const auto callback_metrics = t.callback_metrics_;
+          const auto logged_metrics = t.logged_metrics_;
           t.sanity_checking_ = true;
           t.template call_hook<detail::tags::on_sanity_check_start>(*module);
           validate_now(limit, true);
           t.sanity_checking_ = true;
           t.template call_hook<detail::tags::on_sanity_check_end>(*module);
           t.sanity_checking_ = false;
+          t.callback_metrics_ = callback_metrics;
+          t.logged_metrics_ = logged_metrics;
         }
       }
       t.template call_hook<detail::tags::on_train_start>(*module);
@@ -1164,7 +1441,11 @@ class Trainer {
         run.max_epochs(max_epochs_to_run());
         if (t.num_training_batches_) run.epoch_length(static_cast<std::uint64_t>(*t.num_training_batches_));
         run.restart_data_each_epoch(true);
+        run.skip_consumed_batches(!data_positioned);  // plain ranges resume mid-epoch at the right batch too
         engine.run(train->get(), run);
+        if (engine.interrupted())
+          throw std::logic_error("trainloop: the training Engine was interrupted; in a Trainer, stop with "
+                                 "trainer.should_stop(true) or trainer.terminate()");
       }
       t.loop_point_ = LoopPoint::training_done;
       t.template call_hook<detail::tags::on_train_end>(*module);
@@ -1201,7 +1482,28 @@ class Trainer {
       }
     }
     bool validation_due_this_epoch() const {
-      return has_val && (trainer->current_epoch_ + 1) % trainer->options_.check_val_every_n_epoch() == 0;
+      const auto& every = trainer->options_.check_val_every_n_epoch();
+      return has_val && (!every || (trainer->current_epoch_ + 1) % *every == 0);
+    }
+    // Lightning's batch-end rule: every val_check_interval batches of the epoch (or across epochs), or each
+    // floor(fraction * batches)-th batch; trainloop's every n optimizer steps. Data of unknown size validates at the
+    // epoch's end instead (epoch_sized false).
+    template <class Engine>
+    bool validation_due_at_batch(const Engine& engine) const {
+      const Trainer& t = *trainer;
+      const TrainerOptions& o = t.options_;
+      if (const auto& steps = o.val_every_n_optimizer_steps())
+        return t.batches_since_step_ == 0 && t.global_step_ > 0 && t.global_step_ % *steps == 0;
+      if (const auto& n = o.val_check_batches())
+        return (o.check_val_every_n_epoch() ? t.batch_idx_ + 1 : t.total_batches_) % *n == 0;
+      if (!epoch_sized) return false;
+      const auto every = std::max<std::int64_t>(
+          1, static_cast<std::int64_t>(static_cast<double>(*engine.state.epoch_length) * o.val_check_fraction()));
+      return (t.batch_idx_ + 1) % every == 0;
+    }
+    bool validation_at_epoch_end() const {
+      const TrainerOptions& o = trainer->options_;
+      return !epoch_sized && !o.val_every_n_optimizer_steps() && !o.val_check_batches();
     }
     bool minimums_reached() const {
       const TrainerOptions& o = trainer->options_;
@@ -1250,6 +1552,7 @@ class Trainer {
     template <class Engine>
     void epoch_started(Engine& engine) {
       Trainer& t = *trainer;
+      epoch_sized = engine.state.epoch_length.has_value();
       t.current_epoch_ = static_cast<std::int64_t>(engine.state.epoch) - 1;
       t.runtime_.current_epoch = t.current_epoch_;
       module->train();
@@ -1300,23 +1603,18 @@ class Trainer {
       Trainer& t = *trainer;
       const TrainerOptions& o = t.options_;
       if (t.terminate_requested_) return engine.terminate();
-      if (o.max_steps() > 0 && t.global_step_ >= o.max_steps()) stop_at_epoch_end(engine);
-      if (o.max_time().count() > 0 && Clock::now() - start >= o.max_time()) stop_at_epoch_end(engine);
-      if (t.should_stop_ && minimums_reached()) stop_at_epoch_end(engine);
-      if (t.stop_after_epoch_ || !has_val || !validation_due_this_epoch()) return;
-      const bool last = engine.state.epoch_length && engine.state.epoch_iteration >= *engine.state.epoch_length;
-      bool validate = false;
-      if (o.val_check_steps()) {
-        validate = t.batches_since_step_ == 0 && t.global_step_ > 0 && t.global_step_ % *o.val_check_steps() == 0;
-      } else if (o.val_check_fraction() < 1.0 && engine.state.epoch_length && !last) {
-        const auto every = std::max<std::int64_t>(
-            1, static_cast<std::int64_t>(static_cast<double>(*engine.state.epoch_length) * o.val_check_fraction()));
-        validate = (t.batch_idx_ + 1) % every == 0;
-      }
-      if (validate) {
+      // Lightning validates at a batch end when its interval says so, and when the fit is asked to stop there
+      // (should_stop with the minimums reached, or the time limit), before stopping.
+      const bool out_of_time = o.max_time().count() > 0 && Clock::now() - start >= o.max_time();
+      const bool asked_to_stop = (t.should_stop_ && minimums_reached()) || out_of_time;
+      if (has_val && !t.stop_after_epoch_ && !t.skip_rest_of_epoch_ && validation_due_this_epoch() &&
+          (validation_due_at_batch(engine) || asked_to_stop)) {
         t.loop_point_ = LoopPoint::batch_validation;
         validate_now(val_limit, false);
+        t.loop_point_ = LoopPoint::between_batches;
       }
+      if ((o.max_steps() > 0 && t.global_step_ >= o.max_steps()) || out_of_time || (t.should_stop_ && minimums_reached()))
+        stop_at_epoch_end(engine);
     }
 
     template <class Engine>
@@ -1329,17 +1627,16 @@ class Trainer {
     template <class Engine>
     void finish_epoch(Engine& engine, LoopPoint from) {
       Trainer& t = *trainer;
-      const TrainerOptions& o = t.options_;
       if (from == LoopPoint::in_batch) {
         if (!t.num_training_batches_ && engine.state.epoch_length)  // unsized data: the first pass told its length
           t.num_training_batches_ = static_cast<std::int64_t>(*engine.state.epoch_length);
         if (t.batches_since_step_ > 0 && module->automatic_optimization()) {  // the epoch ended inside a window
-          for (const auto& config : t.optimizers_) t.step_optimizer(*module, *config.optimizer());
+          for (const auto& config : t.optimizers_) t.step_optimizer(*module, *config.optimizer(), true);
           t.count_optimizer_step();
         }
       }
       if (from == LoopPoint::in_batch || from == LoopPoint::epoch_validation) {
-        if (!o.val_check_steps() && validation_due_this_epoch() && !t.skip_rest_of_epoch_) {
+        if (validation_at_epoch_end() && validation_due_this_epoch() && !t.skip_rest_of_epoch_) {
           t.loop_point_ = LoopPoint::epoch_validation;  // its on_validation_end moves on to epoch_hooks
           validate_now(val_limit, false);
         }
@@ -1396,6 +1693,7 @@ class Trainer {
   bool stop_after_epoch_ = false;    // a stop condition was met: the epoch ends, then the fit
   bool skip_rest_of_epoch_ = false;  // on_train_batch_start returned -1
   std::function<bool(const std::string&, bool)> save_;
+  std::function<void(const SchedulerConfig&, std::optional<double>)> scheduler_step_;
   std::function<StateDict()> train_data_state_;
   std::int64_t accumulate_grad_batches_ = 1;
   std::map<std::string, torch::Tensor> pending_log_;  // logged values waiting for the next record to the loggers

@@ -68,7 +68,8 @@ class TrainerOptions {
   TRAINLOOP_DETAIL_OPTION(BatchLimit, overfit_batches, {})
   /// Runs n batches of train, validation and test, one epoch, no sanity check, to smoke-test the code; 0: off.
   TRAINLOOP_DETAIL_OPTION(std::int64_t, fast_dev_run, 0)
-  TRAINLOOP_DETAIL_OPTION(std::int64_t, check_val_every_n_epoch, 1)
+  /// Validate every n epochs; std::nullopt: validation follows val_check_interval(n) across epochs (Lightning's None).
+  TRAINLOOP_DETAIL_OPTION(std::optional<std::int64_t>, check_val_every_n_epoch, 1)
   /// Validation steps run before training to catch bugs in validation_step early; -1: the whole set.
   TRAINLOOP_DETAIL_OPTION(std::int64_t, num_sanity_val_steps, 2)
   TRAINLOOP_DETAIL_OPTION(std::int64_t, accumulate_grad_batches, 1)
@@ -90,21 +91,34 @@ class TrainerOptions {
   TRAINLOOP_DETAIL_OPTION(bool, tune_malloc, true)
 
  public:
-  /// Validation every `fraction` of an epoch (0 < f <= 1)...
+  /// Validation every `fraction` of an epoch's training batches (0 < f <= 1: after each floor(f * batches)-th batch,
+  /// as in Lightning; with data of unknown size, at the epoch's end)...
   TrainerOptions& val_check_interval(double fraction) {
     val_check_fraction_ = fraction;
-    val_check_steps_.reset();
+    val_check_batches_.reset();
+    val_every_n_optimizer_steps_.reset();
     return *this;
   }
-  /// ...or every `steps` optimizer steps, counted across epochs (then not at epoch ends).
-  TrainerOptions& val_check_interval(std::int64_t steps) {
-    val_check_steps_ = steps;
+  /// ...or every `n` training batches, counted within each epoch, or across epochs when check_val_every_n_epoch is
+  /// std::nullopt (Lightning's int val_check_interval). More than an epoch's batches is refused unless counted across.
+  TrainerOptions& val_check_interval(std::int64_t n) {
+    val_check_batches_ = n;
+    val_check_fraction_ = 1.0;
+    val_every_n_optimizer_steps_.reset();
+    return *this;
+  }
+  TrainerOptions& val_check_interval(int n) { return val_check_interval(static_cast<std::int64_t>(n)); }
+  /// trainloop's own cadence: every n optimizer steps counted across epochs (with accumulate_grad_batches(k), every
+  /// n*k batches), never at epoch ends.
+  TrainerOptions& val_every_n_optimizer_steps(std::int64_t n) {
+    val_every_n_optimizer_steps_ = n;
+    val_check_batches_.reset();
     val_check_fraction_ = 1.0;
     return *this;
   }
-  TrainerOptions& val_check_interval(int steps) { return val_check_interval(static_cast<std::int64_t>(steps)); }
   double val_check_fraction() const { return val_check_fraction_; }
-  const std::optional<std::int64_t>& val_check_steps() const { return val_check_steps_; }
+  const std::optional<std::int64_t>& val_check_batches() const { return val_check_batches_; }
+  const std::optional<std::int64_t>& val_every_n_optimizer_steps() const { return val_every_n_optimizer_steps_; }
 
   TrainerOptions& enable_progress_bar(bool v) { return enable_progress_bar_ = v, *this; }
   TrainerOptions& enable_model_summary(bool v) { return enable_model_summary_ = v, *this; }
@@ -148,8 +162,13 @@ class TrainerOptions {
     if (fast_dev_run_ < 0) throw fail("fast_dev_run(n): n must not be negative");
     if (val_check_fraction_ <= 0.0 || val_check_fraction_ > 1.0)
       throw fail("val_check_interval(f): a fraction must be in (0, 1]; give an integer for a number of steps");
-    if (val_check_steps_ && *val_check_steps_ < 1) throw fail("val_check_interval(n): n must be at least 1");
-    if (check_val_every_n_epoch_ < 1) throw fail("check_val_every_n_epoch(n): n must be at least 1");
+    if (val_check_batches_ && *val_check_batches_ < 1) throw fail("val_check_interval(n): n must be at least 1");
+    if (val_every_n_optimizer_steps_ && *val_every_n_optimizer_steps_ < 1)
+      throw fail("val_every_n_optimizer_steps(n): n must be at least 1");
+    if (check_val_every_n_epoch_ && *check_val_every_n_epoch_ < 1)
+      throw fail("check_val_every_n_epoch(n): n must be at least 1 (std::nullopt: count val_check_interval across epochs)");
+    if (!check_val_every_n_epoch_ && !val_check_batches_)
+      throw fail("check_val_every_n_epoch(std::nullopt) needs an integer val_check_interval(n) to validate by");
     if (num_sanity_val_steps_ < -1) throw fail("num_sanity_val_steps(n): n must be -1 (all) or more");
     if (accumulate_grad_batches_ < 1) throw fail("accumulate_grad_batches(n): n must be at least 1");
     if (gradient_clip_val_ < 0) throw fail("gradient_clip_val(v): v must not be negative");
@@ -162,7 +181,7 @@ class TrainerOptions {
 
  private:
   double val_check_fraction_ = 1.0;
-  std::optional<std::int64_t> val_check_steps_;
+  std::optional<std::int64_t> val_check_batches_, val_every_n_optimizer_steps_;
   std::optional<bool> enable_progress_bar_, enable_model_summary_;
   bool barebones_ = false;
 };

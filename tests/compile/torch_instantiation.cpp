@@ -2,6 +2,7 @@
 // LibTorch (2.x, CUDA builds) or another language standard (C++20) proves they still compile there.
 #include <trainloop.hpp>
 
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -23,6 +24,27 @@ struct Net : trainloop::LightningModule<Net> {
     return trainloop::OptimizerConfig(adam).scheduler(std::make_shared<torch::optim::StepLR>(*adam, 1));
   }
   void on_train_epoch_end() {}
+};
+
+// Every overridable Lightning hook and the data hooks, so their call paths compile against each LibTorch too.
+struct Overriding : Net {
+  std::vector<Batch> data;
+  std::vector<Batch>& train_dataloader() { return data; }
+  std::vector<Batch> val_dataloader() { return data; }
+  void configure_model() {}
+  void prepare_data() {}
+  void backward(torch::Tensor& loss) { loss.backward(); }
+  void optimizer_zero_grad(std::int64_t, std::int64_t, torch::optim::Optimizer& o) { o.zero_grad(); }
+  void optimizer_step(std::int64_t, std::int64_t, torch::optim::Optimizer& o) { o.step(); }
+  void configure_gradient_clipping(torch::optim::Optimizer& o, double v, trainloop::ClipAlgorithm a) {
+    clip_gradients(o, v, a);
+  }
+  void lr_scheduler_step(const trainloop::SchedulerConfig& s, std::optional<double>) { s.step(); }
+  void on_validation_model_eval() { eval(); }
+  void on_validation_model_train() { train(); }
+  void on_validation_model_zero_grad() {}
+  void on_save_checkpoint(trainloop::StateDict& c) { c["x"] = std::int64_t{1}; }
+  void on_load_checkpoint(const trainloop::TensorDict&) {}
 };
 
 struct Callback {
@@ -51,6 +73,10 @@ int main() {
   Net net;
   trainloop::Trainer trainer(trainloop::TrainerOptions().max_epochs(1).gradient_clip_val(1.0), Callback{});
   trainer.fit(net, data, data);
+  Overriding overriding;
+  trainer.fit(overriding);
+  trainer.fit(overriding, "last.ckpt");
+  trainer.validate(overriding);
   trainer.test(net, data);
   auto predictions = trainer.predict(net, data);
 

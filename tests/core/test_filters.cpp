@@ -29,6 +29,8 @@ TEST_CASE("every, once, before, after, predicate") {
   CHECK(Filter().is_trivial());
   CHECK_FALSE(every(2).is_trivial());
   CHECK_THROWS_AS(every(0), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(once(0), doctest::Contains("counts start at 1"), std::invalid_argument);
+  CHECK_THROWS_AS(once({3, 0}), std::invalid_argument);
   CHECK_THROWS_AS(once(std::vector<std::uint64_t>{}), std::invalid_argument);
 }
 

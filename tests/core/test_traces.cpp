@@ -99,39 +99,130 @@ TEST_CASE("golden trace: terminate in the middle, then resume") {
         "completed e1.2 i2\n");
   CHECK(engine.state.in_epoch);
 
-  // Running again resumes: the unfinished epoch 1 goes on from its 3rd iteration (epoch_started fires again, with
-  // epoch_iteration telling how far it got); the data source starts a fresh pass, as Ignite's does.
+  // Running again over the same data object resumes: the unfinished epoch 1 goes on from its 3rd iteration
+  // (epoch_started fires again, with epoch_iteration telling how far it got) with the same pass, so epochs keep
+  // lining up with passes: epoch 1 = [1, 2, 3], epoch 2 = [1, 2, 3].
   trace.lines.clear();
   engine.run(data);
-  CHECK(trace.joined() ==
-        "started e1.2 i2\n"
-        "epoch_started e1.2 i2\n"
-        "get_batch_started e1.2 i2\n"
-        "get_batch_completed e1.2 i2\n"
-        "iteration_started e1.3 i3\n"
-        "step(1) e1.3 i3\n"
-        "iteration_completed e1.3 i3\n"
-        "epoch_completed e1.3 i3\n"
-        "epoch_started e2.0 i3\n"
-        "get_batch_started e2.0 i3\n"
-        "get_batch_completed e2.0 i3\n"
-        "iteration_started e2.1 i4\n"
-        "step(2) e2.1 i4\n"
-        "iteration_completed e2.1 i4\n"
-        "get_batch_started e2.1 i4\n"
-        "get_batch_completed e2.1 i4\n"
-        "iteration_started e2.2 i5\n"
-        "step(3) e2.2 i5\n"
-        "iteration_completed e2.2 i5\n"
-        "get_batch_started e2.2 i5\n"
-        "data_exhausted e2.2 i5\n"
-        "get_batch_completed e2.2 i5\n"
-        "iteration_started e2.3 i6\n"
-        "step(1) e2.3 i6\n"
-        "iteration_completed e2.3 i6\n"
-        "epoch_completed e2.3 i6\n"
-        "completed e2.3 i6\n");
+  const std::string resumed =
+      "started e1.2 i2\n"
+      "epoch_started e1.2 i2\n"
+      "get_batch_started e1.2 i2\n"
+      "get_batch_completed e1.2 i2\n"
+      "iteration_started e1.3 i3\n"
+      "step(3) e1.3 i3\n"
+      "iteration_completed e1.3 i3\n"
+      "epoch_completed e1.3 i3\n"
+      "epoch_started e2.0 i3\n"
+      "get_batch_started e2.0 i3\n"
+      "data_exhausted e2.0 i3\n"
+      "get_batch_completed e2.0 i3\n"
+      "iteration_started e2.1 i4\n"
+      "step(1) e2.1 i4\n"
+      "iteration_completed e2.1 i4\n"
+      "get_batch_started e2.1 i4\n"
+      "get_batch_completed e2.1 i4\n"
+      "iteration_started e2.2 i5\n"
+      "step(2) e2.2 i5\n"
+      "iteration_completed e2.2 i5\n"
+      "get_batch_started e2.2 i5\n"
+      "get_batch_completed e2.2 i5\n"
+      "iteration_started e2.3 i6\n"
+      "step(3) e2.3 i6\n"
+      "iteration_completed e2.3 i6\n"
+      "epoch_completed e2.3 i6\n"
+      "completed e2.3 i6\n";
+  CHECK(trace.joined() == resumed);
   CHECK(engine.state.iteration == 6);
+
+  // A fresh data source (another object, or a new process restoring state_dict()) cannot continue the pass: it
+  // skips the batches the pass already gave, so the same batches come in the same epochs.
+  SUBCASE("a new engine from the state_dict, over a copy of the data") {
+    Trace again;
+    bool stop = true;
+    auto first = make_traced_engine(again, on(Events::iteration_completed | once(2), [&](auto& e) {
+                                              if (stop) e.terminate();
+                                              stop = false;
+                                            }));
+    first.run(data, max_epochs(2));
+    CHECK(first.state.pass_position == 2);
+    const StateDict saved = first.state.state_dict();
+    Trace fresh_trace;
+    auto fresh = make_traced_engine(fresh_trace);
+    fresh.state.load_state_dict(saved);
+    fresh.run(std::vector<int>(data));
+    CHECK(fresh_trace.joined() == resumed);
+  }
+}
+
+// Interrupts the run at every firing of one event.
+struct InterruptAt {
+  Event at;
+#define INTERRUPT_HOOK(name)                                                                                           \
+  template <class E>                                                                                                   \
+  void on_##name(E& e) {                                                                                               \
+    if (at == Event::name) e.interrupt();                                                                              \
+  }
+  INTERRUPT_HOOK(started)
+  INTERRUPT_HOOK(epoch_started)
+  INTERRUPT_HOOK(get_batch_started)
+  INTERRUPT_HOOK(get_batch_completed)
+  INTERRUPT_HOOK(iteration_started)
+  INTERRUPT_HOOK(iteration_completed)
+  INTERRUPT_HOOK(data_exhausted)
+  INTERRUPT_HOOK(epoch_completed)
+#undef INTERRUPT_HOOK
+};
+
+TEST_CASE("golden trace: interrupt, then run() continues from the very point") {
+  // Ignite's interrupt(): the run returns right after the handlers of the event that asked, firing `interrupt`;
+  // the next run() continues from there, firing nothing again. Interrupting at every event and continuing gives
+  // the trace of an uninterrupted run, plus the interrupt lines.
+  std::vector<int> data{1, 2, 3};
+  Trace plain_trace;
+  make_traced_engine(plain_trace).run(data, max_epochs(2).epoch_length(2));
+  for (Event at : {Event::started, Event::epoch_started, Event::get_batch_started, Event::get_batch_completed,
+                   Event::iteration_started, Event::iteration_completed, Event::data_exhausted,
+                   Event::epoch_completed}) {
+    CAPTURE(event_name(at));
+    Trace trace;
+    auto engine = make_traced_engine(trace, InterruptAt{at});
+    engine.run(data, max_epochs(2).epoch_length(2));
+    std::size_t runs = 1;
+    while (engine.interrupted()) {
+      CHECK(trace.lines.back().rfind("interrupt ", 0) == 0);
+      engine.run();
+      ++runs;
+      REQUIRE(runs < 20);
+    }
+    std::vector<std::string> without_interrupts;
+    for (const auto& line : trace.lines)
+      if (line.rfind("interrupt ", 0) != 0) without_interrupts.push_back(line);
+    CHECK(without_interrupts == plain_trace.lines);
+    CHECK(runs == 1 + engine.state.fired(Event::interrupt));
+    CHECK(engine.state.fired(Event::interrupt) >= 1);
+  }
+
+  SUBCASE("run(data) with the same object continues too; another object is refused") {
+    Trace trace;
+    auto engine = make_traced_engine(trace, on(Events::iteration_completed | once(2), [](auto& e) { e.interrupt(); }));
+    engine.run(data, max_epochs(1));
+    REQUIRE(engine.interrupted());
+    std::vector<int> other{1, 2, 3};
+    CHECK_THROWS_WITH_AS(engine.run(other), doctest::Contains("interrupted"), std::logic_error);
+    engine.run(data);
+    CHECK_FALSE(engine.interrupted());
+    CHECK(engine.state.iteration == 3);
+    CHECK(trace.lines.back() == "completed e1.3 i3");
+  }
+}
+
+TEST_CASE("run() from inside the same engine's run is refused") {
+  std::vector<int> data{1, 2};
+  auto engine = make_engine<int>([](int&) {});
+  engine.on(Events::epoch_completed, [&](auto& e) { e.run(data); });
+  CHECK_THROWS_WITH_AS(engine.run(data), doctest::Contains("inside the same engine's run"), std::logic_error);
+  CHECK(engine.state.fired(Event::completed) == 0);
 }
 
 TEST_CASE("golden trace: epoch_length shorter than the data") {

@@ -42,6 +42,7 @@ struct Tracer {
   TRACE_HOOK(terminate)
   TRACE_HOOK(terminate_single_epoch)
   TRACE_HOOK(data_exhausted)
+  TRACE_HOOK(interrupt)
 #undef TRACE_HOOK
   template <class E>
   void on_exception_raised(E& e, std::exception_ptr) {

@@ -2,7 +2,8 @@
 //  1. a file written from a CUDA model loads into a CPU model and a CUDA model (another device), values equal;
 //  2. the CUDA RNG state is saved and restored (the same numbers are drawn again);
 //  3. a Trainer fit on CUDA, saved after its first epoch and resumed in a new Trainer, ends as the uninterrupted fit
-//     (bitwise with deterministic algorithms; the largest difference is printed otherwise);
+//     (bitwise with deterministic algorithms; the largest difference is printed otherwise), with dropout and a
+//     validation that draws from the device's RNG: the resumed fit's sanity check must leave the CUDA stream alone;
 //  4. LibTorch 2.x reads our files through the integrity check, and rejects a flipped bit.
 // Prints one line per check and exits non-zero when one fails.
 #include <trainloop.hpp>
@@ -31,9 +32,14 @@ struct Net : LightningModule<Net> {
     fc2 = register_module("fc2", torch::nn::Linear(64, 4));
   }
   torch::Tensor training_step(Batch& b, std::int64_t) {
-    auto loss = torch::nn::functional::cross_entropy(fc2(torch::relu(fc1(b.first))), b.second);
+    auto hidden = torch::dropout(torch::relu(fc1(b.first)), 0.1, is_training());
+    auto loss = torch::nn::functional::cross_entropy(fc2(hidden), b.second);
     log("train_loss", loss, LogOptions().on_epoch(true));
     return loss;
+  }
+  void validation_step(Batch& b, std::int64_t) {
+    const torch::Tensor noise = torch::rand({1}, b.first.options());  // draws from the device's generator
+    log("val_loss", torch::nn::functional::cross_entropy(fc2(torch::relu(fc1(b.first))), b.second) + 0 * noise.sum());
   }
   OptimizerConfig configure_optimizers() {
     auto adam = std::make_shared<torch::optim::Adam>(parameters(), torch::optim::AdamOptions(1e-2));
@@ -118,17 +124,18 @@ int main() {
       return TrainerOptions().accelerator(accelerator).barebones(true).deterministic(true).seed(3);
     };
     auto loader = [&] { return DataLoader<2>(TensorDataset(x, y), DataLoaderOptions().batch_size(32).shuffle(true).seed(5)); };
+    auto val_loader = [&] { return DataLoader<2>(TensorDataset(x.slice(0, 0, 64), y.slice(0, 0, 64)), DataLoaderOptions().batch_size(32)); };
     torch::manual_seed(7);  // both fits start from the same weights
     Net reference;
     Trainer uninterrupted(options().max_epochs(4));
     auto data = loader();
-    uninterrupted.fit(reference, data);
+    uninterrupted.fit(reference, data, val_loader());
 
     torch::manual_seed(7);
     Net first;
     Trainer stopped(options().max_epochs(2));
     auto data2 = loader();
-    stopped.fit(first, data2);
+    stopped.fit(first, data2, val_loader());
     stopped.save_checkpoint(dir + "/after_two.ckpt");
     {  // what the file holds is what the fit ended with
       Net reloaded;
@@ -142,7 +149,7 @@ int main() {
     Net resumed;
     Trainer continued(options().max_epochs(4));
     auto data3 = loader();
-    continued.fit(resumed, data3, trainloop::detail::NoData{}, dir + "/after_two.ckpt");
+    continued.fit(resumed, data3, val_loader(), dir + "/after_two.ckpt");
     const double difference = max_difference(resumed, reference);
     report((std::string("fit resumed after 2 of 4 epochs = uninterrupted fit, ") + accelerator).c_str(), difference == 0.0,
            "(largest difference " + std::to_string(difference) + ", steps " + std::to_string(continued.global_step()) + ")");

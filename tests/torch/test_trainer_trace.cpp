@@ -1,6 +1,6 @@
 // The golden trace of a full fit: every module hook and callback hook, in order, for a run with a sanity check,
-// 2 epochs of 4 batches, validation in the middle and at the end of each epoch, and gradient accumulation over 2
-// batches. It pins the order the README's hook table documents (Lightning's).
+// 2 epochs of 4 batches, validation in the middle and at the end of each epoch, gradient accumulation over 2
+// batches, the data from the module's data hooks and every optimisation and mode hook overridden. It pins the order the README's hook table documents (Lightning's).
 #include <doctest/doctest.h>
 #include <trainloop.hpp>
 
@@ -26,7 +26,28 @@ void trace(const std::string& line) { g_trace->push_back(line); }
 
 struct TracedNet : LightningModule<TracedNet> {
   torch::nn::Linear fc{nullptr};
+  std::vector<Batch> train_batches, val_batches;  // handed out by train_dataloader() / val_dataloader()
   TracedNet() { fc = register_module("fc", torch::nn::Linear(2, 1)); }
+  std::vector<Batch>& train_dataloader() { return trace("train_dataloader"), train_batches; }
+  std::vector<Batch>& val_dataloader() { return trace("val_dataloader"), val_batches; }
+  MODULE_HOOK(prepare_data)
+  MODULE_HOOK(configure_model)
+  MODULE_HOOK(on_validation_model_zero_grad)
+  void on_validation_model_eval() { trace("on_validation_model_eval"), eval(); }
+  void on_validation_model_train() { trace("on_validation_model_train"), train(); }
+  void backward(torch::Tensor& loss) { trace("backward"), loss.backward(); }
+  void optimizer_zero_grad(std::int64_t epoch, std::int64_t i, torch::optim::Optimizer& optimizer) {
+    trace("optimizer_zero_grad(" + std::to_string(epoch) + "," + std::to_string(i) + ")");
+    optimizer.zero_grad();
+  }
+  void configure_gradient_clipping(torch::optim::Optimizer& optimizer, double value, ClipAlgorithm algorithm) {
+    trace("configure_gradient_clipping");
+    clip_gradients(optimizer, value, algorithm);
+  }
+  void optimizer_step(std::int64_t epoch, std::int64_t i, torch::optim::Optimizer& optimizer) {
+    trace("optimizer_step(" + std::to_string(epoch) + "," + std::to_string(i) + ")");
+    optimizer.step();
+  }
   torch::Tensor training_step(Batch& b, std::int64_t i) {
     trace("training_step(" + std::to_string(i) + ")");
     return torch::mse_loss(fc(b.first), b.second);
@@ -135,8 +156,10 @@ void append(Lines& out, const Lines& more) { out.insert(out.end(), more.begin(),
 Lines transfer() { return {"on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer"}; }
 Lines both(const std::string& hook) { return {"Callback." + hook, hook}; }
 
-Lines validation_block(int batches) {
+Lines validation_block(int batches, bool in_fit = true) {
   Lines out;
+  if (in_fit) out.push_back("on_validation_model_zero_grad");  // not before the sanity check, as in Lightning
+  out.push_back("on_validation_model_eval");
   append(out, both("on_validation_start"));
   append(out, both("on_validation_epoch_start"));
   for (int i = 0; i < batches; ++i) {
@@ -147,18 +170,22 @@ Lines validation_block(int batches) {
   }
   append(out, both("on_validation_epoch_end"));
   append(out, both("on_validation_end"));
+  out.push_back("on_validation_model_train");
   return out;
 }
 
 // One training batch with accumulation over 2: zero_grad opens a window, the optimizer steps at its end.
-Lines train_batch(int i, int iteration) {
-  const std::string n = "(" + std::to_string(i) + ")";
+Lines train_batch(int epoch, int i, int iteration) {
+  const std::string n = "(" + std::to_string(i) + ")", at = "(" + std::to_string(epoch) + "," + std::to_string(i) + ")";
   Lines out = transfer();
   append(out, {"Callback.on_train_batch_start" + n, "on_train_batch_start" + n, "training_step" + n});
-  if (i % 2 == 0) append(out, both("on_before_zero_grad"));
+  if (i % 2 == 0) append(out, {"Callback.on_before_zero_grad", "on_before_zero_grad", "optimizer_zero_grad" + at});
   append(out, both("on_before_backward"));
+  out.push_back("backward");
   append(out, both("on_after_backward"));
-  if (i % 2 == 1) append(out, both("on_before_optimizer_step"));
+  if (i % 2 == 1)
+    append(out, {"Callback.on_before_optimizer_step", "on_before_optimizer_step", "configure_gradient_clipping",
+                 "optimizer_step" + at});
   append(out, {"Callback.on_train_batch_end" + n, "on_train_batch_end" + n,
                "Engine.iteration_completed(" + std::to_string(iteration) + ")"});
   return out;
@@ -172,6 +199,8 @@ TEST_CASE("golden trace of a full fit: sanity check, 2 epochs, mid-epoch validat
   for (int i = 0; i < 4; ++i) train.emplace_back(torch::randn({3, 2}), torch::randn({3, 1}));
   for (int i = 0; i < 2; ++i) val.emplace_back(torch::randn({3, 2}), torch::randn({3, 1}));
   TracedNet net;
+  net.train_batches = train;
+  net.val_batches = val;
   Trainer trainer(TrainerOptions()
                       .accelerator("cpu")
                       .max_epochs(2)
@@ -180,13 +209,14 @@ TEST_CASE("golden trace of a full fit: sanity check, 2 epochs, mid-epoch validat
                       .enable_progress_bar(false)
                       .enable_model_summary(false),
                   TracingCallback{});
-  trainer.fit(net, train, val);
+  trainer.fit(net);  // the data from the module's train_dataloader() and val_dataloader()
   g_trace = nullptr;
 
-  Lines expected = {"Callback.setup(fit)", "setup(fit)", "configure_optimizers"};
+  Lines expected = {"prepare_data",    "Callback.setup(fit)", "setup(fit)",          "configure_model",
+                    "train_dataloader", "val_dataloader",      "configure_optimizers"};
   append(expected, both("on_fit_start"));
   expected.push_back("Callback.on_sanity_check_start");
-  append(expected, validation_block(2));
+  append(expected, validation_block(2, false));
   expected.push_back("Callback.on_sanity_check_end");
   append(expected, both("on_train_start"));
   int iteration = 0;
@@ -194,11 +224,12 @@ TEST_CASE("golden trace of a full fit: sanity check, 2 epochs, mid-epoch validat
     expected.push_back("Engine.epoch_started(" + std::to_string(epoch) + ")");
     append(expected, both("on_train_epoch_start"));
     for (int i = 0; i < 4; ++i) {
-      append(expected, train_batch(i, ++iteration));
-      if (i == 1) append(expected, validation_block(2));  // val_check_interval 0.5: after batch 2 of 4
+      append(expected, train_batch(epoch - 1, i, ++iteration));
+      // val_check_interval 0.5: after batches 2 and 4 of 4, at the batch's end (Lightning's rule: the last one is
+      // the epoch's validation, before the epoch ends)
+      if (i == 1 || i == 3) append(expected, validation_block(2));
     }
     expected.push_back("Engine.epoch_completed(" + std::to_string(epoch) + ")");
-    append(expected, validation_block(2));  // ... and at the end of the epoch, before on_train_epoch_end
     append(expected, both("on_train_epoch_end"));
   }
   append(expected, both("on_train_end"));

@@ -138,8 +138,21 @@ class DataLoader {
     if (dataset_.size() == 0) throw fail("the dataset is empty");
     if (options_.pin_memory() && !torch::cuda::is_available()) throw fail("pin_memory needs CUDA, which is not available");
   }
-  DataLoader(const DataLoader&) = delete;  // the prefetch thread points at this loader
+  DataLoader(const DataLoader&) = delete;  // one position per loader; copy the dataset and options instead
   DataLoader& operator=(const DataLoader&) = delete;
+  /// Movable (`trainer.test(model, DataLoader<2>(...))` hands it over), the position included. The prefetch thread
+  /// points at the loader it serves, so it stops here and restarts in the new loader at the next batch to hand
+  /// out; iterators of the old loader are invalidated.
+  DataLoader(DataLoader&& other) : dataset_(other.dataset_), options_(other.options_) { take_over(other); }
+  DataLoader& operator=(DataLoader&& other) {
+    if (this != &other) {
+      stop_prefetch();
+      dataset_ = other.dataset_;
+      options_ = other.options_;
+      take_over(other);
+    }
+    return *this;
+  }
   ~DataLoader() { stop_prefetch(); }
 
   /// Examples this rank sees per epoch (padded to an equal share).
@@ -303,6 +316,17 @@ class DataLoader {
     space_.notify_one();
     if (got != batch) throw std::logic_error("trainloop: DataLoader: batches were requested out of order");
     return out;
+  }
+
+  void take_over(DataLoader& other) {
+    const bool prefetching = other.worker_.joinable();
+    other.stop_prefetch();  // the batches it queued are gathered again by the new thread
+    order_ = std::move(other.order_);
+    epoch_ = other.epoch_;
+    next_batch_ = other.next_batch_;
+    started_ = other.started_;
+    resume_ = other.resume_;
+    if (prefetching && next_batch_ < static_cast<std::int64_t>(size())) start_prefetch(next_batch_);
   }
 
   void start_prefetch(std::int64_t first) {
