@@ -822,6 +822,24 @@ TRAINLOOP_DETAIL_LIGHTNING_HOOKS(TRAINLOOP_DETAIL_LIGHTNING_TAG)
 TRAINLOOP_DETAIL_LIGHTNING_HOOKS(TRAINLOOP_DETAIL_LIGHTNING_HOOK)
 #undef TRAINLOOP_DETAIL_LIGHTNING_HOOK
 
+// Lightning's optimizer_step and optimizer_zero_grad hooks share their names with LightningModule's manual-optimisation
+// helpers, so they are told apart by their full signature: (epoch, batch_idx, optimizer).
+template <class M, class Optimizer>
+using optimizer_step_hook_t =
+    decltype(std::declval<M&>().optimizer_step(std::int64_t{}, std::int64_t{}, std::declval<Optimizer&>()));
+template <class M, class Optimizer>
+using optimizer_zero_grad_hook_t =
+    decltype(std::declval<M&>().optimizer_zero_grad(std::int64_t{}, std::int64_t{}, std::declval<Optimizer&>()));
+
+// Checkpoint hooks, each in two forms: entries of the checkpoint (StateDict&) and tensors (TensorDict&); a module
+// takes only that argument, a callback (trainer&, module&, ...) first. The Trainer checks both forms together.
+template <class H, class... A>
+using on_save_checkpoint_t = decltype(std::declval<H&>().on_save_checkpoint(std::declval<A>()...));
+template <class H, class... A>
+using on_load_checkpoint_t = decltype(std::declval<H&>().on_load_checkpoint(std::declval<A>()...));
+TRAINLOOP_DETAIL_MEMBER_PROBE(on_save_checkpoint)
+TRAINLOOP_DETAIL_MEMBER_PROBE(on_load_checkpoint)
+
 // Logger hooks: a callback that declares log_metrics is a logger. The Trainer hands it the logged values at the
 // logging interval (log_metrics(step, {name: value}), the epoch among the values as "epoch"), the module's
 // hyperparameters when a stage starts (log_hyperparams) and the outcome when it ends (finalize("success"|"failed")).
@@ -3653,6 +3671,17 @@ T to_device(T value, const torch::Device& device) {
     return value;  // holds no tensor
   }
 }
+
+// The default random generators: the CPU's, and one per visible CUDA device (none without CUDA). Checkpoints save and
+// restore them; the sanity check isolates them.
+inline at::Generator cpu_generator() { return at::detail::getDefaultCPUGenerator(); }
+inline std::size_t cuda_generator_count() {
+  // device_count() is a size_t in LibTorch 1.x, a DeviceIndex in 2.x
+  return torch::cuda::is_available() ? static_cast<std::size_t>(torch::cuda::device_count()) : 0;
+}
+inline at::Generator cuda_generator(std::size_t device) {
+  return at::globalContext().defaultGenerator(at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(device)));
+}
 }  // namespace detail
 
 TRAINLOOP_DETAIL_END
@@ -5492,12 +5521,9 @@ inline void save_checkpoint(const std::string& path, const torch::nn::Module& mo
     archive.write("tensor_state_names", c10::IValue(tensor_names));
   }
   if (include_rng) {
-    archive.write("rng_cpu", at::detail::getDefaultCPUGenerator().get_state(), /*is_buffer=*/true);
-    const auto cuda_devices = torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0;
-    for (int i = 0; i < cuda_devices; ++i)
-      archive.write("rng_cuda_" + std::to_string(i),
-                    at::globalContext().defaultGenerator(at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(i))).get_state(),
-                    /*is_buffer=*/true);
+    archive.write("rng_cpu", detail::cpu_generator().get_state(), /*is_buffer=*/true);
+    for (std::size_t i = 0; i < detail::cuda_generator_count(); ++i)
+      archive.write("rng_cuda_" + std::to_string(i), detail::cuda_generator(i).get_state(), /*is_buffer=*/true);
   }
 
   detail::AtomicCheckpointWriter writer(path);
@@ -5569,18 +5595,12 @@ inline std::map<std::string, StateDict> load_checkpoint(
     if (tensor_states) *tensor_states = std::move(tensors);
     if (restore_rng) {
       torch::Tensor cpu_state;
-      if (archive.try_read("rng_cpu", cpu_state, /*is_buffer=*/true)) {
-        at::Generator generator = at::detail::getDefaultCPUGenerator();  // a handle: setting it sets the default
-        generator.set_state(cpu_state.to(torch::kCPU));
-      }
-      const auto cuda_devices = torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0;
-      for (int i = 0; i < cuda_devices; ++i) {
+      if (archive.try_read("rng_cpu", cpu_state, /*is_buffer=*/true))
+        detail::cpu_generator().set_state(cpu_state.to(torch::kCPU));  // a handle: setting it sets the default
+      for (std::size_t i = 0; i < detail::cuda_generator_count(); ++i) {
         torch::Tensor cuda_state;
-        if (archive.try_read("rng_cuda_" + std::to_string(i), cuda_state, /*is_buffer=*/true)) {
-          at::Generator generator =
-              at::globalContext().defaultGenerator(at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(i)));
-          generator.set_state(cuda_state.to(torch::kCPU));
-        }
+        if (archive.try_read("rng_cuda_" + std::to_string(i), cuda_state, /*is_buffer=*/true))
+          detail::cuda_generator(i).set_state(cuda_state.to(torch::kCPU));
       }
     }
     return states;
@@ -6431,24 +6451,6 @@ using tensor_state_t = decltype(std::declval<const C&>().tensor_state());
 template <class C>
 using load_tensor_state_t = decltype(std::declval<C&>().load_tensor_state(std::declval<const TensorDict&>()));
 
-// Lightning's optimizer_step and optimizer_zero_grad hooks share their names with LightningModule's manual-optimisation
-// helpers, so they are told apart by their full signature: (epoch, batch_idx, optimizer).
-template <class M>
-using optimizer_step_hook_t = decltype(std::declval<M&>().optimizer_step(
-    std::int64_t{}, std::int64_t{}, std::declval<torch::optim::Optimizer&>()));
-template <class M>
-using optimizer_zero_grad_hook_t = decltype(std::declval<M&>().optimizer_zero_grad(
-    std::int64_t{}, std::int64_t{}, std::declval<torch::optim::Optimizer&>()));
-
-// Checkpoint hooks, each in two forms: entries of the checkpoint (StateDict&) and tensors (TensorDict&); a module
-// takes only that argument, a callback (trainer&, module&, ...) first.
-template <class H, class... A>
-using on_save_checkpoint_t = decltype(std::declval<H&>().on_save_checkpoint(std::declval<A>()...));
-template <class H, class... A>
-using on_load_checkpoint_t = decltype(std::declval<H&>().on_load_checkpoint(std::declval<A>()...));
-TRAINLOOP_DETAIL_MEMBER_PROBE(on_save_checkpoint)
-TRAINLOOP_DETAIL_MEMBER_PROBE(on_load_checkpoint)
-
 // fit() data as it is kept: an lvalue by reference, an rvalue (or a value a data hook returned) by value.
 template <class D>
 using held_t = std::conditional_t<std::is_rvalue_reference_v<D>, std::remove_reference_t<D>, D>;
@@ -6456,24 +6458,17 @@ using held_t = std::conditional_t<std::is_rvalue_reference_v<D>, std::remove_ref
 // The RNG state around the sanity check, so it draws nothing from the fit's stream (Lightning's isolate_rng).
 class IsolatedRng {
  public:
-  IsolatedRng() : cpu_(at::detail::getDefaultCPUGenerator().get_state()) {
-    if (torch::cuda::is_available()) {
-      const auto devices = static_cast<std::size_t>(torch::cuda::device_count());  // size_t in 1.x, DeviceIndex in 2.x
-      for (std::size_t i = 0; i < devices; ++i) cuda_.push_back(cuda_generator(i).get_state());
-    }
+  IsolatedRng() : cpu_(cpu_generator().get_state()) {
+    for (std::size_t i = 0; i < cuda_generator_count(); ++i) cuda_.push_back(cuda_generator(i).get_state());
   }
   ~IsolatedRng() {
-    at::Generator cpu = at::detail::getDefaultCPUGenerator();
-    cpu.set_state(cpu_);
+    cpu_generator().set_state(cpu_);
     for (std::size_t i = 0; i < cuda_.size(); ++i) cuda_generator(i).set_state(cuda_[i]);
   }
   IsolatedRng(const IsolatedRng&) = delete;
   IsolatedRng& operator=(const IsolatedRng&) = delete;
 
  private:
-  static at::Generator cuda_generator(std::size_t i) {
-    return at::globalContext().defaultGenerator(at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(i)));
-  }
   torch::Tensor cpu_;
   std::vector<torch::Tensor> cuda_;
 };
@@ -7249,7 +7244,7 @@ class Trainer {
       } else {
         clip_gradients(optimizer, limit, algorithm);
       }
-      if constexpr (detail::is_detected_v<detail::optimizer_step_hook_t, Module>) {
+      if constexpr (detail::is_detected_v<detail::optimizer_step_hook_t, Module, torch::optim::Optimizer>) {
         if (automatic) {
           module.optimizer_step(current_epoch_, batch_idx_, optimizer);
           return;
@@ -7263,7 +7258,7 @@ class Trainer {
   void zero_grad(Module& module, torch::optim::Optimizer& optimizer, bool automatic) {
     call_hook<detail::tags::on_before_zero_grad>(module, optimizer);
     profiled(profiler_actions::zero_grad, [&] {
-      if constexpr (detail::is_detected_v<detail::optimizer_zero_grad_hook_t, Module>) {
+      if constexpr (detail::is_detected_v<detail::optimizer_zero_grad_hook_t, Module, torch::optim::Optimizer>) {
         if (automatic) {
           module.optimizer_zero_grad(current_epoch_, batch_idx_, optimizer);
           return;

@@ -269,6 +269,24 @@ TRAINLOOP_DETAIL_LIGHTNING_HOOKS(TRAINLOOP_DETAIL_LIGHTNING_TAG)
 TRAINLOOP_DETAIL_LIGHTNING_HOOKS(TRAINLOOP_DETAIL_LIGHTNING_HOOK)
 #undef TRAINLOOP_DETAIL_LIGHTNING_HOOK
 
+// Lightning's optimizer_step and optimizer_zero_grad hooks share their names with LightningModule's manual-optimisation
+// helpers, so they are told apart by their full signature: (epoch, batch_idx, optimizer).
+template <class M, class Optimizer>
+using optimizer_step_hook_t =
+    decltype(std::declval<M&>().optimizer_step(std::int64_t{}, std::int64_t{}, std::declval<Optimizer&>()));
+template <class M, class Optimizer>
+using optimizer_zero_grad_hook_t =
+    decltype(std::declval<M&>().optimizer_zero_grad(std::int64_t{}, std::int64_t{}, std::declval<Optimizer&>()));
+
+// Checkpoint hooks, each in two forms: entries of the checkpoint (StateDict&) and tensors (TensorDict&); a module
+// takes only that argument, a callback (trainer&, module&, ...) first. The Trainer checks both forms together.
+template <class H, class... A>
+using on_save_checkpoint_t = decltype(std::declval<H&>().on_save_checkpoint(std::declval<A>()...));
+template <class H, class... A>
+using on_load_checkpoint_t = decltype(std::declval<H&>().on_load_checkpoint(std::declval<A>()...));
+TRAINLOOP_DETAIL_MEMBER_PROBE(on_save_checkpoint)
+TRAINLOOP_DETAIL_MEMBER_PROBE(on_load_checkpoint)
+
 // Logger hooks: a callback that declares log_metrics is a logger. The Trainer hands it the logged values at the
 // logging interval (log_metrics(step, {name: value}), the epoch among the values as "epoch"), the module's
 // hyperparameters when a stage starts (log_hyperparams) and the outcome when it ends (finalize("success"|"failed")).

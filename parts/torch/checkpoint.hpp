@@ -436,12 +436,9 @@ inline void save_checkpoint(const std::string& path, const torch::nn::Module& mo
     archive.write("tensor_state_names", c10::IValue(tensor_names));
   }
   if (include_rng) {
-    archive.write("rng_cpu", at::detail::getDefaultCPUGenerator().get_state(), /*is_buffer=*/true);
-    const auto cuda_devices = torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0;
-    for (int i = 0; i < cuda_devices; ++i)
-      archive.write("rng_cuda_" + std::to_string(i),
-                    at::globalContext().defaultGenerator(at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(i))).get_state(),
-                    /*is_buffer=*/true);
+    archive.write("rng_cpu", detail::cpu_generator().get_state(), /*is_buffer=*/true);
+    for (std::size_t i = 0; i < detail::cuda_generator_count(); ++i)
+      archive.write("rng_cuda_" + std::to_string(i), detail::cuda_generator(i).get_state(), /*is_buffer=*/true);
   }
 
   detail::AtomicCheckpointWriter writer(path);
@@ -513,18 +510,12 @@ inline std::map<std::string, StateDict> load_checkpoint(
     if (tensor_states) *tensor_states = std::move(tensors);
     if (restore_rng) {
       torch::Tensor cpu_state;
-      if (archive.try_read("rng_cpu", cpu_state, /*is_buffer=*/true)) {
-        at::Generator generator = at::detail::getDefaultCPUGenerator();  // a handle: setting it sets the default
-        generator.set_state(cpu_state.to(torch::kCPU));
-      }
-      const auto cuda_devices = torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0;
-      for (int i = 0; i < cuda_devices; ++i) {
+      if (archive.try_read("rng_cpu", cpu_state, /*is_buffer=*/true))
+        detail::cpu_generator().set_state(cpu_state.to(torch::kCPU));  // a handle: setting it sets the default
+      for (std::size_t i = 0; i < detail::cuda_generator_count(); ++i) {
         torch::Tensor cuda_state;
-        if (archive.try_read("rng_cuda_" + std::to_string(i), cuda_state, /*is_buffer=*/true)) {
-          at::Generator generator =
-              at::globalContext().defaultGenerator(at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(i)));
-          generator.set_state(cuda_state.to(torch::kCPU));
-        }
+        if (archive.try_read("rng_cuda_" + std::to_string(i), cuda_state, /*is_buffer=*/true))
+          detail::cuda_generator(i).set_state(cuda_state.to(torch::kCPU));
       }
     }
     return states;

@@ -89,6 +89,17 @@ T to_device(T value, const torch::Device& device) {
     return value;  // holds no tensor
   }
 }
+
+// The default random generators: the CPU's, and one per visible CUDA device (none without CUDA). Checkpoints save and
+// restore them; the sanity check isolates them.
+inline at::Generator cpu_generator() { return at::detail::getDefaultCPUGenerator(); }
+inline std::size_t cuda_generator_count() {
+  // device_count() is a size_t in LibTorch 1.x, a DeviceIndex in 2.x
+  return torch::cuda::is_available() ? static_cast<std::size_t>(torch::cuda::device_count()) : 0;
+}
+inline at::Generator cuda_generator(std::size_t device) {
+  return at::globalContext().defaultGenerator(at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(device)));
+}
 }  // namespace detail
 
 TRAINLOOP_DETAIL_END

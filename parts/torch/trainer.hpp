@@ -149,24 +149,6 @@ using tensor_state_t = decltype(std::declval<const C&>().tensor_state());
 template <class C>
 using load_tensor_state_t = decltype(std::declval<C&>().load_tensor_state(std::declval<const TensorDict&>()));
 
-// Lightning's optimizer_step and optimizer_zero_grad hooks share their names with LightningModule's manual-optimisation
-// helpers, so they are told apart by their full signature: (epoch, batch_idx, optimizer).
-template <class M>
-using optimizer_step_hook_t = decltype(std::declval<M&>().optimizer_step(
-    std::int64_t{}, std::int64_t{}, std::declval<torch::optim::Optimizer&>()));
-template <class M>
-using optimizer_zero_grad_hook_t = decltype(std::declval<M&>().optimizer_zero_grad(
-    std::int64_t{}, std::int64_t{}, std::declval<torch::optim::Optimizer&>()));
-
-// Checkpoint hooks, each in two forms: entries of the checkpoint (StateDict&) and tensors (TensorDict&); a module
-// takes only that argument, a callback (trainer&, module&, ...) first.
-template <class H, class... A>
-using on_save_checkpoint_t = decltype(std::declval<H&>().on_save_checkpoint(std::declval<A>()...));
-template <class H, class... A>
-using on_load_checkpoint_t = decltype(std::declval<H&>().on_load_checkpoint(std::declval<A>()...));
-TRAINLOOP_DETAIL_MEMBER_PROBE(on_save_checkpoint)
-TRAINLOOP_DETAIL_MEMBER_PROBE(on_load_checkpoint)
-
 // fit() data as it is kept: an lvalue by reference, an rvalue (or a value a data hook returned) by value.
 template <class D>
 using held_t = std::conditional_t<std::is_rvalue_reference_v<D>, std::remove_reference_t<D>, D>;
@@ -174,24 +156,17 @@ using held_t = std::conditional_t<std::is_rvalue_reference_v<D>, std::remove_ref
 // The RNG state around the sanity check, so it draws nothing from the fit's stream (Lightning's isolate_rng).
 class IsolatedRng {
  public:
-  IsolatedRng() : cpu_(at::detail::getDefaultCPUGenerator().get_state()) {
-    if (torch::cuda::is_available()) {
-      const auto devices = static_cast<std::size_t>(torch::cuda::device_count());  // size_t in 1.x, DeviceIndex in 2.x
-      for (std::size_t i = 0; i < devices; ++i) cuda_.push_back(cuda_generator(i).get_state());
-    }
+  IsolatedRng() : cpu_(cpu_generator().get_state()) {
+    for (std::size_t i = 0; i < cuda_generator_count(); ++i) cuda_.push_back(cuda_generator(i).get_state());
   }
   ~IsolatedRng() {
-    at::Generator cpu = at::detail::getDefaultCPUGenerator();
-    cpu.set_state(cpu_);
+    cpu_generator().set_state(cpu_);
     for (std::size_t i = 0; i < cuda_.size(); ++i) cuda_generator(i).set_state(cuda_[i]);
   }
   IsolatedRng(const IsolatedRng&) = delete;
   IsolatedRng& operator=(const IsolatedRng&) = delete;
 
  private:
-  static at::Generator cuda_generator(std::size_t i) {
-    return at::globalContext().defaultGenerator(at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(i)));
-  }
   torch::Tensor cpu_;
   std::vector<torch::Tensor> cuda_;
 };
@@ -967,7 +942,7 @@ class Trainer {
       } else {
         clip_gradients(optimizer, limit, algorithm);
       }
-      if constexpr (detail::is_detected_v<detail::optimizer_step_hook_t, Module>) {
+      if constexpr (detail::is_detected_v<detail::optimizer_step_hook_t, Module, torch::optim::Optimizer>) {
         if (automatic) {
           module.optimizer_step(current_epoch_, batch_idx_, optimizer);
           return;
@@ -981,7 +956,7 @@ class Trainer {
   void zero_grad(Module& module, torch::optim::Optimizer& optimizer, bool automatic) {
     call_hook<detail::tags::on_before_zero_grad>(module, optimizer);
     profiled(profiler_actions::zero_grad, [&] {
-      if constexpr (detail::is_detected_v<detail::optimizer_zero_grad_hook_t, Module>) {
+      if constexpr (detail::is_detected_v<detail::optimizer_zero_grad_hook_t, Module, torch::optim::Optimizer>) {
         if (automatic) {
           module.optimizer_zero_grad(current_epoch_, batch_idx_, optimizer);
           return;
