@@ -843,6 +843,8 @@ TRAINLOOP_DETAIL_MEMBER_PROBE(on_load_checkpoint)
 // Logger hooks: a callback that declares log_metrics is a logger. The Trainer hands it the logged values at the
 // logging interval (log_metrics(step, {name: value}), the epoch among the values as "epoch"), the module's
 // hyperparameters when a stage starts (log_hyperparams) and the outcome when it ends (finalize("success"|"failed")).
+// Before a checkpoint is assembled the Trainer writes the pending record and calls flush(), so a logger's
+// state_dict() (its run and how many records it holds) matches its files.
 template <class H>
 using log_metrics_t =
     decltype(std::declval<H&>().log_metrics(std::int64_t{}, std::declval<const std::map<std::string, double>&>()));
@@ -850,6 +852,8 @@ template <class H>
 using log_hyperparams_t = decltype(std::declval<H&>().log_hyperparams(std::declval<const StateDict&>()));
 template <class H>
 using finalize_t = decltype(std::declval<H&>().finalize(std::declval<const std::string&>()));
+template <class H>
+using logger_flush_t = decltype(std::declval<H&>().flush());
 TRAINLOOP_DETAIL_MEMBER_PROBE(log_metrics)
 template <class H>
 constexpr bool is_logger() {
@@ -1260,6 +1264,8 @@ class EngineCore {
   }
   /// The exception being handled, during `exception_raised` handlers; null otherwise.
   const std::exception_ptr& current_exception() const noexcept { return exception_; }
+  /// Whether a run() of this engine is under way (its handlers and step are running).
+  bool running() const noexcept { return running_; }
 
  protected:
   enum class Stop : std::uint8_t { none, interrupt, epoch, epoch_skip_completed, run, run_skip_completed };
@@ -1283,6 +1289,7 @@ class EngineCore {
   bool interrupt_requested_ = false;  // also kept while a terminate_epoch goes first
   Resume resume_ = Resume::none;
   std::exception_ptr exception_;
+  bool running_ = false;
 
  private:
   UserFire fire_user_;
@@ -1863,7 +1870,6 @@ class Engine : public EngineCore {
   int dispatch_depth_ = 0;
   bool removed_pending_ = false;
   bool restart_data_each_epoch_ = false;
-  bool running_ = false;
   std::exception_ptr propagating_;  // an unhandled exception on its way out, so it is offered to handlers once
   Clock::time_point run_start_, epoch_start_;  // kept across an interrupt: the times go on
   std::uint64_t skip_pending_ = 0;             // batches a fresh source skips before its first one
@@ -2222,13 +2228,44 @@ inline std::int64_t next_version(const std::filesystem::path& root) {
   return next;
 }
 
-/// The shortest text that reads back as the same double ("0.1", "3", "1e-08"); "nan", "inf", "-inf" otherwise.
+/// A double as Python's repr() writes it (what Lightning's CSV, MLflow's metric files and json.dumps produce): the
+/// shortest text that reads back as the same double, with a ".0" on whole numbers ("3.0", "0.1", "1e-08", "1e+16",
+/// fixed notation for exponents -4..15); "nan", "inf", "-inf" otherwise.
 inline std::string format_number(double value) {
   if (std::isnan(value)) return "nan";
   if (std::isinf(value)) return value > 0 ? "inf" : "-inf";
-  char text[32];
-  auto [end, ec] = std::to_chars(text, text + sizeof text, value);
-  return ec == std::errc() ? std::string(text, end) : std::to_string(value);
+  char text[40];
+  const auto written = std::to_chars(text, text + sizeof text, value, std::chars_format::scientific);
+  std::string scientific(text, written.ptr);  // "-d.ddde+XX", shortest round trip
+  const bool negative = scientific[0] == '-';
+  const std::size_t e = scientific.find('e');
+  const int exponent = std::atoi(scientific.c_str() + e + 1);
+  std::string digits;
+  for (std::size_t i = negative ? 1 : 0; i < e; ++i)
+    if (scientific[i] != '.') digits += scientific[i];
+  const int n = static_cast<int>(digits.size());
+  std::string out = negative ? "-" : "";
+  if (exponent >= -4 && exponent < 16) {
+    if (exponent < 0) out += "0." + std::string(static_cast<std::size_t>(-exponent - 1), '0') + digits;
+    else if (n <= exponent + 1) out += digits + std::string(static_cast<std::size_t>(exponent + 1 - n), '0') + ".0";
+    else out += digits.substr(0, static_cast<std::size_t>(exponent + 1)) + "." + digits.substr(static_cast<std::size_t>(exponent + 1));
+  } else {
+    out += digits.substr(0, 1) + (n > 1 ? "." + digits.substr(1) : std::string());
+    char suffix[16];
+    std::snprintf(suffix, sizeof suffix, "e%c%02d", exponent < 0 ? '-' : '+', exponent < 0 ? -exponent : exponent);
+    out += suffix;
+  }
+  return out;
+}
+/// A double as a YAML float that YAML 1.1 readers (PyYAML's safe_load) and 1.2 readers both read as a float: YAML 1.1
+/// needs a dot ("1.0e-08", not "1e-08"), and spells the non-finite values .nan, .inf, -.inf.
+inline std::string yaml_number(double value) {
+  if (std::isnan(value)) return ".nan";
+  if (std::isinf(value)) return value > 0 ? ".inf" : "-.inf";
+  std::string text = format_number(value);
+  const std::size_t e = text.find('e');
+  if (e != std::string::npos && text.find('.') == std::string::npos) text.insert(e, ".0");
+  return text;
 }
 inline std::string format_value(const StateValue& value) {
   if (const auto* i = std::get_if<std::int64_t>(&value)) return std::to_string(*i);
@@ -2258,14 +2295,43 @@ inline void append_to_file(const std::filesystem::path& path, const std::string&
     throw log_dir_error(who, path.parent_path(), "writing " + path.filename().string() + " failed: " + std::strerror(errno));
 }
 
-/// A YAML scalar: numbers as numbers, strings double-quoted when YAML could read them as something else.
-inline std::string yaml_scalar(const std::string& text, bool is_string) {
-  if (!is_string) {
-    if (text == "nan") return ".nan";
-    if (text == "inf") return ".inf";
-    if (text == "-inf") return "-.inf";
-    return text;
+/// The whole content of a file; empty when it does not exist.
+inline std::string read_file_text(const std::filesystem::path& path) {
+  std::string text;
+  std::FILE* file = std::fopen(path.c_str(), "rb");
+  if (!file) return text;
+  char buffer[65536];
+  for (std::size_t n; (n = std::fread(buffer, 1, sizeof buffer, file)) > 0;) text.append(buffer, n);
+  std::fclose(file);
+  return text;
+}
+/// The length of the first `records` complete records of `text` (records end at '\n'; with `csv_quotes`, not inside
+/// a double-quoted CSV field), and in `found` how many that is: a torn last record never counts.
+inline std::size_t records_prefix(const std::string& text, std::int64_t records, bool csv_quotes, std::int64_t& found) {
+  found = 0;
+  std::size_t end = 0;
+  bool quoted = false;
+  for (std::size_t i = 0; i < text.size() && found < records; ++i) {
+    if (csv_quotes && text[i] == '"') quoted = !quoted;
+    else if (text[i] == '\n' && !quoted) ++found, end = i + 1;
   }
+  return end;
+}
+/// Cuts a file to its first `size` bytes (a logger continuing a run from a checkpoint drops what came after it).
+inline void truncate_file(const std::filesystem::path& path, std::size_t size, const std::string& who) {
+  if (::truncate(path.c_str(), static_cast<off_t>(size)) != 0)
+    throw log_dir_error(who, path.parent_path(), "cannot cut " + path.filename().string() + " back to the checkpoint: " + std::strerror(errno));
+}
+/// An integer entry of a logger's checkpoint state; the error names the key.
+inline std::int64_t state_int(const StateDict& state, const std::string& key, const std::string& who) {
+  auto it = state.find(key);
+  if (it == state.end() || !std::holds_alternative<std::int64_t>(it->second))
+    throw std::runtime_error("trainloop: " + who + ": checkpoint state key '" + key + "' is missing or not an integer");
+  return std::get<std::int64_t>(it->second);
+}
+
+/// A string as a double-quoted YAML scalar (always quoted: "on", "3" and "null" stay strings).
+inline std::string yaml_string(const std::string& text) {
   std::string quoted = "\"";
   for (char c : text) {
     if (c == '"' || c == '\\') quoted += '\\';
@@ -2277,13 +2343,80 @@ inline std::string yaml_scalar(const std::string& text, bool is_string) {
   }
   return quoted + "\"";
 }
+/// A value as YAML: ints as ints, doubles as floats (see yaml_number), strings double-quoted.
+inline std::string yaml_value(const StateValue& value) {
+  if (const auto* i = std::get_if<std::int64_t>(&value)) return std::to_string(*i);
+  if (const auto* d = std::get_if<double>(&value)) return yaml_number(*d);
+  return yaml_string(std::get<std::string>(value));
+}
 /// Hyperparameters as a YAML mapping (Lightning's hparams.yaml); "{}" when there are none.
 inline std::string hparams_yaml(const StateDict& params) {
   if (params.empty()) return "{}\n";
   std::string out;
-  for (const auto& [key, value] : params)
-    out += yaml_scalar(key, true) + ": " + yaml_scalar(format_value(value), std::holds_alternative<std::string>(value)) + "\n";
+  for (const auto& [key, value] : params) out += yaml_string(key) + ": " + yaml_value(value) + "\n";
   return out;
+}
+/// The value of the top-level key `key` in a YAML mapping written by PyYAML (plain, 'single' or "double" quoted,
+/// folded over indented continuation lines); nullopt when the key is absent.
+inline std::optional<std::string> yaml_top_level_value(const std::string& yaml, const std::string& key) {
+  std::size_t at = 0;
+  while (at < yaml.size()) {
+    std::size_t end = yaml.find('\n', at);
+    if (end == std::string::npos) end = yaml.size();
+    if (yaml.compare(at, key.size() + 1, key + ":") == 0) {
+      // The scalar's text: this line's rest and the indented lines after it, folded with single spaces.
+      std::string text = yaml.substr(at + key.size() + 1, end - at - key.size() - 1);
+      while (end < yaml.size() && end + 1 < yaml.size() && yaml[end + 1] == ' ') {
+        std::size_t next = yaml.find('\n', end + 1);
+        if (next == std::string::npos) next = yaml.size();
+        const std::size_t first = yaml.find_first_not_of(' ', end + 1);
+        text += " " + yaml.substr(first, next - first);
+        end = next;
+      }
+      const std::size_t begin = text.find_first_not_of(' ');
+      if (begin == std::string::npos) return std::string();
+      text = text.substr(begin);
+      std::string value;
+      if (text[0] == '\'') {  // single-quoted: '' is a quote
+        for (std::size_t i = 1; i < text.size(); ++i) {
+          if (text[i] != '\'') value += text[i];
+          else if (i + 1 < text.size() && text[i + 1] == '\'') value += text[++i];
+          else break;
+        }
+        return value;
+      }
+      if (text[0] == '"') {  // double-quoted: backslash escapes
+        for (std::size_t i = 1; i < text.size() && text[i] != '"'; ++i) {
+          if (text[i] != '\\' || i + 1 >= text.size()) {
+            value += text[i];
+            continue;
+          }
+          const char c = text[++i];
+          if (c == 'n') value += '\n';
+          else if (c == 't') value += '\t';
+          else if (c == 'x' || c == 'u' || c == 'U') {  // a code point, written back as UTF-8
+            const std::size_t width = c == 'x' ? 2 : c == 'u' ? 4 : 8;
+            const unsigned long cp = std::strtoul(text.substr(i + 1, width).c_str(), nullptr, 16);
+            i += width;
+            if (cp < 0x80) value += static_cast<char>(cp);
+            else if (cp < 0x800) value += {static_cast<char>(0xC0 | (cp >> 6)), static_cast<char>(0x80 | (cp & 0x3F))};
+            else if (cp < 0x10000)
+              value += {static_cast<char>(0xE0 | (cp >> 12)), static_cast<char>(0x80 | ((cp >> 6) & 0x3F)),
+                        static_cast<char>(0x80 | (cp & 0x3F))};
+            else
+              value += {static_cast<char>(0xF0 | (cp >> 18)), static_cast<char>(0x80 | ((cp >> 12) & 0x3F)),
+                        static_cast<char>(0x80 | ((cp >> 6) & 0x3F)), static_cast<char>(0x80 | (cp & 0x3F))};
+          } else value += c;
+        }
+        return value;
+      }
+      const std::size_t comment = text.find(" #");  // plain: up to a comment, trailing spaces dropped
+      value = text.substr(0, comment);
+      return value.substr(0, value.find_last_not_of(' ') + 1);
+    }
+    at = end + 1;
+  }
+  return std::nullopt;
 }
 
 inline double unix_seconds() {
@@ -2316,29 +2449,47 @@ class OwnershipFlag {
   }
   explicit operator bool() const noexcept { return value_; }
   void set() noexcept { value_ = true; }
+  void reset() noexcept { value_ = false; }
 
  private:
   bool value_ = false;
 };
 
-/// The run folder of a logger that writes in <save_dir>/<name>/version_<n>: created on rank 0 at the first open()
-/// (the version, unless given, is the next free one then), with the clock that bounds how long records wait.
+/// The run folder of a logger that writes in <save_dir>/<name>/version_<n>. setup() only proves <save_dir>/<name>
+/// writable (a bad folder fails before training); the version folder is created at the first write (the version,
+/// unless given, is the next free one then), so a fit resumed from a checkpoint can still continue the checkpoint's
+/// run. Also the clock that bounds how long records wait.
 class VersionedRun {
  public:
   VersionedRun(const VersionedLoggerOptions& options, const char* who)
       : options_(options), who_(who), flush_clock_(options.flush_interval) {}
 
+  /// Creates <save_dir>/<name> and proves it writable (rank 0 only).
+  void check() const {
+    if (!open_ && process_rank() == 0) make_writable_dir(root(), who_);
+  }
   /// Creates the folder the first time; true when this logger writes (it is open, on rank 0).
   bool open() {
     if (open_) return true;
     if (process_rank() != 0) return false;
-    dir_ = root() / ("version_" + std::to_string(version()));
+    dir_ = planned_dir();
     make_writable_dir(dir_, who_);
     open_.set();
+    open_version_ = *options_.version;
     return true;
   }
+  /// Later writes go to version `version` (a run continued from a checkpoint), opened at the next write.
+  void continue_version(std::int64_t version) {
+    options_.version = version;
+    open_.reset();
+    dir_.clear();
+  }
   bool is_open() const noexcept { return static_cast<bool>(open_); }
+  /// The run folder: where it is, or will be once something is written.
+  std::filesystem::path planned_dir() { return open_ ? dir_ : root() / ("version_" + std::to_string(version())); }
   const std::filesystem::path& dir() const noexcept { return dir_; }
+  /// The version of the open run folder.
+  std::int64_t open_version() const noexcept { return open_version_; }
   std::int64_t version() {
     if (!options_.version) options_.version = next_version(root());
     return *options_.version;
@@ -2355,6 +2506,7 @@ class VersionedRun {
   FlushClock flush_clock_;
   OwnershipFlag open_;  // false in a moved-from logger, so its destructor writes nothing
   std::filesystem::path dir_;
+  std::int64_t open_version_ = 0;
 };
 }  // namespace detail
 
@@ -2367,15 +2519,19 @@ TRAINLOOP_DETAIL_END
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
 TRAINLOOP_DETAIL_BEGIN
 
 /// One row per record: "epoch", "step", then the metric names in the order they first appeared; empty cells where a
-/// record has no value. A name that appears later grows the header: the whole file is then rewritten through a
-/// temporary file and a rename (readers never see a torn file); otherwise new rows are appended. Rows reach the disk
-/// at most `flush_interval` after they were logged, and at finalize. Writes only on rank 0.
+/// record has no value. "epoch" is the epoch column (the Trainer and log_metrics_to put the epoch in every record
+/// under that name); a metric named "step" is refused. A name that appears later grows the header: the whole file is
+/// then rewritten through a temporary file and a rename (readers never see a torn file); otherwise new rows are
+/// appended. Rows reach the disk at most `flush_interval` after they were logged, and at finalize. A folder that
+/// already holds a metrics.csv is continued, never overwritten; a fit resumed from a checkpoint continues the
+/// checkpoint's version and keeps exactly the rows written before the checkpoint. Writes only on rank 0.
 class CSVLogger {
  public:
   using Options = VersionedLoggerOptions;
@@ -2390,21 +2546,27 @@ class CSVLogger {
     }
   }
 
-  /// Creates the run folder (idempotent). The Trainer calls it at setup, so a bad folder fails before training.
-  void start() { run_.open(); }
-  const std::filesystem::path& log_dir() const noexcept { return run_.dir(); }
+  /// Creates the run folder now (idempotent).
+  void start() { open(); }
+  /// The run folder (chosen, not yet created, until the first write).
+  std::filesystem::path log_dir() { return run_.planned_dir(); }
   std::int64_t version() { return run_.version(); }
 
+  /// Proves the log folder writable before any training.
   template <class T, class M>
   void setup(T&, M&, const std::string&) {
-    start();
+    run_.check();
   }
+  /// hparams.yaml, written now or when the run folder opens.
   void log_hyperparams(const StateDict& params) {
-    if (!run_.open()) return;
-    detail::write_file_atomically(run_.dir() / "hparams.yaml", detail::hparams_yaml(params), run_.who());
+    hparams_ = params;
+    if (run_.is_open()) write_hparams();
   }
   void log_metrics(std::int64_t step, const std::map<std::string, double>& metrics) {
-    if (!run_.open()) return;
+    if (metrics.count("step"))
+      throw std::invalid_argument("trainloop: CSVLogger: a metric named 'step' would overwrite the step column; "
+                                  "rename it ('epoch' is the epoch column)");
+    if (!open()) return;
     std::map<std::string, std::string> row{{"step", std::to_string(step)}};
     for (const auto& [name, value] : metrics)
       row[name] = name == "epoch" ? std::to_string(static_cast<std::int64_t>(value)) : detail::format_number(value);
@@ -2413,33 +2575,99 @@ class CSVLogger {
     rows_.push_back(std::move(row));
     if (run_.flush_due()) flush();
   }
-  void finalize(const std::string&) { flush(); }
+  void finalize(const std::string&) {
+    if (hparams_ && !run_.is_open()) open();
+    flush();
+  }
 
   /// Writes the rows waiting.
   void flush() {
     run_.flushed();
-    if (!run_.is_open() || rows_.size() == rows_written_) return;
+    if (!run_.is_open() || rows_.empty()) return;
     const std::filesystem::path path = run_.dir() / "metrics.csv";
     if (columns_.size() != header_written_) {  // the header grew (or the file is new): rewrite it all
       std::string content = line(columns_);
+      const std::string old = detail::read_file_text(path);
+      std::int64_t header_records = 0;
+      std::size_t at = detail::records_prefix(old, 1, true, header_records);
+      // Rows already written get empty cells for the new columns (columns are only ever added at the end).
+      const std::string padding(columns_.size() - header_written_, ',');
+      for (std::size_t end; at < old.size() && (end = old.find('\n', at)) != std::string::npos; at = end + 1)
+        content += old.substr(at, end - at) + padding + "\n";
       for (const auto& row : rows_) content += cells(row);
       detail::write_file_atomically(path, content, run_.who());
       header_written_ = columns_.size();
     } else {
       std::string content;
-      for (std::size_t i = rows_written_; i < rows_.size(); ++i) content += cells(rows_[i]);
+      for (const auto& row : rows_) content += cells(row);
       detail::append_to_file(path, content, run_.who());
     }
-    rows_written_ = rows_.size();
+    rows_in_file_ += static_cast<std::int64_t>(rows_.size());
+    rows_.clear();
+  }
+
+  /// For the Trainer's checkpoints (which flush the loggers first): the run's version and how many rows it holds.
+  StateDict state_dict() const {
+    if (!run_.is_open()) return {};
+    return {{"version", run_.open_version()}, {"rows", rows_in_file_ + static_cast<std::int64_t>(rows_.size())}};
+  }
+  /// Continues the checkpoint's run: its version folder, keeping the rows written before the checkpoint.
+  void load_state_dict(const StateDict& state) {
+    const std::int64_t version = detail::state_int(state, "version", run_.who());
+    const std::int64_t rows = detail::state_int(state, "rows", run_.who());
+    flush();
+    run_.continue_version(version);
+    keep_rows_ = rows;
   }
 
  private:
+  // Opens the run folder; the first time, continues a metrics.csv already there (cut back to the checkpoint's rows
+  // when resuming) and writes the hyperparameters.
+  bool open() {
+    if (run_.is_open()) return true;
+    if (!run_.open()) return false;
+    columns_ = {"epoch", "step"};
+    header_written_ = 0;
+    rows_in_file_ = 0;
+    const std::filesystem::path path = run_.dir() / "metrics.csv";
+    const std::string existing = detail::read_file_text(path);
+    if (!existing.empty()) {
+      std::int64_t header_records = 0;
+      const std::size_t header_end = detail::records_prefix(existing, 1, true, header_records);
+      if (header_records == 1) {
+        columns_ = parse_header(existing.substr(0, header_end - 1));
+        header_written_ = columns_.size();
+        const std::string body = existing.substr(header_end);
+        std::int64_t rows = 0;
+        const std::size_t keep = detail::records_prefix(body, keep_rows_.value_or(INT64_MAX), false, rows);
+        if (header_end + keep != existing.size()) detail::truncate_file(path, header_end + keep, run_.who());
+        rows_in_file_ = rows;
+      }
+    }
+    keep_rows_.reset();
+    if (hparams_) write_hparams();
+    return true;
+  }
+  void write_hparams() { detail::write_file_atomically(run_.dir() / "hparams.yaml", detail::hparams_yaml(*hparams_), run_.who()); }
+
   // RFC 4180: fields with a comma, quote or line break are quoted, quotes doubled.
   static std::string field(const std::string& text) {
     if (text.find_first_of(",\"\n\r") == std::string::npos) return text;
     std::string quoted = "\"";
     for (char c : text) quoted += c == '"' ? std::string("\"\"") : std::string(1, c);
     return quoted + "\"";
+  }
+  static std::vector<std::string> parse_header(const std::string& header) {
+    std::vector<std::string> fields(1);
+    bool quoted = false;
+    for (std::size_t i = 0; i < header.size(); ++i) {
+      const char c = header[i];
+      if (quoted && c == '"' && i + 1 < header.size() && header[i + 1] == '"') fields.back() += header[++i];
+      else if (c == '"') quoted = !quoted;
+      else if (c == ',' && !quoted) fields.emplace_back();
+      else fields.back() += c;
+    }
+    return fields;
   }
   static std::string line(const std::vector<std::string>& fields) {
     std::string out;
@@ -2456,9 +2684,12 @@ class CSVLogger {
   }
 
   detail::VersionedRun run_;
+  std::optional<StateDict> hparams_;
   std::vector<std::string> columns_{"epoch", "step"};
-  std::vector<std::map<std::string, std::string>> rows_;
-  std::size_t rows_written_ = 0, header_written_ = 0;
+  std::vector<std::map<std::string, std::string>> rows_;  // rows not yet on disk
+  std::size_t header_written_ = 0;
+  std::int64_t rows_in_file_ = 0;
+  std::optional<std::int64_t> keep_rows_;  // resuming: the rows the checkpoint saw
 };
 
 TRAINLOOP_DETAIL_END
@@ -2474,6 +2705,7 @@ TRAINLOOP_DETAIL_END
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <unistd.h>
@@ -2549,31 +2781,96 @@ inline void scalar_value(std::string& summary, const std::string& tag, float val
   proto::float32(v, 2, value);
   proto::bytes(summary, 1, v);
 }
-// A text summary (the Text dashboard): Value.tag = 1, Value.tensor = 8 (TensorProto: dtype = 1 DT_STRING (7),
-// tensor_shape = 2 (scalar: empty), string_val = 8), Value.metadata = 9 (SummaryMetadata.plugin_data = 1:
-// PluginData.plugin_name = 1 "text").
+// A Summary.Value carrying only plugin data (how the HParams plugin's summaries are written): Value.tag = 1,
+// Value.metadata = 9 (SummaryMetadata.plugin_data = 1: PluginData.plugin_name = 1, content = 2).
+inline void plugin_value(std::string& summary, const std::string& tag, const std::string& plugin,
+                         const std::string& content, const std::string* tensor = nullptr) {
+  std::string plugin_data;
+  proto::bytes(plugin_data, 1, plugin);
+  if (!content.empty()) proto::bytes(plugin_data, 2, content);
+  std::string metadata;
+  proto::bytes(metadata, 1, plugin_data);
+  std::string v;
+  proto::bytes(v, 1, tag);
+  if (tensor) proto::bytes(v, 8, *tensor);
+  proto::bytes(v, 9, metadata);
+  proto::bytes(summary, 1, v);
+}
+// A text summary (the Text dashboard): Value.tensor = 8 (TensorProto: dtype = 1 DT_STRING (7), tensor_shape = 2
+// (scalar: empty), string_val = 8), plugin "text".
 inline void text_value(std::string& summary, const std::string& tag, const std::string& text) {
   std::string tensor;
   proto::int64(tensor, 1, 7);
   proto::bytes(tensor, 2, "");
   proto::bytes(tensor, 8, text);
-  std::string plugin;
-  proto::bytes(plugin, 1, "text");
-  std::string metadata;
-  proto::bytes(metadata, 1, plugin);
-  std::string v;
-  proto::bytes(v, 1, tag);
-  proto::bytes(v, 8, tensor);
-  proto::bytes(v, 9, metadata);
-  proto::bytes(summary, 1, v);
+  plugin_value(summary, tag, "text", "", &tensor);
+}
+// Text shown as itself in the Text dashboard's Markdown, inside a table cell: Markdown's specials escaped, line
+// breaks as <br>.
+inline std::string markdown_cell(const std::string& text) {
+  std::string out;
+  for (char c : text) {
+    if (c == '\n') out += "<br>";
+    else if (c == '\r') continue;
+    else {
+      if (std::strchr("\\|*_`[]<>#~", c)) out += '\\';
+      out += c;
+    }
+  }
+  return out;
+}
+// The HParams plugin's session start (HParamsPluginData.session_start_info = 3; version 0 is the default): the
+// hyperparameters as a map<string, google.protobuf.Value> (SessionStartInfo.hparams = 1; number_value = 2,
+// string_value = 3) and start_time_secs = 5. Without an experiment summary, TensorBoard builds the HParams table from
+// every run's session start and offers every scalar tag as a metric column.
+inline void hparams_session_start(std::string& summary, const StateDict& params, double start_time) {
+  std::string info;
+  for (const auto& [key, value] : params) {
+    std::string v;
+    if (const auto* s = std::get_if<std::string>(&value)) proto::bytes(v, 3, *s);
+    else if (const auto* d = std::get_if<double>(&value)) proto::float64(v, 2, *d);
+    else proto::float64(v, 2, static_cast<double>(std::get<std::int64_t>(value)));
+    std::string entry;
+    proto::bytes(entry, 1, key);
+    proto::bytes(entry, 2, v);
+    proto::bytes(info, 1, entry);
+  }
+  proto::float64(info, 5, start_time);
+  std::string data;
+  proto::bytes(data, 3, info);
+  plugin_value(summary, "_hparams_/session_start_info", "hparams", data);
+}
+// The session's end (HParamsPluginData.session_end_info = 4: status = 1 (1 success, 2 failure), end_time_secs = 2).
+inline void hparams_session_end(std::string& summary, bool success, double end_time) {
+  std::string info;
+  proto::int64(info, 1, success ? 1 : 2);
+  proto::float64(info, 2, end_time);
+  std::string data;
+  proto::bytes(data, 4, info);
+  plugin_value(summary, "_hparams_/session_end_info", "hparams", data);
+}
+// The length of the first `records` whole TFRecords of an event file (a torn last one never counts).
+inline std::size_t tfrecords_prefix(const std::string& file, std::int64_t records, std::int64_t& found) {
+  found = 0;
+  std::size_t at = 0;
+  while (found < records && at + 12 <= file.size()) {
+    std::uint64_t length = 0;
+    for (int i = 0; i < 8; ++i) length |= static_cast<std::uint64_t>(static_cast<unsigned char>(file[at + i])) << (8 * i);
+    if (length > file.size() - at - 12 || file.size() - at - 12 - length < 4) break;
+    at += 12 + length + 4;
+    ++found;
+  }
+  return at;
 }
 }  // namespace detail
 
 /// Writes `events.out.tfevents.<seconds>.<hostname>` in `<save_dir>/<name>/version_<n>/` (Lightning's layout): a first
 /// event with file_version "brain.Event:2", then one event per record with a scalar summary (simple_value, float32)
-/// per metric, wall_time in seconds and the step. Hyperparameters go in as a text summary ("hparams", a Markdown
-/// table on the Text dashboard) and in hparams.yaml beside the events. Buffered; flushed at most `flush_interval`
-/// after a record and at finalize. Rank 0 only.
+/// per metric, wall_time in seconds and the step. The hyperparameters go in once per run: to the HParams dashboard
+/// (a session start; finalize adds the session's end and status), to the Text dashboard ("hparams", an escaped
+/// Markdown table) and to hparams.yaml beside the events. Buffered; flushed at most `flush_interval` after a record
+/// and at finalize. A fit resumed from a checkpoint continues its version and event file, cut back to the events
+/// written before the checkpoint (so steps continue and TensorBoard needs no purge). Rank 0 only.
 class TensorBoardLogger {
  public:
   using Options = VersionedLoggerOptions;
@@ -2589,31 +2886,34 @@ class TensorBoardLogger {
   }
 
   void start() { open(); }
-  const std::filesystem::path& log_dir() const noexcept { return run_.dir(); }
+  /// The run folder (chosen, not yet created, until the first write).
+  std::filesystem::path log_dir() { return run_.planned_dir(); }
   const std::filesystem::path& event_file() const noexcept { return file_; }
 
   template <class T, class M>
   void setup(T&, M&, const std::string&) {
-    start();
+    run_.check();
   }
   void log_hyperparams(const StateDict& params) {
-    if (!open()) return;
-    detail::write_file_atomically(run_.dir() / "hparams.yaml", detail::hparams_yaml(params), run_.who());
-    if (params.empty()) return;
-    std::string table = "| name | value |\n|---|---|\n";
-    for (const auto& [key, value] : params) table += "| " + key + " | " + detail::format_value(value) + " |\n";
-    std::string summary;
-    detail::text_value(summary, "hparams", table);
-    pending_ += detail::tfrecord(detail::event(detail::unix_seconds(), 0, nullptr, &summary));
+    hparams_ = params;
+    if (run_.is_open()) write_hparams();
   }
   void log_metrics(std::int64_t step, const std::map<std::string, double>& metrics) {
     if (!open()) return;
     std::string summary;
     for (const auto& [name, value] : metrics) detail::scalar_value(summary, name, static_cast<float>(value));
-    pending_ += detail::tfrecord(detail::event(detail::unix_seconds(), step, nullptr, &summary));
+    add_event(step, summary);
     if (run_.flush_due()) flush();
   }
-  void finalize(const std::string&) { flush(); }
+  void finalize(const std::string& status) {
+    if (hparams_ && !run_.is_open()) open();
+    if (hparams_written_) {
+      std::string summary;
+      detail::hparams_session_end(summary, status == "success", detail::unix_seconds());
+      add_event(0, summary);
+    }
+    flush();
+  }
   void flush() {
     run_.flushed();
     if (!run_.is_open() || pending_.empty()) return;
@@ -2621,23 +2921,83 @@ class TensorBoardLogger {
     pending_.clear();
   }
 
+  /// For the Trainer's checkpoints (which flush the loggers first): the run's version, event file and how many
+  /// events it holds.
+  StateDict state_dict() const {
+    if (!run_.is_open()) return {};
+    return {{"version", run_.open_version()},
+            {"event_file", file_.filename().string()},
+            {"events", records_},
+            {"hparams_written", std::int64_t{hparams_written_ ? 1 : 0}}};
+  }
+  /// Continues the checkpoint's run: its version folder and event file, keeping the events written before it.
+  void load_state_dict(const StateDict& state) {
+    const std::int64_t version = detail::state_int(state, "version", run_.who());
+    keep_records_ = detail::state_int(state, "events", run_.who());
+    hparams_written_ = detail::state_int(state, "hparams_written", run_.who()) != 0;
+    auto file = state.find("event_file");
+    if (file == state.end() || !std::holds_alternative<std::string>(file->second) ||
+        std::get<std::string>(file->second).find('/') != std::string::npos)
+      throw std::runtime_error("trainloop: TensorBoardLogger: checkpoint state key 'event_file' is missing or not a file name");
+    flush();
+    run_.continue_version(version);
+    resume_file_ = std::get<std::string>(file->second);
+  }
+
  private:
-  // Opens the run folder and, the first time, the event file with its file_version event; false on other ranks.
+  // Opens the run folder and, the first time, its event file: the checkpoint's (cut back to its events) when
+  // resuming, else a new one with its file_version event. Then the hyperparameters; false on other ranks.
   bool open() {
     if (run_.is_open()) return true;
     if (!run_.open()) return false;
-    char host[256] = "localhost";
-    ::gethostname(host, sizeof host - 1);
-    file_ = run_.dir() / ("events.out.tfevents." + std::to_string(static_cast<std::int64_t>(detail::unix_seconds())) + "." + host);
-    const std::string version = "brain.Event:2";
-    pending_ += detail::tfrecord(detail::event(detail::unix_seconds(), 0, &version, nullptr));
-    flush();
+    records_ = 0;
+    if (!resume_file_.empty() && std::filesystem::exists(run_.dir() / resume_file_)) {
+      file_ = run_.dir() / resume_file_;
+      const std::string existing = detail::read_file_text(file_);
+      const std::size_t keep = detail::tfrecords_prefix(existing, keep_records_, records_);
+      if (keep != existing.size()) detail::truncate_file(file_, keep, run_.who());
+    } else {
+      char host[256] = "localhost";
+      ::gethostname(host, sizeof host - 1);
+      file_ = run_.dir() / ("events.out.tfevents." + std::to_string(static_cast<std::int64_t>(detail::unix_seconds())) + "." + host);
+      hparams_written_ = false;
+      const std::string version = "brain.Event:2";
+      pending_ += detail::tfrecord(detail::event(detail::unix_seconds(), 0, &version, nullptr));
+      ++records_;
+      flush();
+    }
+    resume_file_.clear();
+    if (hparams_) write_hparams();
     return true;
+  }
+  // hparams.yaml every time; the events once per run.
+  void write_hparams() {
+    detail::write_file_atomically(run_.dir() / "hparams.yaml", detail::hparams_yaml(*hparams_), run_.who());
+    if (hparams_written_) return;
+    hparams_written_ = true;
+    std::string summary;
+    detail::hparams_session_start(summary, *hparams_, detail::unix_seconds());
+    if (!hparams_->empty()) {
+      std::string table = "| name | value |\n|---|---|\n";
+      for (const auto& [key, value] : *hparams_)
+        table += "| " + detail::markdown_cell(key) + " | " + detail::markdown_cell(detail::format_value(value)) + " |\n";
+      detail::text_value(summary, "hparams", table);
+    }
+    add_event(0, summary);
+  }
+  void add_event(std::int64_t step, const std::string& summary) {
+    pending_ += detail::tfrecord(detail::event(detail::unix_seconds(), step, nullptr, &summary));
+    ++records_;
   }
 
   detail::VersionedRun run_;
   std::filesystem::path file_;
+  std::optional<StateDict> hparams_;
+  bool hparams_written_ = false;
   std::string pending_;  // whole records not yet on disk
+  std::int64_t records_ = 0;       // events in the file: on disk and pending
+  std::int64_t keep_records_ = 0;  // resuming: the events the checkpoint saw ...
+  std::string resume_file_;        // ... in this file of its folder
 };
 
 TRAINLOOP_DETAIL_END
@@ -2651,12 +3011,12 @@ TRAINLOOP_DETAIL_END
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
+#include <exception>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <optional>
 #include <random>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -2683,27 +3043,85 @@ inline std::string uuid4_hex() {
   }
   return out;
 }
-/// MLflow accepts metric, param and tag names of letters, digits, '_', '-', '.', '/' and ' '; others become '_'.
-inline std::string mlflow_name(const std::string& name) {
-  std::string out = name;
-  for (char& c : out)
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.' || c == '/' || c == ' ')) c = '_';
-  return out;
+// One UTF-8 code point at text[i]: its length, or 0 when the bytes there are not UTF-8.
+inline std::size_t utf8_code_point(const std::string& text, std::size_t i, char32_t& cp) {
+  const auto byte = [&](std::size_t k) { return static_cast<unsigned char>(text[k]); };
+  const unsigned char lead = byte(i);
+  const std::size_t length = lead < 0x80 ? 1 : (lead >> 5) == 0x6 ? 2 : (lead >> 4) == 0xE ? 3 : (lead >> 3) == 0x1E ? 4 : 0;
+  if (length == 0 || i + length > text.size()) return 0;
+  cp = length == 1 ? lead : lead & (0x7F >> length);
+  for (std::size_t k = 1; k < length; ++k) {
+    if ((byte(i + k) & 0xC0) != 0x80) return 0;
+    cp = (cp << 6) | (byte(i + k) & 0x3F);
+  }
+  return length;
+}
+// Python's \w for a code point beyond ASCII: letters and digits are, punctuation, symbols, marks, spaces and emoji
+// are not. A table of the blocks and Latin-1 characters that are not word characters: close to Python's rule, which
+// also excludes the combining marks of other scripts (Indic vowel signs, Hebrew and Arabic points) kept here.
+inline bool is_unicode_word(char32_t cp) {
+  static constexpr char32_t non_word[][2] = {
+      {0x80, 0xA9},     {0xAB, 0xB1},     {0xB4, 0xB4},     {0xB6, 0xB8},     {0xBB, 0xBB},   {0xBF, 0xBF},
+      {0xD7, 0xD7},     {0xF7, 0xF7},     {0x2C2, 0x2C5},   {0x2D2, 0x2DF},   {0x2E5, 0x2EB}, {0x2ED, 0x2ED},
+      {0x2EF, 0x36F},   {0x37E, 0x37E},   {0x384, 0x385},   {0x387, 0x387},   {0x483, 0x489}, {0x55A, 0x55F},
+      {0x589, 0x58A},   {0x5BE, 0x5BE},   {0x5C0, 0x5C0},   {0x5C3, 0x5C3},   {0x5F3, 0x5F4}, {0x600, 0x61F},
+      {0x64B, 0x65F},   {0x66A, 0x66D},   {0x6D4, 0x6D4},   {0x964, 0x965},   {0xE3F, 0xE3F}, {0x1680, 0x1680},
+      {0x2000, 0x206F}, {0x20A0, 0x20FF}, {0x2190, 0x245F}, {0x2500, 0x2775}, {0x2794, 0x2BFF}, {0x2E00, 0x2E7F},
+      {0x3000, 0x3004}, {0x3008, 0x3020}, {0x3030, 0x3030}, {0x303D, 0x303F}, {0xD800, 0xF8FF}, {0xFE00, 0xFE0F},
+      {0xFE10, 0xFE6F}, {0xFEFF, 0xFEFF}, {0xFF01, 0xFF0F}, {0xFF1A, 0xFF20}, {0xFF3B, 0xFF40}, {0xFF5B, 0xFF65},
+      {0xFFE0, 0xFFFF}, {0x1F000, 0x1FAFF}, {0xE0000, 0x10FFFF}};
+  for (const auto& range : non_word)
+    if (cp >= range[0] && cp <= range[1]) return false;
+  return true;
+}
+/// The file name MLflow's rule gives a metric, param or tag name (mlflow/utils/validation.py): letters and digits
+/// (Unicode's too), '_', '-', '.', ' ', ':' and '/' are kept, anything else becomes '_' (one per character); a name
+/// that MLflow refuses as a path (empty, longer than 250, a leading '/', a leading "..", an empty, "." or ".." part,
+/// so no "a//b", "x/./y" or trailing '/') is an error naming it. '/' nests: "train/loss" is metrics/train/loss.
+inline std::string mlflow_key(const std::string& name, const std::string& kind) {
+  std::string key;
+  for (std::size_t i = 0; i < name.size();) {
+    char32_t cp = 0;
+    const std::size_t length = utf8_code_point(name, i, cp);
+    const bool ascii_word = length == 1 && (std::isalnum(static_cast<unsigned char>(cp)) || std::strchr("_-. :/", static_cast<int>(cp)));
+    if (length > 1 ? is_unicode_word(cp) : ascii_word && cp != 0) key.append(name, i, length);
+    else key += '_';
+    i += length ? length : 1;
+  }
+  const auto refuse = [&](const std::string& why) {
+    return std::invalid_argument("trainloop: MLFlowLogger: invalid " + kind + " name '" + name + "': " + why);
+  };
+  if (key.size() > 250) throw refuse("MLflow allows at most 250 characters");
+  bool bad_path = key.empty() || key[0] == '/' || key.rfind("..", 0) == 0;
+  for (std::size_t begin = 0; !bad_path && begin <= key.size();) {
+    const std::size_t end = std::min(key.find('/', begin), key.size());
+    const std::string part = key.substr(begin, end - begin);
+    bad_path = part.empty() || part == "." || part == "..";
+    begin = end + 1;
+  }
+  if (bad_path)
+    throw refuse("MLflow stores names as file paths and refuses one that is empty, starts with '/' or '..', or has an "
+                 "empty, '.' or '..' part (as in 'a//b', 'x/./y' or a trailing '/')");
+  return key;
 }
 inline std::string file_uri(const std::filesystem::path& path) { return "file://" + std::filesystem::absolute(path).lexically_normal().string(); }
-inline std::string read_text(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
+// Creates the folders a nested name ("train/loss") needs below `base`.
+inline void make_parent_dirs(const std::filesystem::path& path, const std::string& who) {
+  std::error_code error;
+  std::filesystem::create_directories(path.parent_path(), error);
+  if (error) throw log_dir_error(who, path.parent_path(), error.message());
 }
 }  // namespace detail
 
-/// The run is created when the logger starts (status RUNNING = 1, start_time in ms), gets params from the
+/// The run is created at the first write (status RUNNING = 1, start_time in ms), gets params from the
 /// hyperparameters, metric lines `<timestamp_ms> <value> <step>` (appended, flushed at most `flush_interval` after
-/// a record), and ends FINISHED (3) or FAILED (4) with its end_time at finalize. The experiment is found by name among
-/// mlruns/*/meta.yaml or created with the next free id; experiment 0 "Default" is created when absent, as MLflow
-/// does. Names with characters MLflow rejects are written with '_' in their place. Rank 0 only.
+/// a record), and ends FINISHED (3) or FAILED (4) with its end_time at finalize, once (a failed write ends it FAILED,
+/// and nothing written is written again); a record logged after finalize reopens it (RUNNING), as MLflow's
+/// start_run(run_id) does, and the destructor ends a run left open. Names follow MLflow's rule (see mlflow_key);
+/// two names that the rule maps to the same file are an error. The experiment is found by name among
+/// mlruns/*/meta.yaml (names read as YAML scalars, as MLflow writes them) or created with the next free id;
+/// experiment 0 "Default" is created when absent, as MLflow does. A fit resumed from a checkpoint continues the
+/// checkpoint's run (same run id), each metric cut back to the lines written before the checkpoint. Rank 0 only.
 class MLFlowLogger {
  public:
   struct Options {
@@ -2716,91 +3134,234 @@ class MLFlowLogger {
   enum Status { running = 1, finished = 3, failed = 4 };
 
   MLFlowLogger() : MLFlowLogger(Options{}) {}
-  explicit MLFlowLogger(Options options) : options_(std::move(options)), flush_clock_(options_.flush_interval) {}
+  explicit MLFlowLogger(Options options) : options_(std::move(options)), flush_clock_(options_.flush_interval) {
+    for (const auto& [key, value] : options_.tags) key_file(tag, key);
+  }
   MLFlowLogger(MLFlowLogger&&) = default;
   MLFlowLogger& operator=(MLFlowLogger&&) = default;
   ~MLFlowLogger() {
+    if (!started_ || finalized_) return;
     try {
-      flush();
+      finalize(std::uncaught_exceptions() > 0 ? "failed" : "success");
     } catch (...) {  // finalize reports write errors; a destructor must not throw
     }
   }
 
-  void start() {
-    if (started_ || detail::process_rank() != 0) return;
-    const std::filesystem::path root = options_.tracking_dir;
-    detail::make_writable_dir(root, "MLFlowLogger");
-    if (!std::filesystem::exists(root / "0" / "meta.yaml")) write_experiment(root, "0", "Default");
-    experiment_id_ = find_or_create_experiment(root);
-    run_id_ = detail::uuid4_hex();
-    run_dir_ = root / experiment_id_ / run_id_;
-    for (const char* sub : {"metrics", "params", "tags", "artifacts"}) detail::make_writable_dir(run_dir_ / sub, "MLFlowLogger");
-    start_time_ = detail::unix_millis();
-    started_.set();
-    write_run_meta(running, std::nullopt);
-    const char* user = std::getenv("USER");
-    std::map<std::string, std::string> tags{{"mlflow.user", user ? user : "unknown"}, {"mlflow.source.type", "LOCAL"}};
-    if (!options_.run_name.empty()) tags["mlflow.runName"] = options_.run_name;
-    for (const auto& [key, value] : options_.tags) tags[key] = value;
-    for (const auto& [key, value] : tags)
-      detail::write_file_atomically(run_dir_ / "tags" / detail::mlflow_name(key), value, "MLFlowLogger");
-  }
+  /// Creates the run now (idempotent).
+  void start() { open(); }
   const std::string& run_id() const noexcept { return run_id_; }
   const std::string& experiment_id() const noexcept { return experiment_id_; }
   const std::filesystem::path& run_dir() const noexcept { return run_dir_; }
 
+  /// Proves the tracking folder writable before any training; the run starts at the first write.
   template <class T, class M>
   void setup(T&, M&, const std::string&) {
-    start();
+    if (!started_ && detail::process_rank() == 0) detail::make_writable_dir(options_.tracking_dir, who);
   }
-  /// Params, one file each, the value without a trailing newline.
+  /// Params, one file each, the value without a trailing newline (as Python's str() writes it: 3.0 stays "3.0").
+  /// MLflow refuses to change a logged param, and so does this logger.
   void log_hyperparams(const StateDict& params) {
-    start();
-    if (!started_) return;
-    for (const auto& [key, value] : params)
-      detail::write_file_atomically(run_dir_ / "params" / detail::mlflow_name(key), detail::format_value(value), "MLFlowLogger");
+    for (const auto& [key, value] : params) key_file(param, key);
+    params_ = params;
+    if (started_) write_params();
   }
   void log_metrics(std::int64_t step, const std::map<std::string, double>& metrics) {
-    start();
-    if (!started_) return;
+    for (const auto& [name, value] : metrics) key_file(metric, name);
+    if (!open()) return;
+    if (finalized_) {  // a record after finalize: the run goes on
+      finalized_ = false;
+      write_run_meta(running, std::nullopt);
+    }
     const std::string stamp = std::to_string(detail::unix_millis());
-    for (const auto& [name, value] : metrics)
-      pending_[detail::mlflow_name(name)] += stamp + " " + detail::format_number(value) + " " + std::to_string(step) + "\n";
+    for (const auto& [name, value] : metrics) {
+      const std::string& file = key_file(metric, name);
+      pending_[file] += stamp + " " + detail::format_number(value) + " " + std::to_string(step) + "\n";
+      ++lines_[file];
+    }
     if (flush_clock_.due()) flush();
   }
-  /// "success" ends the run FINISHED, anything else FAILED.
+  /// "success" ends the run FINISHED, anything else FAILED; so does a write that fails here (its error is thrown
+  /// after the run is marked). A run already ended is left as it is.
   void finalize(const std::string& status) {
-    flush();
-    if (started_) write_run_meta(status == "success" ? finished : failed, detail::unix_millis());
+    if (!open() || finalized_) return;
+    std::exception_ptr error;
+    try {
+      flush();
+    } catch (...) {
+      error = std::current_exception();
+    }
+    write_run_meta(status == "success" && !error ? finished : failed, detail::unix_millis());
+    finalized_ = true;
+    if (error) std::rethrow_exception(error);
   }
+  /// Appends the lines waiting. A metric's lines leave the queue once written and a failing file does not stop the
+  /// others, so a failure writes nothing twice and loses only what could not be written; the first error is thrown.
   void flush() {
     flush_clock_.flushed();
     if (!started_) return;
-    for (const auto& [name, lines] : pending_) detail::append_to_file(run_dir_ / "metrics" / name, lines, "MLFlowLogger");
-    pending_.clear();
+    std::exception_ptr error;
+    for (auto it = pending_.begin(); it != pending_.end();) {
+      try {
+        const std::filesystem::path path = run_dir_ / "metrics" / it->first;
+        detail::make_parent_dirs(path, who);
+        detail::append_to_file(path, it->second, who);
+        it = pending_.erase(it);
+      } catch (...) {
+        if (!error) error = std::current_exception();
+        ++it;
+      }
+    }
+    if (error) std::rethrow_exception(error);
+  }
+
+  /// For the Trainer's checkpoints (which flush the loggers first): the run and how many lines each metric holds.
+  StateDict state_dict() const {
+    if (!started_) return {};
+    StateDict state{{"experiment_id", experiment_id_}, {"run_id", run_id_}};
+    for (const auto& [file, lines] : lines_) state["metric_lines/" + file] = lines;
+    return state;
+  }
+  /// Continues the checkpoint's run (when it is still in the tracking folder), each metric keeping the lines written
+  /// before the checkpoint; a run this logger has open is ended first.
+  void load_state_dict(const StateDict& state) {
+    Resume resume;
+    for (const auto& [key, value] : state) {
+      const auto* text = std::get_if<std::string>(&value);
+      if (key == "experiment_id" && text) resume.experiment_id = *text;
+      else if (key == "run_id" && text) resume.run_id = *text;
+      else if (key.rfind("metric_lines/", 0) == 0) resume.lines[key.substr(13)] = detail::state_int(state, key, who);
+    }
+    if (resume.run_id.size() != 32 || resume.run_id.find_first_not_of("0123456789abcdef") != std::string::npos ||
+        resume.experiment_id.empty() || resume.experiment_id.find_first_of("/.") != std::string::npos)
+      throw std::runtime_error("trainloop: MLFlowLogger: checkpoint state keys 'run_id'/'experiment_id' are missing or malformed");
+    if (started_ && run_id_ != resume.run_id) {
+      finalize("success");
+      started_.reset();
+    }
+    resume_ = std::move(resume);
+    if (started_) {  // the same run: cut it back now
+      flush();
+      cut_metrics_back(resume_->lines);
+      resume_.reset();
+    }
   }
 
  private:
+  enum Kind { metric, param, tag };
+  struct Resume {
+    std::string experiment_id, run_id;
+    std::map<std::string, std::int64_t> lines;
+  };
+  static constexpr const char* who = "MLFlowLogger";
+
+  // The file a name is written to, checked once per name; two names sharing a file are refused.
+  const std::string& key_file(Kind kind, const std::string& name) {
+    static const char* const kinds[] = {"metric", "param", "tag"};
+    auto& known = files_[kind];
+    auto it = known.find(name);
+    if (it != known.end()) return it->second;
+    std::string file = detail::mlflow_key(name, kinds[kind]);
+    for (const auto& [other, other_file] : known)
+      if (other_file == file)
+        throw std::invalid_argument(std::string("trainloop: MLFlowLogger: the ") + kinds[kind] + " names '" + other +
+                                    "' and '" + name + "' would both be written as '" + file +
+                                    "' (MLflow's naming rule); rename one");
+    return known.emplace(name, std::move(file)).first->second;
+  }
+
+  // Starts the run the first time (rank 0 only): the checkpoint's when resuming and it still exists, else a new one.
+  bool open() {
+    if (started_) return true;
+    if (detail::process_rank() != 0) return false;
+    const std::filesystem::path root = options_.tracking_dir;
+    detail::make_writable_dir(root, who);
+    if (!std::filesystem::exists(root / "0" / "meta.yaml")) write_experiment(root, "0", "Default");
+    finalized_ = false;
+    lines_.clear();
+    if (resume_ && std::filesystem::exists(root / resume_->experiment_id / resume_->run_id / "meta.yaml")) {
+      experiment_id_ = resume_->experiment_id;
+      run_id_ = resume_->run_id;
+      run_dir_ = root / experiment_id_ / run_id_;
+      const auto start = detail::yaml_top_level_value(detail::read_file_text(run_dir_ / "meta.yaml"), "start_time");
+      start_time_ = start ? std::atoll(start->c_str()) : detail::unix_millis();
+      started_.set();
+      cut_metrics_back(resume_->lines);
+      write_run_meta(running, std::nullopt);
+    } else {
+      experiment_id_ = find_or_create_experiment(root);
+      run_id_ = detail::uuid4_hex();
+      run_dir_ = root / experiment_id_ / run_id_;
+      for (const char* sub : {"metrics", "params", "tags", "artifacts"}) detail::make_writable_dir(run_dir_ / sub, who);
+      start_time_ = detail::unix_millis();
+      started_.set();
+      write_run_meta(running, std::nullopt);
+      const char* user = std::getenv("USER");
+      std::map<std::string, std::string> tags{{"mlflow.user", user ? user : "unknown"}, {"mlflow.source.type", "LOCAL"}};
+      if (!options_.run_name.empty()) tags["mlflow.runName"] = options_.run_name;
+      for (const auto& [key, value] : options_.tags) tags[key] = value;
+      for (const auto& [key, value] : tags) write_entry("tags", key_file(tag, key), value);
+    }
+    resume_.reset();
+    if (params_) write_params();
+    return true;
+  }
+  void write_params() {
+    for (const auto& [key, value] : *params_) {
+      const std::string& file = key_file(param, key);
+      const std::string text = detail::format_value(value);
+      const std::filesystem::path path = run_dir_ / "params" / file;
+      if (std::filesystem::exists(path) && detail::read_file_text(path) != text)
+        throw std::invalid_argument("trainloop: MLFlowLogger: param '" + key + "' was logged as '" +
+                                    detail::read_file_text(path) + "' in run " + run_id_ + "; MLflow does not allow "
+                                    "changing it to '" + text + "'");
+      write_entry("params", file, text);
+    }
+  }
+  void write_entry(const char* folder, const std::string& file, const std::string& value) {
+    const std::filesystem::path path = run_dir_ / folder / file;
+    detail::make_parent_dirs(path, who);
+    detail::write_file_atomically(path, value, who);
+  }
+  // Each metric file keeps its first `lines[file]` lines (none: the file goes).
+  void cut_metrics_back(const std::map<std::string, std::int64_t>& lines) {
+    const std::filesystem::path metrics = run_dir_ / "metrics";
+    std::vector<std::filesystem::path> files;
+    std::error_code error;
+    for (auto it = std::filesystem::recursive_directory_iterator(metrics, error);
+         !error && it != std::filesystem::recursive_directory_iterator(); it.increment(error))
+      if (it->is_regular_file()) files.push_back(it->path());
+    lines_.clear();
+    for (const auto& path : files) {
+      const std::string file = path.lexically_relative(metrics).generic_string();
+      auto wanted = lines.find(file);
+      const std::string text = detail::read_file_text(path);
+      std::int64_t kept = 0;
+      const std::size_t size = detail::records_prefix(text, wanted == lines.end() ? 0 : wanted->second, false, kept);
+      if (kept == 0) std::filesystem::remove(path, error);
+      else if (size != text.size()) detail::truncate_file(path, size, who);
+      if (kept > 0) lines_[file] = kept;
+    }
+  }
   static void write_experiment(const std::filesystem::path& root, const std::string& id, const std::string& name) {
-    detail::make_writable_dir(root / id, "MLFlowLogger");
+    detail::make_writable_dir(root / id, who);
     const std::string now = std::to_string(detail::unix_millis());
     detail::write_file_atomically(root / id / "meta.yaml",
                                   "artifact_location: " + detail::file_uri(root / id) + "\ncreation_time: " + now +
                                       "\nexperiment_id: '" + id + "'\nlast_update_time: " + now +
-                                      "\nlifecycle_stage: active\nname: " + detail::yaml_scalar(name, true) + "\n",
-                                  "MLFlowLogger");
+                                      "\nlifecycle_stage: active\nname: " + detail::yaml_string(name) + "\n",
+                                  who);
   }
-  // An experiment whose meta.yaml names options_.experiment_name, or a new one numbered after the largest id.
+  // An active experiment whose meta.yaml names options_.experiment_name, or a new one numbered after the largest id.
   std::string find_or_create_experiment(const std::filesystem::path& root) {
-    const std::string wanted = "name: " + detail::yaml_scalar(options_.experiment_name, true) + "\n";
-    const std::string wanted_plain = "name: " + options_.experiment_name + "\n";
     std::int64_t largest = 0;
     for (const auto& entry : std::filesystem::directory_iterator(root)) {
       const std::string id = entry.path().filename().string();
-      if (!entry.is_directory() || id.empty() || id.find_first_not_of("0123456789") != std::string::npos) continue;
+      if (!entry.is_directory() || id.empty() || id.size() > 18 || id.find_first_not_of("0123456789") != std::string::npos) continue;
       largest = std::max<std::int64_t>(largest, std::stoll(id));
-      const std::string meta = detail::read_text(entry.path() / "meta.yaml");
-      if (meta.find("\n" + wanted) != std::string::npos || meta.find("\n" + wanted_plain) != std::string::npos) return id;
+      const std::string meta = detail::read_file_text(entry.path() / "meta.yaml");
+      if (detail::yaml_top_level_value(meta, "name") == options_.experiment_name &&
+          detail::yaml_top_level_value(meta, "lifecycle_stage").value_or("active") == "active")
+        return id;
     }
     const std::string id = std::to_string(largest + 1);
     write_experiment(root, id, options_.experiment_name);
@@ -2812,20 +3373,25 @@ class MLFlowLogger {
         "artifact_uri: " + detail::file_uri(run_dir_ / "artifacts") + "\nend_time: " +
         (end_time ? std::to_string(*end_time) : std::string("null")) +
         "\nentry_point_name: ''\nexperiment_id: '" + experiment_id_ + "'\nlifecycle_stage: active\nrun_id: " + run_id_ +
-        "\nrun_name: " + detail::yaml_scalar(options_.run_name, true) + "\nrun_uuid: " + run_id_ +
+        "\nrun_name: " + detail::yaml_string(options_.run_name) + "\nrun_uuid: " + run_id_ +
         "\nsource_name: ''\nsource_type: 4\nsource_version: ''\nstart_time: " + std::to_string(start_time_) +
         "\nstatus: " + std::to_string(static_cast<int>(status)) + "\ntags: []\nuser_id: " +
-        detail::yaml_scalar(std::getenv("USER") ? std::getenv("USER") : "unknown", true) + "\n";
-    detail::write_file_atomically(run_dir_ / "meta.yaml", meta, "MLFlowLogger");
+        detail::yaml_string(std::getenv("USER") ? std::getenv("USER") : "unknown") + "\n";
+    detail::write_file_atomically(run_dir_ / "meta.yaml", meta, who);
   }
 
   Options options_;
   detail::FlushClock flush_clock_;
   detail::OwnershipFlag started_;
+  bool finalized_ = false;
   std::string experiment_id_, run_id_;
   std::filesystem::path run_dir_;
   std::int64_t start_time_ = 0;
-  std::map<std::string, std::string> pending_;  // metric file -> lines not yet on disk
+  std::optional<StateDict> params_;
+  std::map<std::string, std::string> files_[3];        // per kind: name -> file under MLflow's rule
+  std::map<std::string, std::string> pending_;         // metric file -> lines not yet on disk
+  std::map<std::string, std::int64_t> lines_;          // metric file -> lines in the run (on disk and pending)
+  std::optional<Resume> resume_;                       // the checkpoint's run, continued at the next write
 };
 
 TRAINLOOP_DETAIL_END
@@ -2839,6 +3405,7 @@ TRAINLOOP_DETAIL_END
 #include <cstdio>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <string>
 
 TRAINLOOP_DETAIL_BEGIN
@@ -2860,13 +3427,17 @@ inline std::string json_string(const std::string& text) {
   }
   return out + "\"";
 }
-// JSON has no NaN or infinity: they are written as null.
+// Numbers as Python's json.dumps writes floats ("3.0", "1e-08"); JSON has no NaN or infinity: they are written as
+// null.
 inline std::string json_number(double value) { return std::isfinite(value) ? format_number(value) : "null"; }
 }  // namespace detail
 
 /// Each record is a line {"step": 12, "epoch": 0, "time": 1732450000.123, "loss_step": 0.41, ...} ("time": Unix
-/// seconds). NaN and infinities are written as null (JSON has neither). Buffered, flushed at most `flush_interval`
-/// after a record and at finalize. Rank 0 only.
+/// seconds; "epoch" from the record's "epoch" entry, which the Trainer and log_metrics_to add). Metrics named "step"
+/// or "time" are refused (they would repeat a key). Numbers are written as Python's json.dumps writes floats; NaN and
+/// infinities as null (JSON has neither). Buffered, flushed at most `flush_interval` after a record and at finalize.
+/// A metrics.jsonl already in the folder is continued; a fit resumed from a checkpoint continues its version and
+/// keeps exactly the lines written before the checkpoint. Rank 0 only.
 class JSONLinesLogger {
  public:
   using Options = VersionedLoggerOptions;
@@ -2881,26 +3452,25 @@ class JSONLinesLogger {
     }
   }
 
-  void start() { run_.open(); }
-  const std::filesystem::path& log_dir() const noexcept { return run_.dir(); }
+  void start() { open(); }
+  /// The run folder (chosen, not yet created, until the first write).
+  std::filesystem::path log_dir() { return run_.planned_dir(); }
 
   template <class T, class M>
   void setup(T&, M&, const std::string&) {
-    start();
+    run_.check();
   }
+  /// hparams.json, written now or when the run folder opens.
   void log_hyperparams(const StateDict& params) {
-    if (!run_.open()) return;
-    std::string json = "{";
-    for (const auto& [key, value] : params) {
-      json += (json.size() > 1 ? ", " : "") + detail::json_string(key) + ": ";
-      if (const auto* s = std::get_if<std::string>(&value)) json += detail::json_string(*s);
-      else if (const auto* d = std::get_if<double>(&value)) json += detail::json_number(*d);
-      else json += std::to_string(std::get<std::int64_t>(value));
-    }
-    detail::write_file_atomically(run_.dir() / "hparams.json", json + "}\n", run_.who());
+    hparams_ = params;
+    if (run_.is_open()) write_hparams();
   }
   void log_metrics(std::int64_t step, const std::map<std::string, double>& metrics) {
-    if (!run_.open()) return;
+    for (const char* reserved : {"step", "time"})
+      if (metrics.count(reserved))
+        throw std::invalid_argument(std::string("trainloop: JSONLinesLogger: a metric named '") + reserved +
+                                    "' would repeat the record's own key; rename it");
+    if (!open()) return;
     std::string line = "{\"step\": " + std::to_string(step);
     auto epoch = metrics.find("epoch");
     if (epoch != metrics.end()) line += ", \"epoch\": " + std::to_string(static_cast<std::int64_t>(epoch->second));
@@ -2908,9 +3478,13 @@ class JSONLinesLogger {
     for (const auto& [name, value] : metrics)
       if (name != "epoch") line += ", " + detail::json_string(name) + ": " + detail::json_number(value);
     pending_ += line + "}\n";
+    ++lines_;
     if (run_.flush_due()) flush();
   }
-  void finalize(const std::string&) { flush(); }
+  void finalize(const std::string&) {
+    if (hparams_ && !run_.is_open()) open();
+    flush();
+  }
   void flush() {
     run_.flushed();
     if (!run_.is_open() || pending_.empty()) return;
@@ -2918,9 +3492,48 @@ class JSONLinesLogger {
     pending_.clear();
   }
 
+  /// For the Trainer's checkpoints (which flush the loggers first): the run's version and how many lines it holds.
+  StateDict state_dict() const {
+    if (!run_.is_open()) return {};
+    return {{"version", run_.open_version()}, {"lines", lines_}};
+  }
+  /// Continues the checkpoint's run: its version folder, keeping the lines written before the checkpoint.
+  void load_state_dict(const StateDict& state) {
+    const std::int64_t version = detail::state_int(state, "version", run_.who());
+    const std::int64_t lines = detail::state_int(state, "lines", run_.who());
+    flush();
+    run_.continue_version(version);
+    keep_lines_ = lines;
+  }
+
  private:
+  bool open() {
+    if (run_.is_open()) return true;
+    if (!run_.open()) return false;
+    const std::filesystem::path path = run_.dir() / "metrics.jsonl";
+    const std::string existing = detail::read_file_text(path);
+    const std::size_t keep = detail::records_prefix(existing, keep_lines_.value_or(INT64_MAX), false, lines_);
+    if (keep != existing.size()) detail::truncate_file(path, keep, run_.who());
+    keep_lines_.reset();
+    if (hparams_) write_hparams();
+    return true;
+  }
+  void write_hparams() {
+    std::string json = "{";
+    for (const auto& [key, value] : *hparams_) {
+      json += (json.size() > 1 ? ", " : "") + detail::json_string(key) + ": ";
+      if (const auto* s = std::get_if<std::string>(&value)) json += detail::json_string(*s);
+      else if (const auto* d = std::get_if<double>(&value)) json += detail::json_number(*d);
+      else json += std::to_string(std::get<std::int64_t>(value));
+    }
+    detail::write_file_atomically(run_.dir() / "hparams.json", json + "}\n", run_.who());
+  }
+
   detail::VersionedRun run_;
+  std::optional<StateDict> hparams_;
   std::string pending_;
+  std::int64_t lines_ = 0;                  // lines in the run: on disk and pending
+  std::optional<std::int64_t> keep_lines_;  // resuming: the lines the checkpoint saw
 };
 
 TRAINLOOP_DETAIL_END
@@ -2938,8 +3551,10 @@ TRAINLOOP_DETAIL_BEGIN
 /// `make_engine(step, log_metrics_to(logger, {"val/", 0, &trainer_engine}))`: at each epoch end (and every
 /// `every_n_iterations` iterations when set) the engine's metrics go to the logger as "<prefix><name>", with the
 /// epoch, at the step of `step_from` (another engine, e.g. the trainer when this is the evaluator) or of this engine's
-/// iteration count. With `finalize`, the logger is finalized when the engine completes or fails. The logger is held
-/// by reference: it must outlive the engine, and several engines may share it.
+/// iteration count. With `finalize`, the logger is finalized when the engine fails, and when it completes unless
+/// `step_from` is still running (an evaluator inside training: the run ends once, with the outer run — put `finalize`
+/// on the outer engine's log_metrics_to too, or let the logger's destructor end it). The logger is held by
+/// reference: it must outlive the engine, and several engines may share it.
 template <class Logger>
 class EngineLogging {
  public:
@@ -2965,7 +3580,7 @@ class EngineLogging {
   }
   template <class E>
   void on_completed(E&) {
-    if (options_.finalize) logger_->finalize("success");
+    if (options_.finalize && !(options_.step_from && options_.step_from->running())) logger_->finalize("success");
   }
   template <class E>
   void on_exception_raised(E&, std::exception_ptr) {
@@ -3757,8 +4372,15 @@ class MetricStore {
     std::function<void()> metric_reset;             ///< ... then reset, as Lightning does with torchmetrics
   };
 
-  void log(Stage stage, const std::string& name, const torch::Tensor& value, const LogOptions& options) {
+  // "epoch" and "step" are the loggers' own columns: the Trainer writes them in every record.
+  static void check_name(const std::string& name, const LogOptions& options) {
     if (name.empty()) throw std::invalid_argument("trainloop: log(): the metric name is empty");
+    if (options.logger() && (name == "epoch" || name == "step"))
+      throw std::invalid_argument("trainloop: log(\"" + name + "\"): '" + name + "' is a column every logger record "
+                                  "already has (the Trainer writes it); choose another name, or pass logger(false)");
+  }
+  void log(Stage stage, const std::string& name, const torch::Tensor& value, const LogOptions& options) {
+    check_name(name, options);
     if (!value.defined()) throw std::invalid_argument("trainloop: log(\"" + name + "\"): the value is an undefined tensor");
     if (value.numel() != 1)
       throw std::invalid_argument("trainloop: log(\"" + name + "\"): the value must hold one number, got shape " +
@@ -3802,7 +4424,7 @@ class MetricStore {
   /// from everything it accumulated, and the metric is reset then. Update it in the step as usual.
   template <class M>
   void log_metric(const std::string& name, M& metric, const LogOptions& options) {
-    if (name.empty()) throw std::invalid_argument("trainloop: log(): the metric name is empty");
+    check_name(name, options);
     if (options.on_step().value_or(false))
       throw std::invalid_argument("trainloop: log(\"" + name + "\", metric): a Metric is logged per epoch; log its "
                                   "compute() to see per-step values");
@@ -3920,6 +4542,7 @@ TRAINLOOP_DETAIL_END
 // when something consumes it (an Engine's state.metrics at epoch end, a log, a test).
 #include <functional>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -3963,6 +4586,69 @@ inline void require(bool ok, const std::string& metric, const std::string& what)
 inline std::string shape_of(const torch::Tensor& t) { return t.defined() ? c10::str(t.sizes()) : "undefined"; }
 // Value checks (labels within range) need the values; on the CPU that costs no device sync, so they run there.
 inline bool can_check_values(const torch::Tensor& t) { return t.device().is_cpu(); }
+}  // namespace detail
+
+/// What every metric's compute() throws when it has nothing to compute from (no update, or only empty batches;
+/// RocAuc also with a single class among the targets), naming the metric (Ignite's NotComputableError).
+class NotComputableError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+namespace detail {
+inline NotComputableError not_computable(const char* metric) {
+  return NotComputableError(std::string("trainloop: ") + metric + ": not computable: it has seen no examples "
+                            "(compute() before any update(), or only empty batches)");
+}
+/// How many examples a metric has seen, counted on the host from shapes (no device sync), so compute() can tell
+/// "nothing seen" from a value. (Per process: in a distributed run each rank counts its own.)
+class SeenCount {
+ public:
+  void reset() noexcept { n_ = 0; }
+  void add(std::int64_t n) noexcept { n_ += n; }
+  std::int64_t value() const noexcept { return n_; }
+  void require_some(const char* metric) const {
+    if (n_ == 0) throw not_computable(metric);
+  }
+
+ private:
+  std::int64_t n_ = 0;
+};
+
+/// Values a metric refuses (labels out of range, targets other than 0/1, NaN scores). On the CPU the check costs no
+/// device sync, so update() throws at once with what it found. On other devices the bad entries are counted there
+/// (and kept out of index operations, so no device-side assert kills a CUDA context), and compute() raises,
+/// reading that one counter.
+class InvalidValues {
+ public:
+  void reset() {
+    count_ = torch::Tensor();
+    what_.clear();
+  }
+  /// `invalid`: a bool mask of the bad entries; `what`: the rule they break (with what was found, on the CPU).
+  template <class Describe>
+  void check(const torch::Tensor& invalid, const char* metric, Describe&& describe) {
+    if (invalid.numel() == 0) return;
+    if (can_check_values(invalid)) {
+      if (invalid.any().item<bool>()) throw std::invalid_argument(std::string("trainloop: ") + metric + ": " + describe());
+      return;
+    }
+    const torch::Tensor n = invalid.sum();
+    count_ = count_.defined() ? count_ + n : n;
+    if (what_.empty()) what_ = describe();
+  }
+  void raise_if_any(const char* metric) const {
+    if (!count_.defined()) return;
+    const std::int64_t n = count_.item<std::int64_t>();
+    if (n > 0)
+      throw std::invalid_argument(std::string("trainloop: ") + metric + ": " + std::to_string(n) +
+                                  " invalid entries were passed to update(): " + what_);
+  }
+
+ private:
+  torch::Tensor count_;
+  std::string what_;
+};
 struct identity_transform {
   template <class T>
   const T& operator()(const T& output) const {
@@ -4007,12 +4693,36 @@ class MetricHandler {
       std::apply([&](auto&&... a) { metric_->update(a...); }, args);
     else
       metric_->update(args);
-    if (usage_ != MetricUsage::epoch) value_ = metric_->compute();
+    if (usage_ != MetricUsage::epoch) {
+      try {
+        value_ = metric_->compute();
+      } catch (const NotComputableError&) {  // an empty batch: the last value stands
+      }
+    }
   }
+  /// One number is published as `name`; a metric with several (per class: Averaging::none, iou(), a confusion
+  /// matrix, an [N, D] Average) as `name/0`, `name/1`, ... (`name/i/j` for a matrix), read with one transfer.
   template <class E>
   void on_epoch_completed(E& engine) {
     if (usage_ == MetricUsage::epoch) value_ = metric_->compute();
-    if (value_.defined()) engine.state.metrics[name_] = value_.template item<double>();
+    if (!value_.defined()) return;
+    if (value_.numel() == 1) {
+      engine.state.metrics[name_] = value_.template item<double>();
+      return;
+    }
+    const torch::Tensor host = value_.detach().to(torch::kCPU, torch::kFloat64).contiguous();
+    const double* data = host.template data_ptr<double>();
+    const auto sizes = host.sizes();
+    for (std::int64_t flat = 0; flat < host.numel(); ++flat) {
+      std::string key = name_;
+      std::int64_t rest = flat, stride = host.numel();
+      for (const std::int64_t size : sizes) {
+        stride /= size;
+        key += "/" + std::to_string(rest / stride);
+        rest %= stride;
+      }
+      engine.state.metrics[key] = data[flat];
+    }
   }
   const torch::Tensor& value() const { return value_; }
 
@@ -4152,35 +4862,40 @@ namespace detail {
 // Sums of errors over all elements, and the element count, for the error metrics.
 class ErrorSums {
  public:
-  void reset() { sum_squared_ = sum_absolute_ = count_ = torch::Tensor(); }
+  void reset() {
+    sum_squared_ = sum_absolute_ = torch::Tensor();
+    seen_.reset();
+  }
   void update(const torch::Tensor& prediction, const torch::Tensor& target, const char* metric) {
     require(prediction.defined() && target.defined(), metric, "update() got an undefined tensor");
     require(prediction.sizes() == target.sizes(), metric,
             "prediction shape " + shape_of(prediction) + " differs from target shape " + shape_of(target));
     require(prediction.is_floating_point(), metric, "predictions must be floating point");
+    if (prediction.numel() == 0) return;  // an empty batch changes nothing
     const torch::Tensor error = (prediction.detach().to(torch::kFloat64) - target.detach().to(torch::kFloat64));
-    if (!count_.defined()) {
-      const auto options = error.options();
-      sum_squared_ = torch::zeros({}, options);
-      sum_absolute_ = torch::zeros({}, options);
-      count_ = torch::zeros({}, options);
+    if (!sum_squared_.defined()) {
+      sum_squared_ = torch::zeros({}, error.options());
+      sum_absolute_ = torch::zeros({}, error.options());
     }
     sum_squared_.add_(error.pow(2).sum());
     sum_absolute_.add_(error.abs().sum());
-    count_.add_(static_cast<double>(error.numel()));
+    seen_.add(error.numel());
   }
   torch::Tensor mean_squared(const char* metric) const {
-    ready(metric);
-    return synced(sum_squared_, SyncOp::sum) / synced(count_, SyncOp::sum);
+    seen_.require_some(metric);
+    return synced(sum_squared_, SyncOp::sum) / count();
   }
   torch::Tensor mean_absolute(const char* metric) const {
-    ready(metric);
-    return synced(sum_absolute_, SyncOp::sum) / synced(count_, SyncOp::sum);
+    seen_.require_some(metric);
+    return synced(sum_absolute_, SyncOp::sum) / count();
   }
 
  private:
-  void ready(const char* metric) const { require(count_.defined(), metric, "compute() before any update()"); }
-  torch::Tensor sum_squared_, sum_absolute_, count_;
+  torch::Tensor count() const {
+    return synced(torch::full({}, static_cast<double>(seen_.value()), sum_squared_.options()), SyncOp::sum);
+  }
+  torch::Tensor sum_squared_, sum_absolute_;
+  SeenCount seen_;
 };
 }  // namespace detail
 
@@ -4214,61 +4929,92 @@ class RootMeanSquaredError {
   detail::ErrorSums sums_;
 };
 
-/// Coefficient of determination, 1 - SSE / SST, over all elements seen.
+/// Coefficient of determination, 1 - SSE / SST, over all elements seen. SST is kept as a streaming mean and sum of
+/// squared deviations in float64, each batch's (two-pass) merged by Chan's formula, so targets far from zero or
+/// nearly constant lose no digits and R² never exceeds 1 for an imperfect prediction. Constant targets (SST = 0)
+/// follow scikit-learn's default (force_finite): 1.0 for a perfect prediction, 0.0 otherwise.
 class R2Score {
  public:
-  void reset() { sse_ = sum_ = sum_sq_ = count_ = torch::Tensor(); }
+  void reset() {
+    sse_ = mean_ = m2_ = torch::Tensor();
+    seen_.reset();
+  }
   void update(const torch::Tensor& prediction, const torch::Tensor& target) {
+    detail::require(prediction.defined() && target.defined(), "R2Score", "update() got an undefined tensor");
     detail::require(prediction.sizes() == target.sizes(), "R2Score",
                     "prediction shape " + detail::shape_of(prediction) + " differs from target shape " +
                         detail::shape_of(target));
-    const torch::Tensor y = target.detach().to(torch::kFloat64);
-    const torch::Tensor p = prediction.detach().to(torch::kFloat64);
-    auto add = [](torch::Tensor& acc, const torch::Tensor& v) { acc = acc.defined() ? acc + v : v.clone(); };
-    add(sse_, (p - y).pow(2).sum());
-    add(sum_, y.sum());
-    add(sum_sq_, y.pow(2).sum());
-    add(count_, torch::full({}, static_cast<double>(y.numel()), y.options()));
+    if (target.numel() == 0) return;  // an empty batch changes nothing
+    const torch::Tensor y = target.detach().to(torch::kFloat64).reshape({-1});
+    const torch::Tensor p = prediction.detach().to(torch::kFloat64).reshape({-1});
+    // The batch's mean exactly equal to its value when all targets are equal, so constant data keeps SST = 0.
+    const torch::Tensor lo = y.min(), hi = y.max();
+    const torch::Tensor batch_mean = torch::where(lo == hi, lo, y.mean());
+    const torch::Tensor batch_m2 = (y - batch_mean).pow(2).sum();
+    const double nb = static_cast<double>(y.numel()), na = static_cast<double>(seen_.value());
+    if (!sse_.defined()) {
+      sse_ = (p - y).pow(2).sum();
+      mean_ = batch_mean;
+      m2_ = batch_m2;
+    } else {
+      const torch::Tensor delta = batch_mean - mean_;
+      sse_ = sse_ + (p - y).pow(2).sum();
+      m2_ = m2_ + batch_m2 + delta.pow(2) * (na * nb / (na + nb));
+      mean_ = mean_ + delta * (nb / (na + nb));
+    }
+    seen_.add(y.numel());
   }
   torch::Tensor compute() {
-    detail::require(count_.defined(), "R2Score", "compute() before any update()");
-    using detail::synced;
-    const torch::Tensor sse = synced(sse_, SyncOp::sum), sum = synced(sum_, SyncOp::sum);
-    const torch::Tensor sum_sq = synced(sum_sq_, SyncOp::sum), count = synced(count_, SyncOp::sum);
-    return 1 - sse / (sum_sq - sum.pow(2) / count);
+    seen_.require_some("R2Score");
+    const torch::Tensor sse = detail::synced(sse_, SyncOp::sum);
+    torch::Tensor sst = m2_;
+    if (metric_state_reducer()) {  // ranks' means and deviations merged in two stable rounds
+      const torch::Tensor n = torch::full({}, static_cast<double>(seen_.value()), mean_.options());
+      const torch::Tensor total = detail::synced(n, SyncOp::sum);
+      const torch::Tensor global_mean = detail::synced(mean_ * n, SyncOp::sum) / total;
+      sst = detail::synced(m2_ + n * (mean_ - global_mean).pow(2), SyncOp::sum);
+    }
+    const torch::Tensor ones = torch::ones_like(sse);
+    return torch::where(sst > 0, 1 - sse / sst, torch::where(sse == 0, ones, torch::zeros_like(sse)));
   }
 
  private:
-  torch::Tensor sse_, sum_, sum_sq_, count_;
+  torch::Tensor sse_, mean_, m2_;
+  detail::SeenCount seen_;
 };
 
 /// The mean of values: scalars count one each; a tensor's first dimension counts its examples (Ignite's Average).
 class Average {
  public:
-  void reset() { sum_ = count_ = torch::Tensor(); }
+  void reset() {
+    sum_ = torch::Tensor();
+    seen_.reset();
+  }
   void update(const torch::Tensor& value) {
     detail::require(value.defined(), "Average", "update() got an undefined tensor");
+    const std::int64_t n = value.dim() == 0 ? 1 : value.size(0);
+    if (n == 0) return;  // an empty batch changes nothing
     const torch::Tensor v = value.detach().to(torch::kFloat64);
     const torch::Tensor batch_sum = v.dim() == 0 ? v : v.sum(0);
-    const double n = v.dim() == 0 ? 1.0 : static_cast<double>(v.size(0));
     if (!sum_.defined()) {
       sum_ = batch_sum.clone();
-      count_ = torch::full({}, n, v.options());
     } else {
       detail::require(batch_sum.sizes() == sum_.sizes(), "Average",
                       "value shape " + detail::shape_of(value) + " does not match the earlier values");
       sum_.add_(batch_sum);
-      count_.add_(n);
     }
+    seen_.add(n);
   }
   void update(double value) { update(torch::tensor(value, torch::kFloat64)); }
   torch::Tensor compute() {
-    detail::require(sum_.defined(), "Average", "compute() before any update()");
-    return detail::synced(sum_, SyncOp::sum) / detail::synced(count_, SyncOp::sum);
+    seen_.require_some("Average");
+    return detail::synced(sum_, SyncOp::sum) /
+           detail::synced(torch::full({}, static_cast<double>(seen_.value()), sum_.options()), SyncOp::sum);
   }
 
  private:
-  torch::Tensor sum_, count_;
+  torch::Tensor sum_;
+  detail::SeenCount seen_;
 };
 
 /// The mean of a loss function over examples: update(prediction, target) weighs each batch's loss by its size.
@@ -4278,23 +5024,32 @@ class Loss {
   explicit Loss(Function loss) : loss_(std::move(loss)) {
     if (!loss_) throw std::invalid_argument("trainloop: Loss: the loss function is empty");
   }
-  void reset() { sum_ = count_ = torch::Tensor(); }
+  void reset() {
+    sum_ = torch::Tensor();
+    seen_.reset();
+  }
+  /// An empty batch changes nothing (the mean loss of no examples is NaN and would poison the sum).
   void update(const torch::Tensor& prediction, const torch::Tensor& target) {
+    detail::require(prediction.defined() && target.defined(), "Loss", "update() got an undefined tensor");
+    const std::int64_t n = prediction.dim() == 0 ? 1 : prediction.size(0);
+    if (n == 0) return;
     const torch::Tensor value = loss_(prediction, target).detach().to(torch::kFloat64);
     detail::require(value.numel() == 1, "Loss",
                     "the loss function must reduce to one number, got shape " + detail::shape_of(value));
-    const double n = prediction.dim() == 0 ? 1.0 : static_cast<double>(prediction.size(0));
-    sum_ = sum_.defined() ? sum_ + value.reshape({}) * n : value.reshape({}) * n;
-    count_ = count_.defined() ? count_ + n : torch::full({}, n, value.options());
+    const torch::Tensor weighted = value.reshape({}) * static_cast<double>(n);
+    sum_ = sum_.defined() ? sum_ + weighted : weighted;
+    seen_.add(n);
   }
   torch::Tensor compute() {
-    detail::require(sum_.defined(), "Loss", "compute() before any update()");
-    return detail::synced(sum_, SyncOp::sum) / detail::synced(count_, SyncOp::sum);
+    seen_.require_some("Loss");
+    return detail::synced(sum_, SyncOp::sum) /
+           detail::synced(torch::full({}, static_cast<double>(seen_.value()), sum_.options()), SyncOp::sum);
   }
 
  private:
   Function loss_;
-  torch::Tensor sum_, count_;
+  torch::Tensor sum_;
+  detail::SeenCount seen_;
 };
 
 /// An exponential moving average: v = alpha * v + (1 - alpha) * x, starting at the first value (Ignite's
@@ -4305,13 +5060,16 @@ class RunningAverage {
     if (!(alpha > 0.0 && alpha < 1.0)) throw std::invalid_argument("trainloop: RunningAverage: alpha must be in (0, 1)");
   }
   void reset() { value_ = torch::Tensor(); }
+  /// The mean of `x` enters the average; an empty `x` changes nothing.
   void update(const torch::Tensor& x) {
+    detail::require(x.defined(), "RunningAverage", "update() got an undefined tensor");
+    if (x.numel() == 0) return;
     const torch::Tensor v = x.detach().to(torch::kFloat64).mean();
     value_ = value_.defined() ? value_ * alpha_ + v * (1 - alpha_) : v;
   }
   void update(double x) { update(torch::tensor(x, torch::kFloat64)); }
   torch::Tensor compute() {
-    detail::require(value_.defined(), "RunningAverage", "compute() before any update()");
+    if (!value_.defined()) throw detail::not_computable("RunningAverage");
     return value_;
   }
 
@@ -4326,9 +5084,10 @@ TRAINLOOP_DETAIL_END
 // trainloop: classification metrics: Accuracy (binary, multiclass with top-k, multilabel), ConfusionMatrix,
 // Precision, Recall, FBeta / F1 (per class, macro, micro, weighted), IoU and mean IoU, RocAuc (exact, ties averaged).
 // Counts are int64 / float64 tensors on the inputs' device; update() checks shapes and dtypes without a sync, and
-// label ranges when the labels are on the CPU (where checking costs no device sync).
+// values (label ranges, 0/1 targets, NaN scores) at once on the CPU, or counted on the device and raised at compute().
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 TRAINLOOP_DETAIL_BEGIN
@@ -4343,14 +5102,19 @@ class ClassificationOptions {
   ClassificationOptions& task(Task v) { return task_ = v, *this; }
   /// Required for multiclass (checked against predictions [N, C] and labels) and multilabel.
   ClassificationOptions& num_classes(std::int64_t v) { return num_classes_ = v, *this; }
-  /// Binary and multilabel: a floating-point prediction p counts as positive when p >= threshold.
+  /// Binary and multilabel: a probability p counts as positive when p >= threshold (p == threshold is positive).
   ClassificationOptions& threshold(double v) { return threshold_ = v, *this; }
+  /// Binary and multilabel: the predictions are logits (raw model outputs), turned into probabilities by a sigmoid
+  /// before the threshold (which stays a probability). Without it, floating-point predictions must be probabilities
+  /// in [0, 1]: raw outputs are refused rather than thresholded at 0.5 by mistake.
+  ClassificationOptions& logits(bool v) { return logits_ = v, *this; }
   ClassificationOptions& average(Averaging v) { return average_ = v, *this; }
   /// Multiclass accuracy: correct when the label is among the k highest scores.
   ClassificationOptions& top_k(std::int64_t v) { return top_k_ = v, *this; }
   Task task() const { return task_; }
   std::int64_t num_classes() const { return num_classes_; }
   double threshold() const { return threshold_; }
+  bool logits() const { return logits_; }
   Averaging average() const { return average_; }
   std::int64_t top_k() const { return top_k_; }
 
@@ -4358,39 +5122,83 @@ class ClassificationOptions {
   Task task_ = Task::multiclass;
   std::int64_t num_classes_ = 0;
   double threshold_ = 0.5;
+  bool logits_ = false;
   Averaging average_ = Averaging::macro;
   std::int64_t top_k_ = 1;
 };
 
 namespace detail {
-inline void check_labels(const torch::Tensor& labels, std::int64_t num_classes, const char* metric) {
-  require(!labels.is_floating_point() && !labels.is_complex(), metric,
-          "labels must be integers, got " + std::string(c10::toString(labels.scalar_type())));
-  if (can_check_values(labels) && labels.numel() > 0) {
-    const std::int64_t lo = labels.min().item<std::int64_t>(), hi = labels.max().item<std::int64_t>();
-    require(lo >= 0 && hi < num_classes, metric,
-            "labels must be in [0, " + std::to_string(num_classes) + "), found " +
-                (lo < 0 ? std::to_string(lo) : std::to_string(hi)));
-  }
+// "found <the first offending value>" on the CPU; nothing elsewhere (reading it would sync the device).
+inline std::string found_in(const torch::Tensor& values, const torch::Tensor& invalid) {
+  if (!can_check_values(values)) return "";
+  const torch::Tensor bad = values.masked_select(invalid);
+  if (bad.numel() == 0) return "";
+  return ", found " + (values.is_floating_point() ? format_number(bad[0].item<double>()) : std::to_string(bad[0].item<std::int64_t>()));
 }
-// Predicted labels from scores [N, C] (argmax) or labels [N].
-inline torch::Tensor predicted_labels(const torch::Tensor& prediction, const torch::Tensor& target,
-                                      std::int64_t num_classes, const char* metric) {
+// Multiclass labels: integers in [0, C). Returns the mask of valid ones (all, on the CPU, where a bad one throws).
+inline torch::Tensor valid_labels(const torch::Tensor& labels, std::int64_t num_classes, const char* metric,
+                                  InvalidValues& invalid, const char* what = "labels") {
+  require(!labels.is_floating_point() && !labels.is_complex(), metric,
+          std::string(what) + " must be integers, got " + std::string(c10::toString(labels.scalar_type())));
+  const torch::Tensor valid = labels.ge(0).logical_and(labels.lt(num_classes));
+  const torch::Tensor bad = valid.logical_not();
+  invalid.check(bad, metric, [&] {
+    return std::string(what) + " must be in [0, " + std::to_string(num_classes) + ")" + found_in(labels, bad);
+  });
+  return valid;
+}
+inline void check_no_nan(const torch::Tensor& scores, const char* metric, InvalidValues& invalid) {
+  if (!scores.is_floating_point()) return;
+  const torch::Tensor bad = scores.isnan();
+  invalid.check(bad, metric, [] { return std::string("scores must not be NaN"); });
+}
+// Predicted labels from scores [N, C] (argmax) or labels [N], with the mask of usable ones.
+inline std::pair<torch::Tensor, torch::Tensor> predicted_labels(const torch::Tensor& prediction, const torch::Tensor& target,
+                                                                std::int64_t num_classes, const char* metric,
+                                                                InvalidValues& invalid) {
   require(num_classes > 0, metric, "multiclass needs num_classes (ClassificationOptions().num_classes(C))");
   require(target.dim() == 1, metric, "multiclass labels must be [N], got " + shape_of(target));
   if (prediction.dim() == 2) {
     require(prediction.size(0) == target.size(0) && prediction.size(1) == num_classes, metric,
             "scores must be [N, " + std::to_string(num_classes) + "] for labels [N], got " + shape_of(prediction) +
                 " and " + shape_of(target));
-    return prediction.argmax(1);
+    check_no_nan(prediction, metric, invalid);
+    return {prediction.argmax(1), torch::ones({target.size(0)}, target.options().dtype(torch::kBool))};
   }
   require(prediction.sizes() == target.sizes(), metric,
           "predicted labels " + shape_of(prediction) + " and labels " + shape_of(target) + " differ in shape");
-  check_labels(prediction, num_classes, metric);
-  return prediction;
+  return {prediction, valid_labels(prediction, num_classes, metric, invalid, "predicted labels")};
 }
-inline torch::Tensor positives(const torch::Tensor& prediction, double threshold) {
-  return prediction.is_floating_point() ? prediction.ge(threshold) : prediction.ne(0);
+// Binary and multilabel decisions: predicted positives (probabilities or logits against the threshold, or 0/1
+// labels) and true positives (targets 0/1 or bool). Bad values: targets other than 0/1, NaN scores, probabilities
+// outside [0, 1] without logits(true), predicted labels other than 0/1.
+inline std::pair<torch::Tensor, torch::Tensor> binary_decisions(const torch::Tensor& prediction, const torch::Tensor& target,
+                                                                const ClassificationOptions& options, const char* metric,
+                                                                InvalidValues& invalid) {
+  auto zero_or_one = [&](const torch::Tensor& values, const char* what) {
+    if (values.scalar_type() == torch::kBool) return;
+    const torch::Tensor bad = values.ne(0).logical_and(values.ne(1));
+    invalid.check(bad, metric, [&] { return std::string(what) + " must be 0 or 1" + found_in(values, bad); });
+  };
+  zero_or_one(target, "targets");
+  torch::Tensor positive;
+  if (prediction.is_floating_point()) {
+    check_no_nan(prediction, metric, invalid);
+    if (options.logits()) {
+      positive = prediction.sigmoid().ge(options.threshold());
+    } else {
+      const torch::Tensor bad = prediction.lt(0).logical_or(prediction.gt(1));
+      invalid.check(bad, metric, [&] {
+        return "predictions must be probabilities in [0, 1]" + found_in(prediction, bad) +
+               "; for raw model outputs pass ClassificationOptions().logits(true)";
+      });
+      positive = prediction.ge(options.threshold());
+    }
+  } else {
+    zero_or_one(prediction, "predicted labels");
+    positive = prediction.ne(0);
+  }
+  return {positive, target.ne(0)};
 }
 
 /// Per-class true positives, false positives and false negatives: what Precision, Recall and FBeta compute from.
@@ -4400,18 +5208,26 @@ class ClassCounts {
     if (options_.task() == Task::multilabel)
       require(options_.num_classes() > 0, metric_, "multilabel needs num_classes (the number of labels)");
   }
-  void reset() { tp_ = fp_ = fn_ = torch::Tensor(); }
+  void reset() {
+    tp_ = fp_ = fn_ = torch::Tensor();
+    seen_.reset();
+    invalid_.reset();
+  }
   void update(const torch::Tensor& prediction, const torch::Tensor& target) {
     require(prediction.defined() && target.defined(), metric_, "update() got an undefined tensor");
     torch::Tensor tp, fp, fn;
+    std::int64_t examples = 0;
     if (options_.task() == Task::multiclass) {
-      check_labels(target, options_.num_classes(), metric_);
-      const torch::Tensor predicted = predicted_labels(prediction.detach(), target, options_.num_classes(), metric_);
       const std::int64_t c = options_.num_classes();
-      const torch::Tensor cm = torch::zeros({c * c}, target.options().dtype(torch::kLong))
-                                   .index_add_(0, target.to(torch::kLong) * c + predicted.to(torch::kLong),
-                                               torch::ones({target.size(0)}, target.options().dtype(torch::kLong)))
-                                   .view({c, c});
+      const torch::Tensor target_valid = valid_labels(target, c, metric_, invalid_);
+      auto [predicted, predicted_valid] = predicted_labels(prediction.detach(), target, c, metric_, invalid_);
+      examples = target.size(0);
+      if (examples == 0) return;  // an empty batch changes nothing
+      const torch::Tensor usable = target_valid.logical_and(predicted_valid);
+      const torch::Tensor cells = torch::where(usable, target.to(torch::kLong) * c + predicted.to(torch::kLong),
+                                               torch::zeros({}, target.options().dtype(torch::kLong)));
+      const torch::Tensor cm =
+          torch::zeros({c * c}, target.options().dtype(torch::kLong)).index_add_(0, cells, usable.to(torch::kLong)).view({c, c});
       tp = cm.diagonal();
       fp = cm.sum(0) - tp;
       fn = cm.sum(1) - tp;
@@ -4421,8 +5237,9 @@ class ClassCounts {
       if (options_.task() == Task::multilabel)
         require(target.dim() == 2 && target.size(1) == options_.num_classes(), metric_,
                 "multilabel targets must be [N, " + std::to_string(options_.num_classes()) + "], got " + shape_of(target));
-      const torch::Tensor p = positives(prediction.detach(), options_.threshold());
-      const torch::Tensor t = target.ne(0);
+      examples = options_.task() == Task::binary ? target.numel() : target.size(0);
+      if (examples == 0) return;
+      auto [p, t] = binary_decisions(prediction.detach(), target, options_, metric_, invalid_);
       const torch::Tensor flat_p = options_.task() == Task::binary ? p.reshape({-1, 1}) : p;
       const torch::Tensor flat_t = options_.task() == Task::binary ? t.reshape({-1, 1}) : t;
       tp = (flat_p & flat_t).sum(0);
@@ -4438,11 +5255,13 @@ class ClassCounts {
       fp_.add_(fp);
       fn_.add_(fn);
     }
+    seen_.add(examples);
   }
   // The per-class ratio numerator / denominator (0 where the denominator is 0), combined by the averaging mode.
   template <class PerClass>
   torch::Tensor compute(PerClass per_class) {
-    require(tp_.defined(), metric_, "compute() before any update()");
+    invalid_.raise_if_any(metric_);
+    seen_.require_some(metric_);
     const torch::Tensor tp = synced(tp_, SyncOp::sum).to(torch::kFloat64);
     const torch::Tensor fp = synced(fp_, SyncOp::sum).to(torch::kFloat64);
     const torch::Tensor fn = synced(fn_, SyncOp::sum).to(torch::kFloat64);
@@ -4461,6 +5280,8 @@ class ClassCounts {
   ClassificationOptions options_;
   const char* metric_;
   torch::Tensor tp_, fp_, fn_;
+  SeenCount seen_;
+  InvalidValues invalid_;
 };
 inline torch::Tensor safe_ratio(const torch::Tensor& num, const torch::Tensor& den) {
   return torch::where(den > 0, num / den.clamp_min(1e-300), torch::zeros_like(num));
@@ -4474,7 +5295,11 @@ class Accuracy {
   explicit Accuracy(ClassificationOptions options = {}) : options_(options) {
     if (options_.top_k() < 1) throw std::invalid_argument("trainloop: Accuracy: top_k must be at least 1");
   }
-  void reset() { correct_ = total_ = torch::Tensor(); }
+  void reset() {
+    correct_ = torch::Tensor();
+    seen_.reset();
+    invalid_.reset();
+  }
   void update(const torch::Tensor& prediction, const torch::Tensor& target) {
     using detail::require;
     using detail::shape_of;
@@ -4483,48 +5308,49 @@ class Accuracy {
     std::int64_t count = 0;
     if (options_.task() == Task::multiclass) {
       require(options_.num_classes() > 0, "Accuracy", "multiclass needs num_classes (ClassificationOptions().num_classes(C))");
-      detail::check_labels(target, options_.num_classes(), "Accuracy");
+      const torch::Tensor target_valid = detail::valid_labels(target, options_.num_classes(), "Accuracy", invalid_);
       if (options_.top_k() > 1) {
         require(prediction.dim() == 2 && prediction.size(1) == options_.num_classes() && prediction.size(0) == target.size(0),
                 "Accuracy", "top-k needs scores [N, " + std::to_string(options_.num_classes()) + "], got " + shape_of(prediction));
         require(options_.top_k() <= options_.num_classes(), "Accuracy", "top_k exceeds num_classes");
+        detail::check_no_nan(prediction, "Accuracy", invalid_);
+        if (target.size(0) == 0) return;  // an empty batch changes nothing
         const torch::Tensor top = std::get<1>(prediction.detach().topk(options_.top_k(), 1));
-        correct = top.eq(target.unsqueeze(1)).any(1).sum();
+        correct = top.eq(target.unsqueeze(1)).any(1).logical_and(target_valid).sum();
       } else {
-        correct = detail::predicted_labels(prediction.detach(), target, options_.num_classes(), "Accuracy").eq(target).sum();
+        auto [predicted, predicted_valid] =
+            detail::predicted_labels(prediction.detach(), target, options_.num_classes(), "Accuracy", invalid_);
+        if (target.size(0) == 0) return;
+        correct = predicted.eq(target).logical_and(target_valid).sum();
       }
       count = target.size(0);
     } else {
       require(prediction.sizes() == target.sizes(), "Accuracy",
               "predictions " + shape_of(prediction) + " and targets " + shape_of(target) + " differ in shape");
-      const torch::Tensor p = detail::positives(prediction.detach(), options_.threshold());
-      const torch::Tensor t = target.ne(0);
-      if (options_.task() == Task::binary) {
-        correct = p.eq(t).sum();
-        count = target.numel();
-      } else {
+      if (options_.task() == Task::multilabel)
         require(target.dim() == 2, "Accuracy", "multilabel targets must be [N, labels], got " + shape_of(target));
-        correct = p.eq(t).all(1).sum();
-        count = target.size(0);
-      }
+      count = options_.task() == Task::binary ? target.numel() : target.size(0);
+      if (count == 0) return;
+      auto [p, t] = detail::binary_decisions(prediction.detach(), target, options_, "Accuracy", invalid_);
+      correct = options_.task() == Task::binary ? p.eq(t).sum() : p.eq(t).all(1).sum();
     }
-    if (!correct_.defined()) {
-      correct_ = correct.to(torch::kLong);
-      total_ = torch::full({}, count, correct_.options());
-    } else {
-      correct_.add_(correct);
-      total_.add_(count);
-    }
+    if (!correct_.defined()) correct_ = correct.to(torch::kLong);
+    else correct_.add_(correct);
+    seen_.add(count);
   }
   torch::Tensor compute() {
-    detail::require(total_.defined(), "Accuracy", "compute() before any update()");
+    invalid_.raise_if_any("Accuracy");
+    seen_.require_some("Accuracy");
     return detail::synced(correct_, SyncOp::sum).to(torch::kFloat64) /
-           detail::synced(total_, SyncOp::sum).to(torch::kFloat64);
+           detail::synced(torch::full({}, static_cast<double>(seen_.value()), correct_.options().dtype(torch::kFloat64)),
+                          SyncOp::sum);
   }
 
  private:
   ClassificationOptions options_;
-  torch::Tensor correct_, total_;
+  torch::Tensor correct_;
+  detail::SeenCount seen_;
+  detail::InvalidValues invalid_;
 };
 
 /// Precision: tp / (tp + fp) per class (0 for a class never predicted), averaged as the options say.
@@ -4584,18 +5410,29 @@ class ConfusionMatrix {
       : num_classes_(num_classes), normalize_(normalize) {
     if (num_classes < 1) throw std::invalid_argument("trainloop: ConfusionMatrix: num_classes must be at least 1");
   }
-  void reset() { matrix_ = torch::Tensor(); }
+  void reset() {
+    matrix_ = torch::Tensor();
+    seen_.reset();
+    invalid_.reset();
+  }
   void update(const torch::Tensor& prediction, const torch::Tensor& target) {
-    detail::check_labels(target, num_classes_, "ConfusionMatrix");
-    const torch::Tensor predicted = detail::predicted_labels(prediction.detach(), target, num_classes_, "ConfusionMatrix");
+    detail::require(prediction.defined() && target.defined(), "ConfusionMatrix", "update() got an undefined tensor");
     const std::int64_t c = num_classes_;
+    const torch::Tensor target_valid = detail::valid_labels(target, c, "ConfusionMatrix", invalid_);
+    auto [predicted, predicted_valid] = detail::predicted_labels(prediction.detach(), target, c, "ConfusionMatrix", invalid_);
+    if (target.size(0) == 0) return;  // an empty batch changes nothing
+    const torch::Tensor usable = target_valid.logical_and(predicted_valid);
     if (!matrix_.defined()) matrix_ = torch::zeros({c * c}, target.options().dtype(torch::kLong));
-    matrix_.index_add_(0, target.to(torch::kLong) * c + predicted.to(torch::kLong),
-                       torch::ones({target.size(0)}, matrix_.options()));
+    matrix_.index_add_(0,
+                       torch::where(usable, target.to(torch::kLong) * c + predicted.to(torch::kLong),
+                                    torch::zeros({}, matrix_.options())),
+                       usable.to(torch::kLong));
+    seen_.add(target.size(0));
   }
   /// Counts (int64) when not normalised; float64 fractions otherwise (a row or column with no examples is 0).
   torch::Tensor compute() {
-    detail::require(matrix_.defined(), "ConfusionMatrix", "compute() before any update()");
+    invalid_.raise_if_any("ConfusionMatrix");
+    seen_.require_some("ConfusionMatrix");
     const torch::Tensor m = detail::synced(matrix_, SyncOp::sum).view({num_classes_, num_classes_});
     const torch::Tensor f = m.to(torch::kFloat64);
     switch (normalize_) {
@@ -4611,6 +5448,8 @@ class ConfusionMatrix {
   std::int64_t num_classes_;
   Normalize normalize_;
   torch::Tensor matrix_;
+  detail::SeenCount seen_;
+  detail::InvalidValues invalid_;
 };
 
 /// Intersection over union per class from a confusion matrix (Ignite's IoU): tp / (tp + fp + fn); a class absent
@@ -4637,30 +5476,44 @@ inline auto mean_iou(ConfusionMatrix& matrix, std::optional<std::int64_t> ignore
 }
 
 /// Area under the ROC curve for binary targets, exact: the Mann-Whitney statistic with tied scores given their
-/// average rank (so a tie between a positive and a negative counts one half). Keeps every score until compute().
+/// average rank (so a tie between a positive and a negative counts one half). Scores may be probabilities or logits
+/// (the ranking is the same); targets must be 0/1, scores not NaN. Cost: it keeps every score until reset() and each
+/// compute() sorts them all (O(N log N)) and reads the class counts to the host (a device sync, to refuse a single
+/// class): compute it at epoch ends (MetricUsage::epoch), not per iteration (`running`/`batch` usages recompute it
+/// over everything each iteration).
 class RocAuc {
  public:
   void reset() {
     scores_.clear();
     targets_.clear();
+    seen_.reset();
+    invalid_.reset();
   }
   void update(const torch::Tensor& scores, const torch::Tensor& targets) {
+    detail::require(scores.defined() && targets.defined(), "RocAuc", "update() got an undefined tensor");
     detail::require(scores.sizes() == targets.sizes() && scores.dim() <= 1, "RocAuc",
                     "scores and targets must be [N] of the same length, got " + detail::shape_of(scores) + " and " +
                         detail::shape_of(targets));
-    if (detail::can_check_values(targets) && targets.numel() > 0)
-      detail::require(targets.eq(0).logical_or(targets.eq(1)).all().item<bool>(), "RocAuc", "targets must be 0 or 1");
+    if (scores.numel() == 0) return;  // an empty batch changes nothing
+    detail::check_no_nan(scores, "RocAuc", invalid_);
+    if (targets.scalar_type() != torch::kBool) {
+      const torch::Tensor bad = targets.ne(0).logical_and(targets.ne(1));
+      invalid_.check(bad, "RocAuc", [&] { return "targets must be 0 or 1" + detail::found_in(targets, bad); });
+    }
     scores_.push_back(scores.detach().reshape({-1}).to(torch::kFloat64));
     targets_.push_back(targets.detach().reshape({-1}).ne(0));
+    seen_.add(scores.numel());
   }
   torch::Tensor compute() {
-    detail::require(!scores_.empty(), "RocAuc", "compute() before any update()");
+    invalid_.raise_if_any("RocAuc");
+    seen_.require_some("RocAuc");
     const torch::Tensor scores = torch::cat(scores_), positive = torch::cat(targets_);
     const torch::Tensor n_pos = positive.sum().to(torch::kFloat64);
     const torch::Tensor n_neg = static_cast<double>(positive.numel()) - n_pos;
-    if (detail::can_check_values(positive))
-      detail::require(n_pos.item<double>() > 0 && n_neg.item<double>() > 0, "RocAuc",
-                      "undefined with only one class among the targets");
+    const double positives = n_pos.item<double>();
+    if (positives == 0 || positives == static_cast<double>(positive.numel()))
+      throw NotComputableError("trainloop: RocAuc: not computable: only one class among the targets (" +
+                               std::string(positives == 0 ? "no positives" : "no negatives") + ")");
     // Average ranks (1-based) of the sorted scores, ties sharing the mean of their positions.
     auto [sorted, order] = scores.sort();
     auto [values, inverse, counts] = torch::unique_consecutive(sorted, /*return_inverse=*/true, /*return_counts=*/true);
@@ -4674,6 +5527,8 @@ class RocAuc {
 
  private:
   std::vector<torch::Tensor> scores_, targets_;
+  detail::SeenCount seen_;
+  detail::InvalidValues invalid_;
 };
 
 TRAINLOOP_DETAIL_END
@@ -7027,6 +7882,12 @@ class Trainer {
   }
 
   std::map<std::string, StateDict> checkpoint_states() {
+    // The values logged so far reach the loggers and their files first, so their states (how many records each
+    // holds) cover everything logged before this checkpoint: a run resumed from it keeps exactly those records.
+    write_logs();
+    for_each_logger([](auto& logger) {
+      if constexpr (detail::is_detected_v<detail::logger_flush_t, std::decay_t<decltype(logger)>>) logger.flush();
+    });
     std::map<std::string, StateDict> states;
     if (train_engine_) states["loop"] = train_engine_->state.state_dict();
     else if (final_loop_state_) states["loop"] = *final_loop_state_;

@@ -11,6 +11,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <string>
 
 
@@ -77,10 +78,13 @@ int fit_and_test(T& trainer, Net& model, Data& train_batches, Data& val_batches,
   std::printf("test accuracy: %.2f%% (test loss %.4f) after %lld optimizer steps\n", 100 * accuracy,
               results.at("test_loss"), static_cast<long long>(trainer.global_step()));
   if constexpr (!std::is_same_v<T, Trainer<>>) {  // the Trainer with loggers
-    std::printf("logs: %s (metrics.csv), %s (TensorBoard: tensorboard --logdir %s)\n",
-                trainer.template callback<CSVLogger>().log_dir().c_str(),
-                trainer.template callback<TensorBoardLogger>().log_dir().c_str(),
-                trainer.template callback<TensorBoardLogger>().log_dir().parent_path().parent_path().c_str());
+    const std::filesystem::path tensorboard = trainer.template callback<TensorBoardLogger>().log_dir();
+    const std::filesystem::path mlruns = trainer.template callback<MLFlowLogger>().run_dir().parent_path().parent_path();
+    std::printf("logs: %s (metrics.csv), %s (TensorBoard: tensorboard --logdir %s), %s (MLflow: mlflow ui "
+                "--backend-store-uri %s)\n",
+                trainer.template callback<CSVLogger>().log_dir().c_str(), tensorboard.c_str(),
+                tensorboard.parent_path().parent_path().c_str(), trainer.template callback<MLFlowLogger>().run_dir().c_str(),
+                mlruns.c_str());
   }
   if (accuracy < min_accuracy) {
     std::fprintf(stderr, "test accuracy %.4f is below the required %.4f\n", accuracy, min_accuracy);
@@ -115,8 +119,12 @@ int run(const std::string& data_dir, std::int64_t epochs, bool smoke, const std:
   TensorBoardLogger::Options tensorboard;
   tensorboard.save_dir = csv.save_dir;
   tensorboard.name = "tensorboard";
+  MLFlowLogger::Options mlflow;
+  mlflow.tracking_dir = log_dir + "/mlruns";
+  mlflow.experiment_name = "fashion_mnist";
+  mlflow.run_name = std::is_same_v<Net, Cnn> ? "cnn" : "mlp";
   if (!log_dir.empty()) {
-    Trainer trainer(options, CSVLogger(csv), TensorBoardLogger(tensorboard), LearningRateMonitor());
+    Trainer trainer(options, CSVLogger(csv), TensorBoardLogger(tensorboard), MLFlowLogger(mlflow), LearningRateMonitor());
     return fit_and_test(trainer, *model, train_batches, val_batches, test_batches, min_accuracy);
   }
   Trainer trainer(options);

@@ -105,6 +105,8 @@ class EngineCore {
   }
   /// The exception being handled, during `exception_raised` handlers; null otherwise.
   const std::exception_ptr& current_exception() const noexcept { return exception_; }
+  /// Whether a run() of this engine is under way (its handlers and step are running).
+  bool running() const noexcept { return running_; }
 
  protected:
   enum class Stop : std::uint8_t { none, interrupt, epoch, epoch_skip_completed, run, run_skip_completed };
@@ -128,6 +130,7 @@ class EngineCore {
   bool interrupt_requested_ = false;  // also kept while a terminate_epoch goes first
   Resume resume_ = Resume::none;
   std::exception_ptr exception_;
+  bool running_ = false;
 
  private:
   UserFire fire_user_;
@@ -708,7 +711,6 @@ class Engine : public EngineCore {
   int dispatch_depth_ = 0;
   bool removed_pending_ = false;
   bool restart_data_each_epoch_ = false;
-  bool running_ = false;
   std::exception_ptr propagating_;  // an unhandled exception on its way out, so it is offered to handlers once
   Clock::time_point run_start_, epoch_start_;  // kept across an interrupt: the times go on
   std::uint64_t skip_pending_ = 0;             // batches a fresh source skips before its first one

@@ -290,6 +290,8 @@ TRAINLOOP_DETAIL_MEMBER_PROBE(on_load_checkpoint)
 // Logger hooks: a callback that declares log_metrics is a logger. The Trainer hands it the logged values at the
 // logging interval (log_metrics(step, {name: value}), the epoch among the values as "epoch"), the module's
 // hyperparameters when a stage starts (log_hyperparams) and the outcome when it ends (finalize("success"|"failed")).
+// Before a checkpoint is assembled the Trainer writes the pending record and calls flush(), so a logger's
+// state_dict() (its run and how many records it holds) matches its files.
 template <class H>
 using log_metrics_t =
     decltype(std::declval<H&>().log_metrics(std::int64_t{}, std::declval<const std::map<std::string, double>&>()));
@@ -297,6 +299,8 @@ template <class H>
 using log_hyperparams_t = decltype(std::declval<H&>().log_hyperparams(std::declval<const StateDict&>()));
 template <class H>
 using finalize_t = decltype(std::declval<H&>().finalize(std::declval<const std::string&>()));
+template <class H>
+using logger_flush_t = decltype(std::declval<H&>().flush());
 TRAINLOOP_DETAIL_MEMBER_PROBE(log_metrics)
 template <class H>
 constexpr bool is_logger() {

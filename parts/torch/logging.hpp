@@ -69,8 +69,15 @@ class MetricStore {
     std::function<void()> metric_reset;             ///< ... then reset, as Lightning does with torchmetrics
   };
 
-  void log(Stage stage, const std::string& name, const torch::Tensor& value, const LogOptions& options) {
+  // "epoch" and "step" are the loggers' own columns: the Trainer writes them in every record.
+  static void check_name(const std::string& name, const LogOptions& options) {
     if (name.empty()) throw std::invalid_argument("trainloop: log(): the metric name is empty");
+    if (options.logger() && (name == "epoch" || name == "step"))
+      throw std::invalid_argument("trainloop: log(\"" + name + "\"): '" + name + "' is a column every logger record "
+                                  "already has (the Trainer writes it); choose another name, or pass logger(false)");
+  }
+  void log(Stage stage, const std::string& name, const torch::Tensor& value, const LogOptions& options) {
+    check_name(name, options);
     if (!value.defined()) throw std::invalid_argument("trainloop: log(\"" + name + "\"): the value is an undefined tensor");
     if (value.numel() != 1)
       throw std::invalid_argument("trainloop: log(\"" + name + "\"): the value must hold one number, got shape " +
@@ -114,7 +121,7 @@ class MetricStore {
   /// from everything it accumulated, and the metric is reset then. Update it in the step as usual.
   template <class M>
   void log_metric(const std::string& name, M& metric, const LogOptions& options) {
-    if (name.empty()) throw std::invalid_argument("trainloop: log(): the metric name is empty");
+    check_name(name, options);
     if (options.on_step().value_or(false))
       throw std::invalid_argument("trainloop: log(\"" + name + "\", metric): a Metric is logged per epoch; log its "
                                   "compute() to see per-step values");

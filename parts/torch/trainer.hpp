@@ -725,6 +725,12 @@ class Trainer {
   }
 
   std::map<std::string, StateDict> checkpoint_states() {
+    // The values logged so far reach the loggers and their files first, so their states (how many records each
+    // holds) cover everything logged before this checkpoint: a run resumed from it keeps exactly those records.
+    write_logs();
+    for_each_logger([](auto& logger) {
+      if constexpr (detail::is_detected_v<detail::logger_flush_t, std::decay_t<decltype(logger)>>) logger.flush();
+    });
     std::map<std::string, StateDict> states;
     if (train_engine_) states["loop"] = train_engine_->state.state_dict();
     else if (final_loop_state_) states["loop"] = *final_loop_state_;

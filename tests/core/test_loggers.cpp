@@ -208,7 +208,7 @@ TEST_CASE("TensorBoardLogger: events TensorBoard reads: framing, CRCs, file_vers
   CHECK(logger.event_file().parent_path() == dir.path / "lightning_logs" / "version_0");
 
   const auto records = read_records(read_file(logger.event_file().string()));
-  REQUIRE(records.size() == 4);
+  REQUIRE(records.size() == 5);  // file_version, hyperparameters, two records, the session's end
   auto first = parse(records[0]);
   CHECK(field(first, 3)->bytes == "brain.Event:2");
   double wall_time;
@@ -216,9 +216,10 @@ TEST_CASE("TensorBoardLogger: events TensorBoard reads: framing, CRCs, file_vers
   CHECK(wall_time >= before - 1);
   CHECK(wall_time <= detail::unix_seconds() + 1);
 
-  // The text summary of the hyperparameters: plugin "text", a DT_STRING tensor.
+  // The text summary of the hyperparameters (after the HParams session start): plugin "text", a DT_STRING tensor.
   auto hparams = parse(field(parse(records[1]), 5)->bytes);
-  auto value = parse(field(hparams, 1)->bytes);
+  REQUIRE(hparams.size() == 2);
+  auto value = parse(hparams[1].bytes);
   CHECK(field(value, 1)->bytes == "hparams");
   CHECK(field(parse(field(parse(field(value, 9)->bytes), 1)->bytes), 1)->bytes == "text");
   auto tensor = parse(field(value, 8)->bytes);
@@ -227,7 +228,7 @@ TEST_CASE("TensorBoardLogger: events TensorBoard reads: framing, CRCs, file_vers
 
   // Scalars: step, then one Summary.Value per metric with simple_value as float32.
   std::map<std::int64_t, std::map<std::string, float>> scalars;
-  for (std::size_t i = 2; i < records.size(); ++i) {
+  for (std::size_t i = 2; i + 1 < records.size(); ++i) {
     auto event = parse(records[i]);
     const auto step = static_cast<std::int64_t>(field(event, 2)->integer);
     for (const auto& v : parse(field(event, 5)->bytes)) {
@@ -256,7 +257,7 @@ TEST_CASE("MLFlowLogger: the file store's layout and the rules MLflow enforces")
   const std::int64_t before = detail::unix_millis();
   logger.start();
   logger.log_hyperparams({{"lr", 0.01}, {"optimizer", std::string("adam")}});
-  logger.log_metrics(1, {{"epoch", 0}, {"loss", 0.5}, {"bad:name", 2}});
+  logger.log_metrics(1, {{"epoch", 0}, {"loss", 0.5}, {"bad@name", 2}});
   logger.log_metrics(2, {{"epoch", 0}, {"loss", 0.25}});
   const fs::path root = dir.file("mlruns");
   // Running: status 1, no end time yet.
@@ -304,7 +305,7 @@ TEST_CASE("MLFlowLogger: the file store's layout and the rules MLflow enforces")
   std::istringstream(loss[1]) >> ms >> value >> step;
   CHECK(loss[1] == std::to_string(ms) + " 0.25 2");
   CHECK(ms >= before);
-  CHECK(fs::exists(logger.run_dir() / "metrics" / "bad_name"));
+  CHECK(fs::exists(logger.run_dir() / "metrics" / "bad_name"));  // '@' is not in MLflow's set
   CHECK(read_file((logger.run_dir() / "params" / "lr").string()) == "0.01");
   CHECK(read_file((logger.run_dir() / "params" / "optimizer").string()) == "adam");
   CHECK(read_file((logger.run_dir() / "tags" / "mlflow.runName").string()) == "cnn");
@@ -342,6 +343,321 @@ TEST_CASE("an Engine hands its metrics to a logger at epoch ends, at another eng
                                     log_metrics_to(logger, {"val/", 0, &trainer, true}));
   trainer.on(Events::epoch_completed, [&](auto&) { evaluator.run(std::vector<int>{1, 2, 3}, RunOptions().max_epochs(1)); });
   trainer.run(std::vector<int>{1, 2}, RunOptions().max_epochs(2));
+  logger.finalize("success");  // the evaluator's finalize waits for the outer run, which has no logging handler
   CHECK(lines_of(read_file((logger.log_dir() / "metrics.csv").string())) ==
         std::vector<std::string>{"epoch,step,val/acc", "1,2,0.3", "1,4,0.3"});
+}
+
+TEST_CASE("numbers are written as Python writes floats; YAML floats keep a dot so YAML 1.1 reads floats") {
+  const std::vector<std::pair<double, std::string>> python = {
+      {3.0, "3.0"},       {0.1, "0.1"},          {1e-8, "1e-08"},       {1e16, "1e+16"},          {1e15, "1000000000000000.0"},
+      {0.0001, "0.0001"}, {0.00012, "0.00012"},  {1.5e-5, "1.5e-05"},   {-0.0, "-0.0"},           {0.0, "0.0"},
+      {123.456, "123.456"}, {-2.5e300, "-2.5e+300"}, {1.0 / 3, "0.3333333333333333"}, {12345678.9, "12345678.9"}};
+  for (const auto& case_ : python) {
+    const double value = case_.first;
+    const std::string& text = case_.second;
+    CAPTURE(text);
+    CHECK(detail::format_number(value) == text);
+    CHECK(std::strtod(detail::format_number(value).c_str(), nullptr) == value);
+  }
+  CHECK(detail::yaml_number(1e-8) == "1.0e-08");
+  CHECK(detail::yaml_number(1e16) == "1.0e+16");
+  CHECK(detail::yaml_number(3.0) == "3.0");
+  CHECK(detail::yaml_number(std::nan("")) == ".nan");
+  CHECK(detail::yaml_number(-HUGE_VAL) == "-.inf");
+  CHECK(detail::hparams_yaml({{"lr", 1e-8}, {"momentum", 3.0}, {"layers", std::int64_t{3}}, {"act", std::string("on")}}) ==
+        "\"act\": \"on\"\n\"layers\": 3\n\"lr\": 1.0e-08\n\"momentum\": 3.0\n");
+}
+
+TEST_CASE("YAML scalars as MLflow writes them: plain, single-quoted, double-quoted, folded") {
+  const std::string yaml = "artifact_location: file:///x\nname: 'on'\nother: 'it''s'\nquoted: \"a\\\"b\\u00e9\"\n"
+                           "plain: hello world # comment\nlong: 'a name folded\n  over two lines'\nempty:\n";
+  CHECK(detail::yaml_top_level_value(yaml, "name") == "on");
+  CHECK(detail::yaml_top_level_value(yaml, "other") == "it's");
+  CHECK(detail::yaml_top_level_value(yaml, "quoted") == "a\"b\xC3\xA9");
+  CHECK(detail::yaml_top_level_value(yaml, "plain") == "hello world");
+  CHECK(detail::yaml_top_level_value(yaml, "long") == "a name folded over two lines");
+  CHECK(detail::yaml_top_level_value(yaml, "empty") == "");
+  CHECK_FALSE(detail::yaml_top_level_value(yaml, "missing"));
+}
+
+TEST_CASE("MLFlowLogger: names as MLflow stores them: '/' nests, its characters kept, bad paths and collisions refused") {
+  TempDir dir;
+  MLFlowLogger::Options options;
+  options.tracking_dir = dir.file("mlruns");
+  MLFlowLogger logger(options);
+  logger.log_hyperparams({{"optimizer/lr", 3.0}, {"eps", 1e-8}, {"layers", std::int64_t{3}}});
+  logger.log_metrics(1, {{"train/loss", 0.5}, {"val/acc", 0.25}, {"acc@1", 1.0}, {"x:y", 2.0}, {"a b", 3.0},
+                         {"\xC3\xA9psilon", 4.0}, {"\xE6\x8D\x9F\xE5\xA4\xB1", 5.0}, {"loss\xF0\x9F\x94\xA5", 6.0}});
+  logger.finalize("success");
+  const fs::path metrics = logger.run_dir() / "metrics";
+  CHECK(lines_of(read_file((metrics / "train" / "loss").string())).size() == 1);
+  CHECK(has(read_file((metrics / "train" / "loss").string()), " 0.5 1"));
+  CHECK(fs::exists(metrics / "val" / "acc"));
+  CHECK(fs::exists(metrics / "acc_1"));                                  // '@' is not MLflow's
+  CHECK(fs::exists(metrics / "x:y"));                                    // ':' is
+  CHECK(fs::exists(metrics / "a b"));
+  CHECK(fs::exists(metrics / "\xC3\xA9psilon"));                         // letters beyond ASCII are
+  CHECK(fs::exists(metrics / "\xE6\x8D\x9F\xE5\xA4\xB1"));
+  CHECK(fs::exists(metrics / "loss_"));                                  // an emoji is not: one '_' for it
+  CHECK(read_file((logger.run_dir() / "params" / "optimizer" / "lr").string()) == "3.0");  // str(3.0)
+  CHECK(read_file((logger.run_dir() / "params" / "eps").string()) == "1e-08");
+  CHECK(read_file((logger.run_dir() / "params" / "layers").string()) == "3");
+
+  // Names MLflow refuses are errors naming them, at the first log, before anything is written.
+  for (const std::string bad : {"a//b", "loss/", "..", "x/./y", "/abs", "", "..a", "a/../b"}) {
+    CAPTURE(bad);
+    MLFlowLogger other(options);
+    CHECK_THROWS_WITH_AS(other.log_metrics(1, {{bad, 1.0}}), contains("invalid metric name '" + bad + "'"), std::invalid_argument);
+    CHECK(other.run_id().empty());
+  }
+  CHECK_THROWS_WITH_AS(MLFlowLogger(options).log_metrics(1, {{std::string(251, 'a'), 1.0}}), contains("at most 250"),
+                       std::invalid_argument);
+  // Two names that become one file: refused, not merged.
+  MLFlowLogger clash(options);
+  CHECK_THROWS_WITH_AS(clash.log_metrics(1, {{"acc@1", 1.0}, {"acc_1", 2.0}}),
+                       contains("'acc@1' and 'acc_1' would both be written as 'acc_1'"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(MLFlowLogger(options).log_hyperparams({{"a#", 1.0}, {"a$", 2.0}}), contains("param names"),
+                       std::invalid_argument);
+  // MLflow refuses to change a logged param.
+  MLFlowLogger changer(options);
+  changer.log_hyperparams({{"lr", 0.1}});
+  changer.start();
+  CHECK_THROWS_WITH_AS(changer.log_hyperparams({{"lr", 0.2}}), contains("param 'lr' was logged as '0.1'"), std::invalid_argument);
+}
+
+TEST_CASE("MLFlowLogger: a failed write ends the run FAILED, once, and writes no line twice") {
+  TempDir dir;
+  MLFlowLogger::Options options;
+  options.tracking_dir = dir.file("mlruns");
+  options.flush_interval = std::chrono::hours(1);
+  std::string run_dir;
+  {
+    MLFlowLogger logger(options);
+    logger.start();
+    run_dir = logger.run_dir().string();
+    fs::create_directories(logger.run_dir() / "metrics" / "b");  // a folder where metric b's file must go
+    logger.log_metrics(1, {{"a", 1.0}, {"b", 2.0}, {"c", 3.0}});
+    CHECK_THROWS_WITH_AS(logger.flush(), contains("cannot open b"), std::runtime_error);
+    CHECK_THROWS_WITH_AS(logger.finalize("success"), contains("cannot open b"), std::runtime_error);
+    const std::string meta = read_file(run_dir + "/meta.yaml");
+    CHECK(has(meta, "\nstatus: 4\n"));
+    CHECK_FALSE(has(meta, "end_time: null"));
+    logger.finalize("failed");  // once: nothing more happens
+    CHECK(read_file(run_dir + "/meta.yaml") == meta);
+  }  // the destructor leaves an ended run alone
+  CHECK(lines_of(read_file(run_dir + "/metrics/a")).size() == 1);
+  CHECK(lines_of(read_file(run_dir + "/metrics/c")).size() == 1);  // a failing file does not stop the others
+  CHECK(has(read_file(run_dir + "/meta.yaml"), "\nstatus: 4\n"));
+}
+
+TEST_CASE("MLFlowLogger: experiments named as MLflow writes them are found; an evaluator's finalize waits for the outer run") {
+  TempDir dir;
+  const fs::path root = dir.file("mlruns");
+  fs::create_directories(root / "0");
+  fs::create_directories(root / "7");
+  fs::create_directories(root / "9");
+  std::ofstream(root / "0" / "meta.yaml") << "name: Default\nlifecycle_stage: active\n";
+  std::ofstream(root / "7" / "meta.yaml") << "artifact_location: file:///x\nexperiment_id: '7'\nlifecycle_stage: active\nname: 'on'\n";
+  std::ofstream(root / "9" / "meta.yaml") << "experiment_id: '9'\nlifecycle_stage: deleted\nname: '123'\n";
+  MLFlowLogger::Options options;
+  options.tracking_dir = root.string();
+  options.experiment_name = "on";
+  {
+    MLFlowLogger logger(options);
+    logger.start();
+    CHECK(logger.experiment_id() == "7");
+  }
+  options.experiment_name = "123";  // only a deleted one has it: a new experiment
+  MLFlowLogger numbered(options);
+  numbered.start();
+  CHECK(numbered.experiment_id() == "10");
+  CHECK(detail::yaml_top_level_value(read_file((root / "10" / "meta.yaml").string()), "name") == "123");
+
+  // log_metrics_to(..., finalize) on an evaluator: the run stays RUNNING between evaluations, ends with the trainer.
+  options.experiment_name = "engines";
+  MLFlowLogger logger(options);
+  auto status = [&] { return *detail::yaml_top_level_value(read_file((logger.run_dir() / "meta.yaml").string()), "status"); };
+  std::vector<std::string> seen;
+  auto evaluator = make_engine<int>([](EngineCore& core, int x) { core.state.metrics["acc"] = x / 10.0; });
+  auto trainer = make_engine<int>([](EngineCore&, int) {}, log_metrics_to(logger, {"train/", 0, nullptr, true}));
+  auto evaluating = make_engine<int>([](EngineCore& core, int x) { core.state.metrics["acc"] = x / 10.0; },
+                                     log_metrics_to(logger, {"val/", 0, &trainer, true}));
+  trainer.on(Events::epoch_completed, [&](auto&) {
+    evaluating.run(std::vector<int>{1, 2, 3}, RunOptions().max_epochs(1));
+    seen.push_back(status());
+  });
+  trainer.run(std::vector<int>{1, 2}, RunOptions().max_epochs(2));
+  CHECK(seen == std::vector<std::string>{"1", "1"});
+  CHECK(status() == "3");
+  CHECK(lines_of(read_file((logger.run_dir() / "metrics" / "val" / "acc").string())).size() == 2);
+  // A record after finalize reopens the run, as MLflow's start_run(run_id) does.
+  logger.log_metrics(5, {{"late", 1.0}});
+  CHECK(status() == "1");
+  CHECK(has(read_file((logger.run_dir() / "meta.yaml").string()), "end_time: null"));
+  logger.finalize("success");
+  CHECK(status() == "3");
+  (void)evaluator;
+}
+
+TEST_CASE("CSV and JSON lines refuse metric names that would overwrite their own columns") {
+  TempDir dir;
+  CSVLogger::Options options;
+  options.save_dir = dir.path.string();
+  CHECK_THROWS_WITH_AS(CSVLogger(options).log_metrics(1, {{"step", 1.0}}), contains("CSVLogger: a metric named 'step'"),
+                       std::invalid_argument);
+  for (const char* name : {"step", "time"})
+    CHECK_THROWS_WITH_AS(JSONLinesLogger(options).log_metrics(1, {{name, 1.0}}),
+                         contains(std::string("JSONLinesLogger: a metric named '") + name + "'"), std::invalid_argument);
+  JSONLinesLogger logger(options);
+  logger.log_hyperparams({{"lr", 1e-8}, {"momentum", 3.0}});
+  logger.finalize("success");
+  CHECK(read_file((logger.log_dir() / "hparams.json").string()) == "{\"lr\": 1e-08, \"momentum\": 3.0}\n");
+}
+
+namespace {
+template <class Logger>
+Logger versioned_logger(const fs::path& dir) {
+  typename Logger::Options options;
+  options.save_dir = dir.string();
+  options.flush_interval = std::chrono::hours(1);
+  return Logger(options);
+}
+}  // namespace
+
+TEST_CASE("loggers continue a checkpoint's run: same version, the rows before the checkpoint, then the new ones") {
+  TempDir dir;
+  StateDict csv_state, jsonl_state, tb_state, mlflow_state;
+  MLFlowLogger::Options ml;
+  ml.tracking_dir = dir.file("mlruns");
+  {
+    auto csv = versioned_logger<CSVLogger>(dir.path);
+    auto jsonl = versioned_logger<JSONLinesLogger>(dir.file("j"));
+    auto tb = versioned_logger<TensorBoardLogger>(dir.file("t"));
+    MLFlowLogger mlflow(ml);
+    auto log = [&](std::int64_t step, std::map<std::string, double> record) {
+      csv.log_metrics(step, record);
+      jsonl.log_metrics(step, record);
+      tb.log_metrics(step, record);
+      mlflow.log_metrics(step, record);
+    };
+    csv.log_hyperparams({{"lr", 0.1}});
+    tb.log_hyperparams({{"lr", 0.1}});
+    mlflow.log_hyperparams({{"lr", 0.1}});
+    log(1, {{"epoch", 0}, {"loss", 1.0}});
+    log(2, {{"epoch", 0}, {"loss", 0.5}});
+    csv.flush();  // what the Trainer does before a checkpoint
+    jsonl.flush();
+    tb.flush();
+    mlflow.flush();
+    csv_state = csv.state_dict();  // the checkpoint: after step 2
+    jsonl_state = jsonl.state_dict();
+    tb_state = tb.state_dict();
+    mlflow_state = mlflow.state_dict();
+    log(3, {{"epoch", 1}, {"loss", 0.25}, {"new", 9.0}});  // logged after the checkpoint, then the process dies
+    csv.flush();
+    jsonl.flush();
+    tb.flush();
+    mlflow.flush();
+  }
+  CHECK(csv_state.at("rows") == StateValue(std::int64_t{2}));
+  // A new process resumes from the checkpoint: new loggers (whose next free version would be 1) continue version 0.
+  auto csv = versioned_logger<CSVLogger>(dir.path);
+  auto jsonl = versioned_logger<JSONLinesLogger>(dir.file("j"));
+  auto tb = versioned_logger<TensorBoardLogger>(dir.file("t"));
+  MLFlowLogger mlflow(ml);
+  csv.setup(csv, csv, "fit");
+  csv.log_hyperparams({{"lr", 0.1}});
+  tb.log_hyperparams({{"lr", 0.1}});
+  mlflow.log_hyperparams({{"lr", 0.1}});
+  csv.load_state_dict(csv_state);
+  jsonl.load_state_dict(jsonl_state);
+  tb.load_state_dict(tb_state);
+  mlflow.load_state_dict(mlflow_state);
+  for (std::int64_t step : {3, 4}) {
+    const std::map<std::string, double> record{{"epoch", 1}, {"loss", 0.125 * static_cast<double>(5 - step)}, {"acc", 0.5}};
+    csv.log_metrics(step, record);
+    jsonl.log_metrics(step, record);
+    tb.log_metrics(step, record);
+    mlflow.log_metrics(step, record);
+  }
+  csv.finalize("success");
+  jsonl.finalize("success");
+  tb.finalize("success");
+  mlflow.finalize("success");
+
+  CHECK(csv.log_dir() == dir.path / "lightning_logs" / "version_0");
+  CHECK_FALSE(fs::exists(dir.path / "lightning_logs" / "version_1"));
+  // The header was "epoch,step,loss,new" after the lost row; the kept rows get empty cells for the new column.
+  CHECK(lines_of(read_file((csv.log_dir() / "metrics.csv").string())) ==
+        std::vector<std::string>{"epoch,step,loss,new,acc", "0,1,1.0,,", "0,2,0.5,,", "1,3,0.25,,0.5", "1,4,0.125,,0.5"});
+  const auto json = lines_of(read_file((jsonl.log_dir() / "metrics.jsonl").string()));
+  REQUIRE(json.size() == 4);
+  CHECK(json[1].rfind("{\"step\": 2,", 0) == 0);
+  CHECK(json[2].rfind("{\"step\": 3,", 0) == 0);
+  CHECK_FALSE(has(json[2], "\"new\""));
+
+  // TensorBoard: the same event file, the lost step-3 event gone, the hyperparameters not repeated.
+  CHECK(tb.event_file().filename().string() == std::get<std::string>(tb_state.at("event_file")));
+  const auto records = read_records(read_file(tb.event_file().string()));
+  std::vector<std::int64_t> steps;
+  int hparams = 0;
+  for (const auto& record : records) {
+    auto event = parse(record);
+    if (!field(event, 5)) continue;
+    for (const auto& v : parse(field(event, 5)->bytes))
+      if (field(parse(v.bytes), 1)->bytes == "_hparams_/session_start_info") ++hparams;
+    if (const Field* scalar = field(parse(field(parse(field(event, 5)->bytes), 1)->bytes), 2); scalar && scalar->wire == 5)
+      steps.push_back(static_cast<std::int64_t>(field(event, 2)->integer));
+  }
+  CHECK(steps == std::vector<std::int64_t>{1, 2, 3, 4});
+  CHECK(hparams == 1);
+
+  // MLflow: the same run id, each metric cut back to its lines at the checkpoint; a metric born after it is gone.
+  CHECK(mlflow.run_id() == std::get<std::string>(mlflow_state.at("run_id")));
+  const auto loss = lines_of(read_file((mlflow.run_dir() / "metrics" / "loss").string()));
+  REQUIRE(loss.size() == 4);
+  CHECK(has(loss[2], " 0.25 3"));
+  CHECK_FALSE(fs::exists(mlflow.run_dir() / "metrics" / "new"));
+  CHECK(has(read_file((mlflow.run_dir() / "meta.yaml").string()), "\nstatus: 3\n"));
+}
+
+TEST_CASE("TensorBoardLogger: the HParams plugin's session start and end, an escaped Markdown table, once per run") {
+  TempDir dir;
+  auto logger = versioned_logger<TensorBoardLogger>(dir.path);
+  const StateDict params{{"lr", 0.5}, {"name", std::string("a|b\nc*d")}, {"layers", std::int64_t{3}}};
+  logger.log_hyperparams(params);
+  logger.log_metrics(1, {{"loss", 1.0}});
+  logger.log_hyperparams(params);  // a second stage of the same run: not written again
+  logger.finalize("failed");
+  const auto records = read_records(read_file(logger.event_file().string()));
+  std::map<std::string, std::vector<std::vector<Field>>> by_tag;  // tag -> the Summary.Values
+  for (const auto& record : records) {
+    auto event = parse(record);
+    if (!field(event, 5)) continue;
+    for (const auto& v : parse(field(event, 5)->bytes)) by_tag[field(parse(v.bytes), 1)->bytes].push_back(parse(v.bytes));
+  }
+  REQUIRE(by_tag["_hparams_/session_start_info"].size() == 1);
+  REQUIRE(by_tag["hparams"].size() == 1);
+  REQUIRE(by_tag["_hparams_/session_end_info"].size() == 1);
+  // plugin "hparams"; content = HParamsPluginData{session_start_info = 3: {hparams = 1 (map entries), start_time = 5}}
+  auto plugin = parse(field(parse(field(by_tag["_hparams_/session_start_info"][0], 9)->bytes), 1)->bytes);
+  CHECK(field(plugin, 1)->bytes == "hparams");
+  auto start = parse(field(parse(field(plugin, 2)->bytes), 3)->bytes);
+  std::map<std::string, std::string> strings;
+  std::map<std::string, double> numbers;
+  for (const auto& entry : start) {
+    if (entry.number != 1) continue;
+    auto kv = parse(entry.bytes);
+    auto value = parse(field(kv, 2)->bytes);
+    if (const Field* s = field(value, 3)) strings[field(kv, 1)->bytes] = s->bytes;
+    if (const Field* n = field(value, 2)) std::memcpy(&numbers[field(kv, 1)->bytes], &n->integer, 8);
+  }
+  CHECK(strings == std::map<std::string, std::string>{{"name", "a|b\nc*d"}});
+  CHECK(numbers == std::map<std::string, double>{{"layers", 3.0}, {"lr", 0.5}});
+  auto end_plugin = parse(field(parse(field(by_tag["_hparams_/session_end_info"][0], 9)->bytes), 1)->bytes);
+  auto end = parse(field(parse(field(end_plugin, 2)->bytes), 4)->bytes);
+  CHECK(field(end, 1)->integer == 2);  // STATUS_FAILURE
+  const std::string table = field(parse(field(by_tag["hparams"][0], 8)->bytes), 8)->bytes;
+  CHECK(has(table, "| name | a\\|b<br>c\\*d |"));
 }

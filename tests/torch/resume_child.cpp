@@ -12,9 +12,12 @@
 // --resume continues from "last" (DIR/last.ckpt, found on disk) or FILE; --epochs sets max_epochs (default 4). --announce creates FILE after step 3 and slows training down
 // (20 ms a step), so a test can send SIGTERM to a running fit. At the end, everything a resumed run must reproduce
 // goes to FINGERPRINT as text, bit for bit: parameters, Adam's state, EMA, learning rates, counters, EarlyStopping,
-// the loader's position and the values callbacks monitor; and the Trainer saves a checkpoint after fit returns.
+// the loader's position and the values callbacks monitor, and what the four loggers wrote (CSV, JSON lines without
+// times, TensorBoard's scalars, MLflow's metric lines without timestamps): a resumed run continues their runs and
+// keeps exactly the records written before its checkpoint. The Trainer saves a checkpoint after fit returns.
 #include <trainloop.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <csignal>
@@ -22,8 +25,11 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <sstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 using namespace trainloop;
 using Batch = TensorBatch<2>;
@@ -138,6 +144,80 @@ std::string text(const StateDict& state) {
   return out;
 }
 
+// What the loggers wrote, without wall times (which differ between runs).
+std::string file_text(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+std::uint64_t varint(const std::string& s, std::size_t& at) {
+  std::uint64_t v = 0;
+  for (int shift = 0;; shift += 7) {
+    const auto b = static_cast<unsigned char>(s.at(at++));
+    v |= static_cast<std::uint64_t>(b & 0x7F) << shift;
+    if (!(b & 0x80)) return v;
+  }
+}
+// Calls f(field, wire, varint_or_fixed, bytes) for each field of a protobuf message.
+template <class F>
+void fields(const std::string& m, F&& f) {
+  for (std::size_t at = 0; at < m.size();) {
+    const std::uint64_t key = varint(m, at);
+    const int wire = static_cast<int>(key & 7);
+    std::uint64_t number = 0;
+    std::string bytes;
+    if (wire == 0) number = varint(m, at);
+    else if (wire == 1 || wire == 5) std::memcpy(&number, m.data() + at, wire == 1 ? 8 : 4), at += wire == 1 ? 8 : 4;
+    else if (wire == 2) {
+      const auto n = varint(m, at);
+      bytes = m.substr(at, n);
+      at += n;
+    }
+    f(static_cast<int>(key >> 3), wire, number, bytes);
+  }
+}
+template <class T>
+void write_logs(std::ofstream& out, T& trainer) {
+  const std::filesystem::path csv = trainer.template callback<CSVLogger>().log_dir();
+  out << "csv\n" << file_text(csv / "metrics.csv");
+  std::string jsonl = file_text(trainer.template callback<JSONLinesLogger>().log_dir() / "metrics.jsonl");
+  for (std::size_t at; (at = jsonl.find(", \"time\": ")) != std::string::npos;)
+    jsonl.erase(at, std::min(jsonl.find(',', at + 2), jsonl.find('}', at + 2)) - at);
+  out << "jsonl\n" << jsonl;
+  const std::string events = file_text(trainer.template callback<TensorBoardLogger>().event_file());
+  int session_starts = 0;
+  for (std::size_t at = 0; at + 12 <= events.size();) {
+    std::uint64_t length = 0;
+    std::memcpy(&length, events.data() + at, 8);
+    std::uint64_t step = 0;
+    fields(events.substr(at + 12, length), [&](int field, int, std::uint64_t number, const std::string& bytes) {
+      if (field == 2) step = number;
+      if (field != 5) return;
+      fields(bytes, [&](int, int, std::uint64_t, const std::string& value) {
+        std::string tag;
+        std::uint64_t bits = 0;
+        bool scalar = false;
+        fields(value, [&](int f, int, std::uint64_t n, const std::string& b) {
+          if (f == 1) tag = b;
+          if (f == 2) bits = n, scalar = true;
+        });
+        if (scalar) out << "tb " << step << " " << tag << " " << bits << "\n";
+        if (tag == "_hparams_/session_start_info") ++session_starts;
+      });
+    });
+    at += 12 + length + 4;
+  }
+  out << "tb session starts " << session_starts << "\n";
+  const std::filesystem::path run = trainer.template callback<MLFlowLogger>().run_dir();
+  std::vector<std::filesystem::path> metrics;
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(run / "metrics"))
+    if (entry.is_regular_file()) metrics.push_back(entry.path());
+  std::sort(metrics.begin(), metrics.end());
+  for (const auto& path : metrics) {
+    std::istringstream lines(file_text(path));
+    for (std::string line; std::getline(lines, line);) out << "mlflow " << path.filename().string() << line.substr(line.find(' ')) << "\n";
+  }
+}
+
 int main(int argc, char** argv) {
   if (argc < 3) return 2;
   const std::string dir = argv[1], fingerprint = argv[2];
@@ -183,10 +263,15 @@ int main(int argc, char** argv) {
   EMA::Options ema;
   ema.decay = 0.9;
   ema.copy_to_model_at_end = false;  // the trained weights stay in the model, so after_fit.ckpt resumes training
+  VersionedLoggerOptions logs;
+  logs.save_dir = dir + "/logs";
+  MLFlowLogger::Options mlflow;
+  mlflow.tracking_dir = dir + "/mlruns";
   Trainer trainer(TrainerOptions().barebones(true).accelerator("cpu").max_epochs(epochs).val_check_interval(0.5)
-                      .num_sanity_val_steps(1).deterministic(true).seed(0),
+                      .num_sanity_val_steps(1).deterministic(true).seed(0).log_every_n_steps(1),
                   KillBefore{&plan, dir}, EarlyStopping(early), EMA(ema), Announce{announce},
-                  ModelCheckpoint(every_step), KillAfter{&plan}, Preemption(on_signal));
+                  ModelCheckpoint(every_step), KillAfter{&plan}, Preemption(on_signal), CSVLogger(logs),
+                  JSONLinesLogger(logs), TensorBoardLogger(logs), MLFlowLogger(mlflow));
   trainer.fit(net, loader, val_loader, resume_from);
   trainer.save_checkpoint(dir + "/after_fit.ckpt");
 
@@ -206,5 +291,6 @@ int main(int argc, char** argv) {
       << " batches=" << trainer.total_batches() << "\n";
   for (const auto& [name, value] : trainer.callback_metrics()) out << "metric " << name << " " << hex(value) << "\n";
   out << "rng " << hex(torch::randn({4})) << "\n";
+  write_logs(out, trainer);
   return out.good() ? 0 : 1;
 }

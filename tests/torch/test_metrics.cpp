@@ -118,8 +118,9 @@ TEST_CASE("ROC-AUC, exact, with ties counted one half") {
   split.update(torch::tensor({0.1, 0.4}), torch::tensor({0, 0}));
   split.update(torch::tensor({0.35, 0.8}), torch::tensor({1, 1}));
   CHECK(value(split.compute()) == doctest::Approx(0.75));
-  CHECK_THROWS_WITH_AS(auc({0.1, 0.2}, {1, 1}), "trainloop: RocAuc: undefined with only one class among the targets",
-                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS(auc({0.1, 0.2}, {1, 1}),
+                       "trainloop: RocAuc: not computable: only one class among the targets (no negatives)",
+                       NotComputableError);
 }
 
 TEST_CASE("regression metrics, Loss, Average, RunningAverage by hand") {
@@ -163,10 +164,154 @@ TEST_CASE("edge cases: empty updates change nothing; reset; compute before updat
   accuracy.update(one_hot_scores(kPredicted, 3), torch::tensor(kTargets, torch::kLong));
   CHECK(value(accuracy.compute()) == doctest::Approx(4.0 / 6));
   accuracy.reset();
-  CHECK_THROWS_WITH_AS(accuracy.compute(), "trainloop: Accuracy: compute() before any update()", std::invalid_argument);
-  Recall recall(three(Averaging::macro));
-  recall.update(torch::zeros({0, 3}), torch::zeros({0}, torch::kLong));
-  CHECK(value(recall.compute()) == 0.0);  // nothing seen: every class's ratio is 0/0, reported as 0
+  CHECK_THROWS_WITH_AS(accuracy.compute(),
+                       "trainloop: Accuracy: not computable: it has seen no examples (compute() before any update(), "
+                       "or only empty batches)",
+                       NotComputableError);
+}
+
+TEST_CASE("every metric: an empty batch changes nothing, and with no data compute() says so, naming the metric") {
+  const auto empty = torch::zeros({0});
+  const auto empty_labels = torch::zeros({0}, torch::kLong);
+  const auto scores = one_hot_scores(kPredicted, 3);
+  const auto labels = torch::tensor(kTargets, torch::kLong);
+  auto loss_fn = [](const torch::Tensor& p, const torch::Tensor& t) { return torch::mse_loss(p, t); };
+  // Each metric: fed an empty batch only (not computable), then real data around an empty batch (the same value as
+  // without it).
+  auto check = [&](auto make, const char* name, auto&& feed, auto&& feed_empty) {
+    CAPTURE(name);
+    auto metric = make();
+    feed_empty(metric);
+    CHECK_THROWS_WITH_AS(metric.compute(), doctest::Contains((std::string("trainloop: ") + name + ": not computable").c_str()),
+                         NotComputableError);
+    auto plain = make();
+    feed(plain);
+    feed_empty(metric);
+    feed(metric);
+    feed_empty(metric);
+    CHECK(values(metric.compute()) == values(plain.compute()));
+  };
+  auto classes = [&](auto& m) { m.update(scores, labels); };
+  auto no_classes = [&](auto& m) { m.update(torch::zeros({0, 3}), empty_labels); };
+  check([] { return Accuracy(three(Averaging::macro)); }, "Accuracy", classes, no_classes);
+  check([] { return Precision(three(Averaging::macro)); }, "Precision", classes, no_classes);
+  check([] { return Recall(three(Averaging::none)); }, "Recall", classes, no_classes);
+  check([] { return F1(three(Averaging::weighted)); }, "FBeta", classes, no_classes);
+  check([] { return ConfusionMatrix(3); }, "ConfusionMatrix", classes, no_classes);
+  auto binary = [&](auto& m) { m.update(torch::tensor({0.2, 0.9, 0.6}), torch::tensor({0, 1, 0})); };
+  auto no_binary = [&](auto& m) { m.update(empty, empty_labels); };
+  check([] { return Accuracy(ClassificationOptions().task(Task::binary)); }, "Accuracy", binary, no_binary);
+  check([] { return RocAuc(); }, "RocAuc", binary, no_binary);
+  auto regress = [&](auto& m) { m.update(torch::tensor({1.0, 2.0, 4.0}), torch::tensor({1.5, 2.0, 3.0})); };
+  auto no_regress = [&](auto& m) { m.update(empty, empty); };
+  check([] { return MeanSquaredError(); }, "MeanSquaredError", regress, no_regress);
+  check([] { return MeanAbsoluteError(); }, "MeanAbsoluteError", regress, no_regress);
+  check([] { return RootMeanSquaredError(); }, "RootMeanSquaredError", regress, no_regress);
+  check([] { return R2Score(); }, "R2Score", regress, no_regress);
+  check([&] { return Loss(loss_fn); }, "Loss", regress, no_regress);  // the mean of an empty batch is NaN: kept out
+  check([] { return Average(); }, "Average", [](auto& m) { m.update(torch::tensor({1.0, 5.0})); },
+        [&](auto& m) { m.update(empty); });
+  check([] { return RunningAverage(0.5); }, "RunningAverage", [](auto& m) { m.update(torch::tensor({1.0, 5.0})); },
+        [&](auto& m) { m.update(empty); });
+}
+
+TEST_CASE("R2Score: stable in float64 far from zero and for nearly constant targets; constant targets as scikit-learn") {
+  // Targets around 1e6 with small spread: the textbook sum-of-squares form loses the digits; Chan's merge does not.
+  auto r2_of = [](const std::vector<double>& p, const std::vector<double>& t, int batches) {
+    R2Score r2;
+    const auto n = static_cast<std::int64_t>(t.size());
+    for (int b = 0; b < batches; ++b) {
+      const std::int64_t lo = n * b / batches, hi = n * (b + 1) / batches;
+      r2.update(torch::tensor(p, torch::kFloat64).slice(0, lo, hi), torch::tensor(t, torch::kFloat64).slice(0, lo, hi));
+    }
+    return value(r2.compute());
+  };
+  std::vector<double> t, p;
+  for (int i = 0; i < 1000; ++i) {
+    t.push_back(1e6 + 0.001 * (i % 10));
+    p.push_back(1e6 + 0.001 * (i % 10) + ((i % 3) - 1) * 0.0005);
+  }
+  // Exact: SST = 1000 * var(0..9) * 1e-6 = 1000 * 8.25e-6; SSE = (667 values of 2.5e-7)
+  double sse = 0, mean = 0, sst = 0;
+  for (double v : t) mean += v / 1000;
+  for (std::size_t i = 0; i < t.size(); ++i) sse += (p[i] - t[i]) * (p[i] - t[i]), sst += (t[i] - mean) * (t[i] - mean);
+  for (int batches : {1, 7, 1000}) {
+    CAPTURE(batches);
+    CHECK(r2_of(p, t, batches) == doctest::Approx(1 - sse / sst).epsilon(1e-6));
+  }
+  // Constant targets: 1.0 for a perfect prediction, 0.0 otherwise (never -1.7e16 or above 1).
+  for (double c : {0.1, 0.3, 1e6}) {
+    CAPTURE(c);
+    const std::vector<double> constant(9, c);
+    CHECK(r2_of(constant, constant, 3) == 1.0);
+    CHECK(r2_of(std::vector<double>(9, c + 0.5), constant, 3) == 0.0);
+    CHECK(r2_of({c, c, c, c, c, c, c, c, c + 1e-3}, constant, 3) == 0.0);
+  }
+  // Never above 1 for an imperfect prediction, however the data is split.
+  CHECK(r2_of({0.31, 0.29, 0.3, 0.3}, {0.3, 0.3, 0.3, 0.30000000000000004}, 2) <= 1.0);
+}
+
+TEST_CASE("binary and multilabel: logits(true), the threshold on probabilities, p == threshold is positive") {
+  Accuracy probabilities(ClassificationOptions().task(Task::binary));
+  probabilities.update(torch::tensor({0.5, 0.49}), torch::tensor({1, 0}));  // 0.5 >= 0.5: positive
+  CHECK(value(probabilities.compute()) == 1.0);
+  // Raw outputs are refused without logits(true), rather than thresholded at 0.5.
+  Accuracy raw(ClassificationOptions().task(Task::binary));
+  CHECK_THROWS_WITH_AS(raw.update(torch::tensor({-2.0, 3.0}), torch::tensor({0, 1})),
+                       "trainloop: Accuracy: predictions must be probabilities in [0, 1], found -2.0; for raw model "
+                       "outputs pass ClassificationOptions().logits(true)",
+                       std::invalid_argument);
+  Accuracy logits(ClassificationOptions().task(Task::binary).logits(true));
+  logits.update(torch::tensor({-2.0, 3.0, 0.0, 0.2}), torch::tensor({0, 1, 1, 0}));  // sigmoid: .12 .95 .5 .55
+  CHECK(value(logits.compute()) == 0.75);
+  Precision strict(ClassificationOptions().task(Task::multilabel).num_classes(2).logits(true).threshold(0.9));
+  strict.update(torch::tensor({{3.0, 1.0}, {2.0, -1.0}}), torch::tensor({{1, 1}, {1, 0}}));  // .95 .73 / .88 .27
+  CHECK(values(strict.compute()) == std::vector<double>{0.5});                                // class 0: 1/1; class 1: 0
+}
+
+TEST_CASE("bad values are clear errors on the CPU: targets not 0/1, NaN scores, labels out of range") {
+  Accuracy binary(ClassificationOptions().task(Task::binary));
+  CHECK_THROWS_WITH_AS(binary.update(torch::tensor({0.2, 0.9}), torch::tensor({0, 2})),
+                       "trainloop: Accuracy: targets must be 0 or 1, found 2", std::invalid_argument);
+  CHECK_THROWS_WITH_AS(binary.update(torch::tensor({0.2, std::nan("")}), torch::tensor({0, 1})),
+                       "trainloop: Accuracy: scores must not be NaN", std::invalid_argument);
+  FBeta f1 = F1(ClassificationOptions().task(Task::multilabel).num_classes(2));
+  CHECK_THROWS_WITH_AS(f1.update(torch::tensor({{1, 0}, {0, 3}}), torch::tensor({{1, 0}, {0, 1}})),
+                       "trainloop: FBeta: predicted labels must be 0 or 1, found 3", std::invalid_argument);
+  RocAuc auc;
+  CHECK_THROWS_WITH_AS(auc.update(torch::tensor({0.2, std::nan("")}), torch::tensor({0, 1})), "trainloop: RocAuc: scores must not be NaN",
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS(auc.update(torch::tensor({0.2, 0.3}), torch::tensor({0, -1})),
+                       "trainloop: RocAuc: targets must be 0 or 1, found -1", std::invalid_argument);
+  ConfusionMatrix matrix(3);
+  CHECK_THROWS_WITH_AS(matrix.update(torch::tensor({0, 3}), torch::tensor({0, 1})),
+                       "trainloop: ConfusionMatrix: predicted labels must be in [0, 3), found 3", std::invalid_argument);
+  CHECK_THROWS_WITH_AS(matrix.update(torch::tensor({{0.2, std::nan(""), 0.1}}), torch::tensor({1})),
+                       "trainloop: ConfusionMatrix: scores must not be NaN", std::invalid_argument);
+  // Nothing was counted by the refused updates.
+  auc.update(torch::tensor({0.2, 0.3}), torch::tensor({0, 1}));
+  CHECK(value(auc.compute()) == 1.0);
+}
+
+TEST_CASE("per-class metrics attached to an Engine publish name/0, name/1, ... (name/i/j for a matrix)") {
+  using Batch = std::pair<torch::Tensor, torch::Tensor>;
+  std::vector<Batch> data{{one_hot_scores(kPredicted, 3), torch::tensor(kTargets, torch::kLong)}};
+  Recall recall(three(Averaging::none));
+  ConfusionMatrix matrix(3), for_iou(3);  // iou() updates its matrix itself
+  auto per_class_iou = iou(for_iou);
+  auto evaluator = make_engine([](Batch& b) { return b; }, attach("recall", recall), attach("cm", matrix),
+                               attach("iou", per_class_iou));
+  evaluator.run(data);
+  const auto& m = evaluator.state.metrics;
+  CHECK(m.at("recall/0") == 1.0);
+  CHECK(m.at("recall/1") == 0.0);
+  CHECK(m.at("recall/2") == 1.0);
+  CHECK(m.at("cm/1/0") == 1.0);  // row: true class, column: predicted
+  CHECK(m.at("cm/1/2") == 1.0);
+  CHECK(m.at("cm/2/2") == 2.0);
+  CHECK(m.at("iou/0") == doctest::Approx(2.0 / 3));  // tp 2 / (tp 2 + fp 1 + fn 0)
+  CHECK(m.count("recall") == 0);
+  CHECK(m.size() == 3 + 9 + 3);
 }
 
 TEST_CASE("input validation names the metric and the problem") {
@@ -195,7 +340,7 @@ TEST_CASE("composition: 2 * p * r / (p + r) is a metric; each operand is updated
   CHECK(value(p.compute()) == doctest::Approx(4.0 / 6));  // updated once, not twice
   CHECK(value(f1.compute()) == doctest::Approx(4.0 / 6));
   f1.reset();
-  CHECK_THROWS_AS(p.compute(), std::invalid_argument);  // reset reached the operands
+  CHECK_THROWS_AS(p.compute(), NotComputableError);  // reset reached the operands
   auto difference = metric_lambda([](const torch::Tensor& a, const torch::Tensor& b) { return a - b; }, p, r);
   difference.update(one_hot_scores(kPredicted, 3), torch::tensor(kTargets, torch::kLong));
   CHECK(value(difference.compute()) == doctest::Approx(0.0));

@@ -3,7 +3,9 @@
 #include <trainloop.hpp>
 
 #include <cmath>
+#include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <string>
@@ -127,8 +129,44 @@ TEST_CASE("logging: step and epoch values, names, reductions, prog_bar, log_ever
   CHECK(value("w") == 2.0);  // (1*3 + 5*1) / 4
   CHECK_THROWS_WITH_AS(store.log(Stage::train, "v", torch::ones({2}), LogOptions()),
                        "trainloop: log(\"v\"): the value must hold one number, got shape [2]", std::invalid_argument);
+  for (const char* reserved : {"epoch", "step"})
+    CHECK_THROWS_WITH_AS(store.log(Stage::train, reserved, torch::tensor(1.0), LogOptions()),
+                         doctest::Contains((std::string("'") + reserved + "' is a column every logger record already has").c_str()),
+                         std::invalid_argument);
+  store.log(Stage::train, "epoch", torch::tensor(1.0), LogOptions().logger(false));  // not for the loggers: allowed
   Regression idle;
   CHECK_THROWS_WITH_AS(idle.log("x", 1.0), doctest::Contains("log() needs a running Trainer"), std::logic_error);
+}
+
+TEST_CASE("the Trainer's loggers take real names: train/loss nests in MLflow, params keep their float form") {
+  struct Named : Regression {
+    torch::Tensor training_step(Batch& b, std::int64_t) {
+      torch::Tensor loss = torch::mse_loss(forward(b.first), b.second);
+      log("train/loss", loss);
+      log("acc@1", loss);
+      return loss;
+    }
+    void validation_step(Batch& b, std::int64_t) { log("val/loss", torch::mse_loss(forward(b.first), b.second)); }
+  };
+  TempDir dir;
+  MLFlowLogger::Options ml;
+  ml.tracking_dir = dir.file("mlruns");
+  VersionedLoggerOptions versioned;
+  versioned.save_dir = dir.path.string();
+  Named net;
+  net.save_hyperparameters({{"lr", 3.0}, {"eps", 1e-8}});
+  Trainer trainer(quiet().max_epochs(1).log_every_n_steps(1).num_sanity_val_steps(0), MLFlowLogger(ml), CSVLogger(versioned));
+  trainer.fit(net, linear_data(3), linear_data(1, 8, 1));
+  const auto run = trainer.callback<MLFlowLogger>().run_dir();
+  const std::string train_loss = read_file((run / "metrics" / "train" / "loss").string());
+  CHECK(std::count(train_loss.begin(), train_loss.end(), '\n') == 3);
+  CHECK(std::filesystem::exists(run / "metrics" / "val" / "loss"));
+  CHECK(std::filesystem::exists(run / "metrics" / "acc_1"));
+  CHECK(read_file((run / "params" / "lr").string()) == "3.0");
+  CHECK(read_file((run / "params" / "eps").string()) == "1e-08");
+  CHECK(read_file((run / "meta.yaml").string()).find("\nstatus: 3\n") != std::string::npos);
+  const std::string yaml = read_file((trainer.callback<CSVLogger>().log_dir() / "hparams.yaml").string());
+  CHECK(yaml == "\"eps\": 1.0e-08\n\"lr\": 3.0\n");
 }
 
 TEST_CASE("counters: global_step counts optimizer steps, batches are counted separately; accumulation") {

@@ -73,13 +73,44 @@ inline std::int64_t next_version(const std::filesystem::path& root) {
   return next;
 }
 
-/// The shortest text that reads back as the same double ("0.1", "3", "1e-08"); "nan", "inf", "-inf" otherwise.
+/// A double as Python's repr() writes it (what Lightning's CSV, MLflow's metric files and json.dumps produce): the
+/// shortest text that reads back as the same double, with a ".0" on whole numbers ("3.0", "0.1", "1e-08", "1e+16",
+/// fixed notation for exponents -4..15); "nan", "inf", "-inf" otherwise.
 inline std::string format_number(double value) {
   if (std::isnan(value)) return "nan";
   if (std::isinf(value)) return value > 0 ? "inf" : "-inf";
-  char text[32];
-  auto [end, ec] = std::to_chars(text, text + sizeof text, value);
-  return ec == std::errc() ? std::string(text, end) : std::to_string(value);
+  char text[40];
+  const auto written = std::to_chars(text, text + sizeof text, value, std::chars_format::scientific);
+  std::string scientific(text, written.ptr);  // "-d.ddde+XX", shortest round trip
+  const bool negative = scientific[0] == '-';
+  const std::size_t e = scientific.find('e');
+  const int exponent = std::atoi(scientific.c_str() + e + 1);
+  std::string digits;
+  for (std::size_t i = negative ? 1 : 0; i < e; ++i)
+    if (scientific[i] != '.') digits += scientific[i];
+  const int n = static_cast<int>(digits.size());
+  std::string out = negative ? "-" : "";
+  if (exponent >= -4 && exponent < 16) {
+    if (exponent < 0) out += "0." + std::string(static_cast<std::size_t>(-exponent - 1), '0') + digits;
+    else if (n <= exponent + 1) out += digits + std::string(static_cast<std::size_t>(exponent + 1 - n), '0') + ".0";
+    else out += digits.substr(0, static_cast<std::size_t>(exponent + 1)) + "." + digits.substr(static_cast<std::size_t>(exponent + 1));
+  } else {
+    out += digits.substr(0, 1) + (n > 1 ? "." + digits.substr(1) : std::string());
+    char suffix[16];
+    std::snprintf(suffix, sizeof suffix, "e%c%02d", exponent < 0 ? '-' : '+', exponent < 0 ? -exponent : exponent);
+    out += suffix;
+  }
+  return out;
+}
+/// A double as a YAML float that YAML 1.1 readers (PyYAML's safe_load) and 1.2 readers both read as a float: YAML 1.1
+/// needs a dot ("1.0e-08", not "1e-08"), and spells the non-finite values .nan, .inf, -.inf.
+inline std::string yaml_number(double value) {
+  if (std::isnan(value)) return ".nan";
+  if (std::isinf(value)) return value > 0 ? ".inf" : "-.inf";
+  std::string text = format_number(value);
+  const std::size_t e = text.find('e');
+  if (e != std::string::npos && text.find('.') == std::string::npos) text.insert(e, ".0");
+  return text;
 }
 inline std::string format_value(const StateValue& value) {
   if (const auto* i = std::get_if<std::int64_t>(&value)) return std::to_string(*i);
@@ -109,14 +140,43 @@ inline void append_to_file(const std::filesystem::path& path, const std::string&
     throw log_dir_error(who, path.parent_path(), "writing " + path.filename().string() + " failed: " + std::strerror(errno));
 }
 
-/// A YAML scalar: numbers as numbers, strings double-quoted when YAML could read them as something else.
-inline std::string yaml_scalar(const std::string& text, bool is_string) {
-  if (!is_string) {
-    if (text == "nan") return ".nan";
-    if (text == "inf") return ".inf";
-    if (text == "-inf") return "-.inf";
-    return text;
+/// The whole content of a file; empty when it does not exist.
+inline std::string read_file_text(const std::filesystem::path& path) {
+  std::string text;
+  std::FILE* file = std::fopen(path.c_str(), "rb");
+  if (!file) return text;
+  char buffer[65536];
+  for (std::size_t n; (n = std::fread(buffer, 1, sizeof buffer, file)) > 0;) text.append(buffer, n);
+  std::fclose(file);
+  return text;
+}
+/// The length of the first `records` complete records of `text` (records end at '\n'; with `csv_quotes`, not inside
+/// a double-quoted CSV field), and in `found` how many that is: a torn last record never counts.
+inline std::size_t records_prefix(const std::string& text, std::int64_t records, bool csv_quotes, std::int64_t& found) {
+  found = 0;
+  std::size_t end = 0;
+  bool quoted = false;
+  for (std::size_t i = 0; i < text.size() && found < records; ++i) {
+    if (csv_quotes && text[i] == '"') quoted = !quoted;
+    else if (text[i] == '\n' && !quoted) ++found, end = i + 1;
   }
+  return end;
+}
+/// Cuts a file to its first `size` bytes (a logger continuing a run from a checkpoint drops what came after it).
+inline void truncate_file(const std::filesystem::path& path, std::size_t size, const std::string& who) {
+  if (::truncate(path.c_str(), static_cast<off_t>(size)) != 0)
+    throw log_dir_error(who, path.parent_path(), "cannot cut " + path.filename().string() + " back to the checkpoint: " + std::strerror(errno));
+}
+/// An integer entry of a logger's checkpoint state; the error names the key.
+inline std::int64_t state_int(const StateDict& state, const std::string& key, const std::string& who) {
+  auto it = state.find(key);
+  if (it == state.end() || !std::holds_alternative<std::int64_t>(it->second))
+    throw std::runtime_error("trainloop: " + who + ": checkpoint state key '" + key + "' is missing or not an integer");
+  return std::get<std::int64_t>(it->second);
+}
+
+/// A string as a double-quoted YAML scalar (always quoted: "on", "3" and "null" stay strings).
+inline std::string yaml_string(const std::string& text) {
   std::string quoted = "\"";
   for (char c : text) {
     if (c == '"' || c == '\\') quoted += '\\';
@@ -128,13 +188,80 @@ inline std::string yaml_scalar(const std::string& text, bool is_string) {
   }
   return quoted + "\"";
 }
+/// A value as YAML: ints as ints, doubles as floats (see yaml_number), strings double-quoted.
+inline std::string yaml_value(const StateValue& value) {
+  if (const auto* i = std::get_if<std::int64_t>(&value)) return std::to_string(*i);
+  if (const auto* d = std::get_if<double>(&value)) return yaml_number(*d);
+  return yaml_string(std::get<std::string>(value));
+}
 /// Hyperparameters as a YAML mapping (Lightning's hparams.yaml); "{}" when there are none.
 inline std::string hparams_yaml(const StateDict& params) {
   if (params.empty()) return "{}\n";
   std::string out;
-  for (const auto& [key, value] : params)
-    out += yaml_scalar(key, true) + ": " + yaml_scalar(format_value(value), std::holds_alternative<std::string>(value)) + "\n";
+  for (const auto& [key, value] : params) out += yaml_string(key) + ": " + yaml_value(value) + "\n";
   return out;
+}
+/// The value of the top-level key `key` in a YAML mapping written by PyYAML (plain, 'single' or "double" quoted,
+/// folded over indented continuation lines); nullopt when the key is absent.
+inline std::optional<std::string> yaml_top_level_value(const std::string& yaml, const std::string& key) {
+  std::size_t at = 0;
+  while (at < yaml.size()) {
+    std::size_t end = yaml.find('\n', at);
+    if (end == std::string::npos) end = yaml.size();
+    if (yaml.compare(at, key.size() + 1, key + ":") == 0) {
+      // The scalar's text: this line's rest and the indented lines after it, folded with single spaces.
+      std::string text = yaml.substr(at + key.size() + 1, end - at - key.size() - 1);
+      while (end < yaml.size() && end + 1 < yaml.size() && yaml[end + 1] == ' ') {
+        std::size_t next = yaml.find('\n', end + 1);
+        if (next == std::string::npos) next = yaml.size();
+        const std::size_t first = yaml.find_first_not_of(' ', end + 1);
+        text += " " + yaml.substr(first, next - first);
+        end = next;
+      }
+      const std::size_t begin = text.find_first_not_of(' ');
+      if (begin == std::string::npos) return std::string();
+      text = text.substr(begin);
+      std::string value;
+      if (text[0] == '\'') {  // single-quoted: '' is a quote
+        for (std::size_t i = 1; i < text.size(); ++i) {
+          if (text[i] != '\'') value += text[i];
+          else if (i + 1 < text.size() && text[i + 1] == '\'') value += text[++i];
+          else break;
+        }
+        return value;
+      }
+      if (text[0] == '"') {  // double-quoted: backslash escapes
+        for (std::size_t i = 1; i < text.size() && text[i] != '"'; ++i) {
+          if (text[i] != '\\' || i + 1 >= text.size()) {
+            value += text[i];
+            continue;
+          }
+          const char c = text[++i];
+          if (c == 'n') value += '\n';
+          else if (c == 't') value += '\t';
+          else if (c == 'x' || c == 'u' || c == 'U') {  // a code point, written back as UTF-8
+            const std::size_t width = c == 'x' ? 2 : c == 'u' ? 4 : 8;
+            const unsigned long cp = std::strtoul(text.substr(i + 1, width).c_str(), nullptr, 16);
+            i += width;
+            if (cp < 0x80) value += static_cast<char>(cp);
+            else if (cp < 0x800) value += {static_cast<char>(0xC0 | (cp >> 6)), static_cast<char>(0x80 | (cp & 0x3F))};
+            else if (cp < 0x10000)
+              value += {static_cast<char>(0xE0 | (cp >> 12)), static_cast<char>(0x80 | ((cp >> 6) & 0x3F)),
+                        static_cast<char>(0x80 | (cp & 0x3F))};
+            else
+              value += {static_cast<char>(0xF0 | (cp >> 18)), static_cast<char>(0x80 | ((cp >> 12) & 0x3F)),
+                        static_cast<char>(0x80 | ((cp >> 6) & 0x3F)), static_cast<char>(0x80 | (cp & 0x3F))};
+          } else value += c;
+        }
+        return value;
+      }
+      const std::size_t comment = text.find(" #");  // plain: up to a comment, trailing spaces dropped
+      value = text.substr(0, comment);
+      return value.substr(0, value.find_last_not_of(' ') + 1);
+    }
+    at = end + 1;
+  }
+  return std::nullopt;
 }
 
 inline double unix_seconds() {
@@ -167,29 +294,47 @@ class OwnershipFlag {
   }
   explicit operator bool() const noexcept { return value_; }
   void set() noexcept { value_ = true; }
+  void reset() noexcept { value_ = false; }
 
  private:
   bool value_ = false;
 };
 
-/// The run folder of a logger that writes in <save_dir>/<name>/version_<n>: created on rank 0 at the first open()
-/// (the version, unless given, is the next free one then), with the clock that bounds how long records wait.
+/// The run folder of a logger that writes in <save_dir>/<name>/version_<n>. setup() only proves <save_dir>/<name>
+/// writable (a bad folder fails before training); the version folder is created at the first write (the version,
+/// unless given, is the next free one then), so a fit resumed from a checkpoint can still continue the checkpoint's
+/// run. Also the clock that bounds how long records wait.
 class VersionedRun {
  public:
   VersionedRun(const VersionedLoggerOptions& options, const char* who)
       : options_(options), who_(who), flush_clock_(options.flush_interval) {}
 
+  /// Creates <save_dir>/<name> and proves it writable (rank 0 only).
+  void check() const {
+    if (!open_ && process_rank() == 0) make_writable_dir(root(), who_);
+  }
   /// Creates the folder the first time; true when this logger writes (it is open, on rank 0).
   bool open() {
     if (open_) return true;
     if (process_rank() != 0) return false;
-    dir_ = root() / ("version_" + std::to_string(version()));
+    dir_ = planned_dir();
     make_writable_dir(dir_, who_);
     open_.set();
+    open_version_ = *options_.version;
     return true;
   }
+  /// Later writes go to version `version` (a run continued from a checkpoint), opened at the next write.
+  void continue_version(std::int64_t version) {
+    options_.version = version;
+    open_.reset();
+    dir_.clear();
+  }
   bool is_open() const noexcept { return static_cast<bool>(open_); }
+  /// The run folder: where it is, or will be once something is written.
+  std::filesystem::path planned_dir() { return open_ ? dir_ : root() / ("version_" + std::to_string(version())); }
   const std::filesystem::path& dir() const noexcept { return dir_; }
+  /// The version of the open run folder.
+  std::int64_t open_version() const noexcept { return open_version_; }
   std::int64_t version() {
     if (!options_.version) options_.version = next_version(root());
     return *options_.version;
@@ -206,6 +351,7 @@ class VersionedRun {
   FlushClock flush_clock_;
   OwnershipFlag open_;  // false in a moved-from logger, so its destructor writes nothing
   std::filesystem::path dir_;
+  std::int64_t open_version_ = 0;
 };
 }  // namespace detail
 

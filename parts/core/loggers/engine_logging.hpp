@@ -11,8 +11,10 @@ TRAINLOOP_DETAIL_BEGIN
 /// `make_engine(step, log_metrics_to(logger, {"val/", 0, &trainer_engine}))`: at each epoch end (and every
 /// `every_n_iterations` iterations when set) the engine's metrics go to the logger as "<prefix><name>", with the
 /// epoch, at the step of `step_from` (another engine, e.g. the trainer when this is the evaluator) or of this engine's
-/// iteration count. With `finalize`, the logger is finalized when the engine completes or fails. The logger is held
-/// by reference: it must outlive the engine, and several engines may share it.
+/// iteration count. With `finalize`, the logger is finalized when the engine fails, and when it completes unless
+/// `step_from` is still running (an evaluator inside training: the run ends once, with the outer run — put `finalize`
+/// on the outer engine's log_metrics_to too, or let the logger's destructor end it). The logger is held by
+/// reference: it must outlive the engine, and several engines may share it.
 template <class Logger>
 class EngineLogging {
  public:
@@ -38,7 +40,7 @@ class EngineLogging {
   }
   template <class E>
   void on_completed(E&) {
-    if (options_.finalize) logger_->finalize("success");
+    if (options_.finalize && !(options_.step_from && options_.step_from->running())) logger_->finalize("success");
   }
   template <class E>
   void on_exception_raised(E&, std::exception_ptr) {

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <string>
 
 TRAINLOOP_DETAIL_BEGIN
@@ -28,13 +29,17 @@ inline std::string json_string(const std::string& text) {
   }
   return out + "\"";
 }
-// JSON has no NaN or infinity: they are written as null.
+// Numbers as Python's json.dumps writes floats ("3.0", "1e-08"); JSON has no NaN or infinity: they are written as
+// null.
 inline std::string json_number(double value) { return std::isfinite(value) ? format_number(value) : "null"; }
 }  // namespace detail
 
 /// Each record is a line {"step": 12, "epoch": 0, "time": 1732450000.123, "loss_step": 0.41, ...} ("time": Unix
-/// seconds). NaN and infinities are written as null (JSON has neither). Buffered, flushed at most `flush_interval`
-/// after a record and at finalize. Rank 0 only.
+/// seconds; "epoch" from the record's "epoch" entry, which the Trainer and log_metrics_to add). Metrics named "step"
+/// or "time" are refused (they would repeat a key). Numbers are written as Python's json.dumps writes floats; NaN and
+/// infinities as null (JSON has neither). Buffered, flushed at most `flush_interval` after a record and at finalize.
+/// A metrics.jsonl already in the folder is continued; a fit resumed from a checkpoint continues its version and
+/// keeps exactly the lines written before the checkpoint. Rank 0 only.
 class JSONLinesLogger {
  public:
   using Options = VersionedLoggerOptions;
@@ -49,26 +54,25 @@ class JSONLinesLogger {
     }
   }
 
-  void start() { run_.open(); }
-  const std::filesystem::path& log_dir() const noexcept { return run_.dir(); }
+  void start() { open(); }
+  /// The run folder (chosen, not yet created, until the first write).
+  std::filesystem::path log_dir() { return run_.planned_dir(); }
 
   template <class T, class M>
   void setup(T&, M&, const std::string&) {
-    start();
+    run_.check();
   }
+  /// hparams.json, written now or when the run folder opens.
   void log_hyperparams(const StateDict& params) {
-    if (!run_.open()) return;
-    std::string json = "{";
-    for (const auto& [key, value] : params) {
-      json += (json.size() > 1 ? ", " : "") + detail::json_string(key) + ": ";
-      if (const auto* s = std::get_if<std::string>(&value)) json += detail::json_string(*s);
-      else if (const auto* d = std::get_if<double>(&value)) json += detail::json_number(*d);
-      else json += std::to_string(std::get<std::int64_t>(value));
-    }
-    detail::write_file_atomically(run_.dir() / "hparams.json", json + "}\n", run_.who());
+    hparams_ = params;
+    if (run_.is_open()) write_hparams();
   }
   void log_metrics(std::int64_t step, const std::map<std::string, double>& metrics) {
-    if (!run_.open()) return;
+    for (const char* reserved : {"step", "time"})
+      if (metrics.count(reserved))
+        throw std::invalid_argument(std::string("trainloop: JSONLinesLogger: a metric named '") + reserved +
+                                    "' would repeat the record's own key; rename it");
+    if (!open()) return;
     std::string line = "{\"step\": " + std::to_string(step);
     auto epoch = metrics.find("epoch");
     if (epoch != metrics.end()) line += ", \"epoch\": " + std::to_string(static_cast<std::int64_t>(epoch->second));
@@ -76,9 +80,13 @@ class JSONLinesLogger {
     for (const auto& [name, value] : metrics)
       if (name != "epoch") line += ", " + detail::json_string(name) + ": " + detail::json_number(value);
     pending_ += line + "}\n";
+    ++lines_;
     if (run_.flush_due()) flush();
   }
-  void finalize(const std::string&) { flush(); }
+  void finalize(const std::string&) {
+    if (hparams_ && !run_.is_open()) open();
+    flush();
+  }
   void flush() {
     run_.flushed();
     if (!run_.is_open() || pending_.empty()) return;
@@ -86,9 +94,48 @@ class JSONLinesLogger {
     pending_.clear();
   }
 
+  /// For the Trainer's checkpoints (which flush the loggers first): the run's version and how many lines it holds.
+  StateDict state_dict() const {
+    if (!run_.is_open()) return {};
+    return {{"version", run_.open_version()}, {"lines", lines_}};
+  }
+  /// Continues the checkpoint's run: its version folder, keeping the lines written before the checkpoint.
+  void load_state_dict(const StateDict& state) {
+    const std::int64_t version = detail::state_int(state, "version", run_.who());
+    const std::int64_t lines = detail::state_int(state, "lines", run_.who());
+    flush();
+    run_.continue_version(version);
+    keep_lines_ = lines;
+  }
+
  private:
+  bool open() {
+    if (run_.is_open()) return true;
+    if (!run_.open()) return false;
+    const std::filesystem::path path = run_.dir() / "metrics.jsonl";
+    const std::string existing = detail::read_file_text(path);
+    const std::size_t keep = detail::records_prefix(existing, keep_lines_.value_or(INT64_MAX), false, lines_);
+    if (keep != existing.size()) detail::truncate_file(path, keep, run_.who());
+    keep_lines_.reset();
+    if (hparams_) write_hparams();
+    return true;
+  }
+  void write_hparams() {
+    std::string json = "{";
+    for (const auto& [key, value] : *hparams_) {
+      json += (json.size() > 1 ? ", " : "") + detail::json_string(key) + ": ";
+      if (const auto* s = std::get_if<std::string>(&value)) json += detail::json_string(*s);
+      else if (const auto* d = std::get_if<double>(&value)) json += detail::json_number(*d);
+      else json += std::to_string(std::get<std::int64_t>(value));
+    }
+    detail::write_file_atomically(run_.dir() / "hparams.json", json + "}\n", run_.who());
+  }
+
   detail::VersionedRun run_;
+  std::optional<StateDict> hparams_;
   std::string pending_;
+  std::int64_t lines_ = 0;                  // lines in the run: on disk and pending
+  std::optional<std::int64_t> keep_lines_;  // resuming: the lines the checkpoint saw
 };
 
 TRAINLOOP_DETAIL_END

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <unistd.h>
@@ -84,31 +85,96 @@ inline void scalar_value(std::string& summary, const std::string& tag, float val
   proto::float32(v, 2, value);
   proto::bytes(summary, 1, v);
 }
-// A text summary (the Text dashboard): Value.tag = 1, Value.tensor = 8 (TensorProto: dtype = 1 DT_STRING (7),
-// tensor_shape = 2 (scalar: empty), string_val = 8), Value.metadata = 9 (SummaryMetadata.plugin_data = 1:
-// PluginData.plugin_name = 1 "text").
+// A Summary.Value carrying only plugin data (how the HParams plugin's summaries are written): Value.tag = 1,
+// Value.metadata = 9 (SummaryMetadata.plugin_data = 1: PluginData.plugin_name = 1, content = 2).
+inline void plugin_value(std::string& summary, const std::string& tag, const std::string& plugin,
+                         const std::string& content, const std::string* tensor = nullptr) {
+  std::string plugin_data;
+  proto::bytes(plugin_data, 1, plugin);
+  if (!content.empty()) proto::bytes(plugin_data, 2, content);
+  std::string metadata;
+  proto::bytes(metadata, 1, plugin_data);
+  std::string v;
+  proto::bytes(v, 1, tag);
+  if (tensor) proto::bytes(v, 8, *tensor);
+  proto::bytes(v, 9, metadata);
+  proto::bytes(summary, 1, v);
+}
+// A text summary (the Text dashboard): Value.tensor = 8 (TensorProto: dtype = 1 DT_STRING (7), tensor_shape = 2
+// (scalar: empty), string_val = 8), plugin "text".
 inline void text_value(std::string& summary, const std::string& tag, const std::string& text) {
   std::string tensor;
   proto::int64(tensor, 1, 7);
   proto::bytes(tensor, 2, "");
   proto::bytes(tensor, 8, text);
-  std::string plugin;
-  proto::bytes(plugin, 1, "text");
-  std::string metadata;
-  proto::bytes(metadata, 1, plugin);
-  std::string v;
-  proto::bytes(v, 1, tag);
-  proto::bytes(v, 8, tensor);
-  proto::bytes(v, 9, metadata);
-  proto::bytes(summary, 1, v);
+  plugin_value(summary, tag, "text", "", &tensor);
+}
+// Text shown as itself in the Text dashboard's Markdown, inside a table cell: Markdown's specials escaped, line
+// breaks as <br>.
+inline std::string markdown_cell(const std::string& text) {
+  std::string out;
+  for (char c : text) {
+    if (c == '\n') out += "<br>";
+    else if (c == '\r') continue;
+    else {
+      if (std::strchr("\\|*_`[]<>#~", c)) out += '\\';
+      out += c;
+    }
+  }
+  return out;
+}
+// The HParams plugin's session start (HParamsPluginData.session_start_info = 3; version 0 is the default): the
+// hyperparameters as a map<string, google.protobuf.Value> (SessionStartInfo.hparams = 1; number_value = 2,
+// string_value = 3) and start_time_secs = 5. Without an experiment summary, TensorBoard builds the HParams table from
+// every run's session start and offers every scalar tag as a metric column.
+inline void hparams_session_start(std::string& summary, const StateDict& params, double start_time) {
+  std::string info;
+  for (const auto& [key, value] : params) {
+    std::string v;
+    if (const auto* s = std::get_if<std::string>(&value)) proto::bytes(v, 3, *s);
+    else if (const auto* d = std::get_if<double>(&value)) proto::float64(v, 2, *d);
+    else proto::float64(v, 2, static_cast<double>(std::get<std::int64_t>(value)));
+    std::string entry;
+    proto::bytes(entry, 1, key);
+    proto::bytes(entry, 2, v);
+    proto::bytes(info, 1, entry);
+  }
+  proto::float64(info, 5, start_time);
+  std::string data;
+  proto::bytes(data, 3, info);
+  plugin_value(summary, "_hparams_/session_start_info", "hparams", data);
+}
+// The session's end (HParamsPluginData.session_end_info = 4: status = 1 (1 success, 2 failure), end_time_secs = 2).
+inline void hparams_session_end(std::string& summary, bool success, double end_time) {
+  std::string info;
+  proto::int64(info, 1, success ? 1 : 2);
+  proto::float64(info, 2, end_time);
+  std::string data;
+  proto::bytes(data, 4, info);
+  plugin_value(summary, "_hparams_/session_end_info", "hparams", data);
+}
+// The length of the first `records` whole TFRecords of an event file (a torn last one never counts).
+inline std::size_t tfrecords_prefix(const std::string& file, std::int64_t records, std::int64_t& found) {
+  found = 0;
+  std::size_t at = 0;
+  while (found < records && at + 12 <= file.size()) {
+    std::uint64_t length = 0;
+    for (int i = 0; i < 8; ++i) length |= static_cast<std::uint64_t>(static_cast<unsigned char>(file[at + i])) << (8 * i);
+    if (length > file.size() - at - 12 || file.size() - at - 12 - length < 4) break;
+    at += 12 + length + 4;
+    ++found;
+  }
+  return at;
 }
 }  // namespace detail
 
 /// Writes `events.out.tfevents.<seconds>.<hostname>` in `<save_dir>/<name>/version_<n>/` (Lightning's layout): a first
 /// event with file_version "brain.Event:2", then one event per record with a scalar summary (simple_value, float32)
-/// per metric, wall_time in seconds and the step. Hyperparameters go in as a text summary ("hparams", a Markdown
-/// table on the Text dashboard) and in hparams.yaml beside the events. Buffered; flushed at most `flush_interval`
-/// after a record and at finalize. Rank 0 only.
+/// per metric, wall_time in seconds and the step. The hyperparameters go in once per run: to the HParams dashboard
+/// (a session start; finalize adds the session's end and status), to the Text dashboard ("hparams", an escaped
+/// Markdown table) and to hparams.yaml beside the events. Buffered; flushed at most `flush_interval` after a record
+/// and at finalize. A fit resumed from a checkpoint continues its version and event file, cut back to the events
+/// written before the checkpoint (so steps continue and TensorBoard needs no purge). Rank 0 only.
 class TensorBoardLogger {
  public:
   using Options = VersionedLoggerOptions;
@@ -124,31 +190,34 @@ class TensorBoardLogger {
   }
 
   void start() { open(); }
-  const std::filesystem::path& log_dir() const noexcept { return run_.dir(); }
+  /// The run folder (chosen, not yet created, until the first write).
+  std::filesystem::path log_dir() { return run_.planned_dir(); }
   const std::filesystem::path& event_file() const noexcept { return file_; }
 
   template <class T, class M>
   void setup(T&, M&, const std::string&) {
-    start();
+    run_.check();
   }
   void log_hyperparams(const StateDict& params) {
-    if (!open()) return;
-    detail::write_file_atomically(run_.dir() / "hparams.yaml", detail::hparams_yaml(params), run_.who());
-    if (params.empty()) return;
-    std::string table = "| name | value |\n|---|---|\n";
-    for (const auto& [key, value] : params) table += "| " + key + " | " + detail::format_value(value) + " |\n";
-    std::string summary;
-    detail::text_value(summary, "hparams", table);
-    pending_ += detail::tfrecord(detail::event(detail::unix_seconds(), 0, nullptr, &summary));
+    hparams_ = params;
+    if (run_.is_open()) write_hparams();
   }
   void log_metrics(std::int64_t step, const std::map<std::string, double>& metrics) {
     if (!open()) return;
     std::string summary;
     for (const auto& [name, value] : metrics) detail::scalar_value(summary, name, static_cast<float>(value));
-    pending_ += detail::tfrecord(detail::event(detail::unix_seconds(), step, nullptr, &summary));
+    add_event(step, summary);
     if (run_.flush_due()) flush();
   }
-  void finalize(const std::string&) { flush(); }
+  void finalize(const std::string& status) {
+    if (hparams_ && !run_.is_open()) open();
+    if (hparams_written_) {
+      std::string summary;
+      detail::hparams_session_end(summary, status == "success", detail::unix_seconds());
+      add_event(0, summary);
+    }
+    flush();
+  }
   void flush() {
     run_.flushed();
     if (!run_.is_open() || pending_.empty()) return;
@@ -156,23 +225,83 @@ class TensorBoardLogger {
     pending_.clear();
   }
 
+  /// For the Trainer's checkpoints (which flush the loggers first): the run's version, event file and how many
+  /// events it holds.
+  StateDict state_dict() const {
+    if (!run_.is_open()) return {};
+    return {{"version", run_.open_version()},
+            {"event_file", file_.filename().string()},
+            {"events", records_},
+            {"hparams_written", std::int64_t{hparams_written_ ? 1 : 0}}};
+  }
+  /// Continues the checkpoint's run: its version folder and event file, keeping the events written before it.
+  void load_state_dict(const StateDict& state) {
+    const std::int64_t version = detail::state_int(state, "version", run_.who());
+    keep_records_ = detail::state_int(state, "events", run_.who());
+    hparams_written_ = detail::state_int(state, "hparams_written", run_.who()) != 0;
+    auto file = state.find("event_file");
+    if (file == state.end() || !std::holds_alternative<std::string>(file->second) ||
+        std::get<std::string>(file->second).find('/') != std::string::npos)
+      throw std::runtime_error("trainloop: TensorBoardLogger: checkpoint state key 'event_file' is missing or not a file name");
+    flush();
+    run_.continue_version(version);
+    resume_file_ = std::get<std::string>(file->second);
+  }
+
  private:
-  // Opens the run folder and, the first time, the event file with its file_version event; false on other ranks.
+  // Opens the run folder and, the first time, its event file: the checkpoint's (cut back to its events) when
+  // resuming, else a new one with its file_version event. Then the hyperparameters; false on other ranks.
   bool open() {
     if (run_.is_open()) return true;
     if (!run_.open()) return false;
-    char host[256] = "localhost";
-    ::gethostname(host, sizeof host - 1);
-    file_ = run_.dir() / ("events.out.tfevents." + std::to_string(static_cast<std::int64_t>(detail::unix_seconds())) + "." + host);
-    const std::string version = "brain.Event:2";
-    pending_ += detail::tfrecord(detail::event(detail::unix_seconds(), 0, &version, nullptr));
-    flush();
+    records_ = 0;
+    if (!resume_file_.empty() && std::filesystem::exists(run_.dir() / resume_file_)) {
+      file_ = run_.dir() / resume_file_;
+      const std::string existing = detail::read_file_text(file_);
+      const std::size_t keep = detail::tfrecords_prefix(existing, keep_records_, records_);
+      if (keep != existing.size()) detail::truncate_file(file_, keep, run_.who());
+    } else {
+      char host[256] = "localhost";
+      ::gethostname(host, sizeof host - 1);
+      file_ = run_.dir() / ("events.out.tfevents." + std::to_string(static_cast<std::int64_t>(detail::unix_seconds())) + "." + host);
+      hparams_written_ = false;
+      const std::string version = "brain.Event:2";
+      pending_ += detail::tfrecord(detail::event(detail::unix_seconds(), 0, &version, nullptr));
+      ++records_;
+      flush();
+    }
+    resume_file_.clear();
+    if (hparams_) write_hparams();
     return true;
+  }
+  // hparams.yaml every time; the events once per run.
+  void write_hparams() {
+    detail::write_file_atomically(run_.dir() / "hparams.yaml", detail::hparams_yaml(*hparams_), run_.who());
+    if (hparams_written_) return;
+    hparams_written_ = true;
+    std::string summary;
+    detail::hparams_session_start(summary, *hparams_, detail::unix_seconds());
+    if (!hparams_->empty()) {
+      std::string table = "| name | value |\n|---|---|\n";
+      for (const auto& [key, value] : *hparams_)
+        table += "| " + detail::markdown_cell(key) + " | " + detail::markdown_cell(detail::format_value(value)) + " |\n";
+      detail::text_value(summary, "hparams", table);
+    }
+    add_event(0, summary);
+  }
+  void add_event(std::int64_t step, const std::string& summary) {
+    pending_ += detail::tfrecord(detail::event(detail::unix_seconds(), step, nullptr, &summary));
+    ++records_;
   }
 
   detail::VersionedRun run_;
   std::filesystem::path file_;
+  std::optional<StateDict> hparams_;
+  bool hparams_written_ = false;
   std::string pending_;  // whole records not yet on disk
+  std::int64_t records_ = 0;       // events in the file: on disk and pending
+  std::int64_t keep_records_ = 0;  // resuming: the events the checkpoint saw ...
+  std::string resume_file_;        // ... in this file of its folder
 };
 
 TRAINLOOP_DETAIL_END

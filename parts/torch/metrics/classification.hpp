@@ -1,10 +1,11 @@
 // trainloop: classification metrics: Accuracy (binary, multiclass with top-k, multilabel), ConfusionMatrix,
 // Precision, Recall, FBeta / F1 (per class, macro, micro, weighted), IoU and mean IoU, RocAuc (exact, ties averaged).
 // Counts are int64 / float64 tensors on the inputs' device; update() checks shapes and dtypes without a sync, and
-// label ranges when the labels are on the CPU (where checking costs no device sync).
+// values (label ranges, 0/1 targets, NaN scores) at once on the CPU, or counted on the device and raised at compute().
 #pragma once
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 TRAINLOOP_DETAIL_BEGIN
@@ -19,14 +20,19 @@ class ClassificationOptions {
   ClassificationOptions& task(Task v) { return task_ = v, *this; }
   /// Required for multiclass (checked against predictions [N, C] and labels) and multilabel.
   ClassificationOptions& num_classes(std::int64_t v) { return num_classes_ = v, *this; }
-  /// Binary and multilabel: a floating-point prediction p counts as positive when p >= threshold.
+  /// Binary and multilabel: a probability p counts as positive when p >= threshold (p == threshold is positive).
   ClassificationOptions& threshold(double v) { return threshold_ = v, *this; }
+  /// Binary and multilabel: the predictions are logits (raw model outputs), turned into probabilities by a sigmoid
+  /// before the threshold (which stays a probability). Without it, floating-point predictions must be probabilities
+  /// in [0, 1]: raw outputs are refused rather than thresholded at 0.5 by mistake.
+  ClassificationOptions& logits(bool v) { return logits_ = v, *this; }
   ClassificationOptions& average(Averaging v) { return average_ = v, *this; }
   /// Multiclass accuracy: correct when the label is among the k highest scores.
   ClassificationOptions& top_k(std::int64_t v) { return top_k_ = v, *this; }
   Task task() const { return task_; }
   std::int64_t num_classes() const { return num_classes_; }
   double threshold() const { return threshold_; }
+  bool logits() const { return logits_; }
   Averaging average() const { return average_; }
   std::int64_t top_k() const { return top_k_; }
 
@@ -34,39 +40,83 @@ class ClassificationOptions {
   Task task_ = Task::multiclass;
   std::int64_t num_classes_ = 0;
   double threshold_ = 0.5;
+  bool logits_ = false;
   Averaging average_ = Averaging::macro;
   std::int64_t top_k_ = 1;
 };
 
 namespace detail {
-inline void check_labels(const torch::Tensor& labels, std::int64_t num_classes, const char* metric) {
-  require(!labels.is_floating_point() && !labels.is_complex(), metric,
-          "labels must be integers, got " + std::string(c10::toString(labels.scalar_type())));
-  if (can_check_values(labels) && labels.numel() > 0) {
-    const std::int64_t lo = labels.min().item<std::int64_t>(), hi = labels.max().item<std::int64_t>();
-    require(lo >= 0 && hi < num_classes, metric,
-            "labels must be in [0, " + std::to_string(num_classes) + "), found " +
-                (lo < 0 ? std::to_string(lo) : std::to_string(hi)));
-  }
+// "found <the first offending value>" on the CPU; nothing elsewhere (reading it would sync the device).
+inline std::string found_in(const torch::Tensor& values, const torch::Tensor& invalid) {
+  if (!can_check_values(values)) return "";
+  const torch::Tensor bad = values.masked_select(invalid);
+  if (bad.numel() == 0) return "";
+  return ", found " + (values.is_floating_point() ? format_number(bad[0].item<double>()) : std::to_string(bad[0].item<std::int64_t>()));
 }
-// Predicted labels from scores [N, C] (argmax) or labels [N].
-inline torch::Tensor predicted_labels(const torch::Tensor& prediction, const torch::Tensor& target,
-                                      std::int64_t num_classes, const char* metric) {
+// Multiclass labels: integers in [0, C). Returns the mask of valid ones (all, on the CPU, where a bad one throws).
+inline torch::Tensor valid_labels(const torch::Tensor& labels, std::int64_t num_classes, const char* metric,
+                                  InvalidValues& invalid, const char* what = "labels") {
+  require(!labels.is_floating_point() && !labels.is_complex(), metric,
+          std::string(what) + " must be integers, got " + std::string(c10::toString(labels.scalar_type())));
+  const torch::Tensor valid = labels.ge(0).logical_and(labels.lt(num_classes));
+  const torch::Tensor bad = valid.logical_not();
+  invalid.check(bad, metric, [&] {
+    return std::string(what) + " must be in [0, " + std::to_string(num_classes) + ")" + found_in(labels, bad);
+  });
+  return valid;
+}
+inline void check_no_nan(const torch::Tensor& scores, const char* metric, InvalidValues& invalid) {
+  if (!scores.is_floating_point()) return;
+  const torch::Tensor bad = scores.isnan();
+  invalid.check(bad, metric, [] { return std::string("scores must not be NaN"); });
+}
+// Predicted labels from scores [N, C] (argmax) or labels [N], with the mask of usable ones.
+inline std::pair<torch::Tensor, torch::Tensor> predicted_labels(const torch::Tensor& prediction, const torch::Tensor& target,
+                                                                std::int64_t num_classes, const char* metric,
+                                                                InvalidValues& invalid) {
   require(num_classes > 0, metric, "multiclass needs num_classes (ClassificationOptions().num_classes(C))");
   require(target.dim() == 1, metric, "multiclass labels must be [N], got " + shape_of(target));
   if (prediction.dim() == 2) {
     require(prediction.size(0) == target.size(0) && prediction.size(1) == num_classes, metric,
             "scores must be [N, " + std::to_string(num_classes) + "] for labels [N], got " + shape_of(prediction) +
                 " and " + shape_of(target));
-    return prediction.argmax(1);
+    check_no_nan(prediction, metric, invalid);
+    return {prediction.argmax(1), torch::ones({target.size(0)}, target.options().dtype(torch::kBool))};
   }
   require(prediction.sizes() == target.sizes(), metric,
           "predicted labels " + shape_of(prediction) + " and labels " + shape_of(target) + " differ in shape");
-  check_labels(prediction, num_classes, metric);
-  return prediction;
+  return {prediction, valid_labels(prediction, num_classes, metric, invalid, "predicted labels")};
 }
-inline torch::Tensor positives(const torch::Tensor& prediction, double threshold) {
-  return prediction.is_floating_point() ? prediction.ge(threshold) : prediction.ne(0);
+// Binary and multilabel decisions: predicted positives (probabilities or logits against the threshold, or 0/1
+// labels) and true positives (targets 0/1 or bool). Bad values: targets other than 0/1, NaN scores, probabilities
+// outside [0, 1] without logits(true), predicted labels other than 0/1.
+inline std::pair<torch::Tensor, torch::Tensor> binary_decisions(const torch::Tensor& prediction, const torch::Tensor& target,
+                                                                const ClassificationOptions& options, const char* metric,
+                                                                InvalidValues& invalid) {
+  auto zero_or_one = [&](const torch::Tensor& values, const char* what) {
+    if (values.scalar_type() == torch::kBool) return;
+    const torch::Tensor bad = values.ne(0).logical_and(values.ne(1));
+    invalid.check(bad, metric, [&] { return std::string(what) + " must be 0 or 1" + found_in(values, bad); });
+  };
+  zero_or_one(target, "targets");
+  torch::Tensor positive;
+  if (prediction.is_floating_point()) {
+    check_no_nan(prediction, metric, invalid);
+    if (options.logits()) {
+      positive = prediction.sigmoid().ge(options.threshold());
+    } else {
+      const torch::Tensor bad = prediction.lt(0).logical_or(prediction.gt(1));
+      invalid.check(bad, metric, [&] {
+        return "predictions must be probabilities in [0, 1]" + found_in(prediction, bad) +
+               "; for raw model outputs pass ClassificationOptions().logits(true)";
+      });
+      positive = prediction.ge(options.threshold());
+    }
+  } else {
+    zero_or_one(prediction, "predicted labels");
+    positive = prediction.ne(0);
+  }
+  return {positive, target.ne(0)};
 }
 
 /// Per-class true positives, false positives and false negatives: what Precision, Recall and FBeta compute from.
@@ -76,18 +126,26 @@ class ClassCounts {
     if (options_.task() == Task::multilabel)
       require(options_.num_classes() > 0, metric_, "multilabel needs num_classes (the number of labels)");
   }
-  void reset() { tp_ = fp_ = fn_ = torch::Tensor(); }
+  void reset() {
+    tp_ = fp_ = fn_ = torch::Tensor();
+    seen_.reset();
+    invalid_.reset();
+  }
   void update(const torch::Tensor& prediction, const torch::Tensor& target) {
     require(prediction.defined() && target.defined(), metric_, "update() got an undefined tensor");
     torch::Tensor tp, fp, fn;
+    std::int64_t examples = 0;
     if (options_.task() == Task::multiclass) {
-      check_labels(target, options_.num_classes(), metric_);
-      const torch::Tensor predicted = predicted_labels(prediction.detach(), target, options_.num_classes(), metric_);
       const std::int64_t c = options_.num_classes();
-      const torch::Tensor cm = torch::zeros({c * c}, target.options().dtype(torch::kLong))
-                                   .index_add_(0, target.to(torch::kLong) * c + predicted.to(torch::kLong),
-                                               torch::ones({target.size(0)}, target.options().dtype(torch::kLong)))
-                                   .view({c, c});
+      const torch::Tensor target_valid = valid_labels(target, c, metric_, invalid_);
+      auto [predicted, predicted_valid] = predicted_labels(prediction.detach(), target, c, metric_, invalid_);
+      examples = target.size(0);
+      if (examples == 0) return;  // an empty batch changes nothing
+      const torch::Tensor usable = target_valid.logical_and(predicted_valid);
+      const torch::Tensor cells = torch::where(usable, target.to(torch::kLong) * c + predicted.to(torch::kLong),
+                                               torch::zeros({}, target.options().dtype(torch::kLong)));
+      const torch::Tensor cm =
+          torch::zeros({c * c}, target.options().dtype(torch::kLong)).index_add_(0, cells, usable.to(torch::kLong)).view({c, c});
       tp = cm.diagonal();
       fp = cm.sum(0) - tp;
       fn = cm.sum(1) - tp;
@@ -97,8 +155,9 @@ class ClassCounts {
       if (options_.task() == Task::multilabel)
         require(target.dim() == 2 && target.size(1) == options_.num_classes(), metric_,
                 "multilabel targets must be [N, " + std::to_string(options_.num_classes()) + "], got " + shape_of(target));
-      const torch::Tensor p = positives(prediction.detach(), options_.threshold());
-      const torch::Tensor t = target.ne(0);
+      examples = options_.task() == Task::binary ? target.numel() : target.size(0);
+      if (examples == 0) return;
+      auto [p, t] = binary_decisions(prediction.detach(), target, options_, metric_, invalid_);
       const torch::Tensor flat_p = options_.task() == Task::binary ? p.reshape({-1, 1}) : p;
       const torch::Tensor flat_t = options_.task() == Task::binary ? t.reshape({-1, 1}) : t;
       tp = (flat_p & flat_t).sum(0);
@@ -114,11 +173,13 @@ class ClassCounts {
       fp_.add_(fp);
       fn_.add_(fn);
     }
+    seen_.add(examples);
   }
   // The per-class ratio numerator / denominator (0 where the denominator is 0), combined by the averaging mode.
   template <class PerClass>
   torch::Tensor compute(PerClass per_class) {
-    require(tp_.defined(), metric_, "compute() before any update()");
+    invalid_.raise_if_any(metric_);
+    seen_.require_some(metric_);
     const torch::Tensor tp = synced(tp_, SyncOp::sum).to(torch::kFloat64);
     const torch::Tensor fp = synced(fp_, SyncOp::sum).to(torch::kFloat64);
     const torch::Tensor fn = synced(fn_, SyncOp::sum).to(torch::kFloat64);
@@ -137,6 +198,8 @@ class ClassCounts {
   ClassificationOptions options_;
   const char* metric_;
   torch::Tensor tp_, fp_, fn_;
+  SeenCount seen_;
+  InvalidValues invalid_;
 };
 inline torch::Tensor safe_ratio(const torch::Tensor& num, const torch::Tensor& den) {
   return torch::where(den > 0, num / den.clamp_min(1e-300), torch::zeros_like(num));
@@ -150,7 +213,11 @@ class Accuracy {
   explicit Accuracy(ClassificationOptions options = {}) : options_(options) {
     if (options_.top_k() < 1) throw std::invalid_argument("trainloop: Accuracy: top_k must be at least 1");
   }
-  void reset() { correct_ = total_ = torch::Tensor(); }
+  void reset() {
+    correct_ = torch::Tensor();
+    seen_.reset();
+    invalid_.reset();
+  }
   void update(const torch::Tensor& prediction, const torch::Tensor& target) {
     using detail::require;
     using detail::shape_of;
@@ -159,48 +226,49 @@ class Accuracy {
     std::int64_t count = 0;
     if (options_.task() == Task::multiclass) {
       require(options_.num_classes() > 0, "Accuracy", "multiclass needs num_classes (ClassificationOptions().num_classes(C))");
-      detail::check_labels(target, options_.num_classes(), "Accuracy");
+      const torch::Tensor target_valid = detail::valid_labels(target, options_.num_classes(), "Accuracy", invalid_);
       if (options_.top_k() > 1) {
         require(prediction.dim() == 2 && prediction.size(1) == options_.num_classes() && prediction.size(0) == target.size(0),
                 "Accuracy", "top-k needs scores [N, " + std::to_string(options_.num_classes()) + "], got " + shape_of(prediction));
         require(options_.top_k() <= options_.num_classes(), "Accuracy", "top_k exceeds num_classes");
+        detail::check_no_nan(prediction, "Accuracy", invalid_);
+        if (target.size(0) == 0) return;  // an empty batch changes nothing
         const torch::Tensor top = std::get<1>(prediction.detach().topk(options_.top_k(), 1));
-        correct = top.eq(target.unsqueeze(1)).any(1).sum();
+        correct = top.eq(target.unsqueeze(1)).any(1).logical_and(target_valid).sum();
       } else {
-        correct = detail::predicted_labels(prediction.detach(), target, options_.num_classes(), "Accuracy").eq(target).sum();
+        auto [predicted, predicted_valid] =
+            detail::predicted_labels(prediction.detach(), target, options_.num_classes(), "Accuracy", invalid_);
+        if (target.size(0) == 0) return;
+        correct = predicted.eq(target).logical_and(target_valid).sum();
       }
       count = target.size(0);
     } else {
       require(prediction.sizes() == target.sizes(), "Accuracy",
               "predictions " + shape_of(prediction) + " and targets " + shape_of(target) + " differ in shape");
-      const torch::Tensor p = detail::positives(prediction.detach(), options_.threshold());
-      const torch::Tensor t = target.ne(0);
-      if (options_.task() == Task::binary) {
-        correct = p.eq(t).sum();
-        count = target.numel();
-      } else {
+      if (options_.task() == Task::multilabel)
         require(target.dim() == 2, "Accuracy", "multilabel targets must be [N, labels], got " + shape_of(target));
-        correct = p.eq(t).all(1).sum();
-        count = target.size(0);
-      }
+      count = options_.task() == Task::binary ? target.numel() : target.size(0);
+      if (count == 0) return;
+      auto [p, t] = detail::binary_decisions(prediction.detach(), target, options_, "Accuracy", invalid_);
+      correct = options_.task() == Task::binary ? p.eq(t).sum() : p.eq(t).all(1).sum();
     }
-    if (!correct_.defined()) {
-      correct_ = correct.to(torch::kLong);
-      total_ = torch::full({}, count, correct_.options());
-    } else {
-      correct_.add_(correct);
-      total_.add_(count);
-    }
+    if (!correct_.defined()) correct_ = correct.to(torch::kLong);
+    else correct_.add_(correct);
+    seen_.add(count);
   }
   torch::Tensor compute() {
-    detail::require(total_.defined(), "Accuracy", "compute() before any update()");
+    invalid_.raise_if_any("Accuracy");
+    seen_.require_some("Accuracy");
     return detail::synced(correct_, SyncOp::sum).to(torch::kFloat64) /
-           detail::synced(total_, SyncOp::sum).to(torch::kFloat64);
+           detail::synced(torch::full({}, static_cast<double>(seen_.value()), correct_.options().dtype(torch::kFloat64)),
+                          SyncOp::sum);
   }
 
  private:
   ClassificationOptions options_;
-  torch::Tensor correct_, total_;
+  torch::Tensor correct_;
+  detail::SeenCount seen_;
+  detail::InvalidValues invalid_;
 };
 
 /// Precision: tp / (tp + fp) per class (0 for a class never predicted), averaged as the options say.
@@ -260,18 +328,29 @@ class ConfusionMatrix {
       : num_classes_(num_classes), normalize_(normalize) {
     if (num_classes < 1) throw std::invalid_argument("trainloop: ConfusionMatrix: num_classes must be at least 1");
   }
-  void reset() { matrix_ = torch::Tensor(); }
+  void reset() {
+    matrix_ = torch::Tensor();
+    seen_.reset();
+    invalid_.reset();
+  }
   void update(const torch::Tensor& prediction, const torch::Tensor& target) {
-    detail::check_labels(target, num_classes_, "ConfusionMatrix");
-    const torch::Tensor predicted = detail::predicted_labels(prediction.detach(), target, num_classes_, "ConfusionMatrix");
+    detail::require(prediction.defined() && target.defined(), "ConfusionMatrix", "update() got an undefined tensor");
     const std::int64_t c = num_classes_;
+    const torch::Tensor target_valid = detail::valid_labels(target, c, "ConfusionMatrix", invalid_);
+    auto [predicted, predicted_valid] = detail::predicted_labels(prediction.detach(), target, c, "ConfusionMatrix", invalid_);
+    if (target.size(0) == 0) return;  // an empty batch changes nothing
+    const torch::Tensor usable = target_valid.logical_and(predicted_valid);
     if (!matrix_.defined()) matrix_ = torch::zeros({c * c}, target.options().dtype(torch::kLong));
-    matrix_.index_add_(0, target.to(torch::kLong) * c + predicted.to(torch::kLong),
-                       torch::ones({target.size(0)}, matrix_.options()));
+    matrix_.index_add_(0,
+                       torch::where(usable, target.to(torch::kLong) * c + predicted.to(torch::kLong),
+                                    torch::zeros({}, matrix_.options())),
+                       usable.to(torch::kLong));
+    seen_.add(target.size(0));
   }
   /// Counts (int64) when not normalised; float64 fractions otherwise (a row or column with no examples is 0).
   torch::Tensor compute() {
-    detail::require(matrix_.defined(), "ConfusionMatrix", "compute() before any update()");
+    invalid_.raise_if_any("ConfusionMatrix");
+    seen_.require_some("ConfusionMatrix");
     const torch::Tensor m = detail::synced(matrix_, SyncOp::sum).view({num_classes_, num_classes_});
     const torch::Tensor f = m.to(torch::kFloat64);
     switch (normalize_) {
@@ -287,6 +366,8 @@ class ConfusionMatrix {
   std::int64_t num_classes_;
   Normalize normalize_;
   torch::Tensor matrix_;
+  detail::SeenCount seen_;
+  detail::InvalidValues invalid_;
 };
 
 /// Intersection over union per class from a confusion matrix (Ignite's IoU): tp / (tp + fp + fn); a class absent
@@ -313,30 +394,44 @@ inline auto mean_iou(ConfusionMatrix& matrix, std::optional<std::int64_t> ignore
 }
 
 /// Area under the ROC curve for binary targets, exact: the Mann-Whitney statistic with tied scores given their
-/// average rank (so a tie between a positive and a negative counts one half). Keeps every score until compute().
+/// average rank (so a tie between a positive and a negative counts one half). Scores may be probabilities or logits
+/// (the ranking is the same); targets must be 0/1, scores not NaN. Cost: it keeps every score until reset() and each
+/// compute() sorts them all (O(N log N)) and reads the class counts to the host (a device sync, to refuse a single
+/// class): compute it at epoch ends (MetricUsage::epoch), not per iteration (`running`/`batch` usages recompute it
+/// over everything each iteration).
 class RocAuc {
  public:
   void reset() {
     scores_.clear();
     targets_.clear();
+    seen_.reset();
+    invalid_.reset();
   }
   void update(const torch::Tensor& scores, const torch::Tensor& targets) {
+    detail::require(scores.defined() && targets.defined(), "RocAuc", "update() got an undefined tensor");
     detail::require(scores.sizes() == targets.sizes() && scores.dim() <= 1, "RocAuc",
                     "scores and targets must be [N] of the same length, got " + detail::shape_of(scores) + " and " +
                         detail::shape_of(targets));
-    if (detail::can_check_values(targets) && targets.numel() > 0)
-      detail::require(targets.eq(0).logical_or(targets.eq(1)).all().item<bool>(), "RocAuc", "targets must be 0 or 1");
+    if (scores.numel() == 0) return;  // an empty batch changes nothing
+    detail::check_no_nan(scores, "RocAuc", invalid_);
+    if (targets.scalar_type() != torch::kBool) {
+      const torch::Tensor bad = targets.ne(0).logical_and(targets.ne(1));
+      invalid_.check(bad, "RocAuc", [&] { return "targets must be 0 or 1" + detail::found_in(targets, bad); });
+    }
     scores_.push_back(scores.detach().reshape({-1}).to(torch::kFloat64));
     targets_.push_back(targets.detach().reshape({-1}).ne(0));
+    seen_.add(scores.numel());
   }
   torch::Tensor compute() {
-    detail::require(!scores_.empty(), "RocAuc", "compute() before any update()");
+    invalid_.raise_if_any("RocAuc");
+    seen_.require_some("RocAuc");
     const torch::Tensor scores = torch::cat(scores_), positive = torch::cat(targets_);
     const torch::Tensor n_pos = positive.sum().to(torch::kFloat64);
     const torch::Tensor n_neg = static_cast<double>(positive.numel()) - n_pos;
-    if (detail::can_check_values(positive))
-      detail::require(n_pos.item<double>() > 0 && n_neg.item<double>() > 0, "RocAuc",
-                      "undefined with only one class among the targets");
+    const double positives = n_pos.item<double>();
+    if (positives == 0 || positives == static_cast<double>(positive.numel()))
+      throw NotComputableError("trainloop: RocAuc: not computable: only one class among the targets (" +
+                               std::string(positives == 0 ? "no positives" : "no negatives") + ")");
     // Average ranks (1-based) of the sorted scores, ties sharing the mean of their positions.
     auto [sorted, order] = scores.sort();
     auto [values, inverse, counts] = torch::unique_consecutive(sorted, /*return_inverse=*/true, /*return_counts=*/true);
@@ -350,6 +445,8 @@ class RocAuc {
 
  private:
   std::vector<torch::Tensor> scores_, targets_;
+  detail::SeenCount seen_;
+  detail::InvalidValues invalid_;
 };
 
 TRAINLOOP_DETAIL_END

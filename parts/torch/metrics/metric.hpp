@@ -6,6 +6,7 @@
 #pragma once
 #include <functional>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -49,6 +50,69 @@ inline void require(bool ok, const std::string& metric, const std::string& what)
 inline std::string shape_of(const torch::Tensor& t) { return t.defined() ? c10::str(t.sizes()) : "undefined"; }
 // Value checks (labels within range) need the values; on the CPU that costs no device sync, so they run there.
 inline bool can_check_values(const torch::Tensor& t) { return t.device().is_cpu(); }
+}  // namespace detail
+
+/// What every metric's compute() throws when it has nothing to compute from (no update, or only empty batches;
+/// RocAuc also with a single class among the targets), naming the metric (Ignite's NotComputableError).
+class NotComputableError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+namespace detail {
+inline NotComputableError not_computable(const char* metric) {
+  return NotComputableError(std::string("trainloop: ") + metric + ": not computable: it has seen no examples "
+                            "(compute() before any update(), or only empty batches)");
+}
+/// How many examples a metric has seen, counted on the host from shapes (no device sync), so compute() can tell
+/// "nothing seen" from a value. (Per process: in a distributed run each rank counts its own.)
+class SeenCount {
+ public:
+  void reset() noexcept { n_ = 0; }
+  void add(std::int64_t n) noexcept { n_ += n; }
+  std::int64_t value() const noexcept { return n_; }
+  void require_some(const char* metric) const {
+    if (n_ == 0) throw not_computable(metric);
+  }
+
+ private:
+  std::int64_t n_ = 0;
+};
+
+/// Values a metric refuses (labels out of range, targets other than 0/1, NaN scores). On the CPU the check costs no
+/// device sync, so update() throws at once with what it found. On other devices the bad entries are counted there
+/// (and kept out of index operations, so no device-side assert kills a CUDA context), and compute() raises,
+/// reading that one counter.
+class InvalidValues {
+ public:
+  void reset() {
+    count_ = torch::Tensor();
+    what_.clear();
+  }
+  /// `invalid`: a bool mask of the bad entries; `what`: the rule they break (with what was found, on the CPU).
+  template <class Describe>
+  void check(const torch::Tensor& invalid, const char* metric, Describe&& describe) {
+    if (invalid.numel() == 0) return;
+    if (can_check_values(invalid)) {
+      if (invalid.any().item<bool>()) throw std::invalid_argument(std::string("trainloop: ") + metric + ": " + describe());
+      return;
+    }
+    const torch::Tensor n = invalid.sum();
+    count_ = count_.defined() ? count_ + n : n;
+    if (what_.empty()) what_ = describe();
+  }
+  void raise_if_any(const char* metric) const {
+    if (!count_.defined()) return;
+    const std::int64_t n = count_.item<std::int64_t>();
+    if (n > 0)
+      throw std::invalid_argument(std::string("trainloop: ") + metric + ": " + std::to_string(n) +
+                                  " invalid entries were passed to update(): " + what_);
+  }
+
+ private:
+  torch::Tensor count_;
+  std::string what_;
+};
 struct identity_transform {
   template <class T>
   const T& operator()(const T& output) const {
@@ -93,12 +157,36 @@ class MetricHandler {
       std::apply([&](auto&&... a) { metric_->update(a...); }, args);
     else
       metric_->update(args);
-    if (usage_ != MetricUsage::epoch) value_ = metric_->compute();
+    if (usage_ != MetricUsage::epoch) {
+      try {
+        value_ = metric_->compute();
+      } catch (const NotComputableError&) {  // an empty batch: the last value stands
+      }
+    }
   }
+  /// One number is published as `name`; a metric with several (per class: Averaging::none, iou(), a confusion
+  /// matrix, an [N, D] Average) as `name/0`, `name/1`, ... (`name/i/j` for a matrix), read with one transfer.
   template <class E>
   void on_epoch_completed(E& engine) {
     if (usage_ == MetricUsage::epoch) value_ = metric_->compute();
-    if (value_.defined()) engine.state.metrics[name_] = value_.template item<double>();
+    if (!value_.defined()) return;
+    if (value_.numel() == 1) {
+      engine.state.metrics[name_] = value_.template item<double>();
+      return;
+    }
+    const torch::Tensor host = value_.detach().to(torch::kCPU, torch::kFloat64).contiguous();
+    const double* data = host.template data_ptr<double>();
+    const auto sizes = host.sizes();
+    for (std::int64_t flat = 0; flat < host.numel(); ++flat) {
+      std::string key = name_;
+      std::int64_t rest = flat, stride = host.numel();
+      for (const std::int64_t size : sizes) {
+        stride /= size;
+        key += "/" + std::to_string(rest / stride);
+        rest %= stride;
+      }
+      engine.state.metrics[key] = data[flat];
+    }
   }
   const torch::Tensor& value() const { return value_; }
 

@@ -10,35 +10,40 @@ namespace detail {
 // Sums of errors over all elements, and the element count, for the error metrics.
 class ErrorSums {
  public:
-  void reset() { sum_squared_ = sum_absolute_ = count_ = torch::Tensor(); }
+  void reset() {
+    sum_squared_ = sum_absolute_ = torch::Tensor();
+    seen_.reset();
+  }
   void update(const torch::Tensor& prediction, const torch::Tensor& target, const char* metric) {
     require(prediction.defined() && target.defined(), metric, "update() got an undefined tensor");
     require(prediction.sizes() == target.sizes(), metric,
             "prediction shape " + shape_of(prediction) + " differs from target shape " + shape_of(target));
     require(prediction.is_floating_point(), metric, "predictions must be floating point");
+    if (prediction.numel() == 0) return;  // an empty batch changes nothing
     const torch::Tensor error = (prediction.detach().to(torch::kFloat64) - target.detach().to(torch::kFloat64));
-    if (!count_.defined()) {
-      const auto options = error.options();
-      sum_squared_ = torch::zeros({}, options);
-      sum_absolute_ = torch::zeros({}, options);
-      count_ = torch::zeros({}, options);
+    if (!sum_squared_.defined()) {
+      sum_squared_ = torch::zeros({}, error.options());
+      sum_absolute_ = torch::zeros({}, error.options());
     }
     sum_squared_.add_(error.pow(2).sum());
     sum_absolute_.add_(error.abs().sum());
-    count_.add_(static_cast<double>(error.numel()));
+    seen_.add(error.numel());
   }
   torch::Tensor mean_squared(const char* metric) const {
-    ready(metric);
-    return synced(sum_squared_, SyncOp::sum) / synced(count_, SyncOp::sum);
+    seen_.require_some(metric);
+    return synced(sum_squared_, SyncOp::sum) / count();
   }
   torch::Tensor mean_absolute(const char* metric) const {
-    ready(metric);
-    return synced(sum_absolute_, SyncOp::sum) / synced(count_, SyncOp::sum);
+    seen_.require_some(metric);
+    return synced(sum_absolute_, SyncOp::sum) / count();
   }
 
  private:
-  void ready(const char* metric) const { require(count_.defined(), metric, "compute() before any update()"); }
-  torch::Tensor sum_squared_, sum_absolute_, count_;
+  torch::Tensor count() const {
+    return synced(torch::full({}, static_cast<double>(seen_.value()), sum_squared_.options()), SyncOp::sum);
+  }
+  torch::Tensor sum_squared_, sum_absolute_;
+  SeenCount seen_;
 };
 }  // namespace detail
 
@@ -72,61 +77,92 @@ class RootMeanSquaredError {
   detail::ErrorSums sums_;
 };
 
-/// Coefficient of determination, 1 - SSE / SST, over all elements seen.
+/// Coefficient of determination, 1 - SSE / SST, over all elements seen. SST is kept as a streaming mean and sum of
+/// squared deviations in float64, each batch's (two-pass) merged by Chan's formula, so targets far from zero or
+/// nearly constant lose no digits and R² never exceeds 1 for an imperfect prediction. Constant targets (SST = 0)
+/// follow scikit-learn's default (force_finite): 1.0 for a perfect prediction, 0.0 otherwise.
 class R2Score {
  public:
-  void reset() { sse_ = sum_ = sum_sq_ = count_ = torch::Tensor(); }
+  void reset() {
+    sse_ = mean_ = m2_ = torch::Tensor();
+    seen_.reset();
+  }
   void update(const torch::Tensor& prediction, const torch::Tensor& target) {
+    detail::require(prediction.defined() && target.defined(), "R2Score", "update() got an undefined tensor");
     detail::require(prediction.sizes() == target.sizes(), "R2Score",
                     "prediction shape " + detail::shape_of(prediction) + " differs from target shape " +
                         detail::shape_of(target));
-    const torch::Tensor y = target.detach().to(torch::kFloat64);
-    const torch::Tensor p = prediction.detach().to(torch::kFloat64);
-    auto add = [](torch::Tensor& acc, const torch::Tensor& v) { acc = acc.defined() ? acc + v : v.clone(); };
-    add(sse_, (p - y).pow(2).sum());
-    add(sum_, y.sum());
-    add(sum_sq_, y.pow(2).sum());
-    add(count_, torch::full({}, static_cast<double>(y.numel()), y.options()));
+    if (target.numel() == 0) return;  // an empty batch changes nothing
+    const torch::Tensor y = target.detach().to(torch::kFloat64).reshape({-1});
+    const torch::Tensor p = prediction.detach().to(torch::kFloat64).reshape({-1});
+    // The batch's mean exactly equal to its value when all targets are equal, so constant data keeps SST = 0.
+    const torch::Tensor lo = y.min(), hi = y.max();
+    const torch::Tensor batch_mean = torch::where(lo == hi, lo, y.mean());
+    const torch::Tensor batch_m2 = (y - batch_mean).pow(2).sum();
+    const double nb = static_cast<double>(y.numel()), na = static_cast<double>(seen_.value());
+    if (!sse_.defined()) {
+      sse_ = (p - y).pow(2).sum();
+      mean_ = batch_mean;
+      m2_ = batch_m2;
+    } else {
+      const torch::Tensor delta = batch_mean - mean_;
+      sse_ = sse_ + (p - y).pow(2).sum();
+      m2_ = m2_ + batch_m2 + delta.pow(2) * (na * nb / (na + nb));
+      mean_ = mean_ + delta * (nb / (na + nb));
+    }
+    seen_.add(y.numel());
   }
   torch::Tensor compute() {
-    detail::require(count_.defined(), "R2Score", "compute() before any update()");
-    using detail::synced;
-    const torch::Tensor sse = synced(sse_, SyncOp::sum), sum = synced(sum_, SyncOp::sum);
-    const torch::Tensor sum_sq = synced(sum_sq_, SyncOp::sum), count = synced(count_, SyncOp::sum);
-    return 1 - sse / (sum_sq - sum.pow(2) / count);
+    seen_.require_some("R2Score");
+    const torch::Tensor sse = detail::synced(sse_, SyncOp::sum);
+    torch::Tensor sst = m2_;
+    if (metric_state_reducer()) {  // ranks' means and deviations merged in two stable rounds
+      const torch::Tensor n = torch::full({}, static_cast<double>(seen_.value()), mean_.options());
+      const torch::Tensor total = detail::synced(n, SyncOp::sum);
+      const torch::Tensor global_mean = detail::synced(mean_ * n, SyncOp::sum) / total;
+      sst = detail::synced(m2_ + n * (mean_ - global_mean).pow(2), SyncOp::sum);
+    }
+    const torch::Tensor ones = torch::ones_like(sse);
+    return torch::where(sst > 0, 1 - sse / sst, torch::where(sse == 0, ones, torch::zeros_like(sse)));
   }
 
  private:
-  torch::Tensor sse_, sum_, sum_sq_, count_;
+  torch::Tensor sse_, mean_, m2_;
+  detail::SeenCount seen_;
 };
 
 /// The mean of values: scalars count one each; a tensor's first dimension counts its examples (Ignite's Average).
 class Average {
  public:
-  void reset() { sum_ = count_ = torch::Tensor(); }
+  void reset() {
+    sum_ = torch::Tensor();
+    seen_.reset();
+  }
   void update(const torch::Tensor& value) {
     detail::require(value.defined(), "Average", "update() got an undefined tensor");
+    const std::int64_t n = value.dim() == 0 ? 1 : value.size(0);
+    if (n == 0) return;  // an empty batch changes nothing
     const torch::Tensor v = value.detach().to(torch::kFloat64);
     const torch::Tensor batch_sum = v.dim() == 0 ? v : v.sum(0);
-    const double n = v.dim() == 0 ? 1.0 : static_cast<double>(v.size(0));
     if (!sum_.defined()) {
       sum_ = batch_sum.clone();
-      count_ = torch::full({}, n, v.options());
     } else {
       detail::require(batch_sum.sizes() == sum_.sizes(), "Average",
                       "value shape " + detail::shape_of(value) + " does not match the earlier values");
       sum_.add_(batch_sum);
-      count_.add_(n);
     }
+    seen_.add(n);
   }
   void update(double value) { update(torch::tensor(value, torch::kFloat64)); }
   torch::Tensor compute() {
-    detail::require(sum_.defined(), "Average", "compute() before any update()");
-    return detail::synced(sum_, SyncOp::sum) / detail::synced(count_, SyncOp::sum);
+    seen_.require_some("Average");
+    return detail::synced(sum_, SyncOp::sum) /
+           detail::synced(torch::full({}, static_cast<double>(seen_.value()), sum_.options()), SyncOp::sum);
   }
 
  private:
-  torch::Tensor sum_, count_;
+  torch::Tensor sum_;
+  detail::SeenCount seen_;
 };
 
 /// The mean of a loss function over examples: update(prediction, target) weighs each batch's loss by its size.
@@ -136,23 +172,32 @@ class Loss {
   explicit Loss(Function loss) : loss_(std::move(loss)) {
     if (!loss_) throw std::invalid_argument("trainloop: Loss: the loss function is empty");
   }
-  void reset() { sum_ = count_ = torch::Tensor(); }
+  void reset() {
+    sum_ = torch::Tensor();
+    seen_.reset();
+  }
+  /// An empty batch changes nothing (the mean loss of no examples is NaN and would poison the sum).
   void update(const torch::Tensor& prediction, const torch::Tensor& target) {
+    detail::require(prediction.defined() && target.defined(), "Loss", "update() got an undefined tensor");
+    const std::int64_t n = prediction.dim() == 0 ? 1 : prediction.size(0);
+    if (n == 0) return;
     const torch::Tensor value = loss_(prediction, target).detach().to(torch::kFloat64);
     detail::require(value.numel() == 1, "Loss",
                     "the loss function must reduce to one number, got shape " + detail::shape_of(value));
-    const double n = prediction.dim() == 0 ? 1.0 : static_cast<double>(prediction.size(0));
-    sum_ = sum_.defined() ? sum_ + value.reshape({}) * n : value.reshape({}) * n;
-    count_ = count_.defined() ? count_ + n : torch::full({}, n, value.options());
+    const torch::Tensor weighted = value.reshape({}) * static_cast<double>(n);
+    sum_ = sum_.defined() ? sum_ + weighted : weighted;
+    seen_.add(n);
   }
   torch::Tensor compute() {
-    detail::require(sum_.defined(), "Loss", "compute() before any update()");
-    return detail::synced(sum_, SyncOp::sum) / detail::synced(count_, SyncOp::sum);
+    seen_.require_some("Loss");
+    return detail::synced(sum_, SyncOp::sum) /
+           detail::synced(torch::full({}, static_cast<double>(seen_.value()), sum_.options()), SyncOp::sum);
   }
 
  private:
   Function loss_;
-  torch::Tensor sum_, count_;
+  torch::Tensor sum_;
+  detail::SeenCount seen_;
 };
 
 /// An exponential moving average: v = alpha * v + (1 - alpha) * x, starting at the first value (Ignite's
@@ -163,13 +208,16 @@ class RunningAverage {
     if (!(alpha > 0.0 && alpha < 1.0)) throw std::invalid_argument("trainloop: RunningAverage: alpha must be in (0, 1)");
   }
   void reset() { value_ = torch::Tensor(); }
+  /// The mean of `x` enters the average; an empty `x` changes nothing.
   void update(const torch::Tensor& x) {
+    detail::require(x.defined(), "RunningAverage", "update() got an undefined tensor");
+    if (x.numel() == 0) return;
     const torch::Tensor v = x.detach().to(torch::kFloat64).mean();
     value_ = value_.defined() ? value_ * alpha_ + v * (1 - alpha_) : v;
   }
   void update(double x) { update(torch::tensor(x, torch::kFloat64)); }
   torch::Tensor compute() {
-    detail::require(value_.defined(), "RunningAverage", "compute() before any update()");
+    if (!value_.defined()) throw detail::not_computable("RunningAverage");
     return value_;
   }
 
