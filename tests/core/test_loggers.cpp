@@ -607,7 +607,8 @@ TEST_CASE("loggers continue a checkpoint's run: same version, the rows before th
     if (!field(event, 5)) continue;
     for (const auto& v : parse(field(event, 5)->bytes))
       if (field(parse(v.bytes), 1)->bytes == "_hparams_/session_start_info") ++hparams;
-    if (const Field* scalar = field(parse(field(parse(field(event, 5)->bytes), 1)->bytes), 2); scalar && scalar->wire == 5)
+    const auto first_value = parse(field(parse(field(event, 5)->bytes), 1)->bytes);
+    if (const Field* scalar = field(first_value, 2); scalar && scalar->wire == 5)
       steps.push_back(static_cast<std::int64_t>(field(event, 2)->integer));
   }
   CHECK(steps == std::vector<std::int64_t>{1, 2, 3, 4});
