@@ -2158,6 +2158,7 @@ TRAINLOOP_DETAIL_END
 // (<save_dir>/<name>/version_<n>, the next free n), folder checks that fail before training with the path and the
 // reason, numbers written so they read back exactly, whole-file writes that never leave a torn file, the flush clock.
 // A logger is a callback with log_metrics(step, {name: value}); see hooks.hpp for what the Trainer calls.
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <chrono>
@@ -2369,7 +2370,7 @@ inline std::optional<std::string> yaml_top_level_value(const std::string& yaml, 
       while (end < yaml.size() && end + 1 < yaml.size() && yaml[end + 1] == ' ') {
         std::size_t next = yaml.find('\n', end + 1);
         if (next == std::string::npos) next = yaml.size();
-        const std::size_t first = yaml.find_first_not_of(' ', end + 1);
+        const std::size_t first = std::min(yaml.find_first_not_of(' ', end + 1), next);
         text += " " + yaml.substr(first, next - first);
         end = next;
       }

@@ -379,6 +379,7 @@ TEST_CASE("YAML scalars as MLflow writes them: plain, single-quoted, double-quot
   CHECK(detail::yaml_top_level_value(yaml, "long") == "a name folded over two lines");
   CHECK(detail::yaml_top_level_value(yaml, "empty") == "");
   CHECK_FALSE(detail::yaml_top_level_value(yaml, "missing"));
+  CHECK(detail::yaml_top_level_value("name: a\n   ", "name") == "a");  // trailing blanks at the end of the file
 }
 
 TEST_CASE("MLFlowLogger: names as MLflow stores them: '/' nests, its characters kept, bad paths and collisions refused") {
