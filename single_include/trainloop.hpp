@@ -2323,6 +2323,19 @@ inline void truncate_file(const std::filesystem::path& path, std::size_t size, c
   if (::truncate(path.c_str(), static_cast<off_t>(size)) != 0)
     throw log_dir_error(who, path.parent_path(), "cannot cut " + path.filename().string() + " back to the checkpoint: " + std::strerror(errno));
 }
+/// Cuts the file at `path` back to its first `records` records, as `prefix(text, records, found)` measures them, and
+/// returns how many it kept (none for a missing file).
+template <class Prefix>
+std::int64_t cut_back_file(const std::filesystem::path& path, std::int64_t records, Prefix&& prefix, const std::string& who) {
+  const std::string text = read_file_text(path);
+  std::int64_t kept = 0;
+  const std::size_t size = prefix(text, records, kept);
+  if (size != text.size()) truncate_file(path, size, who);
+  return kept;
+}
+inline auto lines_prefix() {
+  return [](const std::string& text, std::int64_t records, std::int64_t& found) { return records_prefix(text, records, false, found); };
+}
 /// An integer entry of a logger's checkpoint state; the error names the key.
 inline std::int64_t state_int(const StateDict& state, const std::string& key, const std::string& who) {
   auto it = state.find(key);
@@ -2476,21 +2489,29 @@ class VersionedRun {
     dir_ = planned_dir();
     make_writable_dir(dir_, who_);
     open_.set();
-    open_version_ = *options_.version;
     return true;
   }
-  /// Later writes go to version `version` (a run continued from a checkpoint), opened at the next write.
-  void continue_version(std::int64_t version) {
+  /// A logger's checkpoint state: the open run's version and how many records it holds (under `count_key`); empty
+  /// when nothing was opened.
+  StateDict state(const char* count_key, std::int64_t records) const {
+    if (!open_) return {};
+    return {{"version", *options_.version}, {count_key, records}};
+  }
+  /// Continues the run a checkpoint's state names: later writes go to its version, opened at the next write, which
+  /// keeps the `count_key` records the checkpoint saw (see records_to_keep).
+  void continue_from(const StateDict& state, const char* count_key) {
+    const std::int64_t version = state_int(state, "version", who_);
+    keep_ = state_int(state, count_key, who_);
     options_.version = version;
     open_.reset();
     dir_.clear();
   }
+  /// How many records the opening run keeps: the checkpoint's count once after continue_from, else all.
+  std::int64_t records_to_keep() { return std::exchange(keep_, INT64_MAX); }
   bool is_open() const noexcept { return static_cast<bool>(open_); }
   /// The run folder: where it is, or will be once something is written.
   std::filesystem::path planned_dir() { return open_ ? dir_ : root() / ("version_" + std::to_string(version())); }
   const std::filesystem::path& dir() const noexcept { return dir_; }
-  /// The version of the open run folder.
-  std::int64_t open_version() const noexcept { return open_version_; }
   std::int64_t version() {
     if (!options_.version) options_.version = next_version(root());
     return *options_.version;
@@ -2507,7 +2528,7 @@ class VersionedRun {
   FlushClock flush_clock_;
   OwnershipFlag open_;  // false in a moved-from logger, so its destructor writes nothing
   std::filesystem::path dir_;
-  std::int64_t open_version_ = 0;
+  std::int64_t keep_ = INT64_MAX;  // records the next opened run keeps
 };
 }  // namespace detail
 
@@ -2608,17 +2629,11 @@ class CSVLogger {
   }
 
   /// For the Trainer's checkpoints (which flush the loggers first): the run's version and how many rows it holds.
-  StateDict state_dict() const {
-    if (!run_.is_open()) return {};
-    return {{"version", run_.open_version()}, {"rows", rows_in_file_ + static_cast<std::int64_t>(rows_.size())}};
-  }
+  StateDict state_dict() const { return run_.state("rows", rows_in_file_ + static_cast<std::int64_t>(rows_.size())); }
   /// Continues the checkpoint's run: its version folder, keeping the rows written before the checkpoint.
   void load_state_dict(const StateDict& state) {
-    const std::int64_t version = detail::state_int(state, "version", run_.who());
-    const std::int64_t rows = detail::state_int(state, "rows", run_.who());
     flush();
-    run_.continue_version(version);
-    keep_rows_ = rows;
+    run_.continue_from(state, "rows");
   }
 
  private:
@@ -2627,6 +2642,7 @@ class CSVLogger {
   bool open() {
     if (run_.is_open()) return true;
     if (!run_.open()) return false;
+    const std::int64_t keep_rows = run_.records_to_keep();
     columns_ = {"epoch", "step"};
     header_written_ = 0;
     rows_in_file_ = 0;
@@ -2640,12 +2656,11 @@ class CSVLogger {
         header_written_ = columns_.size();
         const std::string body = existing.substr(header_end);
         std::int64_t rows = 0;
-        const std::size_t keep = detail::records_prefix(body, keep_rows_.value_or(INT64_MAX), false, rows);
+        const std::size_t keep = detail::records_prefix(body, keep_rows, false, rows);
         if (header_end + keep != existing.size()) detail::truncate_file(path, header_end + keep, run_.who());
         rows_in_file_ = rows;
       }
     }
-    keep_rows_.reset();
     if (hparams_) write_hparams();
     return true;
   }
@@ -2690,7 +2705,6 @@ class CSVLogger {
   std::vector<std::map<std::string, std::string>> rows_;  // rows not yet on disk
   std::size_t header_written_ = 0;
   std::int64_t rows_in_file_ = 0;
-  std::optional<std::int64_t> keep_rows_;  // resuming: the rows the checkpoint saw
 };
 
 TRAINLOOP_DETAIL_END
@@ -2925,23 +2939,23 @@ class TensorBoardLogger {
   /// For the Trainer's checkpoints (which flush the loggers first): the run's version, event file and how many
   /// events it holds.
   StateDict state_dict() const {
-    if (!run_.is_open()) return {};
-    return {{"version", run_.open_version()},
-            {"event_file", file_.filename().string()},
-            {"events", records_},
-            {"hparams_written", std::int64_t{hparams_written_ ? 1 : 0}}};
+    StateDict state = run_.state("events", records_);
+    if (!state.empty()) {
+      state["event_file"] = file_.filename().string();
+      state["hparams_written"] = std::int64_t{hparams_written_ ? 1 : 0};
+    }
+    return state;
   }
   /// Continues the checkpoint's run: its version folder and event file, keeping the events written before it.
   void load_state_dict(const StateDict& state) {
-    const std::int64_t version = detail::state_int(state, "version", run_.who());
-    keep_records_ = detail::state_int(state, "events", run_.who());
-    hparams_written_ = detail::state_int(state, "hparams_written", run_.who()) != 0;
+    const bool hparams_written = detail::state_int(state, "hparams_written", run_.who()) != 0;
     auto file = state.find("event_file");
     if (file == state.end() || !std::holds_alternative<std::string>(file->second) ||
         std::get<std::string>(file->second).find('/') != std::string::npos)
       throw std::runtime_error("trainloop: TensorBoardLogger: checkpoint state key 'event_file' is missing or not a file name");
     flush();
-    run_.continue_version(version);
+    run_.continue_from(state, "events");
+    hparams_written_ = hparams_written;
     resume_file_ = std::get<std::string>(file->second);
   }
 
@@ -2952,11 +2966,10 @@ class TensorBoardLogger {
     if (run_.is_open()) return true;
     if (!run_.open()) return false;
     records_ = 0;
+    const std::int64_t keep = run_.records_to_keep();
     if (!resume_file_.empty() && std::filesystem::exists(run_.dir() / resume_file_)) {
       file_ = run_.dir() / resume_file_;
-      const std::string existing = detail::read_file_text(file_);
-      const std::size_t keep = detail::tfrecords_prefix(existing, keep_records_, records_);
-      if (keep != existing.size()) detail::truncate_file(file_, keep, run_.who());
+      records_ = detail::cut_back_file(file_, keep, detail::tfrecords_prefix, run_.who());
     } else {
       char host[256] = "localhost";
       ::gethostname(host, sizeof host - 1);
@@ -2996,9 +3009,8 @@ class TensorBoardLogger {
   std::optional<StateDict> hparams_;
   bool hparams_written_ = false;
   std::string pending_;  // whole records not yet on disk
-  std::int64_t records_ = 0;       // events in the file: on disk and pending
-  std::int64_t keep_records_ = 0;  // resuming: the events the checkpoint saw ...
-  std::string resume_file_;        // ... in this file of its folder
+  std::int64_t records_ = 0;  // events in the file: on disk and pending
+  std::string resume_file_;   // resuming: the checkpoint's event file in its folder
 };
 
 TRAINLOOP_DETAIL_END
@@ -3335,12 +3347,13 @@ class MLFlowLogger {
     for (const auto& path : files) {
       const std::string file = path.lexically_relative(metrics).generic_string();
       auto wanted = lines.find(file);
-      const std::string text = detail::read_file_text(path);
-      std::int64_t kept = 0;
-      const std::size_t size = detail::records_prefix(text, wanted == lines.end() ? 0 : wanted->second, false, kept);
-      if (kept == 0) std::filesystem::remove(path, error);
-      else if (size != text.size()) detail::truncate_file(path, size, who);
+      if (wanted == lines.end()) {  // born after the checkpoint
+        std::filesystem::remove(path, error);
+        continue;
+      }
+      const std::int64_t kept = detail::cut_back_file(path, wanted->second, detail::lines_prefix(), who);
       if (kept > 0) lines_[file] = kept;
+      else std::filesystem::remove(path, error);  // MLflow cannot read an empty metric file
     }
   }
   static void write_experiment(const std::filesystem::path& root, const std::string& id, const std::string& name) {
@@ -3494,28 +3507,18 @@ class JSONLinesLogger {
   }
 
   /// For the Trainer's checkpoints (which flush the loggers first): the run's version and how many lines it holds.
-  StateDict state_dict() const {
-    if (!run_.is_open()) return {};
-    return {{"version", run_.open_version()}, {"lines", lines_}};
-  }
+  StateDict state_dict() const { return run_.state("lines", lines_); }
   /// Continues the checkpoint's run: its version folder, keeping the lines written before the checkpoint.
   void load_state_dict(const StateDict& state) {
-    const std::int64_t version = detail::state_int(state, "version", run_.who());
-    const std::int64_t lines = detail::state_int(state, "lines", run_.who());
     flush();
-    run_.continue_version(version);
-    keep_lines_ = lines;
+    run_.continue_from(state, "lines");
   }
 
  private:
   bool open() {
     if (run_.is_open()) return true;
     if (!run_.open()) return false;
-    const std::filesystem::path path = run_.dir() / "metrics.jsonl";
-    const std::string existing = detail::read_file_text(path);
-    const std::size_t keep = detail::records_prefix(existing, keep_lines_.value_or(INT64_MAX), false, lines_);
-    if (keep != existing.size()) detail::truncate_file(path, keep, run_.who());
-    keep_lines_.reset();
+    lines_ = detail::cut_back_file(run_.dir() / "metrics.jsonl", run_.records_to_keep(), detail::lines_prefix(), run_.who());
     if (hparams_) write_hparams();
     return true;
   }
@@ -3533,8 +3536,7 @@ class JSONLinesLogger {
   detail::VersionedRun run_;
   std::optional<StateDict> hparams_;
   std::string pending_;
-  std::int64_t lines_ = 0;                  // lines in the run: on disk and pending
-  std::optional<std::int64_t> keep_lines_;  // resuming: the lines the checkpoint saw
+  std::int64_t lines_ = 0;  // lines in the run: on disk and pending
 };
 
 TRAINLOOP_DETAIL_END
@@ -4608,6 +4610,10 @@ class SeenCount {
   void reset() noexcept { n_ = 0; }
   void add(std::int64_t n) noexcept { n_ += n; }
   std::int64_t value() const noexcept { return n_; }
+  /// The count over all ranks, as a float64 tensor on the device of `like` (the denominator of a mean).
+  torch::Tensor total(const torch::Tensor& like) const {
+    return synced(torch::full({}, static_cast<double>(n_), like.options().dtype(torch::kFloat64)), SyncOp::sum);
+  }
   void require_some(const char* metric) const {
     if (n_ == 0) throw not_computable(metric);
   }
@@ -4884,17 +4890,14 @@ class ErrorSums {
   }
   torch::Tensor mean_squared(const char* metric) const {
     seen_.require_some(metric);
-    return synced(sum_squared_, SyncOp::sum) / count();
+    return synced(sum_squared_, SyncOp::sum) / seen_.total(sum_squared_);
   }
   torch::Tensor mean_absolute(const char* metric) const {
     seen_.require_some(metric);
-    return synced(sum_absolute_, SyncOp::sum) / count();
+    return synced(sum_absolute_, SyncOp::sum) / seen_.total(sum_absolute_);
   }
 
  private:
-  torch::Tensor count() const {
-    return synced(torch::full({}, static_cast<double>(seen_.value()), sum_squared_.options()), SyncOp::sum);
-  }
   torch::Tensor sum_squared_, sum_absolute_;
   SeenCount seen_;
 };
@@ -5009,8 +5012,7 @@ class Average {
   void update(double value) { update(torch::tensor(value, torch::kFloat64)); }
   torch::Tensor compute() {
     seen_.require_some("Average");
-    return detail::synced(sum_, SyncOp::sum) /
-           detail::synced(torch::full({}, static_cast<double>(seen_.value()), sum_.options()), SyncOp::sum);
+    return detail::synced(sum_, SyncOp::sum) / seen_.total(sum_);
   }
 
  private:
@@ -5043,8 +5045,7 @@ class Loss {
   }
   torch::Tensor compute() {
     seen_.require_some("Loss");
-    return detail::synced(sum_, SyncOp::sum) /
-           detail::synced(torch::full({}, static_cast<double>(seen_.value()), sum_.options()), SyncOp::sum);
+    return detail::synced(sum_, SyncOp::sum) / seen_.total(sum_);
   }
 
  private:
@@ -5202,6 +5203,23 @@ inline std::pair<torch::Tensor, torch::Tensor> binary_decisions(const torch::Ten
   return {positive, target.ne(0)};
 }
 
+// Multiclass: adds each (label, predicted label) pair of the batch to `counts`, a flat [C * C] int64 confusion matrix
+// (rows: true labels), created on the labels' device when undefined. Pairs with an invalid value are counted by
+// `invalid` and left out. Returns the batch's examples (0: nothing was touched).
+inline std::int64_t add_to_confusion(torch::Tensor& counts, const torch::Tensor& prediction, const torch::Tensor& target,
+                                     std::int64_t num_classes, const char* metric, InvalidValues& invalid) {
+  const std::int64_t c = num_classes;
+  const torch::Tensor target_valid = valid_labels(target, c, metric, invalid);
+  auto [predicted, predicted_valid] = predicted_labels(prediction.detach(), target, c, metric, invalid);
+  if (target.size(0) == 0) return 0;  // an empty batch changes nothing
+  const torch::Tensor usable = target_valid.logical_and(predicted_valid);
+  if (!counts.defined()) counts = torch::zeros({c * c}, target.options().dtype(torch::kLong));
+  const torch::Tensor cells =
+      torch::where(usable, target.to(torch::kLong) * c + predicted.to(torch::kLong), torch::zeros({}, counts.options()));
+  counts.index_add_(0, cells, usable.to(torch::kLong));
+  return target.size(0);
+}
+
 /// Per-class true positives, false positives and false negatives: what Precision, Recall and FBeta compute from.
 class ClassCounts {
  public:
@@ -5220,15 +5238,10 @@ class ClassCounts {
     std::int64_t examples = 0;
     if (options_.task() == Task::multiclass) {
       const std::int64_t c = options_.num_classes();
-      const torch::Tensor target_valid = valid_labels(target, c, metric_, invalid_);
-      auto [predicted, predicted_valid] = predicted_labels(prediction.detach(), target, c, metric_, invalid_);
-      examples = target.size(0);
-      if (examples == 0) return;  // an empty batch changes nothing
-      const torch::Tensor usable = target_valid.logical_and(predicted_valid);
-      const torch::Tensor cells = torch::where(usable, target.to(torch::kLong) * c + predicted.to(torch::kLong),
-                                               torch::zeros({}, target.options().dtype(torch::kLong)));
-      const torch::Tensor cm =
-          torch::zeros({c * c}, target.options().dtype(torch::kLong)).index_add_(0, cells, usable.to(torch::kLong)).view({c, c});
+      torch::Tensor counts;
+      examples = add_to_confusion(counts, prediction, target, c, metric_, invalid_);
+      if (examples == 0) return;
+      const torch::Tensor cm = counts.view({c, c});
       tp = cm.diagonal();
       fp = cm.sum(0) - tp;
       fn = cm.sum(1) - tp;
@@ -5342,9 +5355,7 @@ class Accuracy {
   torch::Tensor compute() {
     invalid_.raise_if_any("Accuracy");
     seen_.require_some("Accuracy");
-    return detail::synced(correct_, SyncOp::sum).to(torch::kFloat64) /
-           detail::synced(torch::full({}, static_cast<double>(seen_.value()), correct_.options().dtype(torch::kFloat64)),
-                          SyncOp::sum);
+    return detail::synced(correct_, SyncOp::sum).to(torch::kFloat64) / seen_.total(correct_);
   }
 
  private:
@@ -5418,17 +5429,7 @@ class ConfusionMatrix {
   }
   void update(const torch::Tensor& prediction, const torch::Tensor& target) {
     detail::require(prediction.defined() && target.defined(), "ConfusionMatrix", "update() got an undefined tensor");
-    const std::int64_t c = num_classes_;
-    const torch::Tensor target_valid = detail::valid_labels(target, c, "ConfusionMatrix", invalid_);
-    auto [predicted, predicted_valid] = detail::predicted_labels(prediction.detach(), target, c, "ConfusionMatrix", invalid_);
-    if (target.size(0) == 0) return;  // an empty batch changes nothing
-    const torch::Tensor usable = target_valid.logical_and(predicted_valid);
-    if (!matrix_.defined()) matrix_ = torch::zeros({c * c}, target.options().dtype(torch::kLong));
-    matrix_.index_add_(0,
-                       torch::where(usable, target.to(torch::kLong) * c + predicted.to(torch::kLong),
-                                    torch::zeros({}, matrix_.options())),
-                       usable.to(torch::kLong));
-    seen_.add(target.size(0));
+    seen_.add(detail::add_to_confusion(matrix_, prediction, target, num_classes_, "ConfusionMatrix", invalid_));
   }
   /// Counts (int64) when not normalised; float64 fractions otherwise (a row or column with no examples is 0).
   torch::Tensor compute() {

@@ -168,6 +168,19 @@ inline void truncate_file(const std::filesystem::path& path, std::size_t size, c
   if (::truncate(path.c_str(), static_cast<off_t>(size)) != 0)
     throw log_dir_error(who, path.parent_path(), "cannot cut " + path.filename().string() + " back to the checkpoint: " + std::strerror(errno));
 }
+/// Cuts the file at `path` back to its first `records` records, as `prefix(text, records, found)` measures them, and
+/// returns how many it kept (none for a missing file).
+template <class Prefix>
+std::int64_t cut_back_file(const std::filesystem::path& path, std::int64_t records, Prefix&& prefix, const std::string& who) {
+  const std::string text = read_file_text(path);
+  std::int64_t kept = 0;
+  const std::size_t size = prefix(text, records, kept);
+  if (size != text.size()) truncate_file(path, size, who);
+  return kept;
+}
+inline auto lines_prefix() {
+  return [](const std::string& text, std::int64_t records, std::int64_t& found) { return records_prefix(text, records, false, found); };
+}
 /// An integer entry of a logger's checkpoint state; the error names the key.
 inline std::int64_t state_int(const StateDict& state, const std::string& key, const std::string& who) {
   auto it = state.find(key);
@@ -321,21 +334,29 @@ class VersionedRun {
     dir_ = planned_dir();
     make_writable_dir(dir_, who_);
     open_.set();
-    open_version_ = *options_.version;
     return true;
   }
-  /// Later writes go to version `version` (a run continued from a checkpoint), opened at the next write.
-  void continue_version(std::int64_t version) {
+  /// A logger's checkpoint state: the open run's version and how many records it holds (under `count_key`); empty
+  /// when nothing was opened.
+  StateDict state(const char* count_key, std::int64_t records) const {
+    if (!open_) return {};
+    return {{"version", *options_.version}, {count_key, records}};
+  }
+  /// Continues the run a checkpoint's state names: later writes go to its version, opened at the next write, which
+  /// keeps the `count_key` records the checkpoint saw (see records_to_keep).
+  void continue_from(const StateDict& state, const char* count_key) {
+    const std::int64_t version = state_int(state, "version", who_);
+    keep_ = state_int(state, count_key, who_);
     options_.version = version;
     open_.reset();
     dir_.clear();
   }
+  /// How many records the opening run keeps: the checkpoint's count once after continue_from, else all.
+  std::int64_t records_to_keep() { return std::exchange(keep_, INT64_MAX); }
   bool is_open() const noexcept { return static_cast<bool>(open_); }
   /// The run folder: where it is, or will be once something is written.
   std::filesystem::path planned_dir() { return open_ ? dir_ : root() / ("version_" + std::to_string(version())); }
   const std::filesystem::path& dir() const noexcept { return dir_; }
-  /// The version of the open run folder.
-  std::int64_t open_version() const noexcept { return open_version_; }
   std::int64_t version() {
     if (!options_.version) options_.version = next_version(root());
     return *options_.version;
@@ -352,7 +373,7 @@ class VersionedRun {
   FlushClock flush_clock_;
   OwnershipFlag open_;  // false in a moved-from logger, so its destructor writes nothing
   std::filesystem::path dir_;
-  std::int64_t open_version_ = 0;
+  std::int64_t keep_ = INT64_MAX;  // records the next opened run keeps
 };
 }  // namespace detail
 

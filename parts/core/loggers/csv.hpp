@@ -93,17 +93,11 @@ class CSVLogger {
   }
 
   /// For the Trainer's checkpoints (which flush the loggers first): the run's version and how many rows it holds.
-  StateDict state_dict() const {
-    if (!run_.is_open()) return {};
-    return {{"version", run_.open_version()}, {"rows", rows_in_file_ + static_cast<std::int64_t>(rows_.size())}};
-  }
+  StateDict state_dict() const { return run_.state("rows", rows_in_file_ + static_cast<std::int64_t>(rows_.size())); }
   /// Continues the checkpoint's run: its version folder, keeping the rows written before the checkpoint.
   void load_state_dict(const StateDict& state) {
-    const std::int64_t version = detail::state_int(state, "version", run_.who());
-    const std::int64_t rows = detail::state_int(state, "rows", run_.who());
     flush();
-    run_.continue_version(version);
-    keep_rows_ = rows;
+    run_.continue_from(state, "rows");
   }
 
  private:
@@ -112,6 +106,7 @@ class CSVLogger {
   bool open() {
     if (run_.is_open()) return true;
     if (!run_.open()) return false;
+    const std::int64_t keep_rows = run_.records_to_keep();
     columns_ = {"epoch", "step"};
     header_written_ = 0;
     rows_in_file_ = 0;
@@ -125,12 +120,11 @@ class CSVLogger {
         header_written_ = columns_.size();
         const std::string body = existing.substr(header_end);
         std::int64_t rows = 0;
-        const std::size_t keep = detail::records_prefix(body, keep_rows_.value_or(INT64_MAX), false, rows);
+        const std::size_t keep = detail::records_prefix(body, keep_rows, false, rows);
         if (header_end + keep != existing.size()) detail::truncate_file(path, header_end + keep, run_.who());
         rows_in_file_ = rows;
       }
     }
-    keep_rows_.reset();
     if (hparams_) write_hparams();
     return true;
   }
@@ -175,7 +169,6 @@ class CSVLogger {
   std::vector<std::map<std::string, std::string>> rows_;  // rows not yet on disk
   std::size_t header_written_ = 0;
   std::int64_t rows_in_file_ = 0;
-  std::optional<std::int64_t> keep_rows_;  // resuming: the rows the checkpoint saw
 };
 
 TRAINLOOP_DETAIL_END

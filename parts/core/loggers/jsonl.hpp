@@ -95,28 +95,18 @@ class JSONLinesLogger {
   }
 
   /// For the Trainer's checkpoints (which flush the loggers first): the run's version and how many lines it holds.
-  StateDict state_dict() const {
-    if (!run_.is_open()) return {};
-    return {{"version", run_.open_version()}, {"lines", lines_}};
-  }
+  StateDict state_dict() const { return run_.state("lines", lines_); }
   /// Continues the checkpoint's run: its version folder, keeping the lines written before the checkpoint.
   void load_state_dict(const StateDict& state) {
-    const std::int64_t version = detail::state_int(state, "version", run_.who());
-    const std::int64_t lines = detail::state_int(state, "lines", run_.who());
     flush();
-    run_.continue_version(version);
-    keep_lines_ = lines;
+    run_.continue_from(state, "lines");
   }
 
  private:
   bool open() {
     if (run_.is_open()) return true;
     if (!run_.open()) return false;
-    const std::filesystem::path path = run_.dir() / "metrics.jsonl";
-    const std::string existing = detail::read_file_text(path);
-    const std::size_t keep = detail::records_prefix(existing, keep_lines_.value_or(INT64_MAX), false, lines_);
-    if (keep != existing.size()) detail::truncate_file(path, keep, run_.who());
-    keep_lines_.reset();
+    lines_ = detail::cut_back_file(run_.dir() / "metrics.jsonl", run_.records_to_keep(), detail::lines_prefix(), run_.who());
     if (hparams_) write_hparams();
     return true;
   }
@@ -134,8 +124,7 @@ class JSONLinesLogger {
   detail::VersionedRun run_;
   std::optional<StateDict> hparams_;
   std::string pending_;
-  std::int64_t lines_ = 0;                  // lines in the run: on disk and pending
-  std::optional<std::int64_t> keep_lines_;  // resuming: the lines the checkpoint saw
+  std::int64_t lines_ = 0;  // lines in the run: on disk and pending
 };
 
 TRAINLOOP_DETAIL_END

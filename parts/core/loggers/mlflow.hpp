@@ -330,12 +330,13 @@ class MLFlowLogger {
     for (const auto& path : files) {
       const std::string file = path.lexically_relative(metrics).generic_string();
       auto wanted = lines.find(file);
-      const std::string text = detail::read_file_text(path);
-      std::int64_t kept = 0;
-      const std::size_t size = detail::records_prefix(text, wanted == lines.end() ? 0 : wanted->second, false, kept);
-      if (kept == 0) std::filesystem::remove(path, error);
-      else if (size != text.size()) detail::truncate_file(path, size, who);
+      if (wanted == lines.end()) {  // born after the checkpoint
+        std::filesystem::remove(path, error);
+        continue;
+      }
+      const std::int64_t kept = detail::cut_back_file(path, wanted->second, detail::lines_prefix(), who);
       if (kept > 0) lines_[file] = kept;
+      else std::filesystem::remove(path, error);  // MLflow cannot read an empty metric file
     }
   }
   static void write_experiment(const std::filesystem::path& root, const std::string& id, const std::string& name) {

@@ -228,23 +228,23 @@ class TensorBoardLogger {
   /// For the Trainer's checkpoints (which flush the loggers first): the run's version, event file and how many
   /// events it holds.
   StateDict state_dict() const {
-    if (!run_.is_open()) return {};
-    return {{"version", run_.open_version()},
-            {"event_file", file_.filename().string()},
-            {"events", records_},
-            {"hparams_written", std::int64_t{hparams_written_ ? 1 : 0}}};
+    StateDict state = run_.state("events", records_);
+    if (!state.empty()) {
+      state["event_file"] = file_.filename().string();
+      state["hparams_written"] = std::int64_t{hparams_written_ ? 1 : 0};
+    }
+    return state;
   }
   /// Continues the checkpoint's run: its version folder and event file, keeping the events written before it.
   void load_state_dict(const StateDict& state) {
-    const std::int64_t version = detail::state_int(state, "version", run_.who());
-    keep_records_ = detail::state_int(state, "events", run_.who());
-    hparams_written_ = detail::state_int(state, "hparams_written", run_.who()) != 0;
+    const bool hparams_written = detail::state_int(state, "hparams_written", run_.who()) != 0;
     auto file = state.find("event_file");
     if (file == state.end() || !std::holds_alternative<std::string>(file->second) ||
         std::get<std::string>(file->second).find('/') != std::string::npos)
       throw std::runtime_error("trainloop: TensorBoardLogger: checkpoint state key 'event_file' is missing or not a file name");
     flush();
-    run_.continue_version(version);
+    run_.continue_from(state, "events");
+    hparams_written_ = hparams_written;
     resume_file_ = std::get<std::string>(file->second);
   }
 
@@ -255,11 +255,10 @@ class TensorBoardLogger {
     if (run_.is_open()) return true;
     if (!run_.open()) return false;
     records_ = 0;
+    const std::int64_t keep = run_.records_to_keep();
     if (!resume_file_.empty() && std::filesystem::exists(run_.dir() / resume_file_)) {
       file_ = run_.dir() / resume_file_;
-      const std::string existing = detail::read_file_text(file_);
-      const std::size_t keep = detail::tfrecords_prefix(existing, keep_records_, records_);
-      if (keep != existing.size()) detail::truncate_file(file_, keep, run_.who());
+      records_ = detail::cut_back_file(file_, keep, detail::tfrecords_prefix, run_.who());
     } else {
       char host[256] = "localhost";
       ::gethostname(host, sizeof host - 1);
@@ -299,9 +298,8 @@ class TensorBoardLogger {
   std::optional<StateDict> hparams_;
   bool hparams_written_ = false;
   std::string pending_;  // whole records not yet on disk
-  std::int64_t records_ = 0;       // events in the file: on disk and pending
-  std::int64_t keep_records_ = 0;  // resuming: the events the checkpoint saw ...
-  std::string resume_file_;        // ... in this file of its folder
+  std::int64_t records_ = 0;  // events in the file: on disk and pending
+  std::string resume_file_;   // resuming: the checkpoint's event file in its folder
 };
 
 TRAINLOOP_DETAIL_END

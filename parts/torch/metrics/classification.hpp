@@ -119,6 +119,23 @@ inline std::pair<torch::Tensor, torch::Tensor> binary_decisions(const torch::Ten
   return {positive, target.ne(0)};
 }
 
+// Multiclass: adds each (label, predicted label) pair of the batch to `counts`, a flat [C * C] int64 confusion matrix
+// (rows: true labels), created on the labels' device when undefined. Pairs with an invalid value are counted by
+// `invalid` and left out. Returns the batch's examples (0: nothing was touched).
+inline std::int64_t add_to_confusion(torch::Tensor& counts, const torch::Tensor& prediction, const torch::Tensor& target,
+                                     std::int64_t num_classes, const char* metric, InvalidValues& invalid) {
+  const std::int64_t c = num_classes;
+  const torch::Tensor target_valid = valid_labels(target, c, metric, invalid);
+  auto [predicted, predicted_valid] = predicted_labels(prediction.detach(), target, c, metric, invalid);
+  if (target.size(0) == 0) return 0;  // an empty batch changes nothing
+  const torch::Tensor usable = target_valid.logical_and(predicted_valid);
+  if (!counts.defined()) counts = torch::zeros({c * c}, target.options().dtype(torch::kLong));
+  const torch::Tensor cells =
+      torch::where(usable, target.to(torch::kLong) * c + predicted.to(torch::kLong), torch::zeros({}, counts.options()));
+  counts.index_add_(0, cells, usable.to(torch::kLong));
+  return target.size(0);
+}
+
 /// Per-class true positives, false positives and false negatives: what Precision, Recall and FBeta compute from.
 class ClassCounts {
  public:
@@ -137,15 +154,10 @@ class ClassCounts {
     std::int64_t examples = 0;
     if (options_.task() == Task::multiclass) {
       const std::int64_t c = options_.num_classes();
-      const torch::Tensor target_valid = valid_labels(target, c, metric_, invalid_);
-      auto [predicted, predicted_valid] = predicted_labels(prediction.detach(), target, c, metric_, invalid_);
-      examples = target.size(0);
-      if (examples == 0) return;  // an empty batch changes nothing
-      const torch::Tensor usable = target_valid.logical_and(predicted_valid);
-      const torch::Tensor cells = torch::where(usable, target.to(torch::kLong) * c + predicted.to(torch::kLong),
-                                               torch::zeros({}, target.options().dtype(torch::kLong)));
-      const torch::Tensor cm =
-          torch::zeros({c * c}, target.options().dtype(torch::kLong)).index_add_(0, cells, usable.to(torch::kLong)).view({c, c});
+      torch::Tensor counts;
+      examples = add_to_confusion(counts, prediction, target, c, metric_, invalid_);
+      if (examples == 0) return;
+      const torch::Tensor cm = counts.view({c, c});
       tp = cm.diagonal();
       fp = cm.sum(0) - tp;
       fn = cm.sum(1) - tp;
@@ -259,9 +271,7 @@ class Accuracy {
   torch::Tensor compute() {
     invalid_.raise_if_any("Accuracy");
     seen_.require_some("Accuracy");
-    return detail::synced(correct_, SyncOp::sum).to(torch::kFloat64) /
-           detail::synced(torch::full({}, static_cast<double>(seen_.value()), correct_.options().dtype(torch::kFloat64)),
-                          SyncOp::sum);
+    return detail::synced(correct_, SyncOp::sum).to(torch::kFloat64) / seen_.total(correct_);
   }
 
  private:
@@ -335,17 +345,7 @@ class ConfusionMatrix {
   }
   void update(const torch::Tensor& prediction, const torch::Tensor& target) {
     detail::require(prediction.defined() && target.defined(), "ConfusionMatrix", "update() got an undefined tensor");
-    const std::int64_t c = num_classes_;
-    const torch::Tensor target_valid = detail::valid_labels(target, c, "ConfusionMatrix", invalid_);
-    auto [predicted, predicted_valid] = detail::predicted_labels(prediction.detach(), target, c, "ConfusionMatrix", invalid_);
-    if (target.size(0) == 0) return;  // an empty batch changes nothing
-    const torch::Tensor usable = target_valid.logical_and(predicted_valid);
-    if (!matrix_.defined()) matrix_ = torch::zeros({c * c}, target.options().dtype(torch::kLong));
-    matrix_.index_add_(0,
-                       torch::where(usable, target.to(torch::kLong) * c + predicted.to(torch::kLong),
-                                    torch::zeros({}, matrix_.options())),
-                       usable.to(torch::kLong));
-    seen_.add(target.size(0));
+    seen_.add(detail::add_to_confusion(matrix_, prediction, target, num_classes_, "ConfusionMatrix", invalid_));
   }
   /// Counts (int64) when not normalised; float64 fractions otherwise (a row or column with no examples is 0).
   torch::Tensor compute() {

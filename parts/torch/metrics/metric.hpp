@@ -71,6 +71,10 @@ class SeenCount {
   void reset() noexcept { n_ = 0; }
   void add(std::int64_t n) noexcept { n_ += n; }
   std::int64_t value() const noexcept { return n_; }
+  /// The count over all ranks, as a float64 tensor on the device of `like` (the denominator of a mean).
+  torch::Tensor total(const torch::Tensor& like) const {
+    return synced(torch::full({}, static_cast<double>(n_), like.options().dtype(torch::kFloat64)), SyncOp::sum);
+  }
   void require_some(const char* metric) const {
     if (n_ == 0) throw not_computable(metric);
   }

@@ -31,17 +31,14 @@ class ErrorSums {
   }
   torch::Tensor mean_squared(const char* metric) const {
     seen_.require_some(metric);
-    return synced(sum_squared_, SyncOp::sum) / count();
+    return synced(sum_squared_, SyncOp::sum) / seen_.total(sum_squared_);
   }
   torch::Tensor mean_absolute(const char* metric) const {
     seen_.require_some(metric);
-    return synced(sum_absolute_, SyncOp::sum) / count();
+    return synced(sum_absolute_, SyncOp::sum) / seen_.total(sum_absolute_);
   }
 
  private:
-  torch::Tensor count() const {
-    return synced(torch::full({}, static_cast<double>(seen_.value()), sum_squared_.options()), SyncOp::sum);
-  }
   torch::Tensor sum_squared_, sum_absolute_;
   SeenCount seen_;
 };
@@ -156,8 +153,7 @@ class Average {
   void update(double value) { update(torch::tensor(value, torch::kFloat64)); }
   torch::Tensor compute() {
     seen_.require_some("Average");
-    return detail::synced(sum_, SyncOp::sum) /
-           detail::synced(torch::full({}, static_cast<double>(seen_.value()), sum_.options()), SyncOp::sum);
+    return detail::synced(sum_, SyncOp::sum) / seen_.total(sum_);
   }
 
  private:
@@ -190,8 +186,7 @@ class Loss {
   }
   torch::Tensor compute() {
     seen_.require_some("Loss");
-    return detail::synced(sum_, SyncOp::sum) /
-           detail::synced(torch::full({}, static_cast<double>(seen_.value()), sum_.options()), SyncOp::sum);
+    return detail::synced(sum_, SyncOp::sum) / seen_.total(sum_);
   }
 
  private:
