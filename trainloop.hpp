@@ -35,6 +35,10 @@
 #include "parts/torch/schedulers.hpp"
 #include "parts/torch/checkpoint.hpp"
 #include "parts/torch/profiler.hpp"
+#include "parts/torch/precision.hpp"
+#if TRAINLOOP_WITH_AMP
+#include "parts/torch/amp.hpp"
+#endif
 #include "parts/torch/trainer_options.hpp"
 #include "parts/torch/module.hpp"
 #include "parts/torch/callbacks/progress_bar.hpp"

@@ -6562,6 +6562,537 @@ class Profiler {
 
 TRAINLOOP_DETAIL_END
 // ---- end parts/torch/profiler.hpp ----
+// ---- begin parts/torch/precision.hpp ----
+// trainloop: the Trainer's precision setting, and the trivial ("32") precision policy. Mixed precision itself lives in
+// amp.hpp, compiled only under TRAINLOOP_WITH_AMP; this part is always there so a build without it can say so.
+#include <stdexcept>
+#include <string>
+
+TRAINLOOP_DETAIL_BEGIN
+
+/// TrainerOptions().precision(...): full fp32, or autocast to fp16 (with loss scaling) or bf16 for the forward passes.
+enum class TrainingPrecision { full32, fp16_mixed, bf16_mixed };
+
+/// Lightning's names: "32" / "32-true", "16-mixed" (or "16"), "bf16-mixed" (or "bf16").
+inline TrainingPrecision parse_precision(const std::string& value) {
+  auto fail = [&](const std::string& why) {
+    return std::invalid_argument("trainloop: TrainerOptions().precision(\"" + value + "\"): " + why);
+  };
+  TrainingPrecision precision;
+  if (value == "32" || value == "32-true") precision = TrainingPrecision::full32;
+  else if (value == "16-mixed" || value == "16") precision = TrainingPrecision::fp16_mixed;
+  else if (value == "bf16-mixed" || value == "bf16") precision = TrainingPrecision::bf16_mixed;
+  else if (value == "16-true" || value == "bf16-true" || value == "64" || value == "64-true")
+    throw fail("trainloop trains with fp32 weights; use \"32\", \"16-mixed\" or \"bf16-mixed\"");
+  else
+    throw fail("unknown precision; use \"32\" (or \"32-true\"), \"16-mixed\" (or \"16\"), \"bf16-mixed\" (or \"bf16\")");
+  if (precision != TrainingPrecision::full32 && !with_amp)
+    throw fail("mixed precision is compiled out; define TRAINLOOP_WITH_AMP=1 before including trainloop.hpp (CMake: "
+               "-DTRAINLOOP_WITH_AMP=ON)");
+  return precision;
+}
+
+namespace detail {
+// The precision seam the Trainer calls (DESIGN.md §6). "32": no autocast, no loss scaling, every step taken; the calls
+// compile to nothing. amp::MixedPrecision (amp.hpp) is the other policy.
+struct FullPrecision {
+  struct NoGuard {};
+  template <class Options>
+  void setup(const Options&, const torch::Device&) {}
+  NoGuard forward_guard() const { return {}; }
+  const torch::Tensor& scale_loss(const torch::Tensor& loss) const { return loss; }
+  void unscale(torch::optim::Optimizer&) {}
+  template <class Step>
+  bool step(torch::optim::Optimizer&, Step&& step) {
+    step();
+    return true;
+  }
+  void update() {}
+  bool scaling() const { return false; }
+  StateDict state_dict() const { return {}; }
+  void load_state_dict(const StateDict&) {}
+};
+#if !TRAINLOOP_WITH_AMP
+using PrecisionPolicy = FullPrecision;
+#endif
+}  // namespace detail
+
+TRAINLOOP_DETAIL_END
+// ---- end parts/torch/precision.hpp ----
+#if TRAINLOOP_WITH_AMP
+// ---- begin parts/torch/amp.hpp ----
+// trainloop: mixed precision (TRAINLOOP_WITH_AMP=1). An autocast guard, a GradScaler (LibTorch has neither in C++),
+// and the policy through which the Trainer uses them for precision("16-mixed") and precision("bf16-mixed").
+#include <ATen/autocast_mode.h>
+#include <torch/version.h>
+
+#include <cstdint>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+// LibTorch 2.4 replaced the per-device autocast functions (set_cpu_enabled, set_autocast_gpu_dtype, ...) by ones
+// taking the device type, and deprecated the old ones (a -Werror build breaks on them).
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+#define TRAINLOOP_DETAIL_AUTOCAST_BY_DEVICE 1
+#else
+#define TRAINLOOP_DETAIL_AUTOCAST_BY_DEVICE 0
+#endif
+// The fused scaler kernels exist for CUDA in every LibTorch; for CPU from LibTorch 2.x (the header of its CPU kernel
+// tells). Elsewhere the scaler computes the same numbers with ordinary tensor ops.
+#if __has_include(<ATen/ops/_amp_update_scale_cpu_dispatch.h>)
+#define TRAINLOOP_DETAIL_AMP_CPU_KERNELS 1
+#else
+#define TRAINLOOP_DETAIL_AMP_CPU_KERNELS 0
+#endif
+
+TRAINLOOP_DETAIL_BEGIN
+
+namespace detail {
+[[noreturn]] inline void autocast_unsupported(c10::DeviceType device_type) {
+  throw std::invalid_argument("trainloop: autocast is not available for device type " +
+                              c10::DeviceTypeName(device_type, /*lower_case=*/true) + " in this LibTorch");
+}
+#if TRAINLOOP_DETAIL_AUTOCAST_BY_DEVICE
+inline void check_autocast_device(c10::DeviceType device_type) {
+  if (!at::autocast::is_autocast_available(device_type)) autocast_unsupported(device_type);
+}
+inline bool autocast_enabled(c10::DeviceType d) { return at::autocast::is_autocast_enabled(d); }
+inline void set_autocast_enabled(c10::DeviceType d, bool on) { at::autocast::set_autocast_enabled(d, on); }
+inline at::ScalarType autocast_dtype(c10::DeviceType d) { return at::autocast::get_autocast_dtype(d); }
+inline void set_autocast_dtype(c10::DeviceType d, at::ScalarType t) { at::autocast::set_autocast_dtype(d, t); }
+#else
+inline void check_autocast_device(c10::DeviceType device_type) {
+  if (device_type != c10::kCPU && device_type != c10::kCUDA && device_type != c10::kXPU) autocast_unsupported(device_type);
+}
+inline bool autocast_enabled(c10::DeviceType d) {
+  return d == c10::kCPU ? at::autocast::is_cpu_enabled() : d == c10::kXPU ? at::autocast::is_xpu_enabled() : at::autocast::is_enabled();
+}
+inline void set_autocast_enabled(c10::DeviceType d, bool on) {
+  if (d == c10::kCPU) at::autocast::set_cpu_enabled(on);
+  else if (d == c10::kXPU) at::autocast::set_xpu_enabled(on);
+  else at::autocast::set_enabled(on);
+}
+inline at::ScalarType autocast_dtype(c10::DeviceType d) {
+  return d == c10::kCPU   ? at::autocast::get_autocast_cpu_dtype()
+         : d == c10::kXPU ? at::autocast::get_autocast_xpu_dtype()
+                          : at::autocast::get_autocast_gpu_dtype();
+}
+inline void set_autocast_dtype(c10::DeviceType d, at::ScalarType t) {
+  if (d == c10::kCPU) at::autocast::set_autocast_cpu_dtype(t);
+  else if (d == c10::kXPU) at::autocast::set_autocast_xpu_dtype(t);
+  else at::autocast::set_autocast_gpu_dtype(t);
+}
+#endif
+}  // namespace detail
+
+namespace amp {
+
+/// Runs the ops of its scope in lower precision where that is safe, as Python's `with torch.autocast(...)`: matmuls and
+/// convolutions in `dtype`, reductions and losses in fp32; parameters and their gradients stay fp32. On entry it saves
+/// the thread's autocast state and sets its own; on exit it restores the saved state, and the outermost guard clears
+/// the cache of casted weights. Autocast state is per thread: take the guard on the thread that runs forward. Wrap
+/// the forward pass and the loss, not backward or the optimizer step.
+class Autocast {
+ public:
+  /// `dtype`: at::kHalf or at::kBFloat16 (CPU autocast takes bf16 only before LibTorch 2.4).
+  Autocast(c10::DeviceType device_type, at::ScalarType dtype, bool enabled = true, bool cache_enabled = true)
+      : device_type_(device_type) {
+    detail::check_autocast_device(device_type);
+    if (dtype != at::kHalf && dtype != at::kBFloat16)
+      throw std::invalid_argument(std::string("trainloop: amp::Autocast: dtype ") + c10::toString(dtype) +
+                                  " is not a lower-precision float; use at::kHalf or at::kBFloat16");
+#if !TRAINLOOP_DETAIL_AUTOCAST_BY_DEVICE
+    if (device_type == c10::kCPU && dtype != at::kBFloat16)
+      throw std::invalid_argument("trainloop: amp::Autocast: CPU autocast in LibTorch " TORCH_VERSION
+                                  " supports only at::kBFloat16 (fp16 on CPU needs LibTorch 2.4 or later)");
+#endif
+    previous_enabled_ = detail::autocast_enabled(device_type);
+    previous_dtype_ = detail::autocast_dtype(device_type);
+    previous_cache_enabled_ = at::autocast::is_autocast_cache_enabled();
+    detail::set_autocast_enabled(device_type, enabled);
+    detail::set_autocast_dtype(device_type, dtype);
+    at::autocast::increment_nesting();
+    at::autocast::set_autocast_cache_enabled(cache_enabled);
+  }
+  /// The device type's current autocast dtype (fp16 on CUDA, bf16 on CPU unless changed).
+  explicit Autocast(c10::DeviceType device_type, bool enabled = true)
+      : Autocast(device_type, (detail::check_autocast_device(device_type), detail::autocast_dtype(device_type)), enabled) {}
+  ~Autocast() {
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    detail::set_autocast_enabled(device_type_, previous_enabled_);
+    detail::set_autocast_dtype(device_type_, previous_dtype_);
+    at::autocast::set_autocast_cache_enabled(previous_cache_enabled_);
+  }
+  Autocast(const Autocast&) = delete;
+  Autocast& operator=(const Autocast&) = delete;
+
+ private:
+  c10::DeviceType device_type_;
+  bool previous_enabled_ = false;
+  at::ScalarType previous_dtype_ = at::kBFloat16;
+  bool previous_cache_enabled_ = true;
+};
+
+/// GradScaler's settings; the defaults are PyTorch's.
+struct GradScalerOptions {
+  GradScalerOptions& init_scale(double v) { return init_scale_ = v, *this; }
+  GradScalerOptions& growth_factor(double v) { return growth_factor_ = v, *this; }
+  GradScalerOptions& backoff_factor(double v) { return backoff_factor_ = v, *this; }
+  GradScalerOptions& growth_interval(std::int64_t v) { return growth_interval_ = v, *this; }
+  /// false: scale() returns the loss as is, step() always steps, update() does nothing.
+  GradScalerOptions& enabled(bool v) { return enabled_ = v, *this; }
+  double init_scale() const { return init_scale_; }
+  double growth_factor() const { return growth_factor_; }
+  double backoff_factor() const { return backoff_factor_; }
+  std::int64_t growth_interval() const { return growth_interval_; }
+  bool enabled() const { return enabled_; }
+  void validate() const {
+    auto fail = [](const std::string& what) { return std::invalid_argument("trainloop: amp::GradScalerOptions()." + what); };
+    if (!(init_scale_ > 0)) throw fail("init_scale(s): s must be positive");
+    if (!(growth_factor_ > 1)) throw fail("growth_factor(f): f must be greater than 1");
+    if (!(backoff_factor_ > 0 && backoff_factor_ < 1)) throw fail("backoff_factor(f): f must be in (0, 1)");
+    if (growth_interval_ < 1) throw fail("growth_interval(n): n must be at least 1");
+  }
+
+ private:
+  double init_scale_ = 65536.0;
+  double growth_factor_ = 2.0;
+  double backoff_factor_ = 0.5;
+  std::int64_t growth_interval_ = 2000;
+  bool enabled_ = true;
+};
+
+}  // namespace amp
+
+namespace detail {
+inline bool amp_fused_kernels(const torch::Device& device) {
+  return device.is_cuda() || (TRAINLOOP_DETAIL_AMP_CPU_KERNELS && device.is_cpu());
+}
+// What at::_amp_foreach_non_finite_check_and_unscale_ does, from ordinary tensor ops, with the same numbers:
+// found_inf (float, one element) becomes 1 when any gradient holds an inf or NaN (checked before scaling), and every
+// gradient is multiplied by inv_scale (float, one element) in its own precision. No host read.
+inline void amp_unscale_fallback(const std::vector<torch::Tensor>& grads, torch::Tensor& found_inf,
+                                 const torch::Tensor& inv_scale) {
+  // A tensor holds an inf or NaN exactly when its max or min is one (max and min propagate NaN): two reductions
+  // without temporaries, where isfinite(g).all() makes several full-size ones.
+  std::vector<torch::Tensor> extremes;
+  extremes.reserve(2 * grads.size());
+  for (const auto& g : grads) {
+    if (g.numel() == 0) continue;
+    extremes.push_back(g.amax().reshape({1}));
+    extremes.push_back(g.amin().reshape({1}));
+    g.mul_(inv_scale);  // a handle to the gradient: the in-place op writes it
+  }
+  if (extremes.empty()) return;
+  found_inf.masked_fill_(torch::isfinite(torch::cat(extremes)).all().logical_not(), 1.0);
+}
+// What at::_amp_update_scale_ does, from ordinary tensor ops, with the same numbers: after an inf/NaN the scale is
+// multiplied by backoff and the growth tracker reset; otherwise the tracker counts clean steps and, at
+// growth_interval, the scale grows (when the grown value is finite) and the tracker restarts. Products in double,
+// stored as float, as the kernel does.
+inline void amp_update_scale_fallback(torch::Tensor& scale, torch::Tensor& growth_tracker, const torch::Tensor& found_inf,
+                                      double growth_factor, double backoff_factor, std::int64_t growth_interval) {
+  const torch::Tensor found = found_inf != 0;
+  const torch::Tensor scale64 = scale.to(torch::kFloat64);
+  const torch::Tensor backed_off = (scale64 * backoff_factor).to(torch::kFloat32);
+  const torch::Tensor grown = (scale64 * growth_factor).to(torch::kFloat32);
+  const torch::Tensor successful = growth_tracker + 1;
+  const torch::Tensor grow_now = successful == growth_interval;
+  const torch::Tensor kept_or_grown = torch::where(grow_now & torch::isfinite(grown), grown, scale);
+  scale.copy_(torch::where(found, backed_off, kept_or_grown));
+  growth_tracker.copy_(torch::where(found | grow_now, torch::zeros_like(successful), successful));
+}
+}  // namespace detail
+
+namespace amp {
+
+/// Dynamic loss scaling for fp16 training, as PyTorch's torch.amp.GradScaler: `scale(loss)` before backward,
+/// optionally `unscale_(optimizer)` (before clipping or reading gradients), `step(optimizer)` (skipped when any of its
+/// gradients is inf or NaN), and `update()` once per iteration. The scale and growth tracker are device tensors, the
+/// inf/NaN check and the unscaling run on the device (fused kernels where LibTorch has them); the one host read is the
+/// 4-byte found-inf flag step() needs to decide whether to call optimizer.step() (as PyTorch's does for its C++-side
+/// optimizers): a skipped step must leave the optimizer's host-side counters (Adam's `step`) untouched, which no
+/// device-side select can undo.
+class GradScaler {
+ public:
+  explicit GradScaler(GradScalerOptions options = GradScalerOptions()) : options_(options) { options_.validate(); }
+
+  bool is_enabled() const noexcept { return options_.enabled(); }
+  const GradScalerOptions& options() const noexcept { return options_; }
+
+  /// `outputs * scale`; the scale tensor is created on the outputs' device the first time.
+  torch::Tensor scale(const torch::Tensor& outputs) {
+    if (!is_enabled()) return outputs;
+    if (!scale_.defined()) {
+      scale_ = torch::full({1}, init_scale_, torch::TensorOptions().dtype(torch::kFloat32).device(outputs.device()));
+      growth_tracker_ = torch::full({1}, init_growth_tracker_, torch::TensorOptions().dtype(torch::kInt32).device(outputs.device()));
+    }
+    return outputs * scale_.to(outputs.device(), /*non_blocking=*/true);
+  }
+
+  /// Divides `optimizer`'s gradients by the scale, in place, and records whether any is inf/NaN. At most once per
+  /// optimizer between update()s, and before step().
+  void unscale_(torch::optim::Optimizer& optimizer) {
+    if (!is_enabled()) return;
+    check_scaled("unscale_");
+    PerOptimizer& state = per_optimizer_[&optimizer];
+    if (state.stage == Stage::unscaled)
+      throw std::logic_error("trainloop: GradScaler::unscale_(optimizer) was already called on this optimizer since the last update()");
+    if (state.stage == Stage::stepped)
+      throw std::logic_error("trainloop: GradScaler::unscale_(optimizer) is being called after step(optimizer); call it before");
+    const torch::Tensor inv_scale = scale_.to(torch::kFloat64).reciprocal().to(torch::kFloat32);
+    // Gradients grouped by device and dtype: the fused kernel takes one of each per call.
+    std::map<std::pair<std::string, at::ScalarType>, std::vector<torch::Tensor>> groups;
+    std::size_t index = 0;
+    for (auto& group : optimizer.param_groups())
+      for (auto& p : group.params()) {
+        torch::Tensor g = p.grad();
+        ++index;
+        if (!g.defined()) continue;
+        if (g.scalar_type() == at::kHalf)
+          throw std::invalid_argument("trainloop: GradScaler::unscale_: parameter " + std::to_string(index - 1) +
+                                      " of the optimizer has an fp16 gradient; keep the parameters fp32 (autocast "
+                                      "lowers the precision of the ops, not of the weights)");
+        groups[{g.device().str(), g.scalar_type()}].push_back(g.is_sparse() ? g._values() : g);
+      }
+    state.found_inf.clear();
+    std::map<std::string, torch::Tensor> found_by_device;
+    for (auto& [key, grads] : groups) {
+      const torch::Device device = grads.front().device();
+      auto [it, added] = found_by_device.try_emplace(key.first);
+      if (added) it->second = torch::zeros({1}, torch::TensorOptions().dtype(torch::kFloat32).device(device));
+      const torch::Tensor inv = inv_scale.to(device, /*non_blocking=*/true);
+      if (detail::amp_fused_kernels(device)) at::_amp_foreach_non_finite_check_and_unscale_(grads, it->second, inv);
+      else detail::amp_unscale_fallback(grads, it->second, inv);
+    }
+    for (auto& entry : found_by_device) state.found_inf.push_back(entry.second);
+    state.stage = Stage::unscaled;
+  }
+
+  /// Unscales (unless unscale_ did) and steps `optimizer`, unless one of its gradients is inf/NaN. Returns whether it
+  /// stepped.
+  bool step(torch::optim::Optimizer& optimizer) {
+    return step(optimizer, [&] { optimizer.step(); });
+  }
+  /// The same, with `do_step` doing the step (a hook that calls optimizer.step() itself).
+  template <class DoStep>
+  bool step(torch::optim::Optimizer& optimizer, DoStep&& do_step) {
+    if (!is_enabled()) {
+      do_step();
+      return true;
+    }
+    check_scaled("step");
+    PerOptimizer& state = per_optimizer_[&optimizer];
+    if (state.stage == Stage::stepped)
+      throw std::logic_error("trainloop: GradScaler::step(optimizer) was already called on this optimizer since the last update()");
+    if (state.stage == Stage::ready) unscale_(optimizer);
+    float found = 0;
+    for (const auto& f : state.found_inf) found += f.item<float>();  // the step's one host read (see the class)
+    state.stage = Stage::stepped;
+    if (found != 0) return false;
+    do_step();
+    return true;
+  }
+
+  /// Once per iteration, after the step(s): backs the scale off after an inf/NaN in any optimizer's gradients, grows it
+  /// after growth_interval clean iterations. On the device; resets the per-optimizer bookkeeping.
+  void update() {
+    if (!is_enabled()) return;
+    check_scaled("update");
+    torch::Tensor found;
+    for (const auto& entry : per_optimizer_)
+      for (const auto& f : entry.second.found_inf) {
+        const torch::Tensor here = f.to(scale_.device(), /*non_blocking=*/true);
+        found = found.defined() ? found + here : here.clone();
+      }
+    if (!found.defined())
+      throw std::logic_error("trainloop: GradScaler::update(): no optimizer was unscaled or stepped since the last update()");
+    const auto& o = options_;
+    if (detail::amp_fused_kernels(scale_.device()))
+      at::_amp_update_scale_(scale_, growth_tracker_, found, o.growth_factor(), o.backoff_factor(), o.growth_interval());
+    else
+      detail::amp_update_scale_fallback(scale_, growth_tracker_, found, o.growth_factor(), o.backoff_factor(), o.growth_interval());
+    per_optimizer_.clear();
+  }
+  /// Sets the scale (PyTorch's update(new_scale)), and resets the per-optimizer bookkeeping.
+  void update(double new_scale) {
+    if (!is_enabled()) return;
+    check_scaled("update");
+    scale_.fill_(new_scale);
+    per_optimizer_.clear();
+  }
+  /// Whether unscale_(optimizer) (or step) ran since the last update().
+  bool unscaled(const torch::optim::Optimizer& optimizer) const {
+    auto it = per_optimizer_.find(&optimizer);
+    return it != per_optimizer_.end() && it->second.stage != Stage::ready;
+  }
+  /// Whether update() has work: some optimizer was unscaled or stepped since the last one.
+  bool pending_update() const noexcept { return !per_optimizer_.empty(); }
+  /// Whether some optimizer was stepped since the last update().
+  bool stepped_since_update() const noexcept {
+    for (const auto& entry : per_optimizer_)
+      if (entry.second.stage == Stage::stepped) return true;
+    return false;
+  }
+
+  /// The current scale (a host read), or init_scale before the first scale(); 1 when disabled.
+  double get_scale() const {
+    if (!is_enabled()) return 1.0;
+    return scale_.defined() ? scale_.item<double>() : init_scale_;
+  }
+  /// The scale as a device tensor (undefined before the first scale()): no host read.
+  const torch::Tensor& scale_tensor() const noexcept { return scale_; }
+
+  /// PyTorch's keys and values: scale, growth_factor, backoff_factor, growth_interval, _growth_tracker. Empty when
+  /// disabled.
+  StateDict state_dict() const {
+    if (!is_enabled()) return {};
+    return {{"scale", get_scale()},
+            {"growth_factor", options_.growth_factor()},
+            {"backoff_factor", options_.backoff_factor()},
+            {"growth_interval", options_.growth_interval()},
+            {"_growth_tracker", growth_tracker_.defined() ? static_cast<std::int64_t>(growth_tracker_.item<int>())
+                                                          : init_growth_tracker_}};
+  }
+  void load_state_dict(const StateDict& state) {
+    if (!is_enabled()) return;
+    if (state.empty())
+      throw std::invalid_argument("trainloop: GradScaler::load_state_dict: the state is empty (saved from a disabled GradScaler?)");
+    auto get = [&](const char* key) -> const StateValue& {
+      auto it = state.find(key);
+      if (it == state.end()) throw std::invalid_argument(std::string("trainloop: GradScaler::load_state_dict: key '") + key + "' is missing");
+      return it->second;
+    };
+    auto number = [&](const char* key) {
+      const StateValue& v = get(key);
+      if (const double* d = std::get_if<double>(&v)) return *d;
+      if (const std::int64_t* i = std::get_if<std::int64_t>(&v)) return static_cast<double>(*i);
+      throw std::invalid_argument(std::string("trainloop: GradScaler::load_state_dict: key '") + key + "' is not a number");
+    };
+    GradScalerOptions loaded = options_;
+    loaded.init_scale(number("scale"))
+        .growth_factor(number("growth_factor"))
+        .backoff_factor(number("backoff_factor"))
+        .growth_interval(static_cast<std::int64_t>(number("growth_interval")));
+    loaded.validate();
+    options_ = loaded;
+    init_scale_ = number("scale");
+    init_growth_tracker_ = static_cast<std::int64_t>(number("_growth_tracker"));
+    if (scale_.defined()) {
+      scale_.fill_(init_scale_);
+      growth_tracker_.fill_(init_growth_tracker_);
+    }
+  }
+
+ private:
+  enum class Stage { ready, unscaled, stepped };
+  struct PerOptimizer {
+    Stage stage = Stage::ready;
+    std::vector<torch::Tensor> found_inf;  // one per device holding the optimizer's gradients
+  };
+  void check_scaled(const char* what) const {
+    if (!scale_.defined())
+      throw std::logic_error(std::string("trainloop: GradScaler::") + what +
+                             "(): no loss was scaled yet; call scale(loss) and backward() on the result first");
+  }
+
+  GradScalerOptions options_;
+  double init_scale_ = options_.init_scale();
+  std::int64_t init_growth_tracker_ = 0;
+  torch::Tensor scale_, growth_tracker_;
+  std::map<const torch::optim::Optimizer*, PerOptimizer> per_optimizer_;
+};
+
+/// The Trainer's precision policy under TRAINLOOP_WITH_AMP (DESIGN.md §6): autocast around the forward passes for
+/// "16-mixed"/"bf16-mixed", and a GradScaler for "16-mixed" (or for bf16 when asked).
+class MixedPrecision {
+ public:
+  /// Called when a stage starts: `device` is where the module runs. "16-mixed" on a device that cannot autocast to
+  /// fp16 fails here, before any op.
+  template <class Options>
+  void setup(const Options& options, const torch::Device& device) {
+    setup(parse_precision(options.precision()), options.grad_scaler(), device);
+  }
+  void setup(TrainingPrecision precision, const std::optional<GradScalerOptions>& scaler, const torch::Device& device) {
+    precision_ = precision;
+    device_type_ = device.type();
+    if (precision == TrainingPrecision::full32) {
+      if (scaler && scaler->enabled())
+        throw std::invalid_argument("trainloop: TrainerOptions().grad_scaler(...) needs mixed precision; set "
+                                    "precision(\"16-mixed\") or precision(\"bf16-mixed\")");
+      scaler_.reset();
+      return;
+    }
+    dtype_ = precision == TrainingPrecision::fp16_mixed ? at::kHalf : at::kBFloat16;
+#if !TRAINLOOP_DETAIL_AUTOCAST_BY_DEVICE
+    if (device_type_ == c10::kCPU && dtype_ == at::kHalf)
+      throw std::invalid_argument("trainloop: TrainerOptions().precision(\"16-mixed\") on CPU: CPU autocast in LibTorch " TORCH_VERSION
+                                  " supports only bfloat16; use precision(\"bf16-mixed\"), or a CUDA device");
+#endif
+    detail::check_autocast_device(device_type_);
+    const bool wants_scaler = scaler ? scaler->enabled() : precision == TrainingPrecision::fp16_mixed;
+    if (wants_scaler) {
+      if (!scaler_ || (scaler && !same_options(scaler_->options(), *scaler))) scaler_.emplace(scaler.value_or(GradScalerOptions()));
+    } else {
+      scaler_.reset();
+    }
+  }
+
+  std::optional<Autocast> forward_guard() const {
+    if (precision_ == TrainingPrecision::full32) return std::nullopt;
+    return std::optional<Autocast>(std::in_place, device_type_, dtype_);
+  }
+  // A backward after a step in the same batch (manual optimisation: backward, step, backward, step) starts a new
+  // scaler iteration: the scale is updated first, so the step to come unscales with the scale its gradients got.
+  torch::Tensor scale_loss(const torch::Tensor& loss) {
+    if (!scaler_) return loss;
+    if (scaler_->stepped_since_update()) scaler_->update();
+    return scaler_->scale(loss);
+  }
+  void unscale(torch::optim::Optimizer& optimizer) {
+    if (scaler_ && scaler_->scale_tensor().defined() && !scaler_->unscaled(optimizer)) scaler_->unscale_(optimizer);
+  }
+  template <class Step>
+  bool step(torch::optim::Optimizer& optimizer, Step&& step) {
+    if (!scaler_) {
+      step();
+      return true;
+    }
+    return scaler_->step(optimizer, std::forward<Step>(step));
+  }
+  void update() {
+    if (scaler_ && scaler_->pending_update()) scaler_->update();
+  }
+  bool scaling() const noexcept { return scaler_.has_value(); }
+  GradScaler* grad_scaler() noexcept { return scaler_ ? &*scaler_ : nullptr; }
+  StateDict state_dict() const { return scaler_ ? scaler_->state_dict() : StateDict{}; }
+  void load_state_dict(const StateDict& state) {
+    if (scaler_) scaler_->load_state_dict(state);
+  }
+
+ private:
+  static bool same_options(const GradScalerOptions& a, const GradScalerOptions& b) {
+    return a.init_scale() == b.init_scale() && a.growth_factor() == b.growth_factor() &&
+           a.backoff_factor() == b.backoff_factor() && a.growth_interval() == b.growth_interval();
+  }
+  TrainingPrecision precision_ = TrainingPrecision::full32;
+  c10::DeviceType device_type_ = c10::kCPU;
+  at::ScalarType dtype_ = at::kBFloat16;
+  std::optional<GradScaler> scaler_;
+};
+
+}  // namespace amp
+
+namespace detail {
+using PrecisionPolicy = amp::MixedPrecision;
+}  // namespace detail
+
+TRAINLOOP_DETAIL_END
+// ---- end parts/torch/amp.hpp ----
+#endif
 // ---- begin parts/torch/trainer_options.hpp ----
 // trainloop: TrainerOptions, the Trainer's settings as chainable setters (LibTorch style), checked in one place.
 #include <algorithm>
@@ -6653,6 +7184,14 @@ class TrainerOptions {
   TRAINLOOP_DETAIL_OPTION(std::string, profiler_path, "")
   /// Pins glibc's malloc thresholds (see allocator.hpp); process-wide.
   TRAINLOOP_DETAIL_OPTION(bool, tune_malloc, true)
+  /// "32" (or "32-true"), "16-mixed" (or "16": fp16 autocast and loss scaling), "bf16-mixed" (or "bf16": bf16
+  /// autocast). The mixed ones need TRAINLOOP_WITH_AMP=1; see the README's Precision section.
+  TRAINLOOP_DETAIL_OPTION(std::string, precision, "32")
+#if TRAINLOOP_WITH_AMP
+  /// The loss scaler's settings; with enabled(true) it also scales under "bf16-mixed" (bf16 rarely needs it: tests,
+  /// or models that underflow even there). Unset: a default scaler for "16-mixed" only.
+  TRAINLOOP_DETAIL_OPTION(std::optional<amp::GradScalerOptions>, grad_scaler, std::nullopt)
+#endif
 
  public:
   /// Validation every `fraction` of an epoch's training batches (0 < f <= 1: after each floor(f * batches)-th batch,
@@ -6737,6 +7276,10 @@ class TrainerOptions {
     if (accumulate_grad_batches_ < 1) throw fail("accumulate_grad_batches(n): n must be at least 1");
     if (gradient_clip_val_ < 0) throw fail("gradient_clip_val(v): v must not be negative");
     if (log_every_n_steps_ < 1) throw fail("log_every_n_steps(n): n must be at least 1");
+    parse_precision(precision_);
+#if TRAINLOOP_WITH_AMP
+    if (grad_scaler_) grad_scaler_->validate();
+#endif
     if (barebones_ && enable_progress_bar_.value_or(false))
       throw fail("barebones(true) turns the progress bar off; drop enable_progress_bar(true)");
     if (barebones_ && enable_model_summary_.value_or(false))
@@ -7356,6 +7899,16 @@ class Trainer {
   std::int64_t current_epoch() const noexcept { return current_epoch_; }
   /// Optimizer steps taken (not batches: with accumulate_grad_batches(4), one step per 4 batches).
   std::int64_t global_step() const noexcept { return global_step_; }
+  /// Optimizer steps the loss scaler skipped ("16-mixed": inf/NaN gradients). They do not count in global_step and do
+  /// not step the per-step schedulers.
+  std::int64_t skipped_steps() const noexcept { return skipped_steps_; }
+  /// Whether the last optimizer step was skipped by the loss scaler.
+  bool last_step_skipped() const noexcept { return last_step_skipped_; }
+#if TRAINLOOP_WITH_AMP
+  /// The loss scaler ("16-mixed", or grad_scaler(GradScalerOptions()) with "bf16-mixed") once a stage has started;
+  /// nullptr without one.
+  amp::GradScaler* grad_scaler() noexcept { return precision_.grad_scaler(); }
+#endif
   /// Training batches run, over all epochs.
   std::int64_t total_batches() const noexcept { return total_batches_; }
   /// The batch index within the current epoch (0-based).
@@ -7390,6 +7943,7 @@ class Trainer {
         auto it = callback_metrics_.find(name);
         if (it != callback_metrics_.end() && it->second.defined()) values[name] = it->second.template item<double>();
       }
+    if (precision_.scaling() && stage_ == Stage::train) values["skipped_steps"] = static_cast<double>(skipped_steps_);
     return values;
   }
   /// Hands values to the loggers in the pack (LearningRateMonitor does): they join the next record, written at the
@@ -7768,6 +8322,7 @@ class Trainer {
       at::globalContext().setBenchmarkCuDNN(false);
     }
     device_ = parse_accelerator(options_.accelerator());
+    precision_.setup(options_, device_);
     module.to(device_);
     stage_ = stage;
     runtime_ = detail::ModuleRuntime{};
@@ -7778,8 +8333,7 @@ class Trainer {
     runtime_.global_step = global_step_;
     runtime_.backward = [this, &module](torch::Tensor& loss) { backward(module, loss); };
     runtime_.step = [this, &module](torch::optim::Optimizer& optimizer) {
-      step_optimizer(module, optimizer, false);
-      count_optimizer_step();
+      count_optimizer_step(step_optimizer(module, optimizer, false));
     };
     runtime_.zero_grad = [this, &module](torch::optim::Optimizer& optimizer) { zero_grad(module, optimizer, false); };
     runtime_.clip_gradients = &Trainer::clip_gradients;
@@ -7902,7 +8456,10 @@ class Trainer {
                          {"loop_point", static_cast<std::int64_t>(loop_point_)},
                          {"should_stop", flag(should_stop_)},
                          {"stop_after_epoch", flag(stop_after_epoch_)},
-                         {"skip_rest_of_epoch", flag(skip_rest_of_epoch_)}};
+                         {"skip_rest_of_epoch", flag(skip_rest_of_epoch_)},
+                         {"skipped_steps", skipped_steps_},
+                         {"last_step_skipped", flag(last_step_skipped_)}};
+    if (precision_.scaling()) states["precision/grad_scaler"] = precision_.state_dict();
     states["trainer/train_epoch_sums"] = metrics_[index(Stage::train)].epoch_state();
     if (train_data_state_) states["train_data"] = train_data_state_();
     for (std::size_t i = 0; i < optimizers_.size(); ++i)
@@ -8015,6 +8572,13 @@ class Trainer {
     should_stop_ = count("should_stop") != 0;
     stop_after_epoch_ = count("stop_after_epoch") != 0;
     skip_rest_of_epoch_ = count("skip_rest_of_epoch") != 0;
+    skipped_steps_ = counters.count("skipped_steps") ? count("skipped_steps") : 0;  // absent from older checkpoints
+    last_step_skipped_ = counters.count("last_step_skipped") && count("last_step_skipped") != 0;
+    if (precision_.scaling()) {
+      const std::string key = "precision/grad_scaler";
+      const StateDict& scaler = loaded.need(path, key);
+      restoring(path, key, [&] { precision_.load_state_dict(scaler); });
+    }
     auto metrics = loaded.tensors.find("trainer/callback_metrics");
     if (metrics != loaded.tensors.end()) callback_metrics_.insert(metrics->second.begin(), metrics->second.end());
     auto sums = loaded.tensors.find("trainer/train_epoch_sums");
@@ -8090,15 +8654,17 @@ class Trainer {
     for (auto& g : grads) g.mul_(scale.to(g.dtype()));
   }
 
-  // on_before_optimizer_step, clipping (the module's configure_gradient_clipping when it has one), then the step
-  // (the module's optimizer_step(epoch, batch_idx, optimizer) when it has one: it must call optimizer.step()).
-  // Manual optimisation steps the optimizer itself, as Lightning's does.
+  // The gradients unscaled ("16-mixed"), on_before_optimizer_step, clipping (the module's
+  // configure_gradient_clipping when it has one), then the step (the module's optimizer_step(epoch, batch_idx,
+  // optimizer) when it has one: it must call optimizer.step()), unless the loss scaler skips it (inf/NaN gradients).
+  // Manual optimisation steps the optimizer itself, as Lightning's does. Returns whether the optimizer stepped.
   template <class Module>
-  void step_optimizer(Module& module, torch::optim::Optimizer& optimizer, bool automatic) {
+  bool step_optimizer(Module& module, torch::optim::Optimizer& optimizer, bool automatic) {
     using Clipping = detail::lightning_hook<detail::tags::configure_gradient_clipping>;
     Clipping::template check_module<Module, torch::optim::Optimizer&, double, ClipAlgorithm>();
+    precision_.unscale(optimizer);  // the hook and clipping see the true gradients, as in Lightning
     call_hook<detail::tags::on_before_optimizer_step>(module, optimizer);
-    profiled(profiler_actions::optimizer_step, [&] {
+    return profiled(profiler_actions::optimizer_step, [&] {
       const double limit = options_.gradient_clip_val();
       const ClipAlgorithm algorithm = options_.gradient_clip_algorithm();
       if constexpr (Clipping::template callable<Module, torch::optim::Optimizer&, double, ClipAlgorithm>) {
@@ -8107,14 +8673,23 @@ class Trainer {
       } else {
         clip_gradients(optimizer, limit, algorithm);
       }
-      if constexpr (detail::is_detected_v<detail::optimizer_step_hook_t, Module, torch::optim::Optimizer>) {
-        if (automatic) {
-          module.optimizer_step(current_epoch_, batch_idx_, optimizer);
-          return;
+      return precision_.step(optimizer, [&] {
+        if constexpr (detail::is_detected_v<detail::optimizer_step_hook_t, Module, torch::optim::Optimizer>) {
+          if (automatic) {
+            module.optimizer_step(current_epoch_, batch_idx_, optimizer);
+            return;
+          }
         }
-      }
-      optimizer.step();
+        optimizer.step();
+      });
     });
+  }
+  // Automatic optimisation's step: every optimizer, counted once when at least one stepped.
+  template <class Module>
+  void step_optimizers(Module& module) {
+    bool stepped = false;
+    for (const auto& config : optimizers_) stepped = step_optimizer(module, *config.optimizer(), true) || stepped;
+    count_optimizer_step(stepped);
   }
   // on_before_zero_grad, then the module's optimizer_zero_grad(epoch, batch_idx, optimizer) or optimizer.zero_grad().
   template <class Module>
@@ -8130,11 +8705,13 @@ class Trainer {
       optimizer.zero_grad();
     });
   }
-  // on_before_backward, the module's backward(loss) or loss.backward(), on_after_backward.
+  // The loss scaled ("16-mixed"), on_before_backward, the module's backward(loss) or loss.backward(),
+  // on_after_backward. The hooks get the scaled loss, as in Lightning.
   template <class Module>
-  void backward(Module& module, torch::Tensor& loss) {
+  void backward(Module& module, const torch::Tensor& unscaled_loss) {
     using Backward = detail::lightning_hook<detail::tags::backward>;
     Backward::template check_module<Module, torch::Tensor&>();
+    torch::Tensor loss = precision_.scale_loss(unscaled_loss);
     call_hook<detail::tags::on_before_backward>(module, loss);
     profiled(profiler_actions::backward, [&] {
       if constexpr (Backward::template callable<Module, torch::Tensor&>) module.backward(loss);
@@ -8142,11 +8719,17 @@ class Trainer {
     });
     call_hook<detail::tags::on_after_backward>(module);
   }
-  // After optimizer steps: count, then step the schedulers that run per step.
-  void count_optimizer_step() {
+  // After optimizer steps: the accumulation window closes; a step taken counts and steps the schedulers that run per
+  // step, a step the loss scaler skipped does neither.
+  void count_optimizer_step(bool stepped) {
+    batches_since_step_ = 0;
+    last_step_skipped_ = !stepped;
+    if (!stepped) {
+      ++skipped_steps_;
+      return;
+    }
     ++global_step_;
     runtime_.global_step = global_step_;
-    batches_since_step_ = 0;
     step_schedulers(Interval::step, global_step_);
   }
   void step_schedulers(Interval interval, std::int64_t counter) {
@@ -8177,6 +8760,7 @@ class Trainer {
   void publish_step_values(MetricStore& store) {
     const bool log_now = global_step_ % options_.log_every_n_steps() == 0;
     const bool to_loggers = has_loggers && &store == &metrics_[index(Stage::train)];
+    if (to_loggers && log_now && precision_.scaling()) pending_host_log_["skipped_steps"] = static_cast<double>(skipped_steps_);
     store.take_step_values([&](const std::string& name, const MetricStore::Entry& e) {
       callback_metrics_[name] = e.step_value;
       if (!e.logger || !log_now) return;
@@ -8297,7 +8881,10 @@ class Trainer {
                                "::training_step returns nothing, so there is no loss to optimise; return it, or use "
                                "manual optimisation with automatic_optimization(false)");
       profiled(hook_action<detail::tags::training_step, Module>("[LightningModule]"),
-               [&] { module.training_step(batch, batch_idx); });
+               [&] {
+                 [[maybe_unused]] auto autocast = precision_.forward_guard();
+                 module.training_step(batch, batch_idx);
+               });
       const std::monostate out{};
       end_train_batch(module, out, batch, batch_idx);
       return out;
@@ -8308,7 +8895,10 @@ class Trainer {
   template <class Module, class Batch>
   auto train_batch_with_output(Module& module, EngineCore& core, Batch& batch, std::int64_t batch_idx) {
     auto out = profiled(hook_action<detail::tags::training_step, Module>("[LightningModule]"),
-                        [&] { return module.training_step(batch, batch_idx); });
+                        [&] {
+                          [[maybe_unused]] auto autocast = precision_.forward_guard();
+                          return module.training_step(batch, batch_idx);
+                        });
     if (module.automatic_optimization()) {
       torch::Tensor loss;
       try {
@@ -8322,13 +8912,9 @@ class Trainer {
       const bool step_now = (batch_idx + 1) % accumulate == 0 || last_batch;
       if (batches_since_step_ == 0)
         for (const auto& config : optimizers_) zero_grad(module, *config.optimizer(), true);
-      torch::Tensor scaled = accumulate > 1 ? loss / static_cast<double>(accumulate) : loss;
-      backward(module, scaled);
+      backward(module, accumulate > 1 ? loss / static_cast<double>(accumulate) : loss);
       ++batches_since_step_;
-      if (step_now) {
-        for (const auto& config : optimizers_) step_optimizer(module, *config.optimizer(), true);
-        count_optimizer_step();
-      }
+      if (step_now) step_optimizers(module);
     }
     end_train_batch(module, out, batch, batch_idx);
     return out;
@@ -8337,6 +8923,7 @@ class Trainer {
   // monitoring a step metric) see this batch's values, and a checkpoint written there holds the counted batch.
   template <class Module, class Out, class Batch>
   void end_train_batch(Module& module, const Out& out, Batch& batch, std::int64_t batch_idx) {
+    precision_.update();  // once per batch, after all its steps (manual optimisation's too)
     ++total_batches_;
     publish_step_values(metrics_[index(Stage::train)]);
     loop_point_ = LoopPoint::batch_end;
@@ -8401,12 +8988,18 @@ class Trainer {
       detail::EvalHooks<StepTag>::batch_start(*this, module, *batch, batch_idx);
       auto action = hook_action<StepTag, Module>("[LightningModule]");
       if constexpr (std::is_void_v<Out>) {
-        profiled(action, [&] { detail::lightning_hook<StepTag>::call(module, *batch, batch_idx); });
+        profiled(action, [&] {
+          [[maybe_unused]] auto autocast = precision_.forward_guard();
+          detail::lightning_hook<StepTag>::call(module, *batch, batch_idx);
+        });
         const std::monostate none{};
         detail::EvalHooks<StepTag>::batch_end(*this, module, none, *batch, batch_idx);
         if (stage == Stage::predict) outputs.push_back(none);
       } else {
-        Out out = profiled(action, [&] { return detail::lightning_hook<StepTag>::call(module, *batch, batch_idx); });
+        Out out = profiled(action, [&] {
+          [[maybe_unused]] auto autocast = precision_.forward_guard();
+          return detail::lightning_hook<StepTag>::call(module, *batch, batch_idx);
+        });
         detail::EvalHooks<StepTag>::batch_end(*this, module, out, *batch, batch_idx);
         if (stage == Stage::predict) outputs.push_back(std::move(out));
       }
@@ -8491,6 +9084,8 @@ class Trainer {
       module->train();
       t.current_epoch_ = 0;
       t.global_step_ = 0;
+      t.skipped_steps_ = 0;
+      t.last_step_skipped_ = false;
       t.total_batches_ = 0;
       t.batches_since_step_ = 0;
       t.accumulate_grad_batches_ = o.accumulate_grad_batches();
@@ -8633,7 +9228,7 @@ class Trainer {
       const Trainer& t = *trainer;
       const TrainerOptions& o = t.options_;
       if (const auto& steps = o.val_every_n_optimizer_steps())
-        return t.batches_since_step_ == 0 && t.global_step_ > 0 && t.global_step_ % *steps == 0;
+        return t.batches_since_step_ == 0 && !t.last_step_skipped_ && t.global_step_ > 0 && t.global_step_ % *steps == 0;
       if (const auto& n = o.val_check_batches())
         return (o.check_val_every_n_epoch() ? t.batch_idx_ + 1 : t.total_batches_) % *n == 0;
       if (!epoch_sized) return false;
@@ -8771,8 +9366,8 @@ class Trainer {
         if (!t.num_training_batches_ && engine.state.epoch_length)  // unsized data: the first pass told its length
           t.num_training_batches_ = static_cast<std::int64_t>(*engine.state.epoch_length);
         if (t.batches_since_step_ > 0 && module->automatic_optimization()) {  // the epoch ended inside a window
-          for (const auto& config : t.optimizers_) t.step_optimizer(*module, *config.optimizer(), true);
-          t.count_optimizer_step();
+          t.step_optimizers(*module);
+          t.precision_.update();
         }
       }
       if (from == LoopPoint::in_batch || from == LoopPoint::epoch_validation) {
@@ -8821,6 +9416,9 @@ class Trainer {
   bool terminate_requested_ = false;
   std::int64_t current_epoch_ = 0, global_step_ = 0, total_batches_ = 0, batch_idx_ = 0;
   std::int64_t batches_since_step_ = 0;  // batches whose gradients wait for the next optimizer step
+  detail::PrecisionPolicy precision_;      // autocast and loss scaling ("16-mixed", "bf16-mixed"), or nothing ("32")
+  std::int64_t skipped_steps_ = 0;
+  bool last_step_skipped_ = false;
   std::optional<std::int64_t> num_training_batches_, num_val_batches_, num_test_batches_, num_predict_batches_;
   std::array<MetricStore, 4> metrics_;  // one per Stage: train, validate (the sanity check too), test, predict
   std::map<std::string, torch::Tensor> callback_metrics_, logged_metrics_;

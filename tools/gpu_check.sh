@@ -1,10 +1,19 @@
 #!/usr/bin/env bash
 # The CUDA checks, in one call on a machine with an NVIDIA GPU, PyTorch 2.x (its LibTorch headers, libraries and
-# CMake package) and no network: builds tests/gpu/*.cpp against the single header with CMake's Torch package and runs
-# each. Prints what it ran on and each check's result; exits non-zero if one fails. With the device tool:
-#   bash tools/gpu_check.sh        (carry build/gpu-include: zlib's header, for a machine without zlib1g-dev)
+# CMake package) and no network: builds tests/gpu/*.cpp, the Fashion-MNIST Trainer example and the AMP benchmark
+# against the single header (mixed precision compiled in) with CMake's Torch package, runs each check, trains the
+# example with --precision 16-mixed on CUDA (when the data is there) and runs the benchmark. Prints what it ran on and
+# each result; writes the log to $OUT/gpu_check.log when OUT is set; exits non-zero if a check fails. Device tool:
+#   bash tools/gpu_check.sh     carry build/gpu-include (zlib's header, for a machine without zlib1g-dev) and
+#                               build/fashion-mnist (tools/gpu_check.sh --stage-data copies Debian's files there)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = "--stage-data" ]; then  # on the machine with dataset-fashion-mnist, before the device call
+  mkdir -p build/fashion-mnist && cp /usr/share/datasets/fashion-mnist/*.gz build/fashion-mnist/
+  mkdir -p build/gpu-include && cp /usr/include/zlib.h /usr/include/zconf.h build/gpu-include/
+  exit 0
+fi
+if [ -n "${OUT:-}" ]; then exec > >(tee "$OUT/gpu_check.log") 2>&1; fi
 prefix=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')
 echo "gpu_check: PyTorch $(python3 -c 'import torch; print(torch.__version__, "CUDA", torch.version.cuda, "CXX11 ABI", torch._C._GLIBCXX_USE_CXX11_ABI)')"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
@@ -21,4 +30,16 @@ for program in build/gpu/*; do
   [ -f "$program" ] && [ -x "$program" ] || continue
   "$program" || status=1
 done
+data=build/fashion-mnist
+[ -d "$data" ] || data=/usr/share/datasets/fashion-mnist
+if [ -f "$data/train-images-idx3-ubyte.gz" ]; then
+  echo "gpu_check: Fashion-MNIST CNN, precision 16-mixed, 6 epochs"
+  t=$(date +%s)
+  build/gpu/tools/fashion_mnist_trainer --data "$data" --epochs 6 --precision 16-mixed --min-accuracy 0.88 | tail -6 ||
+    status=1
+  echo "gpu_check: trained in $(( $(date +%s) - t )) s"
+else
+  echo "gpu_check: no Fashion-MNIST at $data: the example was not run (tools/gpu_check.sh --stage-data)"
+fi
+build/gpu/tools/amp_step || status=1
 exit $status

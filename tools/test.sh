@@ -5,7 +5,8 @@
 #   3. the torch-free core, and the torch suite (Trainer, checkpoints, resume, callbacks), under AddressSanitizer +
 #      UndefinedBehaviorSanitizer
 #   4. the torch-free core with clang, when clang++ is installed
-#   5. the torch parts compile (-fsyntax-only) as C++20, and against LibTorch 2.x (Debian trixie's headers)
+#   5. the torch parts, mixed precision included, compile (-fsyntax-only) as C++20, with clang, and against
+#      LibTorch 2.x (Debian trixie's headers)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=$(nproc)
@@ -59,7 +60,8 @@ fi
 
 step "torch parts: C++20, clang, and LibTorch 2.x (syntax only)"
 torch_api=/usr/include/torch/csrc/api/include
-check_flags=(-Wall -Wextra -Wpedantic -Werror -fsyntax-only -DTRAINLOOP_WITH_TORCH=1 -Isingle_include)
+# With mixed precision compiled in: its autocast calls differ between LibTorch 1.x and 2.4+.
+check_flags=(-Wall -Wextra -Wpedantic -Werror -fsyntax-only -DTRAINLOOP_WITH_TORCH=1 -DTRAINLOOP_WITH_AMP=1 -Isingle_include)
 g++ -std=c++20 "${check_flags[@]}" -isystem "$torch_api" tests/compile/torch_instantiation.cpp
 if command -v clang++ > /dev/null; then
   clang++ -std=c++17 "${check_flags[@]}" -isystem "$torch_api" tests/compile/torch_instantiation.cpp

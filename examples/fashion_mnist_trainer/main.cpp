@@ -1,12 +1,13 @@
 // Lightning's "MNIST hello world", on Fashion-MNIST, in C++: a LightningModule (an MLP or a CNN), Trainer.fit with
 // validation and a progress bar, then Trainer.test. The data is Debian's dataset-fashion-mnist (real IDX .gz files).
 //
-//   fashion_mnist_trainer [--model cnn|mlp] [--epochs N] [--smoke] [--data DIR] [--log-dir DIR] [--min-accuracy A]
+//   fashion_mnist_trainer [--model cnn|mlp] [--epochs N] [--precision P] [--smoke] [--data DIR] [--log-dir DIR]
+//                         [--min-accuracy A]
 //
 // --smoke runs a few batches (fast_dev_run, for CI); --log-dir writes the logged metrics (every 50 steps and every
 // epoch), the learning rate and the hyperparameters as CSV (DIR/csv/version_N/metrics.csv) and TensorBoard event files
 // (DIR/tensorboard/version_N/); --profile prints where the time went; --min-accuracy makes the program fail when the
-// test accuracy is lower.
+// test accuracy is lower; --precision is the Trainer's ("32", "bf16-mixed" on CPU or CUDA, "16-mixed" on CUDA).
 #include <trainloop.hpp>
 
 #include <cmath>
@@ -94,8 +95,8 @@ int fit_and_test(T& trainer, Net& model, Data& train_batches, Data& val_batches,
 }
 
 template <class Net>
-int run(const std::string& data_dir, std::int64_t epochs, bool smoke, const std::string& log_dir, bool profile,
-        double min_accuracy) {
+int run(const std::string& data_dir, std::int64_t epochs, const std::string& precision, bool smoke, const std::string& log_dir,
+        bool profile, double min_accuracy) {
   torch::manual_seed(0);
   MnistSplit train = read_mnist_split(data_dir, /*train=*/true);
   MnistSplit test = read_mnist_split(data_dir, /*train=*/false);
@@ -111,7 +112,8 @@ int run(const std::string& data_dir, std::int64_t epochs, bool smoke, const std:
   auto model = std::make_shared<Net>();
   model->save_hyperparameters({{"model", std::string(std::is_same_v<Net, Cnn> ? "cnn" : "mlp")}, {"batch_size", std::int64_t{64}},
                                {"max_epochs", epochs}, {"seed", std::int64_t{0}}});
-  TrainerOptions options = TrainerOptions().max_epochs(epochs).accelerator("auto").profiler(profile);
+  TrainerOptions options =
+      TrainerOptions().max_epochs(epochs).accelerator("auto").profiler(profile).precision(precision);
   if (smoke) options.fast_dev_run(5);
   CSVLogger::Options csv;
   csv.save_dir = log_dir;
@@ -132,7 +134,7 @@ int run(const std::string& data_dir, std::int64_t epochs, bool smoke, const std:
 }
 
 int main(int argc, char** argv) {
-  std::string model = "cnn", data_dir = fashion_mnist_debian_dir, log_dir;
+  std::string model = "cnn", data_dir = fashion_mnist_debian_dir, log_dir, precision = "32";
   std::int64_t epochs = 6;
   bool smoke = false, profile = false;
   double min_accuracy = 0;
@@ -144,16 +146,17 @@ int main(int argc, char** argv) {
     else if (arg == "--data" && i + 1 < argc) data_dir = argv[++i];
     else if (arg == "--log-dir" && i + 1 < argc) log_dir = argv[++i];
     else if (arg == "--profile") profile = true;
+    else if (arg == "--precision" && i + 1 < argc) precision = argv[++i];
     else if (arg == "--min-accuracy" && i + 1 < argc) min_accuracy = std::stod(argv[++i]);
     else {
-      std::fprintf(stderr, "usage: %s [--model cnn|mlp] [--epochs N] [--smoke] [--data DIR] [--log-dir DIR] "
-                           "[--profile] [--min-accuracy A]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--model cnn|mlp] [--epochs N] [--precision P] [--smoke] [--data DIR] "
+                           "[--log-dir DIR] [--profile] [--min-accuracy A]\n", argv[0]);
       return 2;
     }
   }
   try {
-    return model == "mlp" ? run<Mlp>(data_dir, epochs, smoke, log_dir, profile, min_accuracy)
-                          : run<Cnn>(data_dir, epochs, smoke, log_dir, profile, min_accuracy);
+    return model == "mlp" ? run<Mlp>(data_dir, epochs, precision, smoke, log_dir, profile, min_accuracy)
+                          : run<Cnn>(data_dir, epochs, precision, smoke, log_dir, profile, min_accuracy);
   } catch (const std::exception& error) {
     std::fprintf(stderr, "%s\n", error.what());
     return 1;

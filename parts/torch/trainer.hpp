@@ -197,6 +197,16 @@ class Trainer {
   std::int64_t current_epoch() const noexcept { return current_epoch_; }
   /// Optimizer steps taken (not batches: with accumulate_grad_batches(4), one step per 4 batches).
   std::int64_t global_step() const noexcept { return global_step_; }
+  /// Optimizer steps the loss scaler skipped ("16-mixed": inf/NaN gradients). They do not count in global_step and do
+  /// not step the per-step schedulers.
+  std::int64_t skipped_steps() const noexcept { return skipped_steps_; }
+  /// Whether the last optimizer step was skipped by the loss scaler.
+  bool last_step_skipped() const noexcept { return last_step_skipped_; }
+#if TRAINLOOP_WITH_AMP
+  /// The loss scaler ("16-mixed", or grad_scaler(GradScalerOptions()) with "bf16-mixed") once a stage has started;
+  /// nullptr without one.
+  amp::GradScaler* grad_scaler() noexcept { return precision_.grad_scaler(); }
+#endif
   /// Training batches run, over all epochs.
   std::int64_t total_batches() const noexcept { return total_batches_; }
   /// The batch index within the current epoch (0-based).
@@ -231,6 +241,7 @@ class Trainer {
         auto it = callback_metrics_.find(name);
         if (it != callback_metrics_.end() && it->second.defined()) values[name] = it->second.template item<double>();
       }
+    if (precision_.scaling() && stage_ == Stage::train) values["skipped_steps"] = static_cast<double>(skipped_steps_);
     return values;
   }
   /// Hands values to the loggers in the pack (LearningRateMonitor does): they join the next record, written at the
@@ -609,6 +620,7 @@ class Trainer {
       at::globalContext().setBenchmarkCuDNN(false);
     }
     device_ = parse_accelerator(options_.accelerator());
+    precision_.setup(options_, device_);
     module.to(device_);
     stage_ = stage;
     runtime_ = detail::ModuleRuntime{};
@@ -619,8 +631,7 @@ class Trainer {
     runtime_.global_step = global_step_;
     runtime_.backward = [this, &module](torch::Tensor& loss) { backward(module, loss); };
     runtime_.step = [this, &module](torch::optim::Optimizer& optimizer) {
-      step_optimizer(module, optimizer, false);
-      count_optimizer_step();
+      count_optimizer_step(step_optimizer(module, optimizer, false));
     };
     runtime_.zero_grad = [this, &module](torch::optim::Optimizer& optimizer) { zero_grad(module, optimizer, false); };
     runtime_.clip_gradients = &Trainer::clip_gradients;
@@ -743,7 +754,10 @@ class Trainer {
                          {"loop_point", static_cast<std::int64_t>(loop_point_)},
                          {"should_stop", flag(should_stop_)},
                          {"stop_after_epoch", flag(stop_after_epoch_)},
-                         {"skip_rest_of_epoch", flag(skip_rest_of_epoch_)}};
+                         {"skip_rest_of_epoch", flag(skip_rest_of_epoch_)},
+                         {"skipped_steps", skipped_steps_},
+                         {"last_step_skipped", flag(last_step_skipped_)}};
+    if (precision_.scaling()) states["precision/grad_scaler"] = precision_.state_dict();
     states["trainer/train_epoch_sums"] = metrics_[index(Stage::train)].epoch_state();
     if (train_data_state_) states["train_data"] = train_data_state_();
     for (std::size_t i = 0; i < optimizers_.size(); ++i)
@@ -856,6 +870,13 @@ class Trainer {
     should_stop_ = count("should_stop") != 0;
     stop_after_epoch_ = count("stop_after_epoch") != 0;
     skip_rest_of_epoch_ = count("skip_rest_of_epoch") != 0;
+    skipped_steps_ = counters.count("skipped_steps") ? count("skipped_steps") : 0;  // absent from older checkpoints
+    last_step_skipped_ = counters.count("last_step_skipped") && count("last_step_skipped") != 0;
+    if (precision_.scaling()) {
+      const std::string key = "precision/grad_scaler";
+      const StateDict& scaler = loaded.need(path, key);
+      restoring(path, key, [&] { precision_.load_state_dict(scaler); });
+    }
     auto metrics = loaded.tensors.find("trainer/callback_metrics");
     if (metrics != loaded.tensors.end()) callback_metrics_.insert(metrics->second.begin(), metrics->second.end());
     auto sums = loaded.tensors.find("trainer/train_epoch_sums");
@@ -931,15 +952,17 @@ class Trainer {
     for (auto& g : grads) g.mul_(scale.to(g.dtype()));
   }
 
-  // on_before_optimizer_step, clipping (the module's configure_gradient_clipping when it has one), then the step
-  // (the module's optimizer_step(epoch, batch_idx, optimizer) when it has one: it must call optimizer.step()).
-  // Manual optimisation steps the optimizer itself, as Lightning's does.
+  // The gradients unscaled ("16-mixed"), on_before_optimizer_step, clipping (the module's
+  // configure_gradient_clipping when it has one), then the step (the module's optimizer_step(epoch, batch_idx,
+  // optimizer) when it has one: it must call optimizer.step()), unless the loss scaler skips it (inf/NaN gradients).
+  // Manual optimisation steps the optimizer itself, as Lightning's does. Returns whether the optimizer stepped.
   template <class Module>
-  void step_optimizer(Module& module, torch::optim::Optimizer& optimizer, bool automatic) {
+  bool step_optimizer(Module& module, torch::optim::Optimizer& optimizer, bool automatic) {
     using Clipping = detail::lightning_hook<detail::tags::configure_gradient_clipping>;
     Clipping::template check_module<Module, torch::optim::Optimizer&, double, ClipAlgorithm>();
+    precision_.unscale(optimizer);  // the hook and clipping see the true gradients, as in Lightning
     call_hook<detail::tags::on_before_optimizer_step>(module, optimizer);
-    profiled(profiler_actions::optimizer_step, [&] {
+    return profiled(profiler_actions::optimizer_step, [&] {
       const double limit = options_.gradient_clip_val();
       const ClipAlgorithm algorithm = options_.gradient_clip_algorithm();
       if constexpr (Clipping::template callable<Module, torch::optim::Optimizer&, double, ClipAlgorithm>) {
@@ -948,14 +971,23 @@ class Trainer {
       } else {
         clip_gradients(optimizer, limit, algorithm);
       }
-      if constexpr (detail::is_detected_v<detail::optimizer_step_hook_t, Module, torch::optim::Optimizer>) {
-        if (automatic) {
-          module.optimizer_step(current_epoch_, batch_idx_, optimizer);
-          return;
+      return precision_.step(optimizer, [&] {
+        if constexpr (detail::is_detected_v<detail::optimizer_step_hook_t, Module, torch::optim::Optimizer>) {
+          if (automatic) {
+            module.optimizer_step(current_epoch_, batch_idx_, optimizer);
+            return;
+          }
         }
-      }
-      optimizer.step();
+        optimizer.step();
+      });
     });
+  }
+  // Automatic optimisation's step: every optimizer, counted once when at least one stepped.
+  template <class Module>
+  void step_optimizers(Module& module) {
+    bool stepped = false;
+    for (const auto& config : optimizers_) stepped = step_optimizer(module, *config.optimizer(), true) || stepped;
+    count_optimizer_step(stepped);
   }
   // on_before_zero_grad, then the module's optimizer_zero_grad(epoch, batch_idx, optimizer) or optimizer.zero_grad().
   template <class Module>
@@ -971,11 +1003,13 @@ class Trainer {
       optimizer.zero_grad();
     });
   }
-  // on_before_backward, the module's backward(loss) or loss.backward(), on_after_backward.
+  // The loss scaled ("16-mixed"), on_before_backward, the module's backward(loss) or loss.backward(),
+  // on_after_backward. The hooks get the scaled loss, as in Lightning.
   template <class Module>
-  void backward(Module& module, torch::Tensor& loss) {
+  void backward(Module& module, const torch::Tensor& unscaled_loss) {
     using Backward = detail::lightning_hook<detail::tags::backward>;
     Backward::template check_module<Module, torch::Tensor&>();
+    torch::Tensor loss = precision_.scale_loss(unscaled_loss);
     call_hook<detail::tags::on_before_backward>(module, loss);
     profiled(profiler_actions::backward, [&] {
       if constexpr (Backward::template callable<Module, torch::Tensor&>) module.backward(loss);
@@ -983,11 +1017,17 @@ class Trainer {
     });
     call_hook<detail::tags::on_after_backward>(module);
   }
-  // After optimizer steps: count, then step the schedulers that run per step.
-  void count_optimizer_step() {
+  // After optimizer steps: the accumulation window closes; a step taken counts and steps the schedulers that run per
+  // step, a step the loss scaler skipped does neither.
+  void count_optimizer_step(bool stepped) {
+    batches_since_step_ = 0;
+    last_step_skipped_ = !stepped;
+    if (!stepped) {
+      ++skipped_steps_;
+      return;
+    }
     ++global_step_;
     runtime_.global_step = global_step_;
-    batches_since_step_ = 0;
     step_schedulers(Interval::step, global_step_);
   }
   void step_schedulers(Interval interval, std::int64_t counter) {
@@ -1018,6 +1058,7 @@ class Trainer {
   void publish_step_values(MetricStore& store) {
     const bool log_now = global_step_ % options_.log_every_n_steps() == 0;
     const bool to_loggers = has_loggers && &store == &metrics_[index(Stage::train)];
+    if (to_loggers && log_now && precision_.scaling()) pending_host_log_["skipped_steps"] = static_cast<double>(skipped_steps_);
     store.take_step_values([&](const std::string& name, const MetricStore::Entry& e) {
       callback_metrics_[name] = e.step_value;
       if (!e.logger || !log_now) return;
@@ -1138,7 +1179,10 @@ class Trainer {
                                "::training_step returns nothing, so there is no loss to optimise; return it, or use "
                                "manual optimisation with automatic_optimization(false)");
       profiled(hook_action<detail::tags::training_step, Module>("[LightningModule]"),
-               [&] { module.training_step(batch, batch_idx); });
+               [&] {
+                 [[maybe_unused]] auto autocast = precision_.forward_guard();
+                 module.training_step(batch, batch_idx);
+               });
       const std::monostate out{};
       end_train_batch(module, out, batch, batch_idx);
       return out;
@@ -1149,7 +1193,10 @@ class Trainer {
   template <class Module, class Batch>
   auto train_batch_with_output(Module& module, EngineCore& core, Batch& batch, std::int64_t batch_idx) {
     auto out = profiled(hook_action<detail::tags::training_step, Module>("[LightningModule]"),
-                        [&] { return module.training_step(batch, batch_idx); });
+                        [&] {
+                          [[maybe_unused]] auto autocast = precision_.forward_guard();
+                          return module.training_step(batch, batch_idx);
+                        });
     if (module.automatic_optimization()) {
       torch::Tensor loss;
       try {
@@ -1163,13 +1210,9 @@ class Trainer {
       const bool step_now = (batch_idx + 1) % accumulate == 0 || last_batch;
       if (batches_since_step_ == 0)
         for (const auto& config : optimizers_) zero_grad(module, *config.optimizer(), true);
-      torch::Tensor scaled = accumulate > 1 ? loss / static_cast<double>(accumulate) : loss;
-      backward(module, scaled);
+      backward(module, accumulate > 1 ? loss / static_cast<double>(accumulate) : loss);
       ++batches_since_step_;
-      if (step_now) {
-        for (const auto& config : optimizers_) step_optimizer(module, *config.optimizer(), true);
-        count_optimizer_step();
-      }
+      if (step_now) step_optimizers(module);
     }
     end_train_batch(module, out, batch, batch_idx);
     return out;
@@ -1178,6 +1221,7 @@ class Trainer {
   // monitoring a step metric) see this batch's values, and a checkpoint written there holds the counted batch.
   template <class Module, class Out, class Batch>
   void end_train_batch(Module& module, const Out& out, Batch& batch, std::int64_t batch_idx) {
+    precision_.update();  // once per batch, after all its steps (manual optimisation's too)
     ++total_batches_;
     publish_step_values(metrics_[index(Stage::train)]);
     loop_point_ = LoopPoint::batch_end;
@@ -1242,12 +1286,18 @@ class Trainer {
       detail::EvalHooks<StepTag>::batch_start(*this, module, *batch, batch_idx);
       auto action = hook_action<StepTag, Module>("[LightningModule]");
       if constexpr (std::is_void_v<Out>) {
-        profiled(action, [&] { detail::lightning_hook<StepTag>::call(module, *batch, batch_idx); });
+        profiled(action, [&] {
+          [[maybe_unused]] auto autocast = precision_.forward_guard();
+          detail::lightning_hook<StepTag>::call(module, *batch, batch_idx);
+        });
         const std::monostate none{};
         detail::EvalHooks<StepTag>::batch_end(*this, module, none, *batch, batch_idx);
         if (stage == Stage::predict) outputs.push_back(none);
       } else {
-        Out out = profiled(action, [&] { return detail::lightning_hook<StepTag>::call(module, *batch, batch_idx); });
+        Out out = profiled(action, [&] {
+          [[maybe_unused]] auto autocast = precision_.forward_guard();
+          return detail::lightning_hook<StepTag>::call(module, *batch, batch_idx);
+        });
         detail::EvalHooks<StepTag>::batch_end(*this, module, out, *batch, batch_idx);
         if (stage == Stage::predict) outputs.push_back(std::move(out));
       }
@@ -1332,6 +1382,8 @@ class Trainer {
       module->train();
       t.current_epoch_ = 0;
       t.global_step_ = 0;
+      t.skipped_steps_ = 0;
+      t.last_step_skipped_ = false;
       t.total_batches_ = 0;
       t.batches_since_step_ = 0;
       t.accumulate_grad_batches_ = o.accumulate_grad_batches();
@@ -1474,7 +1526,7 @@ class Trainer {
       const Trainer& t = *trainer;
       const TrainerOptions& o = t.options_;
       if (const auto& steps = o.val_every_n_optimizer_steps())
-        return t.batches_since_step_ == 0 && t.global_step_ > 0 && t.global_step_ % *steps == 0;
+        return t.batches_since_step_ == 0 && !t.last_step_skipped_ && t.global_step_ > 0 && t.global_step_ % *steps == 0;
       if (const auto& n = o.val_check_batches())
         return (o.check_val_every_n_epoch() ? t.batch_idx_ + 1 : t.total_batches_) % *n == 0;
       if (!epoch_sized) return false;
@@ -1612,8 +1664,8 @@ class Trainer {
         if (!t.num_training_batches_ && engine.state.epoch_length)  // unsized data: the first pass told its length
           t.num_training_batches_ = static_cast<std::int64_t>(*engine.state.epoch_length);
         if (t.batches_since_step_ > 0 && module->automatic_optimization()) {  // the epoch ended inside a window
-          for (const auto& config : t.optimizers_) t.step_optimizer(*module, *config.optimizer(), true);
-          t.count_optimizer_step();
+          t.step_optimizers(*module);
+          t.precision_.update();
         }
       }
       if (from == LoopPoint::in_batch || from == LoopPoint::epoch_validation) {
@@ -1662,6 +1714,9 @@ class Trainer {
   bool terminate_requested_ = false;
   std::int64_t current_epoch_ = 0, global_step_ = 0, total_batches_ = 0, batch_idx_ = 0;
   std::int64_t batches_since_step_ = 0;  // batches whose gradients wait for the next optimizer step
+  detail::PrecisionPolicy precision_;      // autocast and loss scaling ("16-mixed", "bf16-mixed"), or nothing ("32")
+  std::int64_t skipped_steps_ = 0;
+  bool last_step_skipped_ = false;
   std::optional<std::int64_t> num_training_batches_, num_val_batches_, num_test_batches_, num_predict_batches_;
   std::array<MetricStore, 4> metrics_;  // one per Stage: train, validate (the sanity check too), test, predict
   std::map<std::string, torch::Tensor> callback_metrics_, logged_metrics_;

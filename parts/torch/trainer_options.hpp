@@ -89,6 +89,14 @@ class TrainerOptions {
   TRAINLOOP_DETAIL_OPTION(std::string, profiler_path, "")
   /// Pins glibc's malloc thresholds (see allocator.hpp); process-wide.
   TRAINLOOP_DETAIL_OPTION(bool, tune_malloc, true)
+  /// "32" (or "32-true"), "16-mixed" (or "16": fp16 autocast and loss scaling), "bf16-mixed" (or "bf16": bf16
+  /// autocast). The mixed ones need TRAINLOOP_WITH_AMP=1; see the README's Precision section.
+  TRAINLOOP_DETAIL_OPTION(std::string, precision, "32")
+#if TRAINLOOP_WITH_AMP
+  /// The loss scaler's settings; with enabled(true) it also scales under "bf16-mixed" (bf16 rarely needs it: tests,
+  /// or models that underflow even there). Unset: a default scaler for "16-mixed" only.
+  TRAINLOOP_DETAIL_OPTION(std::optional<amp::GradScalerOptions>, grad_scaler, std::nullopt)
+#endif
 
  public:
   /// Validation every `fraction` of an epoch's training batches (0 < f <= 1: after each floor(f * batches)-th batch,
@@ -173,6 +181,10 @@ class TrainerOptions {
     if (accumulate_grad_batches_ < 1) throw fail("accumulate_grad_batches(n): n must be at least 1");
     if (gradient_clip_val_ < 0) throw fail("gradient_clip_val(v): v must not be negative");
     if (log_every_n_steps_ < 1) throw fail("log_every_n_steps(n): n must be at least 1");
+    parse_precision(precision_);
+#if TRAINLOOP_WITH_AMP
+    if (grad_scaler_) grad_scaler_->validate();
+#endif
     if (barebones_ && enable_progress_bar_.value_or(false))
       throw fail("barebones(true) turns the progress bar off; drop enable_progress_bar(true)");
     if (barebones_ && enable_model_summary_.value_or(false))

@@ -134,6 +134,21 @@ int main() {
   logging_engine.run(std::vector<int>{1}, trainloop::RunOptions().max_epochs(1));
   (void)auc;
   (void)r2;
+#if TRAINLOOP_WITH_AMP
+  {  // mixed precision: the autocast guard, the scaler's fused and fallback paths, the Trainer's policy
+    trainloop::amp::Autocast autocast(torch::kCPU, torch::kBFloat16);
+    trainloop::amp::GradScaler scaler(trainloop::amp::GradScalerOptions().growth_interval(10));
+    scaler.scale(torch::ones({1})).backward();
+    scaler.unscale_(sgd);
+    scaler.step(sgd);
+    scaler.update();
+    scaler.load_state_dict(scaler.state_dict());
+    trainloop::Trainer mixed(trainloop::TrainerOptions().max_epochs(1).precision("16-mixed").grad_scaler(
+        trainloop::amp::GradScalerOptions().init_scale(1024)));
+    mixed.fit(net, data, data);
+    (void)mixed.grad_scaler();
+  }
+#endif
   trainloop::MnistSplit split = trainloop::read_mnist_split(trainloop::fashion_mnist_debian_dir, false);
   return static_cast<int>(split.labels.size(0) + trainloop::read_idx("x.idx").dim() +
                           static_cast<std::int64_t>(predictions.size()));

@@ -1,7 +1,7 @@
 // The training run that tests/torch/test_resume.cpp kills and resumes, in the shape of a real one: a small MLP with
 // dropout (it draws random numbers), Adam, a per-step cosine schedule, a shuffling DataLoader, validation every half
 // epoch, EarlyStopping, EMA of the weights, Preemption, and a ModelCheckpoint writing last.ckpt after every step.
-//   trainloop_resume_child DIR FINGERPRINT [--resume [FILE]] [--kill POINT:N] [--announce FILE] [--epochs N]
+//   trainloop_resume_child DIR FINGERPRINT [--resume [FILE]] [--kill POINT:N] [--announce FILE] [--epochs N] [--precision P]
 // --kill sends itself SIGKILL at the Nth occurrence of POINT:
 //   step        right after the step's checkpoint (end of on_train_batch_end)
 //   save        while the step's checkpoint is being written (a thread watches for the temporary file)
@@ -9,7 +9,9 @@
 //   val_end     right after a validation (its on_validation_end, EarlyStopping's check done)
 //   epoch_end   right after the epoch's checkpoint in on_train_epoch_end
 //   fit_start   while resuming: after the checkpoint was restored, before any batch
-// --resume continues from "last" (DIR/last.ckpt, found on disk) or FILE; --epochs sets max_epochs (default 4). --announce creates FILE after step 3 and slows training down
+// --resume continues from "last" (DIR/last.ckpt, found on disk) or FILE; --epochs sets max_epochs (default 4);
+// --precision P sets TrainerOptions().precision(P), or with "bf16-scaled" bf16 autocast plus a forced loss scaler and
+// batches that overflow it (steps skipped, the scale backed off and grown). --announce creates FILE after step 3 and slows training down
 // (20 ms a step), so a test can send SIGTERM to a running fit. At the end, everything a resumed run must reproduce
 // goes to FINGERPRINT as text, bit for bit: parameters, Adam's state, EMA, learning rates, counters, EarlyStopping,
 // the loader's position and the values callbacks monitor, and what the four loggers wrote (CSV, JSON lines without
@@ -26,6 +28,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <limits>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -38,6 +41,7 @@ struct Net : LightningModule<Net> {
   torch::nn::Linear fc1{nullptr}, fc2{nullptr};
   torch::nn::Dropout dropout{nullptr};
   std::shared_ptr<torch::optim::Adam> optimizer;
+  bool inject_inf = false;  // --precision bf16-scaled: batches whose first input is over 1.5 get an inf loss
   Net() {
     fc1 = register_module("fc1", torch::nn::Linear(4, 16));
     dropout = register_module("dropout", torch::nn::Dropout(0.3));
@@ -47,6 +51,7 @@ struct Net : LightningModule<Net> {
   torch::Tensor training_step(Batch& b, std::int64_t) {
     auto loss = torch::nn::functional::cross_entropy(forward(b.first), b.second);
     log("train_loss", loss, LogOptions().on_epoch(true));
+    if (inject_inf && b.first[0][0].item<double>() > 1.5) return loss * std::numeric_limits<double>::infinity();
     return loss;
   }
   void validation_step(Batch& b, std::int64_t) {
@@ -224,6 +229,7 @@ int main(int argc, char** argv) {
   KillPlan plan;
   std::string resume_from, announce;
   std::int64_t epochs = 4;
+  std::string precision = "32";
   for (int i = 3; i < argc; ++i) {
     if (std::strcmp(argv[i], "--kill") == 0 && i + 1 < argc) {
       const std::string spec = argv[++i];
@@ -235,6 +241,8 @@ int main(int argc, char** argv) {
       announce = argv[++i];
     } else if (std::strcmp(argv[i], "--epochs") == 0 && i + 1 < argc) {
       epochs = std::stoll(argv[++i]);
+    } else if (std::strcmp(argv[i], "--precision") == 0 && i + 1 < argc) {
+      precision = argv[++i];
     } else {
       std::fprintf(stderr, "unknown argument %s\n", argv[i]);
       return 2;
@@ -267,8 +275,19 @@ int main(int argc, char** argv) {
   logs.save_dir = dir + "/logs";
   MLFlowLogger::Options mlflow;
   mlflow.tracking_dir = dir + "/mlruns";
-  Trainer trainer(TrainerOptions().barebones(true).accelerator("cpu").max_epochs(epochs).val_check_interval(0.5)
-                      .num_sanity_val_steps(1).deterministic(true).seed(0).log_every_n_steps(1),
+  TrainerOptions options = TrainerOptions().barebones(true).accelerator("cpu").max_epochs(epochs).val_check_interval(0.5)
+                               .num_sanity_val_steps(1).deterministic(true).seed(0).log_every_n_steps(1);
+#if TRAINLOOP_WITH_AMP
+  if (precision == "bf16-scaled") {  // bf16 autocast with the loss scaler forced on: skips, back-offs and growth
+    options.precision("bf16-mixed").grad_scaler(amp::GradScalerOptions().init_scale(1 << 20).growth_interval(3));
+    net.inject_inf = true;
+  } else {
+    options.precision(precision);
+  }
+#else
+  options.precision(precision);
+#endif
+  Trainer trainer(options,
                   KillBefore{&plan, dir}, EarlyStopping(early), EMA(ema), Announce{announce},
                   ModelCheckpoint(every_step), KillAfter{&plan}, Preemption(on_signal), CSVLogger(logs),
                   JSONLinesLogger(logs), TensorBoardLogger(logs), MLFlowLogger(mlflow));
@@ -288,7 +307,10 @@ int main(int argc, char** argv) {
   out << "early_stopping" << text(trainer.callback<EarlyStopping>().state_dict()) << "\n";
   out << "loader" << text(loader.state_dict()) << "\n";
   out << "counters epoch=" << trainer.current_epoch() << " step=" << trainer.global_step()
-      << " batches=" << trainer.total_batches() << "\n";
+      << " batches=" << trainer.total_batches() << " skipped=" << trainer.skipped_steps() << "\n";
+#if TRAINLOOP_WITH_AMP
+  if (auto* scaler = trainer.grad_scaler()) out << "grad_scaler" << text(scaler->state_dict()) << "\n";
+#endif
   for (const auto& [name, value] : trainer.callback_metrics()) out << "metric " << name << " " << hex(value) << "\n";
   out << "rng " << hex(torch::randn({4})) << "\n";
   write_logs(out, trainer);
