@@ -75,7 +75,7 @@ int main() {
     std::vector<torch::Tensor> fused{g.clone(), torch::randn({33}, cuda)}, fallback{fused[0].clone(), fused[1].clone()};
     torch::Tensor fused_found = torch::zeros({1}, cuda), fallback_found = torch::zeros({1}, cuda);
     at::_amp_foreach_non_finite_check_and_unscale_(fused, fused_found, inv);
-    detail::amp_unscale_fallback(fallback, fallback_found, inv);
+    trainloop::detail::amp_unscale_fallback(fallback, fallback_found, inv);
     const bool unscale_same = torch::equal(fused[1], fallback[1]) && torch::equal(fused_found, fallback_found) &&
                               fused_found.item<float>() == 1 &&
                               torch::equal(fused[0].nan_to_num(0), fallback[0].nan_to_num(0));
@@ -87,7 +87,7 @@ int main() {
           torch::Tensor t1 = torch::full({1}, tracker, torch::TensorOptions().dtype(torch::kInt32).device(cuda)), t2 = t1.clone();
           const torch::Tensor f = torch::full({1}, inf, cuda);
           at::_amp_update_scale_(s1, t1, f, 2.0, 0.5, 3);
-          detail::amp_update_scale_fallback(s2, t2, f, 2.0, 0.5, 3);
+          trainloop::detail::amp_update_scale_fallback(s2, t2, f, 2.0, 0.5, 3);
           update_same = update_same && torch::equal(s1, s2) && torch::equal(t1, t2);
         }
     report("fused CUDA scaler kernels == ordinary-op fallback", unscale_same && update_same);
@@ -103,7 +103,7 @@ int main() {
     y.to(torch::kFloat32).sum().backward();
     report("fp16 autocast on CUDA: fp16 output, fp32 weight and gradient, state restored",
            y.scalar_type() == torch::kHalf && linear->weight.grad().scalar_type() == torch::kFloat32 &&
-               !detail::autocast_enabled(torch::kCUDA));
+               !trainloop::detail::autocast_enabled(torch::kCUDA));
   }
   const auto data = data_on(cuda, 40);
   const std::filesystem::path dir = std::filesystem::temp_directory_path() / "trainloop_amp_cuda";
@@ -133,7 +133,7 @@ int main() {
     Net resumed;
     Trainer<> again(TrainerOptions().accelerator("cuda").max_epochs(4).barebones(true).precision("16-mixed").grad_scaler(
         amp::GradScalerOptions().growth_interval(20)));
-    again.fit(resumed, data, detail::NoData{}, (dir / "amp.ckpt").string());
+    again.fit(resumed, data, trainloop::detail::NoData{}, (dir / "amp.ckpt").string());
     report("16-mixed on CUDA: the checkpoint holds the scaler; a resumed fit continues from it",
            has_scaler && again.grad_scaler()->get_scale() >= scale && again.global_step() == 119 + 40,
            "scale " + std::to_string(scale) + " -> " + std::to_string(again.grad_scaler()->get_scale()));
