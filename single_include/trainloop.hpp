@@ -6827,7 +6827,7 @@ class GradScaler {
   torch::Tensor scale(const torch::Tensor& outputs) {
     if (!is_enabled()) return outputs;
     if (!scale_.defined()) {
-      scale_ = torch::full({1}, init_scale_, torch::TensorOptions().dtype(torch::kFloat32).device(outputs.device()));
+      scale_ = torch::full({1}, options_.init_scale(), torch::TensorOptions().dtype(torch::kFloat32).device(outputs.device()));
       growth_tracker_ = torch::full({1}, init_growth_tracker_, torch::TensorOptions().dtype(torch::kInt32).device(outputs.device()));
     }
     return outputs * scale_.to(outputs.device(), /*non_blocking=*/true);
@@ -6941,7 +6941,7 @@ class GradScaler {
   /// The current scale (a host read), or init_scale before the first scale(); 1 when disabled.
   double get_scale() const {
     if (!is_enabled()) return 1.0;
-    return scale_.defined() ? scale_.item<double>() : init_scale_;
+    return scale_.defined() ? scale_.item<double>() : options_.init_scale();
   }
   /// The scale as a device tensor (undefined before the first scale()): no host read.
   const torch::Tensor& scale_tensor() const noexcept { return scale_; }
@@ -6978,11 +6978,10 @@ class GradScaler {
         .backoff_factor(number("backoff_factor"))
         .growth_interval(static_cast<std::int64_t>(number("growth_interval")));
     loaded.validate();
-    options_ = loaded;
-    init_scale_ = number("scale");
+    options_ = loaded;  // its init_scale is the saved scale: a scaler not yet used starts from it
     init_growth_tracker_ = static_cast<std::int64_t>(number("_growth_tracker"));
     if (scale_.defined()) {
-      scale_.fill_(init_scale_);
+      scale_.fill_(options_.init_scale());
       growth_tracker_.fill_(init_growth_tracker_);
     }
   }
@@ -7000,7 +6999,6 @@ class GradScaler {
   }
 
   GradScalerOptions options_;
-  double init_scale_ = options_.init_scale();
   std::int64_t init_growth_tracker_ = 0;
   torch::Tensor scale_, growth_tracker_;
   std::map<const torch::optim::Optimizer*, PerOptimizer> per_optimizer_;
@@ -7034,11 +7032,15 @@ class MixedPrecision {
 #endif
     detail::check_autocast_device(device_type_);
     const bool wants_scaler = scaler ? scaler->enabled() : precision == TrainingPrecision::fp16_mixed;
-    if (wants_scaler) {
-      if (!scaler_ || (scaler && !same_options(scaler_->options(), *scaler))) scaler_.emplace(scaler.value_or(GradScalerOptions()));
-    } else {
+    if (!wants_scaler) {
       scaler_.reset();
+      return;
     }
+    // The scaler lives across stages and fits; a new one only when the configured options change (its own options
+    // take a loaded checkpoint's scale, so they are not what to compare).
+    const GradScalerOptions wanted = scaler.value_or(GradScalerOptions());
+    if (!scaler_ || !same_options(configured_, wanted)) scaler_.emplace(wanted);
+    configured_ = wanted;
   }
 
   std::optional<Autocast> forward_guard() const {
@@ -7082,6 +7084,7 @@ class MixedPrecision {
   c10::DeviceType device_type_ = c10::kCPU;
   at::ScalarType dtype_ = at::kBFloat16;
   std::optional<GradScaler> scaler_;
+  GradScalerOptions configured_;  // what scaler_ was made from
 };
 
 }  // namespace amp
