@@ -39,6 +39,9 @@
 #if TRAINLOOP_WITH_AMP
 #include "parts/torch/amp.hpp"
 #endif
+#if TRAINLOOP_WITH_DISTRIBUTED
+#include "parts/torch/distributed.hpp"
+#endif
 #include "parts/torch/trainer_options.hpp"
 #include "parts/torch/module.hpp"
 #include "parts/torch/callbacks/progress_bar.hpp"

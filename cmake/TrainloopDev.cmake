@@ -48,10 +48,11 @@ if(TARGET trainloop_torch_pch)
   target_compile_options(trainloop_torch_pch PRIVATE ${TRAINLOOP_PCH_FLAGS})
 endif()
 
-# trainloop_target(name [TORCH] [AMP] [SINGLE] SOURCES ...): an executable with warnings on, built against the chosen
-# header. AMP compiles mixed precision in (TRAINLOOP_WITH_AMP=1) whatever the project's option says.
+# trainloop_target(name [TORCH] [AMP] [DISTRIBUTED] [SINGLE] SOURCES ...): an executable with warnings on, built against
+# the chosen header. AMP and DISTRIBUTED compile mixed precision (TRAINLOOP_WITH_AMP=1) and data-parallel training
+# (TRAINLOOP_WITH_DISTRIBUTED=1) in, whatever the project's options say.
 function(trainloop_target name)
-  cmake_parse_arguments(ARG "TORCH;AMP;SINGLE" "" "SOURCES" ${ARGN})
+  cmake_parse_arguments(ARG "TORCH;AMP;DISTRIBUTED;SINGLE" "" "SOURCES" ${ARGN})
   add_executable(${name} ${ARG_SOURCES})
   target_compile_options(${name} PRIVATE ${TRAINLOOP_WARNING_FLAGS} ${TRAINLOOP_SANITIZE_FLAGS})
   target_link_options(${name} PRIVATE ${TRAINLOOP_SANITIZE_FLAGS})
@@ -62,7 +63,11 @@ function(trainloop_target name)
     if(ARG_AMP)
       set(amp 1)
     endif()
-    target_compile_definitions(${name} PRIVATE TRAINLOOP_WITH_AMP=${amp} TRAINLOOP_WITH_DISTRIBUTED=${_with_distributed})
+    set(distributed ${_with_distributed})
+    if(ARG_DISTRIBUTED)
+      set(distributed 1)
+    endif()
+    target_compile_definitions(${name} PRIVATE TRAINLOOP_WITH_AMP=${amp} TRAINLOOP_WITH_DISTRIBUTED=${distributed})
     target_precompile_headers(${name} REUSE_FROM trainloop_torch_pch)
     target_compile_options(${name} PRIVATE ${TRAINLOOP_PCH_FLAGS})
   endif()

@@ -8,6 +8,7 @@ packages=(
   ccache                # optional: speeds up a second build on the same machine
   libtorch-dev          # LibTorch 1.13 (CMake config `Torch`)
   libgloo-dev           # c10d's Gloo backend, for TRAINLOOP_WITH_DISTRIBUTED
+  python3-torch         # torchrun, for the distributed tests (optional: they skip its cases without it)
   doctest-dev           # the test framework
   dataset-fashion-mnist # the real data the examples train on (/usr/share/datasets/fashion-mnist)
   zlib1g-dev            # gzip IDX files

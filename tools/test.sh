@@ -2,8 +2,8 @@
 # Sets up a fresh Debian machine and runs every check trainloop has. This is the README's test command, and CI's.
 #   1. the single header is in sync with parts/ and compiles alone, torch-free, with no torch on the include path
 #   2. the full suite (g++, C++17, warnings as errors) against parts/ and against the single header
-#   3. the torch-free core, and the torch suite (Trainer, checkpoints, resume, callbacks), under AddressSanitizer +
-#      UndefinedBehaviorSanitizer
+#   3. the torch-free core, and the torch suite (Trainer, checkpoints, resume, callbacks, data-parallel), under
+#      AddressSanitizer + UndefinedBehaviorSanitizer
 #   4. the torch-free core with clang, when clang++ is installed
 #   5. the torch parts, mixed precision included, compile (-fsyntax-only) with clang, and as C++17 and C++20 against
 #      LibTorch 2.x (Debian trixie's headers), the mixed-precision tests too
@@ -43,12 +43,13 @@ cmake -S . -B build/asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DTRAINLOOP_WITH_TORC
 cmake --build build/asan -j "$jobs"
 (cd build/asan && ctest -j "$jobs" --output-on-failure -L core)
 
-step "torch suite under ASan + UBSan (Trainer, checkpoints, resume and crash tests, callbacks)"
+step "torch suite under ASan + UBSan (Trainer, checkpoints, resume and crash tests, callbacks, data-parallel)"
 # LibTorch itself is not instrumented; leak checking is off because its process-lifetime singletons look like leaks.
 cmake -S . -B build/asan-torch -G Ninja -DCMAKE_BUILD_TYPE=Debug -DTRAINLOOP_SANITIZE=ON \
       -DTRAINLOOP_BUILD_EXAMPLES=OFF -DTRAINLOOP_BUILD_BENCH=OFF -DTRAINLOOP_WARNINGS_AS_ERRORS=ON "${launcher[@]}"
-cmake --build build/asan-torch -j "$jobs" --target test_torch_parts trainloop_resume_child_parts
-(cd build/asan-torch && ASAN_OPTIONS=detect_leaks=0 ctest -j "$jobs" --output-on-failure -R '^torch_parts(_resume.*)?$')
+cmake --build build/asan-torch -j "$jobs" --target test_torch_parts trainloop_resume_child_parts test_distributed_parts \
+      trainloop_ddp_child_parts
+(cd build/asan-torch && ASAN_OPTIONS=detect_leaks=0 ctest -j "$jobs" --output-on-failure -R '^torch_parts(_resume.*|_distributed)?$')
 
 if command -v clang++ > /dev/null; then
   step "torch-free core with clang"
@@ -61,7 +62,8 @@ fi
 step "torch parts: clang, and LibTorch 2.x as C++17 and C++20 (syntax only)"
 torch_api=/usr/include/torch/csrc/api/include
 # With mixed precision compiled in: its autocast calls differ between LibTorch 1.x and 2.4+.
-check_flags=(-Wall -Wextra -Wpedantic -Werror -fsyntax-only -DTRAINLOOP_WITH_TORCH=1 -DTRAINLOOP_WITH_AMP=1 -Isingle_include)
+check_flags=(-Wall -Wextra -Wpedantic -Werror -fsyntax-only -DTRAINLOOP_WITH_TORCH=1 -DTRAINLOOP_WITH_AMP=1
+             -DTRAINLOOP_WITH_DISTRIBUTED=1 -DUSE_DISTRIBUTED -DUSE_C10D_GLOO -Isingle_include)
 if command -v clang++ > /dev/null; then
   clang++ -std=c++17 "${check_flags[@]}" -isystem "$torch_api" tests/compile/torch_instantiation.cpp
 fi

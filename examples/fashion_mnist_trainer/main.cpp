@@ -2,12 +2,14 @@
 // validation and a progress bar, then Trainer.test. The data is Debian's dataset-fashion-mnist (real IDX .gz files).
 //
 //   fashion_mnist_trainer [--model cnn|mlp] [--epochs N] [--precision P] [--smoke] [--data DIR] [--log-dir DIR]
-//                         [--min-accuracy A]
+//                         [--min-accuracy A] [--strategy ddp --devices N]
 //
 // --smoke runs a few batches (fast_dev_run, for CI); --log-dir writes the logged metrics (every 50 steps and every
 // epoch), the learning rate and the hyperparameters as CSV (DIR/csv/version_N/metrics.csv) and TensorBoard event files
 // (DIR/tensorboard/version_N/); --profile prints where the time went; --min-accuracy makes the program fail when the
 // test accuracy is lower; --precision is the Trainer's ("32", "bf16-mixed" on CPU or CUDA, "16-mixed" on CUDA).
+// --strategy ddp --devices N trains data-parallel in N processes (this one is rank 0 and starts the others; under
+// torchrun/srun/mpirun, --strategy ddp alone): each rank trains on its shard of every epoch, batch 64 per rank.
 #include <trainloop.hpp>
 
 #include <cmath>
@@ -76,6 +78,7 @@ int fit_and_test(T& trainer, Net& model, Data& train_batches, Data& val_batches,
   trainer.fit(model, train_batches, val_batches);
   const auto results = trainer.test(model, test_batches);
   const double accuracy = results.at("test_acc");
+  if (!trainer.is_global_zero()) return 0;  // rank 0 reports (the test values are over every rank's shard)
   std::printf("test accuracy: %.2f%% (test loss %.4f) after %lld optimizer steps\n", 100 * accuracy,
               results.at("test_loss"), static_cast<long long>(trainer.global_step()));
   if constexpr (!std::is_same_v<T, Trainer<>>) {  // the Trainer with loggers
@@ -96,7 +99,7 @@ int fit_and_test(T& trainer, Net& model, Data& train_batches, Data& val_batches,
 
 template <class Net>
 int run(const std::string& data_dir, std::int64_t epochs, const std::string& precision, bool smoke, const std::string& log_dir,
-        bool profile, double min_accuracy) {
+        bool profile, double min_accuracy, const std::string& strategy, int devices) {
   torch::manual_seed(0);
   MnistSplit train = read_mnist_split(data_dir, /*train=*/true);
   MnistSplit test = read_mnist_split(data_dir, /*train=*/false);
@@ -113,7 +116,7 @@ int run(const std::string& data_dir, std::int64_t epochs, const std::string& pre
   model->save_hyperparameters({{"model", std::string(std::is_same_v<Net, Cnn> ? "cnn" : "mlp")}, {"batch_size", std::int64_t{64}},
                                {"max_epochs", epochs}, {"seed", std::int64_t{0}}});
   TrainerOptions options =
-      TrainerOptions().max_epochs(epochs).accelerator("auto").profiler(profile).precision(precision);
+      TrainerOptions().max_epochs(epochs).accelerator("auto").profiler(profile).precision(precision).strategy(strategy).devices(devices);
   if (smoke) options.fast_dev_run(5);
   CSVLogger::Options csv;
   csv.save_dir = log_dir;
@@ -134,7 +137,8 @@ int run(const std::string& data_dir, std::int64_t epochs, const std::string& pre
 }
 
 int main(int argc, char** argv) {
-  std::string model = "cnn", data_dir = fashion_mnist_debian_dir, log_dir, precision = "32";
+  std::string model = "cnn", data_dir = fashion_mnist_debian_dir, log_dir, precision = "32", strategy = "auto";
+  int devices = 0;
   std::int64_t epochs = 6;
   bool smoke = false, profile = false;
   double min_accuracy = 0;
@@ -148,15 +152,17 @@ int main(int argc, char** argv) {
     else if (arg == "--profile") profile = true;
     else if (arg == "--precision" && i + 1 < argc) precision = argv[++i];
     else if (arg == "--min-accuracy" && i + 1 < argc) min_accuracy = std::stod(argv[++i]);
+    else if (arg == "--strategy" && i + 1 < argc) strategy = argv[++i];
+    else if (arg == "--devices" && i + 1 < argc) devices = std::stoi(argv[++i]);
     else {
       std::fprintf(stderr, "usage: %s [--model cnn|mlp] [--epochs N] [--precision P] [--smoke] [--data DIR] "
-                           "[--log-dir DIR] [--profile] [--min-accuracy A]\n", argv[0]);
+                           "[--log-dir DIR] [--profile] [--min-accuracy A] [--strategy ddp --devices N]\n", argv[0]);
       return 2;
     }
   }
   try {
-    return model == "mlp" ? run<Mlp>(data_dir, epochs, precision, smoke, log_dir, profile, min_accuracy)
-                          : run<Cnn>(data_dir, epochs, precision, smoke, log_dir, profile, min_accuracy);
+    return model == "mlp" ? run<Mlp>(data_dir, epochs, precision, smoke, log_dir, profile, min_accuracy, strategy, devices)
+                          : run<Cnn>(data_dir, epochs, precision, smoke, log_dir, profile, min_accuracy, strategy, devices);
   } catch (const std::exception& error) {
     std::fprintf(stderr, "%s\n", error.what());
     return 1;

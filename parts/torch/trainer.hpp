@@ -149,6 +149,10 @@ using tensor_state_t = decltype(std::declval<const C&>().tensor_state());
 template <class C>
 using load_tensor_state_t = decltype(std::declval<C&>().load_tensor_state(std::declval<const TensorDict&>()));
 
+// trainloop's DataLoader re-shards itself for data-parallel ranks.
+template <class D>
+using shard_t = decltype(std::declval<D&>().shard(std::int64_t{}, std::int64_t{}), std::declval<const D&>().options().world_size());
+
 // fit() data as it is kept: an lvalue by reference, an rvalue (or a value a data hook returned) by value.
 template <class D>
 using held_t = std::conditional_t<std::is_rvalue_reference_v<D>, std::remove_reference_t<D>, D>;
@@ -275,10 +279,56 @@ class Trainer {
   /// A model holding NaN or inf is refused (NonFiniteStateError), except while the fit is terminating (TerminateOnNan),
   /// when the save is skipped: a diverged run never replaces a good checkpoint.
   /// Returns whether the file was written (false: skipped, see above).
+  /// Under data-parallel training rank 0 writes and every rank waits until the file is complete (call it on every
+  /// rank, as callbacks do).
   bool save_checkpoint(const std::string& path, bool weights_only = false) {
     if (!save_) throw std::logic_error("trainloop: Trainer::save_checkpoint(\"" + path + "\") needs a fit in progress or done");
-    return save_(path, weights_only);
+    if (world_size() == 1) return save_(path, weights_only);
+    bool written = true;
+    std::exception_ptr error;
+    if (is_global_zero()) {
+      try {
+        written = save_(path, weights_only);
+      } catch (...) {
+        error = std::current_exception();
+      }
+    }
+    barrier();  // no rank reads (or resumes from) a checkpoint before it is complete
+    if (error) std::rethrow_exception(error);
+    return written;
   }
+
+  // --- data-parallel training (one process: rank 0 of 1) ---------------------------------------------------------
+
+  /// This process's rank among all the job's processes.
+  int global_rank() const noexcept { return distributed_value(&ProcessGroupView::rank, 0); }
+  /// The job's processes.
+  int world_size() const noexcept { return distributed_value(&ProcessGroupView::size, 1); }
+  /// This process's rank on its machine.
+  int local_rank() const noexcept { return distributed_value(&ProcessGroupView::local_rank, 0); }
+  /// Rank 0 writes logs, checkpoints and the progress bar.
+  bool is_global_zero() const noexcept { return global_rank() == 0; }
+  /// Whether `decision` holds on every rank (all = true) or on at least one (all = false): callbacks that take a
+  /// branch every rank must take with them (stop, save) agree through it. `decision` itself in a single process.
+  bool reduce_decision(bool decision, bool all) {
+#if TRAINLOOP_WITH_DISTRIBUTED
+    if (group_) return group_->agree(decision, all);
+#endif
+    (void)all;
+    return decision;
+  }
+  /// Waits until every rank arrives (nothing in a single process).
+  void barrier() {
+#if TRAINLOOP_WITH_DISTRIBUTED
+    if (group_) group_->barrier();
+#endif
+  }
+#if TRAINLOOP_WITH_DISTRIBUTED
+  /// The process group once a stage ran data-parallel; nullptr otherwise.
+  distributed::ProcessGroup* process_group() noexcept { return group_.get(); }
+  /// The gradient synchronisation while fit runs data-parallel; nullptr otherwise.
+  distributed::DistributedDataParallel* ddp() noexcept { return ddp_.get(); }
+#endif
 
   // --- entry points ------------------------------------------------------------------------------------------------
 
@@ -415,6 +465,16 @@ class Trainer {
     run_stage(module, Stage::train, "fit", [&] {
       detail::Held<TrainData> train{make_train()};
       detail::Held<ValData> val{make_val()};
+      shard_for_ranks(train.get());
+      shard_for_ranks(val.get());
+#if TRAINLOOP_WITH_DISTRIBUTED
+      // Gradients averaged over the ranks while fit trains (rank 0's weights broadcast first).
+      struct DropSync {
+        Trainer& t;
+        ~DropSync() { t.ddp_.reset(); }
+      } drop_sync{*this};
+      if (group_) ddp_ = std::make_unique<distributed::DistributedDataParallel>(module, group_, options_.ddp());
+#endif
       FitContext<Module, decltype(train), decltype(val), Batch> fit(*this, module, train, val);
       fit.ckpt_path = resolved_ckpt;
       if constexpr (detail::is_detected_v<detail::state_dict_t, std::remove_reference_t<decltype(train.get())>>)
@@ -437,6 +497,7 @@ class Trainer {
     const Stage stage = is_test ? Stage::test : Stage::validate;
     run_stage(module, stage, is_test ? "test" : "validate", [&] {
       detail::Held<Data> held{make_data()};
+      shard_for_ranks(held.get());
       const BatchLimit& limit = is_test ? options_.limit_test_batches() : options_.limit_val_batches();
       run_evaluation<StepTag>(module, held.get(), stage,
                               eval_limit(limit, held.get(), is_test ? "limit_test_batches" : "limit_val_batches"));
@@ -533,15 +594,25 @@ class Trainer {
   template <class F>
   void for_each_plain_callback(F&& f) {
     for_each_callback_in<detail::CallbackGroup::plain>(f);
-    if (builtin_progress_bar_) f(progress_bar_);
-    if (builtin_model_summary_) f(model_summary_);
+    if (builtin_progress_bar_ && is_global_zero()) f(progress_bar_);
+    if (builtin_model_summary_ && is_global_zero()) f(model_summary_);
   }
+  // Loggers, the progress bar and the model summary exist on rank 0 only (Lightning's rank_zero_only).
+  template <class C>
+  static constexpr bool rank_zero_only_v =
+      detail::is_logger<C>() || std::is_same_v<C, ProgressBar> || std::is_same_v<C, ModelSummary>;
   template <detail::CallbackGroup G, class F>
   void for_each_callback_in(F&& f) {
     std::apply(
         [&](auto&... cb) {
           [[maybe_unused]] auto visit = [&](auto& callback) {
-            if constexpr (detail::callback_group<std::decay_t<decltype(callback)>>() == G) f(callback);
+            using C = std::decay_t<decltype(callback)>;
+            if constexpr (detail::callback_group<C>() == G) {
+              if constexpr (rank_zero_only_v<C>) {
+                if (!is_global_zero()) return;
+              }
+              f(callback);
+            }
           };
           (visit(detail::unwrap(cb)), ...);
         },
@@ -620,6 +691,7 @@ class Trainer {
       at::globalContext().setBenchmarkCuDNN(false);
     }
     device_ = parse_accelerator(options_.accelerator());
+    setup_distributed();
     precision_.setup(options_, device_);
     module.to(device_);
     stage_ = stage;
@@ -672,6 +744,9 @@ class Trainer {
     } catch (...) {
       std::exception_ptr error = std::current_exception();
       call_hook<detail::tags::on_exception>(module, error);
+#if TRAINLOOP_WITH_DISTRIBUTED
+      if (group_) group_->abort_local_ranks();  // ranks this process started cannot finish without it
+#endif
       try {
         finalize_loggers("failed");
       } catch (...) {  // the original error matters more than a logger's failure to close
@@ -679,6 +754,71 @@ class Trainer {
       throw;
     }
     if (profiling_) report_profile();
+  }
+
+  // --- data-parallel setup ----------------------------------------------------------------------------------------
+
+  struct ProcessGroupView {  // what global_rank() and friends read, with or without the distributed build
+    int rank, size, local_rank;
+  };
+  int distributed_value(int ProcessGroupView::*field, int fallback) const noexcept {
+#if TRAINLOOP_WITH_DISTRIBUTED
+    if (group_) return ProcessGroupView{group_->rank(), group_->size(), group_->local_rank()}.*field;
+#endif
+    (void)field;
+    return fallback;
+  }
+  // The first stage that wants several ranks joins (or, with devices(n) and no launcher, starts) them; the group
+  // stays for the Trainer's later stages. Each rank takes its own CUDA device; metrics reduce across ranks.
+  void setup_distributed() {
+#if TRAINLOOP_WITH_DISTRIBUTED
+    if (!group_ && options_.strategy() != "single") {
+      const distributed::Environment env = distributed::detect_environment();
+      if (options_.strategy() == "ddp" || options_.devices() > 1 || env.world_size > 1) {
+        group_ = distributed::default_group();
+        if (!group_) {
+          distributed::InitOptions init = options_.process_group();
+          if (options_.devices() > 0) init.processes(options_.devices());
+          group_ = distributed::init(init.device(device_), env);
+        }
+      }
+    }
+    if (!group_) return;
+    if (device_.is_cuda()) device_ = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(group_->local_rank()));
+    metric_state_reducer() = [group = group_](torch::Tensor& state, SyncOp op) {
+      group->all_reduce(state, op == SyncOp::sum   ? distributed::ReduceOp::sum
+                               : op == SyncOp::max ? distributed::ReduceOp::max
+                                                   : distributed::ReduceOp::min);
+    };
+#endif
+  }
+  // trainloop DataLoaders serve each rank its shard (unless the user sharded them, or asked not to).
+  template <class D>
+  void shard_for_ranks(D& data) {
+    if constexpr (detail::is_detected_v<detail::shard_t, D>) {
+      if (world_size() > 1 && options_.use_distributed_sampler() && data.options().world_size() == 1)
+        data.shard(global_rank(), world_size());
+    } else {
+      (void)data;
+    }
+  }
+  // An epoch value logged with sync_dist, over every rank's batches: a mean is the ranks' weighted sums over their
+  // weights (exactly the mean over all batches), sum/max/min reduce as named.
+  torch::Tensor epoch_value_across_ranks(const MetricStore::Entry& e) {
+    torch::Tensor value = MetricStore::epoch_value(e);
+#if TRAINLOOP_WITH_DISTRIBUTED
+    if (!group_ || group_->size() == 1 || !e.sync_dist || e.metric_compute || !value.defined()) return value;
+    if (e.reduce == Reduce::mean) {
+      torch::Tensor sums = torch::stack({e.accumulated.reshape({}), torch::full({}, e.weight, e.accumulated.options())});
+      group_->all_reduce(sums, distributed::ReduceOp::sum);
+      return sums[0] / sums[1];
+    }
+    value = value.clone();
+    group_->all_reduce(value, e.reduce == Reduce::sum   ? distributed::ReduceOp::sum
+                              : e.reduce == Reduce::max ? distributed::ReduceOp::max
+                                                        : distributed::ReduceOp::min);
+#endif
+    return value;
   }
 
   void finalize_loggers(const std::string& status) {
@@ -893,7 +1033,9 @@ class Trainer {
     if constexpr (detail::is_detected_v<detail::load_state_dict_t, std::remove_reference_t<decltype(train.get())>>) {
       auto it = loaded.states.find("train_data");
       if (it != loaded.states.end()) {
-        restoring(path, it->first, [&] { train.get().load_state_dict(it->second); });
+        StateDict data_state = it->second;  // rank 0 saved it: every rank takes the same position in its own shard
+        if (world_size() > 1 && data_state.count("rank")) data_state["rank"] = std::int64_t{global_rank()};
+        restoring(path, it->first, [&] { train.get().load_state_dict(data_state); });
         data_positioned = true;
       }
     }
@@ -960,6 +1102,9 @@ class Trainer {
   bool step_optimizer(Module& module, torch::optim::Optimizer& optimizer, bool automatic) {
     using Clipping = detail::lightning_hook<detail::tags::configure_gradient_clipping>;
     Clipping::template check_module<Module, torch::optim::Optimizer&, double, ClipAlgorithm>();
+#if TRAINLOOP_WITH_DISTRIBUTED
+    if (ddp_) ddp_->wait();  // the gradients averaged over the ranks (once per backward; later optimizers find it done)
+#endif
     precision_.unscale(optimizer);  // the hook and clipping see the true gradients, as in Lightning
     call_hook<detail::tags::on_before_optimizer_step>(module, optimizer);
     return profiled(profiler_actions::optimizer_step, [&] {
@@ -1069,7 +1214,7 @@ class Trainer {
   }
   void publish_epoch_values(MetricStore& store) {
     for (const auto& [name, e] : store.entries()) {
-      torch::Tensor value = MetricStore::epoch_value(e);
+      torch::Tensor value = epoch_value_across_ranks(e);
       if (!value.defined()) continue;
       callback_metrics_[name] = value;
       if (!e.logger) continue;
@@ -1097,6 +1242,11 @@ class Trainer {
   void write_logs() {
     if constexpr (has_loggers) {
       if (pending_log_.empty() && pending_host_log_.empty()) return;
+      if (!is_global_zero()) {  // loggers write on rank 0 only
+        pending_log_.clear();
+        pending_host_log_.clear();
+        return;
+      }
       profiled(profiler_actions::write_logs, [&] {
         std::map<std::string, double> record = std::move(pending_host_log_);
         if (!pending_log_.empty()) {
@@ -1172,6 +1322,9 @@ class Trainer {
   template <class Module, class Batch>
   auto train_batch(Module& module, EngineCore& core, Batch& batch) {
     std::int64_t batch_idx = batch_idx_;
+#if TRAINLOOP_WITH_DISTRIBUTED
+    if (ddp_) ddp_->sync_buffers();  // rank 0's buffers (batch-norm statistics) before the forward
+#endif
     using Out = decltype(module.training_step(batch, batch_idx));
     if constexpr (std::is_void_v<Out>) {
       if (module.automatic_optimization())
@@ -1210,7 +1363,13 @@ class Trainer {
       const bool step_now = (batch_idx + 1) % accumulate == 0 || last_batch;
       if (batches_since_step_ == 0)
         for (const auto& config : optimizers_) zero_grad(module, *config.optimizer(), true);
+#if TRAINLOOP_WITH_DISTRIBUTED
+      if (ddp_) ddp_->require_sync(step_now);  // accumulation micro-steps: no communication until the batch that steps
+#endif
       backward(module, accumulate > 1 ? loss / static_cast<double>(accumulate) : loss);
+#if TRAINLOOP_WITH_DISTRIBUTED
+      if (ddp_) ddp_->require_sync(true);
+#endif
       ++batches_since_step_;
       if (step_now) step_optimizers(module);
     }
@@ -1736,6 +1895,10 @@ class Trainer {
   std::map<std::string, double> pending_host_log_;    // values callbacks handed over with log_metrics()
   Profiler profiler_;
   bool profiling_ = false;
+#if TRAINLOOP_WITH_DISTRIBUTED
+  std::shared_ptr<distributed::ProcessGroup> group_;
+  std::unique_ptr<distributed::DistributedDataParallel> ddp_;
+#endif
 };
 
 template <class... Callbacks>

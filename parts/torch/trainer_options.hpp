@@ -97,6 +97,21 @@ class TrainerOptions {
   /// or models that underflow even there). Unset: a default scaler for "16-mixed" only.
   TRAINLOOP_DETAIL_OPTION(std::optional<amp::GradScalerOptions>, grad_scaler, std::nullopt)
 #endif
+  /// "auto" (data-parallel when devices(n > 1) or a launcher started several ranks), "ddp" (data-parallel, also with
+  /// one rank) or "single" (one process, whatever the environment). Data-parallel needs TRAINLOOP_WITH_DISTRIBUTED=1;
+  /// see the README's Distributed section.
+  TRAINLOOP_DETAIL_OPTION(std::string, strategy, "auto")
+  /// Processes on this machine; 0: what a launcher started (torchrun, srun, mpirun), else 1. Without a launcher,
+  /// n > 1 runs this program n times (this process is rank 0).
+  TRAINLOOP_DETAIL_OPTION(int, devices, 0)
+  /// Shard trainloop DataLoaders across ranks (training and evaluation), as Lightning's distributed sampler does.
+  TRAINLOOP_DETAIL_OPTION(bool, use_distributed_sampler, true)
+#if TRAINLOOP_WITH_DISTRIBUTED
+  /// Gradient synchronisation: bucket size, find_unused_parameters, broadcast_buffers.
+  TRAINLOOP_DETAIL_OPTION(distributed::DDPOptions, ddp, {})
+  /// The process group: backend, collective timeout (60 s), rendezvous timeout (300 s).
+  TRAINLOOP_DETAIL_OPTION(distributed::InitOptions, process_group, {})
+#endif
 
  public:
   /// Validation every `fraction` of an epoch's training batches (0 < f <= 1: after each floor(f * batches)-th batch,
@@ -182,6 +197,14 @@ class TrainerOptions {
     if (gradient_clip_val_ < 0) throw fail("gradient_clip_val(v): v must not be negative");
     if (log_every_n_steps_ < 1) throw fail("log_every_n_steps(n): n must be at least 1");
     parse_precision(precision_);
+    if (strategy_ != "auto" && strategy_ != "ddp" && strategy_ != "single")
+      throw fail("strategy(\"" + strategy_ + "\"): not one of \"auto\", \"ddp\", \"single\"");
+    if (devices_ < 0) throw fail("devices(n): n must not be negative (0: what the launcher started)");
+    if (strategy_ == "single" && devices_ > 1) throw fail("strategy(\"single\") runs one process; drop devices(n > 1)");
+    if (!with_distributed && (strategy_ == "ddp" || devices_ > 1))
+      throw fail(std::string(strategy_ == "ddp" ? "strategy(\"ddp\")" : "devices(" + std::to_string(devices_) + ")") +
+                 " needs data-parallel training: define TRAINLOOP_WITH_DISTRIBUTED=1 (CMake: "
+                 "-DTRAINLOOP_WITH_DISTRIBUTED=ON) and link c10d's Gloo (LibTorch's Torch target does)");
 #if TRAINLOOP_WITH_AMP
     if (grad_scaler_) grad_scaler_->validate();
 #endif

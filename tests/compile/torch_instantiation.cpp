@@ -149,6 +149,25 @@ int main() {
     (void)mixed.grad_scaler();
   }
 #endif
+#if TRAINLOOP_WITH_DISTRIBUTED
+  {  // data-parallel: the environment, the group, the gradient hooks, the Trainer's strategy
+    namespace dist = trainloop::distributed;
+    const dist::Environment env = dist::detect_environment([](const char*) -> const char* { return nullptr; });
+    auto group = dist::init(dist::InitOptions().timeout(std::chrono::seconds(5)), env);
+    dist::DistributedDataParallel ddp(net, group, dist::DDPOptions().find_unused_parameters(true));
+    { auto no_sync = ddp.no_sync(); }
+    ddp.wait();
+    ddp.sync_buffers();
+    torch::Tensor t = torch::ones({1});
+    group->all_reduce(t, dist::ReduceOp::max);
+    group->broadcast(t);
+    group->barrier();
+    trainloop::Trainer parallel(trainloop::TrainerOptions().max_epochs(1).strategy("ddp").devices(2).ddp(
+        dist::DDPOptions().bucket_cap_mb(1)));
+    parallel.fit(net, data, data);
+    (void)(parallel.reduce_decision(true, false) && parallel.is_global_zero() && parallel.ddp() && parallel.process_group());
+  }
+#endif
   trainloop::MnistSplit split = trainloop::read_mnist_split(trainloop::fashion_mnist_debian_dir, false);
   return static_cast<int>(split.labels.size(0) + trainloop::read_idx("x.idx").dim() +
                           static_cast<std::int64_t>(predictions.size()));

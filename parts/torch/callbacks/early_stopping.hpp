@@ -118,7 +118,8 @@ class EarlyStopping {
       throw std::runtime_error("trainloop: EarlyStopping monitors '" + options_.monitor +
                                "', which was not logged (logged: " + (logged.empty() ? "nothing" : logged) + ")");
     }
-    if (check(it->second.template item<double>())) trainer.should_stop(true);
+    // Every rank stops if any does (data-parallel ranks that disagree would wait for each other forever).
+    if (trainer.reduce_decision(check(it->second.template item<double>()), /*all=*/false)) trainer.should_stop(true);
   }
   bool stop(std::string why) {
     reason_ = std::move(why);
@@ -145,7 +146,13 @@ class TerminateOnNan {
     if constexpr (std::is_same_v<O, torch::Tensor> || detail::is_detected_v<detail::loss_member_t, O> ||
                   detail::is_map<O>::value) {
       const torch::Tensor bad = first_non_finite(detail::loss_of(output));
-      if (!bad.defined()) return;
+      if (!trainer.reduce_decision(bad.defined(), /*all=*/false)) return;  // data-parallel ranks stop together
+      if (!bad.defined()) {
+        stop("another rank's loss of epoch " + std::to_string(trainer.current_epoch()) + ", batch " +
+             std::to_string(batch_idx) + " is not finite");
+        trainer.terminate();
+        return;
+      }
       stop("the loss of epoch " + std::to_string(trainer.current_epoch()) + ", batch " + std::to_string(batch_idx) +
            " (global step " + std::to_string(trainer.global_step()) + ") is " + c10::str(bad.template item<double>()));
       trainer.terminate();

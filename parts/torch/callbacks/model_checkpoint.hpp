@@ -43,7 +43,9 @@ class ModelCheckpoint {
   }
 
   template <class T, class M>
-  void on_fit_start(T&, M&) {
+  void on_fit_start(T& trainer, M&) {
+    last_time_save_ = std::chrono::steady_clock::now();
+    if (!trainer.is_global_zero()) return;  // rank 0 writes the checkpoints
     std::error_code error;
     std::filesystem::create_directories(options_.dirpath, error);
     const std::string probe = options_.dirpath + "/.trainloop-write-test";
@@ -53,15 +55,15 @@ class ModelCheckpoint {
                                (error ? ": " + error.message() : std::string()));
     std::fclose(f);
     std::remove(probe.c_str());
-    last_time_save_ = std::chrono::steady_clock::now();
   }
   template <class T, class M, class O, class B>
   void on_train_batch_end(T& trainer, M&, const O&, B&, std::int64_t) {
     const auto step = trainer.global_step();
     if (options_.every_n_train_steps > 0 && step > 0 && step % options_.every_n_train_steps == 0 && step != last_step_)
       return save(trainer);
+    // Each rank's clock differs: they agree (any rank due saves) so every rank calls save together.
     if (options_.train_time_interval.count() > 0 &&
-        std::chrono::steady_clock::now() - last_time_save_ >= options_.train_time_interval)
+        trainer.reduce_decision(std::chrono::steady_clock::now() - last_time_save_ >= options_.train_time_interval, false))
       save(trainer);
   }
   template <class T, class M>
@@ -180,7 +182,8 @@ class ModelCheckpoint {
       if (std::isnan(score))  // a NaN ranks worst, as in Lightning
         score = options_.mode == Mode::min ? std::numeric_limits<double>::infinity() : -std::numeric_limits<double>::infinity();
     }
-    if (options_.save_top_k != 0 && keeps(score)) {
+    // Ranks agree (all must keep it) so that every rank takes part in the save; Lightning's reduce_boolean_decision.
+    if (options_.save_top_k != 0 && trainer.reduce_decision(keeps(score), /*all=*/true)) {
       // The kept set (and best path) is updated before the write, so the file records itself among them; it is put
       // back if the write fails or is skipped, and the dropped files are deleted only once the new one is written.
       const std::string path = options_.dirpath + "/" + format_filename(options_.filename, values) + ".ckpt";
@@ -201,8 +204,9 @@ class ModelCheckpoint {
         update_best();
         return;
       }
-      for (const auto& file : dropped)
-        if (file != path) std::filesystem::remove(file);
+      if (trainer.is_global_zero())
+        for (const auto& file : dropped)
+          if (file != path) std::filesystem::remove(file);
     }
     if (options_.save_last) {
       const std::string last = options_.dirpath + "/last.ckpt";

@@ -277,6 +277,15 @@ class DataLoader {
 
   const TensorDataset<N>& dataset() const { return dataset_; }
   const DataLoaderOptions& options() const { return options_; }
+  /// Makes this loader serve `rank`'s shard of `world_size` from its next epoch on (the Trainer shards its loaders
+  /// this way under data-parallel training, as Lightning swaps in a DistributedSampler).
+  void shard(std::int64_t rank, std::int64_t world_size) {
+    if (world_size < 1 || rank < 0 || rank >= world_size)
+      throw std::invalid_argument("trainloop: DataLoader::shard(" + std::to_string(rank) + ", " +
+                                  std::to_string(world_size) + "): rank must be in [0, world_size)");
+    stop_prefetch();
+    options_.shard(rank, world_size);
+  }
 
  private:
   // splitmix64: independent streams per (seed, epoch).
