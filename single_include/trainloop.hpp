@@ -6636,6 +6636,7 @@ TRAINLOOP_DETAIL_END
 #include <torch/version.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <stdexcept>
 #include <string>
@@ -6831,6 +6832,9 @@ class GradScaler {
 
   bool is_enabled() const noexcept { return options_.enabled(); }
   const GradScalerOptions& options() const noexcept { return options_; }
+  /// Data-parallel training: reduces (max) each optimizer's found-inf flag across ranks in unscale_, so every rank
+  /// skips the same steps and keeps the same scale even when a rank's gradients differ from the others'.
+  void set_found_inf_reducer(std::function<void(torch::Tensor&)> reducer) { found_inf_reducer_ = std::move(reducer); }
 
   /// `outputs * scale`; the scale tensor is created on the outputs' device the first time.
   torch::Tensor scale(const torch::Tensor& outputs) {
@@ -6878,6 +6882,12 @@ class GradScaler {
       else detail::amp_unscale_fallback(grads, it->second, inv);
     }
     for (auto& entry : found_by_device) state.found_inf.push_back(entry.second);
+    if (found_inf_reducer_) {  // one flag for all devices, agreed across ranks
+      torch::Tensor any = torch::zeros({1}, scale_.options());
+      for (const auto& f : state.found_inf) any = torch::maximum(any, f.to(scale_.device(), /*non_blocking=*/true));
+      found_inf_reducer_(any);
+      state.found_inf = {any};
+    }
     state.stage = Stage::unscaled;
   }
 
@@ -7011,6 +7021,7 @@ class GradScaler {
   std::int64_t init_growth_tracker_ = 0;
   torch::Tensor scale_, growth_tracker_;
   std::map<const torch::optim::Optimizer*, PerOptimizer> per_optimizer_;
+  std::function<void(torch::Tensor&)> found_inf_reducer_;
 };
 
 /// The Trainer's precision policy under TRAINLOOP_WITH_AMP (DESIGN.md §6): autocast around the forward passes for
@@ -7641,8 +7652,9 @@ inline std::shared_ptr<::gloo::transport::Device> gloo_device(const std::string&
   return c10d::ProcessGroupGloo::createDefaultDevice();
 }
 
-// Sets the TCPStore options only some LibTorch versions have (2.x's libuv server does not take over a port-0 bind
-// the way the tests need; the classic one does).
+// TCPStoreOptions::useLibUV exists from LibTorch 2.2 on (detected, not switched on versions): the classic server is
+// the one every supported version has and the one trainloop's rendezvous (port 0 for the local launch, timeouts) is
+// tested with, and LibTorch builds without libuv only warn and fall back to it.
 template <class O>
 auto disable_libuv(O& options, int) -> decltype(options.useLibUV = false, void()) {
   options.useLibUV = false;
@@ -7657,7 +7669,7 @@ inline std::string rendezvous_hint(const Environment& e) {
 
 /// Connects this process to the others of its job: the store rendezvous (torchrun's agent store when torchrun runs
 /// one; else rank 0 hosts it), then the process group. Without a launcher and with processes(n > 1), starts ranks
-/// 1..n-1 first. Sets the default group (default_group()).
+/// 1..n-1 first. Sets the default group (default_group()), and makes trainloop's metrics reduce over it.
 inline std::shared_ptr<ProcessGroup> init(const InitOptions& options = InitOptions(), Environment e = detect_environment()) {
   if (options.processes() < 0) throw std::invalid_argument("trainloop: distributed: processes(n): n must be at least 1");
   if (e.launched() && options.processes() > 0 && options.processes() != e.local_world_size)
@@ -7736,13 +7748,21 @@ inline std::shared_ptr<ProcessGroup> init(const InitOptions& options = InitOptio
   auto group = std::make_shared<ProcessGroup>(e, store, collectives, backend, options.timeout(), std::move(launch));
   group->set_device(backend == "nccl" ? torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(e.local_rank)) : torch::Device(torch::kCPU));
   detail::default_group_slot() = group;
+  // Metrics reduce their states over this group, once per compute() (metrics/metric.hpp's seam).
+  metric_state_reducer() = [group](torch::Tensor& state, SyncOp op) {
+    group->all_reduce(state, op == SyncOp::sum ? ReduceOp::sum : op == SyncOp::max ? ReduceOp::max : ReduceOp::min);
+  };
   return group;
 }
 
 /// The group init() made last (nullptr before).
 inline std::shared_ptr<ProcessGroup> default_group() { return detail::default_group_slot(); }
-/// Drops the default group (a local launch's rank 0 then waits for its other ranks).
-inline void destroy() { detail::default_group_slot().reset(); }
+/// Drops the default group and the metrics' reduction over it (a local launch's rank 0 then waits for its other
+/// ranks, once nothing else holds the group).
+inline void destroy() {
+  detail::default_group_slot().reset();
+  metric_state_reducer() = nullptr;
+}
 
 // --- gradient synchronisation ----------------------------------------------------------------------------------
 
@@ -9369,6 +9389,11 @@ class Trainer {
     device_ = parse_accelerator(options_.accelerator());
     setup_distributed();
     precision_.setup(options_, device_);
+#if TRAINLOOP_WITH_DISTRIBUTED && TRAINLOOP_WITH_AMP
+    if (group_ && precision_.grad_scaler())  // every rank skips the same steps ("16-mixed")
+      precision_.grad_scaler()->set_found_inf_reducer(
+          [group = group_](torch::Tensor& found) { group->all_reduce(found, distributed::ReduceOp::max); });
+#endif
     module.to(device_);
     stage_ = stage;
     runtime_ = detail::ModuleRuntime{};
@@ -9445,7 +9470,8 @@ class Trainer {
     return fallback;
   }
   // The first stage that wants several ranks joins (or, with devices(n) and no launcher, starts) them; the group
-  // stays for the Trainer's later stages. Each rank takes its own CUDA device; metrics reduce across ranks.
+  // stays for the Trainer's later stages (init() also makes the metrics reduce over it). Each rank takes its own
+  // CUDA device.
   void setup_distributed() {
 #if TRAINLOOP_WITH_DISTRIBUTED
     if (!group_ && options_.strategy() != "single") {
@@ -9459,13 +9485,7 @@ class Trainer {
         }
       }
     }
-    if (!group_) return;
-    if (device_.is_cuda()) device_ = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(group_->local_rank()));
-    metric_state_reducer() = [group = group_](torch::Tensor& state, SyncOp op) {
-      group->all_reduce(state, op == SyncOp::sum   ? distributed::ReduceOp::sum
-                               : op == SyncOp::max ? distributed::ReduceOp::max
-                                                   : distributed::ReduceOp::min);
-    };
+    if (group_ && device_.is_cuda()) device_ = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(group_->local_rank()));
 #endif
   }
   // trainloop DataLoaders serve each rank its shard (unless the user sharded them, or asked not to).

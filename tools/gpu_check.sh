@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The CUDA checks, in one call on a machine with an NVIDIA GPU, PyTorch 2.x (its LibTorch headers, libraries and
-# CMake package) and no network: builds tests/gpu/*.cpp, the Fashion-MNIST Trainer example and the AMP benchmark
+# CMake package) and no network: builds tests/gpu/*.cpp (mixed precision, checkpoints, metrics, an NCCL data-parallel
+# smoke on one GPU), the Fashion-MNIST Trainer example and the AMP benchmark
 # against the single header (mixed precision compiled in) with CMake's Torch package, runs each check, trains the
 # example with --precision 16-mixed on CUDA (when the data is there) and runs the benchmark. Prints what it ran on and
 # each result; writes the log to $OUT/gpu_check.log when OUT is set; exits non-zero if a check fails. Device tool:
@@ -19,6 +20,9 @@ echo "gpu_check: PyTorch $(python3 -c 'import torch; print(torch.__version__, "C
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 extra=()
 [ -f /usr/include/zlib.h ] || extra=(-DTRAINLOOP_EXTRA_INCLUDE="$PWD/build/gpu-include")
+# NCCL's header for the data-parallel smoke (tests/gpu/ddp_nccl.cpp), from the nvidia-nccl wheel PyTorch depends on.
+nccl=$(python3 -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "include"))' 2>/dev/null || true)
+[ -n "$nccl" ] && extra+=(-DTRAINLOOP_NCCL_INCLUDE="$nccl")
 start=$(date +%s)
 cmake -S tests/gpu -B build/gpu -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix" "${extra[@]}" > build/gpu-cmake.log 2>&1 ||
   { tail -30 build/gpu-cmake.log; exit 1; }

@@ -5,8 +5,8 @@
 #   3. the torch-free core, and the torch suite (Trainer, checkpoints, resume, callbacks, data-parallel), under
 #      AddressSanitizer + UndefinedBehaviorSanitizer
 #   4. the torch-free core with clang, when clang++ is installed
-#   5. the torch parts, mixed precision included, compile (-fsyntax-only) with clang, and as C++17 and C++20 against
-#      LibTorch 2.x (Debian trixie's headers), the mixed-precision tests too
+#   5. the torch parts, mixed precision and data-parallel training included, compile (-fsyntax-only) with clang, and as
+#      C++17 and C++20 against LibTorch 2.x (Debian trixie's headers), the mixed-precision and data-parallel tests too
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=$(nproc)
@@ -74,5 +74,8 @@ g++ -std=c++17 "${check_flags[@]}" -isystem "$lt2" -isystem "$lt2/torch/csrc/api
 g++ -std=c++20 "${check_flags[@]}" -isystem "$lt2" -isystem "$lt2/torch/csrc/api/include" tests/compile/torch_instantiation.cpp
 # The mixed-precision tests take LibTorch 2.x's fused CPU scaler kernels there: their comparison with the fallback compiles.
 g++ -std=c++17 "${check_flags[@]}" -Itests/torch -isystem "$lt2" -isystem "$lt2/torch/csrc/api/include" tests/torch/test_amp.cpp
+# The data-parallel tests and the NCCL smoke hold c10d's classes directly (Backend vs ProcessGroup bases differ in 2.x).
+g++ -std=c++17 "${check_flags[@]}" -Itests/torch -isystem "$lt2" -isystem "$lt2/torch/csrc/api/include" tests/torch/test_distributed.cpp
+g++ -std=c++17 "${check_flags[@]}" -isystem "$lt2" -isystem "$lt2/torch/csrc/api/include" tests/gpu/ddp_nccl.cpp
 
 step "all checks passed"

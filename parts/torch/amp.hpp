@@ -5,6 +5,7 @@
 #include <torch/version.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <stdexcept>
 #include <string>
@@ -200,6 +201,9 @@ class GradScaler {
 
   bool is_enabled() const noexcept { return options_.enabled(); }
   const GradScalerOptions& options() const noexcept { return options_; }
+  /// Data-parallel training: reduces (max) each optimizer's found-inf flag across ranks in unscale_, so every rank
+  /// skips the same steps and keeps the same scale even when a rank's gradients differ from the others'.
+  void set_found_inf_reducer(std::function<void(torch::Tensor&)> reducer) { found_inf_reducer_ = std::move(reducer); }
 
   /// `outputs * scale`; the scale tensor is created on the outputs' device the first time.
   torch::Tensor scale(const torch::Tensor& outputs) {
@@ -247,6 +251,12 @@ class GradScaler {
       else detail::amp_unscale_fallback(grads, it->second, inv);
     }
     for (auto& entry : found_by_device) state.found_inf.push_back(entry.second);
+    if (found_inf_reducer_) {  // one flag for all devices, agreed across ranks
+      torch::Tensor any = torch::zeros({1}, scale_.options());
+      for (const auto& f : state.found_inf) any = torch::maximum(any, f.to(scale_.device(), /*non_blocking=*/true));
+      found_inf_reducer_(any);
+      state.found_inf = {any};
+    }
     state.stage = Stage::unscaled;
   }
 
@@ -380,6 +390,7 @@ class GradScaler {
   std::int64_t init_growth_tracker_ = 0;
   torch::Tensor scale_, growth_tracker_;
   std::map<const torch::optim::Optimizer*, PerOptimizer> per_optimizer_;
+  std::function<void(torch::Tensor&)> found_inf_reducer_;
 };
 
 /// The Trainer's precision policy under TRAINLOOP_WITH_AMP (DESIGN.md §6): autocast around the forward passes for

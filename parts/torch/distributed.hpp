@@ -533,8 +533,9 @@ inline std::shared_ptr<::gloo::transport::Device> gloo_device(const std::string&
   return c10d::ProcessGroupGloo::createDefaultDevice();
 }
 
-// Sets the TCPStore options only some LibTorch versions have (2.x's libuv server does not take over a port-0 bind
-// the way the tests need; the classic one does).
+// TCPStoreOptions::useLibUV exists from LibTorch 2.2 on (detected, not switched on versions): the classic server is
+// the one every supported version has and the one trainloop's rendezvous (port 0 for the local launch, timeouts) is
+// tested with, and LibTorch builds without libuv only warn and fall back to it.
 template <class O>
 auto disable_libuv(O& options, int) -> decltype(options.useLibUV = false, void()) {
   options.useLibUV = false;
@@ -549,7 +550,7 @@ inline std::string rendezvous_hint(const Environment& e) {
 
 /// Connects this process to the others of its job: the store rendezvous (torchrun's agent store when torchrun runs
 /// one; else rank 0 hosts it), then the process group. Without a launcher and with processes(n > 1), starts ranks
-/// 1..n-1 first. Sets the default group (default_group()).
+/// 1..n-1 first. Sets the default group (default_group()), and makes trainloop's metrics reduce over it.
 inline std::shared_ptr<ProcessGroup> init(const InitOptions& options = InitOptions(), Environment e = detect_environment()) {
   if (options.processes() < 0) throw std::invalid_argument("trainloop: distributed: processes(n): n must be at least 1");
   if (e.launched() && options.processes() > 0 && options.processes() != e.local_world_size)
@@ -628,13 +629,21 @@ inline std::shared_ptr<ProcessGroup> init(const InitOptions& options = InitOptio
   auto group = std::make_shared<ProcessGroup>(e, store, collectives, backend, options.timeout(), std::move(launch));
   group->set_device(backend == "nccl" ? torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(e.local_rank)) : torch::Device(torch::kCPU));
   detail::default_group_slot() = group;
+  // Metrics reduce their states over this group, once per compute() (metrics/metric.hpp's seam).
+  metric_state_reducer() = [group](torch::Tensor& state, SyncOp op) {
+    group->all_reduce(state, op == SyncOp::sum ? ReduceOp::sum : op == SyncOp::max ? ReduceOp::max : ReduceOp::min);
+  };
   return group;
 }
 
 /// The group init() made last (nullptr before).
 inline std::shared_ptr<ProcessGroup> default_group() { return detail::default_group_slot(); }
-/// Drops the default group (a local launch's rank 0 then waits for its other ranks).
-inline void destroy() { detail::default_group_slot().reset(); }
+/// Drops the default group and the metrics' reduction over it (a local launch's rank 0 then waits for its other
+/// ranks, once nothing else holds the group).
+inline void destroy() {
+  detail::default_group_slot().reset();
+  metric_state_reducer() = nullptr;
+}
 
 // --- gradient synchronisation ----------------------------------------------------------------------------------
 

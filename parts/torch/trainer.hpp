@@ -693,6 +693,11 @@ class Trainer {
     device_ = parse_accelerator(options_.accelerator());
     setup_distributed();
     precision_.setup(options_, device_);
+#if TRAINLOOP_WITH_DISTRIBUTED && TRAINLOOP_WITH_AMP
+    if (group_ && precision_.grad_scaler())  // every rank skips the same steps ("16-mixed")
+      precision_.grad_scaler()->set_found_inf_reducer(
+          [group = group_](torch::Tensor& found) { group->all_reduce(found, distributed::ReduceOp::max); });
+#endif
     module.to(device_);
     stage_ = stage;
     runtime_ = detail::ModuleRuntime{};
@@ -769,7 +774,8 @@ class Trainer {
     return fallback;
   }
   // The first stage that wants several ranks joins (or, with devices(n) and no launcher, starts) them; the group
-  // stays for the Trainer's later stages. Each rank takes its own CUDA device; metrics reduce across ranks.
+  // stays for the Trainer's later stages (init() also makes the metrics reduce over it). Each rank takes its own
+  // CUDA device.
   void setup_distributed() {
 #if TRAINLOOP_WITH_DISTRIBUTED
     if (!group_ && options_.strategy() != "single") {
@@ -783,13 +789,7 @@ class Trainer {
         }
       }
     }
-    if (!group_) return;
-    if (device_.is_cuda()) device_ = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(group_->local_rank()));
-    metric_state_reducer() = [group = group_](torch::Tensor& state, SyncOp op) {
-      group->all_reduce(state, op == SyncOp::sum   ? distributed::ReduceOp::sum
-                               : op == SyncOp::max ? distributed::ReduceOp::max
-                                                   : distributed::ReduceOp::min);
-    };
+    if (group_ && device_.is_cuda()) device_ = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(group_->local_rank()));
 #endif
   }
   // trainloop DataLoaders serve each rank its shard (unless the user sharded them, or asked not to).

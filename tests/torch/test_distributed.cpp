@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <sstream>
 #include <string>
@@ -195,10 +196,16 @@ TEST_CASE("2 and 3 ranks: bucketed gradients equal one process on the union of t
     std::vector<std::vector<torch::Tensor>> bucketed(n), simple(n);
     std::vector<std::size_t> buckets(n);
     std::vector<std::int64_t> reduces(n);
+    // Made here: the ranks' threads share torch's generator, so models drawn there would interleave its numbers.
+    std::vector<torch::nn::Sequential> ddp_models, simple_models;
+    for (int r = 0; r < n; ++r) {
+      ddp_models.push_back(make_mlp(static_cast<std::uint64_t>(r)));  // different weights: rank 0's are broadcast
+      simple_models.push_back(make_mlp(0));
+    }
     const auto errors = run_ranks(n, [&](std::shared_ptr<dist::ProcessGroup> group, int rank) {
       auto rows = [&](const torch::Tensor& t) { return t.narrow(0, rank * per_rank, per_rank); };
-      {  // our DistributedDataParallel: each rank starts from different weights, rank 0's are broadcast
-        auto model = make_mlp(static_cast<std::uint64_t>(rank));
+      {  // our DistributedDataParallel
+        auto& model = ddp_models[rank];
         dist::DistributedDataParallel ddp(*model, group, dist::DDPOptions().bucket_cap_mb(0.001));
         torch::optim::SGD sgd(model->parameters(), 0.1);
         for (int s = 0; s < steps; ++s) {
@@ -212,7 +219,7 @@ TEST_CASE("2 and 3 ranks: bucketed gradients equal one process on the union of t
         reduces[rank] = ddp.all_reduces();
       }
       {  // by hand: backward, then every gradient all-reduced and averaged
-        auto model = make_mlp(0);
+        auto& model = simple_models[rank];
         torch::optim::SGD sgd(model->parameters(), 0.1);
         for (int s = 0; s < steps; ++s) {
           sgd.zero_grad();
@@ -244,8 +251,9 @@ TEST_CASE("accumulation: no communication on micro-steps, one all-reduce per buc
   const auto reference = reference_run(data, accumulate);
   std::vector<std::vector<torch::Tensor>> result(n);
   std::vector<std::int64_t> reduces(n), synced(n);
+  std::vector<torch::nn::Sequential> models{make_mlp(0), make_mlp(0)};
   const auto errors = run_ranks(n, [&](std::shared_ptr<dist::ProcessGroup> group, int rank) {
-    auto model = make_mlp(0);
+    auto& model = models[rank];
     dist::DistributedDataParallel ddp(*model, group);  // 25 MiB: one bucket
     torch::optim::SGD sgd(model->parameters(), 0.1);
     for (int s = 0; s < steps * accumulate; s += accumulate) {
@@ -277,10 +285,9 @@ TEST_CASE("accumulation: no communication on micro-steps, one all-reduce per buc
 }
 
 TEST_CASE("parameters without a gradient: found with find_unused_parameters, else an error naming them, never a hang") {
-  struct TwoHeads : torch::nn::Module {
+  struct TwoHeads : torch::nn::Module {  // made in the ranks' threads: construction broadcasts rank 0's weights
     torch::nn::Linear a{nullptr}, b{nullptr};
     TwoHeads() {
-      torch::manual_seed(0);
       a = register_module("a", torch::nn::Linear(3, 1));
       b = register_module("b", torch::nn::Linear(3, 1));
     }
@@ -323,8 +330,7 @@ TEST_CASE("parameters without a gradient: found with find_unused_parameters, els
 TEST_CASE("construction broadcasts rank 0's parameters and buffers; sync_buffers keeps the buffers equal") {
   std::vector<torch::Tensor> weights(2), means(2);
   const auto errors = run_ranks(2, [&](std::shared_ptr<dist::ProcessGroup> group, int rank) {
-    torch::manual_seed(static_cast<std::uint64_t>(rank));
-    torch::nn::Sequential model(torch::nn::Linear(3, 4), torch::nn::BatchNorm1d(4));
+    torch::nn::Sequential model(torch::nn::Linear(3, 4), torch::nn::BatchNorm1d(4));  // each rank draws its own
     dist::DistributedDataParallel ddp(*model, group);
     model->forward(torch::randn({8, 3}) * (rank + 1));  // each rank's running statistics move differently
     ddp.sync_buffers();
@@ -336,6 +342,31 @@ TEST_CASE("construction broadcasts rank 0's parameters and buffers; sync_buffers
   CHECK(weights[0].equal(weights[1]));
   CHECK(means[0].equal(means[1]));
 }
+
+#if TRAINLOOP_WITH_AMP
+TEST_CASE("the loss scaler's found-inf flag is agreed across ranks: every rank skips the same step, keeps the same scale") {
+  std::vector<bool> stepped(2);
+  std::vector<double> scales(2);
+  const auto errors = run_ranks(2, [&](std::shared_ptr<dist::ProcessGroup> group, int rank) {
+    torch::Tensor w = torch::ones({3}, torch::requires_grad());
+    torch::optim::SGD sgd({w}, 0.1);
+    trainloop::amp::GradScaler scaler(trainloop::amp::GradScalerOptions().init_scale(1024));
+    scaler.set_found_inf_reducer([&](torch::Tensor& found) { group->all_reduce(found, dist::ReduceOp::max); });
+    // Only rank 1's gradient overflows (no gradient averaging here: the flag alone must agree).
+    const double factor = rank == 1 ? std::numeric_limits<double>::infinity() : 1.0;
+    scaler.scale((w * factor).sum()).backward();
+    stepped[rank] = scaler.step(sgd);
+    scaler.update();
+    scales[rank] = scaler.get_scale();
+  });
+  REQUIRE(errors[0] == "");
+  REQUIRE(errors[1] == "");
+  CHECK_FALSE(stepped[0]);
+  CHECK_FALSE(stepped[1]);
+  CHECK(scales[0] == 512);
+  CHECK(scales[1] == 512);
+}
+#endif
 
 // --- the Trainer across processes --------------------------------------------------------------------------------
 
