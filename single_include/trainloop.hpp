@@ -7610,9 +7610,10 @@ class ProcessGroup {
     std::string message = "trainloop: distributed: rank " + std::to_string(rank()) + " of " + std::to_string(size()) +
                           ": " + what + " failed: ";
     const std::string died = launch_ ? launch_->failure(std::chrono::seconds(2)) : std::string();
+    char seconds[32];
+    std::snprintf(seconds, sizeof seconds, "%g", static_cast<double>(timeout_.count()) / 1000);
     if (!died.empty()) message += died + " (" + cause + ")";
-    else message += "a peer rank died, or did not arrive within the timeout of " +
-                    std::to_string(timeout_.count() / 1000.0).substr(0, 5) + " s (" + cause + ")";
+    else message += "a peer rank died, or did not arrive within the timeout of " + std::string(seconds) + " s (" + cause + ")";
     return std::runtime_error(message);
   }
   /// Stops a local launch's other ranks (rank 0 failed: they cannot finish).
@@ -8997,11 +8998,26 @@ class Trainer {
   // --- data-parallel training (one process: rank 0 of 1) ---------------------------------------------------------
 
   /// This process's rank among all the job's processes.
-  int global_rank() const noexcept { return distributed_value(&ProcessGroupView::rank, 0); }
+  int global_rank() const noexcept {
+#if TRAINLOOP_WITH_DISTRIBUTED
+    if (group_) return group_->rank();
+#endif
+    return 0;
+  }
   /// The job's processes.
-  int world_size() const noexcept { return distributed_value(&ProcessGroupView::size, 1); }
+  int world_size() const noexcept {
+#if TRAINLOOP_WITH_DISTRIBUTED
+    if (group_) return group_->size();
+#endif
+    return 1;
+  }
   /// This process's rank on its machine.
-  int local_rank() const noexcept { return distributed_value(&ProcessGroupView::local_rank, 0); }
+  int local_rank() const noexcept {
+#if TRAINLOOP_WITH_DISTRIBUTED
+    if (group_) return group_->local_rank();
+#endif
+    return 0;
+  }
   /// Rank 0 writes logs, checkpoints and the progress bar.
   bool is_global_zero() const noexcept { return global_rank() == 0; }
   /// Whether `decision` holds on every rank (all = true) or on at least one (all = false): callbacks that take a
@@ -9459,16 +9475,6 @@ class Trainer {
 
   // --- data-parallel setup ----------------------------------------------------------------------------------------
 
-  struct ProcessGroupView {  // what global_rank() and friends read, with or without the distributed build
-    int rank, size, local_rank;
-  };
-  int distributed_value(int ProcessGroupView::*field, int fallback) const noexcept {
-#if TRAINLOOP_WITH_DISTRIBUTED
-    if (group_) return ProcessGroupView{group_->rank(), group_->size(), group_->local_rank()}.*field;
-#endif
-    (void)field;
-    return fallback;
-  }
   // The first stage that wants several ranks joins (or, with devices(n) and no launcher, starts) them; the group
   // stays for the Trainer's later stages (init() also makes the metrics reduce over it). Each rank takes its own
   // CUDA device.

@@ -491,9 +491,10 @@ class ProcessGroup {
     std::string message = "trainloop: distributed: rank " + std::to_string(rank()) + " of " + std::to_string(size()) +
                           ": " + what + " failed: ";
     const std::string died = launch_ ? launch_->failure(std::chrono::seconds(2)) : std::string();
+    char seconds[32];
+    std::snprintf(seconds, sizeof seconds, "%g", static_cast<double>(timeout_.count()) / 1000);
     if (!died.empty()) message += died + " (" + cause + ")";
-    else message += "a peer rank died, or did not arrive within the timeout of " +
-                    std::to_string(timeout_.count() / 1000.0).substr(0, 5) + " s (" + cause + ")";
+    else message += "a peer rank died, or did not arrive within the timeout of " + std::string(seconds) + " s (" + cause + ")";
     return std::runtime_error(message);
   }
   /// Stops a local launch's other ranks (rank 0 failed: they cannot finish).

@@ -301,11 +301,26 @@ class Trainer {
   // --- data-parallel training (one process: rank 0 of 1) ---------------------------------------------------------
 
   /// This process's rank among all the job's processes.
-  int global_rank() const noexcept { return distributed_value(&ProcessGroupView::rank, 0); }
+  int global_rank() const noexcept {
+#if TRAINLOOP_WITH_DISTRIBUTED
+    if (group_) return group_->rank();
+#endif
+    return 0;
+  }
   /// The job's processes.
-  int world_size() const noexcept { return distributed_value(&ProcessGroupView::size, 1); }
+  int world_size() const noexcept {
+#if TRAINLOOP_WITH_DISTRIBUTED
+    if (group_) return group_->size();
+#endif
+    return 1;
+  }
   /// This process's rank on its machine.
-  int local_rank() const noexcept { return distributed_value(&ProcessGroupView::local_rank, 0); }
+  int local_rank() const noexcept {
+#if TRAINLOOP_WITH_DISTRIBUTED
+    if (group_) return group_->local_rank();
+#endif
+    return 0;
+  }
   /// Rank 0 writes logs, checkpoints and the progress bar.
   bool is_global_zero() const noexcept { return global_rank() == 0; }
   /// Whether `decision` holds on every rank (all = true) or on at least one (all = false): callbacks that take a
@@ -763,16 +778,6 @@ class Trainer {
 
   // --- data-parallel setup ----------------------------------------------------------------------------------------
 
-  struct ProcessGroupView {  // what global_rank() and friends read, with or without the distributed build
-    int rank, size, local_rank;
-  };
-  int distributed_value(int ProcessGroupView::*field, int fallback) const noexcept {
-#if TRAINLOOP_WITH_DISTRIBUTED
-    if (group_) return ProcessGroupView{group_->rank(), group_->size(), group_->local_rank()}.*field;
-#endif
-    (void)field;
-    return fallback;
-  }
   // The first stage that wants several ranks joins (or, with devices(n) and no launcher, starts) them; the group
   // stays for the Trainer's later stages (init() also makes the metrics reduce over it). Each rank takes its own
   // CUDA device.
