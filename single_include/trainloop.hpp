@@ -7399,39 +7399,42 @@ class LocalLaunch {
 
   /// The first failure ("rank 1 (pid 42) was killed by signal 9 (Killed)"), waiting up to `grace` for one to show.
   std::string failure(std::chrono::milliseconds grace = std::chrono::milliseconds(0)) const {
-    const auto until = std::chrono::steady_clock::now() + grace;
-    for (;;) {
-      {
-        std::lock_guard<std::mutex> lock(mutex_);
-        if (!failure_.empty() || std::chrono::steady_clock::now() >= until) return failure_;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
+    poll(grace, [&] {
+      std::lock_guard<std::mutex> lock(mutex_);
+      return !failure_.empty();
+    });
+    std::lock_guard<std::mutex> lock(mutex_);
+    return failure_;
   }
   /// Waits up to `timeout` for every child to exit, then kills those left. Returns the first failure, if any.
   std::string finish(std::chrono::milliseconds timeout) {
-    const auto until = std::chrono::steady_clock::now() + timeout;
-    while (!all_exited() && std::chrono::steady_clock::now() < until)
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    if (!all_exited()) {
+    if (!poll(timeout, [&] { return all_exited(); })) {
       std::lock_guard<std::mutex> lock(mutex_);
       if (failure_.empty())
         failure_ = "rank(s) still running " + std::to_string(timeout.count() / 1000) + " s after rank 0 finished; stopped";
     }
     terminate();
-    return failure(std::chrono::milliseconds(0));
+    return failure();
   }
   /// SIGTERM to the children still running, SIGKILL to any left 5 s later.
   void terminate() {
     signal_all(SIGTERM);
-    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-    while (!all_exited() && std::chrono::steady_clock::now() < until)
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    if (poll(std::chrono::seconds(5), [&] { return all_exited(); })) return;
     signal_all(SIGKILL);
     while (!all_exited()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
 
  private:
+  // Checks `done` every 20 ms until it holds or `limit` has passed; returns its last answer.
+  template <class Done>
+  static bool poll(std::chrono::milliseconds limit, Done&& done) {
+    const auto until = std::chrono::steady_clock::now() + limit;
+    for (;;) {
+      if (done()) return true;
+      if (std::chrono::steady_clock::now() >= until) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
   struct Child {
     int rank;
     pid_t pid;
