@@ -7127,21 +7127,28 @@ TRAINLOOP_DETAIL_END
 // - distributed::DistributedDataParallel: gradients averaged over ranks by bucketed all-reduces launched from each
 //   parameter's gradient-accumulator hook while backward still runs (our own reducer: Debian's 1.13 headers cannot
 //   compile c10d's reducer.hpp), no_sync() for accumulation micro-steps, find_unused_parameters, broadcast buffers.
-#if !defined(USE_C10D_GLOO)
-#error "trainloop: TRAINLOOP_WITH_DISTRIBUTED needs c10d's Gloo backend: compile with -DUSE_C10D_GLOO (CMake's Torch target defines it; also -DUSE_DISTRIBUTED)"
-#endif
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/variable.h>
 #include <torch/csrc/distributed/c10d/Backend.hpp>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
-#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+// Gloo (CPU) needs gloo's own headers, which Debian's libgloo-dev has but PyTorch's wheels and LibTorch archives do
+// not ship: a CUDA build can go without it and use NCCL alone.
+#if defined(USE_C10D_GLOO) && __has_include(<gloo/config.h>)
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#define TRAINLOOP_DETAIL_HAS_GLOO 1
+#else
+#define TRAINLOOP_DETAIL_HAS_GLOO 0
+#endif
 #if defined(USE_C10D_NCCL) && __has_include(<torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>)
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #define TRAINLOOP_DETAIL_HAS_NCCL 1
 #else
 #define TRAINLOOP_DETAIL_HAS_NCCL 0
+#endif
+#if !TRAINLOOP_DETAIL_HAS_GLOO && !TRAINLOOP_DETAIL_HAS_NCCL
+#error "trainloop: TRAINLOOP_WITH_DISTRIBUTED needs a c10d backend: Gloo (-DUSE_C10D_GLOO and gloo's headers, e.g. Debian's libgloo-dev) or NCCL (-DUSE_C10D_NCCL with nccl.h); CMake's Torch target defines what LibTorch was built with (also -DUSE_DISTRIBUTED)"
 #endif
 
 #include <signal.h>
@@ -7369,8 +7376,13 @@ struct InitOptions {
 namespace detail {
 // LibTorch 2.x's backends derive from c10d::Backend, 1.13's from c10d::ProcessGroup; both declare the collectives
 // with the same signatures, so hold whichever base Gloo has (detected, not switched on version numbers).
+#if TRAINLOOP_DETAIL_HAS_GLOO
 using CollectiveBackend = std::conditional_t<std::is_base_of_v<c10d::Backend, c10d::ProcessGroupGloo>, c10d::Backend,
                                              c10d::ProcessGroup>;
+#else
+using CollectiveBackend = std::conditional_t<std::is_base_of_v<c10d::Backend, c10d::ProcessGroupNCCL>, c10d::Backend,
+                                             c10d::ProcessGroup>;
+#endif
 
 inline std::string describe_status(int status) {
   if (WIFSIGNALED(status)) {
@@ -7649,12 +7661,14 @@ inline std::shared_ptr<ProcessGroup>& default_group_slot() {
   return group;
 }
 
+#if TRAINLOOP_DETAIL_HAS_GLOO
 inline std::shared_ptr<::gloo::transport::Device> gloo_device(const std::string& master_addr) {
   if (const char* interface = std::getenv("GLOO_SOCKET_IFNAME"))
     return c10d::ProcessGroupGloo::createDeviceForInterface(interface);
   if (is_loopback(master_addr)) return c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1");
   return c10d::ProcessGroupGloo::createDefaultDevice();
 }
+#endif
 
 // TCPStoreOptions::useLibUV exists from LibTorch 2.2 on (detected, not switched on versions): the classic server is
 // the one every supported version has and the one trainloop's rendezvous (port 0 for the local launch, timeouts) is
@@ -7687,6 +7701,9 @@ inline std::shared_ptr<ProcessGroup> init(const InitOptions& options = InitOptio
   if (backend == "nccl" && !TRAINLOOP_DETAIL_HAS_NCCL)
     throw std::invalid_argument("trainloop: distributed: backend 'nccl' is not in this LibTorch build (no "
                                 "USE_C10D_NCCL, or no ProcessGroupNCCL.hpp); use 'gloo'");
+  if (backend == "gloo" && !TRAINLOOP_DETAIL_HAS_GLOO)
+    throw std::invalid_argument("trainloop: distributed: backend 'gloo' was not compiled in (it needs -DUSE_C10D_GLOO "
+                                "and gloo's headers, which PyTorch's packages do not ship): train on CUDA with 'nccl'");
 
   std::unique_ptr<detail::LocalLaunch> launch;
   c10::intrusive_ptr<c10d::Store> store;
@@ -7729,10 +7746,12 @@ inline std::shared_ptr<ProcessGroup> init(const InitOptions& options = InitOptio
   c10::intrusive_ptr<detail::CollectiveBackend> collectives;
   try {
     if (backend == "gloo") {
+#if TRAINLOOP_DETAIL_HAS_GLOO
       auto gloo_options = c10d::ProcessGroupGloo::Options::create(options.timeout());
       gloo_options->devices.push_back(detail::gloo_device(e.master_addr));
       // The rendezvous waits on the store with the store's timeout; collectives then use the group's.
       collectives = c10::make_intrusive<c10d::ProcessGroupGloo>(store, e.rank, e.world_size, gloo_options);
+#endif
     } else {
 #if TRAINLOOP_DETAIL_HAS_NCCL
       if (!std::getenv("TORCH_NCCL_ASYNC_ERROR_HANDLING"))  // a timed-out NCCL collective tears the process down

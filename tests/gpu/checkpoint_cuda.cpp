@@ -64,8 +64,8 @@ int main() {
     std::printf("no CUDA device\n");
     return 2;
   }
-  // POSIX calls, not std::filesystem: on the device machine (PyTorch 2.11 wheel, its system's libstdc++)
-  // std::filesystem::remove_all of a non-empty folder crashed this program; the cause is not known yet.
+  // POSIX calls, not std::filesystem::remove_all: PyTorch 2.11's libtorch.so exports its own copy of it, which the
+  // dynamic linker binds ahead of libstdc++'s, and that copy jumps to address 0 (seen in gdb, H100, 2026-11-27).
   char pattern[] = "/tmp/trainloop-gpu-check-XXXXXX";
   if (!mkdtemp(pattern)) return 3;
   const std::string dir = pattern;

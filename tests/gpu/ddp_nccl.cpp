@@ -42,6 +42,7 @@ struct Net : LightningModule<Net> {
 }  // namespace
 
 int main() {
+  std::setvbuf(stdout, nullptr, _IONBF, 0);  // every line out before a crash
   if (!torch::cuda::is_available()) {
     std::puts("ddp_nccl: no CUDA device; skipped");
     return 0;
