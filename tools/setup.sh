@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(
-  g++ cmake ninja-build python3 pkg-config
+  g++ cmake ninja-build python3 pkg-config git  # git: the release checks cut releases from clones
   ccache                # optional: speeds up a second build on the same machine
   libtorch-dev          # LibTorch 1.13 (CMake config `Torch`)
   libgloo-dev           # c10d's Gloo backend, for TRAINLOOP_WITH_DISTRIBUTED
