@@ -13,12 +13,14 @@
 #include "parts/core/data_source.hpp"
 #include "parts/core/engine.hpp"
 #include "parts/core/handlers.hpp"
+#if TRAINLOOP_WITH_LOGGERS
 #include "parts/core/crc32c.hpp"
 #include "parts/core/loggers/common.hpp"
 #include "parts/core/loggers/csv.hpp"
 #include "parts/core/loggers/tensorboard.hpp"
 #include "parts/core/loggers/mlflow.hpp"
 #include "parts/core/loggers/jsonl.hpp"
+#endif
 #include "parts/core/loggers/engine_logging.hpp"
 #if TRAINLOOP_WITH_TORCH
 #include <torch/torch.h>

@@ -25,6 +25,11 @@
 #ifndef TRAINLOOP_WITH_DISTRIBUTED
 #define TRAINLOOP_WITH_DISTRIBUTED 0
 #endif
+// The loggers (CSV, JSON lines, TensorBoard, MLflow, log_metrics_to) need <filesystem>, <random> and more that the
+// Engine does not: a torch-free TU gets them only when it asks. The Trainer always has them.
+#ifndef TRAINLOOP_WITH_LOGGERS
+#define TRAINLOOP_WITH_LOGGERS TRAINLOOP_WITH_TORCH
+#endif
 
 // `(0 - X - 1) == 1` holds only when X expands to nothing (`#define TRAINLOOP_WITH_AMP`), which `#if X` would
 // otherwise reject with an unreadable message.
@@ -42,6 +47,13 @@
 #error "trainloop: TRAINLOOP_WITH_DISTRIBUTED is defined empty; define it as 0 or 1 (for example -DTRAINLOOP_WITH_DISTRIBUTED=1)"
 #elif TRAINLOOP_WITH_DISTRIBUTED != 0 && TRAINLOOP_WITH_DISTRIBUTED != 1
 #error "trainloop: TRAINLOOP_WITH_DISTRIBUTED must be 0 or 1 (for example -DTRAINLOOP_WITH_DISTRIBUTED=1)"
+#endif
+#if (0 - TRAINLOOP_WITH_LOGGERS - 1) == 1
+#error "trainloop: TRAINLOOP_WITH_LOGGERS is defined empty; define it as 0 or 1 (for example -DTRAINLOOP_WITH_LOGGERS=1)"
+#elif TRAINLOOP_WITH_LOGGERS != 0 && TRAINLOOP_WITH_LOGGERS != 1
+#error "trainloop: TRAINLOOP_WITH_LOGGERS must be 0 or 1 (for example -DTRAINLOOP_WITH_LOGGERS=1)"
+#elif TRAINLOOP_WITH_TORCH && !TRAINLOOP_WITH_LOGGERS
+#error "trainloop: TRAINLOOP_WITH_LOGGERS=0 is for the torch-free core; the Trainer always has its loggers"
 #endif
 #if !TRAINLOOP_WITH_TORCH && (TRAINLOOP_WITH_AMP || TRAINLOOP_WITH_DISTRIBUTED)
 #error "trainloop: TRAINLOOP_WITH_AMP and TRAINLOOP_WITH_DISTRIBUTED need TRAINLOOP_WITH_TORCH=1"
@@ -2070,6 +2082,7 @@ class TimeLimit {
 
 TRAINLOOP_DETAIL_END
 // ---- end parts/core/handlers.hpp ----
+#if TRAINLOOP_WITH_LOGGERS
 // ---- begin parts/core/crc32c.hpp ----
 // trainloop: CRC-32C (Castagnoli). TensorBoard's TFRecord framing uses it, and checkpoint files carry one over their
 // whole payload. On x86-64 with SSE4.2 (every x86-64 CPU since 2008) the CPU's crc32 instruction does it (~8 GB/s,
@@ -3541,6 +3554,7 @@ class JSONLinesLogger {
 
 TRAINLOOP_DETAIL_END
 // ---- end parts/core/loggers/jsonl.hpp ----
+#endif
 // ---- begin parts/core/loggers/engine_logging.hpp ----
 // trainloop: loggers on an Engine (Ignite's OutputHandler habit): an Engine handler that hands engine.state.metrics
 // to a logger.

@@ -1,6 +1,8 @@
 // The loggers' files, decoded: CSV (Lightning's layout), TensorBoard (TFRecord framing, every CRC, the protobuf
 // fields), MLflow's file store, JSON lines; versions, bad folders, rank 0 only, and the Engine adapter.
 #include <doctest/doctest.h>
+// A torch-free TU asks for the loggers; the other core tests' TUs, linked into the same program, do not.
+#define TRAINLOOP_WITH_LOGGERS 1
 #include <trainloop.hpp>
 
 #include <cstdlib>
