@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Cuts a release: tools/release.sh VERSION (e.g. 0.2.0).
-#   1. refuses a working tree with uncommitted changes, and a single header out of sync with parts/;
+#   1. refuses a working tree with uncommitted changes, a single header out of sync with parts/, and a version
+#      already tagged at another commit;
 #   2. sets the version in its one source (parts/core/config.hpp) and regenerates the single header;
-#   3. turns CHANGELOG.md's Unreleased section into "## [VERSION] - DATE" (today, UTC; kept if the section exists);
+#   3. turns CHANGELOG.md's Unreleased section into "## [VERSION] - DATE" (today in UTC, or SOURCE_DATE_EPOCH's day;
+#      kept if the section exists);
 #   4. writes dist/trainloop-VERSION.tar.gz (what the vcpkg port and the Conan recipe build from: the single header,
 #      the CMake files and the license, under trainloop-VERSION/) and dist/trainloop-VERSION.tar.gz.sha512.
 #      Deterministic: the same sources give the same bytes (sorted names, owner 0, mode 644/755, every mtime the
@@ -26,6 +28,13 @@ if [ -n "$(git status --porcelain)" ]; then
   exit 1
 fi
 python3 tools/amalgamate.py --check
+# A published version is immutable: its tag's tarball is what the port and the recipe hash.
+if tagged=$(git rev-parse -q --verify "refs/tags/v${version}^{commit}"); then
+  if [ "$tagged" != "$(git rev-parse HEAD)" ]; then
+    echo "release: v${version} is already tagged at ${tagged:0:12}, not this commit; release a new version" >&2
+    exit 1
+  fi
+fi
 
 python3 - "$version" "$repository" <<'EOF'
 import datetime, gzip, hashlib, io, json, os, pathlib, re, subprocess, sys, tarfile
@@ -118,6 +127,6 @@ conandata.write_text(text.replace("sources:\n", "sources:\n" + entry, 1))
 print(f"release: {tarball.relative_to(root)} ({len(archive)} bytes)\n  sha512 {sha512}\n  sha256 {sha256}")
 print(f"release: the port and the recipe now download {url}")
 EOF
-git status --short
+echo "release: changed files:"; git status --short
 echo "release: next: git commit -am 'Release ${version}' && git tag v${version} && git push --follow-tags," \
      "then attach dist/trainloop-${version}.tar.gz to the GitHub release v${version}"

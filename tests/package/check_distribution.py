@@ -56,13 +56,25 @@ def version_of(tree):
     return re.search(r'^#define TRAINLOOP_VERSION_STRING "([0-9.]+)"$', text, re.M).group(1)
 
 
-def cut_release(work, name, ref="HEAD"):
-    """Clones the repository at ref and runs tools/release.sh there with its own version; returns (clone, tarball)."""
+def next_patch(version):
+    major, minor, patch = version.split(".")
+    return f"{major}.{minor}.{int(patch) + 1}"
+
+
+def cut_release(work, name, ref=None):
+    """Clones the repository and runs tools/release.sh there; returns (clone, tarball). At a tag (ref), it re-cuts
+    that tag's version; at HEAD, the next patch version (the current one may be tagged at an earlier commit), dated
+    by HEAD's commit time so that two cuts agree."""
     clone = work / name
     run("git", "clone", "--quiet", ROOT, clone)
-    run("git", "-c", "advice.detachedHead=false", "checkout", "--quiet", ref, cwd=clone)
-    version = version_of(clone)
-    run("bash", "tools/release.sh", version, cwd=clone)
+    env = dict(os.environ)
+    if ref:
+        run("git", "-c", "advice.detachedHead=false", "checkout", "--quiet", ref, cwd=clone)
+        version = version_of(clone)
+    else:
+        version = next_patch(version_of(clone))
+        env["SOURCE_DATE_EPOCH"] = run("git", "log", "-1", "--format=%ct", cwd=clone).strip()
+    run("bash", "tools/release.sh", version, cwd=clone, env=env)
     tarball = clone / "dist" / f"trainloop-{version}.tar.gz"
     require(tarball.is_file(), f"release.sh did not write {tarball}")
     return clone, tarball
@@ -123,13 +135,25 @@ def check_release(work):
     require(names == expected, f"the tarball holds {names}, expected {expected}")
     print(f"release {version}: {len(tarball_a.read_bytes())} bytes, identical twice, sha512 {digest[:16]}...")
 
+    # A version tagged at another commit is refused: its published tarball must not change.
+    published = json.loads((PORT / "vcpkg.json").read_text())["version"]
+    tag = run("git", "tag", "--list", f"v{published}", cwd=ROOT).strip()
+    if tag and run("git", "rev-parse", f"{tag}^{{commit}}", cwd=ROOT) != run("git", "rev-parse", "HEAD", cwd=ROOT):
+        clone = work / "refused"
+        run("git", "clone", "--quiet", ROOT, clone)
+        refused = subprocess.run(["bash", "tools/release.sh", published], cwd=clone, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True)
+        require(refused.returncode != 0 and f"v{published} is already tagged" in refused.stdout,
+                f"release.sh {published} away from its tag was not refused: {refused.stdout[-400:]}")
+        print(f"release: re-releasing {published} away from its tag is refused")
+
     # The committed port and recipe name the published release: rebuilding it from its tag gives their hashes.
     committed = json.loads((PORT / "vcpkg.json").read_text())["version"]
     tags = run("git", "tag", "--list", f"v{committed}", cwd=ROOT).split()
     if not tags:
         print(f"release: no tag v{committed} in this clone; the committed port's SHA512 was not rebuilt (fetch tags)")
         return
-    _, tagged = cut_release(work, "tagged", f"v{committed}")
+    _, tagged = cut_release(work, "tagged", ref=f"v{committed}")
     require(sha(tagged, "sha512") == port_sha512(PORT),
             f"ports/trainloop/portfile.cmake's SHA512 is not that of the v{committed} release rebuilt from its tag")
     require(conan_sources(CONAN)[committed]["sha256"] == sha(tagged, "sha256"),
@@ -189,9 +213,9 @@ def check_install(work):
                            "share/trainloop/trainloopConfig.cmake", "share/trainloop/trainloopConfigVersion.cmake",
                            "share/trainloop/trainloopTargets.cmake"])
         require(files == expected, f"[{name}] installed {files}, expected {expected}")
-        require((prefix / "include/trainloop.hpp").read_bytes() == (ROOT / "single_include/trainloop.hpp").read_bytes(),
-                f"[{name}] the installed header is not single_include/trainloop.hpp")
-        require((prefix / "share/doc/trainloop/LICENSE").read_bytes() == (ROOT / "LICENSE").read_bytes(),
+        require((prefix / "include/trainloop.hpp").read_bytes() == (source / "single_include/trainloop.hpp").read_bytes(),
+                f"[{name}] the installed header is not the release's single_include/trainloop.hpp")
+        require((prefix / "share/doc/trainloop/LICENSE").read_bytes() == (source / "LICENSE").read_bytes(),
                 f"[{name}] the installed license differs")
         torch = "torch" in features
         defines = ([] if torch else ["TRAINLOOP_WITH_TORCH=0"]) + \
@@ -364,7 +388,7 @@ def conan_stand_in(work, tarball):
 
     class ConanFile:
         def __init__(self, options=None, version=None, conan_data=None):
-            self.options = Options({k: v for k, v in self.default_options.items()}) if hasattr(self, "default_options") else Options()
+            self.options = Options(getattr(self, "default_options", {}))
             self.options.update(options or {})
             self.settings = Settings()
             self.version, self.conan_data, self.cpp_info = version, conan_data, CppInfo()
@@ -470,8 +494,8 @@ def check_conan(work):
     files = sorted(p.relative_to(package).as_posix() for p in package.rglob("*") if p.is_file())
     require(files == ["include/trainloop.hpp", "licenses/LICENSE", "share/trainloop/trainloop-torch.cmake"],
             f"package() wrote {files}")
-    require((package / "include/trainloop.hpp").read_bytes() == (ROOT / "single_include/trainloop.hpp").read_bytes(),
-            "the packaged header is not single_include/trainloop.hpp")
+    require((package / "include/trainloop.hpp").read_bytes() == (clone / "single_include/trainloop.hpp").read_bytes(),
+            "the packaged header is not the release's single_include/trainloop.hpp")
 
     infos = {}
     for options, defines in (({}, []), ({"with_torch": False}, ["TRAINLOOP_WITH_TORCH=0"]),
