@@ -26,10 +26,10 @@ nvidia=$(python3 -c 'import nvidia; print(list(nvidia.__path__)[0])' 2>/dev/null
 nccl=$( [ -n "$nvidia" ] && find "$nvidia" -name nccl.h -print -quit 2>/dev/null || true)
 [ -n "$nccl" ] && extra+=(-DTRAINLOOP_NCCL_INCLUDE="$(dirname "$nccl")")
 start=$(date +%s)
-cmake -S tests/gpu -B build/gpu -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix" "${extra[@]}" > build/gpu-cmake.log 2>&1 ||
+cmake -S tests/gpu -B build/gpu -G "Unix Makefiles" -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix" "${extra[@]}" > build/gpu-cmake.log 2>&1 ||
   { tail -30 build/gpu-cmake.log; exit 1; }
 status=0
-# Keep going past a program that fails to build, so one call reports every check that can run.
+# Keep going past a program that fails to build (make -k), so one call reports every check that can run.
 cmake --build build/gpu -j "$(nproc)" -- -k || { status=1; echo "gpu_check: FAILED: some programs did not build"; }
 echo "gpu_check: built in $(( $(date +%s) - start )) s"
 export CUBLAS_WORKSPACE_CONFIG=:4096:8  # deterministic cuBLAS, for TrainerOptions().deterministic(true)
