@@ -27,6 +27,10 @@ endfunction()
 _trainloop_dev_interface(trainloop_dev_core_parts "${PROJECT_SOURCE_DIR}" OFF)
 _trainloop_dev_interface(trainloop_dev_core_single "${PROJECT_SOURCE_DIR}/single_include" OFF)
 if(TRAINLOOP_WITH_TORCH)
+  # LibTorch's folders for compiler command lines the project runs itself (compile_fail tests, bench/compile_cost.py),
+  # without the default one: -isystem /usr/include breaks libstdc++'s #include_next.
+  set(TRAINLOOP_TORCH_EXTRA_INCLUDE_DIRS ${TORCH_INCLUDE_DIRS})
+  list(REMOVE_ITEM TRAINLOOP_TORCH_EXTRA_INCLUDE_DIRS /usr/include)
   _trainloop_dev_interface(trainloop_dev_torch_parts "${PROJECT_SOURCE_DIR}" ON)
   _trainloop_dev_interface(trainloop_dev_torch_single "${PROJECT_SOURCE_DIR}/single_include" ON)
 

@@ -32,6 +32,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 PORT = ROOT / "ports" / "trainloop"
 CONAN = ROOT / "conan"
 CONSUMER = ROOT / "tests" / "package" / "consumer"
+GENERATOR = ["-G", "Ninja"] if shutil.which("ninja") else []  # for the consumer and test-package builds
 
 
 class CheckFailed(Exception):
@@ -51,9 +52,12 @@ def run(*command, cwd=None, env=None):
     return result.stdout
 
 
+def version_of_header(header):
+    return re.search(r'^#define TRAINLOOP_VERSION_STRING "([0-9.]+)"$', header.read_text(), re.M).group(1)
+
+
 def version_of(tree):
-    text = (tree / "parts" / "core" / "config.hpp").read_text()
-    return re.search(r'^#define TRAINLOOP_VERSION_STRING "([0-9.]+)"$', text, re.M).group(1)
+    return version_of_header(tree / "parts" / "core" / "config.hpp")
 
 
 def next_patch(version):
@@ -262,15 +266,10 @@ def check_version_file(path, version, name):
     require(compatible != "TRUE", f"[{name}] the version file accepts {major}.{int(minor) + 1}")
 
 
-def version_of_header(header):
-    return re.search(r'^#define TRAINLOOP_VERSION_STRING "([0-9.]+)"$', header.read_text(), re.M).group(1)
-
-
 # --- consumers --------------------------------------------------------------------------------------------------------
 
 def build_and_run(name, source, build, options):
-    generator = ["-G", "Ninja"] if shutil.which("ninja") else []
-    run("cmake", "-S", source, "-B", build, *generator, *options)  # no build type: -O0, the quickest compile
+    run("cmake", "-S", source, "-B", build, *GENERATOR, *options)  # no build type: -O0, the quickest compile
     run("cmake", "--build", build)
     output = run(build / "consumer")
     print(f"consumer [{name}]: {output.strip()}")
@@ -533,8 +532,7 @@ def check_conan(work):
         f'set_target_properties(trainloop::trainloop PROPERTIES INTERFACE_INCLUDE_DIRECTORIES "{includes}"\n'
         f'  INTERFACE_COMPILE_DEFINITIONS "{";".join(cpp.defines)}")\n' +
         "".join(f'include("{package / m}")\n' for m in cpp.properties.get("cmake_build_modules", [])))
-    generator = ["-G", "Ninja"] if shutil.which("ninja") else []
-    run("cmake", "-S", CONAN / "test_package", "-B", work / "test-build", *generator, "-DCMAKE_BUILD_TYPE=Release",
+    run("cmake", "-S", CONAN / "test_package", "-B", work / "test-build", *GENERATOR, "-DCMAKE_BUILD_TYPE=Release",
         f"-Dtrainloop_DIR={deps}")
     run("cmake", "--build", work / "test-build")
     print(f"conan: test_package: {run(work / 'test-build' / 'test_package').strip()}")
