@@ -9,6 +9,9 @@ compiled N times, interleaved, minimum seconds and ratios printed (nothing asser
   stdlib_only.cpp   a loop over a std::vector with printf                                          (core baseline)
   engine.cpp        the torch-free Engine with a Timer and a filtered handler (Compiler Explorer's case)
 
+"separate" compiles the same source with -DTRAINLOOP_SEPARATE_COMPILATION=1 (trainloop's type-independent code only
+declared); the one TU a program then adds (#define TRAINLOOP_IMPLEMENTATION) is timed once, without a ratio.
+
 The torch TUs are also compiled against a precompiled <torch/torch.h> (g++ -include, -Winvalid-pch), which removes
 LibTorch's parsing and leaves what is trainloop's and the user's. The sources include the single header, as users do.
 --smoke compiles the torch-free TUs and the Trainer TU once, without the precompiled header (CI runs it, syntax
@@ -61,15 +64,24 @@ def main():
 
     scratch = pathlib.Path(tempfile.mkdtemp(prefix="trainloop-compile-cost-"))
     try:
+        # Separate compilation: the same TU declares trainloop's type-independent code instead of compiling it; the
+        # program's one TRAINLOOP_IMPLEMENTATION TU compiles it once (reported, with no ratio: it is per program).
+        separate = ["-DTRAINLOOP_SEPARATE_COMPILATION=1"]
+        implementation = scratch / "trainloop_implementation.cpp"
+        implementation.write_text("#define TRAINLOOP_IMPLEMENTATION\n#include <trainloop.hpp>\n")
         variants = [  # (name, source, extra flags, baseline name)
             ("stdlib only", "stdlib_only.cpp", core, None),
             ("torch-free Engine", "engine.cpp", core, "stdlib only"),
         ]
+        if not args.smoke:
+            variants += [("torch-free Engine, separate", "engine.cpp", core + separate, "stdlib only")]
         if args.smoke:  # the Trainer TU is the one trainloop's changes can break; the hand-written one is LibTorch's
             variants += [("Trainer", "trainer.cpp", torch, None)]
         elif not args.core_only:
             variants += [("hand-written loop", "hand_written.cpp", torch, None),
-                         ("Trainer", "trainer.cpp", torch, "hand-written loop")]
+                         ("Trainer", "trainer.cpp", torch, "hand-written loop"),
+                         ("Trainer, separate", "trainer.cpp", torch + separate, "hand-written loop"),
+                         ("implementation TU (once)", implementation, torch, None)]
         if not (args.smoke or args.no_pch or args.core_only):
             header = scratch / "torch_pch.hpp"
             header.write_text("#include <torch/torch.h>\n")
@@ -79,16 +91,17 @@ def main():
             print(f"compile_cost: precompiled <torch/torch.h> in {time.perf_counter() - start:.1f} s")
             pch = torch + ["-include", str(header), "-Winvalid-pch"]
             variants += [("hand-written loop, PCH", "hand_written.cpp", pch, None),
-                         ("Trainer, PCH", "trainer.cpp", pch, "hand-written loop, PCH")]
+                         ("Trainer, PCH", "trainer.cpp", pch, "hand-written loop, PCH"),
+                         ("Trainer, separate, PCH", "trainer.cpp", pch + separate, "hand-written loop, PCH")]
         best = {name: float("inf") for name, *_ in variants}
         for _ in range(runs):  # interleaved, so a busy moment does not favour one variant
             for name, source, extra, _ in variants:
                 best[name] = min(best[name], compile_seconds(args.cxx, flags, SOURCES / source, extra))
         print(f"\ncompile_cost: {args.cxx} {args.flags} -c, minimum of {runs} run(s)")
-        print(f"  {'translation unit':<28} {'seconds':>8} {'ratio':>7}  against")
+        print(f"  {'translation unit':<30} {'seconds':>8} {'ratio':>7}  against")
         for name, _, _, baseline in variants:
             ratio = f"{best[name] / best[baseline]:.2f}" if baseline else "1.00"
-            print(f"  {name:<28} {best[name]:8.2f} {ratio:>7}  {baseline or '(baseline)'}")
+            print(f"  {name:<30} {best[name]:8.2f} {ratio:>7}  {baseline or '(baseline)'}")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return 0

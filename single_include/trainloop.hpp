@@ -59,12 +59,45 @@
 #error "trainloop: TRAINLOOP_WITH_AMP and TRAINLOOP_WITH_DISTRIBUTED need TRAINLOOP_WITH_TORCH=1"
 #endif
 
+// Separate compilation (stb's and doctest's way), for projects with several translation units: define
+// TRAINLOOP_SEPARATE_COMPILATION=1 in every TU and TRAINLOOP_IMPLEMENTATION in exactly one (it implies the former). The
+// cold, type-independent code (checkpoint files, option checks, the profiler's report, the model summary, the metric
+// store's bookkeeping, the Trainer's type-independent members) is then compiled once, in that TU, and only declared
+// everywhere else. Header-only (every such function `inline`, defined in every TU that uses it) is the default.
+#ifndef TRAINLOOP_SEPARATE_COMPILATION
+#ifdef TRAINLOOP_IMPLEMENTATION
+#define TRAINLOOP_SEPARATE_COMPILATION 1
+#else
+#define TRAINLOOP_SEPARATE_COMPILATION 0
+#endif
+#endif
+#if (0 - TRAINLOOP_SEPARATE_COMPILATION - 1) == 1
+#error "trainloop: TRAINLOOP_SEPARATE_COMPILATION is defined empty; define it as 0 or 1 (for example -DTRAINLOOP_SEPARATE_COMPILATION=1)"
+#elif TRAINLOOP_SEPARATE_COMPILATION != 0 && TRAINLOOP_SEPARATE_COMPILATION != 1
+#error "trainloop: TRAINLOOP_SEPARATE_COMPILATION must be 0 or 1 (for example -DTRAINLOOP_SEPARATE_COMPILATION=1)"
+#elif defined(TRAINLOOP_IMPLEMENTATION) && !TRAINLOOP_SEPARATE_COMPILATION
+#error "trainloop: TRAINLOOP_IMPLEMENTATION is for separate compilation; it cannot go with TRAINLOOP_SEPARATE_COMPILATION=0"
+#endif
+#if TRAINLOOP_SEPARATE_COMPILATION
+#define TRAINLOOP_DETAIL_API
+#else
+#define TRAINLOOP_DETAIL_API inline
+#endif
+// Whether this TU compiles the definitions of TRAINLOOP_DETAIL_API functions (each part keeps them in a guarded
+// section after its declarations).
+#if !TRAINLOOP_SEPARATE_COMPILATION || defined(TRAINLOOP_IMPLEMENTATION)
+#define TRAINLOOP_DETAIL_DEFINE_API 1
+#else
+#define TRAINLOOP_DETAIL_DEFINE_API 0
+#endif
+
 #if __cplusplus < 201703L && !(defined(_MSVC_LANG) && _MSVC_LANG >= 201703L)
 #error "trainloop: C++17 or newer is required (-std=c++17)"
 #endif
 
 // The inline namespace encodes version and flags: translation units built with different flags get different
-// symbols for every trainloop entity, so they link side by side instead of silently violating the ODR.
+// symbols for every trainloop entity, so they link side by side instead of silently violating the ODR. Separate
+// compilation is one of the flags: a function is inline in header-only TUs and not in the others.
 #define TRAINLOOP_DETAIL_CAT2(a, b) a##b
 #define TRAINLOOP_DETAIL_CAT(a, b) TRAINLOOP_DETAIL_CAT2(a, b)
 #define TRAINLOOP_DETAIL_ABI_NAME                                                                                      \
@@ -73,7 +106,9 @@
           TRAINLOOP_DETAIL_CAT(TRAINLOOP_DETAIL_CAT(TRAINLOOP_DETAIL_CAT(v, TRAINLOOP_VERSION_MAJOR), _),             \
                                TRAINLOOP_VERSION_MINOR),                                                               \
           TRAINLOOP_DETAIL_CAT(_t, TRAINLOOP_WITH_TORCH)),                                                             \
-      TRAINLOOP_DETAIL_CAT(TRAINLOOP_DETAIL_CAT(_a, TRAINLOOP_WITH_AMP), TRAINLOOP_DETAIL_CAT(_d, TRAINLOOP_WITH_DISTRIBUTED)))
+      TRAINLOOP_DETAIL_CAT(TRAINLOOP_DETAIL_CAT(TRAINLOOP_DETAIL_CAT(_a, TRAINLOOP_WITH_AMP),                         \
+                                                TRAINLOOP_DETAIL_CAT(_d, TRAINLOOP_WITH_DISTRIBUTED)),                 \
+                           TRAINLOOP_DETAIL_CAT(_s, TRAINLOOP_SEPARATE_COMPILATION)))
 #define TRAINLOOP_DETAIL_BEGIN namespace trainloop { inline namespace TRAINLOOP_DETAIL_ABI_NAME {
 #define TRAINLOOP_DETAIL_END } }
 
@@ -303,71 +338,11 @@ struct State {
     user_fired_.clear();
   }
 
-  StateDict state_dict() const {
-    StateDict dict;
-    auto as_int = [](std::uint64_t v) { return StateValue{static_cast<std::int64_t>(v)}; };
-    auto optional_int = [](const std::optional<std::uint64_t>& v) {
-      return StateValue{v ? static_cast<std::int64_t>(*v) : std::int64_t{-1}};
-    };
-    dict["epoch"] = as_int(epoch);
-    dict["iteration"] = as_int(iteration);
-    dict["epoch_iteration"] = as_int(epoch_iteration);
-    dict["in_epoch"] = StateValue{std::int64_t{in_epoch ? 1 : 0}};
-    dict["pass_position"] = as_int(pass_position);
-    dict["epoch_length"] = optional_int(epoch_length);
-    dict["max_epochs"] = optional_int(max_epochs);
-    dict["max_iters"] = optional_int(max_iters);
-    for (const auto& [name, value] : metrics) dict["metrics/" + name] = StateValue{value};
-    for (std::size_t i = 0; i < builtin_event_count; ++i)
-      if (builtin_fired_[i] != 0) dict["fired/" + event_name(static_cast<Event>(i))] = as_int(builtin_fired_[i]);
-    for (std::size_t i = 0; i < user_fired_.size(); ++i)
-      if (user_fired_[i] != 0)
-        dict["fired/" + event_name(static_cast<Event>(builtin_event_count + i))] = as_int(user_fired_[i]);
-    return dict;
-  }
+  TRAINLOOP_DETAIL_API StateDict state_dict() const;
 
   /// Restores what `state_dict()` saved. Validates everything first, so a bad dictionary leaves the state as it was;
   /// errors name the key at fault.
-  void load_state_dict(const StateDict& dict) {
-    State loaded;
-    loaded.epoch = read_count(dict, "epoch");
-    loaded.iteration = read_count(dict, "iteration");
-    loaded.epoch_iteration = read_count(dict, "epoch_iteration");
-    const std::uint64_t in_epoch_flag = read_count(dict, "in_epoch");
-    if (in_epoch_flag > 1) throw bad_key("in_epoch", "must be 0 or 1, got " + std::to_string(in_epoch_flag));
-    loaded.in_epoch = in_epoch_flag == 1;
-    // Written since the Engine resumes passes; a dictionary from before holds epochs that began their pass.
-    loaded.pass_position = dict.count("pass_position") ? read_count(dict, "pass_position") : loaded.epoch_iteration;
-    loaded.epoch_length = read_optional_count(dict, "epoch_length");
-    loaded.max_epochs = read_optional_count(dict, "max_epochs");
-    loaded.max_iters = read_optional_count(dict, "max_iters");
-    if (loaded.epoch_length && *loaded.epoch_length == 0) throw bad_key("epoch_length", "must be positive, got 0");
-    if (loaded.epoch_length && loaded.epoch_iteration > *loaded.epoch_length)
-      throw bad_key("epoch_iteration", std::to_string(loaded.epoch_iteration) + " exceeds epoch_length " +
-                                           std::to_string(*loaded.epoch_length));
-    if (loaded.epoch_iteration > loaded.iteration)
-      throw bad_key("epoch_iteration", std::to_string(loaded.epoch_iteration) + " exceeds iteration " +
-                                           std::to_string(loaded.iteration));
-    for (const auto& [key, value] : dict) {
-      if (key.rfind("metrics/", 0) == 0) {
-        const double* v = std::get_if<double>(&value);
-        if (!v) throw bad_key(key, "must be a floating-point value");
-        loaded.metrics[key.substr(8)] = *v;
-      } else if (key.rfind("fired/", 0) == 0) {
-        const std::string name = key.substr(6);
-        Event e = Event::started;
-        bool builtin = false;
-        for (std::size_t i = 0; i < builtin_event_count && !builtin; ++i)
-          if (event_name(static_cast<Event>(i)) == name) e = static_cast<Event>(i), builtin = true;
-        if (!builtin) e = register_event(name);
-        loaded.fired_slot(e) = read_count(dict, key);
-      } else if (!is_core_key(key)) {
-        throw bad_key(key, "is not an Engine state key");
-      }
-    }
-    loaded.times = times;
-    *this = std::move(loaded);
-  }
+  TRAINLOOP_DETAIL_API void load_state_dict(const StateDict& dict);
 
  private:
   std::array<std::uint64_t, builtin_event_count> builtin_fired_{};
@@ -380,34 +355,112 @@ struct State {
     return user_fired_[user_index];
   }
 
-  static bool is_core_key(const std::string& key) {
-    for (const char* k : {"epoch", "iteration", "epoch_iteration", "in_epoch", "pass_position", "epoch_length",
-                          "max_epochs", "max_iters"})
-      if (key == k) return true;
-    return false;
-  }
-  static std::invalid_argument bad_key(const std::string& key, const std::string& what) {
-    return std::invalid_argument("trainloop: Engine state_dict: key '" + key + "' " + what);
-  }
-  static std::int64_t read_int(const StateDict& dict, const std::string& key) {
-    auto it = dict.find(key);
-    if (it == dict.end()) throw bad_key(key, "is missing");
-    const std::int64_t* v = std::get_if<std::int64_t>(&it->second);
-    if (!v) throw bad_key(key, "must be an integer");
-    return *v;
-  }
-  static std::uint64_t read_count(const StateDict& dict, const std::string& key) {
-    const std::int64_t v = read_int(dict, key);
-    if (v < 0) throw bad_key(key, "must not be negative, got " + std::to_string(v));
-    return static_cast<std::uint64_t>(v);
-  }
-  static std::optional<std::uint64_t> read_optional_count(const StateDict& dict, const std::string& key) {
-    const std::int64_t v = read_int(dict, key);
-    if (v < -1) throw bad_key(key, "must be -1 (unset) or a count, got " + std::to_string(v));
-    if (v == -1) return std::nullopt;
-    return static_cast<std::uint64_t>(v);
-  }
+  TRAINLOOP_DETAIL_API static bool is_core_key(const std::string& key);
+  TRAINLOOP_DETAIL_API static std::invalid_argument bad_key(const std::string& key, const std::string& what);
+  TRAINLOOP_DETAIL_API static std::int64_t read_int(const StateDict& dict, const std::string& key);
+  TRAINLOOP_DETAIL_API static std::uint64_t read_count(const StateDict& dict, const std::string& key);
+  TRAINLOOP_DETAIL_API static std::optional<std::uint64_t> read_optional_count(const StateDict& dict,
+                                                                         const std::string& key);
 };
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API StateDict State::state_dict() const {
+  StateDict dict;
+  auto as_int = [](std::uint64_t v) { return StateValue{static_cast<std::int64_t>(v)}; };
+  auto optional_int = [](const std::optional<std::uint64_t>& v) {
+    return StateValue{v ? static_cast<std::int64_t>(*v) : std::int64_t{-1}};
+  };
+  dict["epoch"] = as_int(epoch);
+  dict["iteration"] = as_int(iteration);
+  dict["epoch_iteration"] = as_int(epoch_iteration);
+  dict["in_epoch"] = StateValue{std::int64_t{in_epoch ? 1 : 0}};
+  dict["pass_position"] = as_int(pass_position);
+  dict["epoch_length"] = optional_int(epoch_length);
+  dict["max_epochs"] = optional_int(max_epochs);
+  dict["max_iters"] = optional_int(max_iters);
+  for (const auto& [name, value] : metrics) dict["metrics/" + name] = StateValue{value};
+  for (std::size_t i = 0; i < builtin_event_count; ++i)
+    if (builtin_fired_[i] != 0) dict["fired/" + event_name(static_cast<Event>(i))] = as_int(builtin_fired_[i]);
+  for (std::size_t i = 0; i < user_fired_.size(); ++i)
+    if (user_fired_[i] != 0)
+      dict["fired/" + event_name(static_cast<Event>(builtin_event_count + i))] = as_int(user_fired_[i]);
+  return dict;
+}
+
+TRAINLOOP_DETAIL_API void State::load_state_dict(const StateDict& dict) {
+  State loaded;
+  loaded.epoch = read_count(dict, "epoch");
+  loaded.iteration = read_count(dict, "iteration");
+  loaded.epoch_iteration = read_count(dict, "epoch_iteration");
+  const std::uint64_t in_epoch_flag = read_count(dict, "in_epoch");
+  if (in_epoch_flag > 1) throw bad_key("in_epoch", "must be 0 or 1, got " + std::to_string(in_epoch_flag));
+  loaded.in_epoch = in_epoch_flag == 1;
+  // Written since the Engine resumes passes; a dictionary from before holds epochs that began their pass.
+  loaded.pass_position = dict.count("pass_position") ? read_count(dict, "pass_position") : loaded.epoch_iteration;
+  loaded.epoch_length = read_optional_count(dict, "epoch_length");
+  loaded.max_epochs = read_optional_count(dict, "max_epochs");
+  loaded.max_iters = read_optional_count(dict, "max_iters");
+  if (loaded.epoch_length && *loaded.epoch_length == 0) throw bad_key("epoch_length", "must be positive, got 0");
+  if (loaded.epoch_length && loaded.epoch_iteration > *loaded.epoch_length)
+    throw bad_key("epoch_iteration", std::to_string(loaded.epoch_iteration) + " exceeds epoch_length " +
+                                         std::to_string(*loaded.epoch_length));
+  if (loaded.epoch_iteration > loaded.iteration)
+    throw bad_key("epoch_iteration", std::to_string(loaded.epoch_iteration) + " exceeds iteration " +
+                                         std::to_string(loaded.iteration));
+  for (const auto& [key, value] : dict) {
+    if (key.rfind("metrics/", 0) == 0) {
+      const double* v = std::get_if<double>(&value);
+      if (!v) throw bad_key(key, "must be a floating-point value");
+      loaded.metrics[key.substr(8)] = *v;
+    } else if (key.rfind("fired/", 0) == 0) {
+      const std::string name = key.substr(6);
+      Event e = Event::started;
+      bool builtin = false;
+      for (std::size_t i = 0; i < builtin_event_count && !builtin; ++i)
+        if (event_name(static_cast<Event>(i)) == name) e = static_cast<Event>(i), builtin = true;
+      if (!builtin) e = register_event(name);
+      loaded.fired_slot(e) = read_count(dict, key);
+    } else if (!is_core_key(key)) {
+      throw bad_key(key, "is not an Engine state key");
+    }
+  }
+  loaded.times = times;
+  *this = std::move(loaded);
+}
+
+TRAINLOOP_DETAIL_API bool State::is_core_key(const std::string& key) {
+  for (const char* k : {"epoch", "iteration", "epoch_iteration", "in_epoch", "pass_position", "epoch_length",
+                        "max_epochs", "max_iters"})
+    if (key == k) return true;
+  return false;
+}
+
+TRAINLOOP_DETAIL_API std::invalid_argument State::bad_key(const std::string& key, const std::string& what) {
+  return std::invalid_argument("trainloop: Engine state_dict: key '" + key + "' " + what);
+}
+
+TRAINLOOP_DETAIL_API std::int64_t State::read_int(const StateDict& dict, const std::string& key) {
+  auto it = dict.find(key);
+  if (it == dict.end()) throw bad_key(key, "is missing");
+  const std::int64_t* v = std::get_if<std::int64_t>(&it->second);
+  if (!v) throw bad_key(key, "must be an integer");
+  return *v;
+}
+
+TRAINLOOP_DETAIL_API std::uint64_t State::read_count(const StateDict& dict, const std::string& key) {
+  const std::int64_t v = read_int(dict, key);
+  if (v < 0) throw bad_key(key, "must not be negative, got " + std::to_string(v));
+  return static_cast<std::uint64_t>(v);
+}
+
+TRAINLOOP_DETAIL_API std::optional<std::uint64_t> State::read_optional_count(const StateDict& dict,
+                                                                       const std::string& key) {
+  const std::int64_t v = read_int(dict, key);
+  if (v < -1) throw bad_key(key, "must be -1 (unset) or a count, got " + std::to_string(v));
+  if (v == -1) return std::nullopt;
+  return static_cast<std::uint64_t>(v);
+}
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
 
 TRAINLOOP_DETAIL_END
 // ---- end parts/core/state.hpp ----
@@ -4399,52 +4452,9 @@ class MetricStore {
   };
 
   // "epoch" and "step" are the loggers' own columns: the Trainer writes them in every record.
-  static void check_name(const std::string& name, const LogOptions& options) {
-    if (name.empty()) throw std::invalid_argument("trainloop: log(): the metric name is empty");
-    if (options.logger() && (name == "epoch" || name == "step"))
-      throw std::invalid_argument("trainloop: log(\"" + name + "\"): '" + name + "' is a column every logger record "
-                                  "already has (the Trainer writes it); choose another name, or pass logger(false)");
-  }
-  void log(Stage stage, const std::string& name, const torch::Tensor& value, const LogOptions& options) {
-    check_name(name, options);
-    if (!value.defined()) throw std::invalid_argument("trainloop: log(\"" + name + "\"): the value is an undefined tensor");
-    if (value.numel() != 1)
-      throw std::invalid_argument("trainloop: log(\"" + name + "\"): the value must hold one number, got shape " +
-                                  c10::str(value.sizes()));
-    if (options.batch_size() <= 0)
-      throw std::invalid_argument("trainloop: log(\"" + name + "\"): batch_size must be positive");
-    const bool training = stage == Stage::train;
-    Entry& e = entries_[name];
-    e.on_step = options.on_step().value_or(training);
-    e.on_epoch = options.on_epoch().value_or(!training);
-    e.prog_bar = options.prog_bar();
-    e.logger = options.logger();
-    e.sync_dist = options.sync_dist();
-    e.reduce = options.reduce();
-    torch::Tensor v = value.detach().reshape({});
-    if (e.on_step) {
-      if (!e.step_pending) pending_steps_.push_back(name);
-      e.step_value = v;
-      e.step_pending = true;
-    }
-    if (e.on_epoch) {
-      torch::Tensor v64 = v.to(torch::kFloat64);
-      const double w = static_cast<double>(options.batch_size());
-      if (!e.logged_this_epoch || !e.accumulated.defined()) {
-        e.accumulated = e.reduce == Reduce::mean ? v64 * w : v64.clone();
-        e.weight = w;
-      } else {
-        switch (e.reduce) {
-          case Reduce::mean: e.accumulated.add_(v64, w); break;
-          case Reduce::sum: e.accumulated.add_(v64); break;
-          case Reduce::max: e.accumulated = torch::maximum(e.accumulated, v64); break;
-          case Reduce::min: e.accumulated = torch::minimum(e.accumulated, v64); break;
-        }
-        e.weight += w;
-      }
-    }
-    e.logged_this_epoch = true;
-  }
+  TRAINLOOP_DETAIL_API static void check_name(const std::string& name, const LogOptions& options);
+  TRAINLOOP_DETAIL_API void log(Stage stage, const std::string& name, const torch::Tensor& value,
+                                const LogOptions& options);
 
   /// Logs a Metric (anything with reset/update/compute) kept by reference: its value is computed once, at epoch end,
   /// from everything it accumulated, and the metric is reset then. Update it in the step as usual.
@@ -4500,52 +4510,10 @@ class MetricStore {
   /// The epoch's running sums, for checkpoints: a fit resumed mid-epoch reports the epoch's values over all its
   /// batches. (A logged Metric object keeps its own state: checkpoint it with the module.) epoch_state() holds how
   /// each sum is kept and reduced, epoch_sums() the tensors.
-  StateDict epoch_state() const {
-    StateDict state;
-    for_each_epoch_sum([&](const std::string& name, const Entry& e) {
-      state[name + "/flags"] = std::int64_t{(e.on_step ? 1 : 0) | (e.on_epoch ? 2 : 0) | (e.prog_bar ? 4 : 0) |
-                                            (e.logger ? 8 : 0) | (e.sync_dist ? 16 : 0)};
-      state[name + "/reduce"] = static_cast<std::int64_t>(e.reduce);
-      state[name + "/weight"] = e.weight;
-    });
-    return state;
-  }
-  std::map<std::string, torch::Tensor> epoch_sums() const {
-    std::map<std::string, torch::Tensor> sums;
-    for_each_epoch_sum([&](const std::string& name, const Entry& e) { sums[name] = e.accumulated; });
-    return sums;
-  }
-  void load_epoch_state(const StateDict& state, const std::map<std::string, torch::Tensor>& sums,
-                        const std::string& source) {
-    auto read = [&](const std::string& key, auto type) {
-      using T = decltype(type);
-      auto it = state.find(key);
-      if (it == state.end() || !std::holds_alternative<T>(it->second))
-        throw std::runtime_error("trainloop: checkpoint '" + source + "': key 'trainer/train_epoch_sums/" + key +
-                                 "' is missing or of the wrong type");
-      return std::get<T>(it->second);
-    };
-    std::map<std::string, Entry> loaded;
-    for (const auto& [name, sum] : sums) {
-      Entry& e = loaded[name];
-      const std::int64_t flags = read(name + "/flags", std::int64_t{});
-      e.on_step = flags & 1;
-      e.on_epoch = flags & 2;
-      e.prog_bar = flags & 4;
-      e.logger = flags & 8;
-      e.sync_dist = flags & 16;
-      const std::int64_t reduce = read(name + "/reduce", std::int64_t{});
-      if (reduce < 0 || reduce > static_cast<std::int64_t>(Reduce::min))
-        throw std::runtime_error("trainloop: checkpoint '" + source + "': key 'trainer/train_epoch_sums/" + name +
-                                 "/reduce' is " + std::to_string(reduce) + ", not a Reduce");
-      e.reduce = static_cast<Reduce>(reduce);
-      e.weight = read(name + "/weight", double{});
-      e.accumulated = sum;
-      e.logged_this_epoch = true;
-    }
-    entries_ = std::move(loaded);
-    pending_steps_.clear();
-  }
+  TRAINLOOP_DETAIL_API StateDict epoch_state() const;
+  TRAINLOOP_DETAIL_API std::map<std::string, torch::Tensor> epoch_sums() const;
+  TRAINLOOP_DETAIL_API void load_epoch_state(const StateDict& state, const std::map<std::string, torch::Tensor>& sums,
+                                             const std::string& source);
 
  private:
   template <class F>
@@ -4557,6 +4525,107 @@ class MetricStore {
   std::map<std::string, Entry> entries_;
   std::vector<std::string> pending_steps_;
 };
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API void MetricStore::check_name(const std::string& name, const LogOptions& options) {
+  if (name.empty()) throw std::invalid_argument("trainloop: log(): the metric name is empty");
+  if (options.logger() && (name == "epoch" || name == "step"))
+    throw std::invalid_argument("trainloop: log(\"" + name + "\"): '" + name + "' is a column every logger record "
+                                "already has (the Trainer writes it); choose another name, or pass logger(false)");
+}
+
+TRAINLOOP_DETAIL_API void MetricStore::log(Stage stage, const std::string& name, const torch::Tensor& value,
+                                           const LogOptions& options) {
+  check_name(name, options);
+  if (!value.defined()) throw std::invalid_argument("trainloop: log(\"" + name + "\"): the value is an undefined tensor");
+  if (value.numel() != 1)
+    throw std::invalid_argument("trainloop: log(\"" + name + "\"): the value must hold one number, got shape " +
+                                c10::str(value.sizes()));
+  if (options.batch_size() <= 0)
+    throw std::invalid_argument("trainloop: log(\"" + name + "\"): batch_size must be positive");
+  const bool training = stage == Stage::train;
+  Entry& e = entries_[name];
+  e.on_step = options.on_step().value_or(training);
+  e.on_epoch = options.on_epoch().value_or(!training);
+  e.prog_bar = options.prog_bar();
+  e.logger = options.logger();
+  e.sync_dist = options.sync_dist();
+  e.reduce = options.reduce();
+  torch::Tensor v = value.detach().reshape({});
+  if (e.on_step) {
+    if (!e.step_pending) pending_steps_.push_back(name);
+    e.step_value = v;
+    e.step_pending = true;
+  }
+  if (e.on_epoch) {
+    torch::Tensor v64 = v.to(torch::kFloat64);
+    const double w = static_cast<double>(options.batch_size());
+    if (!e.logged_this_epoch || !e.accumulated.defined()) {
+      e.accumulated = e.reduce == Reduce::mean ? v64 * w : v64.clone();
+      e.weight = w;
+    } else {
+      switch (e.reduce) {
+        case Reduce::mean: e.accumulated.add_(v64, w); break;
+        case Reduce::sum: e.accumulated.add_(v64); break;
+        case Reduce::max: e.accumulated = torch::maximum(e.accumulated, v64); break;
+        case Reduce::min: e.accumulated = torch::minimum(e.accumulated, v64); break;
+      }
+      e.weight += w;
+    }
+  }
+  e.logged_this_epoch = true;
+}
+
+TRAINLOOP_DETAIL_API StateDict MetricStore::epoch_state() const {
+  StateDict state;
+  for_each_epoch_sum([&](const std::string& name, const Entry& e) {
+    state[name + "/flags"] = std::int64_t{(e.on_step ? 1 : 0) | (e.on_epoch ? 2 : 0) | (e.prog_bar ? 4 : 0) |
+                                          (e.logger ? 8 : 0) | (e.sync_dist ? 16 : 0)};
+    state[name + "/reduce"] = static_cast<std::int64_t>(e.reduce);
+    state[name + "/weight"] = e.weight;
+  });
+  return state;
+}
+
+TRAINLOOP_DETAIL_API std::map<std::string, torch::Tensor> MetricStore::epoch_sums() const {
+  std::map<std::string, torch::Tensor> sums;
+  for_each_epoch_sum([&](const std::string& name, const Entry& e) { sums[name] = e.accumulated; });
+  return sums;
+}
+
+TRAINLOOP_DETAIL_API void MetricStore::load_epoch_state(const StateDict& state,
+                                                        const std::map<std::string, torch::Tensor>& sums,
+                                                        const std::string& source) {
+  auto read = [&](const std::string& key, auto type) {
+    using T = decltype(type);
+    auto it = state.find(key);
+    if (it == state.end() || !std::holds_alternative<T>(it->second))
+      throw std::runtime_error("trainloop: checkpoint '" + source + "': key 'trainer/train_epoch_sums/" + key +
+                               "' is missing or of the wrong type");
+    return std::get<T>(it->second);
+  };
+  std::map<std::string, Entry> loaded;
+  for (const auto& [name, sum] : sums) {
+    Entry& e = loaded[name];
+    const std::int64_t flags = read(name + "/flags", std::int64_t{});
+    e.on_step = flags & 1;
+    e.on_epoch = flags & 2;
+    e.prog_bar = flags & 4;
+    e.logger = flags & 8;
+    e.sync_dist = flags & 16;
+    const std::int64_t reduce = read(name + "/reduce", std::int64_t{});
+    if (reduce < 0 || reduce > static_cast<std::int64_t>(Reduce::min))
+      throw std::runtime_error("trainloop: checkpoint '" + source + "': key 'trainer/train_epoch_sums/" + name +
+                               "/reduce' is " + std::to_string(reduce) + ", not a Reduce");
+    e.reduce = static_cast<Reduce>(reduce);
+    e.weight = read(name + "/weight", double{});
+    e.accumulated = sum;
+    e.logged_this_epoch = true;
+  }
+  entries_ = std::move(loaded);
+  pending_steps_.clear();
+}
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
 
 TRAINLOOP_DETAIL_END
 // ---- end parts/torch/logging.hpp ----
@@ -6014,6 +6083,86 @@ class NonFiniteStateError : public CheckpointError {
   using CheckpointError::CheckpointError;
 };
 
+/// Writes a checkpoint atomically. `states` are named state dictionaries (keys like "loop", "loader",
+/// "callback/EarlyStopping", "scheduler/0", "hparams"); `tensor_states` named tensor dictionaries (stored on the CPU
+/// side of the archive as saved; keys like "callback/EMA"). A failure (disk full, file-size limit, no permission) is a
+/// CheckpointError naming the path, and the file that was there before stays as it was. A model or tensor state
+/// holding NaN or inf is refused (NonFiniteStateError, nothing written): a diverged run never replaces a good file.
+TRAINLOOP_DETAIL_API void save_checkpoint(const std::string& path, const torch::nn::Module& model,
+                                          const std::vector<std::shared_ptr<torch::optim::Optimizer>>& optimizers = {},
+                                          const std::map<std::string, StateDict>& states = {}, bool include_rng = true,
+                                          const std::map<std::string, TensorDict>& tensor_states = {});
+/// Reads a checkpoint into `model` and `optimizers` (tensors land on the model's device, whatever device saved them;
+/// `map_location` picks where the file's tensors are first loaded) and returns its named states. The file's integrity
+/// record is verified first, then everything is validated before anything is changed: a missing, damaged, truncated
+/// or foreign file, a newer format, a different model (missing or unexpected keys, shape mismatch) or a different
+/// optimizer count is a CheckpointError naming the file and key. With `tensor_states`, the checkpoint's named tensor
+/// dictionaries are put there (loaded to `map_location`).
+TRAINLOOP_DETAIL_API std::map<std::string, StateDict> load_checkpoint(
+    const std::string& path, torch::nn::Module& model,
+    const std::vector<std::shared_ptr<torch::optim::Optimizer>>& optimizers = {},
+    std::optional<torch::Device> map_location = std::nullopt, bool restore_rng = true,
+    std::map<std::string, TensorDict>* tensor_states = nullptr);
+/// The named state dictionaries of a checkpoint, without a model (to see what a file holds: its loop counters,
+/// ModelCheckpoint's best path, the hyperparameters). Verified like load_checkpoint.
+TRAINLOOP_DETAIL_API std::map<std::string, StateDict> read_checkpoint_states(const std::string& path);
+/// Weights only (parameters and buffers), for export; load them into any module with the same names and shapes,
+/// a plain torch::nn::Module included, with load_checkpoint(path, module).
+TRAINLOOP_DETAIL_API void save_weights(const std::string& path, const torch::nn::Module& model);
+
+namespace detail {
+// The integrity record: the zip's comment, fixed length, "trainloop-checkpoint crc32c=%08x size=%020llu".
+inline constexpr char integrity_tag[] = "trainloop-checkpoint crc32c=";
+inline constexpr std::size_t integrity_record_size = sizeof(integrity_tag) - 1 + 8 + 6 + 20;
+// The zip's end-of-central-directory record: 22 bytes, signature "PK\5\6", comment length at offset 20.
+inline constexpr std::size_t zip_end_record_size = 22;
+inline bool is_zip_end_record(const char* p) { return std::memcmp(p, "PK\x05\x06", 4) == 0; }
+inline std::uint16_t zip_comment_length(const char* end_record) {
+  return static_cast<std::uint16_t>(static_cast<unsigned char>(end_record[20]) |
+                                    (static_cast<unsigned char>(end_record[21]) << 8));
+}
+inline void set_zip_comment_length(char* end_record, std::uint16_t length) {
+  end_record[20] = static_cast<char>(length & 0xFF);
+  end_record[21] = static_cast<char>(length >> 8);
+}
+
+// Writes a file atomically from what LibTorch's archive writer hands over. write() never fails towards LibTorch (its
+// writer throws again from its destructor when a write fails, which aborts the process): the first error is kept and
+// reported by commit(). The last 22 bytes are held back, since the zip's end record gets the integrity record's
+// length patched in. SIGXFSZ is blocked on this thread while writing, so a file-size limit is EFBIG, not a kill.
+class AtomicCheckpointWriter {
+ public:
+  TRAINLOOP_DETAIL_API explicit AtomicCheckpointWriter(std::string path);
+  AtomicCheckpointWriter(const AtomicCheckpointWriter&) = delete;
+  AtomicCheckpointWriter& operator=(const AtomicCheckpointWriter&) = delete;
+  TRAINLOOP_DETAIL_API ~AtomicCheckpointWriter();
+
+  TRAINLOOP_DETAIL_API std::size_t write(const void* data, std::size_t size);
+  TRAINLOOP_DETAIL_API void commit();
+
+ private:
+  static constexpr std::size_t buffer_capacity = std::size_t{1} << 20;
+
+  // Writes the first n buffered bytes (when no error happened yet), adding them to the CRC.
+  TRAINLOOP_DETAIL_API void flush(std::size_t n);
+  [[noreturn]] TRAINLOOP_DETAIL_API void fail_with(int error, const std::string& what);
+
+  std::string path_, temporary_;
+  int fd_ = -1;
+  int error_ = 0;
+  bool committed_ = false;
+  std::vector<char> buffer_;
+  std::uint32_t crc_ = 0;
+  std::uint64_t written_ = 0;
+  sigset_t previous_mask_{};
+};
+
+
+// The model's parameters and buffers by name (EMA reads them too).
+TRAINLOOP_DETAIL_API std::map<std::string, torch::Tensor> named_tensors(const torch::nn::Module& model);
+}  // namespace detail
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
 namespace detail {
 inline CheckpointError checkpoint_error(const std::string& path, const std::string& what) {
   return CheckpointError("trainloop: checkpoint '" + path + "': " + what);
@@ -6032,20 +6181,6 @@ inline std::string errno_text(int error) {
   return text;
 }
 
-// The integrity record: the zip's comment, fixed length, "trainloop-checkpoint crc32c=%08x size=%020llu".
-inline constexpr char integrity_tag[] = "trainloop-checkpoint crc32c=";
-inline constexpr std::size_t integrity_record_size = sizeof(integrity_tag) - 1 + 8 + 6 + 20;
-// The zip's end-of-central-directory record: 22 bytes, signature "PK\5\6", comment length at offset 20.
-inline constexpr std::size_t zip_end_record_size = 22;
-inline bool is_zip_end_record(const char* p) { return std::memcmp(p, "PK\x05\x06", 4) == 0; }
-inline std::uint16_t zip_comment_length(const char* end_record) {
-  return static_cast<std::uint16_t>(static_cast<unsigned char>(end_record[20]) |
-                                    (static_cast<unsigned char>(end_record[21]) << 8));
-}
-inline void set_zip_comment_length(char* end_record, std::uint16_t length) {
-  end_record[20] = static_cast<char>(length & 0xFF);
-  end_record[21] = static_cast<char>(length >> 8);
-}
 
 // Temporaries are "<target>.tmp-<pid>", locked (flock) by their writer while it lives. One whose writer is gone
 // (the pid is dead and the lock is free) is removed.
@@ -6091,108 +6226,89 @@ inline void fsync_folder_or_throw(const std::string& path) {
   if (rc != 0) throw checkpoint_error(path, "fsync of its folder failed: " + errno_text(error));
 }
 
-// Writes a file atomically from what LibTorch's archive writer hands over. write() never fails towards LibTorch (its
-// writer throws again from its destructor when a write fails, which aborts the process): the first error is kept and
-// reported by commit(). The last 22 bytes are held back, since the zip's end record gets the integrity record's
-// length patched in. SIGXFSZ is blocked on this thread while writing, so a file-size limit is EFBIG, not a kill.
-class AtomicCheckpointWriter {
- public:
-  explicit AtomicCheckpointWriter(std::string path) : path_(std::move(path)) {
-    remove_stale_temporaries(folder_of(path_));
-    temporary_ = path_ + ".tmp-" + std::to_string(::getpid());
-    for (int attempt = 0; attempt < 2 && fd_ < 0; ++attempt) {
-      fd_ = ::open(temporary_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-      if (fd_ < 0 && errno == EEXIST && attempt == 0) remove_if_unlocked(temporary_);  // an earlier process's, same pid
-    }
-    if (fd_ < 0) throw checkpoint_error(path_, "writing failed, the previous file is untouched: cannot create '" +
-                                                   temporary_ + "': " + errno_text(errno));
-    ::flock(fd_, LOCK_EX | LOCK_NB);  // marks it in use: cleaners leave it alone
-    sigset_t xfsz;
-    sigemptyset(&xfsz);
-    sigaddset(&xfsz, SIGXFSZ);
-    pthread_sigmask(SIG_BLOCK, &xfsz, &previous_mask_);
-    buffer_.reserve(buffer_capacity + zip_end_record_size);
+TRAINLOOP_DETAIL_API AtomicCheckpointWriter::AtomicCheckpointWriter(std::string path) : path_(std::move(path)) {
+  remove_stale_temporaries(folder_of(path_));
+  temporary_ = path_ + ".tmp-" + std::to_string(::getpid());
+  for (int attempt = 0; attempt < 2 && fd_ < 0; ++attempt) {
+    fd_ = ::open(temporary_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd_ < 0 && errno == EEXIST && attempt == 0) remove_if_unlocked(temporary_);  // an earlier process's, same pid
   }
-  AtomicCheckpointWriter(const AtomicCheckpointWriter&) = delete;
-  AtomicCheckpointWriter& operator=(const AtomicCheckpointWriter&) = delete;
-  ~AtomicCheckpointWriter() {
-    if (fd_ >= 0) ::close(fd_);
-    if (!committed_) ::unlink(temporary_.c_str());
-    // A SIGXFSZ raised by our write is consumed, then the thread's mask is as it was.
-    sigset_t pending, xfsz;
-    sigemptyset(&xfsz);
-    sigaddset(&xfsz, SIGXFSZ);
-    if (sigpending(&pending) == 0 && sigismember(&pending, SIGXFSZ) && !sigismember(&previous_mask_, SIGXFSZ)) {
-      const timespec now{0, 0};
-      sigtimedwait(&xfsz, nullptr, &now);
-    }
-    pthread_sigmask(SIG_SETMASK, &previous_mask_, nullptr);
+  if (fd_ < 0) throw checkpoint_error(path_, "writing failed, the previous file is untouched: cannot create '" +
+                                                 temporary_ + "': " + errno_text(errno));
+  ::flock(fd_, LOCK_EX | LOCK_NB);  // marks it in use: cleaners leave it alone
+  sigset_t xfsz;
+  sigemptyset(&xfsz);
+  sigaddset(&xfsz, SIGXFSZ);
+  pthread_sigmask(SIG_BLOCK, &xfsz, &previous_mask_);
+  buffer_.reserve(buffer_capacity + zip_end_record_size);
+}
+
+TRAINLOOP_DETAIL_API AtomicCheckpointWriter::~AtomicCheckpointWriter() {
+  if (fd_ >= 0) ::close(fd_);
+  if (!committed_) ::unlink(temporary_.c_str());
+  // A SIGXFSZ raised by our write is consumed, then the thread's mask is as it was.
+  sigset_t pending, xfsz;
+  sigemptyset(&xfsz);
+  sigaddset(&xfsz, SIGXFSZ);
+  if (sigpending(&pending) == 0 && sigismember(&pending, SIGXFSZ) && !sigismember(&previous_mask_, SIGXFSZ)) {
+    const timespec now{0, 0};
+    sigtimedwait(&xfsz, nullptr, &now);
   }
+  pthread_sigmask(SIG_SETMASK, &previous_mask_, nullptr);
+}
 
-  std::size_t write(const void* data, std::size_t size) {
-    const char* bytes = static_cast<const char*>(data);
-    if (bytes == nullptr) buffer_.insert(buffer_.end(), size, '\0');  // (padding, should a writer send it so)
-    else buffer_.insert(buffer_.end(), bytes, bytes + size);
-    if (buffer_.size() >= buffer_capacity + zip_end_record_size) flush(buffer_.size() - zip_end_record_size);
-    return size;
-  }
+TRAINLOOP_DETAIL_API std::size_t AtomicCheckpointWriter::write(const void* data, std::size_t size) {
+  const char* bytes = static_cast<const char*>(data);
+  if (bytes == nullptr) buffer_.insert(buffer_.end(), size, '\0');  // (padding, should a writer send it so)
+  else buffer_.insert(buffer_.end(), bytes, bytes + size);
+  if (buffer_.size() >= buffer_capacity + zip_end_record_size) flush(buffer_.size() - zip_end_record_size);
+  return size;
+}
 
-  void commit() {
-    if (buffer_.size() < zip_end_record_size || !is_zip_end_record(buffer_.data() + buffer_.size() - zip_end_record_size) ||
-        zip_comment_length(buffer_.data() + buffer_.size() - zip_end_record_size) != 0)
-      fail_with(0, "LibTorch's archive did not end with a zip end record");
-    set_zip_comment_length(buffer_.data() + buffer_.size() - zip_end_record_size,
-                           static_cast<std::uint16_t>(integrity_record_size));
-    flush(buffer_.size());
-    char record[integrity_record_size + 1];
-    std::snprintf(record, sizeof record, "%s%08" PRIx32 " size=%020" PRIu64, integrity_tag, crc_,
-                  static_cast<std::uint64_t>(written_));
-    buffer_.assign(record, record + integrity_record_size);
-    flush(buffer_.size());
-    if (error_) fail_with(error_, "");
-    if (::fsync(fd_) != 0) fail_with(errno, "fsync: ");
-    const int fd = fd_;
-    fd_ = -1;
-    if (::close(fd) != 0) fail_with(errno, "close: ");
-    if (std::rename(temporary_.c_str(), path_.c_str()) != 0) fail_with(errno, "cannot rename the written file into place: ");
-    committed_ = true;
-    fsync_folder_or_throw(path_);
-  }
+TRAINLOOP_DETAIL_API void AtomicCheckpointWriter::commit() {
+  const char* const no_end_record = "LibTorch's archive did not end with a zip end record";
+  if (buffer_.size() < zip_end_record_size) fail_with(0, no_end_record);
+  char* end_record = buffer_.data() + buffer_.size() - zip_end_record_size;
+  if (!is_zip_end_record(end_record) || zip_comment_length(end_record) != 0) fail_with(0, no_end_record);
+  set_zip_comment_length(end_record, static_cast<std::uint16_t>(integrity_record_size));
+  flush(buffer_.size());
+  char record[integrity_record_size + 1];
+  std::snprintf(record, sizeof record, "%s%08" PRIx32 " size=%020" PRIu64, integrity_tag, crc_,
+                static_cast<std::uint64_t>(written_));
+  buffer_.assign(record, record + integrity_record_size);
+  flush(buffer_.size());
+  if (error_) fail_with(error_, "");
+  if (::fsync(fd_) != 0) fail_with(errno, "fsync: ");
+  const int fd = fd_;
+  fd_ = -1;
+  if (::close(fd) != 0) fail_with(errno, "close: ");
+  if (std::rename(temporary_.c_str(), path_.c_str()) != 0)
+    fail_with(errno, "cannot rename the written file into place: ");
+  committed_ = true;
+  fsync_folder_or_throw(path_);
+}
 
- private:
-  static constexpr std::size_t buffer_capacity = std::size_t{1} << 20;
-
-  // Writes the first n buffered bytes (when no error happened yet), adding them to the CRC.
-  void flush(std::size_t n) {
-    if (!error_) {
-      crc_ = crc32c_update(crc_, buffer_.data(), n);
-      for (std::size_t done = 0; done < n;) {
-        const ssize_t wrote = ::write(fd_, buffer_.data() + done, n - done);
-        if (wrote < 0 && errno == EINTR) continue;
-        if (wrote <= 0) {
-          error_ = wrote < 0 ? errno : EIO;
-          break;
-        }
-        done += static_cast<std::size_t>(wrote);
+TRAINLOOP_DETAIL_API void AtomicCheckpointWriter::flush(std::size_t n) {
+  if (!error_) {
+    crc_ = crc32c_update(crc_, buffer_.data(), n);
+    for (std::size_t done = 0; done < n;) {
+      const ssize_t wrote = ::write(fd_, buffer_.data() + done, n - done);
+      if (wrote < 0 && errno == EINTR) continue;
+      if (wrote <= 0) {
+        error_ = wrote < 0 ? errno : EIO;
+        break;
       }
-      written_ += n;
+      done += static_cast<std::size_t>(wrote);
     }
-    buffer_.erase(buffer_.begin(), buffer_.begin() + static_cast<std::ptrdiff_t>(n));
+    written_ += n;
   }
-  [[noreturn]] void fail_with(int error, const std::string& what) {
-    throw checkpoint_error(path_, "writing failed, the previous file is untouched: " + what +
-                                      (error ? errno_text(error) : std::string()));
-  }
+  buffer_.erase(buffer_.begin(), buffer_.begin() + static_cast<std::ptrdiff_t>(n));
+}
 
-  std::string path_, temporary_;
-  int fd_ = -1;
-  int error_ = 0;
-  bool committed_ = false;
-  std::vector<char> buffer_;
-  std::uint32_t crc_ = 0;
-  std::uint64_t written_ = 0;
-  sigset_t previous_mask_{};
-};
+TRAINLOOP_DETAIL_API void AtomicCheckpointWriter::fail_with(int error, const std::string& what) {
+  throw checkpoint_error(path_, "writing failed, the previous file is untouched: " + what +
+                                    (error ? errno_text(error) : std::string()));
+}
 
 // Reads a checkpoint file whole and verifies its integrity record; returns the archive as LibTorch wrote it (the
 // record stripped). Memory: the file's size.
@@ -6274,7 +6390,7 @@ inline StateDict read_state_dict(torch::serialize::InputArchive& archive) {
   for (const auto& e : strings.toGenericDict()) state[e.key().toStringRef()] = e.value().toStringRef();
   return state;
 }
-inline std::map<std::string, torch::Tensor> named_tensors(const torch::nn::Module& model) {
+TRAINLOOP_DETAIL_API std::map<std::string, torch::Tensor> named_tensors(const torch::nn::Module& model) {
   std::map<std::string, torch::Tensor> tensors;
   for (const auto& p : model.named_parameters()) tensors[p.key()] = p.value();
   for (const auto& b : model.named_buffers()) tensors[b.key()] = b.value();
@@ -6356,15 +6472,10 @@ decltype(auto) reading(const std::string& path, F&& f) {
 }
 }  // namespace detail
 
-/// Writes a checkpoint atomically. `states` are named state dictionaries (keys like "loop", "loader",
-/// "callback/EarlyStopping", "scheduler/0", "hparams"); `tensor_states` named tensor dictionaries (stored on the CPU
-/// side of the archive as saved; keys like "callback/EMA"). A failure (disk full, file-size limit, no permission) is a
-/// CheckpointError naming the path, and the file that was there before stays as it was. A model or tensor state
-/// holding NaN or inf is refused (NonFiniteStateError, nothing written): a diverged run never replaces a good file.
-inline void save_checkpoint(const std::string& path, const torch::nn::Module& model,
-                            const std::vector<std::shared_ptr<torch::optim::Optimizer>>& optimizers = {},
-                            const std::map<std::string, StateDict>& states = {}, bool include_rng = true,
-                            const std::map<std::string, TensorDict>& tensor_states = {}) {
+TRAINLOOP_DETAIL_API void save_checkpoint(const std::string& path, const torch::nn::Module& model,
+                                          const std::vector<std::shared_ptr<torch::optim::Optimizer>>& optimizers,
+                                          const std::map<std::string, StateDict>& states, bool include_rng,
+                                          const std::map<std::string, TensorDict>& tensor_states) {
   const auto weights_by_name = detail::named_tensors(model);
   const std::string bad = detail::first_non_finite(weights_by_name, tensor_states);
   if (!bad.empty())
@@ -6415,17 +6526,10 @@ inline void save_checkpoint(const std::string& path, const torch::nn::Module& mo
   writer.commit();
 }
 
-/// Reads a checkpoint into `model` and `optimizers` (tensors land on the model's device, whatever device saved them;
-/// `map_location` picks where the file's tensors are first loaded) and returns its named states. The file's integrity
-/// record is verified first, then everything is validated before anything is changed: a missing, damaged, truncated
-/// or foreign file, a newer format, a different model (missing or unexpected keys, shape mismatch) or a different
-/// optimizer count is a CheckpointError naming the file and key. With `tensor_states`, the checkpoint's named tensor
-/// dictionaries are put there (loaded to `map_location`).
-inline std::map<std::string, StateDict> load_checkpoint(
+TRAINLOOP_DETAIL_API std::map<std::string, StateDict> load_checkpoint(
     const std::string& path, torch::nn::Module& model,
-    const std::vector<std::shared_ptr<torch::optim::Optimizer>>& optimizers = {},
-    std::optional<torch::Device> map_location = std::nullopt, bool restore_rng = true,
-    std::map<std::string, TensorDict>* tensor_states = nullptr) {
+    const std::vector<std::shared_ptr<torch::optim::Optimizer>>& optimizers, std::optional<torch::Device> map_location,
+    bool restore_rng, std::map<std::string, TensorDict>* tensor_states) {
   torch::serialize::InputArchive archive;
   detail::open_checkpoint(path, archive, map_location);
   return detail::reading(path, [&] {
@@ -6487,19 +6591,17 @@ inline std::map<std::string, StateDict> load_checkpoint(
   });
 }
 
-/// The named state dictionaries of a checkpoint, without a model (to see what a file holds: its loop counters,
-/// ModelCheckpoint's best path, the hyperparameters). Verified like load_checkpoint.
-inline std::map<std::string, StateDict> read_checkpoint_states(const std::string& path) {
+TRAINLOOP_DETAIL_API std::map<std::string, StateDict> read_checkpoint_states(const std::string& path) {
   torch::serialize::InputArchive archive;
   detail::open_checkpoint(path, archive, torch::Device(torch::kCPU));
   return detail::reading(path, [&] { return detail::read_states(archive); });
 }
 
-/// Weights only (parameters and buffers), for export; load them into any module with the same names and shapes,
-/// a plain torch::nn::Module included, with load_checkpoint(path, module).
-inline void save_weights(const std::string& path, const torch::nn::Module& model) {
+TRAINLOOP_DETAIL_API void save_weights(const std::string& path, const torch::nn::Module& model) {
   save_checkpoint(path, model, {}, {}, /*include_rng=*/false);
 }
+
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
 
 TRAINLOOP_DETAIL_END
 // ---- end parts/torch/checkpoint.hpp ----
@@ -6539,49 +6641,53 @@ class Profiler {
     stage_ = stage;
     started_ = Clock::now();
   }
-  void record(const std::string& action, Clock::duration elapsed) {
-    const double s = std::chrono::duration<double>(elapsed).count();
-    Action& a = actions_[action];
-    a.min_s = a.calls == 0 ? s : std::min(a.min_s, s);
-    a.max_s = std::max(a.max_s, s);
-    a.total_s += s;
-    ++a.calls;
-  }
+  TRAINLOOP_DETAIL_API void record(const std::string& action, Clock::duration elapsed);
   const std::map<std::string, Action>& actions() const noexcept { return actions_; }
   /// Wall time since start(): the denominator of the report's percentages.
   double elapsed_s() const { return std::chrono::duration<double>(Clock::now() - started_).count(); }
 
   /// The report: one row per action, the most expensive first. Nested actions (a hook inside the training step)
   /// are counted in both, so percentages need not add up to 100.
-  std::string report() const {
-    std::vector<std::pair<std::string, Action>> rows(actions_.begin(), actions_.end());
-    std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.second.total_s > b.second.total_s; });
-    std::size_t width = 6;
-    for (const auto& row : rows) width = std::max(width, row.first.size());
-    const double total = elapsed_s();
-    std::string out = stage_ + " profiler report (host wall time; total " + format("%.3f", total) + " s)\n";
-    out += pad("Action", width) + " | Mean (s)   | Calls   | Total (s)  | Percent\n";
-    out += std::string(width + 47, '-') + "\n";
-    for (const auto& [name, a] : rows)
-      out += pad(name, width) + " | " + format("%-10.6f", a.total_s / static_cast<double>(a.calls)) + " | " +
-             format("%-7lld", static_cast<long long>(a.calls)) + " | " + format("%-10.4f", a.total_s) + " | " +
-             format("%.1f %%", total > 0 ? 100.0 * a.total_s / total : 0.0) + "\n";
-    return out;
-  }
+  TRAINLOOP_DETAIL_API std::string report() const;
 
  private:
-  template <class T>
-  static std::string format(const char* spec, T value) {
-    char text[64];
-    std::snprintf(text, sizeof text, spec, value);
-    return text;
-  }
-  static std::string pad(const std::string& s, std::size_t width) { return s + std::string(width - s.size(), ' '); }
-
   std::map<std::string, Action> actions_;
   std::string stage_;
   Clock::time_point started_ = Clock::now();
 };
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API void Profiler::record(const std::string& action, Clock::duration elapsed) {
+  const double s = std::chrono::duration<double>(elapsed).count();
+  Action& a = actions_[action];
+  a.min_s = a.calls == 0 ? s : std::min(a.min_s, s);
+  a.max_s = std::max(a.max_s, s);
+  a.total_s += s;
+  ++a.calls;
+}
+
+TRAINLOOP_DETAIL_API std::string Profiler::report() const {
+  const auto format = [](const char* spec, auto value) {
+    char text[64];
+    std::snprintf(text, sizeof text, spec, value);
+    return std::string(text);
+  };
+  std::vector<std::pair<std::string, Action>> rows(actions_.begin(), actions_.end());
+  std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.second.total_s > b.second.total_s; });
+  std::size_t width = 6;
+  for (const auto& row : rows) width = std::max(width, row.first.size());
+  const auto pad = [width](const std::string& s) { return s + std::string(width - s.size(), ' '); };
+  const double total = elapsed_s();
+  std::string out = stage_ + " profiler report (host wall time; total " + format("%.3f", total) + " s)\n";
+  out += pad("Action") + " | Mean (s)   | Calls   | Total (s)  | Percent\n";
+  out += std::string(width + 47, '-') + "\n";
+  for (const auto& [name, a] : rows)
+    out += pad(name) + " | " + format("%-10.6f", a.total_s / static_cast<double>(a.calls)) + " | " +
+           format("%-7lld", static_cast<long long>(a.calls)) + " | " + format("%-10.4f", a.total_s) + " | " +
+           format("%.1f %%", total > 0 ? 100.0 * a.total_s / total : 0.0) + "\n";
+  return out;
+}
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
 
 TRAINLOOP_DETAIL_END
 // ---- end parts/torch/profiler.hpp ----
@@ -8263,59 +8369,7 @@ class TrainerOptions {
   }
 
   /// Rejects contradictory or out-of-range settings, naming the option.
-  void validate() const {
-    auto fail = [](const std::string& what) { return std::invalid_argument("trainloop: TrainerOptions()." + what); };
-    if (max_epochs_ < -2 || max_epochs_ == 0) throw fail("max_epochs(n): n must be positive, or -1 for unlimited");
-    if (min_epochs_ < 0) throw fail("min_epochs(n): n must not be negative");
-    if (max_epochs_ > 0 && min_epochs_ > max_epochs_)
-      throw fail("min_epochs(" + std::to_string(min_epochs_) + ") exceeds max_epochs(" + std::to_string(max_epochs_) + ")");
-    if (max_steps_ < -1 || max_steps_ == 0) throw fail("max_steps(n): n must be positive, or -1 for unlimited");
-    if (min_steps_ < 0) throw fail("min_steps(n): n must not be negative");
-    if (max_steps_ > 0 && min_steps_ > max_steps_)
-      throw fail("min_steps(" + std::to_string(min_steps_) + ") exceeds max_steps(" + std::to_string(max_steps_) + ")");
-    if (max_time_.count() < 0) throw fail("max_time(t): t must not be negative");
-    const std::pair<const char*, const BatchLimit*> limits[] = {
-        {"limit_train_batches", &limit_train_batches_}, {"limit_val_batches", &limit_val_batches_},
-        {"limit_test_batches", &limit_test_batches_},   {"limit_predict_batches", &limit_predict_batches_},
-        {"overfit_batches", &overfit_batches_}};
-    for (const auto& [name, limit] : limits) {
-      if (limit->count() && *limit->count() < 0) throw fail(std::string(name) + "(n): n must not be negative");
-      if (limit->fraction() && (*limit->fraction() < 0.0 || *limit->fraction() > 1.0))
-        throw fail(std::string(name) + "(f): a fraction must be in [0, 1]; give an integer to count batches");
-    }
-    if (overfit_batches_.is_set() && (limit_train_batches_.is_set() || limit_val_batches_.is_set()))
-      throw fail("overfit_batches cannot be combined with limit_train_batches or limit_val_batches");
-    if (fast_dev_run_ < 0) throw fail("fast_dev_run(n): n must not be negative");
-    if (val_check_fraction_ <= 0.0 || val_check_fraction_ > 1.0)
-      throw fail("val_check_interval(f): a fraction must be in (0, 1]; give an integer for a number of steps");
-    if (val_check_batches_ && *val_check_batches_ < 1) throw fail("val_check_interval(n): n must be at least 1");
-    if (val_every_n_optimizer_steps_ && *val_every_n_optimizer_steps_ < 1)
-      throw fail("val_every_n_optimizer_steps(n): n must be at least 1");
-    if (check_val_every_n_epoch_ && *check_val_every_n_epoch_ < 1)
-      throw fail("check_val_every_n_epoch(n): n must be at least 1 (std::nullopt: count val_check_interval across epochs)");
-    if (!check_val_every_n_epoch_ && !val_check_batches_)
-      throw fail("check_val_every_n_epoch(std::nullopt) needs an integer val_check_interval(n) to validate by");
-    if (num_sanity_val_steps_ < -1) throw fail("num_sanity_val_steps(n): n must be -1 (all) or more");
-    if (accumulate_grad_batches_ < 1) throw fail("accumulate_grad_batches(n): n must be at least 1");
-    if (gradient_clip_val_ < 0) throw fail("gradient_clip_val(v): v must not be negative");
-    if (log_every_n_steps_ < 1) throw fail("log_every_n_steps(n): n must be at least 1");
-    parse_precision(precision_);
-    if (strategy_ != "auto" && strategy_ != "ddp" && strategy_ != "single")
-      throw fail("strategy(\"" + strategy_ + "\"): not one of \"auto\", \"ddp\", \"single\"");
-    if (devices_ < 0) throw fail("devices(n): n must not be negative (0: what the launcher started)");
-    if (strategy_ == "single" && devices_ > 1) throw fail("strategy(\"single\") runs one process; drop devices(n > 1)");
-    if (!with_distributed && (strategy_ == "ddp" || devices_ > 1))
-      throw fail(std::string(strategy_ == "ddp" ? "strategy(\"ddp\")" : "devices(" + std::to_string(devices_) + ")") +
-                 " needs data-parallel training: define TRAINLOOP_WITH_DISTRIBUTED=1 (CMake: "
-                 "-DTRAINLOOP_WITH_DISTRIBUTED=ON) and link c10d's Gloo (LibTorch's Torch target does)");
-#if TRAINLOOP_WITH_AMP
-    if (grad_scaler_) grad_scaler_->validate();
-#endif
-    if (barebones_ && enable_progress_bar_.value_or(false))
-      throw fail("barebones(true) turns the progress bar off; drop enable_progress_bar(true)");
-    if (barebones_ && enable_model_summary_.value_or(false))
-      throw fail("barebones(true) turns the model summary off; drop enable_model_summary(true)");
-  }
+  TRAINLOOP_DETAIL_API void validate() const;
 
  private:
   double val_check_fraction_ = 1.0;
@@ -8323,6 +8377,62 @@ class TrainerOptions {
   std::optional<bool> enable_progress_bar_, enable_model_summary_;
   bool barebones_ = false;
 };
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API void TrainerOptions::validate() const {
+  auto fail = [](const std::string& what) { return std::invalid_argument("trainloop: TrainerOptions()." + what); };
+  if (max_epochs_ < -2 || max_epochs_ == 0) throw fail("max_epochs(n): n must be positive, or -1 for unlimited");
+  if (min_epochs_ < 0) throw fail("min_epochs(n): n must not be negative");
+  if (max_epochs_ > 0 && min_epochs_ > max_epochs_)
+    throw fail("min_epochs(" + std::to_string(min_epochs_) + ") exceeds max_epochs(" + std::to_string(max_epochs_) + ")");
+  if (max_steps_ < -1 || max_steps_ == 0) throw fail("max_steps(n): n must be positive, or -1 for unlimited");
+  if (min_steps_ < 0) throw fail("min_steps(n): n must not be negative");
+  if (max_steps_ > 0 && min_steps_ > max_steps_)
+    throw fail("min_steps(" + std::to_string(min_steps_) + ") exceeds max_steps(" + std::to_string(max_steps_) + ")");
+  if (max_time_.count() < 0) throw fail("max_time(t): t must not be negative");
+  const std::pair<const char*, const BatchLimit*> limits[] = {
+      {"limit_train_batches", &limit_train_batches_}, {"limit_val_batches", &limit_val_batches_},
+      {"limit_test_batches", &limit_test_batches_},   {"limit_predict_batches", &limit_predict_batches_},
+      {"overfit_batches", &overfit_batches_}};
+  for (const auto& [name, limit] : limits) {
+    if (limit->count() && *limit->count() < 0) throw fail(std::string(name) + "(n): n must not be negative");
+    if (limit->fraction() && (*limit->fraction() < 0.0 || *limit->fraction() > 1.0))
+      throw fail(std::string(name) + "(f): a fraction must be in [0, 1]; give an integer to count batches");
+  }
+  if (overfit_batches_.is_set() && (limit_train_batches_.is_set() || limit_val_batches_.is_set()))
+    throw fail("overfit_batches cannot be combined with limit_train_batches or limit_val_batches");
+  if (fast_dev_run_ < 0) throw fail("fast_dev_run(n): n must not be negative");
+  if (val_check_fraction_ <= 0.0 || val_check_fraction_ > 1.0)
+    throw fail("val_check_interval(f): a fraction must be in (0, 1]; give an integer for a number of steps");
+  if (val_check_batches_ && *val_check_batches_ < 1) throw fail("val_check_interval(n): n must be at least 1");
+  if (val_every_n_optimizer_steps_ && *val_every_n_optimizer_steps_ < 1)
+    throw fail("val_every_n_optimizer_steps(n): n must be at least 1");
+  if (check_val_every_n_epoch_ && *check_val_every_n_epoch_ < 1)
+    throw fail("check_val_every_n_epoch(n): n must be at least 1 (std::nullopt: count val_check_interval across epochs)");
+  if (!check_val_every_n_epoch_ && !val_check_batches_)
+    throw fail("check_val_every_n_epoch(std::nullopt) needs an integer val_check_interval(n) to validate by");
+  if (num_sanity_val_steps_ < -1) throw fail("num_sanity_val_steps(n): n must be -1 (all) or more");
+  if (accumulate_grad_batches_ < 1) throw fail("accumulate_grad_batches(n): n must be at least 1");
+  if (gradient_clip_val_ < 0) throw fail("gradient_clip_val(v): v must not be negative");
+  if (log_every_n_steps_ < 1) throw fail("log_every_n_steps(n): n must be at least 1");
+  parse_precision(precision_);
+  if (strategy_ != "auto" && strategy_ != "ddp" && strategy_ != "single")
+    throw fail("strategy(\"" + strategy_ + "\"): not one of \"auto\", \"ddp\", \"single\"");
+  if (devices_ < 0) throw fail("devices(n): n must not be negative (0: what the launcher started)");
+  if (strategy_ == "single" && devices_ > 1) throw fail("strategy(\"single\") runs one process; drop devices(n > 1)");
+  if (!with_distributed && (strategy_ == "ddp" || devices_ > 1))
+    throw fail(std::string(strategy_ == "ddp" ? "strategy(\"ddp\")" : "devices(" + std::to_string(devices_) + ")") +
+               " needs data-parallel training: define TRAINLOOP_WITH_DISTRIBUTED=1 (CMake: "
+               "-DTRAINLOOP_WITH_DISTRIBUTED=ON) and link c10d's Gloo (LibTorch's Torch target does)");
+#if TRAINLOOP_WITH_AMP
+  if (grad_scaler_) grad_scaler_->validate();
+#endif
+  if (barebones_ && enable_progress_bar_.value_or(false))
+    throw fail("barebones(true) turns the progress bar off; drop enable_progress_bar(true)");
+  if (barebones_ && enable_model_summary_.value_or(false))
+    throw fail("barebones(true) turns the model summary off; drop enable_model_summary(true)");
+}
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
+
 #undef TRAINLOOP_DETAIL_OPTION
 
 TRAINLOOP_DETAIL_END
@@ -8456,13 +8566,7 @@ class ProgressBar {
     std::optional<bool> terminal;        ///< force terminal or plain mode; default: isatty(stream)
   };
   ProgressBar() : ProgressBar(Options{}) {}
-  explicit ProgressBar(Options options) : options_(options) {
-#if defined(__unix__) || defined(__APPLE__)
-    terminal_ = options_.terminal.value_or(isatty(fileno(options_.stream)) == 1);
-#else
-    terminal_ = options_.terminal.value_or(false);
-#endif
-  }
+  TRAINLOOP_DETAIL_API explicit ProgressBar(Options options);
 
   template <class T, class M>
   void on_train_epoch_start(T& trainer, M&) {
@@ -8586,61 +8690,76 @@ class ProgressBar {
     }
   }
 
-  static std::string clock_text(double seconds) {
-    if (!std::isfinite(seconds) || seconds < 0) return "?";
-    const auto s = static_cast<long long>(seconds + 0.5);
-    char text[32];
-    if (s >= 3600) std::snprintf(text, sizeof text, "%lld:%02lld:%02lld", s / 3600, (s / 60) % 60, s % 60);
-    else std::snprintf(text, sizeof text, "%02lld:%02lld", s / 60, s % 60);
-    return text;
-  }
+  TRAINLOOP_DETAIL_API static std::string clock_text(double seconds);
 
-  void render(const Bar& bar, const std::map<std::string, double>& metrics, bool final_line) const {
-    const double elapsed = std::chrono::duration<double>(Clock::now() - bar.start).count();
-    const double rate = elapsed > 0 ? static_cast<double>(bar.n) / elapsed : 0.0;
-    std::string line = bar.description + ": ";
-    char buffer[96];
-    if (bar.total && *bar.total > 0) {
-      const double fraction = std::min(1.0, static_cast<double>(bar.n) / static_cast<double>(*bar.total));
-      std::snprintf(buffer, sizeof buffer, "%3d%%", static_cast<int>(100 * fraction));
-      line += buffer;
-      if (terminal_) {
-        static const char* const eighths[] = {"", "\u258F", "\u258E", "\u258D", "\u258C", "\u258B", "\u258A", "\u2589"};
-        const int cells = static_cast<int>(fraction * options_.bar_width * 8);
-        line += "|";
-        for (int i = 0; i < cells / 8; ++i) line += "\u2588";
-        int used = cells / 8;
-        if (used < options_.bar_width) {
-          line += eighths[cells % 8];
-          used += 1;
-        }
-        line += std::string(static_cast<std::size_t>(options_.bar_width - used), ' ') + "|";
-      }
-      std::snprintf(buffer, sizeof buffer, " %lld/%lld [%s<%s, %.2fit/s", static_cast<long long>(bar.n),
-                    static_cast<long long>(*bar.total), clock_text(elapsed).c_str(),
-                    clock_text(rate > 0 ? static_cast<double>(*bar.total - bar.n) / rate : -1).c_str(), rate);
-    } else {
-      std::snprintf(buffer, sizeof buffer, "%lld [%s, %.2fit/s", static_cast<long long>(bar.n),
-                    clock_text(elapsed).c_str(), rate);
-    }
-    line += buffer;
-    for (const auto& [name, value] : metrics) {
-      std::snprintf(buffer, sizeof buffer, ", %s=%.4g", name.c_str(), value);
-      line += buffer;
-    }
-    line += "]";
-    if (terminal_) {
-      std::fprintf(options_.stream, "\r\033[K%s%s", line.c_str(), final_line ? "\n" : "");
-    } else {
-      std::fprintf(options_.stream, "%s\n", line.c_str());
-    }
-    std::fflush(options_.stream);
-  }
+  TRAINLOOP_DETAIL_API void render(const Bar& bar, const std::map<std::string, double>& metrics,
+                                   bool final_line) const;
 
   Options options_;
   bool terminal_ = false;
   Bar train_, eval_;
 };
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API std::string ProgressBar::clock_text(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0) return "?";
+  const auto s = static_cast<long long>(seconds + 0.5);
+  char text[32];
+  if (s >= 3600) std::snprintf(text, sizeof text, "%lld:%02lld:%02lld", s / 3600, (s / 60) % 60, s % 60);
+  else std::snprintf(text, sizeof text, "%02lld:%02lld", s / 60, s % 60);
+  return text;
+}
+
+TRAINLOOP_DETAIL_API void ProgressBar::render(const Bar& bar, const std::map<std::string, double>& metrics,
+                                              bool final_line) const {
+  const double elapsed = std::chrono::duration<double>(Clock::now() - bar.start).count();
+  const double rate = elapsed > 0 ? static_cast<double>(bar.n) / elapsed : 0.0;
+  std::string line = bar.description + ": ";
+  char buffer[96];
+  if (bar.total && *bar.total > 0) {
+    const double fraction = std::min(1.0, static_cast<double>(bar.n) / static_cast<double>(*bar.total));
+    std::snprintf(buffer, sizeof buffer, "%3d%%", static_cast<int>(100 * fraction));
+    line += buffer;
+    if (terminal_) {
+      static const char* const eighths[] = {"", "\u258F", "\u258E", "\u258D", "\u258C", "\u258B", "\u258A", "\u2589"};
+      const int cells = static_cast<int>(fraction * options_.bar_width * 8);
+      line += "|";
+      for (int i = 0; i < cells / 8; ++i) line += "\u2588";
+      int used = cells / 8;
+      if (used < options_.bar_width) {
+        line += eighths[cells % 8];
+        used += 1;
+      }
+      line += std::string(static_cast<std::size_t>(options_.bar_width - used), ' ') + "|";
+    }
+    std::snprintf(buffer, sizeof buffer, " %lld/%lld [%s<%s, %.2fit/s", static_cast<long long>(bar.n),
+                  static_cast<long long>(*bar.total), clock_text(elapsed).c_str(),
+                  clock_text(rate > 0 ? static_cast<double>(*bar.total - bar.n) / rate : -1).c_str(), rate);
+  } else {
+    std::snprintf(buffer, sizeof buffer, "%lld [%s, %.2fit/s", static_cast<long long>(bar.n),
+                  clock_text(elapsed).c_str(), rate);
+  }
+  line += buffer;
+  for (const auto& [name, value] : metrics) {
+    std::snprintf(buffer, sizeof buffer, ", %s=%.4g", name.c_str(), value);
+    line += buffer;
+  }
+  line += "]";
+  if (terminal_) {
+    std::fprintf(options_.stream, "\r\033[K%s%s", line.c_str(), final_line ? "\n" : "");
+  } else {
+    std::fprintf(options_.stream, "%s\n", line.c_str());
+  }
+  std::fflush(options_.stream);
+}
+TRAINLOOP_DETAIL_API ProgressBar::ProgressBar(Options options) : options_(options) {
+#if defined(__unix__) || defined(__APPLE__)
+  terminal_ = options_.terminal.value_or(isatty(fileno(options_.stream)) == 1);
+#else
+  terminal_ = options_.terminal.value_or(false);
+#endif
+}
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
 
 TRAINLOOP_DETAIL_END
 // ---- end parts/torch/callbacks/progress_bar.hpp ----
@@ -8674,63 +8793,692 @@ class ModelSummary {
   };
 
   /// The numbers behind the table, for tests and tools.
-  static Summary summarize(const torch::nn::Module& module) {
-    Summary s;
-    for (const auto& child : module.named_children()) {
-      Row row{child.key(), short_type(child.value()->name()), 0};
-      for (const auto& p : child.value()->parameters()) row.parameters += p.numel();
-      s.rows.push_back(row);
-    }
-    for (const auto& p : module.parameters()) {
-      (p.requires_grad() ? s.trainable : s.non_trainable) += p.numel();
-      s.megabytes += static_cast<double>(p.numel() * static_cast<std::int64_t>(p.element_size())) / 1e6;
-    }
-    return s;
-  }
+  TRAINLOOP_DETAIL_API static Summary summarize(const torch::nn::Module& module);
 
-  void print(const torch::nn::Module& module) const {
-    const Summary s = summarize(module);
-    std::size_t name_width = 4, type_width = 4;
-    for (const auto& r : s.rows) {
-      name_width = std::max(name_width, r.name.size());
-      type_width = std::max(type_width, r.type.size());
-    }
-    std::fprintf(stream_, "  | %-*s | %-*s | Params\n", static_cast<int>(name_width), "Name", static_cast<int>(type_width),
-                 "Type");
-    std::fprintf(stream_, "%s\n", std::string(name_width + type_width + 20, '-').c_str());
-    for (std::size_t i = 0; i < s.rows.size(); ++i)
-      std::fprintf(stream_, "%zu | %-*s | %-*s | %s\n", i, static_cast<int>(name_width), s.rows[i].name.c_str(),
-                   static_cast<int>(type_width), s.rows[i].type.c_str(), human(s.rows[i].parameters).c_str());
-    std::fprintf(stream_, "%s\n", std::string(name_width + type_width + 20, '-').c_str());
-    std::fprintf(stream_, "%-10s Trainable params\n%-10s Non-trainable params\n%-10s Total params\n%-10.3f Total estimated model params size (MB)\n",
-                 human(s.trainable).c_str(), human(s.non_trainable).c_str(), human(s.trainable + s.non_trainable).c_str(),
-                 s.megabytes);
-    std::fflush(stream_);
-  }
+  TRAINLOOP_DETAIL_API void print(const torch::nn::Module& module) const;
 
   /// "torch::nn::LinearImpl" -> "Linear", "my::Net" -> "Net".
-  static std::string short_type(std::string type) {
-    const auto colon = type.rfind("::");
-    if (colon != std::string::npos) type = type.substr(colon + 2);
-    if (type.size() > 4 && type.compare(type.size() - 4, 4, "Impl") == 0) type.resize(type.size() - 4);
-    return type;
-  }
+  TRAINLOOP_DETAIL_API static std::string short_type(std::string type);
   /// Lightning's style: 101 K, 1.2 M.
-  static std::string human(std::int64_t n) {
-    char text[32];
-    if (n < 1000) std::snprintf(text, sizeof text, "%lld", static_cast<long long>(n));
-    else if (n < 1000000) std::snprintf(text, sizeof text, "%.1f K", static_cast<double>(n) / 1e3);
-    else if (n < 1000000000) std::snprintf(text, sizeof text, "%.1f M", static_cast<double>(n) / 1e6);
-    else std::snprintf(text, sizeof text, "%.1f B", static_cast<double>(n) / 1e9);
-    return text;
-  }
+  TRAINLOOP_DETAIL_API static std::string human(std::int64_t n);
 
  private:
   std::FILE* stream_;
 };
 
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API ModelSummary::Summary ModelSummary::summarize(const torch::nn::Module& module) {
+  Summary s;
+  for (const auto& child : module.named_children()) {
+    Row row{child.key(), short_type(child.value()->name()), 0};
+    for (const auto& p : child.value()->parameters()) row.parameters += p.numel();
+    s.rows.push_back(row);
+  }
+  for (const auto& p : module.parameters()) {
+    (p.requires_grad() ? s.trainable : s.non_trainable) += p.numel();
+    s.megabytes += static_cast<double>(p.numel() * static_cast<std::int64_t>(p.element_size())) / 1e6;
+  }
+  return s;
+}
+
+TRAINLOOP_DETAIL_API void ModelSummary::print(const torch::nn::Module& module) const {
+  const Summary s = summarize(module);
+  std::size_t name_width = 4, type_width = 4;
+  for (const auto& r : s.rows) {
+    name_width = std::max(name_width, r.name.size());
+    type_width = std::max(type_width, r.type.size());
+  }
+  std::fprintf(stream_, "  | %-*s | %-*s | Params\n", static_cast<int>(name_width), "Name", static_cast<int>(type_width),
+               "Type");
+  std::fprintf(stream_, "%s\n", std::string(name_width + type_width + 20, '-').c_str());
+  for (std::size_t i = 0; i < s.rows.size(); ++i)
+    std::fprintf(stream_, "%zu | %-*s | %-*s | %s\n", i, static_cast<int>(name_width), s.rows[i].name.c_str(),
+                 static_cast<int>(type_width), s.rows[i].type.c_str(), human(s.rows[i].parameters).c_str());
+  std::fprintf(stream_, "%s\n", std::string(name_width + type_width + 20, '-').c_str());
+  std::fprintf(stream_, "%-10s Trainable params\n%-10s Non-trainable params\n%-10s Total params\n%-10.3f Total estimated model params size (MB)\n",
+               human(s.trainable).c_str(), human(s.non_trainable).c_str(), human(s.trainable + s.non_trainable).c_str(),
+               s.megabytes);
+  std::fflush(stream_);
+}
+
+TRAINLOOP_DETAIL_API std::string ModelSummary::short_type(std::string type) {
+  const auto colon = type.rfind("::");
+  if (colon != std::string::npos) type = type.substr(colon + 2);
+  if (type.size() > 4 && type.compare(type.size() - 4, 4, "Impl") == 0) type.resize(type.size() - 4);
+  return type;
+}
+
+TRAINLOOP_DETAIL_API std::string ModelSummary::human(std::int64_t n) {
+  char text[32];
+  if (n < 1000) std::snprintf(text, sizeof text, "%lld", static_cast<long long>(n));
+  else if (n < 1000000) std::snprintf(text, sizeof text, "%.1f K", static_cast<double>(n) / 1e3);
+  else if (n < 1000000000) std::snprintf(text, sizeof text, "%.1f M", static_cast<double>(n) / 1e6);
+  else std::snprintf(text, sizeof text, "%.1f B", static_cast<double>(n) / 1e9);
+  return text;
+}
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
+
 TRAINLOOP_DETAIL_END
 // ---- end parts/torch/callbacks/model_summary.hpp ----
+// ---- begin parts/torch/trainer_core.hpp ----
+// trainloop: TrainerCore, what every Trainer is whatever its callbacks: the options, the loop's counters and logged
+// values, the optimizers and schedulers, the profiler, the process group, and the parts of the loop that do not depend
+// on the module, the data or the callbacks (stage setup, optimizer-step bookkeeping, publishing logged values,
+// checkpoint state). These are ordinary functions: instantiated once rather than per Trainer type, and compiled once
+// for a whole program under TRAINLOOP_IMPLEMENTATION. The Trainer (trainer.hpp) derives from it.
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+TRAINLOOP_DETAIL_BEGIN
+
+/// The Trainer's state and its type-independent members: a Trainer<Callbacks...> is a TrainerCore, and callbacks may
+/// take either.
+class TrainerCore {
+ public:
+  const TrainerOptions& options() const noexcept { return options_; }
+  /// 0-based epoch while running; after fit, the number of epochs run.
+  std::int64_t current_epoch() const noexcept { return current_epoch_; }
+  /// Optimizer steps taken (not batches: with accumulate_grad_batches(4), one step per 4 batches).
+  std::int64_t global_step() const noexcept { return global_step_; }
+  /// Optimizer steps the loss scaler skipped ("16-mixed": inf/NaN gradients). They do not count in global_step and do
+  /// not step the per-step schedulers.
+  std::int64_t skipped_steps() const noexcept { return skipped_steps_; }
+  /// Whether the last optimizer step was skipped by the loss scaler.
+  bool last_step_skipped() const noexcept { return last_step_skipped_; }
+#if TRAINLOOP_WITH_AMP
+  /// The loss scaler ("16-mixed", or grad_scaler(GradScalerOptions()) with "bf16-mixed") once a stage has started;
+  /// nullptr without one.
+  amp::GradScaler* grad_scaler() noexcept { return precision_.grad_scaler(); }
+#endif
+  /// Training batches run, over all epochs.
+  std::int64_t total_batches() const noexcept { return total_batches_; }
+  /// The batch index within the current epoch (0-based).
+  std::int64_t batch_idx() const noexcept { return batch_idx_; }
+  std::optional<std::int64_t> max_epochs() const { return options_.effective_max_epochs(); }
+  std::optional<std::int64_t> num_training_batches() const noexcept { return num_training_batches_; }
+  std::optional<std::int64_t> num_val_batches() const noexcept { return num_val_batches_; }
+  std::optional<std::int64_t> num_test_batches() const noexcept { return num_test_batches_; }
+  std::optional<std::int64_t> num_predict_batches() const noexcept { return num_predict_batches_; }
+  Stage stage() const noexcept { return stage_; }
+  /// Inside fit (validation runs included), as opposed to a standalone validate/test/predict.
+  bool fitting() const noexcept { return fitting_; }
+  bool sanity_checking() const noexcept { return sanity_checking_; }
+  torch::Device device() const noexcept { return device_; }
+  /// Ask fit to stop (early stopping): honoured at the next batch end once min_epochs and min_steps are reached.
+  bool should_stop() const noexcept { return should_stop_; }
+  void should_stop(bool stop) noexcept { should_stop_ = stop; }
+  /// Stop fit right after the current batch, whatever the minimums: no more batches and no epoch end
+  /// (on_train_end and on_fit_end still run). A checkpoint saved just before resumes mid-epoch, exactly.
+  void terminate() noexcept { terminate_requested_ = true; }
+  /// Latest values (device tensors) for callbacks: step values during an epoch, epoch values after it.
+  const std::map<std::string, torch::Tensor>& callback_metrics() const noexcept { return callback_metrics_; }
+  /// What loggers receive: step values every log_every_n_steps ("name" or "name_step") and epoch values
+  /// ("name" or "name_epoch"), as in Lightning.
+  const std::map<std::string, torch::Tensor>& logged_metrics() const noexcept { return logged_metrics_; }
+  /// The prog_bar metrics read to the host now (this is the one place the progress bar syncs).
+  TRAINLOOP_DETAIL_API std::map<std::string, double> progress_bar_metrics() const;
+  /// Hands values to the loggers in the pack (LearningRateMonitor does): they join the next record, written at the
+  /// end of the current training batch (or evaluation, or stage).
+  void log_metrics(const std::map<std::string, double>& values) {
+    for (const auto& [name, value] : values) pending_host_log_[name] = value;
+  }
+  /// Whether the optimizer step about to happen ends on a logging step (every log_every_n_steps).
+  bool logging_next_step() const noexcept { return (global_step_ + 1) % options_.log_every_n_steps() == 0; }
+  /// Batches whose gradients add up to one optimizer step; starts at the option, a callback may change it
+  /// (GradientAccumulationScheduler does at epoch starts).
+  std::int64_t accumulate_grad_batches() const noexcept { return accumulate_grad_batches_; }
+  void accumulate_grad_batches(std::int64_t n) {
+    if (n < 1) throw std::invalid_argument("trainloop: Trainer::accumulate_grad_batches(n): n must be at least 1");
+    accumulate_grad_batches_ = n;
+  }
+  /// What configure_optimizers returned, during and after fit.
+  const Optimizers& optimizers() const noexcept { return optimizers_; }
+  /// What the profiler measured in the last stage (TrainerOptions().profiler(true)).
+  const Profiler& profiler() const noexcept { return profiler_; }
+  /// Writes a checkpoint of the fit in progress, or of the last fit after it returned (the module must still be
+  /// alive; resuming it with a larger max_epochs continues exactly): the model, the optimizers, the loop's counters
+  /// and where in the loop it stands, the schedulers', callbacks' and training data's states, the values callbacks
+  /// monitor, the RNG. Atomic; see save_checkpoint. With weights_only, the model's parameters and buffers alone.
+  /// A model holding NaN or inf is refused (NonFiniteStateError), except while the fit is terminating (TerminateOnNan),
+  /// when the save is skipped: a diverged run never replaces a good checkpoint.
+  /// Returns whether the file was written (false: skipped, see above).
+  /// Under data-parallel training rank 0 writes and every rank waits until the file is complete (call it on every
+  /// rank, as callbacks do).
+  TRAINLOOP_DETAIL_API bool save_checkpoint(const std::string& path, bool weights_only = false);
+
+  // --- data-parallel training (one process: rank 0 of 1) ---------------------------------------------------------
+
+  /// This process's rank among all the job's processes.
+  int global_rank() const noexcept {
+#if TRAINLOOP_WITH_DISTRIBUTED
+    if (group_) return group_->rank();
+#endif
+    return 0;
+  }
+  /// The job's processes.
+  int world_size() const noexcept {
+#if TRAINLOOP_WITH_DISTRIBUTED
+    if (group_) return group_->size();
+#endif
+    return 1;
+  }
+  /// This process's rank on its machine.
+  int local_rank() const noexcept {
+#if TRAINLOOP_WITH_DISTRIBUTED
+    if (group_) return group_->local_rank();
+#endif
+    return 0;
+  }
+  /// Rank 0 writes logs, checkpoints and the progress bar.
+  bool is_global_zero() const noexcept { return global_rank() == 0; }
+  /// Whether `decision` holds on every rank (all = true) or on at least one (all = false): callbacks that take a
+  /// branch every rank must take with them (stop, save) agree through it. `decision` itself in a single process.
+  bool reduce_decision(bool decision, bool all) {
+#if TRAINLOOP_WITH_DISTRIBUTED
+    if (group_) return group_->agree(decision, all);
+#endif
+    (void)all;
+    return decision;
+  }
+  /// Waits until every rank arrives (nothing in a single process).
+  void barrier() {
+#if TRAINLOOP_WITH_DISTRIBUTED
+    if (group_) group_->barrier();
+#endif
+  }
+#if TRAINLOOP_WITH_DISTRIBUTED
+  /// The process group once a stage ran data-parallel; nullptr otherwise.
+  distributed::ProcessGroup* process_group() noexcept { return group_.get(); }
+  /// The gradient synchronisation while fit runs data-parallel; nullptr otherwise.
+  distributed::DistributedDataParallel* ddp() noexcept { return ddp_.get(); }
+#endif
+
+ protected:
+  using Clock = std::chrono::steady_clock;
+  static constexpr std::size_t index(Stage s) { return static_cast<std::size_t>(s); }
+
+  // Where in the loop a fit stands. Checkpoints record it, and a resumed fit first does what was left at that point,
+  // so it ends where the uninterrupted fit would (README: "what resumes exactly").
+  enum class LoopPoint : std::int64_t {
+    in_batch = 0,          // inside a training batch, before on_train_batch_end: not an exact resume point
+    batch_end = 1,         // on_train_batch_end: the batch's stop checks and validation are still to come
+    batch_validation = 2,  // inside that validation, before its on_validation_end: it runs again
+    between_batches = 3,   // nothing left of the batch (or of the epoch)
+    epoch_validation = 4,  // inside the epoch-end validation (data of unknown size), before its on_validation_end:
+                           // it runs again
+    epoch_hooks = 5,       // on_validation_end of that validation: on_train_epoch_end and the rest to come
+    epoch_rest = 6,        // checkpointing callbacks' on_train_epoch_end: the epoch's schedulers and stop to come
+    training_done = 7,     // on_train_end, on_fit_end, after fit
+  };
+
+
+  TrainerCore(TrainerOptions options, bool has_loggers) : options_(std::move(options)), has_loggers_(has_loggers) {
+    options_.validate();
+  }
+
+  // --- stages ----------------------------------------------------------------------------------------------------
+
+  // What every stage does before the module's hooks run: allocator, seed, determinism, device, data-parallel group,
+  // precision, the module's runtime view (its log() target, the stage), the profiler, no values pending.
+  TRAINLOOP_DETAIL_API void prepare_stage(Stage stage, const std::string& stage_name);
+
+  // The first stage that wants several ranks joins (or, with devices(n) and no launcher, starts) them; the group
+  // stays for the Trainer's later stages (init() also makes the metrics reduce over it). Each rank takes its own
+  // CUDA device.
+  TRAINLOOP_DETAIL_API void setup_distributed();
+  // An epoch value logged with sync_dist, over every rank's batches: a mean is the ranks' weighted sums over their
+  // weights (exactly the mean over all batches), sum/max/min reduce as named.
+  TRAINLOOP_DETAIL_API torch::Tensor epoch_value_across_ranks(const MetricStore::Entry& e);
+
+  TRAINLOOP_DETAIL_API void report_profile();
+
+
+  // Runs f, timed under the action when profiling: a name from profiler_actions, or a function returning a name
+  // built once (so nothing is built while the profiler is off).
+  template <class Action, class F>
+  decltype(auto) profiled(const Action& action, F&& f) {
+    if (!profiling_) return f();
+    struct Scope {
+      Profiler& profiler;
+      const std::string& action;
+      Profiler::Clock::time_point start = Profiler::Clock::now();
+      ~Scope() { profiler.record(action, Profiler::Clock::now() - start); }
+    };
+    if constexpr (std::is_invocable_v<const Action&>) {
+      Scope scope{profiler_, action()};
+      return f();
+    } else {
+      Scope scope{profiler_, action};
+      return f();
+    }
+  }
+
+  // --- checkpoint state --------------------------------------------------------------------------------------------
+
+  // The loop's own states in a checkpoint (the callbacks' are added by the Trainer): the training Engine's, the
+  // counters, where the loop stands, the loss scaler, the epoch's running sums, the data's position, the schedulers.
+  TRAINLOOP_DETAIL_API std::map<std::string, StateDict> loop_states();
+  // What callbacks monitor and the epoch's running sums: a resumed fit ranks, stops and reports as the first did.
+  TRAINLOOP_DETAIL_API std::map<std::string, TensorDict> loop_tensor_states() const;
+
+  // A state's own load error (a missing key in a DataLoader's state) names the checkpoint and the state's key too.
+  template <class F>
+  static void restoring(const std::string& path, const std::string& key, F&& load) {
+    try {
+      load();
+    } catch (const std::exception& error) {
+      throw CheckpointError("trainloop: checkpoint '" + path + "': key '" + key + "': " + error.what());
+    }
+  }
+
+  // Restoring a checkpoint, in Lightning's two phases: the model and the callbacks before on_fit_start, the loop's
+  // counters and the rest of the training state after it.
+  struct LoadedCheckpoint {
+    std::map<std::string, StateDict> states;
+    std::map<std::string, TensorDict> tensors;
+    const StateDict& need(const std::string& path, const std::string& key) const {
+      auto it = states.find(key);
+      if (it == states.end())
+        throw CheckpointError("trainloop: checkpoint '" + path + "': key '" + key + "' is missing (not written by fit?)");
+      return it->second;
+    }
+  };
+
+
+  // The counters, where the loop stood, the loss scaler, the values callbacks monitor, the epoch's running sums and
+  // the schedulers, from a checkpoint (the training data's position is the Trainer's, which knows the data's type).
+  TRAINLOOP_DETAIL_API void restore_loop_state(const std::string& path, const LoadedCheckpoint& loaded);
+
+  // --- optimisation ------------------------------------------------------------------------------------------------
+
+  // What configure_optimizers returned, checked (`module` names it in errors), and handed to the module's runtime.
+  TRAINLOOP_DETAIL_API void check_optimizers(const std::string& module, bool automatic_optimization);
+
+  // Device-side clipping: no host sync (LibTorch's clip_grad_norm_ returns the norm as a double, which syncs).
+  TRAINLOOP_DETAIL_API static void clip_gradients(torch::optim::Optimizer& optimizer, double limit, ClipAlgorithm algorithm);
+
+  // After optimizer steps: the accumulation window closes; a step taken counts and steps the schedulers that run per
+  // step, a step the loss scaler skipped does neither.
+  TRAINLOOP_DETAIL_API void count_optimizer_step(bool stepped);
+  TRAINLOOP_DETAIL_API void step_schedulers(Interval interval, std::int64_t counter);
+
+
+  // --- logged values -------------------------------------------------------------------------------------------------
+
+  // Step values into callback_metrics (always) and logged_metrics (every log_every_n_steps): tensors, no host sync.
+  // Training step values reach the loggers on logging steps; evaluation step values stay out of the loggers (their
+  // step does not advance), as their epoch values go in.
+  TRAINLOOP_DETAIL_API void publish_step_values(MetricStore& store);
+  TRAINLOOP_DETAIL_API void publish_epoch_values(MetricStore& store);
+
+
+  // The values waiting for the loggers, read to the host with one transfer, plus "epoch"; nothing stays pending.
+  // This is where logging syncs the device, and only when something is written.
+  TRAINLOOP_DETAIL_API std::map<std::string, double> take_log_record();
+  // The epoch values a validate/test run published, read to the host.
+  TRAINLOOP_DETAIL_API std::map<std::string, double> host_values(const MetricStore& store) const;
+
+
+  TrainerOptions options_;
+  bool has_loggers_;  // the Trainer's callbacks include a logger: logged values are kept for it
+  torch::Device device_ = torch::Device(torch::kCPU);
+  Stage stage_ = Stage::train;
+  bool sanity_checking_ = false;
+  bool fitting_ = false;
+  bool should_stop_ = false;
+  bool terminate_requested_ = false;
+  std::int64_t current_epoch_ = 0, global_step_ = 0, total_batches_ = 0, batch_idx_ = 0;
+  std::int64_t batches_since_step_ = 0;  // batches whose gradients wait for the next optimizer step
+  detail::PrecisionPolicy precision_;      // autocast and loss scaling ("16-mixed", "bf16-mixed"), or nothing ("32")
+  std::int64_t skipped_steps_ = 0;
+  bool last_step_skipped_ = false;
+  std::optional<std::int64_t> num_training_batches_, num_val_batches_, num_test_batches_, num_predict_batches_;
+  std::array<MetricStore, 4> metrics_;  // one per Stage: train, validate (the sanity check too), test, predict
+  std::map<std::string, torch::Tensor> callback_metrics_, logged_metrics_;
+  Optimizers optimizers_;
+  detail::ModuleRuntime runtime_;
+  // While fitting: the training Engine, how to save, and the training data's position (when it has one).
+  EngineCore* train_engine_ = nullptr;
+  std::optional<StateDict> final_loop_state_;  // the training Engine's state once it is gone (after training)
+  LoopPoint loop_point_ = LoopPoint::between_batches;
+  bool stop_after_epoch_ = false;    // a stop condition was met: the epoch ends, then the fit
+  bool skip_rest_of_epoch_ = false;  // on_train_batch_start returned -1
+  std::function<bool(const std::string&, bool)> save_;
+  std::function<void(const SchedulerConfig&, std::optional<double>)> scheduler_step_;
+  std::function<StateDict()> train_data_state_;
+  std::int64_t accumulate_grad_batches_ = 1;
+  std::map<std::string, torch::Tensor> pending_log_;  // logged values waiting for the next record to the loggers
+  std::map<std::string, double> pending_host_log_;    // values callbacks handed over with log_metrics()
+  Profiler profiler_;
+  bool profiling_ = false;
+#if TRAINLOOP_WITH_DISTRIBUTED
+  std::shared_ptr<distributed::ProcessGroup> group_;
+  std::unique_ptr<distributed::DistributedDataParallel> ddp_;
+#endif
+};
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API std::map<std::string, double> TrainerCore::progress_bar_metrics() const {
+  std::map<std::string, double> values;
+  for (const auto& store : metrics_)
+    for (const auto& [name, entry] : store.entries()) {
+      if (!entry.prog_bar) continue;
+      auto it = callback_metrics_.find(name);
+      if (it != callback_metrics_.end() && it->second.defined()) values[name] = it->second.template item<double>();
+    }
+  if (precision_.scaling() && stage_ == Stage::train) values["skipped_steps"] = static_cast<double>(skipped_steps_);
+  return values;
+}
+
+TRAINLOOP_DETAIL_API bool TrainerCore::save_checkpoint(const std::string& path, bool weights_only) {
+  if (!save_) throw std::logic_error("trainloop: Trainer::save_checkpoint(\"" + path + "\") needs a fit in progress or done");
+  if (world_size() == 1) return save_(path, weights_only);
+  bool written = true;
+  std::exception_ptr error;
+  if (is_global_zero()) {
+    try {
+      written = save_(path, weights_only);
+    } catch (...) {
+      error = std::current_exception();
+    }
+  }
+  barrier();  // no rank reads (or resumes from) a checkpoint before it is complete
+  if (error) std::rethrow_exception(error);
+  return written;
+}
+
+TRAINLOOP_DETAIL_API void TrainerCore::prepare_stage(Stage stage, const std::string& stage_name) {
+  if (options_.tune_malloc()) tune_glibc_malloc();
+  if (options_.seed()) torch::manual_seed(*options_.seed());
+  if (options_.deterministic()) {
+    at::globalContext().setDeterministicAlgorithms(true, false);
+    at::globalContext().setDeterministicCuDNN(true);
+    at::globalContext().setBenchmarkCuDNN(false);
+  }
+  device_ = parse_accelerator(options_.accelerator());
+  setup_distributed();
+  precision_.setup(options_, device_);
+#if TRAINLOOP_WITH_DISTRIBUTED && TRAINLOOP_WITH_AMP
+  if (group_ && precision_.grad_scaler())  // every rank skips the same steps ("16-mixed")
+    precision_.grad_scaler()->set_found_inf_reducer(
+        [group = group_](torch::Tensor& found) { group->all_reduce(found, distributed::ReduceOp::max); });
+#endif
+  stage_ = stage;
+  runtime_ = detail::ModuleRuntime{};
+  runtime_.metrics = &metrics_[index(stage)];
+  runtime_.stage = stage;
+  runtime_.device = device_;
+  runtime_.current_epoch = current_epoch_;
+  runtime_.global_step = global_step_;
+  runtime_.clip_gradients = &TrainerCore::clip_gradients;
+  profiling_ = options_.profiler();
+  if (profiling_) profiler_.start(stage_name);
+  pending_log_.clear();
+  pending_host_log_.clear();
+}
+
+TRAINLOOP_DETAIL_API void TrainerCore::setup_distributed() {
+#if TRAINLOOP_WITH_DISTRIBUTED
+  if (!group_ && options_.strategy() != "single") {
+    const distributed::Environment env = distributed::detect_environment();
+    if (options_.strategy() == "ddp" || options_.devices() > 1 || env.world_size > 1) {
+      group_ = distributed::default_group();
+      if (!group_) {
+        distributed::InitOptions init = options_.process_group();
+        if (options_.devices() > 0) init.processes(options_.devices());
+        group_ = distributed::init(init.device(device_), env);
+      }
+    }
+  }
+  if (group_ && device_.is_cuda()) device_ = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(group_->local_rank()));
+#endif
+}
+
+TRAINLOOP_DETAIL_API torch::Tensor TrainerCore::epoch_value_across_ranks(const MetricStore::Entry& e) {
+  torch::Tensor value = MetricStore::epoch_value(e);
+#if TRAINLOOP_WITH_DISTRIBUTED
+  if (!group_ || group_->size() == 1 || !e.sync_dist || e.metric_compute || !value.defined()) return value;
+  if (e.reduce == Reduce::mean) {
+    torch::Tensor sums = torch::stack({e.accumulated.reshape({}), torch::full({}, e.weight, e.accumulated.options())});
+    group_->all_reduce(sums, distributed::ReduceOp::sum);
+    return sums[0] / sums[1];
+  }
+  value = value.clone();
+  group_->all_reduce(value, e.reduce == Reduce::sum   ? distributed::ReduceOp::sum
+                            : e.reduce == Reduce::max ? distributed::ReduceOp::max
+                                                      : distributed::ReduceOp::min);
+#endif
+  return value;
+}
+
+TRAINLOOP_DETAIL_API void TrainerCore::report_profile() {
+  const std::string report = profiler_.report();
+  if (options_.profiler_path().empty()) {
+    std::fputs(report.c_str(), stderr);
+    return;
+  }
+  std::FILE* file = std::fopen(options_.profiler_path().c_str(), "a");
+  if (!file)
+    throw std::runtime_error("trainloop: profiler_path '" + options_.profiler_path() + "': " + std::strerror(errno));
+  std::fputs(report.c_str(), file);
+  std::fclose(file);
+}
+
+TRAINLOOP_DETAIL_API std::map<std::string, StateDict> TrainerCore::loop_states() {
+  std::map<std::string, StateDict> states;
+  if (train_engine_) states["loop"] = train_engine_->state.state_dict();
+  else if (final_loop_state_) states["loop"] = *final_loop_state_;
+  auto flag = [](bool b) { return std::int64_t{b ? 1 : 0}; };
+  states["trainer"] = {{"global_step", global_step_},
+                       {"total_batches", total_batches_},
+                       {"batches_since_step", batches_since_step_},
+                       {"current_epoch", current_epoch_},
+                       {"accumulate_grad_batches", accumulate_grad_batches_},
+                       {"loop_point", static_cast<std::int64_t>(loop_point_)},
+                       {"should_stop", flag(should_stop_)},
+                       {"stop_after_epoch", flag(stop_after_epoch_)},
+                       {"skip_rest_of_epoch", flag(skip_rest_of_epoch_)},
+                       {"skipped_steps", skipped_steps_},
+                       {"last_step_skipped", flag(last_step_skipped_)}};
+  if (precision_.scaling()) states["precision/grad_scaler"] = precision_.state_dict();
+  states["trainer/train_epoch_sums"] = metrics_[index(Stage::train)].epoch_state();
+  if (train_data_state_) states["train_data"] = train_data_state_();
+  for (std::size_t i = 0; i < optimizers_.size(); ++i)
+    if (const auto& s = optimizers_[i].scheduler())
+      if (auto state = s->state_dict()) states["scheduler/" + std::to_string(i)] = *state;
+  return states;
+}
+
+TRAINLOOP_DETAIL_API std::map<std::string, TensorDict> TrainerCore::loop_tensor_states() const {
+  std::map<std::string, TensorDict> tensors;
+  tensors["trainer/callback_metrics"] = TensorDict(callback_metrics_.begin(), callback_metrics_.end());
+  tensors["trainer/train_epoch_sums"] = metrics_[index(Stage::train)].epoch_sums();
+  return tensors;
+}
+
+TRAINLOOP_DETAIL_API void TrainerCore::restore_loop_state(const std::string& path, const LoadedCheckpoint& loaded) {
+  const StateDict& counters = loaded.need(path, "trainer");
+  auto count = [&](const char* key) {
+    auto it = counters.find(key);
+    if (it == counters.end() || !std::holds_alternative<std::int64_t>(it->second))
+      throw CheckpointError("trainloop: checkpoint '" + path + "': key 'trainer/" + key + "' is missing");
+    return std::get<std::int64_t>(it->second);
+  };
+  global_step_ = count("global_step");
+  total_batches_ = count("total_batches");
+  batches_since_step_ = count("batches_since_step");
+  current_epoch_ = count("current_epoch");
+  accumulate_grad_batches_ = count("accumulate_grad_batches");
+  const std::int64_t point = count("loop_point");
+  if (point < 0 || point > static_cast<std::int64_t>(LoopPoint::training_done))
+    throw CheckpointError("trainloop: checkpoint '" + path + "': key 'trainer/loop_point' is " + std::to_string(point) +
+                          ", not a point this trainloop knows");
+  loop_point_ = static_cast<LoopPoint>(point);
+  should_stop_ = count("should_stop") != 0;
+  stop_after_epoch_ = count("stop_after_epoch") != 0;
+  skip_rest_of_epoch_ = count("skip_rest_of_epoch") != 0;
+  skipped_steps_ = counters.count("skipped_steps") ? count("skipped_steps") : 0;  // absent from older checkpoints
+  last_step_skipped_ = counters.count("last_step_skipped") && count("last_step_skipped") != 0;
+  if (precision_.scaling()) {
+    const std::string key = "precision/grad_scaler";
+    const StateDict& scaler = loaded.need(path, key);
+    restoring(path, key, [&] { precision_.load_state_dict(scaler); });
+  }
+  auto metrics = loaded.tensors.find("trainer/callback_metrics");
+  if (metrics != loaded.tensors.end()) callback_metrics_.insert(metrics->second.begin(), metrics->second.end());
+  auto sums = loaded.tensors.find("trainer/train_epoch_sums");
+  metrics_[index(Stage::train)].load_epoch_state(loaded.need(path, "trainer/train_epoch_sums"),
+                                                 sums != loaded.tensors.end() ? sums->second : TensorDict{}, path);
+  runtime_.global_step = global_step_;
+  runtime_.current_epoch = current_epoch_;
+  for (std::size_t i = 0; i < optimizers_.size(); ++i)
+    if (const auto& s = optimizers_[i].scheduler()) {
+      auto it = loaded.states.find("scheduler/" + std::to_string(i));
+      if (it != loaded.states.end()) restoring(path, it->first, [&] { s->load_state_dict(it->second); });
+    }
+}
+
+TRAINLOOP_DETAIL_API void TrainerCore::check_optimizers(const std::string& module, bool automatic_optimization) {
+  for (std::size_t i = 0; i < optimizers_.size(); ++i) {
+    const auto& config = optimizers_[i];
+    if (!config.optimizer())
+      throw std::invalid_argument("trainloop: " + module + "::configure_optimizers() returned a null optimizer (entry " +
+                                  std::to_string(i) + ")");
+    if (const auto& s = config.scheduler()) {
+      if (!s->monitor().empty() && !s->can_step_on_metric())
+        throw std::invalid_argument("trainloop: the scheduler of optimizer " + std::to_string(i) + " monitors '" +
+                                    s->monitor() + "' but has no step(double metric)");
+      if (s->monitor().empty() && !s->can_step_plainly())
+        throw std::invalid_argument("trainloop: the scheduler of optimizer " + std::to_string(i) +
+                                    " only has step(double metric); give it a metric with .monitor(\"name\")");
+    }
+  }
+  if (automatic_optimization && optimizers_.empty())
+    throw std::invalid_argument("trainloop: " + module +
+                                " has no optimizer: its configure_optimizers() must return one (for example "
+                                "std::make_shared<torch::optim::Adam>(parameters())), or switch to manual "
+                                "optimisation with automatic_optimization(false)");
+  runtime_.optimizers.clear();
+  for (const auto& config : optimizers_) runtime_.optimizers.push_back(config.optimizer());
+}
+
+TRAINLOOP_DETAIL_API void TrainerCore::clip_gradients(torch::optim::Optimizer& optimizer, double limit, ClipAlgorithm algorithm) {
+  if (limit <= 0) return;
+  std::vector<torch::Tensor> grads;
+  for (auto& group : optimizer.param_groups())
+    for (auto& p : group.params())
+      if (p.grad().defined()) grads.push_back(p.grad());
+  if (grads.empty()) return;
+  torch::NoGradGuard no_grad;
+  if (algorithm == ClipAlgorithm::value) {
+    for (auto& g : grads) g.clamp_(-limit, limit);
+    return;
+  }
+  std::vector<torch::Tensor> norms;
+  norms.reserve(grads.size());
+  for (auto& g : grads) norms.push_back(g.norm(2).to(torch::kFloat32));
+  const torch::Tensor total = torch::stack(norms).norm(2);
+  const torch::Tensor scale = (limit / (total + 1e-6)).clamp_max(1.0);
+  for (auto& g : grads) g.mul_(scale.to(g.dtype()));
+}
+
+TRAINLOOP_DETAIL_API void TrainerCore::count_optimizer_step(bool stepped) {
+  batches_since_step_ = 0;
+  last_step_skipped_ = !stepped;
+  if (!stepped) {
+    ++skipped_steps_;
+    return;
+  }
+  ++global_step_;
+  runtime_.global_step = global_step_;
+  step_schedulers(Interval::step, global_step_);
+}
+
+TRAINLOOP_DETAIL_API void TrainerCore::step_schedulers(Interval interval, std::int64_t counter) {
+  for (std::size_t i = 0; i < optimizers_.size(); ++i) {
+    const auto& s = optimizers_[i].scheduler();
+    if (!s || s->interval() != interval || counter % s->frequency() != 0) continue;
+    if (s->monitor().empty()) {
+      scheduler_step_(*s, std::nullopt);
+      continue;
+    }
+    auto it = callback_metrics_.find(s->monitor());
+    if (it == callback_metrics_.end()) {
+      std::string logged;
+      for (const auto& entry : callback_metrics_) logged += (logged.empty() ? "" : ", ") + entry.first;
+      throw std::runtime_error("trainloop: the scheduler of optimizer " + std::to_string(i) + " monitors '" +
+                               s->monitor() + "', which was not logged (logged: " +
+                               (logged.empty() ? "nothing" : logged) + ")");
+    }
+    scheduler_step_(*s, it->second.item<double>());
+  }
+}
+
+TRAINLOOP_DETAIL_API void TrainerCore::publish_step_values(MetricStore& store) {
+  const bool log_now = global_step_ % options_.log_every_n_steps() == 0;
+  const bool to_loggers = has_loggers_ && &store == &metrics_[index(Stage::train)];
+  if (to_loggers && log_now && precision_.scaling()) pending_host_log_["skipped_steps"] = static_cast<double>(skipped_steps_);
+  store.take_step_values([&](const std::string& name, const MetricStore::Entry& e) {
+    callback_metrics_[name] = e.step_value;
+    if (!e.logger || !log_now) return;
+    const std::string logged = e.on_epoch ? name + "_step" : name;
+    logged_metrics_[logged] = e.step_value;
+    if (to_loggers) pending_log_[logged] = e.step_value;
+  });
+}
+
+TRAINLOOP_DETAIL_API void TrainerCore::publish_epoch_values(MetricStore& store) {
+  for (const auto& [name, e] : store.entries()) {
+    torch::Tensor value = epoch_value_across_ranks(e);
+    if (!value.defined()) continue;
+    callback_metrics_[name] = value;
+    if (!e.logger) continue;
+    const std::string logged = e.on_step ? name + "_epoch" : name;
+    logged_metrics_[logged] = value;
+    if (has_loggers_) pending_log_[logged] = value;
+  }
+  store.reset_logged_metrics();
+}
+
+TRAINLOOP_DETAIL_API std::map<std::string, double> TrainerCore::take_log_record() {
+  std::map<std::string, double> record = std::move(pending_host_log_);
+  if (!pending_log_.empty()) {
+    std::vector<torch::Tensor> values;
+    for (const auto& entry : pending_log_) values.push_back(entry.second.detach().reshape({}).to(torch::kFloat64));
+    const torch::Tensor host = torch::stack(values).to(torch::kCPU);
+    const double* data = host.data_ptr<double>();
+    std::size_t i = 0;
+    for (const auto& entry : pending_log_) record[entry.first] = data[i++];
+  }
+  record["epoch"] = static_cast<double>(current_epoch_);
+  pending_log_.clear();
+  pending_host_log_.clear();
+  return record;
+}
+
+TRAINLOOP_DETAIL_API std::map<std::string, double> TrainerCore::host_values(const MetricStore& store) const {
+  std::map<std::string, double> values;
+  for (const auto& [name, e] : store.entries()) {
+    auto it = callback_metrics_.find(name);
+    if (e.on_epoch && e.logged_this_epoch && it != callback_metrics_.end())
+      values[name] = it->second.item<double>();
+  }
+  return values;
+}
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
+
+TRAINLOOP_DETAIL_END
+// ---- end parts/torch/trainer_core.hpp ----
 // ---- begin parts/torch/trainer.hpp ----
 // trainloop: the Trainer, Lightning's face, built on the Engine. Training is an Engine whose step runs Lightning's
 // batch procedure and whose events drive the epoch-level hooks; validation, test and predict are Engines too.
@@ -8914,169 +9662,24 @@ namespace tags = lightning_tags;
 /// The Trainer: `Trainer trainer(TrainerOptions().max_epochs(5), MyCallback{});` then
 /// `trainer.fit(model, train_data, val_data)`, `trainer.test(model, test_data)`.
 ///
-/// Callbacks are a compile-time pack: types declaring any Lightning callback hooks (taking trainer&, module&, ...)
-/// and/or Engine hooks (they then receive the training Engine's events). A ProgressBar and a ModelSummary are added
+/// Callbacks are a compile-time pack: types declaring any Lightning callback hooks (taking trainer&, module&, ...; a
+/// TrainerCore& and a torch::nn::Module& serve every Trainer and module) and/or Engine hooks (they then receive the training Engine's events). A ProgressBar and a ModelSummary are added
 /// unless options turn them off or the pack has its own.
 template <class... Callbacks>
-class Trainer {
+class Trainer : public TrainerCore {
  public:
   explicit Trainer(TrainerOptions options = TrainerOptions(), Callbacks... callbacks)
-      : options_(std::move(options)), callbacks_(std::move(callbacks)...) {
-    options_.validate();
+      : TrainerCore(std::move(options), has_loggers), callbacks_(std::move(callbacks)...) {
     static_assert((detail::check_lightning_names<detail::unwrap_reference_t<Callbacks>>() && ... && true));
     builtin_progress_bar_ = options_.enable_progress_bar() && !has_callback_type<ProgressBar>();
     builtin_model_summary_ = options_.enable_model_summary() && !has_callback_type<ModelSummary>();
   }
 
-  // --- what callbacks and modules read ---------------------------------------------------------------------------
-  const TrainerOptions& options() const noexcept { return options_; }
-  /// 0-based epoch while running; after fit, the number of epochs run.
-  std::int64_t current_epoch() const noexcept { return current_epoch_; }
-  /// Optimizer steps taken (not batches: with accumulate_grad_batches(4), one step per 4 batches).
-  std::int64_t global_step() const noexcept { return global_step_; }
-  /// Optimizer steps the loss scaler skipped ("16-mixed": inf/NaN gradients). They do not count in global_step and do
-  /// not step the per-step schedulers.
-  std::int64_t skipped_steps() const noexcept { return skipped_steps_; }
-  /// Whether the last optimizer step was skipped by the loss scaler.
-  bool last_step_skipped() const noexcept { return last_step_skipped_; }
-#if TRAINLOOP_WITH_AMP
-  /// The loss scaler ("16-mixed", or grad_scaler(GradScalerOptions()) with "bf16-mixed") once a stage has started;
-  /// nullptr without one.
-  amp::GradScaler* grad_scaler() noexcept { return precision_.grad_scaler(); }
-#endif
-  /// Training batches run, over all epochs.
-  std::int64_t total_batches() const noexcept { return total_batches_; }
-  /// The batch index within the current epoch (0-based).
-  std::int64_t batch_idx() const noexcept { return batch_idx_; }
-  std::optional<std::int64_t> max_epochs() const { return options_.effective_max_epochs(); }
-  std::optional<std::int64_t> num_training_batches() const noexcept { return num_training_batches_; }
-  std::optional<std::int64_t> num_val_batches() const noexcept { return num_val_batches_; }
-  std::optional<std::int64_t> num_test_batches() const noexcept { return num_test_batches_; }
-  std::optional<std::int64_t> num_predict_batches() const noexcept { return num_predict_batches_; }
-  Stage stage() const noexcept { return stage_; }
-  /// Inside fit (validation runs included), as opposed to a standalone validate/test/predict.
-  bool fitting() const noexcept { return fitting_; }
-  bool sanity_checking() const noexcept { return sanity_checking_; }
-  torch::Device device() const noexcept { return device_; }
-  /// Ask fit to stop (early stopping): honoured at the next batch end once min_epochs and min_steps are reached.
-  bool should_stop() const noexcept { return should_stop_; }
-  void should_stop(bool stop) noexcept { should_stop_ = stop; }
-  /// Stop fit right after the current batch, whatever the minimums: no more batches and no epoch end
-  /// (on_train_end and on_fit_end still run). A checkpoint saved just before resumes mid-epoch, exactly.
-  void terminate() noexcept { terminate_requested_ = true; }
-  /// Latest values (device tensors) for callbacks: step values during an epoch, epoch values after it.
-  const std::map<std::string, torch::Tensor>& callback_metrics() const noexcept { return callback_metrics_; }
-  /// What loggers receive: step values every log_every_n_steps ("name" or "name_step") and epoch values
-  /// ("name" or "name_epoch"), as in Lightning.
-  const std::map<std::string, torch::Tensor>& logged_metrics() const noexcept { return logged_metrics_; }
-  /// The prog_bar metrics read to the host now (this is the one place the progress bar syncs).
-  std::map<std::string, double> progress_bar_metrics() const {
-    std::map<std::string, double> values;
-    for (const auto& store : metrics_)
-      for (const auto& [name, entry] : store.entries()) {
-        if (!entry.prog_bar) continue;
-        auto it = callback_metrics_.find(name);
-        if (it != callback_metrics_.end() && it->second.defined()) values[name] = it->second.template item<double>();
-      }
-    if (precision_.scaling() && stage_ == Stage::train) values["skipped_steps"] = static_cast<double>(skipped_steps_);
-    return values;
-  }
-  /// Hands values to the loggers in the pack (LearningRateMonitor does): they join the next record, written at the
-  /// end of the current training batch (or evaluation, or stage).
-  void log_metrics(const std::map<std::string, double>& values) {
-    for (const auto& [name, value] : values) pending_host_log_[name] = value;
-  }
-  /// Whether the optimizer step about to happen ends on a logging step (every log_every_n_steps).
-  bool logging_next_step() const noexcept { return (global_step_ + 1) % options_.log_every_n_steps() == 0; }
-  /// Batches whose gradients add up to one optimizer step; starts at the option, a callback may change it
-  /// (GradientAccumulationScheduler does at epoch starts).
-  std::int64_t accumulate_grad_batches() const noexcept { return accumulate_grad_batches_; }
-  void accumulate_grad_batches(std::int64_t n) {
-    if (n < 1) throw std::invalid_argument("trainloop: Trainer::accumulate_grad_batches(n): n must be at least 1");
-    accumulate_grad_batches_ = n;
-  }
-  /// What configure_optimizers returned, during and after fit.
-  const Optimizers& optimizers() const noexcept { return optimizers_; }
-  /// What the profiler measured in the last stage (TrainerOptions().profiler(true)).
-  const Profiler& profiler() const noexcept { return profiler_; }
   std::tuple<Callbacks...>& callbacks() noexcept { return callbacks_; }
   template <class C>
   C& callback() noexcept {
     return detail::unwrap(std::get<C>(callbacks_));
   }
-
-  /// Writes a checkpoint of the fit in progress, or of the last fit after it returned (the module must still be
-  /// alive; resuming it with a larger max_epochs continues exactly): the model, the optimizers, the loop's counters
-  /// and where in the loop it stands, the schedulers', callbacks' and training data's states, the values callbacks
-  /// monitor, the RNG. Atomic; see save_checkpoint. With weights_only, the model's parameters and buffers alone.
-  /// A model holding NaN or inf is refused (NonFiniteStateError), except while the fit is terminating (TerminateOnNan),
-  /// when the save is skipped: a diverged run never replaces a good checkpoint.
-  /// Returns whether the file was written (false: skipped, see above).
-  /// Under data-parallel training rank 0 writes and every rank waits until the file is complete (call it on every
-  /// rank, as callbacks do).
-  bool save_checkpoint(const std::string& path, bool weights_only = false) {
-    if (!save_) throw std::logic_error("trainloop: Trainer::save_checkpoint(\"" + path + "\") needs a fit in progress or done");
-    if (world_size() == 1) return save_(path, weights_only);
-    bool written = true;
-    std::exception_ptr error;
-    if (is_global_zero()) {
-      try {
-        written = save_(path, weights_only);
-      } catch (...) {
-        error = std::current_exception();
-      }
-    }
-    barrier();  // no rank reads (or resumes from) a checkpoint before it is complete
-    if (error) std::rethrow_exception(error);
-    return written;
-  }
-
-  // --- data-parallel training (one process: rank 0 of 1) ---------------------------------------------------------
-
-  /// This process's rank among all the job's processes.
-  int global_rank() const noexcept {
-#if TRAINLOOP_WITH_DISTRIBUTED
-    if (group_) return group_->rank();
-#endif
-    return 0;
-  }
-  /// The job's processes.
-  int world_size() const noexcept {
-#if TRAINLOOP_WITH_DISTRIBUTED
-    if (group_) return group_->size();
-#endif
-    return 1;
-  }
-  /// This process's rank on its machine.
-  int local_rank() const noexcept {
-#if TRAINLOOP_WITH_DISTRIBUTED
-    if (group_) return group_->local_rank();
-#endif
-    return 0;
-  }
-  /// Rank 0 writes logs, checkpoints and the progress bar.
-  bool is_global_zero() const noexcept { return global_rank() == 0; }
-  /// Whether `decision` holds on every rank (all = true) or on at least one (all = false): callbacks that take a
-  /// branch every rank must take with them (stop, save) agree through it. `decision` itself in a single process.
-  bool reduce_decision(bool decision, bool all) {
-#if TRAINLOOP_WITH_DISTRIBUTED
-    if (group_) return group_->agree(decision, all);
-#endif
-    (void)all;
-    return decision;
-  }
-  /// Waits until every rank arrives (nothing in a single process).
-  void barrier() {
-#if TRAINLOOP_WITH_DISTRIBUTED
-    if (group_) group_->barrier();
-#endif
-  }
-#if TRAINLOOP_WITH_DISTRIBUTED
-  /// The process group once a stage ran data-parallel; nullptr otherwise.
-  distributed::ProcessGroup* process_group() noexcept { return group_.get(); }
-  /// The gradient synchronisation while fit runs data-parallel; nullptr otherwise.
-  distributed::DistributedDataParallel* ddp() noexcept { return ddp_.get(); }
-#endif
 
   // --- entry points ------------------------------------------------------------------------------------------------
 
@@ -9136,11 +9739,8 @@ class Trainer {
   }
 
  private:
-  using Clock = std::chrono::steady_clock;
   template <class>
   friend struct detail::EvalHooks;
-
-  static constexpr std::size_t index(Stage s) { return static_cast<std::size_t>(s); }
 
   // --- entry points' bodies: the data is made (a data hook called) once setup and configure_model have run --------
 
@@ -9298,20 +9898,6 @@ class Trainer {
     if constexpr (with_tensors) h.on_load_checkpoint(owner..., tensors);
   }
 
-  // Where in the loop a fit stands. Checkpoints record it, and a resumed fit first does what was left at that point,
-  // so it ends where the uninterrupted fit would (README: "what resumes exactly").
-  enum class LoopPoint : std::int64_t {
-    in_batch = 0,          // inside a training batch, before on_train_batch_end: not an exact resume point
-    batch_end = 1,         // on_train_batch_end: the batch's stop checks and validation are still to come
-    batch_validation = 2,  // inside that validation, before its on_validation_end: it runs again
-    between_batches = 3,   // nothing left of the batch (or of the epoch)
-    epoch_validation = 4,  // inside the epoch-end validation (data of unknown size), before its on_validation_end:
-                           // it runs again
-    epoch_hooks = 5,       // on_validation_end of that validation: on_train_epoch_end and the rest to come
-    epoch_rest = 6,        // checkpointing callbacks' on_train_epoch_end: the epoch's schedulers and stop to come
-    training_done = 7,     // on_train_end, on_fit_end, after fit
-  };
-
   template <class C>
   static constexpr bool has_callback_type() {
     return (std::is_same_v<detail::unwrap_reference_t<Callbacks>, C> || ... || false);
@@ -9349,22 +9935,29 @@ class Trainer {
   template <class C>
   static constexpr bool rank_zero_only_v =
       detail::is_logger<C>() || std::is_same_v<C, ProgressBar> || std::is_same_v<C, ModelSummary>;
+  // Whether the pack has a callback of group G: a hook with none costs no instantiation at all (most Trainers have
+  // few callbacks, and every hook asks every group).
+  template <detail::CallbackGroup G>
+  static constexpr bool has_group_v = ((detail::callback_group<detail::unwrap_reference_t<Callbacks>>() == G) || ... ||
+                                       false);
   template <detail::CallbackGroup G, class F>
-  void for_each_callback_in(F&& f) {
-    std::apply(
-        [&](auto&... cb) {
-          [[maybe_unused]] auto visit = [&](auto& callback) {
-            using C = std::decay_t<decltype(callback)>;
-            if constexpr (detail::callback_group<C>() == G) {
-              if constexpr (rank_zero_only_v<C>) {
-                if (!is_global_zero()) return;
+  void for_each_callback_in([[maybe_unused]] F&& f) {
+    if constexpr (has_group_v<G>) {
+      std::apply(
+          [&](auto&... cb) {
+            [[maybe_unused]] auto visit = [&](auto& callback) {
+              using C = std::decay_t<decltype(callback)>;
+              if constexpr (detail::callback_group<C>() == G) {
+                if constexpr (rank_zero_only_v<C>) {
+                  if (!is_global_zero()) return;
+                }
+                f(callback);
               }
-              f(callback);
-            }
-          };
-          (visit(detail::unwrap(cb)), ...);
-        },
-        callbacks_);
+            };
+            (visit(detail::unwrap(cb)), ...);
+          },
+          callbacks_);
+    }
   }
   template <class Tag, class C, class Module, class... Args>
   void call_callback(C& callback, Module& module, Args&... args) {
@@ -9391,25 +9984,6 @@ class Trainer {
       return std::monostate{};
     }
   }
-  // Runs f, timed under the action when profiling: a name from profiler_actions, or a function returning a name
-  // built once (so nothing is built while the profiler is off).
-  template <class Action, class F>
-  decltype(auto) profiled(const Action& action, F&& f) {
-    if (!profiling_) return f();
-    struct Scope {
-      Profiler& profiler;
-      const std::string& action;
-      Profiler::Clock::time_point start = Profiler::Clock::now();
-      ~Scope() { profiler.record(action, Profiler::Clock::now() - start); }
-    };
-    if constexpr (std::is_invocable_v<const Action&>) {
-      Scope scope{profiler_, action()};
-      return f();
-    } else {
-      Scope scope{profiler_, action};
-      return f();
-    }
-  }
   // Profiler action names, each built once: "[Callback]ProgressBar.on_train_batch_end", "[LightningModule]Net.training_step".
   template <class Tag, class Owner>
   static auto hook_action(const char* kind) {
@@ -9431,35 +10005,13 @@ class Trainer {
 
   template <class Module, class Body>
   void run_stage(Module& module, Stage stage, const std::string& stage_name, Body&& body) {
-    if (options_.tune_malloc()) tune_glibc_malloc();
-    if (options_.seed()) torch::manual_seed(*options_.seed());
-    if (options_.deterministic()) {
-      at::globalContext().setDeterministicAlgorithms(true, false);
-      at::globalContext().setDeterministicCuDNN(true);
-      at::globalContext().setBenchmarkCuDNN(false);
-    }
-    device_ = parse_accelerator(options_.accelerator());
-    setup_distributed();
-    precision_.setup(options_, device_);
-#if TRAINLOOP_WITH_DISTRIBUTED && TRAINLOOP_WITH_AMP
-    if (group_ && precision_.grad_scaler())  // every rank skips the same steps ("16-mixed")
-      precision_.grad_scaler()->set_found_inf_reducer(
-          [group = group_](torch::Tensor& found) { group->all_reduce(found, distributed::ReduceOp::max); });
-#endif
+    prepare_stage(stage, stage_name);
     module.to(device_);
-    stage_ = stage;
-    runtime_ = detail::ModuleRuntime{};
-    runtime_.metrics = &metrics_[index(stage)];
-    runtime_.stage = stage;
-    runtime_.device = device_;
-    runtime_.current_epoch = current_epoch_;
-    runtime_.global_step = global_step_;
     runtime_.backward = [this, &module](torch::Tensor& loss) { backward(module, loss); };
     runtime_.step = [this, &module](torch::optim::Optimizer& optimizer) {
       count_optimizer_step(step_optimizer(module, optimizer, false));
     };
     runtime_.zero_grad = [this, &module](torch::optim::Optimizer& optimizer) { zero_grad(module, optimizer, false); };
-    runtime_.clip_gradients = &Trainer::clip_gradients;
     // Lightning's lr_scheduler_step(scheduler, metric): the module steps its schedulers itself when it has one.
     using SchedulerStep = detail::lightning_hook<detail::tags::lr_scheduler_step>;
     SchedulerStep::template check_module<Module, const SchedulerConfig&, std::optional<double>>();
@@ -9477,10 +10029,6 @@ class Trainer {
       Module& m;
       ~Detach() { m.attach_runtime_(nullptr); }
     } detach{module};
-    profiling_ = options_.profiler();
-    if (profiling_) profiler_.start(stage_name);
-    pending_log_.clear();
-    pending_host_log_.clear();
     try {
       call_module<detail::tags::prepare_data>(module);
       call_hook<detail::tags::setup>(module, stage_name);  // loggers create their folders here: before any work
@@ -9511,25 +10059,6 @@ class Trainer {
 
   // --- data-parallel setup ----------------------------------------------------------------------------------------
 
-  // The first stage that wants several ranks joins (or, with devices(n) and no launcher, starts) them; the group
-  // stays for the Trainer's later stages (init() also makes the metrics reduce over it). Each rank takes its own
-  // CUDA device.
-  void setup_distributed() {
-#if TRAINLOOP_WITH_DISTRIBUTED
-    if (!group_ && options_.strategy() != "single") {
-      const distributed::Environment env = distributed::detect_environment();
-      if (options_.strategy() == "ddp" || options_.devices() > 1 || env.world_size > 1) {
-        group_ = distributed::default_group();
-        if (!group_) {
-          distributed::InitOptions init = options_.process_group();
-          if (options_.devices() > 0) init.processes(options_.devices());
-          group_ = distributed::init(init.device(device_), env);
-        }
-      }
-    }
-    if (group_ && device_.is_cuda()) device_ = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(group_->local_rank()));
-#endif
-  }
   // trainloop DataLoaders serve each rank its shard (unless the user sharded them, or asked not to).
   template <class D>
   void shard_for_ranks(D& data) {
@@ -9540,43 +10069,11 @@ class Trainer {
       (void)data;
     }
   }
-  // An epoch value logged with sync_dist, over every rank's batches: a mean is the ranks' weighted sums over their
-  // weights (exactly the mean over all batches), sum/max/min reduce as named.
-  torch::Tensor epoch_value_across_ranks(const MetricStore::Entry& e) {
-    torch::Tensor value = MetricStore::epoch_value(e);
-#if TRAINLOOP_WITH_DISTRIBUTED
-    if (!group_ || group_->size() == 1 || !e.sync_dist || e.metric_compute || !value.defined()) return value;
-    if (e.reduce == Reduce::mean) {
-      torch::Tensor sums = torch::stack({e.accumulated.reshape({}), torch::full({}, e.weight, e.accumulated.options())});
-      group_->all_reduce(sums, distributed::ReduceOp::sum);
-      return sums[0] / sums[1];
-    }
-    value = value.clone();
-    group_->all_reduce(value, e.reduce == Reduce::sum   ? distributed::ReduceOp::sum
-                              : e.reduce == Reduce::max ? distributed::ReduceOp::max
-                                                        : distributed::ReduceOp::min);
-#endif
-    return value;
-  }
-
   void finalize_loggers(const std::string& status) {
     for_each_logger([&](auto& logger) {
       if constexpr (detail::is_detected_v<detail::finalize_t, std::decay_t<decltype(logger)>>) logger.finalize(status);
     });
   }
-  void report_profile() {
-    const std::string report = profiler_.report();
-    if (options_.profiler_path().empty()) {
-      std::fputs(report.c_str(), stderr);
-      return;
-    }
-    std::FILE* file = std::fopen(options_.profiler_path().c_str(), "a");
-    if (!file)
-      throw std::runtime_error("trainloop: profiler_path '" + options_.profiler_path() + "': " + std::strerror(errno));
-    std::fputs(report.c_str(), file);
-    std::fclose(file);
-  }
-
   template <class Data>
   std::optional<std::int64_t> eval_limit(const BatchLimit& limit, Data& data, const char* option) const {
     if (options_.fast_dev_run() > 0) return options_.fast_dev_run();
@@ -9620,27 +10117,7 @@ class Trainer {
     for_each_logger([](auto& logger) {
       if constexpr (detail::is_detected_v<detail::logger_flush_t, std::decay_t<decltype(logger)>>) logger.flush();
     });
-    std::map<std::string, StateDict> states;
-    if (train_engine_) states["loop"] = train_engine_->state.state_dict();
-    else if (final_loop_state_) states["loop"] = *final_loop_state_;
-    auto flag = [](bool b) { return std::int64_t{b ? 1 : 0}; };
-    states["trainer"] = {{"global_step", global_step_},
-                         {"total_batches", total_batches_},
-                         {"batches_since_step", batches_since_step_},
-                         {"current_epoch", current_epoch_},
-                         {"accumulate_grad_batches", accumulate_grad_batches_},
-                         {"loop_point", static_cast<std::int64_t>(loop_point_)},
-                         {"should_stop", flag(should_stop_)},
-                         {"stop_after_epoch", flag(stop_after_epoch_)},
-                         {"skip_rest_of_epoch", flag(skip_rest_of_epoch_)},
-                         {"skipped_steps", skipped_steps_},
-                         {"last_step_skipped", flag(last_step_skipped_)}};
-    if (precision_.scaling()) states["precision/grad_scaler"] = precision_.state_dict();
-    states["trainer/train_epoch_sums"] = metrics_[index(Stage::train)].epoch_state();
-    if (train_data_state_) states["train_data"] = train_data_state_();
-    for (std::size_t i = 0; i < optimizers_.size(); ++i)
-      if (const auto& s = optimizers_[i].scheduler())
-        if (auto state = s->state_dict()) states["scheduler/" + std::to_string(i)] = *state;
+    std::map<std::string, StateDict> states = loop_states();
     for_each_callback([&](auto& callback) {
       using C = std::decay_t<decltype(callback)>;
       if constexpr (detail::is_detected_v<detail::state_dict_t, C>) {
@@ -9654,39 +10131,13 @@ class Trainer {
     return states;
   }
   std::map<std::string, TensorDict> checkpoint_tensor_states() {
-    std::map<std::string, TensorDict> tensors;
-    // What callbacks monitor and the epoch's running sums: a resumed fit ranks, stops and reports as the first did.
-    tensors["trainer/callback_metrics"] = TensorDict(callback_metrics_.begin(), callback_metrics_.end());
-    tensors["trainer/train_epoch_sums"] = metrics_[index(Stage::train)].epoch_sums();
+    std::map<std::string, TensorDict> tensors = loop_tensor_states();
     for_each_callback([&](auto& callback) {
       using C = std::decay_t<decltype(callback)>;
       if constexpr (detail::is_detected_v<detail::tensor_state_t, C>) tensors[callback_key(callback)] = callback.tensor_state();
     });
     return tensors;
   }
-
-  // A state's own load error (a missing key in a DataLoader's state) names the checkpoint and the state's key too.
-  template <class F>
-  static void restoring(const std::string& path, const std::string& key, F&& load) {
-    try {
-      load();
-    } catch (const std::exception& error) {
-      throw CheckpointError("trainloop: checkpoint '" + path + "': key '" + key + "': " + error.what());
-    }
-  }
-
-  // Restoring a checkpoint, in Lightning's two phases: the model and the callbacks before on_fit_start, the loop's
-  // counters and the rest of the training state after it.
-  struct LoadedCheckpoint {
-    std::map<std::string, StateDict> states;
-    std::map<std::string, TensorDict> tensors;
-    const StateDict& need(const std::string& path, const std::string& key) const {
-      auto it = states.find(key);
-      if (it == states.end())
-        throw CheckpointError("trainloop: checkpoint '" + path + "': key '" + key + "' is missing (not written by fit?)");
-      return it->second;
-    }
-  };
 
   // The model and optimizers (and the RNG), then on_load_checkpoint (module, then callbacks), then the callbacks'
   // states (a callback whose saved state is empty is not asked to load it, as in Lightning).
@@ -9728,45 +10179,7 @@ class Trainer {
   template <class TrainHeld>
   StateDict restore_training_state(const std::string& path, const LoadedCheckpoint& loaded, TrainHeld& train,
                                    bool& data_positioned) {
-    const StateDict& counters = loaded.need(path, "trainer");
-    auto count = [&](const char* key) {
-      auto it = counters.find(key);
-      if (it == counters.end() || !std::holds_alternative<std::int64_t>(it->second))
-        throw CheckpointError("trainloop: checkpoint '" + path + "': key 'trainer/" + key + "' is missing");
-      return std::get<std::int64_t>(it->second);
-    };
-    global_step_ = count("global_step");
-    total_batches_ = count("total_batches");
-    batches_since_step_ = count("batches_since_step");
-    current_epoch_ = count("current_epoch");
-    accumulate_grad_batches_ = count("accumulate_grad_batches");
-    const std::int64_t point = count("loop_point");
-    if (point < 0 || point > static_cast<std::int64_t>(LoopPoint::training_done))
-      throw CheckpointError("trainloop: checkpoint '" + path + "': key 'trainer/loop_point' is " + std::to_string(point) +
-                            ", not a point this trainloop knows");
-    loop_point_ = static_cast<LoopPoint>(point);
-    should_stop_ = count("should_stop") != 0;
-    stop_after_epoch_ = count("stop_after_epoch") != 0;
-    skip_rest_of_epoch_ = count("skip_rest_of_epoch") != 0;
-    skipped_steps_ = counters.count("skipped_steps") ? count("skipped_steps") : 0;  // absent from older checkpoints
-    last_step_skipped_ = counters.count("last_step_skipped") && count("last_step_skipped") != 0;
-    if (precision_.scaling()) {
-      const std::string key = "precision/grad_scaler";
-      const StateDict& scaler = loaded.need(path, key);
-      restoring(path, key, [&] { precision_.load_state_dict(scaler); });
-    }
-    auto metrics = loaded.tensors.find("trainer/callback_metrics");
-    if (metrics != loaded.tensors.end()) callback_metrics_.insert(metrics->second.begin(), metrics->second.end());
-    auto sums = loaded.tensors.find("trainer/train_epoch_sums");
-    metrics_[index(Stage::train)].load_epoch_state(loaded.need(path, "trainer/train_epoch_sums"),
-                                                   sums != loaded.tensors.end() ? sums->second : TensorDict{}, path);
-    runtime_.global_step = global_step_;
-    runtime_.current_epoch = current_epoch_;
-    for (std::size_t i = 0; i < optimizers_.size(); ++i)
-      if (const auto& s = optimizers_[i].scheduler()) {
-        auto it = loaded.states.find("scheduler/" + std::to_string(i));
-        if (it != loaded.states.end()) restoring(path, it->first, [&] { s->load_state_dict(it->second); });
-      }
+    restore_loop_state(path, loaded);
     data_positioned = false;
     if constexpr (detail::is_detected_v<detail::load_state_dict_t, std::remove_reference_t<decltype(train.get())>>) {
       auto it = loaded.states.find("train_data");
@@ -9788,48 +10201,7 @@ class Trainer {
     if constexpr (detail::lightning_hook<detail::tags::configure_optimizers>::callable<Module>) {
       optimizers_ = detail::to_optimizers(module.configure_optimizers());
     }
-    for (std::size_t i = 0; i < optimizers_.size(); ++i) {
-      const auto& config = optimizers_[i];
-      if (!config.optimizer())
-        throw std::invalid_argument("trainloop: " + detail::type_name<Module>() +
-                                    "::configure_optimizers() returned a null optimizer (entry " + std::to_string(i) + ")");
-      if (const auto& s = config.scheduler()) {
-        if (!s->monitor().empty() && !s->can_step_on_metric())
-          throw std::invalid_argument("trainloop: the scheduler of optimizer " + std::to_string(i) + " monitors '" +
-                                      s->monitor() + "' but has no step(double metric)");
-        if (s->monitor().empty() && !s->can_step_plainly())
-          throw std::invalid_argument("trainloop: the scheduler of optimizer " + std::to_string(i) +
-                                      " only has step(double metric); give it a metric with .monitor(\"name\")");
-      }
-    }
-    if (module.automatic_optimization() && optimizers_.empty())
-      throw std::invalid_argument("trainloop: " + detail::type_name<Module>() +
-                                  " has no optimizer: its configure_optimizers() must return one (for example "
-                                  "std::make_shared<torch::optim::Adam>(parameters())), or switch to manual "
-                                  "optimisation with automatic_optimization(false)");
-    runtime_.optimizers.clear();
-    for (const auto& config : optimizers_) runtime_.optimizers.push_back(config.optimizer());
-  }
-
-  // Device-side clipping: no host sync (LibTorch's clip_grad_norm_ returns the norm as a double, which syncs).
-  static void clip_gradients(torch::optim::Optimizer& optimizer, double limit, ClipAlgorithm algorithm) {
-    if (limit <= 0) return;
-    std::vector<torch::Tensor> grads;
-    for (auto& group : optimizer.param_groups())
-      for (auto& p : group.params())
-        if (p.grad().defined()) grads.push_back(p.grad());
-    if (grads.empty()) return;
-    torch::NoGradGuard no_grad;
-    if (algorithm == ClipAlgorithm::value) {
-      for (auto& g : grads) g.clamp_(-limit, limit);
-      return;
-    }
-    std::vector<torch::Tensor> norms;
-    norms.reserve(grads.size());
-    for (auto& g : grads) norms.push_back(g.norm(2).to(torch::kFloat32));
-    const torch::Tensor total = torch::stack(norms).norm(2);
-    const torch::Tensor scale = (limit / (total + 1e-6)).clamp_max(1.0);
-    for (auto& g : grads) g.mul_(scale.to(g.dtype()));
+    check_optimizers(detail::type_name<Module>(), module.automatic_optimization());
   }
 
   // The gradients unscaled ("16-mixed"), on_before_optimizer_step, clipping (the module's
@@ -9900,68 +10272,7 @@ class Trainer {
     });
     call_hook<detail::tags::on_after_backward>(module);
   }
-  // After optimizer steps: the accumulation window closes; a step taken counts and steps the schedulers that run per
-  // step, a step the loss scaler skipped does neither.
-  void count_optimizer_step(bool stepped) {
-    batches_since_step_ = 0;
-    last_step_skipped_ = !stepped;
-    if (!stepped) {
-      ++skipped_steps_;
-      return;
-    }
-    ++global_step_;
-    runtime_.global_step = global_step_;
-    step_schedulers(Interval::step, global_step_);
-  }
-  void step_schedulers(Interval interval, std::int64_t counter) {
-    for (std::size_t i = 0; i < optimizers_.size(); ++i) {
-      const auto& s = optimizers_[i].scheduler();
-      if (!s || s->interval() != interval || counter % s->frequency() != 0) continue;
-      if (s->monitor().empty()) {
-        scheduler_step_(*s, std::nullopt);
-        continue;
-      }
-      auto it = callback_metrics_.find(s->monitor());
-      if (it == callback_metrics_.end()) {
-        std::string logged;
-        for (const auto& entry : callback_metrics_) logged += (logged.empty() ? "" : ", ") + entry.first;
-        throw std::runtime_error("trainloop: the scheduler of optimizer " + std::to_string(i) + " monitors '" +
-                                 s->monitor() + "', which was not logged (logged: " +
-                                 (logged.empty() ? "nothing" : logged) + ")");
-      }
-      scheduler_step_(*s, it->second.template item<double>());
-    }
-  }
-
   // --- logged values -------------------------------------------------------------------------------------------------
-
-  // Step values into callback_metrics (always) and logged_metrics (every log_every_n_steps): tensors, no host sync.
-  // Training step values reach the loggers on logging steps; evaluation step values stay out of the loggers (their
-  // step does not advance), as their epoch values go in.
-  void publish_step_values(MetricStore& store) {
-    const bool log_now = global_step_ % options_.log_every_n_steps() == 0;
-    const bool to_loggers = has_loggers && &store == &metrics_[index(Stage::train)];
-    if (to_loggers && log_now && precision_.scaling()) pending_host_log_["skipped_steps"] = static_cast<double>(skipped_steps_);
-    store.take_step_values([&](const std::string& name, const MetricStore::Entry& e) {
-      callback_metrics_[name] = e.step_value;
-      if (!e.logger || !log_now) return;
-      const std::string logged = e.on_epoch ? name + "_step" : name;
-      logged_metrics_[logged] = e.step_value;
-      if (to_loggers) pending_log_[logged] = e.step_value;
-    });
-  }
-  void publish_epoch_values(MetricStore& store) {
-    for (const auto& [name, e] : store.entries()) {
-      torch::Tensor value = epoch_value_across_ranks(e);
-      if (!value.defined()) continue;
-      callback_metrics_[name] = value;
-      if (!e.logger) continue;
-      const std::string logged = e.on_step ? name + "_epoch" : name;
-      logged_metrics_[logged] = value;
-      if (has_loggers) pending_log_[logged] = value;
-    }
-    store.reset_logged_metrics();
-  }
 
   // --- loggers -------------------------------------------------------------------------------------------------------
 
@@ -9986,33 +10297,11 @@ class Trainer {
         return;
       }
       profiled(profiler_actions::write_logs, [&] {
-        std::map<std::string, double> record = std::move(pending_host_log_);
-        if (!pending_log_.empty()) {
-          std::vector<torch::Tensor> values;
-          for (const auto& entry : pending_log_) values.push_back(entry.second.detach().reshape({}).to(torch::kFloat64));
-          const torch::Tensor host = torch::stack(values).to(torch::kCPU);
-          const double* data = host.data_ptr<double>();
-          std::size_t i = 0;
-          for (const auto& entry : pending_log_) record[entry.first] = data[i++];
-        }
-        record["epoch"] = static_cast<double>(current_epoch_);
-        pending_log_.clear();
-        pending_host_log_.clear();
+        const std::map<std::string, double> record = take_log_record();
         for_each_logger([&](auto& logger) { logger.log_metrics(global_step_, record); });
       });
     }
   }
-  // The epoch values a validate/test run published, read to the host.
-  std::map<std::string, double> host_values(const MetricStore& store) const {
-    std::map<std::string, double> values;
-    for (const auto& [name, e] : store.entries()) {
-      auto it = callback_metrics_.find(name);
-      if (e.on_epoch && e.logged_this_epoch && it != callback_metrics_.end())
-        values[name] = it->second.template item<double>();
-    }
-    return values;
-  }
-
   // --- batches ------------------------------------------------------------------------------------------------------
 
   // Lightning's transfer hooks, then the move to the device (skipped on CPU, where the batch is used as given).
@@ -10596,47 +10885,12 @@ class Trainer {
     }
   };
 
-  TrainerOptions options_;
   std::tuple<Callbacks...> callbacks_;
   ProgressBar progress_bar_;
   ModelSummary model_summary_;
   bool builtin_progress_bar_ = false;
   bool builtin_model_summary_ = false;
 
-  torch::Device device_ = torch::Device(torch::kCPU);
-  Stage stage_ = Stage::train;
-  bool sanity_checking_ = false;
-  bool fitting_ = false;
-  bool should_stop_ = false;
-  bool terminate_requested_ = false;
-  std::int64_t current_epoch_ = 0, global_step_ = 0, total_batches_ = 0, batch_idx_ = 0;
-  std::int64_t batches_since_step_ = 0;  // batches whose gradients wait for the next optimizer step
-  detail::PrecisionPolicy precision_;      // autocast and loss scaling ("16-mixed", "bf16-mixed"), or nothing ("32")
-  std::int64_t skipped_steps_ = 0;
-  bool last_step_skipped_ = false;
-  std::optional<std::int64_t> num_training_batches_, num_val_batches_, num_test_batches_, num_predict_batches_;
-  std::array<MetricStore, 4> metrics_;  // one per Stage: train, validate (the sanity check too), test, predict
-  std::map<std::string, torch::Tensor> callback_metrics_, logged_metrics_;
-  Optimizers optimizers_;
-  detail::ModuleRuntime runtime_;
-  // While fitting: the training Engine, how to save, and the training data's position (when it has one).
-  EngineCore* train_engine_ = nullptr;
-  std::optional<StateDict> final_loop_state_;  // the training Engine's state once it is gone (after training)
-  LoopPoint loop_point_ = LoopPoint::between_batches;
-  bool stop_after_epoch_ = false;    // a stop condition was met: the epoch ends, then the fit
-  bool skip_rest_of_epoch_ = false;  // on_train_batch_start returned -1
-  std::function<bool(const std::string&, bool)> save_;
-  std::function<void(const SchedulerConfig&, std::optional<double>)> scheduler_step_;
-  std::function<StateDict()> train_data_state_;
-  std::int64_t accumulate_grad_batches_ = 1;
-  std::map<std::string, torch::Tensor> pending_log_;  // logged values waiting for the next record to the loggers
-  std::map<std::string, double> pending_host_log_;    // values callbacks handed over with log_metrics()
-  Profiler profiler_;
-  bool profiling_ = false;
-#if TRAINLOOP_WITH_DISTRIBUTED
-  std::shared_ptr<distributed::ProcessGroup> group_;
-  std::unique_ptr<distributed::DistributedDataParallel> ddp_;
-#endif
 };
 
 template <class... Callbacks>

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The CUDA checks, in one call on a machine with an NVIDIA GPU, PyTorch 2.x (its LibTorch headers, libraries and
 # CMake package) and no network: builds tests/gpu/*.cpp (mixed precision, checkpoints, metrics, an NCCL data-parallel
-# smoke on one GPU), the Fashion-MNIST Trainer example and the AMP benchmark
+# smoke on one GPU), the Fashion-MNIST Trainer example (separately compiled) and the AMP benchmark
 # against the single header (mixed precision compiled in) with CMake's Torch package, runs each check, trains the
 # example with --precision 16-mixed on CUDA (when the data is there) and runs the benchmark. Prints what it ran on and
 # each result; writes the log to $OUT/gpu_check.log when OUT is set; exits non-zero if a check fails. Device tool:

@@ -51,12 +51,45 @@
 #error "trainloop: TRAINLOOP_WITH_AMP and TRAINLOOP_WITH_DISTRIBUTED need TRAINLOOP_WITH_TORCH=1"
 #endif
 
+// Separate compilation (stb's and doctest's way), for projects with several translation units: define
+// TRAINLOOP_SEPARATE_COMPILATION=1 in every TU and TRAINLOOP_IMPLEMENTATION in exactly one (it implies the former). The
+// cold, type-independent code (checkpoint files, option checks, the profiler's report, the model summary, the metric
+// store's bookkeeping, the Trainer's type-independent members) is then compiled once, in that TU, and only declared
+// everywhere else. Header-only (every such function `inline`, defined in every TU that uses it) is the default.
+#ifndef TRAINLOOP_SEPARATE_COMPILATION
+#ifdef TRAINLOOP_IMPLEMENTATION
+#define TRAINLOOP_SEPARATE_COMPILATION 1
+#else
+#define TRAINLOOP_SEPARATE_COMPILATION 0
+#endif
+#endif
+#if (0 - TRAINLOOP_SEPARATE_COMPILATION - 1) == 1
+#error "trainloop: TRAINLOOP_SEPARATE_COMPILATION is defined empty; define it as 0 or 1 (for example -DTRAINLOOP_SEPARATE_COMPILATION=1)"
+#elif TRAINLOOP_SEPARATE_COMPILATION != 0 && TRAINLOOP_SEPARATE_COMPILATION != 1
+#error "trainloop: TRAINLOOP_SEPARATE_COMPILATION must be 0 or 1 (for example -DTRAINLOOP_SEPARATE_COMPILATION=1)"
+#elif defined(TRAINLOOP_IMPLEMENTATION) && !TRAINLOOP_SEPARATE_COMPILATION
+#error "trainloop: TRAINLOOP_IMPLEMENTATION is for separate compilation; it cannot go with TRAINLOOP_SEPARATE_COMPILATION=0"
+#endif
+#if TRAINLOOP_SEPARATE_COMPILATION
+#define TRAINLOOP_DETAIL_API
+#else
+#define TRAINLOOP_DETAIL_API inline
+#endif
+// Whether this TU compiles the definitions of TRAINLOOP_DETAIL_API functions (each part keeps them in a guarded
+// section after its declarations).
+#if !TRAINLOOP_SEPARATE_COMPILATION || defined(TRAINLOOP_IMPLEMENTATION)
+#define TRAINLOOP_DETAIL_DEFINE_API 1
+#else
+#define TRAINLOOP_DETAIL_DEFINE_API 0
+#endif
+
 #if __cplusplus < 201703L && !(defined(_MSVC_LANG) && _MSVC_LANG >= 201703L)
 #error "trainloop: C++17 or newer is required (-std=c++17)"
 #endif
 
 // The inline namespace encodes version and flags: translation units built with different flags get different
-// symbols for every trainloop entity, so they link side by side instead of silently violating the ODR.
+// symbols for every trainloop entity, so they link side by side instead of silently violating the ODR. Separate
+// compilation is one of the flags: a function is inline in header-only TUs and not in the others.
 #define TRAINLOOP_DETAIL_CAT2(a, b) a##b
 #define TRAINLOOP_DETAIL_CAT(a, b) TRAINLOOP_DETAIL_CAT2(a, b)
 #define TRAINLOOP_DETAIL_ABI_NAME                                                                                      \
@@ -65,7 +98,9 @@
           TRAINLOOP_DETAIL_CAT(TRAINLOOP_DETAIL_CAT(TRAINLOOP_DETAIL_CAT(v, TRAINLOOP_VERSION_MAJOR), _),             \
                                TRAINLOOP_VERSION_MINOR),                                                               \
           TRAINLOOP_DETAIL_CAT(_t, TRAINLOOP_WITH_TORCH)),                                                             \
-      TRAINLOOP_DETAIL_CAT(TRAINLOOP_DETAIL_CAT(_a, TRAINLOOP_WITH_AMP), TRAINLOOP_DETAIL_CAT(_d, TRAINLOOP_WITH_DISTRIBUTED)))
+      TRAINLOOP_DETAIL_CAT(TRAINLOOP_DETAIL_CAT(TRAINLOOP_DETAIL_CAT(_a, TRAINLOOP_WITH_AMP),                         \
+                                                TRAINLOOP_DETAIL_CAT(_d, TRAINLOOP_WITH_DISTRIBUTED)),                 \
+                           TRAINLOOP_DETAIL_CAT(_s, TRAINLOOP_SEPARATE_COMPILATION)))
 #define TRAINLOOP_DETAIL_BEGIN namespace trainloop { inline namespace TRAINLOOP_DETAIL_ABI_NAME {
 #define TRAINLOOP_DETAIL_END } }
 

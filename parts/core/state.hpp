@@ -52,71 +52,11 @@ struct State {
     user_fired_.clear();
   }
 
-  StateDict state_dict() const {
-    StateDict dict;
-    auto as_int = [](std::uint64_t v) { return StateValue{static_cast<std::int64_t>(v)}; };
-    auto optional_int = [](const std::optional<std::uint64_t>& v) {
-      return StateValue{v ? static_cast<std::int64_t>(*v) : std::int64_t{-1}};
-    };
-    dict["epoch"] = as_int(epoch);
-    dict["iteration"] = as_int(iteration);
-    dict["epoch_iteration"] = as_int(epoch_iteration);
-    dict["in_epoch"] = StateValue{std::int64_t{in_epoch ? 1 : 0}};
-    dict["pass_position"] = as_int(pass_position);
-    dict["epoch_length"] = optional_int(epoch_length);
-    dict["max_epochs"] = optional_int(max_epochs);
-    dict["max_iters"] = optional_int(max_iters);
-    for (const auto& [name, value] : metrics) dict["metrics/" + name] = StateValue{value};
-    for (std::size_t i = 0; i < builtin_event_count; ++i)
-      if (builtin_fired_[i] != 0) dict["fired/" + event_name(static_cast<Event>(i))] = as_int(builtin_fired_[i]);
-    for (std::size_t i = 0; i < user_fired_.size(); ++i)
-      if (user_fired_[i] != 0)
-        dict["fired/" + event_name(static_cast<Event>(builtin_event_count + i))] = as_int(user_fired_[i]);
-    return dict;
-  }
+  TRAINLOOP_DETAIL_API StateDict state_dict() const;
 
   /// Restores what `state_dict()` saved. Validates everything first, so a bad dictionary leaves the state as it was;
   /// errors name the key at fault.
-  void load_state_dict(const StateDict& dict) {
-    State loaded;
-    loaded.epoch = read_count(dict, "epoch");
-    loaded.iteration = read_count(dict, "iteration");
-    loaded.epoch_iteration = read_count(dict, "epoch_iteration");
-    const std::uint64_t in_epoch_flag = read_count(dict, "in_epoch");
-    if (in_epoch_flag > 1) throw bad_key("in_epoch", "must be 0 or 1, got " + std::to_string(in_epoch_flag));
-    loaded.in_epoch = in_epoch_flag == 1;
-    // Written since the Engine resumes passes; a dictionary from before holds epochs that began their pass.
-    loaded.pass_position = dict.count("pass_position") ? read_count(dict, "pass_position") : loaded.epoch_iteration;
-    loaded.epoch_length = read_optional_count(dict, "epoch_length");
-    loaded.max_epochs = read_optional_count(dict, "max_epochs");
-    loaded.max_iters = read_optional_count(dict, "max_iters");
-    if (loaded.epoch_length && *loaded.epoch_length == 0) throw bad_key("epoch_length", "must be positive, got 0");
-    if (loaded.epoch_length && loaded.epoch_iteration > *loaded.epoch_length)
-      throw bad_key("epoch_iteration", std::to_string(loaded.epoch_iteration) + " exceeds epoch_length " +
-                                           std::to_string(*loaded.epoch_length));
-    if (loaded.epoch_iteration > loaded.iteration)
-      throw bad_key("epoch_iteration", std::to_string(loaded.epoch_iteration) + " exceeds iteration " +
-                                           std::to_string(loaded.iteration));
-    for (const auto& [key, value] : dict) {
-      if (key.rfind("metrics/", 0) == 0) {
-        const double* v = std::get_if<double>(&value);
-        if (!v) throw bad_key(key, "must be a floating-point value");
-        loaded.metrics[key.substr(8)] = *v;
-      } else if (key.rfind("fired/", 0) == 0) {
-        const std::string name = key.substr(6);
-        Event e = Event::started;
-        bool builtin = false;
-        for (std::size_t i = 0; i < builtin_event_count && !builtin; ++i)
-          if (event_name(static_cast<Event>(i)) == name) e = static_cast<Event>(i), builtin = true;
-        if (!builtin) e = register_event(name);
-        loaded.fired_slot(e) = read_count(dict, key);
-      } else if (!is_core_key(key)) {
-        throw bad_key(key, "is not an Engine state key");
-      }
-    }
-    loaded.times = times;
-    *this = std::move(loaded);
-  }
+  TRAINLOOP_DETAIL_API void load_state_dict(const StateDict& dict);
 
  private:
   std::array<std::uint64_t, builtin_event_count> builtin_fired_{};
@@ -129,33 +69,111 @@ struct State {
     return user_fired_[user_index];
   }
 
-  static bool is_core_key(const std::string& key) {
-    for (const char* k : {"epoch", "iteration", "epoch_iteration", "in_epoch", "pass_position", "epoch_length",
-                          "max_epochs", "max_iters"})
-      if (key == k) return true;
-    return false;
-  }
-  static std::invalid_argument bad_key(const std::string& key, const std::string& what) {
-    return std::invalid_argument("trainloop: Engine state_dict: key '" + key + "' " + what);
-  }
-  static std::int64_t read_int(const StateDict& dict, const std::string& key) {
-    auto it = dict.find(key);
-    if (it == dict.end()) throw bad_key(key, "is missing");
-    const std::int64_t* v = std::get_if<std::int64_t>(&it->second);
-    if (!v) throw bad_key(key, "must be an integer");
-    return *v;
-  }
-  static std::uint64_t read_count(const StateDict& dict, const std::string& key) {
-    const std::int64_t v = read_int(dict, key);
-    if (v < 0) throw bad_key(key, "must not be negative, got " + std::to_string(v));
-    return static_cast<std::uint64_t>(v);
-  }
-  static std::optional<std::uint64_t> read_optional_count(const StateDict& dict, const std::string& key) {
-    const std::int64_t v = read_int(dict, key);
-    if (v < -1) throw bad_key(key, "must be -1 (unset) or a count, got " + std::to_string(v));
-    if (v == -1) return std::nullopt;
-    return static_cast<std::uint64_t>(v);
-  }
+  TRAINLOOP_DETAIL_API static bool is_core_key(const std::string& key);
+  TRAINLOOP_DETAIL_API static std::invalid_argument bad_key(const std::string& key, const std::string& what);
+  TRAINLOOP_DETAIL_API static std::int64_t read_int(const StateDict& dict, const std::string& key);
+  TRAINLOOP_DETAIL_API static std::uint64_t read_count(const StateDict& dict, const std::string& key);
+  TRAINLOOP_DETAIL_API static std::optional<std::uint64_t> read_optional_count(const StateDict& dict,
+                                                                         const std::string& key);
 };
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API StateDict State::state_dict() const {
+  StateDict dict;
+  auto as_int = [](std::uint64_t v) { return StateValue{static_cast<std::int64_t>(v)}; };
+  auto optional_int = [](const std::optional<std::uint64_t>& v) {
+    return StateValue{v ? static_cast<std::int64_t>(*v) : std::int64_t{-1}};
+  };
+  dict["epoch"] = as_int(epoch);
+  dict["iteration"] = as_int(iteration);
+  dict["epoch_iteration"] = as_int(epoch_iteration);
+  dict["in_epoch"] = StateValue{std::int64_t{in_epoch ? 1 : 0}};
+  dict["pass_position"] = as_int(pass_position);
+  dict["epoch_length"] = optional_int(epoch_length);
+  dict["max_epochs"] = optional_int(max_epochs);
+  dict["max_iters"] = optional_int(max_iters);
+  for (const auto& [name, value] : metrics) dict["metrics/" + name] = StateValue{value};
+  for (std::size_t i = 0; i < builtin_event_count; ++i)
+    if (builtin_fired_[i] != 0) dict["fired/" + event_name(static_cast<Event>(i))] = as_int(builtin_fired_[i]);
+  for (std::size_t i = 0; i < user_fired_.size(); ++i)
+    if (user_fired_[i] != 0)
+      dict["fired/" + event_name(static_cast<Event>(builtin_event_count + i))] = as_int(user_fired_[i]);
+  return dict;
+}
+
+TRAINLOOP_DETAIL_API void State::load_state_dict(const StateDict& dict) {
+  State loaded;
+  loaded.epoch = read_count(dict, "epoch");
+  loaded.iteration = read_count(dict, "iteration");
+  loaded.epoch_iteration = read_count(dict, "epoch_iteration");
+  const std::uint64_t in_epoch_flag = read_count(dict, "in_epoch");
+  if (in_epoch_flag > 1) throw bad_key("in_epoch", "must be 0 or 1, got " + std::to_string(in_epoch_flag));
+  loaded.in_epoch = in_epoch_flag == 1;
+  // Written since the Engine resumes passes; a dictionary from before holds epochs that began their pass.
+  loaded.pass_position = dict.count("pass_position") ? read_count(dict, "pass_position") : loaded.epoch_iteration;
+  loaded.epoch_length = read_optional_count(dict, "epoch_length");
+  loaded.max_epochs = read_optional_count(dict, "max_epochs");
+  loaded.max_iters = read_optional_count(dict, "max_iters");
+  if (loaded.epoch_length && *loaded.epoch_length == 0) throw bad_key("epoch_length", "must be positive, got 0");
+  if (loaded.epoch_length && loaded.epoch_iteration > *loaded.epoch_length)
+    throw bad_key("epoch_iteration", std::to_string(loaded.epoch_iteration) + " exceeds epoch_length " +
+                                         std::to_string(*loaded.epoch_length));
+  if (loaded.epoch_iteration > loaded.iteration)
+    throw bad_key("epoch_iteration", std::to_string(loaded.epoch_iteration) + " exceeds iteration " +
+                                         std::to_string(loaded.iteration));
+  for (const auto& [key, value] : dict) {
+    if (key.rfind("metrics/", 0) == 0) {
+      const double* v = std::get_if<double>(&value);
+      if (!v) throw bad_key(key, "must be a floating-point value");
+      loaded.metrics[key.substr(8)] = *v;
+    } else if (key.rfind("fired/", 0) == 0) {
+      const std::string name = key.substr(6);
+      Event e = Event::started;
+      bool builtin = false;
+      for (std::size_t i = 0; i < builtin_event_count && !builtin; ++i)
+        if (event_name(static_cast<Event>(i)) == name) e = static_cast<Event>(i), builtin = true;
+      if (!builtin) e = register_event(name);
+      loaded.fired_slot(e) = read_count(dict, key);
+    } else if (!is_core_key(key)) {
+      throw bad_key(key, "is not an Engine state key");
+    }
+  }
+  loaded.times = times;
+  *this = std::move(loaded);
+}
+
+TRAINLOOP_DETAIL_API bool State::is_core_key(const std::string& key) {
+  for (const char* k : {"epoch", "iteration", "epoch_iteration", "in_epoch", "pass_position", "epoch_length",
+                        "max_epochs", "max_iters"})
+    if (key == k) return true;
+  return false;
+}
+
+TRAINLOOP_DETAIL_API std::invalid_argument State::bad_key(const std::string& key, const std::string& what) {
+  return std::invalid_argument("trainloop: Engine state_dict: key '" + key + "' " + what);
+}
+
+TRAINLOOP_DETAIL_API std::int64_t State::read_int(const StateDict& dict, const std::string& key) {
+  auto it = dict.find(key);
+  if (it == dict.end()) throw bad_key(key, "is missing");
+  const std::int64_t* v = std::get_if<std::int64_t>(&it->second);
+  if (!v) throw bad_key(key, "must be an integer");
+  return *v;
+}
+
+TRAINLOOP_DETAIL_API std::uint64_t State::read_count(const StateDict& dict, const std::string& key) {
+  const std::int64_t v = read_int(dict, key);
+  if (v < 0) throw bad_key(key, "must not be negative, got " + std::to_string(v));
+  return static_cast<std::uint64_t>(v);
+}
+
+TRAINLOOP_DETAIL_API std::optional<std::uint64_t> State::read_optional_count(const StateDict& dict,
+                                                                       const std::string& key) {
+  const std::int64_t v = read_int(dict, key);
+  if (v < -1) throw bad_key(key, "must be -1 (unset) or a count, got " + std::to_string(v));
+  if (v == -1) return std::nullopt;
+  return static_cast<std::uint64_t>(v);
+}
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
 
 TRAINLOOP_DETAIL_END

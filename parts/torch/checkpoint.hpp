@@ -49,6 +49,86 @@ class NonFiniteStateError : public CheckpointError {
   using CheckpointError::CheckpointError;
 };
 
+/// Writes a checkpoint atomically. `states` are named state dictionaries (keys like "loop", "loader",
+/// "callback/EarlyStopping", "scheduler/0", "hparams"); `tensor_states` named tensor dictionaries (stored on the CPU
+/// side of the archive as saved; keys like "callback/EMA"). A failure (disk full, file-size limit, no permission) is a
+/// CheckpointError naming the path, and the file that was there before stays as it was. A model or tensor state
+/// holding NaN or inf is refused (NonFiniteStateError, nothing written): a diverged run never replaces a good file.
+TRAINLOOP_DETAIL_API void save_checkpoint(const std::string& path, const torch::nn::Module& model,
+                                          const std::vector<std::shared_ptr<torch::optim::Optimizer>>& optimizers = {},
+                                          const std::map<std::string, StateDict>& states = {}, bool include_rng = true,
+                                          const std::map<std::string, TensorDict>& tensor_states = {});
+/// Reads a checkpoint into `model` and `optimizers` (tensors land on the model's device, whatever device saved them;
+/// `map_location` picks where the file's tensors are first loaded) and returns its named states. The file's integrity
+/// record is verified first, then everything is validated before anything is changed: a missing, damaged, truncated
+/// or foreign file, a newer format, a different model (missing or unexpected keys, shape mismatch) or a different
+/// optimizer count is a CheckpointError naming the file and key. With `tensor_states`, the checkpoint's named tensor
+/// dictionaries are put there (loaded to `map_location`).
+TRAINLOOP_DETAIL_API std::map<std::string, StateDict> load_checkpoint(
+    const std::string& path, torch::nn::Module& model,
+    const std::vector<std::shared_ptr<torch::optim::Optimizer>>& optimizers = {},
+    std::optional<torch::Device> map_location = std::nullopt, bool restore_rng = true,
+    std::map<std::string, TensorDict>* tensor_states = nullptr);
+/// The named state dictionaries of a checkpoint, without a model (to see what a file holds: its loop counters,
+/// ModelCheckpoint's best path, the hyperparameters). Verified like load_checkpoint.
+TRAINLOOP_DETAIL_API std::map<std::string, StateDict> read_checkpoint_states(const std::string& path);
+/// Weights only (parameters and buffers), for export; load them into any module with the same names and shapes,
+/// a plain torch::nn::Module included, with load_checkpoint(path, module).
+TRAINLOOP_DETAIL_API void save_weights(const std::string& path, const torch::nn::Module& model);
+
+namespace detail {
+// The integrity record: the zip's comment, fixed length, "trainloop-checkpoint crc32c=%08x size=%020llu".
+inline constexpr char integrity_tag[] = "trainloop-checkpoint crc32c=";
+inline constexpr std::size_t integrity_record_size = sizeof(integrity_tag) - 1 + 8 + 6 + 20;
+// The zip's end-of-central-directory record: 22 bytes, signature "PK\5\6", comment length at offset 20.
+inline constexpr std::size_t zip_end_record_size = 22;
+inline bool is_zip_end_record(const char* p) { return std::memcmp(p, "PK\x05\x06", 4) == 0; }
+inline std::uint16_t zip_comment_length(const char* end_record) {
+  return static_cast<std::uint16_t>(static_cast<unsigned char>(end_record[20]) |
+                                    (static_cast<unsigned char>(end_record[21]) << 8));
+}
+inline void set_zip_comment_length(char* end_record, std::uint16_t length) {
+  end_record[20] = static_cast<char>(length & 0xFF);
+  end_record[21] = static_cast<char>(length >> 8);
+}
+
+// Writes a file atomically from what LibTorch's archive writer hands over. write() never fails towards LibTorch (its
+// writer throws again from its destructor when a write fails, which aborts the process): the first error is kept and
+// reported by commit(). The last 22 bytes are held back, since the zip's end record gets the integrity record's
+// length patched in. SIGXFSZ is blocked on this thread while writing, so a file-size limit is EFBIG, not a kill.
+class AtomicCheckpointWriter {
+ public:
+  TRAINLOOP_DETAIL_API explicit AtomicCheckpointWriter(std::string path);
+  AtomicCheckpointWriter(const AtomicCheckpointWriter&) = delete;
+  AtomicCheckpointWriter& operator=(const AtomicCheckpointWriter&) = delete;
+  TRAINLOOP_DETAIL_API ~AtomicCheckpointWriter();
+
+  TRAINLOOP_DETAIL_API std::size_t write(const void* data, std::size_t size);
+  TRAINLOOP_DETAIL_API void commit();
+
+ private:
+  static constexpr std::size_t buffer_capacity = std::size_t{1} << 20;
+
+  // Writes the first n buffered bytes (when no error happened yet), adding them to the CRC.
+  TRAINLOOP_DETAIL_API void flush(std::size_t n);
+  [[noreturn]] TRAINLOOP_DETAIL_API void fail_with(int error, const std::string& what);
+
+  std::string path_, temporary_;
+  int fd_ = -1;
+  int error_ = 0;
+  bool committed_ = false;
+  std::vector<char> buffer_;
+  std::uint32_t crc_ = 0;
+  std::uint64_t written_ = 0;
+  sigset_t previous_mask_{};
+};
+
+
+// The model's parameters and buffers by name (EMA reads them too).
+TRAINLOOP_DETAIL_API std::map<std::string, torch::Tensor> named_tensors(const torch::nn::Module& model);
+}  // namespace detail
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
 namespace detail {
 inline CheckpointError checkpoint_error(const std::string& path, const std::string& what) {
   return CheckpointError("trainloop: checkpoint '" + path + "': " + what);
@@ -67,20 +147,6 @@ inline std::string errno_text(int error) {
   return text;
 }
 
-// The integrity record: the zip's comment, fixed length, "trainloop-checkpoint crc32c=%08x size=%020llu".
-inline constexpr char integrity_tag[] = "trainloop-checkpoint crc32c=";
-inline constexpr std::size_t integrity_record_size = sizeof(integrity_tag) - 1 + 8 + 6 + 20;
-// The zip's end-of-central-directory record: 22 bytes, signature "PK\5\6", comment length at offset 20.
-inline constexpr std::size_t zip_end_record_size = 22;
-inline bool is_zip_end_record(const char* p) { return std::memcmp(p, "PK\x05\x06", 4) == 0; }
-inline std::uint16_t zip_comment_length(const char* end_record) {
-  return static_cast<std::uint16_t>(static_cast<unsigned char>(end_record[20]) |
-                                    (static_cast<unsigned char>(end_record[21]) << 8));
-}
-inline void set_zip_comment_length(char* end_record, std::uint16_t length) {
-  end_record[20] = static_cast<char>(length & 0xFF);
-  end_record[21] = static_cast<char>(length >> 8);
-}
 
 // Temporaries are "<target>.tmp-<pid>", locked (flock) by their writer while it lives. One whose writer is gone
 // (the pid is dead and the lock is free) is removed.
@@ -126,108 +192,89 @@ inline void fsync_folder_or_throw(const std::string& path) {
   if (rc != 0) throw checkpoint_error(path, "fsync of its folder failed: " + errno_text(error));
 }
 
-// Writes a file atomically from what LibTorch's archive writer hands over. write() never fails towards LibTorch (its
-// writer throws again from its destructor when a write fails, which aborts the process): the first error is kept and
-// reported by commit(). The last 22 bytes are held back, since the zip's end record gets the integrity record's
-// length patched in. SIGXFSZ is blocked on this thread while writing, so a file-size limit is EFBIG, not a kill.
-class AtomicCheckpointWriter {
- public:
-  explicit AtomicCheckpointWriter(std::string path) : path_(std::move(path)) {
-    remove_stale_temporaries(folder_of(path_));
-    temporary_ = path_ + ".tmp-" + std::to_string(::getpid());
-    for (int attempt = 0; attempt < 2 && fd_ < 0; ++attempt) {
-      fd_ = ::open(temporary_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-      if (fd_ < 0 && errno == EEXIST && attempt == 0) remove_if_unlocked(temporary_);  // an earlier process's, same pid
-    }
-    if (fd_ < 0) throw checkpoint_error(path_, "writing failed, the previous file is untouched: cannot create '" +
-                                                   temporary_ + "': " + errno_text(errno));
-    ::flock(fd_, LOCK_EX | LOCK_NB);  // marks it in use: cleaners leave it alone
-    sigset_t xfsz;
-    sigemptyset(&xfsz);
-    sigaddset(&xfsz, SIGXFSZ);
-    pthread_sigmask(SIG_BLOCK, &xfsz, &previous_mask_);
-    buffer_.reserve(buffer_capacity + zip_end_record_size);
+TRAINLOOP_DETAIL_API AtomicCheckpointWriter::AtomicCheckpointWriter(std::string path) : path_(std::move(path)) {
+  remove_stale_temporaries(folder_of(path_));
+  temporary_ = path_ + ".tmp-" + std::to_string(::getpid());
+  for (int attempt = 0; attempt < 2 && fd_ < 0; ++attempt) {
+    fd_ = ::open(temporary_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd_ < 0 && errno == EEXIST && attempt == 0) remove_if_unlocked(temporary_);  // an earlier process's, same pid
   }
-  AtomicCheckpointWriter(const AtomicCheckpointWriter&) = delete;
-  AtomicCheckpointWriter& operator=(const AtomicCheckpointWriter&) = delete;
-  ~AtomicCheckpointWriter() {
-    if (fd_ >= 0) ::close(fd_);
-    if (!committed_) ::unlink(temporary_.c_str());
-    // A SIGXFSZ raised by our write is consumed, then the thread's mask is as it was.
-    sigset_t pending, xfsz;
-    sigemptyset(&xfsz);
-    sigaddset(&xfsz, SIGXFSZ);
-    if (sigpending(&pending) == 0 && sigismember(&pending, SIGXFSZ) && !sigismember(&previous_mask_, SIGXFSZ)) {
-      const timespec now{0, 0};
-      sigtimedwait(&xfsz, nullptr, &now);
-    }
-    pthread_sigmask(SIG_SETMASK, &previous_mask_, nullptr);
+  if (fd_ < 0) throw checkpoint_error(path_, "writing failed, the previous file is untouched: cannot create '" +
+                                                 temporary_ + "': " + errno_text(errno));
+  ::flock(fd_, LOCK_EX | LOCK_NB);  // marks it in use: cleaners leave it alone
+  sigset_t xfsz;
+  sigemptyset(&xfsz);
+  sigaddset(&xfsz, SIGXFSZ);
+  pthread_sigmask(SIG_BLOCK, &xfsz, &previous_mask_);
+  buffer_.reserve(buffer_capacity + zip_end_record_size);
+}
+
+TRAINLOOP_DETAIL_API AtomicCheckpointWriter::~AtomicCheckpointWriter() {
+  if (fd_ >= 0) ::close(fd_);
+  if (!committed_) ::unlink(temporary_.c_str());
+  // A SIGXFSZ raised by our write is consumed, then the thread's mask is as it was.
+  sigset_t pending, xfsz;
+  sigemptyset(&xfsz);
+  sigaddset(&xfsz, SIGXFSZ);
+  if (sigpending(&pending) == 0 && sigismember(&pending, SIGXFSZ) && !sigismember(&previous_mask_, SIGXFSZ)) {
+    const timespec now{0, 0};
+    sigtimedwait(&xfsz, nullptr, &now);
   }
+  pthread_sigmask(SIG_SETMASK, &previous_mask_, nullptr);
+}
 
-  std::size_t write(const void* data, std::size_t size) {
-    const char* bytes = static_cast<const char*>(data);
-    if (bytes == nullptr) buffer_.insert(buffer_.end(), size, '\0');  // (padding, should a writer send it so)
-    else buffer_.insert(buffer_.end(), bytes, bytes + size);
-    if (buffer_.size() >= buffer_capacity + zip_end_record_size) flush(buffer_.size() - zip_end_record_size);
-    return size;
-  }
+TRAINLOOP_DETAIL_API std::size_t AtomicCheckpointWriter::write(const void* data, std::size_t size) {
+  const char* bytes = static_cast<const char*>(data);
+  if (bytes == nullptr) buffer_.insert(buffer_.end(), size, '\0');  // (padding, should a writer send it so)
+  else buffer_.insert(buffer_.end(), bytes, bytes + size);
+  if (buffer_.size() >= buffer_capacity + zip_end_record_size) flush(buffer_.size() - zip_end_record_size);
+  return size;
+}
 
-  void commit() {
-    if (buffer_.size() < zip_end_record_size || !is_zip_end_record(buffer_.data() + buffer_.size() - zip_end_record_size) ||
-        zip_comment_length(buffer_.data() + buffer_.size() - zip_end_record_size) != 0)
-      fail_with(0, "LibTorch's archive did not end with a zip end record");
-    set_zip_comment_length(buffer_.data() + buffer_.size() - zip_end_record_size,
-                           static_cast<std::uint16_t>(integrity_record_size));
-    flush(buffer_.size());
-    char record[integrity_record_size + 1];
-    std::snprintf(record, sizeof record, "%s%08" PRIx32 " size=%020" PRIu64, integrity_tag, crc_,
-                  static_cast<std::uint64_t>(written_));
-    buffer_.assign(record, record + integrity_record_size);
-    flush(buffer_.size());
-    if (error_) fail_with(error_, "");
-    if (::fsync(fd_) != 0) fail_with(errno, "fsync: ");
-    const int fd = fd_;
-    fd_ = -1;
-    if (::close(fd) != 0) fail_with(errno, "close: ");
-    if (std::rename(temporary_.c_str(), path_.c_str()) != 0) fail_with(errno, "cannot rename the written file into place: ");
-    committed_ = true;
-    fsync_folder_or_throw(path_);
-  }
+TRAINLOOP_DETAIL_API void AtomicCheckpointWriter::commit() {
+  const char* const no_end_record = "LibTorch's archive did not end with a zip end record";
+  if (buffer_.size() < zip_end_record_size) fail_with(0, no_end_record);
+  char* end_record = buffer_.data() + buffer_.size() - zip_end_record_size;
+  if (!is_zip_end_record(end_record) || zip_comment_length(end_record) != 0) fail_with(0, no_end_record);
+  set_zip_comment_length(end_record, static_cast<std::uint16_t>(integrity_record_size));
+  flush(buffer_.size());
+  char record[integrity_record_size + 1];
+  std::snprintf(record, sizeof record, "%s%08" PRIx32 " size=%020" PRIu64, integrity_tag, crc_,
+                static_cast<std::uint64_t>(written_));
+  buffer_.assign(record, record + integrity_record_size);
+  flush(buffer_.size());
+  if (error_) fail_with(error_, "");
+  if (::fsync(fd_) != 0) fail_with(errno, "fsync: ");
+  const int fd = fd_;
+  fd_ = -1;
+  if (::close(fd) != 0) fail_with(errno, "close: ");
+  if (std::rename(temporary_.c_str(), path_.c_str()) != 0)
+    fail_with(errno, "cannot rename the written file into place: ");
+  committed_ = true;
+  fsync_folder_or_throw(path_);
+}
 
- private:
-  static constexpr std::size_t buffer_capacity = std::size_t{1} << 20;
-
-  // Writes the first n buffered bytes (when no error happened yet), adding them to the CRC.
-  void flush(std::size_t n) {
-    if (!error_) {
-      crc_ = crc32c_update(crc_, buffer_.data(), n);
-      for (std::size_t done = 0; done < n;) {
-        const ssize_t wrote = ::write(fd_, buffer_.data() + done, n - done);
-        if (wrote < 0 && errno == EINTR) continue;
-        if (wrote <= 0) {
-          error_ = wrote < 0 ? errno : EIO;
-          break;
-        }
-        done += static_cast<std::size_t>(wrote);
+TRAINLOOP_DETAIL_API void AtomicCheckpointWriter::flush(std::size_t n) {
+  if (!error_) {
+    crc_ = crc32c_update(crc_, buffer_.data(), n);
+    for (std::size_t done = 0; done < n;) {
+      const ssize_t wrote = ::write(fd_, buffer_.data() + done, n - done);
+      if (wrote < 0 && errno == EINTR) continue;
+      if (wrote <= 0) {
+        error_ = wrote < 0 ? errno : EIO;
+        break;
       }
-      written_ += n;
+      done += static_cast<std::size_t>(wrote);
     }
-    buffer_.erase(buffer_.begin(), buffer_.begin() + static_cast<std::ptrdiff_t>(n));
+    written_ += n;
   }
-  [[noreturn]] void fail_with(int error, const std::string& what) {
-    throw checkpoint_error(path_, "writing failed, the previous file is untouched: " + what +
-                                      (error ? errno_text(error) : std::string()));
-  }
+  buffer_.erase(buffer_.begin(), buffer_.begin() + static_cast<std::ptrdiff_t>(n));
+}
 
-  std::string path_, temporary_;
-  int fd_ = -1;
-  int error_ = 0;
-  bool committed_ = false;
-  std::vector<char> buffer_;
-  std::uint32_t crc_ = 0;
-  std::uint64_t written_ = 0;
-  sigset_t previous_mask_{};
-};
+TRAINLOOP_DETAIL_API void AtomicCheckpointWriter::fail_with(int error, const std::string& what) {
+  throw checkpoint_error(path_, "writing failed, the previous file is untouched: " + what +
+                                    (error ? errno_text(error) : std::string()));
+}
 
 // Reads a checkpoint file whole and verifies its integrity record; returns the archive as LibTorch wrote it (the
 // record stripped). Memory: the file's size.
@@ -309,7 +356,7 @@ inline StateDict read_state_dict(torch::serialize::InputArchive& archive) {
   for (const auto& e : strings.toGenericDict()) state[e.key().toStringRef()] = e.value().toStringRef();
   return state;
 }
-inline std::map<std::string, torch::Tensor> named_tensors(const torch::nn::Module& model) {
+TRAINLOOP_DETAIL_API std::map<std::string, torch::Tensor> named_tensors(const torch::nn::Module& model) {
   std::map<std::string, torch::Tensor> tensors;
   for (const auto& p : model.named_parameters()) tensors[p.key()] = p.value();
   for (const auto& b : model.named_buffers()) tensors[b.key()] = b.value();
@@ -391,15 +438,10 @@ decltype(auto) reading(const std::string& path, F&& f) {
 }
 }  // namespace detail
 
-/// Writes a checkpoint atomically. `states` are named state dictionaries (keys like "loop", "loader",
-/// "callback/EarlyStopping", "scheduler/0", "hparams"); `tensor_states` named tensor dictionaries (stored on the CPU
-/// side of the archive as saved; keys like "callback/EMA"). A failure (disk full, file-size limit, no permission) is a
-/// CheckpointError naming the path, and the file that was there before stays as it was. A model or tensor state
-/// holding NaN or inf is refused (NonFiniteStateError, nothing written): a diverged run never replaces a good file.
-inline void save_checkpoint(const std::string& path, const torch::nn::Module& model,
-                            const std::vector<std::shared_ptr<torch::optim::Optimizer>>& optimizers = {},
-                            const std::map<std::string, StateDict>& states = {}, bool include_rng = true,
-                            const std::map<std::string, TensorDict>& tensor_states = {}) {
+TRAINLOOP_DETAIL_API void save_checkpoint(const std::string& path, const torch::nn::Module& model,
+                                          const std::vector<std::shared_ptr<torch::optim::Optimizer>>& optimizers,
+                                          const std::map<std::string, StateDict>& states, bool include_rng,
+                                          const std::map<std::string, TensorDict>& tensor_states) {
   const auto weights_by_name = detail::named_tensors(model);
   const std::string bad = detail::first_non_finite(weights_by_name, tensor_states);
   if (!bad.empty())
@@ -450,17 +492,10 @@ inline void save_checkpoint(const std::string& path, const torch::nn::Module& mo
   writer.commit();
 }
 
-/// Reads a checkpoint into `model` and `optimizers` (tensors land on the model's device, whatever device saved them;
-/// `map_location` picks where the file's tensors are first loaded) and returns its named states. The file's integrity
-/// record is verified first, then everything is validated before anything is changed: a missing, damaged, truncated
-/// or foreign file, a newer format, a different model (missing or unexpected keys, shape mismatch) or a different
-/// optimizer count is a CheckpointError naming the file and key. With `tensor_states`, the checkpoint's named tensor
-/// dictionaries are put there (loaded to `map_location`).
-inline std::map<std::string, StateDict> load_checkpoint(
+TRAINLOOP_DETAIL_API std::map<std::string, StateDict> load_checkpoint(
     const std::string& path, torch::nn::Module& model,
-    const std::vector<std::shared_ptr<torch::optim::Optimizer>>& optimizers = {},
-    std::optional<torch::Device> map_location = std::nullopt, bool restore_rng = true,
-    std::map<std::string, TensorDict>* tensor_states = nullptr) {
+    const std::vector<std::shared_ptr<torch::optim::Optimizer>>& optimizers, std::optional<torch::Device> map_location,
+    bool restore_rng, std::map<std::string, TensorDict>* tensor_states) {
   torch::serialize::InputArchive archive;
   detail::open_checkpoint(path, archive, map_location);
   return detail::reading(path, [&] {
@@ -522,18 +557,16 @@ inline std::map<std::string, StateDict> load_checkpoint(
   });
 }
 
-/// The named state dictionaries of a checkpoint, without a model (to see what a file holds: its loop counters,
-/// ModelCheckpoint's best path, the hyperparameters). Verified like load_checkpoint.
-inline std::map<std::string, StateDict> read_checkpoint_states(const std::string& path) {
+TRAINLOOP_DETAIL_API std::map<std::string, StateDict> read_checkpoint_states(const std::string& path) {
   torch::serialize::InputArchive archive;
   detail::open_checkpoint(path, archive, torch::Device(torch::kCPU));
   return detail::reading(path, [&] { return detail::read_states(archive); });
 }
 
-/// Weights only (parameters and buffers), for export; load them into any module with the same names and shapes,
-/// a plain torch::nn::Module included, with load_checkpoint(path, module).
-inline void save_weights(const std::string& path, const torch::nn::Module& model) {
+TRAINLOOP_DETAIL_API void save_weights(const std::string& path, const torch::nn::Module& model) {
   save_checkpoint(path, model, {}, {}, /*include_rng=*/false);
 }
+
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
 
 TRAINLOOP_DETAIL_END

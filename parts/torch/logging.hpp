@@ -70,52 +70,9 @@ class MetricStore {
   };
 
   // "epoch" and "step" are the loggers' own columns: the Trainer writes them in every record.
-  static void check_name(const std::string& name, const LogOptions& options) {
-    if (name.empty()) throw std::invalid_argument("trainloop: log(): the metric name is empty");
-    if (options.logger() && (name == "epoch" || name == "step"))
-      throw std::invalid_argument("trainloop: log(\"" + name + "\"): '" + name + "' is a column every logger record "
-                                  "already has (the Trainer writes it); choose another name, or pass logger(false)");
-  }
-  void log(Stage stage, const std::string& name, const torch::Tensor& value, const LogOptions& options) {
-    check_name(name, options);
-    if (!value.defined()) throw std::invalid_argument("trainloop: log(\"" + name + "\"): the value is an undefined tensor");
-    if (value.numel() != 1)
-      throw std::invalid_argument("trainloop: log(\"" + name + "\"): the value must hold one number, got shape " +
-                                  c10::str(value.sizes()));
-    if (options.batch_size() <= 0)
-      throw std::invalid_argument("trainloop: log(\"" + name + "\"): batch_size must be positive");
-    const bool training = stage == Stage::train;
-    Entry& e = entries_[name];
-    e.on_step = options.on_step().value_or(training);
-    e.on_epoch = options.on_epoch().value_or(!training);
-    e.prog_bar = options.prog_bar();
-    e.logger = options.logger();
-    e.sync_dist = options.sync_dist();
-    e.reduce = options.reduce();
-    torch::Tensor v = value.detach().reshape({});
-    if (e.on_step) {
-      if (!e.step_pending) pending_steps_.push_back(name);
-      e.step_value = v;
-      e.step_pending = true;
-    }
-    if (e.on_epoch) {
-      torch::Tensor v64 = v.to(torch::kFloat64);
-      const double w = static_cast<double>(options.batch_size());
-      if (!e.logged_this_epoch || !e.accumulated.defined()) {
-        e.accumulated = e.reduce == Reduce::mean ? v64 * w : v64.clone();
-        e.weight = w;
-      } else {
-        switch (e.reduce) {
-          case Reduce::mean: e.accumulated.add_(v64, w); break;
-          case Reduce::sum: e.accumulated.add_(v64); break;
-          case Reduce::max: e.accumulated = torch::maximum(e.accumulated, v64); break;
-          case Reduce::min: e.accumulated = torch::minimum(e.accumulated, v64); break;
-        }
-        e.weight += w;
-      }
-    }
-    e.logged_this_epoch = true;
-  }
+  TRAINLOOP_DETAIL_API static void check_name(const std::string& name, const LogOptions& options);
+  TRAINLOOP_DETAIL_API void log(Stage stage, const std::string& name, const torch::Tensor& value,
+                                const LogOptions& options);
 
   /// Logs a Metric (anything with reset/update/compute) kept by reference: its value is computed once, at epoch end,
   /// from everything it accumulated, and the metric is reset then. Update it in the step as usual.
@@ -171,52 +128,10 @@ class MetricStore {
   /// The epoch's running sums, for checkpoints: a fit resumed mid-epoch reports the epoch's values over all its
   /// batches. (A logged Metric object keeps its own state: checkpoint it with the module.) epoch_state() holds how
   /// each sum is kept and reduced, epoch_sums() the tensors.
-  StateDict epoch_state() const {
-    StateDict state;
-    for_each_epoch_sum([&](const std::string& name, const Entry& e) {
-      state[name + "/flags"] = std::int64_t{(e.on_step ? 1 : 0) | (e.on_epoch ? 2 : 0) | (e.prog_bar ? 4 : 0) |
-                                            (e.logger ? 8 : 0) | (e.sync_dist ? 16 : 0)};
-      state[name + "/reduce"] = static_cast<std::int64_t>(e.reduce);
-      state[name + "/weight"] = e.weight;
-    });
-    return state;
-  }
-  std::map<std::string, torch::Tensor> epoch_sums() const {
-    std::map<std::string, torch::Tensor> sums;
-    for_each_epoch_sum([&](const std::string& name, const Entry& e) { sums[name] = e.accumulated; });
-    return sums;
-  }
-  void load_epoch_state(const StateDict& state, const std::map<std::string, torch::Tensor>& sums,
-                        const std::string& source) {
-    auto read = [&](const std::string& key, auto type) {
-      using T = decltype(type);
-      auto it = state.find(key);
-      if (it == state.end() || !std::holds_alternative<T>(it->second))
-        throw std::runtime_error("trainloop: checkpoint '" + source + "': key 'trainer/train_epoch_sums/" + key +
-                                 "' is missing or of the wrong type");
-      return std::get<T>(it->second);
-    };
-    std::map<std::string, Entry> loaded;
-    for (const auto& [name, sum] : sums) {
-      Entry& e = loaded[name];
-      const std::int64_t flags = read(name + "/flags", std::int64_t{});
-      e.on_step = flags & 1;
-      e.on_epoch = flags & 2;
-      e.prog_bar = flags & 4;
-      e.logger = flags & 8;
-      e.sync_dist = flags & 16;
-      const std::int64_t reduce = read(name + "/reduce", std::int64_t{});
-      if (reduce < 0 || reduce > static_cast<std::int64_t>(Reduce::min))
-        throw std::runtime_error("trainloop: checkpoint '" + source + "': key 'trainer/train_epoch_sums/" + name +
-                                 "/reduce' is " + std::to_string(reduce) + ", not a Reduce");
-      e.reduce = static_cast<Reduce>(reduce);
-      e.weight = read(name + "/weight", double{});
-      e.accumulated = sum;
-      e.logged_this_epoch = true;
-    }
-    entries_ = std::move(loaded);
-    pending_steps_.clear();
-  }
+  TRAINLOOP_DETAIL_API StateDict epoch_state() const;
+  TRAINLOOP_DETAIL_API std::map<std::string, torch::Tensor> epoch_sums() const;
+  TRAINLOOP_DETAIL_API void load_epoch_state(const StateDict& state, const std::map<std::string, torch::Tensor>& sums,
+                                             const std::string& source);
 
  private:
   template <class F>
@@ -228,5 +143,106 @@ class MetricStore {
   std::map<std::string, Entry> entries_;
   std::vector<std::string> pending_steps_;
 };
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API void MetricStore::check_name(const std::string& name, const LogOptions& options) {
+  if (name.empty()) throw std::invalid_argument("trainloop: log(): the metric name is empty");
+  if (options.logger() && (name == "epoch" || name == "step"))
+    throw std::invalid_argument("trainloop: log(\"" + name + "\"): '" + name + "' is a column every logger record "
+                                "already has (the Trainer writes it); choose another name, or pass logger(false)");
+}
+
+TRAINLOOP_DETAIL_API void MetricStore::log(Stage stage, const std::string& name, const torch::Tensor& value,
+                                           const LogOptions& options) {
+  check_name(name, options);
+  if (!value.defined()) throw std::invalid_argument("trainloop: log(\"" + name + "\"): the value is an undefined tensor");
+  if (value.numel() != 1)
+    throw std::invalid_argument("trainloop: log(\"" + name + "\"): the value must hold one number, got shape " +
+                                c10::str(value.sizes()));
+  if (options.batch_size() <= 0)
+    throw std::invalid_argument("trainloop: log(\"" + name + "\"): batch_size must be positive");
+  const bool training = stage == Stage::train;
+  Entry& e = entries_[name];
+  e.on_step = options.on_step().value_or(training);
+  e.on_epoch = options.on_epoch().value_or(!training);
+  e.prog_bar = options.prog_bar();
+  e.logger = options.logger();
+  e.sync_dist = options.sync_dist();
+  e.reduce = options.reduce();
+  torch::Tensor v = value.detach().reshape({});
+  if (e.on_step) {
+    if (!e.step_pending) pending_steps_.push_back(name);
+    e.step_value = v;
+    e.step_pending = true;
+  }
+  if (e.on_epoch) {
+    torch::Tensor v64 = v.to(torch::kFloat64);
+    const double w = static_cast<double>(options.batch_size());
+    if (!e.logged_this_epoch || !e.accumulated.defined()) {
+      e.accumulated = e.reduce == Reduce::mean ? v64 * w : v64.clone();
+      e.weight = w;
+    } else {
+      switch (e.reduce) {
+        case Reduce::mean: e.accumulated.add_(v64, w); break;
+        case Reduce::sum: e.accumulated.add_(v64); break;
+        case Reduce::max: e.accumulated = torch::maximum(e.accumulated, v64); break;
+        case Reduce::min: e.accumulated = torch::minimum(e.accumulated, v64); break;
+      }
+      e.weight += w;
+    }
+  }
+  e.logged_this_epoch = true;
+}
+
+TRAINLOOP_DETAIL_API StateDict MetricStore::epoch_state() const {
+  StateDict state;
+  for_each_epoch_sum([&](const std::string& name, const Entry& e) {
+    state[name + "/flags"] = std::int64_t{(e.on_step ? 1 : 0) | (e.on_epoch ? 2 : 0) | (e.prog_bar ? 4 : 0) |
+                                          (e.logger ? 8 : 0) | (e.sync_dist ? 16 : 0)};
+    state[name + "/reduce"] = static_cast<std::int64_t>(e.reduce);
+    state[name + "/weight"] = e.weight;
+  });
+  return state;
+}
+
+TRAINLOOP_DETAIL_API std::map<std::string, torch::Tensor> MetricStore::epoch_sums() const {
+  std::map<std::string, torch::Tensor> sums;
+  for_each_epoch_sum([&](const std::string& name, const Entry& e) { sums[name] = e.accumulated; });
+  return sums;
+}
+
+TRAINLOOP_DETAIL_API void MetricStore::load_epoch_state(const StateDict& state,
+                                                        const std::map<std::string, torch::Tensor>& sums,
+                                                        const std::string& source) {
+  auto read = [&](const std::string& key, auto type) {
+    using T = decltype(type);
+    auto it = state.find(key);
+    if (it == state.end() || !std::holds_alternative<T>(it->second))
+      throw std::runtime_error("trainloop: checkpoint '" + source + "': key 'trainer/train_epoch_sums/" + key +
+                               "' is missing or of the wrong type");
+    return std::get<T>(it->second);
+  };
+  std::map<std::string, Entry> loaded;
+  for (const auto& [name, sum] : sums) {
+    Entry& e = loaded[name];
+    const std::int64_t flags = read(name + "/flags", std::int64_t{});
+    e.on_step = flags & 1;
+    e.on_epoch = flags & 2;
+    e.prog_bar = flags & 4;
+    e.logger = flags & 8;
+    e.sync_dist = flags & 16;
+    const std::int64_t reduce = read(name + "/reduce", std::int64_t{});
+    if (reduce < 0 || reduce > static_cast<std::int64_t>(Reduce::min))
+      throw std::runtime_error("trainloop: checkpoint '" + source + "': key 'trainer/train_epoch_sums/" + name +
+                               "/reduce' is " + std::to_string(reduce) + ", not a Reduce");
+    e.reduce = static_cast<Reduce>(reduce);
+    e.weight = read(name + "/weight", double{});
+    e.accumulated = sum;
+    e.logged_this_epoch = true;
+  }
+  entries_ = std::move(loaded);
+  pending_steps_.clear();
+}
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
 
 TRAINLOOP_DETAIL_END

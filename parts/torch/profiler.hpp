@@ -34,48 +34,52 @@ class Profiler {
     stage_ = stage;
     started_ = Clock::now();
   }
-  void record(const std::string& action, Clock::duration elapsed) {
-    const double s = std::chrono::duration<double>(elapsed).count();
-    Action& a = actions_[action];
-    a.min_s = a.calls == 0 ? s : std::min(a.min_s, s);
-    a.max_s = std::max(a.max_s, s);
-    a.total_s += s;
-    ++a.calls;
-  }
+  TRAINLOOP_DETAIL_API void record(const std::string& action, Clock::duration elapsed);
   const std::map<std::string, Action>& actions() const noexcept { return actions_; }
   /// Wall time since start(): the denominator of the report's percentages.
   double elapsed_s() const { return std::chrono::duration<double>(Clock::now() - started_).count(); }
 
   /// The report: one row per action, the most expensive first. Nested actions (a hook inside the training step)
   /// are counted in both, so percentages need not add up to 100.
-  std::string report() const {
-    std::vector<std::pair<std::string, Action>> rows(actions_.begin(), actions_.end());
-    std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.second.total_s > b.second.total_s; });
-    std::size_t width = 6;
-    for (const auto& row : rows) width = std::max(width, row.first.size());
-    const double total = elapsed_s();
-    std::string out = stage_ + " profiler report (host wall time; total " + format("%.3f", total) + " s)\n";
-    out += pad("Action", width) + " | Mean (s)   | Calls   | Total (s)  | Percent\n";
-    out += std::string(width + 47, '-') + "\n";
-    for (const auto& [name, a] : rows)
-      out += pad(name, width) + " | " + format("%-10.6f", a.total_s / static_cast<double>(a.calls)) + " | " +
-             format("%-7lld", static_cast<long long>(a.calls)) + " | " + format("%-10.4f", a.total_s) + " | " +
-             format("%.1f %%", total > 0 ? 100.0 * a.total_s / total : 0.0) + "\n";
-    return out;
-  }
+  TRAINLOOP_DETAIL_API std::string report() const;
 
  private:
-  template <class T>
-  static std::string format(const char* spec, T value) {
-    char text[64];
-    std::snprintf(text, sizeof text, spec, value);
-    return text;
-  }
-  static std::string pad(const std::string& s, std::size_t width) { return s + std::string(width - s.size(), ' '); }
-
   std::map<std::string, Action> actions_;
   std::string stage_;
   Clock::time_point started_ = Clock::now();
 };
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API void Profiler::record(const std::string& action, Clock::duration elapsed) {
+  const double s = std::chrono::duration<double>(elapsed).count();
+  Action& a = actions_[action];
+  a.min_s = a.calls == 0 ? s : std::min(a.min_s, s);
+  a.max_s = std::max(a.max_s, s);
+  a.total_s += s;
+  ++a.calls;
+}
+
+TRAINLOOP_DETAIL_API std::string Profiler::report() const {
+  const auto format = [](const char* spec, auto value) {
+    char text[64];
+    std::snprintf(text, sizeof text, spec, value);
+    return std::string(text);
+  };
+  std::vector<std::pair<std::string, Action>> rows(actions_.begin(), actions_.end());
+  std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.second.total_s > b.second.total_s; });
+  std::size_t width = 6;
+  for (const auto& row : rows) width = std::max(width, row.first.size());
+  const auto pad = [width](const std::string& s) { return s + std::string(width - s.size(), ' '); };
+  const double total = elapsed_s();
+  std::string out = stage_ + " profiler report (host wall time; total " + format("%.3f", total) + " s)\n";
+  out += pad("Action") + " | Mean (s)   | Calls   | Total (s)  | Percent\n";
+  out += std::string(width + 47, '-') + "\n";
+  for (const auto& [name, a] : rows)
+    out += pad(name) + " | " + format("%-10.6f", a.total_s / static_cast<double>(a.calls)) + " | " +
+           format("%-7lld", static_cast<long long>(a.calls)) + " | " + format("%-10.4f", a.total_s) + " | " +
+           format("%.1f %%", total > 0 ? 100.0 * a.total_s / total : 0.0) + "\n";
+  return out;
+}
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
 
 TRAINLOOP_DETAIL_END

@@ -181,169 +181,24 @@ namespace tags = lightning_tags;
 /// The Trainer: `Trainer trainer(TrainerOptions().max_epochs(5), MyCallback{});` then
 /// `trainer.fit(model, train_data, val_data)`, `trainer.test(model, test_data)`.
 ///
-/// Callbacks are a compile-time pack: types declaring any Lightning callback hooks (taking trainer&, module&, ...)
-/// and/or Engine hooks (they then receive the training Engine's events). A ProgressBar and a ModelSummary are added
+/// Callbacks are a compile-time pack: types declaring any Lightning callback hooks (taking trainer&, module&, ...; a
+/// TrainerCore& and a torch::nn::Module& serve every Trainer and module) and/or Engine hooks (they then receive the training Engine's events). A ProgressBar and a ModelSummary are added
 /// unless options turn them off or the pack has its own.
 template <class... Callbacks>
-class Trainer {
+class Trainer : public TrainerCore {
  public:
   explicit Trainer(TrainerOptions options = TrainerOptions(), Callbacks... callbacks)
-      : options_(std::move(options)), callbacks_(std::move(callbacks)...) {
-    options_.validate();
+      : TrainerCore(std::move(options), has_loggers), callbacks_(std::move(callbacks)...) {
     static_assert((detail::check_lightning_names<detail::unwrap_reference_t<Callbacks>>() && ... && true));
     builtin_progress_bar_ = options_.enable_progress_bar() && !has_callback_type<ProgressBar>();
     builtin_model_summary_ = options_.enable_model_summary() && !has_callback_type<ModelSummary>();
   }
 
-  // --- what callbacks and modules read ---------------------------------------------------------------------------
-  const TrainerOptions& options() const noexcept { return options_; }
-  /// 0-based epoch while running; after fit, the number of epochs run.
-  std::int64_t current_epoch() const noexcept { return current_epoch_; }
-  /// Optimizer steps taken (not batches: with accumulate_grad_batches(4), one step per 4 batches).
-  std::int64_t global_step() const noexcept { return global_step_; }
-  /// Optimizer steps the loss scaler skipped ("16-mixed": inf/NaN gradients). They do not count in global_step and do
-  /// not step the per-step schedulers.
-  std::int64_t skipped_steps() const noexcept { return skipped_steps_; }
-  /// Whether the last optimizer step was skipped by the loss scaler.
-  bool last_step_skipped() const noexcept { return last_step_skipped_; }
-#if TRAINLOOP_WITH_AMP
-  /// The loss scaler ("16-mixed", or grad_scaler(GradScalerOptions()) with "bf16-mixed") once a stage has started;
-  /// nullptr without one.
-  amp::GradScaler* grad_scaler() noexcept { return precision_.grad_scaler(); }
-#endif
-  /// Training batches run, over all epochs.
-  std::int64_t total_batches() const noexcept { return total_batches_; }
-  /// The batch index within the current epoch (0-based).
-  std::int64_t batch_idx() const noexcept { return batch_idx_; }
-  std::optional<std::int64_t> max_epochs() const { return options_.effective_max_epochs(); }
-  std::optional<std::int64_t> num_training_batches() const noexcept { return num_training_batches_; }
-  std::optional<std::int64_t> num_val_batches() const noexcept { return num_val_batches_; }
-  std::optional<std::int64_t> num_test_batches() const noexcept { return num_test_batches_; }
-  std::optional<std::int64_t> num_predict_batches() const noexcept { return num_predict_batches_; }
-  Stage stage() const noexcept { return stage_; }
-  /// Inside fit (validation runs included), as opposed to a standalone validate/test/predict.
-  bool fitting() const noexcept { return fitting_; }
-  bool sanity_checking() const noexcept { return sanity_checking_; }
-  torch::Device device() const noexcept { return device_; }
-  /// Ask fit to stop (early stopping): honoured at the next batch end once min_epochs and min_steps are reached.
-  bool should_stop() const noexcept { return should_stop_; }
-  void should_stop(bool stop) noexcept { should_stop_ = stop; }
-  /// Stop fit right after the current batch, whatever the minimums: no more batches and no epoch end
-  /// (on_train_end and on_fit_end still run). A checkpoint saved just before resumes mid-epoch, exactly.
-  void terminate() noexcept { terminate_requested_ = true; }
-  /// Latest values (device tensors) for callbacks: step values during an epoch, epoch values after it.
-  const std::map<std::string, torch::Tensor>& callback_metrics() const noexcept { return callback_metrics_; }
-  /// What loggers receive: step values every log_every_n_steps ("name" or "name_step") and epoch values
-  /// ("name" or "name_epoch"), as in Lightning.
-  const std::map<std::string, torch::Tensor>& logged_metrics() const noexcept { return logged_metrics_; }
-  /// The prog_bar metrics read to the host now (this is the one place the progress bar syncs).
-  std::map<std::string, double> progress_bar_metrics() const {
-    std::map<std::string, double> values;
-    for (const auto& store : metrics_)
-      for (const auto& [name, entry] : store.entries()) {
-        if (!entry.prog_bar) continue;
-        auto it = callback_metrics_.find(name);
-        if (it != callback_metrics_.end() && it->second.defined()) values[name] = it->second.template item<double>();
-      }
-    if (precision_.scaling() && stage_ == Stage::train) values["skipped_steps"] = static_cast<double>(skipped_steps_);
-    return values;
-  }
-  /// Hands values to the loggers in the pack (LearningRateMonitor does): they join the next record, written at the
-  /// end of the current training batch (or evaluation, or stage).
-  void log_metrics(const std::map<std::string, double>& values) {
-    for (const auto& [name, value] : values) pending_host_log_[name] = value;
-  }
-  /// Whether the optimizer step about to happen ends on a logging step (every log_every_n_steps).
-  bool logging_next_step() const noexcept { return (global_step_ + 1) % options_.log_every_n_steps() == 0; }
-  /// Batches whose gradients add up to one optimizer step; starts at the option, a callback may change it
-  /// (GradientAccumulationScheduler does at epoch starts).
-  std::int64_t accumulate_grad_batches() const noexcept { return accumulate_grad_batches_; }
-  void accumulate_grad_batches(std::int64_t n) {
-    if (n < 1) throw std::invalid_argument("trainloop: Trainer::accumulate_grad_batches(n): n must be at least 1");
-    accumulate_grad_batches_ = n;
-  }
-  /// What configure_optimizers returned, during and after fit.
-  const Optimizers& optimizers() const noexcept { return optimizers_; }
-  /// What the profiler measured in the last stage (TrainerOptions().profiler(true)).
-  const Profiler& profiler() const noexcept { return profiler_; }
   std::tuple<Callbacks...>& callbacks() noexcept { return callbacks_; }
   template <class C>
   C& callback() noexcept {
     return detail::unwrap(std::get<C>(callbacks_));
   }
-
-  /// Writes a checkpoint of the fit in progress, or of the last fit after it returned (the module must still be
-  /// alive; resuming it with a larger max_epochs continues exactly): the model, the optimizers, the loop's counters
-  /// and where in the loop it stands, the schedulers', callbacks' and training data's states, the values callbacks
-  /// monitor, the RNG. Atomic; see save_checkpoint. With weights_only, the model's parameters and buffers alone.
-  /// A model holding NaN or inf is refused (NonFiniteStateError), except while the fit is terminating (TerminateOnNan),
-  /// when the save is skipped: a diverged run never replaces a good checkpoint.
-  /// Returns whether the file was written (false: skipped, see above).
-  /// Under data-parallel training rank 0 writes and every rank waits until the file is complete (call it on every
-  /// rank, as callbacks do).
-  bool save_checkpoint(const std::string& path, bool weights_only = false) {
-    if (!save_) throw std::logic_error("trainloop: Trainer::save_checkpoint(\"" + path + "\") needs a fit in progress or done");
-    if (world_size() == 1) return save_(path, weights_only);
-    bool written = true;
-    std::exception_ptr error;
-    if (is_global_zero()) {
-      try {
-        written = save_(path, weights_only);
-      } catch (...) {
-        error = std::current_exception();
-      }
-    }
-    barrier();  // no rank reads (or resumes from) a checkpoint before it is complete
-    if (error) std::rethrow_exception(error);
-    return written;
-  }
-
-  // --- data-parallel training (one process: rank 0 of 1) ---------------------------------------------------------
-
-  /// This process's rank among all the job's processes.
-  int global_rank() const noexcept {
-#if TRAINLOOP_WITH_DISTRIBUTED
-    if (group_) return group_->rank();
-#endif
-    return 0;
-  }
-  /// The job's processes.
-  int world_size() const noexcept {
-#if TRAINLOOP_WITH_DISTRIBUTED
-    if (group_) return group_->size();
-#endif
-    return 1;
-  }
-  /// This process's rank on its machine.
-  int local_rank() const noexcept {
-#if TRAINLOOP_WITH_DISTRIBUTED
-    if (group_) return group_->local_rank();
-#endif
-    return 0;
-  }
-  /// Rank 0 writes logs, checkpoints and the progress bar.
-  bool is_global_zero() const noexcept { return global_rank() == 0; }
-  /// Whether `decision` holds on every rank (all = true) or on at least one (all = false): callbacks that take a
-  /// branch every rank must take with them (stop, save) agree through it. `decision` itself in a single process.
-  bool reduce_decision(bool decision, bool all) {
-#if TRAINLOOP_WITH_DISTRIBUTED
-    if (group_) return group_->agree(decision, all);
-#endif
-    (void)all;
-    return decision;
-  }
-  /// Waits until every rank arrives (nothing in a single process).
-  void barrier() {
-#if TRAINLOOP_WITH_DISTRIBUTED
-    if (group_) group_->barrier();
-#endif
-  }
-#if TRAINLOOP_WITH_DISTRIBUTED
-  /// The process group once a stage ran data-parallel; nullptr otherwise.
-  distributed::ProcessGroup* process_group() noexcept { return group_.get(); }
-  /// The gradient synchronisation while fit runs data-parallel; nullptr otherwise.
-  distributed::DistributedDataParallel* ddp() noexcept { return ddp_.get(); }
-#endif
 
   // --- entry points ------------------------------------------------------------------------------------------------
 
@@ -403,11 +258,8 @@ class Trainer {
   }
 
  private:
-  using Clock = std::chrono::steady_clock;
   template <class>
   friend struct detail::EvalHooks;
-
-  static constexpr std::size_t index(Stage s) { return static_cast<std::size_t>(s); }
 
   // --- entry points' bodies: the data is made (a data hook called) once setup and configure_model have run --------
 
@@ -565,20 +417,6 @@ class Trainer {
     if constexpr (with_tensors) h.on_load_checkpoint(owner..., tensors);
   }
 
-  // Where in the loop a fit stands. Checkpoints record it, and a resumed fit first does what was left at that point,
-  // so it ends where the uninterrupted fit would (README: "what resumes exactly").
-  enum class LoopPoint : std::int64_t {
-    in_batch = 0,          // inside a training batch, before on_train_batch_end: not an exact resume point
-    batch_end = 1,         // on_train_batch_end: the batch's stop checks and validation are still to come
-    batch_validation = 2,  // inside that validation, before its on_validation_end: it runs again
-    between_batches = 3,   // nothing left of the batch (or of the epoch)
-    epoch_validation = 4,  // inside the epoch-end validation (data of unknown size), before its on_validation_end:
-                           // it runs again
-    epoch_hooks = 5,       // on_validation_end of that validation: on_train_epoch_end and the rest to come
-    epoch_rest = 6,        // checkpointing callbacks' on_train_epoch_end: the epoch's schedulers and stop to come
-    training_done = 7,     // on_train_end, on_fit_end, after fit
-  };
-
   template <class C>
   static constexpr bool has_callback_type() {
     return (std::is_same_v<detail::unwrap_reference_t<Callbacks>, C> || ... || false);
@@ -616,22 +454,29 @@ class Trainer {
   template <class C>
   static constexpr bool rank_zero_only_v =
       detail::is_logger<C>() || std::is_same_v<C, ProgressBar> || std::is_same_v<C, ModelSummary>;
+  // Whether the pack has a callback of group G: a hook with none costs no instantiation at all (most Trainers have
+  // few callbacks, and every hook asks every group).
+  template <detail::CallbackGroup G>
+  static constexpr bool has_group_v = ((detail::callback_group<detail::unwrap_reference_t<Callbacks>>() == G) || ... ||
+                                       false);
   template <detail::CallbackGroup G, class F>
-  void for_each_callback_in(F&& f) {
-    std::apply(
-        [&](auto&... cb) {
-          [[maybe_unused]] auto visit = [&](auto& callback) {
-            using C = std::decay_t<decltype(callback)>;
-            if constexpr (detail::callback_group<C>() == G) {
-              if constexpr (rank_zero_only_v<C>) {
-                if (!is_global_zero()) return;
+  void for_each_callback_in([[maybe_unused]] F&& f) {
+    if constexpr (has_group_v<G>) {
+      std::apply(
+          [&](auto&... cb) {
+            [[maybe_unused]] auto visit = [&](auto& callback) {
+              using C = std::decay_t<decltype(callback)>;
+              if constexpr (detail::callback_group<C>() == G) {
+                if constexpr (rank_zero_only_v<C>) {
+                  if (!is_global_zero()) return;
+                }
+                f(callback);
               }
-              f(callback);
-            }
-          };
-          (visit(detail::unwrap(cb)), ...);
-        },
-        callbacks_);
+            };
+            (visit(detail::unwrap(cb)), ...);
+          },
+          callbacks_);
+    }
   }
   template <class Tag, class C, class Module, class... Args>
   void call_callback(C& callback, Module& module, Args&... args) {
@@ -658,25 +503,6 @@ class Trainer {
       return std::monostate{};
     }
   }
-  // Runs f, timed under the action when profiling: a name from profiler_actions, or a function returning a name
-  // built once (so nothing is built while the profiler is off).
-  template <class Action, class F>
-  decltype(auto) profiled(const Action& action, F&& f) {
-    if (!profiling_) return f();
-    struct Scope {
-      Profiler& profiler;
-      const std::string& action;
-      Profiler::Clock::time_point start = Profiler::Clock::now();
-      ~Scope() { profiler.record(action, Profiler::Clock::now() - start); }
-    };
-    if constexpr (std::is_invocable_v<const Action&>) {
-      Scope scope{profiler_, action()};
-      return f();
-    } else {
-      Scope scope{profiler_, action};
-      return f();
-    }
-  }
   // Profiler action names, each built once: "[Callback]ProgressBar.on_train_batch_end", "[LightningModule]Net.training_step".
   template <class Tag, class Owner>
   static auto hook_action(const char* kind) {
@@ -698,35 +524,13 @@ class Trainer {
 
   template <class Module, class Body>
   void run_stage(Module& module, Stage stage, const std::string& stage_name, Body&& body) {
-    if (options_.tune_malloc()) tune_glibc_malloc();
-    if (options_.seed()) torch::manual_seed(*options_.seed());
-    if (options_.deterministic()) {
-      at::globalContext().setDeterministicAlgorithms(true, false);
-      at::globalContext().setDeterministicCuDNN(true);
-      at::globalContext().setBenchmarkCuDNN(false);
-    }
-    device_ = parse_accelerator(options_.accelerator());
-    setup_distributed();
-    precision_.setup(options_, device_);
-#if TRAINLOOP_WITH_DISTRIBUTED && TRAINLOOP_WITH_AMP
-    if (group_ && precision_.grad_scaler())  // every rank skips the same steps ("16-mixed")
-      precision_.grad_scaler()->set_found_inf_reducer(
-          [group = group_](torch::Tensor& found) { group->all_reduce(found, distributed::ReduceOp::max); });
-#endif
+    prepare_stage(stage, stage_name);
     module.to(device_);
-    stage_ = stage;
-    runtime_ = detail::ModuleRuntime{};
-    runtime_.metrics = &metrics_[index(stage)];
-    runtime_.stage = stage;
-    runtime_.device = device_;
-    runtime_.current_epoch = current_epoch_;
-    runtime_.global_step = global_step_;
     runtime_.backward = [this, &module](torch::Tensor& loss) { backward(module, loss); };
     runtime_.step = [this, &module](torch::optim::Optimizer& optimizer) {
       count_optimizer_step(step_optimizer(module, optimizer, false));
     };
     runtime_.zero_grad = [this, &module](torch::optim::Optimizer& optimizer) { zero_grad(module, optimizer, false); };
-    runtime_.clip_gradients = &Trainer::clip_gradients;
     // Lightning's lr_scheduler_step(scheduler, metric): the module steps its schedulers itself when it has one.
     using SchedulerStep = detail::lightning_hook<detail::tags::lr_scheduler_step>;
     SchedulerStep::template check_module<Module, const SchedulerConfig&, std::optional<double>>();
@@ -744,10 +548,6 @@ class Trainer {
       Module& m;
       ~Detach() { m.attach_runtime_(nullptr); }
     } detach{module};
-    profiling_ = options_.profiler();
-    if (profiling_) profiler_.start(stage_name);
-    pending_log_.clear();
-    pending_host_log_.clear();
     try {
       call_module<detail::tags::prepare_data>(module);
       call_hook<detail::tags::setup>(module, stage_name);  // loggers create their folders here: before any work
@@ -778,25 +578,6 @@ class Trainer {
 
   // --- data-parallel setup ----------------------------------------------------------------------------------------
 
-  // The first stage that wants several ranks joins (or, with devices(n) and no launcher, starts) them; the group
-  // stays for the Trainer's later stages (init() also makes the metrics reduce over it). Each rank takes its own
-  // CUDA device.
-  void setup_distributed() {
-#if TRAINLOOP_WITH_DISTRIBUTED
-    if (!group_ && options_.strategy() != "single") {
-      const distributed::Environment env = distributed::detect_environment();
-      if (options_.strategy() == "ddp" || options_.devices() > 1 || env.world_size > 1) {
-        group_ = distributed::default_group();
-        if (!group_) {
-          distributed::InitOptions init = options_.process_group();
-          if (options_.devices() > 0) init.processes(options_.devices());
-          group_ = distributed::init(init.device(device_), env);
-        }
-      }
-    }
-    if (group_ && device_.is_cuda()) device_ = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(group_->local_rank()));
-#endif
-  }
   // trainloop DataLoaders serve each rank its shard (unless the user sharded them, or asked not to).
   template <class D>
   void shard_for_ranks(D& data) {
@@ -807,43 +588,11 @@ class Trainer {
       (void)data;
     }
   }
-  // An epoch value logged with sync_dist, over every rank's batches: a mean is the ranks' weighted sums over their
-  // weights (exactly the mean over all batches), sum/max/min reduce as named.
-  torch::Tensor epoch_value_across_ranks(const MetricStore::Entry& e) {
-    torch::Tensor value = MetricStore::epoch_value(e);
-#if TRAINLOOP_WITH_DISTRIBUTED
-    if (!group_ || group_->size() == 1 || !e.sync_dist || e.metric_compute || !value.defined()) return value;
-    if (e.reduce == Reduce::mean) {
-      torch::Tensor sums = torch::stack({e.accumulated.reshape({}), torch::full({}, e.weight, e.accumulated.options())});
-      group_->all_reduce(sums, distributed::ReduceOp::sum);
-      return sums[0] / sums[1];
-    }
-    value = value.clone();
-    group_->all_reduce(value, e.reduce == Reduce::sum   ? distributed::ReduceOp::sum
-                              : e.reduce == Reduce::max ? distributed::ReduceOp::max
-                                                        : distributed::ReduceOp::min);
-#endif
-    return value;
-  }
-
   void finalize_loggers(const std::string& status) {
     for_each_logger([&](auto& logger) {
       if constexpr (detail::is_detected_v<detail::finalize_t, std::decay_t<decltype(logger)>>) logger.finalize(status);
     });
   }
-  void report_profile() {
-    const std::string report = profiler_.report();
-    if (options_.profiler_path().empty()) {
-      std::fputs(report.c_str(), stderr);
-      return;
-    }
-    std::FILE* file = std::fopen(options_.profiler_path().c_str(), "a");
-    if (!file)
-      throw std::runtime_error("trainloop: profiler_path '" + options_.profiler_path() + "': " + std::strerror(errno));
-    std::fputs(report.c_str(), file);
-    std::fclose(file);
-  }
-
   template <class Data>
   std::optional<std::int64_t> eval_limit(const BatchLimit& limit, Data& data, const char* option) const {
     if (options_.fast_dev_run() > 0) return options_.fast_dev_run();
@@ -887,27 +636,7 @@ class Trainer {
     for_each_logger([](auto& logger) {
       if constexpr (detail::is_detected_v<detail::logger_flush_t, std::decay_t<decltype(logger)>>) logger.flush();
     });
-    std::map<std::string, StateDict> states;
-    if (train_engine_) states["loop"] = train_engine_->state.state_dict();
-    else if (final_loop_state_) states["loop"] = *final_loop_state_;
-    auto flag = [](bool b) { return std::int64_t{b ? 1 : 0}; };
-    states["trainer"] = {{"global_step", global_step_},
-                         {"total_batches", total_batches_},
-                         {"batches_since_step", batches_since_step_},
-                         {"current_epoch", current_epoch_},
-                         {"accumulate_grad_batches", accumulate_grad_batches_},
-                         {"loop_point", static_cast<std::int64_t>(loop_point_)},
-                         {"should_stop", flag(should_stop_)},
-                         {"stop_after_epoch", flag(stop_after_epoch_)},
-                         {"skip_rest_of_epoch", flag(skip_rest_of_epoch_)},
-                         {"skipped_steps", skipped_steps_},
-                         {"last_step_skipped", flag(last_step_skipped_)}};
-    if (precision_.scaling()) states["precision/grad_scaler"] = precision_.state_dict();
-    states["trainer/train_epoch_sums"] = metrics_[index(Stage::train)].epoch_state();
-    if (train_data_state_) states["train_data"] = train_data_state_();
-    for (std::size_t i = 0; i < optimizers_.size(); ++i)
-      if (const auto& s = optimizers_[i].scheduler())
-        if (auto state = s->state_dict()) states["scheduler/" + std::to_string(i)] = *state;
+    std::map<std::string, StateDict> states = loop_states();
     for_each_callback([&](auto& callback) {
       using C = std::decay_t<decltype(callback)>;
       if constexpr (detail::is_detected_v<detail::state_dict_t, C>) {
@@ -921,39 +650,13 @@ class Trainer {
     return states;
   }
   std::map<std::string, TensorDict> checkpoint_tensor_states() {
-    std::map<std::string, TensorDict> tensors;
-    // What callbacks monitor and the epoch's running sums: a resumed fit ranks, stops and reports as the first did.
-    tensors["trainer/callback_metrics"] = TensorDict(callback_metrics_.begin(), callback_metrics_.end());
-    tensors["trainer/train_epoch_sums"] = metrics_[index(Stage::train)].epoch_sums();
+    std::map<std::string, TensorDict> tensors = loop_tensor_states();
     for_each_callback([&](auto& callback) {
       using C = std::decay_t<decltype(callback)>;
       if constexpr (detail::is_detected_v<detail::tensor_state_t, C>) tensors[callback_key(callback)] = callback.tensor_state();
     });
     return tensors;
   }
-
-  // A state's own load error (a missing key in a DataLoader's state) names the checkpoint and the state's key too.
-  template <class F>
-  static void restoring(const std::string& path, const std::string& key, F&& load) {
-    try {
-      load();
-    } catch (const std::exception& error) {
-      throw CheckpointError("trainloop: checkpoint '" + path + "': key '" + key + "': " + error.what());
-    }
-  }
-
-  // Restoring a checkpoint, in Lightning's two phases: the model and the callbacks before on_fit_start, the loop's
-  // counters and the rest of the training state after it.
-  struct LoadedCheckpoint {
-    std::map<std::string, StateDict> states;
-    std::map<std::string, TensorDict> tensors;
-    const StateDict& need(const std::string& path, const std::string& key) const {
-      auto it = states.find(key);
-      if (it == states.end())
-        throw CheckpointError("trainloop: checkpoint '" + path + "': key '" + key + "' is missing (not written by fit?)");
-      return it->second;
-    }
-  };
 
   // The model and optimizers (and the RNG), then on_load_checkpoint (module, then callbacks), then the callbacks'
   // states (a callback whose saved state is empty is not asked to load it, as in Lightning).
@@ -995,45 +698,7 @@ class Trainer {
   template <class TrainHeld>
   StateDict restore_training_state(const std::string& path, const LoadedCheckpoint& loaded, TrainHeld& train,
                                    bool& data_positioned) {
-    const StateDict& counters = loaded.need(path, "trainer");
-    auto count = [&](const char* key) {
-      auto it = counters.find(key);
-      if (it == counters.end() || !std::holds_alternative<std::int64_t>(it->second))
-        throw CheckpointError("trainloop: checkpoint '" + path + "': key 'trainer/" + key + "' is missing");
-      return std::get<std::int64_t>(it->second);
-    };
-    global_step_ = count("global_step");
-    total_batches_ = count("total_batches");
-    batches_since_step_ = count("batches_since_step");
-    current_epoch_ = count("current_epoch");
-    accumulate_grad_batches_ = count("accumulate_grad_batches");
-    const std::int64_t point = count("loop_point");
-    if (point < 0 || point > static_cast<std::int64_t>(LoopPoint::training_done))
-      throw CheckpointError("trainloop: checkpoint '" + path + "': key 'trainer/loop_point' is " + std::to_string(point) +
-                            ", not a point this trainloop knows");
-    loop_point_ = static_cast<LoopPoint>(point);
-    should_stop_ = count("should_stop") != 0;
-    stop_after_epoch_ = count("stop_after_epoch") != 0;
-    skip_rest_of_epoch_ = count("skip_rest_of_epoch") != 0;
-    skipped_steps_ = counters.count("skipped_steps") ? count("skipped_steps") : 0;  // absent from older checkpoints
-    last_step_skipped_ = counters.count("last_step_skipped") && count("last_step_skipped") != 0;
-    if (precision_.scaling()) {
-      const std::string key = "precision/grad_scaler";
-      const StateDict& scaler = loaded.need(path, key);
-      restoring(path, key, [&] { precision_.load_state_dict(scaler); });
-    }
-    auto metrics = loaded.tensors.find("trainer/callback_metrics");
-    if (metrics != loaded.tensors.end()) callback_metrics_.insert(metrics->second.begin(), metrics->second.end());
-    auto sums = loaded.tensors.find("trainer/train_epoch_sums");
-    metrics_[index(Stage::train)].load_epoch_state(loaded.need(path, "trainer/train_epoch_sums"),
-                                                   sums != loaded.tensors.end() ? sums->second : TensorDict{}, path);
-    runtime_.global_step = global_step_;
-    runtime_.current_epoch = current_epoch_;
-    for (std::size_t i = 0; i < optimizers_.size(); ++i)
-      if (const auto& s = optimizers_[i].scheduler()) {
-        auto it = loaded.states.find("scheduler/" + std::to_string(i));
-        if (it != loaded.states.end()) restoring(path, it->first, [&] { s->load_state_dict(it->second); });
-      }
+    restore_loop_state(path, loaded);
     data_positioned = false;
     if constexpr (detail::is_detected_v<detail::load_state_dict_t, std::remove_reference_t<decltype(train.get())>>) {
       auto it = loaded.states.find("train_data");
@@ -1055,48 +720,7 @@ class Trainer {
     if constexpr (detail::lightning_hook<detail::tags::configure_optimizers>::callable<Module>) {
       optimizers_ = detail::to_optimizers(module.configure_optimizers());
     }
-    for (std::size_t i = 0; i < optimizers_.size(); ++i) {
-      const auto& config = optimizers_[i];
-      if (!config.optimizer())
-        throw std::invalid_argument("trainloop: " + detail::type_name<Module>() +
-                                    "::configure_optimizers() returned a null optimizer (entry " + std::to_string(i) + ")");
-      if (const auto& s = config.scheduler()) {
-        if (!s->monitor().empty() && !s->can_step_on_metric())
-          throw std::invalid_argument("trainloop: the scheduler of optimizer " + std::to_string(i) + " monitors '" +
-                                      s->monitor() + "' but has no step(double metric)");
-        if (s->monitor().empty() && !s->can_step_plainly())
-          throw std::invalid_argument("trainloop: the scheduler of optimizer " + std::to_string(i) +
-                                      " only has step(double metric); give it a metric with .monitor(\"name\")");
-      }
-    }
-    if (module.automatic_optimization() && optimizers_.empty())
-      throw std::invalid_argument("trainloop: " + detail::type_name<Module>() +
-                                  " has no optimizer: its configure_optimizers() must return one (for example "
-                                  "std::make_shared<torch::optim::Adam>(parameters())), or switch to manual "
-                                  "optimisation with automatic_optimization(false)");
-    runtime_.optimizers.clear();
-    for (const auto& config : optimizers_) runtime_.optimizers.push_back(config.optimizer());
-  }
-
-  // Device-side clipping: no host sync (LibTorch's clip_grad_norm_ returns the norm as a double, which syncs).
-  static void clip_gradients(torch::optim::Optimizer& optimizer, double limit, ClipAlgorithm algorithm) {
-    if (limit <= 0) return;
-    std::vector<torch::Tensor> grads;
-    for (auto& group : optimizer.param_groups())
-      for (auto& p : group.params())
-        if (p.grad().defined()) grads.push_back(p.grad());
-    if (grads.empty()) return;
-    torch::NoGradGuard no_grad;
-    if (algorithm == ClipAlgorithm::value) {
-      for (auto& g : grads) g.clamp_(-limit, limit);
-      return;
-    }
-    std::vector<torch::Tensor> norms;
-    norms.reserve(grads.size());
-    for (auto& g : grads) norms.push_back(g.norm(2).to(torch::kFloat32));
-    const torch::Tensor total = torch::stack(norms).norm(2);
-    const torch::Tensor scale = (limit / (total + 1e-6)).clamp_max(1.0);
-    for (auto& g : grads) g.mul_(scale.to(g.dtype()));
+    check_optimizers(detail::type_name<Module>(), module.automatic_optimization());
   }
 
   // The gradients unscaled ("16-mixed"), on_before_optimizer_step, clipping (the module's
@@ -1167,68 +791,7 @@ class Trainer {
     });
     call_hook<detail::tags::on_after_backward>(module);
   }
-  // After optimizer steps: the accumulation window closes; a step taken counts and steps the schedulers that run per
-  // step, a step the loss scaler skipped does neither.
-  void count_optimizer_step(bool stepped) {
-    batches_since_step_ = 0;
-    last_step_skipped_ = !stepped;
-    if (!stepped) {
-      ++skipped_steps_;
-      return;
-    }
-    ++global_step_;
-    runtime_.global_step = global_step_;
-    step_schedulers(Interval::step, global_step_);
-  }
-  void step_schedulers(Interval interval, std::int64_t counter) {
-    for (std::size_t i = 0; i < optimizers_.size(); ++i) {
-      const auto& s = optimizers_[i].scheduler();
-      if (!s || s->interval() != interval || counter % s->frequency() != 0) continue;
-      if (s->monitor().empty()) {
-        scheduler_step_(*s, std::nullopt);
-        continue;
-      }
-      auto it = callback_metrics_.find(s->monitor());
-      if (it == callback_metrics_.end()) {
-        std::string logged;
-        for (const auto& entry : callback_metrics_) logged += (logged.empty() ? "" : ", ") + entry.first;
-        throw std::runtime_error("trainloop: the scheduler of optimizer " + std::to_string(i) + " monitors '" +
-                                 s->monitor() + "', which was not logged (logged: " +
-                                 (logged.empty() ? "nothing" : logged) + ")");
-      }
-      scheduler_step_(*s, it->second.template item<double>());
-    }
-  }
-
   // --- logged values -------------------------------------------------------------------------------------------------
-
-  // Step values into callback_metrics (always) and logged_metrics (every log_every_n_steps): tensors, no host sync.
-  // Training step values reach the loggers on logging steps; evaluation step values stay out of the loggers (their
-  // step does not advance), as their epoch values go in.
-  void publish_step_values(MetricStore& store) {
-    const bool log_now = global_step_ % options_.log_every_n_steps() == 0;
-    const bool to_loggers = has_loggers && &store == &metrics_[index(Stage::train)];
-    if (to_loggers && log_now && precision_.scaling()) pending_host_log_["skipped_steps"] = static_cast<double>(skipped_steps_);
-    store.take_step_values([&](const std::string& name, const MetricStore::Entry& e) {
-      callback_metrics_[name] = e.step_value;
-      if (!e.logger || !log_now) return;
-      const std::string logged = e.on_epoch ? name + "_step" : name;
-      logged_metrics_[logged] = e.step_value;
-      if (to_loggers) pending_log_[logged] = e.step_value;
-    });
-  }
-  void publish_epoch_values(MetricStore& store) {
-    for (const auto& [name, e] : store.entries()) {
-      torch::Tensor value = epoch_value_across_ranks(e);
-      if (!value.defined()) continue;
-      callback_metrics_[name] = value;
-      if (!e.logger) continue;
-      const std::string logged = e.on_step ? name + "_epoch" : name;
-      logged_metrics_[logged] = value;
-      if (has_loggers) pending_log_[logged] = value;
-    }
-    store.reset_logged_metrics();
-  }
 
   // --- loggers -------------------------------------------------------------------------------------------------------
 
@@ -1253,33 +816,11 @@ class Trainer {
         return;
       }
       profiled(profiler_actions::write_logs, [&] {
-        std::map<std::string, double> record = std::move(pending_host_log_);
-        if (!pending_log_.empty()) {
-          std::vector<torch::Tensor> values;
-          for (const auto& entry : pending_log_) values.push_back(entry.second.detach().reshape({}).to(torch::kFloat64));
-          const torch::Tensor host = torch::stack(values).to(torch::kCPU);
-          const double* data = host.data_ptr<double>();
-          std::size_t i = 0;
-          for (const auto& entry : pending_log_) record[entry.first] = data[i++];
-        }
-        record["epoch"] = static_cast<double>(current_epoch_);
-        pending_log_.clear();
-        pending_host_log_.clear();
+        const std::map<std::string, double> record = take_log_record();
         for_each_logger([&](auto& logger) { logger.log_metrics(global_step_, record); });
       });
     }
   }
-  // The epoch values a validate/test run published, read to the host.
-  std::map<std::string, double> host_values(const MetricStore& store) const {
-    std::map<std::string, double> values;
-    for (const auto& [name, e] : store.entries()) {
-      auto it = callback_metrics_.find(name);
-      if (e.on_epoch && e.logged_this_epoch && it != callback_metrics_.end())
-        values[name] = it->second.template item<double>();
-    }
-    return values;
-  }
-
   // --- batches ------------------------------------------------------------------------------------------------------
 
   // Lightning's transfer hooks, then the move to the device (skipped on CPU, where the batch is used as given).
@@ -1863,47 +1404,12 @@ class Trainer {
     }
   };
 
-  TrainerOptions options_;
   std::tuple<Callbacks...> callbacks_;
   ProgressBar progress_bar_;
   ModelSummary model_summary_;
   bool builtin_progress_bar_ = false;
   bool builtin_model_summary_ = false;
 
-  torch::Device device_ = torch::Device(torch::kCPU);
-  Stage stage_ = Stage::train;
-  bool sanity_checking_ = false;
-  bool fitting_ = false;
-  bool should_stop_ = false;
-  bool terminate_requested_ = false;
-  std::int64_t current_epoch_ = 0, global_step_ = 0, total_batches_ = 0, batch_idx_ = 0;
-  std::int64_t batches_since_step_ = 0;  // batches whose gradients wait for the next optimizer step
-  detail::PrecisionPolicy precision_;      // autocast and loss scaling ("16-mixed", "bf16-mixed"), or nothing ("32")
-  std::int64_t skipped_steps_ = 0;
-  bool last_step_skipped_ = false;
-  std::optional<std::int64_t> num_training_batches_, num_val_batches_, num_test_batches_, num_predict_batches_;
-  std::array<MetricStore, 4> metrics_;  // one per Stage: train, validate (the sanity check too), test, predict
-  std::map<std::string, torch::Tensor> callback_metrics_, logged_metrics_;
-  Optimizers optimizers_;
-  detail::ModuleRuntime runtime_;
-  // While fitting: the training Engine, how to save, and the training data's position (when it has one).
-  EngineCore* train_engine_ = nullptr;
-  std::optional<StateDict> final_loop_state_;  // the training Engine's state once it is gone (after training)
-  LoopPoint loop_point_ = LoopPoint::between_batches;
-  bool stop_after_epoch_ = false;    // a stop condition was met: the epoch ends, then the fit
-  bool skip_rest_of_epoch_ = false;  // on_train_batch_start returned -1
-  std::function<bool(const std::string&, bool)> save_;
-  std::function<void(const SchedulerConfig&, std::optional<double>)> scheduler_step_;
-  std::function<StateDict()> train_data_state_;
-  std::int64_t accumulate_grad_batches_ = 1;
-  std::map<std::string, torch::Tensor> pending_log_;  // logged values waiting for the next record to the loggers
-  std::map<std::string, double> pending_host_log_;    // values callbacks handed over with log_metrics()
-  Profiler profiler_;
-  bool profiling_ = false;
-#if TRAINLOOP_WITH_DISTRIBUTED
-  std::shared_ptr<distributed::ProcessGroup> group_;
-  std::unique_ptr<distributed::DistributedDataParallel> ddp_;
-#endif
 };
 
 template <class... Callbacks>

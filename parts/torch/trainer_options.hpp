@@ -160,59 +160,7 @@ class TrainerOptions {
   }
 
   /// Rejects contradictory or out-of-range settings, naming the option.
-  void validate() const {
-    auto fail = [](const std::string& what) { return std::invalid_argument("trainloop: TrainerOptions()." + what); };
-    if (max_epochs_ < -2 || max_epochs_ == 0) throw fail("max_epochs(n): n must be positive, or -1 for unlimited");
-    if (min_epochs_ < 0) throw fail("min_epochs(n): n must not be negative");
-    if (max_epochs_ > 0 && min_epochs_ > max_epochs_)
-      throw fail("min_epochs(" + std::to_string(min_epochs_) + ") exceeds max_epochs(" + std::to_string(max_epochs_) + ")");
-    if (max_steps_ < -1 || max_steps_ == 0) throw fail("max_steps(n): n must be positive, or -1 for unlimited");
-    if (min_steps_ < 0) throw fail("min_steps(n): n must not be negative");
-    if (max_steps_ > 0 && min_steps_ > max_steps_)
-      throw fail("min_steps(" + std::to_string(min_steps_) + ") exceeds max_steps(" + std::to_string(max_steps_) + ")");
-    if (max_time_.count() < 0) throw fail("max_time(t): t must not be negative");
-    const std::pair<const char*, const BatchLimit*> limits[] = {
-        {"limit_train_batches", &limit_train_batches_}, {"limit_val_batches", &limit_val_batches_},
-        {"limit_test_batches", &limit_test_batches_},   {"limit_predict_batches", &limit_predict_batches_},
-        {"overfit_batches", &overfit_batches_}};
-    for (const auto& [name, limit] : limits) {
-      if (limit->count() && *limit->count() < 0) throw fail(std::string(name) + "(n): n must not be negative");
-      if (limit->fraction() && (*limit->fraction() < 0.0 || *limit->fraction() > 1.0))
-        throw fail(std::string(name) + "(f): a fraction must be in [0, 1]; give an integer to count batches");
-    }
-    if (overfit_batches_.is_set() && (limit_train_batches_.is_set() || limit_val_batches_.is_set()))
-      throw fail("overfit_batches cannot be combined with limit_train_batches or limit_val_batches");
-    if (fast_dev_run_ < 0) throw fail("fast_dev_run(n): n must not be negative");
-    if (val_check_fraction_ <= 0.0 || val_check_fraction_ > 1.0)
-      throw fail("val_check_interval(f): a fraction must be in (0, 1]; give an integer for a number of steps");
-    if (val_check_batches_ && *val_check_batches_ < 1) throw fail("val_check_interval(n): n must be at least 1");
-    if (val_every_n_optimizer_steps_ && *val_every_n_optimizer_steps_ < 1)
-      throw fail("val_every_n_optimizer_steps(n): n must be at least 1");
-    if (check_val_every_n_epoch_ && *check_val_every_n_epoch_ < 1)
-      throw fail("check_val_every_n_epoch(n): n must be at least 1 (std::nullopt: count val_check_interval across epochs)");
-    if (!check_val_every_n_epoch_ && !val_check_batches_)
-      throw fail("check_val_every_n_epoch(std::nullopt) needs an integer val_check_interval(n) to validate by");
-    if (num_sanity_val_steps_ < -1) throw fail("num_sanity_val_steps(n): n must be -1 (all) or more");
-    if (accumulate_grad_batches_ < 1) throw fail("accumulate_grad_batches(n): n must be at least 1");
-    if (gradient_clip_val_ < 0) throw fail("gradient_clip_val(v): v must not be negative");
-    if (log_every_n_steps_ < 1) throw fail("log_every_n_steps(n): n must be at least 1");
-    parse_precision(precision_);
-    if (strategy_ != "auto" && strategy_ != "ddp" && strategy_ != "single")
-      throw fail("strategy(\"" + strategy_ + "\"): not one of \"auto\", \"ddp\", \"single\"");
-    if (devices_ < 0) throw fail("devices(n): n must not be negative (0: what the launcher started)");
-    if (strategy_ == "single" && devices_ > 1) throw fail("strategy(\"single\") runs one process; drop devices(n > 1)");
-    if (!with_distributed && (strategy_ == "ddp" || devices_ > 1))
-      throw fail(std::string(strategy_ == "ddp" ? "strategy(\"ddp\")" : "devices(" + std::to_string(devices_) + ")") +
-                 " needs data-parallel training: define TRAINLOOP_WITH_DISTRIBUTED=1 (CMake: "
-                 "-DTRAINLOOP_WITH_DISTRIBUTED=ON) and link c10d's Gloo (LibTorch's Torch target does)");
-#if TRAINLOOP_WITH_AMP
-    if (grad_scaler_) grad_scaler_->validate();
-#endif
-    if (barebones_ && enable_progress_bar_.value_or(false))
-      throw fail("barebones(true) turns the progress bar off; drop enable_progress_bar(true)");
-    if (barebones_ && enable_model_summary_.value_or(false))
-      throw fail("barebones(true) turns the model summary off; drop enable_model_summary(true)");
-  }
+  TRAINLOOP_DETAIL_API void validate() const;
 
  private:
   double val_check_fraction_ = 1.0;
@@ -220,6 +168,62 @@ class TrainerOptions {
   std::optional<bool> enable_progress_bar_, enable_model_summary_;
   bool barebones_ = false;
 };
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API void TrainerOptions::validate() const {
+  auto fail = [](const std::string& what) { return std::invalid_argument("trainloop: TrainerOptions()." + what); };
+  if (max_epochs_ < -2 || max_epochs_ == 0) throw fail("max_epochs(n): n must be positive, or -1 for unlimited");
+  if (min_epochs_ < 0) throw fail("min_epochs(n): n must not be negative");
+  if (max_epochs_ > 0 && min_epochs_ > max_epochs_)
+    throw fail("min_epochs(" + std::to_string(min_epochs_) + ") exceeds max_epochs(" + std::to_string(max_epochs_) + ")");
+  if (max_steps_ < -1 || max_steps_ == 0) throw fail("max_steps(n): n must be positive, or -1 for unlimited");
+  if (min_steps_ < 0) throw fail("min_steps(n): n must not be negative");
+  if (max_steps_ > 0 && min_steps_ > max_steps_)
+    throw fail("min_steps(" + std::to_string(min_steps_) + ") exceeds max_steps(" + std::to_string(max_steps_) + ")");
+  if (max_time_.count() < 0) throw fail("max_time(t): t must not be negative");
+  const std::pair<const char*, const BatchLimit*> limits[] = {
+      {"limit_train_batches", &limit_train_batches_}, {"limit_val_batches", &limit_val_batches_},
+      {"limit_test_batches", &limit_test_batches_},   {"limit_predict_batches", &limit_predict_batches_},
+      {"overfit_batches", &overfit_batches_}};
+  for (const auto& [name, limit] : limits) {
+    if (limit->count() && *limit->count() < 0) throw fail(std::string(name) + "(n): n must not be negative");
+    if (limit->fraction() && (*limit->fraction() < 0.0 || *limit->fraction() > 1.0))
+      throw fail(std::string(name) + "(f): a fraction must be in [0, 1]; give an integer to count batches");
+  }
+  if (overfit_batches_.is_set() && (limit_train_batches_.is_set() || limit_val_batches_.is_set()))
+    throw fail("overfit_batches cannot be combined with limit_train_batches or limit_val_batches");
+  if (fast_dev_run_ < 0) throw fail("fast_dev_run(n): n must not be negative");
+  if (val_check_fraction_ <= 0.0 || val_check_fraction_ > 1.0)
+    throw fail("val_check_interval(f): a fraction must be in (0, 1]; give an integer for a number of steps");
+  if (val_check_batches_ && *val_check_batches_ < 1) throw fail("val_check_interval(n): n must be at least 1");
+  if (val_every_n_optimizer_steps_ && *val_every_n_optimizer_steps_ < 1)
+    throw fail("val_every_n_optimizer_steps(n): n must be at least 1");
+  if (check_val_every_n_epoch_ && *check_val_every_n_epoch_ < 1)
+    throw fail("check_val_every_n_epoch(n): n must be at least 1 (std::nullopt: count val_check_interval across epochs)");
+  if (!check_val_every_n_epoch_ && !val_check_batches_)
+    throw fail("check_val_every_n_epoch(std::nullopt) needs an integer val_check_interval(n) to validate by");
+  if (num_sanity_val_steps_ < -1) throw fail("num_sanity_val_steps(n): n must be -1 (all) or more");
+  if (accumulate_grad_batches_ < 1) throw fail("accumulate_grad_batches(n): n must be at least 1");
+  if (gradient_clip_val_ < 0) throw fail("gradient_clip_val(v): v must not be negative");
+  if (log_every_n_steps_ < 1) throw fail("log_every_n_steps(n): n must be at least 1");
+  parse_precision(precision_);
+  if (strategy_ != "auto" && strategy_ != "ddp" && strategy_ != "single")
+    throw fail("strategy(\"" + strategy_ + "\"): not one of \"auto\", \"ddp\", \"single\"");
+  if (devices_ < 0) throw fail("devices(n): n must not be negative (0: what the launcher started)");
+  if (strategy_ == "single" && devices_ > 1) throw fail("strategy(\"single\") runs one process; drop devices(n > 1)");
+  if (!with_distributed && (strategy_ == "ddp" || devices_ > 1))
+    throw fail(std::string(strategy_ == "ddp" ? "strategy(\"ddp\")" : "devices(" + std::to_string(devices_) + ")") +
+               " needs data-parallel training: define TRAINLOOP_WITH_DISTRIBUTED=1 (CMake: "
+               "-DTRAINLOOP_WITH_DISTRIBUTED=ON) and link c10d's Gloo (LibTorch's Torch target does)");
+#if TRAINLOOP_WITH_AMP
+  if (grad_scaler_) grad_scaler_->validate();
+#endif
+  if (barebones_ && enable_progress_bar_.value_or(false))
+    throw fail("barebones(true) turns the progress bar off; drop enable_progress_bar(true)");
+  if (barebones_ && enable_model_summary_.value_or(false))
+    throw fail("barebones(true) turns the model summary off; drop enable_model_summary(true)");
+}
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
+
 #undef TRAINLOOP_DETAIL_OPTION
 
 TRAINLOOP_DETAIL_END

@@ -94,6 +94,26 @@ TEST_CASE("fit trains, validate/test return epoch metrics, predict returns outpu
   CHECK(torch::allclose(predictions[2], net.forward(val[2].first).detach()));
 }
 
+// A callback for every Trainer type and module, without templates: it could be compiled once, in a .cpp of its own.
+struct EpochRecorder {
+  std::vector<std::int64_t> epochs, steps;
+  void on_train_epoch_end(TrainerCore& trainer, torch::nn::Module& module) {
+    CHECK(module.is_training());
+    epochs.push_back(trainer.current_epoch());
+    steps.push_back(trainer.global_step());
+  }
+};
+
+TEST_CASE("a callback may take TrainerCore& and torch::nn::Module&: one non-template callback serves any Trainer") {
+  Regression model;
+  auto data = linear_data(4);
+  Trainer trainer(quiet().max_epochs(3), EpochRecorder{});
+  trainer.fit(model, data);
+  const EpochRecorder& recorder = trainer.callback<EpochRecorder>();
+  CHECK(recorder.epochs == std::vector<std::int64_t>{0, 1, 2});
+  CHECK(recorder.steps == std::vector<std::int64_t>{4, 8, 12});
+}
+
 TEST_CASE("logging: step and epoch values, names, reductions, prog_bar, log_every_n_steps") {
   auto train = linear_data(6);
   auto val = linear_data(2, 8, 1);

@@ -25,13 +25,7 @@ class ProgressBar {
     std::optional<bool> terminal;        ///< force terminal or plain mode; default: isatty(stream)
   };
   ProgressBar() : ProgressBar(Options{}) {}
-  explicit ProgressBar(Options options) : options_(options) {
-#if defined(__unix__) || defined(__APPLE__)
-    terminal_ = options_.terminal.value_or(isatty(fileno(options_.stream)) == 1);
-#else
-    terminal_ = options_.terminal.value_or(false);
-#endif
-  }
+  TRAINLOOP_DETAIL_API explicit ProgressBar(Options options);
 
   template <class T, class M>
   void on_train_epoch_start(T& trainer, M&) {
@@ -155,60 +149,75 @@ class ProgressBar {
     }
   }
 
-  static std::string clock_text(double seconds) {
-    if (!std::isfinite(seconds) || seconds < 0) return "?";
-    const auto s = static_cast<long long>(seconds + 0.5);
-    char text[32];
-    if (s >= 3600) std::snprintf(text, sizeof text, "%lld:%02lld:%02lld", s / 3600, (s / 60) % 60, s % 60);
-    else std::snprintf(text, sizeof text, "%02lld:%02lld", s / 60, s % 60);
-    return text;
-  }
+  TRAINLOOP_DETAIL_API static std::string clock_text(double seconds);
 
-  void render(const Bar& bar, const std::map<std::string, double>& metrics, bool final_line) const {
-    const double elapsed = std::chrono::duration<double>(Clock::now() - bar.start).count();
-    const double rate = elapsed > 0 ? static_cast<double>(bar.n) / elapsed : 0.0;
-    std::string line = bar.description + ": ";
-    char buffer[96];
-    if (bar.total && *bar.total > 0) {
-      const double fraction = std::min(1.0, static_cast<double>(bar.n) / static_cast<double>(*bar.total));
-      std::snprintf(buffer, sizeof buffer, "%3d%%", static_cast<int>(100 * fraction));
-      line += buffer;
-      if (terminal_) {
-        static const char* const eighths[] = {"", "\u258F", "\u258E", "\u258D", "\u258C", "\u258B", "\u258A", "\u2589"};
-        const int cells = static_cast<int>(fraction * options_.bar_width * 8);
-        line += "|";
-        for (int i = 0; i < cells / 8; ++i) line += "\u2588";
-        int used = cells / 8;
-        if (used < options_.bar_width) {
-          line += eighths[cells % 8];
-          used += 1;
-        }
-        line += std::string(static_cast<std::size_t>(options_.bar_width - used), ' ') + "|";
-      }
-      std::snprintf(buffer, sizeof buffer, " %lld/%lld [%s<%s, %.2fit/s", static_cast<long long>(bar.n),
-                    static_cast<long long>(*bar.total), clock_text(elapsed).c_str(),
-                    clock_text(rate > 0 ? static_cast<double>(*bar.total - bar.n) / rate : -1).c_str(), rate);
-    } else {
-      std::snprintf(buffer, sizeof buffer, "%lld [%s, %.2fit/s", static_cast<long long>(bar.n),
-                    clock_text(elapsed).c_str(), rate);
-    }
-    line += buffer;
-    for (const auto& [name, value] : metrics) {
-      std::snprintf(buffer, sizeof buffer, ", %s=%.4g", name.c_str(), value);
-      line += buffer;
-    }
-    line += "]";
-    if (terminal_) {
-      std::fprintf(options_.stream, "\r\033[K%s%s", line.c_str(), final_line ? "\n" : "");
-    } else {
-      std::fprintf(options_.stream, "%s\n", line.c_str());
-    }
-    std::fflush(options_.stream);
-  }
+  TRAINLOOP_DETAIL_API void render(const Bar& bar, const std::map<std::string, double>& metrics,
+                                   bool final_line) const;
 
   Options options_;
   bool terminal_ = false;
   Bar train_, eval_;
 };
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API std::string ProgressBar::clock_text(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0) return "?";
+  const auto s = static_cast<long long>(seconds + 0.5);
+  char text[32];
+  if (s >= 3600) std::snprintf(text, sizeof text, "%lld:%02lld:%02lld", s / 3600, (s / 60) % 60, s % 60);
+  else std::snprintf(text, sizeof text, "%02lld:%02lld", s / 60, s % 60);
+  return text;
+}
+
+TRAINLOOP_DETAIL_API void ProgressBar::render(const Bar& bar, const std::map<std::string, double>& metrics,
+                                              bool final_line) const {
+  const double elapsed = std::chrono::duration<double>(Clock::now() - bar.start).count();
+  const double rate = elapsed > 0 ? static_cast<double>(bar.n) / elapsed : 0.0;
+  std::string line = bar.description + ": ";
+  char buffer[96];
+  if (bar.total && *bar.total > 0) {
+    const double fraction = std::min(1.0, static_cast<double>(bar.n) / static_cast<double>(*bar.total));
+    std::snprintf(buffer, sizeof buffer, "%3d%%", static_cast<int>(100 * fraction));
+    line += buffer;
+    if (terminal_) {
+      static const char* const eighths[] = {"", "\u258F", "\u258E", "\u258D", "\u258C", "\u258B", "\u258A", "\u2589"};
+      const int cells = static_cast<int>(fraction * options_.bar_width * 8);
+      line += "|";
+      for (int i = 0; i < cells / 8; ++i) line += "\u2588";
+      int used = cells / 8;
+      if (used < options_.bar_width) {
+        line += eighths[cells % 8];
+        used += 1;
+      }
+      line += std::string(static_cast<std::size_t>(options_.bar_width - used), ' ') + "|";
+    }
+    std::snprintf(buffer, sizeof buffer, " %lld/%lld [%s<%s, %.2fit/s", static_cast<long long>(bar.n),
+                  static_cast<long long>(*bar.total), clock_text(elapsed).c_str(),
+                  clock_text(rate > 0 ? static_cast<double>(*bar.total - bar.n) / rate : -1).c_str(), rate);
+  } else {
+    std::snprintf(buffer, sizeof buffer, "%lld [%s, %.2fit/s", static_cast<long long>(bar.n),
+                  clock_text(elapsed).c_str(), rate);
+  }
+  line += buffer;
+  for (const auto& [name, value] : metrics) {
+    std::snprintf(buffer, sizeof buffer, ", %s=%.4g", name.c_str(), value);
+    line += buffer;
+  }
+  line += "]";
+  if (terminal_) {
+    std::fprintf(options_.stream, "\r\033[K%s%s", line.c_str(), final_line ? "\n" : "");
+  } else {
+    std::fprintf(options_.stream, "%s\n", line.c_str());
+  }
+  std::fflush(options_.stream);
+}
+TRAINLOOP_DETAIL_API ProgressBar::ProgressBar(Options options) : options_(options) {
+#if defined(__unix__) || defined(__APPLE__)
+  terminal_ = options_.terminal.value_or(isatty(fileno(options_.stream)) == 1);
+#else
+  terminal_ = options_.terminal.value_or(false);
+#endif
+}
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
 
 TRAINLOOP_DETAIL_END
