@@ -6157,7 +6157,6 @@ class AtomicCheckpointWriter {
   sigset_t previous_mask_{};
 };
 
-
 // The model's parameters and buffers by name (EMA reads them too).
 TRAINLOOP_DETAIL_API std::map<std::string, torch::Tensor> named_tensors(const torch::nn::Module& model);
 }  // namespace detail
@@ -6180,7 +6179,6 @@ inline std::string errno_text(int error) {
   if (error == EDQUOT) text += " (disk quota)";
   return text;
 }
-
 
 // Temporaries are "<target>.tmp-<pid>", locked (flock) by their writer while it lives. One whose writer is gone
 // (the pid is dead and the lock is free) is removed.
@@ -8377,6 +8375,7 @@ class TrainerOptions {
   std::optional<bool> enable_progress_bar_, enable_model_summary_;
   bool barebones_ = false;
 };
+
 #if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
 TRAINLOOP_DETAIL_API void TrainerOptions::validate() const {
   auto fail = [](const std::string& what) { return std::invalid_argument("trainloop: TrainerOptions()." + what); };
@@ -9021,7 +9020,6 @@ class TrainerCore {
     training_done = 7,     // on_train_end, on_fit_end, after fit
   };
 
-
   TrainerCore(TrainerOptions options, bool has_loggers) : options_(std::move(options)), has_loggers_(has_loggers) {
     options_.validate();
   }
@@ -9041,7 +9039,6 @@ class TrainerCore {
   TRAINLOOP_DETAIL_API torch::Tensor epoch_value_across_ranks(const MetricStore::Entry& e);
 
   TRAINLOOP_DETAIL_API void report_profile();
-
 
   // Runs f, timed under the action when profiling: a name from profiler_actions, or a function returning a name
   // built once (so nothing is built while the profiler is off).
@@ -9094,7 +9091,6 @@ class TrainerCore {
     }
   };
 
-
   // The counters, where the loop stood, the loss scaler, the values callbacks monitor, the epoch's running sums and
   // the schedulers, from a checkpoint (the training data's position is the Trainer's, which knows the data's type).
   TRAINLOOP_DETAIL_API void restore_loop_state(const std::string& path, const LoadedCheckpoint& loaded);
@@ -9105,13 +9101,13 @@ class TrainerCore {
   TRAINLOOP_DETAIL_API void check_optimizers(const std::string& module, bool automatic_optimization);
 
   // Device-side clipping: no host sync (LibTorch's clip_grad_norm_ returns the norm as a double, which syncs).
-  TRAINLOOP_DETAIL_API static void clip_gradients(torch::optim::Optimizer& optimizer, double limit, ClipAlgorithm algorithm);
+  TRAINLOOP_DETAIL_API static void clip_gradients(torch::optim::Optimizer& optimizer, double limit,
+                                                   ClipAlgorithm algorithm);
 
   // After optimizer steps: the accumulation window closes; a step taken counts and steps the schedulers that run per
   // step, a step the loss scaler skipped does neither.
   TRAINLOOP_DETAIL_API void count_optimizer_step(bool stepped);
   TRAINLOOP_DETAIL_API void step_schedulers(Interval interval, std::int64_t counter);
-
 
   // --- logged values -------------------------------------------------------------------------------------------------
 
@@ -9121,13 +9117,11 @@ class TrainerCore {
   TRAINLOOP_DETAIL_API void publish_step_values(MetricStore& store);
   TRAINLOOP_DETAIL_API void publish_epoch_values(MetricStore& store);
 
-
   // The values waiting for the loggers, read to the host with one transfer, plus "epoch"; nothing stays pending.
   // This is where logging syncs the device, and only when something is written.
   TRAINLOOP_DETAIL_API std::map<std::string, double> take_log_record();
   // The epoch values a validate/test run published, read to the host.
   TRAINLOOP_DETAIL_API std::map<std::string, double> host_values(const MetricStore& store) const;
-
 
   TrainerOptions options_;
   bool has_loggers_;  // the Trainer's callbacks include a logger: logged values are kept for it
@@ -9372,7 +9366,8 @@ TRAINLOOP_DETAIL_API void TrainerCore::check_optimizers(const std::string& modul
   for (const auto& config : optimizers_) runtime_.optimizers.push_back(config.optimizer());
 }
 
-TRAINLOOP_DETAIL_API void TrainerCore::clip_gradients(torch::optim::Optimizer& optimizer, double limit, ClipAlgorithm algorithm) {
+TRAINLOOP_DETAIL_API void TrainerCore::clip_gradients(torch::optim::Optimizer& optimizer, double limit,
+                                                     ClipAlgorithm algorithm) {
   if (limit <= 0) return;
   std::vector<torch::Tensor> grads;
   for (auto& group : optimizer.param_groups())

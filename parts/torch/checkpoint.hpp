@@ -123,7 +123,6 @@ class AtomicCheckpointWriter {
   sigset_t previous_mask_{};
 };
 
-
 // The model's parameters and buffers by name (EMA reads them too).
 TRAINLOOP_DETAIL_API std::map<std::string, torch::Tensor> named_tensors(const torch::nn::Module& model);
 }  // namespace detail
@@ -146,7 +145,6 @@ inline std::string errno_text(int error) {
   if (error == EDQUOT) text += " (disk quota)";
   return text;
 }
-
 
 // Temporaries are "<target>.tmp-<pid>", locked (flock) by their writer while it lives. One whose writer is gone
 // (the pid is dead and the lock is free) is removed.

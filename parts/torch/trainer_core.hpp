@@ -159,7 +159,6 @@ class TrainerCore {
     training_done = 7,     // on_train_end, on_fit_end, after fit
   };
 
-
   TrainerCore(TrainerOptions options, bool has_loggers) : options_(std::move(options)), has_loggers_(has_loggers) {
     options_.validate();
   }
@@ -179,7 +178,6 @@ class TrainerCore {
   TRAINLOOP_DETAIL_API torch::Tensor epoch_value_across_ranks(const MetricStore::Entry& e);
 
   TRAINLOOP_DETAIL_API void report_profile();
-
 
   // Runs f, timed under the action when profiling: a name from profiler_actions, or a function returning a name
   // built once (so nothing is built while the profiler is off).
@@ -232,7 +230,6 @@ class TrainerCore {
     }
   };
 
-
   // The counters, where the loop stood, the loss scaler, the values callbacks monitor, the epoch's running sums and
   // the schedulers, from a checkpoint (the training data's position is the Trainer's, which knows the data's type).
   TRAINLOOP_DETAIL_API void restore_loop_state(const std::string& path, const LoadedCheckpoint& loaded);
@@ -243,13 +240,13 @@ class TrainerCore {
   TRAINLOOP_DETAIL_API void check_optimizers(const std::string& module, bool automatic_optimization);
 
   // Device-side clipping: no host sync (LibTorch's clip_grad_norm_ returns the norm as a double, which syncs).
-  TRAINLOOP_DETAIL_API static void clip_gradients(torch::optim::Optimizer& optimizer, double limit, ClipAlgorithm algorithm);
+  TRAINLOOP_DETAIL_API static void clip_gradients(torch::optim::Optimizer& optimizer, double limit,
+                                                   ClipAlgorithm algorithm);
 
   // After optimizer steps: the accumulation window closes; a step taken counts and steps the schedulers that run per
   // step, a step the loss scaler skipped does neither.
   TRAINLOOP_DETAIL_API void count_optimizer_step(bool stepped);
   TRAINLOOP_DETAIL_API void step_schedulers(Interval interval, std::int64_t counter);
-
 
   // --- logged values -------------------------------------------------------------------------------------------------
 
@@ -259,13 +256,11 @@ class TrainerCore {
   TRAINLOOP_DETAIL_API void publish_step_values(MetricStore& store);
   TRAINLOOP_DETAIL_API void publish_epoch_values(MetricStore& store);
 
-
   // The values waiting for the loggers, read to the host with one transfer, plus "epoch"; nothing stays pending.
   // This is where logging syncs the device, and only when something is written.
   TRAINLOOP_DETAIL_API std::map<std::string, double> take_log_record();
   // The epoch values a validate/test run published, read to the host.
   TRAINLOOP_DETAIL_API std::map<std::string, double> host_values(const MetricStore& store) const;
-
 
   TrainerOptions options_;
   bool has_loggers_;  // the Trainer's callbacks include a logger: logged values are kept for it
@@ -510,7 +505,8 @@ TRAINLOOP_DETAIL_API void TrainerCore::check_optimizers(const std::string& modul
   for (const auto& config : optimizers_) runtime_.optimizers.push_back(config.optimizer());
 }
 
-TRAINLOOP_DETAIL_API void TrainerCore::clip_gradients(torch::optim::Optimizer& optimizer, double limit, ClipAlgorithm algorithm) {
+TRAINLOOP_DETAIL_API void TrainerCore::clip_gradients(torch::optim::Optimizer& optimizer, double limit,
+                                                     ClipAlgorithm algorithm) {
   if (limit <= 0) return;
   std::vector<torch::Tensor> grads;
   for (auto& group : optimizer.param_groups())

@@ -168,6 +168,7 @@ class TrainerOptions {
   std::optional<bool> enable_progress_bar_, enable_model_summary_;
   bool barebones_ = false;
 };
+
 #if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
 TRAINLOOP_DETAIL_API void TrainerOptions::validate() const {
   auto fail = [](const std::string& what) { return std::invalid_argument("trainloop: TrainerOptions()." + what); };
