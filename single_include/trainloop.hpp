@@ -9658,8 +9658,9 @@ namespace tags = lightning_tags;
 /// `trainer.fit(model, train_data, val_data)`, `trainer.test(model, test_data)`.
 ///
 /// Callbacks are a compile-time pack: types declaring any Lightning callback hooks (taking trainer&, module&, ...; a
-/// TrainerCore& and a torch::nn::Module& serve every Trainer and module) and/or Engine hooks (they then receive the training Engine's events). A ProgressBar and a ModelSummary are added
-/// unless options turn them off or the pack has its own.
+/// TrainerCore& and a torch::nn::Module& serve every Trainer and module) and/or Engine hooks (they then receive the
+/// training Engine's events). A ProgressBar and a ModelSummary are added unless options turn them off or the pack has
+/// its own.
 template <class... Callbacks>
 class Trainer : public TrainerCore {
  public:
