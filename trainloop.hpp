@@ -6,6 +6,7 @@
 
 #include "parts/core/config.hpp"
 #include "parts/core/type_name.hpp"
+#include "parts/core/function.hpp"
 #include "parts/core/events.hpp"
 #include "parts/core/state.hpp"
 #include "parts/core/filters.hpp"

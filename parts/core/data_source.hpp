@@ -3,7 +3,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
-#include <iterator>
+#include <vector>  // declares std::begin/end/size (range access) without <iterator>'s stream iterators
 #include <optional>
 #include <type_traits>
 #include <utility>

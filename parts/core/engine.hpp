@@ -4,11 +4,8 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
-#include <cmath>
 #include <cstdint>
 #include <exception>
-#include <functional>
-#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -43,10 +40,7 @@ class RunOptions {
  private:
   // Plain integers with 0 for "not given" (every limit must be positive): copying a std::optional member makes
   // g++ 12 warn -Wmaybe-uninitialized at every `run(data, max_epochs(3))`.
-  static std::uint64_t positive(std::uint64_t n, const char* name) {
-    if (n == 0) throw std::invalid_argument(std::string("trainloop: ") + name + "(n): n must be positive");
-    return n;
-  }
+  TRAINLOOP_DETAIL_API static std::uint64_t positive(std::uint64_t n, const char* name);
   static std::optional<std::uint64_t> unset_if_zero(std::uint64_t v) {
     return v ? std::optional<std::uint64_t>(v) : std::nullopt;
   }
@@ -108,6 +102,13 @@ class EngineCore {
   /// Whether a run() of this engine is under way (its handlers and step are running).
   bool running() const noexcept { return running_; }
 
+  /// Whether the run-time handler `id` (from `on`) is registered.
+  TRAINLOOP_DETAIL_API bool has(HandlerId id) const noexcept;
+  /// Whether any run-time handler is registered for `e`.
+  TRAINLOOP_DETAIL_API bool has_handlers(Event e) const noexcept;
+  /// Removes a run-time handler (also from inside a handler). Returns whether it was registered.
+  TRAINLOOP_DETAIL_API bool remove(HandlerId id);
+
  protected:
   enum class Stop : std::uint8_t { none, interrupt, epoch, epoch_skip_completed, run, run_skip_completed };
   // Where an interrupted run stopped: the event whose handlers ran last. The next run continues right after it.
@@ -126,14 +127,50 @@ class EngineCore {
 
   explicit EngineCore(UserFire fire_user) noexcept : fire_user_(fire_user) {}
 
+  // Run-time handlers (`on`), type-erased over the engine: this bookkeeping is compiled once, not per Engine type.
+  // The callable casts the EngineCore& back to its Engine.
+  using RuntimeFn = detail::SharedFunction<bool(EngineCore&)>;
+  struct RuntimeHandler {
+    HandlerId id;
+    Event event;
+    Filter filter;
+    RuntimeFn fn;  // null once removed; erased when no dispatch is iterating
+  };
+  // Registers `fn` for every item of an event spec (one shared callable: one state for all its events).
+  TRAINLOOP_DETAIL_API HandlerId add_runtime_handler(std::vector<FilteredEvent>& items, RuntimeFn fn);
+  // Runs the handlers of `list` registered for `e` whose filter accepts; returns whether one handled the event.
+  TRAINLOOP_DETAIL_API bool invoke_runtime(std::vector<RuntimeHandler>& list, Event e);
+  bool has_runtime_handlers(Event builtin) const noexcept { return (runtime_mask_ & event_bit(builtin)) != 0; }
+  std::vector<RuntimeHandler>& runtime_handlers(Event builtin) noexcept { return runtime_[event_index(builtin)]; }
+
+  // The run's limits (Ignite's rules; see prepare_run's definition).
+  TRAINLOOP_DETAIL_API bool is_done() const noexcept;
+  TRAINLOOP_DETAIL_API bool prepare_run(const RunOptions& options, std::optional<std::size_t> data_size);
+  TRAINLOOP_DETAIL_API std::optional<std::uint64_t> max_epochs_for_iters() const;
+  // The first pass over unsized data ended: it defines the epoch length (a pass with no batch is an error).
+  TRAINLOOP_DETAIL_API void end_unsized_pass();
+  [[noreturn]] TRAINLOOP_DETAIL_API void throw_data_ran_out() const;
+  // state.times[key] = seconds ("epoch_completed", "completed"), out of line: a std::map<std::string, ...> insert
+  // would otherwise be compiled into every Engine type.
+  TRAINLOOP_DETAIL_API void record_time(const char* key, double seconds);
+
   Stop stop_ = Stop::none;
   bool interrupt_requested_ = false;  // also kept while a terminate_epoch goes first
   Resume resume_ = Resume::none;
   std::exception_ptr exception_;
   bool running_ = false;
+  std::vector<RuntimeHandler> runtime_user_;
 
  private:
+  // Erases handlers removed during dispatch, once no dispatch is iterating the lists.
+  TRAINLOOP_DETAIL_API void compact_runtime_handlers();
+
   UserFire fire_user_;
+  std::array<std::vector<RuntimeHandler>, builtin_event_count> runtime_;
+  std::uint32_t runtime_mask_ = 0;  // bit i: event i has run-time handlers, so an unused event costs one test
+  std::uint64_t last_handler_id_ = 0;
+  int dispatch_depth_ = 0;
+  bool removed_pending_ = false;
 };
 
 namespace detail {
@@ -169,6 +206,12 @@ template <class Step>
 struct batch_of_step<Step, std::enable_if_t<std::is_pointer_v<Step>>> : last_param_of<Step> {};
 
 struct deduce_batch {};
+
+// std::addressof without <memory>: the object's address even if its type overloads unary &.
+template <class T>
+const void* address_of(T& object) noexcept {
+  return const_cast<const char*>(&reinterpret_cast<const volatile char&>(object));
+}
 
 // A unique address per type, to tell whether a kept data source has the type a run needs (no RTTI needed).
 template <class T>
@@ -222,7 +265,7 @@ class Engine : public EngineCore {
     using Source = decltype(detail::make_data_source<Batch>(std::forward<Data>(data)));
     RunningScope running(*this);
     const void* address = nullptr;  // an lvalue is read in place: the same object means the same pass
-    if constexpr (std::is_lvalue_reference_v<Data>) address = std::addressof(data);
+    if constexpr (std::is_lvalue_reference_v<Data>) address = detail::address_of(data);
     const auto size = detail::data_size(static_cast<const std::remove_reference_t<Data>&>(data));
     const bool resumed = prepare_run(options, size ? std::optional<std::size_t>(static_cast<std::size_t>(*size))
                                                    : std::nullopt);
@@ -232,11 +275,13 @@ class Engine : public EngineCore {
       if (interrupted())
         throw std::logic_error("trainloop: run(data): the run was interrupted; continue it with run() or with the same "
                                "data object (a different one cannot continue the interrupted pass)");
-      kept_.source = std::make_shared<Source>(detail::make_data_source<Batch>(std::forward<Data>(data)));
+      kept_.run = typename KeptSource::Run(
+          [source = detail::make_data_source<Batch>(std::forward<Data>(data))](Engine& engine) mutable {
+            engine.run_loop(source);
+          });
       kept_.type = &detail::type_tag<Source>::id;
       kept_.data = address;
       kept_.size = size ? std::optional<std::size_t>(static_cast<std::size_t>(*size)) : std::nullopt;
-      kept_.run = [](Engine& engine) { engine.run_loop(*static_cast<Source*>(engine.kept_.source.get())); };
       skip_pending_ = resumed && options.skip_consumed_batches() ? state.pass_position : 0;
     }
     restart_data_each_epoch_ = options.restart_data_each_epoch();
@@ -246,7 +291,7 @@ class Engine : public EngineCore {
   /// Continues the last run (interrupted, terminated, or finished and given a higher limit) over the data it was
   /// reading, from where it stopped.
   State& run(const RunOptions& options = {}) {
-    if (!kept_.source) throw std::logic_error("trainloop: run(): no run to continue; give the data: run(data, ...)");
+    if (!kept_.run) throw std::logic_error("trainloop: run(): no run to continue; give the data: run(data, ...)");
     RunningScope running(*this);
     if (!prepare_run(options, kept_.size))
       throw std::logic_error("trainloop: run(): the last run finished; start a new one with run(data, ...) or raise "
@@ -293,64 +338,23 @@ class Engine : public EngineCore {
                   "trainloop: Engine::on(events, f): events must be Events::x, a user event, `event | filter` or an "
                   "OR of those");
     auto spec = detail::to_spec(std::forward<Spec>(events));
-    const HandlerId id{++last_handler_id_};
-    auto fn = make_runtime_callable(std::forward<F>(f));
-    for (auto& item : spec.items) {
-      auto& list = is_builtin(item.event) ? runtime_[event_index(item.event)] : runtime_user_;
-      list.push_back({id, item.event, std::move(item.filter), fn});
-      if (is_builtin(item.event)) runtime_mask_ |= event_bit(item.event);
-    }
-    return id;
-  }
-  bool has(HandlerId id) const noexcept {
-    return any_runtime_handler([id](const RuntimeHandler& h) { return h.id == id; });
-  }
-  /// Whether any run-time handler is registered for `e`.
-  bool has_handlers(Event e) const noexcept {
-    return any_runtime_handler([e](const RuntimeHandler& h) { return h.event == e; });
-  }
-  /// Removes a run-time handler (also from inside a handler). Returns whether it was registered.
-  bool remove(HandlerId id) {
-    bool found = false;
-    auto mark = [&](std::vector<RuntimeHandler>& list) {
-      for (auto& h : list)
-        if (h.id == id && h.fn) h.fn = nullptr, found = true;
-    };
-    for (auto& list : runtime_) mark(list);
-    mark(runtime_user_);
-    removed_pending_ |= found;
-    if (dispatch_depth_ == 0) compact_runtime_handlers();
-    return found;
+    return add_runtime_handler(spec.items, make_runtime_callable(std::forward<F>(f)));
   }
 
  private:
-  using RuntimeFn = std::function<bool(Engine&)>;
-  struct RuntimeHandler {
-    HandlerId id;
-    Event event;
-    Filter filter;
-    RuntimeFn fn;  // null once removed; erased when no dispatch is iterating
-  };
-
-  template <class Pred>
-  bool any_runtime_handler(Pred pred) const noexcept {
-    auto in = [&](const std::vector<RuntimeHandler>& list) {
-      return std::any_of(list.begin(), list.end(), [&](const RuntimeHandler& h) { return h.fn && pred(h); });
-    };
-    return std::any_of(runtime_.begin(), runtime_.end(), in) || in(runtime_user_);
-  }
 
   template <class F>
   static RuntimeFn make_runtime_callable(F&& f) {
     using Fn = std::decay_t<F>;
-    // One shared callable for all the events it was registered for, so a stateful callable keeps one state.
-    auto fn = std::make_shared<Fn>(std::forward<F>(f));
+    // One callable shared by all the events it was registered for (RuntimeFn's copies share it): one state.
     if constexpr (std::is_invocable_v<Fn&, Engine&>) {
-      return [fn](Engine& e) { return detail::invoke_handler(*fn, e); };
+      return RuntimeFn([fn = Fn(std::forward<F>(f))](EngineCore& core) mutable {
+        return detail::invoke_handler(fn, static_cast<Engine&>(core));
+      });
     } else {
       static_assert(std::is_invocable_v<Fn&>,
                     "trainloop: Engine::on(events, f): f must be callable as f(engine) or f()");
-      return [fn](Engine&) { return detail::invoke_handler(*fn); };
+      return RuntimeFn([fn = Fn(std::forward<F>(f))](EngineCore&) mutable { return detail::invoke_handler(fn); });
     }
   }
 
@@ -363,7 +367,7 @@ class Engine : public EngineCore {
     state.count_firing(E);
     bool handled = false;
     std::apply([&](auto&... hs) { ((handled |= invoke_compile_time<E>(detail::unwrap(hs))), ...); }, handlers_);
-    if (runtime_mask_ & event_bit(E)) handled |= invoke_runtime(runtime_[event_index(E)], E);
+    if (has_runtime_handlers(E)) handled |= invoke_runtime(runtime_handlers(E), E);
     return handled;
   }
 
@@ -386,23 +390,6 @@ class Engine : public EngineCore {
       return detail::hook<E>::call(h, *this);
   }
 
-  // Runs the handlers of `list` registered for `e` whose filter accepts; returns whether one handled the event.
-  bool invoke_runtime(std::vector<RuntimeHandler>& list, Event e) {
-    bool handled = false;
-    ++dispatch_depth_;
-    const std::uint64_t count = state.count(e);
-    const std::size_t n = list.size();  // handlers added during dispatch wait for the next firing
-    try {
-      for (std::size_t i = 0; i < n; ++i)
-        if (list[i].event == e && list[i].fn && list[i].filter.accepts(state, count)) handled |= list[i].fn(*this);
-    } catch (...) {
-      --dispatch_depth_;
-      throw;
-    }
-    if (--dispatch_depth_ == 0) compact_runtime_handlers();
-    return handled;
-  }
-
   static void fire_user_event(EngineCore& core, Event e) {
     auto& self = static_cast<Engine&>(core);
     std::apply([&](auto&... hs) { (self.invoke_user_hook(detail::unwrap(hs), e), ...); }, self.handlers_);
@@ -416,79 +403,7 @@ class Engine : public EngineCore {
       h.on_event(*this, e);
   }
 
-  // Erases handlers removed during dispatch, once no dispatch is iterating the lists.
-  void compact_runtime_handlers() {
-    if (!removed_pending_) return;
-    removed_pending_ = false;
-    auto erase_removed = [](std::vector<RuntimeHandler>& list) {
-      list.erase(std::remove_if(list.begin(), list.end(), [](const RuntimeHandler& h) { return !h.fn; }), list.end());
-    };
-    runtime_mask_ = 0;
-    for (std::size_t i = 0; i < builtin_event_count; ++i) {
-      erase_removed(runtime_[i]);
-      if (!runtime_[i].empty()) runtime_mask_ |= std::uint32_t{1} << i;
-    }
-    erase_removed(runtime_user_);
-  }
-
   // --- the loop -------------------------------------------------------------------------------------------------
-
-  bool is_done() const noexcept {
-    if (state.max_iters) return state.iteration >= *state.max_iters;
-    if (state.max_epochs) return state.epoch >= *state.max_epochs && !state.in_epoch;
-    return true;
-  }
-
-  // Ignite's rule: a fresh state when nothing ran yet, or when the last run finished and the limits are not raised;
-  // otherwise resume where the state stands, with any new limit checked against it (an interrupted run always
-  // resumes). Returns whether it resumes.
-  bool prepare_run(const RunOptions& options, std::optional<std::size_t> data_size) {
-    if (options.max_epochs() && options.max_iters())
-      throw std::invalid_argument("trainloop: run(): max_epochs and max_iters are mutually exclusive; give one");
-    const bool never_ran = !state.max_epochs && !state.max_iters;
-    const bool same_limits = (!options.max_epochs() && !options.max_iters()) ||
-                             (options.max_epochs() && options.max_epochs() == state.max_epochs) ||
-                             (options.max_iters() && options.max_iters() == state.max_iters);
-    if (never_ran || (is_done() && same_limits && !interrupted())) {
-      std::optional<std::uint64_t> epoch_length = options.epoch_length();
-      if (!epoch_length && data_size) {
-        if (*data_size == 0) throw std::invalid_argument("trainloop: run(): the data is empty (size 0)");
-        epoch_length = *data_size;
-      }
-      state.epoch = state.iteration = state.epoch_iteration = state.pass_position = 0;
-      state.in_epoch = false;
-      state.epoch_length = epoch_length;
-      state.max_iters = options.max_iters();
-      state.max_epochs = options.max_iters() ? max_epochs_for_iters() : options.max_epochs().value_or(1);
-      state.reset_firings();
-      return false;
-    }
-    if (options.max_epochs()) {
-      if (*options.max_epochs() < state.epoch)
-        throw std::invalid_argument("trainloop: run(): max_epochs " + std::to_string(*options.max_epochs()) +
-                                    " is below the epoch the state is at (" + std::to_string(state.epoch) + ")");
-      state.max_epochs = options.max_epochs();
-      state.max_iters.reset();
-    }
-    if (options.max_iters()) {
-      if (*options.max_iters() < state.iteration)
-        throw std::invalid_argument("trainloop: run(): max_iters " + std::to_string(*options.max_iters()) +
-                                    " is below the iteration the state is at (" + std::to_string(state.iteration) +
-                                    ")");
-      state.max_iters = options.max_iters();
-      state.max_epochs = max_epochs_for_iters();
-    }
-    if (options.epoch_length() && options.epoch_length() != state.epoch_length)
-      throw std::invalid_argument("trainloop: run(): epoch_length " + std::to_string(*options.epoch_length()) +
-                                  " differs from the state's (" +
-                                  (state.epoch_length ? std::to_string(*state.epoch_length) : "unset") +
-                                  ") in a resumed run");
-    return true;
-  }
-  std::optional<std::uint64_t> max_epochs_for_iters() const {
-    if (!state.max_iters || !state.epoch_length) return std::nullopt;
-    return (*state.max_iters + *state.epoch_length - 1) / *state.epoch_length;
-  }
 
   using Clock = std::chrono::steady_clock;
   static double seconds_since(Clock::time_point t) {
@@ -504,8 +419,8 @@ class Engine : public EngineCore {
     propagating_ = nullptr;
     if (entry == Resume::none) {
       run_start_ = Clock::now();
-      state.times["epoch_completed"] = 0.0;
-      state.times["completed"] = 0.0;
+      record_time("epoch_completed", 0.0);
+      record_time("completed", 0.0);
     }
     try {
       if (entry == Resume::none) {
@@ -540,12 +455,12 @@ class Engine : public EngineCore {
         }
         if (should_terminate()) break;  // stopped mid-epoch: in_epoch stays set, a later run resumes the epoch
         state.in_epoch = false;
-        state.times["epoch_completed"] = seconds_since(epoch_start_);
+        record_time("epoch_completed", seconds_since(epoch_start_));
         const bool skip_epoch_completed = stop_ == Stop::epoch_skip_completed;
         if (should_terminate_epoch()) clear_epoch_stop();
         if (!skip_epoch_completed) {
           emit<Event::epoch_completed>();
-          state.times["epoch_completed"] = seconds_since(epoch_start_);
+          record_time("epoch_completed", seconds_since(epoch_start_));
         }
         if (should_terminate_epoch()) clear_epoch_stop();  // nothing left to end in this epoch
         if (stop_ == Stop::interrupt) return interrupt_at(Resume::after_epoch_completed);
@@ -553,10 +468,10 @@ class Engine : public EngineCore {
       }
       batch_ = nullptr;
       if (should_terminate()) emit<Event::terminate>();
-      state.times["completed"] = seconds_since(run_start_);
+      record_time("completed", seconds_since(run_start_));
       if (stop_ != Stop::run_skip_completed) {
         emit<Event::completed>();
-        state.times["completed"] = seconds_since(run_start_);
+        record_time("completed", seconds_since(run_start_));
       }
     } catch (...) {
       batch_ = nullptr;
@@ -593,19 +508,8 @@ class Engine : public EngineCore {
           fetch_pending = false;
           Batch* next = next_batch(source);
           if (next == nullptr) {
-            if (!state.epoch_length) {  // unsized data: the first full pass defines the epoch length
-              if (state.epoch_iteration == 0)
-                throw std::runtime_error("trainloop: the data yielded no batch in epoch " + std::to_string(state.epoch));
-              state.epoch_length = state.epoch_iteration;
-              if (state.max_iters) state.max_epochs = max_epochs_for_iters();
-              return;
-            }
-            if (just_restarted)
-              throw std::runtime_error(
-                  "trainloop: the data ran out: a fresh pass yielded no batch at epoch " + std::to_string(state.epoch) +
-                  ", iteration " + std::to_string(state.iteration) +
-                  " (a generator that returned std::nullopt stays exhausted; pass a range or a callable returning a "
-                  "range per pass, or lower epoch_length/max_epochs/max_iters)");
+            if (!state.epoch_length) return end_unsized_pass();
+            if (just_restarted) throw_data_ran_out();
             emit<Event::data_exhausted>();
             if (stop_ != Stop::none) return stopped(source, Resume::after_data_exhausted);
             restart_data(source);
@@ -704,24 +608,18 @@ class Engine : public EngineCore {
   handlers_type handlers_;
   Batch* batch_ = nullptr;
   std::optional<output_type> output_;
-  std::array<std::vector<RuntimeHandler>, builtin_event_count> runtime_;
-  std::vector<RuntimeHandler> runtime_user_;
-  std::uint32_t runtime_mask_ = 0;  // bit i: event i has run-time handlers, so an unused event costs one test
-  std::uint64_t last_handler_id_ = 0;
-  int dispatch_depth_ = 0;
-  bool removed_pending_ = false;
   bool restart_data_each_epoch_ = false;
   std::exception_ptr propagating_;  // an unhandled exception on its way out, so it is offered to handlers once
   Clock::time_point run_start_, epoch_start_;  // kept across an interrupt: the times go on
   std::uint64_t skip_pending_ = 0;             // batches a fresh source skips before its first one
   // The data source of the last run, kept so a resumed run continues its pass (type-erased: its type depends on the
-  // data given to run()).
+  // data given to run()). `run` owns the source and runs the loop over it.
   struct KeptSource {
-    std::shared_ptr<void> source;
+    using Run = detail::SharedFunction<void(Engine&)>;
+    Run run;
     const void* type = nullptr;  // detail::type_tag<Source>::id
     const void* data = nullptr;  // the lvalue it reads; null when it owns its data
     std::optional<std::size_t> size;
-    void (*run)(Engine&) = nullptr;
   } kept_;
 
   // run() from inside this engine's own run (a handler, the step) is refused: it would nest a second loop.
@@ -759,5 +657,141 @@ auto make_engine(Step step, Handlers... handlers) {
   using B = typename detail::resolve_batch<Batch, Step>::type;
   return Engine<B, Step, Handlers...>(std::move(step), std::move(handlers)...);
 }
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API std::uint64_t RunOptions::positive(std::uint64_t n, const char* name) {
+  if (n == 0) throw std::invalid_argument(std::string("trainloop: ") + name + "(n): n must be positive");
+  return n;
+}
+
+TRAINLOOP_DETAIL_API bool EngineCore::has(HandlerId id) const noexcept {
+  auto in = [id](const std::vector<RuntimeHandler>& list) {
+    return std::any_of(list.begin(), list.end(), [id](const RuntimeHandler& h) { return h.fn && h.id == id; });
+  };
+  return std::any_of(runtime_.begin(), runtime_.end(), in) || in(runtime_user_);
+}
+TRAINLOOP_DETAIL_API bool EngineCore::has_handlers(Event e) const noexcept {
+  const auto& list = is_builtin(e) ? runtime_[event_index(e)] : runtime_user_;
+  return std::any_of(list.begin(), list.end(), [e](const RuntimeHandler& h) { return h.fn && h.event == e; });
+}
+TRAINLOOP_DETAIL_API bool EngineCore::remove(HandlerId id) {
+  bool found = false;
+  auto mark = [&](std::vector<RuntimeHandler>& list) {
+    for (auto& h : list)
+      if (h.id == id && h.fn) h.fn = nullptr, found = true;
+  };
+  for (auto& list : runtime_) mark(list);
+  mark(runtime_user_);
+  removed_pending_ |= found;
+  if (dispatch_depth_ == 0) compact_runtime_handlers();
+  return found;
+}
+
+TRAINLOOP_DETAIL_API HandlerId EngineCore::add_runtime_handler(std::vector<FilteredEvent>& items, RuntimeFn fn) {
+  const HandlerId id{++last_handler_id_};
+  for (auto& item : items) {
+    auto& list = is_builtin(item.event) ? runtime_[event_index(item.event)] : runtime_user_;
+    list.push_back({id, item.event, std::move(item.filter), fn});
+    if (is_builtin(item.event)) runtime_mask_ |= event_bit(item.event);
+  }
+  return id;
+}
+TRAINLOOP_DETAIL_API bool EngineCore::invoke_runtime(std::vector<RuntimeHandler>& list, Event e) {
+  bool handled = false;
+  ++dispatch_depth_;
+  const std::uint64_t count = state.count(e);
+  const std::size_t n = list.size();  // handlers added during dispatch wait for the next firing
+  try {
+    for (std::size_t i = 0; i < n; ++i)
+      if (list[i].event == e && list[i].fn && list[i].filter.accepts(state, count)) handled |= list[i].fn(*this);
+  } catch (...) {
+    --dispatch_depth_;
+    throw;
+  }
+  if (--dispatch_depth_ == 0) compact_runtime_handlers();
+  return handled;
+}
+TRAINLOOP_DETAIL_API void EngineCore::compact_runtime_handlers() {
+  if (!removed_pending_) return;
+  removed_pending_ = false;
+  auto erase_removed = [](std::vector<RuntimeHandler>& list) {
+    list.erase(std::remove_if(list.begin(), list.end(), [](const RuntimeHandler& h) { return !h.fn; }), list.end());
+  };
+  runtime_mask_ = 0;
+  for (std::size_t i = 0; i < builtin_event_count; ++i) {
+    erase_removed(runtime_[i]);
+    if (!runtime_[i].empty()) runtime_mask_ |= std::uint32_t{1} << i;
+  }
+  erase_removed(runtime_user_);
+}
+
+TRAINLOOP_DETAIL_API bool EngineCore::is_done() const noexcept {
+  if (state.max_iters) return state.iteration >= *state.max_iters;
+  if (state.max_epochs) return state.epoch >= *state.max_epochs && !state.in_epoch;
+  return true;
+}
+// Ignite's rule: a fresh state when nothing ran yet, or when the last run finished and the limits are not raised;
+// otherwise resume where the state stands, with any new limit checked against it (an interrupted run always
+// resumes). Returns whether it resumes.
+TRAINLOOP_DETAIL_API bool EngineCore::prepare_run(const RunOptions& options, std::optional<std::size_t> data_size) {
+  if (options.max_epochs() && options.max_iters())
+    throw std::invalid_argument("trainloop: run(): max_epochs and max_iters are mutually exclusive; give one");
+  const bool never_ran = !state.max_epochs && !state.max_iters;
+  const bool same_limits = (!options.max_epochs() && !options.max_iters()) ||
+                           (options.max_epochs() && options.max_epochs() == state.max_epochs) ||
+                           (options.max_iters() && options.max_iters() == state.max_iters);
+  if (never_ran || (is_done() && same_limits && !interrupted())) {
+    std::optional<std::uint64_t> epoch_length = options.epoch_length();
+    if (!epoch_length && data_size) {
+      if (*data_size == 0) throw std::invalid_argument("trainloop: run(): the data is empty (size 0)");
+      epoch_length = *data_size;
+    }
+    state.epoch = state.iteration = state.epoch_iteration = state.pass_position = 0;
+    state.in_epoch = false;
+    state.epoch_length = epoch_length;
+    state.max_iters = options.max_iters();
+    state.max_epochs = options.max_iters() ? max_epochs_for_iters() : options.max_epochs().value_or(1);
+    state.reset_firings();
+    return false;
+  }
+  if (options.max_epochs()) {
+    if (*options.max_epochs() < state.epoch)
+      throw std::invalid_argument("trainloop: run(): max_epochs " + std::to_string(*options.max_epochs()) +
+                                  " is below the epoch the state is at (" + std::to_string(state.epoch) + ")");
+    state.max_epochs = options.max_epochs();
+    state.max_iters.reset();
+  }
+  if (options.max_iters()) {
+    if (*options.max_iters() < state.iteration)
+      throw std::invalid_argument("trainloop: run(): max_iters " + std::to_string(*options.max_iters()) +
+                                  " is below the iteration the state is at (" + std::to_string(state.iteration) + ")");
+    state.max_iters = options.max_iters();
+    state.max_epochs = max_epochs_for_iters();
+  }
+  if (options.epoch_length() && options.epoch_length() != state.epoch_length)
+    throw std::invalid_argument("trainloop: run(): epoch_length " + std::to_string(*options.epoch_length()) +
+                                " differs from the state's (" +
+                                (state.epoch_length ? std::to_string(*state.epoch_length) : "unset") +
+                                ") in a resumed run");
+  return true;
+}
+TRAINLOOP_DETAIL_API std::optional<std::uint64_t> EngineCore::max_epochs_for_iters() const {
+  if (!state.max_iters || !state.epoch_length) return std::nullopt;
+  return (*state.max_iters + *state.epoch_length - 1) / *state.epoch_length;
+}
+TRAINLOOP_DETAIL_API void EngineCore::end_unsized_pass() {
+  if (state.epoch_iteration == 0)
+    throw std::runtime_error("trainloop: the data yielded no batch in epoch " + std::to_string(state.epoch));
+  state.epoch_length = state.epoch_iteration;
+  if (state.max_iters) state.max_epochs = max_epochs_for_iters();
+}
+TRAINLOOP_DETAIL_API void EngineCore::throw_data_ran_out() const {
+  throw std::runtime_error("trainloop: the data ran out: a fresh pass yielded no batch at epoch " +
+                           std::to_string(state.epoch) + ", iteration " + std::to_string(state.iteration) +
+                           " (a generator that returned std::nullopt stays exhausted; pass a range or a callable "
+                           "returning a range per pass, or lower epoch_length/max_epochs/max_iters)");
+}
+TRAINLOOP_DETAIL_API void EngineCore::record_time(const char* key, double seconds) { state.times[key] = seconds; }
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
 
 TRAINLOOP_DETAIL_END

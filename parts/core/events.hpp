@@ -2,7 +2,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
-#include <mutex>
+#include <atomic>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -63,12 +63,27 @@ namespace detail {
 // (and in compile-time handlers built before any engine exists). Names are unique: registering a name twice
 // returns the same event.
 struct UserEventRegistry {
-  std::mutex mutex;
+  std::atomic_flag busy = ATOMIC_FLAG_INIT;
   std::vector<std::string> names;
   static UserEventRegistry& instance() {
     static UserEventRegistry registry;
     return registry;
   }
+  // Held for a lookup or an append at registration and in messages, never on the loop's path: a spin lock does, and
+  // spares every TU <mutex>.
+  class Lock {
+   public:
+    explicit Lock(UserEventRegistry& r) noexcept : busy_(r.busy) {
+      while (busy_.test_and_set(std::memory_order_acquire)) {
+      }
+    }
+    ~Lock() { busy_.clear(std::memory_order_release); }
+    Lock(const Lock&) = delete;
+    Lock& operator=(const Lock&) = delete;
+
+   private:
+    std::atomic_flag& busy_;
+  };
 };
 inline const char* builtin_event_name(Event e) noexcept {
   switch (e) {
@@ -85,7 +100,7 @@ inline const char* builtin_event_name(Event e) noexcept {
 inline std::string event_name(Event e) {
   if (const char* builtin = detail::builtin_event_name(e)) return builtin;
   auto& registry = detail::UserEventRegistry::instance();
-  std::lock_guard<std::mutex> lock(registry.mutex);
+  detail::UserEventRegistry::Lock lock(registry);
   const std::size_t user_index = event_index(e) - builtin_event_count;
   if (user_index < registry.names.size()) return registry.names[user_index];
   return "<unregistered event " + std::to_string(event_index(e)) + ">";
@@ -100,7 +115,7 @@ inline Event register_event(const std::string& name) {
       throw std::invalid_argument("trainloop: register_event(\"" + name +
                                   "\"): that is a built-in event; use Events::" + name);
   auto& registry = detail::UserEventRegistry::instance();
-  std::lock_guard<std::mutex> lock(registry.mutex);
+  detail::UserEventRegistry::Lock lock(registry);
   std::size_t user_index = 0;
   while (user_index < registry.names.size() && registry.names[user_index] != name) ++user_index;
   if (user_index == registry.names.size()) {

@@ -3,7 +3,6 @@
 #pragma once
 #include <algorithm>
 #include <cstdint>
-#include <functional>
 #include <initializer_list>
 #include <limits>
 #include <optional>
@@ -46,9 +45,18 @@ class Filter {
     once_ = std::move(counts);
     return *this;
   }
-  Filter& predicate(std::function<bool(const State&, std::uint64_t)> pred) {
-    if (!pred) throw std::invalid_argument("trainloop: filter(pred): the predicate is empty");
-    predicate_ = std::move(pred);
+  /// A custom condition, `bool(const State&, std::uint64_t count)`. Copies of the filter share the predicate (one
+  /// state for all the events it serves, as in Ignite).
+  template <class Pred>
+  Filter& predicate(Pred pred) {
+    static_assert(std::is_invocable_r_v<bool, Pred&, const State&, std::uint64_t>,
+                  "trainloop: filter(pred): pred must be callable as bool(const trainloop::State&, std::uint64_t "
+                  "count)");
+    // Null checks for what can be null: function pointers and std::function-like wrappers (explicit operator bool).
+    if constexpr (std::is_pointer_v<Pred> ||
+                  (std::is_constructible_v<bool, const Pred&> && !std::is_convertible_v<const Pred&, bool>))
+      if (!static_cast<bool>(pred)) throw std::invalid_argument("trainloop: filter(pred): the predicate is empty");
+    predicate_ = detail::SharedFunction<bool(const State&, std::uint64_t)>(std::move(pred));
     return *this;
   }
 
@@ -68,7 +76,7 @@ class Filter {
   std::optional<std::uint64_t> after_;  // unset, not 0: `started` fires with the epoch counter at 0
   std::uint64_t before_ = kNoLimit;
   std::vector<std::uint64_t> once_;
-  std::function<bool(const State&, std::uint64_t)> predicate_;
+  detail::SharedFunction<bool(const State&, std::uint64_t)> predicate_;
 };
 
 inline Filter every(std::uint64_t n) { return Filter().every(n); }
@@ -79,8 +87,6 @@ inline Filter before(std::uint64_t n) { return Filter().before(n); }
 inline Filter after(std::uint64_t n) { return Filter().after(n); }
 template <class Pred>
 Filter filter(Pred pred) {
-  static_assert(std::is_invocable_r_v<bool, Pred&, const State&, std::uint64_t>,
-                "trainloop: filter(pred): pred must be callable as bool(const trainloop::State&, std::uint64_t count)");
   return Filter().predicate(std::move(pred));
 }
 

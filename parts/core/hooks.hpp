@@ -3,7 +3,6 @@
 #pragma once
 #include <cstdint>
 #include <exception>
-#include <functional>
 #include <map>
 #include <string>
 #include <type_traits>
@@ -16,15 +15,19 @@ template <class...>
 struct type_list {};
 
 // `make_engine(step, std::ref(timer))` shares a handler the caller keeps; the engine sees through the wrapper.
+// std::reference_wrapper is recognised by its shape (a `type` and a `get()` giving `type&`), so the core needs no
+// <functional>; boost::reference_wrapper qualifies too.
 template <class T>
+using reference_wrapper_get_t = decltype(std::declval<const T&>().get());
+template <class T, class = void>
 struct unwrap_reference {
   using type = T;
   static T& get(T& t) noexcept { return t; }
 };
 template <class T>
-struct unwrap_reference<std::reference_wrapper<T>> {
-  using type = T;
-  static T& get(std::reference_wrapper<T> r) noexcept { return r.get(); }
+struct unwrap_reference<T, std::enable_if_t<std::is_same_v<reference_wrapper_get_t<T>, typename T::type&>>> {
+  using type = typename T::type;
+  static type& get(const T& r) noexcept { return r.get(); }
 };
 template <class T>
 using unwrap_reference_t = typename unwrap_reference<T>::type;
@@ -46,9 +49,9 @@ inline constexpr bool is_detected_v = detector<Op, void, Args...>::value;
 template <class F, class... Args>
 bool invoke_handler(F&& f, Args&&... args) {
   if constexpr (std::is_same_v<std::invoke_result_t<F, Args...>, bool>) {
-    return std::invoke(std::forward<F>(f), std::forward<Args>(args)...);
+    return std::forward<F>(f)(std::forward<Args>(args)...);
   } else {
-    std::invoke(std::forward<F>(f), std::forward<Args>(args)...);
+    std::forward<F>(f)(std::forward<Args>(args)...);
     return false;
   }
 }

@@ -1,7 +1,6 @@
 // trainloop: readable type names for run-time error messages ("Net::training_step returned ...").
 #pragma once
 #include <cstdlib>
-#include <memory>
 #include <string>
 #include <typeinfo>
 #if defined(__GNUG__) || defined(__clang__)
@@ -13,8 +12,11 @@ namespace detail {
 inline std::string demangle(const char* mangled) {
 #if defined(__GNUG__) || defined(__clang__)
   int status = 0;
-  std::unique_ptr<char, void (*)(void*)> demangled(abi::__cxa_demangle(mangled, nullptr, nullptr, &status), std::free);
-  if (status == 0 && demangled) return demangled.get();
+  struct Freed {  // __cxa_demangle's buffer is malloc'ed (no <memory> needed for one free)
+    char* text;
+    ~Freed() { std::free(text); }
+  } demangled{abi::__cxa_demangle(mangled, nullptr, nullptr, &status)};
+  if (status == 0 && demangled.text) return demangled.text;
 #endif
   return mangled;
 }

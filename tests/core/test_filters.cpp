@@ -1,6 +1,8 @@
 // Event filters and their composition, checked against the counters they are defined on.
 #include <doctest/doctest.h>
 
+#include <functional>
+#include <thread>
 #include <vector>
 
 #include <trainloop.hpp>
@@ -32,6 +34,46 @@ TEST_CASE("every, once, before, after, predicate") {
   CHECK_THROWS_WITH_AS(once(0), doctest::Contains("counts start at 1"), std::invalid_argument);
   CHECK_THROWS_AS(once({3, 0}), std::invalid_argument);
   CHECK_THROWS_AS(once(std::vector<std::uint64_t>{}), std::invalid_argument);
+}
+
+TEST_CASE("a predicate: std::function and function pointers are checked for null; copies share one state") {
+  CHECK_THROWS_WITH_AS(filter(std::function<bool(const State&, std::uint64_t)>{}),
+                       doctest::Contains("the predicate is empty"), std::invalid_argument);
+  bool (*null_predicate)(const State&, std::uint64_t) = nullptr;
+  CHECK_THROWS_AS(filter(null_predicate), std::invalid_argument);
+  CHECK(accepted(filter(std::function<bool(const State&, std::uint64_t)>(
+            [](const State&, std::uint64_t c) { return c == 3; }))) == Counts{3});
+
+  // A stateful predicate (every other call) shared by the copies of its filter, as one Python callable would be.
+  const Filter original = filter([calls = 0](const State&, std::uint64_t) mutable { return ++calls % 2 == 0; });
+  const Filter copy = original;
+  State state;
+  CHECK_FALSE(original.accepts(state, 1));
+  CHECK(copy.accepts(state, 1));
+  CHECK_FALSE(copy.accepts(state, 1));
+  CHECK(original.accepts(state, 1));
+
+  // Copies made and dropped on several threads keep the shared target alive exactly as long as one copy lives.
+  struct Alive {
+    int* count;
+    explicit Alive(int* c) : count(c) { ++*count; }
+    Alive(const Alive& o) : count(o.count) { ++*count; }
+    ~Alive() { --*count; }
+    bool operator()(const State&, std::uint64_t) const { return true; }
+  };
+  int alive = 0;
+  {
+    const Filter shared = filter(Alive(&alive));
+    CHECK(alive == 1);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t)
+      threads.emplace_back([&shared] {
+        for (int i = 0; i < 10000; ++i) Filter copy = shared;
+      });
+    for (auto& thread : threads) thread.join();
+    CHECK(alive == 1);
+  }
+  CHECK(alive == 0);
 }
 
 TEST_CASE("combinations: every with after/before stays on its grid; once within a range") {
