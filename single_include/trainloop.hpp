@@ -9013,6 +9013,21 @@ TRAINLOOP_DETAIL_END
 
 TRAINLOOP_DETAIL_BEGIN
 
+namespace detail {
+// The RNG state around the sanity check, so it draws nothing from the fit's stream (Lightning's isolate_rng).
+class IsolatedRng {
+ public:
+  TRAINLOOP_DETAIL_API IsolatedRng();
+  TRAINLOOP_DETAIL_API ~IsolatedRng();
+  IsolatedRng(const IsolatedRng&) = delete;
+  IsolatedRng& operator=(const IsolatedRng&) = delete;
+
+ private:
+  torch::Tensor cpu_;
+  std::vector<torch::Tensor> cuda_;
+};
+}  // namespace detail
+
 /// The Trainer's state and its type-independent members: a Trainer<Callbacks...> is a TrainerCore, and callbacks may
 /// take either.
 class TrainerCore {
@@ -9153,9 +9168,11 @@ class TrainerCore {
     training_done = 7,     // on_train_end, on_fit_end, after fit
   };
 
-  TrainerCore(TrainerOptions options, bool has_loggers) : options_(std::move(options)), has_loggers_(has_loggers) {
-    options_.validate();
-  }
+  // Out of line (as the destructor): initialising and destroying every member is a lot of code for every TU.
+  TRAINLOOP_DETAIL_API TrainerCore(TrainerOptions options, bool has_loggers);
+  TRAINLOOP_DETAIL_API ~TrainerCore();
+  TrainerCore(const TrainerCore&) = delete;
+  TrainerCore& operator=(const TrainerCore&) = delete;
 
   // --- stages ----------------------------------------------------------------------------------------------------
 
@@ -9216,12 +9233,7 @@ class TrainerCore {
   struct LoadedCheckpoint {
     std::map<std::string, StateDict> states;
     std::map<std::string, TensorDict> tensors;
-    const StateDict& need(const std::string& path, const std::string& key) const {
-      auto it = states.find(key);
-      if (it == states.end())
-        throw CheckpointError("trainloop: checkpoint '" + path + "': key '" + key + "' is missing (not written by fit?)");
-      return it->second;
-    }
+    TRAINLOOP_DETAIL_API const StateDict& need(const std::string& path, const std::string& key) const;
   };
 
   // The counters, where the loop stood, the loss scaler, the values callbacks monitor, the epoch's running sums and
@@ -9230,8 +9242,15 @@ class TrainerCore {
 
   // --- optimisation ------------------------------------------------------------------------------------------------
 
+  // training_step's loss must be one number that requires grad; errors name the module (`module_type`), epoch, batch.
+  TRAINLOOP_DETAIL_API void check_loss(const torch::Tensor& loss, std::int64_t batch_idx,
+                                       std::string (*module_type)()) const;
+
   // What configure_optimizers returned, checked (`module` names it in errors), and handed to the module's runtime.
   TRAINLOOP_DETAIL_API void check_optimizers(const std::string& module, bool automatic_optimization);
+
+  // The configured optimizers, in order (for checkpoints and the module's optimizers()).
+  TRAINLOOP_DETAIL_API std::vector<std::shared_ptr<torch::optim::Optimizer>> optimizer_pointers() const;
 
   // Device-side clipping: no host sync (LibTorch's clip_grad_norm_ returns the norm as a double, which syncs).
   TRAINLOOP_DETAIL_API static void clip_gradients(torch::optim::Optimizer& optimizer, double limit,
@@ -9295,6 +9314,44 @@ class TrainerCore {
 };
 
 #if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API detail::IsolatedRng::IsolatedRng() : cpu_(cpu_generator().get_state()) {
+  for (std::size_t i = 0; i < cuda_generator_count(); ++i) cuda_.push_back(cuda_generator(i).get_state());
+}
+TRAINLOOP_DETAIL_API detail::IsolatedRng::~IsolatedRng() {
+  cpu_generator().set_state(cpu_);
+  for (std::size_t i = 0; i < cuda_.size(); ++i) cuda_generator(i).set_state(cuda_[i]);
+}
+
+TRAINLOOP_DETAIL_API TrainerCore::TrainerCore(TrainerOptions options, bool has_loggers)
+    : options_(std::move(options)), has_loggers_(has_loggers) {
+  options_.validate();
+}
+TRAINLOOP_DETAIL_API TrainerCore::~TrainerCore() = default;
+
+TRAINLOOP_DETAIL_API const StateDict& TrainerCore::LoadedCheckpoint::need(const std::string& path,
+                                                                          const std::string& key) const {
+  auto it = states.find(key);
+  if (it == states.end())
+    throw CheckpointError("trainloop: checkpoint '" + path + "': key '" + key + "' is missing (not written by fit?)");
+  return it->second;
+}
+
+TRAINLOOP_DETAIL_API void TrainerCore::check_loss(const torch::Tensor& loss, std::int64_t batch_idx,
+                                                  std::string (*module_type)()) const {
+  auto where = [&] {
+    return module_type() + "::training_step at epoch " + std::to_string(current_epoch_) + ", batch " +
+           std::to_string(batch_idx);
+  };
+  if (!loss.defined()) throw std::runtime_error("trainloop: " + where() + " returned an undefined loss tensor");
+  if (loss.numel() != 1)
+    throw std::runtime_error("trainloop: " + where() + " returned a loss of shape " + c10::str(loss.sizes()) +
+                             "; the loss must hold one number (reduce it, for example with .mean())");
+  if (!loss.requires_grad())
+    throw std::runtime_error("trainloop: " + where() +
+                             " returned a loss that does not require grad (computed under NoGradGuard, detached, or "
+                             "from parameters with requires_grad false?)");
+}
+
 TRAINLOOP_DETAIL_API std::map<std::string, double> TrainerCore::progress_bar_metrics() const {
   std::map<std::string, double> values;
   for (const auto& store : metrics_)
@@ -9495,8 +9552,13 @@ TRAINLOOP_DETAIL_API void TrainerCore::check_optimizers(const std::string& modul
                                 " has no optimizer: its configure_optimizers() must return one (for example "
                                 "std::make_shared<torch::optim::Adam>(parameters())), or switch to manual "
                                 "optimisation with automatic_optimization(false)");
-  runtime_.optimizers.clear();
-  for (const auto& config : optimizers_) runtime_.optimizers.push_back(config.optimizer());
+  runtime_.optimizers = optimizer_pointers();
+}
+
+TRAINLOOP_DETAIL_API std::vector<std::shared_ptr<torch::optim::Optimizer>> TrainerCore::optimizer_pointers() const {
+  std::vector<std::shared_ptr<torch::optim::Optimizer>> pointers;
+  for (const auto& config : optimizers_) pointers.push_back(config.optimizer());
+  return pointers;
 }
 
 TRAINLOOP_DETAIL_API void TrainerCore::clip_gradients(torch::optim::Optimizer& optimizer, double limit,
@@ -9613,16 +9675,15 @@ TRAINLOOP_DETAIL_END
 // Hook order (callbacks in the order given, then the module) is Lightning's; the README has the table and
 // tests/torch/test_trainer_trace.cpp pins it.
 #include <array>
-#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
-#include <cstring>
 #include <limits>
 #include <variant>
 #include <exception>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -9766,22 +9827,23 @@ using shard_t = decltype(std::declval<D&>().shard(std::int64_t{}, std::int64_t{}
 template <class D>
 using held_t = std::conditional_t<std::is_rvalue_reference_v<D>, std::remove_reference_t<D>, D>;
 
-// The RNG state around the sanity check, so it draws nothing from the fit's stream (Lightning's isolate_rng).
-class IsolatedRng {
- public:
-  IsolatedRng() : cpu_(cpu_generator().get_state()) {
-    for (std::size_t i = 0; i < cuda_generator_count(); ++i) cuda_.push_back(cuda_generator(i).get_state());
-  }
-  ~IsolatedRng() {
-    cpu_generator().set_state(cpu_);
-    for (std::size_t i = 0; i < cuda_.size(); ++i) cuda_generator(i).set_state(cuda_[i]);
-  }
-  IsolatedRng(const IsolatedRng&) = delete;
-  IsolatedRng& operator=(const IsolatedRng&) = delete;
+// Data given to validate()/test()/predict() as the data-making callable every stage takes (the data hooks' way):
+// one type, so validate(m, d) and test(m, d) share an instantiation.
+template <class Data>
+struct GivenData {
+  Data&& data;
+  Data&& operator()() const { return std::forward<Data>(data); }
+};
 
- private:
-  torch::Tensor cpu_;
-  std::vector<torch::Tensor> cuda_;
+// What an evaluation keeps per batch: predict_step's output for predict, nothing for validation and test.
+template <bool Predict, class Module, class Batch>
+struct prediction_of {
+  using type = std::monostate;
+};
+template <class Module, class Batch>
+struct prediction_of<true, Module, Batch> {
+  using type = std::decay_t<decltype(lightning_hook<lightning_tags::predict_step>::call(
+      std::declval<Module&>(), std::declval<Batch&>(), std::int64_t{}))>;
 };
 
 namespace tags = lightning_tags;
@@ -9841,7 +9903,7 @@ class Trainer : public TrainerCore {
   /// (read to the host).
   template <class Module, class Data>
   std::map<std::string, double> validate(Module& module, Data&& data) {
-    return evaluate_with<detail::tags::validation_step>(module, [&]() -> Data&& { return std::forward<Data>(data); });
+    return evaluate_with<detail::tags::validation_step>(module, detail::GivenData<Data>{std::forward<Data>(data)});
   }
   template <class Module>
   std::map<std::string, double> validate(Module& module) {
@@ -9851,7 +9913,7 @@ class Trainer : public TrainerCore {
   /// the host).
   template <class Module, class Data>
   std::map<std::string, double> test(Module& module, Data&& data) {
-    return evaluate_with<detail::tags::test_step>(module, [&]() -> Data&& { return std::forward<Data>(data); });
+    return evaluate_with<detail::tags::test_step>(module, detail::GivenData<Data>{std::forward<Data>(data)});
   }
   template <class Module>
   std::map<std::string, double> test(Module& module) {
@@ -9860,7 +9922,7 @@ class Trainer : public TrainerCore {
   /// Runs predict_step over `data` (or the module's predict_dataloader()); returns its outputs in order.
   template <class Module, class Data>
   auto predict(Module& module, Data&& data) {
-    return predict_with(module, [&]() -> Data&& { return std::forward<Data>(data); });
+    return predict_with(module, detail::GivenData<Data>{std::forward<Data>(data)});
   }
   template <class Module>
   auto predict(Module& module) {
@@ -9918,8 +9980,7 @@ class Trainer : public TrainerCore {
           trainloop::save_weights(path, module);
           return true;
         }
-        std::vector<std::shared_ptr<torch::optim::Optimizer>> optimizers;
-        for (const auto& config : optimizers_) optimizers.push_back(config.optimizer());
+        const auto optimizers = optimizer_pointers();
         auto states = checkpoint_states();
         auto tensors = checkpoint_tensor_states();
         // Lightning's on_save_checkpoint: callbacks, then the module, add their own entries to the checkpoint.
@@ -9966,18 +10027,24 @@ class Trainer : public TrainerCore {
   template <class StepTag, class Module, class MakeData>
   std::map<std::string, double> evaluate_with(Module& module, MakeData&& make_data) {
     using Data = detail::held_t<decltype(make_data())>;
-    constexpr bool is_test = std::is_same_v<StepTag, detail::tags::test_step>;
     static_assert(detail::lightning_hook<StepTag>::template callable<Module, detail::batch_of_data_t<Data>&, std::int64_t>,
                   "trainloop: validate()/test(): the module has no validation_step/test_step(Batch& batch, "
                   "std::int64_t batch_idx) for the batches of the data");
+    return evaluate_stage(module, make_data,
+                          std::is_same_v<StepTag, detail::tags::test_step> ? Stage::test : Stage::validate);
+  }
+  // validate() and test() share this body (the stage is a run-time value): one instantiation for both.
+  template <class Module, class MakeData>
+  std::map<std::string, double> evaluate_stage(Module& module, MakeData& make_data, Stage stage) {
+    using Data = detail::held_t<decltype(make_data())>;
+    const bool is_test = stage == Stage::test;
     check_module<Module>();
-    const Stage stage = is_test ? Stage::test : Stage::validate;
     run_stage(module, stage, is_test ? "test" : "validate", [&] {
       detail::Held<Data> held{make_data()};
       shard_for_ranks(held.get());
       const BatchLimit& limit = is_test ? options_.limit_test_batches() : options_.limit_val_batches();
-      run_evaluation<StepTag>(module, held.get(), stage,
-                              eval_limit(limit, held.get(), is_test ? "limit_test_batches" : "limit_val_batches"));
+      run_evaluation<false>(module, held.get(), stage,
+                            eval_limit(limit, held.get(), is_test ? "limit_test_batches" : "limit_val_batches"));
     });
     return host_values(metrics_[index(stage)]);
   }
@@ -9994,9 +10061,8 @@ class Trainer : public TrainerCore {
     std::vector<Out> predictions;
     run_stage(module, Stage::predict, "predict", [&] {
       detail::Held<Data> held{make_data()};
-      predictions = run_evaluation<detail::tags::predict_step>(
-          module, held.get(), Stage::predict,
-          eval_limit(options_.limit_predict_batches(), held.get(), "limit_predict_batches"));
+      predictions = run_evaluation<true>(module, held.get(), Stage::predict,
+                                         eval_limit(options_.limit_predict_batches(), held.get(), "limit_predict_batches"));
     });
     return predictions;
   }
@@ -10272,10 +10338,8 @@ class Trainer : public TrainerCore {
   // states (a callback whose saved state is empty is not asked to load it, as in Lightning).
   template <class Module>
   LoadedCheckpoint restore_module_and_callbacks(const std::string& path, Module& module) {
-    std::vector<std::shared_ptr<torch::optim::Optimizer>> optimizers;
-    for (const auto& config : optimizers_) optimizers.push_back(config.optimizer());
     LoadedCheckpoint loaded;
-    loaded.states = trainloop::load_checkpoint(path, module, optimizers, device_, true, &loaded.tensors);
+    loaded.states = trainloop::load_checkpoint(path, module, optimizer_pointers(), device_, true, &loaded.tensors);
     const auto entries = loaded.states.find("checkpoint");
     const auto entry_tensors = loaded.tensors.find("checkpoint");
     const StateDict& checkpoint = entries != loaded.states.end() ? entries->second : StateDict{};
@@ -10458,22 +10522,6 @@ class Trainer : public TrainerCore {
     return &*slot;
   }
 
-  template <class Module>
-  void check_loss(const torch::Tensor& loss, std::int64_t batch_idx) const {
-    auto where = [&] {
-      return detail::type_name<Module>() + "::training_step at epoch " + std::to_string(current_epoch_) + ", batch " +
-             std::to_string(batch_idx);
-    };
-    if (!loss.defined()) throw std::runtime_error("trainloop: " + where() + " returned an undefined loss tensor");
-    if (loss.numel() != 1)
-      throw std::runtime_error("trainloop: " + where() + " returned a loss of shape " + c10::str(loss.sizes()) +
-                               "; the loss must hold one number (reduce it, for example with .mean())");
-    if (!loss.requires_grad())
-      throw std::runtime_error("trainloop: " + where() +
-                               " returned a loss that does not require grad (computed under NoGradGuard, detached, or "
-                               "from parameters with requires_grad false?)");
-  }
-
   // One training batch, Lightning's procedure. The batch-start hooks already ran (iteration_started).
   template <class Module, class Batch>
   auto train_batch(Module& module, EngineCore& core, Batch& batch) {
@@ -10513,7 +10561,7 @@ class Trainer : public TrainerCore {
       } catch (const std::invalid_argument& error) {
         throw std::runtime_error("trainloop: " + detail::type_name<Module>() + "::" + error.what());
       }
-      check_loss<Module>(loss, batch_idx);
+      check_loss(loss, batch_idx, &detail::type_name<Module>);
       const auto accumulate = accumulate_grad_batches_;
       const bool last_batch = core.state.epoch_length && core.state.epoch_iteration >= *core.state.epoch_length;
       const bool step_now = (batch_idx + 1) % accumulate == 0 || last_batch;
@@ -10546,13 +10594,24 @@ class Trainer : public TrainerCore {
 
   // --- evaluation (validate, test, predict; the sanity check) -----------------------------------------------------
 
-  template <class StepTag, class Module, class Data>
+  // The step's tag for an evaluation stage. Validation and test share one instantiation of run_evaluation (and of its
+  // Engine), the stage choosing their hooks at run time: a TU that validates and tests compiles one loop, not two.
+  template <bool Predict, class F>
+  static decltype(auto) with_eval_tag(Stage stage, F&& f) {
+    if constexpr (Predict)
+      return f(detail::tags::predict_step{});
+    else if (stage == Stage::test)
+      return f(detail::tags::test_step{});
+    else
+      return f(detail::tags::validation_step{});
+  }
+
+  // Validation or test (Predict false: `stage` says which; nothing is kept), or predict (its outputs, in order).
+  template <bool Predict, class Module, class Data>
   auto run_evaluation(Module& module, Data& data, Stage stage, std::optional<std::int64_t> limit,
                       bool sanity = false) {
     using Batch = detail::batch_of_data_t<Data&>;
-    using Out = std::decay_t<decltype(detail::lightning_hook<StepTag>::call(module, std::declval<Batch&>(),
-                                                                            std::int64_t{}))>;
-    using Stored = std::conditional_t<std::is_void_v<Out>, std::monostate, Out>;
+    using Stored = typename detail::prediction_of<Predict, Module, Batch>::type;
     std::vector<Stored> outputs;
     if (limit && *limit == 0) return outputs;
 
@@ -10575,7 +10634,7 @@ class Trainer : public TrainerCore {
       else if (batches_since_step_ == 0)  // release the gradients, unless an accumulation window still needs them
         module.zero_grad();
     }
-    model_mode_hooks<StepTag>(module, true);
+    with_eval_tag<Predict>(stage, [&](auto tag) { model_mode_hooks<decltype(tag)>(module, true); });
     struct Restore {
       Trainer& t;
       Module& m;
@@ -10593,29 +10652,12 @@ class Trainer : public TrainerCore {
     } restore{*this, module, previous_stage, was_training, &metrics_[index(previous_stage)]};
     torch::NoGradGuard no_grad;
 
-    detail::EvalHooks<StepTag>::start(*this, module);
+    with_eval_tag<Predict>(stage, [&](auto tag) { detail::EvalHooks<decltype(tag)>::start(*this, module); });
     std::optional<Batch> slot;
     auto engine = make_engine<Batch>([&](EngineCore& core, Batch& raw) {
       std::int64_t batch_idx = static_cast<std::int64_t>(core.state.epoch_iteration) - 1;
       Batch* batch = transfer(module, raw, slot);
-      detail::EvalHooks<StepTag>::batch_start(*this, module, *batch, batch_idx);
-      auto action = hook_action<StepTag, Module>("[LightningModule]");
-      if constexpr (std::is_void_v<Out>) {
-        profiled(action, [&] {
-          [[maybe_unused]] auto autocast = precision_.forward_guard();
-          detail::lightning_hook<StepTag>::call(module, *batch, batch_idx);
-        });
-        const std::monostate none{};
-        detail::EvalHooks<StepTag>::batch_end(*this, module, none, *batch, batch_idx);
-        if (stage == Stage::predict) outputs.push_back(none);
-      } else {
-        Out out = profiled(action, [&] {
-          [[maybe_unused]] auto autocast = precision_.forward_guard();
-          return detail::lightning_hook<StepTag>::call(module, *batch, batch_idx);
-        });
-        detail::EvalHooks<StepTag>::batch_end(*this, module, out, *batch, batch_idx);
-        if (stage == Stage::predict) outputs.push_back(std::move(out));
-      }
+      with_eval_tag<Predict>(stage, [&](auto tag) { eval_batch<decltype(tag)>(module, *batch, batch_idx, outputs); });
       publish_step_values(store);
     });
     RunOptions run;
@@ -10625,7 +10667,7 @@ class Trainer : public TrainerCore {
              : stage == Stage::predict ? profiler_actions::run_predict
                                        : profiler_actions::run_validation,
              [&] { engine.run(data, run); });
-    detail::EvalHooks<StepTag>::epoch_end(*this, module);
+    with_eval_tag<Predict>(stage, [&](auto tag) { detail::EvalHooks<decltype(tag)>::epoch_end(*this, module); });
     if (!sanity) {
       publish_epoch_values(store);
       write_logs();
@@ -10634,10 +10676,39 @@ class Trainer : public TrainerCore {
       if (loop_point_ == LoopPoint::batch_validation) loop_point_ = LoopPoint::between_batches;
       if (loop_point_ == LoopPoint::epoch_validation) loop_point_ = LoopPoint::epoch_hooks;
     }
-    detail::EvalHooks<StepTag>::end(*this, module);
-    restore.restore_mode = !model_mode_hooks<StepTag>(module, false);
+    with_eval_tag<Predict>(stage, [&](auto tag) { detail::EvalHooks<decltype(tag)>::end(*this, module); });
+    restore.restore_mode =
+        !with_eval_tag<Predict>(stage, [&](auto tag) { return model_mode_hooks<decltype(tag)>(module, false); });
     if (sanity) store.clear();
     return outputs;
+  }
+
+  // One evaluation batch: its start hooks, the step (profiled, under the precision's autocast), its end hooks; a
+  // prediction is kept.
+  template <class StepTag, class Module, class Batch, class Stored>
+  void eval_batch(Module& module, Batch& batch, std::int64_t batch_idx, std::vector<Stored>& outputs) {
+    if constexpr (detail::lightning_hook<StepTag>::template callable<Module, Batch&, std::int64_t>) {
+      using Out = std::decay_t<decltype(detail::lightning_hook<StepTag>::call(module, batch, batch_idx))>;
+      detail::EvalHooks<StepTag>::batch_start(*this, module, batch, batch_idx);
+      auto action = hook_action<StepTag, Module>("[LightningModule]");
+      if constexpr (std::is_void_v<Out>) {
+        profiled(action, [&] {
+          [[maybe_unused]] auto autocast = precision_.forward_guard();
+          detail::lightning_hook<StepTag>::call(module, batch, batch_idx);
+        });
+        detail::EvalHooks<StepTag>::batch_end(*this, module, std::monostate{}, batch, batch_idx);
+      } else {
+        Out out = profiled(action, [&] {
+          [[maybe_unused]] auto autocast = precision_.forward_guard();
+          return detail::lightning_hook<StepTag>::call(module, batch, batch_idx);
+        });
+        detail::EvalHooks<StepTag>::batch_end(*this, module, out, batch, batch_idx);
+        if constexpr (std::is_same_v<StepTag, detail::tags::predict_step>) outputs.push_back(std::move(out));
+      }
+    } else {  // the entry points check the step exists before they evaluate a stage
+      throw std::logic_error("trainloop: internal error: " + detail::type_name<Module>() + " has no " +
+                             detail::lightning_hook<StepTag>::name_string + " for this evaluation");
+    }
   }
 
   // on_<stage>_model_eval (eval: true) or on_<stage>_model_train; returns whether the module has the hook (without
@@ -10824,9 +10895,9 @@ class Trainer : public TrainerCore {
     void validate_now(std::optional<std::int64_t> limit, bool sanity) {
       if constexpr (has_val) {
         if (trainer->options_.overfit_batches().is_set())
-          trainer->template run_evaluation<detail::tags::validation_step>(*module, train->get(), Stage::validate, limit, sanity);
+          trainer->template run_evaluation<false>(*module, train->get(), Stage::validate, limit, sanity);
         else
-          trainer->template run_evaluation<detail::tags::validation_step>(*module, val->get(), Stage::validate, limit, sanity);
+          trainer->template run_evaluation<false>(*module, val->get(), Stage::validate, limit, sanity);
       }
     }
     bool validation_due_this_epoch() const {

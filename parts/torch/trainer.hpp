@@ -4,16 +4,15 @@
 // tests/torch/test_trainer_trace.cpp pins it.
 #pragma once
 #include <array>
-#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
-#include <cstring>
 #include <limits>
 #include <variant>
 #include <exception>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -157,22 +156,23 @@ using shard_t = decltype(std::declval<D&>().shard(std::int64_t{}, std::int64_t{}
 template <class D>
 using held_t = std::conditional_t<std::is_rvalue_reference_v<D>, std::remove_reference_t<D>, D>;
 
-// The RNG state around the sanity check, so it draws nothing from the fit's stream (Lightning's isolate_rng).
-class IsolatedRng {
- public:
-  IsolatedRng() : cpu_(cpu_generator().get_state()) {
-    for (std::size_t i = 0; i < cuda_generator_count(); ++i) cuda_.push_back(cuda_generator(i).get_state());
-  }
-  ~IsolatedRng() {
-    cpu_generator().set_state(cpu_);
-    for (std::size_t i = 0; i < cuda_.size(); ++i) cuda_generator(i).set_state(cuda_[i]);
-  }
-  IsolatedRng(const IsolatedRng&) = delete;
-  IsolatedRng& operator=(const IsolatedRng&) = delete;
+// Data given to validate()/test()/predict() as the data-making callable every stage takes (the data hooks' way):
+// one type, so validate(m, d) and test(m, d) share an instantiation.
+template <class Data>
+struct GivenData {
+  Data&& data;
+  Data&& operator()() const { return std::forward<Data>(data); }
+};
 
- private:
-  torch::Tensor cpu_;
-  std::vector<torch::Tensor> cuda_;
+// What an evaluation keeps per batch: predict_step's output for predict, nothing for validation and test.
+template <bool Predict, class Module, class Batch>
+struct prediction_of {
+  using type = std::monostate;
+};
+template <class Module, class Batch>
+struct prediction_of<true, Module, Batch> {
+  using type = std::decay_t<decltype(lightning_hook<lightning_tags::predict_step>::call(
+      std::declval<Module&>(), std::declval<Batch&>(), std::int64_t{}))>;
 };
 
 namespace tags = lightning_tags;
@@ -232,7 +232,7 @@ class Trainer : public TrainerCore {
   /// (read to the host).
   template <class Module, class Data>
   std::map<std::string, double> validate(Module& module, Data&& data) {
-    return evaluate_with<detail::tags::validation_step>(module, [&]() -> Data&& { return std::forward<Data>(data); });
+    return evaluate_with<detail::tags::validation_step>(module, detail::GivenData<Data>{std::forward<Data>(data)});
   }
   template <class Module>
   std::map<std::string, double> validate(Module& module) {
@@ -242,7 +242,7 @@ class Trainer : public TrainerCore {
   /// the host).
   template <class Module, class Data>
   std::map<std::string, double> test(Module& module, Data&& data) {
-    return evaluate_with<detail::tags::test_step>(module, [&]() -> Data&& { return std::forward<Data>(data); });
+    return evaluate_with<detail::tags::test_step>(module, detail::GivenData<Data>{std::forward<Data>(data)});
   }
   template <class Module>
   std::map<std::string, double> test(Module& module) {
@@ -251,7 +251,7 @@ class Trainer : public TrainerCore {
   /// Runs predict_step over `data` (or the module's predict_dataloader()); returns its outputs in order.
   template <class Module, class Data>
   auto predict(Module& module, Data&& data) {
-    return predict_with(module, [&]() -> Data&& { return std::forward<Data>(data); });
+    return predict_with(module, detail::GivenData<Data>{std::forward<Data>(data)});
   }
   template <class Module>
   auto predict(Module& module) {
@@ -309,8 +309,7 @@ class Trainer : public TrainerCore {
           trainloop::save_weights(path, module);
           return true;
         }
-        std::vector<std::shared_ptr<torch::optim::Optimizer>> optimizers;
-        for (const auto& config : optimizers_) optimizers.push_back(config.optimizer());
+        const auto optimizers = optimizer_pointers();
         auto states = checkpoint_states();
         auto tensors = checkpoint_tensor_states();
         // Lightning's on_save_checkpoint: callbacks, then the module, add their own entries to the checkpoint.
@@ -357,18 +356,24 @@ class Trainer : public TrainerCore {
   template <class StepTag, class Module, class MakeData>
   std::map<std::string, double> evaluate_with(Module& module, MakeData&& make_data) {
     using Data = detail::held_t<decltype(make_data())>;
-    constexpr bool is_test = std::is_same_v<StepTag, detail::tags::test_step>;
     static_assert(detail::lightning_hook<StepTag>::template callable<Module, detail::batch_of_data_t<Data>&, std::int64_t>,
                   "trainloop: validate()/test(): the module has no validation_step/test_step(Batch& batch, "
                   "std::int64_t batch_idx) for the batches of the data");
+    return evaluate_stage(module, make_data,
+                          std::is_same_v<StepTag, detail::tags::test_step> ? Stage::test : Stage::validate);
+  }
+  // validate() and test() share this body (the stage is a run-time value): one instantiation for both.
+  template <class Module, class MakeData>
+  std::map<std::string, double> evaluate_stage(Module& module, MakeData& make_data, Stage stage) {
+    using Data = detail::held_t<decltype(make_data())>;
+    const bool is_test = stage == Stage::test;
     check_module<Module>();
-    const Stage stage = is_test ? Stage::test : Stage::validate;
     run_stage(module, stage, is_test ? "test" : "validate", [&] {
       detail::Held<Data> held{make_data()};
       shard_for_ranks(held.get());
       const BatchLimit& limit = is_test ? options_.limit_test_batches() : options_.limit_val_batches();
-      run_evaluation<StepTag>(module, held.get(), stage,
-                              eval_limit(limit, held.get(), is_test ? "limit_test_batches" : "limit_val_batches"));
+      run_evaluation<false>(module, held.get(), stage,
+                            eval_limit(limit, held.get(), is_test ? "limit_test_batches" : "limit_val_batches"));
     });
     return host_values(metrics_[index(stage)]);
   }
@@ -385,9 +390,8 @@ class Trainer : public TrainerCore {
     std::vector<Out> predictions;
     run_stage(module, Stage::predict, "predict", [&] {
       detail::Held<Data> held{make_data()};
-      predictions = run_evaluation<detail::tags::predict_step>(
-          module, held.get(), Stage::predict,
-          eval_limit(options_.limit_predict_batches(), held.get(), "limit_predict_batches"));
+      predictions = run_evaluation<true>(module, held.get(), Stage::predict,
+                                         eval_limit(options_.limit_predict_batches(), held.get(), "limit_predict_batches"));
     });
     return predictions;
   }
@@ -663,10 +667,8 @@ class Trainer : public TrainerCore {
   // states (a callback whose saved state is empty is not asked to load it, as in Lightning).
   template <class Module>
   LoadedCheckpoint restore_module_and_callbacks(const std::string& path, Module& module) {
-    std::vector<std::shared_ptr<torch::optim::Optimizer>> optimizers;
-    for (const auto& config : optimizers_) optimizers.push_back(config.optimizer());
     LoadedCheckpoint loaded;
-    loaded.states = trainloop::load_checkpoint(path, module, optimizers, device_, true, &loaded.tensors);
+    loaded.states = trainloop::load_checkpoint(path, module, optimizer_pointers(), device_, true, &loaded.tensors);
     const auto entries = loaded.states.find("checkpoint");
     const auto entry_tensors = loaded.tensors.find("checkpoint");
     const StateDict& checkpoint = entries != loaded.states.end() ? entries->second : StateDict{};
@@ -849,22 +851,6 @@ class Trainer : public TrainerCore {
     return &*slot;
   }
 
-  template <class Module>
-  void check_loss(const torch::Tensor& loss, std::int64_t batch_idx) const {
-    auto where = [&] {
-      return detail::type_name<Module>() + "::training_step at epoch " + std::to_string(current_epoch_) + ", batch " +
-             std::to_string(batch_idx);
-    };
-    if (!loss.defined()) throw std::runtime_error("trainloop: " + where() + " returned an undefined loss tensor");
-    if (loss.numel() != 1)
-      throw std::runtime_error("trainloop: " + where() + " returned a loss of shape " + c10::str(loss.sizes()) +
-                               "; the loss must hold one number (reduce it, for example with .mean())");
-    if (!loss.requires_grad())
-      throw std::runtime_error("trainloop: " + where() +
-                               " returned a loss that does not require grad (computed under NoGradGuard, detached, or "
-                               "from parameters with requires_grad false?)");
-  }
-
   // One training batch, Lightning's procedure. The batch-start hooks already ran (iteration_started).
   template <class Module, class Batch>
   auto train_batch(Module& module, EngineCore& core, Batch& batch) {
@@ -904,7 +890,7 @@ class Trainer : public TrainerCore {
       } catch (const std::invalid_argument& error) {
         throw std::runtime_error("trainloop: " + detail::type_name<Module>() + "::" + error.what());
       }
-      check_loss<Module>(loss, batch_idx);
+      check_loss(loss, batch_idx, &detail::type_name<Module>);
       const auto accumulate = accumulate_grad_batches_;
       const bool last_batch = core.state.epoch_length && core.state.epoch_iteration >= *core.state.epoch_length;
       const bool step_now = (batch_idx + 1) % accumulate == 0 || last_batch;
@@ -937,13 +923,24 @@ class Trainer : public TrainerCore {
 
   // --- evaluation (validate, test, predict; the sanity check) -----------------------------------------------------
 
-  template <class StepTag, class Module, class Data>
+  // The step's tag for an evaluation stage. Validation and test share one instantiation of run_evaluation (and of its
+  // Engine), the stage choosing their hooks at run time: a TU that validates and tests compiles one loop, not two.
+  template <bool Predict, class F>
+  static decltype(auto) with_eval_tag(Stage stage, F&& f) {
+    if constexpr (Predict)
+      return f(detail::tags::predict_step{});
+    else if (stage == Stage::test)
+      return f(detail::tags::test_step{});
+    else
+      return f(detail::tags::validation_step{});
+  }
+
+  // Validation or test (Predict false: `stage` says which; nothing is kept), or predict (its outputs, in order).
+  template <bool Predict, class Module, class Data>
   auto run_evaluation(Module& module, Data& data, Stage stage, std::optional<std::int64_t> limit,
                       bool sanity = false) {
     using Batch = detail::batch_of_data_t<Data&>;
-    using Out = std::decay_t<decltype(detail::lightning_hook<StepTag>::call(module, std::declval<Batch&>(),
-                                                                            std::int64_t{}))>;
-    using Stored = std::conditional_t<std::is_void_v<Out>, std::monostate, Out>;
+    using Stored = typename detail::prediction_of<Predict, Module, Batch>::type;
     std::vector<Stored> outputs;
     if (limit && *limit == 0) return outputs;
 
@@ -966,7 +963,7 @@ class Trainer : public TrainerCore {
       else if (batches_since_step_ == 0)  // release the gradients, unless an accumulation window still needs them
         module.zero_grad();
     }
-    model_mode_hooks<StepTag>(module, true);
+    with_eval_tag<Predict>(stage, [&](auto tag) { model_mode_hooks<decltype(tag)>(module, true); });
     struct Restore {
       Trainer& t;
       Module& m;
@@ -984,29 +981,12 @@ class Trainer : public TrainerCore {
     } restore{*this, module, previous_stage, was_training, &metrics_[index(previous_stage)]};
     torch::NoGradGuard no_grad;
 
-    detail::EvalHooks<StepTag>::start(*this, module);
+    with_eval_tag<Predict>(stage, [&](auto tag) { detail::EvalHooks<decltype(tag)>::start(*this, module); });
     std::optional<Batch> slot;
     auto engine = make_engine<Batch>([&](EngineCore& core, Batch& raw) {
       std::int64_t batch_idx = static_cast<std::int64_t>(core.state.epoch_iteration) - 1;
       Batch* batch = transfer(module, raw, slot);
-      detail::EvalHooks<StepTag>::batch_start(*this, module, *batch, batch_idx);
-      auto action = hook_action<StepTag, Module>("[LightningModule]");
-      if constexpr (std::is_void_v<Out>) {
-        profiled(action, [&] {
-          [[maybe_unused]] auto autocast = precision_.forward_guard();
-          detail::lightning_hook<StepTag>::call(module, *batch, batch_idx);
-        });
-        const std::monostate none{};
-        detail::EvalHooks<StepTag>::batch_end(*this, module, none, *batch, batch_idx);
-        if (stage == Stage::predict) outputs.push_back(none);
-      } else {
-        Out out = profiled(action, [&] {
-          [[maybe_unused]] auto autocast = precision_.forward_guard();
-          return detail::lightning_hook<StepTag>::call(module, *batch, batch_idx);
-        });
-        detail::EvalHooks<StepTag>::batch_end(*this, module, out, *batch, batch_idx);
-        if (stage == Stage::predict) outputs.push_back(std::move(out));
-      }
+      with_eval_tag<Predict>(stage, [&](auto tag) { eval_batch<decltype(tag)>(module, *batch, batch_idx, outputs); });
       publish_step_values(store);
     });
     RunOptions run;
@@ -1016,7 +996,7 @@ class Trainer : public TrainerCore {
              : stage == Stage::predict ? profiler_actions::run_predict
                                        : profiler_actions::run_validation,
              [&] { engine.run(data, run); });
-    detail::EvalHooks<StepTag>::epoch_end(*this, module);
+    with_eval_tag<Predict>(stage, [&](auto tag) { detail::EvalHooks<decltype(tag)>::epoch_end(*this, module); });
     if (!sanity) {
       publish_epoch_values(store);
       write_logs();
@@ -1025,10 +1005,39 @@ class Trainer : public TrainerCore {
       if (loop_point_ == LoopPoint::batch_validation) loop_point_ = LoopPoint::between_batches;
       if (loop_point_ == LoopPoint::epoch_validation) loop_point_ = LoopPoint::epoch_hooks;
     }
-    detail::EvalHooks<StepTag>::end(*this, module);
-    restore.restore_mode = !model_mode_hooks<StepTag>(module, false);
+    with_eval_tag<Predict>(stage, [&](auto tag) { detail::EvalHooks<decltype(tag)>::end(*this, module); });
+    restore.restore_mode =
+        !with_eval_tag<Predict>(stage, [&](auto tag) { return model_mode_hooks<decltype(tag)>(module, false); });
     if (sanity) store.clear();
     return outputs;
+  }
+
+  // One evaluation batch: its start hooks, the step (profiled, under the precision's autocast), its end hooks; a
+  // prediction is kept.
+  template <class StepTag, class Module, class Batch, class Stored>
+  void eval_batch(Module& module, Batch& batch, std::int64_t batch_idx, std::vector<Stored>& outputs) {
+    if constexpr (detail::lightning_hook<StepTag>::template callable<Module, Batch&, std::int64_t>) {
+      using Out = std::decay_t<decltype(detail::lightning_hook<StepTag>::call(module, batch, batch_idx))>;
+      detail::EvalHooks<StepTag>::batch_start(*this, module, batch, batch_idx);
+      auto action = hook_action<StepTag, Module>("[LightningModule]");
+      if constexpr (std::is_void_v<Out>) {
+        profiled(action, [&] {
+          [[maybe_unused]] auto autocast = precision_.forward_guard();
+          detail::lightning_hook<StepTag>::call(module, batch, batch_idx);
+        });
+        detail::EvalHooks<StepTag>::batch_end(*this, module, std::monostate{}, batch, batch_idx);
+      } else {
+        Out out = profiled(action, [&] {
+          [[maybe_unused]] auto autocast = precision_.forward_guard();
+          return detail::lightning_hook<StepTag>::call(module, batch, batch_idx);
+        });
+        detail::EvalHooks<StepTag>::batch_end(*this, module, out, batch, batch_idx);
+        if constexpr (std::is_same_v<StepTag, detail::tags::predict_step>) outputs.push_back(std::move(out));
+      }
+    } else {  // the entry points check the step exists before they evaluate a stage
+      throw std::logic_error("trainloop: internal error: " + detail::type_name<Module>() + " has no " +
+                             detail::lightning_hook<StepTag>::name_string + " for this evaluation");
+    }
   }
 
   // on_<stage>_model_eval (eval: true) or on_<stage>_model_train; returns whether the module has the hook (without
@@ -1215,9 +1224,9 @@ class Trainer : public TrainerCore {
     void validate_now(std::optional<std::int64_t> limit, bool sanity) {
       if constexpr (has_val) {
         if (trainer->options_.overfit_batches().is_set())
-          trainer->template run_evaluation<detail::tags::validation_step>(*module, train->get(), Stage::validate, limit, sanity);
+          trainer->template run_evaluation<false>(*module, train->get(), Stage::validate, limit, sanity);
         else
-          trainer->template run_evaluation<detail::tags::validation_step>(*module, val->get(), Stage::validate, limit, sanity);
+          trainer->template run_evaluation<false>(*module, val->get(), Stage::validate, limit, sanity);
       }
     }
     bool validation_due_this_epoch() const {

@@ -19,6 +19,21 @@
 
 TRAINLOOP_DETAIL_BEGIN
 
+namespace detail {
+// The RNG state around the sanity check, so it draws nothing from the fit's stream (Lightning's isolate_rng).
+class IsolatedRng {
+ public:
+  TRAINLOOP_DETAIL_API IsolatedRng();
+  TRAINLOOP_DETAIL_API ~IsolatedRng();
+  IsolatedRng(const IsolatedRng&) = delete;
+  IsolatedRng& operator=(const IsolatedRng&) = delete;
+
+ private:
+  torch::Tensor cpu_;
+  std::vector<torch::Tensor> cuda_;
+};
+}  // namespace detail
+
 /// The Trainer's state and its type-independent members: a Trainer<Callbacks...> is a TrainerCore, and callbacks may
 /// take either.
 class TrainerCore {
@@ -159,9 +174,11 @@ class TrainerCore {
     training_done = 7,     // on_train_end, on_fit_end, after fit
   };
 
-  TrainerCore(TrainerOptions options, bool has_loggers) : options_(std::move(options)), has_loggers_(has_loggers) {
-    options_.validate();
-  }
+  // Out of line (as the destructor): initialising and destroying every member is a lot of code for every TU.
+  TRAINLOOP_DETAIL_API TrainerCore(TrainerOptions options, bool has_loggers);
+  TRAINLOOP_DETAIL_API ~TrainerCore();
+  TrainerCore(const TrainerCore&) = delete;
+  TrainerCore& operator=(const TrainerCore&) = delete;
 
   // --- stages ----------------------------------------------------------------------------------------------------
 
@@ -222,12 +239,7 @@ class TrainerCore {
   struct LoadedCheckpoint {
     std::map<std::string, StateDict> states;
     std::map<std::string, TensorDict> tensors;
-    const StateDict& need(const std::string& path, const std::string& key) const {
-      auto it = states.find(key);
-      if (it == states.end())
-        throw CheckpointError("trainloop: checkpoint '" + path + "': key '" + key + "' is missing (not written by fit?)");
-      return it->second;
-    }
+    TRAINLOOP_DETAIL_API const StateDict& need(const std::string& path, const std::string& key) const;
   };
 
   // The counters, where the loop stood, the loss scaler, the values callbacks monitor, the epoch's running sums and
@@ -236,8 +248,15 @@ class TrainerCore {
 
   // --- optimisation ------------------------------------------------------------------------------------------------
 
+  // training_step's loss must be one number that requires grad; errors name the module (`module_type`), epoch, batch.
+  TRAINLOOP_DETAIL_API void check_loss(const torch::Tensor& loss, std::int64_t batch_idx,
+                                       std::string (*module_type)()) const;
+
   // What configure_optimizers returned, checked (`module` names it in errors), and handed to the module's runtime.
   TRAINLOOP_DETAIL_API void check_optimizers(const std::string& module, bool automatic_optimization);
+
+  // The configured optimizers, in order (for checkpoints and the module's optimizers()).
+  TRAINLOOP_DETAIL_API std::vector<std::shared_ptr<torch::optim::Optimizer>> optimizer_pointers() const;
 
   // Device-side clipping: no host sync (LibTorch's clip_grad_norm_ returns the norm as a double, which syncs).
   TRAINLOOP_DETAIL_API static void clip_gradients(torch::optim::Optimizer& optimizer, double limit,
@@ -301,6 +320,44 @@ class TrainerCore {
 };
 
 #if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API detail::IsolatedRng::IsolatedRng() : cpu_(cpu_generator().get_state()) {
+  for (std::size_t i = 0; i < cuda_generator_count(); ++i) cuda_.push_back(cuda_generator(i).get_state());
+}
+TRAINLOOP_DETAIL_API detail::IsolatedRng::~IsolatedRng() {
+  cpu_generator().set_state(cpu_);
+  for (std::size_t i = 0; i < cuda_.size(); ++i) cuda_generator(i).set_state(cuda_[i]);
+}
+
+TRAINLOOP_DETAIL_API TrainerCore::TrainerCore(TrainerOptions options, bool has_loggers)
+    : options_(std::move(options)), has_loggers_(has_loggers) {
+  options_.validate();
+}
+TRAINLOOP_DETAIL_API TrainerCore::~TrainerCore() = default;
+
+TRAINLOOP_DETAIL_API const StateDict& TrainerCore::LoadedCheckpoint::need(const std::string& path,
+                                                                          const std::string& key) const {
+  auto it = states.find(key);
+  if (it == states.end())
+    throw CheckpointError("trainloop: checkpoint '" + path + "': key '" + key + "' is missing (not written by fit?)");
+  return it->second;
+}
+
+TRAINLOOP_DETAIL_API void TrainerCore::check_loss(const torch::Tensor& loss, std::int64_t batch_idx,
+                                                  std::string (*module_type)()) const {
+  auto where = [&] {
+    return module_type() + "::training_step at epoch " + std::to_string(current_epoch_) + ", batch " +
+           std::to_string(batch_idx);
+  };
+  if (!loss.defined()) throw std::runtime_error("trainloop: " + where() + " returned an undefined loss tensor");
+  if (loss.numel() != 1)
+    throw std::runtime_error("trainloop: " + where() + " returned a loss of shape " + c10::str(loss.sizes()) +
+                             "; the loss must hold one number (reduce it, for example with .mean())");
+  if (!loss.requires_grad())
+    throw std::runtime_error("trainloop: " + where() +
+                             " returned a loss that does not require grad (computed under NoGradGuard, detached, or "
+                             "from parameters with requires_grad false?)");
+}
+
 TRAINLOOP_DETAIL_API std::map<std::string, double> TrainerCore::progress_bar_metrics() const {
   std::map<std::string, double> values;
   for (const auto& store : metrics_)
@@ -501,8 +558,13 @@ TRAINLOOP_DETAIL_API void TrainerCore::check_optimizers(const std::string& modul
                                 " has no optimizer: its configure_optimizers() must return one (for example "
                                 "std::make_shared<torch::optim::Adam>(parameters())), or switch to manual "
                                 "optimisation with automatic_optimization(false)");
-  runtime_.optimizers.clear();
-  for (const auto& config : optimizers_) runtime_.optimizers.push_back(config.optimizer());
+  runtime_.optimizers = optimizer_pointers();
+}
+
+TRAINLOOP_DETAIL_API std::vector<std::shared_ptr<torch::optim::Optimizer>> TrainerCore::optimizer_pointers() const {
+  std::vector<std::shared_ptr<torch::optim::Optimizer>> pointers;
+  for (const auto& config : optimizers_) pointers.push_back(config.optimizer());
+  return pointers;
 }
 
 TRAINLOOP_DETAIL_API void TrainerCore::clip_gradients(torch::optim::Optimizer& optimizer, double limit,
