@@ -288,6 +288,12 @@ class Trainer : public TrainerCore {
       static_assert(detail::lightning_hook<detail::tags::validation_step>::callable<Module, ValBatch&, std::int64_t>,
                     "trainloop: fit() was given validation data, but the module has no "
                     "validation_step(Batch& batch, std::int64_t batch_idx) for its batches");
+      // overfit_batches validates on the training batches, which a validation_step for another batch type can't take.
+      if constexpr (!detail::lightning_hook<detail::tags::validation_step>::callable<Module, Batch&, std::int64_t>)
+        if (options_.overfit_batches().is_set())
+          throw std::invalid_argument("trainloop: overfit_batches validates on the training batches, but " +
+                                      detail::type_name<Module>() +
+                                      "::validation_step does not take them (only the validation data's batches)");
     }
     const std::string resolved_ckpt = resolve_ckpt_path(ckpt_path);
     fitting_ = true;
@@ -1223,10 +1229,15 @@ class Trainer : public TrainerCore {
 
     void validate_now(std::optional<std::int64_t> limit, bool sanity) {
       if constexpr (has_val) {
-        if (trainer->options_.overfit_batches().is_set())
-          trainer->template run_evaluation<false>(*module, train->get(), Stage::validate, limit, sanity);
-        else
-          trainer->template run_evaluation<false>(*module, val->get(), Stage::validate, limit, sanity);
+        constexpr bool validates_train_batches =
+            detail::lightning_hook<detail::tags::validation_step>::callable<Module, Batch&, std::int64_t>;
+        if constexpr (validates_train_batches) {  // overfit_batches validates on them (fit_with refused it otherwise)
+          if (trainer->options_.overfit_batches().is_set()) {
+            trainer->template run_evaluation<false>(*module, train->get(), Stage::validate, limit, sanity);
+            return;
+          }
+        }
+        trainer->template run_evaluation<false>(*module, val->get(), Stage::validate, limit, sanity);
       }
     }
     bool validation_due_this_epoch() const {

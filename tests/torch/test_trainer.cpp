@@ -9,6 +9,7 @@
 #include <fstream>
 #include <iterator>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "temp_dir.hpp"
@@ -92,6 +93,36 @@ TEST_CASE("fit trains, validate/test return epoch metrics, predict returns outpu
   const std::vector<torch::Tensor> predictions = trainer.predict(net, val);
   REQUIRE(predictions.size() == 4);
   CHECK(torch::allclose(predictions[2], net.forward(val[2].first).detach()));
+}
+
+namespace {
+// Validation data of another batch type than the training data's (a tuple instead of a pair).
+using ValTuple = std::tuple<torch::Tensor, torch::Tensor>;
+struct OtherValBatches : Regression {
+  void validation_step(ValTuple& b, std::int64_t) {
+    ++validation_batches;
+    log("val_loss", torch::mse_loss(forward(std::get<0>(b)), std::get<1>(b)));
+  }
+};
+}  // namespace
+
+TEST_CASE("validation data of another batch type: fit validates on it; overfit_batches is refused before fit starts") {
+  auto train = linear_data(2);
+  std::vector<ValTuple> val;
+  for (const auto& b : linear_data(2, 8, 1)) val.emplace_back(b.first, b.second);
+  {
+    OtherValBatches net;
+    Trainer trainer(quiet().max_epochs(1).num_sanity_val_steps(0));
+    trainer.fit(net, train, val);
+    CHECK(net.validation_batches == 2);
+  }
+  OtherValBatches net;
+  Trainer trainer(quiet().max_epochs(1).overfit_batches(1));
+  CHECK_THROWS_WITH_AS(trainer.fit(net, train, val),
+                       doctest::Contains("overfit_batches validates on the training batches, but"),
+                       std::invalid_argument);
+  CHECK(net.validation_batches == 0);
+  CHECK(trainer.global_step() == 0);
 }
 
 // A callback for every Trainer type and module, without templates: it could be compiled once, in a .cpp of its own.
