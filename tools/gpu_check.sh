@@ -3,7 +3,8 @@
 # CMake package) and no network: builds tests/gpu/*.cpp (mixed precision, checkpoints, metrics, an NCCL data-parallel
 # smoke on one GPU), the Fashion-MNIST Trainer example (separately compiled) and the AMP benchmark
 # against the single header (mixed precision compiled in) with CMake's Torch package, runs each check, trains the
-# example with --precision 16-mixed on CUDA (when the data is there) and runs the benchmark. Prints what it ran on and
+# example with --precision 16-mixed on CUDA (when the data is there; its CSV, TensorBoard and MLflow logs too, read back
+# by TensorBoard where it is installed) and runs the benchmark. Prints what it ran on and
 # each result; writes the log to $OUT/gpu_check.log when OUT is set; exits non-zero if a check fails. Device tool:
 #   bash tools/gpu_check.sh     carry build/gpu-include (zlib's header, for a machine without zlib1g-dev) and
 #                               build/fashion-mnist (tools/gpu_check.sh --stage-data copies Debian's files there)
@@ -40,11 +41,29 @@ done
 data=build/fashion-mnist
 [ -d "$data" ] || data=/usr/share/datasets/fashion-mnist
 if [ -f "$data/train-images-idx3-ubyte.gz" ]; then
-  echo "gpu_check: Fashion-MNIST CNN, precision 16-mixed, 6 epochs"
+  echo "gpu_check: Fashion-MNIST CNN, precision 16-mixed, 6 epochs, CSV/TensorBoard/MLflow logs (std::filesystem)"
+  logs=build/gpu-logs
+  rm -rf "$logs"
   t=$(date +%s)
-  timeout 240 build/gpu/tools/fashion_mnist_trainer --data "$data" --epochs 6 --precision 16-mixed --min-accuracy 0.88 |
-    tail -6 || status=1
-  echo "gpu_check: trained in $(( $(date +%s) - t )) s"
+  timeout 240 build/gpu/tools/fashion_mnist_trainer --data "$data" --epochs 6 --precision 16-mixed --min-accuracy 0.88 \
+    --log-dir "$logs" | tail -7 || status=1
+  echo "gpu_check: trained in $(( $(date +%s) - t )) s; log files: $(find "$logs" -type f | wc -l)," \
+    "metrics.csv rows: $(cat "$logs"/csv/version_*/metrics.csv 2>/dev/null | wc -l)"
+  find "$logs" -type f -newer build/gpu-cmake.log -size +0 | grep -q . || { status=1; echo "gpu_check: FAILED: no logs"; }
+  # TensorBoard's own reader on the event file, where the machine has TensorBoard.
+  if python3 -c 'import tensorboard' 2>/dev/null; then
+    python3 - "$logs" <<'PY' || { status=1; echo "gpu_check: FAILED: TensorBoard could not read the event file"; }
+import glob, sys
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+runs = glob.glob(sys.argv[1] + "/tensorboard/version_*")
+assert runs, "no TensorBoard run folder"
+events = EventAccumulator(runs[0])
+events.Reload()
+tags = events.Tags()["scalars"]
+assert tags, "no scalars"
+print("gpu_check: TensorBoard reads", {tag: len(events.Scalars(tag)) for tag in tags})
+PY
+  fi
 else
   echo "gpu_check: no Fashion-MNIST at $data: the example was not run (tools/gpu_check.sh --stage-data)"
 fi
