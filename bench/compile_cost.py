@@ -13,7 +13,9 @@ compiled N times, interleaved, minimum seconds and ratios printed (nothing asser
 declared); the one TU a program then adds (#define TRAINLOOP_IMPLEMENTATION) is timed once, without a ratio.
 
 The torch TUs are also compiled against a precompiled <torch/torch.h> (g++ -include, -Winvalid-pch), which removes
-LibTorch's parsing and leaves what is trainloop's and the user's. The sources include the single header, as users do.
+LibTorch's parsing and leaves what is trainloop's and the user's; and the Trainer TU against a precompiled
+<torch/torch.h> + <trainloop.hpp> (what CMake's trainloop_precompile_headers() builds), which leaves what the TU
+instantiates. The sources include the single header, as users do.
 --smoke compiles the torch-free TUs and the Trainer TU once, without the precompiled header (CI runs it, syntax
 only, so the benchmark keeps working).
 """
@@ -83,25 +85,36 @@ def main():
                          ("Trainer, separate", "trainer.cpp", torch + separate, "hand-written loop"),
                          ("implementation TU (once)", implementation, torch, None)]
         if not (args.smoke or args.no_pch or args.core_only):
-            header = scratch / "torch_pch.hpp"
-            header.write_text("#include <torch/torch.h>\n")
-            start = time.perf_counter()
-            subprocess.run([args.cxx, *flags, *torch, "-x", "c++-header", str(header), "-o", str(header) + ".gch"],
-                           check=True)
-            print(f"compile_cost: precompiled <torch/torch.h> in {time.perf_counter() - start:.1f} s")
-            pch = torch + ["-include", str(header), "-Winvalid-pch"]
+            def precompiled(name, text, extra):
+                header = scratch / name
+                header.write_text(text)
+                start = time.perf_counter()
+                subprocess.run([args.cxx, *flags, *extra, "-x", "c++-header", str(header), "-o", str(header) + ".gch"],
+                               check=True)
+                print(f"compile_cost: precompiled {name} in {time.perf_counter() - start:.1f} s")
+                return extra + ["-include", str(header), "-Winvalid-pch"]
+
+            # A precompiled <torch/torch.h> alone (what a project that precompiles LibTorch has), and with
+            # <trainloop.hpp> too (trainloop_precompile_headers(); built with the TU's own macros, as CMake does).
+            pch = precompiled("torch_pch.hpp", "#include <torch/torch.h>\n", torch)
+            both = "#include <torch/torch.h>\n#include <trainloop.hpp>\n"
+            pch_both = precompiled("torch_trainloop_pch.hpp", both, torch)
+            pch_both_separate = precompiled("torch_trainloop_separate_pch.hpp", both, torch + separate)
             variants += [("hand-written loop, PCH", "hand_written.cpp", pch, None),
                          ("Trainer, PCH", "trainer.cpp", pch, "hand-written loop, PCH"),
-                         ("Trainer, separate, PCH", "trainer.cpp", pch + separate, "hand-written loop, PCH")]
+                         ("Trainer, separate, PCH", "trainer.cpp", pch + separate, "hand-written loop, PCH"),
+                         ("Trainer, PCH +trainloop", "trainer.cpp", pch_both, "hand-written loop, PCH"),
+                         ("Trainer, separate, PCH +trainloop", "trainer.cpp", pch_both_separate,
+                          "hand-written loop, PCH")]
         best = {name: float("inf") for name, *_ in variants}
         for _ in range(runs):  # interleaved, so a busy moment does not favour one variant
             for name, source, extra, _ in variants:
                 best[name] = min(best[name], compile_seconds(args.cxx, flags, SOURCES / source, extra))
         print(f"\ncompile_cost: {args.cxx} {args.flags} -c, minimum of {runs} run(s)")
-        print(f"  {'translation unit':<30} {'seconds':>8} {'ratio':>7}  against")
+        print(f"  {'translation unit':<34} {'seconds':>8} {'ratio':>7}  against")
         for name, _, _, baseline in variants:
             ratio = f"{best[name] / best[baseline]:.2f}" if baseline else "1.00"
-            print(f"  {name:<30} {best[name]:8.2f} {ratio:>7}  {baseline or '(baseline)'}")
+            print(f"  {name:<34} {best[name]:8.2f} {ratio:>7}  {baseline or '(baseline)'}")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return 0

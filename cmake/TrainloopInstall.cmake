@@ -1,6 +1,7 @@
 # The installed layout (what the vcpkg port and every find_package / pkg-config consumer see):
 #   include/trainloop.hpp                 the single header (the parts are not needed by consumers)
-#   share/trainloop/                      trainloopConfig.cmake, trainloopConfigVersion.cmake, trainloopTargets.cmake
+#   share/trainloop/                      trainloopConfig.cmake, trainloopConfigVersion.cmake, trainloopTargets.cmake,
+#                                         trainloopHelpers.cmake
 #   share/pkgconfig/trainloop.pc          for Makefile users
 #   share/doc/trainloop/LICENSE
 # A header-only package is architecture-independent: everything goes under share/, and the version file does not
@@ -19,7 +20,7 @@ configure_package_config_file("${PROJECT_SOURCE_DIR}/cmake/trainloopConfig.cmake
 write_basic_package_version_file("${PROJECT_BINARY_DIR}/trainloopConfigVersion.cmake"
   COMPATIBILITY SameMinorVersion ARCH_INDEPENDENT)
 install(FILES "${PROJECT_BINARY_DIR}/trainloopConfig.cmake" "${PROJECT_BINARY_DIR}/trainloopConfigVersion.cmake"
-  DESTINATION "${TRAINLOOP_INSTALL_CMAKEDIR}")
+  "${PROJECT_SOURCE_DIR}/cmake/trainloopHelpers.cmake" DESTINATION "${TRAINLOOP_INSTALL_CMAKEDIR}")
 install(FILES "${PROJECT_SOURCE_DIR}/LICENSE" DESTINATION "${CMAKE_INSTALL_DATADIR}/doc/trainloop")
 
 # pkg-config: the include folder relative to the .pc file (the prefix can move), the definitions the package was

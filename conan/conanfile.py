@@ -20,6 +20,7 @@ required_conan_version = ">=2.0"
 # Included by CMakeDeps after the trainloop::trainloop target exists (cmake_build_modules), when with_torch is on.
 TORCH_MODULE = """\
 # trainloop with torch: LibTorch and zlib come from this machine (Torch_DIR / CMAKE_PREFIX_PATH choose another).
+set(TRAINLOOP_WITH_TORCH ON)  # trainloop_precompile_headers() precompiles <torch/torch.h> too
 find_package(Torch REQUIRED)
 find_package(ZLIB REQUIRED)
 if(TARGET trainloop::trainloop)
@@ -51,6 +52,7 @@ class TrainloopConan(ConanFile):
     no_copy_source = True
 
     _torch_module = os.path.join("share", "trainloop", "trainloop-torch.cmake")
+    _helpers_module = os.path.join("share", "trainloop", "trainloopHelpers.cmake")
 
     def layout(self):
         basic_layout(self, src_folder="src")
@@ -76,6 +78,9 @@ class TrainloopConan(ConanFile):
         copy(self, "trainloop.hpp", os.path.join(self.source_folder, "single_include"),
              os.path.join(self.package_folder, "include"))
         save(self, os.path.join(self.package_folder, self._torch_module), TORCH_MODULE)
+        # trainloop_separate_compilation() and trainloop_precompile_headers(), as the CMake package has them.
+        copy(self, "trainloopHelpers.cmake", os.path.join(self.source_folder, "cmake"),
+             os.path.join(self.package_folder, "share", "trainloop"))
 
     def package_info(self):
         self.cpp_info.set_property("cmake_file_name", "trainloop")
@@ -93,5 +98,7 @@ class TrainloopConan(ConanFile):
         if self.options.with_distributed:
             defines.append("TRAINLOOP_WITH_DISTRIBUTED=1")
         self.cpp_info.defines = defines
+        modules = [self._helpers_module]
         if self.options.with_torch:
-            self.cpp_info.set_property("cmake_build_modules", [self._torch_module])
+            modules.append(self._torch_module)
+        self.cpp_info.set_property("cmake_build_modules", modules)

@@ -81,7 +81,7 @@ mtime = int(datetime.datetime.strptime(date, "%Y-%m-%d").replace(tzinfo=datetime
 
 # 4. the tarball: regular files only, in sorted order, with fixed metadata
 files = ["CMakeLists.txt", "LICENSE", "cmake/TrainloopInstall.cmake", "cmake/trainloop.pc.in",
-         "cmake/trainloopConfig.cmake.in", "single_include/trainloop.hpp"]
+         "cmake/trainloopConfig.cmake.in", "cmake/trainloopHelpers.cmake", "single_include/trainloop.hpp"]
 prefix = f"trainloop-{version}"
 raw = io.BytesIO()
 with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:

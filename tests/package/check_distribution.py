@@ -135,7 +135,8 @@ def check_release(work):
                     f"{member.name}: owner is not 0 (uid {member.uid}, user '{member.uname}')")
     expected = [f"trainloop-{version}{suffix}" for suffix in
                 ["", "/CMakeLists.txt", "/LICENSE", "/cmake", "/cmake/TrainloopInstall.cmake", "/cmake/trainloop.pc.in",
-                 "/cmake/trainloopConfig.cmake.in", "/single_include", "/single_include/trainloop.hpp"]]
+                 "/cmake/trainloopConfig.cmake.in", "/cmake/trainloopHelpers.cmake", "/single_include",
+                 "/single_include/trainloop.hpp"]]
     require(names == expected, f"the tarball holds {names}, expected {expected}")
     print(f"release {version}: {len(tarball_a.read_bytes())} bytes, identical twice, sha512 {digest[:16]}...")
 
@@ -215,7 +216,7 @@ def check_install(work):
         files = sorted(p.relative_to(prefix).as_posix() for p in prefix.rglob("*") if p.is_file() or p.is_symlink())
         expected = sorted(["include/trainloop.hpp", "share/doc/trainloop/LICENSE", "share/pkgconfig/trainloop.pc",
                            "share/trainloop/trainloopConfig.cmake", "share/trainloop/trainloopConfigVersion.cmake",
-                           "share/trainloop/trainloopTargets.cmake"])
+                           "share/trainloop/trainloopTargets.cmake", "share/trainloop/trainloopHelpers.cmake"])
         require(files == expected, f"[{name}] installed {files}, expected {expected}")
         require((prefix / "include/trainloop.hpp").read_bytes() == (source / "single_include/trainloop.hpp").read_bytes(),
                 f"[{name}] the installed header is not the release's single_include/trainloop.hpp")
@@ -491,7 +492,8 @@ def check_conan(work):
     conanfile.package()
     package = pathlib.Path(conanfile.package_folder)
     files = sorted(p.relative_to(package).as_posix() for p in package.rglob("*") if p.is_file())
-    require(files == ["include/trainloop.hpp", "licenses/LICENSE", "share/trainloop/trainloop-torch.cmake"],
+    require(files == ["include/trainloop.hpp", "licenses/LICENSE", "share/trainloop/trainloop-torch.cmake",
+                      "share/trainloop/trainloopHelpers.cmake"],
             f"package() wrote {files}")
     require((package / "include/trainloop.hpp").read_bytes() == (clone / "single_include/trainloop.hpp").read_bytes(),
             "the packaged header is not the release's single_include/trainloop.hpp")
@@ -510,7 +512,9 @@ def check_conan(work):
         require(cpp.defines == defines, f"{options}: defines {cpp.defines}, expected {defines}")
         modules = cpp.properties.get("cmake_build_modules", [])
         torch = options.get("with_torch", True)
-        require(bool(modules) == torch and all((package / m).is_file() for m in modules),
+        require(modules[:1] == ["share/trainloop/trainloopHelpers.cmake"] and
+                any(m.endswith("trainloop-torch.cmake") for m in modules) == torch and
+                all((package / m).is_file() for m in modules),
                 f"{options}: build modules {modules}")
         infos[json.dumps(options, sort_keys=True)] = cpp
     print(f"conan: recipe {version}: validate, source (SHA256 checked), package and package_info as documented")
