@@ -284,11 +284,13 @@ def check_consumers(work, torch):
     staged_install(source, work / "build-install", prefix, [f"-DTRAINLOOP_WITH_TORCH={'ON' if torch else 'OFF'}"])
     build_and_run("find_package", CONSUMER, work / "found", flavour + ["-DTRAINLOOP_CONSUME=find_package",
                                                                       f"-DCMAKE_PREFIX_PATH={prefix}"])
-    build_and_run("add_subdirectory", CONSUMER, work / "subdir", flavour + ["-DTRAINLOOP_CONSUME=subdirectory",
-                                                                           f"-DTRAINLOOP_SOURCE_DIR={ROOT}"])
+    # The build helpers in every mode torch-free; with torch (a precompiled LibTorch, a minute) in the first only.
+    helpers = ["-DCONSUMER_HELPERS=OFF"] if torch else []
+    build_and_run("add_subdirectory", CONSUMER, work / "subdir", flavour + helpers +
+                  ["-DTRAINLOOP_CONSUME=subdirectory", f"-DTRAINLOOP_SOURCE_DIR={ROOT}"])
     build_and_run("FetchContent", CONSUMER, work / "fetched",
-                  flavour + ["-DTRAINLOOP_CONSUME=fetchcontent", f"-DTRAINLOOP_URL={tarball.as_uri()}",
-                             f"-DTRAINLOOP_SHA512={sha(tarball, 'sha512')}"])
+                  flavour + helpers + ["-DTRAINLOOP_CONSUME=fetchcontent", f"-DTRAINLOOP_URL={tarball.as_uri()}",
+                                       f"-DTRAINLOOP_SHA512={sha(tarball, 'sha512')}"])
     # A wrong hash must stop FetchContent: the check above is not vacuous.
     bad = subprocess.run(["cmake", "-S", CONSUMER, "-B", work / "fetched-bad", *flavour,
                           "-DTRAINLOOP_CONSUME=fetchcontent", f"-DTRAINLOOP_URL={tarball.as_uri()}",
