@@ -8998,17 +8998,20 @@ TRAINLOOP_DETAIL_END
 // on the module, the data or the callbacks (stage setup, optimizer-step bookkeeping, publishing logged values,
 // checkpoint state). These are ordinary functions: instantiated once rather than per Trainer type, and compiled once
 // for a whole program under TRAINLOOP_IMPLEMENTATION. The Trainer (trainer.hpp) derives from it.
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <exception>
 #include <functional>
+#include <limits>
 #include <map>
 #include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <variant>
 #include <vector>
 
 TRAINLOOP_DETAIL_BEGIN
@@ -9261,6 +9264,47 @@ class TrainerCore {
   TRAINLOOP_DETAIL_API void count_optimizer_step(bool stepped);
   TRAINLOOP_DETAIL_API void step_schedulers(Interval interval, std::int64_t counter);
 
+  // --- the fit loop's decisions --------------------------------------------------------------------------------------
+  // What does not depend on the module, the data or the callbacks (Lightning's rules; README: TrainerOptions); the
+  // Trainer's FitContext calls the module and the callbacks around these.
+
+  struct FitProgress {
+    Clock::time_point start;                // for max_time
+    std::optional<std::int64_t> val_limit;  // validation batches per run while fitting (nullopt: all)
+    std::optional<LoopPoint> resumed_at;    // a resumed fit: where its checkpoint was written,
+    bool resuming_mid_epoch = false;        // and whether that was inside an epoch
+    bool epoch_sized = true;                // the epoch's batch count was known when it began
+  };
+
+  // A fit's start: counters, flags and logged values back to zero; the training batches per epoch from the data's
+  // size (nullopt: unknown) and the limits (overfit_batches, fast_dev_run, limit_train_batches).
+  TRAINLOOP_DETAIL_API void begin_fit(std::optional<std::int64_t> train_size);
+  // Lightning refuses an integer val_check_interval longer than an epoch: it would never validate.
+  TRAINLOOP_DETAIL_API void check_val_check_interval() const;
+  // After the loop state is restored: where its checkpoint was written, and whether inside an epoch.
+  TRAINLOOP_DETAIL_API void note_resume_point(const StateDict& loop_state);
+  // Whether the sanity check runs, and over how many batches (`limit`; nullopt: all).
+  TRAINLOOP_DETAIL_API bool sanity_check_due(std::optional<std::int64_t>& limit) const;
+  TRAINLOOP_DETAIL_API std::uint64_t max_epochs_to_run() const;
+  // A checkpoint written after training ended resumes only to go further: more epochs or more steps.
+  TRAINLOOP_DETAIL_API bool finished_before(const std::optional<StateDict>& loop_state) const;
+  TRAINLOOP_DETAIL_API bool minimums_reached() const;  // min_epochs and min_steps: should_stop waits for them
+  TRAINLOOP_DETAIL_API bool validation_due_this_epoch() const;
+  // Lightning's batch-end rule: every val_check_interval batches of the epoch (or across epochs), or each
+  // floor(fraction * batches)-th batch; trainloop's every n optimizer steps. Data of unknown size validates at the
+  // epoch's end instead.
+  TRAINLOOP_DETAIL_API bool validation_due_at_batch(const State& state) const;
+  TRAINLOOP_DETAIL_API bool validation_at_epoch_end() const;
+  // At a batch's end: Lightning validates when its interval says so, and when the fit is asked to stop there
+  // (should_stop with the minimums reached, or the time limit), before stopping.
+  TRAINLOOP_DETAIL_API bool out_of_time() const;
+  TRAINLOOP_DETAIL_API bool validation_due_at_batch_end(const State& state, bool out_of_time) const;
+  TRAINLOOP_DETAIL_API bool stop_due(bool out_of_time) const;
+  // An epoch's start: the counters, and unless the fit resumes inside it, its running sums and skip flag.
+  TRAINLOOP_DETAIL_API void start_epoch(const State& state);
+  // An epoch's end, after its logs: the epoch's schedulers, the stop check, the epochs run (as Lightning reports).
+  TRAINLOOP_DETAIL_API void end_epoch(EngineCore& engine);
+
   // --- logged values -------------------------------------------------------------------------------------------------
 
   // Step values into callback_metrics (always) and logged_metrics (every log_every_n_steps): tensors, no host sync.
@@ -9298,6 +9342,7 @@ class TrainerCore {
   std::optional<StateDict> final_loop_state_;  // the training Engine's state once it is gone (after training)
   LoopPoint loop_point_ = LoopPoint::between_batches;
   bool stop_after_epoch_ = false;    // a stop condition was met: the epoch ends, then the fit
+  FitProgress fit_;
   bool skip_rest_of_epoch_ = false;  // on_train_batch_start returned -1
   std::function<bool(const std::string&, bool)> save_;
   std::function<void(const SchedulerConfig&, std::optional<double>)> scheduler_step_;
@@ -9638,6 +9683,127 @@ TRAINLOOP_DETAIL_API void TrainerCore::publish_epoch_values(MetricStore& store) 
     if (has_loggers_) pending_log_[logged] = value;
   }
   store.reset_logged_metrics();
+}
+
+TRAINLOOP_DETAIL_API void TrainerCore::begin_fit(std::optional<std::int64_t> train_size) {
+  fit_ = FitProgress{};
+  fit_.start = Clock::now();
+  current_epoch_ = 0;
+  global_step_ = 0;
+  skipped_steps_ = 0;
+  last_step_skipped_ = false;
+  total_batches_ = 0;
+  batches_since_step_ = 0;
+  accumulate_grad_batches_ = options_.accumulate_grad_batches();
+  should_stop_ = false;
+  terminate_requested_ = false;
+  stop_after_epoch_ = false;
+  skip_rest_of_epoch_ = false;
+  loop_point_ = LoopPoint::between_batches;
+  final_loop_state_.reset();
+  callback_metrics_.clear();
+  logged_metrics_.clear();
+  for (auto& store : metrics_) store.clear();
+  BatchLimit limit = options_.overfit_batches().is_set() ? options_.overfit_batches() : options_.limit_train_batches();
+  if (options_.fast_dev_run() > 0) limit = BatchLimit(options_.fast_dev_run());
+  num_training_batches_ = limit.apply(train_size, "limit_train_batches");
+}
+
+TRAINLOOP_DETAIL_API void TrainerCore::check_val_check_interval() const {
+  const auto& n = options_.val_check_batches();
+  if (n && options_.check_val_every_n_epoch() && num_training_batches_ && *n > *num_training_batches_ &&
+      (!fit_.val_limit || *fit_.val_limit > 0))
+    throw std::invalid_argument(
+        "trainloop: val_check_interval(" + std::to_string(*n) + ") must not exceed the number of training "
+        "batches (" + std::to_string(*num_training_batches_) + "); to validate every " + std::to_string(*n) +
+        " batches across epochs, set check_val_every_n_epoch(std::nullopt); to turn validation off, "
+        "limit_val_batches(0)");
+}
+
+TRAINLOOP_DETAIL_API void TrainerCore::note_resume_point(const StateDict& loop_state) {
+  fit_.resumed_at = loop_point_;
+  auto in_epoch = loop_state.find("in_epoch");
+  fit_.resuming_mid_epoch = in_epoch != loop_state.end() && in_epoch->second == StateValue{std::int64_t{1}};
+}
+
+TRAINLOOP_DETAIL_API bool TrainerCore::sanity_check_due(std::optional<std::int64_t>& limit) const {
+  const std::int64_t steps = options_.fast_dev_run() > 0 ? 0 : options_.num_sanity_val_steps();
+  if (steps == 0) return false;
+  limit = fit_.val_limit;
+  if (steps > 0) limit = limit ? std::min(*limit, steps) : steps;
+  return true;
+}
+
+TRAINLOOP_DETAIL_API std::uint64_t TrainerCore::max_epochs_to_run() const {
+  const auto epochs = options_.effective_max_epochs();
+  return epochs ? static_cast<std::uint64_t>(*epochs) : std::numeric_limits<std::uint64_t>::max();
+}
+
+TRAINLOOP_DETAIL_API bool TrainerCore::finished_before(const std::optional<StateDict>& loop_state) const {
+  if (!loop_state || fit_.resumed_at != LoopPoint::training_done) return false;
+  if (options_.max_steps() > 0 && global_step_ >= options_.max_steps()) return true;
+  if (should_stop_ && minimums_reached()) return true;
+  auto epoch = loop_state->find("epoch");
+  return epoch != loop_state->end() && std::holds_alternative<std::int64_t>(epoch->second) &&
+         static_cast<std::uint64_t>(std::get<std::int64_t>(epoch->second)) >= max_epochs_to_run();
+}
+
+TRAINLOOP_DETAIL_API bool TrainerCore::minimums_reached() const {
+  return current_epoch_ + 1 >= options_.min_epochs() && global_step_ >= options_.min_steps();
+}
+
+TRAINLOOP_DETAIL_API bool TrainerCore::validation_due_this_epoch() const {
+  const auto& every = options_.check_val_every_n_epoch();
+  return !every || (current_epoch_ + 1) % *every == 0;
+}
+
+TRAINLOOP_DETAIL_API bool TrainerCore::validation_due_at_batch(const State& state) const {
+  if (const auto& steps = options_.val_every_n_optimizer_steps())
+    return batches_since_step_ == 0 && !last_step_skipped_ && global_step_ > 0 && global_step_ % *steps == 0;
+  if (const auto& n = options_.val_check_batches())
+    return (options_.check_val_every_n_epoch() ? batch_idx_ + 1 : total_batches_) % *n == 0;
+  if (!fit_.epoch_sized) return false;
+  const auto every = std::max<std::int64_t>(
+      1, static_cast<std::int64_t>(static_cast<double>(*state.epoch_length) * options_.val_check_fraction()));
+  return (batch_idx_ + 1) % every == 0;
+}
+
+TRAINLOOP_DETAIL_API bool TrainerCore::validation_at_epoch_end() const {
+  return !fit_.epoch_sized && !options_.val_every_n_optimizer_steps() && !options_.val_check_batches();
+}
+
+TRAINLOOP_DETAIL_API bool TrainerCore::out_of_time() const {
+  return options_.max_time().count() > 0 && Clock::now() - fit_.start >= options_.max_time();
+}
+
+TRAINLOOP_DETAIL_API bool TrainerCore::validation_due_at_batch_end(const State& state, bool out_of_time) const {
+  const bool asked_to_stop = (should_stop_ && minimums_reached()) || out_of_time;
+  return !stop_after_epoch_ && !skip_rest_of_epoch_ && validation_due_this_epoch() &&
+         (validation_due_at_batch(state) || asked_to_stop);
+}
+
+TRAINLOOP_DETAIL_API bool TrainerCore::stop_due(bool out_of_time) const {
+  return (options_.max_steps() > 0 && global_step_ >= options_.max_steps()) || out_of_time ||
+         (should_stop_ && minimums_reached());
+}
+
+TRAINLOOP_DETAIL_API void TrainerCore::start_epoch(const State& state) {
+  fit_.epoch_sized = state.epoch_length.has_value();
+  current_epoch_ = static_cast<std::int64_t>(state.epoch) - 1;
+  runtime_.current_epoch = current_epoch_;
+  if (!fit_.resuming_mid_epoch) {  // a resumed epoch keeps its running sums and skip flag from the checkpoint
+    metrics_[index(Stage::train)].start_epoch();
+    skip_rest_of_epoch_ = false;
+  }
+}
+
+TRAINLOOP_DETAIL_API void TrainerCore::end_epoch(EngineCore& engine) {
+  step_schedulers(Interval::epoch, current_epoch_ + 1);
+  if (should_stop_ && minimums_reached()) stop_after_epoch_ = true;
+  if (stop_after_epoch_) engine.terminate();
+  current_epoch_ = static_cast<std::int64_t>(engine.state.epoch);  // epochs run, as Lightning reports after fit
+  runtime_.current_epoch = current_epoch_;
+  loop_point_ = LoopPoint::between_batches;
 }
 
 TRAINLOOP_DETAIL_API std::map<std::string, double> TrainerCore::take_log_record() {
@@ -10757,59 +10923,23 @@ class Trainer : public TrainerCore {
 
     std::optional<Batch> slot;
     Batch* batch = nullptr;
-    std::optional<std::int64_t> val_limit;
-    Clock::time_point start;
     std::string ckpt_path;  // resume from this checkpoint when set
     Profiler::Clock::time_point fetch_started;
-    // A resumed fit: where the checkpoint was written, and whether that was inside an epoch.
-    std::optional<LoopPoint> resumed_at;
-    bool resuming_mid_epoch = false;
-    bool epoch_sized = true;  // the epoch's batch count was known when it began
 
     void run() {
       Trainer& t = *trainer;
       const TrainerOptions& o = t.options_;
-      start = Clock::now();
       t.configure_optimizers(*module);
       module->train();
-      t.current_epoch_ = 0;
-      t.global_step_ = 0;
-      t.skipped_steps_ = 0;
-      t.last_step_skipped_ = false;
-      t.total_batches_ = 0;
-      t.batches_since_step_ = 0;
-      t.accumulate_grad_batches_ = o.accumulate_grad_batches();
-      t.should_stop_ = false;
-      t.terminate_requested_ = false;
-      t.stop_after_epoch_ = false;
-      t.skip_rest_of_epoch_ = false;
-      t.loop_point_ = LoopPoint::between_batches;
-      t.final_loop_state_.reset();
-      t.callback_metrics_.clear();
-      t.logged_metrics_.clear();
-      for (auto& store : t.metrics_) store.clear();
+      t.begin_fit(detail::data_size(train->get()));
       // Resuming, as Lightning: the model and callbacks before on_fit_start, the loop's counters after it.
       std::optional<LoadedCheckpoint> loaded;
       if (!ckpt_path.empty()) loaded = t.restore_module_and_callbacks(ckpt_path, *module);
-
-      BatchLimit train_limit = o.overfit_batches().is_set() ? o.overfit_batches() : o.limit_train_batches();
-      if (o.fast_dev_run() > 0) train_limit = BatchLimit(o.fast_dev_run());
-      t.num_training_batches_ = train_limit.apply(detail::data_size(train->get()), "limit_train_batches");
       if constexpr (has_val) {
-        val_limit = o.overfit_batches().is_set() ? t.num_training_batches_
-                                                 : t.eval_limit(o.limit_val_batches(), val->get(), "limit_val_batches");
-      }
-
-      if constexpr (has_val) {
-        // Lightning refuses an integer interval longer than an epoch: it would never validate.
-        const auto& n = o.val_check_batches();
-        if (n && o.check_val_every_n_epoch() && t.num_training_batches_ && *n > *t.num_training_batches_ &&
-            (!val_limit || *val_limit > 0))
-          throw std::invalid_argument(
-              "trainloop: val_check_interval(" + std::to_string(*n) + ") must not exceed the number of training "
-              "batches (" + std::to_string(*t.num_training_batches_) + "); to validate every " + std::to_string(*n) +
-              " batches across epochs, set check_val_every_n_epoch(std::nullopt); to turn validation off, "
-              "limit_val_batches(0)");
+        t.fit_.val_limit = o.overfit_batches().is_set()
+                               ? t.num_training_batches_
+                               : t.eval_limit(o.limit_val_batches(), val->get(), "limit_val_batches");
+        t.check_val_check_interval();
       }
 
       t.template call_hook<detail::tags::on_fit_start>(*module);
@@ -10818,17 +10948,13 @@ class Trainer : public TrainerCore {
       if (loaded) {
         loop_state = t.restore_training_state(ckpt_path, *loaded, *train, data_positioned);
         loaded.reset();
-        resumed_at = t.loop_point_;
-        auto in_epoch = loop_state->find("in_epoch");
-        resuming_mid_epoch = in_epoch != loop_state->end() && in_epoch->second == StateValue{std::int64_t{1}};
+        t.note_resume_point(*loop_state);
       }
       if constexpr (has_val) {
         // The sanity check runs on resume too (Lightning's does); it draws nothing from the fit's RNG stream and
         // leaves callback_metrics as they were (empty in a fresh fit, the checkpoint's in a resumed one).
-        const std::int64_t sanity_steps = o.fast_dev_run() > 0 ? 0 : o.num_sanity_val_steps();
-        if (sanity_steps != 0) {
-          std::optional<std::int64_t> limit = val_limit;
-          if (sanity_steps > 0) limit = limit ? std::min(*limit, sanity_steps) : sanity_steps;
+        std::optional<std::int64_t> limit;
+        if (t.sanity_check_due(limit)) {
           detail::IsolatedRng isolated_rng;
           const auto callback_metrics = t.callback_metrics_;
           const auto logged_metrics = t.logged_metrics_;
@@ -10843,7 +10969,7 @@ class Trainer : public TrainerCore {
         }
       }
       t.template call_hook<detail::tags::on_train_start>(*module);
-      if ((!t.num_training_batches_ || *t.num_training_batches_ > 0) && !finished_before(loop_state)) {
+      if ((!t.num_training_batches_ || *t.num_training_batches_ > 0) && !t.finished_before(loop_state)) {
         auto engine = make_engine<Batch>(
             [this](EngineCore& core, Batch&) {
               return trainer->profiled(profiler_actions::run_training_batch,
@@ -10863,7 +10989,7 @@ class Trainer : public TrainerCore {
         } running{t, engine};
         if (loop_state) engine.state.load_state_dict(*loop_state);
         RunOptions run;
-        run.max_epochs(max_epochs_to_run());
+        run.max_epochs(t.max_epochs_to_run());
         if (t.num_training_batches_) run.epoch_length(static_cast<std::uint64_t>(*t.num_training_batches_));
         run.restart_data_each_epoch(true);
         run.skip_consumed_batches(!data_positioned);  // plain ranges resume mid-epoch at the right batch too
@@ -10875,22 +11001,6 @@ class Trainer : public TrainerCore {
       t.loop_point_ = LoopPoint::training_done;
       t.template call_hook<detail::tags::on_train_end>(*module);
       t.template call_hook<detail::tags::on_fit_end>(*module);
-    }
-
-    std::uint64_t max_epochs_to_run() const {
-      const auto epochs = trainer->options_.effective_max_epochs();
-      return epochs ? static_cast<std::uint64_t>(*epochs) : std::numeric_limits<std::uint64_t>::max();
-    }
-    // A checkpoint written after training ended resumes only to go further: more epochs or more steps.
-    bool finished_before(const std::optional<StateDict>& loop_state) const {
-      if (!loop_state || resumed_at != LoopPoint::training_done) return false;
-      const Trainer& t = *trainer;
-      const TrainerOptions& o = t.options_;
-      if (o.max_steps() > 0 && t.global_step_ >= o.max_steps()) return true;
-      if (t.should_stop_ && minimums_reached()) return true;
-      auto epoch = loop_state->find("epoch");
-      return epoch != loop_state->end() && std::holds_alternative<std::int64_t>(epoch->second) &&
-             static_cast<std::uint64_t>(std::get<std::int64_t>(epoch->second)) >= max_epochs_to_run();
     }
 
     template <class Engine>
@@ -10910,34 +11020,6 @@ class Trainer : public TrainerCore {
         }
         trainer->template run_evaluation<false>(*module, val->get(), Stage::validate, limit, sanity);
       }
-    }
-    bool validation_due_this_epoch() const {
-      const auto& every = trainer->options_.check_val_every_n_epoch();
-      return has_val && (!every || (trainer->current_epoch_ + 1) % *every == 0);
-    }
-    // Lightning's batch-end rule: every val_check_interval batches of the epoch (or across epochs), or each
-    // floor(fraction * batches)-th batch; trainloop's every n optimizer steps. Data of unknown size validates at the
-    // epoch's end instead (epoch_sized false).
-    template <class Engine>
-    bool validation_due_at_batch(const Engine& engine) const {
-      const Trainer& t = *trainer;
-      const TrainerOptions& o = t.options_;
-      if (const auto& steps = o.val_every_n_optimizer_steps())
-        return t.batches_since_step_ == 0 && !t.last_step_skipped_ && t.global_step_ > 0 && t.global_step_ % *steps == 0;
-      if (const auto& n = o.val_check_batches())
-        return (o.check_val_every_n_epoch() ? t.batch_idx_ + 1 : t.total_batches_) % *n == 0;
-      if (!epoch_sized) return false;
-      const auto every = std::max<std::int64_t>(
-          1, static_cast<std::int64_t>(static_cast<double>(*engine.state.epoch_length) * o.val_check_fraction()));
-      return (t.batch_idx_ + 1) % every == 0;
-    }
-    bool validation_at_epoch_end() const {
-      const TrainerOptions& o = trainer->options_;
-      return !epoch_sized && !o.val_every_n_optimizer_steps() && !o.val_check_batches();
-    }
-    bool minimums_reached() const {
-      const TrainerOptions& o = trainer->options_;
-      return trainer->current_epoch_ + 1 >= o.min_epochs() && trainer->global_step_ >= o.min_steps();
     }
 
     // The training Engine's events: callbacks' Engine hooks first, then the Trainer's own work.
@@ -10969,38 +11051,31 @@ class Trainer : public TrainerCore {
     }
 
     // A checkpoint written during an epoch's end: what was left of it runs before the next epoch.
-    template <class Engine>
-    void resume_between_epochs(Engine& engine) {
-      if (!resumed_at || resuming_mid_epoch) return;
-      const LoopPoint point = *resumed_at;
-      resumed_at.reset();
+    void resume_between_epochs(EngineCore& engine) {
+      auto& fit = trainer->fit_;
+      if (!fit.resumed_at || fit.resuming_mid_epoch) return;
+      const LoopPoint point = *fit.resumed_at;
+      fit.resumed_at.reset();
       if (point == LoopPoint::epoch_validation || point == LoopPoint::epoch_hooks || point == LoopPoint::epoch_rest)
         finish_epoch(engine, point);
       trainer->loop_point_ = LoopPoint::between_batches;
     }
 
-    template <class Engine>
-    void epoch_started(Engine& engine) {
+    void epoch_started(EngineCore& engine) {
       Trainer& t = *trainer;
-      epoch_sized = engine.state.epoch_length.has_value();
-      t.current_epoch_ = static_cast<std::int64_t>(engine.state.epoch) - 1;
-      t.runtime_.current_epoch = t.current_epoch_;
+      t.start_epoch(engine.state);
       module->train();
-      if (!resuming_mid_epoch) {  // a resumed epoch keeps its running sums and skip flag from the checkpoint
-        t.metrics_[index(Stage::train)].start_epoch();
-        t.skip_rest_of_epoch_ = false;
-      }
       t.template call_hook<detail::tags::on_train_epoch_start>(*module);  // again at a mid-epoch resume, as in Lightning
-      if (resuming_mid_epoch) {  // what was left of the batch the checkpoint was written at runs now
-        resuming_mid_epoch = false;
-        const LoopPoint point = resumed_at.value_or(LoopPoint::between_batches);
-        resumed_at.reset();
+      if (t.fit_.resuming_mid_epoch) {  // what was left of the batch the checkpoint was written at runs now
+        t.fit_.resuming_mid_epoch = false;
+        const LoopPoint point = t.fit_.resumed_at.value_or(LoopPoint::between_batches);
+        t.fit_.resumed_at.reset();
         t.batch_idx_ = static_cast<std::int64_t>(engine.state.epoch_iteration) - 1;
         if (point == LoopPoint::batch_end) {
           finish_batch(engine);
         } else if (point == LoopPoint::batch_validation) {
           t.loop_point_ = LoopPoint::batch_validation;
-          validate_now(val_limit, false);
+          validate_now(t.fit_.val_limit, false);
         }
         t.loop_point_ = LoopPoint::between_batches;
       }
@@ -11023,39 +11098,27 @@ class Trainer : public TrainerCore {
     }
 
     // After a batch's on_train_batch_end: the stop checks, then a mid-epoch validation when due.
-    template <class Engine>
-    void iteration_completed(Engine& engine) {
+    void iteration_completed(EngineCore& engine) {
       finish_batch(engine);
       trainer->loop_point_ = LoopPoint::between_batches;
     }
-    template <class Engine>
-    void finish_batch(Engine& engine) {
+    void finish_batch(EngineCore& engine) {
       Trainer& t = *trainer;
-      const TrainerOptions& o = t.options_;
       if (t.terminate_requested_) return engine.terminate();
-      // Lightning validates at a batch end when its interval says so, and when the fit is asked to stop there
-      // (should_stop with the minimums reached, or the time limit), before stopping.
-      const bool out_of_time = o.max_time().count() > 0 && Clock::now() - start >= o.max_time();
-      const bool asked_to_stop = (t.should_stop_ && minimums_reached()) || out_of_time;
-      if (has_val && !t.stop_after_epoch_ && !t.skip_rest_of_epoch_ && validation_due_this_epoch() &&
-          (validation_due_at_batch(engine) || asked_to_stop)) {
+      const bool out_of_time = t.out_of_time();
+      if (has_val && t.validation_due_at_batch_end(engine.state, out_of_time)) {
         t.loop_point_ = LoopPoint::batch_validation;
-        validate_now(val_limit, false);
+        validate_now(t.fit_.val_limit, false);
         t.loop_point_ = LoopPoint::between_batches;
       }
-      if ((o.max_steps() > 0 && t.global_step_ >= o.max_steps()) || out_of_time || (t.should_stop_ && minimums_reached()))
-        stop_at_epoch_end(engine);
-    }
-
-    template <class Engine>
-    void stop_at_epoch_end(Engine& engine) {
-      trainer->stop_after_epoch_ = true;
-      engine.terminate_epoch();
+      if (t.stop_due(out_of_time)) {  // the epoch ends here, then the fit
+        t.stop_after_epoch_ = true;
+        engine.terminate_epoch();
+      }
     }
 
     // The epoch's end, from the start (`from` = in_batch) or from where a checkpoint was written.
-    template <class Engine>
-    void finish_epoch(Engine& engine, LoopPoint from) {
+    void finish_epoch(EngineCore& engine, LoopPoint from) {
       Trainer& t = *trainer;
       if (from == LoopPoint::in_batch) {
         if (!t.num_training_batches_ && engine.state.epoch_length)  // unsized data: the first pass told its length
@@ -11066,9 +11129,9 @@ class Trainer : public TrainerCore {
         }
       }
       if (from == LoopPoint::in_batch || from == LoopPoint::epoch_validation) {
-        if (validation_at_epoch_end() && validation_due_this_epoch() && !t.skip_rest_of_epoch_) {
+        if (has_val && t.validation_at_epoch_end() && t.validation_due_this_epoch() && !t.skip_rest_of_epoch_) {
           t.loop_point_ = LoopPoint::epoch_validation;  // its on_validation_end moves on to epoch_hooks
-          validate_now(val_limit, false);
+          validate_now(t.fit_.val_limit, false);
         }
         from = LoopPoint::epoch_hooks;
       }
@@ -11087,12 +11150,7 @@ class Trainer : public TrainerCore {
         t.template for_each_callback_in<detail::CallbackGroup::checkpointing>(epoch_end);
       }
       t.write_logs();
-      t.step_schedulers(Interval::epoch, t.current_epoch_ + 1);
-      if (t.should_stop_ && minimums_reached()) t.stop_after_epoch_ = true;
-      if (t.stop_after_epoch_) engine.terminate();
-      t.current_epoch_ = static_cast<std::int64_t>(engine.state.epoch);  // epochs run, as Lightning reports after fit
-      t.runtime_.current_epoch = t.current_epoch_;
-      t.loop_point_ = LoopPoint::between_batches;
+      t.end_epoch(engine);
     }
   };
 

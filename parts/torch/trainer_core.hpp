@@ -4,17 +4,20 @@
 // checkpoint state). These are ordinary functions: instantiated once rather than per Trainer type, and compiled once
 // for a whole program under TRAINLOOP_IMPLEMENTATION. The Trainer (trainer.hpp) derives from it.
 #pragma once
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <exception>
 #include <functional>
+#include <limits>
 #include <map>
 #include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <variant>
 #include <vector>
 
 TRAINLOOP_DETAIL_BEGIN
@@ -267,6 +270,47 @@ class TrainerCore {
   TRAINLOOP_DETAIL_API void count_optimizer_step(bool stepped);
   TRAINLOOP_DETAIL_API void step_schedulers(Interval interval, std::int64_t counter);
 
+  // --- the fit loop's decisions --------------------------------------------------------------------------------------
+  // What does not depend on the module, the data or the callbacks (Lightning's rules; README: TrainerOptions); the
+  // Trainer's FitContext calls the module and the callbacks around these.
+
+  struct FitProgress {
+    Clock::time_point start;                // for max_time
+    std::optional<std::int64_t> val_limit;  // validation batches per run while fitting (nullopt: all)
+    std::optional<LoopPoint> resumed_at;    // a resumed fit: where its checkpoint was written,
+    bool resuming_mid_epoch = false;        // and whether that was inside an epoch
+    bool epoch_sized = true;                // the epoch's batch count was known when it began
+  };
+
+  // A fit's start: counters, flags and logged values back to zero; the training batches per epoch from the data's
+  // size (nullopt: unknown) and the limits (overfit_batches, fast_dev_run, limit_train_batches).
+  TRAINLOOP_DETAIL_API void begin_fit(std::optional<std::int64_t> train_size);
+  // Lightning refuses an integer val_check_interval longer than an epoch: it would never validate.
+  TRAINLOOP_DETAIL_API void check_val_check_interval() const;
+  // After the loop state is restored: where its checkpoint was written, and whether inside an epoch.
+  TRAINLOOP_DETAIL_API void note_resume_point(const StateDict& loop_state);
+  // Whether the sanity check runs, and over how many batches (`limit`; nullopt: all).
+  TRAINLOOP_DETAIL_API bool sanity_check_due(std::optional<std::int64_t>& limit) const;
+  TRAINLOOP_DETAIL_API std::uint64_t max_epochs_to_run() const;
+  // A checkpoint written after training ended resumes only to go further: more epochs or more steps.
+  TRAINLOOP_DETAIL_API bool finished_before(const std::optional<StateDict>& loop_state) const;
+  TRAINLOOP_DETAIL_API bool minimums_reached() const;  // min_epochs and min_steps: should_stop waits for them
+  TRAINLOOP_DETAIL_API bool validation_due_this_epoch() const;
+  // Lightning's batch-end rule: every val_check_interval batches of the epoch (or across epochs), or each
+  // floor(fraction * batches)-th batch; trainloop's every n optimizer steps. Data of unknown size validates at the
+  // epoch's end instead.
+  TRAINLOOP_DETAIL_API bool validation_due_at_batch(const State& state) const;
+  TRAINLOOP_DETAIL_API bool validation_at_epoch_end() const;
+  // At a batch's end: Lightning validates when its interval says so, and when the fit is asked to stop there
+  // (should_stop with the minimums reached, or the time limit), before stopping.
+  TRAINLOOP_DETAIL_API bool out_of_time() const;
+  TRAINLOOP_DETAIL_API bool validation_due_at_batch_end(const State& state, bool out_of_time) const;
+  TRAINLOOP_DETAIL_API bool stop_due(bool out_of_time) const;
+  // An epoch's start: the counters, and unless the fit resumes inside it, its running sums and skip flag.
+  TRAINLOOP_DETAIL_API void start_epoch(const State& state);
+  // An epoch's end, after its logs: the epoch's schedulers, the stop check, the epochs run (as Lightning reports).
+  TRAINLOOP_DETAIL_API void end_epoch(EngineCore& engine);
+
   // --- logged values -------------------------------------------------------------------------------------------------
 
   // Step values into callback_metrics (always) and logged_metrics (every log_every_n_steps): tensors, no host sync.
@@ -304,6 +348,7 @@ class TrainerCore {
   std::optional<StateDict> final_loop_state_;  // the training Engine's state once it is gone (after training)
   LoopPoint loop_point_ = LoopPoint::between_batches;
   bool stop_after_epoch_ = false;    // a stop condition was met: the epoch ends, then the fit
+  FitProgress fit_;
   bool skip_rest_of_epoch_ = false;  // on_train_batch_start returned -1
   std::function<bool(const std::string&, bool)> save_;
   std::function<void(const SchedulerConfig&, std::optional<double>)> scheduler_step_;
@@ -644,6 +689,127 @@ TRAINLOOP_DETAIL_API void TrainerCore::publish_epoch_values(MetricStore& store) 
     if (has_loggers_) pending_log_[logged] = value;
   }
   store.reset_logged_metrics();
+}
+
+TRAINLOOP_DETAIL_API void TrainerCore::begin_fit(std::optional<std::int64_t> train_size) {
+  fit_ = FitProgress{};
+  fit_.start = Clock::now();
+  current_epoch_ = 0;
+  global_step_ = 0;
+  skipped_steps_ = 0;
+  last_step_skipped_ = false;
+  total_batches_ = 0;
+  batches_since_step_ = 0;
+  accumulate_grad_batches_ = options_.accumulate_grad_batches();
+  should_stop_ = false;
+  terminate_requested_ = false;
+  stop_after_epoch_ = false;
+  skip_rest_of_epoch_ = false;
+  loop_point_ = LoopPoint::between_batches;
+  final_loop_state_.reset();
+  callback_metrics_.clear();
+  logged_metrics_.clear();
+  for (auto& store : metrics_) store.clear();
+  BatchLimit limit = options_.overfit_batches().is_set() ? options_.overfit_batches() : options_.limit_train_batches();
+  if (options_.fast_dev_run() > 0) limit = BatchLimit(options_.fast_dev_run());
+  num_training_batches_ = limit.apply(train_size, "limit_train_batches");
+}
+
+TRAINLOOP_DETAIL_API void TrainerCore::check_val_check_interval() const {
+  const auto& n = options_.val_check_batches();
+  if (n && options_.check_val_every_n_epoch() && num_training_batches_ && *n > *num_training_batches_ &&
+      (!fit_.val_limit || *fit_.val_limit > 0))
+    throw std::invalid_argument(
+        "trainloop: val_check_interval(" + std::to_string(*n) + ") must not exceed the number of training "
+        "batches (" + std::to_string(*num_training_batches_) + "); to validate every " + std::to_string(*n) +
+        " batches across epochs, set check_val_every_n_epoch(std::nullopt); to turn validation off, "
+        "limit_val_batches(0)");
+}
+
+TRAINLOOP_DETAIL_API void TrainerCore::note_resume_point(const StateDict& loop_state) {
+  fit_.resumed_at = loop_point_;
+  auto in_epoch = loop_state.find("in_epoch");
+  fit_.resuming_mid_epoch = in_epoch != loop_state.end() && in_epoch->second == StateValue{std::int64_t{1}};
+}
+
+TRAINLOOP_DETAIL_API bool TrainerCore::sanity_check_due(std::optional<std::int64_t>& limit) const {
+  const std::int64_t steps = options_.fast_dev_run() > 0 ? 0 : options_.num_sanity_val_steps();
+  if (steps == 0) return false;
+  limit = fit_.val_limit;
+  if (steps > 0) limit = limit ? std::min(*limit, steps) : steps;
+  return true;
+}
+
+TRAINLOOP_DETAIL_API std::uint64_t TrainerCore::max_epochs_to_run() const {
+  const auto epochs = options_.effective_max_epochs();
+  return epochs ? static_cast<std::uint64_t>(*epochs) : std::numeric_limits<std::uint64_t>::max();
+}
+
+TRAINLOOP_DETAIL_API bool TrainerCore::finished_before(const std::optional<StateDict>& loop_state) const {
+  if (!loop_state || fit_.resumed_at != LoopPoint::training_done) return false;
+  if (options_.max_steps() > 0 && global_step_ >= options_.max_steps()) return true;
+  if (should_stop_ && minimums_reached()) return true;
+  auto epoch = loop_state->find("epoch");
+  return epoch != loop_state->end() && std::holds_alternative<std::int64_t>(epoch->second) &&
+         static_cast<std::uint64_t>(std::get<std::int64_t>(epoch->second)) >= max_epochs_to_run();
+}
+
+TRAINLOOP_DETAIL_API bool TrainerCore::minimums_reached() const {
+  return current_epoch_ + 1 >= options_.min_epochs() && global_step_ >= options_.min_steps();
+}
+
+TRAINLOOP_DETAIL_API bool TrainerCore::validation_due_this_epoch() const {
+  const auto& every = options_.check_val_every_n_epoch();
+  return !every || (current_epoch_ + 1) % *every == 0;
+}
+
+TRAINLOOP_DETAIL_API bool TrainerCore::validation_due_at_batch(const State& state) const {
+  if (const auto& steps = options_.val_every_n_optimizer_steps())
+    return batches_since_step_ == 0 && !last_step_skipped_ && global_step_ > 0 && global_step_ % *steps == 0;
+  if (const auto& n = options_.val_check_batches())
+    return (options_.check_val_every_n_epoch() ? batch_idx_ + 1 : total_batches_) % *n == 0;
+  if (!fit_.epoch_sized) return false;
+  const auto every = std::max<std::int64_t>(
+      1, static_cast<std::int64_t>(static_cast<double>(*state.epoch_length) * options_.val_check_fraction()));
+  return (batch_idx_ + 1) % every == 0;
+}
+
+TRAINLOOP_DETAIL_API bool TrainerCore::validation_at_epoch_end() const {
+  return !fit_.epoch_sized && !options_.val_every_n_optimizer_steps() && !options_.val_check_batches();
+}
+
+TRAINLOOP_DETAIL_API bool TrainerCore::out_of_time() const {
+  return options_.max_time().count() > 0 && Clock::now() - fit_.start >= options_.max_time();
+}
+
+TRAINLOOP_DETAIL_API bool TrainerCore::validation_due_at_batch_end(const State& state, bool out_of_time) const {
+  const bool asked_to_stop = (should_stop_ && minimums_reached()) || out_of_time;
+  return !stop_after_epoch_ && !skip_rest_of_epoch_ && validation_due_this_epoch() &&
+         (validation_due_at_batch(state) || asked_to_stop);
+}
+
+TRAINLOOP_DETAIL_API bool TrainerCore::stop_due(bool out_of_time) const {
+  return (options_.max_steps() > 0 && global_step_ >= options_.max_steps()) || out_of_time ||
+         (should_stop_ && minimums_reached());
+}
+
+TRAINLOOP_DETAIL_API void TrainerCore::start_epoch(const State& state) {
+  fit_.epoch_sized = state.epoch_length.has_value();
+  current_epoch_ = static_cast<std::int64_t>(state.epoch) - 1;
+  runtime_.current_epoch = current_epoch_;
+  if (!fit_.resuming_mid_epoch) {  // a resumed epoch keeps its running sums and skip flag from the checkpoint
+    metrics_[index(Stage::train)].start_epoch();
+    skip_rest_of_epoch_ = false;
+  }
+}
+
+TRAINLOOP_DETAIL_API void TrainerCore::end_epoch(EngineCore& engine) {
+  step_schedulers(Interval::epoch, current_epoch_ + 1);
+  if (should_stop_ && minimums_reached()) stop_after_epoch_ = true;
+  if (stop_after_epoch_) engine.terminate();
+  current_epoch_ = static_cast<std::int64_t>(engine.state.epoch);  // epochs run, as Lightning reports after fit
+  runtime_.current_epoch = current_epoch_;
+  loop_point_ = LoopPoint::between_batches;
 }
 
 TRAINLOOP_DETAIL_API std::map<std::string, double> TrainerCore::take_log_record() {
