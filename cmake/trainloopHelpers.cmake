@@ -1,15 +1,16 @@
-# Build-time helpers for a project that uses trainloop (README: "Compile time"). find_package(trainloop),
-# add_subdirectory and FetchContent all define them; both are optional, and either works alone.
+# Build-time helpers for a project that uses trainloop (README: Integration, and Performance for the figures).
+# find_package(trainloop), add_subdirectory, FetchContent and Conan's CMakeDeps all define them; both are optional.
 #
 #   trainloop_separate_compilation(<target>)
 #     trainloop's type-independent code compiled once for the target, in one generated source, and only declared in
-#     the target's own sources (TRAINLOOP_SEPARATE_COMPILATION=1; the generated source defines TRAINLOOP_IMPLEMENTATION).
-#     Call it once per program (executable or shared library), not for each of its static libraries' objects twice.
+#     the target's own sources (TRAINLOOP_SEPARATE_COMPILATION=1; the generated source defines
+#     TRAINLOOP_IMPLEMENTATION). Once per program: two libraries of one program that each call it define the same
+#     symbols twice.
 #   trainloop_precompile_headers(<target>)
-#     <torch/torch.h> and <trainloop.hpp> precompiled for the target's sources (trainloop.hpp alone without torch):
-#     parsing them is most of what every source costs. Set trainloop's macros (TRAINLOOP_WITH_AMP, ...) as the
-#     target's compile definitions, not in a source before the #include, so the precompiled header sees them. With separate compilation, the generated source is left out of it (it must see
-#     TRAINLOOP_IMPLEMENTATION before the header).
+#     <torch/torch.h> and <trainloop.hpp> precompiled for the target's sources (<trainloop.hpp> alone without torch):
+#     parsing them is most of what each source costs. Set trainloop's macros (TRAINLOOP_WITH_AMP, ...) as the target's
+#     compile definitions, not in a source before the #include, so the precompiled header sees them. The source that
+#     trainloop_separate_compilation() generates is left out of it: it must see TRAINLOOP_IMPLEMENTATION first.
 include_guard(GLOBAL)
 
 function(trainloop_separate_compilation target)
