@@ -2277,7 +2277,8 @@ TRAINLOOP_DETAIL_END
 #include <array>
 #include <cstdint>
 #include <cstring>
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+// The intrinsics header (large) only where the definitions are compiled.
+#if TRAINLOOP_DETAIL_DEFINE_API && defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <nmmintrin.h>
 #define TRAINLOOP_DETAIL_CRC32C_SSE42 1
 #endif
@@ -2286,7 +2287,19 @@ TRAINLOOP_DETAIL_BEGIN
 
 namespace detail {
 using Crc32cTables = std::array<std::array<std::uint32_t, 256>, 8>;
-inline const Crc32cTables& crc32c_tables() {
+TRAINLOOP_DETAIL_API const Crc32cTables& crc32c_tables();
+
+/// The portable CRC-32C (tables); crc32c_update picks the CPU's instruction when it has one.
+TRAINLOOP_DETAIL_API std::uint32_t crc32c_update_portable(std::uint32_t crc, const void* data, std::size_t size);
+
+/// Continues a CRC-32C over more bytes: start with `crc32c_update(0, ...)`; "123456789" -> 0xE3069283.
+TRAINLOOP_DETAIL_API std::uint32_t crc32c_update(std::uint32_t crc, const void* data, std::size_t size);
+inline std::uint32_t crc32c(const void* data, std::size_t size) { return crc32c_update(0, data, size); }
+}  // namespace detail
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+namespace detail {
+TRAINLOOP_DETAIL_API const Crc32cTables& crc32c_tables() {
   static const Crc32cTables tables = [] {
     Crc32cTables t{};
     for (std::uint32_t i = 0; i < 256; ++i) {
@@ -2300,9 +2313,7 @@ inline const Crc32cTables& crc32c_tables() {
   }();
   return tables;
 }
-
-/// The portable CRC-32C (tables); crc32c_update picks the CPU's instruction when it has one.
-inline std::uint32_t crc32c_update_portable(std::uint32_t crc, const void* data, std::size_t size) {
+TRAINLOOP_DETAIL_API std::uint32_t crc32c_update_portable(std::uint32_t crc, const void* data, std::size_t size) {
   const Crc32cTables& t = crc32c_tables();
   const auto* bytes = static_cast<const unsigned char*>(data);
   crc = ~crc;
@@ -2322,7 +2333,6 @@ inline std::uint32_t crc32c_update_portable(std::uint32_t crc, const void* data,
   for (; size > 0; --size, ++bytes) crc = t[0][(crc ^ *bytes) & 0xFF] ^ (crc >> 8);
   return ~crc;
 }
-
 #ifdef TRAINLOOP_DETAIL_CRC32C_SSE42
 __attribute__((target("sse4.2"))) inline std::uint32_t crc32c_update_sse42(std::uint32_t crc, const void* data,
                                                                           std::size_t size) {
@@ -2338,17 +2348,15 @@ __attribute__((target("sse4.2"))) inline std::uint32_t crc32c_update_sse42(std::
   return ~narrow;
 }
 #endif
-
-/// Continues a CRC-32C over more bytes: start with `crc32c_update(0, ...)`; "123456789" -> 0xE3069283.
-inline std::uint32_t crc32c_update(std::uint32_t crc, const void* data, std::size_t size) {
+TRAINLOOP_DETAIL_API std::uint32_t crc32c_update(std::uint32_t crc, const void* data, std::size_t size) {
 #ifdef TRAINLOOP_DETAIL_CRC32C_SSE42
   static const bool has_sse42 = __builtin_cpu_supports("sse4.2");
   if (has_sse42) return crc32c_update_sse42(crc, data, size);
 #endif
   return crc32c_update_portable(crc, data, size);
 }
-inline std::uint32_t crc32c(const void* data, std::size_t size) { return crc32c_update(0, data, size); }
 }  // namespace detail
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
 
 TRAINLOOP_DETAIL_END
 // ---- end parts/core/crc32c.hpp ----
@@ -2357,23 +2365,26 @@ TRAINLOOP_DETAIL_END
 // (<save_dir>/<name>/version_<n>, the next free n), folder checks that fail before training with the path and the
 // reason, numbers written so they read back exactly, whole-file writes that never leave a torn file, the flush clock.
 // A logger is a callback with log_metrics(step, {name: value}); see hooks.hpp for what the Trainer calls.
-#include <algorithm>
-#include <cerrno>
-#include <charconv>
 #include <chrono>
-#include <cmath>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <filesystem>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <utility>
 #include <variant>
+// Headers only the definitions use: a separately compiled TU does not parse them.
+#if TRAINLOOP_DETAIL_DEFINE_API
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 
 #include <unistd.h>
+#endif
 
 TRAINLOOP_DETAIL_BEGIN
 
@@ -2388,19 +2399,149 @@ struct VersionedLoggerOptions {
 namespace detail {
 /// This process's rank in a distributed run, from the launcher's environment (torchrun's RANK, then LOCAL_RANK,
 /// then SLURM_PROCID); 0 when alone. Loggers write only on rank 0.
-inline int process_rank() {
+TRAINLOOP_DETAIL_API int process_rank();
+
+TRAINLOOP_DETAIL_API std::runtime_error log_dir_error(const std::string& who, const std::filesystem::path& dir,
+                                                      const std::string& why);
+
+/// Creates `dir` (and parents) and proves it writable by creating and removing a file, so a bad log folder is an
+/// error at setup, before any training.
+TRAINLOOP_DETAIL_API void make_writable_dir(const std::filesystem::path& dir, const std::string& who);
+
+/// Lightning's version rule: the next n after the largest existing version_<n> under `root` (0 when none).
+TRAINLOOP_DETAIL_API std::int64_t next_version(const std::filesystem::path& root);
+
+/// A double as Python's repr() writes it (what Lightning's CSV, MLflow's metric files and json.dumps produce): the
+/// shortest text that reads back as the same double, with a ".0" on whole numbers ("3.0", "0.1", "1e-08", "1e+16",
+/// fixed notation for exponents -4..15); "nan", "inf", "-inf" otherwise.
+TRAINLOOP_DETAIL_API std::string format_number(double value);
+/// A double as a YAML float that YAML 1.1 readers (PyYAML's safe_load) and 1.2 readers both read as a float: YAML 1.1
+/// needs a dot ("1.0e-08", not "1e-08"), and spells the non-finite values .nan, .inf, -.inf.
+TRAINLOOP_DETAIL_API std::string yaml_number(double value);
+TRAINLOOP_DETAIL_API std::string format_value(const StateValue& value);
+
+/// Writes a whole file through a temporary in the same folder and a rename: readers see the old or the new content.
+TRAINLOOP_DETAIL_API void write_file_atomically(const std::filesystem::path& path, const std::string& content,
+                                                const std::string& who);
+/// Appends to a file, creating it; errors name the file.
+TRAINLOOP_DETAIL_API void append_to_file(const std::filesystem::path& path, const std::string& content,
+                                         const std::string& who);
+
+/// The whole content of a file; empty when it does not exist.
+TRAINLOOP_DETAIL_API std::string read_file_text(const std::filesystem::path& path);
+/// The length of the first `records` complete records of `text` (records end at '\n'; with `csv_quotes`, not inside
+/// a double-quoted CSV field), and in `found` how many that is: a torn last record never counts.
+TRAINLOOP_DETAIL_API std::size_t records_prefix(const std::string& text, std::int64_t records, bool csv_quotes,
+                                                std::int64_t& found);
+/// Cuts a file to its first `size` bytes (a logger continuing a run from a checkpoint drops what came after it).
+TRAINLOOP_DETAIL_API void truncate_file(const std::filesystem::path& path, std::size_t size, const std::string& who);
+/// Cuts the file at `path` back to its first `records` records, as `prefix(text, records, found)` measures them, and
+/// returns how many it kept (none for a missing file).
+template <class Prefix>
+std::int64_t cut_back_file(const std::filesystem::path& path, std::int64_t records, Prefix&& prefix, const std::string& who) {
+  const std::string text = read_file_text(path);
+  std::int64_t kept = 0;
+  const std::size_t size = prefix(text, records, kept);
+  if (size != text.size()) truncate_file(path, size, who);
+  return kept;
+}
+TRAINLOOP_DETAIL_API auto lines_prefix();
+/// An integer entry of a logger's checkpoint state; the error names the key.
+TRAINLOOP_DETAIL_API std::int64_t state_int(const StateDict& state, const std::string& key, const std::string& who);
+
+/// A string as a double-quoted YAML scalar (always quoted: "on", "3" and "null" stay strings).
+TRAINLOOP_DETAIL_API std::string yaml_string(const std::string& text);
+/// A value as YAML: ints as ints, doubles as floats (see yaml_number), strings double-quoted.
+TRAINLOOP_DETAIL_API std::string yaml_value(const StateValue& value);
+/// Hyperparameters as a YAML mapping (Lightning's hparams.yaml); "{}" when there are none.
+TRAINLOOP_DETAIL_API std::string hparams_yaml(const StateDict& params);
+/// The value of the top-level key `key` in a YAML mapping written by PyYAML (plain, 'single' or "double" quoted,
+/// folded over indented continuation lines); nullopt when the key is absent.
+TRAINLOOP_DETAIL_API std::optional<std::string> yaml_top_level_value(const std::string& yaml, const std::string& key);
+
+TRAINLOOP_DETAIL_API double unix_seconds();
+TRAINLOOP_DETAIL_API std::int64_t unix_millis();
+
+/// When buffered records must reach the disk: at most `interval` after the first one waiting.
+class FlushClock {
+ public:
+  explicit FlushClock(std::chrono::duration<double> interval) : interval_(interval) {}
+  bool due() const { return std::chrono::steady_clock::now() - last_ >= interval_; }
+  void flushed() { last_ = std::chrono::steady_clock::now(); }
+
+ private:
+  std::chrono::duration<double> interval_;
+  std::chrono::steady_clock::time_point last_ = std::chrono::steady_clock::now();
+};
+
+/// "This logger owns an open run": false in a moved-from logger, so its destructor writes nothing.
+class OwnershipFlag {
+ public:
+  OwnershipFlag() = default;
+  OwnershipFlag(OwnershipFlag&& other) noexcept : value_(std::exchange(other.value_, false)) {}
+  TRAINLOOP_DETAIL_API OwnershipFlag& operator=(OwnershipFlag&& other) noexcept;
+  explicit operator bool() const noexcept { return value_; }
+  void set() noexcept { value_ = true; }
+  void reset() noexcept { value_ = false; }
+
+ private:
+  bool value_ = false;
+};
+
+/// The run folder of a logger that writes in <save_dir>/<name>/version_<n>. setup() only proves <save_dir>/<name>
+/// writable (a bad folder fails before training); the version folder is created at the first write (the version,
+/// unless given, is the next free one then), so a fit resumed from a checkpoint can still continue the checkpoint's
+/// run. Also the clock that bounds how long records wait.
+class VersionedRun {
+ public:
+  VersionedRun(const VersionedLoggerOptions& options, const char* who)
+      : options_(options), who_(who), flush_clock_(options.flush_interval) {}
+
+  /// Creates <save_dir>/<name> and proves it writable (rank 0 only).
+  TRAINLOOP_DETAIL_API void check() const;
+  /// Creates the folder the first time; true when this logger writes (it is open, on rank 0).
+  TRAINLOOP_DETAIL_API bool open();
+  /// A logger's checkpoint state: the open run's version and how many records it holds (under `count_key`); empty
+  /// when nothing was opened.
+  TRAINLOOP_DETAIL_API StateDict state(const char* count_key, std::int64_t records) const;
+  /// Continues the run a checkpoint's state names: later writes go to its version, opened at the next write, which
+  /// keeps the `count_key` records the checkpoint saw (see records_to_keep).
+  TRAINLOOP_DETAIL_API void continue_from(const StateDict& state, const char* count_key);
+  /// How many records the opening run keeps: the checkpoint's count once after continue_from, else all.
+  std::int64_t records_to_keep() { return std::exchange(keep_, INT64_MAX); }
+  bool is_open() const noexcept { return static_cast<bool>(open_); }
+  /// The run folder: where it is, or will be once something is written.
+  std::filesystem::path planned_dir() { return open_ ? dir_ : root() / ("version_" + std::to_string(version())); }
+  const std::filesystem::path& dir() const noexcept { return dir_; }
+  TRAINLOOP_DETAIL_API std::int64_t version();
+  const char* who() const noexcept { return who_; }
+  bool flush_due() const { return flush_clock_.due(); }
+  void flushed() { flush_clock_.flushed(); }
+
+ private:
+  std::filesystem::path root() const { return std::filesystem::path(options_.save_dir) / options_.name; }
+
+  VersionedLoggerOptions options_;
+  const char* who_;
+  FlushClock flush_clock_;
+  OwnershipFlag open_;  // false in a moved-from logger, so its destructor writes nothing
+  std::filesystem::path dir_;
+  std::int64_t keep_ = INT64_MAX;  // records the next opened run keeps
+};
+}  // namespace detail
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+namespace detail {
+TRAINLOOP_DETAIL_API int process_rank() {
   for (const char* name : {"RANK", "LOCAL_RANK", "SLURM_PROCID"})
     if (const char* value = std::getenv(name)) return std::atoi(value);
   return 0;
 }
-
-inline std::runtime_error log_dir_error(const std::string& who, const std::filesystem::path& dir, const std::string& why) {
+TRAINLOOP_DETAIL_API std::runtime_error log_dir_error(const std::string& who, const std::filesystem::path& dir,
+                                                      const std::string& why) {
   return std::runtime_error("trainloop: " + who + ": cannot write logs in '" + dir.string() + "': " + why);
 }
-
-/// Creates `dir` (and parents) and proves it writable by creating and removing a file, so a bad log folder is an
-/// error at setup, before any training.
-inline void make_writable_dir(const std::filesystem::path& dir, const std::string& who) {
+TRAINLOOP_DETAIL_API void make_writable_dir(const std::filesystem::path& dir, const std::string& who) {
   std::error_code error;
   std::filesystem::create_directories(dir, error);
   if (error) throw log_dir_error(who, dir, error.message());
@@ -2411,9 +2552,7 @@ inline void make_writable_dir(const std::filesystem::path& dir, const std::strin
   std::fclose(file);
   std::filesystem::remove(probe, error);
 }
-
-/// Lightning's version rule: the next n after the largest existing version_<n> under `root` (0 when none).
-inline std::int64_t next_version(const std::filesystem::path& root) {
+TRAINLOOP_DETAIL_API std::int64_t next_version(const std::filesystem::path& root) {
   std::int64_t next = 0;
   std::error_code error;
   if (!std::filesystem::is_directory(root, error)) return 0;
@@ -2427,11 +2566,7 @@ inline std::int64_t next_version(const std::filesystem::path& root) {
   }
   return next;
 }
-
-/// A double as Python's repr() writes it (what Lightning's CSV, MLflow's metric files and json.dumps produce): the
-/// shortest text that reads back as the same double, with a ".0" on whole numbers ("3.0", "0.1", "1e-08", "1e+16",
-/// fixed notation for exponents -4..15); "nan", "inf", "-inf" otherwise.
-inline std::string format_number(double value) {
+TRAINLOOP_DETAIL_API std::string format_number(double value) {
   if (std::isnan(value)) return "nan";
   if (std::isinf(value)) return value > 0 ? "inf" : "-inf";
   char text[40];
@@ -2457,9 +2592,7 @@ inline std::string format_number(double value) {
   }
   return out;
 }
-/// A double as a YAML float that YAML 1.1 readers (PyYAML's safe_load) and 1.2 readers both read as a float: YAML 1.1
-/// needs a dot ("1.0e-08", not "1e-08"), and spells the non-finite values .nan, .inf, -.inf.
-inline std::string yaml_number(double value) {
+TRAINLOOP_DETAIL_API std::string yaml_number(double value) {
   if (std::isnan(value)) return ".nan";
   if (std::isinf(value)) return value > 0 ? ".inf" : "-.inf";
   std::string text = format_number(value);
@@ -2467,14 +2600,13 @@ inline std::string yaml_number(double value) {
   if (e != std::string::npos && text.find('.') == std::string::npos) text.insert(e, ".0");
   return text;
 }
-inline std::string format_value(const StateValue& value) {
+TRAINLOOP_DETAIL_API std::string format_value(const StateValue& value) {
   if (const auto* i = std::get_if<std::int64_t>(&value)) return std::to_string(*i);
   if (const auto* d = std::get_if<double>(&value)) return format_number(*d);
   return std::get<std::string>(value);
 }
-
-/// Writes a whole file through a temporary in the same folder and a rename: readers see the old or the new content.
-inline void write_file_atomically(const std::filesystem::path& path, const std::string& content, const std::string& who) {
+TRAINLOOP_DETAIL_API void write_file_atomically(const std::filesystem::path& path, const std::string& content,
+                                                const std::string& who) {
   const std::filesystem::path temporary = path.string() + ".tmp-" + std::to_string(::getpid());
   std::FILE* file = std::fopen(temporary.c_str(), "wb");
   if (!file) throw log_dir_error(who, path.parent_path(), std::string("cannot create ") + temporary.string() + ": " + std::strerror(errno));
@@ -2486,17 +2618,15 @@ inline void write_file_atomically(const std::filesystem::path& path, const std::
     throw log_dir_error(who, path.parent_path(), "writing " + path.filename().string() + " failed: " + std::strerror(error));
   }
 }
-/// Appends to a file, creating it; errors name the file.
-inline void append_to_file(const std::filesystem::path& path, const std::string& content, const std::string& who) {
+TRAINLOOP_DETAIL_API void append_to_file(const std::filesystem::path& path, const std::string& content,
+                                         const std::string& who) {
   std::FILE* file = std::fopen(path.c_str(), "ab");
   if (!file) throw log_dir_error(who, path.parent_path(), "cannot open " + path.filename().string() + ": " + std::strerror(errno));
   const bool written = std::fwrite(content.data(), 1, content.size(), file) == content.size();
   if (std::fclose(file) != 0 || !written)
     throw log_dir_error(who, path.parent_path(), "writing " + path.filename().string() + " failed: " + std::strerror(errno));
 }
-
-/// The whole content of a file; empty when it does not exist.
-inline std::string read_file_text(const std::filesystem::path& path) {
+TRAINLOOP_DETAIL_API std::string read_file_text(const std::filesystem::path& path) {
   std::string text;
   std::FILE* file = std::fopen(path.c_str(), "rb");
   if (!file) return text;
@@ -2505,9 +2635,8 @@ inline std::string read_file_text(const std::filesystem::path& path) {
   std::fclose(file);
   return text;
 }
-/// The length of the first `records` complete records of `text` (records end at '\n'; with `csv_quotes`, not inside
-/// a double-quoted CSV field), and in `found` how many that is: a torn last record never counts.
-inline std::size_t records_prefix(const std::string& text, std::int64_t records, bool csv_quotes, std::int64_t& found) {
+TRAINLOOP_DETAIL_API std::size_t records_prefix(const std::string& text, std::int64_t records, bool csv_quotes,
+                                                std::int64_t& found) {
   found = 0;
   std::size_t end = 0;
   bool quoted = false;
@@ -2517,34 +2646,20 @@ inline std::size_t records_prefix(const std::string& text, std::int64_t records,
   }
   return end;
 }
-/// Cuts a file to its first `size` bytes (a logger continuing a run from a checkpoint drops what came after it).
-inline void truncate_file(const std::filesystem::path& path, std::size_t size, const std::string& who) {
+TRAINLOOP_DETAIL_API void truncate_file(const std::filesystem::path& path, std::size_t size, const std::string& who) {
   if (::truncate(path.c_str(), static_cast<off_t>(size)) != 0)
     throw log_dir_error(who, path.parent_path(), "cannot cut " + path.filename().string() + " back to the checkpoint: " + std::strerror(errno));
 }
-/// Cuts the file at `path` back to its first `records` records, as `prefix(text, records, found)` measures them, and
-/// returns how many it kept (none for a missing file).
-template <class Prefix>
-std::int64_t cut_back_file(const std::filesystem::path& path, std::int64_t records, Prefix&& prefix, const std::string& who) {
-  const std::string text = read_file_text(path);
-  std::int64_t kept = 0;
-  const std::size_t size = prefix(text, records, kept);
-  if (size != text.size()) truncate_file(path, size, who);
-  return kept;
-}
-inline auto lines_prefix() {
+TRAINLOOP_DETAIL_API auto lines_prefix() {
   return [](const std::string& text, std::int64_t records, std::int64_t& found) { return records_prefix(text, records, false, found); };
 }
-/// An integer entry of a logger's checkpoint state; the error names the key.
-inline std::int64_t state_int(const StateDict& state, const std::string& key, const std::string& who) {
+TRAINLOOP_DETAIL_API std::int64_t state_int(const StateDict& state, const std::string& key, const std::string& who) {
   auto it = state.find(key);
   if (it == state.end() || !std::holds_alternative<std::int64_t>(it->second))
     throw std::runtime_error("trainloop: " + who + ": checkpoint state key '" + key + "' is missing or not an integer");
   return std::get<std::int64_t>(it->second);
 }
-
-/// A string as a double-quoted YAML scalar (always quoted: "on", "3" and "null" stay strings).
-inline std::string yaml_string(const std::string& text) {
+TRAINLOOP_DETAIL_API std::string yaml_string(const std::string& text) {
   std::string quoted = "\"";
   for (char c : text) {
     if (c == '"' || c == '\\') quoted += '\\';
@@ -2556,22 +2671,18 @@ inline std::string yaml_string(const std::string& text) {
   }
   return quoted + "\"";
 }
-/// A value as YAML: ints as ints, doubles as floats (see yaml_number), strings double-quoted.
-inline std::string yaml_value(const StateValue& value) {
+TRAINLOOP_DETAIL_API std::string yaml_value(const StateValue& value) {
   if (const auto* i = std::get_if<std::int64_t>(&value)) return std::to_string(*i);
   if (const auto* d = std::get_if<double>(&value)) return yaml_number(*d);
   return yaml_string(std::get<std::string>(value));
 }
-/// Hyperparameters as a YAML mapping (Lightning's hparams.yaml); "{}" when there are none.
-inline std::string hparams_yaml(const StateDict& params) {
+TRAINLOOP_DETAIL_API std::string hparams_yaml(const StateDict& params) {
   if (params.empty()) return "{}\n";
   std::string out;
   for (const auto& [key, value] : params) out += yaml_string(key) + ": " + yaml_value(value) + "\n";
   return out;
 }
-/// The value of the top-level key `key` in a YAML mapping written by PyYAML (plain, 'single' or "double" quoted,
-/// folded over indented continuation lines); nullopt when the key is absent.
-inline std::optional<std::string> yaml_top_level_value(const std::string& yaml, const std::string& key) {
+TRAINLOOP_DETAIL_API std::optional<std::string> yaml_top_level_value(const std::string& yaml, const std::string& key) {
   std::size_t at = 0;
   while (at < yaml.size()) {
     std::size_t end = yaml.find('\n', at);
@@ -2631,111 +2742,49 @@ inline std::optional<std::string> yaml_top_level_value(const std::string& yaml, 
   }
   return std::nullopt;
 }
-
-inline double unix_seconds() {
+TRAINLOOP_DETAIL_API double unix_seconds() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
-inline std::int64_t unix_millis() {
+TRAINLOOP_DETAIL_API std::int64_t unix_millis() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
-
-/// When buffered records must reach the disk: at most `interval` after the first one waiting.
-class FlushClock {
- public:
-  explicit FlushClock(std::chrono::duration<double> interval) : interval_(interval) {}
-  bool due() const { return std::chrono::steady_clock::now() - last_ >= interval_; }
-  void flushed() { last_ = std::chrono::steady_clock::now(); }
-
- private:
-  std::chrono::duration<double> interval_;
-  std::chrono::steady_clock::time_point last_ = std::chrono::steady_clock::now();
-};
-
-/// "This logger owns an open run": false in a moved-from logger, so its destructor writes nothing.
-class OwnershipFlag {
- public:
-  OwnershipFlag() = default;
-  OwnershipFlag(OwnershipFlag&& other) noexcept : value_(std::exchange(other.value_, false)) {}
-  OwnershipFlag& operator=(OwnershipFlag&& other) noexcept {
-    value_ = std::exchange(other.value_, false);
-    return *this;
-  }
-  explicit operator bool() const noexcept { return value_; }
-  void set() noexcept { value_ = true; }
-  void reset() noexcept { value_ = false; }
-
- private:
-  bool value_ = false;
-};
-
-/// The run folder of a logger that writes in <save_dir>/<name>/version_<n>. setup() only proves <save_dir>/<name>
-/// writable (a bad folder fails before training); the version folder is created at the first write (the version,
-/// unless given, is the next free one then), so a fit resumed from a checkpoint can still continue the checkpoint's
-/// run. Also the clock that bounds how long records wait.
-class VersionedRun {
- public:
-  VersionedRun(const VersionedLoggerOptions& options, const char* who)
-      : options_(options), who_(who), flush_clock_(options.flush_interval) {}
-
-  /// Creates <save_dir>/<name> and proves it writable (rank 0 only).
-  void check() const {
-    if (!open_ && process_rank() == 0) make_writable_dir(root(), who_);
-  }
-  /// Creates the folder the first time; true when this logger writes (it is open, on rank 0).
-  bool open() {
-    if (open_) return true;
-    if (process_rank() != 0) return false;
-    dir_ = planned_dir();
-    make_writable_dir(dir_, who_);
-    open_.set();
-    return true;
-  }
-  /// A logger's checkpoint state: the open run's version and how many records it holds (under `count_key`); empty
-  /// when nothing was opened.
-  StateDict state(const char* count_key, std::int64_t records) const {
-    if (!open_) return {};
-    return {{"version", *options_.version}, {count_key, records}};
-  }
-  /// Continues the run a checkpoint's state names: later writes go to its version, opened at the next write, which
-  /// keeps the `count_key` records the checkpoint saw (see records_to_keep).
-  void continue_from(const StateDict& state, const char* count_key) {
-    const std::int64_t version = state_int(state, "version", who_);
-    keep_ = state_int(state, count_key, who_);
-    options_.version = version;
-    open_.reset();
-    dir_.clear();
-  }
-  /// How many records the opening run keeps: the checkpoint's count once after continue_from, else all.
-  std::int64_t records_to_keep() { return std::exchange(keep_, INT64_MAX); }
-  bool is_open() const noexcept { return static_cast<bool>(open_); }
-  /// The run folder: where it is, or will be once something is written.
-  std::filesystem::path planned_dir() { return open_ ? dir_ : root() / ("version_" + std::to_string(version())); }
-  const std::filesystem::path& dir() const noexcept { return dir_; }
-  std::int64_t version() {
-    if (!options_.version) options_.version = next_version(root());
-    return *options_.version;
-  }
-  const char* who() const noexcept { return who_; }
-  bool flush_due() const { return flush_clock_.due(); }
-  void flushed() { flush_clock_.flushed(); }
-
- private:
-  std::filesystem::path root() const { return std::filesystem::path(options_.save_dir) / options_.name; }
-
-  VersionedLoggerOptions options_;
-  const char* who_;
-  FlushClock flush_clock_;
-  OwnershipFlag open_;  // false in a moved-from logger, so its destructor writes nothing
-  std::filesystem::path dir_;
-  std::int64_t keep_ = INT64_MAX;  // records the next opened run keeps
-};
+TRAINLOOP_DETAIL_API OwnershipFlag& OwnershipFlag::operator=(OwnershipFlag&& other) noexcept {
+  value_ = std::exchange(other.value_, false);
+  return *this;
+}
+TRAINLOOP_DETAIL_API void VersionedRun::check() const {
+  if (!open_ && process_rank() == 0) make_writable_dir(root(), who_);
+}
+TRAINLOOP_DETAIL_API bool VersionedRun::open() {
+  if (open_) return true;
+  if (process_rank() != 0) return false;
+  dir_ = planned_dir();
+  make_writable_dir(dir_, who_);
+  open_.set();
+  return true;
+}
+TRAINLOOP_DETAIL_API StateDict VersionedRun::state(const char* count_key, std::int64_t records) const {
+  if (!open_) return {};
+  return {{"version", *options_.version}, {count_key, records}};
+}
+TRAINLOOP_DETAIL_API void VersionedRun::continue_from(const StateDict& state, const char* count_key) {
+  const std::int64_t version = state_int(state, "version", who_);
+  keep_ = state_int(state, count_key, who_);
+  options_.version = version;
+  open_.reset();
+  dir_.clear();
+}
+TRAINLOOP_DETAIL_API std::int64_t VersionedRun::version() {
+  if (!options_.version) options_.version = next_version(root());
+  return *options_.version;
+}
 }  // namespace detail
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
 
 TRAINLOOP_DETAIL_END
 // ---- end parts/core/loggers/common.hpp ----
 // ---- begin parts/core/loggers/csv.hpp ----
 // trainloop: CSVLogger, Lightning's layout: <save_dir>/<name>/version_<n>/metrics.csv and hparams.yaml.
-#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -2743,6 +2792,10 @@ TRAINLOOP_DETAIL_END
 #include <optional>
 #include <string>
 #include <vector>
+// Headers only the definitions use: a separately compiled TU does not parse them.
+#if TRAINLOOP_DETAIL_DEFINE_API
+#include <algorithm>
+#endif
 
 TRAINLOOP_DETAIL_BEGIN
 
@@ -2779,124 +2832,29 @@ class CSVLogger {
     run_.check();
   }
   /// hparams.yaml, written now or when the run folder opens.
-  void log_hyperparams(const StateDict& params) {
-    hparams_ = params;
-    if (run_.is_open()) write_hparams();
-  }
-  void log_metrics(std::int64_t step, const std::map<std::string, double>& metrics) {
-    if (metrics.count("step"))
-      throw std::invalid_argument("trainloop: CSVLogger: a metric named 'step' would overwrite the step column; "
-                                  "rename it ('epoch' is the epoch column)");
-    if (!open()) return;
-    std::map<std::string, std::string> row{{"step", std::to_string(step)}};
-    for (const auto& [name, value] : metrics)
-      row[name] = name == "epoch" ? std::to_string(static_cast<std::int64_t>(value)) : detail::format_number(value);
-    for (const auto& [name, text] : row)
-      if (std::find(columns_.begin(), columns_.end(), name) == columns_.end()) columns_.push_back(name);
-    rows_.push_back(std::move(row));
-    if (run_.flush_due()) flush();
-  }
-  void finalize(const std::string&) {
-    if (hparams_ && !run_.is_open()) open();
-    flush();
-  }
+  TRAINLOOP_DETAIL_API void log_hyperparams(const StateDict& params);
+  TRAINLOOP_DETAIL_API void log_metrics(std::int64_t step, const std::map<std::string, double>& metrics);
+  TRAINLOOP_DETAIL_API void finalize(const std::string&);
 
   /// Writes the rows waiting.
-  void flush() {
-    run_.flushed();
-    if (!run_.is_open() || rows_.empty()) return;
-    const std::filesystem::path path = run_.dir() / "metrics.csv";
-    if (columns_.size() != header_written_) {  // the header grew (or the file is new): rewrite it all
-      std::string content = line(columns_);
-      const std::string old = detail::read_file_text(path);
-      std::int64_t header_records = 0;
-      std::size_t at = detail::records_prefix(old, 1, true, header_records);
-      // Rows already written get empty cells for the new columns (columns are only ever added at the end).
-      const std::string padding(columns_.size() - header_written_, ',');
-      for (std::size_t end; at < old.size() && (end = old.find('\n', at)) != std::string::npos; at = end + 1)
-        content += old.substr(at, end - at) + padding + "\n";
-      for (const auto& row : rows_) content += cells(row);
-      detail::write_file_atomically(path, content, run_.who());
-      header_written_ = columns_.size();
-    } else {
-      std::string content;
-      for (const auto& row : rows_) content += cells(row);
-      detail::append_to_file(path, content, run_.who());
-    }
-    rows_in_file_ += static_cast<std::int64_t>(rows_.size());
-    rows_.clear();
-  }
+  TRAINLOOP_DETAIL_API void flush();
 
   /// For the Trainer's checkpoints (which flush the loggers first): the run's version and how many rows it holds.
   StateDict state_dict() const { return run_.state("rows", rows_in_file_ + static_cast<std::int64_t>(rows_.size())); }
   /// Continues the checkpoint's run: its version folder, keeping the rows written before the checkpoint.
-  void load_state_dict(const StateDict& state) {
-    flush();
-    run_.continue_from(state, "rows");
-  }
+  TRAINLOOP_DETAIL_API void load_state_dict(const StateDict& state);
 
  private:
   // Opens the run folder; the first time, continues a metrics.csv already there (cut back to the checkpoint's rows
   // when resuming) and writes the hyperparameters.
-  bool open() {
-    if (run_.is_open()) return true;
-    if (!run_.open()) return false;
-    const std::int64_t keep_rows = run_.records_to_keep();
-    columns_ = {"epoch", "step"};
-    header_written_ = 0;
-    rows_in_file_ = 0;
-    const std::filesystem::path path = run_.dir() / "metrics.csv";
-    const std::string existing = detail::read_file_text(path);
-    if (!existing.empty()) {
-      std::int64_t header_records = 0;
-      const std::size_t header_end = detail::records_prefix(existing, 1, true, header_records);
-      if (header_records == 1) {
-        columns_ = parse_header(existing.substr(0, header_end - 1));
-        header_written_ = columns_.size();
-        const std::string body = existing.substr(header_end);
-        std::int64_t rows = 0;
-        const std::size_t keep = detail::records_prefix(body, keep_rows, false, rows);
-        if (header_end + keep != existing.size()) detail::truncate_file(path, header_end + keep, run_.who());
-        rows_in_file_ = rows;
-      }
-    }
-    if (hparams_) write_hparams();
-    return true;
-  }
+  TRAINLOOP_DETAIL_API bool open();
   void write_hparams() { detail::write_file_atomically(run_.dir() / "hparams.yaml", detail::hparams_yaml(*hparams_), run_.who()); }
 
   // RFC 4180: fields with a comma, quote or line break are quoted, quotes doubled.
-  static std::string field(const std::string& text) {
-    if (text.find_first_of(",\"\n\r") == std::string::npos) return text;
-    std::string quoted = "\"";
-    for (char c : text) quoted += c == '"' ? std::string("\"\"") : std::string(1, c);
-    return quoted + "\"";
-  }
-  static std::vector<std::string> parse_header(const std::string& header) {
-    std::vector<std::string> fields(1);
-    bool quoted = false;
-    for (std::size_t i = 0; i < header.size(); ++i) {
-      const char c = header[i];
-      if (quoted && c == '"' && i + 1 < header.size() && header[i + 1] == '"') fields.back() += header[++i];
-      else if (c == '"') quoted = !quoted;
-      else if (c == ',' && !quoted) fields.emplace_back();
-      else fields.back() += c;
-    }
-    return fields;
-  }
-  static std::string line(const std::vector<std::string>& fields) {
-    std::string out;
-    for (std::size_t i = 0; i < fields.size(); ++i) out += (i ? "," : "") + field(fields[i]);
-    return out + "\n";
-  }
-  std::string cells(const std::map<std::string, std::string>& row) const {
-    std::vector<std::string> fields;
-    for (const auto& column : columns_) {
-      auto it = row.find(column);
-      fields.push_back(it == row.end() ? "" : it->second);
-    }
-    return line(fields);
-  }
+  TRAINLOOP_DETAIL_API static std::string field(const std::string& text);
+  TRAINLOOP_DETAIL_API static std::vector<std::string> parse_header(const std::string& header);
+  TRAINLOOP_DETAIL_API static std::string line(const std::vector<std::string>& fields);
+  TRAINLOOP_DETAIL_API std::string cells(const std::map<std::string, std::string>& row) const;
 
   detail::VersionedRun run_;
   std::optional<StateDict> hparams_;
@@ -2906,176 +2864,179 @@ class CSVLogger {
   std::int64_t rows_in_file_ = 0;
 };
 
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API void CSVLogger::log_hyperparams(const StateDict& params) {
+  hparams_ = params;
+  if (run_.is_open()) write_hparams();
+}
+TRAINLOOP_DETAIL_API void CSVLogger::log_metrics(std::int64_t step, const std::map<std::string, double>& metrics) {
+  if (metrics.count("step"))
+    throw std::invalid_argument("trainloop: CSVLogger: a metric named 'step' would overwrite the step column; "
+                                "rename it ('epoch' is the epoch column)");
+  if (!open()) return;
+  std::map<std::string, std::string> row{{"step", std::to_string(step)}};
+  for (const auto& [name, value] : metrics)
+    row[name] = name == "epoch" ? std::to_string(static_cast<std::int64_t>(value)) : detail::format_number(value);
+  for (const auto& [name, text] : row)
+    if (std::find(columns_.begin(), columns_.end(), name) == columns_.end()) columns_.push_back(name);
+  rows_.push_back(std::move(row));
+  if (run_.flush_due()) flush();
+}
+TRAINLOOP_DETAIL_API void CSVLogger::finalize(const std::string&) {
+  if (hparams_ && !run_.is_open()) open();
+  flush();
+}
+TRAINLOOP_DETAIL_API void CSVLogger::flush() {
+  run_.flushed();
+  if (!run_.is_open() || rows_.empty()) return;
+  const std::filesystem::path path = run_.dir() / "metrics.csv";
+  if (columns_.size() != header_written_) {  // the header grew (or the file is new): rewrite it all
+    std::string content = line(columns_);
+    const std::string old = detail::read_file_text(path);
+    std::int64_t header_records = 0;
+    std::size_t at = detail::records_prefix(old, 1, true, header_records);
+    // Rows already written get empty cells for the new columns (columns are only ever added at the end).
+    const std::string padding(columns_.size() - header_written_, ',');
+    for (std::size_t end; at < old.size() && (end = old.find('\n', at)) != std::string::npos; at = end + 1)
+      content += old.substr(at, end - at) + padding + "\n";
+    for (const auto& row : rows_) content += cells(row);
+    detail::write_file_atomically(path, content, run_.who());
+    header_written_ = columns_.size();
+  } else {
+    std::string content;
+    for (const auto& row : rows_) content += cells(row);
+    detail::append_to_file(path, content, run_.who());
+  }
+  rows_in_file_ += static_cast<std::int64_t>(rows_.size());
+  rows_.clear();
+}
+TRAINLOOP_DETAIL_API void CSVLogger::load_state_dict(const StateDict& state) {
+  flush();
+  run_.continue_from(state, "rows");
+}
+TRAINLOOP_DETAIL_API bool CSVLogger::open() {
+  if (run_.is_open()) return true;
+  if (!run_.open()) return false;
+  const std::int64_t keep_rows = run_.records_to_keep();
+  columns_ = {"epoch", "step"};
+  header_written_ = 0;
+  rows_in_file_ = 0;
+  const std::filesystem::path path = run_.dir() / "metrics.csv";
+  const std::string existing = detail::read_file_text(path);
+  if (!existing.empty()) {
+    std::int64_t header_records = 0;
+    const std::size_t header_end = detail::records_prefix(existing, 1, true, header_records);
+    if (header_records == 1) {
+      columns_ = parse_header(existing.substr(0, header_end - 1));
+      header_written_ = columns_.size();
+      const std::string body = existing.substr(header_end);
+      std::int64_t rows = 0;
+      const std::size_t keep = detail::records_prefix(body, keep_rows, false, rows);
+      if (header_end + keep != existing.size()) detail::truncate_file(path, header_end + keep, run_.who());
+      rows_in_file_ = rows;
+    }
+  }
+  if (hparams_) write_hparams();
+  return true;
+}
+TRAINLOOP_DETAIL_API std::string CSVLogger::field(const std::string& text) {
+  if (text.find_first_of(",\"\n\r") == std::string::npos) return text;
+  std::string quoted = "\"";
+  for (char c : text) quoted += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return quoted + "\"";
+}
+TRAINLOOP_DETAIL_API std::vector<std::string> CSVLogger::parse_header(const std::string& header) {
+  std::vector<std::string> fields(1);
+  bool quoted = false;
+  for (std::size_t i = 0; i < header.size(); ++i) {
+    const char c = header[i];
+    if (quoted && c == '"' && i + 1 < header.size() && header[i + 1] == '"') fields.back() += header[++i];
+    else if (c == '"') quoted = !quoted;
+    else if (c == ',' && !quoted) fields.emplace_back();
+    else fields.back() += c;
+  }
+  return fields;
+}
+TRAINLOOP_DETAIL_API std::string CSVLogger::line(const std::vector<std::string>& fields) {
+  std::string out;
+  for (std::size_t i = 0; i < fields.size(); ++i) out += (i ? "," : "") + field(fields[i]);
+  return out + "\n";
+}
+TRAINLOOP_DETAIL_API std::string CSVLogger::cells(const std::map<std::string, std::string>& row) const {
+  std::vector<std::string> fields;
+  for (const auto& column : columns_) {
+    auto it = row.find(column);
+    fields.push_back(it == row.end() ? "" : it->second);
+  }
+  return line(fields);
+}
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
+
 TRAINLOOP_DETAIL_END
 // ---- end parts/core/loggers/csv.hpp ----
 // ---- begin parts/core/loggers/tensorboard.hpp ----
 // trainloop: TensorBoardLogger. Event files TensorBoard loads, written without TensorFlow or protobuf: TFRecord
 // framing (length, masked CRC32C of the length, data, masked CRC32C of the data) around hand-encoded Event messages.
-#include <array>
 #include <chrono>
 #include <cstdint>
-#include <cstdio>
-#include <cstring>
 #include <filesystem>
 #include <map>
-#include <memory>
 #include <optional>
 #include <string>
+// Headers only the definitions use: a separately compiled TU does not parse them.
+#if TRAINLOOP_DETAIL_DEFINE_API
+#include <array>
+#include <cstdio>
+#include <cstring>
+#include <memory>
 
 #include <unistd.h>
+#endif
 
 TRAINLOOP_DETAIL_BEGIN
 
 namespace detail {
 /// TFRecord's masking, so a CRC of data holding CRCs stays strong.
-inline std::uint32_t masked_crc32c(const void* data, std::size_t size) {
-  const std::uint32_t crc = crc32c(data, size);
-  return ((crc >> 15) | (crc << 17)) + 0xA282EAD8u;
-}
+TRAINLOOP_DETAIL_API std::uint32_t masked_crc32c(const void* data, std::size_t size);
 
-inline void put_le(std::string& out, std::uint64_t value, int bytes) {
-  for (int i = 0; i < bytes; ++i) out += static_cast<char>((value >> (8 * i)) & 0xFF);
-}
+TRAINLOOP_DETAIL_API void put_le(std::string& out, std::uint64_t value, int bytes);
 /// One TFRecord: uint64 length, masked CRC of those 8 bytes, the data, masked CRC of the data (little-endian).
-inline std::string tfrecord(const std::string& data) {
-  std::string out;
-  put_le(out, data.size(), 8);
-  put_le(out, masked_crc32c(out.data(), 8), 4);
-  out += data;
-  put_le(out, masked_crc32c(data.data(), data.size()), 4);
-  return out;
-}
+TRAINLOOP_DETAIL_API std::string tfrecord(const std::string& data);
 
 // The few protobuf encodings the Event messages need (wire types: 0 varint, 1 fixed64, 2 bytes, 5 fixed32).
 namespace proto {
-inline void varint(std::string& out, std::uint64_t value) {
-  while (value >= 0x80) {
-    out += static_cast<char>((value & 0x7F) | 0x80);
-    value >>= 7;
-  }
-  out += static_cast<char>(value);
-}
+TRAINLOOP_DETAIL_API void varint(std::string& out, std::uint64_t value);
 inline void key(std::string& out, int field, int wire_type) { varint(out, static_cast<std::uint64_t>(field << 3 | wire_type)); }
-inline void bytes(std::string& out, int field, const std::string& value) {
-  key(out, field, 2);
-  varint(out, value.size());
-  out += value;
-}
-inline void int64(std::string& out, int field, std::int64_t value) {
-  key(out, field, 0);
-  varint(out, static_cast<std::uint64_t>(value));
-}
-inline void float64(std::string& out, int field, double value) {
-  std::uint64_t bits;
-  std::memcpy(&bits, &value, 8);
-  key(out, field, 1);
-  put_le(out, bits, 8);
-}
-inline void float32(std::string& out, int field, float value) {
-  std::uint32_t bits;
-  std::memcpy(&bits, &value, 4);
-  key(out, field, 5);
-  put_le(out, bits, 4);
-}
+TRAINLOOP_DETAIL_API void bytes(std::string& out, int field, const std::string& value);
+TRAINLOOP_DETAIL_API void int64(std::string& out, int field, std::int64_t value);
+TRAINLOOP_DETAIL_API void float64(std::string& out, int field, double value);
+TRAINLOOP_DETAIL_API void float32(std::string& out, int field, float value);
 }  // namespace proto
 
 // tensorflow.Event: wall_time = 1 (double), step = 2 (int64), file_version = 3 (string), summary = 5 (Summary).
-inline std::string event(double wall_time, std::int64_t step, const std::string* file_version, const std::string* summary) {
-  std::string out;
-  proto::float64(out, 1, wall_time);
-  proto::int64(out, 2, step);
-  if (file_version) proto::bytes(out, 3, *file_version);
-  if (summary) proto::bytes(out, 5, *summary);
-  return out;
-}
+TRAINLOOP_DETAIL_API std::string event(double wall_time, std::int64_t step, const std::string* file_version,
+                                       const std::string* summary);
 // Summary.value = 1 (repeated Value); Value.tag = 1, Value.simple_value = 2 (float).
-inline void scalar_value(std::string& summary, const std::string& tag, float value) {
-  std::string v;
-  proto::bytes(v, 1, tag);
-  proto::float32(v, 2, value);
-  proto::bytes(summary, 1, v);
-}
+TRAINLOOP_DETAIL_API void scalar_value(std::string& summary, const std::string& tag, float value);
 // A Summary.Value carrying only plugin data (how the HParams plugin's summaries are written): Value.tag = 1,
 // Value.metadata = 9 (SummaryMetadata.plugin_data = 1: PluginData.plugin_name = 1, content = 2).
-inline void plugin_value(std::string& summary, const std::string& tag, const std::string& plugin,
-                         const std::string& content, const std::string* tensor = nullptr) {
-  std::string plugin_data;
-  proto::bytes(plugin_data, 1, plugin);
-  if (!content.empty()) proto::bytes(plugin_data, 2, content);
-  std::string metadata;
-  proto::bytes(metadata, 1, plugin_data);
-  std::string v;
-  proto::bytes(v, 1, tag);
-  if (tensor) proto::bytes(v, 8, *tensor);
-  proto::bytes(v, 9, metadata);
-  proto::bytes(summary, 1, v);
-}
+TRAINLOOP_DETAIL_API void plugin_value(std::string& summary, const std::string& tag, const std::string& plugin,
+                                       const std::string& content, const std::string* tensor = nullptr);
 // A text summary (the Text dashboard): Value.tensor = 8 (TensorProto: dtype = 1 DT_STRING (7), tensor_shape = 2
 // (scalar: empty), string_val = 8), plugin "text".
-inline void text_value(std::string& summary, const std::string& tag, const std::string& text) {
-  std::string tensor;
-  proto::int64(tensor, 1, 7);
-  proto::bytes(tensor, 2, "");
-  proto::bytes(tensor, 8, text);
-  plugin_value(summary, tag, "text", "", &tensor);
-}
+TRAINLOOP_DETAIL_API void text_value(std::string& summary, const std::string& tag, const std::string& text);
 // Text shown as itself in the Text dashboard's Markdown, inside a table cell: Markdown's specials escaped, line
 // breaks as <br>.
-inline std::string markdown_cell(const std::string& text) {
-  std::string out;
-  for (char c : text) {
-    if (c == '\n') out += "<br>";
-    else if (c == '\r') continue;
-    else {
-      if (std::strchr("\\|*_`[]<>#~", c)) out += '\\';
-      out += c;
-    }
-  }
-  return out;
-}
+TRAINLOOP_DETAIL_API std::string markdown_cell(const std::string& text);
 // The HParams plugin's session start (HParamsPluginData.session_start_info = 3; version 0 is the default): the
 // hyperparameters as a map<string, google.protobuf.Value> (SessionStartInfo.hparams = 1; number_value = 2,
 // string_value = 3) and start_time_secs = 5. Without an experiment summary, TensorBoard builds the HParams table from
 // every run's session start and offers every scalar tag as a metric column.
-inline void hparams_session_start(std::string& summary, const StateDict& params, double start_time) {
-  std::string info;
-  for (const auto& [key, value] : params) {
-    std::string v;
-    if (const auto* s = std::get_if<std::string>(&value)) proto::bytes(v, 3, *s);
-    else if (const auto* d = std::get_if<double>(&value)) proto::float64(v, 2, *d);
-    else proto::float64(v, 2, static_cast<double>(std::get<std::int64_t>(value)));
-    std::string entry;
-    proto::bytes(entry, 1, key);
-    proto::bytes(entry, 2, v);
-    proto::bytes(info, 1, entry);
-  }
-  proto::float64(info, 5, start_time);
-  std::string data;
-  proto::bytes(data, 3, info);
-  plugin_value(summary, "_hparams_/session_start_info", "hparams", data);
-}
+TRAINLOOP_DETAIL_API void hparams_session_start(std::string& summary, const StateDict& params, double start_time);
 // The session's end (HParamsPluginData.session_end_info = 4: status = 1 (1 success, 2 failure), end_time_secs = 2).
-inline void hparams_session_end(std::string& summary, bool success, double end_time) {
-  std::string info;
-  proto::int64(info, 1, success ? 1 : 2);
-  proto::float64(info, 2, end_time);
-  std::string data;
-  proto::bytes(data, 4, info);
-  plugin_value(summary, "_hparams_/session_end_info", "hparams", data);
-}
+TRAINLOOP_DETAIL_API void hparams_session_end(std::string& summary, bool success, double end_time);
 // The length of the first `records` whole TFRecords of an event file (a torn last one never counts).
-inline std::size_t tfrecords_prefix(const std::string& file, std::int64_t records, std::int64_t& found) {
-  found = 0;
-  std::size_t at = 0;
-  while (found < records && at + 12 <= file.size()) {
-    std::uint64_t length = 0;
-    for (int i = 0; i < 8; ++i) length |= static_cast<std::uint64_t>(static_cast<unsigned char>(file[at + i])) << (8 * i);
-    if (length > file.size() - at - 12 || file.size() - at - 12 - length < 4) break;
-    at += 12 + length + 4;
-    ++found;
-  }
-  return at;
-}
+TRAINLOOP_DETAIL_API std::size_t tfrecords_prefix(const std::string& file, std::int64_t records, std::int64_t& found);
 }  // namespace detail
 
 /// Writes `events.out.tfevents.<seconds>.<hostname>` in `<save_dir>/<name>/version_<n>/` (Lightning's layout): a first
@@ -3108,100 +3069,24 @@ class TensorBoardLogger {
   void setup(T&, M&, const std::string&) {
     run_.check();
   }
-  void log_hyperparams(const StateDict& params) {
-    hparams_ = params;
-    if (run_.is_open()) write_hparams();
-  }
-  void log_metrics(std::int64_t step, const std::map<std::string, double>& metrics) {
-    if (!open()) return;
-    std::string summary;
-    for (const auto& [name, value] : metrics) detail::scalar_value(summary, name, static_cast<float>(value));
-    add_event(step, summary);
-    if (run_.flush_due()) flush();
-  }
-  void finalize(const std::string& status) {
-    if (hparams_ && !run_.is_open()) open();
-    if (hparams_written_) {
-      std::string summary;
-      detail::hparams_session_end(summary, status == "success", detail::unix_seconds());
-      add_event(0, summary);
-    }
-    flush();
-  }
-  void flush() {
-    run_.flushed();
-    if (!run_.is_open() || pending_.empty()) return;
-    detail::append_to_file(file_, pending_, run_.who());
-    pending_.clear();
-  }
+  TRAINLOOP_DETAIL_API void log_hyperparams(const StateDict& params);
+  TRAINLOOP_DETAIL_API void log_metrics(std::int64_t step, const std::map<std::string, double>& metrics);
+  TRAINLOOP_DETAIL_API void finalize(const std::string& status);
+  TRAINLOOP_DETAIL_API void flush();
 
   /// For the Trainer's checkpoints (which flush the loggers first): the run's version, event file and how many
   /// events it holds.
-  StateDict state_dict() const {
-    StateDict state = run_.state("events", records_);
-    if (!state.empty()) {
-      state["event_file"] = file_.filename().string();
-      state["hparams_written"] = std::int64_t{hparams_written_ ? 1 : 0};
-    }
-    return state;
-  }
+  TRAINLOOP_DETAIL_API StateDict state_dict() const;
   /// Continues the checkpoint's run: its version folder and event file, keeping the events written before it.
-  void load_state_dict(const StateDict& state) {
-    const bool hparams_written = detail::state_int(state, "hparams_written", run_.who()) != 0;
-    auto file = state.find("event_file");
-    if (file == state.end() || !std::holds_alternative<std::string>(file->second) ||
-        std::get<std::string>(file->second).find('/') != std::string::npos)
-      throw std::runtime_error("trainloop: TensorBoardLogger: checkpoint state key 'event_file' is missing or not a file name");
-    flush();
-    run_.continue_from(state, "events");
-    hparams_written_ = hparams_written;
-    resume_file_ = std::get<std::string>(file->second);
-  }
+  TRAINLOOP_DETAIL_API void load_state_dict(const StateDict& state);
 
  private:
   // Opens the run folder and, the first time, its event file: the checkpoint's (cut back to its events) when
   // resuming, else a new one with its file_version event. Then the hyperparameters; false on other ranks.
-  bool open() {
-    if (run_.is_open()) return true;
-    if (!run_.open()) return false;
-    records_ = 0;
-    const std::int64_t keep = run_.records_to_keep();
-    if (!resume_file_.empty() && std::filesystem::exists(run_.dir() / resume_file_)) {
-      file_ = run_.dir() / resume_file_;
-      records_ = detail::cut_back_file(file_, keep, detail::tfrecords_prefix, run_.who());
-    } else {
-      char host[256] = "localhost";
-      ::gethostname(host, sizeof host - 1);
-      file_ = run_.dir() / ("events.out.tfevents." + std::to_string(static_cast<std::int64_t>(detail::unix_seconds())) + "." + host);
-      hparams_written_ = false;
-      const std::string version = "brain.Event:2";
-      pending_ += detail::tfrecord(detail::event(detail::unix_seconds(), 0, &version, nullptr));
-      ++records_;
-      flush();
-    }
-    resume_file_.clear();
-    if (hparams_) write_hparams();
-    return true;
-  }
+  TRAINLOOP_DETAIL_API bool open();
   // hparams.yaml every time; the events once per run.
-  void write_hparams() {
-    detail::write_file_atomically(run_.dir() / "hparams.yaml", detail::hparams_yaml(*hparams_), run_.who());
-    if (hparams_written_) return;
-    hparams_written_ = true;
-    std::string summary;
-    detail::hparams_session_start(summary, *hparams_, detail::unix_seconds());
-    if (!hparams_->empty()) {
-      std::string table = "| name | value |\n|---|---|\n";
-      for (const auto& [key, value] : *hparams_)
-        table += "| " + detail::markdown_cell(key) + " | " + detail::markdown_cell(detail::format_value(value)) + " |\n";
-      detail::text_value(summary, "hparams", table);
-    }
-    add_event(0, summary);
-  }
-  void add_event(std::int64_t step, const std::string& summary) {
-    pending_ += detail::tfrecord(detail::event(detail::unix_seconds(), step, nullptr, &summary));
-    ++records_;
-  }
+  TRAINLOOP_DETAIL_API void write_hparams();
+  TRAINLOOP_DETAIL_API void add_event(std::int64_t step, const std::string& summary);
 
   detail::VersionedRun run_;
   std::filesystem::path file_;
@@ -3212,117 +3097,268 @@ class TensorBoardLogger {
   std::string resume_file_;   // resuming: the checkpoint's event file in its folder
 };
 
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+namespace detail {
+TRAINLOOP_DETAIL_API std::uint32_t masked_crc32c(const void* data, std::size_t size) {
+  const std::uint32_t crc = crc32c(data, size);
+  return ((crc >> 15) | (crc << 17)) + 0xA282EAD8u;
+}
+TRAINLOOP_DETAIL_API void put_le(std::string& out, std::uint64_t value, int bytes) {
+  for (int i = 0; i < bytes; ++i) out += static_cast<char>((value >> (8 * i)) & 0xFF);
+}
+TRAINLOOP_DETAIL_API std::string tfrecord(const std::string& data) {
+  std::string out;
+  put_le(out, data.size(), 8);
+  put_le(out, masked_crc32c(out.data(), 8), 4);
+  out += data;
+  put_le(out, masked_crc32c(data.data(), data.size()), 4);
+  return out;
+}
+namespace proto {
+TRAINLOOP_DETAIL_API void varint(std::string& out, std::uint64_t value) {
+  while (value >= 0x80) {
+    out += static_cast<char>((value & 0x7F) | 0x80);
+    value >>= 7;
+  }
+  out += static_cast<char>(value);
+}
+TRAINLOOP_DETAIL_API void bytes(std::string& out, int field, const std::string& value) {
+  key(out, field, 2);
+  varint(out, value.size());
+  out += value;
+}
+TRAINLOOP_DETAIL_API void int64(std::string& out, int field, std::int64_t value) {
+  key(out, field, 0);
+  varint(out, static_cast<std::uint64_t>(value));
+}
+TRAINLOOP_DETAIL_API void float64(std::string& out, int field, double value) {
+  std::uint64_t bits;
+  std::memcpy(&bits, &value, 8);
+  key(out, field, 1);
+  put_le(out, bits, 8);
+}
+TRAINLOOP_DETAIL_API void float32(std::string& out, int field, float value) {
+  std::uint32_t bits;
+  std::memcpy(&bits, &value, 4);
+  key(out, field, 5);
+  put_le(out, bits, 4);
+}
+}  // namespace proto
+TRAINLOOP_DETAIL_API std::string event(double wall_time, std::int64_t step, const std::string* file_version,
+                                       const std::string* summary) {
+  std::string out;
+  proto::float64(out, 1, wall_time);
+  proto::int64(out, 2, step);
+  if (file_version) proto::bytes(out, 3, *file_version);
+  if (summary) proto::bytes(out, 5, *summary);
+  return out;
+}
+TRAINLOOP_DETAIL_API void scalar_value(std::string& summary, const std::string& tag, float value) {
+  std::string v;
+  proto::bytes(v, 1, tag);
+  proto::float32(v, 2, value);
+  proto::bytes(summary, 1, v);
+}
+TRAINLOOP_DETAIL_API void plugin_value(std::string& summary, const std::string& tag, const std::string& plugin,
+                                       const std::string& content, const std::string* tensor) {
+  std::string plugin_data;
+  proto::bytes(plugin_data, 1, plugin);
+  if (!content.empty()) proto::bytes(plugin_data, 2, content);
+  std::string metadata;
+  proto::bytes(metadata, 1, plugin_data);
+  std::string v;
+  proto::bytes(v, 1, tag);
+  if (tensor) proto::bytes(v, 8, *tensor);
+  proto::bytes(v, 9, metadata);
+  proto::bytes(summary, 1, v);
+}
+TRAINLOOP_DETAIL_API void text_value(std::string& summary, const std::string& tag, const std::string& text) {
+  std::string tensor;
+  proto::int64(tensor, 1, 7);
+  proto::bytes(tensor, 2, "");
+  proto::bytes(tensor, 8, text);
+  plugin_value(summary, tag, "text", "", &tensor);
+}
+TRAINLOOP_DETAIL_API std::string markdown_cell(const std::string& text) {
+  std::string out;
+  for (char c : text) {
+    if (c == '\n') out += "<br>";
+    else if (c == '\r') continue;
+    else {
+      if (std::strchr("\\|*_`[]<>#~", c)) out += '\\';
+      out += c;
+    }
+  }
+  return out;
+}
+TRAINLOOP_DETAIL_API void hparams_session_start(std::string& summary, const StateDict& params, double start_time) {
+  std::string info;
+  for (const auto& [key, value] : params) {
+    std::string v;
+    if (const auto* s = std::get_if<std::string>(&value)) proto::bytes(v, 3, *s);
+    else if (const auto* d = std::get_if<double>(&value)) proto::float64(v, 2, *d);
+    else proto::float64(v, 2, static_cast<double>(std::get<std::int64_t>(value)));
+    std::string entry;
+    proto::bytes(entry, 1, key);
+    proto::bytes(entry, 2, v);
+    proto::bytes(info, 1, entry);
+  }
+  proto::float64(info, 5, start_time);
+  std::string data;
+  proto::bytes(data, 3, info);
+  plugin_value(summary, "_hparams_/session_start_info", "hparams", data);
+}
+TRAINLOOP_DETAIL_API void hparams_session_end(std::string& summary, bool success, double end_time) {
+  std::string info;
+  proto::int64(info, 1, success ? 1 : 2);
+  proto::float64(info, 2, end_time);
+  std::string data;
+  proto::bytes(data, 4, info);
+  plugin_value(summary, "_hparams_/session_end_info", "hparams", data);
+}
+TRAINLOOP_DETAIL_API std::size_t tfrecords_prefix(const std::string& file, std::int64_t records, std::int64_t& found) {
+  found = 0;
+  std::size_t at = 0;
+  while (found < records && at + 12 <= file.size()) {
+    std::uint64_t length = 0;
+    for (int i = 0; i < 8; ++i) length |= static_cast<std::uint64_t>(static_cast<unsigned char>(file[at + i])) << (8 * i);
+    if (length > file.size() - at - 12 || file.size() - at - 12 - length < 4) break;
+    at += 12 + length + 4;
+    ++found;
+  }
+  return at;
+}
+}  // namespace detail
+TRAINLOOP_DETAIL_API void TensorBoardLogger::log_hyperparams(const StateDict& params) {
+  hparams_ = params;
+  if (run_.is_open()) write_hparams();
+}
+TRAINLOOP_DETAIL_API void TensorBoardLogger::log_metrics(std::int64_t step, const std::map<std::string,
+                                                         double>& metrics) {
+  if (!open()) return;
+  std::string summary;
+  for (const auto& [name, value] : metrics) detail::scalar_value(summary, name, static_cast<float>(value));
+  add_event(step, summary);
+  if (run_.flush_due()) flush();
+}
+TRAINLOOP_DETAIL_API void TensorBoardLogger::finalize(const std::string& status) {
+  if (hparams_ && !run_.is_open()) open();
+  if (hparams_written_) {
+    std::string summary;
+    detail::hparams_session_end(summary, status == "success", detail::unix_seconds());
+    add_event(0, summary);
+  }
+  flush();
+}
+TRAINLOOP_DETAIL_API void TensorBoardLogger::flush() {
+  run_.flushed();
+  if (!run_.is_open() || pending_.empty()) return;
+  detail::append_to_file(file_, pending_, run_.who());
+  pending_.clear();
+}
+TRAINLOOP_DETAIL_API StateDict TensorBoardLogger::state_dict() const {
+  StateDict state = run_.state("events", records_);
+  if (!state.empty()) {
+    state["event_file"] = file_.filename().string();
+    state["hparams_written"] = std::int64_t{hparams_written_ ? 1 : 0};
+  }
+  return state;
+}
+TRAINLOOP_DETAIL_API void TensorBoardLogger::load_state_dict(const StateDict& state) {
+  const bool hparams_written = detail::state_int(state, "hparams_written", run_.who()) != 0;
+  auto file = state.find("event_file");
+  if (file == state.end() || !std::holds_alternative<std::string>(file->second) ||
+      std::get<std::string>(file->second).find('/') != std::string::npos)
+    throw std::runtime_error("trainloop: TensorBoardLogger: checkpoint state key 'event_file' is missing or not a file name");
+  flush();
+  run_.continue_from(state, "events");
+  hparams_written_ = hparams_written;
+  resume_file_ = std::get<std::string>(file->second);
+}
+TRAINLOOP_DETAIL_API bool TensorBoardLogger::open() {
+  if (run_.is_open()) return true;
+  if (!run_.open()) return false;
+  records_ = 0;
+  const std::int64_t keep = run_.records_to_keep();
+  if (!resume_file_.empty() && std::filesystem::exists(run_.dir() / resume_file_)) {
+    file_ = run_.dir() / resume_file_;
+    records_ = detail::cut_back_file(file_, keep, detail::tfrecords_prefix, run_.who());
+  } else {
+    char host[256] = "localhost";
+    ::gethostname(host, sizeof host - 1);
+    file_ = run_.dir() / ("events.out.tfevents." + std::to_string(static_cast<std::int64_t>(detail::unix_seconds())) + "." + host);
+    hparams_written_ = false;
+    const std::string version = "brain.Event:2";
+    pending_ += detail::tfrecord(detail::event(detail::unix_seconds(), 0, &version, nullptr));
+    ++records_;
+    flush();
+  }
+  resume_file_.clear();
+  if (hparams_) write_hparams();
+  return true;
+}
+TRAINLOOP_DETAIL_API void TensorBoardLogger::write_hparams() {
+  detail::write_file_atomically(run_.dir() / "hparams.yaml", detail::hparams_yaml(*hparams_), run_.who());
+  if (hparams_written_) return;
+  hparams_written_ = true;
+  std::string summary;
+  detail::hparams_session_start(summary, *hparams_, detail::unix_seconds());
+  if (!hparams_->empty()) {
+    std::string table = "| name | value |\n|---|---|\n";
+    for (const auto& [key, value] : *hparams_)
+      table += "| " + detail::markdown_cell(key) + " | " + detail::markdown_cell(detail::format_value(value)) + " |\n";
+    detail::text_value(summary, "hparams", table);
+  }
+  add_event(0, summary);
+}
+TRAINLOOP_DETAIL_API void TensorBoardLogger::add_event(std::int64_t step, const std::string& summary) {
+  pending_ += detail::tfrecord(detail::event(detail::unix_seconds(), step, nullptr, &summary));
+  ++records_;
+}
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
+
 TRAINLOOP_DETAIL_END
 // ---- end parts/core/loggers/tensorboard.hpp ----
 // ---- begin parts/core/loggers/mlflow.hpp ----
 // trainloop: MLFlowLogger, writing MLflow's file store (what `mlflow ui --backend-store-uri ./mlruns` reads) directly:
 //   mlruns/<experiment_id>/meta.yaml
 //   mlruns/<experiment_id>/<run_id>/meta.yaml, metrics/<name>, params/<name>, tags/<name>, artifacts/
-#include <algorithm>
-#include <cctype>
 #include <chrono>
 #include <cstdint>
-#include <cstdlib>
-#include <cstring>
 #include <exception>
 #include <filesystem>
 #include <map>
 #include <optional>
-#include <random>
 #include <string>
 #include <vector>
+// Headers only the definitions use: a separately compiled TU does not parse them.
+#if TRAINLOOP_DETAIL_DEFINE_API
+#include <algorithm>
+#include <cctype>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#endif
 
 TRAINLOOP_DETAIL_BEGIN
 
 namespace detail {
 /// A random (version 4) UUID as 32 lowercase hex digits, MLflow's run id.
-inline std::string uuid4_hex() {
-  std::random_device device;
-  std::mt19937_64 generator((static_cast<std::uint64_t>(device()) << 32) ^ device() ^
-                            static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()));
-  unsigned char bytes[16];
-  for (int i = 0; i < 16; i += 8) {
-    const std::uint64_t r = generator();
-    for (int k = 0; k < 8; ++k) bytes[i + k] = static_cast<unsigned char>(r >> (8 * k));
-  }
-  bytes[6] = static_cast<unsigned char>((bytes[6] & 0x0F) | 0x40);  // version 4
-  bytes[8] = static_cast<unsigned char>((bytes[8] & 0x3F) | 0x80);  // RFC 4122 variant
-  static const char* hex = "0123456789abcdef";
-  std::string out;
-  for (unsigned char b : bytes) {
-    out += hex[b >> 4];
-    out += hex[b & 0x0F];
-  }
-  return out;
-}
+TRAINLOOP_DETAIL_API std::string uuid4_hex();
 // One UTF-8 code point at text[i]: its length, or 0 when the bytes there are not UTF-8.
-inline std::size_t utf8_code_point(const std::string& text, std::size_t i, char32_t& cp) {
-  const auto byte = [&](std::size_t k) { return static_cast<unsigned char>(text[k]); };
-  const unsigned char lead = byte(i);
-  const std::size_t length = lead < 0x80 ? 1 : (lead >> 5) == 0x6 ? 2 : (lead >> 4) == 0xE ? 3 : (lead >> 3) == 0x1E ? 4 : 0;
-  if (length == 0 || i + length > text.size()) return 0;
-  cp = length == 1 ? lead : lead & (0x7F >> length);
-  for (std::size_t k = 1; k < length; ++k) {
-    if ((byte(i + k) & 0xC0) != 0x80) return 0;
-    cp = (cp << 6) | (byte(i + k) & 0x3F);
-  }
-  return length;
-}
+TRAINLOOP_DETAIL_API std::size_t utf8_code_point(const std::string& text, std::size_t i, char32_t& cp);
 // Python's \w for a code point beyond ASCII: letters and digits are, punctuation, symbols, marks, spaces and emoji
 // are not. A table of the blocks and Latin-1 characters that are not word characters: close to Python's rule, which
 // also excludes the combining marks of other scripts (Indic vowel signs, Hebrew and Arabic points) kept here.
-inline bool is_unicode_word(char32_t cp) {
-  static constexpr char32_t non_word[][2] = {
-      {0x80, 0xA9},     {0xAB, 0xB1},     {0xB4, 0xB4},     {0xB6, 0xB8},     {0xBB, 0xBB},   {0xBF, 0xBF},
-      {0xD7, 0xD7},     {0xF7, 0xF7},     {0x2C2, 0x2C5},   {0x2D2, 0x2DF},   {0x2E5, 0x2EB}, {0x2ED, 0x2ED},
-      {0x2EF, 0x36F},   {0x37E, 0x37E},   {0x384, 0x385},   {0x387, 0x387},   {0x483, 0x489}, {0x55A, 0x55F},
-      {0x589, 0x58A},   {0x5BE, 0x5BE},   {0x5C0, 0x5C0},   {0x5C3, 0x5C3},   {0x5F3, 0x5F4}, {0x600, 0x61F},
-      {0x64B, 0x65F},   {0x66A, 0x66D},   {0x6D4, 0x6D4},   {0x964, 0x965},   {0xE3F, 0xE3F}, {0x1680, 0x1680},
-      {0x2000, 0x206F}, {0x20A0, 0x20FF}, {0x2190, 0x245F}, {0x2500, 0x2775}, {0x2794, 0x2BFF}, {0x2E00, 0x2E7F},
-      {0x3000, 0x3004}, {0x3008, 0x3020}, {0x3030, 0x3030}, {0x303D, 0x303F}, {0xD800, 0xF8FF}, {0xFE00, 0xFE0F},
-      {0xFE10, 0xFE6F}, {0xFEFF, 0xFEFF}, {0xFF01, 0xFF0F}, {0xFF1A, 0xFF20}, {0xFF3B, 0xFF40}, {0xFF5B, 0xFF65},
-      {0xFFE0, 0xFFFF}, {0x1F000, 0x1FAFF}, {0xE0000, 0x10FFFF}};
-  for (const auto& range : non_word)
-    if (cp >= range[0] && cp <= range[1]) return false;
-  return true;
-}
+TRAINLOOP_DETAIL_API bool is_unicode_word(char32_t cp);
 /// The file name MLflow's rule gives a metric, param or tag name (mlflow/utils/validation.py): letters and digits
 /// (Unicode's too), '_', '-', '.', ' ', ':' and '/' are kept, anything else becomes '_' (one per character); a name
 /// that MLflow refuses as a path (empty, longer than 250, a leading '/', a leading "..", an empty, "." or ".." part,
 /// so no "a//b", "x/./y" or trailing '/') is an error naming it. '/' nests: "train/loss" is metrics/train/loss.
-inline std::string mlflow_key(const std::string& name, const std::string& kind) {
-  std::string key;
-  for (std::size_t i = 0; i < name.size();) {
-    char32_t cp = 0;
-    const std::size_t length = utf8_code_point(name, i, cp);
-    const bool ascii_word = length == 1 && (std::isalnum(static_cast<unsigned char>(cp)) || std::strchr("_-. :/", static_cast<int>(cp)));
-    if (length > 1 ? is_unicode_word(cp) : ascii_word && cp != 0) key.append(name, i, length);
-    else key += '_';
-    i += length ? length : 1;
-  }
-  const auto refuse = [&](const std::string& why) {
-    return std::invalid_argument("trainloop: MLFlowLogger: invalid " + kind + " name '" + name + "': " + why);
-  };
-  if (key.size() > 250) throw refuse("MLflow allows at most 250 characters");
-  bool bad_path = key.empty() || key[0] == '/' || key.rfind("..", 0) == 0;
-  for (std::size_t begin = 0; !bad_path && begin <= key.size();) {
-    const std::size_t end = std::min(key.find('/', begin), key.size());
-    const std::string part = key.substr(begin, end - begin);
-    bad_path = part.empty() || part == "." || part == "..";
-    begin = end + 1;
-  }
-  if (bad_path)
-    throw refuse("MLflow stores names as file paths and refuses one that is empty, starts with '/' or '..', or has an "
-                 "empty, '.' or '..' part (as in 'a//b', 'x/./y' or a trailing '/')");
-  return key;
-}
+TRAINLOOP_DETAIL_API std::string mlflow_key(const std::string& name, const std::string& kind);
 inline std::string file_uri(const std::filesystem::path& path) { return "file://" + std::filesystem::absolute(path).lexically_normal().string(); }
 // Creates the folders a nested name ("train/loss") needs below `base`.
-inline void make_parent_dirs(const std::filesystem::path& path, const std::string& who) {
-  std::error_code error;
-  std::filesystem::create_directories(path.parent_path(), error);
-  if (error) throw log_dir_error(who, path.parent_path(), error.message());
-}
+TRAINLOOP_DETAIL_API void make_parent_dirs(const std::filesystem::path& path, const std::string& who);
 }  // namespace detail
 
 /// The run is created at the first write (status RUNNING = 1, start_time in ms), gets params from the
@@ -3372,91 +3408,20 @@ class MLFlowLogger {
   }
   /// Params, one file each, the value without a trailing newline (as Python's str() writes it: 3.0 stays "3.0").
   /// MLflow refuses to change a logged param, and so does this logger.
-  void log_hyperparams(const StateDict& params) {
-    for (const auto& [key, value] : params) key_file(param, key);
-    params_ = params;
-    if (started_) write_params();
-  }
-  void log_metrics(std::int64_t step, const std::map<std::string, double>& metrics) {
-    for (const auto& [name, value] : metrics) key_file(metric, name);
-    if (!open()) return;
-    if (finalized_) {  // a record after finalize: the run goes on
-      finalized_ = false;
-      write_run_meta(running, std::nullopt);
-    }
-    const std::string stamp = std::to_string(detail::unix_millis());
-    for (const auto& [name, value] : metrics) {
-      const std::string& file = key_file(metric, name);
-      pending_[file] += stamp + " " + detail::format_number(value) + " " + std::to_string(step) + "\n";
-      ++lines_[file];
-    }
-    if (flush_clock_.due()) flush();
-  }
+  TRAINLOOP_DETAIL_API void log_hyperparams(const StateDict& params);
+  TRAINLOOP_DETAIL_API void log_metrics(std::int64_t step, const std::map<std::string, double>& metrics);
   /// "success" ends the run FINISHED, anything else FAILED; so does a write that fails here (its error is thrown
   /// after the run is marked). A run already ended is left as it is.
-  void finalize(const std::string& status) {
-    if (!open() || finalized_) return;
-    std::exception_ptr error;
-    try {
-      flush();
-    } catch (...) {
-      error = std::current_exception();
-    }
-    write_run_meta(status == "success" && !error ? finished : failed, detail::unix_millis());
-    finalized_ = true;
-    if (error) std::rethrow_exception(error);
-  }
+  TRAINLOOP_DETAIL_API void finalize(const std::string& status);
   /// Appends the lines waiting. A metric's lines leave the queue once written and a failing file does not stop the
   /// others, so a failure writes nothing twice and loses only what could not be written; the first error is thrown.
-  void flush() {
-    flush_clock_.flushed();
-    if (!started_) return;
-    std::exception_ptr error;
-    for (auto it = pending_.begin(); it != pending_.end();) {
-      try {
-        const std::filesystem::path path = run_dir_ / "metrics" / it->first;
-        detail::make_parent_dirs(path, who);
-        detail::append_to_file(path, it->second, who);
-        it = pending_.erase(it);
-      } catch (...) {
-        if (!error) error = std::current_exception();
-        ++it;
-      }
-    }
-    if (error) std::rethrow_exception(error);
-  }
+  TRAINLOOP_DETAIL_API void flush();
 
   /// For the Trainer's checkpoints (which flush the loggers first): the run and how many lines each metric holds.
-  StateDict state_dict() const {
-    if (!started_) return {};
-    StateDict state{{"experiment_id", experiment_id_}, {"run_id", run_id_}};
-    for (const auto& [file, lines] : lines_) state["metric_lines/" + file] = lines;
-    return state;
-  }
+  TRAINLOOP_DETAIL_API StateDict state_dict() const;
   /// Continues the checkpoint's run (when it is still in the tracking folder), each metric keeping the lines written
   /// before the checkpoint; a run this logger has open is ended first.
-  void load_state_dict(const StateDict& state) {
-    Resume resume;
-    for (const auto& [key, value] : state) {
-      const auto* text = std::get_if<std::string>(&value);
-      if (key == "experiment_id" && text) resume.experiment_id = *text;
-      else if (key == "run_id" && text) resume.run_id = *text;
-      else if (key.rfind("metric_lines/", 0) == 0) resume.lines[key.substr(13)] = detail::state_int(state, key, who);
-    }
-    if (resume.run_id.size() != 32 || resume.run_id.find_first_not_of("0123456789abcdef") != std::string::npos ||
-        resume.experiment_id.empty() || resume.experiment_id.find_first_of("/.") != std::string::npos)
-      throw std::runtime_error("trainloop: MLFlowLogger: checkpoint state keys 'run_id'/'experiment_id' are missing or malformed");
-    if (started_ && run_id_ != resume.run_id) {
-      finalize("success");
-      started_.reset();
-    }
-    resume_ = std::move(resume);
-    if (started_) {  // the same run: cut it back now
-      flush();
-      cut_metrics_back(resume_->lines);
-      resume_.reset();
-    }
-  }
+  TRAINLOOP_DETAIL_API void load_state_dict(const StateDict& state);
 
  private:
   enum Kind { metric, param, tag };
@@ -3467,131 +3432,20 @@ class MLFlowLogger {
   static constexpr const char* who = "MLFlowLogger";
 
   // The file a name is written to, checked once per name; two names sharing a file are refused.
-  const std::string& key_file(Kind kind, const std::string& name) {
-    static const char* const kinds[] = {"metric", "param", "tag"};
-    auto& known = files_[kind];
-    auto it = known.find(name);
-    if (it != known.end()) return it->second;
-    std::string file = detail::mlflow_key(name, kinds[kind]);
-    for (const auto& [other, other_file] : known)
-      if (other_file == file)
-        throw std::invalid_argument(std::string("trainloop: MLFlowLogger: the ") + kinds[kind] + " names '" + other +
-                                    "' and '" + name + "' would both be written as '" + file +
-                                    "' (MLflow's naming rule); rename one");
-    return known.emplace(name, std::move(file)).first->second;
-  }
+  TRAINLOOP_DETAIL_API const std::string& key_file(Kind kind, const std::string& name);
 
   // Starts the run the first time (rank 0 only): the checkpoint's when resuming and it still exists, else a new one.
-  bool open() {
-    if (started_) return true;
-    if (detail::process_rank() != 0) return false;
-    const std::filesystem::path root = options_.tracking_dir;
-    detail::make_writable_dir(root, who);
-    if (!std::filesystem::exists(root / "0" / "meta.yaml")) write_experiment(root, "0", "Default");
-    finalized_ = false;
-    lines_.clear();
-    if (resume_ && std::filesystem::exists(root / resume_->experiment_id / resume_->run_id / "meta.yaml")) {
-      experiment_id_ = resume_->experiment_id;
-      run_id_ = resume_->run_id;
-      run_dir_ = root / experiment_id_ / run_id_;
-      const auto start = detail::yaml_top_level_value(detail::read_file_text(run_dir_ / "meta.yaml"), "start_time");
-      start_time_ = start ? std::atoll(start->c_str()) : detail::unix_millis();
-      started_.set();
-      cut_metrics_back(resume_->lines);
-      write_run_meta(running, std::nullopt);
-    } else {
-      experiment_id_ = find_or_create_experiment(root);
-      run_id_ = detail::uuid4_hex();
-      run_dir_ = root / experiment_id_ / run_id_;
-      for (const char* sub : {"metrics", "params", "tags", "artifacts"}) detail::make_writable_dir(run_dir_ / sub, who);
-      start_time_ = detail::unix_millis();
-      started_.set();
-      write_run_meta(running, std::nullopt);
-      const char* user = std::getenv("USER");
-      std::map<std::string, std::string> tags{{"mlflow.user", user ? user : "unknown"}, {"mlflow.source.type", "LOCAL"}};
-      if (!options_.run_name.empty()) tags["mlflow.runName"] = options_.run_name;
-      for (const auto& [key, value] : options_.tags) tags[key] = value;
-      for (const auto& [key, value] : tags) write_entry("tags", key_file(tag, key), value);
-    }
-    resume_.reset();
-    if (params_) write_params();
-    return true;
-  }
-  void write_params() {
-    for (const auto& [key, value] : *params_) {
-      const std::string& file = key_file(param, key);
-      const std::string text = detail::format_value(value);
-      const std::filesystem::path path = run_dir_ / "params" / file;
-      if (std::filesystem::exists(path) && detail::read_file_text(path) != text)
-        throw std::invalid_argument("trainloop: MLFlowLogger: param '" + key + "' was logged as '" +
-                                    detail::read_file_text(path) + "' in run " + run_id_ + "; MLflow does not allow "
-                                    "changing it to '" + text + "'");
-      write_entry("params", file, text);
-    }
-  }
-  void write_entry(const char* folder, const std::string& file, const std::string& value) {
-    const std::filesystem::path path = run_dir_ / folder / file;
-    detail::make_parent_dirs(path, who);
-    detail::write_file_atomically(path, value, who);
-  }
+  TRAINLOOP_DETAIL_API bool open();
+  TRAINLOOP_DETAIL_API void write_params();
+  TRAINLOOP_DETAIL_API void write_entry(const char* folder, const std::string& file, const std::string& value);
   // Each metric file keeps its first `lines[file]` lines (none: the file goes).
-  void cut_metrics_back(const std::map<std::string, std::int64_t>& lines) {
-    const std::filesystem::path metrics = run_dir_ / "metrics";
-    std::vector<std::filesystem::path> files;
-    std::error_code error;
-    for (auto it = std::filesystem::recursive_directory_iterator(metrics, error);
-         !error && it != std::filesystem::recursive_directory_iterator(); it.increment(error))
-      if (it->is_regular_file()) files.push_back(it->path());
-    lines_.clear();
-    for (const auto& path : files) {
-      const std::string file = path.lexically_relative(metrics).generic_string();
-      auto wanted = lines.find(file);
-      if (wanted == lines.end()) {  // born after the checkpoint
-        std::filesystem::remove(path, error);
-        continue;
-      }
-      const std::int64_t kept = detail::cut_back_file(path, wanted->second, detail::lines_prefix(), who);
-      if (kept > 0) lines_[file] = kept;
-      else std::filesystem::remove(path, error);  // MLflow cannot read an empty metric file
-    }
-  }
-  static void write_experiment(const std::filesystem::path& root, const std::string& id, const std::string& name) {
-    detail::make_writable_dir(root / id, who);
-    const std::string now = std::to_string(detail::unix_millis());
-    detail::write_file_atomically(root / id / "meta.yaml",
-                                  "artifact_location: " + detail::file_uri(root / id) + "\ncreation_time: " + now +
-                                      "\nexperiment_id: '" + id + "'\nlast_update_time: " + now +
-                                      "\nlifecycle_stage: active\nname: " + detail::yaml_string(name) + "\n",
-                                  who);
-  }
+  TRAINLOOP_DETAIL_API void cut_metrics_back(const std::map<std::string, std::int64_t>& lines);
+  TRAINLOOP_DETAIL_API static void write_experiment(const std::filesystem::path& root, const std::string& id,
+                                                    const std::string& name);
   // An active experiment whose meta.yaml names options_.experiment_name, or a new one numbered after the largest id.
-  std::string find_or_create_experiment(const std::filesystem::path& root) {
-    std::int64_t largest = 0;
-    for (const auto& entry : std::filesystem::directory_iterator(root)) {
-      const std::string id = entry.path().filename().string();
-      if (!entry.is_directory() || id.empty() || id.size() > 18 || id.find_first_not_of("0123456789") != std::string::npos) continue;
-      largest = std::max<std::int64_t>(largest, std::stoll(id));
-      const std::string meta = detail::read_file_text(entry.path() / "meta.yaml");
-      if (detail::yaml_top_level_value(meta, "name") == options_.experiment_name &&
-          detail::yaml_top_level_value(meta, "lifecycle_stage").value_or("active") == "active")
-        return id;
-    }
-    const std::string id = std::to_string(largest + 1);
-    write_experiment(root, id, options_.experiment_name);
-    return id;
-  }
+  TRAINLOOP_DETAIL_API std::string find_or_create_experiment(const std::filesystem::path& root);
   // Every field MLflow's FileStore reads; run_id and run_uuid both (MLflow 2 and 3), status an integer.
-  void write_run_meta(Status status, std::optional<std::int64_t> end_time) {
-    const std::string meta =
-        "artifact_uri: " + detail::file_uri(run_dir_ / "artifacts") + "\nend_time: " +
-        (end_time ? std::to_string(*end_time) : std::string("null")) +
-        "\nentry_point_name: ''\nexperiment_id: '" + experiment_id_ + "'\nlifecycle_stage: active\nrun_id: " + run_id_ +
-        "\nrun_name: " + detail::yaml_string(options_.run_name) + "\nrun_uuid: " + run_id_ +
-        "\nsource_name: ''\nsource_type: 4\nsource_version: ''\nstart_time: " + std::to_string(start_time_) +
-        "\nstatus: " + std::to_string(static_cast<int>(status)) + "\ntags: []\nuser_id: " +
-        detail::yaml_string(std::getenv("USER") ? std::getenv("USER") : "unknown") + "\n";
-    detail::write_file_atomically(run_dir_ / "meta.yaml", meta, who);
-  }
+  TRAINLOOP_DETAIL_API void write_run_meta(Status status, std::optional<std::int64_t> end_time);
 
   Options options_;
   detail::FlushClock flush_clock_;
@@ -3607,6 +3461,287 @@ class MLFlowLogger {
   std::optional<Resume> resume_;                       // the checkpoint's run, continued at the next write
 };
 
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+namespace detail {
+TRAINLOOP_DETAIL_API std::string uuid4_hex() {
+  std::random_device device;
+  std::mt19937_64 generator((static_cast<std::uint64_t>(device()) << 32) ^ device() ^
+                            static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()));
+  unsigned char bytes[16];
+  for (int i = 0; i < 16; i += 8) {
+    const std::uint64_t r = generator();
+    for (int k = 0; k < 8; ++k) bytes[i + k] = static_cast<unsigned char>(r >> (8 * k));
+  }
+  bytes[6] = static_cast<unsigned char>((bytes[6] & 0x0F) | 0x40);  // version 4
+  bytes[8] = static_cast<unsigned char>((bytes[8] & 0x3F) | 0x80);  // RFC 4122 variant
+  static const char* hex = "0123456789abcdef";
+  std::string out;
+  for (unsigned char b : bytes) {
+    out += hex[b >> 4];
+    out += hex[b & 0x0F];
+  }
+  return out;
+}
+TRAINLOOP_DETAIL_API std::size_t utf8_code_point(const std::string& text, std::size_t i, char32_t& cp) {
+  const auto byte = [&](std::size_t k) { return static_cast<unsigned char>(text[k]); };
+  const unsigned char lead = byte(i);
+  const std::size_t length = lead < 0x80 ? 1 : (lead >> 5) == 0x6 ? 2 : (lead >> 4) == 0xE ? 3 : (lead >> 3) == 0x1E ? 4 : 0;
+  if (length == 0 || i + length > text.size()) return 0;
+  cp = length == 1 ? lead : lead & (0x7F >> length);
+  for (std::size_t k = 1; k < length; ++k) {
+    if ((byte(i + k) & 0xC0) != 0x80) return 0;
+    cp = (cp << 6) | (byte(i + k) & 0x3F);
+  }
+  return length;
+}
+TRAINLOOP_DETAIL_API bool is_unicode_word(char32_t cp) {
+  static constexpr char32_t non_word[][2] = {
+      {0x80, 0xA9},     {0xAB, 0xB1},     {0xB4, 0xB4},     {0xB6, 0xB8},     {0xBB, 0xBB},   {0xBF, 0xBF},
+      {0xD7, 0xD7},     {0xF7, 0xF7},     {0x2C2, 0x2C5},   {0x2D2, 0x2DF},   {0x2E5, 0x2EB}, {0x2ED, 0x2ED},
+      {0x2EF, 0x36F},   {0x37E, 0x37E},   {0x384, 0x385},   {0x387, 0x387},   {0x483, 0x489}, {0x55A, 0x55F},
+      {0x589, 0x58A},   {0x5BE, 0x5BE},   {0x5C0, 0x5C0},   {0x5C3, 0x5C3},   {0x5F3, 0x5F4}, {0x600, 0x61F},
+      {0x64B, 0x65F},   {0x66A, 0x66D},   {0x6D4, 0x6D4},   {0x964, 0x965},   {0xE3F, 0xE3F}, {0x1680, 0x1680},
+      {0x2000, 0x206F}, {0x20A0, 0x20FF}, {0x2190, 0x245F}, {0x2500, 0x2775}, {0x2794, 0x2BFF}, {0x2E00, 0x2E7F},
+      {0x3000, 0x3004}, {0x3008, 0x3020}, {0x3030, 0x3030}, {0x303D, 0x303F}, {0xD800, 0xF8FF}, {0xFE00, 0xFE0F},
+      {0xFE10, 0xFE6F}, {0xFEFF, 0xFEFF}, {0xFF01, 0xFF0F}, {0xFF1A, 0xFF20}, {0xFF3B, 0xFF40}, {0xFF5B, 0xFF65},
+      {0xFFE0, 0xFFFF}, {0x1F000, 0x1FAFF}, {0xE0000, 0x10FFFF}};
+  for (const auto& range : non_word)
+    if (cp >= range[0] && cp <= range[1]) return false;
+  return true;
+}
+TRAINLOOP_DETAIL_API std::string mlflow_key(const std::string& name, const std::string& kind) {
+  std::string key;
+  for (std::size_t i = 0; i < name.size();) {
+    char32_t cp = 0;
+    const std::size_t length = utf8_code_point(name, i, cp);
+    const bool ascii_word = length == 1 && (std::isalnum(static_cast<unsigned char>(cp)) || std::strchr("_-. :/", static_cast<int>(cp)));
+    if (length > 1 ? is_unicode_word(cp) : ascii_word && cp != 0) key.append(name, i, length);
+    else key += '_';
+    i += length ? length : 1;
+  }
+  const auto refuse = [&](const std::string& why) {
+    return std::invalid_argument("trainloop: MLFlowLogger: invalid " + kind + " name '" + name + "': " + why);
+  };
+  if (key.size() > 250) throw refuse("MLflow allows at most 250 characters");
+  bool bad_path = key.empty() || key[0] == '/' || key.rfind("..", 0) == 0;
+  for (std::size_t begin = 0; !bad_path && begin <= key.size();) {
+    const std::size_t end = std::min(key.find('/', begin), key.size());
+    const std::string part = key.substr(begin, end - begin);
+    bad_path = part.empty() || part == "." || part == "..";
+    begin = end + 1;
+  }
+  if (bad_path)
+    throw refuse("MLflow stores names as file paths and refuses one that is empty, starts with '/' or '..', or has an "
+                 "empty, '.' or '..' part (as in 'a//b', 'x/./y' or a trailing '/')");
+  return key;
+}
+TRAINLOOP_DETAIL_API void make_parent_dirs(const std::filesystem::path& path, const std::string& who) {
+  std::error_code error;
+  std::filesystem::create_directories(path.parent_path(), error);
+  if (error) throw log_dir_error(who, path.parent_path(), error.message());
+}
+}  // namespace detail
+TRAINLOOP_DETAIL_API void MLFlowLogger::log_hyperparams(const StateDict& params) {
+  for (const auto& [key, value] : params) key_file(param, key);
+  params_ = params;
+  if (started_) write_params();
+}
+TRAINLOOP_DETAIL_API void MLFlowLogger::log_metrics(std::int64_t step, const std::map<std::string, double>& metrics) {
+  for (const auto& [name, value] : metrics) key_file(metric, name);
+  if (!open()) return;
+  if (finalized_) {  // a record after finalize: the run goes on
+    finalized_ = false;
+    write_run_meta(running, std::nullopt);
+  }
+  const std::string stamp = std::to_string(detail::unix_millis());
+  for (const auto& [name, value] : metrics) {
+    const std::string& file = key_file(metric, name);
+    pending_[file] += stamp + " " + detail::format_number(value) + " " + std::to_string(step) + "\n";
+    ++lines_[file];
+  }
+  if (flush_clock_.due()) flush();
+}
+TRAINLOOP_DETAIL_API void MLFlowLogger::finalize(const std::string& status) {
+  if (!open() || finalized_) return;
+  std::exception_ptr error;
+  try {
+    flush();
+  } catch (...) {
+    error = std::current_exception();
+  }
+  write_run_meta(status == "success" && !error ? finished : failed, detail::unix_millis());
+  finalized_ = true;
+  if (error) std::rethrow_exception(error);
+}
+TRAINLOOP_DETAIL_API void MLFlowLogger::flush() {
+  flush_clock_.flushed();
+  if (!started_) return;
+  std::exception_ptr error;
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    try {
+      const std::filesystem::path path = run_dir_ / "metrics" / it->first;
+      detail::make_parent_dirs(path, who);
+      detail::append_to_file(path, it->second, who);
+      it = pending_.erase(it);
+    } catch (...) {
+      if (!error) error = std::current_exception();
+      ++it;
+    }
+  }
+  if (error) std::rethrow_exception(error);
+}
+TRAINLOOP_DETAIL_API StateDict MLFlowLogger::state_dict() const {
+  if (!started_) return {};
+  StateDict state{{"experiment_id", experiment_id_}, {"run_id", run_id_}};
+  for (const auto& [file, lines] : lines_) state["metric_lines/" + file] = lines;
+  return state;
+}
+TRAINLOOP_DETAIL_API void MLFlowLogger::load_state_dict(const StateDict& state) {
+  Resume resume;
+  for (const auto& [key, value] : state) {
+    const auto* text = std::get_if<std::string>(&value);
+    if (key == "experiment_id" && text) resume.experiment_id = *text;
+    else if (key == "run_id" && text) resume.run_id = *text;
+    else if (key.rfind("metric_lines/", 0) == 0) resume.lines[key.substr(13)] = detail::state_int(state, key, who);
+  }
+  if (resume.run_id.size() != 32 || resume.run_id.find_first_not_of("0123456789abcdef") != std::string::npos ||
+      resume.experiment_id.empty() || resume.experiment_id.find_first_of("/.") != std::string::npos)
+    throw std::runtime_error("trainloop: MLFlowLogger: checkpoint state keys 'run_id'/'experiment_id' are missing or malformed");
+  if (started_ && run_id_ != resume.run_id) {
+    finalize("success");
+    started_.reset();
+  }
+  resume_ = std::move(resume);
+  if (started_) {  // the same run: cut it back now
+    flush();
+    cut_metrics_back(resume_->lines);
+    resume_.reset();
+  }
+}
+TRAINLOOP_DETAIL_API const std::string& MLFlowLogger::key_file(Kind kind, const std::string& name) {
+  static const char* const kinds[] = {"metric", "param", "tag"};
+  auto& known = files_[kind];
+  auto it = known.find(name);
+  if (it != known.end()) return it->second;
+  std::string file = detail::mlflow_key(name, kinds[kind]);
+  for (const auto& [other, other_file] : known)
+    if (other_file == file)
+      throw std::invalid_argument(std::string("trainloop: MLFlowLogger: the ") + kinds[kind] + " names '" + other +
+                                  "' and '" + name + "' would both be written as '" + file +
+                                  "' (MLflow's naming rule); rename one");
+  return known.emplace(name, std::move(file)).first->second;
+}
+TRAINLOOP_DETAIL_API bool MLFlowLogger::open() {
+  if (started_) return true;
+  if (detail::process_rank() != 0) return false;
+  const std::filesystem::path root = options_.tracking_dir;
+  detail::make_writable_dir(root, who);
+  if (!std::filesystem::exists(root / "0" / "meta.yaml")) write_experiment(root, "0", "Default");
+  finalized_ = false;
+  lines_.clear();
+  if (resume_ && std::filesystem::exists(root / resume_->experiment_id / resume_->run_id / "meta.yaml")) {
+    experiment_id_ = resume_->experiment_id;
+    run_id_ = resume_->run_id;
+    run_dir_ = root / experiment_id_ / run_id_;
+    const auto start = detail::yaml_top_level_value(detail::read_file_text(run_dir_ / "meta.yaml"), "start_time");
+    start_time_ = start ? std::atoll(start->c_str()) : detail::unix_millis();
+    started_.set();
+    cut_metrics_back(resume_->lines);
+    write_run_meta(running, std::nullopt);
+  } else {
+    experiment_id_ = find_or_create_experiment(root);
+    run_id_ = detail::uuid4_hex();
+    run_dir_ = root / experiment_id_ / run_id_;
+    for (const char* sub : {"metrics", "params", "tags", "artifacts"}) detail::make_writable_dir(run_dir_ / sub, who);
+    start_time_ = detail::unix_millis();
+    started_.set();
+    write_run_meta(running, std::nullopt);
+    const char* user = std::getenv("USER");
+    std::map<std::string, std::string> tags{{"mlflow.user", user ? user : "unknown"}, {"mlflow.source.type", "LOCAL"}};
+    if (!options_.run_name.empty()) tags["mlflow.runName"] = options_.run_name;
+    for (const auto& [key, value] : options_.tags) tags[key] = value;
+    for (const auto& [key, value] : tags) write_entry("tags", key_file(tag, key), value);
+  }
+  resume_.reset();
+  if (params_) write_params();
+  return true;
+}
+TRAINLOOP_DETAIL_API void MLFlowLogger::write_params() {
+  for (const auto& [key, value] : *params_) {
+    const std::string& file = key_file(param, key);
+    const std::string text = detail::format_value(value);
+    const std::filesystem::path path = run_dir_ / "params" / file;
+    if (std::filesystem::exists(path) && detail::read_file_text(path) != text)
+      throw std::invalid_argument("trainloop: MLFlowLogger: param '" + key + "' was logged as '" +
+                                  detail::read_file_text(path) + "' in run " + run_id_ + "; MLflow does not allow "
+                                  "changing it to '" + text + "'");
+    write_entry("params", file, text);
+  }
+}
+TRAINLOOP_DETAIL_API void MLFlowLogger::write_entry(const char* folder, const std::string& file,
+                                                    const std::string& value) {
+  const std::filesystem::path path = run_dir_ / folder / file;
+  detail::make_parent_dirs(path, who);
+  detail::write_file_atomically(path, value, who);
+}
+TRAINLOOP_DETAIL_API void MLFlowLogger::cut_metrics_back(const std::map<std::string, std::int64_t>& lines) {
+  const std::filesystem::path metrics = run_dir_ / "metrics";
+  std::vector<std::filesystem::path> files;
+  std::error_code error;
+  for (auto it = std::filesystem::recursive_directory_iterator(metrics, error);
+       !error && it != std::filesystem::recursive_directory_iterator(); it.increment(error))
+    if (it->is_regular_file()) files.push_back(it->path());
+  lines_.clear();
+  for (const auto& path : files) {
+    const std::string file = path.lexically_relative(metrics).generic_string();
+    auto wanted = lines.find(file);
+    if (wanted == lines.end()) {  // born after the checkpoint
+      std::filesystem::remove(path, error);
+      continue;
+    }
+    const std::int64_t kept = detail::cut_back_file(path, wanted->second, detail::lines_prefix(), who);
+    if (kept > 0) lines_[file] = kept;
+    else std::filesystem::remove(path, error);  // MLflow cannot read an empty metric file
+  }
+}
+TRAINLOOP_DETAIL_API void MLFlowLogger::write_experiment(const std::filesystem::path& root, const std::string& id,
+                                                         const std::string& name) {
+  detail::make_writable_dir(root / id, who);
+  const std::string now = std::to_string(detail::unix_millis());
+  detail::write_file_atomically(root / id / "meta.yaml",
+                                "artifact_location: " + detail::file_uri(root / id) + "\ncreation_time: " + now +
+                                    "\nexperiment_id: '" + id + "'\nlast_update_time: " + now +
+                                    "\nlifecycle_stage: active\nname: " + detail::yaml_string(name) + "\n",
+                                who);
+}
+TRAINLOOP_DETAIL_API std::string MLFlowLogger::find_or_create_experiment(const std::filesystem::path& root) {
+  std::int64_t largest = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(root)) {
+    const std::string id = entry.path().filename().string();
+    if (!entry.is_directory() || id.empty() || id.size() > 18 || id.find_first_not_of("0123456789") != std::string::npos) continue;
+    largest = std::max<std::int64_t>(largest, std::stoll(id));
+    const std::string meta = detail::read_file_text(entry.path() / "meta.yaml");
+    if (detail::yaml_top_level_value(meta, "name") == options_.experiment_name &&
+        detail::yaml_top_level_value(meta, "lifecycle_stage").value_or("active") == "active")
+      return id;
+  }
+  const std::string id = std::to_string(largest + 1);
+  write_experiment(root, id, options_.experiment_name);
+  return id;
+}
+TRAINLOOP_DETAIL_API void MLFlowLogger::write_run_meta(Status status, std::optional<std::int64_t> end_time) {
+  const std::string meta =
+      "artifact_uri: " + detail::file_uri(run_dir_ / "artifacts") + "\nend_time: " +
+      (end_time ? std::to_string(*end_time) : std::string("null")) +
+      "\nentry_point_name: ''\nexperiment_id: '" + experiment_id_ + "'\nlifecycle_stage: active\nrun_id: " + run_id_ +
+      "\nrun_name: " + detail::yaml_string(options_.run_name) + "\nrun_uuid: " + run_id_ +
+      "\nsource_name: ''\nsource_type: 4\nsource_version: ''\nstart_time: " + std::to_string(start_time_) +
+      "\nstatus: " + std::to_string(static_cast<int>(status)) + "\ntags: []\nuser_id: " +
+      detail::yaml_string(std::getenv("USER") ? std::getenv("USER") : "unknown") + "\n";
+  detail::write_file_atomically(run_dir_ / "meta.yaml", meta, who);
+}
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
+
 TRAINLOOP_DETAIL_END
 // ---- end parts/core/loggers/mlflow.hpp ----
 // ---- begin parts/core/loggers/jsonl.hpp ----
@@ -3615,31 +3750,19 @@ TRAINLOOP_DETAIL_END
 #include <chrono>
 #include <cmath>
 #include <cstdint>
-#include <cstdio>
 #include <filesystem>
 #include <map>
 #include <optional>
 #include <string>
+// Headers only the definitions use: a separately compiled TU does not parse them.
+#if TRAINLOOP_DETAIL_DEFINE_API
+#include <cstdio>
+#endif
 
 TRAINLOOP_DETAIL_BEGIN
 
 namespace detail {
-inline std::string json_string(const std::string& text) {
-  std::string out = "\"";
-  for (unsigned char c : text) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += static_cast<char>(c);
-    } else if (c < 0x20) {
-      char escaped[8];
-      std::snprintf(escaped, sizeof escaped, "\\u%04x", c);
-      out += escaped;
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out + "\"";
-}
+TRAINLOOP_DETAIL_API std::string json_string(const std::string& text);
 // Numbers as Python's json.dumps writes floats ("3.0", "1e-08"); JSON has no NaN or infinity: they are written as
 // null.
 inline std::string json_number(double value) { return std::isfinite(value) ? format_number(value) : "null"; }
@@ -3674,69 +3797,98 @@ class JSONLinesLogger {
     run_.check();
   }
   /// hparams.json, written now or when the run folder opens.
-  void log_hyperparams(const StateDict& params) {
-    hparams_ = params;
-    if (run_.is_open()) write_hparams();
-  }
-  void log_metrics(std::int64_t step, const std::map<std::string, double>& metrics) {
-    for (const char* reserved : {"step", "time"})
-      if (metrics.count(reserved))
-        throw std::invalid_argument(std::string("trainloop: JSONLinesLogger: a metric named '") + reserved +
-                                    "' would repeat the record's own key; rename it");
-    if (!open()) return;
-    std::string line = "{\"step\": " + std::to_string(step);
-    auto epoch = metrics.find("epoch");
-    if (epoch != metrics.end()) line += ", \"epoch\": " + std::to_string(static_cast<std::int64_t>(epoch->second));
-    line += ", \"time\": " + detail::format_number(std::round(detail::unix_seconds() * 1000) / 1000);
-    for (const auto& [name, value] : metrics)
-      if (name != "epoch") line += ", " + detail::json_string(name) + ": " + detail::json_number(value);
-    pending_ += line + "}\n";
-    ++lines_;
-    if (run_.flush_due()) flush();
-  }
-  void finalize(const std::string&) {
-    if (hparams_ && !run_.is_open()) open();
-    flush();
-  }
-  void flush() {
-    run_.flushed();
-    if (!run_.is_open() || pending_.empty()) return;
-    detail::append_to_file(run_.dir() / "metrics.jsonl", pending_, run_.who());
-    pending_.clear();
-  }
+  TRAINLOOP_DETAIL_API void log_hyperparams(const StateDict& params);
+  TRAINLOOP_DETAIL_API void log_metrics(std::int64_t step, const std::map<std::string, double>& metrics);
+  TRAINLOOP_DETAIL_API void finalize(const std::string&);
+  TRAINLOOP_DETAIL_API void flush();
 
   /// For the Trainer's checkpoints (which flush the loggers first): the run's version and how many lines it holds.
   StateDict state_dict() const { return run_.state("lines", lines_); }
   /// Continues the checkpoint's run: its version folder, keeping the lines written before the checkpoint.
-  void load_state_dict(const StateDict& state) {
-    flush();
-    run_.continue_from(state, "lines");
-  }
+  TRAINLOOP_DETAIL_API void load_state_dict(const StateDict& state);
 
  private:
-  bool open() {
-    if (run_.is_open()) return true;
-    if (!run_.open()) return false;
-    lines_ = detail::cut_back_file(run_.dir() / "metrics.jsonl", run_.records_to_keep(), detail::lines_prefix(), run_.who());
-    if (hparams_) write_hparams();
-    return true;
-  }
-  void write_hparams() {
-    std::string json = "{";
-    for (const auto& [key, value] : *hparams_) {
-      json += (json.size() > 1 ? ", " : "") + detail::json_string(key) + ": ";
-      if (const auto* s = std::get_if<std::string>(&value)) json += detail::json_string(*s);
-      else if (const auto* d = std::get_if<double>(&value)) json += detail::json_number(*d);
-      else json += std::to_string(std::get<std::int64_t>(value));
-    }
-    detail::write_file_atomically(run_.dir() / "hparams.json", json + "}\n", run_.who());
-  }
+  TRAINLOOP_DETAIL_API bool open();
+  TRAINLOOP_DETAIL_API void write_hparams();
 
   detail::VersionedRun run_;
   std::optional<StateDict> hparams_;
   std::string pending_;
   std::int64_t lines_ = 0;  // lines in the run: on disk and pending
 };
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+namespace detail {
+TRAINLOOP_DETAIL_API std::string json_string(const std::string& text) {
+  std::string out = "\"";
+  for (unsigned char c : text) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c < 0x20) {
+      char escaped[8];
+      std::snprintf(escaped, sizeof escaped, "\\u%04x", c);
+      out += escaped;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out + "\"";
+}
+}  // namespace detail
+TRAINLOOP_DETAIL_API void JSONLinesLogger::log_hyperparams(const StateDict& params) {
+  hparams_ = params;
+  if (run_.is_open()) write_hparams();
+}
+TRAINLOOP_DETAIL_API void JSONLinesLogger::log_metrics(std::int64_t step, const std::map<std::string,
+                                                       double>& metrics) {
+  for (const char* reserved : {"step", "time"})
+    if (metrics.count(reserved))
+      throw std::invalid_argument(std::string("trainloop: JSONLinesLogger: a metric named '") + reserved +
+                                  "' would repeat the record's own key; rename it");
+  if (!open()) return;
+  std::string line = "{\"step\": " + std::to_string(step);
+  auto epoch = metrics.find("epoch");
+  if (epoch != metrics.end()) line += ", \"epoch\": " + std::to_string(static_cast<std::int64_t>(epoch->second));
+  line += ", \"time\": " + detail::format_number(std::round(detail::unix_seconds() * 1000) / 1000);
+  for (const auto& [name, value] : metrics)
+    if (name != "epoch") line += ", " + detail::json_string(name) + ": " + detail::json_number(value);
+  pending_ += line + "}\n";
+  ++lines_;
+  if (run_.flush_due()) flush();
+}
+TRAINLOOP_DETAIL_API void JSONLinesLogger::finalize(const std::string&) {
+  if (hparams_ && !run_.is_open()) open();
+  flush();
+}
+TRAINLOOP_DETAIL_API void JSONLinesLogger::flush() {
+  run_.flushed();
+  if (!run_.is_open() || pending_.empty()) return;
+  detail::append_to_file(run_.dir() / "metrics.jsonl", pending_, run_.who());
+  pending_.clear();
+}
+TRAINLOOP_DETAIL_API void JSONLinesLogger::load_state_dict(const StateDict& state) {
+  flush();
+  run_.continue_from(state, "lines");
+}
+TRAINLOOP_DETAIL_API bool JSONLinesLogger::open() {
+  if (run_.is_open()) return true;
+  if (!run_.open()) return false;
+  lines_ = detail::cut_back_file(run_.dir() / "metrics.jsonl", run_.records_to_keep(), detail::lines_prefix(), run_.who());
+  if (hparams_) write_hparams();
+  return true;
+}
+TRAINLOOP_DETAIL_API void JSONLinesLogger::write_hparams() {
+  std::string json = "{";
+  for (const auto& [key, value] : *hparams_) {
+    json += (json.size() > 1 ? ", " : "") + detail::json_string(key) + ": ";
+    if (const auto* s = std::get_if<std::string>(&value)) json += detail::json_string(*s);
+    else if (const auto* d = std::get_if<double>(&value)) json += detail::json_number(*d);
+    else json += std::to_string(std::get<std::int64_t>(value));
+  }
+  detail::write_file_atomically(run_.dir() / "hparams.json", json + "}\n", run_.who());
+}
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
 
 TRAINLOOP_DETAIL_END
 // ---- end parts/core/loggers/jsonl.hpp ----
@@ -3878,42 +4030,76 @@ class GzFile {
   ~GzFile() { gzclose(file_); }
 
   // Reads exactly `size` bytes; `what` names them in the error when the file ends early or is corrupt.
-  void read_exactly(void* out, std::size_t size, const std::string& what) {
-    auto* bytes = static_cast<unsigned char*>(out);
-    std::size_t done = 0;
-    while (done < size) {
-      const unsigned chunk = static_cast<unsigned>(std::min<std::size_t>(size - done, 1u << 30));
-      const int got = gzread(file_, bytes + done, chunk);
-      if (got < 0) {
-        int code = 0;
-        const char* message = gzerror(file_, &code);
-        throw std::runtime_error("trainloop: '" + path_ + "' is corrupt while reading " + what + ": " + message);
-      }
-      if (got == 0)
-        throw std::runtime_error("trainloop: '" + path_ + "' is truncated: " + what + " needs " +
-                                 std::to_string(size) + " bytes, the file ends after " + std::to_string(done));
-      done += static_cast<std::size_t>(got);
-    }
-  }
-  bool at_end() {
-    unsigned char probe = 0;
-    return gzread(file_, &probe, 1) == 0;
-  }
+  TRAINLOOP_DETAIL_API void read_exactly(void* out, std::size_t size, const std::string& what);
+  TRAINLOOP_DETAIL_API bool at_end();
 
  private:
   std::string path_;
   gzFile file_ = nullptr;
 };
 
-inline std::uint32_t read_big_endian_u32(const unsigned char* p) {
-  return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) | std::uint32_t{p[3]};
-}
+TRAINLOOP_DETAIL_API std::uint32_t read_big_endian_u32(const unsigned char* p);
 }  // namespace detail
 
 /// Reads an IDX file (plain or .gz) into a CPU tensor of its own dtype and shape. Errors name the path: missing file,
 /// wrong magic number, unknown type code, truncated or corrupt data, trailing bytes. `hint` is added to the error
 /// when the file cannot be opened (for example, which package provides it).
-inline torch::Tensor read_idx(const std::string& path, const std::string& hint = "") {
+TRAINLOOP_DETAIL_API torch::Tensor read_idx(const std::string& path, const std::string& hint = "");
+
+/// Where Debian's dataset-fashion-mnist package puts Fashion-MNIST.
+inline constexpr const char* fashion_mnist_debian_dir = "/usr/share/datasets/fashion-mnist";
+
+/// One split of MNIST or Fashion-MNIST: images as float [N, 1, 28, 28] scaled to [0, 1], labels as int64 [N].
+struct MnistSplit {
+  torch::Tensor images;
+  torch::Tensor labels;
+};
+
+/// Reads `train-*` or `t10k-*` IDX files (`.gz` preferred, plain accepted) from `dir`, checks that images and labels
+/// agree, and scales the images to [0, 1].
+TRAINLOOP_DETAIL_API MnistSplit read_mnist_split(const std::string& dir, bool train,
+                                                 const std::string& hint = "for Fashion-MNIST install Debian's dataset-fashion-mnist " "package: apt-get install dataset-fashion-mnist");
+
+/// Standardises images in place: (x - mean) / std, with the split's conventional constants below.
+TRAINLOOP_DETAIL_API MnistSplit normalized(MnistSplit split, double mean, double std);
+inline constexpr double fashion_mnist_mean = 0.2860, fashion_mnist_std = 0.3530;  // over the training images
+inline constexpr double mnist_mean = 0.1307, mnist_std = 0.3081;
+
+/// Fashion-MNIST's train (60,000) or test (10,000) split, from Debian's dataset-fashion-mnist by default; with
+/// `normalize`, standardised with the training set's mean and deviation.
+TRAINLOOP_DETAIL_API MnistSplit fashion_mnist(bool train, const std::string& dir = fashion_mnist_debian_dir,
+                                              bool normalize = false);
+/// MNIST's train or test split from `dir` (the four IDX files, plain or .gz).
+TRAINLOOP_DETAIL_API MnistSplit mnist(bool train, const std::string& dir, bool normalize = false);
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+namespace detail {
+TRAINLOOP_DETAIL_API void GzFile::read_exactly(void* out, std::size_t size, const std::string& what) {
+  auto* bytes = static_cast<unsigned char*>(out);
+  std::size_t done = 0;
+  while (done < size) {
+    const unsigned chunk = static_cast<unsigned>(std::min<std::size_t>(size - done, 1u << 30));
+    const int got = gzread(file_, bytes + done, chunk);
+    if (got < 0) {
+      int code = 0;
+      const char* message = gzerror(file_, &code);
+      throw std::runtime_error("trainloop: '" + path_ + "' is corrupt while reading " + what + ": " + message);
+    }
+    if (got == 0)
+      throw std::runtime_error("trainloop: '" + path_ + "' is truncated: " + what + " needs " +
+                               std::to_string(size) + " bytes, the file ends after " + std::to_string(done));
+    done += static_cast<std::size_t>(got);
+  }
+}
+TRAINLOOP_DETAIL_API bool GzFile::at_end() {
+  unsigned char probe = 0;
+  return gzread(file_, &probe, 1) == 0;
+}
+TRAINLOOP_DETAIL_API std::uint32_t read_big_endian_u32(const unsigned char* p) {
+  return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) | std::uint32_t{p[3]};
+}
+}  // namespace detail
+TRAINLOOP_DETAIL_API torch::Tensor read_idx(const std::string& path, const std::string& hint) {
   detail::GzFile file(path, hint);
   std::array<unsigned char, 4> magic{};
   file.read_exactly(magic.data(), magic.size(), "the magic number");
@@ -3951,21 +4137,7 @@ inline torch::Tensor read_idx(const std::string& path, const std::string& hint =
   }
   return tensor;
 }
-
-/// Where Debian's dataset-fashion-mnist package puts Fashion-MNIST.
-inline constexpr const char* fashion_mnist_debian_dir = "/usr/share/datasets/fashion-mnist";
-
-/// One split of MNIST or Fashion-MNIST: images as float [N, 1, 28, 28] scaled to [0, 1], labels as int64 [N].
-struct MnistSplit {
-  torch::Tensor images;
-  torch::Tensor labels;
-};
-
-/// Reads `train-*` or `t10k-*` IDX files (`.gz` preferred, plain accepted) from `dir`, checks that images and labels
-/// agree, and scales the images to [0, 1].
-inline MnistSplit read_mnist_split(const std::string& dir, bool train,
-                                   const std::string& hint = "for Fashion-MNIST install Debian's dataset-fashion-mnist "
-                                                             "package: apt-get install dataset-fashion-mnist") {
+TRAINLOOP_DETAIL_API MnistSplit read_mnist_split(const std::string& dir, bool train, const std::string& hint) {
   const std::string prefix = dir + "/" + (train ? "train" : "t10k");
   auto read_either = [&](const std::string& stem) {
     const std::string gz = stem + ".gz";
@@ -3996,26 +4168,19 @@ inline MnistSplit read_mnist_split(const std::string& dir, bool train,
                              " images but '" + labels_path + "' has " + std::to_string(labels.size(0)) + " labels");
   return {images.unsqueeze(1).to(torch::kFloat32).div_(255.0), labels.to(torch::kInt64)};
 }
-
-/// Standardises images in place: (x - mean) / std, with the split's conventional constants below.
-inline MnistSplit normalized(MnistSplit split, double mean, double std) {
+TRAINLOOP_DETAIL_API MnistSplit normalized(MnistSplit split, double mean, double std) {
   split.images = split.images.sub(mean).div_(std);
   return split;
 }
-inline constexpr double fashion_mnist_mean = 0.2860, fashion_mnist_std = 0.3530;  // over the training images
-inline constexpr double mnist_mean = 0.1307, mnist_std = 0.3081;
-
-/// Fashion-MNIST's train (60,000) or test (10,000) split, from Debian's dataset-fashion-mnist by default; with
-/// `normalize`, standardised with the training set's mean and deviation.
-inline MnistSplit fashion_mnist(bool train, const std::string& dir = fashion_mnist_debian_dir, bool normalize = false) {
+TRAINLOOP_DETAIL_API MnistSplit fashion_mnist(bool train, const std::string& dir, bool normalize) {
   MnistSplit split = read_mnist_split(dir, train);
   return normalize ? normalized(std::move(split), fashion_mnist_mean, fashion_mnist_std) : split;
 }
-/// MNIST's train or test split from `dir` (the four IDX files, plain or .gz).
-inline MnistSplit mnist(bool train, const std::string& dir, bool normalize = false) {
+TRAINLOOP_DETAIL_API MnistSplit mnist(bool train, const std::string& dir, bool normalize) {
   MnistSplit split = read_mnist_split(dir, train, "download MNIST's four IDX files into that folder");
   return normalize ? normalized(std::move(split), mnist_mean, mnist_std) : split;
 }
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
 
 TRAINLOOP_DETAIL_END
 // ---- end parts/torch/data/idx.hpp ----
@@ -4421,28 +4586,7 @@ TRAINLOOP_DETAIL_END
 TRAINLOOP_DETAIL_BEGIN
 
 /// "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:N", "mps". Errors name the option and the reason.
-inline torch::Device parse_accelerator(const std::string& accelerator) {
-  auto fail = [&](const std::string& why) {
-    return std::invalid_argument("trainloop: TrainerOptions().accelerator(\"" + accelerator + "\"): " + why);
-  };
-  if (accelerator == "auto") return torch::cuda::is_available() ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
-  if (accelerator == "cpu") return torch::Device(torch::kCPU);
-  if (accelerator == "mps") return torch::Device(torch::kMPS);
-  if (accelerator.rfind("cuda", 0) == 0) {
-    if (!torch::cuda::is_available()) throw fail("CUDA is not available in this process (torch::cuda::is_available() is false)");
-    torch::Device device(torch::kCUDA, 0);
-    try {
-      device = torch::Device(accelerator == "cuda" ? std::string("cuda:0") : accelerator);
-    } catch (const std::exception&) {
-      throw fail("not a device; write \"cuda\" or \"cuda:N\"");
-    }
-    const auto count = static_cast<int>(torch::cuda::device_count());
-    if (device.index() >= count)
-      throw fail("this machine has " + std::to_string(count) + " CUDA device(s), numbered from 0");
-    return device;
-  }
-  throw fail("unknown accelerator; use \"auto\", \"cpu\", \"cuda\", \"cuda:N\" or \"mps\"");
-}
+TRAINLOOP_DETAIL_API torch::Device parse_accelerator(const std::string& accelerator);
 
 namespace detail {
 template <class T>
@@ -4502,14 +4646,43 @@ T to_device(T value, const torch::Device& device) {
 // The default random generators: the CPU's, and one per visible CUDA device (none without CUDA). Checkpoints save and
 // restore them; the sanity check isolates them.
 inline at::Generator cpu_generator() { return at::detail::getDefaultCPUGenerator(); }
-inline std::size_t cuda_generator_count() {
+TRAINLOOP_DETAIL_API std::size_t cuda_generator_count();
+TRAINLOOP_DETAIL_API at::Generator cuda_generator(std::size_t device);
+}  // namespace detail
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API torch::Device parse_accelerator(const std::string& accelerator) {
+  auto fail = [&](const std::string& why) {
+    return std::invalid_argument("trainloop: TrainerOptions().accelerator(\"" + accelerator + "\"): " + why);
+  };
+  if (accelerator == "auto") return torch::cuda::is_available() ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
+  if (accelerator == "cpu") return torch::Device(torch::kCPU);
+  if (accelerator == "mps") return torch::Device(torch::kMPS);
+  if (accelerator.rfind("cuda", 0) == 0) {
+    if (!torch::cuda::is_available()) throw fail("CUDA is not available in this process (torch::cuda::is_available() is false)");
+    torch::Device device(torch::kCUDA, 0);
+    try {
+      device = torch::Device(accelerator == "cuda" ? std::string("cuda:0") : accelerator);
+    } catch (const std::exception&) {
+      throw fail("not a device; write \"cuda\" or \"cuda:N\"");
+    }
+    const auto count = static_cast<int>(torch::cuda::device_count());
+    if (device.index() >= count)
+      throw fail("this machine has " + std::to_string(count) + " CUDA device(s), numbered from 0");
+    return device;
+  }
+  throw fail("unknown accelerator; use \"auto\", \"cpu\", \"cuda\", \"cuda:N\" or \"mps\"");
+}
+namespace detail {
+TRAINLOOP_DETAIL_API std::size_t cuda_generator_count() {
   // device_count() is a size_t in LibTorch 1.x, a DeviceIndex in 2.x
   return torch::cuda::is_available() ? static_cast<std::size_t>(torch::cuda::device_count()) : 0;
 }
-inline at::Generator cuda_generator(std::size_t device) {
+TRAINLOOP_DETAIL_API at::Generator cuda_generator(std::size_t device) {
   return at::globalContext().defaultGenerator(at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(device)));
 }
 }  // namespace detail
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
 
 TRAINLOOP_DETAIL_END
 // ---- end parts/torch/device.hpp ----
@@ -4609,17 +4782,9 @@ class MetricStore {
   }
 
   /// The epoch-level value of `e` (a device tensor), or undefined when it was not logged this epoch.
-  static torch::Tensor epoch_value(const Entry& e) {
-    if (!e.on_epoch || !e.logged_this_epoch) return {};
-    if (e.metric_compute) return e.metric_compute();
-    if (!e.accumulated.defined()) return {};
-    return e.reduce == Reduce::mean ? e.accumulated / e.weight : e.accumulated;
-  }
+  TRAINLOOP_DETAIL_API static torch::Tensor epoch_value(const Entry& e);
   /// Resets the Metrics logged this epoch, after their values were published.
-  void reset_logged_metrics() {
-    for (auto& [name, e] : entries_)
-      if (e.metric_reset && e.logged_this_epoch) e.metric_reset();
-  }
+  TRAINLOOP_DETAIL_API void reset_logged_metrics();
 
   /// Calls f(name, entry) for each value logged on_step since the last call, and forgets them.
   template <class F>
@@ -4631,13 +4796,8 @@ class MetricStore {
     }
     pending_steps_.clear();
   }
-  void start_epoch() {
-    for (auto& [name, e] : entries_) e.logged_this_epoch = false;
-  }
-  void clear() {
-    entries_.clear();
-    pending_steps_.clear();
-  }
+  TRAINLOOP_DETAIL_API void start_epoch();
+  TRAINLOOP_DETAIL_API void clear();
   const std::map<std::string, Entry>& entries() const { return entries_; }
 
   /// The epoch's running sums, for checkpoints: a fit resumed mid-epoch reports the epoch's values over all its
@@ -4758,6 +4918,23 @@ TRAINLOOP_DETAIL_API void MetricStore::load_epoch_state(const StateDict& state,
   entries_ = std::move(loaded);
   pending_steps_.clear();
 }
+TRAINLOOP_DETAIL_API torch::Tensor MetricStore::epoch_value(const Entry& e) {
+  if (!e.on_epoch || !e.logged_this_epoch) return {};
+  if (e.metric_compute) return e.metric_compute();
+  if (!e.accumulated.defined()) return {};
+  return e.reduce == Reduce::mean ? e.accumulated / e.weight : e.accumulated;
+}
+TRAINLOOP_DETAIL_API void MetricStore::reset_logged_metrics() {
+  for (auto& [name, e] : entries_)
+    if (e.metric_reset && e.logged_this_epoch) e.metric_reset();
+}
+TRAINLOOP_DETAIL_API void MetricStore::start_epoch() {
+  for (auto& [name, e] : entries_) e.logged_this_epoch = false;
+}
+TRAINLOOP_DETAIL_API void MetricStore::clear() {
+  entries_.clear();
+  pending_steps_.clear();
+}
 #endif  // TRAINLOOP_DETAIL_DEFINE_API
 
 TRAINLOOP_DETAIL_END
@@ -4793,24 +4970,13 @@ enum class SyncOp { sum, max, min };
 /// The distributed seam: a function that reduces one state tensor in place across ranks. Single process: none
 /// (metrics compute from their local state). The distributed build installs the process group's all-reduce here;
 /// every metric reduces copies of its states once per compute(), never per update.
-inline std::function<void(torch::Tensor&, SyncOp)>& metric_state_reducer() {
-  static std::function<void(torch::Tensor&, SyncOp)> reducer;
-  return reducer;
-}
+TRAINLOOP_DETAIL_API std::function<void(torch::Tensor&, SyncOp)>& metric_state_reducer();
 namespace detail {
 // The state as all ranks together see it: a reduced copy (so computing twice never reduces twice), or the state
 // itself in a single process.
-inline torch::Tensor synced(const torch::Tensor& state, SyncOp op) {
-  auto& reduce = metric_state_reducer();
-  if (!reduce) return state;
-  torch::Tensor copy = state.clone();
-  reduce(copy, op);
-  return copy;
-}
+TRAINLOOP_DETAIL_API torch::Tensor synced(const torch::Tensor& state, SyncOp op);
 // Checks that cost no device sync: shapes and dtypes.
-inline void require(bool ok, const std::string& metric, const std::string& what) {
-  if (!ok) throw std::invalid_argument("trainloop: " + metric + ": " + what);
-}
+TRAINLOOP_DETAIL_API void require(bool ok, const std::string& metric, const std::string& what);
 inline std::string shape_of(const torch::Tensor& t) { return t.defined() ? c10::str(t.sizes()) : "undefined"; }
 // Value checks (labels within range) need the values; on the CPU that costs no device sync, so they run there.
 inline bool can_check_values(const torch::Tensor& t) { return t.device().is_cpu(); }
@@ -4824,10 +4990,7 @@ class NotComputableError : public std::runtime_error {
 };
 
 namespace detail {
-inline NotComputableError not_computable(const char* metric) {
-  return NotComputableError(std::string("trainloop: ") + metric + ": not computable: it has seen no examples "
-                            "(compute() before any update(), or only empty batches)");
-}
+TRAINLOOP_DETAIL_API NotComputableError not_computable(const char* metric);
 /// How many examples a metric has seen, counted on the host from shapes (no device sync), so compute() can tell
 /// "nothing seen" from a value. (Per process: in a distributed run each rank counts its own.)
 class SeenCount {
@@ -4836,12 +4999,8 @@ class SeenCount {
   void add(std::int64_t n) noexcept { n_ += n; }
   std::int64_t value() const noexcept { return n_; }
   /// The count over all ranks, as a float64 tensor on the device of `like` (the denominator of a mean).
-  torch::Tensor total(const torch::Tensor& like) const {
-    return synced(torch::full({}, static_cast<double>(n_), like.options().dtype(torch::kFloat64)), SyncOp::sum);
-  }
-  void require_some(const char* metric) const {
-    if (n_ == 0) throw not_computable(metric);
-  }
+  TRAINLOOP_DETAIL_API torch::Tensor total(const torch::Tensor& like) const;
+  TRAINLOOP_DETAIL_API void require_some(const char* metric) const;
 
  private:
   std::int64_t n_ = 0;
@@ -4853,10 +5012,7 @@ class SeenCount {
 /// reading that one counter.
 class InvalidValues {
  public:
-  void reset() {
-    count_ = torch::Tensor();
-    what_.clear();
-  }
+  TRAINLOOP_DETAIL_API void reset();
   /// `invalid`: a bool mask of the bad entries; `what`: the rule they break (with what was found, on the CPU).
   template <class Describe>
   void check(const torch::Tensor& invalid, const char* metric, Describe&& describe) {
@@ -4869,13 +5025,7 @@ class InvalidValues {
     count_ = count_.defined() ? count_ + n : n;
     if (what_.empty()) what_ = describe();
   }
-  void raise_if_any(const char* metric) const {
-    if (!count_.defined()) return;
-    const std::int64_t n = count_.item<std::int64_t>();
-    if (n > 0)
-      throw std::invalid_argument(std::string("trainloop: ") + metric + ": " + std::to_string(n) +
-                                  " invalid entries were passed to update(): " + what_);
-  }
+  TRAINLOOP_DETAIL_API void raise_if_any(const char* metric) const;
 
  private:
   torch::Tensor count_;
@@ -5080,6 +5230,46 @@ TRAINLOOP_DETAIL_METRIC_OPERATOR(*)
 TRAINLOOP_DETAIL_METRIC_OPERATOR(/)
 #undef TRAINLOOP_DETAIL_METRIC_OPERATOR
 
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API std::function<void(torch::Tensor&, SyncOp)>& metric_state_reducer() {
+  static std::function<void(torch::Tensor&, SyncOp)> reducer;
+  return reducer;
+}
+namespace detail {
+TRAINLOOP_DETAIL_API torch::Tensor synced(const torch::Tensor& state, SyncOp op) {
+  auto& reduce = metric_state_reducer();
+  if (!reduce) return state;
+  torch::Tensor copy = state.clone();
+  reduce(copy, op);
+  return copy;
+}
+TRAINLOOP_DETAIL_API void require(bool ok, const std::string& metric, const std::string& what) {
+  if (!ok) throw std::invalid_argument("trainloop: " + metric + ": " + what);
+}
+TRAINLOOP_DETAIL_API NotComputableError not_computable(const char* metric) {
+  return NotComputableError(std::string("trainloop: ") + metric + ": not computable: it has seen no examples "
+                            "(compute() before any update(), or only empty batches)");
+}
+TRAINLOOP_DETAIL_API torch::Tensor SeenCount::total(const torch::Tensor& like) const {
+  return synced(torch::full({}, static_cast<double>(n_), like.options().dtype(torch::kFloat64)), SyncOp::sum);
+}
+TRAINLOOP_DETAIL_API void SeenCount::require_some(const char* metric) const {
+  if (n_ == 0) throw not_computable(metric);
+}
+TRAINLOOP_DETAIL_API void InvalidValues::reset() {
+  count_ = torch::Tensor();
+  what_.clear();
+}
+TRAINLOOP_DETAIL_API void InvalidValues::raise_if_any(const char* metric) const {
+  if (!count_.defined()) return;
+  const std::int64_t n = count_.item<std::int64_t>();
+  if (n > 0)
+    throw std::invalid_argument(std::string("trainloop: ") + metric + ": " + std::to_string(n) +
+                                " invalid entries were passed to update(): " + what_);
+}
+}  // namespace detail
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
+
 TRAINLOOP_DETAIL_END
 // ---- end parts/torch/metrics/metric.hpp ----
 // ---- begin parts/torch/metrics/regression.hpp ----
@@ -5094,33 +5284,10 @@ namespace detail {
 // Sums of errors over all elements, and the element count, for the error metrics.
 class ErrorSums {
  public:
-  void reset() {
-    sum_squared_ = sum_absolute_ = torch::Tensor();
-    seen_.reset();
-  }
-  void update(const torch::Tensor& prediction, const torch::Tensor& target, const char* metric) {
-    require(prediction.defined() && target.defined(), metric, "update() got an undefined tensor");
-    require(prediction.sizes() == target.sizes(), metric,
-            "prediction shape " + shape_of(prediction) + " differs from target shape " + shape_of(target));
-    require(prediction.is_floating_point(), metric, "predictions must be floating point");
-    if (prediction.numel() == 0) return;  // an empty batch changes nothing
-    const torch::Tensor error = (prediction.detach().to(torch::kFloat64) - target.detach().to(torch::kFloat64));
-    if (!sum_squared_.defined()) {
-      sum_squared_ = torch::zeros({}, error.options());
-      sum_absolute_ = torch::zeros({}, error.options());
-    }
-    sum_squared_.add_(error.pow(2).sum());
-    sum_absolute_.add_(error.abs().sum());
-    seen_.add(error.numel());
-  }
-  torch::Tensor mean_squared(const char* metric) const {
-    seen_.require_some(metric);
-    return synced(sum_squared_, SyncOp::sum) / seen_.total(sum_squared_);
-  }
-  torch::Tensor mean_absolute(const char* metric) const {
-    seen_.require_some(metric);
-    return synced(sum_absolute_, SyncOp::sum) / seen_.total(sum_absolute_);
-  }
+  TRAINLOOP_DETAIL_API void reset();
+  TRAINLOOP_DETAIL_API void update(const torch::Tensor& prediction, const torch::Tensor& target, const char* metric);
+  TRAINLOOP_DETAIL_API torch::Tensor mean_squared(const char* metric) const;
+  TRAINLOOP_DETAIL_API torch::Tensor mean_absolute(const char* metric) const;
 
  private:
   torch::Tensor sum_squared_, sum_absolute_;
@@ -5164,48 +5331,9 @@ class RootMeanSquaredError {
 /// follow scikit-learn's default (force_finite): 1.0 for a perfect prediction, 0.0 otherwise.
 class R2Score {
  public:
-  void reset() {
-    sse_ = mean_ = m2_ = torch::Tensor();
-    seen_.reset();
-  }
-  void update(const torch::Tensor& prediction, const torch::Tensor& target) {
-    detail::require(prediction.defined() && target.defined(), "R2Score", "update() got an undefined tensor");
-    detail::require(prediction.sizes() == target.sizes(), "R2Score",
-                    "prediction shape " + detail::shape_of(prediction) + " differs from target shape " +
-                        detail::shape_of(target));
-    if (target.numel() == 0) return;  // an empty batch changes nothing
-    const torch::Tensor y = target.detach().to(torch::kFloat64).reshape({-1});
-    const torch::Tensor p = prediction.detach().to(torch::kFloat64).reshape({-1});
-    // The batch's mean exactly equal to its value when all targets are equal, so constant data keeps SST = 0.
-    const torch::Tensor lo = y.min(), hi = y.max();
-    const torch::Tensor batch_mean = torch::where(lo == hi, lo, y.mean());
-    const torch::Tensor batch_m2 = (y - batch_mean).pow(2).sum();
-    const double nb = static_cast<double>(y.numel()), na = static_cast<double>(seen_.value());
-    if (!sse_.defined()) {
-      sse_ = (p - y).pow(2).sum();
-      mean_ = batch_mean;
-      m2_ = batch_m2;
-    } else {
-      const torch::Tensor delta = batch_mean - mean_;
-      sse_ = sse_ + (p - y).pow(2).sum();
-      m2_ = m2_ + batch_m2 + delta.pow(2) * (na * nb / (na + nb));
-      mean_ = mean_ + delta * (nb / (na + nb));
-    }
-    seen_.add(y.numel());
-  }
-  torch::Tensor compute() {
-    seen_.require_some("R2Score");
-    const torch::Tensor sse = detail::synced(sse_, SyncOp::sum);
-    torch::Tensor sst = m2_;
-    if (metric_state_reducer()) {  // ranks' means and deviations merged in two stable rounds
-      const torch::Tensor n = torch::full({}, static_cast<double>(seen_.value()), mean_.options());
-      const torch::Tensor total = detail::synced(n, SyncOp::sum);
-      const torch::Tensor global_mean = detail::synced(mean_ * n, SyncOp::sum) / total;
-      sst = detail::synced(m2_ + n * (mean_ - global_mean).pow(2), SyncOp::sum);
-    }
-    const torch::Tensor ones = torch::ones_like(sse);
-    return torch::where(sst > 0, 1 - sse / sst, torch::where(sse == 0, ones, torch::zeros_like(sse)));
-  }
+  TRAINLOOP_DETAIL_API void reset();
+  TRAINLOOP_DETAIL_API void update(const torch::Tensor& prediction, const torch::Tensor& target);
+  TRAINLOOP_DETAIL_API torch::Tensor compute();
 
  private:
   torch::Tensor sse_, mean_, m2_;
@@ -5215,30 +5343,10 @@ class R2Score {
 /// The mean of values: scalars count one each; a tensor's first dimension counts its examples (Ignite's Average).
 class Average {
  public:
-  void reset() {
-    sum_ = torch::Tensor();
-    seen_.reset();
-  }
-  void update(const torch::Tensor& value) {
-    detail::require(value.defined(), "Average", "update() got an undefined tensor");
-    const std::int64_t n = value.dim() == 0 ? 1 : value.size(0);
-    if (n == 0) return;  // an empty batch changes nothing
-    const torch::Tensor v = value.detach().to(torch::kFloat64);
-    const torch::Tensor batch_sum = v.dim() == 0 ? v : v.sum(0);
-    if (!sum_.defined()) {
-      sum_ = batch_sum.clone();
-    } else {
-      detail::require(batch_sum.sizes() == sum_.sizes(), "Average",
-                      "value shape " + detail::shape_of(value) + " does not match the earlier values");
-      sum_.add_(batch_sum);
-    }
-    seen_.add(n);
-  }
+  TRAINLOOP_DETAIL_API void reset();
+  TRAINLOOP_DETAIL_API void update(const torch::Tensor& value);
   void update(double value) { update(torch::tensor(value, torch::kFloat64)); }
-  torch::Tensor compute() {
-    seen_.require_some("Average");
-    return detail::synced(sum_, SyncOp::sum) / seen_.total(sum_);
-  }
+  TRAINLOOP_DETAIL_API torch::Tensor compute();
 
  private:
   torch::Tensor sum_;
@@ -5252,26 +5360,10 @@ class Loss {
   explicit Loss(Function loss) : loss_(std::move(loss)) {
     if (!loss_) throw std::invalid_argument("trainloop: Loss: the loss function is empty");
   }
-  void reset() {
-    sum_ = torch::Tensor();
-    seen_.reset();
-  }
+  TRAINLOOP_DETAIL_API void reset();
   /// An empty batch changes nothing (the mean loss of no examples is NaN and would poison the sum).
-  void update(const torch::Tensor& prediction, const torch::Tensor& target) {
-    detail::require(prediction.defined() && target.defined(), "Loss", "update() got an undefined tensor");
-    const std::int64_t n = prediction.dim() == 0 ? 1 : prediction.size(0);
-    if (n == 0) return;
-    const torch::Tensor value = loss_(prediction, target).detach().to(torch::kFloat64);
-    detail::require(value.numel() == 1, "Loss",
-                    "the loss function must reduce to one number, got shape " + detail::shape_of(value));
-    const torch::Tensor weighted = value.reshape({}) * static_cast<double>(n);
-    sum_ = sum_.defined() ? sum_ + weighted : weighted;
-    seen_.add(n);
-  }
-  torch::Tensor compute() {
-    seen_.require_some("Loss");
-    return detail::synced(sum_, SyncOp::sum) / seen_.total(sum_);
-  }
+  TRAINLOOP_DETAIL_API void update(const torch::Tensor& prediction, const torch::Tensor& target);
+  TRAINLOOP_DETAIL_API torch::Tensor compute();
 
  private:
   Function loss_;
@@ -5288,22 +5380,141 @@ class RunningAverage {
   }
   void reset() { value_ = torch::Tensor(); }
   /// The mean of `x` enters the average; an empty `x` changes nothing.
-  void update(const torch::Tensor& x) {
-    detail::require(x.defined(), "RunningAverage", "update() got an undefined tensor");
-    if (x.numel() == 0) return;
-    const torch::Tensor v = x.detach().to(torch::kFloat64).mean();
-    value_ = value_.defined() ? value_ * alpha_ + v * (1 - alpha_) : v;
-  }
+  TRAINLOOP_DETAIL_API void update(const torch::Tensor& x);
   void update(double x) { update(torch::tensor(x, torch::kFloat64)); }
-  torch::Tensor compute() {
-    if (!value_.defined()) throw detail::not_computable("RunningAverage");
-    return value_;
-  }
+  TRAINLOOP_DETAIL_API torch::Tensor compute();
 
  private:
   double alpha_;
   torch::Tensor value_;
 };
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+namespace detail {
+TRAINLOOP_DETAIL_API void ErrorSums::reset() {
+  sum_squared_ = sum_absolute_ = torch::Tensor();
+  seen_.reset();
+}
+TRAINLOOP_DETAIL_API void ErrorSums::update(const torch::Tensor& prediction, const torch::Tensor& target,
+                                            const char* metric) {
+  require(prediction.defined() && target.defined(), metric, "update() got an undefined tensor");
+  require(prediction.sizes() == target.sizes(), metric,
+          "prediction shape " + shape_of(prediction) + " differs from target shape " + shape_of(target));
+  require(prediction.is_floating_point(), metric, "predictions must be floating point");
+  if (prediction.numel() == 0) return;  // an empty batch changes nothing
+  const torch::Tensor error = (prediction.detach().to(torch::kFloat64) - target.detach().to(torch::kFloat64));
+  if (!sum_squared_.defined()) {
+    sum_squared_ = torch::zeros({}, error.options());
+    sum_absolute_ = torch::zeros({}, error.options());
+  }
+  sum_squared_.add_(error.pow(2).sum());
+  sum_absolute_.add_(error.abs().sum());
+  seen_.add(error.numel());
+}
+TRAINLOOP_DETAIL_API torch::Tensor ErrorSums::mean_squared(const char* metric) const {
+  seen_.require_some(metric);
+  return synced(sum_squared_, SyncOp::sum) / seen_.total(sum_squared_);
+}
+TRAINLOOP_DETAIL_API torch::Tensor ErrorSums::mean_absolute(const char* metric) const {
+  seen_.require_some(metric);
+  return synced(sum_absolute_, SyncOp::sum) / seen_.total(sum_absolute_);
+}
+}  // namespace detail
+TRAINLOOP_DETAIL_API void R2Score::reset() {
+  sse_ = mean_ = m2_ = torch::Tensor();
+  seen_.reset();
+}
+TRAINLOOP_DETAIL_API void R2Score::update(const torch::Tensor& prediction, const torch::Tensor& target) {
+  detail::require(prediction.defined() && target.defined(), "R2Score", "update() got an undefined tensor");
+  detail::require(prediction.sizes() == target.sizes(), "R2Score",
+                  "prediction shape " + detail::shape_of(prediction) + " differs from target shape " +
+                      detail::shape_of(target));
+  if (target.numel() == 0) return;  // an empty batch changes nothing
+  const torch::Tensor y = target.detach().to(torch::kFloat64).reshape({-1});
+  const torch::Tensor p = prediction.detach().to(torch::kFloat64).reshape({-1});
+  // The batch's mean exactly equal to its value when all targets are equal, so constant data keeps SST = 0.
+  const torch::Tensor lo = y.min(), hi = y.max();
+  const torch::Tensor batch_mean = torch::where(lo == hi, lo, y.mean());
+  const torch::Tensor batch_m2 = (y - batch_mean).pow(2).sum();
+  const double nb = static_cast<double>(y.numel()), na = static_cast<double>(seen_.value());
+  if (!sse_.defined()) {
+    sse_ = (p - y).pow(2).sum();
+    mean_ = batch_mean;
+    m2_ = batch_m2;
+  } else {
+    const torch::Tensor delta = batch_mean - mean_;
+    sse_ = sse_ + (p - y).pow(2).sum();
+    m2_ = m2_ + batch_m2 + delta.pow(2) * (na * nb / (na + nb));
+    mean_ = mean_ + delta * (nb / (na + nb));
+  }
+  seen_.add(y.numel());
+}
+TRAINLOOP_DETAIL_API torch::Tensor R2Score::compute() {
+  seen_.require_some("R2Score");
+  const torch::Tensor sse = detail::synced(sse_, SyncOp::sum);
+  torch::Tensor sst = m2_;
+  if (metric_state_reducer()) {  // ranks' means and deviations merged in two stable rounds
+    const torch::Tensor n = torch::full({}, static_cast<double>(seen_.value()), mean_.options());
+    const torch::Tensor total = detail::synced(n, SyncOp::sum);
+    const torch::Tensor global_mean = detail::synced(mean_ * n, SyncOp::sum) / total;
+    sst = detail::synced(m2_ + n * (mean_ - global_mean).pow(2), SyncOp::sum);
+  }
+  const torch::Tensor ones = torch::ones_like(sse);
+  return torch::where(sst > 0, 1 - sse / sst, torch::where(sse == 0, ones, torch::zeros_like(sse)));
+}
+TRAINLOOP_DETAIL_API void Average::reset() {
+  sum_ = torch::Tensor();
+  seen_.reset();
+}
+TRAINLOOP_DETAIL_API void Average::update(const torch::Tensor& value) {
+  detail::require(value.defined(), "Average", "update() got an undefined tensor");
+  const std::int64_t n = value.dim() == 0 ? 1 : value.size(0);
+  if (n == 0) return;  // an empty batch changes nothing
+  const torch::Tensor v = value.detach().to(torch::kFloat64);
+  const torch::Tensor batch_sum = v.dim() == 0 ? v : v.sum(0);
+  if (!sum_.defined()) {
+    sum_ = batch_sum.clone();
+  } else {
+    detail::require(batch_sum.sizes() == sum_.sizes(), "Average",
+                    "value shape " + detail::shape_of(value) + " does not match the earlier values");
+    sum_.add_(batch_sum);
+  }
+  seen_.add(n);
+}
+TRAINLOOP_DETAIL_API torch::Tensor Average::compute() {
+  seen_.require_some("Average");
+  return detail::synced(sum_, SyncOp::sum) / seen_.total(sum_);
+}
+TRAINLOOP_DETAIL_API void Loss::reset() {
+  sum_ = torch::Tensor();
+  seen_.reset();
+}
+TRAINLOOP_DETAIL_API void Loss::update(const torch::Tensor& prediction, const torch::Tensor& target) {
+  detail::require(prediction.defined() && target.defined(), "Loss", "update() got an undefined tensor");
+  const std::int64_t n = prediction.dim() == 0 ? 1 : prediction.size(0);
+  if (n == 0) return;
+  const torch::Tensor value = loss_(prediction, target).detach().to(torch::kFloat64);
+  detail::require(value.numel() == 1, "Loss",
+                  "the loss function must reduce to one number, got shape " + detail::shape_of(value));
+  const torch::Tensor weighted = value.reshape({}) * static_cast<double>(n);
+  sum_ = sum_.defined() ? sum_ + weighted : weighted;
+  seen_.add(n);
+}
+TRAINLOOP_DETAIL_API torch::Tensor Loss::compute() {
+  seen_.require_some("Loss");
+  return detail::synced(sum_, SyncOp::sum) / seen_.total(sum_);
+}
+TRAINLOOP_DETAIL_API void RunningAverage::update(const torch::Tensor& x) {
+  detail::require(x.defined(), "RunningAverage", "update() got an undefined tensor");
+  if (x.numel() == 0) return;
+  const torch::Tensor v = x.detach().to(torch::kFloat64).mean();
+  value_ = value_.defined() ? value_ * alpha_ + v * (1 - alpha_) : v;
+}
+TRAINLOOP_DETAIL_API torch::Tensor RunningAverage::compute() {
+  if (!value_.defined()) throw detail::not_computable("RunningAverage");
+  return value_;
+}
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
 
 TRAINLOOP_DETAIL_END
 // ---- end parts/torch/metrics/regression.hpp ----
@@ -5356,94 +5567,33 @@ class ClassificationOptions {
 
 namespace detail {
 // "found <the first offending value>" on the CPU; nothing elsewhere (reading it would sync the device).
-inline std::string found_in(const torch::Tensor& values, const torch::Tensor& invalid) {
-  if (!can_check_values(values)) return "";
-  const torch::Tensor bad = values.masked_select(invalid);
-  if (bad.numel() == 0) return "";
-  return ", found " + (values.is_floating_point() ? format_number(bad[0].item<double>()) : std::to_string(bad[0].item<std::int64_t>()));
-}
+TRAINLOOP_DETAIL_API std::string found_in(const torch::Tensor& values, const torch::Tensor& invalid);
 // Multiclass labels: integers in [0, C). Returns the mask of valid ones (all, on the CPU, where a bad one throws).
-inline torch::Tensor valid_labels(const torch::Tensor& labels, std::int64_t num_classes, const char* metric,
-                                  InvalidValues& invalid, const char* what = "labels") {
-  require(!labels.is_floating_point() && !labels.is_complex(), metric,
-          std::string(what) + " must be integers, got " + std::string(c10::toString(labels.scalar_type())));
-  const torch::Tensor valid = labels.ge(0).logical_and(labels.lt(num_classes));
-  const torch::Tensor bad = valid.logical_not();
-  invalid.check(bad, metric, [&] {
-    return std::string(what) + " must be in [0, " + std::to_string(num_classes) + ")" + found_in(labels, bad);
-  });
-  return valid;
-}
-inline void check_no_nan(const torch::Tensor& scores, const char* metric, InvalidValues& invalid) {
-  if (!scores.is_floating_point()) return;
-  const torch::Tensor bad = scores.isnan();
-  invalid.check(bad, metric, [] { return std::string("scores must not be NaN"); });
-}
+TRAINLOOP_DETAIL_API torch::Tensor valid_labels(const torch::Tensor& labels, std::int64_t num_classes,
+                                                const char* metric, InvalidValues& invalid,
+                                                const char* what = "labels");
+TRAINLOOP_DETAIL_API void check_no_nan(const torch::Tensor& scores, const char* metric, InvalidValues& invalid);
 // Predicted labels from scores [N, C] (argmax) or labels [N], with the mask of usable ones.
-inline std::pair<torch::Tensor, torch::Tensor> predicted_labels(const torch::Tensor& prediction, const torch::Tensor& target,
-                                                                std::int64_t num_classes, const char* metric,
-                                                                InvalidValues& invalid) {
-  require(num_classes > 0, metric, "multiclass needs num_classes (ClassificationOptions().num_classes(C))");
-  require(target.dim() == 1, metric, "multiclass labels must be [N], got " + shape_of(target));
-  if (prediction.dim() == 2) {
-    require(prediction.size(0) == target.size(0) && prediction.size(1) == num_classes, metric,
-            "scores must be [N, " + std::to_string(num_classes) + "] for labels [N], got " + shape_of(prediction) +
-                " and " + shape_of(target));
-    check_no_nan(prediction, metric, invalid);
-    return {prediction.argmax(1), torch::ones({target.size(0)}, target.options().dtype(torch::kBool))};
-  }
-  require(prediction.sizes() == target.sizes(), metric,
-          "predicted labels " + shape_of(prediction) + " and labels " + shape_of(target) + " differ in shape");
-  return {prediction, valid_labels(prediction, num_classes, metric, invalid, "predicted labels")};
-}
+TRAINLOOP_DETAIL_API std::pair<torch::Tensor, torch::Tensor> predicted_labels(const torch::Tensor& prediction,
+                                                                              const torch::Tensor& target,
+                                                                              std::int64_t num_classes,
+                                                                              const char* metric,
+                                                                              InvalidValues& invalid);
 // Binary and multilabel decisions: predicted positives (probabilities or logits against the threshold, or 0/1
 // labels) and true positives (targets 0/1 or bool). Bad values: targets other than 0/1, NaN scores, probabilities
 // outside [0, 1] without logits(true), predicted labels other than 0/1.
-inline std::pair<torch::Tensor, torch::Tensor> binary_decisions(const torch::Tensor& prediction, const torch::Tensor& target,
-                                                                const ClassificationOptions& options, const char* metric,
-                                                                InvalidValues& invalid) {
-  auto zero_or_one = [&](const torch::Tensor& values, const char* what) {
-    if (values.scalar_type() == torch::kBool) return;
-    const torch::Tensor bad = values.ne(0).logical_and(values.ne(1));
-    invalid.check(bad, metric, [&] { return std::string(what) + " must be 0 or 1" + found_in(values, bad); });
-  };
-  zero_or_one(target, "targets");
-  torch::Tensor positive;
-  if (prediction.is_floating_point()) {
-    check_no_nan(prediction, metric, invalid);
-    if (options.logits()) {
-      positive = prediction.sigmoid().ge(options.threshold());
-    } else {
-      const torch::Tensor bad = prediction.lt(0).logical_or(prediction.gt(1));
-      invalid.check(bad, metric, [&] {
-        return "predictions must be probabilities in [0, 1]" + found_in(prediction, bad) +
-               "; for raw model outputs pass ClassificationOptions().logits(true)";
-      });
-      positive = prediction.ge(options.threshold());
-    }
-  } else {
-    zero_or_one(prediction, "predicted labels");
-    positive = prediction.ne(0);
-  }
-  return {positive, target.ne(0)};
-}
+TRAINLOOP_DETAIL_API std::pair<torch::Tensor, torch::Tensor> binary_decisions(const torch::Tensor& prediction,
+                                                                              const torch::Tensor& target,
+                                                                              const ClassificationOptions& options,
+                                                                              const char* metric,
+                                                                              InvalidValues& invalid);
 
 // Multiclass: adds each (label, predicted label) pair of the batch to `counts`, a flat [C * C] int64 confusion matrix
 // (rows: true labels), created on the labels' device when undefined. Pairs with an invalid value are counted by
 // `invalid` and left out. Returns the batch's examples (0: nothing was touched).
-inline std::int64_t add_to_confusion(torch::Tensor& counts, const torch::Tensor& prediction, const torch::Tensor& target,
-                                     std::int64_t num_classes, const char* metric, InvalidValues& invalid) {
-  const std::int64_t c = num_classes;
-  const torch::Tensor target_valid = valid_labels(target, c, metric, invalid);
-  auto [predicted, predicted_valid] = predicted_labels(prediction.detach(), target, c, metric, invalid);
-  if (target.size(0) == 0) return 0;  // an empty batch changes nothing
-  const torch::Tensor usable = target_valid.logical_and(predicted_valid);
-  if (!counts.defined()) counts = torch::zeros({c * c}, target.options().dtype(torch::kLong));
-  const torch::Tensor cells =
-      torch::where(usable, target.to(torch::kLong) * c + predicted.to(torch::kLong), torch::zeros({}, counts.options()));
-  counts.index_add_(0, cells, usable.to(torch::kLong));
-  return target.size(0);
-}
+TRAINLOOP_DETAIL_API std::int64_t add_to_confusion(torch::Tensor& counts, const torch::Tensor& prediction,
+                                                   const torch::Tensor& target, std::int64_t num_classes,
+                                                   const char* metric, InvalidValues& invalid);
 
 /// Per-class true positives, false positives and false negatives: what Precision, Recall and FBeta compute from.
 class ClassCounts {
@@ -5452,50 +5602,8 @@ class ClassCounts {
     if (options_.task() == Task::multilabel)
       require(options_.num_classes() > 0, metric_, "multilabel needs num_classes (the number of labels)");
   }
-  void reset() {
-    tp_ = fp_ = fn_ = torch::Tensor();
-    seen_.reset();
-    invalid_.reset();
-  }
-  void update(const torch::Tensor& prediction, const torch::Tensor& target) {
-    require(prediction.defined() && target.defined(), metric_, "update() got an undefined tensor");
-    torch::Tensor tp, fp, fn;
-    std::int64_t examples = 0;
-    if (options_.task() == Task::multiclass) {
-      const std::int64_t c = options_.num_classes();
-      torch::Tensor counts;
-      examples = add_to_confusion(counts, prediction, target, c, metric_, invalid_);
-      if (examples == 0) return;
-      const torch::Tensor cm = counts.view({c, c});
-      tp = cm.diagonal();
-      fp = cm.sum(0) - tp;
-      fn = cm.sum(1) - tp;
-    } else {
-      require(prediction.sizes() == target.sizes(), metric_,
-              "predictions " + shape_of(prediction) + " and targets " + shape_of(target) + " differ in shape");
-      if (options_.task() == Task::multilabel)
-        require(target.dim() == 2 && target.size(1) == options_.num_classes(), metric_,
-                "multilabel targets must be [N, " + std::to_string(options_.num_classes()) + "], got " + shape_of(target));
-      examples = options_.task() == Task::binary ? target.numel() : target.size(0);
-      if (examples == 0) return;
-      auto [p, t] = binary_decisions(prediction.detach(), target, options_, metric_, invalid_);
-      const torch::Tensor flat_p = options_.task() == Task::binary ? p.reshape({-1, 1}) : p;
-      const torch::Tensor flat_t = options_.task() == Task::binary ? t.reshape({-1, 1}) : t;
-      tp = (flat_p & flat_t).sum(0);
-      fp = (flat_p & ~flat_t).sum(0);
-      fn = (~flat_p & flat_t).sum(0);
-    }
-    if (!tp_.defined()) {
-      tp_ = tp.to(torch::kLong);
-      fp_ = fp.to(torch::kLong);
-      fn_ = fn.to(torch::kLong);
-    } else {
-      tp_.add_(tp);
-      fp_.add_(fp);
-      fn_.add_(fn);
-    }
-    seen_.add(examples);
-  }
+  TRAINLOOP_DETAIL_API void reset();
+  TRAINLOOP_DETAIL_API void update(const torch::Tensor& prediction, const torch::Tensor& target);
   // The per-class ratio numerator / denominator (0 where the denominator is 0), combined by the averaging mode.
   template <class PerClass>
   torch::Tensor compute(PerClass per_class) {
@@ -5522,9 +5630,7 @@ class ClassCounts {
   SeenCount seen_;
   InvalidValues invalid_;
 };
-inline torch::Tensor safe_ratio(const torch::Tensor& num, const torch::Tensor& den) {
-  return torch::where(den > 0, num / den.clamp_min(1e-300), torch::zeros_like(num));
-}
+TRAINLOOP_DETAIL_API torch::Tensor safe_ratio(const torch::Tensor& num, const torch::Tensor& den);
 }  // namespace detail
 
 /// Accuracy: binary (thresholded), multiclass (argmax or top-k), multilabel (a sample counts when all its labels
@@ -5534,54 +5640,9 @@ class Accuracy {
   explicit Accuracy(ClassificationOptions options = {}) : options_(options) {
     if (options_.top_k() < 1) throw std::invalid_argument("trainloop: Accuracy: top_k must be at least 1");
   }
-  void reset() {
-    correct_ = torch::Tensor();
-    seen_.reset();
-    invalid_.reset();
-  }
-  void update(const torch::Tensor& prediction, const torch::Tensor& target) {
-    using detail::require;
-    using detail::shape_of;
-    require(prediction.defined() && target.defined(), "Accuracy", "update() got an undefined tensor");
-    torch::Tensor correct;
-    std::int64_t count = 0;
-    if (options_.task() == Task::multiclass) {
-      require(options_.num_classes() > 0, "Accuracy", "multiclass needs num_classes (ClassificationOptions().num_classes(C))");
-      const torch::Tensor target_valid = detail::valid_labels(target, options_.num_classes(), "Accuracy", invalid_);
-      if (options_.top_k() > 1) {
-        require(prediction.dim() == 2 && prediction.size(1) == options_.num_classes() && prediction.size(0) == target.size(0),
-                "Accuracy", "top-k needs scores [N, " + std::to_string(options_.num_classes()) + "], got " + shape_of(prediction));
-        require(options_.top_k() <= options_.num_classes(), "Accuracy", "top_k exceeds num_classes");
-        detail::check_no_nan(prediction, "Accuracy", invalid_);
-        if (target.size(0) == 0) return;  // an empty batch changes nothing
-        const torch::Tensor top = std::get<1>(prediction.detach().topk(options_.top_k(), 1));
-        correct = top.eq(target.unsqueeze(1)).any(1).logical_and(target_valid).sum();
-      } else {
-        auto [predicted, predicted_valid] =
-            detail::predicted_labels(prediction.detach(), target, options_.num_classes(), "Accuracy", invalid_);
-        if (target.size(0) == 0) return;
-        correct = predicted.eq(target).logical_and(target_valid).sum();
-      }
-      count = target.size(0);
-    } else {
-      require(prediction.sizes() == target.sizes(), "Accuracy",
-              "predictions " + shape_of(prediction) + " and targets " + shape_of(target) + " differ in shape");
-      if (options_.task() == Task::multilabel)
-        require(target.dim() == 2, "Accuracy", "multilabel targets must be [N, labels], got " + shape_of(target));
-      count = options_.task() == Task::binary ? target.numel() : target.size(0);
-      if (count == 0) return;
-      auto [p, t] = detail::binary_decisions(prediction.detach(), target, options_, "Accuracy", invalid_);
-      correct = options_.task() == Task::binary ? p.eq(t).sum() : p.eq(t).all(1).sum();
-    }
-    if (!correct_.defined()) correct_ = correct.to(torch::kLong);
-    else correct_.add_(correct);
-    seen_.add(count);
-  }
-  torch::Tensor compute() {
-    invalid_.raise_if_any("Accuracy");
-    seen_.require_some("Accuracy");
-    return detail::synced(correct_, SyncOp::sum).to(torch::kFloat64) / seen_.total(correct_);
-  }
+  TRAINLOOP_DETAIL_API void reset();
+  TRAINLOOP_DETAIL_API void update(const torch::Tensor& prediction, const torch::Tensor& target);
+  TRAINLOOP_DETAIL_API torch::Tensor compute();
 
  private:
   ClassificationOptions options_;
@@ -5596,9 +5657,7 @@ class Precision {
   explicit Precision(ClassificationOptions options = {}) : counts_(options, "Precision") {}
   void reset() { counts_.reset(); }
   void update(const torch::Tensor& prediction, const torch::Tensor& target) { counts_.update(prediction, target); }
-  torch::Tensor compute() {
-    return counts_.compute([](const auto& tp, const auto& fp, const auto&) { return detail::safe_ratio(tp, tp + fp); });
-  }
+  TRAINLOOP_DETAIL_API torch::Tensor compute();
 
  private:
   detail::ClassCounts counts_;
@@ -5610,9 +5669,7 @@ class Recall {
   explicit Recall(ClassificationOptions options = {}) : counts_(options, "Recall") {}
   void reset() { counts_.reset(); }
   void update(const torch::Tensor& prediction, const torch::Tensor& target) { counts_.update(prediction, target); }
-  torch::Tensor compute() {
-    return counts_.compute([](const auto& tp, const auto&, const auto& fn) { return detail::safe_ratio(tp, tp + fn); });
-  }
+  TRAINLOOP_DETAIL_API torch::Tensor compute();
 
  private:
   detail::ClassCounts counts_;
@@ -5627,11 +5684,7 @@ class FBeta {
   }
   void reset() { counts_.reset(); }
   void update(const torch::Tensor& prediction, const torch::Tensor& target) { counts_.update(prediction, target); }
-  torch::Tensor compute() {
-    const double b2 = beta_ * beta_;
-    return counts_.compute(
-        [b2](const auto& tp, const auto& fp, const auto& fn) { return detail::safe_ratio((1 + b2) * tp, (1 + b2) * tp + b2 * fn + fp); });
-  }
+  TRAINLOOP_DETAIL_API torch::Tensor compute();
 
  private:
   double beta_;
@@ -5647,28 +5700,10 @@ class ConfusionMatrix {
       : num_classes_(num_classes), normalize_(normalize) {
     if (num_classes < 1) throw std::invalid_argument("trainloop: ConfusionMatrix: num_classes must be at least 1");
   }
-  void reset() {
-    matrix_ = torch::Tensor();
-    seen_.reset();
-    invalid_.reset();
-  }
-  void update(const torch::Tensor& prediction, const torch::Tensor& target) {
-    detail::require(prediction.defined() && target.defined(), "ConfusionMatrix", "update() got an undefined tensor");
-    seen_.add(detail::add_to_confusion(matrix_, prediction, target, num_classes_, "ConfusionMatrix", invalid_));
-  }
+  TRAINLOOP_DETAIL_API void reset();
+  TRAINLOOP_DETAIL_API void update(const torch::Tensor& prediction, const torch::Tensor& target);
   /// Counts (int64) when not normalised; float64 fractions otherwise (a row or column with no examples is 0).
-  torch::Tensor compute() {
-    invalid_.raise_if_any("ConfusionMatrix");
-    seen_.require_some("ConfusionMatrix");
-    const torch::Tensor m = detail::synced(matrix_, SyncOp::sum).view({num_classes_, num_classes_});
-    const torch::Tensor f = m.to(torch::kFloat64);
-    switch (normalize_) {
-      case Normalize::none: return m;
-      case Normalize::true_rows: return detail::safe_ratio(f, f.sum(1, true).expand_as(f));
-      case Normalize::predicted_columns: return detail::safe_ratio(f, f.sum(0, true).expand_as(f));
-      default: return f / f.sum().clamp_min(1e-300);
-    }
-  }
+  TRAINLOOP_DETAIL_API torch::Tensor compute();
   std::int64_t num_classes() const { return num_classes_; }
 
  private:
@@ -5710,53 +5745,272 @@ inline auto mean_iou(ConfusionMatrix& matrix, std::optional<std::int64_t> ignore
 /// over everything each iteration).
 class RocAuc {
  public:
-  void reset() {
-    scores_.clear();
-    targets_.clear();
-    seen_.reset();
-    invalid_.reset();
-  }
-  void update(const torch::Tensor& scores, const torch::Tensor& targets) {
-    detail::require(scores.defined() && targets.defined(), "RocAuc", "update() got an undefined tensor");
-    detail::require(scores.sizes() == targets.sizes() && scores.dim() <= 1, "RocAuc",
-                    "scores and targets must be [N] of the same length, got " + detail::shape_of(scores) + " and " +
-                        detail::shape_of(targets));
-    if (scores.numel() == 0) return;  // an empty batch changes nothing
-    detail::check_no_nan(scores, "RocAuc", invalid_);
-    if (targets.scalar_type() != torch::kBool) {
-      const torch::Tensor bad = targets.ne(0).logical_and(targets.ne(1));
-      invalid_.check(bad, "RocAuc", [&] { return "targets must be 0 or 1" + detail::found_in(targets, bad); });
-    }
-    scores_.push_back(scores.detach().reshape({-1}).to(torch::kFloat64));
-    targets_.push_back(targets.detach().reshape({-1}).ne(0));
-    seen_.add(scores.numel());
-  }
-  torch::Tensor compute() {
-    invalid_.raise_if_any("RocAuc");
-    seen_.require_some("RocAuc");
-    const torch::Tensor scores = torch::cat(scores_), positive = torch::cat(targets_);
-    const torch::Tensor n_pos = positive.sum().to(torch::kFloat64);
-    const torch::Tensor n_neg = static_cast<double>(positive.numel()) - n_pos;
-    const double positives = n_pos.item<double>();
-    if (positives == 0 || positives == static_cast<double>(positive.numel()))
-      throw NotComputableError("trainloop: RocAuc: not computable: only one class among the targets (" +
-                               std::string(positives == 0 ? "no positives" : "no negatives") + ")");
-    // Average ranks (1-based) of the sorted scores, ties sharing the mean of their positions.
-    auto [sorted, order] = scores.sort();
-    auto [values, inverse, counts] = torch::unique_consecutive(sorted, /*return_inverse=*/true, /*return_counts=*/true);
-    const torch::Tensor ends = counts.cumsum(0).to(torch::kFloat64);
-    const torch::Tensor group_rank = ends - (counts.to(torch::kFloat64) - 1) / 2;  // mean of start+1 .. end
-    const torch::Tensor ranks = group_rank.index_select(0, inverse);
-    const torch::Tensor positive_sorted = positive.index_select(0, order).to(torch::kFloat64);
-    const torch::Tensor rank_sum = (ranks * positive_sorted).sum();
-    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg);
-  }
+  TRAINLOOP_DETAIL_API void reset();
+  TRAINLOOP_DETAIL_API void update(const torch::Tensor& scores, const torch::Tensor& targets);
+  TRAINLOOP_DETAIL_API torch::Tensor compute();
 
  private:
   std::vector<torch::Tensor> scores_, targets_;
   detail::SeenCount seen_;
   detail::InvalidValues invalid_;
 };
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+namespace detail {
+TRAINLOOP_DETAIL_API std::string found_in(const torch::Tensor& values, const torch::Tensor& invalid) {
+  if (!can_check_values(values)) return "";
+  const torch::Tensor bad = values.masked_select(invalid);
+  if (bad.numel() == 0) return "";
+  return ", found " + (values.is_floating_point() ? format_number(bad[0].item<double>()) : std::to_string(bad[0].item<std::int64_t>()));
+}
+TRAINLOOP_DETAIL_API torch::Tensor valid_labels(const torch::Tensor& labels, std::int64_t num_classes,
+                                                const char* metric, InvalidValues& invalid, const char* what) {
+  require(!labels.is_floating_point() && !labels.is_complex(), metric,
+          std::string(what) + " must be integers, got " + std::string(c10::toString(labels.scalar_type())));
+  const torch::Tensor valid = labels.ge(0).logical_and(labels.lt(num_classes));
+  const torch::Tensor bad = valid.logical_not();
+  invalid.check(bad, metric, [&] {
+    return std::string(what) + " must be in [0, " + std::to_string(num_classes) + ")" + found_in(labels, bad);
+  });
+  return valid;
+}
+TRAINLOOP_DETAIL_API void check_no_nan(const torch::Tensor& scores, const char* metric, InvalidValues& invalid) {
+  if (!scores.is_floating_point()) return;
+  const torch::Tensor bad = scores.isnan();
+  invalid.check(bad, metric, [] { return std::string("scores must not be NaN"); });
+}
+TRAINLOOP_DETAIL_API std::pair<torch::Tensor, torch::Tensor> predicted_labels(const torch::Tensor& prediction,
+                                                                              const torch::Tensor& target,
+                                                                              std::int64_t num_classes,
+                                                                              const char* metric,
+                                                                              InvalidValues& invalid) {
+  require(num_classes > 0, metric, "multiclass needs num_classes (ClassificationOptions().num_classes(C))");
+  require(target.dim() == 1, metric, "multiclass labels must be [N], got " + shape_of(target));
+  if (prediction.dim() == 2) {
+    require(prediction.size(0) == target.size(0) && prediction.size(1) == num_classes, metric,
+            "scores must be [N, " + std::to_string(num_classes) + "] for labels [N], got " + shape_of(prediction) +
+                " and " + shape_of(target));
+    check_no_nan(prediction, metric, invalid);
+    return {prediction.argmax(1), torch::ones({target.size(0)}, target.options().dtype(torch::kBool))};
+  }
+  require(prediction.sizes() == target.sizes(), metric,
+          "predicted labels " + shape_of(prediction) + " and labels " + shape_of(target) + " differ in shape");
+  return {prediction, valid_labels(prediction, num_classes, metric, invalid, "predicted labels")};
+}
+TRAINLOOP_DETAIL_API std::pair<torch::Tensor, torch::Tensor> binary_decisions(const torch::Tensor& prediction,
+                                                                              const torch::Tensor& target,
+                                                                              const ClassificationOptions& options,
+                                                                              const char* metric,
+                                                                              InvalidValues& invalid) {
+  auto zero_or_one = [&](const torch::Tensor& values, const char* what) {
+    if (values.scalar_type() == torch::kBool) return;
+    const torch::Tensor bad = values.ne(0).logical_and(values.ne(1));
+    invalid.check(bad, metric, [&] { return std::string(what) + " must be 0 or 1" + found_in(values, bad); });
+  };
+  zero_or_one(target, "targets");
+  torch::Tensor positive;
+  if (prediction.is_floating_point()) {
+    check_no_nan(prediction, metric, invalid);
+    if (options.logits()) {
+      positive = prediction.sigmoid().ge(options.threshold());
+    } else {
+      const torch::Tensor bad = prediction.lt(0).logical_or(prediction.gt(1));
+      invalid.check(bad, metric, [&] {
+        return "predictions must be probabilities in [0, 1]" + found_in(prediction, bad) +
+               "; for raw model outputs pass ClassificationOptions().logits(true)";
+      });
+      positive = prediction.ge(options.threshold());
+    }
+  } else {
+    zero_or_one(prediction, "predicted labels");
+    positive = prediction.ne(0);
+  }
+  return {positive, target.ne(0)};
+}
+TRAINLOOP_DETAIL_API std::int64_t add_to_confusion(torch::Tensor& counts, const torch::Tensor& prediction,
+                                                   const torch::Tensor& target, std::int64_t num_classes,
+                                                   const char* metric, InvalidValues& invalid) {
+  const std::int64_t c = num_classes;
+  const torch::Tensor target_valid = valid_labels(target, c, metric, invalid);
+  auto [predicted, predicted_valid] = predicted_labels(prediction.detach(), target, c, metric, invalid);
+  if (target.size(0) == 0) return 0;  // an empty batch changes nothing
+  const torch::Tensor usable = target_valid.logical_and(predicted_valid);
+  if (!counts.defined()) counts = torch::zeros({c * c}, target.options().dtype(torch::kLong));
+  const torch::Tensor cells =
+      torch::where(usable, target.to(torch::kLong) * c + predicted.to(torch::kLong), torch::zeros({}, counts.options()));
+  counts.index_add_(0, cells, usable.to(torch::kLong));
+  return target.size(0);
+}
+TRAINLOOP_DETAIL_API void ClassCounts::reset() {
+  tp_ = fp_ = fn_ = torch::Tensor();
+  seen_.reset();
+  invalid_.reset();
+}
+TRAINLOOP_DETAIL_API void ClassCounts::update(const torch::Tensor& prediction, const torch::Tensor& target) {
+  require(prediction.defined() && target.defined(), metric_, "update() got an undefined tensor");
+  torch::Tensor tp, fp, fn;
+  std::int64_t examples = 0;
+  if (options_.task() == Task::multiclass) {
+    const std::int64_t c = options_.num_classes();
+    torch::Tensor counts;
+    examples = add_to_confusion(counts, prediction, target, c, metric_, invalid_);
+    if (examples == 0) return;
+    const torch::Tensor cm = counts.view({c, c});
+    tp = cm.diagonal();
+    fp = cm.sum(0) - tp;
+    fn = cm.sum(1) - tp;
+  } else {
+    require(prediction.sizes() == target.sizes(), metric_,
+            "predictions " + shape_of(prediction) + " and targets " + shape_of(target) + " differ in shape");
+    if (options_.task() == Task::multilabel)
+      require(target.dim() == 2 && target.size(1) == options_.num_classes(), metric_,
+              "multilabel targets must be [N, " + std::to_string(options_.num_classes()) + "], got " + shape_of(target));
+    examples = options_.task() == Task::binary ? target.numel() : target.size(0);
+    if (examples == 0) return;
+    auto [p, t] = binary_decisions(prediction.detach(), target, options_, metric_, invalid_);
+    const torch::Tensor flat_p = options_.task() == Task::binary ? p.reshape({-1, 1}) : p;
+    const torch::Tensor flat_t = options_.task() == Task::binary ? t.reshape({-1, 1}) : t;
+    tp = (flat_p & flat_t).sum(0);
+    fp = (flat_p & ~flat_t).sum(0);
+    fn = (~flat_p & flat_t).sum(0);
+  }
+  if (!tp_.defined()) {
+    tp_ = tp.to(torch::kLong);
+    fp_ = fp.to(torch::kLong);
+    fn_ = fn.to(torch::kLong);
+  } else {
+    tp_.add_(tp);
+    fp_.add_(fp);
+    fn_.add_(fn);
+  }
+  seen_.add(examples);
+}
+TRAINLOOP_DETAIL_API torch::Tensor safe_ratio(const torch::Tensor& num, const torch::Tensor& den) {
+  return torch::where(den > 0, num / den.clamp_min(1e-300), torch::zeros_like(num));
+}
+}  // namespace detail
+TRAINLOOP_DETAIL_API void Accuracy::reset() {
+  correct_ = torch::Tensor();
+  seen_.reset();
+  invalid_.reset();
+}
+TRAINLOOP_DETAIL_API void Accuracy::update(const torch::Tensor& prediction, const torch::Tensor& target) {
+  using detail::require;
+  using detail::shape_of;
+  require(prediction.defined() && target.defined(), "Accuracy", "update() got an undefined tensor");
+  torch::Tensor correct;
+  std::int64_t count = 0;
+  if (options_.task() == Task::multiclass) {
+    require(options_.num_classes() > 0, "Accuracy", "multiclass needs num_classes (ClassificationOptions().num_classes(C))");
+    const torch::Tensor target_valid = detail::valid_labels(target, options_.num_classes(), "Accuracy", invalid_);
+    if (options_.top_k() > 1) {
+      require(prediction.dim() == 2 && prediction.size(1) == options_.num_classes() && prediction.size(0) == target.size(0),
+              "Accuracy", "top-k needs scores [N, " + std::to_string(options_.num_classes()) + "], got " + shape_of(prediction));
+      require(options_.top_k() <= options_.num_classes(), "Accuracy", "top_k exceeds num_classes");
+      detail::check_no_nan(prediction, "Accuracy", invalid_);
+      if (target.size(0) == 0) return;  // an empty batch changes nothing
+      const torch::Tensor top = std::get<1>(prediction.detach().topk(options_.top_k(), 1));
+      correct = top.eq(target.unsqueeze(1)).any(1).logical_and(target_valid).sum();
+    } else {
+      auto [predicted, predicted_valid] =
+          detail::predicted_labels(prediction.detach(), target, options_.num_classes(), "Accuracy", invalid_);
+      if (target.size(0) == 0) return;
+      correct = predicted.eq(target).logical_and(target_valid).sum();
+    }
+    count = target.size(0);
+  } else {
+    require(prediction.sizes() == target.sizes(), "Accuracy",
+            "predictions " + shape_of(prediction) + " and targets " + shape_of(target) + " differ in shape");
+    if (options_.task() == Task::multilabel)
+      require(target.dim() == 2, "Accuracy", "multilabel targets must be [N, labels], got " + shape_of(target));
+    count = options_.task() == Task::binary ? target.numel() : target.size(0);
+    if (count == 0) return;
+    auto [p, t] = detail::binary_decisions(prediction.detach(), target, options_, "Accuracy", invalid_);
+    correct = options_.task() == Task::binary ? p.eq(t).sum() : p.eq(t).all(1).sum();
+  }
+  if (!correct_.defined()) correct_ = correct.to(torch::kLong);
+  else correct_.add_(correct);
+  seen_.add(count);
+}
+TRAINLOOP_DETAIL_API torch::Tensor Accuracy::compute() {
+  invalid_.raise_if_any("Accuracy");
+  seen_.require_some("Accuracy");
+  return detail::synced(correct_, SyncOp::sum).to(torch::kFloat64) / seen_.total(correct_);
+}
+TRAINLOOP_DETAIL_API torch::Tensor Precision::compute() {
+  return counts_.compute([](const auto& tp, const auto& fp, const auto&) { return detail::safe_ratio(tp, tp + fp); });
+}
+TRAINLOOP_DETAIL_API torch::Tensor Recall::compute() {
+  return counts_.compute([](const auto& tp, const auto&, const auto& fn) { return detail::safe_ratio(tp, tp + fn); });
+}
+TRAINLOOP_DETAIL_API torch::Tensor FBeta::compute() {
+  const double b2 = beta_ * beta_;
+  return counts_.compute(
+      [b2](const auto& tp, const auto& fp, const auto& fn) { return detail::safe_ratio((1 + b2) * tp, (1 + b2) * tp + b2 * fn + fp); });
+}
+TRAINLOOP_DETAIL_API void ConfusionMatrix::reset() {
+  matrix_ = torch::Tensor();
+  seen_.reset();
+  invalid_.reset();
+}
+TRAINLOOP_DETAIL_API void ConfusionMatrix::update(const torch::Tensor& prediction, const torch::Tensor& target) {
+  detail::require(prediction.defined() && target.defined(), "ConfusionMatrix", "update() got an undefined tensor");
+  seen_.add(detail::add_to_confusion(matrix_, prediction, target, num_classes_, "ConfusionMatrix", invalid_));
+}
+TRAINLOOP_DETAIL_API torch::Tensor ConfusionMatrix::compute() {
+  invalid_.raise_if_any("ConfusionMatrix");
+  seen_.require_some("ConfusionMatrix");
+  const torch::Tensor m = detail::synced(matrix_, SyncOp::sum).view({num_classes_, num_classes_});
+  const torch::Tensor f = m.to(torch::kFloat64);
+  switch (normalize_) {
+    case Normalize::none: return m;
+    case Normalize::true_rows: return detail::safe_ratio(f, f.sum(1, true).expand_as(f));
+    case Normalize::predicted_columns: return detail::safe_ratio(f, f.sum(0, true).expand_as(f));
+    default: return f / f.sum().clamp_min(1e-300);
+  }
+}
+TRAINLOOP_DETAIL_API void RocAuc::reset() {
+  scores_.clear();
+  targets_.clear();
+  seen_.reset();
+  invalid_.reset();
+}
+TRAINLOOP_DETAIL_API void RocAuc::update(const torch::Tensor& scores, const torch::Tensor& targets) {
+  detail::require(scores.defined() && targets.defined(), "RocAuc", "update() got an undefined tensor");
+  detail::require(scores.sizes() == targets.sizes() && scores.dim() <= 1, "RocAuc",
+                  "scores and targets must be [N] of the same length, got " + detail::shape_of(scores) + " and " +
+                      detail::shape_of(targets));
+  if (scores.numel() == 0) return;  // an empty batch changes nothing
+  detail::check_no_nan(scores, "RocAuc", invalid_);
+  if (targets.scalar_type() != torch::kBool) {
+    const torch::Tensor bad = targets.ne(0).logical_and(targets.ne(1));
+    invalid_.check(bad, "RocAuc", [&] { return "targets must be 0 or 1" + detail::found_in(targets, bad); });
+  }
+  scores_.push_back(scores.detach().reshape({-1}).to(torch::kFloat64));
+  targets_.push_back(targets.detach().reshape({-1}).ne(0));
+  seen_.add(scores.numel());
+}
+TRAINLOOP_DETAIL_API torch::Tensor RocAuc::compute() {
+  invalid_.raise_if_any("RocAuc");
+  seen_.require_some("RocAuc");
+  const torch::Tensor scores = torch::cat(scores_), positive = torch::cat(targets_);
+  const torch::Tensor n_pos = positive.sum().to(torch::kFloat64);
+  const torch::Tensor n_neg = static_cast<double>(positive.numel()) - n_pos;
+  const double positives = n_pos.item<double>();
+  if (positives == 0 || positives == static_cast<double>(positive.numel()))
+    throw NotComputableError("trainloop: RocAuc: not computable: only one class among the targets (" +
+                             std::string(positives == 0 ? "no positives" : "no negatives") + ")");
+  // Average ranks (1-based) of the sorted scores, ties sharing the mean of their positions.
+  auto [sorted, order] = scores.sort();
+  auto [values, inverse, counts] = torch::unique_consecutive(sorted, /*return_inverse=*/true, /*return_counts=*/true);
+  const torch::Tensor ends = counts.cumsum(0).to(torch::kFloat64);
+  const torch::Tensor group_rank = ends - (counts.to(torch::kFloat64) - 1) / 2;  // mean of start+1 .. end
+  const torch::Tensor ranks = group_rank.index_select(0, inverse);
+  const torch::Tensor positive_sorted = positive.index_select(0, order).to(torch::kFloat64);
+  const torch::Tensor rank_sum = (ranks * positive_sorted).sum();
+  return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg);
+}
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
 
 TRAINLOOP_DETAIL_END
 // ---- end parts/torch/metrics/classification.hpp ----
@@ -5807,10 +6061,7 @@ class SchedulerConfig {
     }
   }
   SchedulerConfig& interval(Interval v) { return interval_ = v, *this; }
-  SchedulerConfig& frequency(std::int64_t v) {
-    if (v < 1) throw std::invalid_argument("trainloop: SchedulerConfig().frequency(n): n must be at least 1");
-    return frequency_ = v, *this;
-  }
+  TRAINLOOP_DETAIL_API SchedulerConfig& frequency(std::int64_t v);
   /// Steps with the value of this metric (from callback_metrics) instead of plainly.
   SchedulerConfig& monitor(std::string metric) { return monitor_ = std::move(metric), *this; }
 
@@ -5823,9 +6074,7 @@ class SchedulerConfig {
   bool can_step_on_metric() const { return static_cast<bool>(step_on_metric_); }
   /// The scheduler's state, when it has one (empty otherwise).
   std::optional<StateDict> state_dict() const { return save_ ? std::optional<StateDict>(save_()) : std::nullopt; }
-  void load_state_dict(const StateDict& state) const {
-    if (load_) load_(state);
-  }
+  TRAINLOOP_DETAIL_API void load_state_dict(const StateDict& state) const;
 
  private:
   std::function<void()> step_;
@@ -5878,6 +6127,16 @@ Optimizers to_optimizers(R&& result) {
 }
 }  // namespace detail
 
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API SchedulerConfig& SchedulerConfig::frequency(std::int64_t v) {
+  if (v < 1) throw std::invalid_argument("trainloop: SchedulerConfig().frequency(n): n must be at least 1");
+  return frequency_ = v, *this;
+}
+TRAINLOOP_DETAIL_API void SchedulerConfig::load_state_dict(const StateDict& state) const {
+  if (load_) load_(state);
+}
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
+
 TRAINLOOP_DETAIL_END
 // ---- end parts/torch/optim.hpp ----
 // ---- begin parts/torch/schedulers.hpp ----
@@ -5914,106 +6173,35 @@ class Schedule {
 };
 
 namespace detail {
-inline void require_schedule(bool ok, const std::string& what) {
-  if (!ok) throw std::invalid_argument("trainloop: " + what);
-}
+TRAINLOOP_DETAIL_API void require_schedule(bool ok, const std::string& what);
 }  // namespace detail
 
 /// From `start` down (or up) to `end` along half a cosine over `cycle_size` events, then again from `start`
 /// (warm restarts), each cycle `cycle_mult` times longer than the last.
-inline Schedule cosine_annealing(double start, double end, std::int64_t cycle_size, double cycle_mult = 1.0) {
-  detail::require_schedule(cycle_size >= 2, "cosine_annealing: cycle_size must be at least 2");
-  detail::require_schedule(cycle_mult >= 1.0, "cosine_annealing: cycle_mult must be at least 1");
-  return Schedule(
-      [=](std::int64_t t) {
-        double length = static_cast<double>(cycle_size), position = static_cast<double>(t);
-        while (position >= length) {
-          position -= length;
-          length *= cycle_mult;
-        }
-        const double progress = position / length;
-        return start + (end - start) / 2 * (1 - std::cos(3.14159265358979323846 * progress));
-      },
-      "cosine_annealing");
-}
+TRAINLOOP_DETAIL_API Schedule cosine_annealing(double start, double end, std::int64_t cycle_size,
+                                               double cycle_mult = 1.0);
 
 /// A triangle: from `start` to `end` at mid-cycle and back to `start`, every `cycle_size` events.
-inline Schedule linear_cyclical(double start, double end, std::int64_t cycle_size) {
-  detail::require_schedule(cycle_size >= 2, "linear_cyclical: cycle_size must be at least 2");
-  return Schedule(
-      [=](std::int64_t t) {
-        const double progress = static_cast<double>(t % cycle_size) / static_cast<double>(cycle_size);
-        return end + (start - end) * std::abs(progress - 0.5) * 2;
-      },
-      "linear_cyclical");
-}
+TRAINLOOP_DETAIL_API Schedule linear_cyclical(double start, double end, std::int64_t cycle_size);
 
 /// Straight lines between (event, value) milestones: the first value before the first milestone, the last after the
 /// last one.
-inline Schedule piecewise_linear(std::vector<std::pair<std::int64_t, double>> milestones) {
-  detail::require_schedule(!milestones.empty(), "piecewise_linear: give at least one (event, value) milestone");
-  for (std::size_t i = 1; i < milestones.size(); ++i)
-    detail::require_schedule(milestones[i].first > milestones[i - 1].first,
-                             "piecewise_linear: milestone events must increase strictly");
-  return Schedule(
-      [m = std::move(milestones)](std::int64_t t) {
-        if (t <= m.front().first) return m.front().second;
-        for (std::size_t i = 1; i < m.size(); ++i)
-          if (t <= m[i].first) {
-            const double f = static_cast<double>(t - m[i - 1].first) / static_cast<double>(m[i].first - m[i - 1].first);
-            return m[i - 1].second + f * (m[i].second - m[i - 1].second);
-          }
-        return m.back().second;
-      },
-      "piecewise_linear");
-}
+TRAINLOOP_DETAIL_API Schedule piecewise_linear(std::vector<std::pair<std::int64_t, double>> milestones);
 
 /// initial * gamma^floor(t / step_size).
-inline Schedule step_decay(double initial, double gamma, std::int64_t step_size) {
-  detail::require_schedule(step_size >= 1, "step_decay: step_size must be at least 1");
-  return Schedule([=](std::int64_t t) { return initial * std::pow(gamma, static_cast<double>(t / step_size)); },
-                  "step_decay");
-}
+TRAINLOOP_DETAIL_API Schedule step_decay(double initial, double gamma, std::int64_t step_size);
 
 /// initial * gamma^(number of milestones reached, t >= milestone).
-inline Schedule multi_step(double initial, double gamma, std::vector<std::int64_t> milestones) {
-  detail::require_schedule(std::is_sorted(milestones.begin(), milestones.end()), "multi_step: milestones must be sorted");
-  return Schedule(
-      [=](std::int64_t t) {
-        const auto reached = std::upper_bound(milestones.begin(), milestones.end(), t) - milestones.begin();
-        return initial * std::pow(gamma, static_cast<double>(reached));
-      },
-      "multi_step");
-}
+TRAINLOOP_DETAIL_API Schedule multi_step(double initial, double gamma, std::vector<std::int64_t> milestones);
 
 /// initial * gamma^t.
-inline Schedule exponential(double initial, double gamma) {
-  return Schedule([=](std::int64_t t) { return initial * std::pow(gamma, static_cast<double>(t)); }, "exponential");
-}
+TRAINLOOP_DETAIL_API Schedule exponential(double initial, double gamma);
 
 /// One schedule after another: schedules[i] runs for durations[i] events (its own t from 0), the last one forever.
-inline Schedule concatenate(std::vector<Schedule> schedules, std::vector<std::int64_t> durations) {
-  detail::require_schedule(!schedules.empty() && durations.size() + 1 == schedules.size(),
-                           "concatenate: give n schedules and n - 1 durations");
-  for (auto d : durations) detail::require_schedule(d >= 1, "concatenate: durations must be at least 1");
-  return Schedule(
-      [s = std::move(schedules), d = std::move(durations)](std::int64_t t) {
-        for (std::size_t i = 0; i < d.size(); ++i) {
-          if (t < d[i]) return s[i](t);
-          t -= d[i];
-        }
-        return s.back()(t);
-      },
-      "concatenate");
-}
+TRAINLOOP_DETAIL_API Schedule concatenate(std::vector<Schedule> schedules, std::vector<std::int64_t> durations);
 
 /// A linear warmup from `warmup_start` to where `schedule` begins, over `warmup_duration` events, then `schedule`.
-inline Schedule with_warmup(Schedule schedule, double warmup_start, std::int64_t warmup_duration) {
-  detail::require_schedule(warmup_duration >= 1, "with_warmup: warmup_duration must be at least 1");
-  const double target = schedule(0);
-  return concatenate({piecewise_linear({{0, warmup_start}, {warmup_duration, target}}), std::move(schedule)},
-                     {warmup_duration});
-}
+TRAINLOOP_DETAIL_API Schedule with_warmup(Schedule schedule, double warmup_start, std::int64_t warmup_duration);
 
 /// The optimizer option a scheduler drives.
 enum class Param { lr, momentum, weight_decay };
@@ -6021,42 +6209,10 @@ enum class Param { lr, momentum, weight_decay };
 namespace detail {
 // Reads or writes `param` of a parameter group's options, whatever the optimizer (LibTorch's options types are not
 // polymorphic beyond lr); nullopt when the optimizer has no such option.
-inline std::optional<double> try_access_param(torch::optim::OptimizerOptions& options, Param param, const double* set) {
-  if (param == Param::lr) {
-    if (set) options.set_lr(*set);
-    return options.get_lr();
-  }
-  auto apply = [&](auto* typed) -> std::optional<double> {
-    if (!typed) return std::nullopt;
-    using T = std::remove_pointer_t<decltype(typed)>;
-    if (param == Param::weight_decay) {
-      if (set) typed->weight_decay(*set);
-      return typed->weight_decay();
-    }
-    if constexpr (std::is_same_v<T, torch::optim::SGDOptions> || std::is_same_v<T, torch::optim::RMSpropOptions>) {
-      if (set) typed->momentum(*set);
-      return typed->momentum();
-    } else if constexpr (std::is_same_v<T, torch::optim::AdamOptions> || std::is_same_v<T, torch::optim::AdamWOptions>) {
-      auto betas = typed->betas();  // Adam's momentum is beta1, as in PyTorch's cyclic schedulers
-      if (set) typed->betas(std::make_tuple(*set, std::get<1>(betas)));
-      return std::get<0>(typed->betas());
-    } else {
-      return std::nullopt;
-    }
-  };
-  if (auto v = apply(dynamic_cast<torch::optim::SGDOptions*>(&options))) return v;
-  if (auto v = apply(dynamic_cast<torch::optim::AdamOptions*>(&options))) return v;
-  if (auto v = apply(dynamic_cast<torch::optim::AdamWOptions*>(&options))) return v;
-  if (auto v = apply(dynamic_cast<torch::optim::RMSpropOptions*>(&options))) return v;
-  if (auto v = apply(dynamic_cast<torch::optim::AdagradOptions*>(&options))) return v;
-  return std::nullopt;
-}
+TRAINLOOP_DETAIL_API std::optional<double> try_access_param(torch::optim::OptimizerOptions& options, Param param,
+                                                            const double* set);
 // The same, as an error naming the optimizer's options type and the option when it is absent.
-inline double access_param(torch::optim::OptimizerOptions& options, Param param, const double* set) {
-  if (auto v = try_access_param(options, param, set)) return *v;
-  throw std::invalid_argument(std::string("trainloop: this optimizer's options (") + demangle(typeid(options).name()) + ") have no " +
-                              (param == Param::momentum ? "momentum" : "weight_decay"));
-}
+TRAINLOOP_DETAIL_API double access_param(torch::optim::OptimizerOptions& options, Param param, const double* set);
 }  // namespace detail
 
 /// Drives one option of every parameter group of an optimizer along a Schedule: the value for t = 0 is applied at
@@ -6067,26 +6223,14 @@ class ParamScheduler {
       : optimizer_(&optimizer), schedule_(std::move(schedule)), param_(param) {
     apply();
   }
-  void step() {
-    ++t_;
-    apply();
-  }
+  TRAINLOOP_DETAIL_API void step();
   double value() const { return schedule_(t_); }
   std::int64_t event_count() const { return t_; }
   StateDict state_dict() const { return {{"t", t_}}; }
-  void load_state_dict(const StateDict& state) {
-    auto it = state.find("t");
-    if (it == state.end() || !std::holds_alternative<std::int64_t>(it->second))
-      throw std::invalid_argument("trainloop: ParamScheduler state: key 't' is missing or not an integer");
-    t_ = std::get<std::int64_t>(it->second);
-    apply();
-  }
+  TRAINLOOP_DETAIL_API void load_state_dict(const StateDict& state);
 
  private:
-  void apply() {
-    const double v = schedule_(t_);
-    for (auto& group : optimizer_->param_groups()) detail::access_param(group.options(), param_, &v);
-  }
+  TRAINLOOP_DETAIL_API void apply();
   torch::optim::Optimizer* optimizer_;
   Schedule schedule_;
   Param param_;
@@ -6117,44 +6261,10 @@ class ReduceLROnPlateau {
   }
   explicit ReduceLROnPlateau(torch::optim::Optimizer& optimizer) : ReduceLROnPlateau(optimizer, Options{}) {}
 
-  void step(double metric) {
-    const bool better = options_.mode == Mode::min ? metric < best_ * (1 - options_.threshold)
-                                                   : metric > best_ * (1 + options_.threshold);
-    if (better || std::isinf(best_)) {
-      best_ = metric;
-      bad_checks_ = 0;
-    } else {
-      ++bad_checks_;
-    }
-    if (cooldown_left_ > 0) {
-      --cooldown_left_;
-      bad_checks_ = 0;
-    }
-    if (bad_checks_ > options_.patience) {
-      for (auto& group : optimizer_->param_groups()) {
-        const double lr = group.options().get_lr();
-        group.options().set_lr(std::max(lr * options_.factor, options_.min_lr));
-      }
-      cooldown_left_ = options_.cooldown;
-      bad_checks_ = 0;
-      ++reductions_;
-    }
-  }
+  TRAINLOOP_DETAIL_API void step(double metric);
   std::int64_t reductions() const { return reductions_; }
-  StateDict state_dict() const {
-    return {{"best", best_}, {"bad_checks", bad_checks_}, {"cooldown_left", cooldown_left_}, {"reductions", reductions_}};
-  }
-  void load_state_dict(const StateDict& state) {
-    auto get = [&](const char* key) -> const StateValue& {
-      auto it = state.find(key);
-      if (it == state.end()) throw std::invalid_argument(std::string("trainloop: ReduceLROnPlateau state: key '") + key + "' is missing");
-      return it->second;
-    };
-    best_ = std::get<double>(get("best"));
-    bad_checks_ = std::get<std::int64_t>(get("bad_checks"));
-    cooldown_left_ = std::get<std::int64_t>(get("cooldown_left"));
-    reductions_ = std::get<std::int64_t>(get("reductions"));
-  }
+  TRAINLOOP_DETAIL_API StateDict state_dict() const;
+  TRAINLOOP_DETAIL_API void load_state_dict(const StateDict& state);
 
  private:
   torch::optim::Optimizer* optimizer_;
@@ -6162,6 +6272,182 @@ class ReduceLROnPlateau {
   double best_;
   std::int64_t bad_checks_ = 0, cooldown_left_ = 0, reductions_ = 0;
 };
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+namespace detail {
+TRAINLOOP_DETAIL_API void require_schedule(bool ok, const std::string& what) {
+  if (!ok) throw std::invalid_argument("trainloop: " + what);
+}
+}  // namespace detail
+TRAINLOOP_DETAIL_API Schedule cosine_annealing(double start, double end, std::int64_t cycle_size, double cycle_mult) {
+  detail::require_schedule(cycle_size >= 2, "cosine_annealing: cycle_size must be at least 2");
+  detail::require_schedule(cycle_mult >= 1.0, "cosine_annealing: cycle_mult must be at least 1");
+  return Schedule(
+      [=](std::int64_t t) {
+        double length = static_cast<double>(cycle_size), position = static_cast<double>(t);
+        while (position >= length) {
+          position -= length;
+          length *= cycle_mult;
+        }
+        const double progress = position / length;
+        return start + (end - start) / 2 * (1 - std::cos(3.14159265358979323846 * progress));
+      },
+      "cosine_annealing");
+}
+TRAINLOOP_DETAIL_API Schedule linear_cyclical(double start, double end, std::int64_t cycle_size) {
+  detail::require_schedule(cycle_size >= 2, "linear_cyclical: cycle_size must be at least 2");
+  return Schedule(
+      [=](std::int64_t t) {
+        const double progress = static_cast<double>(t % cycle_size) / static_cast<double>(cycle_size);
+        return end + (start - end) * std::abs(progress - 0.5) * 2;
+      },
+      "linear_cyclical");
+}
+TRAINLOOP_DETAIL_API Schedule piecewise_linear(std::vector<std::pair<std::int64_t, double>> milestones) {
+  detail::require_schedule(!milestones.empty(), "piecewise_linear: give at least one (event, value) milestone");
+  for (std::size_t i = 1; i < milestones.size(); ++i)
+    detail::require_schedule(milestones[i].first > milestones[i - 1].first,
+                             "piecewise_linear: milestone events must increase strictly");
+  return Schedule(
+      [m = std::move(milestones)](std::int64_t t) {
+        if (t <= m.front().first) return m.front().second;
+        for (std::size_t i = 1; i < m.size(); ++i)
+          if (t <= m[i].first) {
+            const double f = static_cast<double>(t - m[i - 1].first) / static_cast<double>(m[i].first - m[i - 1].first);
+            return m[i - 1].second + f * (m[i].second - m[i - 1].second);
+          }
+        return m.back().second;
+      },
+      "piecewise_linear");
+}
+TRAINLOOP_DETAIL_API Schedule step_decay(double initial, double gamma, std::int64_t step_size) {
+  detail::require_schedule(step_size >= 1, "step_decay: step_size must be at least 1");
+  return Schedule([=](std::int64_t t) { return initial * std::pow(gamma, static_cast<double>(t / step_size)); },
+                  "step_decay");
+}
+TRAINLOOP_DETAIL_API Schedule multi_step(double initial, double gamma, std::vector<std::int64_t> milestones) {
+  detail::require_schedule(std::is_sorted(milestones.begin(), milestones.end()), "multi_step: milestones must be sorted");
+  return Schedule(
+      [=](std::int64_t t) {
+        const auto reached = std::upper_bound(milestones.begin(), milestones.end(), t) - milestones.begin();
+        return initial * std::pow(gamma, static_cast<double>(reached));
+      },
+      "multi_step");
+}
+TRAINLOOP_DETAIL_API Schedule exponential(double initial, double gamma) {
+  return Schedule([=](std::int64_t t) { return initial * std::pow(gamma, static_cast<double>(t)); }, "exponential");
+}
+TRAINLOOP_DETAIL_API Schedule concatenate(std::vector<Schedule> schedules, std::vector<std::int64_t> durations) {
+  detail::require_schedule(!schedules.empty() && durations.size() + 1 == schedules.size(),
+                           "concatenate: give n schedules and n - 1 durations");
+  for (auto d : durations) detail::require_schedule(d >= 1, "concatenate: durations must be at least 1");
+  return Schedule(
+      [s = std::move(schedules), d = std::move(durations)](std::int64_t t) {
+        for (std::size_t i = 0; i < d.size(); ++i) {
+          if (t < d[i]) return s[i](t);
+          t -= d[i];
+        }
+        return s.back()(t);
+      },
+      "concatenate");
+}
+TRAINLOOP_DETAIL_API Schedule with_warmup(Schedule schedule, double warmup_start, std::int64_t warmup_duration) {
+  detail::require_schedule(warmup_duration >= 1, "with_warmup: warmup_duration must be at least 1");
+  const double target = schedule(0);
+  return concatenate({piecewise_linear({{0, warmup_start}, {warmup_duration, target}}), std::move(schedule)},
+                     {warmup_duration});
+}
+namespace detail {
+TRAINLOOP_DETAIL_API std::optional<double> try_access_param(torch::optim::OptimizerOptions& options, Param param,
+                                                            const double* set) {
+  if (param == Param::lr) {
+    if (set) options.set_lr(*set);
+    return options.get_lr();
+  }
+  auto apply = [&](auto* typed) -> std::optional<double> {
+    if (!typed) return std::nullopt;
+    using T = std::remove_pointer_t<decltype(typed)>;
+    if (param == Param::weight_decay) {
+      if (set) typed->weight_decay(*set);
+      return typed->weight_decay();
+    }
+    if constexpr (std::is_same_v<T, torch::optim::SGDOptions> || std::is_same_v<T, torch::optim::RMSpropOptions>) {
+      if (set) typed->momentum(*set);
+      return typed->momentum();
+    } else if constexpr (std::is_same_v<T, torch::optim::AdamOptions> || std::is_same_v<T, torch::optim::AdamWOptions>) {
+      auto betas = typed->betas();  // Adam's momentum is beta1, as in PyTorch's cyclic schedulers
+      if (set) typed->betas(std::make_tuple(*set, std::get<1>(betas)));
+      return std::get<0>(typed->betas());
+    } else {
+      return std::nullopt;
+    }
+  };
+  if (auto v = apply(dynamic_cast<torch::optim::SGDOptions*>(&options))) return v;
+  if (auto v = apply(dynamic_cast<torch::optim::AdamOptions*>(&options))) return v;
+  if (auto v = apply(dynamic_cast<torch::optim::AdamWOptions*>(&options))) return v;
+  if (auto v = apply(dynamic_cast<torch::optim::RMSpropOptions*>(&options))) return v;
+  if (auto v = apply(dynamic_cast<torch::optim::AdagradOptions*>(&options))) return v;
+  return std::nullopt;
+}
+TRAINLOOP_DETAIL_API double access_param(torch::optim::OptimizerOptions& options, Param param, const double* set) {
+  if (auto v = try_access_param(options, param, set)) return *v;
+  throw std::invalid_argument(std::string("trainloop: this optimizer's options (") + demangle(typeid(options).name()) + ") have no " +
+                              (param == Param::momentum ? "momentum" : "weight_decay"));
+}
+}  // namespace detail
+TRAINLOOP_DETAIL_API void ParamScheduler::step() {
+  ++t_;
+  apply();
+}
+TRAINLOOP_DETAIL_API void ParamScheduler::load_state_dict(const StateDict& state) {
+  auto it = state.find("t");
+  if (it == state.end() || !std::holds_alternative<std::int64_t>(it->second))
+    throw std::invalid_argument("trainloop: ParamScheduler state: key 't' is missing or not an integer");
+  t_ = std::get<std::int64_t>(it->second);
+  apply();
+}
+TRAINLOOP_DETAIL_API void ParamScheduler::apply() {
+  const double v = schedule_(t_);
+  for (auto& group : optimizer_->param_groups()) detail::access_param(group.options(), param_, &v);
+}
+TRAINLOOP_DETAIL_API void ReduceLROnPlateau::step(double metric) {
+  const bool better = options_.mode == Mode::min ? metric < best_ * (1 - options_.threshold)
+                                                 : metric > best_ * (1 + options_.threshold);
+  if (better || std::isinf(best_)) {
+    best_ = metric;
+    bad_checks_ = 0;
+  } else {
+    ++bad_checks_;
+  }
+  if (cooldown_left_ > 0) {
+    --cooldown_left_;
+    bad_checks_ = 0;
+  }
+  if (bad_checks_ > options_.patience) {
+    for (auto& group : optimizer_->param_groups()) {
+      const double lr = group.options().get_lr();
+      group.options().set_lr(std::max(lr * options_.factor, options_.min_lr));
+    }
+    cooldown_left_ = options_.cooldown;
+    bad_checks_ = 0;
+    ++reductions_;
+  }
+}
+TRAINLOOP_DETAIL_API StateDict ReduceLROnPlateau::state_dict() const {
+  return {{"best", best_}, {"bad_checks", bad_checks_}, {"cooldown_left", cooldown_left_}, {"reductions", reductions_}};
+}
+TRAINLOOP_DETAIL_API void ReduceLROnPlateau::load_state_dict(const StateDict& state) {
+  auto get = [&](const char* key) -> const StateValue& {
+    auto it = state.find(key);
+    if (it == state.end()) throw std::invalid_argument(std::string("trainloop: ReduceLROnPlateau state: key '") + key + "' is missing");
+    return it->second;
+  };
+  best_ = std::get<double>(get("best"));
+  bad_checks_ = std::get<std::int64_t>(get("bad_checks"));
+  cooldown_left_ = std::get<std::int64_t>(get("cooldown_left"));
+  reductions_ = std::get<std::int64_t>(get("reductions"));
+}
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
 
 TRAINLOOP_DETAIL_END
 // ---- end parts/torch/schedulers.hpp ----
@@ -6250,14 +6536,8 @@ inline constexpr std::size_t integrity_record_size = sizeof(integrity_tag) - 1 +
 // The zip's end-of-central-directory record: 22 bytes, signature "PK\5\6", comment length at offset 20.
 inline constexpr std::size_t zip_end_record_size = 22;
 inline bool is_zip_end_record(const char* p) { return std::memcmp(p, "PK\x05\x06", 4) == 0; }
-inline std::uint16_t zip_comment_length(const char* end_record) {
-  return static_cast<std::uint16_t>(static_cast<unsigned char>(end_record[20]) |
-                                    (static_cast<unsigned char>(end_record[21]) << 8));
-}
-inline void set_zip_comment_length(char* end_record, std::uint16_t length) {
-  end_record[20] = static_cast<char>(length & 0xFF);
-  end_record[21] = static_cast<char>(length >> 8);
-}
+TRAINLOOP_DETAIL_API std::uint16_t zip_comment_length(const char* end_record);
+TRAINLOOP_DETAIL_API void set_zip_comment_length(char* end_record, std::uint16_t length);
 
 // Writes a file atomically from what LibTorch's archive writer hands over. write() never fails towards LibTorch (its
 // writer throws again from its destructor when a write fails, which aborts the process): the first error is kept and
@@ -6296,66 +6576,20 @@ TRAINLOOP_DETAIL_API std::map<std::string, torch::Tensor> named_tensors(const to
 
 #if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
 namespace detail {
-inline CheckpointError checkpoint_error(const std::string& path, const std::string& what) {
-  return CheckpointError("trainloop: checkpoint '" + path + "': " + what);
-}
+TRAINLOOP_DETAIL_API CheckpointError checkpoint_error(const std::string& path, const std::string& what);
 // The first line of a c10::Error, without LibTorch's backtrace.
 inline std::string first_line(const std::string& message) { return message.substr(0, message.find('\n')); }
-inline std::string folder_of(const std::string& path) {
-  const auto slash = path.find_last_of('/');
-  return slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
-}
-inline std::string errno_text(int error) {
-  std::string text = std::strerror(error);
-  if (error == ENOSPC) text += " (disk full)";
-  if (error == EFBIG) text += " (over the file size limit, ulimit -f?)";
-  if (error == EDQUOT) text += " (disk quota)";
-  return text;
-}
+TRAINLOOP_DETAIL_API std::string folder_of(const std::string& path);
+TRAINLOOP_DETAIL_API std::string errno_text(int error);
 
 // Temporaries are "<target>.tmp-<pid>", locked (flock) by their writer while it lives. One whose writer is gone
 // (the pid is dead and the lock is free) is removed.
-inline bool is_temporary_name(const std::string& name, long& pid) {
-  const auto at = name.rfind(".tmp-");
-  if (at == std::string::npos || at + 5 >= name.size()) return false;
-  for (std::size_t i = at + 5; i < name.size(); ++i)
-    if (name[i] < '0' || name[i] > '9') return false;
-  pid = std::strtol(name.c_str() + at + 5, nullptr, 10);
-  return pid > 0;
-}
+TRAINLOOP_DETAIL_API bool is_temporary_name(const std::string& name, long& pid);
 // Removes a temporary when no writer holds its lock (the lock dies with its process).
-inline void remove_if_unlocked(const std::string& path) {
-  struct stat info {};
-  if (::lstat(path.c_str(), &info) != 0 || !S_ISREG(info.st_mode)) return;
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return;
-  if (::flock(fd, LOCK_EX | LOCK_NB) == 0) ::unlink(path.c_str());
-  ::close(fd);
-}
-inline void remove_stale_temporaries(const std::string& folder) {
-  DIR* dir = ::opendir(folder.c_str());
-  if (!dir) return;  // the write itself will report the folder's problem
-  std::vector<std::string> stale;
-  while (const dirent* entry = ::readdir(dir)) {
-    long pid = 0;
-    const std::string name = entry->d_name;
-    if (!is_temporary_name(name, pid) || pid == static_cast<long>(::getpid())) continue;
-    if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM) continue;  // its writer may still be at work
-    stale.push_back(folder + "/" + name);
-  }
-  ::closedir(dir);
-  for (const auto& path : stale) remove_if_unlocked(path);
-}
+TRAINLOOP_DETAIL_API void remove_if_unlocked(const std::string& path);
+TRAINLOOP_DETAIL_API void remove_stale_temporaries(const std::string& folder);
 
-inline void fsync_folder_or_throw(const std::string& path) {
-  const std::string folder = folder_of(path);
-  const int fd = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) throw checkpoint_error(path, "cannot open its folder to sync: " + errno_text(errno));
-  const int rc = ::fsync(fd);
-  const int error = errno;
-  ::close(fd);
-  if (rc != 0) throw checkpoint_error(path, "fsync of its folder failed: " + errno_text(error));
-}
+TRAINLOOP_DETAIL_API void fsync_folder_or_throw(const std::string& path);
 
 TRAINLOOP_DETAIL_API AtomicCheckpointWriter::AtomicCheckpointWriter(std::string path) : path_(std::move(path)) {
   remove_stale_temporaries(folder_of(path_));
@@ -6443,84 +6677,11 @@ TRAINLOOP_DETAIL_API void AtomicCheckpointWriter::fail_with(int error, const std
 
 // Reads a checkpoint file whole and verifies its integrity record; returns the archive as LibTorch wrote it (the
 // record stripped). Memory: the file's size.
-inline std::string read_verified_checkpoint(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw checkpoint_error(path, std::strerror(errno));
-  struct Close {
-    int fd;
-    ~Close() { ::close(fd); }
-  } close_fd{fd};
-  struct stat info {};
-  if (::fstat(fd, &info) != 0) throw checkpoint_error(path, std::strerror(errno));
-  if (!S_ISREG(info.st_mode)) throw checkpoint_error(path, "not a regular file");
-  std::string bytes;
-  try {
-    bytes.resize(static_cast<std::size_t>(info.st_size));
-  } catch (const std::bad_alloc&) {
-    throw checkpoint_error(path, "cannot hold its " + std::to_string(info.st_size) + " bytes in memory");
-  }
-  for (std::size_t done = 0; done < bytes.size();) {
-    const ssize_t got = ::read(fd, bytes.data() + done, bytes.size() - done);
-    if (got < 0 && errno == EINTR) continue;
-    if (got < 0) throw checkpoint_error(path, std::string("read failed: ") + std::strerror(errno));
-    if (got == 0) throw checkpoint_error(path, "it shrank while being read");
-    done += static_cast<std::size_t>(got);
-  }
-  const std::string no_record =
-      "no trainloop integrity record at its end: truncated, not a trainloop checkpoint, or written by a trainloop "
-      "older than format 2";
-  if (bytes.size() < zip_end_record_size + integrity_record_size) throw checkpoint_error(path, no_record);
-  const std::size_t payload = bytes.size() - integrity_record_size;
-  const char* record = bytes.data() + payload;
-  char* end_record = bytes.data() + payload - zip_end_record_size;
-  if (std::memcmp(record, integrity_tag, sizeof(integrity_tag) - 1) != 0 || !is_zip_end_record(end_record) ||
-      zip_comment_length(end_record) != integrity_record_size)
-    throw checkpoint_error(path, no_record);
-  std::uint32_t recorded_crc = 0;
-  std::uint64_t recorded_size = 0;
-  const std::string text(record, integrity_record_size);
-  if (std::sscanf(text.c_str() + sizeof(integrity_tag) - 1, "%8" SCNx32 " size=%20" SCNu64, &recorded_crc,
-                  &recorded_size) != 2)
-    throw checkpoint_error(path, "its integrity record is damaged: '" + text + "'");
-  if (recorded_size != payload)
-    throw checkpoint_error(path, "truncated or extended: the record says " + std::to_string(recorded_size) +
-                                     " bytes precede it, the file has " + std::to_string(payload));
-  const std::uint32_t crc = crc32c(bytes.data(), payload);
-  if (crc != recorded_crc) {
-    char detail[96];
-    std::snprintf(detail, sizeof detail, "CRC-32C %08" PRIx32 ", recorded %08" PRIx32, crc, recorded_crc);
-    throw checkpoint_error(path, std::string("corrupt: the content changed after it was written (") + detail + ")");
-  }
-  set_zip_comment_length(end_record, 0);
-  bytes.resize(payload);
-  return bytes;
-}
+TRAINLOOP_DETAIL_API std::string read_verified_checkpoint(const std::string& path);
 
 // A StateDict as three typed dictionaries (TorchScript attributes need one value type per dictionary).
-inline void write_state_dict(torch::serialize::OutputArchive& archive, const StateDict& state) {
-  c10::Dict<std::string, std::int64_t> ints;
-  c10::Dict<std::string, double> doubles;
-  c10::Dict<std::string, std::string> strings;
-  for (const auto& [key, value] : state) {
-    if (const auto* i = std::get_if<std::int64_t>(&value)) ints.insert(key, *i);
-    else if (const auto* d = std::get_if<double>(&value)) doubles.insert(key, *d);
-    else strings.insert(key, std::get<std::string>(value));
-  }
-  archive.write("ints", c10::IValue(ints));
-  archive.write("doubles", c10::IValue(doubles));
-  archive.write("strings", c10::IValue(strings));
-}
-inline StateDict read_state_dict(torch::serialize::InputArchive& archive) {
-  StateDict state;
-  c10::IValue ints, doubles, strings;
-  archive.read("ints", ints);
-  archive.read("doubles", doubles);
-  archive.read("strings", strings);
-  for (const auto& e : ints.toGenericDict()) state[e.key().toStringRef()] = e.value().toInt();
-  for (const auto& e : doubles.toGenericDict()) state[e.key().toStringRef()] = e.value().toDouble();
-  for (const auto& e : strings.toGenericDict()) state[e.key().toStringRef()] = e.value().toStringRef();
-  return state;
-}
+TRAINLOOP_DETAIL_API void write_state_dict(torch::serialize::OutputArchive& archive, const StateDict& state);
+TRAINLOOP_DETAIL_API StateDict read_state_dict(torch::serialize::InputArchive& archive);
 TRAINLOOP_DETAIL_API std::map<std::string, torch::Tensor> named_tensors(const torch::nn::Module& model) {
   std::map<std::string, torch::Tensor> tensors;
   for (const auto& p : model.named_parameters()) tensors[p.key()] = p.value();
@@ -6529,65 +6690,14 @@ TRAINLOOP_DETAIL_API std::map<std::string, torch::Tensor> named_tensors(const to
 }
 // The name of the first floating tensor holding NaN or inf, or "" when all are finite: one reduction on the device
 // and one read to the host for the whole state.
-inline std::string first_non_finite(const std::map<std::string, torch::Tensor>& model,
-                                    const std::map<std::string, TensorDict>& tensor_states) {
-  std::vector<std::pair<std::string, torch::Tensor>> checked;
-  for (const auto& [name, tensor] : model)
-    if (tensor.defined() && tensor.is_floating_point()) checked.emplace_back("model/" + name, tensor);
-  for (const auto& [key, tensors] : tensor_states) {
-    if (key.rfind("trainer/", 0) == 0) continue;  // logged values (a NaN loss) are data, not state to protect
-    for (const auto& [name, tensor] : tensors)
-      if (tensor.defined() && tensor.is_floating_point()) checked.emplace_back(key + "/" + name, tensor);
-  }
-  if (checked.empty()) return "";
-  std::vector<torch::Tensor> finite;
-  finite.reserve(checked.size());
-  for (const auto& entry : checked) finite.push_back(torch::isfinite(entry.second.detach()).all().to(torch::kCPU));
-  const torch::Tensor flags = torch::stack(finite);
-  if (flags.all().item<bool>()) return "";
-  const bool* each = flags.data_ptr<bool>();
-  for (std::size_t i = 0; i < checked.size(); ++i)
-    if (!each[i]) return checked[i].first;
-  return "";
-}
+TRAINLOOP_DETAIL_API std::string first_non_finite(const std::map<std::string, torch::Tensor>& model,
+                                                  const std::map<std::string, TensorDict>& tensor_states);
 
 // A verified file opened as LibTorch's archive; LibTorch's errors (parse errors, out_of_range, bad_alloc) name the
 // file.
-inline void open_checkpoint(const std::string& path, torch::serialize::InputArchive& archive,
-                            std::optional<torch::Device> map_location) {
-  const std::string bytes = read_verified_checkpoint(path);
-  c10::optional<torch::Device> device;  // c10::optional is not std::optional in LibTorch 1.x
-  if (map_location) device = *map_location;
-  try {
-    archive.load_from(bytes.data(), bytes.size(), device);
-  } catch (const c10::Error& error) {
-    throw checkpoint_error(path, "not a readable checkpoint: " + first_line(error.what()));
-  } catch (const std::exception& error) {
-    throw checkpoint_error(path, std::string("not a readable checkpoint: ") + error.what());
-  }
-  c10::IValue format;
-  if (!archive.try_read("trainloop_format_version", format) || !format.isInt())
-    throw checkpoint_error(path, "not a trainloop checkpoint (no trainloop_format_version)");
-  c10::IValue written_by;
-  archive.try_read("trainloop_version", written_by);
-  if (format.toInt() > checkpoint_format_version)
-    throw checkpoint_error(path, "format version " + std::to_string(format.toInt()) + " (written by trainloop " +
-                                     (written_by.isString() ? written_by.toStringRef() : "?") +
-                                     ") is newer than this trainloop (" + version_string + ") reads (" +
-                                     std::to_string(checkpoint_format_version) + ")");
-}
-inline std::map<std::string, StateDict> read_states(torch::serialize::InputArchive& archive) {
-  std::map<std::string, StateDict> states;
-  c10::IValue names;
-  archive.read("state_names", names);
-  const auto list = names.toList();
-  for (std::size_t i = 0; i < list.size(); ++i) {
-    torch::serialize::InputArchive nested;
-    archive.read("state_" + std::to_string(i), nested);
-    states[list.get(i).toStringRef()] = read_state_dict(nested);
-  }
-  return states;
-}
+TRAINLOOP_DETAIL_API void open_checkpoint(const std::string& path, torch::serialize::InputArchive& archive,
+                                          std::optional<torch::Device> map_location);
+TRAINLOOP_DETAIL_API std::map<std::string, StateDict> read_states(torch::serialize::InputArchive& archive);
 // Runs f; whatever LibTorch throws while reading becomes an error naming the file (ours pass through).
 template <class F>
 decltype(auto) reading(const std::string& path, F&& f) {
@@ -6732,6 +6842,201 @@ TRAINLOOP_DETAIL_API void save_weights(const std::string& path, const torch::nn:
   save_checkpoint(path, model, {}, {}, /*include_rng=*/false);
 }
 
+namespace detail {
+TRAINLOOP_DETAIL_API std::uint16_t zip_comment_length(const char* end_record) {
+  return static_cast<std::uint16_t>(static_cast<unsigned char>(end_record[20]) |
+                                    (static_cast<unsigned char>(end_record[21]) << 8));
+}
+TRAINLOOP_DETAIL_API void set_zip_comment_length(char* end_record, std::uint16_t length) {
+  end_record[20] = static_cast<char>(length & 0xFF);
+  end_record[21] = static_cast<char>(length >> 8);
+}
+TRAINLOOP_DETAIL_API CheckpointError checkpoint_error(const std::string& path, const std::string& what) {
+  return CheckpointError("trainloop: checkpoint '" + path + "': " + what);
+}
+TRAINLOOP_DETAIL_API std::string folder_of(const std::string& path) {
+  const auto slash = path.find_last_of('/');
+  return slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+}
+TRAINLOOP_DETAIL_API std::string errno_text(int error) {
+  std::string text = std::strerror(error);
+  if (error == ENOSPC) text += " (disk full)";
+  if (error == EFBIG) text += " (over the file size limit, ulimit -f?)";
+  if (error == EDQUOT) text += " (disk quota)";
+  return text;
+}
+TRAINLOOP_DETAIL_API bool is_temporary_name(const std::string& name, long& pid) {
+  const auto at = name.rfind(".tmp-");
+  if (at == std::string::npos || at + 5 >= name.size()) return false;
+  for (std::size_t i = at + 5; i < name.size(); ++i)
+    if (name[i] < '0' || name[i] > '9') return false;
+  pid = std::strtol(name.c_str() + at + 5, nullptr, 10);
+  return pid > 0;
+}
+TRAINLOOP_DETAIL_API void remove_if_unlocked(const std::string& path) {
+  struct stat info {};
+  if (::lstat(path.c_str(), &info) != 0 || !S_ISREG(info.st_mode)) return;
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  if (::flock(fd, LOCK_EX | LOCK_NB) == 0) ::unlink(path.c_str());
+  ::close(fd);
+}
+TRAINLOOP_DETAIL_API void remove_stale_temporaries(const std::string& folder) {
+  DIR* dir = ::opendir(folder.c_str());
+  if (!dir) return;  // the write itself will report the folder's problem
+  std::vector<std::string> stale;
+  while (const dirent* entry = ::readdir(dir)) {
+    long pid = 0;
+    const std::string name = entry->d_name;
+    if (!is_temporary_name(name, pid) || pid == static_cast<long>(::getpid())) continue;
+    if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM) continue;  // its writer may still be at work
+    stale.push_back(folder + "/" + name);
+  }
+  ::closedir(dir);
+  for (const auto& path : stale) remove_if_unlocked(path);
+}
+TRAINLOOP_DETAIL_API void fsync_folder_or_throw(const std::string& path) {
+  const std::string folder = folder_of(path);
+  const int fd = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) throw checkpoint_error(path, "cannot open its folder to sync: " + errno_text(errno));
+  const int rc = ::fsync(fd);
+  const int error = errno;
+  ::close(fd);
+  if (rc != 0) throw checkpoint_error(path, "fsync of its folder failed: " + errno_text(error));
+}
+TRAINLOOP_DETAIL_API std::string read_verified_checkpoint(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw checkpoint_error(path, std::strerror(errno));
+  struct Close {
+    int fd;
+    ~Close() { ::close(fd); }
+  } close_fd{fd};
+  struct stat info {};
+  if (::fstat(fd, &info) != 0) throw checkpoint_error(path, std::strerror(errno));
+  if (!S_ISREG(info.st_mode)) throw checkpoint_error(path, "not a regular file");
+  std::string bytes;
+  try {
+    bytes.resize(static_cast<std::size_t>(info.st_size));
+  } catch (const std::bad_alloc&) {
+    throw checkpoint_error(path, "cannot hold its " + std::to_string(info.st_size) + " bytes in memory");
+  }
+  for (std::size_t done = 0; done < bytes.size();) {
+    const ssize_t got = ::read(fd, bytes.data() + done, bytes.size() - done);
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) throw checkpoint_error(path, std::string("read failed: ") + std::strerror(errno));
+    if (got == 0) throw checkpoint_error(path, "it shrank while being read");
+    done += static_cast<std::size_t>(got);
+  }
+  const std::string no_record =
+      "no trainloop integrity record at its end: truncated, not a trainloop checkpoint, or written by a trainloop "
+      "older than format 2";
+  if (bytes.size() < zip_end_record_size + integrity_record_size) throw checkpoint_error(path, no_record);
+  const std::size_t payload = bytes.size() - integrity_record_size;
+  const char* record = bytes.data() + payload;
+  char* end_record = bytes.data() + payload - zip_end_record_size;
+  if (std::memcmp(record, integrity_tag, sizeof(integrity_tag) - 1) != 0 || !is_zip_end_record(end_record) ||
+      zip_comment_length(end_record) != integrity_record_size)
+    throw checkpoint_error(path, no_record);
+  std::uint32_t recorded_crc = 0;
+  std::uint64_t recorded_size = 0;
+  const std::string text(record, integrity_record_size);
+  if (std::sscanf(text.c_str() + sizeof(integrity_tag) - 1, "%8" SCNx32 " size=%20" SCNu64, &recorded_crc,
+                  &recorded_size) != 2)
+    throw checkpoint_error(path, "its integrity record is damaged: '" + text + "'");
+  if (recorded_size != payload)
+    throw checkpoint_error(path, "truncated or extended: the record says " + std::to_string(recorded_size) +
+                                     " bytes precede it, the file has " + std::to_string(payload));
+  const std::uint32_t crc = crc32c(bytes.data(), payload);
+  if (crc != recorded_crc) {
+    char detail[96];
+    std::snprintf(detail, sizeof detail, "CRC-32C %08" PRIx32 ", recorded %08" PRIx32, crc, recorded_crc);
+    throw checkpoint_error(path, std::string("corrupt: the content changed after it was written (") + detail + ")");
+  }
+  set_zip_comment_length(end_record, 0);
+  bytes.resize(payload);
+  return bytes;
+}
+TRAINLOOP_DETAIL_API void write_state_dict(torch::serialize::OutputArchive& archive, const StateDict& state) {
+  c10::Dict<std::string, std::int64_t> ints;
+  c10::Dict<std::string, double> doubles;
+  c10::Dict<std::string, std::string> strings;
+  for (const auto& [key, value] : state) {
+    if (const auto* i = std::get_if<std::int64_t>(&value)) ints.insert(key, *i);
+    else if (const auto* d = std::get_if<double>(&value)) doubles.insert(key, *d);
+    else strings.insert(key, std::get<std::string>(value));
+  }
+  archive.write("ints", c10::IValue(ints));
+  archive.write("doubles", c10::IValue(doubles));
+  archive.write("strings", c10::IValue(strings));
+}
+TRAINLOOP_DETAIL_API StateDict read_state_dict(torch::serialize::InputArchive& archive) {
+  StateDict state;
+  c10::IValue ints, doubles, strings;
+  archive.read("ints", ints);
+  archive.read("doubles", doubles);
+  archive.read("strings", strings);
+  for (const auto& e : ints.toGenericDict()) state[e.key().toStringRef()] = e.value().toInt();
+  for (const auto& e : doubles.toGenericDict()) state[e.key().toStringRef()] = e.value().toDouble();
+  for (const auto& e : strings.toGenericDict()) state[e.key().toStringRef()] = e.value().toStringRef();
+  return state;
+}
+TRAINLOOP_DETAIL_API std::string first_non_finite(const std::map<std::string, torch::Tensor>& model,
+                                                  const std::map<std::string, TensorDict>& tensor_states) {
+  std::vector<std::pair<std::string, torch::Tensor>> checked;
+  for (const auto& [name, tensor] : model)
+    if (tensor.defined() && tensor.is_floating_point()) checked.emplace_back("model/" + name, tensor);
+  for (const auto& [key, tensors] : tensor_states) {
+    if (key.rfind("trainer/", 0) == 0) continue;  // logged values (a NaN loss) are data, not state to protect
+    for (const auto& [name, tensor] : tensors)
+      if (tensor.defined() && tensor.is_floating_point()) checked.emplace_back(key + "/" + name, tensor);
+  }
+  if (checked.empty()) return "";
+  std::vector<torch::Tensor> finite;
+  finite.reserve(checked.size());
+  for (const auto& entry : checked) finite.push_back(torch::isfinite(entry.second.detach()).all().to(torch::kCPU));
+  const torch::Tensor flags = torch::stack(finite);
+  if (flags.all().item<bool>()) return "";
+  const bool* each = flags.data_ptr<bool>();
+  for (std::size_t i = 0; i < checked.size(); ++i)
+    if (!each[i]) return checked[i].first;
+  return "";
+}
+TRAINLOOP_DETAIL_API void open_checkpoint(const std::string& path, torch::serialize::InputArchive& archive,
+                                          std::optional<torch::Device> map_location) {
+  const std::string bytes = read_verified_checkpoint(path);
+  c10::optional<torch::Device> device;  // c10::optional is not std::optional in LibTorch 1.x
+  if (map_location) device = *map_location;
+  try {
+    archive.load_from(bytes.data(), bytes.size(), device);
+  } catch (const c10::Error& error) {
+    throw checkpoint_error(path, "not a readable checkpoint: " + first_line(error.what()));
+  } catch (const std::exception& error) {
+    throw checkpoint_error(path, std::string("not a readable checkpoint: ") + error.what());
+  }
+  c10::IValue format;
+  if (!archive.try_read("trainloop_format_version", format) || !format.isInt())
+    throw checkpoint_error(path, "not a trainloop checkpoint (no trainloop_format_version)");
+  c10::IValue written_by;
+  archive.try_read("trainloop_version", written_by);
+  if (format.toInt() > checkpoint_format_version)
+    throw checkpoint_error(path, "format version " + std::to_string(format.toInt()) + " (written by trainloop " +
+                                     (written_by.isString() ? written_by.toStringRef() : "?") +
+                                     ") is newer than this trainloop (" + version_string + ") reads (" +
+                                     std::to_string(checkpoint_format_version) + ")");
+}
+TRAINLOOP_DETAIL_API std::map<std::string, StateDict> read_states(torch::serialize::InputArchive& archive) {
+  std::map<std::string, StateDict> states;
+  c10::IValue names;
+  archive.read("state_names", names);
+  const auto list = names.toList();
+  for (std::size_t i = 0; i < list.size(); ++i) {
+    torch::serialize::InputArchive nested;
+    archive.read("state_" + std::to_string(i), nested);
+    states[list.get(i).toStringRef()] = read_state_dict(nested);
+  }
+  return states;
+}
+}  // namespace detail
 #endif  // TRAINLOOP_DETAIL_DEFINE_API
 
 TRAINLOOP_DETAIL_END
@@ -11205,10 +11510,7 @@ class EarlyStopping {
     if (options_.patience < 1) throw std::invalid_argument("trainloop: EarlyStopping: patience must be at least 1");
     if (options_.min_delta < 0) throw std::invalid_argument("trainloop: EarlyStopping: min_delta must not be negative");
   }
-  EarlyStopping& stops(EngineCore& engine) {
-    target_ = &engine;
-    return *this;
-  }
+  TRAINLOOP_DETAIL_API EarlyStopping& stops(EngineCore& engine);
 
   // Trainer callback hooks.
   template <class T, class M>
@@ -11230,51 +11532,14 @@ class EarlyStopping {
   }
 
   /// One check with the metric's value; true when training should stop. The reason is in reason().
-  bool check(double current) {
-    ++checks_;
-    const bool minimize = options_.mode == Mode::min;
-    auto fmt = [](double v) {
-      char text[32];
-      std::snprintf(text, sizeof text, "%.6g", v);
-      return std::string(text);
-    };
-    if (options_.check_finite && !std::isfinite(current))
-      return stop("monitored metric " + options_.monitor + " = " + fmt(current) + " is not finite");
-    if (options_.stopping_threshold && (minimize ? current < *options_.stopping_threshold : current > *options_.stopping_threshold))
-      return stop(options_.monitor + " = " + fmt(current) + " reached the stopping threshold " + fmt(*options_.stopping_threshold));
-    if (options_.divergence_threshold &&
-        (minimize ? current > *options_.divergence_threshold : current < *options_.divergence_threshold))
-      return stop(options_.monitor + " = " + fmt(current) + " crossed the divergence threshold " + fmt(*options_.divergence_threshold));
-    const bool improved = !best_ || (minimize ? current < *best_ - options_.min_delta : current > *best_ + options_.min_delta);
-    if (improved) {
-      best_ = current;
-      wait_ = 0;
-      return false;
-    }
-    if (++wait_ >= options_.patience)
-      return stop(options_.monitor + " did not improve by more than " + fmt(options_.min_delta) + " in " +
-                  std::to_string(wait_) + " checks; best " + fmt(*best_));
-    return false;
-  }
+  TRAINLOOP_DETAIL_API bool check(double current);
 
   std::optional<double> best_score() const { return best_; }
   std::int64_t wait_count() const { return wait_; }
   bool stopped() const { return !reason_.empty(); }
   const std::string& reason() const { return reason_; }
-  StateDict state_dict() const {
-    StateDict s{{"wait_count", wait_}, {"checks", checks_}, {"reason", reason_}};
-    if (best_) s["best_score"] = *best_;
-    return s;
-  }
-  void load_state_dict(const StateDict& s) {
-    auto it = s.find("wait_count");
-    if (it == s.end() || !std::holds_alternative<std::int64_t>(it->second))
-      throw std::invalid_argument("trainloop: EarlyStopping state: key 'wait_count' is missing or not an integer");
-    wait_ = std::get<std::int64_t>(it->second);
-    checks_ = s.count("checks") ? std::get<std::int64_t>(s.at("checks")) : 0;
-    reason_ = s.count("reason") ? std::get<std::string>(s.at("reason")) : std::string();
-    best_ = s.count("best_score") ? std::optional<double>(std::get<double>(s.at("best_score"))) : std::nullopt;
-  }
+  TRAINLOOP_DETAIL_API StateDict state_dict() const;
+  TRAINLOOP_DETAIL_API void load_state_dict(const StateDict& s);
 
  private:
   template <class T>
@@ -11290,10 +11555,7 @@ class EarlyStopping {
     // Every rank stops if any does (data-parallel ranks that disagree would wait for each other forever).
     if (trainer.reduce_decision(check(it->second.template item<double>()), /*all=*/false)) trainer.should_stop(true);
   }
-  bool stop(std::string why) {
-    reason_ = std::move(why);
-    return true;
-  }
+  TRAINLOOP_DETAIL_API bool stop(std::string why);
 
   Options options_;
   EngineCore* target_ = nullptr;
@@ -11344,19 +11606,72 @@ class TerminateOnNan {
   const std::string& message() const { return message_; }
 
  private:
-  static torch::Tensor first_non_finite(const torch::Tensor& value) {
-    if (!value.defined() || !value.is_floating_point()) return {};
-    const torch::Tensor finite = torch::isfinite(value.detach());
-    if (finite.all().item<bool>()) return {};
-    return value.detach().reshape({-1}).index({finite.reshape({-1}).logical_not()}).slice(0, 0, 1);
-  }
-  void stop(const std::string& what) {
-    message_ = "trainloop: TerminateOnNan: " + what + "; stopping";
-    std::fprintf(stderr, "%s\n", message_.c_str());
-  }
+  TRAINLOOP_DETAIL_API static torch::Tensor first_non_finite(const torch::Tensor& value);
+  TRAINLOOP_DETAIL_API void stop(const std::string& what);
   std::string message_;
   bool checked_by_trainer_ = false;
 };
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API EarlyStopping& EarlyStopping::stops(EngineCore& engine) {
+  target_ = &engine;
+  return *this;
+}
+TRAINLOOP_DETAIL_API bool EarlyStopping::check(double current) {
+  ++checks_;
+  const bool minimize = options_.mode == Mode::min;
+  auto fmt = [](double v) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%.6g", v);
+    return std::string(text);
+  };
+  if (options_.check_finite && !std::isfinite(current))
+    return stop("monitored metric " + options_.monitor + " = " + fmt(current) + " is not finite");
+  if (options_.stopping_threshold && (minimize ? current < *options_.stopping_threshold : current > *options_.stopping_threshold))
+    return stop(options_.monitor + " = " + fmt(current) + " reached the stopping threshold " + fmt(*options_.stopping_threshold));
+  if (options_.divergence_threshold &&
+      (minimize ? current > *options_.divergence_threshold : current < *options_.divergence_threshold))
+    return stop(options_.monitor + " = " + fmt(current) + " crossed the divergence threshold " + fmt(*options_.divergence_threshold));
+  const bool improved = !best_ || (minimize ? current < *best_ - options_.min_delta : current > *best_ + options_.min_delta);
+  if (improved) {
+    best_ = current;
+    wait_ = 0;
+    return false;
+  }
+  if (++wait_ >= options_.patience)
+    return stop(options_.monitor + " did not improve by more than " + fmt(options_.min_delta) + " in " +
+                std::to_string(wait_) + " checks; best " + fmt(*best_));
+  return false;
+}
+TRAINLOOP_DETAIL_API StateDict EarlyStopping::state_dict() const {
+  StateDict s{{"wait_count", wait_}, {"checks", checks_}, {"reason", reason_}};
+  if (best_) s["best_score"] = *best_;
+  return s;
+}
+TRAINLOOP_DETAIL_API void EarlyStopping::load_state_dict(const StateDict& s) {
+  auto it = s.find("wait_count");
+  if (it == s.end() || !std::holds_alternative<std::int64_t>(it->second))
+    throw std::invalid_argument("trainloop: EarlyStopping state: key 'wait_count' is missing or not an integer");
+  wait_ = std::get<std::int64_t>(it->second);
+  checks_ = s.count("checks") ? std::get<std::int64_t>(s.at("checks")) : 0;
+  reason_ = s.count("reason") ? std::get<std::string>(s.at("reason")) : std::string();
+  best_ = s.count("best_score") ? std::optional<double>(std::get<double>(s.at("best_score"))) : std::nullopt;
+}
+TRAINLOOP_DETAIL_API bool EarlyStopping::stop(std::string why) {
+  reason_ = std::move(why);
+  return true;
+}
+TRAINLOOP_DETAIL_API torch::Tensor TerminateOnNan::first_non_finite(const torch::Tensor& value) {
+  if (!value.defined() || !value.is_floating_point()) return {};
+  const torch::Tensor finite = torch::isfinite(value.detach());
+  if (finite.all().item<bool>()) return {};
+  return value.detach().reshape({-1}).index({finite.reshape({-1}).logical_not()}).slice(0, 0, 1);
+}
+TRAINLOOP_DETAIL_API void TerminateOnNan::stop(const std::string& what) {
+  message_ = "trainloop: TerminateOnNan: " + what + "; stopping";
+  std::fprintf(stderr, "%s\n", message_.c_str());
+}
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
 
 TRAINLOOP_DETAIL_END
 // ---- end parts/torch/callbacks/early_stopping.hpp ----
@@ -11438,33 +11753,7 @@ class ModelCheckpoint {
   /// The checkpoint `fit(..., "last" | "best")` resumes from, or "" when there is none: what this ModelCheckpoint
   /// wrote in this process, else what its folder holds (after a crash): last.ckpt or the newest .ckpt for "last",
   /// and for "best" the best path recorded in that newest checkpoint.
-  std::string find_checkpoint(const std::string& which) const {
-    namespace fs = std::filesystem;
-    std::error_code error;
-    const std::string& known = which == "best" ? best_path_ : last_path_;
-    if (!known.empty() && fs::exists(known, error)) return known;
-    std::string newest;
-    const std::string last = options_.dirpath + "/last.ckpt";
-    if (fs::exists(last, error)) {
-      newest = last;
-    } else {
-      fs::file_time_type newest_time{};
-      for (fs::directory_iterator it(options_.dirpath, error), end; !error && it != end; it.increment(error)) {
-        if (it->path().extension() != ".ckpt" || !it->is_regular_file(error)) continue;
-        const auto time = it->last_write_time(error);
-        if (!error && (newest.empty() || time > newest_time)) newest = it->path().string(), newest_time = time;
-      }
-    }
-    if (which != "best" || newest.empty()) return newest;
-    for (const auto& [key, state] : read_checkpoint_states(newest)) {
-      if (key.rfind("callback/trainloop::ModelCheckpoint", 0) != 0) continue;
-      auto best = state.find("best_model_path");
-      if (best == state.end() || !std::holds_alternative<std::string>(best->second)) continue;
-      const std::string& path = std::get<std::string>(best->second);
-      if (!path.empty() && fs::exists(path, error)) return path;
-    }
-    return "";
-  }
+  TRAINLOOP_DETAIL_API std::string find_checkpoint(const std::string& which) const;
 
   const std::string& best_model_path() const { return best_path_; }
   std::optional<double> best_model_score() const { return best_score_; }
@@ -11472,59 +11761,12 @@ class ModelCheckpoint {
   /// The kept checkpoints, in saving order, with their scores (NaN without a monitor).
   const std::vector<std::pair<std::string, double>>& kept() const { return kept_; }
 
-  StateDict state_dict() const {
-    StateDict s{{"best_model_path", best_path_}, {"last_model_path", last_path_}, {"last_step", last_step_}};
-    if (best_score_) s["best_model_score"] = *best_score_;
-    std::string kept;
-    for (const auto& [path, score] : kept_) kept += path + '\t' + std::to_string(score) + '\n';
-    s["kept"] = kept;
-    return s;
-  }
-  void load_state_dict(const StateDict& s) {
-    auto text = [&](const char* key) { return s.count(key) ? std::get<std::string>(s.at(key)) : std::string(); };
-    best_path_ = text("best_model_path");
-    last_path_ = text("last_model_path");
-    last_step_ = s.count("last_step") ? std::get<std::int64_t>(s.at("last_step")) : -1;
-    best_score_ = s.count("best_model_score") ? std::optional<double>(std::get<double>(s.at("best_model_score"))) : std::nullopt;
-    kept_.clear();
-    const std::string kept = text("kept");
-    for (std::size_t start = 0, end; (end = kept.find('\n', start)) != std::string::npos; start = end + 1) {
-      const std::string line = kept.substr(start, end - start);
-      const auto tab = line.find('\t');
-      kept_.emplace_back(line.substr(0, tab), std::stod(line.substr(tab + 1)));
-    }
-  }
+  TRAINLOOP_DETAIL_API StateDict state_dict() const;
+  TRAINLOOP_DETAIL_API void load_state_dict(const StateDict& s);
 
   /// "epoch={epoch}-val_loss={val_loss:.3f}" with the values: {name} or {name:.Nf}; an unknown name is an error.
-  static std::string format_filename(const std::string& pattern, const std::map<std::string, double>& values) {
-    std::string out;
-    for (std::size_t i = 0; i < pattern.size();) {
-      if (pattern[i] != '{') {
-        out += pattern[i++];
-        continue;
-      }
-      const auto close = pattern.find('}', i);
-      if (close == std::string::npos) throw std::invalid_argument("trainloop: ModelCheckpoint: unclosed '{' in '" + pattern + "'");
-      std::string field = pattern.substr(i + 1, close - i - 1), format;
-      if (const auto colon = field.find(':'); colon != std::string::npos) {
-        format = field.substr(colon + 1);
-        field = field.substr(0, colon);
-      }
-      auto it = values.find(field);
-      if (it == values.end())
-        throw std::invalid_argument("trainloop: ModelCheckpoint: the filename names '" + field + "', which was not logged");
-      char text[64];
-      if (format.empty() && it->second == static_cast<double>(static_cast<std::int64_t>(it->second)))
-        std::snprintf(text, sizeof text, "%lld", static_cast<long long>(it->second));
-      else if (format.empty())
-        std::snprintf(text, sizeof text, "%g", it->second);
-      else
-        std::snprintf(text, sizeof text, ("%" + format).c_str(), it->second);
-      out += text;
-      i = close + 1;
-    }
-    return out;
-  }
+  TRAINLOOP_DETAIL_API static std::string format_filename(const std::string& pattern, const std::map<std::string,
+                                                          double>& values);
 
  private:
   template <class T>
@@ -11584,35 +11826,11 @@ class ModelCheckpoint {
   }
   bool better(double a, double b) const { return options_.mode == Mode::min ? a < b : a > b; }
   // Whether a checkpoint with `score` enters the kept set.
-  bool keeps(double score) const {
-    if (options_.monitor.empty() || options_.save_top_k == -1) return true;
-    if (static_cast<std::int64_t>(kept_.size()) < options_.save_top_k) return true;
-    for (const auto& [path, s] : kept_)
-      if (better(score, s)) return true;
-    return false;
-  }
+  TRAINLOOP_DETAIL_API bool keeps(double score) const;
   // Takes the worst (without a monitor: the oldest) beyond save_top_k out of the kept set, returning their files,
   // and updates the best.
-  std::vector<std::string> drop_beyond_top_k() {
-    std::vector<std::string> dropped;
-    while (options_.save_top_k > 0 && static_cast<std::int64_t>(kept_.size()) > options_.save_top_k) {
-      auto worst = kept_.begin();  // in saving order: the oldest first
-      if (!options_.monitor.empty())
-        for (auto it = kept_.begin(); it != kept_.end(); ++it)
-          if (better(worst->second, it->second)) worst = it;
-      dropped.push_back(worst->first);
-      kept_.erase(worst);
-    }
-    update_best();
-    return dropped;
-  }
-  void update_best() {
-    best_path_.clear();
-    best_score_.reset();
-    for (const auto& [path, score] : kept_)
-      if (options_.monitor.empty() || !best_score_ || better(score, *best_score_)) best_path_ = path, best_score_ = score;
-    if (options_.monitor.empty()) best_score_.reset();  // "best" is the latest when nothing is ranked
-  }
+  TRAINLOOP_DETAIL_API std::vector<std::string> drop_beyond_top_k();
+  TRAINLOOP_DETAIL_API void update_best();
 
   Options options_;
   std::vector<std::pair<std::string, double>> kept_;  // in saving order
@@ -11621,6 +11839,115 @@ class ModelCheckpoint {
   std::int64_t last_step_ = -1;
   std::chrono::steady_clock::time_point last_time_save_{};
 };
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API std::string ModelCheckpoint::find_checkpoint(const std::string& which) const {
+  namespace fs = std::filesystem;
+  std::error_code error;
+  const std::string& known = which == "best" ? best_path_ : last_path_;
+  if (!known.empty() && fs::exists(known, error)) return known;
+  std::string newest;
+  const std::string last = options_.dirpath + "/last.ckpt";
+  if (fs::exists(last, error)) {
+    newest = last;
+  } else {
+    fs::file_time_type newest_time{};
+    for (fs::directory_iterator it(options_.dirpath, error), end; !error && it != end; it.increment(error)) {
+      if (it->path().extension() != ".ckpt" || !it->is_regular_file(error)) continue;
+      const auto time = it->last_write_time(error);
+      if (!error && (newest.empty() || time > newest_time)) newest = it->path().string(), newest_time = time;
+    }
+  }
+  if (which != "best" || newest.empty()) return newest;
+  for (const auto& [key, state] : read_checkpoint_states(newest)) {
+    if (key.rfind("callback/trainloop::ModelCheckpoint", 0) != 0) continue;
+    auto best = state.find("best_model_path");
+    if (best == state.end() || !std::holds_alternative<std::string>(best->second)) continue;
+    const std::string& path = std::get<std::string>(best->second);
+    if (!path.empty() && fs::exists(path, error)) return path;
+  }
+  return "";
+}
+TRAINLOOP_DETAIL_API StateDict ModelCheckpoint::state_dict() const {
+  StateDict s{{"best_model_path", best_path_}, {"last_model_path", last_path_}, {"last_step", last_step_}};
+  if (best_score_) s["best_model_score"] = *best_score_;
+  std::string kept;
+  for (const auto& [path, score] : kept_) kept += path + '\t' + std::to_string(score) + '\n';
+  s["kept"] = kept;
+  return s;
+}
+TRAINLOOP_DETAIL_API void ModelCheckpoint::load_state_dict(const StateDict& s) {
+  auto text = [&](const char* key) { return s.count(key) ? std::get<std::string>(s.at(key)) : std::string(); };
+  best_path_ = text("best_model_path");
+  last_path_ = text("last_model_path");
+  last_step_ = s.count("last_step") ? std::get<std::int64_t>(s.at("last_step")) : -1;
+  best_score_ = s.count("best_model_score") ? std::optional<double>(std::get<double>(s.at("best_model_score"))) : std::nullopt;
+  kept_.clear();
+  const std::string kept = text("kept");
+  for (std::size_t start = 0, end; (end = kept.find('\n', start)) != std::string::npos; start = end + 1) {
+    const std::string line = kept.substr(start, end - start);
+    const auto tab = line.find('\t');
+    kept_.emplace_back(line.substr(0, tab), std::stod(line.substr(tab + 1)));
+  }
+}
+TRAINLOOP_DETAIL_API std::string ModelCheckpoint::format_filename(const std::string& pattern,
+                                                                  const std::map<std::string, double>& values) {
+  std::string out;
+  for (std::size_t i = 0; i < pattern.size();) {
+    if (pattern[i] != '{') {
+      out += pattern[i++];
+      continue;
+    }
+    const auto close = pattern.find('}', i);
+    if (close == std::string::npos) throw std::invalid_argument("trainloop: ModelCheckpoint: unclosed '{' in '" + pattern + "'");
+    std::string field = pattern.substr(i + 1, close - i - 1), format;
+    if (const auto colon = field.find(':'); colon != std::string::npos) {
+      format = field.substr(colon + 1);
+      field = field.substr(0, colon);
+    }
+    auto it = values.find(field);
+    if (it == values.end())
+      throw std::invalid_argument("trainloop: ModelCheckpoint: the filename names '" + field + "', which was not logged");
+    char text[64];
+    if (format.empty() && it->second == static_cast<double>(static_cast<std::int64_t>(it->second)))
+      std::snprintf(text, sizeof text, "%lld", static_cast<long long>(it->second));
+    else if (format.empty())
+      std::snprintf(text, sizeof text, "%g", it->second);
+    else
+      std::snprintf(text, sizeof text, ("%" + format).c_str(), it->second);
+    out += text;
+    i = close + 1;
+  }
+  return out;
+}
+TRAINLOOP_DETAIL_API bool ModelCheckpoint::keeps(double score) const {
+  if (options_.monitor.empty() || options_.save_top_k == -1) return true;
+  if (static_cast<std::int64_t>(kept_.size()) < options_.save_top_k) return true;
+  for (const auto& [path, s] : kept_)
+    if (better(score, s)) return true;
+  return false;
+}
+TRAINLOOP_DETAIL_API std::vector<std::string> ModelCheckpoint::drop_beyond_top_k() {
+  std::vector<std::string> dropped;
+  while (options_.save_top_k > 0 && static_cast<std::int64_t>(kept_.size()) > options_.save_top_k) {
+    auto worst = kept_.begin();  // in saving order: the oldest first
+    if (!options_.monitor.empty())
+      for (auto it = kept_.begin(); it != kept_.end(); ++it)
+        if (better(worst->second, it->second)) worst = it;
+    dropped.push_back(worst->first);
+    kept_.erase(worst);
+  }
+  update_best();
+  return dropped;
+}
+TRAINLOOP_DETAIL_API void ModelCheckpoint::update_best() {
+  best_path_.clear();
+  best_score_.reset();
+  for (const auto& [path, score] : kept_)
+    if (options_.monitor.empty() || !best_score_ || better(score, *best_score_)) best_path_ = path, best_score_ = score;
+  if (options_.monitor.empty()) best_score_.reset();  // "best" is the latest when nothing is ranked
+}
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
 
 TRAINLOOP_DETAIL_END
 // ---- end parts/torch/callbacks/model_checkpoint.hpp ----
@@ -11724,10 +12051,7 @@ class LearningRateMonitor {
   LearningRateMonitor() : LearningRateMonitor(Options{}) {}
   explicit LearningRateMonitor(Options options) : options_(options) {}
 
-  LearningRateMonitor& watch(torch::optim::Optimizer& optimizer) {
-    watched_.push_back(&optimizer);
-    return *this;
-  }
+  TRAINLOOP_DETAIL_API LearningRateMonitor& watch(torch::optim::Optimizer& optimizer);
 
   /// Every value recorded, by name, in order.
   const std::map<std::string, std::vector<double>>& lrs() const noexcept { return history_; }
@@ -11789,37 +12113,10 @@ class LearningRateMonitor {
   }
 
   // Lightning's names: the optimizer's class, numbered from its second occurrence, "/pgN" with several groups.
-  void name_optimizers(const std::vector<torch::optim::Optimizer*>& optimizers) {
-    optimizers_ = optimizers;
-    names_.clear();
-    std::map<std::string, int> seen;
-    for (auto* optimizer : optimizers) {
-      std::string type = detail::demangle(typeid(*optimizer).name());
-      if (type.rfind("torch::optim::", 0) == 0) type = type.substr(14);
-      const int n = seen[type]++;
-      const std::string base = "lr-" + type + (n > 0 ? "-" + std::to_string(n) : "");
-      std::vector<std::string> groups;
-      const auto count = optimizer->param_groups().size();
-      for (std::size_t g = 0; g < count; ++g) groups.push_back(count == 1 ? base : base + "/pg" + std::to_string(g + 1));
-      names_.push_back(groups);
-    }
-  }
-  void read(std::size_t i, std::map<std::string, double>& values) {
-    auto& groups = optimizers_[i]->param_groups();
-    for (std::size_t g = 0; g < groups.size() && g < names_[i].size(); ++g) {
-      auto& options = groups[g].options();
-      put(values, names_[i][g], detail::try_access_param(options, Param::lr, nullptr));
-      if (options_.log_momentum)
-        put(values, names_[i][g] + "-momentum", detail::try_access_param(options, Param::momentum, nullptr));
-      if (options_.log_weight_decay)
-        put(values, names_[i][g] + "-weight_decay", detail::try_access_param(options, Param::weight_decay, nullptr));
-    }
-  }
-  void put(std::map<std::string, double>& values, const std::string& name, std::optional<double> value) {
-    if (!value) return;  // an optimizer without momentum (Adagrad): nothing to log, as in Lightning
-    values[name] = *value;
-    history_[name].push_back(*value);
-  }
+  TRAINLOOP_DETAIL_API void name_optimizers(const std::vector<torch::optim::Optimizer*>& optimizers);
+  TRAINLOOP_DETAIL_API void read(std::size_t i, std::map<std::string, double>& values);
+  TRAINLOOP_DETAIL_API void put(std::map<std::string, double>& values, const std::string& name,
+                                std::optional<double> value);
 
   Options options_;
   std::vector<torch::optim::Optimizer*> watched_, optimizers_;
@@ -11827,6 +12124,45 @@ class LearningRateMonitor {
   std::vector<std::vector<std::string>> names_;  // per optimizer, per parameter group
   std::map<std::string, std::vector<double>> history_;
 };
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API LearningRateMonitor& LearningRateMonitor::watch(torch::optim::Optimizer& optimizer) {
+  watched_.push_back(&optimizer);
+  return *this;
+}
+TRAINLOOP_DETAIL_API void LearningRateMonitor::name_optimizers(const std::vector<torch::optim::Optimizer*>& optimizers) {
+  optimizers_ = optimizers;
+  names_.clear();
+  std::map<std::string, int> seen;
+  for (auto* optimizer : optimizers) {
+    std::string type = detail::demangle(typeid(*optimizer).name());
+    if (type.rfind("torch::optim::", 0) == 0) type = type.substr(14);
+    const int n = seen[type]++;
+    const std::string base = "lr-" + type + (n > 0 ? "-" + std::to_string(n) : "");
+    std::vector<std::string> groups;
+    const auto count = optimizer->param_groups().size();
+    for (std::size_t g = 0; g < count; ++g) groups.push_back(count == 1 ? base : base + "/pg" + std::to_string(g + 1));
+    names_.push_back(groups);
+  }
+}
+TRAINLOOP_DETAIL_API void LearningRateMonitor::read(std::size_t i, std::map<std::string, double>& values) {
+  auto& groups = optimizers_[i]->param_groups();
+  for (std::size_t g = 0; g < groups.size() && g < names_[i].size(); ++g) {
+    auto& options = groups[g].options();
+    put(values, names_[i][g], detail::try_access_param(options, Param::lr, nullptr));
+    if (options_.log_momentum)
+      put(values, names_[i][g] + "-momentum", detail::try_access_param(options, Param::momentum, nullptr));
+    if (options_.log_weight_decay)
+      put(values, names_[i][g] + "-weight_decay", detail::try_access_param(options, Param::weight_decay, nullptr));
+  }
+}
+TRAINLOOP_DETAIL_API void LearningRateMonitor::put(std::map<std::string, double>& values, const std::string& name,
+                                                   std::optional<double> value) {
+  if (!value) return;  // an optimizer without momentum (Adagrad): nothing to log, as in Lightning
+  values[name] = *value;
+  history_[name].push_back(*value);
+}
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
 
 TRAINLOOP_DETAIL_END
 // ---- end parts/torch/callbacks/lr_monitor.hpp ----
@@ -11869,52 +12205,18 @@ class EMA {
     if (!(options_.decay > 0 && options_.decay < 1)) throw std::invalid_argument("trainloop: EMA: decay must be in (0, 1)");
     if (options_.every_n_steps < 1) throw std::invalid_argument("trainloop: EMA: every_n_steps must be at least 1");
   }
-  EMA& track(torch::nn::Module& model) {
-    tracked_ = &model;
-    return *this;
-  }
+  TRAINLOOP_DETAIL_API EMA& track(torch::nn::Module& model);
 
   /// The decay the next update uses.
-  double current_decay() const {
-    if (!options_.warmup) return options_.decay;
-    const double n = static_cast<double>(updates_);
-    return std::min(options_.decay, (1 + n) / (10 + n));
-  }
+  TRAINLOOP_DETAIL_API double current_decay() const;
   std::int64_t updates() const noexcept { return updates_; }
   /// The averaged tensors, named like the model's parameters and buffers.
-  TensorDict averaged() const {
-    TensorDict tensors;
-    for (std::size_t i = 0; i < names_.size(); ++i) tensors[names_[i]] = shadow_[i];
-    return tensors;
-  }
+  TRAINLOOP_DETAIL_API TensorDict averaged() const;
 
   /// Starts the average at the model's current weights.
-  void reset(torch::nn::Module& model) {
-    torch::NoGradGuard no_grad;
-    names_.clear();
-    shadow_.clear();
-    averaged_.clear();
-    for (auto& [name, tensor] : detail::named_tensors(model)) {
-      names_.push_back(name);
-      shadow_.push_back(tensor.detach().clone());
-      averaged_.push_back(tensor.is_floating_point() && (options_.average_buffers || is_parameter(model, name)));
-    }
-    updates_ = 0;
-    pair_with(model);
-  }
+  TRAINLOOP_DETAIL_API void reset(torch::nn::Module& model);
   /// One update from the model's weights (no host sync: the decay is a host number).
-  void update(torch::nn::Module& model) {
-    if (shadow_.empty()) reset(model);
-    if (&model != paired_model_) pair_with(model);
-    torch::NoGradGuard no_grad;
-    for (std::size_t i = 0; i < copied_shadow_.size(); ++i) copied_shadow_[i].copy_(copied_weights_[i]);
-    const double decay = current_decay();
-    if (!averaged_shadow_.empty()) {
-      at::_foreach_mul_(averaged_shadow_, decay);  // one fused kernel per op on CUDA, a loop on CPU
-      at::_foreach_add_(averaged_shadow_, averaged_weights_, 1.0 - decay);
-    }
-    ++updates_;
-  }
+  TRAINLOOP_DETAIL_API void update(torch::nn::Module& model);
   /// Copies the averaged weights into the model.
   void copy_to(torch::nn::Module& model) const { restore(model, averaged()); }
   /// Puts the averaged weights in the model until the returned guard goes out of scope.
@@ -11937,28 +12239,9 @@ class EMA {
 
   // --- checkpoint state ---
   StateDict state_dict() const { return {{"updates", updates_}, {"last_step", last_step_}}; }
-  void load_state_dict(const StateDict& state) {
-    auto get = [&](const char* key) {
-      auto it = state.find(key);
-      if (it == state.end() || !std::holds_alternative<std::int64_t>(it->second))
-        throw std::invalid_argument(std::string("trainloop: EMA state: key '") + key + "' is missing");
-      return std::get<std::int64_t>(it->second);
-    };
-    updates_ = get("updates");
-    last_step_ = get("last_step");
-  }
+  TRAINLOOP_DETAIL_API void load_state_dict(const StateDict& state);
   TensorDict tensor_state() const { return averaged(); }
-  void load_tensor_state(const TensorDict& tensors) {
-    for (std::size_t i = 0; i < names_.size(); ++i) {
-      auto it = tensors.find(names_[i]);
-      if (it == tensors.end()) throw std::invalid_argument("trainloop: EMA state: tensor '" + names_[i] + "' is missing");
-      if (it->second.sizes() != shadow_[i].sizes())
-        throw std::invalid_argument("trainloop: EMA state: tensor '" + names_[i] + "' has shape " +
-                                    c10::str(it->second.sizes()) + ", the model's has " + c10::str(shadow_[i].sizes()));
-      shadow_[i].copy_(it->second);
-    }
-    loaded_ = true;
-  }
+  TRAINLOOP_DETAIL_API void load_tensor_state(const TensorDict& tensors);
 
   // --- Trainer callback hooks ---
   template <class T, class M>
@@ -12011,41 +12294,13 @@ class EMA {
   }
 
  private:
-  static TensorDict copy_of(torch::nn::Module& model) {
-    TensorDict copy;
-    for (auto& [name, tensor] : detail::named_tensors(model)) copy[name] = tensor.detach().clone();
-    return copy;
-  }
-  static void restore(torch::nn::Module& model, const TensorDict& weights) {
-    torch::NoGradGuard no_grad;
-    auto current = detail::named_tensors(model);
-    for (const auto& [name, tensor] : weights) current.at(name).copy_(tensor);
-  }
-  void put_trained_weights_back() {
-    if (!swapped_model_) return;
-    restore(*swapped_model_, trained_weights_);
-    trained_weights_.clear();
-    swapped_model_ = nullptr;
-  }
+  TRAINLOOP_DETAIL_API static TensorDict copy_of(torch::nn::Module& model);
+  TRAINLOOP_DETAIL_API static void restore(torch::nn::Module& model, const TensorDict& weights);
+  TRAINLOOP_DETAIL_API void put_trained_weights_back();
   // Finds the model's tensor for each averaged one once, so an update is two _foreach calls and no name lookups.
   // (Module::to and load_checkpoint change parameters in place, so these handles stay the model's.)
-  void pair_with(torch::nn::Module& model) {
-    const auto current = detail::named_tensors(model);
-    averaged_shadow_.clear();
-    averaged_weights_.clear();
-    copied_shadow_.clear();
-    copied_weights_.clear();
-    for (std::size_t i = 0; i < names_.size(); ++i) {
-      auto it = current.find(names_[i]);
-      if (it == current.end()) throw std::runtime_error("trainloop: EMA: the model no longer has '" + names_[i] + "'");
-      (averaged_[i] ? averaged_shadow_ : copied_shadow_).push_back(shadow_[i]);
-      (averaged_[i] ? averaged_weights_ : copied_weights_).push_back(it->second.detach());
-    }
-    paired_model_ = &model;
-  }
-  static bool is_parameter(const torch::nn::Module& model, const std::string& name) {
-    return model.named_parameters().find(name) != nullptr;
-  }
+  TRAINLOOP_DETAIL_API void pair_with(torch::nn::Module& model);
+  TRAINLOOP_DETAIL_API static bool is_parameter(const torch::nn::Module& model, const std::string& name);
 
   Options options_;
   torch::nn::Module* tracked_ = nullptr;
@@ -12060,6 +12315,102 @@ class EMA {
   TensorDict trained_weights_;                   // while validation runs on the average...
   torch::nn::Module* swapped_model_ = nullptr;  // ...in this model
 };
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API EMA& EMA::track(torch::nn::Module& model) {
+  tracked_ = &model;
+  return *this;
+}
+TRAINLOOP_DETAIL_API double EMA::current_decay() const {
+  if (!options_.warmup) return options_.decay;
+  const double n = static_cast<double>(updates_);
+  return std::min(options_.decay, (1 + n) / (10 + n));
+}
+TRAINLOOP_DETAIL_API TensorDict EMA::averaged() const {
+  TensorDict tensors;
+  for (std::size_t i = 0; i < names_.size(); ++i) tensors[names_[i]] = shadow_[i];
+  return tensors;
+}
+TRAINLOOP_DETAIL_API void EMA::reset(torch::nn::Module& model) {
+  torch::NoGradGuard no_grad;
+  names_.clear();
+  shadow_.clear();
+  averaged_.clear();
+  for (auto& [name, tensor] : detail::named_tensors(model)) {
+    names_.push_back(name);
+    shadow_.push_back(tensor.detach().clone());
+    averaged_.push_back(tensor.is_floating_point() && (options_.average_buffers || is_parameter(model, name)));
+  }
+  updates_ = 0;
+  pair_with(model);
+}
+TRAINLOOP_DETAIL_API void EMA::update(torch::nn::Module& model) {
+  if (shadow_.empty()) reset(model);
+  if (&model != paired_model_) pair_with(model);
+  torch::NoGradGuard no_grad;
+  for (std::size_t i = 0; i < copied_shadow_.size(); ++i) copied_shadow_[i].copy_(copied_weights_[i]);
+  const double decay = current_decay();
+  if (!averaged_shadow_.empty()) {
+    at::_foreach_mul_(averaged_shadow_, decay);  // one fused kernel per op on CUDA, a loop on CPU
+    at::_foreach_add_(averaged_shadow_, averaged_weights_, 1.0 - decay);
+  }
+  ++updates_;
+}
+TRAINLOOP_DETAIL_API void EMA::load_state_dict(const StateDict& state) {
+  auto get = [&](const char* key) {
+    auto it = state.find(key);
+    if (it == state.end() || !std::holds_alternative<std::int64_t>(it->second))
+      throw std::invalid_argument(std::string("trainloop: EMA state: key '") + key + "' is missing");
+    return std::get<std::int64_t>(it->second);
+  };
+  updates_ = get("updates");
+  last_step_ = get("last_step");
+}
+TRAINLOOP_DETAIL_API void EMA::load_tensor_state(const TensorDict& tensors) {
+  for (std::size_t i = 0; i < names_.size(); ++i) {
+    auto it = tensors.find(names_[i]);
+    if (it == tensors.end()) throw std::invalid_argument("trainloop: EMA state: tensor '" + names_[i] + "' is missing");
+    if (it->second.sizes() != shadow_[i].sizes())
+      throw std::invalid_argument("trainloop: EMA state: tensor '" + names_[i] + "' has shape " +
+                                  c10::str(it->second.sizes()) + ", the model's has " + c10::str(shadow_[i].sizes()));
+    shadow_[i].copy_(it->second);
+  }
+  loaded_ = true;
+}
+TRAINLOOP_DETAIL_API TensorDict EMA::copy_of(torch::nn::Module& model) {
+  TensorDict copy;
+  for (auto& [name, tensor] : detail::named_tensors(model)) copy[name] = tensor.detach().clone();
+  return copy;
+}
+TRAINLOOP_DETAIL_API void EMA::restore(torch::nn::Module& model, const TensorDict& weights) {
+  torch::NoGradGuard no_grad;
+  auto current = detail::named_tensors(model);
+  for (const auto& [name, tensor] : weights) current.at(name).copy_(tensor);
+}
+TRAINLOOP_DETAIL_API void EMA::put_trained_weights_back() {
+  if (!swapped_model_) return;
+  restore(*swapped_model_, trained_weights_);
+  trained_weights_.clear();
+  swapped_model_ = nullptr;
+}
+TRAINLOOP_DETAIL_API void EMA::pair_with(torch::nn::Module& model) {
+  const auto current = detail::named_tensors(model);
+  averaged_shadow_.clear();
+  averaged_weights_.clear();
+  copied_shadow_.clear();
+  copied_weights_.clear();
+  for (std::size_t i = 0; i < names_.size(); ++i) {
+    auto it = current.find(names_[i]);
+    if (it == current.end()) throw std::runtime_error("trainloop: EMA: the model no longer has '" + names_[i] + "'");
+    (averaged_[i] ? averaged_shadow_ : copied_shadow_).push_back(shadow_[i]);
+    (averaged_[i] ? averaged_weights_ : copied_weights_).push_back(it->second.detach());
+  }
+  paired_model_ = &model;
+}
+TRAINLOOP_DETAIL_API bool EMA::is_parameter(const torch::nn::Module& model, const std::string& name) {
+  return model.named_parameters().find(name) != nullptr;
+}
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
 
 TRAINLOOP_DETAIL_END
 // ---- end parts/torch/callbacks/ema.hpp ----
@@ -12096,10 +12447,7 @@ class GradientAccumulationScheduler {
     }
   }
   /// Batches per optimizer step in `epoch` (0-based).
-  std::int64_t factor_for(std::int64_t epoch) const {
-    auto it = scheduling_.upper_bound(epoch);
-    return it == scheduling_.begin() ? 1 : std::prev(it)->second;
-  }
+  TRAINLOOP_DETAIL_API std::int64_t factor_for(std::int64_t epoch) const;
 
   template <class T, class M>
   void on_train_start(T& trainer, M& module) {
@@ -12120,6 +12468,13 @@ class GradientAccumulationScheduler {
  private:
   std::map<std::int64_t, std::int64_t> scheduling_;
 };
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API std::int64_t GradientAccumulationScheduler::factor_for(std::int64_t epoch) const {
+  auto it = scheduling_.upper_bound(epoch);
+  return it == scheduling_.begin() ? 1 : std::prev(it)->second;
+}
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
 
 TRAINLOOP_DETAIL_END
 // ---- end parts/torch/callbacks/gradient_accumulation.hpp ----

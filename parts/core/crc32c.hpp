@@ -6,7 +6,8 @@
 #include <array>
 #include <cstdint>
 #include <cstring>
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+// The intrinsics header (large) only where the definitions are compiled.
+#if TRAINLOOP_DETAIL_DEFINE_API && defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <nmmintrin.h>
 #define TRAINLOOP_DETAIL_CRC32C_SSE42 1
 #endif
@@ -15,7 +16,19 @@ TRAINLOOP_DETAIL_BEGIN
 
 namespace detail {
 using Crc32cTables = std::array<std::array<std::uint32_t, 256>, 8>;
-inline const Crc32cTables& crc32c_tables() {
+TRAINLOOP_DETAIL_API const Crc32cTables& crc32c_tables();
+
+/// The portable CRC-32C (tables); crc32c_update picks the CPU's instruction when it has one.
+TRAINLOOP_DETAIL_API std::uint32_t crc32c_update_portable(std::uint32_t crc, const void* data, std::size_t size);
+
+/// Continues a CRC-32C over more bytes: start with `crc32c_update(0, ...)`; "123456789" -> 0xE3069283.
+TRAINLOOP_DETAIL_API std::uint32_t crc32c_update(std::uint32_t crc, const void* data, std::size_t size);
+inline std::uint32_t crc32c(const void* data, std::size_t size) { return crc32c_update(0, data, size); }
+}  // namespace detail
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+namespace detail {
+TRAINLOOP_DETAIL_API const Crc32cTables& crc32c_tables() {
   static const Crc32cTables tables = [] {
     Crc32cTables t{};
     for (std::uint32_t i = 0; i < 256; ++i) {
@@ -29,9 +42,7 @@ inline const Crc32cTables& crc32c_tables() {
   }();
   return tables;
 }
-
-/// The portable CRC-32C (tables); crc32c_update picks the CPU's instruction when it has one.
-inline std::uint32_t crc32c_update_portable(std::uint32_t crc, const void* data, std::size_t size) {
+TRAINLOOP_DETAIL_API std::uint32_t crc32c_update_portable(std::uint32_t crc, const void* data, std::size_t size) {
   const Crc32cTables& t = crc32c_tables();
   const auto* bytes = static_cast<const unsigned char*>(data);
   crc = ~crc;
@@ -51,7 +62,6 @@ inline std::uint32_t crc32c_update_portable(std::uint32_t crc, const void* data,
   for (; size > 0; --size, ++bytes) crc = t[0][(crc ^ *bytes) & 0xFF] ^ (crc >> 8);
   return ~crc;
 }
-
 #ifdef TRAINLOOP_DETAIL_CRC32C_SSE42
 __attribute__((target("sse4.2"))) inline std::uint32_t crc32c_update_sse42(std::uint32_t crc, const void* data,
                                                                           std::size_t size) {
@@ -67,16 +77,14 @@ __attribute__((target("sse4.2"))) inline std::uint32_t crc32c_update_sse42(std::
   return ~narrow;
 }
 #endif
-
-/// Continues a CRC-32C over more bytes: start with `crc32c_update(0, ...)`; "123456789" -> 0xE3069283.
-inline std::uint32_t crc32c_update(std::uint32_t crc, const void* data, std::size_t size) {
+TRAINLOOP_DETAIL_API std::uint32_t crc32c_update(std::uint32_t crc, const void* data, std::size_t size) {
 #ifdef TRAINLOOP_DETAIL_CRC32C_SSE42
   static const bool has_sse42 = __builtin_cpu_supports("sse4.2");
   if (has_sse42) return crc32c_update_sse42(crc, data, size);
 #endif
   return crc32c_update_portable(crc, data, size);
 }
-inline std::uint32_t crc32c(const void* data, std::size_t size) { return crc32c_update(0, data, size); }
 }  // namespace detail
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
 
 TRAINLOOP_DETAIL_END

@@ -83,14 +83,8 @@ inline constexpr std::size_t integrity_record_size = sizeof(integrity_tag) - 1 +
 // The zip's end-of-central-directory record: 22 bytes, signature "PK\5\6", comment length at offset 20.
 inline constexpr std::size_t zip_end_record_size = 22;
 inline bool is_zip_end_record(const char* p) { return std::memcmp(p, "PK\x05\x06", 4) == 0; }
-inline std::uint16_t zip_comment_length(const char* end_record) {
-  return static_cast<std::uint16_t>(static_cast<unsigned char>(end_record[20]) |
-                                    (static_cast<unsigned char>(end_record[21]) << 8));
-}
-inline void set_zip_comment_length(char* end_record, std::uint16_t length) {
-  end_record[20] = static_cast<char>(length & 0xFF);
-  end_record[21] = static_cast<char>(length >> 8);
-}
+TRAINLOOP_DETAIL_API std::uint16_t zip_comment_length(const char* end_record);
+TRAINLOOP_DETAIL_API void set_zip_comment_length(char* end_record, std::uint16_t length);
 
 // Writes a file atomically from what LibTorch's archive writer hands over. write() never fails towards LibTorch (its
 // writer throws again from its destructor when a write fails, which aborts the process): the first error is kept and
@@ -129,66 +123,20 @@ TRAINLOOP_DETAIL_API std::map<std::string, torch::Tensor> named_tensors(const to
 
 #if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
 namespace detail {
-inline CheckpointError checkpoint_error(const std::string& path, const std::string& what) {
-  return CheckpointError("trainloop: checkpoint '" + path + "': " + what);
-}
+TRAINLOOP_DETAIL_API CheckpointError checkpoint_error(const std::string& path, const std::string& what);
 // The first line of a c10::Error, without LibTorch's backtrace.
 inline std::string first_line(const std::string& message) { return message.substr(0, message.find('\n')); }
-inline std::string folder_of(const std::string& path) {
-  const auto slash = path.find_last_of('/');
-  return slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
-}
-inline std::string errno_text(int error) {
-  std::string text = std::strerror(error);
-  if (error == ENOSPC) text += " (disk full)";
-  if (error == EFBIG) text += " (over the file size limit, ulimit -f?)";
-  if (error == EDQUOT) text += " (disk quota)";
-  return text;
-}
+TRAINLOOP_DETAIL_API std::string folder_of(const std::string& path);
+TRAINLOOP_DETAIL_API std::string errno_text(int error);
 
 // Temporaries are "<target>.tmp-<pid>", locked (flock) by their writer while it lives. One whose writer is gone
 // (the pid is dead and the lock is free) is removed.
-inline bool is_temporary_name(const std::string& name, long& pid) {
-  const auto at = name.rfind(".tmp-");
-  if (at == std::string::npos || at + 5 >= name.size()) return false;
-  for (std::size_t i = at + 5; i < name.size(); ++i)
-    if (name[i] < '0' || name[i] > '9') return false;
-  pid = std::strtol(name.c_str() + at + 5, nullptr, 10);
-  return pid > 0;
-}
+TRAINLOOP_DETAIL_API bool is_temporary_name(const std::string& name, long& pid);
 // Removes a temporary when no writer holds its lock (the lock dies with its process).
-inline void remove_if_unlocked(const std::string& path) {
-  struct stat info {};
-  if (::lstat(path.c_str(), &info) != 0 || !S_ISREG(info.st_mode)) return;
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return;
-  if (::flock(fd, LOCK_EX | LOCK_NB) == 0) ::unlink(path.c_str());
-  ::close(fd);
-}
-inline void remove_stale_temporaries(const std::string& folder) {
-  DIR* dir = ::opendir(folder.c_str());
-  if (!dir) return;  // the write itself will report the folder's problem
-  std::vector<std::string> stale;
-  while (const dirent* entry = ::readdir(dir)) {
-    long pid = 0;
-    const std::string name = entry->d_name;
-    if (!is_temporary_name(name, pid) || pid == static_cast<long>(::getpid())) continue;
-    if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM) continue;  // its writer may still be at work
-    stale.push_back(folder + "/" + name);
-  }
-  ::closedir(dir);
-  for (const auto& path : stale) remove_if_unlocked(path);
-}
+TRAINLOOP_DETAIL_API void remove_if_unlocked(const std::string& path);
+TRAINLOOP_DETAIL_API void remove_stale_temporaries(const std::string& folder);
 
-inline void fsync_folder_or_throw(const std::string& path) {
-  const std::string folder = folder_of(path);
-  const int fd = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) throw checkpoint_error(path, "cannot open its folder to sync: " + errno_text(errno));
-  const int rc = ::fsync(fd);
-  const int error = errno;
-  ::close(fd);
-  if (rc != 0) throw checkpoint_error(path, "fsync of its folder failed: " + errno_text(error));
-}
+TRAINLOOP_DETAIL_API void fsync_folder_or_throw(const std::string& path);
 
 TRAINLOOP_DETAIL_API AtomicCheckpointWriter::AtomicCheckpointWriter(std::string path) : path_(std::move(path)) {
   remove_stale_temporaries(folder_of(path_));
@@ -276,84 +224,11 @@ TRAINLOOP_DETAIL_API void AtomicCheckpointWriter::fail_with(int error, const std
 
 // Reads a checkpoint file whole and verifies its integrity record; returns the archive as LibTorch wrote it (the
 // record stripped). Memory: the file's size.
-inline std::string read_verified_checkpoint(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw checkpoint_error(path, std::strerror(errno));
-  struct Close {
-    int fd;
-    ~Close() { ::close(fd); }
-  } close_fd{fd};
-  struct stat info {};
-  if (::fstat(fd, &info) != 0) throw checkpoint_error(path, std::strerror(errno));
-  if (!S_ISREG(info.st_mode)) throw checkpoint_error(path, "not a regular file");
-  std::string bytes;
-  try {
-    bytes.resize(static_cast<std::size_t>(info.st_size));
-  } catch (const std::bad_alloc&) {
-    throw checkpoint_error(path, "cannot hold its " + std::to_string(info.st_size) + " bytes in memory");
-  }
-  for (std::size_t done = 0; done < bytes.size();) {
-    const ssize_t got = ::read(fd, bytes.data() + done, bytes.size() - done);
-    if (got < 0 && errno == EINTR) continue;
-    if (got < 0) throw checkpoint_error(path, std::string("read failed: ") + std::strerror(errno));
-    if (got == 0) throw checkpoint_error(path, "it shrank while being read");
-    done += static_cast<std::size_t>(got);
-  }
-  const std::string no_record =
-      "no trainloop integrity record at its end: truncated, not a trainloop checkpoint, or written by a trainloop "
-      "older than format 2";
-  if (bytes.size() < zip_end_record_size + integrity_record_size) throw checkpoint_error(path, no_record);
-  const std::size_t payload = bytes.size() - integrity_record_size;
-  const char* record = bytes.data() + payload;
-  char* end_record = bytes.data() + payload - zip_end_record_size;
-  if (std::memcmp(record, integrity_tag, sizeof(integrity_tag) - 1) != 0 || !is_zip_end_record(end_record) ||
-      zip_comment_length(end_record) != integrity_record_size)
-    throw checkpoint_error(path, no_record);
-  std::uint32_t recorded_crc = 0;
-  std::uint64_t recorded_size = 0;
-  const std::string text(record, integrity_record_size);
-  if (std::sscanf(text.c_str() + sizeof(integrity_tag) - 1, "%8" SCNx32 " size=%20" SCNu64, &recorded_crc,
-                  &recorded_size) != 2)
-    throw checkpoint_error(path, "its integrity record is damaged: '" + text + "'");
-  if (recorded_size != payload)
-    throw checkpoint_error(path, "truncated or extended: the record says " + std::to_string(recorded_size) +
-                                     " bytes precede it, the file has " + std::to_string(payload));
-  const std::uint32_t crc = crc32c(bytes.data(), payload);
-  if (crc != recorded_crc) {
-    char detail[96];
-    std::snprintf(detail, sizeof detail, "CRC-32C %08" PRIx32 ", recorded %08" PRIx32, crc, recorded_crc);
-    throw checkpoint_error(path, std::string("corrupt: the content changed after it was written (") + detail + ")");
-  }
-  set_zip_comment_length(end_record, 0);
-  bytes.resize(payload);
-  return bytes;
-}
+TRAINLOOP_DETAIL_API std::string read_verified_checkpoint(const std::string& path);
 
 // A StateDict as three typed dictionaries (TorchScript attributes need one value type per dictionary).
-inline void write_state_dict(torch::serialize::OutputArchive& archive, const StateDict& state) {
-  c10::Dict<std::string, std::int64_t> ints;
-  c10::Dict<std::string, double> doubles;
-  c10::Dict<std::string, std::string> strings;
-  for (const auto& [key, value] : state) {
-    if (const auto* i = std::get_if<std::int64_t>(&value)) ints.insert(key, *i);
-    else if (const auto* d = std::get_if<double>(&value)) doubles.insert(key, *d);
-    else strings.insert(key, std::get<std::string>(value));
-  }
-  archive.write("ints", c10::IValue(ints));
-  archive.write("doubles", c10::IValue(doubles));
-  archive.write("strings", c10::IValue(strings));
-}
-inline StateDict read_state_dict(torch::serialize::InputArchive& archive) {
-  StateDict state;
-  c10::IValue ints, doubles, strings;
-  archive.read("ints", ints);
-  archive.read("doubles", doubles);
-  archive.read("strings", strings);
-  for (const auto& e : ints.toGenericDict()) state[e.key().toStringRef()] = e.value().toInt();
-  for (const auto& e : doubles.toGenericDict()) state[e.key().toStringRef()] = e.value().toDouble();
-  for (const auto& e : strings.toGenericDict()) state[e.key().toStringRef()] = e.value().toStringRef();
-  return state;
-}
+TRAINLOOP_DETAIL_API void write_state_dict(torch::serialize::OutputArchive& archive, const StateDict& state);
+TRAINLOOP_DETAIL_API StateDict read_state_dict(torch::serialize::InputArchive& archive);
 TRAINLOOP_DETAIL_API std::map<std::string, torch::Tensor> named_tensors(const torch::nn::Module& model) {
   std::map<std::string, torch::Tensor> tensors;
   for (const auto& p : model.named_parameters()) tensors[p.key()] = p.value();
@@ -362,65 +237,14 @@ TRAINLOOP_DETAIL_API std::map<std::string, torch::Tensor> named_tensors(const to
 }
 // The name of the first floating tensor holding NaN or inf, or "" when all are finite: one reduction on the device
 // and one read to the host for the whole state.
-inline std::string first_non_finite(const std::map<std::string, torch::Tensor>& model,
-                                    const std::map<std::string, TensorDict>& tensor_states) {
-  std::vector<std::pair<std::string, torch::Tensor>> checked;
-  for (const auto& [name, tensor] : model)
-    if (tensor.defined() && tensor.is_floating_point()) checked.emplace_back("model/" + name, tensor);
-  for (const auto& [key, tensors] : tensor_states) {
-    if (key.rfind("trainer/", 0) == 0) continue;  // logged values (a NaN loss) are data, not state to protect
-    for (const auto& [name, tensor] : tensors)
-      if (tensor.defined() && tensor.is_floating_point()) checked.emplace_back(key + "/" + name, tensor);
-  }
-  if (checked.empty()) return "";
-  std::vector<torch::Tensor> finite;
-  finite.reserve(checked.size());
-  for (const auto& entry : checked) finite.push_back(torch::isfinite(entry.second.detach()).all().to(torch::kCPU));
-  const torch::Tensor flags = torch::stack(finite);
-  if (flags.all().item<bool>()) return "";
-  const bool* each = flags.data_ptr<bool>();
-  for (std::size_t i = 0; i < checked.size(); ++i)
-    if (!each[i]) return checked[i].first;
-  return "";
-}
+TRAINLOOP_DETAIL_API std::string first_non_finite(const std::map<std::string, torch::Tensor>& model,
+                                                  const std::map<std::string, TensorDict>& tensor_states);
 
 // A verified file opened as LibTorch's archive; LibTorch's errors (parse errors, out_of_range, bad_alloc) name the
 // file.
-inline void open_checkpoint(const std::string& path, torch::serialize::InputArchive& archive,
-                            std::optional<torch::Device> map_location) {
-  const std::string bytes = read_verified_checkpoint(path);
-  c10::optional<torch::Device> device;  // c10::optional is not std::optional in LibTorch 1.x
-  if (map_location) device = *map_location;
-  try {
-    archive.load_from(bytes.data(), bytes.size(), device);
-  } catch (const c10::Error& error) {
-    throw checkpoint_error(path, "not a readable checkpoint: " + first_line(error.what()));
-  } catch (const std::exception& error) {
-    throw checkpoint_error(path, std::string("not a readable checkpoint: ") + error.what());
-  }
-  c10::IValue format;
-  if (!archive.try_read("trainloop_format_version", format) || !format.isInt())
-    throw checkpoint_error(path, "not a trainloop checkpoint (no trainloop_format_version)");
-  c10::IValue written_by;
-  archive.try_read("trainloop_version", written_by);
-  if (format.toInt() > checkpoint_format_version)
-    throw checkpoint_error(path, "format version " + std::to_string(format.toInt()) + " (written by trainloop " +
-                                     (written_by.isString() ? written_by.toStringRef() : "?") +
-                                     ") is newer than this trainloop (" + version_string + ") reads (" +
-                                     std::to_string(checkpoint_format_version) + ")");
-}
-inline std::map<std::string, StateDict> read_states(torch::serialize::InputArchive& archive) {
-  std::map<std::string, StateDict> states;
-  c10::IValue names;
-  archive.read("state_names", names);
-  const auto list = names.toList();
-  for (std::size_t i = 0; i < list.size(); ++i) {
-    torch::serialize::InputArchive nested;
-    archive.read("state_" + std::to_string(i), nested);
-    states[list.get(i).toStringRef()] = read_state_dict(nested);
-  }
-  return states;
-}
+TRAINLOOP_DETAIL_API void open_checkpoint(const std::string& path, torch::serialize::InputArchive& archive,
+                                          std::optional<torch::Device> map_location);
+TRAINLOOP_DETAIL_API std::map<std::string, StateDict> read_states(torch::serialize::InputArchive& archive);
 // Runs f; whatever LibTorch throws while reading becomes an error naming the file (ours pass through).
 template <class F>
 decltype(auto) reading(const std::string& path, F&& f) {
@@ -565,6 +389,201 @@ TRAINLOOP_DETAIL_API void save_weights(const std::string& path, const torch::nn:
   save_checkpoint(path, model, {}, {}, /*include_rng=*/false);
 }
 
+namespace detail {
+TRAINLOOP_DETAIL_API std::uint16_t zip_comment_length(const char* end_record) {
+  return static_cast<std::uint16_t>(static_cast<unsigned char>(end_record[20]) |
+                                    (static_cast<unsigned char>(end_record[21]) << 8));
+}
+TRAINLOOP_DETAIL_API void set_zip_comment_length(char* end_record, std::uint16_t length) {
+  end_record[20] = static_cast<char>(length & 0xFF);
+  end_record[21] = static_cast<char>(length >> 8);
+}
+TRAINLOOP_DETAIL_API CheckpointError checkpoint_error(const std::string& path, const std::string& what) {
+  return CheckpointError("trainloop: checkpoint '" + path + "': " + what);
+}
+TRAINLOOP_DETAIL_API std::string folder_of(const std::string& path) {
+  const auto slash = path.find_last_of('/');
+  return slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+}
+TRAINLOOP_DETAIL_API std::string errno_text(int error) {
+  std::string text = std::strerror(error);
+  if (error == ENOSPC) text += " (disk full)";
+  if (error == EFBIG) text += " (over the file size limit, ulimit -f?)";
+  if (error == EDQUOT) text += " (disk quota)";
+  return text;
+}
+TRAINLOOP_DETAIL_API bool is_temporary_name(const std::string& name, long& pid) {
+  const auto at = name.rfind(".tmp-");
+  if (at == std::string::npos || at + 5 >= name.size()) return false;
+  for (std::size_t i = at + 5; i < name.size(); ++i)
+    if (name[i] < '0' || name[i] > '9') return false;
+  pid = std::strtol(name.c_str() + at + 5, nullptr, 10);
+  return pid > 0;
+}
+TRAINLOOP_DETAIL_API void remove_if_unlocked(const std::string& path) {
+  struct stat info {};
+  if (::lstat(path.c_str(), &info) != 0 || !S_ISREG(info.st_mode)) return;
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  if (::flock(fd, LOCK_EX | LOCK_NB) == 0) ::unlink(path.c_str());
+  ::close(fd);
+}
+TRAINLOOP_DETAIL_API void remove_stale_temporaries(const std::string& folder) {
+  DIR* dir = ::opendir(folder.c_str());
+  if (!dir) return;  // the write itself will report the folder's problem
+  std::vector<std::string> stale;
+  while (const dirent* entry = ::readdir(dir)) {
+    long pid = 0;
+    const std::string name = entry->d_name;
+    if (!is_temporary_name(name, pid) || pid == static_cast<long>(::getpid())) continue;
+    if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM) continue;  // its writer may still be at work
+    stale.push_back(folder + "/" + name);
+  }
+  ::closedir(dir);
+  for (const auto& path : stale) remove_if_unlocked(path);
+}
+TRAINLOOP_DETAIL_API void fsync_folder_or_throw(const std::string& path) {
+  const std::string folder = folder_of(path);
+  const int fd = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) throw checkpoint_error(path, "cannot open its folder to sync: " + errno_text(errno));
+  const int rc = ::fsync(fd);
+  const int error = errno;
+  ::close(fd);
+  if (rc != 0) throw checkpoint_error(path, "fsync of its folder failed: " + errno_text(error));
+}
+TRAINLOOP_DETAIL_API std::string read_verified_checkpoint(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw checkpoint_error(path, std::strerror(errno));
+  struct Close {
+    int fd;
+    ~Close() { ::close(fd); }
+  } close_fd{fd};
+  struct stat info {};
+  if (::fstat(fd, &info) != 0) throw checkpoint_error(path, std::strerror(errno));
+  if (!S_ISREG(info.st_mode)) throw checkpoint_error(path, "not a regular file");
+  std::string bytes;
+  try {
+    bytes.resize(static_cast<std::size_t>(info.st_size));
+  } catch (const std::bad_alloc&) {
+    throw checkpoint_error(path, "cannot hold its " + std::to_string(info.st_size) + " bytes in memory");
+  }
+  for (std::size_t done = 0; done < bytes.size();) {
+    const ssize_t got = ::read(fd, bytes.data() + done, bytes.size() - done);
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) throw checkpoint_error(path, std::string("read failed: ") + std::strerror(errno));
+    if (got == 0) throw checkpoint_error(path, "it shrank while being read");
+    done += static_cast<std::size_t>(got);
+  }
+  const std::string no_record =
+      "no trainloop integrity record at its end: truncated, not a trainloop checkpoint, or written by a trainloop "
+      "older than format 2";
+  if (bytes.size() < zip_end_record_size + integrity_record_size) throw checkpoint_error(path, no_record);
+  const std::size_t payload = bytes.size() - integrity_record_size;
+  const char* record = bytes.data() + payload;
+  char* end_record = bytes.data() + payload - zip_end_record_size;
+  if (std::memcmp(record, integrity_tag, sizeof(integrity_tag) - 1) != 0 || !is_zip_end_record(end_record) ||
+      zip_comment_length(end_record) != integrity_record_size)
+    throw checkpoint_error(path, no_record);
+  std::uint32_t recorded_crc = 0;
+  std::uint64_t recorded_size = 0;
+  const std::string text(record, integrity_record_size);
+  if (std::sscanf(text.c_str() + sizeof(integrity_tag) - 1, "%8" SCNx32 " size=%20" SCNu64, &recorded_crc,
+                  &recorded_size) != 2)
+    throw checkpoint_error(path, "its integrity record is damaged: '" + text + "'");
+  if (recorded_size != payload)
+    throw checkpoint_error(path, "truncated or extended: the record says " + std::to_string(recorded_size) +
+                                     " bytes precede it, the file has " + std::to_string(payload));
+  const std::uint32_t crc = crc32c(bytes.data(), payload);
+  if (crc != recorded_crc) {
+    char detail[96];
+    std::snprintf(detail, sizeof detail, "CRC-32C %08" PRIx32 ", recorded %08" PRIx32, crc, recorded_crc);
+    throw checkpoint_error(path, std::string("corrupt: the content changed after it was written (") + detail + ")");
+  }
+  set_zip_comment_length(end_record, 0);
+  bytes.resize(payload);
+  return bytes;
+}
+TRAINLOOP_DETAIL_API void write_state_dict(torch::serialize::OutputArchive& archive, const StateDict& state) {
+  c10::Dict<std::string, std::int64_t> ints;
+  c10::Dict<std::string, double> doubles;
+  c10::Dict<std::string, std::string> strings;
+  for (const auto& [key, value] : state) {
+    if (const auto* i = std::get_if<std::int64_t>(&value)) ints.insert(key, *i);
+    else if (const auto* d = std::get_if<double>(&value)) doubles.insert(key, *d);
+    else strings.insert(key, std::get<std::string>(value));
+  }
+  archive.write("ints", c10::IValue(ints));
+  archive.write("doubles", c10::IValue(doubles));
+  archive.write("strings", c10::IValue(strings));
+}
+TRAINLOOP_DETAIL_API StateDict read_state_dict(torch::serialize::InputArchive& archive) {
+  StateDict state;
+  c10::IValue ints, doubles, strings;
+  archive.read("ints", ints);
+  archive.read("doubles", doubles);
+  archive.read("strings", strings);
+  for (const auto& e : ints.toGenericDict()) state[e.key().toStringRef()] = e.value().toInt();
+  for (const auto& e : doubles.toGenericDict()) state[e.key().toStringRef()] = e.value().toDouble();
+  for (const auto& e : strings.toGenericDict()) state[e.key().toStringRef()] = e.value().toStringRef();
+  return state;
+}
+TRAINLOOP_DETAIL_API std::string first_non_finite(const std::map<std::string, torch::Tensor>& model,
+                                                  const std::map<std::string, TensorDict>& tensor_states) {
+  std::vector<std::pair<std::string, torch::Tensor>> checked;
+  for (const auto& [name, tensor] : model)
+    if (tensor.defined() && tensor.is_floating_point()) checked.emplace_back("model/" + name, tensor);
+  for (const auto& [key, tensors] : tensor_states) {
+    if (key.rfind("trainer/", 0) == 0) continue;  // logged values (a NaN loss) are data, not state to protect
+    for (const auto& [name, tensor] : tensors)
+      if (tensor.defined() && tensor.is_floating_point()) checked.emplace_back(key + "/" + name, tensor);
+  }
+  if (checked.empty()) return "";
+  std::vector<torch::Tensor> finite;
+  finite.reserve(checked.size());
+  for (const auto& entry : checked) finite.push_back(torch::isfinite(entry.second.detach()).all().to(torch::kCPU));
+  const torch::Tensor flags = torch::stack(finite);
+  if (flags.all().item<bool>()) return "";
+  const bool* each = flags.data_ptr<bool>();
+  for (std::size_t i = 0; i < checked.size(); ++i)
+    if (!each[i]) return checked[i].first;
+  return "";
+}
+TRAINLOOP_DETAIL_API void open_checkpoint(const std::string& path, torch::serialize::InputArchive& archive,
+                                          std::optional<torch::Device> map_location) {
+  const std::string bytes = read_verified_checkpoint(path);
+  c10::optional<torch::Device> device;  // c10::optional is not std::optional in LibTorch 1.x
+  if (map_location) device = *map_location;
+  try {
+    archive.load_from(bytes.data(), bytes.size(), device);
+  } catch (const c10::Error& error) {
+    throw checkpoint_error(path, "not a readable checkpoint: " + first_line(error.what()));
+  } catch (const std::exception& error) {
+    throw checkpoint_error(path, std::string("not a readable checkpoint: ") + error.what());
+  }
+  c10::IValue format;
+  if (!archive.try_read("trainloop_format_version", format) || !format.isInt())
+    throw checkpoint_error(path, "not a trainloop checkpoint (no trainloop_format_version)");
+  c10::IValue written_by;
+  archive.try_read("trainloop_version", written_by);
+  if (format.toInt() > checkpoint_format_version)
+    throw checkpoint_error(path, "format version " + std::to_string(format.toInt()) + " (written by trainloop " +
+                                     (written_by.isString() ? written_by.toStringRef() : "?") +
+                                     ") is newer than this trainloop (" + version_string + ") reads (" +
+                                     std::to_string(checkpoint_format_version) + ")");
+}
+TRAINLOOP_DETAIL_API std::map<std::string, StateDict> read_states(torch::serialize::InputArchive& archive) {
+  std::map<std::string, StateDict> states;
+  c10::IValue names;
+  archive.read("state_names", names);
+  const auto list = names.toList();
+  for (std::size_t i = 0; i < list.size(); ++i) {
+    torch::serialize::InputArchive nested;
+    archive.read("state_" + std::to_string(i), nested);
+    states[list.get(i).toStringRef()] = read_state_dict(nested);
+  }
+  return states;
+}
+}  // namespace detail
 #endif  // TRAINLOOP_DETAIL_DEFINE_API
 
 TRAINLOOP_DETAIL_END

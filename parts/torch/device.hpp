@@ -12,28 +12,7 @@
 TRAINLOOP_DETAIL_BEGIN
 
 /// "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:N", "mps". Errors name the option and the reason.
-inline torch::Device parse_accelerator(const std::string& accelerator) {
-  auto fail = [&](const std::string& why) {
-    return std::invalid_argument("trainloop: TrainerOptions().accelerator(\"" + accelerator + "\"): " + why);
-  };
-  if (accelerator == "auto") return torch::cuda::is_available() ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
-  if (accelerator == "cpu") return torch::Device(torch::kCPU);
-  if (accelerator == "mps") return torch::Device(torch::kMPS);
-  if (accelerator.rfind("cuda", 0) == 0) {
-    if (!torch::cuda::is_available()) throw fail("CUDA is not available in this process (torch::cuda::is_available() is false)");
-    torch::Device device(torch::kCUDA, 0);
-    try {
-      device = torch::Device(accelerator == "cuda" ? std::string("cuda:0") : accelerator);
-    } catch (const std::exception&) {
-      throw fail("not a device; write \"cuda\" or \"cuda:N\"");
-    }
-    const auto count = static_cast<int>(torch::cuda::device_count());
-    if (device.index() >= count)
-      throw fail("this machine has " + std::to_string(count) + " CUDA device(s), numbered from 0");
-    return device;
-  }
-  throw fail("unknown accelerator; use \"auto\", \"cpu\", \"cuda\", \"cuda:N\" or \"mps\"");
-}
+TRAINLOOP_DETAIL_API torch::Device parse_accelerator(const std::string& accelerator);
 
 namespace detail {
 template <class T>
@@ -93,13 +72,42 @@ T to_device(T value, const torch::Device& device) {
 // The default random generators: the CPU's, and one per visible CUDA device (none without CUDA). Checkpoints save and
 // restore them; the sanity check isolates them.
 inline at::Generator cpu_generator() { return at::detail::getDefaultCPUGenerator(); }
-inline std::size_t cuda_generator_count() {
+TRAINLOOP_DETAIL_API std::size_t cuda_generator_count();
+TRAINLOOP_DETAIL_API at::Generator cuda_generator(std::size_t device);
+}  // namespace detail
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API torch::Device parse_accelerator(const std::string& accelerator) {
+  auto fail = [&](const std::string& why) {
+    return std::invalid_argument("trainloop: TrainerOptions().accelerator(\"" + accelerator + "\"): " + why);
+  };
+  if (accelerator == "auto") return torch::cuda::is_available() ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
+  if (accelerator == "cpu") return torch::Device(torch::kCPU);
+  if (accelerator == "mps") return torch::Device(torch::kMPS);
+  if (accelerator.rfind("cuda", 0) == 0) {
+    if (!torch::cuda::is_available()) throw fail("CUDA is not available in this process (torch::cuda::is_available() is false)");
+    torch::Device device(torch::kCUDA, 0);
+    try {
+      device = torch::Device(accelerator == "cuda" ? std::string("cuda:0") : accelerator);
+    } catch (const std::exception&) {
+      throw fail("not a device; write \"cuda\" or \"cuda:N\"");
+    }
+    const auto count = static_cast<int>(torch::cuda::device_count());
+    if (device.index() >= count)
+      throw fail("this machine has " + std::to_string(count) + " CUDA device(s), numbered from 0");
+    return device;
+  }
+  throw fail("unknown accelerator; use \"auto\", \"cpu\", \"cuda\", \"cuda:N\" or \"mps\"");
+}
+namespace detail {
+TRAINLOOP_DETAIL_API std::size_t cuda_generator_count() {
   // device_count() is a size_t in LibTorch 1.x, a DeviceIndex in 2.x
   return torch::cuda::is_available() ? static_cast<std::size_t>(torch::cuda::device_count()) : 0;
 }
-inline at::Generator cuda_generator(std::size_t device) {
+TRAINLOOP_DETAIL_API at::Generator cuda_generator(std::size_t device) {
   return at::globalContext().defaultGenerator(at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(device)));
 }
 }  // namespace detail
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
 
 TRAINLOOP_DETAIL_END

@@ -94,17 +94,9 @@ class MetricStore {
   }
 
   /// The epoch-level value of `e` (a device tensor), or undefined when it was not logged this epoch.
-  static torch::Tensor epoch_value(const Entry& e) {
-    if (!e.on_epoch || !e.logged_this_epoch) return {};
-    if (e.metric_compute) return e.metric_compute();
-    if (!e.accumulated.defined()) return {};
-    return e.reduce == Reduce::mean ? e.accumulated / e.weight : e.accumulated;
-  }
+  TRAINLOOP_DETAIL_API static torch::Tensor epoch_value(const Entry& e);
   /// Resets the Metrics logged this epoch, after their values were published.
-  void reset_logged_metrics() {
-    for (auto& [name, e] : entries_)
-      if (e.metric_reset && e.logged_this_epoch) e.metric_reset();
-  }
+  TRAINLOOP_DETAIL_API void reset_logged_metrics();
 
   /// Calls f(name, entry) for each value logged on_step since the last call, and forgets them.
   template <class F>
@@ -116,13 +108,8 @@ class MetricStore {
     }
     pending_steps_.clear();
   }
-  void start_epoch() {
-    for (auto& [name, e] : entries_) e.logged_this_epoch = false;
-  }
-  void clear() {
-    entries_.clear();
-    pending_steps_.clear();
-  }
+  TRAINLOOP_DETAIL_API void start_epoch();
+  TRAINLOOP_DETAIL_API void clear();
   const std::map<std::string, Entry>& entries() const { return entries_; }
 
   /// The epoch's running sums, for checkpoints: a fit resumed mid-epoch reports the epoch's values over all its
@@ -241,6 +228,23 @@ TRAINLOOP_DETAIL_API void MetricStore::load_epoch_state(const StateDict& state,
     e.logged_this_epoch = true;
   }
   entries_ = std::move(loaded);
+  pending_steps_.clear();
+}
+TRAINLOOP_DETAIL_API torch::Tensor MetricStore::epoch_value(const Entry& e) {
+  if (!e.on_epoch || !e.logged_this_epoch) return {};
+  if (e.metric_compute) return e.metric_compute();
+  if (!e.accumulated.defined()) return {};
+  return e.reduce == Reduce::mean ? e.accumulated / e.weight : e.accumulated;
+}
+TRAINLOOP_DETAIL_API void MetricStore::reset_logged_metrics() {
+  for (auto& [name, e] : entries_)
+    if (e.metric_reset && e.logged_this_epoch) e.metric_reset();
+}
+TRAINLOOP_DETAIL_API void MetricStore::start_epoch() {
+  for (auto& [name, e] : entries_) e.logged_this_epoch = false;
+}
+TRAINLOOP_DETAIL_API void MetricStore::clear() {
+  entries_.clear();
   pending_steps_.clear();
 }
 #endif  // TRAINLOOP_DETAIL_DEFINE_API

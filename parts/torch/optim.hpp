@@ -45,10 +45,7 @@ class SchedulerConfig {
     }
   }
   SchedulerConfig& interval(Interval v) { return interval_ = v, *this; }
-  SchedulerConfig& frequency(std::int64_t v) {
-    if (v < 1) throw std::invalid_argument("trainloop: SchedulerConfig().frequency(n): n must be at least 1");
-    return frequency_ = v, *this;
-  }
+  TRAINLOOP_DETAIL_API SchedulerConfig& frequency(std::int64_t v);
   /// Steps with the value of this metric (from callback_metrics) instead of plainly.
   SchedulerConfig& monitor(std::string metric) { return monitor_ = std::move(metric), *this; }
 
@@ -61,9 +58,7 @@ class SchedulerConfig {
   bool can_step_on_metric() const { return static_cast<bool>(step_on_metric_); }
   /// The scheduler's state, when it has one (empty otherwise).
   std::optional<StateDict> state_dict() const { return save_ ? std::optional<StateDict>(save_()) : std::nullopt; }
-  void load_state_dict(const StateDict& state) const {
-    if (load_) load_(state);
-  }
+  TRAINLOOP_DETAIL_API void load_state_dict(const StateDict& state) const;
 
  private:
   std::function<void()> step_;
@@ -115,5 +110,15 @@ Optimizers to_optimizers(R&& result) {
   }
 }
 }  // namespace detail
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API SchedulerConfig& SchedulerConfig::frequency(std::int64_t v) {
+  if (v < 1) throw std::invalid_argument("trainloop: SchedulerConfig().frequency(n): n must be at least 1");
+  return frequency_ = v, *this;
+}
+TRAINLOOP_DETAIL_API void SchedulerConfig::load_state_dict(const StateDict& state) const {
+  if (load_) load_(state);
+}
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
 
 TRAINLOOP_DETAIL_END

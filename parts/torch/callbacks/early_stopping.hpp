@@ -36,10 +36,7 @@ class EarlyStopping {
     if (options_.patience < 1) throw std::invalid_argument("trainloop: EarlyStopping: patience must be at least 1");
     if (options_.min_delta < 0) throw std::invalid_argument("trainloop: EarlyStopping: min_delta must not be negative");
   }
-  EarlyStopping& stops(EngineCore& engine) {
-    target_ = &engine;
-    return *this;
-  }
+  TRAINLOOP_DETAIL_API EarlyStopping& stops(EngineCore& engine);
 
   // Trainer callback hooks.
   template <class T, class M>
@@ -61,51 +58,14 @@ class EarlyStopping {
   }
 
   /// One check with the metric's value; true when training should stop. The reason is in reason().
-  bool check(double current) {
-    ++checks_;
-    const bool minimize = options_.mode == Mode::min;
-    auto fmt = [](double v) {
-      char text[32];
-      std::snprintf(text, sizeof text, "%.6g", v);
-      return std::string(text);
-    };
-    if (options_.check_finite && !std::isfinite(current))
-      return stop("monitored metric " + options_.monitor + " = " + fmt(current) + " is not finite");
-    if (options_.stopping_threshold && (minimize ? current < *options_.stopping_threshold : current > *options_.stopping_threshold))
-      return stop(options_.monitor + " = " + fmt(current) + " reached the stopping threshold " + fmt(*options_.stopping_threshold));
-    if (options_.divergence_threshold &&
-        (minimize ? current > *options_.divergence_threshold : current < *options_.divergence_threshold))
-      return stop(options_.monitor + " = " + fmt(current) + " crossed the divergence threshold " + fmt(*options_.divergence_threshold));
-    const bool improved = !best_ || (minimize ? current < *best_ - options_.min_delta : current > *best_ + options_.min_delta);
-    if (improved) {
-      best_ = current;
-      wait_ = 0;
-      return false;
-    }
-    if (++wait_ >= options_.patience)
-      return stop(options_.monitor + " did not improve by more than " + fmt(options_.min_delta) + " in " +
-                  std::to_string(wait_) + " checks; best " + fmt(*best_));
-    return false;
-  }
+  TRAINLOOP_DETAIL_API bool check(double current);
 
   std::optional<double> best_score() const { return best_; }
   std::int64_t wait_count() const { return wait_; }
   bool stopped() const { return !reason_.empty(); }
   const std::string& reason() const { return reason_; }
-  StateDict state_dict() const {
-    StateDict s{{"wait_count", wait_}, {"checks", checks_}, {"reason", reason_}};
-    if (best_) s["best_score"] = *best_;
-    return s;
-  }
-  void load_state_dict(const StateDict& s) {
-    auto it = s.find("wait_count");
-    if (it == s.end() || !std::holds_alternative<std::int64_t>(it->second))
-      throw std::invalid_argument("trainloop: EarlyStopping state: key 'wait_count' is missing or not an integer");
-    wait_ = std::get<std::int64_t>(it->second);
-    checks_ = s.count("checks") ? std::get<std::int64_t>(s.at("checks")) : 0;
-    reason_ = s.count("reason") ? std::get<std::string>(s.at("reason")) : std::string();
-    best_ = s.count("best_score") ? std::optional<double>(std::get<double>(s.at("best_score"))) : std::nullopt;
-  }
+  TRAINLOOP_DETAIL_API StateDict state_dict() const;
+  TRAINLOOP_DETAIL_API void load_state_dict(const StateDict& s);
 
  private:
   template <class T>
@@ -121,10 +81,7 @@ class EarlyStopping {
     // Every rank stops if any does (data-parallel ranks that disagree would wait for each other forever).
     if (trainer.reduce_decision(check(it->second.template item<double>()), /*all=*/false)) trainer.should_stop(true);
   }
-  bool stop(std::string why) {
-    reason_ = std::move(why);
-    return true;
-  }
+  TRAINLOOP_DETAIL_API bool stop(std::string why);
 
   Options options_;
   EngineCore* target_ = nullptr;
@@ -175,18 +132,71 @@ class TerminateOnNan {
   const std::string& message() const { return message_; }
 
  private:
-  static torch::Tensor first_non_finite(const torch::Tensor& value) {
-    if (!value.defined() || !value.is_floating_point()) return {};
-    const torch::Tensor finite = torch::isfinite(value.detach());
-    if (finite.all().item<bool>()) return {};
-    return value.detach().reshape({-1}).index({finite.reshape({-1}).logical_not()}).slice(0, 0, 1);
-  }
-  void stop(const std::string& what) {
-    message_ = "trainloop: TerminateOnNan: " + what + "; stopping";
-    std::fprintf(stderr, "%s\n", message_.c_str());
-  }
+  TRAINLOOP_DETAIL_API static torch::Tensor first_non_finite(const torch::Tensor& value);
+  TRAINLOOP_DETAIL_API void stop(const std::string& what);
   std::string message_;
   bool checked_by_trainer_ = false;
 };
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API EarlyStopping& EarlyStopping::stops(EngineCore& engine) {
+  target_ = &engine;
+  return *this;
+}
+TRAINLOOP_DETAIL_API bool EarlyStopping::check(double current) {
+  ++checks_;
+  const bool minimize = options_.mode == Mode::min;
+  auto fmt = [](double v) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%.6g", v);
+    return std::string(text);
+  };
+  if (options_.check_finite && !std::isfinite(current))
+    return stop("monitored metric " + options_.monitor + " = " + fmt(current) + " is not finite");
+  if (options_.stopping_threshold && (minimize ? current < *options_.stopping_threshold : current > *options_.stopping_threshold))
+    return stop(options_.monitor + " = " + fmt(current) + " reached the stopping threshold " + fmt(*options_.stopping_threshold));
+  if (options_.divergence_threshold &&
+      (minimize ? current > *options_.divergence_threshold : current < *options_.divergence_threshold))
+    return stop(options_.monitor + " = " + fmt(current) + " crossed the divergence threshold " + fmt(*options_.divergence_threshold));
+  const bool improved = !best_ || (minimize ? current < *best_ - options_.min_delta : current > *best_ + options_.min_delta);
+  if (improved) {
+    best_ = current;
+    wait_ = 0;
+    return false;
+  }
+  if (++wait_ >= options_.patience)
+    return stop(options_.monitor + " did not improve by more than " + fmt(options_.min_delta) + " in " +
+                std::to_string(wait_) + " checks; best " + fmt(*best_));
+  return false;
+}
+TRAINLOOP_DETAIL_API StateDict EarlyStopping::state_dict() const {
+  StateDict s{{"wait_count", wait_}, {"checks", checks_}, {"reason", reason_}};
+  if (best_) s["best_score"] = *best_;
+  return s;
+}
+TRAINLOOP_DETAIL_API void EarlyStopping::load_state_dict(const StateDict& s) {
+  auto it = s.find("wait_count");
+  if (it == s.end() || !std::holds_alternative<std::int64_t>(it->second))
+    throw std::invalid_argument("trainloop: EarlyStopping state: key 'wait_count' is missing or not an integer");
+  wait_ = std::get<std::int64_t>(it->second);
+  checks_ = s.count("checks") ? std::get<std::int64_t>(s.at("checks")) : 0;
+  reason_ = s.count("reason") ? std::get<std::string>(s.at("reason")) : std::string();
+  best_ = s.count("best_score") ? std::optional<double>(std::get<double>(s.at("best_score"))) : std::nullopt;
+}
+TRAINLOOP_DETAIL_API bool EarlyStopping::stop(std::string why) {
+  reason_ = std::move(why);
+  return true;
+}
+TRAINLOOP_DETAIL_API torch::Tensor TerminateOnNan::first_non_finite(const torch::Tensor& value) {
+  if (!value.defined() || !value.is_floating_point()) return {};
+  const torch::Tensor finite = torch::isfinite(value.detach());
+  if (finite.all().item<bool>()) return {};
+  return value.detach().reshape({-1}).index({finite.reshape({-1}).logical_not()}).slice(0, 0, 1);
+}
+TRAINLOOP_DETAIL_API void TerminateOnNan::stop(const std::string& what) {
+  message_ = "trainloop: TerminateOnNan: " + what + "; stopping";
+  std::fprintf(stderr, "%s\n", message_.c_str());
+}
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
 
 TRAINLOOP_DETAIL_END

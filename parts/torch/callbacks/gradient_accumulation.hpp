@@ -31,10 +31,7 @@ class GradientAccumulationScheduler {
     }
   }
   /// Batches per optimizer step in `epoch` (0-based).
-  std::int64_t factor_for(std::int64_t epoch) const {
-    auto it = scheduling_.upper_bound(epoch);
-    return it == scheduling_.begin() ? 1 : std::prev(it)->second;
-  }
+  TRAINLOOP_DETAIL_API std::int64_t factor_for(std::int64_t epoch) const;
 
   template <class T, class M>
   void on_train_start(T& trainer, M& module) {
@@ -55,5 +52,12 @@ class GradientAccumulationScheduler {
  private:
   std::map<std::int64_t, std::int64_t> scheduling_;
 };
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API std::int64_t GradientAccumulationScheduler::factor_for(std::int64_t epoch) const {
+  auto it = scheduling_.upper_bound(epoch);
+  return it == scheduling_.begin() ? 1 : std::prev(it)->second;
+}
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
 
 TRAINLOOP_DETAIL_END

@@ -26,10 +26,7 @@ class LearningRateMonitor {
   LearningRateMonitor() : LearningRateMonitor(Options{}) {}
   explicit LearningRateMonitor(Options options) : options_(options) {}
 
-  LearningRateMonitor& watch(torch::optim::Optimizer& optimizer) {
-    watched_.push_back(&optimizer);
-    return *this;
-  }
+  TRAINLOOP_DETAIL_API LearningRateMonitor& watch(torch::optim::Optimizer& optimizer);
 
   /// Every value recorded, by name, in order.
   const std::map<std::string, std::vector<double>>& lrs() const noexcept { return history_; }
@@ -91,37 +88,10 @@ class LearningRateMonitor {
   }
 
   // Lightning's names: the optimizer's class, numbered from its second occurrence, "/pgN" with several groups.
-  void name_optimizers(const std::vector<torch::optim::Optimizer*>& optimizers) {
-    optimizers_ = optimizers;
-    names_.clear();
-    std::map<std::string, int> seen;
-    for (auto* optimizer : optimizers) {
-      std::string type = detail::demangle(typeid(*optimizer).name());
-      if (type.rfind("torch::optim::", 0) == 0) type = type.substr(14);
-      const int n = seen[type]++;
-      const std::string base = "lr-" + type + (n > 0 ? "-" + std::to_string(n) : "");
-      std::vector<std::string> groups;
-      const auto count = optimizer->param_groups().size();
-      for (std::size_t g = 0; g < count; ++g) groups.push_back(count == 1 ? base : base + "/pg" + std::to_string(g + 1));
-      names_.push_back(groups);
-    }
-  }
-  void read(std::size_t i, std::map<std::string, double>& values) {
-    auto& groups = optimizers_[i]->param_groups();
-    for (std::size_t g = 0; g < groups.size() && g < names_[i].size(); ++g) {
-      auto& options = groups[g].options();
-      put(values, names_[i][g], detail::try_access_param(options, Param::lr, nullptr));
-      if (options_.log_momentum)
-        put(values, names_[i][g] + "-momentum", detail::try_access_param(options, Param::momentum, nullptr));
-      if (options_.log_weight_decay)
-        put(values, names_[i][g] + "-weight_decay", detail::try_access_param(options, Param::weight_decay, nullptr));
-    }
-  }
-  void put(std::map<std::string, double>& values, const std::string& name, std::optional<double> value) {
-    if (!value) return;  // an optimizer without momentum (Adagrad): nothing to log, as in Lightning
-    values[name] = *value;
-    history_[name].push_back(*value);
-  }
+  TRAINLOOP_DETAIL_API void name_optimizers(const std::vector<torch::optim::Optimizer*>& optimizers);
+  TRAINLOOP_DETAIL_API void read(std::size_t i, std::map<std::string, double>& values);
+  TRAINLOOP_DETAIL_API void put(std::map<std::string, double>& values, const std::string& name,
+                                std::optional<double> value);
 
   Options options_;
   std::vector<torch::optim::Optimizer*> watched_, optimizers_;
@@ -129,5 +99,44 @@ class LearningRateMonitor {
   std::vector<std::vector<std::string>> names_;  // per optimizer, per parameter group
   std::map<std::string, std::vector<double>> history_;
 };
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API LearningRateMonitor& LearningRateMonitor::watch(torch::optim::Optimizer& optimizer) {
+  watched_.push_back(&optimizer);
+  return *this;
+}
+TRAINLOOP_DETAIL_API void LearningRateMonitor::name_optimizers(const std::vector<torch::optim::Optimizer*>& optimizers) {
+  optimizers_ = optimizers;
+  names_.clear();
+  std::map<std::string, int> seen;
+  for (auto* optimizer : optimizers) {
+    std::string type = detail::demangle(typeid(*optimizer).name());
+    if (type.rfind("torch::optim::", 0) == 0) type = type.substr(14);
+    const int n = seen[type]++;
+    const std::string base = "lr-" + type + (n > 0 ? "-" + std::to_string(n) : "");
+    std::vector<std::string> groups;
+    const auto count = optimizer->param_groups().size();
+    for (std::size_t g = 0; g < count; ++g) groups.push_back(count == 1 ? base : base + "/pg" + std::to_string(g + 1));
+    names_.push_back(groups);
+  }
+}
+TRAINLOOP_DETAIL_API void LearningRateMonitor::read(std::size_t i, std::map<std::string, double>& values) {
+  auto& groups = optimizers_[i]->param_groups();
+  for (std::size_t g = 0; g < groups.size() && g < names_[i].size(); ++g) {
+    auto& options = groups[g].options();
+    put(values, names_[i][g], detail::try_access_param(options, Param::lr, nullptr));
+    if (options_.log_momentum)
+      put(values, names_[i][g] + "-momentum", detail::try_access_param(options, Param::momentum, nullptr));
+    if (options_.log_weight_decay)
+      put(values, names_[i][g] + "-weight_decay", detail::try_access_param(options, Param::weight_decay, nullptr));
+  }
+}
+TRAINLOOP_DETAIL_API void LearningRateMonitor::put(std::map<std::string, double>& values, const std::string& name,
+                                                   std::optional<double> value) {
+  if (!value) return;  // an optimizer without momentum (Adagrad): nothing to log, as in Lightning
+  values[name] = *value;
+  history_[name].push_back(*value);
+}
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
 
 TRAINLOOP_DETAIL_END

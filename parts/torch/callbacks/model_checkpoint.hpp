@@ -76,33 +76,7 @@ class ModelCheckpoint {
   /// The checkpoint `fit(..., "last" | "best")` resumes from, or "" when there is none: what this ModelCheckpoint
   /// wrote in this process, else what its folder holds (after a crash): last.ckpt or the newest .ckpt for "last",
   /// and for "best" the best path recorded in that newest checkpoint.
-  std::string find_checkpoint(const std::string& which) const {
-    namespace fs = std::filesystem;
-    std::error_code error;
-    const std::string& known = which == "best" ? best_path_ : last_path_;
-    if (!known.empty() && fs::exists(known, error)) return known;
-    std::string newest;
-    const std::string last = options_.dirpath + "/last.ckpt";
-    if (fs::exists(last, error)) {
-      newest = last;
-    } else {
-      fs::file_time_type newest_time{};
-      for (fs::directory_iterator it(options_.dirpath, error), end; !error && it != end; it.increment(error)) {
-        if (it->path().extension() != ".ckpt" || !it->is_regular_file(error)) continue;
-        const auto time = it->last_write_time(error);
-        if (!error && (newest.empty() || time > newest_time)) newest = it->path().string(), newest_time = time;
-      }
-    }
-    if (which != "best" || newest.empty()) return newest;
-    for (const auto& [key, state] : read_checkpoint_states(newest)) {
-      if (key.rfind("callback/trainloop::ModelCheckpoint", 0) != 0) continue;
-      auto best = state.find("best_model_path");
-      if (best == state.end() || !std::holds_alternative<std::string>(best->second)) continue;
-      const std::string& path = std::get<std::string>(best->second);
-      if (!path.empty() && fs::exists(path, error)) return path;
-    }
-    return "";
-  }
+  TRAINLOOP_DETAIL_API std::string find_checkpoint(const std::string& which) const;
 
   const std::string& best_model_path() const { return best_path_; }
   std::optional<double> best_model_score() const { return best_score_; }
@@ -110,59 +84,12 @@ class ModelCheckpoint {
   /// The kept checkpoints, in saving order, with their scores (NaN without a monitor).
   const std::vector<std::pair<std::string, double>>& kept() const { return kept_; }
 
-  StateDict state_dict() const {
-    StateDict s{{"best_model_path", best_path_}, {"last_model_path", last_path_}, {"last_step", last_step_}};
-    if (best_score_) s["best_model_score"] = *best_score_;
-    std::string kept;
-    for (const auto& [path, score] : kept_) kept += path + '\t' + std::to_string(score) + '\n';
-    s["kept"] = kept;
-    return s;
-  }
-  void load_state_dict(const StateDict& s) {
-    auto text = [&](const char* key) { return s.count(key) ? std::get<std::string>(s.at(key)) : std::string(); };
-    best_path_ = text("best_model_path");
-    last_path_ = text("last_model_path");
-    last_step_ = s.count("last_step") ? std::get<std::int64_t>(s.at("last_step")) : -1;
-    best_score_ = s.count("best_model_score") ? std::optional<double>(std::get<double>(s.at("best_model_score"))) : std::nullopt;
-    kept_.clear();
-    const std::string kept = text("kept");
-    for (std::size_t start = 0, end; (end = kept.find('\n', start)) != std::string::npos; start = end + 1) {
-      const std::string line = kept.substr(start, end - start);
-      const auto tab = line.find('\t');
-      kept_.emplace_back(line.substr(0, tab), std::stod(line.substr(tab + 1)));
-    }
-  }
+  TRAINLOOP_DETAIL_API StateDict state_dict() const;
+  TRAINLOOP_DETAIL_API void load_state_dict(const StateDict& s);
 
   /// "epoch={epoch}-val_loss={val_loss:.3f}" with the values: {name} or {name:.Nf}; an unknown name is an error.
-  static std::string format_filename(const std::string& pattern, const std::map<std::string, double>& values) {
-    std::string out;
-    for (std::size_t i = 0; i < pattern.size();) {
-      if (pattern[i] != '{') {
-        out += pattern[i++];
-        continue;
-      }
-      const auto close = pattern.find('}', i);
-      if (close == std::string::npos) throw std::invalid_argument("trainloop: ModelCheckpoint: unclosed '{' in '" + pattern + "'");
-      std::string field = pattern.substr(i + 1, close - i - 1), format;
-      if (const auto colon = field.find(':'); colon != std::string::npos) {
-        format = field.substr(colon + 1);
-        field = field.substr(0, colon);
-      }
-      auto it = values.find(field);
-      if (it == values.end())
-        throw std::invalid_argument("trainloop: ModelCheckpoint: the filename names '" + field + "', which was not logged");
-      char text[64];
-      if (format.empty() && it->second == static_cast<double>(static_cast<std::int64_t>(it->second)))
-        std::snprintf(text, sizeof text, "%lld", static_cast<long long>(it->second));
-      else if (format.empty())
-        std::snprintf(text, sizeof text, "%g", it->second);
-      else
-        std::snprintf(text, sizeof text, ("%" + format).c_str(), it->second);
-      out += text;
-      i = close + 1;
-    }
-    return out;
-  }
+  TRAINLOOP_DETAIL_API static std::string format_filename(const std::string& pattern, const std::map<std::string,
+                                                          double>& values);
 
  private:
   template <class T>
@@ -222,35 +149,11 @@ class ModelCheckpoint {
   }
   bool better(double a, double b) const { return options_.mode == Mode::min ? a < b : a > b; }
   // Whether a checkpoint with `score` enters the kept set.
-  bool keeps(double score) const {
-    if (options_.monitor.empty() || options_.save_top_k == -1) return true;
-    if (static_cast<std::int64_t>(kept_.size()) < options_.save_top_k) return true;
-    for (const auto& [path, s] : kept_)
-      if (better(score, s)) return true;
-    return false;
-  }
+  TRAINLOOP_DETAIL_API bool keeps(double score) const;
   // Takes the worst (without a monitor: the oldest) beyond save_top_k out of the kept set, returning their files,
   // and updates the best.
-  std::vector<std::string> drop_beyond_top_k() {
-    std::vector<std::string> dropped;
-    while (options_.save_top_k > 0 && static_cast<std::int64_t>(kept_.size()) > options_.save_top_k) {
-      auto worst = kept_.begin();  // in saving order: the oldest first
-      if (!options_.monitor.empty())
-        for (auto it = kept_.begin(); it != kept_.end(); ++it)
-          if (better(worst->second, it->second)) worst = it;
-      dropped.push_back(worst->first);
-      kept_.erase(worst);
-    }
-    update_best();
-    return dropped;
-  }
-  void update_best() {
-    best_path_.clear();
-    best_score_.reset();
-    for (const auto& [path, score] : kept_)
-      if (options_.monitor.empty() || !best_score_ || better(score, *best_score_)) best_path_ = path, best_score_ = score;
-    if (options_.monitor.empty()) best_score_.reset();  // "best" is the latest when nothing is ranked
-  }
+  TRAINLOOP_DETAIL_API std::vector<std::string> drop_beyond_top_k();
+  TRAINLOOP_DETAIL_API void update_best();
 
   Options options_;
   std::vector<std::pair<std::string, double>> kept_;  // in saving order
@@ -259,5 +162,114 @@ class ModelCheckpoint {
   std::int64_t last_step_ = -1;
   std::chrono::steady_clock::time_point last_time_save_{};
 };
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API std::string ModelCheckpoint::find_checkpoint(const std::string& which) const {
+  namespace fs = std::filesystem;
+  std::error_code error;
+  const std::string& known = which == "best" ? best_path_ : last_path_;
+  if (!known.empty() && fs::exists(known, error)) return known;
+  std::string newest;
+  const std::string last = options_.dirpath + "/last.ckpt";
+  if (fs::exists(last, error)) {
+    newest = last;
+  } else {
+    fs::file_time_type newest_time{};
+    for (fs::directory_iterator it(options_.dirpath, error), end; !error && it != end; it.increment(error)) {
+      if (it->path().extension() != ".ckpt" || !it->is_regular_file(error)) continue;
+      const auto time = it->last_write_time(error);
+      if (!error && (newest.empty() || time > newest_time)) newest = it->path().string(), newest_time = time;
+    }
+  }
+  if (which != "best" || newest.empty()) return newest;
+  for (const auto& [key, state] : read_checkpoint_states(newest)) {
+    if (key.rfind("callback/trainloop::ModelCheckpoint", 0) != 0) continue;
+    auto best = state.find("best_model_path");
+    if (best == state.end() || !std::holds_alternative<std::string>(best->second)) continue;
+    const std::string& path = std::get<std::string>(best->second);
+    if (!path.empty() && fs::exists(path, error)) return path;
+  }
+  return "";
+}
+TRAINLOOP_DETAIL_API StateDict ModelCheckpoint::state_dict() const {
+  StateDict s{{"best_model_path", best_path_}, {"last_model_path", last_path_}, {"last_step", last_step_}};
+  if (best_score_) s["best_model_score"] = *best_score_;
+  std::string kept;
+  for (const auto& [path, score] : kept_) kept += path + '\t' + std::to_string(score) + '\n';
+  s["kept"] = kept;
+  return s;
+}
+TRAINLOOP_DETAIL_API void ModelCheckpoint::load_state_dict(const StateDict& s) {
+  auto text = [&](const char* key) { return s.count(key) ? std::get<std::string>(s.at(key)) : std::string(); };
+  best_path_ = text("best_model_path");
+  last_path_ = text("last_model_path");
+  last_step_ = s.count("last_step") ? std::get<std::int64_t>(s.at("last_step")) : -1;
+  best_score_ = s.count("best_model_score") ? std::optional<double>(std::get<double>(s.at("best_model_score"))) : std::nullopt;
+  kept_.clear();
+  const std::string kept = text("kept");
+  for (std::size_t start = 0, end; (end = kept.find('\n', start)) != std::string::npos; start = end + 1) {
+    const std::string line = kept.substr(start, end - start);
+    const auto tab = line.find('\t');
+    kept_.emplace_back(line.substr(0, tab), std::stod(line.substr(tab + 1)));
+  }
+}
+TRAINLOOP_DETAIL_API std::string ModelCheckpoint::format_filename(const std::string& pattern,
+                                                                  const std::map<std::string, double>& values) {
+  std::string out;
+  for (std::size_t i = 0; i < pattern.size();) {
+    if (pattern[i] != '{') {
+      out += pattern[i++];
+      continue;
+    }
+    const auto close = pattern.find('}', i);
+    if (close == std::string::npos) throw std::invalid_argument("trainloop: ModelCheckpoint: unclosed '{' in '" + pattern + "'");
+    std::string field = pattern.substr(i + 1, close - i - 1), format;
+    if (const auto colon = field.find(':'); colon != std::string::npos) {
+      format = field.substr(colon + 1);
+      field = field.substr(0, colon);
+    }
+    auto it = values.find(field);
+    if (it == values.end())
+      throw std::invalid_argument("trainloop: ModelCheckpoint: the filename names '" + field + "', which was not logged");
+    char text[64];
+    if (format.empty() && it->second == static_cast<double>(static_cast<std::int64_t>(it->second)))
+      std::snprintf(text, sizeof text, "%lld", static_cast<long long>(it->second));
+    else if (format.empty())
+      std::snprintf(text, sizeof text, "%g", it->second);
+    else
+      std::snprintf(text, sizeof text, ("%" + format).c_str(), it->second);
+    out += text;
+    i = close + 1;
+  }
+  return out;
+}
+TRAINLOOP_DETAIL_API bool ModelCheckpoint::keeps(double score) const {
+  if (options_.monitor.empty() || options_.save_top_k == -1) return true;
+  if (static_cast<std::int64_t>(kept_.size()) < options_.save_top_k) return true;
+  for (const auto& [path, s] : kept_)
+    if (better(score, s)) return true;
+  return false;
+}
+TRAINLOOP_DETAIL_API std::vector<std::string> ModelCheckpoint::drop_beyond_top_k() {
+  std::vector<std::string> dropped;
+  while (options_.save_top_k > 0 && static_cast<std::int64_t>(kept_.size()) > options_.save_top_k) {
+    auto worst = kept_.begin();  // in saving order: the oldest first
+    if (!options_.monitor.empty())
+      for (auto it = kept_.begin(); it != kept_.end(); ++it)
+        if (better(worst->second, it->second)) worst = it;
+    dropped.push_back(worst->first);
+    kept_.erase(worst);
+  }
+  update_best();
+  return dropped;
+}
+TRAINLOOP_DETAIL_API void ModelCheckpoint::update_best() {
+  best_path_.clear();
+  best_score_.reset();
+  for (const auto& [path, score] : kept_)
+    if (options_.monitor.empty() || !best_score_ || better(score, *best_score_)) best_path_ = path, best_score_ = score;
+  if (options_.monitor.empty()) best_score_.reset();  // "best" is the latest when nothing is ranked
+}
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
 
 TRAINLOOP_DETAIL_END

@@ -34,42 +34,76 @@ class GzFile {
   ~GzFile() { gzclose(file_); }
 
   // Reads exactly `size` bytes; `what` names them in the error when the file ends early or is corrupt.
-  void read_exactly(void* out, std::size_t size, const std::string& what) {
-    auto* bytes = static_cast<unsigned char*>(out);
-    std::size_t done = 0;
-    while (done < size) {
-      const unsigned chunk = static_cast<unsigned>(std::min<std::size_t>(size - done, 1u << 30));
-      const int got = gzread(file_, bytes + done, chunk);
-      if (got < 0) {
-        int code = 0;
-        const char* message = gzerror(file_, &code);
-        throw std::runtime_error("trainloop: '" + path_ + "' is corrupt while reading " + what + ": " + message);
-      }
-      if (got == 0)
-        throw std::runtime_error("trainloop: '" + path_ + "' is truncated: " + what + " needs " +
-                                 std::to_string(size) + " bytes, the file ends after " + std::to_string(done));
-      done += static_cast<std::size_t>(got);
-    }
-  }
-  bool at_end() {
-    unsigned char probe = 0;
-    return gzread(file_, &probe, 1) == 0;
-  }
+  TRAINLOOP_DETAIL_API void read_exactly(void* out, std::size_t size, const std::string& what);
+  TRAINLOOP_DETAIL_API bool at_end();
 
  private:
   std::string path_;
   gzFile file_ = nullptr;
 };
 
-inline std::uint32_t read_big_endian_u32(const unsigned char* p) {
-  return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) | std::uint32_t{p[3]};
-}
+TRAINLOOP_DETAIL_API std::uint32_t read_big_endian_u32(const unsigned char* p);
 }  // namespace detail
 
 /// Reads an IDX file (plain or .gz) into a CPU tensor of its own dtype and shape. Errors name the path: missing file,
 /// wrong magic number, unknown type code, truncated or corrupt data, trailing bytes. `hint` is added to the error
 /// when the file cannot be opened (for example, which package provides it).
-inline torch::Tensor read_idx(const std::string& path, const std::string& hint = "") {
+TRAINLOOP_DETAIL_API torch::Tensor read_idx(const std::string& path, const std::string& hint = "");
+
+/// Where Debian's dataset-fashion-mnist package puts Fashion-MNIST.
+inline constexpr const char* fashion_mnist_debian_dir = "/usr/share/datasets/fashion-mnist";
+
+/// One split of MNIST or Fashion-MNIST: images as float [N, 1, 28, 28] scaled to [0, 1], labels as int64 [N].
+struct MnistSplit {
+  torch::Tensor images;
+  torch::Tensor labels;
+};
+
+/// Reads `train-*` or `t10k-*` IDX files (`.gz` preferred, plain accepted) from `dir`, checks that images and labels
+/// agree, and scales the images to [0, 1].
+TRAINLOOP_DETAIL_API MnistSplit read_mnist_split(const std::string& dir, bool train,
+                                                 const std::string& hint = "for Fashion-MNIST install Debian's dataset-fashion-mnist " "package: apt-get install dataset-fashion-mnist");
+
+/// Standardises images in place: (x - mean) / std, with the split's conventional constants below.
+TRAINLOOP_DETAIL_API MnistSplit normalized(MnistSplit split, double mean, double std);
+inline constexpr double fashion_mnist_mean = 0.2860, fashion_mnist_std = 0.3530;  // over the training images
+inline constexpr double mnist_mean = 0.1307, mnist_std = 0.3081;
+
+/// Fashion-MNIST's train (60,000) or test (10,000) split, from Debian's dataset-fashion-mnist by default; with
+/// `normalize`, standardised with the training set's mean and deviation.
+TRAINLOOP_DETAIL_API MnistSplit fashion_mnist(bool train, const std::string& dir = fashion_mnist_debian_dir,
+                                              bool normalize = false);
+/// MNIST's train or test split from `dir` (the four IDX files, plain or .gz).
+TRAINLOOP_DETAIL_API MnistSplit mnist(bool train, const std::string& dir, bool normalize = false);
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+namespace detail {
+TRAINLOOP_DETAIL_API void GzFile::read_exactly(void* out, std::size_t size, const std::string& what) {
+  auto* bytes = static_cast<unsigned char*>(out);
+  std::size_t done = 0;
+  while (done < size) {
+    const unsigned chunk = static_cast<unsigned>(std::min<std::size_t>(size - done, 1u << 30));
+    const int got = gzread(file_, bytes + done, chunk);
+    if (got < 0) {
+      int code = 0;
+      const char* message = gzerror(file_, &code);
+      throw std::runtime_error("trainloop: '" + path_ + "' is corrupt while reading " + what + ": " + message);
+    }
+    if (got == 0)
+      throw std::runtime_error("trainloop: '" + path_ + "' is truncated: " + what + " needs " +
+                               std::to_string(size) + " bytes, the file ends after " + std::to_string(done));
+    done += static_cast<std::size_t>(got);
+  }
+}
+TRAINLOOP_DETAIL_API bool GzFile::at_end() {
+  unsigned char probe = 0;
+  return gzread(file_, &probe, 1) == 0;
+}
+TRAINLOOP_DETAIL_API std::uint32_t read_big_endian_u32(const unsigned char* p) {
+  return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) | std::uint32_t{p[3]};
+}
+}  // namespace detail
+TRAINLOOP_DETAIL_API torch::Tensor read_idx(const std::string& path, const std::string& hint) {
   detail::GzFile file(path, hint);
   std::array<unsigned char, 4> magic{};
   file.read_exactly(magic.data(), magic.size(), "the magic number");
@@ -107,21 +141,7 @@ inline torch::Tensor read_idx(const std::string& path, const std::string& hint =
   }
   return tensor;
 }
-
-/// Where Debian's dataset-fashion-mnist package puts Fashion-MNIST.
-inline constexpr const char* fashion_mnist_debian_dir = "/usr/share/datasets/fashion-mnist";
-
-/// One split of MNIST or Fashion-MNIST: images as float [N, 1, 28, 28] scaled to [0, 1], labels as int64 [N].
-struct MnistSplit {
-  torch::Tensor images;
-  torch::Tensor labels;
-};
-
-/// Reads `train-*` or `t10k-*` IDX files (`.gz` preferred, plain accepted) from `dir`, checks that images and labels
-/// agree, and scales the images to [0, 1].
-inline MnistSplit read_mnist_split(const std::string& dir, bool train,
-                                   const std::string& hint = "for Fashion-MNIST install Debian's dataset-fashion-mnist "
-                                                             "package: apt-get install dataset-fashion-mnist") {
+TRAINLOOP_DETAIL_API MnistSplit read_mnist_split(const std::string& dir, bool train, const std::string& hint) {
   const std::string prefix = dir + "/" + (train ? "train" : "t10k");
   auto read_either = [&](const std::string& stem) {
     const std::string gz = stem + ".gz";
@@ -152,25 +172,18 @@ inline MnistSplit read_mnist_split(const std::string& dir, bool train,
                              " images but '" + labels_path + "' has " + std::to_string(labels.size(0)) + " labels");
   return {images.unsqueeze(1).to(torch::kFloat32).div_(255.0), labels.to(torch::kInt64)};
 }
-
-/// Standardises images in place: (x - mean) / std, with the split's conventional constants below.
-inline MnistSplit normalized(MnistSplit split, double mean, double std) {
+TRAINLOOP_DETAIL_API MnistSplit normalized(MnistSplit split, double mean, double std) {
   split.images = split.images.sub(mean).div_(std);
   return split;
 }
-inline constexpr double fashion_mnist_mean = 0.2860, fashion_mnist_std = 0.3530;  // over the training images
-inline constexpr double mnist_mean = 0.1307, mnist_std = 0.3081;
-
-/// Fashion-MNIST's train (60,000) or test (10,000) split, from Debian's dataset-fashion-mnist by default; with
-/// `normalize`, standardised with the training set's mean and deviation.
-inline MnistSplit fashion_mnist(bool train, const std::string& dir = fashion_mnist_debian_dir, bool normalize = false) {
+TRAINLOOP_DETAIL_API MnistSplit fashion_mnist(bool train, const std::string& dir, bool normalize) {
   MnistSplit split = read_mnist_split(dir, train);
   return normalize ? normalized(std::move(split), fashion_mnist_mean, fashion_mnist_std) : split;
 }
-/// MNIST's train or test split from `dir` (the four IDX files, plain or .gz).
-inline MnistSplit mnist(bool train, const std::string& dir, bool normalize = false) {
+TRAINLOOP_DETAIL_API MnistSplit mnist(bool train, const std::string& dir, bool normalize) {
   MnistSplit split = read_mnist_split(dir, train, "download MNIST's four IDX files into that folder");
   return normalize ? normalized(std::move(split), mnist_mean, mnist_std) : split;
 }
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
 
 TRAINLOOP_DETAIL_END

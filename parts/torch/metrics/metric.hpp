@@ -29,24 +29,13 @@ enum class SyncOp { sum, max, min };
 /// The distributed seam: a function that reduces one state tensor in place across ranks. Single process: none
 /// (metrics compute from their local state). The distributed build installs the process group's all-reduce here;
 /// every metric reduces copies of its states once per compute(), never per update.
-inline std::function<void(torch::Tensor&, SyncOp)>& metric_state_reducer() {
-  static std::function<void(torch::Tensor&, SyncOp)> reducer;
-  return reducer;
-}
+TRAINLOOP_DETAIL_API std::function<void(torch::Tensor&, SyncOp)>& metric_state_reducer();
 namespace detail {
 // The state as all ranks together see it: a reduced copy (so computing twice never reduces twice), or the state
 // itself in a single process.
-inline torch::Tensor synced(const torch::Tensor& state, SyncOp op) {
-  auto& reduce = metric_state_reducer();
-  if (!reduce) return state;
-  torch::Tensor copy = state.clone();
-  reduce(copy, op);
-  return copy;
-}
+TRAINLOOP_DETAIL_API torch::Tensor synced(const torch::Tensor& state, SyncOp op);
 // Checks that cost no device sync: shapes and dtypes.
-inline void require(bool ok, const std::string& metric, const std::string& what) {
-  if (!ok) throw std::invalid_argument("trainloop: " + metric + ": " + what);
-}
+TRAINLOOP_DETAIL_API void require(bool ok, const std::string& metric, const std::string& what);
 inline std::string shape_of(const torch::Tensor& t) { return t.defined() ? c10::str(t.sizes()) : "undefined"; }
 // Value checks (labels within range) need the values; on the CPU that costs no device sync, so they run there.
 inline bool can_check_values(const torch::Tensor& t) { return t.device().is_cpu(); }
@@ -60,10 +49,7 @@ class NotComputableError : public std::runtime_error {
 };
 
 namespace detail {
-inline NotComputableError not_computable(const char* metric) {
-  return NotComputableError(std::string("trainloop: ") + metric + ": not computable: it has seen no examples "
-                            "(compute() before any update(), or only empty batches)");
-}
+TRAINLOOP_DETAIL_API NotComputableError not_computable(const char* metric);
 /// How many examples a metric has seen, counted on the host from shapes (no device sync), so compute() can tell
 /// "nothing seen" from a value. (Per process: in a distributed run each rank counts its own.)
 class SeenCount {
@@ -72,12 +58,8 @@ class SeenCount {
   void add(std::int64_t n) noexcept { n_ += n; }
   std::int64_t value() const noexcept { return n_; }
   /// The count over all ranks, as a float64 tensor on the device of `like` (the denominator of a mean).
-  torch::Tensor total(const torch::Tensor& like) const {
-    return synced(torch::full({}, static_cast<double>(n_), like.options().dtype(torch::kFloat64)), SyncOp::sum);
-  }
-  void require_some(const char* metric) const {
-    if (n_ == 0) throw not_computable(metric);
-  }
+  TRAINLOOP_DETAIL_API torch::Tensor total(const torch::Tensor& like) const;
+  TRAINLOOP_DETAIL_API void require_some(const char* metric) const;
 
  private:
   std::int64_t n_ = 0;
@@ -89,10 +71,7 @@ class SeenCount {
 /// reading that one counter.
 class InvalidValues {
  public:
-  void reset() {
-    count_ = torch::Tensor();
-    what_.clear();
-  }
+  TRAINLOOP_DETAIL_API void reset();
   /// `invalid`: a bool mask of the bad entries; `what`: the rule they break (with what was found, on the CPU).
   template <class Describe>
   void check(const torch::Tensor& invalid, const char* metric, Describe&& describe) {
@@ -105,13 +84,7 @@ class InvalidValues {
     count_ = count_.defined() ? count_ + n : n;
     if (what_.empty()) what_ = describe();
   }
-  void raise_if_any(const char* metric) const {
-    if (!count_.defined()) return;
-    const std::int64_t n = count_.item<std::int64_t>();
-    if (n > 0)
-      throw std::invalid_argument(std::string("trainloop: ") + metric + ": " + std::to_string(n) +
-                                  " invalid entries were passed to update(): " + what_);
-  }
+  TRAINLOOP_DETAIL_API void raise_if_any(const char* metric) const;
 
  private:
   torch::Tensor count_;
@@ -315,5 +288,45 @@ TRAINLOOP_DETAIL_METRIC_OPERATOR(-)
 TRAINLOOP_DETAIL_METRIC_OPERATOR(*)
 TRAINLOOP_DETAIL_METRIC_OPERATOR(/)
 #undef TRAINLOOP_DETAIL_METRIC_OPERATOR
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API std::function<void(torch::Tensor&, SyncOp)>& metric_state_reducer() {
+  static std::function<void(torch::Tensor&, SyncOp)> reducer;
+  return reducer;
+}
+namespace detail {
+TRAINLOOP_DETAIL_API torch::Tensor synced(const torch::Tensor& state, SyncOp op) {
+  auto& reduce = metric_state_reducer();
+  if (!reduce) return state;
+  torch::Tensor copy = state.clone();
+  reduce(copy, op);
+  return copy;
+}
+TRAINLOOP_DETAIL_API void require(bool ok, const std::string& metric, const std::string& what) {
+  if (!ok) throw std::invalid_argument("trainloop: " + metric + ": " + what);
+}
+TRAINLOOP_DETAIL_API NotComputableError not_computable(const char* metric) {
+  return NotComputableError(std::string("trainloop: ") + metric + ": not computable: it has seen no examples "
+                            "(compute() before any update(), or only empty batches)");
+}
+TRAINLOOP_DETAIL_API torch::Tensor SeenCount::total(const torch::Tensor& like) const {
+  return synced(torch::full({}, static_cast<double>(n_), like.options().dtype(torch::kFloat64)), SyncOp::sum);
+}
+TRAINLOOP_DETAIL_API void SeenCount::require_some(const char* metric) const {
+  if (n_ == 0) throw not_computable(metric);
+}
+TRAINLOOP_DETAIL_API void InvalidValues::reset() {
+  count_ = torch::Tensor();
+  what_.clear();
+}
+TRAINLOOP_DETAIL_API void InvalidValues::raise_if_any(const char* metric) const {
+  if (!count_.defined()) return;
+  const std::int64_t n = count_.item<std::int64_t>();
+  if (n > 0)
+    throw std::invalid_argument(std::string("trainloop: ") + metric + ": " + std::to_string(n) +
+                                " invalid entries were passed to update(): " + what_);
+}
+}  // namespace detail
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
 
 TRAINLOOP_DETAIL_END
