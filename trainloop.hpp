@@ -47,9 +47,9 @@
 #endif
 #include "parts/torch/trainer_options.hpp"
 #include "parts/torch/module.hpp"
+#include "parts/torch/trainer_core.hpp"
 #include "parts/torch/callbacks/progress_bar.hpp"
 #include "parts/torch/callbacks/model_summary.hpp"
-#include "parts/torch/trainer_core.hpp"
 #include "parts/torch/trainer.hpp"
 #include "parts/torch/callbacks/early_stopping.hpp"
 #include "parts/torch/callbacks/model_checkpoint.hpp"

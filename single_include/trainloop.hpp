@@ -122,16 +122,29 @@ TRAINLOOP_DETAIL_END
 // ---- end parts/core/config.hpp ----
 // ---- begin parts/core/type_name.hpp ----
 // trainloop: readable type names for run-time error messages ("Net::training_step returned ...").
-#include <cstdlib>
 #include <string>
 #include <typeinfo>
+#if TRAINLOOP_DETAIL_DEFINE_API
+#include <cstdlib>
 #if defined(__GNUG__) || defined(__clang__)
 #include <cxxabi.h>
+#endif
 #endif
 
 TRAINLOOP_DETAIL_BEGIN
 namespace detail {
-inline std::string demangle(const char* mangled) {
+TRAINLOOP_DETAIL_API std::string demangle(const char* mangled);
+/// A mangled type name made readable, with trainloop's inline ABI namespace left out ("trainloop::EMA"): names go
+/// into checkpoint keys and messages, which must not change with the build flags.
+TRAINLOOP_DETAIL_API std::string readable_type_name(const char* mangled);
+/// The static type's name (see readable_type_name).
+template <class T>
+std::string type_name() {
+  return readable_type_name(typeid(T).name());
+}
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API std::string demangle(const char* mangled) {
 #if defined(__GNUG__) || defined(__clang__)
   int status = 0;
   struct Freed {  // __cxa_demangle's buffer is malloc'ed (no <memory> needed for one free)
@@ -144,15 +157,13 @@ inline std::string demangle(const char* mangled) {
 }
 #define TRAINLOOP_DETAIL_STRINGIFY2(x) #x
 #define TRAINLOOP_DETAIL_STRINGIFY(x) TRAINLOOP_DETAIL_STRINGIFY2(x)
-/// The static type's name, with trainloop's inline ABI namespace left out ("trainloop::EMA"): names go into
-/// checkpoint keys and messages, which must not change with the build flags.
-template <class T>
-std::string type_name() {
-  std::string name = demangle(typeid(T).name());
+TRAINLOOP_DETAIL_API std::string readable_type_name(const char* mangled) {
+  std::string name = demangle(mangled);
   const std::string abi = "trainloop::" TRAINLOOP_DETAIL_STRINGIFY(TRAINLOOP_DETAIL_ABI_NAME) "::";
   for (auto at = name.find(abi); at != std::string::npos; at = name.find(abi, at)) name.replace(at, abi.size(), "trainloop::");
   return name;
 }
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
 }  // namespace detail
 TRAINLOOP_DETAIL_END
 // ---- end parts/core/type_name.hpp ----
@@ -8976,327 +8987,6 @@ struct is_lightning_module : std::is_base_of<LightningModuleBase, M> {};
 
 TRAINLOOP_DETAIL_END
 // ---- end parts/torch/module.hpp ----
-// ---- begin parts/torch/callbacks/progress_bar.hpp ----
-// trainloop: ProgressBar, a tqdm-like bar for the Trainer: bar, batch/total, it/s, ETA and the prog_bar metrics,
-// redrawn in place on a terminal at a bounded rate; plain periodic lines when the output is not a terminal.
-// Validation (and test, predict) get a bar of their own.
-#include <chrono>
-#include <cmath>
-#include <cstdio>
-#include <map>
-#include <optional>
-#include <string>
-
-#if defined(__unix__) || defined(__APPLE__)
-#include <unistd.h>
-#endif
-
-TRAINLOOP_DETAIL_BEGIN
-
-class ProgressBar {
- public:
-  struct Options {
-    double refresh_seconds = 0.1;        ///< terminal: at most this often a redraw (the host reads metrics then)
-    double plain_line_seconds = 10.0;    ///< not a terminal: at most this often a line (plus one per 25% and the end)
-    int bar_width = 24;
-    std::FILE* stream = stdout;
-    std::optional<bool> terminal;        ///< force terminal or plain mode; default: isatty(stream)
-  };
-  ProgressBar() : ProgressBar(Options{}) {}
-  TRAINLOOP_DETAIL_API explicit ProgressBar(Options options);
-
-  template <class T, class M>
-  void on_train_epoch_start(T& trainer, M&) {
-    const auto max_epochs = trainer.max_epochs();
-    train_.begin("Epoch " + std::to_string(trainer.current_epoch() + 1) +
-                     (max_epochs ? "/" + std::to_string(*max_epochs) : std::string()),
-                 trainer.num_training_batches());
-  }
-  template <class T, class M, class O, class B>
-  void on_train_batch_end(T& trainer, M&, const O&, B&, std::int64_t) {
-    advance(train_, trainer, false);
-  }
-  template <class T, class M>
-  void on_train_epoch_end(T& trainer, M&) {
-    finish(train_, trainer, /*keep=*/true);
-  }
-  template <class T, class M>
-  void on_validation_start(T& trainer, M&) {
-    nested_start(trainer.sanity_checking() ? "Sanity Checking" : "Validation", trainer.num_val_batches());
-  }
-  template <class T, class M, class O, class B>
-  void on_validation_batch_end(T& trainer, M&, const O&, B&, std::int64_t) {
-    advance(eval_, trainer, true);
-  }
-  template <class T, class M>
-  void on_validation_end(T& trainer, M&) {
-    nested_end(trainer);
-  }
-  template <class T, class M>
-  void on_test_start(T& trainer, M&) {
-    nested_start("Testing", trainer.num_test_batches());
-  }
-  template <class T, class M, class O, class B>
-  void on_test_batch_end(T& trainer, M&, const O&, B&, std::int64_t) {
-    advance(eval_, trainer, true);
-  }
-  template <class T, class M>
-  void on_test_end(T& trainer, M&) {
-    nested_end(trainer);
-  }
-  template <class T, class M>
-  void on_predict_start(T& trainer, M&) {
-    nested_start("Predicting", trainer.num_predict_batches());
-  }
-  template <class T, class M, class O, class B>
-  void on_predict_batch_end(T& trainer, M&, const O&, B&, std::int64_t) {
-    advance(eval_, trainer, true);
-  }
-  template <class T, class M>
-  void on_predict_end(T& trainer, M&) {
-    nested_end(trainer);
-  }
-
-  bool is_terminal() const { return terminal_; }
-
- private:
-  using Clock = std::chrono::steady_clock;
-  struct Bar {
-    std::string description;
-    std::optional<std::int64_t> total;
-    std::int64_t n = 0;
-    Clock::time_point start{}, last_draw{};
-    int last_quarter = 0;
-    bool active = false;
-    void begin(std::string d, std::optional<std::int64_t> t) {
-      description = std::move(d);
-      total = t;
-      n = 0;
-      start = last_draw = Clock::now();
-      last_quarter = 0;
-      active = true;
-    }
-  };
-
-  template <class T>
-  void advance(Bar& bar, T& trainer, bool nested) {
-    if (!bar.active) return;
-    ++bar.n;
-    const auto now = Clock::now();
-    const double since_draw = std::chrono::duration<double>(now - bar.last_draw).count();
-    bool draw = false;
-    if (terminal_) {
-      draw = since_draw >= options_.refresh_seconds;
-    } else if (nested) {
-      draw = false;  // plain output: evaluation bars print one line, at their end
-    } else {
-      const int quarter = bar.total && *bar.total > 0 ? static_cast<int>(4 * bar.n / *bar.total) : 0;
-      draw = since_draw >= options_.plain_line_seconds || quarter > bar.last_quarter;
-      if (quarter > bar.last_quarter) bar.last_quarter = quarter;
-      if (bar.total && bar.n == *bar.total) draw = false;  // the end line comes from finish()
-    }
-    if (draw) {
-      bar.last_draw = now;
-      render(bar, nested ? std::map<std::string, double>{} : trainer.progress_bar_metrics(), false);
-    }
-  }
-  template <class T>
-  void finish(Bar& bar, T& trainer, bool keep) {
-    if (!bar.active) return;
-    bar.active = false;
-    render(bar, trainer.progress_bar_metrics(), keep);
-  }
-  void nested_start(const std::string& description, std::optional<std::int64_t> total) {
-    if (terminal_ && train_.active) std::fputs("\n", options_.stream);  // the nested bar takes the next line
-    eval_.begin(description, total);
-  }
-  template <class T>
-  void nested_end(T& trainer) {
-    if (!eval_.active) return;
-    eval_.active = false;
-    if (terminal_) {
-      // Clear the nested bar; go back to the training bar's line and redraw it, or leave a final line.
-      if (train_.active) {
-        std::fputs("\r\033[K\033[1A", options_.stream);
-        render(train_, trainer.progress_bar_metrics(), false);
-      } else {
-        render(eval_, trainer.progress_bar_metrics(), true);
-      }
-    } else {
-      render(eval_, trainer.progress_bar_metrics(), true);
-    }
-  }
-
-  TRAINLOOP_DETAIL_API static std::string clock_text(double seconds);
-
-  TRAINLOOP_DETAIL_API void render(const Bar& bar, const std::map<std::string, double>& metrics,
-                                   bool final_line) const;
-
-  Options options_;
-  bool terminal_ = false;
-  Bar train_, eval_;
-};
-
-#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
-TRAINLOOP_DETAIL_API std::string ProgressBar::clock_text(double seconds) {
-  if (!std::isfinite(seconds) || seconds < 0) return "?";
-  const auto s = static_cast<long long>(seconds + 0.5);
-  char text[32];
-  if (s >= 3600) std::snprintf(text, sizeof text, "%lld:%02lld:%02lld", s / 3600, (s / 60) % 60, s % 60);
-  else std::snprintf(text, sizeof text, "%02lld:%02lld", s / 60, s % 60);
-  return text;
-}
-
-TRAINLOOP_DETAIL_API void ProgressBar::render(const Bar& bar, const std::map<std::string, double>& metrics,
-                                              bool final_line) const {
-  const double elapsed = std::chrono::duration<double>(Clock::now() - bar.start).count();
-  const double rate = elapsed > 0 ? static_cast<double>(bar.n) / elapsed : 0.0;
-  std::string line = bar.description + ": ";
-  char buffer[96];
-  if (bar.total && *bar.total > 0) {
-    const double fraction = std::min(1.0, static_cast<double>(bar.n) / static_cast<double>(*bar.total));
-    std::snprintf(buffer, sizeof buffer, "%3d%%", static_cast<int>(100 * fraction));
-    line += buffer;
-    if (terminal_) {
-      static const char* const eighths[] = {"", "\u258F", "\u258E", "\u258D", "\u258C", "\u258B", "\u258A", "\u2589"};
-      const int cells = static_cast<int>(fraction * options_.bar_width * 8);
-      line += "|";
-      for (int i = 0; i < cells / 8; ++i) line += "\u2588";
-      int used = cells / 8;
-      if (used < options_.bar_width) {
-        line += eighths[cells % 8];
-        used += 1;
-      }
-      line += std::string(static_cast<std::size_t>(options_.bar_width - used), ' ') + "|";
-    }
-    std::snprintf(buffer, sizeof buffer, " %lld/%lld [%s<%s, %.2fit/s", static_cast<long long>(bar.n),
-                  static_cast<long long>(*bar.total), clock_text(elapsed).c_str(),
-                  clock_text(rate > 0 ? static_cast<double>(*bar.total - bar.n) / rate : -1).c_str(), rate);
-  } else {
-    std::snprintf(buffer, sizeof buffer, "%lld [%s, %.2fit/s", static_cast<long long>(bar.n),
-                  clock_text(elapsed).c_str(), rate);
-  }
-  line += buffer;
-  for (const auto& [name, value] : metrics) {
-    std::snprintf(buffer, sizeof buffer, ", %s=%.4g", name.c_str(), value);
-    line += buffer;
-  }
-  line += "]";
-  if (terminal_) {
-    std::fprintf(options_.stream, "\r\033[K%s%s", line.c_str(), final_line ? "\n" : "");
-  } else {
-    std::fprintf(options_.stream, "%s\n", line.c_str());
-  }
-  std::fflush(options_.stream);
-}
-TRAINLOOP_DETAIL_API ProgressBar::ProgressBar(Options options) : options_(options) {
-#if defined(__unix__) || defined(__APPLE__)
-  terminal_ = options_.terminal.value_or(isatty(fileno(options_.stream)) == 1);
-#else
-  terminal_ = options_.terminal.value_or(false);
-#endif
-}
-#endif  // TRAINLOOP_DETAIL_DEFINE_API
-
-TRAINLOOP_DETAIL_END
-// ---- end parts/torch/callbacks/progress_bar.hpp ----
-// ---- begin parts/torch/callbacks/model_summary.hpp ----
-// trainloop: ModelSummary, printed at the start of fit: the module's direct children, their types and parameter
-// counts, then trainable / non-trainable / total parameters and the estimated size.
-#include <cstdint>
-#include <cstdio>
-#include <string>
-#include <vector>
-
-TRAINLOOP_DETAIL_BEGIN
-
-class ModelSummary {
- public:
-  explicit ModelSummary(std::FILE* stream = stdout) : stream_(stream) {}
-
-  template <class T, class M>
-  void on_fit_start(T&, M& module) {
-    print(module);
-  }
-
-  struct Row {
-    std::string name, type;
-    std::int64_t parameters = 0;
-  };
-  struct Summary {
-    std::vector<Row> rows;
-    std::int64_t trainable = 0, non_trainable = 0;
-    double megabytes = 0;
-  };
-
-  /// The numbers behind the table, for tests and tools.
-  TRAINLOOP_DETAIL_API static Summary summarize(const torch::nn::Module& module);
-
-  TRAINLOOP_DETAIL_API void print(const torch::nn::Module& module) const;
-
-  /// "torch::nn::LinearImpl" -> "Linear", "my::Net" -> "Net".
-  TRAINLOOP_DETAIL_API static std::string short_type(std::string type);
-  /// Lightning's style: 101 K, 1.2 M.
-  TRAINLOOP_DETAIL_API static std::string human(std::int64_t n);
-
- private:
-  std::FILE* stream_;
-};
-
-#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
-TRAINLOOP_DETAIL_API ModelSummary::Summary ModelSummary::summarize(const torch::nn::Module& module) {
-  Summary s;
-  for (const auto& child : module.named_children()) {
-    Row row{child.key(), short_type(child.value()->name()), 0};
-    for (const auto& p : child.value()->parameters()) row.parameters += p.numel();
-    s.rows.push_back(row);
-  }
-  for (const auto& p : module.parameters()) {
-    (p.requires_grad() ? s.trainable : s.non_trainable) += p.numel();
-    s.megabytes += static_cast<double>(p.numel() * static_cast<std::int64_t>(p.element_size())) / 1e6;
-  }
-  return s;
-}
-
-TRAINLOOP_DETAIL_API void ModelSummary::print(const torch::nn::Module& module) const {
-  const Summary s = summarize(module);
-  std::size_t name_width = 4, type_width = 4;
-  for (const auto& r : s.rows) {
-    name_width = std::max(name_width, r.name.size());
-    type_width = std::max(type_width, r.type.size());
-  }
-  std::fprintf(stream_, "  | %-*s | %-*s | Params\n", static_cast<int>(name_width), "Name", static_cast<int>(type_width),
-               "Type");
-  std::fprintf(stream_, "%s\n", std::string(name_width + type_width + 20, '-').c_str());
-  for (std::size_t i = 0; i < s.rows.size(); ++i)
-    std::fprintf(stream_, "%zu | %-*s | %-*s | %s\n", i, static_cast<int>(name_width), s.rows[i].name.c_str(),
-                 static_cast<int>(type_width), s.rows[i].type.c_str(), human(s.rows[i].parameters).c_str());
-  std::fprintf(stream_, "%s\n", std::string(name_width + type_width + 20, '-').c_str());
-  std::fprintf(stream_, "%-10s Trainable params\n%-10s Non-trainable params\n%-10s Total params\n%-10.3f Total estimated model params size (MB)\n",
-               human(s.trainable).c_str(), human(s.non_trainable).c_str(), human(s.trainable + s.non_trainable).c_str(),
-               s.megabytes);
-  std::fflush(stream_);
-}
-
-TRAINLOOP_DETAIL_API std::string ModelSummary::short_type(std::string type) {
-  const auto colon = type.rfind("::");
-  if (colon != std::string::npos) type = type.substr(colon + 2);
-  if (type.size() > 4 && type.compare(type.size() - 4, 4, "Impl") == 0) type.resize(type.size() - 4);
-  return type;
-}
-
-TRAINLOOP_DETAIL_API std::string ModelSummary::human(std::int64_t n) {
-  char text[32];
-  if (n < 1000) std::snprintf(text, sizeof text, "%lld", static_cast<long long>(n));
-  else if (n < 1000000) std::snprintf(text, sizeof text, "%.1f K", static_cast<double>(n) / 1e3);
-  else if (n < 1000000000) std::snprintf(text, sizeof text, "%.1f M", static_cast<double>(n) / 1e6);
-  else std::snprintf(text, sizeof text, "%.1f B", static_cast<double>(n) / 1e9);
-  return text;
-}
-#endif  // TRAINLOOP_DETAIL_DEFINE_API
-
-TRAINLOOP_DETAIL_END
-// ---- end parts/torch/callbacks/model_summary.hpp ----
 // ---- begin parts/torch/trainer_core.hpp ----
 // trainloop: TrainerCore, what every Trainer is whatever its callbacks: the options, the loop's counters and logged
 // values, the optimizers and schedulers, the profiler, the process group, and the parts of the loop that do not depend
@@ -9532,9 +9222,13 @@ class TrainerCore {
     try {
       load();
     } catch (const std::exception& error) {
-      throw CheckpointError("trainloop: checkpoint '" + path + "': key '" + key + "': " + error.what());
+      throw_restore_error(path, key, error);
     }
   }
+  [[noreturn]] TRAINLOOP_DETAIL_API static void throw_restore_error(const std::string& path, const std::string& key,
+                                                                    const std::exception& error);
+  // A hook's profiler action name: "[Callback]ProgressBar.on_train_batch_end" (kind, owner's mangled type, hook).
+  TRAINLOOP_DETAIL_API static std::string hook_action_name(const char* kind, const char* owner_type, const char* hook);
 
   // Restoring a checkpoint, in Lightning's two phases: the model and the callbacks before on_fit_start, the loop's
   // counters and the rest of the training state after it.
@@ -9677,6 +9371,16 @@ TRAINLOOP_DETAIL_API TrainerCore::TrainerCore(TrainerOptions options, bool has_l
   options_.validate();
 }
 TRAINLOOP_DETAIL_API TrainerCore::~TrainerCore() = default;
+
+TRAINLOOP_DETAIL_API void TrainerCore::throw_restore_error(const std::string& path, const std::string& key,
+                                                          const std::exception& error) {
+  throw CheckpointError("trainloop: checkpoint '" + path + "': key '" + key + "': " + error.what());
+}
+
+TRAINLOOP_DETAIL_API std::string TrainerCore::hook_action_name(const char* kind, const char* owner_type,
+                                                              const char* hook) {
+  return kind + detail::readable_type_name(owner_type) + "." + hook;
+}
 
 TRAINLOOP_DETAIL_API const StateDict& TrainerCore::LoadedCheckpoint::need(const std::string& path,
                                                                           const std::string& key) const {
@@ -10140,9 +9844,334 @@ TRAINLOOP_DETAIL_API std::map<std::string, double> TrainerCore::host_values(cons
 
 TRAINLOOP_DETAIL_END
 // ---- end parts/torch/trainer_core.hpp ----
+// ---- begin parts/torch/callbacks/progress_bar.hpp ----
+// trainloop: ProgressBar, a tqdm-like bar for the Trainer: bar, batch/total, it/s, ETA and the prog_bar metrics,
+// redrawn in place on a terminal at a bounded rate; plain periodic lines when the output is not a terminal.
+// Validation (and test, predict) get a bar of their own.
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <optional>
+#include <string>
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <unistd.h>
+#endif
+
+TRAINLOOP_DETAIL_BEGIN
+
+class ProgressBar {
+ public:
+  struct Options {
+    double refresh_seconds = 0.1;        ///< terminal: at most this often a redraw (the host reads metrics then)
+    double plain_line_seconds = 10.0;    ///< not a terminal: at most this often a line (plus one per 25% and the end)
+    int bar_width = 24;
+    std::FILE* stream = stdout;
+    std::optional<bool> terminal;        ///< force terminal or plain mode; default: isatty(stream)
+  };
+  ProgressBar() : ProgressBar(Options{}) {}
+  TRAINLOOP_DETAIL_API explicit ProgressBar(Options options);
+
+  // The hooks read the Trainer through TrainerCore, so their bodies are compiled once (not per Trainer and module).
+  TRAINLOOP_DETAIL_API void on_train_epoch_start(const TrainerCore& trainer, const torch::nn::Module&);
+  template <class O, class B>
+  void on_train_batch_end(const TrainerCore& trainer, const torch::nn::Module&, const O&, B&, std::int64_t) {
+    advance(train_, trainer, false);
+  }
+  TRAINLOOP_DETAIL_API void on_train_epoch_end(const TrainerCore& trainer, const torch::nn::Module&);
+  TRAINLOOP_DETAIL_API void on_validation_start(const TrainerCore& trainer, const torch::nn::Module&);
+  template <class O, class B>
+  void on_validation_batch_end(const TrainerCore& trainer, const torch::nn::Module&, const O&, B&, std::int64_t) {
+    advance(eval_, trainer, true);
+  }
+  TRAINLOOP_DETAIL_API void on_validation_end(const TrainerCore& trainer, const torch::nn::Module&);
+  TRAINLOOP_DETAIL_API void on_test_start(const TrainerCore& trainer, const torch::nn::Module&);
+  template <class O, class B>
+  void on_test_batch_end(const TrainerCore& trainer, const torch::nn::Module&, const O&, B&, std::int64_t) {
+    advance(eval_, trainer, true);
+  }
+  TRAINLOOP_DETAIL_API void on_test_end(const TrainerCore& trainer, const torch::nn::Module&);
+  TRAINLOOP_DETAIL_API void on_predict_start(const TrainerCore& trainer, const torch::nn::Module&);
+  template <class O, class B>
+  void on_predict_batch_end(const TrainerCore& trainer, const torch::nn::Module&, const O&, B&, std::int64_t) {
+    advance(eval_, trainer, true);
+  }
+  TRAINLOOP_DETAIL_API void on_predict_end(const TrainerCore& trainer, const torch::nn::Module&);
+
+  bool is_terminal() const { return terminal_; }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  struct Bar {
+    std::string description;
+    std::optional<std::int64_t> total;
+    std::int64_t n = 0;
+    Clock::time_point start{}, last_draw{};
+    int last_quarter = 0;
+    bool active = false;
+    void begin(std::string d, std::optional<std::int64_t> t) {
+      description = std::move(d);
+      total = t;
+      n = 0;
+      start = last_draw = Clock::now();
+      last_quarter = 0;
+      active = true;
+    }
+  };
+
+  TRAINLOOP_DETAIL_API void advance(Bar& bar, const TrainerCore& trainer, bool nested);
+  TRAINLOOP_DETAIL_API void finish(Bar& bar, const TrainerCore& trainer, bool keep);
+  TRAINLOOP_DETAIL_API void nested_start(const std::string& description, std::optional<std::int64_t> total);
+  TRAINLOOP_DETAIL_API void nested_end(const TrainerCore& trainer);
+
+  TRAINLOOP_DETAIL_API static std::string clock_text(double seconds);
+
+  TRAINLOOP_DETAIL_API void render(const Bar& bar, const std::map<std::string, double>& metrics,
+                                   bool final_line) const;
+
+  Options options_;
+  bool terminal_ = false;
+  Bar train_, eval_;
+};
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API void ProgressBar::on_train_epoch_start(const TrainerCore& trainer, const torch::nn::Module&) {
+  const auto max_epochs = trainer.max_epochs();
+  train_.begin("Epoch " + std::to_string(trainer.current_epoch() + 1) +
+                   (max_epochs ? "/" + std::to_string(*max_epochs) : std::string()),
+               trainer.num_training_batches());
+}
+TRAINLOOP_DETAIL_API void ProgressBar::on_train_epoch_end(const TrainerCore& trainer, const torch::nn::Module&) {
+  finish(train_, trainer, /*keep=*/true);
+}
+TRAINLOOP_DETAIL_API void ProgressBar::on_validation_start(const TrainerCore& trainer, const torch::nn::Module&) {
+  nested_start(trainer.sanity_checking() ? "Sanity Checking" : "Validation", trainer.num_val_batches());
+}
+TRAINLOOP_DETAIL_API void ProgressBar::on_validation_end(const TrainerCore& trainer, const torch::nn::Module&) {
+  nested_end(trainer);
+}
+TRAINLOOP_DETAIL_API void ProgressBar::on_test_start(const TrainerCore& trainer, const torch::nn::Module&) {
+  nested_start("Testing", trainer.num_test_batches());
+}
+TRAINLOOP_DETAIL_API void ProgressBar::on_test_end(const TrainerCore& trainer, const torch::nn::Module&) {
+  nested_end(trainer);
+}
+TRAINLOOP_DETAIL_API void ProgressBar::on_predict_start(const TrainerCore& trainer, const torch::nn::Module&) {
+  nested_start("Predicting", trainer.num_predict_batches());
+}
+TRAINLOOP_DETAIL_API void ProgressBar::on_predict_end(const TrainerCore& trainer, const torch::nn::Module&) {
+  nested_end(trainer);
+}
+TRAINLOOP_DETAIL_API void ProgressBar::advance(Bar& bar, const TrainerCore& trainer, bool nested) {
+  if (!bar.active) return;
+  ++bar.n;
+  const auto now = Clock::now();
+  const double since_draw = std::chrono::duration<double>(now - bar.last_draw).count();
+  bool draw = false;
+  if (terminal_) {
+    draw = since_draw >= options_.refresh_seconds;
+  } else if (nested) {
+    draw = false;  // plain output: evaluation bars print one line, at their end
+  } else {
+    const int quarter = bar.total && *bar.total > 0 ? static_cast<int>(4 * bar.n / *bar.total) : 0;
+    draw = since_draw >= options_.plain_line_seconds || quarter > bar.last_quarter;
+    if (quarter > bar.last_quarter) bar.last_quarter = quarter;
+    if (bar.total && bar.n == *bar.total) draw = false;  // the end line comes from finish()
+  }
+  if (draw) {
+    bar.last_draw = now;
+    render(bar, nested ? std::map<std::string, double>{} : trainer.progress_bar_metrics(), false);
+  }
+}
+TRAINLOOP_DETAIL_API void ProgressBar::finish(Bar& bar, const TrainerCore& trainer, bool keep) {
+  if (!bar.active) return;
+  bar.active = false;
+  render(bar, trainer.progress_bar_metrics(), keep);
+}
+TRAINLOOP_DETAIL_API void ProgressBar::nested_start(const std::string& description, std::optional<std::int64_t> total) {
+  if (terminal_ && train_.active) std::fputs("\n", options_.stream);  // the nested bar takes the next line
+  eval_.begin(description, total);
+}
+TRAINLOOP_DETAIL_API void ProgressBar::nested_end(const TrainerCore& trainer) {
+  if (!eval_.active) return;
+  eval_.active = false;
+  if (terminal_) {
+    // Clear the nested bar; go back to the training bar's line and redraw it, or leave a final line.
+    if (train_.active) {
+      std::fputs("\r\033[K\033[1A", options_.stream);
+      render(train_, trainer.progress_bar_metrics(), false);
+    } else {
+      render(eval_, trainer.progress_bar_metrics(), true);
+    }
+  } else {
+    render(eval_, trainer.progress_bar_metrics(), true);
+  }
+}
+
+TRAINLOOP_DETAIL_API std::string ProgressBar::clock_text(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0) return "?";
+  const auto s = static_cast<long long>(seconds + 0.5);
+  char text[32];
+  if (s >= 3600) std::snprintf(text, sizeof text, "%lld:%02lld:%02lld", s / 3600, (s / 60) % 60, s % 60);
+  else std::snprintf(text, sizeof text, "%02lld:%02lld", s / 60, s % 60);
+  return text;
+}
+
+TRAINLOOP_DETAIL_API void ProgressBar::render(const Bar& bar, const std::map<std::string, double>& metrics,
+                                              bool final_line) const {
+  const double elapsed = std::chrono::duration<double>(Clock::now() - bar.start).count();
+  const double rate = elapsed > 0 ? static_cast<double>(bar.n) / elapsed : 0.0;
+  std::string line = bar.description + ": ";
+  char buffer[96];
+  if (bar.total && *bar.total > 0) {
+    const double fraction = std::min(1.0, static_cast<double>(bar.n) / static_cast<double>(*bar.total));
+    std::snprintf(buffer, sizeof buffer, "%3d%%", static_cast<int>(100 * fraction));
+    line += buffer;
+    if (terminal_) {
+      static const char* const eighths[] = {"", "\u258F", "\u258E", "\u258D", "\u258C", "\u258B", "\u258A", "\u2589"};
+      const int cells = static_cast<int>(fraction * options_.bar_width * 8);
+      line += "|";
+      for (int i = 0; i < cells / 8; ++i) line += "\u2588";
+      int used = cells / 8;
+      if (used < options_.bar_width) {
+        line += eighths[cells % 8];
+        used += 1;
+      }
+      line += std::string(static_cast<std::size_t>(options_.bar_width - used), ' ') + "|";
+    }
+    std::snprintf(buffer, sizeof buffer, " %lld/%lld [%s<%s, %.2fit/s", static_cast<long long>(bar.n),
+                  static_cast<long long>(*bar.total), clock_text(elapsed).c_str(),
+                  clock_text(rate > 0 ? static_cast<double>(*bar.total - bar.n) / rate : -1).c_str(), rate);
+  } else {
+    std::snprintf(buffer, sizeof buffer, "%lld [%s, %.2fit/s", static_cast<long long>(bar.n),
+                  clock_text(elapsed).c_str(), rate);
+  }
+  line += buffer;
+  for (const auto& [name, value] : metrics) {
+    std::snprintf(buffer, sizeof buffer, ", %s=%.4g", name.c_str(), value);
+    line += buffer;
+  }
+  line += "]";
+  if (terminal_) {
+    std::fprintf(options_.stream, "\r\033[K%s%s", line.c_str(), final_line ? "\n" : "");
+  } else {
+    std::fprintf(options_.stream, "%s\n", line.c_str());
+  }
+  std::fflush(options_.stream);
+}
+TRAINLOOP_DETAIL_API ProgressBar::ProgressBar(Options options) : options_(options) {
+#if defined(__unix__) || defined(__APPLE__)
+  terminal_ = options_.terminal.value_or(isatty(fileno(options_.stream)) == 1);
+#else
+  terminal_ = options_.terminal.value_or(false);
+#endif
+}
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
+
+TRAINLOOP_DETAIL_END
+// ---- end parts/torch/callbacks/progress_bar.hpp ----
+// ---- begin parts/torch/callbacks/model_summary.hpp ----
+// trainloop: ModelSummary, printed at the start of fit: the module's direct children, their types and parameter
+// counts, then trainable / non-trainable / total parameters and the estimated size.
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+TRAINLOOP_DETAIL_BEGIN
+
+class ModelSummary {
+ public:
+  explicit ModelSummary(std::FILE* stream = stdout) : stream_(stream) {}
+
+  template <class T, class M>
+  void on_fit_start(T&, M& module) {
+    print(module);
+  }
+
+  struct Row {
+    std::string name, type;
+    std::int64_t parameters = 0;
+  };
+  struct Summary {
+    std::vector<Row> rows;
+    std::int64_t trainable = 0, non_trainable = 0;
+    double megabytes = 0;
+  };
+
+  /// The numbers behind the table, for tests and tools.
+  TRAINLOOP_DETAIL_API static Summary summarize(const torch::nn::Module& module);
+
+  TRAINLOOP_DETAIL_API void print(const torch::nn::Module& module) const;
+
+  /// "torch::nn::LinearImpl" -> "Linear", "my::Net" -> "Net".
+  TRAINLOOP_DETAIL_API static std::string short_type(std::string type);
+  /// Lightning's style: 101 K, 1.2 M.
+  TRAINLOOP_DETAIL_API static std::string human(std::int64_t n);
+
+ private:
+  std::FILE* stream_;
+};
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API ModelSummary::Summary ModelSummary::summarize(const torch::nn::Module& module) {
+  Summary s;
+  for (const auto& child : module.named_children()) {
+    Row row{child.key(), short_type(child.value()->name()), 0};
+    for (const auto& p : child.value()->parameters()) row.parameters += p.numel();
+    s.rows.push_back(row);
+  }
+  for (const auto& p : module.parameters()) {
+    (p.requires_grad() ? s.trainable : s.non_trainable) += p.numel();
+    s.megabytes += static_cast<double>(p.numel() * static_cast<std::int64_t>(p.element_size())) / 1e6;
+  }
+  return s;
+}
+
+TRAINLOOP_DETAIL_API void ModelSummary::print(const torch::nn::Module& module) const {
+  const Summary s = summarize(module);
+  std::size_t name_width = 4, type_width = 4;
+  for (const auto& r : s.rows) {
+    name_width = std::max(name_width, r.name.size());
+    type_width = std::max(type_width, r.type.size());
+  }
+  std::fprintf(stream_, "  | %-*s | %-*s | Params\n", static_cast<int>(name_width), "Name", static_cast<int>(type_width),
+               "Type");
+  std::fprintf(stream_, "%s\n", std::string(name_width + type_width + 20, '-').c_str());
+  for (std::size_t i = 0; i < s.rows.size(); ++i)
+    std::fprintf(stream_, "%zu | %-*s | %-*s | %s\n", i, static_cast<int>(name_width), s.rows[i].name.c_str(),
+                 static_cast<int>(type_width), s.rows[i].type.c_str(), human(s.rows[i].parameters).c_str());
+  std::fprintf(stream_, "%s\n", std::string(name_width + type_width + 20, '-').c_str());
+  std::fprintf(stream_, "%-10s Trainable params\n%-10s Non-trainable params\n%-10s Total params\n%-10.3f Total estimated model params size (MB)\n",
+               human(s.trainable).c_str(), human(s.non_trainable).c_str(), human(s.trainable + s.non_trainable).c_str(),
+               s.megabytes);
+  std::fflush(stream_);
+}
+
+TRAINLOOP_DETAIL_API std::string ModelSummary::short_type(std::string type) {
+  const auto colon = type.rfind("::");
+  if (colon != std::string::npos) type = type.substr(colon + 2);
+  if (type.size() > 4 && type.compare(type.size() - 4, 4, "Impl") == 0) type.resize(type.size() - 4);
+  return type;
+}
+
+TRAINLOOP_DETAIL_API std::string ModelSummary::human(std::int64_t n) {
+  char text[32];
+  if (n < 1000) std::snprintf(text, sizeof text, "%lld", static_cast<long long>(n));
+  else if (n < 1000000) std::snprintf(text, sizeof text, "%.1f K", static_cast<double>(n) / 1e3);
+  else if (n < 1000000000) std::snprintf(text, sizeof text, "%.1f M", static_cast<double>(n) / 1e6);
+  else std::snprintf(text, sizeof text, "%.1f B", static_cast<double>(n) / 1e9);
+  return text;
+}
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
+
+TRAINLOOP_DETAIL_END
+// ---- end parts/torch/callbacks/model_summary.hpp ----
 // ---- begin parts/torch/trainer.hpp ----
 // trainloop: the Trainer, Lightning's face, built on the Engine. Training is an Engine whose step runs Lightning's
-// batch procedure and whose events drive the epoch-level hooks; validation, test and predict are Engines too.
+// batch procedure and whose events drive the epoch-level hooks; validation, test and predict are one pass over their
+// data (a plain loop: they have no events of their own to dispatch, and an Engine per module type costs compile time).
 // Hook order (callbacks in the order given, then the module) is Lightning's; the README has the table and
 // tests/torch/test_trainer_trace.cpp pins it.
 #include <array>
@@ -10159,6 +10188,7 @@ TRAINLOOP_DETAIL_END
 #include <stdexcept>
 #include <string>
 #include <tuple>
+#include <typeinfo>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -10660,7 +10690,7 @@ class Trainer : public TrainerCore {
   template <class Tag, class Owner>
   static auto hook_action(const char* kind) {
     return [kind]() -> const std::string& {
-      static const std::string action = kind + detail::type_name<Owner>() + "." + detail::lightning_hook<Tag>::name_string;
+      static const std::string action = hook_action_name(kind, typeid(Owner).name(), detail::lightning_hook<Tag>::name_string);
       return action;
     };
   }
@@ -11131,19 +11161,21 @@ class Trainer : public TrainerCore {
 
     with_eval_tag<Predict>(stage, [&](auto tag) { detail::EvalHooks<decltype(tag)>::start(*this, module); });
     std::optional<Batch> slot;
-    auto engine = make_engine<Batch>([&](EngineCore& core, Batch& raw) {
-      std::int64_t batch_idx = static_cast<std::int64_t>(core.state.epoch_iteration) - 1;
-      Batch* batch = transfer(module, raw, slot);
-      with_eval_tag<Predict>(stage, [&](auto tag) { eval_batch<decltype(tag)>(module, *batch, batch_idx, outputs); });
-      publish_step_values(store);
-    });
-    RunOptions run;
-    run.max_epochs(1);
-    if (limit) run.epoch_length(static_cast<std::uint64_t>(*limit));
     profiled(stage == Stage::test      ? profiler_actions::run_test
              : stage == Stage::predict ? profiler_actions::run_predict
                                        : profiler_actions::run_validation,
-             [&] { engine.run(data, run); });
+             [&] {
+               auto source = detail::make_data_source<Batch>(data);
+               for (std::int64_t batch_idx = 0; !limit || batch_idx < *limit; ++batch_idx) {
+                 Batch* raw = source.next();
+                 if (!raw) break;
+                 Batch* batch = transfer(module, *raw, slot);
+                 with_eval_tag<Predict>(stage, [&](auto tag) {
+                   eval_batch<decltype(tag)>(module, *batch, batch_idx, outputs);
+                 });
+                 publish_step_values(store);
+               }
+             });
     with_eval_tag<Predict>(stage, [&](auto tag) { detail::EvalHooks<decltype(tag)>::epoch_end(*this, module); });
     if (!sanity) {
       publish_epoch_values(store);

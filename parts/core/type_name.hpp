@@ -1,15 +1,28 @@
 // trainloop: readable type names for run-time error messages ("Net::training_step returned ...").
 #pragma once
-#include <cstdlib>
 #include <string>
 #include <typeinfo>
+#if TRAINLOOP_DETAIL_DEFINE_API
+#include <cstdlib>
 #if defined(__GNUG__) || defined(__clang__)
 #include <cxxabi.h>
+#endif
 #endif
 
 TRAINLOOP_DETAIL_BEGIN
 namespace detail {
-inline std::string demangle(const char* mangled) {
+TRAINLOOP_DETAIL_API std::string demangle(const char* mangled);
+/// A mangled type name made readable, with trainloop's inline ABI namespace left out ("trainloop::EMA"): names go
+/// into checkpoint keys and messages, which must not change with the build flags.
+TRAINLOOP_DETAIL_API std::string readable_type_name(const char* mangled);
+/// The static type's name (see readable_type_name).
+template <class T>
+std::string type_name() {
+  return readable_type_name(typeid(T).name());
+}
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API std::string demangle(const char* mangled) {
 #if defined(__GNUG__) || defined(__clang__)
   int status = 0;
   struct Freed {  // __cxa_demangle's buffer is malloc'ed (no <memory> needed for one free)
@@ -22,14 +35,12 @@ inline std::string demangle(const char* mangled) {
 }
 #define TRAINLOOP_DETAIL_STRINGIFY2(x) #x
 #define TRAINLOOP_DETAIL_STRINGIFY(x) TRAINLOOP_DETAIL_STRINGIFY2(x)
-/// The static type's name, with trainloop's inline ABI namespace left out ("trainloop::EMA"): names go into
-/// checkpoint keys and messages, which must not change with the build flags.
-template <class T>
-std::string type_name() {
-  std::string name = demangle(typeid(T).name());
+TRAINLOOP_DETAIL_API std::string readable_type_name(const char* mangled) {
+  std::string name = demangle(mangled);
   const std::string abi = "trainloop::" TRAINLOOP_DETAIL_STRINGIFY(TRAINLOOP_DETAIL_ABI_NAME) "::";
   for (auto at = name.find(abi); at != std::string::npos; at = name.find(abi, at)) name.replace(at, abi.size(), "trainloop::");
   return name;
 }
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
 }  // namespace detail
 TRAINLOOP_DETAIL_END

@@ -1,5 +1,6 @@
 // trainloop: the Trainer, Lightning's face, built on the Engine. Training is an Engine whose step runs Lightning's
-// batch procedure and whose events drive the epoch-level hooks; validation, test and predict are Engines too.
+// batch procedure and whose events drive the epoch-level hooks; validation, test and predict are one pass over their
+// data (a plain loop: they have no events of their own to dispatch, and an Engine per module type costs compile time).
 // Hook order (callbacks in the order given, then the module) is Lightning's; the README has the table and
 // tests/torch/test_trainer_trace.cpp pins it.
 #pragma once
@@ -17,6 +18,7 @@
 #include <stdexcept>
 #include <string>
 #include <tuple>
+#include <typeinfo>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -518,7 +520,7 @@ class Trainer : public TrainerCore {
   template <class Tag, class Owner>
   static auto hook_action(const char* kind) {
     return [kind]() -> const std::string& {
-      static const std::string action = kind + detail::type_name<Owner>() + "." + detail::lightning_hook<Tag>::name_string;
+      static const std::string action = hook_action_name(kind, typeid(Owner).name(), detail::lightning_hook<Tag>::name_string);
       return action;
     };
   }
@@ -989,19 +991,21 @@ class Trainer : public TrainerCore {
 
     with_eval_tag<Predict>(stage, [&](auto tag) { detail::EvalHooks<decltype(tag)>::start(*this, module); });
     std::optional<Batch> slot;
-    auto engine = make_engine<Batch>([&](EngineCore& core, Batch& raw) {
-      std::int64_t batch_idx = static_cast<std::int64_t>(core.state.epoch_iteration) - 1;
-      Batch* batch = transfer(module, raw, slot);
-      with_eval_tag<Predict>(stage, [&](auto tag) { eval_batch<decltype(tag)>(module, *batch, batch_idx, outputs); });
-      publish_step_values(store);
-    });
-    RunOptions run;
-    run.max_epochs(1);
-    if (limit) run.epoch_length(static_cast<std::uint64_t>(*limit));
     profiled(stage == Stage::test      ? profiler_actions::run_test
              : stage == Stage::predict ? profiler_actions::run_predict
                                        : profiler_actions::run_validation,
-             [&] { engine.run(data, run); });
+             [&] {
+               auto source = detail::make_data_source<Batch>(data);
+               for (std::int64_t batch_idx = 0; !limit || batch_idx < *limit; ++batch_idx) {
+                 Batch* raw = source.next();
+                 if (!raw) break;
+                 Batch* batch = transfer(module, *raw, slot);
+                 with_eval_tag<Predict>(stage, [&](auto tag) {
+                   eval_batch<decltype(tag)>(module, *batch, batch_idx, outputs);
+                 });
+                 publish_step_values(store);
+               }
+             });
     with_eval_tag<Predict>(stage, [&](auto tag) { detail::EvalHooks<decltype(tag)>::epoch_end(*this, module); });
     if (!sanity) {
       publish_epoch_values(store);

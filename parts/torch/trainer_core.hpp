@@ -233,9 +233,13 @@ class TrainerCore {
     try {
       load();
     } catch (const std::exception& error) {
-      throw CheckpointError("trainloop: checkpoint '" + path + "': key '" + key + "': " + error.what());
+      throw_restore_error(path, key, error);
     }
   }
+  [[noreturn]] TRAINLOOP_DETAIL_API static void throw_restore_error(const std::string& path, const std::string& key,
+                                                                    const std::exception& error);
+  // A hook's profiler action name: "[Callback]ProgressBar.on_train_batch_end" (kind, owner's mangled type, hook).
+  TRAINLOOP_DETAIL_API static std::string hook_action_name(const char* kind, const char* owner_type, const char* hook);
 
   // Restoring a checkpoint, in Lightning's two phases: the model and the callbacks before on_fit_start, the loop's
   // counters and the rest of the training state after it.
@@ -378,6 +382,16 @@ TRAINLOOP_DETAIL_API TrainerCore::TrainerCore(TrainerOptions options, bool has_l
   options_.validate();
 }
 TRAINLOOP_DETAIL_API TrainerCore::~TrainerCore() = default;
+
+TRAINLOOP_DETAIL_API void TrainerCore::throw_restore_error(const std::string& path, const std::string& key,
+                                                          const std::exception& error) {
+  throw CheckpointError("trainloop: checkpoint '" + path + "': key '" + key + "': " + error.what());
+}
+
+TRAINLOOP_DETAIL_API std::string TrainerCore::hook_action_name(const char* kind, const char* owner_type,
+                                                              const char* hook) {
+  return kind + detail::readable_type_name(owner_type) + "." + hook;
+}
 
 TRAINLOOP_DETAIL_API const StateDict& TrainerCore::LoadedCheckpoint::need(const std::string& path,
                                                                           const std::string& key) const {

@@ -27,57 +27,31 @@ class ProgressBar {
   ProgressBar() : ProgressBar(Options{}) {}
   TRAINLOOP_DETAIL_API explicit ProgressBar(Options options);
 
-  template <class T, class M>
-  void on_train_epoch_start(T& trainer, M&) {
-    const auto max_epochs = trainer.max_epochs();
-    train_.begin("Epoch " + std::to_string(trainer.current_epoch() + 1) +
-                     (max_epochs ? "/" + std::to_string(*max_epochs) : std::string()),
-                 trainer.num_training_batches());
-  }
-  template <class T, class M, class O, class B>
-  void on_train_batch_end(T& trainer, M&, const O&, B&, std::int64_t) {
+  // The hooks read the Trainer through TrainerCore, so their bodies are compiled once (not per Trainer and module).
+  TRAINLOOP_DETAIL_API void on_train_epoch_start(const TrainerCore& trainer, const torch::nn::Module&);
+  template <class O, class B>
+  void on_train_batch_end(const TrainerCore& trainer, const torch::nn::Module&, const O&, B&, std::int64_t) {
     advance(train_, trainer, false);
   }
-  template <class T, class M>
-  void on_train_epoch_end(T& trainer, M&) {
-    finish(train_, trainer, /*keep=*/true);
-  }
-  template <class T, class M>
-  void on_validation_start(T& trainer, M&) {
-    nested_start(trainer.sanity_checking() ? "Sanity Checking" : "Validation", trainer.num_val_batches());
-  }
-  template <class T, class M, class O, class B>
-  void on_validation_batch_end(T& trainer, M&, const O&, B&, std::int64_t) {
+  TRAINLOOP_DETAIL_API void on_train_epoch_end(const TrainerCore& trainer, const torch::nn::Module&);
+  TRAINLOOP_DETAIL_API void on_validation_start(const TrainerCore& trainer, const torch::nn::Module&);
+  template <class O, class B>
+  void on_validation_batch_end(const TrainerCore& trainer, const torch::nn::Module&, const O&, B&, std::int64_t) {
     advance(eval_, trainer, true);
   }
-  template <class T, class M>
-  void on_validation_end(T& trainer, M&) {
-    nested_end(trainer);
-  }
-  template <class T, class M>
-  void on_test_start(T& trainer, M&) {
-    nested_start("Testing", trainer.num_test_batches());
-  }
-  template <class T, class M, class O, class B>
-  void on_test_batch_end(T& trainer, M&, const O&, B&, std::int64_t) {
+  TRAINLOOP_DETAIL_API void on_validation_end(const TrainerCore& trainer, const torch::nn::Module&);
+  TRAINLOOP_DETAIL_API void on_test_start(const TrainerCore& trainer, const torch::nn::Module&);
+  template <class O, class B>
+  void on_test_batch_end(const TrainerCore& trainer, const torch::nn::Module&, const O&, B&, std::int64_t) {
     advance(eval_, trainer, true);
   }
-  template <class T, class M>
-  void on_test_end(T& trainer, M&) {
-    nested_end(trainer);
-  }
-  template <class T, class M>
-  void on_predict_start(T& trainer, M&) {
-    nested_start("Predicting", trainer.num_predict_batches());
-  }
-  template <class T, class M, class O, class B>
-  void on_predict_batch_end(T& trainer, M&, const O&, B&, std::int64_t) {
+  TRAINLOOP_DETAIL_API void on_test_end(const TrainerCore& trainer, const torch::nn::Module&);
+  TRAINLOOP_DETAIL_API void on_predict_start(const TrainerCore& trainer, const torch::nn::Module&);
+  template <class O, class B>
+  void on_predict_batch_end(const TrainerCore& trainer, const torch::nn::Module&, const O&, B&, std::int64_t) {
     advance(eval_, trainer, true);
   }
-  template <class T, class M>
-  void on_predict_end(T& trainer, M&) {
-    nested_end(trainer);
-  }
+  TRAINLOOP_DETAIL_API void on_predict_end(const TrainerCore& trainer, const torch::nn::Module&);
 
   bool is_terminal() const { return terminal_; }
 
@@ -100,54 +74,10 @@ class ProgressBar {
     }
   };
 
-  template <class T>
-  void advance(Bar& bar, T& trainer, bool nested) {
-    if (!bar.active) return;
-    ++bar.n;
-    const auto now = Clock::now();
-    const double since_draw = std::chrono::duration<double>(now - bar.last_draw).count();
-    bool draw = false;
-    if (terminal_) {
-      draw = since_draw >= options_.refresh_seconds;
-    } else if (nested) {
-      draw = false;  // plain output: evaluation bars print one line, at their end
-    } else {
-      const int quarter = bar.total && *bar.total > 0 ? static_cast<int>(4 * bar.n / *bar.total) : 0;
-      draw = since_draw >= options_.plain_line_seconds || quarter > bar.last_quarter;
-      if (quarter > bar.last_quarter) bar.last_quarter = quarter;
-      if (bar.total && bar.n == *bar.total) draw = false;  // the end line comes from finish()
-    }
-    if (draw) {
-      bar.last_draw = now;
-      render(bar, nested ? std::map<std::string, double>{} : trainer.progress_bar_metrics(), false);
-    }
-  }
-  template <class T>
-  void finish(Bar& bar, T& trainer, bool keep) {
-    if (!bar.active) return;
-    bar.active = false;
-    render(bar, trainer.progress_bar_metrics(), keep);
-  }
-  void nested_start(const std::string& description, std::optional<std::int64_t> total) {
-    if (terminal_ && train_.active) std::fputs("\n", options_.stream);  // the nested bar takes the next line
-    eval_.begin(description, total);
-  }
-  template <class T>
-  void nested_end(T& trainer) {
-    if (!eval_.active) return;
-    eval_.active = false;
-    if (terminal_) {
-      // Clear the nested bar; go back to the training bar's line and redraw it, or leave a final line.
-      if (train_.active) {
-        std::fputs("\r\033[K\033[1A", options_.stream);
-        render(train_, trainer.progress_bar_metrics(), false);
-      } else {
-        render(eval_, trainer.progress_bar_metrics(), true);
-      }
-    } else {
-      render(eval_, trainer.progress_bar_metrics(), true);
-    }
-  }
+  TRAINLOOP_DETAIL_API void advance(Bar& bar, const TrainerCore& trainer, bool nested);
+  TRAINLOOP_DETAIL_API void finish(Bar& bar, const TrainerCore& trainer, bool keep);
+  TRAINLOOP_DETAIL_API void nested_start(const std::string& description, std::optional<std::int64_t> total);
+  TRAINLOOP_DETAIL_API void nested_end(const TrainerCore& trainer);
 
   TRAINLOOP_DETAIL_API static std::string clock_text(double seconds);
 
@@ -160,6 +90,79 @@ class ProgressBar {
 };
 
 #if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API void ProgressBar::on_train_epoch_start(const TrainerCore& trainer, const torch::nn::Module&) {
+  const auto max_epochs = trainer.max_epochs();
+  train_.begin("Epoch " + std::to_string(trainer.current_epoch() + 1) +
+                   (max_epochs ? "/" + std::to_string(*max_epochs) : std::string()),
+               trainer.num_training_batches());
+}
+TRAINLOOP_DETAIL_API void ProgressBar::on_train_epoch_end(const TrainerCore& trainer, const torch::nn::Module&) {
+  finish(train_, trainer, /*keep=*/true);
+}
+TRAINLOOP_DETAIL_API void ProgressBar::on_validation_start(const TrainerCore& trainer, const torch::nn::Module&) {
+  nested_start(trainer.sanity_checking() ? "Sanity Checking" : "Validation", trainer.num_val_batches());
+}
+TRAINLOOP_DETAIL_API void ProgressBar::on_validation_end(const TrainerCore& trainer, const torch::nn::Module&) {
+  nested_end(trainer);
+}
+TRAINLOOP_DETAIL_API void ProgressBar::on_test_start(const TrainerCore& trainer, const torch::nn::Module&) {
+  nested_start("Testing", trainer.num_test_batches());
+}
+TRAINLOOP_DETAIL_API void ProgressBar::on_test_end(const TrainerCore& trainer, const torch::nn::Module&) {
+  nested_end(trainer);
+}
+TRAINLOOP_DETAIL_API void ProgressBar::on_predict_start(const TrainerCore& trainer, const torch::nn::Module&) {
+  nested_start("Predicting", trainer.num_predict_batches());
+}
+TRAINLOOP_DETAIL_API void ProgressBar::on_predict_end(const TrainerCore& trainer, const torch::nn::Module&) {
+  nested_end(trainer);
+}
+TRAINLOOP_DETAIL_API void ProgressBar::advance(Bar& bar, const TrainerCore& trainer, bool nested) {
+  if (!bar.active) return;
+  ++bar.n;
+  const auto now = Clock::now();
+  const double since_draw = std::chrono::duration<double>(now - bar.last_draw).count();
+  bool draw = false;
+  if (terminal_) {
+    draw = since_draw >= options_.refresh_seconds;
+  } else if (nested) {
+    draw = false;  // plain output: evaluation bars print one line, at their end
+  } else {
+    const int quarter = bar.total && *bar.total > 0 ? static_cast<int>(4 * bar.n / *bar.total) : 0;
+    draw = since_draw >= options_.plain_line_seconds || quarter > bar.last_quarter;
+    if (quarter > bar.last_quarter) bar.last_quarter = quarter;
+    if (bar.total && bar.n == *bar.total) draw = false;  // the end line comes from finish()
+  }
+  if (draw) {
+    bar.last_draw = now;
+    render(bar, nested ? std::map<std::string, double>{} : trainer.progress_bar_metrics(), false);
+  }
+}
+TRAINLOOP_DETAIL_API void ProgressBar::finish(Bar& bar, const TrainerCore& trainer, bool keep) {
+  if (!bar.active) return;
+  bar.active = false;
+  render(bar, trainer.progress_bar_metrics(), keep);
+}
+TRAINLOOP_DETAIL_API void ProgressBar::nested_start(const std::string& description, std::optional<std::int64_t> total) {
+  if (terminal_ && train_.active) std::fputs("\n", options_.stream);  // the nested bar takes the next line
+  eval_.begin(description, total);
+}
+TRAINLOOP_DETAIL_API void ProgressBar::nested_end(const TrainerCore& trainer) {
+  if (!eval_.active) return;
+  eval_.active = false;
+  if (terminal_) {
+    // Clear the nested bar; go back to the training bar's line and redraw it, or leave a final line.
+    if (train_.active) {
+      std::fputs("\r\033[K\033[1A", options_.stream);
+      render(train_, trainer.progress_bar_metrics(), false);
+    } else {
+      render(eval_, trainer.progress_bar_metrics(), true);
+    }
+  } else {
+    render(eval_, trainer.progress_bar_metrics(), true);
+  }
+}
+
 TRAINLOOP_DETAIL_API std::string ProgressBar::clock_text(double seconds) {
   if (!std::isfinite(seconds) || seconds < 0) return "?";
   const auto s = static_cast<long long>(seconds + 0.5);
