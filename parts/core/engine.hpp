@@ -1,7 +1,6 @@
 // trainloop: the Engine, the one loop core. Runs a step over data, fires events, dispatches them to compile-time
 // handlers (a std::tuple, folded) and to run-time handlers registered with `on`.
 #pragma once
-#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cstdint>
@@ -14,6 +13,9 @@
 #include <utility>
 #include <variant>
 #include <vector>
+#if TRAINLOOP_DETAIL_DEFINE_API
+#include <algorithm>  // the out-of-line handler-list members; a TU that only declares them skips it
+#endif
 
 TRAINLOOP_DETAIL_BEGIN
 

@@ -1,7 +1,6 @@
 // trainloop: event filters (every, once, before, after, a predicate) and event specs (an event with a filter,
 // OR-composed with `|`).
 #pragma once
-#include <algorithm>
 #include <cstdint>
 #include <initializer_list>
 #include <limits>
@@ -11,6 +10,9 @@
 #include <type_traits>
 #include <utility>
 #include <vector>
+#if TRAINLOOP_DETAIL_DEFINE_API
+#include <algorithm>  // only the out-of-line definitions sort: a TU that only declares them skips <algorithm>
+#endif
 
 TRAINLOOP_DETAIL_BEGIN
 
@@ -36,15 +38,7 @@ class Filter {
     before_ = n;
     return *this;
   }
-  Filter& once(std::vector<std::uint64_t> counts) {
-    if (counts.empty()) throw std::invalid_argument("trainloop: once({...}): the list of counts is empty");
-    // Counts start at 1 (the first iteration, the first epoch), so once(0) would never fire on them: refused, as in Ignite.
-    if (std::find(counts.begin(), counts.end(), 0) != counts.end())
-      throw std::invalid_argument("trainloop: once(0): counts start at 1; once(n) needs n >= 1");
-    std::sort(counts.begin(), counts.end());
-    once_ = std::move(counts);
-    return *this;
-  }
+  TRAINLOOP_DETAIL_API Filter& once(std::vector<std::uint64_t> counts);
   /// A custom condition, `bool(const State&, std::uint64_t count)`. Copies of the filter share the predicate (one
   /// state for all the events it serves, as in Ignite).
   template <class Pred>
@@ -63,7 +57,7 @@ class Filter {
   bool accepts(const State& state, std::uint64_t c) const {
     if (c >= before_ || (after_ && c <= *after_)) return false;
     if (every_ != 1 && (c - after_.value_or(0)) % every_ != 0) return false;
-    if (!once_.empty() && !std::binary_search(once_.begin(), once_.end(), c)) return false;
+    if (!once_.empty() && !once_contains(c)) return false;
     return !predicate_ || predicate_(state, c);
   }
   bool is_trivial() const noexcept {
@@ -72,12 +66,34 @@ class Filter {
 
  private:
   static constexpr std::uint64_t kNoLimit = std::numeric_limits<std::uint64_t>::max();
+  // A binary search of the sorted once_ list (by hand: std::binary_search would bring <algorithm> into every TU).
+  bool once_contains(std::uint64_t c) const noexcept {
+    std::size_t low = 0, high = once_.size();
+    while (low < high) {
+      const std::size_t mid = low + (high - low) / 2;
+      if (once_[mid] < c) low = mid + 1;
+      else high = mid;
+    }
+    return low < once_.size() && once_[low] == c;
+  }
   std::uint64_t every_ = 1;
   std::optional<std::uint64_t> after_;  // unset, not 0: `started` fires with the epoch counter at 0
   std::uint64_t before_ = kNoLimit;
   std::vector<std::uint64_t> once_;
   detail::SharedFunction<bool(const State&, std::uint64_t)> predicate_;
 };
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API Filter& Filter::once(std::vector<std::uint64_t> counts) {
+  if (counts.empty()) throw std::invalid_argument("trainloop: once({...}): the list of counts is empty");
+  // Counts start at 1 (the first iteration, the first epoch), so once(0) would never fire on them: refused, as in Ignite.
+  if (std::find(counts.begin(), counts.end(), 0) != counts.end())
+    throw std::invalid_argument("trainloop: once(0): counts start at 1; once(n) needs n >= 1");
+  std::sort(counts.begin(), counts.end());
+  once_ = std::move(counts);
+  return *this;
+}
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
 
 inline Filter every(std::uint64_t n) { return Filter().every(n); }
 inline Filter once(std::uint64_t n) { return Filter().once({n}); }

@@ -5,6 +5,7 @@
 #define TRAINLOOP_WITH_LOGGERS 1
 #include <trainloop.hpp>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
