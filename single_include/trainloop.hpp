@@ -2474,7 +2474,6 @@ std::int64_t cut_back_file(const std::filesystem::path& path, std::int64_t recor
   if (size != text.size()) truncate_file(path, size, who);
   return kept;
 }
-TRAINLOOP_DETAIL_API auto lines_prefix();
 /// An integer entry of a logger's checkpoint state; the error names the key.
 TRAINLOOP_DETAIL_API std::int64_t state_int(const StateDict& state, const std::string& key, const std::string& who);
 
@@ -2679,6 +2678,7 @@ TRAINLOOP_DETAIL_API void truncate_file(const std::filesystem::path& path, std::
   if (::truncate(path.c_str(), static_cast<off_t>(size)) != 0)
     throw log_dir_error(who, path.parent_path(), "cannot cut " + path.filename().string() + " back to the checkpoint: " + std::strerror(errno));
 }
+// cut_back_file's record counter for line-based files (JSON lines, MLflow metrics); only definitions use it.
 TRAINLOOP_DETAIL_API auto lines_prefix() {
   return [](const std::string& text, std::int64_t records, std::int64_t& found) { return records_prefix(text, records, false, found); };
 }
@@ -10708,7 +10708,8 @@ class Trainer : public TrainerCore {
   template <class Tag, class Owner>
   static auto hook_action(const char* kind) {
     return [kind]() -> const std::string& {
-      static const std::string action = hook_action_name(kind, typeid(Owner).name(), detail::lightning_hook<Tag>::name_string);
+      static const std::string action =
+          hook_action_name(kind, typeid(Owner).name(), detail::lightning_hook<Tag>::name_string);
       return action;
     };
   }

@@ -520,7 +520,8 @@ class Trainer : public TrainerCore {
   template <class Tag, class Owner>
   static auto hook_action(const char* kind) {
     return [kind]() -> const std::string& {
-      static const std::string action = hook_action_name(kind, typeid(Owner).name(), detail::lightning_hook<Tag>::name_string);
+      static const std::string action =
+          hook_action_name(kind, typeid(Owner).name(), detail::lightning_hook<Tag>::name_string);
       return action;
     };
   }

@@ -280,23 +280,21 @@ TEST_CASE("limits: max_steps, limit_train_batches (count and fraction), fast_dev
 
 TEST_CASE("an evaluation ends at its data's end when the limit is larger, sized or not (Lightning's rule)") {
   const auto batches = linear_data(3, 8, 2);
-  auto generator = [&batches, next = std::size_t{0}]() mutable -> std::optional<Batch> {
-    if (next == batches.size()) return std::nullopt;
-    return batches[next++];
+  auto one_pass_generator = [&batches] {  // unsized: a generator, std::nullopt after the 3 batches
+    return [&batches, next = std::size_t{0}]() mutable -> std::optional<Batch> {
+      if (next == batches.size()) return std::nullopt;
+      return batches[next++];
+    };
   };
   Regression net;
   Trainer trainer(quiet().limit_val_batches(10).limit_test_batches(10).limit_predict_batches(10));
-  trainer.validate(net, generator);
+  trainer.validate(net, one_pass_generator());
   CHECK(net.validation_batches == 3);  // not 10: no second pass over the data
   const auto sized = trainer.test(net, batches);
   CHECK(net.test_batches == 3);
   CHECK(trainer.num_test_batches() == 3);
   CHECK(sized.count("test_loss") == 1);
-  auto one_pass = [&batches, next = std::size_t{0}]() mutable -> std::optional<Batch> {
-    if (next == batches.size()) return std::nullopt;
-    return batches[next++];
-  };
-  CHECK(trainer.predict(net, one_pass).size() == 3);
+  CHECK(trainer.predict(net, one_pass_generator()).size() == 3);
 }
 
 TEST_CASE("validation cadence: check_val_every_n_epoch, val_check_interval in steps, limit_val_batches(0)") {

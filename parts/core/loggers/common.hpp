@@ -83,7 +83,6 @@ std::int64_t cut_back_file(const std::filesystem::path& path, std::int64_t recor
   if (size != text.size()) truncate_file(path, size, who);
   return kept;
 }
-TRAINLOOP_DETAIL_API auto lines_prefix();
 /// An integer entry of a logger's checkpoint state; the error names the key.
 TRAINLOOP_DETAIL_API std::int64_t state_int(const StateDict& state, const std::string& key, const std::string& who);
 
@@ -288,6 +287,7 @@ TRAINLOOP_DETAIL_API void truncate_file(const std::filesystem::path& path, std::
   if (::truncate(path.c_str(), static_cast<off_t>(size)) != 0)
     throw log_dir_error(who, path.parent_path(), "cannot cut " + path.filename().string() + " back to the checkpoint: " + std::strerror(errno));
 }
+// cut_back_file's record counter for line-based files (JSON lines, MLflow metrics); only definitions use it.
 TRAINLOOP_DETAIL_API auto lines_prefix() {
   return [](const std::string& text, std::int64_t records, std::int64_t& found) { return records_prefix(text, records, false, found); };
 }
