@@ -169,8 +169,9 @@ TRAINLOOP_DETAIL_END
 // ---- end parts/core/type_name.hpp ----
 // ---- begin parts/core/function.hpp ----
 // trainloop: SharedFunction, the type-erased callable behind run-time handlers, filter predicates and the Engine's
-// kept data source. It stands in for std::function (and std::shared_ptr) so that the torch-free core does not pay
-// for <functional> and <memory> in every translation unit (bench/compile_cost.py measures it).
+// kept data source, and FunctionRef, a callable borrowed for one call. They stand in for std::function (and
+// std::shared_ptr) so that the torch-free core does not pay for <functional> and <memory> in every translation unit
+// (bench/compile_cost.py measures it).
 #include <atomic>
 #include <cstddef>
 #include <type_traits>
@@ -235,6 +236,26 @@ class SharedFunction<R(Args...)> {
   }
 
   BlockBase* block_ = nullptr;
+};
+
+/// A non-owning reference to a callable, for a parameter called before the function returns: a template's
+/// type-dependent step handed to an out-of-line function (one indirect call; nothing allocated, nothing copied).
+template <class Signature>
+class FunctionRef;
+template <class R, class... Args>
+class FunctionRef<R(Args...)> {
+ public:
+  template <class F, class = std::enable_if_t<!std::is_same_v<std::decay_t<F>, FunctionRef>>>
+  FunctionRef(F&& f) noexcept  // NOLINT(google-explicit-constructor): a parameter type, as std::function is
+      : target_(const_cast<void*>(static_cast<const void*>(&f))),
+        call_([](void* target, Args... args) -> R {
+          return (*static_cast<std::remove_reference_t<F>*>(target))(std::forward<Args>(args)...);
+        }) {}
+  R operator()(Args... args) const { return call_(target_, std::forward<Args>(args)...); }
+
+ private:
+  void* target_;
+  R (*call_)(void*, Args...);
 };
 
 }  // namespace detail
@@ -1478,6 +1499,33 @@ class EngineCore {
   using UserFire = void (*)(EngineCore&, Event);
 
   explicit EngineCore(UserFire fire_user) noexcept : fire_user_(fire_user) {}
+  EngineCore(const EngineCore&) = default;
+  EngineCore(EngineCore&&) = default;
+  EngineCore& operator=(const EngineCore&) = default;
+  EngineCore& operator=(EngineCore&&) = default;
+  TRAINLOOP_DETAIL_API ~EngineCore();  // out of line: the handler lists' destruction is not compiled per Engine
+
+  // --- the loop ---------------------------------------------------------------------------------------------------
+  // The run's control flow (epochs, limits, stops, interrupts, times, exceptions) is compiled once, here; what
+  // depends on the Engine's types comes through LoopOps: one epoch's iterations over the run's data source, the
+  // built-in events fired once per run or epoch, the source restarted. That is one indirect call per epoch or per
+  // such event; the iterations and their events stay in the Engine's own code (run_epoch).
+  struct LoopOps {
+    void (*run_epoch)(EngineCore& engine, void* source, Resume entry);
+    bool (*emit)(EngineCore& engine, Event e);  // started, epoch_started, epoch_completed, completed, terminate,
+                                                 // terminate_single_epoch, interrupt, exception_raised
+    void (*restart_data)(EngineCore& engine, void* source);
+  };
+  using Clock = std::chrono::steady_clock;
+  TRAINLOOP_DETAIL_API void run_loop(void* source, const LoopOps& ops);
+  // After an event whose handlers asked to stop: interrupt the run there, or end the epoch (or the run) early.
+  TRAINLOOP_DETAIL_API void stopped(void* source, Resume point, const LoopOps& ops);
+  TRAINLOOP_DETAIL_API void interrupt_at(Resume point, const LoopOps& ops);
+  TRAINLOOP_DETAIL_API void end_epoch_early(void* source, const LoopOps& ops);
+  // exception_raised's handlers may handle the error (the run goes on); otherwise it propagates, offered once.
+  TRAINLOOP_DETAIL_API void handle_exception(std::exception_ptr error, const LoopOps& ops);
+  // An interrupt asked for while the epoch was being ended waits for the epoch's end.
+  void clear_epoch_stop() noexcept { stop_ = interrupt_requested_ ? Stop::interrupt : Stop::none; }
 
   // Run-time handlers (`on`), type-erased over the engine: this bookkeeping is compiled once, not per Engine type.
   // The callable casts the EngineCore& back to its Engine.
@@ -1512,6 +1560,10 @@ class EngineCore {
   std::exception_ptr exception_;
   bool running_ = false;
   std::vector<RuntimeHandler> runtime_user_;
+  void* batch_ = nullptr;  // the current iteration's batch: the Engine's Batch*
+  bool restart_data_each_epoch_ = false;
+  std::exception_ptr propagating_;  // an unhandled exception on its way out, so it is offered to handlers once
+  Clock::time_point run_start_, epoch_start_;  // kept across an interrupt: the times go on
 
  private:
   // Erases handlers removed during dispatch, once no dispatch is iterating the lists.
@@ -1655,7 +1707,7 @@ class Engine : public EngineCore {
 
   /// The batch of the current iteration, from get_batch_completed to iteration_completed; nullptr otherwise.
   /// Handlers of iteration_started may replace it (Ignite's `state.batch`).
-  Batch* batch() noexcept { return batch_; }
+  Batch* batch() noexcept { return static_cast<Batch*>(batch_); }
   /// The last step's output (Ignite's `state.output`).
   const output_type& output() const {
     if (!output_) throw std::logic_error("trainloop: Engine::output(): no step has run yet");
@@ -1757,83 +1809,35 @@ class Engine : public EngineCore {
 
   // --- the loop -------------------------------------------------------------------------------------------------
 
-  using Clock = std::chrono::steady_clock;
-  static double seconds_since(Clock::time_point t) {
-    return std::chrono::duration<double>(Clock::now() - t).count();
-  }
-
   template <class Source>
   void run_loop(Source& source) {
-    const Resume entry = resume_;
-    resume_ = Resume::none;
-    stop_ = Stop::none;
-    interrupt_requested_ = false;
-    propagating_ = nullptr;
-    if (entry == Resume::none) {
-      run_start_ = Clock::now();
-      record_time("epoch_completed", 0.0);
-      record_time("completed", 0.0);
-    }
-    try {
-      if (entry == Resume::none) {
-        emit<Event::started>();
-        if (should_terminate_epoch())
-          throw std::logic_error("trainloop: terminate_epoch() was called in a started handler, before any epoch");
-        if (stop_ == Stop::interrupt) return interrupt_at(Resume::after_started);
-      }
-      Resume epoch_entry = entry;  // inside an epoch only when an interrupted run continues
-      while (true) {
-        const bool inside_epoch = epoch_entry != Resume::none && epoch_entry != Resume::after_started &&
-                                  epoch_entry != Resume::after_epoch_completed;
-        if (!inside_epoch) {
-          if (should_terminate() || is_done()) break;
-          if (!state.in_epoch) {
-            ++state.epoch;
-            state.epoch_iteration = 0;
-            state.in_epoch = true;
-            if (restart_data_each_epoch_) restart_data(source);
-          }
-          epoch_start_ = Clock::now();
-          emit<Event::epoch_started>();
-          if (should_terminate()) break;
-          if (stop_ == Stop::interrupt) return interrupt_at(Resume::after_epoch_started);
-          epoch_entry = Resume::after_epoch_started;
-        }
-        if (should_terminate_epoch()) {
-          end_epoch_early(source);
-        } else {
-          run_epoch(source, epoch_entry);
-          if (interrupted()) return;
-        }
-        if (should_terminate()) break;  // stopped mid-epoch: in_epoch stays set, a later run resumes the epoch
-        state.in_epoch = false;
-        record_time("epoch_completed", seconds_since(epoch_start_));
-        const bool skip_epoch_completed = stop_ == Stop::epoch_skip_completed;
-        if (should_terminate_epoch()) clear_epoch_stop();
-        if (!skip_epoch_completed) {
-          emit<Event::epoch_completed>();
-          record_time("epoch_completed", seconds_since(epoch_start_));
-        }
-        if (should_terminate_epoch()) clear_epoch_stop();  // nothing left to end in this epoch
-        if (stop_ == Stop::interrupt) return interrupt_at(Resume::after_epoch_completed);
-        epoch_entry = Resume::after_epoch_completed;
-      }
-      batch_ = nullptr;
-      if (should_terminate()) emit<Event::terminate>();
-      record_time("completed", seconds_since(run_start_));
-      if (stop_ != Stop::run_skip_completed) {
-        emit<Event::completed>();
-        record_time("completed", seconds_since(run_start_));
-      }
-    } catch (...) {
-      batch_ = nullptr;
-      if (propagating_ == std::current_exception()) {  // already offered to handlers inside the epoch
-        propagating_ = nullptr;
-        throw;
-      }
-      handle_exception(std::current_exception());
+    EngineCore::run_loop(&source, loop_ops<Source>);
+  }
+  template <class Source>
+  static void run_epoch_of(EngineCore& core, void* source, Resume entry) {
+    static_cast<Engine&>(core).run_epoch(*static_cast<Source*>(source), entry);
+  }
+  template <class Source>
+  static void restart_data_of(EngineCore& core, void* source) {
+    static_cast<Engine&>(core).restart_data(*static_cast<Source*>(source));
+  }
+  static bool emit_event(EngineCore& core, Event e) {
+    auto& self = static_cast<Engine&>(core);
+    switch (e) {
+      case Event::started: return self.template emit<Event::started>();
+      case Event::epoch_started: return self.template emit<Event::epoch_started>();
+      case Event::epoch_completed: return self.template emit<Event::epoch_completed>();
+      case Event::completed: return self.template emit<Event::completed>();
+      case Event::terminate: return self.template emit<Event::terminate>();
+      case Event::terminate_single_epoch: return self.template emit<Event::terminate_single_epoch>();
+      case Event::interrupt: return self.template emit<Event::interrupt>();
+      case Event::exception_raised: return self.template emit<Event::exception_raised>();
+      default: return false;  // the per-iteration events are fired inline, by run_epoch
     }
   }
+  template <class Source>
+  static constexpr LoopOps loop_ops{&Engine::run_epoch_of<Source>, &Engine::emit_event,
+                                    &Engine::restart_data_of<Source>};
 
   // One epoch's iterations, from its start or from where an interrupted run stopped (`entry`). Each event's
   // handlers may stop the epoch or the run, or interrupt it; the flag is checked right after them.
@@ -1854,7 +1858,7 @@ class Engine : public EngineCore {
             batch_ = nullptr;
             if (!just_restarted) {
               emit<Event::get_batch_started>();
-              if (stop_ != Stop::none) return stopped(source, Resume::after_get_batch_started);
+              if (stop_ != Stop::none) return stopped(&source, Resume::after_get_batch_started, loop_ops<Source>);
             }
           }
           fetch_pending = false;
@@ -1863,7 +1867,7 @@ class Engine : public EngineCore {
             if (!state.epoch_length) return end_unsized_pass();
             if (just_restarted) throw_data_ran_out();
             emit<Event::data_exhausted>();
-            if (stop_ != Stop::none) return stopped(source, Resume::after_data_exhausted);
+            if (stop_ != Stop::none) return stopped(&source, Resume::after_data_exhausted, loop_ops<Source>);
             restart_data(source);
             just_restarted = true;
             continue;
@@ -1871,54 +1875,31 @@ class Engine : public EngineCore {
           just_restarted = false;
           batch_ = next;
           emit<Event::get_batch_completed>();
-          if (stop_ != Stop::none) return stopped(source, Resume::after_get_batch_completed);
+          if (stop_ != Stop::none) return stopped(&source, Resume::after_get_batch_completed, loop_ops<Source>);
         }
         have_batch = false;
         if (!iteration_begun) {
           ++state.iteration;
           ++state.epoch_iteration;
           emit<Event::iteration_started>();
-          if (stop_ != Stop::none) return stopped(source, Resume::after_iteration_started);
+          if (stop_ != Stop::none) return stopped(&source, Resume::after_iteration_started, loop_ops<Source>);
         }
         iteration_begun = false;
         if constexpr (std::is_same_v<output_type, std::monostate>) {
-          detail::call_step(step_, *this, *batch_);
+          detail::call_step(step_, *this, *static_cast<Batch*>(batch_));
           output_.emplace();
         } else {
-          output_.emplace(detail::call_step(step_, *this, *batch_));
+          output_.emplace(detail::call_step(step_, *this, *static_cast<Batch*>(batch_)));
         }
         emit<Event::iteration_completed>();
-        if (stop_ != Stop::none) return stopped(source, Resume::after_iteration_completed);
+        if (stop_ != Stop::none) return stopped(&source, Resume::after_iteration_completed, loop_ops<Source>);
       }
     } catch (...) {
       // Ignite's rule: an exception inside the epoch that a handler handles ends the epoch, and the run goes on.
       batch_ = nullptr;
-      handle_exception(std::current_exception());
+      handle_exception(std::current_exception(), loop_ops<Source>);
       restart_data(source);
     }
-  }
-
-  // After an event whose handlers asked to stop: interrupt the run there, or end the epoch (or the run) early.
-  template <class Source>
-  void stopped(Source& source, Resume point) {
-    if (stop_ == Stop::interrupt) return interrupt_at(point);
-    end_epoch_early(source);
-  }
-  void interrupt_at(Resume point) {
-    stop_ = Stop::none;
-    interrupt_requested_ = false;
-    emit<Event::interrupt>();
-    resume_ = point;
-  }
-  // An interrupt asked for while the epoch was being ended waits for the epoch's end.
-  void clear_epoch_stop() noexcept { stop_ = interrupt_requested_ ? Stop::interrupt : Stop::none; }
-
-  template <class Source>
-  void end_epoch_early(Source& source) {
-    batch_ = nullptr;
-    if (should_terminate()) return;
-    emit<Event::terminate_single_epoch>();
-    restart_data(source);
   }
 
   // The data source, counted: the pass position is what a resumed run over a fresh source skips first.
@@ -1940,29 +1921,9 @@ class Engine : public EngineCore {
     skip_pending_ = 0;
   }
 
-  void handle_exception(std::exception_ptr error) {
-    exception_ = error;
-    bool handled = false;
-    try {
-      handled = emit<Event::exception_raised>();
-    } catch (...) {
-      exception_ = nullptr;
-      throw;
-    }
-    exception_ = nullptr;
-    if (!handled) {
-      propagating_ = error;
-      std::rethrow_exception(error);
-    }
-  }
-
   Step step_;
   handlers_type handlers_;
-  Batch* batch_ = nullptr;
   std::optional<output_type> output_;
-  bool restart_data_each_epoch_ = false;
-  std::exception_ptr propagating_;  // an unhandled exception on its way out, so it is offered to handlers once
-  Clock::time_point run_start_, epoch_start_;  // kept across an interrupt: the times go on
   std::uint64_t skip_pending_ = 0;             // batches a fresh source skips before its first one
   // The data source of the last run, kept so a resumed run continues its pass (type-erased: its type depends on the
   // data given to run()). `run` owns the source and runs the loop over it.
@@ -2075,6 +2036,118 @@ TRAINLOOP_DETAIL_API void EngineCore::compact_runtime_handlers() {
     if (!runtime_[i].empty()) runtime_mask_ |= std::uint32_t{1} << i;
   }
   erase_removed(runtime_user_);
+}
+
+TRAINLOOP_DETAIL_API EngineCore::~EngineCore() = default;
+
+namespace detail {
+inline double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+}  // namespace detail
+
+TRAINLOOP_DETAIL_API void EngineCore::run_loop(void* source, const LoopOps& ops) {
+  const Resume entry = resume_;
+  resume_ = Resume::none;
+  stop_ = Stop::none;
+  interrupt_requested_ = false;
+  propagating_ = nullptr;
+  if (entry == Resume::none) {
+    run_start_ = Clock::now();
+    record_time("epoch_completed", 0.0);
+    record_time("completed", 0.0);
+  }
+  try {
+    if (entry == Resume::none) {
+      ops.emit(*this, Event::started);
+      if (should_terminate_epoch())
+        throw std::logic_error("trainloop: terminate_epoch() was called in a started handler, before any epoch");
+      if (stop_ == Stop::interrupt) return interrupt_at(Resume::after_started, ops);
+    }
+    Resume epoch_entry = entry;  // inside an epoch only when an interrupted run continues
+    while (true) {
+      const bool inside_epoch = epoch_entry != Resume::none && epoch_entry != Resume::after_started &&
+                                epoch_entry != Resume::after_epoch_completed;
+      if (!inside_epoch) {
+        if (should_terminate() || is_done()) break;
+        if (!state.in_epoch) {
+          ++state.epoch;
+          state.epoch_iteration = 0;
+          state.in_epoch = true;
+          if (restart_data_each_epoch_) ops.restart_data(*this, source);
+        }
+        epoch_start_ = Clock::now();
+        ops.emit(*this, Event::epoch_started);
+        if (should_terminate()) break;
+        if (stop_ == Stop::interrupt) return interrupt_at(Resume::after_epoch_started, ops);
+        epoch_entry = Resume::after_epoch_started;
+      }
+      if (should_terminate_epoch()) {
+        end_epoch_early(source, ops);
+      } else {
+        ops.run_epoch(*this, source, epoch_entry);
+        if (interrupted()) return;
+      }
+      if (should_terminate()) break;  // stopped mid-epoch: in_epoch stays set, a later run resumes the epoch
+      state.in_epoch = false;
+      record_time("epoch_completed", detail::seconds_since(epoch_start_));
+      const bool skip_epoch_completed = stop_ == Stop::epoch_skip_completed;
+      if (should_terminate_epoch()) clear_epoch_stop();
+      if (!skip_epoch_completed) {
+        ops.emit(*this, Event::epoch_completed);
+        record_time("epoch_completed", detail::seconds_since(epoch_start_));
+      }
+      if (should_terminate_epoch()) clear_epoch_stop();  // nothing left to end in this epoch
+      if (stop_ == Stop::interrupt) return interrupt_at(Resume::after_epoch_completed, ops);
+      epoch_entry = Resume::after_epoch_completed;
+    }
+    batch_ = nullptr;
+    if (should_terminate()) ops.emit(*this, Event::terminate);
+    record_time("completed", detail::seconds_since(run_start_));
+    if (stop_ != Stop::run_skip_completed) {
+      ops.emit(*this, Event::completed);
+      record_time("completed", detail::seconds_since(run_start_));
+    }
+  } catch (...) {
+    batch_ = nullptr;
+    if (propagating_ == std::current_exception()) {  // already offered to handlers inside the epoch
+      propagating_ = nullptr;
+      throw;
+    }
+    handle_exception(std::current_exception(), ops);
+  }
+}
+
+TRAINLOOP_DETAIL_API void EngineCore::stopped(void* source, Resume point, const LoopOps& ops) {
+  if (stop_ == Stop::interrupt) return interrupt_at(point, ops);
+  end_epoch_early(source, ops);
+}
+TRAINLOOP_DETAIL_API void EngineCore::interrupt_at(Resume point, const LoopOps& ops) {
+  stop_ = Stop::none;
+  interrupt_requested_ = false;
+  ops.emit(*this, Event::interrupt);
+  resume_ = point;
+}
+TRAINLOOP_DETAIL_API void EngineCore::end_epoch_early(void* source, const LoopOps& ops) {
+  batch_ = nullptr;
+  if (should_terminate()) return;
+  ops.emit(*this, Event::terminate_single_epoch);
+  ops.restart_data(*this, source);
+}
+TRAINLOOP_DETAIL_API void EngineCore::handle_exception(std::exception_ptr error, const LoopOps& ops) {
+  exception_ = error;
+  bool handled = false;
+  try {
+    handled = ops.emit(*this, Event::exception_raised);
+  } catch (...) {
+    exception_ = nullptr;
+    throw;
+  }
+  exception_ = nullptr;
+  if (!handled) {
+    propagating_ = error;
+    std::rethrow_exception(error);
+  }
 }
 
 TRAINLOOP_DETAIL_API bool EngineCore::is_done() const noexcept {
@@ -8836,6 +8909,14 @@ class TrainerOptions {
   /// Rejects contradictory or out-of-range settings, naming the option.
   TRAINLOOP_DETAIL_API void validate() const;
 
+  // Out of line: constructing, copying and destroying thirty-odd members is a lot of code for every TU.
+  TRAINLOOP_DETAIL_API TrainerOptions();
+  TRAINLOOP_DETAIL_API TrainerOptions(const TrainerOptions& other);
+  TRAINLOOP_DETAIL_API TrainerOptions(TrainerOptions&& other) noexcept;
+  TRAINLOOP_DETAIL_API TrainerOptions& operator=(const TrainerOptions& other);
+  TRAINLOOP_DETAIL_API TrainerOptions& operator=(TrainerOptions&& other) noexcept;
+  TRAINLOOP_DETAIL_API ~TrainerOptions();
+
  private:
   double val_check_fraction_ = 1.0;
   std::optional<std::int64_t> val_check_batches_, val_every_n_optimizer_steps_;
@@ -8844,6 +8925,13 @@ class TrainerOptions {
 };
 
 #if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API TrainerOptions::TrainerOptions() = default;
+TRAINLOOP_DETAIL_API TrainerOptions::TrainerOptions(const TrainerOptions& other) = default;
+TRAINLOOP_DETAIL_API TrainerOptions::TrainerOptions(TrainerOptions&& other) noexcept = default;
+TRAINLOOP_DETAIL_API TrainerOptions& TrainerOptions::operator=(const TrainerOptions& other) = default;
+TRAINLOOP_DETAIL_API TrainerOptions& TrainerOptions::operator=(TrainerOptions&& other) noexcept = default;
+TRAINLOOP_DETAIL_API TrainerOptions::~TrainerOptions() = default;
+
 TRAINLOOP_DETAIL_API void TrainerOptions::validate() const {
   auto fail = [](const std::string& what) { return std::invalid_argument("trainloop: TrainerOptions()." + what); };
   if (max_epochs_ < -2 || max_epochs_ == 0) throw fail("max_epochs(n): n must be positive, or -1 for unlimited");
@@ -9185,7 +9273,7 @@ class TrainerCore {
   };
 
   // Out of line (as the destructor): initialising and destroying every member is a lot of code for every TU.
-  TRAINLOOP_DETAIL_API TrainerCore(TrainerOptions options, bool has_loggers);
+  TRAINLOOP_DETAIL_API TrainerCore(TrainerOptions&& options, bool has_loggers);
   TRAINLOOP_DETAIL_API ~TrainerCore();
   TrainerCore(const TrainerCore&) = delete;
   TrainerCore& operator=(const TrainerCore&) = delete;
@@ -9254,11 +9342,36 @@ class TrainerCore {
     std::map<std::string, StateDict> states;
     std::map<std::string, TensorDict> tensors;
     TRAINLOOP_DETAIL_API const StateDict& need(const std::string& path, const std::string& key) const;
+    // A callback's tensor state (`key`), which a checkpoint written with that callback always holds.
+    TRAINLOOP_DETAIL_API const TensorDict& need_tensors(const std::string& path, const std::string& key) const;
+    // The on_save_checkpoint entries (empty when the checkpoint has none).
+    TRAINLOOP_DETAIL_API const StateDict& entries() const;
+    TRAINLOOP_DETAIL_API const TensorDict& entry_tensors() const;
   };
+  // The checkpoint read into the model and the optimizers (and the RNG); the rest waits for its phase.
+  TRAINLOOP_DETAIL_API LoadedCheckpoint load_fit_checkpoint(const std::string& path, torch::nn::Module& module);
 
   // The counters, where the loop stood, the loss scaler, the values callbacks monitor, the epoch's running sums and
   // the schedulers, from a checkpoint (the training data's position is the Trainer's, which knows the data's type).
-  TRAINLOOP_DETAIL_API void restore_loop_state(const std::string& path, const LoadedCheckpoint& loaded);
+  // Returns the training Engine's state.
+  TRAINLOOP_DETAIL_API StateDict restore_loop_state(const std::string& path, const LoadedCheckpoint& loaded);
+  // The training data's saved position for this rank (rank 0 saved it: every rank takes the same position in its own
+  // shard); nullopt when the checkpoint has none.
+  TRAINLOOP_DETAIL_API std::optional<StateDict> train_data_state(const LoadedCheckpoint& loaded) const;
+
+  // What fit's checkpoint holds besides the model and the optimizers: the loop's states, the callbacks' (keyed by
+  // type) and Lightning's on_save_checkpoint entries.
+  struct CheckpointContents {
+    std::map<std::string, StateDict> states;
+    std::map<std::string, TensorDict> tensors;
+    StateDict entries;
+    TensorDict entry_tensors;
+  };
+  // Writes fit's checkpoint: the weights only, or everything, the callbacks' part added by `add_callbacks` (the
+  // Trainer knows their types). Returns false when it is skipped: a non-finite state while the fit terminates.
+  TRAINLOOP_DETAIL_API bool write_fit_checkpoint(const std::string& path, bool weights_only, torch::nn::Module& module,
+                                                 const StateDict& hparams,
+                                                 detail::FunctionRef<void(CheckpointContents&)> add_callbacks);
 
   // --- optimisation ------------------------------------------------------------------------------------------------
 
@@ -9305,6 +9418,59 @@ class TrainerCore {
   TRAINLOOP_DETAIL_API std::uint64_t max_epochs_to_run() const;
   // A checkpoint written after training ended resumes only to go further: more epochs or more steps.
   TRAINLOOP_DETAIL_API bool finished_before(const std::optional<StateDict>& loop_state) const;
+
+  // The sanity check's scope: it draws nothing from the fit's RNG stream and leaves callback_metrics and
+  // logged_metrics as they were (empty in a fresh fit, the checkpoint's in a resumed one).
+  class SanityCheckScope {
+   public:
+    TRAINLOOP_DETAIL_API explicit SanityCheckScope(TrainerCore& trainer);
+    TRAINLOOP_DETAIL_API ~SanityCheckScope();
+    SanityCheckScope(const SanityCheckScope&) = delete;
+    SanityCheckScope& operator=(const SanityCheckScope&) = delete;
+
+   private:
+    TrainerCore& trainer_;
+    detail::IsolatedRng rng_;
+    std::map<std::string, torch::Tensor> callback_metrics_, logged_metrics_;
+  };
+  // While the training Engine runs, checkpoints read the loop's state from it; from a copy once it is gone.
+  class TrainingEngineScope {
+   public:
+    TRAINLOOP_DETAIL_API TrainingEngineScope(TrainerCore& trainer, EngineCore& engine);
+    TRAINLOOP_DETAIL_API ~TrainingEngineScope();
+    TrainingEngineScope(const TrainingEngineScope&) = delete;
+    TrainingEngineScope& operator=(const TrainingEngineScope&) = delete;
+
+   private:
+    TrainerCore& trainer_;
+    EngineCore& engine_;
+  };
+
+  // --- evaluation ------------------------------------------------------------------------------------------------
+
+  // What an evaluation changes, put back when it ends (by an exception too): the stage, the metric store the module
+  // logs to, the sanity-check flag, the module's mode (unless an on_<stage>_model_train hook took care of it).
+  class EvaluationScope {
+   public:
+    // `batches`: the evaluation's batch count (nullopt: unknown), for num_val_batches() and the progress bar.
+    TRAINLOOP_DETAIL_API EvaluationScope(TrainerCore& trainer, torch::nn::Module& module, Stage stage, bool sanity,
+                                         std::optional<std::int64_t> batches);
+    TRAINLOOP_DETAIL_API ~EvaluationScope();
+    EvaluationScope(const EvaluationScope&) = delete;
+    EvaluationScope& operator=(const EvaluationScope&) = delete;
+    MetricStore& store() const noexcept { return store_; }
+    // After the evaluation's last batch: the epoch's values published (not the sanity check's), and a validation
+    // inside fit moves the loop point on (see LoopPoint).
+    TRAINLOOP_DETAIL_API void end_epoch();
+    bool restore_mode = true;
+
+   private:
+    TrainerCore& trainer_;
+    torch::nn::Module& module_;
+    Stage stage_, previous_stage_;
+    bool sanity_, was_training_;
+    MetricStore& store_;
+  };
   TRAINLOOP_DETAIL_API bool minimums_reached() const;  // min_epochs and min_steps: should_stop waits for them
   TRAINLOOP_DETAIL_API bool validation_due_this_epoch() const;
   // Lightning's batch-end rule: every val_check_interval batches of the epoch (or across epochs), or each
@@ -9384,7 +9550,7 @@ TRAINLOOP_DETAIL_API detail::IsolatedRng::~IsolatedRng() {
   for (std::size_t i = 0; i < cuda_.size(); ++i) cuda_generator(i).set_state(cuda_[i]);
 }
 
-TRAINLOOP_DETAIL_API TrainerCore::TrainerCore(TrainerOptions options, bool has_loggers)
+TRAINLOOP_DETAIL_API TrainerCore::TrainerCore(TrainerOptions&& options, bool has_loggers)
     : options_(std::move(options)), has_loggers_(has_loggers) {
   options_.validate();
 }
@@ -9406,6 +9572,55 @@ TRAINLOOP_DETAIL_API const StateDict& TrainerCore::LoadedCheckpoint::need(const 
   if (it == states.end())
     throw CheckpointError("trainloop: checkpoint '" + path + "': key '" + key + "' is missing (not written by fit?)");
   return it->second;
+}
+
+TRAINLOOP_DETAIL_API const TensorDict& TrainerCore::LoadedCheckpoint::need_tensors(const std::string& path,
+                                                                                  const std::string& key) const {
+  auto it = tensors.find(key);
+  if (it == tensors.end())
+    throw CheckpointError("trainloop: checkpoint '" + path + "': key '" + key +
+                          "' (tensors) is missing: it was written without this callback");
+  return it->second;
+}
+TRAINLOOP_DETAIL_API const StateDict& TrainerCore::LoadedCheckpoint::entries() const {
+  static const StateDict none;
+  auto it = states.find("checkpoint");
+  return it != states.end() ? it->second : none;
+}
+TRAINLOOP_DETAIL_API const TensorDict& TrainerCore::LoadedCheckpoint::entry_tensors() const {
+  static const TensorDict none;
+  auto it = tensors.find("checkpoint");
+  return it != tensors.end() ? it->second : none;
+}
+
+TRAINLOOP_DETAIL_API TrainerCore::LoadedCheckpoint TrainerCore::load_fit_checkpoint(const std::string& path,
+                                                                                   torch::nn::Module& module) {
+  LoadedCheckpoint loaded;
+  loaded.states = trainloop::load_checkpoint(path, module, optimizer_pointers(), device_, true, &loaded.tensors);
+  return loaded;
+}
+
+TRAINLOOP_DETAIL_API bool TrainerCore::write_fit_checkpoint(const std::string& path, bool weights_only,
+                                                           torch::nn::Module& module, const StateDict& hparams,
+                                                           detail::FunctionRef<void(CheckpointContents&)> add_callbacks) {
+  try {
+    if (weights_only) {
+      trainloop::save_weights(path, module);
+      return true;
+    }
+    CheckpointContents contents{loop_states(), loop_tensor_states(),
+                                {{"epoch", current_epoch_}, {"global_step", global_step_}}, {}};
+    add_callbacks(contents);
+    contents.states["checkpoint"] = std::move(contents.entries);
+    if (!contents.entry_tensors.empty()) contents.tensors["checkpoint"] = std::move(contents.entry_tensors);
+    if (!hparams.empty()) contents.states["hparams"] = hparams;
+    trainloop::save_checkpoint(path, module, optimizer_pointers(), contents.states, true, contents.tensors);
+    return true;
+  } catch (const NonFiniteStateError& error) {
+    if (!terminate_requested_) throw;  // a diverged fit fails, its last finite checkpoint intact
+    std::fprintf(stderr, "%s; the fit is stopping, so this checkpoint is skipped\n", error.what());
+    return false;
+  }
 }
 
 TRAINLOOP_DETAIL_API void TrainerCore::check_loss(const torch::Tensor& loss, std::int64_t batch_idx,
@@ -9562,7 +9777,9 @@ TRAINLOOP_DETAIL_API std::map<std::string, TensorDict> TrainerCore::loop_tensor_
   return tensors;
 }
 
-TRAINLOOP_DETAIL_API void TrainerCore::restore_loop_state(const std::string& path, const LoadedCheckpoint& loaded) {
+TRAINLOOP_DETAIL_API StateDict TrainerCore::restore_loop_state(const std::string& path,
+                                                             const LoadedCheckpoint& loaded) {
+  const StateDict& loop = loaded.need(path, "loop");
   const StateDict& counters = loaded.need(path, "trainer");
   auto count = [&](const char* key) {
     auto it = counters.find(key);
@@ -9602,6 +9819,71 @@ TRAINLOOP_DETAIL_API void TrainerCore::restore_loop_state(const std::string& pat
       auto it = loaded.states.find("scheduler/" + std::to_string(i));
       if (it != loaded.states.end()) restoring(path, it->first, [&] { s->load_state_dict(it->second); });
     }
+  return loop;
+}
+
+TRAINLOOP_DETAIL_API std::optional<StateDict> TrainerCore::train_data_state(const LoadedCheckpoint& loaded) const {
+  auto it = loaded.states.find("train_data");
+  if (it == loaded.states.end()) return std::nullopt;
+  StateDict state = it->second;
+  if (world_size() > 1 && state.count("rank")) state["rank"] = std::int64_t{global_rank()};
+  return state;
+}
+
+TRAINLOOP_DETAIL_API TrainerCore::SanityCheckScope::SanityCheckScope(TrainerCore& trainer)
+    : trainer_(trainer), callback_metrics_(trainer.callback_metrics_), logged_metrics_(trainer.logged_metrics_) {
+  trainer_.sanity_checking_ = true;
+}
+TRAINLOOP_DETAIL_API TrainerCore::SanityCheckScope::~SanityCheckScope() {
+  trainer_.sanity_checking_ = false;
+  trainer_.callback_metrics_ = std::move(callback_metrics_);
+  trainer_.logged_metrics_ = std::move(logged_metrics_);
+}
+
+TRAINLOOP_DETAIL_API TrainerCore::TrainingEngineScope::TrainingEngineScope(TrainerCore& trainer, EngineCore& engine)
+    : trainer_(trainer), engine_(engine) {
+  trainer_.train_engine_ = &engine;
+}
+TRAINLOOP_DETAIL_API TrainerCore::TrainingEngineScope::~TrainingEngineScope() {
+  trainer_.final_loop_state_ = engine_.state.state_dict();
+  trainer_.train_engine_ = nullptr;
+}
+
+TRAINLOOP_DETAIL_API TrainerCore::EvaluationScope::EvaluationScope(TrainerCore& trainer, torch::nn::Module& module,
+                                                                  Stage stage, bool sanity,
+                                                                  std::optional<std::int64_t> batches)
+    : trainer_(trainer),
+      module_(module),
+      stage_(stage),
+      previous_stage_(trainer.stage_),
+      sanity_(sanity),
+      was_training_(module.is_training()),
+      store_(trainer.metrics_[index(stage)]) {
+  trainer_.stage_ = stage;
+  trainer_.sanity_checking_ = sanity;
+  trainer_.runtime_.stage = stage;
+  trainer_.runtime_.metrics = &store_;
+  store_.start_epoch();
+  (stage == Stage::test ? trainer_.num_test_batches_
+   : stage == Stage::predict ? trainer_.num_predict_batches_
+                             : trainer_.num_val_batches_) = batches;
+}
+TRAINLOOP_DETAIL_API void TrainerCore::EvaluationScope::end_epoch() {
+  if (sanity_) return;
+  trainer_.publish_epoch_values(store_);
+  if (stage_ == Stage::validate && trainer_.fitting_) {  // the validation's results are in: see LoopPoint
+    LoopPoint& point = trainer_.loop_point_;
+    if (point == LoopPoint::batch_validation) point = LoopPoint::between_batches;
+    if (point == LoopPoint::epoch_validation) point = LoopPoint::epoch_hooks;
+  }
+}
+TRAINLOOP_DETAIL_API TrainerCore::EvaluationScope::~EvaluationScope() {
+  if (sanity_) store_.clear();  // the sanity check's values are not results
+  if (restore_mode) module_.train(was_training_);
+  trainer_.stage_ = previous_stage_;
+  trainer_.runtime_.stage = previous_stage_;
+  trainer_.runtime_.metrics = &trainer_.metrics_[index(previous_stage_)];
+  trainer_.sanity_checking_ = false;
 }
 
 TRAINLOOP_DETAIL_API void TrainerCore::check_optimizers(const std::string& module, bool automatic_optimization) {
@@ -10500,29 +10782,8 @@ class Trainer : public TrainerCore {
       }
     } done{*this};
     save_ = [this, &module](const std::string& path, bool weights_only) {
-      try {
-        if (weights_only) {
-          trainloop::save_weights(path, module);
-          return true;
-        }
-        const auto optimizers = optimizer_pointers();
-        auto states = checkpoint_states();
-        auto tensors = checkpoint_tensor_states();
-        // Lightning's on_save_checkpoint: callbacks, then the module, add their own entries to the checkpoint.
-        StateDict entries{{"epoch", current_epoch_}, {"global_step", global_step_}};
-        TensorDict entry_tensors;
-        for_each_callback([&](auto& callback) { save_checkpoint_hooks(callback, entries, entry_tensors, *this, module); });
-        save_checkpoint_hooks(module, entries, entry_tensors);
-        states["checkpoint"] = std::move(entries);
-        if (!entry_tensors.empty()) tensors["checkpoint"] = std::move(entry_tensors);
-        if (!module.hparams().empty()) states["hparams"] = module.hparams();
-        trainloop::save_checkpoint(path, module, optimizers, states, true, tensors);
-        return true;
-      } catch (const NonFiniteStateError& error) {
-        if (!terminate_requested_) throw;  // a diverged fit fails, its last finite checkpoint intact
-        std::fprintf(stderr, "%s; the fit is stopping, so this checkpoint is skipped\n", error.what());
-        return false;
-      }
+      return write_fit_checkpoint(path, weights_only, module, module.hparams(),
+                                  [&](CheckpointContents& contents) { add_checkpoint_contents(module, contents); });
     };
     train_data_state_ = nullptr;
     run_stage(module, Stage::train, "fit", [&] {
@@ -10724,8 +10985,9 @@ class Trainer : public TrainerCore {
 
   // --- setup shared by every entry point ---------------------------------------------------------------------------
 
-  template <class Module, class Body>
-  void run_stage(Module& module, Stage stage, const std::string& stage_name, Body&& body) {
+  // One instantiation per module: the stage's body is borrowed, so fit, validate, test and predict share it.
+  template <class Module>
+  void run_stage(Module& module, Stage stage, const std::string& stage_name, detail::FunctionRef<void()> body) {
     prepare_stage(stage, stage_name);
     module.to(device_);
     runtime_.backward = [this, &module](torch::Tensor& loss) { backward(module, loss); };
@@ -10831,45 +11093,41 @@ class Trainer : public TrainerCore {
     return key;
   }
 
-  std::map<std::string, StateDict> checkpoint_states() {
+  // The callbacks' part of fit's checkpoint (the loop's own is TrainerCore's): their states, then Lightning's
+  // on_save_checkpoint entries, the callbacks' and then the module's.
+  template <class Module>
+  void add_checkpoint_contents(Module& module, CheckpointContents& contents) {
     // The values logged so far reach the loggers and their files first, so their states (how many records each
     // holds) cover everything logged before this checkpoint: a run resumed from it keeps exactly those records.
     write_logs();
     for_each_logger([](auto& logger) {
       if constexpr (detail::is_detected_v<detail::logger_flush_t, std::decay_t<decltype(logger)>>) logger.flush();
     });
-    std::map<std::string, StateDict> states = loop_states();
     for_each_callback([&](auto& callback) {
       using C = std::decay_t<decltype(callback)>;
       if constexpr (detail::is_detected_v<detail::state_dict_t, C>) {
         const std::string key = callback_key(callback);
-        if (states.count(key))
+        if (contents.states.count(key))
           throw std::logic_error("trainloop: two callbacks of type " + detail::type_name<C>() +
                                  " would share the checkpoint key '" + key + "'; give them distinct state_key()s");
-        states[key] = callback.state_dict();
+        contents.states[key] = callback.state_dict();
       }
+      if constexpr (detail::is_detected_v<detail::tensor_state_t, C>)
+        contents.tensors[callback_key(callback)] = callback.tensor_state();
     });
-    return states;
-  }
-  std::map<std::string, TensorDict> checkpoint_tensor_states() {
-    std::map<std::string, TensorDict> tensors = loop_tensor_states();
     for_each_callback([&](auto& callback) {
-      using C = std::decay_t<decltype(callback)>;
-      if constexpr (detail::is_detected_v<detail::tensor_state_t, C>) tensors[callback_key(callback)] = callback.tensor_state();
+      save_checkpoint_hooks(callback, contents.entries, contents.entry_tensors, *this, module);
     });
-    return tensors;
+    save_checkpoint_hooks(module, contents.entries, contents.entry_tensors);
   }
 
   // The model and optimizers (and the RNG), then on_load_checkpoint (module, then callbacks), then the callbacks'
   // states (a callback whose saved state is empty is not asked to load it, as in Lightning).
   template <class Module>
   LoadedCheckpoint restore_module_and_callbacks(const std::string& path, Module& module) {
-    LoadedCheckpoint loaded;
-    loaded.states = trainloop::load_checkpoint(path, module, optimizer_pointers(), device_, true, &loaded.tensors);
-    const auto entries = loaded.states.find("checkpoint");
-    const auto entry_tensors = loaded.tensors.find("checkpoint");
-    const StateDict& checkpoint = entries != loaded.states.end() ? entries->second : StateDict{};
-    const TensorDict& checkpoint_tensors = entry_tensors != loaded.tensors.end() ? entry_tensors->second : TensorDict{};
+    LoadedCheckpoint loaded = load_fit_checkpoint(path, module);
+    const StateDict& checkpoint = loaded.entries();
+    const TensorDict& checkpoint_tensors = loaded.entry_tensors();
     restoring(path, "checkpoint", [&] {
       load_checkpoint_hooks(module, checkpoint, checkpoint_tensors);
       for_each_callback([&](auto& callback) { load_checkpoint_hooks(callback, checkpoint, checkpoint_tensors, *this, module); });
@@ -10882,11 +11140,9 @@ class Trainer : public TrainerCore {
           restoring(path, it->first, [&] { callback.load_state_dict(it->second); });
       }
       if constexpr (detail::is_detected_v<detail::load_tensor_state_t, C>) {
-        auto it = loaded.tensors.find(callback_key(callback));
-        if (it == loaded.tensors.end())
-          throw std::runtime_error("trainloop: checkpoint '" + path + "': key '" + callback_key(callback) +
-                                   "' (tensors) is missing: it was written without this callback");
-        restoring(path, it->first + " (tensors)", [&] { callback.load_tensor_state(it->second); });
+        const std::string key = callback_key(callback);
+        const TensorDict& tensors = loaded.need_tensors(path, key);
+        restoring(path, key + " (tensors)", [&] { callback.load_tensor_state(tensors); });
       }
     });
     return loaded;
@@ -10898,18 +11154,15 @@ class Trainer : public TrainerCore {
   template <class TrainHeld>
   StateDict restore_training_state(const std::string& path, const LoadedCheckpoint& loaded, TrainHeld& train,
                                    bool& data_positioned) {
-    restore_loop_state(path, loaded);
+    StateDict loop = restore_loop_state(path, loaded);
     data_positioned = false;
     if constexpr (detail::is_detected_v<detail::load_state_dict_t, std::remove_reference_t<decltype(train.get())>>) {
-      auto it = loaded.states.find("train_data");
-      if (it != loaded.states.end()) {
-        StateDict data_state = it->second;  // rank 0 saved it: every rank takes the same position in its own shard
-        if (world_size() > 1 && data_state.count("rank")) data_state["rank"] = std::int64_t{global_rank()};
-        restoring(path, it->first, [&] { train.get().load_state_dict(data_state); });
+      if (std::optional<StateDict> data_state = train_data_state(loaded)) {
+        restoring(path, "train_data", [&] { train.get().load_state_dict(*data_state); });
         data_positioned = true;
       }
     }
-    return loaded.need(path, "loop");
+    return loop;
   }
 
   // --- optimisation ------------------------------------------------------------------------------------------------
@@ -11141,16 +11394,8 @@ class Trainer : public TrainerCore {
     std::vector<Stored> outputs;
     if (limit && *limit == 0) return outputs;
 
-    const Stage previous_stage = stage_;
-    const bool was_training = module.is_training();
-    stage_ = stage;
-    sanity_checking_ = sanity;
-    runtime_.stage = stage;
-    MetricStore& store = metrics_[index(stage)];
-    runtime_.metrics = &store;
-    store.start_epoch();
-    (stage == Stage::test ? num_test_batches_ : stage == Stage::predict ? num_predict_batches_ : num_val_batches_) =
-        limit ? limit : detail::data_size(data);
+    EvaluationScope scope(*this, module, stage, sanity, limit ? limit : detail::data_size(data));
+    MetricStore& store = scope.store();
     // Lightning's mode hooks: on_validation_model_zero_grad before a validation inside fit, then
     // on_<stage>_model_eval (default: eval()); on_<stage>_model_train after on_<stage>_end (default: the mode
     // restored).
@@ -11161,21 +11406,6 @@ class Trainer : public TrainerCore {
         module.zero_grad();
     }
     with_eval_tag<Predict>(stage, [&](auto tag) { model_mode_hooks<decltype(tag)>(module, true); });
-    struct Restore {
-      Trainer& t;
-      Module& m;
-      Stage stage;
-      bool training;
-      MetricStore* train_store;
-      bool restore_mode = true;
-      ~Restore() {
-        if (restore_mode) m.train(training);
-        t.stage_ = stage;
-        t.runtime_.stage = stage;
-        t.runtime_.metrics = train_store;
-        t.sanity_checking_ = false;
-      }
-    } restore{*this, module, previous_stage, was_training, &metrics_[index(previous_stage)]};
     torch::NoGradGuard no_grad;
 
     with_eval_tag<Predict>(stage, [&](auto tag) { detail::EvalHooks<decltype(tag)>::start(*this, module); });
@@ -11196,18 +11426,11 @@ class Trainer : public TrainerCore {
                }
              });
     with_eval_tag<Predict>(stage, [&](auto tag) { detail::EvalHooks<decltype(tag)>::epoch_end(*this, module); });
-    if (!sanity) {
-      publish_epoch_values(store);
-      write_logs();
-    }
-    if (!sanity && stage == Stage::validate && fitting_) {  // the validation's results are in: see LoopPoint
-      if (loop_point_ == LoopPoint::batch_validation) loop_point_ = LoopPoint::between_batches;
-      if (loop_point_ == LoopPoint::epoch_validation) loop_point_ = LoopPoint::epoch_hooks;
-    }
+    scope.end_epoch();
+    if (!sanity) write_logs();
     with_eval_tag<Predict>(stage, [&](auto tag) { detail::EvalHooks<decltype(tag)>::end(*this, module); });
-    restore.restore_mode =
+    scope.restore_mode =
         !with_eval_tag<Predict>(stage, [&](auto tag) { return model_mode_hooks<decltype(tag)>(module, false); });
-    if (sanity) store.clear();
     return outputs;
   }
 
@@ -11307,21 +11530,14 @@ class Trainer : public TrainerCore {
         t.note_resume_point(*loop_state);
       }
       if constexpr (has_val) {
-        // The sanity check runs on resume too (Lightning's does); it draws nothing from the fit's RNG stream and
-        // leaves callback_metrics as they were (empty in a fresh fit, the checkpoint's in a resumed one).
+        // The sanity check runs on resume too (Lightning's does), isolated from the fit (SanityCheckScope).
         std::optional<std::int64_t> limit;
         if (t.sanity_check_due(limit)) {
-          detail::IsolatedRng isolated_rng;
-          const auto callback_metrics = t.callback_metrics_;
-          const auto logged_metrics = t.logged_metrics_;
-          t.sanity_checking_ = true;
+          SanityCheckScope sanity_check(t);
           t.template call_hook<detail::tags::on_sanity_check_start>(*module);
           validate_now(limit, true);
           t.sanity_checking_ = true;
           t.template call_hook<detail::tags::on_sanity_check_end>(*module);
-          t.sanity_checking_ = false;
-          t.callback_metrics_ = callback_metrics;
-          t.logged_metrics_ = logged_metrics;
         }
       }
       t.template call_hook<detail::tags::on_train_start>(*module);
@@ -11333,16 +11549,7 @@ class Trainer : public TrainerCore {
             },
             detail::EngineEventsTo<FitContext>{this});
         check_callback_engine_hooks<decltype(engine)>();
-        // Checkpoints read the loop's state from the Engine while it runs, from a copy once it is gone.
-        struct Running {
-          Trainer& t;
-          EngineCore& engine;
-          Running(Trainer& trainer, EngineCore& e) : t(trainer), engine(e) { t.train_engine_ = &e; }
-          ~Running() {
-            t.final_loop_state_ = engine.state.state_dict();
-            t.train_engine_ = nullptr;
-          }
-        } running{t, engine};
+        TrainingEngineScope running(t, engine);
         if (loop_state) engine.state.load_state_dict(*loop_state);
         RunOptions run;
         run.max_epochs(t.max_epochs_to_run());

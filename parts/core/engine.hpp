@@ -128,6 +128,33 @@ class EngineCore {
   using UserFire = void (*)(EngineCore&, Event);
 
   explicit EngineCore(UserFire fire_user) noexcept : fire_user_(fire_user) {}
+  EngineCore(const EngineCore&) = default;
+  EngineCore(EngineCore&&) = default;
+  EngineCore& operator=(const EngineCore&) = default;
+  EngineCore& operator=(EngineCore&&) = default;
+  TRAINLOOP_DETAIL_API ~EngineCore();  // out of line: the handler lists' destruction is not compiled per Engine
+
+  // --- the loop ---------------------------------------------------------------------------------------------------
+  // The run's control flow (epochs, limits, stops, interrupts, times, exceptions) is compiled once, here; what
+  // depends on the Engine's types comes through LoopOps: one epoch's iterations over the run's data source, the
+  // built-in events fired once per run or epoch, the source restarted. That is one indirect call per epoch or per
+  // such event; the iterations and their events stay in the Engine's own code (run_epoch).
+  struct LoopOps {
+    void (*run_epoch)(EngineCore& engine, void* source, Resume entry);
+    bool (*emit)(EngineCore& engine, Event e);  // started, epoch_started, epoch_completed, completed, terminate,
+                                                 // terminate_single_epoch, interrupt, exception_raised
+    void (*restart_data)(EngineCore& engine, void* source);
+  };
+  using Clock = std::chrono::steady_clock;
+  TRAINLOOP_DETAIL_API void run_loop(void* source, const LoopOps& ops);
+  // After an event whose handlers asked to stop: interrupt the run there, or end the epoch (or the run) early.
+  TRAINLOOP_DETAIL_API void stopped(void* source, Resume point, const LoopOps& ops);
+  TRAINLOOP_DETAIL_API void interrupt_at(Resume point, const LoopOps& ops);
+  TRAINLOOP_DETAIL_API void end_epoch_early(void* source, const LoopOps& ops);
+  // exception_raised's handlers may handle the error (the run goes on); otherwise it propagates, offered once.
+  TRAINLOOP_DETAIL_API void handle_exception(std::exception_ptr error, const LoopOps& ops);
+  // An interrupt asked for while the epoch was being ended waits for the epoch's end.
+  void clear_epoch_stop() noexcept { stop_ = interrupt_requested_ ? Stop::interrupt : Stop::none; }
 
   // Run-time handlers (`on`), type-erased over the engine: this bookkeeping is compiled once, not per Engine type.
   // The callable casts the EngineCore& back to its Engine.
@@ -162,6 +189,10 @@ class EngineCore {
   std::exception_ptr exception_;
   bool running_ = false;
   std::vector<RuntimeHandler> runtime_user_;
+  void* batch_ = nullptr;  // the current iteration's batch: the Engine's Batch*
+  bool restart_data_each_epoch_ = false;
+  std::exception_ptr propagating_;  // an unhandled exception on its way out, so it is offered to handlers once
+  Clock::time_point run_start_, epoch_start_;  // kept across an interrupt: the times go on
 
  private:
   // Erases handlers removed during dispatch, once no dispatch is iterating the lists.
@@ -305,7 +336,7 @@ class Engine : public EngineCore {
 
   /// The batch of the current iteration, from get_batch_completed to iteration_completed; nullptr otherwise.
   /// Handlers of iteration_started may replace it (Ignite's `state.batch`).
-  Batch* batch() noexcept { return batch_; }
+  Batch* batch() noexcept { return static_cast<Batch*>(batch_); }
   /// The last step's output (Ignite's `state.output`).
   const output_type& output() const {
     if (!output_) throw std::logic_error("trainloop: Engine::output(): no step has run yet");
@@ -407,83 +438,35 @@ class Engine : public EngineCore {
 
   // --- the loop -------------------------------------------------------------------------------------------------
 
-  using Clock = std::chrono::steady_clock;
-  static double seconds_since(Clock::time_point t) {
-    return std::chrono::duration<double>(Clock::now() - t).count();
-  }
-
   template <class Source>
   void run_loop(Source& source) {
-    const Resume entry = resume_;
-    resume_ = Resume::none;
-    stop_ = Stop::none;
-    interrupt_requested_ = false;
-    propagating_ = nullptr;
-    if (entry == Resume::none) {
-      run_start_ = Clock::now();
-      record_time("epoch_completed", 0.0);
-      record_time("completed", 0.0);
-    }
-    try {
-      if (entry == Resume::none) {
-        emit<Event::started>();
-        if (should_terminate_epoch())
-          throw std::logic_error("trainloop: terminate_epoch() was called in a started handler, before any epoch");
-        if (stop_ == Stop::interrupt) return interrupt_at(Resume::after_started);
-      }
-      Resume epoch_entry = entry;  // inside an epoch only when an interrupted run continues
-      while (true) {
-        const bool inside_epoch = epoch_entry != Resume::none && epoch_entry != Resume::after_started &&
-                                  epoch_entry != Resume::after_epoch_completed;
-        if (!inside_epoch) {
-          if (should_terminate() || is_done()) break;
-          if (!state.in_epoch) {
-            ++state.epoch;
-            state.epoch_iteration = 0;
-            state.in_epoch = true;
-            if (restart_data_each_epoch_) restart_data(source);
-          }
-          epoch_start_ = Clock::now();
-          emit<Event::epoch_started>();
-          if (should_terminate()) break;
-          if (stop_ == Stop::interrupt) return interrupt_at(Resume::after_epoch_started);
-          epoch_entry = Resume::after_epoch_started;
-        }
-        if (should_terminate_epoch()) {
-          end_epoch_early(source);
-        } else {
-          run_epoch(source, epoch_entry);
-          if (interrupted()) return;
-        }
-        if (should_terminate()) break;  // stopped mid-epoch: in_epoch stays set, a later run resumes the epoch
-        state.in_epoch = false;
-        record_time("epoch_completed", seconds_since(epoch_start_));
-        const bool skip_epoch_completed = stop_ == Stop::epoch_skip_completed;
-        if (should_terminate_epoch()) clear_epoch_stop();
-        if (!skip_epoch_completed) {
-          emit<Event::epoch_completed>();
-          record_time("epoch_completed", seconds_since(epoch_start_));
-        }
-        if (should_terminate_epoch()) clear_epoch_stop();  // nothing left to end in this epoch
-        if (stop_ == Stop::interrupt) return interrupt_at(Resume::after_epoch_completed);
-        epoch_entry = Resume::after_epoch_completed;
-      }
-      batch_ = nullptr;
-      if (should_terminate()) emit<Event::terminate>();
-      record_time("completed", seconds_since(run_start_));
-      if (stop_ != Stop::run_skip_completed) {
-        emit<Event::completed>();
-        record_time("completed", seconds_since(run_start_));
-      }
-    } catch (...) {
-      batch_ = nullptr;
-      if (propagating_ == std::current_exception()) {  // already offered to handlers inside the epoch
-        propagating_ = nullptr;
-        throw;
-      }
-      handle_exception(std::current_exception());
+    EngineCore::run_loop(&source, loop_ops<Source>);
+  }
+  template <class Source>
+  static void run_epoch_of(EngineCore& core, void* source, Resume entry) {
+    static_cast<Engine&>(core).run_epoch(*static_cast<Source*>(source), entry);
+  }
+  template <class Source>
+  static void restart_data_of(EngineCore& core, void* source) {
+    static_cast<Engine&>(core).restart_data(*static_cast<Source*>(source));
+  }
+  static bool emit_event(EngineCore& core, Event e) {
+    auto& self = static_cast<Engine&>(core);
+    switch (e) {
+      case Event::started: return self.template emit<Event::started>();
+      case Event::epoch_started: return self.template emit<Event::epoch_started>();
+      case Event::epoch_completed: return self.template emit<Event::epoch_completed>();
+      case Event::completed: return self.template emit<Event::completed>();
+      case Event::terminate: return self.template emit<Event::terminate>();
+      case Event::terminate_single_epoch: return self.template emit<Event::terminate_single_epoch>();
+      case Event::interrupt: return self.template emit<Event::interrupt>();
+      case Event::exception_raised: return self.template emit<Event::exception_raised>();
+      default: return false;  // the per-iteration events are fired inline, by run_epoch
     }
   }
+  template <class Source>
+  static constexpr LoopOps loop_ops{&Engine::run_epoch_of<Source>, &Engine::emit_event,
+                                    &Engine::restart_data_of<Source>};
 
   // One epoch's iterations, from its start or from where an interrupted run stopped (`entry`). Each event's
   // handlers may stop the epoch or the run, or interrupt it; the flag is checked right after them.
@@ -504,7 +487,7 @@ class Engine : public EngineCore {
             batch_ = nullptr;
             if (!just_restarted) {
               emit<Event::get_batch_started>();
-              if (stop_ != Stop::none) return stopped(source, Resume::after_get_batch_started);
+              if (stop_ != Stop::none) return stopped(&source, Resume::after_get_batch_started, loop_ops<Source>);
             }
           }
           fetch_pending = false;
@@ -513,7 +496,7 @@ class Engine : public EngineCore {
             if (!state.epoch_length) return end_unsized_pass();
             if (just_restarted) throw_data_ran_out();
             emit<Event::data_exhausted>();
-            if (stop_ != Stop::none) return stopped(source, Resume::after_data_exhausted);
+            if (stop_ != Stop::none) return stopped(&source, Resume::after_data_exhausted, loop_ops<Source>);
             restart_data(source);
             just_restarted = true;
             continue;
@@ -521,54 +504,31 @@ class Engine : public EngineCore {
           just_restarted = false;
           batch_ = next;
           emit<Event::get_batch_completed>();
-          if (stop_ != Stop::none) return stopped(source, Resume::after_get_batch_completed);
+          if (stop_ != Stop::none) return stopped(&source, Resume::after_get_batch_completed, loop_ops<Source>);
         }
         have_batch = false;
         if (!iteration_begun) {
           ++state.iteration;
           ++state.epoch_iteration;
           emit<Event::iteration_started>();
-          if (stop_ != Stop::none) return stopped(source, Resume::after_iteration_started);
+          if (stop_ != Stop::none) return stopped(&source, Resume::after_iteration_started, loop_ops<Source>);
         }
         iteration_begun = false;
         if constexpr (std::is_same_v<output_type, std::monostate>) {
-          detail::call_step(step_, *this, *batch_);
+          detail::call_step(step_, *this, *static_cast<Batch*>(batch_));
           output_.emplace();
         } else {
-          output_.emplace(detail::call_step(step_, *this, *batch_));
+          output_.emplace(detail::call_step(step_, *this, *static_cast<Batch*>(batch_)));
         }
         emit<Event::iteration_completed>();
-        if (stop_ != Stop::none) return stopped(source, Resume::after_iteration_completed);
+        if (stop_ != Stop::none) return stopped(&source, Resume::after_iteration_completed, loop_ops<Source>);
       }
     } catch (...) {
       // Ignite's rule: an exception inside the epoch that a handler handles ends the epoch, and the run goes on.
       batch_ = nullptr;
-      handle_exception(std::current_exception());
+      handle_exception(std::current_exception(), loop_ops<Source>);
       restart_data(source);
     }
-  }
-
-  // After an event whose handlers asked to stop: interrupt the run there, or end the epoch (or the run) early.
-  template <class Source>
-  void stopped(Source& source, Resume point) {
-    if (stop_ == Stop::interrupt) return interrupt_at(point);
-    end_epoch_early(source);
-  }
-  void interrupt_at(Resume point) {
-    stop_ = Stop::none;
-    interrupt_requested_ = false;
-    emit<Event::interrupt>();
-    resume_ = point;
-  }
-  // An interrupt asked for while the epoch was being ended waits for the epoch's end.
-  void clear_epoch_stop() noexcept { stop_ = interrupt_requested_ ? Stop::interrupt : Stop::none; }
-
-  template <class Source>
-  void end_epoch_early(Source& source) {
-    batch_ = nullptr;
-    if (should_terminate()) return;
-    emit<Event::terminate_single_epoch>();
-    restart_data(source);
   }
 
   // The data source, counted: the pass position is what a resumed run over a fresh source skips first.
@@ -590,29 +550,9 @@ class Engine : public EngineCore {
     skip_pending_ = 0;
   }
 
-  void handle_exception(std::exception_ptr error) {
-    exception_ = error;
-    bool handled = false;
-    try {
-      handled = emit<Event::exception_raised>();
-    } catch (...) {
-      exception_ = nullptr;
-      throw;
-    }
-    exception_ = nullptr;
-    if (!handled) {
-      propagating_ = error;
-      std::rethrow_exception(error);
-    }
-  }
-
   Step step_;
   handlers_type handlers_;
-  Batch* batch_ = nullptr;
   std::optional<output_type> output_;
-  bool restart_data_each_epoch_ = false;
-  std::exception_ptr propagating_;  // an unhandled exception on its way out, so it is offered to handlers once
-  Clock::time_point run_start_, epoch_start_;  // kept across an interrupt: the times go on
   std::uint64_t skip_pending_ = 0;             // batches a fresh source skips before its first one
   // The data source of the last run, kept so a resumed run continues its pass (type-erased: its type depends on the
   // data given to run()). `run` owns the source and runs the loop over it.
@@ -725,6 +665,118 @@ TRAINLOOP_DETAIL_API void EngineCore::compact_runtime_handlers() {
     if (!runtime_[i].empty()) runtime_mask_ |= std::uint32_t{1} << i;
   }
   erase_removed(runtime_user_);
+}
+
+TRAINLOOP_DETAIL_API EngineCore::~EngineCore() = default;
+
+namespace detail {
+inline double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+}  // namespace detail
+
+TRAINLOOP_DETAIL_API void EngineCore::run_loop(void* source, const LoopOps& ops) {
+  const Resume entry = resume_;
+  resume_ = Resume::none;
+  stop_ = Stop::none;
+  interrupt_requested_ = false;
+  propagating_ = nullptr;
+  if (entry == Resume::none) {
+    run_start_ = Clock::now();
+    record_time("epoch_completed", 0.0);
+    record_time("completed", 0.0);
+  }
+  try {
+    if (entry == Resume::none) {
+      ops.emit(*this, Event::started);
+      if (should_terminate_epoch())
+        throw std::logic_error("trainloop: terminate_epoch() was called in a started handler, before any epoch");
+      if (stop_ == Stop::interrupt) return interrupt_at(Resume::after_started, ops);
+    }
+    Resume epoch_entry = entry;  // inside an epoch only when an interrupted run continues
+    while (true) {
+      const bool inside_epoch = epoch_entry != Resume::none && epoch_entry != Resume::after_started &&
+                                epoch_entry != Resume::after_epoch_completed;
+      if (!inside_epoch) {
+        if (should_terminate() || is_done()) break;
+        if (!state.in_epoch) {
+          ++state.epoch;
+          state.epoch_iteration = 0;
+          state.in_epoch = true;
+          if (restart_data_each_epoch_) ops.restart_data(*this, source);
+        }
+        epoch_start_ = Clock::now();
+        ops.emit(*this, Event::epoch_started);
+        if (should_terminate()) break;
+        if (stop_ == Stop::interrupt) return interrupt_at(Resume::after_epoch_started, ops);
+        epoch_entry = Resume::after_epoch_started;
+      }
+      if (should_terminate_epoch()) {
+        end_epoch_early(source, ops);
+      } else {
+        ops.run_epoch(*this, source, epoch_entry);
+        if (interrupted()) return;
+      }
+      if (should_terminate()) break;  // stopped mid-epoch: in_epoch stays set, a later run resumes the epoch
+      state.in_epoch = false;
+      record_time("epoch_completed", detail::seconds_since(epoch_start_));
+      const bool skip_epoch_completed = stop_ == Stop::epoch_skip_completed;
+      if (should_terminate_epoch()) clear_epoch_stop();
+      if (!skip_epoch_completed) {
+        ops.emit(*this, Event::epoch_completed);
+        record_time("epoch_completed", detail::seconds_since(epoch_start_));
+      }
+      if (should_terminate_epoch()) clear_epoch_stop();  // nothing left to end in this epoch
+      if (stop_ == Stop::interrupt) return interrupt_at(Resume::after_epoch_completed, ops);
+      epoch_entry = Resume::after_epoch_completed;
+    }
+    batch_ = nullptr;
+    if (should_terminate()) ops.emit(*this, Event::terminate);
+    record_time("completed", detail::seconds_since(run_start_));
+    if (stop_ != Stop::run_skip_completed) {
+      ops.emit(*this, Event::completed);
+      record_time("completed", detail::seconds_since(run_start_));
+    }
+  } catch (...) {
+    batch_ = nullptr;
+    if (propagating_ == std::current_exception()) {  // already offered to handlers inside the epoch
+      propagating_ = nullptr;
+      throw;
+    }
+    handle_exception(std::current_exception(), ops);
+  }
+}
+
+TRAINLOOP_DETAIL_API void EngineCore::stopped(void* source, Resume point, const LoopOps& ops) {
+  if (stop_ == Stop::interrupt) return interrupt_at(point, ops);
+  end_epoch_early(source, ops);
+}
+TRAINLOOP_DETAIL_API void EngineCore::interrupt_at(Resume point, const LoopOps& ops) {
+  stop_ = Stop::none;
+  interrupt_requested_ = false;
+  ops.emit(*this, Event::interrupt);
+  resume_ = point;
+}
+TRAINLOOP_DETAIL_API void EngineCore::end_epoch_early(void* source, const LoopOps& ops) {
+  batch_ = nullptr;
+  if (should_terminate()) return;
+  ops.emit(*this, Event::terminate_single_epoch);
+  ops.restart_data(*this, source);
+}
+TRAINLOOP_DETAIL_API void EngineCore::handle_exception(std::exception_ptr error, const LoopOps& ops) {
+  exception_ = error;
+  bool handled = false;
+  try {
+    handled = ops.emit(*this, Event::exception_raised);
+  } catch (...) {
+    exception_ = nullptr;
+    throw;
+  }
+  exception_ = nullptr;
+  if (!handled) {
+    propagating_ = error;
+    std::rethrow_exception(error);
+  }
 }
 
 TRAINLOOP_DETAIL_API bool EngineCore::is_done() const noexcept {

@@ -1,6 +1,7 @@
 // trainloop: SharedFunction, the type-erased callable behind run-time handlers, filter predicates and the Engine's
-// kept data source. It stands in for std::function (and std::shared_ptr) so that the torch-free core does not pay
-// for <functional> and <memory> in every translation unit (bench/compile_cost.py measures it).
+// kept data source, and FunctionRef, a callable borrowed for one call. They stand in for std::function (and
+// std::shared_ptr) so that the torch-free core does not pay for <functional> and <memory> in every translation unit
+// (bench/compile_cost.py measures it).
 #pragma once
 #include <atomic>
 #include <cstddef>
@@ -66,6 +67,26 @@ class SharedFunction<R(Args...)> {
   }
 
   BlockBase* block_ = nullptr;
+};
+
+/// A non-owning reference to a callable, for a parameter called before the function returns: a template's
+/// type-dependent step handed to an out-of-line function (one indirect call; nothing allocated, nothing copied).
+template <class Signature>
+class FunctionRef;
+template <class R, class... Args>
+class FunctionRef<R(Args...)> {
+ public:
+  template <class F, class = std::enable_if_t<!std::is_same_v<std::decay_t<F>, FunctionRef>>>
+  FunctionRef(F&& f) noexcept  // NOLINT(google-explicit-constructor): a parameter type, as std::function is
+      : target_(const_cast<void*>(static_cast<const void*>(&f))),
+        call_([](void* target, Args... args) -> R {
+          return (*static_cast<std::remove_reference_t<F>*>(target))(std::forward<Args>(args)...);
+        }) {}
+  R operator()(Args... args) const { return call_(target_, std::forward<Args>(args)...); }
+
+ private:
+  void* target_;
+  R (*call_)(void*, Args...);
 };
 
 }  // namespace detail

@@ -312,29 +312,8 @@ class Trainer : public TrainerCore {
       }
     } done{*this};
     save_ = [this, &module](const std::string& path, bool weights_only) {
-      try {
-        if (weights_only) {
-          trainloop::save_weights(path, module);
-          return true;
-        }
-        const auto optimizers = optimizer_pointers();
-        auto states = checkpoint_states();
-        auto tensors = checkpoint_tensor_states();
-        // Lightning's on_save_checkpoint: callbacks, then the module, add their own entries to the checkpoint.
-        StateDict entries{{"epoch", current_epoch_}, {"global_step", global_step_}};
-        TensorDict entry_tensors;
-        for_each_callback([&](auto& callback) { save_checkpoint_hooks(callback, entries, entry_tensors, *this, module); });
-        save_checkpoint_hooks(module, entries, entry_tensors);
-        states["checkpoint"] = std::move(entries);
-        if (!entry_tensors.empty()) tensors["checkpoint"] = std::move(entry_tensors);
-        if (!module.hparams().empty()) states["hparams"] = module.hparams();
-        trainloop::save_checkpoint(path, module, optimizers, states, true, tensors);
-        return true;
-      } catch (const NonFiniteStateError& error) {
-        if (!terminate_requested_) throw;  // a diverged fit fails, its last finite checkpoint intact
-        std::fprintf(stderr, "%s; the fit is stopping, so this checkpoint is skipped\n", error.what());
-        return false;
-      }
+      return write_fit_checkpoint(path, weights_only, module, module.hparams(),
+                                  [&](CheckpointContents& contents) { add_checkpoint_contents(module, contents); });
     };
     train_data_state_ = nullptr;
     run_stage(module, Stage::train, "fit", [&] {
@@ -536,8 +515,9 @@ class Trainer : public TrainerCore {
 
   // --- setup shared by every entry point ---------------------------------------------------------------------------
 
-  template <class Module, class Body>
-  void run_stage(Module& module, Stage stage, const std::string& stage_name, Body&& body) {
+  // One instantiation per module: the stage's body is borrowed, so fit, validate, test and predict share it.
+  template <class Module>
+  void run_stage(Module& module, Stage stage, const std::string& stage_name, detail::FunctionRef<void()> body) {
     prepare_stage(stage, stage_name);
     module.to(device_);
     runtime_.backward = [this, &module](torch::Tensor& loss) { backward(module, loss); };
@@ -643,45 +623,41 @@ class Trainer : public TrainerCore {
     return key;
   }
 
-  std::map<std::string, StateDict> checkpoint_states() {
+  // The callbacks' part of fit's checkpoint (the loop's own is TrainerCore's): their states, then Lightning's
+  // on_save_checkpoint entries, the callbacks' and then the module's.
+  template <class Module>
+  void add_checkpoint_contents(Module& module, CheckpointContents& contents) {
     // The values logged so far reach the loggers and their files first, so their states (how many records each
     // holds) cover everything logged before this checkpoint: a run resumed from it keeps exactly those records.
     write_logs();
     for_each_logger([](auto& logger) {
       if constexpr (detail::is_detected_v<detail::logger_flush_t, std::decay_t<decltype(logger)>>) logger.flush();
     });
-    std::map<std::string, StateDict> states = loop_states();
     for_each_callback([&](auto& callback) {
       using C = std::decay_t<decltype(callback)>;
       if constexpr (detail::is_detected_v<detail::state_dict_t, C>) {
         const std::string key = callback_key(callback);
-        if (states.count(key))
+        if (contents.states.count(key))
           throw std::logic_error("trainloop: two callbacks of type " + detail::type_name<C>() +
                                  " would share the checkpoint key '" + key + "'; give them distinct state_key()s");
-        states[key] = callback.state_dict();
+        contents.states[key] = callback.state_dict();
       }
+      if constexpr (detail::is_detected_v<detail::tensor_state_t, C>)
+        contents.tensors[callback_key(callback)] = callback.tensor_state();
     });
-    return states;
-  }
-  std::map<std::string, TensorDict> checkpoint_tensor_states() {
-    std::map<std::string, TensorDict> tensors = loop_tensor_states();
     for_each_callback([&](auto& callback) {
-      using C = std::decay_t<decltype(callback)>;
-      if constexpr (detail::is_detected_v<detail::tensor_state_t, C>) tensors[callback_key(callback)] = callback.tensor_state();
+      save_checkpoint_hooks(callback, contents.entries, contents.entry_tensors, *this, module);
     });
-    return tensors;
+    save_checkpoint_hooks(module, contents.entries, contents.entry_tensors);
   }
 
   // The model and optimizers (and the RNG), then on_load_checkpoint (module, then callbacks), then the callbacks'
   // states (a callback whose saved state is empty is not asked to load it, as in Lightning).
   template <class Module>
   LoadedCheckpoint restore_module_and_callbacks(const std::string& path, Module& module) {
-    LoadedCheckpoint loaded;
-    loaded.states = trainloop::load_checkpoint(path, module, optimizer_pointers(), device_, true, &loaded.tensors);
-    const auto entries = loaded.states.find("checkpoint");
-    const auto entry_tensors = loaded.tensors.find("checkpoint");
-    const StateDict& checkpoint = entries != loaded.states.end() ? entries->second : StateDict{};
-    const TensorDict& checkpoint_tensors = entry_tensors != loaded.tensors.end() ? entry_tensors->second : TensorDict{};
+    LoadedCheckpoint loaded = load_fit_checkpoint(path, module);
+    const StateDict& checkpoint = loaded.entries();
+    const TensorDict& checkpoint_tensors = loaded.entry_tensors();
     restoring(path, "checkpoint", [&] {
       load_checkpoint_hooks(module, checkpoint, checkpoint_tensors);
       for_each_callback([&](auto& callback) { load_checkpoint_hooks(callback, checkpoint, checkpoint_tensors, *this, module); });
@@ -694,11 +670,9 @@ class Trainer : public TrainerCore {
           restoring(path, it->first, [&] { callback.load_state_dict(it->second); });
       }
       if constexpr (detail::is_detected_v<detail::load_tensor_state_t, C>) {
-        auto it = loaded.tensors.find(callback_key(callback));
-        if (it == loaded.tensors.end())
-          throw std::runtime_error("trainloop: checkpoint '" + path + "': key '" + callback_key(callback) +
-                                   "' (tensors) is missing: it was written without this callback");
-        restoring(path, it->first + " (tensors)", [&] { callback.load_tensor_state(it->second); });
+        const std::string key = callback_key(callback);
+        const TensorDict& tensors = loaded.need_tensors(path, key);
+        restoring(path, key + " (tensors)", [&] { callback.load_tensor_state(tensors); });
       }
     });
     return loaded;
@@ -710,18 +684,15 @@ class Trainer : public TrainerCore {
   template <class TrainHeld>
   StateDict restore_training_state(const std::string& path, const LoadedCheckpoint& loaded, TrainHeld& train,
                                    bool& data_positioned) {
-    restore_loop_state(path, loaded);
+    StateDict loop = restore_loop_state(path, loaded);
     data_positioned = false;
     if constexpr (detail::is_detected_v<detail::load_state_dict_t, std::remove_reference_t<decltype(train.get())>>) {
-      auto it = loaded.states.find("train_data");
-      if (it != loaded.states.end()) {
-        StateDict data_state = it->second;  // rank 0 saved it: every rank takes the same position in its own shard
-        if (world_size() > 1 && data_state.count("rank")) data_state["rank"] = std::int64_t{global_rank()};
-        restoring(path, it->first, [&] { train.get().load_state_dict(data_state); });
+      if (std::optional<StateDict> data_state = train_data_state(loaded)) {
+        restoring(path, "train_data", [&] { train.get().load_state_dict(*data_state); });
         data_positioned = true;
       }
     }
-    return loaded.need(path, "loop");
+    return loop;
   }
 
   // --- optimisation ------------------------------------------------------------------------------------------------
@@ -953,16 +924,8 @@ class Trainer : public TrainerCore {
     std::vector<Stored> outputs;
     if (limit && *limit == 0) return outputs;
 
-    const Stage previous_stage = stage_;
-    const bool was_training = module.is_training();
-    stage_ = stage;
-    sanity_checking_ = sanity;
-    runtime_.stage = stage;
-    MetricStore& store = metrics_[index(stage)];
-    runtime_.metrics = &store;
-    store.start_epoch();
-    (stage == Stage::test ? num_test_batches_ : stage == Stage::predict ? num_predict_batches_ : num_val_batches_) =
-        limit ? limit : detail::data_size(data);
+    EvaluationScope scope(*this, module, stage, sanity, limit ? limit : detail::data_size(data));
+    MetricStore& store = scope.store();
     // Lightning's mode hooks: on_validation_model_zero_grad before a validation inside fit, then
     // on_<stage>_model_eval (default: eval()); on_<stage>_model_train after on_<stage>_end (default: the mode
     // restored).
@@ -973,21 +936,6 @@ class Trainer : public TrainerCore {
         module.zero_grad();
     }
     with_eval_tag<Predict>(stage, [&](auto tag) { model_mode_hooks<decltype(tag)>(module, true); });
-    struct Restore {
-      Trainer& t;
-      Module& m;
-      Stage stage;
-      bool training;
-      MetricStore* train_store;
-      bool restore_mode = true;
-      ~Restore() {
-        if (restore_mode) m.train(training);
-        t.stage_ = stage;
-        t.runtime_.stage = stage;
-        t.runtime_.metrics = train_store;
-        t.sanity_checking_ = false;
-      }
-    } restore{*this, module, previous_stage, was_training, &metrics_[index(previous_stage)]};
     torch::NoGradGuard no_grad;
 
     with_eval_tag<Predict>(stage, [&](auto tag) { detail::EvalHooks<decltype(tag)>::start(*this, module); });
@@ -1008,18 +956,11 @@ class Trainer : public TrainerCore {
                }
              });
     with_eval_tag<Predict>(stage, [&](auto tag) { detail::EvalHooks<decltype(tag)>::epoch_end(*this, module); });
-    if (!sanity) {
-      publish_epoch_values(store);
-      write_logs();
-    }
-    if (!sanity && stage == Stage::validate && fitting_) {  // the validation's results are in: see LoopPoint
-      if (loop_point_ == LoopPoint::batch_validation) loop_point_ = LoopPoint::between_batches;
-      if (loop_point_ == LoopPoint::epoch_validation) loop_point_ = LoopPoint::epoch_hooks;
-    }
+    scope.end_epoch();
+    if (!sanity) write_logs();
     with_eval_tag<Predict>(stage, [&](auto tag) { detail::EvalHooks<decltype(tag)>::end(*this, module); });
-    restore.restore_mode =
+    scope.restore_mode =
         !with_eval_tag<Predict>(stage, [&](auto tag) { return model_mode_hooks<decltype(tag)>(module, false); });
-    if (sanity) store.clear();
     return outputs;
   }
 
@@ -1119,21 +1060,14 @@ class Trainer : public TrainerCore {
         t.note_resume_point(*loop_state);
       }
       if constexpr (has_val) {
-        // The sanity check runs on resume too (Lightning's does); it draws nothing from the fit's RNG stream and
-        // leaves callback_metrics as they were (empty in a fresh fit, the checkpoint's in a resumed one).
+        // The sanity check runs on resume too (Lightning's does), isolated from the fit (SanityCheckScope).
         std::optional<std::int64_t> limit;
         if (t.sanity_check_due(limit)) {
-          detail::IsolatedRng isolated_rng;
-          const auto callback_metrics = t.callback_metrics_;
-          const auto logged_metrics = t.logged_metrics_;
-          t.sanity_checking_ = true;
+          SanityCheckScope sanity_check(t);
           t.template call_hook<detail::tags::on_sanity_check_start>(*module);
           validate_now(limit, true);
           t.sanity_checking_ = true;
           t.template call_hook<detail::tags::on_sanity_check_end>(*module);
-          t.sanity_checking_ = false;
-          t.callback_metrics_ = callback_metrics;
-          t.logged_metrics_ = logged_metrics;
         }
       }
       t.template call_hook<detail::tags::on_train_start>(*module);
@@ -1145,16 +1079,7 @@ class Trainer : public TrainerCore {
             },
             detail::EngineEventsTo<FitContext>{this});
         check_callback_engine_hooks<decltype(engine)>();
-        // Checkpoints read the loop's state from the Engine while it runs, from a copy once it is gone.
-        struct Running {
-          Trainer& t;
-          EngineCore& engine;
-          Running(Trainer& trainer, EngineCore& e) : t(trainer), engine(e) { t.train_engine_ = &e; }
-          ~Running() {
-            t.final_loop_state_ = engine.state.state_dict();
-            t.train_engine_ = nullptr;
-          }
-        } running{t, engine};
+        TrainingEngineScope running(t, engine);
         if (loop_state) engine.state.load_state_dict(*loop_state);
         RunOptions run;
         run.max_epochs(t.max_epochs_to_run());

@@ -178,7 +178,7 @@ class TrainerCore {
   };
 
   // Out of line (as the destructor): initialising and destroying every member is a lot of code for every TU.
-  TRAINLOOP_DETAIL_API TrainerCore(TrainerOptions options, bool has_loggers);
+  TRAINLOOP_DETAIL_API TrainerCore(TrainerOptions&& options, bool has_loggers);
   TRAINLOOP_DETAIL_API ~TrainerCore();
   TrainerCore(const TrainerCore&) = delete;
   TrainerCore& operator=(const TrainerCore&) = delete;
@@ -247,11 +247,36 @@ class TrainerCore {
     std::map<std::string, StateDict> states;
     std::map<std::string, TensorDict> tensors;
     TRAINLOOP_DETAIL_API const StateDict& need(const std::string& path, const std::string& key) const;
+    // A callback's tensor state (`key`), which a checkpoint written with that callback always holds.
+    TRAINLOOP_DETAIL_API const TensorDict& need_tensors(const std::string& path, const std::string& key) const;
+    // The on_save_checkpoint entries (empty when the checkpoint has none).
+    TRAINLOOP_DETAIL_API const StateDict& entries() const;
+    TRAINLOOP_DETAIL_API const TensorDict& entry_tensors() const;
   };
+  // The checkpoint read into the model and the optimizers (and the RNG); the rest waits for its phase.
+  TRAINLOOP_DETAIL_API LoadedCheckpoint load_fit_checkpoint(const std::string& path, torch::nn::Module& module);
 
   // The counters, where the loop stood, the loss scaler, the values callbacks monitor, the epoch's running sums and
   // the schedulers, from a checkpoint (the training data's position is the Trainer's, which knows the data's type).
-  TRAINLOOP_DETAIL_API void restore_loop_state(const std::string& path, const LoadedCheckpoint& loaded);
+  // Returns the training Engine's state.
+  TRAINLOOP_DETAIL_API StateDict restore_loop_state(const std::string& path, const LoadedCheckpoint& loaded);
+  // The training data's saved position for this rank (rank 0 saved it: every rank takes the same position in its own
+  // shard); nullopt when the checkpoint has none.
+  TRAINLOOP_DETAIL_API std::optional<StateDict> train_data_state(const LoadedCheckpoint& loaded) const;
+
+  // What fit's checkpoint holds besides the model and the optimizers: the loop's states, the callbacks' (keyed by
+  // type) and Lightning's on_save_checkpoint entries.
+  struct CheckpointContents {
+    std::map<std::string, StateDict> states;
+    std::map<std::string, TensorDict> tensors;
+    StateDict entries;
+    TensorDict entry_tensors;
+  };
+  // Writes fit's checkpoint: the weights only, or everything, the callbacks' part added by `add_callbacks` (the
+  // Trainer knows their types). Returns false when it is skipped: a non-finite state while the fit terminates.
+  TRAINLOOP_DETAIL_API bool write_fit_checkpoint(const std::string& path, bool weights_only, torch::nn::Module& module,
+                                                 const StateDict& hparams,
+                                                 detail::FunctionRef<void(CheckpointContents&)> add_callbacks);
 
   // --- optimisation ------------------------------------------------------------------------------------------------
 
@@ -298,6 +323,59 @@ class TrainerCore {
   TRAINLOOP_DETAIL_API std::uint64_t max_epochs_to_run() const;
   // A checkpoint written after training ended resumes only to go further: more epochs or more steps.
   TRAINLOOP_DETAIL_API bool finished_before(const std::optional<StateDict>& loop_state) const;
+
+  // The sanity check's scope: it draws nothing from the fit's RNG stream and leaves callback_metrics and
+  // logged_metrics as they were (empty in a fresh fit, the checkpoint's in a resumed one).
+  class SanityCheckScope {
+   public:
+    TRAINLOOP_DETAIL_API explicit SanityCheckScope(TrainerCore& trainer);
+    TRAINLOOP_DETAIL_API ~SanityCheckScope();
+    SanityCheckScope(const SanityCheckScope&) = delete;
+    SanityCheckScope& operator=(const SanityCheckScope&) = delete;
+
+   private:
+    TrainerCore& trainer_;
+    detail::IsolatedRng rng_;
+    std::map<std::string, torch::Tensor> callback_metrics_, logged_metrics_;
+  };
+  // While the training Engine runs, checkpoints read the loop's state from it; from a copy once it is gone.
+  class TrainingEngineScope {
+   public:
+    TRAINLOOP_DETAIL_API TrainingEngineScope(TrainerCore& trainer, EngineCore& engine);
+    TRAINLOOP_DETAIL_API ~TrainingEngineScope();
+    TrainingEngineScope(const TrainingEngineScope&) = delete;
+    TrainingEngineScope& operator=(const TrainingEngineScope&) = delete;
+
+   private:
+    TrainerCore& trainer_;
+    EngineCore& engine_;
+  };
+
+  // --- evaluation ------------------------------------------------------------------------------------------------
+
+  // What an evaluation changes, put back when it ends (by an exception too): the stage, the metric store the module
+  // logs to, the sanity-check flag, the module's mode (unless an on_<stage>_model_train hook took care of it).
+  class EvaluationScope {
+   public:
+    // `batches`: the evaluation's batch count (nullopt: unknown), for num_val_batches() and the progress bar.
+    TRAINLOOP_DETAIL_API EvaluationScope(TrainerCore& trainer, torch::nn::Module& module, Stage stage, bool sanity,
+                                         std::optional<std::int64_t> batches);
+    TRAINLOOP_DETAIL_API ~EvaluationScope();
+    EvaluationScope(const EvaluationScope&) = delete;
+    EvaluationScope& operator=(const EvaluationScope&) = delete;
+    MetricStore& store() const noexcept { return store_; }
+    // After the evaluation's last batch: the epoch's values published (not the sanity check's), and a validation
+    // inside fit moves the loop point on (see LoopPoint).
+    TRAINLOOP_DETAIL_API void end_epoch();
+    bool restore_mode = true;
+
+   private:
+    TrainerCore& trainer_;
+    torch::nn::Module& module_;
+    Stage stage_, previous_stage_;
+    bool sanity_, was_training_;
+    MetricStore& store_;
+  };
   TRAINLOOP_DETAIL_API bool minimums_reached() const;  // min_epochs and min_steps: should_stop waits for them
   TRAINLOOP_DETAIL_API bool validation_due_this_epoch() const;
   // Lightning's batch-end rule: every val_check_interval batches of the epoch (or across epochs), or each
@@ -377,7 +455,7 @@ TRAINLOOP_DETAIL_API detail::IsolatedRng::~IsolatedRng() {
   for (std::size_t i = 0; i < cuda_.size(); ++i) cuda_generator(i).set_state(cuda_[i]);
 }
 
-TRAINLOOP_DETAIL_API TrainerCore::TrainerCore(TrainerOptions options, bool has_loggers)
+TRAINLOOP_DETAIL_API TrainerCore::TrainerCore(TrainerOptions&& options, bool has_loggers)
     : options_(std::move(options)), has_loggers_(has_loggers) {
   options_.validate();
 }
@@ -399,6 +477,55 @@ TRAINLOOP_DETAIL_API const StateDict& TrainerCore::LoadedCheckpoint::need(const 
   if (it == states.end())
     throw CheckpointError("trainloop: checkpoint '" + path + "': key '" + key + "' is missing (not written by fit?)");
   return it->second;
+}
+
+TRAINLOOP_DETAIL_API const TensorDict& TrainerCore::LoadedCheckpoint::need_tensors(const std::string& path,
+                                                                                  const std::string& key) const {
+  auto it = tensors.find(key);
+  if (it == tensors.end())
+    throw CheckpointError("trainloop: checkpoint '" + path + "': key '" + key +
+                          "' (tensors) is missing: it was written without this callback");
+  return it->second;
+}
+TRAINLOOP_DETAIL_API const StateDict& TrainerCore::LoadedCheckpoint::entries() const {
+  static const StateDict none;
+  auto it = states.find("checkpoint");
+  return it != states.end() ? it->second : none;
+}
+TRAINLOOP_DETAIL_API const TensorDict& TrainerCore::LoadedCheckpoint::entry_tensors() const {
+  static const TensorDict none;
+  auto it = tensors.find("checkpoint");
+  return it != tensors.end() ? it->second : none;
+}
+
+TRAINLOOP_DETAIL_API TrainerCore::LoadedCheckpoint TrainerCore::load_fit_checkpoint(const std::string& path,
+                                                                                   torch::nn::Module& module) {
+  LoadedCheckpoint loaded;
+  loaded.states = trainloop::load_checkpoint(path, module, optimizer_pointers(), device_, true, &loaded.tensors);
+  return loaded;
+}
+
+TRAINLOOP_DETAIL_API bool TrainerCore::write_fit_checkpoint(const std::string& path, bool weights_only,
+                                                           torch::nn::Module& module, const StateDict& hparams,
+                                                           detail::FunctionRef<void(CheckpointContents&)> add_callbacks) {
+  try {
+    if (weights_only) {
+      trainloop::save_weights(path, module);
+      return true;
+    }
+    CheckpointContents contents{loop_states(), loop_tensor_states(),
+                                {{"epoch", current_epoch_}, {"global_step", global_step_}}, {}};
+    add_callbacks(contents);
+    contents.states["checkpoint"] = std::move(contents.entries);
+    if (!contents.entry_tensors.empty()) contents.tensors["checkpoint"] = std::move(contents.entry_tensors);
+    if (!hparams.empty()) contents.states["hparams"] = hparams;
+    trainloop::save_checkpoint(path, module, optimizer_pointers(), contents.states, true, contents.tensors);
+    return true;
+  } catch (const NonFiniteStateError& error) {
+    if (!terminate_requested_) throw;  // a diverged fit fails, its last finite checkpoint intact
+    std::fprintf(stderr, "%s; the fit is stopping, so this checkpoint is skipped\n", error.what());
+    return false;
+  }
 }
 
 TRAINLOOP_DETAIL_API void TrainerCore::check_loss(const torch::Tensor& loss, std::int64_t batch_idx,
@@ -555,7 +682,9 @@ TRAINLOOP_DETAIL_API std::map<std::string, TensorDict> TrainerCore::loop_tensor_
   return tensors;
 }
 
-TRAINLOOP_DETAIL_API void TrainerCore::restore_loop_state(const std::string& path, const LoadedCheckpoint& loaded) {
+TRAINLOOP_DETAIL_API StateDict TrainerCore::restore_loop_state(const std::string& path,
+                                                             const LoadedCheckpoint& loaded) {
+  const StateDict& loop = loaded.need(path, "loop");
   const StateDict& counters = loaded.need(path, "trainer");
   auto count = [&](const char* key) {
     auto it = counters.find(key);
@@ -595,6 +724,71 @@ TRAINLOOP_DETAIL_API void TrainerCore::restore_loop_state(const std::string& pat
       auto it = loaded.states.find("scheduler/" + std::to_string(i));
       if (it != loaded.states.end()) restoring(path, it->first, [&] { s->load_state_dict(it->second); });
     }
+  return loop;
+}
+
+TRAINLOOP_DETAIL_API std::optional<StateDict> TrainerCore::train_data_state(const LoadedCheckpoint& loaded) const {
+  auto it = loaded.states.find("train_data");
+  if (it == loaded.states.end()) return std::nullopt;
+  StateDict state = it->second;
+  if (world_size() > 1 && state.count("rank")) state["rank"] = std::int64_t{global_rank()};
+  return state;
+}
+
+TRAINLOOP_DETAIL_API TrainerCore::SanityCheckScope::SanityCheckScope(TrainerCore& trainer)
+    : trainer_(trainer), callback_metrics_(trainer.callback_metrics_), logged_metrics_(trainer.logged_metrics_) {
+  trainer_.sanity_checking_ = true;
+}
+TRAINLOOP_DETAIL_API TrainerCore::SanityCheckScope::~SanityCheckScope() {
+  trainer_.sanity_checking_ = false;
+  trainer_.callback_metrics_ = std::move(callback_metrics_);
+  trainer_.logged_metrics_ = std::move(logged_metrics_);
+}
+
+TRAINLOOP_DETAIL_API TrainerCore::TrainingEngineScope::TrainingEngineScope(TrainerCore& trainer, EngineCore& engine)
+    : trainer_(trainer), engine_(engine) {
+  trainer_.train_engine_ = &engine;
+}
+TRAINLOOP_DETAIL_API TrainerCore::TrainingEngineScope::~TrainingEngineScope() {
+  trainer_.final_loop_state_ = engine_.state.state_dict();
+  trainer_.train_engine_ = nullptr;
+}
+
+TRAINLOOP_DETAIL_API TrainerCore::EvaluationScope::EvaluationScope(TrainerCore& trainer, torch::nn::Module& module,
+                                                                  Stage stage, bool sanity,
+                                                                  std::optional<std::int64_t> batches)
+    : trainer_(trainer),
+      module_(module),
+      stage_(stage),
+      previous_stage_(trainer.stage_),
+      sanity_(sanity),
+      was_training_(module.is_training()),
+      store_(trainer.metrics_[index(stage)]) {
+  trainer_.stage_ = stage;
+  trainer_.sanity_checking_ = sanity;
+  trainer_.runtime_.stage = stage;
+  trainer_.runtime_.metrics = &store_;
+  store_.start_epoch();
+  (stage == Stage::test ? trainer_.num_test_batches_
+   : stage == Stage::predict ? trainer_.num_predict_batches_
+                             : trainer_.num_val_batches_) = batches;
+}
+TRAINLOOP_DETAIL_API void TrainerCore::EvaluationScope::end_epoch() {
+  if (sanity_) return;
+  trainer_.publish_epoch_values(store_);
+  if (stage_ == Stage::validate && trainer_.fitting_) {  // the validation's results are in: see LoopPoint
+    LoopPoint& point = trainer_.loop_point_;
+    if (point == LoopPoint::batch_validation) point = LoopPoint::between_batches;
+    if (point == LoopPoint::epoch_validation) point = LoopPoint::epoch_hooks;
+  }
+}
+TRAINLOOP_DETAIL_API TrainerCore::EvaluationScope::~EvaluationScope() {
+  if (sanity_) store_.clear();  // the sanity check's values are not results
+  if (restore_mode) module_.train(was_training_);
+  trainer_.stage_ = previous_stage_;
+  trainer_.runtime_.stage = previous_stage_;
+  trainer_.runtime_.metrics = &trainer_.metrics_[index(previous_stage_)];
+  trainer_.sanity_checking_ = false;
 }
 
 TRAINLOOP_DETAIL_API void TrainerCore::check_optimizers(const std::string& module, bool automatic_optimization) {

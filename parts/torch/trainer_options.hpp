@@ -162,6 +162,14 @@ class TrainerOptions {
   /// Rejects contradictory or out-of-range settings, naming the option.
   TRAINLOOP_DETAIL_API void validate() const;
 
+  // Out of line: constructing, copying and destroying thirty-odd members is a lot of code for every TU.
+  TRAINLOOP_DETAIL_API TrainerOptions();
+  TRAINLOOP_DETAIL_API TrainerOptions(const TrainerOptions& other);
+  TRAINLOOP_DETAIL_API TrainerOptions(TrainerOptions&& other) noexcept;
+  TRAINLOOP_DETAIL_API TrainerOptions& operator=(const TrainerOptions& other);
+  TRAINLOOP_DETAIL_API TrainerOptions& operator=(TrainerOptions&& other) noexcept;
+  TRAINLOOP_DETAIL_API ~TrainerOptions();
+
  private:
   double val_check_fraction_ = 1.0;
   std::optional<std::int64_t> val_check_batches_, val_every_n_optimizer_steps_;
@@ -170,6 +178,13 @@ class TrainerOptions {
 };
 
 #if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API TrainerOptions::TrainerOptions() = default;
+TRAINLOOP_DETAIL_API TrainerOptions::TrainerOptions(const TrainerOptions& other) = default;
+TRAINLOOP_DETAIL_API TrainerOptions::TrainerOptions(TrainerOptions&& other) noexcept = default;
+TRAINLOOP_DETAIL_API TrainerOptions& TrainerOptions::operator=(const TrainerOptions& other) = default;
+TRAINLOOP_DETAIL_API TrainerOptions& TrainerOptions::operator=(TrainerOptions&& other) noexcept = default;
+TRAINLOOP_DETAIL_API TrainerOptions::~TrainerOptions() = default;
+
 TRAINLOOP_DETAIL_API void TrainerOptions::validate() const {
   auto fail = [](const std::string& what) { return std::invalid_argument("trainloop: TrainerOptions()." + what); };
   if (max_epochs_ < -2 || max_epochs_ == 0) throw fail("max_epochs(n): n must be positive, or -1 for unlimited");

@@ -550,6 +550,38 @@ TEST_CASE("an exception in fit reaches on_exception, then the caller; the module
   CHECK_THROWS_AS(net.log("x", 1.0), std::logic_error);
 }
 
+namespace {
+// Its sanity check fails: in on_validation_model_eval (before any batch) or in the second validation step.
+struct FailsInSanityCheck : Regression {
+  bool fail_in_mode_hook = true;
+  void on_validation_model_eval() {
+    if (fail_in_mode_hook) throw std::runtime_error("eval hook failed");
+    eval();
+  }
+  void validation_step(Batch& b, std::int64_t batch_idx) {
+    Regression::validation_step(b, batch_idx);
+    if (batch_idx == 1) throw std::runtime_error("validation step failed");
+  }
+};
+}  // namespace
+
+TEST_CASE("a failing evaluation leaves the trainer as it was: stage, sanity check flag, callback_metrics, mode") {
+  const auto train = linear_data(2), val = linear_data(3, 8, 1);
+  for (const bool in_mode_hook : {true, false}) {
+    CAPTURE(in_mode_hook);
+    FailsInSanityCheck net;
+    net.fail_in_mode_hook = in_mode_hook;
+    Trainer trainer(quiet());
+    CHECK_THROWS_WITH_AS(trainer.fit(net, train, val), in_mode_hook ? "eval hook failed" : "validation step failed",
+                         std::runtime_error);
+    CHECK(trainer.stage() == Stage::train);
+    CHECK_FALSE(trainer.sanity_checking());
+    CHECK(trainer.callback_metrics().empty());  // the first step's val_loss was the sanity check's, not a result
+    CHECK(net.is_training());
+    CHECK(net.validation_batches == (in_mode_hook ? 0 : 2));
+  }
+}
+
 TEST_CASE("the progress bar writes plain lines when not on a terminal; the model summary counts parameters") {
   TempDir dir;
   const std::string path = dir.file("bar.txt");
