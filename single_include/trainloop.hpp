@@ -9418,6 +9418,22 @@ class TrainerCore {
   TRAINLOOP_DETAIL_API std::uint64_t max_epochs_to_run() const;
   // A checkpoint written after training ended resumes only to go further: more epochs or more steps.
   TRAINLOOP_DETAIL_API bool finished_before(const std::optional<StateDict>& loop_state) const;
+  TRAINLOOP_DETAIL_API bool minimums_reached() const;  // min_epochs and min_steps: should_stop waits for them
+  TRAINLOOP_DETAIL_API bool validation_due_this_epoch() const;
+  // Lightning's batch-end rule: every val_check_interval batches of the epoch (or across epochs), or each
+  // floor(fraction * batches)-th batch; trainloop's every n optimizer steps. Data of unknown size validates at the
+  // epoch's end instead.
+  TRAINLOOP_DETAIL_API bool validation_due_at_batch(const State& state) const;
+  TRAINLOOP_DETAIL_API bool validation_at_epoch_end() const;
+  // At a batch's end: Lightning validates when its interval says so, and when the fit is asked to stop there
+  // (should_stop with the minimums reached, or the time limit), before stopping.
+  TRAINLOOP_DETAIL_API bool out_of_time() const;
+  TRAINLOOP_DETAIL_API bool validation_due_at_batch_end(const State& state, bool out_of_time) const;
+  TRAINLOOP_DETAIL_API bool stop_due(bool out_of_time) const;
+  // An epoch's start: the counters, and unless the fit resumes inside it, its running sums and skip flag.
+  TRAINLOOP_DETAIL_API void start_epoch(const State& state);
+  // An epoch's end, after its logs: the epoch's schedulers, the stop check, the epochs run (as Lightning reports).
+  TRAINLOOP_DETAIL_API void end_epoch(EngineCore& engine);
 
   // The sanity check's scope: it draws nothing from the fit's RNG stream and leaves callback_metrics and
   // logged_metrics as they were (empty in a fresh fit, the checkpoint's in a resumed one).
@@ -9449,7 +9465,8 @@ class TrainerCore {
   // --- evaluation ------------------------------------------------------------------------------------------------
 
   // What an evaluation changes, put back when it ends (by an exception too): the stage, the metric store the module
-  // logs to, the sanity-check flag, the module's mode (unless an on_<stage>_model_train hook took care of it).
+  // logs to, the sanity-check flag (still set for on_sanity_check_end), the module's mode (unless an
+  // on_<stage>_model_train hook took care of it).
   class EvaluationScope {
    public:
     // `batches`: the evaluation's batch count (nullopt: unknown), for num_val_batches() and the progress bar.
@@ -9468,25 +9485,9 @@ class TrainerCore {
     TrainerCore& trainer_;
     torch::nn::Module& module_;
     Stage stage_, previous_stage_;
-    bool sanity_, was_training_;
+    bool sanity_, previous_sanity_, was_training_;
     MetricStore& store_;
   };
-  TRAINLOOP_DETAIL_API bool minimums_reached() const;  // min_epochs and min_steps: should_stop waits for them
-  TRAINLOOP_DETAIL_API bool validation_due_this_epoch() const;
-  // Lightning's batch-end rule: every val_check_interval batches of the epoch (or across epochs), or each
-  // floor(fraction * batches)-th batch; trainloop's every n optimizer steps. Data of unknown size validates at the
-  // epoch's end instead.
-  TRAINLOOP_DETAIL_API bool validation_due_at_batch(const State& state) const;
-  TRAINLOOP_DETAIL_API bool validation_at_epoch_end() const;
-  // At a batch's end: Lightning validates when its interval says so, and when the fit is asked to stop there
-  // (should_stop with the minimums reached, or the time limit), before stopping.
-  TRAINLOOP_DETAIL_API bool out_of_time() const;
-  TRAINLOOP_DETAIL_API bool validation_due_at_batch_end(const State& state, bool out_of_time) const;
-  TRAINLOOP_DETAIL_API bool stop_due(bool out_of_time) const;
-  // An epoch's start: the counters, and unless the fit resumes inside it, its running sums and skip flag.
-  TRAINLOOP_DETAIL_API void start_epoch(const State& state);
-  // An epoch's end, after its logs: the epoch's schedulers, the stop check, the epochs run (as Lightning reports).
-  TRAINLOOP_DETAIL_API void end_epoch(EngineCore& engine);
 
   // --- logged values -------------------------------------------------------------------------------------------------
 
@@ -9857,6 +9858,7 @@ TRAINLOOP_DETAIL_API TrainerCore::EvaluationScope::EvaluationScope(TrainerCore& 
       stage_(stage),
       previous_stage_(trainer.stage_),
       sanity_(sanity),
+      previous_sanity_(trainer.sanity_checking_),
       was_training_(module.is_training()),
       store_(trainer.metrics_[index(stage)]) {
   trainer_.stage_ = stage;
@@ -9883,7 +9885,7 @@ TRAINLOOP_DETAIL_API TrainerCore::EvaluationScope::~EvaluationScope() {
   trainer_.stage_ = previous_stage_;
   trainer_.runtime_.stage = previous_stage_;
   trainer_.runtime_.metrics = &trainer_.metrics_[index(previous_stage_)];
-  trainer_.sanity_checking_ = false;
+  trainer_.sanity_checking_ = previous_sanity_;
 }
 
 TRAINLOOP_DETAIL_API void TrainerCore::check_optimizers(const std::string& module, bool automatic_optimization) {
@@ -11536,7 +11538,6 @@ class Trainer : public TrainerCore {
           SanityCheckScope sanity_check(t);
           t.template call_hook<detail::tags::on_sanity_check_start>(*module);
           validate_now(limit, true);
-          t.sanity_checking_ = true;
           t.template call_hook<detail::tags::on_sanity_check_end>(*module);
         }
       }

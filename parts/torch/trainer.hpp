@@ -1066,7 +1066,6 @@ class Trainer : public TrainerCore {
           SanityCheckScope sanity_check(t);
           t.template call_hook<detail::tags::on_sanity_check_start>(*module);
           validate_now(limit, true);
-          t.sanity_checking_ = true;
           t.template call_hook<detail::tags::on_sanity_check_end>(*module);
         }
       }

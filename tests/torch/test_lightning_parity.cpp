@@ -88,12 +88,18 @@ struct Counting {
   }
 };
 
-// Counts the sanity checks it sees.
+// Counts the sanity checks it sees, and whether the trainer says it is sanity checking at their start and end.
 struct SanityCounter {
   int sanity_checks = 0;
+  bool flagged_at_start = false, flagged_at_end = false;
   template <class T, class M>
-  void on_sanity_check_start(T&, M&) {
+  void on_sanity_check_start(T& trainer, M&) {
     ++sanity_checks;
+    flagged_at_start = trainer.sanity_checking();
+  }
+  template <class T, class M>
+  void on_sanity_check_end(T& trainer, M&) {
+    flagged_at_end = trainer.sanity_checking();
   }
 };
 }  // namespace
@@ -197,6 +203,9 @@ TEST_CASE("a resumed fit runs the sanity check, drawing nothing from the fit's r
   Trainer trainer(options(), SanityCounter{});
   trainer.fit(second, batches(6), val, path);
   CHECK(trainer.callback<SanityCounter>().sanity_checks == 1);
+  CHECK(trainer.callback<SanityCounter>().flagged_at_start);  // Lightning's trainer.sanity_checking, both hooks
+  CHECK(trainer.callback<SanityCounter>().flagged_at_end);
+  CHECK_FALSE(trainer.sanity_checking());
   CHECK(torch::equal(second.fc->weight, full.fc->weight));
   CHECK(torch::equal(second.fc->bias, full.fc->bias));
 }
