@@ -360,7 +360,29 @@ inline const char* builtin_event_name(Event e) noexcept {
 }  // namespace detail
 
 /// The event's name: "iteration_completed" for built-ins, the registered name for user-defined events.
-inline std::string event_name(Event e) {
+TRAINLOOP_DETAIL_API std::string event_name(Event e);
+
+/// Registers a user-defined event (Ignite's `register_events`), fired with `engine.fire(event)`. Each engine counts
+/// its firings, which `every`/`once`/... filters look at. The same name always gives the same event.
+TRAINLOOP_DETAIL_API Event register_event(const std::string& name);
+
+/// A built-in event as a type, so handlers built from it (`on(Events::iteration_completed | every(10), f)`)
+/// are dispatched at compile time. Converts to its run-time `Event`.
+template <Event E>
+struct EventTag {
+  static constexpr Event value = E;
+  constexpr operator Event() const noexcept { return E; }  // NOLINT(google-explicit-constructor)
+};
+
+/// The built-in events as tags: `Events::started`, `Events::iteration_completed`, ...
+struct Events {
+#define TRAINLOOP_DETAIL_TAG(name) static constexpr EventTag<Event::name> name{};
+  TRAINLOOP_DETAIL_BUILTIN_EVENTS(TRAINLOOP_DETAIL_TAG)
+#undef TRAINLOOP_DETAIL_TAG
+};
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API std::string event_name(Event e) {
   if (const char* builtin = detail::builtin_event_name(e)) return builtin;
   auto& registry = detail::UserEventRegistry::instance();
   detail::UserEventRegistry::Lock lock(registry);
@@ -369,9 +391,7 @@ inline std::string event_name(Event e) {
   return "<unregistered event " + std::to_string(event_index(e)) + ">";
 }
 
-/// Registers a user-defined event (Ignite's `register_events`), fired with `engine.fire(event)`. Each engine counts
-/// its firings, which `every`/`once`/... filters look at. The same name always gives the same event.
-inline Event register_event(const std::string& name) {
+TRAINLOOP_DETAIL_API Event register_event(const std::string& name) {
   if (name.empty()) throw std::invalid_argument("trainloop: register_event(): the event name is empty");
   for (std::size_t i = 0; i < builtin_event_count; ++i)
     if (name == detail::builtin_event_name(static_cast<Event>(i)))
@@ -388,21 +408,7 @@ inline Event register_event(const std::string& name) {
   }
   return static_cast<Event>(builtin_event_count + user_index);
 }
-
-/// A built-in event as a type, so handlers built from it (`on(Events::iteration_completed | every(10), f)`)
-/// are dispatched at compile time. Converts to its run-time `Event`.
-template <Event E>
-struct EventTag {
-  static constexpr Event value = E;
-  constexpr operator Event() const noexcept { return E; }  // NOLINT(google-explicit-constructor)
-};
-
-/// The built-in events as tags: `Events::started`, `Events::iteration_completed`, ...
-struct Events {
-#define TRAINLOOP_DETAIL_TAG(name) static constexpr EventTag<Event::name> name{};
-  TRAINLOOP_DETAIL_BUILTIN_EVENTS(TRAINLOOP_DETAIL_TAG)
-#undef TRAINLOOP_DETAIL_TAG
-};
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
 
 TRAINLOOP_DETAIL_END
 // ---- end parts/core/events.hpp ----
@@ -671,18 +677,6 @@ class Filter {
   detail::SharedFunction<bool(const State&, std::uint64_t)> predicate_;
 };
 
-#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
-TRAINLOOP_DETAIL_API Filter& Filter::once(std::vector<std::uint64_t> counts) {
-  if (counts.empty()) throw std::invalid_argument("trainloop: once({...}): the list of counts is empty");
-  // Counts start at 1 (the first iteration, the first epoch), so once(0) would never fire on them: refused, as in Ignite.
-  if (std::find(counts.begin(), counts.end(), 0) != counts.end())
-    throw std::invalid_argument("trainloop: once(0): counts start at 1; once(n) needs n >= 1");
-  std::sort(counts.begin(), counts.end());
-  once_ = std::move(counts);
-  return *this;
-}
-#endif  // TRAINLOOP_DETAIL_DEFINE_API
-
 inline Filter every(std::uint64_t n) { return Filter().every(n); }
 inline Filter once(std::uint64_t n) { return Filter().once({n}); }
 inline Filter once(std::initializer_list<std::uint64_t> counts) { return Filter().once(counts); }
@@ -727,12 +721,7 @@ EventSpec<event_bit(E)> to_spec(EventTag<E>, Filter f = {}) {
 }
 // A run-time Event names a user-defined event; built-ins come as tags (`Events::completed`) so that compile-time
 // handlers can be dispatched without a run-time test.
-inline EventSpec<0> to_spec(Event e, Filter f = {}) {
-  if (is_builtin(e))
-    throw std::invalid_argument("trainloop: a built-in event given as a run-time trainloop::Event (" + event_name(e) +
-                                "); write Events::" + event_name(e));
-  return {{FilteredEvent{e, std::move(f)}}};
-}
+TRAINLOOP_DETAIL_API EventSpec<0> to_spec(Event e, Filter f = {});
 template <std::uint32_t M>
 EventSpec<M> to_spec(EventSpec<M> spec) {
   return spec;
@@ -757,6 +746,25 @@ auto operator|(A&& a, B&& b) {
   for (auto& item : right.items) both.items.push_back(std::move(item));
   return both;
 }
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API Filter& Filter::once(std::vector<std::uint64_t> counts) {
+  if (counts.empty()) throw std::invalid_argument("trainloop: once({...}): the list of counts is empty");
+  // Counts start at 1 (the first iteration, the first epoch), so once(0) would never fire on them: refused, as in Ignite.
+  if (std::find(counts.begin(), counts.end(), 0) != counts.end())
+    throw std::invalid_argument("trainloop: once(0): counts start at 1; once(n) needs n >= 1");
+  std::sort(counts.begin(), counts.end());
+  once_ = std::move(counts);
+  return *this;
+}
+
+TRAINLOOP_DETAIL_API EventSpec<0> detail::to_spec(Event e, Filter f) {
+  if (is_builtin(e))
+    throw std::invalid_argument("trainloop: a built-in event given as a run-time trainloop::Event (" + event_name(e) +
+                                "); write Events::" + event_name(e));
+  return {{FilteredEvent{e, std::move(f)}}};
+}
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
 
 TRAINLOOP_DETAIL_END
 // ---- end parts/core/filters.hpp ----
@@ -2911,16 +2919,11 @@ TRAINLOOP_DETAIL_BEGIN
 class CSVLogger {
  public:
   using Options = VersionedLoggerOptions;
-  CSVLogger() : CSVLogger(Options{}) {}
+  TRAINLOOP_DETAIL_API CSVLogger();
   explicit CSVLogger(const Options& options) : run_(options, "CSVLogger") {}
   CSVLogger(CSVLogger&&) = default;
   CSVLogger& operator=(CSVLogger&&) = default;
-  ~CSVLogger() {
-    try {
-      flush();
-    } catch (...) {  // a destructor must not throw; finalize reports write errors
-    }
-  }
+  TRAINLOOP_DETAIL_API ~CSVLogger();
 
   /// Creates the run folder now (idempotent).
   void start() { open(); }
@@ -2967,6 +2970,15 @@ class CSVLogger {
 };
 
 #if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API CSVLogger::CSVLogger() : CSVLogger(Options{}) {}
+
+TRAINLOOP_DETAIL_API CSVLogger::~CSVLogger() {
+  try {
+    flush();
+  } catch (...) {  // a destructor must not throw; finalize reports write errors
+  }
+}
+
 TRAINLOOP_DETAIL_API void CSVLogger::log_hyperparams(const StateDict& params) {
   hparams_ = params;
   if (run_.is_open()) write_hparams();
@@ -3151,16 +3163,11 @@ TRAINLOOP_DETAIL_API std::size_t tfrecords_prefix(const std::string& file, std::
 class TensorBoardLogger {
  public:
   using Options = VersionedLoggerOptions;
-  TensorBoardLogger() : TensorBoardLogger(Options{}) {}
+  TRAINLOOP_DETAIL_API TensorBoardLogger();
   explicit TensorBoardLogger(const Options& options) : run_(options, "TensorBoardLogger") {}
   TensorBoardLogger(TensorBoardLogger&&) = default;
   TensorBoardLogger& operator=(TensorBoardLogger&&) = default;
-  ~TensorBoardLogger() {
-    try {
-      flush();
-    } catch (...) {  // finalize reports write errors; a destructor must not throw
-    }
-  }
+  TRAINLOOP_DETAIL_API ~TensorBoardLogger();
 
   void start() { open(); }
   /// The run folder (chosen, not yet created, until the first write).
@@ -3200,6 +3207,15 @@ class TensorBoardLogger {
 };
 
 #if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API TensorBoardLogger::TensorBoardLogger() : TensorBoardLogger(Options{}) {}
+
+TRAINLOOP_DETAIL_API TensorBoardLogger::~TensorBoardLogger() {
+  try {
+    flush();
+  } catch (...) {  // finalize reports write errors; a destructor must not throw
+  }
+}
+
 namespace detail {
 TRAINLOOP_DETAIL_API std::uint32_t masked_crc32c(const void* data, std::size_t size) {
   const std::uint32_t crc = crc32c(data, size);
@@ -3483,19 +3499,11 @@ class MLFlowLogger {
   };
   enum Status { running = 1, finished = 3, failed = 4 };
 
-  MLFlowLogger() : MLFlowLogger(Options{}) {}
-  explicit MLFlowLogger(Options options) : options_(std::move(options)), flush_clock_(options_.flush_interval) {
-    for (const auto& [key, value] : options_.tags) key_file(tag, key);
-  }
+  TRAINLOOP_DETAIL_API MLFlowLogger();
+  TRAINLOOP_DETAIL_API explicit MLFlowLogger(Options options);
   MLFlowLogger(MLFlowLogger&&) = default;
   MLFlowLogger& operator=(MLFlowLogger&&) = default;
-  ~MLFlowLogger() {
-    if (!started_ || finalized_) return;
-    try {
-      finalize(std::uncaught_exceptions() > 0 ? "failed" : "success");
-    } catch (...) {  // finalize reports write errors; a destructor must not throw
-    }
-  }
+  TRAINLOOP_DETAIL_API ~MLFlowLogger();
 
   /// Creates the run now (idempotent).
   void start() { open(); }
@@ -3564,6 +3572,21 @@ class MLFlowLogger {
 };
 
 #if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API MLFlowLogger::MLFlowLogger() : MLFlowLogger(Options{}) {}
+
+TRAINLOOP_DETAIL_API MLFlowLogger::~MLFlowLogger() {
+  if (!started_ || finalized_) return;
+  try {
+    finalize(std::uncaught_exceptions() > 0 ? "failed" : "success");
+  } catch (...) {  // finalize reports write errors; a destructor must not throw
+  }
+}
+
+TRAINLOOP_DETAIL_API MLFlowLogger::MLFlowLogger(Options options)
+    : options_(std::move(options)), flush_clock_(options_.flush_interval) {
+  for (const auto& [key, value] : options_.tags) key_file(tag, key);
+}
+
 namespace detail {
 TRAINLOOP_DETAIL_API std::string uuid4_hex() {
   std::random_device device;
@@ -3879,16 +3902,11 @@ inline std::string json_number(double value) { return std::isfinite(value) ? for
 class JSONLinesLogger {
  public:
   using Options = VersionedLoggerOptions;
-  JSONLinesLogger() : JSONLinesLogger(Options{}) {}
+  TRAINLOOP_DETAIL_API JSONLinesLogger();
   explicit JSONLinesLogger(const Options& options) : run_(options, "JSONLinesLogger") {}
   JSONLinesLogger(JSONLinesLogger&&) = default;
   JSONLinesLogger& operator=(JSONLinesLogger&&) = default;
-  ~JSONLinesLogger() {
-    try {
-      flush();
-    } catch (...) {  // finalize reports write errors; a destructor must not throw
-    }
-  }
+  TRAINLOOP_DETAIL_API ~JSONLinesLogger();
 
   void start() { open(); }
   /// The run folder (chosen, not yet created, until the first write).
@@ -3920,6 +3938,15 @@ class JSONLinesLogger {
 };
 
 #if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API JSONLinesLogger::JSONLinesLogger() : JSONLinesLogger(Options{}) {}
+
+TRAINLOOP_DETAIL_API JSONLinesLogger::~JSONLinesLogger() {
+  try {
+    flush();
+  } catch (...) {  // finalize reports write errors; a destructor must not throw
+  }
+}
+
 namespace detail {
 TRAINLOOP_DETAIL_API std::string json_string(const std::string& text) {
   std::string out = "\"";
@@ -4117,16 +4144,7 @@ namespace detail {
 // zlib reads gzip and plain files alike; this owns the handle and reports errors with the file's path.
 class GzFile {
  public:
-  GzFile(const std::string& path, const std::string& hint) : path_(path) {
-    errno = 0;
-    file_ = gzopen(path.c_str(), "rb");
-    if (!file_) {
-      const int error = errno;
-      throw std::runtime_error("trainloop: cannot open '" + path + "': " +
-                               (error ? std::strerror(error) : "out of memory") + (hint.empty() ? "" : " (" + hint + ")"));
-    }
-    gzbuffer(file_, 1 << 17);
-  }
+  TRAINLOOP_DETAIL_API GzFile(const std::string& path, const std::string& hint);
   GzFile(const GzFile&) = delete;
   GzFile& operator=(const GzFile&) = delete;
   ~GzFile() { gzclose(file_); }
@@ -4175,6 +4193,17 @@ TRAINLOOP_DETAIL_API MnistSplit fashion_mnist(bool train, const std::string& dir
 TRAINLOOP_DETAIL_API MnistSplit mnist(bool train, const std::string& dir, bool normalize = false);
 
 #if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API detail::GzFile::GzFile(const std::string& path, const std::string& hint) : path_(path) {
+  errno = 0;
+  file_ = gzopen(path.c_str(), "rb");
+  if (!file_) {
+    const int error = errno;
+    throw std::runtime_error("trainloop: cannot open '" + path + "': " +
+                             (error ? std::strerror(error) : "out of memory") + (hint.empty() ? "" : " (" + hint + ")"));
+  }
+  gzbuffer(file_, 1 << 17);
+}
+
 namespace detail {
 TRAINLOOP_DETAIL_API void GzFile::read_exactly(void* out, std::size_t size, const std::string& what) {
   auto* bytes = static_cast<unsigned char*>(out);
@@ -5700,10 +5729,7 @@ TRAINLOOP_DETAIL_API std::int64_t add_to_confusion(torch::Tensor& counts, const 
 /// Per-class true positives, false positives and false negatives: what Precision, Recall and FBeta compute from.
 class ClassCounts {
  public:
-  ClassCounts(ClassificationOptions options, const char* metric) : options_(options), metric_(metric) {
-    if (options_.task() == Task::multilabel)
-      require(options_.num_classes() > 0, metric_, "multilabel needs num_classes (the number of labels)");
-  }
+  TRAINLOOP_DETAIL_API ClassCounts(ClassificationOptions options, const char* metric);
   TRAINLOOP_DETAIL_API void reset();
   TRAINLOOP_DETAIL_API void update(const torch::Tensor& prediction, const torch::Tensor& target);
   // The per-class ratio numerator / denominator (0 where the denominator is 0), combined by the averaging mode.
@@ -5942,6 +5968,11 @@ TRAINLOOP_DETAIL_API std::int64_t add_to_confusion(torch::Tensor& counts, const 
       torch::where(usable, target.to(torch::kLong) * c + predicted.to(torch::kLong), torch::zeros({}, counts.options()));
   counts.index_add_(0, cells, usable.to(torch::kLong));
   return target.size(0);
+}
+TRAINLOOP_DETAIL_API ClassCounts::ClassCounts(ClassificationOptions options, const char* metric)
+    : options_(options), metric_(metric) {
+  if (options_.task() == Task::multilabel)
+    require(options_.num_classes() > 0, metric_, "multilabel needs num_classes (the number of labels)");
 }
 TRAINLOOP_DETAIL_API void ClassCounts::reset() {
   tp_ = fp_ = fn_ = torch::Tensor();
@@ -6354,13 +6385,7 @@ class ReduceLROnPlateau {
     std::int64_t cooldown = 0;
     double min_lr = 0.0;
   };
-  ReduceLROnPlateau(torch::optim::Optimizer& optimizer, Options options) : optimizer_(&optimizer), options_(options) {
-    if (!(options_.factor > 0 && options_.factor < 1))
-      throw std::invalid_argument("trainloop: ReduceLROnPlateau: factor must be in (0, 1)");
-    if (options_.patience < 0 || options_.cooldown < 0)
-      throw std::invalid_argument("trainloop: ReduceLROnPlateau: patience and cooldown must not be negative");
-    best_ = options_.mode == Mode::min ? std::numeric_limits<double>::infinity() : -std::numeric_limits<double>::infinity();
-  }
+  TRAINLOOP_DETAIL_API ReduceLROnPlateau(torch::optim::Optimizer& optimizer, Options options);
   explicit ReduceLROnPlateau(torch::optim::Optimizer& optimizer) : ReduceLROnPlateau(optimizer, Options{}) {}
 
   TRAINLOOP_DETAIL_API void step(double metric);
@@ -6376,6 +6401,15 @@ class ReduceLROnPlateau {
 };
 
 #if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API ReduceLROnPlateau::ReduceLROnPlateau(torch::optim::Optimizer& optimizer, Options options)
+    : optimizer_(&optimizer), options_(options) {
+  if (!(options_.factor > 0 && options_.factor < 1))
+    throw std::invalid_argument("trainloop: ReduceLROnPlateau: factor must be in (0, 1)");
+  if (options_.patience < 0 || options_.cooldown < 0)
+    throw std::invalid_argument("trainloop: ReduceLROnPlateau: patience and cooldown must not be negative");
+  best_ = options_.mode == Mode::min ? std::numeric_limits<double>::infinity() : -std::numeric_limits<double>::infinity();
+}
+
 namespace detail {
 TRAINLOOP_DETAIL_API void require_schedule(bool ok, const std::string& what) {
   if (!ok) throw std::invalid_argument("trainloop: " + what);
@@ -7180,6 +7214,23 @@ class Profiler {
     started_ = Clock::now();
   }
   TRAINLOOP_DETAIL_API void record(const std::string& action, Clock::duration elapsed);
+  /// Records the time until it goes out of scope (an exception included) under `action`; null: records nothing.
+  class Section {
+   public:
+    Section(Profiler& profiler, const std::string* action) : profiler_(profiler), action_(action) {
+      if (action_) start_ = Clock::now();
+    }
+    ~Section() {
+      if (action_) profiler_.record(*action_, Clock::now() - start_);
+    }
+    Section(const Section&) = delete;
+    Section& operator=(const Section&) = delete;
+
+   private:
+    Profiler& profiler_;
+    const std::string* action_;
+    Clock::time_point start_{};
+  };
   const std::map<std::string, Action>& actions() const noexcept { return actions_; }
   /// Wall time since start(): the denominator of the report's percentages.
   double elapsed_s() const { return std::chrono::duration<double>(Clock::now() - started_).count(); }
@@ -7241,23 +7292,7 @@ TRAINLOOP_DETAIL_BEGIN
 enum class TrainingPrecision { full32, fp16_mixed, bf16_mixed };
 
 /// Lightning's names: "32" / "32-true", "16-mixed" (or "16"), "bf16-mixed" (or "bf16").
-inline TrainingPrecision parse_precision(const std::string& value) {
-  auto fail = [&](const std::string& why) {
-    return std::invalid_argument("trainloop: TrainerOptions().precision(\"" + value + "\"): " + why);
-  };
-  TrainingPrecision precision;
-  if (value == "32" || value == "32-true") precision = TrainingPrecision::full32;
-  else if (value == "16-mixed" || value == "16") precision = TrainingPrecision::fp16_mixed;
-  else if (value == "bf16-mixed" || value == "bf16") precision = TrainingPrecision::bf16_mixed;
-  else if (value == "16-true" || value == "bf16-true" || value == "64" || value == "64-true")
-    throw fail("trainloop trains with fp32 weights; use \"32\", \"16-mixed\" or \"bf16-mixed\"");
-  else
-    throw fail("unknown precision; use \"32\" (or \"32-true\"), \"16-mixed\" (or \"16\"), \"bf16-mixed\" (or \"bf16\")");
-  if (precision != TrainingPrecision::full32 && !with_amp)
-    throw fail("mixed precision is compiled out; define TRAINLOOP_WITH_AMP=1 before including trainloop.hpp (CMake: "
-               "-DTRAINLOOP_WITH_AMP=ON)");
-  return precision;
-}
+TRAINLOOP_DETAIL_API TrainingPrecision parse_precision(const std::string& value);
 
 namespace detail {
 // The precision seam the Trainer calls (DESIGN.md §6). "32": no autocast, no loss scaling, every step taken; the calls
@@ -7283,6 +7318,26 @@ struct FullPrecision {
 using PrecisionPolicy = FullPrecision;
 #endif
 }  // namespace detail
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API TrainingPrecision parse_precision(const std::string& value) {
+  auto fail = [&](const std::string& why) {
+    return std::invalid_argument("trainloop: TrainerOptions().precision(\"" + value + "\"): " + why);
+  };
+  TrainingPrecision precision;
+  if (value == "32" || value == "32-true") precision = TrainingPrecision::full32;
+  else if (value == "16-mixed" || value == "16") precision = TrainingPrecision::fp16_mixed;
+  else if (value == "bf16-mixed" || value == "bf16") precision = TrainingPrecision::bf16_mixed;
+  else if (value == "16-true" || value == "bf16-true" || value == "64" || value == "64-true")
+    throw fail("trainloop trains with fp32 weights; use \"32\", \"16-mixed\" or \"bf16-mixed\"");
+  else
+    throw fail("unknown precision; use \"32\" (or \"32-true\"), \"16-mixed\" (or \"16\"), \"bf16-mixed\" (or \"bf16\")");
+  if (precision != TrainingPrecision::full32 && !with_amp)
+    throw fail("mixed precision is compiled out; define TRAINLOOP_WITH_AMP=1 before including trainloop.hpp (CMake: "
+               "-DTRAINLOOP_WITH_AMP=ON)");
+  return precision;
+}
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
 
 TRAINLOOP_DETAIL_END
 // ---- end parts/torch/precision.hpp ----
@@ -8768,14 +8823,8 @@ class BatchLimit {
   const std::optional<std::int64_t>& count() const { return count_; }
   const std::optional<double>& fraction() const { return fraction_; }
   /// The number of batches out of `available` (unknown for unsized data: then only counts and 1.0 are allowed).
-  std::optional<std::int64_t> apply(std::optional<std::int64_t> available, const char* option) const {
-    if (count_) return available ? std::min(*count_, *available) : *count_;
-    if (!fraction_ || *fraction_ == 1.0) return available;
-    if (!available)
-      throw std::invalid_argument(std::string("trainloop: TrainerOptions().") + option +
-                                  "(fraction): the data has no size, so a fraction of it is unknown; give a count");
-    return static_cast<std::int64_t>(static_cast<double>(*available) * *fraction_);
-  }
+  TRAINLOOP_DETAIL_API std::optional<std::int64_t> apply(std::optional<std::int64_t> available,
+                                                         const char* option) const;
 
  private:
   std::optional<std::int64_t> count_;
@@ -8925,6 +8974,16 @@ class TrainerOptions {
 };
 
 #if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API std::optional<std::int64_t> BatchLimit::apply(std::optional<std::int64_t> available,
+                                                                const char* option) const {
+  if (count_) return available ? std::min(*count_, *available) : *count_;
+  if (!fraction_ || *fraction_ == 1.0) return available;
+  if (!available)
+    throw std::invalid_argument(std::string("trainloop: TrainerOptions().") + option +
+                                "(fraction): the data has no size, so a fraction of it is unknown; give a count");
+  return static_cast<std::int64_t>(static_cast<double>(*available) * *fraction_);
+}
+
 TRAINLOOP_DETAIL_API TrainerOptions::TrainerOptions() = default;
 TRAINLOOP_DETAIL_API TrainerOptions::TrainerOptions(const TrainerOptions& other) = default;
 TRAINLOOP_DETAIL_API TrainerOptions::TrainerOptions(TrainerOptions&& other) noexcept = default;
@@ -9295,23 +9354,16 @@ class TrainerCore {
   TRAINLOOP_DETAIL_API void report_profile();
 
   // Runs f, timed under the action when profiling: a name from profiler_actions, or a function returning a name
-  // built once (so nothing is built while the profiler is off).
+  // built once (so nothing is built while the profiler is off). f is expanded once, not once per profiler state.
   template <class Action, class F>
   decltype(auto) profiled(const Action& action, F&& f) {
-    if (!profiling_) return f();
-    struct Scope {
-      Profiler& profiler;
-      const std::string& action;
-      Profiler::Clock::time_point start = Profiler::Clock::now();
-      ~Scope() { profiler.record(action, Profiler::Clock::now() - start); }
-    };
-    if constexpr (std::is_invocable_v<const Action&>) {
-      Scope scope{profiler_, action()};
-      return f();
-    } else {
-      Scope scope{profiler_, action};
-      return f();
+    const std::string* name = nullptr;
+    if (profiling_) {
+      if constexpr (std::is_invocable_v<const Action&>) name = &action();
+      else name = &action;
     }
+    Profiler::Section section(profiler_, name);
+    return f();
   }
 
   // --- checkpoint state --------------------------------------------------------------------------------------------
@@ -11764,11 +11816,7 @@ class EarlyStopping {
     bool check_finite = true;
     bool check_on_train_epoch_end = false;
   };
-  explicit EarlyStopping(Options options) : options_(std::move(options)) {
-    if (options_.monitor.empty()) throw std::invalid_argument("trainloop: EarlyStopping: name the metric to monitor");
-    if (options_.patience < 1) throw std::invalid_argument("trainloop: EarlyStopping: patience must be at least 1");
-    if (options_.min_delta < 0) throw std::invalid_argument("trainloop: EarlyStopping: min_delta must not be negative");
-  }
+  TRAINLOOP_DETAIL_API explicit EarlyStopping(Options options);
   TRAINLOOP_DETAIL_API EarlyStopping& stops(EngineCore& engine);
 
   // Trainer callback hooks.
@@ -11872,6 +11920,12 @@ class TerminateOnNan {
 };
 
 #if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API EarlyStopping::EarlyStopping(Options options) : options_(std::move(options)) {
+  if (options_.monitor.empty()) throw std::invalid_argument("trainloop: EarlyStopping: name the metric to monitor");
+  if (options_.patience < 1) throw std::invalid_argument("trainloop: EarlyStopping: patience must be at least 1");
+  if (options_.min_delta < 0) throw std::invalid_argument("trainloop: EarlyStopping: min_delta must not be negative");
+}
+
 TRAINLOOP_DETAIL_API EarlyStopping& EarlyStopping::stops(EngineCore& engine) {
   target_ = &engine;
   return *this;
@@ -11969,14 +12023,8 @@ class ModelCheckpoint {
     std::chrono::duration<double> train_time_interval{0};  ///< 0: not by time
     bool save_weights_only = false;
   };
-  ModelCheckpoint() : ModelCheckpoint(Options{}) {}
-  explicit ModelCheckpoint(Options options) : options_(std::move(options)) {
-    if (options_.save_top_k < -1) throw std::invalid_argument("trainloop: ModelCheckpoint: save_top_k must be -1 or more");
-    if (options_.save_top_k > 1 && options_.monitor.empty())
-      throw std::invalid_argument("trainloop: ModelCheckpoint: save_top_k > 1 needs a monitor to rank checkpoints");
-    if (options_.every_n_train_steps < 0 || options_.every_n_epochs < 0)
-      throw std::invalid_argument("trainloop: ModelCheckpoint: every_n_* must not be negative");
-  }
+  TRAINLOOP_DETAIL_API ModelCheckpoint();
+  TRAINLOOP_DETAIL_API explicit ModelCheckpoint(Options options);
 
   template <class T, class M>
   void on_fit_start(T& trainer, M&) {
@@ -12100,6 +12148,16 @@ class ModelCheckpoint {
 };
 
 #if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API ModelCheckpoint::ModelCheckpoint() : ModelCheckpoint(Options{}) {}
+
+TRAINLOOP_DETAIL_API ModelCheckpoint::ModelCheckpoint(Options options) : options_(std::move(options)) {
+  if (options_.save_top_k < -1) throw std::invalid_argument("trainloop: ModelCheckpoint: save_top_k must be -1 or more");
+  if (options_.save_top_k > 1 && options_.monitor.empty())
+    throw std::invalid_argument("trainloop: ModelCheckpoint: save_top_k > 1 needs a monitor to rank checkpoints");
+  if (options_.every_n_train_steps < 0 || options_.every_n_epochs < 0)
+    throw std::invalid_argument("trainloop: ModelCheckpoint: every_n_* must not be negative");
+}
+
 TRAINLOOP_DETAIL_API std::string ModelCheckpoint::find_checkpoint(const std::string& which) const {
   namespace fs = std::filesystem;
   std::error_code error;
@@ -12460,10 +12518,7 @@ class EMA {
     bool average_buffers = false;
   };
   EMA() : EMA(Options{}) {}
-  explicit EMA(Options options) : options_(options) {
-    if (!(options_.decay > 0 && options_.decay < 1)) throw std::invalid_argument("trainloop: EMA: decay must be in (0, 1)");
-    if (options_.every_n_steps < 1) throw std::invalid_argument("trainloop: EMA: every_n_steps must be at least 1");
-  }
+  TRAINLOOP_DETAIL_API explicit EMA(Options options);
   TRAINLOOP_DETAIL_API EMA& track(torch::nn::Module& model);
 
   /// The decay the next update uses.
@@ -12576,6 +12631,11 @@ class EMA {
 };
 
 #if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API EMA::EMA(Options options) : options_(options) {
+  if (!(options_.decay > 0 && options_.decay < 1)) throw std::invalid_argument("trainloop: EMA: decay must be in (0, 1)");
+  if (options_.every_n_steps < 1) throw std::invalid_argument("trainloop: EMA: every_n_steps must be at least 1");
+}
+
 TRAINLOOP_DETAIL_API EMA& EMA::track(torch::nn::Module& model) {
   tracked_ = &model;
   return *this;
@@ -12691,20 +12751,9 @@ TRAINLOOP_DETAIL_BEGIN
 class GradientAccumulationScheduler {
  public:
   // The initializer-list form keeps `GradientAccumulationScheduler({{2, 8}})` unambiguous.
-  GradientAccumulationScheduler(std::initializer_list<std::pair<const std::int64_t, std::int64_t>> scheduling)
-      : GradientAccumulationScheduler(std::map<std::int64_t, std::int64_t>(scheduling)) {}
-  explicit GradientAccumulationScheduler(std::map<std::int64_t, std::int64_t> scheduling)
-      : scheduling_(std::move(scheduling)) {
-    if (scheduling_.empty()) throw std::invalid_argument("trainloop: GradientAccumulationScheduler: the schedule is empty");
-    for (const auto& [epoch, factor] : scheduling_) {
-      if (epoch < 0)
-        throw std::invalid_argument("trainloop: GradientAccumulationScheduler: epoch " + std::to_string(epoch) +
-                                    " is negative (epochs count from 0)");
-      if (factor < 1)
-        throw std::invalid_argument("trainloop: GradientAccumulationScheduler: the factor at epoch " +
-                                    std::to_string(epoch) + " is " + std::to_string(factor) + "; it must be at least 1");
-    }
-  }
+  TRAINLOOP_DETAIL_API GradientAccumulationScheduler(
+      std::initializer_list<std::pair<const std::int64_t, std::int64_t>> scheduling);
+  TRAINLOOP_DETAIL_API explicit GradientAccumulationScheduler(std::map<std::int64_t, std::int64_t> scheduling);
   /// Batches per optimizer step in `epoch` (0-based).
   TRAINLOOP_DETAIL_API std::int64_t factor_for(std::int64_t epoch) const;
 
@@ -12729,6 +12778,24 @@ class GradientAccumulationScheduler {
 };
 
 #if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API GradientAccumulationScheduler::GradientAccumulationScheduler(
+    std::initializer_list<std::pair<const std::int64_t, std::int64_t>> scheduling)
+    : GradientAccumulationScheduler(std::map<std::int64_t, std::int64_t>(scheduling)) {}
+
+TRAINLOOP_DETAIL_API GradientAccumulationScheduler::GradientAccumulationScheduler(
+    std::map<std::int64_t, std::int64_t> scheduling)
+    : scheduling_(std::move(scheduling)) {
+  if (scheduling_.empty()) throw std::invalid_argument("trainloop: GradientAccumulationScheduler: the schedule is empty");
+  for (const auto& [epoch, factor] : scheduling_) {
+    if (epoch < 0)
+      throw std::invalid_argument("trainloop: GradientAccumulationScheduler: epoch " + std::to_string(epoch) +
+                                  " is negative (epochs count from 0)");
+    if (factor < 1)
+      throw std::invalid_argument("trainloop: GradientAccumulationScheduler: the factor at epoch " +
+                                  std::to_string(epoch) + " is " + std::to_string(factor) + "; it must be at least 1");
+  }
+}
+
 TRAINLOOP_DETAIL_API std::int64_t GradientAccumulationScheduler::factor_for(std::int64_t epoch) const {
   auto it = scheduling_.upper_bound(epoch);
   return it == scheduling_.begin() ? 1 : std::prev(it)->second;

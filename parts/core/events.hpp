@@ -97,7 +97,29 @@ inline const char* builtin_event_name(Event e) noexcept {
 }  // namespace detail
 
 /// The event's name: "iteration_completed" for built-ins, the registered name for user-defined events.
-inline std::string event_name(Event e) {
+TRAINLOOP_DETAIL_API std::string event_name(Event e);
+
+/// Registers a user-defined event (Ignite's `register_events`), fired with `engine.fire(event)`. Each engine counts
+/// its firings, which `every`/`once`/... filters look at. The same name always gives the same event.
+TRAINLOOP_DETAIL_API Event register_event(const std::string& name);
+
+/// A built-in event as a type, so handlers built from it (`on(Events::iteration_completed | every(10), f)`)
+/// are dispatched at compile time. Converts to its run-time `Event`.
+template <Event E>
+struct EventTag {
+  static constexpr Event value = E;
+  constexpr operator Event() const noexcept { return E; }  // NOLINT(google-explicit-constructor)
+};
+
+/// The built-in events as tags: `Events::started`, `Events::iteration_completed`, ...
+struct Events {
+#define TRAINLOOP_DETAIL_TAG(name) static constexpr EventTag<Event::name> name{};
+  TRAINLOOP_DETAIL_BUILTIN_EVENTS(TRAINLOOP_DETAIL_TAG)
+#undef TRAINLOOP_DETAIL_TAG
+};
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API std::string event_name(Event e) {
   if (const char* builtin = detail::builtin_event_name(e)) return builtin;
   auto& registry = detail::UserEventRegistry::instance();
   detail::UserEventRegistry::Lock lock(registry);
@@ -106,9 +128,7 @@ inline std::string event_name(Event e) {
   return "<unregistered event " + std::to_string(event_index(e)) + ">";
 }
 
-/// Registers a user-defined event (Ignite's `register_events`), fired with `engine.fire(event)`. Each engine counts
-/// its firings, which `every`/`once`/... filters look at. The same name always gives the same event.
-inline Event register_event(const std::string& name) {
+TRAINLOOP_DETAIL_API Event register_event(const std::string& name) {
   if (name.empty()) throw std::invalid_argument("trainloop: register_event(): the event name is empty");
   for (std::size_t i = 0; i < builtin_event_count; ++i)
     if (name == detail::builtin_event_name(static_cast<Event>(i)))
@@ -125,20 +145,6 @@ inline Event register_event(const std::string& name) {
   }
   return static_cast<Event>(builtin_event_count + user_index);
 }
-
-/// A built-in event as a type, so handlers built from it (`on(Events::iteration_completed | every(10), f)`)
-/// are dispatched at compile time. Converts to its run-time `Event`.
-template <Event E>
-struct EventTag {
-  static constexpr Event value = E;
-  constexpr operator Event() const noexcept { return E; }  // NOLINT(google-explicit-constructor)
-};
-
-/// The built-in events as tags: `Events::started`, `Events::iteration_completed`, ...
-struct Events {
-#define TRAINLOOP_DETAIL_TAG(name) static constexpr EventTag<Event::name> name{};
-  TRAINLOOP_DETAIL_BUILTIN_EVENTS(TRAINLOOP_DETAIL_TAG)
-#undef TRAINLOOP_DETAIL_TAG
-};
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
 
 TRAINLOOP_DETAIL_END

@@ -83,18 +83,6 @@ class Filter {
   detail::SharedFunction<bool(const State&, std::uint64_t)> predicate_;
 };
 
-#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
-TRAINLOOP_DETAIL_API Filter& Filter::once(std::vector<std::uint64_t> counts) {
-  if (counts.empty()) throw std::invalid_argument("trainloop: once({...}): the list of counts is empty");
-  // Counts start at 1 (the first iteration, the first epoch), so once(0) would never fire on them: refused, as in Ignite.
-  if (std::find(counts.begin(), counts.end(), 0) != counts.end())
-    throw std::invalid_argument("trainloop: once(0): counts start at 1; once(n) needs n >= 1");
-  std::sort(counts.begin(), counts.end());
-  once_ = std::move(counts);
-  return *this;
-}
-#endif  // TRAINLOOP_DETAIL_DEFINE_API
-
 inline Filter every(std::uint64_t n) { return Filter().every(n); }
 inline Filter once(std::uint64_t n) { return Filter().once({n}); }
 inline Filter once(std::initializer_list<std::uint64_t> counts) { return Filter().once(counts); }
@@ -139,12 +127,7 @@ EventSpec<event_bit(E)> to_spec(EventTag<E>, Filter f = {}) {
 }
 // A run-time Event names a user-defined event; built-ins come as tags (`Events::completed`) so that compile-time
 // handlers can be dispatched without a run-time test.
-inline EventSpec<0> to_spec(Event e, Filter f = {}) {
-  if (is_builtin(e))
-    throw std::invalid_argument("trainloop: a built-in event given as a run-time trainloop::Event (" + event_name(e) +
-                                "); write Events::" + event_name(e));
-  return {{FilteredEvent{e, std::move(f)}}};
-}
+TRAINLOOP_DETAIL_API EventSpec<0> to_spec(Event e, Filter f = {});
 template <std::uint32_t M>
 EventSpec<M> to_spec(EventSpec<M> spec) {
   return spec;
@@ -169,5 +152,24 @@ auto operator|(A&& a, B&& b) {
   for (auto& item : right.items) both.items.push_back(std::move(item));
   return both;
 }
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API Filter& Filter::once(std::vector<std::uint64_t> counts) {
+  if (counts.empty()) throw std::invalid_argument("trainloop: once({...}): the list of counts is empty");
+  // Counts start at 1 (the first iteration, the first epoch), so once(0) would never fire on them: refused, as in Ignite.
+  if (std::find(counts.begin(), counts.end(), 0) != counts.end())
+    throw std::invalid_argument("trainloop: once(0): counts start at 1; once(n) needs n >= 1");
+  std::sort(counts.begin(), counts.end());
+  once_ = std::move(counts);
+  return *this;
+}
+
+TRAINLOOP_DETAIL_API EventSpec<0> detail::to_spec(Event e, Filter f) {
+  if (is_builtin(e))
+    throw std::invalid_argument("trainloop: a built-in event given as a run-time trainloop::Event (" + event_name(e) +
+                                "); write Events::" + event_name(e));
+  return {{FilteredEvent{e, std::move(f)}}};
+}
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
 
 TRAINLOOP_DETAIL_END

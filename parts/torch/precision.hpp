@@ -10,23 +10,7 @@ TRAINLOOP_DETAIL_BEGIN
 enum class TrainingPrecision { full32, fp16_mixed, bf16_mixed };
 
 /// Lightning's names: "32" / "32-true", "16-mixed" (or "16"), "bf16-mixed" (or "bf16").
-inline TrainingPrecision parse_precision(const std::string& value) {
-  auto fail = [&](const std::string& why) {
-    return std::invalid_argument("trainloop: TrainerOptions().precision(\"" + value + "\"): " + why);
-  };
-  TrainingPrecision precision;
-  if (value == "32" || value == "32-true") precision = TrainingPrecision::full32;
-  else if (value == "16-mixed" || value == "16") precision = TrainingPrecision::fp16_mixed;
-  else if (value == "bf16-mixed" || value == "bf16") precision = TrainingPrecision::bf16_mixed;
-  else if (value == "16-true" || value == "bf16-true" || value == "64" || value == "64-true")
-    throw fail("trainloop trains with fp32 weights; use \"32\", \"16-mixed\" or \"bf16-mixed\"");
-  else
-    throw fail("unknown precision; use \"32\" (or \"32-true\"), \"16-mixed\" (or \"16\"), \"bf16-mixed\" (or \"bf16\")");
-  if (precision != TrainingPrecision::full32 && !with_amp)
-    throw fail("mixed precision is compiled out; define TRAINLOOP_WITH_AMP=1 before including trainloop.hpp (CMake: "
-               "-DTRAINLOOP_WITH_AMP=ON)");
-  return precision;
-}
+TRAINLOOP_DETAIL_API TrainingPrecision parse_precision(const std::string& value);
 
 namespace detail {
 // The precision seam the Trainer calls (DESIGN.md §6). "32": no autocast, no loss scaling, every step taken; the calls
@@ -52,5 +36,25 @@ struct FullPrecision {
 using PrecisionPolicy = FullPrecision;
 #endif
 }  // namespace detail
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API TrainingPrecision parse_precision(const std::string& value) {
+  auto fail = [&](const std::string& why) {
+    return std::invalid_argument("trainloop: TrainerOptions().precision(\"" + value + "\"): " + why);
+  };
+  TrainingPrecision precision;
+  if (value == "32" || value == "32-true") precision = TrainingPrecision::full32;
+  else if (value == "16-mixed" || value == "16") precision = TrainingPrecision::fp16_mixed;
+  else if (value == "bf16-mixed" || value == "bf16") precision = TrainingPrecision::bf16_mixed;
+  else if (value == "16-true" || value == "bf16-true" || value == "64" || value == "64-true")
+    throw fail("trainloop trains with fp32 weights; use \"32\", \"16-mixed\" or \"bf16-mixed\"");
+  else
+    throw fail("unknown precision; use \"32\" (or \"32-true\"), \"16-mixed\" (or \"16\"), \"bf16-mixed\" (or \"bf16\")");
+  if (precision != TrainingPrecision::full32 && !with_amp)
+    throw fail("mixed precision is compiled out; define TRAINLOOP_WITH_AMP=1 before including trainloop.hpp (CMake: "
+               "-DTRAINLOOP_WITH_AMP=ON)");
+  return precision;
+}
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
 
 TRAINLOOP_DETAIL_END

@@ -35,6 +35,23 @@ class Profiler {
     started_ = Clock::now();
   }
   TRAINLOOP_DETAIL_API void record(const std::string& action, Clock::duration elapsed);
+  /// Records the time until it goes out of scope (an exception included) under `action`; null: records nothing.
+  class Section {
+   public:
+    Section(Profiler& profiler, const std::string* action) : profiler_(profiler), action_(action) {
+      if (action_) start_ = Clock::now();
+    }
+    ~Section() {
+      if (action_) profiler_.record(*action_, Clock::now() - start_);
+    }
+    Section(const Section&) = delete;
+    Section& operator=(const Section&) = delete;
+
+   private:
+    Profiler& profiler_;
+    const std::string* action_;
+    Clock::time_point start_{};
+  };
   const std::map<std::string, Action>& actions() const noexcept { return actions_; }
   /// Wall time since start(): the denominator of the report's percentages.
   double elapsed_s() const { return std::chrono::duration<double>(Clock::now() - started_).count(); }

@@ -111,13 +111,7 @@ class ReduceLROnPlateau {
     std::int64_t cooldown = 0;
     double min_lr = 0.0;
   };
-  ReduceLROnPlateau(torch::optim::Optimizer& optimizer, Options options) : optimizer_(&optimizer), options_(options) {
-    if (!(options_.factor > 0 && options_.factor < 1))
-      throw std::invalid_argument("trainloop: ReduceLROnPlateau: factor must be in (0, 1)");
-    if (options_.patience < 0 || options_.cooldown < 0)
-      throw std::invalid_argument("trainloop: ReduceLROnPlateau: patience and cooldown must not be negative");
-    best_ = options_.mode == Mode::min ? std::numeric_limits<double>::infinity() : -std::numeric_limits<double>::infinity();
-  }
+  TRAINLOOP_DETAIL_API ReduceLROnPlateau(torch::optim::Optimizer& optimizer, Options options);
   explicit ReduceLROnPlateau(torch::optim::Optimizer& optimizer) : ReduceLROnPlateau(optimizer, Options{}) {}
 
   TRAINLOOP_DETAIL_API void step(double metric);
@@ -133,6 +127,15 @@ class ReduceLROnPlateau {
 };
 
 #if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API ReduceLROnPlateau::ReduceLROnPlateau(torch::optim::Optimizer& optimizer, Options options)
+    : optimizer_(&optimizer), options_(options) {
+  if (!(options_.factor > 0 && options_.factor < 1))
+    throw std::invalid_argument("trainloop: ReduceLROnPlateau: factor must be in (0, 1)");
+  if (options_.patience < 0 || options_.cooldown < 0)
+    throw std::invalid_argument("trainloop: ReduceLROnPlateau: patience and cooldown must not be negative");
+  best_ = options_.mode == Mode::min ? std::numeric_limits<double>::infinity() : -std::numeric_limits<double>::infinity();
+}
+
 namespace detail {
 TRAINLOOP_DETAIL_API void require_schedule(bool ok, const std::string& what) {
   if (!ok) throw std::invalid_argument("trainloop: " + what);

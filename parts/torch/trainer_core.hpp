@@ -200,23 +200,16 @@ class TrainerCore {
   TRAINLOOP_DETAIL_API void report_profile();
 
   // Runs f, timed under the action when profiling: a name from profiler_actions, or a function returning a name
-  // built once (so nothing is built while the profiler is off).
+  // built once (so nothing is built while the profiler is off). f is expanded once, not once per profiler state.
   template <class Action, class F>
   decltype(auto) profiled(const Action& action, F&& f) {
-    if (!profiling_) return f();
-    struct Scope {
-      Profiler& profiler;
-      const std::string& action;
-      Profiler::Clock::time_point start = Profiler::Clock::now();
-      ~Scope() { profiler.record(action, Profiler::Clock::now() - start); }
-    };
-    if constexpr (std::is_invocable_v<const Action&>) {
-      Scope scope{profiler_, action()};
-      return f();
-    } else {
-      Scope scope{profiler_, action};
-      return f();
+    const std::string* name = nullptr;
+    if (profiling_) {
+      if constexpr (std::is_invocable_v<const Action&>) name = &action();
+      else name = &action;
     }
+    Profiler::Section section(profiler_, name);
+    return f();
   }
 
   // --- checkpoint state --------------------------------------------------------------------------------------------

@@ -21,14 +21,8 @@ class BatchLimit {
   const std::optional<std::int64_t>& count() const { return count_; }
   const std::optional<double>& fraction() const { return fraction_; }
   /// The number of batches out of `available` (unknown for unsized data: then only counts and 1.0 are allowed).
-  std::optional<std::int64_t> apply(std::optional<std::int64_t> available, const char* option) const {
-    if (count_) return available ? std::min(*count_, *available) : *count_;
-    if (!fraction_ || *fraction_ == 1.0) return available;
-    if (!available)
-      throw std::invalid_argument(std::string("trainloop: TrainerOptions().") + option +
-                                  "(fraction): the data has no size, so a fraction of it is unknown; give a count");
-    return static_cast<std::int64_t>(static_cast<double>(*available) * *fraction_);
-  }
+  TRAINLOOP_DETAIL_API std::optional<std::int64_t> apply(std::optional<std::int64_t> available,
+                                                         const char* option) const;
 
  private:
   std::optional<std::int64_t> count_;
@@ -178,6 +172,16 @@ class TrainerOptions {
 };
 
 #if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API std::optional<std::int64_t> BatchLimit::apply(std::optional<std::int64_t> available,
+                                                                const char* option) const {
+  if (count_) return available ? std::min(*count_, *available) : *count_;
+  if (!fraction_ || *fraction_ == 1.0) return available;
+  if (!available)
+    throw std::invalid_argument(std::string("trainloop: TrainerOptions().") + option +
+                                "(fraction): the data has no size, so a fraction of it is unknown; give a count");
+  return static_cast<std::int64_t>(static_cast<double>(*available) * *fraction_);
+}
+
 TRAINLOOP_DETAIL_API TrainerOptions::TrainerOptions() = default;
 TRAINLOOP_DETAIL_API TrainerOptions::TrainerOptions(const TrainerOptions& other) = default;
 TRAINLOOP_DETAIL_API TrainerOptions::TrainerOptions(TrainerOptions&& other) noexcept = default;

@@ -24,16 +24,11 @@ TRAINLOOP_DETAIL_BEGIN
 class CSVLogger {
  public:
   using Options = VersionedLoggerOptions;
-  CSVLogger() : CSVLogger(Options{}) {}
+  TRAINLOOP_DETAIL_API CSVLogger();
   explicit CSVLogger(const Options& options) : run_(options, "CSVLogger") {}
   CSVLogger(CSVLogger&&) = default;
   CSVLogger& operator=(CSVLogger&&) = default;
-  ~CSVLogger() {
-    try {
-      flush();
-    } catch (...) {  // a destructor must not throw; finalize reports write errors
-    }
-  }
+  TRAINLOOP_DETAIL_API ~CSVLogger();
 
   /// Creates the run folder now (idempotent).
   void start() { open(); }
@@ -80,6 +75,15 @@ class CSVLogger {
 };
 
 #if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API CSVLogger::CSVLogger() : CSVLogger(Options{}) {}
+
+TRAINLOOP_DETAIL_API CSVLogger::~CSVLogger() {
+  try {
+    flush();
+  } catch (...) {  // a destructor must not throw; finalize reports write errors
+  }
+}
+
 TRAINLOOP_DETAIL_API void CSVLogger::log_hyperparams(const StateDict& params) {
   hparams_ = params;
   if (run_.is_open()) write_hparams();

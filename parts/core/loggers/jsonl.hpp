@@ -31,16 +31,11 @@ inline std::string json_number(double value) { return std::isfinite(value) ? for
 class JSONLinesLogger {
  public:
   using Options = VersionedLoggerOptions;
-  JSONLinesLogger() : JSONLinesLogger(Options{}) {}
+  TRAINLOOP_DETAIL_API JSONLinesLogger();
   explicit JSONLinesLogger(const Options& options) : run_(options, "JSONLinesLogger") {}
   JSONLinesLogger(JSONLinesLogger&&) = default;
   JSONLinesLogger& operator=(JSONLinesLogger&&) = default;
-  ~JSONLinesLogger() {
-    try {
-      flush();
-    } catch (...) {  // finalize reports write errors; a destructor must not throw
-    }
-  }
+  TRAINLOOP_DETAIL_API ~JSONLinesLogger();
 
   void start() { open(); }
   /// The run folder (chosen, not yet created, until the first write).
@@ -72,6 +67,15 @@ class JSONLinesLogger {
 };
 
 #if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API JSONLinesLogger::JSONLinesLogger() : JSONLinesLogger(Options{}) {}
+
+TRAINLOOP_DETAIL_API JSONLinesLogger::~JSONLinesLogger() {
+  try {
+    flush();
+  } catch (...) {  // finalize reports write errors; a destructor must not throw
+  }
+}
+
 namespace detail {
 TRAINLOOP_DETAIL_API std::string json_string(const std::string& text) {
   std::string out = "\"";

@@ -73,16 +73,11 @@ TRAINLOOP_DETAIL_API std::size_t tfrecords_prefix(const std::string& file, std::
 class TensorBoardLogger {
  public:
   using Options = VersionedLoggerOptions;
-  TensorBoardLogger() : TensorBoardLogger(Options{}) {}
+  TRAINLOOP_DETAIL_API TensorBoardLogger();
   explicit TensorBoardLogger(const Options& options) : run_(options, "TensorBoardLogger") {}
   TensorBoardLogger(TensorBoardLogger&&) = default;
   TensorBoardLogger& operator=(TensorBoardLogger&&) = default;
-  ~TensorBoardLogger() {
-    try {
-      flush();
-    } catch (...) {  // finalize reports write errors; a destructor must not throw
-    }
-  }
+  TRAINLOOP_DETAIL_API ~TensorBoardLogger();
 
   void start() { open(); }
   /// The run folder (chosen, not yet created, until the first write).
@@ -122,6 +117,15 @@ class TensorBoardLogger {
 };
 
 #if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API TensorBoardLogger::TensorBoardLogger() : TensorBoardLogger(Options{}) {}
+
+TRAINLOOP_DETAIL_API TensorBoardLogger::~TensorBoardLogger() {
+  try {
+    flush();
+  } catch (...) {  // finalize reports write errors; a destructor must not throw
+  }
+}
+
 namespace detail {
 TRAINLOOP_DETAIL_API std::uint32_t masked_crc32c(const void* data, std::size_t size) {
   const std::uint32_t crc = crc32c(data, size);

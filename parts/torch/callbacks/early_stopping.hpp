@@ -31,11 +31,7 @@ class EarlyStopping {
     bool check_finite = true;
     bool check_on_train_epoch_end = false;
   };
-  explicit EarlyStopping(Options options) : options_(std::move(options)) {
-    if (options_.monitor.empty()) throw std::invalid_argument("trainloop: EarlyStopping: name the metric to monitor");
-    if (options_.patience < 1) throw std::invalid_argument("trainloop: EarlyStopping: patience must be at least 1");
-    if (options_.min_delta < 0) throw std::invalid_argument("trainloop: EarlyStopping: min_delta must not be negative");
-  }
+  TRAINLOOP_DETAIL_API explicit EarlyStopping(Options options);
   TRAINLOOP_DETAIL_API EarlyStopping& stops(EngineCore& engine);
 
   // Trainer callback hooks.
@@ -139,6 +135,12 @@ class TerminateOnNan {
 };
 
 #if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API EarlyStopping::EarlyStopping(Options options) : options_(std::move(options)) {
+  if (options_.monitor.empty()) throw std::invalid_argument("trainloop: EarlyStopping: name the metric to monitor");
+  if (options_.patience < 1) throw std::invalid_argument("trainloop: EarlyStopping: patience must be at least 1");
+  if (options_.min_delta < 0) throw std::invalid_argument("trainloop: EarlyStopping: min_delta must not be negative");
+}
+
 TRAINLOOP_DETAIL_API EarlyStopping& EarlyStopping::stops(EngineCore& engine) {
   target_ = &engine;
   return *this;

@@ -33,10 +33,7 @@ class EMA {
     bool average_buffers = false;
   };
   EMA() : EMA(Options{}) {}
-  explicit EMA(Options options) : options_(options) {
-    if (!(options_.decay > 0 && options_.decay < 1)) throw std::invalid_argument("trainloop: EMA: decay must be in (0, 1)");
-    if (options_.every_n_steps < 1) throw std::invalid_argument("trainloop: EMA: every_n_steps must be at least 1");
-  }
+  TRAINLOOP_DETAIL_API explicit EMA(Options options);
   TRAINLOOP_DETAIL_API EMA& track(torch::nn::Module& model);
 
   /// The decay the next update uses.
@@ -149,6 +146,11 @@ class EMA {
 };
 
 #if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API EMA::EMA(Options options) : options_(options) {
+  if (!(options_.decay > 0 && options_.decay < 1)) throw std::invalid_argument("trainloop: EMA: decay must be in (0, 1)");
+  if (options_.every_n_steps < 1) throw std::invalid_argument("trainloop: EMA: every_n_steps must be at least 1");
+}
+
 TRAINLOOP_DETAIL_API EMA& EMA::track(torch::nn::Module& model) {
   tracked_ = &model;
   return *this;

@@ -16,20 +16,9 @@ TRAINLOOP_DETAIL_BEGIN
 class GradientAccumulationScheduler {
  public:
   // The initializer-list form keeps `GradientAccumulationScheduler({{2, 8}})` unambiguous.
-  GradientAccumulationScheduler(std::initializer_list<std::pair<const std::int64_t, std::int64_t>> scheduling)
-      : GradientAccumulationScheduler(std::map<std::int64_t, std::int64_t>(scheduling)) {}
-  explicit GradientAccumulationScheduler(std::map<std::int64_t, std::int64_t> scheduling)
-      : scheduling_(std::move(scheduling)) {
-    if (scheduling_.empty()) throw std::invalid_argument("trainloop: GradientAccumulationScheduler: the schedule is empty");
-    for (const auto& [epoch, factor] : scheduling_) {
-      if (epoch < 0)
-        throw std::invalid_argument("trainloop: GradientAccumulationScheduler: epoch " + std::to_string(epoch) +
-                                    " is negative (epochs count from 0)");
-      if (factor < 1)
-        throw std::invalid_argument("trainloop: GradientAccumulationScheduler: the factor at epoch " +
-                                    std::to_string(epoch) + " is " + std::to_string(factor) + "; it must be at least 1");
-    }
-  }
+  TRAINLOOP_DETAIL_API GradientAccumulationScheduler(
+      std::initializer_list<std::pair<const std::int64_t, std::int64_t>> scheduling);
+  TRAINLOOP_DETAIL_API explicit GradientAccumulationScheduler(std::map<std::int64_t, std::int64_t> scheduling);
   /// Batches per optimizer step in `epoch` (0-based).
   TRAINLOOP_DETAIL_API std::int64_t factor_for(std::int64_t epoch) const;
 
@@ -54,6 +43,24 @@ class GradientAccumulationScheduler {
 };
 
 #if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API GradientAccumulationScheduler::GradientAccumulationScheduler(
+    std::initializer_list<std::pair<const std::int64_t, std::int64_t>> scheduling)
+    : GradientAccumulationScheduler(std::map<std::int64_t, std::int64_t>(scheduling)) {}
+
+TRAINLOOP_DETAIL_API GradientAccumulationScheduler::GradientAccumulationScheduler(
+    std::map<std::int64_t, std::int64_t> scheduling)
+    : scheduling_(std::move(scheduling)) {
+  if (scheduling_.empty()) throw std::invalid_argument("trainloop: GradientAccumulationScheduler: the schedule is empty");
+  for (const auto& [epoch, factor] : scheduling_) {
+    if (epoch < 0)
+      throw std::invalid_argument("trainloop: GradientAccumulationScheduler: epoch " + std::to_string(epoch) +
+                                  " is negative (epochs count from 0)");
+    if (factor < 1)
+      throw std::invalid_argument("trainloop: GradientAccumulationScheduler: the factor at epoch " +
+                                  std::to_string(epoch) + " is " + std::to_string(factor) + "; it must be at least 1");
+  }
+}
+
 TRAINLOOP_DETAIL_API std::int64_t GradientAccumulationScheduler::factor_for(std::int64_t epoch) const {
   auto it = scheduling_.upper_bound(epoch);
   return it == scheduling_.begin() ? 1 : std::prev(it)->second;

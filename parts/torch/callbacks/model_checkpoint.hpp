@@ -33,14 +33,8 @@ class ModelCheckpoint {
     std::chrono::duration<double> train_time_interval{0};  ///< 0: not by time
     bool save_weights_only = false;
   };
-  ModelCheckpoint() : ModelCheckpoint(Options{}) {}
-  explicit ModelCheckpoint(Options options) : options_(std::move(options)) {
-    if (options_.save_top_k < -1) throw std::invalid_argument("trainloop: ModelCheckpoint: save_top_k must be -1 or more");
-    if (options_.save_top_k > 1 && options_.monitor.empty())
-      throw std::invalid_argument("trainloop: ModelCheckpoint: save_top_k > 1 needs a monitor to rank checkpoints");
-    if (options_.every_n_train_steps < 0 || options_.every_n_epochs < 0)
-      throw std::invalid_argument("trainloop: ModelCheckpoint: every_n_* must not be negative");
-  }
+  TRAINLOOP_DETAIL_API ModelCheckpoint();
+  TRAINLOOP_DETAIL_API explicit ModelCheckpoint(Options options);
 
   template <class T, class M>
   void on_fit_start(T& trainer, M&) {
@@ -164,6 +158,16 @@ class ModelCheckpoint {
 };
 
 #if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API ModelCheckpoint::ModelCheckpoint() : ModelCheckpoint(Options{}) {}
+
+TRAINLOOP_DETAIL_API ModelCheckpoint::ModelCheckpoint(Options options) : options_(std::move(options)) {
+  if (options_.save_top_k < -1) throw std::invalid_argument("trainloop: ModelCheckpoint: save_top_k must be -1 or more");
+  if (options_.save_top_k > 1 && options_.monitor.empty())
+    throw std::invalid_argument("trainloop: ModelCheckpoint: save_top_k > 1 needs a monitor to rank checkpoints");
+  if (options_.every_n_train_steps < 0 || options_.every_n_epochs < 0)
+    throw std::invalid_argument("trainloop: ModelCheckpoint: every_n_* must not be negative");
+}
+
 TRAINLOOP_DETAIL_API std::string ModelCheckpoint::find_checkpoint(const std::string& which) const {
   namespace fs = std::filesystem;
   std::error_code error;

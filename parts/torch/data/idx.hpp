@@ -19,16 +19,7 @@ namespace detail {
 // zlib reads gzip and plain files alike; this owns the handle and reports errors with the file's path.
 class GzFile {
  public:
-  GzFile(const std::string& path, const std::string& hint) : path_(path) {
-    errno = 0;
-    file_ = gzopen(path.c_str(), "rb");
-    if (!file_) {
-      const int error = errno;
-      throw std::runtime_error("trainloop: cannot open '" + path + "': " +
-                               (error ? std::strerror(error) : "out of memory") + (hint.empty() ? "" : " (" + hint + ")"));
-    }
-    gzbuffer(file_, 1 << 17);
-  }
+  TRAINLOOP_DETAIL_API GzFile(const std::string& path, const std::string& hint);
   GzFile(const GzFile&) = delete;
   GzFile& operator=(const GzFile&) = delete;
   ~GzFile() { gzclose(file_); }
@@ -77,6 +68,17 @@ TRAINLOOP_DETAIL_API MnistSplit fashion_mnist(bool train, const std::string& dir
 TRAINLOOP_DETAIL_API MnistSplit mnist(bool train, const std::string& dir, bool normalize = false);
 
 #if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API detail::GzFile::GzFile(const std::string& path, const std::string& hint) : path_(path) {
+  errno = 0;
+  file_ = gzopen(path.c_str(), "rb");
+  if (!file_) {
+    const int error = errno;
+    throw std::runtime_error("trainloop: cannot open '" + path + "': " +
+                             (error ? std::strerror(error) : "out of memory") + (hint.empty() ? "" : " (" + hint + ")"));
+  }
+  gzbuffer(file_, 1 << 17);
+}
+
 namespace detail {
 TRAINLOOP_DETAIL_API void GzFile::read_exactly(void* out, std::size_t size, const std::string& what) {
   auto* bytes = static_cast<unsigned char*>(out);

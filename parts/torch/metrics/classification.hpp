@@ -78,10 +78,7 @@ TRAINLOOP_DETAIL_API std::int64_t add_to_confusion(torch::Tensor& counts, const 
 /// Per-class true positives, false positives and false negatives: what Precision, Recall and FBeta compute from.
 class ClassCounts {
  public:
-  ClassCounts(ClassificationOptions options, const char* metric) : options_(options), metric_(metric) {
-    if (options_.task() == Task::multilabel)
-      require(options_.num_classes() > 0, metric_, "multilabel needs num_classes (the number of labels)");
-  }
+  TRAINLOOP_DETAIL_API ClassCounts(ClassificationOptions options, const char* metric);
   TRAINLOOP_DETAIL_API void reset();
   TRAINLOOP_DETAIL_API void update(const torch::Tensor& prediction, const torch::Tensor& target);
   // The per-class ratio numerator / denominator (0 where the denominator is 0), combined by the averaging mode.
@@ -320,6 +317,11 @@ TRAINLOOP_DETAIL_API std::int64_t add_to_confusion(torch::Tensor& counts, const 
       torch::where(usable, target.to(torch::kLong) * c + predicted.to(torch::kLong), torch::zeros({}, counts.options()));
   counts.index_add_(0, cells, usable.to(torch::kLong));
   return target.size(0);
+}
+TRAINLOOP_DETAIL_API ClassCounts::ClassCounts(ClassificationOptions options, const char* metric)
+    : options_(options), metric_(metric) {
+  if (options_.task() == Task::multilabel)
+    require(options_.num_classes() > 0, metric_, "multilabel needs num_classes (the number of labels)");
 }
 TRAINLOOP_DETAIL_API void ClassCounts::reset() {
   tp_ = fp_ = fn_ = torch::Tensor();
