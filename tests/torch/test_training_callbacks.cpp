@@ -357,6 +357,28 @@ TEST_CASE("the profiler times hooks, steps and batch fetches, and writes its rep
   CHECK(report.find("| 10 ") != std::string::npos);
 }
 
+namespace {
+// The profiler times a hook that throws too (Lightning's profile() context manager records on the way out).
+struct ThrowOnThirdBatch {
+  int calls = 0;
+  template <class T, class M, class O, class B>
+  void on_train_batch_end(T&, M&, const O&, B&, std::int64_t) {
+    if (++calls == 3) throw std::runtime_error("third batch");
+  }
+};
+}  // namespace
+
+TEST_CASE("the profiler records a hook that throws, and the fit's error is the hook's") {
+  auto data = batches(5);
+  TwoGroups net;
+  Trainer trainer(quiet().max_epochs(1).profiler(true), ThrowOnThirdBatch{});
+  CHECK_THROWS_WITH_AS(trainer.fit(net, data), "third batch", std::runtime_error);
+  const auto& actions = trainer.profiler().actions();
+  CHECK(actions.at("[Callback](anonymous namespace)::ThrowOnThirdBatch.on_train_batch_end").calls == 3);
+  CHECK(actions.at("[LightningModule](anonymous namespace)::TwoGroups.training_step").calls == 3);
+  CHECK(actions.at("run_training_batch").calls == 3);  // the batch the hook failed in is timed too
+}
+
 TEST_CASE("hyperparameters are written into the Trainer's checkpoints") {
   TempDir dir;
   auto data = batches(2);
