@@ -3574,17 +3574,17 @@ class MLFlowLogger {
 #if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
 TRAINLOOP_DETAIL_API MLFlowLogger::MLFlowLogger() : MLFlowLogger(Options{}) {}
 
+TRAINLOOP_DETAIL_API MLFlowLogger::MLFlowLogger(Options options)
+    : options_(std::move(options)), flush_clock_(options_.flush_interval) {
+  for (const auto& [key, value] : options_.tags) key_file(tag, key);
+}
+
 TRAINLOOP_DETAIL_API MLFlowLogger::~MLFlowLogger() {
   if (!started_ || finalized_) return;
   try {
     finalize(std::uncaught_exceptions() > 0 ? "failed" : "success");
   } catch (...) {  // finalize reports write errors; a destructor must not throw
   }
-}
-
-TRAINLOOP_DETAIL_API MLFlowLogger::MLFlowLogger(Options options)
-    : options_(std::move(options)), flush_clock_(options_.flush_interval) {
-  for (const auto& [key, value] : options_.tags) key_file(tag, key);
 }
 
 namespace detail {
