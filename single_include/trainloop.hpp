@@ -9517,12 +9517,12 @@ class TrainerCore {
   // --- evaluation ------------------------------------------------------------------------------------------------
 
   // What an evaluation changes, put back when it ends (by an exception too): the stage, the metric store the module
-  // logs to, the sanity-check flag (still set for on_sanity_check_end), the module's mode (unless an
-  // on_<stage>_model_train hook took care of it).
+  // logs to, the module's mode (unless an on_<stage>_model_train hook took care of it). A sanity check's evaluation
+  // (SanityCheckScope owns the flag) publishes nothing and leaves no values in the store.
   class EvaluationScope {
    public:
     // `batches`: the evaluation's batch count (nullopt: unknown), for num_val_batches() and the progress bar.
-    TRAINLOOP_DETAIL_API EvaluationScope(TrainerCore& trainer, torch::nn::Module& module, Stage stage, bool sanity,
+    TRAINLOOP_DETAIL_API EvaluationScope(TrainerCore& trainer, torch::nn::Module& module, Stage stage,
                                          std::optional<std::int64_t> batches);
     TRAINLOOP_DETAIL_API ~EvaluationScope();
     EvaluationScope(const EvaluationScope&) = delete;
@@ -9537,7 +9537,7 @@ class TrainerCore {
     TrainerCore& trainer_;
     torch::nn::Module& module_;
     Stage stage_, previous_stage_;
-    bool sanity_, previous_sanity_, was_training_;
+    bool sanity_, was_training_;
     MetricStore& store_;
   };
 
@@ -9903,18 +9903,15 @@ TRAINLOOP_DETAIL_API TrainerCore::TrainingEngineScope::~TrainingEngineScope() {
 }
 
 TRAINLOOP_DETAIL_API TrainerCore::EvaluationScope::EvaluationScope(TrainerCore& trainer, torch::nn::Module& module,
-                                                                  Stage stage, bool sanity,
-                                                                  std::optional<std::int64_t> batches)
+                                                                  Stage stage, std::optional<std::int64_t> batches)
     : trainer_(trainer),
       module_(module),
       stage_(stage),
       previous_stage_(trainer.stage_),
-      sanity_(sanity),
-      previous_sanity_(trainer.sanity_checking_),
+      sanity_(trainer.sanity_checking_),
       was_training_(module.is_training()),
       store_(trainer.metrics_[index(stage)]) {
   trainer_.stage_ = stage;
-  trainer_.sanity_checking_ = sanity;
   trainer_.runtime_.stage = stage;
   trainer_.runtime_.metrics = &store_;
   store_.start_epoch();
@@ -9937,7 +9934,6 @@ TRAINLOOP_DETAIL_API TrainerCore::EvaluationScope::~EvaluationScope() {
   trainer_.stage_ = previous_stage_;
   trainer_.runtime_.stage = previous_stage_;
   trainer_.runtime_.metrics = &trainer_.metrics_[index(previous_stage_)];
-  trainer_.sanity_checking_ = previous_sanity_;
 }
 
 TRAINLOOP_DETAIL_API void TrainerCore::check_optimizers(const std::string& module, bool automatic_optimization) {
@@ -11441,14 +11437,14 @@ class Trainer : public TrainerCore {
 
   // Validation or test (Predict false: `stage` says which; nothing is kept), or predict (its outputs, in order).
   template <bool Predict, class Module, class Data>
-  auto run_evaluation(Module& module, Data& data, Stage stage, std::optional<std::int64_t> limit,
-                      bool sanity = false) {
+  auto run_evaluation(Module& module, Data& data, Stage stage, std::optional<std::int64_t> limit) {
     using Batch = detail::batch_of_data_t<Data&>;
     using Stored = typename detail::prediction_of<Predict, Module, Batch>::type;
     std::vector<Stored> outputs;
     if (limit && *limit == 0) return outputs;
 
-    EvaluationScope scope(*this, module, stage, sanity, limit ? limit : detail::data_size(data));
+    const bool sanity = sanity_checking_;  // set by the fit's SanityCheckScope
+    EvaluationScope scope(*this, module, stage, limit ? limit : detail::data_size(data));
     MetricStore& store = scope.store();
     // Lightning's mode hooks: on_validation_model_zero_grad before a validation inside fit, then
     // on_<stage>_model_eval (default: eval()); on_<stage>_model_train after on_<stage>_end (default: the mode
@@ -11589,7 +11585,7 @@ class Trainer : public TrainerCore {
         if (t.sanity_check_due(limit)) {
           SanityCheckScope sanity_check(t);
           t.template call_hook<detail::tags::on_sanity_check_start>(*module);
-          validate_now(limit, true);
+          validate_now(limit);
           t.template call_hook<detail::tags::on_sanity_check_end>(*module);
         }
       }
@@ -11624,17 +11620,17 @@ class Trainer : public TrainerCore {
       static_assert((detail::check_engine_hook_signatures<detail::unwrap_reference_t<Callbacks>, Engine>() && ... && true));
     }
 
-    void validate_now(std::optional<std::int64_t> limit, bool sanity) {
+    void validate_now(std::optional<std::int64_t> limit) {
       if constexpr (has_val) {
         constexpr bool validates_train_batches =
             detail::lightning_hook<detail::tags::validation_step>::callable<Module, Batch&, std::int64_t>;
         if constexpr (validates_train_batches) {  // overfit_batches validates on them (fit_with refused it otherwise)
           if (trainer->options_.overfit_batches().is_set()) {
-            trainer->template run_evaluation<false>(*module, train->get(), Stage::validate, limit, sanity);
+            trainer->template run_evaluation<false>(*module, train->get(), Stage::validate, limit);
             return;
           }
         }
-        trainer->template run_evaluation<false>(*module, val->get(), Stage::validate, limit, sanity);
+        trainer->template run_evaluation<false>(*module, val->get(), Stage::validate, limit);
       }
     }
 
@@ -11691,7 +11687,7 @@ class Trainer : public TrainerCore {
           finish_batch(engine);
         } else if (point == LoopPoint::batch_validation) {
           t.loop_point_ = LoopPoint::batch_validation;
-          validate_now(t.fit_.val_limit, false);
+          validate_now(t.fit_.val_limit);
         }
         t.loop_point_ = LoopPoint::between_batches;
       }
@@ -11724,7 +11720,7 @@ class Trainer : public TrainerCore {
       const bool out_of_time = t.out_of_time();
       if (has_val && t.validation_due_at_batch_end(engine.state, out_of_time)) {
         t.loop_point_ = LoopPoint::batch_validation;
-        validate_now(t.fit_.val_limit, false);
+        validate_now(t.fit_.val_limit);
         t.loop_point_ = LoopPoint::between_batches;
       }
       if (t.stop_due(out_of_time)) {  // the epoch ends here, then the fit
@@ -11747,7 +11743,7 @@ class Trainer : public TrainerCore {
       if (from == LoopPoint::in_batch || from == LoopPoint::epoch_validation) {
         if (has_val && t.validation_at_epoch_end() && t.validation_due_this_epoch() && !t.skip_rest_of_epoch_) {
           t.loop_point_ = LoopPoint::epoch_validation;  // its on_validation_end moves on to epoch_hooks
-          validate_now(t.fit_.val_limit, false);
+          validate_now(t.fit_.val_limit);
         }
         from = LoopPoint::epoch_hooks;
       }

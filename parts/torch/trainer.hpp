@@ -917,14 +917,14 @@ class Trainer : public TrainerCore {
 
   // Validation or test (Predict false: `stage` says which; nothing is kept), or predict (its outputs, in order).
   template <bool Predict, class Module, class Data>
-  auto run_evaluation(Module& module, Data& data, Stage stage, std::optional<std::int64_t> limit,
-                      bool sanity = false) {
+  auto run_evaluation(Module& module, Data& data, Stage stage, std::optional<std::int64_t> limit) {
     using Batch = detail::batch_of_data_t<Data&>;
     using Stored = typename detail::prediction_of<Predict, Module, Batch>::type;
     std::vector<Stored> outputs;
     if (limit && *limit == 0) return outputs;
 
-    EvaluationScope scope(*this, module, stage, sanity, limit ? limit : detail::data_size(data));
+    const bool sanity = sanity_checking_;  // set by the fit's SanityCheckScope
+    EvaluationScope scope(*this, module, stage, limit ? limit : detail::data_size(data));
     MetricStore& store = scope.store();
     // Lightning's mode hooks: on_validation_model_zero_grad before a validation inside fit, then
     // on_<stage>_model_eval (default: eval()); on_<stage>_model_train after on_<stage>_end (default: the mode
@@ -1065,7 +1065,7 @@ class Trainer : public TrainerCore {
         if (t.sanity_check_due(limit)) {
           SanityCheckScope sanity_check(t);
           t.template call_hook<detail::tags::on_sanity_check_start>(*module);
-          validate_now(limit, true);
+          validate_now(limit);
           t.template call_hook<detail::tags::on_sanity_check_end>(*module);
         }
       }
@@ -1100,17 +1100,17 @@ class Trainer : public TrainerCore {
       static_assert((detail::check_engine_hook_signatures<detail::unwrap_reference_t<Callbacks>, Engine>() && ... && true));
     }
 
-    void validate_now(std::optional<std::int64_t> limit, bool sanity) {
+    void validate_now(std::optional<std::int64_t> limit) {
       if constexpr (has_val) {
         constexpr bool validates_train_batches =
             detail::lightning_hook<detail::tags::validation_step>::callable<Module, Batch&, std::int64_t>;
         if constexpr (validates_train_batches) {  // overfit_batches validates on them (fit_with refused it otherwise)
           if (trainer->options_.overfit_batches().is_set()) {
-            trainer->template run_evaluation<false>(*module, train->get(), Stage::validate, limit, sanity);
+            trainer->template run_evaluation<false>(*module, train->get(), Stage::validate, limit);
             return;
           }
         }
-        trainer->template run_evaluation<false>(*module, val->get(), Stage::validate, limit, sanity);
+        trainer->template run_evaluation<false>(*module, val->get(), Stage::validate, limit);
       }
     }
 
@@ -1167,7 +1167,7 @@ class Trainer : public TrainerCore {
           finish_batch(engine);
         } else if (point == LoopPoint::batch_validation) {
           t.loop_point_ = LoopPoint::batch_validation;
-          validate_now(t.fit_.val_limit, false);
+          validate_now(t.fit_.val_limit);
         }
         t.loop_point_ = LoopPoint::between_batches;
       }
@@ -1200,7 +1200,7 @@ class Trainer : public TrainerCore {
       const bool out_of_time = t.out_of_time();
       if (has_val && t.validation_due_at_batch_end(engine.state, out_of_time)) {
         t.loop_point_ = LoopPoint::batch_validation;
-        validate_now(t.fit_.val_limit, false);
+        validate_now(t.fit_.val_limit);
         t.loop_point_ = LoopPoint::between_batches;
       }
       if (t.stop_due(out_of_time)) {  // the epoch ends here, then the fit
@@ -1223,7 +1223,7 @@ class Trainer : public TrainerCore {
       if (from == LoopPoint::in_batch || from == LoopPoint::epoch_validation) {
         if (has_val && t.validation_at_epoch_end() && t.validation_due_this_epoch() && !t.skip_rest_of_epoch_) {
           t.loop_point_ = LoopPoint::epoch_validation;  // its on_validation_end moves on to epoch_hooks
-          validate_now(t.fit_.val_limit, false);
+          validate_now(t.fit_.val_limit);
         }
         from = LoopPoint::epoch_hooks;
       }

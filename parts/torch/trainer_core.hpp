@@ -363,12 +363,12 @@ class TrainerCore {
   // --- evaluation ------------------------------------------------------------------------------------------------
 
   // What an evaluation changes, put back when it ends (by an exception too): the stage, the metric store the module
-  // logs to, the sanity-check flag (still set for on_sanity_check_end), the module's mode (unless an
-  // on_<stage>_model_train hook took care of it).
+  // logs to, the module's mode (unless an on_<stage>_model_train hook took care of it). A sanity check's evaluation
+  // (SanityCheckScope owns the flag) publishes nothing and leaves no values in the store.
   class EvaluationScope {
    public:
     // `batches`: the evaluation's batch count (nullopt: unknown), for num_val_batches() and the progress bar.
-    TRAINLOOP_DETAIL_API EvaluationScope(TrainerCore& trainer, torch::nn::Module& module, Stage stage, bool sanity,
+    TRAINLOOP_DETAIL_API EvaluationScope(TrainerCore& trainer, torch::nn::Module& module, Stage stage,
                                          std::optional<std::int64_t> batches);
     TRAINLOOP_DETAIL_API ~EvaluationScope();
     EvaluationScope(const EvaluationScope&) = delete;
@@ -383,7 +383,7 @@ class TrainerCore {
     TrainerCore& trainer_;
     torch::nn::Module& module_;
     Stage stage_, previous_stage_;
-    bool sanity_, previous_sanity_, was_training_;
+    bool sanity_, was_training_;
     MetricStore& store_;
   };
 
@@ -749,18 +749,15 @@ TRAINLOOP_DETAIL_API TrainerCore::TrainingEngineScope::~TrainingEngineScope() {
 }
 
 TRAINLOOP_DETAIL_API TrainerCore::EvaluationScope::EvaluationScope(TrainerCore& trainer, torch::nn::Module& module,
-                                                                  Stage stage, bool sanity,
-                                                                  std::optional<std::int64_t> batches)
+                                                                  Stage stage, std::optional<std::int64_t> batches)
     : trainer_(trainer),
       module_(module),
       stage_(stage),
       previous_stage_(trainer.stage_),
-      sanity_(sanity),
-      previous_sanity_(trainer.sanity_checking_),
+      sanity_(trainer.sanity_checking_),
       was_training_(module.is_training()),
       store_(trainer.metrics_[index(stage)]) {
   trainer_.stage_ = stage;
-  trainer_.sanity_checking_ = sanity;
   trainer_.runtime_.stage = stage;
   trainer_.runtime_.metrics = &store_;
   store_.start_epoch();
@@ -783,7 +780,6 @@ TRAINLOOP_DETAIL_API TrainerCore::EvaluationScope::~EvaluationScope() {
   trainer_.stage_ = previous_stage_;
   trainer_.runtime_.stage = previous_stage_;
   trainer_.runtime_.metrics = &trainer_.metrics_[index(previous_stage_)];
-  trainer_.sanity_checking_ = previous_sanity_;
 }
 
 TRAINLOOP_DETAIL_API void TrainerCore::check_optimizers(const std::string& module, bool automatic_optimization) {
