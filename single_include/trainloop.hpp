@@ -598,7 +598,6 @@ TRAINLOOP_DETAIL_END
 #include <cstdint>
 #include <initializer_list>
 #include <limits>
-#include <optional>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -610,11 +609,13 @@ TRAINLOOP_DETAIL_END
 
 TRAINLOOP_DETAIL_BEGIN
 
-/// When a handler runs, given the event's counter `c` (see `counter_of`). All conditions that were set must hold:
-///   every(n): (c - after) % n == 0      once(n) / once({...}): c is one of them
-///   after(n): c > n                     before(n): c < n          filter(pred): pred(state, c)
-/// So `every(10).after(50)` runs at 60, 70, ... (Ignite would run at 51, 61, ...: we keep `every` on the same
-/// grid with or without `after`.)
+/// When a handler runs, given the event's counter `c` (see `counter_of`). All conditions that were set must hold,
+/// as in Ignite's filters (`ignite/engine/events.py`):
+///   a range, after(a) and/or before(b): a < c < b, with a = 0 when only before(b) is given
+///   every(n) alone: c % n == 0; within a range it counts from the range's first count: (c - a - 1) % n == 0,
+///     so `every(3).before(8)` runs at 1, 4, 7 and `every(10).after(50)` at 51, 61, ...
+///   once(n) / once({...}): c is one of them          filter(pred): pred(state, c)
+/// Ignite refuses once or a predicate combined with other conditions; here they combine by "and".
 class Filter {
  public:
   Filter() = default;
@@ -626,10 +627,12 @@ class Filter {
   }
   Filter& after(std::uint64_t n) {
     after_ = n;
+    ranged_ = true;
     return *this;
   }
   Filter& before(std::uint64_t n) {
     before_ = n;
+    ranged_ = true;
     return *this;
   }
   TRAINLOOP_DETAIL_API Filter& once(std::vector<std::uint64_t> counts);
@@ -649,13 +652,13 @@ class Filter {
   }
 
   bool accepts(const State& state, std::uint64_t c) const {
-    if (c >= before_ || (after_ && c <= *after_)) return false;
-    if (every_ != 1 && (c - after_.value_or(0)) % every_ != 0) return false;
+    if (ranged_ && (c <= after_ || c >= before_)) return false;
+    if (every_ != 1 && (c - (ranged_ ? after_ + 1 : 0)) % every_ != 0) return false;
     if (!once_.empty() && !once_contains(c)) return false;
     return !predicate_ || predicate_(state, c);
   }
   bool is_trivial() const noexcept {
-    return every_ == 1 && !after_ && before_ == kNoLimit && once_.empty() && !predicate_;
+    return every_ == 1 && !ranged_ && once_.empty() && !predicate_;
   }
 
  private:
@@ -671,8 +674,8 @@ class Filter {
     return low < once_.size() && once_[low] == c;
   }
   std::uint64_t every_ = 1;
-  std::optional<std::uint64_t> after_;  // unset, not 0: `started` fires with the epoch counter at 0
-  std::uint64_t before_ = kNoLimit;
+  std::uint64_t after_ = 0, before_ = kNoLimit;
+  bool ranged_ = false;  // after or before was given: the count must then lie strictly inside, as in Ignite
   std::vector<std::uint64_t> once_;
   detail::SharedFunction<bool(const State&, std::uint64_t)> predicate_;
 };
@@ -1670,8 +1673,9 @@ class Engine : public EngineCore {
   }
 
   /// Runs (or resumes) over `data` (see RunOptions and the README for the resume rule). Returns the state.
-  /// A resumed run keeps reading the pass it was reading when given the same data object (or, after interrupt(),
-  /// any data of the same kind: the interrupted pass continues); given other data, it skips what the pass consumed.
+  /// A resumed run keeps reading the pass it was reading when given the same data object (an lvalue); given other
+  /// data, it skips what the pass consumed, unless that pass had ended. After interrupt(), only run() or the same
+  /// lvalue continues: other data, an rvalue included, is refused.
   template <class Data, class = std::enable_if_t<!std::is_same_v<std::decay_t<Data>, RunOptions>>>
   State& run(Data&& data, const RunOptions& options = {}) {
     using Source = decltype(detail::make_data_source<Batch>(std::forward<Data>(data)));
@@ -1681,12 +1685,12 @@ class Engine : public EngineCore {
     const auto size = detail::data_size(static_cast<const std::remove_reference_t<Data>&>(data));
     const bool resumed = prepare_run(options, size ? std::optional<std::size_t>(static_cast<std::size_t>(*size))
                                                    : std::nullopt);
-    const bool same_pass = kept_.type == &detail::type_tag<Source>::id && kept_.data == address &&
-                           (address != nullptr || interrupted());
+    const bool same_pass =
+        address != nullptr && kept_.data == address && kept_.type == &detail::type_tag<Source>::id;
     if (!resumed || !same_pass) {
       if (interrupted())
         throw std::logic_error("trainloop: run(data): the run was interrupted; continue it with run() or with the same "
-                               "data object (a different one cannot continue the interrupted pass)");
+                               "data object (other data, an rvalue included, cannot continue the interrupted pass)");
       kept_.run = typename KeptSource::Run(
           [source = detail::make_data_source<Batch>(std::forward<Data>(data))](Engine& engine) mutable {
             engine.run_loop(source);
@@ -1694,10 +1698,11 @@ class Engine : public EngineCore {
       kept_.type = &detail::type_tag<Source>::id;
       kept_.data = address;
       kept_.size = size ? std::optional<std::size_t>(static_cast<std::size_t>(*size)) : std::nullopt;
+      // A pass the sized data cannot reach (it had ended, or the new data is shorter) leaves nothing to skip.
+      if (resumed && kept_.size && state.pass_position >= *kept_.size) state.pass_position = 0;
       skip_pending_ = resumed && options.skip_consumed_batches() ? state.pass_position : 0;
     }
-    restart_data_each_epoch_ = options.restart_data_each_epoch();
-    kept_.run(*this);
+    begin_run(resumed, options);
     return state;
   }
   /// Continues the last run (interrupted, terminated, or finished and given a higher limit) over the data it was
@@ -1708,8 +1713,7 @@ class Engine : public EngineCore {
     if (!prepare_run(options, kept_.size))
       throw std::logic_error("trainloop: run(): the last run finished; start a new one with run(data, ...) or raise "
                              "max_epochs/max_iters to continue it");
-    restart_data_each_epoch_ = options.restart_data_each_epoch();
-    kept_.run(*this);
+    begin_run(true, options);
     return state;
   }
 
@@ -1817,6 +1821,11 @@ class Engine : public EngineCore {
 
   // --- the loop -------------------------------------------------------------------------------------------------
 
+  void begin_run(bool resumed, const RunOptions& options) {
+    restart_data_each_epoch_ = options.restart_data_each_epoch();
+    first_fetch_of_resumed_run_ = resumed && !interrupted();
+    kept_.run(*this);
+  }
   template <class Source>
   void run_loop(Source& source) {
     EngineCore::run_loop(&source, loop_ops<Source>);
@@ -1910,15 +1919,21 @@ class Engine : public EngineCore {
     }
   }
 
-  // The data source, counted: the pass position is what a resumed run over a fresh source skips first.
+  // The data source, counted: the pass position is what a resumed run over a fresh source skips first. A resumed
+  // run (not an interrupted one) whose first fetch finds the pass at its end, or skips past it, starts a fresh pass
+  // without data_exhausted, as Ignite's, whose every run() starts its own iterator: a pass that had ended leaves
+  // nothing to read again. (Unless the epoch length is still unknown: then that end is what defines it.)
   template <class Source>
   Batch* next_batch(Source& source) {
-    for (; skip_pending_ > 0; --skip_pending_)
-      if (source.next() == nullptr) {  // the new data is shorter than the position: its pass is over
-        skip_pending_ = 0;
-        break;
-      }
-    Batch* next = source.next();
+    const bool first_fetch_of_resumed_run = std::exchange(first_fetch_of_resumed_run_, false);
+    bool pass_ended = false;
+    for (; skip_pending_ > 0 && !pass_ended; --skip_pending_) pass_ended = source.next() == nullptr;
+    skip_pending_ = 0;
+    Batch* next = pass_ended ? nullptr : source.next();
+    if (next == nullptr && first_fetch_of_resumed_run && state.epoch_length) {  // (an unsized first pass ends)
+      restart_data(source);
+      next = source.next();
+    }
     if (next != nullptr) ++state.pass_position;
     return next;
   }
@@ -1933,6 +1948,7 @@ class Engine : public EngineCore {
   handlers_type handlers_;
   std::optional<output_type> output_;
   std::uint64_t skip_pending_ = 0;             // batches a fresh source skips before its first one
+  bool first_fetch_of_resumed_run_ = false;   // see next_batch
   // The data source of the last run, kept so a resumed run continues its pass (type-erased: its type depends on the
   // data given to run()). `run` owns the source and runs the loop over it.
   struct KeptSource {
@@ -3465,9 +3481,10 @@ namespace detail {
 TRAINLOOP_DETAIL_API std::string uuid4_hex();
 // One UTF-8 code point at text[i]: its length, or 0 when the bytes there are not UTF-8.
 TRAINLOOP_DETAIL_API std::size_t utf8_code_point(const std::string& text, std::size_t i, char32_t& cp);
-// Python's \w for a code point beyond ASCII: letters and digits are, punctuation, symbols, marks, spaces and emoji
-// are not. A table of the blocks and Latin-1 characters that are not word characters: close to Python's rule, which
-// also excludes the combining marks of other scripts (Indic vowel signs, Hebrew and Arabic points) kept here.
+// Python's \w for a code point beyond ASCII, which MLflow's name rule uses: `str.isalnum()`, that is Unicode's letters
+// and numbers (general categories L* and N*); marks (Indic vowel signs, Hebrew points), punctuation, symbols, spaces
+// and emoji are not. Exactly Python's table, generated by tools/unicode_word_ranges.py (the Unicode version is
+// recorded in the table).
 TRAINLOOP_DETAIL_API bool is_unicode_word(char32_t cp);
 /// The file name MLflow's rule gives a metric, param or tag name (mlflow/utils/validation.py): letters and digits
 /// (Unicode's too), '_', '-', '.', ' ', ':' and '/' are kept, anything else becomes '_' (one per character); a name
@@ -3486,14 +3503,17 @@ TRAINLOOP_DETAIL_API void make_parent_dirs(const std::filesystem::path& path, co
 /// start_run(run_id) does, and the destructor ends a run left open. Names follow MLflow's rule (see mlflow_key);
 /// two names that the rule maps to the same file are an error. The experiment is found by name among
 /// mlruns/*/meta.yaml (names read as YAML scalars, as MLflow writes them) or created with the next free id;
-/// experiment 0 "Default" is created when absent, as MLflow does. A fit resumed from a checkpoint continues the
-/// checkpoint's run (same run id), each metric cut back to the lines written before the checkpoint. Rank 0 only.
+/// experiment 0 "Default" is created when absent, as MLflow does. The run's name is in meta.yaml and in the
+/// `mlflow.runName` tag, always equal (MLflow's create and update calls set both): `run_name`, or a `mlflow.runName`
+/// given in `tags` (both given and different is an error, as in MLflow). A fit resumed from a checkpoint continues
+/// the checkpoint's run (same run id), each metric cut back to the lines written before the checkpoint, with the
+/// tags applied again and the name renamed when this logger gives one (kept when it gives none). Rank 0 only.
 class MLFlowLogger {
  public:
   struct Options {
     std::string tracking_dir = "mlruns";
     std::string experiment_name = "Default";
-    std::string run_name;  ///< empty: none (the UI shows the run id)
+    std::string run_name;  ///< empty: none (the UI shows the run id), or the resumed run's name
     std::map<std::string, std::string> tags;
     std::chrono::duration<double> flush_interval = std::chrono::seconds(10);
   };
@@ -3556,12 +3576,14 @@ class MLFlowLogger {
   TRAINLOOP_DETAIL_API std::string find_or_create_experiment(const std::filesystem::path& root);
   // Every field MLflow's FileStore reads; run_id and run_uuid both (MLflow 2 and 3), status an integer.
   TRAINLOOP_DETAIL_API void write_run_meta(Status status, std::optional<std::int64_t> end_time);
+  // The system tags, the run name's tag and the user's tags, for a new run and again for a resumed one.
+  TRAINLOOP_DETAIL_API void write_tags();
 
   Options options_;
   detail::FlushClock flush_clock_;
   detail::OwnershipFlag started_;
   bool finalized_ = false;
-  std::string experiment_id_, run_id_;
+  std::string experiment_id_, run_id_, run_name_;
   std::filesystem::path run_dir_;
   std::int64_t start_time_ = 0;
   std::optional<StateDict> params_;
@@ -3577,6 +3599,14 @@ TRAINLOOP_DETAIL_API MLFlowLogger::MLFlowLogger() : MLFlowLogger(Options{}) {}
 TRAINLOOP_DETAIL_API MLFlowLogger::MLFlowLogger(Options options)
     : options_(std::move(options)), flush_clock_(options_.flush_interval) {
   for (const auto& [key, value] : options_.tags) key_file(tag, key);
+  const auto name_tag = options_.tags.find("mlflow.runName");
+  if (name_tag != options_.tags.end()) {
+    if (!options_.run_name.empty() && options_.run_name != name_tag->second)
+      throw std::invalid_argument("trainloop: MLFlowLogger: run_name '" + options_.run_name +
+                                  "' and the tag mlflow.runName '" + name_tag->second +
+                                  "' differ (MLflow refuses both with different values); give one");
+    options_.run_name = name_tag->second;
+  }
 }
 
 TRAINLOOP_DETAIL_API MLFlowLogger::~MLFlowLogger() {
@@ -3620,19 +3650,164 @@ TRAINLOOP_DETAIL_API std::size_t utf8_code_point(const std::string& text, std::s
   return length;
 }
 TRAINLOOP_DETAIL_API bool is_unicode_word(char32_t cp) {
-  static constexpr char32_t non_word[][2] = {
-      {0x80, 0xA9},     {0xAB, 0xB1},     {0xB4, 0xB4},     {0xB6, 0xB8},     {0xBB, 0xBB},   {0xBF, 0xBF},
-      {0xD7, 0xD7},     {0xF7, 0xF7},     {0x2C2, 0x2C5},   {0x2D2, 0x2DF},   {0x2E5, 0x2EB}, {0x2ED, 0x2ED},
-      {0x2EF, 0x36F},   {0x37E, 0x37E},   {0x384, 0x385},   {0x387, 0x387},   {0x483, 0x489}, {0x55A, 0x55F},
-      {0x589, 0x58A},   {0x5BE, 0x5BE},   {0x5C0, 0x5C0},   {0x5C3, 0x5C3},   {0x5F3, 0x5F4}, {0x600, 0x61F},
-      {0x64B, 0x65F},   {0x66A, 0x66D},   {0x6D4, 0x6D4},   {0x964, 0x965},   {0xE3F, 0xE3F}, {0x1680, 0x1680},
-      {0x2000, 0x206F}, {0x20A0, 0x20FF}, {0x2190, 0x245F}, {0x2500, 0x2775}, {0x2794, 0x2BFF}, {0x2E00, 0x2E7F},
-      {0x3000, 0x3004}, {0x3008, 0x3020}, {0x3030, 0x3030}, {0x303D, 0x303F}, {0xD800, 0xF8FF}, {0xFE00, 0xFE0F},
-      {0xFE10, 0xFE6F}, {0xFEFF, 0xFEFF}, {0xFF01, 0xFF0F}, {0xFF1A, 0xFF20}, {0xFF3B, 0xFF40}, {0xFF5B, 0xFF65},
-      {0xFFE0, 0xFFFF}, {0x1F000, 0x1FAFF}, {0xE0000, 0x10FFFF}};
-  for (const auto& range : non_word)
-    if (cp >= range[0] && cp <= range[1]) return false;
-  return true;
+  // The code points from U+0080 on for which Python's str.isalnum() holds, as sorted inclusive ranges.
+  static constexpr char32_t word[][2] = {
+      // BEGIN GENERATED by tools/unicode_word_ranges.py: Unicode 14.0.0
+      {0xAA, 0xAA}, {0xB2, 0xB3}, {0xB5, 0xB5}, {0xB9, 0xBA}, {0xBC, 0xBE},
+      {0xC0, 0xD6}, {0xD8, 0xF6}, {0xF8, 0x2C1}, {0x2C6, 0x2D1}, {0x2E0, 0x2E4},
+      {0x2EC, 0x2EC}, {0x2EE, 0x2EE}, {0x370, 0x374}, {0x376, 0x377}, {0x37A, 0x37D},
+      {0x37F, 0x37F}, {0x386, 0x386}, {0x388, 0x38A}, {0x38C, 0x38C}, {0x38E, 0x3A1},
+      {0x3A3, 0x3F5}, {0x3F7, 0x481}, {0x48A, 0x52F}, {0x531, 0x556}, {0x559, 0x559},
+      {0x560, 0x588}, {0x5D0, 0x5EA}, {0x5EF, 0x5F2}, {0x620, 0x64A}, {0x660, 0x669},
+      {0x66E, 0x66F}, {0x671, 0x6D3}, {0x6D5, 0x6D5}, {0x6E5, 0x6E6}, {0x6EE, 0x6FC},
+      {0x6FF, 0x6FF}, {0x710, 0x710}, {0x712, 0x72F}, {0x74D, 0x7A5}, {0x7B1, 0x7B1},
+      {0x7C0, 0x7EA}, {0x7F4, 0x7F5}, {0x7FA, 0x7FA}, {0x800, 0x815}, {0x81A, 0x81A},
+      {0x824, 0x824}, {0x828, 0x828}, {0x840, 0x858}, {0x860, 0x86A}, {0x870, 0x887},
+      {0x889, 0x88E}, {0x8A0, 0x8C9}, {0x904, 0x939}, {0x93D, 0x93D}, {0x950, 0x950},
+      {0x958, 0x961}, {0x966, 0x96F}, {0x971, 0x980}, {0x985, 0x98C}, {0x98F, 0x990},
+      {0x993, 0x9A8}, {0x9AA, 0x9B0}, {0x9B2, 0x9B2}, {0x9B6, 0x9B9}, {0x9BD, 0x9BD},
+      {0x9CE, 0x9CE}, {0x9DC, 0x9DD}, {0x9DF, 0x9E1}, {0x9E6, 0x9F1}, {0x9F4, 0x9F9},
+      {0x9FC, 0x9FC}, {0xA05, 0xA0A}, {0xA0F, 0xA10}, {0xA13, 0xA28}, {0xA2A, 0xA30},
+      {0xA32, 0xA33}, {0xA35, 0xA36}, {0xA38, 0xA39}, {0xA59, 0xA5C}, {0xA5E, 0xA5E},
+      {0xA66, 0xA6F}, {0xA72, 0xA74}, {0xA85, 0xA8D}, {0xA8F, 0xA91}, {0xA93, 0xAA8},
+      {0xAAA, 0xAB0}, {0xAB2, 0xAB3}, {0xAB5, 0xAB9}, {0xABD, 0xABD}, {0xAD0, 0xAD0},
+      {0xAE0, 0xAE1}, {0xAE6, 0xAEF}, {0xAF9, 0xAF9}, {0xB05, 0xB0C}, {0xB0F, 0xB10},
+      {0xB13, 0xB28}, {0xB2A, 0xB30}, {0xB32, 0xB33}, {0xB35, 0xB39}, {0xB3D, 0xB3D},
+      {0xB5C, 0xB5D}, {0xB5F, 0xB61}, {0xB66, 0xB6F}, {0xB71, 0xB77}, {0xB83, 0xB83},
+      {0xB85, 0xB8A}, {0xB8E, 0xB90}, {0xB92, 0xB95}, {0xB99, 0xB9A}, {0xB9C, 0xB9C},
+      {0xB9E, 0xB9F}, {0xBA3, 0xBA4}, {0xBA8, 0xBAA}, {0xBAE, 0xBB9}, {0xBD0, 0xBD0},
+      {0xBE6, 0xBF2}, {0xC05, 0xC0C}, {0xC0E, 0xC10}, {0xC12, 0xC28}, {0xC2A, 0xC39},
+      {0xC3D, 0xC3D}, {0xC58, 0xC5A}, {0xC5D, 0xC5D}, {0xC60, 0xC61}, {0xC66, 0xC6F},
+      {0xC78, 0xC7E}, {0xC80, 0xC80}, {0xC85, 0xC8C}, {0xC8E, 0xC90}, {0xC92, 0xCA8},
+      {0xCAA, 0xCB3}, {0xCB5, 0xCB9}, {0xCBD, 0xCBD}, {0xCDD, 0xCDE}, {0xCE0, 0xCE1},
+      {0xCE6, 0xCEF}, {0xCF1, 0xCF2}, {0xD04, 0xD0C}, {0xD0E, 0xD10}, {0xD12, 0xD3A},
+      {0xD3D, 0xD3D}, {0xD4E, 0xD4E}, {0xD54, 0xD56}, {0xD58, 0xD61}, {0xD66, 0xD78},
+      {0xD7A, 0xD7F}, {0xD85, 0xD96}, {0xD9A, 0xDB1}, {0xDB3, 0xDBB}, {0xDBD, 0xDBD},
+      {0xDC0, 0xDC6}, {0xDE6, 0xDEF}, {0xE01, 0xE30}, {0xE32, 0xE33}, {0xE40, 0xE46},
+      {0xE50, 0xE59}, {0xE81, 0xE82}, {0xE84, 0xE84}, {0xE86, 0xE8A}, {0xE8C, 0xEA3},
+      {0xEA5, 0xEA5}, {0xEA7, 0xEB0}, {0xEB2, 0xEB3}, {0xEBD, 0xEBD}, {0xEC0, 0xEC4},
+      {0xEC6, 0xEC6}, {0xED0, 0xED9}, {0xEDC, 0xEDF}, {0xF00, 0xF00}, {0xF20, 0xF33},
+      {0xF40, 0xF47}, {0xF49, 0xF6C}, {0xF88, 0xF8C}, {0x1000, 0x102A}, {0x103F, 0x1049},
+      {0x1050, 0x1055}, {0x105A, 0x105D}, {0x1061, 0x1061}, {0x1065, 0x1066}, {0x106E, 0x1070},
+      {0x1075, 0x1081}, {0x108E, 0x108E}, {0x1090, 0x1099}, {0x10A0, 0x10C5}, {0x10C7, 0x10C7},
+      {0x10CD, 0x10CD}, {0x10D0, 0x10FA}, {0x10FC, 0x1248}, {0x124A, 0x124D}, {0x1250, 0x1256},
+      {0x1258, 0x1258}, {0x125A, 0x125D}, {0x1260, 0x1288}, {0x128A, 0x128D}, {0x1290, 0x12B0},
+      {0x12B2, 0x12B5}, {0x12B8, 0x12BE}, {0x12C0, 0x12C0}, {0x12C2, 0x12C5}, {0x12C8, 0x12D6},
+      {0x12D8, 0x1310}, {0x1312, 0x1315}, {0x1318, 0x135A}, {0x1369, 0x137C}, {0x1380, 0x138F},
+      {0x13A0, 0x13F5}, {0x13F8, 0x13FD}, {0x1401, 0x166C}, {0x166F, 0x167F}, {0x1681, 0x169A},
+      {0x16A0, 0x16EA}, {0x16EE, 0x16F8}, {0x1700, 0x1711}, {0x171F, 0x1731}, {0x1740, 0x1751},
+      {0x1760, 0x176C}, {0x176E, 0x1770}, {0x1780, 0x17B3}, {0x17D7, 0x17D7}, {0x17DC, 0x17DC},
+      {0x17E0, 0x17E9}, {0x17F0, 0x17F9}, {0x1810, 0x1819}, {0x1820, 0x1878}, {0x1880, 0x1884},
+      {0x1887, 0x18A8}, {0x18AA, 0x18AA}, {0x18B0, 0x18F5}, {0x1900, 0x191E}, {0x1946, 0x196D},
+      {0x1970, 0x1974}, {0x1980, 0x19AB}, {0x19B0, 0x19C9}, {0x19D0, 0x19DA}, {0x1A00, 0x1A16},
+      {0x1A20, 0x1A54}, {0x1A80, 0x1A89}, {0x1A90, 0x1A99}, {0x1AA7, 0x1AA7}, {0x1B05, 0x1B33},
+      {0x1B45, 0x1B4C}, {0x1B50, 0x1B59}, {0x1B83, 0x1BA0}, {0x1BAE, 0x1BE5}, {0x1C00, 0x1C23},
+      {0x1C40, 0x1C49}, {0x1C4D, 0x1C7D}, {0x1C80, 0x1C88}, {0x1C90, 0x1CBA}, {0x1CBD, 0x1CBF},
+      {0x1CE9, 0x1CEC}, {0x1CEE, 0x1CF3}, {0x1CF5, 0x1CF6}, {0x1CFA, 0x1CFA}, {0x1D00, 0x1DBF},
+      {0x1E00, 0x1F15}, {0x1F18, 0x1F1D}, {0x1F20, 0x1F45}, {0x1F48, 0x1F4D}, {0x1F50, 0x1F57},
+      {0x1F59, 0x1F59}, {0x1F5B, 0x1F5B}, {0x1F5D, 0x1F5D}, {0x1F5F, 0x1F7D}, {0x1F80, 0x1FB4},
+      {0x1FB6, 0x1FBC}, {0x1FBE, 0x1FBE}, {0x1FC2, 0x1FC4}, {0x1FC6, 0x1FCC}, {0x1FD0, 0x1FD3},
+      {0x1FD6, 0x1FDB}, {0x1FE0, 0x1FEC}, {0x1FF2, 0x1FF4}, {0x1FF6, 0x1FFC}, {0x2070, 0x2071},
+      {0x2074, 0x2079}, {0x207F, 0x2089}, {0x2090, 0x209C}, {0x2102, 0x2102}, {0x2107, 0x2107},
+      {0x210A, 0x2113}, {0x2115, 0x2115}, {0x2119, 0x211D}, {0x2124, 0x2124}, {0x2126, 0x2126},
+      {0x2128, 0x2128}, {0x212A, 0x212D}, {0x212F, 0x2139}, {0x213C, 0x213F}, {0x2145, 0x2149},
+      {0x214E, 0x214E}, {0x2150, 0x2189}, {0x2460, 0x249B}, {0x24EA, 0x24FF}, {0x2776, 0x2793},
+      {0x2C00, 0x2CE4}, {0x2CEB, 0x2CEE}, {0x2CF2, 0x2CF3}, {0x2CFD, 0x2CFD}, {0x2D00, 0x2D25},
+      {0x2D27, 0x2D27}, {0x2D2D, 0x2D2D}, {0x2D30, 0x2D67}, {0x2D6F, 0x2D6F}, {0x2D80, 0x2D96},
+      {0x2DA0, 0x2DA6}, {0x2DA8, 0x2DAE}, {0x2DB0, 0x2DB6}, {0x2DB8, 0x2DBE}, {0x2DC0, 0x2DC6},
+      {0x2DC8, 0x2DCE}, {0x2DD0, 0x2DD6}, {0x2DD8, 0x2DDE}, {0x2E2F, 0x2E2F}, {0x3005, 0x3007},
+      {0x3021, 0x3029}, {0x3031, 0x3035}, {0x3038, 0x303C}, {0x3041, 0x3096}, {0x309D, 0x309F},
+      {0x30A1, 0x30FA}, {0x30FC, 0x30FF}, {0x3105, 0x312F}, {0x3131, 0x318E}, {0x3192, 0x3195},
+      {0x31A0, 0x31BF}, {0x31F0, 0x31FF}, {0x3220, 0x3229}, {0x3248, 0x324F}, {0x3251, 0x325F},
+      {0x3280, 0x3289}, {0x32B1, 0x32BF}, {0x3400, 0x4DBF}, {0x4E00, 0xA48C}, {0xA4D0, 0xA4FD},
+      {0xA500, 0xA60C}, {0xA610, 0xA62B}, {0xA640, 0xA66E}, {0xA67F, 0xA69D}, {0xA6A0, 0xA6EF},
+      {0xA717, 0xA71F}, {0xA722, 0xA788}, {0xA78B, 0xA7CA}, {0xA7D0, 0xA7D1}, {0xA7D3, 0xA7D3},
+      {0xA7D5, 0xA7D9}, {0xA7F2, 0xA801}, {0xA803, 0xA805}, {0xA807, 0xA80A}, {0xA80C, 0xA822},
+      {0xA830, 0xA835}, {0xA840, 0xA873}, {0xA882, 0xA8B3}, {0xA8D0, 0xA8D9}, {0xA8F2, 0xA8F7},
+      {0xA8FB, 0xA8FB}, {0xA8FD, 0xA8FE}, {0xA900, 0xA925}, {0xA930, 0xA946}, {0xA960, 0xA97C},
+      {0xA984, 0xA9B2}, {0xA9CF, 0xA9D9}, {0xA9E0, 0xA9E4}, {0xA9E6, 0xA9FE}, {0xAA00, 0xAA28},
+      {0xAA40, 0xAA42}, {0xAA44, 0xAA4B}, {0xAA50, 0xAA59}, {0xAA60, 0xAA76}, {0xAA7A, 0xAA7A},
+      {0xAA7E, 0xAAAF}, {0xAAB1, 0xAAB1}, {0xAAB5, 0xAAB6}, {0xAAB9, 0xAABD}, {0xAAC0, 0xAAC0},
+      {0xAAC2, 0xAAC2}, {0xAADB, 0xAADD}, {0xAAE0, 0xAAEA}, {0xAAF2, 0xAAF4}, {0xAB01, 0xAB06},
+      {0xAB09, 0xAB0E}, {0xAB11, 0xAB16}, {0xAB20, 0xAB26}, {0xAB28, 0xAB2E}, {0xAB30, 0xAB5A},
+      {0xAB5C, 0xAB69}, {0xAB70, 0xABE2}, {0xABF0, 0xABF9}, {0xAC00, 0xD7A3}, {0xD7B0, 0xD7C6},
+      {0xD7CB, 0xD7FB}, {0xF900, 0xFA6D}, {0xFA70, 0xFAD9}, {0xFB00, 0xFB06}, {0xFB13, 0xFB17},
+      {0xFB1D, 0xFB1D}, {0xFB1F, 0xFB28}, {0xFB2A, 0xFB36}, {0xFB38, 0xFB3C}, {0xFB3E, 0xFB3E},
+      {0xFB40, 0xFB41}, {0xFB43, 0xFB44}, {0xFB46, 0xFBB1}, {0xFBD3, 0xFD3D}, {0xFD50, 0xFD8F},
+      {0xFD92, 0xFDC7}, {0xFDF0, 0xFDFB}, {0xFE70, 0xFE74}, {0xFE76, 0xFEFC}, {0xFF10, 0xFF19},
+      {0xFF21, 0xFF3A}, {0xFF41, 0xFF5A}, {0xFF66, 0xFFBE}, {0xFFC2, 0xFFC7}, {0xFFCA, 0xFFCF},
+      {0xFFD2, 0xFFD7}, {0xFFDA, 0xFFDC}, {0x10000, 0x1000B}, {0x1000D, 0x10026}, {0x10028, 0x1003A},
+      {0x1003C, 0x1003D}, {0x1003F, 0x1004D}, {0x10050, 0x1005D}, {0x10080, 0x100FA}, {0x10107, 0x10133},
+      {0x10140, 0x10178}, {0x1018A, 0x1018B}, {0x10280, 0x1029C}, {0x102A0, 0x102D0}, {0x102E1, 0x102FB},
+      {0x10300, 0x10323}, {0x1032D, 0x1034A}, {0x10350, 0x10375}, {0x10380, 0x1039D}, {0x103A0, 0x103C3},
+      {0x103C8, 0x103CF}, {0x103D1, 0x103D5}, {0x10400, 0x1049D}, {0x104A0, 0x104A9}, {0x104B0, 0x104D3},
+      {0x104D8, 0x104FB}, {0x10500, 0x10527}, {0x10530, 0x10563}, {0x10570, 0x1057A}, {0x1057C, 0x1058A},
+      {0x1058C, 0x10592}, {0x10594, 0x10595}, {0x10597, 0x105A1}, {0x105A3, 0x105B1}, {0x105B3, 0x105B9},
+      {0x105BB, 0x105BC}, {0x10600, 0x10736}, {0x10740, 0x10755}, {0x10760, 0x10767}, {0x10780, 0x10785},
+      {0x10787, 0x107B0}, {0x107B2, 0x107BA}, {0x10800, 0x10805}, {0x10808, 0x10808}, {0x1080A, 0x10835},
+      {0x10837, 0x10838}, {0x1083C, 0x1083C}, {0x1083F, 0x10855}, {0x10858, 0x10876}, {0x10879, 0x1089E},
+      {0x108A7, 0x108AF}, {0x108E0, 0x108F2}, {0x108F4, 0x108F5}, {0x108FB, 0x1091B}, {0x10920, 0x10939},
+      {0x10980, 0x109B7}, {0x109BC, 0x109CF}, {0x109D2, 0x10A00}, {0x10A10, 0x10A13}, {0x10A15, 0x10A17},
+      {0x10A19, 0x10A35}, {0x10A40, 0x10A48}, {0x10A60, 0x10A7E}, {0x10A80, 0x10A9F}, {0x10AC0, 0x10AC7},
+      {0x10AC9, 0x10AE4}, {0x10AEB, 0x10AEF}, {0x10B00, 0x10B35}, {0x10B40, 0x10B55}, {0x10B58, 0x10B72},
+      {0x10B78, 0x10B91}, {0x10BA9, 0x10BAF}, {0x10C00, 0x10C48}, {0x10C80, 0x10CB2}, {0x10CC0, 0x10CF2},
+      {0x10CFA, 0x10D23}, {0x10D30, 0x10D39}, {0x10E60, 0x10E7E}, {0x10E80, 0x10EA9}, {0x10EB0, 0x10EB1},
+      {0x10F00, 0x10F27}, {0x10F30, 0x10F45}, {0x10F51, 0x10F54}, {0x10F70, 0x10F81}, {0x10FB0, 0x10FCB},
+      {0x10FE0, 0x10FF6}, {0x11003, 0x11037}, {0x11052, 0x1106F}, {0x11071, 0x11072}, {0x11075, 0x11075},
+      {0x11083, 0x110AF}, {0x110D0, 0x110E8}, {0x110F0, 0x110F9}, {0x11103, 0x11126}, {0x11136, 0x1113F},
+      {0x11144, 0x11144}, {0x11147, 0x11147}, {0x11150, 0x11172}, {0x11176, 0x11176}, {0x11183, 0x111B2},
+      {0x111C1, 0x111C4}, {0x111D0, 0x111DA}, {0x111DC, 0x111DC}, {0x111E1, 0x111F4}, {0x11200, 0x11211},
+      {0x11213, 0x1122B}, {0x11280, 0x11286}, {0x11288, 0x11288}, {0x1128A, 0x1128D}, {0x1128F, 0x1129D},
+      {0x1129F, 0x112A8}, {0x112B0, 0x112DE}, {0x112F0, 0x112F9}, {0x11305, 0x1130C}, {0x1130F, 0x11310},
+      {0x11313, 0x11328}, {0x1132A, 0x11330}, {0x11332, 0x11333}, {0x11335, 0x11339}, {0x1133D, 0x1133D},
+      {0x11350, 0x11350}, {0x1135D, 0x11361}, {0x11400, 0x11434}, {0x11447, 0x1144A}, {0x11450, 0x11459},
+      {0x1145F, 0x11461}, {0x11480, 0x114AF}, {0x114C4, 0x114C5}, {0x114C7, 0x114C7}, {0x114D0, 0x114D9},
+      {0x11580, 0x115AE}, {0x115D8, 0x115DB}, {0x11600, 0x1162F}, {0x11644, 0x11644}, {0x11650, 0x11659},
+      {0x11680, 0x116AA}, {0x116B8, 0x116B8}, {0x116C0, 0x116C9}, {0x11700, 0x1171A}, {0x11730, 0x1173B},
+      {0x11740, 0x11746}, {0x11800, 0x1182B}, {0x118A0, 0x118F2}, {0x118FF, 0x11906}, {0x11909, 0x11909},
+      {0x1190C, 0x11913}, {0x11915, 0x11916}, {0x11918, 0x1192F}, {0x1193F, 0x1193F}, {0x11941, 0x11941},
+      {0x11950, 0x11959}, {0x119A0, 0x119A7}, {0x119AA, 0x119D0}, {0x119E1, 0x119E1}, {0x119E3, 0x119E3},
+      {0x11A00, 0x11A00}, {0x11A0B, 0x11A32}, {0x11A3A, 0x11A3A}, {0x11A50, 0x11A50}, {0x11A5C, 0x11A89},
+      {0x11A9D, 0x11A9D}, {0x11AB0, 0x11AF8}, {0x11C00, 0x11C08}, {0x11C0A, 0x11C2E}, {0x11C40, 0x11C40},
+      {0x11C50, 0x11C6C}, {0x11C72, 0x11C8F}, {0x11D00, 0x11D06}, {0x11D08, 0x11D09}, {0x11D0B, 0x11D30},
+      {0x11D46, 0x11D46}, {0x11D50, 0x11D59}, {0x11D60, 0x11D65}, {0x11D67, 0x11D68}, {0x11D6A, 0x11D89},
+      {0x11D98, 0x11D98}, {0x11DA0, 0x11DA9}, {0x11EE0, 0x11EF2}, {0x11FB0, 0x11FB0}, {0x11FC0, 0x11FD4},
+      {0x12000, 0x12399}, {0x12400, 0x1246E}, {0x12480, 0x12543}, {0x12F90, 0x12FF0}, {0x13000, 0x1342E},
+      {0x14400, 0x14646}, {0x16800, 0x16A38}, {0x16A40, 0x16A5E}, {0x16A60, 0x16A69}, {0x16A70, 0x16ABE},
+      {0x16AC0, 0x16AC9}, {0x16AD0, 0x16AED}, {0x16B00, 0x16B2F}, {0x16B40, 0x16B43}, {0x16B50, 0x16B59},
+      {0x16B5B, 0x16B61}, {0x16B63, 0x16B77}, {0x16B7D, 0x16B8F}, {0x16E40, 0x16E96}, {0x16F00, 0x16F4A},
+      {0x16F50, 0x16F50}, {0x16F93, 0x16F9F}, {0x16FE0, 0x16FE1}, {0x16FE3, 0x16FE3}, {0x17000, 0x187F7},
+      {0x18800, 0x18CD5}, {0x18D00, 0x18D08}, {0x1AFF0, 0x1AFF3}, {0x1AFF5, 0x1AFFB}, {0x1AFFD, 0x1AFFE},
+      {0x1B000, 0x1B122}, {0x1B150, 0x1B152}, {0x1B164, 0x1B167}, {0x1B170, 0x1B2FB}, {0x1BC00, 0x1BC6A},
+      {0x1BC70, 0x1BC7C}, {0x1BC80, 0x1BC88}, {0x1BC90, 0x1BC99}, {0x1D2E0, 0x1D2F3}, {0x1D360, 0x1D378},
+      {0x1D400, 0x1D454}, {0x1D456, 0x1D49C}, {0x1D49E, 0x1D49F}, {0x1D4A2, 0x1D4A2}, {0x1D4A5, 0x1D4A6},
+      {0x1D4A9, 0x1D4AC}, {0x1D4AE, 0x1D4B9}, {0x1D4BB, 0x1D4BB}, {0x1D4BD, 0x1D4C3}, {0x1D4C5, 0x1D505},
+      {0x1D507, 0x1D50A}, {0x1D50D, 0x1D514}, {0x1D516, 0x1D51C}, {0x1D51E, 0x1D539}, {0x1D53B, 0x1D53E},
+      {0x1D540, 0x1D544}, {0x1D546, 0x1D546}, {0x1D54A, 0x1D550}, {0x1D552, 0x1D6A5}, {0x1D6A8, 0x1D6C0},
+      {0x1D6C2, 0x1D6DA}, {0x1D6DC, 0x1D6FA}, {0x1D6FC, 0x1D714}, {0x1D716, 0x1D734}, {0x1D736, 0x1D74E},
+      {0x1D750, 0x1D76E}, {0x1D770, 0x1D788}, {0x1D78A, 0x1D7A8}, {0x1D7AA, 0x1D7C2}, {0x1D7C4, 0x1D7CB},
+      {0x1D7CE, 0x1D7FF}, {0x1DF00, 0x1DF1E}, {0x1E100, 0x1E12C}, {0x1E137, 0x1E13D}, {0x1E140, 0x1E149},
+      {0x1E14E, 0x1E14E}, {0x1E290, 0x1E2AD}, {0x1E2C0, 0x1E2EB}, {0x1E2F0, 0x1E2F9}, {0x1E7E0, 0x1E7E6},
+      {0x1E7E8, 0x1E7EB}, {0x1E7ED, 0x1E7EE}, {0x1E7F0, 0x1E7FE}, {0x1E800, 0x1E8C4}, {0x1E8C7, 0x1E8CF},
+      {0x1E900, 0x1E943}, {0x1E94B, 0x1E94B}, {0x1E950, 0x1E959}, {0x1EC71, 0x1ECAB}, {0x1ECAD, 0x1ECAF},
+      {0x1ECB1, 0x1ECB4}, {0x1ED01, 0x1ED2D}, {0x1ED2F, 0x1ED3D}, {0x1EE00, 0x1EE03}, {0x1EE05, 0x1EE1F},
+      {0x1EE21, 0x1EE22}, {0x1EE24, 0x1EE24}, {0x1EE27, 0x1EE27}, {0x1EE29, 0x1EE32}, {0x1EE34, 0x1EE37},
+      {0x1EE39, 0x1EE39}, {0x1EE3B, 0x1EE3B}, {0x1EE42, 0x1EE42}, {0x1EE47, 0x1EE47}, {0x1EE49, 0x1EE49},
+      {0x1EE4B, 0x1EE4B}, {0x1EE4D, 0x1EE4F}, {0x1EE51, 0x1EE52}, {0x1EE54, 0x1EE54}, {0x1EE57, 0x1EE57},
+      {0x1EE59, 0x1EE59}, {0x1EE5B, 0x1EE5B}, {0x1EE5D, 0x1EE5D}, {0x1EE5F, 0x1EE5F}, {0x1EE61, 0x1EE62},
+      {0x1EE64, 0x1EE64}, {0x1EE67, 0x1EE6A}, {0x1EE6C, 0x1EE72}, {0x1EE74, 0x1EE77}, {0x1EE79, 0x1EE7C},
+      {0x1EE7E, 0x1EE7E}, {0x1EE80, 0x1EE89}, {0x1EE8B, 0x1EE9B}, {0x1EEA1, 0x1EEA3}, {0x1EEA5, 0x1EEA9},
+      {0x1EEAB, 0x1EEBB}, {0x1F100, 0x1F10C}, {0x1FBF0, 0x1FBF9}, {0x20000, 0x2A6DF}, {0x2A700, 0x2B738},
+      {0x2B740, 0x2B81D}, {0x2B820, 0x2CEA1}, {0x2CEB0, 0x2EBE0}, {0x2F800, 0x2FA1D}, {0x30000, 0x3134A},
+      // END GENERATED
+  };
+  std::size_t low = 0, high = sizeof(word) / sizeof(word[0]);  // the first range ending at or after cp
+  while (low < high) {
+    const std::size_t mid = low + (high - low) / 2;
+    if (word[mid][1] < cp) low = mid + 1;
+    else high = mid;
+  }
+  return low < sizeof(word) / sizeof(word[0]) && word[low][0] <= cp;
 }
 TRAINLOOP_DETAIL_API std::string mlflow_key(const std::string& name, const std::string& kind) {
   std::string key;
@@ -3768,28 +3943,36 @@ TRAINLOOP_DETAIL_API bool MLFlowLogger::open() {
     experiment_id_ = resume_->experiment_id;
     run_id_ = resume_->run_id;
     run_dir_ = root / experiment_id_ / run_id_;
-    const auto start = detail::yaml_top_level_value(detail::read_file_text(run_dir_ / "meta.yaml"), "start_time");
+    const std::string meta = detail::read_file_text(run_dir_ / "meta.yaml");
+    const auto start = detail::yaml_top_level_value(meta, "start_time");
     start_time_ = start ? std::atoll(start->c_str()) : detail::unix_millis();
+    run_name_ = options_.run_name.empty() ? detail::yaml_top_level_value(meta, "run_name").value_or("")
+                                          : options_.run_name;
     started_.set();
     cut_metrics_back(resume_->lines);
     write_run_meta(running, std::nullopt);
+    write_tags();
   } else {
     experiment_id_ = find_or_create_experiment(root);
     run_id_ = detail::uuid4_hex();
     run_dir_ = root / experiment_id_ / run_id_;
     for (const char* sub : {"metrics", "params", "tags", "artifacts"}) detail::make_writable_dir(run_dir_ / sub, who);
     start_time_ = detail::unix_millis();
+    run_name_ = options_.run_name;
     started_.set();
     write_run_meta(running, std::nullopt);
-    const char* user = std::getenv("USER");
-    std::map<std::string, std::string> tags{{"mlflow.user", user ? user : "unknown"}, {"mlflow.source.type", "LOCAL"}};
-    if (!options_.run_name.empty()) tags["mlflow.runName"] = options_.run_name;
-    for (const auto& [key, value] : options_.tags) tags[key] = value;
-    for (const auto& [key, value] : tags) write_entry("tags", key_file(tag, key), value);
+    write_tags();
   }
   resume_.reset();
   if (params_) write_params();
   return true;
+}
+TRAINLOOP_DETAIL_API void MLFlowLogger::write_tags() {
+  const char* user = std::getenv("USER");
+  std::map<std::string, std::string> tags{{"mlflow.user", user ? user : "unknown"}, {"mlflow.source.type", "LOCAL"}};
+  if (!run_name_.empty()) tags["mlflow.runName"] = run_name_;
+  for (const auto& [key, value] : options_.tags) tags[key] = value;  // a mlflow.runName here equals run_name_
+  for (const auto& [key, value] : tags) write_entry("tags", key_file(tag, key), value);
 }
 TRAINLOOP_DETAIL_API void MLFlowLogger::write_params() {
   for (const auto& [key, value] : *params_) {
@@ -3859,7 +4042,7 @@ TRAINLOOP_DETAIL_API void MLFlowLogger::write_run_meta(Status status, std::optio
       "artifact_uri: " + detail::file_uri(run_dir_ / "artifacts") + "\nend_time: " +
       (end_time ? std::to_string(*end_time) : std::string("null")) +
       "\nentry_point_name: ''\nexperiment_id: '" + experiment_id_ + "'\nlifecycle_stage: active\nrun_id: " + run_id_ +
-      "\nrun_name: " + detail::yaml_string(options_.run_name) + "\nrun_uuid: " + run_id_ +
+      "\nrun_name: " + detail::yaml_string(run_name_) + "\nrun_uuid: " + run_id_ +
       "\nsource_name: ''\nsource_type: 4\nsource_version: ''\nstart_time: " + std::to_string(start_time_) +
       "\nstatus: " + std::to_string(static_cast<int>(status)) + "\ntags: []\nuser_id: " +
       detail::yaml_string(std::getenv("USER") ? std::getenv("USER") : "unknown") + "\n";
@@ -8064,7 +8247,8 @@ struct InitOptions {
   InitOptions& backend(std::string v) { return backend_ = std::move(v), *this; }
   /// How long a collective may wait for its peers before it fails (a dead or stuck rank).
   InitOptions& timeout(std::chrono::milliseconds v) { return timeout_ = v, *this; }
-  /// How long the first rendezvous may wait for every rank to join.
+  /// How long the first rendezvous may wait for every rank to join (a local launch's ranks repeat the program's
+  /// setup before they join: loading data may take longer than `timeout`).
   InitOptions& rendezvous_timeout(std::chrono::milliseconds v) { return rendezvous_timeout_ = v, *this; }
   /// Without a launcher: run this many processes on this machine (this one is rank 0; the others re-execute this
   /// program with the same arguments). Under a launcher it must match the launcher's local world size.
@@ -8255,6 +8439,36 @@ class LocalLaunch {
 inline bool is_loopback(const std::string& host) {
   return host == "localhost" || host.rfind("127.", 0) == 0 || host == "::1";
 }
+
+// c10's errors append a C++ backtrace to what(); trainloop's messages carry the cause without it.
+inline std::string error_text(const std::exception& error) {
+  if (const auto* c10_error = dynamic_cast<const c10::Error*>(&error)) return c10_error->what_without_backtrace();
+  return error.what();
+}
+
+// Every rank counts itself in on the store, then waits until all have, within the rendezvous timeout: so the program's
+// setup before init (loading data, which a local launch's ranks repeat after rank 0 starts them) may take longer than
+// the collective timeout that bounds the process group's own rendezvous, which starts once every rank is there. Rank
+// 0 of a local launch watches the ranks it started meanwhile: one that exits first is named at once.
+inline void join_ranks(c10d::Store& store, const Environment& e, std::chrono::milliseconds limit,
+                       const LocalLaunch* launch) {
+  static std::atomic<int> joins{0};  // one key per init() of this process: every rank calls init() as often
+  const std::string key = "trainloop/ranks_joined/" + std::to_string(joins++);
+  const auto until = std::chrono::steady_clock::now() + limit;
+  for (std::int64_t joined = store.add(key, 1); joined < e.world_size; joined = store.add(key, 0)) {
+    const std::string who = "trainloop: distributed: rank " + std::to_string(e.rank) + " of " +
+                            std::to_string(e.world_size) + ": ";
+    if (launch) {
+      const std::string died = launch->failure();
+      if (!died.empty()) throw std::runtime_error(who + died + " before every rank joined the rendezvous");
+    }
+    if (std::chrono::steady_clock::now() >= until)
+      throw std::runtime_error(who + "only " + std::to_string(joined) + " of " + std::to_string(e.world_size) +
+                               " ranks joined the rendezvous within " + std::to_string(limit.count() / 1000) +
+                               " s (rendezvous_timeout); is every rank started?");
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
 }  // namespace detail
 
 /// Which reduction an all-reduce applies.
@@ -8271,15 +8485,25 @@ class ProcessGroup {
         backend_name_(std::move(backend_name)), timeout_(timeout), launch_(std::move(launch)) {}
   ProcessGroup(const ProcessGroup&) = delete;
   ProcessGroup& operator=(const ProcessGroup&) = delete;
-  /// A local launch's rank 0 waits for the other ranks to finish (they run the rest of the program too).
+  /// A local launch's rank 0 waits for the other ranks to finish (they run the rest of the program too), as
+  /// finish_local_ranks(); a failure no error has named yet is printed on stderr. The process is never ended here:
+  /// its exit status is the program's.
   ~ProcessGroup() {
-    if (!launch_) return;
-    const std::string failure = launch_->finish(timeout_);
-    if (!failure.empty()) {
-      std::fprintf(stderr, "trainloop: distributed: %s\n", failure.c_str());
-      std::fflush(nullptr);
-      std::_Exit(1);  // the launching process reports a failed rank in its exit status
+    if (!launch_ || local_ranks_finished_) return;
+    const std::string failure = finish_local_ranks();
+    if (!failure.empty() && !failure_reported_) std::fprintf(stderr, "trainloop: distributed: %s\n", failure.c_str());
+  }
+
+  /// On rank 0 of a local launch (`processes(n)` / the Trainer's `devices(n)` without a launcher): waits up to the
+  /// group's timeout for the ranks this process started to exit, stops those still running then, and returns the
+  /// first failure ("rank 1 (pid 42) exited with status 3"), or "" when every rank exited with status 0. A program
+  /// that wants a failed rank in its own exit status asks here. Elsewhere: "".
+  std::string finish_local_ranks() {
+    if (launch_ && !local_ranks_finished_) {
+      local_ranks_failure_ = launch_->finish(timeout_);
+      local_ranks_finished_ = true;
     }
+    return local_ranks_failure_;
   }
 
   int rank() const noexcept { return environment_.rank; }
@@ -8318,7 +8542,7 @@ class ProcessGroup {
     try {
       work->wait();
     } catch (const std::exception& error) {
-      throw failed(what, error.what());
+      throw failed(what, detail::error_text(error));
     }
   }
   /// Whether `decision` holds on every rank (all = true) or on at least one (all = false): ranks that must take the
@@ -8334,10 +8558,11 @@ class ProcessGroup {
   void set_device(torch::Device device) { device_ = device; }
 
   /// The error for a collective that failed: names this rank and, under a local launch, the rank that died.
-  std::runtime_error failed(const char* what, const std::string& cause) const {
+  std::runtime_error failed(const char* what, const std::string& cause) {
     std::string message = "trainloop: distributed: rank " + std::to_string(rank()) + " of " + std::to_string(size()) +
                           ": " + what + " failed: ";
     const std::string died = launch_ ? launch_->failure(std::chrono::seconds(2)) : std::string();
+    failure_reported_ = failure_reported_ || !died.empty();
     char seconds[32];
     std::snprintf(seconds, sizeof seconds, "%g", static_cast<double>(timeout_.count()) / 1000);
     if (!died.empty()) message += died + " (" + cause + ")";
@@ -8355,7 +8580,7 @@ class ProcessGroup {
     try {
       return start();
     } catch (const std::exception& error) {
-      throw failed(what, error.what());
+      throw failed(what, detail::error_text(error));
     }
   }
 
@@ -8365,6 +8590,8 @@ class ProcessGroup {
   std::string backend_name_;
   std::chrono::milliseconds timeout_;
   std::unique_ptr<detail::LocalLaunch> launch_;
+  bool local_ranks_finished_ = false, failure_reported_ = false;  // failure_reported_: an error named the dead rank
+  std::string local_ranks_failure_;
   torch::Device device_ = torch::kCPU;
 };
 
@@ -8453,7 +8680,17 @@ inline std::shared_ptr<ProcessGroup> init(const InitOptions& options = InitOptio
     throw std::runtime_error("trainloop: distributed: rank " + std::to_string(e.rank) + " of " +
                              std::to_string(e.world_size) + ": the store rendezvous at " + detail::rendezvous_hint(e) +
                              " failed within " + std::to_string(options.rendezvous_timeout().count() / 1000) +
-                             " s (is every rank started, with the same MASTER_ADDR and MASTER_PORT?): " + error.what());
+                             " s (is every rank started, with the same MASTER_ADDR and MASTER_PORT?): " +
+                             detail::error_text(error));
+  }
+  try {
+    detail::join_ranks(*store, e, options.rendezvous_timeout(), launch.get());
+  } catch (const std::exception& error) {
+    if (launch) launch->terminate();
+    if (std::string(error.what()).rfind("trainloop:", 0) == 0) throw;
+    throw std::runtime_error("trainloop: distributed: rank " + std::to_string(e.rank) + " of " +
+                             std::to_string(e.world_size) + ": the store at " + detail::rendezvous_hint(e) +
+                             " failed during the rendezvous: " + detail::error_text(error));
   }
 
   c10::intrusive_ptr<detail::CollectiveBackend> collectives;
@@ -8479,7 +8716,8 @@ inline std::shared_ptr<ProcessGroup> init(const InitOptions& options = InitOptio
     throw std::runtime_error("trainloop: distributed: rank " + std::to_string(e.rank) + " of " +
                              std::to_string(e.world_size) + ": the " + backend + " rendezvous at " +
                              detail::rendezvous_hint(e) + " failed (a rank did not join within " +
-                             std::to_string(options.rendezvous_timeout().count() / 1000) + " s, or died): " + error.what());
+                             std::to_string(options.rendezvous_timeout().count() / 1000) + " s, or died): " +
+                             detail::error_text(error));
   }
   auto group = std::make_shared<ProcessGroup>(e, store, collectives, backend, options.timeout(), std::move(launch));
   group->set_device(backend == "nccl" ? torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(e.local_rank)) : torch::Device(torch::kCPU));
@@ -8494,7 +8732,7 @@ inline std::shared_ptr<ProcessGroup> init(const InitOptions& options = InitOptio
 /// The group init() made last (nullptr before).
 inline std::shared_ptr<ProcessGroup> default_group() { return detail::default_group_slot(); }
 /// Drops the default group and the metrics' reduction over it (a local launch's rank 0 then waits for its other
-/// ranks, once nothing else holds the group).
+/// ranks, once nothing else holds the group: see ProcessGroup::finish_local_ranks).
 inline void destroy() {
   detail::default_group_slot().reset();
   metric_state_reducer() = nullptr;
@@ -9761,6 +9999,13 @@ TRAINLOOP_DETAIL_API void TrainerCore::setup_distributed() {
         distributed::InitOptions init = options_.process_group();
         if (options_.devices() > 0) init.processes(options_.devices());
         group_ = distributed::init(init.device(device_), env);
+        // What Lightning prints as its process group comes up: each rank's line, then rank 0's banner.
+        const int rank = group_->rank(), size = group_->size();
+        std::fprintf(stderr, "Initializing distributed: GLOBAL_RANK: %d, MEMBER: %d/%d\n", rank, rank + 1, size);
+        if (rank == 0)
+          std::fprintf(stderr, "%s\ndistributed_backend=%s\nAll distributed processes registered. Starting with %d "
+                       "processes\n%s\n\n", std::string(100, '-').c_str(), group_->backend_name().c_str(), size,
+                       std::string(100, '-').c_str());
       }
     }
   }
@@ -10728,11 +10973,18 @@ class Trainer : public TrainerCore {
   /// Trains `module` on `train_data`, validating on `val_data` when given (sanity check first, then at the cadence of
   /// val_check_interval / check_val_every_n_epoch).
   template <class Module, class TrainData, class ValData = detail::NoData,
-            class = std::enable_if_t<!std::is_convertible_v<TrainData, std::string>>>
+            class = std::enable_if_t<!std::is_convertible_v<TrainData, std::string> &&
+                                     !std::is_convertible_v<ValData, std::string>>>
   void fit(Module& module, TrainData&& train_data, ValData&& val_data = ValData{}, const std::string& ckpt_path = "") {
     fit_with(
         module, [&]() -> TrainData&& { return std::forward<TrainData>(train_data); },
         [&]() -> ValData&& { return std::forward<ValData>(val_data); }, ckpt_path);
+  }
+  /// Lightning's `fit(model, train_dataloaders=data, ckpt_path="last")`: no validation data, resuming from a
+  /// checkpoint file, "last" or "best".
+  template <class Module, class TrainData, class = std::enable_if_t<!std::is_convertible_v<TrainData, std::string>>>
+  void fit(Module& module, TrainData&& train_data, const std::string& ckpt_path) {
+    fit(module, std::forward<TrainData>(train_data), detail::NoData{}, ckpt_path);
   }
   /// Lightning's most common form: the data comes from the module's train_dataloader() (and val_dataloader(), when
   /// it has one and a validation_step), called once setup() and configure_model() have run.

@@ -9,8 +9,8 @@ class TrainloopTestPackageConan(ConanFile):
     settings = "os", "arch", "compiler", "build_type"
     generators = "CMakeDeps", "CMakeToolchain"
     test_type = "explicit"
-    # The torch-free Engine: the test needs no LibTorch on the machine that runs it.
-    default_options = {"trainloop/*:with_torch": False}
+    # No option is forced: the test builds against whatever `conan create -o ...` made (test_package.cpp trains with
+    # the Trainer when with_torch is on, and runs the torch-free Engine when it is off).
 
     def requirements(self):
         self.requires(self.tested_reference_str)

@@ -291,8 +291,9 @@ class Engine : public EngineCore {
   }
 
   /// Runs (or resumes) over `data` (see RunOptions and the README for the resume rule). Returns the state.
-  /// A resumed run keeps reading the pass it was reading when given the same data object (or, after interrupt(),
-  /// any data of the same kind: the interrupted pass continues); given other data, it skips what the pass consumed.
+  /// A resumed run keeps reading the pass it was reading when given the same data object (an lvalue); given other
+  /// data, it skips what the pass consumed, unless that pass had ended. After interrupt(), only run() or the same
+  /// lvalue continues: other data, an rvalue included, is refused.
   template <class Data, class = std::enable_if_t<!std::is_same_v<std::decay_t<Data>, RunOptions>>>
   State& run(Data&& data, const RunOptions& options = {}) {
     using Source = decltype(detail::make_data_source<Batch>(std::forward<Data>(data)));
@@ -302,12 +303,12 @@ class Engine : public EngineCore {
     const auto size = detail::data_size(static_cast<const std::remove_reference_t<Data>&>(data));
     const bool resumed = prepare_run(options, size ? std::optional<std::size_t>(static_cast<std::size_t>(*size))
                                                    : std::nullopt);
-    const bool same_pass = kept_.type == &detail::type_tag<Source>::id && kept_.data == address &&
-                           (address != nullptr || interrupted());
+    const bool same_pass =
+        address != nullptr && kept_.data == address && kept_.type == &detail::type_tag<Source>::id;
     if (!resumed || !same_pass) {
       if (interrupted())
         throw std::logic_error("trainloop: run(data): the run was interrupted; continue it with run() or with the same "
-                               "data object (a different one cannot continue the interrupted pass)");
+                               "data object (other data, an rvalue included, cannot continue the interrupted pass)");
       kept_.run = typename KeptSource::Run(
           [source = detail::make_data_source<Batch>(std::forward<Data>(data))](Engine& engine) mutable {
             engine.run_loop(source);
@@ -315,10 +316,11 @@ class Engine : public EngineCore {
       kept_.type = &detail::type_tag<Source>::id;
       kept_.data = address;
       kept_.size = size ? std::optional<std::size_t>(static_cast<std::size_t>(*size)) : std::nullopt;
+      // A pass the sized data cannot reach (it had ended, or the new data is shorter) leaves nothing to skip.
+      if (resumed && kept_.size && state.pass_position >= *kept_.size) state.pass_position = 0;
       skip_pending_ = resumed && options.skip_consumed_batches() ? state.pass_position : 0;
     }
-    restart_data_each_epoch_ = options.restart_data_each_epoch();
-    kept_.run(*this);
+    begin_run(resumed, options);
     return state;
   }
   /// Continues the last run (interrupted, terminated, or finished and given a higher limit) over the data it was
@@ -329,8 +331,7 @@ class Engine : public EngineCore {
     if (!prepare_run(options, kept_.size))
       throw std::logic_error("trainloop: run(): the last run finished; start a new one with run(data, ...) or raise "
                              "max_epochs/max_iters to continue it");
-    restart_data_each_epoch_ = options.restart_data_each_epoch();
-    kept_.run(*this);
+    begin_run(true, options);
     return state;
   }
 
@@ -438,6 +439,11 @@ class Engine : public EngineCore {
 
   // --- the loop -------------------------------------------------------------------------------------------------
 
+  void begin_run(bool resumed, const RunOptions& options) {
+    restart_data_each_epoch_ = options.restart_data_each_epoch();
+    first_fetch_of_resumed_run_ = resumed && !interrupted();
+    kept_.run(*this);
+  }
   template <class Source>
   void run_loop(Source& source) {
     EngineCore::run_loop(&source, loop_ops<Source>);
@@ -531,15 +537,21 @@ class Engine : public EngineCore {
     }
   }
 
-  // The data source, counted: the pass position is what a resumed run over a fresh source skips first.
+  // The data source, counted: the pass position is what a resumed run over a fresh source skips first. A resumed
+  // run (not an interrupted one) whose first fetch finds the pass at its end, or skips past it, starts a fresh pass
+  // without data_exhausted, as Ignite's, whose every run() starts its own iterator: a pass that had ended leaves
+  // nothing to read again. (Unless the epoch length is still unknown: then that end is what defines it.)
   template <class Source>
   Batch* next_batch(Source& source) {
-    for (; skip_pending_ > 0; --skip_pending_)
-      if (source.next() == nullptr) {  // the new data is shorter than the position: its pass is over
-        skip_pending_ = 0;
-        break;
-      }
-    Batch* next = source.next();
+    const bool first_fetch_of_resumed_run = std::exchange(first_fetch_of_resumed_run_, false);
+    bool pass_ended = false;
+    for (; skip_pending_ > 0 && !pass_ended; --skip_pending_) pass_ended = source.next() == nullptr;
+    skip_pending_ = 0;
+    Batch* next = pass_ended ? nullptr : source.next();
+    if (next == nullptr && first_fetch_of_resumed_run && state.epoch_length) {  // (an unsized first pass ends)
+      restart_data(source);
+      next = source.next();
+    }
     if (next != nullptr) ++state.pass_position;
     return next;
   }
@@ -554,6 +566,7 @@ class Engine : public EngineCore {
   handlers_type handlers_;
   std::optional<output_type> output_;
   std::uint64_t skip_pending_ = 0;             // batches a fresh source skips before its first one
+  bool first_fetch_of_resumed_run_ = false;   // see next_batch
   // The data source of the last run, kept so a resumed run continues its pass (type-erased: its type depends on the
   // data given to run()). `run` owns the source and runs the loop over it.
   struct KeptSource {

@@ -4,7 +4,6 @@
 #include <cstdint>
 #include <initializer_list>
 #include <limits>
-#include <optional>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -16,11 +15,13 @@
 
 TRAINLOOP_DETAIL_BEGIN
 
-/// When a handler runs, given the event's counter `c` (see `counter_of`). All conditions that were set must hold:
-///   every(n): (c - after) % n == 0      once(n) / once({...}): c is one of them
-///   after(n): c > n                     before(n): c < n          filter(pred): pred(state, c)
-/// So `every(10).after(50)` runs at 60, 70, ... (Ignite would run at 51, 61, ...: we keep `every` on the same
-/// grid with or without `after`.)
+/// When a handler runs, given the event's counter `c` (see `counter_of`). All conditions that were set must hold,
+/// as in Ignite's filters (`ignite/engine/events.py`):
+///   a range, after(a) and/or before(b): a < c < b, with a = 0 when only before(b) is given
+///   every(n) alone: c % n == 0; within a range it counts from the range's first count: (c - a - 1) % n == 0,
+///     so `every(3).before(8)` runs at 1, 4, 7 and `every(10).after(50)` at 51, 61, ...
+///   once(n) / once({...}): c is one of them          filter(pred): pred(state, c)
+/// Ignite refuses once or a predicate combined with other conditions; here they combine by "and".
 class Filter {
  public:
   Filter() = default;
@@ -32,10 +33,12 @@ class Filter {
   }
   Filter& after(std::uint64_t n) {
     after_ = n;
+    ranged_ = true;
     return *this;
   }
   Filter& before(std::uint64_t n) {
     before_ = n;
+    ranged_ = true;
     return *this;
   }
   TRAINLOOP_DETAIL_API Filter& once(std::vector<std::uint64_t> counts);
@@ -55,13 +58,13 @@ class Filter {
   }
 
   bool accepts(const State& state, std::uint64_t c) const {
-    if (c >= before_ || (after_ && c <= *after_)) return false;
-    if (every_ != 1 && (c - after_.value_or(0)) % every_ != 0) return false;
+    if (ranged_ && (c <= after_ || c >= before_)) return false;
+    if (every_ != 1 && (c - (ranged_ ? after_ + 1 : 0)) % every_ != 0) return false;
     if (!once_.empty() && !once_contains(c)) return false;
     return !predicate_ || predicate_(state, c);
   }
   bool is_trivial() const noexcept {
-    return every_ == 1 && !after_ && before_ == kNoLimit && once_.empty() && !predicate_;
+    return every_ == 1 && !ranged_ && once_.empty() && !predicate_;
   }
 
  private:
@@ -77,8 +80,8 @@ class Filter {
     return low < once_.size() && once_[low] == c;
   }
   std::uint64_t every_ = 1;
-  std::optional<std::uint64_t> after_;  // unset, not 0: `started` fires with the epoch counter at 0
-  std::uint64_t before_ = kNoLimit;
+  std::uint64_t after_ = 0, before_ = kNoLimit;
+  bool ranged_ = false;  // after or before was given: the count must then lie strictly inside, as in Ignite
   std::vector<std::uint64_t> once_;
   detail::SharedFunction<bool(const State&, std::uint64_t)> predicate_;
 };

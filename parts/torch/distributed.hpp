@@ -232,7 +232,8 @@ struct InitOptions {
   InitOptions& backend(std::string v) { return backend_ = std::move(v), *this; }
   /// How long a collective may wait for its peers before it fails (a dead or stuck rank).
   InitOptions& timeout(std::chrono::milliseconds v) { return timeout_ = v, *this; }
-  /// How long the first rendezvous may wait for every rank to join.
+  /// How long the first rendezvous may wait for every rank to join (a local launch's ranks repeat the program's
+  /// setup before they join: loading data may take longer than `timeout`).
   InitOptions& rendezvous_timeout(std::chrono::milliseconds v) { return rendezvous_timeout_ = v, *this; }
   /// Without a launcher: run this many processes on this machine (this one is rank 0; the others re-execute this
   /// program with the same arguments). Under a launcher it must match the launcher's local world size.
@@ -423,6 +424,36 @@ class LocalLaunch {
 inline bool is_loopback(const std::string& host) {
   return host == "localhost" || host.rfind("127.", 0) == 0 || host == "::1";
 }
+
+// c10's errors append a C++ backtrace to what(); trainloop's messages carry the cause without it.
+inline std::string error_text(const std::exception& error) {
+  if (const auto* c10_error = dynamic_cast<const c10::Error*>(&error)) return c10_error->what_without_backtrace();
+  return error.what();
+}
+
+// Every rank counts itself in on the store, then waits until all have, within the rendezvous timeout: so the program's
+// setup before init (loading data, which a local launch's ranks repeat after rank 0 starts them) may take longer than
+// the collective timeout that bounds the process group's own rendezvous, which starts once every rank is there. Rank
+// 0 of a local launch watches the ranks it started meanwhile: one that exits first is named at once.
+inline void join_ranks(c10d::Store& store, const Environment& e, std::chrono::milliseconds limit,
+                       const LocalLaunch* launch) {
+  static std::atomic<int> joins{0};  // one key per init() of this process: every rank calls init() as often
+  const std::string key = "trainloop/ranks_joined/" + std::to_string(joins++);
+  const auto until = std::chrono::steady_clock::now() + limit;
+  for (std::int64_t joined = store.add(key, 1); joined < e.world_size; joined = store.add(key, 0)) {
+    const std::string who = "trainloop: distributed: rank " + std::to_string(e.rank) + " of " +
+                            std::to_string(e.world_size) + ": ";
+    if (launch) {
+      const std::string died = launch->failure();
+      if (!died.empty()) throw std::runtime_error(who + died + " before every rank joined the rendezvous");
+    }
+    if (std::chrono::steady_clock::now() >= until)
+      throw std::runtime_error(who + "only " + std::to_string(joined) + " of " + std::to_string(e.world_size) +
+                               " ranks joined the rendezvous within " + std::to_string(limit.count() / 1000) +
+                               " s (rendezvous_timeout); is every rank started?");
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
 }  // namespace detail
 
 /// Which reduction an all-reduce applies.
@@ -439,15 +470,25 @@ class ProcessGroup {
         backend_name_(std::move(backend_name)), timeout_(timeout), launch_(std::move(launch)) {}
   ProcessGroup(const ProcessGroup&) = delete;
   ProcessGroup& operator=(const ProcessGroup&) = delete;
-  /// A local launch's rank 0 waits for the other ranks to finish (they run the rest of the program too).
+  /// A local launch's rank 0 waits for the other ranks to finish (they run the rest of the program too), as
+  /// finish_local_ranks(); a failure no error has named yet is printed on stderr. The process is never ended here:
+  /// its exit status is the program's.
   ~ProcessGroup() {
-    if (!launch_) return;
-    const std::string failure = launch_->finish(timeout_);
-    if (!failure.empty()) {
-      std::fprintf(stderr, "trainloop: distributed: %s\n", failure.c_str());
-      std::fflush(nullptr);
-      std::_Exit(1);  // the launching process reports a failed rank in its exit status
+    if (!launch_ || local_ranks_finished_) return;
+    const std::string failure = finish_local_ranks();
+    if (!failure.empty() && !failure_reported_) std::fprintf(stderr, "trainloop: distributed: %s\n", failure.c_str());
+  }
+
+  /// On rank 0 of a local launch (`processes(n)` / the Trainer's `devices(n)` without a launcher): waits up to the
+  /// group's timeout for the ranks this process started to exit, stops those still running then, and returns the
+  /// first failure ("rank 1 (pid 42) exited with status 3"), or "" when every rank exited with status 0. A program
+  /// that wants a failed rank in its own exit status asks here. Elsewhere: "".
+  std::string finish_local_ranks() {
+    if (launch_ && !local_ranks_finished_) {
+      local_ranks_failure_ = launch_->finish(timeout_);
+      local_ranks_finished_ = true;
     }
+    return local_ranks_failure_;
   }
 
   int rank() const noexcept { return environment_.rank; }
@@ -486,7 +527,7 @@ class ProcessGroup {
     try {
       work->wait();
     } catch (const std::exception& error) {
-      throw failed(what, error.what());
+      throw failed(what, detail::error_text(error));
     }
   }
   /// Whether `decision` holds on every rank (all = true) or on at least one (all = false): ranks that must take the
@@ -502,10 +543,11 @@ class ProcessGroup {
   void set_device(torch::Device device) { device_ = device; }
 
   /// The error for a collective that failed: names this rank and, under a local launch, the rank that died.
-  std::runtime_error failed(const char* what, const std::string& cause) const {
+  std::runtime_error failed(const char* what, const std::string& cause) {
     std::string message = "trainloop: distributed: rank " + std::to_string(rank()) + " of " + std::to_string(size()) +
                           ": " + what + " failed: ";
     const std::string died = launch_ ? launch_->failure(std::chrono::seconds(2)) : std::string();
+    failure_reported_ = failure_reported_ || !died.empty();
     char seconds[32];
     std::snprintf(seconds, sizeof seconds, "%g", static_cast<double>(timeout_.count()) / 1000);
     if (!died.empty()) message += died + " (" + cause + ")";
@@ -523,7 +565,7 @@ class ProcessGroup {
     try {
       return start();
     } catch (const std::exception& error) {
-      throw failed(what, error.what());
+      throw failed(what, detail::error_text(error));
     }
   }
 
@@ -533,6 +575,8 @@ class ProcessGroup {
   std::string backend_name_;
   std::chrono::milliseconds timeout_;
   std::unique_ptr<detail::LocalLaunch> launch_;
+  bool local_ranks_finished_ = false, failure_reported_ = false;  // failure_reported_: an error named the dead rank
+  std::string local_ranks_failure_;
   torch::Device device_ = torch::kCPU;
 };
 
@@ -621,7 +665,17 @@ inline std::shared_ptr<ProcessGroup> init(const InitOptions& options = InitOptio
     throw std::runtime_error("trainloop: distributed: rank " + std::to_string(e.rank) + " of " +
                              std::to_string(e.world_size) + ": the store rendezvous at " + detail::rendezvous_hint(e) +
                              " failed within " + std::to_string(options.rendezvous_timeout().count() / 1000) +
-                             " s (is every rank started, with the same MASTER_ADDR and MASTER_PORT?): " + error.what());
+                             " s (is every rank started, with the same MASTER_ADDR and MASTER_PORT?): " +
+                             detail::error_text(error));
+  }
+  try {
+    detail::join_ranks(*store, e, options.rendezvous_timeout(), launch.get());
+  } catch (const std::exception& error) {
+    if (launch) launch->terminate();
+    if (std::string(error.what()).rfind("trainloop:", 0) == 0) throw;
+    throw std::runtime_error("trainloop: distributed: rank " + std::to_string(e.rank) + " of " +
+                             std::to_string(e.world_size) + ": the store at " + detail::rendezvous_hint(e) +
+                             " failed during the rendezvous: " + detail::error_text(error));
   }
 
   c10::intrusive_ptr<detail::CollectiveBackend> collectives;
@@ -647,7 +701,8 @@ inline std::shared_ptr<ProcessGroup> init(const InitOptions& options = InitOptio
     throw std::runtime_error("trainloop: distributed: rank " + std::to_string(e.rank) + " of " +
                              std::to_string(e.world_size) + ": the " + backend + " rendezvous at " +
                              detail::rendezvous_hint(e) + " failed (a rank did not join within " +
-                             std::to_string(options.rendezvous_timeout().count() / 1000) + " s, or died): " + error.what());
+                             std::to_string(options.rendezvous_timeout().count() / 1000) + " s, or died): " +
+                             detail::error_text(error));
   }
   auto group = std::make_shared<ProcessGroup>(e, store, collectives, backend, options.timeout(), std::move(launch));
   group->set_device(backend == "nccl" ? torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(e.local_rank)) : torch::Device(torch::kCPU));
@@ -662,7 +717,7 @@ inline std::shared_ptr<ProcessGroup> init(const InitOptions& options = InitOptio
 /// The group init() made last (nullptr before).
 inline std::shared_ptr<ProcessGroup> default_group() { return detail::default_group_slot(); }
 /// Drops the default group and the metrics' reduction over it (a local launch's rank 0 then waits for its other
-/// ranks, once nothing else holds the group).
+/// ranks, once nothing else holds the group: see ProcessGroup::finish_local_ranks).
 inline void destroy() {
   detail::default_group_slot().reset();
   metric_state_reducer() = nullptr;

@@ -208,11 +208,18 @@ class Trainer : public TrainerCore {
   /// Trains `module` on `train_data`, validating on `val_data` when given (sanity check first, then at the cadence of
   /// val_check_interval / check_val_every_n_epoch).
   template <class Module, class TrainData, class ValData = detail::NoData,
-            class = std::enable_if_t<!std::is_convertible_v<TrainData, std::string>>>
+            class = std::enable_if_t<!std::is_convertible_v<TrainData, std::string> &&
+                                     !std::is_convertible_v<ValData, std::string>>>
   void fit(Module& module, TrainData&& train_data, ValData&& val_data = ValData{}, const std::string& ckpt_path = "") {
     fit_with(
         module, [&]() -> TrainData&& { return std::forward<TrainData>(train_data); },
         [&]() -> ValData&& { return std::forward<ValData>(val_data); }, ckpt_path);
+  }
+  /// Lightning's `fit(model, train_dataloaders=data, ckpt_path="last")`: no validation data, resuming from a
+  /// checkpoint file, "last" or "best".
+  template <class Module, class TrainData, class = std::enable_if_t<!std::is_convertible_v<TrainData, std::string>>>
+  void fit(Module& module, TrainData&& train_data, const std::string& ckpt_path) {
+    fit(module, std::forward<TrainData>(train_data), detail::NoData{}, ckpt_path);
   }
   /// Lightning's most common form: the data comes from the module's train_dataloader() (and val_dataloader(), when
   /// it has one and a validation_step), called once setup() and configure_model() have run.

@@ -607,6 +607,13 @@ TRAINLOOP_DETAIL_API void TrainerCore::setup_distributed() {
         distributed::InitOptions init = options_.process_group();
         if (options_.devices() > 0) init.processes(options_.devices());
         group_ = distributed::init(init.device(device_), env);
+        // What Lightning prints as its process group comes up: each rank's line, then rank 0's banner.
+        const int rank = group_->rank(), size = group_->size();
+        std::fprintf(stderr, "Initializing distributed: GLOBAL_RANK: %d, MEMBER: %d/%d\n", rank, rank + 1, size);
+        if (rank == 0)
+          std::fprintf(stderr, "%s\ndistributed_backend=%s\nAll distributed processes registered. Starting with %d "
+                       "processes\n%s\n\n", std::string(100, '-').c_str(), group_->backend_name().c_str(), size,
+                       std::string(100, '-').c_str());
       }
     }
   }

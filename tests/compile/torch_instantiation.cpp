@@ -113,7 +113,7 @@ int main() {
   every_step.save_last = true;
   trainloop::Trainer checkpointed(trainloop::TrainerOptions().max_epochs(2), trainloop::ModelCheckpoint(every_step),
                                   trainloop::Preemption());
-  checkpointed.fit(net, loader, trainloop::detail::NoData{}, "last");
+  checkpointed.fit(net, loader, "last");
   trainloop::LearningRateMonitor::Options lr_options;
   lr_options.log_momentum = true;
   trainloop::Trainer monitored(trainloop::TrainerOptions().max_epochs(1).profiler(true),

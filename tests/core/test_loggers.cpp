@@ -430,6 +430,35 @@ TEST_CASE("MLFlowLogger: names as MLflow stores them: '/' nests, its characters 
   CHECK_THROWS_WITH_AS(changer.log_hyperparams({{"lr", 0.2}}), contains("param 'lr' was logged as '0.1'"), std::invalid_argument);
 }
 
+TEST_CASE("MLFlowLogger: a name keeps exactly the characters MLflow's \\w accepts (Python's str.isalnum)") {
+  // Each pair: a name (UTF-8) and what Python's re.sub of MLflow's rule gives, character by character.
+  const std::pair<const char*, const char*> names[] = {
+      {"\xE6\x8D\x9F\xE5\xA4\xB1", "\xE6\x8D\x9F\xE5\xA4\xB1"},  // 损失: Chinese letters (Lo)
+      {"Gr\xC3\xB6\xC3\x9F" "e", "Gr\xC3\xB6\xC3\x9F" "e"},      // Größe: Latin-1 letters
+      {"\xE0\xA4\xB9\xE0\xA4\xBE\xE0\xA4\xA8\xE0\xA4\xBF",        // हानि: the vowel signs are marks (Mc)
+       "\xE0\xA4\xB9_\xE0\xA4\xA8_"},
+      {"acc\xE2\x84\xA2", "acc_"},                                  // acc™: a symbol (So)
+      {"\xD7\xA9\xD6\xB8", "\xD7\xA9_"},                            // a Hebrew letter and its point (Mn)
+      {"e\xCC\x81", "e_"},                                           // a combining acute accent
+      {"x\xC2\xB2", "x\xC2\xB2"},                                    // x²: a superscript digit (No) is a word character
+      {"\xE2\x85\xAB", "\xE2\x85\xAB"},                              // Ⅻ: a letter number (Nl)
+      {"\xC2\xBD", "\xC2\xBD"},                                        // ½ (No)
+      {"\xD9\xA3", "\xD9\xA3"},                                        // Arabic-Indic digit three (Nd)
+      {"loss\xE2\x80\x94val", "loss_val"},                           // an em dash (Pd)
+  };
+  for (const auto& [name, expected] : names) {
+    CAPTURE(name);
+    CHECK(detail::mlflow_key(name, "metric") == expected);
+  }
+  // Spot checks across the table: its first and last ranges, and code points just outside them.
+  CHECK_FALSE(detail::is_unicode_word(0x80));
+  CHECK(detail::is_unicode_word(0xAA));
+  CHECK_FALSE(detail::is_unicode_word(0xAB));
+  CHECK(detail::is_unicode_word(0x3134A));
+  CHECK_FALSE(detail::is_unicode_word(0x3134B));
+  CHECK_FALSE(detail::is_unicode_word(0x10FFFF));
+}
+
 TEST_CASE("MLFlowLogger: a failed write ends the run FAILED, once, and writes no line twice") {
   TempDir dir;
   MLFlowLogger::Options options;
@@ -625,6 +654,50 @@ TEST_CASE("loggers continue a checkpoint's run: same version, the rows before th
   CHECK(has(loss[2], " 0.25 3"));
   CHECK_FALSE(fs::exists(mlflow.run_dir() / "metrics" / "new"));
   CHECK(has(read_file((mlflow.run_dir() / "meta.yaml").string()), "\nstatus: 3\n"));
+}
+
+TEST_CASE("MLFlowLogger: the run's name in meta.yaml and the mlflow.runName tag stay equal, across resumes too") {
+  TempDir dir;
+  const auto name_of = [](const MLFlowLogger& logger) {
+    const std::string meta = read_file((logger.run_dir() / "meta.yaml").string());
+    const std::string tag_file = (logger.run_dir() / "tags" / "mlflow.runName").string();
+    const std::string tag = fs::exists(tag_file) ? read_file(tag_file) : "(no tag)";
+    return std::make_pair(detail::yaml_top_level_value(meta, "run_name").value_or("(none)"), tag);
+  };
+  using Names = std::pair<std::string, std::string>;
+  MLFlowLogger::Options ml;
+  ml.tracking_dir = dir.file("mlruns");
+  ml.run_name = "first";
+  ml.tags = {{"team", "a"}};
+  StateDict checkpoint;
+  {
+    MLFlowLogger logger(ml);
+    logger.log_metrics(1, {{"loss", 1.0}});
+    checkpoint = logger.state_dict();
+    logger.finalize("success");
+    CHECK(name_of(logger) == Names{"first", "first"});
+  }
+  const auto resume = [&](MLFlowLogger::Options options) {
+    MLFlowLogger logger(std::move(options));
+    logger.load_state_dict(checkpoint);
+    logger.log_metrics(2, {{"loss", 0.5}});
+    logger.finalize("success");
+    CHECK(logger.run_id() == std::get<std::string>(checkpoint.at("run_id")));
+    return std::make_pair(name_of(logger), read_file((logger.run_dir() / "tags" / "team").string()));
+  };
+  // Resumed under another name: meta.yaml and the tag both take it (MLflow's update_run renames both); tags are
+  // applied again.
+  ml.run_name = "second";
+  ml.tags = {{"team", "b"}};
+  CHECK(resume(ml) == std::make_pair(Names{"second", "second"}, std::string("b")));
+  // Resumed with no name: the run keeps the one it has, in both places.
+  ml.run_name.clear();
+  CHECK(resume(ml) == std::make_pair(Names{"second", "second"}, std::string("b")));
+  // A name given as the tag is the run's name; a tag and a run_name that differ are refused, as MLflow does.
+  ml.tags = {{"mlflow.runName", "third"}, {"team", "c"}};
+  CHECK(resume(ml) == std::make_pair(Names{"third", "third"}, std::string("c")));
+  ml.run_name = "fourth";
+  CHECK_THROWS_WITH_AS(MLFlowLogger{ml}, doctest::Contains("mlflow.runName 'third' differ"), std::invalid_argument);
 }
 
 TEST_CASE("TensorBoardLogger: the HParams plugin's session start and end, an escaped Markdown table, once per run") {

@@ -155,6 +155,93 @@ TEST_CASE("golden trace: terminate in the middle, then resume") {
   }
 }
 
+namespace {
+// A sized range that counts the batches read from it (dereferences), to show what a resumed run reads.
+struct CountingRange {
+  std::vector<int> values;
+  int* reads;
+  struct iterator {
+    const int* at;
+    int* reads;
+    const int& operator*() const { return ++*reads, *at; }
+    iterator& operator++() { return ++at, *this; }
+    bool operator==(const iterator& o) const { return at == o.at; }
+    bool operator!=(const iterator& o) const { return at != o.at; }
+  };
+  iterator begin() const { return {values.data(), reads}; }
+  iterator end() const { return {values.data() + values.size(), reads}; }
+  std::size_t size() const { return values.size(); }
+};
+
+// Ignite 0.5, `trainer.run([1, 2, 3], max_epochs=2)` then `trainer.run(data, max_epochs=3)` (the same list or a new
+// one): the second run starts its own iterator, so epoch 3 reads batches 1, 2, 3 with no DATALOADER_STOP_ITERATION.
+const std::string epoch_3_after_more_epochs =
+    "started e2.3 i6\n"
+    "epoch_started e3.0 i6\n"
+    "get_batch_started e3.0 i6\n"
+    "get_batch_completed e3.0 i6\n"
+    "iteration_started e3.1 i7\n"
+    "step(1) e3.1 i7\n"
+    "iteration_completed e3.1 i7\n"
+    "get_batch_started e3.1 i7\n"
+    "get_batch_completed e3.1 i7\n"
+    "iteration_started e3.2 i8\n"
+    "step(2) e3.2 i8\n"
+    "iteration_completed e3.2 i8\n"
+    "get_batch_started e3.2 i8\n"
+    "get_batch_completed e3.2 i8\n"
+    "iteration_started e3.3 i9\n"
+    "step(3) e3.3 i9\n"
+    "iteration_completed e3.3 i9\n"
+    "epoch_completed e3.3 i9\n"
+    "completed e3.3 i9\n";
+}  // namespace
+
+TEST_CASE("golden trace: a finished run resumed with more epochs starts a fresh pass (Ignite's 'resume with more epochs')") {
+  Trace trace;
+  int reads = 0;
+  const CountingRange data{{1, 2, 3}, &reads};
+  auto engine = make_traced_engine(trace);
+  engine.run(data, max_epochs(2));
+  CHECK(reads == 6);
+  trace.lines.clear();
+  reads = 0;
+
+  SUBCASE("over the same data object") { engine.run(data, max_epochs(3)); }
+  SUBCASE("over a fresh data object: the pass had ended, so nothing is skipped") {
+    engine.run(CountingRange{{1, 2, 3}, &reads}, max_epochs(3));
+  }
+  SUBCASE("a new engine from the state_dict, over a fresh data object") {
+    const StateDict saved = engine.state.state_dict();
+    auto fresh = make_traced_engine(trace);
+    fresh.state.load_state_dict(saved);
+    fresh.run(CountingRange{{1, 2, 3}, &reads}, max_epochs(3));
+  }
+  SUBCASE("unsized data (a range per pass) over a fresh object: the skip finds the pass's end, and starts anew") {
+    auto fresh = make_traced_engine(trace);
+    fresh.state.load_state_dict(engine.state.state_dict());
+    int passes = 0;
+    fresh.run([&] { return ++passes, CountingRange{{1, 2, 3}, &reads}; }, max_epochs(3));
+    CHECK(passes == 2);  // the skipped pass, then epoch 3's
+    reads -= 3;          // the skipped pass's reads: unsized data must be read to find where it ends
+  }
+  CHECK(trace.joined() == epoch_3_after_more_epochs);
+  CHECK(reads == 3);  // 3 batches read for 3 steps
+}
+
+TEST_CASE("golden trace: rerunning a finished run with the same limits starts a fresh state (Ignite's rerun)") {
+  std::vector<int> data{1, 2, 3};
+  Trace trace;
+  auto engine = make_traced_engine(trace);
+  engine.run(data, max_epochs(2));
+  const std::vector<std::string> first = trace.lines;
+  trace.lines.clear();
+  SUBCASE("same object") { engine.run(data, max_epochs(2)); }
+  SUBCASE("a fresh object") { engine.run(std::vector<int>{1, 2, 3}, max_epochs(2)); }
+  CHECK(trace.lines == first);
+  CHECK(trace.lines.back() == "completed e2.3 i6");
+}
+
 // Interrupts the run at every firing of one event.
 struct InterruptAt {
   Event at;
@@ -210,6 +297,10 @@ TEST_CASE("golden trace: interrupt, then run() continues from the very point") {
     REQUIRE(engine.interrupted());
     std::vector<int> other{1, 2, 3};
     CHECK_THROWS_WITH_AS(engine.run(other), doctest::Contains("interrupted"), std::logic_error);
+    // An rvalue is always another object (the engine owns the one it was given): refused, not silently ignored.
+    CHECK_THROWS_WITH_AS(engine.run(std::vector<int>{1, 2, 3}), doctest::Contains("an rvalue included"),
+                         std::logic_error);
+    CHECK(engine.interrupted());
     engine.run(data);
     CHECK_FALSE(engine.interrupted());
     CHECK(engine.state.iteration == 3);

@@ -142,7 +142,7 @@ int main() {
     Net resumed;
     Trainer<> again(TrainerOptions().accelerator("cuda").max_epochs(4).barebones(true).precision("16-mixed").grad_scaler(
         amp::GradScalerOptions().growth_interval(20)));
-    again.fit(resumed, data, trainloop::detail::NoData{}, (dir / "amp.ckpt").string());
+    again.fit(resumed, data, (dir / "amp.ckpt").string());
     report("16-mixed on CUDA: the checkpoint holds the scaler; a resumed fit continues from it",
            has_scaler && again.skipped_steps() >= trainer.skipped_steps() &&
                again.global_step() + again.skipped_steps() == 120 + 40,

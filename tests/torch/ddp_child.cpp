@@ -3,10 +3,15 @@
 // with sync_dist and an Accuracy metric, which sync across ranks.
 //   trainloop_ddp_child OUT [--devices N] [--strategy S] [--batch B] [--accumulate K] [--epochs E]
 //                       [--kill-rank R --kill-step S] [--ckpt DIR [--resume]] [--rendezvous-timeout SECONDS]
+//                       [--timeout SECONDS] [--setup-delay SECONDS] [--exit-early-rank R] [--catch]
 // Rank 0 writes OUT: one "name value" line per number (parameters in order, then the validation values and the step
 // counter), printed exactly ("%.17g"), so a test can compare runs. --kill-rank sends SIGKILL to rank R right after its
 // optimizer step S (under torchrun, in the first attempt only). --ckpt adds a ModelCheckpoint writing DIR/last.ckpt
 // after every step; --resume fits from "last" when DIR/last.ckpt exists (a torchrun restart runs the same command).
+// --setup-delay sleeps before fit on every rank (slow data loading, which a local launch's ranks repeat);
+// --exit-early-rank makes rank R (started by a launcher) exit with status 3 before it joins. --catch catches fit's
+// error as a program that handles it would: prints it, calls distributed::destroy() and returns 0 (an atexit handler
+// then writes OUT.atexit, showing the process ended normally).
 #include <trainloop.hpp>
 
 #include <csignal>
@@ -15,6 +20,7 @@
 #include <cstring>
 #include <filesystem>
 #include <string>
+#include <thread>
 
 using namespace trainloop;
 using Batch = TensorBatch<2>;
@@ -61,9 +67,9 @@ int main(int argc, char** argv) {
     return 2;
   }
   const std::string out = argv[1];
-  int devices = 0, batch = 8, accumulate = 1, epochs = 2, rendezvous = 60;
+  int devices = 0, batch = 8, accumulate = 1, epochs = 2, rendezvous = 60, timeout = 20, setup_delay = 0, exit_early = -1;
   std::string strategy = "auto", ckpt;
-  bool resume = false;
+  bool resume = false, catch_error = false;
   KillAt kill;
   for (int i = 2; i < argc; ++i) {
     const std::string a = argv[i];
@@ -78,11 +84,23 @@ int main(int argc, char** argv) {
     else if (a == "--ckpt") ckpt = next();
     else if (a == "--resume") resume = true;
     else if (a == "--rendezvous-timeout") rendezvous = std::stoi(next());
+    else if (a == "--timeout") timeout = std::stoi(next());
+    else if (a == "--setup-delay") setup_delay = std::stoi(next());
+    else if (a == "--exit-early-rank") exit_early = std::stoi(next());
+    else if (a == "--catch") catch_error = true;
     else {
       std::fprintf(stderr, "unknown option %s\n", a.c_str());
       return 2;
     }
   }
+  const char* launched_rank = std::getenv("RANK");
+  if (launched_rank && std::atoi(launched_rank) == exit_early) return 3;
+  static std::string atexit_marker;
+  atexit_marker = out + ".atexit";
+  std::atexit([] {
+    if (std::FILE* f = std::fopen(atexit_marker.c_str(), "w")) std::fclose(f);
+  });
+  std::this_thread::sleep_for(std::chrono::seconds(setup_delay));
   torch::manual_seed(0);
   const torch::Tensor x = torch::randn({96, 4}), y = torch::randint(0, 3, {96});
   const torch::Tensor vx = torch::randn({48, 4}), vy = torch::randint(0, 3, {48});
@@ -99,12 +117,20 @@ int main(int argc, char** argv) {
                                .enable_model_summary(false)
                                .accelerator("cpu")
                                .process_group(distributed::InitOptions()
-                                                  .timeout(std::chrono::seconds(20))
+                                                  .timeout(std::chrono::seconds(timeout))
                                                   .rendezvous_timeout(std::chrono::seconds(rendezvous)))
                                .ddp(distributed::DDPOptions().bucket_cap_mb(0.0005));  // several buckets
   auto run = [&](auto... checkpoint) {
     Trainer trainer(options, kill, checkpoint...);
-    trainer.fit(net, train, val, resume && std::filesystem::exists(ckpt + "/last.ckpt") ? "last" : "");
+    try {
+      trainer.fit(net, train, val, resume && std::filesystem::exists(ckpt + "/last.ckpt") ? "last" : "");
+    } catch (const std::exception& error) {
+      if (!catch_error) throw;
+      std::fprintf(stderr, "caught: %s\n", error.what());
+      distributed::destroy();
+      std::fprintf(stderr, "destroy() returned\n");
+      return 0;
+    }
     if (!trainer.is_global_zero()) return 0;
     std::FILE* f = std::fopen(out.c_str(), "w");
     if (!f) return 3;

@@ -257,7 +257,7 @@ TEST_CASE("checkpoints written at on_train_end, on_fit_end and after fit hold th
   // Resuming the finished fit with a larger max_epochs continues it: 2 more epochs.
   Scripted more;
   Trainer longer(quiet().max_epochs(4));
-  longer.fit(more, data, trainloop::detail::NoData{}, dir.file("after.ckpt"));
+  longer.fit(more, data, dir.file("after.ckpt"));
   CHECK(longer.global_step() == 12);
   CHECK(longer.current_epoch() == 4);
 }
@@ -353,6 +353,6 @@ TEST_CASE("a checkpoint whose loader state lacks a key is an error naming the fi
   auto optimizer = std::make_shared<torch::optim::SGD>(net.parameters(), torch::optim::SGDOptions(0.01));
   save_checkpoint(damaged, net, {optimizer}, states);
   Trainer resumed(quiet().max_epochs(2));
-  CHECK_THROWS_WITH_AS(resumed.fit(net, loader, trainloop::detail::NoData{}, damaged),
+  CHECK_THROWS_WITH_AS(resumed.fit(net, loader, damaged),
                        contains("checkpoint '" + damaged + "': key 'train_data': "), CheckpointError);
 }

@@ -480,6 +480,51 @@ TEST_CASE("Trainer devices(2) and devices(3) from a plain binary equal one proce
   CHECK(d2.at("val_correct") == one2.at("val_correct"));
   CHECK(d2.at("val_acc") == one2.at("val_acc"));
   CHECK(processes_mentioning(dir.path.string()) == 0);
+  // What Lightning prints as the group comes up: every rank's line, rank 0's banner.
+  for (const char* line : {"Initializing distributed: GLOBAL_RANK: 0, MEMBER: 1/2",
+                           "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2", "distributed_backend=gloo",
+                           "All distributed processes registered. Starting with 2 processes"})
+    CHECK_MESSAGE(two.stderr_text.find(line) != std::string::npos, line);
+  CHECK(three.stderr_text.find("Initializing distributed: GLOBAL_RANK: 2, MEMBER: 3/3") != std::string::npos);
+}
+
+TEST_CASE("devices(n): a rank that exits before joining is named within seconds, without the collective timeout") {
+  TempDir dir;
+  const Finished f = run_process({child_program(), dir.file("out.txt"), "--devices", "3", "--exit-early-rank", "2",
+                                  "--timeout", "60"},
+                                 {}, dir.file("log"));
+  CHECK_FALSE(f.ok());
+  CHECK(f.took < 20s);  // not the 60 s collective timeout
+  CHECK_MESSAGE(f.stderr_text.find("rank 0 of 3: rank 2 (pid ") != std::string::npos, f.stderr_text);
+  CHECK(f.stderr_text.find("exited with status 3 before every rank joined the rendezvous") != std::string::npos);
+  CHECK(f.stderr_text.find("frame #") == std::string::npos);  // no c10 backtrace in trainloop's errors
+  std::this_thread::sleep_for(300ms);
+  CHECK(processes_mentioning(dir.path.string()) == 0);
+}
+
+TEST_CASE("devices(n): setup before fit longer than the collective timeout is waited for, up to rendezvous_timeout") {
+  TempDir dir;
+  // Every rank sleeps 5 s before fit (loading data), and the ranks rank 0 starts at fit repeat it: they join about
+  // 5 s after rank 0, beyond the 3 s collective timeout, within the 60 s rendezvous timeout.
+  const Finished f = run_process({child_program(), dir.file("out.txt"), "--devices", "2", "--setup-delay", "5",
+                                  "--timeout", "3", "--rendezvous-timeout", "60", "--epochs", "1"},
+                                 {}, dir.file("log"));
+  REQUIRE_MESSAGE(f.ok(), f.stderr_text);
+  CHECK(read_values(dir.file("out.txt")).at("world_size") == 2);
+}
+
+TEST_CASE("devices(n): a program that catches fit's error ends as it chooses; nothing exits the process for it") {
+  TempDir dir;
+  const Finished f = run_process({child_program(), dir.file("out.txt"), "--devices", "2", "--kill-rank", "1",
+                                  "--kill-step", "3", "--catch"},
+                                 {}, dir.file("log"));
+  CHECK_MESSAGE(f.ok(), f.stderr_text);  // its own status: 0
+  CHECK(f.stderr_text.find("caught: trainloop: distributed: rank 0 of 2") != std::string::npos);
+  CHECK(f.stderr_text.find("rank 1 (pid ") != std::string::npos);
+  CHECK(f.stderr_text.find("destroy() returned") != std::string::npos);
+  CHECK(std::filesystem::exists(dir.file("out.txt.atexit")));  // atexit handlers ran: a normal exit
+  std::this_thread::sleep_for(300ms);
+  CHECK(processes_mentioning(dir.path.string()) == 0);
 }
 
 TEST_CASE("a rank killed mid-epoch: the others fail naming it, within the timeout; the launching parent exits non-zero") {

@@ -266,7 +266,7 @@ TEST_CASE("EMA: its average is in the checkpoint, and a resumed fit continues it
   first_half.fit(*first, data);
   auto second = fresh();
   Trainer resumed(quiet().max_epochs(2), EMA(options));
-  resumed.fit(*second, data, trainloop::detail::NoData{}, dir.file("half.ckpt"));
+  resumed.fit(*second, data, dir.file("half.ckpt"));
   CHECK(resumed.callback<EMA>().updates() == straight.callback<EMA>().updates());
   for (const auto& [name, tensor] : straight.callback<EMA>().averaged())
     CHECK_MESSAGE(torch::equal(tensor, resumed.callback<EMA>().averaged().at(name)), name);
@@ -278,7 +278,7 @@ TEST_CASE("EMA: its average is in the checkpoint, and a resumed fit continues it
   without.fit(*plain, data);
   auto again = fresh();
   Trainer with_ema(quiet().max_epochs(2), EMA(options));
-  CHECK_THROWS_WITH_AS(with_ema.fit(*again, data, trainloop::detail::NoData{}, dir.file("plain.ckpt")),
+  CHECK_THROWS_WITH_AS(with_ema.fit(*again, data, dir.file("plain.ckpt")),
                        contains("key 'callback/trainloop::EMA' (tensors) is missing"), std::runtime_error);
 }
 
