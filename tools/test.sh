@@ -7,6 +7,7 @@
 #   4. the torch-free core with clang, when clang++ is installed
 #   5. the torch parts, mixed precision and data-parallel training included, compile (-fsyntax-only) with clang, and as
 #      C++17 and C++20 against LibTorch 2.x (Debian trixie's headers), the mixed-precision and data-parallel tests too
+#   6. `conan create` with the real Conan (../shared/tools/conan.sh, when it is there), both values of with_torch
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=$(nproc)
@@ -36,6 +37,19 @@ step "full suite: g++, C++17, parts/ and single header"
 cmake -S . -B build/gcc -G Ninja -DCMAKE_BUILD_TYPE=Release -DTRAINLOOP_WARNINGS_AS_ERRORS=ON "${launcher[@]}"
 cmake --build build/gcc -j "$jobs"
 (cd build/gcc && ctest -j "$jobs" --output-on-failure --timeout 900)
+
+# The real Conan 2.8.1 (not a Debian package: ../shared/tools/conan.sh runs it offline from its source) creates the
+# package and builds and runs its test package, for both values of with_torch (the Trainer on this LibTorch; the Engine).
+if [ -f ../shared/tools/conan.sh ]; then
+  step "Conan: conan create, offline, with_torch=False and with_torch=True"
+  for with_torch in False True; do
+    bash ../shared/tools/conan.sh --offline-create 0.1.0 -o "trainloop/*:with_torch=$with_torch" > build/conan-$with_torch.log 2>&1 ||
+      { tail -n 40 build/conan-$with_torch.log; exit 1; }
+    grep -E "^trainloop 0\.1\.0" build/conan-$with_torch.log
+  done
+else
+  step "Conan: skipped (../shared/tools/conan.sh is not beside this clone)"
+fi
 
 step "torch-free core under ASan + UBSan, C++20"
 cmake -S . -B build/asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DTRAINLOOP_WITH_TORCH=OFF -DTRAINLOOP_SANITIZE=ON \
