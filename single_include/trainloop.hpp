@@ -8699,7 +8699,7 @@ inline std::shared_ptr<ProcessGroup> init(const InitOptions& options = InitOptio
 #if TRAINLOOP_DETAIL_HAS_GLOO
       auto gloo_options = c10d::ProcessGroupGloo::Options::create(options.timeout());
       gloo_options->devices.push_back(detail::gloo_device(e.master_addr));
-      // The rendezvous waits on the store with the store's timeout; collectives then use the group's.
+      // Every rank has joined (join_ranks): Gloo's own rendezvous, bounded by `timeout` as the collectives are, is quick.
       collectives = c10::make_intrusive<c10d::ProcessGroupGloo>(store, e.rank, e.world_size, gloo_options);
 #endif
     } else {
@@ -8715,9 +8715,9 @@ inline std::shared_ptr<ProcessGroup> init(const InitOptions& options = InitOptio
     if (launch) launch->terminate();
     throw std::runtime_error("trainloop: distributed: rank " + std::to_string(e.rank) + " of " +
                              std::to_string(e.world_size) + ": the " + backend + " rendezvous at " +
-                             detail::rendezvous_hint(e) + " failed (a rank did not join within " +
-                             std::to_string(options.rendezvous_timeout().count() / 1000) + " s, or died): " +
-                             detail::error_text(error));
+                             detail::rendezvous_hint(e) + " failed (every rank had joined the store: one died, or "
+                             "the group's own rendezvous took longer than the collective timeout of " +
+                             std::to_string(options.timeout().count() / 1000) + " s): " + detail::error_text(error));
   }
   auto group = std::make_shared<ProcessGroup>(e, store, collectives, backend, options.timeout(), std::move(launch));
   group->set_device(backend == "nccl" ? torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(e.local_rank)) : torch::Device(torch::kCPU));

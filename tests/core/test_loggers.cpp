@@ -446,9 +446,10 @@ TEST_CASE("MLFlowLogger: a name keeps exactly the characters MLflow's \\w accept
       {"\xD9\xA3", "\xD9\xA3"},                                        // Arabic-Indic digit three (Nd)
       {"loss\xE2\x80\x94val", "loss_val"},                           // an em dash (Pd)
   };
-  for (const auto& [name, expected] : names) {
+  for (const auto& name_and_key : names) {  // (no structured binding: CAPTURE's lambda cannot take one in C++17)
+    const char* name = name_and_key.first;
     CAPTURE(name);
-    CHECK(detail::mlflow_key(name, "metric") == expected);
+    CHECK(detail::mlflow_key(name, "metric") == name_and_key.second);
   }
   // Spot checks across the table: its first and last ranges, and code points just outside them.
   CHECK_FALSE(detail::is_unicode_word(0x80));
