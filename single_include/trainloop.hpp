@@ -1919,22 +1919,28 @@ class Engine : public EngineCore {
     }
   }
 
-  // The data source, counted: the pass position is what a resumed run over a fresh source skips first. A resumed
-  // run (not an interrupted one) whose first fetch finds the pass at its end, or skips past it, starts a fresh pass
-  // without data_exhausted, as Ignite's, whose every run() starts its own iterator: a pass that had ended leaves
-  // nothing to read again. (Unless the epoch length is still unknown: then that end is what defines it.)
+  // The data source, counted: the pass position is what a resumed run over a fresh source skips first.
   template <class Source>
   Batch* next_batch(Source& source) {
-    const bool first_fetch_of_resumed_run = std::exchange(first_fetch_of_resumed_run_, false);
+    Batch* next = first_fetch_of_resumed_run_ || skip_pending_ > 0 ? first_fetch(source) : source.next();
+    if (next != nullptr) ++state.pass_position;
+    return next;
+  }
+  // Off the per-iteration path: skips what the pass consumed. A resumed run (not an interrupted one) whose first
+  // fetch finds the pass at its end, or skips past it, starts a fresh pass without data_exhausted, as Ignite's, whose
+  // every run() starts its own iterator: a pass that had ended leaves nothing to read again. (Unless the epoch length
+  // is still unknown: then that end is what defines it.)
+  template <class Source>
+  Batch* first_fetch(Source& source) {
+    const bool resumed = std::exchange(first_fetch_of_resumed_run_, false);
     bool pass_ended = false;
     for (; skip_pending_ > 0 && !pass_ended; --skip_pending_) pass_ended = source.next() == nullptr;
     skip_pending_ = 0;
     Batch* next = pass_ended ? nullptr : source.next();
-    if (next == nullptr && first_fetch_of_resumed_run && state.epoch_length) {  // (an unsized first pass ends)
+    if (next == nullptr && resumed && state.epoch_length) {
       restart_data(source);
       next = source.next();
     }
-    if (next != nullptr) ++state.pass_position;
     return next;
   }
   template <class Source>
@@ -1948,7 +1954,7 @@ class Engine : public EngineCore {
   handlers_type handlers_;
   std::optional<output_type> output_;
   std::uint64_t skip_pending_ = 0;             // batches a fresh source skips before its first one
-  bool first_fetch_of_resumed_run_ = false;   // see next_batch
+  bool first_fetch_of_resumed_run_ = false;   // see first_fetch
   // The data source of the last run, kept so a resumed run continues its pass (type-erased: its type depends on the
   // data given to run()). `run` owns the source and runs the loop over it.
   struct KeptSource {
@@ -3801,13 +3807,10 @@ TRAINLOOP_DETAIL_API bool is_unicode_word(char32_t cp) {
       {0x2B740, 0x2B81D}, {0x2B820, 0x2CEA1}, {0x2CEB0, 0x2EBE0}, {0x2F800, 0x2FA1D}, {0x30000, 0x3134A},
       // END GENERATED
   };
-  std::size_t low = 0, high = sizeof(word) / sizeof(word[0]);  // the first range ending at or after cp
-  while (low < high) {
-    const std::size_t mid = low + (high - low) / 2;
-    if (word[mid][1] < cp) low = mid + 1;
-    else high = mid;
-  }
-  return low < sizeof(word) / sizeof(word[0]) && word[low][0] <= cp;
+  const auto* last = std::end(word);  // the first range ending at or after cp
+  const auto* range = std::lower_bound(std::begin(word), last, cp,
+                                       [](const char32_t (&r)[2], char32_t c) { return r[1] < c; });
+  return range != last && (*range)[0] <= cp;
 }
 TRAINLOOP_DETAIL_API std::string mlflow_key(const std::string& name, const std::string& kind) {
   std::string key;
@@ -8445,6 +8448,13 @@ inline std::string error_text(const std::exception& error) {
   if (const auto* c10_error = dynamic_cast<const c10::Error*>(&error)) return c10_error->what_without_backtrace();
   return error.what();
 }
+// How every distributed error starts: "trainloop: distributed: rank 1 of 4: ".
+inline std::string rank_prefix(int rank, int world_size) {
+  return "trainloop: distributed: rank " + std::to_string(rank) + " of " + std::to_string(world_size) + ": ";
+}
+inline std::string rendezvous_hint(const Environment& e) {
+  return "tcp://" + e.master_addr + ":" + std::to_string(e.master_port) + " (launcher: " + e.launcher + ")";
+}
 
 // Every rank counts itself in on the store, then waits until all have, within the rendezvous timeout: so the program's
 // setup before init (loading data, which a local launch's ranks repeat after rank 0 starts them) may take longer than
@@ -8454,18 +8464,25 @@ inline void join_ranks(c10d::Store& store, const Environment& e, std::chrono::mi
                        const LocalLaunch* launch) {
   static std::atomic<int> joins{0};  // one key per init() of this process: every rank calls init() as often
   const std::string key = "trainloop/ranks_joined/" + std::to_string(joins++);
+  const auto add = [&](std::int64_t n) {
+    try {
+      return store.add(key, n);
+    } catch (const std::exception& error) {
+      throw std::runtime_error(rank_prefix(e.rank, e.world_size) + "the store at " + rendezvous_hint(e) +
+                               " failed during the rendezvous: " + error_text(error));
+    }
+  };
   const auto until = std::chrono::steady_clock::now() + limit;
-  for (std::int64_t joined = store.add(key, 1); joined < e.world_size; joined = store.add(key, 0)) {
-    const std::string who = "trainloop: distributed: rank " + std::to_string(e.rank) + " of " +
-                            std::to_string(e.world_size) + ": ";
+  for (std::int64_t joined = add(1); joined < e.world_size; joined = add(0)) {
     if (launch) {
       const std::string died = launch->failure();
-      if (!died.empty()) throw std::runtime_error(who + died + " before every rank joined the rendezvous");
+      if (!died.empty())
+        throw std::runtime_error(rank_prefix(e.rank, e.world_size) + died + " before every rank joined the rendezvous");
     }
     if (std::chrono::steady_clock::now() >= until)
-      throw std::runtime_error(who + "only " + std::to_string(joined) + " of " + std::to_string(e.world_size) +
-                               " ranks joined the rendezvous within " + std::to_string(limit.count() / 1000) +
-                               " s (rendezvous_timeout); is every rank started?");
+      throw std::runtime_error(rank_prefix(e.rank, e.world_size) + "only " + std::to_string(joined) + " of " +
+                               std::to_string(e.world_size) + " ranks joined the rendezvous within " +
+                               std::to_string(limit.count() / 1000) + " s (rendezvous_timeout); is every rank started?");
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
 }
@@ -8559,8 +8576,7 @@ class ProcessGroup {
 
   /// The error for a collective that failed: names this rank and, under a local launch, the rank that died.
   std::runtime_error failed(const char* what, const std::string& cause) {
-    std::string message = "trainloop: distributed: rank " + std::to_string(rank()) + " of " + std::to_string(size()) +
-                          ": " + what + " failed: ";
+    std::string message = detail::rank_prefix(rank(), size()) + what + " failed: ";
     const std::string died = launch_ ? launch_->failure(std::chrono::seconds(2)) : std::string();
     failure_reported_ = failure_reported_ || !died.empty();
     char seconds[32];
@@ -8619,10 +8635,6 @@ auto disable_libuv(O& options, int) -> decltype(options.useLibUV = false, void()
 }
 template <class O>
 void disable_libuv(O&, long) {}
-
-inline std::string rendezvous_hint(const Environment& e) {
-  return "tcp://" + e.master_addr + ":" + std::to_string(e.master_port) + " (launcher: " + e.launcher + ")";
-}
 }  // namespace detail
 
 /// Connects this process to the others of its job: the store rendezvous (torchrun's agent store when torchrun runs
@@ -8677,20 +8689,17 @@ inline std::shared_ptr<ProcessGroup> init(const InitOptions& options = InitOptio
       store = c10::make_intrusive<c10d::TCPStore>(e.master_addr, store_options);
     }
   } catch (const std::exception& error) {
-    throw std::runtime_error("trainloop: distributed: rank " + std::to_string(e.rank) + " of " +
-                             std::to_string(e.world_size) + ": the store rendezvous at " + detail::rendezvous_hint(e) +
-                             " failed within " + std::to_string(options.rendezvous_timeout().count() / 1000) +
+    throw std::runtime_error(detail::rank_prefix(e.rank, e.world_size) + "the store rendezvous at " +
+                             detail::rendezvous_hint(e) + " failed within " +
+                             std::to_string(options.rendezvous_timeout().count() / 1000) +
                              " s (is every rank started, with the same MASTER_ADDR and MASTER_PORT?): " +
                              detail::error_text(error));
   }
   try {
     detail::join_ranks(*store, e, options.rendezvous_timeout(), launch.get());
-  } catch (const std::exception& error) {
+  } catch (...) {
     if (launch) launch->terminate();
-    if (std::string(error.what()).rfind("trainloop:", 0) == 0) throw;
-    throw std::runtime_error("trainloop: distributed: rank " + std::to_string(e.rank) + " of " +
-                             std::to_string(e.world_size) + ": the store at " + detail::rendezvous_hint(e) +
-                             " failed during the rendezvous: " + detail::error_text(error));
+    throw;
   }
 
   c10::intrusive_ptr<detail::CollectiveBackend> collectives;
@@ -8713,8 +8722,7 @@ inline std::shared_ptr<ProcessGroup> init(const InitOptions& options = InitOptio
     }
   } catch (const std::exception& error) {
     if (launch) launch->terminate();
-    throw std::runtime_error("trainloop: distributed: rank " + std::to_string(e.rank) + " of " +
-                             std::to_string(e.world_size) + ": the " + backend + " rendezvous at " +
+    throw std::runtime_error(detail::rank_prefix(e.rank, e.world_size) + "the " + backend + " rendezvous at " +
                              detail::rendezvous_hint(e) + " failed (every rank had joined the store: one died, or "
                              "the group's own rendezvous took longer than the collective timeout of " +
                              std::to_string(options.timeout().count() / 1000) + " s): " + detail::error_text(error));
@@ -10002,10 +10010,10 @@ TRAINLOOP_DETAIL_API void TrainerCore::setup_distributed() {
         // What Lightning prints as its process group comes up: each rank's line, then rank 0's banner.
         const int rank = group_->rank(), size = group_->size();
         std::fprintf(stderr, "Initializing distributed: GLOBAL_RANK: %d, MEMBER: %d/%d\n", rank, rank + 1, size);
+        const std::string rule(100, '-');
         if (rank == 0)
           std::fprintf(stderr, "%s\ndistributed_backend=%s\nAll distributed processes registered. Starting with %d "
-                       "processes\n%s\n\n", std::string(100, '-').c_str(), group_->backend_name().c_str(), size,
-                       std::string(100, '-').c_str());
+                       "processes\n%s\n\n", rule.c_str(), group_->backend_name().c_str(), size, rule.c_str());
       }
     }
   }

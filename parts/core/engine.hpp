@@ -537,22 +537,28 @@ class Engine : public EngineCore {
     }
   }
 
-  // The data source, counted: the pass position is what a resumed run over a fresh source skips first. A resumed
-  // run (not an interrupted one) whose first fetch finds the pass at its end, or skips past it, starts a fresh pass
-  // without data_exhausted, as Ignite's, whose every run() starts its own iterator: a pass that had ended leaves
-  // nothing to read again. (Unless the epoch length is still unknown: then that end is what defines it.)
+  // The data source, counted: the pass position is what a resumed run over a fresh source skips first.
   template <class Source>
   Batch* next_batch(Source& source) {
-    const bool first_fetch_of_resumed_run = std::exchange(first_fetch_of_resumed_run_, false);
+    Batch* next = first_fetch_of_resumed_run_ || skip_pending_ > 0 ? first_fetch(source) : source.next();
+    if (next != nullptr) ++state.pass_position;
+    return next;
+  }
+  // Off the per-iteration path: skips what the pass consumed. A resumed run (not an interrupted one) whose first
+  // fetch finds the pass at its end, or skips past it, starts a fresh pass without data_exhausted, as Ignite's, whose
+  // every run() starts its own iterator: a pass that had ended leaves nothing to read again. (Unless the epoch length
+  // is still unknown: then that end is what defines it.)
+  template <class Source>
+  Batch* first_fetch(Source& source) {
+    const bool resumed = std::exchange(first_fetch_of_resumed_run_, false);
     bool pass_ended = false;
     for (; skip_pending_ > 0 && !pass_ended; --skip_pending_) pass_ended = source.next() == nullptr;
     skip_pending_ = 0;
     Batch* next = pass_ended ? nullptr : source.next();
-    if (next == nullptr && first_fetch_of_resumed_run && state.epoch_length) {  // (an unsized first pass ends)
+    if (next == nullptr && resumed && state.epoch_length) {
       restart_data(source);
       next = source.next();
     }
-    if (next != nullptr) ++state.pass_position;
     return next;
   }
   template <class Source>
@@ -566,7 +572,7 @@ class Engine : public EngineCore {
   handlers_type handlers_;
   std::optional<output_type> output_;
   std::uint64_t skip_pending_ = 0;             // batches a fresh source skips before its first one
-  bool first_fetch_of_resumed_run_ = false;   // see next_batch
+  bool first_fetch_of_resumed_run_ = false;   // see first_fetch
   // The data source of the last run, kept so a resumed run continues its pass (type-erased: its type depends on the
   // data given to run()). `run` owns the source and runs the loop over it.
   struct KeptSource {

@@ -430,6 +430,13 @@ inline std::string error_text(const std::exception& error) {
   if (const auto* c10_error = dynamic_cast<const c10::Error*>(&error)) return c10_error->what_without_backtrace();
   return error.what();
 }
+// How every distributed error starts: "trainloop: distributed: rank 1 of 4: ".
+inline std::string rank_prefix(int rank, int world_size) {
+  return "trainloop: distributed: rank " + std::to_string(rank) + " of " + std::to_string(world_size) + ": ";
+}
+inline std::string rendezvous_hint(const Environment& e) {
+  return "tcp://" + e.master_addr + ":" + std::to_string(e.master_port) + " (launcher: " + e.launcher + ")";
+}
 
 // Every rank counts itself in on the store, then waits until all have, within the rendezvous timeout: so the program's
 // setup before init (loading data, which a local launch's ranks repeat after rank 0 starts them) may take longer than
@@ -439,18 +446,25 @@ inline void join_ranks(c10d::Store& store, const Environment& e, std::chrono::mi
                        const LocalLaunch* launch) {
   static std::atomic<int> joins{0};  // one key per init() of this process: every rank calls init() as often
   const std::string key = "trainloop/ranks_joined/" + std::to_string(joins++);
+  const auto add = [&](std::int64_t n) {
+    try {
+      return store.add(key, n);
+    } catch (const std::exception& error) {
+      throw std::runtime_error(rank_prefix(e.rank, e.world_size) + "the store at " + rendezvous_hint(e) +
+                               " failed during the rendezvous: " + error_text(error));
+    }
+  };
   const auto until = std::chrono::steady_clock::now() + limit;
-  for (std::int64_t joined = store.add(key, 1); joined < e.world_size; joined = store.add(key, 0)) {
-    const std::string who = "trainloop: distributed: rank " + std::to_string(e.rank) + " of " +
-                            std::to_string(e.world_size) + ": ";
+  for (std::int64_t joined = add(1); joined < e.world_size; joined = add(0)) {
     if (launch) {
       const std::string died = launch->failure();
-      if (!died.empty()) throw std::runtime_error(who + died + " before every rank joined the rendezvous");
+      if (!died.empty())
+        throw std::runtime_error(rank_prefix(e.rank, e.world_size) + died + " before every rank joined the rendezvous");
     }
     if (std::chrono::steady_clock::now() >= until)
-      throw std::runtime_error(who + "only " + std::to_string(joined) + " of " + std::to_string(e.world_size) +
-                               " ranks joined the rendezvous within " + std::to_string(limit.count() / 1000) +
-                               " s (rendezvous_timeout); is every rank started?");
+      throw std::runtime_error(rank_prefix(e.rank, e.world_size) + "only " + std::to_string(joined) + " of " +
+                               std::to_string(e.world_size) + " ranks joined the rendezvous within " +
+                               std::to_string(limit.count() / 1000) + " s (rendezvous_timeout); is every rank started?");
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
 }
@@ -544,8 +558,7 @@ class ProcessGroup {
 
   /// The error for a collective that failed: names this rank and, under a local launch, the rank that died.
   std::runtime_error failed(const char* what, const std::string& cause) {
-    std::string message = "trainloop: distributed: rank " + std::to_string(rank()) + " of " + std::to_string(size()) +
-                          ": " + what + " failed: ";
+    std::string message = detail::rank_prefix(rank(), size()) + what + " failed: ";
     const std::string died = launch_ ? launch_->failure(std::chrono::seconds(2)) : std::string();
     failure_reported_ = failure_reported_ || !died.empty();
     char seconds[32];
@@ -604,10 +617,6 @@ auto disable_libuv(O& options, int) -> decltype(options.useLibUV = false, void()
 }
 template <class O>
 void disable_libuv(O&, long) {}
-
-inline std::string rendezvous_hint(const Environment& e) {
-  return "tcp://" + e.master_addr + ":" + std::to_string(e.master_port) + " (launcher: " + e.launcher + ")";
-}
 }  // namespace detail
 
 /// Connects this process to the others of its job: the store rendezvous (torchrun's agent store when torchrun runs
@@ -662,20 +671,17 @@ inline std::shared_ptr<ProcessGroup> init(const InitOptions& options = InitOptio
       store = c10::make_intrusive<c10d::TCPStore>(e.master_addr, store_options);
     }
   } catch (const std::exception& error) {
-    throw std::runtime_error("trainloop: distributed: rank " + std::to_string(e.rank) + " of " +
-                             std::to_string(e.world_size) + ": the store rendezvous at " + detail::rendezvous_hint(e) +
-                             " failed within " + std::to_string(options.rendezvous_timeout().count() / 1000) +
+    throw std::runtime_error(detail::rank_prefix(e.rank, e.world_size) + "the store rendezvous at " +
+                             detail::rendezvous_hint(e) + " failed within " +
+                             std::to_string(options.rendezvous_timeout().count() / 1000) +
                              " s (is every rank started, with the same MASTER_ADDR and MASTER_PORT?): " +
                              detail::error_text(error));
   }
   try {
     detail::join_ranks(*store, e, options.rendezvous_timeout(), launch.get());
-  } catch (const std::exception& error) {
+  } catch (...) {
     if (launch) launch->terminate();
-    if (std::string(error.what()).rfind("trainloop:", 0) == 0) throw;
-    throw std::runtime_error("trainloop: distributed: rank " + std::to_string(e.rank) + " of " +
-                             std::to_string(e.world_size) + ": the store at " + detail::rendezvous_hint(e) +
-                             " failed during the rendezvous: " + detail::error_text(error));
+    throw;
   }
 
   c10::intrusive_ptr<detail::CollectiveBackend> collectives;
@@ -698,8 +704,7 @@ inline std::shared_ptr<ProcessGroup> init(const InitOptions& options = InitOptio
     }
   } catch (const std::exception& error) {
     if (launch) launch->terminate();
-    throw std::runtime_error("trainloop: distributed: rank " + std::to_string(e.rank) + " of " +
-                             std::to_string(e.world_size) + ": the " + backend + " rendezvous at " +
+    throw std::runtime_error(detail::rank_prefix(e.rank, e.world_size) + "the " + backend + " rendezvous at " +
                              detail::rendezvous_hint(e) + " failed (every rank had joined the store: one died, or "
                              "the group's own rendezvous took longer than the collective timeout of " +
                              std::to_string(options.timeout().count() / 1000) + " s): " + detail::error_text(error));

@@ -610,10 +610,10 @@ TRAINLOOP_DETAIL_API void TrainerCore::setup_distributed() {
         // What Lightning prints as its process group comes up: each rank's line, then rank 0's banner.
         const int rank = group_->rank(), size = group_->size();
         std::fprintf(stderr, "Initializing distributed: GLOBAL_RANK: %d, MEMBER: %d/%d\n", rank, rank + 1, size);
+        const std::string rule(100, '-');
         if (rank == 0)
           std::fprintf(stderr, "%s\ndistributed_backend=%s\nAll distributed processes registered. Starting with %d "
-                       "processes\n%s\n\n", std::string(100, '-').c_str(), group_->backend_name().c_str(), size,
-                       std::string(100, '-').c_str());
+                       "processes\n%s\n\n", rule.c_str(), group_->backend_name().c_str(), size, rule.c_str());
       }
     }
   }

@@ -346,13 +346,10 @@ TRAINLOOP_DETAIL_API bool is_unicode_word(char32_t cp) {
       {0x2B740, 0x2B81D}, {0x2B820, 0x2CEA1}, {0x2CEB0, 0x2EBE0}, {0x2F800, 0x2FA1D}, {0x30000, 0x3134A},
       // END GENERATED
   };
-  std::size_t low = 0, high = sizeof(word) / sizeof(word[0]);  // the first range ending at or after cp
-  while (low < high) {
-    const std::size_t mid = low + (high - low) / 2;
-    if (word[mid][1] < cp) low = mid + 1;
-    else high = mid;
-  }
-  return low < sizeof(word) / sizeof(word[0]) && word[low][0] <= cp;
+  const auto* last = std::end(word);  // the first range ending at or after cp
+  const auto* range = std::lower_bound(std::begin(word), last, cp,
+                                       [](const char32_t (&r)[2], char32_t c) { return r[1] < c; });
+  return range != last && (*range)[0] <= cp;
 }
 TRAINLOOP_DETAIL_API std::string mlflow_key(const std::string& name, const std::string& kind) {
   std::string key;
