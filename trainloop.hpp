@@ -28,6 +28,8 @@
 
 #include "parts/torch/allocator.hpp"
 #include "parts/torch/data/idx.hpp"
+#include "parts/torch/data/dataset.hpp"
+#include "parts/torch/data/transforms.hpp"
 #include "parts/torch/data/loader.hpp"
 #include "parts/torch/device.hpp"
 #include "parts/torch/logging.hpp"

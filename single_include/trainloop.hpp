@@ -4501,21 +4501,14 @@ TRAINLOOP_DETAIL_API MnistSplit mnist(bool train, const std::string& dir, bool n
 
 TRAINLOOP_DETAIL_END
 // ---- end parts/torch/data/idx.hpp ----
-// ---- begin parts/torch/data/loader.hpp ----
-// trainloop: TensorDataset and DataLoader. An in-memory dataset of tensors sharing dim 0, and a loader that gathers
-// each batch with one index_select per tensor (not per-example stacking), shuffles with its own seeded generator
-// (independent of the global RNG), shards for distributed ranks, prefetches in the background, and saves its
-// position so a run resumes mid-epoch exactly.
+// ---- begin parts/torch/data/dataset.hpp ----
+// trainloop: datasets and collation. TensorDataset (every example in memory, batched by one index_select per
+// tensor); what the DataLoader detects on a dataset of the user's type (size(), get(index), get(index, generator),
+// get_batch(indices)); and default_collate, which stacks examples into a batch field by field.
 #include <array>
-#include <condition_variable>
 #include <cstdint>
-#include <deque>
-#include <exception>
-#include <iterator>
-#include <mutex>
 #include <stdexcept>
 #include <string>
-#include <thread>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -4573,14 +4566,12 @@ class TensorDataset {
   std::int64_t size() const { return tensors_[0].size(0); }
   const std::array<torch::Tensor, N>& tensors() const { return tensors_; }
 
-  /// The examples at `index` (an int64 tensor) as one batch: one index_select per tensor.
-  TensorBatch<N> gather(const torch::Tensor& index) const {
-    return gather_impl(index, std::make_index_sequence<N>{});
-  }
+  /// The examples at `index` (an int64 tensor) as one batch: one index_select per tensor, no per-example stacking.
+  TensorBatch<N> get_batch(const torch::Tensor& index) const { return gather(index, std::make_index_sequence<N>{}); }
 
  private:
   template <std::size_t... I>
-  TensorBatch<N> gather_impl(const torch::Tensor& index, std::index_sequence<I...>) const {
+  TensorBatch<N> gather(const torch::Tensor& index, std::index_sequence<I...>) const {
     if constexpr (N == 1) return tensors_[0].index_select(0, index);
     else return TensorBatch<N>(tensors_[I].index_select(0, index)...);
   }
@@ -4589,6 +4580,544 @@ class TensorDataset {
 template <class... T>
 TensorDataset(T...) -> TensorDataset<sizeof...(T)>;
 
+namespace detail {
+// --- what the DataLoader detects on a dataset (one trait each) ------------------------------------------------------
+// get(index, generator): an example drawing its randomness from a generator seeded by (seed, epoch, index).
+template <class D>
+using dataset_get_random_t = decltype(std::declval<D&>().get(std::size_t{}, std::declval<torch::Generator&>()));
+// get(index): an example (LibTorch's torch::data::Dataset spelling).
+template <class D>
+using dataset_get_t = decltype(std::declval<D&>().get(std::size_t{}));
+// get_batch(index tensor): a whole batch from an int64 tensor of indices (TensorDataset's gather).
+template <class D>
+using dataset_get_batch_tensor_t = decltype(std::declval<D&>().get_batch(std::declval<const torch::Tensor&>()));
+// get_batch(indices): a batch, or the batch's examples to collate (torch::data's get_batch returns those).
+template <class D>
+using dataset_get_batch_t = decltype(std::declval<D&>().get_batch(std::declval<const std::vector<std::size_t>&>()));
+template <class D>
+using dataset_size_t = decltype(std::declval<const D&>().size());
+
+template <class T>
+struct is_std_vector : std::false_type {};
+template <class T, class A>
+struct is_std_vector<std::vector<T, A>> : std::true_type {};
+
+// The examples a dataset yields one at a time, or void when it only yields batches.
+template <class D, class = void>
+struct example_of {
+  using type = void;
+};
+template <class D>
+struct example_of<D, std::enable_if_t<is_detected_v<dataset_get_random_t, D>>> {
+  using type = std::decay_t<dataset_get_random_t<D>>;
+};
+template <class D>
+struct example_of<D, std::enable_if_t<!is_detected_v<dataset_get_random_t, D> && is_detected_v<dataset_get_t, D>>> {
+  using type = std::decay_t<dataset_get_t<D>>;
+};
+template <class D>
+using example_of_t = typename example_of<D>::type;
+
+// size() as an integer: a number, or LibTorch's optional<size_t> (which must hold one: a map-style dataset has a size).
+template <class D>
+std::int64_t dataset_size(const D& dataset) {
+  static_assert(is_detected_v<dataset_size_t, D>,
+                "trainloop: DataLoader: the dataset has no size() const (the number of examples, as torch::data's "
+                "datasets have)");
+  const auto size = dataset.size();
+  if constexpr (std::is_integral_v<std::decay_t<decltype(size)>>) {
+    return static_cast<std::int64_t>(size);
+  } else {
+    if (!size.has_value()) throw std::invalid_argument("trainloop: DataLoader: the dataset's size() is empty; a map-style dataset needs a size");
+    return static_cast<std::int64_t>(*size);
+  }
+}
+
+// --- aggregate reflection: the fields of a plain struct of tensors, by structured bindings ----------------------------
+struct any_field {  // converts to any field's type; used in unevaluated braces only, to count fields
+  template <class T>
+  operator T() const;
+};
+template <class T, class Seq, class = void>
+struct brace_initializable : std::false_type {};
+template <class T, std::size_t... I>
+struct brace_initializable<T, std::index_sequence<I...>, std::void_t<decltype(T{(void(I), any_field{})...})>> : std::true_type {};
+inline constexpr std::size_t max_struct_fields = 8;
+template <class T, std::size_t N = 0>
+constexpr std::size_t field_count() {
+  if constexpr (N <= max_struct_fields && brace_initializable<T, std::make_index_sequence<N + 1>>::value) return field_count<T, N + 1>();
+  else return N;
+}
+// The fields of `value` as a tuple of references.
+template <class T>
+auto fields_of(T& value) {
+  constexpr std::size_t n = field_count<std::remove_const_t<T>>();
+  if constexpr (n == 1) { auto& [a] = value; return std::tie(a); }
+  else if constexpr (n == 2) { auto& [a, b] = value; return std::tie(a, b); }
+  else if constexpr (n == 3) { auto& [a, b, c] = value; return std::tie(a, b, c); }
+  else if constexpr (n == 4) { auto& [a, b, c, d] = value; return std::tie(a, b, c, d); }
+  else if constexpr (n == 5) { auto& [a, b, c, d, e] = value; return std::tie(a, b, c, d, e); }
+  else if constexpr (n == 6) { auto& [a, b, c, d, e, f] = value; return std::tie(a, b, c, d, e, f); }
+  else if constexpr (n == 7) { auto& [a, b, c, d, e, f, g] = value; return std::tie(a, b, c, d, e, f, g); }
+  else { auto& [a, b, c, d, e, f, g, h] = value; return std::tie(a, b, c, d, e, f, g, h); }
+}
+
+template <class T>
+struct is_pair_or_tuple : std::false_type {};
+template <class A, class B>
+struct is_pair_or_tuple<std::pair<A, B>> : std::true_type {};
+template <class... T>
+struct is_pair_or_tuple<std::tuple<T...>> : std::true_type {};
+template <class T>
+struct is_torch_example : std::false_type {};
+template <class Data, class Target>
+struct is_torch_example<torch::data::Example<Data, Target>> : std::true_type {};
+
+// A struct whose fields are all tensors (checked where it is collated).
+template <class T>
+inline constexpr bool is_tensor_struct_v = std::is_aggregate_v<T> && !is_pair_or_tuple<T>::value &&
+                                           !is_torch_example<T>::value && field_count<T>() >= 1 &&
+                                           field_count<T>() <= max_struct_fields;
+
+// Applies f to every tensor of a batch (a tensor, pair, tuple, torch::data::Example or struct of tensors).
+template <class Batch, class F>
+void for_each_tensor(Batch& batch, F&& f) {
+  if constexpr (std::is_same_v<Batch, torch::Tensor>) f(batch);
+  else if constexpr (is_pair_or_tuple<Batch>::value) std::apply([&](auto&... part) { (for_each_tensor(part, f), ...); }, batch);
+  else if constexpr (is_torch_example<Batch>::value) {
+    for_each_tensor(batch.data, f);
+    if constexpr (!std::is_same_v<decltype(batch.target), torch::data::example::NoTarget>) for_each_tensor(batch.target, f);
+  } else if constexpr (is_tensor_struct_v<Batch>) {
+    std::apply([&](auto&... part) { (for_each_tensor(part, f), ...); }, fields_of(batch));
+  }
+  // Other fields (numbers, strings) hold no tensor.
+}
+
+// --- collation -------------------------------------------------------------------------------------------------------
+// Stacks field `get(example)` of every example; `field` names it in the error ("field 1", "data").
+template <class Example, class Get>
+torch::Tensor stack_field(std::vector<Example>& examples, Get&& get, const std::string& field) {
+  std::vector<torch::Tensor> parts;
+  parts.reserve(examples.size());
+  for (auto& example : examples) {
+    torch::Tensor& t = get(example);
+    if (!t.defined()) throw std::invalid_argument("trainloop: collate: " + field + " of example " + std::to_string(parts.size()) + " in the batch is an undefined tensor");
+    if (!parts.empty() && (t.sizes() != parts.front().sizes() || t.scalar_type() != parts.front().scalar_type()))
+      throw std::invalid_argument(
+          "trainloop: collate: cannot stack " + field + ": example " + std::to_string(parts.size()) + " in the batch has shape " +
+          c10::str(t.sizes()) + " (" + std::string(c10::toString(t.scalar_type())) + ") but example 0 has shape " +
+          c10::str(parts.front().sizes()) + " (" + std::string(c10::toString(parts.front().scalar_type())) +
+          "); give the DataLoader a collate function (padding variable-length examples, for instance)");
+    parts.push_back(std::move(t));
+  }
+  return torch::stack(parts);
+}
+// Numbers become a 1-D tensor, as PyTorch's default_collate does: int64 for integers, float64 for floating point.
+template <class Example, class Get>
+torch::Tensor number_field(std::vector<Example>& examples, Get&& get) {
+  using Number = std::decay_t<decltype(get(examples.front()))>;
+  using Stored = std::conditional_t<std::is_same_v<Number, bool>, bool, std::conditional_t<std::is_integral_v<Number>, std::int64_t, double>>;
+  const auto dtype = std::is_same_v<Stored, bool> ? torch::kBool : std::is_integral_v<Stored> ? torch::kLong : torch::kDouble;
+  torch::Tensor out = torch::empty({static_cast<std::int64_t>(examples.size())}, dtype);
+  Stored* data = out.data_ptr<Stored>();
+  for (std::size_t i = 0; i < examples.size(); ++i) data[i] = static_cast<Stored>(get(examples[i]));
+  return out;
+}
+template <class Field>
+using collated_field_t = std::conditional_t<std::is_arithmetic_v<Field>, torch::Tensor, Field>;
+
+template <class Example, class Get>
+auto collate_field(std::vector<Example>& examples, Get&& get, const std::string& field) {
+  using Field = std::decay_t<decltype(get(examples.front()))>;
+  if constexpr (std::is_same_v<Field, torch::Tensor>) return stack_field(examples, get, field);
+  else if constexpr (std::is_arithmetic_v<Field>) return number_field(examples, get);
+  else static_assert(sizeof(Field) == 0, "trainloop: default_collate stacks tensors and numbers; give the DataLoader a collate function for other fields");
+}
+template <class Example, std::size_t... I>
+auto collate_tuple(std::vector<Example>& examples, std::index_sequence<I...>) {
+  using Out = std::conditional_t<
+      std::tuple_size_v<Example> == 2 && std::is_same_v<Example, std::pair<std::tuple_element_t<0, Example>, std::tuple_element_t<1, Example>>>,
+      std::pair<collated_field_t<std::tuple_element_t<I, Example>>...>, std::tuple<collated_field_t<std::tuple_element_t<I, Example>>...>>;
+  return Out(collate_field(examples, [](Example& e) -> auto& { return std::get<I>(e); }, "field " + std::to_string(I))...);
+}
+template <class T, std::size_t... I>
+constexpr bool all_tensor_fields(std::index_sequence<I...>) {
+  using Fields = decltype(fields_of(std::declval<T&>()));
+  return (std::is_same_v<std::decay_t<std::tuple_element_t<I, Fields>>, torch::Tensor> && ...);
+}
+template <class Example, std::size_t... I>
+Example collate_struct(std::vector<Example>& examples, std::index_sequence<I...>) {
+  return Example{collate_field(examples, [](Example& e) -> auto& { return std::get<I>(fields_of(e)); }, "field " + std::to_string(I))...};
+}
+}  // namespace detail
+
+/// Stacks a batch's examples field by field, as PyTorch's default_collate: tensors are stacked along a new first
+/// dimension (same shapes and dtypes, or an error naming the field and both shapes), numbers become a 1-D tensor
+/// (int64 or float64); a tensor stays a tensor, a pair or tuple keeps its shape (numbers turned into tensors), a
+/// torch::data::Example stacks data and target, and a plain struct whose fields are all tensors is collated into the
+/// same struct.
+template <class Example>
+auto default_collate(std::vector<Example> examples) {
+  if (examples.empty()) throw std::invalid_argument("trainloop: collate: a batch needs at least one example");
+  if constexpr (std::is_same_v<Example, torch::Tensor>) {
+    return detail::stack_field(examples, [](torch::Tensor& t) -> torch::Tensor& { return t; }, "the examples");
+  } else if constexpr (detail::is_pair_or_tuple<Example>::value) {
+    return detail::collate_tuple(examples, std::make_index_sequence<std::tuple_size_v<Example>>{});
+  } else if constexpr (detail::is_torch_example<Example>::value) {
+    using Target = decltype(Example::target);
+    auto data = detail::stack_field(examples, [](Example& e) -> torch::Tensor& { return e.data; }, "data");
+    if constexpr (std::is_same_v<Target, torch::data::example::NoTarget>) {
+      return Example(std::move(data));
+    } else {
+      auto target = detail::stack_field(examples, [](Example& e) -> torch::Tensor& { return e.target; }, "target");
+      return Example(std::move(data), std::move(target));
+    }
+  } else if constexpr (detail::is_tensor_struct_v<Example>) {
+    constexpr std::size_t n = detail::field_count<Example>();
+    static_assert(detail::all_tensor_fields<Example>(std::make_index_sequence<n>{}),
+                  "trainloop: default_collate collates a struct whose fields are all torch::Tensor into the same struct; "
+                  "for other fields give the DataLoader a collate function (or return a tuple: numbers become tensors)");
+    return detail::collate_struct(examples, std::make_index_sequence<n>{});
+  } else {
+    static_assert(sizeof(Example) == 0,
+                  "trainloop: default_collate stacks a tensor, a pair or tuple of tensors and numbers, a "
+                  "torch::data::Example, or a struct of tensors (up to 8 fields); give the DataLoader a collate function");
+  }
+}
+
+/// The DataLoader's default: default_collate.
+struct DefaultCollate {
+  template <class Example>
+  auto operator()(std::vector<Example> examples) const {
+    return default_collate(std::move(examples));
+  }
+};
+
+TRAINLOOP_DETAIL_END
+// ---- end parts/torch/data/dataset.hpp ----
+// ---- begin parts/torch/data/transforms.hpp ----
+// trainloop: image transforms for datasets' get(), since LibTorch has none of torchvision's. Functional forms
+// (to_float, pad, crop, hflip, normalize, resize) compute what torchvision's tensor functions compute, bitwise; the
+// random ones (RandomCrop, RandomHorizontalFlip) draw their parameters from the example's generator exactly as
+// torchvision draws them from the global one, so a generator seeded s gives torchvision's result after
+// torch.manual_seed(s). Images are [..., C, H, W] tensors (uint8 or floating point) unless a function says otherwise.
+#include <array>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+TRAINLOOP_DETAIL_BEGIN
+
+namespace detail {
+template <class T>
+using transform_takes_generator_t = decltype(std::declval<const T&>()(std::declval<torch::Tensor>(), std::declval<torch::Generator&>()));
+// A transform's call: with the example's generator when it takes one.
+template <class T>
+torch::Tensor apply_transform(const T& transform, torch::Tensor image, torch::Generator& generator) {
+  if constexpr (is_detected_v<transform_takes_generator_t, T>) return transform(std::move(image), generator);
+  else return transform(std::move(image));
+}
+}  // namespace detail
+
+namespace transforms {
+/// Where an image's channels are: first (C, H, W: tensors, torchvision's layout) or last (H, W, C: decoded files).
+enum class Layout { CHW, HWC };
+/// torchvision's padding modes: a constant fill, the edge value repeated, reflection without or with the edge.
+enum class PaddingMode { constant, edge, reflect, symmetric };
+}  // namespace transforms
+
+namespace detail {
+// Throws naming `function` unless `image` has at least two dimensions (H, W).
+TRAINLOOP_DETAIL_API void check_image(const torch::Tensor& image, const char* function);
+// Source rows (or columns) of a padded axis of `size`, -before..size+after, for the modes that copy values.
+TRAINLOOP_DETAIL_API torch::Tensor padded_positions(std::int64_t size, std::int64_t before, std::int64_t after,
+                                                    transforms::PaddingMode mode);
+}  // namespace detail
+
+namespace transforms {
+
+/// uint8 image (CHW, or HWC moved to CHW) to float32 in [0, 1]: x / 255, as torchvision's to_tensor and
+/// convert_image_dtype. A floating-point image is only moved to CHW.
+TRAINLOOP_DETAIL_API torch::Tensor to_float(const torch::Tensor& image, Layout layout = Layout::CHW);
+/// Mirrors left to right (the last dimension).
+TRAINLOOP_DETAIL_API torch::Tensor hflip(const torch::Tensor& image);
+/// Pads the last two dimensions by (left, top, right, bottom), as torchvision's pad with four numbers.
+TRAINLOOP_DETAIL_API torch::Tensor pad(const torch::Tensor& image, std::array<std::int64_t, 4> left_top_right_bottom,
+                                       double fill = 0, PaddingMode mode = PaddingMode::constant);
+/// The region at (top, left) of height x width; parts outside the image are zeros, as torchvision's crop.
+TRAINLOOP_DETAIL_API torch::Tensor crop(const torch::Tensor& image, std::int64_t top, std::int64_t left,
+                                        std::int64_t height, std::int64_t width);
+/// (image - mean[c]) / std[c] per channel, in the image's floating-point dtype.
+TRAINLOOP_DETAIL_API torch::Tensor normalize(const torch::Tensor& image, const std::vector<double>& mean,
+                                             const std::vector<double>& std);
+/// Bilinear resize (align_corners false, no antialias: torchvision's tensor default) to {height, width}, or with one
+/// number, the shorter edge to it keeping the aspect ratio. uint8 is resized in float32 and rounded back.
+TRAINLOOP_DETAIL_API torch::Tensor resize(const torch::Tensor& image, const std::vector<std::int64_t>& size);
+
+/// torchvision's ToTensor / ConvertImageDtype(float): see to_float.
+struct ToFloat {
+  Layout layout = Layout::CHW;
+  torch::Tensor operator()(const torch::Tensor& image) const { return to_float(image, layout); }
+};
+/// torchvision's Normalize. The per-channel constants are made once, here, for float32 images.
+class Normalize {
+ public:
+  TRAINLOOP_DETAIL_API Normalize(std::vector<double> mean, std::vector<double> deviation);
+  TRAINLOOP_DETAIL_API torch::Tensor operator()(const torch::Tensor& image) const;
+  const std::vector<double>& mean() const { return mean_; }
+  const std::vector<double>& std() const { return std_; }
+
+ private:
+  std::vector<double> mean_, std_;
+  torch::Tensor float_mean_, float_std_;  // [C, 1, 1] float32
+};
+/// torchvision's Resize (bilinear, antialias off): {height, width}, or the shorter edge.
+struct Resize {
+  std::vector<std::int64_t> size;
+  explicit Resize(std::vector<std::int64_t> size_) : size(std::move(size_)) {}
+  explicit Resize(std::int64_t shorter_edge) : size{shorter_edge} {}
+  torch::Tensor operator()(const torch::Tensor& image) const { return resize(image, size); }
+};
+/// torchvision's RandomHorizontalFlip(p): flips when a uniform draw from the generator is below p.
+struct RandomHorizontalFlip {
+  double p = 0.5;
+  TRAINLOOP_DETAIL_API torch::Tensor operator()(const torch::Tensor& image, torch::Generator& generator) const;
+};
+/// torchvision's RandomCrop(size, padding, pad_if_needed, fill, padding_mode): pads, then crops height x width at a
+/// position drawn from the generator (the row first, then the column, as torchvision).
+struct RandomCrop {
+  std::int64_t height, width;
+  std::array<std::int64_t, 4> padding{};  // left, top, right, bottom
+  bool pad_if_needed = false;
+  double fill = 0;
+  PaddingMode padding_mode = PaddingMode::constant;
+  /// A square crop, with the same padding on every side.
+  explicit RandomCrop(std::int64_t size, std::int64_t padding_ = 0) : RandomCrop(size, size, padding_) {}
+  RandomCrop(std::int64_t height_, std::int64_t width_, std::int64_t padding_)
+      : height(height_), width(width_), padding{padding_, padding_, padding_, padding_} {}
+  TRAINLOOP_DETAIL_API torch::Tensor operator()(const torch::Tensor& image, torch::Generator& generator) const;
+};
+
+/// Transforms applied in order; each is a callable (Tensor) or, when it draws random numbers, (Tensor, Generator&),
+/// user lambdas included. Call it from a dataset's get(index, generator).
+template <class... Transform>
+class Compose {
+ public:
+  explicit Compose(Transform... transforms) : transforms_(std::move(transforms)...) {}
+  torch::Tensor operator()(torch::Tensor image, torch::Generator& generator) const {
+    std::apply([&](const auto&... t) { ((image = ::trainloop::detail::apply_transform(t, std::move(image), generator)), ...); }, transforms_);
+    return image;
+  }
+
+ private:
+  std::tuple<Transform...> transforms_;
+};
+
+}  // namespace transforms
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+namespace detail {
+TRAINLOOP_DETAIL_API void check_image(const torch::Tensor& image, const char* function) {
+  if (!image.defined() || image.dim() < 2)
+    throw std::invalid_argument(std::string("trainloop: transforms::") + function + ": expected an image [..., H, W], got " +
+                                (image.defined() ? "shape " + c10::str(image.sizes()) : std::string("an undefined tensor")));
+}
+TRAINLOOP_DETAIL_API torch::Tensor padded_positions(std::int64_t size, std::int64_t before, std::int64_t after, transforms::PaddingMode mode) {
+  std::vector<std::int64_t> positions;
+  positions.reserve(static_cast<std::size_t>(size + before + after));
+  for (std::int64_t i = -before; i < size + after; ++i) {
+    std::int64_t j = i;
+    if (mode == transforms::PaddingMode::edge) {
+      j = std::min(std::max(i, std::int64_t{0}), size - 1);
+    } else if (mode == transforms::PaddingMode::reflect) {
+      if (i < 0) j = -i;
+      else if (i >= size) j = 2 * (size - 1) - i;
+    } else {  // symmetric
+      if (i < 0) j = -i - 1;
+      else if (i >= size) j = 2 * size - 1 - i;
+    }
+    if (j < 0 || j >= size)
+      throw std::invalid_argument("trainloop: transforms::pad: padding of " + std::to_string(std::max(before, after)) +
+                                  " is too large for a side of " + std::to_string(size) + " in this mode");
+    positions.push_back(j);
+  }
+  return torch::tensor(positions, torch::kLong);
+}
+}  // namespace detail
+
+
+namespace transforms {
+TRAINLOOP_DETAIL_API torch::Tensor to_float(const torch::Tensor& image, Layout layout) {
+  if (!image.defined() || image.dim() != 3)
+    throw std::invalid_argument(std::string("trainloop: transforms::to_float: expected an image of 3 dimensions (") +
+                                (layout == Layout::CHW ? "C, H, W" : "H, W, C") + "), got " +
+                                (image.defined() ? "shape " + c10::str(image.sizes()) : std::string("an undefined tensor")));
+  torch::Tensor chw = layout == Layout::HWC ? image.permute({2, 0, 1}).contiguous() : image;
+  if (chw.is_floating_point()) return chw;
+  if (chw.scalar_type() != torch::kByte)
+    throw std::invalid_argument("trainloop: transforms::to_float: expected uint8 or floating point, got " +
+                                std::string(c10::toString(chw.scalar_type())));
+  return chw.to(torch::kFloat).div(255);
+}
+
+TRAINLOOP_DETAIL_API torch::Tensor hflip(const torch::Tensor& image) {
+  detail::check_image(image, "hflip");
+  return image.flip({-1});
+}
+
+TRAINLOOP_DETAIL_API torch::Tensor pad(const torch::Tensor& image, std::array<std::int64_t, 4> p, double fill, PaddingMode mode) {
+  detail::check_image(image, "pad");
+  for (std::int64_t side : p)
+    if (side < 0) throw std::invalid_argument("trainloop: transforms::pad: padding must not be negative, got " + std::to_string(side));
+  if (p == std::array<std::int64_t, 4>{}) return image;
+  if (mode == PaddingMode::constant) return torch::constant_pad_nd(image, {p[0], p[2], p[1], p[3]}, fill);
+  const std::int64_t h = image.size(-2), w = image.size(-1);
+  // Copies of existing values, by index: exact for every dtype (torchvision computes them in float and casts back).
+  return image.index_select(-2, detail::padded_positions(h, p[1], p[3], mode))
+      .index_select(-1, detail::padded_positions(w, p[0], p[2], mode));
+}
+
+TRAINLOOP_DETAIL_API torch::Tensor crop(const torch::Tensor& image, std::int64_t top, std::int64_t left, std::int64_t height,
+                                        std::int64_t width) {
+  detail::check_image(image, "crop");
+  if (height < 0 || width < 0)
+    throw std::invalid_argument("trainloop: transforms::crop: size " + std::to_string(height) + "x" + std::to_string(width) + " is negative");
+  const std::int64_t h = image.size(-2), w = image.size(-1), bottom = top + height, right = left + width;
+  if (top >= 0 && left >= 0 && bottom <= h && right <= w) return image.slice(-2, top, bottom).slice(-1, left, right);
+  // Outside the image: the part inside, padded with zeros (torchvision's rule).
+  const std::array<std::int64_t, 4> outside{std::max(-left + std::min<std::int64_t>(0, right), std::int64_t{0}),
+                                            std::max(-top + std::min<std::int64_t>(0, bottom), std::int64_t{0}),
+                                            std::max(right - w, std::int64_t{0}), std::max(bottom - h, std::int64_t{0})};
+  torch::Tensor inside = image.slice(-2, std::max<std::int64_t>(top, 0), std::max<std::int64_t>(std::min(bottom, h), 0))
+                             .slice(-1, std::max<std::int64_t>(left, 0), std::max<std::int64_t>(std::min(right, w), 0));
+  return pad(inside, outside);
+}
+
+TRAINLOOP_DETAIL_API torch::Tensor normalize(const torch::Tensor& image, const std::vector<double>& mean, const std::vector<double>& std) {
+  if (!image.defined() || image.dim() < 3)
+    throw std::invalid_argument("trainloop: transforms::normalize: expected an image [..., C, H, W], got " +
+                                (image.defined() ? "shape " + c10::str(image.sizes()) : std::string("an undefined tensor")));
+  if (!image.is_floating_point())
+    throw std::invalid_argument("trainloop: transforms::normalize: expected a floating-point image, got " +
+                                std::string(c10::toString(image.scalar_type())) + " (apply ToFloat first)");
+  const std::int64_t channels = image.size(-3);
+  auto per_channel = [&](const std::vector<double>& v, const char* name) {
+    if (static_cast<std::int64_t>(v.size()) != channels && v.size() != 1)
+      throw std::invalid_argument(std::string("trainloop: transforms::normalize: ") + name + " has " + std::to_string(v.size()) +
+                                  " values for an image of " + std::to_string(channels) + " channels");
+    return torch::tensor(v, torch::kDouble).to(image.scalar_type()).view({-1, 1, 1});
+  };
+  const torch::Tensor m = per_channel(mean, "mean"), s = per_channel(std, "std");
+  if ((s == 0).any().item<bool>()) throw std::invalid_argument("trainloop: transforms::normalize: std has a zero, which would divide by zero");
+  return image.sub(m).div(s);
+}
+
+TRAINLOOP_DETAIL_API Normalize::Normalize(std::vector<double> mean, std::vector<double> deviation)
+    : mean_(std::move(mean)), std_(std::move(deviation)) {
+  if (mean_.empty() || (mean_.size() != std_.size() && mean_.size() != 1 && std_.size() != 1))
+    throw std::invalid_argument("trainloop: transforms::Normalize: " + std::to_string(mean_.size()) + " means and " +
+                                std::to_string(std_.size()) + " deviations do not match");
+  for (double s : std_)
+    if (s == 0) throw std::invalid_argument("trainloop: transforms::Normalize: std has a zero, which would divide by zero");
+  float_mean_ = torch::tensor(mean_, torch::kDouble).to(torch::kFloat).view({-1, 1, 1});
+  float_std_ = torch::tensor(std_, torch::kDouble).to(torch::kFloat).view({-1, 1, 1});
+}
+
+TRAINLOOP_DETAIL_API torch::Tensor Normalize::operator()(const torch::Tensor& image) const {
+  const auto fits = [&](const std::vector<double>& v) { return v.size() == 1 || static_cast<std::int64_t>(v.size()) == image.size(-3); };
+  if (image.defined() && image.dim() >= 3 && image.scalar_type() == torch::kFloat && fits(mean_) && fits(std_))
+    return image.sub(float_mean_).div(float_std_);
+  return normalize(image, mean_, std_);  // other dtypes, and the errors
+}
+
+TRAINLOOP_DETAIL_API torch::Tensor resize(const torch::Tensor& image, const std::vector<std::int64_t>& size) {
+  if (!image.defined() || image.dim() < 3)
+    throw std::invalid_argument("trainloop: transforms::resize: expected an image [..., C, H, W], got " +
+                                (image.defined() ? "shape " + c10::str(image.sizes()) : std::string("an undefined tensor")));
+  if (size.empty() || size.size() > 2 || size.front() < 1 || size.back() < 1)
+    throw std::invalid_argument("trainloop: transforms::resize: size must be {height, width} or {shorter edge}, positive");
+  const std::int64_t h = image.size(-2), w = image.size(-1);
+  std::int64_t new_h = size.front(), new_w = size.back();
+  if (size.size() == 1) {  // the shorter edge to size[0]; the longer one truncated, as torchvision's int(...)
+    const std::int64_t shorter = std::min(h, w), longer = std::max(h, w);
+    const auto new_longer = static_cast<std::int64_t>(static_cast<double>(size[0] * longer) / static_cast<double>(shorter));
+    new_h = w <= h ? new_longer : size[0];
+    new_w = w <= h ? size[0] : new_longer;
+  }
+  if (new_h == h && new_w == w) return image;
+  torch::Tensor x = image.is_floating_point() ? image : image.to(torch::kFloat);
+  const bool batched = x.dim() == 4;
+  if (x.dim() > 4) throw std::invalid_argument("trainloop: transforms::resize: expected [C, H, W] or [N, C, H, W], got " + c10::str(image.sizes()));
+  if (!batched) x = x.unsqueeze(0);
+  namespace F = torch::nn::functional;
+  x = F::interpolate(x, F::InterpolateFuncOptions().size(std::vector<std::int64_t>{new_h, new_w}).mode(torch::kBilinear).align_corners(false));
+  if (!batched) x = x.squeeze(0);
+  if (image.is_floating_point()) return x;
+  return x.round().to(image.scalar_type());
+}
+
+TRAINLOOP_DETAIL_API torch::Tensor RandomHorizontalFlip::operator()(const torch::Tensor& image, torch::Generator& generator) const {
+  // torchvision: torch.rand(1) < p, compared in float32.
+  return torch::rand({1}, generator).item<float>() < static_cast<float>(p) ? hflip(image) : image;
+}
+
+TRAINLOOP_DETAIL_API torch::Tensor RandomCrop::operator()(const torch::Tensor& image, torch::Generator& generator) const {
+  detail::check_image(image, "RandomCrop");
+  torch::Tensor x = pad(image, padding, fill, padding_mode);
+  // torchvision pads both sides by the shortfall, the width first.
+  if (pad_if_needed && x.size(-1) < width) {
+    const std::int64_t by = width - x.size(-1);
+    x = pad(x, {by, 0, by, 0}, fill, padding_mode);
+  }
+  if (pad_if_needed && x.size(-2) < height) {
+    const std::int64_t by = height - x.size(-2);
+    x = pad(x, {0, by, 0, by}, fill, padding_mode);
+  }
+  const std::int64_t h = x.size(-2), w = x.size(-1);
+  if (h < height || w < width)
+    throw std::invalid_argument("trainloop: transforms::RandomCrop: the crop " + std::to_string(height) + "x" + std::to_string(width) +
+                                " is larger than the (padded) image " + std::to_string(h) + "x" + std::to_string(w));
+  if (h == height && w == width) return x;
+  const std::int64_t top = torch::randint(0, h - height + 1, {1}, generator).item<std::int64_t>();
+  const std::int64_t left = torch::randint(0, w - width + 1, {1}, generator).item<std::int64_t>();
+  return crop(x, top, left, height, width);
+}
+}  // namespace transforms
+#endif
+
+TRAINLOOP_DETAIL_END
+// ---- end parts/torch/data/transforms.hpp ----
+// ---- begin parts/torch/data/loader.hpp ----
+// trainloop: the DataLoader. Batches any map-style dataset (parts/torch/data/dataset.hpp): a TensorDataset by one
+// index_select per tensor, a dataset of the user's type example by example (collated) or by its own get_batch.
+// Shuffles with its own seeded generator (never the global RNG); gives each example a generator seeded by (seed,
+// epoch, index) alone, so random augmentation does not depend on the number of workers, the rank or a resume; shards
+// for distributed ranks; builds batches in worker threads, handed out in order; and saves its position so a run
+// resumes mid-epoch exactly, fetching no example twice.
+#include <condition_variable>
+#include <cstdint>
+#include <exception>
+#include <iterator>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <type_traits>
+#include <typeinfo>
+#include <utility>
+#include <vector>
+#if defined(__unix__) || defined(__APPLE__)
+#include <dlfcn.h>  // dlsym: the OpenMP runtime's per-thread setting, in the workers
+#endif
+
+TRAINLOOP_DETAIL_BEGIN
+
 /// The DataLoader's options, as chainable setters.
 class DataLoaderOptions {
  public:
@@ -4596,12 +5125,20 @@ class DataLoaderOptions {
   DataLoaderOptions& shuffle(bool v) { return shuffle_ = v, *this; }
   /// Drop the last, incomplete batch of each epoch.
   DataLoaderOptions& drop_last(bool v) { return drop_last_ = v, *this; }
-  /// The shuffle's seed: epoch e's order depends only on (seed, e), not on the global RNG.
+  /// The shuffle's seed, and the seed of every example's generator: epoch e's order depends only on (seed, e), and
+  /// example i's generator in epoch e only on (seed, e, i); never on the global RNG.
   DataLoaderOptions& seed(std::uint64_t v) { return seed_ = v, *this; }
   /// Copy batches into pinned (page-locked) memory, for fast asynchronous copies to CUDA.
   DataLoaderOptions& pin_memory(bool v) { return pin_memory_ = v, *this; }
-  /// Gather up to n batches ahead in a background thread; 0: gather in the caller's thread.
-  DataLoaderOptions& prefetch(std::int64_t n) { return prefetch_ = n, *this; }
+  /// Threads that build whole batches (PyTorch's num_workers). 0: each batch is built in the caller's thread when it
+  /// is asked for. The threads start with the first epoch and live until the loader is destroyed.
+  DataLoaderOptions& workers(std::int64_t n) { return workers_ = n, *this; }
+  /// Batches each worker may have ready or in the making ahead of the one the training loop takes (PyTorch's
+  /// prefetch_factor, default 2): memory is bounded by workers x prefetch_factor batches.
+  DataLoaderOptions& prefetch_factor(std::int64_t n) { return prefetch_factor_ = n, *this; }
+  /// LibTorch intra-op (OpenMP) threads in each worker; default 1, as PyTorch's workers (n workers already use n
+  /// cores). 0 leaves LibTorch's setting.
+  DataLoaderOptions& worker_intra_op_threads(std::int64_t n) { return worker_intra_op_threads_ = n, *this; }
   /// Distributed sampling: this rank's shard of `world_size` disjoint, equal shards (padded by repeating the
   /// epoch's first examples when the dataset does not divide, as PyTorch's DistributedSampler does).
   DataLoaderOptions& shard(std::int64_t rank, std::int64_t world_size) { return rank_ = rank, world_size_ = world_size, *this; }
@@ -4611,7 +5148,9 @@ class DataLoaderOptions {
   bool drop_last() const { return drop_last_; }
   std::uint64_t seed() const { return seed_; }
   bool pin_memory() const { return pin_memory_; }
-  std::int64_t prefetch() const { return prefetch_; }
+  std::int64_t workers() const { return workers_; }
+  std::int64_t prefetch_factor() const { return prefetch_factor_; }
+  std::int64_t worker_intra_op_threads() const { return worker_intra_op_threads_; }
   std::int64_t rank() const { return rank_; }
   std::int64_t world_size() const { return world_size_; }
 
@@ -4619,59 +5158,142 @@ class DataLoaderOptions {
   std::int64_t batch_size_ = 1;
   bool shuffle_ = false, drop_last_ = false, pin_memory_ = false;
   std::uint64_t seed_ = 0;
-  std::int64_t prefetch_ = 0, rank_ = 0, world_size_ = 1;
+  std::int64_t workers_ = 0, prefetch_factor_ = 2, worker_intra_op_threads_ = 1, rank_ = 0, world_size_ = 1;
 };
 
-/// Batches of a TensorDataset, epoch after epoch. A range with a size: `for (auto& [x, y] : loader)`, or hand it to
-/// an Engine or the Trainer. Each `begin()` starts the next epoch (a new order when shuffling), unless a position was
-/// just restored with load_state_dict, in which case it continues that epoch where it stopped.
-template <std::size_t N>
-class DataLoader {
- public:
-  using Batch = TensorBatch<N>;
+namespace detail {
+// splitmix64's finaliser: independent streams for (seed, epoch) and (seed, epoch, index).
+inline std::uint64_t mix_seed(std::uint64_t seed, std::uint64_t value) {
+  std::uint64_t z = seed + 0x9E3779B97F4A7C15ull * (value + 1);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+// The seed of example `index`'s generator in `epoch`: a stream apart from the shuffle's.
+inline std::uint64_t example_seed(std::uint64_t seed, std::int64_t epoch, std::int64_t index) {
+  return mix_seed(mix_seed(seed ^ 0x5851F42D4C957F2Dull, static_cast<std::uint64_t>(epoch)), static_cast<std::uint64_t>(index));
+}
+// Sets the calling thread's OpenMP thread count (LibTorch's intra-op parallelism in OpenMP builds), found at run
+// time: at::set_num_threads would also change the process-wide pools the training thread uses.
+TRAINLOOP_DETAIL_API void set_thread_intra_op_threads(std::int64_t n);
+// Rethrows the exception in flight with `context` added to its message, keeping its type: c10::Error (and kinds)
+// gains context, the standard exceptions are rethrown as the same type; others go unchanged.
+[[noreturn]] TRAINLOOP_DETAIL_API void rethrow_with_context(const std::string& context);
 
-  DataLoader(TensorDataset<N> dataset, DataLoaderOptions options) : dataset_(std::move(dataset)), options_(options) {
+// "examples 4, 17 and 9" (the first few of a batch), for errors.
+inline std::string index_list(const std::int64_t* index, std::int64_t n) {
+  std::string out = n == 1 ? "example " : "examples ";
+  for (std::int64_t i = 0; i < n && i < 8; ++i) out += (i == 0 ? "" : i + 1 == n ? " and " : ", ") + std::to_string(index[i]);
+  return n > 8 ? out + ", ... (" + std::to_string(n) + " in all)" : out;
+}
+// Builds batches from a dataset: TensorDataset-like gathers by index tensor, else per example (with a generator
+// when get takes one) and collated, else the dataset's get_batch.
+template <class Dataset, class Collate>
+struct BatchMaker {
+  static constexpr bool gathers = is_detected_v<dataset_get_batch_tensor_t, Dataset> && !is_detected_v<dataset_get_random_t, Dataset>;
+  static constexpr bool random = is_detected_v<dataset_get_random_t, Dataset>;
+  static constexpr bool per_example = random || (!gathers && !is_detected_v<dataset_get_batch_t, Dataset> && is_detected_v<dataset_get_t, Dataset>);
+  static_assert(gathers || per_example || is_detected_v<dataset_get_batch_t, Dataset>,
+                "trainloop: DataLoader: the dataset has no get(std::size_t index), get(std::size_t index, "
+                "torch::Generator&) or get_batch(const std::vector<std::size_t>&) to read examples with");
+  using Example = example_of_t<Dataset>;
+
+  static auto make(Dataset& dataset, Collate& collate, const torch::Tensor& indices, std::uint64_t seed,
+                   std::int64_t epoch, torch::Generator* generator) {
+    if constexpr (gathers) {
+      (void)collate, (void)seed, (void)epoch, (void)generator;
+      return dataset.get_batch(indices);
+    } else {
+      const std::int64_t* index = indices.data_ptr<std::int64_t>();
+      const std::int64_t n = indices.numel();
+      if constexpr (per_example) {
+        std::vector<Example> examples;
+        examples.reserve(static_cast<std::size_t>(n));
+        for (std::int64_t i = 0; i < n; ++i) {
+          try {
+            if constexpr (random) {
+              generator->set_current_seed(example_seed(seed, epoch, index[i]));
+              examples.push_back(dataset.get(static_cast<std::size_t>(index[i]), *generator));
+            } else {
+              examples.push_back(dataset.get(static_cast<std::size_t>(index[i])));
+            }
+          } catch (...) {
+            rethrow_with_context("trainloop: DataLoader: while getting example " + std::to_string(index[i]) + " (epoch " + std::to_string(epoch) + ")");
+          }
+        }
+        try {
+          return collate(std::move(examples));
+        } catch (...) {
+          rethrow_with_context("trainloop: DataLoader: while collating " + index_list(index, n) + " (epoch " + std::to_string(epoch) + ")");
+        }
+      } else {
+        try {
+          auto got = dataset.get_batch(std::vector<std::size_t>(index, index + n));
+          if constexpr (is_std_vector<decltype(got)>::value) return collate(std::move(got));
+          else return got;
+        } catch (...) {
+          rethrow_with_context("trainloop: DataLoader: while getting the batch of " + index_list(index, n) + " (epoch " + std::to_string(epoch) + ")");
+        }
+      }
+    }
+  }
+};
+}  // namespace detail
+
+/// Batches of a dataset, epoch after epoch: a TensorDataset, or any type with size() and get(std::size_t index) (the
+/// names torch::data::Dataset uses), get(std::size_t index, torch::Generator& generator) for random augmentation, or
+/// get_batch(const std::vector<std::size_t>& indices). Examples are collated by `Collate` (default_collate unless
+/// given). A range with a size: `for (auto& [x, y] : loader)`, or hand it to an Engine or the Trainer. Each
+/// `begin()` starts the next epoch (a new order when shuffling), unless a position was just restored with
+/// load_state_dict, in which case it continues that epoch where it stopped.
+///
+/// With workers(n), n threads call the dataset at once: its get must be safe to call concurrently (read-only state,
+/// or a file handle per call). Batches still arrive in the sampler's order, and an example's randomness comes from
+/// its own generator, so the batches are the same for every n.
+template <class Dataset, class Collate = DefaultCollate>
+class DataLoader {
+  using Maker = detail::BatchMaker<Dataset, Collate>;
+
+ public:
+  using Batch = std::decay_t<decltype(Maker::make(std::declval<Dataset&>(), std::declval<Collate&>(), std::declval<const torch::Tensor&>(),
+                                                  std::uint64_t{}, std::int64_t{}, nullptr))>;
+
+  DataLoader(Dataset dataset, DataLoaderOptions options, Collate collate = {})
+      : shared_(std::make_unique<Shared>(std::move(dataset), options, std::move(collate))) {
     auto fail = [](const std::string& what) { return std::invalid_argument("trainloop: DataLoader: " + what); };
-    if (options_.batch_size() < 1) throw fail("batch_size must be at least 1, got " + std::to_string(options_.batch_size()));
-    if (options_.world_size() < 1) throw fail("world_size must be at least 1");
-    if (options_.rank() < 0 || options_.rank() >= options_.world_size())
-      throw fail("rank " + std::to_string(options_.rank()) + " is not in [0, world_size " +
-                 std::to_string(options_.world_size()) + ")");
-    if (options_.prefetch() < 0) throw fail("prefetch must not be negative");
-    if (dataset_.size() == 0) throw fail("the dataset is empty");
-    if (options_.pin_memory() && !torch::cuda::is_available()) throw fail("pin_memory needs CUDA, which is not available");
+    if (options.batch_size() < 1) throw fail("batch_size must be at least 1, got " + std::to_string(options.batch_size()));
+    if (options.world_size() < 1) throw fail("world_size must be at least 1");
+    if (options.rank() < 0 || options.rank() >= options.world_size())
+      throw fail("rank " + std::to_string(options.rank()) + " is not in [0, world_size " + std::to_string(options.world_size()) + ")");
+    if (options.workers() < 0) throw fail("workers must not be negative, got " + std::to_string(options.workers()));
+    if (options.prefetch_factor() < 1) throw fail("prefetch_factor must be at least 1, got " + std::to_string(options.prefetch_factor()));
+    if (options.worker_intra_op_threads() < 0) throw fail("worker_intra_op_threads must not be negative");
+    if (shared_->dataset_size == 0) throw fail("the dataset is empty");
+    if (options.pin_memory() && !torch::cuda::is_available()) throw fail("pin_memory needs CUDA, which is not available");
   }
   DataLoader(const DataLoader&) = delete;  // one position per loader; copy the dataset and options instead
   DataLoader& operator=(const DataLoader&) = delete;
-  /// Movable (`trainer.test(model, DataLoader<2>(...))` hands it over), the position included. The prefetch thread
-  /// points at the loader it serves, so it stops here and restarts in the new loader at the next batch to hand
-  /// out; iterators of the old loader are invalidated.
-  DataLoader(DataLoader&& other) : dataset_(other.dataset_), options_(other.options_) { take_over(other); }
-  DataLoader& operator=(DataLoader&& other) {
-    if (this != &other) {
-      stop_prefetch();
-      dataset_ = other.dataset_;
-      options_ = other.options_;
-      take_over(other);
-    }
-    return *this;
-  }
-  ~DataLoader() { stop_prefetch(); }
+  /// Movable, the position and the worker threads included (they serve the loader's heap state, which moves by
+  /// pointer): `trainer.test(model, DataLoader(...))` hands it over.
+  DataLoader(DataLoader&&) = default;
+  DataLoader& operator=(DataLoader&&) = default;
+  ~DataLoader() = default;
 
   /// Examples this rank sees per epoch (padded to an equal share).
   std::int64_t examples_per_epoch() const {
-    const std::int64_t world = options_.world_size();
-    return (dataset_.size() + world - 1) / world;
+    const std::int64_t world = options().world_size();
+    return (shared_->dataset_size + world - 1) / world;
   }
   /// Batches per epoch for this rank.
   std::size_t size() const {
-    const std::int64_t n = examples_per_epoch(), b = options_.batch_size();
-    return static_cast<std::size_t>(options_.drop_last() ? n / b : (n + b - 1) / b);
+    const std::int64_t n = examples_per_epoch(), b = options().batch_size();
+    return static_cast<std::size_t>(options().drop_last() ? n / b : (n + b - 1) / b);
   }
   /// The epoch the next begin() starts (or the one in progress). Like DistributedSampler.set_epoch: all ranks set
   /// the same epoch to agree on the order.
   void set_epoch(std::int64_t epoch) {
-    stop_prefetch();
+    release_current();
+    shared_->cancel();
     epoch_ = epoch;
     next_batch_ = 0;
     resume_ = true;  // begin() starts exactly this epoch
@@ -4683,10 +5305,13 @@ class DataLoader {
     using iterator_category = std::input_iterator_tag;
     using value_type = Batch;
     using difference_type = std::ptrdiff_t;
-    using pointer = void;
-    using reference = Batch;
+    using pointer = Batch*;
+    using reference = Batch&;
     Iterator(DataLoader* loader, std::int64_t batch) : loader_(loader), batch_(batch) {}
-    Batch operator*() const { return loader_->take(batch_); }
+    /// The batch at this position, taken from the loader at the first dereference and held by it until the next
+    /// position is dereferenced (or the next epoch begins): `for (auto& [x, y] : loader)` works, and so does a copy.
+    Batch& operator*() const { return loader_->batch_at(batch_); }
+    Batch* operator->() const { return &loader_->batch_at(batch_); }
     Iterator& operator++() {
       ++batch_;
       return *this;
@@ -4700,25 +5325,24 @@ class DataLoader {
   };
 
   Iterator begin() {
-    stop_prefetch();
+    release_current();
     if (!resume_) {
       if (started_) ++epoch_;
       next_batch_ = 0;
     }
     resume_ = false;
     started_ = true;
-    order_ = epoch_order(epoch_);
-    if (options_.prefetch() > 0) start_prefetch(next_batch_);
+    shared_->start(epoch_order(epoch_), epoch_, next_batch_, static_cast<std::int64_t>(size()));
     return {this, next_batch_};
   }
   Iterator end() { return {this, static_cast<std::int64_t>(size())}; }
 
   /// The examples (dataset indices) of this rank in `epoch`, in order: the seeded permutation, padded, sharded.
   torch::Tensor epoch_order(std::int64_t epoch) const {
-    const std::int64_t n = dataset_.size(), world = options_.world_size();
+    const std::int64_t n = shared_->dataset_size, world = options().world_size();
     torch::Tensor order;
-    if (options_.shuffle()) {
-      auto generator = torch::make_generator<torch::CPUGeneratorImpl>(mix(options_.seed(), static_cast<std::uint64_t>(epoch)));
+    if (options().shuffle()) {
+      auto generator = torch::make_generator<torch::CPUGeneratorImpl>(detail::mix_seed(options().seed(), static_cast<std::uint64_t>(epoch)));
       order = torch::randperm(n, generator, torch::kLong);
     } else {
       order = torch::arange(n, torch::kLong);
@@ -4729,24 +5353,25 @@ class DataLoader {
       const std::int64_t repeats = (total - n + n - 1) / n;
       order = torch::cat({order, order.repeat({repeats}).slice(0, 0, total - n)});
     }
-    return order.slice(0, options_.rank(), total, world);
+    return order.slice(0, options().rank(), total, world).contiguous();
   }
 
-  /// The position: epoch, batches handed out in it, and what must match to restore it.
+  /// The position: epoch, batches handed out in it, and what must match to restore it. Never the examples.
   StateDict state_dict() const {
     // A finished epoch is saved as the start of the next, so a resumed run begins it without an empty pass.
     const bool finished = next_batch_ >= static_cast<std::int64_t>(size());
     return {{"epoch", std::int64_t{finished ? epoch_ + 1 : epoch_}},
             {"next_batch", std::int64_t{finished ? 0 : next_batch_}},
-            {"seed", static_cast<std::int64_t>(options_.seed())},
-            {"dataset_size", dataset_.size()},
-            {"batch_size", options_.batch_size()},
-            {"shuffle", std::int64_t{options_.shuffle() ? 1 : 0}},
-            {"rank", options_.rank()},
-            {"world_size", options_.world_size()}};
+            {"seed", static_cast<std::int64_t>(options().seed())},
+            {"dataset_size", shared_->dataset_size},
+            {"batch_size", options().batch_size()},
+            {"shuffle", std::int64_t{options().shuffle() ? 1 : 0}},
+            {"rank", options().rank()},
+            {"world_size", options().world_size()}};
   }
-  /// Restores a position; the next begin() continues that epoch at that batch. Every key must match this loader's
-  /// configuration (errors name the key), so a checkpoint cannot silently resume a different data order.
+  /// Restores a position; the next begin() continues that epoch at that batch, in O(1): no earlier example is read.
+  /// Every key must match this loader's configuration (errors name the key), so a checkpoint cannot silently resume
+  /// a different data order.
   void load_state_dict(const StateDict& state) {
     auto read = [&](const std::string& key) {
       auto it = state.find(key);
@@ -4761,131 +5386,211 @@ class DataLoader {
         throw std::invalid_argument("trainloop: DataLoader state: '" + key + "' was " + std::to_string(saved) +
                                     " when saved, this loader has " + std::to_string(mine));
     };
-    expect("seed", static_cast<std::int64_t>(options_.seed()));
-    expect("dataset_size", dataset_.size());
-    expect("batch_size", options_.batch_size());
-    expect("shuffle", options_.shuffle() ? 1 : 0);
-    expect("rank", options_.rank());
-    expect("world_size", options_.world_size());
+    expect("seed", static_cast<std::int64_t>(options().seed()));
+    expect("dataset_size", shared_->dataset_size);
+    expect("batch_size", options().batch_size());
+    expect("shuffle", options().shuffle() ? 1 : 0);
+    expect("rank", options().rank());
+    expect("world_size", options().world_size());
     const std::int64_t epoch = read("epoch"), next = read("next_batch");
     if (next < 0 || next > static_cast<std::int64_t>(size()))
       throw std::invalid_argument("trainloop: DataLoader state: 'next_batch' " + std::to_string(next) +
                                   " is outside the epoch's " + std::to_string(size()) + " batches");
-    stop_prefetch();
+    release_current();
+    shared_->cancel();
     epoch_ = epoch;
     next_batch_ = next;
     resume_ = true;
     started_ = true;
   }
 
-  const TensorDataset<N>& dataset() const { return dataset_; }
-  const DataLoaderOptions& options() const { return options_; }
+  const Dataset& dataset() const { return shared_->dataset; }
+  const DataLoaderOptions& options() const { return shared_->options; }
   /// Makes this loader serve `rank`'s shard of `world_size` from its next epoch on (the Trainer shards its loaders
   /// this way under data-parallel training, as Lightning swaps in a DistributedSampler).
   void shard(std::int64_t rank, std::int64_t world_size) {
     if (world_size < 1 || rank < 0 || rank >= world_size)
       throw std::invalid_argument("trainloop: DataLoader::shard(" + std::to_string(rank) + ", " +
                                   std::to_string(world_size) + "): rank must be in [0, world_size)");
-    stop_prefetch();
-    options_.shard(rank, world_size);
+    release_current();
+    shared_->cancel();
+    shared_->options.shard(rank, world_size);
   }
 
  private:
-  // splitmix64: independent streams per (seed, epoch).
-  static std::uint64_t mix(std::uint64_t seed, std::uint64_t epoch) {
-    std::uint64_t z = seed + 0x9E3779B97F4A7C15ull * (epoch + 1);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
+  // What the worker threads share with the loader, on the heap: moving the loader moves a pointer, the threads go on.
+  struct Shared {
+    struct Slot {  // the batch with this number modulo capacity: built, or failed
+      std::int64_t batch = -1;
+      std::optional<Batch> value;
+      std::exception_ptr error;
+    };
 
-  Batch gather(std::int64_t batch) const {
-    const std::int64_t b = options_.batch_size();
-    const std::int64_t start = batch * b, stop = std::min(start + b, order_.size(0));
-    Batch out = dataset_.gather(order_.slice(0, start, stop));
-    if (options_.pin_memory()) out = pinned(std::move(out));
-    return out;
-  }
-  static Batch pinned(Batch batch) {
-    if constexpr (N == 1) return batch.pin_memory();
-    else if constexpr (N == 2) return {batch.first.pin_memory(), batch.second.pin_memory()};
-    else {
-      std::apply([](auto&... t) { ((t = t.pin_memory()), ...); }, batch);
-      return batch;
-    }
-  }
+    Dataset dataset;
+    DataLoaderOptions options;
+    Collate collate;
+    std::int64_t dataset_size;
+    std::optional<torch::Generator> caller_generator;  // workers(0): the examples' generator, reseeded per example
 
-  // Hands out batch `batch`: from the prefetch queue when one runs, else gathered now.
-  Batch take(std::int64_t batch) {
-    next_batch_ = batch + 1;  // the position counts batches handed out, so a checkpoint after this step resumes after it
-    if (!worker_.joinable()) return gather(batch);
-    std::unique_lock<std::mutex> lock(mutex_);
-    ready_.wait(lock, [&] { return !queue_.empty() || worker_error_; });
-    if (worker_error_) std::rethrow_exception(worker_error_);
-    Batch out = std::move(queue_.front().second);
-    const std::int64_t got = queue_.front().first;
-    queue_.pop_front();
-    space_.notify_one();
-    if (got != batch) throw std::logic_error("trainloop: DataLoader: batches were requested out of order");
-    return out;
-  }
+    // The epoch being served. Workers read `order` outside the lock; it changes only while none is building.
+    torch::Tensor order;
+    std::int64_t epoch = 0, next_to_build = 0, next_to_take = 0, end = 0;
+    bool serving = false, stopping = false;
+    std::int64_t building = 0;  // workers inside make(), outside the lock
+    std::vector<Slot> slots;
+    std::vector<std::thread> threads;
+    std::mutex mutex;
+    std::condition_variable work, ready, idle;
 
-  void take_over(DataLoader& other) {
-    const bool prefetching = other.worker_.joinable();
-    other.stop_prefetch();  // the batches it queued are gathered again by the new thread
-    order_ = std::move(other.order_);
-    epoch_ = other.epoch_;
-    next_batch_ = other.next_batch_;
-    started_ = other.started_;
-    resume_ = other.resume_;
-    if (prefetching && next_batch_ < static_cast<std::int64_t>(size())) start_prefetch(next_batch_);
-  }
-
-  void start_prefetch(std::int64_t first) {
-    stop_ = false;
-    worker_error_ = nullptr;
-    worker_ = std::thread([this, first] {
-      try {
-        torch::NoGradGuard no_grad;
-        for (std::int64_t batch = first; batch < static_cast<std::int64_t>(size()); ++batch) {
-          Batch out = gather(batch);
-          std::unique_lock<std::mutex> lock(mutex_);
-          space_.wait(lock, [&] { return stop_ || static_cast<std::int64_t>(queue_.size()) < options_.prefetch(); });
-          if (stop_) return;
-          queue_.emplace_back(batch, std::move(out));
-          ready_.notify_one();
-        }
-      } catch (...) {
-        std::lock_guard<std::mutex> lock(mutex_);
-        worker_error_ = std::current_exception();
-        ready_.notify_all();
+    Shared(Dataset d, const DataLoaderOptions& o, Collate c)
+        : dataset(std::move(d)), options(o), collate(std::move(c)), dataset_size(detail::dataset_size(dataset)) {}
+    Shared(const Shared&) = delete;
+    Shared& operator=(const Shared&) = delete;
+    ~Shared() {
+      {
+        std::lock_guard<std::mutex> lock(mutex);
+        stopping = true;
       }
-    });
-  }
-  void stop_prefetch() {
-    if (!worker_.joinable()) return;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      stop_ = true;
+      work.notify_all();
+      for (auto& t : threads) t.join();  // a worker inside get() finishes that batch first
     }
-    space_.notify_all();
-    worker_.join();
-    queue_.clear();
+
+    Batch make(std::int64_t batch, torch::Generator* generator) {
+      const std::int64_t b = options.batch_size();
+      const std::int64_t start = batch * b, stop = std::min(start + b, order.size(0));
+      Batch out = Maker::make(dataset, collate, order.slice(0, start, stop), options.seed(), epoch, generator);
+      if (options.pin_memory()) detail::for_each_tensor(out, [](torch::Tensor& t) { t = t.pin_memory(); });
+      return out;
+    }
+
+    // Stops serving the current epoch: workers finish the batch in hand, nothing more is built.
+    void cancel() {
+      std::unique_lock<std::mutex> lock(mutex);
+      serving = false;
+      idle.wait(lock, [&] { return building == 0; });
+      for (auto& slot : slots) slot = Slot{};
+    }
+    void start(torch::Tensor epoch_order, std::int64_t epoch_, std::int64_t first, std::int64_t end_) {
+      cancel();
+      const std::int64_t workers = options.workers();
+      std::lock_guard<std::mutex> lock(mutex);
+      order = std::move(epoch_order);
+      epoch = epoch_;
+      next_to_build = next_to_take = first;
+      end = end_;
+      if (workers == 0) return;
+      slots.resize(static_cast<std::size_t>(workers * options.prefetch_factor()));
+      serving = true;
+      while (static_cast<std::int64_t>(threads.size()) < workers) threads.emplace_back([this] { work_loop(); });
+      work.notify_all();
+    }
+
+    void work_loop() {
+      if (options.worker_intra_op_threads() > 0) detail::set_thread_intra_op_threads(options.worker_intra_op_threads());
+      torch::NoGradGuard no_grad;
+      std::optional<torch::Generator> generator;
+      if constexpr (Maker::random) generator = torch::make_generator<torch::CPUGeneratorImpl>();
+      const auto capacity = static_cast<std::int64_t>(slots.size());
+      std::unique_lock<std::mutex> lock(mutex);
+      while (true) {
+        work.wait(lock, [&] { return stopping || (serving && next_to_build < end && next_to_build < next_to_take + capacity); });
+        if (stopping) return;
+        const std::int64_t batch = next_to_build++;
+        ++building;
+        lock.unlock();
+        Slot done;
+        done.batch = batch;
+        try {
+          done.value.emplace(make(batch, generator ? &*generator : nullptr));
+        } catch (...) {
+          done.error = std::current_exception();
+        }
+        lock.lock();
+        slots[static_cast<std::size_t>(batch % capacity)] = std::move(done);
+        --building;
+        ready.notify_all();
+        if (building == 0) idle.notify_all();
+      }
+    }
+
+    // Hands out batch `batch` (the next one): built now (workers(0)) or waited for.
+    Batch take(std::int64_t batch) {
+      if (options.workers() == 0) {
+        if (!caller_generator && Maker::random) caller_generator = torch::make_generator<torch::CPUGeneratorImpl>();
+        return make(batch, caller_generator ? &*caller_generator : nullptr);
+      }
+      std::unique_lock<std::mutex> lock(mutex);
+      if (!serving || batch != next_to_take)
+        throw std::logic_error("trainloop: DataLoader: batch " + std::to_string(batch) +
+                               " was asked for out of order (each batch is handed out once, in order)");
+      Slot& slot = slots[static_cast<std::size_t>(batch % static_cast<std::int64_t>(slots.size()))];
+      ready.wait(lock, [&] { return slot.batch == batch; });
+      Slot done = std::move(slot);
+      slot = Slot{};
+      ++next_to_take;
+      work.notify_all();
+      lock.unlock();
+      if (done.error) std::rethrow_exception(done.error);
+      return std::move(*done.value);
+    }
+  };
+
+  Batch& batch_at(std::int64_t batch) {
+    if (current_index_ != batch) {
+      release_current();  // first: a batch may own large buffers
+      next_batch_ = batch + 1;  // the position counts batches handed out, so a checkpoint after this step resumes after it
+      current_.emplace(shared_->take(batch));
+      current_index_ = batch;
+    }
+    return *current_;
+  }
+  void release_current() {
+    current_.reset();
+    current_index_ = -1;
   }
 
-  TensorDataset<N> dataset_;
-  DataLoaderOptions options_;
-  torch::Tensor order_;
+  std::unique_ptr<Shared> shared_;
+  std::optional<Batch> current_;  // the batch the iterators point at
+  std::int64_t current_index_ = -1;
   std::int64_t epoch_ = 0, next_batch_ = 0;
   bool started_ = false, resume_ = false;
-
-  std::thread worker_;
-  std::mutex mutex_;
-  std::condition_variable ready_, space_;
-  std::deque<std::pair<std::int64_t, Batch>> queue_;
-  bool stop_ = false;
-  std::exception_ptr worker_error_;
 };
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API void detail::set_thread_intra_op_threads(std::int64_t n) {
+  // LibTorch sets a thread's count at its first parallel call (lazily): let that happen first, then override it.
+  at::internal::lazy_init_num_threads();
+#if defined(__unix__) || defined(__APPLE__)
+  // The OpenMP runtime LibTorch loaded (libgomp, libomp or libiomp5 all export this name); none: nothing to set.
+  using SetThreads = void (*)(int);
+  if (auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"))) set(static_cast<int>(n));
+#else
+  (void)n;
+#endif
+}
+
+[[noreturn]] TRAINLOOP_DETAIL_API void detail::rethrow_with_context(const std::string& context) {
+  try {
+    throw;
+  } catch (c10::Error& e) {  // c10::Error and its kinds (IndexError, ValueError, ...): the same object, with context
+    e.add_context(context);
+    throw;
+  } catch (const std::exception& e) {
+    const std::string what = std::string(e.what()) + " [" + context + "]";
+    const std::type_info& type = typeid(e);
+    if (type == typeid(std::runtime_error)) throw std::runtime_error(what);
+    if (type == typeid(std::invalid_argument)) throw std::invalid_argument(what);
+    if (type == typeid(std::out_of_range)) throw std::out_of_range(what);
+    if (type == typeid(std::logic_error)) throw std::logic_error(what);
+    if (type == typeid(std::domain_error)) throw std::domain_error(what);
+    if (type == typeid(std::length_error)) throw std::length_error(what);
+    if (type == typeid(std::range_error)) throw std::range_error(what);
+    if (type == typeid(std::overflow_error)) throw std::overflow_error(what);
+    if (type == typeid(std::underflow_error)) throw std::underflow_error(what);
+    throw;  // a type of the user's own: it cannot be rebuilt with a longer message, so it goes as it came
+  }
+}
+#endif
 
 TRAINLOOP_DETAIL_END
 // ---- end parts/torch/data/loader.hpp ----

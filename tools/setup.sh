@@ -9,6 +9,7 @@ packages=(
   libtorch-dev          # LibTorch 1.13 (CMake config `Torch`)
   libgloo-dev           # c10d's Gloo backend, for TRAINLOOP_WITH_DISTRIBUTED
   python3-torch         # torchrun, for the distributed tests (optional: they skip its cases without it)
+  python3-torchvision   # the transforms are checked against torchvision's (optional: the check skips without it)
   doctest-dev           # the test framework
   dataset-fashion-mnist # the real data the examples train on (/usr/share/datasets/fashion-mnist)
   zlib1g-dev            # gzip IDX files

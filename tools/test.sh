@@ -88,6 +88,9 @@ g++ -std=c++17 "${check_flags[@]}" -isystem "$lt2" -isystem "$lt2/torch/csrc/api
 g++ -std=c++20 "${check_flags[@]}" -isystem "$lt2" -isystem "$lt2/torch/csrc/api/include" tests/compile/torch_instantiation.cpp
 # The mixed-precision tests take LibTorch 2.x's fused CPU scaler kernels there: their comparison with the fallback compiles.
 g++ -std=c++17 "${check_flags[@]}" -Itests/torch -isystem "$lt2" -isystem "$lt2/torch/csrc/api/include" tests/torch/test_amp.cpp
+# The loader's tests instantiate it over every kind of dataset (user types, torch::data's Example, structs), with workers
+# and the transforms.
+g++ -std=c++17 "${check_flags[@]}" -isystem "$lt2" -isystem "$lt2/torch/csrc/api/include" tests/torch/test_loader.cpp
 # The data-parallel tests and the NCCL smoke hold c10d's classes directly (Backend vs ProcessGroup bases differ in 2.x).
 g++ -std=c++17 "${check_flags[@]}" -Itests/torch -isystem "$lt2" -isystem "$lt2/torch/csrc/api/include" tests/torch/test_distributed.cpp
 g++ -std=c++17 "${check_flags[@]}" -isystem "$lt2" -isystem "$lt2/torch/csrc/api/include" tests/gpu/ddp_nccl.cpp

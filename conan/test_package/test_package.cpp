@@ -23,7 +23,7 @@ struct Line : trainloop::LightningModule<Line> {
 int main() {
   torch::manual_seed(0);
   const torch::Tensor x = torch::rand({64, 1}), y = 3 * x - 1;
-  trainloop::DataLoader<2> data(trainloop::TensorDataset<2>(x, y), trainloop::DataLoaderOptions().batch_size(16));
+  trainloop::DataLoader data(trainloop::TensorDataset<2>(x, y), trainloop::DataLoaderOptions().batch_size(16));
   Line line;
   trainloop::Trainer trainer(trainloop::TrainerOptions().max_epochs(100).accelerator("cpu").enable_progress_bar(false)
                                  .enable_model_summary(false));

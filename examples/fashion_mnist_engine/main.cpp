@@ -66,8 +66,8 @@ int main(int argc, char** argv) {
   for (std::int64_t start = 0; start < test_split.labels.size(0); start += 1000)
     test_batches.emplace_back(test_split.images.slice(0, start, start + 1000), test_split.labels.slice(0, start, start + 1000));
   // A new order at every pass, from the loader's own seed.
-  DataLoader<2> train_batches(TensorDataset(train_split.images, train_split.labels),
-                              DataLoaderOptions().batch_size(64).shuffle(true).seed(0));
+  DataLoader train_batches(TensorDataset(train_split.images, train_split.labels),
+                           DataLoaderOptions().batch_size(64).shuffle(true).seed(0));
 
   auto model = std::make_shared<Mlp>();
   torch::optim::Adam optimizer(model->parameters(), torch::optim::AdamOptions(1e-3));

@@ -107,10 +107,10 @@ int run(const std::string& data_dir, std::int64_t epochs, const std::string& pre
   const std::int64_t n = train.labels.size(0);
   MnistSplit fit_part{train.images.slice(0, 0, n - 5000), train.labels.slice(0, 0, n - 5000)};
   MnistSplit val_part{train.images.slice(0, n - 5000), train.labels.slice(0, n - 5000)};
-  DataLoader<2> train_batches(TensorDataset(fit_part.images, fit_part.labels),
-                              DataLoaderOptions().batch_size(64).shuffle(true).seed(0));
-  DataLoader<2> val_batches(TensorDataset(val_part.images, val_part.labels), DataLoaderOptions().batch_size(1000));
-  DataLoader<2> test_batches(TensorDataset(test.images, test.labels), DataLoaderOptions().batch_size(1000));
+  DataLoader train_batches(TensorDataset(fit_part.images, fit_part.labels),
+                           DataLoaderOptions().batch_size(64).shuffle(true).seed(0));
+  DataLoader val_batches(TensorDataset(val_part.images, val_part.labels), DataLoaderOptions().batch_size(1000));
+  DataLoader test_batches(TensorDataset(test.images, test.labels), DataLoaderOptions().batch_size(1000));
 
   auto model = std::make_shared<Net>();
   model->save_hyperparameters({{"model", std::string(std::is_same_v<Net, Cnn> ? "cnn" : "mlp")}, {"batch_size", std::int64_t{64}},

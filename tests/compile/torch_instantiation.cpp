@@ -8,6 +8,25 @@
 
 using Batch = std::pair<torch::Tensor, torch::Tensor>;
 
+// A dataset of the user's type: raw uint8 images augmented per read, from the example's generator.
+struct Pixels {
+  torch::Tensor images;  // [N, 1, 6, 6] uint8
+  std::int64_t size() const { return images.size(0); }
+  std::pair<torch::Tensor, std::int64_t> get(std::size_t index, torch::Generator& generator) const {
+    namespace T = trainloop::transforms;
+    const auto augment = T::Compose(T::ToFloat{}, T::RandomCrop(4, 1), T::RandomHorizontalFlip{}, T::Normalize({0.5}, {0.5}),
+                                    T::Resize(8), [](torch::Tensor x) { return T::hflip(T::pad(x, {1, 1, 1, 1}, 0, T::PaddingMode::reflect)); });
+    return {augment(images[static_cast<std::int64_t>(index)], generator), static_cast<std::int64_t>(index)};
+  }
+};
+struct Sequence {
+  torch::Tensor tokens, label;
+};
+struct Sequences {
+  std::int64_t size() const { return 4; }
+  Sequence get(std::size_t index) const { return {torch::ones({static_cast<std::int64_t>(index) + 1}), torch::zeros({})}; }
+};
+
 struct Net : trainloop::LightningModule<Net> {
   torch::nn::Linear fc{nullptr};
   Net() { fc = register_module("fc", torch::nn::Linear(4, 2)); }
@@ -80,10 +99,19 @@ int main() {
   trainer.test(net, data);
   auto predictions = trainer.predict(net, data);
 
-  trainloop::DataLoader<2> loader(trainloop::TensorDataset(torch::randn({8, 4}), torch::randint(2, {8})),
-                                  trainloop::DataLoaderOptions().batch_size(4).shuffle(true).prefetch(1));
+  trainloop::DataLoader loader(trainloop::TensorDataset(torch::randn({8, 4}), torch::randint(2, {8})),
+                               trainloop::DataLoaderOptions().batch_size(4).shuffle(true).workers(1).prefetch_factor(1));
   trainer.fit(net, loader);
   loader.load_state_dict(loader.state_dict());
+  trainloop::DataLoader pixels(Pixels{torch::zeros({4, 1, 6, 6}, torch::kByte)},
+                               trainloop::DataLoaderOptions().batch_size(2).workers(2).shuffle(true));
+  for (auto& [x, y] : pixels) x.add_(y.unsqueeze(1).unsqueeze(2).unsqueeze(3));
+  trainloop::DataLoader structs(Sequences{}, trainloop::DataLoaderOptions().batch_size(2));
+  trainloop::DataLoader padded(Sequences{}, trainloop::DataLoaderOptions().batch_size(2), [](std::vector<Sequence> examples) {
+    return torch::nn::utils::rnn::pad_sequence({examples[0].tokens, examples[1].tokens}, /*batch_first=*/true);
+  });
+  Sequence first = *structs.begin();
+  torch::Tensor padded_tokens = *padded.begin();
   trainloop::Precision precision(trainloop::ClassificationOptions().num_classes(2));
   trainloop::Recall recall(trainloop::ClassificationOptions().num_classes(2));
   auto f1 = 2 * precision * recall / (precision + recall);

@@ -123,8 +123,8 @@ int main() {
     auto options = [&] {
       return TrainerOptions().accelerator(accelerator).barebones(true).deterministic(true).seed(3);
     };
-    auto loader = [&] { return DataLoader<2>(TensorDataset(x, y), DataLoaderOptions().batch_size(32).shuffle(true).seed(5)); };
-    auto val_loader = [&] { return DataLoader<2>(TensorDataset(x.slice(0, 0, 64), y.slice(0, 0, 64)), DataLoaderOptions().batch_size(32)); };
+    auto loader = [&] { return DataLoader(TensorDataset(x, y), DataLoaderOptions().batch_size(32).shuffle(true).seed(5)); };
+    auto val_loader = [&] { return DataLoader(TensorDataset(x.slice(0, 0, 64), y.slice(0, 0, 64)), DataLoaderOptions().batch_size(32)); };
     torch::manual_seed(7);  // both fits start from the same weights
     Net reference;
     Trainer uninterrupted(options().max_epochs(4));

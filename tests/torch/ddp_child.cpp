@@ -11,7 +11,9 @@
 // --setup-delay sleeps before fit on every rank (slow data loading, which a local launch's ranks repeat);
 // --exit-early-rank makes rank R (started by a launcher) exit with status 3 before it joins. --catch catches fit's
 // error as a program that handles it would: prints it, calls distributed::destroy() and returns 0 (an atexit handler
-// then writes OUT.atexit, showing the process ended normally).
+// then writes OUT.atexit, showing the process ended normally). The training examples come through a dataset of the
+// user's type read by two worker threads (the same batches as a TensorDataset's), the validation ones from a
+// TensorDataset: the Trainer re-shards both kinds.
 #include <trainloop.hpp>
 
 #include <csignal>
@@ -61,6 +63,15 @@ struct KillAt {
   }
 };
 
+// Example i is (x[i], y[i]), read one by one.
+struct Rows {
+  torch::Tensor x, y;
+  std::int64_t size() const { return x.size(0); }
+  std::pair<torch::Tensor, torch::Tensor> get(std::size_t i) const {
+    return {x[static_cast<std::int64_t>(i)], y[static_cast<std::int64_t>(i)]};
+  }
+};
+
 int main(int argc, char** argv) {
   if (argc < 2) {
     std::fprintf(stderr, "usage: %s OUT [options]\n", argv[0]);
@@ -105,8 +116,8 @@ int main(int argc, char** argv) {
   const torch::Tensor x = torch::randn({96, 4}), y = torch::randint(0, 3, {96});
   const torch::Tensor vx = torch::randn({48, 4}), vy = torch::randint(0, 3, {48});
   Net net;
-  DataLoader<2> train(TensorDataset<2>(x, y), DataLoaderOptions().batch_size(batch).shuffle(true).seed(7));
-  DataLoader<2> val(TensorDataset<2>(vx, vy), DataLoaderOptions().batch_size(batch));
+  DataLoader train(Rows{x, y}, DataLoaderOptions().batch_size(batch).shuffle(true).seed(7).workers(2));
+  DataLoader val(TensorDataset<2>(vx, vy), DataLoaderOptions().batch_size(batch));
   TrainerOptions options = TrainerOptions()
                                .max_epochs(epochs)
                                .accumulate_grad_batches(accumulate)

@@ -2,6 +2,7 @@
 // dropout (it draws random numbers), Adam, a per-step cosine schedule, a shuffling DataLoader, validation every half
 // epoch, EarlyStopping, EMA of the weights, Preemption, and a ModelCheckpoint writing last.ckpt after every step.
 //   trainloop_resume_child DIR FINGERPRINT [--resume [FILE]] [--kill POINT:N] [--announce FILE] [--epochs N] [--precision P]
+//                          [--workers N]
 // --kill sends itself SIGKILL at the Nth occurrence of POINT:
 //   step        right after the step's checkpoint (end of on_train_batch_end)
 //   save        while the step's checkpoint is being written (a thread watches for the temporary file)
@@ -11,7 +12,9 @@
 //   fit_start   while resuming: after the checkpoint was restored, before any batch
 // --resume continues from "last" (DIR/last.ckpt, found on disk) or FILE; --epochs sets max_epochs (default 4);
 // --precision P sets TrainerOptions().precision(P), or with "bf16-scaled" bf16 autocast plus a forced loss scaler and
-// batches that overflow it (steps skipped, the scale backed off and grown). --announce creates FILE after step 3 and slows training down
+// batches that overflow it (steps skipped, the scale backed off and grown). --workers N reads the training examples
+// through a dataset of the user's type instead of a TensorDataset, with N worker threads and random augmentation
+// (noise and a flip drawn from each example's generator). --announce creates FILE after step 3 and slows training down
 // (20 ms a step), so a test can send SIGTERM to a running fit. At the end, everything a resumed run must reproduce
 // goes to FINGERPRINT as text, bit for bit: parameters, Adam's state, EMA, learning rates, counters, EarlyStopping,
 // the loader's position and the values callbacks monitor, and what the four loggers wrote (CSV, JSON lines without
@@ -223,6 +226,17 @@ void write_logs(std::ofstream& out, T& trainer) {
   }
 }
 
+// The training examples as a user's dataset: each read augmented with noise and a flip from the example's generator.
+struct AugmentedDataset {
+  torch::Tensor x, y;
+  std::int64_t size() const { return x.size(0); }
+  std::pair<torch::Tensor, std::int64_t> get(std::size_t index, torch::Generator& generator) const {
+    const auto i = static_cast<std::int64_t>(index);
+    const torch::Tensor noisy = x[i] + 0.1 * torch::randn({4}, generator);
+    return {transforms::RandomHorizontalFlip{0.5}(noisy.view({1, 1, 4}), generator).view({4}), y[i].item<std::int64_t>()};
+  }
+};
+
 int main(int argc, char** argv) {
   if (argc < 3) return 2;
   const std::string dir = argv[1], fingerprint = argv[2];
@@ -230,6 +244,7 @@ int main(int argc, char** argv) {
   std::string resume_from, announce;
   std::int64_t epochs = 4;
   std::string precision = "32";
+  std::int64_t workers = -1;  // -1: a TensorDataset
   for (int i = 3; i < argc; ++i) {
     if (std::strcmp(argv[i], "--kill") == 0 && i + 1 < argc) {
       const std::string spec = argv[++i];
@@ -241,6 +256,8 @@ int main(int argc, char** argv) {
       announce = argv[++i];
     } else if (std::strcmp(argv[i], "--epochs") == 0 && i + 1 < argc) {
       epochs = std::stoll(argv[++i]);
+    } else if (std::strcmp(argv[i], "--workers") == 0 && i + 1 < argc) {
+      workers = std::stoll(argv[++i]);
     } else if (std::strcmp(argv[i], "--precision") == 0 && i + 1 < argc) {
       precision = argv[++i];
     } else {
@@ -253,66 +270,75 @@ int main(int argc, char** argv) {
   const torch::Tensor y = (x.sum(1) > 0).to(torch::kLong) + (x.select(1, 0) > 1).to(torch::kLong);
   const torch::Tensor val_x = torch::randn({32, 4});
   const torch::Tensor val_y = (val_x.sum(1) > 0).to(torch::kLong) + (val_x.select(1, 0) > 1).to(torch::kLong);
-  DataLoader<2> loader(TensorDataset(x, y), DataLoaderOptions().batch_size(8).shuffle(true).seed(7));
-  DataLoader<2> val_loader(TensorDataset(val_x, val_y), DataLoaderOptions().batch_size(16));
-  Net net;  // initialised from the same seed in every process; a resume overwrites it from the checkpoint anyway
+  // Trains on the loader made below (a TensorDataset's, or the user dataset's) and writes the fingerprint.
+  auto train = [&](auto& loader) -> int {
+    DataLoader val_loader(TensorDataset(val_x, val_y), DataLoaderOptions().batch_size(16));
+    Net net;  // initialised from the same seed in every process; a resume overwrites it from the checkpoint anyway
 
-  ModelCheckpoint::Options every_step;
-  every_step.dirpath = dir;
-  every_step.every_n_train_steps = 1;
-  every_step.save_top_k = 0;
-  every_step.save_last = true;
-  Preemption::Options on_signal;
-  on_signal.path = dir + "/preempted.ckpt";
-  EarlyStopping::Options early;
-  early.monitor = "val_loss";
-  early.patience = 3;
-  early.min_delta = 0.01;
-  EMA::Options ema;
-  ema.decay = 0.9;
-  ema.copy_to_model_at_end = false;  // the trained weights stay in the model, so after_fit.ckpt resumes training
-  VersionedLoggerOptions logs;
-  logs.save_dir = dir + "/logs";
-  MLFlowLogger::Options mlflow;
-  mlflow.tracking_dir = dir + "/mlruns";
-  TrainerOptions options = TrainerOptions().barebones(true).accelerator("cpu").max_epochs(epochs).val_check_interval(0.5)
-                               .num_sanity_val_steps(1).deterministic(true).seed(0).log_every_n_steps(1);
+    ModelCheckpoint::Options every_step;
+    every_step.dirpath = dir;
+    every_step.every_n_train_steps = 1;
+    every_step.save_top_k = 0;
+    every_step.save_last = true;
+    Preemption::Options on_signal;
+    on_signal.path = dir + "/preempted.ckpt";
+    EarlyStopping::Options early;
+    early.monitor = "val_loss";
+    early.patience = 3;
+    early.min_delta = 0.01;
+    EMA::Options ema;
+    ema.decay = 0.9;
+    ema.copy_to_model_at_end = false;  // the trained weights stay in the model, so after_fit.ckpt resumes training
+    VersionedLoggerOptions logs;
+    logs.save_dir = dir + "/logs";
+    MLFlowLogger::Options mlflow;
+    mlflow.tracking_dir = dir + "/mlruns";
+    TrainerOptions options = TrainerOptions().barebones(true).accelerator("cpu").max_epochs(epochs).val_check_interval(0.5)
+                                 .num_sanity_val_steps(1).deterministic(true).seed(0).log_every_n_steps(1);
 #if TRAINLOOP_WITH_AMP
-  if (precision == "bf16-scaled") {  // bf16 autocast with the loss scaler forced on: skips, back-offs and growth
-    options.precision("bf16-mixed").grad_scaler(amp::GradScalerOptions().init_scale(1 << 20).growth_interval(3));
-    net.inject_inf = true;
-  } else {
-    options.precision(precision);
-  }
+    if (precision == "bf16-scaled") {  // bf16 autocast with the loss scaler forced on: skips, back-offs and growth
+      options.precision("bf16-mixed").grad_scaler(amp::GradScalerOptions().init_scale(1 << 20).growth_interval(3));
+      net.inject_inf = true;
+    } else {
+      options.precision(precision);
+    }
 #else
-  options.precision(precision);
+    options.precision(precision);
 #endif
-  Trainer trainer(options,
-                  KillBefore{&plan, dir}, EarlyStopping(early), EMA(ema), Announce{announce},
-                  ModelCheckpoint(every_step), KillAfter{&plan}, Preemption(on_signal), CSVLogger(logs),
-                  JSONLinesLogger(logs), TensorBoardLogger(logs), MLFlowLogger(mlflow));
-  trainer.fit(net, loader, val_loader, resume_from);
-  trainer.save_checkpoint(dir + "/after_fit.ckpt");
+    Trainer trainer(options,
+                    KillBefore{&plan, dir}, EarlyStopping(early), EMA(ema), Announce{announce},
+                    ModelCheckpoint(every_step), KillAfter{&plan}, Preemption(on_signal), CSVLogger(logs),
+                    JSONLinesLogger(logs), TensorBoardLogger(logs), MLFlowLogger(mlflow));
+    trainer.fit(net, loader, val_loader, resume_from);
+    trainer.save_checkpoint(dir + "/after_fit.ckpt");
 
-  std::ofstream out(fingerprint);
-  for (const auto& p : net.named_parameters()) out << "param " << p.key() << " " << hex(p.value()) << "\n";
-  for (const auto& group : net.optimizer->param_groups()) out << "lr " << hex(torch::tensor(group.options().get_lr(), torch::kFloat64)) << "\n";
-  for (const auto& p : net.parameters()) {
-    const auto& state = static_cast<const torch::optim::AdamParamState&>(
-        *net.optimizer->state().at(c10::guts::to_string(p.unsafeGetTensorImpl())));
-    out << "adam step=" << state.step() << " " << hex(state.exp_avg()) << " " << hex(state.exp_avg_sq()) << "\n";
-  }
-  for (const auto& [name, tensor] : trainer.callback<EMA>().tensor_state()) out << "ema " << name << " " << hex(tensor) << "\n";
-  out << "ema_state" << text(trainer.callback<EMA>().state_dict()) << "\n";
-  out << "early_stopping" << text(trainer.callback<EarlyStopping>().state_dict()) << "\n";
-  out << "loader" << text(loader.state_dict()) << "\n";
-  out << "counters epoch=" << trainer.current_epoch() << " step=" << trainer.global_step()
-      << " batches=" << trainer.total_batches() << " skipped=" << trainer.skipped_steps() << "\n";
+    std::ofstream out(fingerprint);
+    for (const auto& p : net.named_parameters()) out << "param " << p.key() << " " << hex(p.value()) << "\n";
+    for (const auto& group : net.optimizer->param_groups()) out << "lr " << hex(torch::tensor(group.options().get_lr(), torch::kFloat64)) << "\n";
+    for (const auto& p : net.parameters()) {
+      const auto& state = static_cast<const torch::optim::AdamParamState&>(
+          *net.optimizer->state().at(c10::guts::to_string(p.unsafeGetTensorImpl())));
+      out << "adam step=" << state.step() << " " << hex(state.exp_avg()) << " " << hex(state.exp_avg_sq()) << "\n";
+    }
+    for (const auto& [name, tensor] : trainer.template callback<EMA>().tensor_state()) out << "ema " << name << " " << hex(tensor) << "\n";
+    out << "ema_state" << text(trainer.template callback<EMA>().state_dict()) << "\n";
+    out << "early_stopping" << text(trainer.template callback<EarlyStopping>().state_dict()) << "\n";
+    out << "loader" << text(loader.state_dict()) << "\n";
+    out << "counters epoch=" << trainer.current_epoch() << " step=" << trainer.global_step()
+        << " batches=" << trainer.total_batches() << " skipped=" << trainer.skipped_steps() << "\n";
 #if TRAINLOOP_WITH_AMP
-  if (auto* scaler = trainer.grad_scaler()) out << "grad_scaler" << text(scaler->state_dict()) << "\n";
+    if (auto* scaler = trainer.grad_scaler()) out << "grad_scaler" << text(scaler->state_dict()) << "\n";
 #endif
-  for (const auto& [name, value] : trainer.callback_metrics()) out << "metric " << name << " " << hex(value) << "\n";
-  out << "rng " << hex(torch::randn({4})) << "\n";
-  write_logs(out, trainer);
-  return out.good() ? 0 : 1;
+    for (const auto& [name, value] : trainer.callback_metrics()) out << "metric " << name << " " << hex(value) << "\n";
+    out << "rng " << hex(torch::randn({4})) << "\n";
+    write_logs(out, trainer);
+    return out.good() ? 0 : 1;
+  };
+  const DataLoaderOptions train_options = DataLoaderOptions().batch_size(8).shuffle(true).seed(7);
+  if (workers >= 0) {
+    DataLoader loader(AugmentedDataset{x, y}, DataLoaderOptions(train_options).workers(workers));
+    return train(loader);
+  }
+  DataLoader loader(TensorDataset(x, y), train_options);
+  return train(loader);
 }

@@ -340,7 +340,7 @@ TEST_CASE("ModelCheckpoint monitoring a per-step training value ranks each step 
 TEST_CASE("a checkpoint whose loader state lacks a key is an error naming the file and the key") {
   TempDir dir;
   torch::manual_seed(0);
-  DataLoader<2> loader(TensorDataset(torch::randn({12, 2}), torch::randn({12, 1})), DataLoaderOptions().batch_size(4));
+  DataLoader loader(TensorDataset(torch::randn({12, 2}), torch::randn({12, 1})), DataLoaderOptions().batch_size(4));
   auto options = checkpoints_in(dir.file("ckpt"));
   options.save_last = true;
   Scripted net;

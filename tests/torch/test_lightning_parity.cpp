@@ -271,8 +271,8 @@ struct SelfFed : Net {
   std::vector<Batch> data = batches(3);
   int test_batches = 0;
   std::vector<Batch>& train_dataloader() { return data; }
-  DataLoader<2> val_dataloader() {  // by value: the Trainer owns it for the stage
-    return DataLoader<2>(TensorDataset<2>(torch::randn({8, 2}), torch::randn({8, 1})), DataLoaderOptions().batch_size(4));
+  DataLoader<TensorDataset<2>> val_dataloader() {  // by value: the Trainer owns it for the stage
+    return DataLoader(TensorDataset<2>(torch::randn({8, 2}), torch::randn({8, 1})), DataLoaderOptions().batch_size(4));
   }
   std::vector<Batch> test_dataloader() { return batches(2, 5); }
   void test_step(Batch& b, std::int64_t) {
@@ -295,8 +295,8 @@ TEST_CASE("fit(module), validate(module), test(module), predict(module) take the
   CHECK(net.test_batches == 2);
   CHECK(trainer.predict(net).size() == 3);
   // an rvalue loader is moved into the stage
-  trainer.test(net, DataLoader<2>(TensorDataset<2>(torch::randn({12, 2}), torch::randn({12, 1})),
-                                  DataLoaderOptions().batch_size(4).prefetch(1)));
+  trainer.test(net, DataLoader(TensorDataset<2>(torch::randn({12, 2}), torch::randn({12, 1})),
+                                  DataLoaderOptions().batch_size(4).workers(1).prefetch_factor(1)));
   CHECK(net.test_batches == 2 + 3);
 }
 
@@ -331,10 +331,10 @@ TEST_CASE("lr_scheduler_step replaces the scheduler's step") {
 
 TEST_CASE("DataLoader is movable, mid-epoch and prefetching included; an rvalue loader is owned by the stage") {
   TensorDataset<2> dataset(torch::arange(40, torch::kFloat32).reshape({20, 2}), torch::arange(20, torch::kFloat32));
-  DataLoader<2> loader(dataset, DataLoaderOptions().batch_size(4).shuffle(true).seed(9).prefetch(2));
+  DataLoader loader(dataset, DataLoaderOptions().batch_size(4).shuffle(true).seed(9).workers(1).prefetch_factor(2));
   std::vector<torch::Tensor> expected;
   {
-    DataLoader<2> same(dataset, DataLoaderOptions().batch_size(4).shuffle(true).seed(9));
+    DataLoader same(dataset, DataLoaderOptions().batch_size(4).shuffle(true).seed(9));
     for (auto batch : same) expected.push_back(batch.second);
   }
   std::vector<torch::Tensor> got;
@@ -342,10 +342,10 @@ TEST_CASE("DataLoader is movable, mid-epoch and prefetching included; an rvalue 
   got.push_back((*it).second);
   ++it;
   got.push_back((*it).second);
-  DataLoader<2> moved(std::move(loader));  // mid-epoch, with the prefetch thread running
+  DataLoader moved(std::move(loader));  // mid-epoch, with the prefetch thread running
   const StateDict position = moved.state_dict();
   CHECK(std::get<std::int64_t>(position.at("next_batch")) == 2);
-  DataLoader<2> assigned(dataset, DataLoaderOptions().batch_size(4).shuffle(true).seed(9).prefetch(1));
+  DataLoader assigned(dataset, DataLoaderOptions().batch_size(4).shuffle(true).seed(9).workers(1).prefetch_factor(1));
   assigned = std::move(moved);
   assigned.load_state_dict(position);
   for (auto batch : assigned) got.push_back(batch.second);
@@ -355,8 +355,8 @@ TEST_CASE("DataLoader is movable, mid-epoch and prefetching included; an rvalue 
   Net net;
   Trainer trainer(quiet());
   const auto metrics =
-      trainer.validate(net, DataLoader<2>(TensorDataset<2>(torch::randn({8, 2}), torch::randn({8, 1})),
-                                          DataLoaderOptions().batch_size(4).prefetch(1)));
+      trainer.validate(net, DataLoader(TensorDataset<2>(torch::randn({8, 2}), torch::randn({8, 1})),
+                                          DataLoaderOptions().batch_size(4).workers(1).prefetch_factor(1)));
   CHECK(metrics.count("val_loss") == 1);
   CHECK(net.validation_batches == 2);
 }

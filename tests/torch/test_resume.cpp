@@ -206,6 +206,24 @@ TEST_CASE("a checkpoint saved after fit returns resumes with more epochs exactly
   CHECK(read_file(dir.file("again.txt")) == expected);
 }
 
+TEST_CASE("a user dataset read by two worker threads with random augmentation, killed and resumed: bitwise identical") {
+  // The augmentation draws from each example's generator, seeded by (seed, epoch, index): zero and two workers train
+  // on the same batches, and a resumed run reads the rest of the epoch with the same noise and flips.
+  TempDir dir;
+  REQUIRE(exited_ok(run_child({dir.file("zero"), dir.file("zero.txt"), "--workers", "0"})));
+  const std::string expected = read_file(dir.file("zero.txt"));
+  CHECK(expected != reference().fingerprint);  // the augmentation did change the training
+  const std::vector<std::string> two{"--workers", "2"};
+  REQUIRE(exited_ok(run_child({dir.file("two"), dir.file("two.txt"), "--workers", "2"})));
+  CHECK(read_file(dir.file("two.txt")) == expected);
+  for (const std::vector<std::string>& kills : {std::vector<std::string>{"step:5"}, {"save:9", "val_end:2"}, {"epoch_end:1", "fit_start:1", "step:7"}}) {
+    std::string name = "workers";
+    for (const auto& kill : kills) name += "_" + kill.substr(0, kill.find(':')) + kill.substr(kill.find(':') + 1);
+    CAPTURE(name);
+    CHECK(run_with_kills(dir, name, kills, two) == expected);
+  }
+}
+
 #if TRAINLOOP_WITH_AMP
 TEST_CASE("mixed precision with the loss scaler, killed and resumed: bitwise identical, the scaler's state included") {
   // bf16 autocast with a forced scaler (fp16 autocast needs CUDA here), and batches that overflow it: skipped steps,
