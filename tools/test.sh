@@ -78,21 +78,26 @@ torch_api=/usr/include/torch/csrc/api/include
 # With mixed precision compiled in: its autocast calls differ between LibTorch 1.x and 2.4+.
 check_flags=(-Wall -Wextra -Wpedantic -Werror -fsyntax-only -DTRAINLOOP_WITH_TORCH=1 -DTRAINLOOP_WITH_AMP=1
              -DTRAINLOOP_WITH_DISTRIBUTED=1 -DUSE_DISTRIBUTED -DUSE_C10D_GLOO -Isingle_include)
-if command -v clang++ > /dev/null; then
-  clang++ -std=c++17 "${check_flags[@]}" -isystem "$torch_api" tests/compile/torch_instantiation.cpp
-fi
 bash tools/fetch_libtorch2.sh build/libtorch2
 lt2=build/libtorch2/usr/include
 echo "LibTorch $(cat build/libtorch2/.complete)"
-g++ -std=c++17 "${check_flags[@]}" -isystem "$lt2" -isystem "$lt2/torch/csrc/api/include" tests/compile/torch_instantiation.cpp
-g++ -std=c++20 "${check_flags[@]}" -isystem "$lt2" -isystem "$lt2/torch/csrc/api/include" tests/compile/torch_instantiation.cpp
+lt2_flags=(-isystem "$lt2" -isystem "$lt2/torch/csrc/api/include")
+# The checks are independent, single-threaded compiles: they run $jobs at a time (xargs fails if any fails).
+checks=()
+add_check() { checks+=("$(printf '%q ' "$@")"); }
+if command -v clang++ > /dev/null; then
+  add_check clang++ -std=c++17 "${check_flags[@]}" -isystem "$torch_api" tests/compile/torch_instantiation.cpp
+fi
+add_check g++ -std=c++17 "${check_flags[@]}" "${lt2_flags[@]}" tests/compile/torch_instantiation.cpp
+add_check g++ -std=c++20 "${check_flags[@]}" "${lt2_flags[@]}" tests/compile/torch_instantiation.cpp
 # The mixed-precision tests take LibTorch 2.x's fused CPU scaler kernels there: their comparison with the fallback compiles.
-g++ -std=c++17 "${check_flags[@]}" -Itests/torch -isystem "$lt2" -isystem "$lt2/torch/csrc/api/include" tests/torch/test_amp.cpp
+add_check g++ -std=c++17 "${check_flags[@]}" -Itests/torch "${lt2_flags[@]}" tests/torch/test_amp.cpp
 # The loader's tests instantiate it over every kind of dataset (user types, torch::data's Example, structs), with workers
 # and the transforms.
-g++ -std=c++17 "${check_flags[@]}" -isystem "$lt2" -isystem "$lt2/torch/csrc/api/include" tests/torch/test_loader.cpp
+add_check g++ -std=c++17 "${check_flags[@]}" "${lt2_flags[@]}" tests/torch/test_loader.cpp
 # The data-parallel tests and the NCCL smoke hold c10d's classes directly (Backend vs ProcessGroup bases differ in 2.x).
-g++ -std=c++17 "${check_flags[@]}" -Itests/torch -isystem "$lt2" -isystem "$lt2/torch/csrc/api/include" tests/torch/test_distributed.cpp
-g++ -std=c++17 "${check_flags[@]}" -isystem "$lt2" -isystem "$lt2/torch/csrc/api/include" tests/gpu/ddp_nccl.cpp
+add_check g++ -std=c++17 "${check_flags[@]}" -Itests/torch "${lt2_flags[@]}" tests/torch/test_distributed.cpp
+add_check g++ -std=c++17 "${check_flags[@]}" "${lt2_flags[@]}" tests/gpu/ddp_nccl.cpp
+printf '%s\n' "${checks[@]}" | xargs -P "$jobs" -I{} bash -c '{}'
 
 step "all checks passed"
