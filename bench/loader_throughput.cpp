@@ -6,8 +6,16 @@
 // workers(0|1|2), torch::data's loader with the same dataset and workers, and PyTorch's DataLoader(num_workers=0|1|2)
 // over the same work in Python (Debian's /usr/bin/python3, run from here). Then the hand-off: the time to take a batch
 // a worker has ready.
+// Part 3 (built with TRAINLOOP_WITH_IMAGE_IO=1, for each --image-folder given): images per second from a folder of
+// image files, decode + RandomCrop (padding 4) + horizontal flip + to float + normalise + collate into batches of 64,
+// through ImageFolder and the DataLoader with workers(1|2); against the decoder alone (each file read and decoded by
+// TurboJPEG or libpng in a bare loop, one thread: the physical limit of one core) and torchvision's ImageFolder in
+// PyTorch's DataLoader with the same transforms and num_workers. Every folder is read as RGB (torchvision's default).
 //
-//   loader_throughput [--smoke] [--data DIR] [--in-memory-only]
+//   tools/make_image_folder.py /tmp/png28 --limit 10000
+//   tools/make_image_folder.py /tmp/jpeg28 --format jpeg --limit 10000
+//   tools/make_image_folder.py /tmp/jpeg224 --format jpeg --size 224 --mode RGB --limit 2000
+//   loader_throughput [--smoke] [--data DIR] [--in-memory-only] [--images-only] [--image-folder DIR]...
 #include <trainloop.hpp>
 #include <zlib.h>
 
@@ -108,11 +116,12 @@ for epoch in range(epochs + 1):
 print(statistics.median(rates))
 )";
 
-double pytorch_examples_per_second(std::int64_t n, std::int64_t repeats, std::int64_t batch, int workers, int epochs) {
+// Runs a Python script with Debian's interpreter and returns the number on its last line (0 when Python, torch or
+// torchvision is missing, or the script fails).
+double run_python(const char* script_text, const std::string& arguments) {
   const auto script = std::filesystem::temp_directory_path() / ("trainloop-bench-loader-" + std::to_string(::getpid()) + ".py");
-  std::ofstream(script) << pytorch_script;
-  const std::string command = "/usr/bin/python3 " + script.string() + " " + std::to_string(n) + " " + std::to_string(repeats) +
-                              " " + std::to_string(batch) + " " + std::to_string(workers) + " " + std::to_string(epochs) + " 2>&1";
+  std::ofstream(script) << script_text;
+  const std::string command = "/usr/bin/python3 " + script.string() + " " + arguments + " 2>&1";
   double rate = 0;
   if (FILE* pipe = popen(command.c_str(), "r")) {
     char line[512] = {};
@@ -121,6 +130,10 @@ double pytorch_examples_per_second(std::int64_t n, std::int64_t repeats, std::in
   }
   std::filesystem::remove(script);
   return rate;
+}
+double pytorch_examples_per_second(std::int64_t n, std::int64_t repeats, std::int64_t batch, int workers, int epochs) {
+  return run_python(pytorch_script, std::to_string(n) + " " + std::to_string(repeats) + " " + std::to_string(batch) + " " +
+                                        std::to_string(workers) + " " + std::to_string(epochs));
 }
 
 // Median time of one get() with `repeats`, for calibrating the work.
@@ -204,18 +217,125 @@ void hand_off(bool smoke) {
               1e6 * bench::median(per_batch), per_batch.size());
   bench::keep(rows);
 }
+#if TRAINLOOP_WITH_IMAGE_IO
+// --- part 3: image folders ---------------------------------------------------------------------------------------
+const char* torchvision_script = R"(
+import sys, time, statistics, torch
+import torchvision.transforms as T
+from torch.utils.data import DataLoader
+from torchvision.datasets import ImageFolder
+root, size, workers, epochs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+torch.set_num_threads(1)
+transform = T.Compose([T.PILToTensor(), T.RandomCrop(size, padding=4), T.RandomHorizontalFlip(),
+                       T.ConvertImageDtype(torch.float32), T.Normalize([0.5, 0.5, 0.5], [0.25, 0.25, 0.25])])
+data = ImageFolder(root, transform=transform)
+loader = DataLoader(data, batch_size=64, shuffle=True, num_workers=workers, prefetch_factor=2, persistent_workers=True)
+rates = []
+for epoch in range(epochs + 1):
+    start = time.perf_counter()
+    for x, y in loader:
+        pass
+    if epoch > 0:
+        rates.append(len(data) / (time.perf_counter() - start))
+print(statistics.median(rates))
+)";
+
+// torchvision's images/s over `root` (0 when Python or torchvision is missing).
+double torchvision_images_per_second(const std::string& root, std::int64_t size, int workers, int epochs) {
+  return run_python(torchvision_script, root + " " + std::to_string(size) + " " + std::to_string(workers) + " " + std::to_string(epochs));
+}
+
+// The decoder alone: each file read and decoded by TurboJPEG or libpng into one reused buffer, as RGB.
+struct BareDecoder {
+  std::vector<std::string> paths;
+  std::vector<std::uint8_t> bytes, pixels;
+  tjhandle turbo = tjInitDecompress();
+  ~BareDecoder() { tjDestroy(turbo); }
+
+  void decode_all() {
+    for (const auto& path : paths) {
+      trainloop::detail::read_file_into(path, bytes);
+      if (bytes[0] == 0xFF) {
+        int width = 0, height = 0, subsampling = 0, colorspace = 0;
+        tjDecompressHeader3(turbo, bytes.data(), bytes.size(), &width, &height, &subsampling, &colorspace);
+        pixels.resize(static_cast<std::size_t>(width) * height * 3);
+        if (tjDecompress2(turbo, bytes.data(), bytes.size(), pixels.data(), width, 0, height, TJPF_RGB, 0) != 0)
+          throw std::runtime_error(path + ": " + tjGetErrorStr2(turbo));
+      } else {
+        png_image image{};
+        image.version = PNG_IMAGE_VERSION;
+        if (!png_image_begin_read_from_memory(&image, bytes.data(), bytes.size())) throw std::runtime_error(path + ": " + image.message);
+        image.format = PNG_FORMAT_RGB;
+        pixels.resize(PNG_IMAGE_SIZE(image));
+        if (!png_image_finish_read(&image, nullptr, pixels.data(), 0, nullptr)) throw std::runtime_error(path + ": " + image.message);
+      }
+    }
+    bench::keep(pixels);
+  }
+};
+
+void run_folder(const std::string& root, int rounds, int python_epochs) {
+  const ImageFolder probe(root);
+  const std::int64_t size = probe.get(0)->first.size(-1);
+  const auto images = static_cast<double>(probe.size());
+  auto folder = [&] {
+    return ImageFolder(root, ImageFolderOptions(),
+                       transforms::Compose(transforms::RandomCrop(size, 4), transforms::RandomHorizontalFlip{0.5},
+                                           transforms::ToFloat{}, transforms::Normalize({0.5, 0.5, 0.5}, {0.25, 0.25, 0.25})));
+  };
+  BareDecoder bare;
+  for (const auto& sample : probe.samples()) bare.paths.push_back(sample.first);
+  DataLoader one(folder(), DataLoaderOptions().batch_size(64).shuffle(true).workers(1));
+  DataLoader two(folder(), DataLoaderOptions().batch_size(64).shuffle(true).workers(2));
+  auto epoch = [](auto& loader) {
+    std::int64_t seen = 0;
+    for (auto& [x, y] : loader) seen += y.size(0);
+    bench::keep(seen);
+  };
+  std::vector<bench::Variant> variants{
+      {"decoder alone (read + decode, 1 thread)", [&] { bare.decode_all(); }, images},
+      {"trainloop ImageFolder + DataLoader workers(1)", [&] { epoch(one); }, images},
+      {"trainloop ImageFolder + DataLoader workers(2)", [&] { epoch(two); }, images},
+  };
+  bench::run_interleaved(root + ": " + std::to_string(probe.size()) + " images of " + std::to_string(size) + "x" +
+                             std::to_string(size) + ", batch 64",
+                         variants, rounds, 1e6, "us/image");
+  auto rate = [&](std::size_t i) { return 1 / bench::median(variants[i].seconds_per_unit); };
+  const double python1 = torchvision_images_per_second(root, size, 1, python_epochs);
+  const double python2 = torchvision_images_per_second(root, size, 2, python_epochs);
+  std::printf("  images/s: decoder alone %.0f | trainloop workers(1) %.0f, workers(2) %.0f | torchvision num_workers=1 %.0f, "
+              "num_workers=2 %.0f\n",
+              rate(0), rate(1), rate(2), python1, python2);
+  std::printf("  trainloop ahead of torchvision: %.2fx (1 worker), %.2fx (2 workers)%s; decoder alone / trainloop workers(1): %.2fx\n",
+              python1 > 0 ? rate(1) / python1 : 0.0, python2 > 0 ? rate(2) / python2 : 0.0,
+              python1 > 0 ? "" : " [/usr/bin/python3 with torchvision not found]", rate(0) / rate(1));
+  std::fflush(stdout);
+}
+#endif  // TRAINLOOP_WITH_IMAGE_IO
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool smoke = false, in_memory_only = false;
+  bool smoke = false, in_memory_only = false, images_only = false;
   std::string dir = fashion_mnist_debian_dir;
+  std::vector<std::string> image_folders;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--smoke") == 0) smoke = true;
     else if (std::strcmp(argv[i], "--in-memory-only") == 0) in_memory_only = true;
+    else if (std::strcmp(argv[i], "--images-only") == 0) images_only = true;
     else if (std::strcmp(argv[i], "--data") == 0 && i + 1 < argc) dir = argv[++i];
+    else if (std::strcmp(argv[i], "--image-folder") == 0 && i + 1 < argc) image_folders.push_back(argv[++i]);
   }
-  torch::set_num_threads(1);
-  tune_glibc_malloc();
+  torch::set_num_threads(1);  // the loaders' threads are the parallelism measured (PyTorch's workers: 1 thread each)
+  tune_glibc_malloc();        // as the Trainer does by default (without it, glibc maps and unmaps every batch's buffers)
+  if (!image_folders.empty()) {
+#if TRAINLOOP_WITH_IMAGE_IO
+    for (const auto& folder : image_folders) run_folder(folder, smoke ? 1 : 5, smoke ? 1 : 3);
+#else
+    std::fprintf(stderr, "loader_throughput: built without TRAINLOOP_WITH_IMAGE_IO: --image-folder is not available\n");
+    return 2;
+#endif
+  }
+  if (images_only) return 0;
   MnistSplit split = read_mnist_split(dir, /*train=*/true);
   if (smoke) split = {split.images.slice(0, 0, 2000), split.labels.slice(0, 0, 2000)};
   const std::int64_t batch_size = 64;

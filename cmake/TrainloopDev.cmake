@@ -52,11 +52,25 @@ if(TARGET trainloop_torch_pch)
   target_compile_options(trainloop_torch_pch PRIVATE ${TRAINLOOP_PCH_FLAGS})
 endif()
 
-# trainloop_target(name [TORCH] [AMP] [DISTRIBUTED] [SINGLE] SOURCES ...): an executable with warnings on, built against
-# the chosen header. AMP and DISTRIBUTED compile mixed precision (TRAINLOOP_WITH_AMP=1) and data-parallel training
-# (TRAINLOOP_WITH_DISTRIBUTED=1) in, whatever the project's options say.
+# The image decoders, for the targets that test and show image files (tools/setup.sh installs them; without them
+# those targets build with TRAINLOOP_WITH_IMAGE_IO=0 and their image checks are left out).
+set(TRAINLOOP_DEV_IMAGE_IO OFF)
+if(TRAINLOOP_WITH_TORCH)
+  find_package(libjpeg-turbo CONFIG QUIET)
+  find_package(PNG QUIET)
+  if(TARGET libjpeg-turbo::turbojpeg AND TARGET PNG::PNG)
+    set(TRAINLOOP_DEV_IMAGE_IO ON)
+  else()
+    message(STATUS "trainloop: libjpeg-turbo or libpng not found: the image file tests and examples are left out")
+  endif()
+endif()
+
+# trainloop_target(name [TORCH] [AMP] [DISTRIBUTED] [IMAGE_IO] [SINGLE] SOURCES ...): an executable with warnings on,
+# built against the chosen header. AMP, DISTRIBUTED and IMAGE_IO compile mixed precision (TRAINLOOP_WITH_AMP=1),
+# data-parallel training (TRAINLOOP_WITH_DISTRIBUTED=1) and image files (TRAINLOOP_WITH_IMAGE_IO=1, when the decoders
+# were found) in, whatever the project's options say.
 function(trainloop_target name)
-  cmake_parse_arguments(ARG "TORCH;AMP;DISTRIBUTED;SINGLE" "" "SOURCES" ${ARGN})
+  cmake_parse_arguments(ARG "TORCH;AMP;DISTRIBUTED;IMAGE_IO;SINGLE" "" "SOURCES" ${ARGN})
   add_executable(${name} ${ARG_SOURCES})
   target_compile_options(${name} PRIVATE ${TRAINLOOP_WARNING_FLAGS} ${TRAINLOOP_SANITIZE_FLAGS})
   target_link_options(${name} PRIVATE ${TRAINLOOP_SANITIZE_FLAGS})
@@ -71,7 +85,13 @@ function(trainloop_target name)
     if(ARG_DISTRIBUTED OR TRAINLOOP_WITH_DISTRIBUTED)
       set(distributed 1)
     endif()
-    target_compile_definitions(${name} PRIVATE TRAINLOOP_WITH_AMP=${amp} TRAINLOOP_WITH_DISTRIBUTED=${distributed})
+    set(image_io 0)
+    if((ARG_IMAGE_IO OR TRAINLOOP_WITH_IMAGE_IO) AND TRAINLOOP_DEV_IMAGE_IO)
+      set(image_io 1)
+      target_link_libraries(${name} PRIVATE libjpeg-turbo::turbojpeg PNG::PNG)
+    endif()
+    target_compile_definitions(${name} PRIVATE TRAINLOOP_WITH_AMP=${amp} TRAINLOOP_WITH_DISTRIBUTED=${distributed}
+                               TRAINLOOP_WITH_IMAGE_IO=${image_io})
     target_precompile_headers(${name} REUSE_FROM trainloop_torch_pch)
     target_compile_options(${name} PRIVATE ${TRAINLOOP_PCH_FLAGS})
   endif()

@@ -1,7 +1,8 @@
 """Conan 2 recipe for trainloop, a header-only library: `conan create conan --version 0.1.0` (from the repository
 root) downloads the release tarball named in conandata.yml, checks its SHA256 and packages the single header.
 
-Options: with_torch (default True), with_amp, with_distributed, the three TRAINLOOP_WITH_* macros. Conan Center has
+Options: with_torch (default True), with_amp, with_distributed, with_image_io, the four TRAINLOOP_WITH_* macros;
+with_image_io requires libjpeg-turbo and libpng from Conan Center (the decoders ImageFolder and read_image call). Conan Center has
 no LibTorch package, so with_torch takes LibTorch from the consumer's machine: the package's CMake module runs
 find_package(Torch) and find_package(ZLIB) and links both to trainloop::trainloop. Point CMake at another LibTorch
 with Torch_DIR or CMAKE_PREFIX_PATH (e.g. `python3 -c 'import torch; print(torch.utils.cmake_prefix_path)'`), or
@@ -43,11 +44,13 @@ class TrainloopConan(ConanFile):
         "with_torch": [True, False],
         "with_amp": [True, False],
         "with_distributed": [True, False],
+        "with_image_io": [True, False],
     }
     default_options = {
         "with_torch": True,
         "with_amp": False,
         "with_distributed": False,
+        "with_image_io": False,
     }
     no_copy_source = True
 
@@ -61,11 +64,17 @@ class TrainloopConan(ConanFile):
         # One package for every configuration: the options only change the consumer's macros and links.
         self.info.clear()
 
+    def requirements(self):
+        if self.options.with_image_io:  # TurboJPEG's 2.x API, which libjpeg-turbo 3 keeps
+            self.requires("libjpeg-turbo/[>=2.1 <4]")
+            self.requires("libpng/[>=1.6 <2]")
+
     def validate(self):
         if self.settings.get_safe("compiler.cppstd"):
             check_min_cppstd(self, 17)
-        if not self.options.with_torch and (self.options.with_amp or self.options.with_distributed):
-            raise ConanInvalidConfiguration(f"{self.ref}: with_amp and with_distributed need with_torch=True")
+        if not self.options.with_torch and (self.options.with_amp or self.options.with_distributed or
+                                            self.options.with_image_io):
+            raise ConanInvalidConfiguration(f"{self.ref}: with_amp, with_distributed and with_image_io need with_torch=True")
 
     def source(self):
         get(self, **self.conan_data["sources"][self.version], strip_root=True)
@@ -97,6 +106,9 @@ class TrainloopConan(ConanFile):
             defines.append("TRAINLOOP_WITH_AMP=1")
         if self.options.with_distributed:
             defines.append("TRAINLOOP_WITH_DISTRIBUTED=1")
+        if self.options.with_image_io:
+            defines.append("TRAINLOOP_WITH_IMAGE_IO=1")
+            self.cpp_info.requires = ["libjpeg-turbo::turbojpeg", "libpng::libpng"]
         self.cpp_info.defines = defines
         modules = [self._helpers_module]
         if self.options.with_torch:

@@ -25,6 +25,10 @@
 #ifndef TRAINLOOP_WITH_DISTRIBUTED
 #define TRAINLOOP_WITH_DISTRIBUTED 0
 #endif
+// Image files (ImageFolder, read_image): JPEG through libjpeg-turbo's TurboJPEG, PNG through libpng; link both.
+#ifndef TRAINLOOP_WITH_IMAGE_IO
+#define TRAINLOOP_WITH_IMAGE_IO 0
+#endif
 // The loggers (CSV, JSON lines, TensorBoard, MLflow, log_metrics_to) need <filesystem>, <random> and more that the
 // Engine does not: a torch-free TU gets them only when it asks. The Trainer always has them.
 #ifndef TRAINLOOP_WITH_LOGGERS
@@ -48,6 +52,11 @@
 #elif TRAINLOOP_WITH_DISTRIBUTED != 0 && TRAINLOOP_WITH_DISTRIBUTED != 1
 #error "trainloop: TRAINLOOP_WITH_DISTRIBUTED must be 0 or 1 (for example -DTRAINLOOP_WITH_DISTRIBUTED=1)"
 #endif
+#if (0 - TRAINLOOP_WITH_IMAGE_IO - 1) == 1
+#error "trainloop: TRAINLOOP_WITH_IMAGE_IO is defined empty; define it as 0 or 1 (for example -DTRAINLOOP_WITH_IMAGE_IO=1)"
+#elif TRAINLOOP_WITH_IMAGE_IO != 0 && TRAINLOOP_WITH_IMAGE_IO != 1
+#error "trainloop: TRAINLOOP_WITH_IMAGE_IO must be 0 or 1 (for example -DTRAINLOOP_WITH_IMAGE_IO=1)"
+#endif
 #if (0 - TRAINLOOP_WITH_LOGGERS - 1) == 1
 #error "trainloop: TRAINLOOP_WITH_LOGGERS is defined empty; define it as 0 or 1 (for example -DTRAINLOOP_WITH_LOGGERS=1)"
 #elif TRAINLOOP_WITH_LOGGERS != 0 && TRAINLOOP_WITH_LOGGERS != 1
@@ -55,8 +64,8 @@
 #elif TRAINLOOP_WITH_TORCH && !TRAINLOOP_WITH_LOGGERS
 #error "trainloop: TRAINLOOP_WITH_LOGGERS=0 is for the torch-free core; the Trainer always has its loggers"
 #endif
-#if !TRAINLOOP_WITH_TORCH && (TRAINLOOP_WITH_AMP || TRAINLOOP_WITH_DISTRIBUTED)
-#error "trainloop: TRAINLOOP_WITH_AMP and TRAINLOOP_WITH_DISTRIBUTED need TRAINLOOP_WITH_TORCH=1"
+#if !TRAINLOOP_WITH_TORCH && (TRAINLOOP_WITH_AMP || TRAINLOOP_WITH_DISTRIBUTED || TRAINLOOP_WITH_IMAGE_IO)
+#error "trainloop: TRAINLOOP_WITH_AMP, TRAINLOOP_WITH_DISTRIBUTED and TRAINLOOP_WITH_IMAGE_IO need TRAINLOOP_WITH_TORCH=1"
 #endif
 
 // Separate compilation (stb's and doctest's way), for projects with several translation units: define
@@ -5091,6 +5100,480 @@ TRAINLOOP_DETAIL_API torch::Tensor RandomCrop::operator()(const torch::Tensor& i
 
 TRAINLOOP_DETAIL_END
 // ---- end parts/torch/data/transforms.hpp ----
+// ---- begin parts/torch/data/image_io.hpp ----
+// trainloop: image files. JPEG through libjpeg-turbo's TurboJPEG API, PNG through libpng: decoders that are libraries
+// (the ones Pillow and torchvision use), not code of ours. Pixels come out as Pillow's Image.convert(mode) gives them
+// (torchvision's ImageFolder loads with convert("RGB")), as a contiguous uint8 [C, H, W] tensor (PILToTensor's values).
+// The decoders are compiled only with TRAINLOOP_WITH_IMAGE_IO=1 (link libturbojpeg and libpng); the mode and the error
+// type exist always, so code that names them (the DataLoader's error context) is the same in every translation unit.
+#include <stdexcept>
+
+TRAINLOOP_DETAIL_BEGIN
+
+/// The channels an image is converted to, as Pillow's Image.convert: "L" (one channel), "RGB", "RGBA".
+enum class ImageMode { gray, rgb, rgba };
+
+/// A file that cannot be read, or whose bytes the decoder rejects (truncated, corrupt, not JPEG or PNG). The message
+/// names the file and gives the decoder's own.
+class ImageDecodeError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+TRAINLOOP_DETAIL_END
+
+#if TRAINLOOP_WITH_IMAGE_IO
+#include <png.h>
+#include <turbojpeg.h>
+
+#include <cerrno>
+#include <csetjmp>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+TRAINLOOP_DETAIL_BEGIN
+
+/// Decodes JPEG or PNG bytes (told apart by their signature) into a uint8 [C, H, W] tensor with mode's channels.
+/// `name` is what errors call the bytes (a path). Grayscale, RGB, RGBA, palette and grey+alpha files, any bit depth
+/// and interlacing: palette entries and transparency are expanded, 16-bit samples keep their high byte, grey becomes
+/// RGB by repetition, alpha is dropped (or 255 added), and colour becomes grey by ITU-R 601-2 luma with Pillow's
+/// rounding (L = (19595 R + 38470 G + 7471 B + 32768) >> 16). Where Pillow differs: a 16-bit greyscale PNG
+/// (Pillow clips its values at 255 in convert; here the high byte is kept) and CMYK JPEGs (an error here).
+TRAINLOOP_DETAIL_API torch::Tensor decode_image(const std::uint8_t* data, std::size_t size, ImageMode mode = ImageMode::rgb,
+                                                const std::string& name = "image");
+/// Reads and decodes an image file (see decode_image).
+TRAINLOOP_DETAIL_API torch::Tensor read_image(const std::string& path, ImageMode mode = ImageMode::rgb);
+
+namespace detail {
+// Reads a whole file into `bytes` (reused between calls); throws ImageDecodeError naming the file and errno's text.
+TRAINLOOP_DETAIL_API void read_file_into(const std::string& path, std::vector<std::uint8_t>& bytes);
+}  // namespace detail
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+namespace detail {
+// Pillow's luma (Convert.c, L24): the grey value of an RGB pixel, bitwise as Image.convert("L").
+inline std::uint8_t pillow_luma(const std::uint8_t* rgb) {
+  return static_cast<std::uint8_t>((rgb[0] * 19595u + rgb[1] * 38470u + rgb[2] * 7471u + 0x8000u) >> 16);
+}
+inline int mode_channels(ImageMode mode) { return mode == ImageMode::gray ? 1 : mode == ImageMode::rgb ? 3 : 4; }
+// Decoders write pixels interleaved ([H, W, C]); images leave planar ([C, H, W], contiguous), the layout every later
+// op runs fastest on (a crop, flip or normalisation of PILToTensor's strided view costs 3-4x as much). `pixels`
+// holds `channels` bytes per pixel; grey output from colour input takes Pillow's luma of the first three.
+inline torch::Tensor planar_image(const std::uint8_t* pixels, std::int64_t height, std::int64_t width, int channels, bool to_gray) {
+  const std::int64_t count = height * width;
+  torch::Tensor out = torch::empty({to_gray ? 1 : channels, height, width}, torch::kUInt8);
+  std::uint8_t* plane = out.data_ptr<std::uint8_t>();
+  if (to_gray) {
+    for (std::int64_t i = 0; i < count; ++i) plane[i] = pillow_luma(pixels + channels * i);
+  } else {
+    for (int c = 0; c < channels; ++c, plane += count)
+      for (std::int64_t i = 0; i < count; ++i) plane[i] = pixels[channels * i + c];
+  }
+  return out;
+}
+// The decoders' interleaved output, reused by each thread (a worker decodes file after file).
+inline std::vector<std::uint8_t>& interleaved_buffer(std::size_t bytes) {
+  thread_local std::vector<std::uint8_t> buffer;
+  if (buffer.size() < bytes) buffer.resize(bytes);
+  return buffer;
+}
+
+// The decompressor of this thread: TurboJPEG handles are not thread-safe, and making one per image costs more than
+// decoding a small one.
+struct TurboJpegHandle {
+  tjhandle handle = tjInitDecompress();
+  TurboJpegHandle() = default;
+  TurboJpegHandle(const TurboJpegHandle&) = delete;
+  TurboJpegHandle& operator=(const TurboJpegHandle&) = delete;
+  ~TurboJpegHandle() {
+    if (handle) tjDestroy(handle);
+  }
+  // After a failure: libjpeg-turbo 2.1 can leave a handle unusable for the next file ("Invalid argument").
+  void renew() {
+    if (handle) tjDestroy(handle);
+    handle = tjInitDecompress();
+  }
+};
+inline torch::Tensor decode_jpeg(const std::uint8_t* data, std::size_t size, ImageMode mode, const std::string& name) {
+  thread_local TurboJpegHandle turbo;
+  auto fail = [&](std::string what) {
+    turbo.renew();
+    return ImageDecodeError("trainloop: " + name + ": not a valid JPEG file: " + what + " (libjpeg-turbo)");
+  };
+  if (!turbo.handle) throw fail(tjGetErrorStr2(nullptr));  // out of memory
+  auto* bytes = const_cast<unsigned char*>(data);  // TurboJPEG 2.x takes a non-const pointer; it does not write
+  const auto length = static_cast<unsigned long>(size);
+  int width = 0, height = 0, subsampling = 0, colorspace = 0;
+  if (tjDecompressHeader3(turbo.handle, bytes, length, &width, &height, &subsampling, &colorspace) != 0)
+    throw fail(tjGetErrorStr2(turbo.handle));
+  if (colorspace == TJCS_CMYK || colorspace == TJCS_YCCK)
+    throw ImageDecodeError("trainloop: " + name + ": CMYK JPEG files are not supported (convert them to RGB)");
+  const bool gray_file = colorspace == TJCS_GRAY;
+  // A colour file wanted grey is decoded to RGB and converted as Pillow converts (libjpeg's own grey output is the
+  // luma channel, computed before the colour conversion: a level off here and there).
+  const bool via_rgb = mode == ImageMode::gray && !gray_file;
+  const int channels = via_rgb ? 3 : mode_channels(mode);
+  const int format = channels == 1 ? TJPF_GRAY : channels == 3 ? TJPF_RGB : TJPF_RGBA;  // RGBA's alpha is 255
+  // One channel goes straight into the image; more are decoded interleaved and made planar.
+  torch::Tensor out;
+  std::uint8_t* pixels = nullptr;
+  if (channels == 1) {
+    out = torch::empty({1, height, width}, torch::kUInt8);
+    pixels = out.data_ptr<std::uint8_t>();
+  } else {
+    pixels = interleaved_buffer(static_cast<std::size_t>(width) * height * channels).data();
+  }
+  // Accurate integer DCT and fancy upsampling (no TJFLAG_FASTDCT, TJFLAG_FASTUPSAMPLE): libjpeg's defaults, which
+  // Pillow uses. A warning stops the decoder, so that its message is known: a file that ends early is an error (as in
+  // Pillow); other warnings (corrupt but decodable data) are decoded through, as Pillow does.
+  auto decompress = [&](int flags) {
+    return tjDecompress2(turbo.handle, bytes, length, pixels, width, 0, height, format, flags) == 0;
+  };
+  if (!decompress(TJFLAG_STOPONWARNING)) {
+    const std::string message = tjGetErrorStr2(turbo.handle);
+    const bool truncated = message.find("Premature end") != std::string::npos;
+    if (tjGetErrorCode(turbo.handle) != TJERR_WARNING || truncated || !decompress(0)) throw fail(message);
+  }
+  return channels == 1 ? out : planar_image(pixels, height, width, channels, via_rgb);
+}
+
+// libpng reports errors by longjmp: the two functions that call it hold only plain data, and the tensor is made
+// between them, in C++.
+struct PngRead {
+  png_structp png = nullptr;
+  png_infop info = nullptr;
+  const std::uint8_t* data = nullptr;
+  std::size_t size = 0, at = 0;
+  png_uint_32 width = 0, height = 0;
+  int passes = 1, channels = 0;  // channels: after the transforms (3 where grey is computed from RGB)
+  bool rgb_to_gray = false;
+  char error[256] = {};
+};
+inline void png_read_from_memory(png_structp png, png_bytep out, png_size_t n) {
+  auto* read = static_cast<PngRead*>(png_get_io_ptr(png));
+  if (n > read->size - read->at) png_error(png, "the file ends early (truncated)");
+  std::memcpy(out, read->data + read->at, n);
+  read->at += n;
+}
+inline void png_record_error(png_structp png, png_const_charp message) {
+  auto* read = static_cast<PngRead*>(png_get_error_ptr(png));
+  std::snprintf(read->error, sizeof read->error, "%s", message);
+  png_longjmp(png, 1);
+}
+inline void png_ignore_warning(png_structp, png_const_charp) {}  // e.g. a known-incorrect sRGB profile: Pillow ignores them too
+// Reads the header and sets the conversions to `mode`; false on error (read.error says why).
+inline bool png_start(PngRead& read, ImageMode mode) {
+  read.png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &read, png_record_error, png_ignore_warning);
+  if (read.png) read.info = png_create_info_struct(read.png);
+  if (!read.info) {
+    std::snprintf(read.error, sizeof read.error, "out of memory");
+    return false;
+  }
+  if (setjmp(png_jmpbuf(read.png))) return false;
+  png_set_read_fn(read.png, &read, png_read_from_memory);
+  png_read_info(read.png, read.info);
+  const int color = png_get_color_type(read.png, read.info);
+  const bool has_color = (color & PNG_COLOR_MASK_COLOR) != 0;
+  png_set_strip_16(read.png);               // Pillow keeps the high byte of 16-bit colour samples
+  png_set_packing(read.png);                // 1, 2, 4-bit samples to bytes ...
+  png_set_expand_gray_1_2_4_to_8(read.png); // ... scaled to 0..255
+  if (color == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(read.png);
+  if (mode == ImageMode::rgba) {
+    if (png_get_valid(read.png, read.info, PNG_INFO_tRNS)) png_set_tRNS_to_alpha(read.png);
+    if (!has_color) png_set_gray_to_rgb(read.png);
+    png_set_add_alpha(read.png, 0xFF, PNG_FILLER_AFTER);  // only where no alpha came from the file
+  } else {
+    png_set_strip_alpha(read.png);  // Pillow drops alpha (and ignores tRNS) converting to "RGB" or "L"
+    if (mode == ImageMode::rgb && !has_color) png_set_gray_to_rgb(read.png);
+    read.rgb_to_gray = mode == ImageMode::gray && has_color;
+  }
+  read.passes = png_set_interlace_handling(read.png);
+  png_read_update_info(read.png, read.info);
+  read.width = png_get_image_width(read.png, read.info);
+  read.height = png_get_image_height(read.png, read.info);
+  read.channels = png_get_channels(read.png, read.info);
+  return true;
+}
+// Decodes the rows into `pixels` (height x width x channels bytes); false on error.
+inline bool png_finish(PngRead& read, std::uint8_t* pixels) {
+  if (setjmp(png_jmpbuf(read.png))) return false;
+  const std::size_t row_bytes = static_cast<std::size_t>(read.width) * read.channels;
+  for (int pass = 0; pass < read.passes; ++pass)  // an interlaced file refines the same rows pass after pass
+    for (png_uint_32 y = 0; y < read.height; ++y) png_read_row(read.png, pixels + y * row_bytes, nullptr);
+  return true;
+}
+inline torch::Tensor decode_png(const std::uint8_t* data, std::size_t size, ImageMode mode, const std::string& name) {
+  PngRead read;
+  read.data = data;
+  read.size = size;
+  struct Release {  // destroys libpng's state however this function is left
+    PngRead& read;
+    ~Release() { png_destroy_read_struct(&read.png, &read.info, nullptr); }
+  } release{read};
+  auto fail = [&] { return ImageDecodeError("trainloop: " + name + ": not a valid PNG file: " + read.error + " (libpng)"); };
+  if (!png_start(read, mode)) throw fail();
+  const auto height = static_cast<std::int64_t>(read.height), width = static_cast<std::int64_t>(read.width);
+  if (read.channels == 1) {  // straight into the image
+    torch::Tensor out = torch::empty({1, height, width}, torch::kUInt8);
+    if (!png_finish(read, out.data_ptr<std::uint8_t>())) throw fail();
+    return out;
+  }
+  std::uint8_t* pixels = interleaved_buffer(static_cast<std::size_t>(height * width * read.channels)).data();
+  if (!png_finish(read, pixels)) throw fail();
+  return planar_image(pixels, height, width, read.channels, read.rgb_to_gray);
+}
+}  // namespace detail
+
+TRAINLOOP_DETAIL_API torch::Tensor decode_image(const std::uint8_t* data, std::size_t size, ImageMode mode, const std::string& name) {
+  static const std::uint8_t png_signature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+  if (size >= 8 && std::memcmp(data, png_signature, 8) == 0) return detail::decode_png(data, size, mode, name);
+  if (size >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF) return detail::decode_jpeg(data, size, mode, name);
+  throw ImageDecodeError("trainloop: " + name + ": neither a JPEG nor a PNG file (" +
+                         (size == 0 ? std::string("it is empty") : "unknown signature") + ")");
+}
+
+TRAINLOOP_DETAIL_API void detail::read_file_into(const std::string& path, std::vector<std::uint8_t>& bytes) {
+  std::FILE* file = std::fopen(path.c_str(), "rb");
+  if (!file) throw ImageDecodeError("trainloop: cannot open " + path + ": " + std::strerror(errno));
+  long size = -1;
+  if (std::fseek(file, 0, SEEK_END) == 0) size = std::ftell(file);
+  std::size_t got = 0;
+  if (size >= 0 && std::fseek(file, 0, SEEK_SET) == 0) {
+    bytes.resize(static_cast<std::size_t>(size));
+    got = std::fread(bytes.data(), 1, bytes.size(), file);
+  }
+  const int error = errno;
+  std::fclose(file);
+  if (size < 0 || got != bytes.size())
+    throw ImageDecodeError("trainloop: cannot read " + path + ": " + (error ? std::strerror(error) : "it changed while read"));
+}
+
+TRAINLOOP_DETAIL_API torch::Tensor read_image(const std::string& path, ImageMode mode) {
+  thread_local std::vector<std::uint8_t> bytes;  // reused: a worker reads file after file
+  detail::read_file_into(path, bytes);
+  return decode_image(bytes.data(), bytes.size(), mode, path);
+}
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
+
+TRAINLOOP_DETAIL_END
+#endif  // TRAINLOOP_WITH_IMAGE_IO
+// ---- end parts/torch/data/image_io.hpp ----
+// ---- begin parts/torch/data/image_folder.hpp ----
+// trainloop: ImageFolder, torchvision's dataset of image files laid out one sub-folder per class. Same classes, same
+// class indices, same files in the same order as torchvision's ImageFolder over the same folder; each example is
+// (image, label): the decoded uint8 [C, H, W] image (parts/torch/data/image_io.hpp) after the dataset's transforms,
+// and the class index. Needs TRAINLOOP_WITH_IMAGE_IO=1.
+#if TRAINLOOP_WITH_IMAGE_IO
+#include <algorithm>
+#include <atomic>
+#include <cctype>
+#include <cstdint>
+#include <filesystem>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+TRAINLOOP_DETAIL_BEGIN
+
+/// ImageFolder's options, as chainable setters.
+class ImageFolderOptions {
+ public:
+  /// The channels every image is converted to (Pillow's convert): ImageMode::rgb (torchvision's default loader),
+  /// ImageMode::gray or ImageMode::rgba.
+  ImageFolderOptions& mode(ImageMode v) { return mode_ = v, *this; }
+  /// The file name endings that count as images, compared case-insensitively (default .jpg, .jpeg, .png: the formats
+  /// decoded here). Files with other endings are not samples, as in torchvision.
+  ImageFolderOptions& extensions(std::vector<std::string> v) { return extensions_ = std::move(v), *this; }
+  /// A file that cannot be read or decoded is skipped instead of failing the batch: the batch is collated from the
+  /// other examples, the file is reported on stderr once and counted (ImageFolder::bad_files()).
+  ImageFolderOptions& skip_bad_files(bool v) { return skip_bad_files_ = v, *this; }
+
+  ImageMode mode() const { return mode_; }
+  const std::vector<std::string>& extensions() const { return extensions_; }
+  bool skip_bad_files() const { return skip_bad_files_; }
+
+ private:
+  ImageMode mode_ = ImageMode::rgb;
+  std::vector<std::string> extensions_{".jpg", ".jpeg", ".png"};
+  bool skip_bad_files_ = false;
+};
+
+namespace detail {
+// What find_classes and make_dataset give in torchvision: sorted class folders, then each class's files.
+struct ImageFolderIndex {
+  std::vector<std::string> classes;
+  std::map<std::string, std::int64_t> class_to_idx;
+  std::vector<std::pair<std::string, std::int64_t>> samples;  // (path, class index)
+};
+TRAINLOOP_DETAIL_API ImageFolderIndex index_image_folder(const std::string& root, const std::vector<std::string>& extensions);
+// The files an ImageFolder skipped, shared by its copies (a DataLoader works on its own copy, from several threads).
+struct BadFiles {
+  std::mutex mutex;
+  std::vector<std::string> paths;
+  std::atomic<std::int64_t> count{0};
+  TRAINLOOP_DETAIL_API void record(const std::string& path, const std::string& error);
+};
+}  // namespace detail
+
+/// torchvision's ImageFolder: `root/<class>/**/<file>` with the class folders sorted by name (their indices), the
+/// files of each class found recursively (following symbolic links) and sorted by folder then name, and only the
+/// files whose names end with one of the extensions. A class folder with no such file, or a root without class
+/// folders, is an error, as in torchvision. `transform` is applied to each decoded image: a transforms::Compose or
+/// any callable (Tensor) or (Tensor, torch::Generator&); in a DataLoader the generator is the example's own.
+///
+/// get may be called from several threads at once (a DataLoader's workers): it only reads the file list.
+template <class Transform = transforms::Compose<>>
+class ImageFolder {
+ public:
+  using Example = std::pair<torch::Tensor, std::int64_t>;
+
+  explicit ImageFolder(const std::string& root, ImageFolderOptions options = {}, Transform transform = Transform())
+      : root_(root), options_(std::move(options)), transform_(std::move(transform)),
+        index_(std::make_shared<const detail::ImageFolderIndex>(detail::index_image_folder(root, options_.extensions()))),
+        bad_(std::make_shared<detail::BadFiles>()) {}
+
+  std::size_t size() const { return index_->samples.size(); }
+  /// Example `index`: (transformed image, class index). std::nullopt only with skip_bad_files, for a bad file.
+  std::optional<Example> get(std::size_t index, torch::Generator& generator) const {
+    const auto& [path, label] = sample(index);
+    torch::Tensor image;
+    try {
+      image = read_image(path, options_.mode());
+    } catch (const ImageDecodeError& e) {
+      if (!options_.skip_bad_files()) throw;
+      bad_->record(path, e.what());
+      return std::nullopt;
+    }
+    return Example{detail::apply_transform(transform_, std::move(image), generator), label};
+  }
+  /// Example `index`, with random transforms drawing from LibTorch's global generator (as torchvision's do).
+  std::optional<Example> get(std::size_t index) const {
+    torch::Generator global = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(global.mutex());
+    return get(index, global);
+  }
+
+  /// The class names: the sub-folders of root, sorted.
+  const std::vector<std::string>& classes() const { return index_->classes; }
+  const std::map<std::string, std::int64_t>& class_to_idx() const { return index_->class_to_idx; }
+  /// Every sample's (path, class index), in the dataset's order.
+  const std::vector<std::pair<std::string, std::int64_t>>& samples() const { return index_->samples; }
+  /// Every sample's class index (torchvision's targets).
+  std::vector<std::int64_t> targets() const {
+    std::vector<std::int64_t> out;
+    out.reserve(size());
+    for (const auto& sample : index_->samples) out.push_back(sample.second);
+    return out;
+  }
+  const std::string& root() const { return root_; }
+  const ImageFolderOptions& options() const { return options_; }
+  const Transform& transform() const { return transform_; }
+  /// Files skipped so far (skip_bad_files), by this dataset and its copies, each time one was read.
+  std::int64_t bad_files() const { return bad_->count.load(); }
+  /// The paths of the files skipped so far, each once.
+  std::vector<std::string> bad_file_paths() const {
+    std::lock_guard<std::mutex> lock(bad_->mutex);
+    return bad_->paths;
+  }
+
+ private:
+  const std::pair<std::string, std::int64_t>& sample(std::size_t index) const {
+    if (index >= size())
+      throw std::out_of_range("trainloop: ImageFolder " + root_ + ": index " + std::to_string(index) + " is out of range (" +
+                              std::to_string(size()) + " samples)");
+    return index_->samples[index];
+  }
+
+  std::string root_;
+  ImageFolderOptions options_;
+  Transform transform_;
+  std::shared_ptr<const detail::ImageFolderIndex> index_;  // shared by copies: one scan of the folder
+  std::shared_ptr<detail::BadFiles> bad_;
+};
+
+template <class Transform>
+ImageFolder(const std::string&, ImageFolderOptions, Transform) -> ImageFolder<Transform>;
+ImageFolder(const std::string&, ImageFolderOptions) -> ImageFolder<transforms::Compose<>>;
+ImageFolder(const std::string&) -> ImageFolder<transforms::Compose<>>;
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API detail::ImageFolderIndex detail::index_image_folder(const std::string& root,
+                                                                         const std::vector<std::string>& extensions) {
+  namespace fs = std::filesystem;
+  auto fail = [&](const std::string& what) { return std::invalid_argument("trainloop: ImageFolder " + root + ": " + what); };
+  std::error_code error;
+  // Directories as torchvision sees them: symbolic links followed, unreadable entries not directories.
+  auto is_directory = [](const fs::directory_entry& entry) {
+    std::error_code e;
+    return entry.is_directory(e);
+  };
+  ImageFolderIndex index;
+  for (fs::directory_iterator it(root, error), end; !error && it != end; it.increment(error))
+    if (is_directory(*it)) index.classes.push_back(it->path().filename().string());
+  if (error) throw fail("cannot list the folder: " + error.message());
+  std::sort(index.classes.begin(), index.classes.end());
+  if (index.classes.empty()) throw fail("found no class folder (one sub-folder per class is expected)");
+  for (std::size_t i = 0; i < index.classes.size(); ++i) index.class_to_idx[index.classes[i]] = static_cast<std::int64_t>(i);
+
+  std::vector<std::string> lowered;
+  for (std::string e : extensions) {
+    std::transform(e.begin(), e.end(), e.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    lowered.push_back(std::move(e));
+  }
+  auto is_image = [&](std::string path) {  // torchvision lowers the whole path, then compares the ending
+    std::transform(path.begin(), path.end(), path.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    return std::any_of(lowered.begin(), lowered.end(), [&](const std::string& e) {
+      return path.size() >= e.size() && path.compare(path.size() - e.size(), e.size(), e) == 0;
+    });
+  };
+  std::vector<std::string> empty_classes;
+  for (std::size_t label = 0; label < index.classes.size(); ++label) {
+    // torchvision walks the class folder (links followed) and sorts (folder, name) pairs: collect, then sort.
+    std::vector<std::pair<std::string, std::string>> files;
+    const fs::path class_dir = fs::path(root) / index.classes[label];
+    const auto options = fs::directory_options::follow_directory_symlink | fs::directory_options::skip_permission_denied;
+    for (fs::recursive_directory_iterator it(class_dir, options, error), end; !error && it != end; it.increment(error)) {
+      if (is_directory(*it)) continue;
+      const std::string path = it->path().string();
+      if (is_image(path)) files.emplace_back(it->path().parent_path().string(), it->path().filename().string());
+    }
+    if (error) throw fail("cannot list " + class_dir.string() + ": " + error.message());
+    std::sort(files.begin(), files.end());
+    if (files.empty()) empty_classes.push_back(index.classes[label]);
+    for (auto& [folder, name] : files) index.samples.emplace_back(folder + "/" + name, static_cast<std::int64_t>(label));
+  }
+  if (!empty_classes.empty()) {
+    std::string message = "found no valid file for the classes ";
+    for (std::size_t i = 0; i < empty_classes.size(); ++i) message += (i ? ", " : "") + empty_classes[i];
+    message += ". Supported extensions are:";
+    for (const auto& e : extensions) message += " " + e;
+    throw fail(message);
+  }
+  return index;
+}
+
+TRAINLOOP_DETAIL_API void detail::BadFiles::record(const std::string& path, const std::string& error) {
+  const std::int64_t n = ++count;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (std::find(paths.begin(), paths.end(), path) != paths.end()) return;  // reported the first time only
+  paths.push_back(path);
+  std::cerr << "trainloop: ImageFolder: skipping a bad file (" << n << " skipped so far): " << error << std::endl;
+}
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
+
+TRAINLOOP_DETAIL_END
+#endif  // TRAINLOOP_WITH_IMAGE_IO
+// ---- end parts/torch/data/image_folder.hpp ----
 // ---- begin parts/torch/data/loader.hpp ----
 // trainloop: the DataLoader. Batches any map-style dataset (parts/torch/data/dataset.hpp): a TensorDataset by one
 // index_select per tensor, a dataset of the user's type example by example (collated) or by its own get_batch.
@@ -5186,6 +5669,14 @@ inline std::string index_list(const std::int64_t* index, std::int64_t n) {
   for (std::int64_t i = 0; i < n && i < 8; ++i) out += (i == 0 ? "" : i + 1 == n ? " and " : ", ") + std::to_string(index[i]);
   return n > 8 ? out + ", ... (" + std::to_string(n) + " in all)" : out;
 }
+template <class T>
+struct unwrap_optional {
+  using type = T;
+};
+template <class T>
+struct unwrap_optional<std::optional<T>> {
+  using type = T;
+};
 // Builds batches from a dataset: TensorDataset-like gathers by index tensor, else per example (with a generator
 // when get takes one) and collated, else the dataset's get_batch.
 template <class Dataset, class Collate>
@@ -5196,7 +5687,11 @@ struct BatchMaker {
   static_assert(gathers || per_example || is_detected_v<dataset_get_batch_t, Dataset>,
                 "trainloop: DataLoader: the dataset has no get(std::size_t index), get(std::size_t index, "
                 "torch::Generator&) or get_batch(const std::vector<std::size_t>&) to read examples with");
-  using Example = example_of_t<Dataset>;
+  // get may return std::optional<Example>: std::nullopt skips the example (ImageFolder's skip_bad_files), and the
+  // batch is collated from the others.
+  using Got = example_of_t<Dataset>;
+  static constexpr bool skips = is_optional<Got>::value;
+  using Example = typename unwrap_optional<Got>::type;
 
   static auto make(Dataset& dataset, Collate& collate, const torch::Tensor& indices, std::uint64_t seed,
                    std::int64_t epoch, torch::Generator* generator) {
@@ -5211,16 +5706,26 @@ struct BatchMaker {
         examples.reserve(static_cast<std::size_t>(n));
         for (std::int64_t i = 0; i < n; ++i) {
           try {
-            if constexpr (random) {
-              generator->set_current_seed(example_seed(seed, epoch, index[i]));
-              examples.push_back(dataset.get(static_cast<std::size_t>(index[i]), *generator));
+            auto got = [&] {
+              if constexpr (random) {
+                generator->set_current_seed(example_seed(seed, epoch, index[i]));
+                return dataset.get(static_cast<std::size_t>(index[i]), *generator);
+              } else {
+                return dataset.get(static_cast<std::size_t>(index[i]));
+              }
+            }();
+            if constexpr (skips) {
+              if (got) examples.push_back(std::move(*got));
             } else {
-              examples.push_back(dataset.get(static_cast<std::size_t>(index[i])));
+              examples.push_back(std::move(got));
             }
           } catch (...) {
             rethrow_with_context("trainloop: DataLoader: while getting example " + std::to_string(index[i]) + " (epoch " + std::to_string(epoch) + ")");
           }
         }
+        if (skips && examples.empty())
+          throw std::runtime_error("trainloop: DataLoader: the dataset skipped every example of the batch of " +
+                                   index_list(index, n) + " (epoch " + std::to_string(epoch) + "): a batch cannot be empty");
         try {
           return collate(std::move(examples));
         } catch (...) {
@@ -5587,6 +6092,7 @@ TRAINLOOP_DETAIL_API void detail::set_thread_intra_op_threads(std::int64_t n) {
     if (type == typeid(std::range_error)) throw std::range_error(what);
     if (type == typeid(std::overflow_error)) throw std::overflow_error(what);
     if (type == typeid(std::underflow_error)) throw std::underflow_error(what);
+    if (type == typeid(ImageDecodeError)) throw ImageDecodeError(what);
     throw;  // a type of the user's own: it cannot be rebuilt with a longer message, so it goes as it came
   }
 }
@@ -5594,6 +6100,676 @@ TRAINLOOP_DETAIL_API void detail::set_thread_intra_op_threads(std::int64_t n) {
 
 TRAINLOOP_DETAIL_END
 // ---- end parts/torch/data/loader.hpp ----
+// ---- begin parts/torch/data/stream.hpp ----
+// trainloop: streaming (iterable) data. A list of files, each a sequence of records (text lines, fixed-size binary
+// records, or the user's own format), read in order without an index, split over the DataLoader's workers and the
+// data-parallel ranks so that every record is read exactly once per epoch; shuffled through a buffer of chosen size
+// seeded by (seed, epoch); resumable from file + offset positions, never re-reading what was consumed. The length is
+// unknown: an epoch ends when the files do (or at the Trainer's limit_train_batches).
+#include <algorithm>
+#include <cerrno>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+TRAINLOOP_DETAIL_BEGIN
+
+/// A file read record by record: buffered reads that keep the offset of the next byte (a record's position).
+class RecordFile {
+ public:
+  TRAINLOOP_DETAIL_API explicit RecordFile(std::string path);
+  const std::string& path() const { return path_; }
+  std::uint64_t size() const { return size_; }
+  /// The offset of the next byte read.
+  std::uint64_t offset() const { return offset_; }
+  TRAINLOOP_DETAIL_API void seek(std::uint64_t offset);
+  /// Reads up to n bytes; fewer only at the end of the file.
+  TRAINLOOP_DETAIL_API std::size_t read(void* out, std::size_t n);
+  /// The next byte, or -1 at the end of the file.
+  int get() {
+    const int c = std::getc(file_.get());
+    if (c != EOF) ++offset_;
+    return c;
+  }
+
+ private:
+  struct Close {
+    void operator()(std::FILE* f) const { std::fclose(f); }
+  };
+  std::string path_;
+  std::unique_ptr<std::FILE, Close> file_;
+  std::uint64_t size_ = 0, offset_ = 0;
+};
+
+/// Records that are text lines, '\n'-terminated (the last may lack it); a record is the line without its '\n'.
+struct TextLines {
+  using Record = std::string;
+  TRAINLOOP_DETAIL_API std::optional<std::string> read(RecordFile& file) const;
+  /// Moves to the first line that starts at or after `offset` (a line starts at 0 or after a '\n').
+  TRAINLOOP_DETAIL_API void align(RecordFile& file, std::uint64_t offset) const;
+};
+
+/// Binary records of a fixed number of bytes. A file whose size is not a multiple of it ends in a truncated record:
+/// an error naming the file and the record's offset, when that record is reached.
+struct FixedSizeRecords {
+  using Record = std::string;  // the record's bytes
+  std::size_t bytes;
+  explicit FixedSizeRecords(std::size_t record_bytes) : bytes(record_bytes) {
+    if (bytes == 0) throw std::invalid_argument("trainloop: FixedSizeRecords: the record size must be at least 1 byte");
+  }
+  TRAINLOOP_DETAIL_API std::optional<std::string> read(RecordFile& file) const;
+  void align(RecordFile& file, std::uint64_t offset) const { file.seek((offset + bytes - 1) / bytes * bytes); }
+};
+
+/// The StreamLoader's options, as chainable setters.
+class StreamLoaderOptions {
+ public:
+  StreamLoaderOptions& batch_size(std::int64_t v) { return batch_size_ = v, *this; }
+  /// Shuffling: each epoch visits the files in an order drawn from (seed, epoch), and records pass through a buffer
+  /// of this many, from which each next record is drawn at random (tf.data's and torchdata's shuffle buffer).
+  /// 0 (the default): files and records in the given order.
+  StreamLoaderOptions& shuffle_buffer(std::int64_t records) { return shuffle_buffer_ = records, *this; }
+  StreamLoaderOptions& seed(std::uint64_t v) { return seed_ = v, *this; }
+  /// Drop each worker's last, incomplete batch of an epoch.
+  StreamLoaderOptions& drop_last(bool v) { return drop_last_ = v, *this; }
+  /// Threads that read and build batches, each from its own share of the records; batches are taken from them in
+  /// turn (PyTorch's IterableDataset workers). 0: the caller's thread reads.
+  StreamLoaderOptions& workers(std::int64_t n) { return workers_ = n, *this; }
+  StreamLoaderOptions& prefetch_factor(std::int64_t n) { return prefetch_factor_ = n, *this; }
+  StreamLoaderOptions& worker_intra_op_threads(std::int64_t n) { return worker_intra_op_threads_ = n, *this; }
+  /// This rank's share of `world_size` disjoint shares of the records.
+  StreamLoaderOptions& shard(std::int64_t rank, std::int64_t world_size) { return rank_ = rank, world_size_ = world_size, *this; }
+
+  std::int64_t batch_size() const { return batch_size_; }
+  std::int64_t shuffle_buffer() const { return shuffle_buffer_; }
+  std::uint64_t seed() const { return seed_; }
+  bool drop_last() const { return drop_last_; }
+  std::int64_t workers() const { return workers_; }
+  std::int64_t prefetch_factor() const { return prefetch_factor_; }
+  std::int64_t worker_intra_op_threads() const { return worker_intra_op_threads_; }
+  std::int64_t rank() const { return rank_; }
+  std::int64_t world_size() const { return world_size_; }
+
+ private:
+  std::int64_t batch_size_ = 1, shuffle_buffer_ = 0, workers_ = 0, prefetch_factor_ = 2, worker_intra_op_threads_ = 1;
+  std::int64_t rank_ = 0, world_size_ = 1;
+  std::uint64_t seed_ = 0;
+  bool drop_last_ = false;
+};
+
+namespace detail {
+template <class F>
+using format_align_t = decltype(std::declval<const F&>().align(std::declval<RecordFile&>(), std::uint64_t{}));
+template <class P, class R>
+using parse_random_t = decltype(std::declval<const P&>()(std::declval<R>(), std::declval<torch::Generator&>()));
+// What parse makes of a record: called with a generator when it takes one.
+template <class P, class R, class = void>
+struct parsed {
+  using type = std::invoke_result_t<const P&, R>;
+};
+template <class P, class R>
+struct parsed<P, R, std::void_t<parse_random_t<P, R>>> {
+  using type = parse_random_t<P, R>;
+};
+// floor(size * k / n) without overflow: the k-th of n cuts of a file of `size` bytes.
+inline std::uint64_t cut_point(std::uint64_t size, std::uint64_t k, std::uint64_t n) { return size / n * k + size % n * k / n; }
+
+// Where one share of the records stands: everything needed to resume it without reading a consumed record.
+struct StreamPosition {
+  std::int64_t file = 0;           // index in the epoch's file order
+  std::uint64_t offset = 0;        // the next record to read from that file
+  bool in_file = false;            // false: the file's share is not entered yet (offset unused)
+  bool finished = false;           // nothing left: files read and buffer empty
+  std::uint64_t random = 0;        // the shuffle buffer's generator
+  std::vector<std::pair<std::int64_t, std::uint64_t>> pending;  // (file, offset) of records read, not yet yielded
+  TRAINLOOP_DETAIL_API std::string encode() const;
+  TRAINLOOP_DETAIL_API static StreamPosition decode(const std::string& text, const std::string& key);
+};
+// splitmix64 step: the shuffle buffer's generator (its whole state is one number, saved in the position).
+inline std::uint64_t next_random(std::uint64_t& state) {
+  std::uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+}  // namespace detail
+
+/// Batches from record files, epoch after epoch; see the file's comment. `parse` turns a record into an example:
+/// (Record) or, for random augmentation, (Record, torch::Generator&) with a generator seeded by (seed, epoch, file,
+/// offset), so a record's augmentation does not depend on the workers, the ranks or a resume. Examples are collated by
+/// `Collate`. An input range without a size: hand it to an Engine or the Trainer.
+///
+/// Splitting: with a format that can find a record boundary from any offset (`align`, as TextLines and
+/// FixedSizeRecords have), every file is cut into world_size x workers byte ranges and each share reads, in every file,
+/// the records that start in its range; with a format that cannot, whole files are dealt to the shares in turn.
+/// Shares may differ by a few records (a Trainer on several ranks then needs limit_train_batches, or data that divides
+/// evenly: a rank whose data ends first would wait for the others).
+template <class Format, class Parse, class Collate = DefaultCollate>
+class StreamLoader {
+  using Record = typename Format::Record;
+  static constexpr bool random_parse = detail::is_detected_v<detail::parse_random_t, Parse, Record>;
+  using Example = std::decay_t<typename detail::parsed<Parse, Record>::type>;
+
+ public:
+  using Batch = std::decay_t<std::invoke_result_t<Collate&, std::vector<Example>>>;
+
+  StreamLoader(std::vector<std::string> files, Format format, Parse parse, StreamLoaderOptions options, Collate collate = {})
+      : shared_(std::make_shared<Shared>(std::move(files), std::move(format), std::move(parse), options, std::move(collate))) {
+    auto fail = [](const std::string& what) { return std::invalid_argument("trainloop: StreamLoader: " + what); };
+    if (shared_->files.empty()) throw fail("no files to read");
+    if (options.batch_size() < 1) throw fail("batch_size must be at least 1, got " + std::to_string(options.batch_size()));
+    if (options.shuffle_buffer() < 0) throw fail("shuffle_buffer must not be negative");
+    if (options.workers() < 0) throw fail("workers must not be negative, got " + std::to_string(options.workers()));
+    if (options.prefetch_factor() < 1) throw fail("prefetch_factor must be at least 1");
+    check_shard(options.rank(), options.world_size());
+    for (const auto& path : shared_->files) RecordFile{path};  // every file opens now, not in a worker later
+  }
+  StreamLoader(const StreamLoader&) = delete;
+  StreamLoader& operator=(const StreamLoader&) = delete;
+  /// Movable, worker threads included (they hold the loader's heap state, not the loader).
+  StreamLoader(StreamLoader&&) = default;
+  StreamLoader& operator=(StreamLoader&&) = default;
+  ~StreamLoader() = default;
+
+  class Iterator {
+   public:
+    using iterator_category = std::input_iterator_tag;
+    using value_type = Batch;
+    using difference_type = std::ptrdiff_t;
+    using pointer = Batch*;
+    using reference = Batch&;
+    Iterator(StreamLoader* loader, bool end) : loader_(loader), end_(end) {}
+    Batch& operator*() const { return *loader_->current_; }
+    Batch* operator->() const { return &*loader_->current_; }
+    /// Takes the next batch (the previous one stays valid until then).
+    Iterator& operator++() {
+      loader_->advance();
+      return *this;
+    }
+    bool operator==(const Iterator& o) const { return done() == o.done(); }
+    bool operator!=(const Iterator& o) const { return !(*this == o); }
+
+   private:
+    bool done() const { return end_ || !loader_->current_; }
+    StreamLoader* loader_;
+    bool end_;
+  };
+
+  /// Starts the next epoch (or continues the one a restored position stopped in) and takes its first batch.
+  Iterator begin() {
+    stop();
+    if (!resume_) {
+      if (started_) ++epoch_;
+      positions_.assign(static_cast<std::size_t>(shares_per_rank()), detail::StreamPosition{});
+      turn_ = 0;
+    }
+    resume_ = false;
+    started_ = true;
+    start();
+    advance();
+    return {this, false};
+  }
+  Iterator end() { return {this, true}; }
+
+  std::int64_t epoch() const { return epoch_; }
+  void set_epoch(std::int64_t epoch) {
+    stop();
+    epoch_ = epoch;
+    positions_.assign(static_cast<std::size_t>(shares_per_rank()), detail::StreamPosition{});
+    turn_ = 0;
+    resume_ = true;
+  }
+  const StreamLoaderOptions& options() const { return shared_->options; }
+  const std::vector<std::string>& files() const { return shared_->files; }
+  /// Makes this loader read `rank`'s share of `world_size` from its next epoch on (the Trainer calls it under
+  /// data-parallel training).
+  void shard(std::int64_t rank, std::int64_t world_size) {
+    check_shard(rank, world_size);
+    stop();
+    shared_->options.shard(rank, world_size);
+  }
+
+  /// The position: the epoch, whose turn is next, and each worker's share as (file, offset) of the next record and of
+  /// the records waiting in its shuffle buffer. What was handed out is never read again after a restore.
+  StateDict state_dict() const {
+    StateDict state{{"epoch", epoch_},
+                    {"turn", turn_},
+                    {"shares", shares_per_rank()},
+                    {"seed", static_cast<std::int64_t>(options().seed())},
+                    {"shuffle_buffer", options().shuffle_buffer()},
+                    {"batch_size", options().batch_size()},
+                    {"files", static_cast<std::int64_t>(shared_->files.size())},
+                    {"rank", options().rank()},
+                    {"world_size", options().world_size()}};
+    // A finished epoch stays finished: with data of unknown length, only the end of the data tells a resumed Engine
+    // that the epoch is over (then its next epoch begins a fresh pass).
+    for (std::int64_t w = 0; w < shares_per_rank(); ++w)
+      state["share/" + std::to_string(w)] = started_ ? positions_[static_cast<std::size_t>(w)].encode() : detail::StreamPosition{}.encode();
+    return state;
+  }
+  /// Restores a position saved by state_dict; the next begin() continues that epoch (nothing, if it had ended: the
+  /// begin() after that starts the next). The configuration must match (errors name the key).
+  void load_state_dict(const StateDict& state) {
+    auto read = [&](const std::string& key) -> const StateValue& {
+      auto it = state.find(key);
+      if (it == state.end()) throw std::invalid_argument("trainloop: StreamLoader state: key '" + key + "' is missing");
+      return it->second;
+    };
+    auto integer = [&](const std::string& key) {
+      const std::int64_t* v = std::get_if<std::int64_t>(&read(key));
+      if (!v) throw std::invalid_argument("trainloop: StreamLoader state: key '" + key + "' must be an integer");
+      return *v;
+    };
+    auto expect = [&](const std::string& key, std::int64_t mine) {
+      if (const std::int64_t saved = integer(key); saved != mine)
+        throw std::invalid_argument("trainloop: StreamLoader state: '" + key + "' was " + std::to_string(saved) +
+                                    " when saved, this loader has " + std::to_string(mine));
+    };
+    expect("shares", shares_per_rank());
+    expect("seed", static_cast<std::int64_t>(options().seed()));
+    expect("shuffle_buffer", options().shuffle_buffer());
+    expect("batch_size", options().batch_size());
+    expect("files", static_cast<std::int64_t>(shared_->files.size()));
+    expect("rank", options().rank());
+    expect("world_size", options().world_size());
+    std::vector<detail::StreamPosition> positions;
+    for (std::int64_t w = 0; w < shares_per_rank(); ++w) {
+      const std::string key = "share/" + std::to_string(w);
+      const std::string* text = std::get_if<std::string>(&read(key));
+      if (!text) throw std::invalid_argument("trainloop: StreamLoader state: key '" + key + "' must be a string");
+      positions.push_back(detail::StreamPosition::decode(*text, key));
+    }
+    const std::int64_t turn = integer("turn");
+    if (turn < 0) throw std::invalid_argument("trainloop: StreamLoader state: 'turn' must not be negative");
+    stop();
+    epoch_ = integer("epoch");
+    turn_ = turn;
+    positions_ = std::move(positions);
+    resume_ = true;
+    started_ = true;
+  }
+
+ private:
+  // One share's reader: its byte ranges of the files, the shuffle buffer, and batches built from them.
+  struct Item {
+    Record record;
+    std::int64_t file;
+    std::uint64_t offset;
+  };
+  struct Shared;
+  class ShareReader {
+   public:
+    ShareReader(const Shared& shared, std::int64_t epoch, std::int64_t share, std::int64_t shares, detail::StreamPosition position)
+        : s_(&shared), epoch_(epoch), share_(share), shares_(shares), position_(std::move(position)), order_(shared.file_order(epoch)) {
+      if (!position_.in_file && position_.pending.empty() && position_.file == 0 && !position_.finished)
+        position_.random = detail::mix_seed(detail::mix_seed(s_->options.seed() ^ 0xD1B54A32D192ED03ull, static_cast<std::uint64_t>(epoch)),
+                                            static_cast<std::uint64_t>(share + shares * s_->options.rank()));
+      for (const auto& [file, offset] : position_.pending) buffer_.push_back(read_at(file, offset));  // the buffer as it was
+      position_.pending.clear();
+    }
+    // The next batch, or nullopt when the share is exhausted; `position` is where the share stands after it.
+    std::optional<Batch> next_batch(torch::Generator* generator, detail::StreamPosition& position) {
+      std::vector<Example> examples;
+      const std::int64_t want = s_->options.batch_size();
+      examples.reserve(static_cast<std::size_t>(want));
+      while (static_cast<std::int64_t>(examples.size()) < want) {
+        std::optional<Item> item = next();
+        if (!item) break;
+        examples.push_back(parse(std::move(*item), generator));
+      }
+      // One record of look-ahead: a saved position knows whether the share is done (a finished epoch then resumes at
+      // the next one instead of an empty pass).
+      if (std::optional<Item> ahead = next()) buffer_.push_back(std::move(*ahead));
+      position = snapshot();
+      if (examples.empty() || (s_->options.drop_last() && static_cast<std::int64_t>(examples.size()) < want)) return std::nullopt;
+      try {
+        return s_->collate(std::move(examples));
+      } catch (...) {
+        detail::rethrow_with_context("trainloop: StreamLoader: while collating a batch (epoch " + std::to_string(epoch_) + ")");
+      }
+    }
+
+   private:
+    Example parse(Item item, torch::Generator* generator) {
+      try {
+        if constexpr (random_parse) {
+          generator->set_current_seed(detail::mix_seed(detail::example_seed(s_->options.seed(), epoch_, item.file), item.offset));
+          return s_->parse(std::move(item.record), *generator);
+        } else {
+          (void)generator;
+          return s_->parse(std::move(item.record));
+        }
+      } catch (...) {
+        detail::rethrow_with_context("trainloop: StreamLoader: while parsing the record at " + where(item.file, item.offset) +
+                                     " (epoch " + std::to_string(epoch_) + ")");
+      }
+    }
+    std::string where(std::int64_t file, std::uint64_t offset) const {
+      return s_->files[static_cast<std::size_t>(order_[static_cast<std::size_t>(file)])] + ", offset " + std::to_string(offset);
+    }
+    // Which share of all ranks' shares this is, and how many there are.
+    std::int64_t global_share() const { return share_ + shares_ * s_->options.rank(); }
+    std::int64_t all_shares() const { return shares_ * s_->options.world_size(); }
+    Item read_at(std::int64_t file, std::uint64_t offset) {
+      open(file);
+      file_->seek(offset);
+      std::optional<Record> record = read_record(file, offset);
+      if (!record)
+        throw std::runtime_error("trainloop: StreamLoader: no record at " + where(file, offset) +
+                                 ", where the saved position has one (did the file change?)");
+      return {std::move(*record), file, offset};
+    }
+    std::optional<Record> read_record(std::int64_t file, std::uint64_t offset) {
+      try {
+        return s_->format.read(*file_);
+      } catch (...) {
+        detail::rethrow_with_context("trainloop: StreamLoader: while reading " + where(file, offset));
+      }
+    }
+    void open(std::int64_t file) {
+      if (open_file_ == file) return;
+      file_.emplace(s_->files[static_cast<std::size_t>(order_[static_cast<std::size_t>(file)])]);
+      open_file_ = file;
+    }
+    // The next record from the files, in order: in each file, the records that start in this share's byte range (a
+    // format that can align), or every record of the files dealt to this share (one that cannot).
+    std::optional<Item> next_in_files() {
+      constexpr bool aligns = detail::is_detected_v<detail::format_align_t, Format>;
+      const auto count = static_cast<std::int64_t>(order_.size());
+      for (; position_.file < count; ++position_.file, position_.in_file = false) {
+        if (!aligns && position_.file % all_shares() != global_share()) continue;
+        open(position_.file);
+        std::uint64_t end = file_->size();
+        if constexpr (aligns) {
+          const auto all = static_cast<std::uint64_t>(all_shares()), mine = static_cast<std::uint64_t>(global_share());
+          end = detail::cut_point(file_->size(), mine + 1, all);
+          if (!position_.in_file) s_->format.align(*file_, detail::cut_point(file_->size(), mine, all));
+        } else {
+          if (!position_.in_file) file_->seek(0);
+        }
+        if (!position_.in_file) {
+          position_.offset = file_->offset();
+          position_.in_file = true;
+        }
+        file_->seek(position_.offset);
+        if (position_.offset >= end) continue;
+        const std::uint64_t at = position_.offset;
+        if (std::optional<Record> record = read_record(position_.file, at)) {
+          position_.offset = file_->offset();
+          return Item{std::move(*record), position_.file, at};
+        }
+      }
+      return std::nullopt;
+    }
+    // The next record this share yields: straight from the files, or drawn from the shuffle buffer.
+    std::optional<Item> next() {
+      const auto capacity = static_cast<std::size_t>(s_->options.shuffle_buffer());
+      if (capacity == 0) {
+        if (!buffer_.empty()) {  // the look-ahead record
+          Item item = std::move(buffer_.front());
+          buffer_.pop_front();
+          return item;
+        }
+        return next_in_files();
+      }
+      while (buffer_.size() < capacity) {
+        std::optional<Item> item = next_in_files();
+        if (!item) break;
+        buffer_.push_back(std::move(*item));
+      }
+      if (buffer_.empty()) return std::nullopt;
+      const std::size_t j = static_cast<std::size_t>(detail::next_random(position_.random) % buffer_.size());
+      std::swap(buffer_[j], buffer_.back());
+      Item item = std::move(buffer_.back());
+      buffer_.pop_back();
+      return item;
+    }
+    detail::StreamPosition snapshot() const {
+      detail::StreamPosition out = position_;
+      out.finished = buffer_.empty() && position_.file >= static_cast<std::int64_t>(order_.size());
+      for (const Item& item : buffer_) out.pending.emplace_back(item.file, item.offset);
+      return out;
+    }
+
+    const Shared* s_;
+    std::int64_t epoch_, share_, shares_;
+    detail::StreamPosition position_;
+    std::vector<std::int64_t> order_;
+    std::optional<RecordFile> file_;
+    std::int64_t open_file_ = -1;
+    std::deque<Item> buffer_;
+  };
+
+  struct Built {
+    std::optional<Batch> batch;  // none: the share is exhausted
+    std::exception_ptr error;
+    detail::StreamPosition position;
+  };
+  struct Shared {
+    std::vector<std::string> files;
+    Format format;
+    Parse parse;
+    StreamLoaderOptions options;
+    Collate collate;
+    Shared(std::vector<std::string> f, Format fo, Parse p, const StreamLoaderOptions& o, Collate c)
+        : files(std::move(f)), format(std::move(fo)), parse(std::move(p)), options(o), collate(std::move(c)) {}
+    // The epoch's file order: as given, or drawn from (seed, epoch) when shuffling; the same on every rank.
+    std::vector<std::int64_t> file_order(std::int64_t epoch) const {
+      std::vector<std::int64_t> order(files.size());
+      for (std::size_t i = 0; i < order.size(); ++i) order[i] = static_cast<std::int64_t>(i);
+      if (options.shuffle_buffer() > 0) {
+        std::uint64_t state = detail::mix_seed(options.seed(), static_cast<std::uint64_t>(epoch));
+        for (std::size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[detail::next_random(state) % i]);
+      }
+      return order;
+    }
+  };
+  // A worker thread's share: its reader runs ahead by up to prefetch_factor batches.
+  struct Worker {
+    std::mutex mutex;
+    std::condition_variable changed;
+    std::deque<Built> ready;
+    bool stopping = false;
+    std::thread thread;
+    Worker() = default;
+    Worker(const Worker&) = delete;
+    Worker& operator=(const Worker&) = delete;
+    ~Worker() {  // a worker inside a batch finishes it first
+      {
+        std::lock_guard<std::mutex> lock(mutex);
+        stopping = true;
+      }
+      changed.notify_all();
+      if (thread.joinable()) thread.join();
+    }
+  };
+
+  std::int64_t shares_per_rank() const { return std::max<std::int64_t>(options().workers(), 1); }
+  static void check_shard(std::int64_t rank, std::int64_t world_size) {
+    if (world_size < 1 || rank < 0 || rank >= world_size)
+      throw std::invalid_argument("trainloop: StreamLoader: rank " + std::to_string(rank) + " is not in [0, world_size " +
+                                  std::to_string(world_size) + ")");
+  }
+
+  void start() {
+    const std::int64_t shares = shares_per_rank();
+    if (options().workers() == 0) {
+      if (!positions_[0].finished) caller_reader_.emplace(*shared_, epoch_, 0, shares, positions_[0]);
+      if (random_parse && !caller_generator_) caller_generator_ = torch::make_generator<torch::CPUGeneratorImpl>();
+      return;
+    }
+    for (std::int64_t w = 0; w < shares; ++w) {
+      auto worker = std::make_unique<Worker>();
+      if (!positions_[static_cast<std::size_t>(w)].finished)
+        worker->thread = std::thread(&StreamLoader::work, shared_, worker.get(), epoch_, w, shares, positions_[static_cast<std::size_t>(w)]);
+      workers_.push_back(std::move(worker));
+    }
+  }
+  static void work(std::shared_ptr<Shared> shared, Worker* worker, std::int64_t epoch, std::int64_t share, std::int64_t shares,
+                   detail::StreamPosition position) {
+    if (shared->options.worker_intra_op_threads() > 0) detail::set_thread_intra_op_threads(shared->options.worker_intra_op_threads());
+    torch::NoGradGuard no_grad;
+    std::optional<torch::Generator> generator;
+    if constexpr (random_parse) generator = torch::make_generator<torch::CPUGeneratorImpl>();
+    std::optional<ShareReader> reader;
+    while (true) {
+      Built built;
+      try {
+        if (!reader) reader.emplace(*shared, epoch, share, shares, position);
+        built.batch = reader->next_batch(generator ? &*generator : nullptr, built.position);
+      } catch (...) {
+        built.error = std::current_exception();
+      }
+      const bool last = built.error || !built.batch;
+      std::unique_lock<std::mutex> lock(worker->mutex);
+      worker->changed.wait(lock, [&] { return worker->stopping || static_cast<std::int64_t>(worker->ready.size()) < shared->options.prefetch_factor(); });
+      if (worker->stopping) return;
+      worker->ready.push_back(std::move(built));
+      worker->changed.notify_all();
+      if (last) return;
+    }
+  }
+  // Ends the pass being served: the workers stop (after the batch in hand), the reader of the caller's thread closes.
+  void stop() {
+    current_.reset();
+    caller_reader_.reset();
+    workers_.clear();
+  }
+  // The next batch of one share, in turn; an exhausted share is passed over.
+  Built take(std::size_t share) {
+    if (options().workers() == 0) {
+      Built built;
+      built.batch = caller_reader_->next_batch(caller_generator_ ? &*caller_generator_ : nullptr, built.position);
+      return built;
+    }
+    Worker& worker = *workers_[share];
+    std::unique_lock<std::mutex> lock(worker.mutex);
+    worker.changed.wait(lock, [&] { return !worker.ready.empty(); });
+    Built built = std::move(worker.ready.front());
+    worker.ready.pop_front();
+    worker.changed.notify_all();
+    return built;
+  }
+  void advance() {
+    current_.reset();  // first: a batch may own large buffers
+    const auto shares = static_cast<std::int64_t>(positions_.size());
+    while (!std::all_of(positions_.begin(), positions_.end(), [](const auto& p) { return p.finished; })) {
+      const auto share = static_cast<std::size_t>(turn_++ % shares);
+      if (positions_[share].finished) continue;
+      Built built = take(share);
+      if (built.error) std::rethrow_exception(built.error);
+      positions_[share] = std::move(built.position);
+      if (!built.batch) {  // exhausted (or only a dropped last batch was left)
+        positions_[share].finished = true;
+        continue;
+      }
+      current_.emplace(std::move(*built.batch));
+      return;
+    }
+  }
+
+  std::shared_ptr<Shared> shared_;  // shared with the worker threads, which may outlive a moved-from loader's members
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::optional<ShareReader> caller_reader_;  // workers(0)
+  std::optional<torch::Generator> caller_generator_;
+  std::vector<detail::StreamPosition> positions_;  // each share's position after the batches handed out
+  std::optional<Batch> current_;
+  std::int64_t epoch_ = 0, turn_ = 0;
+  bool started_ = false, resume_ = false;
+};
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API RecordFile::RecordFile(std::string path) : path_(std::move(path)) {
+  file_.reset(std::fopen(path_.c_str(), "rb"));
+  if (!file_) throw std::runtime_error("trainloop: cannot open " + path_ + ": " + std::strerror(errno));
+  if (std::fseek(file_.get(), 0, SEEK_END) != 0) throw std::runtime_error("trainloop: cannot seek in " + path_ + ": " + std::strerror(errno));
+  const long size = std::ftell(file_.get());
+  if (size < 0 || std::fseek(file_.get(), 0, SEEK_SET) != 0)
+    throw std::runtime_error("trainloop: cannot tell the size of " + path_ + ": " + std::strerror(errno));
+  size_ = static_cast<std::uint64_t>(size);
+}
+TRAINLOOP_DETAIL_API void RecordFile::seek(std::uint64_t offset) {
+  if (offset == offset_) return;
+  if (std::fseek(file_.get(), static_cast<long>(offset), SEEK_SET) != 0)
+    throw std::runtime_error("trainloop: cannot seek to offset " + std::to_string(offset) + " in " + path_ + ": " + std::strerror(errno));
+  offset_ = offset;
+}
+TRAINLOOP_DETAIL_API std::size_t RecordFile::read(void* out, std::size_t n) {
+  const std::size_t got = std::fread(out, 1, n, file_.get());
+  offset_ += got;
+  if (got < n && std::ferror(file_.get()))
+    throw std::runtime_error("trainloop: cannot read " + path_ + " at offset " + std::to_string(offset_) + ": " + std::strerror(errno));
+  return got;
+}
+
+TRAINLOOP_DETAIL_API std::optional<std::string> TextLines::read(RecordFile& file) const {
+  std::string line;
+  int c = file.get();
+  if (c == EOF) return std::nullopt;
+  for (; c != EOF && c != '\n'; c = file.get()) line += static_cast<char>(c);
+  return line;
+}
+TRAINLOOP_DETAIL_API void TextLines::align(RecordFile& file, std::uint64_t offset) const {
+  if (offset == 0) return file.seek(0);
+  file.seek(offset - 1);  // a line starts at `offset` exactly when the byte before it ends a line
+  for (int c = file.get(); c != EOF && c != '\n'; c = file.get()) {
+  }
+}
+
+TRAINLOOP_DETAIL_API std::optional<std::string> FixedSizeRecords::read(RecordFile& file) const {
+  const std::uint64_t at = file.offset();
+  std::string record(bytes, '\0');
+  const std::size_t got = file.read(record.data(), bytes);
+  if (got == 0) return std::nullopt;
+  if (got < bytes)
+    throw std::runtime_error("trainloop: " + file.path() + ": the record at offset " + std::to_string(at) + " is truncated: " +
+                             std::to_string(got) + " of " + std::to_string(bytes) + " bytes (the file's size, " +
+                             std::to_string(file.size()) + ", is not a multiple of the record size)");
+  return record;
+}
+
+TRAINLOOP_DETAIL_API std::string detail::StreamPosition::encode() const {
+  std::string out = std::to_string(file) + " " + std::to_string(offset) + " " + (in_file ? "1" : "0") + " " + (finished ? "1" : "0") +
+                    " " + std::to_string(random) + " " + std::to_string(pending.size());
+  for (const auto& [f, o] : pending) out += " " + std::to_string(f) + ":" + std::to_string(o);
+  return out;
+}
+TRAINLOOP_DETAIL_API detail::StreamPosition detail::StreamPosition::decode(const std::string& text, const std::string& key) {
+  std::istringstream in(text);
+  StreamPosition p;
+  int in_file = 0, finished = 0;
+  std::size_t pending = 0;
+  in >> p.file >> p.offset >> in_file >> finished >> p.random >> pending;
+  for (std::size_t i = 0; in && i < pending; ++i) {
+    std::int64_t f = 0;
+    char colon = 0;
+    std::uint64_t o = 0;
+    in >> f >> colon >> o;
+    if (colon != ':') in.setstate(std::ios::failbit);
+    p.pending.emplace_back(f, o);
+  }
+  if (!in || p.file < 0) throw std::invalid_argument("trainloop: StreamLoader state: key '" + key + "' is not a saved position: '" + text.substr(0, 80) + "'");
+  p.in_file = in_file != 0;
+  p.finished = finished != 0;
+  return p;
+}
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
+
+TRAINLOOP_DETAIL_END
+// ---- end parts/torch/data/stream.hpp ----
 // ---- begin parts/torch/device.hpp ----
 // trainloop: devices. Parsing the Trainer's accelerator option, and moving batches of any common shape to a device.
 #include <map>

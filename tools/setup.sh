@@ -13,6 +13,8 @@ packages=(
   doctest-dev           # the test framework
   dataset-fashion-mnist # the real data the examples train on (/usr/share/datasets/fashion-mnist)
   zlib1g-dev            # gzip IDX files
+  libturbojpeg0-dev libpng-dev  # the image decoders (TRAINLOOP_WITH_IMAGE_IO: ImageFolder, read_image)
+  python3-pil           # tools/make_image_folder.py, and Pillow's pixels for the ImageFolder check
   # Debian's LibTorch calls the system libblas.so.3; without OpenBLAS that is the reference BLAS, and a small MLP
   # step runs ~15x slower. Installing OpenBLAS makes its alternative take over libblas.so.3.
   libopenblas0-openmp

@@ -5,8 +5,9 @@
 #   3. the torch-free core, and the torch suite (Trainer, checkpoints, resume, callbacks, data-parallel), under
 #      AddressSanitizer + UndefinedBehaviorSanitizer
 #   4. the torch-free core with clang, when clang++ is installed
-#   5. the torch parts, mixed precision and data-parallel training included, compile (-fsyntax-only) with clang, and as
-#      C++17 and C++20 against LibTorch 2.x (Debian trixie's headers), the mixed-precision and data-parallel tests too
+#   5. the torch parts, mixed precision, data-parallel training and image files included, compile (-fsyntax-only) with
+#      clang, and as C++17 and C++20 against LibTorch 2.x (Debian trixie's headers), the mixed-precision, data-parallel
+#      and loader tests too
 #   6. `conan create` with the real Conan (../shared/tools/conan.sh, when it is there), both values of with_torch
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -93,8 +94,12 @@ add_check g++ -std=c++20 "${check_flags[@]}" "${lt2_flags[@]}" tests/compile/tor
 # The mixed-precision tests take LibTorch 2.x's fused CPU scaler kernels there: their comparison with the fallback compiles.
 add_check g++ -std=c++17 "${check_flags[@]}" -Itests/torch "${lt2_flags[@]}" tests/torch/test_amp.cpp
 # The loader's tests instantiate it over every kind of dataset (user types, torch::data's Example, structs), with workers
-# and the transforms.
-add_check g++ -std=c++17 "${check_flags[@]}" "${lt2_flags[@]}" tests/torch/test_loader.cpp
+# and the transforms, the image decoders (TurboJPEG and libpng from the system) and the streaming loader.
+add_check g++ -std=c++17 "${check_flags[@]}" -DTRAINLOOP_WITH_IMAGE_IO=1 "${lt2_flags[@]}" tests/torch/test_loader.cpp
+if command -v clang++ > /dev/null; then
+  add_check clang++ -std=c++17 "${check_flags[@]}" -DTRAINLOOP_WITH_IMAGE_IO=1 -isystem "$torch_api" -include torch/torch.h \
+            tests/torch/test_loader.cpp
+fi
 # The data-parallel tests and the NCCL smoke hold c10d's classes directly (Backend vs ProcessGroup bases differ in 2.x).
 add_check g++ -std=c++17 "${check_flags[@]}" -Itests/torch "${lt2_flags[@]}" tests/torch/test_distributed.cpp
 add_check g++ -std=c++17 "${check_flags[@]}" "${lt2_flags[@]}" tests/gpu/ddp_nccl.cpp

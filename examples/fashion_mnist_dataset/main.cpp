@@ -10,8 +10,9 @@
 #include <cstdio>
 #include <string>
 
+#include "../common/augmented_cnn.hpp"
+
 using namespace trainloop;
-using ImageBatch = TensorBatch<2>;  // images [B, 1, 28, 28] float, labels [B] int64
 
 // The user's dataset: size() and get(index, generator), the names the DataLoader looks for.
 struct FashionMnistImages {
@@ -37,34 +38,6 @@ FashionMnistImages read_split(const std::string& dir, bool train, bool augment) 
   return {read_idx(prefix + "-images-idx3-ubyte.gz"), read_idx(prefix + "-labels-idx1-ubyte.gz"), augment};
 }
 
-struct Cnn : LightningModule<Cnn> {
-  torch::nn::Conv2d conv1{nullptr}, conv2{nullptr};
-  torch::nn::Linear fc1{nullptr}, fc2{nullptr};
-  Cnn() {
-    conv1 = register_module("conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(1, 16, 3)));
-    conv2 = register_module("conv2", torch::nn::Conv2d(torch::nn::Conv2dOptions(16, 32, 3)));
-    fc1 = register_module("fc1", torch::nn::Linear(32 * 5 * 5, 128));
-    fc2 = register_module("fc2", torch::nn::Linear(128, 10));
-  }
-  torch::Tensor forward(const torch::Tensor& x) {
-    torch::Tensor h = torch::max_pool2d(torch::relu(conv1(x)), 2);
-    h = torch::max_pool2d(torch::relu(conv2(h)), 2);
-    return fc2(torch::relu(fc1(h.flatten(1))));
-  }
-  torch::Tensor training_step(ImageBatch& batch, std::int64_t) {
-    torch::Tensor loss = torch::nn::functional::cross_entropy(forward(batch.first), batch.second);
-    log("loss", loss, LogOptions().prog_bar(true).on_epoch(true));
-    return loss;
-  }
-  void test_step(ImageBatch& batch, std::int64_t) {
-    log("test_acc", forward(batch.first).argmax(1).eq(batch.second).to(torch::kFloat32).mean(),
-        LogOptions().prog_bar(true).batch_size(batch.second.size(0)));
-  }
-  std::shared_ptr<torch::optim::Adam> configure_optimizers() {
-    return std::make_shared<torch::optim::Adam>(parameters(), torch::optim::AdamOptions(1e-3));
-  }
-};
-
 int main(int argc, char** argv) {
   std::string data_dir = fashion_mnist_debian_dir;
   std::int64_t epochs = 4, workers = 2;
@@ -87,7 +60,7 @@ int main(int argc, char** argv) {
     DataLoader train(read_split(data_dir, true, /*augment=*/true),
                      DataLoaderOptions().batch_size(64).shuffle(true).seed(0).workers(workers));
     DataLoader test(read_split(data_dir, false, /*augment=*/false), DataLoaderOptions().batch_size(1000).workers(workers));
-    Cnn model;
+    AugmentedCnn model;
     TrainerOptions options = TrainerOptions().max_epochs(epochs).accelerator("auto");
     if (smoke) options.fast_dev_run(5);
     Trainer trainer(options);

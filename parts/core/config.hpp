@@ -17,6 +17,10 @@
 #ifndef TRAINLOOP_WITH_DISTRIBUTED
 #define TRAINLOOP_WITH_DISTRIBUTED 0
 #endif
+// Image files (ImageFolder, read_image): JPEG through libjpeg-turbo's TurboJPEG, PNG through libpng; link both.
+#ifndef TRAINLOOP_WITH_IMAGE_IO
+#define TRAINLOOP_WITH_IMAGE_IO 0
+#endif
 // The loggers (CSV, JSON lines, TensorBoard, MLflow, log_metrics_to) need <filesystem>, <random> and more that the
 // Engine does not: a torch-free TU gets them only when it asks. The Trainer always has them.
 #ifndef TRAINLOOP_WITH_LOGGERS
@@ -40,6 +44,11 @@
 #elif TRAINLOOP_WITH_DISTRIBUTED != 0 && TRAINLOOP_WITH_DISTRIBUTED != 1
 #error "trainloop: TRAINLOOP_WITH_DISTRIBUTED must be 0 or 1 (for example -DTRAINLOOP_WITH_DISTRIBUTED=1)"
 #endif
+#if (0 - TRAINLOOP_WITH_IMAGE_IO - 1) == 1
+#error "trainloop: TRAINLOOP_WITH_IMAGE_IO is defined empty; define it as 0 or 1 (for example -DTRAINLOOP_WITH_IMAGE_IO=1)"
+#elif TRAINLOOP_WITH_IMAGE_IO != 0 && TRAINLOOP_WITH_IMAGE_IO != 1
+#error "trainloop: TRAINLOOP_WITH_IMAGE_IO must be 0 or 1 (for example -DTRAINLOOP_WITH_IMAGE_IO=1)"
+#endif
 #if (0 - TRAINLOOP_WITH_LOGGERS - 1) == 1
 #error "trainloop: TRAINLOOP_WITH_LOGGERS is defined empty; define it as 0 or 1 (for example -DTRAINLOOP_WITH_LOGGERS=1)"
 #elif TRAINLOOP_WITH_LOGGERS != 0 && TRAINLOOP_WITH_LOGGERS != 1
@@ -47,8 +56,8 @@
 #elif TRAINLOOP_WITH_TORCH && !TRAINLOOP_WITH_LOGGERS
 #error "trainloop: TRAINLOOP_WITH_LOGGERS=0 is for the torch-free core; the Trainer always has its loggers"
 #endif
-#if !TRAINLOOP_WITH_TORCH && (TRAINLOOP_WITH_AMP || TRAINLOOP_WITH_DISTRIBUTED)
-#error "trainloop: TRAINLOOP_WITH_AMP and TRAINLOOP_WITH_DISTRIBUTED need TRAINLOOP_WITH_TORCH=1"
+#if !TRAINLOOP_WITH_TORCH && (TRAINLOOP_WITH_AMP || TRAINLOOP_WITH_DISTRIBUTED || TRAINLOOP_WITH_IMAGE_IO)
+#error "trainloop: TRAINLOOP_WITH_AMP, TRAINLOOP_WITH_DISTRIBUTED and TRAINLOOP_WITH_IMAGE_IO need TRAINLOOP_WITH_TORCH=1"
 #endif
 
 // Separate compilation (stb's and doctest's way), for projects with several translation units: define

@@ -14,6 +14,7 @@ vcpkg_check_features(OUT_FEATURE_OPTIONS FEATURE_OPTIONS
         torch TRAINLOOP_WITH_TORCH
         amp TRAINLOOP_WITH_AMP
         distributed TRAINLOOP_WITH_DISTRIBUTED
+        image-io TRAINLOOP_WITH_IMAGE_IO
 )
 
 vcpkg_cmake_configure(

@@ -172,7 +172,7 @@ def port_feature_options():
     """The feature -> CMake option mapping and the fixed options, read from the portfile as vcpkg would pass them."""
     text = (PORT / "portfile.cmake").read_text()
     block = re.search(r"vcpkg_check_features\((.*?)\)", text, re.S).group(1)
-    mapping = dict(re.findall(r"^\s+([a-z0-9-]+) (TRAINLOOP_WITH_[A-Z]+)$", block, re.M))
+    mapping = dict(re.findall(r"^\s+([a-z0-9-]+) (TRAINLOOP_WITH_[A-Z_]+)$", block, re.M))
     configure = re.search(r"vcpkg_cmake_configure\((.*?)\n\)", text, re.S).group(1)
     fixed = re.findall(r"^\s+(-D\S+)$", configure, re.M)
     return mapping, fixed
@@ -225,13 +225,16 @@ def check_install(work):
         torch = "torch" in features
         defines = ([] if torch else ["TRAINLOOP_WITH_TORCH=0"]) + \
                   (["TRAINLOOP_WITH_AMP=1"] if "amp" in features else []) + \
-                  (["TRAINLOOP_WITH_DISTRIBUTED=1"] if "distributed" in features else [])
+                  (["TRAINLOOP_WITH_DISTRIBUTED=1"] if "distributed" in features else []) + \
+                  (["TRAINLOOP_WITH_IMAGE_IO=1"] if "image-io" in features else [])
+        image_io = "image-io" in features
         targets = (prefix / "share/trainloop/trainloopTargets.cmake").read_text()
         found = re.search(r'INTERFACE_COMPILE_DEFINITIONS "([^"]*)"', targets)
         require((found.group(1).split(";") if found else []) == defines,
                 f"[{name}] exported definitions {found.group(1) if found else 'none'}, expected {defines or 'none'}")
         links = re.search(r'INTERFACE_LINK_LIBRARIES "([^"]*)"', targets)
-        require((links.group(1) if links else "") == ("torch;ZLIB::ZLIB" if torch else ""),
+        expected_links = ("torch;ZLIB::ZLIB" if torch else "") + (";libjpeg-turbo::turbojpeg;PNG::PNG" if image_io else "")
+        require((links.group(1) if links else "") == expected_links,
                 f"[{name}] exported links {links.group(1) if links else 'none'}")
         check_version_file(prefix / "share/trainloop/trainloopConfigVersion.cmake", version, name)
         pc = (prefix / "share/pkgconfig/trainloop.pc").read_text()
@@ -241,6 +244,7 @@ def check_install(work):
                 f"[{name}] trainloop.pc's Cflags {cflags} do not carry {defines}")
         libs = re.search(r"^Libs: (.*)$", pc, re.M).group(1).split()
         require(("-ltorch" in libs and "-lz" in libs) if torch else libs == [], f"[{name}] trainloop.pc's Libs: {libs}")
+        require(("-lturbojpeg" in libs and "-lpng" in libs) == image_io, f"[{name}] trainloop.pc's Libs: {libs}")
         print(f"install [{name}]: {len(files)} files as documented; definitions {defines or 'none'}")
 
 
@@ -343,7 +347,7 @@ def check_vcpkg():
     for dependency in manifest["dependencies"]:
         check_dependency("vcpkg.json dependencies", dependency, features)
     require(manifest["default-features"] == ["torch"], "vcpkg.json: the default feature is not torch")
-    require(set(features) == {"torch", "amp", "distributed"}, f"vcpkg.json: features {sorted(features)}")
+    require(set(features) == {"torch", "amp", "distributed", "image-io"}, f"vcpkg.json: features {sorted(features)}")
     for name, feature in features.items():
         require(isinstance(feature.get("description"), str) and feature["description"], f"feature {name}: description")
         for dependency in feature.get("dependencies", []):
@@ -352,8 +356,9 @@ def check_vcpkg():
     require({"libtorch", "zlib"} <= names("torch"), "feature torch does not depend on libtorch and zlib")
     dist = [d for d in features["distributed"]["dependencies"] if isinstance(d, dict) and d["name"] == "libtorch"]
     require(dist and "dist" in dist[0].get("features", []), "feature distributed does not need libtorch[dist]")
-    for name in ("amp", "distributed"):
+    for name in ("amp", "distributed", "image-io"):
         require("trainloop" in names(name), f"feature {name} does not pull in the torch feature")
+    require({"libjpeg-turbo", "libpng"} <= names("image-io"), "feature image-io does not depend on libjpeg-turbo and libpng")
     portfile = (PORT / "portfile.cmake").read_text()
     for call in ("vcpkg_download_distfile", "vcpkg_extract_source_archive", "set(VCPKG_BUILD_TYPE release)",
                  "vcpkg_check_features", "vcpkg_cmake_configure", "vcpkg_cmake_install", "vcpkg_cmake_config_fixup",
@@ -464,8 +469,9 @@ def check_conan(work):
     (cls,) = [c for c in vars(recipe).values() if isinstance(c, type) and c.__module__ == recipe.__name__]
     require(cls.name == "trainloop" and cls.package_type == "header-library" and cls.no_copy_source is True,
             "the recipe is not a header-library named trainloop with no_copy_source")
-    require(set(cls.options) == {"with_torch", "with_amp", "with_distributed"} and
-            cls.default_options == {"with_torch": True, "with_amp": False, "with_distributed": False},
+    require(set(cls.options) == {"with_torch", "with_amp", "with_distributed", "with_image_io"} and
+            cls.default_options == {"with_torch": True, "with_amp": False, "with_distributed": False,
+                                    "with_image_io": False},
             f"the recipe's options {cls.options} / defaults {cls.default_options}")
     require(cls.license == "MIT" and re.match(r"^>=2", recipe.required_conan_version), "license / required version")
 
@@ -480,7 +486,8 @@ def check_conan(work):
         require("cppstd below 17" in str(error), f"validate() with C++14: {error}")
     conanfile.settings["compiler.cppstd"] = "gnu17"
     conanfile.validate()
-    for bad in ({"with_torch": False, "with_amp": True}, {"with_torch": False, "with_distributed": True}):
+    for bad in ({"with_torch": False, "with_amp": True}, {"with_torch": False, "with_distributed": True},
+                {"with_torch": False, "with_image_io": True}):
         try:
             cls(options=bad, version=version).validate()
             raise CheckFailed(f"validate() accepted {bad}")
@@ -504,10 +511,18 @@ def check_conan(work):
     for options, defines in (({}, []), ({"with_torch": False}, ["TRAINLOOP_WITH_TORCH=0"]),
                              ({"with_amp": True}, ["TRAINLOOP_WITH_AMP=1"]),
                              ({"with_amp": True, "with_distributed": True},
-                              ["TRAINLOOP_WITH_AMP=1", "TRAINLOOP_WITH_DISTRIBUTED=1"])):
+                              ["TRAINLOOP_WITH_AMP=1", "TRAINLOOP_WITH_DISTRIBUTED=1"]),
+                             ({"with_image_io": True}, ["TRAINLOOP_WITH_IMAGE_IO=1"])):
         info = cls(options=options, version=version)
+        info.requirements()
         info.package_info()
         cpp = info.cpp_info
+        image_io = options.get("with_image_io", False)
+        require(len(info.requires_calls) == (2 if image_io else 0) and
+                all(r.split("/")[0] in ("libjpeg-turbo", "libpng") for r in info.requires_calls),
+                f"{options}: requirements {info.requires_calls}")
+        require(getattr(cpp, "requires", []) == (["libjpeg-turbo::turbojpeg", "libpng::libpng"] if image_io else []),
+                f"{options}: cpp_info.requires {getattr(cpp, 'requires', [])}")
         require(cpp.properties.get("cmake_target_name") == "trainloop::trainloop" and
                 cpp.properties.get("cmake_file_name") == "trainloop", f"{options}: the CMake names {cpp.properties}")
         require(cpp.bindirs == [] and cpp.libdirs == [], f"{options}: bindirs/libdirs are not empty")

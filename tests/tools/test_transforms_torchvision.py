@@ -2,7 +2,7 @@
 """trainloop's transforms against torchvision's on the same images and parameters (Debian's python3-torchvision).
 Deterministic ops must match bitwise (torchvision computes them with the same LibTorch kernels); the random ones,
 with a generator seeded s, must give what torchvision's transform gives after torch.manual_seed(s).
-  test_transforms_torchvision.py PROBE   (PROBE: tests/torch/transforms_probe.cpp, built)"""
+  test_transforms_torchvision.py PROBE   (PROBE: tests/torch/torchvision_probe.cpp, built)"""
 import os
 import subprocess
 import sys

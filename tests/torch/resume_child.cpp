@@ -2,7 +2,7 @@
 // dropout (it draws random numbers), Adam, a per-step cosine schedule, a shuffling DataLoader, validation every half
 // epoch, EarlyStopping, EMA of the weights, Preemption, and a ModelCheckpoint writing last.ckpt after every step.
 //   trainloop_resume_child DIR FINGERPRINT [--resume [FILE]] [--kill POINT:N] [--announce FILE] [--epochs N] [--precision P]
-//                          [--workers N]
+//                          [--workers N] [--stream]
 // --kill sends itself SIGKILL at the Nth occurrence of POINT:
 //   step        right after the step's checkpoint (end of on_train_batch_end)
 //   save        while the step's checkpoint is being written (a thread watches for the temporary file)
@@ -14,7 +14,8 @@
 // --precision P sets TrainerOptions().precision(P), or with "bf16-scaled" bf16 autocast plus a forced loss scaler and
 // batches that overflow it (steps skipped, the scale backed off and grown). --workers N reads the training examples
 // through a dataset of the user's type instead of a TensorDataset, with N worker threads and random augmentation
-// (noise and a flip drawn from each example's generator). --announce creates FILE after step 3 and slows training down
+// (noise and a flip drawn from each example's generator). --stream reads them as fixed-size records from files written
+// to DIR/records (a StreamLoader with two workers, a shuffle buffer, and noise drawn per record). --announce creates FILE after step 3 and slows training down
 // (20 ms a step), so a test can send SIGTERM to a running fit. At the end, everything a resumed run must reproduce
 // goes to FINGERPRINT as text, bit for bit: parameters, Adam's state, EMA, learning rates, counters, EarlyStopping,
 // the loader's position and the values callbacks monitor, and what the four loggers wrote (CSV, JSON lines without
@@ -245,6 +246,7 @@ int main(int argc, char** argv) {
   std::int64_t epochs = 4;
   std::string precision = "32";
   std::int64_t workers = -1;  // -1: a TensorDataset
+  bool stream = false;
   for (int i = 3; i < argc; ++i) {
     if (std::strcmp(argv[i], "--kill") == 0 && i + 1 < argc) {
       const std::string spec = argv[++i];
@@ -258,6 +260,8 @@ int main(int argc, char** argv) {
       epochs = std::stoll(argv[++i]);
     } else if (std::strcmp(argv[i], "--workers") == 0 && i + 1 < argc) {
       workers = std::stoll(argv[++i]);
+    } else if (std::strcmp(argv[i], "--stream") == 0) {
+      stream = true;
     } else if (std::strcmp(argv[i], "--precision") == 0 && i + 1 < argc) {
       precision = argv[++i];
     } else {
@@ -335,6 +339,29 @@ int main(int argc, char** argv) {
     return out.good() ? 0 : 1;
   };
   const DataLoaderOptions train_options = DataLoaderOptions().batch_size(8).shuffle(true).seed(7);
+  if (stream) {  // the examples as 24-byte records (4 floats, an int64 label) in three files of 40, 0 and 56 records
+    const std::string records = dir + "/records";
+    std::filesystem::create_directories(records);
+    std::vector<std::string> files;
+    std::int64_t next = 0;
+    for (std::int64_t count : {40, 0, 56}) {
+      files.push_back(records + "/part" + std::to_string(files.size()) + ".bin");
+      std::ofstream out(files.back(), std::ios::binary);
+      for (std::int64_t i = next; i < next + count; ++i) {
+        const std::int64_t label = y[i].item<std::int64_t>();
+        out.write(static_cast<const char*>(x[i].contiguous().data_ptr()), 16).write(reinterpret_cast<const char*>(&label), 8);
+      }
+      next += count;
+    }
+    auto parse = [](const std::string& record, torch::Generator& generator) {
+      torch::Tensor features = torch::from_blob(const_cast<char*>(record.data()), {4}, torch::kFloat).clone();
+      std::int64_t label = 0;
+      std::memcpy(&label, record.data() + 16, 8);
+      return std::make_pair(features + 0.1 * torch::randn({4}, generator), label);
+    };
+    StreamLoader loader(files, FixedSizeRecords(24), parse, StreamLoaderOptions().batch_size(8).workers(2).shuffle_buffer(20).seed(7));
+    return train(loader);
+  }
   if (workers >= 0) {
     DataLoader loader(AugmentedDataset{x, y}, DataLoaderOptions(train_options).workers(workers));
     return train(loader);

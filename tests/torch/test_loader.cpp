@@ -1,19 +1,27 @@
 // TensorDataset and DataLoader: batching, seeded shuffling independent of the global RNG, distributed shards,
 // saving and restoring the position, errors; datasets of the user's type (collation, get_batch, collate functions,
 // stacking errors), worker threads (order, bounded prefetch, exceptions, early exits, no thread left), randomness per
-// example independent of workers, ranks and resumes; transforms; and the loader driving the Engine and the Trainer.
+// example independent of workers, ranks and resumes; transforms; the loader driving the Engine and the Trainer;
+// ImageFolder on the image decoders (with TRAINLOOP_WITH_IMAGE_IO); StreamLoader over record files.
 // LibTorch first: where it brings glog (Debian's builds), its one-argument CHECK must be replaced by doctest's, as the
 // precompiled header's order does in the CMake build (the LibTorch 2.x syntax check compiles this file without it).
 #include <trainloop.hpp>
 #include <doctest/doctest.h>
 
+#include <zlib.h>
+
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <map>
 #include <memory>
 #include <set>
 #include <thread>
 #include <vector>
+
+#include "temp_dir.hpp"
 
 using namespace trainloop;
 
@@ -470,4 +478,354 @@ TEST_CASE("transforms: functional forms, random ones from the generator, compose
                        std::invalid_argument);
   CHECK_THROWS_WITH_AS(transforms::normalize(image, {0.5, 0.5, 0.5}, {1, 1, 1}),
                        "trainloop: transforms::normalize: mean has 3 values for an image of 2 channels", std::invalid_argument);
+}
+
+#if TRAINLOOP_WITH_IMAGE_IO
+namespace {
+// A PNG file of an 8-bit grey ([H, W]) or RGB ([H, W, 3]) uint8 tensor, written by hand (zlib's deflate and CRC):
+// the tests need files, not a PNG encoder.
+void write_png(const std::string& path, const torch::Tensor& pixels) {
+  const auto height = static_cast<std::uint32_t>(pixels.size(0)), width = static_cast<std::uint32_t>(pixels.size(1));
+  const int channels = pixels.dim() == 3 ? 3 : 1;
+  std::string raw;
+  const torch::Tensor data = pixels.contiguous();
+  for (std::uint32_t y = 0; y < height; ++y) {
+    raw += '\0';  // filter: none
+    raw.append(reinterpret_cast<const char*>(data.data_ptr<std::uint8_t>()) + y * width * channels, width * channels);
+  }
+  std::string deflated(compressBound(raw.size()), '\0');
+  uLongf size = deflated.size();
+  REQUIRE(compress(reinterpret_cast<Bytef*>(deflated.data()), &size, reinterpret_cast<const Bytef*>(raw.data()), raw.size()) == Z_OK);
+  deflated.resize(size);
+  auto be32 = [](std::uint32_t v) { return std::string{char(v >> 24), char(v >> 16), char(v >> 8), char(v)}; };
+  auto chunk = [&](const std::string& kind, const std::string& body) {
+    const std::string typed = kind + body;
+    return be32(static_cast<std::uint32_t>(body.size())) + typed +
+           be32(static_cast<std::uint32_t>(crc32(0, reinterpret_cast<const Bytef*>(typed.data()), typed.size())));
+  };
+  const std::string header = be32(width) + be32(height) + std::string{8, char(channels == 3 ? 2 : 0), 0, 0, 0};
+  std::ofstream(path, std::ios::binary) << "\x89PNG\r\n\x1a\n" << chunk("IHDR", header) << chunk("IDAT", deflated) << chunk("IEND", "");
+}
+// root/<class>/<name>: a 6 x 5 grey image whose pixels are `value` + its position.
+torch::Tensor write_sample(const std::filesystem::path& file, std::int64_t value) {
+  std::filesystem::create_directories(file.parent_path());
+  torch::Tensor pixels = (torch::arange(30, torch::kLong).reshape({6, 5}) + value).to(torch::kUInt8);
+  write_png(file.string(), pixels);
+  return pixels;
+}
+}  // namespace
+
+TEST_CASE("ImageFolder: torchvision's classes and order; examples decoded, transformed and batched by workers") {
+  TempDir dir;
+  const std::filesystem::path root = dir.path / "images";
+  const torch::Tensor first = write_sample(root / "cat" / "b.png", 10);
+  write_sample(root / "cat" / "a.PNG", 20);       // endings compare case-insensitively
+  write_sample(root / "cat" / "sub" / "c.png", 30);  // files of nested folders belong to the class, after the class's own
+  write_sample(root / "dog" / "z.png", 40);
+  write_sample(root / "dog" / "y.png", 50);
+  std::ofstream((root / "dog" / "notes.txt").string()) << "not an image";
+  std::ofstream((root / "README").string()) << "a file at the root is not a class";
+
+  const ImageFolder folder(root.string());
+  CHECK(folder.classes() == std::vector<std::string>{"cat", "dog"});
+  CHECK(folder.class_to_idx().at("dog") == 1);
+  std::vector<std::string> names;
+  for (const auto& [path, label] : folder.samples()) names.push_back(std::filesystem::path(path).filename().string() + ":" + std::to_string(label));
+  CHECK(names == std::vector<std::string>{"a.PNG:0", "b.png:0", "c.png:0", "y.png:1", "z.png:1"});
+  CHECK(folder.targets() == std::vector<std::int64_t>{0, 0, 0, 1, 1});
+
+  const auto [image, label] = *folder.get(1);  // rgb by default: the grey value in three channels, as Pillow converts
+  CHECK(label == 0);
+  CHECK(image.sizes() == torch::IntArrayRef{3, 6, 5});
+  CHECK(image.dtype() == torch::kUInt8);
+  CHECK(torch::equal(image, first.unsqueeze(0).expand({3, 6, 5})));
+  CHECK(ImageFolder(root.string(), ImageFolderOptions().mode(ImageMode::gray)).get(1)->first.sizes() == torch::IntArrayRef{1, 6, 5});
+  CHECK(ImageFolder(root.string(), ImageFolderOptions().mode(ImageMode::rgba)).get(1)->first[3].eq(255).all().item<bool>());
+  CHECK(ImageFolder(root.string(), ImageFolderOptions().extensions({".Png"})).size() == 5);
+  CHECK_THROWS_WITH_AS(folder.get(5), ("trainloop: ImageFolder " + root.string() + ": index 5 is out of range (5 samples)").c_str(),
+                       std::out_of_range);
+
+  // The transforms run on each example with its own generator: the same batches with 0 and 2 workers.
+  auto batches = [&](std::int64_t workers) {
+    ImageFolder augmented(root.string(), ImageFolderOptions(),
+                          transforms::Compose(transforms::ToFloat{}, transforms::RandomCrop(4, 1), transforms::RandomHorizontalFlip{}));
+    DataLoader loader(std::move(augmented), DataLoaderOptions().batch_size(2).shuffle(true).seed(3).workers(workers));
+    std::vector<torch::Tensor> out;
+    for (auto& [x, y] : loader) {
+      CHECK(x.sizes().slice(1) == torch::IntArrayRef{3, 4, 4});
+      CHECK(x.dtype() == torch::kFloat32);
+      CHECK(y.dtype() == torch::kLong);
+      out.push_back(x);
+    }
+    return out;
+  };
+  const auto serial = batches(0), threaded = batches(2);
+  REQUIRE(serial.size() == 3);
+  REQUIRE(threaded.size() == 3);
+  for (std::size_t i = 0; i < serial.size(); ++i) CHECK(torch::equal(serial[i], threaded[i]));
+}
+
+TEST_CASE("ImageFolder: a folder without classes or with an empty class is an error; a bad file fails its batch, or is skipped and counted") {
+  TempDir dir;
+  const std::filesystem::path root = dir.path / "images";
+  CHECK_THROWS_WITH_AS(ImageFolder(root.string()), contains("trainloop: ImageFolder " + root.string() + ": cannot list the folder"),
+                       std::invalid_argument);
+  std::filesystem::create_directories(root);
+  CHECK_THROWS_WITH_AS(ImageFolder(root.string()), contains("found no class folder"), std::invalid_argument);
+  write_sample(root / "a" / "0.png", 0);
+  std::filesystem::create_directories(root / "b");
+  std::filesystem::create_directories(root / "c");
+  std::ofstream((root / "c" / "x.txt").string()) << "";
+  CHECK_THROWS_WITH_AS(ImageFolder(root.string()),
+                       ("trainloop: ImageFolder " + root.string() + ": found no valid file for the classes b, c. Supported extensions are: .jpg .jpeg .png").c_str(),
+                       std::invalid_argument);
+  std::filesystem::remove_all(root / "b");
+  std::filesystem::remove_all(root / "c");
+  for (int i = 1; i < 6; ++i) write_sample(root / "a" / (std::to_string(i) + ".png"), i);
+  {  // cut short: the decoder's complaint, the file, the example and the epoch, in the training thread
+    std::ifstream in((root / "a" / "3.png").string(), std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::ofstream((root / "a" / "3.png").string(), std::ios::binary) << bytes.substr(0, bytes.size() / 2);
+  }
+  for (std::int64_t workers : {0, 2}) {
+    CAPTURE(workers);
+    DataLoader strict(ImageFolder(root.string()), DataLoaderOptions().batch_size(2).workers(workers));
+    auto epoch = [&] {
+      for (auto& batch : strict) (void)batch;
+    };
+    CHECK_THROWS_WITH_AS(epoch(),
+                         ("trainloop: " + (root / "a" / "3.png").string() + ": not a valid PNG file: the file ends early (truncated) (libpng) "
+                          "[trainloop: DataLoader: while getting example 3 (epoch 0)]").c_str(),
+                         ImageDecodeError);
+
+    DataLoader lenient(ImageFolder(root.string(), ImageFolderOptions().skip_bad_files(true)), DataLoaderOptions().batch_size(2).workers(workers));
+    for (int e = 0; e < 2; ++e) {
+      std::vector<std::int64_t> sizes;
+      for (auto& [x, y] : lenient) sizes.push_back(x.size(0));
+      CHECK(sizes == std::vector<std::int64_t>{2, 1, 2});  // the batch of examples 2 and 3 is example 2 alone
+    }
+    CHECK(lenient.dataset().bad_files() == 2);  // once per epoch, by the loader's copy
+    CHECK(lenient.dataset().bad_file_paths() == std::vector<std::string>{(root / "a" / "3.png").string()});
+  }
+  // A batch with nothing left is an error, not an empty batch.
+  DataLoader single(ImageFolder(root.string(), ImageFolderOptions().skip_bad_files(true)), DataLoaderOptions().batch_size(1));
+  auto epoch = [&] {
+    for (auto& batch : single) (void)batch;
+  };
+  CHECK_THROWS_WITH_AS(epoch(), contains("the dataset skipped every example of the batch of example 3 (epoch 0)"), std::runtime_error);
+}
+#endif  // TRAINLOOP_WITH_IMAGE_IO
+
+// --- streaming: StreamLoader ---------------------------------------------------------------------------------------
+namespace {
+// Record files: lines "r<id> <padding>" of varied lengths (one file empty, one without a final newline), and the same
+// ids as 8-byte fixed-size records.
+struct StreamFiles {
+  std::vector<std::string> lines, records;
+  std::int64_t count = 0;
+  explicit StreamFiles(const TempDir& dir) {
+    const std::vector<std::int64_t> sizes{37, 0, 101, 12};
+    for (std::size_t f = 0; f < sizes.size(); ++f) {
+      lines.push_back(dir.file("lines" + std::to_string(f) + ".txt"));
+      records.push_back(dir.file("records" + std::to_string(f) + ".bin"));
+      std::ofstream text(lines.back(), std::ios::binary), binary(records.back(), std::ios::binary);
+      for (std::int64_t i = 0; i < sizes[f]; ++i, ++count) {
+        text << "r" << count << " " << std::string(static_cast<std::size_t>(count * 7 % 23), 'x');
+        if (f != 3 || i + 1 < sizes[f]) text << "\n";  // the last file's last line has no newline
+        binary.write(reinterpret_cast<const char*>(&count), sizeof count);
+      }
+    }
+  }
+};
+std::int64_t line_id(const std::string& line) { return std::stoll(line.substr(1, line.find(' ') - 1)); }
+std::int64_t record_id(const std::string& bytes) {
+  std::int64_t id = 0;
+  std::memcpy(&id, bytes.data(), sizeof id);
+  return id;
+}
+// A format with no way to find a boundary from an arbitrary offset: a length byte, then the bytes (whole files are
+// dealt to the shares).
+struct LengthPrefixed {
+  using Record = std::string;
+  std::optional<std::string> read(RecordFile& file) const {
+    const int length = file.get();
+    if (length < 0) return std::nullopt;
+    std::string out(static_cast<std::size_t>(length), '\0');
+    if (file.read(out.data(), out.size()) != out.size()) throw std::runtime_error("short record");
+    return out;
+  }
+};
+// The ids of one epoch, batch by batch.
+template <class Loader>
+std::vector<std::vector<std::int64_t>> stream_epoch(Loader& loader, std::int64_t max_batches = -1) {
+  std::vector<std::vector<std::int64_t>> batches;
+  for (auto it = loader.begin(); it != loader.end(); ++it) {  // ++ takes the next batch: stop before it
+    const torch::Tensor& ids = *it;
+    batches.emplace_back(ids.data_ptr<std::int64_t>(), ids.data_ptr<std::int64_t>() + ids.numel());
+    if (static_cast<std::int64_t>(batches.size()) == max_batches) break;
+  }
+  return batches;
+}
+}  // namespace
+
+TEST_CASE("StreamLoader: two workers x two ranks read every record exactly once per epoch: lines, fixed-size records, whole files") {
+  TempDir dir;
+  const StreamFiles files(dir);
+  auto as_tensor = [](std::int64_t id) { return torch::tensor(id); };
+  for (std::int64_t shuffle : {0, 16}) {
+    for (int epoch = 0; epoch < 2; ++epoch) {
+      CAPTURE(shuffle);
+      CAPTURE(epoch);
+      std::map<std::int64_t, int> lines_seen, records_seen;
+      std::vector<std::int64_t> per_rank;
+      for (std::int64_t rank : {0, 1}) {
+        const auto options = StreamLoaderOptions().batch_size(5).workers(2).shuffle_buffer(shuffle).seed(3).shard(rank, 2);
+        StreamLoader text(files.lines, TextLines{}, [&](const std::string& line) { return as_tensor(line_id(line)); }, options);
+        StreamLoader binary(files.records, FixedSizeRecords(8), [&](const std::string& bytes) { return as_tensor(record_id(bytes)); }, options);
+        text.set_epoch(epoch);
+        binary.set_epoch(epoch);
+        std::int64_t n = 0;
+        for (const auto& batch : stream_epoch(text))
+          for (std::int64_t id : batch) ++lines_seen[id], ++n;
+        for (const auto& batch : stream_epoch(binary))
+          for (std::int64_t id : batch) ++records_seen[id];
+        per_rank.push_back(n);
+      }
+      CHECK(lines_seen.size() == static_cast<std::size_t>(files.count));
+      CHECK(records_seen.size() == static_cast<std::size_t>(files.count));
+      CHECK(std::all_of(lines_seen.begin(), lines_seen.end(), [](const auto& kv) { return kv.second == 1; }));
+      CHECK(std::all_of(records_seen.begin(), records_seen.end(), [](const auto& kv) { return kv.second == 1; }));
+      CHECK(std::abs(per_rank[0] - per_rank[1]) < files.count / 4);  // byte ranges: about even
+    }
+  }
+  // A format that cannot align: whole files dealt to the four shares, still each record once.
+  std::vector<std::string> prefixed;
+  for (int f = 0; f < 6; ++f) {
+    prefixed.push_back(dir.file("prefixed" + std::to_string(f)));
+    std::ofstream out(prefixed.back(), std::ios::binary);
+    for (int i = 0; i < 5; ++i) out << char(3) << char('a' + f) << char('0' + i) << "!";
+  }
+  std::map<std::string, int> seen;
+  for (std::int64_t rank : {0, 1}) {
+    StreamLoader loader(prefixed, LengthPrefixed{}, [](const std::string& r) { return torch::tensor(std::int64_t{r[0] * 100 + r[1]}); },
+                        StreamLoaderOptions().batch_size(3).workers(2).shard(rank, 2));
+    for (const auto& batch : stream_epoch(loader))
+      for (std::int64_t v : batch) ++seen[std::string{char(v / 100), char(v % 100)}];
+  }
+  CHECK(seen.size() == 30);
+  CHECK(std::all_of(seen.begin(), seen.end(), [](const auto& kv) { return kv.second == 1; }));
+}
+
+TEST_CASE("StreamLoader: a restored position continues after the last batch taken, reading only what was not consumed") {
+  TempDir dir;
+  const StreamFiles files(dir);
+  std::shared_ptr<std::atomic<std::int64_t>> reads = std::make_shared<std::atomic<std::int64_t>>(0);
+  // Counts every record read from the files (the shuffle buffer's re-reads after a restore included).
+  struct CountingLines {
+    using Record = std::string;
+    std::shared_ptr<std::atomic<std::int64_t>> reads;
+    std::optional<std::string> read(RecordFile& file) const {
+      auto line = TextLines{}.read(file);
+      if (line) ++*reads;
+      return line;
+    }
+    void align(RecordFile& file, std::uint64_t offset) const { TextLines{}.align(file, offset); }
+  };
+  auto parse = [](const std::string& line, torch::Generator& generator) {  // a random part: drawn per record
+    return std::make_pair(torch::tensor(line_id(line)), torch::rand({1}, generator));
+  };
+  for (std::int64_t workers : {0, 2}) {
+    CAPTURE(workers);
+    const auto options = StreamLoaderOptions().batch_size(4).workers(workers).shuffle_buffer(8).seed(11);
+    auto flat = [](auto& loader, std::int64_t max_batches) {
+      std::vector<std::pair<std::int64_t, float>> out;
+      std::int64_t taken = 0;
+      for (auto it = loader.begin(); it != loader.end(); ++it) {  // ++ takes the next batch: stop before it
+        for (std::int64_t i = 0; i < it->first.size(0); ++i) out.emplace_back(it->first[i].template item<std::int64_t>(), it->second[i][0].template item<float>());
+        if (++taken == max_batches) break;
+      }
+      return out;
+    };
+    StreamLoader whole(files.lines, CountingLines{reads}, parse, options);
+    whole.set_epoch(1);
+    const auto expected = flat(whole, -1);
+    REQUIRE(expected.size() == static_cast<std::size_t>(files.count));
+
+    StreamLoader first(files.lines, CountingLines{reads}, parse, options);
+    first.set_epoch(1);
+    const auto head = flat(first, 9);  // 9 batches taken; the workers have read further ahead
+    const StateDict state = first.state_dict();
+    auto second_reads = std::make_shared<std::atomic<std::int64_t>>(0);  // the first loader's workers may still read ahead
+    StreamLoader second(files.lines, CountingLines{second_reads}, parse, options);
+    second.load_state_dict(state);
+    auto rest = flat(second, -1);
+    CHECK(second.epoch() == 1);
+    std::vector<std::pair<std::int64_t, float>> joined = head;
+    joined.insert(joined.end(), rest.begin(), rest.end());
+    CHECK(joined == expected);  // the same records, in the same order, with the same random draws
+    CHECK(*second_reads == static_cast<std::int64_t>(rest.size()));  // nothing consumed was read again
+    // A finished epoch stays finished: restored, it yields nothing more; the next pass is the next epoch, whole.
+    StreamLoader third(files.lines, CountingLines{reads}, parse, options);
+    third.load_state_dict(second.state_dict());
+    CHECK(flat(third, -1).empty());
+    CHECK(flat(third, -1).size() == expected.size());
+    CHECK(third.epoch() == 2);
+  }
+  // The configuration must match.
+  StreamLoader other(files.lines, TextLines{}, [](const std::string& l) { return torch::tensor(line_id(l)); },
+                     StreamLoaderOptions().batch_size(5));
+  StreamLoader saved(files.lines, TextLines{}, [](const std::string& l) { return torch::tensor(line_id(l)); },
+                     StreamLoaderOptions().batch_size(4));
+  CHECK_THROWS_WITH_AS(other.load_state_dict(saved.state_dict()), "trainloop: StreamLoader state: 'batch_size' was 4 when saved, this loader has 5",
+                       std::invalid_argument);
+}
+
+TEST_CASE("StreamLoader: a truncated final record is an error naming the file and the offset, raised in the training thread") {
+  TempDir dir;
+  const std::string path = dir.file("cut.bin");
+  std::ofstream(path, std::ios::binary) << std::string(8 * 5 + 3, 'z');
+  for (std::int64_t workers : {0, 2}) {
+    CAPTURE(workers);
+    StreamLoader loader({path}, FixedSizeRecords(8), [](const std::string&) { return torch::zeros({1}, torch::kLong); },
+                        StreamLoaderOptions().batch_size(2).workers(workers));
+    CHECK_THROWS_WITH_AS(stream_epoch(loader),
+                         ("trainloop: " + path + ": the record at offset 40 is truncated: 3 of 8 bytes (the file's size, 43, is not a "
+                          "multiple of the record size) [trainloop: StreamLoader: while reading " + path + ", offset 40]").c_str(),
+                         std::runtime_error);
+  }
+  CHECK_THROWS_WITH_AS(StreamLoader({dir.file("missing.txt")}, TextLines{}, [](const std::string&) { return torch::zeros({1}); },
+                                    StreamLoaderOptions()),
+                       ("trainloop: cannot open " + dir.file("missing.txt") + ": No such file or directory").c_str(), std::runtime_error);
+}
+
+TEST_CASE("StreamLoader drives the Engine and the Trainer: an epoch ends with the data, or at limit_train_batches") {
+  TempDir dir;
+  const StreamFiles files(dir);
+  StreamLoader loader(files.records, FixedSizeRecords(8), [](const std::string& bytes) { return torch::tensor(record_id(bytes)); },
+                      StreamLoaderOptions().batch_size(10).workers(2).shuffle_buffer(32));
+  std::int64_t records = 0;
+  auto engine = make_engine<torch::Tensor>([&](torch::Tensor& ids) { records += ids.numel(); });
+  engine.run(loader, max_epochs(3));
+  CHECK(records == 3 * files.count);
+  CHECK(engine.state.epoch_length.has_value());  // the first pass told it
+  CHECK(loader.epoch() == 2);
+
+  struct Counter : LightningModule<Counter> {
+    torch::nn::Linear fc{nullptr};
+    std::int64_t seen = 0;
+    Counter() { fc = register_module("fc", torch::nn::Linear(1, 1)); }
+    torch::Tensor training_step(torch::Tensor& ids, std::int64_t) {
+      seen += ids.numel();
+      return fc(ids.to(torch::kFloat).unsqueeze(1)).mean();
+    }
+    std::shared_ptr<torch::optim::SGD> configure_optimizers() { return std::make_shared<torch::optim::SGD>(parameters(), 0.0); }
+  };
+  Counter module;
+  Trainer(TrainerOptions().barebones(true).max_epochs(2).accelerator("cpu")).fit(module, loader);
+  CHECK(module.seen == 2 * files.count);
+  Counter limited;
+  Trainer trainer(TrainerOptions().barebones(true).max_epochs(2).accelerator("cpu").limit_train_batches(3));
+  trainer.fit(limited, loader);
+  CHECK(limited.seen == 2 * 3 * 10);
+  CHECK(trainer.global_step() == 6);
 }

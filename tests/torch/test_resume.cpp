@@ -224,6 +224,22 @@ TEST_CASE("a user dataset read by two worker threads with random augmentation, k
   }
 }
 
+TEST_CASE("record files streamed by two workers through a shuffle buffer, killed and resumed: bitwise identical") {
+  // The loader's position is each worker's file and offset plus its buffered records' offsets: a resumed run reads
+  // the rest of the epoch, in the same order, with the same per-record noise, and no consumed record again.
+  TempDir dir;
+  const std::vector<std::string> stream{"--stream"};
+  REQUIRE(exited_ok(run_child({dir.file("whole"), dir.file("whole.txt"), "--stream"})));
+  const std::string expected = read_file(dir.file("whole.txt"));
+  CHECK(expected.find("share/1") != std::string::npos);
+  for (const std::vector<std::string>& kills : {std::vector<std::string>{"step:5"}, {"save:9", "val_end:2"}, {"epoch_end:1", "fit_start:1", "step:7"}}) {
+    std::string name = "stream";
+    for (const auto& kill : kills) name += "_" + kill.substr(0, kill.find(':')) + kill.substr(kill.find(':') + 1);
+    CAPTURE(name);
+    CHECK(run_with_kills(dir, name, kills, stream) == expected);
+  }
+}
+
 #if TRAINLOOP_WITH_AMP
 TEST_CASE("mixed precision with the loss scaler, killed and resumed: bitwise identical, the scaler's state included") {
   // bf16 autocast with a forced scaler (fp16 autocast needs CUDA here), and batches that overflow it: skipped steps,

@@ -93,6 +93,14 @@ inline std::string index_list(const std::int64_t* index, std::int64_t n) {
   for (std::int64_t i = 0; i < n && i < 8; ++i) out += (i == 0 ? "" : i + 1 == n ? " and " : ", ") + std::to_string(index[i]);
   return n > 8 ? out + ", ... (" + std::to_string(n) + " in all)" : out;
 }
+template <class T>
+struct unwrap_optional {
+  using type = T;
+};
+template <class T>
+struct unwrap_optional<std::optional<T>> {
+  using type = T;
+};
 // Builds batches from a dataset: TensorDataset-like gathers by index tensor, else per example (with a generator
 // when get takes one) and collated, else the dataset's get_batch.
 template <class Dataset, class Collate>
@@ -103,7 +111,11 @@ struct BatchMaker {
   static_assert(gathers || per_example || is_detected_v<dataset_get_batch_t, Dataset>,
                 "trainloop: DataLoader: the dataset has no get(std::size_t index), get(std::size_t index, "
                 "torch::Generator&) or get_batch(const std::vector<std::size_t>&) to read examples with");
-  using Example = example_of_t<Dataset>;
+  // get may return std::optional<Example>: std::nullopt skips the example (ImageFolder's skip_bad_files), and the
+  // batch is collated from the others.
+  using Got = example_of_t<Dataset>;
+  static constexpr bool skips = is_optional<Got>::value;
+  using Example = typename unwrap_optional<Got>::type;
 
   static auto make(Dataset& dataset, Collate& collate, const torch::Tensor& indices, std::uint64_t seed,
                    std::int64_t epoch, torch::Generator* generator) {
@@ -118,16 +130,26 @@ struct BatchMaker {
         examples.reserve(static_cast<std::size_t>(n));
         for (std::int64_t i = 0; i < n; ++i) {
           try {
-            if constexpr (random) {
-              generator->set_current_seed(example_seed(seed, epoch, index[i]));
-              examples.push_back(dataset.get(static_cast<std::size_t>(index[i]), *generator));
+            auto got = [&] {
+              if constexpr (random) {
+                generator->set_current_seed(example_seed(seed, epoch, index[i]));
+                return dataset.get(static_cast<std::size_t>(index[i]), *generator);
+              } else {
+                return dataset.get(static_cast<std::size_t>(index[i]));
+              }
+            }();
+            if constexpr (skips) {
+              if (got) examples.push_back(std::move(*got));
             } else {
-              examples.push_back(dataset.get(static_cast<std::size_t>(index[i])));
+              examples.push_back(std::move(got));
             }
           } catch (...) {
             rethrow_with_context("trainloop: DataLoader: while getting example " + std::to_string(index[i]) + " (epoch " + std::to_string(epoch) + ")");
           }
         }
+        if (skips && examples.empty())
+          throw std::runtime_error("trainloop: DataLoader: the dataset skipped every example of the batch of " +
+                                   index_list(index, n) + " (epoch " + std::to_string(epoch) + "): a batch cannot be empty");
         try {
           return collate(std::move(examples));
         } catch (...) {
@@ -494,6 +516,7 @@ TRAINLOOP_DETAIL_API void detail::set_thread_intra_op_threads(std::int64_t n) {
     if (type == typeid(std::range_error)) throw std::range_error(what);
     if (type == typeid(std::overflow_error)) throw std::overflow_error(what);
     if (type == typeid(std::underflow_error)) throw std::underflow_error(what);
+    if (type == typeid(ImageDecodeError)) throw ImageDecodeError(what);
     throw;  // a type of the user's own: it cannot be rebuilt with a longer message, so it goes as it came
   }
 }

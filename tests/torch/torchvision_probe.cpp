@@ -1,6 +1,6 @@
-// Applies trainloop's transforms to images read from raw files, for tests/tools/test_transforms_torchvision.py, which
-// runs torchvision on the same images and parameters and compares. Reads commands from stdin, one per line (one
-// process for all of them: LibTorch loads once):
+// trainloop's side of the comparisons with torchvision: transforms (tests/tools/test_transforms_torchvision.py) and
+// ImageFolder with the image decoders (tests/tools/test_image_folder_torchvision.py). Reads commands from stdin, one
+// per line (one process for all of them: LibTorch loads once). Transforms on images read from raw files:
 //   OP IN OUT DTYPE SHAPE [ARGS...]
 // DTYPE is uint8 or float32, SHAPE comma-separated (3,17,23). OUT receives the result's raw bytes; stdout a line with
 // its dtype and shape, in the commands' order. OPs and ARGS:
@@ -11,6 +11,11 @@
 //   resize H[,W]
 //   random_crop SEED SIZE PADDING              (a generator seeded SEED)
 //   random_hflip SEED P
+// Image files (built with TRAINLOOP_WITH_IMAGE_IO=1; otherwise each answers "no-image-io"):
+//   folder ROOT MODE OUT     ImageFolder(ROOT) in MODE (gray, rgb, rgba): every image's bytes (contiguous CHW) to OUT,
+//                            OUT.index gets the classes (first line, tab-separated), then "label<TAB>C,H,W<TAB>path"
+//                            per sample; stdout "folder N"
+//   decode FILE MODE         read_image: stdout "ok C,H,W" or "error MESSAGE"
 #include <trainloop.hpp>
 
 #include <cstdio>
@@ -39,8 +44,49 @@ transforms::PaddingMode mode(const std::string& name) {
   if (name == "symmetric") return transforms::PaddingMode::symmetric;
   throw std::invalid_argument("unknown padding mode " + name);
 }
+std::string shape_of(const torch::Tensor& t) {
+  std::string shape;
+  for (auto d : t.sizes()) shape += (shape.empty() ? "" : ",") + std::to_string(d);
+  return shape;
+}
+#if TRAINLOOP_WITH_IMAGE_IO
+ImageMode image_mode(const std::string& name) {
+  if (name == "gray") return ImageMode::gray;
+  if (name == "rgb") return ImageMode::rgb;
+  if (name == "rgba") return ImageMode::rgba;
+  throw std::invalid_argument("unknown image mode " + name);
+}
+#endif
+// The image commands; an empty answer when the command is not one.
+std::string run_image_command(const std::vector<std::string>& command) {
+  if (command[0] != "folder" && command[0] != "decode") return "";
+#if TRAINLOOP_WITH_IMAGE_IO
+  if (command[0] == "decode") {
+    try {
+      return "ok " + shape_of(read_image(command.at(1), image_mode(command.at(2))));
+    } catch (const ImageDecodeError& error) {
+      return std::string("error ") + error.what();
+    }
+  }
+  const ImageFolder folder(command.at(1), ImageFolderOptions().mode(image_mode(command.at(2))));
+  std::ofstream pixels(command.at(3), std::ios::binary), index(command.at(3) + ".index");
+  for (std::size_t i = 0; i < folder.classes().size(); ++i) index << (i ? "\t" : "") << folder.classes()[i];
+  index << "\n";
+  for (std::size_t i = 0; i < folder.size(); ++i) {
+    const auto [image, label] = *folder.get(i);
+    const torch::Tensor bytes = image.contiguous();
+    pixels.write(static_cast<const char*>(bytes.data_ptr()), static_cast<std::streamsize>(bytes.nbytes()));
+    index << label << "\t" << shape_of(image) << "\t" << folder.samples()[i].first << "\n";
+  }
+  return "folder " + std::to_string(folder.size());
+#else
+  return "no-image-io";
+#endif
+}
+
 // Runs one command; returns the result's "dtype shape" line.
 std::string run(const std::vector<std::string>& command) {
+  if (std::string answer = run_image_command(command); !answer.empty()) return answer;
   if (command.size() < 5) throw std::invalid_argument("a command needs OP IN OUT DTYPE SHAPE");
   const std::string& op = command[0];
   const std::vector<std::string> args(command.begin() + 5, command.end());
@@ -68,9 +114,7 @@ std::string run(const std::vector<std::string>& command) {
   }
   out = out.contiguous();
   std::ofstream(command[2], std::ios::binary).write(static_cast<const char*>(out.data_ptr()), static_cast<std::streamsize>(out.nbytes()));
-  std::string shape;
-  for (auto d : out.sizes()) shape += (shape.empty() ? "" : ",") + std::to_string(d);
-  return std::string(out.scalar_type() == torch::kByte ? "uint8 " : "float32 ") + shape;
+  return std::string(out.scalar_type() == torch::kByte ? "uint8 " : "float32 ") + shape_of(out);
 }
 }  // namespace
 
