@@ -14,6 +14,7 @@
 #include "parts/core/data_source.hpp"
 #include "parts/core/engine.hpp"
 #include "parts/core/handlers.hpp"
+#include "parts/core/launch_environment.hpp"
 #if TRAINLOOP_WITH_LOGGERS
 #include "parts/core/crc32c.hpp"
 #include "parts/core/loggers/common.hpp"
@@ -44,17 +45,23 @@
 #include "parts/torch/checkpoint.hpp"
 #include "parts/torch/profiler.hpp"
 #include "parts/torch/precision.hpp"
-#if TRAINLOOP_WITH_AMP
-#include "parts/torch/amp.hpp"
-#endif
 #if TRAINLOOP_WITH_DISTRIBUTED
-#include "parts/torch/distributed.hpp"
+#include "parts/torch/distributed/process_group.hpp"
+#include "parts/torch/distributed/ddp.hpp"
 #endif
 #include "parts/torch/trainer_options.hpp"
+#include "parts/torch/strategy.hpp"
 #include "parts/torch/module.hpp"
+#include "parts/torch/logger_connector.hpp"
+#include "parts/torch/loop_progress.hpp"
+#include "parts/torch/checkpoint_connector.hpp"
 #include "parts/torch/trainer_core.hpp"
 #include "parts/torch/callbacks/progress_bar.hpp"
 #include "parts/torch/callbacks/model_summary.hpp"
+#include "parts/torch/callback_list.hpp"
+#include "parts/torch/loops/evaluation_loop.hpp"
+#include "parts/torch/loops/optimization.hpp"
+#include "parts/torch/loops/fit_loop.hpp"
 #include "parts/torch/trainer.hpp"
 #include "parts/torch/callbacks/early_stopping.hpp"
 #include "parts/torch/callbacks/model_checkpoint.hpp"

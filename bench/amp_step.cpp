@@ -10,33 +10,13 @@
 #include <vector>
 
 #include "bench_common.hpp"
+#include "bench_models.hpp"
 
 using namespace trainloop;
 using Batch = std::pair<torch::Tensor, torch::Tensor>;
 
 namespace {
-struct Cnn : LightningModule<Cnn> {
-  torch::nn::Conv2d conv1{nullptr}, conv2{nullptr};
-  torch::nn::Linear fc1{nullptr}, fc2{nullptr};
-  Cnn() {
-    conv1 = register_module("conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(1, 16, 3)));
-    conv2 = register_module("conv2", torch::nn::Conv2d(torch::nn::Conv2dOptions(16, 32, 3)));
-    fc1 = register_module("fc1", torch::nn::Linear(32 * 5 * 5, 128));
-    fc2 = register_module("fc2", torch::nn::Linear(128, 10));
-  }
-  torch::Tensor forward(const torch::Tensor& x) {
-    torch::Tensor h = torch::max_pool2d(torch::relu(conv1(x)), 2);
-    h = torch::max_pool2d(torch::relu(conv2(h)), 2);
-    return fc2(torch::relu(fc1(h.flatten(1))));
-  }
-  static torch::Tensor loss(const torch::Tensor& logits, const torch::Tensor& y) {
-    return torch::nn::functional::cross_entropy(logits.to(torch::kFloat32), y);
-  }
-  torch::Tensor training_step(Batch& b, std::int64_t) { return loss(forward(b.first), b.second); }
-  std::shared_ptr<torch::optim::SGD> configure_optimizers() {
-    return std::make_shared<torch::optim::SGD>(parameters(), torch::optim::SGDOptions(1e-3).momentum(0.9));
-  }
-};
+using bench::Cnn;
 
 // The loops a LibTorch user writes by hand: plain, with autocast, with autocast and the scaler.
 void hand_written(Cnn& model, const std::vector<Batch>& data, std::optional<at::ScalarType> autocast,

@@ -15,27 +15,19 @@
 #include <vector>
 
 #include "bench_common.hpp"
+#include "bench_models.hpp"
 
 using namespace trainloop;
 using Batch = std::pair<torch::Tensor, torch::Tensor>;
 using Clock = std::chrono::steady_clock;
 
 namespace {
-struct Mlp : LightningModule<Mlp> {
-  torch::nn::Linear fc1{nullptr}, fc2{nullptr};
-  Mlp() {
-    torch::manual_seed(0);
-    fc1 = register_module("fc1", torch::nn::Linear(784, 128));
-    fc2 = register_module("fc2", torch::nn::Linear(128, 10));
-  }
-  torch::Tensor forward(const torch::Tensor& x) { return fc2(torch::relu(fc1(x))); }
-  torch::Tensor training_step(Batch& b, std::int64_t) {
-    return torch::nn::functional::cross_entropy(forward(b.first), b.second);
-  }
-  std::shared_ptr<torch::optim::SGD> configure_optimizers() {
-    return std::make_shared<torch::optim::SGD>(parameters(), torch::optim::SGDOptions(1e-3));
-  }
-};
+using bench::Mlp;
+// Every rank builds the same model (DDP broadcasts rank 0's anyway; the baseline does not).
+Mlp seeded_mlp() {
+  torch::manual_seed(0);
+  return Mlp();
+}
 
 std::vector<Batch> make_batches(int count, std::uint64_t seed) {
   torch::manual_seed(seed);
@@ -78,7 +70,7 @@ int main(int argc, char** argv) {
   // One process (before the others exist): the same step, nothing to synchronise.
   double single_steps_per_second = 0;
   {
-    Mlp model;
+    Mlp model = seeded_mlp();
     torch::optim::SGD optimizer(model.parameters(), torch::optim::SGDOptions(1e-3));
     const auto data = make_batches(steps, 1);
     hand_loop(model, optimizer, data, [] {});
@@ -95,7 +87,7 @@ int main(int argc, char** argv) {
   if (group->rank() != 0 && !std::freopen("/dev/null", "w", stdout)) return 1;  // rank 0 reports
   const auto data = make_batches(steps, 100 + static_cast<std::uint64_t>(group->rank()));
 
-  Mlp baseline_model, ddp_model, trainer_model;
+  Mlp baseline_model = seeded_mlp(), ddp_model = seeded_mlp(), trainer_model = seeded_mlp();
   torch::optim::SGD baseline_sgd(baseline_model.parameters(), torch::optim::SGDOptions(1e-3));
   torch::optim::SGD ddp_sgd(ddp_model.parameters(), torch::optim::SGDOptions(1e-3));
   distributed::DistributedDataParallel ddp(ddp_model, group);

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "bench_common.hpp"
+#include "bench_models.hpp"
 
 using namespace trainloop;
 using Batch = std::pair<torch::Tensor, torch::Tensor>;
@@ -24,20 +25,7 @@ struct Tiny : LightningModule<Tiny> {
     return std::make_shared<torch::optim::SGD>(parameters(), torch::optim::SGDOptions(1e-3));
   }
 };
-struct Mlp : LightningModule<Mlp> {
-  torch::nn::Linear fc1{nullptr}, fc2{nullptr};
-  Mlp() {
-    fc1 = register_module("fc1", torch::nn::Linear(784, 128));
-    fc2 = register_module("fc2", torch::nn::Linear(128, 10));
-  }
-  torch::Tensor forward(const torch::Tensor& x) { return fc2(torch::relu(fc1(x))); }
-  torch::Tensor training_step(Batch& b, std::int64_t) {
-    return torch::nn::functional::cross_entropy(forward(b.first), b.second);
-  }
-  std::shared_ptr<torch::optim::SGD> configure_optimizers() {
-    return std::make_shared<torch::optim::SGD>(parameters(), torch::optim::SGDOptions(1e-3));
-  }
-};
+using bench::Mlp;
 
 // The physical limit: the loop a LibTorch user writes by hand.
 template <class Model, class Loss>

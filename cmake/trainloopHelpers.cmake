@@ -1,4 +1,4 @@
-# Build-time helpers for a project that uses trainloop (README: Integration, and Performance for the figures).
+# Build-time helpers for a project that uses trainloop (docs/integration.md; docs/performance.md for the figures).
 # find_package(trainloop), add_subdirectory, FetchContent and Conan's CMakeDeps all define them; both are optional.
 #
 #   trainloop_separate_compilation(<target>)

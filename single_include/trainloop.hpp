@@ -432,6 +432,7 @@ TRAINLOOP_DETAIL_END
 #include <variant>
 #include <vector>
 
+
 TRAINLOOP_DETAIL_BEGIN
 
 /// A flat, torch-free state dictionary: what `state_dict()` returns and `load_state_dict()` takes.
@@ -616,6 +617,7 @@ TRAINLOOP_DETAIL_END
 #include <algorithm>  // only the out-of-line definitions sort: a TU that only declares them skips <algorithm>
 #endif
 
+
 TRAINLOOP_DETAIL_BEGIN
 
 /// When a handler runs, given the event's counter `c` (see `counter_of`). All conditions that were set must hold,
@@ -789,6 +791,7 @@ TRAINLOOP_DETAIL_END
 #include <string>
 #include <type_traits>
 #include <utility>
+
 
 TRAINLOOP_DETAIL_BEGIN
 namespace detail {
@@ -1214,6 +1217,7 @@ TRAINLOOP_DETAIL_END
 #include <type_traits>
 #include <utility>
 
+
 TRAINLOOP_DETAIL_BEGIN
 namespace detail {
 
@@ -1407,6 +1411,7 @@ TRAINLOOP_DETAIL_END
 #if TRAINLOOP_DETAIL_DEFINE_API
 #include <algorithm>  // the out-of-line handler-list members; a TU that only declares them skips it
 #endif
+
 
 TRAINLOOP_DETAIL_BEGIN
 
@@ -1681,7 +1686,7 @@ class Engine : public EngineCore {
     static_assert((detail::check_engine_handler<detail::unwrap_reference_t<Handlers>, Engine>() && ... && true));
   }
 
-  /// Runs (or resumes) over `data` (see RunOptions and the README for the resume rule). Returns the state.
+  /// Runs (or resumes) over `data` (see RunOptions and docs/engine.md for the resume rule). Returns the state.
   /// A resumed run keeps reading the pass it was reading when given the same data object (an lvalue); given other
   /// data, it skips what the pass consumed, unless that pass had ended. After interrupt(), only run() or the same
   /// lvalue continues: other data, an rvalue included, is refused.
@@ -2267,6 +2272,7 @@ TRAINLOOP_DETAIL_END
 #include <type_traits>
 #include <utility>
 
+
 TRAINLOOP_DETAIL_BEGIN
 
 /// A compile-time handler made of a callable and the events (with filters) it runs on; see `on`.
@@ -2409,6 +2415,213 @@ class TimeLimit {
 
 TRAINLOOP_DETAIL_END
 // ---- end parts/core/handlers.hpp ----
+// ---- begin parts/core/launch_environment.hpp ----
+// trainloop: where this process sits in its job, as the launcher described it (torchrun, Slurm, Open MPI, a hand-set
+// RANK/WORLD_SIZE, or trainloop's own local launch), and the one answer to "which rank am I" that the loggers, the
+// progress bar, the metrics and the Trainer all read. Plain C++ (no LibTorch): the loggers need it without torch.
+#include <cerrno>
+#include <cstdint>
+#include <cstdlib>
+#include <functional>
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+TRAINLOOP_DETAIL_BEGIN
+
+namespace distributed {
+
+/// Where this process sits in the job, as its launcher described it.
+struct Environment {
+  /// "torchrun", "slurm", "mpi", "env" (RANK/WORLD_SIZE/MASTER_* set by hand), "trainloop" (a rank trainloop's local
+  /// launch started) or "none" (a plain process).
+  std::string launcher = "none";
+  int rank = 0, world_size = 1, local_rank = 0, local_world_size = 1, node_rank = 0;
+  std::string master_addr = "127.0.0.1";
+  int master_port = 0;
+  /// torchrun's default: its agent hosts the store; every rank connects as a client under /worker/attempt_<n>.
+  bool agent_store = false;
+  int restart_count = 0;
+  bool launched() const { return launcher != "none"; }
+};
+
+/// Reads one environment variable (nullptr when unset); tests pass synthetic environments.
+using EnvironmentReader = std::function<const char*(const char*)>;
+
+namespace detail {
+inline std::string env_error(const char* name, const char* value, const std::string& what) {
+  return std::string("trainloop: distributed: environment variable ") + name + "='" + (value ? value : "") + "' " + what;
+}
+inline std::optional<long long> env_integer(const EnvironmentReader& env, const char* name) {
+  const char* value = env(name);
+  if (!value) return std::nullopt;
+  char* end = nullptr;
+  errno = 0;
+  const long long v = std::strtoll(value, &end, 10);
+  if (*value == '\0' || *end != '\0' || errno == ERANGE || v < INT32_MIN || v > INT32_MAX)
+    throw std::invalid_argument(env_error(name, value, "is not an integer"));
+  return v;
+}
+inline int env_required(const EnvironmentReader& env, const char* name, const char* launcher) {
+  auto v = env_integer(env, name);
+  if (!v) throw std::invalid_argument(std::string("trainloop: distributed: ") + launcher + " launch without " + name);
+  return static_cast<int>(*v);
+}
+inline int env_port(const EnvironmentReader& env, const char* name) {
+  auto v = env_integer(env, name);
+  if (!v) return 0;
+  if (*v < 1 || *v > 65535) throw std::invalid_argument(env_error(name, env(name), "is not a TCP port (1..65535)"));
+  return static_cast<int>(*v);
+}
+inline void check_ranks(const Environment& e, const char* rank_var, const char* size_var) {
+  if (e.world_size < 1)
+    throw std::invalid_argument(std::string("trainloop: distributed: ") + size_var + "=" + std::to_string(e.world_size) +
+                                " must be at least 1");
+  if (e.rank < 0 || e.rank >= e.world_size)
+    throw std::invalid_argument(std::string("trainloop: distributed: ") + rank_var + "=" + std::to_string(e.rank) +
+                                " is not in [0, " + size_var + "=" + std::to_string(e.world_size) + ")");
+  if (e.local_world_size < 1 || e.local_rank < 0 || e.local_rank >= e.local_world_size)
+    throw std::invalid_argument("trainloop: distributed: local rank " + std::to_string(e.local_rank) +
+                                " is not in [0, local world size " + std::to_string(e.local_world_size) + ")");
+}
+// The leading integer of Slurm's per-node counts ("4", "2(x3)", "2(x3),1").
+inline std::optional<int> leading_count(const char* value) {
+  if (!value || *value < '0' || *value > '9') return std::nullopt;
+  return std::atoi(value);
+}
+}  // namespace detail
+
+/// The first host of a Slurm node list: "node[003-005,9],gpu1" -> "node003", "a-1,b" -> "a-1".
+inline std::string first_slurm_host(const std::string& nodelist) {
+  std::string host;
+  int depth = 0;
+  bool in_range = false;  // inside [...], after the first number
+  for (char c : nodelist) {
+    if (c == '[') {
+      ++depth;
+      continue;
+    }
+    if (c == ']') {
+      --depth;
+      in_range = false;
+      continue;
+    }
+    if (depth == 0 && c == ',') break;
+    if (depth > 0 && (c == ',' || c == '-')) in_range = true;
+    if (depth > 0 && in_range) continue;
+    host += c;
+  }
+  if (host.empty() || depth != 0)
+    throw std::invalid_argument("trainloop: distributed: SLURM_NODELIST='" + nodelist + "' is not a Slurm node list");
+  return host;
+}
+
+/// The launch environment, checked in Lightning's order of launchers: torchrun (or RANK/WORLD_SIZE/MASTER_* set by
+/// hand, or trainloop's own local launch), Slurm (srun), Open MPI (mpirun). Malformed values are errors naming the
+/// variable.
+inline Environment detect_environment(const EnvironmentReader& env = [](const char* name) { return std::getenv(name); }) {
+  using namespace detail;
+  Environment e;
+  if (env("RANK") && env("WORLD_SIZE")) {
+    e.launcher = env("TORCHELASTIC_RUN_ID") ? "torchrun" : env("TRAINLOOP_LOCAL_LAUNCH") ? "trainloop" : "env";
+    e.rank = env_required(env, "RANK", e.launcher.c_str());
+    e.world_size = env_required(env, "WORLD_SIZE", e.launcher.c_str());
+    e.local_rank = static_cast<int>(env_integer(env, "LOCAL_RANK").value_or(e.rank));
+    e.local_world_size = static_cast<int>(env_integer(env, "LOCAL_WORLD_SIZE").value_or(e.world_size));
+    e.node_rank = static_cast<int>(env_integer(env, "GROUP_RANK").value_or(env_integer(env, "NODE_RANK").value_or(0)));
+    if (!env("MASTER_ADDR") || !env("MASTER_PORT"))
+      throw std::invalid_argument("trainloop: distributed: RANK and WORLD_SIZE are set but MASTER_ADDR or MASTER_PORT "
+                                  "is not (the address and port of rank 0's store)");
+    e.master_addr = env("MASTER_ADDR");
+    e.master_port = env_port(env, "MASTER_PORT");
+    const char* agent = env("TORCHELASTIC_USE_AGENT_STORE");
+    e.agent_store = agent && (std::string(agent) == "True" || std::string(agent) == "true" || std::string(agent) == "1");
+    e.restart_count = static_cast<int>(env_integer(env, "TORCHELASTIC_RESTART_COUNT").value_or(0));
+    check_ranks(e, "RANK", "WORLD_SIZE");
+    return e;
+  }
+  const char* job_name = env("SLURM_JOB_NAME");
+  const bool interactive = job_name && (std::string(job_name) == "bash" || std::string(job_name) == "interactive");
+  if (env("SLURM_NTASKS") && env("SLURM_PROCID") && !interactive) {
+    e.launcher = "slurm";
+    e.rank = env_required(env, "SLURM_PROCID", "Slurm");
+    e.world_size = env_required(env, "SLURM_NTASKS", "Slurm");
+    e.local_rank = static_cast<int>(env_integer(env, "SLURM_LOCALID").value_or(0));
+    e.node_rank = static_cast<int>(env_integer(env, "SLURM_NODEID").value_or(0));
+    auto per_node = leading_count(env("SLURM_NTASKS_PER_NODE"));
+    if (!per_node) per_node = leading_count(env("SLURM_TASKS_PER_NODE"));
+    e.local_world_size = per_node.value_or(e.world_size);
+    if (const char* addr = env("MASTER_ADDR")) {
+      e.master_addr = addr;
+    } else if (const char* nodes = env("SLURM_NODELIST") ? env("SLURM_NODELIST") : env("SLURM_JOB_NODELIST")) {
+      e.master_addr = first_slurm_host(nodes);
+    } else {
+      throw std::invalid_argument("trainloop: distributed: Slurm launch without SLURM_NODELIST or MASTER_ADDR");
+    }
+    e.master_port = env_port(env, "MASTER_PORT");
+    if (e.master_port == 0) {  // every task derives the same port from the job id, as Lightning does
+      const auto job = env_integer(env, "SLURM_JOB_ID");
+      if (!job) throw std::invalid_argument("trainloop: distributed: Slurm launch without SLURM_JOB_ID or MASTER_PORT");
+      e.master_port = 15000 + static_cast<int>(*job % 10000);
+    }
+    check_ranks(e, "SLURM_PROCID", "SLURM_NTASKS");
+    return e;
+  }
+  if (env("OMPI_COMM_WORLD_RANK") && env("OMPI_COMM_WORLD_SIZE")) {
+    e.launcher = "mpi";
+    e.rank = env_required(env, "OMPI_COMM_WORLD_RANK", "Open MPI");
+    e.world_size = env_required(env, "OMPI_COMM_WORLD_SIZE", "Open MPI");
+    e.local_rank = static_cast<int>(env_integer(env, "OMPI_COMM_WORLD_LOCAL_RANK").value_or(e.rank));
+    e.local_world_size = static_cast<int>(env_integer(env, "OMPI_COMM_WORLD_LOCAL_SIZE").value_or(e.world_size));
+    e.node_rank = static_cast<int>(env_integer(env, "OMPI_COMM_WORLD_NODE_RANK").value_or(0));
+    if (const char* addr = env("MASTER_ADDR")) e.master_addr = addr;
+    else if (e.local_world_size != e.world_size)
+      throw std::invalid_argument("trainloop: distributed: mpirun over several nodes needs MASTER_ADDR (rank 0's host): "
+                                  "mpirun -x MASTER_ADDR=<host> -x MASTER_PORT=<port> ...");
+    e.master_port = env_port(env, "MASTER_PORT");
+    if (e.master_port == 0) {  // every rank derives the same port from Open MPI's job id
+      const auto job = detail::env_integer(env, "OMPI_MCA_ess_base_jobid");
+      if (!job) throw std::invalid_argument("trainloop: distributed: mpirun launch without MASTER_PORT (and no "
+                                            "OMPI_MCA_ess_base_jobid to derive one from): mpirun -x MASTER_PORT=<port>");
+      e.master_port = 15000 + static_cast<int>(static_cast<unsigned long long>(*job) % 20000);
+    }
+    check_ranks(e, "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE");
+    return e;
+  }
+  return e;
+}
+}  // namespace distributed
+
+namespace detail {
+// The rank of the process group this process joined (distributed::init registers it, distributed::destroy clears
+// it); nullopt while none is up.
+TRAINLOOP_DETAIL_API std::optional<int>& joined_rank();
+/// This process's rank in its job: the process group's once one is up, else what the launcher's environment says
+/// (Lightning's rank_zero_only reads the environment the same way until its strategy sets the rank); 0 alone, and 0
+/// when the variables describe no valid job.
+/// Loggers, the progress bar and checkpoints write on rank 0 only.
+TRAINLOOP_DETAIL_API int process_rank();
+}  // namespace detail
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+namespace detail {
+TRAINLOOP_DETAIL_API std::optional<int>& joined_rank() {
+  static std::optional<int> rank;
+  return rank;
+}
+TRAINLOOP_DETAIL_API int process_rank() {
+  if (const std::optional<int>& joined = joined_rank()) return *joined;
+  try {
+    return distributed::detect_environment().rank;
+  } catch (const std::invalid_argument&) {  // variables that describe no valid job: a process of its own (a process
+    return 0;                               // group, if one is asked for, reports them)
+  }
+}
+}  // namespace detail
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
+
+TRAINLOOP_DETAIL_END
+// ---- end parts/core/launch_environment.hpp ----
 #if TRAINLOOP_WITH_LOGGERS
 // ---- begin parts/core/crc32c.hpp ----
 // trainloop: CRC-32C (Castagnoli). TensorBoard's TFRecord framing uses it, and checkpoint files carry one over their
@@ -2527,6 +2740,7 @@ TRAINLOOP_DETAIL_END
 #include <unistd.h>
 #endif
 
+
 TRAINLOOP_DETAIL_BEGIN
 
 /// Options of the loggers that write in <save_dir>/<name>/version_<n> (CSVLogger, TensorBoardLogger, JSONLinesLogger).
@@ -2538,9 +2752,6 @@ struct VersionedLoggerOptions {
 };
 
 namespace detail {
-/// This process's rank in a distributed run, from the launcher's environment (torchrun's RANK, then LOCAL_RANK,
-/// then SLURM_PROCID); 0 when alone. Loggers write only on rank 0.
-TRAINLOOP_DETAIL_API int process_rank();
 
 TRAINLOOP_DETAIL_API std::runtime_error log_dir_error(const std::string& who, const std::filesystem::path& dir,
                                                       const std::string& why);
@@ -2672,11 +2883,6 @@ class VersionedRun {
 
 #if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
 namespace detail {
-TRAINLOOP_DETAIL_API int process_rank() {
-  for (const char* name : {"RANK", "LOCAL_RANK", "SLURM_PROCID"})
-    if (const char* value = std::getenv(name)) return std::atoi(value);
-  return 0;
-}
 TRAINLOOP_DETAIL_API std::runtime_error log_dir_error(const std::string& who, const std::filesystem::path& dir,
                                                       const std::string& why) {
   return std::runtime_error("trainloop: " + who + ": cannot write logs in '" + dir.string() + "': " + why);
@@ -2938,6 +3144,7 @@ TRAINLOOP_DETAIL_END
 #include <algorithm>
 #endif
 
+
 TRAINLOOP_DETAIL_BEGIN
 
 /// One row per record: "epoch", "step", then the metric names in the order they first appeared; empty cells where a
@@ -3137,6 +3344,7 @@ TRAINLOOP_DETAIL_END
 
 #include <unistd.h>
 #endif
+
 
 TRAINLOOP_DETAIL_BEGIN
 
@@ -3488,6 +3696,7 @@ TRAINLOOP_DETAIL_END
 #include <cstring>
 #include <random>
 #endif
+
 
 TRAINLOOP_DETAIL_BEGIN
 
@@ -4079,6 +4288,7 @@ TRAINLOOP_DETAIL_END
 #include <cstdio>
 #endif
 
+
 TRAINLOOP_DETAIL_BEGIN
 
 namespace detail {
@@ -4225,6 +4435,7 @@ TRAINLOOP_DETAIL_END
 #include <map>
 #include <string>
 
+
 TRAINLOOP_DETAIL_BEGIN
 
 /// `make_engine(step, log_metrics_to(logger, {"val/", 0, &trainer_engine}))`: at each epoch end (and every
@@ -4294,6 +4505,7 @@ TRAINLOOP_DETAIL_END
 // unmap the same few-hundred-KB buffers (measured: a 784-128-10 MLP step, 0.86 ms with glibc's defaults, 0.53 ms with
 // the thresholds pinned). The Trainer pins them by default (TrainerOptions().tune_malloc(false) turns it off);
 // benchmarks call this too, so the hand-written loops they compare against run with the same allocator state.
+#include <torch/torch.h>
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
@@ -4514,6 +4726,7 @@ TRAINLOOP_DETAIL_END
 // trainloop: datasets and collation. TensorDataset (every example in memory, batched by one index_select per
 // tensor); what the DataLoader detects on a dataset of the user's type (size(), get(index), get(index, generator),
 // get_batch(indices)); and default_collate, which stacks examples into a batch field by field.
+#include <torch/torch.h>
 #include <array>
 #include <cstdint>
 #include <stdexcept>
@@ -4522,6 +4735,7 @@ TRAINLOOP_DETAIL_END
 #include <type_traits>
 #include <utility>
 #include <vector>
+
 
 TRAINLOOP_DETAIL_BEGIN
 
@@ -4810,6 +5024,7 @@ TRAINLOOP_DETAIL_END
 // random ones (RandomCrop, RandomHorizontalFlip) draw their parameters from the example's generator exactly as
 // torchvision draws them from the global one, so a generator seeded s gives torchvision's result after
 // torch.manual_seed(s). Images are [..., C, H, W] tensors (uint8 or floating point) unless a function says otherwise.
+#include <torch/torch.h>
 #include <array>
 #include <cstdint>
 #include <stdexcept>
@@ -4818,6 +5033,7 @@ TRAINLOOP_DETAIL_END
 #include <type_traits>
 #include <utility>
 #include <vector>
+
 
 TRAINLOOP_DETAIL_BEGIN
 
@@ -5106,6 +5322,7 @@ TRAINLOOP_DETAIL_END
 // (torchvision's ImageFolder loads with convert("RGB")), as a contiguous uint8 [C, H, W] tensor (PILToTensor's values).
 // The decoders are compiled only with TRAINLOOP_WITH_IMAGE_IO=1 (link libturbojpeg and libpng); the mode and the error
 // type exist always, so code that names them (the DataLoader's error context) is the same in every translation unit.
+#include <torch/torch.h>
 #include <stdexcept>
 
 TRAINLOOP_DETAIL_BEGIN
@@ -5367,6 +5584,7 @@ TRAINLOOP_DETAIL_END
 // class indices, same files in the same order as torchvision's ImageFolder over the same folder; each example is
 // (image, label): the decoded uint8 [C, H, W] image (parts/torch/data/image_io.hpp) after the dataset's transforms,
 // and the class index. Needs TRAINLOOP_WITH_IMAGE_IO=1.
+#include <torch/torch.h>
 #if TRAINLOOP_WITH_IMAGE_IO
 #include <algorithm>
 #include <atomic>
@@ -5382,6 +5600,7 @@ TRAINLOOP_DETAIL_END
 #include <system_error>
 #include <utility>
 #include <vector>
+
 
 TRAINLOOP_DETAIL_BEGIN
 
@@ -5581,6 +5800,7 @@ TRAINLOOP_DETAIL_END
 // epoch, index) alone, so random augmentation does not depend on the number of workers, the rank or a resume; shards
 // for distributed ranks; builds batches in worker threads, handed out in order; and saves its position so a run
 // resumes mid-epoch exactly, fetching no example twice.
+#include <torch/torch.h>
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
@@ -5598,6 +5818,7 @@ TRAINLOOP_DETAIL_END
 #if defined(__unix__) || defined(__APPLE__)
 #include <dlfcn.h>  // dlsym: the OpenMP runtime's per-thread setting, in the workers
 #endif
+
 
 TRAINLOOP_DETAIL_BEGIN
 
@@ -6106,6 +6327,7 @@ TRAINLOOP_DETAIL_END
 // data-parallel ranks so that every record is read exactly once per epoch; shuffled through a buffer of chosen size
 // seeded by (seed, epoch); resumable from file + offset positions, never re-reading what was consumed. The length is
 // unknown: an epoch ends when the files do (or at the Trainer's limit_train_batches).
+#include <torch/torch.h>
 #include <algorithm>
 #include <cerrno>
 #include <condition_variable>
@@ -6124,6 +6346,7 @@ TRAINLOOP_DETAIL_END
 #include <type_traits>
 #include <utility>
 #include <vector>
+
 
 TRAINLOOP_DETAIL_BEGIN
 
@@ -6772,6 +6995,7 @@ TRAINLOOP_DETAIL_END
 // ---- end parts/torch/data/stream.hpp ----
 // ---- begin parts/torch/device.hpp ----
 // trainloop: devices. Parsing the Trainer's accelerator option, and moving batches of any common shape to a device.
+#include <torch/torch.h>
 #include <map>
 #include <stdexcept>
 #include <type_traits>
@@ -6780,6 +7004,7 @@ TRAINLOOP_DETAIL_END
 #include <unordered_map>
 #include <utility>
 #include <vector>
+
 
 TRAINLOOP_DETAIL_BEGIN
 
@@ -6888,6 +7113,7 @@ TRAINLOOP_DETAIL_END
 // trainloop: `log(name, value, options)`. Values stay tensors on their device and are reduced there; the host reads
 // them only when something consumes them (the progress bar at its refresh rate, a logger at its interval, a monitor
 // at epoch end).
+#include <torch/torch.h>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -6895,6 +7121,7 @@ TRAINLOOP_DETAIL_END
 #include <stdexcept>
 #include <string>
 #include <vector>
+
 
 TRAINLOOP_DETAIL_BEGIN
 
@@ -7143,6 +7370,7 @@ TRAINLOOP_DETAIL_END
 // A metric is any type with `reset()`, `update(...)` and `compute()`. Its state lives in tensors on the metric's
 // device, so `update` never waits for the device; `compute()` returns a device tensor, and the host reads it only
 // when something consumes it (an Engine's state.metrics at epoch end, a log, a test).
+#include <torch/torch.h>
 #include <functional>
 #include <memory>
 #include <stdexcept>
@@ -7150,6 +7378,7 @@ TRAINLOOP_DETAIL_END
 #include <type_traits>
 #include <utility>
 #include <vector>
+
 
 TRAINLOOP_DETAIL_BEGIN
 
@@ -7473,8 +7702,10 @@ TRAINLOOP_DETAIL_END
 // ---- begin parts/torch/metrics/regression.hpp ----
 // trainloop: regression and averaging metrics: MeanSquaredError, MeanAbsoluteError, RootMeanSquaredError, R2Score,
 // Loss, Average, RunningAverage. States are float64 tensors on the inputs' device.
+#include <torch/torch.h>
 #include <functional>
 #include <string>
+
 
 TRAINLOOP_DETAIL_BEGIN
 
@@ -7721,10 +7952,12 @@ TRAINLOOP_DETAIL_END
 // Precision, Recall, FBeta / F1 (per class, macro, micro, weighted), IoU and mean IoU, RocAuc (exact, ties averaged).
 // Counts are int64 / float64 tensors on the inputs' device; update() checks shapes and dtypes without a sync, and
 // values (label ranges, 0/1 targets, NaN scores) at once on the CPU, or counted on the device and raised at compute().
+#include <torch/torch.h>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
+
 
 TRAINLOOP_DETAIL_BEGIN
 
@@ -8217,12 +8450,14 @@ TRAINLOOP_DETAIL_END
 // ---- begin parts/torch/optim.hpp ----
 // trainloop: what configure_optimizers returns. One or several optimizers, each optionally with an LR scheduler
 // stepped every N steps or epochs, or on a monitored metric.
+#include <torch/torch.h>
 #include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 #include <type_traits>
 #include <vector>
+
 
 TRAINLOOP_DETAIL_BEGIN
 
@@ -8325,6 +8560,8 @@ Optimizers to_optimizers(R&& result) {
     return {};
   }
 }
+// The optimizers alone, in order (checkpoints and the module's optimizers() want them so).
+TRAINLOOP_DETAIL_API std::vector<std::shared_ptr<torch::optim::Optimizer>> optimizer_pointers(const Optimizers& optimizers);
 }  // namespace detail
 
 #if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
@@ -8334,6 +8571,12 @@ TRAINLOOP_DETAIL_API SchedulerConfig& SchedulerConfig::frequency(std::int64_t v)
 }
 TRAINLOOP_DETAIL_API void SchedulerConfig::load_state_dict(const StateDict& state) const {
   if (load_) load_(state);
+}
+TRAINLOOP_DETAIL_API std::vector<std::shared_ptr<torch::optim::Optimizer>> detail::optimizer_pointers(
+    const Optimizers& optimizers) {
+  std::vector<std::shared_ptr<torch::optim::Optimizer>> pointers;
+  for (const auto& config : optimizers) pointers.push_back(config.optimizer());
+  return pointers;
 }
 #endif  // TRAINLOOP_DETAIL_DEFINE_API
 
@@ -8345,6 +8588,7 @@ TRAINLOOP_DETAIL_END
 // exponential, and their concatenation); a ParamScheduler applies one to an optimizer option (lr, momentum,
 // weight decay) of every parameter group. ReduceLROnPlateau scales the rate from a monitored metric. All of them
 // have a state_dict for checkpoints, and step() / step(metric) as the Trainer's SchedulerConfig expects.
+#include <torch/torch.h>
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -8356,6 +8600,7 @@ TRAINLOOP_DETAIL_END
 #include <string>
 #include <utility>
 #include <vector>
+
 
 TRAINLOOP_DETAIL_BEGIN
 
@@ -8666,6 +8911,7 @@ TRAINLOOP_DETAIL_END
 // Writes are atomic (a locked temporary in the same folder, fsync'ed, renamed over the target, the folder fsync'ed):
 // a crash leaves the old file or the new one; a full disk or a file-size limit is an exception with the old file
 // intact and no temporary left; temporaries of writers that died (SIGKILL) are removed at the folder's next write.
+#include <torch/torch.h>
 #include <cerrno>
 #include <cinttypes>
 #include <csignal>
@@ -8685,6 +8931,7 @@ TRAINLOOP_DETAIL_END
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
 
 TRAINLOOP_DETAIL_BEGIN
 
@@ -9249,6 +9496,7 @@ TRAINLOOP_DETAIL_END
 // times each hook call, step, backward, optimizer step and batch fetch under a named action and prints a table of
 // where the time went when a stage ends. Host wall time: on CUDA, asynchronous kernels are charged to whatever
 // waits for them (often the optimizer step or the next .item()), as in Lightning; nothing here syncs the device.
+#include <torch/torch.h>
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -9350,8 +9598,10 @@ TRAINLOOP_DETAIL_END
 // ---- begin parts/torch/precision.hpp ----
 // trainloop: the Trainer's precision setting, and the trivial ("32") precision policy. Mixed precision itself lives in
 // amp.hpp, compiled only under TRAINLOOP_WITH_AMP; this part is always there so a build without it can say so.
+#include <torch/torch.h>
 #include <stdexcept>
 #include <string>
+
 
 TRAINLOOP_DETAIL_BEGIN
 
@@ -9366,6 +9616,8 @@ namespace detail {
 // compile to nothing. amp::MixedPrecision (amp.hpp) is the other policy.
 struct FullPrecision {
   struct NoGuard {};
+  struct NoScaler;  // what grad_scaler() points to: nothing
+  NoScaler* grad_scaler() const noexcept { return nullptr; }
   template <class Options>
   void setup(const Options&, const torch::Device&) {}
   NoGuard forward_guard() const { return {}; }
@@ -9407,8 +9659,8 @@ TRAINLOOP_DETAIL_API TrainingPrecision parse_precision(const std::string& value)
 #endif  // TRAINLOOP_DETAIL_DEFINE_API
 
 TRAINLOOP_DETAIL_END
-// ---- end parts/torch/precision.hpp ----
-#if TRAINLOOP_WITH_AMP
+
+#if TRAINLOOP_WITH_AMP  // mixed precision, whose policy is then detail::PrecisionPolicy
 // ---- begin parts/torch/amp.hpp ----
 // trainloop: mixed precision (TRAINLOOP_WITH_AMP=1). An autocast guard, a GradScaler (LibTorch has neither in C++),
 // and the policy through which the Trainer uses them for precision("16-mixed") and precision("bf16-mixed").
@@ -9437,6 +9689,7 @@ TRAINLOOP_DETAIL_END
 #else
 #define TRAINLOOP_DETAIL_AMP_CPU_KERNELS 0
 #endif
+
 
 TRAINLOOP_DETAIL_BEGIN
 
@@ -9896,17 +10149,13 @@ using PrecisionPolicy = amp::MixedPrecision;
 TRAINLOOP_DETAIL_END
 // ---- end parts/torch/amp.hpp ----
 #endif
+// ---- end parts/torch/precision.hpp ----
 #if TRAINLOOP_WITH_DISTRIBUTED
-// ---- begin parts/torch/distributed.hpp ----
-// trainloop: data-parallel training on LibTorch's own c10d (TRAINLOOP_WITH_DISTRIBUTED=1).
-//
-// - distributed::detect_environment(): who launched us (torchrun, Slurm, Open MPI, trainloop's own local launch).
-// - distributed::init(): the store rendezvous and the process group (Gloo on CPU, NCCL on CUDA where built in), with
-//   timeouts, so a dead or missing rank is an error, never a hang. `processes(n)` without a launcher re-executes this
-//   program for ranks 1..n-1 and watches them (Lightning's subprocess launcher).
-// - distributed::DistributedDataParallel: gradients averaged over ranks by bucketed all-reduces launched from each
-//   parameter's gradient-accumulator hook while backward still runs (our own reducer: Debian's 1.13 headers cannot
-//   compile c10d's reducer.hpp), no_sync() for accumulation micro-steps, find_unused_parameters, broadcast buffers.
+// ---- begin parts/torch/distributed/process_group.hpp ----
+// trainloop: the process group on LibTorch's own c10d (TRAINLOOP_WITH_DISTRIBUTED=1): the store rendezvous, Gloo on
+// CPU and NCCL on CUDA where built in, collectives bounded by timeouts, so a dead or missing rank is an error naming
+// it, never a hang. distributed::init() connects this process to the others of its job (starting them first when no
+// launcher did: local_launch.hpp).
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/variable.h>
 #include <torch/csrc/distributed/c10d/Backend.hpp>
@@ -9931,6 +10180,24 @@ TRAINLOOP_DETAIL_END
 #error "trainloop: TRAINLOOP_WITH_DISTRIBUTED needs a c10d backend: Gloo (-DUSE_C10D_GLOO and gloo's headers, e.g. Debian's libgloo-dev) or NCCL (-DUSE_C10D_NCCL with nccl.h); CMake's Torch target defines what LibTorch was built with (also -DUSE_DISTRIBUTED)"
 #endif
 
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+// ---- begin parts/torch/distributed/local_launch.hpp ----
+// trainloop: the local launch: without a launcher, rank 0 re-executes this program for ranks 1..n-1 (Lightning's
+// subprocess launcher) and watches them, so a rank that dies is named at once and none outlives a killed parent.
+#include <torch/torch.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -9943,16 +10210,10 @@ TRAINLOOP_DETAIL_END
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
-#include <functional>
-#include <map>
-#include <memory>
 #include <mutex>
-#include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
-#include <type_traits>
-#include <utility>
 #include <vector>
 
 extern char** environ;
@@ -9960,211 +10221,7 @@ extern char** environ;
 TRAINLOOP_DETAIL_BEGIN
 
 namespace distributed {
-
-// --- the launch environment --------------------------------------------------------------------------------------
-
-/// Where this process sits in the job, as its launcher described it.
-struct Environment {
-  /// "torchrun", "slurm", "mpi", "env" (RANK/WORLD_SIZE/MASTER_* set by hand), "trainloop" (a rank trainloop's local
-  /// launch started) or "none" (a plain process).
-  std::string launcher = "none";
-  int rank = 0, world_size = 1, local_rank = 0, local_world_size = 1, node_rank = 0;
-  std::string master_addr = "127.0.0.1";
-  int master_port = 0;
-  /// torchrun's default: its agent hosts the store; every rank connects as a client under /worker/attempt_<n>.
-  bool agent_store = false;
-  int restart_count = 0;
-  bool launched() const { return launcher != "none"; }
-};
-
-/// Reads one environment variable (nullptr when unset); tests pass synthetic environments.
-using EnvironmentReader = std::function<const char*(const char*)>;
-
 namespace detail {
-inline std::string env_error(const char* name, const char* value, const std::string& what) {
-  return std::string("trainloop: distributed: environment variable ") + name + "='" + (value ? value : "") + "' " + what;
-}
-inline std::optional<long long> env_integer(const EnvironmentReader& env, const char* name) {
-  const char* value = env(name);
-  if (!value) return std::nullopt;
-  char* end = nullptr;
-  errno = 0;
-  const long long v = std::strtoll(value, &end, 10);
-  if (*value == '\0' || *end != '\0' || errno == ERANGE || v < INT32_MIN || v > INT32_MAX)
-    throw std::invalid_argument(env_error(name, value, "is not an integer"));
-  return v;
-}
-inline int env_required(const EnvironmentReader& env, const char* name, const char* launcher) {
-  auto v = env_integer(env, name);
-  if (!v) throw std::invalid_argument(std::string("trainloop: distributed: ") + launcher + " launch without " + name);
-  return static_cast<int>(*v);
-}
-inline int env_port(const EnvironmentReader& env, const char* name) {
-  auto v = env_integer(env, name);
-  if (!v) return 0;
-  if (*v < 1 || *v > 65535) throw std::invalid_argument(env_error(name, env(name), "is not a TCP port (1..65535)"));
-  return static_cast<int>(*v);
-}
-inline void check_ranks(const Environment& e, const char* rank_var, const char* size_var) {
-  if (e.world_size < 1)
-    throw std::invalid_argument(std::string("trainloop: distributed: ") + size_var + "=" + std::to_string(e.world_size) +
-                                " must be at least 1");
-  if (e.rank < 0 || e.rank >= e.world_size)
-    throw std::invalid_argument(std::string("trainloop: distributed: ") + rank_var + "=" + std::to_string(e.rank) +
-                                " is not in [0, " + size_var + "=" + std::to_string(e.world_size) + ")");
-  if (e.local_world_size < 1 || e.local_rank < 0 || e.local_rank >= e.local_world_size)
-    throw std::invalid_argument("trainloop: distributed: local rank " + std::to_string(e.local_rank) +
-                                " is not in [0, local world size " + std::to_string(e.local_world_size) + ")");
-}
-// The leading integer of Slurm's per-node counts ("4", "2(x3)", "2(x3),1").
-inline std::optional<int> leading_count(const char* value) {
-  if (!value || *value < '0' || *value > '9') return std::nullopt;
-  return std::atoi(value);
-}
-}  // namespace detail
-
-/// The first host of a Slurm node list: "node[003-005,9],gpu1" -> "node003", "a-1,b" -> "a-1".
-inline std::string first_slurm_host(const std::string& nodelist) {
-  std::string host;
-  int depth = 0;
-  bool in_range = false;  // inside [...], after the first number
-  for (char c : nodelist) {
-    if (c == '[') {
-      ++depth;
-      continue;
-    }
-    if (c == ']') {
-      --depth;
-      in_range = false;
-      continue;
-    }
-    if (depth == 0 && c == ',') break;
-    if (depth > 0 && (c == ',' || c == '-')) in_range = true;
-    if (depth > 0 && in_range) continue;
-    host += c;
-  }
-  if (host.empty() || depth != 0)
-    throw std::invalid_argument("trainloop: distributed: SLURM_NODELIST='" + nodelist + "' is not a Slurm node list");
-  return host;
-}
-
-/// The launch environment, checked in Lightning's order of launchers: torchrun (or RANK/WORLD_SIZE/MASTER_* set by
-/// hand, or trainloop's own local launch), Slurm (srun), Open MPI (mpirun). Malformed values are errors naming the
-/// variable.
-inline Environment detect_environment(const EnvironmentReader& env = [](const char* name) { return std::getenv(name); }) {
-  using namespace detail;
-  Environment e;
-  if (env("RANK") && env("WORLD_SIZE")) {
-    e.launcher = env("TORCHELASTIC_RUN_ID") ? "torchrun" : env("TRAINLOOP_LOCAL_LAUNCH") ? "trainloop" : "env";
-    e.rank = env_required(env, "RANK", e.launcher.c_str());
-    e.world_size = env_required(env, "WORLD_SIZE", e.launcher.c_str());
-    e.local_rank = static_cast<int>(env_integer(env, "LOCAL_RANK").value_or(e.rank));
-    e.local_world_size = static_cast<int>(env_integer(env, "LOCAL_WORLD_SIZE").value_or(e.world_size));
-    e.node_rank = static_cast<int>(env_integer(env, "GROUP_RANK").value_or(env_integer(env, "NODE_RANK").value_or(0)));
-    if (!env("MASTER_ADDR") || !env("MASTER_PORT"))
-      throw std::invalid_argument("trainloop: distributed: RANK and WORLD_SIZE are set but MASTER_ADDR or MASTER_PORT "
-                                  "is not (the address and port of rank 0's store)");
-    e.master_addr = env("MASTER_ADDR");
-    e.master_port = env_port(env, "MASTER_PORT");
-    const char* agent = env("TORCHELASTIC_USE_AGENT_STORE");
-    e.agent_store = agent && (std::string(agent) == "True" || std::string(agent) == "true" || std::string(agent) == "1");
-    e.restart_count = static_cast<int>(env_integer(env, "TORCHELASTIC_RESTART_COUNT").value_or(0));
-    check_ranks(e, "RANK", "WORLD_SIZE");
-    return e;
-  }
-  const char* job_name = env("SLURM_JOB_NAME");
-  const bool interactive = job_name && (std::string(job_name) == "bash" || std::string(job_name) == "interactive");
-  if (env("SLURM_NTASKS") && env("SLURM_PROCID") && !interactive) {
-    e.launcher = "slurm";
-    e.rank = env_required(env, "SLURM_PROCID", "Slurm");
-    e.world_size = env_required(env, "SLURM_NTASKS", "Slurm");
-    e.local_rank = static_cast<int>(env_integer(env, "SLURM_LOCALID").value_or(0));
-    e.node_rank = static_cast<int>(env_integer(env, "SLURM_NODEID").value_or(0));
-    auto per_node = leading_count(env("SLURM_NTASKS_PER_NODE"));
-    if (!per_node) per_node = leading_count(env("SLURM_TASKS_PER_NODE"));
-    e.local_world_size = per_node.value_or(e.world_size);
-    if (const char* addr = env("MASTER_ADDR")) {
-      e.master_addr = addr;
-    } else if (const char* nodes = env("SLURM_NODELIST") ? env("SLURM_NODELIST") : env("SLURM_JOB_NODELIST")) {
-      e.master_addr = first_slurm_host(nodes);
-    } else {
-      throw std::invalid_argument("trainloop: distributed: Slurm launch without SLURM_NODELIST or MASTER_ADDR");
-    }
-    e.master_port = env_port(env, "MASTER_PORT");
-    if (e.master_port == 0) {  // every task derives the same port from the job id, as Lightning does
-      const auto job = env_integer(env, "SLURM_JOB_ID");
-      if (!job) throw std::invalid_argument("trainloop: distributed: Slurm launch without SLURM_JOB_ID or MASTER_PORT");
-      e.master_port = 15000 + static_cast<int>(*job % 10000);
-    }
-    check_ranks(e, "SLURM_PROCID", "SLURM_NTASKS");
-    return e;
-  }
-  if (env("OMPI_COMM_WORLD_RANK") && env("OMPI_COMM_WORLD_SIZE")) {
-    e.launcher = "mpi";
-    e.rank = env_required(env, "OMPI_COMM_WORLD_RANK", "Open MPI");
-    e.world_size = env_required(env, "OMPI_COMM_WORLD_SIZE", "Open MPI");
-    e.local_rank = static_cast<int>(env_integer(env, "OMPI_COMM_WORLD_LOCAL_RANK").value_or(e.rank));
-    e.local_world_size = static_cast<int>(env_integer(env, "OMPI_COMM_WORLD_LOCAL_SIZE").value_or(e.world_size));
-    e.node_rank = static_cast<int>(env_integer(env, "OMPI_COMM_WORLD_NODE_RANK").value_or(0));
-    if (const char* addr = env("MASTER_ADDR")) e.master_addr = addr;
-    else if (e.local_world_size != e.world_size)
-      throw std::invalid_argument("trainloop: distributed: mpirun over several nodes needs MASTER_ADDR (rank 0's host): "
-                                  "mpirun -x MASTER_ADDR=<host> -x MASTER_PORT=<port> ...");
-    e.master_port = env_port(env, "MASTER_PORT");
-    if (e.master_port == 0) {  // every rank derives the same port from Open MPI's job id
-      const auto job = detail::env_integer(env, "OMPI_MCA_ess_base_jobid");
-      if (!job) throw std::invalid_argument("trainloop: distributed: mpirun launch without MASTER_PORT (and no "
-                                            "OMPI_MCA_ess_base_jobid to derive one from): mpirun -x MASTER_PORT=<port>");
-      e.master_port = 15000 + static_cast<int>(static_cast<unsigned long long>(*job) % 20000);
-    }
-    check_ranks(e, "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE");
-    return e;
-  }
-  return e;
-}
-
-// --- the process group -------------------------------------------------------------------------------------------
-
-/// How init() connects the ranks.
-struct InitOptions {
-  /// "auto" (NCCL for CUDA tensors where LibTorch has it, else Gloo), "gloo" or "nccl".
-  InitOptions& backend(std::string v) { return backend_ = std::move(v), *this; }
-  /// How long a collective may wait for its peers before it fails (a dead or stuck rank).
-  InitOptions& timeout(std::chrono::milliseconds v) { return timeout_ = v, *this; }
-  /// How long the first rendezvous may wait for every rank to join (a local launch's ranks repeat the program's
-  /// setup before they join: loading data may take longer than `timeout`).
-  InitOptions& rendezvous_timeout(std::chrono::milliseconds v) { return rendezvous_timeout_ = v, *this; }
-  /// Without a launcher: run this many processes on this machine (this one is rank 0; the others re-execute this
-  /// program with the same arguments). Under a launcher it must match the launcher's local world size.
-  InitOptions& processes(int v) { return processes_ = v, *this; }
-  /// The device the collectives run on ("auto" backend picks NCCL for CUDA).
-  InitOptions& device(torch::Device v) { return device_ = v, *this; }
-
-  const std::string& backend() const { return backend_; }
-  std::chrono::milliseconds timeout() const { return timeout_; }
-  std::chrono::milliseconds rendezvous_timeout() const { return rendezvous_timeout_; }
-  int processes() const { return processes_; }
-  torch::Device device() const { return device_; }
-
- private:
-  std::string backend_ = "auto";
-  std::chrono::milliseconds timeout_{std::chrono::seconds(60)};
-  std::chrono::milliseconds rendezvous_timeout_{std::chrono::seconds(300)};
-  int processes_ = 0;  // 0: whatever the launcher says (1 without one)
-  torch::Device device_ = torch::kCPU;
-};
-
-namespace detail {
-// LibTorch 2.x's backends derive from c10d::Backend, 1.13's from c10d::ProcessGroup; both declare the collectives
-// with the same signatures, so hold whichever base Gloo has (detected, not switched on version numbers).
-#if TRAINLOOP_DETAIL_HAS_GLOO
-using CollectiveBackend = std::conditional_t<std::is_base_of_v<c10d::Backend, c10d::ProcessGroupGloo>, c10d::Backend,
-                                             c10d::ProcessGroup>;
-#else
-using CollectiveBackend = std::conditional_t<std::is_base_of_v<c10d::Backend, c10d::ProcessGroupNCCL>, c10d::Backend,
-                                             c10d::ProcessGroup>;
-#endif
-
 inline std::string describe_status(int status) {
   if (WIFSIGNALED(status)) {
     const int sig = WTERMSIG(status);
@@ -10319,6 +10376,57 @@ class LocalLaunch {
   std::atomic<bool> stop_{false};
   std::thread watcher_;
 };
+}  // namespace detail
+}  // namespace distributed
+
+TRAINLOOP_DETAIL_END
+// ---- end parts/torch/distributed/local_launch.hpp ----
+
+TRAINLOOP_DETAIL_BEGIN
+
+namespace distributed {
+
+// --- the process group -------------------------------------------------------------------------------------------
+
+/// How init() connects the ranks.
+struct InitOptions {
+  /// "auto" (NCCL for CUDA tensors where LibTorch has it, else Gloo), "gloo" or "nccl".
+  InitOptions& backend(std::string v) { return backend_ = std::move(v), *this; }
+  /// How long a collective may wait for its peers before it fails (a dead or stuck rank).
+  InitOptions& timeout(std::chrono::milliseconds v) { return timeout_ = v, *this; }
+  /// How long the first rendezvous may wait for every rank to join (a local launch's ranks repeat the program's
+  /// setup before they join: loading data may take longer than `timeout`).
+  InitOptions& rendezvous_timeout(std::chrono::milliseconds v) { return rendezvous_timeout_ = v, *this; }
+  /// Without a launcher: run this many processes on this machine (this one is rank 0; the others re-execute this
+  /// program with the same arguments). Under a launcher it must match the launcher's local world size.
+  InitOptions& processes(int v) { return processes_ = v, *this; }
+  /// The device the collectives run on ("auto" backend picks NCCL for CUDA).
+  InitOptions& device(torch::Device v) { return device_ = v, *this; }
+
+  const std::string& backend() const { return backend_; }
+  std::chrono::milliseconds timeout() const { return timeout_; }
+  std::chrono::milliseconds rendezvous_timeout() const { return rendezvous_timeout_; }
+  int processes() const { return processes_; }
+  torch::Device device() const { return device_; }
+
+ private:
+  std::string backend_ = "auto";
+  std::chrono::milliseconds timeout_{std::chrono::seconds(60)};
+  std::chrono::milliseconds rendezvous_timeout_{std::chrono::seconds(300)};
+  int processes_ = 0;  // 0: whatever the launcher says (1 without one)
+  torch::Device device_ = torch::kCPU;
+};
+
+namespace detail {
+// LibTorch 2.x's backends derive from c10d::Backend, 1.13's from c10d::ProcessGroup; both declare the collectives
+// with the same signatures, so hold whichever base Gloo has (detected, not switched on version numbers).
+#if TRAINLOOP_DETAIL_HAS_GLOO
+using CollectiveBackend = std::conditional_t<std::is_base_of_v<c10d::Backend, c10d::ProcessGroupGloo>, c10d::Backend,
+                                             c10d::ProcessGroup>;
+#else
+using CollectiveBackend = std::conditional_t<std::is_base_of_v<c10d::Backend, c10d::ProcessGroupNCCL>, c10d::Backend,
+                                             c10d::ProcessGroup>;
+#endif
 
 inline bool is_loopback(const std::string& host) {
   return host == "localhost" || host.rfind("127.", 0) == 0 || host == "::1";
@@ -10611,6 +10719,7 @@ inline std::shared_ptr<ProcessGroup> init(const InitOptions& options = InitOptio
   auto group = std::make_shared<ProcessGroup>(e, store, collectives, backend, options.timeout(), std::move(launch));
   group->set_device(backend == "nccl" ? torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(e.local_rank)) : torch::Device(torch::kCPU));
   detail::default_group_slot() = group;
+  trainloop::detail::joined_rank() = e.rank;  // the loggers, the progress bar and the Trainer read it from now on
   // Metrics reduce their states over this group, once per compute() (metrics/metric.hpp's seam).
   metric_state_reducer() = [group](torch::Tensor& state, SyncOp op) {
     group->all_reduce(state, op == SyncOp::sum ? ReduceOp::sum : op == SyncOp::max ? ReduceOp::max : ReduceOp::min);
@@ -10624,8 +10733,34 @@ inline std::shared_ptr<ProcessGroup> default_group() { return detail::default_gr
 /// ranks, once nothing else holds the group: see ProcessGroup::finish_local_ranks).
 inline void destroy() {
   detail::default_group_slot().reset();
+  trainloop::detail::joined_rank().reset();
   metric_state_reducer() = nullptr;
 }
+
+}  // namespace distributed
+
+TRAINLOOP_DETAIL_END
+// ---- end parts/torch/distributed/process_group.hpp ----
+// ---- begin parts/torch/distributed/ddp.hpp ----
+// trainloop: DistributedDataParallel: gradients averaged over ranks by bucketed all-reduces launched from each
+// parameter's gradient-accumulator hook while backward still runs (our own reducer: Debian's 1.13 headers cannot
+// compile c10d's reducer.hpp), no_sync() for accumulation micro-steps, find_unused_parameters, broadcast buffers.
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/variable.h>
+
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+
+TRAINLOOP_DETAIL_BEGIN
+
+namespace distributed {
 
 // --- gradient synchronisation ----------------------------------------------------------------------------------
 
@@ -10925,16 +11060,20 @@ class DistributedDataParallel {
 }  // namespace distributed
 
 TRAINLOOP_DETAIL_END
-// ---- end parts/torch/distributed.hpp ----
+// ---- end parts/torch/distributed/ddp.hpp ----
 #endif
 // ---- begin parts/torch/trainer_options.hpp ----
 // trainloop: TrainerOptions, the Trainer's settings as chainable setters (LibTorch style), checked in one place.
+#include <torch/torch.h>
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <optional>
 #include <stdexcept>
 #include <string>
+
+#if TRAINLOOP_WITH_DISTRIBUTED  // the process group's and DistributedDataParallel's options
+#endif
 
 TRAINLOOP_DETAIL_BEGIN
 
@@ -11013,7 +11152,7 @@ class TrainerOptions {
   /// Pins glibc's malloc thresholds (see allocator.hpp); process-wide.
   TRAINLOOP_DETAIL_OPTION(bool, tune_malloc, true)
   /// "32" (or "32-true"), "16-mixed" (or "16": fp16 autocast and loss scaling), "bf16-mixed" (or "bf16": bf16
-  /// autocast). The mixed ones need TRAINLOOP_WITH_AMP=1; see the README's Precision section.
+  /// autocast). The mixed ones need TRAINLOOP_WITH_AMP=1; see docs/precision.md.
   TRAINLOOP_DETAIL_OPTION(std::string, precision, "32")
 #if TRAINLOOP_WITH_AMP
   /// The loss scaler's settings; with enabled(true) it also scales under "bf16-mixed" (bf16 rarely needs it: tests,
@@ -11022,7 +11161,7 @@ class TrainerOptions {
 #endif
   /// "auto" (data-parallel when devices(n > 1) or a launcher started several ranks), "ddp" (data-parallel, also with
   /// one rank) or "single" (one process, whatever the environment). Data-parallel needs TRAINLOOP_WITH_DISTRIBUTED=1;
-  /// see the README's Distributed section.
+  /// see docs/distributed.md.
   TRAINLOOP_DETAIL_OPTION(std::string, strategy, "auto")
   /// Processes on this machine; 0: what a launcher started (torchrun, srun, mpirun), else 1. Without a launcher,
   /// n > 1 runs this program n times (this process is rank 0).
@@ -11177,15 +11316,208 @@ TRAINLOOP_DETAIL_API void TrainerOptions::validate() const {
 
 TRAINLOOP_DETAIL_END
 // ---- end parts/torch/trainer_options.hpp ----
+// ---- begin parts/torch/strategy.hpp ----
+// trainloop: the Trainer's strategy seam (DESIGN.md §6), the twin of the precision policy: how many processes train
+// and what they do together (Lightning's strategies/, Ignite's comp_models). SingleProcess is the one here: one
+// process, rank 0 of 1 unless a launcher says otherwise, every call compiled to nothing. distributed::DDPStrategy
+// (distributed/strategy.hpp, TRAINLOOP_WITH_DISTRIBUTED=1) is the data-parallel one; the Trainer calls both alike.
+#include <torch/torch.h>
+#include <string>
+
+
+TRAINLOOP_DETAIL_BEGIN
+
+/// One process trains. Its rank is detail::process_rank() (a launcher's environment may make it another than 0: with
+/// strategy("single") under torchrun, only rank 0 writes logs and checkpoints), its world one process.
+class SingleProcess {
+ public:
+  /// Each stage's start: the device stays, the rank is read once (the hooks ask for it at every batch).
+  template <class Options>
+  void setup(const Options&, torch::Device&) {
+    rank_ = detail::process_rank();
+  }
+  /// Mixed precision's loss scaler: no other rank to agree with on skipped steps.
+  template <class Precision>
+  void connect(Precision&) {}
+  int global_rank() const noexcept { return rank_; }
+  int world_size() const noexcept { return 1; }
+  int local_rank() const noexcept { return 0; }
+  bool reduce_decision(bool decision, bool /*all*/) { return decision; }
+  void barrier() {}
+  /// In place across ranks: nothing to reduce.
+  void all_reduce(torch::Tensor&, SyncOp) {}
+
+  /// While fit trains `module`: nothing to synchronise (the returned guard ends it).
+  struct NoSync {};
+  template <class Module, class Options>
+  NoSync train_module(Module&, const Options&) {
+    return {};
+  }
+  void before_forward() {}
+  /// Around backward: `sync` false for accumulation micro-steps.
+  void before_backward(bool /*sync*/) {}
+  void after_backward() {}
+  void before_optimizer_step() {}
+  /// A stage failed on this process.
+  void on_exception() {}
+
+ private:
+  int rank_ = 0;
+};
+
+namespace detail {
+#if !TRAINLOOP_WITH_DISTRIBUTED
+using StrategyPolicy = SingleProcess;
+#endif
+}  // namespace detail
+
+TRAINLOOP_DETAIL_END
+
+#if TRAINLOOP_WITH_DISTRIBUTED  // the data-parallel policy, which is then detail::StrategyPolicy
+// ---- begin parts/torch/distributed/strategy.hpp ----
+// trainloop: the data-parallel strategy (TRAINLOOP_WITH_DISTRIBUTED=1), the Trainer's other policy besides
+// SingleProcess (strategy.hpp): the first stage that wants several ranks joins (or, with devices(n) and no launcher,
+// starts) them; fit's gradients are averaged over them; rank 0 writes. With one process it acts as SingleProcess.
+#include <torch/torch.h>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <utility>
+
+
+TRAINLOOP_DETAIL_BEGIN
+
+namespace distributed {
+
+/// Lightning's DDPStrategy: one process per device (rank), gradients all-reduced in buckets during backward.
+class DDPStrategy {
+ public:
+  /// Joins the job's process group when the options or the launcher ask for several ranks (once: the group stays for
+  /// the Trainer's later stages); each rank takes its own CUDA device.
+  TRAINLOOP_DETAIL_API void setup(const TrainerOptions& options, torch::Device& device);
+  /// "16-mixed": every rank skips the same steps (found-inf flags are max-reduced).
+  template <class Precision>
+  void connect(Precision& precision) {
+#if TRAINLOOP_WITH_AMP
+    if (group_ && precision.grad_scaler())
+      precision.grad_scaler()->set_found_inf_reducer(
+          [group = group_](torch::Tensor& found) { group->all_reduce(found, ReduceOp::max); });
+#else
+    (void)precision;
+#endif
+  }
+  int global_rank() const noexcept { return group_ ? group_->rank() : rank_; }
+  int world_size() const noexcept { return group_ ? group_->size() : 1; }
+  int local_rank() const noexcept { return group_ ? group_->local_rank() : 0; }
+  bool reduce_decision(bool decision, bool all) { return group_ ? group_->agree(decision, all) : decision; }
+  void barrier() {
+    if (group_) group_->barrier();
+  }
+  void all_reduce(torch::Tensor& tensor, SyncOp op) {
+    if (group_)
+      group_->all_reduce(tensor, op == SyncOp::sum ? ReduceOp::sum : op == SyncOp::max ? ReduceOp::max : ReduceOp::min);
+  }
+
+  /// While fit trains `module` (until the returned guard goes): gradients averaged over the ranks, rank 0's weights
+  /// broadcast first.
+  class TrainingScope {
+   public:
+    explicit TrainingScope(DDPStrategy* strategy) : strategy_(strategy) {}
+    TrainingScope(TrainingScope&& other) noexcept : strategy_(std::exchange(other.strategy_, nullptr)) {}
+    TrainingScope(const TrainingScope&) = delete;
+    TrainingScope& operator=(const TrainingScope&) = delete;
+    TrainingScope& operator=(TrainingScope&&) = delete;
+    ~TrainingScope() {
+      if (strategy_) strategy_->ddp_.reset();
+    }
+
+   private:
+    DDPStrategy* strategy_;
+  };
+  TRAINLOOP_DETAIL_API TrainingScope train_module(torch::nn::Module& module, const TrainerOptions& options);
+  /// Rank 0's buffers (batch-norm statistics) before each training forward.
+  void before_forward() {
+    if (ddp_) ddp_->sync_buffers();
+  }
+  /// Accumulation micro-steps (`sync` false) communicate nothing until the batch that steps.
+  void before_backward(bool sync) {
+    if (ddp_) ddp_->require_sync(sync);
+  }
+  void after_backward() {
+    if (ddp_) ddp_->require_sync(true);
+  }
+  /// The gradients averaged over the ranks (once per backward; later optimizers find it done).
+  void before_optimizer_step() {
+    if (ddp_) ddp_->wait();
+  }
+  /// Ranks this process started cannot finish without it.
+  void on_exception() {
+    if (group_) group_->abort_local_ranks();
+  }
+
+  /// The process group once a stage ran data-parallel; nullptr otherwise.
+  ProcessGroup* process_group() noexcept { return group_.get(); }
+  /// The gradient synchronisation while fit runs data-parallel; nullptr otherwise.
+  DistributedDataParallel* ddp() noexcept { return ddp_.get(); }
+
+ private:
+  std::shared_ptr<ProcessGroup> group_;
+  std::unique_ptr<DistributedDataParallel> ddp_;
+  int rank_ = 0;  // without a group: what the launcher's environment says (detail::process_rank)
+};
+
+}  // namespace distributed
+
+namespace detail {
+using StrategyPolicy = distributed::DDPStrategy;
+}  // namespace detail
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API void distributed::DDPStrategy::setup(const TrainerOptions& options, torch::Device& device) {
+  if (!group_ && options.strategy() != "single") {
+    const Environment env = detect_environment();
+    if (options.strategy() == "ddp" || options.devices() > 1 || env.world_size > 1) {
+      group_ = default_group();
+      if (!group_) {
+        InitOptions init_options = options.process_group();
+        if (options.devices() > 0) init_options.processes(options.devices());
+        group_ = init(init_options.device(device), env);
+        // What Lightning prints as its process group comes up: each rank's line, then rank 0's banner.
+        const int rank = group_->rank(), size = group_->size();
+        std::fprintf(stderr, "Initializing distributed: GLOBAL_RANK: %d, MEMBER: %d/%d\n", rank, rank + 1, size);
+        const std::string rule(100, '-');
+        if (rank == 0)
+          std::fprintf(stderr, "%s\ndistributed_backend=%s\nAll distributed processes registered. Starting with %d "
+                       "processes\n%s\n\n", rule.c_str(), group_->backend_name().c_str(), size, rule.c_str());
+      }
+    }
+  }
+  rank_ = trainloop::detail::process_rank();
+  if (group_ && device.is_cuda()) device = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(group_->local_rank()));
+}
+
+TRAINLOOP_DETAIL_API distributed::DDPStrategy::TrainingScope distributed::DDPStrategy::train_module(
+    torch::nn::Module& module, const TrainerOptions& options) {
+  if (group_) ddp_ = std::make_unique<DistributedDataParallel>(module, group_, options.ddp());
+  return TrainingScope(this);
+}
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
+
+TRAINLOOP_DETAIL_END
+// ---- end parts/torch/distributed/strategy.hpp ----
+#endif
+// ---- end parts/torch/strategy.hpp ----
 // ---- begin parts/torch/module.hpp ----
 // trainloop: LightningModule<Derived>. A torch::nn::Module the user writes as usual, plus the steps and hooks the
 // Trainer detects at compile time (CRTP: no virtual calls), plus log() and the manual-optimisation helpers.
+#include <torch/torch.h>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
+
 
 TRAINLOOP_DETAIL_BEGIN
 
@@ -11208,7 +11540,7 @@ struct ModuleRuntime {
 
 /// Base of a Lightning-style module: `struct Net : trainloop::LightningModule<Net> { ... }`. Write the model as any
 /// torch::nn::Module (register_module, forward) and add what you need: training_step, validation_step, test_step,
-/// predict_step, configure_optimizers, and any hook (see the README's hook table).
+/// predict_step, configure_optimizers, and any hook (see docs/trainer.md: hook order).
 namespace detail {
 struct LightningModuleBase {};  // marks every LightningModule<...>, subclasses of one included
 }  // namespace detail
@@ -11279,12 +11611,671 @@ struct is_lightning_module : std::is_base_of<LightningModuleBase, M> {};
 
 TRAINLOOP_DETAIL_END
 // ---- end parts/torch/module.hpp ----
+// ---- begin parts/torch/logger_connector.hpp ----
+// trainloop: the Trainer's logged values (Lightning's LoggerConnector): what the module and callbacks log() goes to
+// one MetricStore per stage; at step and epoch ends the values are published to callback_metrics (what callbacks
+// monitor) and logged_metrics (what loggers receive), and the values waiting for the loggers are read to the host in
+// one transfer when a record is written. Tensors throughout: nothing syncs the device before a record is written.
+#include <torch/torch.h>
+#include <array>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+
+TRAINLOOP_DETAIL_BEGIN
+
+namespace detail {
+class LoggerConnector {
+ public:
+  // `has_loggers`: the Trainer's callbacks include a logger, so logged values are kept for it.
+  explicit LoggerConnector(bool has_loggers) : has_loggers_(has_loggers) {}
+
+  MetricStore& store(Stage stage) noexcept { return stores_[static_cast<std::size_t>(stage)]; }
+  const MetricStore& store(Stage stage) const noexcept { return stores_[static_cast<std::size_t>(stage)]; }
+  std::map<std::string, torch::Tensor>& callback_metrics() noexcept { return callback_metrics_; }
+  const std::map<std::string, torch::Tensor>& callback_metrics() const noexcept { return callback_metrics_; }
+  std::map<std::string, torch::Tensor>& logged_metrics() noexcept { return logged_metrics_; }
+  const std::map<std::string, torch::Tensor>& logged_metrics() const noexcept { return logged_metrics_; }
+
+  /// Host values for the next record (LearningRateMonitor's, the loss scaler's skipped steps).
+  void add_host_values(const std::map<std::string, double>& values) {
+    for (const auto& [name, value] : values) pending_host_[name] = value;
+  }
+  bool has_pending() const noexcept { return !pending_.empty() || !pending_host_.empty(); }
+  /// Nothing waits any more (a stage's start; ranks other than 0, whose loggers do not write).
+  void drop_pending() {
+    pending_.clear();
+    pending_host_.clear();
+  }
+  /// A fit's start: no values published, none logged.
+  TRAINLOOP_DETAIL_API void clear();
+
+  // Step values into callback_metrics (always) and logged_metrics (when `log_now`: every log_every_n_steps) as
+  // "name" or "name_step". Only the training stage's reach the loggers (`training`); evaluation step values stay out
+  // of them (their step does not advance), as their epoch values go in.
+  TRAINLOOP_DETAIL_API void publish_step_values(MetricStore& store, bool log_now, bool training);
+  // Epoch values ("name" or "name_epoch") from the stage's running sums; those logged with sync_dist are reduced over
+  // the strategy's ranks (a mean as the ranks' weighted sums over their weights: exactly the mean over all batches).
+  TRAINLOOP_DETAIL_API void publish_epoch_values(MetricStore& store, StrategyPolicy& strategy);
+  // The values waiting for the loggers, read to the host with one transfer, plus "epoch"; nothing stays pending.
+  // This is where logging syncs the device, and only when something is written.
+  TRAINLOOP_DETAIL_API std::map<std::string, double> take_record(std::int64_t epoch);
+  // The epoch values a validate/test run published, read to the host.
+  TRAINLOOP_DETAIL_API std::map<std::string, double> host_values(const MetricStore& store) const;
+  // The prog_bar values read to the host (the one place the progress bar syncs).
+  TRAINLOOP_DETAIL_API std::map<std::string, double> progress_bar_values() const;
+
+ private:
+  bool has_loggers_;
+  std::array<MetricStore, 4> stores_;  // one per Stage: train, validate (the sanity check too), test, predict
+  std::map<std::string, torch::Tensor> callback_metrics_, logged_metrics_;
+  std::map<std::string, torch::Tensor> pending_;  // logged values waiting for the next record to the loggers
+  std::map<std::string, double> pending_host_;     // host values handed over for it
+};
+}  // namespace detail
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API void detail::LoggerConnector::clear() {
+  callback_metrics_.clear();
+  logged_metrics_.clear();
+  for (auto& store : stores_) store.clear();
+  drop_pending();
+}
+
+TRAINLOOP_DETAIL_API void detail::LoggerConnector::publish_step_values(MetricStore& store, bool log_now, bool training) {
+  const bool to_loggers = has_loggers_ && training;
+  store.take_step_values([&](const std::string& name, const MetricStore::Entry& e) {
+    callback_metrics_[name] = e.step_value;
+    if (!e.logger || !log_now) return;
+    const std::string logged = e.on_epoch ? name + "_step" : name;
+    logged_metrics_[logged] = e.step_value;
+    if (to_loggers) pending_[logged] = e.step_value;
+  });
+}
+
+TRAINLOOP_DETAIL_API void detail::LoggerConnector::publish_epoch_values(MetricStore& store, StrategyPolicy& strategy) {
+  for (const auto& [name, e] : store.entries()) {
+    torch::Tensor value = MetricStore::epoch_value(e);
+    if (!value.defined()) continue;
+    if (strategy.world_size() > 1 && e.sync_dist && !e.metric_compute) {
+      if (e.reduce == Reduce::mean) {
+        torch::Tensor sums = torch::stack({e.accumulated.reshape({}), torch::full({}, e.weight, e.accumulated.options())});
+        strategy.all_reduce(sums, SyncOp::sum);
+        value = sums[0] / sums[1];
+      } else {
+        value = value.clone();
+        strategy.all_reduce(value, e.reduce == Reduce::sum ? SyncOp::sum : e.reduce == Reduce::max ? SyncOp::max : SyncOp::min);
+      }
+    }
+    callback_metrics_[name] = value;
+    if (!e.logger) continue;
+    const std::string logged = e.on_step ? name + "_epoch" : name;
+    logged_metrics_[logged] = value;
+    if (has_loggers_) pending_[logged] = value;
+  }
+  store.reset_logged_metrics();
+}
+
+TRAINLOOP_DETAIL_API std::map<std::string, double> detail::LoggerConnector::take_record(std::int64_t epoch) {
+  std::map<std::string, double> record = std::move(pending_host_);
+  if (!pending_.empty()) {
+    std::vector<torch::Tensor> values;
+    for (const auto& entry : pending_) values.push_back(entry.second.detach().reshape({}).to(torch::kFloat64));
+    const torch::Tensor host = torch::stack(values).to(torch::kCPU);
+    const double* data = host.data_ptr<double>();
+    std::size_t i = 0;
+    for (const auto& entry : pending_) record[entry.first] = data[i++];
+  }
+  record["epoch"] = static_cast<double>(epoch);
+  drop_pending();
+  return record;
+}
+
+TRAINLOOP_DETAIL_API std::map<std::string, double> detail::LoggerConnector::host_values(const MetricStore& store) const {
+  std::map<std::string, double> values;
+  for (const auto& [name, e] : store.entries()) {
+    auto it = callback_metrics_.find(name);
+    if (e.on_epoch && e.logged_this_epoch && it != callback_metrics_.end())
+      values[name] = it->second.item<double>();
+  }
+  return values;
+}
+
+TRAINLOOP_DETAIL_API std::map<std::string, double> detail::LoggerConnector::progress_bar_values() const {
+  std::map<std::string, double> values;
+  for (const auto& store : stores_)
+    for (const auto& [name, entry] : store.entries()) {
+      if (!entry.prog_bar) continue;
+      auto it = callback_metrics_.find(name);
+      if (it != callback_metrics_.end() && it->second.defined()) values[name] = it->second.template item<double>();
+    }
+  return values;
+}
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
+
+TRAINLOOP_DETAIL_END
+// ---- end parts/torch/logger_connector.hpp ----
+// ---- begin parts/torch/loop_progress.hpp ----
+// trainloop: where a fit stands: its counters and stop flags (LoopProgress, the checkpoint's "trainer" key) and the
+// point in the loop a checkpoint is written at (LoopPoint), which tells a resumed fit what is left to do there.
+#include <torch/torch.h>
+#include <cstdint>
+#include <string>
+#include <variant>
+
+
+TRAINLOOP_DETAIL_BEGIN
+
+namespace detail {
+// Where in the loop a fit stands. Checkpoints record it, and a resumed fit first does what was left at that point,
+// so it ends where the uninterrupted fit would (docs/checkpoints.md: "what resumes exactly").
+enum class LoopPoint : std::int64_t {
+  in_batch = 0,          // inside a training batch, before on_train_batch_end: not an exact resume point
+  batch_end = 1,         // on_train_batch_end: the batch's stop checks and validation are still to come
+  batch_validation = 2,  // inside that validation, before its on_validation_end: it runs again
+  between_batches = 3,   // nothing left of the batch (or of the epoch)
+  epoch_validation = 4,  // inside the epoch-end validation (data of unknown size), before its on_validation_end:
+                         // it runs again
+  epoch_hooks = 5,       // on_validation_end of that validation: on_train_epoch_end and the rest to come
+  epoch_rest = 6,        // checkpointing callbacks' on_train_epoch_end: the epoch's schedulers and stop to come
+  training_done = 7,     // on_train_end, on_fit_end, after fit
+};
+
+// A fit's counters and flags (Lightning's loop progress), all of which a checkpoint holds.
+struct LoopProgress {
+  std::int64_t current_epoch = 0;  // 0-based while running; after fit, the epochs run
+  std::int64_t global_step = 0;    // optimizer steps taken
+  std::int64_t total_batches = 0;  // training batches run, over all epochs
+  std::int64_t batch_idx = 0;      // within the current epoch
+  std::int64_t batches_since_step = 0;  // batches whose gradients wait for the next optimizer step
+  std::int64_t accumulate_grad_batches = 1;
+  std::int64_t skipped_steps = 0;  // steps the loss scaler skipped
+  bool last_step_skipped = false;
+  bool should_stop = false;          // asked to stop (honoured once the minimums are reached)
+  bool terminate_requested = false;  // stop after this batch, whatever the minimums
+  bool stop_after_epoch = false;     // a stop condition was met: the epoch ends, then the fit
+  bool skip_rest_of_epoch = false;   // on_train_batch_start returned -1
+  LoopPoint point = LoopPoint::between_batches;
+
+  // The checkpoint's "trainer" state, and back (`path` names the checkpoint in errors).
+  TRAINLOOP_DETAIL_API StateDict state_dict() const;
+  TRAINLOOP_DETAIL_API void load_state_dict(const StateDict& state, const std::string& path);
+};
+}  // namespace detail
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API StateDict detail::LoopProgress::state_dict() const {
+  auto flag = [](bool b) { return std::int64_t{b ? 1 : 0}; };
+  return {{"global_step", global_step},
+          {"total_batches", total_batches},
+          {"batches_since_step", batches_since_step},
+          {"current_epoch", current_epoch},
+          {"accumulate_grad_batches", accumulate_grad_batches},
+          {"loop_point", static_cast<std::int64_t>(point)},
+          {"should_stop", flag(should_stop)},
+          {"stop_after_epoch", flag(stop_after_epoch)},
+          {"skip_rest_of_epoch", flag(skip_rest_of_epoch)},
+          {"skipped_steps", skipped_steps},
+          {"last_step_skipped", flag(last_step_skipped)}};
+}
+
+TRAINLOOP_DETAIL_API void detail::LoopProgress::load_state_dict(const StateDict& state, const std::string& path) {
+  auto count = [&](const char* key) {
+    auto it = state.find(key);
+    if (it == state.end() || !std::holds_alternative<std::int64_t>(it->second))
+      throw CheckpointError("trainloop: checkpoint '" + path + "': key 'trainer/" + key + "' is missing");
+    return std::get<std::int64_t>(it->second);
+  };
+  global_step = count("global_step");
+  total_batches = count("total_batches");
+  batches_since_step = count("batches_since_step");
+  current_epoch = count("current_epoch");
+  accumulate_grad_batches = count("accumulate_grad_batches");
+  const std::int64_t loop_point = count("loop_point");
+  if (loop_point < 0 || loop_point > static_cast<std::int64_t>(LoopPoint::training_done))
+    throw CheckpointError("trainloop: checkpoint '" + path + "': key 'trainer/loop_point' is " +
+                          std::to_string(loop_point) + ", not a point this trainloop knows");
+  point = static_cast<LoopPoint>(loop_point);
+  should_stop = count("should_stop") != 0;
+  stop_after_epoch = count("stop_after_epoch") != 0;
+  skip_rest_of_epoch = count("skip_rest_of_epoch") != 0;
+  skipped_steps = state.count("skipped_steps") ? count("skipped_steps") : 0;  // absent from older checkpoints
+  last_step_skipped = state.count("last_step_skipped") && count("last_step_skipped") != 0;
+}
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
+
+TRAINLOOP_DETAIL_END
+// ---- end parts/torch/loop_progress.hpp ----
+// ---- begin parts/torch/checkpoint_connector.hpp ----
+// trainloop: everything a fit's checkpoint holds, assembled and restored in one place (Lightning's
+// _CheckpointConnector): the model and optimizers (checkpoint.hpp writes them), the loop's progress and where it
+// stands, the loss scaler, the values callbacks monitor and the epoch's running sums, the training data's position,
+// the schedulers, the callbacks' states and Lightning's on_save_checkpoint entries. Restoring follows Lightning's two
+// phases: the model and the callbacks before on_fit_start, the loop and the rest after it; the resume point then
+// tells the fit loop what was left to do where the checkpoint was written.
+#include <torch/torch.h>
+#include <cstdio>
+#include <exception>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+
+TRAINLOOP_DETAIL_BEGIN
+
+namespace detail {
+// A checkpoint keys a callback's state by its type, plus its state_key() when it has one (two of a type need it).
+template <class C>
+std::string callback_type_key() {
+  return "callback/" + type_name<C>();
+}
+template <class C>
+using state_key_t = decltype(std::declval<const C&>().state_key());
+template <class C>
+std::string callback_state_key(const C& callback) {
+  std::string key = callback_type_key<C>();
+  if constexpr (is_detected_v<state_key_t, C>) key += "/" + callback.state_key();
+  return key;
+}
+// A ModelCheckpoint-like callback, which "last" and "best" resolve through.
+template <class C>
+using last_model_path_t = decltype(std::declval<const C&>().last_model_path());
+// A callback's tensors in checkpoints (EMA weights): TensorDict tensor_state() const, load_tensor_state(const TensorDict&).
+template <class C>
+using tensor_state_t = decltype(std::declval<const C&>().tensor_state());
+template <class C>
+using load_tensor_state_t = decltype(std::declval<C&>().load_tensor_state(std::declval<const TensorDict&>()));
+
+class CheckpointConnector {
+ public:
+  // The Trainer's objects whose states a checkpoint holds (the connector reads and restores them; they own them).
+  struct Sources {
+    LoopProgress& progress;
+    PrecisionPolicy& precision;
+    LoggerConnector& logs;
+    Optimizers& optimizers;
+    StrategyPolicy& strategy;
+    const torch::Device& device;
+  };
+  explicit CheckpointConnector(Sources sources) : sources_(sources) {}
+
+  // What fit's checkpoint holds besides the model and the optimizers: the loop's states, the callbacks' (keyed by
+  // type) and Lightning's on_save_checkpoint entries.
+  struct Contents {
+    std::map<std::string, StateDict> states;
+    std::map<std::string, TensorDict> tensors;
+    StateDict entries;
+    TensorDict entry_tensors;
+  };
+  // A checkpoint read back, for the two restoring phases.
+  struct Loaded {
+    std::map<std::string, StateDict> states;
+    std::map<std::string, TensorDict> tensors;
+    TRAINLOOP_DETAIL_API const StateDict& need(const std::string& path, const std::string& key) const;
+    // A callback's tensor state (`key`), which a checkpoint written with that callback always holds.
+    TRAINLOOP_DETAIL_API const TensorDict& need_tensors(const std::string& path, const std::string& key) const;
+    // The on_save_checkpoint entries (empty when the checkpoint has none).
+    TRAINLOOP_DETAIL_API const StateDict& entries() const;
+    TRAINLOOP_DETAIL_API const TensorDict& entry_tensors() const;
+  };
+
+  // --- while (and after) a fit runs: what save_checkpoint needs ------------------------------------------------------
+
+  // How to write the fit's checkpoint (set by fit: it knows the module and the callbacks' types); empty before a fit
+  // and after a failed one.
+  std::function<bool(const std::string& path, bool weights_only)> save;
+  // The training data's position, when the data has one.
+  std::function<StateDict()> train_data_state;
+  // While the training Engine runs, checkpoints read the loop's state from it; from a copy once it is gone.
+  class EngineScope {
+   public:
+    TRAINLOOP_DETAIL_API EngineScope(CheckpointConnector& connector, EngineCore& engine);
+    TRAINLOOP_DETAIL_API ~EngineScope();
+    EngineScope(const EngineScope&) = delete;
+    EngineScope& operator=(const EngineScope&) = delete;
+
+   private:
+    CheckpointConnector& connector_;
+    EngineCore& engine_;
+  };
+  // A fit's start: nothing of an earlier fit's loop is left to save.
+  void begin_fit() {
+    final_loop_state_.reset();
+    resumed_at.reset();
+    resuming_mid_epoch = false;
+  }
+  // Leaving fit: a failed fit cannot be saved afterwards.
+  void end_fit(bool completed) {
+    train_engine_ = nullptr;
+    if (!completed) {
+      save = nullptr;
+      train_data_state = nullptr;
+    }
+  }
+
+  // Writes the checkpoint: the weights only, or everything, the callbacks' part added by `add_callbacks`. Returns
+  // false when it is skipped: a non-finite state while the fit terminates (TerminateOnNan).
+  TRAINLOOP_DETAIL_API bool write(const std::string& path, bool weights_only, torch::nn::Module& module,
+                                  const StateDict& hparams, FunctionRef<void(Contents&)> add_callbacks);
+  // Trainer::save_checkpoint: rank 0 writes, every rank waits until the file is complete.
+  TRAINLOOP_DETAIL_API bool save_on_rank_zero(const std::string& path, bool weights_only);
+
+  // --- restoring --------------------------------------------------------------------------------------------------
+
+  // Phase 1: the checkpoint read into the model and the optimizers (and the RNG); the rest waits for its phase.
+  TRAINLOOP_DETAIL_API Loaded load(const std::string& path, torch::nn::Module& module);
+  // Phase 2: the progress and where the loop stood, the loss scaler, the values callbacks monitor, the epoch's running
+  // sums and the schedulers (the training data's position is the Trainer's, which knows the data's type). Notes the
+  // resume point; returns the training Engine's state.
+  TRAINLOOP_DETAIL_API StateDict restore_loop(const std::string& path, const Loaded& loaded);
+  // The training data's saved position for this rank (rank 0 saved it: every rank takes the same position in its own
+  // shard); nullopt when the checkpoint has none.
+  TRAINLOOP_DETAIL_API std::optional<StateDict> train_data_position(const Loaded& loaded) const;
+
+  // A state's own load error (a missing key in a DataLoader's state) names the checkpoint and the state's key too.
+  template <class F>
+  static void restoring(const std::string& path, const std::string& key, F&& load) {
+    try {
+      load();
+    } catch (const std::exception& error) {
+      throw_restore_error(path, key, error);
+    }
+  }
+
+  // The resume point: where the checkpoint a fit resumed from was written, and whether inside an epoch (the fit loop
+  // does what was left there first, then clears it).
+  std::optional<LoopPoint> resumed_at;
+  bool resuming_mid_epoch = false;
+
+ private:
+  [[noreturn]] TRAINLOOP_DETAIL_API static void throw_restore_error(const std::string& path, const std::string& key,
+                                                                    const std::exception& error);
+  // The loop's own states: the training Engine's, the progress, the loss scaler, the epoch's running sums, the data's
+  // position, the schedulers; and as tensors what callbacks monitor and the running sums.
+  TRAINLOOP_DETAIL_API std::map<std::string, StateDict> loop_states() const;
+  TRAINLOOP_DETAIL_API std::map<std::string, TensorDict> loop_tensor_states() const;
+
+  Sources sources_;
+  EngineCore* train_engine_ = nullptr;
+  std::optional<StateDict> final_loop_state_;  // the training Engine's state once it is gone (after training)
+};
+
+// The callbacks' and the module's part of a checkpoint, for a Trainer whose types it knows (`T`: the Trainer, which
+// befriends this).
+struct CallbackCheckpoints {
+  // on_save_checkpoint (`Save`: Entries and Tensors are StateDict& and TensorDict&) or on_load_checkpoint (const
+  // ones): a hook may take the entries, the tensors, or both. `owner...` is (trainer, module) for a callback, nothing
+  // for the module.
+  template <bool Save, class H, class Entries, class Tensors, class... Owner>
+  static void hooks(H& h, Entries& entries, Tensors& tensors, Owner&... owner) {
+    if constexpr (Save) {
+      constexpr bool with_entries = is_detected_v<on_save_checkpoint_t, H, Owner&..., Entries&>;
+      constexpr bool with_tensors = is_detected_v<on_save_checkpoint_t, H, Owner&..., Tensors&>;
+      static_assert(!declares_on_save_checkpoint<H>::value || with_entries || with_tensors,
+                    "trainloop: on_save_checkpoint cannot be called as on_save_checkpoint(StateDict& checkpoint) or "
+                    "on_save_checkpoint(TensorDict& checkpoint) (a callback's: (trainer&, module&, StateDict&) or "
+                    "(trainer&, module&, TensorDict&))");
+      if constexpr (with_entries) h.on_save_checkpoint(owner..., entries);
+      if constexpr (with_tensors) h.on_save_checkpoint(owner..., tensors);
+    } else {
+      constexpr bool with_entries = is_detected_v<on_load_checkpoint_t, H, Owner&..., Entries&>;
+      constexpr bool with_tensors = is_detected_v<on_load_checkpoint_t, H, Owner&..., Tensors&>;
+      static_assert(!declares_on_load_checkpoint<H>::value || with_entries || with_tensors,
+                    "trainloop: on_load_checkpoint cannot be called as on_load_checkpoint(const StateDict& checkpoint) "
+                    "or on_load_checkpoint(const TensorDict& checkpoint) (a callback's: (trainer&, module&, const "
+                    "StateDict&) or (trainer&, module&, const TensorDict&))");
+      if constexpr (with_entries) h.on_load_checkpoint(owner..., entries);
+      if constexpr (with_tensors) h.on_load_checkpoint(owner..., tensors);
+    }
+  }
+
+  // The callbacks' states, then Lightning's on_save_checkpoint entries, the callbacks' and then the module's.
+  template <class T, class Module>
+  static void add(T& trainer, Module& module, CheckpointConnector::Contents& contents) {
+    // The values logged so far reach the loggers and their files first, so their states (how many records each
+    // holds) cover everything logged before this checkpoint: a run resumed from it keeps exactly those records.
+    trainer.write_logs();
+    trainer.for_each_logger([](auto& logger) {
+      if constexpr (is_detected_v<logger_flush_t, std::decay_t<decltype(logger)>>) logger.flush();
+    });
+    trainer.for_each_callback([&](auto& callback) {
+      using C = std::decay_t<decltype(callback)>;
+      if constexpr (is_detected_v<state_dict_t, C>) {
+        const std::string key = callback_state_key(callback);
+        if (contents.states.count(key))
+          throw std::logic_error("trainloop: two callbacks of type " + type_name<C>() +
+                                 " would share the checkpoint key '" + key + "'; give them distinct state_key()s");
+        contents.states[key] = callback.state_dict();
+      }
+      if constexpr (is_detected_v<tensor_state_t, C>) contents.tensors[callback_state_key(callback)] = callback.tensor_state();
+    });
+    trainer.for_each_callback([&](auto& callback) {
+      hooks<true>(callback, contents.entries, contents.entry_tensors, trainer, module);
+    });
+    hooks<true>(module, contents.entries, contents.entry_tensors);
+  }
+
+  // Phase 1 of a resume: the model and optimizers (and the RNG), then on_load_checkpoint (module, then callbacks),
+  // then the callbacks' states (a callback whose saved state is empty is not asked to load it, as in Lightning).
+  template <class T, class Module>
+  static CheckpointConnector::Loaded restore(T& trainer, const std::string& path, Module& module) {
+    using Connector = CheckpointConnector;
+    Connector::Loaded loaded = trainer.checkpoints_.load(path, module);
+    const StateDict& checkpoint = loaded.entries();
+    const TensorDict& checkpoint_tensors = loaded.entry_tensors();
+    Connector::restoring(path, "checkpoint", [&] {
+      hooks<false>(module, checkpoint, checkpoint_tensors);
+      trainer.for_each_callback([&](auto& callback) { hooks<false>(callback, checkpoint, checkpoint_tensors, trainer, module); });
+    });
+    trainer.for_each_callback([&](auto& callback) {
+      using C = std::decay_t<decltype(callback)>;
+      if constexpr (is_detected_v<load_state_dict_t, C>) {
+        auto it = loaded.states.find(callback_state_key(callback));
+        if (it != loaded.states.end() && !it->second.empty())
+          Connector::restoring(path, it->first, [&] { callback.load_state_dict(it->second); });
+      }
+      if constexpr (is_detected_v<load_tensor_state_t, C>) {
+        const std::string key = callback_state_key(callback);
+        const TensorDict& tensors = loaded.need_tensors(path, key);
+        Connector::restoring(path, key + " (tensors)", [&] { callback.load_tensor_state(tensors); });
+      }
+    });
+    return loaded;
+  }
+
+  // "last" and "best" name what a ModelCheckpoint in the pack wrote, in this process or (after a crash) on disk in
+  // its folder; anything else is a path.
+  template <class T>
+  static std::string resolve_path(T& trainer, const std::string& ckpt_path) {
+    if (ckpt_path != "last" && ckpt_path != "best") return ckpt_path;
+    std::string found, folders;
+    trainer.for_each_callback([&](auto& callback) {
+      using C = std::decay_t<decltype(callback)>;
+      if constexpr (is_detected_v<last_model_path_t, C>) {
+        if (found.empty()) found = callback.find_checkpoint(ckpt_path);
+        folders += (folders.empty() ? "'" : ", '") + callback.dirpath() + "'";
+      }
+    });
+    if (found.empty())
+      throw std::invalid_argument("trainloop: fit(..., \"" + ckpt_path + "\"): " +
+                                  (folders.empty() ? std::string("there is no ModelCheckpoint in this Trainer")
+                                                   : "no " + ckpt_path + " checkpoint in " + folders) +
+                                  "; give a path");
+    return found;
+  }
+};
+}  // namespace detail
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API void detail::CheckpointConnector::throw_restore_error(const std::string& path,
+                                                                          const std::string& key,
+                                                                          const std::exception& error) {
+  throw CheckpointError("trainloop: checkpoint '" + path + "': key '" + key + "': " + error.what());
+}
+
+TRAINLOOP_DETAIL_API const StateDict& detail::CheckpointConnector::Loaded::need(const std::string& path,
+                                                                                const std::string& key) const {
+  auto it = states.find(key);
+  if (it == states.end())
+    throw CheckpointError("trainloop: checkpoint '" + path + "': key '" + key + "' is missing (not written by fit?)");
+  return it->second;
+}
+TRAINLOOP_DETAIL_API const TensorDict& detail::CheckpointConnector::Loaded::need_tensors(const std::string& path,
+                                                                                        const std::string& key) const {
+  auto it = tensors.find(key);
+  if (it == tensors.end())
+    throw CheckpointError("trainloop: checkpoint '" + path + "': key '" + key +
+                          "' (tensors) is missing: it was written without this callback");
+  return it->second;
+}
+TRAINLOOP_DETAIL_API const StateDict& detail::CheckpointConnector::Loaded::entries() const {
+  static const StateDict none;
+  auto it = states.find("checkpoint");
+  return it != states.end() ? it->second : none;
+}
+TRAINLOOP_DETAIL_API const TensorDict& detail::CheckpointConnector::Loaded::entry_tensors() const {
+  static const TensorDict none;
+  auto it = tensors.find("checkpoint");
+  return it != tensors.end() ? it->second : none;
+}
+
+TRAINLOOP_DETAIL_API detail::CheckpointConnector::EngineScope::EngineScope(CheckpointConnector& connector,
+                                                                          EngineCore& engine)
+    : connector_(connector), engine_(engine) {
+  connector_.train_engine_ = &engine;
+}
+TRAINLOOP_DETAIL_API detail::CheckpointConnector::EngineScope::~EngineScope() {
+  connector_.final_loop_state_ = engine_.state.state_dict();
+  connector_.train_engine_ = nullptr;
+}
+
+TRAINLOOP_DETAIL_API bool detail::CheckpointConnector::write(const std::string& path, bool weights_only,
+                                                             torch::nn::Module& module, const StateDict& hparams,
+                                                             FunctionRef<void(Contents&)> add_callbacks) {
+  try {
+    if (weights_only) {
+      trainloop::save_weights(path, module);
+      return true;
+    }
+    const LoopProgress& progress = sources_.progress;
+    Contents contents{loop_states(), loop_tensor_states(),
+                      {{"epoch", progress.current_epoch}, {"global_step", progress.global_step}}, {}};
+    add_callbacks(contents);
+    contents.states["checkpoint"] = std::move(contents.entries);
+    if (!contents.entry_tensors.empty()) contents.tensors["checkpoint"] = std::move(contents.entry_tensors);
+    if (!hparams.empty()) contents.states["hparams"] = hparams;
+    trainloop::save_checkpoint(path, module, optimizer_pointers(sources_.optimizers), contents.states, true, contents.tensors);
+    return true;
+  } catch (const NonFiniteStateError& error) {
+    if (!sources_.progress.terminate_requested) throw;  // a diverged fit fails, its last finite checkpoint intact
+    std::fprintf(stderr, "%s; the fit is stopping, so this checkpoint is skipped\n", error.what());
+    return false;
+  }
+}
+
+TRAINLOOP_DETAIL_API bool detail::CheckpointConnector::save_on_rank_zero(const std::string& path, bool weights_only) {
+  if (!save) throw std::logic_error("trainloop: Trainer::save_checkpoint(\"" + path + "\") needs a fit in progress or done");
+  StrategyPolicy& strategy = sources_.strategy;
+  if (strategy.world_size() == 1) return save(path, weights_only);
+  bool written = true;
+  std::exception_ptr error;
+  if (strategy.global_rank() == 0) {
+    try {
+      written = save(path, weights_only);
+    } catch (...) {
+      error = std::current_exception();
+    }
+  }
+  strategy.barrier();  // no rank reads (or resumes from) a checkpoint before it is complete
+  if (error) std::rethrow_exception(error);
+  return written;
+}
+
+TRAINLOOP_DETAIL_API std::map<std::string, StateDict> detail::CheckpointConnector::loop_states() const {
+  std::map<std::string, StateDict> states;
+  if (train_engine_) states["loop"] = train_engine_->state.state_dict();
+  else if (final_loop_state_) states["loop"] = *final_loop_state_;
+  states["trainer"] = sources_.progress.state_dict();
+  if (sources_.precision.scaling()) states["precision/grad_scaler"] = sources_.precision.state_dict();
+  states["trainer/train_epoch_sums"] = sources_.logs.store(Stage::train).epoch_state();
+  if (train_data_state) states["train_data"] = train_data_state();
+  const Optimizers& optimizers = sources_.optimizers;
+  for (std::size_t i = 0; i < optimizers.size(); ++i)
+    if (const auto& s = optimizers[i].scheduler())
+      if (auto state = s->state_dict()) states["scheduler/" + std::to_string(i)] = *state;
+  return states;
+}
+
+TRAINLOOP_DETAIL_API std::map<std::string, TensorDict> detail::CheckpointConnector::loop_tensor_states() const {
+  std::map<std::string, TensorDict> tensors;
+  const auto& callback_metrics = sources_.logs.callback_metrics();
+  tensors["trainer/callback_metrics"] = TensorDict(callback_metrics.begin(), callback_metrics.end());
+  tensors["trainer/train_epoch_sums"] = sources_.logs.store(Stage::train).epoch_sums();
+  return tensors;
+}
+
+TRAINLOOP_DETAIL_API detail::CheckpointConnector::Loaded detail::CheckpointConnector::load(const std::string& path,
+                                                                                          torch::nn::Module& module) {
+  Loaded loaded;
+  loaded.states = trainloop::load_checkpoint(path, module, optimizer_pointers(sources_.optimizers), sources_.device, true, &loaded.tensors);
+  return loaded;
+}
+
+TRAINLOOP_DETAIL_API StateDict detail::CheckpointConnector::restore_loop(const std::string& path, const Loaded& loaded) {
+  const StateDict& loop = loaded.need(path, "loop");
+  LoopProgress& progress = sources_.progress;
+  progress.load_state_dict(loaded.need(path, "trainer"), path);
+  PrecisionPolicy& precision = sources_.precision;
+  if (precision.scaling()) {
+    const std::string key = "precision/grad_scaler";
+    const StateDict& scaler = loaded.need(path, key);
+    restoring(path, key, [&] { precision.load_state_dict(scaler); });
+  }
+  LoggerConnector& logs = sources_.logs;
+  auto metrics = loaded.tensors.find("trainer/callback_metrics");
+  if (metrics != loaded.tensors.end()) logs.callback_metrics().insert(metrics->second.begin(), metrics->second.end());
+  auto sums = loaded.tensors.find("trainer/train_epoch_sums");
+  logs.store(Stage::train).load_epoch_state(loaded.need(path, "trainer/train_epoch_sums"),
+                                            sums != loaded.tensors.end() ? sums->second : TensorDict{}, path);
+  const Optimizers& optimizers = sources_.optimizers;
+  for (std::size_t i = 0; i < optimizers.size(); ++i)
+    if (const auto& s = optimizers[i].scheduler()) {
+      auto it = loaded.states.find("scheduler/" + std::to_string(i));
+      if (it != loaded.states.end()) restoring(path, it->first, [&] { s->load_state_dict(it->second); });
+    }
+  resumed_at = progress.point;
+  auto in_epoch = loop.find("in_epoch");
+  resuming_mid_epoch = in_epoch != loop.end() && in_epoch->second == StateValue{std::int64_t{1}};
+  return loop;
+}
+
+TRAINLOOP_DETAIL_API std::optional<StateDict> detail::CheckpointConnector::train_data_position(const Loaded& loaded) const {
+  auto it = loaded.states.find("train_data");
+  if (it == loaded.states.end()) return std::nullopt;
+  StateDict state = it->second;
+  const StrategyPolicy& strategy = sources_.strategy;
+  if (strategy.world_size() > 1 && state.count("rank")) state["rank"] = std::int64_t{strategy.global_rank()};
+  return state;
+}
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
+
+TRAINLOOP_DETAIL_END
+// ---- end parts/torch/checkpoint_connector.hpp ----
 // ---- begin parts/torch/trainer_core.hpp ----
-// trainloop: TrainerCore, what every Trainer is whatever its callbacks: the options, the loop's counters and logged
-// values, the optimizers and schedulers, the profiler, the process group, and the parts of the loop that do not depend
-// on the module, the data or the callbacks (stage setup, optimizer-step bookkeeping, publishing logged values,
-// checkpoint state). These are ordinary functions: instantiated once rather than per Trainer type, and compiled once
-// for a whole program under TRAINLOOP_IMPLEMENTATION. The Trainer (trainer.hpp) derives from it.
+// trainloop: TrainerCore, what every Trainer is whatever its callbacks: the objects that own the Trainer's state
+// (options, progress, strategy, precision, logged values, optimizers, checkpoints, profiler) and what does not depend
+// on the module, the data or the callbacks (stage setup, optimizer-step bookkeeping). Its functions are ordinary
+// functions: instantiated once rather than per Trainer type, and compiled once for a whole program under
+// TRAINLOOP_IMPLEMENTATION. The Trainer (trainer.hpp) derives from it; its loops (loops/) work on it.
+#include <torch/torch.h>
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -11301,21 +12292,13 @@ TRAINLOOP_DETAIL_END
 #include <variant>
 #include <vector>
 
+
 TRAINLOOP_DETAIL_BEGIN
 
 namespace detail {
-// The RNG state around the sanity check, so it draws nothing from the fit's stream (Lightning's isolate_rng).
-class IsolatedRng {
- public:
-  TRAINLOOP_DETAIL_API IsolatedRng();
-  TRAINLOOP_DETAIL_API ~IsolatedRng();
-  IsolatedRng(const IsolatedRng&) = delete;
-  IsolatedRng& operator=(const IsolatedRng&) = delete;
-
- private:
-  torch::Tensor cpu_;
-  std::vector<torch::Tensor> cuda_;
-};
+class FitLoopCore;
+class SanityCheckScope;
+class EvaluationScope;
 }  // namespace detail
 
 /// The Trainer's state and its type-independent members: a Trainer<Callbacks...> is a TrainerCore, and callbacks may
@@ -11324,23 +12307,21 @@ class TrainerCore {
  public:
   const TrainerOptions& options() const noexcept { return options_; }
   /// 0-based epoch while running; after fit, the number of epochs run.
-  std::int64_t current_epoch() const noexcept { return current_epoch_; }
+  std::int64_t current_epoch() const noexcept { return progress_.current_epoch; }
   /// Optimizer steps taken (not batches: with accumulate_grad_batches(4), one step per 4 batches).
-  std::int64_t global_step() const noexcept { return global_step_; }
+  std::int64_t global_step() const noexcept { return progress_.global_step; }
   /// Optimizer steps the loss scaler skipped ("16-mixed": inf/NaN gradients). They do not count in global_step and do
   /// not step the per-step schedulers.
-  std::int64_t skipped_steps() const noexcept { return skipped_steps_; }
+  std::int64_t skipped_steps() const noexcept { return progress_.skipped_steps; }
   /// Whether the last optimizer step was skipped by the loss scaler.
-  bool last_step_skipped() const noexcept { return last_step_skipped_; }
-#if TRAINLOOP_WITH_AMP
+  bool last_step_skipped() const noexcept { return progress_.last_step_skipped; }
   /// The loss scaler ("16-mixed", or grad_scaler(GradScalerOptions()) with "bf16-mixed") once a stage has started;
-  /// nullptr without one.
-  amp::GradScaler* grad_scaler() noexcept { return precision_.grad_scaler(); }
-#endif
+  /// nullptr without one (always, in a build without TRAINLOOP_WITH_AMP: then it points to no usable type).
+  auto* grad_scaler() noexcept { return precision_.grad_scaler(); }
   /// Training batches run, over all epochs.
-  std::int64_t total_batches() const noexcept { return total_batches_; }
+  std::int64_t total_batches() const noexcept { return progress_.total_batches; }
   /// The batch index within the current epoch (0-based).
-  std::int64_t batch_idx() const noexcept { return batch_idx_; }
+  std::int64_t batch_idx() const noexcept { return progress_.batch_idx; }
   std::optional<std::int64_t> max_epochs() const { return options_.effective_max_epochs(); }
   std::optional<std::int64_t> num_training_batches() const noexcept { return num_training_batches_; }
   std::optional<std::int64_t> num_val_batches() const noexcept { return num_val_batches_; }
@@ -11352,31 +12333,29 @@ class TrainerCore {
   bool sanity_checking() const noexcept { return sanity_checking_; }
   torch::Device device() const noexcept { return device_; }
   /// Ask fit to stop (early stopping): honoured at the next batch end once min_epochs and min_steps are reached.
-  bool should_stop() const noexcept { return should_stop_; }
-  void should_stop(bool stop) noexcept { should_stop_ = stop; }
+  bool should_stop() const noexcept { return progress_.should_stop; }
+  void should_stop(bool stop) noexcept { progress_.should_stop = stop; }
   /// Stop fit right after the current batch, whatever the minimums: no more batches and no epoch end
   /// (on_train_end and on_fit_end still run). A checkpoint saved just before resumes mid-epoch, exactly.
-  void terminate() noexcept { terminate_requested_ = true; }
+  void terminate() noexcept { progress_.terminate_requested = true; }
   /// Latest values (device tensors) for callbacks: step values during an epoch, epoch values after it.
-  const std::map<std::string, torch::Tensor>& callback_metrics() const noexcept { return callback_metrics_; }
+  const std::map<std::string, torch::Tensor>& callback_metrics() const noexcept { return logs_.callback_metrics(); }
   /// What loggers receive: step values every log_every_n_steps ("name" or "name_step") and epoch values
   /// ("name" or "name_epoch"), as in Lightning.
-  const std::map<std::string, torch::Tensor>& logged_metrics() const noexcept { return logged_metrics_; }
+  const std::map<std::string, torch::Tensor>& logged_metrics() const noexcept { return logs_.logged_metrics(); }
   /// The prog_bar metrics read to the host now (this is the one place the progress bar syncs).
   TRAINLOOP_DETAIL_API std::map<std::string, double> progress_bar_metrics() const;
   /// Hands values to the loggers in the pack (LearningRateMonitor does): they join the next record, written at the
   /// end of the current training batch (or evaluation, or stage).
-  void log_metrics(const std::map<std::string, double>& values) {
-    for (const auto& [name, value] : values) pending_host_log_[name] = value;
-  }
+  void log_metrics(const std::map<std::string, double>& values) { logs_.add_host_values(values); }
   /// Whether the optimizer step about to happen ends on a logging step (every log_every_n_steps).
-  bool logging_next_step() const noexcept { return (global_step_ + 1) % options_.log_every_n_steps() == 0; }
+  bool logging_next_step() const noexcept { return (progress_.global_step + 1) % options_.log_every_n_steps() == 0; }
   /// Batches whose gradients add up to one optimizer step; starts at the option, a callback may change it
   /// (GradientAccumulationScheduler does at epoch starts).
-  std::int64_t accumulate_grad_batches() const noexcept { return accumulate_grad_batches_; }
+  std::int64_t accumulate_grad_batches() const noexcept { return progress_.accumulate_grad_batches; }
   void accumulate_grad_batches(std::int64_t n) {
     if (n < 1) throw std::invalid_argument("trainloop: Trainer::accumulate_grad_batches(n): n must be at least 1");
-    accumulate_grad_batches_ = n;
+    progress_.accumulate_grad_batches = n;
   }
   /// What configure_optimizers returned, during and after fit.
   const Optimizers& optimizers() const noexcept { return optimizers_; }
@@ -11391,72 +12370,36 @@ class TrainerCore {
   /// Returns whether the file was written (false: skipped, see above).
   /// Under data-parallel training rank 0 writes and every rank waits until the file is complete (call it on every
   /// rank, as callbacks do).
-  TRAINLOOP_DETAIL_API bool save_checkpoint(const std::string& path, bool weights_only = false);
+  bool save_checkpoint(const std::string& path, bool weights_only = false) {
+    return checkpoints_.save_on_rank_zero(path, weights_only);
+  }
 
   // --- data-parallel training (one process: rank 0 of 1) ---------------------------------------------------------
 
-  /// This process's rank among all the job's processes.
-  int global_rank() const noexcept {
-#if TRAINLOOP_WITH_DISTRIBUTED
-    if (group_) return group_->rank();
-#endif
-    return 0;
-  }
+  /// This process's rank among all the job's processes (detail::process_rank: the process group's, else the
+  /// launcher's environment).
+  int global_rank() const noexcept { return strategy_.global_rank(); }
   /// The job's processes.
-  int world_size() const noexcept {
-#if TRAINLOOP_WITH_DISTRIBUTED
-    if (group_) return group_->size();
-#endif
-    return 1;
-  }
+  int world_size() const noexcept { return strategy_.world_size(); }
   /// This process's rank on its machine.
-  int local_rank() const noexcept {
-#if TRAINLOOP_WITH_DISTRIBUTED
-    if (group_) return group_->local_rank();
-#endif
-    return 0;
-  }
+  int local_rank() const noexcept { return strategy_.local_rank(); }
   /// Rank 0 writes logs, checkpoints and the progress bar.
   bool is_global_zero() const noexcept { return global_rank() == 0; }
   /// Whether `decision` holds on every rank (all = true) or on at least one (all = false): callbacks that take a
   /// branch every rank must take with them (stop, save) agree through it. `decision` itself in a single process.
-  bool reduce_decision(bool decision, bool all) {
-#if TRAINLOOP_WITH_DISTRIBUTED
-    if (group_) return group_->agree(decision, all);
-#endif
-    (void)all;
-    return decision;
-  }
+  bool reduce_decision(bool decision, bool all) { return strategy_.reduce_decision(decision, all); }
   /// Waits until every rank arrives (nothing in a single process).
-  void barrier() {
-#if TRAINLOOP_WITH_DISTRIBUTED
-    if (group_) group_->barrier();
-#endif
-  }
-#if TRAINLOOP_WITH_DISTRIBUTED
-  /// The process group once a stage ran data-parallel; nullptr otherwise.
-  distributed::ProcessGroup* process_group() noexcept { return group_.get(); }
-  /// The gradient synchronisation while fit runs data-parallel; nullptr otherwise.
-  distributed::DistributedDataParallel* ddp() noexcept { return ddp_.get(); }
-#endif
+  void barrier() { strategy_.barrier(); }
+  /// How the ranks train together: SingleProcess, or distributed::DDPStrategy (its process_group() and ddp()) in a
+  /// build with TRAINLOOP_WITH_DISTRIBUTED=1.
+  detail::StrategyPolicy& strategy() noexcept { return strategy_; }
 
  protected:
-  using Clock = std::chrono::steady_clock;
-  static constexpr std::size_t index(Stage s) { return static_cast<std::size_t>(s); }
-
-  // Where in the loop a fit stands. Checkpoints record it, and a resumed fit first does what was left at that point,
-  // so it ends where the uninterrupted fit would (README: "what resumes exactly").
-  enum class LoopPoint : std::int64_t {
-    in_batch = 0,          // inside a training batch, before on_train_batch_end: not an exact resume point
-    batch_end = 1,         // on_train_batch_end: the batch's stop checks and validation are still to come
-    batch_validation = 2,  // inside that validation, before its on_validation_end: it runs again
-    between_batches = 3,   // nothing left of the batch (or of the epoch)
-    epoch_validation = 4,  // inside the epoch-end validation (data of unknown size), before its on_validation_end:
-                           // it runs again
-    epoch_hooks = 5,       // on_validation_end of that validation: on_train_epoch_end and the rest to come
-    epoch_rest = 6,        // checkpointing callbacks' on_train_epoch_end: the epoch's schedulers and stop to come
-    training_done = 7,     // on_train_end, on_fit_end, after fit
-  };
+  // The type-independent halves of the Trainer's units work on its state.
+  friend class detail::FitLoopCore;
+  friend class detail::SanityCheckScope;
+  friend class detail::EvaluationScope;
+  using LoopPoint = detail::LoopPoint;
 
   // Out of line (as the destructor): initialising and destroying every member is a lot of code for every TU.
   TRAINLOOP_DETAIL_API TrainerCore(TrainerOptions&& options, bool has_loggers);
@@ -11469,15 +12412,7 @@ class TrainerCore {
   // What every stage does before the module's hooks run: allocator, seed, determinism, device, data-parallel group,
   // precision, the module's runtime view (its log() target, the stage), the profiler, no values pending.
   TRAINLOOP_DETAIL_API void prepare_stage(Stage stage, const std::string& stage_name);
-
-  // The first stage that wants several ranks joins (or, with devices(n) and no launcher, starts) them; the group
-  // stays for the Trainer's later stages (init() also makes the metrics reduce over it). Each rank takes its own
-  // CUDA device.
-  TRAINLOOP_DETAIL_API void setup_distributed();
-  // An epoch value logged with sync_dist, over every rank's batches: a mean is the ranks' weighted sums over their
-  // weights (exactly the mean over all batches), sum/max/min reduce as named.
-  TRAINLOOP_DETAIL_API torch::Tensor epoch_value_across_ranks(const MetricStore::Entry& e);
-
+  // The profiler's report at a stage's end (TrainerOptions().profiler(true)): to stderr or profiler_path.
   TRAINLOOP_DETAIL_API void report_profile();
 
   // Runs f, timed under the action when profiling: a name from profiler_actions, or a function returning a name
@@ -11493,64 +12428,8 @@ class TrainerCore {
     return f();
   }
 
-  // --- checkpoint state --------------------------------------------------------------------------------------------
-
-  // The loop's own states in a checkpoint (the callbacks' are added by the Trainer): the training Engine's, the
-  // counters, where the loop stands, the loss scaler, the epoch's running sums, the data's position, the schedulers.
-  TRAINLOOP_DETAIL_API std::map<std::string, StateDict> loop_states();
-  // What callbacks monitor and the epoch's running sums: a resumed fit ranks, stops and reports as the first did.
-  TRAINLOOP_DETAIL_API std::map<std::string, TensorDict> loop_tensor_states() const;
-
-  // A state's own load error (a missing key in a DataLoader's state) names the checkpoint and the state's key too.
-  template <class F>
-  static void restoring(const std::string& path, const std::string& key, F&& load) {
-    try {
-      load();
-    } catch (const std::exception& error) {
-      throw_restore_error(path, key, error);
-    }
-  }
-  [[noreturn]] TRAINLOOP_DETAIL_API static void throw_restore_error(const std::string& path, const std::string& key,
-                                                                    const std::exception& error);
   // A hook's profiler action name: "[Callback]ProgressBar.on_train_batch_end" (kind, owner's mangled type, hook).
   TRAINLOOP_DETAIL_API static std::string hook_action_name(const char* kind, const char* owner_type, const char* hook);
-
-  // Restoring a checkpoint, in Lightning's two phases: the model and the callbacks before on_fit_start, the loop's
-  // counters and the rest of the training state after it.
-  struct LoadedCheckpoint {
-    std::map<std::string, StateDict> states;
-    std::map<std::string, TensorDict> tensors;
-    TRAINLOOP_DETAIL_API const StateDict& need(const std::string& path, const std::string& key) const;
-    // A callback's tensor state (`key`), which a checkpoint written with that callback always holds.
-    TRAINLOOP_DETAIL_API const TensorDict& need_tensors(const std::string& path, const std::string& key) const;
-    // The on_save_checkpoint entries (empty when the checkpoint has none).
-    TRAINLOOP_DETAIL_API const StateDict& entries() const;
-    TRAINLOOP_DETAIL_API const TensorDict& entry_tensors() const;
-  };
-  // The checkpoint read into the model and the optimizers (and the RNG); the rest waits for its phase.
-  TRAINLOOP_DETAIL_API LoadedCheckpoint load_fit_checkpoint(const std::string& path, torch::nn::Module& module);
-
-  // The counters, where the loop stood, the loss scaler, the values callbacks monitor, the epoch's running sums and
-  // the schedulers, from a checkpoint (the training data's position is the Trainer's, which knows the data's type).
-  // Returns the training Engine's state.
-  TRAINLOOP_DETAIL_API StateDict restore_loop_state(const std::string& path, const LoadedCheckpoint& loaded);
-  // The training data's saved position for this rank (rank 0 saved it: every rank takes the same position in its own
-  // shard); nullopt when the checkpoint has none.
-  TRAINLOOP_DETAIL_API std::optional<StateDict> train_data_state(const LoadedCheckpoint& loaded) const;
-
-  // What fit's checkpoint holds besides the model and the optimizers: the loop's states, the callbacks' (keyed by
-  // type) and Lightning's on_save_checkpoint entries.
-  struct CheckpointContents {
-    std::map<std::string, StateDict> states;
-    std::map<std::string, TensorDict> tensors;
-    StateDict entries;
-    TensorDict entry_tensors;
-  };
-  // Writes fit's checkpoint: the weights only, or everything, the callbacks' part added by `add_callbacks` (the
-  // Trainer knows their types). Returns false when it is skipped: a non-finite state while the fit terminates.
-  TRAINLOOP_DETAIL_API bool write_fit_checkpoint(const std::string& path, bool weights_only, torch::nn::Module& module,
-                                                 const StateDict& hparams,
-                                                 detail::FunctionRef<void(CheckpointContents&)> add_callbacks);
 
   // --- optimisation ------------------------------------------------------------------------------------------------
 
@@ -11561,9 +12440,6 @@ class TrainerCore {
   // What configure_optimizers returned, checked (`module` names it in errors), and handed to the module's runtime.
   TRAINLOOP_DETAIL_API void check_optimizers(const std::string& module, bool automatic_optimization);
 
-  // The configured optimizers, in order (for checkpoints and the module's optimizers()).
-  TRAINLOOP_DETAIL_API std::vector<std::shared_ptr<torch::optim::Optimizer>> optimizer_pointers() const;
-
   // Device-side clipping: no host sync (LibTorch's clip_grad_norm_ returns the norm as a double, which syncs).
   TRAINLOOP_DETAIL_API static void clip_gradients(torch::optim::Optimizer& optimizer, double limit,
                                                    ClipAlgorithm algorithm);
@@ -11573,240 +12449,52 @@ class TrainerCore {
   TRAINLOOP_DETAIL_API void count_optimizer_step(bool stepped);
   TRAINLOOP_DETAIL_API void step_schedulers(Interval interval, std::int64_t counter);
 
-  // --- the fit loop's decisions --------------------------------------------------------------------------------------
-  // What does not depend on the module, the data or the callbacks (Lightning's rules; README: TrainerOptions); the
-  // Trainer's FitContext calls the module and the callbacks around these.
-
-  struct FitProgress {
-    Clock::time_point start;                // for max_time
-    std::optional<std::int64_t> val_limit;  // validation batches per run while fitting (nullopt: all)
-    std::optional<LoopPoint> resumed_at;    // a resumed fit: where its checkpoint was written,
-    bool resuming_mid_epoch = false;        // and whether that was inside an epoch
-    bool epoch_sized = true;                // the epoch's batch count was known when it began
-  };
+  // --- fit ---------------------------------------------------------------------------------------------------------
 
   // A fit's start: counters, flags and logged values back to zero; the training batches per epoch from the data's
   // size (nullopt: unknown) and the limits (overfit_batches, fast_dev_run, limit_train_batches).
   TRAINLOOP_DETAIL_API void begin_fit(std::optional<std::int64_t> train_size);
-  // Lightning refuses an integer val_check_interval longer than an epoch: it would never validate.
-  TRAINLOOP_DETAIL_API void check_val_check_interval() const;
-  // After the loop state is restored: where its checkpoint was written, and whether inside an epoch.
-  TRAINLOOP_DETAIL_API void note_resume_point(const StateDict& loop_state);
-  // Whether the sanity check runs, and over how many batches (`limit`; nullopt: all).
-  TRAINLOOP_DETAIL_API bool sanity_check_due(std::optional<std::int64_t>& limit) const;
-  TRAINLOOP_DETAIL_API std::uint64_t max_epochs_to_run() const;
-  // A checkpoint written after training ended resumes only to go further: more epochs or more steps.
-  TRAINLOOP_DETAIL_API bool finished_before(const std::optional<StateDict>& loop_state) const;
-  TRAINLOOP_DETAIL_API bool minimums_reached() const;  // min_epochs and min_steps: should_stop waits for them
-  TRAINLOOP_DETAIL_API bool validation_due_this_epoch() const;
-  // Lightning's batch-end rule: every val_check_interval batches of the epoch (or across epochs), or each
-  // floor(fraction * batches)-th batch; trainloop's every n optimizer steps. Data of unknown size validates at the
-  // epoch's end instead.
-  TRAINLOOP_DETAIL_API bool validation_due_at_batch(const State& state) const;
-  TRAINLOOP_DETAIL_API bool validation_at_epoch_end() const;
-  // At a batch's end: Lightning validates when its interval says so, and when the fit is asked to stop there
-  // (should_stop with the minimums reached, or the time limit), before stopping.
-  TRAINLOOP_DETAIL_API bool out_of_time() const;
-  TRAINLOOP_DETAIL_API bool validation_due_at_batch_end(const State& state, bool out_of_time) const;
-  TRAINLOOP_DETAIL_API bool stop_due(bool out_of_time) const;
-  // An epoch's start: the counters, and unless the fit resumes inside it, its running sums and skip flag.
-  TRAINLOOP_DETAIL_API void start_epoch(const State& state);
-  // An epoch's end, after its logs: the epoch's schedulers, the stop check, the epochs run (as Lightning reports).
-  TRAINLOOP_DETAIL_API void end_epoch(EngineCore& engine);
-
-  // The sanity check's scope: it draws nothing from the fit's RNG stream and leaves callback_metrics and
-  // logged_metrics as they were (empty in a fresh fit, the checkpoint's in a resumed one).
-  class SanityCheckScope {
-   public:
-    TRAINLOOP_DETAIL_API explicit SanityCheckScope(TrainerCore& trainer);
-    TRAINLOOP_DETAIL_API ~SanityCheckScope();
-    SanityCheckScope(const SanityCheckScope&) = delete;
-    SanityCheckScope& operator=(const SanityCheckScope&) = delete;
-
-   private:
-    TrainerCore& trainer_;
-    detail::IsolatedRng rng_;
-    std::map<std::string, torch::Tensor> callback_metrics_, logged_metrics_;
-  };
-  // While the training Engine runs, checkpoints read the loop's state from it; from a copy once it is gone.
-  class TrainingEngineScope {
-   public:
-    TRAINLOOP_DETAIL_API TrainingEngineScope(TrainerCore& trainer, EngineCore& engine);
-    TRAINLOOP_DETAIL_API ~TrainingEngineScope();
-    TrainingEngineScope(const TrainingEngineScope&) = delete;
-    TrainingEngineScope& operator=(const TrainingEngineScope&) = delete;
-
-   private:
-    TrainerCore& trainer_;
-    EngineCore& engine_;
-  };
-
-  // --- evaluation ------------------------------------------------------------------------------------------------
-
-  // What an evaluation changes, put back when it ends (by an exception too): the stage, the metric store the module
-  // logs to, the module's mode (unless an on_<stage>_model_train hook took care of it). A sanity check's evaluation
-  // (SanityCheckScope owns the flag) publishes nothing and leaves no values in the store.
-  class EvaluationScope {
-   public:
-    // `batches`: the evaluation's batch count (nullopt: unknown), for num_val_batches() and the progress bar.
-    TRAINLOOP_DETAIL_API EvaluationScope(TrainerCore& trainer, torch::nn::Module& module, Stage stage,
-                                         std::optional<std::int64_t> batches);
-    TRAINLOOP_DETAIL_API ~EvaluationScope();
-    EvaluationScope(const EvaluationScope&) = delete;
-    EvaluationScope& operator=(const EvaluationScope&) = delete;
-    MetricStore& store() const noexcept { return store_; }
-    // After the evaluation's last batch: the epoch's values published (not the sanity check's), and a validation
-    // inside fit moves the loop point on (see LoopPoint).
-    TRAINLOOP_DETAIL_API void end_epoch();
-    bool restore_mode = true;
-
-   private:
-    TrainerCore& trainer_;
-    torch::nn::Module& module_;
-    Stage stage_, previous_stage_;
-    bool sanity_, was_training_;
-    MetricStore& store_;
-  };
 
   // --- logged values -------------------------------------------------------------------------------------------------
 
-  // Step values into callback_metrics (always) and logged_metrics (every log_every_n_steps): tensors, no host sync.
-  // Training step values reach the loggers on logging steps; evaluation step values stay out of the loggers (their
-  // step does not advance), as their epoch values go in.
+  // A stage's step values published (logger_connector.hpp), with the loss scaler's skipped steps on logging steps.
   TRAINLOOP_DETAIL_API void publish_step_values(MetricStore& store);
-  TRAINLOOP_DETAIL_API void publish_epoch_values(MetricStore& store);
-
-  // The values waiting for the loggers, read to the host with one transfer, plus "epoch"; nothing stays pending.
-  // This is where logging syncs the device, and only when something is written.
-  TRAINLOOP_DETAIL_API std::map<std::string, double> take_log_record();
-  // The epoch values a validate/test run published, read to the host.
-  TRAINLOOP_DETAIL_API std::map<std::string, double> host_values(const MetricStore& store) const;
+  void publish_epoch_values(MetricStore& store) { logs_.publish_epoch_values(store, strategy_); }
 
   TrainerOptions options_;
-  bool has_loggers_;  // the Trainer's callbacks include a logger: logged values are kept for it
   torch::Device device_ = torch::Device(torch::kCPU);
   Stage stage_ = Stage::train;
   bool sanity_checking_ = false;
   bool fitting_ = false;
-  bool should_stop_ = false;
-  bool terminate_requested_ = false;
-  std::int64_t current_epoch_ = 0, global_step_ = 0, total_batches_ = 0, batch_idx_ = 0;
-  std::int64_t batches_since_step_ = 0;  // batches whose gradients wait for the next optimizer step
-  detail::PrecisionPolicy precision_;      // autocast and loss scaling ("16-mixed", "bf16-mixed"), or nothing ("32")
-  std::int64_t skipped_steps_ = 0;
-  bool last_step_skipped_ = false;
+  detail::LoopProgress progress_;      // the fit's counters, flags and where it stands
+  detail::StrategyPolicy strategy_;    // one process, or data-parallel ranks (DESIGN.md §6)
+  detail::PrecisionPolicy precision_;  // autocast and loss scaling ("16-mixed", "bf16-mixed"), or nothing ("32")
   std::optional<std::int64_t> num_training_batches_, num_val_batches_, num_test_batches_, num_predict_batches_;
-  std::array<MetricStore, 4> metrics_;  // one per Stage: train, validate (the sanity check too), test, predict
-  std::map<std::string, torch::Tensor> callback_metrics_, logged_metrics_;
+  detail::LoggerConnector logs_;  // what is logged: per-stage stores, callback and logged metrics, the pending record
   Optimizers optimizers_;
+  detail::CheckpointConnector checkpoints_{{progress_, precision_, logs_, optimizers_, strategy_, device_}};
   detail::ModuleRuntime runtime_;
-  // While fitting: the training Engine, how to save, and the training data's position (when it has one).
-  EngineCore* train_engine_ = nullptr;
-  std::optional<StateDict> final_loop_state_;  // the training Engine's state once it is gone (after training)
-  LoopPoint loop_point_ = LoopPoint::between_batches;
-  bool stop_after_epoch_ = false;    // a stop condition was met: the epoch ends, then the fit
-  FitProgress fit_;
-  bool skip_rest_of_epoch_ = false;  // on_train_batch_start returned -1
-  std::function<bool(const std::string&, bool)> save_;
   std::function<void(const SchedulerConfig&, std::optional<double>)> scheduler_step_;
-  std::function<StateDict()> train_data_state_;
-  std::int64_t accumulate_grad_batches_ = 1;
-  std::map<std::string, torch::Tensor> pending_log_;  // logged values waiting for the next record to the loggers
-  std::map<std::string, double> pending_host_log_;    // values callbacks handed over with log_metrics()
   Profiler profiler_;
   bool profiling_ = false;
-#if TRAINLOOP_WITH_DISTRIBUTED
-  std::shared_ptr<distributed::ProcessGroup> group_;
-  std::unique_ptr<distributed::DistributedDataParallel> ddp_;
-#endif
 };
 
 #if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
-TRAINLOOP_DETAIL_API detail::IsolatedRng::IsolatedRng() : cpu_(cpu_generator().get_state()) {
-  for (std::size_t i = 0; i < cuda_generator_count(); ++i) cuda_.push_back(cuda_generator(i).get_state());
-}
-TRAINLOOP_DETAIL_API detail::IsolatedRng::~IsolatedRng() {
-  cpu_generator().set_state(cpu_);
-  for (std::size_t i = 0; i < cuda_.size(); ++i) cuda_generator(i).set_state(cuda_[i]);
-}
-
 TRAINLOOP_DETAIL_API TrainerCore::TrainerCore(TrainerOptions&& options, bool has_loggers)
-    : options_(std::move(options)), has_loggers_(has_loggers) {
+    : options_(std::move(options)), logs_(has_loggers) {
   options_.validate();
 }
 TRAINLOOP_DETAIL_API TrainerCore::~TrainerCore() = default;
-
-TRAINLOOP_DETAIL_API void TrainerCore::throw_restore_error(const std::string& path, const std::string& key,
-                                                          const std::exception& error) {
-  throw CheckpointError("trainloop: checkpoint '" + path + "': key '" + key + "': " + error.what());
-}
 
 TRAINLOOP_DETAIL_API std::string TrainerCore::hook_action_name(const char* kind, const char* owner_type,
                                                               const char* hook) {
   return kind + detail::readable_type_name(owner_type) + "." + hook;
 }
 
-TRAINLOOP_DETAIL_API const StateDict& TrainerCore::LoadedCheckpoint::need(const std::string& path,
-                                                                          const std::string& key) const {
-  auto it = states.find(key);
-  if (it == states.end())
-    throw CheckpointError("trainloop: checkpoint '" + path + "': key '" + key + "' is missing (not written by fit?)");
-  return it->second;
-}
-
-TRAINLOOP_DETAIL_API const TensorDict& TrainerCore::LoadedCheckpoint::need_tensors(const std::string& path,
-                                                                                  const std::string& key) const {
-  auto it = tensors.find(key);
-  if (it == tensors.end())
-    throw CheckpointError("trainloop: checkpoint '" + path + "': key '" + key +
-                          "' (tensors) is missing: it was written without this callback");
-  return it->second;
-}
-TRAINLOOP_DETAIL_API const StateDict& TrainerCore::LoadedCheckpoint::entries() const {
-  static const StateDict none;
-  auto it = states.find("checkpoint");
-  return it != states.end() ? it->second : none;
-}
-TRAINLOOP_DETAIL_API const TensorDict& TrainerCore::LoadedCheckpoint::entry_tensors() const {
-  static const TensorDict none;
-  auto it = tensors.find("checkpoint");
-  return it != tensors.end() ? it->second : none;
-}
-
-TRAINLOOP_DETAIL_API TrainerCore::LoadedCheckpoint TrainerCore::load_fit_checkpoint(const std::string& path,
-                                                                                   torch::nn::Module& module) {
-  LoadedCheckpoint loaded;
-  loaded.states = trainloop::load_checkpoint(path, module, optimizer_pointers(), device_, true, &loaded.tensors);
-  return loaded;
-}
-
-TRAINLOOP_DETAIL_API bool TrainerCore::write_fit_checkpoint(const std::string& path, bool weights_only,
-                                                           torch::nn::Module& module, const StateDict& hparams,
-                                                           detail::FunctionRef<void(CheckpointContents&)> add_callbacks) {
-  try {
-    if (weights_only) {
-      trainloop::save_weights(path, module);
-      return true;
-    }
-    CheckpointContents contents{loop_states(), loop_tensor_states(),
-                                {{"epoch", current_epoch_}, {"global_step", global_step_}}, {}};
-    add_callbacks(contents);
-    contents.states["checkpoint"] = std::move(contents.entries);
-    if (!contents.entry_tensors.empty()) contents.tensors["checkpoint"] = std::move(contents.entry_tensors);
-    if (!hparams.empty()) contents.states["hparams"] = hparams;
-    trainloop::save_checkpoint(path, module, optimizer_pointers(), contents.states, true, contents.tensors);
-    return true;
-  } catch (const NonFiniteStateError& error) {
-    if (!terminate_requested_) throw;  // a diverged fit fails, its last finite checkpoint intact
-    std::fprintf(stderr, "%s; the fit is stopping, so this checkpoint is skipped\n", error.what());
-    return false;
-  }
-}
-
 TRAINLOOP_DETAIL_API void TrainerCore::check_loss(const torch::Tensor& loss, std::int64_t batch_idx,
                                                   std::string (*module_type)()) const {
   auto where = [&] {
-    return module_type() + "::training_step at epoch " + std::to_string(current_epoch_) + ", batch " +
+    return module_type() + "::training_step at epoch " + std::to_string(progress_.current_epoch) + ", batch " +
            std::to_string(batch_idx);
   };
   if (!loss.defined()) throw std::runtime_error("trainloop: " + where() + " returned an undefined loss tensor");
@@ -11820,32 +12508,9 @@ TRAINLOOP_DETAIL_API void TrainerCore::check_loss(const torch::Tensor& loss, std
 }
 
 TRAINLOOP_DETAIL_API std::map<std::string, double> TrainerCore::progress_bar_metrics() const {
-  std::map<std::string, double> values;
-  for (const auto& store : metrics_)
-    for (const auto& [name, entry] : store.entries()) {
-      if (!entry.prog_bar) continue;
-      auto it = callback_metrics_.find(name);
-      if (it != callback_metrics_.end() && it->second.defined()) values[name] = it->second.template item<double>();
-    }
-  if (precision_.scaling() && stage_ == Stage::train) values["skipped_steps"] = static_cast<double>(skipped_steps_);
+  std::map<std::string, double> values = logs_.progress_bar_values();
+  if (precision_.scaling() && stage_ == Stage::train) values["skipped_steps"] = static_cast<double>(progress_.skipped_steps);
   return values;
-}
-
-TRAINLOOP_DETAIL_API bool TrainerCore::save_checkpoint(const std::string& path, bool weights_only) {
-  if (!save_) throw std::logic_error("trainloop: Trainer::save_checkpoint(\"" + path + "\") needs a fit in progress or done");
-  if (world_size() == 1) return save_(path, weights_only);
-  bool written = true;
-  std::exception_ptr error;
-  if (is_global_zero()) {
-    try {
-      written = save_(path, weights_only);
-    } catch (...) {
-      error = std::current_exception();
-    }
-  }
-  barrier();  // no rank reads (or resumes from) a checkpoint before it is complete
-  if (error) std::rethrow_exception(error);
-  return written;
 }
 
 TRAINLOOP_DETAIL_API void TrainerCore::prepare_stage(Stage stage, const std::string& stage_name) {
@@ -11857,66 +12522,20 @@ TRAINLOOP_DETAIL_API void TrainerCore::prepare_stage(Stage stage, const std::str
     at::globalContext().setBenchmarkCuDNN(false);
   }
   device_ = parse_accelerator(options_.accelerator());
-  setup_distributed();
+  strategy_.setup(options_, device_);
   precision_.setup(options_, device_);
-#if TRAINLOOP_WITH_DISTRIBUTED && TRAINLOOP_WITH_AMP
-  if (group_ && precision_.grad_scaler())  // every rank skips the same steps ("16-mixed")
-    precision_.grad_scaler()->set_found_inf_reducer(
-        [group = group_](torch::Tensor& found) { group->all_reduce(found, distributed::ReduceOp::max); });
-#endif
+  strategy_.connect(precision_);
   stage_ = stage;
   runtime_ = detail::ModuleRuntime{};
-  runtime_.metrics = &metrics_[index(stage)];
+  runtime_.metrics = &logs_.store(stage);
   runtime_.stage = stage;
   runtime_.device = device_;
-  runtime_.current_epoch = current_epoch_;
-  runtime_.global_step = global_step_;
+  runtime_.current_epoch = progress_.current_epoch;
+  runtime_.global_step = progress_.global_step;
   runtime_.clip_gradients = &TrainerCore::clip_gradients;
   profiling_ = options_.profiler();
   if (profiling_) profiler_.start(stage_name);
-  pending_log_.clear();
-  pending_host_log_.clear();
-}
-
-TRAINLOOP_DETAIL_API void TrainerCore::setup_distributed() {
-#if TRAINLOOP_WITH_DISTRIBUTED
-  if (!group_ && options_.strategy() != "single") {
-    const distributed::Environment env = distributed::detect_environment();
-    if (options_.strategy() == "ddp" || options_.devices() > 1 || env.world_size > 1) {
-      group_ = distributed::default_group();
-      if (!group_) {
-        distributed::InitOptions init = options_.process_group();
-        if (options_.devices() > 0) init.processes(options_.devices());
-        group_ = distributed::init(init.device(device_), env);
-        // What Lightning prints as its process group comes up: each rank's line, then rank 0's banner.
-        const int rank = group_->rank(), size = group_->size();
-        std::fprintf(stderr, "Initializing distributed: GLOBAL_RANK: %d, MEMBER: %d/%d\n", rank, rank + 1, size);
-        const std::string rule(100, '-');
-        if (rank == 0)
-          std::fprintf(stderr, "%s\ndistributed_backend=%s\nAll distributed processes registered. Starting with %d "
-                       "processes\n%s\n\n", rule.c_str(), group_->backend_name().c_str(), size, rule.c_str());
-      }
-    }
-  }
-  if (group_ && device_.is_cuda()) device_ = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(group_->local_rank()));
-#endif
-}
-
-TRAINLOOP_DETAIL_API torch::Tensor TrainerCore::epoch_value_across_ranks(const MetricStore::Entry& e) {
-  torch::Tensor value = MetricStore::epoch_value(e);
-#if TRAINLOOP_WITH_DISTRIBUTED
-  if (!group_ || group_->size() == 1 || !e.sync_dist || e.metric_compute || !value.defined()) return value;
-  if (e.reduce == Reduce::mean) {
-    torch::Tensor sums = torch::stack({e.accumulated.reshape({}), torch::full({}, e.weight, e.accumulated.options())});
-    group_->all_reduce(sums, distributed::ReduceOp::sum);
-    return sums[0] / sums[1];
-  }
-  value = value.clone();
-  group_->all_reduce(value, e.reduce == Reduce::sum   ? distributed::ReduceOp::sum
-                            : e.reduce == Reduce::max ? distributed::ReduceOp::max
-                                                      : distributed::ReduceOp::min);
-#endif
-  return value;
+  logs_.drop_pending();
 }
 
 TRAINLOOP_DETAIL_API void TrainerCore::report_profile() {
@@ -11930,144 +12549,6 @@ TRAINLOOP_DETAIL_API void TrainerCore::report_profile() {
     throw std::runtime_error("trainloop: profiler_path '" + options_.profiler_path() + "': " + std::strerror(errno));
   std::fputs(report.c_str(), file);
   std::fclose(file);
-}
-
-TRAINLOOP_DETAIL_API std::map<std::string, StateDict> TrainerCore::loop_states() {
-  std::map<std::string, StateDict> states;
-  if (train_engine_) states["loop"] = train_engine_->state.state_dict();
-  else if (final_loop_state_) states["loop"] = *final_loop_state_;
-  auto flag = [](bool b) { return std::int64_t{b ? 1 : 0}; };
-  states["trainer"] = {{"global_step", global_step_},
-                       {"total_batches", total_batches_},
-                       {"batches_since_step", batches_since_step_},
-                       {"current_epoch", current_epoch_},
-                       {"accumulate_grad_batches", accumulate_grad_batches_},
-                       {"loop_point", static_cast<std::int64_t>(loop_point_)},
-                       {"should_stop", flag(should_stop_)},
-                       {"stop_after_epoch", flag(stop_after_epoch_)},
-                       {"skip_rest_of_epoch", flag(skip_rest_of_epoch_)},
-                       {"skipped_steps", skipped_steps_},
-                       {"last_step_skipped", flag(last_step_skipped_)}};
-  if (precision_.scaling()) states["precision/grad_scaler"] = precision_.state_dict();
-  states["trainer/train_epoch_sums"] = metrics_[index(Stage::train)].epoch_state();
-  if (train_data_state_) states["train_data"] = train_data_state_();
-  for (std::size_t i = 0; i < optimizers_.size(); ++i)
-    if (const auto& s = optimizers_[i].scheduler())
-      if (auto state = s->state_dict()) states["scheduler/" + std::to_string(i)] = *state;
-  return states;
-}
-
-TRAINLOOP_DETAIL_API std::map<std::string, TensorDict> TrainerCore::loop_tensor_states() const {
-  std::map<std::string, TensorDict> tensors;
-  tensors["trainer/callback_metrics"] = TensorDict(callback_metrics_.begin(), callback_metrics_.end());
-  tensors["trainer/train_epoch_sums"] = metrics_[index(Stage::train)].epoch_sums();
-  return tensors;
-}
-
-TRAINLOOP_DETAIL_API StateDict TrainerCore::restore_loop_state(const std::string& path,
-                                                             const LoadedCheckpoint& loaded) {
-  const StateDict& loop = loaded.need(path, "loop");
-  const StateDict& counters = loaded.need(path, "trainer");
-  auto count = [&](const char* key) {
-    auto it = counters.find(key);
-    if (it == counters.end() || !std::holds_alternative<std::int64_t>(it->second))
-      throw CheckpointError("trainloop: checkpoint '" + path + "': key 'trainer/" + key + "' is missing");
-    return std::get<std::int64_t>(it->second);
-  };
-  global_step_ = count("global_step");
-  total_batches_ = count("total_batches");
-  batches_since_step_ = count("batches_since_step");
-  current_epoch_ = count("current_epoch");
-  accumulate_grad_batches_ = count("accumulate_grad_batches");
-  const std::int64_t point = count("loop_point");
-  if (point < 0 || point > static_cast<std::int64_t>(LoopPoint::training_done))
-    throw CheckpointError("trainloop: checkpoint '" + path + "': key 'trainer/loop_point' is " + std::to_string(point) +
-                          ", not a point this trainloop knows");
-  loop_point_ = static_cast<LoopPoint>(point);
-  should_stop_ = count("should_stop") != 0;
-  stop_after_epoch_ = count("stop_after_epoch") != 0;
-  skip_rest_of_epoch_ = count("skip_rest_of_epoch") != 0;
-  skipped_steps_ = counters.count("skipped_steps") ? count("skipped_steps") : 0;  // absent from older checkpoints
-  last_step_skipped_ = counters.count("last_step_skipped") && count("last_step_skipped") != 0;
-  if (precision_.scaling()) {
-    const std::string key = "precision/grad_scaler";
-    const StateDict& scaler = loaded.need(path, key);
-    restoring(path, key, [&] { precision_.load_state_dict(scaler); });
-  }
-  auto metrics = loaded.tensors.find("trainer/callback_metrics");
-  if (metrics != loaded.tensors.end()) callback_metrics_.insert(metrics->second.begin(), metrics->second.end());
-  auto sums = loaded.tensors.find("trainer/train_epoch_sums");
-  metrics_[index(Stage::train)].load_epoch_state(loaded.need(path, "trainer/train_epoch_sums"),
-                                                 sums != loaded.tensors.end() ? sums->second : TensorDict{}, path);
-  runtime_.global_step = global_step_;
-  runtime_.current_epoch = current_epoch_;
-  for (std::size_t i = 0; i < optimizers_.size(); ++i)
-    if (const auto& s = optimizers_[i].scheduler()) {
-      auto it = loaded.states.find("scheduler/" + std::to_string(i));
-      if (it != loaded.states.end()) restoring(path, it->first, [&] { s->load_state_dict(it->second); });
-    }
-  return loop;
-}
-
-TRAINLOOP_DETAIL_API std::optional<StateDict> TrainerCore::train_data_state(const LoadedCheckpoint& loaded) const {
-  auto it = loaded.states.find("train_data");
-  if (it == loaded.states.end()) return std::nullopt;
-  StateDict state = it->second;
-  if (world_size() > 1 && state.count("rank")) state["rank"] = std::int64_t{global_rank()};
-  return state;
-}
-
-TRAINLOOP_DETAIL_API TrainerCore::SanityCheckScope::SanityCheckScope(TrainerCore& trainer)
-    : trainer_(trainer), callback_metrics_(trainer.callback_metrics_), logged_metrics_(trainer.logged_metrics_) {
-  trainer_.sanity_checking_ = true;
-}
-TRAINLOOP_DETAIL_API TrainerCore::SanityCheckScope::~SanityCheckScope() {
-  trainer_.sanity_checking_ = false;
-  trainer_.callback_metrics_ = std::move(callback_metrics_);
-  trainer_.logged_metrics_ = std::move(logged_metrics_);
-}
-
-TRAINLOOP_DETAIL_API TrainerCore::TrainingEngineScope::TrainingEngineScope(TrainerCore& trainer, EngineCore& engine)
-    : trainer_(trainer), engine_(engine) {
-  trainer_.train_engine_ = &engine;
-}
-TRAINLOOP_DETAIL_API TrainerCore::TrainingEngineScope::~TrainingEngineScope() {
-  trainer_.final_loop_state_ = engine_.state.state_dict();
-  trainer_.train_engine_ = nullptr;
-}
-
-TRAINLOOP_DETAIL_API TrainerCore::EvaluationScope::EvaluationScope(TrainerCore& trainer, torch::nn::Module& module,
-                                                                  Stage stage, std::optional<std::int64_t> batches)
-    : trainer_(trainer),
-      module_(module),
-      stage_(stage),
-      previous_stage_(trainer.stage_),
-      sanity_(trainer.sanity_checking_),
-      was_training_(module.is_training()),
-      store_(trainer.metrics_[index(stage)]) {
-  trainer_.stage_ = stage;
-  trainer_.runtime_.stage = stage;
-  trainer_.runtime_.metrics = &store_;
-  store_.start_epoch();
-  (stage == Stage::test ? trainer_.num_test_batches_
-   : stage == Stage::predict ? trainer_.num_predict_batches_
-                             : trainer_.num_val_batches_) = batches;
-}
-TRAINLOOP_DETAIL_API void TrainerCore::EvaluationScope::end_epoch() {
-  if (sanity_) return;
-  trainer_.publish_epoch_values(store_);
-  if (stage_ == Stage::validate && trainer_.fitting_) {  // the validation's results are in: see LoopPoint
-    LoopPoint& point = trainer_.loop_point_;
-    if (point == LoopPoint::batch_validation) point = LoopPoint::between_batches;
-    if (point == LoopPoint::epoch_validation) point = LoopPoint::epoch_hooks;
-  }
-}
-TRAINLOOP_DETAIL_API TrainerCore::EvaluationScope::~EvaluationScope() {
-  if (sanity_) store_.clear();  // the sanity check's values are not results
-  if (restore_mode) module_.train(was_training_);
-  trainer_.stage_ = previous_stage_;
-  trainer_.runtime_.stage = previous_stage_;
-  trainer_.runtime_.metrics = &trainer_.metrics_[index(previous_stage_)];
 }
 
 TRAINLOOP_DETAIL_API void TrainerCore::check_optimizers(const std::string& module, bool automatic_optimization) {
@@ -12090,13 +12571,7 @@ TRAINLOOP_DETAIL_API void TrainerCore::check_optimizers(const std::string& modul
                                 " has no optimizer: its configure_optimizers() must return one (for example "
                                 "std::make_shared<torch::optim::Adam>(parameters())), or switch to manual "
                                 "optimisation with automatic_optimization(false)");
-  runtime_.optimizers = optimizer_pointers();
-}
-
-TRAINLOOP_DETAIL_API std::vector<std::shared_ptr<torch::optim::Optimizer>> TrainerCore::optimizer_pointers() const {
-  std::vector<std::shared_ptr<torch::optim::Optimizer>> pointers;
-  for (const auto& config : optimizers_) pointers.push_back(config.optimizer());
-  return pointers;
+  runtime_.optimizers = detail::optimizer_pointers(optimizers_);
 }
 
 TRAINLOOP_DETAIL_API void TrainerCore::clip_gradients(torch::optim::Optimizer& optimizer, double limit,
@@ -12121,15 +12596,15 @@ TRAINLOOP_DETAIL_API void TrainerCore::clip_gradients(torch::optim::Optimizer& o
 }
 
 TRAINLOOP_DETAIL_API void TrainerCore::count_optimizer_step(bool stepped) {
-  batches_since_step_ = 0;
-  last_step_skipped_ = !stepped;
+  progress_.batches_since_step = 0;
+  progress_.last_step_skipped = !stepped;
   if (!stepped) {
-    ++skipped_steps_;
+    ++progress_.skipped_steps;
     return;
   }
-  ++global_step_;
-  runtime_.global_step = global_step_;
-  step_schedulers(Interval::step, global_step_);
+  ++progress_.global_step;
+  runtime_.global_step = progress_.global_step;
+  step_schedulers(Interval::step, progress_.global_step);
 }
 
 TRAINLOOP_DETAIL_API void TrainerCore::step_schedulers(Interval interval, std::int64_t counter) {
@@ -12140,10 +12615,11 @@ TRAINLOOP_DETAIL_API void TrainerCore::step_schedulers(Interval interval, std::i
       scheduler_step_(*s, std::nullopt);
       continue;
     }
-    auto it = callback_metrics_.find(s->monitor());
-    if (it == callback_metrics_.end()) {
+    const auto& callback_metrics = logs_.callback_metrics();
+    auto it = callback_metrics.find(s->monitor());
+    if (it == callback_metrics.end()) {
       std::string logged;
-      for (const auto& entry : callback_metrics_) logged += (logged.empty() ? "" : ", ") + entry.first;
+      for (const auto& entry : callback_metrics) logged += (logged.empty() ? "" : ", ") + entry.first;
       throw std::runtime_error("trainloop: the scheduler of optimizer " + std::to_string(i) + " monitors '" +
                                s->monitor() + "', which was not logged (logged: " +
                                (logged.empty() ? "nothing" : logged) + ")");
@@ -12153,177 +12629,32 @@ TRAINLOOP_DETAIL_API void TrainerCore::step_schedulers(Interval interval, std::i
 }
 
 TRAINLOOP_DETAIL_API void TrainerCore::publish_step_values(MetricStore& store) {
-  const bool log_now = global_step_ % options_.log_every_n_steps() == 0;
-  const bool to_loggers = has_loggers_ && &store == &metrics_[index(Stage::train)];
-  if (to_loggers && log_now && precision_.scaling()) pending_host_log_["skipped_steps"] = static_cast<double>(skipped_steps_);
-  store.take_step_values([&](const std::string& name, const MetricStore::Entry& e) {
-    callback_metrics_[name] = e.step_value;
-    if (!e.logger || !log_now) return;
-    const std::string logged = e.on_epoch ? name + "_step" : name;
-    logged_metrics_[logged] = e.step_value;
-    if (to_loggers) pending_log_[logged] = e.step_value;
-  });
-}
-
-TRAINLOOP_DETAIL_API void TrainerCore::publish_epoch_values(MetricStore& store) {
-  for (const auto& [name, e] : store.entries()) {
-    torch::Tensor value = epoch_value_across_ranks(e);
-    if (!value.defined()) continue;
-    callback_metrics_[name] = value;
-    if (!e.logger) continue;
-    const std::string logged = e.on_step ? name + "_epoch" : name;
-    logged_metrics_[logged] = value;
-    if (has_loggers_) pending_log_[logged] = value;
-  }
-  store.reset_logged_metrics();
+  const bool log_now = progress_.global_step % options_.log_every_n_steps() == 0;
+  const bool training = &store == &logs_.store(Stage::train);
+  if (training && log_now && precision_.scaling()) logs_.add_host_values({{"skipped_steps", static_cast<double>(progress_.skipped_steps)}});
+  logs_.publish_step_values(store, log_now, training);
 }
 
 TRAINLOOP_DETAIL_API void TrainerCore::begin_fit(std::optional<std::int64_t> train_size) {
-  fit_ = FitProgress{};
-  fit_.start = Clock::now();
-  current_epoch_ = 0;
-  global_step_ = 0;
-  skipped_steps_ = 0;
-  last_step_skipped_ = false;
-  total_batches_ = 0;
-  batches_since_step_ = 0;
-  accumulate_grad_batches_ = options_.accumulate_grad_batches();
-  should_stop_ = false;
-  terminate_requested_ = false;
-  stop_after_epoch_ = false;
-  skip_rest_of_epoch_ = false;
-  loop_point_ = LoopPoint::between_batches;
-  final_loop_state_.reset();
-  callback_metrics_.clear();
-  logged_metrics_.clear();
-  for (auto& store : metrics_) store.clear();
+  progress_.current_epoch = 0;
+  progress_.global_step = 0;
+  progress_.skipped_steps = 0;
+  progress_.last_step_skipped = false;
+  progress_.total_batches = 0;
+  progress_.batches_since_step = 0;
+  progress_.accumulate_grad_batches = options_.accumulate_grad_batches();
+  progress_.should_stop = false;
+  progress_.terminate_requested = false;
+  progress_.stop_after_epoch = false;
+  progress_.skip_rest_of_epoch = false;
+  progress_.point = LoopPoint::between_batches;
+  checkpoints_.begin_fit();
+  logs_.clear();
   BatchLimit limit = options_.overfit_batches().is_set() ? options_.overfit_batches() : options_.limit_train_batches();
   if (options_.fast_dev_run() > 0) limit = BatchLimit(options_.fast_dev_run());
   num_training_batches_ = limit.apply(train_size, "limit_train_batches");
 }
 
-TRAINLOOP_DETAIL_API void TrainerCore::check_val_check_interval() const {
-  const auto& n = options_.val_check_batches();
-  if (n && options_.check_val_every_n_epoch() && num_training_batches_ && *n > *num_training_batches_ &&
-      (!fit_.val_limit || *fit_.val_limit > 0))
-    throw std::invalid_argument(
-        "trainloop: val_check_interval(" + std::to_string(*n) + ") must not exceed the number of training "
-        "batches (" + std::to_string(*num_training_batches_) + "); to validate every " + std::to_string(*n) +
-        " batches across epochs, set check_val_every_n_epoch(std::nullopt); to turn validation off, "
-        "limit_val_batches(0)");
-}
-
-TRAINLOOP_DETAIL_API void TrainerCore::note_resume_point(const StateDict& loop_state) {
-  fit_.resumed_at = loop_point_;
-  auto in_epoch = loop_state.find("in_epoch");
-  fit_.resuming_mid_epoch = in_epoch != loop_state.end() && in_epoch->second == StateValue{std::int64_t{1}};
-}
-
-TRAINLOOP_DETAIL_API bool TrainerCore::sanity_check_due(std::optional<std::int64_t>& limit) const {
-  const std::int64_t steps = options_.fast_dev_run() > 0 ? 0 : options_.num_sanity_val_steps();
-  if (steps == 0) return false;
-  limit = fit_.val_limit;
-  if (steps > 0) limit = limit ? std::min(*limit, steps) : steps;
-  return true;
-}
-
-TRAINLOOP_DETAIL_API std::uint64_t TrainerCore::max_epochs_to_run() const {
-  const auto epochs = options_.effective_max_epochs();
-  return epochs ? static_cast<std::uint64_t>(*epochs) : std::numeric_limits<std::uint64_t>::max();
-}
-
-TRAINLOOP_DETAIL_API bool TrainerCore::finished_before(const std::optional<StateDict>& loop_state) const {
-  if (!loop_state || fit_.resumed_at != LoopPoint::training_done) return false;
-  if (options_.max_steps() > 0 && global_step_ >= options_.max_steps()) return true;
-  if (should_stop_ && minimums_reached()) return true;
-  auto epoch = loop_state->find("epoch");
-  return epoch != loop_state->end() && std::holds_alternative<std::int64_t>(epoch->second) &&
-         static_cast<std::uint64_t>(std::get<std::int64_t>(epoch->second)) >= max_epochs_to_run();
-}
-
-TRAINLOOP_DETAIL_API bool TrainerCore::minimums_reached() const {
-  return current_epoch_ + 1 >= options_.min_epochs() && global_step_ >= options_.min_steps();
-}
-
-TRAINLOOP_DETAIL_API bool TrainerCore::validation_due_this_epoch() const {
-  const auto& every = options_.check_val_every_n_epoch();
-  return !every || (current_epoch_ + 1) % *every == 0;
-}
-
-TRAINLOOP_DETAIL_API bool TrainerCore::validation_due_at_batch(const State& state) const {
-  if (const auto& steps = options_.val_every_n_optimizer_steps())
-    return batches_since_step_ == 0 && !last_step_skipped_ && global_step_ > 0 && global_step_ % *steps == 0;
-  if (const auto& n = options_.val_check_batches())
-    return (options_.check_val_every_n_epoch() ? batch_idx_ + 1 : total_batches_) % *n == 0;
-  if (!fit_.epoch_sized) return false;
-  const auto every = std::max<std::int64_t>(
-      1, static_cast<std::int64_t>(static_cast<double>(*state.epoch_length) * options_.val_check_fraction()));
-  return (batch_idx_ + 1) % every == 0;
-}
-
-TRAINLOOP_DETAIL_API bool TrainerCore::validation_at_epoch_end() const {
-  return !fit_.epoch_sized && !options_.val_every_n_optimizer_steps() && !options_.val_check_batches();
-}
-
-TRAINLOOP_DETAIL_API bool TrainerCore::out_of_time() const {
-  return options_.max_time().count() > 0 && Clock::now() - fit_.start >= options_.max_time();
-}
-
-TRAINLOOP_DETAIL_API bool TrainerCore::validation_due_at_batch_end(const State& state, bool out_of_time) const {
-  const bool asked_to_stop = (should_stop_ && minimums_reached()) || out_of_time;
-  return !stop_after_epoch_ && !skip_rest_of_epoch_ && validation_due_this_epoch() &&
-         (validation_due_at_batch(state) || asked_to_stop);
-}
-
-TRAINLOOP_DETAIL_API bool TrainerCore::stop_due(bool out_of_time) const {
-  return (options_.max_steps() > 0 && global_step_ >= options_.max_steps()) || out_of_time ||
-         (should_stop_ && minimums_reached());
-}
-
-TRAINLOOP_DETAIL_API void TrainerCore::start_epoch(const State& state) {
-  fit_.epoch_sized = state.epoch_length.has_value();
-  current_epoch_ = static_cast<std::int64_t>(state.epoch) - 1;
-  runtime_.current_epoch = current_epoch_;
-  if (!fit_.resuming_mid_epoch) {  // a resumed epoch keeps its running sums and skip flag from the checkpoint
-    metrics_[index(Stage::train)].start_epoch();
-    skip_rest_of_epoch_ = false;
-  }
-}
-
-TRAINLOOP_DETAIL_API void TrainerCore::end_epoch(EngineCore& engine) {
-  step_schedulers(Interval::epoch, current_epoch_ + 1);
-  if (should_stop_ && minimums_reached()) stop_after_epoch_ = true;
-  if (stop_after_epoch_) engine.terminate();
-  current_epoch_ = static_cast<std::int64_t>(engine.state.epoch);  // epochs run, as Lightning reports after fit
-  runtime_.current_epoch = current_epoch_;
-  loop_point_ = LoopPoint::between_batches;
-}
-
-TRAINLOOP_DETAIL_API std::map<std::string, double> TrainerCore::take_log_record() {
-  std::map<std::string, double> record = std::move(pending_host_log_);
-  if (!pending_log_.empty()) {
-    std::vector<torch::Tensor> values;
-    for (const auto& entry : pending_log_) values.push_back(entry.second.detach().reshape({}).to(torch::kFloat64));
-    const torch::Tensor host = torch::stack(values).to(torch::kCPU);
-    const double* data = host.data_ptr<double>();
-    std::size_t i = 0;
-    for (const auto& entry : pending_log_) record[entry.first] = data[i++];
-  }
-  record["epoch"] = static_cast<double>(current_epoch_);
-  pending_log_.clear();
-  pending_host_log_.clear();
-  return record;
-}
-
-TRAINLOOP_DETAIL_API std::map<std::string, double> TrainerCore::host_values(const MetricStore& store) const {
-  std::map<std::string, double> values;
-  for (const auto& [name, e] : store.entries()) {
-    auto it = callback_metrics_.find(name);
-    if (e.on_epoch && e.logged_this_epoch && it != callback_metrics_.end())
-      values[name] = it->second.item<double>();
-  }
-  return values;
-}
 #endif  // TRAINLOOP_DETAIL_DEFINE_API
 
 TRAINLOOP_DETAIL_END
@@ -12332,6 +12663,7 @@ TRAINLOOP_DETAIL_END
 // trainloop: ProgressBar, a tqdm-like bar for the Trainer: bar, batch/total, it/s, ETA and the prog_bar metrics,
 // redrawn in place on a terminal at a bounded rate; plain periodic lines when the output is not a terminal.
 // Validation (and test, predict) get a bar of their own.
+#include <torch/torch.h>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -12342,6 +12674,7 @@ TRAINLOOP_DETAIL_END
 #if defined(__unix__) || defined(__APPLE__)
 #include <unistd.h>
 #endif
+
 
 TRAINLOOP_DETAIL_BEGIN
 
@@ -12558,6 +12891,7 @@ TRAINLOOP_DETAIL_END
 // ---- begin parts/torch/callbacks/model_summary.hpp ----
 // trainloop: ModelSummary, printed at the start of fit: the module's direct children, their types and parameter
 // counts, then trainable / non-trainable / total parameters and the estimated size.
+#include <torch/torch.h>
 #include <cstdint>
 #include <cstdio>
 #include <string>
@@ -12652,66 +12986,20 @@ TRAINLOOP_DETAIL_API std::string ModelSummary::human(std::int64_t n) {
 
 TRAINLOOP_DETAIL_END
 // ---- end parts/torch/callbacks/model_summary.hpp ----
-// ---- begin parts/torch/trainer.hpp ----
-// trainloop: the Trainer, Lightning's face, built on the Engine. Training is an Engine whose step runs Lightning's
-// batch procedure and whose events drive the epoch-level hooks; validation, test and predict are one pass over their
-// data (a plain loop: they have no events of their own to dispatch, and an Engine per module type costs compile time).
-// Hook order (callbacks in the order given, then the module) is Lightning's; the README has the table and
-// tests/torch/test_trainer_trace.cpp pins it.
-#include <array>
-#include <chrono>
-#include <cstdint>
-#include <cstdio>
-#include <limits>
-#include <variant>
-#include <exception>
-#include <functional>
-#include <map>
-#include <memory>
-#include <optional>
-#include <stdexcept>
-#include <string>
+// ---- begin parts/torch/callback_list.hpp ----
+// trainloop: the Trainer's callbacks: the compile-time pack as given, the built-in progress bar and model summary
+// (added unless the options turn them off or the pack has its own), and the one place that says in which order a
+// hook reaches them (docs/trainer.md: hook order). Visiting costs nothing for a group the pack does not have.
+#include <torch/torch.h>
 #include <tuple>
-#include <typeinfo>
 #include <type_traits>
 #include <utility>
-#include <vector>
+
 
 TRAINLOOP_DETAIL_BEGIN
 
 namespace detail {
-/// fit() without validation data.
-struct NoData {};
-
-// Keeps an lvalue by reference and an rvalue by value, so fit() can run the same data several times.
-template <class T>
-struct Held {
-  T value;
-  std::remove_reference_t<T>& get() { return value; }
-};
-
-// The loss inside what training_step returns: a tensor, a struct with a `loss` member, or a map with "loss".
-template <class T>
-using loss_member_t = decltype(std::declval<const T&>().loss);
-template <class Out>
-torch::Tensor loss_of(const Out& out) {
-  if constexpr (std::is_same_v<Out, torch::Tensor>) {
-    return out;
-  } else if constexpr (is_detected_v<loss_member_t, Out>) {
-    return out.loss;
-  } else if constexpr (is_map<Out>::value) {
-    auto it = out.find("loss");
-    if (it == out.end()) throw std::invalid_argument("training_step returned a map without a \"loss\" entry");
-    return it->second;
-  } else {
-    static_assert(is_detected_v<loss_member_t, Out>,
-                  "trainloop: training_step must return the loss: a torch::Tensor, a struct with a `loss` member, or a "
-                  "map with a \"loss\" entry (or use manual optimisation)");
-    return {};
-  }
-}
-
-// Where a callback runs among the others for each hook (see the README's hook order):
+// Where a callback runs among the others for each hook (see docs/trainer.md: hook order):
 //  - plain callbacks, in the order of the pack, then the built-in progress bar and model summary;
 //  - monitoring callbacks (`static constexpr bool trainloop_monitoring_callback = true`: early stopping), whose
 //    on_train_epoch_end runs after the module's, once the epoch's values are published, as in Lightning;
@@ -12733,33 +13021,118 @@ constexpr CallbackGroup callback_group() {
   return CallbackGroup::plain;
 }
 
-// Forwards an Engine's events to an owner's `engine_event<E>(engine)`.
-template <class Owner>
-struct EngineEventsTo {
-  Owner* owner;
-#define TRAINLOOP_DETAIL_FORWARD(name)                                                                                 \
-  template <class E>                                                                                                   \
-  void on_##name(E& engine) {                                                                                          \
-    owner->template engine_event<Event::name>(engine);                                                                 \
-  }
-  TRAINLOOP_DETAIL_FORWARD(started)
-  TRAINLOOP_DETAIL_FORWARD(epoch_started)
-  TRAINLOOP_DETAIL_FORWARD(get_batch_started)
-  TRAINLOOP_DETAIL_FORWARD(get_batch_completed)
-  TRAINLOOP_DETAIL_FORWARD(iteration_started)
-  TRAINLOOP_DETAIL_FORWARD(iteration_completed)
-  TRAINLOOP_DETAIL_FORWARD(epoch_completed)
-  TRAINLOOP_DETAIL_FORWARD(completed)
-  TRAINLOOP_DETAIL_FORWARD(terminate)
-  TRAINLOOP_DETAIL_FORWARD(terminate_single_epoch)
-  TRAINLOOP_DETAIL_FORWARD(data_exhausted)
-  TRAINLOOP_DETAIL_FORWARD(interrupt)
-#undef TRAINLOOP_DETAIL_FORWARD
-  template <class E>
-  void on_exception_raised(E& engine, std::exception_ptr) {
-    owner->template engine_event<Event::exception_raised>(engine);
-  }
+// Which callbacks a visit reaches, each in hook order:
+enum class CallbackOrder {
+  all,            // plain (then the built-ins), monitoring, checkpointing
+  before_module,  // plain (then the built-ins), monitoring: a module hook runs next, then the checkpointing ones
+  plain,          // plain, then the built-ins
+  monitoring,
+  checkpointing,
+  pack,           // the pack alone (plain, monitoring, checkpointing): the training Engine's events
 };
+
+template <class... Callbacks>
+class CallbackList {
+ public:
+  explicit CallbackList(const TrainerOptions& options, Callbacks... callbacks)
+      : callbacks_(std::move(callbacks)...),
+        builtin_progress_bar_(options.enable_progress_bar() && !has<ProgressBar>()),
+        builtin_model_summary_(options.enable_model_summary() && !has<ModelSummary>()) {
+    static_assert((check_lightning_names<unwrap_reference_t<Callbacks>>() && ... && true));
+  }
+
+  template <class C>
+  static constexpr bool has() {
+    return (std::is_same_v<unwrap_reference_t<Callbacks>, C> || ... || false);
+  }
+  static constexpr bool has_loggers = (is_logger<unwrap_reference_t<Callbacks>>() || ... || false);
+
+  std::tuple<Callbacks...>& tuple() noexcept { return callbacks_; }
+  template <class C>
+  C& get() noexcept {
+    return unwrap(std::get<C>(callbacks_));
+  }
+
+  // f(callback) for each callback `Order` reaches. Loggers, the progress bar and the model summary exist on rank 0
+  // only (Lightning's rank_zero_only): `global_zero` says whether this is it.
+  template <CallbackOrder Order, class F>
+  void for_each(bool global_zero, F&& f) {
+    using O = CallbackOrder;
+    if constexpr (Order == O::all || Order == O::before_module || Order == O::plain || Order == O::pack)
+      visit<CallbackGroup::plain>(global_zero, f);
+    if constexpr (Order == O::all || Order == O::before_module || Order == O::plain) {
+      if (builtin_progress_bar_ && global_zero) f(progress_bar_);
+      if (builtin_model_summary_ && global_zero) f(model_summary_);
+    }
+    if constexpr (Order == O::all || Order == O::before_module || Order == O::monitoring || Order == O::pack)
+      visit<CallbackGroup::monitoring>(global_zero, f);
+    if constexpr (Order == O::all || Order == O::checkpointing || Order == O::pack)
+      visit<CallbackGroup::checkpointing>(global_zero, f);
+  }
+  template <class F>
+  void for_each_logger(bool global_zero, F&& f) {
+    if constexpr (has_loggers)
+      for_each<CallbackOrder::all>(global_zero, [&](auto& callback) {
+        if constexpr (is_logger<std::decay_t<decltype(callback)>>()) f(callback);
+      });
+  }
+
+ private:
+  template <class C>
+  static constexpr bool rank_zero_only_v =
+      is_logger<C>() || std::is_same_v<C, ProgressBar> || std::is_same_v<C, ModelSummary>;
+  // Whether the pack has a callback of group G: a hook with none costs no instantiation at all (most Trainers have
+  // few callbacks, and every hook asks every group).
+  template <CallbackGroup G>
+  static constexpr bool has_group_v = ((callback_group<unwrap_reference_t<Callbacks>>() == G) || ... || false);
+  template <CallbackGroup G, class F>
+  void visit([[maybe_unused]] bool global_zero, [[maybe_unused]] F& f) {
+    if constexpr (has_group_v<G>) {
+      std::apply(
+          [&](auto&... callbacks) {
+            [[maybe_unused]] auto one = [&](auto& callback) {
+              using C = std::decay_t<decltype(callback)>;
+              if constexpr (callback_group<C>() == G) {
+                if constexpr (rank_zero_only_v<C>) {
+                  if (!global_zero) return;
+                }
+                f(callback);
+              }
+            };
+            (one(unwrap(callbacks)), ...);
+          },
+          callbacks_);
+    }
+  }
+
+  std::tuple<Callbacks...> callbacks_;
+  ProgressBar progress_bar_;
+  ModelSummary model_summary_;
+  bool builtin_progress_bar_, builtin_model_summary_;
+};
+}  // namespace detail
+
+TRAINLOOP_DETAIL_END
+// ---- end parts/torch/callback_list.hpp ----
+// ---- begin parts/torch/loops/evaluation_loop.hpp ----
+// trainloop: the evaluation loop: validation, test and predict are one pass over their data with Lightning's hooks
+// around each batch and the stage (a plain loop: they have no events of their own to dispatch, and an Engine per
+// module type costs compile time). Validation and test share one instantiation, the stage choosing their hooks at run
+// time. The sanity check and fit's validations run through it too.
+#include <torch/torch.h>
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <variant>
+#include <vector>
+
+
+TRAINLOOP_DETAIL_BEGIN
+
+namespace detail {
+namespace tags = lightning_tags;
 
 // The hooks around each evaluation kind (validation, test, predict); the step is the tag's own.
 template <class StepTag>
@@ -12794,15 +13167,925 @@ TRAINLOOP_DETAIL_EVAL_HOOKS(test_step, test)
 TRAINLOOP_DETAIL_EVAL_HOOKS(predict_step, predict)
 #undef TRAINLOOP_DETAIL_EVAL_HOOKS
 
-template <class C>
-using last_model_path_t = decltype(std::declval<const C&>().last_model_path());
-template <class C>
-using state_key_t = decltype(std::declval<const C&>().state_key());
-// A callback's tensors in checkpoints (EMA weights): TensorDict tensor_state() const, load_tensor_state(const TensorDict&).
-template <class C>
-using tensor_state_t = decltype(std::declval<const C&>().tensor_state());
-template <class C>
-using load_tensor_state_t = decltype(std::declval<C&>().load_tensor_state(std::declval<const TensorDict&>()));
+// What an evaluation keeps per batch: predict_step's output for predict, nothing for validation and test.
+template <bool Predict, class Module, class Batch>
+struct prediction_of {
+  using type = std::monostate;
+};
+template <class Module, class Batch>
+struct prediction_of<true, Module, Batch> {
+  using type = std::decay_t<decltype(lightning_hook<lightning_tags::predict_step>::call(
+      std::declval<Module&>(), std::declval<Batch&>(), std::int64_t{}))>;
+};
+
+// What an evaluation changes, put back when it ends (by an exception too): the stage, the metric store the module
+// logs to, the module's mode (unless an on_<stage>_model_train hook took care of it). A sanity check's evaluation
+// (SanityCheckScope owns the flag) publishes nothing and leaves no values in the store.
+class EvaluationScope {
+ public:
+  // `batches`: the evaluation's batch count (nullopt: unknown), for num_val_batches() and the progress bar.
+  TRAINLOOP_DETAIL_API EvaluationScope(TrainerCore& trainer, torch::nn::Module& module, Stage stage,
+                                       std::optional<std::int64_t> batches);
+  TRAINLOOP_DETAIL_API ~EvaluationScope();
+  EvaluationScope(const EvaluationScope&) = delete;
+  EvaluationScope& operator=(const EvaluationScope&) = delete;
+  MetricStore& store() const noexcept { return store_; }
+  // After the evaluation's last batch: the epoch's values published (not the sanity check's), and a validation
+  // inside fit moves the loop point on (see LoopPoint).
+  TRAINLOOP_DETAIL_API void end_epoch();
+  bool restore_mode = true;
+
+ private:
+  TrainerCore& trainer_;
+  torch::nn::Module& module_;
+  Stage stage_, previous_stage_;
+  bool sanity_, was_training_;
+  MetricStore& store_;
+};
+
+// The loop itself; `T` is the Trainer (which befriends it).
+struct EvaluationLoop {
+  // The step's tag for an evaluation stage. Validation and test share one instantiation of run(), the stage choosing
+  // their hooks at run time: a TU that validates and tests compiles one loop, not two.
+  template <bool Predict, class F>
+  static decltype(auto) with_tag(Stage stage, F&& f) {
+    if constexpr (Predict)
+      return f(tags::predict_step{});
+    else if (stage == Stage::test)
+      return f(tags::test_step{});
+    else
+      return f(tags::validation_step{});
+  }
+
+  // Validation or test (Predict false: `stage` says which; nothing is kept), or predict (its outputs, in order).
+  template <bool Predict, class T, class Module, class Data>
+  static auto run(T& t, Module& module, Data& data, Stage stage, std::optional<std::int64_t> limit) {
+    using Batch = batch_of_data_t<Data&>;
+    using Stored = typename prediction_of<Predict, Module, Batch>::type;
+    std::vector<Stored> outputs;
+    if (limit && *limit == 0) return outputs;
+
+    const bool sanity = t.sanity_checking_;  // set by the fit's SanityCheckScope
+    EvaluationScope scope(t, module, stage, limit ? limit : data_size(data));
+    MetricStore& store = scope.store();
+    // Lightning's mode hooks: on_validation_model_zero_grad before a validation inside fit, then
+    // on_<stage>_model_eval (default: eval()); on_<stage>_model_train after on_<stage>_end (default: the mode
+    // restored).
+    if (stage == Stage::validate && t.fitting_ && !sanity) {
+      if constexpr (lightning_hook<tags::on_validation_model_zero_grad>::callable<Module>)
+        t.template call_module<tags::on_validation_model_zero_grad>(module);
+      else if (t.progress_.batches_since_step == 0)  // release the gradients, unless an accumulation window still needs them
+        module.zero_grad();
+    }
+    with_tag<Predict>(stage, [&](auto tag) { mode_hooks<decltype(tag)>(t, module, true); });
+    torch::NoGradGuard no_grad;
+
+    with_tag<Predict>(stage, [&](auto tag) { EvalHooks<decltype(tag)>::start(t, module); });
+    std::optional<Batch> slot;
+    t.profiled(stage == Stage::test      ? profiler_actions::run_test
+               : stage == Stage::predict ? profiler_actions::run_predict
+                                         : profiler_actions::run_validation,
+               [&] {
+               auto source = make_data_source<Batch>(data);
+               for (std::int64_t batch_idx = 0; !limit || batch_idx < *limit; ++batch_idx) {
+                 Batch* raw = source.next();
+                 if (!raw) break;
+                 Batch* batch = t.transfer(module, *raw, slot);
+                 with_tag<Predict>(stage, [&](auto tag) {
+                   run_batch<decltype(tag)>(t, module, *batch, batch_idx, outputs);
+                 });
+                 t.publish_step_values(store);
+               }
+             });
+    with_tag<Predict>(stage, [&](auto tag) { EvalHooks<decltype(tag)>::epoch_end(t, module); });
+    scope.end_epoch();
+    if (!sanity) t.write_logs();
+    with_tag<Predict>(stage, [&](auto tag) { EvalHooks<decltype(tag)>::end(t, module); });
+    scope.restore_mode =
+        !with_tag<Predict>(stage, [&](auto tag) { return mode_hooks<decltype(tag)>(t, module, false); });
+    return outputs;
+  }
+
+  // One evaluation batch: its start hooks, the step (profiled, under the precision's autocast), its end hooks; a
+  // prediction is kept.
+  template <class StepTag, class T, class Module, class Batch, class Stored>
+  static void run_batch(T& t, Module& module, Batch& batch, std::int64_t batch_idx, std::vector<Stored>& outputs) {
+    if constexpr (lightning_hook<StepTag>::template callable<Module, Batch&, std::int64_t>) {
+      using Out = std::decay_t<decltype(lightning_hook<StepTag>::call(module, batch, batch_idx))>;
+      EvalHooks<StepTag>::batch_start(t, module, batch, batch_idx);
+      auto action = T::template hook_action<StepTag, Module>("[LightningModule]");
+      if constexpr (std::is_void_v<Out>) {
+        t.profiled(action, [&] {
+          [[maybe_unused]] auto autocast = t.precision_.forward_guard();
+          lightning_hook<StepTag>::call(module, batch, batch_idx);
+        });
+        EvalHooks<StepTag>::batch_end(t, module, std::monostate{}, batch, batch_idx);
+      } else {
+        Out out = t.profiled(action, [&] {
+          [[maybe_unused]] auto autocast = t.precision_.forward_guard();
+          return lightning_hook<StepTag>::call(module, batch, batch_idx);
+        });
+        EvalHooks<StepTag>::batch_end(t, module, out, batch, batch_idx);
+        if constexpr (std::is_same_v<StepTag, tags::predict_step>) outputs.push_back(std::move(out));
+      }
+    } else {  // the entry points check the step exists before they evaluate a stage
+      throw std::logic_error("trainloop: internal error: " + type_name<Module>() + " has no " +
+                             lightning_hook<StepTag>::name_string + " for this evaluation");
+    }
+  }
+
+  // on_<stage>_model_eval (eval: true) or on_<stage>_model_train; returns whether the module has the hook (without
+  // it, eval() is called, or the previous mode is restored). Predict has no train hook, as in Lightning.
+  template <class StepTag, class T, class Module>
+  static bool mode_hooks(T& t, Module& module, bool eval) {
+    using namespace tags;
+    auto call = [&](auto tag) {
+      using Tag = decltype(tag);
+      lightning_hook<Tag>::template check_module<Module>();
+      if constexpr (lightning_hook<Tag>::template callable<Module>) {
+        t.template call_module<Tag>(module);
+        return true;
+      } else {
+        return false;
+      }
+    };
+    bool called = false;
+    if constexpr (std::is_same_v<StepTag, validation_step>)
+      called = eval ? call(on_validation_model_eval{}) : call(on_validation_model_train{});
+    else if constexpr (std::is_same_v<StepTag, test_step>)
+      called = eval ? call(on_test_model_eval{}) : call(on_test_model_train{});
+    else if (eval)
+      called = call(on_predict_model_eval{});
+    if (eval && !called) module.eval();
+    return called;
+  }
+};
+}  // namespace detail
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API detail::EvaluationScope::EvaluationScope(TrainerCore& trainer, torch::nn::Module& module,
+                                                              Stage stage, std::optional<std::int64_t> batches)
+    : trainer_(trainer),
+      module_(module),
+      stage_(stage),
+      previous_stage_(trainer.stage_),
+      sanity_(trainer.sanity_checking_),
+      was_training_(module.is_training()),
+      store_(trainer.logs_.store(stage)) {
+  trainer_.stage_ = stage;
+  trainer_.runtime_.stage = stage;
+  trainer_.runtime_.metrics = &store_;
+  store_.start_epoch();
+  (stage == Stage::test ? trainer_.num_test_batches_
+   : stage == Stage::predict ? trainer_.num_predict_batches_
+                             : trainer_.num_val_batches_) = batches;
+}
+TRAINLOOP_DETAIL_API void detail::EvaluationScope::end_epoch() {
+  if (sanity_) return;
+  trainer_.publish_epoch_values(store_);
+  if (stage_ == Stage::validate && trainer_.fitting_) {  // the validation's results are in: see LoopPoint
+    LoopPoint& point = trainer_.progress_.point;
+    if (point == LoopPoint::batch_validation) point = LoopPoint::between_batches;
+    if (point == LoopPoint::epoch_validation) point = LoopPoint::epoch_hooks;
+  }
+}
+TRAINLOOP_DETAIL_API detail::EvaluationScope::~EvaluationScope() {
+  if (sanity_) store_.clear();  // the sanity check's values are not results
+  if (restore_mode) module_.train(was_training_);
+  trainer_.stage_ = previous_stage_;
+  trainer_.runtime_.stage = previous_stage_;
+  trainer_.runtime_.metrics = &trainer_.logs_.store(previous_stage_);
+}
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
+
+TRAINLOOP_DETAIL_END
+// ---- end parts/torch/loops/evaluation_loop.hpp ----
+// ---- begin parts/torch/loops/optimization.hpp ----
+// trainloop: the two optimisation forms, Lightning's automatic and manual optimisation, and what they share: backward
+// with its hooks, and an optimizer step with its hooks (the gradients unscaled under "16-mixed",
+// on_before_optimizer_step, clipping, the step unless the loss scaler skips it, gradients synchronised across ranks
+// first). Automatic optimisation calls the module's optimizer_step / optimizer_zero_grad / configure_gradient_clipping
+// overrides; manual optimisation (the module calls manual_backward and steps its optimizers itself) uses the plain
+// forms, as Lightning's does.
+#include <torch/torch.h>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+
+
+TRAINLOOP_DETAIL_BEGIN
+
+namespace detail {
+// The loss inside what training_step returns: a tensor, a struct with a `loss` member, or a map with "loss".
+template <class T>
+using loss_member_t = decltype(std::declval<const T&>().loss);
+template <class Out>
+torch::Tensor loss_of(const Out& out) {
+  if constexpr (std::is_same_v<Out, torch::Tensor>) {
+    return out;
+  } else if constexpr (is_detected_v<loss_member_t, Out>) {
+    return out.loss;
+  } else if constexpr (is_map<Out>::value) {
+    auto it = out.find("loss");
+    if (it == out.end()) throw std::invalid_argument("training_step returned a map without a \"loss\" entry");
+    return it->second;
+  } else {
+    static_assert(is_detected_v<loss_member_t, Out>,
+                  "trainloop: training_step must return the loss: a torch::Tensor, a struct with a `loss` member, or a "
+                  "map with a \"loss\" entry (or use manual optimisation)");
+    return {};
+  }
+}
+
+// What both forms share. `T` is the Trainer (which befriends these units).
+struct OptimizerCalls {
+  // The loss scaled ("16-mixed"), on_before_backward, the module's backward(loss) or loss.backward(),
+  // on_after_backward. The hooks get the scaled loss, as in Lightning.
+  template <class T, class Module>
+  static void backward(T& t, Module& module, const torch::Tensor& unscaled_loss) {
+    using Backward = lightning_hook<lightning_tags::backward>;
+    Backward::template check_module<Module, torch::Tensor&>();
+    torch::Tensor loss = t.precision_.scale_loss(unscaled_loss);
+    t.template call_hook<lightning_tags::on_before_backward>(module, loss);
+    t.profiled(profiler_actions::backward, [&] {
+      if constexpr (Backward::template callable<Module, torch::Tensor&>) module.backward(loss);
+      else loss.backward();
+    });
+    t.template call_hook<lightning_tags::on_after_backward>(module);
+  }
+
+  // The gradients synchronised across ranks and unscaled, on_before_optimizer_step, then (profiled as the optimizer
+  // step) `clip()` and `step()` through the loss scaler, which skips the step on inf/NaN gradients. Returns whether
+  // the optimizer stepped.
+  template <class T, class Module, class Clip, class Step>
+  static bool step(T& t, Module& module, torch::optim::Optimizer& optimizer, Clip&& clip, Step&& step) {
+    t.strategy_.before_optimizer_step();
+    t.precision_.unscale(optimizer);  // the hook and clipping see the true gradients, as in Lightning
+    t.template call_hook<lightning_tags::on_before_optimizer_step>(module, optimizer);
+    return t.profiled(profiler_actions::optimizer_step, [&] {
+      clip();
+      return t.precision_.step(optimizer, step);
+    });
+  }
+
+  // on_before_zero_grad, then `zero()` (profiled).
+  template <class T, class Module, class Zero>
+  static void zero_grad(T& t, Module& module, torch::optim::Optimizer& optimizer, Zero&& zero) {
+    t.template call_hook<lightning_tags::on_before_zero_grad>(module, optimizer);
+    t.profiled(profiler_actions::zero_grad, zero);
+  }
+
+  // The TrainerOptions' clipping (gradient_clip_val, gradient_clip_algorithm).
+  template <class T>
+  static void default_clip(T& t, torch::optim::Optimizer& optimizer) {
+    t.clip_gradients(optimizer, t.options_.gradient_clip_val(), t.options_.gradient_clip_algorithm());
+  }
+};
+
+// Lightning's automatic optimisation: for each batch, zero_grad at an accumulation window's start, backward of the
+// loss (divided by the window), and at the window's end (or the epoch's) a step of every optimizer, with the module's
+// optimizer_zero_grad(epoch, batch_idx, optimizer), configure_gradient_clipping(optimizer, value, algorithm) and
+// optimizer_step(epoch, batch_idx, optimizer) overrides when it has them (optimizer_step must call optimizer.step()).
+struct AutomaticOptimization {
+  // After training_step returned `out`, at batch `batch_idx` of the epoch the Engine `core` runs.
+  template <class T, class Module, class Out>
+  static void run(T& t, Module& module, EngineCore& core, const Out& out, std::int64_t batch_idx) {
+    torch::Tensor loss;
+    try {
+      loss = loss_of(out);
+    } catch (const std::invalid_argument& error) {
+      throw std::runtime_error("trainloop: " + type_name<Module>() + "::" + error.what());
+    }
+    t.check_loss(loss, batch_idx, &type_name<Module>);
+    LoopProgress& progress = t.progress_;
+    const std::int64_t accumulate = progress.accumulate_grad_batches;
+    const bool last_batch = core.state.epoch_length && core.state.epoch_iteration >= *core.state.epoch_length;
+    const bool step_now = (batch_idx + 1) % accumulate == 0 || last_batch;
+    if (progress.batches_since_step == 0)
+      for (const auto& config : t.optimizers_) zero_grad(t, module, *config.optimizer());
+    t.strategy_.before_backward(step_now);  // accumulation micro-steps: no communication until the batch that steps
+    OptimizerCalls::backward(t, module, accumulate > 1 ? loss / static_cast<double>(accumulate) : loss);
+    t.strategy_.after_backward();
+    ++progress.batches_since_step;
+    if (step_now) step(t, module);
+  }
+
+  // Every optimizer, counted once when at least one stepped.
+  template <class T, class Module>
+  static void step(T& t, Module& module) {
+    using Clipping = lightning_hook<lightning_tags::configure_gradient_clipping>;
+    Clipping::template check_module<Module, torch::optim::Optimizer&, double, ClipAlgorithm>();
+    bool stepped = false;
+    for (const auto& config : t.optimizers_) {
+      torch::optim::Optimizer& optimizer = *config.optimizer();
+      auto clip = [&] {
+        if constexpr (Clipping::template callable<Module, torch::optim::Optimizer&, double, ClipAlgorithm>)
+          module.configure_gradient_clipping(optimizer, t.options_.gradient_clip_val(),
+                                             t.options_.gradient_clip_algorithm());
+        else
+          OptimizerCalls::default_clip(t, optimizer);
+      };
+      auto step_it = [&] {
+        if constexpr (is_detected_v<optimizer_step_hook_t, Module, torch::optim::Optimizer>)
+          module.optimizer_step(t.progress_.current_epoch, t.progress_.batch_idx, optimizer);
+        else
+          optimizer.step();
+      };
+      stepped = OptimizerCalls::step(t, module, optimizer, clip, step_it) || stepped;
+    }
+    t.count_optimizer_step(stepped);
+  }
+
+  template <class T, class Module>
+  static void zero_grad(T& t, Module& module, torch::optim::Optimizer& optimizer) {
+    OptimizerCalls::zero_grad(t, module, optimizer, [&] {
+      if constexpr (is_detected_v<optimizer_zero_grad_hook_t, Module, torch::optim::Optimizer>)
+        module.optimizer_zero_grad(t.progress_.current_epoch, t.progress_.batch_idx, optimizer);
+      else
+        optimizer.zero_grad();
+    });
+  }
+};
+
+// Manual optimisation: what the module's manual_backward(loss), optimizer step and zero_grad do (its runtime's
+// functions), each through the shared hooks; a step counts at once.
+struct ManualOptimization {
+  template <class T, class Module>
+  static void connect(T& t, Module& module) {
+    ModuleRuntime& runtime = t.runtime_;
+    runtime.backward = [&t, &module](torch::Tensor& loss) { OptimizerCalls::backward(t, module, loss); };
+    runtime.step = [&t, &module](torch::optim::Optimizer& optimizer) {
+      const bool stepped = OptimizerCalls::step(
+          t, module, optimizer, [&] { OptimizerCalls::default_clip(t, optimizer); }, [&] { optimizer.step(); });
+      t.count_optimizer_step(stepped);
+    };
+    runtime.zero_grad = [&t, &module](torch::optim::Optimizer& optimizer) {
+      OptimizerCalls::zero_grad(t, module, optimizer, [&] { optimizer.zero_grad(); });
+    };
+  }
+};
+}  // namespace detail
+
+TRAINLOOP_DETAIL_END
+// ---- end parts/torch/loops/optimization.hpp ----
+// ---- begin parts/torch/loops/fit_loop.hpp ----
+// trainloop: the fit loop (Lightning's _FitLoop and _TrainingEpochLoop): the training Engine runs the epochs and
+// batches, its events drive Lightning's epoch-level hooks, the batch-end stop checks and mid-epoch validations, and a
+// resumed fit first does what was left where its checkpoint was written (LoopPoint). FitLoopCore holds the decisions
+// that depend on neither the module, the data nor the callbacks (compiled once under separate compilation); FitLoop
+// calls the module and the callbacks around them.
+#include <torch/torch.h>
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <exception>
+#include <limits>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <variant>
+#include <vector>
+
+
+TRAINLOOP_DETAIL_BEGIN
+
+namespace detail {
+/// fit() without validation data.
+struct NoData {};
+
+// Keeps an lvalue by reference and an rvalue by value, so fit() can run the same data several times.
+template <class T>
+struct Held {
+  T value;
+  std::remove_reference_t<T>& get() { return value; }
+};
+
+// The RNG state around the sanity check, so it draws nothing from the fit's stream (Lightning's isolate_rng).
+class IsolatedRng {
+ public:
+  TRAINLOOP_DETAIL_API IsolatedRng();
+  TRAINLOOP_DETAIL_API ~IsolatedRng();
+  IsolatedRng(const IsolatedRng&) = delete;
+  IsolatedRng& operator=(const IsolatedRng&) = delete;
+
+ private:
+  torch::Tensor cpu_;
+  std::vector<torch::Tensor> cuda_;
+};
+
+// The sanity check's scope: it draws nothing from the fit's RNG stream and leaves callback_metrics and
+// logged_metrics as they were (empty in a fresh fit, the checkpoint's in a resumed one).
+class SanityCheckScope {
+ public:
+  TRAINLOOP_DETAIL_API explicit SanityCheckScope(TrainerCore& trainer);
+  TRAINLOOP_DETAIL_API ~SanityCheckScope();
+  SanityCheckScope(const SanityCheckScope&) = delete;
+  SanityCheckScope& operator=(const SanityCheckScope&) = delete;
+
+ private:
+  TrainerCore& trainer_;
+  IsolatedRng rng_;
+  std::map<std::string, torch::Tensor> callback_metrics_, logged_metrics_;
+};
+
+// The fit loop's decisions (Lightning's rules; docs/trainer.md: TrainerOptions) and what it owns: the fit's clock,
+// its validation limit, whether the epoch's size is known.
+class FitLoopCore {
+ public:
+  TRAINLOOP_DETAIL_API explicit FitLoopCore(TrainerCore& trainer);
+  // Validation batches per run while fitting (nullopt: all).
+  std::optional<std::int64_t> val_limit() const noexcept { return val_limit_; }
+  void val_limit(std::optional<std::int64_t> limit) noexcept { val_limit_ = limit; }
+
+  // Lightning refuses an integer val_check_interval longer than an epoch: it would never validate.
+  TRAINLOOP_DETAIL_API void check_val_check_interval() const;
+  // Whether the sanity check runs, and over how many batches (`limit`; nullopt: all).
+  TRAINLOOP_DETAIL_API bool sanity_check_due(std::optional<std::int64_t>& limit) const;
+  TRAINLOOP_DETAIL_API std::uint64_t max_epochs_to_run() const;
+  // A checkpoint written after training ended resumes only to go further: more epochs or more steps.
+  TRAINLOOP_DETAIL_API bool finished_before(const std::optional<StateDict>& loop_state) const;
+  TRAINLOOP_DETAIL_API bool minimums_reached() const;  // min_epochs and min_steps: should_stop waits for them
+  TRAINLOOP_DETAIL_API bool validation_due_this_epoch() const;
+  // Lightning's batch-end rule: every val_check_interval batches of the epoch (or across epochs), or each
+  // floor(fraction * batches)-th batch; trainloop's every n optimizer steps. Data of unknown size validates at the
+  // epoch's end instead.
+  TRAINLOOP_DETAIL_API bool validation_due_at_batch(const State& state) const;
+  TRAINLOOP_DETAIL_API bool validation_at_epoch_end() const;
+  // At a batch's end: Lightning validates when its interval says so, and when the fit is asked to stop there
+  // (should_stop with the minimums reached, or the time limit), before stopping.
+  TRAINLOOP_DETAIL_API bool out_of_time() const;
+  TRAINLOOP_DETAIL_API bool validation_due_at_batch_end(const State& state, bool out_of_time) const;
+  TRAINLOOP_DETAIL_API bool stop_due(bool out_of_time) const;
+  // An epoch's start: the counters, and unless the fit resumes inside it, its running sums and skip flag.
+  TRAINLOOP_DETAIL_API void start_epoch(const State& state);
+  // An epoch's end, after its logs: the epoch's schedulers, the stop check, the epochs run (as Lightning reports).
+  TRAINLOOP_DETAIL_API void end_epoch(EngineCore& engine);
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  TrainerCore& t_;
+  Clock::time_point start_;                // for max_time
+  std::optional<std::int64_t> val_limit_;  // validation batches per run while fitting (nullopt: all)
+  bool epoch_sized_ = true;                // the epoch's batch count was known when it began
+};
+
+// Forwards an Engine's events to an owner's `engine_event<E>(engine)`.
+template <class Owner>
+struct EngineEventsTo {
+  Owner* owner;
+#define TRAINLOOP_DETAIL_FORWARD(name)                                                                                 \
+  template <class E>                                                                                                   \
+  void on_##name(E& engine) {                                                                                          \
+    owner->template engine_event<Event::name>(engine);                                                                 \
+  }
+  TRAINLOOP_DETAIL_FORWARD(started)
+  TRAINLOOP_DETAIL_FORWARD(epoch_started)
+  TRAINLOOP_DETAIL_FORWARD(get_batch_started)
+  TRAINLOOP_DETAIL_FORWARD(get_batch_completed)
+  TRAINLOOP_DETAIL_FORWARD(iteration_started)
+  TRAINLOOP_DETAIL_FORWARD(iteration_completed)
+  TRAINLOOP_DETAIL_FORWARD(epoch_completed)
+  TRAINLOOP_DETAIL_FORWARD(completed)
+  TRAINLOOP_DETAIL_FORWARD(terminate)
+  TRAINLOOP_DETAIL_FORWARD(terminate_single_epoch)
+  TRAINLOOP_DETAIL_FORWARD(data_exhausted)
+  TRAINLOOP_DETAIL_FORWARD(interrupt)
+#undef TRAINLOOP_DETAIL_FORWARD
+  template <class E>
+  void on_exception_raised(E& engine, std::exception_ptr) {
+    owner->template engine_event<Event::exception_raised>(engine);
+  }
+};
+
+// One fit: `T` is the Trainer (which befriends this), the data held as fit keeps it (TrainHeld, ValHeld: Held<...>),
+// `Batch` the training data's batch type.
+template <class T, class Module, class TrainHeld, class ValHeld, class Batch>
+class FitLoop {
+ public:
+  FitLoop(T& trainer, Module& module, TrainHeld& train, ValHeld& val)
+      : t_(trainer), module_(module), train_(train), val_(val), core_(trainer) {}
+  static constexpr bool has_val = !std::is_same_v<std::decay_t<decltype(std::declval<ValHeld&>().get())>, NoData>;
+
+  // Trains, resuming from `ckpt_path` when it is not empty.
+  void run(const std::string& ckpt_path) {
+    T& t = t_;
+    const TrainerOptions& o = t.options_;
+    t.configure_optimizers(module_);
+    module_.train();
+    t.begin_fit(data_size(train_.get()));
+    // Resuming, as Lightning: the model and callbacks before on_fit_start, the loop's counters after it.
+    std::optional<CheckpointConnector::Loaded> loaded;
+    if (!ckpt_path.empty()) loaded = CallbackCheckpoints::restore(t, ckpt_path, module_);
+    if constexpr (has_val) {
+      core_.val_limit(o.overfit_batches().is_set() ? t.num_training_batches_
+                                                   : t.eval_limit(o.limit_val_batches(), val_.get(), "limit_val_batches"));
+      core_.check_val_check_interval();
+    }
+
+    t.template call_hook<tags::on_fit_start>(module_);
+    std::optional<StateDict> loop_state;
+    bool data_positioned = false;
+    if (loaded) {
+      loop_state = t.checkpoints_.restore_loop(ckpt_path, *loaded);
+      t.runtime_.global_step = t.progress_.global_step;
+      t.runtime_.current_epoch = t.progress_.current_epoch;
+      data_positioned = restore_data_position(ckpt_path, *loaded);
+      loaded.reset();
+    }
+    if constexpr (has_val) {
+      // The sanity check runs on resume too (Lightning's does), isolated from the fit (SanityCheckScope).
+      std::optional<std::int64_t> limit;
+      if (core_.sanity_check_due(limit)) {
+        SanityCheckScope sanity_check(t);
+        t.template call_hook<tags::on_sanity_check_start>(module_);
+        validate_now(limit);
+        t.template call_hook<tags::on_sanity_check_end>(module_);
+      }
+    }
+    t.template call_hook<tags::on_train_start>(module_);
+    if ((!t.num_training_batches_ || *t.num_training_batches_ > 0) && !core_.finished_before(loop_state)) {
+      auto engine = make_engine<Batch>(
+          [this](EngineCore& core, Batch&) {
+            return t_.profiled(profiler_actions::run_training_batch, [&] { return train_batch(core, *batch_); });
+          },
+          EngineEventsTo<FitLoop>{this});
+      t.template check_callback_engine_hooks<decltype(engine)>();
+      CheckpointConnector::EngineScope running(t.checkpoints_, engine);
+      if (loop_state) engine.state.load_state_dict(*loop_state);
+      RunOptions run;
+      run.max_epochs(core_.max_epochs_to_run());
+      if (t.num_training_batches_) run.epoch_length(static_cast<std::uint64_t>(*t.num_training_batches_));
+      run.restart_data_each_epoch(true);
+      run.skip_consumed_batches(!data_positioned);  // plain ranges resume mid-epoch at the right batch too
+      engine.run(train_.get(), run);
+      if (engine.interrupted())
+        throw std::logic_error("trainloop: the training Engine was interrupted; in a Trainer, stop with "
+                               "trainer.should_stop(true) or trainer.terminate()");
+    }
+    t.progress_.point = LoopPoint::training_done;
+    t.template call_hook<tags::on_train_end>(module_);
+    t.template call_hook<tags::on_fit_end>(module_);
+  }
+
+  // The training Engine's events: callbacks' Engine hooks first, then the loop's own work.
+  template <Event E, class Engine>
+  void engine_event(Engine& engine) {
+    auto hook = [&](auto& callback) { call_engine_hook<E>(callback, engine); };
+    t_.template for_each_callback<CallbackOrder::pack>(hook);
+    if constexpr (E == Event::get_batch_started)
+      if (t_.profiling_) fetch_started_ = Profiler::Clock::now();
+    if constexpr (E == Event::get_batch_completed)
+      if (t_.profiling_) t_.profiler_.record(profiler_actions::get_train_batch, Profiler::Clock::now() - fetch_started_);
+    if constexpr (E == Event::started) resume_between_epochs(engine);
+    if constexpr (E == Event::epoch_started) epoch_started(engine);
+    if constexpr (E == Event::iteration_started) iteration_started(engine);
+    if constexpr (E == Event::iteration_completed) iteration_completed(engine);
+    if constexpr (E == Event::epoch_completed) finish_epoch(engine, LoopPoint::in_batch);
+  }
+
+ private:
+  template <Event E, class C, class Engine>
+  static void call_engine_hook(C& callback, Engine& engine) {
+    if constexpr (hook<E>::template callable<C, Engine>) {
+      if constexpr (E == Event::exception_raised)
+        hook<E>::call(callback, engine, engine.current_exception());
+      else
+        hook<E>::call(callback, engine);
+    }
+  }
+
+  // The training data's position from the checkpoint, when the data has one; returns whether it restored it (else the
+  // Engine skips what the epoch consumed).
+  bool restore_data_position(const std::string& path, const CheckpointConnector::Loaded& loaded) {
+    if constexpr (is_detected_v<load_state_dict_t, std::remove_reference_t<decltype(train_.get())>>) {
+      if (std::optional<StateDict> position = t_.checkpoints_.train_data_position(loaded)) {
+        CheckpointConnector::restoring(path, "train_data", [&] { train_.get().load_state_dict(*position); });
+        return true;
+      }
+    }
+    (void)path;
+    (void)loaded;
+    return false;
+  }
+
+  void validate_now(std::optional<std::int64_t> limit) {
+    if constexpr (has_val) {
+      constexpr bool validates_train_batches =
+          lightning_hook<tags::validation_step>::callable<Module, Batch&, std::int64_t>;
+      if constexpr (validates_train_batches) {  // overfit_batches validates on them (fit refused it otherwise)
+        if (t_.options_.overfit_batches().is_set()) {
+          EvaluationLoop::run<false>(t_, module_, train_.get(), Stage::validate, limit);
+          return;
+        }
+      }
+      EvaluationLoop::run<false>(t_, module_, val_.get(), Stage::validate, limit);
+    }
+  }
+
+  // --- the training batch ---------------------------------------------------------------------------------------
+
+  // One training batch, Lightning's procedure (the batch-start hooks already ran: iteration_started): the forward in
+  // training_step, then automatic optimisation (manual optimisation happened inside training_step).
+  auto train_batch(EngineCore& core, Batch& batch) {
+    T& t = t_;
+    const std::int64_t batch_idx = t.progress_.batch_idx;
+    t.strategy_.before_forward();
+    auto action = T::template hook_action<tags::training_step, Module>("[LightningModule]");
+    using Out = decltype(module_.training_step(batch, batch_idx));
+    if constexpr (std::is_void_v<Out>) {
+      if (module_.automatic_optimization())
+        throw std::logic_error("trainloop: " + type_name<Module>() +
+                               "::training_step returns nothing, so there is no loss to optimise; return it, or use "
+                               "manual optimisation with automatic_optimization(false)");
+      t.profiled(action, [&] {
+        [[maybe_unused]] auto autocast = t.precision_.forward_guard();
+        module_.training_step(batch, batch_idx);
+      });
+      const std::monostate out{};
+      end_train_batch(out, batch, batch_idx);
+      return out;
+    } else {
+      auto out = t.profiled(action, [&] {
+        [[maybe_unused]] auto autocast = t.precision_.forward_guard();
+        return module_.training_step(batch, batch_idx);
+      });
+      if (module_.automatic_optimization()) AutomaticOptimization::run(t, module_, core, out, batch_idx);
+      end_train_batch(out, batch, batch_idx);
+      return out;
+    }
+  }
+  // The batch is counted and its step values published before on_train_batch_end, so callbacks (a checkpoint
+  // monitoring a step metric) see this batch's values, and a checkpoint written there holds the counted batch.
+  template <class Out>
+  void end_train_batch(const Out& out, Batch& batch, std::int64_t batch_idx) {
+    T& t = t_;
+    t.precision_.update();  // once per batch, after all its steps (manual optimisation's too)
+    ++t.progress_.total_batches;
+    t.publish_step_values(t.logs_.store(Stage::train));
+    t.progress_.point = LoopPoint::batch_end;
+    t.template call_hook<tags::on_train_batch_end>(module_, out, batch, batch_idx);
+    t.write_logs();
+  }
+
+  // --- epochs and batches: the Engine's events ----------------------------------------------------------------------
+
+  // A checkpoint written during an epoch's end: what was left of it runs before the next epoch.
+  void resume_between_epochs(EngineCore& engine) {
+    CheckpointConnector& checkpoints = t_.checkpoints_;
+    if (!checkpoints.resumed_at || checkpoints.resuming_mid_epoch) return;
+    const LoopPoint point = *checkpoints.resumed_at;
+    checkpoints.resumed_at.reset();
+    if (point == LoopPoint::epoch_validation || point == LoopPoint::epoch_hooks || point == LoopPoint::epoch_rest)
+      finish_epoch(engine, point);
+    t_.progress_.point = LoopPoint::between_batches;
+  }
+
+  void epoch_started(EngineCore& engine) {
+    T& t = t_;
+    core_.start_epoch(engine.state);
+    module_.train();
+    t.template call_hook<tags::on_train_epoch_start>(module_);  // again at a mid-epoch resume, as in Lightning
+    CheckpointConnector& checkpoints = t.checkpoints_;
+    if (checkpoints.resuming_mid_epoch) {  // what was left of the batch the checkpoint was written at runs now
+      checkpoints.resuming_mid_epoch = false;
+      const LoopPoint point = checkpoints.resumed_at.value_or(LoopPoint::between_batches);
+      checkpoints.resumed_at.reset();
+      t.progress_.batch_idx = static_cast<std::int64_t>(engine.state.epoch_iteration) - 1;
+      if (point == LoopPoint::batch_end) {
+        finish_batch(engine);
+      } else if (point == LoopPoint::batch_validation) {
+        t.progress_.point = LoopPoint::batch_validation;
+        validate_now(core_.val_limit());
+      }
+      t.progress_.point = LoopPoint::between_batches;
+    }
+  }
+
+  template <class Engine>
+  void iteration_started(Engine& engine) {
+    T& t = t_;
+    t.progress_.point = LoopPoint::in_batch;
+    t.progress_.batch_idx = static_cast<std::int64_t>(engine.state.epoch_iteration) - 1;
+    batch_ = t.transfer(module_, *engine.batch(), slot_);
+    auto result = t.template call_hook<tags::on_train_batch_start>(module_, *batch_, t.progress_.batch_idx);
+    if constexpr (std::is_convertible_v<decltype(result), int>) {
+      if (static_cast<int>(result) == -1) {  // Lightning: -1 skips the rest of the epoch, this batch included
+        t.progress_.skip_rest_of_epoch = true;
+        t.progress_.point = LoopPoint::between_batches;
+        engine.terminate_epoch();
+      }
+    }
+  }
+
+  // After a batch's on_train_batch_end: the stop checks, then a mid-epoch validation when due.
+  void iteration_completed(EngineCore& engine) {
+    finish_batch(engine);
+    t_.progress_.point = LoopPoint::between_batches;
+  }
+  void finish_batch(EngineCore& engine) {
+    LoopProgress& progress = t_.progress_;
+    if (progress.terminate_requested) return engine.terminate();
+    const bool out_of_time = core_.out_of_time();
+    if (has_val && core_.validation_due_at_batch_end(engine.state, out_of_time)) {
+      progress.point = LoopPoint::batch_validation;
+      validate_now(core_.val_limit());
+      progress.point = LoopPoint::between_batches;
+    }
+    if (core_.stop_due(out_of_time)) {  // the epoch ends here, then the fit
+      progress.stop_after_epoch = true;
+      engine.terminate_epoch();
+    }
+  }
+
+  // The epoch's end, from the start (`from` = in_batch) or from where a checkpoint was written.
+  void finish_epoch(EngineCore& engine, LoopPoint from) {
+    T& t = t_;
+    LoopProgress& progress = t.progress_;
+    if (from == LoopPoint::in_batch) {
+      if (!t.num_training_batches_ && engine.state.epoch_length)  // unsized data: the first pass told its length
+        t.num_training_batches_ = static_cast<std::int64_t>(*engine.state.epoch_length);
+      if (progress.batches_since_step > 0 && module_.automatic_optimization()) {  // the epoch ended inside a window
+        AutomaticOptimization::step(t, module_);
+        t.precision_.update();
+      }
+    }
+    if (from == LoopPoint::in_batch || from == LoopPoint::epoch_validation) {
+      if (has_val && core_.validation_at_epoch_end() && core_.validation_due_this_epoch() && !progress.skip_rest_of_epoch) {
+        progress.point = LoopPoint::epoch_validation;  // its on_validation_end moves on to epoch_hooks
+        validate_now(core_.val_limit());
+      }
+      from = LoopPoint::epoch_hooks;
+    }
+    if (from == LoopPoint::epoch_hooks) {
+      // on_train_epoch_end: callbacks, the module, the epoch's train values, the monitoring callbacks; then the
+      // checkpointing callbacks, whose checkpoints resume with what follows.
+      auto epoch_end = [&](auto& callback) { t.template call_callback<tags::on_train_epoch_end>(callback, module_); };
+      progress.point = LoopPoint::epoch_hooks;
+      t.template for_each_callback<CallbackOrder::plain>(epoch_end);
+      t.template call_module<tags::on_train_epoch_end>(module_);
+      t.publish_epoch_values(t.logs_.store(Stage::train));
+      t.template for_each_callback<CallbackOrder::monitoring>(epoch_end);
+      progress.point = LoopPoint::epoch_rest;
+      t.template for_each_callback<CallbackOrder::checkpointing>(epoch_end);
+    }
+    t.write_logs();
+    core_.end_epoch(engine);
+  }
+
+  T& t_;
+  Module& module_;
+  TrainHeld& train_;
+  ValHeld& val_;
+  FitLoopCore core_;
+  std::optional<Batch> slot_;  // the batch on the device (when it was moved)
+  Batch* batch_ = nullptr;     // the batch training_step gets
+  Profiler::Clock::time_point fetch_started_;
+};
+}  // namespace detail
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API detail::IsolatedRng::IsolatedRng() : cpu_(cpu_generator().get_state()) {
+  for (std::size_t i = 0; i < cuda_generator_count(); ++i) cuda_.push_back(cuda_generator(i).get_state());
+}
+TRAINLOOP_DETAIL_API detail::IsolatedRng::~IsolatedRng() {
+  cpu_generator().set_state(cpu_);
+  for (std::size_t i = 0; i < cuda_.size(); ++i) cuda_generator(i).set_state(cuda_[i]);
+}
+
+TRAINLOOP_DETAIL_API detail::SanityCheckScope::SanityCheckScope(TrainerCore& trainer)
+    : trainer_(trainer), callback_metrics_(trainer.logs_.callback_metrics()), logged_metrics_(trainer.logs_.logged_metrics()) {
+  trainer_.sanity_checking_ = true;
+}
+TRAINLOOP_DETAIL_API detail::SanityCheckScope::~SanityCheckScope() {
+  trainer_.sanity_checking_ = false;
+  trainer_.logs_.callback_metrics() = std::move(callback_metrics_);
+  trainer_.logs_.logged_metrics() = std::move(logged_metrics_);
+}
+
+TRAINLOOP_DETAIL_API detail::FitLoopCore::FitLoopCore(TrainerCore& trainer) : t_(trainer), start_(Clock::now()) {}
+
+TRAINLOOP_DETAIL_API void detail::FitLoopCore::check_val_check_interval() const {
+  const auto& n = t_.options_.val_check_batches();
+  if (n && t_.options_.check_val_every_n_epoch() && t_.num_training_batches_ && *n > *t_.num_training_batches_ &&
+      (!val_limit_ || *val_limit_ > 0))
+    throw std::invalid_argument(
+        "trainloop: val_check_interval(" + std::to_string(*n) + ") must not exceed the number of training "
+        "batches (" + std::to_string(*t_.num_training_batches_) + "); to validate every " + std::to_string(*n) +
+        " batches across epochs, set check_val_every_n_epoch(std::nullopt); to turn validation off, "
+        "limit_val_batches(0)");
+}
+
+TRAINLOOP_DETAIL_API bool detail::FitLoopCore::sanity_check_due(std::optional<std::int64_t>& limit) const {
+  const std::int64_t steps = t_.options_.fast_dev_run() > 0 ? 0 : t_.options_.num_sanity_val_steps();
+  if (steps == 0) return false;
+  limit = val_limit_;
+  if (steps > 0) limit = limit ? std::min(*limit, steps) : steps;
+  return true;
+}
+
+TRAINLOOP_DETAIL_API std::uint64_t detail::FitLoopCore::max_epochs_to_run() const {
+  const auto epochs = t_.options_.effective_max_epochs();
+  return epochs ? static_cast<std::uint64_t>(*epochs) : std::numeric_limits<std::uint64_t>::max();
+}
+
+TRAINLOOP_DETAIL_API bool detail::FitLoopCore::finished_before(const std::optional<StateDict>& loop_state) const {
+  if (!loop_state || t_.checkpoints_.resumed_at != LoopPoint::training_done) return false;
+  if (t_.options_.max_steps() > 0 && t_.progress_.global_step >= t_.options_.max_steps()) return true;
+  if (t_.progress_.should_stop && minimums_reached()) return true;
+  auto epoch = loop_state->find("epoch");
+  return epoch != loop_state->end() && std::holds_alternative<std::int64_t>(epoch->second) &&
+         static_cast<std::uint64_t>(std::get<std::int64_t>(epoch->second)) >= max_epochs_to_run();
+}
+
+TRAINLOOP_DETAIL_API bool detail::FitLoopCore::minimums_reached() const {
+  return t_.progress_.current_epoch + 1 >= t_.options_.min_epochs() && t_.progress_.global_step >= t_.options_.min_steps();
+}
+
+TRAINLOOP_DETAIL_API bool detail::FitLoopCore::validation_due_this_epoch() const {
+  const auto& every = t_.options_.check_val_every_n_epoch();
+  return !every || (t_.progress_.current_epoch + 1) % *every == 0;
+}
+
+TRAINLOOP_DETAIL_API bool detail::FitLoopCore::validation_due_at_batch(const State& state) const {
+  if (const auto& steps = t_.options_.val_every_n_optimizer_steps())
+    return t_.progress_.batches_since_step == 0 && !t_.progress_.last_step_skipped && t_.progress_.global_step > 0 && t_.progress_.global_step % *steps == 0;
+  if (const auto& n = t_.options_.val_check_batches())
+    return (t_.options_.check_val_every_n_epoch() ? t_.progress_.batch_idx + 1 : t_.progress_.total_batches) % *n == 0;
+  if (!epoch_sized_) return false;
+  const auto every = std::max<std::int64_t>(
+      1, static_cast<std::int64_t>(static_cast<double>(*state.epoch_length) * t_.options_.val_check_fraction()));
+  return (t_.progress_.batch_idx + 1) % every == 0;
+}
+
+TRAINLOOP_DETAIL_API bool detail::FitLoopCore::validation_at_epoch_end() const {
+  return !epoch_sized_ && !t_.options_.val_every_n_optimizer_steps() && !t_.options_.val_check_batches();
+}
+
+TRAINLOOP_DETAIL_API bool detail::FitLoopCore::out_of_time() const {
+  return t_.options_.max_time().count() > 0 && Clock::now() - start_ >= t_.options_.max_time();
+}
+
+TRAINLOOP_DETAIL_API bool detail::FitLoopCore::validation_due_at_batch_end(const State& state, bool out_of_time) const {
+  const bool asked_to_stop = (t_.progress_.should_stop && minimums_reached()) || out_of_time;
+  return !t_.progress_.stop_after_epoch && !t_.progress_.skip_rest_of_epoch && validation_due_this_epoch() &&
+         (validation_due_at_batch(state) || asked_to_stop);
+}
+
+TRAINLOOP_DETAIL_API bool detail::FitLoopCore::stop_due(bool out_of_time) const {
+  return (t_.options_.max_steps() > 0 && t_.progress_.global_step >= t_.options_.max_steps()) || out_of_time ||
+         (t_.progress_.should_stop && minimums_reached());
+}
+
+TRAINLOOP_DETAIL_API void detail::FitLoopCore::start_epoch(const State& state) {
+  epoch_sized_ = state.epoch_length.has_value();
+  LoopProgress& progress = t_.progress_;
+  progress.current_epoch = static_cast<std::int64_t>(state.epoch) - 1;
+  t_.runtime_.current_epoch = progress.current_epoch;
+  if (!t_.checkpoints_.resuming_mid_epoch) {  // a resumed epoch keeps its running sums and skip flag from the checkpoint
+    t_.logs_.store(Stage::train).start_epoch();
+    progress.skip_rest_of_epoch = false;
+  }
+}
+
+TRAINLOOP_DETAIL_API void detail::FitLoopCore::end_epoch(EngineCore& engine) {
+  LoopProgress& progress = t_.progress_;
+  t_.step_schedulers(Interval::epoch, progress.current_epoch + 1);
+  if (progress.should_stop && minimums_reached()) progress.stop_after_epoch = true;
+  if (progress.stop_after_epoch) engine.terminate();
+  progress.current_epoch = static_cast<std::int64_t>(engine.state.epoch);  // epochs run, as Lightning reports after fit
+  t_.runtime_.current_epoch = progress.current_epoch;
+  progress.point = LoopPoint::between_batches;
+}
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
+
+TRAINLOOP_DETAIL_END
+// ---- end parts/torch/loops/fit_loop.hpp ----
+// ---- begin parts/torch/trainer.hpp ----
+// trainloop: the Trainer, Lightning's face: the entry points (fit, validate, test, predict), the stage around each,
+// and the dispatch of every hook to the callbacks and the module, in Lightning's order (docs/trainer.md has the table;
+// tests/torch/test_trainer_trace.cpp pins it). What runs inside a stage lives in its own unit: loops/fit_loop.hpp
+// (training on the Engine), loops/evaluation_loop.hpp, loops/optimization.hpp, checkpoint_connector.hpp.
+#include <torch/torch.h>
+#include <cstdint>
+#include <exception>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <typeinfo>
+#include <utility>
+#include <variant>
+#include <vector>
+
+
+TRAINLOOP_DETAIL_BEGIN
+
+namespace detail {
 
 // trainloop's DataLoader re-shards itself for data-parallel ranks.
 template <class D>
@@ -12820,17 +14103,6 @@ struct GivenData {
   Data&& operator()() const { return std::forward<Data>(data); }
 };
 
-// What an evaluation keeps per batch: predict_step's output for predict, nothing for validation and test.
-template <bool Predict, class Module, class Batch>
-struct prediction_of {
-  using type = std::monostate;
-};
-template <class Module, class Batch>
-struct prediction_of<true, Module, Batch> {
-  using type = std::decay_t<decltype(lightning_hook<lightning_tags::predict_step>::call(
-      std::declval<Module&>(), std::declval<Batch&>(), std::int64_t{}))>;
-};
-
 namespace tags = lightning_tags;
 }  // namespace detail
 
@@ -12843,18 +14115,25 @@ namespace tags = lightning_tags;
 /// its own.
 template <class... Callbacks>
 class Trainer : public TrainerCore {
+  // The units of the Trainer (loops/, checkpoint_connector.hpp): they run its procedures on its state.
+  template <class, class, class, class, class>
+  friend class detail::FitLoop;
+  template <class>
+  friend struct detail::EvalHooks;
+  friend struct detail::EvaluationLoop;
+  friend struct detail::OptimizerCalls;
+  friend struct detail::AutomaticOptimization;
+  friend struct detail::ManualOptimization;
+  friend struct detail::CallbackCheckpoints;
+
  public:
   explicit Trainer(TrainerOptions options = TrainerOptions(), Callbacks... callbacks)
-      : TrainerCore(std::move(options), has_loggers), callbacks_(std::move(callbacks)...) {
-    static_assert((detail::check_lightning_names<detail::unwrap_reference_t<Callbacks>>() && ... && true));
-    builtin_progress_bar_ = options_.enable_progress_bar() && !has_callback_type<ProgressBar>();
-    builtin_model_summary_ = options_.enable_model_summary() && !has_callback_type<ModelSummary>();
-  }
+      : TrainerCore(std::move(options), Callbacks_::has_loggers), callbacks_(options_, std::move(callbacks)...) {}
 
-  std::tuple<Callbacks...>& callbacks() noexcept { return callbacks_; }
+  std::tuple<Callbacks...>& callbacks() noexcept { return callbacks_.tuple(); }
   template <class C>
   C& callback() noexcept {
-    return detail::unwrap(std::get<C>(callbacks_));
+    return callbacks_.template get<C>();
   }
 
   // --- entry points ------------------------------------------------------------------------------------------------
@@ -12922,9 +14201,6 @@ class Trainer : public TrainerCore {
   }
 
  private:
-  template <class>
-  friend struct detail::EvalHooks;
-
   // --- entry points' bodies: the data is made (a data hook called) once setup and configure_model have run --------
 
   template <class DataTag, class Module>
@@ -12958,45 +14234,33 @@ class Trainer : public TrainerCore {
                                       detail::type_name<Module>() +
                                       "::validation_step does not take them (only the validation data's batches)");
     }
-    const std::string resolved_ckpt = resolve_ckpt_path(ckpt_path);
+    const std::string resolved_ckpt = detail::CallbackCheckpoints::resolve_path(*this, ckpt_path);
     fitting_ = true;
     struct Done {
       Trainer& t;
       bool completed = false;
       ~Done() {
         t.fitting_ = false;
-        t.train_engine_ = nullptr;
-        if (!completed) {  // a failed fit cannot be saved afterwards
-          t.save_ = nullptr;
-          t.train_data_state_ = nullptr;
-        }
+        t.checkpoints_.end_fit(completed);
       }
     } done{*this};
-    save_ = [this, &module](const std::string& path, bool weights_only) {
-      return write_fit_checkpoint(path, weights_only, module, module.hparams(),
-                                  [&](CheckpointContents& contents) { add_checkpoint_contents(module, contents); });
+    checkpoints_.save = [this, &module](const std::string& path, bool weights_only) {
+      return checkpoints_.write(path, weights_only, module, module.hparams(), [&](auto& contents) {
+        detail::CallbackCheckpoints::add(*this, module, contents);
+      });
     };
-    train_data_state_ = nullptr;
+    checkpoints_.train_data_state = nullptr;
     run_stage(module, Stage::train, "fit", [&] {
       detail::Held<TrainData> train{make_train()};
       detail::Held<ValData> val{make_val()};
       shard_for_ranks(train.get());
       shard_for_ranks(val.get());
-#if TRAINLOOP_WITH_DISTRIBUTED
-      // Gradients averaged over the ranks while fit trains (rank 0's weights broadcast first).
-      struct DropSync {
-        Trainer& t;
-        ~DropSync() { t.ddp_.reset(); }
-      } drop_sync{*this};
-      if (group_) ddp_ = std::make_unique<distributed::DistributedDataParallel>(module, group_, options_.ddp());
-#endif
-      FitContext<Module, decltype(train), decltype(val), Batch> fit(*this, module, train, val);
-      fit.ckpt_path = resolved_ckpt;
+      [[maybe_unused]] auto in_sync = strategy_.train_module(module, options_);  // data-parallel: gradients averaged
       if constexpr (detail::is_detected_v<detail::state_dict_t, std::remove_reference_t<decltype(train.get())>>)
-        train_data_state_ = [&train] { return train.get().state_dict(); };
-      fit.run();
+        checkpoints_.train_data_state = [&train] { return train.get().state_dict(); };
+      detail::FitLoop<Trainer, Module, decltype(train), decltype(val), Batch>(*this, module, train, val).run(resolved_ckpt);
       // save_checkpoint keeps working after fit (the module must still be alive): the data's position as fit left it.
-      if (train_data_state_) train_data_state_ = [state = train_data_state_()] { return state; };
+      if (auto& position = checkpoints_.train_data_state) position = [state = position()] { return state; };
     });
     done.completed = true;
   }
@@ -13020,10 +14284,10 @@ class Trainer : public TrainerCore {
       detail::Held<Data> held{make_data()};
       shard_for_ranks(held.get());
       const BatchLimit& limit = is_test ? options_.limit_test_batches() : options_.limit_val_batches();
-      run_evaluation<false>(module, held.get(), stage,
-                            eval_limit(limit, held.get(), is_test ? "limit_test_batches" : "limit_val_batches"));
+      detail::EvaluationLoop::run<false>(*this, module, held.get(), stage,
+                                         eval_limit(limit, held.get(), is_test ? "limit_test_batches" : "limit_val_batches"));
     });
-    return host_values(metrics_[index(stage)]);
+    return logs_.host_values(logs_.store(stage));
   }
 
   template <class Module, class MakeData>
@@ -13038,41 +14302,11 @@ class Trainer : public TrainerCore {
     std::vector<Out> predictions;
     run_stage(module, Stage::predict, "predict", [&] {
       detail::Held<Data> held{make_data()};
-      predictions = run_evaluation<true>(module, held.get(), Stage::predict,
-                                         eval_limit(options_.limit_predict_batches(), held.get(), "limit_predict_batches"));
+      predictions = detail::EvaluationLoop::run<true>(
+          *this, module, held.get(), Stage::predict,
+          eval_limit(options_.limit_predict_batches(), held.get(), "limit_predict_batches"));
     });
     return predictions;
-  }
-
-  // --- checkpoint hooks ------------------------------------------------------------------------------------------
-
-  // `owner...` is (trainer, module) for a callback, nothing for the module.
-  template <class H, class... Owner>
-  static void save_checkpoint_hooks(H& h, StateDict& entries, TensorDict& tensors, Owner&... owner) {
-    constexpr bool with_entries = detail::is_detected_v<detail::on_save_checkpoint_t, H, Owner&..., StateDict&>;
-    constexpr bool with_tensors = detail::is_detected_v<detail::on_save_checkpoint_t, H, Owner&..., TensorDict&>;
-    static_assert(!detail::declares_on_save_checkpoint<H>::value || with_entries || with_tensors,
-                  "trainloop: on_save_checkpoint cannot be called as on_save_checkpoint(StateDict& checkpoint) or "
-                  "on_save_checkpoint(TensorDict& checkpoint) (a callback's: (trainer&, module&, StateDict&) or "
-                  "(trainer&, module&, TensorDict&))");
-    if constexpr (with_entries) h.on_save_checkpoint(owner..., entries);
-    if constexpr (with_tensors) h.on_save_checkpoint(owner..., tensors);
-  }
-  template <class H, class... Owner>
-  static void load_checkpoint_hooks(H& h, const StateDict& entries, const TensorDict& tensors, Owner&... owner) {
-    constexpr bool with_entries = detail::is_detected_v<detail::on_load_checkpoint_t, H, Owner&..., const StateDict&>;
-    constexpr bool with_tensors = detail::is_detected_v<detail::on_load_checkpoint_t, H, Owner&..., const TensorDict&>;
-    static_assert(!detail::declares_on_load_checkpoint<H>::value || with_entries || with_tensors,
-                  "trainloop: on_load_checkpoint cannot be called as on_load_checkpoint(const StateDict& checkpoint) "
-                  "or on_load_checkpoint(const TensorDict& checkpoint) (a callback's: (trainer&, module&, const "
-                  "StateDict&) or (trainer&, module&, const TensorDict&))");
-    if constexpr (with_entries) h.on_load_checkpoint(owner..., entries);
-    if constexpr (with_tensors) h.on_load_checkpoint(owner..., tensors);
-  }
-
-  template <class C>
-  static constexpr bool has_callback_type() {
-    return (std::is_same_v<detail::unwrap_reference_t<Callbacks>, C> || ... || false);
   }
 
   template <class Module>
@@ -13085,51 +14319,16 @@ class Trainer : public TrainerCore {
 
   // --- hook dispatch: callbacks in order (then the built-in ones), then the module ---------------------------------
 
-  // Every callback, in hook order: plain ones (then the built-ins), monitoring ones, checkpointing ones.
-  template <class F>
+  using Callbacks_ = detail::CallbackList<Callbacks...>;
+  using Order = detail::CallbackOrder;
+  // f(callback) for every callback `order` reaches, in hook order (callback_list.hpp).
+  template <Order order = Order::all, class F>
   void for_each_callback(F&& f) {
-    for_each_callback_before_module(f);
-    for_each_callback_in<detail::CallbackGroup::checkpointing>(f);
+    callbacks_.template for_each<order>(is_global_zero(), f);
   }
   template <class F>
-  void for_each_callback_before_module(F&& f) {
-    for_each_plain_callback(f);
-    for_each_callback_in<detail::CallbackGroup::monitoring>(f);
-  }
-  // The plain callbacks of the pack, then the built-in progress bar and model summary.
-  template <class F>
-  void for_each_plain_callback(F&& f) {
-    for_each_callback_in<detail::CallbackGroup::plain>(f);
-    if (builtin_progress_bar_ && is_global_zero()) f(progress_bar_);
-    if (builtin_model_summary_ && is_global_zero()) f(model_summary_);
-  }
-  // Loggers, the progress bar and the model summary exist on rank 0 only (Lightning's rank_zero_only).
-  template <class C>
-  static constexpr bool rank_zero_only_v =
-      detail::is_logger<C>() || std::is_same_v<C, ProgressBar> || std::is_same_v<C, ModelSummary>;
-  // Whether the pack has a callback of group G: a hook with none costs no instantiation at all (most Trainers have
-  // few callbacks, and every hook asks every group).
-  template <detail::CallbackGroup G>
-  static constexpr bool has_group_v = ((detail::callback_group<detail::unwrap_reference_t<Callbacks>>() == G) || ... ||
-                                       false);
-  template <detail::CallbackGroup G, class F>
-  void for_each_callback_in([[maybe_unused]] F&& f) {
-    if constexpr (has_group_v<G>) {
-      std::apply(
-          [&](auto&... cb) {
-            [[maybe_unused]] auto visit = [&](auto& callback) {
-              using C = std::decay_t<decltype(callback)>;
-              if constexpr (detail::callback_group<C>() == G) {
-                if constexpr (rank_zero_only_v<C>) {
-                  if (!is_global_zero()) return;
-                }
-                f(callback);
-              }
-            };
-            (visit(detail::unwrap(cb)), ...);
-          },
-          callbacks_);
-    }
+  void for_each_logger(F&& f) {
+    callbacks_.for_each_logger(is_global_zero(), f);
   }
   template <class Tag, class C, class Module, class... Args>
   void call_callback(C& callback, Module& module, Args&... args) {
@@ -13168,9 +14367,9 @@ class Trainer : public TrainerCore {
 
   template <class Tag, class Module, class... Args>
   auto call_hook(Module& module, Args&&... args) {
-    for_each_callback_before_module([&](auto& cb) { call_callback<Tag>(cb, module, args...); });
+    for_each_callback<Order::before_module>([&](auto& cb) { call_callback<Tag>(cb, module, args...); });
     auto result = call_module<Tag>(module, args...);
-    for_each_callback_in<detail::CallbackGroup::checkpointing>([&](auto& cb) { call_callback<Tag>(cb, module, args...); });
+    for_each_callback<Order::checkpointing>([&](auto& cb) { call_callback<Tag>(cb, module, args...); });
     return result;
   }
 
@@ -13181,11 +14380,7 @@ class Trainer : public TrainerCore {
   void run_stage(Module& module, Stage stage, const std::string& stage_name, detail::FunctionRef<void()> body) {
     prepare_stage(stage, stage_name);
     module.to(device_);
-    runtime_.backward = [this, &module](torch::Tensor& loss) { backward(module, loss); };
-    runtime_.step = [this, &module](torch::optim::Optimizer& optimizer) {
-      count_optimizer_step(step_optimizer(module, optimizer, false));
-    };
-    runtime_.zero_grad = [this, &module](torch::optim::Optimizer& optimizer) { zero_grad(module, optimizer, false); };
+    detail::ManualOptimization::connect(*this, module);
     // Lightning's lr_scheduler_step(scheduler, metric): the module steps its schedulers itself when it has one.
     using SchedulerStep = detail::lightning_hook<detail::tags::lr_scheduler_step>;
     SchedulerStep::template check_module<Module, const SchedulerConfig&, std::optional<double>>();
@@ -13219,9 +14414,7 @@ class Trainer : public TrainerCore {
     } catch (...) {
       std::exception_ptr error = std::current_exception();
       call_hook<detail::tags::on_exception>(module, error);
-#if TRAINLOOP_WITH_DISTRIBUTED
-      if (group_) group_->abort_local_ranks();  // ranks this process started cannot finish without it
-#endif
+      strategy_.on_exception();
       try {
         finalize_loggers("failed");
       } catch (...) {  // the original error matters more than a logger's failure to close
@@ -13254,108 +14447,6 @@ class Trainer : public TrainerCore {
     return limit.apply(detail::data_size(data), option);
   }
 
-  // --- checkpoint state --------------------------------------------------------------------------------------------
-
-  // "last" and "best" name what a ModelCheckpoint in the pack wrote, in this process or (after a crash) on disk in
-  // its folder; anything else is a path.
-  std::string resolve_ckpt_path(const std::string& ckpt_path) {
-    if (ckpt_path != "last" && ckpt_path != "best") return ckpt_path;
-    std::string found, folders;
-    for_each_callback([&](auto& callback) {
-      using C = std::decay_t<decltype(callback)>;
-      if constexpr (detail::is_detected_v<detail::last_model_path_t, C>) {
-        if (found.empty()) found = callback.find_checkpoint(ckpt_path);
-        folders += (folders.empty() ? "'" : ", '") + callback.dirpath() + "'";
-      }
-    });
-    if (found.empty())
-      throw std::invalid_argument("trainloop: fit(..., \"" + ckpt_path + "\"): " +
-                                  (folders.empty() ? std::string("there is no ModelCheckpoint in this Trainer")
-                                                   : "no " + ckpt_path + " checkpoint in " + folders) +
-                                  "; give a path");
-    return found;
-  }
-
-  // Callbacks with state are keyed by their type, plus state_key() when they have one (two of a type need it).
-  template <class C>
-  static std::string callback_key(const C& callback) {
-    std::string key = "callback/" + detail::type_name<C>();
-    if constexpr (detail::is_detected_v<detail::state_key_t, C>) key += "/" + callback.state_key();
-    return key;
-  }
-
-  // The callbacks' part of fit's checkpoint (the loop's own is TrainerCore's): their states, then Lightning's
-  // on_save_checkpoint entries, the callbacks' and then the module's.
-  template <class Module>
-  void add_checkpoint_contents(Module& module, CheckpointContents& contents) {
-    // The values logged so far reach the loggers and their files first, so their states (how many records each
-    // holds) cover everything logged before this checkpoint: a run resumed from it keeps exactly those records.
-    write_logs();
-    for_each_logger([](auto& logger) {
-      if constexpr (detail::is_detected_v<detail::logger_flush_t, std::decay_t<decltype(logger)>>) logger.flush();
-    });
-    for_each_callback([&](auto& callback) {
-      using C = std::decay_t<decltype(callback)>;
-      if constexpr (detail::is_detected_v<detail::state_dict_t, C>) {
-        const std::string key = callback_key(callback);
-        if (contents.states.count(key))
-          throw std::logic_error("trainloop: two callbacks of type " + detail::type_name<C>() +
-                                 " would share the checkpoint key '" + key + "'; give them distinct state_key()s");
-        contents.states[key] = callback.state_dict();
-      }
-      if constexpr (detail::is_detected_v<detail::tensor_state_t, C>)
-        contents.tensors[callback_key(callback)] = callback.tensor_state();
-    });
-    for_each_callback([&](auto& callback) {
-      save_checkpoint_hooks(callback, contents.entries, contents.entry_tensors, *this, module);
-    });
-    save_checkpoint_hooks(module, contents.entries, contents.entry_tensors);
-  }
-
-  // The model and optimizers (and the RNG), then on_load_checkpoint (module, then callbacks), then the callbacks'
-  // states (a callback whose saved state is empty is not asked to load it, as in Lightning).
-  template <class Module>
-  LoadedCheckpoint restore_module_and_callbacks(const std::string& path, Module& module) {
-    LoadedCheckpoint loaded = load_fit_checkpoint(path, module);
-    const StateDict& checkpoint = loaded.entries();
-    const TensorDict& checkpoint_tensors = loaded.entry_tensors();
-    restoring(path, "checkpoint", [&] {
-      load_checkpoint_hooks(module, checkpoint, checkpoint_tensors);
-      for_each_callback([&](auto& callback) { load_checkpoint_hooks(callback, checkpoint, checkpoint_tensors, *this, module); });
-    });
-    for_each_callback([&](auto& callback) {
-      using C = std::decay_t<decltype(callback)>;
-      if constexpr (detail::is_detected_v<detail::load_state_dict_t, C>) {
-        auto it = loaded.states.find(callback_key(callback));
-        if (it != loaded.states.end() && !it->second.empty())
-          restoring(path, it->first, [&] { callback.load_state_dict(it->second); });
-      }
-      if constexpr (detail::is_detected_v<detail::load_tensor_state_t, C>) {
-        const std::string key = callback_key(callback);
-        const TensorDict& tensors = loaded.need_tensors(path, key);
-        restoring(path, key + " (tensors)", [&] { callback.load_tensor_state(tensors); });
-      }
-    });
-    return loaded;
-  }
-
-  // The counters, where the loop stood, the schedulers, the values callbacks monitor, the epoch's running sums and
-  // the training data's position. Returns the loop's state for the training Engine; `data_positioned` tells whether
-  // the data restored its own position (else the Engine skips what the epoch consumed).
-  template <class TrainHeld>
-  StateDict restore_training_state(const std::string& path, const LoadedCheckpoint& loaded, TrainHeld& train,
-                                   bool& data_positioned) {
-    StateDict loop = restore_loop_state(path, loaded);
-    data_positioned = false;
-    if constexpr (detail::is_detected_v<detail::load_state_dict_t, std::remove_reference_t<decltype(train.get())>>) {
-      if (std::optional<StateDict> data_state = train_data_state(loaded)) {
-        restoring(path, "train_data", [&] { train.get().load_state_dict(*data_state); });
-        data_positioned = true;
-      }
-    }
-    return loop;
-  }
-
   // --- optimisation ------------------------------------------------------------------------------------------------
 
   template <class Module>
@@ -13367,101 +14458,17 @@ class Trainer : public TrainerCore {
     check_optimizers(detail::type_name<Module>(), module.automatic_optimization());
   }
 
-  // The gradients unscaled ("16-mixed"), on_before_optimizer_step, clipping (the module's
-  // configure_gradient_clipping when it has one), then the step (the module's optimizer_step(epoch, batch_idx,
-  // optimizer) when it has one: it must call optimizer.step()), unless the loss scaler skips it (inf/NaN gradients).
-  // Manual optimisation steps the optimizer itself, as Lightning's does. Returns whether the optimizer stepped.
-  template <class Module>
-  bool step_optimizer(Module& module, torch::optim::Optimizer& optimizer, bool automatic) {
-    using Clipping = detail::lightning_hook<detail::tags::configure_gradient_clipping>;
-    Clipping::template check_module<Module, torch::optim::Optimizer&, double, ClipAlgorithm>();
-#if TRAINLOOP_WITH_DISTRIBUTED
-    if (ddp_) ddp_->wait();  // the gradients averaged over the ranks (once per backward; later optimizers find it done)
-#endif
-    precision_.unscale(optimizer);  // the hook and clipping see the true gradients, as in Lightning
-    call_hook<detail::tags::on_before_optimizer_step>(module, optimizer);
-    return profiled(profiler_actions::optimizer_step, [&] {
-      const double limit = options_.gradient_clip_val();
-      const ClipAlgorithm algorithm = options_.gradient_clip_algorithm();
-      if constexpr (Clipping::template callable<Module, torch::optim::Optimizer&, double, ClipAlgorithm>) {
-        if (automatic) module.configure_gradient_clipping(optimizer, limit, algorithm);
-        else clip_gradients(optimizer, limit, algorithm);
-      } else {
-        clip_gradients(optimizer, limit, algorithm);
-      }
-      return precision_.step(optimizer, [&] {
-        if constexpr (detail::is_detected_v<detail::optimizer_step_hook_t, Module, torch::optim::Optimizer>) {
-          if (automatic) {
-            module.optimizer_step(current_epoch_, batch_idx_, optimizer);
-            return;
-          }
-        }
-        optimizer.step();
-      });
-    });
-  }
-  // Automatic optimisation's step: every optimizer, counted once when at least one stepped.
-  template <class Module>
-  void step_optimizers(Module& module) {
-    bool stepped = false;
-    for (const auto& config : optimizers_) stepped = step_optimizer(module, *config.optimizer(), true) || stepped;
-    count_optimizer_step(stepped);
-  }
-  // on_before_zero_grad, then the module's optimizer_zero_grad(epoch, batch_idx, optimizer) or optimizer.zero_grad().
-  template <class Module>
-  void zero_grad(Module& module, torch::optim::Optimizer& optimizer, bool automatic) {
-    call_hook<detail::tags::on_before_zero_grad>(module, optimizer);
-    profiled(profiler_actions::zero_grad, [&] {
-      if constexpr (detail::is_detected_v<detail::optimizer_zero_grad_hook_t, Module, torch::optim::Optimizer>) {
-        if (automatic) {
-          module.optimizer_zero_grad(current_epoch_, batch_idx_, optimizer);
-          return;
-        }
-      }
-      optimizer.zero_grad();
-    });
-  }
-  // The loss scaled ("16-mixed"), on_before_backward, the module's backward(loss) or loss.backward(),
-  // on_after_backward. The hooks get the scaled loss, as in Lightning.
-  template <class Module>
-  void backward(Module& module, const torch::Tensor& unscaled_loss) {
-    using Backward = detail::lightning_hook<detail::tags::backward>;
-    Backward::template check_module<Module, torch::Tensor&>();
-    torch::Tensor loss = precision_.scale_loss(unscaled_loss);
-    call_hook<detail::tags::on_before_backward>(module, loss);
-    profiled(profiler_actions::backward, [&] {
-      if constexpr (Backward::template callable<Module, torch::Tensor&>) module.backward(loss);
-      else loss.backward();
-    });
-    call_hook<detail::tags::on_after_backward>(module);
-  }
-  // --- logged values -------------------------------------------------------------------------------------------------
-
   // --- loggers -------------------------------------------------------------------------------------------------------
-
-  template <class C>
-  static constexpr bool is_logger_v = detail::is_logger<detail::unwrap_reference_t<C>>();
-  static constexpr bool has_loggers = (is_logger_v<Callbacks> || ... || false);
-  template <class F>
-  void for_each_logger(F&& f) {
-    for_each_callback([&](auto& callback) {
-      if constexpr (detail::is_logger<std::decay_t<decltype(callback)>>()) f(callback);
-    });
-  }
 
   // One record to every logger: the pending values, read to the host with one transfer, plus "epoch". This is where
   // logging syncs the device, and only when something is written.
   void write_logs() {
-    if constexpr (has_loggers) {
-      if (pending_log_.empty() && pending_host_log_.empty()) return;
-      if (!is_global_zero()) {  // loggers write on rank 0 only
-        pending_log_.clear();
-        pending_host_log_.clear();
-        return;
-      }
+    if constexpr (Callbacks_::has_loggers) {
+      if (!logs_.has_pending()) return;
+      if (!is_global_zero()) return logs_.drop_pending();  // loggers write on rank 0 only
       profiled(profiler_actions::write_logs, [&] {
-        const std::map<std::string, double> record = take_log_record();
-        for_each_logger([&](auto& logger) { logger.log_metrics(global_step_, record); });
+        const std::map<std::string, double> record = logs_.take_record(progress_.current_epoch);
+        for_each_logger([&](auto& logger) { logger.log_metrics(progress_.global_step, record); });
       });
     }
   }
@@ -13492,427 +14499,12 @@ class Trainer : public TrainerCore {
     return &*slot;
   }
 
-  // One training batch, Lightning's procedure. The batch-start hooks already ran (iteration_started).
-  template <class Module, class Batch>
-  auto train_batch(Module& module, EngineCore& core, Batch& batch) {
-    std::int64_t batch_idx = batch_idx_;
-#if TRAINLOOP_WITH_DISTRIBUTED
-    if (ddp_) ddp_->sync_buffers();  // rank 0's buffers (batch-norm statistics) before the forward
-#endif
-    using Out = decltype(module.training_step(batch, batch_idx));
-    if constexpr (std::is_void_v<Out>) {
-      if (module.automatic_optimization())
-        throw std::logic_error("trainloop: " + detail::type_name<Module>() +
-                               "::training_step returns nothing, so there is no loss to optimise; return it, or use "
-                               "manual optimisation with automatic_optimization(false)");
-      profiled(hook_action<detail::tags::training_step, Module>("[LightningModule]"),
-               [&] {
-                 [[maybe_unused]] auto autocast = precision_.forward_guard();
-                 module.training_step(batch, batch_idx);
-               });
-      const std::monostate out{};
-      end_train_batch(module, out, batch, batch_idx);
-      return out;
-    } else {
-      return train_batch_with_output(module, core, batch, batch_idx);
-    }
-  }
-  template <class Module, class Batch>
-  auto train_batch_with_output(Module& module, EngineCore& core, Batch& batch, std::int64_t batch_idx) {
-    auto out = profiled(hook_action<detail::tags::training_step, Module>("[LightningModule]"),
-                        [&] {
-                          [[maybe_unused]] auto autocast = precision_.forward_guard();
-                          return module.training_step(batch, batch_idx);
-                        });
-    if (module.automatic_optimization()) {
-      torch::Tensor loss;
-      try {
-        loss = detail::loss_of(out);
-      } catch (const std::invalid_argument& error) {
-        throw std::runtime_error("trainloop: " + detail::type_name<Module>() + "::" + error.what());
-      }
-      check_loss(loss, batch_idx, &detail::type_name<Module>);
-      const auto accumulate = accumulate_grad_batches_;
-      const bool last_batch = core.state.epoch_length && core.state.epoch_iteration >= *core.state.epoch_length;
-      const bool step_now = (batch_idx + 1) % accumulate == 0 || last_batch;
-      if (batches_since_step_ == 0)
-        for (const auto& config : optimizers_) zero_grad(module, *config.optimizer(), true);
-#if TRAINLOOP_WITH_DISTRIBUTED
-      if (ddp_) ddp_->require_sync(step_now);  // accumulation micro-steps: no communication until the batch that steps
-#endif
-      backward(module, accumulate > 1 ? loss / static_cast<double>(accumulate) : loss);
-#if TRAINLOOP_WITH_DISTRIBUTED
-      if (ddp_) ddp_->require_sync(true);
-#endif
-      ++batches_since_step_;
-      if (step_now) step_optimizers(module);
-    }
-    end_train_batch(module, out, batch, batch_idx);
-    return out;
-  }
-  // The batch is counted and its step values published before on_train_batch_end, so callbacks (a checkpoint
-  // monitoring a step metric) see this batch's values, and a checkpoint written there holds the counted batch.
-  template <class Module, class Out, class Batch>
-  void end_train_batch(Module& module, const Out& out, Batch& batch, std::int64_t batch_idx) {
-    precision_.update();  // once per batch, after all its steps (manual optimisation's too)
-    ++total_batches_;
-    publish_step_values(metrics_[index(Stage::train)]);
-    loop_point_ = LoopPoint::batch_end;
-    call_hook<detail::tags::on_train_batch_end>(module, out, batch, batch_idx);
-    write_logs();
+  template <class Engine>
+  static constexpr void check_callback_engine_hooks() {
+    static_assert((detail::check_engine_hook_signatures<detail::unwrap_reference_t<Callbacks>, Engine>() && ... && true));
   }
 
-  // --- evaluation (validate, test, predict; the sanity check) -----------------------------------------------------
-
-  // The step's tag for an evaluation stage. Validation and test share one instantiation of run_evaluation (and of its
-  // Engine), the stage choosing their hooks at run time: a TU that validates and tests compiles one loop, not two.
-  template <bool Predict, class F>
-  static decltype(auto) with_eval_tag(Stage stage, F&& f) {
-    if constexpr (Predict)
-      return f(detail::tags::predict_step{});
-    else if (stage == Stage::test)
-      return f(detail::tags::test_step{});
-    else
-      return f(detail::tags::validation_step{});
-  }
-
-  // Validation or test (Predict false: `stage` says which; nothing is kept), or predict (its outputs, in order).
-  template <bool Predict, class Module, class Data>
-  auto run_evaluation(Module& module, Data& data, Stage stage, std::optional<std::int64_t> limit) {
-    using Batch = detail::batch_of_data_t<Data&>;
-    using Stored = typename detail::prediction_of<Predict, Module, Batch>::type;
-    std::vector<Stored> outputs;
-    if (limit && *limit == 0) return outputs;
-
-    const bool sanity = sanity_checking_;  // set by the fit's SanityCheckScope
-    EvaluationScope scope(*this, module, stage, limit ? limit : detail::data_size(data));
-    MetricStore& store = scope.store();
-    // Lightning's mode hooks: on_validation_model_zero_grad before a validation inside fit, then
-    // on_<stage>_model_eval (default: eval()); on_<stage>_model_train after on_<stage>_end (default: the mode
-    // restored).
-    if (stage == Stage::validate && fitting_ && !sanity) {
-      if constexpr (detail::lightning_hook<detail::tags::on_validation_model_zero_grad>::callable<Module>)
-        call_module<detail::tags::on_validation_model_zero_grad>(module);
-      else if (batches_since_step_ == 0)  // release the gradients, unless an accumulation window still needs them
-        module.zero_grad();
-    }
-    with_eval_tag<Predict>(stage, [&](auto tag) { model_mode_hooks<decltype(tag)>(module, true); });
-    torch::NoGradGuard no_grad;
-
-    with_eval_tag<Predict>(stage, [&](auto tag) { detail::EvalHooks<decltype(tag)>::start(*this, module); });
-    std::optional<Batch> slot;
-    profiled(stage == Stage::test      ? profiler_actions::run_test
-             : stage == Stage::predict ? profiler_actions::run_predict
-                                       : profiler_actions::run_validation,
-             [&] {
-               auto source = detail::make_data_source<Batch>(data);
-               for (std::int64_t batch_idx = 0; !limit || batch_idx < *limit; ++batch_idx) {
-                 Batch* raw = source.next();
-                 if (!raw) break;
-                 Batch* batch = transfer(module, *raw, slot);
-                 with_eval_tag<Predict>(stage, [&](auto tag) {
-                   eval_batch<decltype(tag)>(module, *batch, batch_idx, outputs);
-                 });
-                 publish_step_values(store);
-               }
-             });
-    with_eval_tag<Predict>(stage, [&](auto tag) { detail::EvalHooks<decltype(tag)>::epoch_end(*this, module); });
-    scope.end_epoch();
-    if (!sanity) write_logs();
-    with_eval_tag<Predict>(stage, [&](auto tag) { detail::EvalHooks<decltype(tag)>::end(*this, module); });
-    scope.restore_mode =
-        !with_eval_tag<Predict>(stage, [&](auto tag) { return model_mode_hooks<decltype(tag)>(module, false); });
-    return outputs;
-  }
-
-  // One evaluation batch: its start hooks, the step (profiled, under the precision's autocast), its end hooks; a
-  // prediction is kept.
-  template <class StepTag, class Module, class Batch, class Stored>
-  void eval_batch(Module& module, Batch& batch, std::int64_t batch_idx, std::vector<Stored>& outputs) {
-    if constexpr (detail::lightning_hook<StepTag>::template callable<Module, Batch&, std::int64_t>) {
-      using Out = std::decay_t<decltype(detail::lightning_hook<StepTag>::call(module, batch, batch_idx))>;
-      detail::EvalHooks<StepTag>::batch_start(*this, module, batch, batch_idx);
-      auto action = hook_action<StepTag, Module>("[LightningModule]");
-      if constexpr (std::is_void_v<Out>) {
-        profiled(action, [&] {
-          [[maybe_unused]] auto autocast = precision_.forward_guard();
-          detail::lightning_hook<StepTag>::call(module, batch, batch_idx);
-        });
-        detail::EvalHooks<StepTag>::batch_end(*this, module, std::monostate{}, batch, batch_idx);
-      } else {
-        Out out = profiled(action, [&] {
-          [[maybe_unused]] auto autocast = precision_.forward_guard();
-          return detail::lightning_hook<StepTag>::call(module, batch, batch_idx);
-        });
-        detail::EvalHooks<StepTag>::batch_end(*this, module, out, batch, batch_idx);
-        if constexpr (std::is_same_v<StepTag, detail::tags::predict_step>) outputs.push_back(std::move(out));
-      }
-    } else {  // the entry points check the step exists before they evaluate a stage
-      throw std::logic_error("trainloop: internal error: " + detail::type_name<Module>() + " has no " +
-                             detail::lightning_hook<StepTag>::name_string + " for this evaluation");
-    }
-  }
-
-  // on_<stage>_model_eval (eval: true) or on_<stage>_model_train; returns whether the module has the hook (without
-  // it, eval() is called, or the previous mode is restored). Predict has no train hook, as in Lightning.
-  template <class StepTag, class Module>
-  bool model_mode_hooks(Module& module, bool eval) {
-    using namespace detail::tags;
-    auto call = [&](auto tag) {
-      using Tag = decltype(tag);
-      detail::lightning_hook<Tag>::template check_module<Module>();
-      if constexpr (detail::lightning_hook<Tag>::template callable<Module>) {
-        call_module<Tag>(module);
-        return true;
-      } else {
-        return false;
-      }
-    };
-    bool called = false;
-    if constexpr (std::is_same_v<StepTag, validation_step>)
-      called = eval ? call(on_validation_model_eval{}) : call(on_validation_model_train{});
-    else if constexpr (std::is_same_v<StepTag, test_step>)
-      called = eval ? call(on_test_model_eval{}) : call(on_test_model_train{});
-    else if (eval)
-      called = call(on_predict_model_eval{});
-    if (eval && !called) module.eval();
-    return called;
-  }
-
-  // --- fit ------------------------------------------------------------------------------------------------------------
-
-  template <class Module, class TrainHeld, class ValHeld, class Batch>
-  struct FitContext {
-    FitContext(Trainer& t, Module& m, TrainHeld& train_data, ValHeld& val_data)
-        : trainer(&t), module(&m), train(&train_data), val(&val_data) {}
-    Trainer* trainer;
-    Module* module;
-    TrainHeld* train;
-    ValHeld* val;
-    static constexpr bool has_val = !std::is_same_v<std::decay_t<decltype(std::declval<ValHeld&>().get())>, detail::NoData>;
-
-    std::optional<Batch> slot;
-    Batch* batch = nullptr;
-    std::string ckpt_path;  // resume from this checkpoint when set
-    Profiler::Clock::time_point fetch_started;
-
-    void run() {
-      Trainer& t = *trainer;
-      const TrainerOptions& o = t.options_;
-      t.configure_optimizers(*module);
-      module->train();
-      t.begin_fit(detail::data_size(train->get()));
-      // Resuming, as Lightning: the model and callbacks before on_fit_start, the loop's counters after it.
-      std::optional<LoadedCheckpoint> loaded;
-      if (!ckpt_path.empty()) loaded = t.restore_module_and_callbacks(ckpt_path, *module);
-      if constexpr (has_val) {
-        t.fit_.val_limit = o.overfit_batches().is_set()
-                               ? t.num_training_batches_
-                               : t.eval_limit(o.limit_val_batches(), val->get(), "limit_val_batches");
-        t.check_val_check_interval();
-      }
-
-      t.template call_hook<detail::tags::on_fit_start>(*module);
-      std::optional<StateDict> loop_state;
-      bool data_positioned = false;
-      if (loaded) {
-        loop_state = t.restore_training_state(ckpt_path, *loaded, *train, data_positioned);
-        loaded.reset();
-        t.note_resume_point(*loop_state);
-      }
-      if constexpr (has_val) {
-        // The sanity check runs on resume too (Lightning's does), isolated from the fit (SanityCheckScope).
-        std::optional<std::int64_t> limit;
-        if (t.sanity_check_due(limit)) {
-          SanityCheckScope sanity_check(t);
-          t.template call_hook<detail::tags::on_sanity_check_start>(*module);
-          validate_now(limit);
-          t.template call_hook<detail::tags::on_sanity_check_end>(*module);
-        }
-      }
-      t.template call_hook<detail::tags::on_train_start>(*module);
-      if ((!t.num_training_batches_ || *t.num_training_batches_ > 0) && !t.finished_before(loop_state)) {
-        auto engine = make_engine<Batch>(
-            [this](EngineCore& core, Batch&) {
-              return trainer->profiled(profiler_actions::run_training_batch,
-                                       [&] { return trainer->train_batch(*module, core, *batch); });
-            },
-            detail::EngineEventsTo<FitContext>{this});
-        check_callback_engine_hooks<decltype(engine)>();
-        TrainingEngineScope running(t, engine);
-        if (loop_state) engine.state.load_state_dict(*loop_state);
-        RunOptions run;
-        run.max_epochs(t.max_epochs_to_run());
-        if (t.num_training_batches_) run.epoch_length(static_cast<std::uint64_t>(*t.num_training_batches_));
-        run.restart_data_each_epoch(true);
-        run.skip_consumed_batches(!data_positioned);  // plain ranges resume mid-epoch at the right batch too
-        engine.run(train->get(), run);
-        if (engine.interrupted())
-          throw std::logic_error("trainloop: the training Engine was interrupted; in a Trainer, stop with "
-                                 "trainer.should_stop(true) or trainer.terminate()");
-      }
-      t.loop_point_ = LoopPoint::training_done;
-      t.template call_hook<detail::tags::on_train_end>(*module);
-      t.template call_hook<detail::tags::on_fit_end>(*module);
-    }
-
-    template <class Engine>
-    static constexpr void check_callback_engine_hooks() {
-      static_assert((detail::check_engine_hook_signatures<detail::unwrap_reference_t<Callbacks>, Engine>() && ... && true));
-    }
-
-    void validate_now(std::optional<std::int64_t> limit) {
-      if constexpr (has_val) {
-        constexpr bool validates_train_batches =
-            detail::lightning_hook<detail::tags::validation_step>::callable<Module, Batch&, std::int64_t>;
-        if constexpr (validates_train_batches) {  // overfit_batches validates on them (fit_with refused it otherwise)
-          if (trainer->options_.overfit_batches().is_set()) {
-            trainer->template run_evaluation<false>(*module, train->get(), Stage::validate, limit);
-            return;
-          }
-        }
-        trainer->template run_evaluation<false>(*module, val->get(), Stage::validate, limit);
-      }
-    }
-
-    // The training Engine's events: callbacks' Engine hooks first, then the Trainer's own work.
-    template <Event E, class Engine>
-    void engine_event(Engine& engine) {
-      auto hook = [&](auto& callback) { call_engine_hook<E>(callback, engine); };
-      trainer->template for_each_callback_in<detail::CallbackGroup::plain>(hook);
-      trainer->template for_each_callback_in<detail::CallbackGroup::monitoring>(hook);
-      trainer->template for_each_callback_in<detail::CallbackGroup::checkpointing>(hook);
-      if constexpr (E == Event::get_batch_started)
-        if (trainer->profiling_) fetch_started = Profiler::Clock::now();
-      if constexpr (E == Event::get_batch_completed)
-        if (trainer->profiling_)
-          trainer->profiler_.record(profiler_actions::get_train_batch, Profiler::Clock::now() - fetch_started);
-      if constexpr (E == Event::started) resume_between_epochs(engine);
-      if constexpr (E == Event::epoch_started) epoch_started(engine);
-      if constexpr (E == Event::iteration_started) iteration_started(engine);
-      if constexpr (E == Event::iteration_completed) iteration_completed(engine);
-      if constexpr (E == Event::epoch_completed) finish_epoch(engine, LoopPoint::in_batch);
-    }
-    template <Event E, class C, class Engine>
-    static void call_engine_hook(C& callback, Engine& engine) {
-      if constexpr (detail::hook<E>::template callable<C, Engine>) {
-        if constexpr (E == Event::exception_raised)
-          detail::hook<E>::call(callback, engine, engine.current_exception());
-        else
-          detail::hook<E>::call(callback, engine);
-      }
-    }
-
-    // A checkpoint written during an epoch's end: what was left of it runs before the next epoch.
-    void resume_between_epochs(EngineCore& engine) {
-      auto& fit = trainer->fit_;
-      if (!fit.resumed_at || fit.resuming_mid_epoch) return;
-      const LoopPoint point = *fit.resumed_at;
-      fit.resumed_at.reset();
-      if (point == LoopPoint::epoch_validation || point == LoopPoint::epoch_hooks || point == LoopPoint::epoch_rest)
-        finish_epoch(engine, point);
-      trainer->loop_point_ = LoopPoint::between_batches;
-    }
-
-    void epoch_started(EngineCore& engine) {
-      Trainer& t = *trainer;
-      t.start_epoch(engine.state);
-      module->train();
-      t.template call_hook<detail::tags::on_train_epoch_start>(*module);  // again at a mid-epoch resume, as in Lightning
-      if (t.fit_.resuming_mid_epoch) {  // what was left of the batch the checkpoint was written at runs now
-        t.fit_.resuming_mid_epoch = false;
-        const LoopPoint point = t.fit_.resumed_at.value_or(LoopPoint::between_batches);
-        t.fit_.resumed_at.reset();
-        t.batch_idx_ = static_cast<std::int64_t>(engine.state.epoch_iteration) - 1;
-        if (point == LoopPoint::batch_end) {
-          finish_batch(engine);
-        } else if (point == LoopPoint::batch_validation) {
-          t.loop_point_ = LoopPoint::batch_validation;
-          validate_now(t.fit_.val_limit);
-        }
-        t.loop_point_ = LoopPoint::between_batches;
-      }
-    }
-
-    template <class Engine>
-    void iteration_started(Engine& engine) {
-      Trainer& t = *trainer;
-      t.loop_point_ = LoopPoint::in_batch;
-      t.batch_idx_ = static_cast<std::int64_t>(engine.state.epoch_iteration) - 1;
-      batch = t.transfer(*module, *engine.batch(), slot);
-      auto result = t.template call_hook<detail::tags::on_train_batch_start>(*module, *batch, t.batch_idx_);
-      if constexpr (std::is_convertible_v<decltype(result), int>) {
-        if (static_cast<int>(result) == -1) {  // Lightning: -1 skips the rest of the epoch, this batch included
-          t.skip_rest_of_epoch_ = true;
-          t.loop_point_ = LoopPoint::between_batches;
-          engine.terminate_epoch();
-        }
-      }
-    }
-
-    // After a batch's on_train_batch_end: the stop checks, then a mid-epoch validation when due.
-    void iteration_completed(EngineCore& engine) {
-      finish_batch(engine);
-      trainer->loop_point_ = LoopPoint::between_batches;
-    }
-    void finish_batch(EngineCore& engine) {
-      Trainer& t = *trainer;
-      if (t.terminate_requested_) return engine.terminate();
-      const bool out_of_time = t.out_of_time();
-      if (has_val && t.validation_due_at_batch_end(engine.state, out_of_time)) {
-        t.loop_point_ = LoopPoint::batch_validation;
-        validate_now(t.fit_.val_limit);
-        t.loop_point_ = LoopPoint::between_batches;
-      }
-      if (t.stop_due(out_of_time)) {  // the epoch ends here, then the fit
-        t.stop_after_epoch_ = true;
-        engine.terminate_epoch();
-      }
-    }
-
-    // The epoch's end, from the start (`from` = in_batch) or from where a checkpoint was written.
-    void finish_epoch(EngineCore& engine, LoopPoint from) {
-      Trainer& t = *trainer;
-      if (from == LoopPoint::in_batch) {
-        if (!t.num_training_batches_ && engine.state.epoch_length)  // unsized data: the first pass told its length
-          t.num_training_batches_ = static_cast<std::int64_t>(*engine.state.epoch_length);
-        if (t.batches_since_step_ > 0 && module->automatic_optimization()) {  // the epoch ended inside a window
-          t.step_optimizers(*module);
-          t.precision_.update();
-        }
-      }
-      if (from == LoopPoint::in_batch || from == LoopPoint::epoch_validation) {
-        if (has_val && t.validation_at_epoch_end() && t.validation_due_this_epoch() && !t.skip_rest_of_epoch_) {
-          t.loop_point_ = LoopPoint::epoch_validation;  // its on_validation_end moves on to epoch_hooks
-          validate_now(t.fit_.val_limit);
-        }
-        from = LoopPoint::epoch_hooks;
-      }
-      if (from == LoopPoint::epoch_hooks) {
-        // on_train_epoch_end: callbacks, the module, the epoch's train values, the monitoring callbacks; then the
-        // checkpointing callbacks, whose checkpoints resume with what follows.
-        auto epoch_end = [&](auto& callback) {
-          t.template call_callback<detail::tags::on_train_epoch_end>(callback, *module);
-        };
-        t.loop_point_ = LoopPoint::epoch_hooks;
-        t.for_each_plain_callback(epoch_end);
-        t.template call_module<detail::tags::on_train_epoch_end>(*module);
-        t.publish_epoch_values(t.metrics_[index(Stage::train)]);
-        t.template for_each_callback_in<detail::CallbackGroup::monitoring>(epoch_end);
-        t.loop_point_ = LoopPoint::epoch_rest;
-        t.template for_each_callback_in<detail::CallbackGroup::checkpointing>(epoch_end);
-      }
-      t.write_logs();
-      t.end_epoch(engine);
-    }
-  };
-
-  std::tuple<Callbacks...> callbacks_;
-  ProgressBar progress_bar_;
-  ModelSummary model_summary_;
-  bool builtin_progress_bar_ = false;
-  bool builtin_model_summary_ = false;
-
+  Callbacks_ callbacks_;
 };
 
 template <class... Callbacks>
@@ -13922,12 +14514,14 @@ TRAINLOOP_DETAIL_END
 // ---- end parts/torch/trainer.hpp ----
 // ---- begin parts/torch/callbacks/early_stopping.hpp ----
 // trainloop: EarlyStopping and TerminateOnNan. Each works as a Trainer callback and as an Engine handler.
+#include <torch/torch.h>
 #include <cmath>
 #include <cstdio>
 #include <limits>
 #include <optional>
 #include <string>
 #include <type_traits>
+
 
 TRAINLOOP_DETAIL_BEGIN
 
@@ -14130,6 +14724,7 @@ TRAINLOOP_DETAIL_END
 // often, keeps the top k by a monitored metric (or the latest), and a last.ckpt; `fit(..., "last" | "best")` resumes
 // from them, in the same process or, after a crash, from what is on disk. It runs after every other callback and the
 // module (a checkpointing callback), so its checkpoints hold what they did for that step.
+#include <torch/torch.h>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -14140,6 +14735,7 @@ TRAINLOOP_DETAIL_END
 #include <optional>
 #include <string>
 #include <vector>
+
 
 TRAINLOOP_DETAIL_BEGIN
 
@@ -14314,7 +14910,7 @@ TRAINLOOP_DETAIL_API std::string ModelCheckpoint::find_checkpoint(const std::str
   }
   if (which != "best" || newest.empty()) return newest;
   for (const auto& [key, state] : read_checkpoint_states(newest)) {
-    if (key.rfind("callback/trainloop::ModelCheckpoint", 0) != 0) continue;
+    if (key.rfind(detail::callback_type_key<ModelCheckpoint>(), 0) != 0) continue;
     auto best = state.find("best_model_path");
     if (best == state.end() || !std::holds_alternative<std::string>(best->second)) continue;
     const std::string& path = std::get<std::string>(best->second);
@@ -14409,6 +15005,7 @@ TRAINLOOP_DETAIL_END
 // trainloop: Preemption. SIGTERM and SIGUSR1 (configurable) ask for a checkpoint: the signal handler only sets a
 // flag; at the next step boundary the callback saves the fit and stops it (or lets it go on). Resume from the file
 // with fit(..., path): the run continues exactly where it was.
+#include <torch/torch.h>
 #include <csignal>
 #include <string>
 #include <vector>
@@ -14481,10 +15078,12 @@ TRAINLOOP_DETAIL_END
 // trainloop: LearningRateMonitor (Lightning's): the learning rate of every optimizer and parameter group, and
 // optionally momentum and weight decay, handed to the loggers and kept in a history. Host values from the optimizer's
 // options: it never touches the device.
+#include <torch/torch.h>
 #include <map>
 #include <optional>
 #include <string>
 #include <vector>
+
 
 TRAINLOOP_DETAIL_BEGIN
 
@@ -14623,6 +15222,7 @@ TRAINLOOP_DETAIL_END
 // ---- begin parts/torch/callbacks/ema.hpp ----
 // trainloop: an exponential moving average of the weights (EMA), as timm's ModelEma, Ignite's EMAHandler and
 // Lightning's EMAWeightAveraging keep it: after each optimizer step, ema = decay_t * ema + (1 - decay_t) * weights.
+#include <torch/torch.h>
 #include <cstdint>
 #include <exception>
 #include <optional>
@@ -14630,6 +15230,7 @@ TRAINLOOP_DETAIL_END
 #include <stdexcept>
 #include <string>
 #include <vector>
+
 
 TRAINLOOP_DETAIL_BEGIN
 
@@ -14872,6 +15473,7 @@ TRAINLOOP_DETAIL_END
 // ---- end parts/torch/callbacks/ema.hpp ----
 // ---- begin parts/torch/callbacks/gradient_accumulation.hpp ----
 // trainloop: GradientAccumulationScheduler (Lightning's): how many batches add up to one optimizer step, by epoch.
+#include <torch/torch.h>
 #include <cstdint>
 #include <initializer_list>
 #include <iterator>

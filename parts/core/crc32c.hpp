@@ -3,6 +3,7 @@
 // chosen at run time); elsewhere slicing-by-8 tables (~2 GB/s). Either way, checking a checkpoint costs little beside
 // reading it.
 #pragma once
+#include "parts/core/config.hpp"  // first: the feature macros decide what follows
 #include <array>
 #include <cstdint>
 #include <cstring>

@@ -1,12 +1,15 @@
 // trainloop: what `Engine::run(data)` accepts, behind one small interface: next() gives a pointer to the next batch
 // (valid until the following call) or nullptr when the data is exhausted; restart() begins a fresh pass.
 #pragma once
+#include "parts/core/config.hpp"  // first: the feature macros decide what follows
 #include <cstddef>
 #include <cstdint>
 #include <vector>  // declares std::begin/end/size (range access) without <iterator>'s stream iterators
 #include <optional>
 #include <type_traits>
 #include <utility>
+
+#include "parts/core/hooks.hpp"
 
 TRAINLOOP_DETAIL_BEGIN
 namespace detail {

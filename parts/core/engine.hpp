@@ -1,6 +1,7 @@
 // trainloop: the Engine, the one loop core. Runs a step over data, fires events, dispatches them to compile-time
 // handlers (a std::tuple, folded) and to run-time handlers registered with `on`.
 #pragma once
+#include "parts/core/config.hpp"  // first: the feature macros decide what follows
 #include <array>
 #include <chrono>
 #include <cstdint>
@@ -16,6 +17,11 @@
 #if TRAINLOOP_DETAIL_DEFINE_API
 #include <algorithm>  // the out-of-line handler-list members; a TU that only declares them skips it
 #endif
+
+#include "parts/core/data_source.hpp"
+#include "parts/core/filters.hpp"
+#include "parts/core/hooks.hpp"
+#include "parts/core/state.hpp"
 
 TRAINLOOP_DETAIL_BEGIN
 
@@ -290,7 +296,7 @@ class Engine : public EngineCore {
     static_assert((detail::check_engine_handler<detail::unwrap_reference_t<Handlers>, Engine>() && ... && true));
   }
 
-  /// Runs (or resumes) over `data` (see RunOptions and the README for the resume rule). Returns the state.
+  /// Runs (or resumes) over `data` (see RunOptions and docs/engine.md for the resume rule). Returns the state.
   /// A resumed run keeps reading the pass it was reading when given the same data object (an lvalue); given other
   /// data, it skips what the pass consumed, unless that pass had ended. After interrupt(), only run() or the same
   /// lvalue continues: other data, an rvalue included, is refused.

@@ -1,5 +1,6 @@
 // trainloop: events. The built-in events the Engine fires, their names, and user-defined events.
 #pragma once
+#include "parts/core/config.hpp"  // first: the feature macros decide what follows
 #include <cstddef>
 #include <cstdint>
 #include <atomic>

@@ -1,6 +1,7 @@
 // trainloop: event filters (every, once, before, after, a predicate) and event specs (an event with a filter,
 // OR-composed with `|`).
 #pragma once
+#include "parts/core/config.hpp"  // first: the feature macros decide what follows
 #include <cstdint>
 #include <initializer_list>
 #include <limits>
@@ -12,6 +13,9 @@
 #if TRAINLOOP_DETAIL_DEFINE_API
 #include <algorithm>  // only the out-of-line definitions sort: a TU that only declares them skips <algorithm>
 #endif
+
+#include "parts/core/function.hpp"
+#include "parts/core/state.hpp"
 
 TRAINLOOP_DETAIL_BEGIN
 

@@ -3,6 +3,7 @@
 // std::shared_ptr) so that the torch-free core does not pay for <functional> and <memory> in every translation unit
 // (bench/compile_cost.py measures it).
 #pragma once
+#include "parts/core/config.hpp"  // first: the feature macros decide what follows
 #include <atomic>
 #include <cstddef>
 #include <type_traits>

@@ -1,9 +1,13 @@
 // trainloop: generic handlers that need no torch: `on(events, callable)`, Timer, TimeLimit.
 #pragma once
+#include "parts/core/config.hpp"  // first: the feature macros decide what follows
 #include <chrono>
 #include <cstdint>
 #include <type_traits>
 #include <utility>
+
+#include "parts/core/filters.hpp"
+#include "parts/core/hooks.hpp"
 
 TRAINLOOP_DETAIL_BEGIN
 

@@ -1,12 +1,16 @@
 // trainloop: hook detection. The one place that decides which hooks a handler type declares and how they are called.
 // Every hook has one trait here; the Engine's dispatch and its compile-time checks use nothing else.
 #pragma once
+#include "parts/core/config.hpp"  // first: the feature macros decide what follows
 #include <cstdint>
 #include <exception>
 #include <map>
 #include <string>
 #include <type_traits>
 #include <utility>
+
+#include "parts/core/events.hpp"
+#include "parts/core/state.hpp"
 
 TRAINLOOP_DETAIL_BEGIN
 namespace detail {

@@ -1,5 +1,6 @@
 // trainloop: the Engine's state. Counters, limits, metrics, times, event firings; saved and restored as a StateDict.
 #pragma once
+#include "parts/core/config.hpp"  // first: the feature macros decide what follows
 #include <array>
 #include <cstdint>
 #include <map>
@@ -8,6 +9,8 @@
 #include <string>
 #include <variant>
 #include <vector>
+
+#include "parts/core/events.hpp"
 
 TRAINLOOP_DETAIL_BEGIN
 

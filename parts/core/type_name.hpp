@@ -1,5 +1,6 @@
 // trainloop: readable type names for run-time error messages ("Net::training_step returned ...").
 #pragma once
+#include "parts/core/config.hpp"  // first: the feature macros decide what follows
 #include <string>
 #include <typeinfo>
 #if TRAINLOOP_DETAIL_DEFINE_API

@@ -3,6 +3,8 @@
 // the thresholds pinned). The Trainer pins them by default (TrainerOptions().tune_malloc(false) turns it off);
 // benchmarks call this too, so the hand-written loops they compare against run with the same allocator state.
 #pragma once
+#include "parts/core/config.hpp"  // first: the feature macros decide what follows
+#include <torch/torch.h>
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif

@@ -1,6 +1,7 @@
 // trainloop: mixed precision (TRAINLOOP_WITH_AMP=1). An autocast guard, a GradScaler (LibTorch has neither in C++),
 // and the policy through which the Trainer uses them for precision("16-mixed") and precision("bf16-mixed").
 #pragma once
+#include "parts/core/config.hpp"  // first: the feature macros decide what follows
 #include <ATen/autocast_mode.h>
 #include <torch/version.h>
 
@@ -26,6 +27,9 @@
 #else
 #define TRAINLOOP_DETAIL_AMP_CPU_KERNELS 0
 #endif
+
+#include "parts/core/state.hpp"
+#include "parts/torch/precision.hpp"  // the precision setting (it includes this part at its end)
 
 TRAINLOOP_DETAIL_BEGIN
 

@@ -10,6 +10,8 @@
 // a crash leaves the old file or the new one; a full disk or a file-size limit is an exception with the old file
 // intact and no temporary left; temporaries of writers that died (SIGKILL) are removed at the folder's next write.
 #pragma once
+#include "parts/core/config.hpp"  // first: the feature macros decide what follows
+#include <torch/torch.h>
 #include <cerrno>
 #include <cinttypes>
 #include <csignal>
@@ -29,6 +31,10 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include "parts/core/crc32c.hpp"
+#include "parts/core/state.hpp"
+#include "parts/torch/device.hpp"
 
 TRAINLOOP_DETAIL_BEGIN
 

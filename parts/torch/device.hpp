@@ -1,5 +1,7 @@
 // trainloop: devices. Parsing the Trainer's accelerator option, and moving batches of any common shape to a device.
 #pragma once
+#include "parts/core/config.hpp"  // first: the feature macros decide what follows
+#include <torch/torch.h>
 #include <map>
 #include <stdexcept>
 #include <type_traits>
@@ -8,6 +10,8 @@
 #include <unordered_map>
 #include <utility>
 #include <vector>
+
+#include "parts/core/hooks.hpp"
 
 TRAINLOOP_DETAIL_BEGIN
 

@@ -2,6 +2,8 @@
 // them only when something consumes them (the progress bar at its refresh rate, a logger at its interval, a monitor
 // at epoch end).
 #pragma once
+#include "parts/core/config.hpp"  // first: the feature macros decide what follows
+#include <torch/torch.h>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -9,6 +11,8 @@
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include "parts/core/state.hpp"
 
 TRAINLOOP_DETAIL_BEGIN
 

@@ -1,12 +1,19 @@
 // trainloop: LightningModule<Derived>. A torch::nn::Module the user writes as usual, plus the steps and hooks the
 // Trainer detects at compile time (CRTP: no virtual calls), plus log() and the manual-optimisation helpers.
 #pragma once
+#include "parts/core/config.hpp"  // first: the feature macros decide what follows
+#include <torch/torch.h>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include "parts/core/type_name.hpp"
+#include "parts/torch/logging.hpp"
+#include "parts/torch/metrics/metric.hpp"
+#include "parts/torch/trainer_options.hpp"
 
 TRAINLOOP_DETAIL_BEGIN
 
@@ -29,7 +36,7 @@ struct ModuleRuntime {
 
 /// Base of a Lightning-style module: `struct Net : trainloop::LightningModule<Net> { ... }`. Write the model as any
 /// torch::nn::Module (register_module, forward) and add what you need: training_step, validation_step, test_step,
-/// predict_step, configure_optimizers, and any hook (see the README's hook table).
+/// predict_step, configure_optimizers, and any hook (see docs/trainer.md: hook order).
 namespace detail {
 struct LightningModuleBase {};  // marks every LightningModule<...>, subclasses of one included
 }  // namespace detail

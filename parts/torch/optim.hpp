@@ -1,12 +1,17 @@
 // trainloop: what configure_optimizers returns. One or several optimizers, each optionally with an LR scheduler
 // stepped every N steps or epochs, or on a monitored metric.
 #pragma once
+#include "parts/core/config.hpp"  // first: the feature macros decide what follows
+#include <torch/torch.h>
 #include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 #include <type_traits>
 #include <vector>
+
+#include "parts/core/hooks.hpp"
+#include "parts/core/state.hpp"
 
 TRAINLOOP_DETAIL_BEGIN
 
@@ -109,6 +114,8 @@ Optimizers to_optimizers(R&& result) {
     return {};
   }
 }
+// The optimizers alone, in order (checkpoints and the module's optimizers() want them so).
+TRAINLOOP_DETAIL_API std::vector<std::shared_ptr<torch::optim::Optimizer>> optimizer_pointers(const Optimizers& optimizers);
 }  // namespace detail
 
 #if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
@@ -118,6 +125,12 @@ TRAINLOOP_DETAIL_API SchedulerConfig& SchedulerConfig::frequency(std::int64_t v)
 }
 TRAINLOOP_DETAIL_API void SchedulerConfig::load_state_dict(const StateDict& state) const {
   if (load_) load_(state);
+}
+TRAINLOOP_DETAIL_API std::vector<std::shared_ptr<torch::optim::Optimizer>> detail::optimizer_pointers(
+    const Optimizers& optimizers) {
+  std::vector<std::shared_ptr<torch::optim::Optimizer>> pointers;
+  for (const auto& config : optimizers) pointers.push_back(config.optimizer());
+  return pointers;
 }
 #endif  // TRAINLOOP_DETAIL_DEFINE_API
 

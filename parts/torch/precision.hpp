@@ -1,8 +1,12 @@
 // trainloop: the Trainer's precision setting, and the trivial ("32") precision policy. Mixed precision itself lives in
 // amp.hpp, compiled only under TRAINLOOP_WITH_AMP; this part is always there so a build without it can say so.
 #pragma once
+#include "parts/core/config.hpp"  // first: the feature macros decide what follows
+#include <torch/torch.h>
 #include <stdexcept>
 #include <string>
+
+#include "parts/core/state.hpp"
 
 TRAINLOOP_DETAIL_BEGIN
 
@@ -17,6 +21,8 @@ namespace detail {
 // compile to nothing. amp::MixedPrecision (amp.hpp) is the other policy.
 struct FullPrecision {
   struct NoGuard {};
+  struct NoScaler;  // what grad_scaler() points to: nothing
+  NoScaler* grad_scaler() const noexcept { return nullptr; }
   template <class Options>
   void setup(const Options&, const torch::Device&) {}
   NoGuard forward_guard() const { return {}; }
@@ -58,3 +64,7 @@ TRAINLOOP_DETAIL_API TrainingPrecision parse_precision(const std::string& value)
 #endif  // TRAINLOOP_DETAIL_DEFINE_API
 
 TRAINLOOP_DETAIL_END
+
+#if TRAINLOOP_WITH_AMP  // mixed precision, whose policy is then detail::PrecisionPolicy
+#include "parts/torch/amp.hpp"
+#endif

@@ -3,6 +3,8 @@
 // where the time went when a stage ends. Host wall time: on CUDA, asynchronous kernels are charged to whatever
 // waits for them (often the optimizer step or the next .item()), as in Lightning; nothing here syncs the device.
 #pragma once
+#include "parts/core/config.hpp"  // first: the feature macros decide what follows
+#include <torch/torch.h>
 #include <algorithm>
 #include <chrono>
 #include <cstdint>

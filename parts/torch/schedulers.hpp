@@ -4,6 +4,8 @@
 // weight decay) of every parameter group. ReduceLROnPlateau scales the rate from a monitored metric. All of them
 // have a state_dict for checkpoints, and step() / step(metric) as the Trainer's SchedulerConfig expects.
 #pragma once
+#include "parts/core/config.hpp"  // first: the feature macros decide what follows
+#include <torch/torch.h>
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -15,6 +17,10 @@
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "parts/core/state.hpp"
+#include "parts/core/type_name.hpp"
+#include "parts/torch/logging.hpp"
 
 TRAINLOOP_DETAIL_BEGIN
 

@@ -1,11 +1,18 @@
 // trainloop: TrainerOptions, the Trainer's settings as chainable setters (LibTorch style), checked in one place.
 #pragma once
+#include "parts/core/config.hpp"  // first: the feature macros decide what follows
+#include <torch/torch.h>
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <optional>
 #include <stdexcept>
 #include <string>
+
+#include "parts/torch/precision.hpp"
+#if TRAINLOOP_WITH_DISTRIBUTED  // the process group's and DistributedDataParallel's options
+#include "parts/torch/distributed/ddp.hpp"
+#endif
 
 TRAINLOOP_DETAIL_BEGIN
 
@@ -84,7 +91,7 @@ class TrainerOptions {
   /// Pins glibc's malloc thresholds (see allocator.hpp); process-wide.
   TRAINLOOP_DETAIL_OPTION(bool, tune_malloc, true)
   /// "32" (or "32-true"), "16-mixed" (or "16": fp16 autocast and loss scaling), "bf16-mixed" (or "bf16": bf16
-  /// autocast). The mixed ones need TRAINLOOP_WITH_AMP=1; see the README's Precision section.
+  /// autocast). The mixed ones need TRAINLOOP_WITH_AMP=1; see docs/precision.md.
   TRAINLOOP_DETAIL_OPTION(std::string, precision, "32")
 #if TRAINLOOP_WITH_AMP
   /// The loss scaler's settings; with enabled(true) it also scales under "bf16-mixed" (bf16 rarely needs it: tests,
@@ -93,7 +100,7 @@ class TrainerOptions {
 #endif
   /// "auto" (data-parallel when devices(n > 1) or a launcher started several ranks), "ddp" (data-parallel, also with
   /// one rank) or "single" (one process, whatever the environment). Data-parallel needs TRAINLOOP_WITH_DISTRIBUTED=1;
-  /// see the README's Distributed section.
+  /// see docs/distributed.md.
   TRAINLOOP_DETAIL_OPTION(std::string, strategy, "auto")
   /// Processes on this machine; 0: what a launcher started (torchrun, srun, mpirun), else 1. Without a launcher,
   /// n > 1 runs this program n times (this process is rank 0).

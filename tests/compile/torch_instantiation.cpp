@@ -193,7 +193,7 @@ int main() {
     trainloop::Trainer parallel(trainloop::TrainerOptions().max_epochs(1).strategy("ddp").devices(2).ddp(
         dist::DDPOptions().bucket_cap_mb(1)));
     parallel.fit(net, data, data);
-    (void)(parallel.reduce_decision(true, false) && parallel.is_global_zero() && parallel.ddp() && parallel.process_group());
+    (void)(parallel.reduce_decision(true, false) && parallel.is_global_zero() && parallel.strategy().ddp() && parallel.strategy().process_group());
   }
 #endif
   trainloop::MnistSplit split = trainloop::read_mnist_split(trainloop::fashion_mnist_debian_dir, false);

@@ -69,7 +69,7 @@ TEST_CASE("CSVLogger: Lightning's folders and versions, a header that grows, emp
   CHECK(third.version() == 8);
 }
 
-TEST_CASE("loggers refuse a bad folder at start, naming it; other ranks write nothing") {
+TEST_CASE("loggers refuse a bad folder at start, naming it") {
   TempDir dir;
   {
     std::ofstream blocker(dir.file("blocker"));
@@ -86,16 +86,57 @@ TEST_CASE("loggers refuse a bad folder at start, naming it; other ranks write no
   ml.tracking_dir = dir.file("blocker") + "/mlruns";
   CHECK_THROWS_WITH_AS(MLFlowLogger(ml).start(), contains("MLFlowLogger: cannot write logs in"), std::runtime_error);
 
-  ::setenv("RANK", "1", 1);
-  CSVLogger::Options quiet;
-  quiet.save_dir = dir.file("rank1");
+}
+
+// Loggers write on rank 0 only, the rank being detail::process_rank(): the joined process group's, else the
+// launcher's environment, read as the process group reads it (torchrun, Slurm, Open MPI).
+TEST_CASE("loggers write nothing on a rank other than 0, whichever launcher or process group says so") {
+  TempDir dir;
+  auto writes_on = [&](const std::string& name) {
+    CSVLogger::Options options;
+    options.save_dir = dir.file(name);
+    {
+      CSVLogger logger(options);
+      logger.log_metrics(1, {{"loss", 1.0}});
+      logger.finalize("success");
+    }
+    return fs::exists(dir.file(name));
+  };
+  struct Env {
+    std::vector<std::string> names;
+    Env(std::initializer_list<std::pair<const char*, const char*>> values) {
+      for (const auto& [name, value] : values) {
+        ::setenv(name, value, 1);
+        names.push_back(name);
+      }
+    }
+    ~Env() {
+      for (const auto& name : names) ::unsetenv(name.c_str());
+    }
+  };
+  CHECK(trainloop::detail::process_rank() == 0);
+  CHECK(writes_on("alone"));
   {
-    CSVLogger other_rank(quiet);
-    other_rank.log_metrics(1, {{"loss", 1.0}});
-    other_rank.finalize("success");
+    Env torchrun{{"RANK", "1"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "127.0.0.1"}, {"MASTER_PORT", "29500"}};
+    CHECK(trainloop::detail::process_rank() == 1);
+    CHECK_FALSE(writes_on("torchrun_rank1"));
   }
-  ::unsetenv("RANK");
-  CHECK_FALSE(fs::exists(dir.file("rank1")));
+  {
+    Env mpirun{{"OMPI_COMM_WORLD_RANK", "2"}, {"OMPI_COMM_WORLD_SIZE", "3"}, {"MASTER_PORT", "29500"}};
+    CHECK(trainloop::detail::process_rank() == 2);
+    CHECK_FALSE(writes_on("mpirun_rank2"));
+  }
+  {  // variables that describe no valid job (no rendezvous address): a process of its own
+    Env broken{{"RANK", "1"}, {"WORLD_SIZE", "2"}};
+    CHECK(trainloop::detail::process_rank() == 0);
+  }
+  {  // a rank that is not 0 by the environment, but rank 0 of the group it joined (the group wins)
+    Env torchrun{{"RANK", "1"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "127.0.0.1"}, {"MASTER_PORT", "29500"}};
+    trainloop::detail::joined_rank() = 0;
+    const bool wrote = writes_on("joined_rank0");
+    trainloop::detail::joined_rank().reset();
+    CHECK(wrote);
+  }
 }
 
 namespace {

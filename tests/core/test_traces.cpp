@@ -19,6 +19,47 @@ auto make_traced_engine(Trace& trace, Extra... extra) {
       },
       Tracer{&trace, ""}, extra...);
 }
+
+// An Engine's events over [1, 2, 3]: "event e<epoch>.<epoch_iteration> i<iteration>", and the step's batch.
+const std::string epoch_1 =
+    "epoch_started e1.0 i0\n"
+    "get_batch_started e1.0 i0\n"
+    "get_batch_completed e1.0 i0\n"
+    "iteration_started e1.1 i1\n"
+    "step(1) e1.1 i1\n"
+    "iteration_completed e1.1 i1\n"
+    "get_batch_started e1.1 i1\n"
+    "get_batch_completed e1.1 i1\n"
+    "iteration_started e1.2 i2\n"
+    "step(2) e1.2 i2\n"
+    "iteration_completed e1.2 i2\n"
+    "get_batch_started e1.2 i2\n"
+    "get_batch_completed e1.2 i2\n"
+    "iteration_started e1.3 i3\n"
+    "step(3) e1.3 i3\n"
+    "iteration_completed e1.3 i3\n"
+    "epoch_completed e1.3 i3\n";
+// Epoch 2 finds the pass exhausted at its first fetch (data_exhausted), restarts the data, and fetches again
+// without a second get_batch_started.
+const std::string epoch_2_after_exhausted_pass =
+    "epoch_started e2.0 i3\n"
+    "get_batch_started e2.0 i3\n"
+    "data_exhausted e2.0 i3\n"
+    "get_batch_completed e2.0 i3\n"
+    "iteration_started e2.1 i4\n"
+    "step(1) e2.1 i4\n"
+    "iteration_completed e2.1 i4\n"
+    "get_batch_started e2.1 i4\n"
+    "get_batch_completed e2.1 i4\n"
+    "iteration_started e2.2 i5\n"
+    "step(2) e2.2 i5\n"
+    "iteration_completed e2.2 i5\n"
+    "get_batch_started e2.2 i5\n"
+    "get_batch_completed e2.2 i5\n"
+    "iteration_started e2.3 i6\n"
+    "step(3) e2.3 i6\n"
+    "iteration_completed e2.3 i6\n"
+    "epoch_completed e2.3 i6\n";
 }  // namespace
 
 TEST_CASE("golden trace: 2 epochs x 3 iterations") {
@@ -26,46 +67,7 @@ TEST_CASE("golden trace: 2 epochs x 3 iterations") {
   std::vector<int> data{1, 2, 3};
   auto engine = make_traced_engine(trace);
   engine.run(data, max_epochs(2));
-  // Epoch 2 finds the pass exhausted at its first fetch (data_exhausted), restarts the data, and fetches again
-  // without a second get_batch_started.
-  CHECK(trace.joined() ==
-        "started e0.0 i0\n"
-        "epoch_started e1.0 i0\n"
-        "get_batch_started e1.0 i0\n"
-        "get_batch_completed e1.0 i0\n"
-        "iteration_started e1.1 i1\n"
-        "step(1) e1.1 i1\n"
-        "iteration_completed e1.1 i1\n"
-        "get_batch_started e1.1 i1\n"
-        "get_batch_completed e1.1 i1\n"
-        "iteration_started e1.2 i2\n"
-        "step(2) e1.2 i2\n"
-        "iteration_completed e1.2 i2\n"
-        "get_batch_started e1.2 i2\n"
-        "get_batch_completed e1.2 i2\n"
-        "iteration_started e1.3 i3\n"
-        "step(3) e1.3 i3\n"
-        "iteration_completed e1.3 i3\n"
-        "epoch_completed e1.3 i3\n"
-        "epoch_started e2.0 i3\n"
-        "get_batch_started e2.0 i3\n"
-        "data_exhausted e2.0 i3\n"
-        "get_batch_completed e2.0 i3\n"
-        "iteration_started e2.1 i4\n"
-        "step(1) e2.1 i4\n"
-        "iteration_completed e2.1 i4\n"
-        "get_batch_started e2.1 i4\n"
-        "get_batch_completed e2.1 i4\n"
-        "iteration_started e2.2 i5\n"
-        "step(2) e2.2 i5\n"
-        "iteration_completed e2.2 i5\n"
-        "get_batch_started e2.2 i5\n"
-        "get_batch_completed e2.2 i5\n"
-        "iteration_started e2.3 i6\n"
-        "step(3) e2.3 i6\n"
-        "iteration_completed e2.3 i6\n"
-        "epoch_completed e2.3 i6\n"
-        "completed e2.3 i6\n");
+  CHECK(trace.joined() == "started e0.0 i0\n" + epoch_1 + epoch_2_after_exhausted_pass + "completed e2.3 i6\n");
   CHECK(engine.state.epoch == 2);
   CHECK(engine.state.iteration == 6);
   CHECK_FALSE(engine.state.in_epoch);
@@ -112,26 +114,8 @@ TEST_CASE("golden trace: terminate in the middle, then resume") {
       "iteration_started e1.3 i3\n"
       "step(3) e1.3 i3\n"
       "iteration_completed e1.3 i3\n"
-      "epoch_completed e1.3 i3\n"
-      "epoch_started e2.0 i3\n"
-      "get_batch_started e2.0 i3\n"
-      "data_exhausted e2.0 i3\n"
-      "get_batch_completed e2.0 i3\n"
-      "iteration_started e2.1 i4\n"
-      "step(1) e2.1 i4\n"
-      "iteration_completed e2.1 i4\n"
-      "get_batch_started e2.1 i4\n"
-      "get_batch_completed e2.1 i4\n"
-      "iteration_started e2.2 i5\n"
-      "step(2) e2.2 i5\n"
-      "iteration_completed e2.2 i5\n"
-      "get_batch_started e2.2 i5\n"
-      "get_batch_completed e2.2 i5\n"
-      "iteration_started e2.3 i6\n"
-      "step(3) e2.3 i6\n"
-      "iteration_completed e2.3 i6\n"
-      "epoch_completed e2.3 i6\n"
-      "completed e2.3 i6\n";
+      "epoch_completed e1.3 i3\n" +
+      epoch_2_after_exhausted_pass + "completed e2.3 i6\n";
   CHECK(trace.joined() == resumed);
   CHECK(engine.state.iteration == 6);
 

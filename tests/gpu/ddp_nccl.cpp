@@ -90,7 +90,7 @@ int main() {
   for (int i = 0; i < 8; ++i) data.emplace_back(torch::randn({16, 8}), torch::randn({16, 2}));
   Trainer trainer(TrainerOptions().max_epochs(2).accelerator("cuda").strategy("ddp").barebones(true));
   trainer.fit(net, data);
-  check(trainer.global_step() == 16 && trainer.world_size() == 1 && trainer.process_group()->backend_name() == "nccl",
+  check(trainer.global_step() == 16 && trainer.world_size() == 1 && trainer.strategy().process_group()->backend_name() == "nccl",
         "the Trainer with strategy(\"ddp\") on NCCL: " + std::to_string(trainer.global_step()) + " steps");
   return failures == 0 ? 0 : 1;
 }

@@ -14,26 +14,21 @@
 #include <thread>
 #include <vector>
 
+#include "fixtures.hpp"
 #include "temp_dir.hpp"
 
 using namespace trainloop;
-using Batch = std::pair<torch::Tensor, torch::Tensor>;
 
-namespace {
-TrainerOptions quiet_options() {
-  return TrainerOptions().accelerator("cpu").enable_progress_bar(false).enable_model_summary(false);
-}
-}  // namespace
 
 TEST_CASE("precision names: Lightning's, checked when the options are") {
-  CHECK_NOTHROW(Trainer<>(quiet_options().precision("32")));
-  CHECK_NOTHROW(Trainer<>(quiet_options().precision("32-true")));
-  CHECK_THROWS_WITH_AS(Trainer<>(quiet_options().precision("fp16")), contains("precision(\"fp16\"): unknown precision"),
+  CHECK_NOTHROW(Trainer<>(quiet().precision("32")));
+  CHECK_NOTHROW(Trainer<>(quiet().precision("32-true")));
+  CHECK_THROWS_WITH_AS(Trainer<>(quiet().precision("fp16")), contains("precision(\"fp16\"): unknown precision"),
                        std::invalid_argument);
-  CHECK_THROWS_WITH_AS(Trainer<>(quiet_options().precision("16-true")), contains("fp32 weights"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(Trainer<>(quiet().precision("16-true")), contains("fp32 weights"), std::invalid_argument);
 #if !TRAINLOOP_WITH_AMP
   for (const char* mixed : {"16-mixed", "bf16-mixed", "16", "bf16"})
-    CHECK_THROWS_WITH_AS(Trainer<>(quiet_options().precision(mixed)), contains("define TRAINLOOP_WITH_AMP=1"),
+    CHECK_THROWS_WITH_AS(Trainer<>(quiet().precision(mixed)), contains("define TRAINLOOP_WITH_AMP=1"),
                          std::invalid_argument);
 #endif
 }
@@ -366,7 +361,7 @@ TEST_CASE("bf16-mixed: the steps run under autocast, backward and the optimizer 
   Classifier net;
   EMA::Options ema_options;
   ema_options.copy_to_model_at_end = false;
-  Trainer trainer(quiet_options().max_epochs(1).precision("bf16-mixed"), EMA(ema_options));
+  Trainer trainer(quiet().max_epochs(1).precision("bf16-mixed"), EMA(ema_options));
   const auto data = class_data(4);
   trainer.fit(net, data, data);
   CHECK(net.autocast_in_step);
@@ -385,10 +380,10 @@ TEST_CASE("bf16-mixed: the steps run under autocast, backward and the optimizer 
   const auto metrics = trainer.validate(net, data);
   CHECK(std::isfinite(metrics.at("val_loss")));
 
-  CHECK_THROWS_WITH_AS(Trainer<>(quiet_options().precision("32").grad_scaler(amp::GradScalerOptions())).fit(net, data),
+  CHECK_THROWS_WITH_AS(Trainer<>(quiet().precision("32").grad_scaler(amp::GradScalerOptions())).fit(net, data),
                        contains("needs mixed precision"), std::invalid_argument);
 #if !TRAINLOOP_DETAIL_AUTOCAST_BY_DEVICE
-  CHECK_THROWS_WITH_AS(Trainer<>(quiet_options().max_epochs(1).precision("16-mixed")).fit(net, data),
+  CHECK_THROWS_WITH_AS(Trainer<>(quiet().max_epochs(1).precision("16-mixed")).fit(net, data),
                        contains("use precision(\"bf16-mixed\")"), std::invalid_argument);
 #endif
 }
@@ -415,7 +410,7 @@ TEST_CASE("the loss scaler in the Trainer: clipping and hooks see unscaled gradi
       net.twice = setup.twice;
       net.adam = setup.adam;
       net.automatic_optimization(!setup.manual);
-      TrainerOptions options = quiet_options().max_epochs(2).precision("bf16-mixed").gradient_clip_val(0.5);
+      TrainerOptions options = quiet().max_epochs(2).precision("bf16-mixed").gradient_clip_val(0.5);
       if (!setup.manual) options.accumulate_grad_batches(setup.accumulate);
       if (scaled) options.grad_scaler(amp::GradScalerOptions().init_scale(1024).growth_interval(2));
       Trainer<> trainer(options);
@@ -440,7 +435,7 @@ TEST_CASE("a step the scaler skips does not count: global_step, the per-step sch
   TempDir dir;
   VersionedLoggerOptions logs;
   logs.save_dir = dir.path.string();
-  Trainer trainer(quiet_options().max_epochs(1).precision("bf16-mixed").log_every_n_steps(1).grad_scaler(
+  Trainer trainer(quiet().max_epochs(1).precision("bf16-mixed").log_every_n_steps(1).grad_scaler(
                       amp::GradScalerOptions().init_scale(64)),
                   CSVLogger(logs));
   trainer.fit(net, data);
@@ -452,7 +447,7 @@ TEST_CASE("a step the scaler skips does not count: global_step, the per-step sch
   // The same run without the two bad batches: the same weights, and the same learning rate (the scheduler stepped
   // four times, not six).
   std::vector<Batch> clean{data[0], data[1], data[4], data[5]};
-  Trainer<> plain(quiet_options().max_epochs(1).precision("bf16-mixed"));
+  Trainer<> plain(quiet().max_epochs(1).precision("bf16-mixed"));
   plain.fit(reference, clean);
   CHECK(bitwise_equal(parameters_of(net), parameters_of(reference)));
   auto lr = [](const Optimizers& o) { return o.front().optimizer()->param_groups()[0].options().get_lr(); };

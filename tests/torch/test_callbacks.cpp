@@ -7,24 +7,18 @@
 #include <filesystem>
 #include <vector>
 
+#include "fixtures.hpp"
 #include "temp_dir.hpp"
 
 using namespace trainloop;
-using Batch = std::pair<torch::Tensor, torch::Tensor>;
 
 namespace {
+// No sanity check: these tests count validations.
+TrainerOptions fit_options() { return quiet().num_sanity_val_steps(0); }
 EarlyStopping::Options monitor(const std::string& name) {
   EarlyStopping::Options o;
   o.monitor = name;
   return o;
-}
-std::vector<Batch> some_batches(int n) {
-  std::vector<Batch> data;
-  for (int i = 0; i < n; ++i) data.emplace_back(torch::randn({4, 2}), torch::randn({4, 1}));
-  return data;
-}
-TrainerOptions quiet() {
-  return TrainerOptions().accelerator("cpu").enable_progress_bar(false).enable_model_summary(false).num_sanity_val_steps(0);
 }
 
 // Logs a val_loss that follows a script, one value per validation.
@@ -84,24 +78,24 @@ TEST_CASE("EarlyStopping: patience in checks, min_delta, thresholds, finiteness,
 }
 
 TEST_CASE("EarlyStopping in the Trainer: stops after patience validations, not before min_epochs") {
-  auto data = some_batches(2);
+  auto data = batches(2, 2);
   auto options = monitor("val_loss");
   options.patience = 2;
   Scripted flat;
   flat.script = {1.0, 1.0, 1.0, 1.0, 1.0, 1.0};
-  Trainer trainer(quiet().max_epochs(10), EarlyStopping(options));
+  Trainer trainer(fit_options().max_epochs(10), EarlyStopping(options));
   trainer.fit(flat, data, data);
   CHECK(trainer.current_epoch() == 3);  // best at 1, no improvement at 2 and 3
   CHECK(trainer.callback<EarlyStopping>().stopped());
 
   Scripted held;
   held.script = {1.0, 1.0, 1.0, 1.0, 1.0, 1.0};
-  Trainer patient(quiet().max_epochs(10).min_epochs(5), EarlyStopping(options));
+  Trainer patient(fit_options().max_epochs(10).min_epochs(5), EarlyStopping(options));
   patient.fit(held, data, data);
   CHECK(patient.current_epoch() == 5);
 
   Scripted unlogged;
-  Trainer wrong(quiet().max_epochs(2), EarlyStopping(monitor("val_acc")));
+  Trainer wrong(fit_options().max_epochs(2), EarlyStopping(monitor("val_acc")));
   unlogged.script = {1.0};
   CHECK_THROWS_WITH_AS(wrong.fit(unlogged, data, data),
                        "trainloop: EarlyStopping monitors 'val_acc', which was not logged (logged: val_loss)",
@@ -123,10 +117,10 @@ TEST_CASE("EarlyStopping as an Engine handler stops the trainer Engine from its 
 }
 
 TEST_CASE("TerminateOnNan stops the Trainer at a NaN loss, and an Engine at a NaN output, naming the step") {
-  auto data = some_batches(5);
+  auto data = batches(5, 2);
   Scripted net;
   net.nan_at_batch = 2;
-  Trainer trainer(quiet().max_epochs(3), TerminateOnNan{});
+  Trainer trainer(fit_options().max_epochs(3), TerminateOnNan{});
   trainer.fit(net, data);
   CHECK(trainer.callback<TerminateOnNan>().triggered());
   CHECK(trainer.callback<TerminateOnNan>().message() ==
@@ -151,9 +145,9 @@ ModelCheckpoint::Options checkpoints_in(const std::string& dir) {
 }
 }  // namespace
 
-TEST_CASE("ModelCheckpoint: filename template, top-k by a monitored metric, last, best, and resuming from them") {
+TEST_CASE("ModelCheckpoint: the top k by a monitored metric under a filename template, then \"best\" and \"last\" resumed") {
   TempDir dir;
-  auto data = some_batches(3);
+  auto data = batches(3, 2);
   auto options = checkpoints_in(dir.file("ckpt"));
   options.monitor = "val_loss";
   options.save_top_k = 2;
@@ -161,7 +155,7 @@ TEST_CASE("ModelCheckpoint: filename template, top-k by a monitored metric, last
   options.filename = "epoch={epoch}-val_loss={val_loss:.2f}";
   Scripted net;
   net.script = {0.5, 0.3, 0.4, 0.2, 0.6};
-  Trainer trainer(quiet().max_epochs(5), ModelCheckpoint(options));
+  Trainer trainer(fit_options().max_epochs(5), ModelCheckpoint(options));
   trainer.fit(net, data, data);
   const auto& checkpoint = trainer.callback<ModelCheckpoint>();
   // The two lowest val_loss values were 0.2 (epoch 3) and 0.3 (epoch 1); the others were deleted.
@@ -174,35 +168,44 @@ TEST_CASE("ModelCheckpoint: filename template, top-k by a monitored metric, last
   CHECK(*checkpoint.best_model_score() == doctest::Approx(0.2));
   CHECK(checkpoint.last_model_path() == dir.file("ckpt/last.ckpt"));
 
-  // "best" resumes from epoch 3's checkpoint: one more epoch to reach max_epochs 5.
-  Scripted again;
-  again.script = {0.1};
-  Trainer more(quiet().max_epochs(5), ModelCheckpoint(options));
-  more.callback<ModelCheckpoint>().load_state_dict(checkpoint.state_dict());
-  more.fit(again, data, data, "best");
-  CHECK(more.total_batches() == 5 * 3);  // 4 epochs restored, 1 run
-  CHECK(more.global_step() == 15);
+  SUBCASE("\"best\" from the callback's state resumes from epoch 3's checkpoint: one epoch more to reach 5") {
+    Scripted again;
+    again.script = {0.1};
+    Trainer more(fit_options().max_epochs(5), ModelCheckpoint(options));
+    more.callback<ModelCheckpoint>().load_state_dict(checkpoint.state_dict());
+    more.fit(again, data, data, "best");
+    CHECK(more.total_batches() == 5 * 3);  // 4 epochs restored, 1 run
+    CHECK(more.global_step() == 15);
+  }
+  SUBCASE("a fresh process finds \"best\" and \"last\" in the folder, as after a crash") {
+    Trainer fresh(fit_options().max_epochs(6), ModelCheckpoint(options));
+    Scripted third;
+    third.script = {0.05};
+    fresh.fit(third, data, data, "best");  // the best last.ckpt records (epoch 3, val_loss 0.2): epochs 4 and 5 run
+    CHECK(fresh.total_batches() == 6 * 3);
+    Trainer fresh_last(fit_options().max_epochs(7), ModelCheckpoint(options));
+    fresh_last.fit(third, data, data, "last");  // the previous fit's last.ckpt (6 epochs): one more
+    CHECK(fresh_last.total_batches() == 7 * 3);
+  }
+}
 
-  // A fresh process knows nothing in memory: "last" and "best" come from the folder (last.ckpt, and the best path it
-  // records), as after a crash.
-  Trainer fresh(quiet().max_epochs(6), ModelCheckpoint(options));
-  Scripted third;
-  third.script = {0.05};
-  fresh.fit(third, data, data, "best");  // the best last.ckpt records (epoch 4, val_loss 0.1): epoch 5 runs
-  CHECK(fresh.total_batches() == 6 * 3);
-  Trainer fresh_last(quiet().max_epochs(7), ModelCheckpoint(options));
-  fresh_last.fit(third, data, data, "last");  // the previous fit's last.ckpt (6 epochs): one more
-  CHECK(fresh_last.total_batches() == 7 * 3);
+TEST_CASE("ModelCheckpoint: \"last\" with nothing to resume, an unwritable folder, a save before fit: errors saying why") {
+  TempDir dir;
+  auto data = batches(3, 2);
+  Scripted net;
   auto empty = checkpoints_in(dir.file("empty"));
-  CHECK_THROWS_WITH_AS(Trainer(quiet(), ModelCheckpoint(empty)).fit(again, data, data, "last"),
+  CHECK_THROWS_WITH_AS(Trainer(fit_options(), ModelCheckpoint(empty)).fit(net, data, data, "last"),
                        contains("no last checkpoint in '" + dir.file("empty") + "'"), std::invalid_argument);
-  CHECK_THROWS_WITH_AS(Trainer(quiet()).fit(again, data, data, "last"),
+  CHECK_THROWS_WITH_AS(Trainer(fit_options()).fit(net, data, data, "last"),
                        doctest::Contains("there is no ModelCheckpoint in this Trainer"), std::invalid_argument);
   ModelCheckpoint blocked(checkpoints_in("/dev/null/ckpt"));
-  CHECK_THROWS_WITH_AS(Trainer(quiet(), std::move(blocked)).fit(again, data),
+  CHECK_THROWS_WITH_AS(Trainer(fit_options(), std::move(blocked)).fit(net, data),
                        doctest::Contains("ModelCheckpoint: cannot write checkpoints to '/dev/null/ckpt'"), std::runtime_error);
-  Trainer idle(quiet());
+  Trainer idle(fit_options());
   CHECK_THROWS_AS(idle.save_checkpoint(dir.file("x.ckpt")), std::logic_error);
+}
+
+TEST_CASE("ModelCheckpoint::format_filename fills the template's fields, with their formats") {
   CHECK(ModelCheckpoint::format_filename("e{epoch}-{acc:.3f}", {{"epoch", 2}, {"acc", 0.91234}}) == "e2-0.912");
 }
 
@@ -212,8 +215,8 @@ TEST_CASE("ModelCheckpoint without a monitor keeps the latest, by steps, weights
   options.every_n_train_steps = 2;
   options.save_weights_only = true;
   Scripted net;
-  Trainer trainer(quiet().max_epochs(2), ModelCheckpoint(options));
-  trainer.fit(net, some_batches(3));
+  Trainer trainer(fit_options().max_epochs(2), ModelCheckpoint(options));
+  trainer.fit(net, batches(3, 2));
   const auto& kept = trainer.callback<ModelCheckpoint>().kept();
   REQUIRE(kept.size() == 1);
   CHECK(kept.front().first == dir.file("ckpt/epoch=1-step=6.ckpt"));
@@ -242,9 +245,9 @@ struct SaveAtEnd {
 
 TEST_CASE("checkpoints written at on_train_end, on_fit_end and after fit hold the finished loop") {
   TempDir dir;
-  auto data = some_batches(3);
+  auto data = batches(3, 2);
   Scripted net;
-  Trainer trainer(quiet().max_epochs(2), SaveAtEnd{dir.path.string()});
+  Trainer trainer(fit_options().max_epochs(2), SaveAtEnd{dir.path.string()});
   trainer.fit(net, data);
   trainer.save_checkpoint(dir.file("after.ckpt"));
   for (const char* name : {"train_end.ckpt", "fit_end.ckpt", "after.ckpt"}) {
@@ -256,7 +259,7 @@ TEST_CASE("checkpoints written at on_train_end, on_fit_end and after fit hold th
   }
   // Resuming the finished fit with a larger max_epochs continues it: 2 more epochs.
   Scripted more;
-  Trainer longer(quiet().max_epochs(4));
+  Trainer longer(fit_options().max_epochs(4));
   longer.fit(more, data, dir.file("after.ckpt"));
   CHECK(longer.global_step() == 12);
   CHECK(longer.current_epoch() == 4);
@@ -264,7 +267,7 @@ TEST_CASE("checkpoints written at on_train_end, on_fit_end and after fit hold th
 
 TEST_CASE("a NaN loss never replaces the last finite checkpoint") {
   TempDir dir;
-  auto data = some_batches(5);
+  auto data = batches(5, 2);
   auto options = checkpoints_in(dir.file("ckpt"));
   options.every_n_train_steps = 1;
   options.save_top_k = 0;
@@ -279,7 +282,7 @@ TEST_CASE("a NaN loss never replaces the last finite checkpoint") {
   SUBCASE("with TerminateOnNan: the fit stops cleanly, last.ckpt holds step 2") {
     Scripted net;
     net.nan_at_batch = 2;
-    Trainer trainer(quiet().max_epochs(3), TerminateOnNan{}, ModelCheckpoint(options));
+    Trainer trainer(fit_options().max_epochs(3), TerminateOnNan{}, ModelCheckpoint(options));
     trainer.fit(net, data);
     CHECK(trainer.callback<TerminateOnNan>().triggered());
     CHECK(std::get<std::int64_t>(read_checkpoint_states(last).at("trainer").at("global_step")) == 2);
@@ -288,7 +291,7 @@ TEST_CASE("a NaN loss never replaces the last finite checkpoint") {
   SUBCASE("without it: the fit fails naming the NaN, and last.ckpt still holds step 2") {
     Scripted net;
     net.nan_at_batch = 2;
-    Trainer trainer(quiet().max_epochs(3), ModelCheckpoint(options));
+    Trainer trainer(fit_options().max_epochs(3), ModelCheckpoint(options));
     CHECK_THROWS_WITH_AS(trainer.fit(net, data), contains("'" + last + "': not written: 'model/fc.bias' holds NaN"),
                          NonFiniteStateError);
     CHECK(std::get<std::int64_t>(read_checkpoint_states(last).at("trainer").at("global_step")) == 2);
@@ -328,8 +331,8 @@ TEST_CASE("ModelCheckpoint monitoring a per-step training value ranks each step 
   options.save_top_k = 1;
   options.filename = "step={step}";
   StepLogger net;
-  Trainer trainer(quiet().max_epochs(2), SeenLoss{}, ModelCheckpoint(options));
-  trainer.fit(net, some_batches(4));
+  Trainer trainer(fit_options().max_epochs(2), SeenLoss{}, ModelCheckpoint(options));
+  trainer.fit(net, batches(4, 2));
   const auto& seen = trainer.callback<SeenLoss>().seen;
   REQUIRE(seen.size() == 8);
   const auto best = std::min_element(seen.begin(), seen.end()) - seen.begin();
@@ -344,7 +347,7 @@ TEST_CASE("a checkpoint whose loader state lacks a key is an error naming the fi
   auto options = checkpoints_in(dir.file("ckpt"));
   options.save_last = true;
   Scripted net;
-  Trainer trainer(quiet().max_epochs(1), ModelCheckpoint(options));
+  Trainer trainer(fit_options().max_epochs(1), ModelCheckpoint(options));
   trainer.fit(net, loader);
   auto states = read_checkpoint_states(dir.file("ckpt/last.ckpt"));
   REQUIRE(states.count("train_data"));
@@ -352,7 +355,7 @@ TEST_CASE("a checkpoint whose loader state lacks a key is an error naming the fi
   const std::string damaged = dir.file("damaged.ckpt");
   auto optimizer = std::make_shared<torch::optim::SGD>(net.parameters(), torch::optim::SGDOptions(0.01));
   save_checkpoint(damaged, net, {optimizer}, states);
-  Trainer resumed(quiet().max_epochs(2));
+  Trainer resumed(fit_options().max_epochs(2));
   CHECK_THROWS_WITH_AS(resumed.fit(net, loader, damaged),
                        contains("checkpoint '" + damaged + "': key 'train_data': "), CheckpointError);
 }

@@ -23,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "child_process.hpp"
 #include "temp_dir.hpp"
 
 namespace dist = trainloop::distributed;
@@ -371,47 +372,19 @@ TEST_CASE("the loss scaler's found-inf flag is agreed across ranks: every rank s
 // --- the Trainer across processes --------------------------------------------------------------------------------
 
 namespace {
-std::string child_program() {
-  const char* path = std::getenv("TRAINLOOP_DDP_CHILD");
-  REQUIRE_MESSAGE(path != nullptr, "TRAINLOOP_DDP_CHILD must name trainloop_ddp_child (ctest sets it)");
-  return path;
-}
+std::string child_program() { return child_process::program_from("TRAINLOOP_DDP_CHILD"); }
 struct Finished {
   int status = 0;
   std::string stderr_text;
   std::chrono::duration<double> took{};
-  bool ok() const { return WIFEXITED(status) && WEXITSTATUS(status) == 0; }
+  bool ok() const { return child_process::exited_ok(status); }
 };
-// Runs `args` (argv[0] first) with `env` added, its stderr to `log`; kills it past the deadline (the test then fails).
+// Runs `args` (argv[0] first) with `env` added, its output to `log`; kills it past the deadline (the test then fails).
 Finished run_process(std::vector<std::string> args, const std::map<std::string, std::string>& env, const std::string& log,
                      std::chrono::seconds deadline = 120s) {
   const auto start = std::chrono::steady_clock::now();
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  const pid_t pid = fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    setpgid(0, 0);  // its own group: the deadline kills every rank it started
-    for (const auto& [name, value] : env) setenv(name.c_str(), value.c_str(), 1);
-    const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd >= 0) {
-      dup2(fd, 2);
-      dup2(fd, 1);
-    }
-    execvp(argv[0], argv.data());
-    _exit(127);
-  }
   Finished f;
-  const auto until = start + deadline;
-  while (waitpid(pid, &f.status, WNOHANG) == 0) {
-    if (std::chrono::steady_clock::now() > until) {
-      kill(-pid, SIGKILL);
-      waitpid(pid, &f.status, 0);
-      FAIL("the run did not finish within the deadline: " << read_file(log));
-    }
-    std::this_thread::sleep_for(10ms);
-  }
+  f.status = child_process::wait(child_process::start(std::move(args), env, log), deadline, log);
   f.took = std::chrono::steady_clock::now() - start;
   f.stderr_text = read_file(log);
   return f;

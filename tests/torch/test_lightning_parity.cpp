@@ -8,21 +8,12 @@
 #include <string>
 #include <vector>
 
+#include "fixtures.hpp"
 #include "temp_dir.hpp"
 
 using namespace trainloop;
-using Batch = std::pair<torch::Tensor, torch::Tensor>;
 
 namespace {
-std::vector<Batch> batches(int n, std::uint64_t seed = 0) {
-  torch::manual_seed(static_cast<std::int64_t>(seed));
-  std::vector<Batch> data;
-  for (int i = 0; i < n; ++i) data.emplace_back(torch::randn({4, 2}), torch::randn({4, 1}));
-  return data;
-}
-TrainerOptions quiet() {
-  return TrainerOptions().accelerator("cpu").enable_progress_bar(false).enable_model_summary(false);
-}
 
 std::vector<std::string>* g_events = nullptr;
 void record(const std::string& what) {
@@ -106,7 +97,7 @@ struct SanityCounter {
 
 TEST_CASE("checkpoint hooks: entries and tensors saved by module and callbacks come back, in Lightning's order") {
   TempDir dir;
-  auto train = batches(4);
+  auto train = batches(4, 0);
   const std::string path = dir.file("a.ckpt");
   std::vector<std::string> events;
   g_events = &events;
@@ -156,7 +147,7 @@ struct Notes {
 
 TEST_CASE("a callback whose saved state is empty is not asked to load it") {
   TempDir dir;
-  auto train = batches(2);
+  auto train = batches(2, 0);
   const std::string empty = dir.file("empty.ckpt"), full = dir.file("full.ckpt");
   Net net;
   Trainer trainer(quiet().max_epochs(1), Notes{});
@@ -174,7 +165,7 @@ TEST_CASE("a callback whose saved state is empty is not asked to load it") {
 
 TEST_CASE("a resumed fit runs the sanity check, drawing nothing from the fit's random stream") {
   TempDir dir;
-  auto train = batches(6), val = batches(2, 1);
+  auto train = batches(6, 0), val = batches(2, 1);
   const std::string path = dir.file("mid.ckpt");
   auto options = [] { return quiet().max_epochs(2).seed(3).num_sanity_val_steps(2); };
   // The uninterrupted fit, with dropout-like randomness in the step so the RNG stream matters.
@@ -190,18 +181,18 @@ TEST_CASE("a resumed fit runs the sanity check, drawing nothing from the fit's r
   };
   torch::manual_seed(5);  // the same initial weights for each model
   Noisy full;
-  Trainer(options()).fit(full, batches(6), val);
+  Trainer(options()).fit(full, batches(6, 0), val);
   // Stopped after epoch 1, resumed in a fresh Trainer.
   {
     torch::manual_seed(5);
     Noisy first;
     Trainer trainer(options().max_epochs(1));
-    trainer.fit(first, batches(6), val);
+    trainer.fit(first, batches(6, 0), val);
     trainer.save_checkpoint(path);
   }
   Noisy second;
   Trainer trainer(options(), SanityCounter{});
-  trainer.fit(second, batches(6), val, path);
+  trainer.fit(second, batches(6, 0), val, path);
   CHECK(trainer.callback<SanityCounter>().sanity_checks == 1);
   CHECK(trainer.callback<SanityCounter>().flagged_at_start);  // Lightning's trainer.sanity_checking, both hooks
   CHECK(trainer.callback<SanityCounter>().flagged_at_end);
@@ -227,7 +218,7 @@ struct SaveAt {
 
 TEST_CASE("plain data resumes mid-epoch at the batch the checkpoint was written after") {
   TempDir dir;
-  auto train = batches(6);
+  auto train = batches(6, 0);
   const std::string path = dir.file("mid.ckpt");
   torch::manual_seed(5);  // the same initial weights for each model
   Net full;
@@ -244,7 +235,7 @@ TEST_CASE("plain data resumes mid-epoch at the batch the checkpoint was written 
 
 TEST_CASE("val_check_interval(n) counts training batches within the epoch (across epochs without "
           "check_val_every_n_epoch), as Lightning; val_every_n_optimizer_steps(n) counts optimizer steps") {
-  auto train = batches(4), val = batches(1, 1);
+  auto train = batches(4, 0), val = batches(1, 1);
   auto validations = [&](TrainerOptions options) {
     Net net;
     Trainer(options.max_epochs(2).num_sanity_val_steps(0)).fit(net, train, val);
@@ -268,7 +259,7 @@ TEST_CASE("val_check_interval(n) counts training batches within the epoch (acros
 namespace {
 // A module that provides its own data, as most Lightning modules do.
 struct SelfFed : Net {
-  std::vector<Batch> data = batches(3);
+  std::vector<Batch> data = batches(3, 0);
   int test_batches = 0;
   std::vector<Batch>& train_dataloader() { return data; }
   DataLoader<TensorDataset<2>> val_dataloader() {  // by value: the Trainer owns it for the stage
@@ -320,7 +311,7 @@ struct OwnSchedule : Net {
 }  // namespace
 
 TEST_CASE("lr_scheduler_step replaces the scheduler's step") {
-  auto train = batches(4);
+  auto train = batches(4, 0);
   OwnSchedule net;
   Trainer(quiet().max_epochs(1)).fit(net, train);
   CHECK(net.scheduler_steps == 4);
@@ -375,7 +366,7 @@ struct OwnHelpers {
 }  // namespace
 
 TEST_CASE("a type opts out of the misspelled-hook check for its own on_* helpers") {
-  auto train = batches(2);
+  auto train = batches(2, 0);
   Net net;
   Trainer trainer(quiet().max_epochs(2), OwnHelpers{});
   trainer.fit(net, train);

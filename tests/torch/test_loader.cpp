@@ -447,37 +447,44 @@ TEST_CASE("DataLoader: a restored position continues in O(1), reading no earlier
   }
 }
 
-TEST_CASE("transforms: functional forms, random ones from the generator, composed with lambdas; errors name the shape") {
+TEST_CASE("transforms") {
   const torch::Tensor image = torch::arange(2 * 3 * 4, torch::kFloat).view({2, 3, 4});
-  CHECK(torch::equal(transforms::hflip(image)[0][0], torch::tensor({3.f, 2.f, 1.f, 0.f})));
-  CHECK(torch::equal(transforms::crop(image, 1, 1, 2, 2)[0], torch::tensor({5.f, 6.f, 9.f, 10.f}).view({2, 2})));
-  CHECK(transforms::crop(image, -1, 3, 2, 2)[0].sum().item<float>() == 3.f);  // outside: zeros, as torchvision
-  CHECK(transforms::pad(image, {1, 0, 0, 0}, 0, transforms::PaddingMode::reflect)[0][0][0].item<float>() == 1.f);
-  CHECK(transforms::pad(image, {1, 0, 0, 0}, 0, transforms::PaddingMode::symmetric)[0][0][0].item<float>() == 0.f);
-  CHECK(transforms::pad(image, {0, 0, 2, 0}, 0, transforms::PaddingMode::edge)[0][0][5].item<float>() == 3.f);
-  const torch::Tensor bytes = torch::randint(0, 256, {5, 6, 3}, torch::kByte);
-  const torch::Tensor chw = transforms::ToFloat{transforms::Layout::HWC}(bytes);
-  CHECK(chw.sizes().vec() == std::vector<std::int64_t>{3, 5, 6});
-  CHECK(chw[2][4][5].item<float>() == bytes[4][5][2].item<float>() / 255);
-  CHECK(transforms::Resize(std::vector<std::int64_t>{10, 12})(chw).sizes().vec() == std::vector<std::int64_t>{3, 10, 12});
-  CHECK(transforms::Resize(10)(chw).sizes().vec() == std::vector<std::int64_t>{3, 10, 12});  // the shorter edge
-  CHECK((transforms::resize(bytes.permute({2, 0, 1}), {3, 3}).scalar_type() == torch::kByte));
-
-  auto augment = transforms::Compose(transforms::ToFloat{}, transforms::RandomCrop(4, 1), transforms::RandomHorizontalFlip{},
-                                     [](torch::Tensor x) { return x * 2; }, transforms::Normalize({0.5}, {0.25}));
   auto g1 = torch::make_generator<torch::CPUGeneratorImpl>(5), g2 = torch::make_generator<torch::CPUGeneratorImpl>(5);
-  const torch::Tensor one = torch::randint(0, 256, {1, 6, 6}, torch::kByte);
-  CHECK(torch::equal(augment(one, g1), augment(one, g2)));
-  CHECK(augment(one, g1).sizes().vec() == std::vector<std::int64_t>{1, 4, 4});
-
-  CHECK_THROWS_WITH_AS(transforms::to_float(torch::zeros({4, 4})),
-                       "trainloop: transforms::to_float: expected an image of 3 dimensions (C, H, W), got shape [4, 4]",
-                       std::invalid_argument);
-  CHECK_THROWS_WITH_AS(transforms::RandomCrop(8)(image, g1),
-                       "trainloop: transforms::RandomCrop: the crop 8x8 is larger than the (padded) image 3x4",
-                       std::invalid_argument);
-  CHECK_THROWS_WITH_AS(transforms::normalize(image, {0.5, 0.5, 0.5}, {1, 1, 1}),
-                       "trainloop: transforms::normalize: mean has 3 values for an image of 2 channels", std::invalid_argument);
+  SUBCASE("functional forms: flip, crop (zeros outside, as torchvision), three padding modes") {
+    CHECK(torch::equal(transforms::hflip(image)[0][0], torch::tensor({3.f, 2.f, 1.f, 0.f})));
+    CHECK(torch::equal(transforms::crop(image, 1, 1, 2, 2)[0], torch::tensor({5.f, 6.f, 9.f, 10.f}).view({2, 2})));
+    CHECK(transforms::crop(image, -1, 3, 2, 2)[0].sum().item<float>() == 3.f);
+    CHECK(transforms::pad(image, {1, 0, 0, 0}, 0, transforms::PaddingMode::reflect)[0][0][0].item<float>() == 1.f);
+    CHECK(transforms::pad(image, {1, 0, 0, 0}, 0, transforms::PaddingMode::symmetric)[0][0][0].item<float>() == 0.f);
+    CHECK(transforms::pad(image, {0, 0, 2, 0}, 0, transforms::PaddingMode::edge)[0][0][5].item<float>() == 3.f);
+  }
+  SUBCASE("to float from HWC bytes, resize to a size or by the shorter edge, bytes stay bytes") {
+    const torch::Tensor bytes = torch::randint(0, 256, {5, 6, 3}, torch::kByte);
+    const torch::Tensor chw = transforms::ToFloat{transforms::Layout::HWC}(bytes);
+    CHECK(chw.sizes().vec() == std::vector<std::int64_t>{3, 5, 6});
+    CHECK(chw[2][4][5].item<float>() == bytes[4][5][2].item<float>() / 255);
+    CHECK(transforms::Resize(std::vector<std::int64_t>{10, 12})(chw).sizes().vec() == std::vector<std::int64_t>{3, 10, 12});
+    CHECK(transforms::Resize(10)(chw).sizes().vec() == std::vector<std::int64_t>{3, 10, 12});  // the shorter edge
+    CHECK((transforms::resize(bytes.permute({2, 0, 1}), {3, 3}).scalar_type() == torch::kByte));
+  }
+  SUBCASE("random ones draw from the generator given; Compose takes lambdas too") {
+    auto augment = transforms::Compose(transforms::ToFloat{}, transforms::RandomCrop(4, 1), transforms::RandomHorizontalFlip{},
+                                       [](torch::Tensor x) { return x * 2; }, transforms::Normalize({0.5}, {0.25}));
+    const torch::Tensor one = torch::randint(0, 256, {1, 6, 6}, torch::kByte);
+    CHECK(torch::equal(augment(one, g1), augment(one, g2)));
+    CHECK(augment(one, g1).sizes().vec() == std::vector<std::int64_t>{1, 4, 4});
+  }
+  SUBCASE("errors name the shape at fault") {
+    CHECK_THROWS_WITH_AS(transforms::to_float(torch::zeros({4, 4})),
+                         "trainloop: transforms::to_float: expected an image of 3 dimensions (C, H, W), got shape [4, 4]",
+                         std::invalid_argument);
+    CHECK_THROWS_WITH_AS(transforms::RandomCrop(8)(image, g1),
+                         "trainloop: transforms::RandomCrop: the crop 8x8 is larger than the (padded) image 3x4",
+                         std::invalid_argument);
+    CHECK_THROWS_WITH_AS(transforms::normalize(image, {0.5, 0.5, 0.5}, {1, 1, 1}),
+                         "trainloop: transforms::normalize: mean has 3 values for an image of 2 channels",
+                         std::invalid_argument);
+  }
 }
 
 #if TRAINLOOP_WITH_IMAGE_IO

@@ -18,47 +18,20 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "child_process.hpp"
 #include "temp_dir.hpp"
 
 namespace {
-// The child program, from ctest's environment (tests/CMakeLists.txt).
-std::string child_program() {
-  const char* path = std::getenv("TRAINLOOP_RESUME_CHILD");
-  REQUIRE_MESSAGE(path != nullptr, "TRAINLOOP_RESUME_CHILD must name trainloop_resume_child (ctest sets it)");
-  return path;
-}
+using child_process::exited_ok;
+using child_process::killed;
+// The training child (resume_child.cpp), run with `args`.
 pid_t start_child(const std::vector<std::string>& args) {
-  std::vector<char*> argv;
-  std::string program = child_program();
-  argv.push_back(program.data());
-  std::vector<std::string> copies = args;
-  for (auto& a : copies) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  const pid_t pid = fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    execv(program.c_str(), argv.data());
-    _exit(127);
-  }
-  return pid;
+  std::vector<std::string> argv{child_process::program_from("TRAINLOOP_RESUME_CHILD")};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return child_process::start(argv);
 }
-// Waits for the child with a deadline; returns waitpid's status. A child past it is killed (and the test fails).
-int wait_child(pid_t pid, std::chrono::milliseconds deadline = std::chrono::seconds(120)) {
-  const auto until = std::chrono::steady_clock::now() + deadline;
-  int status = 0;
-  while (waitpid(pid, &status, WNOHANG) == 0) {
-    if (std::chrono::steady_clock::now() > until) {
-      kill(pid, SIGKILL);
-      waitpid(pid, &status, 0);
-      FAIL("the training child did not finish within the deadline");
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  return status;
-}
+int wait_child(pid_t pid) { return child_process::wait(pid); }
 int run_child(const std::vector<std::string>& args) { return wait_child(start_child(args)); }
-bool exited_ok(int status) { return WIFEXITED(status) && WEXITSTATUS(status) == 0; }
-bool killed(int status) { return WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL; }
 
 // No temporary file outlives the run that resumed after the kills.
 void check_no_temporaries(const std::string& dir) {

@@ -13,10 +13,10 @@
 #include <tuple>
 #include <vector>
 
+#include "fixtures.hpp"
 #include "temp_dir.hpp"
 
 using namespace trainloop;
-using Batch = std::pair<torch::Tensor, torch::Tensor>;
 
 namespace {
 std::vector<Batch> linear_data(int batches, int batch_size = 8, std::uint64_t seed = 0) {
@@ -30,9 +30,6 @@ std::vector<Batch> linear_data(int batches, int batch_size = 8, std::uint64_t se
   return data;
 }
 
-TrainerOptions quiet() {
-  return TrainerOptions().accelerator("cpu").enable_progress_bar(false).enable_model_summary(false);
-}
 
 struct Regression : LightningModule<Regression> {
   torch::nn::Linear fc{nullptr};

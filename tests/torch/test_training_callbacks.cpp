@@ -7,21 +7,14 @@
 #include <string>
 #include <vector>
 
+#include "fixtures.hpp"
 #include "temp_dir.hpp"
 
 using namespace trainloop;
-using Batch = std::pair<torch::Tensor, torch::Tensor>;
 
 namespace {
-std::vector<Batch> batches(int n, std::uint64_t seed = 1) {
-  torch::manual_seed(seed);
-  std::vector<Batch> data;
-  for (int i = 0; i < n; ++i) data.emplace_back(torch::randn({4, 2}), torch::randn({4, 1}));
-  return data;
-}
-TrainerOptions quiet() {
-  return TrainerOptions().accelerator("cpu").enable_progress_bar(false).enable_model_summary(false).num_sanity_val_steps(0);
-}
+// No sanity check: these tests count validations.
+TrainerOptions fit_options() { return quiet().num_sanity_val_steps(0); }
 
 // SGD over two parameter groups (weight, bias), the rate halved per step by a ParamScheduler.
 struct TwoGroups : LightningModule<TwoGroups> {
@@ -83,10 +76,10 @@ struct StepsPerEpoch {
 }  // namespace
 
 TEST_CASE("loggers receive records at the logging interval, with the epoch, hyperparameters and the outcome") {
-  auto data = batches(4);
+  auto data = batches(4, 1);
   TwoGroups net;
   net.save_hyperparameters({{"lr", 0.8}, {"layers", std::int64_t{1}}, {"name", std::string("two-groups")}});
-  Trainer trainer(quiet().max_epochs(2).log_every_n_steps(2), RecordingLogger{});
+  Trainer trainer(fit_options().max_epochs(2).log_every_n_steps(2), RecordingLogger{});
   trainer.fit(net, data, data);
   const auto& logger = trainer.callback<RecordingLogger>();
   CHECK(logger.setups == std::vector<std::string>{"fit"});
@@ -128,17 +121,17 @@ TEST_CASE("loggers receive records at the logging interval, with the epoch, hype
       return std::make_shared<torch::optim::SGD>(parameters(), torch::optim::SGDOptions(0.1));
     }
   } failing;
-  Trainer failing_trainer(quiet().max_epochs(1), RecordingLogger{});
+  Trainer failing_trainer(fit_options().max_epochs(1), RecordingLogger{});
   CHECK_THROWS_WITH(failing_trainer.fit(failing, data), "boom");
   CHECK(failing_trainer.callback<RecordingLogger>().outcomes == std::vector<std::string>{"failed"});
 }
 
 TEST_CASE("LearningRateMonitor: Lightning's names, per parameter group, at logging steps, with momentum") {
-  auto data = batches(4);
+  auto data = batches(4, 1);
   TwoGroups net;
   LearningRateMonitor::Options options;
   options.log_momentum = true;
-  Trainer trainer(quiet().max_epochs(1).log_every_n_steps(2), LearningRateMonitor(options), RecordingLogger{});
+  Trainer trainer(fit_options().max_epochs(1).log_every_n_steps(2), LearningRateMonitor(options), RecordingLogger{});
   trainer.fit(net, data);
   const auto& lrs = trainer.callback<LearningRateMonitor>().lrs();
   // The scheduler sets every group's rate to 1.0 * 0.5^t after t steps; the monitor reads the rate the step uses,
@@ -171,7 +164,7 @@ TEST_CASE("LearningRateMonitor: Lightning's names, per parameter group, at loggi
   LearningRateMonitor::Options per_epoch;
   per_epoch.logging_interval = Interval::epoch;
   per_epoch.log_weight_decay = true;
-  Trainer epochs(quiet().max_epochs(3), LearningRateMonitor(per_epoch));
+  Trainer epochs(fit_options().max_epochs(3), LearningRateMonitor(per_epoch));
   epochs.fit(adams, data);
   const auto& adam_lrs = epochs.callback<LearningRateMonitor>().lrs();
   CHECK(adam_lrs.at("lr-Adam") == std::vector<double>{0.01, 0.01, 0.01});
@@ -219,7 +212,7 @@ TEST_CASE("EMA: the average by hand, warmup, swapped in for validation, copied a
   EMA::Options options;
   options.decay = 0.9;
   options.copy_to_model_at_end = false;
-  Trainer trainer(quiet().max_epochs(2), EMA(options));
+  Trainer trainer(fit_options().max_epochs(2), EMA(options));
   trainer.fit(net, data, ones_to_twos(1));
   // ema_0 = w_0 = 0; after update n (0-based): ema = d_n * ema + (1 - d_n) * w, d_n = min(0.9, (1 + n) / (10 + n)).
   double ema = 0;
@@ -238,7 +231,7 @@ TEST_CASE("EMA: the average by hand, warmup, swapped in for validation, copied a
   CHECK(net.fc->weight.item<double>() == doctest::Approx(net.after_step.back()));  // the trained weight came back
 
   OneWeight copied;
-  Trainer copying(quiet().max_epochs(1), EMA());
+  Trainer copying(fit_options().max_epochs(1), EMA());
   copying.fit(copied, data);
   CHECK(copied.fc->weight.item<double>() == doctest::Approx(copying.callback<EMA>().averaged().at("fc.weight").item<double>()));
   EMA::Options bad;
@@ -257,15 +250,15 @@ TEST_CASE("EMA: its average is in the checkpoint, and a resumed fit continues it
     return std::make_shared<TwoGroups>();
   };
   auto whole = fresh();
-  Trainer straight(quiet().max_epochs(2), EMA(options));
+  Trainer straight(fit_options().max_epochs(2), EMA(options));
   straight.fit(*whole, data);
 
   // Stop after the first epoch with a checkpoint, then resume in a new Trainer.
   auto first = fresh();
-  Trainer first_half(quiet().max_epochs(2), EMA(options), SaveAtEpochEnd{dir.file("half.ckpt")});
+  Trainer first_half(fit_options().max_epochs(2), EMA(options), SaveAtEpochEnd{dir.file("half.ckpt")});
   first_half.fit(*first, data);
   auto second = fresh();
-  Trainer resumed(quiet().max_epochs(2), EMA(options));
+  Trainer resumed(fit_options().max_epochs(2), EMA(options));
   resumed.fit(*second, data, dir.file("half.ckpt"));
   CHECK(resumed.callback<EMA>().updates() == straight.callback<EMA>().updates());
   for (const auto& [name, tensor] : straight.callback<EMA>().averaged())
@@ -274,10 +267,10 @@ TEST_CASE("EMA: its average is in the checkpoint, and a resumed fit continues it
 
   // A checkpoint written without the EMA cannot silently restart the average.
   auto plain = fresh();
-  Trainer without(quiet().max_epochs(1), SaveAtEpochEnd{dir.file("plain.ckpt")});
+  Trainer without(fit_options().max_epochs(1), SaveAtEpochEnd{dir.file("plain.ckpt")});
   without.fit(*plain, data);
   auto again = fresh();
-  Trainer with_ema(quiet().max_epochs(2), EMA(options));
+  Trainer with_ema(fit_options().max_epochs(2), EMA(options));
   CHECK_THROWS_WITH_AS(with_ema.fit(*again, data, dir.file("plain.ckpt")),
                        contains("key 'callback/trainloop::EMA' (tensors) is missing"), std::runtime_error);
 }
@@ -307,9 +300,9 @@ TEST_CASE("EMA as an Engine handler tracks a model; swap_into restores the weigh
 }
 
 TEST_CASE("GradientAccumulationScheduler changes the accumulation by epoch") {
-  auto data = batches(4);
+  auto data = batches(4, 1);
   TwoGroups net;
-  Trainer trainer(quiet().max_epochs(4), GradientAccumulationScheduler({{1, 4}, {2, 2}, {3, 3}}), StepsPerEpoch{});
+  Trainer trainer(fit_options().max_epochs(4), GradientAccumulationScheduler({{1, 4}, {2, 2}, {3, 3}}), StepsPerEpoch{});
   trainer.fit(net, data);
   // Epoch 0: 1 per step (4 steps); epoch 1: 4 (1 step); epoch 2: 2 (2 steps); epoch 3: 3 (one after 3 batches, one
   // for the last batch, as an epoch never carries gradients over).
@@ -324,19 +317,19 @@ TEST_CASE("GradientAccumulationScheduler changes the accumulation by epoch") {
                        "trainloop: GradientAccumulationScheduler: the factor at epoch 0 is 0; it must be at least 1",
                        std::invalid_argument);
   CHECK_THROWS_WITH_AS(GradientAccumulationScheduler({{-1, 2}}), contains("epoch -1 is negative"), std::invalid_argument);
-  Trainer both(quiet().max_epochs(1).accumulate_grad_batches(2), GradientAccumulationScheduler({{0, 4}}));
+  Trainer both(fit_options().max_epochs(1).accumulate_grad_batches(2), GradientAccumulationScheduler({{0, 4}}));
   CHECK_THROWS_WITH_AS(both.fit(net, data), contains("both set the accumulation"), std::invalid_argument);
 }
 
 TEST_CASE("the profiler times hooks, steps and batch fetches, and writes its report") {
   TempDir dir;
-  auto data = batches(5);
+  auto data = batches(5, 1);
   TwoGroups net;
-  Trainer quiet_trainer(quiet().max_epochs(1));
+  Trainer quiet_trainer(fit_options().max_epochs(1));
   quiet_trainer.fit(net, data);
   CHECK(quiet_trainer.profiler().actions().empty());  // off by default
 
-  Trainer trainer(quiet().max_epochs(2).profiler(true).profiler_path(dir.file("profile.txt")), EMA());
+  Trainer trainer(fit_options().max_epochs(2).profiler(true).profiler_path(dir.file("profile.txt")), EMA());
   trainer.fit(net, data, data);
   const auto& actions = trainer.profiler().actions();
   CHECK(actions.at("[LightningModule](anonymous namespace)::TwoGroups.training_step").calls == 10);
@@ -369,9 +362,9 @@ struct ThrowOnThirdBatch {
 }  // namespace
 
 TEST_CASE("the profiler records a hook that throws, and the fit's error is the hook's") {
-  auto data = batches(5);
+  auto data = batches(5, 1);
   TwoGroups net;
-  Trainer trainer(quiet().max_epochs(1).profiler(true), ThrowOnThirdBatch{});
+  Trainer trainer(fit_options().max_epochs(1).profiler(true), ThrowOnThirdBatch{});
   CHECK_THROWS_WITH_AS(trainer.fit(net, data), "third batch", std::runtime_error);
   const auto& actions = trainer.profiler().actions();
   CHECK(actions.at("[Callback](anonymous namespace)::ThrowOnThirdBatch.on_train_batch_end").calls == 3);
@@ -381,10 +374,10 @@ TEST_CASE("the profiler records a hook that throws, and the fit's error is the h
 
 TEST_CASE("hyperparameters are written into the Trainer's checkpoints") {
   TempDir dir;
-  auto data = batches(2);
+  auto data = batches(2, 1);
   TwoGroups net;
   net.save_hyperparameters({{"lr", 0.8}, {"name", std::string("two-groups")}});
-  Trainer(quiet().max_epochs(2), SaveAtEpochEnd{dir.file("h.ckpt")}).fit(net, data);
+  Trainer(fit_options().max_epochs(2), SaveAtEpochEnd{dir.file("h.ckpt")}).fit(net, data);
   TwoGroups other;
   other.configure_optimizers();
   const auto states = load_checkpoint(dir.file("h.ckpt"), other, {other.optimizer}, std::nullopt, false);
@@ -393,7 +386,7 @@ TEST_CASE("hyperparameters are written into the Trainer's checkpoints") {
 
 TEST_CASE("the Trainer with real loggers: files written, and a bad log folder fails before any training") {
   TempDir dir;
-  auto data = batches(4);
+  auto data = batches(4, 1);
   TwoGroups net;
   net.save_hyperparameters({{"lr", 0.8}});
   CSVLogger::Options csv;
@@ -403,7 +396,7 @@ TEST_CASE("the Trainer with real loggers: files written, and a bad log folder fa
   jsonl.name = "jsonl";
   MLFlowLogger::Options mlflow;
   mlflow.tracking_dir = dir.file("mlruns");
-  Trainer trainer(quiet().max_epochs(2).log_every_n_steps(2), CSVLogger(csv), JSONLinesLogger(jsonl), MLFlowLogger(mlflow));
+  Trainer trainer(fit_options().max_epochs(2).log_every_n_steps(2), CSVLogger(csv), JSONLinesLogger(jsonl), MLFlowLogger(mlflow));
   trainer.fit(net, data, data);
   const std::string metrics = read_file(dir.file("lightning_logs/version_0/metrics.csv"));
   CHECK(metrics.rfind("epoch,step,loss_step,val_loss,loss_epoch\n0,2,", 0) == 0);
@@ -429,7 +422,7 @@ TEST_CASE("the Trainer with real loggers: files written, and a bad log folder fa
   } counted;
   CSVLogger::Options bad;
   bad.save_dir = dir.file("blocker");
-  Trainer blocked(quiet().max_epochs(1), CSVLogger(bad));
+  Trainer blocked(fit_options().max_epochs(1), CSVLogger(bad));
   CHECK_THROWS_WITH_AS(blocked.fit(counted, data), contains("CSVLogger: cannot write logs in '" + dir.file("blocker")),
                        std::runtime_error);
   CHECK(counted.steps == 0);

@@ -3,6 +3,7 @@
 // reason, numbers written so they read back exactly, whole-file writes that never leave a torn file, the flush clock.
 // A logger is a callback with log_metrics(step, {name: value}); see hooks.hpp for what the Trainer calls.
 #pragma once
+#include "parts/core/config.hpp"  // first: the feature macros decide what follows
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -24,6 +25,9 @@
 #include <unistd.h>
 #endif
 
+#include "parts/core/launch_environment.hpp"
+#include "parts/core/state.hpp"
+
 TRAINLOOP_DETAIL_BEGIN
 
 /// Options of the loggers that write in <save_dir>/<name>/version_<n> (CSVLogger, TensorBoardLogger, JSONLinesLogger).
@@ -35,9 +39,6 @@ struct VersionedLoggerOptions {
 };
 
 namespace detail {
-/// This process's rank in a distributed run, from the launcher's environment (torchrun's RANK, then LOCAL_RANK,
-/// then SLURM_PROCID); 0 when alone. Loggers write only on rank 0.
-TRAINLOOP_DETAIL_API int process_rank();
 
 TRAINLOOP_DETAIL_API std::runtime_error log_dir_error(const std::string& who, const std::filesystem::path& dir,
                                                       const std::string& why);
@@ -169,11 +170,6 @@ class VersionedRun {
 
 #if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
 namespace detail {
-TRAINLOOP_DETAIL_API int process_rank() {
-  for (const char* name : {"RANK", "LOCAL_RANK", "SLURM_PROCID"})
-    if (const char* value = std::getenv(name)) return std::atoi(value);
-  return 0;
-}
 TRAINLOOP_DETAIL_API std::runtime_error log_dir_error(const std::string& who, const std::filesystem::path& dir,
                                                       const std::string& why) {
   return std::runtime_error("trainloop: " + who + ": cannot write logs in '" + dir.string() + "': " + why);

@@ -1,5 +1,6 @@
 // trainloop: CSVLogger, Lightning's layout: <save_dir>/<name>/version_<n>/metrics.csv and hparams.yaml.
 #pragma once
+#include "parts/core/config.hpp"  // first: the feature macros decide what follows
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -11,6 +12,8 @@
 #if TRAINLOOP_DETAIL_DEFINE_API
 #include <algorithm>
 #endif
+
+#include "parts/core/loggers/common.hpp"
 
 TRAINLOOP_DETAIL_BEGIN
 

@@ -1,10 +1,13 @@
 // trainloop: loggers on an Engine (Ignite's OutputHandler habit): an Engine handler that hands engine.state.metrics
 // to a logger.
 #pragma once
+#include "parts/core/config.hpp"  // first: the feature macros decide what follows
 #include <cstdint>
 #include <exception>
 #include <map>
 #include <string>
+
+#include "parts/core/engine.hpp"
 
 TRAINLOOP_DETAIL_BEGIN
 

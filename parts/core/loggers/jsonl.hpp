@@ -1,6 +1,7 @@
 // trainloop: JSONLinesLogger: <save_dir>/<name>/version_<n>/metrics.jsonl, one JSON object per record, for jq and
 // pandas (`pd.read_json(path, lines=True)`); hyperparameters in hparams.json.
 #pragma once
+#include "parts/core/config.hpp"  // first: the feature macros decide what follows
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -12,6 +13,8 @@
 #if TRAINLOOP_DETAIL_DEFINE_API
 #include <cstdio>
 #endif
+
+#include "parts/core/loggers/common.hpp"
 
 TRAINLOOP_DETAIL_BEGIN
 

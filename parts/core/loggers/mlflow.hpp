@@ -2,6 +2,7 @@
 //   mlruns/<experiment_id>/meta.yaml
 //   mlruns/<experiment_id>/<run_id>/meta.yaml, metrics/<name>, params/<name>, tags/<name>, artifacts/
 #pragma once
+#include "parts/core/config.hpp"  // first: the feature macros decide what follows
 #include <chrono>
 #include <cstdint>
 #include <exception>
@@ -18,6 +19,9 @@
 #include <cstring>
 #include <random>
 #endif
+
+#include "parts/core/loggers/common.hpp"
+#include "parts/core/state.hpp"
 
 TRAINLOOP_DETAIL_BEGIN
 

@@ -1,6 +1,7 @@
 // trainloop: TensorBoardLogger. Event files TensorBoard loads, written without TensorFlow or protobuf: TFRecord
 // framing (length, masked CRC32C of the length, data, masked CRC32C of the data) around hand-encoded Event messages.
 #pragma once
+#include "parts/core/config.hpp"  // first: the feature macros decide what follows
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -16,6 +17,10 @@
 
 #include <unistd.h>
 #endif
+
+#include "parts/core/crc32c.hpp"
+#include "parts/core/loggers/common.hpp"
+#include "parts/core/state.hpp"
 
 TRAINLOOP_DETAIL_BEGIN
 

@@ -1,11 +1,17 @@
 // trainloop: EarlyStopping and TerminateOnNan. Each works as a Trainer callback and as an Engine handler.
 #pragma once
+#include "parts/core/config.hpp"  // first: the feature macros decide what follows
+#include <torch/torch.h>
 #include <cmath>
 #include <cstdio>
 #include <limits>
 #include <optional>
 #include <string>
 #include <type_traits>
+
+#include "parts/core/engine.hpp"
+#include "parts/torch/logging.hpp"
+#include "parts/torch/loops/optimization.hpp"
 
 TRAINLOOP_DETAIL_BEGIN
 

@@ -1,6 +1,8 @@
 // trainloop: an exponential moving average of the weights (EMA), as timm's ModelEma, Ignite's EMAHandler and
 // Lightning's EMAWeightAveraging keep it: after each optimizer step, ema = decay_t * ema + (1 - decay_t) * weights.
 #pragma once
+#include "parts/core/config.hpp"  // first: the feature macros decide what follows
+#include <torch/torch.h>
 #include <cstdint>
 #include <exception>
 #include <optional>
@@ -8,6 +10,8 @@
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include "parts/torch/checkpoint.hpp"
 
 TRAINLOOP_DETAIL_BEGIN
 

@@ -1,5 +1,7 @@
 // trainloop: GradientAccumulationScheduler (Lightning's): how many batches add up to one optimizer step, by epoch.
 #pragma once
+#include "parts/core/config.hpp"  // first: the feature macros decide what follows
+#include <torch/torch.h>
 #include <cstdint>
 #include <initializer_list>
 #include <iterator>

@@ -2,10 +2,16 @@
 // optionally momentum and weight decay, handed to the loggers and kept in a history. Host values from the optimizer's
 // options: it never touches the device.
 #pragma once
+#include "parts/core/config.hpp"  // first: the feature macros decide what follows
+#include <torch/torch.h>
 #include <map>
 #include <optional>
 #include <string>
 #include <vector>
+
+#include "parts/core/type_name.hpp"
+#include "parts/torch/optim.hpp"
+#include "parts/torch/schedulers.hpp"
 
 TRAINLOOP_DETAIL_BEGIN
 

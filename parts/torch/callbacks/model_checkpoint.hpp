@@ -3,6 +3,8 @@
 // from them, in the same process or, after a crash, from what is on disk. It runs after every other callback and the
 // module (a checkpointing callback), so its checkpoints hold what they did for that step.
 #pragma once
+#include "parts/core/config.hpp"  // first: the feature macros decide what follows
+#include <torch/torch.h>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -13,6 +15,10 @@
 #include <optional>
 #include <string>
 #include <vector>
+
+#include "parts/torch/checkpoint.hpp"
+#include "parts/torch/checkpoint_connector.hpp"
+#include "parts/torch/logging.hpp"
 
 TRAINLOOP_DETAIL_BEGIN
 
@@ -187,7 +193,7 @@ TRAINLOOP_DETAIL_API std::string ModelCheckpoint::find_checkpoint(const std::str
   }
   if (which != "best" || newest.empty()) return newest;
   for (const auto& [key, state] : read_checkpoint_states(newest)) {
-    if (key.rfind("callback/trainloop::ModelCheckpoint", 0) != 0) continue;
+    if (key.rfind(detail::callback_type_key<ModelCheckpoint>(), 0) != 0) continue;
     auto best = state.find("best_model_path");
     if (best == state.end() || !std::holds_alternative<std::string>(best->second)) continue;
     const std::string& path = std::get<std::string>(best->second);

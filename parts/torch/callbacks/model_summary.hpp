@@ -1,6 +1,8 @@
 // trainloop: ModelSummary, printed at the start of fit: the module's direct children, their types and parameter
 // counts, then trainable / non-trainable / total parameters and the estimated size.
 #pragma once
+#include "parts/core/config.hpp"  // first: the feature macros decide what follows
+#include <torch/torch.h>
 #include <cstdint>
 #include <cstdio>
 #include <string>

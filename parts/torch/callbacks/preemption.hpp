@@ -2,6 +2,8 @@
 // flag; at the next step boundary the callback saves the fit and stops it (or lets it go on). Resume from the file
 // with fit(..., path): the run continues exactly where it was.
 #pragma once
+#include "parts/core/config.hpp"  // first: the feature macros decide what follows
+#include <torch/torch.h>
 #include <csignal>
 #include <string>
 #include <vector>

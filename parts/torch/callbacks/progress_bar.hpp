@@ -2,6 +2,8 @@
 // redrawn in place on a terminal at a bounded rate; plain periodic lines when the output is not a terminal.
 // Validation (and test, predict) get a bar of their own.
 #pragma once
+#include "parts/core/config.hpp"  // first: the feature macros decide what follows
+#include <torch/torch.h>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -12,6 +14,8 @@
 #if defined(__unix__) || defined(__APPLE__)
 #include <unistd.h>
 #endif
+
+#include "parts/torch/trainer_core.hpp"
 
 TRAINLOOP_DETAIL_BEGIN
 

@@ -2,6 +2,8 @@
 // tensor); what the DataLoader detects on a dataset of the user's type (size(), get(index), get(index, generator),
 // get_batch(indices)); and default_collate, which stacks examples into a batch field by field.
 #pragma once
+#include "parts/core/config.hpp"  // first: the feature macros decide what follows
+#include <torch/torch.h>
 #include <array>
 #include <cstdint>
 #include <stdexcept>
@@ -10,6 +12,8 @@
 #include <type_traits>
 #include <utility>
 #include <vector>
+
+#include "parts/core/hooks.hpp"
 
 TRAINLOOP_DETAIL_BEGIN
 

@@ -1,5 +1,6 @@
 // trainloop: IDX files (the MNIST format), plain or gzip-compressed, and the MNIST / Fashion-MNIST splits.
 #pragma once
+#include "parts/core/config.hpp"  // first: the feature macros decide what follows
 #include <torch/torch.h>
 #include <zlib.h>
 

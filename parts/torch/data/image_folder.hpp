@@ -3,6 +3,8 @@
 // (image, label): the decoded uint8 [C, H, W] image (parts/torch/data/image_io.hpp) after the dataset's transforms,
 // and the class index. Needs TRAINLOOP_WITH_IMAGE_IO=1.
 #pragma once
+#include "parts/core/config.hpp"  // first: the feature macros decide what follows
+#include <torch/torch.h>
 #if TRAINLOOP_WITH_IMAGE_IO
 #include <algorithm>
 #include <atomic>
@@ -18,6 +20,9 @@
 #include <system_error>
 #include <utility>
 #include <vector>
+
+#include "parts/torch/data/image_io.hpp"
+#include "parts/torch/data/transforms.hpp"
 
 TRAINLOOP_DETAIL_BEGIN
 

@@ -4,6 +4,8 @@
 // The decoders are compiled only with TRAINLOOP_WITH_IMAGE_IO=1 (link libturbojpeg and libpng); the mode and the error
 // type exist always, so code that names them (the DataLoader's error context) is the same in every translation unit.
 #pragma once
+#include "parts/core/config.hpp"  // first: the feature macros decide what follows
+#include <torch/torch.h>
 #include <stdexcept>
 
 TRAINLOOP_DETAIL_BEGIN

@@ -5,6 +5,8 @@
 // for distributed ranks; builds batches in worker threads, handed out in order; and saves its position so a run
 // resumes mid-epoch exactly, fetching no example twice.
 #pragma once
+#include "parts/core/config.hpp"  // first: the feature macros decide what follows
+#include <torch/torch.h>
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
@@ -22,6 +24,11 @@
 #if defined(__unix__) || defined(__APPLE__)
 #include <dlfcn.h>  // dlsym: the OpenMP runtime's per-thread setting, in the workers
 #endif
+
+#include "parts/core/data_source.hpp"
+#include "parts/core/hooks.hpp"
+#include "parts/torch/data/dataset.hpp"
+#include "parts/torch/data/image_io.hpp"
 
 TRAINLOOP_DETAIL_BEGIN
 

@@ -4,6 +4,8 @@
 // seeded by (seed, epoch); resumable from file + offset positions, never re-reading what was consumed. The length is
 // unknown: an epoch ends when the files do (or at the Trainer's limit_train_batches).
 #pragma once
+#include "parts/core/config.hpp"  // first: the feature macros decide what follows
+#include <torch/torch.h>
 #include <algorithm>
 #include <cerrno>
 #include <condition_variable>
@@ -22,6 +24,9 @@
 #include <type_traits>
 #include <utility>
 #include <vector>
+
+#include "parts/torch/data/dataset.hpp"
+#include "parts/torch/data/loader.hpp"
 
 TRAINLOOP_DETAIL_BEGIN
 

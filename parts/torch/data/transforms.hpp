@@ -4,6 +4,8 @@
 // torchvision draws them from the global one, so a generator seeded s gives torchvision's result after
 // torch.manual_seed(s). Images are [..., C, H, W] tensors (uint8 or floating point) unless a function says otherwise.
 #pragma once
+#include "parts/core/config.hpp"  // first: the feature macros decide what follows
+#include <torch/torch.h>
 #include <array>
 #include <cstdint>
 #include <stdexcept>
@@ -12,6 +14,8 @@
 #include <type_traits>
 #include <utility>
 #include <vector>
+
+#include "parts/core/hooks.hpp"
 
 TRAINLOOP_DETAIL_BEGIN
 

@@ -3,10 +3,15 @@
 // Counts are int64 / float64 tensors on the inputs' device; update() checks shapes and dtypes without a sync, and
 // values (label ranges, 0/1 targets, NaN scores) at once on the CPU, or counted on the device and raised at compute().
 #pragma once
+#include "parts/core/config.hpp"  // first: the feature macros decide what follows
+#include <torch/torch.h>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "parts/core/loggers/common.hpp"
+#include "parts/torch/metrics/metric.hpp"
 
 TRAINLOOP_DETAIL_BEGIN
 

@@ -4,6 +4,8 @@
 // device, so `update` never waits for the device; `compute()` returns a device tensor, and the host reads it only
 // when something consumes it (an Engine's state.metrics at epoch end, a log, a test).
 #pragma once
+#include "parts/core/config.hpp"  // first: the feature macros decide what follows
+#include <torch/torch.h>
 #include <functional>
 #include <memory>
 #include <stdexcept>
@@ -11,6 +13,9 @@
 #include <type_traits>
 #include <utility>
 #include <vector>
+
+#include "parts/core/hooks.hpp"
+#include "parts/torch/device.hpp"
 
 TRAINLOOP_DETAIL_BEGIN
 

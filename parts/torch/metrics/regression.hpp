@@ -1,8 +1,12 @@
 // trainloop: regression and averaging metrics: MeanSquaredError, MeanAbsoluteError, RootMeanSquaredError, R2Score,
 // Loss, Average, RunningAverage. States are float64 tensors on the inputs' device.
 #pragma once
+#include "parts/core/config.hpp"  // first: the feature macros decide what follows
+#include <torch/torch.h>
 #include <functional>
 #include <string>
+
+#include "parts/torch/metrics/metric.hpp"
 
 TRAINLOOP_DETAIL_BEGIN
 
