@@ -12277,13 +12277,11 @@ TRAINLOOP_DETAIL_END
 // TRAINLOOP_IMPLEMENTATION. The Trainer (trainer.hpp) derives from it; its loops (loops/) work on it.
 #include <torch/torch.h>
 #include <algorithm>
-#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <exception>
 #include <functional>
-#include <limits>
 #include <map>
 #include <memory>
 #include <optional>
@@ -14102,8 +14100,6 @@ struct GivenData {
   Data&& data;
   Data&& operator()() const { return std::forward<Data>(data); }
 };
-
-namespace tags = lightning_tags;
 }  // namespace detail
 
 /// The Trainer: `Trainer trainer(TrainerOptions().max_epochs(5), MyCallback{});` then

@@ -48,8 +48,6 @@ struct GivenData {
   Data&& data;
   Data&& operator()() const { return std::forward<Data>(data); }
 };
-
-namespace tags = lightning_tags;
 }  // namespace detail
 
 /// The Trainer: `Trainer trainer(TrainerOptions().max_epochs(5), MyCallback{});` then

@@ -7,13 +7,11 @@
 #include "parts/core/config.hpp"  // first: the feature macros decide what follows
 #include <torch/torch.h>
 #include <algorithm>
-#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <exception>
 #include <functional>
-#include <limits>
 #include <map>
 #include <memory>
 #include <optional>

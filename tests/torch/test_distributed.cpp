@@ -8,7 +8,6 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <netinet/in.h>
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <chrono>
