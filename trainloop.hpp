@@ -43,6 +43,8 @@
 #include "parts/torch/optim.hpp"
 #include "parts/torch/schedulers.hpp"
 #include "parts/torch/checkpoint.hpp"
+#include "parts/torch/torch_save_format.hpp"
+#include "parts/torch/pytorch_files.hpp"
 #include "parts/torch/profiler.hpp"
 #include "parts/torch/precision.hpp"
 #if TRAINLOOP_WITH_DISTRIBUTED
@@ -54,6 +56,7 @@
 #include "parts/torch/module.hpp"
 #include "parts/torch/logger_connector.hpp"
 #include "parts/torch/loop_progress.hpp"
+#include "parts/torch/lightning_checkpoint.hpp"
 #include "parts/torch/checkpoint_connector.hpp"
 #include "parts/torch/trainer_core.hpp"
 #include "parts/torch/callbacks/progress_bar.hpp"

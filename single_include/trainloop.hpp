@@ -8941,6 +8941,10 @@ using TensorDict = std::map<std::string, torch::Tensor>;
 /// The layout version this trainloop writes and reads. 2: the integrity record (files of format 1 had none).
 inline constexpr std::int64_t checkpoint_format_version = 2;
 
+/// The layout of a fit's checkpoint file: trainloop's own (LibTorch's archive with an integrity record; exact resume),
+/// or Lightning's (a torch.save dict that Python's Lightning loads and resumes from; lightning_checkpoint.hpp).
+enum class CheckpointFormat { trainloop, lightning };
+
 /// Any checkpoint error: the message names the file and, where known, the key.
 class CheckpointError : public std::runtime_error {
  public:
@@ -9127,6 +9131,11 @@ TRAINLOOP_DETAIL_API void AtomicCheckpointWriter::fail_with(int error, const std
 
 // Reads a checkpoint file whole and verifies its integrity record; returns the archive as LibTorch wrote it (the
 // record stripped). Memory: the file's size.
+// The file's bytes; a file that cannot be read is an error naming it.
+TRAINLOOP_DETAIL_API std::string read_whole_file(const std::string& path);
+// Verifies and removes the integrity record at the end of `bytes` (the zip's comment). Without one: an error when
+// `required`, else false (a file Python's torch.save wrote has none).
+TRAINLOOP_DETAIL_API bool strip_integrity_record(const std::string& path, std::string& bytes, bool required);
 TRAINLOOP_DETAIL_API std::string read_verified_checkpoint(const std::string& path);
 
 // A StateDict as three typed dictionaries (TorchScript attributes need one value type per dictionary).
@@ -9354,7 +9363,7 @@ TRAINLOOP_DETAIL_API void fsync_folder_or_throw(const std::string& path) {
   ::close(fd);
   if (rc != 0) throw checkpoint_error(path, "fsync of its folder failed: " + errno_text(error));
 }
-TRAINLOOP_DETAIL_API std::string read_verified_checkpoint(const std::string& path) {
+TRAINLOOP_DETAIL_API std::string read_whole_file(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw checkpoint_error(path, std::strerror(errno));
   struct Close {
@@ -9377,16 +9386,24 @@ TRAINLOOP_DETAIL_API std::string read_verified_checkpoint(const std::string& pat
     if (got == 0) throw checkpoint_error(path, "it shrank while being read");
     done += static_cast<std::size_t>(got);
   }
+  return bytes;
+}
+TRAINLOOP_DETAIL_API bool strip_integrity_record(const std::string& path, std::string& bytes, bool required) {
   const std::string no_record =
       "no trainloop integrity record at its end: truncated, not a trainloop checkpoint, or written by a trainloop "
       "older than format 2";
-  if (bytes.size() < zip_end_record_size + integrity_record_size) throw checkpoint_error(path, no_record);
+  if (bytes.size() < zip_end_record_size + integrity_record_size) {
+    if (required) throw checkpoint_error(path, no_record);
+    return false;
+  }
   const std::size_t payload = bytes.size() - integrity_record_size;
   const char* record = bytes.data() + payload;
   char* end_record = bytes.data() + payload - zip_end_record_size;
   if (std::memcmp(record, integrity_tag, sizeof(integrity_tag) - 1) != 0 || !is_zip_end_record(end_record) ||
-      zip_comment_length(end_record) != integrity_record_size)
-    throw checkpoint_error(path, no_record);
+      zip_comment_length(end_record) != integrity_record_size) {
+    if (required) throw checkpoint_error(path, no_record);
+    return false;
+  }
   std::uint32_t recorded_crc = 0;
   std::uint64_t recorded_size = 0;
   const std::string text(record, integrity_record_size);
@@ -9404,6 +9421,11 @@ TRAINLOOP_DETAIL_API std::string read_verified_checkpoint(const std::string& pat
   }
   set_zip_comment_length(end_record, 0);
   bytes.resize(payload);
+  return true;
+}
+TRAINLOOP_DETAIL_API std::string read_verified_checkpoint(const std::string& path) {
+  std::string bytes = read_whole_file(path);
+  strip_integrity_record(path, bytes, true);
   return bytes;
 }
 TRAINLOOP_DETAIL_API void write_state_dict(torch::serialize::OutputArchive& archive, const StateDict& state) {
@@ -9491,6 +9513,1365 @@ TRAINLOOP_DETAIL_API std::map<std::string, StateDict> read_states(torch::seriali
 
 TRAINLOOP_DETAIL_END
 // ---- end parts/torch/checkpoint.hpp ----
+// ---- begin parts/torch/torch_save_format.hpp ----
+// trainloop: torch.save's file format, both ways: a zip holding a pickle of the object and the tensors' raw
+// storages, what Python's torch.save writes and torch.load reads. State dicts, optimizer states (pytorch_files.hpp)
+// and Lightning's checkpoints (lightning_checkpoint.hpp) are written and read through it.
+//
+// Both directions are trainloop's own code. Writing: LibTorch's pickler (torch::pickle_save) tags containers with
+// torch.jit._pickle globals, which Python's weights_only unpickler (torch.load's default since PyTorch 2.6) refuses;
+// ours writes only what torch.save itself writes, atomically like our checkpoints (with the integrity record in the
+// zip's comment, which Python's reader ignores). Reading: LibTorch's torch::pickle_load turns a
+// collections.OrderedDict, which every Python state_dict is, into None and then fails, and it cannot say which key
+// held something it does not know. Ours reads the opcodes torch.save emits (pickle protocols 2 to 5), dicts and
+// OrderedDicts as dicts, and rebuilds tensors with their dtype, shape, strides, storage offset and shared storages; a
+// Python object C++ has no type for (a user's class) is kept as a marker, so the error names the key that holds it,
+// and parts of a file nobody reads do not fail the load.
+#include <torch/torch.h>
+#include <caffe2/serialize/inline_container.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+
+TRAINLOOP_DETAIL_BEGIN
+
+/// Python's `torch.save(value, path)`: dicts, lists, tuples, strings, numbers, booleans, None and tensors (moved to the
+/// CPU, detached; dtype, shape and strides kept). Atomic like save_checkpoint; a failure is a CheckpointError naming
+/// the path, the file that was there left as it was.
+TRAINLOOP_DETAIL_API void save_pytorch_file(const std::string& path, const c10::IValue& value);
+/// Python's `torch.load(path)` for files in torch.save's format (the zip format, PyTorch 1.6 and later): dicts and
+/// OrderedDicts come back as dicts (keys in the file's order), tensors with their dtype, shape, strides and shared
+/// storages, on `map_location` (default: the CPU). A file that is not in that format (our own checkpoint, torch.save's
+/// legacy format, a truncated or damaged file), or that holds a Python object C++ has no type for (a user's class, a
+/// numpy scalar), is a CheckpointError naming the file and, for the object, the key that holds it.
+TRAINLOOP_DETAIL_API c10::IValue load_pytorch_file(const std::string& path,
+                                                   std::optional<torch::Device> map_location = std::nullopt);
+
+namespace detail {
+// A dict of string keys and any values, as Python's dict (insertion-ordered).
+inline c10::impl::GenericDict python_dict() { return c10::impl::GenericDict(c10::StringType::get(), c10::AnyType::get()); }
+// A value of the dict `d` at `key` (nullopt when absent).
+TRAINLOOP_DETAIL_API std::optional<c10::IValue> dict_get(const c10::impl::GenericDict& d, const std::string& key);
+// A StateDict's values as Python's (int, float, str), and back (a value of another type is an error naming `where`).
+TRAINLOOP_DETAIL_API c10::impl::GenericDict to_python_dict(const StateDict& state);
+TRAINLOOP_DETAIL_API StateDict from_python_dict(const c10::IValue& value, const std::string& where);
+// The key path ("hyper_parameters/config") and class of the first Python object C++ has no type for, if any.
+TRAINLOOP_DETAIL_API std::optional<std::pair<std::string, std::string>> find_python_object(const c10::IValue& value,
+                                                                                            const std::string& path);
+// Whether the file is in torch.save's format (a zip whose records are a pickle and storages), not our checkpoint.
+TRAINLOOP_DETAIL_API bool is_pytorch_file(const std::string& path);
+// The bytes of torch.save's format, written atomically.
+TRAINLOOP_DETAIL_API void write_pytorch_file(const std::string& path, const c10::IValue& value);
+// The file's top-level object, Python objects C++ has no type for left as markers (find_python_object finds them).
+TRAINLOOP_DETAIL_API c10::IValue read_pytorch_file(const std::string& path, std::optional<torch::Device> map_location);
+}  // namespace detail
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+namespace detail {
+// A Python object the unpickler has no C++ type for, and a global (class or function) it was made by: strings that
+// start with a control byte no Python key or value of a state holds. Only find_python_object and the unpickler look.
+inline constexpr char python_object_marker[] = "\x01trainloop: python object ";
+inline constexpr char python_global_marker[] = "\x01trainloop: python global ";
+inline bool has_marker(const c10::IValue& v, const char* marker) {
+  return v.isString() && v.toStringRef().rfind(marker, 0) == 0;
+}
+inline std::string marked_name(const c10::IValue& v, const char* marker) {
+  return v.toStringRef().substr(std::strlen(marker));
+}
+
+// The storage classes torch.save names (torch.FloatStorage, ...) and their dtypes.
+TRAINLOOP_DETAIL_API std::optional<torch::Dtype> storage_dtype(const std::string& name) {
+  static const std::map<std::string, torch::Dtype> dtypes = {
+      {"torch.DoubleStorage", torch::kDouble},   {"torch.FloatStorage", torch::kFloat},
+      {"torch.HalfStorage", torch::kHalf},       {"torch.BFloat16Storage", torch::kBFloat16},
+      {"torch.LongStorage", torch::kLong},       {"torch.IntStorage", torch::kInt},
+      {"torch.ShortStorage", torch::kShort},     {"torch.CharStorage", torch::kChar},
+      {"torch.ByteStorage", torch::kByte},       {"torch.BoolStorage", torch::kBool},
+      {"torch.ComplexFloatStorage", torch::kComplexFloat}, {"torch.ComplexDoubleStorage", torch::kComplexDouble},
+      {"torch.UntypedStorage", torch::kByte}};
+  auto it = dtypes.find(name);
+  if (it == dtypes.end()) return std::nullopt;
+  return it->second;
+}
+
+// Reads the pickle of one torch.save file. Errors are CheckpointErrors naming the file.
+class PickleReader {
+ public:
+  PickleReader(const std::string& path, caffe2::serialize::PyTorchStreamReader& archive,
+               std::optional<torch::Device> map_location)
+      : path_(path), archive_(archive), map_location_(map_location) {}
+
+  c10::IValue read(const std::string& pickle) {
+    p_ = reinterpret_cast<const unsigned char*>(pickle.data());
+    end_ = p_ + pickle.size();
+    begin_ = p_;
+    try {
+      for (;;) {
+        const unsigned char op = take(1)[0];
+        if (op == '.') break;  // STOP
+        step(op);
+      }
+    } catch (const c10::Error& error) {  // a damaged pickle LibTorch's containers refuse (an unhashable dict key)
+      fail("its pickle is damaged: " + first_line(error.what()));
+    }
+    if (stack_.size() != 1) fail("the pickle ends with " + std::to_string(stack_.size()) + " values on its stack, not 1");
+    return stack_.back();
+  }
+
+ private:
+  [[noreturn]] void fail(const std::string& what) const {
+    throw checkpoint_error(path_, what + " (at byte " + std::to_string(p_ - begin_) + " of its pickle)");
+  }
+  const unsigned char* take(std::size_t n) {
+    if (static_cast<std::size_t>(end_ - p_) < n) fail("its pickle ends early (truncated or damaged)");
+    const unsigned char* at = p_;
+    p_ += n;
+    return at;
+  }
+  template <class U>
+  U little(std::size_t n) {
+    const unsigned char* b = take(n);
+    U v = 0;
+    for (std::size_t i = 0; i < n; ++i) v |= static_cast<U>(b[i]) << (8 * i);
+    return v;
+  }
+  std::string text(std::size_t n) {
+    const unsigned char* b = take(n);
+    return std::string(reinterpret_cast<const char*>(b), n);
+  }
+  std::string line() {
+    const unsigned char* nl = static_cast<const unsigned char*>(std::memchr(p_, '\n', static_cast<std::size_t>(end_ - p_)));
+    if (!nl) fail("its pickle ends early (truncated or damaged)");
+    std::string s(reinterpret_cast<const char*>(p_), static_cast<std::size_t>(nl - p_));
+    p_ = nl + 1;
+    return s;
+  }
+  c10::IValue pop() {
+    if (stack_.empty()) fail("its pickle pops an empty stack (damaged)");
+    c10::IValue v = std::move(stack_.back());
+    stack_.pop_back();
+    return v;
+  }
+  std::vector<c10::IValue> pop_to_mark() {
+    if (marks_.empty()) fail("its pickle has no mark where one is needed (damaged)");
+    const std::size_t mark = marks_.back();
+    marks_.pop_back();
+    if (mark > stack_.size()) fail("its pickle's mark is past its stack (damaged)");
+    std::vector<c10::IValue> items(std::make_move_iterator(stack_.begin() + static_cast<std::ptrdiff_t>(mark)),
+                                   std::make_move_iterator(stack_.end()));
+    stack_.resize(mark);
+    return items;
+  }
+  c10::IValue& top() {
+    if (stack_.empty()) fail("its pickle reads an empty stack (damaged)");
+    return stack_.back();
+  }
+  static c10::IValue tuple(std::vector<c10::IValue> items) { return c10::ivalue::Tuple::create(std::move(items)); }
+  static c10::IValue empty_dict() { return c10::impl::GenericDict(c10::AnyType::get(), c10::AnyType::get()); }
+  static c10::IValue list(std::vector<c10::IValue> items) {
+    c10::impl::GenericList l(c10::AnyType::get());
+    for (auto& item : items) l.push_back(std::move(item));
+    return l;
+  }
+  void set_items(c10::IValue& target, std::vector<c10::IValue>& items) {
+    if (items.size() % 2 != 0) fail("its pickle sets a dict item without a value (damaged)");
+    if (has_marker(target, python_object_marker)) return;  // a dict subclass C++ has no type for: stays a marker
+    if (!target.isGenericDict()) fail("its pickle sets items on a " + std::string(target.tagKind()));
+    auto d = target.toGenericDict();
+    for (std::size_t i = 0; i < items.size(); i += 2) d.insert_or_assign(std::move(items[i]), std::move(items[i + 1]));
+  }
+  void append(c10::IValue& target, std::vector<c10::IValue>& items) {
+    if (has_marker(target, python_object_marker)) return;
+    if (!target.isList()) fail("its pickle appends to a " + std::string(target.tagKind()));
+    auto l = target.toList();
+    for (auto& item : items) l.push_back(std::move(item));
+  }
+  std::int64_t as_int(const c10::IValue& v, const char* what) {
+    if (!v.isInt()) fail(std::string(what) + " is not an integer");
+    return v.toInt();
+  }
+  std::vector<std::int64_t> int_tuple(const c10::IValue& v, const char* what) {
+    std::vector<std::int64_t> out;
+    if (!v.isTuple()) fail(std::string(what) + " is not a tuple");
+    for (const auto& e : v.toTupleRef().elements()) out.push_back(as_int(e, what));
+    return out;
+  }
+
+  // torch._utils._rebuild_tensor_v2(storage, offset, size, stride, requires_grad, hooks[, metadata]).
+  c10::IValue rebuild_tensor(const std::vector<c10::IValue>& args) {
+    if (args.size() < 4 || !args[0].isTensor()) fail("a tensor's rebuild arguments are not (storage, offset, size, stride)");
+    const torch::Tensor& storage = args[0].toTensor();
+    const std::int64_t offset = as_int(args[1], "a tensor's storage offset");
+    const std::vector<std::int64_t> sizes = int_tuple(args[2], "a tensor's size");
+    const std::vector<std::int64_t> strides = int_tuple(args[3], "a tensor's stride");
+    if (sizes.size() != strides.size()) fail("a tensor's size and stride differ in length");
+    const std::int64_t limit = storage.numel();
+    std::int64_t last = offset;  // the last element's index in the storage (no overflow: each step is bounded)
+    bool empty = false, outside = offset < 0 || offset > limit;
+    for (std::size_t i = 0; i < sizes.size() && !outside; ++i) {
+      if (sizes[i] < 0 || strides[i] < 0) fail("a tensor has a negative size or stride");
+      if (sizes[i] == 0) empty = true;
+      else if (strides[i] > 0 && sizes[i] - 1 > (limit - last) / strides[i]) outside = true;
+      else last += (sizes[i] - 1) * strides[i];
+    }
+    if (!empty && (outside || last >= limit))
+      fail("a tensor of size " + c10::str(c10::IntArrayRef(sizes)) + " at offset " + std::to_string(offset) +
+           " reaches past its storage of " + std::to_string(storage.numel()) + " elements (damaged)");
+    return torch::empty({0}, storage.options()).set_(storage.storage(), offset, sizes, strides);
+  }
+
+  // A persistent id: ("storage", storage class, key, location, numel) -> the storage's elements as a 1-D tensor.
+  c10::IValue load_storage(const c10::IValue& pid) {
+    if (!pid.isTuple() || pid.toTupleRef().elements().size() < 5) fail("a persistent id is not a storage's");
+    const auto& e = pid.toTupleRef().elements();
+    if (!e[0].isString() || e[0].toStringRef() != "storage" || !has_marker(e[1], python_global_marker) ||
+        !e[2].isString())
+      fail("a persistent id is not a storage's");
+    const std::string type = marked_name(e[1], python_global_marker);
+    const std::optional<torch::Dtype> dtype = storage_dtype(type);
+    if (!dtype) fail("a storage of type " + type + ", which trainloop does not read");
+    const std::string key = e[2].toStringRef();
+    auto cached = storages_.find(key);
+    if (cached != storages_.end()) return cached->second;
+    const std::int64_t numel = as_int(e[4], "a storage's size");
+    const std::string record = "data/" + key;
+    if (!archive_.hasRecord(record)) throw checkpoint_error(path_, "record '" + record + "' is missing (damaged)");
+    at::DataPtr data;
+    std::size_t bytes = 0;
+    try {
+      std::tie(data, bytes) = archive_.getRecord(record);
+    } catch (const c10::Error& error) {
+      throw checkpoint_error(path_, "record '" + record + "': " + first_line(error.what()));
+    }
+    const std::size_t element = c10::elementSize(*dtype);
+    if (numel < 0 || static_cast<std::uint64_t>(numel) > bytes || bytes != static_cast<std::size_t>(numel) * element)
+      throw checkpoint_error(path_, "record '" + record + "' holds " + std::to_string(bytes) + " bytes, not the " +
+                                        std::to_string(numel) + " x " + std::to_string(element) + " its storage needs");
+    torch::Tensor storage = torch::empty({numel}, torch::TensorOptions().dtype(*dtype));
+    if (bytes > 0) std::memcpy(storage.data_ptr(), data.get(), bytes);
+    if (map_location_ && *map_location_ != storage.device()) storage = storage.to(*map_location_);
+    storages_.emplace(key, storage);
+    return storage;
+  }
+
+  // REDUCE / NEWOBJ: the globals torch.save's files use; anything else stays a marker naming its class.
+  c10::IValue call(const c10::IValue& callable, std::vector<c10::IValue> args) {
+    if (!has_marker(callable, python_global_marker)) {
+      if (has_marker(callable, python_object_marker)) return callable;
+      fail("its pickle calls a " + std::string(callable.tagKind()));
+    }
+    const std::string name = marked_name(callable, python_global_marker);
+    if (name == "torch._utils._rebuild_tensor_v2" || name == "torch._utils._rebuild_tensor") return rebuild_tensor(args);
+    if (name == "torch._utils._rebuild_parameter" || name == "torch._utils._rebuild_parameter_with_state") {
+      if (args.empty() || !args[0].isTensor()) fail("a parameter's rebuild arguments hold no tensor");
+      return args[0];
+    }
+    if (name == "collections.OrderedDict" || name == "builtins.dict") return empty_dict();
+    if ((name == "builtins.set" || name == "builtins.frozenset" || name == "builtins.list") ) {
+      if (args.empty()) return list({});
+      if (args[0].isList()) return args[0];
+    }
+    if (name == "_codecs.encode" && !args.empty() && args[0].isString()) return args[0];  // bytes, protocol 2
+    if (name == "torch.device" && !args.empty() && args[0].isString())
+      return args.size() > 1 && args[1].isInt() ? args[0].toStringRef() + ":" + std::to_string(args[1].toInt())
+                                               : args[0];
+    if ((name == "torch.jit._pickle.restore_type_tag" || name.rfind("torch.jit._pickle.build_", 0) == 0) && !args.empty())
+      return args[0];  // LibTorch's pickler tags typed containers
+    return std::string(python_object_marker) + name;
+  }
+
+  void step(unsigned char op) {
+    switch (op) {
+      case 0x80: take(1); break;                         // PROTO
+      case 0x95: take(8); break;                         // FRAME
+      case '(': marks_.push_back(stack_.size()); break;  // MARK
+      case '0': pop(); break;                            // POP
+      case '1': pop_to_mark(); break;                    // POP_MARK
+      case '2': stack_.push_back(top()); break;          // DUP
+      case 'N': stack_.emplace_back(); break;
+      case 0x88: stack_.emplace_back(true); break;
+      case 0x89: stack_.emplace_back(false); break;
+      case 'J': stack_.emplace_back(static_cast<std::int64_t>(static_cast<std::int32_t>(little<std::uint32_t>(4)))); break;
+      case 'K': stack_.emplace_back(static_cast<std::int64_t>(little<std::uint32_t>(1))); break;
+      case 'M': stack_.emplace_back(static_cast<std::int64_t>(little<std::uint32_t>(2))); break;
+      case 0x8a:    // LONG1
+      case 0x8b: {  // LONG4
+        const std::size_t n = op == 0x8a ? little<std::size_t>(1) : little<std::size_t>(4);
+        if (n > 8) fail("an integer of " + std::to_string(n) + " bytes does not fit in 64 bits");
+        std::uint64_t v = n ? little<std::uint64_t>(n) : 0;
+        if (n > 0 && n < 8 && (v >> (8 * n - 1)) & 1) v |= ~std::uint64_t{0} << (8 * n);  // sign-extend
+        stack_.emplace_back(static_cast<std::int64_t>(v));
+        break;
+      }
+      case 'G': {  // BINFLOAT: big-endian
+        const unsigned char* b = take(8);
+        std::uint64_t bits = 0;
+        for (int i = 0; i < 8; ++i) bits = (bits << 8) | b[i];
+        double d;
+        std::memcpy(&d, &bits, sizeof d);
+        stack_.emplace_back(d);
+        break;
+      }
+      case 'X': stack_.emplace_back(text(little<std::size_t>(4))); break;     // BINUNICODE
+      case 0x8c: stack_.emplace_back(text(little<std::size_t>(1))); break;    // SHORT_BINUNICODE
+      case 0x8d: stack_.emplace_back(text(little<std::size_t>(8))); break;    // BINUNICODE8
+      case 'T': stack_.emplace_back(text(little<std::size_t>(4))); break;     // BINSTRING
+      case 'U': stack_.emplace_back(text(little<std::size_t>(1))); break;     // SHORT_BINSTRING
+      case 'B': stack_.emplace_back(text(little<std::size_t>(4))); break;     // BINBYTES
+      case 'C': stack_.emplace_back(text(little<std::size_t>(1))); break;     // SHORT_BINBYTES
+      case 0x8e: stack_.emplace_back(text(little<std::size_t>(8))); break;    // BINBYTES8
+      case ')': stack_.push_back(tuple({})); break;
+      case 0x85: stack_.push_back(tuple({pop()})); break;
+      case 0x86: {
+        c10::IValue b = pop(), a = pop();
+        stack_.push_back(tuple({std::move(a), std::move(b)}));
+        break;
+      }
+      case 0x87: {
+        c10::IValue c = pop(), b = pop(), a = pop();
+        stack_.push_back(tuple({std::move(a), std::move(b), std::move(c)}));
+        break;
+      }
+      case 't': stack_.push_back(tuple(pop_to_mark())); break;
+      case ']': stack_.push_back(list({})); break;
+      case 'l': stack_.push_back(list(pop_to_mark())); break;
+      case '}': stack_.push_back(empty_dict()); break;
+      case 'd': {
+        std::vector<c10::IValue> items = pop_to_mark();
+        c10::IValue d = empty_dict();
+        set_items(d, items);
+        stack_.push_back(std::move(d));
+        break;
+      }
+      case 0x8f: stack_.push_back(list({})); break;   // EMPTY_SET: a list
+      case 0x91: stack_.push_back(list(pop_to_mark())); break;  // FROZENSET
+      case 0x90:                                       // ADDITEMS
+      case 'e': {                                      // APPENDS
+        std::vector<c10::IValue> items = pop_to_mark();
+        append(top(), items);
+        break;
+      }
+      case 'a': {  // APPEND
+        std::vector<c10::IValue> items{pop()};
+        append(top(), items);
+        break;
+      }
+      case 's': {  // SETITEM
+        c10::IValue value = pop(), key = pop();
+        std::vector<c10::IValue> items{std::move(key), std::move(value)};
+        set_items(top(), items);
+        break;
+      }
+      case 'u': {  // SETITEMS
+        std::vector<c10::IValue> items = pop_to_mark();
+        set_items(top(), items);
+        break;
+      }
+      case 'q': memo_[little<std::uint32_t>(1)] = top(); break;  // BINPUT
+      case 'r': memo_[little<std::uint32_t>(4)] = top(); break;  // LONG_BINPUT
+      case 0x94: memo_[static_cast<std::uint32_t>(memo_.size())] = top(); break;  // MEMOIZE
+      case 'h':
+      case 'j': {  // BINGET, LONG_BINGET
+        const std::uint32_t index = little<std::uint32_t>(op == 'h' ? 1 : 4);
+        auto it = memo_.find(index);
+        if (it == memo_.end()) fail("its pickle reads memo " + std::to_string(index) + ", never stored (damaged)");
+        stack_.push_back(it->second);
+        break;
+      }
+      case 'c': {  // GLOBAL
+        std::string module = line();
+        std::string name = line();
+        stack_.emplace_back(std::string(python_global_marker) + module + "." + name);
+        break;
+      }
+      case 0x93: {  // STACK_GLOBAL
+        c10::IValue name = pop(), module = pop();
+        if (!name.isString() || !module.isString()) fail("a global's module and name are not strings");
+        stack_.emplace_back(std::string(python_global_marker) + module.toStringRef() + "." + name.toStringRef());
+        break;
+      }
+      case 'R': {  // REDUCE
+        c10::IValue args = pop(), callable = pop();
+        if (!args.isTuple()) fail("its pickle calls with arguments that are not a tuple");
+        stack_.push_back(call(callable, args.toTupleRef().elements().vec()));
+        break;
+      }
+      case 0x81: {  // NEWOBJ: cls.__new__(cls, *args)
+        c10::IValue args = pop(), cls = pop();
+        if (!args.isTuple()) fail("its pickle creates an object with arguments that are not a tuple");
+        stack_.push_back(call(cls, args.toTupleRef().elements().vec()));
+        break;
+      }
+      case 0x92: {  // NEWOBJ_EX
+        pop();
+        c10::IValue args = pop(), cls = pop();
+        if (!args.isTuple()) fail("its pickle creates an object with arguments that are not a tuple");
+        stack_.push_back(call(cls, args.toTupleRef().elements().vec()));
+        break;
+      }
+      case 'b': pop(); top(); break;  // BUILD: an OrderedDict's _metadata, an object's state: not kept
+      case 'Q': stack_.push_back(load_storage(pop())); break;  // BINPERSID
+      default: {
+        char hex[8];
+        std::snprintf(hex, sizeof hex, "0x%02x", op);
+        fail(std::string("its pickle has opcode ") + hex + ", which torch.save's format does not use (damaged, or "
+             "not a torch.save file)");
+      }
+    }
+  }
+
+  const std::string& path_;
+  caffe2::serialize::PyTorchStreamReader& archive_;
+  std::optional<torch::Device> map_location_;
+  const unsigned char *p_ = nullptr, *end_ = nullptr, *begin_ = nullptr;
+  std::vector<c10::IValue> stack_;
+  std::vector<std::size_t> marks_;
+  std::unordered_map<std::uint32_t, c10::IValue> memo_;
+  std::unordered_map<std::string, torch::Tensor> storages_;
+};
+
+TRAINLOOP_DETAIL_API std::optional<c10::IValue> dict_get(const c10::impl::GenericDict& d, const std::string& key) {
+  auto it = d.find(key);
+  if (it == d.end()) return std::nullopt;
+  return it->value();
+}
+
+TRAINLOOP_DETAIL_API c10::impl::GenericDict to_python_dict(const StateDict& state) {
+  c10::impl::GenericDict d = python_dict();
+  for (const auto& [key, value] : state) std::visit([&, k = key](const auto& v) { d.insert(k, v); }, value);
+  return d;
+}
+
+TRAINLOOP_DETAIL_API StateDict from_python_dict(const c10::IValue& value, const std::string& where) {
+  if (!value.isGenericDict()) throw CheckpointError(where + " is a " + value.tagKind() + ", not a dict");
+  StateDict state;
+  for (const auto& item : value.toGenericDict()) {
+    if (!item.key().isString()) throw CheckpointError(where + " has a key that is not a string");
+    const std::string& key = item.key().toStringRef();
+    const c10::IValue& v = item.value();
+    if (v.isInt()) state[key] = v.toInt();
+    else if (v.isBool()) state[key] = std::int64_t{v.toBool() ? 1 : 0};
+    else if (v.isDouble()) state[key] = v.toDouble();
+    else if (v.isString() && v.toStringRef().rfind("\x01", 0) != 0) state[key] = v.toStringRef();
+    else if (v.isTensor() && v.toTensor().numel() == 1) state[key] = v.toTensor().item<double>();
+    else throw CheckpointError(where + "/" + key + " is a " + v.tagKind() + ", not a number or a string");
+  }
+  return state;
+}
+
+TRAINLOOP_DETAIL_API std::optional<std::pair<std::string, std::string>> find_python_object(const c10::IValue& value,
+                                                                                            const std::string& path) {
+  if (std::count(path.begin(), path.end(), '/') > 1000)  // a damaged file's nesting, not a checkpoint's
+    return std::make_pair(path.substr(0, 200) + "...", std::string("(nested over 1000 levels deep)"));
+  if (has_marker(value, python_object_marker)) return std::make_pair(path, marked_name(value, python_object_marker));
+  if (has_marker(value, python_global_marker)) return std::make_pair(path, marked_name(value, python_global_marker));
+  auto join = [&](const std::string& key) { return path.empty() ? key : path + "/" + key; };
+  if (value.isGenericDict()) {
+    for (const auto& item : value.toGenericDict()) {
+      const c10::IValue& k = item.key();
+      const std::string key = k.isString() ? k.toStringRef() : k.isInt() ? std::to_string(k.toInt()) : "?";
+      if (auto found = find_python_object(item.value(), join(key))) return found;
+    }
+  } else if (value.isList()) {
+    const auto l = value.toList();
+    for (std::size_t i = 0; i < l.size(); ++i)
+      if (auto found = find_python_object(l.get(i), join(std::to_string(i)))) return found;
+  } else if (value.isTuple()) {
+    const auto& e = value.toTupleRef().elements();
+    for (std::size_t i = 0; i < e.size(); ++i)
+      if (auto found = find_python_object(e[i], join(std::to_string(i)))) return found;
+  }
+  return std::nullopt;
+}
+
+// The zip of a torch.save file (its integrity record, when trainloop wrote it, verified and removed).
+inline std::unique_ptr<caffe2::serialize::PyTorchStreamReader> open_pytorch_archive(const std::string& path,
+                                                                                   std::string& bytes,
+                                                                                   std::istringstream& stream) {
+  bytes = read_whole_file(path);
+  strip_integrity_record(path, bytes, false);
+  // torch.save's legacy format (before PyTorch 1.6, or _use_new_zipfile_serialization=False) is a bare pickle.
+  if (bytes.size() >= 2 && static_cast<unsigned char>(bytes[0]) == 0x80 && bytes[1] <= 5)
+    throw checkpoint_error(path, "torch.save's legacy format (a bare pickle, PyTorch < 1.6 or "
+                                 "_use_new_zipfile_serialization=False), which trainloop does not read: load it in "
+                                 "Python and torch.save it again");
+  if (bytes.size() < 4 || std::memcmp(bytes.data(), "PK\x03\x04", 4) != 0)
+    throw checkpoint_error(path, "not a zip archive, so neither a torch.save file nor a trainloop checkpoint");
+  stream.str(bytes);
+  try {
+    return std::make_unique<caffe2::serialize::PyTorchStreamReader>(&stream);
+  } catch (const c10::Error& error) {
+    throw checkpoint_error(path, "not a readable zip archive (truncated or damaged): " + first_line(error.what()));
+  }
+}
+
+TRAINLOOP_DETAIL_API bool is_pytorch_file(const std::string& path) {
+  std::string bytes;
+  std::istringstream stream;
+  auto archive = open_pytorch_archive(path, bytes, stream);
+  // LibTorch's C++ archive (our checkpoints) is a TorchScript module: it has constants.pkl; torch.save never does.
+  return archive->hasRecord("data.pkl") && !archive->hasRecord("constants.pkl");
+}
+
+TRAINLOOP_DETAIL_API c10::IValue read_pytorch_file(const std::string& path, std::optional<torch::Device> map_location) {
+  std::string bytes;
+  std::istringstream stream;
+  auto archive = open_pytorch_archive(path, bytes, stream);
+  if (archive->hasRecord("constants.pkl"))
+    throw checkpoint_error(path, "a trainloop (LibTorch archive) checkpoint, not a torch.save file: read it with "
+                                 "load_checkpoint, or fit(..., ckpt_path)");
+  if (!archive->hasRecord("data.pkl")) throw checkpoint_error(path, "no data.pkl record: not a torch.save file");
+  if (archive->hasRecord("byteorder")) {
+    at::DataPtr order;
+    std::size_t size = 0;
+    std::tie(order, size) = archive->getRecord("byteorder");
+    if (std::string(static_cast<const char*>(order.get()), size) != "little")
+      throw checkpoint_error(path, "written on a big-endian machine, which trainloop does not read");
+  }
+  at::DataPtr data;
+  std::size_t size = 0;
+  try {
+    std::tie(data, size) = archive->getRecord("data.pkl");
+  } catch (const c10::Error& error) {
+    throw checkpoint_error(path, "record 'data.pkl': " + first_line(error.what()));
+  }
+  const std::string pickle(static_cast<const char*>(data.get()), size);
+  return PickleReader(path, *archive, map_location).read(pickle);
+}
+
+// Writes torch.save's pickle (protocol 2) of a tree of plain values and tensors. Only the globals Python's
+// weights_only unpickler allows (torch.load's default since PyTorch 2.6) appear: torch._utils._rebuild_tensor_v2,
+// the storage classes, collections.OrderedDict. LibTorch's own pickler also writes torch.jit._pickle's type tags,
+// which that unpickler refuses.
+class PickleWriter {
+ public:
+  explicit PickleWriter(const std::string& path) : path_(path) {}
+
+  // The pickle, and each storage's bytes under its key (tensors sharing a storage share it).
+  std::string pickle(const c10::IValue& value) {
+    out_ = "\x80\x02";  // PROTO 2
+    put(value, "");
+    out_ += '.';      // STOP
+    return out_;
+  }
+  const std::vector<std::pair<std::string, torch::Tensor>>& storages() const { return storages_; }
+
+ private:
+  void op(char c) { out_ += c; }
+  template <class U>
+  void little(U v, std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i) out_ += static_cast<char>((static_cast<std::uint64_t>(v) >> (8 * i)) & 0xff);
+  }
+  void global(const char* module, const char* name) {
+    op('c');
+    out_ += module;
+    out_ += '\n';
+    out_ += name;
+    out_ += '\n';
+  }
+  void string(const std::string& s) {
+    op('X');
+    little(s.size(), 4);
+    out_ += s;
+  }
+  void integer(std::int64_t v) {
+    if (v >= 0 && v < 256) {
+      op('K');
+      little(v, 1);
+    } else if (v >= 0 && v < 65536) {
+      op('M');
+      little(v, 2);
+    } else if (v >= INT32_MIN && v <= INT32_MAX) {
+      op('J');
+      little(static_cast<std::uint32_t>(static_cast<std::int32_t>(v)), 4);
+    } else {  // LONG1: 8 bytes, two's complement
+      op('\x8a');
+      little(8, 1);
+      little(static_cast<std::uint64_t>(v), 8);
+    }
+  }
+  void number(double d) {
+    op('G');
+    std::uint64_t bits;
+    std::memcpy(&bits, &d, sizeof bits);
+    for (int i = 7; i >= 0; --i) out_ += static_cast<char>((bits >> (8 * i)) & 0xff);
+  }
+  void tensor(torch::Tensor t, const std::string& key) {
+    if (t.is_sparse() || t.is_quantized() || t.is_mkldnn())
+      throw checkpoint_error(path_, "key '" + key + "': a sparse, quantized or MKL-DNN tensor, which torch.save's "
+                                    "dense format does not hold");
+    t = t.detach();
+    if (!t.device().is_cpu()) t = t.to(torch::kCPU);
+    const c10::StorageImpl* storage = t.storage().unsafeGetStorageImpl();
+    auto found = storage_keys_.find(storage);
+    std::string storage_key;
+    if (found != storage_keys_.end()) {
+      storage_key = found->second;
+    } else {
+      storage_key = std::to_string(storages_.size());
+      storage_keys_.emplace(storage, storage_key);
+      // The whole storage, as a 1-D tensor of its elements (a view keeps its offset into it).
+      const std::int64_t elements = static_cast<std::int64_t>(t.storage().nbytes() / t.element_size());
+      storages_.emplace_back(storage_key, torch::empty({0}, t.options()).set_(t.storage(), 0, {elements}, {1}));
+    }
+    global("torch._utils", "_rebuild_tensor_v2");
+    op('(');
+    op('(');  // the persistent id: ("storage", storage class, key, location, number of elements)
+    string("storage");
+    global("torch", storage_class(t.scalar_type(), key).c_str());
+    string(storage_key);
+    string("cpu");
+    integer(static_cast<std::int64_t>(t.storage().nbytes() / t.element_size()));
+    op('t');
+    op('Q');  // BINPERSID
+    integer(t.storage_offset());
+    sequence_of(t.sizes());
+    sequence_of(t.strides());
+    op('\x89');  // requires_grad False: state dicts hold detached tensors
+    global("collections", "OrderedDict");  // no backward hooks
+    op(')');
+    op('R');
+    op('t');
+    op('R');
+  }
+  void sequence_of(c10::IntArrayRef values) {
+    op('(');
+    for (auto v : values) integer(v);
+    op('t');
+  }
+  std::string storage_class(c10::ScalarType type, const std::string& key) const {
+    switch (type) {
+      case torch::kDouble: return "DoubleStorage";
+      case torch::kFloat: return "FloatStorage";
+      case torch::kHalf: return "HalfStorage";
+      case torch::kBFloat16: return "BFloat16Storage";
+      case torch::kLong: return "LongStorage";
+      case torch::kInt: return "IntStorage";
+      case torch::kShort: return "ShortStorage";
+      case torch::kChar: return "CharStorage";
+      case torch::kByte: return "ByteStorage";
+      case torch::kBool: return "BoolStorage";
+      case torch::kComplexFloat: return "ComplexFloatStorage";
+      case torch::kComplexDouble: return "ComplexDoubleStorage";
+      default:
+        throw checkpoint_error(path_, "key '" + key + "': a tensor of dtype " + std::string(c10::toString(type)) +
+                                          ", which torch.save's format does not name");
+    }
+  }
+  void put(const c10::IValue& v, const std::string& key) {
+    auto join = [&](const std::string& k) { return key.empty() ? k : key + "/" + k; };
+    if (v.isNone()) {
+      op('N');
+    } else if (v.isBool()) {
+      op(v.toBool() ? '\x88' : '\x89');
+    } else if (v.isInt()) {
+      integer(v.toInt());
+    } else if (v.isDouble()) {
+      number(v.toDouble());
+    } else if (v.isString()) {
+      string(v.toStringRef());
+    } else if (v.isTensor()) {
+      tensor(v.toTensor(), key);
+    } else if (v.isTuple()) {
+      const auto& e = v.toTupleRef().elements();
+      if (e.empty()) return op(')');
+      if (e.size() > 3) op('(');
+      for (std::size_t i = 0; i < e.size(); ++i) put(e[i], join(std::to_string(i)));
+      op(e.size() == 1 ? '\x85' : e.size() == 2 ? '\x86' : e.size() == 3 ? '\x87' : 't');
+    } else if (v.isList()) {
+      const auto l = v.toList();
+      op(']');
+      if (l.empty()) return;
+      op('(');
+      for (std::size_t i = 0; i < l.size(); ++i) put(l.get(i), join(std::to_string(i)));
+      op('e');  // APPENDS
+    } else if (v.isGenericDict()) {
+      const auto d = v.toGenericDict();
+      op('}');
+      if (d.empty()) return;
+      op('(');
+      for (const auto& item : d) {
+        const c10::IValue& k = item.key();
+        if (!k.isString() && !k.isInt() && !k.isDouble() && !k.isBool())
+          throw checkpoint_error(path_, "key '" + key + "': a dict key of type " + k.tagKind() + ", which a state "
+                                        "dict does not hold");
+        put(k, key);
+        put(item.value(), join(k.isString() ? k.toStringRef() : k.isInt() ? std::to_string(k.toInt()) : "?"));
+      }
+      op('u');  // SETITEMS
+    } else if (v.isDevice()) {
+      string(v.toDevice().str());
+    } else {
+      throw checkpoint_error(path_, "key '" + key + "': a " + std::string(v.tagKind()) + ", which trainloop does not "
+                                    "write in torch.save's format (dicts, lists, tuples, strings, numbers, booleans, "
+                                    "None, tensors)");
+    }
+  }
+
+  const std::string& path_;
+  std::string out_;
+  std::unordered_map<const c10::StorageImpl*, std::string> storage_keys_;
+  std::vector<std::pair<std::string, torch::Tensor>> storages_;
+};
+
+TRAINLOOP_DETAIL_API void write_pytorch_file(const std::string& path, const c10::IValue& value) {
+  PickleWriter pickler(path);
+  const std::string pickle = pickler.pickle(value);  // errors (an unwritable value) before the file is touched
+  AtomicCheckpointWriter writer(path);
+  try {
+    // torch.save's records: the pickle, the storages, the byte order (PyTorch 2.x reads it) and the format version.
+    caffe2::serialize::PyTorchStreamWriter archive(
+        std::function<std::size_t(const void*, std::size_t)>(
+            [&writer](const void* data, std::size_t size) { return writer.write(data, size); }));
+    archive.writeRecord("data.pkl", pickle.data(), pickle.size());
+    archive.writeRecord("byteorder", "little", 6);
+    for (const auto& [key, storage] : pickler.storages())
+      archive.writeRecord("data/" + key, storage.data_ptr(), storage.nbytes());
+    archive.writeRecord("version", "3\n", 2);
+    archive.writeEndOfFile();
+  } catch (const c10::Error& error) {
+    throw checkpoint_error(path, "writing failed, the previous file is untouched: " + first_line(error.what()));
+  }
+  writer.commit();
+}
+}  // namespace detail
+
+TRAINLOOP_DETAIL_API void save_pytorch_file(const std::string& path, const c10::IValue& value) {
+  detail::write_pytorch_file(path, value);
+}
+
+TRAINLOOP_DETAIL_API c10::IValue load_pytorch_file(const std::string& path, std::optional<torch::Device> map_location) {
+  c10::IValue value = detail::read_pytorch_file(path, map_location);
+  if (auto object = detail::find_python_object(value, ""))
+    throw detail::checkpoint_error(path, "key '" + object->first + "' holds a Python object of class " + object->second +
+                                             ", which C++ cannot read (only dicts, lists, tuples, strings, numbers, "
+                                             "booleans, None and tensors)");
+  return value;
+}
+
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
+
+TRAINLOOP_DETAIL_END
+// ---- end parts/torch/torch_save_format.hpp ----
+// ---- begin parts/torch/pytorch_files.hpp ----
+// trainloop: PyTorch's state dicts and optimizer states, in files Python's PyTorch reads and writes (torch.save's
+// format: torch_save_format.hpp): a module's parameters and buffers under PyTorch's names and order, loaded with
+// PyTorch's strict checks; LibTorch's Adam, AdamW, SGD, RMSprop and Adagrad in the layout of Python's
+// optimizer.state_dict(), both ways.
+#include <torch/torch.h>
+
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+
+TRAINLOOP_DETAIL_BEGIN
+
+/// PyTorch's `torch.save(model.state_dict(), path)`: the module's parameters and buffers under PyTorch's dotted names
+/// (`features.0.weight`, `bn.running_mean`, `bn.num_batches_tracked`), in PyTorch's order, detached, on the CPU.
+/// Python's `model.load_state_dict(torch.load(path))` takes it for the same architecture written in Python.
+TRAINLOOP_DETAIL_API void save_state_dict(const torch::nn::Module& module, const std::string& path);
+
+/// How load_state_dict matches a file's names to the module's.
+class LoadStateDictOptions {
+ public:
+  /// PyTorch's strict: every key of the module in the file and no other (default). With false, what matches is loaded
+  /// and the rest returned. Shape mismatches are errors either way, as in PyTorch.
+  LoadStateDictOptions& strict(bool v) { return strict_ = v, *this; }
+  /// Removes this prefix from the file's keys that start with it (DDP's "module.", a Lightning module's "model.");
+  /// several prefixes: the first that matches is removed.
+  LoadStateDictOptions& strip_prefix(std::string prefix) { return prefixes_.push_back(std::move(prefix)), *this; }
+  /// Renames the file's keys (after strip_prefix); an empty name drops the key.
+  LoadStateDictOptions& rename(std::function<std::string(const std::string&)> f) { return rename_ = std::move(f), *this; }
+  /// Where the file's tensors are read to before they are copied into the module (map_location).
+  LoadStateDictOptions& map_location(torch::Device device) { return map_location_ = device, *this; }
+  /// A tensor of another dtype than the module's is an error (default), or converted as PyTorch's copy_ does.
+  LoadStateDictOptions& convert_dtypes(bool v) { return convert_dtypes_ = v, *this; }
+
+  bool strict() const noexcept { return strict_; }
+  bool convert_dtypes() const noexcept { return convert_dtypes_; }
+  const std::optional<torch::Device>& map_location() const noexcept { return map_location_; }
+  /// The module's name for a file's key ("" to drop it).
+  TRAINLOOP_DETAIL_API std::string module_key(const std::string& file_key) const;
+
+ private:
+  bool strict_ = true, convert_dtypes_ = false;
+  std::vector<std::string> prefixes_;
+  std::function<std::string(const std::string&)> rename_;
+  std::optional<torch::Device> map_location_;
+};
+
+/// PyTorch's `_IncompatibleKeys`: what strict(false) left out.
+struct LoadStateDictResult {
+  std::vector<std::string> missing_keys;     // the module's, absent from the file
+  std::vector<std::string> unexpected_keys;  // the file's (as named after the options), absent from the module
+};
+
+/// PyTorch's `model.load_state_dict(torch.load(path))`: reads a file of torch.save(model.state_dict()) (or of
+/// save_state_dict; a Lightning checkpoint's "state_dict") into the module. Everything is checked before anything is
+/// copied: missing and unexpected keys (when strict), shape and dtype mismatches are one CheckpointError listing them
+/// all, PyTorch's way, and the module is left as it was.
+TRAINLOOP_DETAIL_API LoadStateDictResult load_state_dict(torch::nn::Module& module, const std::string& path,
+                                                         const LoadStateDictOptions& options = LoadStateDictOptions());
+
+/// PyTorch's `torch.save(optimizer.state_dict(), path)` for a LibTorch Adam, AdamW, SGD, RMSprop or Adagrad: "state"
+/// by parameter index (Adam's step/exp_avg/exp_avg_sq, SGD's momentum_buffer, ...) and "param_groups" with PyTorch's
+/// hyperparameter names and the parameters' indices. Python's optimizer.load_state_dict takes it for the same
+/// parameters in the same order.
+TRAINLOOP_DETAIL_API void save_optimizer_state_dict(const torch::optim::Optimizer& optimizer, const std::string& path);
+/// Python's `optimizer.load_state_dict(torch.load(path))`: the state and the groups' hyperparameters (lr, betas, ...)
+/// as the file has them. A file of another optimizer type, other groups or parameters, or a hyperparameter LibTorch's
+/// optimizer does not have (maximize=True) is a CheckpointError naming the file and key; nothing is changed then.
+TRAINLOOP_DETAIL_API void load_optimizer_state_dict(torch::optim::Optimizer& optimizer, const std::string& path);
+
+/// The dicts save_state_dict and save_optimizer_state_dict write, to compose a file of one's own with
+/// save_pytorch_file (a dict holding a model's and an optimizer's state, as in Python's usual checkpoint). Their
+/// tensors are copies on the CPU: the dict does not change as training goes on.
+TRAINLOOP_DETAIL_API c10::impl::GenericDict pytorch_state_dict(const torch::nn::Module& module);
+TRAINLOOP_DETAIL_API c10::impl::GenericDict pytorch_optimizer_state_dict(const torch::optim::Optimizer& optimizer);
+namespace detail {
+// The module's parameters and buffers in PyTorch's state_dict order (each module's own, then its children's).
+TRAINLOOP_DETAIL_API std::vector<std::pair<std::string, torch::Tensor>> ordered_state(const torch::nn::Module& module);
+// load_state_dict from a dict already read (`where`: the file and key, for errors).
+TRAINLOOP_DETAIL_API LoadStateDictResult load_state_dict_from(torch::nn::Module& module, const c10::IValue& state,
+                                                              const LoadStateDictOptions& options,
+                                                              const std::string& where);
+// Python's optimizer.load_state_dict: validated entirely, then applied. Errors name `path` and `key`.
+TRAINLOOP_DETAIL_API void load_python_optimizer_state(torch::optim::Optimizer& optimizer, const c10::IValue& state,
+                                                      const std::string& path, const std::string& key);
+}  // namespace detail
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+namespace detail {
+TRAINLOOP_DETAIL_API std::vector<std::pair<std::string, torch::Tensor>> ordered_state(const torch::nn::Module& module) {
+  std::vector<std::pair<std::string, torch::Tensor>> state;
+  std::function<void(const torch::nn::Module&, const std::string&)> walk = [&](const torch::nn::Module& m,
+                                                                               const std::string& prefix) {
+    for (const auto& p : m.named_parameters(false)) state.emplace_back(prefix + p.key(), p.value());
+    for (const auto& b : m.named_buffers(false)) state.emplace_back(prefix + b.key(), b.value());
+    for (const auto& child : m.named_children()) walk(*child.value(), prefix + child.key() + ".");
+  };
+  walk(module, "");
+  return state;
+}
+
+}  // namespace detail
+TRAINLOOP_DETAIL_API c10::impl::GenericDict pytorch_state_dict(const torch::nn::Module& module) {
+  c10::impl::GenericDict d(c10::StringType::get(), c10::TensorType::get());
+  for (const auto& [name, tensor] : detail::ordered_state(module)) d.insert(name, tensor.detach().to(torch::kCPU, false, true));
+  return d;
+}
+namespace detail {
+
+inline std::string shape_text(const torch::Tensor& t) { return "torch.Size(" + c10::str(t.sizes()) + ")"; }
+
+TRAINLOOP_DETAIL_API LoadStateDictResult load_state_dict_from(torch::nn::Module& module, const c10::IValue& state,
+                                                              const LoadStateDictOptions& options,
+                                                              const std::string& where) {
+  if (!state.isGenericDict()) throw CheckpointError(where + " is a " + state.tagKind() + ", not a state dict");
+  const auto targets = ordered_state(module);
+  std::map<std::string, const torch::Tensor*> by_name;
+  for (const auto& [name, tensor] : targets) by_name[name] = &tensor;
+  LoadStateDictResult result;
+  std::vector<std::string> mismatches;
+  std::vector<std::pair<const torch::Tensor*, torch::Tensor>> copies;
+  std::map<std::string, bool> seen;
+  for (const auto& item : state.toGenericDict()) {
+    if (!item.key().isString()) throw CheckpointError(where + " has a key that is not a string");
+    const std::string& file_key = item.key().toStringRef();
+    if (file_key == "_metadata") continue;  // an OrderedDict's attribute, not a tensor (never kept by the reader)
+    const std::string key = options.module_key(file_key);
+    if (key.empty()) continue;
+    auto target = by_name.find(key);
+    if (target == by_name.end()) {
+      result.unexpected_keys.push_back(key);
+      continue;
+    }
+    seen[key] = true;
+    const c10::IValue& value = item.value();
+    if (auto object = find_python_object(value, where + "/" + file_key))
+      throw CheckpointError(object->first + " holds a Python object of class " + object->second +
+                            ", not a tensor");
+    if (!value.isTensor()) {
+      mismatches.push_back("\"" + key + "\" is a " + value.tagKind() + " in the checkpoint, not a tensor");
+      continue;
+    }
+    torch::Tensor source = value.toTensor();
+    const torch::Tensor& param = *target->second;
+    if (source.sizes() != param.sizes()) {
+      mismatches.push_back("size mismatch for " + key + ": copying a param with shape " + shape_text(source) +
+                           " from checkpoint, the shape in current model is " + shape_text(param) + ".");
+      continue;
+    }
+    if (source.scalar_type() != param.scalar_type() && !options.convert_dtypes()) {
+      mismatches.push_back("dtype mismatch for " + key + ": copying a param of dtype " +
+                           std::string(c10::toString(source.scalar_type())) + " from checkpoint, the dtype in current "
+                           "model is " + c10::toString(param.scalar_type()) + " (LoadStateDictOptions().convert_dtypes(true) "
+                           "converts).");
+      continue;
+    }
+    if (options.map_location()) source = source.to(*options.map_location());
+    copies.emplace_back(&param, std::move(source));
+  }
+  for (const auto& [name, tensor] : targets)
+    if (!seen.count(name)) result.missing_keys.push_back(name);
+  auto quoted = [](const std::vector<std::string>& keys) {
+    std::string s;
+    for (const auto& k : keys) s += (s.empty() ? "\"" : ", \"") + k + "\"";
+    return s + ". ";
+  };
+  std::string errors;
+  if (options.strict()) {  // PyTorch's order: missing, unexpected, then the mismatches
+    if (!result.missing_keys.empty()) errors += "\n\tMissing key(s) in state_dict: " + quoted(result.missing_keys);
+    if (!result.unexpected_keys.empty()) errors += "\n\tUnexpected key(s) in state_dict: " + quoted(result.unexpected_keys);
+  }
+  for (const auto& m : mismatches) errors += "\n\t" + m;
+  if (!errors.empty()) {
+    std::string name = module.name();
+    throw CheckpointError(where + ": Error(s) in loading state_dict for " + name + ":" + errors);
+  }
+  torch::NoGradGuard no_grad;
+  for (const auto& [param, source] : copies) param->copy_(source);
+  return result;
+}
+
+// --- optimizers ---------------------------------------------------------------------------------------------------
+
+// LibTorch keys an optimizer's state by its parameters' TensorImpl: as a string in 1.x, as the pointer in 2.x.
+template <class Map>
+typename Map::key_type optimizer_state_key(const torch::Tensor& param) {
+  if constexpr (std::is_same_v<typename Map::key_type, std::string>) {
+    std::ostringstream key;
+    key << param.unsafeGetTensorImpl();
+    return key.str();
+  } else {
+    return param.unsafeGetTensorImpl();
+  }
+}
+using OptimizerStateMap = std::decay_t<decltype(std::declval<torch::optim::Optimizer&>().state())>;
+
+// One optimizer type's PyTorch names: its hyperparameters and its per-parameter state, both ways.
+enum class OptimizerKind { adam, adamw, sgd, rmsprop, adagrad };
+inline const char* optimizer_kind_name(OptimizerKind k) {
+  switch (k) {
+    case OptimizerKind::adam: return "Adam";
+    case OptimizerKind::adamw: return "AdamW";
+    case OptimizerKind::sgd: return "SGD";
+    case OptimizerKind::rmsprop: return "RMSprop";
+    case OptimizerKind::adagrad: return "Adagrad";
+  }
+  return "?";
+}
+inline std::optional<OptimizerKind> optimizer_kind(const torch::optim::Optimizer& o) {
+  if (dynamic_cast<const torch::optim::AdamW*>(&o)) return OptimizerKind::adamw;
+  if (dynamic_cast<const torch::optim::Adam*>(&o)) return OptimizerKind::adam;
+  if (dynamic_cast<const torch::optim::SGD*>(&o)) return OptimizerKind::sgd;
+  if (dynamic_cast<const torch::optim::RMSprop*>(&o)) return OptimizerKind::rmsprop;
+  if (dynamic_cast<const torch::optim::Adagrad*>(&o)) return OptimizerKind::adagrad;
+  return std::nullopt;
+}
+inline OptimizerKind require_kind(const torch::optim::Optimizer& o, const std::string& where) {
+  auto kind = optimizer_kind(o);
+  if (!kind)
+    throw CheckpointError(where + ": the optimizer is not one whose PyTorch state trainloop maps (Adam, AdamW, SGD, "
+                          "RMSprop, Adagrad)");
+  return *kind;
+}
+
+// A param group's hyperparameters in PyTorch's names and order (the flags PyTorch adds, at their defaults).
+TRAINLOOP_DETAIL_API c10::impl::GenericDict python_param_group(OptimizerKind kind,
+                                                               const torch::optim::OptimizerOptions& options) {
+  c10::impl::GenericDict g = python_dict();
+  // PyTorch 2.x's flags, at their defaults (an older PyTorch keeps the ones it does not know, unused).
+  auto flags = [&](bool capturable, bool fused) {
+    g.insert("maximize", false);
+    g.insert("foreach", c10::IValue());
+    if (capturable) g.insert("capturable", false);
+    g.insert("differentiable", false);
+    if (fused) g.insert("fused", c10::IValue());
+  };
+  switch (kind) {
+    case OptimizerKind::adam:
+    case OptimizerKind::adamw: {
+      auto adam = [&](const auto& o) {
+        g.insert("lr", o.lr());
+        g.insert("betas", c10::ivalue::Tuple::create({std::get<0>(o.betas()), std::get<1>(o.betas())}));
+        g.insert("eps", o.eps());
+        g.insert("weight_decay", o.weight_decay());
+        g.insert("amsgrad", o.amsgrad());
+      };
+      if (kind == OptimizerKind::adam) adam(static_cast<const torch::optim::AdamOptions&>(options));
+      else adam(static_cast<const torch::optim::AdamWOptions&>(options));
+      flags(true, true);
+      g.insert("decoupled_weight_decay", kind == OptimizerKind::adamw);  // PyTorch 2.6: AdamW is Adam with it
+      break;
+    }
+    case OptimizerKind::sgd: {
+      const auto& o = static_cast<const torch::optim::SGDOptions&>(options);
+      g.insert("lr", o.lr());
+      g.insert("momentum", o.momentum());
+      g.insert("dampening", o.dampening());
+      g.insert("weight_decay", o.weight_decay());
+      g.insert("nesterov", o.nesterov());
+      flags(false, true);
+      break;
+    }
+    case OptimizerKind::rmsprop: {
+      const auto& o = static_cast<const torch::optim::RMSpropOptions&>(options);
+      g.insert("lr", o.lr());
+      g.insert("momentum", o.momentum());
+      g.insert("alpha", o.alpha());
+      g.insert("eps", o.eps());
+      g.insert("centered", o.centered());
+      g.insert("weight_decay", o.weight_decay());
+      flags(true, false);
+      break;
+    }
+    case OptimizerKind::adagrad: {
+      const auto& o = static_cast<const torch::optim::AdagradOptions&>(options);
+      g.insert("lr", o.lr());
+      g.insert("lr_decay", o.lr_decay());
+      g.insert("eps", o.eps());
+      g.insert("weight_decay", o.weight_decay());
+      g.insert("initial_accumulator_value", o.initial_accumulator_value());
+      flags(false, true);
+      break;
+    }
+  }
+  return g;
+}
+
+// PyTorch keeps `step` as a float32 0-dim tensor (1.12 and later).
+inline torch::Tensor python_step(std::int64_t step) { return torch::tensor(static_cast<float>(step)); }
+
+}  // namespace detail
+TRAINLOOP_DETAIL_API c10::impl::GenericDict pytorch_optimizer_state_dict(const torch::optim::Optimizer& optimizer) {
+  using namespace detail;
+  const OptimizerKind kind = require_kind(optimizer, "optimizer state_dict");
+  c10::impl::GenericDict state(c10::IntType::get(), c10::AnyType::get());
+  c10::impl::GenericList groups(c10::AnyType::get());
+  auto& states = const_cast<torch::optim::Optimizer&>(optimizer).state();
+  std::int64_t index = 0;
+  for (const auto& group : optimizer.param_groups()) {
+    c10::impl::GenericDict g = python_param_group(kind, group.options());
+    c10::impl::GenericList params(c10::IntType::get());
+    for (const auto& param : group.params()) {
+      params.push_back(index);
+      auto it = states.find(optimizer_state_key<OptimizerStateMap>(param));
+      if (it != states.end()) {
+        c10::impl::GenericDict s = python_dict();
+        auto put = [&](const char* name, const torch::Tensor& t) {
+          if (t.defined()) s.insert(name, t.detach().to(torch::kCPU, false, true));
+        };
+        const torch::optim::OptimizerParamState& base = *it->second;
+        switch (kind) {
+          case OptimizerKind::adam:
+          case OptimizerKind::adamw: {
+            auto adam = [&](const auto& a) {
+              s.insert("step", python_step(a.step()));
+              put("exp_avg", a.exp_avg());
+              put("exp_avg_sq", a.exp_avg_sq());
+              put("max_exp_avg_sq", a.max_exp_avg_sq());
+            };
+            if (kind == OptimizerKind::adam) adam(static_cast<const torch::optim::AdamParamState&>(base));
+            else adam(static_cast<const torch::optim::AdamWParamState&>(base));
+            break;
+          }
+          case OptimizerKind::sgd: {
+            const auto& sgd = static_cast<const torch::optim::SGDParamState&>(base);
+            if (sgd.momentum_buffer().defined()) put("momentum_buffer", sgd.momentum_buffer());
+            else s.insert("momentum_buffer", c10::IValue());
+            break;
+          }
+          case OptimizerKind::rmsprop: {
+            const auto& r = static_cast<const torch::optim::RMSpropParamState&>(base);
+            s.insert("step", python_step(r.step()));
+            put("square_avg", r.square_avg());
+            put("momentum_buffer", r.momentum_buffer());
+            put("grad_avg", r.grad_avg());
+            break;
+          }
+          case OptimizerKind::adagrad: {
+            const auto& a = static_cast<const torch::optim::AdagradParamState&>(base);
+            s.insert("step", python_step(a.step()));
+            put("sum", a.sum());
+            break;
+          }
+        }
+        state.insert(index, s);
+      }
+      ++index;
+    }
+    g.insert("params", params);
+    groups.push_back(g);
+  }
+  c10::impl::GenericDict out = python_dict();
+  out.insert("state", state);
+  out.insert("param_groups", groups);
+  return out;
+}
+namespace detail {
+
+// Reads a param group's hyperparameters into `options` (a copy: nothing is changed before all are read).
+TRAINLOOP_DETAIL_API void read_param_group(OptimizerKind kind, const c10::impl::GenericDict& g,
+                                           torch::optim::OptimizerOptions& options, const std::string& where) {
+  auto number = [&](const char* key) -> std::optional<double> {
+    auto v = dict_get(g, key);
+    if (!v) return std::nullopt;
+    if (v->isDouble()) return v->toDouble();
+    if (v->isInt()) return static_cast<double>(v->toInt());
+    if (v->isTensor() && v->toTensor().numel() == 1) return v->toTensor().item<double>();
+    throw CheckpointError(where + "/" + key + " is a " + v->tagKind() + ", not a number");
+  };
+  auto flag = [&](const char* key) -> std::optional<bool> {
+    auto v = dict_get(g, key);
+    if (!v || v->isNone()) return std::nullopt;
+    if (v->isBool()) return v->toBool();
+    throw CheckpointError(where + "/" + key + " is a " + v->tagKind() + ", not a boolean");
+  };
+  // The type is told by the hyperparameters only PyTorch's optimizer of that type has.
+  const char* marker = kind == OptimizerKind::sgd       ? "nesterov"
+                       : kind == OptimizerKind::rmsprop ? "alpha"
+                       : kind == OptimizerKind::adagrad ? "lr_decay"
+                                                        : "betas";
+  if (!dict_get(g, marker))
+    throw CheckpointError(where + " is not a " + optimizer_kind_name(kind) + " optimizer's param group (it has no '" +
+                          marker + "'): the checkpoint's optimizer is of another type than configure_optimizers'");
+  if (kind == OptimizerKind::adam || kind == OptimizerKind::adamw)
+    if (auto decoupled = flag("decoupled_weight_decay"); decoupled && *decoupled != (kind == OptimizerKind::adamw))
+      throw CheckpointError(where + "/decoupled_weight_decay is " + (*decoupled ? "True (AdamW's" : "False (Adam's") +
+                            " state), and configure_optimizers' optimizer is " + optimizer_kind_name(kind));
+  if (flag("maximize").value_or(false))
+    throw CheckpointError(where + "/maximize is True, which LibTorch's " + std::string(optimizer_kind_name(kind)) +
+                          " does not have");
+  auto set = [&](const char* key, auto&& setter) {
+    if (auto v = number(key)) setter(*v);
+  };
+  switch (kind) {
+    case OptimizerKind::adam:
+    case OptimizerKind::adamw: {
+      auto adam = [&](auto& o) {
+        set("lr", [&](double v) { o.lr(v); });
+        set("eps", [&](double v) { o.eps(v); });
+        set("weight_decay", [&](double v) { o.weight_decay(v); });
+        if (auto v = flag("amsgrad")) o.amsgrad(*v);
+        if (auto betas = dict_get(g, "betas")) {
+          if (!betas->isTuple() && !betas->isList()) throw CheckpointError(where + "/betas is not a pair");
+          std::vector<c10::IValue> b = betas->isTuple() ? betas->toTupleRef().elements().vec() : betas->toList().vec();
+          if (b.size() != 2 || !(b[0].isDouble() || b[0].isInt()) || !(b[1].isDouble() || b[1].isInt()))
+            throw CheckpointError(where + "/betas is not a pair of numbers");
+          o.betas(std::make_tuple(b[0].toScalar().toDouble(), b[1].toScalar().toDouble()));
+        }
+      };
+      if (kind == OptimizerKind::adam) adam(static_cast<torch::optim::AdamOptions&>(options));
+      else adam(static_cast<torch::optim::AdamWOptions&>(options));
+      break;
+    }
+    case OptimizerKind::sgd: {
+      auto& o = static_cast<torch::optim::SGDOptions&>(options);
+      set("lr", [&](double v) { o.lr(v); });
+      set("momentum", [&](double v) { o.momentum(v); });
+      set("dampening", [&](double v) { o.dampening(v); });
+      set("weight_decay", [&](double v) { o.weight_decay(v); });
+      if (auto v = flag("nesterov")) o.nesterov(*v);
+      break;
+    }
+    case OptimizerKind::rmsprop: {
+      auto& o = static_cast<torch::optim::RMSpropOptions&>(options);
+      set("lr", [&](double v) { o.lr(v); });
+      set("momentum", [&](double v) { o.momentum(v); });
+      set("alpha", [&](double v) { o.alpha(v); });
+      set("eps", [&](double v) { o.eps(v); });
+      set("weight_decay", [&](double v) { o.weight_decay(v); });
+      if (auto v = flag("centered")) o.centered(*v);
+      break;
+    }
+    case OptimizerKind::adagrad: {
+      auto& o = static_cast<torch::optim::AdagradOptions&>(options);
+      set("lr", [&](double v) { o.lr(v); });
+      set("lr_decay", [&](double v) { o.lr_decay(v); });
+      set("eps", [&](double v) { o.eps(v); });
+      set("weight_decay", [&](double v) { o.weight_decay(v); });
+      set("initial_accumulator_value", [&](double v) { o.initial_accumulator_value(v); });
+      break;
+    }
+  }
+}
+
+// One parameter's state from PyTorch's dict (tensors checked against the parameter's shape, moved to its device).
+TRAINLOOP_DETAIL_API std::unique_ptr<torch::optim::OptimizerParamState> read_param_state(
+    OptimizerKind kind, const c10::IValue& value, const torch::Tensor& param, const std::string& where) {
+  if (!value.isGenericDict()) throw CheckpointError(where + " is a " + value.tagKind() + ", not a dict");
+  const c10::impl::GenericDict s = value.toGenericDict();
+  auto tensor = [&](const char* key, bool required) -> torch::Tensor {
+    auto v = dict_get(s, key);
+    if (!v || v->isNone()) {
+      if (required) throw CheckpointError(where + "/" + key + " is missing");
+      return {};
+    }
+    if (!v->isTensor()) throw CheckpointError(where + "/" + key + " is a " + v->tagKind() + ", not a tensor");
+    const torch::Tensor& t = v->toTensor();
+    if (t.sizes() != param.sizes())
+      throw CheckpointError(where + "/" + key + " has shape " + c10::str(t.sizes()) + ", its parameter " +
+                            c10::str(param.sizes()));
+    return t.to(param.options()).clone(at::MemoryFormat::Preserve);
+  };
+  auto step = [&]() -> std::int64_t {
+    auto v = dict_get(s, "step");
+    if (!v) throw CheckpointError(where + "/step is missing");
+    if (v->isInt()) return v->toInt();
+    if (v->isDouble()) return static_cast<std::int64_t>(std::llround(v->toDouble()));
+    if (v->isTensor() && v->toTensor().numel() == 1) return static_cast<std::int64_t>(std::llround(v->toTensor().item<double>()));
+    throw CheckpointError(where + "/step is a " + v->tagKind() + ", not a number");
+  };
+  switch (kind) {
+    case OptimizerKind::adam:
+    case OptimizerKind::adamw: {
+      auto adam = [&](auto state) {
+        state->step(step());
+        state->exp_avg(tensor("exp_avg", true));
+        state->exp_avg_sq(tensor("exp_avg_sq", true));
+        if (auto m = tensor("max_exp_avg_sq", false); m.defined()) state->max_exp_avg_sq(m);
+        return std::unique_ptr<torch::optim::OptimizerParamState>(std::move(state));
+      };
+      if (kind == OptimizerKind::adam) return adam(std::make_unique<torch::optim::AdamParamState>());
+      return adam(std::make_unique<torch::optim::AdamWParamState>());
+    }
+    case OptimizerKind::sgd: {
+      auto state = std::make_unique<torch::optim::SGDParamState>();
+      if (auto m = tensor("momentum_buffer", false); m.defined()) state->momentum_buffer(m);
+      return state;
+    }
+    case OptimizerKind::rmsprop: {
+      auto state = std::make_unique<torch::optim::RMSpropParamState>();
+      state->step(step());
+      state->square_avg(tensor("square_avg", true));
+      if (auto m = tensor("momentum_buffer", false); m.defined()) state->momentum_buffer(m);
+      if (auto m = tensor("grad_avg", false); m.defined()) state->grad_avg(m);
+      return state;
+    }
+    case OptimizerKind::adagrad: {
+      auto state = std::make_unique<torch::optim::AdagradParamState>();
+      state->step(step());
+      state->sum(tensor("sum", true));
+      return state;
+    }
+  }
+  return nullptr;
+}
+
+TRAINLOOP_DETAIL_API void load_python_optimizer_state(torch::optim::Optimizer& optimizer, const c10::IValue& value,
+                                                      const std::string& path, const std::string& key) {
+  const std::string where = "trainloop: checkpoint '" + path + "': key '" + key + "'";
+  auto at = [&](const std::string& sub) { return "trainloop: checkpoint '" + path + "': key '" + key + "/" + sub + "'"; };
+  const OptimizerKind kind = require_kind(optimizer, where);
+  if (auto object = find_python_object(value, key))
+    throw CheckpointError("trainloop: checkpoint '" + path + "': key '" + object->first +
+                          "' holds a Python object of class " + object->second + ", which C++ cannot read");
+  if (!value.isGenericDict()) throw CheckpointError(where + " is a " + value.tagKind() + ", not an optimizer state");
+  const c10::impl::GenericDict d = value.toGenericDict();
+  auto groups_value = dict_get(d, "param_groups");
+  auto state_value = dict_get(d, "state");
+  if (!groups_value || !groups_value->isList()) throw CheckpointError(at("param_groups") + " is missing or not a list");
+  if (!state_value || !state_value->isGenericDict()) throw CheckpointError(at("state") + " is missing or not a dict");
+  const auto groups = groups_value->toList();
+  auto& param_groups = optimizer.param_groups();
+  if (groups.size() != param_groups.size())
+    throw CheckpointError(at("param_groups") + " has " + std::to_string(groups.size()) + " groups, the optimizer " +
+                          std::to_string(param_groups.size()));
+  // Everything is read into new objects first; the optimizer changes only once all of it is valid.
+  std::vector<std::unique_ptr<torch::optim::OptimizerOptions>> options;
+  std::vector<std::pair<torch::Tensor, std::unique_ptr<torch::optim::OptimizerParamState>>> states;
+  const c10::impl::GenericDict state = state_value->toGenericDict();
+  std::int64_t index = 0;
+  for (std::size_t gi = 0; gi < groups.size(); ++gi) {
+    const std::string group_key = "param_groups/" + std::to_string(gi);
+    const c10::IValue g = groups.get(gi);
+    if (!g.isGenericDict()) throw CheckpointError(at(group_key) + " is not a dict");
+    options.push_back(param_groups[gi].options().clone());
+    read_param_group(kind, g.toGenericDict(), *options.back(), at(group_key));
+    auto params = dict_get(g.toGenericDict(), "params");
+    if (!params || !params->isList()) throw CheckpointError(at(group_key + "/params") + " is missing or not a list");
+    const auto& own = param_groups[gi].params();
+    if (params->toList().size() != own.size())
+      throw CheckpointError(at(group_key + "/params") + " lists " + std::to_string(params->toList().size()) +
+                            " parameters, the optimizer's group " + std::to_string(own.size()));
+    for (std::size_t pi = 0; pi < own.size(); ++pi) {
+      const c10::IValue id = params->toList().get(pi);
+      if (!id.isInt()) throw CheckpointError(at(group_key + "/params") + " holds a " + id.tagKind() + ", not an index");
+      auto it = state.find(id);
+      if (it != state.end())
+        states.emplace_back(own[pi], read_param_state(kind, it->value(), own[pi],
+                                                      at("state/" + std::to_string(id.toInt()))));
+      ++index;
+    }
+  }
+  for (std::size_t gi = 0; gi < groups.size(); ++gi) param_groups[gi].set_options(std::move(options[gi]));
+  auto& target = optimizer.state();
+  for (auto& [param, s] : states) target[optimizer_state_key<OptimizerStateMap>(param)] = std::move(s);
+}
+}  // namespace detail
+
+TRAINLOOP_DETAIL_API std::string LoadStateDictOptions::module_key(const std::string& file_key) const {
+  std::string key = file_key;
+  for (const auto& prefix : prefixes_)
+    if (key.rfind(prefix, 0) == 0) {
+      key = key.substr(prefix.size());
+      break;
+    }
+  return rename_ ? rename_(key) : key;
+}
+
+TRAINLOOP_DETAIL_API void save_state_dict(const torch::nn::Module& module, const std::string& path) {
+  detail::write_pytorch_file(path, pytorch_state_dict(module));
+}
+
+TRAINLOOP_DETAIL_API LoadStateDictResult load_state_dict(torch::nn::Module& module, const std::string& path,
+                                                         const LoadStateDictOptions& options) {
+  c10::IValue value = detail::read_pytorch_file(path, options.map_location());
+  std::string key = "";
+  // A Lightning checkpoint (or any checkpoint dict keeping the weights under "state_dict"): its weights.
+  if (value.isGenericDict())
+    if (auto weights = detail::dict_get(value.toGenericDict(), "state_dict"); weights && weights->isGenericDict()) {
+      value = *weights;
+      key = "state_dict";
+    }
+  const std::string where = "trainloop: checkpoint '" + path + "'" + (key.empty() ? "" : ": key '" + key + "'");
+  return detail::load_state_dict_from(module, value, options, where);
+}
+
+TRAINLOOP_DETAIL_API void save_optimizer_state_dict(const torch::optim::Optimizer& optimizer, const std::string& path) {
+  detail::write_pytorch_file(path, pytorch_optimizer_state_dict(optimizer));
+}
+
+TRAINLOOP_DETAIL_API void load_optimizer_state_dict(torch::optim::Optimizer& optimizer, const std::string& path) {
+  detail::load_python_optimizer_state(optimizer, detail::read_pytorch_file(path, std::nullopt), path, "(top level)");
+}
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
+
+TRAINLOOP_DETAIL_END
+// ---- end parts/torch/pytorch_files.hpp ----
 // ---- begin parts/torch/profiler.hpp ----
 // trainloop: the per-hook profiler behind TrainerOptions().profiler(true) (Lightning's SimpleProfiler). The Trainer
 // times each hook call, step, backward, optimizer step and batch fetch under a named action and prints a table of
@@ -11848,6 +13229,352 @@ TRAINLOOP_DETAIL_API void detail::LoopProgress::load_state_dict(const StateDict&
 
 TRAINLOOP_DETAIL_END
 // ---- end parts/torch/loop_progress.hpp ----
+// ---- begin parts/torch/lightning_checkpoint.hpp ----
+// trainloop: Lightning's checkpoint layout (lightning.pytorch's _CheckpointConnector.dump_checkpoint), written and
+// read in torch.save's format (pytorch_files.hpp): a fit saved with Trainer::save_checkpoint(path,
+// CheckpointFormat::lightning) loads in Python with MyModule.load_from_checkpoint(path) and continues there with
+// Trainer.fit(model, ckpt_path=path); a .ckpt Lightning wrote continues here with fit(module, data, ckpt_path).
+//
+// What maps (docs/checkpoints.md, "Lightning's format"): the weights, the optimizers' states (PyTorch's
+// optimizer.state_dict() layout), the epoch and global step with the fit loop's progress counters, the schedulers'
+// step counts, the loss scaler, the hyperparameters, the on_save_checkpoint entries that are plain values, and
+// trainloop's own callbacks' states (under their trainloop keys, which Lightning ignores). What does not: Python
+// callbacks' states, the loops' internals beyond their counters, a datamodule's state, the training data's position
+// and the RNG (neither is in a Lightning checkpoint): a resume names them in one warning.
+#include <torch/torch.h>
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+
+TRAINLOOP_DETAIL_BEGIN
+
+namespace detail {
+// The Lightning version whose layout is written ("pytorch-lightning_version"; Lightning migrates older ones).
+inline constexpr char lightning_layout_version[] = "2.4.0";
+
+// What a fit's save knows, for the Lightning layout.
+struct LightningSave {
+  const torch::nn::Module& module;
+  const Optimizers& optimizers;
+  const LoopProgress& progress;
+  const std::map<std::string, StateDict>& states;  // the trainloop checkpoint's named states (callbacks, schedulers)
+  const StateDict& entries;                        // on_save_checkpoint's entries
+  const StateDict& hparams;
+  bool weights_only;
+};
+TRAINLOOP_DETAIL_API c10::impl::GenericDict lightning_checkpoint(const LightningSave& save);
+
+// What a Lightning checkpoint gives a resumed fit besides the weights and optimizer states (which reading puts in
+// place): the loop's position and the states trainloop keys by name (schedulers, scaler, callbacks, entries).
+struct LightningResume {
+  std::int64_t epochs_done = 0, global_step = 0, total_batches = 0;
+  // Where the fit continues: after a fit or between epochs (training_done), or at the end of the epoch whose training
+  // is done (epoch_hooks: saved at its validation's end; epoch_rest: saved in on_train_epoch_end), as Lightning does.
+  LoopPoint point = LoopPoint::training_done;
+  std::map<std::string, StateDict> states;  // "scheduler/<i>", "precision/grad_scaler", "callback/...", "checkpoint"
+};
+// Reads `path` into the module and the optimizers (validated first; the weights last) and returns the rest. What
+// cannot be mapped is named in one warning on stderr (rank 0).
+TRAINLOOP_DETAIL_API LightningResume read_lightning_checkpoint(const std::string& path, torch::nn::Module& module,
+                                                               const Optimizers& optimizers,
+                                                               const std::map<std::string, StateDict>& scheduler_shapes);
+}  // namespace detail
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+namespace detail {
+// Lightning's progress trackers (loops/progress.py: asdict of its dataclasses).
+inline c10::impl::GenericDict lightning_tracker(std::int64_t ready, std::int64_t started, std::int64_t processed,
+                                                std::int64_t completed, bool with_started, bool with_processed) {
+  c10::impl::GenericDict t = python_dict();
+  t.insert("ready", ready);
+  t.insert("completed", completed);
+  if (with_started) t.insert("started", started);
+  if (with_processed) t.insert("processed", processed);
+  return t;
+}
+inline c10::impl::GenericDict lightning_progress(c10::impl::GenericDict total, c10::impl::GenericDict current) {
+  c10::impl::GenericDict p = python_dict();
+  p.insert("total", std::move(total));
+  p.insert("current", std::move(current));
+  return p;
+}
+inline c10::impl::GenericDict lightning_batch_progress(std::int64_t total, std::int64_t total_completed,
+                                                       std::int64_t current, std::int64_t current_completed,
+                                                       bool is_last_batch) {
+  c10::impl::GenericDict p = lightning_progress(lightning_tracker(total, total, total, total_completed, true, true),
+                                                lightning_tracker(current, current, current, current_completed, true, true));
+  p.insert("is_last_batch", is_last_batch);
+  return p;
+}
+inline c10::impl::GenericDict lightning_step_progress(std::int64_t steps) {
+  return lightning_progress(lightning_tracker(steps, steps, steps, steps, false, false),
+                            lightning_tracker(steps, steps, steps, steps, false, false));
+}
+inline c10::impl::GenericDict lightning_evaluation_loop() {
+  c10::impl::GenericDict loop = python_dict();
+  loop.insert("state_dict", python_dict());
+  loop.insert("batch_progress", lightning_batch_progress(0, 0, 0, 0, false));
+  return loop;
+}
+
+// fit_loop.state_dict() as Lightning writes it at the same point of a fit (a flat dict of dotted keys).
+TRAINLOOP_DETAIL_API c10::impl::GenericDict lightning_fit_loop(const LoopProgress& progress) {
+  const std::int64_t epoch = progress.current_epoch, steps = progress.global_step, batches = progress.total_batches;
+  // Where the save happens: after the fit (epochs done), at the epoch's end (processed, not completed), in it.
+  const bool done = progress.point == LoopPoint::training_done;
+  const bool at_epoch_end = progress.point == LoopPoint::epoch_validation || progress.point == LoopPoint::epoch_hooks ||
+                            progress.point == LoopPoint::epoch_rest;
+  const std::int64_t started = done ? epoch : epoch + 1;
+  const std::int64_t processed = done ? epoch : at_epoch_end ? epoch + 1 : epoch;
+  c10::impl::GenericDict loop = python_dict();
+  loop.insert("state_dict", python_dict());
+  loop.insert("epoch_progress", lightning_progress(lightning_tracker(started, started, processed, epoch, true, true),
+                                                   lightning_tracker(started, started, processed, epoch, true, true)));
+  c10::impl::GenericDict epoch_state = python_dict();
+  epoch_state.insert("_batches_that_stepped", steps);
+  loop.insert("epoch_loop.state_dict", epoch_state);
+  // At on_train_batch_end a batch is processed, not yet completed.
+  const std::int64_t in_epoch = progress.total_batches == 0 ? 0 : progress.batch_idx + 1;
+  const std::int64_t pending = progress.point == LoopPoint::batch_end || progress.point == LoopPoint::in_batch ? 1 : 0;
+  loop.insert("epoch_loop.batch_progress", lightning_batch_progress(batches, batches - pending, in_epoch,
+                                                                    in_epoch - pending, done || at_epoch_end));
+  loop.insert("epoch_loop.scheduler_progress", lightning_step_progress(0));
+  loop.insert("epoch_loop.automatic_optimization.state_dict", python_dict());
+  c10::impl::GenericDict optimizer = python_dict();
+  optimizer.insert("step", lightning_step_progress(steps));
+  optimizer.insert("zero_grad", lightning_progress(lightning_tracker(steps, steps, 0, steps, true, false),
+                                                   lightning_tracker(steps, steps, 0, steps, true, false)));
+  c10::impl::GenericDict optim_progress = python_dict();
+  optim_progress.insert("optimizer", optimizer);
+  loop.insert("epoch_loop.automatic_optimization.optim_progress", optim_progress);
+  loop.insert("epoch_loop.manual_optimization.state_dict", python_dict());
+  loop.insert("epoch_loop.manual_optimization.optim_step_progress", lightning_step_progress(steps));
+  c10::impl::GenericDict val = lightning_evaluation_loop();
+  loop.insert("epoch_loop.val_loop.state_dict", val.at("state_dict"));
+  loop.insert("epoch_loop.val_loop.batch_progress", val.at("batch_progress"));
+  return loop;
+}
+
+// A scheduler's state with PyTorch's LRScheduler / ReduceLROnPlateau names beside trainloop's, so that either side
+// continues the count: last_epoch and _step_count (ParamScheduler's t), best, num_bad_epochs, cooldown_counter.
+TRAINLOOP_DETAIL_API c10::impl::GenericDict lightning_scheduler(const StateDict& state,
+                                                                const torch::optim::Optimizer& optimizer) {
+  c10::impl::GenericDict d = to_python_dict(state);
+  auto alias = [&](const char* ours, const char* pytorch, std::int64_t add) {
+    auto it = state.find(ours);
+    if (it != state.end() && std::holds_alternative<std::int64_t>(it->second))
+      d.insert(pytorch, std::get<std::int64_t>(it->second) + add);
+  };
+  alias("t", "last_epoch", 0);
+  alias("t", "_step_count", 1);
+  alias("bad_checks", "num_bad_epochs", 0);
+  alias("cooldown_left", "cooldown_counter", 0);
+  c10::impl::GenericList lrs(c10::FloatType::get());
+  for (const auto& group : optimizer.param_groups()) lrs.push_back(group.options().get_lr());
+  d.insert("_last_lr", lrs);
+  return d;
+}
+
+TRAINLOOP_DETAIL_API c10::impl::GenericDict lightning_checkpoint(const LightningSave& save) {
+  c10::impl::GenericDict checkpoint = python_dict();
+  checkpoint.insert("epoch", save.progress.current_epoch);
+  checkpoint.insert("global_step", save.progress.global_step);
+  checkpoint.insert("pytorch-lightning_version", std::string(lightning_layout_version));
+  checkpoint.insert("state_dict", pytorch_state_dict(save.module));
+  c10::impl::GenericDict loops = python_dict();
+  loops.insert("fit_loop", lightning_fit_loop(save.progress));
+  for (const char* name : {"validate_loop", "test_loop", "predict_loop"}) loops.insert(name, lightning_evaluation_loop());
+  checkpoint.insert("loops", loops);
+  if (!save.weights_only) {
+    c10::impl::GenericDict callbacks = python_dict();  // trainloop's callbacks under their keys: Lightning skips them
+    for (const auto& [key, state] : save.states)
+      if (key.rfind("callback/", 0) == 0) callbacks.insert(key, to_python_dict(state));
+    checkpoint.insert("callbacks", callbacks);
+    c10::impl::GenericList optimizer_states(c10::AnyType::get());
+    c10::impl::GenericList schedulers(c10::AnyType::get());
+    for (std::size_t i = 0; i < save.optimizers.size(); ++i) {
+      const torch::optim::Optimizer& optimizer = *save.optimizers[i].optimizer();
+      optimizer_states.push_back(pytorch_optimizer_state_dict(optimizer));
+      auto it = save.states.find("scheduler/" + std::to_string(i));
+      if (it != save.states.end()) schedulers.push_back(lightning_scheduler(it->second, optimizer));
+    }
+    checkpoint.insert("optimizer_states", optimizer_states);
+    checkpoint.insert("lr_schedulers", schedulers);
+    auto scaler = save.states.find("precision/grad_scaler");  // PyTorch's GradScaler.state_dict() names
+    if (scaler != save.states.end() && !scaler->second.empty())
+      checkpoint.insert("MixedPrecision", to_python_dict(scaler->second));
+  }
+  if (!save.hparams.empty()) {
+    checkpoint.insert("hparams_name", std::string("kwargs"));
+    checkpoint.insert("hyper_parameters", to_python_dict(save.hparams));
+  }
+  for (const auto& [key, value] : save.entries)  // on_save_checkpoint's entries, at the top as in Lightning
+    if (!checkpoint.contains(key)) std::visit([&, k = key](const auto& v) { checkpoint.insert(k, v); }, value);
+  checkpoint.insert("trainloop_version", std::string(version_string));
+  return checkpoint;
+}
+
+inline std::int64_t lightning_count(const c10::impl::GenericDict& d, const std::vector<std::string>& path,
+                                    std::int64_t fallback) {
+  c10::IValue v = d;
+  for (const auto& key : path) {
+    if (!v.isGenericDict()) return fallback;
+    auto next = dict_get(v.toGenericDict(), key);
+    if (!next) return fallback;
+    v = *next;
+  }
+  if (v.isInt()) return v.toInt();
+  if (v.isBool()) return v.toBool() ? 1 : 0;
+  return fallback;
+}
+
+// A scheduler's Lightning state in the names of the scheduler configure_optimizers returned (`shape`: its own state
+// now); nullopt when one of them has no counterpart.
+inline std::optional<StateDict> scheduler_from_lightning(const c10::IValue& value, const StateDict& shape) {
+  if (!value.isGenericDict()) return std::nullopt;
+  const c10::impl::GenericDict d = value.toGenericDict();
+  static const std::map<std::string, std::string> pytorch_names = {
+      {"t", "last_epoch"}, {"bad_checks", "num_bad_epochs"}, {"cooldown_left", "cooldown_counter"}};
+  StateDict state;
+  for (const auto& [key, now] : shape) {
+    std::optional<c10::IValue> v = dict_get(d, key);
+    auto alias = pytorch_names.find(key);
+    if (!v && alias != pytorch_names.end()) v = dict_get(d, alias->second);
+    if (!v && key == "reductions") v = c10::IValue(std::get<std::int64_t>(now));
+    if (!v) return std::nullopt;
+    if (std::holds_alternative<std::int64_t>(now) && v->isInt()) state[key] = v->toInt();
+    else if (std::holds_alternative<double>(now) && (v->isDouble() || v->isInt())) state[key] = v->toScalar().toDouble();
+    else if (std::holds_alternative<double>(now) && v->isTensor() && v->toTensor().numel() == 1)
+      state[key] = v->toTensor().item<double>();
+    else if (std::holds_alternative<std::string>(now) && v->isString()) state[key] = v->toStringRef();
+    else return std::nullopt;
+  }
+  return state;
+}
+
+TRAINLOOP_DETAIL_API LightningResume read_lightning_checkpoint(const std::string& path, torch::nn::Module& module,
+                                                               const Optimizers& optimizers,
+                                                               const std::map<std::string, StateDict>& scheduler_shapes) {
+  const c10::IValue file = read_pytorch_file(path, std::nullopt);
+  auto key_error = [&](const std::string& key, const std::string& what) {
+    return checkpoint_error(path, "key '" + key + "' " + what);
+  };
+  if (!file.isGenericDict()) throw checkpoint_error(path, "holds a " + std::string(file.tagKind()) + ", not a checkpoint dict");
+  const c10::impl::GenericDict checkpoint = file.toGenericDict();
+  auto need = [&](const std::string& key) {
+    auto v = dict_get(checkpoint, key);
+    if (!v) throw key_error(key, "is missing: not a Lightning checkpoint, or one saved with weights_only");
+    if (auto object = find_python_object(*v, key))
+      throw checkpoint_error(path, "key '" + object->first + "' holds a Python object of class " + object->second +
+                                       ", which C++ cannot read");
+    return *v;
+  };
+  const c10::IValue weights = need("state_dict");
+  const c10::IValue optimizer_states = need("optimizer_states");
+  if (!optimizer_states.isList()) throw key_error("optimizer_states", "is not a list");
+  const auto states = optimizer_states.toList();
+  if (states.size() != optimizers.size())
+    throw key_error("optimizer_states", "holds " + std::to_string(states.size()) + " optimizer states; "
+                    "configure_optimizers returned " + std::to_string(optimizers.size()));
+  LightningResume resume;
+  const c10::IValue epoch = need("epoch"), global_step = need("global_step");
+  if (!epoch.isInt() || !global_step.isInt()) throw key_error("epoch", "or 'global_step' is not an integer");
+  resume.global_step = global_step.toInt();
+  // The loop's position: the fit loop's epoch progress says whether the epoch it was saved in had ended.
+  resume.epochs_done = epoch.toInt();
+  resume.total_batches = resume.global_step;
+  std::vector<std::string> unmapped{"the training data's position, the RNG states and callbacks' tensors such as EMA "
+                                    "weights (a Lightning checkpoint has none of them)"};
+  if (auto loops = dict_get(checkpoint, "loops"); loops && loops->isGenericDict()) {
+    if (auto fit = dict_get(loops->toGenericDict(), "fit_loop"); fit && fit->isGenericDict()) {
+      const c10::impl::GenericDict f = fit->toGenericDict();
+      const std::int64_t completed = lightning_count(f, {"epoch_progress", "current", "completed"}, resume.epochs_done);
+      const std::int64_t processed = lightning_count(f, {"epoch_progress", "current", "processed"}, completed);
+      const std::int64_t started = lightning_count(f, {"epoch_progress", "current", "started"}, completed);
+      const bool last_batch = lightning_count(f, {"epoch_loop.batch_progress", "is_last_batch"}, 0) != 0;
+      const std::int64_t in_epoch = lightning_count(f, {"epoch_loop.batch_progress", "current", "completed"}, 0);
+      // An epoch started and not completed: its training ended when saved at its end (its last batch done: the
+      // validation and epoch-end hooks, where ModelCheckpoint saves), else it was saved inside it.
+      const bool in_an_epoch = started > completed;
+      const bool epoch_trained = in_an_epoch && (processed > completed || last_batch);
+      resume.epochs_done = completed + (epoch_trained ? 1 : 0);
+      if (epoch_trained) resume.point = processed > completed ? LoopPoint::epoch_rest : LoopPoint::epoch_hooks;
+      resume.total_batches = lightning_count(f, {"epoch_loop.batch_progress", "total", "completed"}, resume.global_step);
+      if (in_an_epoch && !epoch_trained && in_epoch > 0)
+        unmapped.push_back("the position inside epoch " + std::to_string(completed) + " (saved after " +
+                           std::to_string(in_epoch) + " of its batches; Lightning keeps no data position, so that "
+                           "epoch runs again from its first batch)");
+    }
+    unmapped.push_back("loops (only the fit loop's epoch, batch and step counts are read)");
+  }
+  // Everything read is validated before the weights change: the optimizers, then the weights.
+  for (std::size_t i = 0; i < optimizers.size(); ++i)
+    load_python_optimizer_state(*optimizers[i].optimizer(), states.get(i), path, "optimizer_states/" + std::to_string(i));
+  load_state_dict_from(module, weights, LoadStateDictOptions(), "trainloop: checkpoint '" + path + "': key 'state_dict'");
+
+  if (auto schedulers = dict_get(checkpoint, "lr_schedulers"); schedulers && schedulers->isList()) {
+    const auto list = schedulers->toList();
+    std::size_t next = 0;
+    for (const auto& [key, shape] : scheduler_shapes) {  // Lightning lists the schedulers in the optimizers' order
+      if (next >= list.size()) break;
+      if (auto state = scheduler_from_lightning(list.get(next), shape)) resume.states[key] = *state;
+      else unmapped.push_back("lr_schedulers/" + std::to_string(next) + " (not a state of " + key + "'s type)");
+      ++next;
+    }
+    for (; next < list.size(); ++next) unmapped.push_back("lr_schedulers/" + std::to_string(next) + " (no scheduler here)");
+  }
+  for (const char* scaler : {"MixedPrecision", "native_amp_scaling_state"})
+    if (auto v = dict_get(checkpoint, scaler); v && v->isGenericDict())
+      resume.states["precision/grad_scaler"] = from_python_dict(*v, "trainloop: checkpoint '" + path + "': key '" + scaler + "'");
+  static const std::vector<std::string> read_keys = {
+      "epoch", "global_step", "pytorch-lightning_version", "state_dict", "loops", "optimizer_states", "lr_schedulers",
+      "MixedPrecision", "native_amp_scaling_state", "hparams_name", "trainloop_version"};
+  StateDict entries;
+  for (const auto& item : checkpoint) {
+    const std::string key = item.key().isString() ? item.key().toStringRef() : "?";
+    const c10::IValue& v = item.value();
+    if (std::find(read_keys.begin(), read_keys.end(), key) != read_keys.end()) continue;
+    if (key == "callbacks" && v.isGenericDict()) {
+      for (const auto& callback : v.toGenericDict()) {
+        const std::string name = callback.key().isString() ? callback.key().toStringRef() : "?";
+        if (name.rfind("callback/", 0) == 0 && !find_python_object(callback.value(), ""))
+          resume.states[name] = from_python_dict(callback.value(), "trainloop: checkpoint '" + path + "': key 'callbacks/" + name + "'");
+        else
+          unmapped.push_back("callbacks/" + name);
+      }
+    } else if (key == "hyper_parameters") {
+      if (auto object = find_python_object(v, key))
+        unmapped.push_back(key + " ('" + object->first + "' holds a Python object of class " + object->second + ")");
+    } else if (v.isInt() || v.isDouble() || (v.isString() && !find_python_object(v, key))) {
+      entries[key] = v.isInt() ? StateValue{v.toInt()} : v.isDouble() ? StateValue{v.toDouble()} : StateValue{v.toStringRef()};
+    } else if (v.isBool()) {
+      entries[key] = std::int64_t{v.toBool() ? 1 : 0};
+    } else {
+      unmapped.push_back(key);
+    }
+  }
+  resume.states["checkpoint"] = entries;
+  if (!unmapped.empty() && process_rank() == 0) {
+    std::string list;
+    for (const auto& u : unmapped) list += "\n  - " + u;
+    std::fprintf(stderr,
+                 "trainloop: checkpoint '%s' (Lightning's format): the weights, optimizer states, epoch %lld and "
+                 "global step %lld are restored; not mapped (left as they are here):%s\n",
+                 path.c_str(), static_cast<long long>(resume.epochs_done), static_cast<long long>(resume.global_step),
+                 list.c_str());
+  }
+  return resume;
+}
+}  // namespace detail
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
+
+TRAINLOOP_DETAIL_END
+// ---- end parts/torch/lightning_checkpoint.hpp ----
 // ---- begin parts/torch/checkpoint_connector.hpp ----
 // trainloop: everything a fit's checkpoint holds, assembled and restored in one place (Lightning's
 // _CheckpointConnector): the model and optimizers (checkpoint.hpp writes them), the loop's progress and where it
@@ -11919,6 +13646,7 @@ class CheckpointConnector {
   struct Loaded {
     std::map<std::string, StateDict> states;
     std::map<std::string, TensorDict> tensors;
+    bool lightning = false;  // read from Lightning's format: no callback tensors (EMA weights), no RNG, no data position
     TRAINLOOP_DETAIL_API const StateDict& need(const std::string& path, const std::string& key) const;
     // A callback's tensor state (`key`), which a checkpoint written with that callback always holds.
     TRAINLOOP_DETAIL_API const TensorDict& need_tensors(const std::string& path, const std::string& key) const;
@@ -11931,7 +13659,7 @@ class CheckpointConnector {
 
   // How to write the fit's checkpoint (set by fit: it knows the module and the callbacks' types); empty before a fit
   // and after a failed one.
-  std::function<bool(const std::string& path, bool weights_only)> save;
+  std::function<bool(const std::string& path, bool weights_only, CheckpointFormat format)> save;
   // The training data's position, when the data has one.
   std::function<StateDict()> train_data_state;
   // While the training Engine runs, checkpoints read the loop's state from it; from a copy once it is gone.
@@ -11963,14 +13691,16 @@ class CheckpointConnector {
 
   // Writes the checkpoint: the weights only, or everything, the callbacks' part added by `add_callbacks`. Returns
   // false when it is skipped: a non-finite state while the fit terminates (TerminateOnNan).
-  TRAINLOOP_DETAIL_API bool write(const std::string& path, bool weights_only, torch::nn::Module& module,
-                                  const StateDict& hparams, FunctionRef<void(Contents&)> add_callbacks);
+  TRAINLOOP_DETAIL_API bool write(const std::string& path, bool weights_only, CheckpointFormat format,
+                                  torch::nn::Module& module, const StateDict& hparams,
+                                  FunctionRef<void(Contents&)> add_callbacks);
   // Trainer::save_checkpoint: rank 0 writes, every rank waits until the file is complete.
-  TRAINLOOP_DETAIL_API bool save_on_rank_zero(const std::string& path, bool weights_only);
+  TRAINLOOP_DETAIL_API bool save_on_rank_zero(const std::string& path, bool weights_only, CheckpointFormat format);
 
   // --- restoring --------------------------------------------------------------------------------------------------
 
-  // Phase 1: the checkpoint read into the model and the optimizers (and the RNG); the rest waits for its phase.
+  // Phase 1: the checkpoint read into the model and the optimizers (and the RNG); the rest waits for its phase. A file
+  // in Lightning's format (torch.save's) is read through lightning_checkpoint.hpp into the same states.
   TRAINLOOP_DETAIL_API Loaded load(const std::string& path, torch::nn::Module& module);
   // Phase 2: the progress and where the loop stood, the loss scaler, the values callbacks monitor, the epoch's running
   // sums and the schedulers (the training data's position is the Trainer's, which knows the data's type). Notes the
@@ -12002,6 +13732,8 @@ class CheckpointConnector {
   // position, the schedulers; and as tensors what callbacks monitor and the running sums.
   TRAINLOOP_DETAIL_API std::map<std::string, StateDict> loop_states() const;
   TRAINLOOP_DETAIL_API std::map<std::string, TensorDict> loop_tensor_states() const;
+  // Lightning's format: the states a resume needs, made from what the file maps to.
+  TRAINLOOP_DETAIL_API Loaded load_lightning(const std::string& path, torch::nn::Module& module);
 
   Sources sources_;
   EngineCore* train_engine_ = nullptr;
@@ -12084,6 +13816,7 @@ struct CallbackCheckpoints {
       }
       if constexpr (is_detected_v<load_tensor_state_t, C>) {
         const std::string key = callback_state_key(callback);
+        if (loaded.lightning && !loaded.tensors.count(key)) return;  // named in the resume's warning
         const TensorDict& tensors = loaded.need_tensors(path, key);
         Connector::restoring(path, key + " (tensors)", [&] { callback.load_tensor_state(tensors); });
       }
@@ -12158,9 +13891,22 @@ TRAINLOOP_DETAIL_API detail::CheckpointConnector::EngineScope::~EngineScope() {
 }
 
 TRAINLOOP_DETAIL_API bool detail::CheckpointConnector::write(const std::string& path, bool weights_only,
-                                                             torch::nn::Module& module, const StateDict& hparams,
+                                                             CheckpointFormat format, torch::nn::Module& module,
+                                                             const StateDict& hparams,
                                                              FunctionRef<void(Contents&)> add_callbacks) {
   try {
+    if (format == CheckpointFormat::lightning) {
+      const LoopProgress& progress = sources_.progress;
+      Contents contents{loop_states(), {}, {}, {}};
+      if (!weights_only) add_callbacks(contents);
+      const std::string non_finite = first_non_finite(named_tensors(module), {});
+      if (!non_finite.empty())
+        throw NonFiniteStateError("trainloop: checkpoint '" + path + "': '" + non_finite +
+                                  "' holds NaN or inf; nothing was written");
+      write_pytorch_file(path, lightning_checkpoint({module, sources_.optimizers, progress, contents.states,
+                                                     contents.entries, hparams, weights_only}));
+      return true;
+    }
     if (weights_only) {
       trainloop::save_weights(path, module);
       return true;
@@ -12181,15 +13927,16 @@ TRAINLOOP_DETAIL_API bool detail::CheckpointConnector::write(const std::string& 
   }
 }
 
-TRAINLOOP_DETAIL_API bool detail::CheckpointConnector::save_on_rank_zero(const std::string& path, bool weights_only) {
+TRAINLOOP_DETAIL_API bool detail::CheckpointConnector::save_on_rank_zero(const std::string& path, bool weights_only,
+                                                                         CheckpointFormat format) {
   if (!save) throw std::logic_error("trainloop: Trainer::save_checkpoint(\"" + path + "\") needs a fit in progress or done");
   StrategyPolicy& strategy = sources_.strategy;
-  if (strategy.world_size() == 1) return save(path, weights_only);
+  if (strategy.world_size() == 1) return save(path, weights_only, format);
   bool written = true;
   std::exception_ptr error;
   if (strategy.global_rank() == 0) {
     try {
-      written = save(path, weights_only);
+      written = save(path, weights_only, format);
     } catch (...) {
       error = std::current_exception();
     }
@@ -12224,8 +13971,40 @@ TRAINLOOP_DETAIL_API std::map<std::string, TensorDict> detail::CheckpointConnect
 
 TRAINLOOP_DETAIL_API detail::CheckpointConnector::Loaded detail::CheckpointConnector::load(const std::string& path,
                                                                                           torch::nn::Module& module) {
+  if (is_pytorch_file(path)) return load_lightning(path, module);
   Loaded loaded;
   loaded.states = trainloop::load_checkpoint(path, module, optimizer_pointers(sources_.optimizers), sources_.device, true, &loaded.tensors);
+  return loaded;
+}
+
+TRAINLOOP_DETAIL_API detail::CheckpointConnector::Loaded detail::CheckpointConnector::load_lightning(
+    const std::string& path, torch::nn::Module& module) {
+  const Optimizers& optimizers = sources_.optimizers;
+  std::map<std::string, StateDict> scheduler_shapes;
+  for (std::size_t i = 0; i < optimizers.size(); ++i)
+    if (const auto& s = optimizers[i].scheduler())
+      if (auto state = s->state_dict()) scheduler_shapes["scheduler/" + std::to_string(i)] = *state;
+  LightningResume resume = read_lightning_checkpoint(path, module, optimizers, scheduler_shapes);
+  Loaded loaded;
+  loaded.lightning = true;
+  loaded.states = std::move(resume.states);
+  // The training Engine between epochs (Lightning keeps no position inside one), as in a longer run: what is left of
+  // an epoch saved at its end runs first (its epoch-end hooks or schedulers), then the next epoch. The fit loop takes
+  // the epoch length from this run.
+  State loop;
+  loop.epoch = static_cast<std::uint64_t>(resume.epochs_done);
+  loop.iteration = static_cast<std::uint64_t>(resume.total_batches);
+  loop.max_epochs = loop.epoch + 1;
+  loaded.states["loop"] = loop.state_dict();
+  LoopProgress progress = sources_.progress;
+  progress.point = resume.point;
+  progress.current_epoch = resume.point == LoopPoint::training_done ? resume.epochs_done : resume.epochs_done - 1;
+  progress.global_step = resume.global_step;
+  progress.total_batches = resume.total_batches;
+  loaded.states["trainer"] = progress.state_dict();
+  loaded.states["trainer/train_epoch_sums"] = sources_.logs.store(Stage::train).epoch_state();
+  if (sources_.precision.scaling() && !loaded.states.count("precision/grad_scaler"))
+    loaded.states["precision/grad_scaler"] = sources_.precision.state_dict();  // none saved: the scaler as it is
   return loaded;
 }
 
@@ -12369,7 +14148,14 @@ class TrainerCore {
   /// Under data-parallel training rank 0 writes and every rank waits until the file is complete (call it on every
   /// rank, as callbacks do).
   bool save_checkpoint(const std::string& path, bool weights_only = false) {
-    return checkpoints_.save_on_rank_zero(path, weights_only);
+    return checkpoints_.save_on_rank_zero(path, weights_only, CheckpointFormat::trainloop);
+  }
+  /// The same in a chosen layout: CheckpointFormat::lightning writes Lightning's (a torch.save dict: "epoch",
+  /// "global_step", "state_dict", "optimizer_states", "lr_schedulers", "loops", "callbacks", "hyper_parameters", ...),
+  /// which Python's MyModule.load_from_checkpoint(path) and Trainer.fit(model, ckpt_path=path) read, and fit(...,
+  /// ckpt_path) here too (docs/checkpoints.md lists what maps). weights_only: Lightning's weights-only layout.
+  bool save_checkpoint(const std::string& path, CheckpointFormat format, bool weights_only = false) {
+    return checkpoints_.save_on_rank_zero(path, weights_only, format);
   }
 
   // --- data-parallel training (one process: rank 0 of 1) ---------------------------------------------------------
@@ -13712,7 +15498,12 @@ class FitLoop {
           EngineEventsTo<FitLoop>{this});
       t.template check_callback_engine_hooks<decltype(engine)>();
       CheckpointConnector::EngineScope running(t.checkpoints_, engine);
-      if (loop_state) engine.state.load_state_dict(*loop_state);
+      if (loop_state) {
+        engine.state.load_state_dict(*loop_state);
+        // A checkpoint in Lightning's format has no epoch length: this run's.
+        if (!engine.state.epoch_length && t.num_training_batches_)
+          engine.state.epoch_length = static_cast<std::uint64_t>(*t.num_training_batches_);
+      }
       RunOptions run;
       run.max_epochs(core_.max_epochs_to_run());
       if (t.num_training_batches_) run.epoch_length(static_cast<std::uint64_t>(*t.num_training_batches_));
@@ -14240,8 +16031,8 @@ class Trainer : public TrainerCore {
         t.checkpoints_.end_fit(completed);
       }
     } done{*this};
-    checkpoints_.save = [this, &module](const std::string& path, bool weights_only) {
-      return checkpoints_.write(path, weights_only, module, module.hparams(), [&](auto& contents) {
+    checkpoints_.save = [this, &module](const std::string& path, bool weights_only, CheckpointFormat format) {
+      return checkpoints_.write(path, weights_only, format, module, module.hparams(), [&](auto& contents) {
         detail::CallbackCheckpoints::add(*this, module, contents);
       });
     };
@@ -14751,6 +16542,9 @@ class ModelCheckpoint {
     std::int64_t every_n_epochs = 1;       ///< at epoch ends (when not saving by steps or time); 0: never
     std::chrono::duration<double> train_time_interval{0};  ///< 0: not by time
     bool save_weights_only = false;
+    /// The files' layout: trainloop's (exact resume), or Lightning's (Python's Lightning loads and resumes from them;
+    /// fit here reads both: docs/checkpoints.md).
+    CheckpointFormat format = CheckpointFormat::trainloop;
   };
   TRAINLOOP_DETAIL_API ModelCheckpoint();
   TRAINLOOP_DETAIL_API explicit ModelCheckpoint(Options options);
@@ -14833,7 +16627,7 @@ class ModelCheckpoint {
       const std::vector<std::string> dropped = drop_beyond_top_k();
       bool written = false;
       try {
-        written = trainer.save_checkpoint(path, options_.save_weights_only);
+        written = trainer.save_checkpoint(path, options_.format, options_.save_weights_only);
       } catch (...) {
         kept_ = kept_before;
         update_best();
@@ -14853,7 +16647,7 @@ class ModelCheckpoint {
       const std::string last_before = last_path_;
       last_path_ = last;
       try {
-        if (!trainer.save_checkpoint(last, options_.save_weights_only)) last_path_ = last_before;
+        if (!trainer.save_checkpoint(last, options_.format, options_.save_weights_only)) last_path_ = last_before;
       } catch (...) {
         last_path_ = last_before;
         throw;

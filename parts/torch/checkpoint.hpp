@@ -44,6 +44,10 @@ using TensorDict = std::map<std::string, torch::Tensor>;
 /// The layout version this trainloop writes and reads. 2: the integrity record (files of format 1 had none).
 inline constexpr std::int64_t checkpoint_format_version = 2;
 
+/// The layout of a fit's checkpoint file: trainloop's own (LibTorch's archive with an integrity record; exact resume),
+/// or Lightning's (a torch.save dict that Python's Lightning loads and resumes from; lightning_checkpoint.hpp).
+enum class CheckpointFormat { trainloop, lightning };
+
 /// Any checkpoint error: the message names the file and, where known, the key.
 class CheckpointError : public std::runtime_error {
  public:
@@ -230,6 +234,11 @@ TRAINLOOP_DETAIL_API void AtomicCheckpointWriter::fail_with(int error, const std
 
 // Reads a checkpoint file whole and verifies its integrity record; returns the archive as LibTorch wrote it (the
 // record stripped). Memory: the file's size.
+// The file's bytes; a file that cannot be read is an error naming it.
+TRAINLOOP_DETAIL_API std::string read_whole_file(const std::string& path);
+// Verifies and removes the integrity record at the end of `bytes` (the zip's comment). Without one: an error when
+// `required`, else false (a file Python's torch.save wrote has none).
+TRAINLOOP_DETAIL_API bool strip_integrity_record(const std::string& path, std::string& bytes, bool required);
 TRAINLOOP_DETAIL_API std::string read_verified_checkpoint(const std::string& path);
 
 // A StateDict as three typed dictionaries (TorchScript attributes need one value type per dictionary).
@@ -457,7 +466,7 @@ TRAINLOOP_DETAIL_API void fsync_folder_or_throw(const std::string& path) {
   ::close(fd);
   if (rc != 0) throw checkpoint_error(path, "fsync of its folder failed: " + errno_text(error));
 }
-TRAINLOOP_DETAIL_API std::string read_verified_checkpoint(const std::string& path) {
+TRAINLOOP_DETAIL_API std::string read_whole_file(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw checkpoint_error(path, std::strerror(errno));
   struct Close {
@@ -480,16 +489,24 @@ TRAINLOOP_DETAIL_API std::string read_verified_checkpoint(const std::string& pat
     if (got == 0) throw checkpoint_error(path, "it shrank while being read");
     done += static_cast<std::size_t>(got);
   }
+  return bytes;
+}
+TRAINLOOP_DETAIL_API bool strip_integrity_record(const std::string& path, std::string& bytes, bool required) {
   const std::string no_record =
       "no trainloop integrity record at its end: truncated, not a trainloop checkpoint, or written by a trainloop "
       "older than format 2";
-  if (bytes.size() < zip_end_record_size + integrity_record_size) throw checkpoint_error(path, no_record);
+  if (bytes.size() < zip_end_record_size + integrity_record_size) {
+    if (required) throw checkpoint_error(path, no_record);
+    return false;
+  }
   const std::size_t payload = bytes.size() - integrity_record_size;
   const char* record = bytes.data() + payload;
   char* end_record = bytes.data() + payload - zip_end_record_size;
   if (std::memcmp(record, integrity_tag, sizeof(integrity_tag) - 1) != 0 || !is_zip_end_record(end_record) ||
-      zip_comment_length(end_record) != integrity_record_size)
-    throw checkpoint_error(path, no_record);
+      zip_comment_length(end_record) != integrity_record_size) {
+    if (required) throw checkpoint_error(path, no_record);
+    return false;
+  }
   std::uint32_t recorded_crc = 0;
   std::uint64_t recorded_size = 0;
   const std::string text(record, integrity_record_size);
@@ -507,6 +524,11 @@ TRAINLOOP_DETAIL_API std::string read_verified_checkpoint(const std::string& pat
   }
   set_zip_comment_length(end_record, 0);
   bytes.resize(payload);
+  return true;
+}
+TRAINLOOP_DETAIL_API std::string read_verified_checkpoint(const std::string& path) {
+  std::string bytes = read_whole_file(path);
+  strip_integrity_record(path, bytes, true);
   return bytes;
 }
 TRAINLOOP_DETAIL_API void write_state_dict(torch::serialize::OutputArchive& archive, const StateDict& state) {

@@ -25,6 +25,7 @@
 #include "parts/core/state.hpp"
 #include "parts/core/type_name.hpp"
 #include "parts/torch/checkpoint.hpp"
+#include "parts/torch/lightning_checkpoint.hpp"
 #include "parts/torch/logger_connector.hpp"
 #include "parts/torch/loop_progress.hpp"
 #include "parts/torch/optim.hpp"
@@ -81,6 +82,7 @@ class CheckpointConnector {
   struct Loaded {
     std::map<std::string, StateDict> states;
     std::map<std::string, TensorDict> tensors;
+    bool lightning = false;  // read from Lightning's format: no callback tensors (EMA weights), no RNG, no data position
     TRAINLOOP_DETAIL_API const StateDict& need(const std::string& path, const std::string& key) const;
     // A callback's tensor state (`key`), which a checkpoint written with that callback always holds.
     TRAINLOOP_DETAIL_API const TensorDict& need_tensors(const std::string& path, const std::string& key) const;
@@ -93,7 +95,7 @@ class CheckpointConnector {
 
   // How to write the fit's checkpoint (set by fit: it knows the module and the callbacks' types); empty before a fit
   // and after a failed one.
-  std::function<bool(const std::string& path, bool weights_only)> save;
+  std::function<bool(const std::string& path, bool weights_only, CheckpointFormat format)> save;
   // The training data's position, when the data has one.
   std::function<StateDict()> train_data_state;
   // While the training Engine runs, checkpoints read the loop's state from it; from a copy once it is gone.
@@ -125,14 +127,16 @@ class CheckpointConnector {
 
   // Writes the checkpoint: the weights only, or everything, the callbacks' part added by `add_callbacks`. Returns
   // false when it is skipped: a non-finite state while the fit terminates (TerminateOnNan).
-  TRAINLOOP_DETAIL_API bool write(const std::string& path, bool weights_only, torch::nn::Module& module,
-                                  const StateDict& hparams, FunctionRef<void(Contents&)> add_callbacks);
+  TRAINLOOP_DETAIL_API bool write(const std::string& path, bool weights_only, CheckpointFormat format,
+                                  torch::nn::Module& module, const StateDict& hparams,
+                                  FunctionRef<void(Contents&)> add_callbacks);
   // Trainer::save_checkpoint: rank 0 writes, every rank waits until the file is complete.
-  TRAINLOOP_DETAIL_API bool save_on_rank_zero(const std::string& path, bool weights_only);
+  TRAINLOOP_DETAIL_API bool save_on_rank_zero(const std::string& path, bool weights_only, CheckpointFormat format);
 
   // --- restoring --------------------------------------------------------------------------------------------------
 
-  // Phase 1: the checkpoint read into the model and the optimizers (and the RNG); the rest waits for its phase.
+  // Phase 1: the checkpoint read into the model and the optimizers (and the RNG); the rest waits for its phase. A file
+  // in Lightning's format (torch.save's) is read through lightning_checkpoint.hpp into the same states.
   TRAINLOOP_DETAIL_API Loaded load(const std::string& path, torch::nn::Module& module);
   // Phase 2: the progress and where the loop stood, the loss scaler, the values callbacks monitor, the epoch's running
   // sums and the schedulers (the training data's position is the Trainer's, which knows the data's type). Notes the
@@ -164,6 +168,8 @@ class CheckpointConnector {
   // position, the schedulers; and as tensors what callbacks monitor and the running sums.
   TRAINLOOP_DETAIL_API std::map<std::string, StateDict> loop_states() const;
   TRAINLOOP_DETAIL_API std::map<std::string, TensorDict> loop_tensor_states() const;
+  // Lightning's format: the states a resume needs, made from what the file maps to.
+  TRAINLOOP_DETAIL_API Loaded load_lightning(const std::string& path, torch::nn::Module& module);
 
   Sources sources_;
   EngineCore* train_engine_ = nullptr;
@@ -246,6 +252,7 @@ struct CallbackCheckpoints {
       }
       if constexpr (is_detected_v<load_tensor_state_t, C>) {
         const std::string key = callback_state_key(callback);
+        if (loaded.lightning && !loaded.tensors.count(key)) return;  // named in the resume's warning
         const TensorDict& tensors = loaded.need_tensors(path, key);
         Connector::restoring(path, key + " (tensors)", [&] { callback.load_tensor_state(tensors); });
       }
@@ -320,9 +327,22 @@ TRAINLOOP_DETAIL_API detail::CheckpointConnector::EngineScope::~EngineScope() {
 }
 
 TRAINLOOP_DETAIL_API bool detail::CheckpointConnector::write(const std::string& path, bool weights_only,
-                                                             torch::nn::Module& module, const StateDict& hparams,
+                                                             CheckpointFormat format, torch::nn::Module& module,
+                                                             const StateDict& hparams,
                                                              FunctionRef<void(Contents&)> add_callbacks) {
   try {
+    if (format == CheckpointFormat::lightning) {
+      const LoopProgress& progress = sources_.progress;
+      Contents contents{loop_states(), {}, {}, {}};
+      if (!weights_only) add_callbacks(contents);
+      const std::string non_finite = first_non_finite(named_tensors(module), {});
+      if (!non_finite.empty())
+        throw NonFiniteStateError("trainloop: checkpoint '" + path + "': '" + non_finite +
+                                  "' holds NaN or inf; nothing was written");
+      write_pytorch_file(path, lightning_checkpoint({module, sources_.optimizers, progress, contents.states,
+                                                     contents.entries, hparams, weights_only}));
+      return true;
+    }
     if (weights_only) {
       trainloop::save_weights(path, module);
       return true;
@@ -343,15 +363,16 @@ TRAINLOOP_DETAIL_API bool detail::CheckpointConnector::write(const std::string& 
   }
 }
 
-TRAINLOOP_DETAIL_API bool detail::CheckpointConnector::save_on_rank_zero(const std::string& path, bool weights_only) {
+TRAINLOOP_DETAIL_API bool detail::CheckpointConnector::save_on_rank_zero(const std::string& path, bool weights_only,
+                                                                         CheckpointFormat format) {
   if (!save) throw std::logic_error("trainloop: Trainer::save_checkpoint(\"" + path + "\") needs a fit in progress or done");
   StrategyPolicy& strategy = sources_.strategy;
-  if (strategy.world_size() == 1) return save(path, weights_only);
+  if (strategy.world_size() == 1) return save(path, weights_only, format);
   bool written = true;
   std::exception_ptr error;
   if (strategy.global_rank() == 0) {
     try {
-      written = save(path, weights_only);
+      written = save(path, weights_only, format);
     } catch (...) {
       error = std::current_exception();
     }
@@ -386,8 +407,40 @@ TRAINLOOP_DETAIL_API std::map<std::string, TensorDict> detail::CheckpointConnect
 
 TRAINLOOP_DETAIL_API detail::CheckpointConnector::Loaded detail::CheckpointConnector::load(const std::string& path,
                                                                                           torch::nn::Module& module) {
+  if (is_pytorch_file(path)) return load_lightning(path, module);
   Loaded loaded;
   loaded.states = trainloop::load_checkpoint(path, module, optimizer_pointers(sources_.optimizers), sources_.device, true, &loaded.tensors);
+  return loaded;
+}
+
+TRAINLOOP_DETAIL_API detail::CheckpointConnector::Loaded detail::CheckpointConnector::load_lightning(
+    const std::string& path, torch::nn::Module& module) {
+  const Optimizers& optimizers = sources_.optimizers;
+  std::map<std::string, StateDict> scheduler_shapes;
+  for (std::size_t i = 0; i < optimizers.size(); ++i)
+    if (const auto& s = optimizers[i].scheduler())
+      if (auto state = s->state_dict()) scheduler_shapes["scheduler/" + std::to_string(i)] = *state;
+  LightningResume resume = read_lightning_checkpoint(path, module, optimizers, scheduler_shapes);
+  Loaded loaded;
+  loaded.lightning = true;
+  loaded.states = std::move(resume.states);
+  // The training Engine between epochs (Lightning keeps no position inside one), as in a longer run: what is left of
+  // an epoch saved at its end runs first (its epoch-end hooks or schedulers), then the next epoch. The fit loop takes
+  // the epoch length from this run.
+  State loop;
+  loop.epoch = static_cast<std::uint64_t>(resume.epochs_done);
+  loop.iteration = static_cast<std::uint64_t>(resume.total_batches);
+  loop.max_epochs = loop.epoch + 1;
+  loaded.states["loop"] = loop.state_dict();
+  LoopProgress progress = sources_.progress;
+  progress.point = resume.point;
+  progress.current_epoch = resume.point == LoopPoint::training_done ? resume.epochs_done : resume.epochs_done - 1;
+  progress.global_step = resume.global_step;
+  progress.total_batches = resume.total_batches;
+  loaded.states["trainer"] = progress.state_dict();
+  loaded.states["trainer/train_epoch_sums"] = sources_.logs.store(Stage::train).epoch_state();
+  if (sources_.precision.scaling() && !loaded.states.count("precision/grad_scaler"))
+    loaded.states["precision/grad_scaler"] = sources_.precision.state_dict();  // none saved: the scaler as it is
   return loaded;
 }
 

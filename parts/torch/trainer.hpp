@@ -188,8 +188,8 @@ class Trainer : public TrainerCore {
         t.checkpoints_.end_fit(completed);
       }
     } done{*this};
-    checkpoints_.save = [this, &module](const std::string& path, bool weights_only) {
-      return checkpoints_.write(path, weights_only, module, module.hparams(), [&](auto& contents) {
+    checkpoints_.save = [this, &module](const std::string& path, bool weights_only, CheckpointFormat format) {
+      return checkpoints_.write(path, weights_only, format, module, module.hparams(), [&](auto& contents) {
         detail::CallbackCheckpoints::add(*this, module, contents);
       });
     };

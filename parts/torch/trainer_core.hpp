@@ -111,7 +111,14 @@ class TrainerCore {
   /// Under data-parallel training rank 0 writes and every rank waits until the file is complete (call it on every
   /// rank, as callbacks do).
   bool save_checkpoint(const std::string& path, bool weights_only = false) {
-    return checkpoints_.save_on_rank_zero(path, weights_only);
+    return checkpoints_.save_on_rank_zero(path, weights_only, CheckpointFormat::trainloop);
+  }
+  /// The same in a chosen layout: CheckpointFormat::lightning writes Lightning's (a torch.save dict: "epoch",
+  /// "global_step", "state_dict", "optimizer_states", "lr_schedulers", "loops", "callbacks", "hyper_parameters", ...),
+  /// which Python's MyModule.load_from_checkpoint(path) and Trainer.fit(model, ckpt_path=path) read, and fit(...,
+  /// ckpt_path) here too (docs/checkpoints.md lists what maps). weights_only: Lightning's weights-only layout.
+  bool save_checkpoint(const std::string& path, CheckpointFormat format, bool weights_only = false) {
+    return checkpoints_.save_on_rank_zero(path, weights_only, format);
   }
 
   // --- data-parallel training (one process: rank 0 of 1) ---------------------------------------------------------

@@ -38,6 +38,9 @@ class ModelCheckpoint {
     std::int64_t every_n_epochs = 1;       ///< at epoch ends (when not saving by steps or time); 0: never
     std::chrono::duration<double> train_time_interval{0};  ///< 0: not by time
     bool save_weights_only = false;
+    /// The files' layout: trainloop's (exact resume), or Lightning's (Python's Lightning loads and resumes from them;
+    /// fit here reads both: docs/checkpoints.md).
+    CheckpointFormat format = CheckpointFormat::trainloop;
   };
   TRAINLOOP_DETAIL_API ModelCheckpoint();
   TRAINLOOP_DETAIL_API explicit ModelCheckpoint(Options options);
@@ -120,7 +123,7 @@ class ModelCheckpoint {
       const std::vector<std::string> dropped = drop_beyond_top_k();
       bool written = false;
       try {
-        written = trainer.save_checkpoint(path, options_.save_weights_only);
+        written = trainer.save_checkpoint(path, options_.format, options_.save_weights_only);
       } catch (...) {
         kept_ = kept_before;
         update_best();
@@ -140,7 +143,7 @@ class ModelCheckpoint {
       const std::string last_before = last_path_;
       last_path_ = last;
       try {
-        if (!trainer.save_checkpoint(last, options_.save_weights_only)) last_path_ = last_before;
+        if (!trainer.save_checkpoint(last, options_.format, options_.save_weights_only)) last_path_ = last_before;
       } catch (...) {
         last_path_ = last_before;
         throw;

@@ -193,7 +193,12 @@ class FitLoop {
           EngineEventsTo<FitLoop>{this});
       t.template check_callback_engine_hooks<decltype(engine)>();
       CheckpointConnector::EngineScope running(t.checkpoints_, engine);
-      if (loop_state) engine.state.load_state_dict(*loop_state);
+      if (loop_state) {
+        engine.state.load_state_dict(*loop_state);
+        // A checkpoint in Lightning's format has no epoch length: this run's.
+        if (!engine.state.epoch_length && t.num_training_batches_)
+          engine.state.epoch_length = static_cast<std::uint64_t>(*t.num_training_batches_);
+      }
       RunOptions run;
       run.max_epochs(core_.max_epochs_to_run());
       if (t.num_training_batches_) run.epoch_length(static_cast<std::uint64_t>(*t.num_training_batches_));
