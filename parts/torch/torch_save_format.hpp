@@ -59,7 +59,8 @@ TRAINLOOP_DETAIL_API StateDict from_python_dict(const c10::IValue& value, const 
 // The key path ("hyper_parameters/config") and class of the first Python object C++ has no type for, if any.
 TRAINLOOP_DETAIL_API std::optional<std::pair<std::string, std::string>> find_python_object(const c10::IValue& value,
                                                                                             const std::string& path);
-// Whether the file is in torch.save's format (a zip whose records are a pickle and storages), not our checkpoint.
+// Whether the file is readable as torch.save's format (a zip of a pickle and storages), not our checkpoint. False for
+// a file that is neither, or damaged: the reader for our checkpoints then says what is wrong with it.
 TRAINLOOP_DETAIL_API bool is_pytorch_file(const std::string& path);
 // The bytes of torch.save's format, written atomically.
 TRAINLOOP_DETAIL_API void write_pytorch_file(const std::string& path, const c10::IValue& value);
@@ -509,9 +510,13 @@ inline std::unique_ptr<caffe2::serialize::PyTorchStreamReader> open_pytorch_arch
 TRAINLOOP_DETAIL_API bool is_pytorch_file(const std::string& path) {
   std::string bytes;
   std::istringstream stream;
-  auto archive = open_pytorch_archive(path, bytes, stream);
-  // LibTorch's C++ archive (our checkpoints) is a TorchScript module: it has constants.pkl; torch.save never does.
-  return archive->hasRecord("data.pkl") && !archive->hasRecord("constants.pkl");
+  try {
+    auto archive = open_pytorch_archive(path, bytes, stream);
+    // LibTorch's C++ archive (our checkpoints) is a TorchScript module: it has constants.pkl; torch.save never does.
+    return archive->hasRecord("data.pkl") && !archive->hasRecord("constants.pkl");
+  } catch (const CheckpointError&) {
+    return false;
+  }
 }
 
 TRAINLOOP_DETAIL_API c10::IValue read_pytorch_file(const std::string& path, std::optional<torch::Device> map_location) {

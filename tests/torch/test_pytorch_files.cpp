@@ -229,6 +229,20 @@ TEST_CASE("a fit saved in Lightning's format resumes here as the uninterrupted f
   CHECK(resumed.fc->weight.equal(straight.fc->weight));
   CHECK(resumed.fc->bias.equal(straight.fc->bias));
 
+  SUBCASE("a truncated Lightning file: fit refuses it, naming the file") {
+    std::string bytes;
+    {
+      std::ifstream in(path, std::ios::binary);
+      bytes.assign(std::istreambuf_iterator<char>(in), {});
+    }
+    const std::string truncated = dir.file("truncated.ckpt");
+    std::ofstream(truncated, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size() - 100));
+    Fit again;
+    Trainer trainer(quiet().max_epochs(4));
+    const std::string message = error_of([&] { trainer.fit(again, data, truncated); });
+    CHECK(message.find(truncated) != std::string::npos);
+    CHECK(message.find("truncated") != std::string::npos);
+  }
   SUBCASE("weights only: no optimizer state, so fit refuses it and says why") {
     half.save_checkpoint(path, CheckpointFormat::lightning, true);
     Fit again;
