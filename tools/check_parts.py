@@ -51,20 +51,20 @@ def main():
         torch_flags = ["-std=c++17", *WARNINGS, *TORCH_MACROS, f"-I{ROOT}", f"-I{workdir}"]
         for d in torch_dirs:
             torch_flags += ["-isystem", d]
+        if any(p.startswith("parts/torch/") for p in parts):
+            header = workdir / "torch_first.hpp"
+            header.write_text("#include <torch/torch.h>\n", encoding="utf-8")
+            pch = subprocess.run([args.cxx, *torch_flags, "-x", "c++-header", str(header), "-o", str(header) + ".gch"],
+                                 capture_output=True, text=True)
+            if pch.returncode != 0:
+                sys.exit("check_parts: cannot precompile <torch/torch.h>:\n" + pch.stderr)
         with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
-            # The core parts compile while <torch/torch.h> is precompiled (one process: the other cores work).
-            jobs = [pool.submit(compile_one, args.cxx, core_flags, part, "", workdir)
-                    for part in parts if not part.startswith("parts/torch/")]
-            torch_parts = [part for part in parts if part.startswith("parts/torch/")]
-            if torch_parts:
-                header = workdir / "torch_first.hpp"
-                header.write_text("#include <torch/torch.h>\n", encoding="utf-8")
-                pch = subprocess.run([args.cxx, *torch_flags, "-x", "c++-header", str(header), "-o", str(header) + ".gch"],
-                                     capture_output=True, text=True)
-                if pch.returncode != 0:
-                    sys.exit("check_parts: cannot precompile <torch/torch.h>:\n" + pch.stderr)
-            jobs += [pool.submit(compile_one, args.cxx, torch_flags, part, '#include "torch_first.hpp"\n', workdir)
-                     for part in torch_parts]
+            jobs = []
+            for part in parts:
+                if part.startswith("parts/torch/"):
+                    jobs.append(pool.submit(compile_one, args.cxx, torch_flags, part, '#include "torch_first.hpp"\n', workdir))
+                else:
+                    jobs.append(pool.submit(compile_one, args.cxx, core_flags, part, "", workdir))
             for job in jobs:
                 part, code, stderr = job.result()
                 if code != 0:
