@@ -74,7 +74,8 @@ int main(int argc, char** argv) {
     trainer.save_checkpoint(out + "/finetuned.ckpt", CheckpointFormat::lightning);
     model.eval();
     torch::NoGradGuard no_grad;
-    const torch::Tensor images = test.images.slice(0, 0, 256), labels = test.labels.slice(0, 0, 256);
+    // Copies: a view would carry its whole storage (all 10,000 test images) into the file, as torch.save does.
+    const torch::Tensor images = test.images.slice(0, 0, 256).clone(), labels = test.labels.slice(0, 0, 256).clone();
     c10::impl::GenericDict outputs(c10::StringType::get(), c10::AnyType::get());
     outputs.insert("images", images);
     outputs.insert("labels", labels);
