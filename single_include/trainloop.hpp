@@ -9571,6 +9571,9 @@ TRAINLOOP_DETAIL_API StateDict from_python_dict(const c10::IValue& value, const 
 // The key path ("hyper_parameters/config") and class of the first Python object C++ has no type for, if any.
 TRAINLOOP_DETAIL_API std::optional<std::pair<std::string, std::string>> find_python_object(const c10::IValue& value,
                                                                                             const std::string& path);
+// A CheckpointError naming the file and the key (under `key`) when `value` holds a Python object C++ has no type for.
+TRAINLOOP_DETAIL_API void require_no_python_object(const c10::IValue& value, const std::string& path,
+                                                   const std::string& key);
 // Whether the file is readable as torch.save's format (a zip of a pickle and storages), not our checkpoint. False for
 // a file that is neither, or damaged: the reader for our checkpoints then says what is wrong with it.
 TRAINLOOP_DETAIL_API bool is_pytorch_file(const std::string& path);
@@ -9998,6 +10001,14 @@ TRAINLOOP_DETAIL_API std::optional<std::pair<std::string, std::string>> find_pyt
   return std::nullopt;
 }
 
+TRAINLOOP_DETAIL_API void require_no_python_object(const c10::IValue& value, const std::string& path,
+                                                   const std::string& key) {
+  if (auto object = find_python_object(value, key))
+    throw checkpoint_error(path, "key '" + object->first + "' holds a Python object of class " + object->second +
+                                     ", which C++ cannot read (only dicts, lists, tuples, strings, numbers, booleans, "
+                                     "None and tensors)");
+}
+
 // The zip of a torch.save file (its integrity record, when trainloop wrote it, verified and removed).
 inline std::unique_ptr<caffe2::serialize::PyTorchStreamReader> open_pytorch_archive(const std::string& path,
                                                                                    std::string& bytes,
@@ -10260,10 +10271,7 @@ TRAINLOOP_DETAIL_API void save_pytorch_file(const std::string& path, const c10::
 
 TRAINLOOP_DETAIL_API c10::IValue load_pytorch_file(const std::string& path, std::optional<torch::Device> map_location) {
   c10::IValue value = detail::read_pytorch_file(path, map_location);
-  if (auto object = detail::find_python_object(value, ""))
-    throw detail::checkpoint_error(path, "key '" + object->first + "' holds a Python object of class " + object->second +
-                                             ", which C++ cannot read (only dicts, lists, tuples, strings, numbers, "
-                                             "booleans, None and tensors)");
+  detail::require_no_python_object(value, path, "");
   return value;
 }
 
@@ -10791,9 +10799,7 @@ TRAINLOOP_DETAIL_API void load_python_optimizer_state(torch::optim::Optimizer& o
   const std::string where = "trainloop: checkpoint '" + path + "': key '" + key + "'";
   auto at = [&](const std::string& sub) { return "trainloop: checkpoint '" + path + "': key '" + key + "/" + sub + "'"; };
   const OptimizerKind kind = require_kind(optimizer, where);
-  if (auto object = find_python_object(value, key))
-    throw CheckpointError("trainloop: checkpoint '" + path + "': key '" + object->first +
-                          "' holds a Python object of class " + object->second + ", which C++ cannot read");
+  require_no_python_object(value, path, key);
   if (!value.isGenericDict()) throw CheckpointError(where + " is a " + value.tagKind() + ", not an optimizer state");
   const c10::impl::GenericDict d = value.toGenericDict();
   auto groups_value = dict_get(d, "param_groups");
@@ -13474,9 +13480,7 @@ TRAINLOOP_DETAIL_API LightningResume read_lightning_checkpoint(const std::string
   auto need = [&](const std::string& key) {
     auto v = dict_get(checkpoint, key);
     if (!v) throw key_error(key, "is missing: not a Lightning checkpoint, or one saved with weights_only");
-    if (auto object = find_python_object(*v, key))
-      throw checkpoint_error(path, "key '" + object->first + "' holds a Python object of class " + object->second +
-                                       ", which C++ cannot read");
+    require_no_python_object(*v, path, key);
     return *v;
   };
   const c10::IValue weights = need("state_dict");

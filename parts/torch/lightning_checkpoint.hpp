@@ -244,9 +244,7 @@ TRAINLOOP_DETAIL_API LightningResume read_lightning_checkpoint(const std::string
   auto need = [&](const std::string& key) {
     auto v = dict_get(checkpoint, key);
     if (!v) throw key_error(key, "is missing: not a Lightning checkpoint, or one saved with weights_only");
-    if (auto object = find_python_object(*v, key))
-      throw checkpoint_error(path, "key '" + object->first + "' holds a Python object of class " + object->second +
-                                       ", which C++ cannot read");
+    require_no_python_object(*v, path, key);
     return *v;
   };
   const c10::IValue weights = need("state_dict");

@@ -521,9 +521,7 @@ TRAINLOOP_DETAIL_API void load_python_optimizer_state(torch::optim::Optimizer& o
   const std::string where = "trainloop: checkpoint '" + path + "': key '" + key + "'";
   auto at = [&](const std::string& sub) { return "trainloop: checkpoint '" + path + "': key '" + key + "/" + sub + "'"; };
   const OptimizerKind kind = require_kind(optimizer, where);
-  if (auto object = find_python_object(value, key))
-    throw CheckpointError("trainloop: checkpoint '" + path + "': key '" + object->first +
-                          "' holds a Python object of class " + object->second + ", which C++ cannot read");
+  require_no_python_object(value, path, key);
   if (!value.isGenericDict()) throw CheckpointError(where + " is a " + value.tagKind() + ", not an optimizer state");
   const c10::impl::GenericDict d = value.toGenericDict();
   auto groups_value = dict_get(d, "param_groups");

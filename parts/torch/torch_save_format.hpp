@@ -59,6 +59,9 @@ TRAINLOOP_DETAIL_API StateDict from_python_dict(const c10::IValue& value, const 
 // The key path ("hyper_parameters/config") and class of the first Python object C++ has no type for, if any.
 TRAINLOOP_DETAIL_API std::optional<std::pair<std::string, std::string>> find_python_object(const c10::IValue& value,
                                                                                             const std::string& path);
+// A CheckpointError naming the file and the key (under `key`) when `value` holds a Python object C++ has no type for.
+TRAINLOOP_DETAIL_API void require_no_python_object(const c10::IValue& value, const std::string& path,
+                                                   const std::string& key);
 // Whether the file is readable as torch.save's format (a zip of a pickle and storages), not our checkpoint. False for
 // a file that is neither, or damaged: the reader for our checkpoints then says what is wrong with it.
 TRAINLOOP_DETAIL_API bool is_pytorch_file(const std::string& path);
@@ -486,6 +489,14 @@ TRAINLOOP_DETAIL_API std::optional<std::pair<std::string, std::string>> find_pyt
   return std::nullopt;
 }
 
+TRAINLOOP_DETAIL_API void require_no_python_object(const c10::IValue& value, const std::string& path,
+                                                   const std::string& key) {
+  if (auto object = find_python_object(value, key))
+    throw checkpoint_error(path, "key '" + object->first + "' holds a Python object of class " + object->second +
+                                     ", which C++ cannot read (only dicts, lists, tuples, strings, numbers, booleans, "
+                                     "None and tensors)");
+}
+
 // The zip of a torch.save file (its integrity record, when trainloop wrote it, verified and removed).
 inline std::unique_ptr<caffe2::serialize::PyTorchStreamReader> open_pytorch_archive(const std::string& path,
                                                                                    std::string& bytes,
@@ -748,10 +759,7 @@ TRAINLOOP_DETAIL_API void save_pytorch_file(const std::string& path, const c10::
 
 TRAINLOOP_DETAIL_API c10::IValue load_pytorch_file(const std::string& path, std::optional<torch::Device> map_location) {
   c10::IValue value = detail::read_pytorch_file(path, map_location);
-  if (auto object = detail::find_python_object(value, ""))
-    throw detail::checkpoint_error(path, "key '" + object->first + "' holds a Python object of class " + object->second +
-                                             ", which C++ cannot read (only dicts, lists, tuples, strings, numbers, "
-                                             "booleans, None and tensors)");
+  detail::require_no_python_object(value, path, "");
   return value;
 }
 
