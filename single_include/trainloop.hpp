@@ -1002,6 +1002,8 @@ TRAINLOOP_DETAIL_NEAR_MISS_HOOKS(TRAINLOOP_DETAIL_NEAR_MISS_PROBE)
   X(test_step, "(not a callback hook)", "(Batch& batch, std::int64_t batch_idx)")                                      \
   X(predict_step, "(not a callback hook)", "(Batch& batch, std::int64_t batch_idx)")                                   \
   X(configure_optimizers, "(not a callback hook)", "() returning an optimizer or trainloop::Optimizers")               \
+  X(configure_callbacks, "(not a callback hook)",                                                                      \
+    "() returning a callback or a std::tuple of callbacks (values, or references: std::tie)")                          \
   X(backward, "(not a callback hook)", "(torch::Tensor& loss), calling loss.backward() or what replaces it")           \
   X(configure_gradient_clipping, "(not a callback hook)",                                                              \
     "(torch::optim::Optimizer& optimizer, double gradient_clip_val, trainloop::ClipAlgorithm algorithm)")              \
@@ -1058,9 +1060,14 @@ TRAINLOOP_DETAIL_LIGHTNING_HOOKS(TRAINLOOP_DETAIL_LIGHTNING_HOOK)
 #undef TRAINLOOP_DETAIL_LIGHTNING_HOOK
 
 // Lightning's optimizer_step and optimizer_zero_grad hooks share their names with LightningModule's manual-optimisation
-// helpers, so they are told apart by their full signature: (epoch, batch_idx, optimizer).
+// helpers, so they are told apart by their full signature: (epoch, batch_idx, optimizer, optimizer_closure) and
+// (epoch, batch_idx, optimizer). optimizer_step_without_closure_t finds the form without the closure that trainloop
+// took in 0.1, to name the change in an error.
+template <class M, class Optimizer, class Closure>
+using optimizer_step_hook_t = decltype(std::declval<M&>().optimizer_step(
+    std::int64_t{}, std::int64_t{}, std::declval<Optimizer&>(), std::declval<Closure&>()));
 template <class M, class Optimizer>
-using optimizer_step_hook_t =
+using optimizer_step_without_closure_t =
     decltype(std::declval<M&>().optimizer_step(std::int64_t{}, std::int64_t{}, std::declval<Optimizer&>()));
 template <class M, class Optimizer>
 using optimizer_zero_grad_hook_t =
@@ -8448,18 +8455,80 @@ TRAINLOOP_DETAIL_API torch::Tensor RocAuc::compute() {
 TRAINLOOP_DETAIL_END
 // ---- end parts/torch/metrics/classification.hpp ----
 // ---- begin parts/torch/optim.hpp ----
-// trainloop: what configure_optimizers returns. One or several optimizers, each optionally with an LR scheduler
-// stepped every N steps or epochs, or on a monitored metric.
+// trainloop: what configure_optimizers returns (one or several optimizers, each optionally with an LR scheduler
+// stepped every N steps or epochs, or on a monitored metric), and the optimizer and closure Lightning's
+// optimizer_step hook gets.
 #include <torch/torch.h>
 #include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 
 TRAINLOOP_DETAIL_BEGIN
+
+namespace detail {
+// One training batch's forward and backward as the optimizers' closures share it: evaluated once for all of them,
+// again whenever an optimizer re-evaluates (LBFGS, line searches).
+struct ClosureBatch {
+  explicit ClosureBatch(FunctionRef<torch::Tensor()> evaluate_batch) : evaluate(evaluate_batch) {}
+  // Already evaluated: `last_loss` is what the first call of each closure returns.
+  ClosureBatch(FunctionRef<torch::Tensor()> evaluate_batch, torch::Tensor last_loss)
+      : evaluate(evaluate_batch), loss(std::move(last_loss)), evaluated(true) {}
+  FunctionRef<torch::Tensor()> evaluate;  // training_step, zero_grad at a window's start, backward; returns the loss
+  torch::Tensor loss;                     // the last evaluation's (detached)
+  bool evaluated = false;
+  torch::Tensor run() {
+    loss = evaluate();
+    evaluated = true;
+    return loss;
+  }
+};
+}  // namespace detail
+
+/// Lightning's optimizer_closure: what the optimizer_step hook gets besides the optimizer. Calling it runs the batch's
+/// training_step, the zero_grad that opens an accumulation window, and the backward with its hooks, and returns the
+/// loss (detached; divided by accumulate_grad_batches, as Lightning's). An optimizer that re-evaluates the loss
+/// (torch::optim::LBFGS) calls it several times per step; each call runs the batch again. With several optimizers,
+/// the first call of a later optimizer's closure returns the loss the earlier one computed (one backward fills every
+/// parameter's gradient). Not copyable: hand it to a raw LibTorch optimizer as `[&] { return closure(); }`.
+class OptimizerClosure {
+ public:
+  explicit OptimizerClosure(detail::ClosureBatch& batch) noexcept : batch_(&batch) {}
+  OptimizerClosure(const OptimizerClosure&) = delete;
+  OptimizerClosure& operator=(const OptimizerClosure&) = delete;
+  torch::Tensor operator()() {
+    if (calls_++ == 0 && batch_->evaluated) return batch_->loss;
+    return batch_->run();
+  }
+  /// Whether the batch's training_step ran (Lightning's "the closure hasn't been executed" when it did not).
+  bool executed() const noexcept { return batch_->evaluated; }
+
+ private:
+  detail::ClosureBatch* batch_;
+  int calls_ = 0;
+};
+
+/// The optimizer as the optimizer_step hook gets it (Lightning's LightningOptimizer): `step(closure)` goes through the
+/// Trainer, so the gradients are synchronised across ranks and unscaled, on_before_optimizer_step and clipping run
+/// after the closure, and the loss scaler may skip the step. Everything else is the LibTorch optimizer's:
+/// `optimizer()`, `param_groups()` (a learning-rate warm-up writes there).
+class LightningOptimizer {
+ public:
+  LightningOptimizer(torch::optim::Optimizer& optimizer, detail::FunctionRef<torch::Tensor(OptimizerClosure&)> step)
+      : optimizer_(&optimizer), step_(step) {}
+  /// Lightning's optimizer.step(closure=optimizer_closure); returns the closure's loss.
+  torch::Tensor step(OptimizerClosure& closure) { return step_(closure); }
+  torch::optim::Optimizer& optimizer() const noexcept { return *optimizer_; }
+  std::vector<torch::optim::OptimizerParamGroup>& param_groups() { return optimizer_->param_groups(); }
+
+ private:
+  torch::optim::Optimizer* optimizer_;
+  detail::FunctionRef<torch::Tensor(OptimizerClosure&)> step_;
+};
 
 /// When a scheduler steps: after optimizer steps, or at epoch ends.
 enum class Interval { step, epoch };
@@ -12924,7 +12993,8 @@ struct ModuleRuntime {
   torch::Device device = torch::Device(torch::kCPU);
   std::vector<std::shared_ptr<torch::optim::Optimizer>> optimizers;
   std::function<void(torch::Tensor&)> backward;                // runs the backward hooks around loss.backward()
-  std::function<void(torch::optim::Optimizer&)> step;          // hooks, clipping, step, global_step + 1
+  // the closure (may be empty), hooks, clipping, step, global_step + 1; returns the closure's loss
+  std::function<torch::Tensor(torch::optim::Optimizer&, const torch::optim::Optimizer::LossClosure&)> step;
   std::function<void(torch::optim::Optimizer&)> zero_grad;     // hooks, zero_grad
   std::function<void(torch::optim::Optimizer&, double, ClipAlgorithm)> clip_gradients;
 };
@@ -12967,7 +13037,14 @@ class LightningModule : public torch::nn::Module, public detail::LightningModule
   void automatic_optimization(bool enabled) { automatic_optimization_ = enabled; }
   const std::vector<std::shared_ptr<torch::optim::Optimizer>>& optimizers() { return runtime("optimizers").optimizers; }
   void manual_backward(torch::Tensor loss) { runtime("manual_backward").backward(loss); }
-  void optimizer_step(torch::optim::Optimizer& optimizer) { runtime("optimizer_step").step(optimizer); }
+  void optimizer_step(torch::optim::Optimizer& optimizer) { runtime("optimizer_step").step(optimizer, nullptr); }
+  /// Lightning's opt.step(closure=closure) in manual optimisation, for an optimizer that re-evaluates the loss
+  /// (torch::optim::LBFGS): `closure` computes the loss, calls manual_backward(loss) and returns the loss; it runs
+  /// inside the step (before it under a loss scaler, which LBFGS cannot have), then the hooks and clipping, as
+  /// without one. Returns the closure's loss.
+  torch::Tensor optimizer_step(torch::optim::Optimizer& optimizer, const torch::optim::Optimizer::LossClosure& closure) {
+    return runtime("optimizer_step").step(optimizer, closure);
+  }
   void optimizer_zero_grad(torch::optim::Optimizer& optimizer) { runtime("optimizer_zero_grad").zero_grad(optimizer); }
   /// Clips the gradients of `optimizer`'s parameters on the device (Lightning's clip_gradients), for an override of
   /// configure_gradient_clipping.
@@ -13787,7 +13864,7 @@ struct CallbackCheckpoints {
     trainer.for_each_logger([](auto& logger) {
       if constexpr (is_detected_v<logger_flush_t, std::decay_t<decltype(logger)>>) logger.flush();
     });
-    trainer.for_each_callback([&](auto& callback) {
+    trainer.for_each_callback(module, [&](auto& callback) {
       using C = std::decay_t<decltype(callback)>;
       if constexpr (is_detected_v<state_dict_t, C>) {
         const std::string key = callback_state_key(callback);
@@ -13798,7 +13875,7 @@ struct CallbackCheckpoints {
       }
       if constexpr (is_detected_v<tensor_state_t, C>) contents.tensors[callback_state_key(callback)] = callback.tensor_state();
     });
-    trainer.for_each_callback([&](auto& callback) {
+    trainer.for_each_callback(module, [&](auto& callback) {
       hooks<true>(callback, contents.entries, contents.entry_tensors, trainer, module);
     });
     hooks<true>(module, contents.entries, contents.entry_tensors);
@@ -13814,9 +13891,9 @@ struct CallbackCheckpoints {
     const TensorDict& checkpoint_tensors = loaded.entry_tensors();
     Connector::restoring(path, "checkpoint", [&] {
       hooks<false>(module, checkpoint, checkpoint_tensors);
-      trainer.for_each_callback([&](auto& callback) { hooks<false>(callback, checkpoint, checkpoint_tensors, trainer, module); });
+      trainer.for_each_callback(module, [&](auto& callback) { hooks<false>(callback, checkpoint, checkpoint_tensors, trainer, module); });
     });
-    trainer.for_each_callback([&](auto& callback) {
+    trainer.for_each_callback(module, [&](auto& callback) {
       using C = std::decay_t<decltype(callback)>;
       if constexpr (is_detected_v<load_state_dict_t, C>) {
         auto it = loaded.states.find(callback_state_key(callback));
@@ -13835,11 +13912,11 @@ struct CallbackCheckpoints {
 
   // "last" and "best" name what a ModelCheckpoint in the pack wrote, in this process or (after a crash) on disk in
   // its folder; anything else is a path.
-  template <class T>
-  static std::string resolve_path(T& trainer, const std::string& ckpt_path) {
+  template <class T, class Module>
+  static std::string resolve_path(T& trainer, const Module& module, const std::string& ckpt_path) {
     if (ckpt_path != "last" && ckpt_path != "best") return ckpt_path;
     std::string found, folders;
-    trainer.for_each_callback([&](auto& callback) {
+    trainer.for_each_callback(module, [&](auto& callback) {
       using C = std::decay_t<decltype(callback)>;
       if constexpr (is_detected_v<last_model_path_t, C>) {
         if (found.empty()) found = callback.find_checkpoint(ckpt_path);
@@ -14350,6 +14427,13 @@ TRAINLOOP_DETAIL_API void TrainerCore::check_optimizers(const std::string& modul
     if (!config.optimizer())
       throw std::invalid_argument("trainloop: " + module + "::configure_optimizers() returned a null optimizer (entry " +
                                   std::to_string(i) + ")");
+    // Lightning's and PyTorch's rule: a loss scaler steps after the closure ran (to skip a step with inf/NaN
+    // gradients), which an optimizer that re-evaluates the loss inside its step cannot allow.
+    if (precision_.scaling() && dynamic_cast<torch::optim::LBFGS*>(config.optimizer().get()))
+      throw std::invalid_argument("trainloop: " + module + "::configure_optimizers() returned torch::optim::LBFGS "
+                                  "(entry " + std::to_string(i) + "), which the loss scaler of precision(\"16-mixed\") "
+                                  "cannot drive (it re-evaluates the loss inside its step; as in Lightning and "
+                                  "PyTorch's GradScaler); use precision(\"bf16-mixed\") or \"32\"");
     if (const auto& s = config.scheduler()) {
       if (!s->monitor().empty() && !s->can_step_on_metric())
         throw std::invalid_argument("trainloop: the scheduler of optimizer " + std::to_string(i) + " monitors '" +
@@ -14781,8 +14865,9 @@ TRAINLOOP_DETAIL_END
 // ---- end parts/torch/callbacks/model_summary.hpp ----
 // ---- begin parts/torch/callback_list.hpp ----
 // trainloop: the Trainer's callbacks: the compile-time pack as given, the built-in progress bar and model summary
-// (added unless the options turn them off or the pack has its own), and the one place that says in which order a
-// hook reaches them (docs/trainer.md: hook order). Visiting costs nothing for a group the pack does not have.
+// (added unless the options turn them off or the pack has its own), those the module's configure_callbacks() adds,
+// and the one place that says in which order a hook reaches them (docs/trainer.md: hook order). Visiting costs
+// nothing for a group the pack does not have.
 #include <torch/torch.h>
 #include <tuple>
 #include <type_traits>
@@ -14824,6 +14909,32 @@ enum class CallbackOrder {
   pack,           // the pack alone (plain, monitoring, checkpointing): the training Engine's events
 };
 
+// What a module's configure_callbacks() returned, as a tuple (a single callback is wrapped in one); std::tie's
+// references stay references, so the module keeps owning what it returned that way.
+template <class R>
+auto as_callback_tuple(R&& result) {
+  if constexpr (is_tuple<std::decay_t<R>>::value) return std::decay_t<R>(std::forward<R>(result));
+  else return std::tuple<std::decay_t<R>>(std::forward<R>(result));
+}
+template <class Module>
+using module_callbacks_t = decltype(as_callback_tuple(std::declval<Module&>().configure_callbacks()));
+template <class Module, bool = lightning_hook<lightning_tags::configure_callbacks>::callable<Module>>
+struct module_callbacks {
+  using type = std::tuple<>;
+};
+template <class Module>
+struct module_callbacks<Module, true> {
+  using type = module_callbacks_t<Module>;
+};
+
+// Whether a callback of type C gives way to one the module configured: Lightning replaces a Trainer's callback by a
+// module's of the same class or a subclass.
+template <class C, class ModuleCallbacks>
+struct overridden_by;
+template <class C, class... M>
+struct overridden_by<C, std::tuple<M...>>
+    : std::bool_constant<(std::is_base_of_v<C, std::decay_t<unwrap_reference_t<std::decay_t<M>>>> || ... || false)> {};
+
 template <class... Callbacks>
 class CallbackList {
  public:
@@ -14846,46 +14957,62 @@ class CallbackList {
     return unwrap(std::get<C>(callbacks_));
   }
 
-  // f(callback) for each callback `Order` reaches. Loggers, the progress bar and the model summary exist on rank 0
-  // only (Lightning's rank_zero_only): `global_zero` says whether this is it.
-  template <CallbackOrder Order, class F>
-  void for_each(bool global_zero, F&& f) {
+  // f(callback) for each callback `Order` reaches: the pack's, then (in each group) those the module configured
+  // (`module_callbacks`: its configure_callbacks() result, or an empty tuple), which replace the pack's of their type,
+  // as Lightning appends them and moves checkpointing callbacks last. Loggers, the progress bar and the model summary
+  // exist on rank 0 only (Lightning's rank_zero_only): `global_zero` says whether this is it.
+  template <CallbackOrder Order, class ModuleCallbacks, class F>
+  void for_each(bool global_zero, ModuleCallbacks& module_callbacks, F&& f) {
     using O = CallbackOrder;
-    if constexpr (Order == O::all || Order == O::before_module || Order == O::plain || Order == O::pack)
-      visit<CallbackGroup::plain>(global_zero, f);
+    constexpr bool plain = Order == O::all || Order == O::before_module || Order == O::plain || Order == O::pack;
+    constexpr bool monitoring = Order == O::all || Order == O::before_module || Order == O::monitoring || Order == O::pack;
+    constexpr bool checkpointing = Order == O::all || Order == O::checkpointing || Order == O::pack;
+    if constexpr (plain) visit<CallbackGroup::plain, ModuleCallbacks>(callbacks_, global_zero, f);
     if constexpr (Order == O::all || Order == O::before_module || Order == O::plain) {
-      if (builtin_progress_bar_ && global_zero) f(progress_bar_);
-      if (builtin_model_summary_ && global_zero) f(model_summary_);
+      if (builtin_progress_bar_ && global_zero && !overridden_by<ProgressBar, ModuleCallbacks>::value) f(progress_bar_);
+      if (builtin_model_summary_ && global_zero && !overridden_by<ModelSummary, ModuleCallbacks>::value) f(model_summary_);
     }
-    if constexpr (Order == O::all || Order == O::before_module || Order == O::monitoring || Order == O::pack)
-      visit<CallbackGroup::monitoring>(global_zero, f);
-    if constexpr (Order == O::all || Order == O::checkpointing || Order == O::pack)
-      visit<CallbackGroup::checkpointing>(global_zero, f);
+    if constexpr (plain) visit<CallbackGroup::plain, std::tuple<>>(module_callbacks, global_zero, f);
+    if constexpr (monitoring) {
+      visit<CallbackGroup::monitoring, ModuleCallbacks>(callbacks_, global_zero, f);
+      visit<CallbackGroup::monitoring, std::tuple<>>(module_callbacks, global_zero, f);
+    }
+    if constexpr (checkpointing) {
+      visit<CallbackGroup::checkpointing, ModuleCallbacks>(callbacks_, global_zero, f);
+      visit<CallbackGroup::checkpointing, std::tuple<>>(module_callbacks, global_zero, f);
+    }
   }
   template <class F>
   void for_each_logger(bool global_zero, F&& f) {
-    if constexpr (has_loggers)
-      for_each<CallbackOrder::all>(global_zero, [&](auto& callback) {
+    if constexpr (has_loggers) {
+      std::tuple<> none;
+      for_each<CallbackOrder::all>(global_zero, none, [&](auto& callback) {
         if constexpr (is_logger<std::decay_t<decltype(callback)>>()) f(callback);
       });
+    }
   }
 
  private:
   template <class C>
   static constexpr bool rank_zero_only_v =
       is_logger<C>() || std::is_same_v<C, ProgressBar> || std::is_same_v<C, ModelSummary>;
-  // Whether the pack has a callback of group G: a hook with none costs no instantiation at all (most Trainers have
+  // Whether a tuple has a callback of group G: a hook with none costs no instantiation at all (most Trainers have
   // few callbacks, and every hook asks every group).
-  template <CallbackGroup G>
-  static constexpr bool has_group_v = ((callback_group<unwrap_reference_t<Callbacks>>() == G) || ... || false);
-  template <CallbackGroup G, class F>
-  void visit([[maybe_unused]] bool global_zero, [[maybe_unused]] F& f) {
-    if constexpr (has_group_v<G>) {
+  template <CallbackGroup G, class Tuple>
+  struct has_group;
+  template <CallbackGroup G, class... Cs>
+  struct has_group<G, std::tuple<Cs...>>
+      : std::bool_constant<((callback_group<std::decay_t<unwrap_reference_t<std::decay_t<Cs>>>>() == G) || ... ||
+                            false)> {};
+  // f(callback) for each callback of group G in `tuple` that the module's callbacks (`Overriding`) do not replace.
+  template <CallbackGroup G, class Overriding, class Tuple, class F>
+  static void visit(Tuple& tuple, [[maybe_unused]] bool global_zero, [[maybe_unused]] F& f) {
+    if constexpr (has_group<G, std::remove_const_t<Tuple>>::value) {
       std::apply(
           [&](auto&... callbacks) {
             [[maybe_unused]] auto one = [&](auto& callback) {
               using C = std::decay_t<decltype(callback)>;
-              if constexpr (callback_group<C>() == G) {
+              if constexpr (callback_group<C>() == G && !overridden_by<C, Overriding>::value) {
                 if constexpr (rank_zero_only_v<C>) {
                   if (!global_zero) return;
                 }
@@ -14894,7 +15021,7 @@ class CallbackList {
             };
             (one(unwrap(callbacks)), ...);
           },
-          callbacks_);
+          tuple);
     }
   }
 
@@ -15155,11 +15282,11 @@ TRAINLOOP_DETAIL_END
 // ---- end parts/torch/loops/evaluation_loop.hpp ----
 // ---- begin parts/torch/loops/optimization.hpp ----
 // trainloop: the two optimisation forms, Lightning's automatic and manual optimisation, and what they share: backward
-// with its hooks, and an optimizer step with its hooks (the gradients unscaled under "16-mixed",
-// on_before_optimizer_step, clipping, the step unless the loss scaler skips it, gradients synchronised across ranks
-// first). Automatic optimisation calls the module's optimizer_step / optimizer_zero_grad / configure_gradient_clipping
-// overrides; manual optimisation (the module calls manual_backward and steps its optimizers itself) uses the plain
-// forms, as Lightning's does.
+// with its hooks, and an optimizer step with its closure and hooks (the closure, the gradients synchronised across
+// ranks and unscaled under "16-mixed", on_before_optimizer_step, clipping, then the step unless the loss scaler skips
+// it). Automatic optimisation makes each batch a closure and calls the module's optimizer_step / optimizer_zero_grad /
+// configure_gradient_clipping overrides; manual optimisation (the module calls manual_backward and steps its
+// optimizers itself, with or without a closure) uses the plain forms, as Lightning's does.
 #include <torch/torch.h>
 #include <cstdint>
 #include <stdexcept>
@@ -15190,6 +15317,15 @@ torch::Tensor loss_of(const Out& out) {
     return {};
   }
 }
+// The same, for the Trainer: an error names the module.
+template <class Module, class Out>
+torch::Tensor training_loss(const Out& out) {
+  try {
+    return loss_of(out);
+  } catch (const std::invalid_argument& error) {
+    throw std::runtime_error("trainloop: " + type_name<Module>() + "::" + error.what());
+  }
+}
 
 // What both forms share. `T` is the Trainer (which befriends these units).
 struct OptimizerCalls {
@@ -15208,17 +15344,35 @@ struct OptimizerCalls {
     t.template call_hook<lightning_tags::on_after_backward>(module);
   }
 
-  // The gradients synchronised across ranks and unscaled, on_before_optimizer_step, then (profiled as the optimizer
-  // step) `clip()` and `step()` through the loss scaler, which skips the step on inf/NaN gradients. Returns whether
-  // the optimizer stepped.
-  template <class T, class Module, class Clip, class Step>
-  static bool step(T& t, Module& module, torch::optim::Optimizer& optimizer, Clip&& clip, Step&& step) {
-    t.strategy_.before_optimizer_step();
-    t.precision_.unscale(optimizer);  // the hook and clipping see the true gradients, as in Lightning
-    t.template call_hook<lightning_tags::on_before_optimizer_step>(module, optimizer);
-    return t.profiled(profiler_actions::optimizer_step, [&] {
+  // Lightning's precision plugin's optimizer_step: `closure()` (a training batch's forward and backward, or a manual
+  // optimisation's own closure), then the gradients synchronised across ranks and unscaled (the hook and clipping see
+  // the true gradients, as in Lightning), on_before_optimizer_step and `clip()`. Without a loss scaler all of it runs
+  // inside the optimizer's step(closure), so an optimizer that re-evaluates the loss (LBFGS) repeats it; a loss scaler
+  // runs it first and then decides whether the optimizer steps (inf/NaN gradients: skipped), as PyTorch's GradScaler
+  // does (it takes no closure: fit refuses LBFGS under one). Profiled as the optimizer step, the closure included, as
+  // in Lightning's profiler. Returns the closure's loss; `stepped` says whether the optimizer stepped.
+  template <class T, class Module, class Clip>
+  static torch::Tensor step(T& t, Module& module, torch::optim::Optimizer& optimizer, Clip&& clip,
+                            FunctionRef<torch::Tensor()> closure, bool& stepped) {
+    auto after_closure = [&] {
+      t.strategy_.before_optimizer_step();
+      t.precision_.unscale(optimizer);
+      t.template call_hook<lightning_tags::on_before_optimizer_step>(module, optimizer);
       clip();
-      return t.precision_.step(optimizer, step);
+    };
+    return t.profiled(profiler_actions::optimizer_step, [&] {
+      if (t.precision_.scaling()) {
+        torch::Tensor loss = closure();
+        after_closure();
+        stepped = t.precision_.step(optimizer, [&] { optimizer.step(); });
+        return loss;
+      }
+      stepped = true;
+      return optimizer.step([&] {
+        torch::Tensor loss = closure();
+        after_closure();
+        return loss;
+      });
     });
   }
 
@@ -15236,39 +15390,74 @@ struct OptimizerCalls {
   }
 };
 
-// Lightning's automatic optimisation: for each batch, zero_grad at an accumulation window's start, backward of the
-// loss (divided by the window), and at the window's end (or the epoch's) a step of every optimizer, with the module's
-// optimizer_zero_grad(epoch, batch_idx, optimizer), configure_gradient_clipping(optimizer, value, algorithm) and
-// optimizer_step(epoch, batch_idx, optimizer) overrides when it has them (optimizer_step must call optimizer.step()).
+// Lightning's automatic optimisation. Each batch is a closure (training_step, zero_grad at an accumulation window's
+// start, backward of the loss divided by the window); inside a window it runs at once, and at the window's end (or
+// the epoch's) every optimizer steps with it: the module's optimizer_step(epoch, batch_idx, optimizer, closure) when
+// it has one (it must call optimizer.step(closure)), else optimizer.step(closure), so training_step and the backward
+// hooks run inside the step, where Lightning runs them. The module's optimizer_zero_grad(epoch, batch_idx, optimizer)
+// and configure_gradient_clipping(optimizer, value, algorithm) overrides replace the defaults.
 struct AutomaticOptimization {
-  // After training_step returned `out`, at batch `batch_idx` of the epoch the Engine `core` runs.
-  template <class T, class Module, class Out>
-  static void run(T& t, Module& module, EngineCore& core, const Out& out, std::int64_t batch_idx) {
-    torch::Tensor loss;
-    try {
-      loss = loss_of(out);
-    } catch (const std::invalid_argument& error) {
-      throw std::runtime_error("trainloop: " + type_name<Module>() + "::" + error.what());
-    }
-    t.check_loss(loss, batch_idx, &type_name<Module>);
+  // Batch `batch_idx` of the epoch the Engine `core` runs; `forward()` runs training_step and returns its loss.
+  // Returns the loss (detached, divided by the window).
+  template <class T, class Module, class Forward>
+  static torch::Tensor run(T& t, Module& module, EngineCore& core, std::int64_t batch_idx, Forward&& forward) {
     LoopProgress& progress = t.progress_;
     const std::int64_t accumulate = progress.accumulate_grad_batches;
     const bool last_batch = core.state.epoch_length && core.state.epoch_iteration >= *core.state.epoch_length;
     const bool step_now = (batch_idx + 1) % accumulate == 0 || last_batch;
-    if (progress.batches_since_step == 0)
-      for (const auto& config : t.optimizers_) zero_grad(t, module, *config.optimizer());
-    t.strategy_.before_backward(step_now);  // accumulation micro-steps: no communication until the batch that steps
-    OptimizerCalls::backward(t, module, accumulate > 1 ? loss / static_cast<double>(accumulate) : loss);
-    t.strategy_.after_backward();
-    ++progress.batches_since_step;
-    if (step_now) step(t, module);
+    const bool opens_window = progress.batches_since_step == 0;
+    auto evaluate = [&]() -> torch::Tensor {
+      torch::Tensor loss = forward();
+      t.check_loss(loss, batch_idx, &type_name<Module>);
+      if (opens_window)
+        for (const auto& config : t.optimizers_) zero_grad(t, module, *config.optimizer());
+      if (accumulate > 1) loss = loss / static_cast<double>(accumulate);
+      t.strategy_.before_backward(step_now);  // accumulation micro-steps: no communication until the batch that steps
+      OptimizerCalls::backward(t, module, loss);
+      t.strategy_.after_backward();
+      return loss.detach();
+    };
+    ClosureBatch batch(evaluate);
+    if (step_now) {
+      step(t, module, batch);
+    } else {
+      OptimizerClosure{batch}();
+      ++progress.batches_since_step;
+    }
+    return batch.loss;
   }
 
-  // Every optimizer, counted once when at least one stepped.
+  // The step that closes a window the epoch ended inside (its length was unknown at its last batch, or it was cut
+  // short): no batch is left, so the closures return the window's last loss, and an optimizer that re-evaluates
+  // (LBFGS) cannot: an error says why.
   template <class T, class Module>
-  static void step(T& t, Module& module) {
+  static void step_without_batch(T& t, Module& module, const torch::Tensor& last_loss) {
+    auto no_batch = []() -> torch::Tensor {
+      throw std::logic_error(
+          "trainloop: an optimizer re-evaluated its closure at the step after the epoch ended inside an accumulation "
+          "window, where no batch is left to evaluate; give the training data a size divisible by "
+          "accumulate_grad_batches, or use accumulate_grad_batches(1) with this optimizer");
+    };
+    ClosureBatch batch(no_batch, last_loss);
+    step(t, module, batch);
+  }
+
+  // Every optimizer stepped with `batch`'s closure, counted once when at least one stepped.
+  template <class T, class Module>
+  static void step(T& t, Module& module, ClosureBatch& batch) {
     using Clipping = lightning_hook<lightning_tags::configure_gradient_clipping>;
     Clipping::template check_module<Module, torch::optim::Optimizer&, double, ClipAlgorithm>();
+    static_assert(!is_detected_v<optimizer_step_without_closure_t, Module, torch::optim::Optimizer> ||
+                      is_detected_v<optimizer_step_hook_t, Module, LightningOptimizer, OptimizerClosure>,
+                  "trainloop: optimizer_step(epoch, batch_idx, optimizer) takes Lightning's closure now: declare "
+                  "optimizer_step(std::int64_t epoch, std::int64_t batch_idx, trainloop::LightningOptimizer& "
+                  "optimizer, trainloop::OptimizerClosure& optimizer_closure) and call "
+                  "optimizer.step(optimizer_closure) where optimizer.step() was");
+    static_assert(!is_detected_v<optimizer_step_hook_t, Module, torch::optim::Optimizer, OptimizerClosure> ||
+                      is_detected_v<optimizer_step_hook_t, Module, LightningOptimizer, OptimizerClosure>,
+                  "trainloop: optimizer_step's optimizer is a trainloop::LightningOptimizer& (its step(closure) "
+                  "unscales, runs on_before_optimizer_step and clipping, and lets the loss scaler skip the step; "
+                  "a torch::optim::Optimizer's step would bypass them)");
     bool stepped = false;
     for (const auto& config : t.optimizers_) {
       torch::optim::Optimizer& optimizer = *config.optimizer();
@@ -15279,14 +15468,22 @@ struct AutomaticOptimization {
         else
           OptimizerCalls::default_clip(t, optimizer);
       };
-      auto step_it = [&] {
-        if constexpr (is_detected_v<optimizer_step_hook_t, Module, torch::optim::Optimizer>)
-          module.optimizer_step(t.progress_.current_epoch, t.progress_.batch_idx, optimizer);
-        else
-          optimizer.step();
+      bool this_stepped = false;
+      auto through_trainer = [&](OptimizerClosure& closure) {
+        return OptimizerCalls::step(t, module, optimizer, clip, [&] { return closure(); }, this_stepped);
       };
-      stepped = OptimizerCalls::step(t, module, optimizer, clip, step_it) || stepped;
+      LightningOptimizer lightning_optimizer(optimizer, through_trainer);
+      OptimizerClosure closure(batch);
+      if constexpr (is_detected_v<optimizer_step_hook_t, Module, LightningOptimizer, OptimizerClosure>)
+        module.optimizer_step(t.progress_.current_epoch, t.progress_.batch_idx, lightning_optimizer, closure);
+      else
+        lightning_optimizer.step(closure);
+      stepped = this_stepped || stepped;
     }
+    if (!batch.evaluated)
+      throw std::logic_error("trainloop: " + type_name<Module>() +
+                             "::optimizer_step did not run the closure, so training_step never ran (Lightning: \"the "
+                             "closure hasn't been executed\"); call optimizer.step(optimizer_closure) in it");
     t.count_optimizer_step(stepped);
   }
 
@@ -15301,17 +15498,20 @@ struct AutomaticOptimization {
   }
 };
 
-// Manual optimisation: what the module's manual_backward(loss), optimizer step and zero_grad do (its runtime's
-// functions), each through the shared hooks; a step counts at once.
+// Manual optimisation: what the module's manual_backward(loss), optimizer_step(optimizer[, closure]) and
+// optimizer_zero_grad(optimizer) do (its runtime's functions), each through the shared hooks; a step counts at once.
 struct ManualOptimization {
   template <class T, class Module>
   static void connect(T& t, Module& module) {
     ModuleRuntime& runtime = t.runtime_;
     runtime.backward = [&t, &module](torch::Tensor& loss) { OptimizerCalls::backward(t, module, loss); };
-    runtime.step = [&t, &module](torch::optim::Optimizer& optimizer) {
-      const bool stepped = OptimizerCalls::step(
-          t, module, optimizer, [&] { OptimizerCalls::default_clip(t, optimizer); }, [&] { optimizer.step(); });
+    runtime.step = [&t, &module](torch::optim::Optimizer& optimizer, const torch::optim::Optimizer::LossClosure& closure) {
+      bool stepped = false;
+      torch::Tensor loss = OptimizerCalls::step(
+          t, module, optimizer, [&] { OptimizerCalls::default_clip(t, optimizer); },
+          [&] { return closure ? closure() : torch::Tensor(); }, stepped);
       t.count_optimizer_step(stepped);
+      return loss;
     };
     runtime.zero_grad = [&t, &module](torch::optim::Optimizer& optimizer) {
       OptimizerCalls::zero_grad(t, module, optimizer, [&] { optimizer.zero_grad(); });
@@ -15532,7 +15732,7 @@ class FitLoop {
   template <Event E, class Engine>
   void engine_event(Engine& engine) {
     auto hook = [&](auto& callback) { call_engine_hook<E>(callback, engine); };
-    t_.template for_each_callback<CallbackOrder::pack>(hook);
+    t_.template for_each_callback<CallbackOrder::pack>(module_, hook);
     if constexpr (E == Event::get_batch_started)
       if (t_.profiling_) fetch_started_ = Profiler::Clock::now();
     if constexpr (E == Event::get_batch_completed)
@@ -15585,34 +15785,44 @@ class FitLoop {
 
   // --- the training batch ---------------------------------------------------------------------------------------
 
-  // One training batch, Lightning's procedure (the batch-start hooks already ran: iteration_started): the forward in
-  // training_step, then automatic optimisation (manual optimisation happened inside training_step).
+  // One training batch, Lightning's procedure (the batch-start hooks already ran: iteration_started): in manual
+  // optimisation training_step steps the optimizers itself; in automatic optimisation training_step runs inside the
+  // batch's closure, which the optimizers' step runs (loops/optimization.hpp).
   auto train_batch(EngineCore& core, Batch& batch) {
     T& t = t_;
     const std::int64_t batch_idx = t.progress_.batch_idx;
-    t.strategy_.before_forward();
     auto action = T::template hook_action<tags::training_step, Module>("[LightningModule]");
+    auto training_step = [&] {
+      t.strategy_.before_forward();
+      return t.profiled(action, [&] {
+        [[maybe_unused]] auto autocast = t.precision_.forward_guard();
+        return module_.training_step(batch, batch_idx);
+      });
+    };
     using Out = decltype(module_.training_step(batch, batch_idx));
     if constexpr (std::is_void_v<Out>) {
       if (module_.automatic_optimization())
         throw std::logic_error("trainloop: " + type_name<Module>() +
                                "::training_step returns nothing, so there is no loss to optimise; return it, or use "
                                "manual optimisation with automatic_optimization(false)");
-      t.profiled(action, [&] {
-        [[maybe_unused]] auto autocast = t.precision_.forward_guard();
-        module_.training_step(batch, batch_idx);
-      });
+      training_step();
       const std::monostate out{};
       end_train_batch(out, batch, batch_idx);
       return out;
     } else {
-      auto out = t.profiled(action, [&] {
-        [[maybe_unused]] auto autocast = t.precision_.forward_guard();
-        return module_.training_step(batch, batch_idx);
+      if (!module_.automatic_optimization()) {
+        Out out = training_step();
+        end_train_batch(out, batch, batch_idx);
+        return out;
+      }
+      std::optional<Out> out;  // the last evaluation's: an optimizer may run the closure several times
+      last_loss_ = AutomaticOptimization::run(t, module_, core, batch_idx, [&] {
+        out.reset();
+        out.emplace(training_step());
+        return training_loss<Module>(*out);
       });
-      if (module_.automatic_optimization()) AutomaticOptimization::run(t, module_, core, out, batch_idx);
-      end_train_batch(out, batch, batch_idx);
-      return out;
+      end_train_batch(*out, batch, batch_idx);
+      return std::move(*out);
     }
   }
   // The batch is counted and its step values published before on_train_batch_end, so callbacks (a checkpoint
@@ -15706,7 +15916,7 @@ class FitLoop {
       if (!t.num_training_batches_ && engine.state.epoch_length)  // unsized data: the first pass told its length
         t.num_training_batches_ = static_cast<std::int64_t>(*engine.state.epoch_length);
       if (progress.batches_since_step > 0 && module_.automatic_optimization()) {  // the epoch ended inside a window
-        AutomaticOptimization::step(t, module_);
+        AutomaticOptimization::step_without_batch(t, module_, last_loss_);
         t.precision_.update();
       }
     }
@@ -15722,12 +15932,12 @@ class FitLoop {
       // checkpointing callbacks, whose checkpoints resume with what follows.
       auto epoch_end = [&](auto& callback) { t.template call_callback<tags::on_train_epoch_end>(callback, module_); };
       progress.point = LoopPoint::epoch_hooks;
-      t.template for_each_callback<CallbackOrder::plain>(epoch_end);
+      t.template for_each_callback<CallbackOrder::plain>(module_, epoch_end);
       t.template call_module<tags::on_train_epoch_end>(module_);
       t.publish_epoch_values(t.logs_.store(Stage::train));
-      t.template for_each_callback<CallbackOrder::monitoring>(epoch_end);
+      t.template for_each_callback<CallbackOrder::monitoring>(module_, epoch_end);
       progress.point = LoopPoint::epoch_rest;
-      t.template for_each_callback<CallbackOrder::checkpointing>(epoch_end);
+      t.template for_each_callback<CallbackOrder::checkpointing>(module_, epoch_end);
     }
     t.write_logs();
     core_.end_epoch(engine);
@@ -15740,6 +15950,7 @@ class FitLoop {
   FitLoopCore core_;
   std::optional<Batch> slot_;  // the batch on the device (when it was moved)
   Batch* batch_ = nullptr;     // the batch training_step gets
+  torch::Tensor last_loss_;    // the last training batch's loss (automatic optimisation)
   Profiler::Clock::time_point fetch_started_;
 };
 }  // namespace detail
@@ -15868,8 +16079,10 @@ TRAINLOOP_DETAIL_END
 // (training on the Engine), loops/evaluation_loop.hpp, loops/optimization.hpp, checkpoint_connector.hpp.
 #include <torch/torch.h>
 #include <cstdint>
+#include <cstdio>
 #include <exception>
 #include <map>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -16030,7 +16243,8 @@ class Trainer : public TrainerCore {
                                       detail::type_name<Module>() +
                                       "::validation_step does not take them (only the validation data's batches)");
     }
-    const std::string resolved_ckpt = detail::CallbackCheckpoints::resolve_path(*this, ckpt_path);
+    configure_callbacks(module);
+    const std::string resolved_ckpt = detail::CallbackCheckpoints::resolve_path(*this, module, ckpt_path);
     fitting_ = true;
     struct Done {
       Trainer& t;
@@ -16076,6 +16290,7 @@ class Trainer : public TrainerCore {
     using Data = detail::held_t<decltype(make_data())>;
     const bool is_test = stage == Stage::test;
     check_module<Module>();
+    configure_callbacks(module);
     run_stage(module, stage, is_test ? "test" : "validate", [&] {
       detail::Held<Data> held{make_data()};
       shard_for_ranks(held.get());
@@ -16095,6 +16310,7 @@ class Trainer : public TrainerCore {
     using Out = std::decay_t<decltype(std::declval<Module&>().predict_step(std::declval<Batch&>(), std::int64_t{}))>;
     static_assert(!std::is_void_v<Out>, "trainloop: predict_step must return its prediction");
     check_module<Module>();
+    configure_callbacks(module);
     std::vector<Out> predictions;
     run_stage(module, Stage::predict, "predict", [&] {
       detail::Held<Data> held{make_data()};
@@ -16117,10 +16333,53 @@ class Trainer : public TrainerCore {
 
   using Callbacks_ = detail::CallbackList<Callbacks...>;
   using Order = detail::CallbackOrder;
-  // f(callback) for every callback `order` reaches, in hook order (callback_list.hpp).
-  template <Order order = Order::all, class F>
-  void for_each_callback(F&& f) {
-    callbacks_.template for_each<order>(is_global_zero(), f);
+  // f(callback) for every callback `order` reaches, in hook order (callback_list.hpp): the pack's and those `module`'s
+  // configure_callbacks() returned.
+  template <Order order = Order::all, class Module, class F>
+  void for_each_callback(const Module&, F&& f) {
+    using Configured = typename detail::module_callbacks<Module>::type;
+    if constexpr (std::tuple_size_v<Configured> > 0) {
+      if (module_callbacks_type_ && *module_callbacks_type_ == typeid(Configured))
+        return callbacks_.template for_each<order>(is_global_zero(), *static_cast<Configured*>(module_callbacks_.get()), f);
+    }
+    std::tuple<> none;
+    callbacks_.template for_each<order>(is_global_zero(), none, f);
+  }
+  // Lightning's configure_callbacks, the first hook of every entry point: what the module returns joins the pack for
+  // this stage and stays until the next one (save_checkpoint after fit sees it), replacing the pack's callbacks of its
+  // types, as Lightning's _attach_model_callbacks does (and says so).
+  template <class Module>
+  void configure_callbacks(Module& module) {
+    using Hook = detail::lightning_hook<detail::tags::configure_callbacks>;
+    Hook::template check_module<Module>();
+    if constexpr (Hook::template callable<Module>) {
+      using Configured = detail::module_callbacks_t<Module>;
+      check_configured_callbacks(static_cast<Configured*>(nullptr));
+      module_callbacks_ = std::make_shared<Configured>(detail::as_callback_tuple(module.configure_callbacks()));
+      module_callbacks_type_ = &typeid(Configured);
+      std::string overridden;
+      auto name = [&](auto* callback, bool present) {
+        using C = std::remove_pointer_t<decltype(callback)>;
+        if (present && detail::overridden_by<C, Configured>::value)
+          overridden += (overridden.empty() ? "" : ", ") + detail::type_name<C>();
+      };
+      (name(static_cast<detail::unwrap_reference_t<Callbacks>*>(nullptr), true), ...);
+      name(static_cast<ProgressBar*>(nullptr), options_.enable_progress_bar() && !Callbacks_::template has<ProgressBar>());
+      name(static_cast<ModelSummary*>(nullptr), options_.enable_model_summary() && !Callbacks_::template has<ModelSummary>());
+      if (!overridden.empty() && detail::process_rank() == 0)
+        std::fprintf(stderr, "The following callbacks returned in %s::configure_callbacks will override existing "
+                     "callbacks passed to Trainer: %s\n", detail::type_name<Module>().c_str(), overridden.c_str());
+    } else {
+      (void)module;
+    }
+  }
+  template <class... Configured>
+  static constexpr void check_configured_callbacks(std::tuple<Configured...>*) {
+    using detail::unwrap_reference_t;
+    static_assert(!(detail::is_logger<std::decay_t<unwrap_reference_t<std::decay_t<Configured>>>>() || ... || false),
+                  "trainloop: configure_callbacks() returned a logger; loggers are the Trainer's (pass them to its "
+                  "constructor), as in Lightning");
+    static_assert((detail::check_lightning_names<std::decay_t<unwrap_reference_t<std::decay_t<Configured>>>>() && ... && true));
   }
   template <class F>
   void for_each_logger(F&& f) {
@@ -16163,9 +16422,9 @@ class Trainer : public TrainerCore {
 
   template <class Tag, class Module, class... Args>
   auto call_hook(Module& module, Args&&... args) {
-    for_each_callback<Order::before_module>([&](auto& cb) { call_callback<Tag>(cb, module, args...); });
+    for_each_callback<Order::before_module>(module, [&](auto& cb) { call_callback<Tag>(cb, module, args...); });
     auto result = call_module<Tag>(module, args...);
-    for_each_callback<Order::checkpointing>([&](auto& cb) { call_callback<Tag>(cb, module, args...); });
+    for_each_callback<Order::checkpointing>(module, [&](auto& cb) { call_callback<Tag>(cb, module, args...); });
     return result;
   }
 
@@ -16301,6 +16560,8 @@ class Trainer : public TrainerCore {
   }
 
   Callbacks_ callbacks_;
+  std::shared_ptr<void> module_callbacks_;                // what the last stage's configure_callbacks() returned
+  const std::type_info* module_callbacks_type_ = nullptr;  // its type (detail::module_callbacks_t)
 };
 
 template <class... Callbacks>

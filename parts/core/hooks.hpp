@@ -221,6 +221,8 @@ TRAINLOOP_DETAIL_NEAR_MISS_HOOKS(TRAINLOOP_DETAIL_NEAR_MISS_PROBE)
   X(test_step, "(not a callback hook)", "(Batch& batch, std::int64_t batch_idx)")                                      \
   X(predict_step, "(not a callback hook)", "(Batch& batch, std::int64_t batch_idx)")                                   \
   X(configure_optimizers, "(not a callback hook)", "() returning an optimizer or trainloop::Optimizers")               \
+  X(configure_callbacks, "(not a callback hook)",                                                                      \
+    "() returning a callback or a std::tuple of callbacks (values, or references: std::tie)")                          \
   X(backward, "(not a callback hook)", "(torch::Tensor& loss), calling loss.backward() or what replaces it")           \
   X(configure_gradient_clipping, "(not a callback hook)",                                                              \
     "(torch::optim::Optimizer& optimizer, double gradient_clip_val, trainloop::ClipAlgorithm algorithm)")              \
@@ -277,9 +279,14 @@ TRAINLOOP_DETAIL_LIGHTNING_HOOKS(TRAINLOOP_DETAIL_LIGHTNING_HOOK)
 #undef TRAINLOOP_DETAIL_LIGHTNING_HOOK
 
 // Lightning's optimizer_step and optimizer_zero_grad hooks share their names with LightningModule's manual-optimisation
-// helpers, so they are told apart by their full signature: (epoch, batch_idx, optimizer).
+// helpers, so they are told apart by their full signature: (epoch, batch_idx, optimizer, optimizer_closure) and
+// (epoch, batch_idx, optimizer). optimizer_step_without_closure_t finds the form without the closure that trainloop
+// took in 0.1, to name the change in an error.
+template <class M, class Optimizer, class Closure>
+using optimizer_step_hook_t = decltype(std::declval<M&>().optimizer_step(
+    std::int64_t{}, std::int64_t{}, std::declval<Optimizer&>(), std::declval<Closure&>()));
 template <class M, class Optimizer>
-using optimizer_step_hook_t =
+using optimizer_step_without_closure_t =
     decltype(std::declval<M&>().optimizer_step(std::int64_t{}, std::int64_t{}, std::declval<Optimizer&>()));
 template <class M, class Optimizer>
 using optimizer_zero_grad_hook_t =

@@ -1,6 +1,7 @@
 // trainloop: the Trainer's callbacks: the compile-time pack as given, the built-in progress bar and model summary
-// (added unless the options turn them off or the pack has its own), and the one place that says in which order a
-// hook reaches them (docs/trainer.md: hook order). Visiting costs nothing for a group the pack does not have.
+// (added unless the options turn them off or the pack has its own), those the module's configure_callbacks() adds,
+// and the one place that says in which order a hook reaches them (docs/trainer.md: hook order). Visiting costs
+// nothing for a group the pack does not have.
 #pragma once
 #include "parts/core/config.hpp"  // first: the feature macros decide what follows
 #include <torch/torch.h>
@@ -11,6 +12,7 @@
 #include "parts/core/hooks.hpp"
 #include "parts/torch/callbacks/model_summary.hpp"
 #include "parts/torch/callbacks/progress_bar.hpp"
+#include "parts/torch/device.hpp"
 #include "parts/torch/trainer_options.hpp"
 
 TRAINLOOP_DETAIL_BEGIN
@@ -48,6 +50,32 @@ enum class CallbackOrder {
   pack,           // the pack alone (plain, monitoring, checkpointing): the training Engine's events
 };
 
+// What a module's configure_callbacks() returned, as a tuple (a single callback is wrapped in one); std::tie's
+// references stay references, so the module keeps owning what it returned that way.
+template <class R>
+auto as_callback_tuple(R&& result) {
+  if constexpr (is_tuple<std::decay_t<R>>::value) return std::decay_t<R>(std::forward<R>(result));
+  else return std::tuple<std::decay_t<R>>(std::forward<R>(result));
+}
+template <class Module>
+using module_callbacks_t = decltype(as_callback_tuple(std::declval<Module&>().configure_callbacks()));
+template <class Module, bool = lightning_hook<lightning_tags::configure_callbacks>::callable<Module>>
+struct module_callbacks {
+  using type = std::tuple<>;
+};
+template <class Module>
+struct module_callbacks<Module, true> {
+  using type = module_callbacks_t<Module>;
+};
+
+// Whether a callback of type C gives way to one the module configured: Lightning replaces a Trainer's callback by a
+// module's of the same class or a subclass.
+template <class C, class ModuleCallbacks>
+struct overridden_by;
+template <class C, class... M>
+struct overridden_by<C, std::tuple<M...>>
+    : std::bool_constant<(std::is_base_of_v<C, std::decay_t<unwrap_reference_t<std::decay_t<M>>>> || ... || false)> {};
+
 template <class... Callbacks>
 class CallbackList {
  public:
@@ -70,46 +98,62 @@ class CallbackList {
     return unwrap(std::get<C>(callbacks_));
   }
 
-  // f(callback) for each callback `Order` reaches. Loggers, the progress bar and the model summary exist on rank 0
-  // only (Lightning's rank_zero_only): `global_zero` says whether this is it.
-  template <CallbackOrder Order, class F>
-  void for_each(bool global_zero, F&& f) {
+  // f(callback) for each callback `Order` reaches: the pack's, then (in each group) those the module configured
+  // (`module_callbacks`: its configure_callbacks() result, or an empty tuple), which replace the pack's of their type,
+  // as Lightning appends them and moves checkpointing callbacks last. Loggers, the progress bar and the model summary
+  // exist on rank 0 only (Lightning's rank_zero_only): `global_zero` says whether this is it.
+  template <CallbackOrder Order, class ModuleCallbacks, class F>
+  void for_each(bool global_zero, ModuleCallbacks& module_callbacks, F&& f) {
     using O = CallbackOrder;
-    if constexpr (Order == O::all || Order == O::before_module || Order == O::plain || Order == O::pack)
-      visit<CallbackGroup::plain>(global_zero, f);
+    constexpr bool plain = Order == O::all || Order == O::before_module || Order == O::plain || Order == O::pack;
+    constexpr bool monitoring = Order == O::all || Order == O::before_module || Order == O::monitoring || Order == O::pack;
+    constexpr bool checkpointing = Order == O::all || Order == O::checkpointing || Order == O::pack;
+    if constexpr (plain) visit<CallbackGroup::plain, ModuleCallbacks>(callbacks_, global_zero, f);
     if constexpr (Order == O::all || Order == O::before_module || Order == O::plain) {
-      if (builtin_progress_bar_ && global_zero) f(progress_bar_);
-      if (builtin_model_summary_ && global_zero) f(model_summary_);
+      if (builtin_progress_bar_ && global_zero && !overridden_by<ProgressBar, ModuleCallbacks>::value) f(progress_bar_);
+      if (builtin_model_summary_ && global_zero && !overridden_by<ModelSummary, ModuleCallbacks>::value) f(model_summary_);
     }
-    if constexpr (Order == O::all || Order == O::before_module || Order == O::monitoring || Order == O::pack)
-      visit<CallbackGroup::monitoring>(global_zero, f);
-    if constexpr (Order == O::all || Order == O::checkpointing || Order == O::pack)
-      visit<CallbackGroup::checkpointing>(global_zero, f);
+    if constexpr (plain) visit<CallbackGroup::plain, std::tuple<>>(module_callbacks, global_zero, f);
+    if constexpr (monitoring) {
+      visit<CallbackGroup::monitoring, ModuleCallbacks>(callbacks_, global_zero, f);
+      visit<CallbackGroup::monitoring, std::tuple<>>(module_callbacks, global_zero, f);
+    }
+    if constexpr (checkpointing) {
+      visit<CallbackGroup::checkpointing, ModuleCallbacks>(callbacks_, global_zero, f);
+      visit<CallbackGroup::checkpointing, std::tuple<>>(module_callbacks, global_zero, f);
+    }
   }
   template <class F>
   void for_each_logger(bool global_zero, F&& f) {
-    if constexpr (has_loggers)
-      for_each<CallbackOrder::all>(global_zero, [&](auto& callback) {
+    if constexpr (has_loggers) {
+      std::tuple<> none;
+      for_each<CallbackOrder::all>(global_zero, none, [&](auto& callback) {
         if constexpr (is_logger<std::decay_t<decltype(callback)>>()) f(callback);
       });
+    }
   }
 
  private:
   template <class C>
   static constexpr bool rank_zero_only_v =
       is_logger<C>() || std::is_same_v<C, ProgressBar> || std::is_same_v<C, ModelSummary>;
-  // Whether the pack has a callback of group G: a hook with none costs no instantiation at all (most Trainers have
+  // Whether a tuple has a callback of group G: a hook with none costs no instantiation at all (most Trainers have
   // few callbacks, and every hook asks every group).
-  template <CallbackGroup G>
-  static constexpr bool has_group_v = ((callback_group<unwrap_reference_t<Callbacks>>() == G) || ... || false);
-  template <CallbackGroup G, class F>
-  void visit([[maybe_unused]] bool global_zero, [[maybe_unused]] F& f) {
-    if constexpr (has_group_v<G>) {
+  template <CallbackGroup G, class Tuple>
+  struct has_group;
+  template <CallbackGroup G, class... Cs>
+  struct has_group<G, std::tuple<Cs...>>
+      : std::bool_constant<((callback_group<std::decay_t<unwrap_reference_t<std::decay_t<Cs>>>>() == G) || ... ||
+                            false)> {};
+  // f(callback) for each callback of group G in `tuple` that the module's callbacks (`Overriding`) do not replace.
+  template <CallbackGroup G, class Overriding, class Tuple, class F>
+  static void visit(Tuple& tuple, [[maybe_unused]] bool global_zero, [[maybe_unused]] F& f) {
+    if constexpr (has_group<G, std::remove_const_t<Tuple>>::value) {
       std::apply(
           [&](auto&... callbacks) {
             [[maybe_unused]] auto one = [&](auto& callback) {
               using C = std::decay_t<decltype(callback)>;
-              if constexpr (callback_group<C>() == G) {
+              if constexpr (callback_group<C>() == G && !overridden_by<C, Overriding>::value) {
                 if constexpr (rank_zero_only_v<C>) {
                   if (!global_zero) return;
                 }
@@ -118,7 +162,7 @@ class CallbackList {
             };
             (one(unwrap(callbacks)), ...);
           },
-          callbacks_);
+          tuple);
     }
   }
 

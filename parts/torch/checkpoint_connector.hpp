@@ -214,7 +214,7 @@ struct CallbackCheckpoints {
     trainer.for_each_logger([](auto& logger) {
       if constexpr (is_detected_v<logger_flush_t, std::decay_t<decltype(logger)>>) logger.flush();
     });
-    trainer.for_each_callback([&](auto& callback) {
+    trainer.for_each_callback(module, [&](auto& callback) {
       using C = std::decay_t<decltype(callback)>;
       if constexpr (is_detected_v<state_dict_t, C>) {
         const std::string key = callback_state_key(callback);
@@ -225,7 +225,7 @@ struct CallbackCheckpoints {
       }
       if constexpr (is_detected_v<tensor_state_t, C>) contents.tensors[callback_state_key(callback)] = callback.tensor_state();
     });
-    trainer.for_each_callback([&](auto& callback) {
+    trainer.for_each_callback(module, [&](auto& callback) {
       hooks<true>(callback, contents.entries, contents.entry_tensors, trainer, module);
     });
     hooks<true>(module, contents.entries, contents.entry_tensors);
@@ -241,9 +241,9 @@ struct CallbackCheckpoints {
     const TensorDict& checkpoint_tensors = loaded.entry_tensors();
     Connector::restoring(path, "checkpoint", [&] {
       hooks<false>(module, checkpoint, checkpoint_tensors);
-      trainer.for_each_callback([&](auto& callback) { hooks<false>(callback, checkpoint, checkpoint_tensors, trainer, module); });
+      trainer.for_each_callback(module, [&](auto& callback) { hooks<false>(callback, checkpoint, checkpoint_tensors, trainer, module); });
     });
-    trainer.for_each_callback([&](auto& callback) {
+    trainer.for_each_callback(module, [&](auto& callback) {
       using C = std::decay_t<decltype(callback)>;
       if constexpr (is_detected_v<load_state_dict_t, C>) {
         auto it = loaded.states.find(callback_state_key(callback));
@@ -262,11 +262,11 @@ struct CallbackCheckpoints {
 
   // "last" and "best" name what a ModelCheckpoint in the pack wrote, in this process or (after a crash) on disk in
   // its folder; anything else is a path.
-  template <class T>
-  static std::string resolve_path(T& trainer, const std::string& ckpt_path) {
+  template <class T, class Module>
+  static std::string resolve_path(T& trainer, const Module& module, const std::string& ckpt_path) {
     if (ckpt_path != "last" && ckpt_path != "best") return ckpt_path;
     std::string found, folders;
-    trainer.for_each_callback([&](auto& callback) {
+    trainer.for_each_callback(module, [&](auto& callback) {
       using C = std::decay_t<decltype(callback)>;
       if constexpr (is_detected_v<last_model_path_t, C>) {
         if (found.empty()) found = callback.find_checkpoint(ckpt_path);

@@ -28,7 +28,8 @@ struct ModuleRuntime {
   torch::Device device = torch::Device(torch::kCPU);
   std::vector<std::shared_ptr<torch::optim::Optimizer>> optimizers;
   std::function<void(torch::Tensor&)> backward;                // runs the backward hooks around loss.backward()
-  std::function<void(torch::optim::Optimizer&)> step;          // hooks, clipping, step, global_step + 1
+  // the closure (may be empty), hooks, clipping, step, global_step + 1; returns the closure's loss
+  std::function<torch::Tensor(torch::optim::Optimizer&, const torch::optim::Optimizer::LossClosure&)> step;
   std::function<void(torch::optim::Optimizer&)> zero_grad;     // hooks, zero_grad
   std::function<void(torch::optim::Optimizer&, double, ClipAlgorithm)> clip_gradients;
 };
@@ -71,7 +72,14 @@ class LightningModule : public torch::nn::Module, public detail::LightningModule
   void automatic_optimization(bool enabled) { automatic_optimization_ = enabled; }
   const std::vector<std::shared_ptr<torch::optim::Optimizer>>& optimizers() { return runtime("optimizers").optimizers; }
   void manual_backward(torch::Tensor loss) { runtime("manual_backward").backward(loss); }
-  void optimizer_step(torch::optim::Optimizer& optimizer) { runtime("optimizer_step").step(optimizer); }
+  void optimizer_step(torch::optim::Optimizer& optimizer) { runtime("optimizer_step").step(optimizer, nullptr); }
+  /// Lightning's opt.step(closure=closure) in manual optimisation, for an optimizer that re-evaluates the loss
+  /// (torch::optim::LBFGS): `closure` computes the loss, calls manual_backward(loss) and returns the loss; it runs
+  /// inside the step (before it under a loss scaler, which LBFGS cannot have), then the hooks and clipping, as
+  /// without one. Returns the closure's loss.
+  torch::Tensor optimizer_step(torch::optim::Optimizer& optimizer, const torch::optim::Optimizer::LossClosure& closure) {
+    return runtime("optimizer_step").step(optimizer, closure);
+  }
   void optimizer_zero_grad(torch::optim::Optimizer& optimizer) { runtime("optimizer_zero_grad").zero_grad(optimizer); }
   /// Clips the gradients of `optimizer`'s parameters on the device (Lightning's clip_gradients), for an override of
   /// configure_gradient_clipping.

@@ -1,5 +1,6 @@
-// trainloop: what configure_optimizers returns. One or several optimizers, each optionally with an LR scheduler
-// stepped every N steps or epochs, or on a monitored metric.
+// trainloop: what configure_optimizers returns (one or several optimizers, each optionally with an LR scheduler
+// stepped every N steps or epochs, or on a monitored metric), and the optimizer and closure Lightning's
+// optimizer_step hook gets.
 #pragma once
 #include "parts/core/config.hpp"  // first: the feature macros decide what follows
 #include <torch/torch.h>
@@ -8,12 +9,74 @@
 #include <optional>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
+#include "parts/core/function.hpp"
 #include "parts/core/hooks.hpp"
 #include "parts/core/state.hpp"
 
 TRAINLOOP_DETAIL_BEGIN
+
+namespace detail {
+// One training batch's forward and backward as the optimizers' closures share it: evaluated once for all of them,
+// again whenever an optimizer re-evaluates (LBFGS, line searches).
+struct ClosureBatch {
+  explicit ClosureBatch(FunctionRef<torch::Tensor()> evaluate_batch) : evaluate(evaluate_batch) {}
+  // Already evaluated: `last_loss` is what the first call of each closure returns.
+  ClosureBatch(FunctionRef<torch::Tensor()> evaluate_batch, torch::Tensor last_loss)
+      : evaluate(evaluate_batch), loss(std::move(last_loss)), evaluated(true) {}
+  FunctionRef<torch::Tensor()> evaluate;  // training_step, zero_grad at a window's start, backward; returns the loss
+  torch::Tensor loss;                     // the last evaluation's (detached)
+  bool evaluated = false;
+  torch::Tensor run() {
+    loss = evaluate();
+    evaluated = true;
+    return loss;
+  }
+};
+}  // namespace detail
+
+/// Lightning's optimizer_closure: what the optimizer_step hook gets besides the optimizer. Calling it runs the batch's
+/// training_step, the zero_grad that opens an accumulation window, and the backward with its hooks, and returns the
+/// loss (detached; divided by accumulate_grad_batches, as Lightning's). An optimizer that re-evaluates the loss
+/// (torch::optim::LBFGS) calls it several times per step; each call runs the batch again. With several optimizers,
+/// the first call of a later optimizer's closure returns the loss the earlier one computed (one backward fills every
+/// parameter's gradient). Not copyable: hand it to a raw LibTorch optimizer as `[&] { return closure(); }`.
+class OptimizerClosure {
+ public:
+  explicit OptimizerClosure(detail::ClosureBatch& batch) noexcept : batch_(&batch) {}
+  OptimizerClosure(const OptimizerClosure&) = delete;
+  OptimizerClosure& operator=(const OptimizerClosure&) = delete;
+  torch::Tensor operator()() {
+    if (calls_++ == 0 && batch_->evaluated) return batch_->loss;
+    return batch_->run();
+  }
+  /// Whether the batch's training_step ran (Lightning's "the closure hasn't been executed" when it did not).
+  bool executed() const noexcept { return batch_->evaluated; }
+
+ private:
+  detail::ClosureBatch* batch_;
+  int calls_ = 0;
+};
+
+/// The optimizer as the optimizer_step hook gets it (Lightning's LightningOptimizer): `step(closure)` goes through the
+/// Trainer, so the gradients are synchronised across ranks and unscaled, on_before_optimizer_step and clipping run
+/// after the closure, and the loss scaler may skip the step. Everything else is the LibTorch optimizer's:
+/// `optimizer()`, `param_groups()` (a learning-rate warm-up writes there).
+class LightningOptimizer {
+ public:
+  LightningOptimizer(torch::optim::Optimizer& optimizer, detail::FunctionRef<torch::Tensor(OptimizerClosure&)> step)
+      : optimizer_(&optimizer), step_(step) {}
+  /// Lightning's optimizer.step(closure=optimizer_closure); returns the closure's loss.
+  torch::Tensor step(OptimizerClosure& closure) { return step_(closure); }
+  torch::optim::Optimizer& optimizer() const noexcept { return *optimizer_; }
+  std::vector<torch::optim::OptimizerParamGroup>& param_groups() { return optimizer_->param_groups(); }
+
+ private:
+  torch::optim::Optimizer* optimizer_;
+  detail::FunctionRef<torch::Tensor(OptimizerClosure&)> step_;
+};
 
 /// When a scheduler steps: after optimizer steps, or at epoch ends.
 enum class Interval { step, epoch };

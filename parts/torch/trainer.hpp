@@ -6,8 +6,10 @@
 #include "parts/core/config.hpp"  // first: the feature macros decide what follows
 #include <torch/torch.h>
 #include <cstdint>
+#include <cstdio>
 #include <exception>
 #include <map>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -178,7 +180,8 @@ class Trainer : public TrainerCore {
                                       detail::type_name<Module>() +
                                       "::validation_step does not take them (only the validation data's batches)");
     }
-    const std::string resolved_ckpt = detail::CallbackCheckpoints::resolve_path(*this, ckpt_path);
+    configure_callbacks(module);
+    const std::string resolved_ckpt = detail::CallbackCheckpoints::resolve_path(*this, module, ckpt_path);
     fitting_ = true;
     struct Done {
       Trainer& t;
@@ -224,6 +227,7 @@ class Trainer : public TrainerCore {
     using Data = detail::held_t<decltype(make_data())>;
     const bool is_test = stage == Stage::test;
     check_module<Module>();
+    configure_callbacks(module);
     run_stage(module, stage, is_test ? "test" : "validate", [&] {
       detail::Held<Data> held{make_data()};
       shard_for_ranks(held.get());
@@ -243,6 +247,7 @@ class Trainer : public TrainerCore {
     using Out = std::decay_t<decltype(std::declval<Module&>().predict_step(std::declval<Batch&>(), std::int64_t{}))>;
     static_assert(!std::is_void_v<Out>, "trainloop: predict_step must return its prediction");
     check_module<Module>();
+    configure_callbacks(module);
     std::vector<Out> predictions;
     run_stage(module, Stage::predict, "predict", [&] {
       detail::Held<Data> held{make_data()};
@@ -265,10 +270,53 @@ class Trainer : public TrainerCore {
 
   using Callbacks_ = detail::CallbackList<Callbacks...>;
   using Order = detail::CallbackOrder;
-  // f(callback) for every callback `order` reaches, in hook order (callback_list.hpp).
-  template <Order order = Order::all, class F>
-  void for_each_callback(F&& f) {
-    callbacks_.template for_each<order>(is_global_zero(), f);
+  // f(callback) for every callback `order` reaches, in hook order (callback_list.hpp): the pack's and those `module`'s
+  // configure_callbacks() returned.
+  template <Order order = Order::all, class Module, class F>
+  void for_each_callback(const Module&, F&& f) {
+    using Configured = typename detail::module_callbacks<Module>::type;
+    if constexpr (std::tuple_size_v<Configured> > 0) {
+      if (module_callbacks_type_ && *module_callbacks_type_ == typeid(Configured))
+        return callbacks_.template for_each<order>(is_global_zero(), *static_cast<Configured*>(module_callbacks_.get()), f);
+    }
+    std::tuple<> none;
+    callbacks_.template for_each<order>(is_global_zero(), none, f);
+  }
+  // Lightning's configure_callbacks, the first hook of every entry point: what the module returns joins the pack for
+  // this stage and stays until the next one (save_checkpoint after fit sees it), replacing the pack's callbacks of its
+  // types, as Lightning's _attach_model_callbacks does (and says so).
+  template <class Module>
+  void configure_callbacks(Module& module) {
+    using Hook = detail::lightning_hook<detail::tags::configure_callbacks>;
+    Hook::template check_module<Module>();
+    if constexpr (Hook::template callable<Module>) {
+      using Configured = detail::module_callbacks_t<Module>;
+      check_configured_callbacks(static_cast<Configured*>(nullptr));
+      module_callbacks_ = std::make_shared<Configured>(detail::as_callback_tuple(module.configure_callbacks()));
+      module_callbacks_type_ = &typeid(Configured);
+      std::string overridden;
+      auto name = [&](auto* callback, bool present) {
+        using C = std::remove_pointer_t<decltype(callback)>;
+        if (present && detail::overridden_by<C, Configured>::value)
+          overridden += (overridden.empty() ? "" : ", ") + detail::type_name<C>();
+      };
+      (name(static_cast<detail::unwrap_reference_t<Callbacks>*>(nullptr), true), ...);
+      name(static_cast<ProgressBar*>(nullptr), options_.enable_progress_bar() && !Callbacks_::template has<ProgressBar>());
+      name(static_cast<ModelSummary*>(nullptr), options_.enable_model_summary() && !Callbacks_::template has<ModelSummary>());
+      if (!overridden.empty() && detail::process_rank() == 0)
+        std::fprintf(stderr, "The following callbacks returned in %s::configure_callbacks will override existing "
+                     "callbacks passed to Trainer: %s\n", detail::type_name<Module>().c_str(), overridden.c_str());
+    } else {
+      (void)module;
+    }
+  }
+  template <class... Configured>
+  static constexpr void check_configured_callbacks(std::tuple<Configured...>*) {
+    using detail::unwrap_reference_t;
+    static_assert(!(detail::is_logger<std::decay_t<unwrap_reference_t<std::decay_t<Configured>>>>() || ... || false),
+                  "trainloop: configure_callbacks() returned a logger; loggers are the Trainer's (pass them to its "
+                  "constructor), as in Lightning");
+    static_assert((detail::check_lightning_names<std::decay_t<unwrap_reference_t<std::decay_t<Configured>>>>() && ... && true));
   }
   template <class F>
   void for_each_logger(F&& f) {
@@ -311,9 +359,9 @@ class Trainer : public TrainerCore {
 
   template <class Tag, class Module, class... Args>
   auto call_hook(Module& module, Args&&... args) {
-    for_each_callback<Order::before_module>([&](auto& cb) { call_callback<Tag>(cb, module, args...); });
+    for_each_callback<Order::before_module>(module, [&](auto& cb) { call_callback<Tag>(cb, module, args...); });
     auto result = call_module<Tag>(module, args...);
-    for_each_callback<Order::checkpointing>([&](auto& cb) { call_callback<Tag>(cb, module, args...); });
+    for_each_callback<Order::checkpointing>(module, [&](auto& cb) { call_callback<Tag>(cb, module, args...); });
     return result;
   }
 
@@ -449,6 +497,8 @@ class Trainer : public TrainerCore {
   }
 
   Callbacks_ callbacks_;
+  std::shared_ptr<void> module_callbacks_;                // what the last stage's configure_callbacks() returned
+  const std::type_info* module_callbacks_type_ = nullptr;  // its type (detail::module_callbacks_t)
 };
 
 template <class... Callbacks>

@@ -3,6 +3,7 @@
 #include <trainloop.hpp>
 
 #include <optional>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -54,7 +55,10 @@ struct Overriding : Net {
   void prepare_data() {}
   void backward(torch::Tensor& loss) { loss.backward(); }
   void optimizer_zero_grad(std::int64_t, std::int64_t, torch::optim::Optimizer& o) { o.zero_grad(); }
-  void optimizer_step(std::int64_t, std::int64_t, torch::optim::Optimizer& o) { o.step(); }
+  void optimizer_step(std::int64_t, std::int64_t, trainloop::LightningOptimizer& o, trainloop::OptimizerClosure& c) {
+    o.step(c);
+  }
+  std::tuple<> configure_callbacks() { return {}; }
   void configure_gradient_clipping(torch::optim::Optimizer& o, double v, trainloop::ClipAlgorithm a) {
     clip_gradients(o, v, a);
   }

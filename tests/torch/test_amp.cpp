@@ -382,6 +382,23 @@ TEST_CASE("bf16-mixed: the steps run under autocast, backward and the optimizer 
 
   CHECK_THROWS_WITH_AS(Trainer<>(quiet().precision("32").grad_scaler(amp::GradScalerOptions())).fit(net, data),
                        contains("needs mixed precision"), std::invalid_argument);
+
+  // LBFGS re-evaluates the loss inside its step, which a loss scaler cannot skip (Lightning and PyTorch refuse it);
+  // bf16-mixed without a scaler trains it, the closure's forward under autocast.
+  struct Lbfgs : Classifier {
+    std::shared_ptr<torch::optim::LBFGS> configure_optimizers() {
+      return std::make_shared<torch::optim::LBFGS>(parameters(), torch::optim::LBFGSOptions(0.1).max_iter(3));
+    }
+  };
+  Lbfgs lbfgs;
+  CHECK_THROWS_WITH_AS(
+      Trainer<>(quiet().max_epochs(1).precision("bf16-mixed").grad_scaler(amp::GradScalerOptions())).fit(lbfgs, data),
+      contains("returned torch::optim::LBFGS (entry 0), which the loss scaler"), std::invalid_argument);
+  Trainer<> bf16_lbfgs(quiet().max_epochs(1).precision("bf16-mixed"));
+  bf16_lbfgs.fit(lbfgs, data);
+  CHECK(lbfgs.autocast_in_step);
+  CHECK_FALSE(lbfgs.autocast_in_optimizer_hook);
+  CHECK(bf16_lbfgs.global_step() == static_cast<std::int64_t>(data.size()));
 #if !TRAINLOOP_DETAIL_AUTOCAST_BY_DEVICE
   CHECK_THROWS_WITH_AS(Trainer<>(quiet().max_epochs(1).precision("16-mixed")).fit(net, data),
                        contains("use precision(\"bf16-mixed\")"), std::invalid_argument);

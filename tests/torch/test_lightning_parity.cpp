@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 #include <trainloop.hpp>
 
+#include <algorithm>
 #include <optional>
 #include <string>
 #include <vector>
@@ -371,4 +372,290 @@ TEST_CASE("a type opts out of the misspelled-hook check for its own on_* helpers
   Trainer trainer(quiet().max_epochs(2), OwnHelpers{});
   trainer.fit(net, train);
   CHECK(trainer.callback<OwnHelpers>().ends == 2);
+}
+
+// --- Lightning's optimizer_step with its closure ----------------------------------------------------------------------
+
+namespace {
+// A regression whose optimizer is chosen per test; it counts training_step calls (an optimizer's closure runs them).
+struct ClosureNet : LightningModule<ClosureNet> {
+  torch::nn::Linear fc{nullptr};
+  enum class Kind { lbfgs, sgd } kind = Kind::lbfgs;
+  int training_steps = 0;
+  explicit ClosureNet(Kind k = Kind::lbfgs) : kind(k) {
+    torch::manual_seed(3);
+    fc = register_module("fc", torch::nn::Linear(2, 1));
+  }
+  torch::Tensor training_step(Batch& b, std::int64_t) {
+    ++training_steps;
+    return torch::mse_loss(fc(b.first), b.second);
+  }
+  OptimizerConfig configure_optimizers() { return make_optimizer(parameters(), kind); }
+  static std::shared_ptr<torch::optim::Optimizer> make_optimizer(std::vector<torch::Tensor> params, Kind kind) {
+    if (kind == Kind::lbfgs) return std::make_shared<torch::optim::LBFGS>(params, torch::optim::LBFGSOptions(0.5).max_iter(5));
+    return std::make_shared<torch::optim::SGD>(params, torch::optim::SGDOptions(0.1));
+  }
+};
+bool same_parameters(torch::nn::Module& a, torch::nn::Module& b) {
+  auto pa = a.parameters(), pb = b.parameters();
+  if (pa.size() != pb.size()) return false;
+  for (std::size_t i = 0; i < pa.size(); ++i)
+    if (!torch::equal(pa[i], pb[i])) return false;
+  return true;
+}
+}  // namespace
+
+TEST_CASE("LBFGS in automatic optimisation: the Trainer hands it the batch's closure; it trains as a hand-written loop") {
+  const auto data = batches(3, 5);
+  ClosureNet net;
+  Trainer trainer(quiet().max_epochs(2));
+  trainer.fit(net, data);
+
+  ClosureNet hand;  // the same start (seed 3), trained by the textbook LibTorch loop
+  torch::optim::LBFGS optimizer(hand.parameters(), torch::optim::LBFGSOptions(0.5).max_iter(5));
+  for (int epoch = 0; epoch < 2; ++epoch)
+    for (Batch batch : data)
+      optimizer.step([&] {
+        optimizer.zero_grad();
+        torch::Tensor loss = hand.training_step(batch, 0);
+        loss.backward();
+        return loss;
+      });
+  CHECK(same_parameters(net, hand));  // bitwise
+  CHECK(net.training_steps == hand.training_steps);
+  CHECK(net.training_steps > 6);      // LBFGS re-evaluated inside its steps
+  CHECK(trainer.global_step() == 6);  // one optimizer step per batch, however many evaluations
+}
+
+namespace {
+// Lightning's documented override: a learning-rate warm-up, then optimizer.step(closure).
+struct WarmUp : ClosureNet {
+  std::vector<std::string> order;
+  std::vector<double> lrs;
+  bool skip_step = false;
+  WarmUp() : ClosureNet(Kind::sgd) {}
+  torch::Tensor training_step(Batch& b, std::int64_t i) {
+    order.push_back("training_step");
+    return ClosureNet::training_step(b, i);
+  }
+  void on_before_optimizer_step(torch::optim::Optimizer&) { order.push_back("on_before_optimizer_step"); }
+  void optimizer_step(std::int64_t, std::int64_t, LightningOptimizer& optimizer, OptimizerClosure& closure) {
+    order.push_back("optimizer_step");
+    if (skip_step) return;
+    const double scale = std::min(1.0, static_cast<double>(global_step() + 1) / 3.0);
+    for (auto& group : optimizer.param_groups()) group.options().set_lr(0.1 * scale);
+    lrs.push_back(0.1 * scale);
+    const torch::Tensor loss = optimizer.step(closure);
+    CHECK(closure.executed());
+    CHECK_FALSE(loss.requires_grad());  // the closure's loss, detached
+  }
+};
+}  // namespace
+
+TEST_CASE("optimizer_step(epoch, batch_idx, optimizer, closure): training_step runs inside it; a warm-up works; "
+          "an override that never runs the closure is an error") {
+  const auto data = batches(4, 6);
+  WarmUp net;
+  Trainer trainer(quiet().max_epochs(1).accumulate_grad_batches(2));
+  trainer.fit(net, data);
+  // Accumulation: the window's first batch runs its closure at once; the last one inside optimizer_step.
+  const std::vector<std::string> window = {"training_step", "optimizer_step", "training_step", "on_before_optimizer_step"};
+  std::vector<std::string> expected = window;
+  expected.insert(expected.end(), window.begin(), window.end());
+  CHECK(net.order == expected);
+  CHECK(net.lrs == std::vector<double>{0.1 * (1 / 3.0), 0.1 * (2 / 3.0)});
+
+  // The same warm-up by hand: the gradients of a window summed over its batches, each loss divided by 2.
+  ClosureNet hand(ClosureNet::Kind::sgd);
+  torch::optim::SGD optimizer(hand.parameters(), torch::optim::SGDOptions(0.1));
+  for (int step = 0; step < 2; ++step) {
+    optimizer.zero_grad();
+    for (int i = 0; i < 2; ++i) {
+      Batch batch = data[static_cast<std::size_t>(2 * step + i)];
+      (hand.training_step(batch, 0) / 2.0).backward();
+    }
+    optimizer.param_groups()[0].options().set_lr(0.1 * ((step + 1) / 3.0));
+    optimizer.step();
+  }
+  CHECK(same_parameters(net, hand));
+
+  WarmUp skipping;
+  skipping.skip_step = true;
+  CHECK_THROWS_WITH_AS(Trainer<>(quiet().max_epochs(1)).fit(skipping, data),
+                       contains("WarmUp::optimizer_step did not run the closure"), std::logic_error);
+}
+
+namespace {
+// Two optimizers in automatic optimisation: one training_step and one backward per batch, then both step.
+struct TwoOptimizers : ClosureNet {
+  torch::nn::Linear head{nullptr};
+  TwoOptimizers() : ClosureNet(Kind::sgd) { head = register_module("head", torch::nn::Linear(1, 1)); }
+  torch::Tensor training_step(Batch& b, std::int64_t) {
+    ++training_steps;
+    return torch::mse_loss(head(fc(b.first)), b.second);
+  }
+  Optimizers configure_optimizers() {
+    return {OptimizerConfig(make_optimizer(fc->parameters(), Kind::sgd)),
+            OptimizerConfig(std::make_shared<torch::optim::Adam>(head->parameters()))};
+  }
+};
+}  // namespace
+
+TEST_CASE("several optimizers in automatic optimisation share the batch's one evaluation") {
+  const auto data = batches(3, 7);
+  TwoOptimizers net;
+  Trainer trainer(quiet().max_epochs(1));
+  trainer.fit(net, data);
+  CHECK(net.training_steps == 3);
+  CHECK(trainer.global_step() == 3);
+
+  TwoOptimizers hand;
+  torch::optim::SGD sgd(hand.fc->parameters(), torch::optim::SGDOptions(0.1));
+  torch::optim::Adam adam(hand.head->parameters());
+  for (Batch batch : data) {
+    sgd.zero_grad();
+    adam.zero_grad();
+    hand.training_step(batch, 0).backward();
+    sgd.step();
+    adam.step();
+  }
+  CHECK(same_parameters(net, hand));
+}
+
+namespace {
+// Manual optimisation with LBFGS: Lightning's opt.step(closure=closure).
+struct ManualLbfgs : ClosureNet {
+  ManualLbfgs() { automatic_optimization(false); }
+  torch::Tensor training_step(Batch& b, std::int64_t i) {
+    torch::optim::Optimizer& optimizer = *optimizers()[0];
+    return optimizer_step(optimizer, [&] {
+      optimizer_zero_grad(optimizer);
+      torch::Tensor loss = ClosureNet::training_step(b, i);
+      manual_backward(loss);
+      return loss;
+    });
+  }
+};
+}  // namespace
+
+TEST_CASE("manual optimisation steps LBFGS with its own closure, as a hand-written loop") {
+  const auto data = batches(3, 8);
+  ManualLbfgs net;
+  Trainer trainer(quiet().max_epochs(1));
+  trainer.fit(net, data);
+  ClosureNet hand;
+  torch::optim::LBFGS optimizer(hand.parameters(), torch::optim::LBFGSOptions(0.5).max_iter(5));
+  for (Batch batch : data)
+    optimizer.step([&] {
+      optimizer.zero_grad();
+      torch::Tensor loss = hand.training_step(batch, 0);
+      loss.backward();
+      return loss;
+    });
+  CHECK(same_parameters(net, hand));
+  CHECK(net.training_steps == hand.training_steps);
+  CHECK(trainer.global_step() == 3);
+}
+
+TEST_CASE("an epoch of unknown length ending inside an accumulation window: its step has no batch to re-evaluate") {
+  const auto data = batches(3, 9);
+  auto one_pass = [&data, next = std::size_t{0}]() mutable -> std::optional<Batch> {
+    if (next == data.size()) return std::nullopt;
+    return data[next++];
+  };
+  ClosureNet sgd(ClosureNet::Kind::sgd);  // steps after batches 2 and 3 (the epoch's end closes the window)
+  Trainer sgd_trainer(quiet().max_epochs(1).accumulate_grad_batches(2));
+  sgd_trainer.fit(sgd, one_pass);
+  CHECK(sgd_trainer.global_step() == 2);
+  CHECK(sgd.training_steps == 3);
+
+  auto again = [&data, next = std::size_t{0}]() mutable -> std::optional<Batch> {
+    if (next == data.size()) return std::nullopt;
+    return data[next++];
+  };
+  ClosureNet lbfgs;
+  CHECK_THROWS_WITH_AS(Trainer<>(quiet().max_epochs(1).accumulate_grad_batches(2)).fit(lbfgs, again),
+                       contains("no batch is left to evaluate"), std::logic_error);
+}
+
+// --- configure_callbacks -------------------------------------------------------------------------------------------
+
+namespace {
+std::vector<std::string> g_epoch_ends;  // who saw on_train_epoch_end, in order
+template <int Id>
+struct Tagged {
+  std::string name;
+  std::int64_t epochs = 0;
+  template <class T, class M>
+  void on_train_epoch_end(T&, M&) {
+    ++epochs;
+    g_epoch_ends.push_back(name);
+  }
+  StateDict state_dict() const { return {{"epochs", epochs}}; }
+  void load_state_dict(const StateDict& state) { epochs = std::get<std::int64_t>(state.at("epochs")); }
+};
+// Its callbacks are its members, returned by reference (std::tie): they outlive the fit, and the test reads them.
+struct WithCallbacks : Net {
+  ModelCheckpoint checkpoint;
+  Tagged<1> replacing{"module's Tagged<1>"};
+  Tagged<2> added{"module's Tagged<2>"};
+  int configured = 0;
+  explicit WithCallbacks(const std::string& dir) : checkpoint(options(dir)) {}
+  static ModelCheckpoint::Options options(const std::string& dir) {
+    ModelCheckpoint::Options o;
+    o.dirpath = dir;
+    o.save_last = true;
+    return o;
+  }
+  auto configure_callbacks() {
+    ++configured;
+    return std::tie(checkpoint, replacing, added);
+  }
+  void on_train_epoch_end() { g_epoch_ends.push_back("module"); }
+};
+// By value: a single callback, kept by the Trainer until its next stage.
+struct WithOneCallback : Net {
+  Tagged<2> configure_callbacks() { return Tagged<2>{"by value", 0}; }
+};
+}  // namespace
+
+TEST_CASE("configure_callbacks: the module's callbacks join the Trainer's, replace those of their type, and run in "
+          "Lightning's order; their states are checkpointed") {
+  TempDir dir;
+  const auto data = batches(2, 10);
+  g_epoch_ends.clear();
+  WithCallbacks net(dir.file("module_ckpt"));
+  ModelCheckpoint::Options trainer_options = WithCallbacks::options(dir.file("trainer_ckpt"));
+  Trainer trainer(quiet().max_epochs(2), Tagged<1>{"trainer's Tagged<1>", 0}, Tagged<3>{"trainer's Tagged<3>", 0},
+                  ModelCheckpoint(trainer_options));
+  trainer.fit(net, data);
+  CHECK(net.configured == 1);
+  // The Trainer's plain callbacks (less the replaced one), the module's, the module's hook, then checkpointing.
+  const std::vector<std::string> epoch = {"trainer's Tagged<3>", "module's Tagged<1>", "module's Tagged<2>", "module"};
+  CHECK(g_epoch_ends == std::vector<std::string>{epoch[0], epoch[1], epoch[2], epoch[3], epoch[0], epoch[1], epoch[2], epoch[3]});
+  CHECK(trainer.callback<Tagged<1>>().epochs == 0);  // replaced: never called
+  CHECK(net.replacing.epochs == 2);
+  CHECK(std::filesystem::exists(dir.file("module_ckpt/last.ckpt")));
+  CHECK_FALSE(std::filesystem::exists(dir.file("trainer_ckpt")));  // the Trainer's ModelCheckpoint was replaced
+
+  // save_checkpoint after fit holds the module's callbacks' states; a resume from "last" finds the module's
+  // ModelCheckpoint and restores them.
+  trainer.save_checkpoint(dir.file("after.ckpt"));
+  WithCallbacks resumed(dir.file("module_ckpt"));
+  Trainer again(quiet().max_epochs(3), Tagged<1>{"trainer's Tagged<1>", 0}, Tagged<3>{"trainer's Tagged<3>", 0},
+                ModelCheckpoint(trainer_options));
+  again.fit(resumed, data, "last");
+  CHECK(resumed.replacing.epochs == 3);  // 2 restored, 1 more
+  CHECK(resumed.added.epochs == 3);
+  CHECK(again.global_step() == 6);
+
+  // A single callback by value: the Trainer holds it for the stage and after (its state in save_checkpoint).
+  WithOneCallback one;
+  Trainer<> plain(quiet().max_epochs(1));
+  plain.fit(one, data);
+  plain.save_checkpoint(dir.file("one.ckpt"));
+  WithOneCallback restored;
+  Trainer<> more(quiet().max_epochs(2));
+  more.fit(restored, data, dir.file("one.ckpt"));
+  CHECK(more.global_step() == 4);
 }

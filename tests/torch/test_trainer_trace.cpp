@@ -5,6 +5,7 @@
 #include <trainloop.hpp>
 
 #include <string>
+#include <tuple>
 #include <vector>
 
 using namespace trainloop;
@@ -44,10 +45,12 @@ struct TracedNet : LightningModule<TracedNet> {
     trace("configure_gradient_clipping");
     clip_gradients(optimizer, value, algorithm);
   }
-  void optimizer_step(std::int64_t epoch, std::int64_t i, torch::optim::Optimizer& optimizer) {
+  // Lightning's form: the closure runs training_step and the backward hooks inside the step.
+  void optimizer_step(std::int64_t epoch, std::int64_t i, LightningOptimizer& optimizer, OptimizerClosure& closure) {
     trace("optimizer_step(" + std::to_string(epoch) + "," + std::to_string(i) + ")");
-    optimizer.step();
+    optimizer.step(closure);
   }
+  std::tuple<> configure_callbacks() { return trace("configure_callbacks"), std::tuple<>(); }
   torch::Tensor training_step(Batch& b, std::int64_t i) {
     trace("training_step(" + std::to_string(i) + ")");
     return torch::mse_loss(fc(b.first), b.second);
@@ -174,18 +177,19 @@ Lines validation_block(int batches, bool in_fit = true) {
   return out;
 }
 
-// One training batch with accumulation over 2: zero_grad opens a window, the optimizer steps at its end.
+// One training batch with accumulation over 2: zero_grad opens a window, the optimizer steps at its end, running the
+// batch's closure (training_step, backward) inside its step, as Lightning's optimizer_step does.
 Lines train_batch(int epoch, int i, int iteration) {
   const std::string n = "(" + std::to_string(i) + ")", at = "(" + std::to_string(epoch) + "," + std::to_string(i) + ")";
   Lines out = transfer();
-  append(out, {"Callback.on_train_batch_start" + n, "on_train_batch_start" + n, "training_step" + n});
+  append(out, {"Callback.on_train_batch_start" + n, "on_train_batch_start" + n});
+  if (i % 2 == 1) out.push_back("optimizer_step" + at);
+  out.push_back("training_step" + n);
   if (i % 2 == 0) append(out, {"Callback.on_before_zero_grad", "on_before_zero_grad", "optimizer_zero_grad" + at});
   append(out, both("on_before_backward"));
   out.push_back("backward");
   append(out, both("on_after_backward"));
-  if (i % 2 == 1)
-    append(out, {"Callback.on_before_optimizer_step", "on_before_optimizer_step", "configure_gradient_clipping",
-                 "optimizer_step" + at});
+  if (i % 2 == 1) append(out, {"Callback.on_before_optimizer_step", "on_before_optimizer_step", "configure_gradient_clipping"});
   append(out, {"Callback.on_train_batch_end" + n, "on_train_batch_end" + n,
                "Engine.iteration_completed(" + std::to_string(iteration) + ")"});
   return out;
@@ -212,8 +216,8 @@ TEST_CASE("golden trace of a full fit: sanity check, 2 epochs, mid-epoch validat
   trainer.fit(net);  // the data from the module's train_dataloader() and val_dataloader()
   g_trace = nullptr;
 
-  Lines expected = {"prepare_data",    "Callback.setup(fit)", "setup(fit)",          "configure_model",
-                    "train_dataloader", "val_dataloader",      "configure_optimizers"};
+  Lines expected = {"configure_callbacks", "prepare_data",   "Callback.setup(fit)", "setup(fit)",
+                    "configure_model",     "train_dataloader", "val_dataloader",      "configure_optimizers"};
   append(expected, both("on_fit_start"));
   expected.push_back("Callback.on_sanity_check_start");
   append(expected, validation_block(2, false));

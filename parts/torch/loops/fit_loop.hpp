@@ -218,7 +218,7 @@ class FitLoop {
   template <Event E, class Engine>
   void engine_event(Engine& engine) {
     auto hook = [&](auto& callback) { call_engine_hook<E>(callback, engine); };
-    t_.template for_each_callback<CallbackOrder::pack>(hook);
+    t_.template for_each_callback<CallbackOrder::pack>(module_, hook);
     if constexpr (E == Event::get_batch_started)
       if (t_.profiling_) fetch_started_ = Profiler::Clock::now();
     if constexpr (E == Event::get_batch_completed)
@@ -271,34 +271,44 @@ class FitLoop {
 
   // --- the training batch ---------------------------------------------------------------------------------------
 
-  // One training batch, Lightning's procedure (the batch-start hooks already ran: iteration_started): the forward in
-  // training_step, then automatic optimisation (manual optimisation happened inside training_step).
+  // One training batch, Lightning's procedure (the batch-start hooks already ran: iteration_started): in manual
+  // optimisation training_step steps the optimizers itself; in automatic optimisation training_step runs inside the
+  // batch's closure, which the optimizers' step runs (loops/optimization.hpp).
   auto train_batch(EngineCore& core, Batch& batch) {
     T& t = t_;
     const std::int64_t batch_idx = t.progress_.batch_idx;
-    t.strategy_.before_forward();
     auto action = T::template hook_action<tags::training_step, Module>("[LightningModule]");
+    auto training_step = [&] {
+      t.strategy_.before_forward();
+      return t.profiled(action, [&] {
+        [[maybe_unused]] auto autocast = t.precision_.forward_guard();
+        return module_.training_step(batch, batch_idx);
+      });
+    };
     using Out = decltype(module_.training_step(batch, batch_idx));
     if constexpr (std::is_void_v<Out>) {
       if (module_.automatic_optimization())
         throw std::logic_error("trainloop: " + type_name<Module>() +
                                "::training_step returns nothing, so there is no loss to optimise; return it, or use "
                                "manual optimisation with automatic_optimization(false)");
-      t.profiled(action, [&] {
-        [[maybe_unused]] auto autocast = t.precision_.forward_guard();
-        module_.training_step(batch, batch_idx);
-      });
+      training_step();
       const std::monostate out{};
       end_train_batch(out, batch, batch_idx);
       return out;
     } else {
-      auto out = t.profiled(action, [&] {
-        [[maybe_unused]] auto autocast = t.precision_.forward_guard();
-        return module_.training_step(batch, batch_idx);
+      if (!module_.automatic_optimization()) {
+        Out out = training_step();
+        end_train_batch(out, batch, batch_idx);
+        return out;
+      }
+      std::optional<Out> out;  // the last evaluation's: an optimizer may run the closure several times
+      last_loss_ = AutomaticOptimization::run(t, module_, core, batch_idx, [&] {
+        out.reset();
+        out.emplace(training_step());
+        return training_loss<Module>(*out);
       });
-      if (module_.automatic_optimization()) AutomaticOptimization::run(t, module_, core, out, batch_idx);
-      end_train_batch(out, batch, batch_idx);
-      return out;
+      end_train_batch(*out, batch, batch_idx);
+      return std::move(*out);
     }
   }
   // The batch is counted and its step values published before on_train_batch_end, so callbacks (a checkpoint
@@ -392,7 +402,7 @@ class FitLoop {
       if (!t.num_training_batches_ && engine.state.epoch_length)  // unsized data: the first pass told its length
         t.num_training_batches_ = static_cast<std::int64_t>(*engine.state.epoch_length);
       if (progress.batches_since_step > 0 && module_.automatic_optimization()) {  // the epoch ended inside a window
-        AutomaticOptimization::step(t, module_);
+        AutomaticOptimization::step_without_batch(t, module_, last_loss_);
         t.precision_.update();
       }
     }
@@ -408,12 +418,12 @@ class FitLoop {
       // checkpointing callbacks, whose checkpoints resume with what follows.
       auto epoch_end = [&](auto& callback) { t.template call_callback<tags::on_train_epoch_end>(callback, module_); };
       progress.point = LoopPoint::epoch_hooks;
-      t.template for_each_callback<CallbackOrder::plain>(epoch_end);
+      t.template for_each_callback<CallbackOrder::plain>(module_, epoch_end);
       t.template call_module<tags::on_train_epoch_end>(module_);
       t.publish_epoch_values(t.logs_.store(Stage::train));
-      t.template for_each_callback<CallbackOrder::monitoring>(epoch_end);
+      t.template for_each_callback<CallbackOrder::monitoring>(module_, epoch_end);
       progress.point = LoopPoint::epoch_rest;
-      t.template for_each_callback<CallbackOrder::checkpointing>(epoch_end);
+      t.template for_each_callback<CallbackOrder::checkpointing>(module_, epoch_end);
     }
     t.write_logs();
     core_.end_epoch(engine);
@@ -426,6 +436,7 @@ class FitLoop {
   FitLoopCore core_;
   std::optional<Batch> slot_;  // the batch on the device (when it was moved)
   Batch* batch_ = nullptr;     // the batch training_step gets
+  torch::Tensor last_loss_;    // the last training batch's loss (automatic optimisation)
   Profiler::Clock::time_point fetch_started_;
 };
 }  // namespace detail

@@ -1,9 +1,9 @@
 // trainloop: the two optimisation forms, Lightning's automatic and manual optimisation, and what they share: backward
-// with its hooks, and an optimizer step with its hooks (the gradients unscaled under "16-mixed",
-// on_before_optimizer_step, clipping, the step unless the loss scaler skips it, gradients synchronised across ranks
-// first). Automatic optimisation calls the module's optimizer_step / optimizer_zero_grad / configure_gradient_clipping
-// overrides; manual optimisation (the module calls manual_backward and steps its optimizers itself) uses the plain
-// forms, as Lightning's does.
+// with its hooks, and an optimizer step with its closure and hooks (the closure, the gradients synchronised across
+// ranks and unscaled under "16-mixed", on_before_optimizer_step, clipping, then the step unless the loss scaler skips
+// it). Automatic optimisation makes each batch a closure and calls the module's optimizer_step / optimizer_zero_grad /
+// configure_gradient_clipping overrides; manual optimisation (the module calls manual_backward and steps its
+// optimizers itself, with or without a closure) uses the plain forms, as Lightning's does.
 #pragma once
 #include "parts/core/config.hpp"  // first: the feature macros decide what follows
 #include <torch/torch.h>
@@ -13,8 +13,10 @@
 #include <type_traits>
 
 #include "parts/core/engine.hpp"
+#include "parts/core/function.hpp"
 #include "parts/core/hooks.hpp"
 #include "parts/torch/module.hpp"
+#include "parts/torch/optim.hpp"
 #include "parts/torch/profiler.hpp"
 #include "parts/torch/trainer_core.hpp"
 
@@ -41,6 +43,15 @@ torch::Tensor loss_of(const Out& out) {
     return {};
   }
 }
+// The same, for the Trainer: an error names the module.
+template <class Module, class Out>
+torch::Tensor training_loss(const Out& out) {
+  try {
+    return loss_of(out);
+  } catch (const std::invalid_argument& error) {
+    throw std::runtime_error("trainloop: " + type_name<Module>() + "::" + error.what());
+  }
+}
 
 // What both forms share. `T` is the Trainer (which befriends these units).
 struct OptimizerCalls {
@@ -59,17 +70,35 @@ struct OptimizerCalls {
     t.template call_hook<lightning_tags::on_after_backward>(module);
   }
 
-  // The gradients synchronised across ranks and unscaled, on_before_optimizer_step, then (profiled as the optimizer
-  // step) `clip()` and `step()` through the loss scaler, which skips the step on inf/NaN gradients. Returns whether
-  // the optimizer stepped.
-  template <class T, class Module, class Clip, class Step>
-  static bool step(T& t, Module& module, torch::optim::Optimizer& optimizer, Clip&& clip, Step&& step) {
-    t.strategy_.before_optimizer_step();
-    t.precision_.unscale(optimizer);  // the hook and clipping see the true gradients, as in Lightning
-    t.template call_hook<lightning_tags::on_before_optimizer_step>(module, optimizer);
-    return t.profiled(profiler_actions::optimizer_step, [&] {
+  // Lightning's precision plugin's optimizer_step: `closure()` (a training batch's forward and backward, or a manual
+  // optimisation's own closure), then the gradients synchronised across ranks and unscaled (the hook and clipping see
+  // the true gradients, as in Lightning), on_before_optimizer_step and `clip()`. Without a loss scaler all of it runs
+  // inside the optimizer's step(closure), so an optimizer that re-evaluates the loss (LBFGS) repeats it; a loss scaler
+  // runs it first and then decides whether the optimizer steps (inf/NaN gradients: skipped), as PyTorch's GradScaler
+  // does (it takes no closure: fit refuses LBFGS under one). Profiled as the optimizer step, the closure included, as
+  // in Lightning's profiler. Returns the closure's loss; `stepped` says whether the optimizer stepped.
+  template <class T, class Module, class Clip>
+  static torch::Tensor step(T& t, Module& module, torch::optim::Optimizer& optimizer, Clip&& clip,
+                            FunctionRef<torch::Tensor()> closure, bool& stepped) {
+    auto after_closure = [&] {
+      t.strategy_.before_optimizer_step();
+      t.precision_.unscale(optimizer);
+      t.template call_hook<lightning_tags::on_before_optimizer_step>(module, optimizer);
       clip();
-      return t.precision_.step(optimizer, step);
+    };
+    return t.profiled(profiler_actions::optimizer_step, [&] {
+      if (t.precision_.scaling()) {
+        torch::Tensor loss = closure();
+        after_closure();
+        stepped = t.precision_.step(optimizer, [&] { optimizer.step(); });
+        return loss;
+      }
+      stepped = true;
+      return optimizer.step([&] {
+        torch::Tensor loss = closure();
+        after_closure();
+        return loss;
+      });
     });
   }
 
@@ -87,39 +116,74 @@ struct OptimizerCalls {
   }
 };
 
-// Lightning's automatic optimisation: for each batch, zero_grad at an accumulation window's start, backward of the
-// loss (divided by the window), and at the window's end (or the epoch's) a step of every optimizer, with the module's
-// optimizer_zero_grad(epoch, batch_idx, optimizer), configure_gradient_clipping(optimizer, value, algorithm) and
-// optimizer_step(epoch, batch_idx, optimizer) overrides when it has them (optimizer_step must call optimizer.step()).
+// Lightning's automatic optimisation. Each batch is a closure (training_step, zero_grad at an accumulation window's
+// start, backward of the loss divided by the window); inside a window it runs at once, and at the window's end (or
+// the epoch's) every optimizer steps with it: the module's optimizer_step(epoch, batch_idx, optimizer, closure) when
+// it has one (it must call optimizer.step(closure)), else optimizer.step(closure), so training_step and the backward
+// hooks run inside the step, where Lightning runs them. The module's optimizer_zero_grad(epoch, batch_idx, optimizer)
+// and configure_gradient_clipping(optimizer, value, algorithm) overrides replace the defaults.
 struct AutomaticOptimization {
-  // After training_step returned `out`, at batch `batch_idx` of the epoch the Engine `core` runs.
-  template <class T, class Module, class Out>
-  static void run(T& t, Module& module, EngineCore& core, const Out& out, std::int64_t batch_idx) {
-    torch::Tensor loss;
-    try {
-      loss = loss_of(out);
-    } catch (const std::invalid_argument& error) {
-      throw std::runtime_error("trainloop: " + type_name<Module>() + "::" + error.what());
-    }
-    t.check_loss(loss, batch_idx, &type_name<Module>);
+  // Batch `batch_idx` of the epoch the Engine `core` runs; `forward()` runs training_step and returns its loss.
+  // Returns the loss (detached, divided by the window).
+  template <class T, class Module, class Forward>
+  static torch::Tensor run(T& t, Module& module, EngineCore& core, std::int64_t batch_idx, Forward&& forward) {
     LoopProgress& progress = t.progress_;
     const std::int64_t accumulate = progress.accumulate_grad_batches;
     const bool last_batch = core.state.epoch_length && core.state.epoch_iteration >= *core.state.epoch_length;
     const bool step_now = (batch_idx + 1) % accumulate == 0 || last_batch;
-    if (progress.batches_since_step == 0)
-      for (const auto& config : t.optimizers_) zero_grad(t, module, *config.optimizer());
-    t.strategy_.before_backward(step_now);  // accumulation micro-steps: no communication until the batch that steps
-    OptimizerCalls::backward(t, module, accumulate > 1 ? loss / static_cast<double>(accumulate) : loss);
-    t.strategy_.after_backward();
-    ++progress.batches_since_step;
-    if (step_now) step(t, module);
+    const bool opens_window = progress.batches_since_step == 0;
+    auto evaluate = [&]() -> torch::Tensor {
+      torch::Tensor loss = forward();
+      t.check_loss(loss, batch_idx, &type_name<Module>);
+      if (opens_window)
+        for (const auto& config : t.optimizers_) zero_grad(t, module, *config.optimizer());
+      if (accumulate > 1) loss = loss / static_cast<double>(accumulate);
+      t.strategy_.before_backward(step_now);  // accumulation micro-steps: no communication until the batch that steps
+      OptimizerCalls::backward(t, module, loss);
+      t.strategy_.after_backward();
+      return loss.detach();
+    };
+    ClosureBatch batch(evaluate);
+    if (step_now) {
+      step(t, module, batch);
+    } else {
+      OptimizerClosure{batch}();
+      ++progress.batches_since_step;
+    }
+    return batch.loss;
   }
 
-  // Every optimizer, counted once when at least one stepped.
+  // The step that closes a window the epoch ended inside (its length was unknown at its last batch, or it was cut
+  // short): no batch is left, so the closures return the window's last loss, and an optimizer that re-evaluates
+  // (LBFGS) cannot: an error says why.
   template <class T, class Module>
-  static void step(T& t, Module& module) {
+  static void step_without_batch(T& t, Module& module, const torch::Tensor& last_loss) {
+    auto no_batch = []() -> torch::Tensor {
+      throw std::logic_error(
+          "trainloop: an optimizer re-evaluated its closure at the step after the epoch ended inside an accumulation "
+          "window, where no batch is left to evaluate; give the training data a size divisible by "
+          "accumulate_grad_batches, or use accumulate_grad_batches(1) with this optimizer");
+    };
+    ClosureBatch batch(no_batch, last_loss);
+    step(t, module, batch);
+  }
+
+  // Every optimizer stepped with `batch`'s closure, counted once when at least one stepped.
+  template <class T, class Module>
+  static void step(T& t, Module& module, ClosureBatch& batch) {
     using Clipping = lightning_hook<lightning_tags::configure_gradient_clipping>;
     Clipping::template check_module<Module, torch::optim::Optimizer&, double, ClipAlgorithm>();
+    static_assert(!is_detected_v<optimizer_step_without_closure_t, Module, torch::optim::Optimizer> ||
+                      is_detected_v<optimizer_step_hook_t, Module, LightningOptimizer, OptimizerClosure>,
+                  "trainloop: optimizer_step(epoch, batch_idx, optimizer) takes Lightning's closure now: declare "
+                  "optimizer_step(std::int64_t epoch, std::int64_t batch_idx, trainloop::LightningOptimizer& "
+                  "optimizer, trainloop::OptimizerClosure& optimizer_closure) and call "
+                  "optimizer.step(optimizer_closure) where optimizer.step() was");
+    static_assert(!is_detected_v<optimizer_step_hook_t, Module, torch::optim::Optimizer, OptimizerClosure> ||
+                      is_detected_v<optimizer_step_hook_t, Module, LightningOptimizer, OptimizerClosure>,
+                  "trainloop: optimizer_step's optimizer is a trainloop::LightningOptimizer& (its step(closure) "
+                  "unscales, runs on_before_optimizer_step and clipping, and lets the loss scaler skip the step; "
+                  "a torch::optim::Optimizer's step would bypass them)");
     bool stepped = false;
     for (const auto& config : t.optimizers_) {
       torch::optim::Optimizer& optimizer = *config.optimizer();
@@ -130,14 +194,22 @@ struct AutomaticOptimization {
         else
           OptimizerCalls::default_clip(t, optimizer);
       };
-      auto step_it = [&] {
-        if constexpr (is_detected_v<optimizer_step_hook_t, Module, torch::optim::Optimizer>)
-          module.optimizer_step(t.progress_.current_epoch, t.progress_.batch_idx, optimizer);
-        else
-          optimizer.step();
+      bool this_stepped = false;
+      auto through_trainer = [&](OptimizerClosure& closure) {
+        return OptimizerCalls::step(t, module, optimizer, clip, [&] { return closure(); }, this_stepped);
       };
-      stepped = OptimizerCalls::step(t, module, optimizer, clip, step_it) || stepped;
+      LightningOptimizer lightning_optimizer(optimizer, through_trainer);
+      OptimizerClosure closure(batch);
+      if constexpr (is_detected_v<optimizer_step_hook_t, Module, LightningOptimizer, OptimizerClosure>)
+        module.optimizer_step(t.progress_.current_epoch, t.progress_.batch_idx, lightning_optimizer, closure);
+      else
+        lightning_optimizer.step(closure);
+      stepped = this_stepped || stepped;
     }
+    if (!batch.evaluated)
+      throw std::logic_error("trainloop: " + type_name<Module>() +
+                             "::optimizer_step did not run the closure, so training_step never ran (Lightning: \"the "
+                             "closure hasn't been executed\"); call optimizer.step(optimizer_closure) in it");
     t.count_optimizer_step(stepped);
   }
 
@@ -152,17 +224,20 @@ struct AutomaticOptimization {
   }
 };
 
-// Manual optimisation: what the module's manual_backward(loss), optimizer step and zero_grad do (its runtime's
-// functions), each through the shared hooks; a step counts at once.
+// Manual optimisation: what the module's manual_backward(loss), optimizer_step(optimizer[, closure]) and
+// optimizer_zero_grad(optimizer) do (its runtime's functions), each through the shared hooks; a step counts at once.
 struct ManualOptimization {
   template <class T, class Module>
   static void connect(T& t, Module& module) {
     ModuleRuntime& runtime = t.runtime_;
     runtime.backward = [&t, &module](torch::Tensor& loss) { OptimizerCalls::backward(t, module, loss); };
-    runtime.step = [&t, &module](torch::optim::Optimizer& optimizer) {
-      const bool stepped = OptimizerCalls::step(
-          t, module, optimizer, [&] { OptimizerCalls::default_clip(t, optimizer); }, [&] { optimizer.step(); });
+    runtime.step = [&t, &module](torch::optim::Optimizer& optimizer, const torch::optim::Optimizer::LossClosure& closure) {
+      bool stepped = false;
+      torch::Tensor loss = OptimizerCalls::step(
+          t, module, optimizer, [&] { OptimizerCalls::default_clip(t, optimizer); },
+          [&] { return closure ? closure() : torch::Tensor(); }, stepped);
       t.count_optimizer_step(stepped);
+      return loss;
     };
     runtime.zero_grad = [&t, &module](torch::optim::Optimizer& optimizer) {
       OptimizerCalls::zero_grad(t, module, optimizer, [&] { optimizer.zero_grad(); });
