@@ -27,7 +27,7 @@ struct ClosureBatch {
   ClosureBatch(FunctionRef<torch::Tensor()> evaluate_batch, torch::Tensor last_loss)
       : evaluate(evaluate_batch), loss(std::move(last_loss)), evaluated(true) {}
   FunctionRef<torch::Tensor()> evaluate;  // training_step, zero_grad at a window's start, backward; returns the loss
-  torch::Tensor loss;                     // the last evaluation's (detached)
+  torch::Tensor loss;                     // the last evaluation's
   bool evaluated = false;
   torch::Tensor run() {
     loss = evaluate();
@@ -39,7 +39,8 @@ struct ClosureBatch {
 
 /// Lightning's optimizer_closure: what the optimizer_step hook gets besides the optimizer. Calling it runs the batch's
 /// training_step, the zero_grad that opens an accumulation window, and the backward with its hooks, and returns the
-/// loss (detached; divided by accumulate_grad_batches, as Lightning's). An optimizer that re-evaluates the loss
+/// loss, divided by accumulate_grad_batches as Lightning's (its graph already spent by the backward; Lightning returns
+/// a detached copy, which costs a dispatched op per call here). An optimizer that re-evaluates the loss
 /// (torch::optim::LBFGS) calls it several times per step; each call runs the batch again. With several optimizers,
 /// the first call of a later optimizer's closure returns the loss the earlier one computed (one backward fills every
 /// parameter's gradient). Not copyable: hand it to a raw LibTorch optimizer as `[&] { return closure(); }`.

@@ -70,16 +70,17 @@ struct OptimizerCalls {
     t.template call_hook<lightning_tags::on_after_backward>(module);
   }
 
-  // Lightning's precision plugin's optimizer_step: `closure()` (a training batch's forward and backward, or a manual
-  // optimisation's own closure), then the gradients synchronised across ranks and unscaled (the hook and clipping see
-  // the true gradients, as in Lightning), on_before_optimizer_step and `clip()`. Without a loss scaler all of it runs
-  // inside the optimizer's step(closure), so an optimizer that re-evaluates the loss (LBFGS) repeats it; a loss scaler
-  // runs it first and then decides whether the optimizer steps (inf/NaN gradients: skipped), as PyTorch's GradScaler
-  // does (it takes no closure: fit refuses LBFGS under one). Profiled as the optimizer step, the closure included, as
-  // in Lightning's profiler. Returns the closure's loss; `stepped` says whether the optimizer stepped.
+  // Lightning's precision plugin's optimizer_step: `closure` (a training batch's forward and backward, or a manual
+  // optimisation's own closure; null: none), then the gradients synchronised across ranks and unscaled (the hook and
+  // clipping see the true gradients, as in Lightning), on_before_optimizer_step and `clip()`. Without a loss scaler all
+  // of it runs inside the optimizer's step(closure), so an optimizer that re-evaluates the loss (LBFGS) repeats it; a
+  // loss scaler runs it first and then decides whether the optimizer steps (inf/NaN gradients: skipped), as PyTorch's
+  // GradScaler does (it takes no closure: fit refuses LBFGS under one); without a closure, the optimizer's plain
+  // step() follows the hooks. Profiled as the optimizer step, the closure included, as in Lightning's profiler.
+  // Returns the closure's loss; `stepped` says whether the optimizer stepped.
   template <class T, class Module, class Clip>
   static torch::Tensor step(T& t, Module& module, torch::optim::Optimizer& optimizer, Clip&& clip,
-                            FunctionRef<torch::Tensor()> closure, bool& stepped) {
+                            const FunctionRef<torch::Tensor()>* closure, bool& stepped) {
     auto after_closure = [&] {
       t.strategy_.before_optimizer_step();
       t.precision_.unscale(optimizer);
@@ -87,15 +88,15 @@ struct OptimizerCalls {
       clip();
     };
     return t.profiled(profiler_actions::optimizer_step, [&] {
-      if (t.precision_.scaling()) {
-        torch::Tensor loss = closure();
+      if (!closure || t.precision_.scaling()) {
+        torch::Tensor loss = closure ? (*closure)() : torch::Tensor();
         after_closure();
         stepped = t.precision_.step(optimizer, [&] { optimizer.step(); });
         return loss;
       }
       stepped = true;
       return optimizer.step([&] {
-        torch::Tensor loss = closure();
+        torch::Tensor loss = (*closure)();
         after_closure();
         return loss;
       });
@@ -124,7 +125,7 @@ struct OptimizerCalls {
 // and configure_gradient_clipping(optimizer, value, algorithm) overrides replace the defaults.
 struct AutomaticOptimization {
   // Batch `batch_idx` of the epoch the Engine `core` runs; `forward()` runs training_step and returns its loss.
-  // Returns the loss (detached, divided by the window).
+  // Returns the loss (divided by the window).
   template <class T, class Module, class Forward>
   static torch::Tensor run(T& t, Module& module, EngineCore& core, std::int64_t batch_idx, Forward&& forward) {
     LoopProgress& progress = t.progress_;
@@ -141,7 +142,7 @@ struct AutomaticOptimization {
       t.strategy_.before_backward(step_now);  // accumulation micro-steps: no communication until the batch that steps
       OptimizerCalls::backward(t, module, loss);
       t.strategy_.after_backward();
-      return loss.detach();
+      return loss;  // not detached: a detach is a dispatched op, 3-4 us a step (bench/trainer_overhead, tiny model)
     };
     ClosureBatch batch(evaluate);
     if (step_now) {
@@ -196,7 +197,9 @@ struct AutomaticOptimization {
       };
       bool this_stepped = false;
       auto through_trainer = [&](OptimizerClosure& closure) {
-        return OptimizerCalls::step(t, module, optimizer, clip, [&] { return closure(); }, this_stepped);
+        auto run_closure = [&] { return closure(); };
+        const FunctionRef<torch::Tensor()> closure_ref(run_closure);
+        return OptimizerCalls::step(t, module, optimizer, clip, &closure_ref, this_stepped);
       };
       LightningOptimizer lightning_optimizer(optimizer, through_trainer);
       OptimizerClosure closure(batch);
@@ -233,9 +236,10 @@ struct ManualOptimization {
     runtime.backward = [&t, &module](torch::Tensor& loss) { OptimizerCalls::backward(t, module, loss); };
     runtime.step = [&t, &module](torch::optim::Optimizer& optimizer, const torch::optim::Optimizer::LossClosure& closure) {
       bool stepped = false;
+      const FunctionRef<torch::Tensor()> closure_ref(closure);
       torch::Tensor loss = OptimizerCalls::step(
-          t, module, optimizer, [&] { OptimizerCalls::default_clip(t, optimizer); },
-          [&] { return closure ? closure() : torch::Tensor(); }, stepped);
+          t, module, optimizer, [&] { OptimizerCalls::default_clip(t, optimizer); }, closure ? &closure_ref : nullptr,
+          stepped);
       t.count_optimizer_step(stepped);
       return loss;
     };
