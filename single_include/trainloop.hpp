@@ -14432,9 +14432,9 @@ TRAINLOOP_DETAIL_API void TrainerCore::check_optimizers(const std::string& modul
     // gradients), which an optimizer that re-evaluates the loss inside its step cannot allow.
     if (precision_.scaling() && dynamic_cast<torch::optim::LBFGS*>(config.optimizer().get()))
       throw std::invalid_argument("trainloop: " + module + "::configure_optimizers() returned torch::optim::LBFGS "
-                                  "(entry " + std::to_string(i) + "), which the loss scaler of precision(\"16-mixed\") "
-                                  "cannot drive (it re-evaluates the loss inside its step; as in Lightning and "
-                                  "PyTorch's GradScaler); use precision(\"bf16-mixed\") or \"32\"");
+                                  "(entry " + std::to_string(i) + "), which the loss scaler cannot drive (it "
+                                  "re-evaluates the loss inside its step; as in Lightning and PyTorch's GradScaler); "
+                                  "use precision(\"bf16-mixed\") without grad_scaler(...), or \"32\"");
     if (const auto& s = config.scheduler()) {
       if (!s->monitor().empty() && !s->can_step_on_metric())
         throw std::invalid_argument("trainloop: the scheduler of optimizer " + std::to_string(i) + " monitors '" +

@@ -123,12 +123,6 @@ std::vector<torch::Tensor> parameters_of(Classifier& net) {
   for (const auto& p : net.parameters()) copies.push_back(p.detach().clone());
   return copies;
 }
-bool bitwise_equal(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i)
-    if (!torch::equal(a[i], b[i])) return false;
-  return true;
-}
 }  // namespace
 
 TEST_CASE("Autocast: bf16 matmuls, fp32 weights and gradients, nesting, restore on exception, per thread") {

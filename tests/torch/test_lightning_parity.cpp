@@ -396,12 +396,25 @@ struct ClosureNet : LightningModule<ClosureNet> {
     return std::make_shared<torch::optim::SGD>(params, torch::optim::SGDOptions(0.1));
   }
 };
-bool same_parameters(torch::nn::Module& a, torch::nn::Module& b) {
-  auto pa = a.parameters(), pb = b.parameters();
-  if (pa.size() != pb.size()) return false;
-  for (std::size_t i = 0; i < pa.size(); ++i)
-    if (!torch::equal(pa[i], pb[i])) return false;
-  return true;
+bool same_parameters(torch::nn::Module& a, torch::nn::Module& b) { return bitwise_equal(a.parameters(), b.parameters()); }
+// The textbook LibTorch LBFGS loop, what the Trainer's runs are compared with.
+void train_lbfgs_by_hand(ClosureNet& net, const std::vector<Batch>& data, int epochs) {
+  torch::optim::LBFGS optimizer(net.parameters(), torch::optim::LBFGSOptions(0.5).max_iter(5));
+  for (int epoch = 0; epoch < epochs; ++epoch)
+    for (Batch batch : data)
+      optimizer.step([&] {
+        optimizer.zero_grad();
+        torch::Tensor loss = net.training_step(batch, 0);
+        loss.backward();
+        return loss;
+      });
+}
+// Data of unknown length: a generator giving `data` once, then std::nullopt.
+auto one_pass(const std::vector<Batch>& data) {
+  return [&data, next = std::size_t{0}]() mutable -> std::optional<Batch> {
+    if (next == data.size()) return std::nullopt;
+    return data[next++];
+  };
 }
 }  // namespace
 
@@ -412,15 +425,7 @@ TEST_CASE("LBFGS in automatic optimisation: the Trainer hands it the batch's clo
   trainer.fit(net, data);
 
   ClosureNet hand;  // the same start (seed 3), trained by the textbook LibTorch loop
-  torch::optim::LBFGS optimizer(hand.parameters(), torch::optim::LBFGSOptions(0.5).max_iter(5));
-  for (int epoch = 0; epoch < 2; ++epoch)
-    for (Batch batch : data)
-      optimizer.step([&] {
-        optimizer.zero_grad();
-        torch::Tensor loss = hand.training_step(batch, 0);
-        loss.backward();
-        return loss;
-      });
+  train_lbfgs_by_hand(hand, data, 2);
   CHECK(same_parameters(net, hand));  // bitwise
   CHECK(net.training_steps == hand.training_steps);
   CHECK(net.training_steps > 6);      // LBFGS re-evaluated inside its steps
@@ -544,14 +549,7 @@ TEST_CASE("manual optimisation steps LBFGS with its own closure, as a hand-writt
   Trainer trainer(quiet().max_epochs(1));
   trainer.fit(net, data);
   ClosureNet hand;
-  torch::optim::LBFGS optimizer(hand.parameters(), torch::optim::LBFGSOptions(0.5).max_iter(5));
-  for (Batch batch : data)
-    optimizer.step([&] {
-      optimizer.zero_grad();
-      torch::Tensor loss = hand.training_step(batch, 0);
-      loss.backward();
-      return loss;
-    });
+  train_lbfgs_by_hand(hand, data, 1);
   CHECK(same_parameters(net, hand));
   CHECK(net.training_steps == hand.training_steps);
   CHECK(trainer.global_step() == 3);
@@ -559,22 +557,14 @@ TEST_CASE("manual optimisation steps LBFGS with its own closure, as a hand-writt
 
 TEST_CASE("an epoch of unknown length ending inside an accumulation window: its step has no batch to re-evaluate") {
   const auto data = batches(3, 9);
-  auto one_pass = [&data, next = std::size_t{0}]() mutable -> std::optional<Batch> {
-    if (next == data.size()) return std::nullopt;
-    return data[next++];
-  };
   ClosureNet sgd(ClosureNet::Kind::sgd);  // steps after batches 2 and 3 (the epoch's end closes the window)
   Trainer sgd_trainer(quiet().max_epochs(1).accumulate_grad_batches(2));
-  sgd_trainer.fit(sgd, one_pass);
+  sgd_trainer.fit(sgd, one_pass(data));
   CHECK(sgd_trainer.global_step() == 2);
   CHECK(sgd.training_steps == 3);
 
-  auto again = [&data, next = std::size_t{0}]() mutable -> std::optional<Batch> {
-    if (next == data.size()) return std::nullopt;
-    return data[next++];
-  };
   ClosureNet lbfgs;
-  CHECK_THROWS_WITH_AS(Trainer<>(quiet().max_epochs(1).accumulate_grad_batches(2)).fit(lbfgs, again),
+  CHECK_THROWS_WITH_AS(Trainer<>(quiet().max_epochs(1).accumulate_grad_batches(2)).fit(lbfgs, one_pass(data)),
                        contains("no batch is left to evaluate"), std::logic_error);
 }
 
