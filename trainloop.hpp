@@ -72,6 +72,8 @@
 #include "parts/torch/callbacks/lr_monitor.hpp"
 #include "parts/torch/callbacks/ema.hpp"
 #include "parts/torch/callbacks/gradient_accumulation.hpp"
+#include "parts/torch/tuner.hpp"
+#include "parts/torch/cli.hpp"
 #endif
 #include "parts/core/epilogue.hpp"
 

@@ -6149,6 +6149,19 @@ class DataLoader {
     shared_->cancel();
     shared_->options.shard(rank, world_size);
   }
+  /// Serves batches of `batch_size` from now on (the batch-size finder sets it, as Lightning re-creates the loader):
+  /// the next begin() starts the epoch a state_dict() would resume, from its first batch.
+  void set_batch_size(std::int64_t batch_size) {
+    if (batch_size < 1)
+      throw std::invalid_argument("trainloop: DataLoader::set_batch_size(" + std::to_string(batch_size) + "): must be at least 1");
+    const bool finished = next_batch_ >= static_cast<std::int64_t>(size());
+    release_current();
+    shared_->cancel();
+    shared_->options.batch_size(batch_size);
+    if (started_ && !resume_ && finished) ++epoch_;
+    next_batch_ = 0;
+    resume_ = true;
+  }
 
  private:
   // What the worker threads share with the loader, on the heap: moving the loader moves a pointer, the threads go on.
@@ -14159,6 +14172,7 @@ TRAINLOOP_DETAIL_END
 
 TRAINLOOP_DETAIL_BEGIN
 
+class Tuner;
 namespace detail {
 class FitLoopCore;
 class SanityCheckScope;
@@ -14270,6 +14284,7 @@ class TrainerCore {
   friend class detail::FitLoopCore;
   friend class detail::SanityCheckScope;
   friend class detail::EvaluationScope;
+  friend class Tuner;  // runs its searches on a Trainer of its own, in tuning mode
   using LoopPoint = detail::LoopPoint;
 
   // Out of line (as the destructor): initialising and destroying every member is a lot of code for every TU.
@@ -14348,6 +14363,9 @@ class TrainerCore {
   std::function<void(const SchedulerConfig&, std::optional<double>)> scheduler_step_;
   Profiler profiler_;
   bool profiling_ = false;
+  // A Tuner's search (tuner.hpp): the module's configure_callbacks() and its schedulers are left out, as Lightning's
+  // tuner swaps in its own callback and drops the schedulers for the search.
+  bool tuning_ = false;
 };
 
 #if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
@@ -16358,6 +16376,7 @@ class Trainer : public TrainerCore {
     using Hook = detail::lightning_hook<detail::tags::configure_callbacks>;
     Hook::template check_module<Module>();
     if constexpr (Hook::template callable<Module>) {
+      if (tuning_) return;
       using Configured = detail::module_callbacks_t<Module>;
       check_configured_callbacks(static_cast<Configured*>(nullptr));
       module_callbacks_ = std::make_shared<Configured>(detail::as_callback_tuple(module.configure_callbacks()));
@@ -16514,6 +16533,8 @@ class Trainer : public TrainerCore {
     optimizers_.clear();
     if constexpr (detail::lightning_hook<detail::tags::configure_optimizers>::callable<Module>) {
       optimizers_ = detail::to_optimizers(module.configure_optimizers());
+      if (tuning_)
+        for (auto& config : optimizers_) config = OptimizerConfig(config.optimizer());
     }
     check_optimizers(detail::type_name<Module>(), module.automatic_optimization());
   }
@@ -17608,6 +17629,1931 @@ TRAINLOOP_DETAIL_API std::int64_t GradientAccumulationScheduler::factor_for(std:
 
 TRAINLOOP_DETAIL_END
 // ---- end parts/torch/callbacks/gradient_accumulation.hpp ----
+// ---- begin parts/torch/tuner.hpp ----
+// trainloop: the Tuner, Lightning's (tuner/tuning.py): the learning-rate range test (lr_find, tuner/lr_finder.py) and
+// the batch-size finder (scale_batch_size, tuner/batch_size_scaling.py). Each search runs on a Trainer of its own with
+// the user's Trainer's options, no loggers, no checkpoints and no callbacks but its own, and leaves the model, the
+// optimizers the module keeps, the data's position and the global RNG as it found them (bitwise).
+#include <torch/torch.h>
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <map>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
+
+TRAINLOOP_DETAIL_BEGIN
+
+/// Lightning's suggestion rule (_LRFinder.suggestion): the learning rate where the loss falls fastest. The series
+/// without its first `skip_begin` and last `skip_end` points (Python's slice [skip_begin:-skip_end], so skip_end = 0
+/// leaves nothing, as in Lightning), without non-finite losses, in float32; the gradient of loss over learning rate
+/// (torch.gradient with the learning rates as coordinates); its minimum. The index into the whole series, or nullopt
+/// when fewer than two points remain.
+TRAINLOOP_DETAIL_API std::optional<std::size_t> lr_find_suggestion_index(const std::vector<double>& lrs,
+                                                                         const std::vector<double>& losses,
+                                                                         std::int64_t skip_begin = 10, std::int64_t skip_end = 1);
+/// The learning rate at lr_find_suggestion_index.
+TRAINLOOP_DETAIL_API std::optional<double> lr_find_suggestion(const std::vector<double>& lrs, const std::vector<double>& losses,
+                                                              std::int64_t skip_begin = 10, std::int64_t skip_end = 1);
+
+/// lr_find's settings; defaults are Lightning's.
+class LRFinderOptions {
+ public:
+  LRFinderOptions& min_lr(double v) { return min_lr_ = v, *this; }
+  LRFinderOptions& max_lr(double v) { return max_lr_ = v, *this; }
+  /// Optimizer steps (learning rates tried).
+  LRFinderOptions& num_training(std::int64_t v) { return num_training_ = v, *this; }
+  /// "exponential" or "linear": how the learning rate grows from step to step.
+  LRFinderOptions& mode(std::string v) { return mode_ = std::move(v), *this; }
+  /// Stop when the smoothed loss exceeds this many times the best one; nullopt: never.
+  LRFinderOptions& early_stop_threshold(std::optional<double> v) { return early_stop_threshold_ = v, *this; }
+  /// Set the module's learning rate to the suggestion afterwards, where the module has it (Lightning's
+  /// lightning_setattr): its `lr` (else `learning_rate`) member, and the hyperparameter attr_name names (else the
+  /// "lr" and "learning_rate" hyperparameters of save_hyperparameters, when there).
+  LRFinderOptions& update_attr(bool v) { return update_attr_ = v, *this; }
+  LRFinderOptions& attr_name(std::string v) { return attr_name_ = std::move(v), *this; }
+  double min_lr() const { return min_lr_; }
+  double max_lr() const { return max_lr_; }
+  std::int64_t num_training() const { return num_training_; }
+  const std::string& mode() const { return mode_; }
+  const std::optional<double>& early_stop_threshold() const { return early_stop_threshold_; }
+  bool update_attr() const { return update_attr_; }
+  const std::string& attr_name() const { return attr_name_; }
+  /// The learning rate of the step-th optimizer step (0-based): Lightning's _ExponentialLR/_LinearLR, whose first
+  /// step runs at min_lr and step k >= 1 at the fraction (k + 1) / num_training of the way to max_lr.
+  TRAINLOOP_DETAIL_API double lr_at(std::int64_t step) const;
+  TRAINLOOP_DETAIL_API void validate() const;
+
+ private:
+  double min_lr_ = 1e-8, max_lr_ = 1.0;
+  std::int64_t num_training_ = 100;
+  std::string mode_ = "exponential";
+  std::optional<double> early_stop_threshold_ = 4.0;
+  bool update_attr_ = false;
+  std::string attr_name_;
+};
+
+/// What lr_find found: the learning rate of each step and the smoothed loss after it (Lightning's results["lr"] and
+/// results["loss"]), and the suggestion.
+class LRFinderResult {
+ public:
+  LRFinderResult() = default;
+  LRFinderResult(std::string mode, std::vector<double> lrs, std::vector<double> losses)
+      : mode_(std::move(mode)), lrs_(std::move(lrs)), losses_(std::move(losses)) {}
+  const std::vector<double>& lrs() const noexcept { return lrs_; }
+  const std::vector<double>& losses() const noexcept { return losses_; }
+  const std::string& mode() const noexcept { return mode_; }
+  std::optional<double> suggestion(std::int64_t skip_begin = 10, std::int64_t skip_end = 1) const {
+    return lr_find_suggestion(lrs_, losses_, skip_begin, skip_end);
+  }
+  std::optional<std::size_t> suggestion_index(std::int64_t skip_begin = 10, std::int64_t skip_end = 1) const {
+    return lr_find_suggestion_index(lrs_, losses_, skip_begin, skip_end);
+  }
+  /// Lightning's plot(suggest=True) as an SVG picture: loss against learning rate (log axis in exponential mode), the
+  /// suggestion as a red dot. Written atomically.
+  TRAINLOOP_DETAIL_API void save_plot(const std::string& path, bool suggest = true) const;
+  /// The series as CSV (lr,loss), one row per step.
+  TRAINLOOP_DETAIL_API void save_csv(const std::string& path) const;
+
+ private:
+  std::string mode_ = "exponential";
+  std::vector<double> lrs_, losses_;
+};
+
+/// scale_batch_size's settings; defaults are Lightning's.
+class BatchSizeFinderOptions {
+ public:
+  /// "power": double until a step fails; "binsearch": then search between the last size that fit and the first that
+  /// did not.
+  BatchSizeFinderOptions& mode(std::string v) { return mode_ = std::move(v), *this; }
+  /// Optimizer steps per trial.
+  BatchSizeFinderOptions& steps_per_trial(std::int64_t v) { return steps_per_trial_ = v, *this; }
+  BatchSizeFinderOptions& init_val(std::int64_t v) { return init_val_ = v, *this; }
+  BatchSizeFinderOptions& max_trials(std::int64_t v) { return max_trials_ = v, *this; }
+  /// A trial whose peak resident memory grows by more than this fails as an out-of-memory error would (the CPU's
+  /// budget; Linux). 0: only real out-of-memory errors (CUDA's, or the CPU allocator's) fail a trial.
+  BatchSizeFinderOptions& max_memory_bytes(std::int64_t v) { return max_memory_bytes_ = v, *this; }
+  /// The hyperparameter (save_hyperparameters) set to the result, when the module has it (Lightning's batch_arg_name).
+  BatchSizeFinderOptions& batch_arg_name(std::string v) { return batch_arg_name_ = std::move(v), *this; }
+  const std::string& mode() const { return mode_; }
+  std::int64_t steps_per_trial() const { return steps_per_trial_; }
+  std::int64_t init_val() const { return init_val_; }
+  std::int64_t max_trials() const { return max_trials_; }
+  std::int64_t max_memory_bytes() const { return max_memory_bytes_; }
+  const std::string& batch_arg_name() const { return batch_arg_name_; }
+  TRAINLOOP_DETAIL_API void validate() const;
+
+ private:
+  std::string mode_ = "power";
+  std::int64_t steps_per_trial_ = 3, init_val_ = 2, max_trials_ = 25, max_memory_bytes_ = 0;
+  std::string batch_arg_name_ = "batch_size";
+};
+
+/// One trial of the batch-size finder: the size and whether its steps fit.
+struct BatchSizeTrial {
+  std::int64_t batch_size = 0;
+  bool fits = false;
+  bool whole_dataset = false;   // one batch held the whole dataset: no larger size is tried (Lightning's rule)
+  std::int64_t peak_bytes = 0;  // peak resident growth, when measured
+};
+
+namespace detail {
+// What a search must leave as it found it: the module's parameters and buffers (values, gradients, training mode),
+// the global RNG, and, once the search's Trainer has configured them, the state of every optimizer (a module may keep
+// its optimizers across fits).
+class TuningSnapshot {
+ public:
+  TRAINLOOP_DETAIL_API explicit TuningSnapshot(torch::nn::Module& module);
+  // The first configuration seen is the one kept; an optimizer only the search's Trainer held is not restored.
+  TRAINLOOP_DETAIL_API void keep_optimizers(const Optimizers& optimizers);
+  TRAINLOOP_DETAIL_API void keep_optimizer(torch::optim::Optimizer& optimizer, std::shared_ptr<torch::optim::Optimizer> owner);
+  TRAINLOOP_DETAIL_API void restore();
+
+ private:
+  torch::nn::Module& module_;
+  std::vector<torch::Tensor> live_, values_, grads_;
+  std::vector<bool> had_grad_;
+  bool training_;
+  torch::Tensor cpu_rng_;
+  std::vector<torch::Tensor> cuda_rngs_;
+  struct KeptOptimizer {
+    torch::optim::Optimizer* optimizer;
+    std::shared_ptr<torch::optim::Optimizer> owner;  // null: the caller's, always restored
+    std::string state;  // LibTorch's archive: the per-parameter state (its load leaves the groups' options alone)
+    std::vector<std::unique_ptr<torch::optim::OptimizerOptions>> options;  // each group's: lr, betas, ...
+  };
+  std::vector<KeptOptimizer> optimizers_;
+};
+
+// Lightning's _LRCallback with its scheduler: sets the learning rate of each step, records it and the smoothed loss,
+// stops when the loss diverges.
+class LRFinderCallback {
+ public:
+  LRFinderCallback(LRFinderOptions options, TuningSnapshot& snapshot) : options_(std::move(options)), snapshot_(&snapshot) {}
+  template <class T, class M>
+  void on_train_start(T& trainer, M&) {
+    if (trainer.optimizers().size() != 1)
+      throw std::invalid_argument("trainloop: Tuner::lr_find: configure_optimizers() returned " +
+                                  std::to_string(trainer.optimizers().size()) +
+                                  " optimizers; the learning rate finder works with one (as Lightning's)");
+    snapshot_->keep_optimizers(trainer.optimizers());
+  }
+  template <class T, class M, class B>
+  void on_train_batch_start(T& trainer, M&, B&, std::int64_t batch_idx) {
+    const double lr = options_.lr_at(trainer.global_step());
+    for (auto& group : trainer.optimizers().front().optimizer()->param_groups()) group.options().set_lr(lr);
+    if ((batch_idx + 1) % trainer.accumulate_grad_batches() == 0) lrs_.push_back(lr);
+  }
+  template <class T, class M, class Out, class B>
+  void on_train_batch_end(T& trainer, M&, const Out& outputs, B&, std::int64_t batch_idx) {
+    if ((batch_idx + 1) % trainer.accumulate_grad_batches() != 0) return;
+    std::optional<double> loss;
+    if constexpr (is_detected_v<loss_member_t, Out> || std::is_same_v<Out, torch::Tensor> || is_map<Out>::value) {
+      const torch::Tensor tensor = loss_of(outputs);
+      // Lightning's outputs["loss"]: the step's loss divided by accumulate_grad_batches.
+      if (tensor.defined()) loss = tensor.item<double>() / static_cast<double>(trainer.accumulate_grad_batches());
+    }
+    record(trainer, loss);
+  }
+  std::vector<double>& lrs() noexcept { return lrs_; }
+  std::vector<double>& losses() noexcept { return losses_; }
+
+ private:
+  TRAINLOOP_DETAIL_API void record(TrainerCore& trainer, std::optional<double> loss);
+
+  LRFinderOptions options_;
+  TuningSnapshot* snapshot_;
+  std::vector<double> lrs_, losses_;
+  double avg_loss_ = 0.0, best_loss_ = 0.0;
+};
+
+// Keeps what the first trial's Trainer configured; the batch-size search restores it.
+class BatchSizeFinderCallback {
+ public:
+  explicit BatchSizeFinderCallback(TuningSnapshot& snapshot) : snapshot_(&snapshot) {}
+  template <class T, class M>
+  void on_train_start(T& trainer, M&) {
+    snapshot_->keep_optimizers(trainer.optimizers());
+  }
+
+ private:
+  TuningSnapshot* snapshot_;
+};
+
+// The process's peak resident memory around a trial (Linux: VmHWM, reset through /proc/self/clear_refs).
+class PeakMemory {
+ public:
+  // Returns freed memory to the system and starts measuring; false where the peak cannot be reset.
+  TRAINLOOP_DETAIL_API bool start();
+  // Bytes the resident peak grew by since start().
+  TRAINLOOP_DETAIL_API std::int64_t growth() const;
+
+ private:
+  std::int64_t baseline_ = 0;
+};
+TRAINLOOP_DETAIL_API bool is_out_of_memory(const std::exception& error);
+
+// The finder's curve as an SVG picture: loss against learning rate, a log axis when asked, the suggestion in red.
+TRAINLOOP_DETAIL_API void save_lr_finder_plot(const std::string& path, const std::vector<double>& lrs,
+                                              const std::vector<double>& losses, bool log_x,
+                                              std::optional<std::size_t> suggestion, const std::string& title);
+
+template <class M>
+using lr_member_t = decltype(std::declval<M&>().lr = 1.0);
+template <class M>
+using learning_rate_member_t = decltype(std::declval<M&>().learning_rate = 1.0);
+template <class D>
+using set_batch_size_t = decltype(std::declval<D&>().set_batch_size(std::int64_t{}));
+template <class D>
+using data_position_t = decltype(std::declval<D&>().load_state_dict(std::declval<D&>().state_dict()));
+}  // namespace detail
+
+/// Lightning's Tuner: `Tuner(trainer).lr_find(model, train_data)` and `Tuner(trainer).scale_batch_size(model, loader)`.
+/// Each search trains a copy of the Trainer's configuration (its options; no loggers, checkpoints or callbacks) for a
+/// few steps and puts everything back: the model's weights and buffers, the optimizers a module keeps, the data's
+/// position, the global RNG. One process only (run it before data-parallel training, then train with the result).
+class Tuner {
+ public:
+  explicit Tuner(TrainerCore& trainer) : trainer_(trainer) {}
+
+  /// The learning-rate range test: num_training steps from min_lr to max_lr, the smoothed loss after each, stopping
+  /// when it exceeds early_stop_threshold times the best. With update_attr, the module's learning rate (and the
+  /// Trainer's optimizers', after a fit) becomes the suggestion. Skipped (an empty result) under fast_dev_run.
+  template <class Module, class Data>
+  LRFinderResult lr_find(Module& module, Data&& data, LRFinderOptions options = LRFinderOptions()) {
+    options.validate();
+    if (options.update_attr()) check_lr_attr(module, options.attr_name());  // before the search, as Lightning
+    if (skip_for_fast_dev_run("learning rate finder")) return LRFinderResult(options.mode(), {}, {});
+    TrainerOptions search = search_options();
+    search.max_steps(options.num_training());
+    Trainer<detail::LRFinderCallback> trainer(std::move(search), detail::LRFinderCallback(options, *snapshot_of(module)));
+    run(trainer, module, std::forward<Data>(data));
+    auto& recorder = trainer.template callback<detail::LRFinderCallback>();
+    if (recorder.lrs().size() > recorder.losses().size()) recorder.lrs().resize(recorder.losses().size());
+    LRFinderResult result(options.mode(), std::move(recorder.lrs()), std::move(recorder.losses()));
+    if (options.update_attr())
+      if (const auto lr = result.suggestion()) set_lr_attr(module, options.attr_name(), *lr);
+    return result;
+  }
+
+  /// The largest batch size whose steps fit (a CUDA out-of-memory error, the CPU allocator's, or more than
+  /// max_memory_bytes of resident growth fails a trial), by Lightning's power or binsearch rule, starting at
+  /// init_val. `data`: a trainloop DataLoader (its batch size is set to the result, its position kept) or a callable
+  /// making the training data for a batch size. The module's batch_arg_name hyperparameter, if it has one, is set to
+  /// the result. trials() lists what was tried.
+  template <class Module, class Data>
+  std::int64_t scale_batch_size(Module& module, Data&& data, BatchSizeFinderOptions options = BatchSizeFinderOptions()) {
+    options.validate();
+    trials_.clear();
+    using D = std::remove_reference_t<Data>;
+    if constexpr (detail::is_detected_v<detail::set_batch_size_t, D>) {
+      const StateDict position = data.state_dict();
+      const std::int64_t original = data.options().batch_size();
+      const std::int64_t size = search_batch_size(module, options, [&](std::int64_t b) -> D& {
+        data.set_batch_size(b);
+        return data;
+      });
+      data.set_batch_size(original);
+      data.load_state_dict(position);
+      if (skipped_) return original;
+      data.set_batch_size(size);
+      return size;
+    } else {
+      static_assert(std::is_invocable_v<Data&, std::int64_t>,
+                    "trainloop: Tuner::scale_batch_size(module, data): data must be a trainloop DataLoader or a "
+                    "callable making the training data for a batch size (std::int64_t)");
+      return search_batch_size(module, options, data);
+    }
+  }
+  /// The batch-size finder's trials, in order.
+  const std::vector<BatchSizeTrial>& trials() const noexcept { return trials_; }
+
+ private:
+  TRAINLOOP_DETAIL_API TrainerOptions search_options() const;
+  TRAINLOOP_DETAIL_API bool skip_for_fast_dev_run(const char* what) const;
+  TRAINLOOP_DETAIL_API void set_optimizers_lr(double lr);
+
+  detail::TuningSnapshot* snapshot_of(torch::nn::Module& module) {
+    snapshot_ = std::make_unique<detail::TuningSnapshot>(module);
+    return snapshot_.get();
+  }
+
+  // One search run: the snapshot is restored whatever happens; the data's position too.
+  template <class T, class Module, class Data>
+  void run(T& trainer, Module& module, Data&& data) {
+    static_cast<TrainerCore&>(trainer).tuning_ = true;
+    using D = std::remove_reference_t<Data>;
+    std::optional<StateDict> position;
+    if constexpr (std::is_lvalue_reference_v<Data> && detail::is_detected_v<detail::data_position_t, D>)
+      position = data.state_dict();
+    struct Restore {
+      detail::TuningSnapshot& snapshot;
+      ~Restore() { snapshot.restore(); }
+    } restore{*snapshot_};
+    trainer.fit(module, std::forward<Data>(data));
+    if constexpr (std::is_lvalue_reference_v<Data> && detail::is_detected_v<detail::data_position_t, D>)
+      data.load_state_dict(*position);
+  }
+
+  template <class Module, class MakeData>
+  std::int64_t search_batch_size(Module& module, const BatchSizeFinderOptions& options, MakeData&& make_data) {
+    skipped_ = skip_for_fast_dev_run("batch size finder");
+    if (skipped_) return options.init_val();
+    snapshot_of(module);
+    struct Restore {
+      detail::TuningSnapshot& snapshot;
+      ~Restore() { snapshot.restore(); }
+    } restore{*snapshot_};
+    auto trial = [&](std::int64_t batch_size) {
+      TrainerOptions search = search_options();
+      search.max_steps(options.steps_per_trial()).max_epochs(-1).limit_train_batches(BatchLimit(1.0));
+      Trainer<detail::BatchSizeFinderCallback> trainer(std::move(search), detail::BatchSizeFinderCallback(*snapshot_));
+      static_cast<TrainerCore&>(trainer).tuning_ = true;
+      detail::PeakMemory memory;
+      if (options.max_memory_bytes() > 0 && !memory.start())
+        throw std::runtime_error("trainloop: Tuner::scale_batch_size: max_memory_bytes needs the process's peak "
+                                 "resident memory, which only Linux's /proc/self/status and clear_refs give");
+      BatchSizeTrial result{batch_size, true, false, 0};
+      try {
+        auto&& data = make_data(batch_size);
+        result.whole_dataset = detail::data_size(data) == std::optional<std::int64_t>(1);
+        trainer.fit(module, std::forward<decltype(data)>(data));
+      } catch (const std::exception& error) {
+        if (!detail::is_out_of_memory(error)) throw;
+        result.fits = false;
+      }
+      if (options.max_memory_bytes() > 0) {
+        result.peak_bytes = memory.growth();
+        if (result.peak_bytes > options.max_memory_bytes()) result.fits = false;
+      }
+      trials_.push_back(result);
+      return result;
+    };
+    const std::int64_t size = options.mode() == "power" ? power_scaling(options, trial) : binary_scaling(options, trial);
+    set_hparam(module, options.batch_arg_name(), size);
+    return size;
+  }
+  // Lightning's _run_power_scaling: double while it fits; on a failure halve, and stop if anything fitted before.
+  template <class Trial>
+  static std::int64_t power_scaling(const BatchSizeFinderOptions& options, Trial& trial) {
+    std::int64_t size = options.init_val();
+    bool any_success = false;
+    for (std::int64_t i = 0; i < options.max_trials(); ++i) {
+      const BatchSizeTrial result = trial(size);
+      if (result.fits) {
+        if (result.whole_dataset) break;
+        size *= 2;
+        any_success = true;
+      } else {
+        size = std::max<std::int64_t>(size / 2, 1);
+        if (any_success) break;
+      }
+    }
+    return size;
+  }
+  // Lightning's _run_binary_scaling: double until a failure, then halve the interval between the last size that fit
+  // and the first that did not.
+  template <class Trial>
+  static std::int64_t binary_scaling(const BatchSizeFinderOptions& options, Trial& trial) {
+    std::int64_t size = options.init_val(), low = 1, count = 0;
+    std::optional<std::int64_t> high;
+    for (;;) {
+      const BatchSizeTrial result = trial(size);
+      if (result.fits) {
+        if (++count > options.max_trials() || result.whole_dataset) break;
+        low = size;
+        if (high) {
+          if (*high - low <= 1) break;
+          size = (*high + low) / 2;
+        } else {
+          size *= 2;
+        }
+      } else {
+        high = size;
+        size = (*high + low) / 2;
+        if (*high - low <= 1) break;
+      }
+    }
+    return size;
+  }
+
+  // Lightning's lightning_setattr: the learning rate goes wherever the module has it: its `lr` (else `learning_rate`)
+  // member, and the hyperparameter attr_name names (else "lr" and "learning_rate", when saved).
+  template <class Module>
+  static std::vector<std::string> lr_hparams(const Module& module, const std::string& attr_name) {
+    const std::vector<std::string> candidates =
+        attr_name.empty() ? std::vector<std::string>{"lr", "learning_rate"} : std::vector<std::string>{attr_name};
+    std::vector<std::string> names;
+    for (const auto& name : candidates)
+      if (module.hparams().count(name)) names.push_back(name);
+    return names;
+  }
+  template <class Module>
+  static void check_lr_attr(const Module& module, const std::string& attr_name) {
+    constexpr bool member = detail::is_detected_v<detail::lr_member_t, Module> ||
+                            detail::is_detected_v<detail::learning_rate_member_t, Module>;
+    if (!attr_name.empty() && lr_hparams(module, attr_name).empty())
+      throw std::invalid_argument("trainloop: Tuner::lr_find(update_attr): " + detail::type_name<Module>() +
+                                  " has no hyperparameter '" + attr_name + "' (save_hyperparameters)");
+    if (!member && lr_hparams(module, attr_name).empty())
+      throw std::invalid_argument(
+          "trainloop: Tuner::lr_find(update_attr): " + detail::type_name<Module>() +
+          " has no `lr` or `learning_rate` member or hyperparameter; name the hyperparameter with "
+          "LRFinderOptions().attr_name(...), or set the learning rate from the suggestion yourself");
+  }
+  template <class Module>
+  void set_lr_attr(Module& module, const std::string& attr_name, double lr) {
+    if constexpr (detail::is_detected_v<detail::lr_member_t, Module>) module.lr = lr;
+    else if constexpr (detail::is_detected_v<detail::learning_rate_member_t, Module>) module.learning_rate = lr;
+    for (const auto& name : lr_hparams(module, attr_name)) set_hparam(module, name, lr);
+    set_optimizers_lr(lr);  // the Trainer's optimizers after a fit, as Lightning updates the active ones
+  }
+  template <class Module, class V>
+  static void set_hparam(Module& module, const std::string& name, V value) {
+    StateDict hparams = module.hparams();
+    auto it = hparams.find(name);
+    if (it == hparams.end()) return;
+    it->second = value;
+    module.save_hyperparameters(std::move(hparams));
+  }
+
+  TrainerCore& trainer_;
+  std::unique_ptr<detail::TuningSnapshot> snapshot_;
+  std::vector<BatchSizeTrial> trials_;
+  bool skipped_ = false;
+};
+
+
+/// Ignite's FastaiLRFinder.lr_suggestion rule on a loss series: the first lowest loss, the curve up to it, the
+/// steepest central difference 0.5 (loss[i+1] - loss[i-1]) there (float32, as Ignite's tensors). Errors as Ignite's
+/// when fewer than three points lead to the lowest.
+TRAINLOOP_DETAIL_API std::size_t fastai_lr_suggestion_index(const std::vector<double>& losses);
+
+/// FastaiLRFinder's settings (Ignite's attach() arguments and defaults).
+class FastaiLRFinderOptions {
+ public:
+  /// Iterations of the range test; unset: the run's epoch_length x max_epochs (more than the run has raises its
+  /// max_epochs, as Ignite does).
+  FastaiLRFinderOptions& num_iter(std::uint64_t v) { return num_iter_ = v, *this; }
+  /// The first learning rate; unset: each parameter group's own.
+  FastaiLRFinderOptions& start_lr(double v) { return start_lr_ = v, *this; }
+  FastaiLRFinderOptions& end_lr(double v) { return end_lr_ = v, *this; }
+  /// "exp" or "linear".
+  FastaiLRFinderOptions& step_mode(std::string v) { return step_mode_ = std::move(v), *this; }
+  /// Loss smoothing in [0, 1): loss = smooth_f * loss + (1 - smooth_f) * previous.
+  FastaiLRFinderOptions& smooth_f(double v) { return smooth_f_ = v, *this; }
+  /// Stop when the loss exceeds diverge_th times the best (at least 1).
+  FastaiLRFinderOptions& diverge_th(double v) { return diverge_th_ = v, *this; }
+  const std::optional<std::uint64_t>& num_iter() const { return num_iter_; }
+  const std::optional<double>& start_lr() const { return start_lr_; }
+  double end_lr() const { return end_lr_; }
+  const std::string& step_mode() const { return step_mode_; }
+  double smooth_f() const { return smooth_f_; }
+  double diverge_th() const { return diverge_th_; }
+
+ private:
+  std::optional<std::uint64_t> num_iter_;
+  std::optional<double> start_lr_;
+  double end_lr_ = 10.0;
+  std::string step_mode_ = "exp";
+  double smooth_f_ = 0.05, diverge_th_ = 5.0;
+};
+
+/// Ignite's FastaiLRFinder, the Engine's face of the range test: a handler in the Engine's pack
+/// (`make_engine(step, std::ref(finder))`) that acts while an attach() scope is alive:
+///
+///     { auto scope = finder.attach(engine, model, optimizer); engine.run(data); }   // model, optimizer, state back
+///     finder.lr_suggestion(); finder.apply_suggested_lr(optimizer); finder.save_plot("lr.svg");
+///
+/// Ignite's rules: the schedule (its _ExponentialLR or PiecewiseLinear, stepped at each iteration's end: the history
+/// records the rate the scheduler sets for the next iteration, as Ignite's does), the loss from the step's output
+/// (a tensor, a struct with `loss`, or a map with "loss"), smoothed from the second iteration on, stop when it passes
+/// diverge_th times the best, stop after num_iter (the iteration past it still recorded), and the suggestion at the
+/// steepest descent before the lowest loss. The scope's end restores the model, the optimizer (state and options),
+/// the Engine's state and the global RNG.
+class FastaiLRFinder {
+ public:
+  class Scope {
+   public:
+    Scope(Scope&& other) noexcept : finder_(std::exchange(other.finder_, nullptr)), restore_(std::move(other.restore_)) {}
+    Scope(const Scope&) = delete;
+    Scope& operator=(const Scope&) = delete;
+    Scope& operator=(Scope&&) = delete;
+    ~Scope() {
+      if (!finder_) return;
+      finder_->active_ = false;
+      restore_();
+    }
+
+   private:
+    friend class FastaiLRFinder;
+    Scope(FastaiLRFinder* finder, std::function<void()> restore) : finder_(finder), restore_(std::move(restore)) {}
+    FastaiLRFinder* finder_;
+    std::function<void()> restore_;
+  };
+
+  template <class Engine>
+  [[nodiscard]] Scope attach(Engine& engine, torch::nn::Module& model, torch::optim::Optimizer& optimizer,
+                             FastaiLRFinderOptions options = FastaiLRFinderOptions()) {
+    start(optimizer, std::move(options));
+    auto snapshot = std::make_shared<detail::TuningSnapshot>(model);
+    snapshot->keep_optimizer(optimizer, nullptr);
+    return Scope(this, [&engine, snapshot, state = engine.state.state_dict()] {
+      snapshot->restore();
+      engine.state.load_state_dict(state);
+    });
+  }
+
+  // --- Engine hooks ---
+  template <class E>
+  void on_started(E& engine) {
+    if (active_) begin_run(engine.state);
+  }
+  template <class E>
+  void on_iteration_completed(E& engine) {
+    if (!active_) return;
+    if (engine.state.iteration > num_iter_) engine.terminate();
+    if (record(engine.state.iteration, detail::loss_of(engine.output()))) engine.terminate();
+  }
+  template <class E>
+  void on_completed(E&) {
+    if (active_ && !diverged_ && detail::process_rank() == 0)
+      std::fprintf(stderr, "Run completed without loss diverging, increase end_lr, decrease diverge_th or look at the "
+                           "plot (FastaiLRFinder::save_plot)\n");
+  }
+
+  /// The learning rate recorded at each iteration (the first parameter group's), and the smoothed loss.
+  const std::vector<double>& lrs() const noexcept { return lrs_.empty() ? no_lrs_ : lrs_.front(); }
+  const std::vector<double>& losses() const noexcept { return losses_; }
+  /// Each parameter group's learning rates.
+  const std::vector<std::vector<double>>& group_lrs() const noexcept { return lrs_; }
+  /// Ignite's lr_suggestion: the lowest loss found, the curve before it, the steepest central difference there;
+  /// errors as Ignite's when the finder has not run or the curve is not U-shaped.
+  double lr_suggestion() const { return lrs()[suggestion_index()]; }
+  TRAINLOOP_DETAIL_API std::size_t suggestion_index() const;
+  /// Sets each parameter group's learning rate to its suggestion.
+  TRAINLOOP_DETAIL_API void apply_suggested_lr(torch::optim::Optimizer& optimizer) const;
+  /// The curve with the suggestion (log axis in exp mode).
+  TRAINLOOP_DETAIL_API void save_plot(const std::string& path) const;
+
+ private:
+  TRAINLOOP_DETAIL_API void start(torch::optim::Optimizer& optimizer, FastaiLRFinderOptions options);
+  TRAINLOOP_DETAIL_API void begin_run(State& state);
+  TRAINLOOP_DETAIL_API double scheduled(std::size_t group, std::uint64_t event) const;
+  // Records iteration `iteration`'s learning rate and loss and sets the next rate; true when the loss diverged.
+  TRAINLOOP_DETAIL_API bool record(std::uint64_t iteration, const torch::Tensor& loss);
+
+  FastaiLRFinderOptions options_;
+  torch::optim::Optimizer* optimizer_ = nullptr;
+  std::vector<double> start_lrs_;
+  std::uint64_t num_iter_ = 0;
+  bool active_ = false, diverged_ = false, ran_ = false;
+  double best_loss_ = 0;
+  std::vector<std::vector<double>> lrs_;
+  std::vector<double> losses_, no_lrs_;
+};
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API std::optional<std::size_t> lr_find_suggestion_index(const std::vector<double>& lrs,
+                                                                         const std::vector<double>& losses,
+                                                                         std::int64_t skip_begin, std::int64_t skip_end) {
+  if (lrs.size() != losses.size())
+    throw std::invalid_argument("trainloop: lr_find_suggestion: " + std::to_string(lrs.size()) + " learning rates but " +
+                                std::to_string(losses.size()) + " losses");
+  if (skip_begin < 0 || skip_end < 0)
+    throw std::invalid_argument("trainloop: lr_find_suggestion: skip_begin and skip_end must not be negative");
+  // Python's [skip_begin:-skip_end]: -0 is 0, so skip_end = 0 keeps nothing.
+  const auto n = static_cast<std::int64_t>(losses.size());
+  const std::int64_t begin = std::min(skip_begin, n), end = skip_end == 0 ? 0 : std::max<std::int64_t>(n - skip_end, 0);
+  std::vector<float> kept_losses, kept_lrs;
+  std::vector<std::size_t> index;
+  for (std::int64_t i = begin; i < end; ++i) {
+    // torch.tensor(list of Python floats) is float32: the rounding, and the finiteness test, happen there.
+    const auto loss = static_cast<float>(losses[static_cast<std::size_t>(i)]);
+    if (!std::isfinite(loss)) continue;
+    kept_losses.push_back(loss);
+    kept_lrs.push_back(static_cast<float>(lrs[static_cast<std::size_t>(i)]));
+    index.push_back(static_cast<std::size_t>(i));
+  }
+  if (kept_losses.size() < 2) return std::nullopt;
+  // torch.gradient(losses, spacing=[lrs]) in float32, by LibTorch's own kernel, so the arithmetic is PyTorch's.
+  const torch::Tensor y = torch::tensor(kept_losses, torch::kFloat32), x = torch::tensor(kept_lrs, torch::kFloat32);
+  const torch::Tensor gradient = torch::gradient(y, torch::TensorList{x})[0];
+  return index[static_cast<std::size_t>(gradient.argmin().item<std::int64_t>())];
+}
+TRAINLOOP_DETAIL_API std::optional<double> lr_find_suggestion(const std::vector<double>& lrs, const std::vector<double>& losses,
+                                                              std::int64_t skip_begin, std::int64_t skip_end) {
+  const auto i = lr_find_suggestion_index(lrs, losses, skip_begin, skip_end);
+  if (!i) return std::nullopt;
+  return lrs[*i];
+}
+
+TRAINLOOP_DETAIL_API double LRFinderOptions::lr_at(std::int64_t step) const {
+  if (step <= 0) return min_lr_;
+  const double r = static_cast<double>(step + 1) / static_cast<double>(num_training_);
+  return mode_ == "linear" ? min_lr_ + r * (max_lr_ - min_lr_) : min_lr_ * std::pow(max_lr_ / min_lr_, r);
+}
+TRAINLOOP_DETAIL_API void LRFinderOptions::validate() const {
+  auto fail = [](const std::string& what) { return std::invalid_argument("trainloop: LRFinderOptions()." + what); };
+  if (mode_ != "exponential" && mode_ != "linear") throw fail("mode(\"" + mode_ + "\"): not \"exponential\" or \"linear\"");
+  if (!(min_lr_ > 0) || !(max_lr_ > min_lr_)) throw fail("min_lr/max_lr: need 0 < min_lr < max_lr");
+  if (num_training_ < 1) throw fail("num_training(n): n must be at least 1");
+  if (early_stop_threshold_ && !(*early_stop_threshold_ > 0)) throw fail("early_stop_threshold(t): t must be positive");
+}
+TRAINLOOP_DETAIL_API void BatchSizeFinderOptions::validate() const {
+  auto fail = [](const std::string& what) { return std::invalid_argument("trainloop: BatchSizeFinderOptions()." + what); };
+  if (mode_ != "power" && mode_ != "binsearch") throw fail("mode(\"" + mode_ + "\"): not \"power\" or \"binsearch\"");
+  if (steps_per_trial_ < 1) throw fail("steps_per_trial(n): n must be at least 1");
+  if (init_val_ < 1) throw fail("init_val(n): n must be at least 1");
+  if (max_trials_ < 1) throw fail("max_trials(n): n must be at least 1");
+  if (max_memory_bytes_ < 0) throw fail("max_memory_bytes(n): n must not be negative");
+}
+
+namespace detail {
+TRAINLOOP_DETAIL_API TuningSnapshot::TuningSnapshot(torch::nn::Module& module)
+    : module_(module), training_(module.is_training()), cpu_rng_(cpu_generator().get_state()) {
+  for (std::size_t i = 0; i < cuda_generator_count(); ++i) cuda_rngs_.push_back(cuda_generator(i).get_state());
+  torch::NoGradGuard no_grad;
+  auto keep = [&](const torch::Tensor& t) {
+    live_.push_back(t);
+    values_.push_back(t.detach().clone());
+    had_grad_.push_back(t.grad().defined());
+    grads_.push_back(t.grad().defined() ? t.grad().detach().clone() : torch::Tensor());
+  };
+  for (const auto& p : module.parameters()) keep(p);
+  for (const auto& b : module.buffers()) keep(b);
+}
+TRAINLOOP_DETAIL_API void TuningSnapshot::keep_optimizers(const Optimizers& optimizers) {
+  if (!optimizers_.empty()) return;  // the first configuration is the one found
+  for (const auto& config : optimizers) keep_optimizer(*config.optimizer(), config.optimizer());
+}
+TRAINLOOP_DETAIL_API void TuningSnapshot::keep_optimizer(torch::optim::Optimizer& optimizer,
+                                                         std::shared_ptr<torch::optim::Optimizer> owner) {
+  torch::serialize::OutputArchive archive;
+  optimizer.save(archive);
+  std::ostringstream bytes;
+  archive.save_to(bytes);
+  KeptOptimizer kept{&optimizer, std::move(owner), bytes.str(), {}};
+  for (auto& group : optimizer.param_groups()) kept.options.push_back(group.options().clone());
+  optimizers_.push_back(std::move(kept));
+}
+TRAINLOOP_DETAIL_API void TuningSnapshot::restore() {
+  torch::NoGradGuard no_grad;
+  for (std::size_t i = 0; i < live_.size(); ++i) {
+    torch::Tensor& t = live_[i];
+    t.copy_(values_[i]);
+    if (had_grad_[i]) {
+      if (t.grad().defined()) t.mutable_grad().copy_(grads_[i]);
+      else t.mutable_grad() = grads_[i].to(t.device());
+    } else if (t.grad().defined()) {
+      t.mutable_grad() = torch::Tensor();
+    }
+  }
+  module_.train(training_);
+  cpu_generator().set_state(cpu_rng_);
+  for (std::size_t i = 0; i < cuda_rngs_.size(); ++i) cuda_generator(i).set_state(cuda_rngs_[i]);
+  for (auto& kept : optimizers_) {
+    // Only an optimizer the module keeps outlives the search; restoring a discarded one costs a copy and harms none.
+    if (kept.owner && kept.owner.use_count() <= 1) continue;
+    torch::serialize::InputArchive archive;
+    std::istringstream in(kept.state);
+    archive.load_from(in);
+    kept.optimizer->load(archive);
+    auto& groups = kept.optimizer->param_groups();
+    for (std::size_t i = 0; i < groups.size() && i < kept.options.size(); ++i) groups[i].set_options(std::move(kept.options[i]));
+  }
+  optimizers_.clear();
+}
+
+TRAINLOOP_DETAIL_API void LRFinderCallback::record(TrainerCore& trainer, std::optional<double> loss) {
+  if (!loss) {  // Lightning's: a step without a loss records NaN, which the suggestion skips
+    losses_.push_back(std::numeric_limits<double>::quiet_NaN());
+    return;
+  }
+  constexpr double beta = 0.98;
+  const std::int64_t current_step = trainer.global_step();
+  // Lightning's smoothing and its bias correction, which counts from the step number after the step (current_step + 1).
+  avg_loss_ = beta * avg_loss_ + (1 - beta) * *loss;
+  const double smoothed = avg_loss_ / (1 - std::pow(beta, static_cast<double>(current_step + 1)));
+  if (options_.early_stop_threshold() && current_step > 1 && smoothed > *options_.early_stop_threshold() * best_loss_)
+    trainer.should_stop(true);
+  if (smoothed < best_loss_ || current_step == 1) best_loss_ = smoothed;
+  losses_.push_back(smoothed);
+}
+
+TRAINLOOP_DETAIL_API bool PeakMemory::start() {
+#if defined(__linux__)
+#if defined(__GLIBC__)
+  malloc_trim(0);  // freed memory back to the system, so what the last trial left is not counted as free room
+#endif
+  std::ofstream clear("/proc/self/clear_refs");
+  if (!(clear << "5" << std::flush)) return false;  // "5": reset the resident peak (VmHWM) to the current size
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line))
+    if (line.rfind("VmRSS:", 0) == 0) baseline_ = std::stoll(line.substr(6)) * 1024;
+  return baseline_ > 0;
+#else
+  return false;
+#endif
+}
+TRAINLOOP_DETAIL_API std::int64_t PeakMemory::growth() const {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line))
+    if (line.rfind("VmHWM:", 0) == 0) return std::stoll(line.substr(6)) * 1024 - baseline_;
+  return 0;
+}
+TRAINLOOP_DETAIL_API bool is_out_of_memory(const std::exception& error) {
+  // Lightning's is_oom_error: CUDA's, cuDNN's and the CPU allocator's messages.
+  const std::string what = error.what();
+  for (const char* sign : {"CUDA out of memory.", "CUDA error: out of memory", "CUDNN_STATUS_NOT_SUPPORTED",
+                           "cuDNN error: CUDNN_STATUS_NOT_SUPPORTED", "DefaultCPUAllocator: can't allocate memory",
+                           "DefaultCPUAllocator: not enough memory"})
+    if (what.find(sign) != std::string::npos) return true;
+  return false;
+}
+}  // namespace detail
+
+TRAINLOOP_DETAIL_API TrainerOptions Tuner::search_options() const {
+  if (trainer_.world_size() > 1 || trainer_.options().strategy() == "ddp" || trainer_.options().devices() > 1)
+    throw std::invalid_argument("trainloop: the Tuner searches in one process: run it without strategy(\"ddp\") or "
+                                "devices(n > 1), then train data-parallel with what it found");
+  TrainerOptions search = trainer_.options();
+  search.enable_progress_bar(false).enable_model_summary(false).profiler(false).num_sanity_val_steps(0);
+  return search;
+}
+TRAINLOOP_DETAIL_API bool Tuner::skip_for_fast_dev_run(const char* what) const {
+  if (trainer_.options().fast_dev_run() <= 0) return false;
+  if (detail::process_rank() == 0) std::fprintf(stderr, "Skipping %s since `fast_dev_run` is enabled.\n", what);
+  return true;
+}
+TRAINLOOP_DETAIL_API void Tuner::set_optimizers_lr(double lr) {
+  for (const auto& config : trainer_.optimizers())
+    for (auto& group : config.optimizer()->param_groups()) group.options().set_lr(lr);
+}
+
+TRAINLOOP_DETAIL_API void FastaiLRFinder::start(torch::optim::Optimizer& optimizer, FastaiLRFinderOptions options) {
+  auto fail = [](const std::string& what) { return std::invalid_argument("trainloop: FastaiLRFinder::attach: " + what); };
+  if (options.smooth_f() < 0 || options.smooth_f() >= 1) throw fail("smooth_f is outside the range [0, 1)");
+  if (options.diverge_th() < 1) throw fail("diverge_th should be larger than 1");
+  if (options.step_mode() != "exp" && options.step_mode() != "linear")
+    throw fail("step_mode should be 'exp' or 'linear', but given " + options.step_mode());
+  if (options.num_iter() && *options.num_iter() == 0) throw fail("if provided, num_iter should be positive");
+  start_lrs_.clear();
+  for (auto& group : optimizer.param_groups()) {
+    start_lrs_.push_back(options.start_lr().value_or(group.options().get_lr()));
+    if (start_lrs_.back() >= options.end_lr())
+      throw fail("start_lr must be less than end_lr, start_lr=" + std::to_string(start_lrs_.back()) +
+                 " vs end_lr=" + std::to_string(options.end_lr()));
+  }
+  options_ = std::move(options);
+  optimizer_ = &optimizer;
+  active_ = true;
+}
+TRAINLOOP_DETAIL_API void FastaiLRFinder::begin_run(State& state) {
+  lrs_.assign(start_lrs_.size(), {});
+  losses_.clear();
+  diverged_ = false;
+  ran_ = true;
+  const std::uint64_t max_iter = state.epoch_length && state.max_epochs ? *state.epoch_length * *state.max_epochs : 0;
+  num_iter_ = options_.num_iter().value_or(max_iter);
+  if (num_iter_ == 0)
+    throw std::invalid_argument("trainloop: FastaiLRFinder: the run's length is unknown (unsized data or max_iters); "
+                                "give FastaiLRFinderOptions().num_iter(n)");
+  if (state.epoch_length && max_iter < num_iter_)  // Ignite: enough epochs for num_iter
+    state.max_epochs = (num_iter_ + *state.epoch_length - 1) / *state.epoch_length;
+  // Ignite builds its schedule here: PyTorch's _ExponentialLR takes its first step at construction, from each group's
+  // own rate; PiecewiseLinear sets nothing until the first iteration ends.
+  if (options_.step_mode() == "exp") {
+    auto& groups = optimizer_->param_groups();
+    for (std::size_t g = 0; g < groups.size(); ++g) {
+      const double base = groups[g].options().get_lr();
+      groups[g].options().set_lr(base * std::pow(options_.end_lr() / base, 1.0 / static_cast<double>(num_iter_)));
+    }
+  }
+}
+TRAINLOOP_DETAIL_API double FastaiLRFinder::scheduled(std::size_t group, std::uint64_t event) const {
+  const double start = start_lrs_[group], end = options_.end_lr(), n = static_cast<double>(num_iter_);
+  if (options_.step_mode() == "exp")  // _ExponentialLR.get_lr at last_epoch = event: (event + 1) / num_iter
+    return start * std::pow(end / start, static_cast<double>(event + 1) / n);
+  if (event >= num_iter_) return end;  // PiecewiseLinear at event index `event`, flat after its last milestone
+  return start + (end - start) * static_cast<double>(event) / n;
+}
+TRAINLOOP_DETAIL_API bool FastaiLRFinder::record(std::uint64_t iteration, const torch::Tensor& output) {
+  if (output.numel() != 1)
+    throw std::invalid_argument("trainloop: FastaiLRFinder: the step's loss must be one number, got shape " +
+                                c10::str(output.sizes()));
+  double loss = output.item<double>();
+  // The scheduler's value now is what it sets for the next iteration; Ignite records it, then sets it.
+  auto& groups = optimizer_->param_groups();
+  for (std::size_t g = 0; g < groups.size(); ++g) lrs_[g].push_back(scheduled(g, iteration - 1));
+  if (iteration == 1 || losses_.empty()) {
+    best_loss_ = loss;
+  } else {
+    if (options_.smooth_f() > 0) loss = options_.smooth_f() * loss + (1 - options_.smooth_f()) * losses_.back();
+    if (loss < best_loss_) best_loss_ = loss;
+  }
+  losses_.push_back(loss);
+  for (std::size_t g = 0; g < groups.size(); ++g) groups[g].options().set_lr(lrs_[g].back());
+  if (losses_.back() > options_.diverge_th() * best_loss_) diverged_ = true;
+  return losses_.back() > options_.diverge_th() * best_loss_;
+}
+TRAINLOOP_DETAIL_API std::size_t FastaiLRFinder::suggestion_index() const {
+  if (!ran_ || losses_.empty())
+    throw std::runtime_error("trainloop: FastaiLRFinder: the learning rate finder didn't run yet so lr_suggestion can't "
+                             "be returned");
+  return fastai_lr_suggestion_index(losses_);
+}
+TRAINLOOP_DETAIL_API std::size_t fastai_lr_suggestion_index(const std::vector<double>& losses) {
+  // Ignite's, in float32 as torch.tensor makes it: the first lowest loss (a NaN counts as lowest, as argmin has it).
+  std::vector<float> loss(losses.begin(), losses.end());
+  std::size_t lowest = 0;
+  for (std::size_t i = 1; i < loss.size() && !std::isnan(loss[lowest]); ++i)
+    if (std::isnan(loss[i]) || loss[i] < loss[lowest]) lowest = i;
+  if (lowest + 1 < 3)
+    throw std::runtime_error("trainloop: FastaiLRFinder got unexpected curve shape, the curve should be somehow "
+                             "U-shaped, please decrease start_lr or increase end_lr to resolve this issue.");
+  std::size_t steepest = 1;
+  float steepest_grad = 0;
+  for (std::size_t i = 1; i + 1 <= lowest; ++i) {
+    const float grad = 0.5f * (loss[i + 1] - loss[i - 1]);
+    if (i == 1 || grad < steepest_grad || (std::isnan(grad) && !std::isnan(steepest_grad))) steepest = i, steepest_grad = grad;
+  }
+  return steepest;
+}
+TRAINLOOP_DETAIL_API void FastaiLRFinder::apply_suggested_lr(torch::optim::Optimizer& optimizer) const {
+  const std::size_t i = suggestion_index();
+  auto& groups = optimizer.param_groups();
+  if (groups.size() != lrs_.size())
+    throw std::invalid_argument("trainloop: FastaiLRFinder::apply_suggested_lr: the number of parameter groups does not "
+                                "match between given optimizer and the one used for estimating the learning rate: " +
+                                std::to_string(lrs_.size()) + " vs " + std::to_string(groups.size()));
+  for (std::size_t g = 0; g < groups.size(); ++g) groups[g].options().set_lr(lrs_[g][i]);
+}
+TRAINLOOP_DETAIL_API void FastaiLRFinder::save_plot(const std::string& path) const {
+  detail::save_lr_finder_plot(path, lrs(), losses_, options_.step_mode() == "exp", suggestion_index(),
+                              "FastaiLRFinder (" + options_.step_mode() + ")");
+}
+
+TRAINLOOP_DETAIL_API void LRFinderResult::save_csv(const std::string& path) const {
+  std::string text = "lr,loss\n";
+  for (std::size_t i = 0; i < lrs_.size(); ++i) text += detail::format_number(lrs_[i]) + "," + detail::format_number(losses_[i]) + "\n";
+  detail::write_file_atomically(path, text, "LRFinderResult::save_csv");
+}
+
+TRAINLOOP_DETAIL_API void LRFinderResult::save_plot(const std::string& path, bool suggest) const {
+  detail::save_lr_finder_plot(path, lrs_, losses_, mode_ == "exponential", suggest ? suggestion_index() : std::nullopt,
+                              "Learning rate finder (" + mode_ + ")");
+}
+
+TRAINLOOP_DETAIL_API void detail::save_lr_finder_plot(const std::string& path, const std::vector<double>& lrs,
+                                                      const std::vector<double>& losses, bool log_x,
+                                                      std::optional<std::size_t> suggestion, const std::string& title) {
+  std::vector<std::pair<double, double>> points;
+  for (std::size_t i = 0; i < lrs.size(); ++i)
+    if (std::isfinite(losses[i]) && lrs[i] > 0) points.emplace_back(log_x ? std::log10(lrs[i]) : lrs[i], losses[i]);
+  const double width = 640, height = 420, left = 70, right = 20, top = 30, bottom = 50;
+  double x0 = 0, x1 = 1, y0 = 0, y1 = 1;
+  if (!points.empty()) {
+    x0 = x1 = points[0].first;
+    y0 = y1 = points[0].second;
+    for (const auto& [x, y] : points) {
+      x0 = std::min(x0, x), x1 = std::max(x1, x), y0 = std::min(y0, y), y1 = std::max(y1, y);
+    }
+  }
+  if (x1 <= x0) x1 = x0 + 1;
+  if (y1 <= y0) y1 = y0 + 1;
+  const double pad = (y1 - y0) * 0.05;
+  y0 -= pad, y1 += pad;
+  auto px = [&](double x) { return left + (x - x0) / (x1 - x0) * (width - left - right); };
+  auto py = [&](double y) { return top + (y1 - y) / (y1 - y0) * (height - top - bottom); };
+  auto num = [](double v) {
+    char buffer[32];
+    std::snprintf(buffer, sizeof buffer, "%.2f", v);
+    return std::string(buffer);
+  };
+  auto label = [](double v) {
+    char buffer[32];
+    std::snprintf(buffer, sizeof buffer, "%.3g", v);
+    return std::string(buffer);
+  };
+  std::string svg = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" + num(width) + "\" height=\"" + num(height) +
+                    "\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
+  svg += "<text x=\"" + num(width / 2) + "\" y=\"18\" text-anchor=\"middle\">" + title + "</text>\n";
+  svg += "<rect x=\"" + num(left) + "\" y=\"" + num(top) + "\" width=\"" + num(width - left - right) + "\" height=\"" +
+         num(height - top - bottom) + "\" fill=\"none\" stroke=\"black\"/>\n";
+  // x ticks: decades on a log axis, five steps on a linear one; y ticks: five steps.
+  std::vector<double> x_ticks;
+  if (log_x) {
+    for (double d = std::ceil(x0); d <= x1 + 1e-9; d += 1) x_ticks.push_back(d);
+  } else {
+    for (int i = 0; i <= 4; ++i) x_ticks.push_back(x0 + (x1 - x0) * i / 4);
+  }
+  for (double x : x_ticks) {
+    svg += "<line x1=\"" + num(px(x)) + "\" y1=\"" + num(height - bottom) + "\" x2=\"" + num(px(x)) + "\" y2=\"" +
+           num(height - bottom + 5) + "\" stroke=\"black\"/>\n";
+    svg += "<text x=\"" + num(px(x)) + "\" y=\"" + num(height - bottom + 18) + "\" text-anchor=\"middle\">" +
+           (log_x ? "1e" + std::to_string(static_cast<int>(std::lround(x))) : label(x)) + "</text>\n";
+  }
+  for (int i = 0; i <= 4; ++i) {
+    const double y = y0 + (y1 - y0) * i / 4;
+    svg += "<line x1=\"" + num(left - 5) + "\" y1=\"" + num(py(y)) + "\" x2=\"" + num(left) + "\" y2=\"" + num(py(y)) +
+           "\" stroke=\"black\"/>\n<text x=\"" + num(left - 8) + "\" y=\"" + num(py(y) + 4) + "\" text-anchor=\"end\">" +
+           label(y) + "</text>\n";
+  }
+  svg += "<text x=\"" + num(left + (width - left - right) / 2) + "\" y=\"" + num(height - 10) +
+         "\" text-anchor=\"middle\">Learning rate</text>\n<text x=\"16\" y=\"" + num(top + (height - top - bottom) / 2) +
+         "\" text-anchor=\"middle\" transform=\"rotate(-90 16 " + num(top + (height - top - bottom) / 2) + ")\">Loss</text>\n";
+  if (!points.empty()) {
+    svg += "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"1.5\" points=\"";
+    for (const auto& [x, y] : points) svg += num(px(x)) + "," + num(py(y)) + " ";
+    svg += "\"/>\n";
+  }
+  if (const auto i = suggestion) {
+    const double x = log_x ? std::log10(lrs[*i]) : lrs[*i];
+    svg += "<circle cx=\"" + num(px(x)) + "\" cy=\"" + num(py(losses[*i])) + "\" r=\"5\" fill=\"red\"><title>suggestion " +
+           label(lrs[*i]) + "</title></circle>\n<text x=\"" + num(width - right - 5) + "\" y=\"" + num(top + 15) +
+           "\" text-anchor=\"end\" fill=\"red\">suggested lr " + label(lrs[*i]) + "</text>\n";
+  }
+  svg += "</svg>\n";
+  write_file_atomically(path, svg, "lr finder plot");
+}
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
+
+TRAINLOOP_DETAIL_END
+// ---- end parts/torch/tuner.hpp ----
+// ---- begin parts/torch/cli.hpp ----
+// trainloop: runs configured from the command line and config files, LightningCLI's way:
+//
+//   program [fit|validate|test|predict] [--config run.yaml] [--trainer.max_epochs 10] [--model.lr=3e-4] ...
+//
+// The Trainer's options (section "trainer"), the program's own sections (structs declaring their fields once, with
+// defaults and help), and LightningCLI's top-level seed_everything and ckpt_path. Precedence: defaults < config files
+// (in the order given) < the other options (in order). --help lists every option with its type, default and help;
+// --print_config prints the resolved configuration as YAML that --config reads back to the same run. Unknown options
+// and bad values are errors naming the option (or the file, line and key) and the closest valid name.
+//
+// Config files are the YAML subset our files are written in (hparams.yaml, config.yaml): nested block mappings of
+// scalars (plain, 'single' or "double" quoted), block or flow ([a, b]) lists, comments; no anchors, tags or
+// multi-line scalars (an error names the line). Values are read by the option's type, as jsonargparse does, so
+// `lr: 1e-3` is a float for a float option. tests/tools/test_cli_yaml.py checks that PyYAML reads every file we write
+// to the same values.
+#include <torch/torch.h>
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+
+TRAINLOOP_DETAIL_BEGIN
+
+namespace cli {
+
+/// A bad option, value or config file: the message names it (and the closest valid name).
+class Error : public std::invalid_argument {
+ public:
+  using std::invalid_argument::invalid_argument;
+};
+
+/// A YAML value of the subset: null, a scalar (its text, and whether it was quoted), a list, or a mapping (in order).
+struct Node {
+  enum class Kind { null, scalar, list, map };
+  Kind kind = Kind::null;
+  std::string text;
+  bool quoted = false;
+  std::vector<Node> items;
+  std::vector<std::pair<std::string, Node>> entries;
+  std::string where;  // "run.yaml:12" or "the command line", for errors
+
+  static Node scalar(std::string text, bool quoted = false) {
+    Node n;
+    n.kind = Kind::scalar;
+    n.text = std::move(text);
+    n.quoted = quoted;
+    return n;
+  }
+  static Node list(std::vector<Node> items) {
+    Node n;
+    n.kind = Kind::list;
+    n.items = std::move(items);
+    return n;
+  }
+  bool is_null() const { return kind == Kind::null; }
+};
+
+/// Parses a config file's text (`source` names it in errors).
+TRAINLOOP_DETAIL_API Node parse_yaml(const std::string& text, const std::string& source);
+/// Parses one value as the command line gives it: a flow list `[1, 2]`, a quoted or plain scalar, or null.
+TRAINLOOP_DETAIL_API Node parse_yaml_value(const std::string& text, const std::string& where);
+/// A mapping as block YAML (nested mappings indented by two, lists in flow style, strings double-quoted).
+TRAINLOOP_DETAIL_API std::string to_yaml(const Node& map, int indent = 0);
+/// The valid name closest to `name` (edit distance), or "" when none is close.
+TRAINLOOP_DETAIL_API std::string closest_name(const std::string& name, const std::vector<std::string>& names);
+
+/// How a C++ type reads from and writes to a Node: bool, integers, floating point, std::string, std::optional<T>,
+/// std::vector<T>, BatchLimit (an int counts, a float is a fraction).
+template <class T, class = void>
+struct Value;
+
+namespace detail_cli {
+TRAINLOOP_DETAIL_API bool to_bool(const Node& node, const std::string& option);
+TRAINLOOP_DETAIL_API std::int64_t to_int(const Node& node, const std::string& option);
+TRAINLOOP_DETAIL_API double to_float(const Node& node, const std::string& option);
+TRAINLOOP_DETAIL_API const std::string& scalar_text(const Node& node, const std::string& option, const char* type);
+TRAINLOOP_DETAIL_API bool looks_like_int(const std::string& text);
+[[noreturn]] TRAINLOOP_DETAIL_API void bad_value(const Node& node, const std::string& option, const std::string& why);
+}  // namespace detail_cli
+
+template <>
+struct Value<bool> {
+  static std::string type() { return "bool"; }
+  static bool read(const Node& n, const std::string& option) { return detail_cli::to_bool(n, option); }
+  static Node write(bool v) { return Node::scalar(v ? "true" : "false"); }
+};
+template <class T>
+struct Value<T, std::enable_if_t<std::is_integral_v<T> && !std::is_same_v<T, bool>>> {
+  static std::string type() { return "int"; }
+  static T read(const Node& n, const std::string& option) {
+    const std::int64_t v = detail_cli::to_int(n, option);
+    if constexpr (std::is_unsigned_v<T>) {
+      if (v < 0) detail_cli::bad_value(n, option, "must not be negative");
+      if (static_cast<std::uint64_t>(v) > std::numeric_limits<T>::max()) detail_cli::bad_value(n, option, "is out of range");
+    } else {
+      if (v < std::numeric_limits<T>::min() || v > std::numeric_limits<T>::max())
+        detail_cli::bad_value(n, option, "is out of range");
+    }
+    return static_cast<T>(v);
+  }
+  static Node write(T v) { return Node::scalar(std::to_string(v)); }
+};
+template <class T>
+struct Value<T, std::enable_if_t<std::is_floating_point_v<T>>> {
+  static std::string type() { return "float"; }
+  static T read(const Node& n, const std::string& option) { return static_cast<T>(detail_cli::to_float(n, option)); }
+  static Node write(T v) { return Node::scalar(trainloop::detail::yaml_number(static_cast<double>(v))); }
+};
+template <>
+struct Value<std::string> {
+  static std::string type() { return "str"; }
+  static std::string read(const Node& n, const std::string& option) { return detail_cli::scalar_text(n, option, "a string"); }
+  static Node write(const std::string& v) { return Node::scalar(v, true); }
+};
+template <class T>
+struct Value<std::optional<T>> {
+  static std::string type() { return Value<T>::type() + "|null"; }
+  static std::optional<T> read(const Node& n, const std::string& option) {
+    if (n.is_null()) return std::nullopt;
+    return Value<T>::read(n, option);
+  }
+  static Node write(const std::optional<T>& v) { return v ? Value<T>::write(*v) : Node(); }
+};
+template <class T>
+struct Value<std::vector<T>> {
+  static std::string type() { return "list[" + Value<T>::type() + "]"; }
+  static std::vector<T> read(const Node& n, const std::string& option) {
+    if (n.kind != Node::Kind::list) detail_cli::bad_value(n, option, "is not a list (write [a, b])");
+    std::vector<T> out;
+    for (const Node& item : n.items) out.push_back(Value<T>::read(item, option));
+    return out;
+  }
+  static Node write(const std::vector<T>& v) {
+    std::vector<Node> items;
+    for (const auto& x : v) items.push_back(Value<T>::write(x));
+    return Node::list(std::move(items));
+  }
+};
+template <>
+struct Value<BatchLimit> {
+  static std::string type() { return "int|float"; }
+  static BatchLimit read(const Node& n, const std::string& option) {
+    const std::string& text = detail_cli::scalar_text(n, option, "a number");
+    if (detail_cli::looks_like_int(text)) return BatchLimit(detail_cli::to_int(n, option));
+    const double fraction = detail_cli::to_float(n, option);
+    return fraction == 1.0 ? BatchLimit() : BatchLimit(fraction);  // 1.0: all, as unset is
+  }
+  static Node write(const BatchLimit& v) {
+    if (v.count()) return Node::scalar(std::to_string(*v.count()));
+    return Node::scalar(trainloop::detail::yaml_number(v.fraction().value_or(1.0)));
+  }
+};
+
+/// One option: its full name ("trainer.max_epochs"), type, help, and how to set and read it (its value before parse is
+/// the default).
+struct Field {
+  std::string name, type, help;
+  std::function<void(const Node&)> set;
+  std::function<Node()> get;
+};
+
+/// What parse() resolved.
+struct Run {
+  /// "fit", "validate", "test" or "predict".
+  std::string subcommand;
+  /// Set when the program should exit now with this status (--help and --print_config printed what was asked).
+  std::optional<int> exit_code;
+  TrainerOptions trainer;
+  /// LightningCLI's ckpt_path: the checkpoint to resume (fit) or to evaluate (validate, test, predict).
+  std::string ckpt_path;
+  /// The resolved configuration as YAML (what --print_config prints and save_config writes).
+  std::string config_yaml;
+  /// Every option as a flat hyperparameter ("trainer.max_epochs", "model.lr"; lists as YAML text): for
+  /// save_hyperparameters, so loggers record the run's configuration.
+  StateDict hyperparameters;
+  /// Writes config_yaml to `dir`/config.yaml (atomic), as LightningCLI's SaveConfigCallback does; an existing file
+  /// with other content is an error unless `overwrite` (a resumed run with the same configuration writes nothing).
+  TRAINLOOP_DETAIL_API void save_config(const std::string& dir, bool overwrite = false) const;
+};
+
+namespace detail_cli {
+TRAINLOOP_DETAIL_API void save_config(const std::string& dir, const std::string& config_yaml, bool overwrite);
+template <class L>
+using log_dir_t = decltype(std::declval<L&>().log_dir());
+template <class L>
+using start_t = decltype(std::declval<L&>().start());
+}  // namespace detail_cli
+
+/// LightningCLI's SaveConfigCallback, as a Trainer callback: when a stage sets up (rank 0), writes the run's
+/// config.yaml into the log folder of the first logger with a log_dir() (CSVLogger, TensorBoardLogger), else into
+/// default_root_dir. The same configuration again (a resumed run) writes nothing; another one is an error unless
+/// `overwrite`.
+class SaveConfigCallback {
+ public:
+  explicit SaveConfigCallback(const Run& run, bool overwrite = false) : config_yaml_(run.config_yaml), overwrite_(overwrite) {}
+  template <class T, class M>
+  void setup(T& trainer, M&, const std::string&) {
+    if (!trainer.is_global_zero()) return;
+    std::string dir;
+    std::apply([&](auto&... callbacks) { (find_dir(trainloop::detail::unwrap(callbacks), dir), ...); }, trainer.callbacks());
+    detail_cli::save_config(dir.empty() ? trainer.options().default_root_dir() : dir, config_yaml_, overwrite_);
+  }
+
+ private:
+  template <class C>
+  static void find_dir(C& callback, std::string& dir) {
+    if constexpr (trainloop::detail::is_detected_v<detail_cli::log_dir_t, C>) {
+      if (!dir.empty()) return;
+      if constexpr (trainloop::detail::is_detected_v<detail_cli::start_t, C>) callback.start();
+      dir = std::filesystem::path(callback.log_dir()).string();
+    } else {
+      (void)callback, (void)dir;
+    }
+  }
+  std::string config_yaml_;
+  bool overwrite_;
+};
+
+/// The command line's parser: `cli::Parser parser("train", "what it does"); parser.section("model", model_args);`
+/// then `cli::Run run = parser.parse(argc, argv); if (run.exit_code) return *run.exit_code;`.
+/// A section is any struct with `template <class F> void fields(F& f) { f("lr", lr, "help"); ... }` over its members
+/// (types: see Value); its members' values when added are the defaults.
+class Parser {
+ public:
+  TRAINLOOP_DETAIL_API explicit Parser(std::string program, std::string description = "");
+  Parser(const Parser&) = delete;
+  Parser& operator=(const Parser&) = delete;
+
+  template <class Args>
+  Parser& section(const std::string& name, Args& args) {
+    auto add = [&](const char* field, auto& member, const char* help) {
+      using T = std::decay_t<decltype(member)>;
+      add_field(name + "." + field, Value<T>::type(), help, [&member, option = name + "." + field](const Node& n) {
+        member = Value<T>::read(n, option);
+      }, [&member] { return Value<T>::write(member); });
+    };
+    args.fields(add);
+    return *this;
+  }
+  /// Another spelling of an option (`--epochs` for `--trainer.max_epochs`); with `value`, a flag that takes no
+  /// argument and sets the option to it (`--smoke` for `--trainer.fast_dev_run 5`).
+  TRAINLOOP_DETAIL_API Parser& alias(const std::string& spelling, const std::string& option,
+                                     std::optional<std::string> value = std::nullopt);
+  /// The subcommand when none is given (LightningCLI requires one; "" here requires one too).
+  Parser& default_subcommand(std::string subcommand) { return default_subcommand_ = std::move(subcommand), *this; }
+  /// Where --help and --print_config print (stdout); nullptr: nowhere (Run::config_yaml and help() still have them).
+  Parser& output(std::FILE* stream) { return output_ = stream, *this; }
+  /// The defaults of the Trainer's options, before the config and the command line.
+  TrainerOptions& trainer_defaults() noexcept { return trainer_; }
+
+  /// Resolves argv (errors: cli::Error). --help and --print_config print (see output) and set Run::exit_code to 0.
+  TRAINLOOP_DETAIL_API Run parse(int argc, const char* const* argv);
+  /// The same from a list of arguments (without the program name).
+  TRAINLOOP_DETAIL_API Run parse(const std::vector<std::string>& args);
+  /// --help's text.
+  TRAINLOOP_DETAIL_API std::string help() const;
+  const std::vector<Field>& fields() const noexcept { return fields_; }
+
+ private:
+  TRAINLOOP_DETAIL_API void add_field(std::string name, std::string type, std::string help,
+                                      std::function<void(const Node&)> set, std::function<Node()> get);
+  template <class T, class Get, class Set>
+  void trainer_field(const std::string& name, const std::string& help, Get get, Set set) {
+    add_field("trainer." + name, Value<T>::type(), help, [this, set, option = "trainer." + name](const Node& n) {
+      set(trainer_, Value<T>::read(n, option));
+    }, [this, get] { return Value<T>::write(get(trainer_)); });
+  }
+  TRAINLOOP_DETAIL_API void add_trainer_fields();
+  TRAINLOOP_DETAIL_API const Field* find(const std::string& name) const;
+  TRAINLOOP_DETAIL_API std::vector<std::string> names() const;
+  TRAINLOOP_DETAIL_API void apply_config(const Node& node, const std::string& prefix);
+  TRAINLOOP_DETAIL_API Node resolved() const;
+
+  std::string program_, description_, default_subcommand_ = "fit";
+  TrainerOptions trainer_;
+  std::optional<std::uint64_t> seed_;
+  std::string ckpt_path_;
+  std::vector<Field> fields_;
+  struct Alias {
+    std::string spelling, option;
+    std::optional<std::string> value;
+  };
+  std::vector<Alias> aliases_;
+  std::FILE* output_ = stdout;
+};
+
+}  // namespace cli
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+namespace cli {
+namespace detail_cli {
+TRAINLOOP_DETAIL_API void bad_value(const Node& node, const std::string& option, const std::string& why) {
+  std::string shown = node.kind == Node::Kind::scalar ? "'" + node.text + "'" : node.is_null() ? "null" : "a collection";
+  throw Error("trainloop: option '--" + option + "'" + (node.where.empty() ? "" : " (" + node.where + ")") + ": " +
+              shown + " " + why);
+}
+TRAINLOOP_DETAIL_API const std::string& scalar_text(const Node& node, const std::string& option, const char* type) {
+  if (node.kind != Node::Kind::scalar) bad_value(node, option, std::string("is not ") + type);
+  return node.text;
+}
+TRAINLOOP_DETAIL_API bool looks_like_int(const std::string& text) {
+  std::size_t i = (!text.empty() && (text[0] == '-' || text[0] == '+')) ? 1 : 0;
+  if (i >= text.size()) return false;
+  for (; i < text.size(); ++i)
+    if (!std::isdigit(static_cast<unsigned char>(text[i])) && text[i] != '_') return false;
+  return true;
+}
+TRAINLOOP_DETAIL_API bool to_bool(const Node& node, const std::string& option) {
+  const std::string& t = scalar_text(node, option, "true or false");
+  // YAML 1.1's booleans, as PyYAML reads them.
+  for (const char* yes : {"true", "True", "TRUE", "yes", "Yes", "YES", "on", "On", "ON"})
+    if (t == yes) return true;
+  for (const char* no : {"false", "False", "FALSE", "no", "No", "NO", "off", "Off", "OFF"})
+    if (t == no) return false;
+  bad_value(node, option, "is not true or false");
+}
+TRAINLOOP_DETAIL_API std::int64_t to_int(const Node& node, const std::string& option) {
+  std::string t = scalar_text(node, option, "an integer");
+  t.erase(std::remove(t.begin(), t.end(), '_'), t.end());
+  if (!looks_like_int(t)) bad_value(node, option, "is not an integer");
+  errno = 0;
+  char* end = nullptr;
+  const long long v = std::strtoll(t.c_str(), &end, 10);
+  if (errno == ERANGE) bad_value(node, option, "is out of range");
+  return v;
+}
+TRAINLOOP_DETAIL_API double to_float(const Node& node, const std::string& option) {
+  const std::string& t = scalar_text(node, option, "a number");
+  for (const char* inf : {".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF"})
+    if (t == inf) return std::numeric_limits<double>::infinity();
+  for (const char* inf : {"-.inf", "-.Inf", "-.INF"})
+    if (t == inf) return -std::numeric_limits<double>::infinity();
+  for (const char* nan : {".nan", ".NaN", ".NAN"})
+    if (t == nan) return std::numeric_limits<double>::quiet_NaN();
+  std::string digits = t;
+  digits.erase(std::remove(digits.begin(), digits.end(), '_'), digits.end());
+  char* end = nullptr;
+  const double v = std::strtod(digits.c_str(), &end);
+  // strtod also reads "inf", "nan" and hex floats, which YAML does not: digits, a point, an exponent only.
+  const bool plain = !digits.empty() && digits.find_first_not_of("0123456789+-.eE") == std::string::npos;
+  if (!plain || end != digits.c_str() + digits.size()) bad_value(node, option, "is not a number");
+  return v;
+}
+}  // namespace detail_cli
+
+namespace detail_cli {
+struct YamlLine {
+  int number;
+  std::size_t indent;
+  std::string text;  // without indentation, comment and trailing blanks
+};
+[[noreturn]] TRAINLOOP_DETAIL_API void yaml_error(const std::string& where, const std::string& what) {
+  throw Error("trainloop: " + where + ": " + what);
+}
+// The text before a comment (a '#' at the start or after a blank, outside quotes).
+TRAINLOOP_DETAIL_API std::string strip_comment(const std::string& line) {
+  char quote = 0;
+  for (std::size_t i = 0; i < line.size(); ++i) {
+    const char c = line[i];
+    if (quote) {
+      if (c == '\\' && quote == '"') ++i;
+      else if (c == quote) quote = 0;
+    } else if (c == '"' || c == '\'') {
+      if (i == 0 || line[i - 1] == ' ' || line[i - 1] == '[' || line[i - 1] == ',' || line[i - 1] == ':' || line[i - 1] == '-')
+        quote = c;
+    } else if (c == '#' && (i == 0 || line[i - 1] == ' ' || line[i - 1] == '\t')) {
+      return line.substr(0, i);
+    }
+  }
+  return line;
+}
+TRAINLOOP_DETAIL_API std::string trim(const std::string& s) {
+  const std::size_t b = s.find_first_not_of(" \t"), e = s.find_last_not_of(" \t\r");
+  return b == std::string::npos ? std::string() : s.substr(b, e - b + 1);
+}
+// A quoted scalar starting at text[i]; i ends after the closing quote.
+TRAINLOOP_DETAIL_API std::string read_quoted(const std::string& text, std::size_t& i, const std::string& where) {
+  const char q = text[i++];
+  std::string out;
+  while (i < text.size()) {
+    const char c = text[i++];
+    if (q == '\'' && c == '\'') {
+      if (i < text.size() && text[i] == '\'') {
+        out += '\'';
+        ++i;
+        continue;
+      }
+      return out;
+    }
+    if (q == '"' && c == '"') return out;
+    if (q == '"' && c == '\\') {
+      if (i >= text.size()) break;
+      const char e = text[i++];
+      switch (e) {
+        case 'n': out += '\n'; break;
+        case 't': out += '\t'; break;
+        case 'r': out += '\r'; break;
+        case '0': out += '\0'; break;
+        case '"': case '\\': case '/': out += e; break;
+        case 'x': case 'u': case 'U': {
+          const std::size_t n = e == 'x' ? 2 : e == 'u' ? 4 : 8;
+          if (i + n > text.size()) yaml_error(where, "a short \\" + std::string(1, e) + " escape");
+          const unsigned long code = std::stoul(text.substr(i, n), nullptr, 16);
+          i += n;
+          if (code < 0x80) out += static_cast<char>(code);  // UTF-8
+          else if (code < 0x800) out += static_cast<char>(0xC0 | (code >> 6)), out += static_cast<char>(0x80 | (code & 0x3F));
+          else if (code < 0x10000)
+            out += static_cast<char>(0xE0 | (code >> 12)), out += static_cast<char>(0x80 | ((code >> 6) & 0x3F)),
+                out += static_cast<char>(0x80 | (code & 0x3F));
+          else
+            out += static_cast<char>(0xF0 | (code >> 18)), out += static_cast<char>(0x80 | ((code >> 12) & 0x3F)),
+                out += static_cast<char>(0x80 | ((code >> 6) & 0x3F)), out += static_cast<char>(0x80 | (code & 0x3F));
+          break;
+        }
+        default: yaml_error(where, std::string("an unknown escape \\") + e);
+      }
+      continue;
+    }
+    out += c;
+  }
+  yaml_error(where, "a quoted string is not closed on its line (multi-line scalars are not read)");
+}
+TRAINLOOP_DETAIL_API bool is_null_text(const std::string& t) { return t.empty() || t == "~" || t == "null" || t == "Null" || t == "NULL"; }
+// A flow value (a scalar, or a [list] / {} of them) starting at text[i].
+TRAINLOOP_DETAIL_API Node read_flow(const std::string& text, std::size_t& i, const std::string& where, bool inside) {
+  while (i < text.size() && text[i] == ' ') ++i;
+  Node node;
+  node.where = where;
+  if (i < text.size() && text[i] == '[') {
+    node.kind = Node::Kind::list;
+    ++i;
+    for (;;) {
+      while (i < text.size() && text[i] == ' ') ++i;
+      if (i >= text.size()) yaml_error(where, "a flow list is not closed on its line");
+      if (text[i] == ']') {
+        ++i;
+        break;
+      }
+      node.items.push_back(read_flow(text, i, where, true));
+      while (i < text.size() && text[i] == ' ') ++i;
+      if (i < text.size() && text[i] == ',') ++i;
+      else if (i < text.size() && text[i] != ']') yaml_error(where, "expected ',' or ']' in a flow list");
+    }
+    return node;
+  }
+  if (i < text.size() && text[i] == '{') {
+    std::size_t j = i + 1;
+    while (j < text.size() && text[j] == ' ') ++j;
+    if (j < text.size() && text[j] == '}') {
+      i = j + 1;
+      node.kind = Node::Kind::map;
+      return node;
+    }
+    yaml_error(where, "flow mappings ({a: 1}) are not read; write the mapping as indented lines");
+  }
+  if (i < text.size() && (text[i] == '"' || text[i] == '\'')) {
+    node = Node::scalar(read_quoted(text, i, where), true);
+    node.where = where;
+    return node;
+  }
+  if (i < text.size() && (text[i] == '&' || text[i] == '*' || text[i] == '!' || text[i] == '|' || text[i] == '>'))
+    yaml_error(where, std::string("'") + text[i] + "' (anchors, aliases, tags and block scalars) is outside the YAML "
+                                                   "trainloop reads");
+  const std::size_t start = i;
+  while (i < text.size() && !(inside && (text[i] == ',' || text[i] == ']'))) ++i;
+  const std::string plain = trim(text.substr(start, i - start));
+  if (is_null_text(plain)) return node;
+  node = Node::scalar(plain);
+  node.where = where;
+  return node;
+}
+// Block structure: the lines from `at` indented by exactly `indent`, as a mapping or a sequence.
+TRAINLOOP_DETAIL_API Node read_block(const std::vector<YamlLine>& lines, std::size_t& at, std::size_t indent, const std::string& source);
+TRAINLOOP_DETAIL_API Node read_inline_or_block(const std::vector<YamlLine>& lines, std::size_t& at, const std::string& rest,
+                          std::size_t parent_indent, bool sequence_parent, const std::string& source, int line_number) {
+  const std::string where = source + ":" + std::to_string(line_number);
+  if (!rest.empty()) {
+    std::size_t i = 0;
+    Node value = read_flow(rest, i, where, false);
+    if (trim(rest.substr(i)).size()) yaml_error(where, "unexpected text after the value: '" + trim(rest.substr(i)) + "'");
+    return value;
+  }
+  // A nested block: deeper lines, or (for a mapping's value) a sequence at the same indentation.
+  if (at < lines.size() && (lines[at].indent > parent_indent ||
+                            (!sequence_parent && lines[at].indent == parent_indent && lines[at].text.rfind("- ", 0) == 0) ||
+                            (!sequence_parent && lines[at].indent == parent_indent && lines[at].text == "-")))
+    return read_block(lines, at, lines[at].indent, source);
+  Node null;
+  null.where = where;
+  return null;
+}
+TRAINLOOP_DETAIL_API Node read_block(const std::vector<YamlLine>& lines, std::size_t& at, std::size_t indent, const std::string& source) {
+  Node node;
+  const bool sequence = lines[at].text == "-" || lines[at].text.rfind("- ", 0) == 0;
+  node.kind = sequence ? Node::Kind::list : Node::Kind::map;
+  node.where = source + ":" + std::to_string(lines[at].number);
+  while (at < lines.size() && lines[at].indent >= indent) {
+    const YamlLine& line = lines[at];
+    const std::string where = source + ":" + std::to_string(line.number);
+    if (line.indent > indent) yaml_error(where, "unexpected indentation");
+    const bool item = line.text == "-" || line.text.rfind("- ", 0) == 0;
+    if (item != sequence) {
+      if (sequence) break;  // a list at its mapping's indentation ends at the mapping's next key
+      yaml_error(where, "expected 'key: value' in this mapping, not a list item");
+    }
+    ++at;
+    if (sequence) {
+      const std::string rest = trim(line.text.substr(1));
+      if (rest.find(": ") != std::string::npos && rest[0] != '"' && rest[0] != '\'' && rest[0] != '[')
+        yaml_error(where, "mappings inside lists are outside the YAML trainloop reads");
+      node.items.push_back(read_inline_or_block(lines, at, rest, indent, true, source, line.number));
+      continue;
+    }
+    std::string key;
+    std::size_t i = 0;
+    if (line.text[0] == '"' || line.text[0] == '\'') {
+      key = read_quoted(line.text, i, where);
+    } else {
+      const std::size_t colon = line.text.find(": ");
+      i = colon == std::string::npos ? (line.text.back() == ':' ? line.text.size() - 1 : std::string::npos) : colon;
+      if (i == std::string::npos) yaml_error(where, "expected 'key: value', got '" + line.text + "'");
+      key = trim(line.text.substr(0, i));
+    }
+    if (i >= line.text.size() || line.text[i] != ':') yaml_error(where, "expected ':' after the key '" + key + "'");
+    for (const auto& entry : node.entries)
+      if (entry.first == key) yaml_error(where, "the key '" + key + "' appears twice");
+    node.entries.emplace_back(key, read_inline_or_block(lines, at, trim(line.text.substr(i + 1)), indent, false, source, line.number));
+  }
+  return node;
+}
+// Edit distance, for "did you mean".
+TRAINLOOP_DETAIL_API std::size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<std::size_t> row(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    std::size_t diagonal = row[0];
+    row[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      const std::size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = up;
+    }
+  }
+  return row[b.size()];
+}
+TRAINLOOP_DETAIL_API std::string scalar_yaml(const Node& n) {
+  switch (n.kind) {
+    case Node::Kind::null: return "null";
+    case Node::Kind::scalar: return n.quoted ? trainloop::detail::yaml_string(n.text) : n.text;
+    case Node::Kind::list: {
+      std::string out = "[";
+      for (std::size_t i = 0; i < n.items.size(); ++i) out += (i ? ", " : "") + scalar_yaml(n.items[i]);
+      return out + "]";
+    }
+    case Node::Kind::map: return "{}";
+  }
+  return "null";
+}
+}  // namespace detail_cli
+using namespace detail_cli;
+
+TRAINLOOP_DETAIL_API Node parse_yaml(const std::string& text, const std::string& source) {
+  std::vector<YamlLine> lines;
+  int number = 0;
+  std::size_t at = 0;
+  while (at <= text.size()) {
+    std::size_t end = text.find('\n', at);
+    if (end == std::string::npos) end = text.size();
+    std::string raw = text.substr(at, end - at);
+    at = end + 1;
+    ++number;
+    if (raw.find('\t') != std::string::npos && raw.find_first_not_of(" \t") != std::string::npos &&
+        raw.find('\t') < raw.find_first_not_of(" \t"))
+      yaml_error(source + ":" + std::to_string(number), "a tab in the indentation (YAML indents with spaces)");
+    std::string content = strip_comment(raw);
+    const std::size_t indent = content.find_first_not_of(' ');
+    if (indent == std::string::npos || trim(content).empty()) continue;
+    const std::string stripped = trim(content);
+    if (stripped == "---" || stripped == "...") continue;
+    if (stripped.rfind("%", 0) == 0) continue;  // a directive
+    lines.push_back({number, indent, stripped});
+  }
+  if (lines.empty()) {
+    Node empty;
+    empty.kind = Node::Kind::map;
+    return empty;
+  }
+  std::size_t i = 0;
+  if (lines[0].text.find(':') == std::string::npos && lines[0].text.rfind("- ", 0) != 0) {
+    // A whole document that is one flow value ({} for an empty mapping).
+    std::size_t j = 0;
+    Node value = read_flow(lines[0].text, j, source + ":" + std::to_string(lines[0].number), false);
+    if (lines.size() > 1) yaml_error(source + ":" + std::to_string(lines[1].number), "unexpected text after the document");
+    return value;
+  }
+  Node root = read_block(lines, i, lines[0].indent, source);
+  if (i < lines.size()) yaml_error(source + ":" + std::to_string(lines[i].number), "unexpected indentation");
+  return root;
+}
+
+TRAINLOOP_DETAIL_API Node parse_yaml_value(const std::string& text, const std::string& where) {
+  std::size_t i = 0;
+  Node value = read_flow(text, i, where, false);
+  if (!trim(text.substr(i)).empty()) yaml_error(where, "unexpected text after the value: '" + text.substr(i) + "'");
+  return value;
+}
+
+TRAINLOOP_DETAIL_API std::string to_yaml(const Node& map, int indent) {
+  if (map.kind != Node::Kind::map) return scalar_yaml(map) + "\n";
+  if (map.entries.empty()) return indent == 0 ? "{}\n" : "";
+  std::string out;
+  const std::string pad(static_cast<std::size_t>(indent), ' ');
+  for (const auto& [key, value] : map.entries) {
+    if (value.kind == Node::Kind::map && !value.entries.empty())
+      out += pad + key + ":\n" + to_yaml(value, indent + 2);
+    else
+      out += pad + key + ": " + scalar_yaml(value) + "\n";
+  }
+  return out;
+}
+
+TRAINLOOP_DETAIL_API std::string closest_name(const std::string& name, const std::vector<std::string>& names) {
+  std::string best;
+  std::size_t best_distance = std::string::npos;
+  for (const auto& candidate : names) {
+    const std::size_t d = edit_distance(name, candidate);
+    if (d < best_distance) best = candidate, best_distance = d;
+  }
+  // Close: within a third of the name's length, or the name is a suffix (a section forgotten: "max_epochs").
+  if (best_distance <= std::max<std::size_t>(2, name.size() / 3)) return best;
+  for (const auto& candidate : names)
+    if (candidate.size() > name.size() && candidate.compare(candidate.size() - name.size(), name.size(), name) == 0 &&
+        candidate[candidate.size() - name.size() - 1] == '.')
+      return candidate;
+  return "";
+}
+
+TRAINLOOP_DETAIL_API void Run::save_config(const std::string& dir, bool overwrite) const {
+  detail_cli::save_config(dir, config_yaml, overwrite);
+}
+TRAINLOOP_DETAIL_API void detail_cli::save_config(const std::string& dir, const std::string& config_yaml, bool overwrite) {
+  const std::filesystem::path path = std::filesystem::path(dir) / "config.yaml";
+  std::error_code error;
+  std::filesystem::create_directories(dir, error);
+  if (error) throw std::runtime_error("trainloop: cannot create the folder '" + dir + "' for config.yaml: " + error.message());
+  if (std::filesystem::exists(path) && !overwrite) {
+    if (trainloop::detail::read_file_text(path) == config_yaml) return;
+    throw std::runtime_error("trainloop: '" + path.string() + "' exists with another configuration; pick another log "
+                             "folder or save_config(dir, /*overwrite=*/true) (LightningCLI refuses the same way)");
+  }
+  trainloop::detail::write_file_atomically(path, config_yaml, "cli: config.yaml");
+}
+
+TRAINLOOP_DETAIL_API Parser::Parser(std::string program, std::string description)
+    : program_(std::move(program)), description_(std::move(description)) {
+  add_field("seed_everything", "int|null", "Seeds torch's generators when fit starts (TrainerOptions().seed); null: no seeding",
+            [this](const Node& n) { seed_ = Value<std::optional<std::uint64_t>>::read(n, "seed_everything"); },
+            [this] { return Value<std::optional<std::uint64_t>>::write(seed_); });
+  add_field("ckpt_path", "str|null", "A checkpoint: fit resumes it (a path, \"last\" or \"best\"); validate/test/predict load its weights",
+            [this](const Node& n) { ckpt_path_ = Value<std::optional<std::string>>::read(n, "ckpt_path").value_or(""); },
+            [this] { return ckpt_path_.empty() ? Node() : Value<std::string>::write(ckpt_path_); });
+  add_trainer_fields();
+}
+
+#define TRAINLOOP_DETAIL_CLI_OPTION(T, name, help) \
+  trainer_field<T>(#name, help, [](const TrainerOptions& o) -> T { return o.name(); }, [](TrainerOptions& o, T v) { o.name(v); })
+TRAINLOOP_DETAIL_API void Parser::add_trainer_fields() {
+  TRAINLOOP_DETAIL_CLI_OPTION(std::string, accelerator, "\"auto\" (CUDA when available), \"cpu\", \"cuda\", \"cuda:N\", \"mps\"");
+  TRAINLOOP_DETAIL_CLI_OPTION(std::string, strategy, "\"auto\", \"ddp\" or \"single\"");
+  TRAINLOOP_DETAIL_CLI_OPTION(int, devices, "Processes on this machine; 0: what a launcher started");
+  TRAINLOOP_DETAIL_CLI_OPTION(std::string, precision, "\"32\", \"16-mixed\", \"bf16-mixed\"");
+  trainer_field<std::optional<std::int64_t>>(
+      "max_epochs", "Stop after this many epochs; -1: unlimited; null: Lightning's default (1000, or unlimited with max_steps)",
+      [](const TrainerOptions& o) { return o.max_epochs() == -2 ? std::nullopt : std::optional<std::int64_t>(o.max_epochs()); },
+      [](TrainerOptions& o, std::optional<std::int64_t> v) { o.max_epochs(v.value_or(-2)); });
+  TRAINLOOP_DETAIL_CLI_OPTION(std::int64_t, min_epochs, "Train at least this many epochs");
+  TRAINLOOP_DETAIL_CLI_OPTION(std::int64_t, max_steps, "Stop after this many optimizer steps; -1: unlimited");
+  TRAINLOOP_DETAIL_CLI_OPTION(std::int64_t, min_steps, "Train at least this many optimizer steps");
+  trainer_field<double>(
+      "max_time", "Wall-clock limit of fit in seconds; 0: none",
+      [](const TrainerOptions& o) { return o.max_time().count(); },
+      [](TrainerOptions& o, double v) { o.max_time(std::chrono::duration<double>(v)); });
+  TRAINLOOP_DETAIL_CLI_OPTION(BatchLimit, limit_train_batches, "Training batches per epoch: a count, or a fraction (1.0: all)");
+  TRAINLOOP_DETAIL_CLI_OPTION(BatchLimit, limit_val_batches, "Validation batches: a count, or a fraction");
+  TRAINLOOP_DETAIL_CLI_OPTION(BatchLimit, limit_test_batches, "Test batches: a count, or a fraction");
+  TRAINLOOP_DETAIL_CLI_OPTION(BatchLimit, limit_predict_batches, "Prediction batches: a count, or a fraction");
+  trainer_field<BatchLimit>(
+      "overfit_batches", "Train and validate on these first batches: a count, or a fraction; 0: off",
+      [](const TrainerOptions& o) { return o.overfit_batches().is_set() ? o.overfit_batches() : BatchLimit(0.0); },
+      [](TrainerOptions& o, BatchLimit v) {
+        const bool off = v.count() ? *v.count() == 0 : v.fraction() && *v.fraction() == 0.0;
+        o.overfit_batches(off ? BatchLimit() : v);
+      });
+  TRAINLOOP_DETAIL_CLI_OPTION(std::int64_t, fast_dev_run, "Run n batches of each stage to smoke-test the code; 0: off");
+  trainer_field<BatchLimit>(
+      "val_check_interval", "Validate every n training batches (int) or fraction of an epoch (float)",
+      [](const TrainerOptions& o) {
+        return o.val_check_batches() ? BatchLimit(*o.val_check_batches()) : BatchLimit(o.val_check_fraction());
+      },
+      [](TrainerOptions& o, BatchLimit v) {
+        if (v.count()) o.val_check_interval(*v.count());
+        else o.val_check_interval(v.fraction().value_or(1.0));
+      });
+  TRAINLOOP_DETAIL_CLI_OPTION(std::optional<std::int64_t>, check_val_every_n_epoch, "Validate every n epochs; null: by val_check_interval across epochs");
+  TRAINLOOP_DETAIL_CLI_OPTION(std::int64_t, num_sanity_val_steps, "Validation batches before training; -1: all");
+  TRAINLOOP_DETAIL_CLI_OPTION(std::int64_t, accumulate_grad_batches, "Batches per optimizer step");
+  TRAINLOOP_DETAIL_CLI_OPTION(double, gradient_clip_val, "Clip gradients to this norm (or value); 0: no clipping");
+  trainer_field<std::string>(
+      "gradient_clip_algorithm", "\"norm\" or \"value\"",
+      [](const TrainerOptions& o) { return std::string(o.gradient_clip_algorithm() == ClipAlgorithm::norm ? "norm" : "value"); },
+      [](TrainerOptions& o, std::string v) {
+        if (v != "norm" && v != "value")
+          throw Error("trainloop: option '--trainer.gradient_clip_algorithm': '" + v + "' is not \"norm\" or \"value\"");
+        o.gradient_clip_algorithm(v == "norm" ? ClipAlgorithm::norm : ClipAlgorithm::value);
+      });
+  TRAINLOOP_DETAIL_CLI_OPTION(std::int64_t, log_every_n_steps, "Write logged step values every n optimizer steps");
+  TRAINLOOP_DETAIL_CLI_OPTION(bool, deterministic, "Deterministic algorithms");
+  TRAINLOOP_DETAIL_CLI_OPTION(std::string, default_root_dir, "The folder for checkpoints and logs without a path of their own");
+  TRAINLOOP_DETAIL_CLI_OPTION(bool, enable_progress_bar, "Show the progress bar");
+  TRAINLOOP_DETAIL_CLI_OPTION(bool, enable_model_summary, "Print the model summary when fit starts");
+  TRAINLOOP_DETAIL_CLI_OPTION(bool, barebones, "No progress bar, no model summary, no host reads of logged values");
+  TRAINLOOP_DETAIL_CLI_OPTION(bool, profiler, "Time every hook and step; report where the time went");
+  TRAINLOOP_DETAIL_CLI_OPTION(bool, use_distributed_sampler, "Shard trainloop DataLoaders across data-parallel ranks");
+}
+#undef TRAINLOOP_DETAIL_CLI_OPTION
+
+TRAINLOOP_DETAIL_API void Parser::add_field(std::string name, std::string type, std::string help,
+                                            std::function<void(const Node&)> set, std::function<Node()> get) {
+  for (const auto& f : fields_)
+    if (f.name == name) throw std::logic_error("trainloop: cli::Parser: the option '" + name + "' is declared twice");
+  Field field{std::move(name), std::move(type), std::move(help), std::move(set), std::move(get)};
+  fields_.push_back(std::move(field));
+}
+
+TRAINLOOP_DETAIL_API Parser& Parser::alias(const std::string& spelling, const std::string& option,
+                                           std::optional<std::string> value) {
+  if (!find(option)) throw std::logic_error("trainloop: cli::Parser::alias: no option '" + option + "'");
+  aliases_.push_back({spelling, option, std::move(value)});
+  return *this;
+}
+
+TRAINLOOP_DETAIL_API const Field* Parser::find(const std::string& name) const {
+  for (const auto& f : fields_)
+    if (f.name == name) return &f;
+  return nullptr;
+}
+TRAINLOOP_DETAIL_API std::vector<std::string> Parser::names() const {
+  std::vector<std::string> out;
+  for (const auto& f : fields_) out.push_back(f.name);
+  return out;
+}
+
+TRAINLOOP_DETAIL_API void Parser::apply_config(const Node& node, const std::string& prefix) {
+  for (const auto& [key, value] : node.entries) {
+    const std::string name = prefix.empty() ? key : prefix + "." + key;
+    if (const Field* field = find(name)) {
+      field->set(value);
+      continue;
+    }
+    bool is_section = false;
+    for (const auto& f : fields_) is_section = is_section || f.name.rfind(name + ".", 0) == 0;
+    if (is_section && value.kind == Node::Kind::map) {
+      apply_config(value, name);
+      continue;
+    }
+    const std::string close = closest_name(name, names());
+    throw Error("trainloop: " + value.where + ": unknown key '" + name + "'" +
+                (close.empty() ? "" : "; did you mean '" + close + "'?") + " (" + program_ + " --help lists them)");
+  }
+}
+
+TRAINLOOP_DETAIL_API Node Parser::resolved() const {
+  Node root;
+  root.kind = Node::Kind::map;
+  for (const auto& f : fields_) {
+    Node* at = &root;
+    std::size_t begin = 0;
+    for (std::size_t dot = f.name.find('.'); dot != std::string::npos; begin = dot + 1, dot = f.name.find('.', begin)) {
+      const std::string part = f.name.substr(begin, dot - begin);
+      auto it = std::find_if(at->entries.begin(), at->entries.end(), [&](const auto& e) { return e.first == part; });
+      if (it == at->entries.end()) {
+        Node section;
+        section.kind = Node::Kind::map;
+        at->entries.emplace_back(part, section);
+        it = at->entries.end() - 1;
+      }
+      at = &it->second;
+    }
+    at->entries.emplace_back(f.name.substr(begin), f.get());
+  }
+  return root;
+}
+
+TRAINLOOP_DETAIL_API std::string Parser::help() const {
+  std::string out = "usage: " + program_ + " [fit|validate|test|predict] [--config FILE] [--print_config] [--help] [--OPTION VALUE ...]\n";
+  if (!description_.empty()) out += "\n" + description_ + "\n";
+  out += "\nsubcommands: fit, validate, test, predict" +
+         (default_subcommand_.empty() ? std::string(" (one is required)") : " (default: " + default_subcommand_ + ")") +
+         "\n\nPrecedence: defaults < --config files (in order) < the other options. A value is YAML: 3, 0.5, \"text\", "
+         "[1, 2], null.\n\n  --config FILE                   read options from a YAML file (--print_config writes one)\n"
+         "  --print_config                  print the resolved configuration as YAML and exit\n"
+         "  --help, -h                      show this help and exit\n";
+  std::string section = "\x01";
+  for (const auto& f : fields_) {
+    const std::size_t dot = f.name.find('.');
+    const std::string this_section = dot == std::string::npos ? "" : f.name.substr(0, dot);
+    if (this_section != section) {
+      section = this_section;
+      out += "\n" + (section.empty() ? std::string("general") : section) + ":\n";
+    }
+    std::string left = "  --" + f.name + " " + f.type;
+    if (left.size() < 48) left += std::string(48 - left.size(), ' ');
+    else left += "\n" + std::string(48, ' ');
+    out += left + f.help + " (default: " + scalar_yaml(f.get()) + ")\n";
+  }
+  if (!aliases_.empty()) {
+    out += "\naliases:\n";
+    for (const auto& a : aliases_)
+      out += "  " + a.spelling + (a.value ? "" : " VALUE") + " = --" + a.option + (a.value ? " " + *a.value : "") + "\n";
+  }
+  return out;
+}
+
+TRAINLOOP_DETAIL_API Run Parser::parse(int argc, const char* const* argv) {
+  std::vector<std::string> args;
+  for (int i = 1; i < argc; ++i) args.emplace_back(argv[i]);
+  return parse(args);
+}
+
+TRAINLOOP_DETAIL_API Run Parser::parse(const std::vector<std::string>& args) {
+  Run run;
+  std::size_t i = 0;
+  static const std::vector<std::string> subcommands = {"fit", "validate", "test", "predict"};
+  if (i < args.size() && !args[i].empty() && args[i][0] != '-') {
+    if (std::find(subcommands.begin(), subcommands.end(), args[i]) == subcommands.end()) {
+      const std::string close = closest_name(args[i], subcommands);
+      throw Error("trainloop: " + program_ + ": unknown subcommand '" + args[i] + "'" +
+                  (close.empty() ? "; expected fit, validate, test or predict" : "; did you mean '" + close + "'?"));
+    }
+    run.subcommand = args[i++];
+  } else if (default_subcommand_.empty()) {
+    throw Error("trainloop: " + program_ + ": give a subcommand: fit, validate, test or predict");
+  } else {
+    run.subcommand = default_subcommand_;
+  }
+  // First pass: --help, --print_config and the config files; the options wait for the second.
+  struct Setting {
+    const Field* field;
+    std::string value;
+    std::string spelling;
+  };
+  std::vector<Setting> settings;
+  std::vector<std::string> configs;
+  bool print_config = false;
+  for (; i < args.size(); ++i) {
+    const std::string& arg = args[i];
+    if (arg == "--help" || arg == "-h") {
+      if (output_) std::fputs(help().c_str(), output_);
+      run.exit_code = 0;
+      return run;
+    }
+    if (arg == "--print_config") {
+      print_config = true;
+      continue;
+    }
+    if (arg.rfind("--", 0) != 0)
+      throw Error("trainloop: " + program_ + ": unexpected argument '" + arg + "' (options start with --)");
+    std::string name = arg.substr(2), value;
+    bool has_value = false;
+    if (const std::size_t eq = name.find('='); eq != std::string::npos) {
+      value = name.substr(eq + 1);
+      name = name.substr(0, eq);
+      has_value = true;
+    }
+    if (name == "config") {
+      if (!has_value && i + 1 >= args.size()) throw Error("trainloop: " + program_ + ": --config needs a file");
+      configs.push_back(has_value ? value : args[++i]);
+      continue;
+    }
+    const Field* field = find(name);
+    for (const auto& a : aliases_)
+      if (!field && a.spelling == arg.substr(0, arg.find('='))) {
+        field = find(a.option);
+        if (a.value) {
+          if (has_value) throw Error("trainloop: " + program_ + ": " + a.spelling + " takes no value");
+          value = *a.value;
+          has_value = true;
+        }
+      }
+    if (!field) {
+      std::vector<std::string> known = names();
+      for (const auto& a : aliases_) known.push_back(a.spelling.substr(a.spelling.find_first_not_of('-')));
+      known.insert(known.end(), {"config", "print_config", "help"});
+      const std::string close = closest_name(name, known);
+      throw Error("trainloop: " + program_ + ": unknown option '--" + name + "'" +
+                  (close.empty() ? "" : "; did you mean '--" + close + "'?") + " (--help lists them)");
+    }
+    if (!has_value) {
+      // A bool option alone is true (--trainer.deterministic), as a flag.
+      const bool next_is_value = i + 1 < args.size() && args[i + 1].rfind("--", 0) != 0;
+      if (field->type == "bool" && !next_is_value) value = "true";
+      else if (!next_is_value) throw Error("trainloop: " + program_ + ": option '--" + field->name + "' needs a value (" + field->type + ")");
+      else value = args[++i];
+    }
+    settings.push_back({field, value, arg});
+  }
+  for (const auto& path : configs) {
+    if (!std::filesystem::exists(path)) throw Error("trainloop: " + program_ + ": --config '" + path + "': no such file");
+    const Node config = parse_yaml(trainloop::detail::read_file_text(path), path);
+    if (config.kind != Node::Kind::map) throw Error("trainloop: " + path + ": a config file is a mapping of options");
+    apply_config(config, "");
+  }
+  for (const auto& s : settings) s.field->set(parse_yaml_value(s.value, "the command line"));
+  trainer_.seed(seed_);
+  try {
+    trainer_.validate();
+  } catch (const std::invalid_argument& error) {
+    throw Error(error.what());
+  }
+  run.trainer = trainer_;
+  run.ckpt_path = ckpt_path_;
+  run.config_yaml = to_yaml(resolved());
+  for (const auto& f : fields_) {
+    const Node v = f.get();
+    const bool number = v.kind == Node::Kind::scalar && !v.quoted && f.type.rfind("bool", 0) != 0;
+    if (number && detail_cli::looks_like_int(v.text)) run.hyperparameters[f.name] = detail_cli::to_int(v, f.name);
+    else if (number) run.hyperparameters[f.name] = detail_cli::to_float(v, f.name);
+    else if (v.kind == Node::Kind::scalar) run.hyperparameters[f.name] = v.text;
+    else run.hyperparameters[f.name] = scalar_yaml(v);
+  }
+  if (print_config) {
+    if (output_) std::fputs(run.config_yaml.c_str(), output_);
+    run.exit_code = 0;
+  }
+  return run;
+}
+}  // namespace cli
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
+
+TRAINLOOP_DETAIL_END
+// ---- end parts/torch/cli.hpp ----
 #endif
 // ---- begin parts/core/epilogue.hpp ----
 // trainloop: the end. Internal macros are undefined here, so none leaks into the user's code.

@@ -1,15 +1,21 @@
 // Lightning's "MNIST hello world", on Fashion-MNIST, in C++: a LightningModule (an MLP or a CNN), Trainer.fit with
 // validation and a progress bar, then Trainer.test. The data is Debian's dataset-fashion-mnist (real IDX .gz files).
+// Options come LightningCLI's way (trainloop::cli): `fashion_mnist_trainer [fit|validate|test] [--config run.yaml]
+// [--trainer.max_epochs 6] [--model.arch mlp] [--model.lr 1e-3] [--data.batch_size 64] [--run.lr_find] ...`;
+// --help lists them all, --print_config prints the run's configuration. The short flags of before are aliases:
 //
 //   fashion_mnist_trainer [--model cnn|mlp] [--epochs N] [--precision P] [--smoke] [--data DIR] [--log-dir DIR]
-//                         [--min-accuracy A] [--strategy ddp --devices N]
+//                         [--min-accuracy A] [--strategy ddp --devices N] [--profile] [--lr_find]
 //
 // --smoke runs a few batches (fast_dev_run, for CI); --log-dir writes the logged metrics (every 50 steps and every
-// epoch), the learning rate and the hyperparameters as CSV (DIR/csv/version_N/metrics.csv) and TensorBoard event files
-// (DIR/tensorboard/version_N/); --profile prints where the time went; --min-accuracy makes the program fail when the
-// test accuracy is lower; --precision is the Trainer's ("32", "bf16-mixed" on CPU or CUDA, "16-mixed" on CUDA).
-// --strategy ddp --devices N trains data-parallel in N processes (this one is rank 0 and starts the others; under
-// torchrun/srun/mpirun, --strategy ddp alone): each rank trains on its shard of every epoch, batch 64 per rank.
+// epoch), the learning rate, the hyperparameters (every option) and config.yaml as CSV (DIR/csv/version_N/), TensorBoard
+// event files (DIR/tensorboard/version_N/) and an MLflow run (DIR/mlruns); --profile prints where the time went;
+// --min-accuracy makes the program fail when the test accuracy is lower; --precision is the Trainer's ("32",
+// "bf16-mixed" on CPU or CUDA, "16-mixed" on CUDA). --strategy ddp --devices N trains data-parallel in N processes (this
+// one is rank 0 and starts the others; under torchrun/srun/mpirun, --strategy ddp alone): each rank trains on its shard
+// of every epoch, batch 64 per rank. --lr_find runs Lightning's learning-rate finder first (Tuner.lr_find), trains with
+// its suggestion and draws its curve (lr_find.svg in the log folder, or the working folder). `test` and `validate`
+// evaluate the weights of --ckpt_path (a checkpoint of fit).
 #include <trainloop.hpp>
 
 #include <cmath>
@@ -32,8 +38,9 @@ struct Classifier : LightningModule<Net> {
   void validation_step(ImageBatch& batch, std::int64_t) { evaluate(batch, "val"); }
   void test_step(ImageBatch& batch, std::int64_t) { evaluate(batch, "test"); }
   std::shared_ptr<torch::optim::Adam> configure_optimizers() {
-    return std::make_shared<torch::optim::Adam>(this->parameters(), torch::optim::AdamOptions(1e-3));
+    return std::make_shared<torch::optim::Adam>(this->parameters(), torch::optim::AdamOptions(lr));
   }
+  double lr = 1e-3;  // Tuner::lr_find(update_attr) sets it, as Lightning sets `model.lr`
 
  private:
   Net& self() { return static_cast<Net&>(*this); }
@@ -72,10 +79,81 @@ struct Cnn : Classifier<Cnn> {
   }
 };
 
-template <class T, class Net, class Data>
-int fit_and_test(T& trainer, Net& model, Data& train_batches, Data& val_batches, Data& test_batches,
-                 double min_accuracy) {
-  trainer.fit(model, train_batches, val_batches);
+// The example's own options (the Trainer's are the CLI's "trainer" section).
+struct ModelArgs {
+  std::string arch = "cnn";
+  double lr = 1e-3;
+  template <class F>
+  void fields(F& f) {
+    f("arch", arch, "\"cnn\" or \"mlp\"");
+    f("lr", lr, "Adam's learning rate");
+  }
+};
+struct DataArgs {
+  std::string dir = fashion_mnist_debian_dir;
+  std::int64_t batch_size = 64;
+  template <class F>
+  void fields(F& f) {
+    f("dir", dir, "The folder of the Fashion-MNIST IDX .gz files");
+    f("batch_size", batch_size, "Training batch size (per rank)");
+  }
+};
+struct RunArgs {
+  std::string log_dir;
+  double min_accuracy = 0;
+  bool lr_find = false;
+  std::int64_t lr_find_steps = 100;
+  template <class F>
+  void fields(F& f) {
+    f("log_dir", log_dir, "Write CSV, TensorBoard and MLflow logs and config.yaml here; \"\": no logs");
+    f("min_accuracy", min_accuracy, "Fail (exit 1) when the test accuracy is lower");
+    f("lr_find", lr_find, "Run the learning-rate finder first and train with its suggestion");
+    f("lr_find_steps", lr_find_steps, "The finder's steps (Lightning's num_training)");
+  }
+};
+struct Args {
+  ModelArgs model;
+  DataArgs data;
+  RunArgs run;
+  cli::Run cli;
+};
+
+template <class T, class Net, class Loader>
+void find_lr(T& trainer, Net& model, Loader& train_batches, const Args& args) {
+  if (!trainer.is_global_zero() || trainer.world_size() > 1) return;
+  const LRFinderResult found = Tuner(trainer).lr_find(
+      model, train_batches,
+      LRFinderOptions().num_training(args.run.lr_find_steps).update_attr(true).attr_name("model.lr"));  // and model.lr
+  if (!found.suggestion()) {
+    std::printf("learning-rate finder: no suggestion (%zu points)\n", found.lrs().size());
+    return;
+  }
+  const std::string plot = (args.run.log_dir.empty() ? std::string(".") : args.run.log_dir) + "/lr_find.svg";
+  std::filesystem::create_directories(std::filesystem::path(plot).parent_path());
+  found.save_plot(plot);
+  found.save_csv(std::filesystem::path(plot).replace_extension(".csv").string());
+  std::printf("learning-rate finder: %zu steps, suggested lr %.3g (the loss falls fastest there); plot: %s\n",
+              found.lrs().size(), *found.suggestion(), plot.c_str());
+}
+
+template <class T, class Net, class Loader, class Data>
+int fit_and_test(T& trainer, Net& model, Loader& train_batches, Data& val_batches, Data& test_batches, const Args& args) {
+  const std::string& subcommand = args.cli.subcommand;
+  if (subcommand == "fit") {
+    if (args.run.lr_find) find_lr(trainer, model, train_batches, args);
+    trainer.fit(model, train_batches, val_batches, args.cli.ckpt_path);
+  } else {
+    if (subcommand == "predict") throw cli::Error("fashion_mnist_trainer: predict is not offered; use test");
+    if (!args.cli.ckpt_path.empty()) {
+      // The checkpoint's weights (its optimizer state is fit's business).
+      std::vector<std::shared_ptr<torch::optim::Optimizer>> optimizers{model.configure_optimizers()};
+      load_checkpoint(args.cli.ckpt_path, model, optimizers);
+    }
+    if (subcommand == "validate") {
+      for (const auto& [name, value] : trainer.validate(model, val_batches)) std::printf("%s: %.4f\n", name.c_str(), value);
+      return 0;
+    }
+  }
   const auto results = trainer.test(model, test_batches);
   const double accuracy = results.at("test_acc");
   if (!trainer.is_global_zero()) return 0;  // rank 0 reports (the test values are over every rank's shard)
@@ -84,40 +162,38 @@ int fit_and_test(T& trainer, Net& model, Data& train_batches, Data& val_batches,
   if constexpr (!std::is_same_v<T, Trainer<>>) {  // the Trainer with loggers
     const std::filesystem::path tensorboard = trainer.template callback<TensorBoardLogger>().log_dir();
     const std::filesystem::path mlruns = trainer.template callback<MLFlowLogger>().run_dir().parent_path().parent_path();
-    std::printf("logs: %s (metrics.csv), %s (TensorBoard: tensorboard --logdir %s), %s (MLflow: mlflow ui "
+    std::printf("logs: %s (metrics.csv, config.yaml), %s (TensorBoard: tensorboard --logdir %s), %s (MLflow: mlflow ui "
                 "--backend-store-uri %s)\n",
                 trainer.template callback<CSVLogger>().log_dir().c_str(), tensorboard.c_str(),
                 tensorboard.parent_path().parent_path().c_str(), trainer.template callback<MLFlowLogger>().run_dir().c_str(),
                 mlruns.c_str());
   }
-  if (accuracy < min_accuracy) {
-    std::fprintf(stderr, "test accuracy %.4f is below the required %.4f\n", accuracy, min_accuracy);
+  if (accuracy < args.run.min_accuracy) {
+    std::fprintf(stderr, "test accuracy %.4f is below the required %.4f\n", accuracy, args.run.min_accuracy);
     return 1;
   }
   return 0;
 }
 
 template <class Net>
-int run(const std::string& data_dir, std::int64_t epochs, const std::string& precision, bool smoke, const std::string& log_dir,
-        bool profile, double min_accuracy, const std::string& strategy, int devices) {
+int run(const Args& args) {
   torch::manual_seed(0);
-  MnistSplit train = read_mnist_split(data_dir, /*train=*/true);
-  MnistSplit test = read_mnist_split(data_dir, /*train=*/false);
+  MnistSplit train = read_mnist_split(args.data.dir, /*train=*/true);
+  MnistSplit test = read_mnist_split(args.data.dir, /*train=*/false);
   // Lightning's hello world: the last 5000 training images validate.
   const std::int64_t n = train.labels.size(0);
   MnistSplit fit_part{train.images.slice(0, 0, n - 5000), train.labels.slice(0, 0, n - 5000)};
   MnistSplit val_part{train.images.slice(0, n - 5000), train.labels.slice(0, n - 5000)};
   DataLoader train_batches(TensorDataset(fit_part.images, fit_part.labels),
-                           DataLoaderOptions().batch_size(64).shuffle(true).seed(0));
+                           DataLoaderOptions().batch_size(args.data.batch_size).shuffle(true).seed(0));
   DataLoader val_batches(TensorDataset(val_part.images, val_part.labels), DataLoaderOptions().batch_size(1000));
   DataLoader test_batches(TensorDataset(test.images, test.labels), DataLoaderOptions().batch_size(1000));
 
   auto model = std::make_shared<Net>();
-  model->save_hyperparameters({{"model", std::string(std::is_same_v<Net, Cnn> ? "cnn" : "mlp")}, {"batch_size", std::int64_t{64}},
-                               {"max_epochs", epochs}, {"seed", std::int64_t{0}}});
-  TrainerOptions options =
-      TrainerOptions().max_epochs(epochs).accelerator("auto").profiler(profile).precision(precision).strategy(strategy).devices(devices);
-  if (smoke) options.fast_dev_run(5);
+  model->lr = args.model.lr;
+  model->save_hyperparameters(args.cli.hyperparameters);  // every option, as LightningCLI logs the configuration
+  const TrainerOptions& options = args.cli.trainer;
+  const std::string& log_dir = args.run.log_dir;
   CSVLogger::Options csv;
   csv.save_dir = log_dir;
   csv.name = "csv";
@@ -127,42 +203,42 @@ int run(const std::string& data_dir, std::int64_t epochs, const std::string& pre
   MLFlowLogger::Options mlflow;
   mlflow.tracking_dir = log_dir + "/mlruns";
   mlflow.experiment_name = "fashion_mnist";
-  mlflow.run_name = std::is_same_v<Net, Cnn> ? "cnn" : "mlp";
+  mlflow.run_name = args.model.arch;
   if (!log_dir.empty()) {
-    Trainer trainer(options, CSVLogger(csv), TensorBoardLogger(tensorboard), MLFlowLogger(mlflow), LearningRateMonitor());
-    return fit_and_test(trainer, *model, train_batches, val_batches, test_batches, min_accuracy);
+    Trainer trainer(options, CSVLogger(csv), TensorBoardLogger(tensorboard), MLFlowLogger(mlflow), LearningRateMonitor(),
+                    cli::SaveConfigCallback(args.cli));
+    return fit_and_test(trainer, *model, train_batches, val_batches, test_batches, args);
   }
   Trainer trainer(options);
-  return fit_and_test(trainer, *model, train_batches, val_batches, test_batches, min_accuracy);
+  return fit_and_test(trainer, *model, train_batches, val_batches, test_batches, args);
 }
 
 int main(int argc, char** argv) {
-  std::string model = "cnn", data_dir = fashion_mnist_debian_dir, log_dir, precision = "32", strategy = "auto";
-  int devices = 0;
-  std::int64_t epochs = 6;
-  bool smoke = false, profile = false;
-  double min_accuracy = 0;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    if (arg == "--smoke") smoke = true;
-    else if (arg == "--model" && i + 1 < argc) model = argv[++i];
-    else if (arg == "--epochs" && i + 1 < argc) epochs = std::stoll(argv[++i]);
-    else if (arg == "--data" && i + 1 < argc) data_dir = argv[++i];
-    else if (arg == "--log-dir" && i + 1 < argc) log_dir = argv[++i];
-    else if (arg == "--profile") profile = true;
-    else if (arg == "--precision" && i + 1 < argc) precision = argv[++i];
-    else if (arg == "--min-accuracy" && i + 1 < argc) min_accuracy = std::stod(argv[++i]);
-    else if (arg == "--strategy" && i + 1 < argc) strategy = argv[++i];
-    else if (arg == "--devices" && i + 1 < argc) devices = std::stoi(argv[++i]);
-    else {
-      std::fprintf(stderr, "usage: %s [--model cnn|mlp] [--epochs N] [--precision P] [--smoke] [--data DIR] "
-                           "[--log-dir DIR] [--profile] [--min-accuracy A] [--strategy ddp --devices N]\n", argv[0]);
-      return 2;
-    }
-  }
+  Args args;
+  cli::Parser parser("fashion_mnist_trainer", "Trains a CNN (or an MLP) on Fashion-MNIST with the Trainer, then tests it.");
+  parser.trainer_defaults().max_epochs(6);
+  parser.section("model", args.model).section("data", args.data).section("run", args.run);
+  // The flags of before, as aliases.
+  parser.alias("--model", "model.arch")
+      .alias("--epochs", "trainer.max_epochs")
+      .alias("--precision", "trainer.precision")
+      .alias("--smoke", "trainer.fast_dev_run", "5")
+      .alias("--data", "data.dir")
+      .alias("--log-dir", "run.log_dir")
+      .alias("--profile", "trainer.profiler", "true")
+      .alias("--min-accuracy", "run.min_accuracy")
+      .alias("--strategy", "trainer.strategy")
+      .alias("--devices", "trainer.devices")
+      .alias("--lr_find", "run.lr_find", "true");
   try {
-    return model == "mlp" ? run<Mlp>(data_dir, epochs, precision, smoke, log_dir, profile, min_accuracy, strategy, devices)
-                          : run<Cnn>(data_dir, epochs, precision, smoke, log_dir, profile, min_accuracy, strategy, devices);
+    args.cli = parser.parse(argc, argv);
+    if (args.cli.exit_code) return *args.cli.exit_code;
+    if (args.model.arch != "cnn" && args.model.arch != "mlp")
+      throw cli::Error("fashion_mnist_trainer: option '--model.arch': '" + args.model.arch + "' is not \"cnn\" or \"mlp\"");
+    return args.model.arch == "mlp" ? run<Mlp>(args) : run<Cnn>(args);
+  } catch (const cli::Error& error) {
+    std::fprintf(stderr, "%s\n", error.what());
+    return 2;
   } catch (const std::exception& error) {
     std::fprintf(stderr, "%s\n", error.what());
     return 1;

@@ -290,6 +290,7 @@ class Trainer : public TrainerCore {
     using Hook = detail::lightning_hook<detail::tags::configure_callbacks>;
     Hook::template check_module<Module>();
     if constexpr (Hook::template callable<Module>) {
+      if (tuning_) return;
       using Configured = detail::module_callbacks_t<Module>;
       check_configured_callbacks(static_cast<Configured*>(nullptr));
       module_callbacks_ = std::make_shared<Configured>(detail::as_callback_tuple(module.configure_callbacks()));
@@ -446,6 +447,8 @@ class Trainer : public TrainerCore {
     optimizers_.clear();
     if constexpr (detail::lightning_hook<detail::tags::configure_optimizers>::callable<Module>) {
       optimizers_ = detail::to_optimizers(module.configure_optimizers());
+      if (tuning_)
+        for (auto& config : optimizers_) config = OptimizerConfig(config.optimizer());
     }
     check_optimizers(detail::type_name<Module>(), module.automatic_optimization());
   }

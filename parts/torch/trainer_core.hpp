@@ -35,6 +35,7 @@
 
 TRAINLOOP_DETAIL_BEGIN
 
+class Tuner;
 namespace detail {
 class FitLoopCore;
 class SanityCheckScope;
@@ -146,6 +147,7 @@ class TrainerCore {
   friend class detail::FitLoopCore;
   friend class detail::SanityCheckScope;
   friend class detail::EvaluationScope;
+  friend class Tuner;  // runs its searches on a Trainer of its own, in tuning mode
   using LoopPoint = detail::LoopPoint;
 
   // Out of line (as the destructor): initialising and destroying every member is a lot of code for every TU.
@@ -224,6 +226,9 @@ class TrainerCore {
   std::function<void(const SchedulerConfig&, std::optional<double>)> scheduler_step_;
   Profiler profiler_;
   bool profiling_ = false;
+  // A Tuner's search (tuner.hpp): the module's configure_callbacks() and its schedulers are left out, as Lightning's
+  // tuner swaps in its own callback and drops the schedulers for the search.
+  bool tuning_ = false;
 };
 
 #if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs

@@ -2,7 +2,9 @@
 // LibTorch (2.x, CUDA builds) or another language standard (C++20) proves they still compile there.
 #include <trainloop.hpp>
 
+#include <functional>
 #include <optional>
+#include <string>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -75,6 +77,19 @@ struct Callback {
   void on_train_batch_end(T&, M&, const torch::Tensor&, Batch&, std::int64_t) {}
   template <class E>
   void on_iteration_completed(E&) {}
+};
+
+// A section of the command line (trainloop::cli).
+struct CliArgs {
+  double lr = 0.1;
+  std::vector<std::int64_t> sizes{1};
+  std::optional<std::string> name;
+  template <class F>
+  void fields(F& f) {
+    f("lr", lr, "x");
+    f("sizes", sizes, "x");
+    f("name", name, "x");
+  }
 };
 
 inline torch::Tensor fc_free(const torch::Tensor& x) { return x.narrow(1, 0, 2); }
@@ -200,6 +215,26 @@ int main() {
     (void)(parallel.reduce_decision(true, false) && parallel.is_global_zero() && parallel.strategy().ddp() && parallel.strategy().process_group());
   }
 #endif
+  {  // The Tuner's searches, Ignite's FastaiLRFinder and the command line.
+    trainloop::Trainer<> tuned;
+    trainloop::Tuner tuner(tuned);
+    trainloop::DataLoader loader(trainloop::TensorDataset(torch::randn({8, 4}), torch::zeros({8}, torch::kLong)),
+                                 trainloop::DataLoaderOptions().batch_size(2));
+    const trainloop::LRFinderResult found = tuner.lr_find(net, data, trainloop::LRFinderOptions().update_attr(false));
+    (void)(found.suggestion().value_or(0.0) + static_cast<double>(tuner.scale_batch_size(net, loader) +
+           tuner.scale_batch_size(net, [&](std::int64_t) -> std::vector<Batch>& { return data; })));
+    torch::nn::Linear model(4, 2);
+    torch::optim::SGD sgd(model->parameters(), torch::optim::SGDOptions(0.1));
+    trainloop::FastaiLRFinder finder;
+    auto engine = trainloop::make_engine([&](trainloop::EngineCore&, Batch& b) { return model(b.first).sum(); }, std::ref(finder));
+    { auto scope = finder.attach(engine, *model, sgd); engine.run(data); }
+    CliArgs args;
+    trainloop::cli::Parser parser("p");
+    parser.section("model", args);
+    const trainloop::cli::Run run = parser.parse(std::vector<std::string>{"--model.lr", "0.2"});
+    trainloop::Trainer with_config(run.trainer, trainloop::CSVLogger(), trainloop::cli::SaveConfigCallback(run));
+    with_config.fit(net, data);
+  }
   trainloop::MnistSplit split = trainloop::read_mnist_split(trainloop::fashion_mnist_debian_dir, false);
   return static_cast<int>(split.labels.size(0) + trainloop::read_idx("x.idx").dim() +
                           static_cast<std::int64_t>(predictions.size()));

@@ -352,6 +352,19 @@ class DataLoader {
     shared_->cancel();
     shared_->options.shard(rank, world_size);
   }
+  /// Serves batches of `batch_size` from now on (the batch-size finder sets it, as Lightning re-creates the loader):
+  /// the next begin() starts the epoch a state_dict() would resume, from its first batch.
+  void set_batch_size(std::int64_t batch_size) {
+    if (batch_size < 1)
+      throw std::invalid_argument("trainloop: DataLoader::set_batch_size(" + std::to_string(batch_size) + "): must be at least 1");
+    const bool finished = next_batch_ >= static_cast<std::int64_t>(size());
+    release_current();
+    shared_->cancel();
+    shared_->options.batch_size(batch_size);
+    if (started_ && !resume_ && finished) ++epoch_;
+    next_batch_ = 0;
+    resume_ = true;
+  }
 
  private:
   // What the worker threads share with the loader, on the heap: moving the loader moves a pointer, the threads go on.
