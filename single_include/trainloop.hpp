@@ -17921,15 +17921,24 @@ class Tuner {
     trials_.clear();
     using D = std::remove_reference_t<Data>;
     if constexpr (detail::is_detected_v<detail::set_batch_size_t, D>) {
-      const StateDict position = data.state_dict();
-      const std::int64_t original = data.options().batch_size();
-      const std::int64_t size = search_batch_size(module, options, [&](std::int64_t b) -> D& {
-        data.set_batch_size(b);
-        return data;
-      });
-      data.set_batch_size(original);
-      data.load_state_dict(position);
-      if (skipped_) return original;
+      struct Restore {  // the loader's batch size and position, whatever happens
+        D& data;
+        const std::int64_t batch_size = data.options().batch_size();
+        const StateDict position = data.state_dict();
+        ~Restore() {
+          data.set_batch_size(batch_size);
+          data.load_state_dict(position);
+        }
+      };
+      std::int64_t size = 0;
+      {
+        Restore restore{data};
+        size = search_batch_size(module, options, [&](std::int64_t b) -> D& {
+          data.set_batch_size(b);
+          return data;
+        });
+        if (skipped_) return restore.batch_size;
+      }
       data.set_batch_size(size);
       return size;
     } else {
@@ -17957,16 +17966,17 @@ class Tuner {
   void run(T& trainer, Module& module, Data&& data) {
     static_cast<TrainerCore&>(trainer).tuning_ = true;
     using D = std::remove_reference_t<Data>;
-    std::optional<StateDict> position;
-    if constexpr (std::is_lvalue_reference_v<Data> && detail::is_detected_v<detail::data_position_t, D>)
-      position = data.state_dict();
     struct Restore {
       detail::TuningSnapshot& snapshot;
-      ~Restore() { snapshot.restore(); }
-    } restore{*snapshot_};
-    trainer.fit(module, std::forward<Data>(data));
+      std::function<void()> data_position;
+      ~Restore() {
+        snapshot.restore();
+        if (data_position) data_position();
+      }
+    } restore{*snapshot_, nullptr};
     if constexpr (std::is_lvalue_reference_v<Data> && detail::is_detected_v<detail::data_position_t, D>)
-      data.load_state_dict(*position);
+      restore.data_position = [&data, position = data.state_dict()] { data.load_state_dict(position); };
+    trainer.fit(module, std::forward<Data>(data));
   }
 
   template <class Module, class MakeData>
@@ -19172,10 +19182,9 @@ TRAINLOOP_DETAIL_API std::string scalar_yaml(const Node& n) {
   return "null";
 }
 }  // namespace detail_cli
-using namespace detail_cli;
 
 TRAINLOOP_DETAIL_API Node parse_yaml(const std::string& text, const std::string& source) {
-  std::vector<YamlLine> lines;
+  std::vector<detail_cli::YamlLine> lines;
   int number = 0;
   std::size_t at = 0;
   while (at <= text.size()) {
@@ -19186,11 +19195,11 @@ TRAINLOOP_DETAIL_API Node parse_yaml(const std::string& text, const std::string&
     ++number;
     if (raw.find('\t') != std::string::npos && raw.find_first_not_of(" \t") != std::string::npos &&
         raw.find('\t') < raw.find_first_not_of(" \t"))
-      yaml_error(source + ":" + std::to_string(number), "a tab in the indentation (YAML indents with spaces)");
-    std::string content = strip_comment(raw);
+      detail_cli::yaml_error(source + ":" + std::to_string(number), "a tab in the indentation (YAML indents with spaces)");
+    std::string content = detail_cli::strip_comment(raw);
     const std::size_t indent = content.find_first_not_of(' ');
-    if (indent == std::string::npos || trim(content).empty()) continue;
-    const std::string stripped = trim(content);
+    if (indent == std::string::npos || detail_cli::trim(content).empty()) continue;
+    const std::string stripped = detail_cli::trim(content);
     if (stripped == "---" || stripped == "...") continue;
     if (stripped.rfind("%", 0) == 0) continue;  // a directive
     lines.push_back({number, indent, stripped});
@@ -19204,24 +19213,24 @@ TRAINLOOP_DETAIL_API Node parse_yaml(const std::string& text, const std::string&
   if (lines[0].text.find(':') == std::string::npos && lines[0].text.rfind("- ", 0) != 0) {
     // A whole document that is one flow value ({} for an empty mapping).
     std::size_t j = 0;
-    Node value = read_flow(lines[0].text, j, source + ":" + std::to_string(lines[0].number), false);
-    if (lines.size() > 1) yaml_error(source + ":" + std::to_string(lines[1].number), "unexpected text after the document");
+    Node value = detail_cli::read_flow(lines[0].text, j, source + ":" + std::to_string(lines[0].number), false);
+    if (lines.size() > 1) detail_cli::yaml_error(source + ":" + std::to_string(lines[1].number), "unexpected text after the document");
     return value;
   }
-  Node root = read_block(lines, i, lines[0].indent, source);
-  if (i < lines.size()) yaml_error(source + ":" + std::to_string(lines[i].number), "unexpected indentation");
+  Node root = detail_cli::read_block(lines, i, lines[0].indent, source);
+  if (i < lines.size()) detail_cli::yaml_error(source + ":" + std::to_string(lines[i].number), "unexpected indentation");
   return root;
 }
 
 TRAINLOOP_DETAIL_API Node parse_yaml_value(const std::string& text, const std::string& where) {
   std::size_t i = 0;
-  Node value = read_flow(text, i, where, false);
-  if (!trim(text.substr(i)).empty()) yaml_error(where, "unexpected text after the value: '" + text.substr(i) + "'");
+  Node value = detail_cli::read_flow(text, i, where, false);
+  if (!detail_cli::trim(text.substr(i)).empty()) detail_cli::yaml_error(where, "unexpected text after the value: '" + text.substr(i) + "'");
   return value;
 }
 
 TRAINLOOP_DETAIL_API std::string to_yaml(const Node& map, int indent) {
-  if (map.kind != Node::Kind::map) return scalar_yaml(map) + "\n";
+  if (map.kind != Node::Kind::map) return detail_cli::scalar_yaml(map) + "\n";
   if (map.entries.empty()) return indent == 0 ? "{}\n" : "";
   std::string out;
   const std::string pad(static_cast<std::size_t>(indent), ' ');
@@ -19229,7 +19238,7 @@ TRAINLOOP_DETAIL_API std::string to_yaml(const Node& map, int indent) {
     if (value.kind == Node::Kind::map && !value.entries.empty())
       out += pad + key + ":\n" + to_yaml(value, indent + 2);
     else
-      out += pad + key + ": " + scalar_yaml(value) + "\n";
+      out += pad + key + ": " + detail_cli::scalar_yaml(value) + "\n";
   }
   return out;
 }
@@ -19238,7 +19247,7 @@ TRAINLOOP_DETAIL_API std::string closest_name(const std::string& name, const std
   std::string best;
   std::size_t best_distance = std::string::npos;
   for (const auto& candidate : names) {
-    const std::size_t d = edit_distance(name, candidate);
+    const std::size_t d = detail_cli::edit_distance(name, candidate);
     if (d < best_distance) best = candidate, best_distance = d;
   }
   // Close: within a third of the name's length, or the name is a suffix (a section forgotten: "max_epochs").
@@ -19426,7 +19435,7 @@ TRAINLOOP_DETAIL_API std::string Parser::help() const {
     std::string left = "  --" + f.name + " " + f.type;
     if (left.size() < 48) left += std::string(48 - left.size(), ' ');
     else left += "\n" + std::string(48, ' ');
-    out += left + f.help + " (default: " + scalar_yaml(f.get()) + ")\n";
+    out += left + f.help + " (default: " + detail_cli::scalar_yaml(f.get()) + ")\n";
   }
   if (!aliases_.empty()) {
     out += "\naliases:\n";
@@ -19541,7 +19550,7 @@ TRAINLOOP_DETAIL_API Run Parser::parse(const std::vector<std::string>& args) {
     if (number && detail_cli::looks_like_int(v.text)) run.hyperparameters[f.name] = detail_cli::to_int(v, f.name);
     else if (number) run.hyperparameters[f.name] = detail_cli::to_float(v, f.name);
     else if (v.kind == Node::Kind::scalar) run.hyperparameters[f.name] = v.text;
-    else run.hyperparameters[f.name] = scalar_yaml(v);
+    else run.hyperparameters[f.name] = detail_cli::scalar_yaml(v);
   }
   if (print_config) {
     if (output_) std::fputs(run.config_yaml.c_str(), output_);

@@ -578,10 +578,9 @@ TRAINLOOP_DETAIL_API std::string scalar_yaml(const Node& n) {
   return "null";
 }
 }  // namespace detail_cli
-using namespace detail_cli;
 
 TRAINLOOP_DETAIL_API Node parse_yaml(const std::string& text, const std::string& source) {
-  std::vector<YamlLine> lines;
+  std::vector<detail_cli::YamlLine> lines;
   int number = 0;
   std::size_t at = 0;
   while (at <= text.size()) {
@@ -592,11 +591,11 @@ TRAINLOOP_DETAIL_API Node parse_yaml(const std::string& text, const std::string&
     ++number;
     if (raw.find('\t') != std::string::npos && raw.find_first_not_of(" \t") != std::string::npos &&
         raw.find('\t') < raw.find_first_not_of(" \t"))
-      yaml_error(source + ":" + std::to_string(number), "a tab in the indentation (YAML indents with spaces)");
-    std::string content = strip_comment(raw);
+      detail_cli::yaml_error(source + ":" + std::to_string(number), "a tab in the indentation (YAML indents with spaces)");
+    std::string content = detail_cli::strip_comment(raw);
     const std::size_t indent = content.find_first_not_of(' ');
-    if (indent == std::string::npos || trim(content).empty()) continue;
-    const std::string stripped = trim(content);
+    if (indent == std::string::npos || detail_cli::trim(content).empty()) continue;
+    const std::string stripped = detail_cli::trim(content);
     if (stripped == "---" || stripped == "...") continue;
     if (stripped.rfind("%", 0) == 0) continue;  // a directive
     lines.push_back({number, indent, stripped});
@@ -610,24 +609,24 @@ TRAINLOOP_DETAIL_API Node parse_yaml(const std::string& text, const std::string&
   if (lines[0].text.find(':') == std::string::npos && lines[0].text.rfind("- ", 0) != 0) {
     // A whole document that is one flow value ({} for an empty mapping).
     std::size_t j = 0;
-    Node value = read_flow(lines[0].text, j, source + ":" + std::to_string(lines[0].number), false);
-    if (lines.size() > 1) yaml_error(source + ":" + std::to_string(lines[1].number), "unexpected text after the document");
+    Node value = detail_cli::read_flow(lines[0].text, j, source + ":" + std::to_string(lines[0].number), false);
+    if (lines.size() > 1) detail_cli::yaml_error(source + ":" + std::to_string(lines[1].number), "unexpected text after the document");
     return value;
   }
-  Node root = read_block(lines, i, lines[0].indent, source);
-  if (i < lines.size()) yaml_error(source + ":" + std::to_string(lines[i].number), "unexpected indentation");
+  Node root = detail_cli::read_block(lines, i, lines[0].indent, source);
+  if (i < lines.size()) detail_cli::yaml_error(source + ":" + std::to_string(lines[i].number), "unexpected indentation");
   return root;
 }
 
 TRAINLOOP_DETAIL_API Node parse_yaml_value(const std::string& text, const std::string& where) {
   std::size_t i = 0;
-  Node value = read_flow(text, i, where, false);
-  if (!trim(text.substr(i)).empty()) yaml_error(where, "unexpected text after the value: '" + text.substr(i) + "'");
+  Node value = detail_cli::read_flow(text, i, where, false);
+  if (!detail_cli::trim(text.substr(i)).empty()) detail_cli::yaml_error(where, "unexpected text after the value: '" + text.substr(i) + "'");
   return value;
 }
 
 TRAINLOOP_DETAIL_API std::string to_yaml(const Node& map, int indent) {
-  if (map.kind != Node::Kind::map) return scalar_yaml(map) + "\n";
+  if (map.kind != Node::Kind::map) return detail_cli::scalar_yaml(map) + "\n";
   if (map.entries.empty()) return indent == 0 ? "{}\n" : "";
   std::string out;
   const std::string pad(static_cast<std::size_t>(indent), ' ');
@@ -635,7 +634,7 @@ TRAINLOOP_DETAIL_API std::string to_yaml(const Node& map, int indent) {
     if (value.kind == Node::Kind::map && !value.entries.empty())
       out += pad + key + ":\n" + to_yaml(value, indent + 2);
     else
-      out += pad + key + ": " + scalar_yaml(value) + "\n";
+      out += pad + key + ": " + detail_cli::scalar_yaml(value) + "\n";
   }
   return out;
 }
@@ -644,7 +643,7 @@ TRAINLOOP_DETAIL_API std::string closest_name(const std::string& name, const std
   std::string best;
   std::size_t best_distance = std::string::npos;
   for (const auto& candidate : names) {
-    const std::size_t d = edit_distance(name, candidate);
+    const std::size_t d = detail_cli::edit_distance(name, candidate);
     if (d < best_distance) best = candidate, best_distance = d;
   }
   // Close: within a third of the name's length, or the name is a suffix (a section forgotten: "max_epochs").
@@ -832,7 +831,7 @@ TRAINLOOP_DETAIL_API std::string Parser::help() const {
     std::string left = "  --" + f.name + " " + f.type;
     if (left.size() < 48) left += std::string(48 - left.size(), ' ');
     else left += "\n" + std::string(48, ' ');
-    out += left + f.help + " (default: " + scalar_yaml(f.get()) + ")\n";
+    out += left + f.help + " (default: " + detail_cli::scalar_yaml(f.get()) + ")\n";
   }
   if (!aliases_.empty()) {
     out += "\naliases:\n";
@@ -947,7 +946,7 @@ TRAINLOOP_DETAIL_API Run Parser::parse(const std::vector<std::string>& args) {
     if (number && detail_cli::looks_like_int(v.text)) run.hyperparameters[f.name] = detail_cli::to_int(v, f.name);
     else if (number) run.hyperparameters[f.name] = detail_cli::to_float(v, f.name);
     else if (v.kind == Node::Kind::scalar) run.hyperparameters[f.name] = v.text;
-    else run.hyperparameters[f.name] = scalar_yaml(v);
+    else run.hyperparameters[f.name] = detail_cli::scalar_yaml(v);
   }
   if (print_config) {
     if (output_) std::fputs(run.config_yaml.c_str(), output_);

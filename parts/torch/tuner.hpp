@@ -297,15 +297,24 @@ class Tuner {
     trials_.clear();
     using D = std::remove_reference_t<Data>;
     if constexpr (detail::is_detected_v<detail::set_batch_size_t, D>) {
-      const StateDict position = data.state_dict();
-      const std::int64_t original = data.options().batch_size();
-      const std::int64_t size = search_batch_size(module, options, [&](std::int64_t b) -> D& {
-        data.set_batch_size(b);
-        return data;
-      });
-      data.set_batch_size(original);
-      data.load_state_dict(position);
-      if (skipped_) return original;
+      struct Restore {  // the loader's batch size and position, whatever happens
+        D& data;
+        const std::int64_t batch_size = data.options().batch_size();
+        const StateDict position = data.state_dict();
+        ~Restore() {
+          data.set_batch_size(batch_size);
+          data.load_state_dict(position);
+        }
+      };
+      std::int64_t size = 0;
+      {
+        Restore restore{data};
+        size = search_batch_size(module, options, [&](std::int64_t b) -> D& {
+          data.set_batch_size(b);
+          return data;
+        });
+        if (skipped_) return restore.batch_size;
+      }
       data.set_batch_size(size);
       return size;
     } else {
@@ -333,16 +342,17 @@ class Tuner {
   void run(T& trainer, Module& module, Data&& data) {
     static_cast<TrainerCore&>(trainer).tuning_ = true;
     using D = std::remove_reference_t<Data>;
-    std::optional<StateDict> position;
-    if constexpr (std::is_lvalue_reference_v<Data> && detail::is_detected_v<detail::data_position_t, D>)
-      position = data.state_dict();
     struct Restore {
       detail::TuningSnapshot& snapshot;
-      ~Restore() { snapshot.restore(); }
-    } restore{*snapshot_};
-    trainer.fit(module, std::forward<Data>(data));
+      std::function<void()> data_position;
+      ~Restore() {
+        snapshot.restore();
+        if (data_position) data_position();
+      }
+    } restore{*snapshot_, nullptr};
     if constexpr (std::is_lvalue_reference_v<Data> && detail::is_detected_v<detail::data_position_t, D>)
-      data.load_state_dict(*position);
+      restore.data_position = [&data, position = data.state_dict()] { data.load_state_dict(position); };
+    trainer.fit(module, std::forward<Data>(data));
   }
 
   template <class Module, class MakeData>

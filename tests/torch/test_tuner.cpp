@@ -338,6 +338,9 @@ TEST_CASE("Tuner::scale_batch_size: Lightning's power and binsearch rules; the l
   const auto failing_weights = state_of(failing);
   CHECK_THROWS_WITH_AS(tuner.scale_batch_size(failing, small), contains("a bug in training_step"), std::runtime_error);
   CHECK(bitwise_equal(state_of(failing), failing_weights));
+  const StateDict loader_before = loader.state_dict();
+  CHECK_THROWS_WITH_AS(tuner.scale_batch_size(failing, loader), contains("a bug in training_step"), std::runtime_error);
+  CHECK((loader.state_dict() == loader_before));  // its batch size (100) and position, as they were
   CHECK_THROWS_WITH_AS(tuner.scale_batch_size(net, loader, BatchSizeFinderOptions().mode("linear")),
                        contains("mode(\"linear\")"), std::invalid_argument);
 }
