@@ -18,6 +18,7 @@
 #if TRAINLOOP_WITH_LOGGERS
 #include "parts/core/crc32c.hpp"
 #include "parts/core/loggers/common.hpp"
+#include "parts/core/loggers/media.hpp"
 #include "parts/core/loggers/csv.hpp"
 #include "parts/core/loggers/tensorboard.hpp"
 #include "parts/core/loggers/mlflow.hpp"
@@ -37,6 +38,7 @@
 #include "parts/torch/data/stream.hpp"
 #include "parts/torch/device.hpp"
 #include "parts/torch/logging.hpp"
+#include "parts/torch/media.hpp"
 #include "parts/torch/metrics/metric.hpp"
 #include "parts/torch/metrics/regression.hpp"
 #include "parts/torch/metrics/classification.hpp"
@@ -72,6 +74,7 @@
 #include "parts/torch/callbacks/lr_monitor.hpp"
 #include "parts/torch/callbacks/ema.hpp"
 #include "parts/torch/callbacks/gradient_accumulation.hpp"
+#include "parts/torch/callbacks/histograms.hpp"
 #include "parts/torch/tuner.hpp"
 #include "parts/torch/cli.hpp"
 #endif

@@ -1096,6 +1096,19 @@ template <class H>
 using finalize_t = decltype(std::declval<H&>().finalize(std::declval<const std::string&>()));
 template <class H>
 using logger_flush_t = decltype(std::declval<H&>().flush());
+// What a logger shows beside scalars (loggers/media.hpp): histograms, images, text, checkpoints. A logger without one
+// (CSV, JSON lines) is passed by.
+template <class H, class Histogram>
+using log_histogram_t = decltype(std::declval<H&>().log_histogram(std::declval<const std::string&>(),
+                                                                  std::declval<const Histogram&>(), std::int64_t{}));
+template <class H, class Image>
+using log_image_t =
+    decltype(std::declval<H&>().log_image(std::declval<const std::string&>(), std::declval<const Image&>(), std::int64_t{}));
+template <class H>
+using log_text_t = decltype(std::declval<H&>().log_text(std::declval<const std::string&>(),
+                                                        std::declval<const std::string&>(), std::int64_t{}));
+template <class H, class Checkpoint>
+using after_save_checkpoint_t = decltype(std::declval<H&>().after_save_checkpoint(std::declval<const Checkpoint&>()));
 TRAINLOOP_DETAIL_MEMBER_PROBE(log_metrics)
 template <class H>
 constexpr bool is_logger() {
@@ -3137,6 +3150,211 @@ TRAINLOOP_DETAIL_API std::int64_t VersionedRun::version() {
 
 TRAINLOOP_DETAIL_END
 // ---- end parts/core/loggers/common.hpp ----
+// ---- begin parts/core/loggers/media.hpp ----
+// trainloop: what loggers show beside scalars, as plain values: a histogram (what TensorBoard's HistogramProto holds,
+// made as torch.utils.tensorboard makes it) and an encoded image. The torch side (parts/torch/media.hpp) makes them
+// from tensors; the loggers that show them (TensorBoard, MLflow) take these, and CSV and JSON lines have no place for
+// them (they declare no log_histogram/log_image, and the Trainer's helpers pass them by).
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+// Headers only the definitions use: a separately compiled TU does not parse them.
+#if TRAINLOOP_DETAIL_DEFINE_API
+#include <stdexcept>
+#endif
+
+TRAINLOOP_DETAIL_BEGIN
+
+/// A histogram as TensorBoard's HistogramProto holds it: the values' count, min, max, sum and sum of squares, and
+/// buckets given by their right edges (`bucket_limits[i]`), bucket i holding the values in
+/// [bucket_limits[i-1], bucket_limits[i]) (the last one closed on the right), as numpy.histogram counts them.
+struct Histogram {
+  double min = 0, max = 0, num = 0, sum = 0, sum_squares = 0;
+  std::vector<double> bucket_limits;
+  std::vector<double> bucket_counts;
+};
+
+/// An image ready for a logger: PNG bytes and what they hold (channels: 1 grey, 2 grey+alpha, 3 RGB, 4 RGBA).
+struct EncodedImage {
+  std::int64_t height = 0, width = 0, channels = 0;
+  std::string png;
+};
+
+/// TensorFlow's default histogram edges, which torch.utils.tensorboard uses for add_histogram(bins="tensorflow"):
+/// 0, and +-v for v = 1e-12, 1.1e-12, ... (multiplying by 1.1 in double while v < 1e20), ascending: 1549 edges.
+TRAINLOOP_DETAIL_API const std::vector<double>& tensorflow_bucket_edges();
+
+/// torch.utils.tensorboard's make_histogram from per-bin counts: `counts[i]` values in [edges[i], edges[i+1]) (the
+/// last bin closed; values outside the edges are in no bin), trimmed to the bins from the first to the last non-empty
+/// one, with one empty bin before them so the first limit is the left edge of the data (or, when the first bin is
+/// non-empty, a zero-count bucket whose limit is edges[0]). `num`, `min`, `max`, `sum`, `sum_squares` are the values'.
+/// An empty tensor, or values that fall in no bin, are errors naming `tag` (as torch's "The input has no element" and
+/// "The histogram is empty").
+TRAINLOOP_DETAIL_API Histogram trimmed_histogram(const std::vector<double>& edges, const std::vector<double>& counts,
+                                                 double num, double min, double max, double sum, double sum_squares,
+                                                 const std::string& tag);
+/// The same from values on the host, in one pass (sums in long double, so they round as an exact sum would).
+TRAINLOOP_DETAIL_API Histogram histogram_of(const double* values, std::size_t size, const std::vector<double>& edges,
+                                            const std::string& tag);
+TRAINLOOP_DETAIL_API Histogram histogram_of(const float* values, std::size_t size, const std::vector<double>& edges,
+                                            const std::string& tag);
+/// Edges must be finite and strictly ascending, at least two (numpy.histogram's rule); the error names `tag`.
+TRAINLOOP_DETAIL_API void check_histogram_edges(const std::vector<double>& edges, const std::string& tag);
+
+namespace detail {
+// The bins of values over TensorFlow's edges (numpy's: [e_i, e_i+1), the last closed), found without a binary search
+// over 1549 edges and without branches on the data (weights' signs and gradients' zeros are unpredictable): the
+// positive edges are v_k = 1e-12 * 1.1^k, and a table indexed by a value's binary exponent and the top 4 bits of its
+// mantissa (ranges narrower than the edges' ratio 1.1, so at most one edge inside one) gives the last edge at or
+// below the range's start; one exact comparison finishes.
+class TensorflowBins {
+ public:
+  TRAINLOOP_DETAIL_API TensorflowBins();
+  /// The bin of `v`, or -1 (NaN, beyond the edges).
+  std::ptrdiff_t operator()(double v) const {
+    const double a = std::fabs(v);
+    if (!(a <= edge_[p_])) return -1;  // NaN, or beyond the last edge
+    std::uint64_t bits;
+    std::memcpy(&bits, &a, 8);
+    const int row = std::max(static_cast<int>(bits >> 52) - first_exponent, 0);  // 0, subnormals: the first row
+    std::ptrdiff_t k = start_[(row << 4) | static_cast<int>((bits >> 48) & 15)];
+    k += edge_[k + 1] <= a;  // edge_[k] <= a < edge_[k + 1]
+    const std::ptrdiff_t up = std::min(p_ + k, 2 * p_ - 1);    // [v_k-1, v_k) (k = 0: [0, v_0)); the last edge closes
+    const std::ptrdiff_t down = p_ - k - (a != edge_[k]);      // [-v_m, -v_m-1) with a in (v_m-1, v_m]
+    const std::ptrdiff_t negative = -static_cast<std::ptrdiff_t>(v < 0);  // all ones or zero: no branch on the sign
+    return up ^ ((up ^ down) & negative);
+  }
+
+ private:
+  static constexpr int first_exponent = 1023 - 41, exponents = 110;  // 2^-41 < 1e-12, 2^69 > 1e20
+  std::vector<double> edge_;  // 0, v_0 .. v_p-1, +inf
+  std::ptrdiff_t p_;          // positive edges
+  std::int16_t start_[exponents * 16];
+};
+}  // namespace detail
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+TRAINLOOP_DETAIL_API const std::vector<double>& tensorflow_bucket_edges() {
+  static const std::vector<double> edges = [] {
+    std::vector<double> positive;
+    for (double v = 1e-12; v < 1e20; v *= 1.1) positive.push_back(v);
+    std::vector<double> all;
+    all.reserve(2 * positive.size() + 1);
+    for (auto it = positive.rbegin(); it != positive.rend(); ++it) all.push_back(-*it);
+    all.push_back(0.0);
+    all.insert(all.end(), positive.begin(), positive.end());
+    return all;
+  }();
+  return edges;
+}
+
+TRAINLOOP_DETAIL_API void check_histogram_edges(const std::vector<double>& edges, const std::string& tag) {
+  if (edges.size() < 2)
+    throw std::invalid_argument("trainloop: histogram '" + tag + "': at least two bucket edges are needed");
+  for (std::size_t i = 0; i < edges.size(); ++i) {
+    if (!std::isfinite(edges[i]) || (i > 0 && !(edges[i] > edges[i - 1])))
+      throw std::invalid_argument("trainloop: histogram '" + tag + "': bucket edges must be finite and strictly ascending (edge " +
+                                  std::to_string(i) + " is not)");
+  }
+}
+
+TRAINLOOP_DETAIL_API Histogram trimmed_histogram(const std::vector<double>& edges, const std::vector<double>& counts,
+                                                 double num, double min, double max, double sum, double sum_squares,
+                                                 const std::string& tag) {
+  if (num == 0) throw std::invalid_argument("trainloop: histogram '" + tag + "': the tensor has no element");
+  if (counts.size() + 1 != edges.size())
+    throw std::invalid_argument("trainloop: histogram '" + tag + "': " + std::to_string(counts.size()) +
+                                " counts for " + std::to_string(edges.size()) + " edges");
+  std::size_t first = counts.size(), last = 0;
+  for (std::size_t i = 0; i < counts.size(); ++i)
+    if (counts[i] > 0) first = std::min(first, i), last = i;
+  if (first == counts.size())
+    throw std::invalid_argument("trainloop: histogram '" + tag + "': no value lies within the bucket edges [" +
+                                std::to_string(edges.front()) + ", " + std::to_string(edges.back()) + "] (NaN or out of range)");
+  Histogram h{min, max, num, sum, sum_squares, {}, {}};
+  // The bucket left of the first non-empty one: its right limit is the data's left edge.
+  if (first == 0) {
+    h.bucket_limits.push_back(edges[0]);
+    h.bucket_counts.push_back(0);
+  } else {
+    h.bucket_limits.push_back(edges[first]);
+    h.bucket_counts.push_back(counts[first - 1]);
+  }
+  for (std::size_t i = first; i <= last; ++i) {
+    h.bucket_limits.push_back(edges[i + 1]);
+    h.bucket_counts.push_back(counts[i]);
+  }
+  return h;
+}
+
+TRAINLOOP_DETAIL_API detail::TensorflowBins::TensorflowBins() {
+  const std::vector<double>& edges = tensorflow_bucket_edges();
+  p_ = static_cast<std::ptrdiff_t>(edges.size() / 2);  // edges[p] is 0
+  edge_.assign(edges.begin() + p_, edges.end());
+  edge_.push_back(HUGE_VAL);
+  for (int key = 0; key < exponents * 16; ++key) {
+    const double low = std::ldexp(1.0 + (key % 16) / 16.0, key / 16 + first_exponent - 1023);
+    start_[key] = static_cast<std::int16_t>(std::upper_bound(edge_.begin(), edge_.begin() + p_ + 1, low) - edge_.begin() - 1);
+  }
+}
+
+namespace detail {
+// One pass: the statistics, and the count of each bin `bin(v)` gives (-1: none).
+template <class T, class Bin>
+Histogram count_histogram(const T* values, std::size_t size, const std::vector<double>& edges, const Bin& bin,
+                          const std::string& tag) {
+  std::vector<std::int64_t> counts(edges.size(), 0);  // counts[0]: in no bin
+  double min = size ? static_cast<double>(values[0]) : 0, max = min;
+  long double sum = 0, sum_squares = 0;
+  bool nan = false;
+  for (std::size_t i = 0; i < size; ++i) {
+    const double v = static_cast<double>(values[i]);
+    if (v != v) {
+      nan = true;
+      continue;
+    }
+    min = std::min(min, v);
+    max = std::max(max, v);
+    sum += v;
+    sum_squares += static_cast<long double>(v) * v;
+    ++counts[static_cast<std::size_t>(bin(v) + 1)];
+  }
+  if (nan) min = max = std::nan(""), sum = sum_squares = std::nan("");  // numpy's min, max and sums propagate NaN
+  return trimmed_histogram(edges, std::vector<double>(counts.begin() + 1, counts.end()), static_cast<double>(size), min, max,
+                           static_cast<double>(sum), static_cast<double>(sum_squares), tag);
+}
+template <class T>
+Histogram histogram_of_values(const T* values, std::size_t size, const std::vector<double>& edges, const std::string& tag) {
+  check_histogram_edges(edges, tag);
+  if (&edges == &tensorflow_bucket_edges()) {
+    static const TensorflowBins tensorflow_bins;
+    return count_histogram(values, size, edges, tensorflow_bins, tag);
+  }
+  const auto last = static_cast<std::ptrdiff_t>(edges.size()) - 2;
+  return count_histogram(values, size, edges, [&](double v) -> std::ptrdiff_t {
+    if (!(v >= edges.front() && v <= edges.back())) return -1;
+    // numpy: [edges[i], edges[i+1]); the last edge closes the last bin.
+    return std::min<std::ptrdiff_t>(std::upper_bound(edges.begin(), edges.end(), v) - edges.begin() - 1, last);
+  }, tag);
+}
+}  // namespace detail
+
+TRAINLOOP_DETAIL_API Histogram histogram_of(const double* values, std::size_t size, const std::vector<double>& edges,
+                                            const std::string& tag) {
+  return detail::histogram_of_values(values, size, edges, tag);
+}
+TRAINLOOP_DETAIL_API Histogram histogram_of(const float* values, std::size_t size, const std::vector<double>& edges,
+                                            const std::string& tag) {
+  return detail::histogram_of_values(values, size, edges, tag);
+}
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
+
+TRAINLOOP_DETAIL_END
+// ---- end parts/core/loggers/media.hpp ----
 // ---- begin parts/core/loggers/csv.hpp ----
 // trainloop: CSVLogger, Lightning's layout: <save_dir>/<name>/version_<n>/metrics.csv and hparams.yaml.
 #include <chrono>
@@ -3342,6 +3560,7 @@ TRAINLOOP_DETAIL_END
 #include <map>
 #include <optional>
 #include <string>
+#include <vector>
 // Headers only the definitions use: a separately compiled TU does not parse them.
 #if TRAINLOOP_DETAIL_DEFINE_API
 #include <array>
@@ -3371,6 +3590,8 @@ TRAINLOOP_DETAIL_API void bytes(std::string& out, int field, const std::string& 
 TRAINLOOP_DETAIL_API void int64(std::string& out, int field, std::int64_t value);
 TRAINLOOP_DETAIL_API void float64(std::string& out, int field, double value);
 TRAINLOOP_DETAIL_API void float32(std::string& out, int field, float value);
+// A repeated double, packed (wire type 2: the length, then 8 bytes each).
+TRAINLOOP_DETAIL_API void packed_doubles(std::string& out, int field, const std::vector<double>& values);
 }  // namespace proto
 
 // tensorflow.Event: wall_time = 1 (double), step = 2 (int64), file_version = 3 (string), summary = 5 (Summary).
@@ -3385,6 +3606,17 @@ TRAINLOOP_DETAIL_API void plugin_value(std::string& summary, const std::string& 
 // A text summary (the Text dashboard): Value.tensor = 8 (TensorProto: dtype = 1 DT_STRING (7), tensor_shape = 2
 // (scalar: empty), string_val = 8), plugin "text".
 TRAINLOOP_DETAIL_API void text_value(std::string& summary, const std::string& tag, const std::string& text);
+// A Summary.Value of `tag` holding `message` in `field` (histo = 5, image = 4).
+TRAINLOOP_DETAIL_API void message_value(std::string& summary, const std::string& tag, int field, const std::string& message);
+// A histogram (the Histograms and Distributions dashboards), as torch.utils.tensorboard's add_histogram writes it:
+// Value.histo = 5 (HistogramProto: min = 1, max = 2, num = 3, sum = 4, sum_squares = 5, bucket_limit = 6 and
+// bucket = 7, packed doubles).
+TRAINLOOP_DETAIL_API void histogram_value(std::string& summary, const std::string& tag, const Histogram& histogram);
+// An image (the Images dashboard), as add_image writes it: Value.image = 4 (Summary.Image: height = 1, width = 2,
+// colorspace = 3 (the channels), encoded_image_string = 4 (PNG)).
+TRAINLOOP_DETAIL_API void image_value(std::string& summary, const std::string& tag, const EncodedImage& image);
+// Text as add_text writes it: tag "<tag>/text_summary", a DT_STRING tensor of shape [1], plugin "text".
+TRAINLOOP_DETAIL_API void text_summary_value(std::string& summary, const std::string& tag, const std::string& text);
 // Text shown as itself in the Text dashboard's Markdown, inside a table cell: Markdown's specials escaped, line
 // breaks as <br>.
 TRAINLOOP_DETAIL_API std::string markdown_cell(const std::string& text);
@@ -3426,6 +3658,12 @@ class TensorBoardLogger {
   }
   TRAINLOOP_DETAIL_API void log_hyperparams(const StateDict& params);
   TRAINLOOP_DETAIL_API void log_metrics(std::int64_t step, const std::map<std::string, double>& metrics);
+  /// A histogram (make one from a tensor with trainloop::histogram), as add_histogram writes it.
+  TRAINLOOP_DETAIL_API void log_histogram(const std::string& tag, const Histogram& histogram, std::int64_t step);
+  /// A PNG image (make one from a tensor with trainloop::encode_png), as add_image writes it.
+  TRAINLOOP_DETAIL_API void log_image(const std::string& tag, const EncodedImage& image, std::int64_t step);
+  /// Markdown text for the Text dashboard, as add_text writes it (shown under "<tag>/text_summary").
+  TRAINLOOP_DETAIL_API void log_text(const std::string& tag, const std::string& text, std::int64_t step);
   TRAINLOOP_DETAIL_API void finalize(const std::string& status);
   TRAINLOOP_DETAIL_API void flush();
 
@@ -3442,6 +3680,15 @@ class TensorBoardLogger {
   // hparams.yaml every time; the events once per run.
   TRAINLOOP_DETAIL_API void write_hparams();
   TRAINLOOP_DETAIL_API void add_event(std::int64_t step, const std::string& summary);
+  // One event of one summary value, made by `value(summary)`, flushed when due.
+  template <class Value>
+  void log_value(std::int64_t step, Value&& value) {
+    if (!open()) return;
+    std::string summary;
+    value(summary);
+    add_event(step, summary);
+    if (run_.flush_due()) flush();
+  }
 
   detail::VersionedRun run_;
   std::filesystem::path file_;
@@ -3507,6 +3754,17 @@ TRAINLOOP_DETAIL_API void float32(std::string& out, int field, float value) {
   key(out, field, 5);
   put_le(out, bits, 4);
 }
+TRAINLOOP_DETAIL_API void packed_doubles(std::string& out, int field, const std::vector<double>& values) {
+  key(out, field, 2);
+  varint(out, values.size() * 8);
+  std::string packed(values.size() * 8, '\0');
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    std::uint64_t bits;
+    std::memcpy(&bits, &values[i], 8);
+    for (int b = 0; b < 8; ++b) packed[8 * i + b] = static_cast<char>((bits >> (8 * b)) & 0xFF);  // little-endian
+  }
+  out += packed;
+}
 }  // namespace proto
 TRAINLOOP_DETAIL_API std::string event(double wall_time, std::int64_t step, const std::string* file_version,
                                        const std::string* summary) {
@@ -3542,6 +3800,42 @@ TRAINLOOP_DETAIL_API void text_value(std::string& summary, const std::string& ta
   proto::bytes(tensor, 2, "");
   proto::bytes(tensor, 8, text);
   plugin_value(summary, tag, "text", "", &tensor);
+}
+TRAINLOOP_DETAIL_API void message_value(std::string& summary, const std::string& tag, int field, const std::string& message) {
+  std::string v;
+  proto::bytes(v, 1, tag);
+  proto::bytes(v, field, message);
+  proto::bytes(summary, 1, v);
+}
+TRAINLOOP_DETAIL_API void histogram_value(std::string& summary, const std::string& tag, const Histogram& histogram) {
+  std::string h;
+  proto::float64(h, 1, histogram.min);
+  proto::float64(h, 2, histogram.max);
+  proto::float64(h, 3, histogram.num);
+  proto::float64(h, 4, histogram.sum);
+  proto::float64(h, 5, histogram.sum_squares);
+  proto::packed_doubles(h, 6, histogram.bucket_limits);
+  proto::packed_doubles(h, 7, histogram.bucket_counts);
+  message_value(summary, tag, 5, h);
+}
+TRAINLOOP_DETAIL_API void image_value(std::string& summary, const std::string& tag, const EncodedImage& image) {
+  std::string i;
+  proto::int64(i, 1, image.height);
+  proto::int64(i, 2, image.width);
+  proto::int64(i, 3, image.channels);
+  proto::bytes(i, 4, image.png);
+  message_value(summary, tag, 4, i);
+}
+TRAINLOOP_DETAIL_API void text_summary_value(std::string& summary, const std::string& tag, const std::string& text) {
+  std::string dim;
+  proto::int64(dim, 1, 1);
+  std::string shape;
+  proto::bytes(shape, 2, dim);
+  std::string tensor;
+  proto::int64(tensor, 1, 7);
+  proto::bytes(tensor, 2, shape);
+  proto::bytes(tensor, 8, text);
+  plugin_value(summary, tag + "/text_summary", "text", "", &tensor);
 }
 TRAINLOOP_DETAIL_API std::string markdown_cell(const std::string& text) {
   std::string out;
@@ -3599,11 +3893,25 @@ TRAINLOOP_DETAIL_API void TensorBoardLogger::log_hyperparams(const StateDict& pa
 }
 TRAINLOOP_DETAIL_API void TensorBoardLogger::log_metrics(std::int64_t step, const std::map<std::string,
                                                          double>& metrics) {
-  if (!open()) return;
-  std::string summary;
-  for (const auto& [name, value] : metrics) detail::scalar_value(summary, name, static_cast<float>(value));
-  add_event(step, summary);
-  if (run_.flush_due()) flush();
+  log_value(step, [&](std::string& summary) {
+    for (const auto& [name, value] : metrics) detail::scalar_value(summary, name, static_cast<float>(value));
+  });
+}
+TRAINLOOP_DETAIL_API void TensorBoardLogger::log_histogram(const std::string& tag, const Histogram& histogram,
+                                                           std::int64_t step) {
+  if (histogram.bucket_limits.size() != histogram.bucket_counts.size())
+    throw std::invalid_argument("trainloop: TensorBoardLogger: histogram '" + tag + "' has " +
+                                std::to_string(histogram.bucket_limits.size()) + " bucket limits and " +
+                                std::to_string(histogram.bucket_counts.size()) + " counts");
+  log_value(step, [&](std::string& summary) { detail::histogram_value(summary, tag, histogram); });
+}
+TRAINLOOP_DETAIL_API void TensorBoardLogger::log_image(const std::string& tag, const EncodedImage& image, std::int64_t step) {
+  if (image.png.compare(0, 8, "\x89PNG\r\n\x1a\n") != 0 || image.channels < 1 || image.channels > 4)
+    throw std::invalid_argument("trainloop: TensorBoardLogger: image '" + tag + "' is not a PNG of 1 to 4 channels");
+  log_value(step, [&](std::string& summary) { detail::image_value(summary, tag, image); });
+}
+TRAINLOOP_DETAIL_API void TensorBoardLogger::log_text(const std::string& tag, const std::string& text, std::int64_t step) {
+  log_value(step, [&](std::string& summary) { detail::text_summary_value(summary, tag, text); });
 }
 TRAINLOOP_DETAIL_API void TensorBoardLogger::finalize(const std::string& status) {
   if (hparams_ && !run_.is_open()) open();
@@ -3691,6 +3999,7 @@ TRAINLOOP_DETAIL_END
 #include <cstdint>
 #include <exception>
 #include <filesystem>
+#include <limits>
 #include <map>
 #include <optional>
 #include <string>
@@ -3699,9 +4008,13 @@ TRAINLOOP_DETAIL_END
 #if TRAINLOOP_DETAIL_DEFINE_API
 #include <algorithm>
 #include <cctype>
+#include <charconv>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <random>
+
+#include <unistd.h>
 #endif
 
 
@@ -3725,6 +4038,12 @@ TRAINLOOP_DETAIL_API std::string mlflow_key(const std::string& name, const std::
 inline std::string file_uri(const std::filesystem::path& path) { return "file://" + std::filesystem::absolute(path).lexically_normal().string(); }
 // Creates the folders a nested name ("train/loss") needs below `base`.
 TRAINLOOP_DETAIL_API void make_parent_dirs(const std::filesystem::path& path, const std::string& who);
+/// MLflow's check of an artifact path (mlflow/utils/validation.py's path_not_unique): it must be its own
+/// posixpath.normpath and relative, so no leading '/', no empty, '.' or '..' part ("a//b", "./a", "a/", "../x").
+/// The error names the path.
+TRAINLOOP_DETAIL_API void check_artifact_path(const std::string& path, const std::string& what);
+/// The step of an image or text file this logger names (".../<key>%step%<N>%..." or ".../step_<N>.txt"), or -1.
+TRAINLOOP_DETAIL_API std::int64_t media_file_step(const std::string& name);
 }  // namespace detail
 
 /// The run is created at the first write (status RUNNING = 1, start_time in ms), gets params from the
@@ -3739,14 +4058,20 @@ TRAINLOOP_DETAIL_API void make_parent_dirs(const std::filesystem::path& path, co
 /// given in `tags` (both given and different is an error, as in MLflow). A fit resumed from a checkpoint continues
 /// the checkpoint's run (same run id), each metric cut back to the lines written before the checkpoint, with the
 /// tags applied again and the name renamed when this logger gives one (kept when it gives none). Rank 0 only.
+/// Artifacts: files (log_artifact), images (MLflow's time-stepped log_image layout, or a file), text, and with
+/// `log_model` the ModelCheckpoint's checkpoints as Lightning's MLFlowLogger logs them; a resumed run drops the images
+/// and texts stepped after the checkpoint, and logging the same name or key and step again replaces the file.
 class MLFlowLogger {
  public:
+  /// Lightning's log_model: off (False), the kept checkpoints when the run ends (True), each one as it is saved ("all").
+  enum class LogModel { off, at_end, all };
   struct Options {
     std::string tracking_dir = "mlruns";
     std::string experiment_name = "Default";
     std::string run_name;  ///< empty: none (the UI shows the run id), or the resumed run's name
     std::map<std::string, std::string> tags;
     std::chrono::duration<double> flush_interval = std::chrono::seconds(10);
+    LogModel log_model = LogModel::off;
   };
   enum Status { running = 1, finished = 3, failed = 4 };
 
@@ -3771,6 +4096,44 @@ class MLFlowLogger {
   /// MLflow refuses to change a logged param, and so does this logger.
   TRAINLOOP_DETAIL_API void log_hyperparams(const StateDict& params);
   TRAINLOOP_DETAIL_API void log_metrics(std::int64_t step, const std::map<std::string, double>& metrics);
+
+  /// MLflow's log_artifact: the file at `local_path` copied to artifacts/<artifact_path>/<its name> (through a
+  /// temporary and a rename: readers see the old or the new file). `artifact_path` follows MLflow's rule (see
+  /// check_artifact_path); a missing file is an error naming it.
+  TRAINLOOP_DETAIL_API void log_artifact(const std::string& local_path, const std::string& artifact_path = "");
+  /// MLflow's log_text(text, artifact_file): the text as that artifact file.
+  TRAINLOOP_DETAIL_API void log_text(const std::string& text, const std::string& artifact_file);
+  /// The loggers' log_text: text/<tag>/step_<step>.txt.
+  TRAINLOOP_DETAIL_API void log_text(const std::string& tag, const std::string& text, std::int64_t step);
+  /// MLflow's time-stepped log_image(image, key=tag, step=step): images/<tag, '/' as '#'>%step%<step>%timestamp%<ms>%
+  /// <uuid>.png and the thumbnail the UI shows (<same>%compressed.webp; MLflow writes a WebP, here the same PNG bytes,
+  /// which browsers decode by their content), and the tag mlflow.loggedImages. The tag may hold letters, digits,
+  /// '_', '-', '.', ' ' and '/' (MLflow's rule).
+  TRAINLOOP_DETAIL_API void log_image(const std::string& tag, const EncodedImage& image, std::int64_t step);
+  /// MLflow's log_image(image, artifact_file): the PNG as that artifact file.
+  TRAINLOOP_DETAIL_API void log_image(const EncodedImage& image, const std::string& artifact_file);
+  /// Called by ModelCheckpoint after each checkpoint it writes (Lightning's after_save_checkpoint): with log_model,
+  /// the checkpoints it keeps go to artifacts model/checkpoints/<file stem>/ with metadata.yaml (score,
+  /// original_filename, the callback's settings) and aliases.txt (['latest', 'best'] or ['latest']), now ("all") or
+  /// at finalize (at_end); a file already logged and unchanged is not copied again.
+  template <class Checkpoint>
+  void after_save_checkpoint(const Checkpoint& callback) {
+    if (options_.log_model == LogModel::off) return;
+    checkpoints_.clear();
+    const auto& o = callback.options();
+    const std::string settings = "Checkpoint:\n  _every_n_train_steps: " + std::to_string(o.every_n_train_steps) +
+                                 "\n  _every_n_val_epochs: " + std::to_string(o.every_n_epochs) +
+                                 "\n  mode: " + (o.mode == decltype(o.mode)::min ? "min" : "max") +
+                                 "\n  monitor: " + (o.monitor.empty() ? "null" : detail::yaml_string(o.monitor)) +
+                                 "\n  save_last: " + (o.save_last ? "true" : "false") +
+                                 "\n  save_top_k: " + std::to_string(o.save_top_k) +
+                                 "\n  save_weights_only: " + (o.save_weights_only ? "true" : "false") + "\n";
+    for (const auto& [path, score] : callback.kept())
+      checkpoints_.push_back({path, score, path == callback.best_model_path(), settings});
+    if (!callback.last_model_path().empty())
+      checkpoints_.push_back({callback.last_model_path(), std::numeric_limits<double>::quiet_NaN(), callback.last_model_path() == callback.best_model_path(), settings});
+    if (options_.log_model == LogModel::all) log_checkpoints();
+  }
   /// "success" ends the run FINISHED, anything else FAILED; so does a write that fails here (its error is thrown
   /// after the run is marked). A run already ended is left as it is.
   TRAINLOOP_DETAIL_API void finalize(const std::string& status);
@@ -3789,6 +4152,13 @@ class MLFlowLogger {
   struct Resume {
     std::string experiment_id, run_id;
     std::map<std::string, std::int64_t> lines;
+    std::int64_t media_step = -1;
+  };
+  struct CheckpointFile {
+    std::string path;
+    double score;  // NaN: none
+    bool best;
+    std::string settings;  // metadata.yaml's Checkpoint entry
   };
   static constexpr const char* who = "MLFlowLogger";
 
@@ -3809,6 +4179,13 @@ class MLFlowLogger {
   TRAINLOOP_DETAIL_API void write_run_meta(Status status, std::optional<std::int64_t> end_time);
   // The system tags, the run name's tag and the user's tags, for a new run and again for a resumed one.
   TRAINLOOP_DETAIL_API void write_tags();
+  // An artifact file with `content` (atomic); `artifact_file` checked by MLflow's rule.
+  TRAINLOOP_DETAIL_API void write_artifact(const std::string& artifact_file, const std::string& content);
+  // Opens the run for an artifact stepped at `step` (a run ended is reopened, as by a record).
+  TRAINLOOP_DETAIL_API bool open_for_media(std::int64_t step);
+  // Removes the images and texts stepped after `step` (a resumed run: what came after its checkpoint).
+  TRAINLOOP_DETAIL_API void cut_media_back(std::int64_t step);
+  TRAINLOOP_DETAIL_API void log_checkpoints();
 
   Options options_;
   detail::FlushClock flush_clock_;
@@ -3822,6 +4199,9 @@ class MLFlowLogger {
   std::map<std::string, std::string> pending_;         // metric file -> lines not yet on disk
   std::map<std::string, std::int64_t> lines_;          // metric file -> lines in the run (on disk and pending)
   std::optional<Resume> resume_;                       // the checkpoint's run, continued at the next write
+  std::int64_t media_step_ = -1;                       // the largest step of an image or text logged
+  std::vector<CheckpointFile> checkpoints_;            // ModelCheckpoint's files, for log_model
+  std::map<std::string, std::filesystem::file_time_type> logged_checkpoints_;  // path -> its time when logged
 };
 
 #if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
@@ -4068,6 +4448,28 @@ TRAINLOOP_DETAIL_API void make_parent_dirs(const std::filesystem::path& path, co
   std::filesystem::create_directories(path.parent_path(), error);
   if (error) throw log_dir_error(who, path.parent_path(), error.message());
 }
+TRAINLOOP_DETAIL_API void check_artifact_path(const std::string& path, const std::string& what) {
+  bool bad = path.empty() && what != "artifact path";
+  for (std::size_t begin = 0; !bad && !path.empty() && begin <= path.size();) {
+    const std::size_t end = std::min(path.find('/', begin), path.size());
+    const std::string part = path.substr(begin, end - begin);
+    bad = part.empty() || part == "." || part == "..";
+    begin = end + 1;
+  }
+  if (bad)
+    throw std::invalid_argument("trainloop: MLFlowLogger: invalid " + what + " '" + path +
+                                "': MLflow needs a relative path that is its own normpath (no leading '/', no empty, "
+                                "'.' or '..' part)");
+}
+TRAINLOOP_DETAIL_API std::int64_t media_file_step(const std::string& name) {
+  std::size_t at = name.find("%step%");
+  if (at != std::string::npos) at += 6;
+  else if (name.rfind("step_", 0) == 0) at = 5;
+  else return -1;
+  std::int64_t step = 0;
+  const auto [end, ec] = std::from_chars(name.data() + at, name.data() + name.size(), step);
+  return ec == std::errc() && end != name.data() + at ? step : -1;
+}
 }  // namespace detail
 TRAINLOOP_DETAIL_API void MLFlowLogger::log_hyperparams(const StateDict& params) {
   for (const auto& [key, value] : params) key_file(param, key);
@@ -4089,10 +4491,105 @@ TRAINLOOP_DETAIL_API void MLFlowLogger::log_metrics(std::int64_t step, const std
   }
   if (flush_clock_.due()) flush();
 }
+TRAINLOOP_DETAIL_API void MLFlowLogger::log_artifact(const std::string& local_path, const std::string& artifact_path) {
+  detail::check_artifact_path(artifact_path, "artifact path");
+  std::error_code error;
+  if (!std::filesystem::is_regular_file(local_path, error))
+    throw std::invalid_argument("trainloop: MLFlowLogger: log_artifact: '" + local_path + "' is not a file");
+  if (!open()) return;
+  const std::string name = std::filesystem::path(local_path).filename().string();
+  const std::filesystem::path target = run_dir_ / "artifacts" / artifact_path / name;
+  detail::make_parent_dirs(target, who);
+  const std::filesystem::path temporary = target.string() + ".tmp-" + std::to_string(::getpid());
+  std::filesystem::copy_file(local_path, temporary, std::filesystem::copy_options::overwrite_existing, error);
+  if (!error) std::filesystem::rename(temporary, target, error);
+  if (error) {
+    std::error_code ignored;
+    std::filesystem::remove(temporary, ignored);
+    throw detail::log_dir_error(who, target.parent_path(), "copying '" + local_path + "' failed: " + error.message());
+  }
+}
+TRAINLOOP_DETAIL_API void MLFlowLogger::log_text(const std::string& text, const std::string& artifact_file) {
+  detail::check_artifact_path(artifact_file, "artifact file");
+  if (open()) write_artifact(artifact_file, text);
+}
+TRAINLOOP_DETAIL_API void MLFlowLogger::log_text(const std::string& tag, const std::string& text, std::int64_t step) {
+  const std::string file = "text/" + tag + "/step_" + std::to_string(step) + ".txt";
+  detail::check_artifact_path(file, "text tag");
+  if (open_for_media(step)) write_artifact(file, text);
+}
+TRAINLOOP_DETAIL_API void MLFlowLogger::log_image(const std::string& tag, const EncodedImage& image, std::int64_t step) {
+  if (tag.empty() || tag.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./ ") != std::string::npos)
+    throw std::invalid_argument("trainloop: MLFlowLogger: image key '" + tag + "' may only contain alphanumerics, "
+                                "underscores (_), dashes (-), periods (.), spaces ( ), and slashes (/) (MLflow's rule)");
+  if (!open_for_media(step)) return;
+  std::string key = tag;
+  std::replace(key.begin(), key.end(), '/', '#');
+  const std::string prefix = key + "%step%" + std::to_string(step) + "%";
+  std::error_code error;
+  const std::filesystem::path images = run_dir_ / "artifacts" / "images";
+  for (std::filesystem::directory_iterator it(images, error), end; !error && it != end; it.increment(error))
+    if (it->path().filename().string().rfind(prefix, 0) == 0) std::filesystem::remove(it->path(), error);  // again: replaced
+  // MLflow's uuid: its first digit replaced by a letter g..z, so the name does not start with hex digits.
+  std::string uuid = detail::uuid4_hex();
+  uuid = std::string(1, static_cast<char>('g' + uuid[0] % 20)) + uuid.substr(1, 7) + "-" + uuid.substr(8, 4) + "-" +
+         uuid.substr(12, 4) + "-" + uuid.substr(16, 4) + "-" + uuid.substr(20);
+  const std::string name = "images/" + prefix + "timestamp%" + std::to_string(detail::unix_millis()) + "%" + uuid;
+  write_artifact(name + ".png", image.png);
+  write_artifact(name + "%compressed.webp", image.png);
+  write_entry("tags", key_file(Kind::tag, "mlflow.loggedImages"), "True");
+}
+TRAINLOOP_DETAIL_API void MLFlowLogger::log_image(const EncodedImage& image, const std::string& artifact_file) {
+  detail::check_artifact_path(artifact_file, "artifact file");
+  if (open()) write_artifact(artifact_file, image.png);
+}
+TRAINLOOP_DETAIL_API void MLFlowLogger::write_artifact(const std::string& artifact_file, const std::string& content) {
+  const std::filesystem::path path = run_dir_ / "artifacts" / artifact_file;
+  detail::make_parent_dirs(path, who);
+  detail::write_file_atomically(path, content, who);
+}
+TRAINLOOP_DETAIL_API bool MLFlowLogger::open_for_media(std::int64_t step) {
+  if (!open()) return false;
+  if (finalized_) {
+    finalized_ = false;
+    write_run_meta(running, std::nullopt);
+  }
+  media_step_ = std::max(media_step_, step);
+  return true;
+}
+TRAINLOOP_DETAIL_API void MLFlowLogger::cut_media_back(std::int64_t step) {
+  std::error_code error;
+  std::vector<std::filesystem::path> later;
+  const std::filesystem::path artifacts = run_dir_ / "artifacts";
+  for (const char* folder : {"images", "text"})
+    for (auto it = std::filesystem::recursive_directory_iterator(artifacts / folder, error);
+         !error && it != std::filesystem::recursive_directory_iterator(); it.increment(error))
+      if (it->is_regular_file() && detail::media_file_step(it->path().filename().string()) > step) later.push_back(it->path());
+  for (const auto& path : later) std::filesystem::remove(path, error);
+  media_step_ = step;
+}
+TRAINLOOP_DETAIL_API void MLFlowLogger::log_checkpoints() {
+  if (checkpoints_.empty() || !open()) return;
+  for (const auto& c : checkpoints_) {
+    std::error_code error;
+    const auto time = std::filesystem::last_write_time(c.path, error);
+    if (error) continue;  // removed since (a top-k checkpoint dropped)
+    auto logged = logged_checkpoints_.find(c.path);
+    if (logged != logged_checkpoints_.end() && logged->second == time) continue;
+    const std::filesystem::path file(c.path);
+    const std::string folder = "model/checkpoints/" + file.stem().string();
+    log_artifact(c.path, folder);
+    write_artifact(folder + "/metadata.yaml", c.settings + "original_filename: " + detail::yaml_string(file.filename().string()) +
+                                                  "\nscore: " + (std::isnan(c.score) ? "null" : detail::yaml_number(c.score)) + "\n");
+    write_artifact(folder + "/aliases.txt", c.best ? "['latest', 'best']" : "['latest']");
+    logged_checkpoints_[c.path] = time;
+  }
+}
 TRAINLOOP_DETAIL_API void MLFlowLogger::finalize(const std::string& status) {
   if (!open() || finalized_) return;
   std::exception_ptr error;
   try {
+    if (options_.log_model == LogModel::at_end) log_checkpoints();
     flush();
   } catch (...) {
     error = std::current_exception();
@@ -4120,7 +4617,7 @@ TRAINLOOP_DETAIL_API void MLFlowLogger::flush() {
 }
 TRAINLOOP_DETAIL_API StateDict MLFlowLogger::state_dict() const {
   if (!started_) return {};
-  StateDict state{{"experiment_id", experiment_id_}, {"run_id", run_id_}};
+  StateDict state{{"experiment_id", experiment_id_}, {"run_id", run_id_}, {"media_step", media_step_}};
   for (const auto& [file, lines] : lines_) state["metric_lines/" + file] = lines;
   return state;
 }
@@ -4130,6 +4627,7 @@ TRAINLOOP_DETAIL_API void MLFlowLogger::load_state_dict(const StateDict& state) 
     const auto* text = std::get_if<std::string>(&value);
     if (key == "experiment_id" && text) resume.experiment_id = *text;
     else if (key == "run_id" && text) resume.run_id = *text;
+    else if (key == "media_step") resume.media_step = detail::state_int(state, key, who);
     else if (key.rfind("metric_lines/", 0) == 0) resume.lines[key.substr(13)] = detail::state_int(state, key, who);
   }
   if (resume.run_id.size() != 32 || resume.run_id.find_first_not_of("0123456789abcdef") != std::string::npos ||
@@ -4143,6 +4641,7 @@ TRAINLOOP_DETAIL_API void MLFlowLogger::load_state_dict(const StateDict& state) 
   if (started_) {  // the same run: cut it back now
     flush();
     cut_metrics_back(resume_->lines);
+    cut_media_back(resume_->media_step);
     resume_.reset();
   }
 }
@@ -4178,6 +4677,7 @@ TRAINLOOP_DETAIL_API bool MLFlowLogger::open() {
                                           : options_.run_name;
     started_.set();
     cut_metrics_back(resume_->lines);
+    cut_media_back(resume_->media_step);
     write_run_meta(running, std::nullopt);
     write_tags();
   } else {
@@ -4186,6 +4686,7 @@ TRAINLOOP_DETAIL_API bool MLFlowLogger::open() {
     run_dir_ = root / experiment_id_ / run_id_;
     for (const char* sub : {"metrics", "params", "tags", "artifacts"}) detail::make_writable_dir(run_dir_ / sub, who);
     start_time_ = detail::unix_millis();
+    media_step_ = -1;
     run_name_ = options_.run_name;
     started_.set();
     write_run_meta(running, std::nullopt);
@@ -7384,6 +7885,340 @@ TRAINLOOP_DETAIL_API void MetricStore::clear() {
 
 TRAINLOOP_DETAIL_END
 // ---- end parts/torch/logging.hpp ----
+// ---- begin parts/torch/media.hpp ----
+// trainloop: histograms, images and text from tensors, for the loggers that show them (TensorBoard, MLflow):
+// `histogram_of` counts a tensor where it lives (a device tensor sends only the counts), `encode_png` and `make_grid`
+// make what add_image and torchvision's make_grid make, `confusion_matrix_image` draws a ConfusionMatrix, and
+// log_histogram/log_image/log_text hand them to one logger or to every logger of a Trainer that shows them.
+#include <torch/torch.h>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+
+TRAINLOOP_DETAIL_BEGIN
+
+/// The histogram of a tensor's values (as float64, numpy's `values.astype(float)`), as torch.utils.tensorboard's
+/// add_histogram makes it (see trimmed_histogram), `edges` defaulting to TensorFlow's (bins="tensorflow"). A CPU
+/// tensor is counted in one pass on the host; any other on its device (see histogram_on_device), the tensor never
+/// leaving it. NaN and values beyond the edges count in no bucket (as in numpy); an empty tensor is an error naming
+/// `tag`.
+TRAINLOOP_DETAIL_API Histogram histogram_of(const torch::Tensor& values, const std::vector<double>& edges = tensorflow_bucket_edges(),
+                                         const std::string& tag = "histogram");
+
+/// An image tensor as PNG, as add_image(dataformats "CHW" or "HW") encodes it: [C, H, W] with 1, 3 or 4 channels, or
+/// [H, W]; uint8 values as they are, any other type scaled by 255 in float32, clipped to [0, 255] and truncated (so
+/// floats are expected in [0, 1]); one channel becomes RGB (as add_image does). zlib deflate, no filtering.
+TRAINLOOP_DETAIL_API EncodedImage encode_png(const torch::Tensor& image);
+
+/// torchvision.utils.make_grid's options and result: images [B, C, H, W] (one channel becomes three) laid out
+/// `nrow` per row with `padding` pixels of `pad_value` around each; `normalize` maps [low, high] (value_range, or
+/// the tensor's min and max, per image with scale_each) to [0, 1].
+struct GridOptions {
+  std::int64_t nrow = 8;
+  std::int64_t padding = 2;
+  bool normalize = false;
+  std::optional<std::pair<double, double>> value_range;
+  bool scale_each = false;
+  double pad_value = 0.0;
+};
+TRAINLOOP_DETAIL_API torch::Tensor make_grid(const torch::Tensor& images, const GridOptions& options = {});
+
+/// A confusion matrix ([K, K] counts, rows the true classes, columns the predicted ones, as ConfusionMatrix
+/// computes it) drawn as an RGB uint8 [3, H, W] image: one square per cell, white to dark blue by the cell's share of
+/// its row, with the count written in it (black on light cells, white on dark ones).
+TRAINLOOP_DETAIL_API torch::Tensor confusion_matrix_image(const torch::Tensor& matrix);
+
+namespace detail {
+/// The histogram computed with tensor operations on the tensor's device (bucketize, or for TensorFlow's edges the
+/// logarithm's estimate corrected against the edges, then bincount): the statistics and the counts come to the host
+/// in one transfer. What histogram_of does for a device tensor; the tests hold it to the host pass on the CPU.
+TRAINLOOP_DETAIL_API Histogram histogram_on_device(const torch::Tensor& values, const std::vector<double>& edges,
+                                                   const std::string& tag);
+
+template <class T>
+using trainer_callbacks_t = decltype(std::declval<T&>().callbacks());
+
+// Calls `f(logger)` on `target` when it is a logger that `Accepts`, else on each of the Trainer's loggers that does
+// (on rank 0); `make()` builds what they take once, and only when one takes it.
+template <template <class> class Accepts, class Target, class Make, class F>
+void to_loggers(Target& target, Make&& make, F&& f) {
+  if constexpr (Accepts<Target>::value) {
+    f(target, make());
+  } else {
+    static_assert(is_detected_v<trainer_callbacks_t, Target>,
+                  "trainloop: log_histogram/log_image/log_text take a logger that shows them (TensorBoardLogger, "
+                  "MLFlowLogger) or a Trainer");
+    if (!target.is_global_zero()) return;
+    std::optional<std::decay_t<decltype(make())>> made;
+    std::apply([&](auto&... callbacks) {
+      auto one = [&](auto& callback) {
+        if constexpr (Accepts<std::decay_t<decltype(callback)>>::value) {
+          if (!made) made.emplace(make());
+          f(callback, *made);
+        }
+      };
+      (one(unwrap(callbacks)), ...);
+    }, target.callbacks());
+  }
+}
+template <class L>
+struct accepts_histogram : std::bool_constant<is_detected_v<log_histogram_t, L, Histogram>> {};
+template <class L>
+struct accepts_image : std::bool_constant<is_detected_v<log_image_t, L, EncodedImage>> {};
+template <class L>
+struct accepts_text : std::bool_constant<is_detected_v<log_text_t, L>> {};
+}  // namespace detail
+
+/// A tensor's histogram (see histogram_of) to `target`: a logger that shows histograms, or a Trainer (its loggers that
+/// do, on rank 0; CSV and JSON lines loggers have no place for one and are passed by). Lightning's
+/// `logger.experiment.add_histogram(tag, values, step)`; with a Trainer, give `trainer.global_step()` as the step.
+template <class Target>
+void log_histogram(Target& target, const std::string& tag, const torch::Tensor& values, std::int64_t step,
+                   const std::vector<double>& edges = tensorflow_bucket_edges()) {
+  detail::to_loggers<detail::accepts_histogram>(target, [&] { return histogram_of(values, edges, tag); },
+                                                [&](auto& logger, const Histogram& h) { logger.log_histogram(tag, h, step); });
+}
+/// An image tensor (see encode_png; make_grid for a batch) to a logger or a Trainer's loggers that show images.
+template <class Target>
+void log_image(Target& target, const std::string& tag, const torch::Tensor& image, std::int64_t step) {
+  detail::to_loggers<detail::accepts_image>(target, [&] { return encode_png(image); },
+                                            [&](auto& logger, const EncodedImage& png) { logger.log_image(tag, png, step); });
+}
+/// Text (Markdown in TensorBoard's Text dashboard) to a logger or a Trainer's loggers that show text.
+template <class Target>
+void log_text(Target& target, const std::string& tag, const std::string& text, std::int64_t step) {
+  detail::to_loggers<detail::accepts_text>(target, [&] { return true; },
+                                           [&](auto& logger, bool) { logger.log_text(tag, text, step); });
+}
+
+TRAINLOOP_DETAIL_END
+
+#if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
+#include <zlib.h>
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+
+TRAINLOOP_DETAIL_BEGIN
+namespace detail {
+// The bin of each value over TensorFlow's edges (-1: in none), as detail::tensorflow_bin finds one, in tensor
+// operations: v_k+1 == v_k * 1.1 exactly (the edges are made so), k is estimated from a float32 logarithm and set
+// right by exact comparisons with the edges.
+inline torch::Tensor tensorflow_bins(const torch::Tensor& x) {
+  const std::vector<double>& edges = tensorflow_bucket_edges();
+  const std::int64_t p = static_cast<std::int64_t>(edges.size() / 2);  // positive edges; edges[p] is 0
+  // table[k + 1] = v_k, table[0] = 0 (below v_0).
+  const torch::Tensor table = torch::cat({torch::zeros({1}, torch::kFloat64),
+                                          torch::tensor(std::vector<double>(edges.begin() + p + 1, edges.end()), torch::kFloat64)})
+                                  .to(x.device());
+  const torch::Tensor nan = torch::isnan(x);
+  const torch::Tensor a = torch::where(nan, torch::zeros_like(x), x.abs());
+  torch::Tensor k = ((torch::log(a.to(torch::kFloat32)) - std::log(1e-12)) / std::log(1.1)).floor_().clamp_(-1, p - 1).to(torch::kLong);
+  torch::Tensor lo = table.index_select(0, k + 1);
+  const torch::Tensor hi = torch::where(k < 0, torch::full_like(lo, edges[p + 1]), lo * 1.1);
+  k = (k - a.lt(lo).to(torch::kLong) + a.ge(hi).to(torch::kLong)).clamp_(-1, p - 1);  // v_k <= a < v_k+1
+  lo = table.index_select(0, k + 1);
+  const torch::Tensor last = k == p - 1;
+  // x >= 0: [0, v_0) is bin p, [v_k, v_k+1) bin p + 1 + k; the last edge closes the last bin, beyond it none.
+  torch::Tensor positive = torch::where(k < 0, torch::full_like(k, p), k + p + 1);
+  positive = torch::where(last, torch::where(a == edges.back(), torch::full_like(k, 2 * p - 1), torch::full_like(k, -1)), positive);
+  // x < 0 lies in [-v_m, -v_m-1), bin p - 1 - m, with m = k when a == v_k, else k + 1 (and m = 0 below v_0).
+  const torch::Tensor m = torch::where(k < 0, torch::zeros_like(k), k + a.ne(lo).to(torch::kLong));
+  const torch::Tensor negative = torch::where(m >= p, torch::full_like(k, -1), p - 1 - m);
+  return torch::where(nan, torch::full_like(k, -1), torch::where(x >= 0, positive, negative));
+}
+}  // namespace detail
+
+TRAINLOOP_DETAIL_API Histogram histogram_of(const torch::Tensor& values, const std::vector<double>& edges, const std::string& tag) {
+  if (!values.defined() || !values.device().is_cpu()) return detail::histogram_on_device(values, edges, tag);
+  torch::NoGradGuard no_grad;
+  const torch::Tensor flat = values.detach().reshape({-1});
+  if (flat.scalar_type() == torch::kFloat32) {  // float32 values read as float64 exactly, one by one
+    const torch::Tensor x = flat.contiguous();
+    return histogram_of(x.data_ptr<float>(), static_cast<std::size_t>(x.numel()), edges, tag);
+  }
+  const torch::Tensor x = flat.to(torch::kFloat64).contiguous();
+  return histogram_of(x.data_ptr<double>(), static_cast<std::size_t>(x.numel()), edges, tag);
+}
+
+TRAINLOOP_DETAIL_API Histogram detail::histogram_on_device(const torch::Tensor& values, const std::vector<double>& edges,
+                                                           const std::string& tag) {
+  check_histogram_edges(edges, tag);
+  if (!values.defined() || values.numel() == 0) return trimmed_histogram(edges, {}, 0, 0, 0, 0, 0, tag);
+  torch::NoGradGuard no_grad;
+  const torch::Tensor x = values.detach().reshape({-1}).to(torch::kFloat64);
+  const auto bins = static_cast<std::int64_t>(edges.size()) - 1;
+  torch::Tensor index;  // the bin of each value + 1; 0 for none
+  if (&edges == &tensorflow_bucket_edges()) {
+    index = detail::tensorflow_bins(x) + 1;
+  } else {
+    // bucketize(right=true): the number of edges <= x, so bin j ([e_j, e_j+1)) is j + 1, below the edges 0, from the
+    // last edge on bins + 1; the last edge itself belongs to the last bin (numpy), NaN to none.
+    const torch::Tensor e = torch::tensor(edges, torch::TensorOptions().dtype(torch::kFloat64)).to(x.device());
+    index = torch::bucketize(x, e, /*out_int32=*/false, /*right=*/true);
+    index = torch::where(x == edges.back(), torch::full_like(index, bins), index);
+    index = torch::where(torch::isnan(x), torch::zeros_like(index), index);
+    index = torch::where(index > bins, torch::zeros_like(index), index);
+  }
+  const torch::Tensor counts = torch::bincount(index, {}, bins + 1).narrow(0, 1, bins);
+  const torch::Tensor stats = torch::stack({x.min(), x.max(), x.sum(), x.dot(x)});
+  const torch::Tensor host = torch::cat({stats, counts.to(torch::kFloat64)}).to(torch::kCPU).contiguous();
+  const double* h = host.data_ptr<double>();
+  return trimmed_histogram(edges, std::vector<double>(h + 4, h + 4 + bins), static_cast<double>(x.numel()), h[0], h[1], h[2],
+                           h[3], tag);
+}
+
+namespace detail {
+inline void png_chunk(std::string& out, const char* type, const std::string& data) {
+  const auto be32 = [&](std::uint32_t v) {
+    for (int shift = 24; shift >= 0; shift -= 8) out += static_cast<char>((v >> shift) & 0xFF);
+  };
+  be32(static_cast<std::uint32_t>(data.size()));
+  const std::string body = std::string(type, 4) + data;
+  out += body;
+  be32(static_cast<std::uint32_t>(::crc32(0L, reinterpret_cast<const Bytef*>(body.data()), static_cast<uInt>(body.size()))));
+}
+}  // namespace detail
+
+TRAINLOOP_DETAIL_API EncodedImage encode_png(const torch::Tensor& image) {
+  const auto shape = [&] {
+    std::string s = "[";
+    for (auto d : image.sizes()) s += (s.size() > 1 ? ", " : "") + std::to_string(d);
+    return s + "]";
+  };
+  if (!image.defined() || (image.dim() != 2 && image.dim() != 3) || (image.dim() == 3 && image.size(0) != 1 &&
+                                                                      image.size(0) != 3 && image.size(0) != 4) ||
+      image.numel() == 0)
+    throw std::invalid_argument("trainloop: encode_png: an image is [C, H, W] with C 1, 3 or 4, or [H, W]; got " +
+                                (image.defined() ? shape() : std::string("an undefined tensor")));
+  torch::NoGradGuard no_grad;
+  torch::Tensor chw = image.detach().to(torch::kCPU);
+  if (chw.dim() == 2) chw = chw.unsqueeze(0);
+  if (chw.scalar_type() != torch::kUInt8) chw = (chw.to(torch::kFloat32) * 255).clamp(0, 255).to(torch::kUInt8);
+  if (chw.size(0) == 1) chw = chw.expand({3, -1, -1});
+  const torch::Tensor hwc = chw.permute({1, 2, 0}).contiguous();
+  EncodedImage out{hwc.size(0), hwc.size(1), hwc.size(2), {}};
+  const std::size_t row = static_cast<std::size_t>(out.width * out.channels);
+  std::string raw;
+  raw.reserve((row + 1) * static_cast<std::size_t>(out.height));
+  const char* pixels = reinterpret_cast<const char*>(hwc.data_ptr<std::uint8_t>());
+  for (std::int64_t y = 0; y < out.height; ++y) {
+    raw += '\0';  // filter type None
+    raw.append(pixels + static_cast<std::size_t>(y) * row, row);
+  }
+  uLongf size = compressBound(static_cast<uLong>(raw.size()));
+  std::string deflated(size, '\0');
+  if (compress2(reinterpret_cast<Bytef*>(&deflated[0]), &size, reinterpret_cast<const Bytef*>(raw.data()),
+                static_cast<uLong>(raw.size()), Z_DEFAULT_COMPRESSION) != Z_OK)
+    throw std::runtime_error("trainloop: encode_png: zlib could not compress a " + shape() + " image");
+  deflated.resize(size);
+  std::string header;
+  for (std::int64_t v : {out.width, out.height})
+    for (int shift = 24; shift >= 0; shift -= 8) header += static_cast<char>((v >> shift) & 0xFF);
+  header += {8, static_cast<char>(out.channels == 4 ? 6 : 2), 0, 0, 0};  // 8 bits, RGB(A), deflate, no filter, no interlace
+  out.png = "\x89PNG\r\n\x1a\n";
+  detail::png_chunk(out.png, "IHDR", header);
+  detail::png_chunk(out.png, "IDAT", deflated);
+  detail::png_chunk(out.png, "IEND", "");
+  return out;
+}
+
+TRAINLOOP_DETAIL_API torch::Tensor make_grid(const torch::Tensor& images, const GridOptions& options) {
+  if (!images.defined() || images.dim() < 2 || images.dim() > 4)
+    throw std::invalid_argument("trainloop: make_grid: images are [B, C, H, W], [C, H, W] or [H, W]");
+  if (options.nrow < 1 || options.padding < 0) throw std::invalid_argument("trainloop: make_grid: nrow must be positive and padding not negative");
+  torch::NoGradGuard no_grad;
+  torch::Tensor t = images.detach();
+  if (t.dim() == 2) t = t.unsqueeze(0);
+  if (t.dim() == 3) {
+    if (t.size(0) == 1) t = torch::cat({t, t, t}, 0);
+    t = t.unsqueeze(0);
+  }
+  if (t.size(1) == 1) t = torch::cat({t, t, t}, 1);
+  if (options.normalize) {
+    t = t.clone();
+    const auto normalize = [&](torch::Tensor img) {
+      const double low = options.value_range ? options.value_range->first : img.min().item<double>();
+      const double high = options.value_range ? options.value_range->second : img.max().item<double>();
+      img.clamp_(low, high).sub_(low).div_(std::max(high - low, 1e-5));
+    };
+    if (options.scale_each)
+      for (std::int64_t i = 0; i < t.size(0); ++i) normalize(t[i]);
+    else
+      normalize(t);
+  }
+  if (t.size(0) == 1) return t.squeeze(0);
+  const std::int64_t count = t.size(0), columns = std::min(options.nrow, count), rows = (count + columns - 1) / columns;
+  const std::int64_t height = t.size(2) + options.padding, width = t.size(3) + options.padding;
+  torch::Tensor grid = torch::full({t.size(1), height * rows + options.padding, width * columns + options.padding},
+                                   options.pad_value, t.options());
+  for (std::int64_t k = 0; k < count; ++k)
+    grid.narrow(1, (k / columns) * height + options.padding, height - options.padding)
+        .narrow(2, (k % columns) * width + options.padding, width - options.padding)
+        .copy_(t[k]);
+  return grid;
+}
+
+namespace detail {
+// Digits 0-9 in a 3x5 pixel font: five rows of three bits each, the top row first.
+constexpr std::uint16_t digit_glyphs[10] = {0x7B6F, 0x2C97, 0x73E7, 0x73CF, 0x5BC9, 0x79CF, 0x79EF, 0x7249, 0x7BEF, 0x7BCF};
+// Writes `text` (digits) into img [3, H, W] uint8 at (x, y), each font pixel `scale` pixels wide.
+inline void draw_digits(torch::Tensor& img, const std::string& text, std::int64_t x, std::int64_t y, std::int64_t scale,
+                        std::uint8_t value) {
+  auto a = img.accessor<std::uint8_t, 3>();
+  for (char c : text) {
+    const std::uint16_t glyph = digit_glyphs[c - '0'];
+    for (int r = 0; r < 5; ++r)
+      for (int col = 0; col < 3; ++col) {
+        if (!((glyph >> (14 - (r * 3 + col))) & 1)) continue;
+        for (std::int64_t dy = 0; dy < scale; ++dy)
+          for (std::int64_t dx = 0; dx < scale; ++dx)
+            for (int ch = 0; ch < 3; ++ch) a[ch][y + r * scale + dy][x + col * scale + dx] = value;
+      }
+    x += 4 * scale;
+  }
+}
+}  // namespace detail
+
+TRAINLOOP_DETAIL_API torch::Tensor confusion_matrix_image(const torch::Tensor& matrix) {
+  if (!matrix.defined() || matrix.dim() != 2 || matrix.size(0) != matrix.size(1) || matrix.size(0) == 0)
+    throw std::invalid_argument("trainloop: confusion_matrix_image: the matrix must be [K, K] with K > 0");
+  const torch::Tensor counts = matrix.detach().to(torch::kCPU).to(torch::kInt64).contiguous();
+  const std::int64_t k = counts.size(0);
+  const auto c = counts.accessor<std::int64_t, 2>();
+  std::size_t digits = 1;
+  for (std::int64_t i = 0; i < k; ++i)
+    for (std::int64_t j = 0; j < k; ++j) digits = std::max(digits, std::to_string(c[i][j]).size());
+  const std::int64_t scale = 2, cell = std::max<std::int64_t>(24, static_cast<std::int64_t>(digits) * 4 * scale + 6);
+  torch::Tensor img = torch::full({3, k * cell + 1, k * cell + 1}, 160, torch::kUInt8);  // grey grid lines
+  auto a = img.accessor<std::uint8_t, 3>();
+  for (std::int64_t i = 0; i < k; ++i) {
+    std::int64_t row_sum = 0;
+    for (std::int64_t j = 0; j < k; ++j) row_sum += c[i][j];
+    for (std::int64_t j = 0; j < k; ++j) {
+      const double share = row_sum > 0 ? static_cast<double>(c[i][j]) / static_cast<double>(row_sum) : 0.0;
+      // White (255, 255, 255) to dark blue (8, 48, 107), as matplotlib's "Blues" ends.
+      const std::uint8_t rgb[3] = {static_cast<std::uint8_t>(255 - share * 247), static_cast<std::uint8_t>(255 - share * 207),
+                                   static_cast<std::uint8_t>(255 - share * 148)};
+      for (std::int64_t y = 1; y < cell; ++y)
+        for (std::int64_t x = 1; x < cell; ++x)
+          for (int ch = 0; ch < 3; ++ch) a[ch][i * cell + y][j * cell + x] = rgb[ch];
+      const std::string text = std::to_string(c[i][j]);
+      const std::int64_t w = static_cast<std::int64_t>(text.size()) * 4 * scale - scale;
+      detail::draw_digits(img, text, j * cell + (cell - w) / 2 + 1, i * cell + (cell - 5 * scale) / 2 + 1, scale,
+                          share > 0.5 ? 255 : 0);
+    }
+  }
+  return img;
+}
+TRAINLOOP_DETAIL_END
+#endif  // TRAINLOOP_DETAIL_DEFINE_API
+// ---- end parts/torch/media.hpp ----
 // ---- begin parts/torch/metrics/metric.hpp ----
 // trainloop: the Metric concept, its attachment to an Engine, the distributed-sync seam, and arithmetic composition.
 //
@@ -16848,6 +17683,7 @@ class ModelCheckpoint {
   template <class T, class M>
   void on_fit_start(T& trainer, M&) {
     last_time_save_ = std::chrono::steady_clock::now();
+    validated_ = warned_ = false;
     if (!trainer.is_global_zero()) return;  // rank 0 writes the checkpoints
     std::error_code error;
     std::filesystem::create_directories(options_.dirpath, error);
@@ -16870,12 +17706,17 @@ class ModelCheckpoint {
       save(trainer);
   }
   template <class T, class M>
+  void on_validation_epoch_end(T& trainer, M&) {
+    validated_ = validated_ || !trainer.sanity_checking();
+  }
+  template <class T, class M>
   void on_train_epoch_end(T& trainer, M&) {
     if (options_.every_n_train_steps > 0 || options_.train_time_interval.count() > 0 || options_.every_n_epochs == 0) return;
     if ((trainer.current_epoch() + 1) % options_.every_n_epochs == 0) save(trainer);
   }
 
   const std::string& dirpath() const { return options_.dirpath; }
+  const Options& options() const noexcept { return options_; }
   /// The checkpoint `fit(..., "last" | "best")` resumes from, or "" when there is none: what this ModelCheckpoint
   /// wrote in this process, else what its folder holds (after a crash): last.ckpt or the newest .ckpt for "last",
   /// and for "best" the best path recorded in that newest checkpoint.
@@ -16904,8 +17745,16 @@ class ModelCheckpoint {
     for (const auto& [name, value] : trainer.callback_metrics())
       if (value.defined() && value.numel() == 1) values[name] = value.template item<double>();
     double score = std::numeric_limits<double>::quiet_NaN();
+    bool saved = false;
     if (!options_.monitor.empty()) {
       auto it = values.find(options_.monitor);
+      if (it == values.end() && !validated_) {  // Lightning's rule: before any validation, a warning and no save
+        if (!warned_ && trainer.is_global_zero())
+          std::fprintf(stderr, "trainloop: ModelCheckpoint monitors '%s', which was not logged before any validation ran: "
+                       "no checkpoint at step %lld\n", options_.monitor.c_str(), static_cast<long long>(last_step_));
+        warned_ = true;
+        return;
+      }
       if (it == values.end())
         throw std::runtime_error("trainloop: ModelCheckpoint monitors '" + options_.monitor + "', which was not logged");
       score = it->second;
@@ -16937,6 +17786,7 @@ class ModelCheckpoint {
       if (trainer.is_global_zero())
         for (const auto& file : dropped)
           if (file != path) std::filesystem::remove(file);
+      saved = true;
     }
     if (options_.save_last) {
       const std::string last = options_.dirpath + "/last.ckpt";
@@ -16944,11 +17794,20 @@ class ModelCheckpoint {
       last_path_ = last;
       try {
         if (!trainer.save_checkpoint(last, options_.format, options_.save_weights_only)) last_path_ = last_before;
+        else saved = true;
       } catch (...) {
         last_path_ = last_before;
         throw;
       }
     }
+    // Lightning's logger.after_save_checkpoint: loggers that log checkpoints (MLFlowLogger's log_model) see them.
+    if (saved && trainer.is_global_zero())
+      std::apply([&](auto&... callbacks) { (after_save(detail::unwrap(callbacks)), ...); }, trainer.callbacks());
+  }
+  template <class C>
+  void after_save(C& callback) const {
+    if constexpr (detail::is_detected_v<detail::after_save_checkpoint_t, C, ModelCheckpoint>) callback.after_save_checkpoint(*this);
+    else (void)callback;
   }
   bool better(double a, double b) const { return options_.mode == Mode::min ? a < b : a > b; }
   // Whether a checkpoint with `score` enters the kept set.
@@ -16964,6 +17823,7 @@ class ModelCheckpoint {
   std::optional<double> best_score_;
   std::int64_t last_step_ = -1;
   std::chrono::steady_clock::time_point last_time_save_{};
+  bool validated_ = false, warned_ = false;  // a validation has run in this fit; the missing monitor was reported
 };
 
 #if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
@@ -17629,6 +18489,121 @@ TRAINLOOP_DETAIL_API std::int64_t GradientAccumulationScheduler::factor_for(std:
 
 TRAINLOOP_DETAIL_END
 // ---- end parts/torch/callbacks/gradient_accumulation.hpp ----
+// ---- begin parts/torch/callbacks/histograms.hpp ----
+// trainloop: weight and gradient histograms. A Trainer callback (Lightning users write one around
+// logger.experiment.add_histogram; this is it) and Ignite's WeightsHistHandler and GradsHistHandler for the Engine.
+// Tags are Ignite's: "weights/<name>" and "grads/<name>", the parameter's dots as slashes ("fc1/weight").
+#include <torch/torch.h>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+
+TRAINLOOP_DETAIL_BEGIN
+
+namespace detail {
+// Ignite's whitelist: empty takes every parameter, else those whose name starts with one of the entries.
+inline bool whitelisted(const std::vector<std::string>& whitelist, const std::string& name) {
+  if (whitelist.empty()) return true;
+  for (const auto& prefix : whitelist)
+    if (name.rfind(prefix, 0) == 0) return true;
+  return false;
+}
+// Each named parameter's weights or gradients (none: skipped, as Ignite skips p.grad None) to `target`.
+template <class Target>
+void log_parameter_histograms(Target& target, const torch::nn::Module& model, const std::string& prefix, bool grads,
+                              const std::vector<std::string>& whitelist, std::int64_t step) {
+  for (const auto& item : model.named_parameters()) {
+    if (!whitelisted(whitelist, item.key())) continue;
+    const torch::Tensor values = grads ? item.value().grad() : item.value();
+    if (!values.defined()) continue;
+    std::string name = item.key();
+    for (char& c : name)
+      if (c == '.') c = '/';
+    log_histogram(target, prefix + (grads ? "grads/" : "weights/") + name, values, step);
+  }
+}
+}  // namespace detail
+
+/// A Trainer callback: every `every_n_steps` optimizer steps (global_step % n == 0, the first step included), the
+/// histograms of the module's weights and gradients, logged at on_before_optimizer_step: the gradients this step
+/// applies (synchronised across ranks and, under mixed precision, unscaled) and the weights they apply to, at the
+/// step's global_step, to every logger that shows histograms (rank 0 only). Several optimizers: once per step.
+class ParameterHistograms {
+ public:
+  struct Options {
+    std::int64_t every_n_steps = 100;
+    bool weights = true;
+    bool gradients = true;
+    std::string prefix;                   ///< before "weights/" and "grads/" (Ignite's tag + "/")
+    std::vector<std::string> whitelist;   ///< parameter names or prefixes; empty: all
+  };
+  ParameterHistograms() : ParameterHistograms(Options{}) {}
+  explicit ParameterHistograms(Options options) : options_(std::move(options)) {
+    if (options_.every_n_steps < 1) throw std::invalid_argument("trainloop: ParameterHistograms: every_n_steps must be positive");
+  }
+
+  template <class T, class M>
+  void on_before_optimizer_step(T& trainer, M& module, torch::optim::Optimizer&) {
+    const std::int64_t step = trainer.global_step();
+    if (step % options_.every_n_steps != 0 || step == last_step_ || !trainer.is_global_zero()) return;
+    last_step_ = step;
+    if (options_.weights) detail::log_parameter_histograms(trainer, module, options_.prefix, false, options_.whitelist, step);
+    if (options_.gradients) detail::log_parameter_histograms(trainer, module, options_.prefix, true, options_.whitelist, step);
+  }
+
+ private:
+  Options options_;
+  std::int64_t last_step_ = -1;
+};
+
+/// The options of WeightsHistHandler and GradsHistHandler.
+struct HistHandlerOptions {
+  std::string tag;                      ///< Ignite's tag: the names become "<tag>/weights/<name>"
+  std::vector<std::string> whitelist;   ///< parameter names or prefixes; empty: all
+  bool epoch_step = false;              ///< the step is the engine's epoch, not its iteration
+};
+
+namespace detail {
+template <class Logger, bool Gradients>
+class ParameterHistHandler {
+ public:
+  ParameterHistHandler(Logger& logger, const torch::nn::Module& model, HistHandlerOptions options)
+      : logger_(&logger), model_(&model), options_(std::move(options)) {}
+
+  template <class E>
+  void operator()(E& engine) {
+    const auto step = static_cast<std::int64_t>(options_.epoch_step ? engine.state.epoch : engine.state.iteration);
+    log_parameter_histograms(*logger_, *model_, options_.tag.empty() ? "" : options_.tag + "/", Gradients,
+                             options_.whitelist, step);
+  }
+
+ private:
+  Logger* logger_;
+  const torch::nn::Module* model_;
+  HistHandlerOptions options_;
+};
+}  // namespace detail
+
+/// Ignite's WeightsHistHandler, as an Engine handler: `on(Events::iteration_completed | every(100),
+/// WeightsHistHandler(tb_logger, *model))` logs each parameter's histogram as "weights/<name>" at the engine's
+/// iteration (Ignite takes the attribute of the event it runs on: give epoch_step for epoch events). The logger and
+/// the model are held by reference.
+template <class Logger>
+struct WeightsHistHandler : detail::ParameterHistHandler<Logger, false> {
+  WeightsHistHandler(Logger& logger, const torch::nn::Module& model, HistHandlerOptions options = {})
+      : detail::ParameterHistHandler<Logger, false>(logger, model, std::move(options)) {}
+};
+/// Ignite's GradsHistHandler: the same for the gradients ("grads/<name>"; parameters without one are skipped).
+template <class Logger>
+struct GradsHistHandler : detail::ParameterHistHandler<Logger, true> {
+  GradsHistHandler(Logger& logger, const torch::nn::Module& model, HistHandlerOptions options = {})
+      : detail::ParameterHistHandler<Logger, true>(logger, model, std::move(options)) {}
+};
+
+TRAINLOOP_DETAIL_END
+// ---- end parts/torch/callbacks/histograms.hpp ----
 // ---- begin parts/torch/tuner.hpp ----
 // trainloop: the Tuner, Lightning's (tuner/tuning.py): the learning-rate range test (lr_find, tuner/lr_finder.py) and
 // the batch-size finder (scale_batch_size, tuner/batch_size_scaling.py). Each search runs on a Trainer of its own with

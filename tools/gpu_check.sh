@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# The CUDA checks, in one call on a machine with an NVIDIA GPU, PyTorch 2.x (its LibTorch headers, libraries and
-# CMake package) and no network: builds tests/gpu/*.cpp (mixed precision, checkpoints, metrics, an NCCL data-parallel
-# smoke on one GPU), the Fashion-MNIST Trainer example (separately compiled) and the AMP benchmark
-# against the single header (mixed precision compiled in) with CMake's Torch package, runs each check, trains the
-# example with --precision 16-mixed on CUDA (when the data is there; its CSV, TensorBoard and MLflow logs too, read back
-# by TensorBoard where it is installed) and runs the benchmark. Prints what it ran on and
-# each result; writes the log to $OUT/gpu_check.log when OUT is set; exits non-zero if a check fails. Device tool:
+# The CUDA checks, in one call on a machine with an NVIDIA GPU, PyTorch 2.x (its LibTorch headers, libraries and CMake
+# package) and no network: builds tests/gpu/*.cpp (mixed precision, checkpoints, metrics, histograms on the device and
+# under 16-mixed, an NCCL data-parallel smoke on one GPU), the Fashion-MNIST Trainer example (separately compiled) and
+# the AMP benchmark against the single header (mixed precision compiled in) with CMake's Torch package, runs each
+# check, trains the example with --precision 16-mixed on CUDA (when the data is there; its CSV, TensorBoard and MLflow
+# logs too, read back by TensorBoard where it is installed) and runs the benchmark. Prints what it ran on and each
+# result; writes the log to $OUT/gpu_check.log when OUT is set; exits non-zero if a check fails. Device tool:
 #   bash tools/gpu_check.sh     carry build/gpu-include (zlib's header, for a machine without zlib1g-dev) and
 #                               build/fashion-mnist (tools/gpu_check.sh --stage-data copies Debian's files there)
 set -euo pipefail
@@ -57,11 +57,15 @@ import glob, sys
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 runs = glob.glob(sys.argv[1] + "/tensorboard/version_*")
 assert runs, "no TensorBoard run folder"
-events = EventAccumulator(runs[0])
+events = EventAccumulator(runs[0], size_guidance={"histograms": 0, "images": 0})
 events.Reload()
-tags = events.Tags()["scalars"]
-assert tags, "no scalars"
-print("gpu_check: TensorBoard reads", {tag: len(events.Scalars(tag)) for tag in tags})
+tags = events.Tags()
+assert tags["scalars"], "no scalars"
+print("gpu_check: TensorBoard reads", {tag: len(events.Scalars(tag)) for tag in tags["scalars"]})
+# The histograms (every 100 steps) and the images (a prediction grid per epoch, the confusion matrix) too.
+assert tags["histograms"] and tags["images"], "no histograms or images"
+print("gpu_check: TensorBoard reads", len(tags["histograms"]), "histogram tags,", len(events.Histograms(tags["histograms"][0])),
+      "of", tags["histograms"][0], "; images:", {tag: len(events.Images(tag)) for tag in tags["images"]})
 PY
   fi
 else

@@ -107,6 +107,8 @@ fi
 # The data-parallel tests and the NCCL smoke hold c10d's classes directly (Backend vs ProcessGroup bases differ in 2.x).
 add_check g++ -std=c++17 "${check_flags[@]}" -Itests/torch "${lt2_flags[@]}" tests/torch/test_distributed.cpp
 add_check g++ -std=c++17 "${check_flags[@]}" "${lt2_flags[@]}" tests/gpu/ddp_nccl.cpp
+# The histograms' CUDA check (tests/gpu/media_cuda.cpp) runs only where a GPU is lent: it compiles here.
+add_check g++ -std=c++17 "${check_flags[@]}" "${lt2_flags[@]}" tests/gpu/media_cuda.cpp
 # Every C++ block of README.md and docs/ (one TU, every feature on).
 add_check python3 tools/check_doc_snippets.py -- -DTRAINLOOP_WITH_TORCH=1 -DTRAINLOOP_WITH_AMP=1 \
           -DTRAINLOOP_WITH_DISTRIBUTED=1 -DUSE_DISTRIBUTED -DUSE_C10D_GLOO -isystem "$torch_api"

@@ -9,13 +9,15 @@
 //
 // --smoke runs a few batches (fast_dev_run, for CI); --log-dir writes the logged metrics (every 50 steps and every
 // epoch), the learning rate, the hyperparameters (every option) and config.yaml as CSV (DIR/csv/version_N/), TensorBoard
-// event files (DIR/tensorboard/version_N/) and an MLflow run (DIR/mlruns); --profile prints where the time went;
+// event files (DIR/tensorboard/version_N/) and an MLflow run (DIR/mlruns), and the best checkpoint (DIR/checkpoints); --profile prints where the time went;
 // --min-accuracy makes the program fail when the test accuracy is lower; --precision is the Trainer's ("32",
 // "bf16-mixed" on CPU or CUDA, "16-mixed" on CUDA). --strategy ddp --devices N trains data-parallel in N processes (this
 // one is rank 0 and starts the others; under torchrun/srun/mpirun, --strategy ddp alone): each rank trains on its shard
 // of every epoch, batch 64 per rank. --lr_find runs Lightning's learning-rate finder first (Tuner.lr_find), trains with
 // its suggestion and draws its curve (lr_find.svg in the log folder, or the working folder). `test` and `validate`
-// evaluate the weights of --ckpt_path (a checkpoint of fit).
+// evaluate the weights of --ckpt_path (a checkpoint of fit). With a log folder, TensorBoard also gets the weights' and
+// gradients' histograms every 100 steps, a grid of 32 test images with their predicted and true classes after each
+// validation (and the same as text), and the test's confusion matrix; MLflow gets the images and the best checkpoint.
 #include <trainloop.hpp>
 
 #include <cmath>
@@ -36,22 +38,67 @@ struct Classifier : LightningModule<Net> {
     return loss;
   }
   void validation_step(ImageBatch& batch, std::int64_t) { evaluate(batch, "val"); }
-  void test_step(ImageBatch& batch, std::int64_t) { evaluate(batch, "test"); }
+  void test_step(ImageBatch& batch, std::int64_t) {
+    const torch::Tensor logits = evaluate(batch, "test");
+    confusion.update(logits.argmax(1), batch.second);
+  }
+  void on_test_epoch_start() { confusion.reset(); }
   std::shared_ptr<torch::optim::Adam> configure_optimizers() {
     return std::make_shared<torch::optim::Adam>(this->parameters(), torch::optim::AdamOptions(lr));
   }
   double lr = 1e-3;  // Tuner::lr_find(update_attr) sets it, as Lightning sets `model.lr`
+  ConfusionMatrix confusion{10};  // over the test set (compute() sums the ranks')
 
  private:
   Net& self() { return static_cast<Net&>(*this); }
-  void evaluate(ImageBatch& batch, const std::string& prefix) {
+  torch::Tensor evaluate(ImageBatch& batch, const std::string& prefix) {
     torch::Tensor logits = self().forward(batch.first);
     const auto size = batch.second.size(0);
     this->log(prefix + "_loss", torch::nn::functional::cross_entropy(logits, batch.second),
               LogOptions().batch_size(size));
     this->log(prefix + "_acc", logits.argmax(1).eq(batch.second).to(torch::kFloat32).mean(),
               LogOptions().prog_bar(true).batch_size(size));
+    return logits;
   }
+};
+
+// What the dashboards show beside the curves: after each validation, 32 test images framed green (right) or red
+// (wrong) with a table of their predicted and true classes; after the test, its confusion matrix. Rank 0 draws.
+class PredictionImages {
+ public:
+  PredictionImages(torch::Tensor images, torch::Tensor labels) : images_(std::move(images)), labels_(std::move(labels)) {}
+  template <class T, class M>
+  void on_validation_epoch_end(T& trainer, M& module) {
+    if (trainer.sanity_checking() || !trainer.is_global_zero()) return;
+    torch::NoGradGuard no_grad;
+    const torch::Tensor images = images_.to(module.parameters().front().device());
+    const torch::Tensor predicted = module.forward(images).argmax(1).cpu();
+    const torch::Tensor right = predicted.eq(labels_).view({-1, 1, 1, 1});
+    // Grey images as RGB inside a 2-pixel frame: green when right, red when wrong.
+    torch::Tensor framed = torch::constant_pad_nd(images_.expand({-1, 3, -1, -1}), {2, 2, 2, 2}, 0);
+    const torch::Tensor colour = torch::where(right, torch::tensor({0.f, 0.8f, 0.f}).view({1, 3, 1, 1}),
+                                              torch::tensor({0.9f, 0.f, 0.f}).view({1, 3, 1, 1}));
+    torch::Tensor inside = torch::zeros_like(framed, torch::kBool);
+    inside.narrow(2, 2, 28).narrow(3, 2, 28).fill_(true);
+    framed = torch::where(inside, framed, colour.expand_as(framed));
+    const std::int64_t step = trainer.global_step();
+    log_image(trainer, "predictions", make_grid(framed), step);
+    std::string table = "| # | predicted | true |\n|---|---|---|\n";
+    for (std::int64_t i = 0; i < predicted.size(0); ++i)
+      table += "| " + std::to_string(i) + " | " + classes[predicted[i].item<std::int64_t>()] + " | " +
+               classes[labels_[i].item<std::int64_t>()] + " |\n";
+    log_text(trainer, "predictions", table, step);
+  }
+  template <class T, class M>
+  void on_test_epoch_end(T& trainer, M& module) {
+    const torch::Tensor counts = module.confusion.compute();  // on every rank: it sums the ranks' counts
+    log_image(trainer, "test/confusion_matrix", confusion_matrix_image(counts), trainer.global_step());
+  }
+
+ private:
+  static constexpr const char* classes[10] = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                              "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
+  torch::Tensor images_, labels_;
 };
 
 struct Mlp : Classifier<Mlp> {
@@ -105,7 +152,7 @@ struct RunArgs {
   std::int64_t lr_find_steps = 100;
   template <class F>
   void fields(F& f) {
-    f("log_dir", log_dir, "Write CSV, TensorBoard and MLflow logs and config.yaml here; \"\": no logs");
+    f("log_dir", log_dir, "Write CSV, TensorBoard and MLflow logs, checkpoints and config.yaml here; \"\": none");
     f("min_accuracy", min_accuracy, "Fail (exit 1) when the test accuracy is lower");
     f("lr_find", lr_find, "Run the learning-rate finder first and train with its suggestion");
     f("lr_find_steps", lr_find_steps, "The finder's steps (Lightning's num_training)");
@@ -204,9 +251,15 @@ int run(const Args& args) {
   mlflow.tracking_dir = log_dir + "/mlruns";
   mlflow.experiment_name = "fashion_mnist";
   mlflow.run_name = args.model.arch;
+  mlflow.log_model = MLFlowLogger::LogModel::at_end;  // the checkpoints ModelCheckpoint keeps, as artifacts
   if (!log_dir.empty()) {
+    ModelCheckpoint::Options checkpoints;
+    checkpoints.dirpath = log_dir + "/checkpoints";
+    checkpoints.monitor = "val_acc";
+    checkpoints.mode = ModelCheckpoint::Mode::max;
     Trainer trainer(options, CSVLogger(csv), TensorBoardLogger(tensorboard), MLFlowLogger(mlflow), LearningRateMonitor(),
-                    cli::SaveConfigCallback(args.cli));
+                    cli::SaveConfigCallback(args.cli), ParameterHistograms(),
+                    PredictionImages(test.images.slice(0, 0, 32), test.labels.slice(0, 0, 32)), ModelCheckpoint(checkpoints));
     return fit_and_test(trainer, *model, train_batches, val_batches, test_batches, args);
   }
   Trainer trainer(options);

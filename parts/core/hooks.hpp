@@ -315,6 +315,19 @@ template <class H>
 using finalize_t = decltype(std::declval<H&>().finalize(std::declval<const std::string&>()));
 template <class H>
 using logger_flush_t = decltype(std::declval<H&>().flush());
+// What a logger shows beside scalars (loggers/media.hpp): histograms, images, text, checkpoints. A logger without one
+// (CSV, JSON lines) is passed by.
+template <class H, class Histogram>
+using log_histogram_t = decltype(std::declval<H&>().log_histogram(std::declval<const std::string&>(),
+                                                                  std::declval<const Histogram&>(), std::int64_t{}));
+template <class H, class Image>
+using log_image_t =
+    decltype(std::declval<H&>().log_image(std::declval<const std::string&>(), std::declval<const Image&>(), std::int64_t{}));
+template <class H>
+using log_text_t = decltype(std::declval<H&>().log_text(std::declval<const std::string&>(),
+                                                        std::declval<const std::string&>(), std::int64_t{}));
+template <class H, class Checkpoint>
+using after_save_checkpoint_t = decltype(std::declval<H&>().after_save_checkpoint(std::declval<const Checkpoint&>()));
 TRAINLOOP_DETAIL_MEMBER_PROBE(log_metrics)
 template <class H>
 constexpr bool is_logger() {

@@ -235,6 +235,33 @@ int main() {
     trainloop::Trainer with_config(run.trainer, trainloop::CSVLogger(), trainloop::cli::SaveConfigCallback(run));
     with_config.fit(net, data);
   }
+  {  // Histograms, images and text to the loggers; the histogram callback and Ignite's handlers; checkpoints to MLflow.
+    trainloop::MLFlowLogger::Options mlflow;
+    mlflow.log_model = trainloop::MLFlowLogger::LogModel::all;
+    trainloop::Trainer media(trainloop::TrainerOptions().max_epochs(1), trainloop::TensorBoardLogger(),
+                             trainloop::MLFlowLogger(mlflow), trainloop::CSVLogger(), trainloop::ParameterHistograms(),
+                             trainloop::ModelCheckpoint());
+    media.fit(net, data);
+    const torch::Tensor grid = trainloop::make_grid(torch::rand({4, 1, 8, 8}), trainloop::GridOptions());
+    trainloop::log_histogram(media, "w", torch::randn({10}), media.global_step());
+    trainloop::log_image(media, "grid", grid, media.global_step());
+    trainloop::log_image(media.callback<trainloop::TensorBoardLogger>(), "cm",
+                         trainloop::confusion_matrix_image(torch::eye(3)), 0);
+    trainloop::log_text(media, "note", "text", 0);
+    media.callback<trainloop::MLFlowLogger>().log_artifact("x.txt", "dir");
+    const trainloop::Histogram h = trainloop::histogram_of(torch::randn({10}), {-1.0, 0.0, 1.0});
+    const trainloop::EncodedImage png = trainloop::encode_png(grid);
+    (void)(h.num + static_cast<double>(png.png.size()));
+    torch::nn::Linear model(4, 2);
+    trainloop::TensorBoardLogger tb;
+    trainloop::HistHandlerOptions by_epoch;
+    by_epoch.epoch_step = true;
+    auto engine = trainloop::make_engine<Batch>(
+        [&](Batch& b) { model(b.first).sum().backward(); },
+        trainloop::on(trainloop::Events::iteration_completed | trainloop::every(10), trainloop::WeightsHistHandler(tb, *model)),
+        trainloop::on(trainloop::Events::epoch_completed, trainloop::GradsHistHandler(tb, *model, by_epoch)));
+    engine.run(data);
+  }
   trainloop::MnistSplit split = trainloop::read_mnist_split(trainloop::fashion_mnist_debian_dir, false);
   return static_cast<int>(split.labels.size(0) + trainloop::read_idx("x.idx").dim() +
                           static_cast<std::int64_t>(predictions.size()));

@@ -781,3 +781,202 @@ TEST_CASE("TensorBoardLogger: the HParams plugin's session start and end, an esc
   const std::string table = field(parse(field(by_tag["hparams"][0], 8)->bytes), 8)->bytes;
   CHECK(has(table, "| name | a\\|b<br>c\\*d |"));
 }
+
+namespace {
+double f64(std::uint64_t bits) {
+  double d;
+  std::memcpy(&d, &bits, 8);
+  return d;
+}
+std::vector<double> packed(const Field* f) {
+  std::vector<double> out;
+  REQUIRE(f);
+  CHECK(f->wire == 2);
+  for (std::size_t at = 0; at + 8 <= f->bytes.size(); at += 8) out.push_back(f64(le(f->bytes, at, 8)));
+  return out;
+}
+// The files below `dir`, as paths relative to it, sorted.
+std::vector<std::string> files_under(const std::filesystem::path& dir) {
+  std::vector<std::string> files;
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(dir))
+    if (entry.is_regular_file()) files.push_back(entry.path().lexically_relative(dir).generic_string());
+  std::sort(files.begin(), files.end());
+  return files;
+}
+}  // namespace
+
+TEST_CASE("histograms: TensorFlow's default edges and torch.utils.tensorboard's trimming, from host values") {
+  const auto& edges = tensorflow_bucket_edges();
+  REQUIRE(edges.size() == 1549);
+  CHECK(edges[774] == 0.0);
+  CHECK(edges[775] == 1e-12);
+  CHECK(edges[776] == 1e-12 * 1.1);
+  CHECK(edges.front() == -edges.back());
+  CHECK(edges.back() < 1e20);
+  CHECK(edges.back() * 1.1 >= 1e20);
+  CHECK(std::is_sorted(edges.begin(), edges.end()));
+
+  // Chosen edges: bins [0,1) [1,2) [2,3] (the last closed); -1 and 7 fall outside.
+  const std::vector<double> mine{0, 1, 2, 3};
+  const double values[] = {1.0, 1.5, 3.0, 2.0, -1.0, 7.0};
+  const Histogram h = histogram_of(values, 6, mine, "h");
+  CHECK(h.num == 6);
+  CHECK(h.min == -1.0);
+  CHECK(h.max == 7.0);
+  CHECK(h.sum == 13.5);
+  CHECK(h.sum_squares == 1 + 2.25 + 9 + 4 + 1 + 49);
+  // The first non-empty bin is [1,2): an empty bucket before it (limit 1), then [1,2) -> 2 and [2,3] -> 2.
+  CHECK((h.bucket_limits == std::vector<double>{1, 2, 3}));
+  CHECK((h.bucket_counts == std::vector<double>{0, 2, 2}));
+  // A first bin that is not empty: a zero bucket whose limit is the first edge.
+  const double low[] = {0.0, 0.5};
+  const Histogram l = histogram_of(low, 2, mine, "l");
+  CHECK((l.bucket_limits == std::vector<double>{0, 1}));
+  CHECK((l.bucket_counts == std::vector<double>{0, 2}));
+  // With TensorFlow's edges: 0 lies in [0, 1e-12); a positive value in the bucket whose right limit is above it.
+  const double w[] = {0.0, 0.25, -0.25};
+  const Histogram t = histogram_of(w, 3, edges, "t");
+  double total = 0;
+  for (double c : t.bucket_counts) total += c;
+  CHECK(total == 3);
+  CHECK(t.bucket_counts.front() == 0);
+  CHECK(t.bucket_limits.front() <= -0.25);
+  CHECK(t.bucket_limits.back() > 0.25);
+  CHECK_THROWS_WITH_AS(histogram_of(values, 0, mine, "empty"), contains("histogram 'empty': the tensor has no element"),
+                       std::invalid_argument);
+  const double outside[] = {9.0};
+  CHECK_THROWS_WITH_AS(histogram_of(outside, 1, mine, "far"), contains("histogram 'far': no value lies within"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(histogram_of(values, 6, {0, 2, 1}, "bad"), contains("strictly ascending (edge 2"), std::invalid_argument);
+}
+
+TEST_CASE("TensorBoardLogger: histograms, images and text as add_histogram, add_image and add_text write them") {
+  TempDir dir;
+  TensorBoardLogger::Options options;
+  options.save_dir = dir.path.string();
+  TensorBoardLogger logger(options);
+  const double values[] = {1.0, 1.5, 3.0, 2.0};
+  logger.log_histogram("weights/fc/weight", histogram_of(values, 4, {0, 1, 2, 3}, "w"), 7);
+  const EncodedImage image{2, 3, 3, std::string("\x89PNG\r\n\x1a\n", 8) + "rest"};
+  logger.log_image("predictions", image, 8);
+  logger.log_text("notes", "**bold** text", 9);
+  CHECK_THROWS_WITH_AS(logger.log_image("x", EncodedImage{1, 1, 3, "GIF89a"}, 1), contains("image 'x' is not a PNG"),
+                       std::invalid_argument);
+  logger.finalize("success");
+
+  const auto records = read_records(read_file(logger.event_file().string()));
+  REQUIRE(records.size() == 4);
+  // Histogram: Event.step 7, Summary.Value{tag = 1, histo = 5}.
+  auto event = parse(records[1]);
+  CHECK(field(event, 2)->integer == 7);
+  auto value = parse(parse(field(event, 5)->bytes)[0].bytes);
+  CHECK(field(value, 1)->bytes == "weights/fc/weight");
+  auto histo = parse(field(value, 5)->bytes);
+  CHECK(f64(field(histo, 1)->integer) == 1.0);
+  CHECK(f64(field(histo, 2)->integer) == 3.0);
+  CHECK(f64(field(histo, 3)->integer) == 4.0);
+  CHECK(f64(field(histo, 4)->integer) == 7.5);
+  CHECK(f64(field(histo, 5)->integer) == 1 + 2.25 + 9 + 4);
+  CHECK((packed(field(histo, 6)) == std::vector<double>{1, 2, 3}));
+  CHECK((packed(field(histo, 7)) == std::vector<double>{0, 2, 2}));
+  // Image: Summary.Value{tag, image = 4: height 1, width 2, colorspace 3, encoded_image_string 4}.
+  event = parse(records[2]);
+  CHECK(field(event, 2)->integer == 8);
+  value = parse(parse(field(event, 5)->bytes)[0].bytes);
+  CHECK(field(value, 1)->bytes == "predictions");
+  auto img = parse(field(value, 4)->bytes);
+  CHECK(field(img, 1)->integer == 2);
+  CHECK(field(img, 2)->integer == 3);
+  CHECK(field(img, 3)->integer == 3);
+  CHECK(field(img, 4)->bytes == image.png);
+  // Text: "<tag>/text_summary", plugin "text", a DT_STRING tensor of shape [1].
+  event = parse(records[3]);
+  value = parse(parse(field(event, 5)->bytes)[0].bytes);
+  CHECK(field(value, 1)->bytes == "notes/text_summary");
+  CHECK(field(parse(field(parse(field(value, 9)->bytes), 1)->bytes), 1)->bytes == "text");
+  auto tensor = parse(field(value, 8)->bytes);
+  CHECK(field(tensor, 1)->integer == 7);
+  auto dim = parse(field(parse(field(tensor, 2)->bytes), 2)->bytes);
+  CHECK(field(dim, 1)->integer == 1);
+  CHECK(field(tensor, 8)->bytes == "**bold** text");
+}
+
+TEST_CASE("MLFlowLogger: artifacts, time-stepped images and text in MLflow's layout; MLflow's path rules") {
+  TempDir dir;
+  MLFlowLogger::Options options;
+  options.tracking_dir = dir.file("mlruns");
+  MLFlowLogger logger(options);
+  {
+    std::ofstream(dir.file("config.yaml")) << "lr: 0.1\n";
+  }
+  logger.log_artifact(dir.file("config.yaml"));
+  logger.log_artifact(dir.file("config.yaml"), "configs/run");
+  const std::string png = std::string("\x89PNG\r\n\x1a\n", 8) + "pixels";
+  logger.log_image("val/predictions", EncodedImage{1, 1, 3, png}, 5);
+  logger.log_image("val/predictions", EncodedImage{1, 1, 3, png + "2"}, 5);  // the same key and step: replaced
+  logger.log_image(EncodedImage{1, 1, 3, png}, "plots/curve.png");
+  logger.log_text("# notes", "notes.md");
+  logger.log_text("samples", "a b c", 5);
+  const auto artifacts = logger.run_dir() / "artifacts";
+  const auto files = files_under(artifacts);
+  REQUIRE(files.size() == 7);
+  CHECK(files[0] == "config.yaml");
+  CHECK(files[1] == "configs/run/config.yaml");
+  // images/<key with '/' as '#'>%step%<step>%timestamp%<ms>%<uuid, first digit a letter g..z>[.png | %compressed.webp]
+  CHECK(files[2].rfind("images/val#predictions%step%5%timestamp%", 0) == 0);
+  CHECK(files[3].rfind("images/val#predictions%step%5%timestamp%", 0) == 0);
+  const std::string stem = files[3].substr(0, files[3].size() - 4);
+  CHECK(files[3].substr(files[3].size() - 4) == ".png");
+  CHECK(files[2] == stem + "%compressed.webp");
+  const std::string uuid = stem.substr(stem.rfind('%') + 1);
+  CHECK(uuid.size() == 36);
+  CHECK((uuid[0] >= 'g' && uuid[0] <= 'z'));
+  CHECK(read_file((artifacts / files[3]).string()) == png + "2");
+  CHECK(files[4] == "notes.md");
+  CHECK(files[5] == "plots/curve.png");
+  CHECK(files[6] == "text/samples/step_5.txt");
+  CHECK(read_file((artifacts / "text/samples/step_5.txt").string()) == "a b c");
+  CHECK(read_file((logger.run_dir() / "tags" / "mlflow.loggedImages").string()) == "True");
+  CHECK(read_file((artifacts / "configs/run/config.yaml").string()) == "lr: 0.1\n");
+
+  for (const char* bad : {"/abs", "a//b", "./a", "a/", "../up", "a/../b"})
+    CHECK_THROWS_WITH_AS(logger.log_artifact(dir.file("config.yaml"), bad), contains(std::string("invalid artifact path '") + bad + "'"),
+                         std::invalid_argument);
+  CHECK_THROWS_WITH_AS(logger.log_artifact(dir.file("missing.bin")), contains("missing.bin' is not a file"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(logger.log_image("bad:key", EncodedImage{1, 1, 3, png}, 1), contains("image key 'bad:key' may only contain"),
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS(logger.log_text("x", ""), contains("invalid artifact file ''"), std::invalid_argument);
+  CHECK(files_under(artifacts).size() == 7);  // nothing written by the refused calls
+  logger.finalize("success");
+}
+
+TEST_CASE("MLFlowLogger: a resumed run drops the images and texts stepped after its checkpoint and logs them once again") {
+  TempDir dir;
+  MLFlowLogger::Options options;
+  options.tracking_dir = dir.file("mlruns");
+  const std::string png = std::string("\x89PNG\r\n\x1a\n", 8);
+  StateDict state;
+  std::filesystem::path artifacts;
+  {
+    MLFlowLogger logger(options);
+    logger.log_image("grid", EncodedImage{1, 1, 3, png}, 10);
+    logger.log_text("notes", "ten", 10);
+    logger.flush();
+    state = logger.state_dict();  // the checkpoint, after step 10
+    CHECK(state.at("media_step") == StateValue(std::int64_t{10}));
+    logger.log_image("grid", EncodedImage{1, 1, 3, png}, 20);
+    logger.log_text("notes", "twenty", 20);
+    artifacts = logger.run_dir() / "artifacts";
+    CHECK(files_under(artifacts).size() == 6);
+  }
+  MLFlowLogger resumed(options);
+  resumed.load_state_dict(state);
+  resumed.log_image("grid", EncodedImage{1, 1, 3, png}, 10);  // the resumed run logs step 10 again: replaced
+  auto files = files_under(artifacts);
+  REQUIRE(files.size() == 3);
+  CHECK(files[0].find("%step%10%") != std::string::npos);
+  CHECK(files[1].find("%step%10%") != std::string::npos);
+  CHECK(files[2] == "text/notes/step_10.txt");
+  resumed.log_image("grid", EncodedImage{1, 1, 3, png}, 20);
+  CHECK(files_under(artifacts).size() == 5);
+  resumed.finalize("success");
+}

@@ -19,15 +19,12 @@
 #include <string>
 #include <vector>
 
+#include "report.hpp"
+
 using namespace trainloop;
 using Batch = std::pair<torch::Tensor, torch::Tensor>;
 
 namespace {
-int failures = 0;
-void report(const char* name, bool ok, const std::string& detail = "") {
-  std::printf("%-70s %s %s\n", name, ok ? "ok" : "FAILED", detail.c_str());
-  if (!ok) ++failures;
-}
 
 struct Net : LightningModule<Net> {
   torch::nn::Linear fc1{nullptr}, fc2{nullptr};

@@ -15,15 +15,12 @@
 #include <unistd.h>
 #include <fstream>
 
+#include "report.hpp"
+
 using namespace trainloop;
 using Batch = TensorBatch<2>;
 
 namespace {
-int failures = 0;
-void report(const char* name, bool ok, const std::string& detail = "") {
-  std::printf("%-60s %s %s\n", name, ok ? "ok" : "FAILED", detail.c_str());
-  if (!ok) ++failures;
-}
 
 struct Net : LightningModule<Net> {
   torch::nn::Linear fc1{nullptr}, fc2{nullptr};

@@ -10,14 +10,11 @@
 #include <cstdio>
 #include <string>
 
+#include "report.hpp"
+
 using namespace trainloop;
 
 namespace {
-int failures = 0;
-void report(const char* name, bool ok, const std::string& detail = "") {
-  std::printf("%-60s %s %s\n", name, ok ? "ok" : "FAILED", detail.c_str());
-  if (!ok) ++failures;
-}
 template <class F>
 std::string error_of(F&& f) {
   try {

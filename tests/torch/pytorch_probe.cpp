@@ -14,6 +14,9 @@
 //                               hyperparameters), saved with CheckpointFormat::lightning; OUT.weights: weights only
 //   resume_lightning CKPT OUT   fit(..., CKPT) for one more optimizer step on the batch the test gives (CKPT.data:
 //                               {"x", "y"}); OUT: the state_dict after it, and {"epoch", "global_step"} as resumed
+//   media DIR                   histograms, images and text to a TensorBoardLogger (DIR/tb) and an MLFlowLogger
+//                               (DIR/mlruns), and the tensors they came from in DIR/inputs.pt
+//                               (tests/tools/test_logger_media.py reads them with numpy, PIL and torchvision)
 #include <trainloop.hpp>
 
 #include <cstdio>
@@ -183,6 +186,54 @@ int main(int argc, char** argv) {
       out.insert("epoch", trainer.current_epoch());
       out.insert("lr", trainer.optimizers().front().optimizer()->param_groups().front().options().get_lr());
       save_pytorch_file(arg(3), out);
+    } else if (command == "media") {
+      const std::string dir = arg(2);
+      VersionedLoggerOptions tb_options;
+      tb_options.save_dir = dir + "/tb";
+      TensorBoardLogger tb(tb_options);
+      MLFlowLogger::Options ml_options;
+      ml_options.tracking_dir = dir + "/mlruns";
+      MLFlowLogger ml(ml_options);
+      c10::impl::GenericDict inputs = dict();
+      // Weights-like values with exact zeros and values on TensorFlow edges; a tensor for chosen edges.
+      const torch::Tensor weights = torch::cat({torch::randn({5000}) * 0.05, torch::zeros({10}),
+                                                torch::tensor({1e-12f, -1.1e-12f, 3.0f})});
+      const torch::Tensor chosen = torch::tensor({-1.0f, -0.75f, -0.5f, 0.0f, 0.2f, 0.5f, 1.0f, 2.0f, 0.99f});
+      const std::vector<double> edges{-1, -0.5, 0, 0.5, 1};
+      log_histogram(tb, "weights/fc/weight", weights, 3);
+      log_histogram(tb, "chosen", chosen, 4, edges);
+      const torch::Tensor gray = torch::rand({1, 28, 28});
+      const torch::Tensor rgb = torch::randint(0, 256, {6, 3, 10, 12}, torch::kUInt8);
+      GridOptions grid_options;
+      grid_options.nrow = 4;
+      const torch::Tensor grid = make_grid(rgb, grid_options);
+      const torch::Tensor normalized_input = torch::randn({5, 1, 8, 8});
+      GridOptions normalize;
+      normalize.normalize = true;
+      normalize.scale_each = true;
+      normalize.pad_value = 0.5;
+      const torch::Tensor normalized = make_grid(normalized_input, normalize);
+      log_image(tb, "gray", gray, 5);
+      log_image(tb, "grid", grid, 5);
+      log_image(tb, "confusion", confusion_matrix_image(torch::tensor({{90, 7, 3}, {12, 80, 8}, {0, 1, 99}})), 6);
+      log_text(tb, "note", "a *Markdown* note", 7);
+      log_image(ml, "val/grid", grid, 5);
+      log_text(ml, "note", "a *Markdown* note", 7);
+      if (std::FILE* config = std::fopen((dir + "/config.yaml").c_str(), "wb")) {
+        std::fputs("model:\n  lr: 0.001\n", config);
+        std::fclose(config);
+      }
+      ml.log_artifact(dir + "/config.yaml", "configs");
+      tb.finalize("success");
+      ml.finalize("success");
+      inputs.insert("weights", weights);
+      inputs.insert("chosen", chosen);
+      inputs.insert("gray", gray);
+      inputs.insert("rgb", rgb);
+      inputs.insert("grid", grid);
+      inputs.insert("normalized_input", normalized_input);
+      inputs.insert("normalized", normalized);
+      save_pytorch_file(dir + "/inputs.pt", inputs);
     } else {
       std::cerr << "unknown command " << command << "\n";
       return 2;

@@ -3,6 +3,9 @@
 #include <trainloop.hpp>
 
 #include <cmath>
+#include <cstring>
+
+#include <zlib.h>
 #include <algorithm>
 #include <filesystem>
 #include <vector>
@@ -358,4 +361,252 @@ TEST_CASE("a checkpoint whose loader state lacks a key is an error naming the fi
   Trainer resumed(fit_options().max_epochs(2));
   CHECK_THROWS_WITH_AS(resumed.fit(net, loader, damaged),
                        contains("checkpoint '" + damaged + "': key 'train_data': "), CheckpointError);
+}
+
+// ---- histograms, images and text for the loggers (parts/torch/media.hpp, callbacks/histograms.hpp) ----
+
+namespace {
+std::uint32_t be32(const std::string& s, std::size_t at) {
+  std::uint32_t v = 0;
+  for (int i = 0; i < 4; ++i) v = v << 8 | static_cast<unsigned char>(s[at + i]);
+  return v;
+}
+// A PNG's pixels [H, W, C], read by its documented layout (chunks with CRCs, zlib, filter bytes of 0).
+torch::Tensor png_pixels(const std::string& png) {
+  REQUIRE(png.compare(0, 8, "\x89PNG\r\n\x1a\n") == 0);
+  std::size_t at = 8;
+  std::uint32_t width = 0, height = 0;
+  int channels = 0;
+  std::string idat;
+  while (at < png.size()) {
+    const std::uint32_t length = be32(png, at);
+    const std::string type = png.substr(at + 4, 4), data = png.substr(at + 8, length);
+    CHECK(be32(png, at + 8 + length) ==
+          crc32(0L, reinterpret_cast<const Bytef*>(png.data() + at + 4), static_cast<uInt>(length + 4)));
+    if (type == "IHDR") {
+      width = be32(data, 0), height = be32(data, 4);
+      CHECK(data[8] == 8);
+      channels = data[9] == 6 ? 4 : data[9] == 2 ? 3 : 0;
+    } else if (type == "IDAT") {
+      idat += data;
+    }
+    at += 12 + length;
+  }
+  REQUIRE(channels > 0);
+  std::string raw(static_cast<std::size_t>(height) * (1 + width * channels), '\0');
+  uLongf size = raw.size();
+  REQUIRE(uncompress(reinterpret_cast<Bytef*>(&raw[0]), &size, reinterpret_cast<const Bytef*>(idat.data()), idat.size()) == Z_OK);
+  REQUIRE(size == raw.size());
+  torch::Tensor pixels = torch::empty({height, width, channels}, torch::kUInt8);
+  for (std::uint32_t y = 0; y < height; ++y) {
+    const std::size_t row = y * (1 + width * channels);
+    CHECK(raw[row] == 0);
+    std::memcpy(pixels[y].data_ptr<std::uint8_t>(), raw.data() + row + 1, width * channels);
+  }
+  return pixels;
+}
+std::size_t occurrences(const std::string& text, const std::string& what) {
+  std::size_t n = 0;
+  for (std::size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+}  // namespace
+
+namespace {
+// The two ways histogram_of counts (a host pass with a logarithm's estimate, or tensor operations: bucketize, or the
+// same estimate as tensors) and a plain binary search over the edges, on the same values: the same histogram.
+void check_histogram_paths(const torch::Tensor& values, const std::vector<double>& edges) {
+  const torch::Tensor v64 = values.to(torch::kFloat64).contiguous();
+  const double* v = v64.data_ptr<double>();
+  std::vector<double> counts(edges.size() - 1, 0.0);
+  for (std::int64_t i = 0; i < v64.numel(); ++i)
+    if (v[i] >= edges.front() && v[i] <= edges.back())
+      counts[std::min<std::size_t>(std::upper_bound(edges.begin(), edges.end(), v[i]) - edges.begin() - 1, counts.size() - 1)] += 1;
+  const Histogram reference = trimmed_histogram(edges, counts, static_cast<double>(v64.numel()), 0, 0, 0, 0, "reference");
+  const Histogram host = histogram_of(values, edges);
+  const Histogram device = trainloop::detail::histogram_on_device(values, edges, "device");
+  CHECK(host.bucket_limits == reference.bucket_limits);
+  CHECK(host.bucket_counts == reference.bucket_counts);
+  CHECK(device.bucket_limits == reference.bucket_limits);
+  CHECK(device.bucket_counts == reference.bucket_counts);
+  CHECK(host.num == device.num);
+  CHECK(host.min == device.min);
+  CHECK(host.max == device.max);
+  // Sums in another order: equal to the rounding of the magnitudes summed (or both NaN, or the same infinity).
+  const auto close = [](double a, double b, double tolerance) {
+    return (std::isnan(a) && std::isnan(b)) || a == b || std::abs(a - b) <= tolerance;
+  };
+  CHECK(close(host.sum, device.sum, 1e-12 * v64.abs().sum().item<double>()));
+  CHECK(close(host.sum_squares, device.sum_squares, 1e-12 * host.sum_squares));
+}
+}  // namespace
+
+TEST_CASE("histogram of a tensor: the host pass and the device operations count as a binary search does, edges included") {
+  torch::manual_seed(3);
+  const torch::Tensor w = torch::cat({torch::randn({1000}) * 0.1, torch::zeros({7}), torch::tensor({1e-12f, -1e-12f, 0.5f})});
+  check_histogram_paths(w, tensorflow_bucket_edges());
+  check_histogram_paths(w, {-0.1, 0.0, 0.1});
+  CHECK(histogram_of(w).num == 1010);
+  // Every TensorFlow edge itself, its negative, and the points between them: exact comparisons at each edge.
+  const torch::Tensor on_edges = torch::tensor(tensorflow_bucket_edges(), torch::kFloat64);
+  const torch::Tensor between = torch::cat({on_edges, -on_edges, (on_edges.narrow(0, 0, 1548) + on_edges.narrow(0, 1, 1548)) / 2});
+  check_histogram_paths(between, tensorflow_bucket_edges());
+  // The last bin: its left edge and the last edge (each from the edges and the negated negative ones), a midpoint.
+  CHECK(histogram_of(between).bucket_counts.back() == 5);
+  // Values far beyond the edges (float64), tiny ones, infinities: in no bin, or the bins around 0.
+  const double inf = std::numeric_limits<double>::infinity();
+  check_histogram_paths(torch::tensor({1e30, -1e30, 1e-300, -1e-300, 5e-13, -5e-13, 1e-12 * 1.1, inf, -inf, 0.0, -0.0}),
+                        tensorflow_bucket_edges());
+  // Chosen edges: a value on an inner edge goes right, on the last edge into the last bin; outside and NaN nowhere.
+  const torch::Tensor chosen_values = torch::tensor({0.0, 1.0, 2.0, 3.0, 3.5, -1.0, std::nan("")});
+  const Histogram chosen = histogram_of(chosen_values, {0, 1, 2, 3}, "c");
+  CHECK((chosen.bucket_limits == std::vector<double>{0, 1, 2, 3}));
+  CHECK((chosen.bucket_counts == std::vector<double>{0, 1, 1, 2}));
+  CHECK(chosen.num == 7);
+  CHECK(std::isnan(chosen.sum));
+  CHECK(std::isnan(chosen.min));
+  const Histogram chosen_device = trainloop::detail::histogram_on_device(chosen_values, {0, 1, 2, 3}, "c");
+  CHECK(chosen_device.bucket_counts == chosen.bucket_counts);
+  CHECK(std::isnan(chosen_device.min));
+  CHECK_THROWS_WITH_AS(histogram_of(torch::zeros({0}), tensorflow_bucket_edges(), "layer"), contains("histogram 'layer': the tensor has no element"),
+                       std::invalid_argument);
+}
+
+TEST_CASE("encode_png: add_image's scaling, grey as RGB, RGBA kept; make_grid's layout; errors naming the shape") {
+  const torch::Tensor gray = torch::tensor({0.0f, 0.5f, 1.0f, 2.0f, -1.0f, 0.999f}).reshape({2, 3});
+  const EncodedImage g = encode_png(gray);
+  CHECK(g.height == 2);
+  CHECK(g.width == 3);
+  CHECK(g.channels == 3);
+  const torch::Tensor p = png_pixels(g.png);
+  // float * 255, clipped, truncated: 0, 127, 255, 255, 0, 254; one channel repeated thrice.
+  CHECK(torch::equal(p.select(2, 0), torch::tensor({0, 127, 255, 255, 0, 254}, torch::kUInt8).reshape({2, 3})));
+  CHECK(torch::equal(p.select(2, 0), p.select(2, 2)));
+  const torch::Tensor rgba = torch::randint(0, 256, {4, 5, 6}, torch::kUInt8);
+  const EncodedImage c = encode_png(rgba);
+  CHECK(c.channels == 4);
+  CHECK(torch::equal(png_pixels(c.png), rgba.permute({1, 2, 0})));
+  CHECK_THROWS_WITH_AS(encode_png(torch::zeros({2, 4, 4})), contains("got [2, 4, 4]"), std::invalid_argument);
+
+  // make_grid: 5 one-channel 4x4 images, 3 per row, padding 2 -> [3, 2*6+2, 3*6+2], the pad value around them.
+  const torch::Tensor images = torch::arange(80, torch::kFloat32).reshape({5, 1, 4, 4});
+  GridOptions o;
+  o.nrow = 3;
+  o.pad_value = -1;
+  const torch::Tensor grid = make_grid(images, o);
+  CHECK(grid.sizes() == torch::IntArrayRef({3, 14, 20}));
+  CHECK(torch::equal(grid[1].narrow(0, 8, 4).narrow(1, 8, 4), images[4][0]));  // the fifth: second row, second column
+  CHECK(grid[0][0][0].item<float>() == -1);
+  CHECK(grid[2][9][15].item<float>() == -1);  // the empty sixth place
+  o.normalize = true;
+  const torch::Tensor normalized = make_grid(images, o);
+  CHECK(normalized.max().item<float>() == 1.0f);
+  CHECK(normalized[0].narrow(0, 2, 4).narrow(1, 2, 4).min().item<float>() == 0.0f);  // the first image's 0
+  CHECK(normalized[0][0][0].item<float>() == -1);  // padding comes after normalizing, as in torchvision
+}
+
+TEST_CASE("confusion_matrix_image: one cell per count, darker by the row's share, the count written in it") {
+  const torch::Tensor m = torch::tensor({50, 0, 3, 47}, torch::kInt64).reshape({2, 2});
+  const torch::Tensor img = confusion_matrix_image(m);
+  REQUIRE(img.sizes() == torch::IntArrayRef({3, 49, 49}));  // 24-pixel cells with grid lines
+  CHECK(img.dtype() == torch::kUInt8);
+  const auto a = img.accessor<std::uint8_t, 3>();
+  CHECK(a[2][2][2] == 107);   // [0][0]: all of row 0: dark blue
+  CHECK(a[0][2][26] == 255);  // [0][1]: none: white
+  CHECK(a[0][26][2] > 200);   // [1][0]: 3/50: light
+  // The digits: white pixels on the dark cell (50), black ones on the white cell (0).
+  CHECK(img.narrow(1, 1, 23).narrow(2, 1, 23).select(0, 0).eq(255).any().item<bool>());
+  CHECK(img.narrow(1, 1, 23).narrow(2, 25, 23).select(0, 0).eq(0).any().item<bool>());
+  CHECK_THROWS_AS(confusion_matrix_image(torch::zeros({2, 3})), std::invalid_argument);
+}
+
+TEST_CASE("ParameterHistograms and log_model: histograms every n steps to TensorBoard, none to CSV; checkpoints as MLflow artifacts") {
+  TempDir dir;
+  auto data = batches(3, 4);
+  VersionedLoggerOptions tb_options;
+  tb_options.save_dir = dir.file("tb");
+  VersionedLoggerOptions csv_options;
+  csv_options.save_dir = dir.file("csv");
+  MLFlowLogger::Options ml;
+  ml.tracking_dir = dir.file("mlruns");
+  ml.log_model = MLFlowLogger::LogModel::at_end;
+  ParameterHistograms::Options every_two;
+  every_two.every_n_steps = 2;
+  auto checkpoint = checkpoints_in(dir.file("ckpt"));
+  checkpoint.save_last = true;
+  Scripted net;
+  net.script = {0.5};
+  Trainer trainer(fit_options().max_epochs(2), TensorBoardLogger(tb_options), CSVLogger(csv_options), MLFlowLogger(ml),
+                  ParameterHistograms(every_two), ModelCheckpoint(checkpoint));
+  trainer.fit(net, data, data);
+  log_text(trainer, "summary", "done", trainer.global_step());
+  log_image(trainer, "matrix", confusion_matrix_image(torch::eye(2) * 3), trainer.global_step());
+  trainer.callback<TensorBoardLogger>().flush();
+  // 6 steps: histograms at global steps 0, 2 and 4, of fc.weight and fc.bias, weights and gradients.
+  const std::string events = read_file(trainer.callback<TensorBoardLogger>().event_file().string());
+  for (const char* tag : {"weights/fc/weight", "weights/fc/bias", "grads/fc/weight", "grads/fc/bias"}) {
+    CAPTURE(tag);
+    CHECK(occurrences(events, tag) == 3);
+  }
+  CHECK(occurrences(events, "summary/text_summary") == 1);
+  const std::string csv = read_file((trainer.callback<CSVLogger>().log_dir() / "metrics.csv").string());
+  CHECK(csv.find("weights") == std::string::npos);
+  // MLflow: the checkpoints kept at the end (epoch=1-step=6.ckpt and last.ckpt) with their metadata and aliases.
+  const auto artifacts = trainer.callback<MLFlowLogger>().run_dir() / "artifacts";
+  const auto folder = artifacts / "model" / "checkpoints";
+  CHECK(read_file((folder / "epoch=1-step=6" / "epoch=1-step=6.ckpt").string()) == read_file(dir.file("ckpt/epoch=1-step=6.ckpt")));
+  CHECK(read_file((folder / "epoch=1-step=6" / "aliases.txt").string()) == "['latest', 'best']");
+  CHECK(read_file((folder / "last" / "aliases.txt").string()) == "['latest']");
+  CHECK(read_file((folder / "last" / "metadata.yaml").string()).find("original_filename: \"last.ckpt\"\nscore: null\n") !=
+        std::string::npos);
+  CHECK(std::filesystem::exists(artifacts / "text" / "summary" / "step_6.txt"));
+  CHECK_FALSE(std::filesystem::exists(folder / "epoch=0-step=3"));  // dropped by top-1 before the end
+}
+
+TEST_CASE("WeightsHistHandler and GradsHistHandler on an Engine: Ignite's tags, the iteration or the epoch as step") {
+  TempDir dir;
+  VersionedLoggerOptions options;
+  options.save_dir = dir.path.string();
+  TensorBoardLogger tb(options);
+  torch::nn::Linear model(3, 2);
+  torch::optim::SGD sgd(model->parameters(), 0.1);
+  HistHandlerOptions tagged;
+  tagged.tag = "model";
+  tagged.whitelist = {"weight"};
+  HistHandlerOptions by_epoch;
+  by_epoch.epoch_step = true;
+  auto engine = make_engine<torch::Tensor>(
+      [&](torch::Tensor& x) {
+        sgd.zero_grad();
+        model(x).sum().backward();
+        sgd.step();
+      },
+      on(Events::iteration_completed | every(2), WeightsHistHandler(tb, *model, tagged)),
+      on(Events::epoch_completed, GradsHistHandler(tb, *model, by_epoch)));
+  std::vector<torch::Tensor> data(4, torch::ones({1, 3}));
+  engine.run(data, max_epochs(2));
+  tb.flush();
+  const std::string events = read_file(tb.event_file().string());
+  CHECK(occurrences(events, "model/weights/weight") == 4);  // iterations 2, 4, 6, 8
+  CHECK(occurrences(events, "bias") == 2);                   // grads/bias at epochs 1 and 2; weights/bias not whitelisted
+  CHECK(occurrences(events, "grads/weight") == 2);
+}
+
+TEST_CASE("ModelCheckpoint monitoring a value no validation has logged yet: no checkpoint and a warning, as Lightning") {
+  TempDir dir;
+  auto data = batches(3, 5);
+  auto options = checkpoints_in(dir.file("ckpt"));
+  options.monitor = "val_loss";
+  Scripted net;
+  net.script = {0.5};
+  // No validation at all: nothing to rank by, nothing saved, the fit goes on.
+  Trainer no_validation(fit_options().max_epochs(2).limit_val_batches(0), ModelCheckpoint(options));
+  no_validation.fit(net, data, data);
+  CHECK(no_validation.global_step() == 6);
+  CHECK(no_validation.callback<ModelCheckpoint>().kept().empty());
+  // Once a validation ran, a monitored name that was never logged is an error.
+  options.monitor = "val_los";
+  Trainer misspelt(fit_options().max_epochs(2), ModelCheckpoint(options));
+  CHECK_THROWS_WITH_AS(misspelt.fit(net, data, data), contains("ModelCheckpoint monitors 'val_los', which was not logged"),
+                       std::runtime_error);
 }

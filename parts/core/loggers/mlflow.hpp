@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <exception>
 #include <filesystem>
+#include <limits>
 #include <map>
 #include <optional>
 #include <string>
@@ -15,12 +16,17 @@
 #if TRAINLOOP_DETAIL_DEFINE_API
 #include <algorithm>
 #include <cctype>
+#include <charconv>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <random>
+
+#include <unistd.h>
 #endif
 
 #include "parts/core/loggers/common.hpp"
+#include "parts/core/loggers/media.hpp"
 #include "parts/core/state.hpp"
 
 TRAINLOOP_DETAIL_BEGIN
@@ -43,6 +49,12 @@ TRAINLOOP_DETAIL_API std::string mlflow_key(const std::string& name, const std::
 inline std::string file_uri(const std::filesystem::path& path) { return "file://" + std::filesystem::absolute(path).lexically_normal().string(); }
 // Creates the folders a nested name ("train/loss") needs below `base`.
 TRAINLOOP_DETAIL_API void make_parent_dirs(const std::filesystem::path& path, const std::string& who);
+/// MLflow's check of an artifact path (mlflow/utils/validation.py's path_not_unique): it must be its own
+/// posixpath.normpath and relative, so no leading '/', no empty, '.' or '..' part ("a//b", "./a", "a/", "../x").
+/// The error names the path.
+TRAINLOOP_DETAIL_API void check_artifact_path(const std::string& path, const std::string& what);
+/// The step of an image or text file this logger names (".../<key>%step%<N>%..." or ".../step_<N>.txt"), or -1.
+TRAINLOOP_DETAIL_API std::int64_t media_file_step(const std::string& name);
 }  // namespace detail
 
 /// The run is created at the first write (status RUNNING = 1, start_time in ms), gets params from the
@@ -57,14 +69,20 @@ TRAINLOOP_DETAIL_API void make_parent_dirs(const std::filesystem::path& path, co
 /// given in `tags` (both given and different is an error, as in MLflow). A fit resumed from a checkpoint continues
 /// the checkpoint's run (same run id), each metric cut back to the lines written before the checkpoint, with the
 /// tags applied again and the name renamed when this logger gives one (kept when it gives none). Rank 0 only.
+/// Artifacts: files (log_artifact), images (MLflow's time-stepped log_image layout, or a file), text, and with
+/// `log_model` the ModelCheckpoint's checkpoints as Lightning's MLFlowLogger logs them; a resumed run drops the images
+/// and texts stepped after the checkpoint, and logging the same name or key and step again replaces the file.
 class MLFlowLogger {
  public:
+  /// Lightning's log_model: off (False), the kept checkpoints when the run ends (True), each one as it is saved ("all").
+  enum class LogModel { off, at_end, all };
   struct Options {
     std::string tracking_dir = "mlruns";
     std::string experiment_name = "Default";
     std::string run_name;  ///< empty: none (the UI shows the run id), or the resumed run's name
     std::map<std::string, std::string> tags;
     std::chrono::duration<double> flush_interval = std::chrono::seconds(10);
+    LogModel log_model = LogModel::off;
   };
   enum Status { running = 1, finished = 3, failed = 4 };
 
@@ -89,6 +107,44 @@ class MLFlowLogger {
   /// MLflow refuses to change a logged param, and so does this logger.
   TRAINLOOP_DETAIL_API void log_hyperparams(const StateDict& params);
   TRAINLOOP_DETAIL_API void log_metrics(std::int64_t step, const std::map<std::string, double>& metrics);
+
+  /// MLflow's log_artifact: the file at `local_path` copied to artifacts/<artifact_path>/<its name> (through a
+  /// temporary and a rename: readers see the old or the new file). `artifact_path` follows MLflow's rule (see
+  /// check_artifact_path); a missing file is an error naming it.
+  TRAINLOOP_DETAIL_API void log_artifact(const std::string& local_path, const std::string& artifact_path = "");
+  /// MLflow's log_text(text, artifact_file): the text as that artifact file.
+  TRAINLOOP_DETAIL_API void log_text(const std::string& text, const std::string& artifact_file);
+  /// The loggers' log_text: text/<tag>/step_<step>.txt.
+  TRAINLOOP_DETAIL_API void log_text(const std::string& tag, const std::string& text, std::int64_t step);
+  /// MLflow's time-stepped log_image(image, key=tag, step=step): images/<tag, '/' as '#'>%step%<step>%timestamp%<ms>%
+  /// <uuid>.png and the thumbnail the UI shows (<same>%compressed.webp; MLflow writes a WebP, here the same PNG bytes,
+  /// which browsers decode by their content), and the tag mlflow.loggedImages. The tag may hold letters, digits,
+  /// '_', '-', '.', ' ' and '/' (MLflow's rule).
+  TRAINLOOP_DETAIL_API void log_image(const std::string& tag, const EncodedImage& image, std::int64_t step);
+  /// MLflow's log_image(image, artifact_file): the PNG as that artifact file.
+  TRAINLOOP_DETAIL_API void log_image(const EncodedImage& image, const std::string& artifact_file);
+  /// Called by ModelCheckpoint after each checkpoint it writes (Lightning's after_save_checkpoint): with log_model,
+  /// the checkpoints it keeps go to artifacts model/checkpoints/<file stem>/ with metadata.yaml (score,
+  /// original_filename, the callback's settings) and aliases.txt (['latest', 'best'] or ['latest']), now ("all") or
+  /// at finalize (at_end); a file already logged and unchanged is not copied again.
+  template <class Checkpoint>
+  void after_save_checkpoint(const Checkpoint& callback) {
+    if (options_.log_model == LogModel::off) return;
+    checkpoints_.clear();
+    const auto& o = callback.options();
+    const std::string settings = "Checkpoint:\n  _every_n_train_steps: " + std::to_string(o.every_n_train_steps) +
+                                 "\n  _every_n_val_epochs: " + std::to_string(o.every_n_epochs) +
+                                 "\n  mode: " + (o.mode == decltype(o.mode)::min ? "min" : "max") +
+                                 "\n  monitor: " + (o.monitor.empty() ? "null" : detail::yaml_string(o.monitor)) +
+                                 "\n  save_last: " + (o.save_last ? "true" : "false") +
+                                 "\n  save_top_k: " + std::to_string(o.save_top_k) +
+                                 "\n  save_weights_only: " + (o.save_weights_only ? "true" : "false") + "\n";
+    for (const auto& [path, score] : callback.kept())
+      checkpoints_.push_back({path, score, path == callback.best_model_path(), settings});
+    if (!callback.last_model_path().empty())
+      checkpoints_.push_back({callback.last_model_path(), std::numeric_limits<double>::quiet_NaN(), callback.last_model_path() == callback.best_model_path(), settings});
+    if (options_.log_model == LogModel::all) log_checkpoints();
+  }
   /// "success" ends the run FINISHED, anything else FAILED; so does a write that fails here (its error is thrown
   /// after the run is marked). A run already ended is left as it is.
   TRAINLOOP_DETAIL_API void finalize(const std::string& status);
@@ -107,6 +163,13 @@ class MLFlowLogger {
   struct Resume {
     std::string experiment_id, run_id;
     std::map<std::string, std::int64_t> lines;
+    std::int64_t media_step = -1;
+  };
+  struct CheckpointFile {
+    std::string path;
+    double score;  // NaN: none
+    bool best;
+    std::string settings;  // metadata.yaml's Checkpoint entry
   };
   static constexpr const char* who = "MLFlowLogger";
 
@@ -127,6 +190,13 @@ class MLFlowLogger {
   TRAINLOOP_DETAIL_API void write_run_meta(Status status, std::optional<std::int64_t> end_time);
   // The system tags, the run name's tag and the user's tags, for a new run and again for a resumed one.
   TRAINLOOP_DETAIL_API void write_tags();
+  // An artifact file with `content` (atomic); `artifact_file` checked by MLflow's rule.
+  TRAINLOOP_DETAIL_API void write_artifact(const std::string& artifact_file, const std::string& content);
+  // Opens the run for an artifact stepped at `step` (a run ended is reopened, as by a record).
+  TRAINLOOP_DETAIL_API bool open_for_media(std::int64_t step);
+  // Removes the images and texts stepped after `step` (a resumed run: what came after its checkpoint).
+  TRAINLOOP_DETAIL_API void cut_media_back(std::int64_t step);
+  TRAINLOOP_DETAIL_API void log_checkpoints();
 
   Options options_;
   detail::FlushClock flush_clock_;
@@ -140,6 +210,9 @@ class MLFlowLogger {
   std::map<std::string, std::string> pending_;         // metric file -> lines not yet on disk
   std::map<std::string, std::int64_t> lines_;          // metric file -> lines in the run (on disk and pending)
   std::optional<Resume> resume_;                       // the checkpoint's run, continued at the next write
+  std::int64_t media_step_ = -1;                       // the largest step of an image or text logged
+  std::vector<CheckpointFile> checkpoints_;            // ModelCheckpoint's files, for log_model
+  std::map<std::string, std::filesystem::file_time_type> logged_checkpoints_;  // path -> its time when logged
 };
 
 #if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
@@ -386,6 +459,28 @@ TRAINLOOP_DETAIL_API void make_parent_dirs(const std::filesystem::path& path, co
   std::filesystem::create_directories(path.parent_path(), error);
   if (error) throw log_dir_error(who, path.parent_path(), error.message());
 }
+TRAINLOOP_DETAIL_API void check_artifact_path(const std::string& path, const std::string& what) {
+  bool bad = path.empty() && what != "artifact path";
+  for (std::size_t begin = 0; !bad && !path.empty() && begin <= path.size();) {
+    const std::size_t end = std::min(path.find('/', begin), path.size());
+    const std::string part = path.substr(begin, end - begin);
+    bad = part.empty() || part == "." || part == "..";
+    begin = end + 1;
+  }
+  if (bad)
+    throw std::invalid_argument("trainloop: MLFlowLogger: invalid " + what + " '" + path +
+                                "': MLflow needs a relative path that is its own normpath (no leading '/', no empty, "
+                                "'.' or '..' part)");
+}
+TRAINLOOP_DETAIL_API std::int64_t media_file_step(const std::string& name) {
+  std::size_t at = name.find("%step%");
+  if (at != std::string::npos) at += 6;
+  else if (name.rfind("step_", 0) == 0) at = 5;
+  else return -1;
+  std::int64_t step = 0;
+  const auto [end, ec] = std::from_chars(name.data() + at, name.data() + name.size(), step);
+  return ec == std::errc() && end != name.data() + at ? step : -1;
+}
 }  // namespace detail
 TRAINLOOP_DETAIL_API void MLFlowLogger::log_hyperparams(const StateDict& params) {
   for (const auto& [key, value] : params) key_file(param, key);
@@ -407,10 +502,105 @@ TRAINLOOP_DETAIL_API void MLFlowLogger::log_metrics(std::int64_t step, const std
   }
   if (flush_clock_.due()) flush();
 }
+TRAINLOOP_DETAIL_API void MLFlowLogger::log_artifact(const std::string& local_path, const std::string& artifact_path) {
+  detail::check_artifact_path(artifact_path, "artifact path");
+  std::error_code error;
+  if (!std::filesystem::is_regular_file(local_path, error))
+    throw std::invalid_argument("trainloop: MLFlowLogger: log_artifact: '" + local_path + "' is not a file");
+  if (!open()) return;
+  const std::string name = std::filesystem::path(local_path).filename().string();
+  const std::filesystem::path target = run_dir_ / "artifacts" / artifact_path / name;
+  detail::make_parent_dirs(target, who);
+  const std::filesystem::path temporary = target.string() + ".tmp-" + std::to_string(::getpid());
+  std::filesystem::copy_file(local_path, temporary, std::filesystem::copy_options::overwrite_existing, error);
+  if (!error) std::filesystem::rename(temporary, target, error);
+  if (error) {
+    std::error_code ignored;
+    std::filesystem::remove(temporary, ignored);
+    throw detail::log_dir_error(who, target.parent_path(), "copying '" + local_path + "' failed: " + error.message());
+  }
+}
+TRAINLOOP_DETAIL_API void MLFlowLogger::log_text(const std::string& text, const std::string& artifact_file) {
+  detail::check_artifact_path(artifact_file, "artifact file");
+  if (open()) write_artifact(artifact_file, text);
+}
+TRAINLOOP_DETAIL_API void MLFlowLogger::log_text(const std::string& tag, const std::string& text, std::int64_t step) {
+  const std::string file = "text/" + tag + "/step_" + std::to_string(step) + ".txt";
+  detail::check_artifact_path(file, "text tag");
+  if (open_for_media(step)) write_artifact(file, text);
+}
+TRAINLOOP_DETAIL_API void MLFlowLogger::log_image(const std::string& tag, const EncodedImage& image, std::int64_t step) {
+  if (tag.empty() || tag.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./ ") != std::string::npos)
+    throw std::invalid_argument("trainloop: MLFlowLogger: image key '" + tag + "' may only contain alphanumerics, "
+                                "underscores (_), dashes (-), periods (.), spaces ( ), and slashes (/) (MLflow's rule)");
+  if (!open_for_media(step)) return;
+  std::string key = tag;
+  std::replace(key.begin(), key.end(), '/', '#');
+  const std::string prefix = key + "%step%" + std::to_string(step) + "%";
+  std::error_code error;
+  const std::filesystem::path images = run_dir_ / "artifacts" / "images";
+  for (std::filesystem::directory_iterator it(images, error), end; !error && it != end; it.increment(error))
+    if (it->path().filename().string().rfind(prefix, 0) == 0) std::filesystem::remove(it->path(), error);  // again: replaced
+  // MLflow's uuid: its first digit replaced by a letter g..z, so the name does not start with hex digits.
+  std::string uuid = detail::uuid4_hex();
+  uuid = std::string(1, static_cast<char>('g' + uuid[0] % 20)) + uuid.substr(1, 7) + "-" + uuid.substr(8, 4) + "-" +
+         uuid.substr(12, 4) + "-" + uuid.substr(16, 4) + "-" + uuid.substr(20);
+  const std::string name = "images/" + prefix + "timestamp%" + std::to_string(detail::unix_millis()) + "%" + uuid;
+  write_artifact(name + ".png", image.png);
+  write_artifact(name + "%compressed.webp", image.png);
+  write_entry("tags", key_file(Kind::tag, "mlflow.loggedImages"), "True");
+}
+TRAINLOOP_DETAIL_API void MLFlowLogger::log_image(const EncodedImage& image, const std::string& artifact_file) {
+  detail::check_artifact_path(artifact_file, "artifact file");
+  if (open()) write_artifact(artifact_file, image.png);
+}
+TRAINLOOP_DETAIL_API void MLFlowLogger::write_artifact(const std::string& artifact_file, const std::string& content) {
+  const std::filesystem::path path = run_dir_ / "artifacts" / artifact_file;
+  detail::make_parent_dirs(path, who);
+  detail::write_file_atomically(path, content, who);
+}
+TRAINLOOP_DETAIL_API bool MLFlowLogger::open_for_media(std::int64_t step) {
+  if (!open()) return false;
+  if (finalized_) {
+    finalized_ = false;
+    write_run_meta(running, std::nullopt);
+  }
+  media_step_ = std::max(media_step_, step);
+  return true;
+}
+TRAINLOOP_DETAIL_API void MLFlowLogger::cut_media_back(std::int64_t step) {
+  std::error_code error;
+  std::vector<std::filesystem::path> later;
+  const std::filesystem::path artifacts = run_dir_ / "artifacts";
+  for (const char* folder : {"images", "text"})
+    for (auto it = std::filesystem::recursive_directory_iterator(artifacts / folder, error);
+         !error && it != std::filesystem::recursive_directory_iterator(); it.increment(error))
+      if (it->is_regular_file() && detail::media_file_step(it->path().filename().string()) > step) later.push_back(it->path());
+  for (const auto& path : later) std::filesystem::remove(path, error);
+  media_step_ = step;
+}
+TRAINLOOP_DETAIL_API void MLFlowLogger::log_checkpoints() {
+  if (checkpoints_.empty() || !open()) return;
+  for (const auto& c : checkpoints_) {
+    std::error_code error;
+    const auto time = std::filesystem::last_write_time(c.path, error);
+    if (error) continue;  // removed since (a top-k checkpoint dropped)
+    auto logged = logged_checkpoints_.find(c.path);
+    if (logged != logged_checkpoints_.end() && logged->second == time) continue;
+    const std::filesystem::path file(c.path);
+    const std::string folder = "model/checkpoints/" + file.stem().string();
+    log_artifact(c.path, folder);
+    write_artifact(folder + "/metadata.yaml", c.settings + "original_filename: " + detail::yaml_string(file.filename().string()) +
+                                                  "\nscore: " + (std::isnan(c.score) ? "null" : detail::yaml_number(c.score)) + "\n");
+    write_artifact(folder + "/aliases.txt", c.best ? "['latest', 'best']" : "['latest']");
+    logged_checkpoints_[c.path] = time;
+  }
+}
 TRAINLOOP_DETAIL_API void MLFlowLogger::finalize(const std::string& status) {
   if (!open() || finalized_) return;
   std::exception_ptr error;
   try {
+    if (options_.log_model == LogModel::at_end) log_checkpoints();
     flush();
   } catch (...) {
     error = std::current_exception();
@@ -438,7 +628,7 @@ TRAINLOOP_DETAIL_API void MLFlowLogger::flush() {
 }
 TRAINLOOP_DETAIL_API StateDict MLFlowLogger::state_dict() const {
   if (!started_) return {};
-  StateDict state{{"experiment_id", experiment_id_}, {"run_id", run_id_}};
+  StateDict state{{"experiment_id", experiment_id_}, {"run_id", run_id_}, {"media_step", media_step_}};
   for (const auto& [file, lines] : lines_) state["metric_lines/" + file] = lines;
   return state;
 }
@@ -448,6 +638,7 @@ TRAINLOOP_DETAIL_API void MLFlowLogger::load_state_dict(const StateDict& state) 
     const auto* text = std::get_if<std::string>(&value);
     if (key == "experiment_id" && text) resume.experiment_id = *text;
     else if (key == "run_id" && text) resume.run_id = *text;
+    else if (key == "media_step") resume.media_step = detail::state_int(state, key, who);
     else if (key.rfind("metric_lines/", 0) == 0) resume.lines[key.substr(13)] = detail::state_int(state, key, who);
   }
   if (resume.run_id.size() != 32 || resume.run_id.find_first_not_of("0123456789abcdef") != std::string::npos ||
@@ -461,6 +652,7 @@ TRAINLOOP_DETAIL_API void MLFlowLogger::load_state_dict(const StateDict& state) 
   if (started_) {  // the same run: cut it back now
     flush();
     cut_metrics_back(resume_->lines);
+    cut_media_back(resume_->media_step);
     resume_.reset();
   }
 }
@@ -496,6 +688,7 @@ TRAINLOOP_DETAIL_API bool MLFlowLogger::open() {
                                           : options_.run_name;
     started_.set();
     cut_metrics_back(resume_->lines);
+    cut_media_back(resume_->media_step);
     write_run_meta(running, std::nullopt);
     write_tags();
   } else {
@@ -504,6 +697,7 @@ TRAINLOOP_DETAIL_API bool MLFlowLogger::open() {
     run_dir_ = root / experiment_id_ / run_id_;
     for (const char* sub : {"metrics", "params", "tags", "artifacts"}) detail::make_writable_dir(run_dir_ / sub, who);
     start_time_ = detail::unix_millis();
+    media_step_ = -1;
     run_name_ = options_.run_name;
     started_.set();
     write_run_meta(running, std::nullopt);

@@ -8,6 +8,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <vector>
 // Headers only the definitions use: a separately compiled TU does not parse them.
 #if TRAINLOOP_DETAIL_DEFINE_API
 #include <array>
@@ -20,6 +21,7 @@
 
 #include "parts/core/crc32c.hpp"
 #include "parts/core/loggers/common.hpp"
+#include "parts/core/loggers/media.hpp"
 #include "parts/core/state.hpp"
 
 TRAINLOOP_DETAIL_BEGIN
@@ -40,6 +42,8 @@ TRAINLOOP_DETAIL_API void bytes(std::string& out, int field, const std::string& 
 TRAINLOOP_DETAIL_API void int64(std::string& out, int field, std::int64_t value);
 TRAINLOOP_DETAIL_API void float64(std::string& out, int field, double value);
 TRAINLOOP_DETAIL_API void float32(std::string& out, int field, float value);
+// A repeated double, packed (wire type 2: the length, then 8 bytes each).
+TRAINLOOP_DETAIL_API void packed_doubles(std::string& out, int field, const std::vector<double>& values);
 }  // namespace proto
 
 // tensorflow.Event: wall_time = 1 (double), step = 2 (int64), file_version = 3 (string), summary = 5 (Summary).
@@ -54,6 +58,17 @@ TRAINLOOP_DETAIL_API void plugin_value(std::string& summary, const std::string& 
 // A text summary (the Text dashboard): Value.tensor = 8 (TensorProto: dtype = 1 DT_STRING (7), tensor_shape = 2
 // (scalar: empty), string_val = 8), plugin "text".
 TRAINLOOP_DETAIL_API void text_value(std::string& summary, const std::string& tag, const std::string& text);
+// A Summary.Value of `tag` holding `message` in `field` (histo = 5, image = 4).
+TRAINLOOP_DETAIL_API void message_value(std::string& summary, const std::string& tag, int field, const std::string& message);
+// A histogram (the Histograms and Distributions dashboards), as torch.utils.tensorboard's add_histogram writes it:
+// Value.histo = 5 (HistogramProto: min = 1, max = 2, num = 3, sum = 4, sum_squares = 5, bucket_limit = 6 and
+// bucket = 7, packed doubles).
+TRAINLOOP_DETAIL_API void histogram_value(std::string& summary, const std::string& tag, const Histogram& histogram);
+// An image (the Images dashboard), as add_image writes it: Value.image = 4 (Summary.Image: height = 1, width = 2,
+// colorspace = 3 (the channels), encoded_image_string = 4 (PNG)).
+TRAINLOOP_DETAIL_API void image_value(std::string& summary, const std::string& tag, const EncodedImage& image);
+// Text as add_text writes it: tag "<tag>/text_summary", a DT_STRING tensor of shape [1], plugin "text".
+TRAINLOOP_DETAIL_API void text_summary_value(std::string& summary, const std::string& tag, const std::string& text);
 // Text shown as itself in the Text dashboard's Markdown, inside a table cell: Markdown's specials escaped, line
 // breaks as <br>.
 TRAINLOOP_DETAIL_API std::string markdown_cell(const std::string& text);
@@ -95,6 +110,12 @@ class TensorBoardLogger {
   }
   TRAINLOOP_DETAIL_API void log_hyperparams(const StateDict& params);
   TRAINLOOP_DETAIL_API void log_metrics(std::int64_t step, const std::map<std::string, double>& metrics);
+  /// A histogram (make one from a tensor with trainloop::histogram), as add_histogram writes it.
+  TRAINLOOP_DETAIL_API void log_histogram(const std::string& tag, const Histogram& histogram, std::int64_t step);
+  /// A PNG image (make one from a tensor with trainloop::encode_png), as add_image writes it.
+  TRAINLOOP_DETAIL_API void log_image(const std::string& tag, const EncodedImage& image, std::int64_t step);
+  /// Markdown text for the Text dashboard, as add_text writes it (shown under "<tag>/text_summary").
+  TRAINLOOP_DETAIL_API void log_text(const std::string& tag, const std::string& text, std::int64_t step);
   TRAINLOOP_DETAIL_API void finalize(const std::string& status);
   TRAINLOOP_DETAIL_API void flush();
 
@@ -111,6 +132,15 @@ class TensorBoardLogger {
   // hparams.yaml every time; the events once per run.
   TRAINLOOP_DETAIL_API void write_hparams();
   TRAINLOOP_DETAIL_API void add_event(std::int64_t step, const std::string& summary);
+  // One event of one summary value, made by `value(summary)`, flushed when due.
+  template <class Value>
+  void log_value(std::int64_t step, Value&& value) {
+    if (!open()) return;
+    std::string summary;
+    value(summary);
+    add_event(step, summary);
+    if (run_.flush_due()) flush();
+  }
 
   detail::VersionedRun run_;
   std::filesystem::path file_;
@@ -176,6 +206,17 @@ TRAINLOOP_DETAIL_API void float32(std::string& out, int field, float value) {
   key(out, field, 5);
   put_le(out, bits, 4);
 }
+TRAINLOOP_DETAIL_API void packed_doubles(std::string& out, int field, const std::vector<double>& values) {
+  key(out, field, 2);
+  varint(out, values.size() * 8);
+  std::string packed(values.size() * 8, '\0');
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    std::uint64_t bits;
+    std::memcpy(&bits, &values[i], 8);
+    for (int b = 0; b < 8; ++b) packed[8 * i + b] = static_cast<char>((bits >> (8 * b)) & 0xFF);  // little-endian
+  }
+  out += packed;
+}
 }  // namespace proto
 TRAINLOOP_DETAIL_API std::string event(double wall_time, std::int64_t step, const std::string* file_version,
                                        const std::string* summary) {
@@ -211,6 +252,42 @@ TRAINLOOP_DETAIL_API void text_value(std::string& summary, const std::string& ta
   proto::bytes(tensor, 2, "");
   proto::bytes(tensor, 8, text);
   plugin_value(summary, tag, "text", "", &tensor);
+}
+TRAINLOOP_DETAIL_API void message_value(std::string& summary, const std::string& tag, int field, const std::string& message) {
+  std::string v;
+  proto::bytes(v, 1, tag);
+  proto::bytes(v, field, message);
+  proto::bytes(summary, 1, v);
+}
+TRAINLOOP_DETAIL_API void histogram_value(std::string& summary, const std::string& tag, const Histogram& histogram) {
+  std::string h;
+  proto::float64(h, 1, histogram.min);
+  proto::float64(h, 2, histogram.max);
+  proto::float64(h, 3, histogram.num);
+  proto::float64(h, 4, histogram.sum);
+  proto::float64(h, 5, histogram.sum_squares);
+  proto::packed_doubles(h, 6, histogram.bucket_limits);
+  proto::packed_doubles(h, 7, histogram.bucket_counts);
+  message_value(summary, tag, 5, h);
+}
+TRAINLOOP_DETAIL_API void image_value(std::string& summary, const std::string& tag, const EncodedImage& image) {
+  std::string i;
+  proto::int64(i, 1, image.height);
+  proto::int64(i, 2, image.width);
+  proto::int64(i, 3, image.channels);
+  proto::bytes(i, 4, image.png);
+  message_value(summary, tag, 4, i);
+}
+TRAINLOOP_DETAIL_API void text_summary_value(std::string& summary, const std::string& tag, const std::string& text) {
+  std::string dim;
+  proto::int64(dim, 1, 1);
+  std::string shape;
+  proto::bytes(shape, 2, dim);
+  std::string tensor;
+  proto::int64(tensor, 1, 7);
+  proto::bytes(tensor, 2, shape);
+  proto::bytes(tensor, 8, text);
+  plugin_value(summary, tag + "/text_summary", "text", "", &tensor);
 }
 TRAINLOOP_DETAIL_API std::string markdown_cell(const std::string& text) {
   std::string out;
@@ -268,11 +345,25 @@ TRAINLOOP_DETAIL_API void TensorBoardLogger::log_hyperparams(const StateDict& pa
 }
 TRAINLOOP_DETAIL_API void TensorBoardLogger::log_metrics(std::int64_t step, const std::map<std::string,
                                                          double>& metrics) {
-  if (!open()) return;
-  std::string summary;
-  for (const auto& [name, value] : metrics) detail::scalar_value(summary, name, static_cast<float>(value));
-  add_event(step, summary);
-  if (run_.flush_due()) flush();
+  log_value(step, [&](std::string& summary) {
+    for (const auto& [name, value] : metrics) detail::scalar_value(summary, name, static_cast<float>(value));
+  });
+}
+TRAINLOOP_DETAIL_API void TensorBoardLogger::log_histogram(const std::string& tag, const Histogram& histogram,
+                                                           std::int64_t step) {
+  if (histogram.bucket_limits.size() != histogram.bucket_counts.size())
+    throw std::invalid_argument("trainloop: TensorBoardLogger: histogram '" + tag + "' has " +
+                                std::to_string(histogram.bucket_limits.size()) + " bucket limits and " +
+                                std::to_string(histogram.bucket_counts.size()) + " counts");
+  log_value(step, [&](std::string& summary) { detail::histogram_value(summary, tag, histogram); });
+}
+TRAINLOOP_DETAIL_API void TensorBoardLogger::log_image(const std::string& tag, const EncodedImage& image, std::int64_t step) {
+  if (image.png.compare(0, 8, "\x89PNG\r\n\x1a\n") != 0 || image.channels < 1 || image.channels > 4)
+    throw std::invalid_argument("trainloop: TensorBoardLogger: image '" + tag + "' is not a PNG of 1 to 4 channels");
+  log_value(step, [&](std::string& summary) { detail::image_value(summary, tag, image); });
+}
+TRAINLOOP_DETAIL_API void TensorBoardLogger::log_text(const std::string& tag, const std::string& text, std::int64_t step) {
+  log_value(step, [&](std::string& summary) { detail::text_summary_value(summary, tag, text); });
 }
 TRAINLOOP_DETAIL_API void TensorBoardLogger::finalize(const std::string& status) {
   if (hparams_ && !run_.is_open()) open();

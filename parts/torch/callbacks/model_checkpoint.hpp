@@ -48,6 +48,7 @@ class ModelCheckpoint {
   template <class T, class M>
   void on_fit_start(T& trainer, M&) {
     last_time_save_ = std::chrono::steady_clock::now();
+    validated_ = warned_ = false;
     if (!trainer.is_global_zero()) return;  // rank 0 writes the checkpoints
     std::error_code error;
     std::filesystem::create_directories(options_.dirpath, error);
@@ -70,12 +71,17 @@ class ModelCheckpoint {
       save(trainer);
   }
   template <class T, class M>
+  void on_validation_epoch_end(T& trainer, M&) {
+    validated_ = validated_ || !trainer.sanity_checking();
+  }
+  template <class T, class M>
   void on_train_epoch_end(T& trainer, M&) {
     if (options_.every_n_train_steps > 0 || options_.train_time_interval.count() > 0 || options_.every_n_epochs == 0) return;
     if ((trainer.current_epoch() + 1) % options_.every_n_epochs == 0) save(trainer);
   }
 
   const std::string& dirpath() const { return options_.dirpath; }
+  const Options& options() const noexcept { return options_; }
   /// The checkpoint `fit(..., "last" | "best")` resumes from, or "" when there is none: what this ModelCheckpoint
   /// wrote in this process, else what its folder holds (after a crash): last.ckpt or the newest .ckpt for "last",
   /// and for "best" the best path recorded in that newest checkpoint.
@@ -104,8 +110,16 @@ class ModelCheckpoint {
     for (const auto& [name, value] : trainer.callback_metrics())
       if (value.defined() && value.numel() == 1) values[name] = value.template item<double>();
     double score = std::numeric_limits<double>::quiet_NaN();
+    bool saved = false;
     if (!options_.monitor.empty()) {
       auto it = values.find(options_.monitor);
+      if (it == values.end() && !validated_) {  // Lightning's rule: before any validation, a warning and no save
+        if (!warned_ && trainer.is_global_zero())
+          std::fprintf(stderr, "trainloop: ModelCheckpoint monitors '%s', which was not logged before any validation ran: "
+                       "no checkpoint at step %lld\n", options_.monitor.c_str(), static_cast<long long>(last_step_));
+        warned_ = true;
+        return;
+      }
       if (it == values.end())
         throw std::runtime_error("trainloop: ModelCheckpoint monitors '" + options_.monitor + "', which was not logged");
       score = it->second;
@@ -137,6 +151,7 @@ class ModelCheckpoint {
       if (trainer.is_global_zero())
         for (const auto& file : dropped)
           if (file != path) std::filesystem::remove(file);
+      saved = true;
     }
     if (options_.save_last) {
       const std::string last = options_.dirpath + "/last.ckpt";
@@ -144,11 +159,20 @@ class ModelCheckpoint {
       last_path_ = last;
       try {
         if (!trainer.save_checkpoint(last, options_.format, options_.save_weights_only)) last_path_ = last_before;
+        else saved = true;
       } catch (...) {
         last_path_ = last_before;
         throw;
       }
     }
+    // Lightning's logger.after_save_checkpoint: loggers that log checkpoints (MLFlowLogger's log_model) see them.
+    if (saved && trainer.is_global_zero())
+      std::apply([&](auto&... callbacks) { (after_save(detail::unwrap(callbacks)), ...); }, trainer.callbacks());
+  }
+  template <class C>
+  void after_save(C& callback) const {
+    if constexpr (detail::is_detected_v<detail::after_save_checkpoint_t, C, ModelCheckpoint>) callback.after_save_checkpoint(*this);
+    else (void)callback;
   }
   bool better(double a, double b) const { return options_.mode == Mode::min ? a < b : a > b; }
   // Whether a checkpoint with `score` enters the kept set.
@@ -164,6 +188,7 @@ class ModelCheckpoint {
   std::optional<double> best_score_;
   std::int64_t last_step_ = -1;
   std::chrono::steady_clock::time_point last_time_save_{};
+  bool validated_ = false, warned_ = false;  // a validation has run in this fit; the missing monitor was reported
 };
 
 #if TRAINLOOP_DETAIL_DEFINE_API  // compiled once under TRAINLOOP_IMPLEMENTATION; inline in header-only TUs
