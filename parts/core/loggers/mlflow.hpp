@@ -46,6 +46,9 @@ TRAINLOOP_DETAIL_API bool is_unicode_word(char32_t cp);
 /// that MLflow refuses as a path (empty, longer than 250, a leading '/', a leading "..", an empty, "." or ".." part,
 /// so no "a//b", "x/./y" or trailing '/') is an error naming it. '/' nests: "train/loss" is metrics/train/loss.
 TRAINLOOP_DETAIL_API std::string mlflow_key(const std::string& name, const std::string& kind);
+// Whether a '/'-separated path has an empty, "." or ".." part (so "a//b", "./a", "a/", "/a", "x/../y"): what MLflow's
+// name and artifact-path rules both refuse.
+TRAINLOOP_DETAIL_API bool has_bad_path_part(const std::string& path);
 inline std::string file_uri(const std::filesystem::path& path) { return "file://" + std::filesystem::absolute(path).lexically_normal().string(); }
 // Creates the folders a nested name ("train/loss") needs below `base`.
 TRAINLOOP_DETAIL_API void make_parent_dirs(const std::filesystem::path& path, const std::string& who);
@@ -190,7 +193,7 @@ class MLFlowLogger {
   TRAINLOOP_DETAIL_API void write_run_meta(Status status, std::optional<std::int64_t> end_time);
   // The system tags, the run name's tag and the user's tags, for a new run and again for a resumed one.
   TRAINLOOP_DETAIL_API void write_tags();
-  // An artifact file with `content` (atomic); `artifact_file` checked by MLflow's rule.
+  // Writes `content` as the artifact file (atomic); callers check the name.
   TRAINLOOP_DETAIL_API void write_artifact(const std::string& artifact_file, const std::string& content);
   // Opens the run for an artifact stepped at `step` (a run ended is reopened, as by a record).
   TRAINLOOP_DETAIL_API bool open_for_media(std::int64_t step);
@@ -428,6 +431,15 @@ TRAINLOOP_DETAIL_API bool is_unicode_word(char32_t cp) {
                                        [](const char32_t (&r)[2], char32_t c) { return r[1] < c; });
   return range != last && (*range)[0] <= cp;
 }
+TRAINLOOP_DETAIL_API bool has_bad_path_part(const std::string& path) {
+  for (std::size_t begin = 0; begin <= path.size();) {
+    const std::size_t end = std::min(path.find('/', begin), path.size());
+    const std::string part = path.substr(begin, end - begin);
+    if (part.empty() || part == "." || part == "..") return true;
+    begin = end + 1;
+  }
+  return false;
+}
 TRAINLOOP_DETAIL_API std::string mlflow_key(const std::string& name, const std::string& kind) {
   std::string key;
   for (std::size_t i = 0; i < name.size();) {
@@ -442,14 +454,7 @@ TRAINLOOP_DETAIL_API std::string mlflow_key(const std::string& name, const std::
     return std::invalid_argument("trainloop: MLFlowLogger: invalid " + kind + " name '" + name + "': " + why);
   };
   if (key.size() > 250) throw refuse("MLflow allows at most 250 characters");
-  bool bad_path = key.empty() || key[0] == '/' || key.rfind("..", 0) == 0;
-  for (std::size_t begin = 0; !bad_path && begin <= key.size();) {
-    const std::size_t end = std::min(key.find('/', begin), key.size());
-    const std::string part = key.substr(begin, end - begin);
-    bad_path = part.empty() || part == "." || part == "..";
-    begin = end + 1;
-  }
-  if (bad_path)
+  if (key.empty() || key[0] == '/' || key.rfind("..", 0) == 0 || has_bad_path_part(key))
     throw refuse("MLflow stores names as file paths and refuses one that is empty, starts with '/' or '..', or has an "
                  "empty, '.' or '..' part (as in 'a//b', 'x/./y' or a trailing '/')");
   return key;
@@ -460,14 +465,7 @@ TRAINLOOP_DETAIL_API void make_parent_dirs(const std::filesystem::path& path, co
   if (error) throw log_dir_error(who, path.parent_path(), error.message());
 }
 TRAINLOOP_DETAIL_API void check_artifact_path(const std::string& path, const std::string& what) {
-  bool bad = path.empty() && what != "artifact path";
-  for (std::size_t begin = 0; !bad && !path.empty() && begin <= path.size();) {
-    const std::size_t end = std::min(path.find('/', begin), path.size());
-    const std::string part = path.substr(begin, end - begin);
-    bad = part.empty() || part == "." || part == "..";
-    begin = end + 1;
-  }
-  if (bad)
+  if (path.empty() ? what != "artifact path" : has_bad_path_part(path))
     throw std::invalid_argument("trainloop: MLFlowLogger: invalid " + what + " '" + path +
                                 "': MLflow needs a relative path that is its own normpath (no leading '/', no empty, "
                                 "'.' or '..' part)");
